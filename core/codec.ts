@@ -1,0 +1,27 @@
+/**
+ * Binary encoding of plain values (objects, arrays, strings, numbers,
+ * booleans, null, byte arrays) with lib0's `any` codec: the same encoding Yjs
+ * uses for map values, so templates and photos round-trip without base64.
+ */
+import * as decoding from 'lib0/decoding'
+import * as encoding from 'lib0/encoding'
+import { MalformedMessageError } from './errors.js'
+
+/** Encodes a plain value. */
+export function encodeValue(value: unknown): Uint8Array {
+  const encoder = encoding.createEncoder()
+  encoding.writeAny(encoder, value as Parameters<typeof encoding.writeAny>[1])
+  return encoding.toUint8Array(encoder)
+}
+
+/** Decodes a value written by `encodeValue`; throws `MalformedMessageError` on bad bytes. */
+export function decodeValue(bytes: Uint8Array): unknown {
+  try {
+    const decoder = decoding.createDecoder(bytes)
+    const value: unknown = decoding.readAny(decoder)
+    if (decoding.hasContent(decoder)) throw new Error('trailing bytes')
+    return value
+  } catch (cause) {
+    throw new MalformedMessageError('value does not decode', cause)
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * The shape of replicated data. The Yjs document holds one root map per
+ * writer (`u:<writerId>`, user id → entry) plus the server's meta map
+ * (`m:server`, field name → policy). A writer may write only its own roots,
+ * which makes authorising a peer a check on root names, and keeps every
+ * merge decision in `resolve()`.
+ *
+ * Entries are immutable plain values (Yjs `ContentAny`): a change replaces the
+ * whole entry, so one user costs one Yjs item per writer that touched it.
+ */
+import type { FieldValue } from './schema.js'
+import type { HlcStamp } from './hlc.js'
+import { asWriterId, SERVER_ID, type WriterId } from './ids.js'
+
+/** How a field replicates. */
+export type FieldPolicy = 'shared' | 'device-specific' | 'last-writer-wins'
+/** All field policies. */
+export const FIELD_POLICIES: readonly FieldPolicy[] = [
+  'shared',
+  'device-specific',
+  'last-writer-wins',
+]
+
+/** Field name → value, as stored. */
+export type Fields = Readonly<Record<string, FieldValue>>
+
+/**
+ * The server's record of one user.
+ * - `e` (epoch) counts the server's deletes of this id; device writes made
+ *   before the device saw the latest delete carry a smaller epoch and are void.
+ * - `t` is the server's stamp of its latest change to this user: a device's
+ *   local delete hides the user until `t` moves.
+ * - `d` marks a tombstone (the server deleted the user).
+ * - `f` holds the non-vacant fields.
+ * - `s` holds stamps of last-writer-wins fields.
+ * - `x` holds the stamps at which the server cleared a field: device values
+ *   older than that do not fill it again.
+ */
+export interface ServerEntry {
+  readonly e: number
+  readonly t: HlcStamp
+  readonly d?: 1
+  readonly f?: Fields
+  readonly s?: Readonly<Record<string, HlcStamp>>
+  readonly x?: Readonly<Record<string, HlcStamp>>
+}
+
+/**
+ * One device's contribution to one user: the values it wrote (`f`, vacant
+ * values omitted), the stamp of each field it wrote (`s`, vacant writes
+ * included), and the server epoch it had seen (`e`).
+ */
+export interface DeviceEntry {
+  readonly e: number
+  readonly f: Fields
+  readonly s: Readonly<Record<string, HlcStamp>>
+}
+
+/** A field's policy and the server stamp at which it took effect. */
+export interface PolicyEntry {
+  readonly p: FieldPolicy
+  readonly t: HlcStamp
+}
+
+/** Root map of a writer's user entries. */
+export const usersRootName = (writer: WriterId): string => `u:${writer}`
+/** Root map of the server's site settings (field policies). */
+export const SERVER_META_ROOT = 'm:server'
+/** Prefix of every writer's users root. */
+export const USERS_ROOT_PREFIX = 'u:'
+
+/** The writer that owns a root, or undefined for names rostersync never writes. */
+export function rootOwner(rootName: string): WriterId | undefined {
+  if (rootName.startsWith(USERS_ROOT_PREFIX) && rootName.length > USERS_ROOT_PREFIX.length) {
+    return asWriterId(rootName.slice(USERS_ROOT_PREFIX.length))
+  }
+  if (rootName === SERVER_META_ROOT) return SERVER_ID
+  return undefined
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array)
+const isStampMap = (v: unknown): v is Record<string, number> =>
+  isRecord(v) && Object.values(v).every((n) => typeof n === 'number' && Number.isFinite(n))
+
+/** Reads a server entry, or undefined when the value is not one. */
+export function asServerEntry(value: unknown): ServerEntry | undefined {
+  if (!isRecord(value) || typeof value.e !== 'number' || typeof value.t !== 'number')
+    return undefined
+  if (value.d !== undefined && value.d !== 1) return undefined
+  if (value.f !== undefined && !isRecord(value.f)) return undefined
+  if (value.s !== undefined && !isStampMap(value.s)) return undefined
+  if (value.x !== undefined && !isStampMap(value.x)) return undefined
+  return value as unknown as ServerEntry
+}
+
+/** Reads a device entry, or undefined when the value is not one. */
+export function asDeviceEntry(value: unknown): DeviceEntry | undefined {
+  if (!isRecord(value) || typeof value.e !== 'number') return undefined
+  if (!isRecord(value.f) || !isStampMap(value.s)) return undefined
+  return value as unknown as DeviceEntry
+}
+
+/** Reads a policy entry, or undefined when the value is not one. */
+export function asPolicyEntry(value: unknown): PolicyEntry | undefined {
+  if (!isRecord(value) || typeof value.t !== 'number') return undefined
+  return FIELD_POLICIES.includes(value.p as FieldPolicy)
+    ? (value as unknown as PolicyEntry)
+    : undefined
+}

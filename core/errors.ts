@@ -1,0 +1,127 @@
+/**
+ * Typed errors. Each operating condition has one class with a stable `code`
+ * that callers (firmware apps, admin tools, the wire protocol) switch on;
+ * messages are for people and may change.
+ */
+
+/** Every stable error code rostersync produces. */
+export type ErrorCode =
+  | 'INVALID_RECORD'
+  | 'INVALID_OPTIONS'
+  | 'USER_NOT_FOUND'
+  | 'FORBIDDEN_WRITE'
+  | 'MALFORMED_MESSAGE'
+  | 'MESSAGE_TOO_LARGE'
+  | 'PEER_REVOKED'
+  | 'PEER_UNKNOWN'
+  | 'AUTH_FAILED'
+  | 'STORAGE_FAILED'
+  | 'STORE_CLOSED'
+  | 'PEER_CLOSED'
+  | 'OFFLINE_NOT_READY'
+  | 'SYNC_FAILED'
+  | 'EXPORT_EXPIRED'
+  | 'EXPORT_TOO_LARGE'
+
+/** Base class: every error rostersync raises on purpose carries a `code`. */
+export class RostersyncError extends Error {
+  readonly code: ErrorCode
+  /** Optional structured detail (e.g. zod issues for `INVALID_RECORD`). */
+  readonly details: unknown
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; details?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause })
+    this.name = new.target.name
+    this.code = code
+    this.details = options?.details
+  }
+}
+
+/** A record (or patch) failed schema validation; nothing was changed. */
+export class InvalidRecordError extends RostersyncError {
+  constructor(message: string, details?: unknown) {
+    super('INVALID_RECORD', message, { details })
+  }
+}
+
+/** Options passed to a factory or command are invalid. */
+export class InvalidOptionsError extends RostersyncError {
+  constructor(message: string, details?: unknown) {
+    super('INVALID_OPTIONS', message, { details })
+  }
+}
+
+/** The user is not in this peer's view (patch of an absent user, ...). */
+export class UserNotFoundError extends RostersyncError {
+  constructor(userId: string) {
+    super('USER_NOT_FOUND', `user ${JSON.stringify(userId)} does not exist on this peer`)
+  }
+}
+
+/** A peer tried to write into a part of the roster it does not own. */
+export class ForbiddenWriteError extends RostersyncError {
+  constructor(message: string, details?: unknown) {
+    super('FORBIDDEN_WRITE', message, { details })
+  }
+}
+
+/** Bytes that do not decode as a valid message or update. */
+export class MalformedMessageError extends RostersyncError {
+  constructor(message: string, cause?: unknown) {
+    super('MALFORMED_MESSAGE', message, { cause })
+  }
+}
+
+/** A message or payload above its named limit. */
+export class MessageTooLargeError extends RostersyncError {
+  constructor(what: string, bytes: number, bytesMax: number) {
+    super('MESSAGE_TOO_LARGE', `${what} is ${bytes} bytes; the limit is ${bytesMax}`)
+  }
+}
+
+/** The peer was revoked by the server and is refused. */
+export class PeerRevokedError extends RostersyncError {
+  constructor(peerId: string) {
+    super('PEER_REVOKED', `device ${JSON.stringify(peerId)} has been revoked`)
+  }
+}
+
+/** The peer is not a member of this site. */
+export class PeerUnknownError extends RostersyncError {
+  constructor(peerId: string) {
+    super('PEER_UNKNOWN', `peer ${JSON.stringify(peerId)} is not known to this site`)
+  }
+}
+
+/** The site key did not match. */
+export class AuthFailedError extends RostersyncError {
+  constructor(message = 'site key rejected') {
+    super('AUTH_FAILED', message)
+  }
+}
+
+/** The durable store failed; the operation did not take effect. */
+export class StorageError extends RostersyncError {
+  constructor(message: string, cause?: unknown) {
+    super('STORAGE_FAILED', message, { cause })
+  }
+}
+
+/** The store was used after close. */
+export class StoreClosedError extends RostersyncError {
+  constructor() {
+    super('STORE_CLOSED', 'the store is closed')
+  }
+}
+
+/** The peer was used after close. */
+export class PeerClosedError extends RostersyncError {
+  constructor() {
+    super('PEER_CLOSED', 'the peer is closed')
+  }
+}
+
+/** True when `error` is a rostersync error with the given code. */
+export function hasCode(error: unknown, code: ErrorCode): boolean {
+  return error instanceof RostersyncError && error.code === code
+}

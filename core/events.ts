@@ -1,0 +1,116 @@
+/**
+ * The event log every peer keeps: typed events, queryable by period, device,
+ * user and type, bounded in size (the oldest go first). Pure bookkeeping; the
+ * peer persists what `append` returns and feeds `restore` on open.
+ */
+import { z } from 'zod'
+import { limits } from './limits.js'
+
+/** Every event type a peer records. */
+export const EVENT_TYPES = [
+  'user-update-succeeded',
+  'save-to-server-failed',
+  'edit-overridden-by-server',
+  'sync-started',
+  'sync-succeeded',
+  'sync-failed',
+  'device-registered',
+  'device-revoked',
+  'user-deleted-locally',
+  'user-deleted',
+  'roster-wiped',
+  'write-refused',
+  'policy-changed',
+] as const
+/** One event type. */
+export type EventType = (typeof EVENT_TYPES)[number]
+
+/** One event as stored and returned by `events.query`. */
+export interface RosterEvent {
+  /** Position in this peer's log; increases by one per event. */
+  readonly seq: number
+  /** Wall-clock time of the peer's clock, ms since the epoch. */
+  readonly at: number
+  readonly type: EventType
+  readonly userId?: string
+  readonly deviceId?: string
+  /** For `user-update-succeeded`: who made the change. */
+  readonly origin?: 'server' | 'device'
+  readonly fields?: readonly string[]
+  /** Error code, for failures and refusals. */
+  readonly code?: string
+  readonly message?: string
+}
+
+/** An event before the log numbers it. */
+export type NewEvent = Omit<RosterEvent, 'seq' | 'at'>
+
+/** Filters of `events.query`; all optional, combined with AND. */
+export interface EventQuery {
+  readonly type?: EventType | readonly EventType[]
+  readonly deviceId?: string
+  readonly userId?: string
+  /** Inclusive lower bound on `at`, ms since the epoch. */
+  readonly since?: number
+  /** Exclusive upper bound on `at`, ms since the epoch. */
+  readonly until?: number
+  /** At most this many (default and cap: `limits.eventsPerQueryMax`), newest last. */
+  readonly limit?: number
+}
+
+/** The zod schema of a query, for API and CLI input. */
+export const eventQuerySchema = z.strictObject({
+  type: z.union([z.enum(EVENT_TYPES), z.array(z.enum(EVENT_TYPES))]).optional(),
+  deviceId: z.string().optional(),
+  userId: z.string().optional(),
+  since: z.number().optional(),
+  until: z.number().optional(),
+  limit: z.number().int().positive().optional(),
+})
+
+/** A bounded, queryable, in-memory event log. */
+export class EventLog {
+  private events: RosterEvent[] = []
+  private nextSeq = 1
+
+  constructor(private readonly eventsMax: number = limits.eventsMax) {}
+
+  /** Numbers and keeps an event; returns it and the seqs that fell off the end. */
+  append(event: NewEvent, at: number): { event: RosterEvent; dropped: number[] } {
+    const full: RosterEvent = { seq: this.nextSeq++, at, ...event }
+    this.events.push(full)
+    const dropped: number[] = []
+    if (this.events.length > this.eventsMax) {
+      const excess = this.events.length - this.eventsMax
+      for (const old of this.events.splice(0, excess)) dropped.push(old.seq)
+    }
+    return { event: full, dropped }
+  }
+
+  /** Loads events read back from storage (in seq order). */
+  restore(events: readonly RosterEvent[]): void {
+    this.events = events.slice(-this.eventsMax)
+    this.nextSeq = (this.events.at(-1)?.seq ?? 0) + 1
+  }
+
+  /** Events matching every given filter, oldest first. */
+  query(q: EventQuery = {}): RosterEvent[] {
+    const types =
+      q.type === undefined ? undefined : new Set(typeof q.type === 'string' ? [q.type] : q.type)
+    const cap = Math.min(q.limit ?? limits.eventsPerQueryMax, limits.eventsPerQueryMax)
+    const matches = this.events.filter(
+      (e) =>
+        (types === undefined || types.has(e.type)) &&
+        (q.deviceId === undefined || e.deviceId === q.deviceId) &&
+        (q.userId === undefined || e.userId === q.userId) &&
+        (q.since === undefined || e.at >= q.since) &&
+        (q.until === undefined || e.at < q.until),
+    )
+    return matches.slice(-cap)
+  }
+
+  /** Number of events held. */
+  get size(): number {
+    return this.events.length
+  }
+}

@@ -1,0 +1,40 @@
+/**
+ * Every bound rostersync enforces, in one place, named with the unit last.
+ * A limit here is a promise to operators: nothing grows past it.
+ */
+export const limits = {
+  /** Longest user id, in characters. */
+  userIdCharsMax: 128,
+  /** Longest device/writer id, in characters. */
+  writerIdCharsMax: 64,
+  /** Longest plain text field (name, email, ...), in characters. */
+  textCharsMax: 512,
+  /** Most entries in `groups` or `accessLevels`. */
+  groupsPerUserMax: 256,
+  /** Most credentials in `cards`. */
+  cardsPerUserMax: 32,
+  /** Longest card value, in characters. */
+  cardValueCharsMax: 256,
+  /** Most fingerprint templates per user. */
+  fingerprintsPerUserMax: 10,
+  /** Most face templates per user. */
+  facesPerUserMax: 5,
+  /** Largest biometric template, in bytes. */
+  templateBytesMax: 16 * 1024,
+  /** Largest photo, in bytes. */
+  photoBytesMax: 256 * 1024,
+  /** Most custom fields a site may declare. */
+  customFieldsMax: 64,
+  /** Largest encoded user record, in bytes (all fields, templates included). */
+  recordBytesMax: 512 * 1024,
+  /** Most write operations folded into one transaction and one durable batch. */
+  writeBatchOpsMax: 5_000,
+  /** Most events kept in a peer's event log; the oldest are dropped first. */
+  eventsMax: 100_000,
+  /** Appended Yjs updates after which the log is compacted into a snapshot. */
+  updatesBeforeCompactionMax: 1_000,
+  /** Appended update bytes after which the log is compacted into a snapshot. */
+  updateBytesBeforeCompactionMax: 64 * 1024 * 1024,
+  /** Largest number of events one query returns. */
+  eventsPerQueryMax: 10_000,
+} as const

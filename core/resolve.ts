@@ -1,0 +1,304 @@
+/**
+ * The merge rules as pure functions. `resolveUser` is the view of one user
+ * from the replicated entries of every writer plus this peer's local-only
+ * state. No clock, no randomness, no I/O: two peers holding the same
+ * replicated state compute the same view (local state aside), which is what
+ * makes the views converge once Yjs has.
+ */
+import type { DeviceEntry, Fields, FieldPolicy, PolicyEntry, ServerEntry } from './entries.js'
+import type { HlcStamp } from './hlc.js'
+import { SERVER_ID, type UserId, type WriterId } from './ids.js'
+import type { FieldValue } from './schema.js'
+import { isVacant } from './vacant.js'
+
+/** What the replicated document says about one user. */
+export interface UserReplica {
+  readonly server: ServerEntry | undefined
+  /** Each device's entry for the user, in any order. */
+  readonly devices: ReadonlyArray<readonly [WriterId, DeviceEntry]>
+}
+
+/** Field name → policy entry (absent means `shared` since forever). */
+export type PolicyTable = ReadonlyMap<string, PolicyEntry>
+
+/** A local delete remembers the server's stamp `t` it hid (0: no server entry). */
+export interface DeleteMark {
+  readonly t: HlcStamp
+}
+
+/**
+ * Values of device-specific fields on one peer, with the stamp of each write:
+ * a value counts only if written after the field's policy took effect, so a
+ * policy change re-initialises the field (rule 5).
+ */
+export interface LocalFields {
+  readonly f: Fields
+  readonly s: Readonly<Record<string, HlcStamp>>
+}
+
+/** Local-only state of one user on one peer. */
+export interface UserLocal {
+  readonly deleted?: DeleteMark | undefined
+  readonly fields?: LocalFields | undefined
+}
+
+/** A resolved field: its value and the writer it came from. */
+export interface ResolvedField {
+  readonly value: FieldValue
+  readonly source: WriterId
+}
+
+/** A user as a peer shows it: id plus non-vacant fields. */
+export type UserView = { readonly id: UserId } & Readonly<Record<string, FieldValue>>
+
+/** The policy of a field. */
+export const policyOf = (policies: PolicyTable, field: string): FieldPolicy =>
+  policies.get(field)?.p ?? 'shared'
+
+/** The server's epoch for a user: how many times the server deleted it. */
+const epochOf = (replica: UserReplica): number => replica.server?.e ?? 0
+
+/** True when the server holds a live (not deleted) record. */
+export const serverLive = (replica: UserReplica): boolean =>
+  replica.server !== undefined && replica.server.d !== 1
+
+/** Device entries written after the device had seen the server's latest delete (rule 4). */
+export function validDevices(
+  replica: UserReplica,
+): ReadonlyArray<readonly [WriterId, DeviceEntry]> {
+  const epoch = epochOf(replica)
+  return replica.devices.filter(([, entry]) => entry.e >= epoch)
+}
+
+/** True when the user exists in the replicated state (before local deletes). */
+export function userExists(replica: UserReplica): boolean {
+  return serverLive(replica) || validDevices(replica).length > 0
+}
+
+/** Writer order for ties: the greater (stamp, writer id) is the later write. */
+const later = (a: HlcStamp, aw: WriterId, b: HlcStamp, bw: WriterId): boolean =>
+  a > b || (a === b && aw > bw)
+
+/**
+ * The latest device write to `field` that still counts: written after the
+ * policy took effect and after the server last cleared the field.
+ */
+function latestDeviceWrite(
+  devices: ReadonlyArray<readonly [WriterId, DeviceEntry]>,
+  field: string,
+  floor: HlcStamp,
+): { stamp: HlcStamp; writer: WriterId; entry: DeviceEntry } | undefined {
+  let best: { stamp: HlcStamp; writer: WriterId; entry: DeviceEntry } | undefined
+  for (const [writer, entry] of devices) {
+    const stamp = entry.s[field]
+    if (stamp === undefined || stamp <= floor) continue
+    if (best === undefined || later(stamp, writer, best.stamp, best.writer)) {
+      best = { stamp, writer, entry }
+    }
+  }
+  return best
+}
+
+/** Rules 1 and 2 for one shared field. */
+function resolveSharedField(
+  replica: UserReplica,
+  devices: ReadonlyArray<readonly [WriterId, DeviceEntry]>,
+  field: string,
+  since: HlcStamp,
+): ResolvedField | undefined {
+  const server = replica.server
+  if (server !== undefined && server.d !== 1) {
+    const value = server.f?.[field]
+    if (!isVacant(value)) return { value: value as FieldValue, source: SERVER_ID }
+  }
+  const floor = Math.max(since, server?.x?.[field] ?? 0)
+  const write = latestDeviceWrite(devices, field, floor)
+  const value = write?.entry.f[field]
+  if (write === undefined || isVacant(value)) return undefined
+  return { value: value as FieldValue, source: write.writer }
+}
+
+/** Last-writer-wins across the server and the devices, by stamp. */
+function resolveLwwField(
+  replica: UserReplica,
+  devices: ReadonlyArray<readonly [WriterId, DeviceEntry]>,
+  field: string,
+  since: HlcStamp,
+): ResolvedField | undefined {
+  const server = replica.server
+  const write = latestDeviceWrite(devices, field, since)
+  const serverHas =
+    server !== undefined &&
+    server.d !== 1 &&
+    (server.f?.[field] !== undefined || server.s?.[field] !== undefined)
+  const serverStamp = server?.s?.[field] ?? 0
+  if (
+    serverHas &&
+    (write === undefined || later(serverStamp, SERVER_ID, write.stamp, write.writer))
+  ) {
+    const value = server.f?.[field]
+    return isVacant(value) ? undefined : { value: value as FieldValue, source: SERVER_ID }
+  }
+  const value = write?.entry.f[field]
+  if (write === undefined || isVacant(value)) return undefined
+  return { value: value as FieldValue, source: write.writer }
+}
+
+/** Every field name the replicated entries mention. */
+function mentionedFields(replica: UserReplica): Set<string> {
+  const names = new Set<string>()
+  const server = replica.server
+  if (server !== undefined && server.d !== 1) {
+    for (const name of Object.keys(server.f ?? {})) names.add(name)
+    for (const name of Object.keys(server.s ?? {})) names.add(name)
+  }
+  for (const [, entry] of replica.devices) for (const name of Object.keys(entry.s)) names.add(name)
+  return names
+}
+
+/**
+ * The replicated (shared and last-writer-wins) fields of a user, each with
+ * its source; device-specific fields are left out. Undefined when the user
+ * does not exist in the replicated state.
+ */
+export function resolveReplicated(
+  replica: UserReplica,
+  policies: PolicyTable,
+): Map<string, ResolvedField> | undefined {
+  if (!userExists(replica)) return undefined
+  const devices = validDevices(replica)
+  const resolved = new Map<string, ResolvedField>()
+  for (const field of mentionedFields(replica)) {
+    const policy = policies.get(field)
+    const since = policy?.t ?? 0
+    const kind = policy?.p ?? 'shared'
+    if (kind === 'device-specific') continue
+    const result =
+      kind === 'last-writer-wins'
+        ? resolveLwwField(replica, devices, field, since)
+        : resolveSharedField(replica, devices, field, since)
+    if (result !== undefined) resolved.set(field, result)
+  }
+  return resolved
+}
+
+/** The server stamp a local delete compares against. */
+export const serverStampOf = (replica: UserReplica): HlcStamp => replica.server?.t ?? 0
+
+/**
+ * The view of one user on a peer: rules 1-6 applied to the replicated state,
+ * then this peer's local-only state (its device deletes and device-specific
+ * values). `fieldOrder` orders the view's keys (unknown fields follow, sorted).
+ */
+export function resolveUser(
+  id: UserId,
+  replica: UserReplica,
+  policies: PolicyTable,
+  local: UserLocal,
+  fieldOrder: readonly string[],
+): UserView | undefined {
+  const resolved = resolveReplicated(replica, policies)
+  if (resolved === undefined) return undefined
+  if (local.deleted !== undefined && local.deleted.t === serverStampOf(replica)) return undefined
+  const values = new Map<string, FieldValue>()
+  for (const [field, { value }] of resolved) values.set(field, value)
+  for (const [field, value] of localValues(local.fields, policies)) values.set(field, value)
+  return orderView(id, values, fieldOrder)
+}
+
+/** The device-specific values of a peer that count under the policies in force. */
+export function localValues(
+  local: LocalFields | undefined,
+  policies: PolicyTable,
+): Map<string, FieldValue> {
+  const values = new Map<string, FieldValue>()
+  if (local === undefined) return values
+  for (const [field, value] of Object.entries(local.f)) {
+    const policy = policies.get(field)
+    const stamp = local.s[field] ?? 0
+    if (policy?.p === 'device-specific' && stamp >= policy.t && !isVacant(value))
+      values.set(field, value)
+  }
+  return values
+}
+
+function orderView(
+  id: UserId,
+  values: Map<string, FieldValue>,
+  fieldOrder: readonly string[],
+): UserView {
+  const view: Record<string, FieldValue> = { id }
+  for (const field of fieldOrder) {
+    const value = values.get(field)
+    if (value !== undefined) view[field] = value
+  }
+  const extra = [...values.keys()].filter((field) => !fieldOrder.includes(field)).sort()
+  for (const field of extra) view[field] = values.get(field) as FieldValue
+  return view as UserView
+}
+
+/**
+ * The server's adoption step (rule 2): the shared fields where the server's
+ * record is vacant but a device's value fills the view. When the server holds
+ * no live record but devices enrolled the user (after any delete they saw),
+ * `creates` is true and the server takes the user on.
+ */
+export function adoptionFor(
+  replica: UserReplica,
+  policies: PolicyTable,
+): { creates: boolean; fields: Map<string, ResolvedField> } | undefined {
+  const resolved = resolveReplicated(replica, policies)
+  if (resolved === undefined) return undefined
+  const fields = new Map<string, ResolvedField>()
+  for (const [field, result] of resolved) {
+    if (result.source !== SERVER_ID && policyOf(policies, field) === 'shared')
+      fields.set(field, result)
+  }
+  const creates = !serverLive(replica)
+  return creates || fields.size > 0 ? { creates, fields } : undefined
+}
+
+/**
+ * Fields this device wrote that the server's value overrides (rule 1): its
+ * write counted, but the server holds a different non-vacant value.
+ */
+export function overriddenFields(
+  replica: UserReplica,
+  self: WriterId,
+  policies: PolicyTable,
+): Array<{ field: string; stamp: HlcStamp }> {
+  const server = replica.server
+  const own = validDevices(replica).find(([writer]) => writer === self)?.[1]
+  if (own === undefined || server === undefined || server.d === 1) return []
+  const result: Array<{ field: string; stamp: HlcStamp }> = []
+  for (const [field, stamp] of Object.entries(own.s)) {
+    if (policyOf(policies, field) !== 'shared') continue
+    const serverValue = server.f?.[field]
+    if (isVacant(serverValue) || valuesEqual(serverValue, own.f[field])) continue
+    result.push({ field, stamp })
+  }
+  return result
+}
+
+/** Structural equality of field values (strings, numbers, lists, bytes, cards). */
+export function valuesEqual(a: unknown, b: unknown): boolean {
+  if (a === b) return true
+  if (isVacant(a) && isVacant(b)) return true
+  if (a instanceof Uint8Array && b instanceof Uint8Array) {
+    return a.byteLength === b.byteLength && a.every((byte, i) => byte === b[i])
+  }
+  if (Array.isArray(a) && Array.isArray(b)) {
+    return a.length === b.length && a.every((item, i) => valuesEqual(item, b[i]))
+  }
+  if (typeof a === 'object' && typeof b === 'object' && a !== null && b !== null) {
+    const ka = Object.keys(a)
+    const kb = Object.keys(b)
+    return (
+      ka.length === kb.length &&
+      ka.every((k) =>
+        valuesEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]),
+      )
+    )
+  }
+  return false
+}

@@ -1,0 +1,228 @@
+/**
+ * The user record and its validation. zod parses at the boundary (API input,
+ * wire, files) and nowhere else; after parsing, records are plain data.
+ */
+import { z } from 'zod'
+import { InvalidOptionsError, InvalidRecordError } from './errors.js'
+import { asUserId, type UserId } from './ids.js'
+import { limits } from './limits.js'
+
+/** The credential technologies a card may carry. */
+export const CARD_TYPES = [
+  'csn',
+  'wiegand',
+  'secure-credential',
+  'access-on-card',
+  'mobile',
+] as const
+/** One credential type. */
+export type CardType = (typeof CARD_TYPES)[number]
+/** One credential held by a user. */
+export interface Card {
+  readonly type: CardType
+  readonly value: string
+}
+
+/** A value a field may hold once parsed (null clears the field). */
+export type FieldValue =
+  | string
+  | number
+  | boolean
+  | readonly string[]
+  | readonly Card[]
+  | readonly Uint8Array[]
+  | Uint8Array
+  | null
+
+/** The field names every site has. */
+export const DEFAULT_FIELDS = [
+  'name',
+  'email',
+  'phone',
+  'department',
+  'title',
+  'status',
+  'validFrom',
+  'validUntil',
+  'groups',
+  'accessLevels',
+  'pin',
+  'cards',
+  'fingerprints',
+  'faces',
+  'photo',
+] as const
+
+/** Kinds a site's custom field may have. */
+export const CUSTOM_FIELD_TYPES = ['string', 'number', 'boolean', 'string[]', 'bytes'] as const
+/** One custom field kind. */
+export type CustomFieldType = (typeof CUSTOM_FIELD_TYPES)[number]
+
+/** A stored (hashed) PIN: `sha256$<salt hex>$<digest hex>`. */
+export const PIN_HASH_PATTERN = /^sha256\$[0-9a-f]{32}\$[0-9a-f]{64}$/
+/** A PIN as a person types it. */
+export const PIN_PLAIN_PATTERN = /^[0-9]{4,12}$/
+
+const text = z.string().max(limits.textCharsMax)
+const bytes = (bytesMax: number) =>
+  z.instanceof(Uint8Array).refine((b) => b.byteLength <= bytesMax, {
+    message: `at most ${bytesMax} bytes`,
+  })
+const date = z.union([z.iso.date(), z.iso.datetime({ offset: true })])
+const idList = z.array(z.string().min(1).max(limits.textCharsMax)).max(limits.groupsPerUserMax)
+const card = z.strictObject({
+  type: z.enum(CARD_TYPES),
+  value: z.string().min(1).max(limits.cardValueCharsMax),
+})
+
+const defaultFieldSchemas = {
+  name: text,
+  email: text,
+  phone: text,
+  department: text,
+  title: text,
+  status: z.enum(['active', 'disabled']),
+  validFrom: date,
+  validUntil: date,
+  groups: idList,
+  accessLevels: idList,
+  pin: z.string().refine((p) => PIN_PLAIN_PATTERN.test(p) || PIN_HASH_PATTERN.test(p), {
+    message: 'a PIN is 4 to 12 digits (or an already hashed PIN)',
+  }),
+  cards: z.array(card).max(limits.cardsPerUserMax),
+  fingerprints: z.array(bytes(limits.templateBytesMax)).max(limits.fingerprintsPerUserMax),
+  faces: z.array(bytes(limits.templateBytesMax)).max(limits.facesPerUserMax),
+  photo: bytes(limits.photoBytesMax),
+} satisfies Record<(typeof DEFAULT_FIELDS)[number], z.ZodType>
+
+const customFieldSchemas: Record<CustomFieldType, z.ZodType> = {
+  string: text,
+  number: z.number().finite(),
+  boolean: z.boolean(),
+  'string[]': idList,
+  bytes: bytes(limits.photoBytesMax),
+}
+
+const userIdSchema = z
+  .string()
+  .min(1)
+  .max(limits.userIdCharsMax)
+  .refine((id) => !/\p{Cc}/u.test(id), 'no control characters')
+
+/** A parsed write: the user id and the fields it sets (null clears). */
+export interface ParsedRecord {
+  readonly id: UserId
+  readonly fields: Readonly<Record<string, FieldValue>>
+}
+
+/**
+ * The record schema of one site: the default fields plus its custom fields.
+ * Built once per peer; `parseRecord` and `parsePatch` are the only entry
+ * points through which user data enters the engine.
+ */
+export class RecordSchema {
+  /** Every field name this site knows, default fields first. */
+  readonly fieldNames: readonly string[]
+  private readonly fieldSchemas: Readonly<Record<string, z.ZodType>>
+  private readonly patchSchema: z.ZodType<Record<string, unknown>>
+
+  constructor(customFields: Readonly<Record<string, CustomFieldType>> = {}) {
+    const custom = Object.entries(customFields)
+    if (custom.length > limits.customFieldsMax) {
+      throw new InvalidOptionsError(`at most ${limits.customFieldsMax} custom fields`)
+    }
+    const schemas: Record<string, z.ZodType> = { ...defaultFieldSchemas }
+    for (const [name, type] of custom) {
+      if (
+        name === 'id' ||
+        name in defaultFieldSchemas ||
+        !/^[A-Za-z][A-Za-z0-9_-]{0,63}$/.test(name)
+      ) {
+        throw new InvalidOptionsError(`custom field name ${JSON.stringify(name)} is not allowed`)
+      }
+      const schema = customFieldSchemas[type]
+      if (schema === undefined) {
+        throw new InvalidOptionsError(`custom field ${name}: unknown type ${JSON.stringify(type)}`)
+      }
+      schemas[name] = schema
+    }
+    this.fieldSchemas = schemas
+    this.fieldNames = Object.keys(schemas)
+    const shape = Object.fromEntries(
+      Object.entries(schemas).map(([name, schema]) => [name, schema.nullable().optional()]),
+    )
+    this.patchSchema = z.strictObject(shape)
+  }
+
+  /** True when `name` is a field of this site. */
+  hasField(name: string): boolean {
+    return Object.hasOwn(this.fieldSchemas, name)
+  }
+
+  /** Validates a whole record (`id` plus fields). Throws `InvalidRecordError`. */
+  parseRecord(input: unknown): ParsedRecord {
+    if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+      throw new InvalidRecordError('a user record must be an object with an id')
+    }
+    const { id, ...fields } = input as Record<string, unknown>
+    return { id: this.parseUserId(id), fields: this.parseFields(fields) }
+  }
+
+  /** Validates a patch (fields only). Throws `InvalidRecordError`. */
+  parsePatch(id: unknown, input: unknown): ParsedRecord {
+    if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+      throw new InvalidRecordError('a patch must be an object of fields')
+    }
+    if (Object.hasOwn(input, 'id')) throw new InvalidRecordError('a patch cannot change the id')
+    return { id: this.parseUserId(id), fields: this.parseFields(input) }
+  }
+
+  /** Validates a user id. Throws `InvalidRecordError`. */
+  parseUserId(id: unknown): UserId {
+    const result = userIdSchema.safeParse(id)
+    if (!result.success) {
+      throw new InvalidRecordError(
+        `invalid user id: ${z.prettifyError(result.error)}`,
+        result.error.issues,
+      )
+    }
+    return asUserId(result.data)
+  }
+
+  private parseFields(input: object): Record<string, FieldValue> {
+    const result = this.patchSchema.safeParse(input)
+    if (!result.success) {
+      throw new InvalidRecordError(
+        `invalid record: ${z.prettifyError(result.error)}`,
+        result.error.issues,
+      )
+    }
+    const fields: Record<string, FieldValue> = {}
+    for (const [name, value] of Object.entries(result.data)) {
+      if (value !== undefined) fields[name] = value as FieldValue
+    }
+    const size = recordBytes(fields)
+    if (size > limits.recordBytesMax) {
+      throw new InvalidRecordError(`record is ${size} bytes; the limit is ${limits.recordBytesMax}`)
+    }
+    return fields
+  }
+}
+
+/** An upper estimate of a record's encoded size, in bytes. */
+export function recordBytes(fields: Readonly<Record<string, unknown>>): number {
+  let total = 0
+  const visit = (value: unknown): void => {
+    if (value instanceof Uint8Array) total += value.byteLength + 5
+    else if (typeof value === 'string') total += value.length * 3 + 5
+    else if (Array.isArray(value)) for (const item of value) visit(item)
+    else if (typeof value === 'object' && value !== null) {
+      for (const [k, v] of Object.entries(value)) {
+        total += k.length + 1
+        visit(v)
+      }
+    } else total += 9
+  }
+  visit(fields)
+  return total
+}

@@ -1,0 +1,128 @@
+/**
+ * How each kind of write changes a replicated entry. Pure: the caller passes
+ * the previous entry, the parsed change and a fresh HLC stamp, and stores the
+ * entry returned. Device-specific fields never reach these functions; the
+ * peer keeps them in local state.
+ */
+import type { DeviceEntry, Fields, PolicyEntry, ServerEntry } from './entries.js'
+import type { HlcStamp } from './hlc.js'
+import type { FieldValue } from './schema.js'
+import { isVacant } from './vacant.js'
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] }
+
+/**
+ * The fields a write sets: a patch sets the fields it names; a put (whole
+ * record) sets every replicated field of the schema, absent ones to vacant.
+ */
+export function writtenFields(
+  mode: 'put' | 'patch',
+  changes: Fields,
+  replicatedFieldNames: readonly string[],
+): Map<string, FieldValue> {
+  const names = mode === 'put' ? replicatedFieldNames : Object.keys(changes)
+  const written = new Map<string, FieldValue>()
+  for (const name of names) written.set(name, changes[name] ?? null)
+  return written
+}
+
+/**
+ * The server's write of some fields. A cleared field that the view showed
+ * (`shownFields`) or that the write clears explicitly is stamped in `x`, so
+ * that older device values do not fill it again.
+ */
+export function serverWrite(
+  prev: ServerEntry | undefined,
+  written: ReadonlyMap<string, FieldValue>,
+  stamp: HlcStamp,
+  policies: ReadonlyMap<string, PolicyEntry>,
+  shownFields: ReadonlySet<string>,
+  explicitClears: ReadonlySet<string>,
+): ServerEntry {
+  const live = prev !== undefined && prev.d !== 1
+  const f: Record<string, FieldValue> = live ? { ...prev.f } : {}
+  const s: Record<string, HlcStamp> = live ? { ...prev.s } : {}
+  const x: Record<string, HlcStamp> = live ? { ...prev.x } : {}
+  for (const [field, value] of written) {
+    const lww = policies.get(field)?.p === 'last-writer-wins'
+    if (lww) s[field] = stamp
+    if (isVacant(value)) {
+      const hadValue = !isVacant(f[field]) || shownFields.has(field)
+      delete f[field]
+      if (!lww && (hadValue || explicitClears.has(field))) x[field] = stamp
+    } else {
+      f[field] = value
+      delete x[field]
+    }
+  }
+  return compactServerEntry({ e: prev?.e ?? 0, t: stamp }, f, s, x)
+}
+
+/** The server's delete: a tombstone one epoch later (rule 4). */
+export function serverDelete(prev: ServerEntry | undefined, stamp: HlcStamp): ServerEntry {
+  return { e: (prev?.e ?? 0) + 1, t: stamp, d: 1 }
+}
+
+/** The server adopting device fills into its own record (rule 2). */
+export function serverAdopt(
+  prev: ServerEntry | undefined,
+  fills: ReadonlyMap<string, FieldValue>,
+  stamp: HlcStamp,
+): ServerEntry {
+  const live = prev !== undefined && prev.d !== 1
+  const f: Record<string, FieldValue> = live ? { ...prev.f } : {}
+  const x: Record<string, HlcStamp> = live ? { ...prev.x } : {}
+  for (const [field, value] of fills) {
+    f[field] = value
+    delete x[field]
+  }
+  return compactServerEntry({ e: prev?.e ?? 0, t: stamp }, f, live ? { ...prev.s } : {}, x)
+}
+
+/** Drops a field from the server's record (its policy became device-specific). */
+export function serverDropField(prev: ServerEntry, field: string): ServerEntry {
+  if (prev.d === 1) return prev
+  const f = { ...prev.f }
+  const s = { ...prev.s }
+  const x = { ...prev.x }
+  delete f[field]
+  delete s[field]
+  delete x[field]
+  return compactServerEntry({ e: prev.e, t: prev.t }, f, s, x)
+}
+
+function compactServerEntry(
+  base: { e: number; t: HlcStamp },
+  f: Record<string, FieldValue>,
+  s: Record<string, HlcStamp>,
+  x: Record<string, HlcStamp>,
+): ServerEntry {
+  // Empty maps are left out: with 100,000 users every byte per entry counts.
+  const entry: Mutable<ServerEntry> = { e: base.e, t: base.t }
+  if (Object.keys(f).length > 0) entry.f = f
+  if (Object.keys(s).length > 0) entry.s = s
+  if (Object.keys(x).length > 0) entry.x = x
+  return entry
+}
+
+/**
+ * A device's write. Its previous entry carries over unless it predates the
+ * latest server delete the device has seen, in which case the write starts a
+ * new user (rule 4).
+ */
+export function deviceWrite(
+  prev: DeviceEntry | undefined,
+  serverEpoch: number,
+  written: ReadonlyMap<string, FieldValue>,
+  stamp: HlcStamp,
+): DeviceEntry {
+  const carry = prev !== undefined && prev.e >= serverEpoch
+  const f: Record<string, FieldValue> = carry ? { ...prev.f } : {}
+  const s: Record<string, HlcStamp> = carry ? { ...prev.s } : {}
+  for (const [field, value] of written) {
+    s[field] = stamp
+    if (isVacant(value)) delete f[field]
+    else f[field] = value
+  }
+  return { e: Math.max(serverEpoch, carry ? prev.e : 0), f, s }
+}

@@ -1,0 +1,679 @@
+/**
+ * The replica: one peer's Yjs document, its local-only state and its event
+ * log, kept durable in a Store. It is the thin shell around `core/`: every
+ * change goes through one write queue that folds concurrent calls into one
+ * Yjs transaction and one atomic store batch, and a write resolves only once
+ * that batch is on disk. Server and device peers add their rules on top
+ * (`server-peer/`, `peers/device.ts`); networking feeds `applyRemote`.
+ */
+import * as Y from 'yjs'
+import type { Clock } from '../core/clock.js'
+import { decodeValue, encodeValue } from '../core/codec.js'
+import {
+  asDeviceEntry,
+  asPolicyEntry,
+  asServerEntry,
+  rootOwner,
+  SERVER_META_ROOT,
+  usersRootName,
+  USERS_ROOT_PREFIX,
+  type DeviceEntry,
+  type PolicyEntry,
+  type ServerEntry,
+} from '../core/entries.js'
+import {
+  MalformedMessageError,
+  PeerClosedError,
+  RostersyncError,
+  StorageError,
+} from '../core/errors.js'
+import { EventLog, type NewEvent, type RosterEvent } from '../core/events.js'
+import { Hlc, type HlcStamp } from '../core/hlc.js'
+import { asUserId, SERVER_ID, type UserId, type WriterId } from '../core/ids.js'
+import { limits } from '../core/limits.js'
+import {
+  resolveUser,
+  type DeleteMark,
+  type LocalFields,
+  type PolicyTable,
+  type UserLocal,
+  type UserReplica,
+  type UserView,
+} from '../core/resolve.js'
+import type { RecordSchema } from '../core/schema.js'
+import type { Store, StoreOp } from '../core/store.js'
+import { keys, seqOf } from './storage-keys.js'
+
+/** Transaction origin of changes made by this peer. */
+export const LOCAL_ORIGIN = 'rostersync:local'
+/** Transaction origin of updates received from other peers. */
+export const REMOTE_ORIGIN = 'rostersync:remote'
+
+/** What a write operation may read and change, inside the write queue's transaction. */
+export interface WriteContext {
+  /** A fresh HLC stamp. */
+  stamp(): HlcStamp
+  /** The clock's time, ms. */
+  now(): number
+  replicaOf(id: UserId): UserReplica
+  policies(): PolicyTable
+  localOf(id: UserId): UserLocal
+  /** The current view of a user on this peer. */
+  view(id: UserId): UserView | undefined
+  /** Replaces this peer's own entry for a user (server: `u:server`). */
+  setOwnEntry(id: UserId, entry: ServerEntry | DeviceEntry): void
+  /** Sets a field policy (server only). */
+  setPolicy(field: string, entry: PolicyEntry): void
+  setDeleted(id: UserId, mark: DeleteMark | undefined): void
+  setLocalFields(id: UserId, fields: LocalFields | undefined): void
+  /** Records an event, durable with the rest of the batch. */
+  event(event: NewEvent): void
+  /** Every user id with replicated or local state. */
+  allUserIds(): UserId[]
+}
+
+/** Rules a peer layers on the replica. */
+export interface ReplicaHooks {
+  /** Runs after remote updates changed some users, in the same durable batch. */
+  afterRemote?(users: ReadonlySet<UserId>, ctx: WriteContext, policiesChanged: boolean): void
+}
+
+/** Options of {@link Replica.open}. */
+export interface ReplicaOptions {
+  readonly writerId: WriterId
+  readonly store: Store
+  readonly clock: Clock
+  readonly schema: RecordSchema
+  /** A uniformly random unsigned 32-bit integer (new Yjs clientIDs). */
+  readonly randomUint32: () => number
+  readonly hooks?: ReplicaHooks
+  readonly eventsMax?: number
+}
+
+/** A durable change, as told to listeners (the network layer). */
+export interface ReplicaUpdate {
+  readonly update: Uint8Array
+  readonly origin: 'local' | 'remote'
+  /** For remote updates: the connection or peer they came from. */
+  readonly from?: string
+}
+
+interface PendingOp {
+  readonly kind: 'local' | 'remote'
+  readonly run?: (ctx: WriteContext) => unknown
+  readonly update?: Uint8Array
+  readonly from?: string
+  readonly resolve: (value: unknown) => void
+  readonly reject: (error: unknown) => void
+}
+
+/** How the peer came up, for the clientID rule and for tests. */
+export type OpenKind = 'new' | 'clean' | 'crash'
+
+/** One peer's durable replicated state. */
+export class Replica {
+  doc: Y.Doc
+  readonly events: EventLog
+  openKind: OpenKind = 'new'
+
+  private readonly deleted = new Map<UserId, DeleteMark>()
+  private readonly localFields = new Map<UserId, LocalFields>()
+  private readonly hlc = new Hlc()
+  private queue: PendingOp[] = []
+  private flushing = false
+  private closed = false
+  /** Set when a storage failure left memory unlike the store: every write is then refused. */
+  private broken: unknown = undefined
+  private nextUpdateSeq = 1
+  private firstUpdateSeq = 1
+  private updateBytesSinceSnapshot = 0
+  private policyCache: PolicyTable | undefined
+  private deviceRoots: Array<readonly [WriterId, Y.Map<unknown>]> = []
+  private deviceRootsShareSize = -1
+  private touched = new Set<UserId>()
+  private policiesTouched = false
+  private readonly listeners = new Set<(u: ReplicaUpdate) => void>()
+  private readonly resetListeners = new Set<() => void>()
+
+  private constructor(private readonly options: ReplicaOptions) {
+    this.doc = new Y.Doc()
+    this.events = new EventLog(options.eventsMax ?? limits.eventsMax)
+  }
+
+  /** Opens (or creates) a replica from its store. */
+  static async open(options: ReplicaOptions): Promise<Replica> {
+    const replica = new Replica(options)
+    await replica.load()
+    return replica
+  }
+
+  /** This peer's writer id. */
+  get writerId(): WriterId {
+    return this.options.writerId
+  }
+
+  /** The Yjs clientID this peer writes with. */
+  get clientId(): number {
+    return this.doc.clientID
+  }
+
+  /** Loads the document, local state and events from the store. */
+  private async load(): Promise<void> {
+    const store = this.options.store
+    const doc = new Y.Doc({ gc: true })
+    const snapshot = await store.get(keys.snapshot)
+    if (snapshot !== undefined) Y.applyUpdate(doc, snapshot)
+    this.firstUpdateSeq = 1
+    this.nextUpdateSeq = 1
+    this.updateBytesSinceSnapshot = 0
+    let first = true
+    for await (const [key, update] of store.range({ gte: keys.updatesFrom, lt: keys.updatesTo })) {
+      Y.applyUpdate(doc, update)
+      const seq = seqOf(key)
+      if (first) this.firstUpdateSeq = seq
+      first = false
+      this.nextUpdateSeq = seq + 1
+      this.updateBytesSinceSnapshot += update.byteLength
+    }
+    if (first) this.firstUpdateSeq = this.nextUpdateSeq = await this.nextSeqAfterSnapshot()
+    await this.chooseClientId(doc)
+    this.installDoc(doc)
+    await this.loadLocal()
+  }
+
+  /** Keeps update numbering increasing across compactions. */
+  private async nextSeqAfterSnapshot(): Promise<number> {
+    const stored = await this.options.store.get(keys.updateSeq)
+    return stored === undefined ? 1 : Number(decodeValue(stored))
+  }
+
+  /**
+   * Keeps the clientID across a clean restart; mints a new one after a crash
+   * (or on first start), so that a clientID is never reused where some of its
+   * operations may not have been made durable (yjs#415 explains why not to
+   * mint one on every start).
+   */
+  private async chooseClientId(doc: Y.Doc): Promise<void> {
+    const store = this.options.store
+    const savedRaw = await store.get(keys.clientId)
+    const cleanRaw = await store.get(keys.clean)
+    const saved = savedRaw === undefined ? undefined : Number(decodeValue(savedRaw))
+    const clean = cleanRaw === undefined ? undefined : Number(decodeValue(cleanRaw))
+    if (saved !== undefined && clean === saved) {
+      doc.clientID = saved
+      this.openKind = 'clean'
+    } else {
+      doc.clientID = this.freshClientId(doc)
+      this.openKind = saved === undefined ? 'new' : 'crash'
+    }
+    await this.storeBatch([
+      { type: 'put', key: keys.clientId, value: encodeValue(doc.clientID) },
+      { type: 'del', key: keys.clean },
+    ])
+  }
+
+  private freshClientId(doc: Y.Doc): number {
+    const used = Y.encodeStateVector(doc)
+    const known = Y.decodeStateVector(used)
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const id = this.options.randomUint32() >>> 0
+      if (id !== 0 && !known.has(id) && id !== doc.clientID) return id
+    }
+    throw new Error('could not mint a fresh Yjs clientID in 100 attempts')
+  }
+
+  /**
+   * Mints a new clientID now (after a wipe, a full sync or a detected
+   * restore), so that operations made from here on never collide with ones
+   * made under the old id.
+   */
+  async renewClientId(): Promise<void> {
+    this.doc.clientID = this.freshClientId(this.doc)
+    await this.storeBatch([
+      { type: 'put', key: keys.clientId, value: encodeValue(this.doc.clientID) },
+    ])
+  }
+
+  private installDoc(doc: Y.Doc): void {
+    if (this.doc !== doc) this.doc.destroy()
+    this.doc = doc
+    this.deviceRoots = []
+    this.deviceRootsShareSize = -1
+    this.policyCache = undefined
+    doc.on('afterTransaction', (tr: Y.Transaction) => this.noteTransaction(tr))
+    for (const listener of this.resetListeners) listener()
+  }
+
+  private async loadLocal(): Promise<void> {
+    const store = this.options.store
+    this.deleted.clear()
+    this.localFields.clear()
+    for await (const [key, value] of store.range({ gte: keys.deletedFrom, lt: keys.deletedTo })) {
+      this.deleted.set(
+        asUserId(key.slice(keys.deletedFrom.length)),
+        decodeValue(value) as DeleteMark,
+      )
+    }
+    for await (const [key, value] of store.range({
+      gte: keys.localFieldsFrom,
+      lt: keys.localFieldsTo,
+    })) {
+      this.localFields.set(
+        asUserId(key.slice(keys.localFieldsFrom.length)),
+        decodeValue(value) as LocalFields,
+      )
+    }
+    const events: RosterEvent[] = []
+    for await (const [, value] of store.range({ gte: keys.eventsFrom, lt: keys.eventsTo })) {
+      events.push(decodeValue(value) as RosterEvent)
+    }
+    this.events.restore(events)
+    const hlc = await store.get(keys.hlc)
+    if (hlc !== undefined) this.hlc.observe(Number(decodeValue(hlc)))
+  }
+
+  /** Collects which users and policies a transaction touched. */
+  private noteTransaction(tr: Y.Transaction): void {
+    for (const [type, subs] of tr.changed) {
+      if (type._item !== null) continue
+      const name = this.rootName(type)
+      if (name === SERVER_META_ROOT) {
+        this.policiesTouched = true
+        this.policyCache = undefined
+      } else if (name?.startsWith(USERS_ROOT_PREFIX) === true) {
+        for (const key of subs) if (key !== null) this.touched.add(asUserId(key))
+      }
+    }
+  }
+
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Yjs types its roots this way
+  private rootName(type: Y.AbstractType<Y.YEvent<any>>): string | undefined {
+    for (const [name, shared] of this.doc.share) if (shared === type) return name
+    return undefined
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  /** The server's users map. */
+  private serverMap(): Y.Map<unknown> {
+    return this.doc.getMap(usersRootName(SERVER_ID))
+  }
+
+  /** Every device's users map, refreshed when new roots appear. */
+  private devices(): ReadonlyArray<readonly [WriterId, Y.Map<unknown>]> {
+    if (this.deviceRootsShareSize !== this.doc.share.size) {
+      const roots: Array<readonly [WriterId, Y.Map<unknown>]> = []
+      for (const name of [...this.doc.share.keys()]) {
+        const owner = rootOwner(name)
+        if (owner === undefined || owner === SERVER_ID || !name.startsWith(USERS_ROOT_PREFIX))
+          continue
+        roots.push([owner, this.doc.getMap(name)])
+      }
+      this.deviceRoots = roots
+      this.deviceRootsShareSize = this.doc.share.size
+    }
+    return this.deviceRoots
+  }
+
+  /** What the replicated document holds for one user. */
+  replicaOf(id: UserId): UserReplica {
+    const server = asServerEntry(this.serverMap().get(id))
+    const devices: Array<readonly [WriterId, DeviceEntry]> = []
+    for (const [writer, map] of this.devices()) {
+      const entry = asDeviceEntry(map.get(id))
+      if (entry !== undefined) devices.push([writer, entry])
+    }
+    return { server, devices }
+  }
+
+  /** The field policies in force (from the server's meta map). */
+  policies(): PolicyTable {
+    if (this.policyCache === undefined) {
+      const table = new Map<string, PolicyEntry>()
+      for (const [field, value] of this.doc.getMap(SERVER_META_ROOT)) {
+        const entry = asPolicyEntry(value)
+        if (entry !== undefined) table.set(field, entry)
+      }
+      this.policyCache = table
+    }
+    return this.policyCache
+  }
+
+  /** This peer's local-only state for a user. */
+  localOf(id: UserId): UserLocal {
+    return { deleted: this.deleted.get(id), fields: this.localFields.get(id) }
+  }
+
+  /** The view of one user, or undefined. */
+  view(id: UserId): UserView | undefined {
+    return resolveUser(
+      id,
+      this.replicaOf(id),
+      this.policies(),
+      this.localOf(id),
+      this.options.schema.fieldNames,
+    )
+  }
+
+  /** Every user id mentioned by replicated or local state, sorted. */
+  allUserIds(): UserId[] {
+    const ids = new Set<string>(this.serverMap().keys())
+    for (const [, map] of this.devices()) for (const id of map.keys()) ids.add(id)
+    for (const id of this.localFields.keys()) ids.add(id)
+    return [...ids].sort().map(asUserId)
+  }
+
+  /** The views of all users, ordered by id. */
+  list(): UserView[] {
+    const views: UserView[] = []
+    for (const id of this.allUserIds()) {
+      const view = this.view(id)
+      if (view !== undefined) views.push(view)
+    }
+    return views
+  }
+
+  /** The greatest HLC stamp issued or observed. */
+  hlcPeek(): HlcStamp {
+    return this.hlc.peek()
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  /**
+   * Runs `run` inside the next write batch; resolves with its result once the
+   * batch is durable. If `run` throws, only this operation fails.
+   */
+  write<T>(run: (ctx: WriteContext) => T): Promise<T> {
+    if (this.closed) return Promise.reject(new PeerClosedError())
+    if (this.broken !== undefined) return Promise.reject(this.brokenError())
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ kind: 'local', run, resolve: resolve as (v: unknown) => void, reject })
+      this.scheduleFlush()
+    })
+  }
+
+  /**
+   * Applies an update received from another peer; resolves once it (and any
+   * adoption it caused) is durable. Malformed bytes reject with
+   * `MALFORMED_MESSAGE` and change nothing.
+   */
+  applyRemote(update: Uint8Array, from?: string): Promise<void> {
+    if (this.closed) return Promise.reject(new PeerClosedError())
+    if (this.broken !== undefined) return Promise.reject(this.brokenError())
+    try {
+      // Decoding first means a malformed update is refused before any of it
+      // is applied (Yjs can apply part of an update and then throw).
+      Y.decodeUpdate(update)
+    } catch (cause) {
+      return Promise.reject(new MalformedMessageError('update does not decode', cause))
+    }
+    return new Promise<void>((resolve, reject) => {
+      const op: PendingOp = { kind: 'remote', update, resolve: () => resolve(), reject }
+      this.queue.push(from === undefined ? op : { ...op, from })
+      this.scheduleFlush()
+    })
+  }
+
+  /** Listens to durable changes; returns the unsubscribe function. */
+  onUpdate(listener: (u: ReplicaUpdate) => void): () => void {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  /** Listens to the document being replaced (rollback after a storage failure, wipe). */
+  onReset(listener: () => void): () => void {
+    this.resetListeners.add(listener)
+    return () => this.resetListeners.delete(listener)
+  }
+
+  /** Resolves when every queued write is durable. */
+  async drain(): Promise<void> {
+    while (this.queue.length > 0 || this.flushing) {
+      await new Promise<void>((resolve) => {
+        this.queue.push({
+          kind: 'local',
+          run: () => undefined,
+          resolve: () => resolve(),
+          reject: () => resolve(),
+        })
+        this.scheduleFlush()
+      })
+    }
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushing) return
+    this.flushing = true
+    // A microtask, not a timer: every write issued in the same tick joins
+    // the batch, and no real timer runs under the simulator.
+    queueMicrotask(() => void this.flushLoop())
+  }
+
+  private async flushLoop(): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.queue.splice(0, limits.writeBatchOpsMax)
+        await this.flushBatch(batch)
+      }
+    } finally {
+      this.flushing = false
+      if (this.queue.length > 0) this.scheduleFlush()
+    }
+  }
+
+  /** Applies one batch of operations, makes it durable, then settles each. */
+  private async flushBatch(batch: PendingOp[]): Promise<void> {
+    const captured: ReplicaUpdate[] = []
+    const storeOps: StoreOp[] = []
+    const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = []
+    const onUpdate = (update: Uint8Array, origin: unknown): void => {
+      captured.push({ update, origin: origin === REMOTE_ORIGIN ? 'remote' : 'local' })
+    }
+    this.doc.on('update', onUpdate)
+    try {
+      this.applyBatch(batch, storeOps, outcomes)
+    } finally {
+      this.doc.off('update', onUpdate)
+    }
+    for (const { update } of captured) {
+      storeOps.push({ type: 'put', key: keys.update(this.nextUpdateSeq++), value: update })
+      this.updateBytesSinceSnapshot += update.byteLength
+    }
+    if (captured.length > 0)
+      storeOps.push({ type: 'put', key: keys.hlc, value: encodeValue(this.hlc.peek()) })
+    try {
+      await this.storeBatch(storeOps)
+    } catch (error) {
+      await this.rollback()
+      for (const op of batch) op.reject(error)
+      return
+    }
+    batch.forEach((op, i) => {
+      const outcome = outcomes[i]
+      if (outcome?.ok === false) op.reject(outcome.error)
+      else op.resolve(outcome?.value)
+    })
+    this.announce(captured, batch)
+    await this.maybeCompact()
+  }
+
+  /** Runs the batch's operations against the document and local state. */
+  private applyBatch(
+    batch: PendingOp[],
+    storeOps: StoreOp[],
+    outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }>,
+  ): void {
+    const ctx = this.writeContext(storeOps)
+    this.touched = new Set()
+    this.policiesTouched = false
+    for (const op of batch) {
+      if (op.kind !== 'remote' || op.update === undefined) continue
+      try {
+        Y.applyUpdate(this.doc, op.update, REMOTE_ORIGIN)
+        outcomes[batch.indexOf(op)] = { ok: true, value: undefined }
+      } catch (error) {
+        outcomes[batch.indexOf(op)] = {
+          ok: false,
+          error: new MalformedMessageError('update failed to apply', error),
+        }
+      }
+    }
+    const remoteTouched = this.touched
+    const policiesChanged = this.policiesTouched
+    this.observeStamps(remoteTouched)
+    this.doc.transact(() => {
+      if (remoteTouched.size > 0 || policiesChanged) {
+        this.options.hooks?.afterRemote?.(remoteTouched, ctx, policiesChanged)
+      }
+      batch.forEach((op, i) => {
+        if (op.kind !== 'local' || op.run === undefined) return
+        try {
+          outcomes[i] = { ok: true, value: op.run(ctx) }
+        } catch (error) {
+          if (!(error instanceof RostersyncError)) throw error
+          outcomes[i] = { ok: false, error }
+        }
+      })
+    }, LOCAL_ORIGIN)
+  }
+
+  /** Advances the HLC past every stamp seen in remote changes. */
+  private observeStamps(users: ReadonlySet<UserId>): void {
+    for (const id of users) {
+      const replica = this.replicaOf(id)
+      if (replica.server !== undefined) this.hlc.observe(replica.server.t)
+      for (const [, entry] of replica.devices)
+        for (const stamp of Object.values(entry.s)) this.hlc.observe(stamp)
+    }
+    for (const entry of this.policies().values()) this.hlc.observe(entry.t)
+  }
+
+  private writeContext(storeOps: StoreOp[]): WriteContext {
+    const self = this.options.writerId
+    return {
+      stamp: () => this.hlc.next(this.options.clock.now()),
+      now: () => this.options.clock.now(),
+      replicaOf: (id) => this.replicaOf(id),
+      policies: () => this.policies(),
+      localOf: (id) => this.localOf(id),
+      view: (id) => this.view(id),
+      allUserIds: () => this.allUserIds(),
+      setOwnEntry: (id, entry) => this.doc.getMap(usersRootName(self)).set(id, entry),
+      setPolicy: (field, entry) => {
+        if (self !== SERVER_ID) throw new Error('only the server sets field policies')
+        this.doc.getMap(SERVER_META_ROOT).set(field, entry)
+      },
+      setDeleted: (id, mark) => {
+        if (mark === undefined) this.deleted.delete(id)
+        else this.deleted.set(id, mark)
+        storeOps.push(
+          mark === undefined
+            ? { type: 'del', key: keys.deleted(id) }
+            : { type: 'put', key: keys.deleted(id), value: encodeValue(mark) },
+        )
+      },
+      setLocalFields: (id, fields) => {
+        const empty = fields === undefined || Object.keys(fields.s).length === 0
+        if (empty) this.localFields.delete(id)
+        else this.localFields.set(id, fields)
+        storeOps.push(
+          empty
+            ? { type: 'del', key: keys.localFields(id) }
+            : { type: 'put', key: keys.localFields(id), value: encodeValue(fields) },
+        )
+      },
+      event: (event) => {
+        const { event: stored, dropped } = this.events.append(event, this.options.clock.now())
+        storeOps.push({ type: 'put', key: keys.event(stored.seq), value: encodeValue(stored) })
+        for (const seq of dropped) storeOps.push({ type: 'del', key: keys.event(seq) })
+      },
+    }
+  }
+
+  private announce(captured: ReplicaUpdate[], batch: PendingOp[]): void {
+    if (this.listeners.size === 0) return
+    // A remote update is told to listeners with its sender so that the
+    // network layer does not echo it back.
+    const senders = batch.filter((op) => op.kind === 'remote').map((op) => op.from)
+    const from = senders.length === 1 ? senders[0] : undefined
+    for (const item of captured) {
+      const told: ReplicaUpdate =
+        item.origin === 'remote' && from !== undefined ? { ...item, from } : item
+      for (const listener of this.listeners) listener(told)
+    }
+  }
+
+  /** After a failed store write: rebuild memory from what is durable. */
+  private async rollback(): Promise<void> {
+    try {
+      await this.load()
+    } catch (error) {
+      // Memory now holds changes the store does not: refuse every further
+      // write until the peer is reopened, rather than serve a false state.
+      this.broken = error
+    }
+  }
+
+  private brokenError(): StorageError {
+    return new StorageError(
+      'the store failed and could not be reloaded; reopen the peer',
+      this.broken,
+    )
+  }
+
+  private async storeBatch(ops: StoreOp[]): Promise<void> {
+    if (ops.length === 0) return
+    try {
+      await this.options.store.batch(ops)
+    } catch (error) {
+      throw error instanceof RostersyncError ? error : new StorageError('store write failed', error)
+    }
+  }
+
+  /** Folds the update log into one snapshot, in one atomic batch. */
+  private async maybeCompact(force = false): Promise<void> {
+    const count = this.nextUpdateSeq - this.firstUpdateSeq
+    if (count === 0) return
+    const due =
+      count >= limits.updatesBeforeCompactionMax ||
+      this.updateBytesSinceSnapshot >= limits.updateBytesBeforeCompactionMax
+    if (!due && !force) return
+    const ops: StoreOp[] = [
+      { type: 'put', key: keys.snapshot, value: Y.encodeStateAsUpdate(this.doc) },
+      { type: 'put', key: keys.updateSeq, value: encodeValue(this.nextUpdateSeq) },
+    ]
+    for (let seq = this.firstUpdateSeq; seq < this.nextUpdateSeq; seq++) {
+      ops.push({ type: 'del', key: keys.update(seq) })
+    }
+    await this.storeBatch(ops)
+    this.firstUpdateSeq = this.nextUpdateSeq
+    this.updateBytesSinceSnapshot = 0
+  }
+
+  /** Compacts now (used by close and by tests). */
+  async compact(): Promise<void> {
+    await this.drain()
+    await this.maybeCompact(true)
+  }
+
+  /**
+   * Stops accepting writes, makes everything durable, marks the shutdown
+   * clean (so the clientID is kept) and closes the store.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return
+    await this.drain()
+    this.closed = true
+    try {
+      await this.maybeCompact(true)
+      await this.storeBatch([
+        { type: 'put', key: keys.hlc, value: encodeValue(this.hlc.peek()) },
+        { type: 'put', key: keys.clean, value: encodeValue(this.doc.clientID) },
+      ])
+    } finally {
+      this.doc.destroy()
+      await this.options.store.close()
+    }
+  }
+}

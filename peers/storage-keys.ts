@@ -1,0 +1,35 @@
+/**
+ * Where a peer keeps what in its Store. Keys are ASCII so that LevelDB's
+ * byte order is the order of the strings; sequence numbers are zero-padded.
+ */
+const pad = (n: number): string => n.toString().padStart(15, '0')
+
+export const keys = {
+  /** The compacted document (a Yjs update of the whole state). */
+  snapshot: 'y/s',
+  /** Appended Yjs updates since the snapshot. */
+  update: (seq: number): string => `y/u/${pad(seq)}`,
+  updatesFrom: 'y/u/',
+  updatesTo: 'y/u0',
+  /** The sequence number the next update gets (kept across compactions). */
+  updateSeq: 'm/useq',
+  /** This peer's Yjs clientID, and whether it closed cleanly. */
+  clientId: 'm/client',
+  clean: 'm/clean',
+  /** The greatest HLC stamp issued or seen. */
+  hlc: 'm/hlc',
+  /** Local-only state: device deletes and device-specific values. */
+  deleted: (userId: string): string => `l/d/${userId}`,
+  deletedFrom: 'l/d/',
+  deletedTo: 'l/d0',
+  localFields: (userId: string): string => `l/f/${userId}`,
+  localFieldsFrom: 'l/f/',
+  localFieldsTo: 'l/f0',
+  /** The event log. */
+  event: (seq: number): string => `e/${pad(seq)}`,
+  eventsFrom: 'e/',
+  eventsTo: 'e0',
+} as const
+
+/** The sequence number at the end of a padded key. */
+export const seqOf = (key: string): number => Number(key.slice(key.lastIndexOf('/') + 1))

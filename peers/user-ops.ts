@@ -1,0 +1,123 @@
+/**
+ * Pieces every peer's write operations share: splitting a change by field
+ * policy, keeping device-specific values local, and the `users` API object
+ * both peers expose.
+ */
+import type { Fields } from '../core/entries.js'
+import type { HlcStamp } from '../core/hlc.js'
+import type { UserId } from '../core/ids.js'
+import { policyOf, type LocalFields, type PolicyTable, type UserView } from '../core/resolve.js'
+import type { FieldValue, ParsedRecord, RecordSchema } from '../core/schema.js'
+import { isVacant } from '../core/vacant.js'
+import type { Replica, WriteContext } from './replica.js'
+
+/** A change split into the fields that replicate and those that stay local. */
+export interface SplitChange {
+  readonly replicated: Record<string, FieldValue>
+  readonly local: Record<string, FieldValue>
+}
+
+/** Splits a change by the field policies in force (rule 5). */
+export function splitByPolicy(fields: Fields, policies: PolicyTable): SplitChange {
+  const replicated: Record<string, FieldValue> = {}
+  const local: Record<string, FieldValue> = {}
+  for (const [field, value] of Object.entries(fields)) {
+    if (policyOf(policies, field) === 'device-specific') local[field] = value
+    else replicated[field] = value
+  }
+  return { replicated, local }
+}
+
+/** The schema's fields that replicate under the policies in force. */
+export function replicatedFieldNames(schema: RecordSchema, policies: PolicyTable): string[] {
+  return schema.fieldNames.filter((field) => policyOf(policies, field) !== 'device-specific')
+}
+
+/** The schema's device-specific fields. */
+export function deviceSpecificFieldNames(schema: RecordSchema, policies: PolicyTable): string[] {
+  return schema.fieldNames.filter((field) => policyOf(policies, field) === 'device-specific')
+}
+
+/**
+ * Writes the device-specific part of a change into local state. A put
+ * replaces every device-specific field; a patch only those it names.
+ */
+export function writeLocalFields(
+  ctx: WriteContext,
+  id: UserId,
+  mode: 'put' | 'patch',
+  change: Record<string, FieldValue>,
+  names: readonly string[],
+  stamp: HlcStamp,
+): void {
+  const written = mode === 'put' ? names : Object.keys(change)
+  if (written.length === 0) return
+  const prev = ctx.localOf(id).fields
+  const f: Record<string, FieldValue> = { ...prev?.f }
+  const s: Record<string, HlcStamp> = { ...prev?.s }
+  for (const field of written) {
+    const value = change[field] ?? null
+    s[field] = stamp
+    if (isVacant(value)) delete f[field]
+    else f[field] = value
+  }
+  const next: LocalFields = { f, s }
+  ctx.setLocalFields(id, next)
+}
+
+/** The write operations one kind of peer implements. */
+export interface UserOps {
+  put(record: ParsedRecord): (ctx: WriteContext) => void
+  patch(record: ParsedRecord): (ctx: WriteContext) => void
+  delete(id: UserId): (ctx: WriteContext) => boolean
+}
+
+/** The `users` API of API.md. */
+export interface UsersApi {
+  /** Stores a whole record (id + fields); resolves once durable. Rejects with `INVALID_RECORD`. */
+  put(record: unknown): Promise<void>
+  /** Changes some fields; `null` clears one. Rejects with `INVALID_RECORD` or `USER_NOT_FOUND`. */
+  patch(id: string, fields: unknown): Promise<void>
+  /** Deletes a user (on a device: on that device only). Resolves true if it was shown. */
+  delete(id: string): Promise<boolean>
+  /** The view of one user, or undefined. */
+  get(id: string): UserView | undefined
+  /** Every user's view, ordered by id. */
+  list(): UserView[]
+}
+
+/**
+ * Builds the `users` API over a replica. Validation happens here, at the
+ * boundary, before anything is queued: a bad record rejects and changes
+ * nothing. `prepare` lets a peer transform a parsed record (PIN hashing).
+ */
+export function usersApi(
+  replica: Replica,
+  schema: RecordSchema,
+  ops: UserOps,
+  prepare: (record: ParsedRecord) => ParsedRecord,
+  touch: () => void = () => undefined,
+): UsersApi {
+  const guard = <T>(fn: () => Promise<T>): Promise<T> => {
+    touch()
+    try {
+      return fn()
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)))
+    }
+  }
+  return {
+    put: (record) => guard(() => replica.write(ops.put(prepare(schema.parseRecord(record))))),
+    patch: (id, fields) =>
+      guard(() => replica.write(ops.patch(prepare(schema.parsePatch(id, fields))))),
+    delete: (id) => guard(() => replica.write(ops.delete(schema.parseUserId(id)))),
+    get: (id) => {
+      touch()
+      return typeof id === 'string' ? replica.view(id as UserId) : undefined
+    },
+    list: () => {
+      touch()
+      return replica.list()
+    },
+  }
+}

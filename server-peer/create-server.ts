@@ -1,0 +1,83 @@
+/**
+ * `createServer`: the authoritative peer of a site. It owns the server's part
+ * of the roster, adopts device fills (rule 2) and sets the field policies.
+ */
+import { z } from 'zod'
+import { FIELD_POLICIES, type FieldPolicy } from '../core/entries.js'
+import type { EventQuery, RosterEvent } from '../core/events.js'
+import { InvalidOptionsError } from '../core/errors.js'
+import { SERVER_ID } from '../core/ids.js'
+import {
+  commonOptionsShape,
+  parseOptions,
+  peerBasics,
+  type CommonPeerOptions,
+} from '../peers/peer-options.js'
+import { hashRecordPin } from '../peers/pin.js'
+import { Replica } from '../peers/replica.js'
+import { usersApi, type UsersApi } from '../peers/user-ops.js'
+import { adoptFills, applyPolicies, serverOps } from './server-ops.js'
+
+/** Options of {@link createServer} (API.md). */
+export interface ServerOptions extends CommonPeerOptions {
+  readonly dataDir?: string
+  /** Interface to listen on; loopback by default. */
+  readonly host?: string
+  /** Port to listen on; 0 picks a free one. */
+  readonly port?: number
+  /** Secret shared by the site; devices need it to join. */
+  readonly siteKey?: string
+  /** Field name → policy; fields not named are `shared`. */
+  readonly fieldPolicies?: Readonly<Record<string, FieldPolicy>>
+}
+
+const serverOptionsSchema = z.strictObject({
+  ...commonOptionsShape,
+  host: z.string().min(1).optional(),
+  port: z.number().int().min(0).max(65535).optional(),
+  siteKey: z.string().min(1).optional(),
+  fieldPolicies: z
+    .record(z.string(), z.enum(FIELD_POLICIES as [FieldPolicy, ...FieldPolicy[]]))
+    .optional(),
+})
+
+/** The server peer. */
+export interface ServerPeer {
+  readonly id: typeof SERVER_ID
+  readonly users: UsersApi
+  readonly events: { query(q?: EventQuery): RosterEvent[] }
+  /** The replicated state (for the network layer and tests). */
+  readonly replica: Replica
+  /** Stops, makes everything durable, closes the store. */
+  close(): Promise<void>
+}
+
+/** Opens the server peer in `dataDir` (API.md). */
+export async function createServer(input: ServerOptions): Promise<ServerPeer> {
+  const options = parseOptions(serverOptionsSchema, input, 'createServer') as ServerOptions
+  const basics = await peerBasics(options)
+  const replica = await Replica.open({
+    writerId: SERVER_ID,
+    ...basics,
+    hooks: { afterRemote: (users, ctx) => adoptFills(users, ctx) },
+    ...(options.eventsMax === undefined ? {} : { eventsMax: options.eventsMax }),
+  })
+  for (const field of Object.keys(options.fieldPolicies ?? {})) {
+    if (!basics.schema.hasField(field)) {
+      await replica.close()
+      throw new InvalidOptionsError(`fieldPolicies: unknown field ${field}`)
+    }
+  }
+  if (options.fieldPolicies !== undefined) {
+    const wanted = options.fieldPolicies
+    await replica.write((ctx) => applyPolicies(wanted, ctx))
+  }
+  const ops = serverOps(basics.schema)
+  return {
+    id: SERVER_ID,
+    users: usersApi(replica, basics.schema, ops, hashRecordPin),
+    events: { query: (q) => replica.events.query(q) },
+    replica,
+    close: () => replica.close(),
+  }
+}

@@ -1,0 +1,122 @@
+/**
+ * The server's writes: its own edits (rule 1: they win), its deletes (rule
+ * 4: they reach everyone), and the adoption of device fills (rule 2).
+ */
+import type { FieldPolicy } from '../core/entries.js'
+import { UserNotFoundError } from '../core/errors.js'
+import type { UserId, WriterId } from '../core/ids.js'
+import { adoptionFor, type PolicyTable } from '../core/resolve.js'
+import type { FieldValue, ParsedRecord, RecordSchema } from '../core/schema.js'
+import { isVacant } from '../core/vacant.js'
+import {
+  serverAdopt,
+  serverDelete,
+  serverDropField,
+  serverWrite,
+  writtenFields,
+} from '../core/writes.js'
+import type { WriteContext } from '../peers/replica.js'
+import {
+  deviceSpecificFieldNames,
+  replicatedFieldNames,
+  splitByPolicy,
+  writeLocalFields,
+  type UserOps,
+} from '../peers/user-ops.js'
+
+/** The server's write operations. */
+export function serverOps(schema: RecordSchema): UserOps {
+  const write = (record: ParsedRecord, mode: 'put' | 'patch') => (ctx: WriteContext) => {
+    const { id } = record
+    const current = ctx.view(id)
+    if (mode === 'patch' && current === undefined) throw new UserNotFoundError(id)
+    const policies = ctx.policies()
+    const { replicated, local } = splitByPolicy(record.fields, policies)
+    const written = writtenFields(mode, replicated, replicatedFieldNames(schema, policies))
+    const shown = new Set(Object.keys(current ?? {}))
+    const clears = new Set(Object.keys(replicated).filter((field) => isVacant(replicated[field])))
+    const stamp = ctx.stamp()
+    ctx.setOwnEntry(
+      id,
+      serverWrite(ctx.replicaOf(id).server, written, stamp, policies, shown, clears),
+    )
+    writeLocalFields(ctx, id, mode, local, deviceSpecificFieldNames(schema, policies), stamp)
+    ctx.event({
+      type: 'user-update-succeeded',
+      origin: 'server',
+      userId: id,
+      fields: Object.keys(record.fields),
+    })
+  }
+  return {
+    put: (record) => write(record, 'put'),
+    patch: (record) => write(record, 'patch'),
+    delete: (id: UserId) => (ctx: WriteContext) => {
+      if (ctx.view(id) === undefined) return false
+      const stamp = ctx.stamp()
+      ctx.setOwnEntry(id, serverDelete(ctx.replicaOf(id).server, stamp))
+      if (ctx.localOf(id).fields !== undefined) ctx.setLocalFields(id, undefined)
+      ctx.event({ type: 'user-deleted', origin: 'server', userId: id })
+      return true
+    },
+  }
+}
+
+/**
+ * Rule 2's second half: when device fills reach the server, the server takes
+ * them into its own record and logs `user-update-succeeded` (origin device).
+ * Runs in the same durable batch as the updates that carried the fills.
+ */
+export function adoptFills(users: Iterable<UserId>, ctx: WriteContext): void {
+  const policies = ctx.policies()
+  for (const id of users) {
+    const replica = ctx.replicaOf(id)
+    const adoption = adoptionFor(replica, policies)
+    if (adoption === undefined) continue
+    const fills = new Map<string, FieldValue>()
+    const bySource = new Map<WriterId, string[]>()
+    for (const [field, { value, source }] of adoption.fields) {
+      fills.set(field, value)
+      bySource.set(source, [...(bySource.get(source) ?? []), field])
+    }
+    if (adoption.creates && bySource.size === 0) {
+      const enroller = replica.devices.find(([, entry]) => entry.e >= (replica.server?.e ?? 0))?.[0]
+      if (enroller !== undefined) bySource.set(enroller, [])
+    }
+    ctx.setOwnEntry(id, serverAdopt(replica.server, fills, ctx.stamp()))
+    for (const [deviceId, fields] of bySource) {
+      ctx.event({ type: 'user-update-succeeded', origin: 'device', userId: id, deviceId, fields })
+    }
+  }
+}
+
+/**
+ * Applies the site's field policies: records each change with a fresh stamp
+ * (values written before it no longer count, rule 5) and, for a field that
+ * becomes device-specific, clears the server's shared values of it.
+ */
+export function applyPolicies(
+  wanted: Readonly<Record<string, FieldPolicy>>,
+  ctx: WriteContext,
+): string[] {
+  const changed: string[] = []
+  const current: PolicyTable = ctx.policies()
+  for (const [field, policy] of Object.entries(wanted)) {
+    if ((current.get(field)?.p ?? 'shared') === policy) continue
+    ctx.setPolicy(field, { p: policy, t: ctx.stamp() })
+    changed.push(field)
+    ctx.event({ type: 'policy-changed', fields: [field], message: `${field} is now ${policy}` })
+    if (policy !== 'device-specific') continue
+    for (const id of ctx.allUserIds()) {
+      const server = ctx.replicaOf(id).server
+      if (
+        server?.f?.[field] !== undefined ||
+        server?.s?.[field] !== undefined ||
+        server?.x?.[field] !== undefined
+      ) {
+        ctx.setOwnEntry(id, serverDropField(server, field))
+      }
+    }
+  }
+  return changed
+}

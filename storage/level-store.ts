@@ -1,0 +1,240 @@
+/**
+ * The {@link Store} over abstract-level: classic-level (LevelDB) on disk in
+ * production, memory-level in tests and the simulator. Both speak the same
+ * abstract-level API, so one class serves both and they cannot drift apart.
+ */
+import { mkdir } from 'node:fs/promises'
+import type {
+  AbstractBatchOptions,
+  AbstractDelOptions,
+  AbstractLevel,
+  AbstractPutOptions,
+} from 'abstract-level'
+import { Level } from 'level'
+import { MemoryLevel } from 'memory-level'
+import { InvalidOptionsError, StorageError, StoreClosedError } from '../core/errors.js'
+import type { RangeOptions, Store, StoreOp } from '../core/store.js'
+
+/** An abstract-level database with string keys and byte values, as LevelStore needs it. */
+export type LevelDatabase = AbstractLevel<string | Buffer | Uint8Array, string, Uint8Array>
+
+/** Options of the {@link LevelStore} constructor. */
+export interface LevelStoreOptions {
+  /**
+   * Copy values on the way in and out. Needed for backends that keep the
+   * caller's array by reference (memory-level): without it, a caller who
+   * reuses a buffer after `put`, or edits a value it read, would silently
+   * rewrite stored data. LevelDB copies anyway, so it is off by default.
+   */
+  readonly copyValues?: boolean
+}
+
+// `sync: true` makes classic-level fsync before the write resolves, which is
+// what "resolves once durable" in the Store contract means. memory-level and
+// abstract-level ignore options they do not know, so it is harmless there.
+const SYNC: SyncWriteOptions = { sync: true }
+
+// abstract-level's option types do not declare `sync` (only classic-level's
+// do), so it is added here rather than tying the class to classic-level.
+interface SyncWriteOptions
+  extends
+    AbstractPutOptions<string, Uint8Array>,
+    AbstractDelOptions<string>,
+    AbstractBatchOptions<string, Uint8Array> {
+  readonly sync: true
+}
+
+/** Codes abstract-level uses when a database or iterator is used while closing or closed. */
+const NOT_OPEN_CODES = new Set(['LEVEL_DATABASE_NOT_OPEN', 'LEVEL_ITERATOR_NOT_OPEN'])
+
+/**
+ * A {@link Store} over any abstract-level database opened with `utf8` keys
+ * and `view` values. Every write is synchronous (durable once resolved);
+ * every backend error surfaces as a `StorageError` (`STORAGE_FAILED`) with
+ * the original as `cause`, and any use after {@link close} as
+ * `StoreClosedError` (`STORE_CLOSED`).
+ *
+ * Prefer {@link openLevelStore} and {@link memoryStore}; the constructor is
+ * for callers that bring their own database (e.g. tests that instrument it).
+ */
+export class LevelStore implements Store {
+  readonly #db: LevelDatabase
+  readonly #copyValues: boolean
+  #closed = false
+  #closing: Promise<void> | undefined
+
+  constructor(db: LevelDatabase, options: LevelStoreOptions = {}) {
+    this.#db = db
+    this.#copyValues = options.copyValues ?? false
+  }
+
+  /** The value under `key`, as a plain `Uint8Array`, or `undefined`. */
+  async get(key: string): Promise<Uint8Array | undefined> {
+    this.#assertOpen()
+    let value: Uint8Array | undefined
+    try {
+      value = await this.#db.get(key)
+    } catch (error) {
+      throw this.#wrap(error, `get of key ${JSON.stringify(key)}`)
+    }
+    return value === undefined ? undefined : this.#toView(value)
+  }
+
+  /** Stores `value` under `key`; resolves once it is on disk. */
+  async put(key: string, value: Uint8Array): Promise<void> {
+    this.#assertOpen()
+    try {
+      await this.#db.put(key, this.#copyIn(value), SYNC)
+    } catch (error) {
+      throw this.#wrap(error, `put of key ${JSON.stringify(key)}`)
+    }
+  }
+
+  /** Removes `key` (absent is fine); resolves once that is on disk. */
+  async del(key: string): Promise<void> {
+    this.#assertOpen()
+    try {
+      await this.#db.del(key, SYNC)
+    } catch (error) {
+      throw this.#wrap(error, `del of key ${JSON.stringify(key)}`)
+    }
+  }
+
+  /** Applies `ops` in order as one atomic LevelDB write batch; resolves once on disk. */
+  async batch(ops: readonly StoreOp[]): Promise<void> {
+    this.#assertOpen()
+    // Nothing to make durable, so skip the fsync an empty write would cost.
+    if (ops.length === 0) return
+    const levelOps = ops.map((op) =>
+      op.type === 'put'
+        ? { type: 'put' as const, key: op.key, value: this.#copyIn(op.value) }
+        : { type: 'del' as const, key: op.key },
+    )
+    try {
+      await this.#db.batch(levelOps, SYNC)
+    } catch (error) {
+      throw this.#wrap(
+        error,
+        `batch of ${ops.length} ops (first key ${JSON.stringify(ops[0]?.key)})`,
+      )
+    }
+  }
+
+  /**
+   * Entries with keys in `[gte, lt)`, ascending (or descending with
+   * `reverse`), at most `limit` (a non-negative integer; absent means all).
+   * Nothing is read until iteration starts, and each iteration is a fresh
+   * scan; breaking out of the loop closes the underlying iterator.
+   */
+  range(options: RangeOptions): AsyncIterable<readonly [string, Uint8Array]> {
+    const { limit } = options
+    // Checked eagerly: a bad limit is a caller bug, and abstract-level would
+    // read any negative number as "no limit".
+    if (limit !== undefined && !(Number.isInteger(limit) && limit >= 0) && limit !== Infinity) {
+      throw new InvalidOptionsError(`range limit must be a non-negative integer, got ${limit}`)
+    }
+    // A fresh scan per iteration, so the iterable can be iterated again.
+    return { [Symbol.asyncIterator]: () => this.#scan(options) }
+  }
+
+  /** Closes the database. Idempotent; every later call on this store rejects with `STORE_CLOSED`. */
+  close(): Promise<void> {
+    this.#closed = true
+    this.#closing ??= this.#db.close().catch((error: unknown) => {
+      // Let a later close() retry; the store stays refused either way.
+      this.#closing = undefined
+      throw new StorageError('close failed', error)
+    })
+    return this.#closing
+  }
+
+  async *#scan(options: RangeOptions): AsyncGenerator<readonly [string, Uint8Array]> {
+    this.#assertOpen()
+    const what = `range [${JSON.stringify(options.gte)}, ${JSON.stringify(options.lt)})`
+    const iterator = this.#db.iterator({
+      gte: options.gte,
+      lt: options.lt,
+      reverse: options.reverse ?? false,
+      limit: options.limit ?? Infinity,
+    })
+    try {
+      for (;;) {
+        let entry: [string, Uint8Array] | undefined
+        try {
+          entry = await iterator.next()
+        } catch (error) {
+          throw this.#wrap(error, what)
+        }
+        if (entry === undefined) return
+        yield [entry[0], this.#toView(entry[1])]
+      }
+    } finally {
+      // Runs on exhaustion, error and early `break` alike, so LevelDB never
+      // keeps a snapshot pinned for an abandoned scan.
+      await iterator.close().catch(() => {
+        // A failed close of a read-only iterator loses nothing; do not let it
+        // mask the error or the early exit that brought us here.
+      })
+    }
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new StoreClosedError()
+  }
+
+  #wrap(error: unknown, what: string): Error {
+    // An operation racing close() fails inside abstract-level with a
+    // not-open code; to the caller that is simply "the store is closed".
+    if (this.#closed && NOT_OPEN_CODES.has(errorCode(error))) return new StoreClosedError()
+    return new StorageError(`${what} failed: ${errorMessage(error)}`, error)
+  }
+
+  #copyIn(value: Uint8Array): Uint8Array {
+    return this.#copyValues ? value.slice() : value
+  }
+
+  // Backends may hand back a Buffer (a Uint8Array subclass with a different
+  // `slice` and `toJSON`); callers get a plain Uint8Array over the same bytes.
+  #toView(value: Uint8Array): Uint8Array {
+    if (this.#copyValues) return Uint8Array.prototype.slice.call(value)
+    if (value.constructor === Uint8Array) return value
+    return new Uint8Array(value.buffer, value.byteOffset, value.byteLength)
+  }
+}
+
+/**
+ * Opens (creating if needed, parents included) a LevelDB store in `dir`.
+ * Rejects with `StorageError` when the directory cannot be created or the
+ * database cannot be opened, e.g. because another process holds its lock.
+ */
+export async function openLevelStore(dir: string): Promise<LevelStore> {
+  try {
+    await mkdir(dir, { recursive: true })
+    const db = new Level<string, Uint8Array>(dir, { keyEncoding: 'utf8', valueEncoding: 'view' })
+    await db.open()
+    return new LevelStore(db)
+  } catch (error) {
+    throw new StorageError(`open of ${JSON.stringify(dir)} failed: ${errorMessage(error)}`, error)
+  }
+}
+
+/** A fresh, empty in-memory store with the same behaviour as the LevelDB one. */
+export function memoryStore(): LevelStore {
+  // storeEncoding 'view' keeps keys as UTF-8 bytes, so keys sort exactly as
+  // they do in LevelDB, and no Buffer is involved.
+  const db = new MemoryLevel<string, Uint8Array>({
+    keyEncoding: 'utf8',
+    valueEncoding: 'view',
+    storeEncoding: 'view',
+  })
+  return new LevelStore(db, { copyValues: true })
+}
+
+function errorCode(error: unknown): string {
+  const code: unknown = (error as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : ''
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}

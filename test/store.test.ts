@@ -1,0 +1,258 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { MemoryLevel } from 'memory-level'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { hasCode, StorageError } from '../core/errors.js'
+import type { Store } from '../core/store.js'
+import { FaultyStore } from '../storage/faulty-store.js'
+import { LevelStore, memoryStore, openLevelStore } from '../storage/level-store.js'
+import { runStoreContract, type StoreFixture } from './contracts/store.contract.js'
+
+const bytes = (...values: number[]): Uint8Array => new Uint8Array(values)
+
+/** A LevelDB store in a fresh temp dir; cleanup closes every store it opened and removes the dir. */
+async function levelFixture(): Promise<StoreFixture> {
+  const dir = await mkdtemp(join(tmpdir(), 'rostersync-store-'))
+  const opened: Store[] = [await openLevelStore(dir)]
+  const store = opened[0] as Store
+  return {
+    store,
+    reopen: async () => {
+      const again = await openLevelStore(dir)
+      opened.push(again)
+      return again
+    },
+    cleanup: async () => {
+      for (const each of opened) await each.close()
+      await rm(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+async function memoryFixture(): Promise<StoreFixture> {
+  const store = memoryStore()
+  return { store, cleanup: () => store.close() }
+}
+
+async function faultyFixture(): Promise<StoreFixture> {
+  const store = new FaultyStore(memoryStore())
+  return { store, cleanup: () => store.close() }
+}
+
+runStoreContract('LevelStore on disk (classic-level)', levelFixture)
+runStoreContract('memoryStore (memory-level)', memoryFixture)
+runStoreContract('FaultyStore with no fault armed', faultyFixture)
+
+/** The rejection of `promise`, or a failure if it resolves. */
+async function rejectionOf(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => expect.fail('expected a rejection'),
+    (reason: unknown) => reason,
+  )
+}
+
+async function allEntries(store: Store): Promise<[string, Uint8Array][]> {
+  const entries: [string, Uint8Array][] = []
+  for await (const [key, value] of store.range({ gte: '', lt: '\uffff' })) {
+    entries.push([key, value])
+  }
+  return entries
+}
+
+function memoryLevel(): MemoryLevel<string, Uint8Array> {
+  return new MemoryLevel<string, Uint8Array>({ keyEncoding: 'utf8', valueEncoding: 'view' })
+}
+
+/** Wraps `method` so that each call's last argument (its options) is pushed to `seen`. */
+function recordingLast<F>(method: F, seen: unknown[]): F {
+  const call = method as (...args: unknown[]) => unknown
+  return ((...args: unknown[]) => {
+    seen.push(args.at(-1))
+    return call(...args)
+  }) as F
+}
+
+describe('LevelStore', () => {
+  it('asks the backend for a synchronous (durable) write on put, del and batch', async () => {
+    const db = memoryLevel()
+    // Open first: a write to a still-opening database is deferred by
+    // re-calling db.put, which would record the options twice.
+    await db.open()
+    const seen: unknown[] = []
+    db.put = recordingLast(db.put.bind(db), seen)
+    db.del = recordingLast(db.del.bind(db), seen)
+    db.batch = recordingLast(db.batch.bind(db), seen)
+    const store = new LevelStore(db)
+    await store.put('a', bytes(1))
+    await store.del('a')
+    await store.batch([{ type: 'put', key: 'b', value: bytes(2) }])
+    expect(seen).toEqual([{ sync: true }, { sync: true }, { sync: true }])
+    await store.close()
+  })
+
+  it('closes the backend iterator when the consumer breaks early', async () => {
+    const db = memoryLevel()
+    const closes: string[] = []
+    const iterator = db.iterator.bind(db)
+    db.iterator = ((options: Parameters<typeof db.iterator>[0]) => {
+      const it = iterator(options)
+      const close = it.close.bind(it)
+      it.close = async () => {
+        closes.push('closed')
+        return close()
+      }
+      return it
+    }) as typeof db.iterator
+    const store = new LevelStore(db)
+    await store.batch(['a', 'b', 'c'].map((key) => ({ type: 'put', key, value: bytes(1) })))
+    for await (const [key] of store.range({ gte: '', lt: 'z' })) {
+      if (key === 'a') break
+    }
+    expect(closes).toEqual(['closed'])
+    await store.close()
+  })
+
+  it('wraps a backend failure in StorageError naming the operation and key', async () => {
+    const db = memoryLevel()
+    const cause = new Error('disk on fire')
+    db.get = () => Promise.reject(cause)
+    db.put = () => Promise.reject(cause)
+    const store = new LevelStore(db)
+    for (const [operation, attempt] of [
+      ['get', () => store.get('user/42')],
+      ['put', () => store.put('user/42', bytes(1))],
+    ] as const) {
+      const error = await rejectionOf(attempt())
+      expect(error).toBeInstanceOf(StorageError)
+      expect(hasCode(error, 'STORAGE_FAILED')).toBe(true)
+      expect((error as StorageError).message).toContain(operation)
+      expect((error as StorageError).message).toContain('user/42')
+      expect((error as StorageError).cause).toBe(cause)
+    }
+    await store.close()
+  })
+
+  it('rejects a negative or fractional range limit', async () => {
+    const store = memoryStore()
+    expect(() => store.range({ gte: 'a', lt: 'b', limit: -1 })).toThrow(/limit/)
+    expect(() => store.range({ gte: 'a', lt: 'b', limit: 1.5 })).toThrow(/limit/)
+    await store.close()
+  })
+})
+
+describe('openLevelStore', () => {
+  let dir: string
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'rostersync-open-'))
+  })
+
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('creates missing parent directories', async () => {
+    const store = await openLevelStore(join(dir, 'a', 'b', 'db'))
+    await store.put('k', bytes(1))
+    expect(await store.get('k')).toEqual(bytes(1))
+    await store.close()
+  })
+
+  it('rejects with STORAGE_FAILED when the database is already open (locked)', async () => {
+    const first = await openLevelStore(dir)
+    try {
+      const error = await rejectionOf(openLevelStore(dir))
+      expect(hasCode(error, 'STORAGE_FAILED')).toBe(true)
+      expect((error as StorageError).cause).toBeDefined()
+    } finally {
+      await first.close()
+    }
+  })
+
+  it('rejects with STORAGE_FAILED when the path is a file', async () => {
+    const file = join(dir, 'not-a-dir')
+    await writeFile(file, 'x')
+    const error = await rejectionOf(openLevelStore(file))
+    expect(hasCode(error, 'STORAGE_FAILED')).toBe(true)
+  })
+})
+
+describe('FaultyStore', () => {
+  let inner: Store
+  let faulty: FaultyStore
+
+  beforeEach(async () => {
+    inner = memoryStore()
+    faulty = new FaultyStore(inner)
+    await inner.put('a', bytes(1))
+  })
+
+  afterEach(async () => {
+    await faulty.close()
+  })
+
+  it('fails the next write with STORAGE_FAILED and leaves the store unchanged', async () => {
+    const before = await allEntries(inner)
+    faulty.failNext()
+    const error = await rejectionOf(faulty.put('a', bytes(9)))
+    expect(error).toBeInstanceOf(StorageError)
+    expect(hasCode(error, 'STORAGE_FAILED')).toBe(true)
+    expect((error as Error).message).toMatch(/^injected fault/)
+    expect(await allEntries(inner)).toEqual(before)
+    expect(faulty.faultsInjected).toBe(1)
+
+    await faulty.put('a', bytes(2))
+    expect(await inner.get('a')).toEqual(bytes(2))
+  })
+
+  it('fails exactly n writes after failNext(n), whatever their kind', async () => {
+    faulty.failNext(3)
+    const attempts = [
+      () => faulty.put('b', bytes(2)),
+      () => faulty.del('a'),
+      () =>
+        faulty.batch([
+          { type: 'put', key: 'c', value: bytes(3) },
+          { type: 'del', key: 'a' },
+        ]),
+    ]
+    for (const attempt of attempts) {
+      expect(hasCode(await rejectionOf(attempt()), 'STORAGE_FAILED')).toBe(true)
+    }
+    expect(await allEntries(inner)).toEqual([['a', bytes(1)]])
+    await faulty.del('a')
+    expect(await allEntries(inner)).toEqual([])
+  })
+
+  it('fails every write while failAll(true), and recovers after failAll(false)', async () => {
+    faulty.failAll(true)
+    for (let i = 0; i < 3; i++) {
+      expect(hasCode(await rejectionOf(faulty.put(`k${i}`, bytes(i))), 'STORAGE_FAILED')).toBe(true)
+    }
+    expect(hasCode(await rejectionOf(faulty.batch([])), 'STORAGE_FAILED')).toBe(true)
+    expect(await allEntries(faulty)).toEqual([['a', bytes(1)]])
+    expect(faulty.faultsInjected).toBe(4)
+
+    faulty.failAll(false)
+    await faulty.put('k', bytes(5))
+    expect(await inner.get('k')).toEqual(bytes(5))
+  })
+
+  it('keeps reads working while writes fail', async () => {
+    faulty.failAll(true)
+    expect(await faulty.get('a')).toEqual(bytes(1))
+    expect(await allEntries(faulty)).toEqual([['a', bytes(1)]])
+  })
+
+  it('reports STORE_CLOSED rather than a fault after close', async () => {
+    faulty.failAll(true)
+    await faulty.close()
+    expect(hasCode(await rejectionOf(faulty.put('a', bytes(2))), 'STORE_CLOSED')).toBe(true)
+  })
+
+  it('rejects a nonsensical failNext count', () => {
+    expect(() => faulty.failNext(-1)).toThrow()
+    expect(() => faulty.failNext(0.5)).toThrow()
+  })
+})
