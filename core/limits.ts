@@ -38,3 +38,17 @@ export const limits = {
   /** Largest number of events one query returns. */
   eventsPerQueryMax: 10_000,
 } as const
+
+/** Bounds of the network layer. */
+export const netLimits = {
+  /** Largest message a peer accepts, in bytes (a full roster push fits). */
+  messageBytesMax: 128 * 1024 * 1024,
+  /** Most simultaneous connections the server accepts. */
+  connectionsMax: 10_000,
+  /** First reconnect delay of a device, in ms. */
+  retryDelayMsMin: 500,
+  /** Largest reconnect delay of a device, in ms. */
+  retryDelayMsMax: 60_000,
+  /** Most bytes buffered for one slow connection before it is dropped. */
+  sendBufferBytesMax: 256 * 1024 * 1024,
+} as const

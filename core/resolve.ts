@@ -34,6 +34,8 @@ export interface DeleteMark {
 export interface LocalFields {
   readonly f: Fields
   readonly s: Readonly<Record<string, HlcStamp>>
+  /** PROTOTYPE: the server epoch seen when written; older values are void (rule 4). */
+  readonly e?: number
 }
 
 /** Local-only state of one user on one peer. */
@@ -202,7 +204,9 @@ export function resolveUser(
   if (local.deleted !== undefined && local.deleted.t === serverStampOf(replica)) return undefined
   const values = new Map<string, FieldValue>()
   for (const [field, { value }] of resolved) values.set(field, value)
-  for (const [field, value] of localValues(local.fields, policies)) values.set(field, value)
+  const epoch = replica.server?.e ?? 0
+  if ((local.fields?.e ?? 0) >= epoch)
+    for (const [field, value] of localValues(local.fields, policies)) values.set(field, value)
   return orderView(id, values, fieldOrder)
 }
 

@@ -17,6 +17,7 @@ import {
 import { hashRecordPin } from './pin.js'
 import { Replica } from './replica.js'
 import { usersApi, type UsersApi } from './user-ops.js'
+import { connectToServer, type ServerLink } from './ws-client.js'
 
 /** Options of {@link createDevice} (API.md). */
 export interface DeviceOptions extends CommonPeerOptions {
@@ -45,7 +46,10 @@ const deviceOptionsSchema = z.strictObject({
     .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]*$/, 'letters, digits and . _ : - only')
     .refine((id) => id !== SERVER_ID, 'a device cannot be called "server"'),
   name: z.string().max(limits.textCharsMax).optional(),
-  server: z.string().url().optional(),
+  server: z
+    .string()
+    .regex(/^wss?:\/\/./, 'a ws:// or wss:// URL')
+    .optional(),
   siteKey: z.string().min(1).optional(),
   lan: z
     .strictObject({
@@ -67,6 +71,8 @@ export interface DevicePeer {
   readonly events: { query(q?: EventQuery): RosterEvent[] }
   /** The replicated state (for the network layer and tests). */
   readonly replica: Replica
+  /** The link to the server, when `server` was given. */
+  readonly serverLink: ServerLink | undefined
   close(): Promise<void>
 }
 
@@ -87,9 +93,22 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     },
     ...(options.eventsMax === undefined ? {} : { eventsMax: options.eventsMax }),
   })
+  const name = options.name ?? options.id
+  const serverLink =
+    options.server === undefined
+      ? undefined
+      : connectToServer({
+          replica,
+          url: options.server,
+          deviceId: options.id,
+          name,
+          siteKey: options.siteKey,
+          clock: basics.clock,
+          random: () => basics.randomUint32() / 2 ** 32,
+        })
   return {
     id: options.id,
-    name: options.name ?? options.id,
+    name,
     users: usersApi(
       replica,
       basics.schema,
@@ -98,6 +117,10 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     ),
     events: { query: (q) => replica.events.query(q) },
     replica,
-    close: () => replica.close(),
+    serverLink,
+    async close() {
+      serverLink?.close()
+      await replica.close()
+    },
   }
 }

@@ -120,6 +120,7 @@ export class Replica {
   private readonly localFields = new Map<UserId, LocalFields>()
   private readonly hlc = new Hlc()
   private queue: PendingOp[] = []
+  private readonly idleWaiters: Array<() => void> = []
   private flushing = false
   private closed = false
   /** Set when a storage failure left memory unlike the store: every write is then refused. */
@@ -427,19 +428,10 @@ export class Replica {
     return () => this.resetListeners.delete(listener)
   }
 
-  /** Resolves when every queued write is durable. */
+  /** Resolves when every queued write is durable and the queue is idle. */
   async drain(): Promise<void> {
-    while (this.queue.length > 0 || this.flushing) {
-      await new Promise<void>((resolve) => {
-        this.queue.push({
-          kind: 'local',
-          run: () => undefined,
-          resolve: () => resolve(),
-          reject: () => resolve(),
-        })
-        this.scheduleFlush()
-      })
-    }
+    if (!this.flushing && this.queue.length === 0) return
+    await new Promise<void>((resolve) => this.idleWaiters.push(resolve))
   }
 
   private scheduleFlush(): void {
@@ -459,6 +451,7 @@ export class Replica {
     } finally {
       this.flushing = false
       if (this.queue.length > 0) this.scheduleFlush()
+      else for (const resolve of this.idleWaiters.splice(0)) resolve()
     }
   }
 
@@ -509,16 +502,12 @@ export class Replica {
     this.policiesTouched = false
     for (const op of batch) {
       if (op.kind !== 'remote' || op.update === undefined) continue
-      try {
-        Y.applyUpdate(this.doc, op.update, REMOTE_ORIGIN)
-        outcomes[batch.indexOf(op)] = { ok: true, value: undefined }
-      } catch (error) {
-        outcomes[batch.indexOf(op)] = {
-          ok: false,
-          error: new MalformedMessageError('update failed to apply', error),
-        }
-      }
+      // PROTOTYPE: hold back an update until every client's earlier
+      // operations are here, so that Yjs never applies its delete set early.
+      this.heldBack.push(op.update)
+      outcomes[batch.indexOf(op)] = { ok: true, value: undefined }
     }
+    this.integrateHeldBack()
     const remoteTouched = this.touched
     const policiesChanged = this.policiesTouched
     this.observeStamps(remoteTouched)
@@ -536,6 +525,37 @@ export class Replica {
         }
       })
     }, LOCAL_ORIGIN)
+  }
+
+  private heldBack: Uint8Array[] = []
+
+  private readyToApply(update: Uint8Array): boolean {
+    const { from } = Y.parseUpdateMeta(update)
+    const sv = Y.decodeStateVector(Y.encodeStateVector(this.doc))
+    for (const [client, clock] of from) if (clock > (sv.get(client) ?? 0)) return false
+    return true
+  }
+
+  private integrateHeldBack(): void {
+    let progress = true
+    while (progress && this.heldBack.length > 0) {
+      progress = false
+      for (const [i, update] of this.heldBack.entries()) {
+        if (!this.readyToApply(update)) continue
+        this.heldBack.splice(i, 1)
+        Y.applyUpdate(this.doc, update, REMOTE_ORIGIN)
+        progress = true
+        break
+      }
+      if (!progress && this.heldBack.length > 1) {
+        const merged = Y.mergeUpdates(this.heldBack)
+        if (this.readyToApply(merged)) {
+          this.heldBack = []
+          Y.applyUpdate(this.doc, merged, REMOTE_ORIGIN)
+          progress = true
+        }
+      }
+    }
   }
 
   /** Advances the HLC past every stamp seen in remote changes. */

@@ -52,7 +52,9 @@ export function writeLocalFields(
 ): void {
   const written = mode === 'put' ? names : Object.keys(change)
   if (written.length === 0) return
-  const prev = ctx.localOf(id).fields
+  const epoch = ctx.replicaOf(id).server?.e ?? 0
+  const kept = ctx.localOf(id).fields
+  const prev = (kept?.e ?? 0) >= epoch ? kept : undefined
   const f: Record<string, FieldValue> = { ...prev?.f }
   const s: Record<string, HlcStamp> = { ...prev?.s }
   for (const field of written) {
@@ -61,7 +63,7 @@ export function writeLocalFields(
     if (isVacant(value)) delete f[field]
     else f[field] = value
   }
-  const next: LocalFields = { f, s }
+  const next: LocalFields = { f, s, e: epoch }
   ctx.setLocalFields(id, next)
 }
 

@@ -16,7 +16,10 @@ import {
 import { hashRecordPin } from '../peers/pin.js'
 import { Replica } from '../peers/replica.js'
 import { usersApi, type UsersApi } from '../peers/user-ops.js'
+import { CloseCode } from '../core/protocol.js'
+import { DeviceRegistry, type DeviceRecord } from './device-registry.js'
 import { adoptFills, applyPolicies, serverOps } from './server-ops.js'
+import { startSyncServer, type SyncServer } from './sync-server.js'
 
 /** Options of {@link createServer} (API.md). */
 export interface ServerOptions extends CommonPeerOptions {
@@ -29,6 +32,10 @@ export interface ServerOptions extends CommonPeerOptions {
   readonly siteKey?: string
   /** Field name → policy; fields not named are `shared`. */
   readonly fieldPolicies?: Readonly<Record<string, FieldPolicy>>
+  /** The y-websocket room name devices join; `roster` by default. */
+  readonly room?: string
+  /** Set false to open the roster without listening (offline tools). */
+  readonly listen?: boolean
 }
 
 const serverOptionsSchema = z.strictObject({
@@ -36,6 +43,8 @@ const serverOptionsSchema = z.strictObject({
   host: z.string().min(1).optional(),
   port: z.number().int().min(0).max(65535).optional(),
   siteKey: z.string().min(1).optional(),
+  room: z.string().min(1).max(128).optional(),
+  listen: z.boolean().optional(),
   fieldPolicies: z
     .record(z.string(), z.enum(FIELD_POLICIES as [FieldPolicy, ...FieldPolicy[]]))
     .optional(),
@@ -48,6 +57,16 @@ export interface ServerPeer {
   readonly events: { query(q?: EventQuery): RosterEvent[] }
   /** The replicated state (for the network layer and tests). */
   readonly replica: Replica
+  /** `ws://host:port` once listening (empty with `listen: false`). */
+  readonly url: string
+  /** `http://host:port` once listening (empty with `listen: false`). */
+  readonly http: string
+  readonly devices: {
+    /** Registered devices, by id; `nameContains` filters by partial name. */
+    list(filter?: { nameContains?: string }): DeviceRecord[]
+    /** Revokes a device: its connections close and it is refused from then on. */
+    revoke(id: string): Promise<boolean>
+  }
   /** Stops, makes everything durable, closes the store. */
   close(): Promise<void>
 }
@@ -73,11 +92,45 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     await replica.write((ctx) => applyPolicies(wanted, ctx))
   }
   const ops = serverOps(basics.schema)
+  const registry = new DeviceRegistry(basics.clock)
+  let sync: SyncServer | undefined
+  if (options.listen !== false) {
+    try {
+      sync = await startSyncServer({
+        replica,
+        schema: basics.schema,
+        registry,
+        host: options.host ?? '127.0.0.1',
+        port: options.port ?? 0,
+        siteKey: options.siteKey,
+        room: options.room ?? 'roster',
+      })
+    } catch (error) {
+      await replica.close()
+      throw new InvalidOptionsError(
+        `cannot listen on ${options.host ?? '127.0.0.1'}:${options.port ?? 0}: ${(error as Error).message}`,
+      )
+    }
+  }
   return {
     id: SERVER_ID,
     users: usersApi(replica, basics.schema, ops, hashRecordPin),
     events: { query: (q) => replica.events.query(q) },
     replica,
-    close: () => replica.close(),
+    url: sync?.url ?? '',
+    http: sync?.http ?? '',
+    devices: {
+      list: (filter) => registry.list(filter),
+      async revoke(id) {
+        if (!registry.revoke(id)) return false
+        sync?.disconnect(id, CloseCode.revoked, 'PEER_REVOKED')
+        await replica.write((ctx) => ctx.event({ type: 'device-revoked', deviceId: id }))
+        return true
+      },
+    },
+    async close() {
+      await sync?.close()
+      await replica.close()
+    },
   }
 }

@@ -34,7 +34,14 @@ export function serverOps(schema: RecordSchema): UserOps {
     const { replicated, local } = splitByPolicy(record.fields, policies)
     const written = writtenFields(mode, replicated, replicatedFieldNames(schema, policies))
     const shown = new Set(Object.keys(current ?? {}))
-    const clears = new Set(Object.keys(replicated).filter((field) => isVacant(replicated[field])))
+    // A patch that names a field with a vacant value clears it explicitly. In
+    // a put an explicit vacant value means what omitting the field means
+    // (vacant is vacant): it clears only what the view showed.
+    const clears = new Set(
+      mode === 'patch'
+        ? Object.keys(replicated).filter((field) => isVacant(replicated[field]))
+        : [],
+    )
     const stamp = ctx.stamp()
     ctx.setOwnEntry(
       id,

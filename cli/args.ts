@@ -1,0 +1,77 @@
+/**
+ * Small helpers for the command line: typed option parsing on top of
+ * `node:util`'s parseArgs, one-line errors, durations like `1d`.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+
+/** An error the CLI prints as one line and exits non-zero with. */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode = 2,
+  ) {
+    super(message)
+  }
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>
+
+/** Parses `argv` against `options`; unknown flags are a `CliError`. */
+export function parse<O extends Options>(
+  argv: string[],
+  options: O,
+): ReturnType<
+  typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true }>
+> {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals: true, strict: true })
+  } catch (error) {
+    throw new CliError((error as Error).message)
+  }
+}
+
+/** Parses `30s`, `15m`, `2h`, `1d`, `500ms` or a number of ms. */
+export function parseDuration(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(text.trim())
+  if (match === null)
+    throw new CliError(`not a duration: ${JSON.stringify(text)} (try 30s, 15m, 2h, 1d)`)
+  const unitMs = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] ?? 'ms'] ?? 1
+  return Number(match[1]) * unitMs
+}
+
+/** Parses an integer option within bounds. */
+export function parseInteger(
+  name: string,
+  text: string | undefined,
+  min: number,
+  max: number,
+): number | undefined {
+  if (text === undefined) return undefined
+  const value = Number(text)
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new CliError(
+      `--${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(text)}`,
+    )
+  }
+  return value
+}
+
+/** Parses a JSON object given on the command line. */
+export function parseJsonObject(name: string, text: string | undefined): Record<string, unknown> {
+  if (text === undefined) throw new CliError(`${name} is required (a JSON object)`)
+  try {
+    const value: unknown = JSON.parse(text)
+    if (typeof value !== 'object' || value === null || Array.isArray(value))
+      throw new Error('not an object')
+    return value as Record<string, unknown>
+  } catch {
+    throw new CliError(`${name} must be a JSON object, e.g. '{"name":"Ann"}'`)
+  }
+}
+
+/** Renders a value for output: JSON with byte arrays shown as base64. */
+export function toJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v instanceof Uint8Array ? { base64: Buffer.from(v).toString('base64') } : v,
+  )
+}

@@ -1,0 +1,79 @@
+/**
+ * The `rostersync` command line. Each command parses its own flags, has
+ * `--help`, prints data as a table or with `--json`, and on bad input exits
+ * non-zero with one line on stderr.
+ */
+import { RostersyncError } from '../core/errors.js'
+import { CliError } from './args.js'
+import { eventsCommand } from './events-command.js'
+import { serverCommand } from './server-command.js'
+import { usersCommand } from './users-command.js'
+
+/** One command of the CLI. */
+export interface Command {
+  readonly summary: string
+  readonly help: string
+  run(argv: string[]): Promise<void>
+}
+
+const commands: Record<string, Command> = {
+  server: serverCommand,
+  users: usersCommand,
+  events: eventsCommand,
+}
+
+const usage = (): string =>
+  [
+    'rostersync — a replicated user roster: the server wins, devices fill vacant fields, device deletes stay local.',
+    '',
+    'Usage: rostersync <command> [options]   (rostersync <command> --help for its options)',
+    '',
+    'Commands:',
+    ...Object.entries(commands).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`),
+  ].join('\n')
+
+/** Runs the CLI with `argv` (without node and script). */
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    console.log(usage())
+    return name === undefined ? 2 : 0
+  }
+  const command = commands[name]
+  if (command === undefined) {
+    console.error(`rostersync: unknown command ${JSON.stringify(name)}; see rostersync --help`)
+    return 2
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    console.log(command.help)
+    return 0
+  }
+  try {
+    await command.run(rest)
+    return 0
+  } catch (error) {
+    if (error instanceof CliError) {
+      console.error(`rostersync ${name}: ${error.message}`)
+      return error.exitCode
+    }
+    if (error instanceof RostersyncError) {
+      console.error(`rostersync ${name}: ${error.code}: ${error.message.split('\n')[0] ?? ''}`)
+      return 1
+    }
+    throw error
+  }
+}
+
+const invokedDirectly =
+  process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/\\/g, '/'))
+if (invokedDirectly || process.env.ROSTERSYNC_CLI === '1') {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code
+    },
+    (error: unknown) => {
+      console.error(`rostersync: ${(error as Error).stack ?? String(error)}`)
+      process.exitCode = 1
+    },
+  )
+}

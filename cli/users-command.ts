@@ -1,0 +1,84 @@
+/** `rostersync users list|get|add|edit|delete` on a server's data directory. */
+import type { UserView } from '../core/resolve.js'
+import { CliError, parse, parseJsonObject, toJson } from './args.js'
+import type { Command } from './main.js'
+import { openServerData } from './open-peer.js'
+
+const help = `Usage: rostersync users <list|get|add|edit|delete> [options]
+
+  list                       every user, ordered by id
+  get <id>                   one user
+  add <json>                 enrol a user: '{"id":"u1","name":"Ann"}'
+  edit <id> <json>           change fields: '{"email":"ann@example.com"}' (null clears)
+  delete <id>                delete a user everywhere (the server's delete)
+
+Options:
+  --data <dir>   the server's data directory (default ./data; the server must be stopped)
+  --json         print JSON (one object per line for list)
+  -h, --help     this help`
+
+const columns = ['id', 'name', 'email', 'department', 'status'] as const
+
+function printTable(users: UserView[]): void {
+  const cell = (v: unknown): string =>
+    typeof v === 'string' ? v : v === undefined ? '' : JSON.stringify(v)
+  const rows = users.map((u) => columns.map((c) => cell(u[c])))
+  const widths = columns.map((c, i) => Math.max(c.length, ...rows.map((r) => (r[i] ?? '').length)))
+  console.log(columns.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  '))
+  for (const row of rows) console.log(row.map((v, i) => v.padEnd(widths[i] ?? 0)).join('  '))
+  console.log(`${users.length} user(s)`)
+}
+
+export const usersCommand: Command = {
+  summary: 'list, show, add, edit and delete users',
+  help,
+  async run(argv) {
+    const { values, positionals } = parse(argv, {
+      data: { type: 'string', default: './data' },
+      json: { type: 'boolean', default: false },
+    })
+    const [action, ...args] = positionals
+    if (action === undefined)
+      throw new CliError('which action? list, get, add, edit or delete (see --help)')
+    if (!['list', 'get', 'add', 'edit', 'delete'].includes(action))
+      throw new CliError(`unknown action ${action}`)
+    const server = await openServerData(values.data)
+    try {
+      switch (action) {
+        case 'list': {
+          const users = server.users.list()
+          if (values.json) for (const u of users) console.log(toJson(u))
+          else printTable(users)
+          return
+        }
+        case 'get': {
+          const user = server.users.get(requireArg(args[0], 'user id'))
+          if (user === undefined) throw new CliError(`no user ${args[0]}`, 1)
+          console.log(values.json ? toJson(user) : JSON.stringify(user, null, 2))
+          return
+        }
+        case 'add':
+          await server.users.put(parseJsonObject('record', args[0]))
+          break
+        case 'edit':
+          await server.users.patch(
+            requireArg(args[0], 'user id'),
+            parseJsonObject('fields', args[1]),
+          )
+          break
+        case 'delete':
+          if (!(await server.users.delete(requireArg(args[0], 'user id'))))
+            throw new CliError(`no user ${args[0]}`, 1)
+          break
+      }
+      console.log(values.json ? toJson({ ok: true }) : 'done')
+    } finally {
+      await server.close()
+    }
+  },
+}
+
+function requireArg(value: string | undefined, what: string): string {
+  if (value === undefined || value === '') throw new CliError(`${what} is required`)
+  return value
+}

@@ -1,0 +1,114 @@
+/**
+ * The wire messages (PROTOCOL.md): the y-websocket protocol (y-protocols
+ * sync step 1 / step 2 / update, awareness) plus rostersync's error message.
+ * A handful of pure functions; the same bytes travel over every transport.
+ */
+import * as decoding from 'lib0/decoding'
+import * as encoding from 'lib0/encoding'
+import { MalformedMessageError } from './errors.js'
+
+/** Top-level message types (y-websocket's numbering; 100+ are rostersync's). */
+export const MessageType = {
+  sync: 0,
+  awareness: 1,
+  auth: 2,
+  queryAwareness: 3,
+  error: 100,
+} as const
+/** Sync sub-message types (y-protocols/sync). */
+export const SyncType = { step1: 0, step2: 1, update: 2 } as const
+
+/** A decoded message. */
+export type Message =
+  | { readonly type: 'sync-step1'; readonly stateVector: Uint8Array }
+  | { readonly type: 'sync-step2'; readonly update: Uint8Array }
+  | { readonly type: 'sync-update'; readonly update: Uint8Array }
+  | { readonly type: 'awareness'; readonly payload: Uint8Array }
+  | { readonly type: 'query-awareness' }
+  | { readonly type: 'auth'; readonly payload: Uint8Array }
+  | { readonly type: 'error'; readonly code: string; readonly message: string }
+
+/** Encodes a message. */
+export function encodeMessage(message: Message): Uint8Array {
+  const e = encoding.createEncoder()
+  switch (message.type) {
+    case 'sync-step1':
+      encoding.writeVarUint(e, MessageType.sync)
+      encoding.writeVarUint(e, SyncType.step1)
+      encoding.writeVarUint8Array(e, message.stateVector)
+      break
+    case 'sync-step2':
+    case 'sync-update':
+      encoding.writeVarUint(e, MessageType.sync)
+      encoding.writeVarUint(e, message.type === 'sync-step2' ? SyncType.step2 : SyncType.update)
+      encoding.writeVarUint8Array(e, message.update)
+      break
+    case 'awareness':
+      encoding.writeVarUint(e, MessageType.awareness)
+      encoding.writeVarUint8Array(e, message.payload)
+      break
+    case 'query-awareness':
+      encoding.writeVarUint(e, MessageType.queryAwareness)
+      break
+    case 'auth':
+      encoding.writeVarUint(e, MessageType.auth)
+      encoding.writeVarUint8Array(e, message.payload)
+      break
+    case 'error':
+      encoding.writeVarUint(e, MessageType.error)
+      encoding.writeVarString(e, message.code)
+      encoding.writeVarString(e, message.message)
+      break
+  }
+  return encoding.toUint8Array(e)
+}
+
+/** Decodes one message; throws `MALFORMED_MESSAGE` on anything else. */
+export function decodeMessage(bytes: Uint8Array): Message {
+  try {
+    const d = decoding.createDecoder(bytes)
+    const message = readMessage(d)
+    if (decoding.hasContent(d)) throw new Error('trailing bytes')
+    return message
+  } catch (cause) {
+    if (cause instanceof MalformedMessageError) throw cause
+    throw new MalformedMessageError(`message does not decode: ${(cause as Error).message}`, cause)
+  }
+}
+
+function readMessage(d: decoding.Decoder): Message {
+  const type = decoding.readVarUint(d)
+  switch (type) {
+    case MessageType.sync: {
+      const sub = decoding.readVarUint(d)
+      const payload = decoding.readVarUint8Array(d)
+      if (sub === SyncType.step1) return { type: 'sync-step1', stateVector: payload }
+      if (sub === SyncType.step2) return { type: 'sync-step2', update: payload }
+      if (sub === SyncType.update) return { type: 'sync-update', update: payload }
+      throw new MalformedMessageError(`unknown sync message type ${sub}`)
+    }
+    case MessageType.awareness:
+      return { type: 'awareness', payload: decoding.readVarUint8Array(d) }
+    case MessageType.queryAwareness:
+      return { type: 'query-awareness' }
+    case MessageType.auth:
+      return { type: 'auth', payload: decoding.readVarUint8Array(d) }
+    case MessageType.error:
+      return { type: 'error', code: decoding.readVarString(d), message: decoding.readVarString(d) }
+    default:
+      throw new MalformedMessageError(`unknown message type ${type}`)
+  }
+}
+
+/** WebSocket close codes rostersync uses; a device does not reconnect after 4401/4403. */
+export const CloseCode = {
+  authFailed: 4401,
+  revoked: 4403,
+  unknownRoom: 4404,
+  tooLarge: 1009,
+  serverClosing: 1001,
+} as const
+
+/** True for close codes after which a device must not retry on its own. */
+export const isFinalClose = (code: number): boolean =>
+  code === CloseCode.authFailed || code === CloseCode.revoked
