@@ -5,6 +5,7 @@
  */
 import { RostersyncError } from '../core/errors.js'
 import { CliError } from './args.js'
+import { deviceCommand } from './device-command.js'
 import { eventsCommand } from './events-command.js'
 import { serverCommand } from './server-command.js'
 import { usersCommand } from './users-command.js'
@@ -18,6 +19,7 @@ export interface Command {
 
 const commands: Record<string, Command> = {
   server: serverCommand,
+  device: deviceCommand,
   users: usersCommand,
   events: eventsCommand,
 }
