@@ -37,6 +37,8 @@ export const limits = {
   updateBytesBeforeCompactionMax: 64 * 1024 * 1024,
   /** Largest number of events one query returns. */
   eventsPerQueryMax: 10_000,
+  /** Most remote updates a peer holds back until their clients' earlier operations arrive. */
+  heldBackUpdatesMax: 10_000,
 } as const
 
 /** Bounds of the network layer. */
@@ -49,6 +51,12 @@ export const netLimits = {
   retryDelayMsMin: 500,
   /** Largest reconnect delay of a device, in ms. */
   retryDelayMsMax: 60_000,
+  /** Most inbound messages waiting on one connection before it is closed. */
+  inboundMessagesQueuedMax: 10_000,
   /** Most bytes buffered for one slow connection before it is dropped. */
   sendBufferBytesMax: 256 * 1024 * 1024,
+  /** Most devices one device syncs with directly over the LAN at once. */
+  lanPeersMax: 32,
+  /** Most inbound messages queued on one LAN link before it is paused. */
+  lanQueuedMessagesMax: 64,
 } as const

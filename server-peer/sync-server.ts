@@ -5,18 +5,24 @@
  * update is size-checked, decoded and authorised before anything is applied.
  */
 import { timingSafeEqual } from 'node:crypto'
-import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http'
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http'
 import type { AddressInfo } from 'node:net'
-import * as Y from 'yjs'
-import { WebSocketServer, type WebSocket } from 'ws'
+import { WebSocketServer } from 'ws'
 import { checkUpdate } from '../core/authorize.js'
-import { RostersyncError } from '../core/errors.js'
 import type { NewEvent } from '../core/events.js'
 import { SERVER_ID } from '../core/ids.js'
 import { limits, netLimits } from '../core/limits.js'
-import { CloseCode, decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
+import { CloseCode } from '../core/protocol.js'
+import type { Connection } from '../core/transport.js'
 import type { RecordSchema } from '../core/schema.js'
 import type { Replica } from '../peers/replica.js'
+import { startSession } from '../peers/sync-session.js'
+import { wrapWebSocket } from '../transports/ws-transport.js'
 import type { DeviceRegistry } from './device-registry.js'
 
 /** Options of {@link startSyncServer}. */
@@ -29,6 +35,8 @@ export interface SyncServerOptions {
   readonly siteKey: string | undefined
   /** The room name devices use (the y-websocket room). */
   readonly room: string
+  /** Handles plain HTTP requests (the JSON API); 404 when absent. */
+  readonly onHttp?: (req: IncomingMessage, res: ServerResponse) => void
 }
 
 /** A listening sync server. */
@@ -36,35 +44,25 @@ export interface SyncServer {
   readonly url: string
   readonly http: string
   readonly httpServer: Server
+  /** Ids of the devices connected now. */
+  connectedDevices(): string[]
   /** Closes every connection of a device (after a revoke). */
   disconnect(deviceId: string, code: number, reason: string): void
   close(): Promise<void>
 }
 
-interface Connection {
-  readonly id: string
+interface Member {
   readonly deviceId: string
-  readonly socket: WebSocket
+  readonly connection: Connection
 }
-
-let nextConnection = 1
 
 /** Starts listening; resolves once the port is bound. */
 export async function startSyncServer(options: SyncServerOptions): Promise<SyncServer> {
-  const httpServer = createHttpServer((_req, res) => {
-    res.writeHead(404, { 'content-type': 'application/json' })
-    res.end(JSON.stringify({ error: 'NOT_FOUND' }))
-  })
+  const httpServer = createHttpServer((req, res) => options.onHttp?.(req, res) ?? notFound(res))
   const wss = new WebSocketServer({ noServer: true, maxPayload: netLimits.messageBytesMax })
-  const connections = new Map<string, Connection>()
-  const offUpdate = options.replica.onUpdate(({ update, from }) => {
-    const bytes = encodeMessage({ type: 'sync-update', update })
-    for (const conn of connections.values()) {
-      if (conn.id !== from) send(conn, bytes)
-    }
-  })
+  const members = new Map<string, Member>()
   httpServer.on('upgrade', (req, socket, head) => {
-    const refusal = admit(req, options, connections.size)
+    const refusal = admit(req, options, members.size)
     wss.handleUpgrade(req, socket, head, (ws) => {
       if (refusal !== undefined) {
         ws.close(refusal.code, refusal.reason)
@@ -72,27 +70,36 @@ export async function startSyncServer(options: SyncServerOptions): Promise<SyncS
       }
       const url = new URL(req.url ?? '/', 'http://x')
       const deviceId = url.searchParams.get('device') ?? ''
-      const conn: Connection = { id: `ws-${nextConnection++}`, deviceId, socket: ws }
-      connections.set(conn.id, conn)
-      const isNew = options.registry.seen(
-        deviceId,
-        url.searchParams.get('name') ?? deviceId,
-        req.socket.remoteAddress ?? '',
-      )
-      if (isNew) void logEvent(options.replica, { type: 'device-registered', deviceId })
-      ws.on('message', (data: Buffer) => void onMessage(conn, new Uint8Array(data), options))
-      ws.on('close', () => {
-        connections.delete(conn.id)
+      const connection = wrapWebSocket(ws, req.socket.remoteAddress ?? '')
+      members.set(connection.id, { deviceId, connection })
+      const name = url.searchParams.get('name') ?? deviceId
+      if (options.registry.seen(deviceId, name, connection.remote)) {
+        void logEvent(options.replica, { type: 'device-registered', deviceId })
+      }
+      const session = startSession({
+        replica: options.replica,
+        connection,
+        reportErrors: true,
+        check: (update) =>
+          checkUpdate(options.replica.doc, update, {
+            // A device writes its own part and relays other devices' parts
+            // (LAN sync); the server's part is the server's alone.
+            mayWrite: (owner) => owner !== SERVER_ID,
+            schema: options.schema,
+          }),
+        onRefused: (error) =>
+          void logEvent(options.replica, {
+            type: 'write-refused',
+            deviceId,
+            code: error.code,
+            message: error.message,
+          }),
+      })
+      connection.onClose(() => {
+        session.stop()
+        members.delete(connection.id)
         options.registry.left(deviceId)
       })
-      ws.on('error', () => ws.terminate())
-      send(
-        conn,
-        encodeMessage({
-          type: 'sync-step1',
-          stateVector: Y.encodeStateVector(options.replica.doc),
-        }),
-      )
     })
   })
   await new Promise<void>((resolve, reject) => {
@@ -105,18 +112,24 @@ export async function startSyncServer(options: SyncServerOptions): Promise<SyncS
     url: `ws://${host}:${address.port}`,
     http: `http://${host}:${address.port}`,
     httpServer,
+    connectedDevices: () => [...members.values()].map((m) => m.deviceId),
     disconnect(deviceId, code, reason) {
-      for (const conn of connections.values())
-        if (conn.deviceId === deviceId) conn.socket.close(code, reason)
+      for (const m of members.values())
+        if (m.deviceId === deviceId) m.connection.close(code, reason)
     },
     async close() {
-      offUpdate()
-      for (const conn of connections.values())
-        conn.socket.close(CloseCode.serverClosing, 'server closing')
+      for (const m of members.values())
+        m.connection.close(CloseCode.serverClosing, 'server closing')
       wss.close()
+      httpServer.closeAllConnections()
       await new Promise<void>((resolve) => httpServer.close(() => resolve()))
     },
   }
+}
+
+function notFound(res: ServerResponse): void {
+  res.writeHead(404, { 'content-type': 'application/json' })
+  res.end(JSON.stringify({ error: { code: 'NOT_FOUND', message: 'no such endpoint' } }))
 }
 
 /** Decides whether a connection may join; undefined admits it. */
@@ -159,69 +172,6 @@ function sameSecret(given: string, expected: string): boolean {
   const a = Buffer.from(given)
   const b = Buffer.from(expected)
   return a.length === b.length && timingSafeEqual(a, b)
-}
-
-function send(conn: Connection, bytes: Uint8Array): void {
-  if (conn.socket.readyState !== conn.socket.OPEN) return
-  if (conn.socket.bufferedAmount > netLimits.sendBufferBytesMax) {
-    conn.socket.terminate()
-    return
-  }
-  conn.socket.send(bytes)
-}
-
-async function onMessage(
-  conn: Connection,
-  bytes: Uint8Array,
-  options: SyncServerOptions,
-): Promise<void> {
-  let message: Message
-  try {
-    message = decodeMessage(bytes)
-    await handle(conn, message, options)
-  } catch (error) {
-    if (!(error instanceof RostersyncError)) throw error
-    send(conn, encodeMessage({ type: 'error', code: error.code, message: error.message }))
-    await logEvent(options.replica, {
-      type: 'write-refused',
-      deviceId: conn.deviceId,
-      code: error.code,
-      message: error.message,
-    })
-  }
-}
-
-async function handle(
-  conn: Connection,
-  message: Message,
-  options: SyncServerOptions,
-): Promise<void> {
-  const replica = options.replica
-  switch (message.type) {
-    case 'sync-step1': {
-      const update = Y.encodeStateAsUpdate(replica.doc, message.stateVector)
-      send(conn, encodeMessage({ type: 'sync-step2', update }))
-      return
-    }
-    case 'sync-step2':
-    case 'sync-update': {
-      checkUpdate(replica.doc, message.update, {
-        // A device writes its own part and relays other devices' parts
-        // (LAN sync); the server's part is the server's alone.
-        mayWrite: (owner) => owner !== SERVER_ID,
-        schema: options.schema,
-      })
-      await replica.applyRemote(message.update, conn.id)
-      return
-    }
-    case 'awareness':
-    case 'query-awareness':
-    case 'auth':
-      // Presence is not part of the roster; rostersync neither stores nor relays it.
-      return
-    case 'error':
-      return
-  }
 }
 
 async function logEvent(replica: Replica, event: NewEvent): Promise<void> {

@@ -1,0 +1,37 @@
+/**
+ * The transport port. The sync protocol runs over any ordered, reliable
+ * message link: WebSocket, libp2p streams, an in-memory pair, the simulator.
+ * Each implementation runs `test/contracts/transport.contract.ts`.
+ */
+
+/** Why a connection closed: a code (WebSocket numbering) and a reason. */
+export interface CloseInfo {
+  readonly code: number
+  readonly reason: string
+}
+
+/** One open, ordered, reliable message link between two peers. */
+export interface Connection {
+  /** Unique within the process; used to avoid echoing an update to its sender. */
+  readonly id: string
+  /** Who is at the other end (address or peer id), for logs and the registry. */
+  readonly remote: string
+  /** Queues one message; messages arrive whole and in order, or the link closes. */
+  send(message: Uint8Array): void
+  /** Sets the handler of incoming messages (one handler; a later call replaces it). */
+  onMessage(handler: (message: Uint8Array) => void): void
+  /** Sets the handler called once when the link closes, from either side. */
+  onClose(handler: (info: CloseInfo) => void): void
+  /** Closes the link; the other side sees `code` and `reason`. Idempotent. */
+  close(code?: number, reason?: string): void
+  /** True until the link closed. */
+  readonly open: boolean
+}
+
+/** Something that opens connections to addresses. */
+export interface Transport {
+  /** Opens a connection; rejects with a typed error when it cannot. */
+  connect(address: string): Promise<Connection>
+  /** Stops the transport and closes its connections. */
+  close(): Promise<void>
+}
