@@ -46,10 +46,8 @@ export function wrapWebSocket(socket: WebSocket, remote: string): Connection {
       socket.send(message)
     },
     onMessage(handler) {
-      socket.removeAllListeners('message')
-      socket.on('message', (data: Buffer) =>
-        handler(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)),
-      )
+      messageHandler = handler
+      for (const message of early.splice(0)) handler(message)
     },
     onClose(handler) {
       closeHandler = handler
