@@ -51,6 +51,8 @@ export const netLimits = {
   retryDelayMsMin: 500,
   /** Largest reconnect delay of a device, in ms. */
   retryDelayMsMax: 60_000,
+  /** Largest HTTP API request body, in bytes. */
+  httpBodyBytesMax: 8 * 1024 * 1024,
   /** Most inbound messages waiting on one connection before it is closed. */
   inboundMessagesQueuedMax: 10_000,
   /** Most bytes buffered for one slow connection before it is dropped. */

@@ -20,6 +20,11 @@ import { CloseCode } from '../core/protocol.js'
 import { DeviceRegistry, type DeviceRecord } from './device-registry.js'
 import { adoptFills, applyPolicies, serverOps } from './server-ops.js'
 import { startSyncServer, type SyncServer } from './sync-server.js'
+import { httpApi } from './http-api.js'
+import { randomBytes } from 'node:crypto'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { join } from 'node:path'
 
 /** Options of {@link createServer} (API.md). */
 export interface ServerOptions extends CommonPeerOptions {
@@ -30,6 +35,11 @@ export interface ServerOptions extends CommonPeerOptions {
   readonly port?: number
   /** Secret shared by the site; devices need it to join. */
   readonly siteKey?: string
+  /**
+   * Bearer token of the HTTP API. Default: read from (or created in)
+   * `<dataDir>/admin-token`, so local tools can use it; random when there is no dataDir.
+   */
+  readonly adminToken?: string
   /** Field name → policy; fields not named are `shared`. */
   readonly fieldPolicies?: Readonly<Record<string, FieldPolicy>>
   /** The y-websocket room name devices join; `roster` by default. */
@@ -43,6 +53,7 @@ const serverOptionsSchema = z.strictObject({
   host: z.string().min(1).optional(),
   port: z.number().int().min(0).max(65535).optional(),
   siteKey: z.string().min(1).optional(),
+  adminToken: z.string().min(16).optional(),
   room: z.string().min(1).max(128).optional(),
   listen: z.boolean().optional(),
   fieldPolicies: z
@@ -67,6 +78,8 @@ export interface ServerPeer {
     /** Revokes a device: its connections close and it is refused from then on. */
     revoke(id: string): Promise<boolean>
   }
+  /** Bearer token of the HTTP API at `http`. */
+  readonly adminToken: string
   /** Stops, makes everything durable, closes the store. */
   close(): Promise<void>
 }
@@ -93,6 +106,11 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   }
   const ops = serverOps(basics.schema)
   const registry = new DeviceRegistry(basics.clock)
+  const adminToken = options.adminToken ?? (await adminTokenFor(options.dataDir))
+  // The API is bound once the peer object exists (it serves its methods).
+  let api: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => {
+    res.writeHead(503).end()
+  }
   let sync: SyncServer | undefined
   if (options.listen !== false) {
     try {
@@ -104,6 +122,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
         port: options.port ?? 0,
         siteKey: options.siteKey,
         room: options.room ?? 'roster',
+        onHttp: (req, res) => api(req, res),
       })
     } catch (error) {
       await replica.close()
@@ -112,13 +131,14 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       )
     }
   }
-  return {
+  const peer: ServerPeer = {
     id: SERVER_ID,
     users: usersApi(replica, basics.schema, ops, hashRecordPin),
     events: { query: (q) => replica.events.query(q) },
     replica,
     url: sync?.url ?? '',
     http: sync?.http ?? '',
+    adminToken,
     devices: {
       list: (filter) => registry.list(filter),
       async revoke(id) {
@@ -133,4 +153,25 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       await replica.close()
     },
   }
+  api = httpApi(peer, adminToken)
+  return peer
+}
+
+/**
+ * The admin token kept beside the database (mode 0600), so that tools on the
+ * same machine (the CLI) can use the API; created on first start.
+ */
+async function adminTokenFor(dataDir: string | undefined): Promise<string> {
+  if (dataDir === undefined) return randomBytes(24).toString('hex')
+  const file = join(dataDir, 'admin-token')
+  try {
+    const token = (await readFile(file, 'utf8')).trim()
+    if (token.length >= 16) return token
+  } catch {
+    // No token yet: create one below.
+  }
+  const token = randomBytes(24).toString('hex')
+  await mkdir(dataDir, { recursive: true })
+  await writeFile(file, `${token}\n`, { mode: 0o600 })
+  return token
 }

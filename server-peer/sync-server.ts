@@ -58,7 +58,9 @@ interface Member {
 
 /** Starts listening; resolves once the port is bound. */
 export async function startSyncServer(options: SyncServerOptions): Promise<SyncServer> {
-  const httpServer = createHttpServer((req, res) => options.onHttp?.(req, res) ?? notFound(res))
+  const httpServer = createHttpServer((req, res) =>
+    (options.onHttp ?? ((_q, r) => notFound(r)))(req, res),
+  )
   const wss = new WebSocketServer({ noServer: true, maxPayload: netLimits.messageBytesMax })
   const members = new Map<string, Member>()
   httpServer.on('upgrade', (req, socket, head) => {
