@@ -2,12 +2,14 @@
 import { EVENT_TYPES, type EventType } from '../core/events.js'
 import { CliError, parse, parseDuration, parseInteger, toJson } from './args.js'
 import type { Command } from './main.js'
-import { openServerData } from './open-peer.js'
+import { openRoster } from './roster-access.js'
 
 const help = `Usage: rostersync events [options]
 
 Options:
-  --data <dir>      the server's data directory (default ./data; the server must be stopped)
+  --data <dir>      the server's data directory (default ./data; uses its HTTP API when it runs)
+  --server <url>    a running server's URL, e.g. http://127.0.0.1:4400
+  --token <token>   the server's admin token
   --since <dur>     only events newer than this (e.g. 30m, 1d)
   --type <type>     only this type (${EVENT_TYPES.join(', ')})
   --device <id>     only events about this device
@@ -22,6 +24,8 @@ export const eventsCommand: Command = {
   async run(argv) {
     const { values } = parse(argv, {
       data: { type: 'string', default: './data' },
+      server: { type: 'string' },
+      token: { type: 'string' },
       since: { type: 'string' },
       type: { type: 'string' },
       device: { type: 'string' },
@@ -33,9 +37,13 @@ export const eventsCommand: Command = {
       throw new CliError(`unknown event type ${values.type}; one of ${EVENT_TYPES.join(', ')}`)
     }
     const limit = parseInteger('limit', values.limit, 1, 1_000_000)
-    const server = await openServerData(values.data)
+    const roster = await openRoster({
+      data: values.data,
+      server: values.server,
+      token: values.token,
+    })
     try {
-      const events = server.events.query({
+      const events = await roster.events({
         ...(values.type === undefined ? {} : { type: values.type as EventType }),
         ...(values.device === undefined ? {} : { deviceId: values.device }),
         ...(values.user === undefined ? {} : { userId: values.user }),
@@ -57,7 +65,7 @@ export const eventsCommand: Command = {
       }
       if (!values.json) console.log(`${events.length} event(s)`)
     } finally {
-      await server.close()
+      await roster.close()
     }
   },
 }

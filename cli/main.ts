@@ -6,6 +6,7 @@
 import { RostersyncError } from '../core/errors.js'
 import { CliError } from './args.js'
 import { deviceCommand } from './device-command.js'
+import { devicesCommand } from './devices-command.js'
 import { eventsCommand } from './events-command.js'
 import { serverCommand } from './server-command.js'
 import { usersCommand } from './users-command.js'
@@ -21,6 +22,7 @@ const commands: Record<string, Command> = {
   server: serverCommand,
   device: deviceCommand,
   users: usersCommand,
+  devices: devicesCommand,
   events: eventsCommand,
 }
 

@@ -1,5 +1,7 @@
 /** `rostersync server`: runs the server peer until interrupted. */
+import { rm, writeFile } from 'node:fs/promises'
 import { createServer } from '../server-peer/create-server.js'
+import { serverInfoFile } from './roster-access.js'
 import { parse, parseInteger } from './args.js'
 import type { Command } from './main.js'
 
@@ -34,6 +36,9 @@ export const serverCommand: Command = {
       ...(siteKey === undefined || siteKey === '' ? {} : { siteKey }),
     })
     const users = server.users.list().length
+    // Local tools (rostersync users/events/devices) find the running server here.
+    const info = serverInfoFile(values.data)
+    await writeFile(info, JSON.stringify({ url: server.url, http: server.http, pid: process.pid }))
     if (values.json) {
       console.log(JSON.stringify({ url: server.url, http: server.http, data: values.data, users }))
     } else {
@@ -50,6 +55,7 @@ export const serverCommand: Command = {
       process.once('SIGINT', stop)
       process.once('SIGTERM', stop)
     })
+    await rm(info, { force: true })
     await server.close()
     if (!values.json) console.log('server stopped cleanly')
   },

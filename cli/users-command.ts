@@ -2,7 +2,7 @@
 import type { UserView } from '../core/resolve.js'
 import { CliError, parse, parseJsonObject, toJson } from './args.js'
 import type { Command } from './main.js'
-import { openServerData } from './open-peer.js'
+import { openRoster } from './roster-access.js'
 
 const help = `Usage: rostersync users <list|get|add|edit|delete> [options]
 
@@ -13,7 +13,10 @@ const help = `Usage: rostersync users <list|get|add|edit|delete> [options]
   delete <id>                delete a user everywhere (the server's delete)
 
 Options:
-  --data <dir>   the server's data directory (default ./data; the server must be stopped)
+  --data <dir>     the server's data directory (default ./data); when a server runs on it,
+                   its HTTP API is used, else the directory is opened directly
+  --server <url>   a running server's HTTP (or WebSocket) URL, e.g. http://127.0.0.1:4400
+  --token <token>  the server's admin token (default: <data>/admin-token or ROSTERSYNC_ADMIN_TOKEN)
   --json         print JSON (one object per line for list)
   -h, --help     this help`
 
@@ -35,6 +38,8 @@ export const usersCommand: Command = {
   async run(argv) {
     const { values, positionals } = parse(argv, {
       data: { type: 'string', default: './data' },
+      server: { type: 'string' },
+      token: { type: 'string' },
       json: { type: 'boolean', default: false },
     })
     const [action, ...args] = positionals
@@ -42,38 +47,39 @@ export const usersCommand: Command = {
       throw new CliError('which action? list, get, add, edit or delete (see --help)')
     if (!['list', 'get', 'add', 'edit', 'delete'].includes(action))
       throw new CliError(`unknown action ${action}`)
-    const server = await openServerData(values.data)
+    const roster = await openRoster({
+      data: values.data,
+      server: values.server,
+      token: values.token,
+    })
     try {
       switch (action) {
         case 'list': {
-          const users = server.users.list()
+          const users = await roster.list()
           if (values.json) for (const u of users) console.log(toJson(u))
           else printTable(users)
           return
         }
         case 'get': {
-          const user = server.users.get(requireArg(args[0], 'user id'))
+          const user = await roster.get(requireArg(args[0], 'user id'))
           if (user === undefined) throw new CliError(`no user ${args[0]}`, 1)
           console.log(values.json ? toJson(user) : JSON.stringify(user, null, 2))
           return
         }
         case 'add':
-          await server.users.put(parseJsonObject('record', args[0]))
+          await roster.put(parseJsonObject('record', args[0]))
           break
         case 'edit':
-          await server.users.patch(
-            requireArg(args[0], 'user id'),
-            parseJsonObject('fields', args[1]),
-          )
+          await roster.patch(requireArg(args[0], 'user id'), parseJsonObject('fields', args[1]))
           break
         case 'delete':
-          if (!(await server.users.delete(requireArg(args[0], 'user id'))))
+          if (!(await roster.delete(requireArg(args[0], 'user id'))))
             throw new CliError(`no user ${args[0]}`, 1)
           break
       }
       console.log(values.json ? toJson({ ok: true }) : 'done')
     } finally {
-      await server.close()
+      await roster.close()
     }
   },
 }

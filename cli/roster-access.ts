@@ -1,0 +1,140 @@
+/**
+ * How a CLI command reaches the roster: through a running server's HTTP API
+ * (found by `--server`, or by the `server.json` a running server writes in
+ * its data directory), or, when no server runs, by opening the data
+ * directory itself.
+ */
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { EventQuery, RosterEvent } from '../core/events.js'
+import type { UserView } from '../core/resolve.js'
+import type { DeviceRecord } from '../server-peer/device-registry.js'
+import { fromWire, toWire } from '../server-peer/http-api.js'
+import { CliError } from './args.js'
+import { openServerData } from './open-peer.js'
+
+/** The roster operations the CLI needs, wherever the roster is. */
+export interface RosterAccess {
+  list(): Promise<UserView[]>
+  get(id: string): Promise<UserView | undefined>
+  put(record: Record<string, unknown>): Promise<void>
+  patch(id: string, fields: Record<string, unknown>): Promise<void>
+  delete(id: string): Promise<boolean>
+  events(q: EventQuery): Promise<RosterEvent[]>
+  devices(nameContains?: string): Promise<DeviceRecord[]>
+  revoke(id: string): Promise<boolean>
+  close(): Promise<void>
+}
+
+/** Where a running server writes its address, for local tools. */
+export const serverInfoFile = (dataDir: string): string => join(dataDir, 'server.json')
+
+/** Opens the roster for a command. */
+export async function openRoster(opts: {
+  data: string
+  server?: string | undefined
+  token?: string | undefined
+}): Promise<RosterAccess> {
+  const running = opts.server ?? runningServer(opts.data)
+  if (running !== undefined) {
+    const token = opts.token ?? process.env.ROSTERSYNC_ADMIN_TOKEN ?? readToken(opts.data)
+    if (token === undefined)
+      throw new CliError('an admin token is required: --token or ROSTERSYNC_ADMIN_TOKEN')
+    return httpAccess(running.replace(/^ws/, 'http').replace(/\/$/, ''), token)
+  }
+  const server = await openServerData(opts.data)
+  return {
+    list: async () => server.users.list(),
+    get: async (id) => server.users.get(id),
+    put: (record) => server.users.put(record),
+    patch: (id, fields) => server.users.patch(id, fields),
+    delete: (id) => server.users.delete(id),
+    events: async (q) => server.events.query(q),
+    devices: async (nameContains) =>
+      server.devices.list(nameContains === undefined ? {} : { nameContains }),
+    revoke: (id) => server.devices.revoke(id),
+    close: () => server.close(),
+  }
+}
+
+function runningServer(dataDir: string): string | undefined {
+  const file = serverInfoFile(dataDir)
+  if (!existsSync(file)) return undefined
+  try {
+    const info = JSON.parse(readFileSync(file, 'utf8')) as { http?: string; pid?: number }
+    if (typeof info.pid === 'number') process.kill(info.pid, 0)
+    return info.http
+  } catch {
+    // The server that wrote it is gone (or the file is damaged): use the data directly.
+    return undefined
+  }
+}
+
+function readToken(dataDir: string): string | undefined {
+  try {
+    return readFileSync(join(dataDir, 'admin-token'), 'utf8').trim()
+  } catch {
+    return undefined
+  }
+}
+
+function httpAccess(base: string, token: string): RosterAccess {
+  const call = async (method: string, path: string, body?: unknown): Promise<unknown> => {
+    let res: Response
+    try {
+      res = await fetch(`${base}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        ...(body === undefined ? {} : { body: toWire(body) }),
+      })
+    } catch (error) {
+      throw new CliError(`cannot reach the server at ${base}: ${(error as Error).message}`, 1)
+    }
+    const payload = fromWire(await res.json()) as { error?: { code: string; message: string } }
+    if (res.status === 404 && payload.error?.code === 'USER_NOT_FOUND' && method === 'GET')
+      return undefined
+    if (!res.ok)
+      throw new CliError(`${payload.error?.code ?? res.status}: ${payload.error?.message ?? ''}`, 1)
+    return payload
+  }
+  const enc = encodeURIComponent
+  return {
+    list: async () => (await call('GET', '/api/users')) as UserView[],
+    get: async (id) => (await call('GET', `/api/users/${enc(id)}`)) as UserView | undefined,
+    put: async (record) => {
+      await call('PUT', `/api/users/${enc(typeof record.id === 'string' ? record.id : '')}`, record)
+    },
+    patch: async (id, fields) => {
+      await call('PATCH', `/api/users/${enc(id)}`, fields)
+    },
+    delete: async (id) => {
+      try {
+        await call('DELETE', `/api/users/${enc(id)}`)
+        return true
+      } catch (error) {
+        if (error instanceof CliError && error.message.startsWith('USER_NOT_FOUND')) return false
+        throw error
+      }
+    },
+    events: async (q) => {
+      const params = new URLSearchParams()
+      if (typeof q.type === 'string') params.set('type', q.type)
+      if (q.deviceId !== undefined) params.set('device', q.deviceId)
+      if (q.userId !== undefined) params.set('user', q.userId)
+      if (q.since !== undefined) params.set('since', String(q.since))
+      if (q.until !== undefined) params.set('until', String(q.until))
+      if (q.limit !== undefined) params.set('limit', String(q.limit))
+      return (await call('GET', `/api/events?${params.toString()}`)) as RosterEvent[]
+    },
+    devices: async (nameContains) =>
+      (await call(
+        'GET',
+        `/api/devices${nameContains === undefined ? '' : `?nameContains=${enc(nameContains)}`}`,
+      )) as DeviceRecord[],
+    revoke: async (id) => {
+      await call('POST', `/api/devices/${enc(id)}/revoke`)
+      return true
+    },
+    close: async () => undefined,
+  }
+}
