@@ -59,6 +59,16 @@ export function startSession(options: SessionOptions): SyncSession {
     options.check?.(update)
     await replica.applyRemote(update, connection.id)
   }
+  /**
+   * The other side knows more operations of our clientID than we have: this
+   * data directory was restored from a backup (or copied) after that clientID
+   * wrote more. Writing on with it would mint ids that already exist
+   * elsewhere with other content, so take a fresh one now.
+   */
+  const renewIfReused = async (stateVector: Uint8Array): Promise<void> => {
+    const theirs = Y.decodeStateVector(stateVector).get(replica.doc.clientID) ?? 0
+    if (theirs > Y.getState(replica.doc.store, replica.doc.clientID)) await replica.renewClientId()
+  }
   const handle = async (bytes: Uint8Array): Promise<void> => {
     if (bytes.byteLength > netLimits.messageBytesMax) {
       throw new MessageTooLargeError('message', bytes.byteLength, netLimits.messageBytesMax)
@@ -66,6 +76,7 @@ export function startSession(options: SessionOptions): SyncSession {
     const message = decodeMessage(bytes)
     switch (message.type) {
       case 'sync-step1':
+        await renewIfReused(message.stateVector)
         send({
           type: 'sync-step2',
           update: Y.encodeStateAsUpdate(replica.doc, message.stateVector),

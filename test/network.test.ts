@@ -192,3 +192,31 @@ describe('bad input over the wire', () => {
     await eventually(() => expect(d2.users.get('u1')?.name).toBe('Ann'))
   })
 })
+
+describe('a device restored from an old backup', () => {
+  it('takes a fresh clientID when the server knows more of its clientID than it has', async () => {
+    const server = await startServer()
+    // Operations of clientID 12345 that the "restored" device does not have.
+    const earlier = new Y.Doc()
+    earlier.clientID = 12345
+    earlier
+      .getMap('u:D1')
+      .set('u9', { e: 0, f: { name: 'Written before the restore' }, s: { name: 1 } })
+    await server.replica.applyRemote(Y.encodeStateAsUpdate(earlier), 'test')
+    const ids = [12345, 777]
+    const device = await createDevice({
+      id: 'D1',
+      store: memoryStore(),
+      server: server.url,
+      siteKey: SITE_KEY,
+      randomUint32: () => ids.shift() ?? 999,
+    })
+    closers.push(() => device.close())
+    expect(device.replica.clientId).toBe(12345)
+    await eventually(() => expect(device.serverLink?.synced).toBe(true))
+    expect(device.replica.clientId).toBe(777)
+    await device.users.put({ id: 'u10', name: 'After' })
+    await eventually(() => expect(server.users.get('u10')?.name).toBe('After'))
+    expect(server.users.get('u9')?.name).toBe('Written before the restore')
+  })
+})
