@@ -8,6 +8,10 @@
  * its parent), looked up earlier in the same update or in the document. The
  * delete set names (client, clock) ranges; each deleted item's root is found
  * the same way. `mayWrite(owner)` decides per root owner.
+ *
+ * What the document already holds is a no-op for Yjs and is not judged: a
+ * state exchange carries the sender's whole delete set, and relays carry
+ * items the receiver may already have (the server's own, back to it).
  */
 import * as Y from 'yjs'
 import { asDeviceEntry, rootOwner, SERVER_META_ROOT } from './entries.js'
@@ -39,6 +43,14 @@ export interface CheckOptions {
   readonly mayWrite: (owner: WriterId) => boolean
   /** Validates device entries' fields when given. */
   readonly schema?: RecordSchema
+  /**
+   * For links that relay the server's part (LAN): when given, a new item or
+   * GC range in the server's part must come from one of these Yjs clients
+   * (see {@link serverClientsOf}), and a delete of a server item this peer
+   * still shows must come with the server item that replaces it (the server
+   * only ever replaces its entries, never deletes them outright).
+   */
+  readonly serverClients?: ReadonlySet<number>
 }
 
 /**
@@ -55,24 +67,32 @@ export function checkUpdate(doc: Y.Doc, update: Uint8Array, options: CheckOption
   }
   const spans = new Map<number, Span[]>()
   const roots = new Set<string>()
+  /** Origins of the update's new server items: what they replace. */
+  const serverOrigins: Y.ID[] = []
   let items = 0
   for (const struct of decoded.structs) {
     if (struct instanceof Y.Skip) continue
+    const known = struct.id.clock + struct.length <= Y.getState(doc.store, struct.id.client)
     const root =
       struct instanceof Y.Item
         ? rootOfItem(doc, spans, struct)
         : clientRoot(doc, spans, struct.id.client)
-    if (struct instanceof Y.Item) {
+    if (known) {
+      // Yjs skips structs the document already holds: nothing to judge.
+    } else if (struct instanceof Y.Item) {
       if (root === undefined)
         throw new ForbiddenWriteError('update holds an item whose parent cannot be found')
       checkRoot(root, options)
+      checkServerWriter(root, struct.id.client, options)
       checkContent(struct, root, options)
+      if (rootOwner(root) === SERVER_ID && struct.origin !== null) serverOrigins.push(struct.origin)
       items++
       roots.add(root)
     } else if (root !== undefined) {
       // A GC range claims ids of a client: it must be a client of a writer
       // the sender may write for, or it could shadow another writer's items.
       checkRoot(root, options)
+      checkServerWriter(root, struct.id.client, options)
     }
     const list = spans.get(struct.id.client) ?? []
     list.push({ clock: struct.id.clock, length: struct.length, root })
@@ -81,14 +101,76 @@ export function checkUpdate(doc: Y.Doc, update: Uint8Array, options: CheckOption
   let deletes = 0
   for (const [client, ranges] of decoded.ds.clients) {
     for (const range of ranges) {
+      const live = liveStructs(doc, client, range.clock, range.len)
+      if (live.length === 0 && range.clock + range.len <= Y.getState(doc.store, client)) continue
       const root = rootAt(doc, spans, client, range.clock)
       if (root === undefined)
         throw new ForbiddenWriteError('update deletes items this peer does not know')
       checkRoot(root, options)
+      if (options.serverClients !== undefined && rootOwner(root) === SERVER_ID) {
+        checkServerReplacements(live, serverOrigins)
+      }
       deletes++
     }
   }
   return { roots, items, deletes }
+}
+
+/**
+ * The Yjs clients that write the server's part in `doc`: those whose first
+ * item lies in a root the server owns. On a device these came from the
+ * server link, or over a relaying link that checked them against this same
+ * set, so the set only ever holds clients the server itself used.
+ */
+export function serverClientsOf(doc: Y.Doc): Set<number> {
+  const clients = new Set<number>()
+  const spans = new Map<number, Span[]>()
+  for (const client of doc.store.clients.keys()) {
+    const root = clientRoot(doc, spans, client)
+    if (root !== undefined && rootOwner(root) === SERVER_ID) clients.add(client)
+  }
+  return clients
+}
+
+function checkServerWriter(root: string, client: number, options: CheckOptions): void {
+  if (options.serverClients === undefined || rootOwner(root) !== SERVER_ID) return
+  if (!options.serverClients.has(client)) {
+    throw new ForbiddenWriteError(
+      `update writes into the server's part as Yjs client ${client}, not known as the server's`,
+      { root },
+    )
+  }
+}
+
+/** Every live server item a relayed update deletes must be replaced by a server item in it. */
+function checkServerReplacements(live: readonly Y.Item[], origins: readonly Y.ID[]): void {
+  for (const item of live) {
+    const replaced = origins.some(
+      (o) =>
+        o.client === item.id.client &&
+        o.clock >= item.id.clock &&
+        o.clock < item.id.clock + item.length,
+    )
+    if (!replaced)
+      throw new ForbiddenWriteError(
+        "update deletes a server entry without the server's replacement",
+      )
+  }
+}
+
+/** The items of `client` in [clock, clock + length) that `doc` holds and has not deleted. */
+function liveStructs(doc: Y.Doc, client: number, clock: number, length: number): Y.Item[] {
+  const structs = doc.store.clients.get(client)
+  if (structs === undefined) return []
+  const live: Y.Item[] = []
+  let i = findIndex(structs, clock)
+  if (i < 0) return []
+  for (; i < structs.length; i++) {
+    const s = structs[i]
+    if (s === undefined || s.id.clock >= clock + length) break
+    if (s instanceof Y.Item && !s.deleted) live.push(s)
+  }
+  return live
 }
 
 function checkRoot(root: string, options: CheckOptions): void {
@@ -169,17 +251,23 @@ function findStruct(
   structs: ReadonlyArray<Y.Item | Y.GC>,
   clock: number,
 ): Y.Item | Y.GC | undefined {
+  const i = findIndex(structs, clock)
+  return i < 0 ? undefined : structs[i]
+}
+
+/** Index of the struct holding `clock`, or -1. */
+function findIndex(structs: ReadonlyArray<Y.Item | Y.GC>, clock: number): number {
   let lo = 0
   let hi = structs.length - 1
   while (lo <= hi) {
     const mid = (lo + hi) >>> 1
     const s = structs[mid]
-    if (s === undefined) return undefined
+    if (s === undefined) return -1
     if (clock < s.id.clock) hi = mid - 1
     else if (clock >= s.id.clock + s.length) lo = mid + 1
-    else return s
+    else return mid
   }
-  return undefined
+  return -1
 }
 
 function rootNameOf(doc: Y.Doc, item: Y.Item): string | undefined {

@@ -59,6 +59,4 @@ export const netLimits = {
   sendBufferBytesMax: 256 * 1024 * 1024,
   /** Most devices one device syncs with directly over the LAN at once. */
   lanPeersMax: 32,
-  /** Most inbound messages queued on one LAN link before it is paused. */
-  lanQueuedMessagesMax: 64,
 } as const

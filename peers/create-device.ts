@@ -5,6 +5,7 @@
  */
 import { z } from 'zod'
 import type { EventQuery, RosterEvent } from '../core/events.js'
+import { InvalidOptionsError } from '../core/errors.js'
 import { asWriterId, SERVER_ID } from '../core/ids.js'
 import { limits } from '../core/limits.js'
 import { deviceOps, OverrideLog } from './device-ops.js'
@@ -13,7 +14,9 @@ import {
   parseOptions,
   peerBasics,
   type CommonPeerOptions,
+  type PeerBasics,
 } from './peer-options.js'
+import { startLan, type LanNode } from './lan-sync.js'
 import { hashRecordPin } from './pin.js'
 import { Replica } from './replica.js'
 import { usersApi, type UsersApi } from './user-ops.js'
@@ -31,6 +34,10 @@ export interface DeviceOptions extends CommonPeerOptions {
     readonly enabled: boolean
     readonly port?: number
     readonly peers?: readonly string[]
+    /** mDNS discovery of other devices; on by default. */
+    readonly mdns?: boolean
+    /** Interface the LAN node listens on; loopback by default. */
+    readonly host?: string
   }
   readonly mode?: 'live' | 'periodic'
   readonly deltaIntervalMs?: number
@@ -56,6 +63,8 @@ const deviceOptionsSchema = z.strictObject({
       enabled: z.boolean(),
       port: z.number().int().min(0).max(65535).optional(),
       peers: z.array(z.string()).optional(),
+      mdns: z.boolean().optional(),
+      host: z.string().min(1).optional(),
     })
     .optional(),
   mode: z.enum(['live', 'periodic']).optional(),
@@ -73,12 +82,18 @@ export interface DevicePeer {
   readonly replica: Replica
   /** The link to the server, when `server` was given. */
   readonly serverLink: ServerLink | undefined
+  /** The LAN node's multiaddrs (with `/p2p/<peer id>`); empty when LAN sync is off. */
+  readonly lanAddresses: string[]
   close(): Promise<void>
 }
 
 /** Opens a device peer in `dataDir` (API.md). */
 export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
   const options = parseOptions(deviceOptionsSchema, input, 'createDevice') as DeviceOptions
+  if (options.lan?.enabled === true && options.siteKey === undefined)
+    throw new InvalidOptionsError(
+      'createDevice: LAN sync needs a siteKey (it keys the private network)',
+    )
   const basics = await peerBasics(options)
   const self = asWriterId(options.id)
   const overrides = new OverrideLog()
@@ -106,6 +121,14 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
           clock: basics.clock,
           random: () => basics.randomUint32() / 2 ** 32,
         })
+  let lan: LanNode | undefined
+  try {
+    lan = await startDeviceLan(options, replica, basics)
+  } catch (error) {
+    serverLink?.close()
+    await replica.close()
+    throw error
+  }
   return {
     id: options.id,
     name,
@@ -118,9 +141,33 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     events: { query: (q) => replica.events.query(q) },
     replica,
     serverLink,
+    lanAddresses: lan?.addresses ?? [],
     async close() {
+      await lan?.close()
       serverLink?.close()
       await replica.close()
     },
   }
+}
+
+/** Starts LAN sync when the options enable it. */
+async function startDeviceLan(
+  options: DeviceOptions,
+  replica: Replica,
+  basics: PeerBasics,
+): Promise<LanNode | undefined> {
+  const lan = options.lan
+  if (lan?.enabled !== true || options.siteKey === undefined) return undefined
+  return startLan({
+    replica,
+    schema: basics.schema,
+    deviceId: options.id,
+    siteKey: options.siteKey,
+    clock: basics.clock,
+    random: () => basics.randomUint32() / 2 ** 32,
+    ...(lan.port === undefined ? {} : { port: lan.port }),
+    ...(lan.peers === undefined ? {} : { peers: lan.peers }),
+    ...(lan.mdns === undefined ? {} : { mdns: lan.mdns }),
+    ...(lan.host === undefined ? {} : { host: lan.host }),
+  })
 }

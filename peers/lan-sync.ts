@@ -1,0 +1,255 @@
+/**
+ * A device's links to other devices on the LAN, over libp2p
+ * (transports/libp2p-transport.ts), each running the same sync session as
+ * the server link (ws-client): both sides send step 1, answer step 1 with
+ * step 2, then forward durable updates. The replica forwards an update to
+ * every link but the one it came from, so devices keep syncing while the
+ * server is unreachable, and ws-client passes what they exchanged on to the
+ * server when it returns.
+ *
+ * What a LAN peer may write (checked before anything is applied): any
+ * device's part, since devices relay each other's; the server's part only as
+ * the server wrote it: items from Yjs clients this device already holds as
+ * the server's, and deletes of server entries only together with the server
+ * entry that replaces them (`serverClients` in core/authorize.ts).
+ */
+import type { Libp2p, Stream } from '@libp2p/interface'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { checkUpdate, serverClientsOf } from '../core/authorize.js'
+import type { Clock } from '../core/clock.js'
+import { InvalidOptionsError, type RostersyncError } from '../core/errors.js'
+import { netLimits } from '../core/limits.js'
+import type { RecordSchema } from '../core/schema.js'
+import type { Connection } from '../core/transport.js'
+import {
+  createLanNode,
+  LAN_PROTOCOL,
+  wrapStream,
+  type LanScope,
+} from '../transports/libp2p-transport.js'
+import type { Replica } from './replica.js'
+import { startSession } from './sync-session.js'
+
+/** Options of {@link startLan}. */
+export interface LanOptions {
+  readonly replica: Replica
+  readonly schema: RecordSchema
+  readonly deviceId: string
+  /** The site key: only devices holding it can connect (it keys the private network). */
+  readonly siteKey: string
+  readonly clock: Clock
+  /** Interface to listen on; loopback by default. */
+  readonly host?: string
+  /** TCP port to listen on; 0 (default) picks a free one. */
+  readonly port?: number
+  /** Multiaddrs to dial, and re-dial with backoff whenever they are not linked. */
+  readonly peers?: readonly string[]
+  /** mDNS discovery of other devices on the LAN; on by default. */
+  readonly mdns?: boolean
+  /** `lan` (default) admits loopback and private LAN addresses; `loopback` only loopback. */
+  readonly scope?: LanScope
+  /** A uniform random number in [0, 1) for backoff jitter. */
+  readonly random?: () => number
+  /** A refused message, a refusal from a peer, or a link closed on an error. */
+  readonly onError?: (code: string, message: string) => void
+}
+
+/** A running LAN node. */
+export interface LanNode {
+  /** The node's multiaddrs, each ending in `/p2p/<peer id>`. */
+  readonly addresses: string[]
+  /** Distinct peers with an open sync link. */
+  peerCount(): number
+  close(): Promise<void>
+}
+
+interface Link {
+  readonly connection: Connection
+  readonly peer: string
+}
+
+/** Starts the LAN node; resolves once it listens. */
+export async function startLan(options: LanOptions): Promise<LanNode> {
+  if (options.siteKey.length === 0) throw new InvalidOptionsError('LAN sync needs a site key')
+  const peers = (options.peers ?? []).map((addr) => parseAddress(addr))
+  const node = await createLanNode({
+    siteKey: options.siteKey,
+    mdns: options.mdns ?? true,
+    userAgent: `rostersync/${options.deviceId}`,
+    ...(options.host === undefined ? {} : { host: options.host }),
+    ...(options.port === undefined ? {} : { port: options.port }),
+    ...(options.scope === undefined ? {} : { scope: options.scope }),
+  })
+  const lan = new LanLinks(options, node)
+  await node.handle(
+    LAN_PROTOCOL,
+    (stream, connection) => {
+      lan.attach(stream, connection.remotePeer.toString())
+    },
+    // One sync stream per connection suffices; a second covers a re-dial
+    // racing the close of the first.
+    { maxInboundStreams: 2, maxOutboundStreams: 2 },
+  )
+  const stops = peers.map((addr) => lan.keepDialling(addr))
+  if (options.mdns ?? true) lan.dialDiscovered()
+  return {
+    addresses: node.getMultiaddrs().map((ma) => ma.toString()),
+    peerCount: () => lan.peerCount(),
+    async close() {
+      for (const stop of stops) stop()
+      await lan.close()
+    },
+  }
+}
+
+/** The sync links of one LAN node. */
+class LanLinks {
+  private closed = false
+  private readonly links = new Map<string, Link>()
+
+  constructor(
+    private readonly options: LanOptions,
+    private readonly node: Libp2p,
+  ) {}
+
+  peerCount(): number {
+    return new Set([...this.links.values()].map((link) => link.peer)).size
+  }
+
+  private linked(peer: string): boolean {
+    return [...this.links.values()].some((link) => link.peer === peer)
+  }
+
+  /**
+   * Runs a sync session on a stream (inbound or dialled); `onClosed` runs
+   * once the link is gone. Returns false when the link is refused.
+   */
+  attach(stream: Stream, peer: string, onClosed?: () => void): boolean {
+    const connection = wrapStream(stream, peer)
+    if (this.closed) {
+      connection.close(1001, 'device closing')
+      return false
+    }
+    if (!this.linked(peer) && this.peerCount() >= netLimits.lanPeersMax) {
+      connection.close(1013, 'LAN_PEERS_MAX: this device has as many LAN peers as it takes')
+      return false
+    }
+    const { replica, schema } = this.options
+    const session = startSession({
+      replica,
+      connection,
+      reportErrors: true,
+      check: (update) =>
+        checkUpdate(replica.doc, update, {
+          // Devices relay every part over the LAN; the server's part is
+          // narrowed to what the server itself wrote (serverClients).
+          mayWrite: () => true,
+          schema,
+          serverClients: serverClientsOf(replica.doc),
+        }),
+      onRefused: (error) => this.refused(peer, error),
+      onRemoteError: (code, message) =>
+        this.options.onError?.(code, `LAN peer ${peer}: ${message}`),
+    })
+    this.links.set(connection.id, { connection, peer })
+    connection.onClose(({ code, reason }) => {
+      session.stop()
+      this.links.delete(connection.id)
+      // Normal, going-away and dropped links are not errors; the rest
+      // (too large, malformed, too many peers) carry a code in their reason.
+      if (code !== 1000 && code !== 1001 && code !== 1006 && !this.closed) {
+        this.options.onError?.(reason.split(':')[0] ?? 'SYNC_FAILED', `LAN peer ${peer}: ${reason}`)
+      }
+      onClosed?.()
+    })
+    return true
+  }
+
+  /** A refused inbound message: told to the caller and kept in the event log. */
+  private refused(peer: string, error: RostersyncError): void {
+    this.options.onError?.(error.code, `LAN peer ${peer}: ${error.message}`)
+    this.options.replica
+      .write((ctx) =>
+        ctx.event({
+          type: 'write-refused',
+          code: error.code,
+          message: `LAN ${peer}: ${error.message}`,
+        }),
+      )
+      .catch(() => {
+        // Logging is best effort: the refusal was already reported above.
+      })
+  }
+
+  /** Dials `addr`, and re-dials it with backoff whenever it is not linked; returns stop. */
+  keepDialling(addr: Multiaddr): () => void {
+    let attempt = 0
+    let timer: unknown
+    const schedule = (): void => {
+      if (this.closed) return
+      // Exponential backoff with full jitter, as the server link does.
+      const cap = Math.min(
+        netLimits.retryDelayMsMax,
+        netLimits.retryDelayMsMin * 2 ** Math.min(attempt, 20),
+      )
+      attempt++
+      const random = this.options.random ?? Math.random
+      timer = this.options.clock.setTimeout(
+        () => void dial(),
+        Math.max(netLimits.retryDelayMsMin / 2, random() * cap),
+      )
+    }
+    const dial = async (): Promise<void> => {
+      const linked = await this.dial(addr, () => {
+        attempt = 0
+        schedule()
+      })
+      if (!linked) schedule()
+    }
+    void dial()
+    return () => this.options.clock.clearTimeout(timer)
+  }
+
+  /** Opens a sync stream to `target` and attaches it; false when it cannot (yet). */
+  private async dial(target: Multiaddr | Multiaddr[], onClosed?: () => void): Promise<boolean> {
+    if (this.closed) return false
+    try {
+      const connection = await this.node.dial(target)
+      const stream = await connection.newStream(LAN_PROTOCOL)
+      return this.attach(stream, connection.remotePeer.toString(), onClosed)
+    } catch {
+      // Unreachable, out of scope, or not a member of the site (the pnet
+      // handshake fails): nothing was exchanged, and the caller retries.
+      return false
+    }
+  }
+
+  /**
+   * Dials devices that mDNS finds. Of two devices that find each other only
+   * the one with the smaller peer id dials, so that they share one link.
+   */
+  dialDiscovered(): void {
+    const self = this.node.peerId.toString()
+    this.node.addEventListener('peer:discovery', (event) => {
+      const peer = event.detail.id.toString()
+      if (this.closed || self >= peer || this.linked(peer)) return
+      void this.dial(event.detail.multiaddrs)
+    })
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    for (const { connection } of this.links.values()) connection.close(1001, 'device closing')
+    await this.node.stop()
+    this.links.clear()
+  }
+}
+
+function parseAddress(addr: string): Multiaddr {
+  try {
+    return multiaddr(addr)
+  } catch (cause) {
+    throw new InvalidOptionsError(`LAN peer ${JSON.stringify(addr)} is not a multiaddr`, cause)
+  }
+}

@@ -1,0 +1,339 @@
+/**
+ * LAN sync over real libp2p on 127.0.0.1 (mDNS off: devices dial each other
+ * by address): devices sync directly, keep syncing while the server is down,
+ * and the server adopts what they exchanged when it returns; a peer without
+ * the site key cannot connect; the server's part is relayed only as the
+ * server wrote it.
+ */
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import { checkUpdate, serverClientsOf } from '../core/authorize.js'
+import { multiaddr } from '@multiformats/multiaddr'
+import * as encoding from 'lib0/encoding'
+import { netLimits } from '../core/limits.js'
+import { decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
+import type { CloseInfo, Connection } from '../core/transport.js'
+import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { memoryStore } from '../storage/level-store.js'
+import { createLanNode, LAN_PROTOCOL, lanPsk, wrapStream } from '../transports/libp2p-transport.js'
+import { FrameReader, frame } from '../transports/length-prefixed.js'
+import { runTransportContract } from './contracts/transport.contract.js'
+
+const SITE_KEY = 'test-site-key'
+const closers: Array<() => Promise<void> | void> = []
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close()
+})
+
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'rostersync-lan-'))
+  closers.push(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+async function startDevice(
+  id: string,
+  options: { server?: string; peers?: readonly DevicePeer[]; siteKey?: string } = {},
+): Promise<DevicePeer> {
+  const device = await createDevice({
+    id,
+    store: memoryStore(),
+    siteKey: options.siteKey ?? SITE_KEY,
+    ...(options.server === undefined ? {} : { server: options.server }),
+    // mDNS multicasts on the machine's network: tests dial by address only.
+    lan: {
+      enabled: true,
+      mdns: false,
+      peers: (options.peers ?? []).flatMap((p) => p.lanAddresses),
+    },
+  })
+  closers.push(() => device.close())
+  return device
+}
+
+/** Polls until `check` passes or `timeoutMs` pass (then the last failure is thrown). */
+async function eventually(check: () => void, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    try {
+      check()
+      return
+    } catch (error) {
+      if (Date.now() > deadline) throw error
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  }
+}
+
+describe('LAN sync over libp2p', () => {
+  it('two devices without a server exchange users directly, and the rules hold', async () => {
+    const d1 = await startDevice('D1')
+    expect(d1.lanAddresses.length).toBeGreaterThan(0)
+    expect(d1.lanAddresses.every((a) => /^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/\w+$/.test(a))).toBe(
+      true,
+    )
+    const d2 = await startDevice('D2', { peers: [d1] })
+    await d1.users.put({ id: 'u1', name: 'Ann', cards: [{ type: 'csn', value: 'c-1' }] })
+    await eventually(() =>
+      expect(d2.users.get('u1')).toEqual({
+        id: 'u1',
+        name: 'Ann',
+        cards: [{ type: 'csn', value: 'c-1' }],
+      }),
+    )
+    // A later device write fills the same field on both (latest write wins).
+    await d2.users.patch('u1', { name: 'Bea', email: 'bea@example.com' })
+    await eventually(() => expect(d1.users.get('u1')?.name).toBe('Bea'))
+    expect(d1.users.get('u1')?.email).toBe('bea@example.com')
+    // A device delete stays on that device.
+    await d2.users.delete('u1')
+    expect(d2.users.get('u1')).toBeUndefined()
+    await d1.users.put({ id: 'u2', name: 'Cy' })
+    await eventually(() => expect(d2.users.get('u2')?.name).toBe('Cy'))
+    expect(d1.users.get('u1')?.name).toBe('Bea')
+    expect(d2.users.get('u1')).toBeUndefined()
+  })
+
+  it('devices keep syncing while the server is down, and the server adopts their fill when it returns', async () => {
+    const dataDir = tempDir()
+    let server: ServerPeer = await createServer({ dataDir, siteKey: SITE_KEY })
+    const port = Number(new URL(server.url).port)
+    let serverOpen = true
+    closers.push(async () => {
+      if (serverOpen) await server.close()
+    })
+    await server.users.put({ id: 'u1', name: 'Ann' })
+    await server.users.patch('u1', { title: 'Engineer' })
+    const d1 = await startDevice('D1', { server: server.url })
+    const d2 = await startDevice('D2', { server: server.url, peers: [d1] })
+    // D3 links to D2 only: D1's changes reach it through D2's relay.
+    const d3 = await startDevice('D3', { server: server.url, peers: [d2] })
+    await eventually(() => {
+      for (const d of [d1, d2, d3]) expect(d.users.get('u1')?.title).toBe('Engineer')
+    })
+    await server.close()
+    serverOpen = false
+    await eventually(() => expect(d1.serverLink?.state).not.toBe('connected'))
+
+    // Server down: D1's fill of the vacant email and a new user reach D3 over the LAN.
+    await d1.users.patch('u1', { email: 'ann@example.com', name: 'Anna' })
+    await d1.users.put({ id: 'u2', name: 'Bob' })
+    await eventually(() => {
+      expect(d3.users.get('u1')).toEqual({
+        id: 'u1',
+        name: 'Ann',
+        title: 'Engineer',
+        email: 'ann@example.com',
+      })
+      expect(d3.users.get('u2')?.name).toBe('Bob')
+    })
+    expect(d2.users.get('u2')?.name).toBe('Bob')
+
+    server = await createServer({ dataDir, siteKey: SITE_KEY, port })
+    serverOpen = true
+    await eventually(() => {
+      expect(server.users.get('u1')?.email).toBe('ann@example.com')
+      expect(server.users.get('u2')?.name).toBe('Bob')
+    }, 50_000)
+    expect(server.users.get('u1')?.name).toBe('Ann')
+    expect(
+      server.events.query({ type: 'user-update-succeeded', userId: 'u1' }).map((e) => e.origin),
+    ).toContain('device')
+    expect(server.events.query({ type: 'write-refused' })).toEqual([])
+    // The server now owns the email: a later device edit of it is overridden everywhere.
+    await server.users.patch('u1', { email: 'ann@corp.example' })
+    await eventually(() => {
+      for (const d of [d1, d2, d3]) expect(d.users.get('u1')?.email).toBe('ann@corp.example')
+    })
+  })
+
+  it('a peer with a wrong site key cannot connect, and nothing is exchanged', async () => {
+    const d1 = await startDevice('D1')
+    await d1.users.put({ id: 'u1', name: 'Ann' })
+    const intruder = await startDevice('X1', { siteKey: 'another-site', peers: [d1] })
+    await intruder.users.put({ id: 'u9', name: 'Mallory' })
+    // A member dialled after the intruder syncs, which shows the intruder had its chance.
+    const d2 = await startDevice('D2', { peers: [d1] })
+    await eventually(() => expect(d2.users.get('u1')?.name).toBe('Ann'))
+    expect(intruder.users.get('u1')).toBeUndefined()
+    expect(d1.users.get('u9')).toBeUndefined()
+    expect(d2.users.get('u9')).toBeUndefined()
+  })
+})
+
+describe('LAN links: admission and bad input', () => {
+  /** A member node without a replica, to speak raw messages to a device. */
+  async function rawLink(device: DevicePeer, siteKey = SITE_KEY) {
+    const node = await createLanNode({ siteKey })
+    closers.push(() => node.stop())
+    const link = await node.dial(device.lanAddresses.map((a) => multiaddr(a)))
+    const stream = await link.newStream(LAN_PROTOCOL)
+    const connection = wrapStream(stream, 'raw')
+    const received: Message[] = []
+    connection.onMessage((bytes) => received.push(decodeMessage(bytes)))
+    let closed: CloseInfo | undefined
+    connection.onClose((info) => (closed = info))
+    return { stream, connection, received, closed: () => closed }
+  }
+
+  it('a node with another site key cannot even open a connection', async () => {
+    const d1 = await startDevice('D1')
+    await expect(rawLink(d1, 'another-site')).rejects.toThrow()
+  })
+
+  it("a member's forged write into the server's part is refused, answered and logged", async () => {
+    const d1 = await startDevice('D1')
+    await d1.users.put({ id: 'u1', name: 'Ann' })
+    const raw = await rawLink(d1)
+    await eventually(() => expect(raw.received.map((m) => m.type)).toContain('sync-step1'))
+    const forger = new Y.Doc()
+    forger.getMap('u:server').set('u1', { e: 0, t: 1, f: { name: 'Mallory', status: 'active' } })
+    raw.connection.send(
+      encodeMessage({ type: 'sync-update', update: Y.encodeStateAsUpdate(forger) }),
+    )
+    await eventually(() =>
+      expect(raw.received).toContainEqual(
+        expect.objectContaining({ type: 'error', code: 'FORBIDDEN_WRITE' }),
+      ),
+    )
+    expect(d1.users.get('u1')).toEqual({ id: 'u1', name: 'Ann' })
+    expect(d1.events.query({ type: 'write-refused' })[0]?.code).toBe('FORBIDDEN_WRITE')
+    // The link stays up for well-formed traffic.
+    const device = new Y.Doc()
+    device.getMap('u:D7').set('u7', { e: 0, f: { name: 'Seven' }, s: { name: 1 } })
+    raw.connection.send(
+      encodeMessage({ type: 'sync-update', update: Y.encodeStateAsUpdate(device) }),
+    )
+    await eventually(() => expect(d1.users.get('u7')?.name).toBe('Seven'))
+  })
+
+  it('a frame declaring more than messageBytesMax closes the link with 1009', async () => {
+    const d1 = await startDevice('D1')
+    const raw = await rawLink(d1)
+    // A length prefix of messageBytesMax + 2 and nothing after it.
+    const e = encoding.createEncoder()
+    encoding.writeVarUint(e, netLimits.messageBytesMax + 2)
+    raw.stream.send(encoding.toUint8Array(e))
+    await eventually(() => expect(raw.closed()?.code).toBe(1009))
+    expect(raw.closed()?.reason).toMatch(/^MESSAGE_TOO_LARGE/)
+  })
+})
+
+describe("relaying the server's part", () => {
+  /** A server-like doc that writes u:server, and a device doc that received it. */
+  function serverAndDevice(): { server: Y.Doc; device: Y.Doc } {
+    const server = new Y.Doc()
+    server.getMap('u:server').set('u1', { e: 0, t: 1, f: { name: 'Ann' } })
+    const device = new Y.Doc()
+    Y.applyUpdate(device, Y.encodeStateAsUpdate(server))
+    return { server, device }
+  }
+
+  it("accepts the server's own later writes, relayed", () => {
+    const { server, device } = serverAndDevice()
+    const before = Y.encodeStateVector(server)
+    server.getMap('u:server').set('u1', { e: 0, t: 2, f: { name: 'Anne' } })
+    const relayed = Y.encodeStateAsUpdate(server, before)
+    const summary = checkUpdate(device, relayed, {
+      mayWrite: () => true,
+      serverClients: serverClientsOf(device),
+    })
+    expect(summary.deletes).toBe(1)
+  })
+
+  it("refuses a forged write into the server's part from another Yjs client", () => {
+    const { device } = serverAndDevice()
+    const forger = new Y.Doc()
+    Y.applyUpdate(forger, Y.encodeStateAsUpdate(device))
+    const before = Y.encodeStateVector(forger)
+    forger.getMap('u:server').set('u1', { e: 0, t: 9, f: { name: 'Mallory' } })
+    expect(() =>
+      checkUpdate(device, Y.encodeStateAsUpdate(forger, before), {
+        mayWrite: () => true,
+        serverClients: serverClientsOf(device),
+      }),
+    ).toThrow(expect.objectContaining({ code: 'FORBIDDEN_WRITE' }) as Error)
+  })
+
+  it('refuses a bare delete of a server entry', () => {
+    const { server, device } = serverAndDevice()
+    const forger = new Y.Doc()
+    Y.applyUpdate(forger, Y.encodeStateAsUpdate(server))
+    const deletes: Uint8Array[] = []
+    forger.on('update', (u: Uint8Array) => deletes.push(u))
+    forger.getMap('u:server').delete('u1')
+    expect(deletes).toHaveLength(1)
+    expect(() =>
+      checkUpdate(device, deletes[0] as Uint8Array, {
+        mayWrite: () => true,
+        serverClients: serverClientsOf(device),
+      }),
+    ).toThrow(expect.objectContaining({ code: 'FORBIDDEN_WRITE' }) as Error)
+  })
+
+  it('does not judge what the document already holds (a state exchange carries the whole delete set)', () => {
+    const { server } = serverAndDevice()
+    server.getMap('u:server').set('u1', { e: 0, t: 2, f: { name: 'Anne' } })
+    const device = new Y.Doc()
+    Y.applyUpdate(device, Y.encodeStateAsUpdate(server))
+    device.getMap('u:D1').set('u1', { e: 0, f: { email: 'a@example.com' }, s: { email: 1 } })
+    // The server side: a device may not write the server's part, yet its
+    // step 2 names the server's own (already applied) deletes.
+    const step2 = Y.encodeStateAsUpdate(device, Y.encodeStateVector(server))
+    expect(Y.decodeUpdate(step2).ds.clients.size).toBe(1)
+    const summary = checkUpdate(server, step2, { mayWrite: (owner) => owner !== 'server' })
+    expect(summary.deletes).toBe(0)
+    expect([...summary.roots]).toEqual(['u:D1'])
+  })
+})
+
+describe('LAN framing and key', () => {
+  it('reassembles messages split and joined across chunks', () => {
+    const messages = [new Uint8Array(0), Uint8Array.of(1, 2, 3), new Uint8Array(300).fill(7)]
+    const stream = Uint8Array.from(messages.flatMap((m) => [...frame(m)]))
+    const reader = new FrameReader(1_000)
+    const out: Uint8Array[] = []
+    for (let i = 0; i < stream.length; i += 5) out.push(...reader.push(stream.subarray(i, i + 5)))
+    expect(out).toEqual(messages)
+  })
+
+  it('refuses a declared length over the limit before buffering it', () => {
+    const reader = new FrameReader(100)
+    expect(() => reader.push(frame(new Uint8Array(101)).subarray(0, 2))).toThrow(
+      expect.objectContaining({ code: 'MESSAGE_TOO_LARGE' }) as Error,
+    )
+  })
+
+  it('derives one pnet key per site key', () => {
+    const key = new TextDecoder().decode(lanPsk(SITE_KEY))
+    expect(key).toMatch(/^\/key\/swarm\/psk\/1\.0\.0\/\n\/base16\/\n[0-9a-f]{64}$/)
+    expect(lanPsk(SITE_KEY)).toEqual(lanPsk(SITE_KEY))
+    expect(lanPsk('another-site')).not.toEqual(lanPsk(SITE_KEY))
+  })
+})
+
+runTransportContract('libp2p stream on 127.0.0.1', async () => {
+  const [server, client] = await Promise.all([
+    createLanNode({ siteKey: SITE_KEY }),
+    createLanNode({ siteKey: SITE_KEY }),
+  ])
+  const accepted = new Promise<Connection>((resolve) => {
+    void server.handle(LAN_PROTOCOL, (stream, connection) =>
+      resolve(wrapStream(stream, connection.remotePeer.toString())),
+    )
+  })
+  const link = await client.dial(server.getMultiaddrs())
+  const a = wrapStream(await link.newStream(LAN_PROTOCOL), link.remotePeer.toString())
+  const b = await accepted
+  return {
+    a,
+    b,
+    cleanup: async () => {
+      await Promise.all([client.stop(), server.stop()])
+    },
+  }
+})

@@ -1,0 +1,223 @@
+/**
+ * libp2p as a transport, for device-to-device sync on the LAN: TCP, a
+ * private network (pnet) keyed by the site key, Noise, yamux, and optional
+ * mDNS discovery. A sync link is one `/rostersync/sync/1` stream; a stream
+ * carries bytes, so each message travels in a length-prefixed frame, and a
+ * close travels as a frame too, so that the other side hears its code and
+ * reason after the messages sent before it (the transport contract).
+ */
+import './polyfills.js'
+import { hkdfSync } from 'node:crypto'
+import { BlockList, isIPv6 } from 'node:net'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import type { ConnectionGater, Libp2p, Stream } from '@libp2p/interface'
+import { mdns } from '@libp2p/mdns'
+import { preSharedKey } from '@libp2p/pnet'
+import { tcp } from '@libp2p/tcp'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import * as decoding from 'lib0/decoding'
+import * as encoding from 'lib0/encoding'
+import { createLibp2p } from 'libp2p'
+import { RostersyncError } from '../core/errors.js'
+import { netLimits } from '../core/limits.js'
+import type { CloseInfo, Connection } from '../core/transport.js'
+import { frame, FrameReader } from './length-prefixed.js'
+
+/** The libp2p protocol id of roster sync. */
+export const LAN_PROTOCOL = '/rostersync/sync/1'
+
+/** Which remote addresses a node dials and accepts. */
+export type LanScope = 'loopback' | 'lan'
+
+/** Options of {@link createLanNode}. */
+export interface LanNodeOptions {
+  /** The site key: only nodes holding it can complete a connection (pnet). */
+  readonly siteKey: string
+  /** Interface to listen on; loopback by default. */
+  readonly host?: string
+  /** TCP port; 0 (default) picks a free one. */
+  readonly port?: number
+  /** mDNS discovery; off unless asked for (it multicasts on the network). */
+  readonly mdns?: boolean
+  /** `lan` (default) admits loopback and private LAN addresses; `loopback` only loopback. */
+  readonly scope?: LanScope
+  /** Most simultaneous connections. */
+  readonly connectionsMax?: number
+  /** Told to other nodes (libp2p identify), for their logs. */
+  readonly userAgent?: string
+}
+
+/**
+ * The pnet pre-shared key of a site, in the format `@libp2p/pnet` reads:
+ * 32 bytes derived from the site key with HKDF-SHA256, so every device of
+ * the site derives the same key and the site key itself never travels.
+ */
+export function lanPsk(siteKey: string): Uint8Array {
+  const key = Buffer.from(
+    hkdfSync('sha256', siteKey, 'rostersync', 'rostersync lan psk v1', 32),
+  ).toString('hex')
+  return new TextEncoder().encode(`/key/swarm/psk/1.0.0/\n/base16/\n${key}`)
+}
+
+/** Starts a libp2p node for LAN sync; resolves once it listens. */
+export async function createLanNode(options: LanNodeOptions): Promise<Libp2p> {
+  const host = options.host ?? '127.0.0.1'
+  const listen = `/${isIPv6(host) ? 'ip6' : 'ip4'}/${host}/tcp/${options.port ?? 0}`
+  const connectionsMax = options.connectionsMax ?? netLimits.lanPeersMax
+  const node: Libp2p = await createLibp2p({
+    addresses: { listen: [listen] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionProtector: preSharedKey({ psk: lanPsk(options.siteKey) }),
+    connectionGater: gater(
+      options.scope ?? 'lan',
+      () => node.getConnections().length,
+      connectionsMax,
+    ),
+    connectionManager: { maxConnections: connectionsMax },
+    peerDiscovery: options.mdns === true ? [mdns({ serviceTag: '_rostersync._udp.local' })] : [],
+    ...(options.userAgent === undefined ? {} : { nodeInfo: { userAgent: options.userAgent } }),
+  })
+  return node
+}
+
+const LOOPBACK = new BlockList()
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4')
+LOOPBACK.addAddress('::1', 'ipv6')
+
+const PRIVATE_LAN = new BlockList()
+PRIVATE_LAN.addSubnet('10.0.0.0', 8, 'ipv4')
+PRIVATE_LAN.addSubnet('172.16.0.0', 12, 'ipv4')
+PRIVATE_LAN.addSubnet('192.168.0.0', 16, 'ipv4')
+PRIVATE_LAN.addSubnet('169.254.0.0', 16, 'ipv4')
+PRIVATE_LAN.addSubnet('fc00::', 7, 'ipv6')
+PRIVATE_LAN.addSubnet('fe80::', 10, 'ipv6')
+
+/** True when `ma` is an IP address within `scope` (names are never in scope). */
+export function addressInScope(ma: Multiaddr, scope: LanScope): boolean {
+  const ip = ma.getComponents().find((c) => c.name === 'ip4' || c.name === 'ip6')
+  if (ip?.value === undefined) return false
+  const family = ip.name === 'ip6' ? 'ipv6' : 'ipv4'
+  if (LOOPBACK.check(ip.value, family)) return true
+  return scope === 'lan' && PRIVATE_LAN.check(ip.value, family)
+}
+
+/**
+ * Admits connections only to and from addresses in scope, and no more than
+ * `connectionsMax`. Membership itself is proven by the pnet handshake: a
+ * node without the site key cannot complete a connection.
+ */
+function gater(
+  scope: LanScope,
+  connections: () => number,
+  connectionsMax: number,
+): ConnectionGater {
+  return {
+    denyDialMultiaddr: (ma) => !addressInScope(ma, scope),
+    denyInboundConnection: (maConn) =>
+      !addressInScope(maConn.remoteAddr, scope) || connections() >= connectionsMax,
+  }
+}
+
+/** Frame kinds on a sync stream. */
+const FrameKind = { message: 0, close: 1 } as const
+
+/** Close code of a stream that ended without a close frame (WebSocket's "abnormal closure"). */
+const ABNORMAL_CLOSE = 1006
+
+let nextId = 1
+
+/** Turns an open sync stream into a `Connection`; `remote` names the other node. */
+export function wrapStream(stream: Stream, remote: string): Connection {
+  const id = `lan-${nextId++}`
+  const reader = new FrameReader(netLimits.messageBytesMax + 1)
+  const early: Uint8Array[] = []
+  let messageHandler: ((message: Uint8Array) => void) | undefined
+  let closeHandler: ((info: CloseInfo) => void) | undefined
+  let closed: CloseInfo | undefined
+  let told = false
+  stream.maxWriteBufferLength = netLimits.sendBufferBytesMax
+  const tell = (info: CloseInfo): void => {
+    closed ??= info
+    if (told || closeHandler === undefined) return
+    told = true
+    closeHandler(closed)
+  }
+  const writeFrame = (kind: number, body: (e: encoding.Encoder) => void): void => {
+    if (stream.status !== 'open' || stream.writeStatus !== 'writable') return
+    const e = encoding.createEncoder()
+    encoding.writeUint8(e, kind)
+    body(e)
+    try {
+      stream.send(frame(encoding.toUint8Array(e)))
+    } catch {
+      // The stream closed or its send buffer overflowed (which aborts it);
+      // its 'close' event tells the handler.
+    }
+  }
+  const close = (code: number, reason: string): void => {
+    if (closed !== undefined) return
+    closed = { code, reason }
+    writeFrame(FrameKind.close, (e) => {
+      encoding.writeVarUint(e, code)
+      encoding.writeVarString(e, reason)
+    })
+    stream.close().then(
+      () => tell(closed as CloseInfo),
+      () => tell(closed as CloseInfo),
+    )
+  }
+  const onFrame = (bytes: Uint8Array): void => {
+    const d = decoding.createDecoder(bytes)
+    const kind = decoding.readUint8(d)
+    if (kind === FrameKind.close) {
+      const info = { code: decoding.readVarUint(d), reason: decoding.readVarString(d) }
+      closed ??= info
+      void stream.close().catch(() => undefined)
+      tell(info)
+    } else if (kind === FrameKind.message) {
+      const message = bytes.subarray(1)
+      if (messageHandler === undefined) early.push(message)
+      else messageHandler(message)
+    } else {
+      throw new RostersyncError('MALFORMED_MESSAGE', `unknown frame kind ${kind}`)
+    }
+  }
+  stream.addEventListener('message', (event) => {
+    if (closed !== undefined) return
+    try {
+      for (const bytes of reader.push(event.data)) onFrame(bytes)
+    } catch (error) {
+      // After a bad or oversized frame the byte stream cannot be resynchronised.
+      const code = error instanceof RostersyncError ? error.code : 'MALFORMED_MESSAGE'
+      close(code === 'MESSAGE_TOO_LARGE' ? 1009 : 1002, `${code}: ${(error as Error).message}`)
+    }
+  })
+  stream.addEventListener('close', () =>
+    tell(closed ?? { code: ABNORMAL_CLOSE, reason: 'stream ended without a close' }),
+  )
+  return {
+    id,
+    remote,
+    get open() {
+      return closed === undefined && stream.status === 'open'
+    },
+    send(message) {
+      if (closed !== undefined) return
+      writeFrame(FrameKind.message, (e) => encoding.writeUint8Array(e, message))
+    },
+    onMessage(handler) {
+      messageHandler = handler
+      for (const message of early.splice(0)) handler(message)
+    },
+    onClose(handler) {
+      closeHandler = handler
+      if (closed !== undefined && stream.status !== 'open') tell(closed)
+    },
+    close(code = 1000, reason = '') {
+      close(code, reason)
+    },
+  }
+}
