@@ -21,6 +21,7 @@ export const EVENT_TYPES = [
   'roster-wiped',
   'write-refused',
   'policy-changed',
+  'compaction-failed',
 ] as const
 /** One event type. */
 export type EventType = (typeof EVENT_TYPES)[number]
@@ -107,6 +108,11 @@ export class EventLog {
         (q.until === undefined || e.at < q.until),
     )
     return matches.slice(-cap)
+  }
+
+  /** Seq of the oldest event held (the next seq when empty). */
+  get firstSeq(): number {
+    return this.events[0]?.seq ?? this.nextSeq
   }
 
   /** Number of events held. */

@@ -34,7 +34,12 @@ export interface DeleteMark {
 export interface LocalFields {
   readonly f: Fields
   readonly s: Readonly<Record<string, HlcStamp>>
-  /** PROTOTYPE: the server epoch seen when written; older values are void (rule 4). */
+  /**
+   * The server's epoch of the user (its delete count) when these values were
+   * written; absent means 0. Values from before a server delete this peer has
+   * seen belong to the deleted user and do not show (rule 4), as the server
+   * drops its own on delete.
+   */
   readonly e?: number
 }
 
@@ -204,9 +209,11 @@ export function resolveUser(
   if (local.deleted !== undefined && local.deleted.t === serverStampOf(replica)) return undefined
   const values = new Map<string, FieldValue>()
   for (const [field, { value }] of resolved) values.set(field, value)
-  const epoch = replica.server?.e ?? 0
-  if ((local.fields?.e ?? 0) >= epoch)
+  // Device-specific values written before a server delete this peer has
+  // seen belong to the deleted user, not to one enrolled again under the id.
+  if ((local.fields?.e ?? 0) >= (replica.server?.e ?? 0)) {
     for (const [field, value] of localValues(local.fields, policies)) values.set(field, value)
+  }
   return orderView(id, values, fieldOrder)
 }
 

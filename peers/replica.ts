@@ -98,10 +98,26 @@ export interface ReplicaUpdate {
   readonly from?: string
 }
 
+/** What decides whether Yjs can integrate an update whole (see canIntegrate). */
+interface UpdateMeta {
+  /** Per client: the first clock the update holds, and one past its last. */
+  readonly from: Map<number, number>
+  readonly to: Map<number, number>
+  /** Per client: the [clock, clock + len) ranges the update deletes. */
+  readonly deletes: Map<number, Array<readonly [number, number]>>
+}
+
+/** A remote update and its metadata, decoded once. */
+interface RemoteUpdate {
+  readonly bytes: Uint8Array
+  readonly meta: UpdateMeta
+  readonly from: string | undefined
+}
+
 interface PendingOp {
   readonly kind: 'local' | 'remote'
   readonly run?: (ctx: WriteContext) => unknown
-  readonly update?: Uint8Array
+  readonly remote?: RemoteUpdate
   readonly from?: string
   readonly resolve: (value: unknown) => void
   readonly reject: (error: unknown) => void
@@ -133,6 +149,12 @@ export class Replica {
   private deviceRootsShareSize = -1
   private touched = new Set<UserId>()
   private policiesTouched = false
+  /** Remote updates waiting for earlier operations of their clients (see canIntegrate). */
+  private heldBack: RemoteUpdate[] = []
+  /** Events of the batch being applied, stored with it as one chunk. */
+  private pendingEvents: RosterEvent[] = []
+  /** Stored event chunks, oldest first: key seq and last event seq. */
+  private eventChunks: Array<{ readonly first: number; readonly last: number }> = []
   private readonly listeners = new Set<(u: ReplicaUpdate) => void>()
   private readonly resetListeners = new Set<() => void>()
 
@@ -265,8 +287,14 @@ export class Replica {
       )
     }
     const events: RosterEvent[] = []
-    for await (const [, value] of store.range({ gte: keys.eventsFrom, lt: keys.eventsTo })) {
-      events.push(decodeValue(value) as RosterEvent)
+    this.eventChunks = []
+    this.pendingEvents = []
+    for await (const [key, value] of store.range({ gte: keys.eventsFrom, lt: keys.eventsTo })) {
+      const chunk = decodeValue(value) as RosterEvent[]
+      const last = chunk.at(-1)
+      if (last === undefined) continue
+      events.push(...chunk)
+      this.eventChunks.push({ first: seqOf(key), last: last.seq })
     }
     this.events.restore(events)
     const hlc = await store.get(keys.hlc)
@@ -402,18 +430,42 @@ export class Replica {
   applyRemote(update: Uint8Array, from?: string): Promise<void> {
     if (this.closed) return Promise.reject(new PeerClosedError())
     if (this.broken !== undefined) return Promise.reject(this.brokenError())
+    let meta: UpdateMeta
     try {
       // Decoding first means a malformed update is refused before any of it
-      // is applied (Yjs can apply part of an update and then throw).
-      Y.decodeUpdate(update)
+      // is applied (Yjs can apply part of an update and then throw); the
+      // same pass yields what canIntegrate needs.
+      meta = updateMeta(update)
     } catch (cause) {
       return Promise.reject(new MalformedMessageError('update does not decode', cause))
     }
     return new Promise<void>((resolve, reject) => {
-      const op: PendingOp = { kind: 'remote', update, resolve: () => resolve(), reject }
+      const remote: RemoteUpdate = { bytes: update, meta, from }
+      const op: PendingOp = { kind: 'remote', remote, resolve: () => resolve(), reject }
       this.queue.push(from === undefined ? op : { ...op, from })
       this.scheduleFlush()
     })
+  }
+
+  /**
+   * Events of one batch are stored as one value (`e/<first seq>`): one key
+   * per event made bulk enrolment spend half its time in the store. A chunk
+   * is deleted once all its events have fallen off the bounded log.
+   */
+  private writeEventChunk(storeOps: StoreOp[]): void {
+    const chunk = this.pendingEvents
+    const first = chunk[0]
+    const last = chunk.at(-1)
+    this.pendingEvents = []
+    if (first !== undefined && last !== undefined) {
+      storeOps.push({ type: 'put', key: keys.event(first.seq), value: encodeValue(chunk) })
+      this.eventChunks.push({ first: first.seq, last: last.seq })
+    }
+    const oldest = this.events.firstSeq
+    while (this.eventChunks.length > 0 && (this.eventChunks[0]?.last ?? Infinity) < oldest) {
+      const gone = this.eventChunks.shift()
+      if (gone !== undefined) storeOps.push({ type: 'del', key: keys.event(gone.first) })
+    }
   }
 
   /** Listens to durable changes; returns the unsubscribe function. */
@@ -475,6 +527,7 @@ export class Replica {
     }
     if (captured.length > 0)
       storeOps.push({ type: 'put', key: keys.hlc, value: encodeValue(this.hlc.peek()) })
+    this.writeEventChunk(storeOps)
     try {
       await this.storeBatch(storeOps)
     } catch (error) {
@@ -488,7 +541,19 @@ export class Replica {
       else op.resolve(outcome?.value)
     })
     this.announce(captured, batch)
-    await this.maybeCompact()
+    try {
+      await this.maybeCompact()
+    } catch (error) {
+      // The writes are durable in the update log already; compaction only
+      // shortens it and is tried again after the next batch. The failure is
+      // recorded in the event log, stored with the next batch.
+      const code = error instanceof RostersyncError ? error.code : 'STORAGE_FAILED'
+      const message = error instanceof Error ? error.message : String(error)
+      const at = this.options.clock.now()
+      this.pendingEvents.push(
+        this.events.append({ type: 'compaction-failed', code, message }, at).event,
+      )
+    }
   }
 
   /** Runs the batch's operations against the document and local state. */
@@ -500,14 +565,24 @@ export class Replica {
     const ctx = this.writeContext(storeOps)
     this.touched = new Set()
     this.policiesTouched = false
-    for (const op of batch) {
-      if (op.kind !== 'remote' || op.update === undefined) continue
-      // PROTOTYPE: hold back an update until every client's earlier
-      // operations are here, so that Yjs never applies its delete set early.
-      this.heldBack.push(op.update)
-      outcomes[batch.indexOf(op)] = { ok: true, value: undefined }
-    }
-    this.integrateHeldBack()
+    batch.forEach((op, i) => {
+      if (op.kind !== 'remote' || op.remote === undefined) return
+      if (!this.canIntegrate(op.remote.meta)) {
+        this.holdBack(op.remote)
+        outcomes[i] = { ok: true, value: undefined }
+        return
+      }
+      try {
+        Y.applyUpdate(this.doc, op.remote.bytes, REMOTE_ORIGIN)
+        outcomes[i] = { ok: true, value: undefined }
+      } catch (error) {
+        outcomes[i] = {
+          ok: false,
+          error: new MalformedMessageError('update failed to apply', error),
+        }
+      }
+    })
+    this.integrateHeldBack(ctx)
     const remoteTouched = this.touched
     const policiesChanged = this.policiesTouched
     this.observeStamps(remoteTouched)
@@ -527,34 +602,70 @@ export class Replica {
     }, LOCAL_ORIGIN)
   }
 
-  private heldBack: Uint8Array[] = []
-
-  private readyToApply(update: Uint8Array): boolean {
-    const { from } = Y.parseUpdateMeta(update)
-    const sv = Y.decodeStateVector(Y.encodeStateVector(this.doc))
-    for (const [client, clock] of from) if (clock > (sv.get(client) ?? 0)) return false
+  /**
+   * True when Yjs can integrate all of an update now: for every client, the
+   * update starts at or before what this document has, and every item it
+   * deletes is here (or comes in the update itself). Otherwise Yjs would keep
+   * the structs pending but apply the delete set as soon as its items arrive,
+   * deleting an entry before the entry that replaces it is here: a user would
+   * vanish for a while, and a device writing meanwhile would stamp a server
+   * epoch older than the one it has received.
+   */
+  private canIntegrate(meta: UpdateMeta): boolean {
+    const store = this.doc.store
+    for (const [client, clock] of meta.from) if (clock > Y.getState(store, client)) return false
+    for (const [client, ranges] of meta.deletes) {
+      const upTo = Math.max(Y.getState(store, client), meta.to.get(client) ?? 0)
+      if (ranges.some(([, end]) => end > upTo)) return false
+    }
     return true
   }
 
-  private integrateHeldBack(): void {
+  /**
+   * Keeps an update that cannot be integrated yet, in memory only: losing it
+   * (crash, bound) is harmless, because it is not in the state vector, so the
+   * next state-vector exchange sends it again. The oldest go first.
+   */
+  private holdBack(update: RemoteUpdate): void {
+    this.heldBack.push(update)
+    if (this.heldBack.length > limits.heldBackUpdatesMax) this.heldBack.shift()
+  }
+
+  /** Integrates held-back updates that became ready, in the current batch. */
+  private integrateHeldBack(ctx: WriteContext): void {
     let progress = true
     while (progress && this.heldBack.length > 0) {
       progress = false
-      for (const [i, update] of this.heldBack.entries()) {
-        if (!this.readyToApply(update)) continue
-        this.heldBack.splice(i, 1)
-        Y.applyUpdate(this.doc, update, REMOTE_ORIGIN)
+      const ready = this.heldBack.findIndex((held) => this.canIntegrate(held.meta))
+      if (ready >= 0) {
+        this.applyHeld(this.heldBack.splice(ready, 1), ctx)
         progress = true
-        break
-      }
-      if (!progress && this.heldBack.length > 1) {
-        const merged = Y.mergeUpdates(this.heldBack)
-        if (this.readyToApply(merged)) {
-          this.heldBack = []
-          Y.applyUpdate(this.doc, merged, REMOTE_ORIGIN)
+      } else if (this.heldBack.length > 1) {
+        // Updates that each miss something the other holds (relays of
+        // several writers) can still be complete together.
+        const merged = Y.mergeUpdates(this.heldBack.map((held) => held.bytes))
+        if (this.canIntegrate(updateMeta(merged))) {
+          this.applyHeld(this.heldBack.splice(0), ctx)
           progress = true
         }
       }
+    }
+  }
+
+  private applyHeld(held: RemoteUpdate[], ctx: WriteContext): void {
+    const bytes =
+      held.length === 1 ? (held[0] as RemoteUpdate).bytes : Y.mergeUpdates(held.map((h) => h.bytes))
+    try {
+      Y.applyUpdate(this.doc, bytes, REMOTE_ORIGIN)
+    } catch (error) {
+      // Its sender's applyRemote resolved when it was held back, so the
+      // refusal is recorded here; the next state-vector exchange resends
+      // whatever of it is still missing.
+      ctx.event({
+        type: 'write-refused',
+        code: 'MALFORMED_MESSAGE',
+        message: `held-back update from ${held.map((h) => h.from ?? 'unknown').join(', ')} failed to apply: ${(error as Error).message}`,
+      })
     }
   }
 
@@ -604,9 +715,7 @@ export class Replica {
         )
       },
       event: (event) => {
-        const { event: stored, dropped } = this.events.append(event, this.options.clock.now())
-        storeOps.push({ type: 'put', key: keys.event(stored.seq), value: encodeValue(stored) })
-        for (const seq of dropped) storeOps.push({ type: 'del', key: keys.event(seq) })
+        this.pendingEvents.push(this.events.append(event, this.options.clock.now()).event)
       },
     }
   }
@@ -647,7 +756,12 @@ export class Replica {
     try {
       await this.options.store.batch(ops)
     } catch (error) {
-      throw error instanceof RostersyncError ? error : new StorageError('store write failed', error)
+      throw error instanceof RostersyncError
+        ? error
+        : new StorageError(
+            `store write failed: ${error instanceof Error ? error.message : String(error)}`,
+            error,
+          )
     }
   }
 
@@ -696,4 +810,24 @@ export class Replica {
       await this.options.store.close()
     }
   }
+}
+
+/** Decodes an update once: throws on malformed bytes, returns what canIntegrate needs. */
+function updateMeta(update: Uint8Array): UpdateMeta {
+  const decoded = Y.decodeUpdate(update)
+  const from = new Map<number, number>()
+  const to = new Map<number, number>()
+  for (const struct of decoded.structs) {
+    const { client, clock } = struct.id
+    if (!from.has(client) || clock < (from.get(client) ?? 0)) from.set(client, clock)
+    to.set(client, Math.max(to.get(client) ?? 0, clock + struct.length))
+  }
+  const deletes = new Map<number, Array<readonly [number, number]>>()
+  for (const [client, ranges] of decoded.ds.clients) {
+    deletes.set(
+      client,
+      ranges.map((r) => [r.clock, r.clock + r.len] as const),
+    )
+  }
+  return { from, to, deletes }
 }

@@ -52,6 +52,8 @@ export function writeLocalFields(
 ): void {
   const written = mode === 'put' ? names : Object.keys(change)
   if (written.length === 0) return
+  // Values written before the server's latest delete belong to the deleted
+  // user: a write after it starts afresh (see LocalFields.e).
   const epoch = ctx.replicaOf(id).server?.e ?? 0
   const kept = ctx.localOf(id).fields
   const prev = (kept?.e ?? 0) >= epoch ? kept : undefined

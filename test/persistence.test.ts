@@ -352,6 +352,38 @@ describe('a storage failure', () => {
   })
 })
 
+describe('a compaction failure', () => {
+  it('keeps the writes, records compaction-failed, and compacts on a later batch', async () => {
+    const inner = memoryStore()
+    let failSnapshots = 1
+    // Fails the first batch that writes a snapshot, like a full disk would.
+    const store: Store = {
+      get: (key) => inner.get(key),
+      put: (key, value) => inner.put(key, value),
+      del: (key) => inner.del(key),
+      range: (options: RangeOptions) => inner.range(options),
+      close: () => inner.close(),
+      batch: async (ops: readonly StoreOp[]) => {
+        if (failSnapshots > 0 && ops.some((op) => op.key === keys.snapshot)) {
+          failSnapshots--
+          throw new Error('disk full')
+        }
+        await inner.batch(ops)
+      },
+    }
+    const server = await createServer({ store, listen: false })
+    const total = limits.updatesBeforeCompactionMax + 3
+    for (let i = 0; i < total; i++) await server.users.put({ id: `u${i}`, name: `User ${i}` })
+    expect(server.users.list()).toHaveLength(total)
+    const failures = server.events.query({ type: 'compaction-failed' })
+    expect(failures).toHaveLength(1)
+    expect(failures[0]?.message).toContain('disk full')
+    expect(failSnapshots).toBe(0)
+    expect(await inner.get(keys.snapshot)).toBeInstanceOf(Uint8Array)
+    await server.close()
+  })
+})
+
 describe('the event log', () => {
   it('is bounded by eventsMax, in memory and on disk, across a reopen', async () => {
     const dir = await tempDir()
