@@ -111,3 +111,65 @@ it('server and three device processes follow the rules; a SIGKILLed device loses
       (u) => u === null,
     )
 })
+
+it('with the server stopped, device processes keep syncing over libp2p; the restarted server converges', async () => {
+  const serverDir = join(dir, 'lan-server')
+  let server = await spawnPeer({ role: 'server', dataDir: serverDir, siteKey: SITE_KEY })
+  handles.push(server)
+  const url = server.ready.url as string
+  const port = Number(new URL(url).port)
+  await server.call('put', { id: 'u1', name: 'Ann' })
+  const lanDevice = async (id: string, peers: string[]): Promise<PeerHandle> => {
+    const h = await spawnPeer({
+      role: 'device',
+      id,
+      dataDir: join(dir, `lan-${id}`),
+      server: url,
+      siteKey: SITE_KEY,
+      lan: { enabled: true, mdns: false, peers },
+    })
+    handles.push(h)
+    return h
+  }
+  const l1 = await lanDevice('L1', [])
+  const l1Addr = (l1.ready.lanAddresses as string[])[0] ?? ''
+  expect(l1Addr).toMatch(/^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\//)
+  const l2 = await lanDevice('L2', [l1Addr])
+  const l3 = await lanDevice('L3', [l1Addr, (l2.ready.lanAddresses as string[])[0] ?? ''])
+  for (const d of [l1, l2, l3])
+    await eventually(
+      () => d.call('get', 'u1'),
+      (u) => u !== null,
+    )
+
+  await server.stop()
+  // Server unreachable: L1 enrols and fills, L3 sees it over the LAN.
+  await l1.call('put', { id: 'u2', name: 'Bo', email: 'bo@example.com' })
+  await l1.call('patch', 'u1', { phone: '+44 1' })
+  await eventually(
+    () => l3.call<{ phone?: string } | null>('get', 'u1'),
+    (u) => u?.phone === '+44 1',
+  )
+  await eventually(
+    () => l3.call<{ name?: string } | null>('get', 'u2'),
+    (u) => u?.name === 'Bo',
+  )
+
+  server = await spawnPeer({ role: 'server', dataDir: serverDir, siteKey: SITE_KEY, port })
+  handles.push(server)
+  const expected = [
+    { id: 'u1', name: 'Ann', phone: '+44 1' },
+    { id: 'u2', name: 'Bo', email: 'bo@example.com' },
+  ]
+  for (const peer of [server, l1, l2, l3]) {
+    await eventually(
+      () => peer.call('list'),
+      (users) => isDeepStrictEqual(users, expected),
+      60_000,
+    )
+  }
+  const adopted = await server.call<Array<{ deviceId?: string }>>('events', {
+    type: 'user-update-succeeded',
+  })
+  expect(adopted.some((e) => e.deviceId === 'L1')).toBe(true)
+}, 120_000)
