@@ -22,6 +22,7 @@ import { memoryStore } from '../storage/level-store.js'
 import { createLanNode, LAN_PROTOCOL, lanPsk, wrapStream } from '../transports/libp2p-transport.js'
 import { FrameReader, frame } from '../transports/length-prefixed.js'
 import { runTransportContract } from './contracts/transport.contract.js'
+import { eventually } from './helpers/eventually.js'
 
 const SITE_KEY = 'test-site-key'
 const closers: Array<() => Promise<void> | void> = []
@@ -53,20 +54,6 @@ async function startDevice(
   })
   closers.push(() => device.close())
   return device
-}
-
-/** Polls until `check` passes or `timeoutMs` pass (then the last failure is thrown). */
-async function eventually(check: () => void, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    try {
-      check()
-      return
-    } catch (error) {
-      if (Date.now() > deadline) throw error
-      await new Promise((resolve) => setTimeout(resolve, 20))
-    }
-  }
 }
 
 describe('LAN sync over libp2p', () => {

@@ -12,6 +12,7 @@ import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 import { encodeMessage } from '../core/protocol.js'
+import { eventually } from './helpers/eventually.js'
 
 const SITE_KEY = 'test-site-key'
 const closers: Array<() => Promise<void> | void> = []
@@ -33,20 +34,6 @@ async function startDevice(
   const device = await createDevice({ id, store: memoryStore(), server: server.url, siteKey })
   closers.push(() => device.close())
   return device
-}
-
-/** Polls until `check` passes or 5 s pass (then the last failure is thrown). */
-async function eventually(check: () => void, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    try {
-      check()
-      return
-    } catch (error) {
-      if (Date.now() > deadline) throw error
-      await new Promise((resolve) => setTimeout(resolve, 20))
-    }
-  }
 }
 
 /** Opens a raw socket as device `id` and resolves once it is open. */
