@@ -119,7 +119,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
           name,
           siteKey: options.siteKey,
           clock: basics.clock,
-          random: () => basics.randomUint32() / 2 ** 32,
+          random: basics.random,
         })
   let lan: LanNode | undefined
   try {
@@ -164,7 +164,7 @@ async function startDeviceLan(
     deviceId: options.id,
     siteKey: options.siteKey,
     clock: basics.clock,
-    random: () => basics.randomUint32() / 2 ** 32,
+    random: basics.random,
     ...(lan.port === undefined ? {} : { port: lan.port }),
     ...(lan.peers === undefined ? {} : { peers: lan.peers }),
     ...(lan.mdns === undefined ? {} : { mdns: lan.mdns }),

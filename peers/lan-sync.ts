@@ -16,6 +16,7 @@
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { checkUpdate, serverClientsOf } from '../core/authorize.js'
+import { retryDelayMs } from '../core/backoff.js'
 import type { Clock } from '../core/clock.js'
 import { InvalidOptionsError, type RostersyncError } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
@@ -187,17 +188,8 @@ class LanLinks {
     let timer: unknown
     const schedule = (): void => {
       if (this.closed) return
-      // Exponential backoff with full jitter, as the server link does.
-      const cap = Math.min(
-        netLimits.retryDelayMsMax,
-        netLimits.retryDelayMsMin * 2 ** Math.min(attempt, 20),
-      )
-      attempt++
       const random = this.options.random ?? Math.random
-      timer = this.options.clock.setTimeout(
-        () => void dial(),
-        Math.max(netLimits.retryDelayMsMin / 2, random() * cap),
-      )
+      timer = this.options.clock.setTimeout(() => void dial(), retryDelayMs(attempt++, random()))
     }
     const dial = async (): Promise<void> => {
       const linked = await this.dial(addr, () => {

@@ -63,6 +63,8 @@ export interface PeerBasics {
   readonly store: Store
   readonly clock: Clock
   readonly randomUint32: () => number
+  /** A uniform number in [0, 1) from the same source (backoff jitter). */
+  readonly random: () => number
   readonly schema: RecordSchema
 }
 
@@ -73,10 +75,12 @@ export async function peerBasics(options: CommonPeerOptions): Promise<PeerBasics
   }
   const schema = new RecordSchema(options.customFields ?? {})
   const store = options.store ?? (await openLevelStore(options.dataDir as string))
+  const randomUint32 = options.randomUint32 ?? (() => randomInt(1, 2 ** 32 - 1))
   return {
     store,
     clock: options.clock ?? systemClock,
-    randomUint32: options.randomUint32 ?? (() => randomInt(1, 2 ** 32 - 1)),
+    randomUint32,
+    random: () => randomUint32() / 2 ** 32,
     schema,
   }
 }

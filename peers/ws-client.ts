@@ -4,9 +4,9 @@
  * full jitter, through the injected clock; stops for good when the server
  * refuses the device (bad site key, revoked).
  */
+import { retryDelayMs } from '../core/backoff.js'
 import type { Clock } from '../core/clock.js'
 import type { RostersyncError } from '../core/errors.js'
-import { netLimits } from '../core/limits.js'
 import { isFinalClose } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
 import { wsConnect } from '../transports/ws-transport.js'
@@ -71,17 +71,7 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
     options.onState?.(next, detail)
   }
   const schedule = (): void => {
-    // Exponential backoff with full jitter: a site's devices coming back
-    // after a server restart do not all reconnect in the same instant.
-    const cap = Math.min(
-      netLimits.retryDelayMsMax,
-      netLimits.retryDelayMsMin * 2 ** Math.min(attempt, 20),
-    )
-    attempt++
-    timer = options.clock.setTimeout(
-      () => void open(),
-      Math.max(netLimits.retryDelayMsMin / 2, options.random() * cap),
-    )
+    timer = options.clock.setTimeout(() => void open(), retryDelayMs(attempt++, options.random()))
   }
   const open = async (): Promise<void> => {
     setState('connecting')
