@@ -20,6 +20,9 @@ export type ErrorCode =
   | 'PEER_CLOSED'
   | 'OFFLINE_NOT_READY'
   | 'SYNC_FAILED'
+  | 'SYNC_TIMEOUT'
+  | 'NO_SERVER'
+  | 'SAVE_TO_SERVER_FAILED'
   | 'EXPORT_EXPIRED'
   | 'EXPORT_TOO_LARGE'
 
@@ -124,4 +127,26 @@ export class PeerClosedError extends RostersyncError {
 /** True when `error` is a rostersync error with the given code. */
 export function hasCode(error: unknown, code: ErrorCode): boolean {
   return error instanceof RostersyncError && error.code === code
+}
+
+/**
+ * A sync with the server failed: `SYNC_FAILED` (unreachable, refused, the
+ * link dropped), `SYNC_TIMEOUT` (no answer in time), `NO_SERVER` (the
+ * device has no server configured), `SAVE_TO_SERVER_FAILED` (the server
+ * could not persist this device's change; the device keeps its value).
+ */
+export class SyncError extends RostersyncError {
+  constructor(
+    code:
+      | 'SYNC_FAILED'
+      | 'SYNC_TIMEOUT'
+      | 'NO_SERVER'
+      | 'SAVE_TO_SERVER_FAILED'
+      | 'PEER_REVOKED'
+      | 'AUTH_FAILED',
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(code, message, options)
+  }
 }

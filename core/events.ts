@@ -22,6 +22,7 @@ export const EVENT_TYPES = [
   'write-refused',
   'policy-changed',
   'compaction-failed',
+  'user-signed-in',
 ] as const
 /** One event type. */
 export type EventType = (typeof EVENT_TYPES)[number]
@@ -41,6 +42,10 @@ export interface RosterEvent {
   /** Error code, for failures and refusals. */
   readonly code?: string
   readonly message?: string
+  /** For sync events: a full sync or a delta sync. */
+  readonly kind?: 'full' | 'delta'
+  /** For sync events: which direction failed, when only one did. */
+  readonly direction?: 'serverToDevice' | 'deviceToServer'
 }
 
 /** An event before the log numbers it. */

@@ -59,4 +59,13 @@ export const netLimits = {
   sendBufferBytesMax: 256 * 1024 * 1024,
   /** Most devices one device syncs with directly over the LAN at once. */
   lanPeersMax: 32,
+  /**
+   * Largest delay before a failed sync is retried, in ms (the backoff's
+   * named bound; the first retry comes after `retryDelayMsMin`).
+   */
+  syncRetryDelayMsMax: 60_000,
+  /** How long one exchange with the server may wait for its answer, in ms. */
+  syncAnswerTimeoutMs: 120_000,
+  /** How long a sync waits for the link to the server to come up, in ms. */
+  syncConnectTimeoutMs: 30_000,
 } as const

@@ -21,6 +21,9 @@ import { hashRecordPin } from './pin.js'
 import { Replica } from './replica.js'
 import { usersApi, type UsersApi } from './user-ops.js'
 import { connectToServer, type ServerLink } from './ws-client.js'
+import { DeviceSync, type DeviceSyncApi } from './device-sync.js'
+import { runLanLink } from './lan-sync.js'
+import type { Connection, Transport } from '../core/transport.js'
 
 /** Options of {@link createDevice} (API.md). */
 export interface DeviceOptions extends CommonPeerOptions {
@@ -39,10 +42,27 @@ export interface DeviceOptions extends CommonPeerOptions {
     /** Interface the LAN node listens on; loopback by default. */
     readonly host?: string
   }
+  /**
+   * `live` (default): changes flow both ways as they happen, and a delta
+   * sync runs every `deltaIntervalMs` as well; `periodic`: changes move only
+   * in the delta sync every `deltaIntervalMs`.
+   */
   readonly mode?: 'live' | 'periodic'
+  /** From the end of one sync to the next delta sync; 30 minutes by default. */
   readonly deltaIntervalMs?: number
+  /** Unused this long (no API call, no sign-in), the device wipes its roster; 10 days by default. */
   readonly retentionMs?: number
+  /**
+   * Opens the server link over this transport instead of WebSocket (the
+   * simulator's, an in-memory one); `connect` receives the join URL.
+   */
+  readonly serverTransport?: Transport
 }
+
+/** Default interval of delta syncs: 30 minutes. */
+export const DEFAULT_DELTA_INTERVAL_MS = 1_800_000
+/** Default retention: 10 days. */
+export const DEFAULT_RETENTION_MS = 864_000_000
 
 const deviceOptionsSchema = z.strictObject({
   ...commonOptionsShape,
@@ -70,6 +90,12 @@ const deviceOptionsSchema = z.strictObject({
   mode: z.enum(['live', 'periodic']).optional(),
   deltaIntervalMs: z.number().int().positive().optional(),
   retentionMs: z.number().int().positive().optional(),
+  serverTransport: z
+    .custom<Transport>(
+      (v) => typeof v === 'object' && v !== null && typeof (v as Transport).connect === 'function',
+      'serverTransport must be a Transport',
+    )
+    .optional(),
 })
 
 /** A device peer. */
@@ -82,6 +108,15 @@ export interface DevicePeer {
   readonly replica: Replica
   /** The link to the server, when `server` was given. */
   readonly serverLink: ServerLink | undefined
+  /** Full and delta syncs, their status, and `whenIdle` (API.md). */
+  readonly sync: DeviceSyncApi
+  /** Records a user signing in on this device (counts as use for retention). */
+  signIn(userId: string): Promise<void>
+  /**
+   * Runs LAN sync on a connection to another device opened over any
+   * transport (the simulator's); libp2p links are made by the LAN node.
+   */
+  attachLan(connection: Connection, peer?: string): void
   /** The LAN node's multiaddrs (with `/p2p/<peer id>`); empty when LAN sync is off. */
   readonly lanAddresses: string[]
   close(): Promise<void>
@@ -109,26 +144,42 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     ...(options.eventsMax === undefined ? {} : { eventsMax: options.eventsMax }),
   })
   const name = options.name ?? options.id
-  const serverLink =
-    options.server === undefined
-      ? undefined
-      : connectToServer({
-          replica,
-          url: options.server,
-          deviceId: options.id,
-          name,
-          siteKey: options.siteKey,
-          clock: basics.clock,
-          random: basics.random,
-        })
+  const server = options.server
+  const transport = options.serverTransport
+  const mode = options.mode ?? 'live'
+  const sync = await DeviceSync.start({
+    replica,
+    clock: basics.clock,
+    random: basics.random,
+    mode,
+    deltaIntervalMs: options.deltaIntervalMs ?? DEFAULT_DELTA_INTERVAL_MS,
+    retentionMs: options.retentionMs ?? DEFAULT_RETENTION_MS,
+    link:
+      server === undefined
+        ? undefined
+        : (handlers) =>
+            connectToServer({
+              replica,
+              url: server,
+              deviceId: options.id,
+              name,
+              siteKey: options.siteKey,
+              clock: basics.clock,
+              random: basics.random,
+              mode,
+              ...(transport === undefined ? {} : { connect: (url) => transport.connect(url) }),
+              ...handlers,
+            }),
+  })
   let lan: LanNode | undefined
   try {
     lan = await startDeviceLan(options, replica, basics)
   } catch (error) {
-    serverLink?.close()
+    sync.close()
     await replica.close()
     throw error
   }
+  const touch = (): void => sync.touch()
   return {
     id: options.id,
     name,
@@ -137,14 +188,36 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       basics.schema,
       deviceOps(basics.schema, self, overrides),
       hashRecordPin,
+      touch,
     ),
-    events: { query: (q) => replica.events.query(q) },
+    events: {
+      query: (q) => {
+        touch()
+        return replica.events.query(q)
+      },
+    },
     replica,
-    serverLink,
+    get serverLink() {
+      return sync.serverLink
+    },
+    sync: {
+      full: () => sync.full(),
+      delta: () => sync.delta(),
+      status: () => sync.status(),
+      whenIdle: () => sync.whenIdle(),
+    },
+    async signIn(userId) {
+      touch()
+      const id = basics.schema.parseUserId(userId)
+      await replica.write((ctx) => ctx.event({ type: 'user-signed-in', userId: id }))
+    },
+    attachLan(connection, peer = connection.remote) {
+      runLanLink({ replica, schema: basics.schema }, connection, peer)
+    },
     lanAddresses: lan?.addresses ?? [],
     async close() {
       await lan?.close()
-      serverLink?.close()
+      sync.close()
       await replica.close()
     },
   }

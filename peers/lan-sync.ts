@@ -135,51 +135,18 @@ class LanLinks {
       connection.close(1013, 'LAN_PEERS_MAX: this device has as many LAN peers as it takes')
       return false
     }
-    const { replica, schema } = this.options
-    const session = startSession({
-      replica,
-      connection,
-      reportErrors: true,
-      check: (update) =>
-        checkUpdate(replica.doc, update, {
-          // Devices relay every part over the LAN; the server's part is
-          // narrowed to what the server itself wrote (serverClients).
-          mayWrite: () => true,
-          schema,
-          serverClients: serverClientsOf(replica.doc),
-        }),
-      onRefused: (error) => this.refused(peer, error),
-      onRemoteError: (code, message) =>
-        this.options.onError?.(code, `LAN peer ${peer}: ${message}`),
-    })
     this.links.set(connection.id, { connection, peer })
-    connection.onClose(({ code, reason }) => {
-      session.stop()
-      this.links.delete(connection.id)
-      // Normal, going-away and dropped links are not errors; the rest
-      // (too large, malformed, too many peers) carry a code in their reason.
-      if (code !== 1000 && code !== 1001 && code !== 1006 && !this.closed) {
-        this.options.onError?.(reason.split(':')[0] ?? 'SYNC_FAILED', `LAN peer ${peer}: ${reason}`)
-      }
-      onClosed?.()
-    })
+    runLanLink(
+      this.options,
+      connection,
+      peer,
+      () => {
+        this.links.delete(connection.id)
+        onClosed?.()
+      },
+      () => this.closed,
+    )
     return true
-  }
-
-  /** A refused inbound message: told to the caller and kept in the event log. */
-  private refused(peer: string, error: RostersyncError): void {
-    this.options.onError?.(error.code, `LAN peer ${peer}: ${error.message}`)
-    this.options.replica
-      .write((ctx) =>
-        ctx.event({
-          type: 'write-refused',
-          code: error.code,
-          message: `LAN ${peer}: ${error.message}`,
-        }),
-      )
-      .catch(() => {
-        // Logging is best effort: the refusal was already reported above.
-      })
   }
 
   /** Dials `addr`, and re-dials it with backoff whenever it is not linked; returns stop. */
@@ -236,6 +203,60 @@ class LanLinks {
     await this.node.stop()
     this.links.clear()
   }
+}
+
+/**
+ * Runs the LAN sync session on an open connection to another device, over
+ * libp2p or any other transport (the simulator's): inbound updates are
+ * checked with the LAN rule before anything is applied, refusals are sent
+ * back and logged. `onClosed` runs once the connection is gone.
+ */
+export function runLanLink(
+  options: Pick<LanOptions, 'replica' | 'schema' | 'onError'>,
+  connection: Connection,
+  peer: string,
+  onClosed?: () => void,
+  closing: () => boolean = () => false,
+): void {
+  const { replica, schema } = options
+  const refused = (error: RostersyncError): void => {
+    options.onError?.(error.code, `LAN peer ${peer}: ${error.message}`)
+    replica
+      .write((ctx) =>
+        ctx.event({
+          type: 'write-refused',
+          code: error.code,
+          message: `LAN ${peer}: ${error.message}`,
+        }),
+      )
+      .catch(() => {
+        // Logging is best effort: the refusal was already reported above.
+      })
+  }
+  const session = startSession({
+    replica,
+    connection,
+    reportErrors: true,
+    check: (update) =>
+      checkUpdate(replica.doc, update, {
+        // Devices relay every part over the LAN; the server's part is
+        // narrowed to what the server itself wrote (serverClients).
+        mayWrite: () => true,
+        schema,
+        serverClients: serverClientsOf(replica.doc),
+      }),
+    onRefused: refused,
+    onRemoteError: (code, message) => options.onError?.(code, `LAN peer ${peer}: ${message}`),
+  })
+  connection.onClose(({ code, reason }) => {
+    session.stop()
+    // Normal, going-away and dropped links are not errors; the rest
+    // (too large, malformed, too many peers) carry a code in their reason.
+    if (code !== 1000 && code !== 1001 && code !== 1006 && !closing()) {
+      options.onError?.(reason.split(':')[0] ?? 'SYNC_FAILED', `LAN peer ${peer}: ${reason}`)
+    }
+    onClosed?.()
+  })
 }
 
 function parseAddress(addr: string): Multiaddr {

@@ -68,6 +68,12 @@ export interface WriteContext {
   setLocalFields(id: UserId, fields: LocalFields | undefined): void
   /** Records an event, durable with the rest of the batch. */
   event(event: NewEvent): void
+  /**
+   * Sets (or, with `undefined`, removes) a small peer-local record, durable
+   * with the rest of the batch: the server's device registry, a device's
+   * sync state. Never replicated.
+   */
+  setRecord(namespace: string, key: string, value: unknown): void
   /** Every user id with replicated or local state. */
   allUserIds(): UserId[]
 }
@@ -115,12 +121,35 @@ interface RemoteUpdate {
 }
 
 interface PendingOp {
-  readonly kind: 'local' | 'remote'
+  readonly kind: 'local' | 'remote' | 'wipe'
+  readonly wipe?: WipeOptions
   readonly run?: (ctx: WriteContext) => unknown
   readonly remote?: RemoteUpdate
   readonly from?: string
   readonly resolve: (value: unknown) => void
   readonly reject: (error: unknown) => void
+}
+
+/** What {@link Replica.wipe} clears besides the replicated document. */
+export interface WipeOptions {
+  /** Also clear local-only state (device deletes, device-specific values). */
+  readonly local: boolean
+  /** Recorded in the same durable batch as the wipe. */
+  readonly event?: NewEvent
+  /**
+   * Checked in the write queue right before the wipe (after every write
+   * queued earlier): when false, nothing is wiped and the wipe rejects with
+   * `WipeSkippedError` (a full sync: a write landed after the push).
+   */
+  readonly onlyIf?: (doc: Y.Doc) => boolean
+}
+
+/** The wipe's `onlyIf` said no; nothing was wiped. */
+export class WipeSkippedError extends Error {
+  constructor() {
+    super('wipe skipped: its condition no longer held')
+    this.name = 'WipeSkippedError'
+  }
 }
 
 /** How the peer came up, for the clientID rule and for tests. */
@@ -134,6 +163,8 @@ export class Replica {
 
   private readonly deleted = new Map<UserId, DeleteMark>()
   private readonly localFields = new Map<UserId, LocalFields>()
+  /** Peer-local records by `namespace/key` (see WriteContext.setRecord). */
+  private readonly records = new Map<string, unknown>()
   private readonly hlc = new Hlc()
   private queue: PendingOp[] = []
   private readonly idleWaiters: Array<() => void> = []
@@ -299,6 +330,29 @@ export class Replica {
     this.events.restore(events)
     const hlc = await store.get(keys.hlc)
     if (hlc !== undefined) this.hlc.observe(Number(decodeValue(hlc)))
+    this.records.clear()
+    for await (const [key, value] of store.range({ gte: keys.recordsFrom, lt: keys.recordsTo })) {
+      this.records.set(key.slice(keys.recordsFrom.length), decodeValue(value))
+    }
+  }
+
+  /** A peer-local record (see WriteContext.setRecord), or undefined. */
+  record(namespace: string, key: string): unknown {
+    return this.records.get(`${namespace}/${key}`)
+  }
+
+  /** Every record of a namespace, as [key, value] pairs in key order. */
+  recordsOf(namespace: string): Array<[string, unknown]> {
+    const prefix = `${namespace}/`
+    const out: Array<[string, unknown]> = []
+    for (const [key, value] of this.records)
+      if (key.startsWith(prefix)) out.push([key.slice(prefix.length), value])
+    return out.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+  }
+
+  /** Sets one record durably (a write of its own). */
+  setRecord(namespace: string, key: string, value: unknown): Promise<void> {
+    return this.write((ctx) => ctx.setRecord(namespace, key, value))
   }
 
   /** Collects which users and policies a transaction touched. */
@@ -497,8 +551,15 @@ export class Replica {
   private async flushLoop(): Promise<void> {
     try {
       while (this.queue.length > 0) {
-        const batch = this.queue.splice(0, limits.writeBatchOpsMax)
-        await this.flushBatch(batch)
+        // A wipe runs alone: what was queued before it is durable first, and
+        // what is queued after it lands in the emptied document.
+        const wipeAt = this.queue.findIndex((op) => op.kind === 'wipe')
+        if (wipeAt === 0) await this.flushWipe(this.queue.shift() as PendingOp)
+        else {
+          const take =
+            wipeAt < 0 ? limits.writeBatchOpsMax : Math.min(wipeAt, limits.writeBatchOpsMax)
+          await this.flushBatch(this.queue.splice(0, take))
+        }
       }
     } finally {
       this.flushing = false
@@ -554,6 +615,68 @@ export class Replica {
         this.events.append({ type: 'compaction-failed', code, message }, at).event,
       )
     }
+  }
+
+  /**
+   * Clears the replicated document (and local state when asked) in one
+   * atomic batch, and starts an empty document under a fresh clientID: the
+   * full sync then fetches the whole roster again, and the old clientID is
+   * never written with again.
+   */
+  private async flushWipe(op: PendingOp): Promise<void> {
+    const options = op.wipe as WipeOptions
+    const old = this.doc
+    if (options.onlyIf !== undefined && !options.onlyIf(old)) {
+      op.reject(new WipeSkippedError())
+      return
+    }
+    const doc = new Y.Doc({ gc: true })
+    doc.clientID = this.freshClientId(old)
+    const ops: StoreOp[] = [
+      { type: 'put', key: keys.snapshot, value: Y.encodeStateAsUpdate(doc) },
+      { type: 'put', key: keys.updateSeq, value: encodeValue(this.nextUpdateSeq) },
+      { type: 'put', key: keys.clientId, value: encodeValue(doc.clientID) },
+    ]
+    for (let seq = this.firstUpdateSeq; seq < this.nextUpdateSeq; seq++) {
+      ops.push({ type: 'del', key: keys.update(seq) })
+    }
+    if (options.local) {
+      for (const id of this.deleted.keys()) ops.push({ type: 'del', key: keys.deleted(id) })
+      for (const id of this.localFields.keys()) ops.push({ type: 'del', key: keys.localFields(id) })
+    }
+    if (options.event !== undefined) {
+      this.pendingEvents.push(this.events.append(options.event, this.options.clock.now()).event)
+    }
+    this.writeEventChunk(ops)
+    try {
+      await this.storeBatch(ops)
+    } catch (error) {
+      await this.rollback()
+      op.reject(error)
+      return
+    }
+    this.firstUpdateSeq = this.nextUpdateSeq
+    this.updateBytesSinceSnapshot = 0
+    this.heldBack = []
+    if (options.local) {
+      this.deleted.clear()
+      this.localFields.clear()
+    }
+    this.installDoc(doc)
+    op.resolve(undefined)
+  }
+
+  /**
+   * Empties the replicated document (see flushWipe); queued like a write,
+   * resolves once the wipe is durable.
+   */
+  wipe(options: WipeOptions): Promise<void> {
+    if (this.closed) return Promise.reject(new PeerClosedError())
+    if (this.broken !== undefined) return Promise.reject(this.brokenError())
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ kind: 'wipe', wipe: options, resolve: () => resolve(), reject })
+      this.scheduleFlush()
+    })
   }
 
   /** Runs the batch's operations against the document and local state. */
@@ -716,6 +839,17 @@ export class Replica {
       },
       event: (event) => {
         this.pendingEvents.push(this.events.append(event, this.options.clock.now()).event)
+      },
+      setRecord: (namespace, key, value) => {
+        if (namespace.includes('/')) throw new Error('a record namespace has no "/"')
+        const full = `${namespace}/${key}`
+        if (value === undefined) this.records.delete(full)
+        else this.records.set(full, value)
+        storeOps.push(
+          value === undefined
+            ? { type: 'del', key: keys.record(full) }
+            : { type: 'put', key: keys.record(full), value: encodeValue(value) },
+        )
       },
     }
   }

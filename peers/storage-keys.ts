@@ -25,6 +25,10 @@ export const keys = {
   localFields: (userId: string): string => `l/f/${userId}`,
   localFieldsFrom: 'l/f/',
   localFieldsTo: 'l/f0',
+  /** Peer-local records (`<namespace>/<key>`): device registry, sync state. */
+  record: (name: string): string => `r/${name}`,
+  recordsFrom: 'r/',
+  recordsTo: 'r0',
   /** The event log. */
   event: (seq: number): string => `e/${pad(seq)}`,
   eventsFrom: 'e/',

@@ -26,6 +26,31 @@ export interface SessionOptions {
   readonly onRemoteError?: (code: string, message: string) => void
   /** The other side's step 2 arrived and is durable: this side has all it had. */
   readonly onSynced?: () => void
+  /** An inbound update (step 2 or live) passed the check and is durable here. */
+  readonly onApplied?: () => void
+  /** This side answered a step 1 with step 2. */
+  readonly onAnswered?: () => void
+  /**
+   * Answer every step 1 with step 2 followed by this side's own step 1 (the
+   * server does): the other side learns what this side now holds, which is
+   * how a device knows its changes arrived (PROTOCOL.md, "Acknowledgement").
+   */
+  readonly answerStep1WithStateVector?: boolean
+  /** Send step 1 as soon as the session starts (default true). */
+  readonly sendStep1OnStart?: boolean
+  /**
+   * Forward this side's durable changes as they happen (default true);
+   * false leaves them for the next exchange (a device in periodic mode).
+   */
+  readonly forwardUpdates?: boolean
+}
+
+/** What the other side holds, as its answer to our step 1 told us. */
+export interface SyncAnswer {
+  /** The other side's state vector, after it applied everything we sent before. */
+  readonly theirs: Map<number, number>
+  /** Our state vector when their step 1 was answered (what our step 2 covered). */
+  readonly ours: Map<number, number>
 }
 
 /** A running session. */
@@ -34,7 +59,17 @@ export interface SyncSession {
   readonly synced: boolean
   /** Resolves once every message received so far has been handled. */
   idle(): Promise<void>
-  /** Stops forwarding (the connection stays as it is). */
+  /**
+   * Sends step 1 (our state vector) now. With a peer that answers step 1
+   * with its own step 1 and then step 2 (the server), resolves with that
+   * answer once its step 2 is durable here (our step 2 answering its step 1
+   * has been sent by then); rejects when the connection closes first.
+   */
+  requestSync(): Promise<SyncAnswer>
+  /**
+   * Stops forwarding and rejects pending requestSync calls; the connection's
+   * owner calls it when the connection closes (the connection stays as it is).
+   */
   stop(): void
 }
 
@@ -43,13 +78,24 @@ export function startSession(options: SessionOptions): SyncSession {
   const { replica, connection } = options
   let synced = false
   let queued = 0
+  /** Callers of requestSync waiting for the other side's step 1, oldest first. */
+  const waiting: Array<{
+    resolve: (answer: SyncAnswer) => void
+    reject: (error: Error) => void
+    /** Filled by the other side's step 1; its step 2 then completes the answer. */
+    answer?: SyncAnswer
+  }> = []
   let chain: Promise<void> = Promise.resolve()
   const send = (message: Message): void => {
     if (connection.open) connection.send(encodeMessage(message))
   }
-  const offUpdate = replica.onUpdate(({ update, from }) => {
-    if (from !== connection.id) send({ type: 'sync-update', update })
-  })
+  const offUpdate =
+    options.forwardUpdates === false
+      ? () => undefined
+      : replica.onUpdate(({ update, from }) => {
+          if (from !== connection.id) send({ type: 'sync-update', update })
+        })
+  const stateVector = (): Uint8Array => Y.encodeStateVector(replica.doc)
   const refuse = (error: RostersyncError): void => {
     if (options.reportErrors === true)
       send({ type: 'error', code: error.code, message: error.message })
@@ -75,20 +121,40 @@ export function startSession(options: SessionOptions): SyncSession {
     }
     const message = decodeMessage(bytes)
     switch (message.type) {
-      case 'sync-step1':
+      case 'sync-step1': {
         await renewIfReused(message.stateVector)
+        const ours = stateVector()
+        // Our step 1 goes first: the other side checks it for a reused
+        // clientID before it applies the step 2 that follows.
+        if (options.answerStep1WithStateVector === true) {
+          send({ type: 'sync-step1', stateVector: ours })
+        }
         send({
           type: 'sync-step2',
           update: Y.encodeStateAsUpdate(replica.doc, message.stateVector),
         })
+        options.onAnswered?.()
+        const waiter = waiting.find((w) => w.answer === undefined)
+        if (waiter !== undefined) {
+          waiter.answer = {
+            theirs: Y.decodeStateVector(message.stateVector),
+            ours: Y.decodeStateVector(ours),
+          }
+        }
         return
-      case 'sync-step2':
+      }
+      case 'sync-step2': {
         await apply(message.update)
         synced = true
+        options.onApplied?.()
         options.onSynced?.()
+        const answer = waiting[0]?.answer
+        if (answer !== undefined) waiting.shift()?.resolve(answer)
         return
+      }
       case 'sync-update':
         await apply(message.update)
+        options.onApplied?.()
         return
       case 'error':
         options.onRemoteError?.(message.code, message.message)
@@ -115,12 +181,22 @@ export function startSession(options: SessionOptions): SyncSession {
         queued--
       })
   })
-  send({ type: 'sync-step1', stateVector: Y.encodeStateVector(replica.doc) })
+  if (options.sendStep1OnStart !== false) send({ type: 'sync-step1', stateVector: stateVector() })
   return {
     get synced() {
       return synced
     },
     idle: () => chain,
-    stop: offUpdate,
+    requestSync() {
+      if (!connection.open) return Promise.reject(new Error('connection closed'))
+      return new Promise<SyncAnswer>((resolve, reject) => {
+        waiting.push({ resolve, reject })
+        send({ type: 'sync-step1', stateVector: stateVector() })
+      })
+    },
+    stop() {
+      offUpdate()
+      for (const w of waiting.splice(0)) w.reject(new Error('connection closed'))
+    },
   }
 }

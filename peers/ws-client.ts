@@ -1,8 +1,10 @@
 /**
- * A device's link to the server over WebSocket, speaking the y-websocket
- * protocol through a sync session. Reconnects with exponential backoff and
- * full jitter, through the injected clock; stops for good when the server
- * refuses the device (bad site key, revoked).
+ * A device's link to the server, speaking the y-websocket protocol through a
+ * sync session: over WebSocket by default, or over any transport passed in
+ * (the simulator's). Reconnects with exponential backoff and full jitter,
+ * through the injected clock; stops for good when the server refuses the
+ * device (bad site key, revoked). What runs on the link once it is up (full
+ * and delta syncs) is the sync controller's business (device-sync.ts).
  */
 import { retryDelayMs } from '../core/backoff.js'
 import type { Clock } from '../core/clock.js'
@@ -14,7 +16,8 @@ import type { Replica } from './replica.js'
 import { startSession, type SyncSession } from './sync-session.js'
 
 /** Connection state, as the device's status reports it. */
-export type LinkState = 'connecting' | 'connected' | 'disconnected' | 'refused' | 'closed'
+export type LinkState =
+  'connecting' | 'connected' | 'disconnected' | 'refused' | 'paused' | 'closed'
 
 /** Options of {@link connectToServer}. */
 export interface ServerLinkOptions {
@@ -27,7 +30,19 @@ export interface ServerLinkOptions {
   readonly clock: Clock
   /** A uniform random number in [0, 1) for backoff jitter. */
   readonly random: () => number
+  /** Opens a connection to a join URL; WebSocket by default. */
+  readonly connect?: (url: string) => Promise<Connection>
+  /**
+   * `live` (default) forwards changes both ways as they happen; `periodic`
+   * leaves them for the next exchange (the server is told, and forwards
+   * nothing to this device between exchanges).
+   */
+  readonly mode?: 'live' | 'periodic'
+  /** Start paused (no connection until `resume()`). */
+  readonly paused?: boolean
   readonly onState?: (state: LinkState, detail?: string) => void
+  /** A session is up on a new connection (the controller runs its exchange). */
+  readonly onConnected?: (session: SyncSession) => void
   /** A refusal from the server, or a failure to apply what it sent. */
   readonly onError?: (code: string, message: string) => void
   /** The server's step 2 is durable here. */
@@ -43,12 +58,16 @@ export interface ServerLink {
   readonly session: SyncSession | undefined
   /** Reconnects now (a manual retry), resetting the backoff. */
   retry(): void
+  /** Closes the connection and stops reconnecting until `resume()` (after a retention wipe). */
+  pause(): void
+  /** Connects again after `pause()`. */
+  resume(): void
   close(): void
 }
 
-/** The URL a device joins with: room path, device id, name, site key. */
+/** The URL a device joins with: room path, device id, name, site key, mode. */
 export function joinUrl(
-  options: Pick<ServerLinkOptions, 'url' | 'room' | 'deviceId' | 'name' | 'siteKey'>,
+  options: Pick<ServerLinkOptions, 'url' | 'room' | 'deviceId' | 'name' | 'siteKey' | 'mode'>,
 ): string {
   const url = new URL(
     `${options.url.replace(/\/$/, '')}/${encodeURIComponent(options.room ?? 'roster')}`,
@@ -56,35 +75,46 @@ export function joinUrl(
   url.searchParams.set('device', options.deviceId)
   url.searchParams.set('name', options.name)
   if (options.siteKey !== undefined) url.searchParams.set('key', options.siteKey)
+  if (options.mode === 'periodic') url.searchParams.set('mode', 'periodic')
   return url.toString()
 }
 
 /** Connects (and keeps reconnecting) to the server. */
 export function connectToServer(options: ServerLinkOptions): ServerLink {
-  let state: LinkState = 'connecting'
+  let state: LinkState = options.paused === true ? 'paused' : 'connecting'
   let connection: Connection | undefined
   let session: SyncSession | undefined
   let attempt = 0
   let timer: unknown
+  /** Bumped by pause/retry so that a stale attempt's outcome is ignored. */
+  let generation = 0
+  const connect = options.connect ?? wsConnect
   const setState = (next: LinkState, detail?: string): void => {
     state = next
     options.onState?.(next, detail)
   }
   const schedule = (): void => {
-    timer = options.clock.setTimeout(() => void open(), retryDelayMs(attempt++, options.random()))
+    const gen = generation
+    timer = options.clock.setTimeout(
+      () => {
+        if (gen === generation) void open()
+      },
+      retryDelayMs(attempt++, options.random()),
+    )
   }
   const open = async (): Promise<void> => {
+    const gen = generation
     setState('connecting')
     let conn: Connection
     try {
-      conn = await wsConnect(joinUrl(options))
+      conn = await connect(joinUrl(options))
     } catch (error) {
-      if (state === 'closed') return
+      if (gen !== generation || state === 'closed' || state === 'paused') return
       setState('disconnected', (error as Error).message)
       schedule()
       return
     }
-    if (state === 'closed') {
+    if (gen !== generation || state === 'closed' || state === 'paused') {
       conn.close(1000, 'device closing')
       return
     }
@@ -93,7 +123,7 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       session?.stop()
       session = undefined
       connection = undefined
-      if (state === 'closed') return
+      if (state === 'closed' || state === 'paused' || gen !== generation) return
       if (isFinalClose(code)) {
         setState('refused', reason)
         return
@@ -101,10 +131,12 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       setState('disconnected', reason)
       schedule()
     })
-    setState('connected')
     session = startSession({
       replica: options.replica,
       connection: conn,
+      // The controller sends step 1 itself, to learn from the answer.
+      sendStep1OnStart: false,
+      forwardUpdates: options.mode !== 'periodic',
       onRefused: (error: RostersyncError) => options.onError?.(error.code, error.message),
       onRemoteError: (code, message) => options.onError?.(code, message),
       onSynced: () => {
@@ -112,8 +144,18 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
         options.onSynced?.()
       },
     })
+    setState('connected')
+    options.onConnected?.(session)
   }
-  void open()
+  if (state !== 'paused') void open()
+  const drop = (): void => {
+    generation++
+    options.clock.clearTimeout(timer)
+    session?.stop()
+    session = undefined
+    connection?.close(1000, 'device closing')
+    connection = undefined
+  }
   return {
     get state() {
       return state
@@ -125,16 +167,26 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       return session
     },
     retry() {
-      if (state === 'closed' || state === 'connected' || state === 'connecting') return
+      if (state !== 'disconnected') return
+      generation++
       options.clock.clearTimeout(timer)
+      attempt = 0
+      void open()
+    },
+    pause() {
+      if (state === 'closed' || state === 'refused') return
+      setState('paused')
+      drop()
+    },
+    resume() {
+      if (state !== 'paused') return
+      generation++
       attempt = 0
       void open()
     },
     close() {
       setState('closed')
-      options.clock.clearTimeout(timer)
-      session?.stop()
-      connection?.close(1000, 'device closing')
+      drop()
     },
   }
 }

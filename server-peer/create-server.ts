@@ -19,7 +19,8 @@ import { usersApi, type UsersApi } from '../peers/user-ops.js'
 import { CloseCode } from '../core/protocol.js'
 import { DeviceRegistry, type DeviceRecord } from './device-registry.js'
 import { adoptFills, applyPolicies, serverOps } from './server-ops.js'
-import { startSyncServer, type SyncServer } from './sync-server.js'
+import { createSyncEndpoint, startSyncServer, type SyncServer } from './sync-server.js'
+import type { Connection } from '../core/transport.js'
 import { httpApi } from './http-api.js'
 import { randomBytes } from 'node:crypto'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
@@ -78,6 +79,12 @@ export interface ServerPeer {
     /** Revokes a device: its connections close and it is refused from then on. */
     revoke(id: string): Promise<boolean>
   }
+  /**
+   * Takes a connection opened over any transport (the simulator's, an
+   * in-memory pair) as if it had joined the WebSocket endpoint at `url`
+   * (`/roster?device=ID&name=N&key=K`).
+   */
+  accept(connection: Connection, url: string): void
   /** Bearer token of the HTTP API at `http`. */
   readonly adminToken: string
   /** Stops, makes everything durable, closes the store. */
@@ -105,25 +112,32 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     await replica.write((ctx) => applyPolicies(wanted, ctx))
   }
   const ops = serverOps(basics.schema)
-  const registry = new DeviceRegistry(basics.clock)
+  const registry = new DeviceRegistry(basics.clock, replica)
   const adminToken = options.adminToken ?? (await adminTokenFor(options.dataDir))
   // The API is bound once the peer object exists (it serves its methods).
   let api: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => {
     res.writeHead(503).end()
   }
+  const endpointOptions = {
+    replica,
+    schema: basics.schema,
+    registry,
+    siteKey: options.siteKey,
+    room: options.room ?? 'roster',
+  }
+  const endpoint = createSyncEndpoint(endpointOptions)
   let sync: SyncServer | undefined
   if (options.listen !== false) {
     try {
-      sync = await startSyncServer({
-        replica,
-        schema: basics.schema,
-        registry,
-        host: options.host ?? '127.0.0.1',
-        port: options.port ?? 0,
-        siteKey: options.siteKey,
-        room: options.room ?? 'roster',
-        onHttp: (req, res) => api(req, res),
-      })
+      sync = await startSyncServer(
+        {
+          ...endpointOptions,
+          host: options.host ?? '127.0.0.1',
+          port: options.port ?? 0,
+          onHttp: (req, res) => api(req, res),
+        },
+        endpoint,
+      )
     } catch (error) {
       await replica.close()
       throw new InvalidOptionsError(
@@ -142,14 +156,15 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     devices: {
       list: (filter) => registry.list(filter),
       async revoke(id) {
-        if (!registry.revoke(id)) return false
-        sync?.disconnect(id, CloseCode.revoked, 'PEER_REVOKED')
-        await replica.write((ctx) => ctx.event({ type: 'device-revoked', deviceId: id }))
+        if (!(await registry.revoke(id))) return false
+        endpoint.disconnect(id, CloseCode.revoked, 'PEER_REVOKED')
         return true
       },
     },
+    accept: (connection, url) => endpoint.accept(connection, url),
     async close() {
       await sync?.close()
+      endpoint.closeAll(CloseCode.serverClosing, 'server closing')
       await replica.close()
     },
   }

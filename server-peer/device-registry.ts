@@ -1,59 +1,138 @@
 /**
- * The server's device registry: who joined, when they were last seen, and
- * who is revoked. Kept in memory and persisted through the replica's store.
+ * The server's device registry: who joined, from where, when they were first
+ * and last seen, how each sync direction last went, and who is revoked.
+ * Kept in memory and persisted as peer-local records of the server's replica
+ * (namespace `device`), so a restarted server still knows its devices and
+ * still refuses the revoked ones.
  */
 import type { Clock } from '../core/clock.js'
+import type { Replica } from '../peers/replica.js'
+
+/** State of one sync direction as the server saw it last. */
+export interface DirectionState {
+  readonly state: 'not-started' | 'success' | 'failed'
+  /** When it last changed (ms since the epoch). */
+  readonly at?: number
+  /** The error code of the last failure. */
+  readonly error?: string
+}
 
 /** One registered device. */
 export interface DeviceRecord {
   readonly id: string
   readonly name: string
+  /** The serial number the device joined with (its id unless it gave one). */
+  readonly serial: string
+  /** The address it last connected from. */
   readonly address: string
   readonly firstSeen: number
   readonly lastSeen: number
+  /** `connected`, `disconnected` or `revoked`. */
+  readonly state: 'connected' | 'disconnected' | 'revoked'
   readonly revoked: boolean
   readonly connected: boolean
+  readonly sync: {
+    readonly serverToDevice: DirectionState
+    readonly deviceToServer: DirectionState
+  }
 }
+
+const NAMESPACE = 'device'
+const NOT_STARTED: DirectionState = { state: 'not-started' }
 
 /** Registry of a site's devices. */
 export class DeviceRegistry {
   private readonly devices = new Map<string, DeviceRecord>()
+  /** Open connections per device (a device may briefly have two while reconnecting). */
+  private readonly open = new Map<string, number>()
 
-  constructor(private readonly clock: Clock) {}
+  constructor(
+    private readonly clock: Clock,
+    private readonly replica: Replica,
+  ) {
+    for (const [id, value] of replica.recordsOf(NAMESPACE)) {
+      const stored = value as Omit<DeviceRecord, 'connected' | 'state'>
+      // Nothing is connected to a server that just started.
+      this.devices.set(id, withState({ ...stored, connected: false }))
+    }
+  }
 
   /** Records a device joining; returns whether it is new. */
-  seen(id: string, name: string, address: string): boolean {
+  seen(id: string, name: string, address: string, serial = id): boolean {
     const now = this.clock.now()
     const prev = this.devices.get(id)
-    this.devices.set(id, {
-      id,
-      name,
-      address,
-      firstSeen: prev?.firstSeen ?? now,
-      lastSeen: now,
-      revoked: prev?.revoked ?? false,
-      connected: true,
-    })
+    this.open.set(id, (this.open.get(id) ?? 0) + 1)
+    this.set(
+      withState({
+        id,
+        name,
+        serial,
+        address,
+        firstSeen: prev?.firstSeen ?? now,
+        lastSeen: now,
+        revoked: prev?.revoked ?? false,
+        connected: true,
+        sync: prev?.sync ?? { serverToDevice: NOT_STARTED, deviceToServer: NOT_STARTED },
+      }),
+    )
     return prev === undefined
   }
 
-  /** Marks a device disconnected. */
+  /** Marks one connection of a device closed. */
   left(id: string): void {
     const prev = this.devices.get(id)
+    const open = Math.max(0, (this.open.get(id) ?? 1) - 1)
+    this.open.set(id, open)
     if (prev !== undefined)
-      this.devices.set(id, { ...prev, connected: false, lastSeen: this.clock.now() })
+      this.set(withState({ ...prev, connected: open > 0, lastSeen: this.clock.now() }))
   }
 
-  /** Revokes a device; it is refused from then on. Returns false if unknown. */
-  revoke(id: string): boolean {
+  /**
+   * Notes how a sync direction went. Persisted when the state or error
+   * changes; a run of successes only moves the time in memory, so heavy
+   * edit traffic does not turn into registry writes.
+   */
+  direction(
+    id: string,
+    direction: 'serverToDevice' | 'deviceToServer',
+    state: 'success' | 'failed',
+    error?: string,
+  ): void {
+    const prev = this.devices.get(id)
+    if (prev === undefined) return
+    const now = this.clock.now()
+    const before = prev.sync[direction]
+    const next: DirectionState =
+      error === undefined ? { state, at: now } : { state, at: now, error }
+    const record = withState({
+      ...prev,
+      lastSeen: now,
+      sync: { ...prev.sync, [direction]: next },
+    })
+    if (before.state === state && before.error === error) this.devices.set(id, record)
+    else this.set(record)
+  }
+
+  /** Revokes a device durably; it is refused from then on. Returns false if unknown. */
+  async revoke(id: string): Promise<boolean> {
     const prev = this.devices.get(id)
     if (prev === undefined) return false
-    this.devices.set(id, { ...prev, revoked: true, connected: false })
+    const record = withState({ ...prev, revoked: true, connected: false })
+    this.devices.set(id, record)
+    await this.replica.write((ctx) => {
+      ctx.setRecord(NAMESPACE, id, stored(record))
+      ctx.event({ type: 'device-revoked', deviceId: id })
+    })
     return true
   }
 
   isRevoked(id: string): boolean {
     return this.devices.get(id)?.revoked === true
+  }
+
+  /** One device, or undefined. */
+  get(id: string): DeviceRecord | undefined {
+    return this.devices.get(id)
   }
 
   /** Devices, ordered by id; `nameContains` filters by partial name (case-insensitive). */
@@ -63,4 +142,25 @@ export class DeviceRegistry {
       .filter((d) => needle === undefined || d.name.toLowerCase().includes(needle))
       .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
   }
+
+  /** Keeps a record and persists it (best effort: the registry is bookkeeping). */
+  private set(record: DeviceRecord): void {
+    this.devices.set(record.id, record)
+    this.replica.setRecord(NAMESPACE, record.id, stored(record)).catch(() => {
+      // A failing store is reported on every roster write; the registry
+      // keeps the record in memory and stores it with its next change.
+    })
+  }
+}
+
+function withState(record: Omit<DeviceRecord, 'state'>): DeviceRecord {
+  return {
+    ...record,
+    state: record.revoked ? 'revoked' : record.connected ? 'connected' : 'disconnected',
+  }
+}
+
+function stored(record: DeviceRecord): Omit<DeviceRecord, 'connected' | 'state'> {
+  const { connected: _connected, state: _state, ...rest } = record
+  return rest
 }

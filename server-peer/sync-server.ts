@@ -25,18 +25,43 @@ import { startSession } from '../peers/sync-session.js'
 import { wrapWebSocket } from '../transports/ws-transport.js'
 import type { DeviceRegistry } from './device-registry.js'
 
-/** Options of {@link startSyncServer}. */
-export interface SyncServerOptions {
+/** Options of {@link createSyncEndpoint}. */
+export interface SyncEndpointOptions {
   readonly replica: Replica
   readonly schema: RecordSchema
   readonly registry: DeviceRegistry
-  readonly host: string
-  readonly port: number
   readonly siteKey: string | undefined
   /** The room name devices use (the y-websocket room). */
   readonly room: string
+}
+
+/** Options of {@link startSyncServer}. */
+export interface SyncServerOptions extends SyncEndpointOptions {
+  readonly host: string
+  readonly port: number
   /** Handles plain HTTP requests (the JSON API); 404 when absent. */
   readonly onHttp?: (req: IncomingMessage, res: ServerResponse) => void
+}
+
+/**
+ * The server's side of the sync protocol, whatever the transport: admits
+ * or refuses a connection by its join URL, then runs a sync session on it.
+ * The WebSocket server below feeds it; the simulator feeds it simulated
+ * connections.
+ */
+export interface SyncEndpoint {
+  /**
+   * Takes a newly opened connection with the URL the device joined with
+   * (`/room?device=ID&name=N&key=K`); refuses it with a close code, or
+   * syncs on it until it closes.
+   */
+  accept(connection: Connection, url: string): void
+  /** Ids of the devices connected now. */
+  connectedDevices(): string[]
+  /** Closes every connection of a device (after a revoke). */
+  disconnect(deviceId: string, code: number, reason: string): void
+  /** Closes every connection. */
+  closeAll(code: number, reason: string): void
 }
 
 /** A listening sync server. */
@@ -44,10 +69,6 @@ export interface SyncServer {
   readonly url: string
   readonly http: string
   readonly httpServer: Server
-  /** Ids of the devices connected now. */
-  connectedDevices(): string[]
-  /** Closes every connection of a device (after a revoke). */
-  disconnect(deviceId: string, code: number, reason: string): void
   close(): Promise<void>
 }
 
@@ -56,52 +77,84 @@ interface Member {
   readonly connection: Connection
 }
 
-/** Starts listening; resolves once the port is bound. */
-export async function startSyncServer(options: SyncServerOptions): Promise<SyncServer> {
-  const httpServer = createHttpServer((req, res) =>
-    (options.onHttp ?? ((_q, r) => notFound(r)))(req, res),
-  )
-  const wss = new WebSocketServer({ noServer: true, maxPayload: netLimits.messageBytesMax })
+/** The transport-independent sync endpoint. */
+export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
   const members = new Map<string, Member>()
-  httpServer.on('upgrade', (req, socket, head) => {
-    const refusal = admit(req, options, members.size)
-    wss.handleUpgrade(req, socket, head, (ws) => {
+  const { replica, registry } = options
+  return {
+    accept(connection, rawUrl) {
+      const url = new URL(rawUrl, 'http://x')
+      const refusal = admit(url, options, members.size)
       if (refusal !== undefined) {
-        ws.close(refusal.code, refusal.reason)
+        connection.close(refusal.code, refusal.reason)
         return
       }
-      const url = new URL(req.url ?? '/', 'http://x')
       const deviceId = url.searchParams.get('device') ?? ''
-      const connection = wrapWebSocket(ws, req.socket.remoteAddress ?? '')
-      members.set(connection.id, { deviceId, connection })
       const name = url.searchParams.get('name') ?? deviceId
-      if (options.registry.seen(deviceId, name, connection.remote)) {
-        void logEvent(options.replica, { type: 'device-registered', deviceId })
+      members.set(connection.id, { deviceId, connection })
+      const serial = url.searchParams.get('serial') ?? deviceId
+      if (registry.seen(deviceId, name, connection.remote, serial)) {
+        void logEvent(replica, { type: 'device-registered', deviceId })
       }
       const session = startSession({
-        replica: options.replica,
+        replica,
         connection,
         reportErrors: true,
+        // Devices learn from the answer what the server holds of theirs
+        // (PROTOCOL.md, "Acknowledgement"): every step 1 is answered with
+        // step 2 and the server's own step 1.
+        answerStep1WithStateVector: true,
+        sendStep1OnStart: false,
+        // A device in periodic mode takes changes only when it asks (step 1).
+        forwardUpdates: url.searchParams.get('mode') !== 'periodic',
         check: (update) =>
-          checkUpdate(options.replica.doc, update, {
+          checkUpdate(replica.doc, update, {
             // A device writes its own part and relays other devices' parts
             // (LAN sync); the server's part is the server's alone.
             mayWrite: (owner) => owner !== SERVER_ID,
             schema: options.schema,
           }),
-        onRefused: (error) =>
-          void logEvent(options.replica, {
-            type: 'write-refused',
+        onApplied: () => registry.direction(deviceId, 'deviceToServer', 'success'),
+        onAnswered: () => registry.direction(deviceId, 'serverToDevice', 'success'),
+        onRefused: (error) => {
+          registry.direction(deviceId, 'deviceToServer', 'failed', error.code)
+          void logEvent(replica, {
+            type: error.code === 'STORAGE_FAILED' ? 'save-to-server-failed' : 'write-refused',
             deviceId,
             code: error.code,
             message: error.message,
-          }),
+          })
+        },
       })
       connection.onClose(() => {
         session.stop()
         members.delete(connection.id)
-        options.registry.left(deviceId)
+        registry.left(deviceId)
       })
+    },
+    connectedDevices: () => [...members.values()].map((m) => m.deviceId),
+    disconnect(deviceId, code, reason) {
+      for (const m of members.values())
+        if (m.deviceId === deviceId) m.connection.close(code, reason)
+    },
+    closeAll(code, reason) {
+      for (const m of members.values()) m.connection.close(code, reason)
+    },
+  }
+}
+
+/** Starts listening (WebSocket and HTTP on one port); resolves once the port is bound. */
+export async function startSyncServer(
+  options: SyncServerOptions,
+  endpoint: SyncEndpoint,
+): Promise<SyncServer> {
+  const httpServer = createHttpServer((req, res) =>
+    (options.onHttp ?? ((_q, r) => notFound(r)))(req, res),
+  )
+  const wss = new WebSocketServer({ noServer: true, maxPayload: netLimits.messageBytesMax })
+  httpServer.on('upgrade', (req, socket, head) => {
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      endpoint.accept(wrapWebSocket(ws, req.socket.remoteAddress ?? ''), req.url ?? '/')
     })
   })
   await new Promise<void>((resolve, reject) => {
@@ -114,14 +167,8 @@ export async function startSyncServer(options: SyncServerOptions): Promise<SyncS
     url: `ws://${host}:${address.port}`,
     http: `http://${host}:${address.port}`,
     httpServer,
-    connectedDevices: () => [...members.values()].map((m) => m.deviceId),
-    disconnect(deviceId, code, reason) {
-      for (const m of members.values())
-        if (m.deviceId === deviceId) m.connection.close(code, reason)
-    },
     async close() {
-      for (const m of members.values())
-        m.connection.close(CloseCode.serverClosing, 'server closing')
+      endpoint.closeAll(CloseCode.serverClosing, 'server closing')
       wss.close()
       httpServer.closeAllConnections()
       await new Promise<void>((resolve) => httpServer.close(() => resolve()))
@@ -136,11 +183,10 @@ function notFound(res: ServerResponse): void {
 
 /** Decides whether a connection may join; undefined admits it. */
 function admit(
-  req: IncomingMessage,
-  options: SyncServerOptions,
+  url: URL,
+  options: SyncEndpointOptions,
   connections: number,
 ): { code: number; reason: string } | undefined {
-  const url = new URL(req.url ?? '/', 'http://x')
   if (decodeURIComponent(url.pathname.slice(1)) !== options.room) {
     return {
       code: CloseCode.unknownRoom,

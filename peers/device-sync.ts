@@ -1,0 +1,554 @@
+/**
+ * The device's sync lifecycle (SEMANTICS.md, "Sync lifecycle"): full and
+ * delta syncs with the server, the offline gate, status per direction,
+ * retries with backoff, and the retention wipe. Every timer goes through the
+ * injected clock.
+ *
+ * One exchange is: send step 1 (our state vector); the server answers with
+ * step 2 (what we lack; durable here before we go on) and its own step 1
+ * (what it now holds); we answer that with step 2 (what it lacks). Our
+ * changes have arrived once a later answer of the server covers our state
+ * vector (PROTOCOL.md, "Acknowledgement").
+ */
+import * as Y from 'yjs'
+import { retryDelayMs } from '../core/backoff.js'
+import type { Clock } from '../core/clock.js'
+import { RostersyncError, SyncError } from '../core/errors.js'
+import type { NewEvent } from '../core/events.js'
+import { netLimits } from '../core/limits.js'
+import { WipeSkippedError, type Replica } from './replica.js'
+import type { SyncAnswer, SyncSession } from './sync-session.js'
+import type { LinkState, ServerLink, ServerLinkOptions } from './ws-client.js'
+
+/** State of one sync direction (API.md). */
+export type SyncState = 'not-started' | 'in-progress' | 'success' | 'failed'
+
+/** One direction's status. */
+export interface DirectionStatus {
+  readonly state: SyncState
+  /** When it reached this state, ms since the epoch. */
+  readonly at?: number
+  readonly error?: { readonly code: string; readonly message: string }
+}
+
+/** `device.sync.status()`. */
+export interface SyncStatus {
+  readonly serverToDevice: DirectionStatus
+  readonly deviceToServer: DirectionStatus
+  /** True once a full sync has succeeded (and no wipe since): the device may work offline. */
+  readonly offlineReady: boolean
+  /** The link to the server: connected, or why not. */
+  readonly link: LinkState | 'none'
+  readonly lastFullSyncAt?: number
+  /** When the device was last used (API call or sign-in). */
+  readonly lastUsedAt: number
+  /**
+   * Set while what the device serves may be incomplete: it has not finished
+   * a full sync and is not connected to the server (online only).
+   */
+  readonly warning?: string
+}
+
+/** `device.sync` (API.md). */
+export interface DeviceSyncApi {
+  /** Pushes unsent changes, clears the replicated roster, fetches it whole. */
+  full(): Promise<void>
+  /** Exchanges only what each side lacks. */
+  delta(): Promise<void>
+  status(): SyncStatus
+  /** Resolves when nothing is left to send to or receive from the server. */
+  whenIdle(): Promise<void>
+}
+
+/** The link handlers the controller needs; createDevice builds the link with them. */
+export type LinkFactory = (
+  handlers: Pick<ServerLinkOptions, 'onState' | 'onConnected' | 'onError' | 'paused'>,
+) => ServerLink
+
+/** Options of {@link DeviceSync}. */
+export interface DeviceSyncOptions {
+  readonly replica: Replica
+  readonly clock: Clock
+  readonly random: () => number
+  /** Builds the server link; undefined when the device has no server. */
+  readonly link: LinkFactory | undefined
+  readonly mode: 'live' | 'periodic'
+  readonly deltaIntervalMs: number
+  readonly retentionMs: number
+}
+
+/** What the controller keeps across restarts (a peer-local record). */
+interface Persisted {
+  readonly offlineReady: boolean
+  readonly lastFullSyncAt?: number
+  readonly lastUsedAt: number
+  /** Wiped for retention: no sync until the device is used again. */
+  readonly awaitingUse: boolean
+}
+
+const RECORD = ['sync', 'state'] as const
+const NOT_STARTED: DirectionStatus = { state: 'not-started' }
+const ONLINE_ONLY =
+  'ONLINE_ONLY: this device has not completed a full sync; what it serves offline may be incomplete'
+/** The most exchanges one sync makes to get its changes acknowledged. */
+const PUSH_ROUNDS_MAX = 3
+
+type Kind = 'full' | 'delta'
+
+interface Round {
+  kind: Kind
+  quiet: boolean
+  started: boolean
+  promise: Promise<void>
+}
+
+/** The device's sync controller. */
+export class DeviceSync implements DeviceSyncApi {
+  private persisted: Persisted
+  private serverToDevice: DirectionStatus = NOT_STARTED
+  private deviceToServer: DirectionStatus = NOT_STARTED
+  private readonly link: ServerLink | undefined
+  private chain: Promise<void> = Promise.resolve()
+  private queued: Round | undefined
+  private running: Round | undefined
+  private attempt = 0
+  private deltaTimer: unknown
+  private retryTimer: unknown
+  private retentionTimer: unknown
+  private persistedUseAt: number
+  private lastRemoteError: { code: string; message: string } | undefined
+  private connectWaiters: Array<{
+    resolve: (s: SyncSession) => void
+    reject: (e: Error) => void
+  }> = []
+  private closed = false
+
+  private constructor(
+    private readonly options: DeviceSyncOptions,
+    persisted: Persisted,
+  ) {
+    this.persisted = persisted
+    this.persistedUseAt = persisted.lastUsedAt
+    this.link = options.link?.({
+      paused: persisted.awaitingUse,
+      onState: (state, detail) => this.onLinkState(state, detail),
+      onConnected: (session) => this.onConnected(session),
+      onError: (code, message) => this.onRemoteError(code, message),
+    })
+  }
+
+  /**
+   * Starts the controller: wipes at once if the device was unused for
+   * `retentionMs` while it was off, then arms the retention timer.
+   */
+  static async start(options: DeviceSyncOptions): Promise<DeviceSync> {
+    const now = options.clock.now()
+    const stored = options.replica.record(...RECORD) as Persisted | undefined
+    const persisted: Persisted = stored ?? {
+      offlineReady: false,
+      lastUsedAt: now,
+      awaitingUse: false,
+    }
+    if (stored === undefined) await options.replica.setRecord(...RECORD, persisted)
+    const expired = !persisted.awaitingUse && now - persisted.lastUsedAt >= options.retentionMs
+    const sync = new DeviceSync(options, expired ? { ...persisted, awaitingUse: true } : persisted)
+    if (expired) await sync.wipeForRetention()
+    else sync.armRetention()
+    return sync
+  }
+
+  /** The server link, when the device has one. */
+  get serverLink(): ServerLink | undefined {
+    return this.link
+  }
+
+  full(): Promise<void> {
+    this.touch()
+    return this.run('full', false)
+  }
+
+  delta(): Promise<void> {
+    this.touch()
+    return this.run(this.persisted.offlineReady ? 'delta' : 'full', false)
+  }
+
+  status(): SyncStatus {
+    const link = this.link?.state ?? 'none'
+    const warning = !this.persisted.offlineReady && link !== 'connected' ? ONLINE_ONLY : undefined
+    return {
+      serverToDevice: this.serverToDevice,
+      deviceToServer: this.deviceToServer,
+      offlineReady: this.persisted.offlineReady,
+      link,
+      lastUsedAt: this.persisted.lastUsedAt,
+      ...(this.persisted.lastFullSyncAt === undefined
+        ? {}
+        : { lastFullSyncAt: this.persisted.lastFullSyncAt }),
+      ...(warning === undefined ? {} : { warning }),
+    }
+  }
+
+  async whenIdle(): Promise<void> {
+    await this.options.replica.drain()
+    if (this.link === undefined) return
+    await this.run(this.persisted.offlineReady ? 'delta' : 'full', true)
+  }
+
+  /**
+   * Marks the device used (any API call, a sign-in): resets the retention
+   * countdown, and after a retention wipe starts the full sync it needs.
+   */
+  touch(): void {
+    if (this.closed) return
+    const now = this.options.clock.now()
+    this.persisted = { ...this.persisted, lastUsedAt: now }
+    if (this.persisted.awaitingUse) {
+      this.persisted = { ...this.persisted, awaitingUse: false }
+      this.persist()
+      this.link?.resume()
+    } else if (now - this.persistedUseAt >= this.usePersistEveryMs()) {
+      // Writing the time on every call would cost a durable write per read;
+      // the countdown is days long, so an hour's lag is harmless.
+      this.persist()
+    }
+    this.armRetention()
+  }
+
+  /** Stops every timer and the link. */
+  close(): void {
+    this.closed = true
+    const { clock } = this.options
+    clock.clearTimeout(this.deltaTimer)
+    clock.clearTimeout(this.retryTimer)
+    clock.clearTimeout(this.retentionTimer)
+    this.link?.close()
+    this.rejectConnectWaiters(new SyncError('SYNC_FAILED', 'the device is closing'))
+  }
+
+  private usePersistEveryMs(): number {
+    return Math.min(3_600_000, Math.floor(this.options.retentionMs / 10))
+  }
+
+  private persist(): void {
+    this.persistedUseAt = this.persisted.lastUsedAt
+    this.options.replica.setRecord(...RECORD, this.persisted).catch(() => {
+      // A failing store fails every write; the state is kept in memory and
+      // stored with its next change.
+    })
+  }
+
+  // ---- rounds -------------------------------------------------------------
+
+  /**
+   * Queues a sync. Syncs run one at a time; a request made while one is
+   * queued but not started joins it (a full sync absorbs a delta).
+   */
+  private run(kind: Kind, quiet: boolean): Promise<void> {
+    if (this.closed) return Promise.reject(new SyncError('SYNC_FAILED', 'the device is closed'))
+    const queued = this.queued
+    if (queued !== undefined && !queued.started) {
+      if (kind === 'full') queued.kind = 'full'
+      if (!quiet) queued.quiet = false
+      return queued.promise
+    }
+    const round: Round = { kind, quiet, started: false, promise: Promise.resolve() }
+    const promise = this.chain.then(async () => {
+      round.started = true
+      if (this.queued === round) this.queued = undefined
+      this.running = round
+      try {
+        await this.exchange(round.kind, round.quiet)
+      } finally {
+        this.running = undefined
+      }
+    })
+    round.promise = promise
+    this.queued = round
+    this.chain = promise.catch(() => undefined)
+    return promise
+  }
+
+  /** A sync started by the controller itself: failures are in the status and the log. */
+  private auto(): void {
+    if (this.closed || this.link === undefined || this.persisted.awaitingUse) return
+    if (this.running !== undefined || this.queued !== undefined) return
+    this.run(this.persisted.offlineReady ? 'delta' : 'full', false).catch(() => undefined)
+  }
+
+  private async exchange(kind: Kind, quiet: boolean): Promise<void> {
+    const { clock } = this.options
+    this.options.clock.clearTimeout(this.retryTimer)
+    this.serverToDevice = { state: 'in-progress', at: clock.now() }
+    this.deviceToServer = { state: 'in-progress', at: clock.now() }
+    if (!quiet) await this.log({ type: 'sync-started', kind })
+    try {
+      const session = await this.session()
+      this.lastRemoteError = undefined
+      const { replica } = this.options
+      // A device that holds nothing yet gets the whole roster from the
+      // first answer: clearing and fetching again would only repeat it.
+      const empty = Y.encodeStateVector(replica.doc).byteLength <= 1
+      // Push first: a full sync must not clear changes the server lacks.
+      let pushed = await this.push(session, () => {
+        // A delta has what it lacked once the first answer is durable here.
+        if (kind === 'delta') this.serverToDevice = { state: 'success', at: clock.now() }
+      })
+      this.deviceToServer = { state: 'success', at: clock.now() }
+      if (kind === 'full' && !empty) {
+        for (let attempt = 1; ; attempt++) {
+          const theirs = pushed.theirs
+          try {
+            // Only if this device wrote nothing since the server acknowledged
+            // the push. What other devices relayed meanwhile is still on
+            // them, and they push it themselves.
+            await replica.wipe({
+              local: false,
+              onlyIf: (doc) =>
+                (theirs.get(doc.clientID) ?? 0) >= Y.getState(doc.store, doc.clientID),
+            })
+            break
+          } catch (error) {
+            if (!(error instanceof WipeSkippedError) || attempt >= PUSH_ROUNDS_MAX) throw error
+            pushed = await this.push(session, () => undefined)
+          }
+        }
+        await this.answer(session)
+      }
+      if (kind === 'full') {
+        this.persisted = {
+          ...this.persisted,
+          offlineReady: true,
+          lastFullSyncAt: clock.now(),
+        }
+        this.persist()
+        this.serverToDevice = { state: 'success', at: clock.now() }
+      }
+      this.attempt = 0
+      if (!quiet) await this.log({ type: 'sync-succeeded', kind })
+      this.scheduleDelta()
+    } catch (cause) {
+      const error = asSyncError(cause)
+      const failed: DirectionStatus = {
+        state: 'failed',
+        at: clock.now(),
+        error: { code: error.code, message: error.message },
+      }
+      const direction =
+        this.deviceToServer.state === 'in-progress'
+          ? this.serverToDevice.state === 'in-progress'
+            ? undefined
+            : 'deviceToServer'
+          : 'serverToDevice'
+      if (this.deviceToServer.state === 'in-progress') this.deviceToServer = failed
+      if (this.serverToDevice.state === 'in-progress') this.serverToDevice = failed
+      await this.log({
+        type: 'sync-failed',
+        kind,
+        code: error.code,
+        message: error.message,
+        ...(direction === undefined ? {} : { direction }),
+      })
+      this.scheduleRetry(error)
+      throw error
+    }
+  }
+
+  /**
+   * Sends what the server lacks until an answer shows it holds all of it.
+   * The first answer also brings what this device lacked.
+   */
+  private async push(session: SyncSession, afterFirst: () => void): Promise<SyncAnswer> {
+    let answer = await this.answer(session)
+    afterFirst()
+    const wanted = answer.ours
+    for (let round = 1; !covers(answer.theirs, wanted); round++) {
+      if (round >= PUSH_ROUNDS_MAX) {
+        const remote = this.lastRemoteError
+        throw remote?.code === 'STORAGE_FAILED'
+          ? new SyncError('SAVE_TO_SERVER_FAILED', `the server could not save: ${remote.message}`)
+          : new SyncError(
+              'SYNC_FAILED',
+              remote === undefined
+                ? 'the server did not take every change of this device'
+                : `the server refused a change: ${remote.code} ${remote.message}`,
+            )
+      }
+      // Our step 2 answering its step 1 is on its way; ask again to learn
+      // whether it landed.
+      answer = await this.answer(session)
+    }
+    return answer
+  }
+
+  /** One step-1 exchange, bounded in time. */
+  private answer(session: SyncSession): Promise<SyncAnswer> {
+    return this.within(
+      session.requestSync(),
+      netLimits.syncAnswerTimeoutMs,
+      () => new SyncError('SYNC_TIMEOUT', 'the server did not answer in time'),
+      () => this.link?.retry(),
+    )
+  }
+
+  /** The running session, connecting first when needed. */
+  private session(): Promise<SyncSession> {
+    const link = this.link
+    if (link === undefined)
+      return Promise.reject(new SyncError('NO_SERVER', 'this device has no server configured'))
+    const current = link.session
+    if (current !== undefined && link.state === 'connected') return Promise.resolve(current)
+    if (link.state === 'refused')
+      return Promise.reject(new SyncError('SYNC_FAILED', 'the server refused this device'))
+    const waiting = new Promise<SyncSession>((resolve, reject) =>
+      this.connectWaiters.push({ resolve, reject }),
+    )
+    if (link.state === 'paused') link.resume()
+    else link.retry()
+    return this.within(
+      waiting,
+      netLimits.syncConnectTimeoutMs,
+      () => new SyncError('SYNC_FAILED', 'the server is unreachable'),
+    )
+  }
+
+  private within<T>(
+    promise: Promise<T>,
+    ms: number,
+    timeoutError: () => Error,
+    onTimeout?: () => void,
+  ): Promise<T> {
+    const { clock } = this.options
+    return new Promise<T>((resolve, reject) => {
+      const timer = clock.setTimeout(() => {
+        onTimeout?.()
+        reject(timeoutError())
+      }, ms)
+      promise.then(
+        (value) => {
+          clock.clearTimeout(timer)
+          resolve(value)
+        },
+        (error: unknown) => {
+          clock.clearTimeout(timer)
+          reject(error instanceof Error ? error : new Error(String(error)))
+        },
+      )
+    })
+  }
+
+  // ---- timers -------------------------------------------------------------
+
+  /** The next delta sync, `deltaIntervalMs` after this completion. */
+  private scheduleDelta(): void {
+    const { clock } = this.options
+    clock.clearTimeout(this.deltaTimer)
+    if (this.closed) return
+    this.deltaTimer = clock.setTimeout(() => this.auto(), this.options.deltaIntervalMs)
+  }
+
+  /** A failed sync comes back after a backoff with jitter, up to a bound. */
+  private scheduleRetry(error: SyncError): void {
+    const { clock } = this.options
+    clock.clearTimeout(this.retryTimer)
+    // The server refusing the device is final; a retry cannot change it.
+    if (this.closed || this.link === undefined || this.link.state === 'refused') return
+    if (error.code === 'NO_SERVER') return
+    const delay = Math.min(
+      netLimits.syncRetryDelayMsMax,
+      retryDelayMs(this.attempt++, this.options.random()),
+    )
+    this.retryTimer = clock.setTimeout(() => this.auto(), delay)
+  }
+
+  private armRetention(): void {
+    const { clock, retentionMs } = this.options
+    clock.clearTimeout(this.retentionTimer)
+    if (this.closed || this.persisted.awaitingUse) return
+    const due = this.persisted.lastUsedAt + retentionMs - clock.now()
+    this.retentionTimer = clock.setTimeout(
+      () => {
+        const idle = clock.now() - this.persisted.lastUsedAt
+        if (idle >= retentionMs) void this.wipeForRetention().catch(() => undefined)
+        else this.armRetention()
+      },
+      Math.max(0, due),
+    )
+  }
+
+  /**
+   * Unused for `retentionMs`: drop the roster (and local state), stop
+   * syncing, and wait to be used again, which starts a full sync.
+   */
+  private async wipeForRetention(): Promise<void> {
+    const { clock } = this.options
+    this.link?.pause()
+    clock.clearTimeout(this.deltaTimer)
+    clock.clearTimeout(this.retryTimer)
+    const days = Math.round((this.options.retentionMs / 86_400_000) * 10) / 10
+    this.persisted = { ...this.persisted, offlineReady: false, awaitingUse: true }
+    await this.options.replica.wipe({
+      local: true,
+      event: { type: 'roster-wiped', message: `unused for ${days} days (retention)` },
+    })
+    this.persist()
+    this.serverToDevice = NOT_STARTED
+    this.deviceToServer = NOT_STARTED
+  }
+
+  // ---- link events ----------------------------------------------------------
+
+  private onConnected(session: SyncSession): void {
+    for (const w of this.connectWaiters.splice(0)) w.resolve(session)
+    // Going online pushes offline changes (and takes what the server has).
+    this.auto()
+  }
+
+  private onLinkState(state: LinkState, detail?: string): void {
+    if (state === 'connected' || state === 'connecting') return
+    const reason = detail === undefined || detail === '' ? state : `${state}: ${detail}`
+    this.rejectConnectWaiters(
+      state === 'refused'
+        ? new SyncError(
+            detail?.startsWith('PEER_REVOKED') === true ? 'PEER_REVOKED' : 'AUTH_FAILED',
+            `the server refused this device (${reason})`,
+          )
+        : new SyncError('SYNC_FAILED', `the server is unreachable (${reason})`),
+    )
+  }
+
+  private onRemoteError(code: string, message: string): void {
+    this.lastRemoteError = { code, message }
+    if (code === 'STORAGE_FAILED') {
+      // The server could not save this device's change; the device keeps its
+      // value and retries (SEMANTICS.md, "Event log").
+      void this.log({ type: 'save-to-server-failed', code, message })
+    }
+  }
+
+  private rejectConnectWaiters(error: Error): void {
+    for (const w of this.connectWaiters.splice(0)) w.reject(error)
+  }
+
+  private async log(event: NewEvent): Promise<void> {
+    try {
+      await this.options.replica.write((ctx) => ctx.event(event))
+    } catch {
+      // The log is best effort here: a failing store already fails every write.
+    }
+  }
+}
+
+/** True when `theirs` holds every operation `ours` holds. */
+function covers(theirs: Map<number, number>, ours: Map<number, number>): boolean {
+  for (const [client, clock] of ours) if ((theirs.get(client) ?? 0) < clock) return false
+  return true
+}
+
+function asSyncError(error: unknown): SyncError {
+  if (error instanceof SyncError) return error
+  if (error instanceof RostersyncError)
+    return new SyncError('SYNC_FAILED', `${error.code}: ${error.message}`, { cause: error })
+  return new SyncError('SYNC_FAILED', error instanceof Error ? error.message : String(error), {
+    cause: error,
+  })
+}
