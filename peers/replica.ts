@@ -211,8 +211,13 @@ export class Replica {
     return this.doc.clientID
   }
 
-  /** Loads the document, local state and events from the store. */
-  private async load(): Promise<void> {
+  /**
+   * Loads the document, local state and events from the store. On a
+   * rollback the clientID stays: what it wrote past the store was never
+   * durable nor sent, and choosing again would need a store write, which is
+   * what just failed.
+   */
+  private async load(rollback = false): Promise<void> {
     const store = this.options.store
     const doc = new Y.Doc({ gc: true })
     const snapshot = await store.get(keys.snapshot)
@@ -230,7 +235,8 @@ export class Replica {
       this.updateBytesSinceSnapshot += update.byteLength
     }
     if (first) this.firstUpdateSeq = this.nextUpdateSeq = await this.nextSeqAfterSnapshot()
-    await this.chooseClientId(doc)
+    if (rollback) doc.clientID = this.doc.clientID
+    else await this.chooseClientId(doc)
     this.installDoc(doc)
     await this.loadLocal()
   }
@@ -870,7 +876,7 @@ export class Replica {
   /** After a failed store write: rebuild memory from what is durable. */
   private async rollback(): Promise<void> {
     try {
-      await this.load()
+      await this.load(true)
     } catch (error) {
       // Memory now holds changes the store does not: refuse every further
       // write until the peer is reopened, rather than serve a false state.

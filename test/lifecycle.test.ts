@@ -1,0 +1,375 @@
+/**
+ * The device's sync lifecycle with a manual clock (SEMANTICS.md, "Sync
+ * lifecycle"): full and delta syncs, the offline gate, status per
+ * direction, retries with bounded backoff, retention, and a server that
+ * cannot save. Device and server run in one process over an in-memory
+ * transport; every timer goes through the manual clock.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import { SyncError } from '../core/errors.js'
+import { netLimits } from '../core/limits.js'
+import type { CloseInfo, Connection, Transport } from '../core/transport.js'
+import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { FaultyStore } from '../storage/faulty-store.js'
+import { memoryStore } from '../storage/level-store.js'
+import { memoryPair } from '../transports/memory-transport.js'
+import { ManualClock, settle } from './helpers/manual-clock.js'
+
+const SITE_KEY = 'lifecycle-site-key'
+const MINUTE = 60_000
+const DAY = 86_400_000
+const closers: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close()
+})
+
+/** One server and its in-memory "network", which can be cut and gated. */
+interface Site {
+  readonly clock: ManualClock
+  readonly server: ServerPeer
+  readonly serverStore: FaultyStore
+  readonly transport: Transport
+  /** Refuse new connections and drop the open ones. */
+  down(): void
+  up(): void
+  /** Hold the server's messages to devices until `release()`. */
+  hold(): void
+  release(): void
+}
+
+async function site(): Promise<Site> {
+  const clock = new ManualClock()
+  const serverStore = new FaultyStore(memoryStore())
+  const server = await createServer({
+    store: serverStore,
+    clock,
+    listen: false,
+    siteKey: SITE_KEY,
+  })
+  closers.push(() => server.close())
+  let isDown = false
+  let holding = false
+  const held: Array<() => void> = []
+  const open = new Set<Connection>()
+  const transport: Transport = {
+    connect: async (url) => {
+      if (isDown) throw new SyncError('SYNC_FAILED', 'connection refused (server down)')
+      const [mine, theirs] = memoryPair('device', 'server')
+      server.accept(theirs, url)
+      open.add(mine)
+      return gated(mine, (deliver) => {
+        if (holding) held.push(deliver)
+        else deliver()
+      })
+    },
+    close: async () => undefined,
+  }
+  return {
+    clock,
+    server,
+    serverStore,
+    transport,
+    down() {
+      isDown = true
+      for (const conn of open) conn.close(1006, 'network down')
+      open.clear()
+    },
+    up() {
+      isDown = false
+    },
+    hold() {
+      holding = true
+    },
+    release() {
+      holding = false
+      for (const deliver of held.splice(0)) deliver()
+    },
+  }
+}
+
+/** A connection whose inbound messages pass through `gate`. */
+function gated(inner: Connection, gate: (deliver: () => void) => void): Connection {
+  return {
+    id: inner.id,
+    remote: inner.remote,
+    get open() {
+      return inner.open
+    },
+    send: (m) => inner.send(m),
+    onMessage: (handler) => inner.onMessage((m) => gate(() => handler(m))),
+    onClose: (handler: (info: CloseInfo) => void) => inner.onClose(handler),
+    close: (code, reason) => inner.close(code, reason),
+  }
+}
+
+async function device(
+  s: Site,
+  id = 'D1',
+  extra: Partial<Parameters<typeof createDevice>[0]> = {},
+): Promise<DevicePeer> {
+  let n = 0
+  const d = await createDevice({
+    id,
+    store: memoryStore(),
+    clock: s.clock,
+    server: 'ws://sim-server',
+    serverTransport: s.transport,
+    siteKey: SITE_KEY,
+    // Near 1: every backoff delay is at its cap, so the bound is visible.
+    randomUint32: () => 0xffffff00 + n++,
+    ...extra,
+  })
+  closers.push(() => d.close())
+  return d
+}
+
+describe('status per direction', () => {
+  it('walks not-started, in-progress, success in order', async () => {
+    const s = await site()
+    s.down()
+    await s.server.users.put({ id: 'u1', name: 'Ann' })
+    const d = await device(s)
+    await settle()
+    expect(d.sync.status().serverToDevice.state).toBe('not-started')
+    expect(d.sync.status().deviceToServer.state).toBe('not-started')
+    s.up()
+    s.hold()
+    const done = d.sync.full()
+    await settle()
+    expect(d.sync.status().serverToDevice.state).toBe('in-progress')
+    expect(d.sync.status().deviceToServer.state).toBe('in-progress')
+    s.release()
+    await done
+    const status = d.sync.status()
+    expect(status.serverToDevice).toMatchObject({ state: 'success', at: s.clock.now() })
+    expect(status.deviceToServer).toMatchObject({ state: 'success', at: s.clock.now() })
+    expect(d.users.get('u1')?.name).toBe('Ann')
+    const types = d.events.query({ type: ['sync-started', 'sync-succeeded'] }).map((e) => e.type)
+    expect(types.slice(-2)).toEqual(['sync-started', 'sync-succeeded'])
+  })
+
+  it('says failed with the error when the server is unreachable, and a retry succeeds', async () => {
+    const s = await site()
+    s.down()
+    const d = await device(s)
+    await expect(d.sync.delta()).rejects.toMatchObject({ code: 'SYNC_FAILED' })
+    expect(d.sync.status().serverToDevice).toMatchObject({
+      state: 'failed',
+      error: { code: 'SYNC_FAILED' },
+    })
+    expect(d.events.query({ type: 'sync-failed' }).length).toBeGreaterThan(0)
+    s.up()
+    await d.sync.full()
+    expect(d.sync.status().serverToDevice.state).toBe('success')
+  })
+})
+
+describe('the offline gate', () => {
+  it('holds before the first full sync and lifts after it', async () => {
+    const s = await site()
+    await s.server.users.put({ id: 'u1', name: 'Ann' })
+    s.down()
+    const d = await device(s)
+    await settle()
+    expect(d.sync.status().offlineReady).toBe(false)
+    expect(d.sync.status().warning).toMatch(/^ONLINE_ONLY/)
+    s.up()
+    await s.clock.advance(netLimits.retryDelayMsMax)
+    await d.sync.whenIdle()
+    expect(d.sync.status().offlineReady).toBe(true)
+    expect(d.sync.status().warning).toBeUndefined()
+    expect(d.users.get('u1')?.name).toBe('Ann')
+    s.down()
+    await settle()
+    expect(d.sync.status().link).not.toBe('connected')
+    expect(d.sync.status()).toMatchObject({ offlineReady: true })
+    expect(d.sync.status().warning).toBeUndefined()
+  })
+
+  it('is remembered across a restart', async () => {
+    const s = await site()
+    const store = memoryStore()
+    const keepOpen = {
+      ...store,
+      get: store.get.bind(store),
+      put: store.put.bind(store),
+      del: store.del.bind(store),
+      batch: store.batch.bind(store),
+      range: store.range.bind(store),
+      close: async () => undefined,
+    }
+    const first = await device(s, 'D1', { store: keepOpen })
+    await first.sync.whenIdle()
+    expect(first.sync.status().offlineReady).toBe(true)
+    await first.close()
+    s.down()
+    const again = await device(s, 'D1', { store: keepOpen })
+    expect(again.sync.status()).toMatchObject({ offlineReady: true })
+    expect(again.sync.status().lastFullSyncAt).toBe(s.clock.now())
+  })
+})
+
+describe('delta sync', () => {
+  it('fires deltaIntervalMs after the last completion (periodic mode)', async () => {
+    const s = await site()
+    const d = await device(s, 'D1', { mode: 'periodic' })
+    await d.sync.whenIdle()
+    const completed = s.clock.now()
+    await s.clock.advance(MINUTE)
+    await s.server.users.put({ id: 'u1', name: 'Ann' })
+    await s.clock.advance(30 * MINUTE - MINUTE - 1)
+    expect(d.users.get('u1')).toBeUndefined()
+    expect(s.clock.now()).toBe(completed + 30 * MINUTE - 1)
+    await s.clock.advance(1)
+    await settle(20)
+    expect(d.users.get('u1')?.name).toBe('Ann')
+    const second = d.sync.status().serverToDevice.at
+    expect(second).toBe(completed + 30 * MINUTE)
+    // The next one is 30 minutes after that completion, not before.
+    await s.server.users.patch('u1', { name: 'Anne' })
+    await s.clock.advance(30 * MINUTE - 1)
+    expect(d.users.get('u1')?.name).toBe('Ann')
+    await s.clock.advance(1)
+    await settle(20)
+    expect(d.users.get('u1')?.name).toBe('Anne')
+  })
+
+  it('sends only what the other side lacks, and in periodic mode nothing between syncs', async () => {
+    const s = await site()
+    const d = await device(s, 'D1', { mode: 'periodic' })
+    await d.sync.whenIdle()
+    await d.users.put({ id: 'u7', name: 'Dev' })
+    await settle()
+    expect(s.server.users.get('u7')).toBeUndefined()
+    await d.sync.delta()
+    expect(s.server.users.get('u7')?.name).toBe('Dev')
+  })
+
+  it('going online pushes offline changes by itself (live mode)', async () => {
+    const s = await site()
+    const d = await device(s)
+    await d.sync.whenIdle()
+    s.down()
+    await d.users.put({ id: 'u8', name: 'Offline' })
+    expect(s.server.users.get('u8')).toBeUndefined()
+    s.up()
+    await s.clock.advance(netLimits.retryDelayMsMax)
+    await settle(20)
+    expect(s.server.users.get('u8')?.name).toBe('Offline')
+  })
+})
+
+describe('backoff', () => {
+  it('is bounded, and grows from the first retry to the bound', async () => {
+    const s = await site()
+    s.down()
+    const d = await device(s)
+    await s.clock.advance(2 * 3_600_000)
+    const retries = s.clock.delays.filter((ms) => ms <= netLimits.syncRetryDelayMsMax)
+    expect(Math.max(...s.clock.delays.filter((ms) => ms < 30 * MINUTE))).toBeLessThanOrEqual(
+      Math.max(netLimits.retryDelayMsMax, netLimits.syncRetryDelayMsMax),
+    )
+    expect(retries.length).toBeGreaterThan(10)
+    expect(Math.min(...retries)).toBeLessThan(2_000)
+    expect(Math.max(...retries)).toBeGreaterThan(netLimits.syncRetryDelayMsMax * 0.9)
+    expect(d.sync.status().deviceToServer.state).not.toBe('success')
+  })
+})
+
+describe('full sync', () => {
+  it('pushes offline changes first, then clears and fetches the whole roster', async () => {
+    const s = await site()
+    await s.server.users.put({ id: 'u1', name: 'Ann' })
+    const d = await device(s)
+    await d.sync.whenIdle()
+    const before = d.replica.clientId
+    s.down()
+    await d.users.put({ id: 'u2', name: 'Made offline' })
+    await s.server.users.put({ id: 'u3', name: 'Made on the server' })
+    s.up()
+    await d.sync.full()
+    expect(s.server.users.get('u2')?.name).toBe('Made offline')
+    expect(d.replica.clientId).not.toBe(before)
+    expect(d.users.list()).toEqual(s.server.users.list())
+    expect(d.users.list().map((u) => u.id)).toEqual(['u1', 'u2', 'u3'])
+  })
+
+  it('does not clear anything when the push fails', async () => {
+    const s = await site()
+    const d = await device(s)
+    await d.sync.whenIdle()
+    s.serverStore.failAll(true)
+    await d.users.put({ id: 'u2', name: 'Kept' })
+    await expect(d.sync.full()).rejects.toMatchObject({ code: 'SAVE_TO_SERVER_FAILED' })
+    expect(d.users.get('u2')?.name).toBe('Kept')
+    expect(d.sync.status().offlineReady).toBe(true)
+    s.serverStore.failAll(false)
+  })
+})
+
+describe('save-to-server-failed', () => {
+  it('is logged on the device, which keeps its value, and a retry saves it', async () => {
+    const s = await site()
+    const d = await device(s)
+    await d.sync.whenIdle()
+    s.serverStore.failAll(true)
+    await d.users.put({ id: 'u5', name: 'Device value' })
+    await settle(20)
+    expect(d.events.query({ type: 'save-to-server-failed' }).length).toBeGreaterThan(0)
+    expect(d.users.get('u5')?.name).toBe('Device value')
+    await expect(d.sync.delta()).rejects.toMatchObject({ code: 'SAVE_TO_SERVER_FAILED' })
+    expect(d.sync.status().deviceToServer).toMatchObject({
+      state: 'failed',
+      error: { code: 'SAVE_TO_SERVER_FAILED' },
+    })
+    s.serverStore.failAll(false)
+    await s.clock.advance(netLimits.syncRetryDelayMsMax)
+    await d.sync.whenIdle()
+    expect(s.server.users.get('u5')?.name).toBe('Device value')
+    expect(d.sync.status().deviceToServer.state).toBe('success')
+  })
+})
+
+describe('retention', () => {
+  it('wipes at 10 days unused and not at 9, then full-syncs again once used', async () => {
+    const s = await site()
+    await s.server.users.put({ id: 'u1', name: 'Ann' })
+    const d = await device(s)
+    await d.sync.whenIdle()
+    await d.users.delete('u1')
+    await s.server.users.put({ id: 'u2', name: 'Bob' })
+    const lastUse = s.clock.now()
+    await s.clock.advance(9 * DAY)
+    expect(d.replica.list().map((u) => u.id)).toEqual(['u2'])
+    // (replica.events: reading through the API would count as use)
+    expect(d.replica.events.query({ type: 'roster-wiped' })).toEqual([])
+    expect(s.clock.now() - lastUse).toBe(9 * DAY)
+    await s.clock.advance(DAY - 1)
+    expect(d.replica.list().length).toBe(1)
+    await s.clock.advance(1)
+    await settle(20)
+    expect(d.replica.list()).toEqual([])
+    expect(d.replica.events.query({ type: 'roster-wiped' })).toHaveLength(1)
+    expect(d.sync.status()).toMatchObject({ offlineReady: false })
+    // Used again: a full sync brings the roster back (local deletes were wiped too).
+    expect(d.users.list()).toEqual([])
+    await d.sync.whenIdle()
+    expect(d.users.list().map((u) => u.id)).toEqual(['u1', 'u2'])
+    expect(d.sync.status()).toMatchObject({ offlineReady: true })
+  })
+
+  it('counts a sign-in as use', async () => {
+    const s = await site()
+    await s.server.users.put({ id: 'u1', name: 'Ann' })
+    const d = await device(s, 'D1', { retentionMs: 2 * DAY })
+    await d.sync.whenIdle()
+    await s.clock.advance(DAY + DAY / 2)
+    await d.signIn('u1')
+    await s.clock.advance(DAY)
+    expect(d.replica.list()).toHaveLength(1)
+    await s.clock.advance(DAY)
+    await settle(20)
+    expect(d.replica.list()).toHaveLength(0)
+  })
+})
