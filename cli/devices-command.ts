@@ -5,7 +5,8 @@ import { openRoster } from './roster-access.js'
 
 const help = `Usage: rostersync devices [list] [--name <part>] | devices revoke <id>
 
-  list             registered devices: id, name, last seen, connected, revoked
+  list             registered devices: id, name, last seen, state, and how each
+                   sync direction last went (server→device, device→server)
   revoke <id>      refuse a device from now on (its connections close)
 
 Options:
@@ -43,14 +44,20 @@ export const devicesCommand: Command = {
         return
       }
       const devices = await roster.devices(values.name)
+      if (!values.json && devices.length > 0) {
+        console.log(
+          `${'ID'.padEnd(16)} ${'NAME'.padEnd(20)} ${'LAST SEEN'.padEnd(24)} ${'STATE'.padEnd(12)} ${'SERVER→DEVICE'.padEnd(28)} DEVICE→SERVER`,
+        )
+      }
       for (const d of devices) {
         if (values.json) console.log(toJson(d))
         else {
           const seen = new Date(d.lastSeen).toISOString()
-          const flags = [d.connected ? 'connected' : 'offline', d.revoked ? 'REVOKED' : '']
-            .filter(Boolean)
-            .join(' ')
-          console.log(`${d.id.padEnd(16)} ${d.name.padEnd(24)} last seen ${seen}  ${flags}`)
+          const state =
+            d.state ?? (d.revoked ? 'revoked' : d.connected ? 'connected' : 'disconnected')
+          console.log(
+            `${d.id.padEnd(16)} ${d.name.padEnd(20)} ${seen.padEnd(24)} ${state.padEnd(12)} ${direction(d.sync?.serverToDevice).padEnd(28)} ${direction(d.sync?.deviceToServer)}`,
+          )
         }
       }
       if (!values.json) console.log(`${devices.length} device(s)`)
@@ -58,4 +65,13 @@ export const devicesCommand: Command = {
       await roster.close()
     }
   },
+}
+
+/** "success 09:14:03Z" or "failed STORAGE_FAILED 09:14:03Z". */
+function direction(
+  d: { readonly state: string; readonly at?: number; readonly error?: string } | undefined,
+): string {
+  if (d === undefined) return 'not-started'
+  const at = d.at === undefined ? '' : ` ${new Date(d.at).toISOString().slice(11, 19)}Z`
+  return `${d.state}${d.error === undefined ? '' : ` ${d.error}`}${at}`
 }

@@ -122,6 +122,8 @@ export class DeviceSync implements DeviceSyncApi {
     reject: (e: Error) => void
   }> = []
   private closed = false
+  /** A full sync failed: the retry is a full sync too. */
+  private fullPending = false
 
   private constructor(
     private readonly options: DeviceSyncOptions,
@@ -272,7 +274,8 @@ export class DeviceSync implements DeviceSyncApi {
   private auto(): void {
     if (this.closed || this.link === undefined || this.persisted.awaitingUse) return
     if (this.running !== undefined || this.queued !== undefined) return
-    this.run(this.persisted.offlineReady ? 'delta' : 'full', false).catch(() => undefined)
+    const kind = this.persisted.offlineReady && !this.fullPending ? 'delta' : 'full'
+    this.run(kind, false).catch(() => undefined)
   }
 
   private async exchange(kind: Kind, quiet: boolean): Promise<void> {
@@ -315,6 +318,7 @@ export class DeviceSync implements DeviceSyncApi {
         await this.answer(session)
       }
       if (kind === 'full') {
+        this.fullPending = false
         this.persisted = {
           ...this.persisted,
           offlineReady: true,
@@ -348,6 +352,7 @@ export class DeviceSync implements DeviceSyncApi {
         message: error.message,
         ...(direction === undefined ? {} : { direction }),
       })
+      if (kind === 'full') this.fullPending = true
       this.scheduleRetry(error)
       throw error
     }

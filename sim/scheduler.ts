@@ -1,0 +1,395 @@
+/**
+ * Virtual time for the simulator. One queue of events ordered by (virtual
+ * time, insertion sequence), so that a run is a pure function of what was
+ * scheduled: two events at the same millisecond always run in the order they
+ * were scheduled. Peers see it through the {@link Clock} interface, either
+ * directly or through a {@link PeerClock} view with its own skew.
+ *
+ * Peers are asynchronous (promises), so after every event the scheduler lets
+ * all the promise continuations that event set off run before the next
+ * event: in virtual time, a continuation takes no time. See {@link settle}.
+ */
+import type { Clock } from '../core/clock.js'
+import { InvalidOptionsError } from '../core/errors.js'
+
+/** Where virtual time starts unless told otherwise: 2023-11-14T22:13:20Z, a plausible "now". */
+export const simStartMs = 1_700_000_000_000
+
+/** Most events one `runUntil` runs unless told otherwise: a bound on a livelocked run. */
+export const runEventsMaxDefault = 10_000_000
+
+/**
+ * Lets every pending promise continuation run, however deep the chain.
+ *
+ * This is the one place the simulator touches the real event loop, and why
+ * it stays deterministic: Node drains the whole microtask queue (including
+ * microtasks queued by microtasks) before it runs any macrotask, so once our
+ * `setImmediate` callback runs, every continuation that the last event set
+ * off has run, in the deterministic order the microtask queue imposes.
+ * `setImmediate` reads no clock, and as long as no real I/O or real timer
+ * is involved (peers get their time from the virtual clock, their disk and
+ * network from the simulator), nothing else can run in between. Cheaper
+ * tricks (a fixed number of `await Promise.resolve()`) cannot know when the
+ * queue is empty; measured, a `setImmediate` turn costs about 2 µs, which is
+ * small next to what a peer does with an event.
+ */
+export function settle(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve))
+}
+
+/** A scheduled event; also the opaque handle `setTimeout` returns. */
+class SimEvent {
+  /** Ran or cancelled: a spent handle, and skipped if still in the heap. */
+  done = false
+  constructor(
+    readonly time: number,
+    readonly seq: number,
+    readonly fn: () => void,
+    readonly owner: PeerClock | undefined,
+  ) {}
+}
+
+/** What one event looked like, for a trace hook. */
+export interface EventInfo {
+  /** Virtual time at which it ran. */
+  readonly time: number
+  /** Its insertion sequence number (unique within the scheduler). */
+  readonly seq: number
+}
+
+/** Bounds of a run. */
+export interface RunOptions {
+  /** Stop after this many events (default {@link runEventsMaxDefault}). */
+  readonly maxEvents?: number
+}
+
+/** How a run ended. */
+export interface RunResult {
+  /**
+   * `reached`: the predicate held, or virtual time reached the target;
+   * `idle`: no event was left (the predicate never held);
+   * `maxEvents`: the event bound stopped it first.
+   */
+  readonly reason: 'reached' | 'idle' | 'maxEvents'
+  /** Events this run executed. */
+  readonly events: number
+  /** Virtual time when it stopped. */
+  readonly now: number
+}
+
+/** A background run started by {@link Scheduler.autoRun}. */
+export interface AutoRun {
+  /** Stops after the current event; rejects with the error of an event that threw. */
+  stop(): Promise<void>
+}
+
+/** Options of the {@link Scheduler} constructor. */
+export interface SchedulerOptions {
+  /** Virtual epoch milliseconds at the start (default {@link simStartMs}). */
+  readonly startMs?: number
+}
+
+/**
+ * The virtual-time event queue and the master {@link Clock}. Nothing runs on
+ * its own: a driver calls {@link step} or {@link runUntil} (or, for tests
+ * that wait in real time, {@link autoRun}).
+ */
+export class Scheduler implements Clock {
+  #now: number
+  #seq = 0
+  #eventsRun = 0
+  #live = 0
+  /** Binary min-heap on (time, seq); cancelled events stay (marked done) until popped. */
+  readonly #heap: SimEvent[] = []
+  #running = false
+  #wake: (() => void) | undefined
+  /** Called before each event runs, e.g. to hash the run into a trace. */
+  onEvent: ((event: EventInfo) => void) | undefined
+
+  constructor(options: SchedulerOptions = {}) {
+    this.#now = options.startMs ?? simStartMs
+    if (!Number.isFinite(this.#now)) {
+      throw new InvalidOptionsError(`startMs must be finite, got ${this.#now}`)
+    }
+  }
+
+  /** Current virtual time, in epoch milliseconds. */
+  now(): number {
+    return this.#now
+  }
+
+  /** Runs `fn` after `ms` virtual milliseconds (negative or NaN count as 0). */
+  setTimeout(fn: () => void, ms: number): unknown {
+    return this.schedule(fn, ms, undefined)
+  }
+
+  /** Cancels an event; unknown, fired or already cancelled handles are ignored. */
+  clearTimeout(handle: unknown): void {
+    if (!(handle instanceof SimEvent) || handle.done) return
+    handle.done = true
+    this.#live--
+    handle.owner?.forget(handle)
+  }
+
+  /**
+   * A view of this clock for one peer: its `now()` is off by `skewMs`
+   * (changeable later), its timers share this queue, and {@link PeerClock.halt}
+   * cancels them all when the peer crashes.
+   */
+  clock(skewMs = 0): PeerClock {
+    return new PeerClock(this, skewMs)
+  }
+
+  /** Events scheduled and neither run nor cancelled. */
+  get pending(): number {
+    return this.#live
+  }
+
+  /** Events run so far. */
+  get eventsRun(): number {
+    return this.#eventsRun
+  }
+
+  /** Virtual time of the next live event, or `undefined` when there is none. */
+  nextEventTime(): number | undefined {
+    return this.#peekLive()?.time
+  }
+
+  /** @internal Schedules `fn` after `ms` on behalf of `owner` (a {@link PeerClock}); returns the handle. */
+  schedule(fn: () => void, ms: number, owner: PeerClock | undefined): unknown {
+    const delay = ms > 0 ? ms : 0 // also maps NaN to 0, as Node does
+    const event = new SimEvent(this.#now + delay, this.#seq++, fn, owner)
+    this.#push(event)
+    this.#live++
+    if (this.#wake !== undefined) {
+      const wake = this.#wake
+      this.#wake = undefined
+      wake()
+    }
+    return event
+  }
+
+  /**
+   * Runs the next event, then lets its continuations settle. Resolves to
+   * false (running nothing) when no event is pending. An event that throws
+   * rejects this call; the event is consumed either way.
+   */
+  async step(): Promise<boolean> {
+    this.#enter()
+    try {
+      return await this.#stepInside()
+    } finally {
+      this.#running = false
+    }
+  }
+
+  /**
+   * Runs events until `stop` holds: a predicate, checked once everything has
+   * settled before the first event and after every event; or a virtual time,
+   * in which case every event up to and including that time runs and the
+   * clock then reads exactly that time.
+   */
+  async runUntil(stop: number | (() => boolean), options: RunOptions = {}): Promise<RunResult> {
+    const maxEvents = options.maxEvents ?? runEventsMaxDefault
+    this.#enter()
+    try {
+      await settle()
+      let events = 0
+      for (;;) {
+        if (typeof stop === 'function' && stop()) return this.#result('reached', events)
+        const next = this.#peekLive()
+        if (typeof stop === 'number' && (next === undefined || next.time > stop)) {
+          if (stop > this.#now) this.#now = stop
+          return this.#result('reached', events)
+        }
+        if (next === undefined) return this.#result('idle', events)
+        if (events >= maxEvents) return this.#result('maxEvents', events)
+        await this.#stepInside()
+        events++
+      }
+    } finally {
+      this.#running = false
+    }
+  }
+
+  /** Runs every event of the next `ms` virtual milliseconds; see {@link runUntil}. */
+  runFor(ms: number, options: RunOptions = {}): Promise<RunResult> {
+    return this.runUntil(this.#now + ms, options)
+  }
+
+  /**
+   * Runs events as they come, as fast as possible, until `stop()`. For tests
+   * that wait in real time (the transport and store contract suites). A
+   * periodic timer keeps it busy forever; simulations use {@link runUntil}.
+   */
+  autoRun(): AutoRun {
+    this.#enter()
+    let stopped = false
+    const loop = async (): Promise<void> => {
+      try {
+        while (!stopped) {
+          if (this.#peekLive() === undefined) {
+            await new Promise<void>((resolve) => (this.#wake = resolve))
+          } else {
+            await this.#stepInside()
+          }
+        }
+      } finally {
+        this.#running = false
+      }
+    }
+    const done = loop()
+    // The error, if any, is reported by stop(); until then it must not
+    // count as an unhandled rejection.
+    done.catch(() => undefined)
+    return {
+      stop: async () => {
+        stopped = true
+        const wake = this.#wake
+        this.#wake = undefined
+        wake?.()
+        await done
+      },
+    }
+  }
+
+  async #stepInside(): Promise<boolean> {
+    const event = this.#popLive()
+    if (event === undefined) return false
+    event.done = true
+    this.#now = event.time
+    this.#live--
+    this.#eventsRun++
+    event.owner?.forget(event)
+    this.onEvent?.({ time: event.time, seq: event.seq })
+    event.fn()
+    await settle()
+    return true
+  }
+
+  #enter(): void {
+    if (this.#running) {
+      throw new InvalidOptionsError('the scheduler is already running (one driver at a time)')
+    }
+    this.#running = true
+  }
+
+  #result(reason: RunResult['reason'], events: number): RunResult {
+    return { reason, events, now: this.#now }
+  }
+
+  #peekLive(): SimEvent | undefined {
+    const heap = this.#heap
+    while (heap.length > 0 && (heap[0] as SimEvent).done) this.#pop()
+    return heap[0]
+  }
+
+  #popLive(): SimEvent | undefined {
+    return this.#peekLive() === undefined ? undefined : this.#pop()
+  }
+
+  #push(event: SimEvent): void {
+    const heap = this.#heap
+    let i = heap.length
+    heap.push(event)
+    while (i > 0) {
+      const parent = (i - 1) >> 1
+      const up = heap[parent] as SimEvent
+      if (!before(event, up)) break
+      heap[i] = up
+      i = parent
+    }
+    heap[i] = event
+  }
+
+  #pop(): SimEvent | undefined {
+    const heap = this.#heap
+    const top = heap[0]
+    const last = heap.pop()
+    if (top === undefined || last === undefined || heap.length === 0) return top
+    let i = 0
+    const n = heap.length
+    for (;;) {
+      const left = 2 * i + 1
+      if (left >= n) break
+      const right = left + 1
+      const child =
+        right < n && before(heap[right] as SimEvent, heap[left] as SimEvent) ? right : left
+      const down = heap[child] as SimEvent
+      if (!before(down, last)) break
+      heap[i] = down
+      i = child
+    }
+    heap[i] = last
+    return top
+  }
+}
+
+function before(x: SimEvent, y: SimEvent): boolean {
+  return x.time < y.time || (x.time === y.time && x.seq < y.seq)
+}
+
+/**
+ * One peer's view of the scheduler: the same queue and the same virtual
+ * time, read through a skew (its wall clock is off by `skewMs`). Timers are
+ * relative, so skew changes what `now()` reads, never when a timer fires.
+ */
+export class PeerClock implements Clock {
+  /** How far this peer's clock is ahead of virtual time (negative: behind), in ms. */
+  skewMs: number
+  readonly #scheduler: Scheduler
+  readonly #timers = new Set<unknown>()
+  #halted = false
+
+  /** Use {@link Scheduler.clock}. */
+  constructor(scheduler: Scheduler, skewMs: number) {
+    this.#scheduler = scheduler
+    this.skewMs = skewMs
+  }
+
+  /** Virtual time plus this peer's skew. */
+  now(): number {
+    return this.#scheduler.now() + this.skewMs
+  }
+
+  /** Schedules on the shared queue; after {@link halt} returns an inert handle. */
+  setTimeout(fn: () => void, ms: number): unknown {
+    if (this.#halted) return undefined
+    const event = this.#scheduler.schedule(fn, ms, this)
+    this.#timers.add(event)
+    return event
+  }
+
+  /** Cancels a timer (of any view of the same scheduler). */
+  clearTimeout(handle: unknown): void {
+    this.#scheduler.clearTimeout(handle)
+  }
+
+  /** Timers of this view still pending. */
+  get pendingTimers(): number {
+    return this.#timers.size
+  }
+
+  /** True after {@link halt}. */
+  get halted(): boolean {
+    return this.#halted
+  }
+
+  /**
+   * The peer died: cancels its pending timers and ignores any it sets later
+   * (code of the dead peer may still be finishing a continuation). Returns
+   * how many timers were cancelled.
+   */
+  halt(): number {
+    this.#halted = true
+    const timers = [...this.#timers]
+    for (const timer of timers) this.#scheduler.clearTimeout(timer)
+    this.#timers.clear()
+    return timers.length
+  }
+
+  /** @internal The scheduler ran or cancelled one of this view's timers. */
+  forget(event: unknown): void {
+    this.#timers.delete(event)
+  }
+}
