@@ -46,7 +46,7 @@ async function spawn(options: Record<string, unknown>): Promise<PeerHandle> {
 
 it('the server dying during a full sync gives failed, then a retried success', async () => {
   const serverDir = join(dir, 'server-a')
-  let server = await spawn({ role: 'server', dataDir: serverDir })
+  const server = await spawn({ role: 'server', dataDir: serverDir })
   const url = server.ready.url as string
   const port = Number(new URL(url).port)
   const users = 5_000
@@ -73,7 +73,7 @@ it('the server dying during a full sync gives failed, then a retried success', a
   // It had completed one before: it stays allowed to work offline.
   expect(failed.offlineReady).toBe(true)
 
-  server = await spawn({ role: 'server', dataDir: serverDir, port })
+  await spawn({ role: 'server', dataDir: serverDir, port })
   // No call from the test: the device retries by itself (backoff).
   const done = await eventually(
     () => device.call<SyncStatus>('syncStatus'),
