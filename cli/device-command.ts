@@ -1,6 +1,6 @@
 /** `rostersync device`: runs a device peer until interrupted. */
 import { createDevice } from '../peers/create-device.js'
-import { CliError, parse } from './args.js'
+import { CliError, parse, parseDuration } from './args.js'
 import type { Command } from './main.js'
 
 const help = `Usage: rostersync device --id <id> [options]
@@ -13,7 +13,14 @@ Options:
   --server <url>     the server's WebSocket URL (default ws://127.0.0.1:4400)
   --data <dir>       data directory (default ./device-<id>)
   --site-key <key>   the site's secret (or ROSTERSYNC_SITE_KEY)
+  --mode <mode>      live (default: changes flow as they happen) or periodic
+  --delta-interval <dur>  time between delta syncs (default 30m)
+  --retention <dur>  wipe the roster after this long unused (default 10d)
   --json             print state changes as JSON lines
+
+Prints the link state, each sync direction's status and the roster size
+whenever they change. Until its first full sync completes the device works
+online only, and says so.
   -h, --help         this help`
 
 export const deviceCommand: Command = {
@@ -26,8 +33,16 @@ export const deviceCommand: Command = {
       server: { type: 'string', default: 'ws://127.0.0.1:4400' },
       data: { type: 'string' },
       'site-key': { type: 'string' },
+      mode: { type: 'string', default: 'live' },
+      'delta-interval': { type: 'string' },
+      retention: { type: 'string' },
       json: { type: 'boolean', default: false },
     })
+    if (values.mode !== 'live' && values.mode !== 'periodic')
+      throw new CliError(`--mode is live or periodic, not ${values.mode}`)
+    const deltaIntervalMs =
+      values['delta-interval'] === undefined ? undefined : parseDuration(values['delta-interval'])
+    const retentionMs = values.retention === undefined ? undefined : parseDuration(values.retention)
     if (values.id === undefined)
       throw new CliError('--id is required (the device id, e.g. its serial number)')
     const siteKey = values['site-key'] ?? process.env.ROSTERSYNC_SITE_KEY
@@ -37,17 +52,33 @@ export const deviceCommand: Command = {
       server: values.server,
       ...(values.name === undefined ? {} : { name: values.name }),
       ...(siteKey === undefined || siteKey === '' ? {} : { siteKey }),
+      mode: values.mode,
+      ...(deltaIntervalMs === undefined ? {} : { deltaIntervalMs }),
+      ...(retentionMs === undefined ? {} : { retentionMs }),
     })
-    const report = (): void => {
-      const state = {
+    // Reads through the replica: polling the users API would count as use
+    // and keep the retention countdown from ever running out.
+    const snapshot = () => {
+      const status = device.sync.status()
+      return {
         device: device.id,
-        link: device.serverLink?.state,
-        users: device.users.list().length,
+        link: status.link,
+        serverToDevice: status.serverToDevice.state,
+        deviceToServer: status.deviceToServer.state,
+        offlineReady: status.offlineReady,
+        users: device.replica.list().length,
+        ...(status.warning === undefined ? {} : { warning: status.warning }),
+        ...(status.deviceToServer.error === undefined
+          ? {}
+          : { error: status.deviceToServer.error.code }),
       }
+    }
+    const report = (): void => {
+      const state = snapshot()
       console.log(
         values.json
           ? JSON.stringify(state)
-          : `device ${state.device}: ${state.link}, ${state.users} user(s)`,
+          : `device ${state.device}: ${state.link}; server→device ${state.serverToDevice}, device→server ${state.deviceToServer}${state.error === undefined ? '' : ` (${state.error})`}; ${state.users} user(s)${state.warning === undefined ? '' : `\n  ${state.warning}`}`,
       )
     }
     report()
@@ -58,7 +89,7 @@ export const deviceCommand: Command = {
     let last = ''
     // Report state changes as they happen, checking twice a second.
     const ticker = setInterval(() => {
-      const now = `${device.serverLink?.state}/${device.users.list().length}`
+      const now = JSON.stringify(snapshot())
       if (now !== last) report()
       last = now
       if (device.serverLink?.state === 'refused') process.kill(process.pid, 'SIGTERM')

@@ -73,6 +73,12 @@ export interface ServerPeer {
   readonly url: string
   /** `http://host:port` once listening (empty with `listen: false`). */
   readonly http: string
+  /**
+   * Changes field policies while running (fields not named keep theirs);
+   * resolves with the fields that changed, once durable. Rejects with
+   * `INVALID_OPTIONS` on an unknown field or policy.
+   */
+  setFieldPolicies(policies: Readonly<Record<string, FieldPolicy>>): Promise<string[]>
   readonly devices: {
     /** Registered devices, by id; `nameContains` filters by partial name. */
     list(filter?: { nameContains?: string }): DeviceRecord[]
@@ -162,6 +168,15 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       },
     },
     accept: (connection, url) => endpoint.accept(connection, url),
+    async setFieldPolicies(policies) {
+      for (const [field, policy] of Object.entries(policies)) {
+        if (!basics.schema.hasField(field))
+          throw new InvalidOptionsError(`setFieldPolicies: unknown field ${field}`)
+        if (!FIELD_POLICIES.includes(policy))
+          throw new InvalidOptionsError(`setFieldPolicies: unknown policy ${String(policy)}`)
+      }
+      return replica.write((ctx) => applyPolicies(policies, ctx))
+    },
     async close() {
       await sync?.close()
       endpoint.closeAll(CloseCode.serverClosing, 'server closing')
