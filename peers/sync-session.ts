@@ -73,6 +73,20 @@ export interface SyncSession {
   stop(): void
 }
 
+/**
+ * The update message for a durable change, encoded once however many links
+ * forward it (the server fans one change out to every connected device).
+ */
+const encodedUpdates = new WeakMap<Uint8Array, Uint8Array>()
+function updateMessage(update: Uint8Array): Uint8Array {
+  let message = encodedUpdates.get(update)
+  if (message === undefined) {
+    message = encodeMessage({ type: 'sync-update', update })
+    encodedUpdates.set(update, message)
+  }
+  return message
+}
+
 /** Runs the sync protocol on `connection` until it closes. */
 export function startSession(options: SessionOptions): SyncSession {
   const { replica, connection } = options
@@ -93,7 +107,7 @@ export function startSession(options: SessionOptions): SyncSession {
     options.forwardUpdates === false
       ? () => undefined
       : replica.onUpdate(({ update, from }) => {
-          if (from !== connection.id) send({ type: 'sync-update', update })
+          if (from !== connection.id && connection.open) connection.send(updateMessage(update))
         })
   const stateVector = (): Uint8Array => Y.encodeStateVector(replica.doc)
   const refuse = (error: RostersyncError): void => {
