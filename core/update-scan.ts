@@ -283,9 +283,10 @@ class Reader {
         case 116: // Uint8Array
           this.skip(this.varUint())
           break
-        case 118: // object: count, then (key, value) pairs
+        // An object (a count, then key-value pairs) or an array (a count,
+        // then values): its values are skipped by the loop, one level down.
+        case 118:
         case 117: {
-          // array: count, then values
           const count = this.varUint()
           if (count === 0) break
           depth++

@@ -56,7 +56,7 @@ export interface ServerLink {
   readonly synced: boolean
   /** The running session, while connected. */
   readonly session: SyncSession | undefined
-  /** Reconnects now (a manual retry), resetting the backoff. */
+  /** Reconnects now (a manual retry, or a connected link that stopped answering), resetting the backoff. */
   retry(): void
   /** Closes the connection and stops reconnecting until `resume()` (after a retention wipe). */
   pause(): void
@@ -167,9 +167,13 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       return session
     },
     retry() {
-      if (state !== 'disconnected') return
-      generation++
-      options.clock.clearTimeout(timer)
+      if (state !== 'disconnected' && state !== 'connected') return
+      // A connected link is retried when its answers stopped coming (the
+      // controller's answer timeout): the session may be waiting for an
+      // answer that was lost, and every later request would be matched
+      // with the answer to the one before it. A new connection starts a
+      // clean session.
+      drop()
       attempt = 0
       void open()
     },

@@ -1,0 +1,140 @@
+/**
+ * The server of the load bench, alone in its own process and driven by
+ * `bench/load.ts` over stdin/stdout (see network-control.ts):
+ *
+ *   node --import tsx bench/load-server.ts <users> <dataDir>
+ *
+ * It opens `createServer` on LevelDB in `dataDir`, on 127.0.0.1 with a site
+ * key, enrols `users` records before anything is timed, prints
+ * `{ url, http, adminToken, siteKey, setupSeconds }`, then answers commands
+ * until stdin closes:
+ * - `{ cmd: 'stats' }`: this process's CPU seconds, memory, and the event
+ *   loop's delay since the last `stats` (the delay histogram restarts);
+ * - `{ cmd: 'state' }`: the document's state vector (Yjs clientID -> clock)
+ *   and the number of `write-refused` events, to check the load clients'
+ *   own count of acknowledged edits against.
+ */
+import { randomBytes } from 'node:crypto'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { join } from 'node:path'
+import * as Y from 'yjs'
+import { createServer } from '../server-peer/create-server.js'
+import { BATCH_USERS, emitResult, positiveIntArg } from './bench.js'
+import { commands, cpuSeconds } from './network-control.js'
+import { makeRecords } from './records.js'
+
+/** What the child prints once it listens. */
+export interface LoadServerReady {
+  /** `ws://127.0.0.1:<port>`. */
+  readonly url: string
+  /** `http://127.0.0.1:<port>`. */
+  readonly http: string
+  readonly adminToken: string
+  readonly siteKey: string
+  /** Enrolling the roster (not part of any measurement). */
+  readonly setupSeconds: number
+}
+
+/** The answer to `stats`. */
+export interface LoadServerStats {
+  readonly cpuSeconds: number
+  readonly rssBytes: number
+  /** Largest RSS sampled (every 250 ms) since the last `stats`. */
+  readonly rssMaxBytes: number
+  readonly heapUsedBytes: number
+  /** Event-loop delay since the last `stats`, ms: how late a 2 ms timer ran. */
+  readonly loopDelayP50Ms: number
+  readonly loopDelayP99Ms: number
+  readonly loopDelayMaxMs: number
+}
+
+/** The answer to `state`. */
+export interface LoadServerState {
+  /** Yjs clientID (as text) -> number of operations of it the server holds. */
+  readonly stateVector: Record<string, number>
+  /** `write-refused` and `save-to-server-failed` events in the server's log (at most 10,000). */
+  readonly refusedEvents: number
+}
+
+/** Interval of the event-loop delay sampler, ms. */
+const LOOP_RESOLUTION_MS = 2
+
+/**
+ * A sampled interval (ns) as the delay beyond the sampler's own interval,
+ * ms: how late the timer ran.
+ */
+const lateMs = (ns: number): number => Math.max(0, ns / 1e6 - LOOP_RESOLUTION_MS)
+
+async function main(): Promise<void> {
+  const [usersArg, dataDir] = process.argv.slice(2)
+  if (dataDir === undefined) {
+    console.error('usage: load-server.ts <users> <dataDir>')
+    process.exit(2)
+  }
+  const users = positiveIntArg(usersArg, 'users')
+  const started = performance.now()
+  const siteKey = randomBytes(16).toString('hex')
+  const server = await createServer({
+    dataDir: join(dataDir, 'server'),
+    host: '127.0.0.1',
+    port: 0,
+    siteKey,
+  })
+  for (let from = 0; from < users; from += BATCH_USERS) {
+    const round = makeRecords(from, Math.min(BATCH_USERS, users - from))
+    await Promise.all(round.map((record) => server.users.put(record)))
+  }
+  const ready: LoadServerReady = {
+    url: server.url,
+    http: server.http,
+    adminToken: server.adminToken,
+    siteKey,
+    setupSeconds: (performance.now() - started) / 1000,
+  }
+  // The delay of the event loop is the server's own view of how long any
+  // ready work (an HTTP request, a step 1) waits behind other work.
+  const loop = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS })
+  loop.enable()
+  let rssMax = 0
+  const sampler = setInterval(() => {
+    rssMax = Math.max(rssMax, process.memoryUsage.rss())
+  }, 250)
+  emitResult({ ...ready })
+  for await (const command of commands()) {
+    switch (command.cmd) {
+      case 'stats': {
+        const memory = process.memoryUsage()
+        const stats: LoadServerStats = {
+          cpuSeconds: cpuSeconds(),
+          rssBytes: memory.rss,
+          rssMaxBytes: Math.max(rssMax, memory.rss),
+          heapUsedBytes: memory.heapUsed,
+          loopDelayP50Ms: lateMs(loop.percentile(50)),
+          loopDelayP99Ms: lateMs(loop.percentile(99)),
+          loopDelayMaxMs: lateMs(loop.max),
+        }
+        loop.reset()
+        rssMax = 0
+        emitResult({ ...stats })
+        break
+      }
+      case 'state': {
+        const vector = Y.decodeStateVector(Y.encodeStateVector(server.replica.doc))
+        const refused = server.events.query({ type: ['write-refused', 'save-to-server-failed'] })
+        const state: LoadServerState = {
+          stateVector: Object.fromEntries([...vector].map(([client, clock]) => [client, clock])),
+          refusedEvents: refused.length,
+        }
+        emitResult({ ...state })
+        break
+      }
+      default:
+        throw new Error(`unknown command ${JSON.stringify(command)}`)
+    }
+  }
+  clearInterval(sampler)
+  loop.disable()
+  await server.close()
+}
+
+await main()
