@@ -10,10 +10,12 @@ import { parseArgs } from 'node:util'
 import type { Bench } from './bench.js'
 import { enrolBench } from './enrol.js'
 import { heapBench } from './heap.js'
+import { loadBench } from './load.js'
 import { networkBench } from './network.js'
+import { simBench } from './sim.js'
 
 /** Every bench, in the order they run. Later issues append theirs here. */
-const BENCHES: readonly Bench[] = [heapBench, enrolBench, networkBench]
+const BENCHES: readonly Bench[] = [heapBench, enrolBench, networkBench, loadBench, simBench]
 
 const DEFAULT_USERS = 100_000
 

@@ -9,6 +9,7 @@ import { deviceCommand } from './device-command.js'
 import { devicesCommand } from './devices-command.js'
 import { eventsCommand } from './events-command.js'
 import { serverCommand } from './server-command.js'
+import { simCommand } from './sim-command.js'
 import { usersCommand } from './users-command.js'
 
 /** One command of the CLI. */
@@ -24,6 +25,7 @@ const commands: Record<string, Command> = {
   users: usersCommand,
   devices: devicesCommand,
   events: eventsCommand,
+  sim: simCommand,
 }
 
 const usage = (): string =>

@@ -1,0 +1,53 @@
+/**
+ * Canaries: deliberately broken rules, to show that the checks can fail
+ * (STYLE.md, "Test the harness"). Each breaks one rule by wrapping a
+ * production peer from outside, never by changing `peers/` or `server-peer/`:
+ *
+ * - `device-view`: devices show their own values over the server's (breaks
+ *   rule 1; caught by the server-wins check);
+ * - `no-adoption`: the server stops adopting device fills (breaks rule 2;
+ *   caught by the server-fills-vacant check);
+ * - `leak-delete`: a device's delete also removes its own entry from the
+ *   replicated document, which its next message then carries (breaks rule 3;
+ *   caught by the network tap);
+ * - `lose-write`: the server's store acknowledges a write and then forgets
+ *   it at the next restart (breaks "no acknowledged write is lost"; caught by
+ *   the write ledger once the server restarts).
+ */
+import { usersRootName } from '../core/entries.js'
+import { asUserId, asWriterId, type UserId } from '../core/ids.js'
+import type { UserView } from '../core/resolve.js'
+import type { DevicePeer } from '../peers/create-device.js'
+import type { ServerPeer } from '../server-peer/create-server.js'
+
+/** Breaks rule 1 on a device: its own values win in its view. */
+export function breakDeviceView(device: DevicePeer): void {
+  const replica = device.replica
+  const view = replica.view.bind(replica)
+  const self = asWriterId(device.id)
+  replica.view = (id: UserId): UserView | undefined => {
+    const shown = view(id)
+    const own = replica.replicaOf(id).devices.find(([writer]) => writer === self)?.[1]
+    if (shown === undefined || own === undefined) return shown
+    return { ...shown, ...own.f, id }
+  }
+}
+
+/** Breaks rule 2 on the server: device fills are never adopted. */
+export function breakAdoption(server: ServerPeer): void {
+  // The hooks object is the one createServer passed to Replica.open; the
+  // replica keeps it in its (private) options. Reaching in is the point: the
+  // canary must not need a change to the peer code.
+  const options = (server.replica as unknown as { options: { hooks?: { afterRemote?: unknown } } })
+    .options
+  if (options.hooks !== undefined) options.hooks.afterRemote = () => undefined
+}
+
+/** Breaks rule 3 on a device, after a delete of `userId` it made. */
+export async function leakDelete(device: DevicePeer, userId: string): Promise<void> {
+  const replica = device.replica
+  const map = () => replica.doc.getMap(usersRootName(asWriterId(device.id)))
+  await replica.write(() => {
+    if (map().has(asUserId(userId))) map().delete(asUserId(userId))
+  })
+}

@@ -1,0 +1,244 @@
+/**
+ * The network tap. Every connection a peer gets is wrapped so that what it
+ * sends is seen here, with the sender's name, before the simulated network
+ * (and its faults) touches it. Each Yjs update sent (sync step 2 or a live
+ * update) is:
+ *
+ * - applied to an observer document, which therefore holds everything ever
+ *   sent by anyone. Updates are seen in send order, which is causal (a peer
+ *   sends only what it wrote or received), so Yjs integrates each at once;
+ * - checked against rule 3 and "a peer writes only its own part", on the
+ *   keys the update changed in the observer: no update may remove a user
+ *   key from any writer's map (nobody ever deletes an entry outright: the
+ *   server writes tombstones, devices keep their deletes local), and every
+ *   entry in the server's part must come from a Yjs client the server used;
+ * - kept, merged in chunks with `Y.mergeUpdates`, to rebuild the document
+ *   from every update at the end (a second, independent reconstruction).
+ */
+import * as Y from 'yjs'
+import { rootOwner } from '../core/entries.js'
+import { SERVER_ID } from '../core/ids.js'
+import { decodeMessage } from '../core/protocol.js'
+import type { CloseInfo, Connection, Transport } from '../core/transport.js'
+
+/** Updates merged into one before more are collected. */
+const MERGE_CHUNK_UPDATES = 256
+
+/** A rule broken in what a peer sent. */
+export interface SendViolation {
+  readonly sender: string
+  readonly rule: 'device-delete-sent' | 'server-part-forged'
+  readonly detail: string
+  /** Virtual time of the send. */
+  readonly at: number
+}
+
+/** Message kinds, for the network's per-kind counters. */
+export function classifyMessage(message: Uint8Array): string {
+  const type = message[0]
+  if (type === 0) {
+    const sub = message[1]
+    return sub === 0 ? 'step1' : sub === 1 ? 'step2' : sub === 2 ? 'update' : 'sync-other'
+  }
+  if (type === 100) return 'error'
+  return 'other'
+}
+
+/** Watches what peers send; see the module comment. */
+export class NetworkObserver {
+  /** Everything ever sent, integrated. */
+  readonly doc = new Y.Doc({ gc: true })
+  readonly violations: SendViolation[] = []
+  /** Yjs clients the server has written with (its clientID in every incarnation). */
+  readonly serverClients = new Set<number>()
+  /** Updates seen (after dropping the same message object sent on several links). */
+  updates = 0
+  updateBytes = 0
+  /** Updates skipped because the same bytes were seen before. */
+  duplicates = 0
+  readonly #seen = new WeakSet<Uint8Array>()
+  #chunk: Uint8Array[] = []
+  readonly #merged: Uint8Array[] = []
+  #sender = ''
+  /** Set when the update being applied changed the observer document. */
+  #changed = false
+  /** Every distinct update seen, by hash and length. */
+  readonly #distinct = new Map<string, Uint8Array[]>()
+  readonly #now: () => number
+
+  constructor(now: () => number) {
+    this.#now = now
+    this.doc.on('afterTransaction', (tr: Y.Transaction) => this.#check(tr))
+  }
+
+  /** `sender` sent `message` (called by the tapped connections). */
+  sent(sender: string, message: Uint8Array): void {
+    if (this.#seen.has(message)) return
+    this.#seen.add(message)
+    const kind = classifyMessage(message)
+    if (kind !== 'step2' && kind !== 'update') return
+    const decoded = decodeMessage(message)
+    if (decoded.type !== 'sync-step2' && decoded.type !== 'sync-update') return
+    const update = decoded.update
+    this.updates++
+    this.updateBytes += update.byteLength
+    // The same bytes again (a state exchange that found nothing new carries
+    // the same delete set each time) change nothing: skip Yjs's decoding.
+    if (this.#duplicate(update)) {
+      this.duplicates++
+      return
+    }
+    this.#sender = sender
+    this.#changed = false
+    try {
+      Y.applyUpdate(this.doc, update, sender)
+    } finally {
+      this.#sender = ''
+    }
+    // Only updates that brought something new matter to the union.
+    if (!this.#changed) return
+    this.#chunk.push(update)
+    if (this.#chunk.length >= MERGE_CHUNK_UPDATES) this.#mergeChunk()
+  }
+
+  /** True when exactly these bytes were seen before (remembers them otherwise). */
+  #duplicate(update: Uint8Array): boolean {
+    const key = `${fnv1a(update)}:${update.byteLength}`
+    const same = this.#distinct.get(key)
+    if (same === undefined) {
+      this.#distinct.set(key, [update])
+      return false
+    }
+    if (same.some((seen) => sameBytes(seen, update))) return true
+    same.push(update)
+    return false
+  }
+
+  /** A document rebuilt from every update seen, merged with `Y.mergeUpdates`. */
+  rebuild(): Y.Doc {
+    this.#mergeChunk()
+    const doc = new Y.Doc({ gc: true })
+    if (this.#merged.length > 0) Y.applyUpdate(doc, Y.mergeUpdates(this.#merged))
+    return doc
+  }
+
+  /** Wraps `connection` so that what `sender` sends through it is seen first. */
+  tap(
+    connection: Connection,
+    sender: string,
+    hooks: { beforeSend?: () => void; onClosed?: (info: CloseInfo) => void } = {},
+  ): Connection {
+    const seen = (message: Uint8Array): void => this.sent(sender, message)
+    return {
+      get id() {
+        return connection.id
+      },
+      get remote() {
+        return connection.remote
+      },
+      get open() {
+        return connection.open
+      },
+      send(message) {
+        if (connection.open) {
+          hooks.beforeSend?.()
+          seen(message)
+        }
+        connection.send(message)
+      },
+      onMessage: (handler) => connection.onMessage(handler),
+      onClose(handler) {
+        connection.onClose((info) => {
+          handler(info)
+          hooks.onClosed?.(info)
+        })
+      },
+      close: (code, reason) => connection.close(code, reason),
+    }
+  }
+
+  /** Wraps a transport so that every connection it opens is tapped. */
+  tapTransport(transport: Transport, sender: string): Transport {
+    return {
+      connect: async (address) => this.tap(await transport.connect(address), sender),
+      close: () => transport.close(),
+    }
+  }
+
+  #mergeChunk(): void {
+    if (this.#chunk.length === 0) return
+    const chunk = this.#chunk
+    this.#chunk = []
+    this.#merged.push(chunk.length === 1 ? (chunk[0] as Uint8Array) : Y.mergeUpdates(chunk))
+    if (this.#merged.length >= MERGE_CHUNK_UPDATES) {
+      const all = Y.mergeUpdates(this.#merged)
+      this.#merged.length = 0
+      this.#merged.push(all)
+    }
+  }
+
+  /** Checks the keys a sent update changed in the observer document. */
+  #check(tr: Y.Transaction): void {
+    const sender = this.#sender
+    if (sender === '') return
+    if (changedDocument(tr)) this.#changed = true
+    for (const [type, keys] of tr.changed) {
+      if (type._item !== null) continue
+      const root = rootNameOf(this.doc, type)
+      if (root === undefined) continue
+      const owner = rootOwner(root)
+      // A root may still be Yjs's untyped placeholder (nobody called
+      // getMap on it): read its entries the way Y.Map does.
+      const entries = (type as unknown as { _map: Map<string, Y.Item> })._map
+      for (const key of keys) {
+        if (key === null) continue
+        const item = entries.get(key)
+        if (item === undefined || item.deleted) {
+          this.violations.push({
+            sender,
+            rule: 'device-delete-sent',
+            detail: `an update sent by ${sender} removes ${JSON.stringify(key)} from ${root}`,
+            at: this.#now(),
+          })
+          continue
+        }
+        if (owner !== SERVER_ID) continue
+        const client = item.id.client
+        if (!this.serverClients.has(client)) {
+          this.violations.push({
+            sender,
+            rule: 'server-part-forged',
+            detail: `an update sent by ${sender} writes ${JSON.stringify(key)} into ${root} as Yjs client ${client}, not one of the server's`,
+            at: this.#now(),
+          })
+        }
+      }
+    }
+  }
+}
+
+/** Whether a transaction changed the document (Yjs's own test before it emits 'update'). */
+function changedDocument(tr: Y.Transaction): boolean {
+  if (tr.deleteSet.clients.size > 0) return true
+  for (const [client, clock] of tr.afterState) if (tr.beforeState.get(client) !== clock) return true
+  return false
+}
+
+/** FNV-1a over the bytes: a cheap 32-bit key for spotting repeated updates. */
+function fnv1a(bytes: Uint8Array): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ (bytes[i] as number), 0x01000193)
+  return h >>> 0
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+/** The root name of a top-level type of `doc`. */
+function rootNameOf(doc: Y.Doc, type: unknown): string | undefined {
+  for (const [name, shared] of doc.share) if ((shared as unknown) === type) return name
+  return undefined
+}

@@ -1,0 +1,386 @@
+/**
+ * `runSimulation`: one deterministic run of a site under faults, from one
+ * master seed. Phases:
+ *
+ * 1. Start the production server and devices on simulated disks, clocks and
+ *    network; schedule every step of the plan (workload and faults) at its
+ *    virtual time.
+ * 2. Run the workload phase (virtual days, so delta-sync timers and the
+ *    retention wipe fire), with the safety checks every `checkEveryMs`.
+ * 3. Heal (no cuts, loss, duplication, jitter or clogs; crashed peers
+ *    restarted; every device syncs) and run until every peer holds the same
+ *    state (liveness), within `convergeBoundMs`.
+ * 4. Check the converged state: safety once more, the write ledger, views
+ *    equal everywhere and equal to the document rebuilt from every update
+ *    sent.
+ *
+ * The report's `traceHash` covers every scheduler event, every network
+ * event (with message bytes) and the final state: the same seed and options
+ * give the same hash, which `test/sim-run.test.ts` checks.
+ */
+import type * as Y from 'yjs'
+import type { Replica } from '../peers/replica.js'
+import {
+  ChangedUsers,
+  checkServerFills,
+  checkServerWins,
+  compareViews,
+  notConverged,
+  stateDigest,
+  WriteLedger,
+  type Violation,
+} from './checks.js'
+import {
+  replayCommand,
+  resolveConfig,
+  type SimConfig,
+  type SimOptions,
+  type SimProgress,
+} from './options.js'
+import { parseSteps, planFromSeed, sortSteps, type SimStep } from './plan.js'
+import { SimSite, type PeerSlot, type SiteStats } from './site.js'
+import { TraceHash } from './trace-hash.js'
+import { deviceSlot, newWorkloadStats, runStep, type WorkloadStats } from './workload.js'
+
+/** Violations a report lists in full; beyond that they are only counted. */
+const VIOLATIONS_LISTED_MAX = 50
+/** Most scheduler events one phase may run: a bound on a livelocked run. */
+const PHASE_EVENTS_MAX = 50_000_000
+
+/** Message and byte counts of one message kind. */
+export interface KindCounts {
+  readonly messages: number
+  readonly bytes: number
+}
+
+/** What one simulation found. */
+export interface SimReport {
+  readonly seed: number
+  /** Every setting the run used (after defaults and swarm draws). */
+  readonly config: SimConfig
+  /** True when every check passed and the site converged. */
+  readonly ok: boolean
+  /** True when every peer held the same state within the bound after healing. */
+  readonly converged: boolean
+  /** Virtual ms from healing to convergence (null when it did not converge). */
+  readonly virtualMsToConverge: number | null
+  /** Why the site did not converge, when it did not. */
+  readonly notConverged?: string
+  /** Messages sent (copies from duplication not counted). */
+  readonly messages: number
+  /** Bytes sent. */
+  readonly bytes: number
+  /** Per message kind: step1, step2, update, error. */
+  readonly byKind: Record<string, KindCounts>
+  /** Faults injected, by kind (network and peers). */
+  readonly faults: Record<string, number>
+  /** Violations found (at most 50 listed). */
+  readonly violations: Violation[]
+  /** Violations by rule (all of them). */
+  readonly violationCounts: Record<string, number>
+  readonly workload: WorkloadStats
+  /** Acknowledged writes checked at the end, and those a restore or retention wipe rolled back. */
+  readonly writesChecked: number
+  readonly writesRolledBack: number
+  /** Scheduler events run. */
+  readonly events: number
+  /** Virtual ms from start to the end of the checks. */
+  readonly virtualMs: number
+  /** Steps the plan had (workload and faults). */
+  readonly steps: number
+  readonly traceHash: string
+  /** The command that replays this run exactly. */
+  readonly replay: string
+}
+
+/** Runs one simulation; see the module comment. Never throws for a failed check: see `ok`. */
+export async function runSimulation(options: SimOptions): Promise<SimReport> {
+  const config = resolveConfig(options)
+  const steps =
+    options.steps !== undefined ? sortSteps(parseSteps(options.steps)) : planFromSeed(config)
+  const run = new Run(config, steps, options.onProgress)
+  return run.execute(replayCommand(options, options.planFile))
+}
+
+/** The state of one run. */
+class Run {
+  readonly ledger = new WriteLedger()
+  readonly site: SimSite
+  readonly violations: Violation[] = []
+  readonly counts: Record<string, number> = {}
+  readonly stats = newWorkloadStats()
+  readonly hash = new TraceHash()
+  readonly startMs: number
+  /** Each device's incarnation and clock reading when the site was healed. */
+  readonly healedAt = new Map<PeerSlot, { generation: number; peerMs: number }>()
+  /** What changed on each running replica since its last safety check. */
+  readonly changed = new WeakMap<Replica, ChangedUsers>()
+
+  constructor(
+    readonly config: SimConfig,
+    readonly steps: readonly SimStep[],
+    readonly onProgress: ((progress: SimProgress) => void) | undefined,
+  ) {
+    this.site = new SimSite(config, {
+      retentionWipe: (device, at) => this.ledger.retentionWipe(device, at - this.startMs),
+      restored: (device, backupAt, at) =>
+        this.ledger.restored(device, backupAt - this.startMs, at - this.startMs),
+    })
+    this.startMs = this.site.scheduler.now()
+    this.site.scheduler.onEvent = (event) => this.hash.number(event.time).number(event.seq)
+  }
+
+  elapsed = (): number => this.site.scheduler.now() - this.startMs
+
+  violation(violation: Violation): void {
+    this.counts[violation.rule] = (this.counts[violation.rule] ?? 0) + 1
+    if (this.violations.length < VIOLATIONS_LISTED_MAX) this.violations.push(violation)
+  }
+
+  async execute(replay: string): Promise<SimReport> {
+    const { site, config } = this
+    const scheduler = site.scheduler
+    this.progress('start', 0)
+    void site.startAll()
+    this.schedulePlan()
+    // Phase 2: the workload, with safety checks along the way.
+    const end = this.startMs + config.durationMs
+    for (let next = this.startMs + config.checkEveryMs; ; next += config.checkEveryMs) {
+      const until = Math.min(next, end)
+      const result = await scheduler.runUntil(until, { maxEvents: PHASE_EVENTS_MAX })
+      if (result.reason === 'maxEvents') this.budgetSpent('workload')
+      this.safetyChecks()
+      this.progress('run', this.elapsed())
+      if (until >= end) break
+    }
+    // Phase 3: heal, then require convergence within the bound.
+    this.progress('heal', this.elapsed())
+    site.heal()
+    const healedAt = scheduler.now()
+    for (const slot of site.devices)
+      if (slot.clock !== undefined)
+        this.healedAt.set(slot, { generation: slot.generation, peerMs: slot.clock.now() })
+    const deadline = healedAt + config.convergeBoundMs
+    let reason: string | undefined = 'not checked yet'
+    const converged = (): boolean => {
+      reason = this.notConvergedReason()
+      return reason === undefined || scheduler.now() >= deadline
+    }
+    const result = await scheduler.runUntil(converged, { maxEvents: PHASE_EVENTS_MAX })
+    if (result.reason === 'maxEvents') this.budgetSpent('convergence')
+    const convergedAt = reason === undefined ? scheduler.now() : undefined
+    // Phase 4: the converged state.
+    this.progress('check', this.elapsed())
+    this.safetyChecks(true)
+    let writes = { checked: 0, rolledBack: 0 }
+    if (convergedAt === undefined) {
+      this.violation({
+        rule: 'not-converged',
+        atMs: this.elapsed(),
+        detail: `not converged ${config.convergeBoundMs} ms after healing: ${reason ?? ''}`,
+      })
+      const serverDoc = site.server.replica?.doc
+      if (serverDoc !== undefined) {
+        const ledger = this.ledger.check(serverDoc, this.elapsed(), true)
+        for (const v of ledger.violations) this.violation(v)
+        writes = { checked: ledger.checked, rolledBack: 0 }
+      }
+    } else {
+      writes = this.finalChecks()
+    }
+    for (const sent of site.observer.violations)
+      this.violation({
+        rule: sent.rule,
+        atMs: sent.at - this.startMs,
+        peer: sent.sender,
+        detail: sent.detail,
+      })
+    const serverDoc = site.server.replica?.doc
+    const hash = new TraceHash()
+      .text(this.hash.hex())
+      .text(site.network.traceHash())
+      .text(serverDoc === undefined ? 'no server' : stateDigest(serverDoc))
+    this.progress('done', this.elapsed())
+    return this.report(replay, hash.hex(), convergedAt, healedAt, reason, writes)
+  }
+
+  /** Schedules every step at its time (and each restore's backup before it). */
+  schedulePlan(): void {
+    const { site } = this
+    const ctx = {
+      site,
+      ledger: this.ledger,
+      stats: this.stats,
+      violation: (v: Violation) => this.violation(v),
+      elapsed: this.elapsed,
+    }
+    if (this.config.canary === 'lose-write') this.loseServerWrites()
+    for (const step of this.steps) {
+      if (step.at >= this.config.durationMs) continue
+      if (step.op === 'restore') {
+        const slot = deviceSlot(site, step.peer)
+        site.scheduler.setTimeout(() => site.backup(slot), Math.max(0, step.at - step.value))
+      }
+      site.scheduler.setTimeout(() => runStep(ctx, step), step.at)
+    }
+  }
+
+  /** The `lose-write` canary: the server's disk goes back to a backup (the server lost acknowledged writes). */
+  loseServerWrites(): void {
+    const { site } = this
+    const duration = this.config.durationMs
+    site.scheduler.setTimeout(() => site.backup(site.server), Math.floor(duration * 0.3))
+    site.scheduler.setTimeout(() => site.restore(site.server, 60_000), Math.floor(duration * 0.6))
+  }
+
+  /**
+   * Rules 1 and 2 on every running peer now, for the users whose state
+   * changed since the last check (`full`: every user).
+   */
+  safetyChecks(full = false): void {
+    const at = this.elapsed()
+    for (const slot of this.site.slots) {
+      const replica = slot.replica
+      if (replica === undefined) continue
+      let changed = this.changed.get(replica)
+      if (changed === undefined) {
+        changed = new ChangedUsers(replica)
+        this.changed.set(replica, changed)
+      }
+      const due = changed.take(replica)
+      const users = full ? replica.allUserIds() : [...due]
+      for (const v of checkServerWins(slot.id, replica, at, users)) this.violation(v)
+      if (slot.index === 0) for (const v of checkServerFills(replica, at, users)) this.violation(v)
+    }
+  }
+
+  /**
+   * Why the site has not converged yet (undefined: it has): every peer
+   * runs, holds the same state, and every device's last sync succeeded both
+   * ways (its sync lifecycle recovered too, not only its data).
+   */
+  notConvergedReason(): string | undefined {
+    // The cheap tests first: this runs after every event until it holds.
+    for (const slot of this.site.slots)
+      if (slot.replica === undefined) return `${slot.id} is not running`
+    for (const slot of this.site.devices) {
+      const status = slot.device?.sync.status()
+      if (status === undefined) return `${slot.id} is not running`
+      // A success from before the heal does not count (same incarnation, same clock).
+      const healed = this.healedAt.get(slot)
+      const since = healed?.generation === slot.generation ? healed.peerMs : -Infinity
+      if (
+        status.deviceToServer.state !== 'success' ||
+        status.serverToDevice.state !== 'success' ||
+        (status.deviceToServer.at ?? -Infinity) < since
+      )
+        return `${slot.id}'s sync has not succeeded since healing (device->server ${status.deviceToServer.state}${status.deviceToServer.error === undefined ? '' : ` ${status.deviceToServer.error.code}`}, server->device ${status.serverToDevice.state})`
+    }
+    const docs: Array<readonly [string, Y.Doc]> = []
+    for (const slot of this.site.slots) {
+      const replica = slot.replica
+      if (replica !== undefined) docs.push([slot.id, replica.doc])
+    }
+    return notConverged(docs)
+  }
+
+  /** The ledger and the view comparisons, on the converged site. */
+  finalChecks(): { checked: number; rolledBack: number } {
+    const at = this.elapsed()
+    const docs: Array<readonly [string, Y.Doc]> = []
+    for (const slot of this.site.slots) {
+      const replica = slot.replica
+      if (replica !== undefined) docs.push([slot.id, replica.doc])
+    }
+    const serverDoc = docs[0]?.[1]
+    if (serverDoc === undefined) return { checked: 0, rolledBack: 0 }
+    const ledger = this.ledger.check(serverDoc, at)
+    for (const v of ledger.violations) this.violation(v)
+    const rebuilt = this.site.observer.rebuild()
+    const compared = compareViews(docs, rebuilt, this.ledger.rolledBackDevices(), at)
+    for (const v of compared.violations) this.violation(v)
+    return { checked: ledger.checked, rolledBack: ledger.rolledBack }
+  }
+
+  budgetSpent(phase: string): void {
+    this.violation({
+      rule: 'event-budget',
+      atMs: this.elapsed(),
+      detail: `the ${phase} phase ran ${PHASE_EVENTS_MAX} events (a livelock?)`,
+    })
+  }
+
+  progress(phase: SimProgress['phase'], virtualMs: number): void {
+    this.onProgress?.({
+      phase,
+      virtualMs,
+      fraction: Math.min(1, virtualMs / Math.max(1, this.config.durationMs)),
+    })
+  }
+
+  report(
+    replay: string,
+    traceHash: string,
+    convergedAt: number | undefined,
+    healedAt: number,
+    reason: string | undefined,
+    writes: { checked: number; rolledBack: number },
+  ): SimReport {
+    const { site } = this
+    const network = site.network.stats
+    const byKind: Record<string, KindCounts> = {}
+    for (const [kind, counters] of [...network.byKind].sort(([a], [b]) => (a < b ? -1 : 1)))
+      byKind[kind] = { messages: counters.sent, bytes: counters.bytesSent }
+    const faults: Record<string, number> = { ...network.faults, ...faultCounts(site.stats) }
+    let lostWrites = 0
+    let tornWrites = 0
+    for (const slot of site.slots) {
+      lostWrites += slot.disk.stats.lostWrites
+      tornWrites += slot.disk.stats.tornWrites
+    }
+    faults.unacknowledgedWritesLost = lostWrites
+    faults.tornWrites = tornWrites
+    const violationCount = Object.values(this.counts).reduce((a, b) => a + b, 0)
+    return {
+      seed: this.config.seed,
+      config: this.config,
+      ok: violationCount === 0 && convergedAt !== undefined,
+      converged: convergedAt !== undefined,
+      virtualMsToConverge: convergedAt === undefined ? null : Math.ceil(convergedAt - healedAt),
+      ...(reason === undefined ? {} : { notConverged: reason }),
+      messages: network.messages.sent,
+      bytes: network.messages.bytesSent,
+      byKind,
+      faults,
+      violations: this.violations,
+      violationCounts: { ...this.counts },
+      workload: this.stats,
+      writesChecked: writes.checked,
+      writesRolledBack: writes.rolledBack,
+      events: site.scheduler.eventsRun,
+      virtualMs: this.elapsed(),
+      steps: this.steps.length,
+      traceHash,
+      replay,
+    }
+  }
+}
+
+/** The site's fault counters, under the names the report uses. */
+function faultCounts(stats: SiteStats): Record<string, number> {
+  return {
+    serverCrashes: stats.serverCrashes,
+    deviceCrashes: stats.deviceCrashes,
+    crashesWithWritesInFlight: stats.crashesWithWritesInFlight,
+    crashesDeferred: stats.crashesDeferred,
+    backupRestores: stats.restores,
+    retentionWipes: stats.retentionWipes,
+    partitionsServerCut: stats.partitionsServerCut,
+    partitionsLanIslands: stats.partitionsLanIslands,
+    partitionsIsolated: stats.partitionsIsolated,
+    partitionsAsymmetric: stats.partitionsAsymmetric,
+    clogSteps: stats.clogs,
+    lanRedials: stats.lanRedials,
+    skewMaxMs: stats.skewMaxMs,
+  }
+}

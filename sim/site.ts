@@ -1,0 +1,565 @@
+/**
+ * A simulated site: one production server peer and N production device
+ * peers, each on its own simulated disk and skewed clock view, talking over
+ * the simulated network through the tap. The site starts, crashes, restarts
+ * and restores peers, keeps the LAN links dialled (as a device's LAN node
+ * re-dials a peer it lost), and applies partitions and clogs.
+ *
+ * A crash is what the brief of the simulator says a crash is: the store
+ * loses what was not yet durable (`SimStore.crash`), the peer's timers stop
+ * (`PeerClock.halt`) and its connections drop (`SimNetwork.crash`). The dead
+ * peer object is never called again; a restart builds a new one on the same
+ * disk, as a new process would.
+ */
+import * as Y from 'yjs'
+import type { Store, StoreOp } from '../core/store.js'
+import type { Connection } from '../core/transport.js'
+import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import type { Replica, WipeOptions } from '../peers/replica.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { breakAdoption, breakDeviceView } from './canary.js'
+import { NetworkObserver, classifyMessage } from './observer.js'
+import type { SimConfig } from './options.js'
+import { Prng } from './prng.js'
+import { Scheduler, type PeerClock } from './scheduler.js'
+import { SimNetwork, type LinkProfile } from './sim-network.js'
+import { SimDisk, type DiskSnapshot, type SimStore } from './sim-store.js'
+
+/** The address the server listens on. */
+export const SERVER_URL = 'ws://sim-server'
+/** The server's peer name on the network. */
+export const SERVER_NAME = 'server'
+const SITE_KEY = 'sim-site-key'
+const ADMIN_TOKEN = 'sim-admin-token-not-secret'
+/** How long a LAN node waits before re-dialling a peer it lost or could not reach. */
+const LAN_REDIAL_MS_MIN = 1_000
+const LAN_REDIAL_MS_MAX = 30_000
+/** How often a LAN node retries a peer it cannot reach (across a cut). */
+const LAN_UNREACHABLE_RETRY_MS = 60_000
+
+/** What the site tells the runner about peer lifecycles. */
+export interface SiteHooks {
+  /** A device wiped its roster for retention (its unsent writes are gone by design). */
+  retentionWipe?(device: string, at: number): void
+  /** A device's disk was put back to a backup taken at `backupAt`. */
+  restored?(device: string, backupAt: number, at: number): void
+}
+
+/** Counters of what the site did to its peers. */
+export interface SiteStats {
+  serverCrashes: number
+  deviceCrashes: number
+  /** Crashes that landed while the peer had writes in flight. */
+  crashesWithWritesInFlight: number
+  restarts: number
+  /** Server crashes put off (`avoidKnownBugs`) until what it had sent was durable. */
+  crashesDeferred: number
+  restores: number
+  retentionWipes: number
+  partitionsServerCut: number
+  partitionsLanIslands: number
+  partitionsIsolated: number
+  partitionsAsymmetric: number
+  clogs: number
+  lanLinks: number
+  lanRedials: number
+  /** Largest absolute clock skew a peer ran with, ms. */
+  skewMaxMs: number
+}
+
+/** One peer's place in the site: its disk survives its incarnations. */
+export class PeerSlot {
+  readonly disk = new SimDisk()
+  /** Bumped at every start and crash: continuations of an older one are ignored. */
+  generation = 0
+  incarnation = 0
+  clock: PeerClock | undefined
+  store: SimStore | undefined
+  server: ServerPeer | undefined
+  device: DevicePeer | undefined
+  /** Started and not crashed since. */
+  alive = false
+  /** Crashed and not yet restarted. */
+  down = false
+  /** The next store write crashes the peer (a crash "at any point" of a write). */
+  crashOnWrite = false
+  /** Per Yjs client of the server: its clock up to which its own writes are durable. */
+  readonly durable = new Map<number, number>()
+  /** Wipes called on the running replica and not yet done (see workload.ts, ownEntryBehind). */
+  wipesInFlight = 0
+  /** Downtime of the crash armed by crashOnWrite, ms. */
+  pendingDownMs = 0
+  restartTimer: unknown
+  /** A backup of the disk waiting for its restore step. */
+  backup: { snapshot: DiskSnapshot; at: number } | undefined
+  readonly rng: Prng
+
+  constructor(
+    readonly id: string,
+    /** 0 for the server, 1..N for devices. */
+    readonly index: number,
+    readonly mode: 'live' | 'periodic',
+    readonly retentionMs: number | undefined,
+    master: Prng,
+  ) {
+    this.rng = master.fork(`peer:${id}`)
+  }
+
+  /** The running peer's replica, when it is alive. */
+  get replica(): Replica | undefined {
+    if (!this.alive) return undefined
+    return this.server?.replica ?? this.device?.replica
+  }
+}
+
+/** A simulated site; see the module comment. */
+export class SimSite {
+  readonly scheduler = new Scheduler()
+  readonly network: SimNetwork
+  readonly observer: NetworkObserver
+  readonly server: PeerSlot
+  readonly devices: PeerSlot[] = []
+  readonly stats: SiteStats = {
+    serverCrashes: 0,
+    deviceCrashes: 0,
+    crashesWithWritesInFlight: 0,
+    restarts: 0,
+    crashesDeferred: 0,
+    restores: 0,
+    retentionWipes: 0,
+    partitionsServerCut: 0,
+    partitionsLanIslands: 0,
+    partitionsIsolated: 0,
+    partitionsAsymmetric: 0,
+    clogs: 0,
+    lanLinks: 0,
+    lanRedials: 0,
+    skewMaxMs: 0,
+  }
+  /** Set once the network is healed: devices that start later sync at once. */
+  healed = false
+  /** LAN links wanted, as pairs of device indices (1-based). */
+  readonly lanEdges: Array<readonly [number, number]> = []
+  readonly #lanOpen = new Map<string, Connection>()
+  readonly #lanPending = new Set<string>()
+  readonly #lanRng: Prng
+
+  constructor(
+    readonly config: SimConfig,
+    readonly hooks: SiteHooks = {},
+  ) {
+    const master = new Prng(config.seed)
+    this.#lanRng = master.fork('lan-redial')
+    this.network = new SimNetwork({
+      scheduler: this.scheduler,
+      rng: master.fork('network'),
+      profile: this.wanProfile(),
+      partitionCloseMs: config.partitionCloseMs,
+      classify: classifyMessage,
+    })
+    this.observer = new NetworkObserver(() => this.scheduler.now())
+    this.server = new PeerSlot(SERVER_NAME, 0, 'live', undefined, master)
+    const modes = master.fork('modes')
+    for (let d = 1; d <= config.devices; d++) {
+      const periodic = modes.chance(config.periodic)
+      const retention = d <= config.retiring ? config.shortRetentionMs : undefined
+      this.devices.push(
+        new PeerSlot(deviceName(d), d, periodic ? 'periodic' : 'live', retention, master),
+      )
+    }
+    this.#planLan(master.fork('lan'))
+  }
+
+  /** Every slot, the server first. */
+  get slots(): PeerSlot[] {
+    return [this.server, ...this.devices]
+  }
+
+  /** The slot of peer `index` (0: server), modulo the site's size. */
+  slot(index: number): PeerSlot {
+    const all = this.slots
+    return all[index % all.length] as PeerSlot
+  }
+
+  /** The profile of device-server links while faults are on. */
+  wanProfile(): Partial<LinkProfile> {
+    const c = this.config
+    return {
+      lossRate: c.loss,
+      duplicateRate: c.dup,
+      delayMs: c.delayMs,
+      jitterMs: c.jitterMs,
+      clogRate: c.clog,
+      clogMs: c.clogMs,
+    }
+  }
+
+  // ------------------------------------------------------------ lifecycles
+
+  /**
+   * Starts every peer at once (devices that find the server not listening
+   * yet retry, as they would in the field); resolves once all are up. Each
+   * start is independent: a peer that crashes while starting holds up no other.
+   */
+  async startAll(): Promise<void> {
+    await Promise.all(this.slots.map((slot) => this.start(slot)))
+  }
+
+  /** Starts (or restarts) a peer on its disk; resolves once it is up, or never if it crashes first. */
+  async start(slot: PeerSlot): Promise<void> {
+    this.scheduler.clearTimeout(slot.restartTimer)
+    slot.restartTimer = undefined
+    const generation = ++slot.generation
+    const incarnation = ++slot.incarnation
+    const skewRng = slot.rng.fork(`skew#${incarnation}`)
+    const skew = this.config.skewMs === 0 ? 0 : skewRng.int(-this.config.skewMs, this.config.skewMs)
+    this.stats.skewMaxMs = Math.max(this.stats.skewMaxMs, Math.abs(skew))
+    const clock = this.scheduler.clock(skew)
+    const flushRng = slot.rng.fork(`flush#${incarnation}`)
+    const store = slot.disk.open({ clock, flushDelayMs: () => flushRng.int(1, 4) })
+    const random = slot.rng.fork(`random#${incarnation}`)
+    slot.clock = clock
+    slot.store = store
+    slot.down = false
+    slot.wipesInFlight = 0
+    if (incarnation > 1) this.stats.restarts++
+    const common = {
+      store: this.#crashable(slot, store),
+      clock,
+      randomUint32: () => random.nextUint32(),
+      siteKey: SITE_KEY,
+    }
+    if (slot.index === 0) {
+      const server = await createServer({ ...common, listen: false, adminToken: ADMIN_TOKEN })
+      if (slot.generation !== generation) return
+      if (this.config.canary === 'no-adoption') breakAdoption(server)
+      slot.server = server
+      slot.alive = true
+      this.observer.serverClients.add(server.replica.clientId)
+      this.#watchDurable(slot, server.replica)
+      this.network.listen(SERVER_NAME, SERVER_URL, (connection, url) => {
+        if (slot.generation !== generation) {
+          connection.close(1001, 'server gone')
+          return
+        }
+        const tapped = this.observer.tap(connection, SERVER_NAME, {
+          beforeSend: () => this.observer.serverClients.add(server.replica.clientId),
+        })
+        server.accept(tapped, url)
+      })
+      return
+    }
+    const startedAt = clock.now()
+    const device = await createDevice({
+      ...common,
+      id: slot.id,
+      server: SERVER_URL,
+      serverTransport: this.observer.tapTransport(this.network.transport(slot.id), slot.id),
+      mode: slot.mode,
+      deltaIntervalMs: this.config.deltaIntervalMs,
+      ...(slot.retentionMs === undefined ? {} : { retentionMs: slot.retentionMs }),
+    })
+    if (slot.generation !== generation) return
+    if (this.config.canary === 'device-view') breakDeviceView(device)
+    slot.device = device
+    slot.alive = true
+    this.#watchWipes(slot, device, startedAt)
+    this.#lanFor(slot.index)
+    if (this.healed) device.sync.delta().catch(() => undefined)
+  }
+
+  /**
+   * The peer dies now: un-acknowledged writes may be lost, timers stop,
+   * connections drop. It restarts `downMs` later unless told otherwise.
+   */
+  crash(slot: PeerSlot, downMs: number | undefined): void {
+    if (slot.down || slot.store === undefined) return
+    if (this.config.avoidKnownBugs && this.#sentBeyondDurable(slot)) {
+      // Known bug 2 (docs/SIMULATION.md): wait until what it sent is durable.
+      const generation = slot.generation
+      this.stats.crashesDeferred++
+      this.scheduler.setTimeout(() => {
+        if (slot.generation === generation) this.crash(slot, downMs)
+      }, 1)
+      return
+    }
+    slot.generation++
+    slot.crashOnWrite = false
+    if (slot.store.inFlight > 0) this.stats.crashesWithWritesInFlight++
+    slot.store.crash({ rng: slot.rng.fork(`crash#${slot.incarnation}`) })
+    slot.clock?.halt()
+    this.network.crash(slot.id)
+    slot.alive = false
+    slot.down = true
+    slot.server = undefined
+    slot.device = undefined
+    if (slot.index === 0) this.stats.serverCrashes++
+    else this.stats.deviceCrashes++
+    if (downMs !== undefined) {
+      slot.restartTimer = this.scheduler.setTimeout(() => void this.start(slot), downMs)
+    }
+  }
+
+  /** Takes a backup of a device's data directory (what is durable now). */
+  backup(slot: PeerSlot): void {
+    slot.backup = { snapshot: slot.disk.snapshot(), at: this.scheduler.now() }
+  }
+
+  /**
+   * The device's data directory is put back to its backup: it crashes (if
+   * it runs), the disk is restored, and it starts again `downMs` later.
+   */
+  restore(slot: PeerSlot, downMs: number): void {
+    const backup = slot.backup
+    if (backup === undefined || slot.store === undefined) return
+    if (this.config.avoidKnownBugs && !slot.down && this.#sentBeyondDurable(slot)) {
+      // Known bug 2 (docs/SIMULATION.md), as in crash(): a little later.
+      this.scheduler.setTimeout(() => this.restore(slot, downMs), 1)
+      return
+    }
+    this.crash(slot, undefined)
+    slot.backup = undefined
+    this.scheduler.clearTimeout(slot.restartTimer)
+    slot.disk.restore(backup.snapshot)
+    this.stats.restores++
+    this.hooks.restored?.(slot.id, backup.at, this.scheduler.now())
+    slot.restartTimer = this.scheduler.setTimeout(() => void this.start(slot), downMs)
+  }
+
+  /** A store that crashes its peer at its next write when armed (see PeerSlot.crashOnWrite). */
+  #crashable(slot: PeerSlot, store: SimStore): Store {
+    const armed = (): void => {
+      if (!slot.crashOnWrite) return
+      slot.crashOnWrite = false
+      const generation = slot.generation
+      // At 0 ms: after this write is called, before its flush (>= 1 ms).
+      this.scheduler.setTimeout(() => {
+        if (slot.generation === generation) this.crash(slot, slot.pendingDownMs)
+      }, 0)
+    }
+    return {
+      get: (key) => store.get(key),
+      range: (options) => store.range(options),
+      close: () => store.close(),
+      put: (key, value) => {
+        armed()
+        return store.put(key, value)
+      },
+      del: (key) => {
+        armed()
+        return store.del(key)
+      },
+      batch: (ops: readonly StoreOp[]) => {
+        if (ops.length > 0) armed()
+        return store.batch(ops)
+      },
+    }
+  }
+
+  /**
+   * Keeps, per Yjs client of the server, how far its own writes are durable:
+   * the replica tells listeners of a change only once it is on disk, and then
+   * its document holds nothing newer of its own.
+   */
+  #watchDurable(slot: PeerSlot, replica: Replica): void {
+    const note = (): void => {
+      slot.durable.set(replica.clientId, Y.getState(replica.doc.store, replica.clientId))
+    }
+    slot.durable.clear()
+    note()
+    replica.onUpdate(note)
+  }
+
+  /**
+   * True when the server has sent some of its own writes (in a state
+   * exchange's answer, which encodes its document as it is in memory) that
+   * are not durable yet: a crash now would lose what a device already holds.
+   */
+  #sentBeyondDurable(slot: PeerSlot): boolean {
+    for (const [client, clock] of slot.durable)
+      if (Y.getState(this.observer.doc.store, client) > clock) return true
+    return false
+  }
+
+  /** Records retention wipes: the ones at start, and later ones through the replica. */
+  #watchWipes(slot: PeerSlot, device: DevicePeer, startedAt: number): void {
+    const note = (): void => {
+      this.stats.retentionWipes++
+      this.hooks.retentionWipe?.(slot.id, this.scheduler.now())
+    }
+    const atStart = device.replica.events.query({ type: 'roster-wiped', since: startedAt })
+    if (atStart.length > 0) note()
+    const replica = device.replica
+    const wipe = replica.wipe.bind(replica)
+    replica.wipe = (options: WipeOptions) => {
+      // Only the retention wipe clears local state; a full sync's does not.
+      if (options.local) note()
+      slot.wipesInFlight++
+      const done = (): void => {
+        slot.wipesInFlight--
+      }
+      const wiping = wipe(options)
+      wiping.then(done, done)
+      return wiping
+    }
+  }
+
+  // ------------------------------------------------------------ faults
+
+  /**
+   * Applies a partition for `lasts` ms. Its kind is `value % 4`: the server
+   * cut off from every device (LAN links still work), LAN islands (devices
+   * split in three groups, the server in one), one peer isolated (peer
+   * `index`), or one direction of one link cut (device `index`, towards the
+   * server or another device). The rest is drawn from `value`.
+   */
+  partition(value: number, lasts: number, index: number): void {
+    const rng = new Prng(value)
+    const kind = value % 4
+    let lift: () => void
+    const deviceIds = this.devices.map((slot) => slot.id)
+    if (kind === 0) {
+      lift = this.network.isolate(SERVER_NAME)
+      this.stats.partitionsServerCut++
+    } else if (kind === 1) {
+      const groups: string[][] = [[SERVER_NAME], [], []]
+      for (const id of deviceIds) (groups[rng.int(0, 2)] as string[]).push(id)
+      lift = this.network.partition(groups)
+      this.stats.partitionsLanIslands++
+    } else if (kind === 2) {
+      lift = this.network.isolate(this.slot(index).id)
+      this.stats.partitionsIsolated++
+    } else {
+      const device =
+        index % (deviceIds.length + 1) === 0 ? rng.pick(deviceIds) : this.slot(index).id
+      const others = deviceIds.filter((id) => id !== device)
+      const other = others.length === 0 || rng.chance(0.7) ? SERVER_NAME : rng.pick(others)
+      lift = rng.chance(0.5) ? this.network.cut(device, other) : this.network.cut(other, device)
+      this.stats.partitionsAsymmetric++
+    }
+    this.scheduler.setTimeout(() => {
+      lift()
+      this.#lanAll()
+    }, lasts)
+  }
+
+  /** Clogs the link between peer `index` and another drawn from `value`, for `lasts` ms. */
+  clog(index: number, value: number, lasts: number): void {
+    const names = this.slots.map((slot) => slot.id)
+    const from = this.slot(index).id
+    const others = names.filter((name) => name !== from)
+    if (others.length === 0) return
+    const to = others[value % others.length] as string
+    this.network.clog(from, to, lasts)
+    if (value % 2 === 1) this.network.clog(to, from, lasts)
+    this.stats.clogs++
+  }
+
+  /**
+   * Heals everything: no cuts, no loss, duplication, jitter or clogging from
+   * now on, crashed peers restarted, LAN links re-dialled, and every device
+   * asked for a delta sync (which also wakes a device its retention put to
+   * sleep).
+   */
+  heal(): void {
+    this.healed = true
+    for (const slot of this.slots) slot.crashOnWrite = false
+    this.network.heal()
+    const clean: Partial<LinkProfile> = {
+      lossRate: 0,
+      duplicateRate: 0,
+      jitterMs: 0,
+      clogRate: 0,
+    }
+    this.network.setDefaultProfile(clean)
+    for (const [a, b] of this.lanEdges) {
+      const x = this.slot(a).id
+      const y = this.slot(b).id
+      this.network.setProfile(x, y, clean)
+      this.network.setProfile(y, x, clean)
+    }
+    for (const slot of this.slots) {
+      if (slot.down) void this.start(slot)
+    }
+    this.#lanAll()
+    for (const slot of this.devices) slot.device?.sync.delta().catch(() => undefined)
+  }
+
+  // ------------------------------------------------------------ LAN
+
+  /** Islands of devices, each linked by a random tree plus one extra link (a cycle). */
+  #planLan(rng: Prng): void {
+    const islands = Math.min(this.config.lanIslands, Math.floor(this.devices.length / 2))
+    if (islands === 0) return
+    const members: number[][] = Array.from({ length: islands }, () => [])
+    for (let d = 1; d <= this.devices.length; d++) {
+      if (rng.chance(0.7)) (members[rng.int(0, islands - 1)] as number[]).push(d)
+    }
+    for (const island of members) {
+      for (let i = 1; i < island.length; i++) {
+        this.lanEdges.push([island[rng.int(0, i - 1)] as number, island[i] as number])
+      }
+      if (island.length >= 3) {
+        const [a, b] = rng.shuffle(island.slice()).slice(0, 2) as [number, number]
+        if (!this.lanEdges.some(([x, y]) => (x === a && y === b) || (x === b && y === a)))
+          this.lanEdges.push([a, b])
+      }
+    }
+    const c = this.config
+    const lan: Partial<LinkProfile> = {
+      delayMs: Math.max(1, Math.round(c.delayMs / 10)),
+      jitterMs: Math.round(c.jitterMs / 10),
+    }
+    for (const [a, b] of this.lanEdges) {
+      this.network.setProfile(deviceName(a), deviceName(b), lan)
+      this.network.setProfile(deviceName(b), deviceName(a), lan)
+    }
+  }
+
+  #lanAll(): void {
+    for (const edge of this.lanEdges) this.#dial(edge)
+  }
+
+  #lanFor(index: number): void {
+    for (const edge of this.lanEdges) if (edge[0] === index || edge[1] === index) this.#dial(edge)
+  }
+
+  /** Links the two devices of `edge` when both run and no link is open. */
+  #dial(edge: readonly [number, number]): void {
+    const key = `${edge[0]}-${edge[1]}`
+    const a = this.slot(edge[0])
+    const b = this.slot(edge[1])
+    const da = a.device
+    const db = b.device
+    if (!a.alive || !b.alive || da === undefined || db === undefined) return
+    if (this.#lanOpen.get(key)?.open === true) return
+    if (this.network.isCut(a.id, b.id) || this.network.isCut(b.id, a.id)) {
+      this.#redial(edge, LAN_UNREACHABLE_RETRY_MS)
+      return
+    }
+    const [ca, cb] = this.network.pair(a.id, b.id)
+    const closed = (): void => {
+      if (this.#lanOpen.get(key) !== ca) return
+      this.#lanOpen.delete(key)
+      this.#redial(edge, this.#lanRng.int(LAN_REDIAL_MS_MIN, LAN_REDIAL_MS_MAX))
+    }
+    this.#lanOpen.set(key, ca)
+    this.stats.lanLinks++
+    da.attachLan(this.observer.tap(ca, a.id, { onClosed: closed }), b.id)
+    db.attachLan(this.observer.tap(cb, b.id, { onClosed: closed }), a.id)
+  }
+
+  #redial(edge: readonly [number, number], afterMs: number): void {
+    const key = `${edge[0]}-${edge[1]}`
+    if (this.#lanPending.has(key)) return
+    this.#lanPending.add(key)
+    this.scheduler.setTimeout(() => {
+      this.#lanPending.delete(key)
+      this.stats.lanRedials++
+      this.#dial(edge)
+    }, afterMs)
+  }
+}
+
+/** The network name of device `index` (1-based). */
+export const deviceName = (index: number): string => `d${String(index).padStart(2, '0')}`

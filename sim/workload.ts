@@ -1,0 +1,234 @@
+/**
+ * Executes one step of a plan on the site: workload operations through the
+ * peers' public API (users.*, sync.*, signIn, setFieldPolicies), faults
+ * through the site. An operation aimed at a peer that is down is skipped,
+ * as a user cannot use a device that is off. Acknowledged writes go into
+ * the ledger; refusals are counted by code, and an error no caller should
+ * ever see (a TypeError, a refused valid record) is a violation.
+ */
+import * as Y from 'yjs'
+import { usersRootName, type FieldPolicy } from '../core/entries.js'
+import { RostersyncError } from '../core/errors.js'
+import { asUserId, asWriterId } from '../core/ids.js'
+import { leakDelete } from './canary.js'
+import type { Violation, WriteLedger } from './checks.js'
+import type { SimStep } from './plan.js'
+import { patchFor, POLICY_FIELDS, recordFor, userIdOf } from './records.js'
+import type { DevicePeer } from '../peers/create-device.js'
+import type { ServerPeer } from '../server-peer/create-server.js'
+import type { PeerSlot, SimSite } from './site.js'
+
+/** What the workload did, by operation. */
+export interface WorkloadStats {
+  /** Steps run, by op. */
+  readonly steps: Record<string, number>
+  /** Operations skipped because their peer was down. */
+  skipped: number
+  /** Device writes left out to steer around a known bug (`avoidKnownBugs`). */
+  avoided: number
+  /** Operations whose promise resolved. */
+  acknowledged: number
+  /** Rejections, by error code (USER_NOT_FOUND, SYNC_TIMEOUT ...). */
+  readonly refused: Record<string, number>
+}
+
+/** Error codes an operation may legitimately end with under faults. */
+const EXPECTED_CODES = new Set([
+  'USER_NOT_FOUND',
+  'SYNC_FAILED',
+  'SYNC_TIMEOUT',
+  'SAVE_TO_SERVER_FAILED',
+  'PEER_CLOSED',
+])
+
+const POLICIES: readonly FieldPolicy[] = ['shared', 'device-specific', 'last-writer-wins']
+
+/** What a step needs from the run. */
+export interface StepContext {
+  readonly site: SimSite
+  readonly ledger: WriteLedger
+  readonly stats: WorkloadStats
+  readonly violation: (violation: Violation) => void
+  /** Virtual ms since the start. */
+  readonly elapsed: () => number
+}
+
+/** Empty workload counters. */
+export function newWorkloadStats(): WorkloadStats {
+  return { steps: {}, skipped: 0, avoided: 0, acknowledged: 0, refused: {} }
+}
+
+/** Runs `step` now (at its virtual time). */
+export function runStep(ctx: StepContext, step: SimStep): void {
+  const { site, stats } = ctx
+  stats.steps[step.op] = (stats.steps[step.op] ?? 0) + 1
+  switch (step.op) {
+    case 'crash': {
+      const slot = site.slot(step.peer)
+      if (slot.down) return
+      if (step.value % 2 === 1) {
+        slot.crashOnWrite = true
+        slot.pendingDownMs = step.lasts
+      } else {
+        site.crash(slot, step.lasts)
+      }
+      return
+    }
+    case 'restore':
+      site.restore(deviceSlot(site, step.peer), step.lasts)
+      return
+    case 'partition':
+      site.partition(step.value, step.lasts, step.peer)
+      return
+    case 'clog':
+      site.clog(step.peer, step.value, step.lasts)
+      return
+    default:
+      runOperation(ctx, step)
+  }
+}
+
+/** The device slot a step's `peer` names (devices are 1..N; 0 wraps to the last one). */
+export function deviceSlot(site: SimSite, peer: number): PeerSlot {
+  const n = site.devices.length
+  return site.devices[(((peer - 1) % n) + n) % n] as PeerSlot
+}
+
+/** Settles an operation: counts it, then runs `then` once it is acknowledged. */
+type Done = (promise: Promise<unknown>, then?: () => void) => void
+
+function runOperation(ctx: StepContext, step: SimStep): void {
+  const { site, stats } = ctx
+  const onServer = step.op === 'policy' || step.peer % (site.devices.length + 1) === 0
+  const slot = onServer ? site.server : deviceSlot(site, step.peer)
+  if (!slot.alive || (slot.server === undefined && slot.device === undefined)) {
+    stats.skipped++
+    return
+  }
+  // A resolved write is acknowledged: durable on its peer, whatever happens
+  // to the peer later (a crash is an event of its own, after this one's
+  // continuations have run).
+  const done: Done = (promise, then) => {
+    promise.then(
+      () => {
+        stats.acknowledged++
+        then?.()
+      },
+      (error: unknown) => refused(ctx, slot, step, error),
+    )
+  }
+  if (slot.server !== undefined) serverOperation(ctx, step, slot.server, done)
+  else if (slot.device !== undefined) deviceOperation(ctx, step, slot, slot.device, done)
+}
+
+const POLICY_OF = (value: number): Record<string, FieldPolicy> => ({
+  [POLICY_FIELDS[value % POLICY_FIELDS.length] as string]: POLICIES[
+    (value >>> 8) % POLICIES.length
+  ] as FieldPolicy,
+})
+
+function serverOperation(ctx: StepContext, step: SimStep, server: ServerPeer, done: Done): void {
+  const userId = userIdOf(step.user)
+  const record = (): void => ctx.ledger.server(server.replica, asUserId(userId), ctx.elapsed())
+  switch (step.op) {
+    case 'put':
+      done(server.users.put(recordFor(userId, step.value)), record)
+      return
+    case 'patch':
+      done(server.users.patch(userId, patchFor(step.value)), record)
+      return
+    case 'delete':
+      done(server.users.delete(userId).then((deleted) => (deleted ? record() : undefined)))
+      return
+    case 'policy':
+      done(server.setFieldPolicies(POLICY_OF(step.value)))
+      return
+  }
+}
+
+function deviceOperation(
+  ctx: StepContext,
+  step: SimStep,
+  slot: PeerSlot,
+  device: DevicePeer,
+  done: Done,
+): void {
+  const { site, stats } = ctx
+  const userId = userIdOf(step.user)
+  const record = (fields: readonly string[]) => (): void =>
+    ctx.ledger.device(device.id, device.replica, asUserId(userId), fields, ctx.elapsed())
+  const writesOwnEntry = step.op === 'put' || step.op === 'patch'
+  if (writesOwnEntry && site.config.avoidKnownBugs) {
+    // A write queued behind a wipe lands in the emptied document.
+    if (slot.wipesInFlight > 0 || ownEntryBehind(site, device.id, device.replica.doc, userId)) {
+      stats.avoided++
+      return
+    }
+  }
+  switch (step.op) {
+    case 'put': {
+      const fields = recordFor(userId, step.value)
+      done(device.users.put(fields), record(Object.keys(fields).filter((f) => f !== 'id')))
+      return
+    }
+    case 'patch': {
+      const patch = patchFor(step.value)
+      done(device.users.patch(userId, patch), record(Object.keys(patch)))
+      return
+    }
+    case 'delete': {
+      const deleting = device.users.delete(userId)
+      done(
+        site.config.canary === 'leak-delete'
+          ? deleting.then((deleted) => (deleted ? leakDelete(device, userId) : undefined))
+          : deleting,
+      )
+      return
+    }
+    case 'full':
+      done(device.sync.full())
+      return
+    case 'delta':
+      done(device.sync.delta())
+      return
+    case 'sign-in':
+      done(device.signIn(userId))
+      return
+  }
+}
+
+/**
+ * The known bug `avoidKnownBugs` steers around (docs/SIMULATION.md, "Known
+ * bugs"): a device that lost part of its own history (a full sync's wipe
+ * not yet followed by the fetch, an incomplete fetch, a restored backup)
+ * writes a user's entry without holding its own latest entry for that
+ * user, which some other peer holds. The two entries are then concurrent
+ * in Yjs, which orders them by clientID, not by time: the older one can
+ * win, and the acknowledged write vanishes. True when the latest entry
+ * ever sent for `userId` in this device's part is missing from `doc`.
+ */
+export function ownEntryBehind(
+  site: SimSite,
+  deviceId: string,
+  doc: Y.Doc,
+  userId: string,
+): boolean {
+  const root = site.observer.doc.share.get(usersRootName(asWriterId(deviceId)))
+  if (root === undefined) return false
+  const item = (root as unknown as { _map: Map<string, Y.Item> })._map.get(userId)
+  if (item === undefined) return false
+  return Y.getState(doc.store, item.id.client) <= item.id.clock
+}
+
+function refused(ctx: StepContext, slot: PeerSlot, step: SimStep, error: unknown): void {
+  const code = error instanceof RostersyncError ? error.code : 'UNEXPECTED'
+  ctx.stats.refused[code] = (ctx.stats.refused[code] ?? 0) + 1
+  if (EXPECTED_CODES.has(code)) return
+  ctx.violation({
+    rule: 'unexpected-error',
+    atMs: ctx.elapsed(),
+    peer: slot.id,
+    user: userIdOf(step.user),
+    detail: `${step.op} on ${slot.id} failed with ${code}: ${error instanceof Error ? error.message : String(error)}`,
+  })
+}
