@@ -202,6 +202,7 @@ describe('fast-check scenarios (op lists with faults, shrunk on failure)', () =>
     )
   }, 900_000)
 
+  const CANARY_SEED = 3
   it('shrinks a failing scenario (a canary) to a few steps with one replay command', async () => {
     // Devices show their own values over the server's (rule 1 broken): the
     // smallest plan that shows it is a server write and a device write to
@@ -210,7 +211,10 @@ describe('fast-check scenarios (op lists with faults, shrunk on failure)', () =>
       fc.asyncProperty(scenarioArb(40, 3), async (options) => {
         await mustPass({ ...options, days: 0.25, canary: 'device-view' }, true)
       }),
-      { seed, numRuns: 100 },
+      // A fixed seed: whether 100 random scenarios happen to collide a server
+      // and a device write depends on the seed, and this test is about the
+      // shrinking and the replay command, not the search.
+      { seed: CANARY_SEED, numRuns: 100 },
     )
     expect(result.failed).toBe(true)
     const error = result.errorInstance
