@@ -10,6 +10,15 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import type { SyncStatus } from '../peers/device-sync.js'
 import { spawnPeer, type PeerHandle } from './fixtures/peer-handle.js'
+import { eventuallyValue } from './helpers/eventually.js'
+
+/** This file's processes get 30 s by default (a full sync of 5,000 users). */
+const eventually = <T>(
+  probe: () => Promise<T>,
+  ok: (v: T) => boolean,
+  timeoutMs = 30_000,
+  everyMs = 50,
+): Promise<T> => eventuallyValue(probe, ok, timeoutMs, everyMs)
 
 const SITE_KEY = 'lifecycle-process-key'
 let dir = ''
@@ -22,21 +31,6 @@ afterAll(async () => {
   await Promise.all(handles.map((h) => h.kill().catch(() => undefined)))
   await rm(dir, { recursive: true, force: true })
 })
-
-async function eventually<T>(
-  probe: () => Promise<T>,
-  ok: (v: T) => boolean,
-  timeoutMs = 30_000,
-  everyMs = 50,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await probe()
-    if (ok(value)) return value
-    if (Date.now() > deadline) throw new Error(`timed out; last value: ${JSON.stringify(value)}`)
-    await new Promise((resolve) => setTimeout(resolve, everyMs))
-  }
-}
 
 async function spawn(options: Record<string, unknown>): Promise<PeerHandle> {
   const h = await spawnPeer({ siteKey: SITE_KEY, ...options })

@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { isDeepStrictEqual } from 'node:util'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { spawnPeer, type PeerHandle } from './fixtures/peer-handle.js'
+import { eventuallyValue as eventually } from './helpers/eventually.js'
 
 const SITE_KEY = 'process-site-key'
 let dir = ''
@@ -21,20 +22,6 @@ afterAll(async () => {
   await Promise.all(handles.map((h) => h.kill().catch(() => undefined)))
   await rm(dir, { recursive: true, force: true })
 })
-
-async function eventually<T>(
-  probe: () => Promise<T>,
-  ok: (v: T) => boolean,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await probe()
-    if (ok(value)) return value
-    if (Date.now() > deadline) throw new Error(`timed out; last value: ${JSON.stringify(value)}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
 
 async function device(id: string, url: string): Promise<PeerHandle> {
   const h = await spawnPeer({

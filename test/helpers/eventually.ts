@@ -16,3 +16,23 @@ export async function eventually(check: () => void, timeoutMs = 10_000): Promise
     }
   }
 }
+
+/**
+ * Polls an async `probe` until `ok` accepts its value, which it returns;
+ * for peers in other processes, where each look is a request. Bounded in
+ * time; on timeout it throws with the last value seen.
+ */
+export async function eventuallyValue<T>(
+  probe: () => Promise<T>,
+  ok: (v: T) => boolean,
+  timeoutMs = 20_000,
+  everyMs = 50,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await probe()
+    if (ok(value)) return value
+    if (Date.now() > deadline) throw new Error(`timed out; last value: ${JSON.stringify(value)}`)
+    await new Promise((resolve) => setTimeout(resolve, everyMs))
+  }
+}
