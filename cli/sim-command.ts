@@ -47,8 +47,6 @@ Faults:
   --swarm                draw the fault settings not given from the seed
   --canary <kind>        break a rule on purpose (${CANARIES.join(', ')}):
                          the run must fail
-  --avoid-known-bugs     steer the run around the known bugs listed in
-                         docs/SIMULATION.md, to test everything else
 Checks:
   --check-every <d>      virtual time between safety checks (default 10m)
   --converge-bound <d>   how long convergence may take after healing (default 2h)
@@ -86,7 +84,6 @@ const flags = {
   'partition-close': { type: 'string' },
   swarm: { type: 'boolean', default: false },
   canary: { type: 'string' },
-  'avoid-known-bugs': { type: 'boolean', default: false },
   'check-every': { type: 'string' },
   'converge-bound': { type: 'string' },
   seeds: { type: 'string' },
@@ -172,11 +169,7 @@ async function optionsOf(values: Values): Promise<SwarmOptions> {
   ]
   const options = Object.fromEntries(entries.filter(([, v]) => v !== undefined)) as SwarmOptions
   const swarm = values.swarm || values.seeds !== undefined
-  return {
-    ...options,
-    ...(swarm ? { swarm: true } : {}),
-    ...(values['avoid-known-bugs'] ? { avoidKnownBugs: true } : {}),
-  }
+  return { ...options, ...(swarm ? { swarm: true } : {}) }
 }
 
 export const simCommand: Command = {
@@ -248,7 +241,7 @@ function printReport(report: SimReport, wallMs: number): void {
   const lines = [
     `rostersync sim — seed ${report.seed}: ${report.ok ? 'PASSED' : 'FAILED'}`,
     `  site          1 server + ${c.devices} devices (${Math.round(c.periodic * 100)}% periodic, ${c.retiring} retiring), ${c.lanIslands} LAN island(s)`,
-    `  workload      ${report.steps} steps over ${formatMs(c.durationMs)} virtual (${report.workload.acknowledged} acknowledged, ${report.workload.skipped} skipped: peer down${c.avoidKnownBugs ? `, ${report.workload.avoided} avoided: known bug` : ''})`,
+    `  workload      ${report.steps} steps over ${formatMs(c.durationMs)} virtual (${report.workload.acknowledged} acknowledged, ${report.workload.skipped} skipped: peer down)`,
     `  links         loss ${c.loss}, dup ${c.dup}, delay ${c.delayMs} ms + jitter ${c.jitterMs} ms, clog ${c.clog} x ${c.clogMs} ms${c.swarm ? ' (swarm)' : ''}`,
     `  converged     ${report.converged ? `yes, ${formatMs(report.virtualMsToConverge ?? 0)} of virtual time after healing` : `NO: ${report.notConverged ?? ''}`}`,
     `  messages      ${report.messages.toLocaleString('en')} sent, ${report.bytes.toLocaleString('en')} bytes (${Object.entries(

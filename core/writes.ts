@@ -126,3 +126,49 @@ export function deviceWrite(
   }
   return { e: Math.max(serverEpoch, carry ? prev.e : 0), f, s }
 }
+
+/**
+ * One entry out of several entries of the same device for the same user
+ * that Yjs holds as concurrent (the device lost part of its own history:
+ * restored from an old backup, or a write made before its own latest entry
+ * came back): Yjs keeps only one of them, chosen by clientID, not by time.
+ * The merge keeps, field by field, the latest write (greatest stamp) among
+ * the entries of the newest epoch: an entry of an older epoch was written
+ * for a user the server has deleted since (rule 4). Ties (the same stamp
+ * twice, only after a restored HLC) go to the greater encoded value, so
+ * every peer merging the same entries gets the same entry.
+ */
+export function mergeDeviceEntries(entries: readonly DeviceEntry[]): DeviceEntry {
+  const e = Math.max(...entries.map((entry) => entry.e))
+  const f: Record<string, FieldValue> = {}
+  const s: Record<string, HlcStamp> = {}
+  const rank = (entry: DeviceEntry, field: string): string =>
+    field in entry.f ? JSON.stringify(entry.f[field]) : ''
+  const from: Record<string, DeviceEntry> = {}
+  for (const entry of entries) {
+    if (entry.e !== e) continue
+    for (const [field, stamp] of Object.entries(entry.s)) {
+      const held = s[field]
+      const rival = from[field]
+      const newer =
+        held === undefined ||
+        stamp > held ||
+        (stamp === held && rival !== undefined && rank(entry, field) > rank(rival, field))
+      if (!newer) continue
+      s[field] = stamp
+      from[field] = entry
+      const value = entry.f[field]
+      if (value === undefined) delete f[field]
+      else f[field] = value
+    }
+  }
+  return { e, f, s }
+}
+
+/** True when two device entries hold the same epoch and the same stamps. */
+export function sameDeviceStamps(a: DeviceEntry, b: DeviceEntry): boolean {
+  if (a.e !== b.e) return false
+  const fields = Object.keys(a.s)
+  if (fields.length !== Object.keys(b.s).length) return false
+  return fields.every((field) => a.s[field] === b.s[field])
+}

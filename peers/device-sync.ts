@@ -303,9 +303,13 @@ export class DeviceSync implements DeviceSyncApi {
           try {
             // Only if this device wrote nothing since the server acknowledged
             // the push. What other devices relayed meanwhile is still on
-            // them, and they push it themselves.
+            // them, and they push it themselves. From the wipe until the
+            // roster is back, this device's own writes wait in the queue:
+            // written into the emptied document they would not carry the
+            // device's own latest entry for the user.
             await replica.wipe({
               local: false,
+              holdWrites: true,
               onlyIf: (doc) =>
                 (theirs.get(doc.clientID) ?? 0) >= Y.getState(doc.store, doc.clientID),
             })
@@ -315,17 +319,19 @@ export class DeviceSync implements DeviceSyncApi {
             pushed = await this.push(session, () => undefined)
           }
         }
-        await this.answer(session)
+        try {
+          await this.fetch(session)
+        } finally {
+          replica.releaseWrites()
+        }
       }
       if (kind === 'full') {
+        // One reading of the clock: the status and the record say the same time.
+        const at = clock.now()
         this.fullPending = false
-        this.persisted = {
-          ...this.persisted,
-          offlineReady: true,
-          lastFullSyncAt: clock.now(),
-        }
+        this.persisted = { ...this.persisted, offlineReady: true, lastFullSyncAt: at }
         this.persist()
-        this.serverToDevice = { state: 'success', at: clock.now() }
+        this.serverToDevice = { state: 'success', at }
       }
       this.attempt = 0
       if (!quiet) await this.log({ type: 'sync-succeeded', kind })
@@ -383,6 +389,22 @@ export class DeviceSync implements DeviceSyncApi {
       answer = await this.answer(session)
     }
     return answer
+  }
+
+  /**
+   * The fetch of a full sync: exchanges until this device holds everything
+   * the server's answer says it holds. An answer that does not bring that
+   * (a stale or duplicated answer to an earlier request, matched to this one
+   * by arrival order) is followed by another request.
+   */
+  private async fetch(session: SyncSession): Promise<void> {
+    for (let round = 1; ; round++) {
+      const answer = await this.answer(session)
+      const ours = Y.decodeStateVector(Y.encodeStateVector(this.options.replica.doc))
+      if (covers(ours, answer.theirs)) return
+      if (round >= PUSH_ROUNDS_MAX)
+        throw new SyncError('SYNC_FAILED', 'the roster fetched from the server is incomplete')
+    }
   }
 
   /** One step-1 exchange, bounded in time. */

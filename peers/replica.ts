@@ -32,6 +32,7 @@ import { Hlc, type HlcStamp } from '../core/hlc.js'
 import { asUserId, SERVER_ID, type UserId, type WriterId } from '../core/ids.js'
 import { limits } from '../core/limits.js'
 import { scanUpdate } from '../core/update-scan.js'
+import { mergeDeviceEntries, sameDeviceStamps } from '../core/writes.js'
 import {
   resolveUser,
   type DeleteMark,
@@ -149,6 +150,13 @@ export interface WipeOptions {
    * `WipeSkippedError` (a full sync: a write landed after the push).
    */
   readonly onlyIf?: (doc: Y.Doc) => boolean
+  /**
+   * From the wipe on, hold this peer's own writes in the queue (remote
+   * updates still apply) until {@link Replica.releaseWrites}: a full sync
+   * holds them until the roster is back, so that no write is computed in
+   * an emptied document, without this device's own latest entries.
+   */
+  readonly holdWrites?: boolean
 }
 
 /** The wipe's `onlyIf` said no; nothing was wiped. */
@@ -197,6 +205,18 @@ export class Replica {
   private eventChunks: Array<{ readonly first: number; readonly last: number }> = []
   private readonly listeners = new Set<(u: ReplicaUpdate) => void>()
   private readonly resetListeners = new Set<() => void>()
+  /** A batch (or wipe) is applied in memory and not durable yet. */
+  private inFlight = false
+  /** Readers waiting for a moment when memory holds only what is durable. */
+  private durableReaders: Array<() => void> = []
+  /** Own writes are held in the queue (see WipeOptions.holdWrites). */
+  private holding = false
+  /**
+   * This device's own entries, per user, that remote transactions of the
+   * batch being applied brought in next to the one Yjs kept (see
+   * mergeOwnConflicts). Devices only: no other peer writes the server's part.
+   */
+  private ownConflicts = new Map<UserId, DeviceEntry[]>()
 
   private constructor(private readonly options: ReplicaOptions) {
     this.doc = new Y.Doc()
@@ -309,6 +329,7 @@ export class Replica {
     this.deviceRoots = []
     this.deviceRootsShareSize = -1
     this.policyCache = undefined
+    this.ownConflicts = new Map()
     doc.on('afterTransaction', (tr: Y.Transaction) => this.noteTransaction(tr))
     for (const listener of this.resetListeners) listener()
   }
@@ -380,7 +401,63 @@ export class Replica {
         this.policyCache = undefined
       } else if (name?.startsWith(USERS_ROOT_PREFIX) === true) {
         for (const key of subs) if (key !== null) this.touched.add(asUserId(key))
+        if (tr.origin !== LOCAL_ORIGIN && name === this.ownRootName()) {
+          this.collectOwnConflicts(type, subs)
+        }
       }
+    }
+  }
+
+  /** The root map of this peer's own entries; undefined on the server (see ownConflicts). */
+  private ownRootName(): string | undefined {
+    return this.options.writerId === SERVER_ID ? undefined : usersRootName(this.options.writerId)
+  }
+
+  /**
+   * Called from 'afterTransaction', before Yjs garbage-collects what the
+   * transaction deleted: for each of this device's own users that a remote
+   * transaction changed, every entry still holding content in that key's
+   * item list. Normally that is one (the entry Yjs shows; the one it
+   * replaced was deleted long ago and collected). More than one means the
+   * transaction brought an entry concurrent with one this device already
+   * held: the device wrote without its own latest entry (restored from an
+   * old backup, or a fetch that came back incomplete), and Yjs picked one
+   * of the two by clientID, deleting the other.
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Yjs types its roots this way
+  private collectOwnConflicts(type: Y.AbstractType<Y.YEvent<any>>, keys: Set<string | null>): void {
+    for (const key of keys) {
+      if (key === null) continue
+      const entries: DeviceEntry[] = []
+      for (let item = type._map.get(key) ?? null; item !== null; item = item.left) {
+        if (!(item.content instanceof Y.ContentAny)) continue
+        const entry = asDeviceEntry(item.content.getContent().at(-1))
+        if (entry !== undefined) entries.push(entry)
+      }
+      if (entries.length < 2) continue
+      const id = asUserId(key)
+      this.ownConflicts.set(id, [...(this.ownConflicts.get(id) ?? []), ...entries])
+    }
+  }
+
+  /**
+   * Writes, for each user collected by collectOwnConflicts, the field-wise
+   * merge of the concurrent entries (latest stamp per field; see
+   * mergeDeviceEntries) when it differs from the entry Yjs kept, so that no
+   * write of this device is lost to Yjs's clientID order. The merged entry
+   * follows the kept one, so every peer ends with it.
+   */
+  private mergeOwnConflicts(ctx: WriteContext): void {
+    const conflicts = this.ownConflicts
+    if (conflicts.size === 0) return
+    this.ownConflicts = new Map()
+    const own = this.ownRootName()
+    if (own === undefined) return
+    for (const [id, entries] of conflicts) {
+      const kept = asDeviceEntry(this.doc.getMap(own).get(id))
+      if (kept === undefined) continue
+      const merged = mergeDeviceEntries([kept, ...entries])
+      if (!sameDeviceStamps(merged, kept)) ctx.setOwnEntry(id, merged)
     }
   }
 
@@ -565,22 +642,90 @@ export class Replica {
 
   private async flushLoop(): Promise<void> {
     try {
-      while (this.queue.length > 0) {
-        // A wipe runs alone: what was queued before it is durable first, and
-        // what is queued after it lands in the emptied document.
-        const wipeAt = this.queue.findIndex((op) => op.kind === 'wipe')
-        if (wipeAt === 0) await this.flushWipe(this.queue.shift() as PendingOp)
-        else {
-          const take =
-            wipeAt < 0 ? limits.writeBatchOpsMax : Math.min(wipeAt, limits.writeBatchOpsMax)
-          await this.flushBatch(this.queue.splice(0, take))
+      for (;;) {
+        const next = this.nextBatch()
+        if (next === undefined) break
+        this.inFlight = true
+        try {
+          if (next.wipe !== undefined) await this.flushWipe(next.wipe)
+          else await this.flushBatch(next.batch)
+        } finally {
+          this.settle()
         }
       }
     } finally {
       this.flushing = false
-      if (this.queue.length > 0) this.scheduleFlush()
-      else for (const resolve of this.idleWaiters.splice(0)) resolve()
+      if (this.nextRunnable()) this.scheduleFlush()
+      else if (this.queue.length === 0) for (const resolve of this.idleWaiters.splice(0)) resolve()
     }
+  }
+
+  /** Whether the queue holds something flushLoop may run now. */
+  private nextRunnable(): boolean {
+    return this.holding ? this.queue.some((op) => op.kind === 'remote') : this.queue.length > 0
+  }
+
+  /**
+   * What the queue runs next: a wipe alone (what was queued before it is
+   * durable first, and what is queued after it lands in the emptied
+   * document), or a batch of operations up to the next wipe. While own
+   * writes are held, only remote updates run.
+   */
+  private nextBatch():
+    { wipe: PendingOp; batch?: never } | { wipe?: never; batch: PendingOp[] } | undefined {
+    if (this.queue.length === 0) return undefined
+    if (this.holding) {
+      const batch: PendingOp[] = []
+      const rest: PendingOp[] = []
+      for (const op of this.queue) {
+        if (op.kind === 'remote' && batch.length < limits.writeBatchOpsMax) batch.push(op)
+        else rest.push(op)
+      }
+      if (batch.length === 0) return undefined
+      this.queue = rest
+      return { batch }
+    }
+    const wipeAt = this.queue.findIndex((op) => op.kind === 'wipe')
+    if (wipeAt === 0) return { wipe: this.queue.shift() as PendingOp }
+    const take = wipeAt < 0 ? limits.writeBatchOpsMax : Math.min(wipeAt, limits.writeBatchOpsMax)
+    return { batch: this.queue.splice(0, take) }
+  }
+
+  /** Ends a hold of own writes (see WipeOptions.holdWrites); they run now. */
+  releaseWrites(): void {
+    if (!this.holding) return
+    this.holding = false
+    if (this.queue.length > 0) this.scheduleFlush()
+  }
+
+  /**
+   * Runs `read` at a moment when the document in memory holds nothing that
+   * is not durable (no batch applied and still being written): at once when
+   * the queue is idle, else right after the batch in flight is on disk,
+   * before the next one is applied. What a peer sends from its document
+   * (its answer to a state exchange) must be read this way: sending a change
+   * that a crash then destroys would leave other peers holding operations
+   * of a clientID that this peer, restarted under a fresh clientID, never
+   * made durable, and the server refuses them back as forged.
+   */
+  whenDurable<T>(read: (doc: Y.Doc) => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const run = (): void => {
+        try {
+          resolve(read(this.doc))
+        } catch (error) {
+          reject(error instanceof Error ? error : new Error(String(error)))
+        }
+      }
+      if (this.inFlight) this.durableReaders.push(run)
+      else run()
+    })
+  }
+
+  /** Memory holds only what is durable again: runs the waiting readers (see whenDurable). */
+  private settle(): void {
+    this.inFlight = false
+    for (const run of this.durableReaders.splice(0)) run()
   }
 
   /** Applies one batch of operations, makes it durable, then settles each. */
@@ -608,9 +753,13 @@ export class Replica {
       await this.storeBatch(storeOps)
     } catch (error) {
       await this.rollback()
+      this.settle()
       for (const op of batch) op.reject(error)
       return
     }
+    // Readers first: an answer they send holds this batch, and must go out
+    // before the updates announced below, which may build on what it holds.
+    this.settle()
     batch.forEach((op, i) => {
       const outcome = outcomes[i]
       if (outcome?.ok === false) op.reject(outcome.error)
@@ -667,6 +816,7 @@ export class Replica {
       await this.storeBatch(ops)
     } catch (error) {
       await this.rollback()
+      this.settle()
       op.reject(error)
       return
     }
@@ -678,6 +828,8 @@ export class Replica {
       this.localFields.clear()
     }
     this.installDoc(doc)
+    if (options.holdWrites === true) this.holding = true
+    this.settle()
     op.resolve(undefined)
   }
 
@@ -727,6 +879,7 @@ export class Replica {
     const policiesChanged = this.policiesTouched
     this.observeStamps(remoteTouched)
     this.doc.transact(() => {
+      this.mergeOwnConflicts(ctx)
       if (remoteTouched.size > 0 || policiesChanged) {
         this.options.hooks?.afterRemote?.(remoteTouched, ctx, policiesChanged)
       }
@@ -1028,6 +1181,7 @@ export class Replica {
    */
   async close(): Promise<void> {
     if (this.closed) return
+    this.releaseWrites()
     await this.drain()
     this.closed = true
     try {

@@ -137,15 +137,19 @@ export function startSession(options: SessionOptions): SyncSession {
     switch (message.type) {
       case 'sync-step1': {
         await renewIfReused(message.stateVector)
-        const ours = stateVector()
-        // Our step 1 goes first: the other side checks it for a reused
-        // clientID before it applies the step 2 that follows.
-        if (options.answerStep1WithStateVector === true) {
-          send({ type: 'sync-step1', stateVector: ours })
-        }
-        send({
-          type: 'sync-step2',
-          update: Y.encodeStateAsUpdate(replica.doc, message.stateVector),
+        // The answer holds only what is durable here, and is sent at that
+        // moment (Replica.whenDurable), before any update that builds on it:
+        // a change sent and then lost to a crash would stay on the other side
+        // under a clientID this peer no longer writes with. Our step 1 goes
+        // first: the other side checks it for a reused clientID before it
+        // applies the step 2 that follows.
+        const ours = await replica.whenDurable((doc) => {
+          const vector = Y.encodeStateVector(doc)
+          if (options.answerStep1WithStateVector === true) {
+            send({ type: 'sync-step1', stateVector: vector })
+          }
+          send({ type: 'sync-step2', update: Y.encodeStateAsUpdate(doc, message.stateVector) })
+          return vector
         })
         options.onAnswered?.()
         const waiter = waiting.find((w) => w.answer === undefined)

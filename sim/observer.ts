@@ -5,13 +5,20 @@
  * update) is:
  *
  * - applied to an observer document, which therefore holds everything ever
- *   sent by anyone. Updates are seen in send order, which is causal (a peer
- *   sends only what it wrote or received), so Yjs integrates each at once;
+ *   sent by anyone. Updates are seen in send order, which is causal but for
+ *   one case: a peer may send an update that builds on its own writes it has
+ *   not sent yet (made offline, they go out in its answer to the next state
+ *   exchange, which a reordering network can deliver after a change it
+ *   made on receiving the other side's answer). Yjs keeps such an update
+ *   pending until what it builds on is seen;
  * - checked against rule 3 and "a peer writes only its own part", on the
  *   keys the update changed in the observer: no update may remove a user
  *   key from any writer's map (nobody ever deletes an entry outright: the
  *   server writes tombstones, devices keep their deletes local), and every
- *   entry in the server's part must come from a Yjs client the server used;
+ *   entry in the server's part must come from a Yjs client the server used.
+ *   A key left without an entry while the observer holds pending updates
+ *   (the entry replacing it may be among them) is checked again once none
+ *   is pending, and at the end of the run;
  * - kept, merged in chunks with `Y.mergeUpdates`, to rebuild the document
  *   from every update at the end (a second, independent reconstruction).
  */
@@ -48,7 +55,9 @@ export function classifyMessage(message: Uint8Array): string {
 export class NetworkObserver {
   /** Everything ever sent, integrated. */
   readonly doc = new Y.Doc({ gc: true })
-  readonly violations: SendViolation[] = []
+  readonly #violations: SendViolation[] = []
+  /** Keys an update left without an entry while updates were pending: checked again later. */
+  readonly #deferred = new Map<string, { root: string; key: string; sender: string; at: number }>()
   /** Yjs clients the server has written with (its clientID in every incarnation). */
   readonly serverClients = new Set<number>()
   /** Updates seen (after dropping the same message object sent on several links). */
@@ -95,6 +104,7 @@ export class NetworkObserver {
     } finally {
       this.#sender = ''
     }
+    if (this.#deferred.size > 0 && this.doc.store.pendingStructs === null) this.#recheck()
     // Only updates that brought something new matter to the union.
     if (!this.#changed) return
     this.#chunk.push(update)
@@ -112,6 +122,31 @@ export class NetworkObserver {
     if (same.some((seen) => sameBytes(seen, update))) return true
     same.push(update)
     return false
+  }
+
+  /** Every rule broken in what peers sent; keys still deferred count as removed. */
+  get violations(): readonly SendViolation[] {
+    this.#recheck()
+    return this.#violations
+  }
+
+  /** Checks the deferred keys again: still without an entry, they were removed. */
+  #recheck(): void {
+    for (const { root, key, sender, at } of this.#deferred.values()) {
+      const entries = (this.doc.share.get(root) as unknown as { _map: Map<string, Y.Item> })._map
+      const item = entries.get(key)
+      if (item === undefined || item.deleted) this.#removed(sender, root, key, at)
+    }
+    this.#deferred.clear()
+  }
+
+  #removed(sender: string, root: string, key: string, at: number): void {
+    this.#violations.push({
+      sender,
+      rule: 'device-delete-sent',
+      detail: `an update sent by ${sender} removes ${JSON.stringify(key)} from ${root}`,
+      at,
+    })
   }
 
   /** A document rebuilt from every update seen, merged with `Y.mergeUpdates`. */
@@ -194,18 +229,14 @@ export class NetworkObserver {
         if (key === null) continue
         const item = entries.get(key)
         if (item === undefined || item.deleted) {
-          this.violations.push({
-            sender,
-            rule: 'device-delete-sent',
-            detail: `an update sent by ${sender} removes ${JSON.stringify(key)} from ${root}`,
-            at: this.#now(),
-          })
+          if (this.doc.store.pendingStructs === null) this.#removed(sender, root, key, this.#now())
+          else this.#deferred.set(`${root}\u0000${key}`, { root, key, sender, at: this.#now() })
           continue
         }
         if (owner !== SERVER_ID) continue
         const client = item.id.client
         if (!this.serverClients.has(client)) {
-          this.violations.push({
+          this.#violations.push({
             sender,
             rule: 'server-part-forged',
             detail: `an update sent by ${sender} writes ${JSON.stringify(key)} into ${root} as Yjs client ${client}, not one of the server's`,

@@ -71,15 +71,6 @@ export interface SimOptions {
   readonly swarm?: boolean
   /** Break one rule on purpose; the checks must catch it. */
   readonly canary?: CanaryKind
-  /**
-   * Steer the run around the known bugs listed in docs/SIMULATION.md
-   * ("Known bugs"), so that it tests everything else: a device does not
-   * write a user while it lacks its own latest entry for that user
-   * (`ownEntryBehind` in workload.ts), and a server crash waits until what
-   * the server has sent is durable (`SimSite.crash`). Off by default: runs
-   * show every bug.
-   */
-  readonly avoidKnownBugs?: boolean
   /** Run exactly these steps instead of the workload drawn from the seed (replays, fast-check). */
   readonly steps?: readonly SimStepInput[]
   /** Where `steps` came from, for the replay command (otherwise it lists them inline). */
@@ -138,7 +129,6 @@ export interface SimConfig {
   readonly shortRetentionMs: number
   readonly swarm: boolean
   readonly canary: CanaryKind | undefined
-  readonly avoidKnownBugs: boolean
   readonly checkEveryMs: number
   readonly convergeBoundMs: number
   /** Size of the pool of user ids the workload draws from (small, so that writes collide). */
@@ -254,7 +244,6 @@ export function resolveConfig(options: SimOptions): SimConfig {
     shortRetentionMs: Math.max(HOUR_MS, Math.min(2 * DAY_MS, Math.round(durationMs * 0.6))),
     swarm,
     canary,
-    avoidKnownBugs: options.avoidKnownBugs === true,
     checkEveryMs: Math.max(1_000, ms('checkEveryMs', options.checkEveryMs, 10 * MINUTE_MS)),
     convergeBoundMs: Math.max(
       MINUTE_MS,
@@ -302,7 +291,6 @@ const FLAGS: ReadonlyArray<readonly [FlagOption, string]> = [
 export function replayCommand(options: SimOptions, planFile?: string): string {
   const parts = ['npx rostersync sim', `--seed ${options.seed}`]
   if (options.swarm === true) parts.push('--swarm')
-  if (options.avoidKnownBugs === true) parts.push('--avoid-known-bugs')
   for (const [key, flag] of FLAGS) {
     const value = options[key]
     if (value !== undefined) parts.push(`${flag} ${String(value)}`)

@@ -372,7 +372,6 @@ function faultCounts(stats: SiteStats): Record<string, number> {
     serverCrashes: stats.serverCrashes,
     deviceCrashes: stats.deviceCrashes,
     crashesWithWritesInFlight: stats.crashesWithWritesInFlight,
-    crashesDeferred: stats.crashesDeferred,
     backupRestores: stats.restores,
     retentionWipes: stats.retentionWipes,
     partitionsServerCut: stats.partitionsServerCut,

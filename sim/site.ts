@@ -11,7 +11,6 @@
  * peer object is never called again; a restart builds a new one on the same
  * disk, as a new process would.
  */
-import * as Y from 'yjs'
 import type { Store, StoreOp } from '../core/store.js'
 import type { Connection } from '../core/transport.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
@@ -52,8 +51,6 @@ export interface SiteStats {
   /** Crashes that landed while the peer had writes in flight. */
   crashesWithWritesInFlight: number
   restarts: number
-  /** Server crashes put off (`avoidKnownBugs`) until what it had sent was durable. */
-  crashesDeferred: number
   restores: number
   retentionWipes: number
   partitionsServerCut: number
@@ -83,10 +80,6 @@ export class PeerSlot {
   down = false
   /** The next store write crashes the peer (a crash "at any point" of a write). */
   crashOnWrite = false
-  /** Per Yjs client of the server: its clock up to which its own writes are durable. */
-  readonly durable = new Map<number, number>()
-  /** Wipes called on the running replica and not yet done (see workload.ts, ownEntryBehind). */
-  wipesInFlight = 0
   /** Downtime of the crash armed by crashOnWrite, ms. */
   pendingDownMs = 0
   restartTimer: unknown
@@ -124,7 +117,6 @@ export class SimSite {
     deviceCrashes: 0,
     crashesWithWritesInFlight: 0,
     restarts: 0,
-    crashesDeferred: 0,
     restores: 0,
     retentionWipes: 0,
     partitionsServerCut: 0,
@@ -221,7 +213,6 @@ export class SimSite {
     slot.clock = clock
     slot.store = store
     slot.down = false
-    slot.wipesInFlight = 0
     if (incarnation > 1) this.stats.restarts++
     const common = {
       store: this.#crashable(slot, store),
@@ -236,7 +227,6 @@ export class SimSite {
       slot.server = server
       slot.alive = true
       this.observer.serverClients.add(server.replica.clientId)
-      this.#watchDurable(slot, server.replica)
       this.network.listen(SERVER_NAME, SERVER_URL, (connection, url) => {
         if (slot.generation !== generation) {
           connection.close(1001, 'server gone')
@@ -274,15 +264,6 @@ export class SimSite {
    */
   crash(slot: PeerSlot, downMs: number | undefined): void {
     if (slot.down || slot.store === undefined) return
-    if (this.config.avoidKnownBugs && this.#sentBeyondDurable(slot)) {
-      // Known bug 2 (docs/SIMULATION.md): wait until what it sent is durable.
-      const generation = slot.generation
-      this.stats.crashesDeferred++
-      this.scheduler.setTimeout(() => {
-        if (slot.generation === generation) this.crash(slot, downMs)
-      }, 1)
-      return
-    }
     slot.generation++
     slot.crashOnWrite = false
     if (slot.store.inFlight > 0) this.stats.crashesWithWritesInFlight++
@@ -312,11 +293,6 @@ export class SimSite {
   restore(slot: PeerSlot, downMs: number): void {
     const backup = slot.backup
     if (backup === undefined || slot.store === undefined) return
-    if (this.config.avoidKnownBugs && !slot.down && this.#sentBeyondDurable(slot)) {
-      // Known bug 2 (docs/SIMULATION.md), as in crash(): a little later.
-      this.scheduler.setTimeout(() => this.restore(slot, downMs), 1)
-      return
-    }
     this.crash(slot, undefined)
     slot.backup = undefined
     this.scheduler.clearTimeout(slot.restartTimer)
@@ -356,31 +332,6 @@ export class SimSite {
     }
   }
 
-  /**
-   * Keeps, per Yjs client of the server, how far its own writes are durable:
-   * the replica tells listeners of a change only once it is on disk, and then
-   * its document holds nothing newer of its own.
-   */
-  #watchDurable(slot: PeerSlot, replica: Replica): void {
-    const note = (): void => {
-      slot.durable.set(replica.clientId, Y.getState(replica.doc.store, replica.clientId))
-    }
-    slot.durable.clear()
-    note()
-    replica.onUpdate(note)
-  }
-
-  /**
-   * True when the server has sent some of its own writes (in a state
-   * exchange's answer, which encodes its document as it is in memory) that
-   * are not durable yet: a crash now would lose what a device already holds.
-   */
-  #sentBeyondDurable(slot: PeerSlot): boolean {
-    for (const [client, clock] of slot.durable)
-      if (Y.getState(this.observer.doc.store, client) > clock) return true
-    return false
-  }
-
   /** Records retention wipes: the ones at start, and later ones through the replica. */
   #watchWipes(slot: PeerSlot, device: DevicePeer, startedAt: number): void {
     const note = (): void => {
@@ -394,13 +345,7 @@ export class SimSite {
     replica.wipe = (options: WipeOptions) => {
       // Only the retention wipe clears local state; a full sync's does not.
       if (options.local) note()
-      slot.wipesInFlight++
-      const done = (): void => {
-        slot.wipesInFlight--
-      }
-      const wiping = wipe(options)
-      wiping.then(done, done)
-      return wiping
+      return wipe(options)
     }
   }
 

@@ -6,10 +6,9 @@
  * the ledger; refusals are counted by code, and an error no caller should
  * ever see (a TypeError, a refused valid record) is a violation.
  */
-import * as Y from 'yjs'
-import { usersRootName, type FieldPolicy } from '../core/entries.js'
+import type { FieldPolicy } from '../core/entries.js'
 import { RostersyncError } from '../core/errors.js'
-import { asUserId, asWriterId } from '../core/ids.js'
+import { asUserId } from '../core/ids.js'
 import { leakDelete } from './canary.js'
 import type { Violation, WriteLedger } from './checks.js'
 import type { SimStep } from './plan.js'
@@ -24,8 +23,6 @@ export interface WorkloadStats {
   readonly steps: Record<string, number>
   /** Operations skipped because their peer was down. */
   skipped: number
-  /** Device writes left out to steer around a known bug (`avoidKnownBugs`). */
-  avoided: number
   /** Operations whose promise resolved. */
   acknowledged: number
   /** Rejections, by error code (USER_NOT_FOUND, SYNC_TIMEOUT ...). */
@@ -55,7 +52,7 @@ export interface StepContext {
 
 /** Empty workload counters. */
 export function newWorkloadStats(): WorkloadStats {
-  return { steps: {}, skipped: 0, avoided: 0, acknowledged: 0, refused: {} }
+  return { steps: {}, skipped: 0, acknowledged: 0, refused: {} }
 }
 
 /** Runs `step` now (at its virtual time). */
@@ -118,7 +115,7 @@ function runOperation(ctx: StepContext, step: SimStep): void {
     )
   }
   if (slot.server !== undefined) serverOperation(ctx, step, slot.server, done)
-  else if (slot.device !== undefined) deviceOperation(ctx, step, slot, slot.device, done)
+  else if (slot.device !== undefined) deviceOperation(ctx, step, slot.device, done)
 }
 
 const POLICY_OF = (value: number): Record<string, FieldPolicy> => ({
@@ -146,25 +143,11 @@ function serverOperation(ctx: StepContext, step: SimStep, server: ServerPeer, do
   }
 }
 
-function deviceOperation(
-  ctx: StepContext,
-  step: SimStep,
-  slot: PeerSlot,
-  device: DevicePeer,
-  done: Done,
-): void {
-  const { site, stats } = ctx
+function deviceOperation(ctx: StepContext, step: SimStep, device: DevicePeer, done: Done): void {
+  const { site } = ctx
   const userId = userIdOf(step.user)
   const record = (fields: readonly string[]) => (): void =>
     ctx.ledger.device(device.id, device.replica, asUserId(userId), fields, ctx.elapsed())
-  const writesOwnEntry = step.op === 'put' || step.op === 'patch'
-  if (writesOwnEntry && site.config.avoidKnownBugs) {
-    // A write queued behind a wipe lands in the emptied document.
-    if (slot.wipesInFlight > 0 || ownEntryBehind(site, device.id, device.replica.doc, userId)) {
-      stats.avoided++
-      return
-    }
-  }
   switch (step.op) {
     case 'put': {
       const fields = recordFor(userId, step.value)
@@ -195,29 +178,6 @@ function deviceOperation(
       done(device.signIn(userId))
       return
   }
-}
-
-/**
- * The known bug `avoidKnownBugs` steers around (docs/SIMULATION.md, "Known
- * bugs"): a device that lost part of its own history (a full sync's wipe
- * not yet followed by the fetch, an incomplete fetch, a restored backup)
- * writes a user's entry without holding its own latest entry for that
- * user, which some other peer holds. The two entries are then concurrent
- * in Yjs, which orders them by clientID, not by time: the older one can
- * win, and the acknowledged write vanishes. True when the latest entry
- * ever sent for `userId` in this device's part is missing from `doc`.
- */
-export function ownEntryBehind(
-  site: SimSite,
-  deviceId: string,
-  doc: Y.Doc,
-  userId: string,
-): boolean {
-  const root = site.observer.doc.share.get(usersRootName(asWriterId(deviceId)))
-  if (root === undefined) return false
-  const item = (root as unknown as { _map: Map<string, Y.Item> })._map.get(userId)
-  if (item === undefined) return false
-  return Y.getState(doc.store, item.id.client) <= item.id.clock
 }
 
 function refused(ctx: StepContext, slot: PeerSlot, step: SimStep, error: unknown): void {

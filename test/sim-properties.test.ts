@@ -7,8 +7,6 @@
  * sim/checks.ts: server wins, server fills vacant, no device delete on the
  * wire, no acknowledged write lost, and convergence within the bound after
  * healing (state vectors, pending structs, views, the rebuilt document).
- * The workload steers around the known bugs of docs/SIMULATION.md
- * (`avoidKnownBugs`); test/sim-run.test.ts keeps their smallest replays.
  *
  * Replay:
  * - a smoke seed: the `npx rostersync sim ...` command its test prints;
@@ -85,7 +83,6 @@ describe('smoke seeds (swarm, 1 server + 6 devices, 150 operations, 2 days)', ()
       devices: 6,
       ops: 150,
       days: 2,
-      avoidKnownBugs: true,
     }
     const report = await mustPass(options)
     console.log(`sim-properties: smoke ok — replay: ${report.replay}`)
@@ -185,7 +182,7 @@ const scenarioArb = (maxSteps: number, devicesMax = DEVICES_MAX): fc.Arbitrary<S
       periodic: rate(0.6),
       steps: fc.array(stepArb, { minLength: 1, maxLength: maxSteps }),
     })
-    .map((s) => ({ ...s, days: DAYS, retiring: Math.min(1, s.devices - 1), avoidKnownBugs: true }))
+    .map((s) => ({ ...s, days: DAYS, retiring: Math.min(1, s.devices - 1) }))
 
 describe('fast-check scenarios (op lists with faults, shrunk on failure)', () => {
   it(`every scenario converges and breaks no rule (${numRuns} runs)`, async () => {

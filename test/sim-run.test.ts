@@ -95,46 +95,28 @@ describe('canaries: a rule broken on purpose is caught', () => {
   })
 })
 
-describe('known bugs (docs/SIMULATION.md): expected to fail until fixed', () => {
-  // Known bug 1: a device write made between a full sync's wipe and its
-  // fetch is stored without the device's previous entry for the user; when
-  // that entry comes back, Yjs orders the two by clientID and the older one
-  // wins. When this test starts failing, the bug is fixed: make it a plain
-  // test, and drop the bug from `avoidKnownBugs` (sim/workload.ts).
-  it.fails('a device write made during a full sync is not lost', async () => {
-    const report = await simulate({
-      ...QUIET,
-      seed: 1,
-      devices: 1,
-      days: 0.1,
-      loss: 0,
-      dup: 0,
-      jitterMs: 0,
-      clog: 0,
-      skewMs: 0,
-      periodic: 0,
-      steps: [
-        { at: M, op: 'put', peer: 1, user: 1, value: 11 },
-        { at: 10 * M, op: 'full', peer: 1 },
-        { at: 10 * M + 50, op: 'put', peer: 1, user: 1, value: 22 },
-      ],
-    })
-    expect(report.violationCounts['acknowledged-write-lost']).toBeUndefined()
-  })
+describe('bugs the simulator found, replayed (docs/SIMULATION.md, "Found and fixed")', () => {
+  /** No faults at all: the bug shows on its own. */
+  const CALM: Partial<SimOptions> = {
+    ...QUIET,
+    loss: 0,
+    dup: 0,
+    jitterMs: 0,
+    clog: 0,
+    skewMs: 0,
+    periodic: 0,
+  }
 
-  it('the same run with avoidKnownBugs leaves that write out and passes', async () => {
+  // A device write made between a full sync's wipe and its fetch was
+  // stored without the device's previous entry for the user; when that
+  // entry came back, Yjs ordered the two by clientID and the older could
+  // win. Writes now wait from the wipe until the roster is back.
+  it('a device write made during a full sync is not lost', async () => {
     const report = await simulate({
-      ...QUIET,
+      ...CALM,
       seed: 1,
       devices: 1,
       days: 0.1,
-      loss: 0,
-      dup: 0,
-      jitterMs: 0,
-      clog: 0,
-      skewMs: 0,
-      periodic: 0,
-      avoidKnownBugs: true,
       steps: [
         { at: M, op: 'put', peer: 1, user: 1, value: 11 },
         { at: 10 * M, op: 'full', peer: 1 },
@@ -142,7 +124,62 @@ describe('known bugs (docs/SIMULATION.md): expected to fail until fixed', () => 
       ],
     })
     expect(report.ok).toBe(true)
-    expect(report.workload.avoided).toBe(1)
+    expect(report.writesChecked).toBe(2)
+  })
+
+  // A device restored from a backup older than its last synced write of a
+  // user, writing that user again offline: its new entry and the one the
+  // server holds are concurrent in Yjs. The device now merges its own
+  // concurrent entries field by field (latest stamp), so neither write is
+  // lost whichever entry Yjs keeps. Seeds 1-5 cover both orders of the two
+  // clientIDs (without the merge, 8 of the first 10 seeds lose a write).
+  it.each([1, 2, 3, 4, 5])(
+    'seed %i: a restored device writing a user again keeps both its writes',
+    async (seed) => {
+      const report = await simulate({
+        ...CALM,
+        seed,
+        devices: 2,
+        days: 0.5,
+        jitterMs: 40,
+        steps: [
+          { at: 10 * M, op: 'put', peer: 1, user: 0, value: 1 },
+          { at: 2 * H, op: 'patch', peer: 1, user: 0, value: 2 },
+          // Kind 2 (value % 4): device 1 isolated over the restore and its writes.
+          { at: 170 * M, op: 'partition', peer: 1, value: 2, lasts: H },
+          // Back to the backup taken 2 hours earlier: before the patch at 2 h.
+          { at: 3 * H, op: 'restore', peer: 1, value: 2 * H, lasts: M },
+          { at: 185 * M, op: 'patch', peer: 1, user: 0, value: 3 },
+          { at: 3 * H + 400 * 1000, op: 'put', peer: 1, user: 0, value: 4 },
+        ],
+      })
+      expect(report.ok).toBe(true)
+      expect(report.faults.backupRestores).toBe(1)
+      expect(report.writesChecked).toBe(4)
+    },
+  )
+
+  // The server answered a state exchange from memory, with a write of its
+  // own not yet durable; it crashed, and the device, holding a server entry
+  // the restarted server never had, had every later push refused
+  // (FORBIDDEN_WRITE) and never synced again. Answers now hold only what is
+  // durable.
+  it('a server crash right after a write it had not made durable does not wedge a device', async () => {
+    const report = await simulate({
+      ...CALM,
+      seed: 1617344397,
+      devices: 1,
+      days: 0.5,
+      delayMs: 1,
+      convergeBoundMs: H,
+      steps: [
+        { at: 6, op: 'policy', value: 147639808 },
+        { at: 11, op: 'crash', peer: 0, value: 0, lasts: 100 },
+      ],
+    })
+    expect(report.ok).toBe(true)
+    expect(report.converged).toBe(true)
+    expect(report.faults.serverCrashes).toBe(1)
   })
 })
 
