@@ -53,6 +53,9 @@ export function summarize(report: SimReport, wallMs: number): SeedSummary {
   }
 }
 
+/** Young-generation size of a swarm worker, MB (see startWorker). */
+const YOUNG_GENERATION_MB = 48
+
 /** Worker threads to use by default: every core. */
 export const defaultWorkers = (): number => Math.max(1, availableParallelism())
 
@@ -62,12 +65,19 @@ export const defaultWorkers = (): number => Math.max(1, availableParallelism())
  * worker first (a worker does not inherit the loader of the main thread).
  */
 function startWorker(options: SwarmOptions): Worker {
+  // A run allocates many short-lived objects (messages, updates, Yjs
+  // transactions): a young generation larger than V8's default (16 MB)
+  // halves the time spent collecting it.
+  const resourceLimits = { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB }
   if (!import.meta.url.endsWith('.ts'))
-    return new Worker(new URL('./sim-worker.js', import.meta.url), { workerData: options })
+    return new Worker(new URL('./sim-worker.js', import.meta.url), {
+      workerData: options,
+      resourceLimits,
+    })
   const script = new URL('./sim-worker.ts', import.meta.url).href
   const tsx = import.meta.resolve('tsx/esm/api')
   const boot = `import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(script)}) })`
-  return new Worker(boot, { eval: true, workerData: options })
+  return new Worker(boot, { eval: true, workerData: options, resourceLimits })
 }
 
 /**

@@ -209,7 +209,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     async signIn(userId) {
       touch()
       const id = basics.schema.parseUserId(userId)
-      await replica.write((ctx) => ctx.event({ type: 'user-signed-in', userId: id }))
+      await replica.writeMeta((ctx) => ctx.event({ type: 'user-signed-in', userId: id }))
     },
     attachLan(connection, peer = connection.remote) {
       runLanLink({ replica, schema: basics.schema }, connection, peer)

@@ -532,6 +532,7 @@ export class DeviceSync implements DeviceSyncApi {
 
   private onLinkState(state: LinkState, detail?: string): void {
     if (state === 'connected' || state === 'connecting') return
+    if (this.connectWaiters.length === 0) return
     const reason = detail === undefined || detail === '' ? state : `${state}: ${detail}`
     this.rejectConnectWaiters(
       state === 'refused'
@@ -558,7 +559,7 @@ export class DeviceSync implements DeviceSyncApi {
 
   private async log(event: NewEvent): Promise<void> {
     try {
-      await this.options.replica.write((ctx) => ctx.event(event))
+      await this.options.replica.writeMeta((ctx) => ctx.event(event))
     } catch {
       // The log is best effort here: a failing store already fails every write.
     }

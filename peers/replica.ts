@@ -80,6 +80,12 @@ export interface WriteContext {
   allUserIds(): UserId[]
 }
 
+/**
+ * What a bookkeeping write may do (Replica.writeMeta): record events and
+ * peer-local records, nothing in the replicated document.
+ */
+export type MetaContext = Pick<WriteContext, 'event' | 'setRecord' | 'now'>
+
 /** Rules a peer layers on the replica. */
 export interface ReplicaHooks {
   /** Runs after remote updates changed some users, in the same durable batch. */
@@ -129,7 +135,7 @@ interface BatchCapture {
 }
 
 interface PendingOp {
-  readonly kind: 'local' | 'remote' | 'wipe'
+  readonly kind: 'local' | 'meta' | 'remote' | 'wipe'
   readonly wipe?: WipeOptions
   readonly run?: (ctx: WriteContext) => unknown
   readonly remote?: RemoteUpdate
@@ -388,7 +394,7 @@ export class Replica {
 
   /** Sets one record durably (a write of its own). */
   setRecord(namespace: string, key: string, value: unknown): Promise<void> {
-    return this.write((ctx) => ctx.setRecord(namespace, key, value))
+    return this.writeMeta((ctx) => ctx.setRecord(namespace, key, value))
   }
 
   /** Collects which users and policies a transaction touched. */
@@ -560,10 +566,24 @@ export class Replica {
    * batch is durable. If `run` throws, only this operation fails.
    */
   write<T>(run: (ctx: WriteContext) => T): Promise<T> {
+    return this.enqueue('local', run)
+  }
+
+  /**
+   * A write of bookkeeping only (events, peer-local records), durable like
+   * any write. It needs no Yjs transaction (a batch of them and of remote
+   * updates that changed nothing runs without one), and it is not held by
+   * a full sync (WipeOptions.holdWrites): it cannot build on the document.
+   */
+  writeMeta<T>(run: (ctx: MetaContext) => T): Promise<T> {
+    return this.enqueue('meta', run)
+  }
+
+  private enqueue<T>(kind: 'local' | 'meta', run: (ctx: WriteContext) => T): Promise<T> {
     if (this.closed) return Promise.reject(new PeerClosedError())
     if (this.broken !== undefined) return Promise.reject(this.brokenError())
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ kind: 'local', run, resolve: resolve as (v: unknown) => void, reject })
+      this.queue.push({ kind, run, resolve: resolve as (v: unknown) => void, reject })
       this.scheduleFlush()
     })
   }
@@ -662,14 +682,14 @@ export class Replica {
 
   /** Whether the queue holds something flushLoop may run now. */
   private nextRunnable(): boolean {
-    return this.holding ? this.queue.some((op) => op.kind === 'remote') : this.queue.length > 0
+    return this.holding ? this.queue.some((op) => op.kind !== 'local') : this.queue.length > 0
   }
 
   /**
    * What the queue runs next: a wipe alone (what was queued before it is
    * durable first, and what is queued after it lands in the emptied
    * document), or a batch of operations up to the next wipe. While own
-   * writes are held, only remote updates run.
+   * writes are held, only remote updates and bookkeeping run.
    */
   private nextBatch():
     { wipe: PendingOp; batch?: never } | { wipe?: never; batch: PendingOp[] } | undefined {
@@ -678,7 +698,8 @@ export class Replica {
       const batch: PendingOp[] = []
       const rest: PendingOp[] = []
       for (const op of this.queue) {
-        if (op.kind === 'remote' && batch.length < limits.writeBatchOpsMax) batch.push(op)
+        const runs = op.kind === 'remote' || op.kind === 'meta'
+        if (runs && batch.length < limits.writeBatchOpsMax) batch.push(op)
         else rest.push(op)
       }
       if (batch.length === 0) return undefined
@@ -878,13 +899,9 @@ export class Replica {
     const remoteTouched = this.touched
     const policiesChanged = this.policiesTouched
     this.observeStamps(remoteTouched)
-    this.doc.transact(() => {
-      this.mergeOwnConflicts(ctx)
-      if (remoteTouched.size > 0 || policiesChanged) {
-        this.options.hooks?.afterRemote?.(remoteTouched, ctx, policiesChanged)
-      }
+    const runWrites = (): void =>
       batch.forEach((op, i) => {
-        if (op.kind !== 'local' || op.run === undefined) return
+        if ((op.kind !== 'local' && op.kind !== 'meta') || op.run === undefined) return
         try {
           outcomes[i] = { ok: true, value: op.run(ctx) }
         } catch (error) {
@@ -892,6 +909,19 @@ export class Replica {
           outcomes[i] = { ok: false, error }
         }
       })
+    // A Yjs transaction costs a state vector on each side of it: a batch of
+    // bookkeeping and of remote updates that touched nothing needs none.
+    const hasLocal = batch.some((op) => op.kind === 'local')
+    if (!hasLocal && remoteTouched.size === 0 && !policiesChanged && this.ownConflicts.size === 0) {
+      runWrites()
+      return
+    }
+    this.doc.transact(() => {
+      this.mergeOwnConflicts(ctx)
+      if (remoteTouched.size > 0 || policiesChanged) {
+        this.options.hooks?.afterRemote?.(remoteTouched, ctx, policiesChanged)
+      }
+      runWrites()
     }, LOCAL_ORIGIN)
   }
 

@@ -75,16 +75,18 @@ export interface SyncSession {
 
 /**
  * The update message for a durable change, encoded once however many links
- * forward it (the server fans one change out to every connected device).
+ * forward it (the server fans one change out to every connected device):
+ * the replica tells every link of a change in one loop, so the last update
+ * encoded is the one to keep.
  */
-const encodedUpdates = new WeakMap<Uint8Array, Uint8Array>()
+let lastUpdate: Uint8Array | undefined
+let lastMessage: Uint8Array = new Uint8Array(0)
 function updateMessage(update: Uint8Array): Uint8Array {
-  let message = encodedUpdates.get(update)
-  if (message === undefined) {
-    message = encodeMessage({ type: 'sync-update', update })
-    encodedUpdates.set(update, message)
+  if (update !== lastUpdate) {
+    lastMessage = encodeMessage({ type: 'sync-update', update })
+    lastUpdate = update
   }
-  return message
+  return lastMessage
 }
 
 /** Runs the sync protocol on `connection` until it closes. */
@@ -214,7 +216,10 @@ export function startSession(options: SessionOptions): SyncSession {
     },
     stop() {
       offUpdate()
-      for (const w of waiting.splice(0)) w.reject(new Error('connection closed'))
+      const pending = waiting.splice(0)
+      if (pending.length === 0) return
+      const closed = new Error('connection closed')
+      for (const w of pending) w.reject(closed)
     },
   }
 }

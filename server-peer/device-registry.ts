@@ -4,9 +4,17 @@
  * Kept in memory and persisted as peer-local records of the server's replica
  * (namespace `device`), so a restarted server still knows its devices and
  * still refuses the revoked ones.
+ *
+ * What matters is stored at once: a new device, a changed name or serial, a
+ * revocation, a sync direction that changed state. What only moves on every
+ * connection (last seen, the address with its port) is kept in memory and
+ * stored with the next such write, by a flush at most `LAZY_FLUSH_MS` later,
+ * or on close: a server with hundreds of devices reconnecting would
+ * otherwise make one durable write per connection and per disconnection,
+ * and its answers would wait behind them (issue 5).
  */
 import type { Clock } from '../core/clock.js'
-import type { Replica } from '../peers/replica.js'
+import type { MetaContext, Replica } from '../peers/replica.js'
 
 /** State of one sync direction as the server saw it last. */
 export interface DirectionState {
@@ -39,12 +47,17 @@ export interface DeviceRecord {
 
 const NAMESPACE = 'device'
 const NOT_STARTED: DirectionState = { state: 'not-started' }
+/** The longest a last-seen time or address stays in memory only. */
+export const LAZY_FLUSH_MS = 5 * 60_000
 
 /** Registry of a site's devices. */
 export class DeviceRegistry {
   private readonly devices = new Map<string, DeviceRecord>()
   /** Open connections per device (a device may briefly have two while reconnecting). */
   private readonly open = new Map<string, number>()
+  /** Devices whose record in memory is newer than the stored one. */
+  private readonly dirty = new Set<string>()
+  private flushTimer: unknown = undefined
 
   constructor(
     private readonly clock: Clock,
@@ -62,6 +75,7 @@ export class DeviceRegistry {
     const now = this.clock.now()
     const prev = this.devices.get(id)
     this.open.set(id, (this.open.get(id) ?? 0) + 1)
+    const changed = prev === undefined || prev.name !== name || prev.serial !== serial
     this.set(
       withState({
         id,
@@ -74,6 +88,7 @@ export class DeviceRegistry {
         connected: true,
         sync: prev?.sync ?? { serverToDevice: NOT_STARTED, deviceToServer: NOT_STARTED },
       }),
+      changed,
     )
     return prev === undefined
   }
@@ -84,7 +99,7 @@ export class DeviceRegistry {
     const open = Math.max(0, (this.open.get(id) ?? 1) - 1)
     this.open.set(id, open)
     if (prev !== undefined)
-      this.set(withState({ ...prev, connected: open > 0, lastSeen: this.clock.now() }))
+      this.set(withState({ ...prev, connected: open > 0, lastSeen: this.clock.now() }), false)
   }
 
   /**
@@ -109,8 +124,7 @@ export class DeviceRegistry {
       lastSeen: now,
       sync: { ...prev.sync, [direction]: next },
     })
-    if (before.state === state && before.error === error) this.devices.set(id, record)
-    else this.set(record)
+    this.set(record, before.state !== state || before.error !== error)
   }
 
   /** Revokes a device durably; it is refused from then on. Returns false if unknown. */
@@ -119,8 +133,9 @@ export class DeviceRegistry {
     if (prev === undefined) return false
     const record = withState({ ...prev, revoked: true, connected: false })
     this.devices.set(id, record)
-    await this.replica.write((ctx) => {
-      ctx.setRecord(NAMESPACE, id, stored(record))
+    this.dirty.add(id)
+    await this.replica.writeMeta((ctx) => {
+      this.writeDirty(ctx)
       ctx.event({ type: 'device-revoked', deviceId: id })
     })
     return true
@@ -143,13 +158,44 @@ export class DeviceRegistry {
       .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
   }
 
-  /** Keeps a record and persists it (best effort: the registry is bookkeeping). */
-  private set(record: DeviceRecord): void {
+  /**
+   * Stores every record changed since it was last stored (best effort: the
+   * registry is bookkeeping). Called on close, and by the lazy flush.
+   */
+  async flush(): Promise<void> {
+    this.clock.clearTimeout(this.flushTimer)
+    this.flushTimer = undefined
+    if (this.dirty.size === 0) return
+    await this.replica
+      .writeMeta((ctx) => this.writeDirty(ctx))
+      .catch(() => {
+        // A failing store is reported on every roster write; the records stay
+        // dirty in memory and are stored with the next write.
+      })
+  }
+
+  /**
+   * Keeps a record; stores it (and every other dirty one) now when `now`,
+   * else within LAZY_FLUSH_MS.
+   */
+  private set(record: DeviceRecord, now: boolean): void {
     this.devices.set(record.id, record)
-    this.replica.setRecord(NAMESPACE, record.id, stored(record)).catch(() => {
-      // A failing store is reported on every roster write; the registry
-      // keeps the record in memory and stores it with its next change.
-    })
+    this.dirty.add(record.id)
+    if (now) void this.flush()
+    else if (this.flushTimer === undefined)
+      this.flushTimer = this.clock.setTimeout(() => void this.flush(), LAZY_FLUSH_MS)
+  }
+
+  /** Writes the dirty records into a write batch; they are clean once it is durable. */
+  private writeDirty(ctx: MetaContext): void {
+    for (const id of this.dirty) {
+      const record = this.devices.get(id)
+      if (record !== undefined) ctx.setRecord(NAMESPACE, id, stored(record))
+    }
+    // Cleared now, inside the batch: a change made while the batch is being
+    // written marks its device dirty again. A failed batch leaves the stored
+    // records as they were; the next change or close stores them again.
+    this.dirty.clear()
   }
 }
 

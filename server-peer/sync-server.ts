@@ -224,7 +224,7 @@ function sameSecret(given: string, expected: string): boolean {
 
 async function logEvent(replica: Replica, event: NewEvent): Promise<void> {
   try {
-    await replica.write((ctx) => ctx.event(event))
+    await replica.writeMeta((ctx) => ctx.event(event))
   } catch {
     // Logging the event is best effort: the refusal itself has already been
     // sent to the device, and a failing store is reported on every write.

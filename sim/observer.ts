@@ -65,7 +65,13 @@ export class NetworkObserver {
   updateBytes = 0
   /** Updates skipped because the same bytes were seen before. */
   duplicates = 0
-  readonly #seen = new WeakSet<Uint8Array>()
+  /**
+   * The message seen last: a change fanned out to several links is one
+   * message object sent on each in turn (peers/sync-session.ts), seen once.
+   * (Not a WeakSet of every message: its ephemerons cost the garbage
+   * collector more than the rest of the observer.)
+   */
+  #last: Uint8Array | undefined
   #chunk: Uint8Array[] = []
   readonly #merged: Uint8Array[] = []
   #sender = ''
@@ -82,8 +88,8 @@ export class NetworkObserver {
 
   /** `sender` sent `message` (called by the tapped connections). */
   sent(sender: string, message: Uint8Array): void {
-    if (this.#seen.has(message)) return
-    this.#seen.add(message)
+    if (message === this.#last) return
+    this.#last = message
     const kind = classifyMessage(message)
     if (kind !== 'step2' && kind !== 'update') return
     const decoded = decodeMessage(message)

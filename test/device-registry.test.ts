@@ -1,0 +1,140 @@
+/**
+ * The server's device registry (server-peer/device-registry.ts) is durable
+ * where it matters (a new device, a revocation, a sync direction that
+ * changed state: stored at once) and lazy where it does not (last seen and
+ * the address move on every connection: stored within LAZY_FLUSH_MS, or on
+ * close), so that devices reconnecting do not each cost the server a
+ * durable write. In-memory transport and a manual clock.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import type { RangeOptions, Store, StoreOp } from '../core/store.js'
+import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { keys } from '../peers/storage-keys.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { LAZY_FLUSH_MS } from '../server-peer/device-registry.js'
+import { memoryStore } from '../storage/level-store.js'
+import { memoryPair } from '../transports/memory-transport.js'
+import { ManualClock, settle } from './helpers/manual-clock.js'
+
+const SITE_KEY = 'registry-site-key'
+const closers: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close().catch(() => undefined)
+})
+
+/** A store that survives its peer (the next server reopens it) and counts registry writes. */
+class CountingStore implements Store {
+  registryWrites = 0
+  constructor(readonly inner: Store) {}
+  get(key: string): Promise<Uint8Array | undefined> {
+    return this.inner.get(key)
+  }
+  put(key: string, value: Uint8Array): Promise<void> {
+    return this.inner.put(key, value)
+  }
+  del(key: string): Promise<void> {
+    return this.inner.del(key)
+  }
+  batch(ops: readonly StoreOp[]): Promise<void> {
+    if (ops.some((op) => op.key.startsWith(keys.record('device/')))) this.registryWrites++
+    return this.inner.batch(ops)
+  }
+  range(options: RangeOptions): AsyncIterable<readonly [string, Uint8Array]> {
+    return this.inner.range(options)
+  }
+  async close(): Promise<void> {}
+}
+
+async function server(clock: ManualClock, store: CountingStore): Promise<ServerPeer> {
+  const peer = await createServer({ store, clock, listen: false, siteKey: SITE_KEY })
+  closers.push(() => peer.close())
+  return peer
+}
+
+async function device(clock: ManualClock, peer: () => ServerPeer): Promise<DevicePeer> {
+  let n = 0
+  const d = await createDevice({
+    id: 'D1',
+    name: 'lobby',
+    store: memoryStore(),
+    clock,
+    server: 'ws://sim-server',
+    serverTransport: {
+      connect: async (url) => {
+        const [mine, theirs] = memoryPair('device', 'server')
+        peer().accept(theirs, url)
+        return mine
+      },
+      close: async () => undefined,
+    },
+    siteKey: SITE_KEY,
+    randomUint32: () => 0x1000 + n++,
+  })
+  closers.push(() => d.close())
+  return d
+}
+
+describe('device registry persistence', () => {
+  it('stores a new device at once, and reconnections only lazily', async () => {
+    const clock = new ManualClock()
+    const store = new CountingStore(memoryStore())
+    const s = await server(clock, store)
+    const d = await device(clock, () => s)
+    await d.sync.whenIdle()
+    await settle()
+    const joined = store.registryWrites
+    expect(joined).toBeGreaterThan(0)
+    expect(s.devices.list()).toMatchObject([{ id: 'D1', name: 'lobby', state: 'connected' }])
+
+    // Ten reconnections within the flush interval: no registry write yet.
+    for (let i = 0; i < 10; i++) {
+      d.serverLink?.retry()
+      await settle()
+    }
+    await d.sync.whenIdle()
+    expect(store.registryWrites).toBe(joined)
+    const seen = s.devices.list()[0]?.lastSeen
+
+    // ... then one write, within LAZY_FLUSH_MS.
+    await clock.advance(LAZY_FLUSH_MS)
+    await settle()
+    expect(store.registryWrites).toBe(joined + 1)
+
+    // A server that crashes (no close) still knows the device, and its last
+    // seen time as of that flush.
+    const again = await createServer({ store, clock, listen: false, siteKey: SITE_KEY })
+    closers.push(() => again.close())
+    expect(again.devices.list()).toMatchObject([{ id: 'D1', name: 'lobby', lastSeen: seen }])
+  })
+
+  it('stores what is still in memory when the server closes', async () => {
+    const clock = new ManualClock()
+    const store = new CountingStore(memoryStore())
+    let current = await server(clock, store)
+    const d = await device(clock, () => current)
+    await d.sync.whenIdle()
+    await clock.advance(5_000)
+    d.serverLink?.retry()
+    await settle()
+    await d.sync.whenIdle()
+    const seen = current.devices.list()[0]?.lastSeen
+    expect(seen).toBe(clock.now())
+    await current.close()
+    current = await server(clock, store)
+    expect(current.devices.list()[0]?.lastSeen).toBe(seen)
+  })
+
+  it('stores a revocation at once', async () => {
+    const clock = new ManualClock()
+    const store = new CountingStore(memoryStore())
+    const s = await server(clock, store)
+    const d = await device(clock, () => s)
+    await d.sync.whenIdle()
+    const before = store.registryWrites
+    await s.devices.revoke('D1')
+    expect(store.registryWrites).toBe(before + 1)
+    const again = await createServer({ store, clock, listen: false, siteKey: SITE_KEY })
+    closers.push(() => again.close())
+    expect(again.devices.list()[0]).toMatchObject({ id: 'D1', revoked: true })
+  })
+})
