@@ -31,9 +31,19 @@ export const limits = {
   writeBatchOpsMax: 5_000,
   /** Most events kept in a peer's event log; the oldest are dropped first. */
   eventsMax: 100_000,
-  /** Appended Yjs updates after which the log is compacted into a snapshot. */
+  /**
+   * Appended Yjs updates after which the log is compacted into a snapshot,
+   * once the write queue has been idle for `compactionIdleMs`: compaction
+   * encodes the whole document (40 ms for 1,000 users after heavy editing,
+   * far more for 100,000), and under heavy traffic that pause would delay
+   * every answer waiting behind it.
+   */
   updatesBeforeCompactionMax: 1_000,
-  /** Appended update bytes after which the log is compacted into a snapshot. */
+  /** Idle time of the write queue before a due compaction runs, ms. */
+  compactionIdleMs: 1_000,
+  /** Appended updates after which the log is compacted at once, idle or not. */
+  updatesBeforeCompactionHardMax: 20_000,
+  /** Appended update bytes after which the log is compacted at once. */
   updateBytesBeforeCompactionMax: 64 * 1024 * 1024,
   /** Largest number of events one query returns. */
   eventsPerQueryMax: 10_000,

@@ -46,6 +46,9 @@ import type { RecordSchema } from '../core/schema.js'
 import type { Store, StoreOp } from '../core/store.js'
 import { keys, seqOf } from './storage-keys.js'
 
+/** Coalescing listeners told per turn of the event loop (Replica.tellCoalescing). */
+const TELL_CHUNK = 32
+
 /** Transaction origin of changes made by this peer. */
 export const LOCAL_ORIGIN = 'rostersync:local'
 /** Transaction origin of updates received from other peers. */
@@ -102,6 +105,21 @@ export interface ReplicaOptions {
   readonly randomUint32: () => number
   readonly hooks?: ReplicaHooks
   readonly eventsMax?: number
+  /**
+   * Tell listeners (the network's fan-out) of durable changes at most once
+   * per this many ms: changes made meanwhile are merged into one update per
+   * origin (0, the default: at once, one per batch). The first change after
+   * a quiet spell goes out at once. The server uses it so that heavy edit
+   * traffic turns into a bounded number of messages per device.
+   */
+  readonly announceIntervalMs?: number
+  /**
+   * Added to `announceIntervalMs` per listener (per connected link): one
+   * change told costs one message on every link, so this bounds the
+   * messages the fan-out sends per second (0.2 ms: at most 5,000 a second,
+   * whatever the number of devices).
+   */
+  readonly announceMsPerListener?: number
 }
 
 /** A durable change, as told to listeners (the network layer). */
@@ -190,6 +208,9 @@ export class Replica {
   private queue: PendingOp[] = []
   private readonly idleWaiters: Array<() => void> = []
   private flushing = false
+  /** When the last batch was applied (clock ms), and the idle compaction's timer. */
+  private lastBatchAt = 0
+  private compactTimer: unknown = undefined
   private closed = false
   /** Set when a storage failure left memory unlike the store: every write is then refused. */
   private broken: unknown = undefined
@@ -198,6 +219,13 @@ export class Replica {
   private updateBytesSinceSnapshot = 0
   private policyCache: PolicyTable | undefined
   private deviceRoots: Array<readonly [WriterId, Y.Map<unknown>]> = []
+  /**
+   * Per user id, the devices whose part holds an entry for it: replicaOf
+   * then reads only those, not every device's map (a server with hundreds
+   * of devices reads a user's entries on every change of that user).
+   * Devices never remove an entry, so it only grows; rebuilt with the doc.
+   */
+  private deviceIndex = new Map<string, Set<WriterId>>()
   private deviceRootsShareSize = -1
   private touched = new Set<UserId>()
   private policiesTouched = false
@@ -210,7 +238,16 @@ export class Replica {
   /** Stored event chunks, oldest first: key seq and last event seq. */
   private eventChunks: Array<{ readonly first: number; readonly last: number }> = []
   private readonly listeners = new Set<(u: ReplicaUpdate) => void>()
+  /** Listeners told at most once per announce interval (the network's fan-out). */
+  private readonly coalescing = new Set<(u: ReplicaUpdate) => void>()
+  /** Coalesced tells still going out, a chunk of listeners at a time (see tellCoalescing). */
+  private telling: Array<{ told: ReplicaUpdate; listeners: Array<(u: ReplicaUpdate) => void> }> = []
+  private tellTimer: unknown = undefined
   private readonly resetListeners = new Set<() => void>()
+  /** Durable changes not told yet (see ReplicaOptions.announceIntervalMs). */
+  private untold: ReplicaUpdate[] = []
+  private lastAnnounceAt = -Infinity
+  private announceTimer: unknown = undefined
   /** A batch (or wipe) is applied in memory and not durable yet. */
   private inFlight = false
   /** Readers waiting for a moment when memory holds only what is durable. */
@@ -336,6 +373,9 @@ export class Replica {
     this.deviceRootsShareSize = -1
     this.policyCache = undefined
     this.ownConflicts = new Map()
+    this.deviceIndex = new Map()
+    for (const [writer, map] of this.devices())
+      for (const id of map.keys()) this.indexEntry(id, writer)
     doc.on('afterTransaction', (tr: Y.Transaction) => this.noteTransaction(tr))
     for (const listener of this.resetListeners) listener()
   }
@@ -406,8 +446,16 @@ export class Replica {
         this.policiesTouched = true
         this.policyCache = undefined
       } else if (name?.startsWith(USERS_ROOT_PREFIX) === true) {
-        for (const key of subs) if (key !== null) this.touched.add(asUserId(key))
-        if (tr.origin !== LOCAL_ORIGIN && name === this.ownRootName()) {
+        const remote = tr.origin !== LOCAL_ORIGIN
+        const owner = rootOwner(name)
+        const device = owner !== undefined && owner !== SERVER_ID ? owner : undefined
+        for (const key of subs) {
+          if (key === null) continue
+          this.touched.add(asUserId(key))
+          if (device !== undefined) this.indexEntry(key, device)
+          if (remote) this.observeEntry(type._map.get(key))
+        }
+        if (remote && name === this.ownRootName()) {
           this.collectOwnConflicts(type, subs)
         }
       }
@@ -496,12 +544,18 @@ export class Replica {
     return this.deviceRoots
   }
 
+  private indexEntry(id: string, writer: WriterId): void {
+    const writers = this.deviceIndex.get(id)
+    if (writers === undefined) this.deviceIndex.set(id, new Set([writer]))
+    else writers.add(writer)
+  }
+
   /** What the replicated document holds for one user. */
   replicaOf(id: UserId): UserReplica {
     const server = asServerEntry(this.serverMap().get(id))
     const devices: Array<readonly [WriterId, DeviceEntry]> = []
-    for (const [writer, map] of this.devices()) {
-      const entry = asDeviceEntry(map.get(id))
+    for (const writer of this.deviceIndex.get(id) ?? []) {
+      const entry = asDeviceEntry(this.doc.getMap(usersRootName(writer)).get(id))
       if (entry !== undefined) devices.push([writer, entry])
     }
     return { server, devices }
@@ -539,7 +593,7 @@ export class Replica {
   /** Every user id mentioned by replicated or local state, sorted. */
   allUserIds(): UserId[] {
     const ids = new Set<string>(this.serverMap().keys())
-    for (const [, map] of this.devices()) for (const id of map.keys()) ids.add(id)
+    for (const id of this.deviceIndex.keys()) ids.add(id)
     for (const id of this.localFields.keys()) ids.add(id)
     return [...ids].sort().map(asUserId)
   }
@@ -634,10 +688,17 @@ export class Replica {
     }
   }
 
-  /** Listens to durable changes; returns the unsubscribe function. */
-  onUpdate(listener: (u: ReplicaUpdate) => void): () => void {
-    this.listeners.add(listener)
-    return () => this.listeners.delete(listener)
+  /**
+   * Listens to durable changes; returns the unsubscribe function. With
+   * `coalesce`, the listener is told at most once per announce interval
+   * (ReplicaOptions.announceIntervalMs), what changed meanwhile merged: the
+   * links of the network's fan-out listen so. Others hear of every batch
+   * at once.
+   */
+  onUpdate(listener: (u: ReplicaUpdate) => void, options?: { coalesce?: boolean }): () => void {
+    const set = options?.coalesce === true ? this.coalescing : this.listeners
+    set.add(listener)
+    return () => set.delete(listener)
   }
 
   /** Listens to the document being replaced (rollback after a storage failure, wipe). */
@@ -720,14 +781,18 @@ export class Replica {
   }
 
   /**
-   * Runs `read` at a moment when the document in memory holds nothing that
-   * is not durable (no batch applied and still being written): at once when
-   * the queue is idle, else right after the batch in flight is on disk,
-   * before the next one is applied. What a peer sends from its document
-   * (its answer to a state exchange) must be read this way: sending a change
-   * that a crash then destroys would leave other peers holding operations
-   * of a clientID that this peer, restarted under a fresh clientID, never
-   * made durable, and the server refuses them back as forged.
+   * Runs `read` at a moment when the document in memory holds none of this
+   * peer's own changes that are not durable yet: at once when no batch with
+   * own changes is being written, else right after it is on disk, before
+   * the next one is applied. What a peer sends from its document (its
+   * answer to a state exchange) must be read this way: sending its own
+   * change that a crash then destroys would leave other peers holding
+   * operations of a clientID that this peer, restarted under a fresh
+   * clientID, never made durable, and the server refuses them back as
+   * forged. Remote changes not yet durable here may be read: each is
+   * durable where it came from, and its sender counts it as delivered only
+   * once an answer to a later message of its own says so (a connection's
+   * messages are applied, durably, in order).
    */
   whenDurable<T>(read: (doc: Y.Doc) => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -763,6 +828,11 @@ export class Replica {
     } finally {
       this.doc.off('update', onUpdate)
     }
+    // Only this peer's own changes must be durable before an answer holds
+    // them (see whenDurable): a batch of remote updates (and bookkeeping)
+    // lets readers in now, which under heavy device traffic is nearly
+    // every batch, so answers do not wait for the disk.
+    if (!captured.some((item) => item.origin === 'local')) this.settle()
     for (const { update } of captured) {
       storeOps.push({ type: 'put', key: keys.update(this.nextUpdateSeq++), value: update })
       this.updateBytesSinceSnapshot += update.byteLength
@@ -790,15 +860,7 @@ export class Replica {
     try {
       await this.maybeCompact()
     } catch (error) {
-      // The writes are durable in the update log already; compaction only
-      // shortens it and is tried again after the next batch. The failure is
-      // recorded in the event log, stored with the next batch.
-      const code = error instanceof RostersyncError ? error.code : 'STORAGE_FAILED'
-      const message = error instanceof Error ? error.message : String(error)
-      const at = this.options.clock.now()
-      this.pendingEvents.push(
-        this.events.append({ type: 'compaction-failed', code, message }, at).event,
-      )
+      this.compactionFailed(error)
     }
   }
 
@@ -878,27 +940,42 @@ export class Replica {
     this.touched = new Set()
     this.heldApplied = false
     this.policiesTouched = false
-    batch.forEach((op, i) => {
-      if (op.kind !== 'remote' || op.remote === undefined) return
-      if (!this.canIntegrate(op.remote.meta)) {
-        this.holdBack(op.remote)
-        outcomes[i] = { ok: true, value: undefined }
-        return
-      }
-      try {
-        this.applyReceived(op.remote, capture)
-        outcomes[i] = { ok: true, value: undefined }
-      } catch (error) {
-        outcomes[i] = {
-          ok: false,
-          error: new MalformedMessageError('update failed to apply', error),
+    // Several remote updates apply in one Yjs transaction: a transaction
+    // costs two state vectors and an encoded update of its own, which under
+    // heavy traffic (hundreds of small edits per batch) was most of the
+    // work, and the batch then stores one update instead of one each. A
+    // batch of one keeps applyReceived's path (a full sync's large update is
+    // stored as it came).
+    const remotes = batch.reduce((n, op) => (op.kind === 'remote' ? n + 1 : n), 0)
+    const applyRemotes = (apply: (remote: RemoteUpdate) => void): void =>
+      batch.forEach((op, i) => {
+        if (op.kind !== 'remote' || op.remote === undefined) return
+        if (!this.canIntegrate(op.remote.meta)) {
+          this.holdBack(op.remote)
+          outcomes[i] = { ok: true, value: undefined }
+          return
         }
-      }
-    })
+        try {
+          apply(op.remote)
+          outcomes[i] = { ok: true, value: undefined }
+        } catch (error) {
+          outcomes[i] = {
+            ok: false,
+            error: new MalformedMessageError('update failed to apply', error),
+          }
+        }
+      })
+    if (remotes > 1) {
+      this.doc.transact(() => {
+        applyRemotes((remote) => Y.applyUpdate(this.doc, remote.bytes, REMOTE_ORIGIN))
+      }, REMOTE_ORIGIN)
+    } else if (remotes === 1) {
+      applyRemotes((remote) => this.applyReceived(remote, capture))
+    }
     this.integrateHeldBack(ctx)
     const remoteTouched = this.touched
     const policiesChanged = this.policiesTouched
-    this.observeStamps(remoteTouched)
+    if (policiesChanged) for (const entry of this.policies().values()) this.hlc.observe(entry.t)
     const runWrites = (): void =>
       batch.forEach((op, i) => {
         if ((op.kind !== 'local' && op.kind !== 'meta') || op.run === undefined) return
@@ -1062,15 +1139,21 @@ export class Replica {
     }
   }
 
-  /** Advances the HLC past every stamp seen in remote changes. */
-  private observeStamps(users: ReadonlySet<UserId>): void {
-    for (const id of users) {
-      const replica = this.replicaOf(id)
-      if (replica.server !== undefined) this.hlc.observe(replica.server.t)
-      for (const [, entry] of replica.devices)
-        for (const stamp of Object.values(entry.s)) this.hlc.observe(stamp)
-    }
-    for (const entry of this.policies().values()) this.hlc.observe(entry.t)
+  /**
+   * Advances the HLC past the stamps of an entry a remote change brought
+   * (a server entry's `t`, a device entry's field stamps). Only the entries
+   * that changed: the others were observed when they came, or are covered
+   * by the stamp stored with every batch.
+   */
+  private observeEntry(item: Y.Item | undefined): void {
+    if (item === undefined || item.deleted || !(item.content instanceof Y.ContentAny)) return
+    const value = item.content.getContent().at(-1) as { t?: unknown; s?: unknown } | undefined
+    if (typeof value !== 'object' || value === null) return
+    if (typeof value.t === 'number') this.hlc.observe(value.t)
+    const stamps = value.s
+    if (typeof stamps === 'object' && stamps !== null)
+      for (const stamp of Object.values(stamps))
+        if (typeof stamp === 'number') this.hlc.observe(stamp)
   }
 
   private writeContext(storeOps: StoreOp[]): WriteContext {
@@ -1083,7 +1166,11 @@ export class Replica {
       localOf: (id) => this.localOf(id),
       view: (id) => this.view(id),
       allUserIds: () => this.allUserIds(),
-      setOwnEntry: (id, entry) => this.doc.getMap(usersRootName(self)).set(id, entry),
+      setOwnEntry: (id, entry) => {
+        this.doc.getMap(usersRootName(self)).set(id, entry)
+        // At once: reads later in the same transaction see the entry.
+        if (self !== SERVER_ID) this.indexEntry(id, self)
+      },
       setPolicy: (field, entry) => {
         if (self !== SERVER_ID) throw new Error('only the server sets field policies')
         this.doc.getMap(SERVER_META_ROOT).set(field, entry)
@@ -1125,26 +1212,105 @@ export class Replica {
   }
 
   private announce(captured: ReplicaUpdate[], batch: PendingOp[]): void {
-    if (this.listeners.size === 0) return
+    if (captured.length === 0) return
+    if (this.listeners.size === 0 && this.coalescing.size === 0) return
     // A remote update is told to listeners with its sender so that the
     // network layer does not echo it back.
     const senders = new Set(batch.filter((op) => op.kind === 'remote').map((op) => op.from))
     const from = senders.size === 1 && !this.heldApplied ? [...senders][0] : undefined
-    // One update per origin per batch: under heavy traffic a batch holds
-    // many devices' edits, and the server forwards each told update to every
-    // connected device, so merging turns N x devices messages into one per
-    // device (issue 5, "debounce fan-out").
-    for (const origin of ['remote', 'local'] as const) {
-      const items = captured.filter((item) => item.origin === origin)
-      if (items.length === 0) continue
-      const update =
-        items.length === 1
-          ? (items[0] as ReplicaUpdate).update
-          : Y.mergeUpdates(items.map((item) => item.update))
-      const told: ReplicaUpdate =
-        origin === 'remote' && from !== undefined ? { update, origin, from } : { update, origin }
-      for (const listener of this.listeners) listener(told)
+    const items = captured.map((item): ReplicaUpdate =>
+      item.origin === 'remote' && from !== undefined ? { ...item, from } : item,
+    )
+    this.tell(items, this.listeners)
+    if (this.coalescing.size === 0) return
+    const every = Math.max(
+      this.options.announceIntervalMs ?? 0,
+      (this.options.announceMsPerListener ?? 0) * this.coalescing.size,
+    )
+    const now = this.options.clock.now()
+    if (every <= 0 || (this.untold.length === 0 && now - this.lastAnnounceAt >= every)) {
+      this.lastAnnounceAt = now
+      this.tellCoalescing(items)
+      return
     }
+    // Within the interval: kept, and told merged when it ends. Durable
+    // already, so a crash meanwhile loses nothing; the next state exchange
+    // brings it to whoever missed it.
+    this.untold.push(...items)
+    if (this.announceTimer === undefined) {
+      this.announceTimer = this.options.clock.setTimeout(
+        () => this.tellUntold(),
+        Math.max(0, this.lastAnnounceAt + every - now),
+      )
+    }
+  }
+
+  private tellUntold(): void {
+    this.announceTimer = undefined
+    const items = this.untold
+    this.untold = []
+    if (items.length === 0 || this.closed) return
+    this.lastAnnounceAt = this.options.clock.now()
+    this.tellCoalescing(items)
+  }
+
+  /**
+   * Tells the coalescing listeners, `TELL_CHUNK` of them per turn of the
+   * event loop: each is a socket write, and a server with hundreds of
+   * devices would otherwise spend several ms in one go on it, during which
+   * nothing else (an HTTP read, a device's state exchange) is answered.
+   * Tells go out in order: one starts once the one before reached every
+   * listener, so each link gets its updates in the order they were made.
+   */
+  private tellCoalescing(items: readonly ReplicaUpdate[]): void {
+    for (const told of this.merged(items))
+      this.telling.push({ told, listeners: [...this.coalescing] })
+    this.tellChunk()
+  }
+
+  private tellChunk(): void {
+    this.tellTimer = undefined
+    let budget = TELL_CHUNK
+    while (budget > 0 && this.telling.length > 0) {
+      const head = this.telling[0] as (typeof this.telling)[number]
+      const chunk = head.listeners.splice(0, budget)
+      for (const listener of chunk) listener(head.told)
+      budget -= chunk.length
+      if (head.listeners.length === 0) this.telling.shift()
+    }
+    if (this.telling.length > 0 && this.tellTimer === undefined && !this.closed)
+      this.tellTimer = this.options.clock.setTimeout(() => this.tellChunk(), 0)
+  }
+
+  /**
+   * Tells listeners of durable changes, one merged update per origin: under
+   * heavy traffic a batch (or an announce interval) holds many devices'
+   * edits, and the server forwards each told update to every connected
+   * device, so merging turns N x devices messages into one per device
+   * (issue 5, "debounce fan-out"). The sender is kept when all of them came
+   * from the same one.
+   */
+  private tell(
+    items: readonly ReplicaUpdate[],
+    listeners: ReadonlySet<(u: ReplicaUpdate) => void>,
+  ): void {
+    if (listeners.size === 0) return
+    for (const told of this.merged(items)) for (const listener of listeners) listener(told)
+  }
+
+  /** One update per origin ('remote' first), merged; see tell. */
+  private merged(items: readonly ReplicaUpdate[]): ReplicaUpdate[] {
+    const out: ReplicaUpdate[] = []
+    for (const origin of ['remote', 'local'] as const) {
+      const mine = items.filter((item) => item.origin === origin)
+      const first = mine[0]
+      if (first === undefined) continue
+      const update = mine.length === 1 ? first.update : Y.mergeUpdates(mine.map((i) => i.update))
+      const from = first.from
+      const same = from !== undefined && mine.every((item) => item.from === from)
+      out.push(same ? { update, origin, from } : { update, origin })
+    }
+    return out
   }
 
   /** After a failed store write: rebuild memory from what is durable. */
@@ -1179,14 +1345,75 @@ export class Replica {
     }
   }
 
-  /** Folds the update log into one snapshot, in one atomic batch. */
+  /**
+   * After a batch: compacts at once when the log is far too long (see
+   * limits), and otherwise, when it is due, once the queue has been idle
+   * for `compactionIdleMs` (compactWhenIdle).
+   */
   private async maybeCompact(force = false): Promise<void> {
     const count = this.nextUpdateSeq - this.firstUpdateSeq
     if (count === 0) return
-    const due =
-      count >= limits.updatesBeforeCompactionMax ||
+    const now =
+      force ||
+      count >= limits.updatesBeforeCompactionHardMax ||
       this.updateBytesSinceSnapshot >= limits.updateBytesBeforeCompactionMax
-    if (!due && !force) return
+    if (now) {
+      await this.compactLog()
+      return
+    }
+    this.lastBatchAt = this.options.clock.now()
+    if (count >= limits.updatesBeforeCompactionMax && this.compactTimer === undefined) {
+      this.compactTimer = this.options.clock.setTimeout(
+        () => this.compactWhenIdle(),
+        limits.compactionIdleMs,
+      )
+    }
+  }
+
+  /**
+   * The idle compaction's timer: compacts if nothing was written for
+   * `compactionIdleMs` and the queue is idle, else looks again when that
+   * much time has passed since the last batch. It holds the queue while it
+   * runs, so no batch is applied (and not yet durable) while it encodes.
+   */
+  private compactWhenIdle(): void {
+    this.compactTimer = undefined
+    if (this.closed || this.nextUpdateSeq === this.firstUpdateSeq) return
+    const wait = this.lastBatchAt + limits.compactionIdleMs - this.options.clock.now()
+    if (this.flushing || this.queue.length > 0 || wait > 0) {
+      this.compactTimer = this.options.clock.setTimeout(
+        () => this.compactWhenIdle(),
+        Math.max(1, wait),
+      )
+      return
+    }
+    this.flushing = true
+    this.compactLog()
+      .catch((error: unknown) => this.compactionFailed(error))
+      .finally(() => {
+        this.flushing = false
+        if (this.nextRunnable()) this.scheduleFlush()
+        else if (this.queue.length === 0)
+          for (const resolve of this.idleWaiters.splice(0)) resolve()
+      })
+  }
+
+  /**
+   * A failed compaction: the writes are durable in the update log already;
+   * compaction only shortens it and is tried again later. The failure is
+   * recorded in the event log, stored with the next batch.
+   */
+  private compactionFailed(error: unknown): void {
+    const code = error instanceof RostersyncError ? error.code : 'STORAGE_FAILED'
+    const message = error instanceof Error ? error.message : String(error)
+    const at = this.options.clock.now()
+    this.pendingEvents.push(
+      this.events.append({ type: 'compaction-failed', code, message }, at).event,
+    )
+  }
+
+  /** Folds the update log into one snapshot, in one atomic batch. */
+  private async compactLog(): Promise<void> {
     const ops: StoreOp[] = [
       { type: 'put', key: keys.snapshot, value: Y.encodeStateAsUpdate(this.doc) },
       { type: 'put', key: keys.updateSeq, value: encodeValue(this.nextUpdateSeq) },
@@ -1214,6 +1441,13 @@ export class Replica {
     this.releaseWrites()
     await this.drain()
     this.closed = true
+    this.options.clock.clearTimeout(this.announceTimer)
+    this.announceTimer = undefined
+    this.options.clock.clearTimeout(this.compactTimer)
+    this.compactTimer = undefined
+    this.options.clock.clearTimeout(this.tellTimer)
+    this.tellTimer = undefined
+    this.telling = []
     try {
       await this.maybeCompact(true)
       await this.storeBatch([

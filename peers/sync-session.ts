@@ -108,9 +108,12 @@ export function startSession(options: SessionOptions): SyncSession {
   const offUpdate =
     options.forwardUpdates === false
       ? () => undefined
-      : replica.onUpdate(({ update, from }) => {
-          if (from !== connection.id && connection.open) connection.send(updateMessage(update))
-        })
+      : replica.onUpdate(
+          ({ update, from }) => {
+            if (from !== connection.id && connection.open) connection.send(updateMessage(update))
+          },
+          { coalesce: true },
+        )
   const stateVector = (): Uint8Array => Y.encodeStateVector(replica.doc)
   const refuse = (error: RostersyncError): void => {
     if (options.reportErrors === true)

@@ -47,6 +47,15 @@ export interface ServerOptions extends CommonPeerOptions {
   readonly room?: string
   /** Set false to open the roster without listening (offline tools). */
   readonly listen?: boolean
+  /**
+   * Changes are forwarded to connected devices at most once per this many
+   * ms, merged (10 by default; 0 forwards each batch at once); with many
+   * devices connected, at most once per 0.2 ms x devices (200 devices: 40
+   * ms). Under heavy edit traffic this bounds the messages the server sends
+   * and keeps its answers fast; a change after a quiet spell goes out at
+   * once.
+   */
+  readonly fanOutIntervalMs?: number
 }
 
 const serverOptionsSchema = z.strictObject({
@@ -60,7 +69,16 @@ const serverOptionsSchema = z.strictObject({
   fieldPolicies: z
     .record(z.string(), z.enum(FIELD_POLICIES as [FieldPolicy, ...FieldPolicy[]]))
     .optional(),
+  fanOutIntervalMs: z.number().min(0).max(10_000).optional(),
 })
+
+/** Default of ServerOptions.fanOutIntervalMs. */
+export const FAN_OUT_INTERVAL_MS = 10
+/**
+ * The fan-out interval grows by this per connected device: at most 5,000
+ * update messages a second in all (200 devices: one every 40 ms each).
+ */
+export const FAN_OUT_MS_PER_DEVICE = 0.2
 
 /** The server peer. */
 export interface ServerPeer {
@@ -106,6 +124,8 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     ...basics,
     hooks: { afterRemote: (users, ctx) => adoptFills(users, ctx) },
     ...(options.eventsMax === undefined ? {} : { eventsMax: options.eventsMax }),
+    announceIntervalMs: options.fanOutIntervalMs ?? FAN_OUT_INTERVAL_MS,
+    announceMsPerListener: options.fanOutIntervalMs === 0 ? 0 : FAN_OUT_MS_PER_DEVICE,
   })
   for (const field of Object.keys(options.fieldPolicies ?? {})) {
     if (!basics.schema.hasField(field)) {

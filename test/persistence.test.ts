@@ -20,6 +20,7 @@ import { keys } from '../peers/storage-keys.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { FaultyStore } from '../storage/faulty-store.js'
 import { memoryStore, openLevelStore } from '../storage/level-store.js'
+import { ManualClock } from './helpers/manual-clock.js'
 
 /** A clock that only moves when the test says so (no timer is ever due). */
 function fakeClock(startMs = Date.UTC(2024, 5, 1)): Clock & { advance(ms: number): void } {
@@ -225,17 +226,24 @@ describe('compaction', () => {
     await server.close()
   })
 
-  it('compacts automatically after updatesBeforeCompactionMax updates; reopen gives the same state', async () => {
+  it('compacts after updatesBeforeCompactionMax updates once writes pause; reopen gives the same state', async () => {
     const dir = await tempDir()
+    const clock = new ManualClock()
     let store = await openLevelStore(dir)
-    let device = await createDevice({ id: 'dev-a', store })
+    let device = await createDevice({ id: 'dev-a', store, clock })
     const writes = limits.updatesBeforeCompactionMax + 5
     for (let i = 0; i < writes; i++) {
       // Awaited one by one: each write is its own batch and its own update.
       await device.users.put({ id: `u${i % 50}`, name: `Name ${i}` })
+      if (i % 100 === 0) await clock.advance(limits.compactionIdleMs / 10)
     }
+    // Due, but writes keep coming (less than compactionIdleMs apart): not yet.
+    expect(await keysIn(store, keys.updatesFrom, keys.updatesTo)).toHaveLength(writes)
+    expect(await store.get(keys.snapshot)).toBeUndefined()
+    await clock.advance(limits.compactionIdleMs)
+    await device.replica.drain() // the compaction holds the queue while it runs
     const logged = await keysIn(store, keys.updatesFrom, keys.updatesTo)
-    expect(logged.length).toBe(5)
+    expect(logged.length).toBe(0)
     expect(await store.get(keys.snapshot)).toBeInstanceOf(Uint8Array)
     expect(device.users.list()).toHaveLength(50)
     expect(device.users.get('u49')?.name).toBe(`Name ${writes - 6}`)
@@ -243,10 +251,23 @@ describe('compaction', () => {
     await device.close()
 
     store = await openLevelStore(dir)
-    device = await createDevice({ id: 'dev-a', store })
+    device = await createDevice({ id: 'dev-a', store, clock })
     expect(state(device)).toEqual(before)
     await device.close()
   })
+
+  it('compacts at once, idle or not, after updatesBeforeCompactionHardMax updates', async () => {
+    const clock = new ManualClock()
+    const store = memoryStore()
+    const server = await createServer({ store, clock, listen: false })
+    for (let i = 0; i < limits.updatesBeforeCompactionHardMax + 3; i++) {
+      await server.users.put({ id: `u${i % 100}`, name: `Name ${i}` })
+    }
+    // No time passed: only the hard bound can have compacted.
+    expect(await keysIn(store, keys.updatesFrom, keys.updatesTo)).toHaveLength(3)
+    expect(await store.get(keys.snapshot)).toBeInstanceOf(Uint8Array)
+    await server.close()
+  }, 60_000)
 })
 
 describe('the Yjs clientID', () => {
@@ -371,10 +392,16 @@ describe('a compaction failure', () => {
         await inner.batch(ops)
       },
     }
-    const server = await createServer({ store, listen: false })
+    const clock = new ManualClock()
+    const server = await createServer({ store, listen: false, clock })
     const total = limits.updatesBeforeCompactionMax + 3
     for (let i = 0; i < total; i++) await server.users.put({ id: `u${i}`, name: `User ${i}` })
-    expect(server.users.list()).toHaveLength(total)
+    await clock.advance(limits.compactionIdleMs) // the compaction fails
+    await server.replica.drain()
+    await server.users.put({ id: 'u-next', name: 'Next' })
+    await clock.advance(limits.compactionIdleMs) // and is tried again
+    await server.replica.drain()
+    expect(server.users.list()).toHaveLength(total + 1)
     const failures = server.events.query({ type: 'compaction-failed' })
     expect(failures).toHaveLength(1)
     expect(failures[0]?.message).toContain('disk full')
