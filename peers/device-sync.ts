@@ -290,7 +290,7 @@ export class DeviceSync implements DeviceSyncApi {
       const { replica } = this.options
       // A device that holds nothing yet gets the whole roster from the
       // first answer: clearing and fetching again would only repeat it.
-      const empty = Y.encodeStateVector(replica.doc).byteLength <= 1
+      const empty = replica.doc.store.clients.size === 0
       // Push first: a full sync must not clear changes the server lacks.
       let pushed = await this.push(session, () => {
         // A delta has what it lacked once the first answer is durable here.

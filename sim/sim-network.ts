@@ -162,8 +162,20 @@ function newCounters(): MessageCounters {
   }
 }
 
-const connectFailed = (address: string, why: string): RostersyncError =>
-  new RostersyncError('SYNC_FAILED', `cannot connect to ${address}: ${why}`)
+/**
+ * A refused dial. Without a stack trace: a run makes thousands of them (a
+ * device retrying through a partition), and capturing the stack was a few
+ * per cent of the run; it would only ever show this function.
+ */
+const connectFailed = (address: string, why: string): RostersyncError => {
+  const limit = Error.stackTraceLimit
+  Error.stackTraceLimit = 0
+  try {
+    return new RostersyncError('SYNC_FAILED', `cannot connect to ${address}: ${why}`)
+  } finally {
+    Error.stackTraceLimit = limit
+  }
+}
 
 /** One direction of one connection. */
 class Direction {
