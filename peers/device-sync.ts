@@ -124,6 +124,14 @@ export class DeviceSync implements DeviceSyncApi {
   private closed = false
   /** A full sync failed: the retry is a full sync too. */
   private fullPending = false
+  /**
+   * The code of the failure logged last, until a sync succeeds: the syncs
+   * of an outage (a retry every minute, for days) log `sync-started` and
+   * `sync-failed` once, and again only when the error changes; the
+   * `sync-succeeded` that ends it is always logged. The status shows every
+   * attempt.
+   */
+  private failingWith: string | undefined = undefined
 
   private constructor(
     private readonly options: DeviceSyncOptions,
@@ -283,7 +291,8 @@ export class DeviceSync implements DeviceSyncApi {
     this.options.clock.clearTimeout(this.retryTimer)
     this.serverToDevice = { state: 'in-progress', at: clock.now() }
     this.deviceToServer = { state: 'in-progress', at: clock.now() }
-    if (!quiet) await this.log({ type: 'sync-started', kind })
+    const outage = this.failingWith !== undefined
+    if (!quiet && !outage) await this.log({ type: 'sync-started', kind })
     try {
       const session = await this.session()
       this.lastRemoteError = undefined
@@ -334,7 +343,8 @@ export class DeviceSync implements DeviceSyncApi {
         this.serverToDevice = { state: 'success', at }
       }
       this.attempt = 0
-      if (!quiet) await this.log({ type: 'sync-succeeded', kind })
+      this.failingWith = undefined
+      if (!quiet || outage) await this.log({ type: 'sync-succeeded', kind })
       this.scheduleDelta()
     } catch (cause) {
       const error = asSyncError(cause)
@@ -351,13 +361,16 @@ export class DeviceSync implements DeviceSyncApi {
           : 'serverToDevice'
       if (this.deviceToServer.state === 'in-progress') this.deviceToServer = failed
       if (this.serverToDevice.state === 'in-progress') this.serverToDevice = failed
-      await this.log({
-        type: 'sync-failed',
-        kind,
-        code: error.code,
-        message: error.message,
-        ...(direction === undefined ? {} : { direction }),
-      })
+      if (this.failingWith !== error.code) {
+        await this.log({
+          type: 'sync-failed',
+          kind,
+          code: error.code,
+          message: error.message,
+          ...(direction === undefined ? {} : { direction }),
+        })
+      }
+      this.failingWith = error.code
       if (kind === 'full') this.fullPending = true
       this.scheduleRetry(error)
       throw error

@@ -6,6 +6,7 @@
  * that batch is on disk. Server and device peers add their rules on top
  * (`server-peer/`, `peers/device.ts`); networking feeds `applyRemote`.
  */
+import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'
 import type { Clock } from '../core/clock.js'
 import { decodeValue, encodeValue } from '../core/codec.js'
@@ -250,6 +251,14 @@ export class Replica {
   private announceTimer: unknown = undefined
   /** A batch (or wipe) is applied in memory and not durable yet. */
   private inFlight = false
+  /**
+   * The state vector before the batch being applied (its first
+   * transaction's `beforeState`): what is durable while a batch of remote
+   * updates is still being written (see whenDurable).
+   */
+  private batchBefore: Map<number, number> | undefined = undefined
+  /** Readers were let in while a batch of remote updates is being written. */
+  private remoteInFlight = false
   /** Readers waiting for a moment when memory holds only what is durable. */
   private durableReaders: Array<() => void> = []
   /** Own writes are held in the queue (see WipeOptions.holdWrites). */
@@ -439,6 +448,7 @@ export class Replica {
 
   /** Collects which users and policies a transaction touched. */
   private noteTransaction(tr: Y.Transaction): void {
+    if (this.inFlight && this.batchBefore === undefined) this.batchBefore = tr.beforeState
     for (const [type, subs] of tr.changed) {
       if (type._item !== null) continue
       const name = this.rootName(type)
@@ -486,7 +496,11 @@ export class Replica {
       for (let item = type._map.get(key) ?? null; item !== null; item = item.left) {
         if (!(item.content instanceof Y.ContentAny)) continue
         const entry = asDeviceEntry(item.content.getContent().at(-1))
-        if (entry !== undefined) entries.push(entry)
+        if (entry === undefined) continue
+        entries.push(entry)
+        // The merge may write the stamps of an entry Yjs deleted: the HLC
+        // must be past them, or a later write could stamp lower.
+        for (const stamp of Object.values(entry.s)) this.hlc.observe(stamp)
       }
       if (entries.length < 2) continue
       const id = asUserId(key)
@@ -743,7 +757,9 @@ export class Replica {
 
   /** Whether the queue holds something flushLoop may run now. */
   private nextRunnable(): boolean {
-    return this.holding ? this.queue.some((op) => op.kind !== 'local') : this.queue.length > 0
+    return this.holding
+      ? this.queue.some((op) => op.kind === 'remote' || op.kind === 'meta')
+      : this.queue.length > 0
   }
 
   /**
@@ -794,11 +810,17 @@ export class Replica {
    * once an answer to a later message of its own says so (a connection's
    * messages are applied, durably, in order).
    */
-  whenDurable<T>(read: (doc: Y.Doc) => T): Promise<T> {
+  whenDurable<T>(read: (doc: Y.Doc, durableVector: Uint8Array) => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const run = (): void => {
+        if (this.broken !== undefined) {
+          reject(this.brokenError())
+          return
+        }
         try {
-          resolve(read(this.doc))
+          const before = this.remoteInFlight ? this.batchBefore : undefined
+          const vector = before === undefined ? Y.encodeStateVector(this.doc) : encodeVector(before)
+          resolve(read(this.doc, vector))
         } catch (error) {
           reject(error instanceof Error ? error : new Error(String(error)))
         }
@@ -808,14 +830,21 @@ export class Replica {
     })
   }
 
-  /** Memory holds only what is durable again: runs the waiting readers (see whenDurable). */
-  private settle(): void {
+  /**
+   * Memory holds none of this peer's own changes that are not durable:
+   * runs the waiting readers (see whenDurable). `remoteOnly`: a batch of
+   * remote updates is still being written (readers get the state vector
+   * from before it).
+   */
+  private settle(remoteOnly = false): void {
     this.inFlight = false
+    this.remoteInFlight = remoteOnly
     for (const run of this.durableReaders.splice(0)) run()
   }
 
   /** Applies one batch of operations, makes it durable, then settles each. */
   private async flushBatch(batch: PendingOp[]): Promise<void> {
+    this.batchBefore = undefined
     const captured: ReplicaUpdate[] = []
     const storeOps: StoreOp[] = []
     const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = []
@@ -832,7 +861,7 @@ export class Replica {
     // them (see whenDurable): a batch of remote updates (and bookkeeping)
     // lets readers in now, which under heavy device traffic is nearly
     // every batch, so answers do not wait for the disk.
-    if (!captured.some((item) => item.origin === 'local')) this.settle()
+    if (!captured.some((item) => item.origin === 'local')) this.settle(true)
     for (const { update } of captured) {
       storeOps.push({ type: 'put', key: keys.update(this.nextUpdateSeq++), value: update })
       this.updateBytesSinceSnapshot += update.byteLength
@@ -1269,6 +1298,7 @@ export class Replica {
   }
 
   private tellChunk(): void {
+    this.options.clock.clearTimeout(this.tellTimer)
     this.tellTimer = undefined
     let budget = TELL_CHUNK
     while (budget > 0 && this.telling.length > 0) {
@@ -1352,7 +1382,8 @@ export class Replica {
    */
   private async maybeCompact(force = false): Promise<void> {
     const count = this.nextUpdateSeq - this.firstUpdateSeq
-    if (count === 0) return
+    // A broken replica's memory is not what the store holds: never snapshot it.
+    if (count === 0 || this.broken !== undefined) return
     const now =
       force ||
       count >= limits.updatesBeforeCompactionHardMax ||
@@ -1378,12 +1409,13 @@ export class Replica {
    */
   private compactWhenIdle(): void {
     this.compactTimer = undefined
-    if (this.closed || this.nextUpdateSeq === this.firstUpdateSeq) return
+    if (this.closed || this.broken !== undefined) return
+    if (this.nextUpdateSeq === this.firstUpdateSeq) return
     const wait = this.lastBatchAt + limits.compactionIdleMs - this.options.clock.now()
-    if (this.flushing || this.queue.length > 0 || wait > 0) {
+    if (this.flushing || this.nextRunnable() || wait > 0) {
       this.compactTimer = this.options.clock.setTimeout(
         () => this.compactWhenIdle(),
-        Math.max(1, wait),
+        wait > 0 ? wait : limits.compactionIdleMs,
       )
       return
     }
@@ -1428,8 +1460,17 @@ export class Replica {
 
   /** Compacts now (used by close and by tests). */
   async compact(): Promise<void> {
-    await this.drain()
-    await this.maybeCompact(true)
+    // Holds the queue while it runs, as the idle compaction does: the check
+    // and the hold are in one synchronous step, so no batch slips in.
+    while (this.flushing || this.queue.length > 0) await this.drain()
+    this.flushing = true
+    try {
+      await this.maybeCompact(true)
+    } finally {
+      this.flushing = false
+      if (this.nextRunnable()) this.scheduleFlush()
+      else if (this.queue.length === 0) for (const resolve of this.idleWaiters.splice(0)) resolve()
+    }
   }
 
   /**
@@ -1438,9 +1479,11 @@ export class Replica {
    */
   async close(): Promise<void> {
     if (this.closed) return
+    // Closed first: a write made from here on is refused (PEER_CLOSED)
+    // rather than slipping in between the drain and the last compaction.
+    this.closed = true
     this.releaseWrites()
     await this.drain()
-    this.closed = true
     this.options.clock.clearTimeout(this.announceTimer)
     this.announceTimer = undefined
     this.options.clock.clearTimeout(this.compactTimer)
@@ -1449,16 +1492,31 @@ export class Replica {
     this.tellTimer = undefined
     this.telling = []
     try {
-      await this.maybeCompact(true)
-      await this.storeBatch([
-        { type: 'put', key: keys.hlc, value: encodeValue(this.hlc.peek()) },
-        { type: 'put', key: keys.clean, value: encodeValue(this.doc.clientID) },
-      ])
+      // A broken replica is not marked clean: its clientID may have written
+      // what the store never took, so the next open mints a fresh one.
+      if (this.broken === undefined) {
+        await this.maybeCompact(true)
+        await this.storeBatch([
+          { type: 'put', key: keys.hlc, value: encodeValue(this.hlc.peek()) },
+          { type: 'put', key: keys.clean, value: encodeValue(this.doc.clientID) },
+        ])
+      }
     } finally {
       this.doc.destroy()
       await this.options.store.close()
     }
   }
+}
+
+/** A state vector as Yjs encodes one (varUint count, then client and clock pairs). */
+function encodeVector(vector: ReadonlyMap<number, number>): Uint8Array {
+  const encoder = encoding.createEncoder()
+  encoding.writeVarUint(encoder, vector.size)
+  for (const [client, clock] of vector) {
+    encoding.writeVarUint(encoder, client)
+    encoding.writeVarUint(encoder, clock)
+  }
+  return encoding.toUint8Array(encoder)
 }
 
 /**

@@ -142,14 +142,14 @@ export function startSession(options: SessionOptions): SyncSession {
     switch (message.type) {
       case 'sync-step1': {
         await renewIfReused(message.stateVector)
-        // The answer holds only what is durable here, and is sent at that
-        // moment (Replica.whenDurable), before any update that builds on it:
-        // a change sent and then lost to a crash would stay on the other side
-        // under a clientID this peer no longer writes with. Our step 1 goes
-        // first: the other side checks it for a reused clientID before it
-        // applies the step 2 that follows.
-        const ours = await replica.whenDurable((doc) => {
-          const vector = Y.encodeStateVector(doc)
+        // The answer holds none of this peer's own changes that are not
+        // durable, and is sent at that moment (Replica.whenDurable), before
+        // any update that builds on it: an own change sent and then lost to a
+        // crash would stay on the other side under a clientID this peer no
+        // longer writes with. Our step 1 (the acknowledgement a device reads)
+        // claims only what is durable here. It goes first: the other side
+        // checks it for a reused clientID before it applies the step 2.
+        const ours = await replica.whenDurable((doc, vector) => {
           if (options.answerStep1WithStateVector === true) {
             send({ type: 'sync-step1', stateVector: vector })
           }

@@ -200,7 +200,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     async close() {
       await sync?.close()
       endpoint.closeAll(CloseCode.serverClosing, 'server closing')
-      await registry.flush()
+      await registry.close()
       await replica.close()
     },
   }

@@ -58,6 +58,7 @@ export class DeviceRegistry {
   /** Devices whose record in memory is newer than the stored one. */
   private readonly dirty = new Set<string>()
   private flushTimer: unknown = undefined
+  private closed = false
 
   constructor(
     private readonly clock: Clock,
@@ -134,10 +135,18 @@ export class DeviceRegistry {
     const record = withState({ ...prev, revoked: true, connected: false })
     this.devices.set(id, record)
     this.dirty.add(id)
-    await this.replica.writeMeta((ctx) => {
-      this.writeDirty(ctx)
-      ctx.event({ type: 'device-revoked', deviceId: id })
-    })
+    let written: string[] = []
+    try {
+      await this.replica.writeMeta((ctx) => {
+        written = this.writeDirty(ctx)
+        ctx.event({ type: 'device-revoked', deviceId: id })
+      })
+    } catch (error) {
+      // Not stored: still revoked in memory (refused from now on), and
+      // stored with the next registry write.
+      for (const dirty of written) this.dirty.add(dirty)
+      throw error
+    }
     return true
   }
 
@@ -166,12 +175,36 @@ export class DeviceRegistry {
     this.clock.clearTimeout(this.flushTimer)
     this.flushTimer = undefined
     if (this.dirty.size === 0) return
+    let written: string[] = []
     await this.replica
-      .writeMeta((ctx) => this.writeDirty(ctx))
+      .writeMeta((ctx) => {
+        written = this.writeDirty(ctx)
+      })
       .catch(() => {
         // A failing store is reported on every roster write; the records stay
-        // dirty in memory and are stored with the next write.
+        // dirty in memory and are stored with the next write (or close).
+        for (const id of written) this.dirty.add(id)
+        if (!this.closed && this.flushTimer === undefined)
+          this.flushTimer = this.clock.setTimeout(() => void this.flush(), LAZY_FLUSH_MS)
       })
+  }
+
+  /**
+   * The server is closing (its connections are closed): every device is
+   * disconnected as of now, and what is still in memory is stored.
+   */
+  async close(): Promise<void> {
+    const now = this.clock.now()
+    for (const [id, open] of this.open) {
+      const prev = this.devices.get(id)
+      if (open > 0 && prev !== undefined) {
+        this.devices.set(id, withState({ ...prev, connected: false, lastSeen: now }))
+        this.dirty.add(id)
+      }
+    }
+    this.open.clear()
+    this.closed = true
+    await this.flush()
   }
 
   /**
@@ -181,21 +214,27 @@ export class DeviceRegistry {
   private set(record: DeviceRecord, now: boolean): void {
     this.devices.set(record.id, record)
     this.dirty.add(record.id)
+    // After close (a connection's close event coming late) nothing is stored.
+    if (this.closed) return
     if (now) void this.flush()
     else if (this.flushTimer === undefined)
       this.flushTimer = this.clock.setTimeout(() => void this.flush(), LAZY_FLUSH_MS)
   }
 
-  /** Writes the dirty records into a write batch; they are clean once it is durable. */
-  private writeDirty(ctx: MetaContext): void {
-    for (const id of this.dirty) {
+  /**
+   * Writes the dirty records into a write batch and returns their ids.
+   * Cleared now, inside the batch: a change made while the batch is being
+   * written marks its device dirty again; a failed batch marks them dirty
+   * again (flush).
+   */
+  private writeDirty(ctx: MetaContext): string[] {
+    const ids = [...this.dirty]
+    for (const id of ids) {
       const record = this.devices.get(id)
       if (record !== undefined) ctx.setRecord(NAMESPACE, id, stored(record))
     }
-    // Cleared now, inside the batch: a change made while the batch is being
-    // written marks its device dirty again. A failed batch leaves the stored
-    // records as they were; the next change or close stores them again.
     this.dirty.clear()
+    return ids
   }
 }
 

@@ -163,6 +163,33 @@ describe('status per direction', () => {
     await d.sync.full()
     expect(d.sync.status().serverToDevice.state).toBe('success')
   })
+
+  it('logs an outage once: one sync-failed for many failed retries, then sync-succeeded', async () => {
+    const s = await site()
+    const d = await device(s)
+    await d.sync.whenIdle()
+    s.down()
+    await expect(d.sync.delta()).rejects.toMatchObject({ code: 'SYNC_FAILED' })
+    const failedAt: number[] = []
+    for (let minute = 0; minute < 30; minute++) {
+      await s.clock.advance(MINUTE)
+      const status = d.sync.status().deviceToServer
+      if (status.state === 'failed' && status.at !== undefined) failedAt.push(status.at)
+    }
+    // The retries ran (the status moved on each failure)...
+    expect(new Set(failedAt).size).toBeGreaterThan(10)
+    // ... but the log says it once.
+    expect(d.events.query({ type: 'sync-failed' })).toHaveLength(1)
+    s.up()
+    await s.clock.advance(netLimits.syncRetryDelayMsMax)
+    await d.sync.whenIdle()
+    const types = d.events.query({ type: ['sync-started', 'sync-failed', 'sync-succeeded'] })
+    expect(types.map((e) => e.type).slice(-3)).toEqual([
+      'sync-started',
+      'sync-failed',
+      'sync-succeeded',
+    ])
+  })
 })
 
 describe('the offline gate', () => {
