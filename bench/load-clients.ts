@@ -33,9 +33,9 @@
  *   small (these devices never applied what they received).
  */
 import * as decoding from 'lib0/decoding'
-import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'
 import WebSocket from 'ws'
+import { encodeStateVectorMap } from '../core/codec.js'
 import type { DeviceEntry } from '../core/entries.js'
 import { Hlc } from '../core/hlc.js'
 import { netLimits } from '../core/limits.js'
@@ -209,7 +209,9 @@ class LoadDevice {
     // clock a device must not overstate (the server would take a new one).
     for (const peer of peers) if (!vector.has(peer)) vector.set(peer, 2 ** 30)
     vector.set(this.doc.clientID, this.clock)
-    this.socket.send(encodeMessage({ type: 'sync-step1', stateVector: encodeVector(vector) }))
+    this.socket.send(
+      encodeMessage({ type: 'sync-step1', stateVector: encodeStateVectorMap(vector) }),
+    )
     return answer
   }
 
@@ -290,17 +292,6 @@ function firstClient(message: Uint8Array): number | undefined {
   if (decoding.readVarUint(decoder) === 0) return undefined
   decoding.readVarUint(decoder)
   return decoding.readVarUint(decoder)
-}
-
-/** Encodes a state vector (y-protocols' layout: count, then client and clock pairs). */
-function encodeVector(vector: ReadonlyMap<number, number>): Uint8Array {
-  const encoder = encoding.createEncoder()
-  encoding.writeVarUint(encoder, vector.size)
-  for (const [client, clock] of vector) {
-    encoding.writeVarUint(encoder, client)
-    encoding.writeVarUint(encoder, clock)
-  }
-  return encoding.toUint8Array(encoder)
 }
 
 /** Counters shared by every device of this process. */

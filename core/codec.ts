@@ -25,3 +25,17 @@ export function decodeValue(bytes: Uint8Array): unknown {
     throw new MalformedMessageError('value does not decode', cause)
   }
 }
+
+/**
+ * Encodes a state vector (client -> clock) in the layout of
+ * `Y.encodeStateVector`: the count, then client and clock pairs.
+ */
+export function encodeStateVectorMap(vector: ReadonlyMap<number, number>): Uint8Array {
+  const encoder = encoding.createEncoder()
+  encoding.writeVarUint(encoder, vector.size)
+  for (const [client, clock] of vector) {
+    encoding.writeVarUint(encoder, client)
+    encoding.writeVarUint(encoder, clock)
+  }
+  return encoding.toUint8Array(encoder)
+}

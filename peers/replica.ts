@@ -6,10 +6,9 @@
  * that batch is on disk. Server and device peers add their rules on top
  * (`server-peer/`, `peers/device.ts`); networking feeds `applyRemote`.
  */
-import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'
 import type { Clock } from '../core/clock.js'
-import { decodeValue, encodeValue } from '../core/codec.js'
+import { decodeValue, encodeStateVectorMap, encodeValue } from '../core/codec.js'
 import {
   asDeviceEntry,
   asPolicyEntry,
@@ -819,7 +818,8 @@ export class Replica {
         }
         try {
           const before = this.remoteInFlight ? this.batchBefore : undefined
-          const vector = before === undefined ? Y.encodeStateVector(this.doc) : encodeVector(before)
+          const vector =
+            before === undefined ? Y.encodeStateVector(this.doc) : encodeStateVectorMap(before)
           resolve(read(this.doc, vector))
         } catch (error) {
           reject(error instanceof Error ? error : new Error(String(error)))
@@ -1506,17 +1506,6 @@ export class Replica {
       await this.options.store.close()
     }
   }
-}
-
-/** A state vector as Yjs encodes one (varUint count, then client and clock pairs). */
-function encodeVector(vector: ReadonlyMap<number, number>): Uint8Array {
-  const encoder = encoding.createEncoder()
-  encoding.writeVarUint(encoder, vector.size)
-  for (const [client, clock] of vector) {
-    encoding.writeVarUint(encoder, client)
-    encoding.writeVarUint(encoder, clock)
-  }
-  return encoding.toUint8Array(encoder)
 }
 
 /**

@@ -7,13 +7,14 @@
  * durable write. In-memory transport and a manual clock.
  */
 import { afterEach, describe, expect, it } from 'vitest'
-import type { RangeOptions, Store, StoreOp } from '../core/store.js'
+import type { StoreOp } from '../core/store.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { keys } from '../peers/storage-keys.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { LAZY_FLUSH_MS } from '../server-peer/device-registry.js'
 import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
+import { KeptOpenStore } from './helpers/forwarding-store.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
 
 const SITE_KEY = 'registry-site-key'
@@ -23,26 +24,12 @@ afterEach(async () => {
 })
 
 /** A store that survives its peer (the next server reopens it) and counts registry writes. */
-class CountingStore implements Store {
+class CountingStore extends KeptOpenStore {
   registryWrites = 0
-  constructor(readonly inner: Store) {}
-  get(key: string): Promise<Uint8Array | undefined> {
-    return this.inner.get(key)
-  }
-  put(key: string, value: Uint8Array): Promise<void> {
-    return this.inner.put(key, value)
-  }
-  del(key: string): Promise<void> {
-    return this.inner.del(key)
-  }
-  batch(ops: readonly StoreOp[]): Promise<void> {
+  override batch(ops: readonly StoreOp[]): Promise<void> {
     if (ops.some((op) => op.key.startsWith(keys.record('device/')))) this.registryWrites++
-    return this.inner.batch(ops)
+    return super.batch(ops)
   }
-  range(options: RangeOptions): AsyncIterable<readonly [string, Uint8Array]> {
-    return this.inner.range(options)
-  }
-  async close(): Promise<void> {}
 }
 
 async function server(clock: ManualClock, store: CountingStore): Promise<ServerPeer> {

@@ -11,10 +11,11 @@ import type { DeviceEntry } from '../core/entries.js'
 import { usersRootName } from '../core/entries.js'
 import { asUserId, asWriterId } from '../core/ids.js'
 import { RecordSchema } from '../core/schema.js'
-import type { RangeOptions, Store, StoreOp } from '../core/store.js'
+import type { Store, StoreOp } from '../core/store.js'
 import { deviceWrite, mergeDeviceEntries } from '../core/writes.js'
 import { Replica } from '../peers/replica.js'
 import { memoryStore } from '../storage/level-store.js'
+import { ForwardingStore } from './helpers/forwarding-store.js'
 
 const D1 = asWriterId('d1')
 const U1 = asUserId('u1')
@@ -131,34 +132,18 @@ describe('a restored device writing a user again', () => {
 })
 
 /** A store whose batches wait until the test lets them through. */
-class GatedStore implements Store {
+class GatedStore extends ForwardingStore {
   private gate: Promise<void> = Promise.resolve()
   private openGate: () => void = () => undefined
-  constructor(readonly inner: Store) {}
   hold(): void {
     this.gate = new Promise<void>((resolve) => (this.openGate = resolve))
   }
   release(): void {
     this.openGate()
   }
-  get(key: string): Promise<Uint8Array | undefined> {
-    return this.inner.get(key)
-  }
-  put(key: string, value: Uint8Array): Promise<void> {
-    return this.inner.put(key, value)
-  }
-  del(key: string): Promise<void> {
-    return this.inner.del(key)
-  }
-  async batch(ops: readonly StoreOp[]): Promise<void> {
+  override async batch(ops: readonly StoreOp[]): Promise<void> {
     await this.gate
-    return this.inner.batch(ops)
-  }
-  range(options: RangeOptions): AsyncIterable<readonly [string, Uint8Array]> {
-    return this.inner.range(options)
-  }
-  close(): Promise<void> {
-    return this.inner.close()
+    return super.batch(ops)
   }
 }
 

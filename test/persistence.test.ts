@@ -21,6 +21,7 @@ import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { FaultyStore } from '../storage/faulty-store.js'
 import { memoryStore, openLevelStore } from '../storage/level-store.js'
 import { ManualClock } from './helpers/manual-clock.js'
+import { KeptOpenStore } from './helpers/forwarding-store.js'
 
 /** A clock that only moves when the test says so (no timer is ever due). */
 function fakeClock(startMs = Date.UTC(2024, 5, 1)): Clock & { advance(ms: number): void } {
@@ -40,25 +41,7 @@ function fakeClock(startMs = Date.UTC(2024, 5, 1)): Clock & { advance(ms: number
  * abandon a peer without closing it (a crash, as far as the store can tell)
  * and open the next peer on the same data.
  */
-class SharedStore implements Store {
-  constructor(readonly inner: Store) {}
-  get(key: string): Promise<Uint8Array | undefined> {
-    return this.inner.get(key)
-  }
-  put(key: string, value: Uint8Array): Promise<void> {
-    return this.inner.put(key, value)
-  }
-  del(key: string): Promise<void> {
-    return this.inner.del(key)
-  }
-  batch(ops: readonly StoreOp[]): Promise<void> {
-    return this.inner.batch(ops)
-  }
-  range(options: RangeOptions): AsyncIterable<readonly [string, Uint8Array]> {
-    return this.inner.range(options)
-  }
-  async close(): Promise<void> {}
-}
+class SharedStore extends KeptOpenStore {}
 
 async function keysIn(store: Store, gte: string, lt: string): Promise<string[]> {
   const found: string[] = []

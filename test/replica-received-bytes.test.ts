@@ -15,31 +15,14 @@ import * as Y from 'yjs'
 import { hasCode } from '../core/errors.js'
 import { asWriterId } from '../core/ids.js'
 import { RecordSchema } from '../core/schema.js'
-import type { RangeOptions, Store, StoreOp } from '../core/store.js'
+import type { Store } from '../core/store.js'
 import { Replica, type ReplicaHooks, type ReplicaUpdate } from '../peers/replica.js'
 import { keys } from '../peers/storage-keys.js'
 import { memoryStore, openLevelStore } from '../storage/level-store.js'
+import { KeptOpenStore } from './helpers/forwarding-store.js'
 
 /** A store that stays open when the replica closes it, so the next replica can reopen it. */
-class KeptStore implements Store {
-  constructor(readonly inner: Store) {}
-  get(key: string): Promise<Uint8Array | undefined> {
-    return this.inner.get(key)
-  }
-  put(key: string, value: Uint8Array): Promise<void> {
-    return this.inner.put(key, value)
-  }
-  del(key: string): Promise<void> {
-    return this.inner.del(key)
-  }
-  batch(ops: readonly StoreOp[]): Promise<void> {
-    return this.inner.batch(ops)
-  }
-  range(options: RangeOptions): AsyncIterable<readonly [string, Uint8Array]> {
-    return this.inner.range(options)
-  }
-  async close(): Promise<void> {}
-}
+class KeptStore extends KeptOpenStore {}
 
 let nextId = 1
 function open(store: Store, hooks?: ReplicaHooks): Promise<Replica> {
