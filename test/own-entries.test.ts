@@ -170,6 +170,29 @@ describe('Replica.whenDurable', () => {
     await replica.close()
   })
 
+  it('reads at once while only remote updates are being written, claiming what is durable', async () => {
+    const source = await open(memoryStore(), [500])
+    await write(source, { name: 'Ann' }, 10)
+    const store = new GatedStore(memoryStore())
+    const replica = await open(store, [600])
+    store.hold()
+    const applying = replica.applyRemote(Y.encodeStateAsUpdate(source.doc), 'peer')
+    await new Promise((resolve) => setTimeout(resolve, 5)) // applied, not durable
+    const read = await replica.whenDurable((doc, vector) => ({
+      inMemory: Y.getState(doc.store, 500),
+      claimed: Y.decodeStateVector(vector).get(500) ?? 0,
+    }))
+    // Not kept waiting for the disk, and the state vector it may send (the
+    // server's acknowledgement) does not claim the update yet.
+    expect(read).toEqual({ inMemory: 1, claimed: 0 })
+    store.release()
+    await applying
+    const after = await replica.whenDurable((_doc, vector) => Y.decodeStateVector(vector).get(500))
+    expect(after).toBe(1)
+    await source.close()
+    await replica.close()
+  })
+
   it('reads at once when nothing is in flight', async () => {
     const replica = await open(memoryStore(), [78])
     let ran = false
