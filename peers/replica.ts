@@ -748,10 +748,19 @@ export class Replica {
         }
       }
     } finally {
-      this.flushing = false
-      if (this.nextRunnable()) this.scheduleFlush()
-      else if (this.queue.length === 0) for (const resolve of this.idleWaiters.splice(0)) resolve()
+      this.endHold()
     }
+  }
+
+  /**
+   * Ends a hold of the queue (flushLoop, or a compaction run in its place):
+   * runs what became runnable meanwhile, or wakes drain() when nothing is
+   * left.
+   */
+  private endHold(): void {
+    this.flushing = false
+    if (this.nextRunnable()) this.scheduleFlush()
+    else if (this.queue.length === 0) for (const resolve of this.idleWaiters.splice(0)) resolve()
   }
 
   /** Whether the queue holds something flushLoop may run now. */
@@ -1422,12 +1431,7 @@ export class Replica {
     this.flushing = true
     this.compactLog()
       .catch((error: unknown) => this.compactionFailed(error))
-      .finally(() => {
-        this.flushing = false
-        if (this.nextRunnable()) this.scheduleFlush()
-        else if (this.queue.length === 0)
-          for (const resolve of this.idleWaiters.splice(0)) resolve()
-      })
+      .finally(() => this.endHold())
   }
 
   /**
@@ -1467,9 +1471,7 @@ export class Replica {
     try {
       await this.maybeCompact(true)
     } finally {
-      this.flushing = false
-      if (this.nextRunnable()) this.scheduleFlush()
-      else if (this.queue.length === 0) for (const resolve of this.idleWaiters.splice(0)) resolve()
+      this.endHold()
     }
   }
 

@@ -135,18 +135,9 @@ export class DeviceRegistry {
     const record = withState({ ...prev, revoked: true, connected: false })
     this.devices.set(id, record)
     this.dirty.add(id)
-    let written: string[] = []
-    try {
-      await this.replica.writeMeta((ctx) => {
-        written = this.writeDirty(ctx)
-        ctx.event({ type: 'device-revoked', deviceId: id })
-      })
-    } catch (error) {
-      // Not stored: still revoked in memory (refused from now on), and
-      // stored with the next registry write.
-      for (const dirty of written) this.dirty.add(dirty)
-      throw error
-    }
+    // Not stored on failure: still revoked in memory (refused from now on),
+    // and stored with the next registry write.
+    await this.store((ctx) => ctx.event({ type: 'device-revoked', deviceId: id }))
     return true
   }
 
@@ -175,18 +166,35 @@ export class DeviceRegistry {
     this.clock.clearTimeout(this.flushTimer)
     this.flushTimer = undefined
     if (this.dirty.size === 0) return
+    await this.store().catch(() => {
+      // A failing store is reported on every roster write; the records stay
+      // dirty in memory and are stored with the next write (or close).
+      if (!this.closed) this.armFlush()
+    })
+  }
+
+  /**
+   * Writes every dirty record (and `also`, in the same batch). The records
+   * are clean once the batch is durable; a failed batch marks them dirty
+   * again, and rejects.
+   */
+  private async store(also?: (ctx: MetaContext) => void): Promise<void> {
     let written: string[] = []
-    await this.replica
-      .writeMeta((ctx) => {
+    try {
+      await this.replica.writeMeta((ctx) => {
         written = this.writeDirty(ctx)
+        also?.(ctx)
       })
-      .catch(() => {
-        // A failing store is reported on every roster write; the records stay
-        // dirty in memory and are stored with the next write (or close).
-        for (const id of written) this.dirty.add(id)
-        if (!this.closed && this.flushTimer === undefined)
-          this.flushTimer = this.clock.setTimeout(() => void this.flush(), LAZY_FLUSH_MS)
-      })
+    } catch (error) {
+      for (const id of written) this.dirty.add(id)
+      throw error
+    }
+  }
+
+  /** Stores the dirty records within LAZY_FLUSH_MS, unless a flush is due already. */
+  private armFlush(): void {
+    if (this.flushTimer === undefined)
+      this.flushTimer = this.clock.setTimeout(() => void this.flush(), LAZY_FLUSH_MS)
   }
 
   /**
@@ -217,15 +225,14 @@ export class DeviceRegistry {
     // After close (a connection's close event coming late) nothing is stored.
     if (this.closed) return
     if (now) void this.flush()
-    else if (this.flushTimer === undefined)
-      this.flushTimer = this.clock.setTimeout(() => void this.flush(), LAZY_FLUSH_MS)
+    else this.armFlush()
   }
 
   /**
    * Writes the dirty records into a write batch and returns their ids.
    * Cleared now, inside the batch: a change made while the batch is being
    * written marks its device dirty again; a failed batch marks them dirty
-   * again (flush).
+   * again (store).
    */
   private writeDirty(ctx: MetaContext): string[] {
     const ids = [...this.dirty]
