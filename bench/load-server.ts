@@ -15,7 +15,12 @@
  *   own count of acknowledged edits against.
  */
 import { randomBytes } from 'node:crypto'
-import { monitorEventLoopDelay } from 'node:perf_hooks'
+import {
+  constants,
+  monitorEventLoopDelay,
+  PerformanceObserver,
+  type PerformanceEntry,
+} from 'node:perf_hooks'
 import { join } from 'node:path'
 import * as Y from 'yjs'
 import { createServer } from '../server-peer/create-server.js'
@@ -46,6 +51,12 @@ export interface LoadServerStats {
   readonly loopDelayP50Ms: number
   readonly loopDelayP99Ms: number
   readonly loopDelayMaxMs: number
+  /** Garbage-collection pauses since the last `stats`: count, total and longest, ms. */
+  readonly gcCount: number
+  readonly gcTotalMs: number
+  readonly gcMaxMs: number
+  /** The longest pause of a full (mark-compact) collection, ms; 0 when none ran. */
+  readonly gcMajorMaxMs: number
 }
 
 /** The answer to `state`. */
@@ -96,6 +107,18 @@ async function main(): Promise<void> {
   const loop = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS })
   loop.enable()
   let rssMax = 0
+  let gc = { count: 0, totalMs: 0, maxMs: 0, majorMaxMs: 0 }
+  const gcObserver = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      gc.count++
+      gc.totalMs += entry.duration
+      gc.maxMs = Math.max(gc.maxMs, entry.duration)
+      const kind = (entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind
+      if (kind === constants.NODE_PERFORMANCE_GC_MAJOR)
+        gc.majorMaxMs = Math.max(gc.majorMaxMs, entry.duration)
+    }
+  })
+  gcObserver.observe({ entryTypes: ['gc'] })
   const sampler = setInterval(() => {
     rssMax = Math.max(rssMax, process.memoryUsage.rss())
   }, 250)
@@ -112,8 +135,13 @@ async function main(): Promise<void> {
           loopDelayP50Ms: lateMs(loop.percentile(50)),
           loopDelayP99Ms: lateMs(loop.percentile(99)),
           loopDelayMaxMs: lateMs(loop.max),
+          gcCount: gc.count,
+          gcTotalMs: gc.totalMs,
+          gcMaxMs: gc.maxMs,
+          gcMajorMaxMs: gc.majorMaxMs,
         }
         loop.reset()
+        gc = { count: 0, totalMs: 0, maxMs: 0, majorMaxMs: 0 }
         rssMax = 0
         emitResult({ ...stats })
         break
@@ -133,6 +161,7 @@ async function main(): Promise<void> {
     }
   }
   clearInterval(sampler)
+  gcObserver.disconnect()
   loop.disable()
   await server.close()
 }

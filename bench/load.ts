@@ -370,6 +370,7 @@ function report(m: LoadMeasure): Record<string, unknown> {
       round(st.loopDelayP50Ms, 1),
       round(st.loopDelayP99Ms, 1),
       round(st.loopDelayMaxMs, 1),
+      `${st.gcCount} / ${round(st.gcTotalMs, 0)} / ${round(st.gcMaxMs, 1)} / ${round(st.gcMajorMaxMs, 1)}`,
       mb(st.rssMaxBytes),
     ]
   })
@@ -383,6 +384,7 @@ function report(m: LoadMeasure): Record<string, unknown> {
       'loop delay p50 ms',
       'loop delay p99 ms',
       'loop delay max ms',
+      'GC pauses: n / total / max / max full, ms',
       'RSS max MB',
     ],
     serverRows,
@@ -432,6 +434,12 @@ function report(m: LoadMeasure): Record<string, unknown> {
       cpuSecondsLoad: round(cpuOf(m.server.load, m.server.connect)),
       cpuSecondsCatchUp: round(cpuOf(m.server.catchUp, m.server.load)),
       loopDelayP99MsLoad: round(m.server.load.loopDelayP99Ms, 1),
+      gcLoad: {
+        count: m.server.load.gcCount,
+        totalMs: round(m.server.load.gcTotalMs, 0),
+        maxMs: round(m.server.load.gcMaxMs, 1),
+        majorMaxMs: round(m.server.load.gcMajorMaxMs, 1),
+      },
       rssMaxMB: mb(Math.max(m.server.load.rssMaxBytes, m.server.catchUp.rssMaxBytes)),
     },
     updatesPerDevicePerSecond: round(inbound.updates / s.devices / m.server.loadWallSeconds),

@@ -9,6 +9,7 @@
 import * as Y from 'yjs'
 import type { Clock } from '../core/clock.js'
 import { decodeValue, encodeStateVectorMap, encodeValue } from '../core/codec.js'
+import { DeleteSetCache, encodeDiff } from '../core/delete-set.js'
 import {
   asDeviceEntry,
   asPolicyEntry,
@@ -120,6 +121,20 @@ export interface ReplicaOptions {
    * whatever the number of devices).
    */
   readonly announceMsPerListener?: number
+  /**
+   * Under steady inbound traffic, start a batch of remote updates at most
+   * once per this many ms of wall time: updates that arrive meanwhile join
+   * it (0, the default: every batch starts as soon as the one before is
+   * durable). The first update after a quiet spell is applied at once; a
+   * local write or bookkeeping in the queue ends the wait. Each batch costs
+   * two Yjs state vectors, an encoded update and a store write whatever its
+   * size, so hundreds of devices sending one edit at a time otherwise make
+   * a batch of one or two edits each. Wall time, not the injected clock:
+   * it paces this machine's work, and the protocol never depends on it (a
+   * virtual clock that is not advanced must not stall the queue; the
+   * simulator leaves it off to stay deterministic).
+   */
+  readonly remoteBatchWindowMs?: number
 }
 
 /** A durable change, as told to listeners (the network layer). */
@@ -208,6 +223,12 @@ export class Replica {
   private queue: PendingOp[] = []
   private readonly idleWaiters: Array<() => void> = []
   private flushing = false
+  /** The document's delete set, followed (see core/delete-set.ts); replaced with the document. */
+  private deletes: DeleteSetCache | undefined
+  /** Wall time (performance.now) the latest batch holding remote updates started. */
+  private lastRemoteBatchAt = -Infinity
+  /** The pending start of a batch held back by ReplicaOptions.remoteBatchWindowMs. */
+  private windowTimer: ReturnType<typeof setTimeout> | undefined
   /** When the last batch was applied (clock ms), and the idle compaction's timer. */
   private lastBatchAt = 0
   private compactTimer: unknown = undefined
@@ -376,6 +397,8 @@ export class Replica {
 
   private installDoc(doc: Y.Doc): void {
     if (this.doc !== doc) this.doc.destroy()
+    this.deletes?.destroy()
+    this.deletes = new DeleteSetCache(doc)
     this.doc = doc
     this.deviceRoots = []
     this.deviceRootsShareSize = -1
@@ -727,16 +750,48 @@ export class Replica {
   }
 
   private scheduleFlush(): void {
-    if (this.flushing) return
+    if (this.flushing) {
+      // Waiting out the remote batch window: a write that may not wait
+      // ends it.
+      if (this.windowTimer !== undefined && this.windowWait() === 0) {
+        clearTimeout(this.windowTimer)
+        this.windowTimer = undefined
+        queueMicrotask(() => void this.flushLoop())
+      }
+      return
+    }
     this.flushing = true
+    const wait = this.windowWait()
+    if (wait > 0) {
+      this.windowTimer = setTimeout(() => {
+        this.windowTimer = undefined
+        void this.flushLoop()
+      }, wait)
+      return
+    }
     // A microtask, not a timer: every write issued in the same tick joins
     // the batch, and no real timer runs under the simulator.
     queueMicrotask(() => void this.flushLoop())
   }
 
+  /**
+   * How long the next batch should wait for more remote updates to join it
+   * (ReplicaOptions.remoteBatchWindowMs), ms; 0 when it starts now: the
+   * window is off, a batch with remote updates started long enough ago, or
+   * the queue holds something other than remote updates.
+   */
+  private windowWait(): number {
+    const window = this.options.remoteBatchWindowMs ?? 0
+    if (window <= 0 || this.closed) return 0
+    const wait = this.lastRemoteBatchAt + window - performance.now()
+    if (wait <= 0) return 0
+    return this.queue.every((op) => op.kind === 'remote') ? wait : 0
+  }
+
   private async flushLoop(): Promise<void> {
     try {
       for (;;) {
+        if (this.windowWait() > 0) break
         const next = this.nextBatch()
         if (next === undefined) break
         this.inFlight = true
@@ -805,6 +860,19 @@ export class Replica {
   }
 
   /**
+   * What a peer at `stateVector` lacks of the document: the bytes of
+   * `Y.encodeStateAsUpdate(doc, stateVector)`, without walking every
+   * struct for the delete set (core/delete-set.ts). Read it inside
+   * whenDurable when it is an answer.
+   */
+  encodeDiff(stateVector: Uint8Array): Uint8Array {
+    const deletes = this.deletes
+    return deletes === undefined
+      ? Y.encodeStateAsUpdate(this.doc, stateVector)
+      : encodeDiff(this.doc, stateVector, deletes)
+  }
+
+  /**
    * Runs `read` at a moment when the document in memory holds none of this
    * peer's own changes that are not durable yet: at once when no batch with
    * own changes is being written, else right after it is on disk, before
@@ -854,6 +922,7 @@ export class Replica {
   /** Applies one batch of operations, makes it durable, then settles each. */
   private async flushBatch(batch: PendingOp[]): Promise<void> {
     this.batchBefore = undefined
+    if (batch.some((op) => op.kind === 'remote')) this.lastRemoteBatchAt = performance.now()
     const captured: ReplicaUpdate[] = []
     const storeOps: StoreOp[] = []
     const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = []
@@ -1484,6 +1553,12 @@ export class Replica {
     // Closed first: a write made from here on is refused (PEER_CLOSED)
     // rather than slipping in between the drain and the last compaction.
     this.closed = true
+    if (this.windowTimer !== undefined) {
+      // The batch waiting out its window starts now: closing drains it.
+      clearTimeout(this.windowTimer)
+      this.windowTimer = undefined
+      queueMicrotask(() => void this.flushLoop())
+    }
     this.releaseWrites()
     await this.drain()
     this.options.clock.clearTimeout(this.announceTimer)
@@ -1504,6 +1579,7 @@ export class Replica {
         ])
       }
     } finally {
+      this.deletes?.destroy()
       this.doc.destroy()
       await this.options.store.close()
     }

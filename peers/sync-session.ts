@@ -149,11 +149,11 @@ export function startSession(options: SessionOptions): SyncSession {
         // longer writes with. Our step 1 (the acknowledgement a device reads)
         // claims only what is durable here. It goes first: the other side
         // checks it for a reused clientID before it applies the step 2.
-        const ours = await replica.whenDurable((doc, vector) => {
+        const ours = await replica.whenDurable((_doc, vector) => {
           if (options.answerStep1WithStateVector === true) {
             send({ type: 'sync-step1', stateVector: vector })
           }
-          send({ type: 'sync-step2', update: Y.encodeStateAsUpdate(doc, message.stateVector) })
+          send({ type: 'sync-step2', update: replica.encodeDiff(message.stateVector) })
           return vector
         })
         options.onAnswered?.()

@@ -56,6 +56,17 @@ export interface ServerOptions extends CommonPeerOptions {
    * once.
    */
   readonly fanOutIntervalMs?: number
+  /**
+   * Device updates arriving back to back are applied and stored together,
+   * one batch at most every this many ms of wall time (0 applies each as
+   * soon as the one before is durable). One edit after a quiet spell is
+   * applied at once. Under heavy edit traffic (hundreds of devices) this
+   * turns one write per edit into one per window, which keeps the server's
+   * answers fast; it delays an acknowledgement by this much at most.
+   * Default: 5, or 0 when a `clock` is passed (a test or simulation that
+   * steps its own time must not wait on the wall clock).
+   */
+  readonly batchWindowMs?: number
 }
 
 const serverOptionsSchema = z.strictObject({
@@ -70,6 +81,7 @@ const serverOptionsSchema = z.strictObject({
     .record(z.string(), z.enum(FIELD_POLICIES as [FieldPolicy, ...FieldPolicy[]]))
     .optional(),
   fanOutIntervalMs: z.number().min(0).max(10_000).optional(),
+  batchWindowMs: z.number().min(0).max(1_000).optional(),
 })
 
 /** Default of ServerOptions.fanOutIntervalMs. */
@@ -79,6 +91,8 @@ export const FAN_OUT_INTERVAL_MS = 10
  * update messages a second in all (200 devices: one every 40 ms each).
  */
 export const FAN_OUT_MS_PER_DEVICE = 0.2
+/** Default of ServerOptions.batchWindowMs. */
+export const BATCH_WINDOW_MS = 5
 
 /** The server peer. */
 export interface ServerPeer {
@@ -126,6 +140,10 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     ...(options.eventsMax === undefined ? {} : { eventsMax: options.eventsMax }),
     announceIntervalMs: options.fanOutIntervalMs ?? FAN_OUT_INTERVAL_MS,
     announceMsPerListener: options.fanOutIntervalMs === 0 ? 0 : FAN_OUT_MS_PER_DEVICE,
+    // Wall time: with an injected clock (tests, simulations, which step
+    // time themselves) it is off unless asked for.
+    remoteBatchWindowMs:
+      options.batchWindowMs ?? (options.clock === undefined ? BATCH_WINDOW_MS : 0),
   })
   for (const field of Object.keys(options.fieldPolicies ?? {})) {
     if (!basics.schema.hasField(field)) {

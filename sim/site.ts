@@ -221,7 +221,14 @@ export class SimSite {
       siteKey: SITE_KEY,
     }
     if (slot.index === 0) {
-      const server = await createServer({ ...common, listen: false, adminToken: ADMIN_TOKEN })
+      // No batch window: it runs on wall time, and a simulation must replay
+      // the same from its seed.
+      const server = await createServer({
+        ...common,
+        listen: false,
+        adminToken: ADMIN_TOKEN,
+        batchWindowMs: 0,
+      })
       if (slot.generation !== generation) return
       if (this.config.canary === 'no-adoption') breakAdoption(server)
       slot.server = server
