@@ -18,6 +18,15 @@
  * bench is not about. Reading them still matters: a client that stops
  * reading makes the server's send buffers grow.
  *
+ * The process runs at a lower scheduling priority (niceness
+ * `BENCH_LOAD_CLIENT_NICE`, 19 by default; 0 keeps the normal one). Real
+ * devices are other machines; here the two client processes share the
+ * server's cores, and at equal priority the scheduler kept the server's
+ * main thread waiting for a CPU about a tenth of the time (Linux schedstat,
+ * reported by the bench), which is the bench measuring itself. Lowered,
+ * they still send every edit in its slot (the bench checks the send lag)
+ * and read everything the server pushes.
+ *
  * Once every client has had the server's step 2 it prints `{ ready }`, then
  * answers commands until stdin closes:
  * - `{ cmd: 'load', seconds, rate }`: each device makes `seconds * rate`
@@ -33,6 +42,7 @@
  *   small (these devices never applied what they received).
  */
 import * as decoding from 'lib0/decoding'
+import { setPriority } from 'node:os'
 import * as Y from 'yjs'
 import WebSocket from 'ws'
 import { encodeStateVectorMap } from '../core/codec.js'
@@ -61,6 +71,8 @@ export interface ClientsReady {
   readonly initialStep2Bytes: number
   /** The Yjs clientID of every device of this process. */
   readonly clientIds: readonly number[]
+  /** The niceness this process runs at (see the module comment). */
+  readonly nice: number
 }
 
 /** Inbound traffic of this process during the load, by message kind. */
@@ -416,12 +428,30 @@ async function runAck(
   return { devices: acks, seconds: (performance.now() - started) / 1000 }
 }
 
+/** Default niceness of the client processes (see the module comment). */
+const CLIENT_NICE = 19
+
+/** BENCH_LOAD_CLIENT_NICE, or the default; exits 2 on a value setPriority refuses. */
+function clientNice(): number {
+  const raw = process.env.BENCH_LOAD_CLIENT_NICE
+  const nice = raw === undefined || raw === '' ? CLIENT_NICE : Number(raw)
+  if (!Number.isInteger(nice) || nice < 0 || nice > 19) {
+    console.error(
+      `BENCH_LOAD_CLIENT_NICE must be an integer from 0 to 19, got ${JSON.stringify(raw)}`,
+    )
+    process.exit(2)
+  }
+  return nice
+}
+
 async function main(): Promise<void> {
   const [url, siteKey, devicesArg, firstArg, usersArg] = process.argv.slice(2)
   if (url === undefined || siteKey === undefined) {
     console.error('usage: load-clients.ts <url> <siteKey> <devices> <firstIndex> <users>')
     process.exit(2)
   }
+  const nice = clientNice()
+  if (nice !== 0) setPriority(nice)
   const count = positiveIntArg(devicesArg, 'devices')
   const first = Number(firstArg)
   const users = positiveIntArg(usersArg, 'users')
@@ -443,6 +473,7 @@ async function main(): Promise<void> {
     connectSeconds: (performance.now() - started) / 1000,
     initialStep2Bytes: Math.max(...step2Sizes),
     clientIds: devices.map((device) => device.doc.clientID),
+    nice,
   }
   emitResult({ ...ready })
   for await (const command of commands()) {

@@ -24,7 +24,7 @@ import * as Y from 'yjs'
 import { netLimits } from '../core/limits.js'
 import { decodeMessage, encodeMessage, MessageType, SyncType } from '../core/protocol.js'
 import { emitResult, positiveIntArg } from './bench.js'
-import { commands, cpuSeconds } from './network-control.js'
+import { commands, cpuSeconds, runQueueWaitSeconds } from './network-control.js'
 import { prng, recordId } from './records.js'
 
 /** The answer to `probe`. */
@@ -38,6 +38,8 @@ export interface ProbeTimes {
   /** Failed HTTP probes (status other than 200, or a socket error). */
   readonly httpErrors: number
   readonly cpuSeconds: number
+  /** Seconds the probe's main thread waited for a CPU during the phase (undefined off Linux). */
+  readonly runQueueWaitSeconds: number | undefined
 }
 
 /** One HTTP GET on a keep-alive socket; resolves with the status once the body is read. */
@@ -149,6 +151,10 @@ async function paced(
   }
 }
 
+/** `now - before`, or undefined when either is unknown. */
+const difference = (now: number | undefined, before: number | undefined): number | undefined =>
+  now === undefined || before === undefined ? undefined : now - before
+
 async function main(): Promise<void> {
   const [url, http, adminToken, siteKey, usersArg] = process.argv.slice(2)
   if (
@@ -178,6 +184,7 @@ async function main(): Promise<void> {
     const syncBytes: number[] = []
     let httpErrors = 0
     const cpuAtStart = cpuSeconds()
+    const waitAtStart = runQueueWaitSeconds()
     await Promise.all([
       paced(seconds, rate, 0, async () => {
         const path = `/api/users/${recordId(Math.floor(pick() * users))}`
@@ -203,6 +210,7 @@ async function main(): Promise<void> {
       syncBytes,
       httpErrors,
       cpuSeconds: cpuSeconds() - cpuAtStart,
+      runQueueWaitSeconds: difference(runQueueWaitSeconds(), waitAtStart),
     }
     emitResult({ ...times })
   }

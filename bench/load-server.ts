@@ -25,7 +25,7 @@ import { join } from 'node:path'
 import * as Y from 'yjs'
 import { createServer } from '../server-peer/create-server.js'
 import { BATCH_USERS, emitResult, positiveIntArg } from './bench.js'
-import { commands, cpuSeconds } from './network-control.js'
+import { commands, cpuSeconds, runQueueWaitSeconds } from './network-control.js'
 import { makeRecords } from './records.js'
 
 /** What the child prints once it listens. */
@@ -43,6 +43,8 @@ export interface LoadServerReady {
 /** The answer to `stats`. */
 export interface LoadServerStats {
   readonly cpuSeconds: number
+  /** Seconds the main thread has waited for a CPU since it started (see runQueueWaitSeconds). */
+  readonly runQueueWaitSeconds: number | undefined
   readonly rssBytes: number
   /** Largest RSS sampled (every 250 ms) since the last `stats`. */
   readonly rssMaxBytes: number
@@ -129,6 +131,7 @@ async function main(): Promise<void> {
         const memory = process.memoryUsage()
         const stats: LoadServerStats = {
           cpuSeconds: cpuSeconds(),
+          runQueueWaitSeconds: runQueueWaitSeconds(),
           rssBytes: memory.rss,
           rssMaxBytes: Math.max(rssMax, memory.rss),
           heapUsedBytes: memory.heapUsed,

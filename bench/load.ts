@@ -21,7 +21,8 @@
  * Sizes come from environment variables (the runner's flags are shared by
  * every bench): `BENCH_LOAD_DEVICES` (200), `BENCH_LOAD_RATE` (edits per
  * device per second, 10), `BENCH_LOAD_SECONDS` (60), `BENCH_LOAD_IDLE_SECONDS`
- * (20). `BENCH_CPU_PROF=<dir>` writes a CPU profile of every child.
+ * (as long as the load), `BENCH_LOAD_CLIENT_NICE` (niceness of the client
+ * processes, 19; see load-clients.ts). `BENCH_CPU_PROF=<dir>` writes a CPU profile of every child.
  */
 import { cpus, loadavg } from 'node:os'
 import { mb, printTable, ratioText, round, withTempDir } from './bench.js'
@@ -73,7 +74,10 @@ function sizes(users: number): LoadSizes {
     devices: Math.max(CLIENT_PROCESSES, Math.round(envNumber('BENCH_LOAD_DEVICES', 200))),
     rate: envNumber('BENCH_LOAD_RATE', 10),
     seconds: envNumber('BENCH_LOAD_SECONDS', 60),
-    idleSeconds: envNumber('BENCH_LOAD_IDLE_SECONDS', 20),
+    // As long as the load by default: both p99s then come from as many
+    // probes (a p99 of 400 probes is their 4th slowest, and swung from 1.2
+    // to 4 ms between runs of the same idle server).
+    idleSeconds: envNumber('BENCH_LOAD_IDLE_SECONDS', envNumber('BENCH_LOAD_SECONDS', 60)),
     users: Math.min(users, LOAD_USERS_MAX),
   }
 }
@@ -98,6 +102,14 @@ const latency = (values: readonly number[]): Latency => ({
   p99: quantile(values, 0.99),
   max: values.length === 0 ? NaN : Math.max(...values),
 })
+
+/** `now - before`, or undefined when either is unknown. */
+const difference = (now: number | undefined, before: number | undefined): number | undefined =>
+  now === undefined || before === undefined ? undefined : now - before
+
+/** Seconds waited for a CPU as a share of `wall` seconds ('n/a' where the kernel does not say). */
+const waitPercent = (seconds: number | undefined, wall: number): string =>
+  seconds === undefined ? 'n/a' : `${round((seconds / wall) * 100, 1)}%`
 
 /** The 1-minute load average, two decimals. */
 const load1m = (): number => round(loadavg()[0] ?? 0)
@@ -342,8 +354,15 @@ function report(m: LoadMeasure): Record<string, unknown> {
       ['MB the server pushed to the devices', mb(inbound.bytes)],
       ['updates sent back to their own sender (echoes)', inbound.echoes.toLocaleString('en')],
       ['connections closed during the load', total(m.clients, (d) => d.closed)],
-      ['client processes CPU s', m.clients.map((d) => round(d.cpuSeconds)).join(', ')],
+      [
+        `client processes CPU s (niceness ${m.ready.map((r) => r.nice).join(', ')})`,
+        m.clients.map((d) => round(d.cpuSeconds)).join(', '),
+      ],
       ['probe process CPU s (load)', round(m.load.cpuSeconds)],
+      [
+        'probe main thread waiting for a CPU, % of the phase (idle, load)',
+        `${waitPercent(m.idle.runQueueWaitSeconds, s.idleSeconds)}, ${waitPercent(m.load.runQueueWaitSeconds, s.seconds)}`,
+      ],
     ],
   )
   for (const d of m.clients)
@@ -362,11 +381,13 @@ function report(m: LoadMeasure): Record<string, unknown> {
   const before = [m.server.warmedUp, m.server.connect, m.server.load] as const
   const serverRows: Cell[][] = phases.map(([label, st, wall], i) => {
     const cpu = cpuOf(st, before[i] ?? st)
+    const waited = difference(st.runQueueWaitSeconds, (before[i] ?? st).runQueueWaitSeconds)
     return [
       label,
       round(wall, 1),
       round(cpu, 2),
       `${Math.round((cpu / wall) * 100)}%`,
+      waitPercent(waited, wall),
       round(st.loopDelayP50Ms, 1),
       round(st.loopDelayP99Ms, 1),
       round(st.loopDelayMaxMs, 1),
@@ -381,6 +402,7 @@ function report(m: LoadMeasure): Record<string, unknown> {
       'wall s',
       'CPU s',
       'CPU / wall',
+      'main thread waiting for a CPU',
       'loop delay p50 ms',
       'loop delay p99 ms',
       'loop delay max ms',
@@ -392,11 +414,18 @@ function report(m: LoadMeasure): Record<string, unknown> {
   console.log(
     `load average (1 min): ${m.loadAverage.idle} idle, ${m.loadAverage.load} at the end of the load, ${m.loadAverage.after} after`,
   )
+  const lateP99 = Math.max(...m.clients.map((d) => d.lateP99Ms))
   const pass = {
     http: ratios.http <= P99_RATIO_MAX,
     sync: ratios.sync <= P99_RATIO_MAX,
     lost: lost === 0 && unanswered === 0 && refused === 0,
+    // The clients run at a low priority (load-clients.ts): the load counts
+    // only if they still offered it, every edit within a slot of its moment.
+    offered: sent === planned && lateP99 <= 1000 / s.rate,
   }
+  console.log(
+    `${verdict(pass.offered)}  load offered: ${sent} of ${planned} edits sent, ${Math.round(sent / sendSeconds)} edits/s, send lag p99 ${Math.round(lateP99)} ms (goal: all, lag within one ${Math.round(1000 / s.rate)} ms slot)`,
+  )
   console.log(
     `${verdict(pass.http)}  HTTP read p99 under load: ${ratioText(ratios.http)}x idle (goal <= ${P99_RATIO_MAX}x)`,
   )
@@ -434,6 +463,10 @@ function report(m: LoadMeasure): Record<string, unknown> {
       cpuSecondsLoad: round(cpuOf(m.server.load, m.server.connect)),
       cpuSecondsCatchUp: round(cpuOf(m.server.catchUp, m.server.load)),
       loopDelayP99MsLoad: round(m.server.load.loopDelayP99Ms, 1),
+      runQueueWaitPercentLoad: waitPercent(
+        difference(m.server.load.runQueueWaitSeconds, m.server.connect.runQueueWaitSeconds),
+        m.server.loadWallSeconds,
+      ),
       gcLoad: {
         count: m.server.load.gcCount,
         totalMs: round(m.server.load.gcTotalMs, 0),
@@ -445,7 +478,12 @@ function report(m: LoadMeasure): Record<string, unknown> {
     updatesPerDevicePerSecond: round(inbound.updates / s.devices / m.server.loadWallSeconds),
     echoes: inbound.echoes,
     loadAverage: m.loadAverage,
-    verdicts: { http: verdict(pass.http), sync: verdict(pass.sync), lost: verdict(pass.lost) },
+    verdicts: {
+      http: verdict(pass.http),
+      sync: verdict(pass.sync),
+      lost: verdict(pass.lost),
+      offered: verdict(pass.offered),
+    },
   }
 }
 

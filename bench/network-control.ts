@@ -9,6 +9,7 @@
  * reply or report. Progress and errors go to stderr, which passes through.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { createServer as createNetServer, connect, type Socket } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { createInterface } from 'node:readline'
@@ -229,4 +230,21 @@ export async function until(check: () => boolean, timeoutMs: number, what: strin
 export const cpuSeconds = (): number => {
   const { user, system } = process.cpuUsage()
   return (user + system) / 1e6
+}
+
+/**
+ * Seconds this process's main thread has spent runnable but waiting for a
+ * CPU (Linux `/proc/self/task/<pid>/schedstat`, second field), or undefined
+ * where the kernel does not say. On a machine whose cores the bench's own
+ * children share, this is how much of an answer's time went to waiting for
+ * the scheduler rather than to the server.
+ */
+export function runQueueWaitSeconds(): number | undefined {
+  try {
+    const fields = readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')
+    const ns = Number(fields[1])
+    return Number.isFinite(ns) ? ns / 1e9 : undefined
+  } catch {
+    return undefined
+  }
 }
