@@ -42,6 +42,7 @@
  *   small (these devices never applied what they received).
  */
 import * as decoding from 'lib0/decoding'
+import { readdirSync } from 'node:fs'
 import { setPriority } from 'node:os'
 import * as Y from 'yjs'
 import WebSocket from 'ws'
@@ -444,6 +445,30 @@ function clientNice(): number {
   return nice
 }
 
+/**
+ * Sets the niceness of every thread of this process: Linux keeps it per
+ * thread, and `setPriority(n)` alone lowers only the main one, leaving V8's
+ * and libuv's workers (garbage collection, compilation) at the normal
+ * priority. Called again once connected, for threads started meanwhile.
+ */
+function lowerPriority(nice: number): void {
+  if (nice === 0) return
+  setPriority(nice)
+  let threads: string[] = []
+  try {
+    threads = readdirSync('/proc/self/task')
+  } catch {
+    return // not Linux: the call above set the whole process's
+  }
+  for (const tid of threads) {
+    try {
+      setPriority(Number(tid), nice)
+    } catch {
+      // A thread that ended meanwhile.
+    }
+  }
+}
+
 async function main(): Promise<void> {
   const [url, siteKey, devicesArg, firstArg, usersArg] = process.argv.slice(2)
   if (url === undefined || siteKey === undefined) {
@@ -451,7 +476,7 @@ async function main(): Promise<void> {
     process.exit(2)
   }
   const nice = clientNice()
-  if (nice !== 0) setPriority(nice)
+  lowerPriority(nice)
   const count = positiveIntArg(devicesArg, 'devices')
   const first = Number(firstArg)
   const users = positiveIntArg(usersArg, 'users')
@@ -468,6 +493,7 @@ async function main(): Promise<void> {
     (_, k) => new LoadDevice(first + k, url, siteKey, users, stats),
   )
   const step2Sizes = await Promise.all(devices.map((device) => device.connect()))
+  lowerPriority(nice)
   const ready: ClientsReady = {
     ready: true,
     connectSeconds: (performance.now() - started) / 1000,

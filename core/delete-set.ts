@@ -123,7 +123,7 @@ function scan(store: Y.Doc['store']): Ranges {
  * `Y.encodeStateAsUpdate(doc, targetStateVector)`, byte for byte, with the
  * delete set taken from `deletes` (which must follow `doc`). Falls back to
  * Yjs when the document holds pending structs or deletes (Yjs merges those
- * in) or a transaction is open.
+ * in) or a transaction is open or being cleaned up.
  */
 export function encodeDiff(
   doc: Y.Doc,
@@ -131,7 +131,15 @@ export function encodeDiff(
   deletes: DeleteSetCache,
 ): Uint8Array {
   const store = doc.store
-  if (store.pendingStructs !== null || store.pendingDs !== null || doc._transaction !== null)
+  // During a transaction's cleanup (observers, 'update' handlers, their
+  // follow-up transactions) `_transaction` is null already, but the cache
+  // hears of the transaction only once cleanup is over.
+  if (
+    store.pendingStructs !== null ||
+    store.pendingDs !== null ||
+    doc._transaction !== null ||
+    doc._transactionCleanups.length > 0
+  )
     return Y.encodeStateAsUpdate(doc, targetStateVector)
   const target = Y.decodeStateVector(targetStateVector)
   const encoder = new Y.UpdateEncoderV1()

@@ -777,12 +777,16 @@ export class Replica {
   /**
    * How long the next batch should wait for more remote updates to join it
    * (ReplicaOptions.remoteBatchWindowMs), ms; 0 when it starts now: the
-   * window is off, a batch with remote updates started long enough ago, or
-   * the queue holds something other than remote updates.
+   * window is off, a batch with remote updates started long enough ago, the
+   * queue holds something other than remote updates or a full batch of
+   * them, or own writes are held.
    */
   private windowWait(): number {
     const window = this.options.remoteBatchWindowMs ?? 0
-    if (window <= 0 || this.closed) return 0
+    // A full batch waiting gains nothing; a hold (a device's full sync)
+    // has writes waiting that are not its own to delay.
+    if (window <= 0 || this.closed || this.holding) return 0
+    if (this.queue.length >= limits.writeBatchOpsMax) return 0
     const wait = this.lastRemoteBatchAt + window - performance.now()
     if (wait <= 0) return 0
     return this.queue.every((op) => op.kind === 'remote') ? wait : 0

@@ -11,6 +11,7 @@ import * as Y from 'yjs'
 import type { DeviceEntry } from '../core/entries.js'
 import { usersRootName } from '../core/entries.js'
 import { asUserId, asWriterId } from '../core/ids.js'
+import { limits } from '../core/limits.js'
 import { RecordSchema } from '../core/schema.js'
 import type { StoreOp } from '../core/store.js'
 import { deviceWrite } from '../core/writes.js'
@@ -22,7 +23,10 @@ import { ForwardingStore } from './helpers/forwarding-store.js'
 /** Counts the store writes that carry Yjs updates (one per batch that changed the document). */
 class CountingStore extends ForwardingStore {
   updateWrites = 0
+  /** Every store write, bookkeeping included. */
+  writes = 0
   override batch(ops: readonly StoreOp[]): Promise<void> {
+    this.writes++
     if (ops.some((op) => op.type === 'put' && op.key.startsWith(keys.updatesFrom)))
       this.updateWrites++
     return super.batch(ops)
@@ -106,8 +110,20 @@ describe('remote batch window', () => {
     const waiting = replica.applyRemote(edit(1))
     await macrotask()
     expect(store.updateWrites).toBe(1)
+    const writesBefore = store.writes
     await replica.write((ctx) => ctx.event({ type: 'sync-started', direction: 'serverToDevice' }))
     await waiting
+    expect(store.updateWrites).toBe(2)
+    expect(store.writes - writesBefore).toBe(1)
+    await replica.close()
+  })
+
+  it('a full batch of updates does not wait', async () => {
+    const { replica, store } = await open(60_000)
+    const edit = remoteWriter()
+    await replica.applyRemote(edit(0))
+    const updates = Array.from({ length: limits.writeBatchOpsMax }, (_, i) => edit(i + 1))
+    await Promise.all(updates.map((update) => replica.applyRemote(update)))
     expect(store.updateWrites).toBe(2)
     await replica.close()
   })

@@ -164,12 +164,35 @@ describe('DeleteSetCache and encodeDiff', () => {
     const second = Y.encodeStateAsUpdate(a, before)
     const b = new Y.Doc()
     const cache = new DeleteSetCache(b)
+    cache.current()
     Y.applyUpdate(b, second)
     expect(b.store.pendingStructs).not.toBeNull()
     expectSameAnswers(b, cache, [a])
     Y.applyUpdate(b, first)
     expect(b.store.pendingStructs).toBeNull()
     expectSameAnswers(b, cache, [a])
+  })
+
+  it('answers like Yjs from inside an observer, before the transaction is followed', () => {
+    const doc = new Y.Doc()
+    const cache = new DeleteSetCache(doc)
+    cache.current()
+    const map = doc.getMap<number>('m')
+    map.set('x', 1)
+    const seen: Array<[Uint8Array, Uint8Array]> = []
+    map.observe(() => {
+      const vector = new Uint8Array([0])
+      seen.push([encodeDiff(doc, vector, cache), Y.encodeStateAsUpdate(doc, vector)])
+    })
+    doc.on('update', () => {
+      const vector = new Uint8Array([0])
+      seen.push([encodeDiff(doc, vector, cache), Y.encodeStateAsUpdate(doc, vector)])
+    })
+    map.set('x', 2)
+    map.delete('x')
+    expect(seen.length).toBe(4)
+    for (const [ours, yjs] of seen) expect(Buffer.from(ours)).toEqual(Buffer.from(yjs))
+    expectSameAnswers(doc, cache, [])
   })
 
   it('stops following a destroyed cache', () => {
