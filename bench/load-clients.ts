@@ -454,7 +454,7 @@ function clientNice(): number {
 function lowerPriority(nice: number): void {
   if (nice === 0) return
   setPriority(nice)
-  let threads: string[] = []
+  let threads: string[]
   try {
     threads = readdirSync('/proc/self/task')
   } catch {
