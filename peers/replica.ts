@@ -765,7 +765,9 @@ export class Replica {
     if (wait > 0) {
       this.windowTimer = setTimeout(() => {
         this.windowTimer = undefined
-        void this.flushLoop()
+        // After the event loop's poll for I/O, not in the timers phase: an
+        // answer that became due meanwhile goes before the batch.
+        setImmediate(() => void this.flushLoop())
       }, wait)
       return
     }
