@@ -126,7 +126,8 @@ export interface ReplicaOptions {
    * once per this many ms of wall time: updates that arrive meanwhile join
    * it (0, the default: every batch starts as soon as the one before is
    * durable). The first update after a quiet spell is applied at once; a
-   * local write or bookkeeping in the queue ends the wait. Each batch costs
+   * local write or bookkeeping in the queue, a full batch of updates, a
+   * hold of own writes or closing ends the wait. Each batch costs
    * two Yjs state vectors, an encoded update and a store write whatever its
    * size, so hundreds of devices sending one edit at a time otherwise make
    * a batch of one or two edits each. Wall time, not the injected clock:
