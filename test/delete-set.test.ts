@@ -13,16 +13,9 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { addRange, DeleteSetCache, encodeDiff } from '../core/delete-set.js'
+import { envInt, seedFromEnv } from './helpers/property-seed.js'
 
-const envInt = (name: string): number | undefined => {
-  const raw = process.env[name]
-  if (raw === undefined || raw === '') return undefined
-  const value = Number(raw)
-  if (!Number.isSafeInteger(value)) throw new Error(`${name} must be an integer, got ${raw}`)
-  return value
-}
-
-const seed = envInt('ROSTERSYNC_SEED') ?? (Date.now() ^ (Math.random() * 0x7fffffff)) | 0
+const seed = seedFromEnv()
 const path = process.env.ROSTERSYNC_PATH
 const numRuns = envInt('ROSTERSYNC_PROPERTY_RUNS') ?? 150
 console.log(

@@ -19,16 +19,9 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import type { SimOptions, SimStepInput } from '../sim/options.js'
 import { runSimulation, type SimReport } from '../sim/run.js'
+import { envInt, seedFromEnv } from './helpers/property-seed.js'
 
-const envInt = (name: string): number | undefined => {
-  const raw = process.env[name]
-  if (raw === undefined || raw === '') return undefined
-  const value = Number(raw)
-  if (!Number.isSafeInteger(value)) throw new Error(`${name} must be an integer, got ${raw}`)
-  return value
-}
-
-const seed = envInt('ROSTERSYNC_SEED') ?? (Date.now() ^ (Math.random() * 0x7fffffff)) | 0
+const seed = seedFromEnv()
 const numRuns = envInt('ROSTERSYNC_SIM_RUNS') ?? 50
 // Printed up front so that a run killed by a timeout can still be replayed.
 console.log(
