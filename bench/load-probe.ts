@@ -24,7 +24,7 @@ import * as Y from 'yjs'
 import { netLimits } from '../core/limits.js'
 import { decodeMessage, encodeMessage, MessageType, SyncType } from '../core/protocol.js'
 import { emitResult, positiveIntArg } from './bench.js'
-import { commands, cpuSeconds, runQueueWaitSeconds } from './network-control.js'
+import { commands, cpuSeconds, difference, runQueueWaitSeconds } from './network-control.js'
 import { prng, recordId } from './records.js'
 
 /** The answer to `probe`. */
@@ -150,10 +150,6 @@ async function paced(
     await probe()
   }
 }
-
-/** `now - before`, or undefined when either is unknown. */
-const difference = (now: number | undefined, before: number | undefined): number | undefined =>
-  now === undefined || before === undefined ? undefined : now - before
 
 async function main(): Promise<void> {
   const [url, http, adminToken, siteKey, usersArg] = process.argv.slice(2)

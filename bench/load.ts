@@ -30,7 +30,7 @@ import type { Bench, BenchOptions, Cell } from './bench.js'
 import type { AckDone, ClientsReady, LoadDone } from './load-clients.js'
 import type { ProbeTimes } from './load-probe.js'
 import type { LoadServerReady, LoadServerState, LoadServerStats } from './load-server.js'
-import { ControlledChild, withChild } from './network-control.js'
+import { ControlledChild, difference, withChild } from './network-control.js'
 
 /** Goal: p99 answer time under load over p99 idle. */
 const P99_RATIO_MAX = 3
@@ -102,10 +102,6 @@ const latency = (values: readonly number[]): Latency => ({
   p99: quantile(values, 0.99),
   max: values.length === 0 ? NaN : Math.max(...values),
 })
-
-/** `now - before`, or undefined when either is unknown. */
-const difference = (now: number | undefined, before: number | undefined): number | undefined =>
-  now === undefined || before === undefined ? undefined : now - before
 
 /** Seconds waited for a CPU as a share of `wall` seconds ('n/a' where the kernel does not say). */
 const waitPercent = (seconds: number | undefined, wall: number): string =>

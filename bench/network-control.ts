@@ -248,3 +248,9 @@ export function runQueueWaitSeconds(): number | undefined {
     return undefined
   }
 }
+
+/** `now - before`, or undefined when either is unknown (a figure the kernel did not give). */
+export const difference = (
+  now: number | undefined,
+  before: number | undefined,
+): number | undefined => (now === undefined || before === undefined ? undefined : now - before)

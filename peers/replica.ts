@@ -754,11 +754,8 @@ export class Replica {
     if (this.flushing) {
       // Waiting out the remote batch window: a write that may not wait
       // ends it.
-      if (this.windowTimer !== undefined && this.windowWait() === 0) {
-        clearTimeout(this.windowTimer)
-        this.windowTimer = undefined
-        queueMicrotask(() => void this.flushLoop())
-      }
+      // (The timer first: windowWait reads the whole queue.)
+      if (this.windowTimer !== undefined && this.windowWait() === 0) this.endWindow()
       return
     }
     this.flushing = true
@@ -774,6 +771,14 @@ export class Replica {
     }
     // A microtask, not a timer: every write issued in the same tick joins
     // the batch, and no real timer runs under the simulator.
+    queueMicrotask(() => void this.flushLoop())
+  }
+
+  /** Starts the batch waiting out its window (if one is) now. */
+  private endWindow(): void {
+    if (this.windowTimer === undefined) return
+    clearTimeout(this.windowTimer)
+    this.windowTimer = undefined
     queueMicrotask(() => void this.flushLoop())
   }
 
@@ -1560,12 +1565,8 @@ export class Replica {
     // Closed first: a write made from here on is refused (PEER_CLOSED)
     // rather than slipping in between the drain and the last compaction.
     this.closed = true
-    if (this.windowTimer !== undefined) {
-      // The batch waiting out its window starts now: closing drains it.
-      clearTimeout(this.windowTimer)
-      this.windowTimer = undefined
-      queueMicrotask(() => void this.flushLoop())
-    }
+    // A batch waiting out its window starts now: closing drains it.
+    this.endWindow()
     this.releaseWrites()
     await this.drain()
     this.options.clock.clearTimeout(this.announceTimer)
