@@ -25,6 +25,8 @@ export type ErrorCode =
   | 'SAVE_TO_SERVER_FAILED'
   | 'EXPORT_EXPIRED'
   | 'EXPORT_TOO_LARGE'
+  // Issue 11: signed writes
+  | 'SIGNATURE_INVALID'
 
 /** Base class: every error rostersync raises on purpose carries a `code`. */
 export class RostersyncError extends Error {
@@ -148,5 +150,17 @@ export class SyncError extends RostersyncError {
     options?: { cause?: unknown },
   ) {
     super(code, message, options)
+  }
+}
+
+// Issue 11: signed writes
+
+/**
+ * A signed envelope, certificate or join proof does not verify: wrong key,
+ * another site, altered bytes, or a clientID not derived from the writer's key.
+ */
+export class SignatureInvalidError extends RostersyncError {
+  constructor(message: string, details?: unknown) {
+    super('SIGNATURE_INVALID', message, { details })
   }
 }

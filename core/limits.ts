@@ -49,6 +49,11 @@ export const limits = {
   eventsPerQueryMax: 10_000,
   /** Most remote updates a peer holds back until their clients' earlier operations arrive. */
   heldBackUpdatesMax: 10_000,
+  // Issue 11: signed writes
+  /** Most Yjs clientIDs one signed envelope may write under. */
+  envelopeNoncesMax: 16,
+  /** Most parsed public keys kept for verification (a site's writers, with room to spare). */
+  publicKeysCachedMax: 4_096,
 } as const
 
 /** Bounds of the network layer. */

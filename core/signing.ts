@@ -1,0 +1,383 @@
+/**
+ * Signed writes: the cryptographic primitives (PROTOCOL.md, "Signed writes").
+ *
+ * Every writer (the server, each device) holds an Ed25519 key pair. What a
+ * writer authors travels in an envelope (writer id, the Yjs clientID nonces
+ * it writes under, the update bytes, a signature over all of it and the
+ * site), so any peer can relay an envelope unchanged and every receiver can
+ * verify it: the signature against the writer's key, and each Yjs clientID
+ * of the update against the writer's key (a clientID is derived from the key,
+ * so no writer can squat another's clientIDs).
+ *
+ * A device's key reaches other devices in a certificate the server signs
+ * when it admits the device: a LAN peer that has the server's key (pinned at
+ * its first full sync) can then check a device it has never met.
+ *
+ * Pure computation over `node:crypto` (Ed25519 signatures are
+ * deterministic): no I/O, clock or randomness of its own. Key seeds come in.
+ */
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  sign as edSign,
+  verify as edVerify,
+  type KeyObject,
+} from 'node:crypto'
+import * as decoding from 'lib0/decoding'
+import * as encoding from 'lib0/encoding'
+import { MalformedMessageError, SignatureInvalidError } from './errors.js'
+import { limits } from './limits.js'
+
+/** Bytes of an Ed25519 seed, public key and signature. */
+export const SEED_BYTES = 32
+export const PUBLIC_KEY_BYTES = 32
+export const SIGNATURE_BYTES = 64
+
+/**
+ * Derived clientIDs live in [2^32, 2^53): above every clientID Yjs mints
+ * itself (a random uint32, what an unmodified y-websocket client uses), so a
+ * derived and a random clientID never meet.
+ */
+export const DERIVED_CLIENT_ID_MIN = 2 ** 32
+const DERIVED_CLIENT_ID_SPAN = 2 ** 53 - DERIVED_CLIENT_ID_MIN
+
+/** Domain separators: a signature made for one purpose never verifies for another. */
+const DOMAIN = {
+  envelope: 'rostersync/envelope/1',
+  certificate: 'rostersync/certificate/1',
+  join: 'rostersync/join/1',
+  clientId: 'rostersync/client-id/1',
+} as const
+
+/** A writer's key pair, ready to sign. */
+export interface KeyPair {
+  /** The raw 32-byte public key. */
+  readonly publicKey: Uint8Array
+  readonly privateKey: KeyObject
+}
+
+// PKCS#8 and SPKI wrappings of a raw Ed25519 key (RFC 8410): node:crypto
+// imports keys only in a container format.
+const PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex')
+const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
+
+/** The key pair of a 32-byte seed (the seed is the private key; keep it secret). */
+export function keyPairFromSeed(seed: Uint8Array): KeyPair {
+  if (seed.byteLength !== SEED_BYTES) throw new TypeError(`an Ed25519 seed is ${SEED_BYTES} bytes`)
+  const privateKey = createPrivateKey({
+    key: Buffer.concat([PKCS8_PREFIX, seed]),
+    format: 'der',
+    type: 'pkcs8',
+  })
+  const spki = createPublicKey(privateKey).export({ format: 'der', type: 'spki' })
+  return { privateKey, publicKey: new Uint8Array(spki.subarray(SPKI_PREFIX.length)) }
+}
+
+/**
+ * Public keys parsed once: verification runs per update, and parsing a key
+ * costs about as much as a verification. Bounded: the oldest parse is
+ * dropped first.
+ */
+const publicKeys = new Map<string, KeyObject>()
+function publicKeyObject(publicKey: Uint8Array): KeyObject {
+  const id = Buffer.from(publicKey).toString('base64')
+  let key = publicKeys.get(id)
+  if (key === undefined) {
+    if (publicKey.byteLength !== PUBLIC_KEY_BYTES)
+      throw new SignatureInvalidError(`a public key is ${PUBLIC_KEY_BYTES} bytes`)
+    key = createPublicKey({
+      key: Buffer.concat([SPKI_PREFIX, publicKey]),
+      format: 'der',
+      type: 'spki',
+    })
+    if (publicKeys.size >= limits.publicKeysCachedMax) {
+      const oldest = publicKeys.keys().next().value
+      if (oldest !== undefined) publicKeys.delete(oldest)
+    }
+    publicKeys.set(id, key)
+  }
+  return key
+}
+
+/** Signs `message` with `key`. */
+export function signBytes(key: KeyPair, message: Uint8Array): Uint8Array {
+  return new Uint8Array(edSign(null, message, key.privateKey))
+}
+
+/** True when `signature` is `publicKey`'s signature of `message`. */
+export function verifyBytes(
+  publicKey: Uint8Array,
+  message: Uint8Array,
+  signature: Uint8Array,
+): boolean {
+  if (signature.byteLength !== SIGNATURE_BYTES) return false
+  return edVerify(null, message, publicKeyObject(publicKey), signature)
+}
+
+/**
+ * The Yjs clientID a writer with `publicKey` writes under for `nonce`: the
+ * first 53 bits of SHA-256(domain, key, nonce), lifted into
+ * [2^32, 2^53). Anyone can recompute it, and finding a nonce that gives
+ * another writer's clientID takes about 2^53 hashes.
+ */
+export function deriveClientId(publicKey: Uint8Array, nonce: number): number {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, DOMAIN.clientId)
+  encoding.writeVarUint8Array(e, publicKey)
+  encoding.writeVarUint(e, nonce)
+  const digest = createHash('sha256').update(encoding.toUint8Array(e)).digest()
+  // 53 bits: the high 21 bits of the first word, then the second word.
+  const high = digest.readUInt32BE(0) >>> 11
+  const low = digest.readUInt32BE(4)
+  const value = high * 2 ** 32 + low
+  return DERIVED_CLIENT_ID_MIN + (value % DERIVED_CLIENT_ID_SPAN)
+}
+
+/** True for clientIDs in the derived range (see {@link deriveClientId}). */
+export const isDerivedClientId = (client: number): boolean =>
+  Number.isSafeInteger(client) && client >= DERIVED_CLIENT_ID_MIN
+
+/**
+ * The server's statement that `deviceId` holds `publicKey` on `site`. A device
+ * shows it to LAN peers, which check it with the server's key.
+ */
+export interface Certificate {
+  readonly site: string
+  readonly deviceId: string
+  readonly publicKey: Uint8Array
+  /** When the server issued it, ms since the epoch. */
+  readonly issuedAt: number
+  readonly signature: Uint8Array
+}
+
+function certificateBody(c: Omit<Certificate, 'signature'>): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, DOMAIN.certificate)
+  encoding.writeVarString(e, c.site)
+  encoding.writeVarString(e, c.deviceId)
+  encoding.writeVarUint8Array(e, c.publicKey)
+  encoding.writeVarUint(e, c.issuedAt)
+  return encoding.toUint8Array(e)
+}
+
+/** The server issues a device's certificate. */
+export function issueCertificate(
+  serverKey: KeyPair,
+  body: Omit<Certificate, 'signature'>,
+): Certificate {
+  return { ...body, signature: signBytes(serverKey, certificateBody(body)) }
+}
+
+/** Throws `SIGNATURE_INVALID` unless `cert` is the server's, for `site`. */
+export function verifyCertificate(
+  cert: Certificate,
+  serverPublicKey: Uint8Array,
+  site: string,
+): void {
+  if (cert.site !== site)
+    throw new SignatureInvalidError(`certificate is for another site`, { deviceId: cert.deviceId })
+  if (!verifyBytes(serverPublicKey, certificateBody(cert), cert.signature))
+    throw new SignatureInvalidError(
+      `certificate of ${JSON.stringify(cert.deviceId)} is not the server's`,
+    )
+}
+
+/** Encodes a certificate (lib0). */
+export function encodeCertificate(cert: Certificate): Uint8Array {
+  const e = encoding.createEncoder()
+  writeCertificate(e, cert)
+  return encoding.toUint8Array(e)
+}
+
+/** Decodes a certificate; throws `MALFORMED_MESSAGE`. */
+export function decodeCertificate(bytes: Uint8Array): Certificate {
+  return decodeWhole(bytes, 'certificate', readCertificate)
+}
+
+function writeCertificate(e: encoding.Encoder, cert: Certificate): void {
+  encoding.writeVarString(e, cert.site)
+  encoding.writeVarString(e, cert.deviceId)
+  encoding.writeVarUint8Array(e, cert.publicKey)
+  encoding.writeVarUint(e, cert.issuedAt)
+  encoding.writeVarUint8Array(e, cert.signature)
+}
+
+function readCertificate(d: decoding.Decoder): Certificate {
+  const site = readBoundedString(d, limits.writerIdCharsMax * 4)
+  const deviceId = readBoundedString(d, limits.writerIdCharsMax)
+  const publicKey = readFixedBytes(d, PUBLIC_KEY_BYTES, 'public key')
+  const issuedAt = readSafeUint(d)
+  const signature = readFixedBytes(d, SIGNATURE_BYTES, 'signature')
+  return { site, deviceId, publicKey, issuedAt, signature }
+}
+
+/**
+ * One writer's update, signed. `nonces` name the clientIDs the update's
+ * structs are written under (each `deriveClientId(key, nonce)`); `cert` is
+ * the writer's certificate (absent for the server, whose key every device
+ * pins).
+ */
+export interface Envelope {
+  readonly writer: string
+  readonly nonces: readonly number[]
+  readonly update: Uint8Array
+  readonly cert?: Certificate
+  readonly signature: Uint8Array
+}
+
+/**
+ * What the signature covers: domain, site, writer, nonces and a SHA-256 of
+ * the update (one hash of a large update, not two: Ed25519 hashes what it
+ * signs twice).
+ */
+function envelopeBody(
+  site: string,
+  writer: string,
+  nonces: readonly number[],
+  update: Uint8Array,
+): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, DOMAIN.envelope)
+  encoding.writeVarString(e, site)
+  encoding.writeVarString(e, writer)
+  encoding.writeVarUint(e, nonces.length)
+  for (const n of nonces) encoding.writeVarUint(e, n)
+  encoding.writeUint8Array(e, createHash('sha256').update(update).digest())
+  return encoding.toUint8Array(e)
+}
+
+/** Signs one update as `writer` of `site`. */
+export function sealEnvelope(
+  key: KeyPair,
+  site: string,
+  content: { writer: string; nonces: readonly number[]; update: Uint8Array; cert?: Certificate },
+): Envelope {
+  const signature = signBytes(
+    key,
+    envelopeBody(site, content.writer, content.nonces, content.update),
+  )
+  return content.cert === undefined
+    ? { writer: content.writer, nonces: content.nonces, update: content.update, signature }
+    : { ...content, signature }
+}
+
+/**
+ * Throws `SIGNATURE_INVALID` unless `envelope` is signed by `publicKey` for
+ * `site`. Checks the signature only: what the update writes is
+ * {@link envelopeClients}' and the update check's business.
+ */
+export function verifyEnvelope(envelope: Envelope, publicKey: Uint8Array, site: string): void {
+  const body = envelopeBody(site, envelope.writer, envelope.nonces, envelope.update)
+  if (!verifyBytes(publicKey, body, envelope.signature))
+    throw new SignatureInvalidError(`update is not signed by ${JSON.stringify(envelope.writer)}`)
+}
+
+/** The clientIDs an envelope's writer may write under: one per nonce. */
+export function envelopeClients(envelope: Envelope, publicKey: Uint8Array): Set<number> {
+  return new Set(envelope.nonces.map((n) => deriveClientId(publicKey, n)))
+}
+
+/** Encodes an envelope (PROTOCOL.md, "Signed writes"). */
+export function encodeEnvelope(envelope: Envelope): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, envelope.writer)
+  encoding.writeVarUint(e, envelope.nonces.length)
+  for (const n of envelope.nonces) encoding.writeVarUint(e, n)
+  encoding.writeVarUint8Array(e, envelope.update)
+  if (envelope.cert === undefined) encoding.writeUint8(e, 0)
+  else {
+    encoding.writeUint8(e, 1)
+    writeCertificate(e, envelope.cert)
+  }
+  encoding.writeVarUint8Array(e, envelope.signature)
+  return encoding.toUint8Array(e)
+}
+
+/** Decodes an envelope; throws `MALFORMED_MESSAGE` on anything else. */
+export function decodeEnvelope(bytes: Uint8Array): Envelope {
+  return decodeWhole(bytes, 'envelope', (d) => {
+    const writer = readBoundedString(d, limits.writerIdCharsMax)
+    const count = readSafeUint(d)
+    if (count > limits.envelopeNoncesMax)
+      throw new MalformedMessageError(
+        `envelope names ${count} clientIDs (at most ${limits.envelopeNoncesMax})`,
+      )
+    const nonces: number[] = []
+    for (let i = 0; i < count; i++) nonces.push(readSafeUint(d))
+    const update = decoding.readVarUint8Array(d)
+    const hasCert = decoding.readUint8(d)
+    if (hasCert > 1) throw new MalformedMessageError('envelope certificate flag is not 0 or 1')
+    const cert = hasCert === 1 ? readCertificate(d) : undefined
+    const signature = readFixedBytes(d, SIGNATURE_BYTES, 'signature')
+    return cert === undefined
+      ? { writer, nonces, update, signature }
+      : { writer, nonces, update, cert, signature }
+  })
+}
+
+/**
+ * The proof a device joins with: its signature over the site, its id and the
+ * time, so that the site key alone (shared by every device) does not let one
+ * device connect as another. The time bounds replays (see `joinSkewMsMax`).
+ */
+export function joinProofBody(site: string, deviceId: string, at: number): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, DOMAIN.join)
+  encoding.writeVarString(e, site)
+  encoding.writeVarString(e, deviceId)
+  encoding.writeVarUint(e, at)
+  return encoding.toUint8Array(e)
+}
+
+/** A device's join proof (see {@link joinProofBody}). */
+export function signJoinProof(
+  key: KeyPair,
+  site: string,
+  deviceId: string,
+  at: number,
+): Uint8Array {
+  return signBytes(key, joinProofBody(site, deviceId, at))
+}
+
+/** Throws `SIGNATURE_INVALID` unless `proof` is `publicKey`'s join proof for (site, device, at). */
+export function verifyJoinProof(
+  publicKey: Uint8Array,
+  proof: { site: string; deviceId: string; at: number; signature: Uint8Array },
+): void {
+  if (!verifyBytes(publicKey, joinProofBody(proof.site, proof.deviceId, proof.at), proof.signature))
+    throw new SignatureInvalidError(
+      `join proof of ${JSON.stringify(proof.deviceId)} does not verify`,
+    )
+}
+
+function decodeWhole<T>(bytes: Uint8Array, what: string, read: (d: decoding.Decoder) => T): T {
+  try {
+    const d = decoding.createDecoder(bytes)
+    const value = read(d)
+    if (decoding.hasContent(d)) throw new MalformedMessageError(`${what} has trailing bytes`)
+    return value
+  } catch (cause) {
+    if (cause instanceof MalformedMessageError) throw cause
+    throw new MalformedMessageError(`${what} does not decode`, cause)
+  }
+}
+
+function readSafeUint(d: decoding.Decoder): number {
+  const n = decoding.readVarUint(d)
+  if (!Number.isSafeInteger(n)) throw new MalformedMessageError('integer out of range')
+  return n
+}
+
+function readFixedBytes(d: decoding.Decoder, bytes: number, what: string): Uint8Array {
+  const value = decoding.readVarUint8Array(d)
+  if (value.byteLength !== bytes)
+    throw new MalformedMessageError(`${what} is ${value.byteLength} bytes, not ${bytes}`)
+  return value
+}
+
+function readBoundedString(d: decoding.Decoder, charsMax: number): string {
+  const value = decoding.readVarString(d)
+  if (value.length > charsMax) throw new MalformedMessageError(`string longer than ${charsMax}`)
+  return value
+}
