@@ -54,6 +54,8 @@ export const limits = {
   envelopeNoncesMax: 16,
   /** Most parsed public keys kept for verification (a site's writers, with room to spare). */
   publicKeysCachedMax: 4_096,
+  /** Most bytes of other writers' envelopes a device keeps to relay over the LAN. */
+  envelopeLogBytesMax: 256 * 1024 * 1024,
 } as const
 
 /** Bounds of the network layer. */
@@ -83,4 +85,9 @@ export const netLimits = {
   syncAnswerTimeoutMs: 120_000,
   /** How long a sync waits for the link to the server to come up, in ms. */
   syncConnectTimeoutMs: 30_000,
+  // Issue 11: signed writes
+  /** Most envelopes one signed message carries (a step 2 answering a long-offline peer). */
+  envelopesPerMessageMax: 100_000,
+  /** How far a device's join proof may be from the server's clock, in ms. */
+  joinSkewMsMax: 24 * 3_600_000,
 } as const

@@ -6,6 +6,7 @@
 import * as decoding from 'lib0/decoding'
 import * as encoding from 'lib0/encoding'
 import { MalformedMessageError } from './errors.js'
+import { netLimits } from './limits.js'
 
 /** Top-level message types (y-websocket's numbering; 100+ are rostersync's). */
 export const MessageType = {
@@ -14,7 +15,13 @@ export const MessageType = {
   auth: 2,
   queryAwareness: 3,
   error: 100,
+  /** Signed envelopes (PROTOCOL.md, "Signed writes"): `varUint subtype`, then a list. */
+  signed: 101,
+  /** The server's key and the joining device's certificate, sent once on admission. */
+  hello: 102,
 } as const
+/** Sub-types of a signed message: as the sync sub-types they stand for. */
+export const SignedType = { step2: 1, update: 2 } as const
 /** Sync sub-message types (y-protocols/sync). */
 export const SyncType = { step1: 0, step2: 1, update: 2 } as const
 
@@ -27,6 +34,16 @@ export type Message =
   | { readonly type: 'query-awareness' }
   | { readonly type: 'auth'; readonly payload: Uint8Array }
   | { readonly type: 'error'; readonly code: string; readonly message: string }
+  /**
+   * Signed envelopes (core/signing.ts), each still encoded: a step 2 (the
+   * answer to a step 1: the envelopes the asker lacks) or an update.
+   */
+  | {
+      readonly type: 'signed-step2' | 'signed-update'
+      readonly envelopes: readonly Uint8Array[]
+    }
+  /** The server's public key and, for a device that joined with a key, its certificate. */
+  | { readonly type: 'hello'; readonly serverKey: Uint8Array; readonly certificate: Uint8Array }
 
 /** Encodes a message. */
 export function encodeMessage(message: Message): Uint8Array {
@@ -58,6 +75,21 @@ export function encodeMessage(message: Message): Uint8Array {
       encoding.writeVarUint(e, MessageType.error)
       encoding.writeVarString(e, message.code)
       encoding.writeVarString(e, message.message)
+      break
+    case 'signed-step2':
+    case 'signed-update':
+      encoding.writeVarUint(e, MessageType.signed)
+      encoding.writeVarUint(
+        e,
+        message.type === 'signed-step2' ? SignedType.step2 : SignedType.update,
+      )
+      encoding.writeVarUint(e, message.envelopes.length)
+      for (const envelope of message.envelopes) encoding.writeVarUint8Array(e, envelope)
+      break
+    case 'hello':
+      encoding.writeVarUint(e, MessageType.hello)
+      encoding.writeVarUint8Array(e, message.serverKey)
+      encoding.writeVarUint8Array(e, message.certificate)
       break
   }
   return encoding.toUint8Array(e)
@@ -95,6 +127,25 @@ function readMessage(d: decoding.Decoder): Message {
       return { type: 'auth', payload: decoding.readVarUint8Array(d) }
     case MessageType.error:
       return { type: 'error', code: decoding.readVarString(d), message: decoding.readVarString(d) }
+    case MessageType.signed: {
+      const sub = decoding.readVarUint(d)
+      if (sub !== SignedType.step2 && sub !== SignedType.update)
+        throw new MalformedMessageError(`unknown signed message type ${sub}`)
+      const count = decoding.readVarUint(d)
+      if (count > netLimits.envelopesPerMessageMax)
+        throw new MalformedMessageError(
+          `message holds ${count} envelopes (at most ${netLimits.envelopesPerMessageMax})`,
+        )
+      const envelopes: Uint8Array[] = []
+      for (let i = 0; i < count; i++) envelopes.push(decoding.readVarUint8Array(d))
+      return { type: sub === SignedType.step2 ? 'signed-step2' : 'signed-update', envelopes }
+    }
+    case MessageType.hello:
+      return {
+        type: 'hello',
+        serverKey: decoding.readVarUint8Array(d),
+        certificate: decoding.readVarUint8Array(d),
+      }
     default:
       throw new MalformedMessageError(`unknown message type ${type}`)
   }

@@ -19,6 +19,10 @@ import {
 import { startLan, type LanNode } from './lan-sync.js'
 import { hashRecordPin } from './pin.js'
 import { Replica } from './replica.js'
+import { checkUpdate } from '../core/authorize.js'
+import { EnvelopeLog } from './envelope-log.js'
+import { Identity } from './identity.js'
+import { DeviceSigning, serverLinkSigning } from './signed-link.js'
 import { usersApi, type UsersApi } from './user-ops.js'
 import { connectToServer, type ServerLink } from './ws-client.js'
 import { DeviceSync, type DeviceSyncApi } from './device-sync.js'
@@ -132,9 +136,11 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
   const basics = await peerBasics(options)
   const self = asWriterId(options.id)
   const overrides = new OverrideLog()
+  const identity = await Identity.open(basics.store, basics.randomUint32)
   const replica = await Replica.open({
     writerId: self,
     ...basics,
+    clientIds: identity,
     hooks: {
       afterRemote: (users, ctx) => {
         const policies = ctx.policies()
@@ -142,6 +148,26 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       },
     },
     ...(options.eventsMax === undefined ? {} : { eventsMax: options.eventsMax }),
+  })
+  const signing = new DeviceSigning({
+    identity,
+    replica,
+    writerId: self,
+    log: await EnvelopeLog.open(basics.store),
+    check: (update, writer) =>
+      checkUpdate(replica.doc, update, {
+        // The server's envelopes may hold anything (it checked what it
+        // merged); a device's, only its own part.
+        mayWrite: (owner) => writer === SERVER_ID || owner === writer,
+        schema: basics.schema,
+      }),
+  })
+  const linkSigning = serverLinkSigning({
+    identity,
+    signing,
+    deviceId: options.id,
+    room: 'roster',
+    now: () => basics.clock.now(),
   })
   const name = options.name ?? options.id
   const server = options.server
@@ -167,13 +193,16 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
               clock: basics.clock,
               random: basics.random,
               mode,
+              joinParams: linkSigning.joinParams,
+              signed: linkSigning.signed,
+              onHello: linkSigning.onHello,
               ...(transport === undefined ? {} : { connect: (url) => transport.connect(url) }),
               ...handlers,
             }),
   })
   let lan: LanNode | undefined
   try {
-    lan = await startDeviceLan(options, replica, basics)
+    lan = await startDeviceLan(options, replica, basics, signing)
   } catch (error) {
     sync.close()
     await replica.close()
@@ -212,7 +241,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       await replica.writeMeta((ctx) => ctx.event({ type: 'user-signed-in', userId: id }))
     },
     attachLan(connection, peer = connection.remote) {
-      runLanLink({ replica, schema: basics.schema }, connection, peer)
+      runLanLink({ replica, schema: basics.schema, signing }, connection, peer)
     },
     lanAddresses: lan?.addresses ?? [],
     async close() {
@@ -228,12 +257,14 @@ async function startDeviceLan(
   options: DeviceOptions,
   replica: Replica,
   basics: PeerBasics,
+  signing: DeviceSigning,
 ): Promise<LanNode | undefined> {
   const lan = options.lan
   if (lan?.enabled !== true || options.siteKey === undefined) return undefined
   return startLan({
     replica,
     schema: basics.schema,
+    signing,
     deviceId: options.id,
     siteKey: options.siteKey,
     clock: basics.clock,

@@ -29,6 +29,7 @@ import {
   type LanScope,
 } from '../transports/libp2p-transport.js'
 import type { Replica } from './replica.js'
+import type { DeviceSigning } from './signed-link.js'
 import { startSession } from './sync-session.js'
 
 /** Options of {@link startLan}. */
@@ -53,6 +54,11 @@ export interface LanOptions {
   readonly random?: () => number
   /** A refused message, a refusal from a peer, or a link closed on an error. */
   readonly onError?: (code: string, message: string) => void
+  /**
+   * Signed writes (PROTOCOL.md): links speak envelopes only, checked per
+   * writer. Without it (tests of the plain protocol) the LAN rule below applies.
+   */
+  readonly signing?: DeviceSigning
 }
 
 /** A running LAN node. */
@@ -212,7 +218,7 @@ class LanLinks {
  * back and logged. `onClosed` runs once the connection is gone.
  */
 export function runLanLink(
-  options: Pick<LanOptions, 'replica' | 'schema' | 'onError'>,
+  options: Pick<LanOptions, 'replica' | 'schema' | 'onError' | 'signing'>,
   connection: Connection,
   peer: string,
   onClosed?: () => void,
@@ -237,6 +243,12 @@ export function runLanLink(
     replica,
     connection,
     reportErrors: true,
+    ...(options.signing === undefined
+      ? {}
+      : {
+          signed: (send: (envelopes: Uint8Array[]) => void) =>
+            (options.signing as DeviceSigning).link(connection.id, send),
+        }),
     check: (update) =>
       checkUpdate(replica.doc, update, {
         // Devices relay every part over the LAN; the server's part is

@@ -45,6 +45,7 @@ import {
 } from '../core/resolve.js'
 import type { RecordSchema } from '../core/schema.js'
 import type { Store, StoreOp } from '../core/store.js'
+import type { ClientIdSource } from './identity.js'
 import { keys, seqOf } from './storage-keys.js'
 
 /** Coalescing listeners told per turn of the event loop (Replica.tellCoalescing). */
@@ -104,6 +105,11 @@ export interface ReplicaOptions {
   readonly schema: RecordSchema
   /** A uniformly random unsigned 32-bit integer (new Yjs clientIDs). */
   readonly randomUint32: () => number
+  /**
+   * Mints clientIDs derived from the peer's key (peers/identity.ts), so
+   * that its signed envelopes can prove them its own; random ones when absent.
+   */
+  readonly clientIds?: ClientIdSource
   readonly hooks?: ReplicaHooks
   readonly eventsMax?: number
   /**
@@ -361,25 +367,36 @@ export class Replica {
     const cleanRaw = await store.get(keys.clean)
     const saved = savedRaw === undefined ? undefined : Number(decodeValue(savedRaw))
     const clean = cleanRaw === undefined ? undefined : Number(decodeValue(cleanRaw))
+    const ops: StoreOp[] = []
     if (saved !== undefined && clean === saved) {
       doc.clientID = saved
       this.openKind = 'clean'
     } else {
-      doc.clientID = this.freshClientId(doc)
+      doc.clientID = this.freshClientId(doc, ops)
       this.openKind = saved === undefined ? 'new' : 'crash'
     }
     await this.storeBatch([
+      ...ops,
       { type: 'put', key: keys.clientId, value: encodeValue(doc.clientID) },
       { type: 'del', key: keys.clean },
     ])
   }
 
-  private freshClientId(doc: Y.Doc): number {
+  /**
+   * A clientID no one has written under in `doc`; the ops that keep what
+   * proves it this peer's (its nonce) join `ops`, stored in the same batch
+   * as the clientID itself.
+   */
+  private freshClientId(doc: Y.Doc, ops: StoreOp[]): number {
     const used = Y.encodeStateVector(doc)
     const known = Y.decodeStateVector(used)
     for (let attempt = 0; attempt < 100; attempt++) {
-      const id = this.options.randomUint32() >>> 0
-      if (id !== 0 && !known.has(id) && id !== doc.clientID) return id
+      const minted = this.options.clientIds?.mint()
+      const id = minted?.clientId ?? this.options.randomUint32() >>> 0
+      if (id !== 0 && !known.has(id) && id !== doc.clientID) {
+        if (minted !== undefined) ops.push(...minted.ops)
+        return id
+      }
     }
     throw new Error('could not mint a fresh Yjs clientID in 100 attempts')
   }
@@ -390,8 +407,10 @@ export class Replica {
    * made under the old id.
    */
   async renewClientId(): Promise<void> {
-    this.doc.clientID = this.freshClientId(this.doc)
+    const ops: StoreOp[] = []
+    this.doc.clientID = this.freshClientId(this.doc, ops)
     await this.storeBatch([
+      ...ops,
       { type: 'put', key: keys.clientId, value: encodeValue(this.doc.clientID) },
     ])
   }
@@ -997,12 +1016,13 @@ export class Replica {
       return
     }
     const doc = new Y.Doc({ gc: true })
-    doc.clientID = this.freshClientId(old)
-    const ops: StoreOp[] = [
+    const ops: StoreOp[] = []
+    doc.clientID = this.freshClientId(old, ops)
+    ops.push(
       { type: 'put', key: keys.snapshot, value: Y.encodeStateAsUpdate(doc) },
       { type: 'put', key: keys.updateSeq, value: encodeValue(this.nextUpdateSeq) },
       { type: 'put', key: keys.clientId, value: encodeValue(doc.clientID) },
-    ]
+    )
     for (let seq = this.firstUpdateSeq; seq < this.nextUpdateSeq; seq++) {
       ops.push({ type: 'del', key: keys.update(seq) })
     }

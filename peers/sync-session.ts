@@ -6,11 +6,12 @@
  * count), strictly in arrival order.
  */
 import * as Y from 'yjs'
-import { MessageTooLargeError, RostersyncError } from '../core/errors.js'
+import { ForbiddenWriteError, MessageTooLargeError, RostersyncError } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
 import { decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
 import type { Replica } from './replica.js'
+import type { SignedLink } from './signed-link.js'
 
 /** Options of {@link startSession}. */
 export interface SessionOptions {
@@ -43,6 +44,15 @@ export interface SessionOptions {
    * false leaves them for the next exchange (a device in periodic mode).
    */
   readonly forwardUpdates?: boolean
+  /**
+   * Speak signed envelopes on this link (PROTOCOL.md, "Signed writes"):
+   * answers and forwarded changes go out signed, inbound envelopes are
+   * opened (verified) before they are applied, and plain Yjs updates are
+   * refused. Built by `link(send)` once the session can send.
+   */
+  readonly signed?: (send: (envelopes: Uint8Array[]) => void) => SignedLink
+  /** The server's hello (its key and this device's certificate); throw to refuse the link. */
+  readonly onHello?: (serverKey: Uint8Array, certificate: Uint8Array) => Promise<void>
 }
 
 /** What the other side holds, as its answer to our step 1 told us. */
@@ -105,12 +115,23 @@ export function startSession(options: SessionOptions): SyncSession {
   const send = (message: Message): void => {
     if (connection.open) connection.send(encodeMessage(message))
   }
+  const signedLink = options.signed?.((envelopes) => send({ type: 'signed-update', envelopes }))
+  /** The signed link, while it speaks envelopes (see SignedLink.active). */
+  const signedNow = (): SignedLink | undefined =>
+    signedLink?.active() === true ? signedLink : undefined
   const offUpdate =
     options.forwardUpdates === false
       ? () => undefined
       : replica.onUpdate(
-          ({ update, from }) => {
-            if (from !== connection.id && connection.open) connection.send(updateMessage(update))
+          (told) => {
+            if (told.from === connection.id || !connection.open) return
+            const signed = signedNow()
+            if (signed === undefined) {
+              connection.send(updateMessage(told.update))
+              return
+            }
+            const envelopes = signed.forward(told)
+            if (envelopes.length > 0) send({ type: 'signed-update', envelopes })
           },
           { coalesce: true },
         )
@@ -121,8 +142,25 @@ export function startSession(options: SessionOptions): SyncSession {
     options.onRefused?.(error)
   }
   const apply = async (update: Uint8Array): Promise<void> => {
+    if (signedNow() !== undefined)
+      throw new ForbiddenWriteError(
+        'SIGNATURE_REQUIRED: this link takes signed updates only (PROTOCOL.md, "Signed writes")',
+      )
     options.check?.(update)
     await replica.applyRemote(update, connection.id)
+  }
+  /** Opens and applies each envelope in order; the first refused stops the rest. */
+  const applySigned = async (envelopes: readonly Uint8Array[]): Promise<void> => {
+    const signed = signedNow()
+    if (signed === undefined)
+      throw new ForbiddenWriteError(
+        'this peer cannot check signed updates yet (no server key pinned)',
+      )
+    for (const bytes of envelopes) {
+      const opened = signed.open(bytes)
+      await replica.applyRemote(opened.update, connection.id)
+      signed.applied(opened)
+    }
   }
   /**
    * The other side knows more operations of our clientID than we have: this
@@ -153,7 +191,10 @@ export function startSession(options: SessionOptions): SyncSession {
           if (options.answerStep1WithStateVector === true) {
             send({ type: 'sync-step1', stateVector: vector })
           }
-          send({ type: 'sync-step2', update: replica.encodeDiff(message.stateVector) })
+          const signed = signedNow()
+          if (signed === undefined)
+            send({ type: 'sync-step2', update: replica.encodeDiff(message.stateVector) })
+          else send({ type: 'signed-step2', envelopes: signed.answer(message.stateVector) })
           return vector
         })
         options.onAnswered?.()
@@ -166,8 +207,10 @@ export function startSession(options: SessionOptions): SyncSession {
         }
         return
       }
-      case 'sync-step2': {
-        await apply(message.update)
+      case 'sync-step2':
+      case 'signed-step2': {
+        if (message.type === 'sync-step2') await apply(message.update)
+        else await applySigned(message.envelopes)
         synced = true
         options.onApplied?.()
         options.onSynced?.()
@@ -178,6 +221,14 @@ export function startSession(options: SessionOptions): SyncSession {
       case 'sync-update':
         await apply(message.update)
         options.onApplied?.()
+        return
+      case 'signed-update':
+        await applySigned(message.envelopes)
+        options.onApplied?.()
+        return
+      case 'hello':
+        if (options.onHello === undefined) return
+        await options.onHello(message.serverKey, message.certificate)
         return
       case 'error':
         options.onRemoteError?.(message.code, message.message)
@@ -219,6 +270,7 @@ export function startSession(options: SessionOptions): SyncSession {
     },
     stop() {
       offUpdate()
+      signedLink?.stop()
       const pending = waiting.splice(0)
       if (pending.length === 0) return
       const closed = new Error('connection closed')

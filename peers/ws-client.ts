@@ -13,7 +13,7 @@ import { isFinalClose } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
 import { wsConnect } from '../transports/ws-transport.js'
 import type { Replica } from './replica.js'
-import { startSession, type SyncSession } from './sync-session.js'
+import { startSession, type SessionOptions, type SyncSession } from './sync-session.js'
 
 /** Connection state, as the device's status reports it. */
 export type LinkState =
@@ -47,6 +47,18 @@ export interface ServerLinkOptions {
   readonly onError?: (code: string, message: string) => void
   /** The server's step 2 is durable here. */
   readonly onSynced?: () => void
+  /**
+   * Extra join parameters made afresh for each connection: the device's key
+   * and its join proof (PROTOCOL.md, "Signed writes").
+   */
+  readonly joinParams?: () => Record<string, string>
+  /** Signed writes on each connection (see SessionOptions.signed), by connection id. */
+  readonly signed?: (connectionId: string) => NonNullable<SessionOptions['signed']>
+  readonly onHello?: (
+    serverKey: Uint8Array,
+    certificate: Uint8Array,
+    connection: Connection,
+  ) => Promise<void>
 }
 
 /** A live server link. */
@@ -67,7 +79,10 @@ export interface ServerLink {
 
 /** The URL a device joins with: room path, device id, name, site key, mode. */
 export function joinUrl(
-  options: Pick<ServerLinkOptions, 'url' | 'room' | 'deviceId' | 'name' | 'siteKey' | 'mode'>,
+  options: Pick<
+    ServerLinkOptions,
+    'url' | 'room' | 'deviceId' | 'name' | 'siteKey' | 'mode' | 'joinParams'
+  >,
 ): string {
   const url = new URL(
     `${options.url.replace(/\/$/, '')}/${encodeURIComponent(options.room ?? 'roster')}`,
@@ -76,6 +91,8 @@ export function joinUrl(
   url.searchParams.set('name', options.name)
   if (options.siteKey !== undefined) url.searchParams.set('key', options.siteKey)
   if (options.mode === 'periodic') url.searchParams.set('mode', 'periodic')
+  for (const [name, value] of Object.entries(options.joinParams?.() ?? {}))
+    url.searchParams.set(name, value)
   return url.toString()
 }
 
@@ -137,6 +154,13 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       // The controller sends step 1 itself, to learn from the answer.
       sendStep1OnStart: false,
       forwardUpdates: options.mode !== 'periodic',
+      ...(options.signed === undefined ? {} : { signed: options.signed(conn.id) }),
+      ...(options.onHello === undefined
+        ? {}
+        : {
+            onHello: (key: Uint8Array, cert: Uint8Array) =>
+              (options.onHello as NonNullable<ServerLinkOptions['onHello']>)(key, cert, conn),
+          }),
       onRefused: (error: RostersyncError) => options.onError?.(error.code, error.message),
       onRemoteError: (code, message) => options.onError?.(code, message),
       onSynced: () => {

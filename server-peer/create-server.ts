@@ -17,6 +17,10 @@ import { hashRecordPin } from '../peers/pin.js'
 import { Replica } from '../peers/replica.js'
 import { usersApi, type UsersApi } from '../peers/user-ops.js'
 import { CloseCode } from '../core/protocol.js'
+import { checkUpdate } from '../core/authorize.js'
+import { Identity } from '../peers/identity.js'
+import { ServerSigning } from '../peers/signed-link.js'
+import { DeviceKeys } from './device-keys.js'
 import { DeviceRegistry, type DeviceRecord } from './device-registry.js'
 import { adoptFills, applyPolicies, serverOps } from './server-ops.js'
 import { createSyncEndpoint, startSyncServer, type SyncServer } from './sync-server.js'
@@ -133,9 +137,11 @@ export interface ServerPeer {
 export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   const options = parseOptions(serverOptionsSchema, input, 'createServer') as ServerOptions
   const basics = await peerBasics(options)
+  const identity = await Identity.open(basics.store, basics.randomUint32)
   const replica = await Replica.open({
     writerId: SERVER_ID,
     ...basics,
+    clientIds: identity,
     hooks: { afterRemote: (users, ctx) => adoptFills(users, ctx) },
     ...(options.eventsMax === undefined ? {} : { eventsMax: options.eventsMax }),
     announceIntervalMs: options.fanOutIntervalMs ?? FAN_OUT_INTERVAL_MS,
@@ -157,6 +163,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   }
   const ops = serverOps(basics.schema)
   const registry = new DeviceRegistry(basics.clock, replica)
+  const keys = new DeviceKeys(replica)
   const adminToken = options.adminToken ?? (await adminTokenFor(options.dataDir))
   // The API is bound once the peer object exists (it serves its methods).
   let api: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => {
@@ -168,6 +175,22 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     registry,
     siteKey: options.siteKey,
     room: options.room ?? 'roster',
+    signing: {
+      identity,
+      keys,
+      clock: basics.clock,
+      signer: new ServerSigning({
+        identity,
+        replica,
+        // A revoked device's envelopes are refused, whoever relays them.
+        deviceKey: (id) => (registry.isRevoked(id) ? undefined : keys.get(id)),
+        check: (update, writer) =>
+          checkUpdate(replica.doc, update, {
+            mayWrite: (owner) => owner === writer,
+            schema: basics.schema,
+          }),
+      }),
+    },
   }
   const endpoint = createSyncEndpoint(endpointOptions)
   let sync: SyncServer | undefined

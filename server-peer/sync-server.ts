@@ -17,7 +17,12 @@ import { checkUpdate } from '../core/authorize.js'
 import type { NewEvent } from '../core/events.js'
 import { SERVER_ID } from '../core/ids.js'
 import { limits, netLimits } from '../core/limits.js'
-import { CloseCode } from '../core/protocol.js'
+import type { Clock } from '../core/clock.js'
+import { CloseCode, encodeMessage } from '../core/protocol.js'
+import { encodeCertificate, issueCertificate, verifyJoinProof } from '../core/signing.js'
+import type { Identity } from '../peers/identity.js'
+import type { ServerSigning } from '../peers/signed-link.js'
+import type { DeviceKeys } from './device-keys.js'
 import type { Connection } from '../core/transport.js'
 import type { RecordSchema } from '../core/schema.js'
 import type { Replica } from '../peers/replica.js'
@@ -33,6 +38,13 @@ export interface SyncEndpointOptions {
   readonly siteKey: string | undefined
   /** The room name devices use (the y-websocket room). */
   readonly room: string
+  /** Signed writes (PROTOCOL.md): the server's keys and its registry of device keys. */
+  readonly signing: {
+    readonly identity: Identity
+    readonly signer: ServerSigning
+    readonly keys: DeviceKeys
+    readonly clock: Clock
+  }
 }
 
 /** Options of {@link startSyncServer}. */
@@ -90,16 +102,42 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
         return
       }
       const deviceId = url.searchParams.get('device') ?? ''
+      const joined = admitKey(url, deviceId, options)
+      if ('code' in joined) {
+        connection.close(joined.code, joined.reason)
+        return
+      }
       const name = url.searchParams.get('name') ?? deviceId
       members.set(connection.id, { deviceId, connection })
       const serial = url.searchParams.get('serial') ?? deviceId
       if (registry.seen(deviceId, name, connection.remote, serial)) {
         void logEvent(replica, { type: 'device-registered', deviceId })
       }
+      const { signing } = options
+      if (joined.publicKey !== undefined) {
+        // The server's key and the device's certificate go first: the device
+        // checks everything the server sends with that key.
+        const certificate = issueCertificate(signing.identity.key, {
+          site: signing.signer.site,
+          deviceId,
+          publicKey: joined.publicKey,
+          issuedAt: signing.clock.now(),
+        })
+        connection.send(
+          encodeMessage({
+            type: 'hello',
+            serverKey: signing.identity.publicKey,
+            certificate: encodeCertificate(certificate),
+          }),
+        )
+      }
       const session = startSession({
         replica,
         connection,
         reportErrors: true,
+        // A device with a key speaks signed envelopes; an unmodified
+        // y-websocket client (no key) writes plain updates into its own part.
+        ...(joined.publicKey === undefined ? {} : { signed: () => signing.signer.link() }),
         // Devices learn from the answer what the server holds of theirs
         // (PROTOCOL.md, "Acknowledgement"): every step 1 is answered with
         // step 2 and the server's own step 1.
@@ -109,9 +147,9 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
         forwardUpdates: url.searchParams.get('mode') !== 'periodic',
         check: (update) =>
           checkUpdate(replica.doc, update, {
-            // A device writes its own part and relays other devices' parts
-            // (LAN sync); the server's part is the server's alone.
-            mayWrite: (owner) => owner !== SERVER_ID,
+            // A plain link (a y-websocket client, no key) writes its own
+            // part only: relays travel signed, by their writers.
+            mayWrite: (owner) => owner === deviceId,
             schema: options.schema,
           }),
         onApplied: () => registry.direction(deviceId, 'deviceToServer', 'success'),
@@ -214,6 +252,53 @@ function admit(
   if (options.registry.isRevoked(deviceId))
     return { code: CloseCode.revoked, reason: 'PEER_REVOKED' }
   return undefined
+}
+
+/**
+ * A device that joins with a key proves it (its join proof); the first
+ * proof binds the key to the device id, later joins must use that key, and
+ * an id with a key may not join without it (the site key alone would then
+ * let anyone holding it speak as that device). Returns the admitted key
+ * (undefined: a plain client) or a refusal.
+ */
+function admitKey(
+  url: URL,
+  deviceId: string,
+  options: SyncEndpointOptions,
+): { publicKey: Uint8Array | undefined } | { code: number; reason: string } {
+  const { keys, clock } = options.signing
+  const bound = keys.get(deviceId)
+  const pub = url.searchParams.get('pub')
+  if (pub === null) {
+    return bound === undefined
+      ? { publicKey: undefined }
+      : {
+          code: CloseCode.authFailed,
+          reason: 'AUTH_FAILED: this device signs its writes; join with its key (pub, at, proof)',
+        }
+  }
+  const publicKey = new Uint8Array(Buffer.from(pub, 'base64url'))
+  const at = Number(url.searchParams.get('at'))
+  const signature = new Uint8Array(Buffer.from(url.searchParams.get('proof') ?? '', 'base64url'))
+  try {
+    verifyJoinProof(publicKey, { site: options.room, deviceId, at, signature })
+  } catch {
+    return { code: CloseCode.authFailed, reason: 'AUTH_FAILED: join proof does not verify' }
+  }
+  if (!Number.isSafeInteger(at) || Math.abs(at - clock.now()) > netLimits.joinSkewMsMax) {
+    return {
+      code: CloseCode.authFailed,
+      reason: "AUTH_FAILED: join proof's time is too far from the server's",
+    }
+  }
+  if (bound !== undefined && !Buffer.from(bound).equals(Buffer.from(publicKey))) {
+    return {
+      code: CloseCode.authFailed,
+      reason: 'AUTH_FAILED: this device id is bound to another key',
+    }
+  }
+  if (bound === undefined) void keys.bind(deviceId, publicKey).catch(() => undefined)
+  return { publicKey }
 }
 
 function sameSecret(given: string, expected: string): boolean {

@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
+import { deriveClientId, keyPairFromSeed } from '../core/signing.js'
 import * as encoding from 'lib0/encoding'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
@@ -183,25 +184,31 @@ describe('bad input over the wire', () => {
 describe('a device restored from an old backup', () => {
   it('takes a fresh clientID when the server knows more of its clientID than it has', async () => {
     const server = await startServer()
-    // Operations of clientID 12345 that the "restored" device does not have.
+    // The device's draws: eight for its key seed, then the nonces of its
+    // clientIDs (each derived from the key and a nonce).
+    const draws = [1, 2, 3, 4, 5, 6, 7, 8, 12345, 777]
+    const seed = new Uint8Array(32)
+    draws.slice(0, 8).forEach((d, i) => new DataView(seed.buffer).setUint32(i * 4, d))
+    const key = keyPairFromSeed(seed).publicKey
+    const first = deriveClientId(key, 12345)
+    // Operations of the first clientID that the "restored" device does not have.
     const earlier = new Y.Doc()
-    earlier.clientID = 12345
+    earlier.clientID = first
     earlier
       .getMap('u:D1')
       .set('u9', { e: 0, f: { name: 'Written before the restore' }, s: { name: 1 } })
     await server.replica.applyRemote(Y.encodeStateAsUpdate(earlier), 'test')
-    const ids = [12345, 777]
     const device = await createDevice({
       id: 'D1',
       store: memoryStore(),
       server: server.url,
       siteKey: SITE_KEY,
-      randomUint32: () => ids.shift() ?? 999,
+      randomUint32: () => draws.shift() ?? 999,
     })
     closers.push(() => device.close())
-    expect(device.replica.clientId).toBe(12345)
+    expect(device.replica.clientId).toBe(first)
     await eventually(() => expect(device.serverLink?.synced).toBe(true))
-    expect(device.replica.clientId).toBe(777)
+    expect(device.replica.clientId).toBe(deriveClientId(key, 777))
     await device.users.put({ id: 'u10', name: 'After' })
     await eventually(() => expect(server.users.get('u10')?.name).toBe('After'))
     expect(server.users.get('u9')?.name).toBe('Written before the restore')

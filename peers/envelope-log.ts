@@ -1,0 +1,130 @@
+/**
+ * The envelopes a device holds of other writers (the server's, other
+ * devices'), so that it can relay them over the LAN unchanged: a peer can
+ * verify only what its writer signed, and a device cannot sign for anyone
+ * else. Its own writes need no log: it signs them afresh from the document
+ * whenever it sends them (peers/signed-link.ts).
+ *
+ * Kept in the store under `x/`, appended as envelopes arrive and cleared
+ * when the replicated document is (a wipe: the full sync that follows
+ * brings the server's signed roster). Relaying is best effort — the server
+ * is where every write meets — so the log is bounded in bytes (the oldest
+ * go first) and written outside the replica's batches: losing its tail to a
+ * crash costs a relay, never a write.
+ */
+import type { Store } from '../core/store.js'
+import { limits } from '../core/limits.js'
+import { decodeEnvelope } from '../core/signing.js'
+import { scanUpdate } from '../core/update-scan.js'
+
+const pad = (n: number): string => n.toString().padStart(15, '0')
+const KEYS = {
+  entry: (seq: number): string => `x/${pad(seq)}`,
+  from: 'x/',
+  to: 'x0',
+} as const
+
+interface Entry {
+  readonly seq: number
+  readonly bytes: Uint8Array
+  /** Per client: one past the last clock of the envelope's structs. */
+  readonly to: ReadonlyMap<number, number>
+}
+
+/** A device's log of other writers' envelopes. */
+export class EnvelopeLog {
+  private entries: Entry[] = []
+  private bytes = 0
+  private nextSeq = 1
+  private writes: Promise<void> = Promise.resolve()
+
+  private constructor(private readonly store: Store) {}
+
+  /** Loads the log from `store`. Entries that no longer decode are dropped. */
+  static async open(store: Store): Promise<EnvelopeLog> {
+    const log = new EnvelopeLog(store)
+    for await (const [key, value] of store.range({ gte: KEYS.from, lt: KEYS.to })) {
+      const seq = Number(key.slice(KEYS.from.length))
+      log.nextSeq = seq + 1
+      try {
+        log.remember(seq, value, decodeEnvelope(value).update)
+      } catch {
+        // Written by a crashed process or an older version: a lost relay only.
+      }
+    }
+    return log
+  }
+
+  /**
+   * Keeps an envelope whose update brought this peer something new.
+   * `update` is the envelope's update (its coverage is read from it).
+   */
+  add(envelope: Uint8Array, update: Uint8Array): void {
+    const seq = this.nextSeq++
+    if (!this.remember(seq, envelope, update)) return
+    const dropped = this.trim()
+    this.persist([
+      { type: 'put', key: KEYS.entry(seq), value: envelope },
+      ...dropped.map((s) => ({ type: 'del' as const, key: KEYS.entry(s) })),
+    ])
+  }
+
+  /** The envelopes holding something a peer at `stateVector` lacks, oldest first. */
+  beyond(stateVector: ReadonlyMap<number, number>): Uint8Array[] {
+    const out: Uint8Array[] = []
+    for (const entry of this.entries) {
+      for (const [client, end] of entry.to) {
+        if (end > (stateVector.get(client) ?? 0)) {
+          out.push(entry.bytes)
+          break
+        }
+      }
+    }
+    return out
+  }
+
+  /** Forgets every envelope (the replicated document was wiped). */
+  clear(): void {
+    const gone = this.entries.map((e) => e.seq)
+    this.entries = []
+    this.bytes = 0
+    if (gone.length > 0)
+      this.persist(gone.map((seq) => ({ type: 'del' as const, key: KEYS.entry(seq) })))
+  }
+
+  /** Resolves once every write so far has reached the store. */
+  flushed(): Promise<void> {
+    return this.writes
+  }
+
+  private remember(seq: number, envelope: Uint8Array, update: Uint8Array): boolean {
+    let to: Map<number, number>
+    try {
+      to = scanUpdate(update).to
+    } catch {
+      return false
+    }
+    if (to.size === 0) return false
+    this.entries.push({ seq, bytes: envelope, to })
+    this.bytes += envelope.byteLength
+    return true
+  }
+
+  private trim(): number[] {
+    const dropped: number[] = []
+    while (this.bytes > limits.envelopeLogBytesMax && this.entries.length > 1) {
+      const oldest = this.entries.shift() as Entry
+      this.bytes -= oldest.bytes.byteLength
+      dropped.push(oldest.seq)
+    }
+    return dropped
+  }
+
+  private persist(ops: Parameters<Store['batch']>[0]): void {
+    this.writes = this.writes
+      .then(() => this.store.batch(ops))
+      .catch(() => {
+        // Best effort (see the file comment): a lost entry costs a relay.
+      })
+  }
+}

@@ -1,0 +1,311 @@
+/**
+ * Signed writes on a sync link (PROTOCOL.md, "Signed writes"): what a
+ * session sends and accepts in place of plain Yjs updates.
+ *
+ * - A device signs only what it authored: the structs of its own clientIDs
+ *   and the deletes of its own items (core/update-parts.ts), afresh each
+ *   time it sends them; what it relays of others goes out as the envelopes
+ *   their writers signed (peers/envelope-log.ts).
+ * - The server signs what it sends, merged: it checked everything it
+ *   merged, and every device holds its key.
+ * - A receiver opens an envelope before anything of it is applied: the
+ *   signature against the writer's key (the pinned server key; a device's
+ *   key from its certificate, or from the server's registry), every struct
+ *   under a clientID derived from that key, then the update check for that
+ *   writer's part.
+ */
+import * as Y from 'yjs'
+import { ForbiddenWriteError, SignatureInvalidError } from '../core/errors.js'
+import { SERVER_ID } from '../core/ids.js'
+import { CloseCode } from '../core/protocol.js'
+import type { Connection } from '../core/transport.js'
+import {
+  decodeCertificate,
+  decodeEnvelope,
+  encodeEnvelope,
+  envelopeClients,
+  sealEnvelope,
+  signJoinProof,
+  verifyCertificate,
+  verifyEnvelope,
+  type Certificate,
+  type Envelope,
+} from '../core/signing.js'
+import { encodeClientsDiff, restrictUpdate } from '../core/update-parts.js'
+import { scanUpdate } from '../core/update-scan.js'
+import type { EnvelopeLog } from './envelope-log.js'
+import { siteOf, type Identity } from './identity.js'
+import type { Replica, ReplicaUpdate } from './replica.js'
+
+/** An envelope that passed every check, ready to apply. */
+export interface OpenedEnvelope {
+  readonly bytes: Uint8Array
+  readonly writer: string
+  readonly update: Uint8Array
+  /** It holds structs this peer lacked (else it is neither logged nor relayed). */
+  readonly fresh: boolean
+}
+
+/** What a session (peers/sync-session.ts) asks of a signed link. */
+export interface SignedLink {
+  /**
+   * Whether the link speaks envelopes now. A device that has never been
+   * admitted by a server has no key to check anything with: until it pins
+   * one, its LAN links speak the plain protocol (PROTOCOL.md, "Signed
+   * writes", "Before the first admission").
+   */
+  active(): boolean
+  /** The envelopes answering a step 1 with this state vector (read inside whenDurable). */
+  answer(theirStateVector: Uint8Array): Uint8Array[]
+  /** The envelopes that carry a durable change to the other side, if any. */
+  forward(update: ReplicaUpdate): Uint8Array[]
+  /** Checks an inbound envelope; throws a typed error to refuse it. */
+  open(bytes: Uint8Array): OpenedEnvelope
+  /** An inbound envelope is durable here (log it, relay it). */
+  applied(opened: OpenedEnvelope): void
+  /** This link is gone. */
+  stop(): void
+}
+
+/** Checks an update as `writer`'s (the update check, core/authorize.ts, for that writer's part). */
+export type WriterCheck = (update: Uint8Array, writer: string) => void
+
+const EMPTY_UPDATE_BYTES = 2
+
+/** Refuses structs under clientIDs the envelope's writer cannot prove its own. */
+function checkClients(envelope: Envelope, publicKey: Uint8Array): void {
+  const allowed = envelopeClients(envelope, publicKey)
+  for (const client of scanUpdate(envelope.update).from.keys()) {
+    if (!allowed.has(client))
+      throw new ForbiddenWriteError(
+        `update of ${JSON.stringify(envelope.writer)} writes under Yjs client ${client}, not one of its own`,
+      )
+  }
+}
+
+/** True when the update holds structs `doc` lacks. */
+function bringsStructs(doc: Y.Doc, update: Uint8Array): boolean {
+  for (const [client, end] of scanUpdate(update).to)
+    if (end > Y.getState(doc.store, client)) return true
+  return false
+}
+
+/** The device's side: its own envelopes, the relay log and the links it relays between. */
+export class DeviceSigning {
+  private readonly links = new Map<string, (envelopes: Uint8Array[]) => void>()
+
+  constructor(
+    private readonly options: {
+      readonly identity: Identity
+      readonly replica: Replica
+      readonly writerId: string
+      readonly log: EnvelopeLog
+      readonly check: WriterCheck
+    },
+  ) {
+    options.replica.onReset(() => options.log.clear())
+  }
+
+  /** The site, once the server's key is pinned. */
+  private site(): string | undefined {
+    const key = this.options.identity.serverKey
+    return key === undefined ? undefined : siteOf(key)
+  }
+
+  /** Signs this device's part of `update` (nothing when it holds none, or before the server's key is known). */
+  private sealOwn(update: Uint8Array): Uint8Array[] {
+    const site = this.site()
+    if (site === undefined || update.byteLength <= EMPTY_UPDATE_BYTES) return []
+    const { identity, writerId } = this.options
+    const clients = [...scanUpdate(update).from.keys()]
+    const nonces = clients.map((c) => identity.nonceOf(c))
+    if (nonces.some((n) => n === undefined)) return []
+    const cert = identity.certificate
+    const envelope = sealEnvelope(identity.key, site, {
+      writer: writerId,
+      nonces: nonces as number[],
+      update,
+      ...(cert === undefined ? {} : { cert }),
+    })
+    return [encodeEnvelope(envelope)]
+  }
+
+  /** A signed link for one connection; `send` sends envelopes as a signed update. */
+  link(connectionId: string, send: (envelopes: Uint8Array[]) => void): SignedLink {
+    const { identity, replica, log } = this.options
+    this.links.set(connectionId, send)
+    return {
+      active: () => identity.serverKey !== undefined,
+      answer: (theirs) => {
+        const target = Y.decodeStateVector(theirs)
+        const own = encodeClientsDiff(replica.doc, target, identity.ownClients())
+        return [...this.sealOwn(own), ...log.beyond(target)]
+      },
+      forward: (told) => {
+        // Remote changes travel as their writers signed them (relayed by
+        // applied()); a local change is this device's own part.
+        if (told.origin !== 'local') return []
+        return this.sealOwn(restrictUpdate(told.update, identity.ownClients()))
+      },
+      open: (bytes) => this.open(bytes),
+      applied: (opened) => {
+        if (!opened.fresh || opened.writer === this.options.writerId) return
+        log.add(opened.bytes, opened.update)
+        for (const [id, relay] of this.links) if (id !== connectionId) relay([opened.bytes])
+      },
+      stop: () => {
+        this.links.delete(connectionId)
+      },
+    }
+  }
+
+  private open(bytes: Uint8Array): OpenedEnvelope {
+    const serverKey = this.options.identity.serverKey
+    const site = this.site()
+    if (serverKey === undefined || site === undefined)
+      throw new SignatureInvalidError('no server key pinned yet: signed updates cannot be checked')
+    const envelope = decodeEnvelope(bytes)
+    const fresh = bringsStructs(this.options.replica.doc, envelope.update)
+    if (envelope.writer === SERVER_ID) {
+      verifyEnvelope(envelope, serverKey, site)
+      this.options.check(envelope.update, SERVER_ID)
+    } else {
+      const key = deviceKey(envelope, serverKey, site)
+      verifyEnvelope(envelope, key, site)
+      checkClients(envelope, key)
+      this.options.check(envelope.update, envelope.writer)
+    }
+    return { bytes, writer: envelope.writer, update: envelope.update, fresh }
+  }
+}
+
+/** A device's key from the certificate its envelope carries. */
+function deviceKey(envelope: Envelope, serverKey: Uint8Array, site: string): Uint8Array {
+  const cert: Certificate | undefined = envelope.cert
+  if (cert === undefined)
+    throw new SignatureInvalidError(
+      `update of ${JSON.stringify(envelope.writer)} carries no certificate`,
+    )
+  verifyCertificate(cert, serverKey, site)
+  if (cert.deviceId !== envelope.writer)
+    throw new SignatureInvalidError(
+      `update of ${JSON.stringify(envelope.writer)} carries the certificate of ${JSON.stringify(cert.deviceId)}`,
+    )
+  return cert.publicKey
+}
+
+/** The server's side: it signs what it sends and checks device envelopes against its registry. */
+export class ServerSigning {
+  private lastUpdate: Uint8Array | undefined
+  private lastEnvelope: Uint8Array[] = []
+
+  constructor(
+    private readonly options: {
+      readonly identity: Identity
+      readonly replica: Replica
+      /** A device's registered key, or undefined (unknown or revoked: refused). */
+      readonly deviceKey: (deviceId: string) => Uint8Array | undefined
+      readonly check: WriterCheck
+    },
+  ) {}
+
+  /** The site id: the server's public key. */
+  get site(): string {
+    return siteOf(this.options.identity.publicKey)
+  }
+
+  private seal(update: Uint8Array): Uint8Array {
+    return encodeEnvelope(
+      sealEnvelope(this.options.identity.key, this.site, { writer: SERVER_ID, nonces: [], update }),
+    )
+  }
+
+  /** A signed link for one device connection. */
+  link(): SignedLink {
+    return {
+      active: () => true,
+      answer: (theirs) => [this.seal(this.options.replica.encodeDiff(theirs))],
+      forward: (told) => {
+        // The fan-out tells every link the same update object: sign it once.
+        if (told.update !== this.lastUpdate) {
+          this.lastUpdate = told.update
+          this.lastEnvelope = [this.seal(told.update)]
+        }
+        return this.lastEnvelope
+      },
+      open: (bytes) => this.open(bytes),
+      applied: () => undefined,
+      stop: () => undefined,
+    }
+  }
+
+  private open(bytes: Uint8Array): OpenedEnvelope {
+    const envelope = decodeEnvelope(bytes)
+    const fresh = bringsStructs(this.options.replica.doc, envelope.update)
+    if (envelope.writer === SERVER_ID) {
+      // The server's own envelope relayed back: it holds nothing the server
+      // lacks unless it is forged, and then the signature fails.
+      verifyEnvelope(envelope, this.options.identity.publicKey, this.site)
+    } else {
+      const key = this.options.deviceKey(envelope.writer)
+      if (key === undefined)
+        throw new SignatureInvalidError(
+          `update of ${JSON.stringify(envelope.writer)}: no such device holds a key on this site`,
+        )
+      verifyEnvelope(envelope, key, this.site)
+      checkClients(envelope, key)
+      this.options.check(envelope.update, envelope.writer)
+    }
+    return { bytes, writer: envelope.writer, update: envelope.update, fresh }
+  }
+}
+
+/**
+ * What a device's server link needs for signed writes: its key and join
+ * proof in the join URL (made afresh per connection), signed sessions, and
+ * the server's hello — its key, pinned on first admission (a different key
+ * later closes the link: `SERVER_KEY_CHANGED`), and this device's
+ * certificate, which must name this device and its key.
+ */
+export function serverLinkSigning(options: {
+  readonly identity: Identity
+  readonly signing: DeviceSigning
+  readonly deviceId: string
+  readonly room: string
+  readonly now: () => number
+}): {
+  joinParams: () => Record<string, string>
+  signed: (connectionId: string) => (send: (envelopes: Uint8Array[]) => void) => SignedLink
+  onHello: (serverKey: Uint8Array, certificate: Uint8Array, connection: Connection) => Promise<void>
+} {
+  const { identity, deviceId } = options
+  return {
+    joinParams: () => {
+      const at = Math.floor(options.now())
+      const proof = signJoinProof(identity.key, options.room, deviceId, at)
+      return {
+        pub: Buffer.from(identity.publicKey).toString('base64url'),
+        at: String(at),
+        proof: Buffer.from(proof).toString('base64url'),
+      }
+    },
+    signed: (connectionId) => (send) => options.signing.link(connectionId, send),
+    async onHello(serverKey, certificate, connection) {
+      const pinned = identity.serverKey
+      if (pinned !== undefined && !Buffer.from(pinned).equals(Buffer.from(serverKey))) {
+        const message =
+          'SERVER_KEY_CHANGED: the server presents another key than the one this device pinned; reset the device to join another site'
+        connection.close(CloseCode.authFailed, message)
+        throw new SignatureInvalidError(message)
+      }
+      const cert = decodeCertificate(certificate)
+      verifyCertificate(cert, serverKey, siteOf(serverKey))
+      if (
+        cert.deviceId !== deviceId ||
+        !Buffer.from(cert.publicKey).equals(Buffer.from(identity.publicKey))
+      )
+        throw new SignatureInvalidError("the server's certificate is not this device's")
+      await identity.pinServer(serverKey, cert)
+    },
+  }
+}

@@ -1,0 +1,35 @@
+/**
+ * The public keys of a site's devices (PROTOCOL.md, "Signed writes"): bound
+ * to a device id the first time the device joins with a valid join proof,
+ * kept as peer-local records of the server's replica, never replicated.
+ * A device whose id has a key may join only with that key; its envelopes
+ * are checked with it.
+ */
+import type { Replica } from '../peers/replica.js'
+
+const NAMESPACE = 'device-keys'
+
+/** Device id → public key. */
+export class DeviceKeys {
+  private readonly keys = new Map<string, Uint8Array>()
+
+  constructor(private readonly replica: Replica) {
+    for (const [id, value] of replica.recordsOf(NAMESPACE)) {
+      if (typeof value === 'string') this.keys.set(id, new Uint8Array(Buffer.from(value, 'base64')))
+    }
+  }
+
+  /** The key bound to a device, or undefined. */
+  get(deviceId: string): Uint8Array | undefined {
+    return this.keys.get(deviceId)
+  }
+
+  /**
+   * Binds a key to a device that has none (in memory at once, so the
+   * connection that proved it can be checked; durable when this resolves).
+   */
+  async bind(deviceId: string, key: Uint8Array): Promise<void> {
+    this.keys.set(deviceId, key)
+    await this.replica.setRecord(NAMESPACE, deviceId, Buffer.from(key).toString('base64'))
+  }
+}
