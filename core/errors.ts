@@ -3,6 +3,7 @@
  * that callers (firmware apps, admin tools, the wire protocol) switch on;
  * messages are for people and may change.
  */
+import { limits } from './limits.js'
 
 /** Every stable error code rostersync produces. */
 export type ErrorCode =
@@ -25,6 +26,14 @@ export type ErrorCode =
   | 'SAVE_TO_SERVER_FAILED'
   | 'EXPORT_EXPIRED'
   | 'EXPORT_TOO_LARGE'
+  // Issue 11: front door
+  | 'MALFORMED_REQUEST'
+  | 'ID_CONFLICT'
+  | 'PEER_PENDING'
+  | 'REGISTRY_FULL'
+  | 'SESSION_REPLACED'
+  | 'NOT_FOUND'
+  | 'METHOD_NOT_ALLOWED'
 
 /** Base class: every error rostersync raises on purpose carries a `code`. */
 export class RostersyncError extends Error {
@@ -57,7 +66,7 @@ export class InvalidOptionsError extends RostersyncError {
 /** The user is not in this peer's view (patch of an absent user, ...). */
 export class UserNotFoundError extends RostersyncError {
   constructor(userId: string) {
-    super('USER_NOT_FOUND', `user ${JSON.stringify(userId)} does not exist on this peer`)
+    super('USER_NOT_FOUND', `user ${excerpt(userId)} does not exist on this peer`)
   }
 }
 
@@ -85,14 +94,14 @@ export class MessageTooLargeError extends RostersyncError {
 /** The peer was revoked by the server and is refused. */
 export class PeerRevokedError extends RostersyncError {
   constructor(peerId: string) {
-    super('PEER_REVOKED', `device ${JSON.stringify(peerId)} has been revoked`)
+    super('PEER_REVOKED', `device ${excerpt(peerId)} has been revoked`)
   }
 }
 
 /** The peer is not a member of this site. */
 export class PeerUnknownError extends RostersyncError {
   constructor(peerId: string) {
-    super('PEER_UNKNOWN', `peer ${JSON.stringify(peerId)} is not known to this site`)
+    super('PEER_UNKNOWN', `peer ${excerpt(peerId)} is not known to this site`)
   }
 }
 
@@ -148,5 +157,82 @@ export class SyncError extends RostersyncError {
     options?: { cause?: unknown },
   ) {
     super(code, message, options)
+  }
+}
+
+// Issue 11: front door
+
+/**
+ * A bounded, quoted excerpt of untrusted input for an error message or an
+ * event: at most `charsMax` characters, JSON-quoted (so control characters,
+ * newlines and ANSI escapes show as escapes and cannot forge log lines),
+ * with the full length noted when it was cut. An error must never carry a
+ * caller's whole input: a 2 MB id would become a 2 MB log entry.
+ */
+export function excerpt(text: string, charsMax: number = limits.errorExcerptCharsMax): string {
+  if (text.length <= charsMax) return JSON.stringify(text)
+  let cut = text.slice(0, Math.max(0, charsMax))
+  // Never end on half a surrogate pair.
+  if (/[\uD800-\uDBFF]$/.test(cut)) cut = cut.slice(0, -1)
+  return `${JSON.stringify(cut)}… (${text.length} characters)`
+}
+
+/** A request (join URL, HTTP request target or path) that does not parse. */
+export class MalformedRequestError extends RostersyncError {
+  constructor(message: string) {
+    super('MALFORMED_REQUEST', message)
+  }
+}
+
+/**
+ * An id that collides with one taken: `server` in any case (reserved), or
+ * a registered device's id in another case. Ids are compared exactly as
+ * stored, so two ids differing only by case would otherwise be two devices
+ * to the server and one to a person reading the registry.
+ */
+export class IdConflictError extends RostersyncError {
+  constructor(id: string, taken: string) {
+    super('ID_CONFLICT', `id ${excerpt(id)} conflicts with ${excerpt(taken)}`)
+  }
+}
+
+/** The device waits for the administrator's approval (approval mode). */
+export class PeerPendingError extends RostersyncError {
+  constructor(peerId: string) {
+    super('PEER_PENDING', `device ${excerpt(peerId)} waits for approval by the administrator`)
+  }
+}
+
+/** The device registry is at its named limit; a new device is refused. */
+export class RegistryFullError extends RostersyncError {
+  constructor(what: string, max: number) {
+    super('REGISTRY_FULL', `the registry holds ${max} ${what}, its limit`)
+  }
+}
+
+/** A newer connection with the same device id replaced this one. */
+export class SessionReplacedError extends RostersyncError {
+  constructor(peerId: string) {
+    super('SESSION_REPLACED', `a newer connection of device ${excerpt(peerId)} replaced this one`)
+  }
+}
+
+/** No such endpoint (HTTP API). */
+export class NotFoundError extends RostersyncError {
+  constructor(message: string) {
+    super('NOT_FOUND', message)
+  }
+}
+
+/** The endpoint exists but not with this method (HTTP API); `allow` lists the methods it takes. */
+export class MethodNotAllowedError extends RostersyncError {
+  constructor(
+    method: string,
+    readonly allow: readonly string[],
+  ) {
+    super(
+      'METHOD_NOT_ALLOWED',
+      `${excerpt(method, 16)} is not allowed here; use ${allow.join(', ')}`,
+    )
   }
 }

@@ -49,6 +49,24 @@ export const limits = {
   eventsPerQueryMax: 10_000,
   /** Most remote updates a peer holds back until their clients' earlier operations arrive. */
   heldBackUpdatesMax: 10_000,
+  // Issue 11: front door
+  /** Longest device name kept in the registry, in characters (longer is cut). */
+  deviceNameCharsMax: 128,
+  /** Longest device serial kept in the registry, in characters (longer is cut). */
+  deviceSerialCharsMax: 128,
+  /**
+   * Most devices the registry holds (revoked and pending ones included); a
+   * new id past it is refused with `REGISTRY_FULL`.
+   */
+  devicesRegisteredMax: 10_000,
+  /**
+   * Most devices waiting for approval at once (approval mode); a new id past
+   * it is refused with `REGISTRY_FULL`, so ids made up by a key holder
+   * cannot crowd out the approved devices.
+   */
+  devicesPendingMax: 1_000,
+  /** Longest excerpt of a caller's input an error message or event carries, in characters. */
+  errorExcerptCharsMax: 120,
 } as const
 
 /** Bounds of the network layer. */
@@ -78,4 +96,28 @@ export const netLimits = {
   syncAnswerTimeoutMs: 120_000,
   /** How long a sync waits for the link to the server to come up, in ms. */
   syncConnectTimeoutMs: 30_000,
+  // Issue 11: front door
+  /** Longest WebSocket close reason, in UTF-8 bytes (RFC 6455: a control frame's 125 less the code). */
+  closeReasonBytesMax: 123,
+  /** Longest join URL (request target) the server reads, in characters. */
+  joinUrlCharsMax: 4_096,
+  /**
+   * How long a new TCP connection may take to send its first complete
+   * request head (an HTTP request or the WebSocket upgrade), in ms; then it
+   * is dropped. Admission follows the head at once, so this bounds the
+   * whole unauthenticated handshake.
+   */
+  handshakeTimeoutMs: 10_000,
+  /** How long the server waits for a whole HTTP request's headers, in ms (Node's headersTimeout). */
+  httpHeadersTimeoutMs: 10_000,
+  /** How long the server waits for a whole HTTP request, body included, in ms. */
+  httpRequestTimeoutMs: 30_000,
+  /** Most connections still in their handshake (no request head yet) at once. */
+  handshakesInFlightMax: 1_024,
+  /** Most connections still in their handshake from one address at once. */
+  handshakesPerAddressMax: 32,
+  /** Users in one page of `GET /api/users` unless `limit` says otherwise. */
+  usersPerPageDefault: 100,
+  /** Most users in one page of `GET /api/users`. */
+  usersPerPageMax: 1_000,
 } as const
