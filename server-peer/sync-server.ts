@@ -341,9 +341,10 @@ function refusalOf(error: RostersyncError): Refusal {
 export function parseJoinUrl(rawUrl: string): URL | MalformedRequestError {
   if (rawUrl.length > netLimits.joinUrlCharsMax)
     return new MalformedRequestError(`join URL over ${netLimits.joinUrlCharsMax} characters`)
-  // Only a path is a join URL: `//host` and `http://…` would make the URL
-  // parser read a host (and throw on `http://[`).
-  if (!rawUrl.startsWith('/') || rawUrl.startsWith('//'))
+  // A path (the WebSocket request target), or a whole URL (what other
+  // transports hand over); never `//host…`, which the URL parser would
+  // read as a host.
+  if (rawUrl.startsWith('//'))
     return new MalformedRequestError(`join URL ${excerpt(rawUrl, 32)} is not a path`)
   try {
     const url = new URL(rawUrl, 'http://x')
