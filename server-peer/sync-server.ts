@@ -388,12 +388,23 @@ function admit(
   }
   const name = url.searchParams.get('name') ?? deviceId
   const serial = url.searchParams.get('serial') ?? deviceId
+  const known = options.registry.get(deviceId) !== undefined
   const refused = options.registry.admission(
     deviceId,
     { name, serial, address },
     options.approveDevices === true,
   )
-  return refused === undefined ? { url } : refusalOf(refused)
+  if (refused === undefined) return { url }
+  // A device now waiting for approval is new to the registry: the
+  // administrator learns of it the way they learn of any new device.
+  if (!known && refused.code === 'PEER_PENDING') {
+    void logEvent(options.replica, {
+      type: 'device-registered',
+      deviceId,
+      code: refused.code,
+    })
+  }
+  return refusalOf(refused)
 }
 
 /**
