@@ -106,61 +106,72 @@ interface Member {
 export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
   const members = new Map<string, Member>()
   const { replica, registry } = options
-  const join = (connection: Connection, rawUrl: string): void => {
-    const verdict = admit(rawUrl, options, members.size, connection.remote)
-    if ('code' in verdict) {
-      connection.close(verdict.code, verdict.reason)
-      return
-    }
-    const { url } = verdict
-    const deviceId = url.searchParams.get('device') ?? ''
-    const name = url.searchParams.get('name') ?? deviceId
-    replaceOlder(members, deviceId)
-    members.set(connection.id, { deviceId, connection })
-    const serial = url.searchParams.get('serial') ?? deviceId
-    if (registry.seen(deviceId, name, connection.remote, serial)) {
-      void logEvent(replica, { type: 'device-registered', deviceId })
-    }
-    const session = startSession({
-      replica,
-      connection,
-      reportErrors: true,
-      // Devices learn from the answer what the server holds of theirs
-      // (PROTOCOL.md, "Acknowledgement"): every step 1 is answered with
-      // step 2 and the server's own step 1.
-      answerStep1WithStateVector: true,
-      sendStep1OnStart: false,
-      // A device in periodic mode takes changes only when it asks (step 1).
-      forwardUpdates: url.searchParams.get('mode') !== 'periodic',
-      check: (update) =>
-        checkUpdate(replica.doc, update, {
-          // A device writes its own part and relays other devices' parts
-          // (LAN sync); the server's part is the server's alone.
-          mayWrite: (owner) => owner !== SERVER_ID,
-          schema: options.schema,
-        }),
-      onApplied: () => registry.direction(deviceId, 'deviceToServer', 'success'),
-      onAnswered: () => registry.direction(deviceId, 'serverToDevice', 'success'),
-      onRefused: (error) => {
-        registry.direction(deviceId, 'deviceToServer', 'failed', error.code)
-        void logEvent(replica, {
-          type: error.code === 'STORAGE_FAILED' ? 'save-to-server-failed' : 'write-refused',
-          deviceId,
-          code: error.code,
-          message: error.message,
-        })
-      },
-    })
-    connection.onClose(() => {
-      session.stop()
-      members.delete(connection.id)
-      registry.left(deviceId)
-    })
+  const endpoint: SyncEndpoint = {
+    accept(connection, rawUrl) {
+      const verdict = admit(rawUrl, options, members.size, connection.remote)
+      if ('code' in verdict) {
+        connection.close(verdict.code, verdict.reason)
+        return
+      }
+      const { url } = verdict
+      const deviceId = url.searchParams.get('device') ?? ''
+      const name = url.searchParams.get('name') ?? deviceId
+      replaceOlder(members, deviceId)
+      members.set(connection.id, { deviceId, connection })
+      const serial = url.searchParams.get('serial') ?? deviceId
+      if (registry.seen(deviceId, name, connection.remote, serial)) {
+        void logEvent(replica, { type: 'device-registered', deviceId })
+      }
+      const session = startSession({
+        replica,
+        connection,
+        reportErrors: true,
+        // Devices learn from the answer what the server holds of theirs
+        // (PROTOCOL.md, "Acknowledgement"): every step 1 is answered with
+        // step 2 and the server's own step 1.
+        answerStep1WithStateVector: true,
+        sendStep1OnStart: false,
+        // A device in periodic mode takes changes only when it asks (step 1).
+        forwardUpdates: url.searchParams.get('mode') !== 'periodic',
+        check: (update) =>
+          checkUpdate(replica.doc, update, {
+            // A device writes its own part and relays other devices' parts
+            // (LAN sync); the server's part is the server's alone.
+            mayWrite: (owner) => owner !== SERVER_ID,
+            schema: options.schema,
+          }),
+        onApplied: () => registry.direction(deviceId, 'deviceToServer', 'success'),
+        onAnswered: () => registry.direction(deviceId, 'serverToDevice', 'success'),
+        onRefused: (error) => {
+          registry.direction(deviceId, 'deviceToServer', 'failed', error.code)
+          void logEvent(replica, {
+            type: error.code === 'STORAGE_FAILED' ? 'save-to-server-failed' : 'write-refused',
+            deviceId,
+            code: error.code,
+            message: error.message,
+          })
+        },
+      })
+      connection.onClose(() => {
+        session.stop()
+        members.delete(connection.id)
+        registry.left(deviceId)
+      })
+    },
+    connectedDevices: () => [...members.values()].map((m) => m.deviceId),
+    disconnect(deviceId, code, reason) {
+      for (const m of members.values())
+        if (m.deviceId === deviceId) m.connection.close(code, reason)
+    },
+    closeAll(code, reason) {
+      for (const m of members.values()) m.connection.close(code, reason)
+    },
   }
   return {
+    ...endpoint,
     accept(connection, rawUrl) {
       try {
-        join(connection, rawUrl)
+        endpoint.accept(connection, rawUrl)
       } catch (error) {
         // No request may take the server down. A failure here is a bug,
         // reported to the device as one (retry with backoff) and closed.
@@ -170,14 +181,6 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
           // The connection is unusable already; nothing is left to close.
         }
       }
-    },
-    connectedDevices: () => [...members.values()].map((m) => m.deviceId),
-    disconnect(deviceId, code, reason) {
-      for (const m of members.values())
-        if (m.deviceId === deviceId) m.connection.close(code, reason)
-    },
-    closeAll(code, reason) {
-      for (const m of members.values()) m.connection.close(code, reason)
     },
   }
 }
