@@ -109,7 +109,10 @@ function httpAccess(base: string, token: string): RosterAccess {
       let after: string | null = null
       do {
         const query: string = after === null ? '' : `&after=${enc(after)}`
-        const page = (await call('GET', `/api/users?limit=${netLimits.usersPerPageMax}${query}`)) as {
+        const page = (await call(
+          'GET',
+          `/api/users?limit=${netLimits.usersPerPageMax}${query}`,
+        )) as {
           users: UserView[]
           next: string | null
         }
