@@ -113,9 +113,13 @@ export const netLimits = {
   /** How long the server waits for a whole HTTP request, body included, in ms. */
   httpRequestTimeoutMs: 30_000,
   /** Most connections still in their handshake (no request head yet) at once. */
-  handshakesInFlightMax: 1_024,
-  /** Most connections still in their handshake from one address at once. */
-  handshakesPerAddressMax: 32,
+  handshakesInFlightMax: 4_096,
+  /**
+   * Most connections still in their handshake from one address at once:
+   * one host cannot take every slot, yet a site behind one NAT address
+   * (or a bench on loopback) reconnecting hundreds of devices at once fits.
+   */
+  handshakesPerAddressMax: 512,
   /** Users in one page of `GET /api/users` unless `limit` says otherwise. */
   usersPerPageDefault: 100,
   /** Most users in one page of `GET /api/users`. */

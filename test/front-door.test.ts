@@ -12,6 +12,11 @@ import { WebSocket } from 'ws'
 import { netLimits } from '../core/limits.js'
 import { CloseCode } from '../core/protocol.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import {
+  startSyncServer,
+  type SyncEndpoint,
+  type SyncServerOptions,
+} from '../server-peer/sync-server.js'
 import { memoryStore } from '../storage/level-store.js'
 
 const SITE_KEY = 'front-door-site-key'
@@ -172,5 +177,33 @@ describe('front door: handshakes are bounded', () => {
     for (const s of opened) s.destroy()
     await new Promise((resolve) => setTimeout(resolve, 20))
     await legitimateJoin(server)
+  })
+})
+
+describe('front door: handshake time', () => {
+  it('drops a connection that never finishes its request head (slowloris)', async () => {
+    const endpoint: SyncEndpoint = {
+      accept: (connection) => connection.close(1000, 'test'),
+      connectedDevices: () => [],
+      disconnect: () => undefined,
+      closeAll: () => undefined,
+    }
+    // Only the listening options matter here; the endpoint is a stub.
+    const listening = await startSyncServer(
+      { host: '127.0.0.1', port: 0, handshakeTimeoutMs: 50 } as unknown as SyncServerOptions,
+      endpoint,
+    )
+    try {
+      const port = Number(new URL(listening.http).port)
+      const closedByServer = await new Promise<boolean>((resolve) => {
+        const s = connect(port, '127.0.0.1', () => s.write('GET /roster HTTP/1.1\r\nHost: x\r\n'))
+        sockets.push(s)
+        s.on('error', () => undefined)
+        s.on('close', () => resolve(true))
+      })
+      expect(closedByServer).toBe(true)
+    } finally {
+      await listening.close()
+    }
   })
 })
