@@ -107,6 +107,13 @@ export const CloseCode = {
   unknownRoom: 4404,
   tooLarge: 1009,
   serverClosing: 1001,
+  // Issue 11: floods
+  /** A refused message or a broken limit; the reason starts with its error code. */
+  refused: 1008,
+  /** A message that does not decode (`MALFORMED_MESSAGE`). */
+  malformed: 1007,
+  /** This side could not handle a message (`STORAGE_FAILED`, ...); not the sender's fault. */
+  internal: 1011,
 } as const
 
 /** True for close codes after which a device must not retry on its own. */
