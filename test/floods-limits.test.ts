@@ -102,7 +102,8 @@ describe('answers per link', () => {
     const server = await startServer()
     await server.users.put({ id: 'u1', name: 'Ann' })
     const link = rawLink(server, 'D1', KEY)
-    for (let i = 0; i < 2_000; i++) link.send({ type: 'sync-step1', stateVector: new Uint8Array([0]) })
+    for (let i = 0; i < 2_000; i++)
+      link.send({ type: 'sync-step1', stateVector: new Uint8Array([0]) })
     await settle(50)
     await eventually(() => expect(link.received.some((m) => m.type === 'sync-step2')).toBe(true))
     const answers = link.received.filter((m) => m.type === 'sync-step2').length
