@@ -34,6 +34,11 @@ export type ErrorCode =
   | 'SESSION_REPLACED'
   | 'NOT_FOUND'
   | 'METHOD_NOT_ALLOWED'
+  // Issue 11: floods
+  | 'RATE_LIMITED'
+  | 'TOO_MANY_QUEUED_MESSAGES'
+  | 'TOO_MANY_HELD_BACK'
+  | 'IMPLAUSIBLE_STATE_VECTOR'
 
 /** Base class: every error rostersync raises on purpose carries a `code`. */
 export class RostersyncError extends Error {
@@ -233,6 +238,45 @@ export class MethodNotAllowedError extends RostersyncError {
     super(
       'METHOD_NOT_ALLOWED',
       `${excerpt(method, 16)} is not allowed here; use ${allow.join(', ')}`,
+    )
+  }
+}
+
+// Issue 11: floods
+
+/** A link sent more (messages, bytes, step 1s) per second than its named limit allows. */
+export class RateLimitedError extends RostersyncError {
+  constructor(what: string, perSecondMax: number) {
+    super('RATE_LIMITED', `more ${what} per second than the limit of ${perSecondMax}`)
+  }
+}
+
+/** A link sent messages faster than they could be applied, past the queue's bound. */
+export class QueueFullError extends RostersyncError {
+  constructor(what: string, max: number) {
+    super('TOO_MANY_QUEUED_MESSAGES', `more than ${max} ${what} waiting on this connection`)
+  }
+}
+
+/**
+ * A link has too many updates held back (waiting for earlier operations
+ * that have not arrived); the update was refused, nothing of it applied.
+ */
+export class HeldBackLimitError extends RostersyncError {
+  constructor(what: string, max: number) {
+    super('TOO_MANY_HELD_BACK', `this link has more than ${max} ${what} held back`)
+  }
+}
+
+/**
+ * A state vector claims operations of a clientID that cannot exist
+ * elsewhere (one this peer minted in this process): a lie, ignored.
+ */
+export class ImplausibleStateVectorError extends RostersyncError {
+  constructor(clientId: number, claimed: number, held: number) {
+    super(
+      'IMPLAUSIBLE_STATE_VECTOR',
+      `the state vector claims ${claimed} operations of clientID ${clientId}, freshly minted here with ${held}`,
     )
   }
 }

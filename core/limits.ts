@@ -67,6 +67,17 @@ export const limits = {
   devicesPendingMax: 1_000,
   /** Longest excerpt of a caller's input an error message or event carries, in characters. */
   errorExcerptCharsMax: 120,
+  // Issue 11: floods
+  /**
+   * Most remote updates one link may have held back at once (a share of
+   * `heldBackUpdatesMax`): 10,000 updates after a clock gap from one socket
+   * made every batch scan them all (GET p99 17.7 s). Past it the update is
+   * refused (`TOO_MANY_HELD_BACK`); held-back updates are not in the state
+   * vector, so the next exchange sends what is missing again, whole.
+   */
+  heldBackUpdatesPerLinkMax: 1_000,
+  /** Most bytes of remote updates one link may have held back at once. */
+  heldBackBytesPerLinkMax: 16 * 1024 * 1024,
 } as const
 
 /** Bounds of the network layer. */
@@ -124,4 +135,46 @@ export const netLimits = {
   usersPerPageDefault: 100,
   /** Most users in one page of `GET /api/users`. */
   usersPerPageMax: 1_000,
+  // Issue 11: floods
+  /**
+   * Messages one untrusted link (a device's at the server, a LAN peer's) may
+   * send per second, on average (a token bucket refilled at this rate). A
+   * device's full sync is a handful of messages; the load bench's devices
+   * send 10 a second. Past it the link is closed (1008 `RATE_LIMITED`).
+   */
+  linkMessagesPerSecondMax: 500,
+  /** Messages one untrusted link may send in a burst (the bucket's size). */
+  linkMessagesBurstMax: 2_000,
+  /** Bytes one untrusted link may send per second, on average. */
+  linkBytesPerSecondMax: 32 * 1024 * 1024,
+  /**
+   * Bytes one untrusted link may send in a burst: room for two messages of
+   * `messageBytesMax` (a device pushing a large offline backlog, twice).
+   */
+  linkBytesBurstMax: 256 * 1024 * 1024,
+  /**
+   * Step 1s one untrusted link may have answered per second, on average:
+   * each answer is a step 2 (2,000 empty step 1s made the server send 122
+   * MB). Step 1s waiting behind a later one are not answered (the later
+   * answer covers them); past the rate the link is closed (`RATE_LIMITED`).
+   * A device asks at most a few times per sync; the load bench's probe
+   * asks 20 times a second on one link.
+   */
+  step1AnswersPerSecondMax: 50,
+  /** Step 1s one untrusted link may have answered in a burst. */
+  step1AnswersBurstMax: 200,
+  /** Bytes of inbound messages waiting on one connection before it is closed. */
+  inboundBytesQueuedMax: 256 * 1024 * 1024,
+  /**
+   * After the server closes with 1001 (restarting), a device reconnects
+   * after a delay drawn uniformly in [0, this): a site's devices then come
+   * back spread over this long, not all in the same second. At least 30 s.
+   */
+  reconnectAfterRestartSpreadMs: 45_000,
+  /**
+   * Refused updates per device whose content the server remembers as
+   * missing (`deviceToServer` stays `failed` until it arrives, or the
+   * device no longer holds it).
+   */
+  refusedClientsTrackedPerDeviceMax: 256,
 } as const

@@ -118,8 +118,16 @@ export const CloseCode = {
   pending: 4423,
   /** The registry is at its limit (`REGISTRY_FULL`); retry with backoff. */
   registryFull: 4507,
-  /** An unexpected failure while admitting the connection (`INTERNAL`); retry with backoff. */
+  /**
+   * This side could not handle a message or an admission (`INTERNAL`,
+   * `STORAGE_FAILED`, ...); not the sender's fault: retry with backoff.
+   */
   internal: 1011,
+  // Issue 11: floods
+  /** A refused message or a broken limit; the reason starts with its error code. */
+  refused: 1008,
+  /** A message that does not decode (`MALFORMED_MESSAGE`). */
+  malformed: 1007,
 } as const
 
 /** True for close codes after which a device must not retry on its own. */

@@ -237,6 +237,9 @@ export function runLanLink(
     replica,
     connection,
     reportErrors: true,
+    // Another device is not trusted: bounded rates, and a refused update
+    // closes the link with its code (PROTOCOL.md, "Refusals").
+    untrusted: true,
     check: (update) =>
       checkUpdate(replica.doc, update, {
         // Devices relay every part over the LAN; the server's part is

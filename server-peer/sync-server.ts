@@ -38,6 +38,7 @@ import type { Replica } from '../peers/replica.js'
 import { startSession } from '../peers/sync-session.js'
 import { wrapWebSocket } from '../transports/ws-transport.js'
 import type { DeviceRegistry } from './device-registry.js'
+import { RefusalTracker } from './refusal-tracker.js'
 
 /** Options of {@link createSyncEndpoint}. */
 export interface SyncEndpointOptions {
@@ -106,6 +107,7 @@ interface Member {
 export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
   const members = new Map<string, Member>()
   const { replica, registry } = options
+  const refusals = new RefusalTracker()
   const endpoint: SyncEndpoint = {
     accept(connection, rawUrl) {
       const verdict = admit(rawUrl, options, members.size, connection.remote)
@@ -140,10 +142,22 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
             mayWrite: (owner) => owner !== SERVER_ID,
             schema: options.schema,
           }),
-        onApplied: () => registry.direction(deviceId, 'deviceToServer', 'success'),
+        // A device's link is not trusted: bounded rates, and a refused
+        // update closes it with its code (PROTOCOL.md, "Refusals").
+        untrusted: true,
+        onStep1: (theirs) => refusals.step1(deviceId, theirs, replica.doc),
+        // Success means the server holds what the device sent: nothing of
+        // this link held back, nothing refused before still missing.
+        onApplied: () => {
+          if (replica.heldBackFrom(connection.id) > 0) return
+          if (refusals.settled(deviceId, replica.doc))
+            registry.direction(deviceId, 'deviceToServer', 'success')
+        },
         onAnswered: () => registry.direction(deviceId, 'serverToDevice', 'success'),
-        onRefused: (error) => {
+        onRefused: (error, update) => {
           registry.direction(deviceId, 'deviceToServer', 'failed', error.code)
+          // Once per cause: a refused change comes back on every reconnect.
+          if (!refusals.refused(deviceId, error.code, update, replica.doc)) return
           void logEvent(replica, {
             type: error.code === 'STORAGE_FAILED' ? 'save-to-server-failed' : 'write-refused',
             deviceId,

@@ -189,10 +189,14 @@ describe('LAN links: admission and bad input', () => {
     )
     expect(d1.users.get('u1')).toEqual({ id: 'u1', name: 'Ann' })
     expect(d1.events.query({ type: 'write-refused' })[0]?.code).toBe('FORBIDDEN_WRITE')
-    // The link stays up for well-formed traffic.
+    // A refusal is never silent: the link is closed with the error's code
+    // (issue 11), and a new link takes well-formed traffic.
+    await eventually(() => expect(raw.closed()?.code).toBe(1008))
+    expect(raw.closed()?.reason).toMatch(/^FORBIDDEN_WRITE/)
+    const again = await rawLink(d1)
     const device = new Y.Doc()
     device.getMap('u:D7').set('u7', { e: 0, f: { name: 'Seven' }, s: { name: 1 } })
-    raw.connection.send(
+    again.connection.send(
       encodeMessage({ type: 'sync-update', update: Y.encodeStateAsUpdate(device) }),
     )
     await eventually(() => expect(d1.users.get('u7')?.name).toBe('Seven'))
