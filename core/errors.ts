@@ -3,6 +3,7 @@
  * that callers (firmware apps, admin tools, the wire protocol) switch on;
  * messages are for people and may change.
  */
+import { limits } from './limits.js'
 
 /** Every stable error code rostersync produces. */
 export type ErrorCode =
@@ -149,4 +150,20 @@ export class SyncError extends RostersyncError {
   ) {
     super(code, message, options)
   }
+}
+
+// Issue 11: update bounds
+
+/**
+ * At most `charsMax` characters of `text` (a peer's input quoted in an error
+ * message), with the count of what was cut: a refusal is sent back, logged
+ * as an event and kept in the event log, so quoting a peer's input whole
+ * would let one message write megabytes into every one of them.
+ */
+export function excerpt(text: string, charsMax: number = limits.peerInputExcerptCharsMax): string {
+  if (text.length <= charsMax) return text
+  let kept = text.slice(0, Math.max(0, charsMax))
+  // Never end on half of a surrogate pair: the excerpt stays valid UTF-16.
+  if (/[\uD800-\uDBFF]$/.test(kept)) kept = kept.slice(0, -1)
+  return `${kept}… (${text.length - kept.length} more characters)`
 }

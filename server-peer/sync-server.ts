@@ -113,6 +113,7 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
             // (LAN sync); the server's part is the server's alone.
             mayWrite: (owner) => owner !== SERVER_ID,
             schema: options.schema,
+            now: replica.now(),
           }),
         onApplied: () => registry.direction(deviceId, 'deviceToServer', 'success'),
         onAnswered: () => registry.direction(deviceId, 'serverToDevice', 'success'),
