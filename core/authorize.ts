@@ -134,10 +134,11 @@ interface Place {
   readonly key: string | null
 }
 
+/** A struct of the update (item or GC range): its ids and its index in the update. */
 interface Span {
   readonly clock: number
   readonly length: number
-  readonly place: Place | undefined
+  readonly index: number
 }
 
 /**
@@ -207,7 +208,10 @@ class RootNames {
 
 /** One run of the checks over one decoded update. */
 class UpdateCheck {
+  /** Per client: the update's items and GC ranges, sorted by clock. */
   private readonly spans = new Map<number, Span[]>()
+  /** Per struct of the update: the place of each item, once found. */
+  private places: Array<Place | undefined> = []
   private readonly names: RootNames
   /** Per user id: the greatest epoch of the server entries the update brings. */
   private readonly serverEpochs = new Map<string, number>()
@@ -229,7 +233,7 @@ class UpdateCheck {
 
   run(structs: ReadonlyArray<Y.Item | Y.GC | Y.Skip>, ds: DeleteSet): UpdateSummary {
     if (this.on('size')) this.checkSize(structs, ds)
-    const places = this.locate(structs)
+    this.locate(structs)
     for (const [i, struct] of structs.entries()) {
       const state = Y.getState(this.doc.store, struct.id.client)
       if (struct.id.clock + struct.length <= state) continue // held already: a no-op for Yjs
@@ -244,7 +248,7 @@ class UpdateCheck {
             `update holds a GC range of Yjs client ${struct.id.client}; rostersync content never produces one`,
           )
       } else {
-        this.checkItem(struct, places[i])
+        this.checkItem(struct, this.places[i])
       }
     }
     const deletes = this.checkDeletes(ds)
@@ -279,31 +283,60 @@ class UpdateCheck {
    * The place of every item, found through this update and the document.
    * An item's origin may come later in the update (Yjs writes clients in
    * descending order, and a writer's new clientID may replace an entry its
-   * old one wrote), so the search repeats while it finds more.
+   * old one wrote), so an item whose origin is in the update is placed after
+   * that origin, depth first with an explicit stack (a forged chain may be
+   * as long as the update; a forged cycle leaves its items without a place).
    */
-  private locate(structs: ReadonlyArray<Y.Item | Y.GC | Y.Skip>): Array<Place | undefined> {
-    const places: Array<Place | undefined> = structs.map(() => undefined)
-    let open = true
-    for (let round = 0; open; round++) {
-      open = false
-      let found = false
-      for (const [i, struct] of structs.entries()) {
-        if (!(struct instanceof Y.Item) || places[i] !== undefined) continue
-        const place = this.placeOfItem(struct)
-        if (place === undefined) {
-          open = true
+  private locate(structs: ReadonlyArray<Y.Item | Y.GC | Y.Skip>): void {
+    for (const [index, struct] of structs.entries()) {
+      if (struct instanceof Y.Skip) continue
+      const list = this.spans.get(struct.id.client) ?? []
+      list.push({ clock: struct.id.clock, length: struct.length, index })
+      this.spans.set(struct.id.client, list)
+    }
+    for (const list of this.spans.values()) list.sort((a, b) => a.clock - b.clock)
+    this.places = structs.map(() => undefined)
+    /** 0: not visited, 1: waiting for its origin, 2: placed (or placeless). */
+    const state = new Uint8Array(structs.length)
+    for (const [start, struct] of structs.entries()) {
+      if (!(struct instanceof Y.Item) || state[start] !== 0) continue
+      state[start] = 1
+      const stack = [start]
+      while (stack.length > 0) {
+        const i = stack[stack.length - 1] as number
+        const item = structs[i] as Y.Item
+        const on = dependencyOf(item)
+        const j = on === undefined ? undefined : this.spanAt(on.client, on.clock)?.index
+        if (j !== undefined && state[j] === 0 && structs[j] instanceof Y.Item) {
+          state[j] = 1
+          stack.push(j)
           continue
         }
-        places[i] = place
-        found = true
-        const list = this.spans.get(struct.id.client) ?? []
-        list.push({ clock: struct.id.clock, length: struct.length, place })
-        this.spans.set(struct.id.client, list)
-        this.noteServerEpoch(struct, place)
+        this.places[i] = this.placeOfItem(item)
+        state[i] = 2
+        stack.pop()
       }
-      if (!found) break
     }
-    return places
+    for (const [i, struct] of structs.entries()) {
+      const place = this.places[i]
+      if (struct instanceof Y.Item && place !== undefined) this.noteServerEpoch(struct, place)
+    }
+  }
+
+  /** The update's struct holding id (client, clock), if any. */
+  private spanAt(client: number, clock: number): Span | undefined {
+    const list = this.spans.get(client)
+    if (list === undefined) return undefined
+    let lo = 0
+    let hi = list.length - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1
+      const span = list[mid] as Span
+      if (clock < span.clock) hi = mid - 1
+      else if (clock >= span.clock + span.length) lo = mid + 1
+      else return span
+    }
+    return undefined
   }
 
   private placeOfItem(item: Y.Item): Place | undefined {
@@ -320,8 +353,8 @@ class UpdateCheck {
 
   /** The place of the struct holding id (client, clock): in this update first, then in the document. */
   private placeAt(client: number, clock: number): Place | undefined {
-    const span = this.spans.get(client)?.find((s) => clock >= s.clock && clock < s.clock + s.length)
-    if (span !== undefined) return span.place
+    const span = this.spanAt(client, clock)
+    if (span !== undefined) return this.places[span.index]
     const structs = this.doc.store.clients.get(client)
     if (structs === undefined) return undefined
     const i = findIndex(structs, clock)
@@ -335,13 +368,12 @@ class UpdateCheck {
   private writerOfClient(client: number): WriterId | undefined {
     const writer = this.names.writerOfClient(client)
     if (writer !== undefined) return writer
-    const first = this.spans
-      .get(client)
-      ?.reduce<Span | undefined>(
-        (a, s) => (a === undefined || s.clock < a.clock ? s : a),
-        undefined,
-      )
-    return first?.place === undefined ? undefined : rootOwner(first.place.root)
+    // The update's structs of the client are sorted by clock: the first placed one binds it.
+    for (const span of this.spans.get(client) ?? []) {
+      const place = this.places[span.index]
+      if (place !== undefined) return rootOwner(place.root)
+    }
+    return undefined
   }
 
   private noteServerEpoch(item: Y.Item, place: Place): void {
@@ -519,7 +551,7 @@ class UpdateCheck {
     // a range over ids nobody has sent yet would delete them when they come
     // (Yjs keeps it pending), whoever writes them.
     for (let at = Math.max(clock, state); at < end;) {
-      const span = this.spans.get(client)?.find((s) => at >= s.clock && at < s.clock + s.length)
+      const span = this.spanAt(client, at)
       if (span === undefined) throw forbidden('update deletes items this peer does not know')
       at = span.clock + span.length
     }
@@ -638,6 +670,14 @@ function exactKeys(
   for (const key of required) if (!Object.hasOwn(value, key)) return false
   for (const key of Object.keys(value)) if (!allowed.includes(key)) return false
   return true
+}
+
+/** The id an item's place comes from (its parent item, else its origin), if not a root name. */
+function dependencyOf(item: Y.Item): Y.ID | undefined {
+  const parent = item.parent as unknown
+  if (typeof parent === 'string') return undefined
+  if (parent instanceof Y.ID) return parent
+  return item.origin ?? item.rightOrigin ?? undefined
 }
 
 /** Index of the struct holding `clock`, or -1. */

@@ -297,6 +297,33 @@ describe('one writer per Yjs client', () => {
   })
 })
 
+describe("finding an item's place", () => {
+  it('follows origins that come later in the update, however long the chain', () => {
+    // Each item's origin is the next one's id; only the last names its root.
+    const chain = 5_000
+    const structs = Array.from({ length: chain }, (_, i) => {
+      const client = 100_000 + i
+      const last = i === chain - 1
+      return {
+        kind: 'item' as const,
+        client,
+        clock: 0,
+        ...(last ? { parent: { root: 'u:D1' }, key: 'u1' } : { origin: Y.createID(client + 1, 0) }),
+        content: { deleted: 1 },
+      }
+    })
+    expect(checkUpdate(new Y.Doc(), encodeForged(structs), atServer).items).toBe(chain)
+  })
+
+  it('refuses items whose origins form a cycle', () => {
+    const update = encodeForged([
+      { kind: 'item', client: 11, clock: 0, origin: Y.createID(12, 0), content: { deleted: 1 } },
+      { kind: 'item', client: 12, clock: 0, origin: Y.createID(11, 0), content: { deleted: 1 } },
+    ])
+    expect(refusal(() => checkUpdate(new Y.Doc(), update, atServer)).code).toBe('FORBIDDEN_WRITE')
+  })
+})
+
 describe('GC and skip structs', () => {
   it('one update of GC structs for 50,000 unknown clientIDs is refused, and the state vector stays small', async () => {
     const server = await createServer({ store: memoryStore(), listen: false })
