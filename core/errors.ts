@@ -280,3 +280,20 @@ export class ImplausibleStateVectorError extends RostersyncError {
     )
   }
 }
+
+// Issue 11: update bounds
+
+/**
+ * Unquoted, for text already set in a sentence (compare `excerpt`, which
+ * quotes): at most `charsMax` characters of `text` (a peer's input quoted in an error
+ * message), with the count of what was cut: a refusal is sent back, logged
+ * as an event and kept in the event log, so quoting a peer's input whole
+ * would let one message write megabytes into every one of them.
+ */
+export function clip(text: string, charsMax: number = limits.peerInputExcerptCharsMax): string {
+  if (text.length <= charsMax) return text
+  let kept = text.slice(0, Math.max(0, charsMax))
+  // Never end on half of a surrogate pair: the excerpt stays valid UTF-16.
+  if (/[\uD800-\uDBFF]$/.test(kept)) kept = kept.slice(0, -1)
+  return `${kept}… (${text.length - kept.length} more characters)`
+}

@@ -78,6 +78,33 @@ export const limits = {
   heldBackUpdatesPerLinkMax: 1_000,
   /** Most bytes of remote updates one link may have held back at once. */
   heldBackBytesPerLinkMax: 16 * 1024 * 1024,
+  // Issue 11: update bounds
+  /**
+   * How far ahead of the receiver's clock a stamp in a remote entry may be,
+   * in ms. A later stamp is refused: an HLC adopts every stamp it observes,
+   * so one stamp of 2^53 would pin every later stamp of the receiver there.
+   * Larger than any pairwise skew of a site's clocks (the simulator runs
+   * peers up to 15 minutes off either way, 30 minutes apart), small enough
+   * that a stamp accepted at the bound stops winning within the hour.
+   */
+  stampSkewMsMax: 60 * 60_000,
+  /** Largest entry value (one user of one writer, or one field policy), estimated like a record, in bytes. */
+  entryBytesMax: 640 * 1024,
+  /** Largest Yjs update checked at all, in bytes (one message holds one update). */
+  updateBytesMax: 128 * 1024 * 1024,
+  /** Most structs (items, GC and skip ranges) in one update: a full roster of a large site fits. */
+  updateStructsMax: 2_000_000,
+  /** Most delete-set ranges in one update. */
+  updateDeleteRangesMax: 2_000_000,
+  /**
+   * Most Yjs clients one update may introduce to the receiver. Every client
+   * costs every later state vector (step 1) its id and clock for good; a
+   * site's legitimate clients (one per writer per crash, restore or full
+   * sync) stay far below this.
+   */
+  updateNewClientsMax: 10_000,
+  /** Longest excerpt of a peer's input quoted in an error message or event, in characters. */
+  peerInputExcerptCharsMax: 200,
 } as const
 
 /** Bounds of the network layer. */

@@ -247,6 +247,7 @@ export function runLanLink(
         mayWrite: () => true,
         schema,
         serverClients: serverClientsOf(replica.doc),
+        now: replica.now(),
       }),
     onRefused: refused,
     onRemoteError: (code, message) => options.onError?.(code, `LAN peer ${peer}: ${message}`),

@@ -665,6 +665,11 @@ export class Replica {
     return this.hlc.peek()
   }
 
+  /** The peer's clock now, ms: what checks of remote stamps judge them against (issue 11). */
+  now(): number {
+    return this.options.clock.now()
+  }
+
   // ---------------------------------------------------------------- writes
 
   /**

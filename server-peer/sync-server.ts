@@ -141,6 +141,7 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
             // (LAN sync); the server's part is the server's alone.
             mayWrite: (owner) => owner !== SERVER_ID,
             schema: options.schema,
+            now: replica.now(),
           }),
         // A device's link is not trusted: bounded rates, and a refused
         // update closes it with its code (PROTOCOL.md, "Refusals").

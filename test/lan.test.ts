@@ -232,6 +232,7 @@ describe("relaying the server's part", () => {
     const summary = checkUpdate(device, relayed, {
       mayWrite: () => true,
       serverClients: serverClientsOf(device),
+      now: Date.now(),
     })
     expect(summary.deletes).toBe(1)
   })
@@ -246,6 +247,7 @@ describe("relaying the server's part", () => {
       checkUpdate(device, Y.encodeStateAsUpdate(forger, before), {
         mayWrite: () => true,
         serverClients: serverClientsOf(device),
+        now: Date.now(),
       }),
     ).toThrow(expect.objectContaining({ code: 'FORBIDDEN_WRITE' }) as Error)
   })
@@ -262,6 +264,7 @@ describe("relaying the server's part", () => {
       checkUpdate(device, deletes[0] as Uint8Array, {
         mayWrite: () => true,
         serverClients: serverClientsOf(device),
+        now: Date.now(),
       }),
     ).toThrow(expect.objectContaining({ code: 'FORBIDDEN_WRITE' }) as Error)
   })
@@ -276,7 +279,10 @@ describe("relaying the server's part", () => {
     // step 2 names the server's own (already applied) deletes.
     const step2 = Y.encodeStateAsUpdate(device, Y.encodeStateVector(server))
     expect(Y.decodeUpdate(step2).ds.clients.size).toBe(1)
-    const summary = checkUpdate(server, step2, { mayWrite: (owner) => owner !== 'server' })
+    const summary = checkUpdate(server, step2, {
+      mayWrite: (owner) => owner !== 'server',
+      now: Date.now(),
+    })
     expect(summary.deletes).toBe(0)
     expect([...summary.roots]).toEqual(['u:D1'])
   })
