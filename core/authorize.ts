@@ -614,9 +614,7 @@ function checkRoot(root: string, options: CheckOptions): void {
     owner.length > limits.writerIdCharsMax ||
     !WRITER_ID_PATTERN.test(owner)
   )
-    throw new ForbiddenWriteError(
-      `update writes into unknown root ${clip(JSON.stringify(root))}`,
-    )
+    throw new ForbiddenWriteError(`update writes into unknown root ${clip(JSON.stringify(root))}`)
   if (!options.mayWrite(owner)) {
     throw new ForbiddenWriteError(
       `update writes into ${owner === SERVER_ID ? "the server's" : `${owner}'s`} part`,
