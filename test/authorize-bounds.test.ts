@@ -119,7 +119,7 @@ describe('stamps', () => {
   })
 
   it('a stamp of 2^53 sent to the server leaves its clock where it was', async () => {
-    const server = await createServer({ store: memoryStore(), listen: false })
+    const server = await createServer({ store: memoryStore(), listen: false, open: true })
     try {
       const outcome = await sendToServer(
         server,
@@ -196,7 +196,7 @@ describe('entry shape', () => {
   })
 
   it('ten updates with extra keys store nothing on the server', async () => {
-    const server = await createServer({ store: memoryStore(), listen: false })
+    const server = await createServer({ store: memoryStore(), listen: false, open: true })
     try {
       const before = Y.encodeStateAsUpdate(server.replica.doc).byteLength
       for (let i = 0; i < 10; i++) {
@@ -248,7 +248,7 @@ describe('one writer per Yjs client', () => {
   })
 
   it("a device's items under another device's clientID are refused, and that device's own later writes still arrive", async () => {
-    const server = await createServer({ store: memoryStore(), listen: false })
+    const server = await createServer({ store: memoryStore(), listen: false, open: true })
     const d1 = await createDevice({ id: 'D1', store: memoryStore() })
     try {
       await d1.users.put({ id: 'u1', name: 'Ann' })
@@ -326,7 +326,7 @@ describe("finding an item's place", () => {
 
 describe('GC and skip structs', () => {
   it('one update of GC structs for 50,000 unknown clientIDs is refused, and the state vector stays small', async () => {
-    const server = await createServer({ store: memoryStore(), listen: false })
+    const server = await createServer({ store: memoryStore(), listen: false, open: true })
     try {
       await server.users.put({ id: 'u1', name: 'Ann' })
       const vector = Y.encodeStateVector(server.replica.doc)
@@ -419,7 +419,7 @@ describe('refusals quote a clipped excerpt of the input', () => {
 
   it('a 2 MB root name, user id or field is not echoed into the refusal or the event log', async () => {
     const huge = 'x'.repeat(2_000_000)
-    const server = await createServer({ store: memoryStore(), listen: false })
+    const server = await createServer({ store: memoryStore(), listen: false, open: true })
     try {
       for (const update of [
         encodeForged([
