@@ -9,13 +9,21 @@ import { cpus, loadavg, totalmem } from 'node:os'
 import { parseArgs } from 'node:util'
 import type { Bench } from './bench.js'
 import { enrolBench } from './enrol.js'
+import { floodBench } from './flood.js'
 import { heapBench } from './heap.js'
 import { loadBench } from './load.js'
 import { networkBench } from './network.js'
 import { simBench } from './sim.js'
 
 /** Every bench, in the order they run. Later issues append theirs here. */
-const BENCHES: readonly Bench[] = [heapBench, enrolBench, networkBench, loadBench, simBench]
+const BENCHES: readonly Bench[] = [
+  heapBench,
+  enrolBench,
+  networkBench,
+  loadBench,
+  simBench,
+  floodBench,
+]
 
 const DEFAULT_USERS = 100_000
 

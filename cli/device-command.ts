@@ -1,4 +1,5 @@
 /** `rostersync device`: runs a device peer until interrupted. */
+import { readFile } from 'node:fs/promises'
 import { createDevice } from '../peers/create-device.js'
 import { CliError, parse, parseDuration } from './args.js'
 import type { Command } from './main.js'
@@ -13,6 +14,9 @@ Options:
   --server <url>     the server's WebSocket URL (default ws://127.0.0.1:4400)
   --data <dir>       data directory (default ./device-<id>)
   --site-key <key>   the site's secret (or ROSTERSYNC_SITE_KEY)
+  --site-key-file <file>  read the site's secret from a file (e.g. the
+                     server's <data>/site-key), so it stays out of the
+                     process list and shell history
   --mode <mode>      live (default: changes flow as they happen) or periodic
   --delta-interval <dur>  time between delta syncs (default 30m)
   --retention <dur>  wipe the roster after this long unused (default 10d)
@@ -33,6 +37,7 @@ export const deviceCommand: Command = {
       server: { type: 'string', default: 'ws://127.0.0.1:4400' },
       data: { type: 'string' },
       'site-key': { type: 'string' },
+      'site-key-file': { type: 'string' },
       mode: { type: 'string', default: 'live' },
       'delta-interval': { type: 'string' },
       retention: { type: 'string' },
@@ -45,7 +50,7 @@ export const deviceCommand: Command = {
     const retentionMs = values.retention === undefined ? undefined : parseDuration(values.retention)
     if (values.id === undefined)
       throw new CliError('--id is required (the device id, e.g. its serial number)')
-    const siteKey = values['site-key'] ?? process.env.ROSTERSYNC_SITE_KEY
+    const siteKey = await siteKeyOf(values['site-key'], values['site-key-file'])
     const device = await createDevice({
       id: values.id,
       dataDir: values.data ?? `./device-${values.id}`,
@@ -98,6 +103,30 @@ export const deviceCommand: Command = {
     clearInterval(ticker)
     const refused = device.serverLink?.state === 'refused'
     await device.close()
-    if (refused) throw new CliError('the server refused this device (site key or revoked)', 1)
+    if (refused)
+      throw new CliError(
+        'the server refused this device (site key, revoked, id conflict, or replaced by a newer connection with its id)',
+        1,
+      )
   },
+}
+
+/** The site key from --site-key, --site-key-file or ROSTERSYNC_SITE_KEY (in that order). */
+async function siteKeyOf(
+  given: string | undefined,
+  file: string | undefined,
+): Promise<string | undefined> {
+  if (given !== undefined && file !== undefined)
+    throw new CliError('--site-key and --site-key-file exclude each other')
+  if (file !== undefined) {
+    try {
+      const key = (await readFile(file, 'utf8')).trim()
+      if (key === '') throw new CliError(`--site-key-file ${file} is empty`)
+      return key
+    } catch (error) {
+      if (error instanceof CliError) throw error
+      throw new CliError(`cannot read --site-key-file ${file}: ${(error as Error).message}`)
+    }
+  }
+  return given ?? process.env.ROSTERSYNC_SITE_KEY
 }

@@ -3,11 +3,13 @@ import { CliError, parse, toJson } from './args.js'
 import type { Command } from './main.js'
 import { openRoster } from './roster-access.js'
 
-const help = `Usage: rostersync devices [list] [--name <part>] | devices revoke <id>
+const help = `Usage: rostersync devices [list] [--name <part>] | devices revoke <id> | devices approve <id>
 
   list             registered devices: id, name, last seen, state, and how each
                    sync direction last went (server→device, device→server)
   revoke <id>      refuse a device from now on (its connections close)
+  approve <id>     let a pending device sync (servers run with --approve-devices);
+                   a revoked device stays refused
 
 Options:
   --name <part>    only devices whose name contains this (case-insensitive)
@@ -18,7 +20,7 @@ Options:
   -h, --help       this help`
 
 export const devicesCommand: Command = {
-  summary: 'list devices (filter by name), revoke a device',
+  summary: 'list devices (filter by name), revoke or approve a device',
   help,
   async run(argv) {
     const { values, positionals } = parse(argv, {
@@ -29,8 +31,8 @@ export const devicesCommand: Command = {
       json: { type: 'boolean', default: false },
     })
     const [action = 'list', id] = positionals
-    if (action !== 'list' && action !== 'revoke')
-      throw new CliError(`unknown action ${action}; list or revoke`)
+    if (action !== 'list' && action !== 'revoke' && action !== 'approve')
+      throw new CliError(`unknown action ${action}; list, revoke or approve`)
     const roster = await openRoster({
       data: values.data,
       server: values.server,
@@ -41,6 +43,12 @@ export const devicesCommand: Command = {
         if (id === undefined) throw new CliError('which device? rostersync devices revoke <id>')
         if (!(await roster.revoke(id))) throw new CliError(`no device ${id}`, 1)
         console.log(values.json ? toJson({ ok: true }) : `device ${id} revoked`)
+        return
+      }
+      if (action === 'approve') {
+        if (id === undefined) throw new CliError('which device? rostersync devices approve <id>')
+        if (!(await roster.approve(id))) throw new CliError(`no device ${id}`, 1)
+        console.log(values.json ? toJson({ ok: true }) : `device ${id} approved`)
         return
       }
       const devices = await roster.devices(values.name)

@@ -7,6 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { EventQuery, RosterEvent } from '../core/events.js'
+import { netLimits } from '../core/limits.js'
 import type { UserView } from '../core/resolve.js'
 import type { DeviceRecord } from '../server-peer/device-registry.js'
 import { fromWire, toWire } from '../server-peer/http-api.js'
@@ -23,6 +24,8 @@ export interface RosterAccess {
   events(q: EventQuery): Promise<RosterEvent[]>
   devices(nameContains?: string): Promise<DeviceRecord[]>
   revoke(id: string): Promise<boolean>
+  /** Approves a pending device; false if unknown. */
+  approve(id: string): Promise<boolean>
   close(): Promise<void>
 }
 
@@ -53,6 +56,7 @@ export async function openRoster(opts: {
     devices: async (nameContains) =>
       server.devices.list(nameContains === undefined ? {} : { nameContains }),
     revoke: (id) => server.devices.revoke(id),
+    approve: (id) => server.devices.approve(id),
     close: () => server.close(),
   }
 }
@@ -99,7 +103,24 @@ function httpAccess(base: string, token: string): RosterAccess {
   }
   const enc = encodeURIComponent
   return {
-    list: async () => (await call('GET', '/api/users')) as UserView[],
+    list: async () => {
+      // The API pages the roster (`next` is the cursor of the following page).
+      const users: UserView[] = []
+      let after: string | null = null
+      do {
+        const query: string = after === null ? '' : `&after=${enc(after)}`
+        const page = (await call(
+          'GET',
+          `/api/users?limit=${netLimits.usersPerPageMax}${query}`,
+        )) as {
+          users: UserView[]
+          next: string | null
+        }
+        users.push(...page.users)
+        after = page.next
+      } while (after !== null)
+      return users
+    },
     get: async (id) => (await call('GET', `/api/users/${enc(id)}`)) as UserView | undefined,
     put: async (record) => {
       await call('PUT', `/api/users/${enc(typeof record.id === 'string' ? record.id : '')}`, record)
@@ -133,6 +154,10 @@ function httpAccess(base: string, token: string): RosterAccess {
       )) as DeviceRecord[],
     revoke: async (id) => {
       await call('POST', `/api/devices/${enc(id)}/revoke`)
+      return true
+    },
+    approve: async (id) => {
+      await call('POST', `/api/devices/${enc(id)}/approve`)
       return true
     },
     close: async () => undefined,

@@ -2,7 +2,7 @@
 import { rm, writeFile } from 'node:fs/promises'
 import { createServer } from '../server-peer/create-server.js'
 import { serverInfoFile } from './roster-access.js'
-import { parse, parseInteger } from './args.js'
+import { CliError, parse, parseInteger } from './args.js'
 import type { Command } from './main.js'
 
 const help = `Usage: rostersync server [options]
@@ -13,7 +13,12 @@ Options:
   --data <dir>       data directory (default ./data)
   --host <addr>      interface to listen on (default 127.0.0.1)
   --port <n>         port (default 4400; 0 picks a free one)
-  --site-key <key>   secret devices must present to join (or ROSTERSYNC_SITE_KEY)
+  --site-key <key>   secret devices must present to join (or ROSTERSYNC_SITE_KEY);
+                     default: generated once and kept in <data>/site-key (mode 0600)
+  --open             an open site: any device joins, with any key or none
+                     (never the default; announced at start-up)
+  --approve-devices  a device never seen before waits (PEER_PENDING) until
+                     approved: rostersync devices approve <id>
   --json             print where it listens as one JSON line
   -h, --help         this help`
 
@@ -26,28 +31,60 @@ export const serverCommand: Command = {
       host: { type: 'string', default: '127.0.0.1' },
       port: { type: 'string', default: '4400' },
       'site-key': { type: 'string' },
+      open: { type: 'boolean', default: false },
+      'approve-devices': { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
     })
     const siteKey = values['site-key'] ?? process.env.ROSTERSYNC_SITE_KEY
+    if (values.open && siteKey !== undefined && siteKey !== '')
+      throw new CliError('--open and --site-key (or ROSTERSYNC_SITE_KEY) exclude each other')
     const server = await createServer({
       dataDir: values.data,
       host: values.host,
       port: parseInteger('port', values.port, 0, 65535) ?? 4400,
       ...(siteKey === undefined || siteKey === '' ? {} : { siteKey }),
+      ...(values.open ? { open: true } : {}),
+      ...(values['approve-devices'] ? { approveDevices: true } : {}),
     })
     const users = server.users.list().length
     // Local tools (rostersync users/events/devices) find the running server here.
     const info = serverInfoFile(values.data)
     await writeFile(info, JSON.stringify({ url: server.url, http: server.http, pid: process.pid }))
+    if (values.open) {
+      // Loud on purpose, on stderr even with --json: an open site admits anyone.
+      console.error(
+        'WARNING: this site is OPEN (--open): any device joins, with any key or none. Anyone who reaches this port can write the roster.',
+      )
+    }
     if (values.json) {
-      console.log(JSON.stringify({ url: server.url, http: server.http, data: values.data, users }))
+      console.log(
+        JSON.stringify({
+          url: server.url,
+          http: server.http,
+          data: values.data,
+          users,
+          open: values.open,
+          approveDevices: values['approve-devices'],
+          ...(server.siteKeyFile === undefined ? {} : { siteKeyFile: server.siteKeyFile }),
+        }),
+      )
     } else {
       console.log(
         `rostersync server listening on ${server.url} (data: ${values.data}, ${users} user(s))`,
       )
+      // The hint names where the key is, never the key itself: logs are read by many.
+      const keyOption = values.open
+        ? ''
+        : server.siteKeyFile !== undefined
+          ? ` --site-key-file ${server.siteKeyFile}`
+          : ' --site-key <the key you passed>'
+      if (server.siteKeyFile !== undefined)
+        console.log(`site key: in ${server.siteKeyFile} (cat ${server.siteKeyFile})`)
       console.log(
-        `start a device:  npx rostersync device --id D1 --server ${server.url} --data ./dev1`,
+        `start a device:  npx rostersync device --id D1 --server ${server.url}${keyOption} --data ./dev1`,
       )
+      if (values['approve-devices'])
+        console.log('new devices wait for approval:  npx rostersync devices approve <id>')
       console.log('stop with Ctrl-C')
     }
     await new Promise<void>((resolve) => {

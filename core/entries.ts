@@ -108,3 +108,18 @@ export function asPolicyEntry(value: unknown): PolicyEntry | undefined {
     ? (value as unknown as PolicyEntry)
     : undefined
 }
+
+// Issue 11: update bounds
+
+/** The keys of a device entry, all required (`DeviceEntry`). */
+export const DEVICE_ENTRY_KEYS: readonly string[] = ['e', 'f', 's']
+/** The keys a server entry may hold (`ServerEntry`): `e` and `t` required. */
+export const SERVER_ENTRY_KEYS: readonly string[] = ['e', 't', 'd', 'f', 's', 'x']
+/** The keys of a policy entry, all required (`PolicyEntry`). */
+export const POLICY_ENTRY_KEYS: readonly string[] = ['p', 't']
+
+/**
+ * What a writer id looks like (the device id rule of `createDevice` and the
+ * server's admission): a root named after anything else is not a writer's.
+ */
+export const WRITER_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]*$/

@@ -3,6 +3,7 @@
  * that callers (firmware apps, admin tools, the wire protocol) switch on;
  * messages are for people and may change.
  */
+import { limits } from './limits.js'
 
 /** Every stable error code rostersync produces. */
 export type ErrorCode =
@@ -25,6 +26,19 @@ export type ErrorCode =
   | 'SAVE_TO_SERVER_FAILED'
   | 'EXPORT_EXPIRED'
   | 'EXPORT_TOO_LARGE'
+  // Issue 11: front door
+  | 'MALFORMED_REQUEST'
+  | 'ID_CONFLICT'
+  | 'PEER_PENDING'
+  | 'REGISTRY_FULL'
+  | 'SESSION_REPLACED'
+  | 'NOT_FOUND'
+  | 'METHOD_NOT_ALLOWED'
+  // Issue 11: floods
+  | 'RATE_LIMITED'
+  | 'TOO_MANY_QUEUED_MESSAGES'
+  | 'TOO_MANY_HELD_BACK'
+  | 'IMPLAUSIBLE_STATE_VECTOR'
   // Issue 11: signed writes
   | 'SIGNATURE_INVALID'
 
@@ -59,7 +73,7 @@ export class InvalidOptionsError extends RostersyncError {
 /** The user is not in this peer's view (patch of an absent user, ...). */
 export class UserNotFoundError extends RostersyncError {
   constructor(userId: string) {
-    super('USER_NOT_FOUND', `user ${JSON.stringify(userId)} does not exist on this peer`)
+    super('USER_NOT_FOUND', `user ${excerpt(userId)} does not exist on this peer`)
   }
 }
 
@@ -87,14 +101,14 @@ export class MessageTooLargeError extends RostersyncError {
 /** The peer was revoked by the server and is refused. */
 export class PeerRevokedError extends RostersyncError {
   constructor(peerId: string) {
-    super('PEER_REVOKED', `device ${JSON.stringify(peerId)} has been revoked`)
+    super('PEER_REVOKED', `device ${excerpt(peerId)} has been revoked`)
   }
 }
 
 /** The peer is not a member of this site. */
 export class PeerUnknownError extends RostersyncError {
   constructor(peerId: string) {
-    super('PEER_UNKNOWN', `peer ${JSON.stringify(peerId)} is not known to this site`)
+    super('PEER_UNKNOWN', `peer ${excerpt(peerId)} is not known to this site`)
   }
 }
 
@@ -151,6 +165,139 @@ export class SyncError extends RostersyncError {
   ) {
     super(code, message, options)
   }
+}
+
+// Issue 11: front door
+
+/**
+ * A bounded, quoted excerpt of untrusted input for an error message or an
+ * event: at most `charsMax` characters, JSON-quoted (so control characters,
+ * newlines and ANSI escapes show as escapes and cannot forge log lines),
+ * with the full length noted when it was cut. An error must never carry a
+ * caller's whole input: a 2 MB id would become a 2 MB log entry.
+ */
+export function excerpt(text: string, charsMax: number = limits.errorExcerptCharsMax): string {
+  if (text.length <= charsMax) return JSON.stringify(text)
+  let cut = text.slice(0, Math.max(0, charsMax))
+  // Never end on half a surrogate pair.
+  if (/[\uD800-\uDBFF]$/.test(cut)) cut = cut.slice(0, -1)
+  return `${JSON.stringify(cut)}… (${text.length} characters)`
+}
+
+/** A request (join URL, HTTP request target or path) that does not parse. */
+export class MalformedRequestError extends RostersyncError {
+  constructor(message: string) {
+    super('MALFORMED_REQUEST', message)
+  }
+}
+
+/**
+ * An id that collides with one taken: `server` in any case (reserved), or
+ * a registered device's id in another case. Ids are compared exactly as
+ * stored, so two ids differing only by case would otherwise be two devices
+ * to the server and one to a person reading the registry.
+ */
+export class IdConflictError extends RostersyncError {
+  constructor(id: string, taken: string) {
+    super('ID_CONFLICT', `id ${excerpt(id)} conflicts with ${excerpt(taken)}`)
+  }
+}
+
+/** The device waits for the administrator's approval (approval mode). */
+export class PeerPendingError extends RostersyncError {
+  constructor(peerId: string) {
+    super('PEER_PENDING', `device ${excerpt(peerId)} waits for approval by the administrator`)
+  }
+}
+
+/** The device registry is at its named limit; a new device is refused. */
+export class RegistryFullError extends RostersyncError {
+  constructor(what: string, max: number) {
+    super('REGISTRY_FULL', `the registry holds ${max} ${what}, its limit`)
+  }
+}
+
+/** A newer connection with the same device id replaced this one. */
+export class SessionReplacedError extends RostersyncError {
+  constructor(peerId: string) {
+    super('SESSION_REPLACED', `a newer connection of device ${excerpt(peerId)} replaced this one`)
+  }
+}
+
+/** No such endpoint (HTTP API). */
+export class NotFoundError extends RostersyncError {
+  constructor(message: string) {
+    super('NOT_FOUND', message)
+  }
+}
+
+/** The endpoint exists but not with this method (HTTP API); `allow` lists the methods it takes. */
+export class MethodNotAllowedError extends RostersyncError {
+  constructor(
+    method: string,
+    readonly allow: readonly string[],
+  ) {
+    super(
+      'METHOD_NOT_ALLOWED',
+      `${excerpt(method, 16)} is not allowed here; use ${allow.join(', ')}`,
+    )
+  }
+}
+
+// Issue 11: floods
+
+/** A link sent more (messages, bytes, step 1s) per second than its named limit allows. */
+export class RateLimitedError extends RostersyncError {
+  constructor(what: string, perSecondMax: number) {
+    super('RATE_LIMITED', `more ${what} per second than the limit of ${perSecondMax}`)
+  }
+}
+
+/** A link sent messages faster than they could be applied, past the queue's bound. */
+export class QueueFullError extends RostersyncError {
+  constructor(what: string, max: number) {
+    super('TOO_MANY_QUEUED_MESSAGES', `more than ${max} ${what} waiting on this connection`)
+  }
+}
+
+/**
+ * A link has too many updates held back (waiting for earlier operations
+ * that have not arrived); the update was refused, nothing of it applied.
+ */
+export class HeldBackLimitError extends RostersyncError {
+  constructor(what: string, max: number) {
+    super('TOO_MANY_HELD_BACK', `this link has more than ${max} ${what} held back`)
+  }
+}
+
+/**
+ * A state vector claims operations of a clientID that cannot exist
+ * elsewhere (one this peer minted in this process): a lie, ignored.
+ */
+export class ImplausibleStateVectorError extends RostersyncError {
+  constructor(clientId: number, claimed: number, held: number) {
+    super(
+      'IMPLAUSIBLE_STATE_VECTOR',
+      `the state vector claims ${claimed} operations of clientID ${clientId}, freshly minted here with ${held}`,
+    )
+  }
+}
+
+// Issue 11: update bounds
+
+/**
+ * Unquoted, for text already set in a sentence (compare `excerpt`, which
+ * quotes): at most `charsMax` characters of `text` (a peer's input quoted in an error
+ * message), with the count of what was cut: a refusal is sent back, logged
+ * as an event and kept in the event log, so quoting a peer's input whole
+ * would let one message write megabytes into every one of them.
+ */
+export function clip(text: string, charsMax: number = limits.peerInputExcerptCharsMax): string {
+  if (text.length <= charsMax) return text
+  let kept = text.slice(0, Math.max(0, charsMax))
+  // Never end on half of a surrogate pair: the excerpt stays valid UTF-16.
+  if (/[\uD800-\uDBFF]$/.test(kept)) kept = kept.slice(0, -1)
+  return `${kept}… (${text.length - kept.length} more characters)`
 }
 
 // Issue 11: signed writes

@@ -49,6 +49,62 @@ export const limits = {
   eventsPerQueryMax: 10_000,
   /** Most remote updates a peer holds back until their clients' earlier operations arrive. */
   heldBackUpdatesMax: 10_000,
+  // Issue 11: front door
+  /** Longest device name kept in the registry, in characters (longer is cut). */
+  deviceNameCharsMax: 128,
+  /** Longest device serial kept in the registry, in characters (longer is cut). */
+  deviceSerialCharsMax: 128,
+  /**
+   * Most devices the registry holds (revoked and pending ones included); a
+   * new id past it is refused with `REGISTRY_FULL`.
+   */
+  devicesRegisteredMax: 10_000,
+  /**
+   * Most devices waiting for approval at once (approval mode); a new id past
+   * it is refused with `REGISTRY_FULL`, so ids made up by a key holder
+   * cannot crowd out the approved devices.
+   */
+  devicesPendingMax: 1_000,
+  /** Longest excerpt of a caller's input an error message or event carries, in characters. */
+  errorExcerptCharsMax: 120,
+  // Issue 11: floods
+  /**
+   * Most remote updates one link may have held back at once (a share of
+   * `heldBackUpdatesMax`): 10,000 updates after a clock gap from one socket
+   * made every batch scan them all (GET p99 17.7 s). Past it the update is
+   * refused (`TOO_MANY_HELD_BACK`); held-back updates are not in the state
+   * vector, so the next exchange sends what is missing again, whole.
+   */
+  heldBackUpdatesPerLinkMax: 1_000,
+  /** Most bytes of remote updates one link may have held back at once. */
+  heldBackBytesPerLinkMax: 16 * 1024 * 1024,
+  // Issue 11: update bounds
+  /**
+   * How far ahead of the receiver's clock a stamp in a remote entry may be,
+   * in ms. A later stamp is refused: an HLC adopts every stamp it observes,
+   * so one stamp of 2^53 would pin every later stamp of the receiver there.
+   * Larger than any pairwise skew of a site's clocks (the simulator runs
+   * peers up to 15 minutes off either way, 30 minutes apart), small enough
+   * that a stamp accepted at the bound stops winning within the hour.
+   */
+  stampSkewMsMax: 60 * 60_000,
+  /** Largest entry value (one user of one writer, or one field policy), estimated like a record, in bytes. */
+  entryBytesMax: 640 * 1024,
+  /** Largest Yjs update checked at all, in bytes (one message holds one update). */
+  updateBytesMax: 128 * 1024 * 1024,
+  /** Most structs (items, GC and skip ranges) in one update: a full roster of a large site fits. */
+  updateStructsMax: 2_000_000,
+  /** Most delete-set ranges in one update. */
+  updateDeleteRangesMax: 2_000_000,
+  /**
+   * Most Yjs clients one update may introduce to the receiver. Every client
+   * costs every later state vector (step 1) its id and clock for good; a
+   * site's legitimate clients (one per writer per crash, restore or full
+   * sync) stay far below this.
+   */
+  updateNewClientsMax: 10_000,
+  /** Longest excerpt of a peer's input quoted in an error message or event, in characters. */
+  peerInputExcerptCharsMax: 200,
   // Issue 11: signed writes
   /** Most Yjs clientIDs one signed envelope may write under. */
   envelopeNoncesMax: 16,
@@ -85,6 +141,76 @@ export const netLimits = {
   syncAnswerTimeoutMs: 120_000,
   /** How long a sync waits for the link to the server to come up, in ms. */
   syncConnectTimeoutMs: 30_000,
+  // Issue 11: front door
+  /** Longest WebSocket close reason, in UTF-8 bytes (RFC 6455: a control frame's 125 less the code). */
+  closeReasonBytesMax: 123,
+  /** Longest join URL (request target) the server reads, in characters. */
+  joinUrlCharsMax: 4_096,
+  /**
+   * How long a new TCP connection may take to send its first complete
+   * request head (an HTTP request or the WebSocket upgrade), in ms; then it
+   * is dropped. Admission follows the head at once, so this bounds the
+   * whole unauthenticated handshake.
+   */
+  handshakeTimeoutMs: 10_000,
+  /** How long the server waits for a whole HTTP request's headers, in ms (Node's headersTimeout). */
+  httpHeadersTimeoutMs: 10_000,
+  /** How long the server waits for a whole HTTP request, body included, in ms. */
+  httpRequestTimeoutMs: 30_000,
+  /** Most connections still in their handshake (no request head yet) at once. */
+  handshakesInFlightMax: 4_096,
+  /**
+   * Most connections still in their handshake from one address at once:
+   * one host cannot take every slot, yet a site behind one NAT address
+   * (or a bench on loopback) reconnecting hundreds of devices at once fits.
+   */
+  handshakesPerAddressMax: 512,
+  /** Users in one page of `GET /api/users` unless `limit` says otherwise. */
+  usersPerPageDefault: 100,
+  /** Most users in one page of `GET /api/users`. */
+  usersPerPageMax: 1_000,
+  // Issue 11: floods
+  /**
+   * Messages one untrusted link (a device's at the server, a LAN peer's) may
+   * send per second, on average (a token bucket refilled at this rate). A
+   * device's full sync is a handful of messages; the load bench's devices
+   * send 10 a second. Past it the link is closed (1008 `RATE_LIMITED`).
+   */
+  linkMessagesPerSecondMax: 500,
+  /** Messages one untrusted link may send in a burst (the bucket's size). */
+  linkMessagesBurstMax: 2_000,
+  /** Bytes one untrusted link may send per second, on average. */
+  linkBytesPerSecondMax: 32 * 1024 * 1024,
+  /**
+   * Bytes one untrusted link may send in a burst: room for two messages of
+   * `messageBytesMax` (a device pushing a large offline backlog, twice).
+   */
+  linkBytesBurstMax: 256 * 1024 * 1024,
+  /**
+   * Step 1s one untrusted link may have answered per second, on average:
+   * each answer is a step 2 (2,000 empty step 1s made the server send 122
+   * MB). Step 1s waiting behind a later one are not answered (the later
+   * answer covers them); past the rate the link is closed (`RATE_LIMITED`).
+   * A device asks at most a few times per sync; the load bench's probe
+   * asks 20 times a second on one link.
+   */
+  step1AnswersPerSecondMax: 50,
+  /** Step 1s one untrusted link may have answered in a burst. */
+  step1AnswersBurstMax: 200,
+  /** Bytes of inbound messages waiting on one connection before it is closed. */
+  inboundBytesQueuedMax: 256 * 1024 * 1024,
+  /**
+   * After the server closes with 1001 (restarting), a device reconnects
+   * after a delay drawn uniformly in [0, this): a site's devices then come
+   * back spread over this long, not all in the same second. At least 30 s.
+   */
+  reconnectAfterRestartSpreadMs: 45_000,
+  /**
+   * Refused updates per device whose content the server remembers as
+   * missing (`deviceToServer` stays `failed` until it arrives, or the
+   * device no longer holds it).
+   */
+  refusedClientsTrackedPerDeviceMax: 256,
   // Issue 11: signed writes
   /** Most envelopes one signed message carries (a step 2 answering a long-offline peer). */
   envelopesPerMessageMax: 100_000,

@@ -151,15 +151,41 @@ function readMessage(d: decoding.Decoder): Message {
   }
 }
 
-/** WebSocket close codes rostersync uses; a device does not reconnect after 4401/4403. */
+/** WebSocket close codes rostersync uses; a device does not reconnect after a final one ({@link isFinalClose}). */
 export const CloseCode = {
   authFailed: 4401,
   revoked: 4403,
   unknownRoom: 4404,
   tooLarge: 1009,
   serverClosing: 1001,
+  // Issue 11: front door
+  /** The join URL does not parse (`MALFORMED_REQUEST`): retrying the same URL cannot help. */
+  malformedRequest: 4400,
+  /** The id is reserved or differs from a registered one only by case (`ID_CONFLICT`). */
+  idConflict: 4409,
+  /** A newer connection with the same device id took over (`SESSION_REPLACED`). */
+  replaced: 4410,
+  /** The device waits for the administrator's approval (`PEER_PENDING`); retry with backoff. */
+  pending: 4423,
+  /** The registry is at its limit (`REGISTRY_FULL`); retry with backoff. */
+  registryFull: 4507,
+  /**
+   * This side could not handle a message or an admission (`INTERNAL`,
+   * `STORAGE_FAILED`, ...); not the sender's fault: retry with backoff.
+   */
+  internal: 1011,
+  // Issue 11: floods
+  /** A refused message or a broken limit; the reason starts with its error code. */
+  refused: 1008,
+  /** A message that does not decode (`MALFORMED_MESSAGE`). */
+  malformed: 1007,
 } as const
 
 /** True for close codes after which a device must not retry on its own. */
 export const isFinalClose = (code: number): boolean =>
-  code === CloseCode.authFailed || code === CloseCode.revoked
+  code === CloseCode.authFailed ||
+  code === CloseCode.revoked ||
+  // Issue 11: front door
+  code === CloseCode.malformedRequest ||
+  code === CloseCode.idConflict ||
+  code === CloseCode.replaced

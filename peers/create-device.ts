@@ -160,6 +160,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
         // merged); a device's, only its own part.
         mayWrite: (owner) => writer === SERVER_ID || owner === writer,
         schema: basics.schema,
+        now: replica.now(),
       }),
   })
   const linkSigning = serverLinkSigning({

@@ -98,6 +98,11 @@ type Kind = 'full' | 'delta'
 interface Round {
   kind: Kind
   quiet: boolean
+  /**
+   * Started by the controller itself (delta timer, retry, going online):
+   * it never makes the link try before its backoff says so.
+   */
+  automatic: boolean
   started: boolean
   promise: Promise<void>
 }
@@ -253,21 +258,22 @@ export class DeviceSync implements DeviceSyncApi {
    * Queues a sync. Syncs run one at a time; a request made while one is
    * queued but not started joins it (a full sync absorbs a delta).
    */
-  private run(kind: Kind, quiet: boolean): Promise<void> {
+  private run(kind: Kind, quiet: boolean, automatic = false): Promise<void> {
     if (this.closed) return Promise.reject(new SyncError('SYNC_FAILED', 'the device is closed'))
     const queued = this.queued
     if (queued !== undefined && !queued.started) {
       if (kind === 'full') queued.kind = 'full'
       if (!quiet) queued.quiet = false
+      if (!automatic) queued.automatic = false
       return queued.promise
     }
-    const round: Round = { kind, quiet, started: false, promise: Promise.resolve() }
+    const round: Round = { kind, quiet, automatic, started: false, promise: Promise.resolve() }
     const promise = this.chain.then(async () => {
       round.started = true
       if (this.queued === round) this.queued = undefined
       this.running = round
       try {
-        await this.exchange(round.kind, round.quiet)
+        await this.exchange(round.kind, round.quiet, round.automatic)
       } finally {
         this.running = undefined
       }
@@ -283,10 +289,10 @@ export class DeviceSync implements DeviceSyncApi {
     if (this.closed || this.link === undefined || this.persisted.awaitingUse) return
     if (this.running !== undefined || this.queued !== undefined) return
     const kind = this.persisted.offlineReady && !this.fullPending ? 'delta' : 'full'
-    this.run(kind, false).catch(() => undefined)
+    this.run(kind, false, true).catch(() => undefined)
   }
 
-  private async exchange(kind: Kind, quiet: boolean): Promise<void> {
+  private async exchange(kind: Kind, quiet: boolean, automatic: boolean): Promise<void> {
     const { clock } = this.options
     this.options.clock.clearTimeout(this.retryTimer)
     this.serverToDevice = { state: 'in-progress', at: clock.now() }
@@ -294,7 +300,7 @@ export class DeviceSync implements DeviceSyncApi {
     const outage = this.failingWith !== undefined
     if (!quiet && !outage) await this.log({ type: 'sync-started', kind })
     try {
-      const session = await this.session()
+      const session = await this.session(automatic)
       this.lastRemoteError = undefined
       const { replica } = this.options
       // A device that holds nothing yet gets the whole roster from the
@@ -347,12 +353,15 @@ export class DeviceSync implements DeviceSyncApi {
       if (!quiet || outage) await this.log({ type: 'sync-succeeded', kind })
       this.scheduleDelta()
     } catch (cause) {
-      const error = asSyncError(cause)
-      const failed: DirectionStatus = {
-        state: 'failed',
-        at: clock.now(),
-        error: { code: error.code, message: error.message },
-      }
+      // A refusal from the server (it closes the link with the error's
+      // code, after an error message) is the cause: say which.
+      const refusal = this.lastRemoteError
+      const error = asSyncError(cause, refusal)
+      const shown =
+        refusal === undefined || refusal.code === 'STORAGE_FAILED'
+          ? { code: error.code, message: error.message }
+          : refusal
+      const failed: DirectionStatus = { state: 'failed', at: clock.now(), error: shown }
       const direction =
         this.deviceToServer.state === 'in-progress'
           ? this.serverToDevice.state === 'in-progress'
@@ -361,16 +370,16 @@ export class DeviceSync implements DeviceSyncApi {
           : 'serverToDevice'
       if (this.deviceToServer.state === 'in-progress') this.deviceToServer = failed
       if (this.serverToDevice.state === 'in-progress') this.serverToDevice = failed
-      if (this.failingWith !== error.code) {
+      if (this.failingWith !== shown.code) {
         await this.log({
           type: 'sync-failed',
           kind,
-          code: error.code,
-          message: error.message,
+          code: shown.code,
+          message: shown.message,
           ...(direction === undefined ? {} : { direction }),
         })
       }
-      this.failingWith = error.code
+      this.failingWith = shown.code
       if (kind === 'full') this.fullPending = true
       this.scheduleRetry(error)
       throw error
@@ -430,8 +439,14 @@ export class DeviceSync implements DeviceSyncApi {
     )
   }
 
-  /** The running session, connecting first when needed. */
-  private session(): Promise<SyncSession> {
+  /**
+   * The running session, connecting first when needed. An automatic sync
+   * does not make a disconnected link try now: the link reconnects on its
+   * own backoff (and a sync runs when it does), so retries of both never
+   * add up to more attempts than the backoff allows. A manual one tries
+   * once now, without resetting the backoff.
+   */
+  private session(automatic: boolean): Promise<SyncSession> {
     const link = this.link
     if (link === undefined)
       return Promise.reject(new SyncError('NO_SERVER', 'this device has no server configured'))
@@ -439,6 +454,10 @@ export class DeviceSync implements DeviceSyncApi {
     if (current !== undefined && link.state === 'connected') return Promise.resolve(current)
     if (link.state === 'refused')
       return Promise.reject(new SyncError('SYNC_FAILED', 'the server refused this device'))
+    if (automatic && link.state === 'disconnected')
+      return Promise.reject(
+        new SyncError('SYNC_FAILED', 'the server is unreachable (waiting to reconnect)'),
+      )
     const waiting = new Promise<SyncSession>((resolve, reject) =>
       this.connectWaiters.push({ resolve, reject }),
     )
@@ -585,7 +604,20 @@ function covers(theirs: Map<number, number>, ours: Map<number, number>): boolean
   return true
 }
 
-function asSyncError(error: unknown): SyncError {
+function asSyncError(error: unknown, refusal?: { code: string; message: string }): SyncError {
+  if (
+    refusal?.code === 'STORAGE_FAILED' &&
+    !(error instanceof SyncError && error.code !== 'SYNC_FAILED')
+  )
+    return new SyncError('SAVE_TO_SERVER_FAILED', `the server could not save: ${refusal.message}`, {
+      cause: error,
+    })
+  if (refusal !== undefined && !(error instanceof SyncError && error.code !== 'SYNC_FAILED'))
+    return new SyncError(
+      'SYNC_FAILED',
+      `the server refused a change: ${refusal.code}: ${refusal.message}`,
+      { cause: error },
+    )
   if (error instanceof SyncError) return error
   if (error instanceof RostersyncError)
     return new SyncError('SYNC_FAILED', `${error.code}: ${error.message}`, { cause: error })

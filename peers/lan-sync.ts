@@ -249,6 +249,9 @@ export function runLanLink(
           signed: (send: (envelopes: Uint8Array[]) => void) =>
             (options.signing as DeviceSigning).link(connection.id, send),
         }),
+    // Another device is not trusted: bounded rates, and a refused update
+    // closes the link with its code (PROTOCOL.md, "Refusals").
+    untrusted: true,
     check: (update) =>
       checkUpdate(replica.doc, update, {
         // Devices relay every part over the LAN; the server's part is
@@ -256,6 +259,7 @@ export function runLanLink(
         mayWrite: () => true,
         schema,
         serverClients: serverClientsOf(replica.doc),
+        now: replica.now(),
       }),
     onRefused: refused,
     onRemoteError: (code, message) => options.onError?.(code, `LAN peer ${peer}: ${message}`),

@@ -46,6 +46,7 @@ import {
 import type { RecordSchema } from '../core/schema.js'
 import type { Store, StoreOp } from '../core/store.js'
 import type { ClientIdSource } from './identity.js'
+import { HeldBackUpdates } from './held-back.js'
 import { keys, seqOf } from './storage-keys.js'
 
 /** Coalescing listeners told per turn of the event loop (Replica.tellCoalescing). */
@@ -258,7 +259,7 @@ export class Replica {
   private touched = new Set<UserId>()
   private policiesTouched = false
   /** Remote updates waiting for earlier operations of their clients (see canIntegrate). */
-  private heldBack: RemoteUpdate[] = []
+  private readonly heldBack = new HeldBackUpdates<RemoteUpdate>()
   /** The batch being applied integrated held-back updates (their senders are not its ops'). */
   private heldApplied = false
   /** Events of the batch being applied, stored with it as one chunk. */
@@ -296,6 +297,20 @@ export class Replica {
    * mergeOwnConflicts). Devices only: no other peer writes the server's part.
    */
   private ownConflicts = new Map<UserId, DeviceEntry[]>()
+
+  /** The injected clock (sessions bound their links' rates with it). */
+  get clock(): Clock {
+    return this.options.clock
+  }
+
+  /**
+   * How many updates from link `from` are held back (not integrated: they
+   * wait for earlier operations). A link with none held holds nothing the
+   * replica lacks of what it sent.
+   */
+  heldBackFrom(from: string): number {
+    return this.heldBack.countFrom(from)
+  }
 
   private constructor(private readonly options: ReplicaOptions) {
     this.doc = new Y.Doc()
@@ -667,6 +682,11 @@ export class Replica {
   /** The greatest HLC stamp issued or observed. */
   hlcPeek(): HlcStamp {
     return this.hlc.peek()
+  }
+
+  /** The peer's clock now, ms: what checks of remote stamps judge them against (issue 11). */
+  now(): number {
+    return this.options.clock.now()
   }
 
   // ---------------------------------------------------------------- writes
@@ -1044,7 +1064,7 @@ export class Replica {
     }
     this.firstUpdateSeq = this.nextUpdateSeq
     this.updateBytesSinceSnapshot = 0
-    this.heldBack = []
+    this.heldBack.takeAll()
     if (options.local) {
       this.deleted.clear()
       this.localFields.clear()
@@ -1090,8 +1110,9 @@ export class Replica {
       batch.forEach((op, i) => {
         if (op.kind !== 'remote' || op.remote === undefined) return
         if (!this.canIntegrate(op.remote.meta)) {
-          this.holdBack(op.remote)
-          outcomes[i] = { ok: true, value: undefined }
+          const refused = this.heldBack.add(op.remote)
+          outcomes[i] =
+            refused === undefined ? { ok: true, value: undefined } : { ok: false, error: refused }
           return
         }
         try {
@@ -1229,31 +1250,21 @@ export class Replica {
     return true
   }
 
-  /**
-   * Keeps an update that cannot be integrated yet, in memory only: losing it
-   * (crash, bound) is harmless, because it is not in the state vector, so the
-   * next state-vector exchange sends it again. The oldest go first.
-   */
-  private holdBack(update: RemoteUpdate): void {
-    this.heldBack.push(update)
-    if (this.heldBack.length > limits.heldBackUpdatesMax) this.heldBack.shift()
-  }
-
   /** Integrates held-back updates that became ready, in the current batch. */
   private integrateHeldBack(ctx: WriteContext): void {
     let progress = true
     while (progress && this.heldBack.length > 0) {
       progress = false
-      const ready = this.heldBack.findIndex((held) => this.canIntegrate(held.meta))
+      const ready = this.heldBack.all().findIndex((held) => this.canIntegrate(held.meta))
       if (ready >= 0) {
-        this.applyHeld(this.heldBack.splice(ready, 1), ctx)
+        this.applyHeld(this.heldBack.take(ready, 1), ctx)
         progress = true
       } else if (this.heldBack.length > 1) {
         // Updates that each miss something the other holds (relays of
         // several writers) can still be complete together.
-        const merged = Y.mergeUpdates(this.heldBack.map((held) => held.bytes))
+        const merged = Y.mergeUpdates(this.heldBack.all().map((held) => held.bytes))
         if (this.canIntegrate(updateMeta(merged))) {
-          this.applyHeld(this.heldBack.splice(0), ctx)
+          this.applyHeld(this.heldBack.takeAll(), ctx)
           progress = true
         }
       }

@@ -4,11 +4,29 @@
  * (what it lacks), then forward every durable change as an update. Inbound
  * updates are checked, then applied through the replica (durable before they
  * count), strictly in arrival order.
+ *
+ * Inbound messages wait in a bounded inbox (count and bytes). Once the
+ * connection is closed nothing more of it is applied: what waited is
+ * dropped (the next exchange sends again whatever is missing). A link with
+ * an untrusted peer (SessionOptions.untrusted) is also bounded in messages,
+ * bytes and answered step 1s per second, and a refused message closes it
+ * with the error's code: Yjs holds back every later update of a writer
+ * that depends on a refused one, so a link that went on would only look
+ * healthy while nothing of it lands.
  */
 import * as Y from 'yjs'
-import { ForbiddenWriteError, MessageTooLargeError, RostersyncError } from '../core/errors.js'
+import {
+  ForbiddenWriteError,
+  ImplausibleStateVectorError,
+  MalformedMessageError,
+  MessageTooLargeError,
+  QueueFullError,
+  RateLimitedError,
+  RostersyncError,
+} from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
-import { decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
+import { CloseCode, decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
+import { TokenBucket } from '../core/token-bucket.js'
 import type { Connection } from '../core/transport.js'
 import type { Replica } from './replica.js'
 import type { SignedLink } from './signed-link.js'
@@ -21,14 +39,30 @@ export interface SessionOptions {
   readonly check?: (update: Uint8Array) => void
   /** Send refusals back as error messages (the server does; devices log them). */
   readonly reportErrors?: boolean
-  /** A refused or failed inbound message. */
-  readonly onRefused?: (error: RostersyncError) => void
+  /**
+   * A refused or failed inbound message; `update` is the refused update
+   * when the message carried one (step 2 or update).
+   */
+  readonly onRefused?: (error: RostersyncError, update?: Uint8Array) => void
   /** An error message from the other side. */
   readonly onRemoteError?: (code: string, message: string) => void
   /** The other side's step 2 arrived and is durable: this side has all it had. */
   readonly onSynced?: () => void
-  /** An inbound update (step 2 or live) passed the check and is durable here. */
+  /**
+   * An inbound update (step 2 or live) passed the check and is durable here,
+   * or held back until earlier operations arrive (Replica.heldBackFrom).
+   */
   readonly onApplied?: () => void
+  /** The other side's step 1 arrived (its state vector, decoded), before it is answered. */
+  readonly onStep1?: (theirs: Map<number, number>) => void
+  /**
+   * The other side is not trusted (a device's link at the server, a LAN
+   * peer): its messages, bytes and answered step 1s per second are bounded
+   * (`netLimits.link*`, `step1AnswersPerSecondMax`), a step 1 waiting behind
+   * a later one is not answered (the later answer covers it), and a refused
+   * message closes the link with its error code (PROTOCOL.md, "Refusals").
+   */
+  readonly untrusted?: boolean
   /** This side answered a step 1 with step 2. */
   readonly onAnswered?: () => void
   /**
@@ -99,11 +133,121 @@ function updateMessage(update: Uint8Array): Uint8Array {
   return lastMessage
 }
 
+/** The close code and reason for a refusal (the reason starts with the error code). */
+export function refusalClose(error: RostersyncError): { code: number; reason: string } {
+  const code =
+    error.code === 'MALFORMED_MESSAGE'
+      ? CloseCode.malformed
+      : error.code === 'MESSAGE_TOO_LARGE'
+        ? CloseCode.tooLarge
+        : error.code === 'STORAGE_FAILED' ||
+            error.code === 'STORE_CLOSED' ||
+            error.code === 'PEER_CLOSED'
+          ? CloseCode.internal
+          : CloseCode.refused
+  return { code, reason: closeReason(`${error.code}: ${error.message}`) }
+}
+
+/** WebSocket close reasons are at most 123 bytes of UTF-8. */
+const CLOSE_REASON_BYTES_MAX = 123
+
+/** `text` cut to what a WebSocket close frame carries (whole characters). */
+export function closeReason(text: string): string {
+  const encoder = new TextEncoder()
+  if (encoder.encode(text).byteLength <= CLOSE_REASON_BYTES_MAX) return text
+  let out = ''
+  let bytes = 0
+  for (const char of text) {
+    const size = encoder.encode(char).byteLength
+    if (bytes + size > CLOSE_REASON_BYTES_MAX) break
+    out += char
+    bytes += size
+  }
+  return out
+}
+
+/**
+ * ClientIDs each replica minted because a peer's step 1 said it knew more
+ * of the one before: nobody else can know anything of those, so a second
+ * such claim is a lie, and obeying it would mint a clientID per message.
+ */
+const mintedOnClaim = new WeakMap<Replica, Set<number>>()
+
+/** One inbound message waiting in a session's inbox. */
+interface Inbound {
+  readonly size: number
+  /** The decoded message, or why it is refused (it does not decode, or is too large). */
+  readonly message: Message | RostersyncError
+}
+
+/** The per-second bounds of an untrusted link (SessionOptions.untrusted). */
+class LinkRates {
+  private readonly messages = new TokenBucket(
+    netLimits.linkMessagesPerSecondMax,
+    netLimits.linkMessagesBurstMax,
+  )
+  private readonly bytes = new TokenBucket(
+    netLimits.linkBytesPerSecondMax,
+    netLimits.linkBytesBurstMax,
+  )
+  private readonly answers = new TokenBucket(
+    netLimits.step1AnswersPerSecondMax,
+    netLimits.step1AnswersBurstMax,
+  )
+
+  constructor(private readonly now: () => number) {}
+
+  /** Counts an inbound message; the refusal when it is one too many. */
+  message(size: number): RostersyncError | undefined {
+    const now = this.now()
+    if (!this.messages.take(1, now))
+      return new RateLimitedError('messages', netLimits.linkMessagesPerSecondMax)
+    if (!this.bytes.take(size, now))
+      return new RateLimitedError('bytes', netLimits.linkBytesPerSecondMax)
+    return undefined
+  }
+
+  /** Counts an answer to a step 1; the refusal when it is one too many. */
+  answer(): RostersyncError | undefined {
+    return this.answers.take(1, this.now())
+      ? undefined
+      : new RateLimitedError('answered step 1s', netLimits.step1AnswersPerSecondMax)
+  }
+}
+
+/** Decodes a message, and a step 1's state vector, at arrival. */
+function decodeInbound(bytes: Uint8Array): Message | RostersyncError {
+  if (bytes.byteLength > netLimits.messageBytesMax) {
+    return new MessageTooLargeError('message', bytes.byteLength, netLimits.messageBytesMax)
+  }
+  try {
+    const message = decodeMessage(bytes)
+    // A state vector that does not decode must be refused as malformed here,
+    // not found out deep in the answer (an untyped failure).
+    if (message.type === 'sync-step1') Y.decodeStateVector(message.stateVector)
+    return message
+  } catch (error) {
+    return error instanceof MalformedMessageError
+      ? error
+      : new MalformedMessageError('state vector does not decode', error)
+  }
+}
+
 /** Runs the sync protocol on `connection` until it closes. */
 export function startSession(options: SessionOptions): SyncSession {
   const { replica, connection } = options
+  const untrusted = options.untrusted === true
+  const rates = untrusted ? new LinkRates(() => replica.clock.now()) : undefined
   let synced = false
-  let queued = 0
+  /** Messages received and not handled yet, oldest first; emptied when the link closes. */
+  const inbox: Inbound[] = []
+  let inboxBytes = 0
+  /** Step 1s in the inbox (a step 1 with a later one behind it needs no answer). */
+  let step1sWaiting = 0
+  /** The pump's run, while one is going (see pump). */
+  let pumping: Promise<void> = Promise.resolve()
+  let pumpRunning = false
+  let stopped = false
   /** Callers of requestSync waiting for the other side's step 1, oldest first. */
   const waiting: Array<{
     resolve: (answer: SyncAnswer) => void
@@ -111,7 +255,6 @@ export function startSession(options: SessionOptions): SyncSession {
     /** Filled by the other side's step 1; its step 2 then completes the answer. */
     answer?: SyncAnswer
   }> = []
-  let chain: Promise<void> = Promise.resolve()
   const send = (message: Message): void => {
     if (connection.open) connection.send(encodeMessage(message))
   }
@@ -136,10 +279,20 @@ export function startSession(options: SessionOptions): SyncSession {
           { coalesce: true },
         )
   const stateVector = (): Uint8Array => Y.encodeStateVector(replica.doc)
-  const refuse = (error: RostersyncError): void => {
+  const dropInbox = (): void => {
+    inbox.length = 0
+    inboxBytes = 0
+    step1sWaiting = 0
+  }
+  const refuse = (error: RostersyncError, update?: Uint8Array): void => {
     if (options.reportErrors === true)
       send({ type: 'error', code: error.code, message: error.message })
-    options.onRefused?.(error)
+    options.onRefused?.(error, update)
+    if (untrusted) {
+      const { code, reason } = refusalClose(error)
+      dropInbox()
+      connection.close(code, reason)
+    }
   }
   const apply = async (update: Uint8Array): Promise<void> => {
     if (signedNow() !== undefined)
@@ -166,47 +319,54 @@ export function startSession(options: SessionOptions): SyncSession {
    * The other side knows more operations of our clientID than we have: this
    * data directory was restored from a backup (or copied) after that clientID
    * wrote more. Writing on with it would mint ids that already exist
-   * elsewhere with other content, so take a fresh one now.
+   * elsewhere with other content, so take a fresh one now. Once per loaded
+   * clientID: a claim about one minted here because of such a claim is a lie.
    */
-  const renewIfReused = async (stateVector: Uint8Array): Promise<void> => {
-    const theirs = Y.decodeStateVector(stateVector).get(replica.doc.clientID) ?? 0
-    if (theirs > Y.getState(replica.doc.store, replica.doc.clientID)) await replica.renewClientId()
+  const renewIfReused = async (theirs: Map<number, number>): Promise<void> => {
+    const id = replica.doc.clientID
+    const claimed = theirs.get(id) ?? 0
+    const held = Y.getState(replica.doc.store, id)
+    if (claimed <= held) return
+    const minted = mintedOnClaim.get(replica) ?? new Set<number>()
+    if (minted.has(id)) throw new ImplausibleStateVectorError(id, claimed, held)
+    await replica.renewClientId()
+    minted.add(replica.doc.clientID)
+    mintedOnClaim.set(replica, minted)
   }
-  const handle = async (bytes: Uint8Array): Promise<void> => {
-    if (bytes.byteLength > netLimits.messageBytesMax) {
-      throw new MessageTooLargeError('message', bytes.byteLength, netLimits.messageBytesMax)
-    }
-    const message = decodeMessage(bytes)
-    switch (message.type) {
-      case 'sync-step1': {
-        await renewIfReused(message.stateVector)
-        // The answer holds none of this peer's own changes that are not
-        // durable, and is sent at that moment (Replica.whenDurable), before
-        // any update that builds on it: an own change sent and then lost to a
-        // crash would stay on the other side under a clientID this peer no
-        // longer writes with. Our step 1 (the acknowledgement a device reads)
-        // claims only what is durable here. It goes first: the other side
-        // checks it for a reused clientID before it applies the step 2.
-        const ours = await replica.whenDurable((_doc, vector) => {
-          if (options.answerStep1WithStateVector === true) {
-            send({ type: 'sync-step1', stateVector: vector })
-          }
-          const signed = signedNow()
-          if (signed === undefined)
-            send({ type: 'sync-step2', update: replica.encodeDiff(message.stateVector) })
-          else send({ type: 'signed-step2', envelopes: signed.answer(message.stateVector) })
-          return vector
-        })
-        options.onAnswered?.()
-        const waiter = waiting.find((w) => w.answer === undefined)
-        if (waiter !== undefined) {
-          waiter.answer = {
-            theirs: Y.decodeStateVector(message.stateVector),
-            ours: Y.decodeStateVector(ours),
-          }
-        }
-        return
+  const answerStep1 = async (sent: Uint8Array): Promise<void> => {
+    const theirs = Y.decodeStateVector(sent)
+    options.onStep1?.(theirs)
+    await renewIfReused(theirs)
+    const limited = rates?.answer()
+    if (limited !== undefined) throw limited
+    // The answer holds none of this peer's own changes that are not
+    // durable, and is sent at that moment (Replica.whenDurable), before
+    // any update that builds on it: an own change sent and then lost to a
+    // crash would stay on the other side under a clientID this peer no
+    // longer writes with. Our step 1 (the acknowledgement a device reads)
+    // claims only what is durable here. It goes first: the other side
+    // checks it for a reused clientID before it applies the step 2.
+    const ours = await replica.whenDurable((_doc, vector) => {
+      if (options.answerStep1WithStateVector === true) {
+        send({ type: 'sync-step1', stateVector: vector })
       }
+      const signed = signedNow()
+      if (signed === undefined) send({ type: 'sync-step2', update: replica.encodeDiff(sent) })
+      else send({ type: 'signed-step2', envelopes: signed.answer(sent) })
+      return vector
+    })
+    options.onAnswered?.()
+    const waiter = waiting.find((w) => w.answer === undefined)
+    if (waiter !== undefined) waiter.answer = { theirs, ours: Y.decodeStateVector(ours) }
+  }
+  const handle = async (message: Message): Promise<void> => {
+    switch (message.type) {
+      case 'sync-step1':
+        // A later step 1 from an untrusted peer is answered with everything
+        // this one would get: answering both only amplifies a flood.
+        if (untrusted && step1sWaiting > 0) return
+        await answerStep1(message.stateVector)
+        return
       case 'sync-step2':
       case 'signed-step2': {
         if (message.type === 'sync-step2') await apply(message.update)
@@ -238,29 +398,79 @@ export function startSession(options: SessionOptions): SyncSession {
         return
     }
   }
-  connection.onMessage((bytes) => {
-    if (++queued > netLimits.inboundMessagesQueuedMax) {
-      connection.close(1008, 'TOO_MANY_QUEUED_MESSAGES')
+  const handleOne = async (next: Inbound): Promise<void> => {
+    const { message } = next
+    if (message instanceof RostersyncError) {
+      refuse(message)
       return
     }
+    try {
+      await handle(message)
+    } catch (error) {
+      const update =
+        message.type === 'sync-step2' || message.type === 'sync-update' ? message.update : undefined
+      if (error instanceof RostersyncError) refuse(error, update)
+      else connection.close(CloseCode.internal, closeReason(`INTERNAL: ${String(error)}`))
+    }
+  }
+  /** Handles the inbox one message at a time, in order, while the link is open. */
+  const pump = async (): Promise<void> => {
+    // Cleared synchronously as the loop ends (a finally in this function,
+    // not a then after it): a message arriving right after must start a run.
+    pumpRunning = true
+    try {
+      for (;;) {
+        const next = inbox.shift()
+        if (next === undefined) return
+        inboxBytes -= next.size
+        if (!(next.message instanceof RostersyncError) && next.message.type === 'sync-step1')
+          step1sWaiting--
+        // Nothing more of a closed link is applied (its queue could hold a
+        // flood that outlives every socket).
+        if (stopped || !connection.open) {
+          dropInbox()
+          return
+        }
+        await handleOne(next)
+      }
+    } finally {
+      pumpRunning = false
+    }
+  }
+  const receive = (bytes: Uint8Array): void => {
+    if (stopped || !connection.open) return
+    const limited =
+      rates?.message(bytes.byteLength) ??
+      (inbox.length + 1 > netLimits.inboundMessagesQueuedMax
+        ? new QueueFullError('messages', netLimits.inboundMessagesQueuedMax)
+        : inboxBytes + bytes.byteLength > netLimits.inboundBytesQueuedMax
+          ? new QueueFullError('bytes', netLimits.inboundBytesQueuedMax)
+          : undefined)
+    if (limited !== undefined) {
+      // Refused at once, ahead of what waits: the link is closed either way.
+      if (options.reportErrors === true)
+        send({ type: 'error', code: limited.code, message: limited.message })
+      options.onRefused?.(limited)
+      dropInbox()
+      const { code, reason } = refusalClose(limited)
+      connection.close(code, reason)
+      return
+    }
+    const message = decodeInbound(bytes)
+    if (!(message instanceof RostersyncError) && message.type === 'sync-step1') step1sWaiting++
+    inbox.push({ size: bytes.byteLength, message })
+    inboxBytes += bytes.byteLength
     // One at a time, in order: an update may depend on the one before it,
     // which must be applied before this one is checked.
-    chain = chain
-      .then(() => handle(bytes))
-      .catch((error: unknown) => {
-        if (error instanceof RostersyncError) refuse(error)
-        else connection.close(1011, `INTERNAL: ${(error as Error).message}`)
-      })
-      .finally(() => {
-        queued--
-      })
-  })
+    if (!pumpRunning) pumping = pump()
+  }
+  connection.onMessage(receive)
   if (options.sendStep1OnStart !== false) send({ type: 'sync-step1', stateVector: stateVector() })
   return {
     get synced() {
       return synced
     },
-    idle: () => chain,
+    idle: () => pumping,
     requestSync() {
       if (!connection.open) return Promise.reject(new Error('connection closed'))
       return new Promise<SyncAnswer>((resolve, reject) => {
@@ -269,6 +479,8 @@ export function startSession(options: SessionOptions): SyncSession {
       })
     },
     stop() {
+      stopped = true
+      dropInbox()
       offUpdate()
       signedLink?.stop()
       const pending = waiting.splice(0)

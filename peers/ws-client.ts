@@ -1,15 +1,25 @@
 /**
  * A device's link to the server, speaking the y-websocket protocol through a
  * sync session: over WebSocket by default, or over any transport passed in
- * (the simulator's). Reconnects with exponential backoff and full jitter,
+ * (the simulator's). Reconnects with exponential backoff and jitter,
  * through the injected clock; stops for good when the server refuses the
  * device (bad site key, revoked). What runs on the link once it is up (full
  * and delta syncs) is the sync controller's business (device-sync.ts).
+ *
+ * The backoff only grows until a connection succeeds: it is reset when a
+ * connection that completed its initial exchange closes for a reason other
+ * than a refusal, never by a retry. A connection the server closed on a
+ * refusal (1007, 1008, 1009, 1011: its change was refused, a limit was hit)
+ * is not a success, however far it got: reconnecting at once would send the
+ * same refused change again, in a loop. After a 1001 (the server is
+ * restarting) the device reconnects after a delay drawn over
+ * `reconnectAfterRestartSpreadMs`, so a site's devices do not all come back
+ * in the same second.
  */
-import { retryDelayMs } from '../core/backoff.js'
+import { restartReconnectDelayMs, retryDelayMs } from '../core/backoff.js'
 import type { Clock } from '../core/clock.js'
 import type { RostersyncError } from '../core/errors.js'
-import { isFinalClose } from '../core/protocol.js'
+import { CloseCode, isFinalClose } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
 import { wsConnect } from '../transports/ws-transport.js'
 import type { Replica } from './replica.js'
@@ -68,7 +78,11 @@ export interface ServerLink {
   readonly synced: boolean
   /** The running session, while connected. */
   readonly session: SyncSession | undefined
-  /** Reconnects now (a manual retry, or a connected link that stopped answering), resetting the backoff. */
+  /**
+   * Connects now (a manual sync, or a connected link that stopped
+   * answering). The backoff is not reset: if this attempt fails, the next
+   * automatic one comes after a delay at least as long as the last.
+   */
   retry(): void
   /** Closes the connection and stops reconnecting until `resume()` (after a retention wipe). */
   pause(): void
@@ -110,13 +124,15 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
     state = next
     options.onState?.(next, detail)
   }
-  const schedule = (): void => {
+  /** The next attempt, after `delayMs` (by default the backoff's next delay). */
+  const schedule = (delayMs?: number): void => {
     const gen = generation
+    options.clock.clearTimeout(timer)
     timer = options.clock.setTimeout(
       () => {
         if (gen === generation) void open()
       },
-      retryDelayMs(attempt++, options.random()),
+      delayMs ?? retryDelayMs(attempt++, options.random()),
     )
   }
   const open = async (): Promise<void> => {
@@ -136,7 +152,10 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       return
     }
     connection = conn
+    /** Error codes the server sent on this connection (its close repeats one). */
+    const reported = new Set<string>()
     conn.onClose(({ code, reason }) => {
+      const wasSynced = session?.synced === true
       session?.stop()
       session = undefined
       connection = undefined
@@ -145,8 +164,16 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
         setState('refused', reason)
         return
       }
+      const refusal = refusalOf(code, reason)
+      if (refusal === undefined) {
+        if (wasSynced) attempt = 0
+      } else if (!reported.has(refusal.code)) {
+        options.onError?.(refusal.code, refusal.message)
+      }
       setState('disconnected', reason)
-      schedule()
+      schedule(
+        code === CloseCode.serverClosing ? restartReconnectDelayMs(options.random()) : undefined,
+      )
     })
     session = startSession({
       replica: options.replica,
@@ -162,11 +189,11 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
               (options.onHello as NonNullable<ServerLinkOptions['onHello']>)(key, cert, conn),
           }),
       onRefused: (error: RostersyncError) => options.onError?.(error.code, error.message),
-      onRemoteError: (code, message) => options.onError?.(code, message),
-      onSynced: () => {
-        attempt = 0
-        options.onSynced?.()
+      onRemoteError: (code, message) => {
+        reported.add(code)
+        options.onError?.(code, message)
       },
+      onSynced: () => options.onSynced?.(),
     })
     setState('connected')
     options.onConnected?.(session)
@@ -198,7 +225,6 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       // with the answer to the one before it. A new connection starts a
       // clean session.
       drop()
-      attempt = 0
       void open()
     },
     pause() {
@@ -217,4 +243,22 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       drop()
     },
   }
+}
+
+/**
+ * The error a close reports when the server closed on a refusal (its
+ * reason starts with the error code: `INVALID_RECORD: ...`).
+ */
+function refusalOf(code: number, reason: string): { code: string; message: string } | undefined {
+  if (
+    code !== CloseCode.refused &&
+    code !== CloseCode.malformed &&
+    code !== CloseCode.tooLarge &&
+    code !== CloseCode.internal
+  )
+    return undefined
+  const match = /^([A-Z][A-Z0-9_]*)(?::\s*(.*))?$/s.exec(reason)
+  if (match === null)
+    return { code: 'SYNC_FAILED', message: `closed by the server: ${code} ${reason}` }
+  return { code: match[1] ?? 'SYNC_FAILED', message: match[2] ?? reason }
 }

@@ -38,8 +38,25 @@ export interface ServerOptions extends CommonPeerOptions {
   readonly host?: string
   /** Port to listen on; 0 picks a free one. */
   readonly port?: number
-  /** Secret shared by the site; devices need it to join. */
+  /**
+   * Secret shared by the site; devices need it to join. Default: read from
+   * (or created in) `<dataDir>/site-key` (mode 0600), random when there is
+   * no dataDir; `server.siteKey` has it. Never logged.
+   */
   readonly siteKey?: string
+  /**
+   * An open site: any device with any key (or none) joins. Must be asked
+   * for explicitly, and is announced with a process warning at start-up.
+   * Cannot be combined with `siteKey`.
+   */
+  readonly open?: boolean
+  /**
+   * Approval mode: a device id never seen before is registered as pending
+   * and refused (`PEER_PENDING`, close 4423; it retries with backoff) until
+   * `server.devices.approve(id)`. The site key alone then no longer lets a
+   * revoked device back in under a new id.
+   */
+  readonly approveDevices?: boolean
   /**
    * Bearer token of the HTTP API. Default: read from (or created in)
    * `<dataDir>/admin-token`, so local tools can use it; random when there is no dataDir.
@@ -78,6 +95,8 @@ const serverOptionsSchema = z.strictObject({
   host: z.string().min(1).optional(),
   port: z.number().int().min(0).max(65535).optional(),
   siteKey: z.string().min(1).optional(),
+  open: z.boolean().optional(),
+  approveDevices: z.boolean().optional(),
   adminToken: z.string().min(16).optional(),
   room: z.string().min(1).max(128).optional(),
   listen: z.boolean().optional(),
@@ -120,7 +139,16 @@ export interface ServerPeer {
     list(filter?: { nameContains?: string }): DeviceRecord[]
     /** Revokes a device: its connections close and it is refused from then on. */
     revoke(id: string): Promise<boolean>
+    /**
+     * Approves a pending device (approval mode): it syncs from its next
+     * connection on. False if unknown; rejects `PEER_REVOKED` for a revoked one.
+     */
+    approve(id: string): Promise<boolean>
   }
+  /** The site key devices join with; undefined for an open site. */
+  readonly siteKey: string | undefined
+  /** Where the site key is kept (`<dataDir>/site-key`), when the server made or read it there. */
+  readonly siteKeyFile: string | undefined
   /**
    * Takes a connection opened over any transport (the simulator's, an
    * in-memory pair) as if it had joined the WebSocket endpoint at `url`
@@ -136,6 +164,8 @@ export interface ServerPeer {
 /** Opens the server peer in `dataDir` (API.md). */
 export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   const options = parseOptions(serverOptionsSchema, input, 'createServer') as ServerOptions
+  if (options.open === true && options.siteKey !== undefined)
+    throw new InvalidOptionsError('createServer: open and siteKey exclude each other')
   const basics = await peerBasics(options)
   const identity = await Identity.open(basics.store, basics.randomUint32)
   const replica = await Replica.open({
@@ -165,6 +195,22 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   const registry = new DeviceRegistry(basics.clock, replica)
   const keys = new DeviceKeys(replica)
   const adminToken = options.adminToken ?? (await adminTokenFor(options.dataDir))
+  // Secure by default: no site key given means one kept beside the
+  // database, never an open site (issue 11).
+  const siteKeyFile =
+    options.open === true || options.siteKey !== undefined || options.dataDir === undefined
+      ? undefined
+      : join(options.dataDir, 'site-key')
+  const siteKey =
+    options.open === true
+      ? undefined
+      : (options.siteKey ?? (await secretFor(options.dataDir, 'site-key')))
+  if (options.open === true && options.listen !== false) {
+    process.emitWarning(
+      'this rostersync site is OPEN: any device with any key joins (open: true). Pass siteKey, or leave both out for a generated one.',
+      { code: 'ROSTERSYNC_OPEN_SITE' },
+    )
+  }
   // The API is bound once the peer object exists (it serves its methods).
   let api: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => {
     res.writeHead(503).end()
@@ -173,7 +219,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     replica,
     schema: basics.schema,
     registry,
-    siteKey: options.siteKey,
+    siteKey,
     room: options.room ?? 'roster',
     signing: {
       identity,
@@ -188,9 +234,11 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
           checkUpdate(replica.doc, update, {
             mayWrite: (owner) => owner === writer,
             schema: basics.schema,
+            now: replica.now(),
           }),
       }),
     },
+    approveDevices: options.approveDevices === true,
   }
   const endpoint = createSyncEndpoint(endpointOptions)
   let sync: SyncServer | undefined
@@ -220,6 +268,8 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     url: sync?.url ?? '',
     http: sync?.http ?? '',
     adminToken,
+    siteKey,
+    siteKeyFile,
     devices: {
       list: (filter) => registry.list(filter),
       async revoke(id) {
@@ -227,6 +277,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
         endpoint.disconnect(id, CloseCode.revoked, 'PEER_REVOKED')
         return true
       },
+      approve: (id) => registry.approve(id),
     },
     accept: (connection, url) => endpoint.accept(connection, url),
     async setFieldPolicies(policies) {
@@ -254,8 +305,16 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
  * same machine (the CLI) can use the API; created on first start.
  */
 async function adminTokenFor(dataDir: string | undefined): Promise<string> {
+  return secretFor(dataDir, 'admin-token')
+}
+
+/**
+ * A secret kept in `<dataDir>/<name>` (mode 0600), created on first start
+ * and reused after; random and kept in memory only without a dataDir.
+ */
+async function secretFor(dataDir: string | undefined, name: string): Promise<string> {
   if (dataDir === undefined) return randomBytes(24).toString('hex')
-  const file = join(dataDir, 'admin-token')
+  const file = join(dataDir, name)
   try {
     const token = (await readFile(file, 'utf8')).trim()
     if (token.length >= 16) return token

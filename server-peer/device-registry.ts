@@ -12,8 +12,24 @@
  * or on close: a server with hundreds of devices reconnecting would
  * otherwise make one durable write per connection and per disconnection,
  * and its answers would wait behind them (issue 5).
+ *
+ * It is also the front door's memory (issue 11): ids are kept exactly as
+ * the device gave them, and one that differs from a registered id only by
+ * case is refused (`ID_CONFLICT`); names and serials are cleaned of
+ * control characters and cut to their named limits; the registry holds at
+ * most `limits.devicesRegisteredMax` devices, `limits.devicesPendingMax` of
+ * them waiting for approval.
  */
 import type { Clock } from '../core/clock.js'
+import {
+  IdConflictError,
+  PeerPendingError,
+  PeerRevokedError,
+  RegistryFullError,
+  type RostersyncError,
+} from '../core/errors.js'
+import { cleanLabel, idFold, isReservedWriterId, SERVER_ID } from '../core/ids.js'
+import { limits } from '../core/limits.js'
 import type { MetaContext, Replica } from '../peers/replica.js'
 
 /** State of one sync direction as the server saw it last. */
@@ -35,9 +51,11 @@ export interface DeviceRecord {
   readonly address: string
   readonly firstSeen: number
   readonly lastSeen: number
-  /** `connected`, `disconnected` or `revoked`. */
-  readonly state: 'connected' | 'disconnected' | 'revoked'
+  /** `connected`, `disconnected`, `pending` (waits for approval) or `revoked`. */
+  readonly state: 'connected' | 'disconnected' | 'pending' | 'revoked'
   readonly revoked: boolean
+  /** Registered in approval mode and not approved yet: refused with `PEER_PENDING`. */
+  readonly pending: boolean
   readonly connected: boolean
   readonly sync: {
     readonly serverToDevice: DirectionState
@@ -53,6 +71,10 @@ export const LAZY_FLUSH_MS = 5 * 60_000
 /** Registry of a site's devices. */
 export class DeviceRegistry {
   private readonly devices = new Map<string, DeviceRecord>()
+  /** Registered id by its case fold (ID_CONFLICT). */
+  private readonly byFold = new Map<string, string>()
+  /** How many records are pending, kept so that admission need not count. */
+  private pendingCount = 0
   /** Open connections per device (a device may briefly have two while reconnecting). */
   private readonly open = new Map<string, number>()
   /** Devices whose record in memory is newer than the stored one. */
@@ -65,16 +87,90 @@ export class DeviceRegistry {
     private readonly replica: Replica,
   ) {
     for (const [id, value] of replica.recordsOf(NAMESPACE)) {
-      const stored = value as Omit<DeviceRecord, 'connected' | 'state'>
-      // Nothing is connected to a server that just started.
-      this.devices.set(id, withState({ ...stored, connected: false }))
+      const stored = value as Omit<DeviceRecord, 'connected' | 'state' | 'pending'> & {
+        pending?: boolean
+      }
+      // Nothing is connected to a server that just started; records from
+      // before approval mode existed are approved.
+      const record = withState({ ...stored, pending: stored.pending === true, connected: false })
+      this.devices.set(id, record)
+      this.byFold.set(idFold(id), id)
+      if (record.pending) this.pendingCount++
     }
   }
 
+  /**
+   * Decides whether a device id with the site key may sync; undefined
+   * admits it. Refuses `ID_CONFLICT` (reserved, or a registered id in
+   * another case), `PEER_REVOKED`, `PEER_PENDING` (waits for approval) and
+   * `REGISTRY_FULL`. With `approval`, an id never seen before is registered
+   * as pending (and refused) until {@link approve}.
+   */
+  admission(
+    id: string,
+    join: { name: string; address: string; serial: string },
+    approval: boolean,
+  ): RostersyncError | undefined {
+    if (isReservedWriterId(id)) return new IdConflictError(id, SERVER_ID)
+    const taken = this.byFold.get(idFold(id))
+    if (taken !== undefined && taken !== id) return new IdConflictError(id, taken)
+    const prev = this.devices.get(id)
+    if (prev?.revoked === true) return new PeerRevokedError(id)
+    if (prev?.pending === true) {
+      // Still asking: the administrator sees when and from where.
+      this.set(withState({ ...prev, address: join.address, lastSeen: this.clock.now() }), false)
+      return new PeerPendingError(id)
+    }
+    if (prev !== undefined) return undefined
+    if (this.devices.size >= limits.devicesRegisteredMax)
+      return new RegistryFullError('devices', limits.devicesRegisteredMax)
+    if (!approval) return undefined
+    if (this.pendingCount >= limits.devicesPendingMax)
+      return new RegistryFullError('devices waiting for approval', limits.devicesPendingMax)
+    const now = this.clock.now()
+    this.pendingCount++
+    this.set(
+      withState({
+        id,
+        name: cleanLabel(join.name, limits.deviceNameCharsMax) || id,
+        serial: cleanLabel(join.serial, limits.deviceSerialCharsMax) || id,
+        address: join.address,
+        firstSeen: now,
+        lastSeen: now,
+        revoked: false,
+        pending: true,
+        connected: false,
+        sync: { serverToDevice: NOT_STARTED, deviceToServer: NOT_STARTED },
+      }),
+      true,
+    )
+    return new PeerPendingError(id)
+  }
+
+  /**
+   * Approves a pending device durably: it syncs from its next connection
+   * on. True when it is approved now (or was already); false if unknown.
+   * A revoked device stays refused: rejects with `PEER_REVOKED`.
+   */
+  async approve(id: string): Promise<boolean> {
+    const prev = this.devices.get(id)
+    if (prev === undefined) return false
+    if (prev.revoked) throw new PeerRevokedError(id)
+    if (!prev.pending) return true
+    this.pendingCount--
+    this.devices.set(id, withState({ ...prev, pending: false }))
+    this.dirty.add(id)
+    await this.store()
+    return true
+  }
+
   /** Records a device joining; returns whether it is new. */
-  seen(id: string, name: string, address: string, serial = id): boolean {
+  seen(id: string, rawName: string, address: string, rawSerial = id): boolean {
     const now = this.clock.now()
     const prev = this.devices.get(id)
+    // A device names itself: no escape sequences, no 10,000 characters.
+    const name = cleanLabel(rawName, limits.deviceNameCharsMax) || id
+    const serial = cleanLabel(rawSerial, limits.deviceSerialCharsMax) || id
     this.open.set(id, (this.open.get(id) ?? 0) + 1)
     const changed = prev === undefined || prev.name !== name || prev.serial !== serial
     this.set(
@@ -86,6 +182,7 @@ export class DeviceRegistry {
         firstSeen: prev?.firstSeen ?? now,
         lastSeen: now,
         revoked: prev?.revoked ?? false,
+        pending: prev?.pending ?? false,
         connected: true,
         sync: prev?.sync ?? { serverToDevice: NOT_STARTED, deviceToServer: NOT_STARTED },
       }),
@@ -132,7 +229,8 @@ export class DeviceRegistry {
   async revoke(id: string): Promise<boolean> {
     const prev = this.devices.get(id)
     if (prev === undefined) return false
-    const record = withState({ ...prev, revoked: true, connected: false })
+    if (prev.pending) this.pendingCount--
+    const record = withState({ ...prev, revoked: true, pending: false, connected: false })
     this.devices.set(id, record)
     this.dirty.add(id)
     // Not stored on failure: still revoked in memory (refused from now on),
@@ -221,6 +319,7 @@ export class DeviceRegistry {
    */
   private set(record: DeviceRecord, now: boolean): void {
     this.devices.set(record.id, record)
+    this.byFold.set(idFold(record.id), record.id)
     this.dirty.add(record.id)
     // After close (a connection's close event coming late) nothing is stored.
     if (this.closed) return
@@ -248,7 +347,13 @@ export class DeviceRegistry {
 function withState(record: Omit<DeviceRecord, 'state'>): DeviceRecord {
   return {
     ...record,
-    state: record.revoked ? 'revoked' : record.connected ? 'connected' : 'disconnected',
+    state: record.revoked
+      ? 'revoked'
+      : record.pending
+        ? 'pending'
+        : record.connected
+          ? 'connected'
+          : 'disconnected',
   }
 }
 

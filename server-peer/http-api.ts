@@ -1,11 +1,27 @@
 /**
- * The server's JSON HTTP API on the sync port: the roster (list, get, put,
- * patch, delete), devices (list, revoke) and the event log, behind an admin
- * token. Byte fields (templates, photos) travel as `{ "base64": "..." }`.
+ * The server's JSON HTTP API on the sync port: the roster (list in pages,
+ * get, put, patch, delete), devices (list, revoke, approve) and the event
+ * log, behind an admin token (`Authorization: Bearer`, nothing else). Byte
+ * fields (templates, photos) travel as `{ "base64": "..." }`. Every
+ * failure is a typed JSON error (`{ error: { code, message } }`) whose
+ * message carries at most a bounded excerpt of the request.
  */
 import { timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { RostersyncError, type ErrorCode } from '../core/errors.js'
+import {
+  excerpt,
+  InvalidOptionsError,
+  InvalidRecordError,
+  MalformedMessageError,
+  MalformedRequestError,
+  MessageTooLargeError,
+  MethodNotAllowedError,
+  NotFoundError,
+  PeerUnknownError,
+  RostersyncError,
+  UserNotFoundError,
+  type ErrorCode,
+} from '../core/errors.js'
 import { EVENT_TYPES, type EventQuery, type EventType } from '../core/events.js'
 import { netLimits } from '../core/limits.js'
 import type { UsersApi } from '../peers/user-ops.js'
@@ -18,14 +34,22 @@ export interface HttpApiTarget {
   readonly devices: {
     list(filter?: { nameContains?: string }): DeviceRecord[]
     revoke(id: string): Promise<boolean>
+    approve(id: string): Promise<boolean>
   }
+  /** Every user id, sorted (the pages of `GET /api/users` walk it). */
+  readonly replica: { allUserIds(): readonly string[] }
 }
 
 const statusOf: Partial<Record<ErrorCode, number>> = {
   INVALID_RECORD: 400,
   INVALID_OPTIONS: 400,
   MALFORMED_MESSAGE: 400,
+  MALFORMED_REQUEST: 400,
   USER_NOT_FOUND: 404,
+  PEER_UNKNOWN: 404,
+  NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  PEER_REVOKED: 409,
   MESSAGE_TOO_LARGE: 413,
   AUTH_FAILED: 401,
   STORAGE_FAILED: 503,
@@ -62,7 +86,7 @@ export function fromWire(value: unknown): unknown {
   return value
 }
 
-/** Builds the request handler. */
+/** Builds the request handler. Never throws; every failure is a typed JSON error. */
 export function httpApi(target: HttpApiTarget, adminToken: string) {
   return (req: IncomingMessage, res: ServerResponse): void => {
     void serve(target, adminToken, req, res).catch((error: unknown) => {
@@ -72,6 +96,10 @@ export function httpApi(target: HttpApiTarget, adminToken: string) {
           : error instanceof RostersyncError
             ? [statusOf[error.code] ?? 500, error.code, error.message]
             : [500, 'INTERNAL', 'internal error']
+      if (error instanceof MethodNotAllowedError && !res.headersSent)
+        res.setHeader('allow', error.allow.join(', '))
+      // A body the server stopped reading must not be taken for the next request.
+      if (status === 413 && !res.headersSent) res.setHeader('connection', 'close')
       reply(res, status, { error: { code, message } })
     })
   }
@@ -83,26 +111,82 @@ function reply(res: ServerResponse, status: number, body: unknown): void {
   res.end(toWire(body))
 }
 
+/**
+ * Only `Authorization: Bearer <token>` counts: not a bare token, not a
+ * token in the query string (it would end up in logs and browser history).
+ * Compared in constant time.
+ */
 function authorised(req: IncomingMessage, token: string): boolean {
-  const given = Buffer.from((req.headers.authorization ?? '').replace(/^Bearer /, ''))
+  const match = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')
+  if (match === null) return false
+  const given = Buffer.from(match[1] ?? '')
   const expected = Buffer.from(token)
   return given.length === expected.length && timingSafeEqual(given, expected)
 }
 
 async function readJson(req: IncomingMessage): Promise<unknown> {
+  const declared = Number(req.headers['content-length'] ?? 0)
+  if (declared > netLimits.httpBodyBytesMax)
+    throw new MessageTooLargeError('request body', declared, netLimits.httpBodyBytesMax)
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.byteLength
-    if (size > netLimits.httpBodyBytesMax) {
-      throw new HttpError(413, 'MESSAGE_TOO_LARGE', `body over ${netLimits.httpBodyBytesMax} bytes`)
-    }
+    if (size > netLimits.httpBodyBytesMax)
+      throw new MessageTooLargeError('request body', size, netLimits.httpBodyBytesMax)
     chunks.push(chunk)
   }
   try {
     return fromWire(JSON.parse(Buffer.concat(chunks).toString('utf8')))
   } catch {
-    throw new HttpError(400, 'MALFORMED_MESSAGE', 'body is not JSON')
+    throw new MalformedMessageError('body is not JSON')
+  }
+}
+
+/** The methods each route takes (405 with `Allow` for the others). */
+const ROUTES: ReadonlyArray<{ readonly pattern: RegExp; readonly methods: readonly string[] }> = [
+  { pattern: /^api\/health$/, methods: ['GET'] },
+  { pattern: /^api\/users$/, methods: ['GET'] },
+  { pattern: /^api\/users\/[^/]+$/, methods: ['GET', 'PUT', 'PATCH', 'DELETE'] },
+  { pattern: /^api\/devices$/, methods: ['GET'] },
+  { pattern: /^api\/devices\/[^/]+\/(revoke|approve)$/, methods: ['POST'] },
+  { pattern: /^api\/events$/, methods: ['GET'] },
+]
+
+/** A slash, a backslash or a control character (NUL included): never part of an id in a path. */
+// eslint-disable-next-line no-control-regex
+const UNSAFE_IN_ID = /[/\\\u0000-\u001f\u007f]/
+
+/**
+ * The request's path segments, decoded. Total: a target that does not
+ * parse, a segment that does not decode, or one that is empty, `.`, `..`,
+ * or holds a slash or a control character (NUL included) is
+ * `MALFORMED_REQUEST`; no id reaches the roster with any of them.
+ */
+function pathOf(rawUrl: string): { parts: string[]; url: URL } {
+  if (!rawUrl.startsWith('/') || rawUrl.startsWith('//'))
+    throw new MalformedRequestError(`request target ${excerpt(rawUrl, 32)} is not a path`)
+  let url: URL
+  try {
+    url = new URL(rawUrl, 'http://x')
+  } catch {
+    throw new MalformedRequestError(`request target ${excerpt(rawUrl, 32)} does not parse`)
+  }
+  const parts = url.pathname.split('/').slice(1)
+  if (parts.at(-1) === '') parts.pop()
+  return {
+    url,
+    parts: parts.map((part) => {
+      let decoded: string
+      try {
+        decoded = decodeURIComponent(part)
+      } catch {
+        throw new MalformedRequestError(`path segment ${excerpt(part, 32)} does not decode`)
+      }
+      if (decoded === '' || decoded === '.' || decoded === '..' || UNSAFE_IN_ID.test(decoded))
+        throw new MalformedRequestError(`path segment ${excerpt(decoded, 32)} is not a valid id`)
+      return decoded
+    }),
   }
 }
 
@@ -112,49 +196,55 @@ async function serve(
   req: IncomingMessage,
   res: ServerResponse,
 ): Promise<void> {
-  const url = new URL(req.url ?? '/', 'http://x')
-  const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent)
-  if (parts[0] === 'api' && parts[1] === 'health') return reply(res, 200, { ok: true })
-  if (parts[0] !== 'api') throw new HttpError(404, 'NOT_FOUND', 'no such endpoint (try /api/users)')
+  const { url, parts } = pathOf(req.url ?? '/')
+  const method = req.method ?? 'GET'
+  const route = ROUTES.find((r) => r.pattern.test(parts.join('/')))
+  if (parts[0] === 'api' && parts[1] === 'health' && method === 'GET')
+    return reply(res, 200, { ok: true })
+  if (parts[0] !== 'api') throw new NotFoundError('no such endpoint (try /api/users)')
   if (!authorised(req, token))
     throw new HttpError(401, 'AUTH_FAILED', 'admin token required (Authorization: Bearer …)')
+  if (route === undefined) throw new NotFoundError(`no endpoint ${excerpt(url.pathname, 64)}`)
+  if (!route.methods.includes(method)) throw new MethodNotAllowedError(method, route.methods)
   const [, resource, id, action] = parts
-  const method = req.method ?? 'GET'
-  if (resource === 'users') return serveUsers(target, method, id, req, res)
-  if (resource === 'devices' && method === 'GET' && id === undefined) {
+  if (resource === 'users') return serveUsers(target, method, id, url, req, res)
+  if (resource === 'devices' && id === undefined) {
     const nameContains = url.searchParams.get('nameContains') ?? undefined
     return reply(res, 200, target.devices.list(nameContains === undefined ? {} : { nameContains }))
   }
-  if (resource === 'devices' && method === 'POST' && id !== undefined && action === 'revoke') {
-    if (!(await target.devices.revoke(id)))
-      throw new HttpError(404, 'PEER_UNKNOWN', `no device ${id}`)
+  if (resource === 'devices' && id !== undefined) {
+    const done =
+      action === 'approve' ? await target.devices.approve(id) : await target.devices.revoke(id)
+    if (!done) throw new PeerUnknownError(id)
     return reply(res, 200, { ok: true })
   }
-  if (resource === 'events' && method === 'GET')
-    return reply(res, 200, target.events.query(eventQuery(url)))
-  throw new HttpError(404, 'NOT_FOUND', `no endpoint ${method} ${url.pathname}`)
+  return reply(res, 200, target.events.query(eventQuery(url)))
 }
 
 async function serveUsers(
   target: HttpApiTarget,
   method: string,
   id: string | undefined,
+  url: URL,
   req: IncomingMessage,
   res: ServerResponse,
 ): Promise<void> {
-  if (id === undefined) {
-    if (method !== 'GET')
-      throw new HttpError(405, 'METHOD_NOT_ALLOWED', 'use GET /api/users or PUT /api/users/:id')
-    return reply(res, 200, target.users.list())
-  }
+  if (id === undefined) return reply(res, 200, usersPage(target, url))
   switch (method) {
     case 'GET': {
       const user = target.users.get(id)
-      if (user === undefined) throw new HttpError(404, 'USER_NOT_FOUND', `no user ${id}`)
+      if (user === undefined) throw new UserNotFoundError(id)
       return reply(res, 200, user)
     }
     case 'PUT': {
       const body = await readJson(req)
+      if (typeof body === 'object' && body !== null && 'id' in body && body.id !== id) {
+        // The URL names the record; a body naming another one is a mistake
+        // (or a trick), not an instruction to write elsewhere.
+        throw new InvalidRecordError(
+          `the body's id ${excerpt(String(body.id), 32)} differs from the URL's ${excerpt(id, 32)}`,
+        )
+      }
       const record = typeof body === 'object' && body !== null ? { ...body, id } : body
       await target.users.put(record)
       return reply(res, 200, target.users.get(id))
@@ -162,20 +252,53 @@ async function serveUsers(
     case 'PATCH':
       await target.users.patch(id, await readJson(req))
       return reply(res, 200, target.users.get(id))
-    case 'DELETE':
-      if (!(await target.users.delete(id)))
-        throw new HttpError(404, 'USER_NOT_FOUND', `no user ${id}`)
-      return reply(res, 200, { ok: true })
     default:
-      throw new HttpError(405, 'METHOD_NOT_ALLOWED', `${method} is not supported on /api/users/:id`)
+      if (!(await target.users.delete(id))) throw new UserNotFoundError(id)
+      return reply(res, 200, { ok: true })
   }
+}
+
+/**
+ * One page of users, ordered by id: `?limit=` (default
+ * `netLimits.usersPerPageDefault`, at most `usersPerPageMax`) users after
+ * the id `?after=`; `next` is the cursor of the following page, null on the
+ * last one. One request never serialises a whole 100,000-user roster.
+ */
+function usersPage(target: HttpApiTarget, url: URL): { users: unknown[]; next: string | null } {
+  const limitText = url.searchParams.get('limit')
+  const limit = limitText === null ? netLimits.usersPerPageDefault : Number(limitText)
+  if (!Number.isInteger(limit) || limit < 1 || limit > netLimits.usersPerPageMax) {
+    throw new InvalidOptionsError(
+      `limit must be an integer from 1 to ${netLimits.usersPerPageMax}, got ${excerpt(limitText ?? '', 16)}`,
+    )
+  }
+  const after = url.searchParams.get('after')
+  const ids = target.replica.allUserIds()
+  let lo = 0
+  if (after !== null) {
+    // First id greater than the cursor (binary search: ids are sorted).
+    let hi = ids.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if ((ids[mid] ?? '') <= after) lo = mid + 1
+      else hi = mid
+    }
+  }
+  const users: unknown[] = []
+  let i = lo
+  for (; i < ids.length && users.length < limit; i++) {
+    const view = target.users.get(ids[i] ?? '')
+    if (view !== undefined) users.push(view)
+  }
+  const last = users.length === limit && i < ids.length ? ids[i - 1] : undefined
+  return { users, next: last ?? null }
 }
 
 function eventQuery(url: URL): EventQuery {
   const p = url.searchParams
   const type = p.get('type')
   if (type !== null && !EVENT_TYPES.includes(type as EventType)) {
-    throw new HttpError(400, 'INVALID_OPTIONS', `unknown event type ${type}`)
+    throw new HttpError(400, 'INVALID_OPTIONS', `unknown event type ${excerpt(type, 32)}`)
   }
   const num = (name: string): number | undefined => {
     const v = p.get(name)

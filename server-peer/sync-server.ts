@@ -3,6 +3,11 @@
  * per site. A device joins with its id and the site key in the URL (the only
  * channel an unmodified y-websocket client has: `params`); every inbound
  * update is size-checked, decoded and authorised before anything is applied.
+ *
+ * The front door (issue 11) is total: any request target, however broken,
+ * is refused with a typed close, and nothing a caller sends makes `accept`
+ * throw; a connection still in its handshake is bounded in time and in
+ * number (per address and in all).
  */
 import { timingSafeEqual } from 'node:crypto'
 import {
@@ -11,11 +16,20 @@ import {
   type Server,
   type ServerResponse,
 } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import { WebSocketServer } from 'ws'
 import { checkUpdate } from '../core/authorize.js'
 import type { NewEvent } from '../core/events.js'
-import { SERVER_ID } from '../core/ids.js'
+import {
+  AuthFailedError,
+  excerpt,
+  MalformedRequestError,
+  PeerUnknownError,
+  RostersyncError,
+  SessionReplacedError,
+  type ErrorCode,
+} from '../core/errors.js'
+import { DEVICE_ID_PATTERN, SERVER_ID } from '../core/ids.js'
 import { limits, netLimits } from '../core/limits.js'
 import type { Clock } from '../core/clock.js'
 import { CloseCode, encodeMessage } from '../core/protocol.js'
@@ -29,12 +43,14 @@ import type { Replica } from '../peers/replica.js'
 import { startSession } from '../peers/sync-session.js'
 import { wrapWebSocket } from '../transports/ws-transport.js'
 import type { DeviceRegistry } from './device-registry.js'
+import { RefusalTracker } from './refusal-tracker.js'
 
 /** Options of {@link createSyncEndpoint}. */
 export interface SyncEndpointOptions {
   readonly replica: Replica
   readonly schema: RecordSchema
   readonly registry: DeviceRegistry
+  /** The site key; undefined only for an open site (`open: true`). */
   readonly siteKey: string | undefined
   /** The room name devices use (the y-websocket room). */
   readonly room: string
@@ -45,6 +61,11 @@ export interface SyncEndpointOptions {
     readonly keys: DeviceKeys
     readonly clock: Clock
   }
+  /**
+   * Approval mode: a device id never seen before is registered as pending
+   * and refused (`PEER_PENDING`) until the administrator approves it.
+   */
+  readonly approveDevices?: boolean
 }
 
 /** Options of {@link startSyncServer}. */
@@ -53,6 +74,8 @@ export interface SyncServerOptions extends SyncEndpointOptions {
   readonly port: number
   /** Handles plain HTTP requests (the JSON API); 404 when absent. */
   readonly onHttp?: (req: IncomingMessage, res: ServerResponse) => void
+  /** How long a connection may take to send its request head; `netLimits.handshakeTimeoutMs` by default. */
+  readonly handshakeTimeoutMs?: number
 }
 
 /**
@@ -65,7 +88,10 @@ export interface SyncEndpoint {
   /**
    * Takes a newly opened connection with the URL the device joined with
    * (`/room?device=ID&name=N&key=K`); refuses it with a close code, or
-   * syncs on it until it closes.
+   * syncs on it until it closes. Never throws: whatever the URL, the
+   * connection is admitted or closed with a typed code. A second
+   * connection with a connected device's id replaces the first, which is
+   * closed with `SESSION_REPLACED` (PROTOCOL.md, "Joining").
    */
   accept(connection: Connection, url: string): void
   /** Ids of the devices connected now. */
@@ -93,14 +119,15 @@ interface Member {
 export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
   const members = new Map<string, Member>()
   const { replica, registry } = options
-  return {
+  const refusals = new RefusalTracker()
+  const endpoint: SyncEndpoint = {
     accept(connection, rawUrl) {
-      const url = new URL(rawUrl, 'http://x')
-      const refusal = admit(url, options, members.size)
-      if (refusal !== undefined) {
-        connection.close(refusal.code, refusal.reason)
+      const verdict = admit(rawUrl, options, members.size, connection.remote)
+      if ('code' in verdict) {
+        connection.close(verdict.code, verdict.reason)
         return
       }
+      const { url } = verdict
       const deviceId = url.searchParams.get('device') ?? ''
       const joined = admitKey(url, deviceId, options)
       if ('code' in joined) {
@@ -108,6 +135,7 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
         return
       }
       const name = url.searchParams.get('name') ?? deviceId
+      replaceOlder(members, deviceId)
       members.set(connection.id, { deviceId, connection })
       const serial = url.searchParams.get('serial') ?? deviceId
       if (registry.seen(deviceId, name, connection.remote, serial)) {
@@ -151,11 +179,24 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
             // part only: relays travel signed, by their writers.
             mayWrite: (owner) => owner === deviceId,
             schema: options.schema,
+            now: replica.now(),
           }),
-        onApplied: () => registry.direction(deviceId, 'deviceToServer', 'success'),
+        // A device's link is not trusted: bounded rates, and a refused
+        // update closes it with its code (PROTOCOL.md, "Refusals").
+        untrusted: true,
+        onStep1: (theirs) => refusals.step1(deviceId, theirs, replica.doc),
+        // Success means the server holds what the device sent: nothing of
+        // this link held back, nothing refused before still missing.
+        onApplied: () => {
+          if (replica.heldBackFrom(connection.id) > 0) return
+          if (refusals.settled(deviceId, replica.doc))
+            registry.direction(deviceId, 'deviceToServer', 'success')
+        },
         onAnswered: () => registry.direction(deviceId, 'serverToDevice', 'success'),
-        onRefused: (error) => {
+        onRefused: (error, update) => {
           registry.direction(deviceId, 'deviceToServer', 'failed', error.code)
+          // Once per cause: a refused change comes back on every reconnect.
+          if (!refusals.refused(deviceId, error.code, update, replica.doc)) return
           void logEvent(replica, {
             type: error.code === 'STORAGE_FAILED' ? 'save-to-server-failed' : 'write-refused',
             deviceId,
@@ -179,21 +220,63 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
       for (const m of members.values()) m.connection.close(code, reason)
     },
   }
+  return {
+    ...endpoint,
+    accept(connection, rawUrl) {
+      try {
+        endpoint.accept(connection, rawUrl)
+      } catch (error) {
+        // No request may take the server down. A failure here is a bug,
+        // reported to the device as one (retry with backoff) and closed.
+        try {
+          connection.close(CloseCode.internal, closeReason('INTERNAL', String(error)))
+        } catch {
+          // The connection is unusable already; nothing is left to close.
+        }
+      }
+    },
+  }
 }
 
-/** Starts listening (WebSocket and HTTP on one port); resolves once the port is bound. */
+/**
+ * Starts listening (WebSocket and HTTP on one port); resolves once the port
+ * is bound. Neither an HTTP request nor an upgrade can throw out of here,
+ * and a connection that has not sent its request head within
+ * `handshakeTimeoutMs` is dropped (slowloris).
+ */
 export async function startSyncServer(
   options: SyncServerOptions,
   endpoint: SyncEndpoint,
 ): Promise<SyncServer> {
-  const httpServer = createHttpServer((req, res) =>
-    (options.onHttp ?? ((_q, r) => notFound(r)))(req, res),
+  const handshakes = new Handshakes(options.handshakeTimeoutMs ?? netLimits.handshakeTimeoutMs)
+  const httpServer = createHttpServer(
+    {
+      headersTimeout: netLimits.httpHeadersTimeoutMs,
+      requestTimeout: netLimits.httpRequestTimeoutMs,
+    },
+    (req, res) => {
+      handshakes.done(req.socket)
+      try {
+        ;(options.onHttp ?? ((_q, r) => notFound(r)))(req, res)
+      } catch {
+        if (!res.headersSent) res.writeHead(500).end()
+      }
+    },
   )
+  httpServer.on('connection', (socket: Socket) => handshakes.start(socket))
   const wss = new WebSocketServer({ noServer: true, maxPayload: netLimits.messageBytesMax })
-  httpServer.on('upgrade', (req, socket, head) => {
-    wss.handleUpgrade(req, socket, head, (ws) => {
-      endpoint.accept(wrapWebSocket(ws, req.socket.remoteAddress ?? ''), req.url ?? '/')
-    })
+  httpServer.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    handshakes.done(socket)
+    // An error on a socket nobody listens to would be thrown as an
+    // 'error' event: the process would exit.
+    socket.on('error', () => socket.destroy())
+    try {
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        endpoint.accept(wrapWebSocket(ws, req.socket.remoteAddress ?? ''), req.url ?? '/')
+      })
+    } catch {
+      socket.destroy()
+    }
   })
   await new Promise<void>((resolve, reject) => {
     httpServer.once('error', reject)
@@ -207,10 +290,60 @@ export async function startSyncServer(
     httpServer,
     async close() {
       endpoint.closeAll(CloseCode.serverClosing, 'server closing')
+      handshakes.close()
       wss.close()
       httpServer.closeAllConnections()
       await new Promise<void>((resolve) => httpServer.close(() => resolve()))
     },
+  }
+}
+
+/**
+ * Connections that have not sent a request head yet: nobody knows who they
+ * are, so they get little. Each is dropped after the handshake timeout;
+ * past `handshakesPerAddressMax` from one address, or
+ * `handshakesInFlightMax` in all, a new one is dropped at once. A client
+ * that trickles its headers byte by byte (slowloris) holds a slot for the
+ * timeout at most, and one address cannot take every slot.
+ */
+class Handshakes {
+  private readonly pending = new Map<Socket, { address: string; timer: NodeJS.Timeout }>()
+  private readonly perAddress = new Map<string, number>()
+
+  constructor(private readonly timeoutMs: number) {}
+
+  start(socket: Socket): void {
+    const address = socket.remoteAddress ?? ''
+    const fromAddress = this.perAddress.get(address) ?? 0
+    if (
+      this.pending.size >= netLimits.handshakesInFlightMax ||
+      fromAddress >= netLimits.handshakesPerAddressMax
+    ) {
+      socket.destroy()
+      return
+    }
+    // Wall time on purpose: this guards real sockets, whatever clock the
+    // peer was given.
+    const timer = setTimeout(() => socket.destroy(), this.timeoutMs)
+    timer.unref()
+    this.pending.set(socket, { address, timer })
+    this.perAddress.set(address, fromAddress + 1)
+    socket.once('close', () => this.done(socket))
+  }
+
+  /** The socket sent its request head (or closed): it is no longer in its handshake. */
+  done(socket: Socket): void {
+    const entry = this.pending.get(socket)
+    if (entry === undefined) return
+    clearTimeout(entry.timer)
+    this.pending.delete(socket)
+    const left = (this.perAddress.get(entry.address) ?? 1) - 1
+    if (left > 0) this.perAddress.set(entry.address, left)
+    else this.perAddress.delete(entry.address)
+  }
+
+  close(): void {
+    for (const socket of [...this.pending.keys()]) this.done(socket)
   }
 }
 
@@ -219,39 +352,133 @@ function notFound(res: ServerResponse): void {
   res.end(JSON.stringify({ error: { code: 'NOT_FOUND', message: 'no such endpoint' } }))
 }
 
-/** Decides whether a connection may join; undefined admits it. */
+/** A refusal: the close code and its reason (`CODE: message`). */
+interface Refusal {
+  readonly code: number
+  readonly reason: string
+}
+
+/** The close code of each refusal a device can get at the door (PROTOCOL.md, "Joining"). */
+const closeCodeOf: Partial<Record<ErrorCode, number>> = {
+  MALFORMED_REQUEST: CloseCode.malformedRequest,
+  AUTH_FAILED: CloseCode.authFailed,
+  PEER_UNKNOWN: CloseCode.authFailed,
+  PEER_REVOKED: CloseCode.revoked,
+  ID_CONFLICT: CloseCode.idConflict,
+  PEER_PENDING: CloseCode.pending,
+  REGISTRY_FULL: CloseCode.registryFull,
+  SESSION_REPLACED: CloseCode.replaced,
+}
+
+/**
+ * A close reason within the WebSocket limit (123 bytes: `ws` throws on
+ * more): the code, then as much of the message as fits.
+ */
+function closeReason(code: string, message: string): string {
+  let reason = `${code}: ${message}`
+  while (Buffer.byteLength(reason) > netLimits.closeReasonBytesMax) {
+    reason = reason.slice(0, Math.max(code.length, reason.length - 8))
+  }
+  return reason
+}
+
+function refusalOf(error: RostersyncError): Refusal {
+  return {
+    code: closeCodeOf[error.code] ?? CloseCode.internal,
+    reason: closeReason(error.code, error.message),
+  }
+}
+
+/**
+ * Parses a join URL (a request target: anything a client put on the
+ * request line). Total: a target that does not parse as a URL, or whose
+ * room does not decode, is `MALFORMED_REQUEST`, never an exception.
+ */
+export function parseJoinUrl(rawUrl: string): URL | MalformedRequestError {
+  if (rawUrl.length > netLimits.joinUrlCharsMax)
+    return new MalformedRequestError(`join URL over ${netLimits.joinUrlCharsMax} characters`)
+  // A path (the WebSocket request target), or a whole URL (what other
+  // transports hand over); never `//host…`, which the URL parser would
+  // read as a host.
+  if (rawUrl.startsWith('//'))
+    return new MalformedRequestError(`join URL ${excerpt(rawUrl, 32)} is not a path`)
+  try {
+    const url = new URL(rawUrl, 'http://x')
+    decodeURIComponent(url.pathname)
+    return url
+  } catch {
+    return new MalformedRequestError(`join URL ${excerpt(rawUrl, 32)} does not parse`)
+  }
+}
+
+/**
+ * Decides whether a connection may join: the parsed URL, or a refusal. The
+ * order matters: nothing about the registry (revoked, pending, an id's
+ * other case) is told to a caller without the site key.
+ */
 function admit(
-  url: URL,
+  rawUrl: string,
   options: SyncEndpointOptions,
   connections: number,
-): { code: number; reason: string } | undefined {
+  address: string,
+): { url: URL } | Refusal {
+  const url = parseJoinUrl(rawUrl)
+  if (url instanceof MalformedRequestError) return refusalOf(url)
+  // Decodes: parseJoinUrl checked that it does.
   if (decodeURIComponent(url.pathname.slice(1)) !== options.room) {
     return {
       code: CloseCode.unknownRoom,
-      reason: `UNKNOWN_ROOM: this site's room is ${options.room}`,
+      reason: closeReason('UNKNOWN_ROOM', `this site's room is ${options.room}`),
     }
   }
   if (connections >= netLimits.connectionsMax) return { code: 1013, reason: 'TOO_MANY_CONNECTIONS' }
   const deviceId = url.searchParams.get('device') ?? ''
-  if (
-    !/^[A-Za-z0-9][A-Za-z0-9._:-]*$/.test(deviceId) ||
-    deviceId.length > limits.writerIdCharsMax ||
-    deviceId === SERVER_ID
-  ) {
-    return {
-      code: CloseCode.authFailed,
-      reason: 'PEER_UNKNOWN: a device id is required (?device=ID)',
-    }
+  if (!DEVICE_ID_PATTERN.test(deviceId) || deviceId.length > limits.writerIdCharsMax) {
+    return refusalOf(new PeerUnknownError(deviceId === '' ? '(none: ?device=ID)' : deviceId))
   }
   if (
     options.siteKey !== undefined &&
     !sameSecret(url.searchParams.get('key') ?? '', options.siteKey)
   ) {
-    return { code: CloseCode.authFailed, reason: 'AUTH_FAILED: site key rejected' }
+    return refusalOf(new AuthFailedError())
   }
-  if (options.registry.isRevoked(deviceId))
-    return { code: CloseCode.revoked, reason: 'PEER_REVOKED' }
-  return undefined
+  const name = url.searchParams.get('name') ?? deviceId
+  const serial = url.searchParams.get('serial') ?? deviceId
+  const known = options.registry.get(deviceId) !== undefined
+  const refused = options.registry.admission(
+    deviceId,
+    { name, serial, address },
+    options.approveDevices === true,
+  )
+  if (refused === undefined) return { url }
+  // A device now waiting for approval is new to the registry: the
+  // administrator learns of it the way they learn of any new device.
+  if (!known && refused.code === 'PEER_PENDING') {
+    void logEvent(options.replica, {
+      type: 'device-registered',
+      deviceId,
+      code: refused.code,
+    })
+  }
+  return refusalOf(refused)
+}
+
+/**
+ * One connection per device id: a newer connection replaces an older one
+ * (as MQTT brokers do with a client id). A device that reconnects after a
+ * half-open link is never locked out by its own stale connection, and two
+ * devices sharing an id do not both write under it: the older is closed
+ * with `SESSION_REPLACED`, which a device does not retry on its own.
+ */
+function replaceOlder(members: Map<string, Member>, deviceId: string): void {
+  for (const m of [...members.values()]) {
+    if (m.deviceId !== deviceId) continue
+    members.delete(m.connection.id)
+    m.connection.close(
+      CloseCode.replaced,
+      closeReason('SESSION_REPLACED', new SessionReplacedError(deviceId).message),
+    )
+  }
 }
 
 /**

@@ -36,7 +36,7 @@ describe('HTTP API', () => {
       email: 'ann@example.com',
       photo: { base64: photo },
     })
-    expect((await call('GET', '/api/users')).body).toEqual([patched.body])
+    expect((await call('GET', '/api/users')).body).toEqual({ users: [patched.body], next: null })
     expect((await call('DELETE', '/api/users/u1')).status).toBe(200)
     expect((await call('GET', '/api/users/u1')).status).toBe(404)
   })

@@ -189,10 +189,14 @@ describe('LAN links: admission and bad input', () => {
     )
     expect(d1.users.get('u1')).toEqual({ id: 'u1', name: 'Ann' })
     expect(d1.events.query({ type: 'write-refused' })[0]?.code).toBe('FORBIDDEN_WRITE')
-    // The link stays up for well-formed traffic.
+    // A refusal is never silent: the link is closed with the error's code
+    // (issue 11), and a new link takes well-formed traffic.
+    await eventually(() => expect(raw.closed()?.code).toBe(1008))
+    expect(raw.closed()?.reason).toMatch(/^FORBIDDEN_WRITE/)
+    const again = await rawLink(d1)
     const device = new Y.Doc()
     device.getMap('u:D7').set('u7', { e: 0, f: { name: 'Seven' }, s: { name: 1 } })
-    raw.connection.send(
+    again.connection.send(
       encodeMessage({ type: 'sync-update', update: Y.encodeStateAsUpdate(device) }),
     )
     await eventually(() => expect(d1.users.get('u7')?.name).toBe('Seven'))
@@ -228,6 +232,7 @@ describe("relaying the server's part", () => {
     const summary = checkUpdate(device, relayed, {
       mayWrite: () => true,
       serverClients: serverClientsOf(device),
+      now: Date.now(),
     })
     expect(summary.deletes).toBe(1)
   })
@@ -242,6 +247,7 @@ describe("relaying the server's part", () => {
       checkUpdate(device, Y.encodeStateAsUpdate(forger, before), {
         mayWrite: () => true,
         serverClients: serverClientsOf(device),
+        now: Date.now(),
       }),
     ).toThrow(expect.objectContaining({ code: 'FORBIDDEN_WRITE' }) as Error)
   })
@@ -258,6 +264,7 @@ describe("relaying the server's part", () => {
       checkUpdate(device, deletes[0] as Uint8Array, {
         mayWrite: () => true,
         serverClients: serverClientsOf(device),
+        now: Date.now(),
       }),
     ).toThrow(expect.objectContaining({ code: 'FORBIDDEN_WRITE' }) as Error)
   })
@@ -272,7 +279,10 @@ describe("relaying the server's part", () => {
     // step 2 names the server's own (already applied) deletes.
     const step2 = Y.encodeStateAsUpdate(device, Y.encodeStateVector(server))
     expect(Y.decodeUpdate(step2).ds.clients.size).toBe(1)
-    const summary = checkUpdate(server, step2, { mayWrite: (owner) => owner !== 'server' })
+    const summary = checkUpdate(server, step2, {
+      mayWrite: (owner) => owner !== 'server',
+      now: Date.now(),
+    })
     expect(summary.deletes).toBe(0)
     expect([...summary.roots]).toEqual(['u:D1'])
   })

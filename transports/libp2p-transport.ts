@@ -23,6 +23,11 @@ import { RostersyncError } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
 import type { CloseInfo, Connection } from '../core/transport.js'
 import { frame, FrameReader } from './length-prefixed.js'
+import { fixXsalsa20 } from './xsalsa20-fix.js'
+
+// Before any connection exists: pnet's cipher otherwise crashes the process
+// after enough traffic on two links (see xsalsa20-fix.ts).
+fixXsalsa20()
 
 /** The libp2p protocol id of roster sync. */
 export const LAN_PROTOCOL = '/rostersync/sync/1'

@@ -1,0 +1,280 @@
+/**
+ * Flood bench (issue 11, "Measured"): three floods against one server, each
+ * while a legitimate client keeps syncing: (a) 2,000 connections opened at
+ * once, (b) 500 connect/disconnect cycles, (c) one client sending 100,000
+ * updates as fast as it can. Each phase reports the legitimate client's
+ * sync round trip p99 during the flood against idle (ratio and ms), the
+ * server's RSS before / peak / after, whether the server stayed up, and
+ * whether it recovered (the p99 right after the flood back near idle).
+ * Targets: the server stays up, memory bounded, legitimate p99 within 5x
+ * idle, recovery. A missed target prints MISS; it never fails the run.
+ *
+ * Layout, each in its own process, all on 127.0.0.1 (the server's RSS is its
+ * own): `load-server.ts` (createServer on LevelDB with a site key and 1,000
+ * users), `flood-probe.ts` (the legitimate client), `flood-client.ts` (the
+ * flood). Sizes come from environment variables: `BENCH_FLOOD_CONNECTIONS`
+ * (2000), `BENCH_FLOOD_CYCLES` (500), `BENCH_FLOOD_UPDATES` (100000),
+ * `BENCH_FLOOD_IDLE_SECONDS` (5). Run alone: `npm run bench -- --only flood`.
+ */
+import { execSync } from 'node:child_process'
+import { mb, printTable, ratioText, round, withTempDir } from './bench.js'
+import type { Bench, Cell } from './bench.js'
+import type { FloodReport } from './flood-client.js'
+import type { FloodProbeTimes } from './flood-probe.js'
+import type { LoadServerReady, LoadServerState, LoadServerStats } from './load-server.js'
+import { ControlledChild } from './network-control.js'
+
+/** Target: legitimate p99 during a flood over idle p99. */
+const P99_RATIO_MAX = 5
+/** Recovered: the p99 just after the flood within this factor of idle (or within RECOVERED_MS_SLACK). */
+const RECOVERED_RATIO_MAX = 2
+const RECOVERED_MS_SLACK = 5
+/** Memory bounded: the server's peak RSS during a phase at most this over its RSS before it. */
+const RSS_GROWTH_BYTES_MAX = 256 * 1024 * 1024
+/** Roster of the server (the probe's answers are deltas, so its size matters little). */
+const USERS = 1_000
+/** Probes per second, and the window of one probe command. */
+const PROBE_RATE = 20
+const PROBE_WINDOW_SECONDS = 2
+/** How long the server may take to apply the flood's updates after the last is sent. */
+const APPLY_TIMEOUT_MS = 120_000
+
+function envInt(name: string, fallback: number): number {
+  const raw = process.env[name]
+  if (raw === undefined || raw === '') return fallback
+  const n = Number(raw)
+  if (!Number.isSafeInteger(n) || n <= 0) {
+    console.error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`)
+    process.exit(2)
+  }
+  return n
+}
+
+function quantile(values: readonly number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN
+}
+
+/** Probes in windows until `done` settles (at least one window); all times merged. */
+async function probeWhile(
+  probe: ControlledChild,
+  done: Promise<unknown>,
+): Promise<FloodProbeTimes> {
+  let finished = false
+  void done.then(
+    () => (finished = true),
+    () => (finished = true),
+  )
+  const all: FloodProbeTimes = { syncMs: [], timeouts: 0, reconnects: 0 }
+  do {
+    const t = await probe.request<FloodProbeTimes>({
+      cmd: 'probe',
+      seconds: PROBE_WINDOW_SECONDS,
+      rate: PROBE_RATE,
+    })
+    all.syncMs.push(...t.syncMs)
+    Object.assign(all, {
+      timeouts: all.timeouts + t.timeouts,
+      reconnects: all.reconnects + t.reconnects,
+    })
+  } while (!finished)
+  return all
+}
+
+/** One phase's figures. */
+interface PhaseResult {
+  readonly phase: string
+  readonly flood: FloodReport
+  readonly p99Ms: number
+  readonly p99Ratio: number
+  readonly probeTimeouts: number
+  readonly probeReconnects: number
+  readonly recoveryP99Ms: number
+  readonly rssBeforeMB: number
+  readonly rssPeakMB: number
+  readonly rssAfterMB: number
+  readonly serverUp: boolean
+  readonly recovered: boolean
+  readonly applied?: number
+}
+
+async function phase(
+  name: string,
+  server: ControlledChild,
+  probe: ControlledChild,
+  flooder: ControlledChild,
+  command: Record<string, unknown>,
+  idleP99: number,
+): Promise<PhaseResult> {
+  console.error(`flood: phase ${name}`)
+  const before = await server.request<LoadServerStats>({ cmd: 'stats' })
+  const flood = flooder.request<FloodReport>(command)
+  const during = await probeWhile(probe, flood)
+  const report = await flood
+  let applied: number | undefined
+  if (command.cmd === 'updates') applied = await appliedUpdates(server, report)
+  const peak = await server.request<LoadServerStats>({ cmd: 'stats' }).catch(() => undefined)
+  const recovery = await probeWhile(probe, Promise.resolve())
+  const after = await server.request<LoadServerStats>({ cmd: 'stats' }).catch(() => undefined)
+  const p99 = quantile(during.syncMs, 0.99)
+  const recoveryP99 = quantile(recovery.syncMs, 0.99)
+  return {
+    phase: name,
+    flood: report,
+    p99Ms: round(p99),
+    p99Ratio: round(p99 / idleP99),
+    probeTimeouts: during.timeouts,
+    probeReconnects: during.reconnects,
+    recoveryP99Ms: round(recoveryP99),
+    rssBeforeMB: mb(before.rssBytes),
+    rssPeakMB: mb(Math.max(peak?.rssMaxBytes ?? NaN, after?.rssMaxBytes ?? 0)),
+    rssAfterMB: mb(after?.rssBytes ?? NaN),
+    serverUp: after !== undefined,
+    recovered:
+      recovery.timeouts === 0 &&
+      (recoveryP99 <= idleP99 * RECOVERED_RATIO_MAX || recoveryP99 <= idleP99 + RECOVERED_MS_SLACK),
+    ...(applied === undefined ? {} : { applied }),
+  }
+}
+
+/**
+ * Waits until the server holds every update of the flood's last connection,
+ * or gives up after APPLY_TIMEOUT_MS; returns how many of all its
+ * connections' updates the server holds (a Yjs clock counts items).
+ */
+async function appliedUpdates(server: ControlledChild, report: FloodReport): Promise<number> {
+  const deadline = Date.now() + APPLY_TIMEOUT_MS
+  let last = -1
+  let stalledSince = Date.now()
+  for (;;) {
+    const state = await server.request<LoadServerState>({ cmd: 'state' })
+    const held = (report.clientIds ?? []).reduce(
+      (n, id) => n + (state.stateVector[String(id)] ?? 0),
+      0,
+    )
+    if (held !== last) stalledSince = Date.now()
+    // Done, out of time, or no progress for a while (updates held back or dropped).
+    if (held >= (report.sent ?? 0) || Date.now() > deadline || Date.now() - stalledSince > 10_000)
+      return held
+    last = held
+    await new Promise((r) => setTimeout(r, 1_000))
+  }
+}
+
+const fileDescriptorLimit = (): string => {
+  try {
+    return execSync('ulimit -n', { shell: '/bin/sh' }).toString().trim()
+  } catch {
+    return 'unknown'
+  }
+}
+
+async function measure(): Promise<PhaseResult[] & { idleP99Ms?: number }> {
+  const connections = envInt('BENCH_FLOOD_CONNECTIONS', 2_000)
+  const cycles = envInt('BENCH_FLOOD_CYCLES', 500)
+  const updateCount = envInt('BENCH_FLOOD_UPDATES', 100_000)
+  const idleSeconds = envInt('BENCH_FLOOD_IDLE_SECONDS', 5)
+  console.log(`\nflood: file descriptors per process (ulimit -n): ${fileDescriptorLimit()}`)
+  return withTempDir(async (dir) => {
+    const server = ControlledChild.start('load-server.ts', [String(USERS), dir])
+    let probe: ControlledChild | undefined
+    let flooder: ControlledChild | undefined
+    try {
+      const ready = await server.next<LoadServerReady>()
+      probe = ControlledChild.start('flood-probe.ts', [ready.url, ready.siteKey])
+      flooder = ControlledChild.start('flood-client.ts', [ready.url, ready.siteKey])
+      await probe.next()
+      await flooder.next()
+      // Warm-up (JIT), not counted; then idle.
+      await probe.request({ cmd: 'probe', seconds: 2, rate: PROBE_RATE })
+      const idle = await probe.request<FloodProbeTimes>({
+        cmd: 'probe',
+        seconds: idleSeconds,
+        rate: PROBE_RATE,
+      })
+      const idleP99 = quantile(idle.syncMs, 0.99)
+      const results: PhaseResult[] & { idleP99Ms?: number } = []
+      results.idleP99Ms = round(idleP99)
+      const phases: Array<[string, Record<string, unknown>]> = [
+        [
+          `${connections} connections at once`,
+          { cmd: 'connections', count: connections, holdSeconds: 3 },
+        ],
+        [`${cycles} connect/disconnect cycles`, { cmd: 'cycles', count: cycles }],
+        [`${updateCount} updates from one client`, { cmd: 'updates', count: updateCount }],
+      ]
+      for (const [name, command] of phases) {
+        const result = await phase(name, server, probe, flooder, command, idleP99)
+        results.push(result)
+        if (!result.serverUp) break
+      }
+      await Promise.all([probe.finish(), flooder.finish()])
+      await server.finish()
+      return results
+    } catch (error) {
+      await Promise.all([server.kill(), probe?.kill(), flooder?.kill()])
+      throw error
+    }
+  })
+}
+
+const mark = (ok: boolean): string => (ok ? 'PASS' : 'MISS')
+
+/** The flood bench, registered in run.ts. */
+export const floodBench: Bench = {
+  name: 'flood',
+  summary: '2,000 connections, 500 cycles, 100k updates: legit p99 vs idle, server RSS, recovery',
+  async run() {
+    const results = await measure()
+    const idleP99 = results.idleP99Ms ?? NaN
+    const rows: Cell[][] = results.map((r) => [
+      r.phase,
+      r.p99Ms,
+      ratioText(r.p99Ratio),
+      r.probeTimeouts,
+      r.recoveryP99Ms,
+      r.rssBeforeMB,
+      r.rssPeakMB,
+      r.rssAfterMB,
+      r.flood.opened,
+      Object.entries(r.flood.errors)
+        .map(([k, n]) => `${k} x${n}`)
+        .join(', ') || '-',
+    ])
+    printTable(
+      `flood: legitimate sync round trip (idle p99 ${idleP99} ms) and server RSS (MB)`,
+      [
+        'phase',
+        'p99 ms',
+        'x idle',
+        'timeouts',
+        'after p99',
+        'rss before',
+        'peak',
+        'after',
+        'opened',
+        'errors',
+      ],
+      rows,
+    )
+    for (const r of results) {
+      if (r.applied !== undefined)
+        console.log(
+          `  ${r.phase}: ${r.flood.sent} sent in ${round(r.flood.seconds, 1)} s, ${r.applied} applied; ` +
+            `closes: ${JSON.stringify(r.flood.closes ?? {})}`,
+        )
+    }
+    printTable(
+      'flood: targets',
+      ['phase', 'server up', 'memory bounded', `p99 <= ${P99_RATIO_MAX}x idle`, 'recovers'],
+      results.map((r) => [
+        r.phase,
+        mark(r.serverUp),
+        mark(r.rssPeakMB - r.rssBeforeMB <= mb(RSS_GROWTH_BYTES_MAX)),
+        mark(r.p99Ratio <= P99_RATIO_MAX),
+        mark(r.recovered),
+      ]),
+    )
+    return { idleP99Ms: idleP99, phases: results }
+  },
+}

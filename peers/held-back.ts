@@ -1,0 +1,82 @@
+/**
+ * Remote updates a replica holds back until their clients' earlier
+ * operations arrive (Replica.canIntegrate), with the bounds on them: at
+ * most `heldBackUpdatesMax` in all (the oldest go first), and per link at
+ * most `heldBackUpdatesPerLinkMax` updates and `heldBackBytesPerLinkMax`
+ * bytes (past those the update is refused, so one flooding peer cannot
+ * fill the replica's share for everyone).
+ *
+ * Invariant: `tally` holds, for every link with an update in `list`, the
+ * number and the bytes of its updates there, and nothing else.
+ */
+import { HeldBackLimitError } from '../core/errors.js'
+import { limits } from '../core/limits.js'
+
+/** What is held: the update's bytes and the link it came from. */
+export interface Held {
+  readonly bytes: Uint8Array
+  readonly from: string | undefined
+}
+
+/** The held-back updates of one replica, oldest first. */
+export class HeldBackUpdates<T extends Held> {
+  private list: T[] = []
+  private readonly tally = new Map<string, { count: number; bytes: number }>()
+
+  /** How many are held. */
+  get length(): number {
+    return this.list.length
+  }
+
+  /** The held updates, oldest first (read only). */
+  all(): readonly T[] {
+    return this.list
+  }
+
+  /** How many updates of link `from` are held. */
+  countFrom(from: string): number {
+    return this.tally.get(from)?.count ?? 0
+  }
+
+  /**
+   * Holds `update`, or returns the refusal when its link is at its bound
+   * (nothing is held then). Past the global bound the oldest is dropped:
+   * losing one is harmless, it is not in the state vector, so the next
+   * exchange sends it again.
+   */
+  add(update: T): HeldBackLimitError | undefined {
+    const from = update.from
+    if (from !== undefined) {
+      const t = this.tally.get(from) ?? { count: 0, bytes: 0 }
+      if (t.count + 1 > limits.heldBackUpdatesPerLinkMax)
+        return new HeldBackLimitError('updates', limits.heldBackUpdatesPerLinkMax)
+      if (t.bytes + update.bytes.byteLength > limits.heldBackBytesPerLinkMax)
+        return new HeldBackLimitError('bytes of updates', limits.heldBackBytesPerLinkMax)
+      this.tally.set(from, { count: t.count + 1, bytes: t.bytes + update.bytes.byteLength })
+    }
+    this.list.push(update)
+    if (this.list.length > limits.heldBackUpdatesMax) this.take(0, 1)
+    return undefined
+  }
+
+  /** Removes and returns `count` updates from index `start`. */
+  take(start: number, count: number): T[] {
+    const taken = this.list.splice(start, count)
+    for (const held of taken) {
+      if (held.from === undefined) continue
+      const t = this.tally.get(held.from)
+      if (t === undefined) continue
+      if (t.count <= 1) this.tally.delete(held.from)
+      else this.tally.set(held.from, { count: t.count - 1, bytes: t.bytes - held.bytes.byteLength })
+    }
+    return taken
+  }
+
+  /** Removes and returns every held update. */
+  takeAll(): T[] {
+    const taken = this.list
+    this.list = []
+    this.tally.clear()
+    return taken
+  }
+}

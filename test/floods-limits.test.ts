@@ -1,0 +1,226 @@
+/**
+ * Floods (issue 11, item 5 and the related findings), each against the
+ * server peer over in-memory links: a closed link applies nothing more;
+ * messages per second, answered step 1s per second and held-back updates
+ * per link are bounded, with typed closes; a step 1 cannot make the server
+ * mint a clientID more than once per loaded one; a malformed state vector
+ * (or any other undecodable frame) gets a typed close, never 1011.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import { limits, netLimits } from '../core/limits.js'
+import { TokenBucket } from '../core/token-bucket.js'
+import { Prng } from '../sim/prng.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { memoryStore } from '../storage/level-store.js'
+import { eventually } from './helpers/eventually.js'
+import { ManualClock, settle } from './helpers/manual-clock.js'
+import { seedFromEnv } from './helpers/property-seed.js'
+import { rawLink } from './helpers/raw-link.js'
+
+const KEY = 'floods-limits-key'
+const closers: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close()
+})
+
+/** A server on a manual clock that is never advanced: no token comes back. */
+async function startServer(): Promise<ServerPeer> {
+  const server = await createServer({
+    store: memoryStore(),
+    clock: new ManualClock(),
+    listen: false,
+    siteKey: KEY,
+  })
+  closers.push(() => server.close())
+  return server
+}
+
+/** `count` updates of one writer, each a valid new entry in `part`, in order. */
+function updates(part: string, count: number, clientID = 4242): Uint8Array[] {
+  const doc = new Y.Doc()
+  doc.clientID = clientID
+  const out: Uint8Array[] = []
+  doc.on('update', (update: Uint8Array) => out.push(update))
+  for (let i = 0; i < count; i++)
+    doc.getMap(part).set(`u${i}`, { e: 0, f: { name: `N${i}` }, s: { name: 1 } })
+  return out
+}
+
+describe('a closed link', () => {
+  it('applies nothing more of what it queued', async () => {
+    const server = await startServer()
+    const link = rawLink(server, 'D1', KEY)
+    const sent = updates('u:D1', 1_500)
+    for (const update of sent) link.send({ type: 'sync-update', update })
+    link.connection.close(1000, 'gone')
+    await settle(50)
+    const applied = server.replica.doc.getMap('u:D1').size
+    expect(applied).toBeLessThan(sent.length / 10)
+    await settle(50)
+    expect(server.replica.doc.getMap('u:D1').size).toBe(applied)
+  })
+})
+
+describe('messages per second per link', () => {
+  it('past the burst, the link is closed with 1008 RATE_LIMITED', async () => {
+    const server = await startServer()
+    const link = rawLink(server, 'D1', KEY)
+    for (let i = 0; i < netLimits.linkMessagesBurstMax + 10; i++)
+      link.send({ type: 'query-awareness' })
+    await eventually(() => expect(link.closed()?.code).toBe(1008))
+    expect(link.closed()?.reason).toMatch(/^RATE_LIMITED: /)
+    expect(server.events.query({ type: 'write-refused', deviceId: 'D1' })[0]?.code).toBe(
+      'RATE_LIMITED',
+    )
+  })
+
+  it('a token bucket refills at its rate and holds at most its burst', () => {
+    const bucket = new TokenBucket(10, 20)
+    for (let i = 0; i < 20; i++) expect(bucket.take(1, 0)).toBe(true)
+    expect(bucket.take(1, 0)).toBe(false)
+    expect(bucket.take(1, 99)).toBe(false)
+    expect(bucket.take(1, 100)).toBe(true)
+    // A long pause refills to the burst, not beyond.
+    let taken = 0
+    while (bucket.take(1, 1_000_000)) taken++
+    expect(taken).toBe(20)
+    // A clock going back refills nothing.
+    expect(bucket.take(1, 0)).toBe(false)
+  })
+
+  it('the bounds leave a legitimate device (and the load bench) far under them', () => {
+    // The load bench: 10 edits a second per device; a full sync is a few messages.
+    expect(netLimits.linkMessagesPerSecondMax).toBeGreaterThanOrEqual(10 * 10)
+    expect(netLimits.linkBytesBurstMax).toBeGreaterThanOrEqual(netLimits.messageBytesMax)
+    // The load bench's step-1 probe asks 20 times a second on one link.
+    expect(netLimits.step1AnswersPerSecondMax).toBeGreaterThanOrEqual(2 * 20)
+  })
+})
+
+describe('answers per link', () => {
+  it('2,000 empty step 1s in a burst get one or two answers, not 2,000', async () => {
+    const server = await startServer()
+    await server.users.put({ id: 'u1', name: 'Ann' })
+    const link = rawLink(server, 'D1', KEY)
+    for (let i = 0; i < 2_000; i++)
+      link.send({ type: 'sync-step1', stateVector: new Uint8Array([0]) })
+    await settle(50)
+    await eventually(() => expect(link.received.some((m) => m.type === 'sync-step2')).toBe(true))
+    const answers = link.received.filter((m) => m.type === 'sync-step2').length
+    expect(answers).toBeLessThanOrEqual(2)
+  })
+
+  it('step 1s one after another past the burst close the link with RATE_LIMITED', async () => {
+    const server = await startServer()
+    await server.users.put({ id: 'u1', name: 'Ann' })
+    const link = rawLink(server, 'D1', KEY)
+    for (let i = 0; i < netLimits.step1AnswersBurstMax + 5 && link.closed() === undefined; i++) {
+      link.send({ type: 'sync-step1', stateVector: new Uint8Array([0]) })
+      await settle(3)
+    }
+    await eventually(() => expect(link.closed()?.code).toBe(1008))
+    expect(link.closed()?.reason).toMatch(/^RATE_LIMITED: /)
+    const answers = link.received.filter((m) => m.type === 'sync-step2').length
+    expect(answers).toBeLessThanOrEqual(netLimits.step1AnswersBurstMax)
+  })
+})
+
+describe('held-back updates per link', () => {
+  it('past the cap, the update is refused with TOO_MANY_HELD_BACK and the link closed', async () => {
+    const server = await startServer()
+    const link = rawLink(server, 'D1', KEY)
+    // Every update after the first depends on it, and the first never comes.
+    const [, ...rest] = updates('u:D1', limits.heldBackUpdatesPerLinkMax + 20)
+    for (const update of rest) {
+      if (link.closed() !== undefined) break
+      link.send({ type: 'sync-update', update })
+      await settle(1)
+    }
+    await eventually(() => expect(link.closed()?.code).toBe(1008))
+    expect(link.closed()?.reason).toMatch(/^TOO_MANY_HELD_BACK: /)
+    expect(server.replica.doc.getMap('u:D1').size).toBe(0)
+    expect(server.events.query({ type: 'write-refused', deviceId: 'D1' })[0]?.code).toBe(
+      'TOO_MANY_HELD_BACK',
+    )
+  })
+})
+
+describe('a step 1 claiming more of the server clientID than it has', () => {
+  it('makes the server renew its clientID once, not once per claim', async () => {
+    const server = await startServer()
+    await server.users.put({ id: 'u1', name: 'Ann' })
+    const ids = new Set<number>([server.replica.doc.clientID])
+    for (let round = 0; round < 100; round++) {
+      const id = server.replica.doc.clientID
+      const claim = new Map([[id, Y.getState(server.replica.doc.store, id) + 5]])
+      const link = rawLink(server, 'D1', KEY)
+      link.send({ type: 'sync-step1', stateVector: encodeVector(claim) })
+      await settle(5)
+      ids.add(server.replica.doc.clientID)
+      link.connection.close()
+    }
+    expect(ids.size).toBe(2)
+    const refused = server.events.query({ type: 'write-refused', deviceId: 'D1' })
+    expect(refused.map((e) => e.code)).toEqual(['IMPLAUSIBLE_STATE_VECTOR'])
+    // The server still writes, under its one renewed clientID.
+    await server.users.patch('u1', { name: 'Anne' })
+    expect(server.users.get('u1')?.name).toBe('Anne')
+  })
+})
+
+describe('undecodable frames', () => {
+  it('a malformed state vector gets 1007 MALFORMED_MESSAGE, not 1011', async () => {
+    const server = await startServer()
+    const link = rawLink(server, 'D1', KEY)
+    // Says five entries follow, and none does.
+    link.send({ type: 'sync-step1', stateVector: new Uint8Array([5]) })
+    await eventually(() => expect(link.closed()).toBeDefined())
+    expect(link.closed()?.code).toBe(1007)
+    expect(link.closed()?.reason).toMatch(/^MALFORMED_MESSAGE: /)
+  })
+
+  it('random frames of every sync type are closed typed, never 1011', async () => {
+    const seed = seedFromEnv()
+    console.log(`undecodable frames: seed ${seed} (replay: ROSTERSYNC_SEED=${seed})`)
+    const prng = new Prng(seed)
+    const server = await startServer()
+    await server.users.put({ id: 'u1', name: 'Ann' })
+    const codes = new Map<number, number>()
+    for (let i = 0; i < 200; i++) {
+      const length = prng.nextUint32() % 40
+      const body = Uint8Array.from({ length }, () => prng.nextUint32() % 256)
+      // Mostly sync frames (type 0, subtype 0..2) with a random payload.
+      const frame =
+        i % 4 === 3
+          ? body
+          : Uint8Array.from([0, i % 3, body.length, ...body.subarray(0, body.length)])
+      const link = rawLink(server, `D${i % 5}`, KEY)
+      link.connection.send(frame)
+      await settle(3)
+      const closed = link.closed()
+      if (closed !== undefined) codes.set(closed.code, (codes.get(closed.code) ?? 0) + 1)
+      link.connection.close()
+    }
+    expect(codes.has(1011)).toBe(false)
+    expect(server.users.get('u1')?.name).toBe('Ann')
+  })
+})
+
+/** A state vector's bytes (lib0: varUint count, then varUint client, varUint clock pairs). */
+function encodeVector(vector: Map<number, number>): Uint8Array {
+  const out: number[] = []
+  const varUint = (n: number): void => {
+    while (n > 0x7f) {
+      out.push(0x80 | (n & 0x7f))
+      n = Math.floor(n / 128)
+    }
+    out.push(n)
+  }
+  varUint(vector.size)
+  for (const [client, clock] of vector) {
+    varUint(client)
+    varUint(clock)
+  }
+  return Uint8Array.from(out)
+}

@@ -1,0 +1,126 @@
+/**
+ * Secure defaults (issue 11): a server started without a site key makes
+ * one (`<dataDir>/site-key`, mode 0600, reused on restart) and refuses
+ * devices without it; an open site exists only when asked for, and says so
+ * at start-up; the command line's start-up hint names the key's file, never
+ * the key. Real LevelDB in temp dirs, WebSocket on 127.0.0.1, and the CLI
+ * as a child process.
+ */
+import { spawn } from 'node:child_process'
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { WebSocket } from 'ws'
+import { hasCode } from '../core/errors.js'
+import { CloseCode } from '../core/protocol.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { memoryStore } from '../storage/level-store.js'
+
+const opened: ServerPeer[] = []
+const dirs: string[] = []
+afterEach(async () => {
+  for (const s of opened.splice(0)) await s.close()
+  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true })
+})
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'rostersync-front-'))
+  dirs.push(dir)
+  return dir
+}
+
+/** Joins with `key` (or none); resolves with the close code, or 'open' once answered. */
+function tryJoin(peer: ServerPeer, key: string | undefined): Promise<number | 'open'> {
+  const query = new URLSearchParams({ device: 'D1', ...(key === undefined ? {} : { key }) })
+  const ws = new WebSocket(`${peer.url}/roster?${query.toString()}`)
+  return new Promise((resolve, reject) => {
+    ws.once('open', () => ws.send(new Uint8Array([0, 0, 1, 0])))
+    ws.once('message', () => {
+      ws.close()
+      resolve('open')
+    })
+    ws.once('close', (code) => resolve(code))
+    ws.once('error', reject)
+  })
+}
+
+describe('secure defaults: the site key', () => {
+  it('is generated into <dataDir>/site-key (0600), reused on restart, and required', async () => {
+    const dir = await tempDir()
+    let server = await createServer({ dataDir: dir })
+    opened.push(server)
+    const file = join(dir, 'site-key')
+    const key = (await readFile(file, 'utf8')).trim()
+    expect(key.length).toBeGreaterThanOrEqual(32)
+    expect((await stat(file)).mode & 0o777).toBe(0o600)
+    expect(server.siteKey).toBe(key)
+    expect(server.siteKeyFile).toBe(file)
+    expect(await tryJoin(server, undefined)).toBe(CloseCode.authFailed)
+    expect(await tryJoin(server, 'guess')).toBe(CloseCode.authFailed)
+    expect(await tryJoin(server, key)).toBe('open')
+    await server.close()
+    opened.pop()
+    server = await createServer({ dataDir: dir })
+    opened.push(server)
+    expect(server.siteKey).toBe(key)
+  })
+
+  it('is random and in memory only without a dataDir', async () => {
+    const a = await createServer({ store: memoryStore() })
+    const b = await createServer({ store: memoryStore() })
+    opened.push(a, b)
+    expect(a.siteKey).toBeDefined()
+    expect(a.siteKey).not.toBe(b.siteKey)
+    expect(await tryJoin(a, undefined)).toBe(CloseCode.authFailed)
+  })
+
+  it('an open site needs open: true, and excludes a siteKey', async () => {
+    const server = await createServer({ store: memoryStore(), open: true })
+    opened.push(server)
+    expect(server.siteKey).toBeUndefined()
+    expect(await tryJoin(server, undefined)).toBe('open')
+    await expect(
+      createServer({ store: memoryStore(), open: true, siteKey: 'k' }),
+    ).rejects.toSatisfy((e) => hasCode(e, 'INVALID_OPTIONS'))
+  })
+})
+
+/** Runs `rostersync server` until it prints its hint; returns what it printed. */
+async function serverOutput(args: string[]): Promise<{ stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ['bin/rostersync.js', 'server', '--port', '0', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString()
+      if (stdout.includes('stop with Ctrl-C')) resolve()
+    })
+    child.once('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)))
+  })
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  child.kill('SIGTERM')
+  await exited
+  return { stdout, stderr }
+}
+
+describe('secure defaults: the command line', () => {
+  it('prints where the site key is and how to start a device with it, never the key', async () => {
+    const dir = await tempDir()
+    const { stdout } = await serverOutput(['--data', dir])
+    const key = (await readFile(join(dir, 'site-key'), 'utf8')).trim()
+    expect(stdout).toContain(`cat ${join(dir, 'site-key')}`)
+    expect(stdout).toContain(`--site-key-file ${join(dir, 'site-key')}`)
+    expect(stdout).not.toContain(key)
+  })
+
+  it('says loudly that a site is open (--open)', async () => {
+    const dir = await tempDir()
+    const { stdout, stderr } = await serverOutput(['--data', dir, '--open'])
+    expect(stderr).toMatch(/WARNING: this site is OPEN/)
+    expect(stdout).not.toContain('--site-key-file')
+  })
+})

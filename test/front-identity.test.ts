@@ -1,0 +1,226 @@
+/**
+ * Who may come through the front door (issue 11): ids compared exactly as
+ * stored, `server` reserved in any case, an id differing from a registered
+ * one only by case refused, device names and serials cleaned and bounded,
+ * a bounded registry, one connection per device id (the newer replaces the
+ * older), and approval mode. In-memory transport and a manual clock.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import { hasCode } from '../core/errors.js'
+import { cleanLabel } from '../core/ids.js'
+import { limits } from '../core/limits.js'
+import { CloseCode, isFinalClose } from '../core/protocol.js'
+import type { CloseInfo, Connection } from '../core/transport.js'
+import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { DeviceRegistry } from '../server-peer/device-registry.js'
+import { memoryStore } from '../storage/level-store.js'
+import { memoryPair } from '../transports/memory-transport.js'
+import { ManualClock, settle } from './helpers/manual-clock.js'
+
+const SITE_KEY = 'identity-site-key'
+const closers: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close().catch(() => undefined)
+})
+
+async function newServer(
+  clock: ManualClock,
+  extra: { approveDevices?: boolean } = {},
+): Promise<ServerPeer> {
+  const peer = await createServer({
+    store: memoryStore(),
+    clock,
+    listen: false,
+    siteKey: SITE_KEY,
+    ...extra,
+  })
+  closers.push(() => peer.close())
+  return peer
+}
+
+/** Joins `server` over an in-memory pair; `closed` is set when the server closes it. */
+function join(
+  server: ServerPeer,
+  params: Record<string, string>,
+): { mine: Connection; closed: () => CloseInfo | undefined } {
+  const [mine, theirs] = memoryPair('device', 'server')
+  let info: CloseInfo | undefined
+  mine.onClose((i) => (info = i))
+  const query = new URLSearchParams({ key: SITE_KEY, ...params })
+  server.accept(theirs, `/roster?${query.toString()}`)
+  return { mine, closed: () => info }
+}
+
+async function closeOf(
+  server: ServerPeer,
+  params: Record<string, string>,
+): Promise<CloseInfo | undefined> {
+  const { closed } = join(server, params)
+  await settle()
+  return closed()
+}
+
+async function newDevice(
+  clock: ManualClock,
+  id: string,
+  server: () => ServerPeer,
+): Promise<DevicePeer> {
+  let n = 0
+  const device = await createDevice({
+    id,
+    store: memoryStore(),
+    clock,
+    server: 'ws://in-memory',
+    serverTransport: {
+      connect: async (url) => {
+        const [mine, theirs] = memoryPair('device', 'server')
+        server().accept(theirs, url)
+        return mine
+      },
+      close: async () => undefined,
+    },
+    siteKey: SITE_KEY,
+    randomUint32: () => 0x2000 + n++,
+  })
+  closers.push(() => device.close())
+  return device
+}
+
+describe('identity: ids', () => {
+  it('reserves `server` in any case', async () => {
+    const server = await newServer(new ManualClock())
+    for (const id of ['server', 'SERVER', 'Server', 'sErVeR']) {
+      const info = await closeOf(server, { device: id })
+      expect(info?.code, id).toBe(CloseCode.idConflict)
+      expect(info?.reason, id).toMatch(/^ID_CONFLICT: /)
+    }
+    expect(server.devices.list()).toEqual([])
+  })
+
+  it('refuses an id that differs from a registered one only by case: a revoked T-1 stays out as t-1', async () => {
+    const server = await newServer(new ManualClock())
+    const first = join(server, { device: 'T-1' })
+    await settle()
+    expect(first.closed()).toBeUndefined()
+    const again = await closeOf(server, { device: 't-1' })
+    expect(again?.code).toBe(CloseCode.idConflict)
+    await server.devices.revoke('T-1')
+    expect((await closeOf(server, { device: 't-1' }))?.code).toBe(CloseCode.idConflict)
+    expect((await closeOf(server, { device: 'T-1' }))?.code).toBe(CloseCode.revoked)
+    // Compared exactly as stored: the other case is not the device.
+    expect(await server.devices.revoke('t-1')).toBe(false)
+    expect(server.devices.list().map((d) => d.id)).toEqual(['T-1'])
+  })
+
+  it('cleans names and serials of control characters and escapes, and bounds them', async () => {
+    const server = await newServer(new ManualClock())
+    join(server, {
+      device: 'D1',
+      name: `lobby\u0000\n\u001b[31mred\u001b[0m\u202e${'x'.repeat(1_500)}`,
+      serial: `SN\r\n1\u0007${'9'.repeat(1_500)}`,
+    })
+    await settle()
+    const [record] = server.devices.list()
+    expect(record?.name.startsWith('lobbyred')).toBe(true)
+    expect(record?.name.length).toBe(limits.deviceNameCharsMax)
+    expect(record?.serial.startsWith('SN19')).toBe(true)
+    expect(record?.serial.length).toBe(limits.deviceSerialCharsMax)
+    // eslint-disable-next-line no-control-regex
+    expect(/[\u0000-\u001f\u007f\u202e]/.test(`${record?.name}${record?.serial}`)).toBe(false)
+    // 10,000 characters never reach the registry: the join URL is bounded,
+    // and the label is cut whatever path it came by.
+    expect(cleanLabel(`\u001b[2J${'y'.repeat(10_000)}`, limits.deviceNameCharsMax)).toBe(
+      'y'.repeat(limits.deviceNameCharsMax),
+    )
+    const long = await closeOf(server, { device: 'D2', name: 'z'.repeat(10_000) })
+    expect(long?.code).toBe(CloseCode.malformedRequest)
+  })
+})
+
+describe('identity: a bounded registry', () => {
+  it('refuses a new device past devicesRegisteredMax, and a new pending one past devicesPendingMax', async () => {
+    const clock = new ManualClock()
+    const server = await newServer(clock)
+    const registry = new DeviceRegistry(clock, server.replica)
+    const join = { name: 'n', address: 'a', serial: 's' }
+    for (let i = 0; i < limits.devicesPendingMax; i++) {
+      expect(registry.admission(`P-${i}`, join, true)?.code).toBe('PEER_PENDING')
+    }
+    expect(registry.admission('P-over', join, true)?.code).toBe('REGISTRY_FULL')
+    for (let i = limits.devicesPendingMax; i < limits.devicesRegisteredMax; i++) {
+      expect(registry.admission(`D-${i}`, join, false)).toBeUndefined()
+      registry.seen(`D-${i}`, 'n', 'a')
+    }
+    expect(registry.list()).toHaveLength(limits.devicesRegisteredMax)
+    expect(registry.admission('D-over', join, false)?.code).toBe('REGISTRY_FULL')
+    // Known devices still come in.
+    expect(registry.admission(`D-${limits.devicesPendingMax}`, join, false)).toBeUndefined()
+    await registry.close()
+  })
+})
+
+describe('identity: one connection per device id', () => {
+  it('a newer connection replaces the older, which is closed with SESSION_REPLACED', async () => {
+    const server = await newServer(new ManualClock())
+    const older = join(server, { device: 'D1' })
+    await settle()
+    const newer = join(server, { device: 'D1' })
+    await settle()
+    expect(older.closed()).toEqual({
+      code: CloseCode.replaced,
+      reason: expect.stringMatching(/^SESSION_REPLACED: /) as unknown,
+    })
+    expect(newer.closed()).toBeUndefined()
+    expect(server.devices.list()).toMatchObject([{ id: 'D1', state: 'connected' }])
+    // A device told it was replaced does not reconnect on its own (no flapping).
+    expect(isFinalClose(CloseCode.replaced)).toBe(true)
+    newer.mine.close()
+    await settle()
+    expect(server.devices.list()).toMatchObject([{ id: 'D1', state: 'disconnected' }])
+  })
+})
+
+describe('identity: approval mode', () => {
+  it('holds a new device as pending until approved; the device retries with backoff and gets in', async () => {
+    const clock = new ManualClock()
+    const server = await newServer(clock, { approveDevices: true })
+    const device = await newDevice(clock, 'T-9', () => server)
+    await settle()
+    expect(server.devices.list()).toMatchObject([{ id: 'T-9', state: 'pending', pending: true }])
+    expect(server.events.query({ type: 'device-registered', deviceId: 'T-9' })).toHaveLength(1)
+    expect(device.serverLink?.state).not.toBe('refused')
+    expect(await server.devices.approve('T-9')).toBe(true)
+    await clock.advance(60_000)
+    await device.sync.whenIdle()
+    expect(server.devices.list()).toMatchObject([{ id: 'T-9', state: 'connected', pending: false }])
+  })
+
+  it('keeps a revoked device out, under its id or a new one', async () => {
+    const server = await newServer(new ManualClock(), { approveDevices: true })
+    expect((await closeOf(server, { device: 'T-1' }))?.code).toBe(CloseCode.pending)
+    expect(await server.devices.approve('T-1')).toBe(true)
+    const admitted = join(server, { device: 'T-1' })
+    await settle()
+    expect(admitted.closed()).toBeUndefined()
+    await server.devices.revoke('T-1')
+    await settle()
+    expect(admitted.closed()?.code).toBe(CloseCode.revoked)
+    expect((await closeOf(server, { device: 'T-1' }))?.code).toBe(CloseCode.revoked)
+    // With the site key and a new id it is only a pending stranger.
+    const info = await closeOf(server, { device: 'T-1-new' })
+    expect(info).toEqual({
+      code: CloseCode.pending,
+      reason: expect.stringMatching(/^PEER_PENDING: /) as unknown,
+    })
+    // Approving a revoked device does not bring it back.
+    await expect(server.devices.approve('T-1')).rejects.toSatisfy((e) => hasCode(e, 'PEER_REVOKED'))
+    expect(await server.devices.approve('nobody')).toBe(false)
+  })
+
+  it('without approval mode, a new device with the site key joins at once', async () => {
+    const server = await newServer(new ManualClock())
+    expect(await closeOf(server, { device: 'T-2' })).toBeUndefined()
+    expect(server.devices.list()).toMatchObject([{ id: 'T-2', pending: false }])
+  })
+})
