@@ -10,9 +10,6 @@
  * it cannot parse, headers over its limit) carry no JSON body; they are
  * accepted as long as they are 4xx. Upgrades to a target that does not
  * parse are refused with 4400 MALFORMED_REQUEST, never an exception.
- *
- * The case marked `NOT FIXED` reproduces a finding that no work has fixed
- * yet: it runs as `it.fails` until then.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { connect } from 'node:net'
@@ -313,14 +310,13 @@ describe('the HTTP API refuses bad input with a typed error, changing nothing', 
     await expectRefused(cases, 'MALFORMED_REQUEST')
   })
 
-  it.fails(
-    'PUT of a JSON array — NOT FIXED: 200, taken as an empty record, which clears the user (http-api.ts spreads any object, arrays included)',
-    async () => {
-      await expectRefused([
-        ['PUT /api/users/u2 []', requestText('PUT', '/api/users/u2', auth(), '[]')],
-      ])
-    },
-  )
+  it('PUT and PATCH of a JSON array (an array spread into a record would clear the user)', async () => {
+    await expectRefused([
+      ['PUT /api/users/u2 []', requestText('PUT', '/api/users/u2', auth(), '[]')],
+      ['PATCH /api/users/u2 []', requestText('PATCH', '/api/users/u2', auth(), '[]')],
+      ['PUT /api/users/u2 "x"', requestText('PUT', '/api/users/u2', auth(), '"x"')],
+    ])
+  })
 
   it('wrong methods', async () => {
     await expectRefused([
