@@ -238,15 +238,18 @@ async function serveUsers(
     }
     case 'PUT': {
       const body = await readJson(req)
-      if (typeof body === 'object' && body !== null && 'id' in body && body.id !== id) {
+      // A record is a JSON object: an array spread into one would be an
+      // empty record, a put that clears every field of the user.
+      if (typeof body !== 'object' || body === null || Array.isArray(body))
+        throw new InvalidRecordError('the body must be a JSON object (a user record)')
+      if ('id' in body && body.id !== id) {
         // The URL names the record; a body naming another one is a mistake
         // (or a trick), not an instruction to write elsewhere.
         throw new InvalidRecordError(
           `the body's id ${excerpt(String(body.id), 32)} differs from the URL's ${excerpt(id, 32)}`,
         )
       }
-      const record = typeof body === 'object' && body !== null ? { ...body, id } : body
-      await target.users.put(record)
+      await target.users.put({ ...body, id })
       return reply(res, 200, target.users.get(id))
     }
     case 'PATCH':

@@ -14,14 +14,41 @@ import { frame } from '../../transports/length-prefixed.js'
 import { concat, varUint } from './hostile-frames.js'
 
 /**
- * Sentinel message types: a type no peer knows, unique per use, so the
- * peer's refusal of it (which names the type) shows that every message
- * sent before it on the link has been handled.
+ * Sentinel message types: a type no peer knows, unique per use. The peer
+ * refuses it (naming the type in its error message and in the reason it
+ * closes the link with), which shows that every message sent before it on
+ * the link was handled and none of them was refused.
  */
 const SENTINEL_BASE = 2 ** 40
 
-/** How long {@link RawLink.settle} waits for the sentinel's refusal before going on. */
-const SETTLE_TIMEOUT_MS = 3_000
+/**
+ * How long a link waits for the peer to close it after a sentinel. Only a
+ * bound: a peer answers within milliseconds, so the suites never spend it
+ * unless a peer hangs (which they then report).
+ */
+const CLOSE_WAIT_MS = 5_000
+
+/**
+ * How long a link waits for the close that must follow the peer's error
+ * message about the sentinel (a refusal closes the link). Spent only when
+ * a peer refuses and keeps the link open, which the suites report.
+ */
+const CLOSE_AFTER_REFUSAL_MS = 1_000
+
+/**
+ * What became of the messages sent on a link before {@link RawLink.settle}:
+ * `accepted` (the peer handled them all and refused only the sentinel),
+ * `refused` (the peer refused one of them and closed the link: `close` says
+ * with what; anything sent after that one was dropped unhandled),
+ * `not-closed` (the peer sent its refusal of the sentinel but did not close
+ * the link, which a refusal must do), or `unsettled` (neither within the
+ * bound).
+ */
+export type Settled =
+  | { readonly outcome: 'accepted'; readonly close: CloseInfo }
+  | { readonly outcome: 'refused'; readonly close: CloseInfo }
+  | { readonly outcome: 'not-closed' }
+  | { readonly outcome: 'unsettled' }
 
 /** A link that sends raw messages. */
 export interface RawLink {
@@ -31,22 +58,26 @@ export interface RawLink {
   readonly errors: Array<{ code: string; message: string }>
   /** How the peer closed the link, once it did. */
   closed(): CloseInfo | undefined
+  /** Resolves with how the link closed, or undefined if it is still open after `timeoutMs`. */
+  whenClosed(timeoutMs?: number): Promise<CloseInfo | undefined>
   /**
-   * Resolves once the peer has handled every message sent so far (its
-   * refusal of a sentinel arrived), the link closed, or a timeout passed;
-   * says which.
+   * Sends a sentinel and waits (bounded) for the peer to close the link:
+   * since a peer closes a link on the first message it refuses, the close
+   * says whether everything sent so far was accepted or which refusal
+   * ended it. The caller still calls close() (the link may be open).
    */
-  settle(): Promise<'settled' | 'closed' | 'timeout'>
+  settle(): Promise<Settled>
   close(): void
 }
 
 let nextSentinel = 0
 
-/** Shared part of both links: errors received, and the sentinel wait. */
+/** Shared part of both links: errors received, the close, and the sentinel wait. */
 class Replies {
   readonly errors: Array<{ code: string; message: string }> = []
   closedWith: CloseInfo | undefined
-  private waiter: { tag: string; resolve: (how: 'settled' | 'closed') => void } | undefined
+  /** Woken by every error message and by the close. */
+  private readonly watchers = new Set<() => void>()
 
   take(bytes: Uint8Array): void {
     let message
@@ -57,33 +88,50 @@ class Replies {
     }
     if (message.type !== 'error') return
     this.errors.push({ code: message.code, message: message.message })
-    if (this.waiter !== undefined && message.message.includes(this.waiter.tag)) {
-      this.waiter.resolve('settled')
-      this.waiter = undefined
-    }
+    for (const wake of this.watchers) wake()
   }
 
   onClose(info: CloseInfo): void {
-    this.closedWith ??= info
-    this.waiter?.resolve('closed')
-    this.waiter = undefined
+    if (this.closedWith !== undefined) return
+    this.closedWith = info
+    for (const wake of this.watchers) wake()
   }
 
-  async settle(
-    send: (bytes: Uint8Array) => Promise<void>,
-  ): Promise<'settled' | 'closed' | 'timeout'> {
-    if (this.closedWith !== undefined) return 'closed'
-    const tag = String(SENTINEL_BASE + nextSentinel++)
+  /** Resolves once `done()` holds (checked now and on every error or close), or false after `timeoutMs`. */
+  private async until(done: () => boolean, timeoutMs: number): Promise<boolean> {
+    if (done()) return true
     let timer: NodeJS.Timeout | undefined
-    const result = new Promise<'settled' | 'closed' | 'timeout'>((resolve) => {
-      this.waiter = { tag, resolve }
-      timer = setTimeout(() => resolve('timeout'), SETTLE_TIMEOUT_MS)
+    let watcher: (() => void) | undefined
+    const met = await new Promise<boolean>((resolve) => {
+      watcher = () => {
+        if (done()) resolve(true)
+      }
+      this.watchers.add(watcher)
+      timer = setTimeout(() => resolve(false), timeoutMs)
     })
-    await send(varUint(Number(tag)))
-    const how = await result
     clearTimeout(timer)
-    this.waiter = undefined
-    return how
+    if (watcher !== undefined) this.watchers.delete(watcher)
+    return met
+  }
+
+  async whenClosed(timeoutMs = CLOSE_WAIT_MS): Promise<CloseInfo | undefined> {
+    await this.until(() => this.closedWith !== undefined, timeoutMs)
+    return this.closedWith
+  }
+
+  async settle(send: (bytes: Uint8Array) => Promise<void>): Promise<Settled> {
+    const tag = String(SENTINEL_BASE + nextSentinel++)
+    const sentinelRefused = (): boolean => this.errors.some((e) => e.message.includes(tag))
+    if (this.closedWith === undefined) await send(varUint(Number(tag)))
+    await this.until(() => this.closedWith !== undefined || sentinelRefused(), CLOSE_WAIT_MS)
+    // The close follows the error message at once; wait for it, bounded.
+    if (this.closedWith === undefined && sentinelRefused())
+      await this.until(() => this.closedWith !== undefined, CLOSE_AFTER_REFUSAL_MS)
+    const close = this.closedWith
+    if (close === undefined) return { outcome: sentinelRefused() ? 'not-closed' : 'unsettled' }
+    return close.reason.includes(tag) || sentinelRefused()
+      ? { outcome: 'accepted', close }
+      : { outcome: 'refused', close }
   }
 }
 
@@ -113,6 +161,7 @@ export async function rawWebSocket(url: string): Promise<RawLink> {
     send,
     errors: replies.errors,
     closed: () => replies.closedWith,
+    whenClosed: (timeoutMs) => replies.whenClosed(timeoutMs),
     settle: () => replies.settle(send),
     close: () => socket.close(1000, 'done'),
   }
@@ -161,6 +210,7 @@ export async function rawLanLink(node: Libp2p, addresses: readonly string[]): Pr
     closed: () =>
       replies.closedWith ??
       (open.status === 'open' ? undefined : { code: 1006, reason: 'stream ended' }),
+    whenClosed: (timeoutMs) => replies.whenClosed(timeoutMs),
     settle: () => replies.settle(send),
     // A reset, not a close: a stream left inside an unfinished frame would
     // never see our close frame, and would hold one of the device's sync
