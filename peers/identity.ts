@@ -39,6 +39,7 @@ export class Identity implements ClientIdSource {
   private readonly nonces = new Map<number, number>()
   private pinned: Uint8Array | undefined
   private cert: Certificate | undefined
+  private readonly pinListeners = new Set<() => void>()
 
   private constructor(
     readonly key: KeyPair,
@@ -112,7 +113,15 @@ export class Identity implements ClientIdSource {
       this.cert = cert
       ops.push({ type: 'put', key: KEYS.certificate, value: encodeCertificate(cert) })
     }
+    const first = ops.some((op) => op.key === KEYS.serverKey)
     if (ops.length > 0) await this.store.batch(ops)
+    if (first) for (const listener of [...this.pinListeners]) listener()
+  }
+
+  /** Calls `listener` once the server's key is pinned; returns the unsubscribe function. */
+  onPinned(listener: () => void): () => void {
+    this.pinListeners.add(listener)
+    return () => this.pinListeners.delete(listener)
   }
 }
 

@@ -264,11 +264,21 @@ export function runLanLink(
     onRefused: refused,
     onRemoteError: (code, message) => options.onError?.(code, `LAN peer ${peer}: ${message}`),
   })
+  // A link that started plain (this device had no server key yet) is
+  // restarted once the key is pinned, so that both sides speak envelopes:
+  // a pinned peer refuses plain updates.
+  const offReady =
+    options.signing === undefined || options.signing.ready()
+      ? () => undefined
+      : options.signing.onReady(() =>
+          connection.close(1012, 'SIGNED: this device now checks signed writes; reconnect'),
+        )
   connection.onClose(({ code, reason }) => {
+    offReady()
     session.stop()
     // Normal, going-away and dropped links are not errors; the rest
     // (too large, malformed, too many peers) carry a code in their reason.
-    if (code !== 1000 && code !== 1001 && code !== 1006 && !closing()) {
+    if (code !== 1000 && code !== 1001 && code !== 1006 && code !== 1012 && !closing()) {
       options.onError?.(reason.split(':')[0] ?? 'SYNC_FAILED', `LAN peer ${peer}: ${reason}`)
     }
     onClosed?.()

@@ -26,6 +26,7 @@ import * as Y from 'yjs'
 import { rootOwner } from '../core/entries.js'
 import { SERVER_ID } from '../core/ids.js'
 import { decodeMessage } from '../core/protocol.js'
+import { decodeEnvelope } from '../core/signing.js'
 import type { CloseInfo, Connection, Transport } from '../core/transport.js'
 
 /** Updates merged into one before more are collected. */
@@ -48,6 +49,7 @@ export function classifyMessage(message: Uint8Array): string {
     return sub === 0 ? 'step1' : sub === 1 ? 'step2' : sub === 2 ? 'update' : 'sync-other'
   }
   if (type === 100) return 'error'
+  if (type === 101) return message[1] === 1 ? 'signed-step2' : 'signed-update'
   return 'other'
 }
 
@@ -91,10 +93,23 @@ export class NetworkObserver {
     if (message === this.#last) return
     this.#last = message
     const kind = classifyMessage(message)
+    if (kind === 'signed-step2' || kind === 'signed-update') {
+      // Signed writes: each envelope carries one update (its signature was
+      // checked by the receiver, not the observer's business).
+      const decoded = decodeMessage(message)
+      if (decoded.type !== 'signed-step2' && decoded.type !== 'signed-update') return
+      for (const envelope of decoded.envelopes)
+        this.#observe(sender, decodeEnvelope(envelope).update)
+      return
+    }
     if (kind !== 'step2' && kind !== 'update') return
     const decoded = decodeMessage(message)
     if (decoded.type !== 'sync-step2' && decoded.type !== 'sync-update') return
-    const update = decoded.update
+    this.#observe(sender, decoded.update)
+  }
+
+  /** One update `sender` sent: integrated into the union of everything sent. */
+  #observe(sender: string, update: Uint8Array): void {
     this.updates++
     this.updateBytes += update.byteLength
     // The same bytes again (a state exchange that found nothing new carries

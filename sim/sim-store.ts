@@ -212,11 +212,21 @@ export class SimDisk {
    * Replaces the disk's contents with `backup`: a device restored from an
    * old backup of its data directory. Only while no store is open.
    */
-  restore(backup: DiskSnapshot): void {
+  restore(backup: DiskSnapshot, keepPrefix?: string): void {
     if (this.#open !== undefined) {
       throw new InvalidOptionsError('cannot restore a disk while a store is open on it')
     }
-    this.#map = new SortedMap(backup.data as SortedMap)
+    const restored = new SortedMap(backup.data as SortedMap)
+    if (keepPrefix !== undefined) {
+      // What the restore keeps of today's disk (a device's key, which a
+      // real device keeps apart from the data it backs up).
+      for (const key of this.#map.keys) {
+        const value = this.#map.values.get(key)
+        if (key.startsWith(keepPrefix) && value !== undefined)
+          restored.apply({ type: 'put', key, value })
+      }
+    }
+    this.#map = restored
   }
 
   /** @internal A store on this disk closed or crashed. */

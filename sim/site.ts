@@ -303,7 +303,13 @@ export class SimSite {
     this.crash(slot, undefined)
     slot.backup = undefined
     this.scheduler.clearTimeout(slot.restartTimer)
-    slot.disk.restore(backup.snapshot)
+    // The device's identity (its signing key, its clientID nonces, the
+    // server key it pinned; `i/` in its store) survives the restore: a
+    // terminal keeps its key apart from its roster data (PROTOCOL.md,
+    // "Signed writes"). A restore that lost it would make a new device,
+    // which the server refuses under the old id until the administrator
+    // resets it.
+    slot.disk.restore(backup.snapshot, 'i/')
     this.stats.restores++
     this.hooks.restored?.(slot.id, backup.at, this.scheduler.now())
     slot.restartTimer = this.scheduler.setTimeout(() => void this.start(slot), downMs)

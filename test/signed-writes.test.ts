@@ -1,0 +1,249 @@
+/**
+ * Signed writes (PROTOCOL.md, "Signed writes"): a device may relay another
+ * writer's envelope but author nothing for it — not into its part, not
+ * under its clientIDs, not as the server — on the server link and on the
+ * LAN; a device's id is bound to its key; a device pins the server's key.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import { decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
+import {
+  decodeCertificate,
+  deriveClientId,
+  encodeEnvelope,
+  keyPairFromSeed,
+  sealEnvelope,
+  signJoinProof,
+  type Certificate,
+  type KeyPair,
+} from '../core/signing.js'
+import type { CloseInfo, Connection } from '../core/transport.js'
+import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { siteOf } from '../peers/identity.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { memoryStore } from '../storage/level-store.js'
+import { memoryPair } from '../transports/memory-transport.js'
+import { eventually } from './helpers/eventually.js'
+
+const SITE_KEY = 'signed-writes-site'
+const closers: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close()
+})
+
+const seedOf = (n: number): Uint8Array => new Uint8Array(32).fill(n)
+
+/** A device's draws for createDevice's randomUint32: eight for its key seed, then nonces. */
+function drawsFor(n: number): () => number {
+  const draws = Array.from({ length: 8 }, () => n * 0x01010101)
+  let next = 1_000 * n
+  return () => draws.shift() ?? next++
+}
+
+interface Raw {
+  readonly received: Message[]
+  closed(): CloseInfo | undefined
+  send(message: Message): void
+  readonly connection: Connection
+}
+
+/** Joins `server` as `deviceId` with `key` (a join proof signed by `key`, or none). */
+function join(server: ServerPeer, deviceId: string, key: KeyPair | undefined): Raw {
+  const [mine, theirs] = memoryPair(deviceId, 'server')
+  const params = new URLSearchParams({ device: deviceId, key: SITE_KEY })
+  if (key !== undefined) {
+    const at = Date.now()
+    params.set('pub', Buffer.from(key.publicKey).toString('base64url'))
+    params.set('at', String(at))
+    params.set(
+      'proof',
+      Buffer.from(signJoinProof(key, 'roster', deviceId, at)).toString('base64url'),
+    )
+  }
+  server.accept(theirs, `/roster?${params.toString()}`)
+  const received: Message[] = []
+  let closed: CloseInfo | undefined
+  mine.onMessage((bytes) => received.push(decodeMessage(bytes)))
+  mine.onClose((info) => (closed = info))
+  return {
+    received,
+    closed: () => closed,
+    send: (message) => mine.send(encodeMessage(message)),
+    connection: mine,
+  }
+}
+
+/** An update writing `fields` for `userId` into `root`, under `clientId`. */
+function entryUpdate(clientId: number, root: string, userId: string, name: string): Uint8Array {
+  const doc = new Y.Doc()
+  doc.clientID = clientId
+  doc.getMap(root).set(userId, { e: 0, f: { title: name }, s: { title: Date.now() } })
+  return Y.encodeStateAsUpdate(doc)
+}
+
+function seal(
+  key: KeyPair,
+  site: string,
+  writer: string,
+  nonce: number,
+  update: Uint8Array,
+  cert?: Certificate,
+): Uint8Array {
+  return encodeEnvelope(
+    sealEnvelope(key, site, {
+      writer,
+      nonces: [nonce],
+      update,
+      ...(cert === undefined ? {} : { cert }),
+    }),
+  )
+}
+
+async function site(): Promise<{ server: ServerPeer; d2: DevicePeer }> {
+  const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY })
+  closers.push(() => server.close())
+  await server.users.put({ id: 'u1', name: 'Ann' })
+  const d2 = await createDevice({
+    id: 'D2',
+    store: memoryStore(),
+    server: server.url,
+    siteKey: SITE_KEY,
+    randomUint32: drawsFor(2),
+  })
+  closers.push(() => d2.close())
+  await eventually(() => expect(d2.sync.status().offlineReady).toBe(true))
+  await d2.users.patch('u1', { email: 'ann@d2.example' })
+  await d2.sync.whenIdle()
+  return { server, d2 }
+}
+
+/** Joins as D9 and waits for the server's hello; returns the link and the site. */
+async function joinD9(server: ServerPeer, key: KeyPair): Promise<{ raw: Raw; site: string }> {
+  const raw = join(server, 'D9', key)
+  await eventually(() => expect(raw.received[0]?.type).toBe('hello'))
+  const hello = raw.received[0] as Extract<Message, { type: 'hello' }>
+  expect(decodeCertificate(hello.certificate).deviceId).toBe('D9')
+  return { raw, site: siteOf(hello.serverKey) }
+}
+
+/** Sends envelopes as a signed update and waits for the server's verdict: its error code, or undefined. */
+async function verdict(raw: Raw, envelopes: Uint8Array[]): Promise<string | undefined> {
+  const before = raw.received.length
+  raw.send({ type: 'signed-update', envelopes })
+  // A step 1 behind it: its answer shows the update was handled.
+  raw.send({ type: 'sync-step1', stateVector: Y.encodeStateVector(new Y.Doc()) })
+  await eventually(() => {
+    const after = raw.received.slice(before)
+    expect(after.some((m) => m.type === 'error' || m.type === 'signed-step2')).toBe(true)
+  })
+  const error = raw.received.slice(before).find((m) => m.type === 'error')
+  return error?.type === 'error' ? error.code : undefined
+}
+
+describe('signed writes at the server', () => {
+  it("a device cannot author another device's writes, nor write under its clientIDs; it can relay them", async () => {
+    const { server, d2 } = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const d2Key = keyPairFromSeed(seedOf(2))
+    const own = deriveClientId(d9.publicKey, 1)
+    const views = (): unknown => server.users.list()
+    const vector = (): Uint8Array => Y.encodeStateVector(server.replica.doc)
+
+    const forgeries: Array<[string, (site: string) => Uint8Array[], string]> = [
+      [
+        'signed by D9, claiming to be D2',
+        (s) => [seal(d9, s, 'D2', 1, entryUpdate(own, 'u:D2', 'u1', 'Forged'))],
+        'SIGNATURE_INVALID',
+      ],
+      [
+        "D9's own envelope writing into D2's part",
+        (s) => [seal(d9, s, 'D9', 1, entryUpdate(own, 'u:D2', 'u1', 'Forged'))],
+        'FORBIDDEN_WRITE',
+      ],
+      [
+        "D9's own envelope writing into the server's part",
+        (s) => [seal(d9, s, 'D9', 1, entryUpdate(own, 'u:server', 'u1', 'Forged'))],
+        'FORBIDDEN_WRITE',
+      ],
+      [
+        "D9's own part, under D2's clientID (clock squatting)",
+        (s) => [seal(d9, s, 'D9', 1, entryUpdate(d2.replica.clientId, 'u:D9', 'u7', 'Squat'))],
+        'FORBIDDEN_WRITE',
+      ],
+      [
+        'signed as the server by D9',
+        (s) => [seal(d9, s, 'server', 1, entryUpdate(own, 'u:server', 'u1', 'Forged'))],
+        'SIGNATURE_INVALID',
+      ],
+      [
+        'an altered genuine envelope of D2',
+        (s) => {
+          const genuine = seal(
+            d2Key,
+            s,
+            'D2',
+            77,
+            entryUpdate(deriveClientId(d2Key.publicKey, 77), 'u:D2', 'u3', 'Genuine'),
+          )
+          genuine[genuine.length - 70] = (genuine[genuine.length - 70] as number) ^ 1
+          return [genuine]
+        },
+        'SIGNATURE_INVALID',
+      ],
+    ]
+    for (const [name, forge, code] of forgeries) {
+      const before = { views: views(), vector: vector() }
+      const { raw, site: s } = await joinD9(server, d9)
+      expect(await verdict(raw, forge(s)), name).toBe(code)
+      // The refusal closes the link with the code; nothing changed.
+      await eventually(() => expect(raw.closed()?.reason.startsWith(code), name).toBe(true))
+      expect(views(), name).toEqual(before.views)
+      expect(vector(), name).toEqual(before.vector)
+    }
+    // A plain update on a signed link is refused as well.
+    {
+      const { raw } = await joinD9(server, d9)
+      raw.send({ type: 'sync-update', update: entryUpdate(own, 'u:D9', 'u1', 'Plain') })
+      await eventually(() =>
+        expect(raw.closed()?.reason).toMatch(/^FORBIDDEN_WRITE: SIGNATURE_REQUIRED/),
+      )
+    }
+    // A genuine envelope of D2, relayed by D9, is D2's write: applied and adopted.
+    const { raw, site: s } = await joinD9(server, d9)
+    const relayed = seal(
+      d2Key,
+      s,
+      'D2',
+      77,
+      entryUpdate(deriveClientId(d2Key.publicKey, 77), 'u:D2', 'u1', 'Relayed title'),
+    )
+    expect(await verdict(raw, [relayed])).toBeUndefined()
+    await eventually(() => expect(server.users.get('u1')?.title).toBe('Relayed title'))
+  }, 30_000)
+
+  it('a device id is bound to the key it first joined with; the site key alone does not speak for it', async () => {
+    const { server } = await site()
+    const other = keyPairFromSeed(seedOf(42))
+    const withOtherKey = join(server, 'D2', other)
+    await eventually(() => expect(withOtherKey.closed()?.code).toBe(4401))
+    expect(withOtherKey.closed()?.reason).toMatch(/^AUTH_FAILED: .*another key/)
+    const withoutKey = join(server, 'D2', undefined)
+    await eventually(() => expect(withoutKey.closed()?.code).toBe(4401))
+    expect(withoutKey.closed()?.reason).toMatch(/^AUTH_FAILED: this device signs/)
+    // A stale proof (replayed a day later) is refused too.
+    const [mine, theirs] = memoryPair('D2', 'server')
+    let closed: CloseInfo | undefined
+    mine.onClose((info) => (closed = info))
+    const key = keyPairFromSeed(seedOf(2))
+    const at = Date.now() - 2 * 86_400_000
+    const params = new URLSearchParams({
+      device: 'D2',
+      key: SITE_KEY,
+      pub: Buffer.from(key.publicKey).toString('base64url'),
+      at: String(at),
+      proof: Buffer.from(signJoinProof(key, 'roster', 'D2', at)).toString('base64url'),
+    })
+    server.accept(theirs, `/roster?${params.toString()}`)
+    await eventually(() => expect(closed?.reason).toMatch(/^AUTH_FAILED: join proof's time/))
+  }, 30_000)
+})
