@@ -11,8 +11,9 @@
  *   replicated document, which its next message then carries (breaks rule 3;
  *   caught by the network tap);
  * - `lose-write`: the server's store acknowledges a write and then forgets
- *   it at the next restart (breaks "no acknowledged write is lost"; caught by
- *   the write ledger once the server restarts).
+ *   it at the next restart, and the devices' stores go back as far (so no
+ *   device relays the server's signed write back to it); breaks "no
+ *   acknowledged write is lost"; caught by the write ledger.
  */
 import { usersRootName } from '../core/entries.js'
 import { asUserId, asWriterId, type UserId } from '../core/ids.js'

@@ -225,12 +225,20 @@ class Run {
     }
   }
 
-  /** The `lose-write` canary: the server's disk goes back to a backup (the server lost acknowledged writes). */
+  /**
+   * The `lose-write` canary: the server's disk goes back to a backup (the
+   * server lost acknowledged writes), and so does every device's, so that no
+   * device holds the server's signed envelopes of them either: a device
+   * relays those back to a server that lost them (PROTOCOL.md, "Signed
+   * writes"), which would repair the loss this canary must show.
+   */
   loseServerWrites(): void {
     const { site } = this
     const duration = this.config.durationMs
-    site.scheduler.setTimeout(() => site.backup(site.server), Math.floor(duration * 0.3))
-    site.scheduler.setTimeout(() => site.restore(site.server, 60_000), Math.floor(duration * 0.6))
+    for (const slot of site.slots) {
+      site.scheduler.setTimeout(() => site.backup(slot), Math.floor(duration * 0.3))
+      site.scheduler.setTimeout(() => site.restore(slot, 60_000), Math.floor(duration * 0.6))
+    }
   }
 
   /**

@@ -6,6 +6,7 @@
  * error in its status and retries with a backoff that grows instead of
  * reconnecting in a loop.
  */
+import { asUserId } from '../core/ids.js'
 import { afterEach, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { WebsocketProvider } from 'y-websocket'
@@ -104,11 +105,13 @@ describe('a rostersync device whose change is refused', () => {
     })
     closers.push(() => device.close())
     await device.sync.whenIdle()
-    // A record the server refuses, as if relayed by a hostile LAN peer (the
-    // replica itself checks nothing): every push of this device now has it.
-    const relayed = new Y.Doc()
-    relayed.getMap('u:D7').set('u9', { e: 0, f: { status: 'exploded' }, s: { status: 1 } })
-    await device.replica.applyRemote(Y.encodeStateAsUpdate(relayed), 'hostile-lan-peer')
+    // A record the server refuses in the device's own part, as a buggy
+    // firmware could write it past the API (the replica itself checks
+    // nothing): every push of this device now has it. (A relayed record
+    // would not do: a device relays only what its writer signed.)
+    await device.replica.write((ctx) =>
+      ctx.setOwnEntry(asUserId('u9'), { e: 0, f: { status: 'exploded' }, s: { status: 1 } }),
+    )
     const failure = await device.sync.delta().catch((error: unknown) => error)
     expect(failure).toBeInstanceOf(SyncError)
     expect((failure as SyncError).message).toMatch(/INVALID_RECORD/)

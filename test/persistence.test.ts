@@ -8,6 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as Y from 'yjs'
+import { deriveClientId, keyPairFromSeed } from '../core/signing.js'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Clock } from '../core/clock.js'
 import { hasCode } from '../core/errors.js'
@@ -278,15 +279,18 @@ describe('the Yjs clientID', () => {
 
   it('never reuses a clientID the document already holds', async () => {
     const shared = new SharedStore(memoryStore())
-    const draws = [0x1111, 0x1111, 0x2222, 0x3333]
+    // Eight draws for the device's key seed, then the nonces its clientIDs
+    // are derived from (core/signing.ts).
+    const draws = [7, 7, 7, 7, 7, 7, 7, 7, 0x1111, 0x1111, 0x2222, 0x3333]
     const randomUint32 = (): number => draws.shift() ?? 0x4444
+    const key = keyPairFromSeed(new Uint8Array(32).fill(0).map((_, i) => (i % 4 === 3 ? 7 : 0)))
     const first = await createDevice({ id: 'dev-a', store: shared, randomUint32 })
-    expect(first.replica.clientId).toBe(0x1111)
+    expect(first.replica.clientId).toBe(deriveClientId(key.publicKey, 0x1111))
     await first.users.put({ id: 'u1', name: 'One' })
 
     // Crash; the random source offers the old id again: it must be skipped.
     const second = await createDevice({ id: 'dev-a', store: shared, randomUint32 })
-    expect(second.replica.clientId).toBe(0x2222)
+    expect(second.replica.clientId).toBe(deriveClientId(key.publicKey, 0x2222))
     await second.close()
     await shared.inner.close()
   })

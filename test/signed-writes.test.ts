@@ -247,3 +247,107 @@ describe('signed writes at the server', () => {
     await eventually(() => expect(closed?.reason).toMatch(/^AUTH_FAILED: join proof's time/))
   }, 30_000)
 })
+
+describe('signed writes on the LAN', () => {
+  /** A raw LAN link to `device` over an in-memory pair. */
+  function lanLink(device: DevicePeer): Raw {
+    const [mine, theirs] = memoryPair('D9', device.id)
+    device.attachLan(theirs, 'D9')
+    const received: Message[] = []
+    let closed: CloseInfo | undefined
+    mine.onMessage((bytes) => received.push(decodeMessage(bytes)))
+    mine.onClose((info) => (closed = info))
+    return {
+      received,
+      closed: () => closed,
+      send: (message) => mine.send(encodeMessage(message)),
+      connection: mine,
+    }
+  }
+
+  it('a pinned device verifies every envelope a LAN peer sends: it relays, it forges nothing', async () => {
+    const { server, d2 } = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const fake = keyPairFromSeed(seedOf(66))
+    // D9 is a member: the server certified its key.
+    const { raw: serverLink, site: s } = await joinD9(server, d9)
+    const hello = serverLink.received[0] as Extract<Message, { type: 'hello' }>
+    const cert = decodeCertificate(hello.certificate)
+    const own = deriveClientId(d9.publicKey, 5)
+    const views = (): unknown => d2.users.list()
+    const cases: Array<[string, Message, RegExp]> = [
+      [
+        'the server part, signed as the server by another key',
+        {
+          type: 'signed-update',
+          envelopes: [seal(fake, s, 'server', 1, entryUpdate(own, 'u:server', 'u1', 'Forged'))],
+        },
+        /^SIGNATURE_INVALID/,
+      ],
+      [
+        "a device envelope without the server's certificate",
+        {
+          type: 'signed-update',
+          envelopes: [seal(d9, s, 'D9', 5, entryUpdate(own, 'u:D9', 'u1', 'No cert'))],
+        },
+        /^SIGNATURE_INVALID/,
+      ],
+      [
+        "D9's certificate on an envelope another key signed",
+        {
+          type: 'signed-update',
+          envelopes: [seal(fake, s, 'D9', 5, entryUpdate(own, 'u:D9', 'u1', 'Stolen cert'), cert)],
+        },
+        /^SIGNATURE_INVALID/,
+      ],
+      [
+        'a certificate of D9 on an envelope claiming to be D2',
+        {
+          type: 'signed-update',
+          envelopes: [seal(d9, s, 'D2', 5, entryUpdate(own, 'u:D2', 'u1', 'Forged'), cert)],
+        },
+        /^SIGNATURE_INVALID/,
+      ],
+      [
+        "D9's envelope writing into D2's part",
+        {
+          type: 'signed-update',
+          envelopes: [seal(d9, s, 'D9', 5, entryUpdate(own, 'u:D2', 'u1', 'Forged'), cert)],
+        },
+        /^FORBIDDEN_WRITE/,
+      ],
+      [
+        "D9's envelope under D2's clientID",
+        {
+          type: 'signed-update',
+          envelopes: [
+            seal(d9, s, 'D9', 5, entryUpdate(d2.replica.clientId, 'u:D9', 'u8', 'Squat'), cert),
+          ],
+        },
+        /^FORBIDDEN_WRITE/,
+      ],
+      [
+        'a plain update',
+        { type: 'sync-update', update: entryUpdate(own, 'u:D9', 'u1', 'Plain') },
+        /^FORBIDDEN_WRITE: SIGNATURE_REQUIRED/,
+      ],
+    ]
+    for (const [name, message, reason] of cases) {
+      const before = { views: views(), vector: Y.encodeStateVector(d2.replica.doc) }
+      const raw = lanLink(d2)
+      raw.send(message)
+      await eventually(() => expect(raw.closed()?.reason, name).toMatch(reason))
+      expect(views(), name).toEqual(before.views)
+      expect(Y.encodeStateVector(d2.replica.doc), name).toEqual(before.vector)
+    }
+    // D9's own write, certified, goes through the LAN to D2 and on to the server.
+    const raw = lanLink(d2)
+    raw.send({
+      type: 'signed-update',
+      envelopes: [seal(d9, s, 'D9', 5, entryUpdate(own, 'u:D9', 'u1', 'From D9'), cert)],
+    })
+    await eventually(() => expect(d2.users.get('u1')?.title).toBe('From D9'))
+    await eventually(() => expect(server.users.get('u1')?.title).toBe('From D9'))
+    expect(raw.closed()).toBeUndefined()
+  }, 30_000)
+})
