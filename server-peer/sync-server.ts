@@ -29,7 +29,7 @@ import {
   SessionReplacedError,
   type ErrorCode,
 } from '../core/errors.js'
-import { DEVICE_ID_PATTERN, SERVER_ID } from '../core/ids.js'
+import { DEVICE_ID_PATTERN } from '../core/ids.js'
 import { limits, netLimits } from '../core/limits.js'
 import type { Clock } from '../core/clock.js'
 import { CloseCode, encodeMessage } from '../core/protocol.js'
