@@ -13,6 +13,7 @@ import { floodBench } from './flood.js'
 import { heapBench } from './heap.js'
 import { loadBench } from './load.js'
 import { networkBench } from './network.js'
+import { signingBench } from './signing.js'
 import { simBench } from './sim.js'
 
 /** Every bench, in the order they run. Later issues append theirs here. */
@@ -23,6 +24,7 @@ const BENCHES: readonly Bench[] = [
   loadBench,
   simBench,
   floodBench,
+  signingBench,
 ]
 
 const DEFAULT_USERS = 100_000

@@ -1,0 +1,173 @@
+/**
+ * Signed writes (issue 11): what a signature costs, side by side with the
+ * work it guards, in one process.
+ *
+ * - Per device update (one user's entry, as a device writes it): the
+ *   receiver's cost to open an envelope (decode, signature, derived
+ *   clientIDs, the update check) against the plain path (the update check
+ *   alone) and against applying the update (Yjs).
+ * - A full sync of N users (the server's step 2): what the server adds to
+ *   sign it (one SHA-256 of the update and a signature) and the device to
+ *   check it, against Yjs applying the same update into an empty document
+ *   (the plain full sync's receiving side, its largest cost).
+ *
+ * Targets: a full sync <= 1.2x plain Yjs; per-update verification reported.
+ */
+import { performance } from 'node:perf_hooks'
+import * as Y from 'yjs'
+import { checkUpdate } from '../core/authorize.js'
+import { asWriterId } from '../core/ids.js'
+import { RecordSchema } from '../core/schema.js'
+import {
+  decodeEnvelope,
+  deriveClientId,
+  encodeEnvelope,
+  envelopeClients,
+  keyPairFromSeed,
+  sealEnvelope,
+  verifyEnvelope,
+} from '../core/signing.js'
+import { scanUpdate } from '../core/update-scan.js'
+import { printTable, ratioText, round, type Bench } from './bench.js'
+import { makeRecords } from './records.js'
+
+const SITE = 'bench-site'
+/** Updates timed per side. */
+const UPDATES = 5_000
+/** Target: a signed full sync over a plain one. */
+const FULL_SYNC_RATIO_MAX = 1.2
+
+function best(runs: number, time: () => number): number {
+  let min = Infinity
+  for (let i = 0; i < runs; i++) min = Math.min(min, time())
+  return min
+}
+
+function timeIt(work: () => void): number {
+  const start = performance.now()
+  work()
+  return performance.now() - start
+}
+
+/** One device's edits: `count` updates, each replacing one user's entry. */
+function deviceUpdates(clientId: number, count: number): Uint8Array[] {
+  const doc = new Y.Doc()
+  doc.clientID = clientId
+  const updates: Uint8Array[] = []
+  doc.on('update', (u: Uint8Array) => updates.push(u))
+  const now = Date.now()
+  for (let i = 0; i < count; i++) {
+    doc
+      .getMap('u:D1')
+      .set(`u${i % 500}`, { e: 0, f: { email: `u${i}@example.com` }, s: { email: now } })
+  }
+  return updates
+}
+
+export const signingBench: Bench = {
+  name: 'signing',
+  summary: 'signed writes: per-update verification and a full sync, against the plain paths',
+  async run({ users, runs }) {
+    const device = keyPairFromSeed(new Uint8Array(32).fill(1))
+    const server = keyPairFromSeed(new Uint8Array(32).fill(2))
+    const schema = new RecordSchema({})
+    const nonce = 7
+    const updates = deviceUpdates(deriveClientId(device.publicKey, nonce), UPDATES)
+    const envelopes = updates.map((update) =>
+      encodeEnvelope(sealEnvelope(device, SITE, { writer: 'D1', nonces: [nonce], update })),
+    )
+    const receiver = new Y.Doc()
+    const check = (update: Uint8Array): void =>
+      void checkUpdate(receiver, update, {
+        mayWrite: (owner) => owner === asWriterId('D1'),
+        schema,
+        now: Date.now(),
+      })
+    const plainMs = best(runs, () => timeIt(() => updates.forEach(check)))
+    const signedMs = best(runs, () =>
+      timeIt(() => {
+        for (const bytes of envelopes) {
+          const envelope = decodeEnvelope(bytes)
+          verifyEnvelope(envelope, device.publicKey, SITE)
+          const allowed = envelopeClients(envelope, device.publicKey)
+          for (const client of scanUpdate(envelope.update).from.keys())
+            if (!allowed.has(client)) throw new Error('not derived')
+          check(envelope.update)
+        }
+      }),
+    )
+    const applyMs = best(runs, () =>
+      timeIt(() => {
+        const doc = new Y.Doc()
+        for (const update of updates) Y.applyUpdate(doc, update)
+      }),
+    )
+    const signMs = best(runs, () =>
+      timeIt(() => {
+        for (const update of updates)
+          sealEnvelope(device, SITE, { writer: 'D1', nonces: [nonce], update })
+      }),
+    )
+    const perUpdate = (ms: number): number => round((ms / UPDATES) * 1000, 1)
+    printTable(
+      `signing — per device update (${UPDATES.toLocaleString('en')} updates, best of ${runs})`,
+      ['path', 'µs per update'],
+      [
+        ['plain: update check', perUpdate(plainMs)],
+        ['signed: decode + verify + clientIDs + update check', perUpdate(signedMs)],
+        ['  of which verification (signed - plain)', perUpdate(signedMs - plainMs)],
+        ['device: sign one update', perUpdate(signMs)],
+        ['Yjs: apply one update', perUpdate(applyMs)],
+      ],
+    )
+
+    // A full sync of `users` users: the server's step 2.
+    const full = new Y.Doc()
+    full.clientID = deriveClientId(server.publicKey, 1)
+    full.transact(() => {
+      const map = full.getMap('u:server')
+      for (const record of makeRecords(0, users)) {
+        const { id, ...fields } = record
+        map.set(id, { e: 0, t: 1, f: fields })
+      }
+    })
+    const step2 = Y.encodeStateAsUpdate(full)
+    const applyFullMs = best(runs, () => timeIt(() => Y.applyUpdate(new Y.Doc(), step2)))
+    let sealed: Uint8Array = new Uint8Array(0)
+    const sealMs = best(runs, () =>
+      timeIt(() => {
+        sealed = encodeEnvelope(
+          sealEnvelope(server, SITE, { writer: 'server', nonces: [], update: step2 }),
+        )
+      }),
+    )
+    const openMs = best(runs, () =>
+      timeIt(() => verifyEnvelope(decodeEnvelope(sealed), server.publicKey, SITE)),
+    )
+    const ratio = (applyFullMs + sealMs + openMs) / applyFullMs
+    printTable(
+      `signing — full sync of ${users.toLocaleString('en')} users (${(step2.byteLength / 1e6).toFixed(1)} MB step 2, best of ${runs})`,
+      ['side', 'ms'],
+      [
+        ['plain: Yjs applies the step 2', round(applyFullMs, 1)],
+        ['server: sign it (SHA-256 + Ed25519)', round(sealMs, 1)],
+        ['device: check it (decode + SHA-256 + Ed25519)', round(openMs, 1)],
+        [
+          `signed / plain (target <= ${FULL_SYNC_RATIO_MAX}): ${ratio <= FULL_SYNC_RATIO_MAX ? 'PASS' : 'MISS'}`,
+          ratioText(ratio),
+        ],
+      ],
+    )
+    return {
+      signingPlainCheckUsPerUpdate: perUpdate(plainMs),
+      signingSignedCheckUsPerUpdate: perUpdate(signedMs),
+      signingVerifyUsPerUpdate: perUpdate(signedMs - plainMs),
+      signingSignUsPerUpdate: perUpdate(signMs),
+      signingApplyUsPerUpdate: perUpdate(applyMs),
+      signingFullSyncApplyMs: round(applyFullMs, 1),
+      signingFullSyncSealMs: round(sealMs, 1),
+      signingFullSyncOpenMs: round(openMs, 1),
+      signingFullSyncRatio: round(ratio, 3),
+    }
+  },
+}
