@@ -27,6 +27,12 @@
  * they still send every edit in its slot (the bench checks the send lag)
  * and read everything the server pushes.
  *
+ * Each client signs its writes as a device does (PROTOCOL.md, "Signed
+ * writes"): its own key (seeded from its index), a join proof, clientIDs
+ * derived from the key, every update sent as a signed envelope, and the
+ * server's answers arrive signed. `BENCH_LOAD_SIGNED=0` runs the plain
+ * protocol of an unmodified y-websocket client instead, to compare.
+ *
  * Once every client has had the server's step 2 it prints `{ ready }`, then
  * answers commands until stdin closes:
  * - `{ cmd: 'load', seconds, rate }`: each device makes `seconds * rate`
@@ -52,6 +58,14 @@ import { Hlc } from '../core/hlc.js'
 import { netLimits } from '../core/limits.js'
 import { decodeMessage, encodeMessage, MessageType, SyncType } from '../core/protocol.js'
 import type { FieldValue } from '../core/schema.js'
+import {
+  deriveClientId,
+  encodeEnvelope,
+  keyPairFromSeed,
+  sealEnvelope,
+  signJoinProof,
+  type KeyPair,
+} from '../core/signing.js'
 import { deviceWrite } from '../core/writes.js'
 import { emitResult, positiveIntArg } from './bench.js'
 import { commands, cpuSeconds } from './network-control.js'
@@ -129,6 +143,11 @@ export interface AckDone {
   readonly seconds: number
 }
 
+/** Whether the clients sign (see the module comment). */
+const SIGNED = process.env.BENCH_LOAD_SIGNED !== '0'
+/** The nonce of every load device's one clientID. */
+const NONCE = 1
+
 /** Encoded sync-update / step 2 headers: the first two bytes of those messages. */
 const isSync = (bytes: Uint8Array, sub: number): boolean =>
   bytes[0] === MessageType.sync && bytes[1] === sub
@@ -147,6 +166,9 @@ class LoadDevice {
   /** The server's state vector from its first step 1: the roster this device was sent. */
   private rosterVector = new Map<number, number>()
   closed = false
+  private readonly key: KeyPair | undefined
+  /** The site (the server's key, base64), from its hello. */
+  private site: string | undefined
 
   constructor(
     readonly index: number,
@@ -158,6 +180,19 @@ class LoadDevice {
     this.id = `load-${index}`
     this.own = this.doc.getMap<DeviceEntry>(`u:${this.id}`)
     const query = new URLSearchParams({ device: this.id, name: this.id, key: siteKey })
+    if (SIGNED) {
+      const seed = new Uint8Array(32)
+      new DataView(seed.buffer).setUint32(0, index + 1)
+      this.key = keyPairFromSeed(seed)
+      this.doc.clientID = deriveClientId(this.key.publicKey, NONCE)
+      const at = Date.now()
+      query.set('pub', Buffer.from(this.key.publicKey).toString('base64url'))
+      query.set('at', String(at))
+      query.set(
+        'proof',
+        Buffer.from(signJoinProof(this.key, 'roster', this.id, at)).toString('base64url'),
+      )
+    }
     this.socket = new WebSocket(`${url}/roster?${query.toString()}`, {
       maxPayload: netLimits.messageBytesMax,
       perMessageDeflate: false,
@@ -175,7 +210,11 @@ class LoadDevice {
     // Every change of the device's own part goes out as one update message,
     // as a device forwards each durable change.
     this.doc.on('update', (update: Uint8Array) => {
-      const message = encodeMessage({ type: 'sync-update', update })
+      const message = encodeMessage(
+        this.key === undefined
+          ? { type: 'sync-update', update }
+          : { type: 'signed-update', envelopes: this.seal(update) },
+      )
       stats.bytesSent += message.byteLength
       this.socket.send(message)
       stats.bufferedMax = Math.max(stats.bufferedMax, this.socket.bufferedAmount)
@@ -242,6 +281,16 @@ class LoadDevice {
     this.socket.close(1000, 'bench done')
   }
 
+  /** This device's update as its signed envelope (none before the server's hello). */
+  private seal(update: Uint8Array): Uint8Array[] {
+    if (this.key === undefined || this.site === undefined) return []
+    return [
+      encodeEnvelope(
+        sealEnvelope(this.key, this.site, { writer: this.id, nonces: [NONCE], update }),
+      ),
+    ]
+  }
+
   private sendStep1(): void {
     this.socket.send(
       encodeMessage({ type: 'sync-step1', stateVector: Y.encodeStateVector(this.doc) }),
@@ -266,15 +315,35 @@ class LoadDevice {
       resolve?.(bytes.byteLength)
       return
     }
+    if (bytes[0] === MessageType.signed) {
+      // Signed: the server's step 2 (sub-type 1) or a fan-out update (2).
+      if (bytes[1] === 2) {
+        inbound.updates++
+        inbound.updateBytes += bytes.byteLength
+        return
+      }
+      inbound.step2++
+      inbound.step2Bytes += bytes.byteLength
+      const resolve = this.onStep2
+      this.onStep2 = undefined
+      resolve?.(bytes.byteLength)
+      return
+    }
     const message = decodeMessage(bytes)
+    if (message.type === 'hello') {
+      this.site = Buffer.from(message.serverKey).toString('base64')
+      return
+    }
     if (message.type === 'sync-step1') {
       inbound.step1++
       // Answer with what the server lacks of this device, as a device does.
+      const update = Y.encodeStateAsUpdate(this.doc, message.stateVector)
       this.socket.send(
-        encodeMessage({
-          type: 'sync-step2',
-          update: Y.encodeStateAsUpdate(this.doc, message.stateVector),
-        }),
+        encodeMessage(
+          this.key === undefined
+            ? { type: 'sync-step2', update }
+            : { type: 'signed-step2', envelopes: this.seal(update) },
+        ),
       )
       const vector = Y.decodeStateVector(message.stateVector)
       if (this.rosterVector.size === 0) this.rosterVector = vector
