@@ -143,7 +143,6 @@ export function encodeDiff(
     return Y.encodeStateAsUpdate(doc, targetStateVector)
   const target = Y.decodeStateVector(targetStateVector)
   const encoder = new Y.UpdateEncoderV1()
-  const rest = encoder.restEncoder
   // The structs: as Yjs's writeClientsStructs, higher clientIDs first.
   const from = new Map<number, number>()
   for (const [client, structs] of store.clients) {
@@ -152,6 +151,23 @@ export function encodeDiff(
     const clock = target.get(client) ?? 0
     if (last.id.clock + last.length > clock) from.set(client, clock)
   }
+  writeStructsFrom(encoder, store, from)
+  // The delete set: as Yjs's writeDeleteSet, higher clientIDs first.
+  writeDeleteRanges(encoder, deletes.current())
+  return encoder.toUint8Array()
+}
+
+/**
+ * Writes, as Yjs's writeClientsStructs does (higher clientIDs first), the
+ * structs of each client in `from` from its clock on (a struct the clock
+ * falls in is written from there).
+ */
+export function writeStructsFrom(
+  encoder: Y.UpdateEncoderV1,
+  store: Y.Doc['store'],
+  from: ReadonlyMap<number, number>,
+): void {
+  const rest = encoder.restEncoder
   encoding.writeVarUint(rest, from.size)
   for (const [client, wanted] of [...from].sort((a, b) => b[0] - a[0])) {
     const structs = store.clients.get(client) as Array<Y.GC | Y.Item>
@@ -164,8 +180,14 @@ export function encodeDiff(
     first.write(encoder, clock - first.id.clock)
     for (let i = start + 1; i < structs.length; i++) (structs[i] as Y.GC | Y.Item).write(encoder, 0)
   }
-  // The delete set: as Yjs's writeDeleteSet, higher clientIDs first.
-  const ranges = deletes.current()
+}
+
+/** Writes a delete set (client -> [clock, end) ranges) as Yjs's writeDeleteSet does: higher clientIDs first. */
+export function writeDeleteRanges(
+  encoder: Y.UpdateEncoderV1,
+  ranges: ReadonlyMap<number, ReadonlyArray<readonly [number, number]>>,
+): void {
+  const rest = encoder.restEncoder
   encoding.writeVarUint(rest, ranges.size)
   for (const [client, list] of [...ranges].sort((a, b) => b[0] - a[0])) {
     encoder.resetDsCurVal()
@@ -176,5 +198,4 @@ export function encodeDiff(
       encoder.writeDsLen(end - clock)
     }
   }
-  return encoder.toUint8Array()
 }

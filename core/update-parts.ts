@@ -11,6 +11,7 @@
  */
 import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'
+import { writeDeleteRanges, writeStructsFrom } from './delete-set.js'
 
 type Struct = Y.Item | Y.GC | Y.Skip
 
@@ -26,29 +27,17 @@ export function encodeClientsDiff(
   clients: ReadonlySet<number>,
 ): Uint8Array {
   const encoder = new Y.UpdateEncoderV1()
-  const rest = encoder.restEncoder
   const store = doc.store
-  const sent: Array<[number, number]> = []
+  const from = new Map<number, number>()
   for (const client of clients) {
     const structs = store.clients.get(client)
     const last = structs?.[structs.length - 1]
-    if (structs === undefined || last === undefined) continue
+    if (last === undefined) continue
     const clock = target.get(client) ?? 0
-    if (last.id.clock + last.length > clock) sent.push([client, clock])
+    if (last.id.clock + last.length > clock) from.set(client, clock)
   }
-  encoding.writeVarUint(rest, sent.length)
-  for (const [client, wanted] of sent.sort((a, b) => b[0] - a[0])) {
-    const structs = store.clients.get(client) as Array<Y.GC | Y.Item>
-    const clock = Math.max(wanted, (structs[0] as Y.GC | Y.Item).id.clock)
-    const start = Y.findIndexSS(structs, clock)
-    encoding.writeVarUint(rest, structs.length - start)
-    encoder.writeClient(client)
-    encoding.writeVarUint(rest, clock)
-    const first = structs[start] as Y.GC | Y.Item
-    first.write(encoder, clock - first.id.clock)
-    for (let i = start + 1; i < structs.length; i++) (structs[i] as Y.GC | Y.Item).write(encoder, 0)
-  }
-  const deleted: Array<[number, Array<[number, number]>]> = []
+  writeStructsFrom(encoder, store, from)
+  const deleted = new Map<number, Array<[number, number]>>()
   for (const client of clients) {
     const ranges: Array<[number, number]> = []
     for (const struct of store.clients.get(client) ?? []) {
@@ -58,9 +47,9 @@ export function encodeClientsDiff(
       if (prev !== undefined && prev[1] === struct.id.clock) prev[1] = end
       else ranges.push([struct.id.clock, end])
     }
-    if (ranges.length > 0) deleted.push([client, ranges])
+    if (ranges.length > 0) deleted.set(client, ranges)
   }
-  writeDeleteSet(encoder, deleted)
+  writeDeleteRanges(encoder, deleted)
   return encoder.toUint8Array()
 }
 
@@ -89,29 +78,14 @@ export function restrictUpdate(update: Uint8Array, clients: ReadonlySet<number>)
     encoding.writeVarUint(rest, (structs[0] as Struct).id.clock)
     for (const struct of structs) struct.write(encoder, 0)
   }
-  const deleted: Array<[number, Array<[number, number]>]> = []
+  const deleted = new Map<number, Array<[number, number]>>()
   for (const [client, items] of decoded.ds.clients) {
     if (!clients.has(client) || items.length === 0) continue
-    deleted.push([client, items.map((d): [number, number] => [d.clock, d.clock + d.len])])
+    deleted.set(
+      client,
+      items.map((d): [number, number] => [d.clock, d.clock + d.len]),
+    )
   }
-  writeDeleteSet(encoder, deleted)
+  writeDeleteRanges(encoder, deleted)
   return encoder.toUint8Array()
-}
-
-/** Writes a delete set as Yjs's writeDeleteSet does: clients in descending order. */
-function writeDeleteSet(
-  encoder: Y.UpdateEncoderV1,
-  deleted: Array<[number, Array<[number, number]>]>,
-): void {
-  const rest = encoder.restEncoder
-  encoding.writeVarUint(rest, deleted.length)
-  for (const [client, ranges] of deleted.sort((a, b) => b[0] - a[0])) {
-    encoder.resetDsCurVal()
-    encoding.writeVarUint(rest, client)
-    encoding.writeVarUint(rest, ranges.length)
-    for (const [clock, end] of ranges) {
-      encoder.writeDsClock(clock)
-      encoder.writeDsLen(end - clock)
-    }
-  }
 }

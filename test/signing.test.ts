@@ -19,6 +19,7 @@ import {
   verifyCertificate,
   verifyEnvelope,
 } from '../core/signing.js'
+import { encodeClientsDiff, restrictUpdate } from '../core/update-parts.js'
 import { seedFromEnv } from './helpers/property-seed.js'
 
 const seed = (n: number): Uint8Array => new Uint8Array(32).fill(n)
@@ -188,5 +189,36 @@ describe('envelopes', () => {
       { seed: runSeed, numRuns: 2_000 },
     )
     expect(decodeCertificate(encodeCertificate(cert))).toEqual(cert)
+  })
+})
+
+describe("one writer's part (core/update-parts.ts)", () => {
+  it('holds exactly the writer structs and deletes, from a document or from an update', () => {
+    const a = new Y.Doc()
+    a.clientID = deriveClientId(device.publicKey, 1)
+    const b = new Y.Doc()
+    b.clientID = deriveClientId(other.publicKey, 1)
+    for (let i = 0; i < 20; i++) {
+      a.getMap('u:A').set(`u${i % 5}`, { e: 0, f: { title: `a${i}` }, s: { title: i } })
+      b.getMap('u:B').set(`u${i % 3}`, { e: 0, f: { title: `b${i}` }, s: { title: i } })
+    }
+    Y.applyUpdate(a, Y.encodeStateAsUpdate(b))
+    const mine = new Set([a.clientID])
+    const fromDoc = encodeClientsDiff(a, new Map(), mine)
+    const fromUpdate = restrictUpdate(Y.encodeStateAsUpdate(a), mine)
+    for (const part of [fromDoc, fromUpdate]) {
+      const decoded = Y.decodeUpdate(part)
+      expect(new Set(decoded.structs.map((s) => s.id.client))).toEqual(mine)
+      expect([...decoded.ds.clients.keys()]).toEqual([a.clientID])
+      const fresh = new Y.Doc()
+      Y.applyUpdate(fresh, part)
+      expect(fresh.getMap('u:A').toJSON()).toEqual(a.getMap('u:A').toJSON())
+      expect(fresh.getMap('u:B').size).toBe(0)
+    }
+    // Past a state vector: only what it lacks of the writer's structs.
+    const half = Y.decodeStateVector(Y.encodeStateVector(a))
+    half.set(a.clientID, 10)
+    const rest = Y.decodeUpdate(encodeClientsDiff(a, half, mine))
+    expect(Math.min(...rest.structs.map((s) => s.id.clock))).toBe(10)
   })
 })
