@@ -214,6 +214,11 @@ export const netLimits = {
   // Issue 11: signed writes
   /** Most envelopes one signed message carries (a step 2 answering a long-offline peer). */
   envelopesPerMessageMax: 100_000,
-  /** How far a device's join proof may be from the server's clock, in ms. */
-  joinSkewMsMax: 24 * 3_600_000,
+  /**
+   * How far a device's join proof may be from the server's clock, in ms:
+   * wider than a site's clock skew (the simulator runs peers up to 15
+   * minutes off), short enough that a captured join URL is soon worthless
+   * (each proof must also be later than the device's last one).
+   */
+  joinSkewMsMax: 60 * 60_000,
 } as const

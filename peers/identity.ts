@@ -23,6 +23,7 @@ const KEYS = {
   seed: 'i/seed',
   serverKey: 'i/server-key',
   certificate: 'i/cert',
+  joinAt: 'i/join-at',
   nonce: (clientId: number): string => `i/n/${clientId}`,
   noncesFrom: 'i/n/',
   noncesTo: 'i/n0',
@@ -32,6 +33,8 @@ const KEYS = {
 export interface ClientIdSource {
   /** A new clientID derived from this peer's key, and the store ops that keep its nonce. */
   mint(): { clientId: number; ops: StoreOp[] }
+  /** Whether this peer can prove `clientId` its own (a clientID kept across a restart must be). */
+  owns(clientId: number): boolean
 }
 
 /** One peer's keys. */
@@ -40,6 +43,7 @@ export class Identity implements ClientIdSource {
   private pinned: Uint8Array | undefined
   private cert: Certificate | undefined
   private readonly pinListeners = new Set<() => void>()
+  private lastJoinAt = 0
 
   private constructor(
     readonly key: KeyPair,
@@ -62,6 +66,8 @@ export class Identity implements ClientIdSource {
       identity.nonces.set(Number(key.slice(KEYS.noncesFrom.length)), Number(decodeValue(value)))
     }
     identity.pinned = await store.get(KEYS.serverKey)
+    const joinAt = await store.get(KEYS.joinAt)
+    if (joinAt !== undefined) identity.lastJoinAt = Number(decodeValue(joinAt)) || 0
     const cert = await store.get(KEYS.certificate)
     if (cert !== undefined) identity.cert = decodeCertificate(cert)
     return identity
@@ -80,6 +86,24 @@ export class Identity implements ClientIdSource {
       clientId,
       ops: [{ type: 'put', key: KEYS.nonce(clientId), value: encodeValue(nonce) }],
     }
+  }
+
+  /**
+   * The time a join proof names: the clock's, but always later than the
+   * last one (the server refuses a proof no later than the device's last,
+   * as a replay), kept across restarts.
+   */
+  nextJoinAt(now: number): number {
+    const at = Math.max(Math.floor(now), this.lastJoinAt + 1)
+    this.lastJoinAt = at
+    void Promise.resolve()
+      .then(() => this.store.batch([{ type: 'put', key: KEYS.joinAt, value: encodeValue(at) }]))
+      .catch(() => undefined)
+    return at
+  }
+
+  owns(clientId: number): boolean {
+    return this.nonces.has(clientId)
   }
 
   /** The nonce of one of this peer's own clientIDs, or undefined. */

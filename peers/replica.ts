@@ -383,7 +383,10 @@ export class Replica {
     const saved = savedRaw === undefined ? undefined : Number(decodeValue(savedRaw))
     const clean = cleanRaw === undefined ? undefined : Number(decodeValue(cleanRaw))
     const ops: StoreOp[] = []
-    if (saved !== undefined && clean === saved) {
+    // A clientID this peer cannot sign for (one from before it had a key)
+    // is not kept: its writes could never be sent.
+    const provable = saved === undefined || (this.options.clientIds?.owns(saved) ?? true)
+    if (saved !== undefined && clean === saved && provable) {
       doc.clientID = saved
       this.openKind = 'clean'
     } else {

@@ -55,6 +55,12 @@ export interface SignedLink {
    * writes", "Before the first admission").
    */
   active(): boolean
+  /**
+   * Whether the link may speak the plain protocol while not active (a LAN
+   * link of a device with no server key yet); a device's server link may
+   * not: until the server's hello it sends no change at all.
+   */
+  readonly plainAllowed: boolean
   /** The envelopes answering a step 1 with this state vector (read inside whenDurable). */
   answer(theirStateVector: Uint8Array): Uint8Array[]
   /** The envelopes that carry a durable change to the other side, if any. */
@@ -65,6 +71,14 @@ export interface SignedLink {
   applied(opened: OpenedEnvelope): void
   /** This link is gone. */
   stop(): void
+  /**
+   * True when `bytes` is an envelope another writer than the link's own
+   * peer signed, relayed by it (the server's links only): a refusal of it
+   * is reported and the link goes on — the relaying device is not at
+   * fault, and closing its link would cut it off for as long as it holds
+   * the envelope (PROTOCOL.md, "Signed writes").
+   */
+  relayed?(bytes: Uint8Array): boolean
 }
 
 /** Checks an update as `writer`'s (the update check, core/authorize.ts, for that writer's part). */
@@ -141,11 +155,16 @@ export class DeviceSigning {
   }
 
   /** A signed link for one connection; `send` sends envelopes as a signed update. */
-  link(connectionId: string, send: (envelopes: Uint8Array[]) => void): SignedLink {
+  link(
+    connectionId: string,
+    send: (envelopes: Uint8Array[]) => void,
+    plainAllowed = true,
+  ): SignedLink {
     const { identity, replica, log } = this.options
     this.links.set(connectionId, send)
     return {
       active: () => identity.serverKey !== undefined,
+      plainAllowed,
       answer: (theirs) => {
         const target = Y.decodeStateVector(theirs)
         const own = encodeClientsDiff(replica.doc, target, identity.ownClients())
@@ -232,10 +251,18 @@ export class ServerSigning {
     )
   }
 
-  /** A signed link for one device connection. */
-  link(): SignedLink {
+  /** A signed link for one device connection (`deviceId`: the link's own device). */
+  link(deviceId: string): SignedLink {
     return {
       active: () => true,
+      plainAllowed: false,
+      relayed: (bytes) => {
+        try {
+          return decodeEnvelope(bytes).writer !== deviceId
+        } catch {
+          return false
+        }
+      },
       answer: (theirs) => [this.seal(this.options.replica.encodeDiff(theirs))],
       forward: (told) => {
         // The fan-out tells every link the same update object: sign it once.
@@ -293,7 +320,7 @@ export function serverLinkSigning(options: {
   const { identity, deviceId } = options
   return {
     joinParams: () => {
-      const at = Math.floor(options.now())
+      const at = identity.nextJoinAt(options.now())
       const proof = signJoinProof(identity.key, options.room, deviceId, at)
       return {
         pub: Buffer.from(identity.publicKey).toString('base64url'),
@@ -301,7 +328,7 @@ export function serverLinkSigning(options: {
         proof: Buffer.from(proof).toString('base64url'),
       }
     },
-    signed: (connectionId) => (send) => options.signing.link(connectionId, send),
+    signed: (connectionId) => (send) => options.signing.link(connectionId, send, false),
     async onHello(serverKey, certificate, connection) {
       const pinned = identity.serverKey
       if (pinned !== undefined && !Buffer.from(pinned).equals(Buffer.from(serverKey))) {

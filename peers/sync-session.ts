@@ -29,7 +29,7 @@ import { CloseCode, decodeMessage, encodeMessage, type Message } from '../core/p
 import { TokenBucket } from '../core/token-bucket.js'
 import type { Connection } from '../core/transport.js'
 import type { Replica } from './replica.js'
-import type { SignedLink } from './signed-link.js'
+import type { OpenedEnvelope, SignedLink } from './signed-link.js'
 
 /** Options of {@link startSession}. */
 export interface SessionOptions {
@@ -270,6 +270,9 @@ export function startSession(options: SessionOptions): SyncSession {
             if (told.from === connection.id || !connection.open) return
             const signed = signedNow()
             if (signed === undefined) {
+              // A link that must sign and cannot yet sends nothing: the
+              // exchange after the server's hello carries the change.
+              if (signedLink?.plainAllowed === false) return
               connection.send(updateMessage(told.update))
               return
             }
@@ -310,7 +313,20 @@ export function startSession(options: SessionOptions): SyncSession {
         'this peer cannot check signed updates yet (no server key pinned)',
       )
     for (const bytes of envelopes) {
-      const opened = signed.open(bytes)
+      let opened: OpenedEnvelope
+      try {
+        opened = signed.open(bytes)
+      } catch (error) {
+        if (!(error instanceof RostersyncError) || signed.relayed?.(bytes) !== true) throw error
+        // Another writer's envelope this peer only relays: refused by name,
+        // the link goes on (see SignedLink.relayed).
+        send({
+          type: 'error',
+          code: error.code,
+          message: `relayed envelope refused, the rest applied: ${error.message}`,
+        })
+        continue
+      }
       await replica.applyRemote(opened.update, connection.id)
       signed.applied(opened)
     }

@@ -5,6 +5,7 @@
  * A device whose id has a key may join only with that key; its envelopes
  * are checked with it.
  */
+import { limits } from '../core/limits.js'
 import type { Replica } from '../peers/replica.js'
 
 const NAMESPACE = 'device-keys'
@@ -12,6 +13,8 @@ const NAMESPACE = 'device-keys'
 /** Device id → public key. */
 export class DeviceKeys {
   private readonly keys = new Map<string, Uint8Array>()
+  /** The time of each device's last accepted join proof, in memory (bounded). */
+  private readonly joins = new Map<string, number>()
 
   constructor(private readonly replica: Replica) {
     for (const [id, value] of replica.recordsOf(NAMESPACE)) {
@@ -31,5 +34,20 @@ export class DeviceKeys {
   async bind(deviceId: string, key: Uint8Array): Promise<void> {
     this.keys.set(deviceId, key)
     await this.replica.setRecord(NAMESPACE, deviceId, Buffer.from(key).toString('base64'))
+  }
+
+  /** The time of the device's last accepted join proof, if this process saw one. */
+  lastJoinAt(deviceId: string): number | undefined {
+    return this.joins.get(deviceId)
+  }
+
+  /** Remembers an accepted join proof's time (a proof no later is a replay). */
+  noteJoin(deviceId: string, at: number): void {
+    this.joins.delete(deviceId)
+    this.joins.set(deviceId, at)
+    if (this.joins.size > limits.devicesRegisteredMax) {
+      const oldest = this.joins.keys().next().value
+      if (oldest !== undefined) this.joins.delete(oldest)
+    }
   }
 }

@@ -32,8 +32,15 @@ import {
 import { DEVICE_ID_PATTERN } from '../core/ids.js'
 import { limits, netLimits } from '../core/limits.js'
 import type { Clock } from '../core/clock.js'
+import { ForbiddenWriteError } from '../core/errors.js'
 import { CloseCode, encodeMessage } from '../core/protocol.js'
-import { encodeCertificate, issueCertificate, verifyJoinProof } from '../core/signing.js'
+import {
+  encodeCertificate,
+  isDerivedClientId,
+  issueCertificate,
+  verifyJoinProof,
+} from '../core/signing.js'
+import { scanUpdate } from '../core/update-scan.js'
 import type { Identity } from '../peers/identity.js'
 import type { ServerSigning } from '../peers/signed-link.js'
 import type { DeviceKeys } from './device-keys.js'
@@ -165,7 +172,7 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
         reportErrors: true,
         // A device with a key speaks signed envelopes; an unmodified
         // y-websocket client (no key) writes plain updates into its own part.
-        ...(joined.publicKey === undefined ? {} : { signed: () => signing.signer.link() }),
+        ...(joined.publicKey === undefined ? {} : { signed: () => signing.signer.link(deviceId) }),
         // Devices learn from the answer what the server holds of theirs
         // (PROTOCOL.md, "Acknowledgement"): every step 1 is answered with
         // step 2 and the server's own step 1.
@@ -173,14 +180,24 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
         sendStep1OnStart: false,
         // A device in periodic mode takes changes only when it asks (step 1).
         forwardUpdates: url.searchParams.get('mode') !== 'periodic',
-        check: (update) =>
+        check: (update) => {
+          // A plain link (a y-websocket client, no key) writes under random
+          // 32-bit clientIDs: one in the derived range is a signing
+          // writer's (or will be), and taking it first would make that
+          // writer's signed writes no-ops here.
+          for (const client of scanUpdate(update).from.keys()) {
+            if (isDerivedClientId(client))
+              throw new ForbiddenWriteError(
+                `a plain update writes under Yjs client ${client}, in the range of signing writers' clientIDs`,
+              )
+          }
           checkUpdate(replica.doc, update, {
-            // A plain link (a y-websocket client, no key) writes its own
-            // part only: relays travel signed, by their writers.
+            // Its own part only: relays travel signed, by their writers.
             mayWrite: (owner) => owner === deviceId,
             schema: options.schema,
             now: replica.now(),
-          }),
+          })
+        },
         // A device's link is not trusted: bounded rates, and a refused
         // update closes it with its code (PROTOCOL.md, "Refusals").
         untrusted: true,
@@ -512,6 +529,17 @@ function admitKey(
   } catch {
     return { code: CloseCode.authFailed, reason: 'AUTH_FAILED: join proof does not verify' }
   }
+  // Replays: a proof is good within the skew bound of the server's clock,
+  // and only once: each join of a device must prove a later time than the
+  // one before (a captured join URL is then worthless once the device has
+  // joined again, and never good for long).
+  const last = keys.lastJoinAt(deviceId) ?? -Infinity
+  if (at <= last) {
+    return {
+      code: CloseCode.authFailed,
+      reason: 'AUTH_FAILED: join proof replayed (not later than the last one of this device)',
+    }
+  }
   if (!Number.isSafeInteger(at) || Math.abs(at - clock.now()) > netLimits.joinSkewMsMax) {
     return {
       code: CloseCode.authFailed,
@@ -525,6 +553,7 @@ function admitKey(
     }
   }
   if (bound === undefined) void keys.bind(deviceId, publicKey).catch(() => undefined)
+  keys.noteJoin(deviceId, at)
   return { publicKey }
 }
 

@@ -149,31 +149,39 @@ describe('signed writes at the server', () => {
     const views = (): unknown => server.users.list()
     const vector = (): Uint8Array => Y.encodeStateVector(server.replica.doc)
 
-    const forgeries: Array<[string, (site: string) => Uint8Array[], string]> = [
+    // [case, forge, code, closes]: a refused envelope of the link's own
+    // device closes its link; one it only relays (another writer's) is
+    // refused by name and the link goes on.
+    const forgeries: Array<[string, (site: string) => Uint8Array[], string, boolean]> = [
       [
         'signed by D9, claiming to be D2',
         (s) => [seal(d9, s, 'D2', 1, entryUpdate(own, 'u:D2', 'u1', 'Forged'))],
         'SIGNATURE_INVALID',
+        false,
       ],
       [
         "D9's own envelope writing into D2's part",
         (s) => [seal(d9, s, 'D9', 1, entryUpdate(own, 'u:D2', 'u1', 'Forged'))],
         'FORBIDDEN_WRITE',
+        true,
       ],
       [
         "D9's own envelope writing into the server's part",
         (s) => [seal(d9, s, 'D9', 1, entryUpdate(own, 'u:server', 'u1', 'Forged'))],
         'FORBIDDEN_WRITE',
+        true,
       ],
       [
         "D9's own part, under D2's clientID (clock squatting)",
         (s) => [seal(d9, s, 'D9', 1, entryUpdate(d2.replica.clientId, 'u:D9', 'u7', 'Squat'))],
         'FORBIDDEN_WRITE',
+        true,
       ],
       [
         'signed as the server by D9',
         (s) => [seal(d9, s, 'server', 1, entryUpdate(own, 'u:server', 'u1', 'Forged'))],
         'SIGNATURE_INVALID',
+        false,
       ],
       [
         'an altered genuine envelope of D2',
@@ -189,14 +197,22 @@ describe('signed writes at the server', () => {
           return [genuine]
         },
         'SIGNATURE_INVALID',
+        false,
       ],
     ]
-    for (const [name, forge, code] of forgeries) {
+    for (const [name, forge, code, closes] of forgeries) {
       const before = { views: views(), vector: vector() }
       const { raw, site: s } = await joinD9(server, d9)
       expect(await verdict(raw, forge(s)), name).toBe(code)
-      // The refusal closes the link with the code; nothing changed.
-      await eventually(() => expect(raw.closed()?.reason.startsWith(code), name).toBe(true))
+      if (closes) {
+        // The refusal closes the link with the code.
+        await eventually(() => expect(raw.closed()?.reason.startsWith(code), name).toBe(true))
+      } else {
+        // Relayed: refused by name, and the link takes what comes next.
+        expect(raw.closed(), name).toBeUndefined()
+        raw.connection.close(1000, 'next case')
+      }
+      // Nothing changed.
       expect(views(), name).toEqual(before.views)
       expect(vector(), name).toEqual(before.vector)
     }
@@ -221,6 +237,55 @@ describe('signed writes at the server', () => {
     await eventually(() => expect(server.users.get('u1')?.title).toBe('Relayed title'))
   }, 30_000)
 
+  it("a plain (keyless) client cannot take a signing writer's clientID", async () => {
+    const { server, d2 } = await site()
+    const before = Y.encodeStateVector(server.replica.doc)
+    // D2's next clocks, under its own (derived) clientID, in the plain
+    // client's own part: accepted, they would make D2's later signed
+    // writes no-ops on the server, and the server would sign them to all.
+    const squat = new Y.Doc()
+    squat.clientID = d2.replica.clientId
+    squat.getMap('u:K1').set('u5', { e: 0, f: { title: 'Squat' }, s: { title: Date.now() } })
+    const kiosk = join(server, 'K1', undefined)
+    kiosk.send({ type: 'sync-update', update: Y.encodeStateAsUpdate(squat) })
+    await eventually(() =>
+      expect(kiosk.closed()?.reason).toMatch(/^FORBIDDEN_WRITE: a plain update/),
+    )
+    expect(Y.encodeStateVector(server.replica.doc)).toEqual(before)
+    // D2 still gets its writes through.
+    await d2.users.patch('u1', { title: 'After the squat' })
+    await d2.sync.whenIdle()
+    await eventually(() => expect(server.users.get('u1')?.title).toBe('After the squat'))
+  }, 30_000)
+
+  it('a join proof is good once: a captured join URL replayed is refused', async () => {
+    const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY })
+    closers.push(() => server.close())
+    const key = keyPairFromSeed(seedOf(31))
+    const at = Date.now()
+    const url = `/roster?${new URLSearchParams({
+      device: 'T31',
+      key: SITE_KEY,
+      pub: Buffer.from(key.publicKey).toString('base64url'),
+      at: String(at),
+      proof: Buffer.from(signJoinProof(key, 'roster', 'T31', at)).toString('base64url'),
+    }).toString()}`
+    const closes: Array<CloseInfo | undefined> = []
+    const messages: Message[][] = []
+    for (let i = 0; i < 2; i++) {
+      const [mine, theirs] = memoryPair('T31', 'server')
+      const received: Message[] = []
+      messages.push(received)
+      mine.onMessage((bytes) => received.push(decodeMessage(bytes)))
+      mine.onClose((info) => (closes[i] = info))
+      server.accept(theirs, url)
+      await eventually(() => expect(received.length > 0 || closes[i] !== undefined).toBe(true))
+    }
+    expect(messages[0]?.[0]?.type).toBe('hello')
+    expect(closes[1]?.code).toBe(4401)
+    expect(closes[1]?.reason).toMatch(/^AUTH_FAILED: join proof replayed/)
+  }, 30_000)
+
   it('a device id is bound to the key it first joined with; the site key alone does not speak for it', async () => {
     const { server } = await site()
     const other = keyPairFromSeed(seedOf(42))
@@ -230,18 +295,18 @@ describe('signed writes at the server', () => {
     const withoutKey = join(server, 'D2', undefined)
     await eventually(() => expect(withoutKey.closed()?.code).toBe(4401))
     expect(withoutKey.closed()?.reason).toMatch(/^AUTH_FAILED: this device signs/)
-    // A stale proof (replayed a day later) is refused too.
-    const [mine, theirs] = memoryPair('D2', 'server')
+    // A stale proof (two days old) is refused, even for an id with no key yet.
+    const [mine, theirs] = memoryPair('D5', 'server')
     let closed: CloseInfo | undefined
     mine.onClose((info) => (closed = info))
     const key = keyPairFromSeed(seedOf(2))
     const at = Date.now() - 2 * 86_400_000
     const params = new URLSearchParams({
-      device: 'D2',
+      device: 'D5',
       key: SITE_KEY,
       pub: Buffer.from(key.publicKey).toString('base64url'),
       at: String(at),
-      proof: Buffer.from(signJoinProof(key, 'roster', 'D2', at)).toString('base64url'),
+      proof: Buffer.from(signJoinProof(key, 'roster', 'D5', at)).toString('base64url'),
     })
     server.accept(theirs, `/roster?${params.toString()}`)
     await eventually(() => expect(closed?.reason).toMatch(/^AUTH_FAILED: join proof's time/))
