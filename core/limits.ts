@@ -218,7 +218,13 @@ export const netLimits = {
    * How far a device's join proof may be from the server's clock, in ms:
    * wider than a site's clock skew (the simulator runs peers up to 15
    * minutes off), short enough that a captured join URL is soon worthless
-   * (each proof must also be later than the device's last one).
+   * (and each proof is good once).
    */
   joinSkewMsMax: 60 * 60_000,
+  /**
+   * Join proofs of one device the server remembers (within the skew bound)
+   * to refuse a replay of one: far more than a device joins in an hour
+   * (its reconnects back off).
+   */
+  joinProofsKeptPerDeviceMax: 64,
 } as const

@@ -90,8 +90,8 @@ export class Identity implements ClientIdSource {
 
   /**
    * The time a join proof names: the clock's, but always later than the
-   * last one (the server refuses a proof no later than the device's last,
-   * as a replay), kept across restarts.
+   * last one this device named (the server refuses a proof it has seen, as
+   * a replay), kept across restarts.
    */
   nextJoinAt(now: number): number {
     const at = Math.max(Math.floor(now), this.lastJoinAt + 1)

@@ -15,7 +15,11 @@
  *   writer's part.
  */
 import * as Y from 'yjs'
-import { ForbiddenWriteError, SignatureInvalidError } from '../core/errors.js'
+import {
+  ForbiddenWriteError,
+  MalformedMessageError,
+  SignatureInvalidError,
+} from '../core/errors.js'
 import { SERVER_ID } from '../core/ids.js'
 import { CloseCode } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
@@ -32,7 +36,7 @@ import {
   type Envelope,
 } from '../core/signing.js'
 import { encodeClientsDiff, restrictUpdate } from '../core/update-parts.js'
-import { scanUpdate } from '../core/update-scan.js'
+import { scanUpdate, type UpdateRanges } from '../core/update-scan.js'
 import type { EnvelopeLog } from './envelope-log.js'
 import { siteOf, type Identity } from './identity.js'
 import type { Replica, ReplicaUpdate } from './replica.js'
@@ -86,10 +90,22 @@ export type WriterCheck = (update: Uint8Array, writer: string) => void
 
 const EMPTY_UPDATE_BYTES = 2
 
+/**
+ * `scanUpdate`, with malformed bytes (or nesting too deep to read) refused
+ * as `MALFORMED_MESSAGE`, as every other decode failure of a peer's input.
+ */
+export function scanOrRefuse(update: Uint8Array): UpdateRanges {
+  try {
+    return scanUpdate(update)
+  } catch (cause) {
+    throw new MalformedMessageError('update does not decode', cause)
+  }
+}
+
 /** Refuses structs under clientIDs the envelope's writer cannot prove its own. */
 function checkClients(envelope: Envelope, publicKey: Uint8Array): void {
   const allowed = envelopeClients(envelope, publicKey)
-  for (const client of scanUpdate(envelope.update).from.keys()) {
+  for (const client of scanOrRefuse(envelope.update).from.keys()) {
     if (!allowed.has(client))
       throw new ForbiddenWriteError(
         `update of ${JSON.stringify(envelope.writer)} writes under Yjs client ${client}, not one of its own`,
@@ -99,7 +115,7 @@ function checkClients(envelope: Envelope, publicKey: Uint8Array): void {
 
 /** True when the update holds structs `doc` lacks. */
 function bringsStructs(doc: Y.Doc, update: Uint8Array): boolean {
-  for (const [client, end] of scanUpdate(update).to)
+  for (const [client, end] of scanOrRefuse(update).to)
     if (end > Y.getState(doc.store, client)) return true
   return false
 }
@@ -141,7 +157,7 @@ export class DeviceSigning {
     const site = this.site()
     if (site === undefined || update.byteLength <= EMPTY_UPDATE_BYTES) return []
     const { identity, writerId } = this.options
-    const clients = [...scanUpdate(update).from.keys()]
+    const clients = [...scanOrRefuse(update).from.keys()]
     const nonces = clients.map((c) => identity.nonceOf(c))
     if (nonces.some((n) => n === undefined)) return []
     const cert = identity.certificate

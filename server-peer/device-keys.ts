@@ -5,7 +5,7 @@
  * A device whose id has a key may join only with that key; its envelopes
  * are checked with it.
  */
-import { limits } from '../core/limits.js'
+import { limits, netLimits } from '../core/limits.js'
 import type { Replica } from '../peers/replica.js'
 
 const NAMESPACE = 'device-keys'
@@ -13,8 +13,8 @@ const NAMESPACE = 'device-keys'
 /** Device id → public key. */
 export class DeviceKeys {
   private readonly keys = new Map<string, Uint8Array>()
-  /** The time of each device's last accepted join proof, in memory (bounded). */
-  private readonly joins = new Map<string, number>()
+  /** The times of each device's accepted join proofs within the skew bound, in memory (bounded). */
+  private readonly joins = new Map<string, number[]>()
 
   constructor(private readonly replica: Replica) {
     for (const [id, value] of replica.recordsOf(NAMESPACE)) {
@@ -36,15 +36,24 @@ export class DeviceKeys {
     await this.replica.setRecord(NAMESPACE, deviceId, Buffer.from(key).toString('base64'))
   }
 
-  /** The time of the device's last accepted join proof, if this process saw one. */
-  lastJoinAt(deviceId: string): number | undefined {
-    return this.joins.get(deviceId)
+  /** Whether a proof of this device at `at` was accepted already (a replayed join URL). */
+  joinSeen(deviceId: string, at: number): boolean {
+    return this.joins.get(deviceId)?.includes(at) === true
   }
 
-  /** Remembers an accepted join proof's time (a proof no later is a replay). */
-  noteJoin(deviceId: string, at: number): void {
+  /**
+   * Remembers an accepted join proof's time, dropping those past the skew
+   * bound (a proof that old is refused by its time anyway) and keeping at
+   * most `joinProofsKeptPerDeviceMax` per device.
+   */
+  noteJoin(deviceId: string, at: number, now: number): void {
+    const kept = (this.joins.get(deviceId) ?? []).filter(
+      (t) => Math.abs(t - now) <= netLimits.joinSkewMsMax,
+    )
+    kept.push(at)
+    if (kept.length > netLimits.joinProofsKeptPerDeviceMax) kept.shift()
     this.joins.delete(deviceId)
-    this.joins.set(deviceId, at)
+    this.joins.set(deviceId, kept)
     if (this.joins.size > limits.devicesRegisteredMax) {
       const oldest = this.joins.keys().next().value
       if (oldest !== undefined) this.joins.delete(oldest)

@@ -40,9 +40,8 @@ import {
   issueCertificate,
   verifyJoinProof,
 } from '../core/signing.js'
-import { scanUpdate } from '../core/update-scan.js'
 import type { Identity } from '../peers/identity.js'
-import type { ServerSigning } from '../peers/signed-link.js'
+import { scanOrRefuse, type ServerSigning } from '../peers/signed-link.js'
 import type { DeviceKeys } from './device-keys.js'
 import type { Connection } from '../core/transport.js'
 import type { RecordSchema } from '../core/schema.js'
@@ -185,7 +184,7 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
           // 32-bit clientIDs: one in the derived range is a signing
           // writer's (or will be), and taking it first would make that
           // writer's signed writes no-ops here.
-          for (const client of scanUpdate(update).from.keys()) {
+          for (const client of scanOrRefuse(update).from.keys()) {
             if (isDerivedClientId(client))
               throw new ForbiddenWriteError(
                 `a plain update writes under Yjs client ${client}, in the range of signing writers' clientIDs`,
@@ -530,14 +529,12 @@ function admitKey(
     return { code: CloseCode.authFailed, reason: 'AUTH_FAILED: join proof does not verify' }
   }
   // Replays: a proof is good within the skew bound of the server's clock,
-  // and only once: each join of a device must prove a later time than the
-  // one before (a captured join URL is then worthless once the device has
-  // joined again, and never good for long).
-  const last = keys.lastJoinAt(deviceId) ?? -Infinity
-  if (at <= last) {
+  // and only once (a captured join URL is worthless, and never good for
+  // long). Not "later than the last": a device's clock may step back.
+  if (keys.joinSeen(deviceId, at)) {
     return {
       code: CloseCode.authFailed,
-      reason: 'AUTH_FAILED: join proof replayed (not later than the last one of this device)',
+      reason: 'AUTH_FAILED: join proof replayed (this proof was used already)',
     }
   }
   if (!Number.isSafeInteger(at) || Math.abs(at - clock.now()) > netLimits.joinSkewMsMax) {
@@ -553,7 +550,7 @@ function admitKey(
     }
   }
   if (bound === undefined) void keys.bind(deviceId, publicKey).catch(() => undefined)
-  keys.noteJoin(deviceId, at)
+  keys.noteJoin(deviceId, at, clock.now())
   return { publicKey }
 }
 
