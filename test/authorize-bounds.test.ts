@@ -18,12 +18,11 @@ import { clip, RostersyncError } from '../core/errors.js'
 import { limits } from '../core/limits.js'
 import { decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
 import { RecordSchema } from '../core/schema.js'
-import { createDevice } from '../peers/create-device.js'
-import { link } from '../peers/memory-link.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
 import { encodeForged } from './helpers/forged-updates.js'
+import { ManualClock } from './helpers/manual-clock.js'
 
 const NOW = 1_800_000_000_000
 const schema = new RecordSchema()
@@ -248,20 +247,26 @@ describe('one writer per Yjs client', () => {
   })
 
   it("a device's items under another device's clientID are refused, and that device's own later writes still arrive", async () => {
-    const server = await createServer({ store: memoryStore(), listen: false, open: true })
-    const d1 = await createDevice({ id: 'D1', store: memoryStore() })
+    // Keyless (plain) writers, as unmodified y-websocket clients: signing
+    // devices' clientIDs are derived from their keys and cannot be squatted
+    // at all (test/signed-writes.test.ts).
+    const server = await createServer({
+      store: memoryStore(),
+      listen: false,
+      open: true,
+      clock: new ManualClock(NOW),
+    })
     try {
-      await d1.users.put({ id: 'u1', name: 'Ann' })
-      const l = link(server.replica, d1.replica)
-      await l.settled()
-      l.close()
-      const d1Client = d1.replica.doc.clientID
-      const next = Y.getState(server.replica.doc.store, d1Client)
+      const d1 = new Y.Doc()
+      d1.clientID = 424_242
+      d1.getMap('u:D1').set('u1', entry())
+      expect(await sendToServer(server, 'D1', Y.encodeStateAsUpdate(d1))).toBe('accepted')
+      const next = Y.getState(server.replica.doc.store, d1.clientID)
       // D2 claims D1's next clock for an entry of its own.
       const squat = encodeForged([
         {
           kind: 'item',
-          client: d1Client,
+          client: d1.clientID,
           clock: next,
           parent: { root: 'u:D2' },
           key: 'u7',
@@ -269,14 +274,19 @@ describe('one writer per Yjs client', () => {
         },
       ])
       expect(await sendToServer(server, 'D2', squat)).toBe('FORBIDDEN_WRITE')
-      // D1's acknowledged write on that clock still reaches the server.
-      const before = Y.encodeStateVector(d1.replica.doc)
-      await d1.users.patch('u1', { email: 'ann@example.com' })
-      const own = Y.encodeStateAsUpdate(d1.replica.doc, before)
+      // D1's write on that clock still reaches the server.
+      const before = Y.encodeStateVector(d1)
+      d1.getMap('u:D1').set(
+        'u1',
+        entry({
+          f: { name: 'Ann', email: 'ann@example.com' },
+          s: { name: NOW * 1000, email: NOW * 1000 },
+        }),
+      )
+      const own = Y.encodeStateAsUpdate(d1, before)
       expect(await sendToServer(server, 'D1', own)).toBe('accepted')
       expect(server.users.get('u1')?.email).toBe('ann@example.com')
     } finally {
-      await d1.close()
       await server.close()
     }
   })
