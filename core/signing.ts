@@ -20,6 +20,7 @@ import {
   createHash,
   createPrivateKey,
   createPublicKey,
+  diffieHellman,
   sign as edSign,
   verify as edVerify,
   type KeyObject,
@@ -86,6 +87,10 @@ function publicKeyObject(publicKey: Uint8Array): KeyObject {
   if (key === undefined) {
     if (publicKey.byteLength !== PUBLIC_KEY_BYTES)
       throw new SignatureInvalidError(`a public key is ${PUBLIC_KEY_BYTES} bytes`)
+    if (hasSmallOrder(publicKey))
+      throw new SignatureInvalidError(
+        'a public key of small order is refused (anyone can sign for it)',
+      )
     key = createPublicKey({
       key: Buffer.concat([SPKI_PREFIX, publicKey]),
       format: 'der',
@@ -98,6 +103,63 @@ function publicKeyObject(publicKey: Uint8Array): KeyObject {
     publicKeys.set(id, key)
   }
   return key
+}
+
+const FIELD_P = 2n ** 255n - 19n
+const X25519_SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex')
+const X25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex')
+/** A fixed X25519 key: the small-order test needs a scalar, not a secret. */
+const PROBE_KEY = createPrivateKey({
+  key: Buffer.concat([X25519_PKCS8_PREFIX, Buffer.alloc(32, 0x5a)]),
+  format: 'der',
+  type: 'pkcs8',
+})
+
+function modPow(base: bigint, exponent: bigint): bigint {
+  let result = 1n
+  let b = base % FIELD_P
+  for (let e = exponent; e > 0n; e >>= 1n) {
+    if ((e & 1n) === 1n) result = (result * b) % FIELD_P
+    b = (b * b) % FIELD_P
+  }
+  return result
+}
+
+/**
+ * True for an Ed25519 public key of small order (the identity, and the
+ * points of order 2, 4 and 8): a signature for it verifies for many
+ * messages without any secret (an all-zero key and signature verified a
+ * quarter of join proofs in a review). The point's Montgomery form,
+ * u = (1 + y) / (1 - y), is used as an X25519 public key: a clamped scalar
+ * is a multiple of 8, so a small-order point gives the all-zero shared
+ * secret, which OpenSSL refuses to derive.
+ */
+export function hasSmallOrder(publicKey: Uint8Array): boolean {
+  const bytes = Buffer.from(publicKey)
+  bytes[31] = (bytes[31] as number) & 0x7f
+  let y = 0n
+  for (let i = 31; i >= 0; i--) y = (y << 8n) | BigInt(bytes[i] as number)
+  y %= FIELD_P
+  const u = ((1n + y) * modPow((1n - y + FIELD_P) % FIELD_P, FIELD_P - 2n)) % FIELD_P
+  const encoded = Buffer.alloc(32)
+  let rest = u
+  for (let i = 0; i < 32; i++) {
+    encoded[i] = Number(rest & 0xffn)
+    rest >>= 8n
+  }
+  try {
+    const shared = diffieHellman({
+      privateKey: PROBE_KEY,
+      publicKey: createPublicKey({
+        key: Buffer.concat([X25519_SPKI_PREFIX, encoded]),
+        format: 'der',
+        type: 'spki',
+      }),
+    })
+    return shared.every((b) => b === 0)
+  } catch {
+    return true
+  }
 }
 
 /** Signs `message` with `key`. */

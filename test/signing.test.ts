@@ -1,3 +1,4 @@
+import { createPublicKey, verify as edVerify } from 'node:crypto'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
@@ -10,6 +11,8 @@ import {
   encodeCertificate,
   encodeEnvelope,
   envelopeClients,
+  hasSmallOrder,
+  joinProofBody,
   isDerivedClientId,
   issueCertificate,
   signJoinProof,
@@ -43,6 +46,35 @@ const cert = issueCertificate(server, {
 })
 
 describe('keys', () => {
+  it('a public key of small order is refused wherever a key is used', () => {
+    const zero = new Uint8Array(32)
+    const identity = new Uint8Array(32)
+    identity[0] = 1
+    const order8 = new Uint8Array(
+      Buffer.from('26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05', 'hex'),
+    )
+    for (const key of [zero, identity, order8]) {
+      expect(hasSmallOrder(key)).toBe(true)
+      // An all-zero signature "verifies" for such keys: refused before that.
+      expect(() =>
+        verifyJoinProof(key, { site: SITE, deviceId: 'T-1', at: 1, signature: new Uint8Array(64) }),
+      ).toThrow(expect.objectContaining({ code: 'SIGNATURE_INVALID' }))
+    }
+    for (const key of [device, other, server]) expect(hasSmallOrder(key.publicKey)).toBe(false)
+    // A join proof that Ed25519 itself accepts for the all-zero key and
+    // signature (about a quarter of messages do) is still refused.
+    const zeroKey = createPublicKey({
+      key: Buffer.concat([Buffer.from('302a300506032b6570032100', 'hex'), Buffer.from(zero)]),
+      format: 'der',
+      type: 'spki',
+    })
+    let at = 1
+    while (!edVerify(null, joinProofBody(SITE, 'T-1', at), zeroKey, Buffer.alloc(64))) at++
+    expect(() =>
+      verifyJoinProof(zero, { site: SITE, deviceId: 'T-1', at, signature: new Uint8Array(64) }),
+    ).toThrow(expect.objectContaining({ code: 'SIGNATURE_INVALID' }))
+  })
+
   it('a seed gives the same key pair every time, different seeds different keys', () => {
     expect(keyPairFromSeed(seed(2)).publicKey).toEqual(device.publicKey)
     expect(device.publicKey).not.toEqual(other.publicKey)
