@@ -130,6 +130,13 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
     accept(connection, rawUrl) {
       const verdict = admit(rawUrl, options, members.size, connection.remote)
       if ('code' in verdict) {
+        // A pending device's first proven key is bound while it waits:
+        // the administrator approves that device, and no other key can
+        // take the id between the approval and its next join.
+        if (verdict.code === CloseCode.pending) {
+          const url = parseJoinUrl(rawUrl)
+          if (url instanceof URL) admitKey(url, url.searchParams.get('device') ?? '', options)
+        }
         connection.close(verdict.code, verdict.reason)
         return
       }

@@ -258,6 +258,24 @@ describe('signed writes at the server', () => {
     await eventually(() => expect(server.users.get('u1')?.title).toBe('After the squat'))
   }, 30_000)
 
+  it('approval mode approves the device that asked: its key is bound while it waits', async () => {
+    const server = await createServer({
+      store: memoryStore(),
+      siteKey: SITE_KEY,
+      approveDevices: true,
+    })
+    closers.push(() => server.close())
+    const real = keyPairFromSeed(seedOf(51))
+    const first = join(server, 'T51', real)
+    await eventually(() => expect(first.closed()?.reason).toMatch(/^PEER_PENDING/))
+    expect(await server.devices.approve('T51')).toBe(true)
+    // Someone else with the site key, racing the real device after the approval.
+    const intruder = join(server, 'T51', keyPairFromSeed(seedOf(52)))
+    await eventually(() => expect(intruder.closed()?.reason).toMatch(/^AUTH_FAILED: .*another key/))
+    const again = join(server, 'T51', real)
+    await eventually(() => expect(again.received[0]?.type).toBe('hello'))
+  }, 30_000)
+
   it('a join proof is good once: a captured join URL replayed is refused', async () => {
     const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY })
     closers.push(() => server.close())
