@@ -110,8 +110,12 @@ export const limits = {
   envelopeNoncesMax: 16,
   /** Most parsed public keys kept for verification (a site's writers, with room to spare). */
   publicKeysCachedMax: 4_096,
-  /** Most bytes of other writers' envelopes a device keeps to relay over the LAN. */
-  envelopeLogBytesMax: 256 * 1024 * 1024,
+  /**
+   * Most bytes of other writers' envelopes a device keeps to relay over the
+   * LAN: half of `netLimits.messageBytesMax`, so that an answer holding all
+   * of them and the device's own part still fits one message.
+   */
+  envelopeLogBytesMax: 64 * 1024 * 1024,
 } as const
 
 /** Bounds of the network layer. */
