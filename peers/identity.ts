@@ -23,7 +23,6 @@ const KEYS = {
   seed: 'i/seed',
   serverKey: 'i/server-key',
   certificate: 'i/cert',
-  joinAt: 'i/join-at',
   nonce: (clientId: number): string => `i/n/${clientId}`,
   noncesFrom: 'i/n/',
   noncesTo: 'i/n0',
@@ -66,8 +65,6 @@ export class Identity implements ClientIdSource {
       identity.nonces.set(Number(key.slice(KEYS.noncesFrom.length)), Number(decodeValue(value)))
     }
     identity.pinned = await store.get(KEYS.serverKey)
-    const joinAt = await store.get(KEYS.joinAt)
-    if (joinAt !== undefined) identity.lastJoinAt = Number(decodeValue(joinAt)) || 0
     const cert = await store.get(KEYS.certificate)
     if (cert !== undefined) identity.cert = decodeCertificate(cert)
     return identity
@@ -90,15 +87,14 @@ export class Identity implements ClientIdSource {
 
   /**
    * The time a join proof names: the clock's, but always later than the
-   * last one this device named (the server refuses a proof it has seen, as
-   * a replay), kept across restarts.
+   * last one this process named (the server refuses a proof it has seen, as
+   * a replay; should a restarted device name a time again, the refusal is
+   * retried with the next one). Not stored: a write here would be one more
+   * write on the connect path for no gain.
    */
   nextJoinAt(now: number): number {
     const at = Math.max(Math.floor(now), this.lastJoinAt + 1)
     this.lastJoinAt = at
-    void Promise.resolve()
-      .then(() => this.store.batch([{ type: 'put', key: KEYS.joinAt, value: encodeValue(at) }]))
-      .catch(() => undefined)
     return at
   }
 

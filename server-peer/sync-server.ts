@@ -539,8 +539,10 @@ function admitKey(
   // and only once (a captured join URL is worthless, and never good for
   // long). Not "later than the last": a device's clock may step back.
   if (keys.joinSeen(deviceId, at)) {
+    // Not final (1008, retried with backoff): a restarted device may name
+    // a time again, and its next proof names a later one.
     return {
-      code: CloseCode.authFailed,
+      code: CloseCode.refused,
       reason: 'AUTH_FAILED: join proof replayed (this proof was used already)',
     }
   }

@@ -300,7 +300,7 @@ describe('signed writes at the server', () => {
       await eventually(() => expect(received.length > 0 || closes[i] !== undefined).toBe(true))
     }
     expect(messages[0]?.[0]?.type).toBe('hello')
-    expect(closes[1]?.code).toBe(4401)
+    expect(closes[1]?.code).toBe(1008)
     expect(closes[1]?.reason).toMatch(/^AUTH_FAILED: join proof replayed/)
   }, 30_000)
 
