@@ -56,7 +56,13 @@ import { encodeStateVectorMap } from '../core/codec.js'
 import type { DeviceEntry } from '../core/entries.js'
 import { Hlc } from '../core/hlc.js'
 import { netLimits } from '../core/limits.js'
-import { decodeMessage, encodeMessage, MessageType, SyncType } from '../core/protocol.js'
+import {
+  decodeMessage,
+  encodeMessage,
+  MessageType,
+  SignedType,
+  SyncType,
+} from '../core/protocol.js'
 import type { FieldValue } from '../core/schema.js'
 import {
   deriveClientId,
@@ -307,21 +313,14 @@ class LoadDevice {
       if (firstClient(bytes) === this.doc.clientID) inbound.echoes++
       return
     }
-    if (isSync(bytes, SyncType.step2)) {
-      inbound.step2++
-      inbound.step2Bytes += bytes.byteLength
-      const resolve = this.onStep2
-      this.onStep2 = undefined
-      resolve?.(bytes.byteLength)
+    // Signed messages: the server's step 2 (sub-type 1) or a fan-out update (2).
+    const signed = bytes[0] === MessageType.signed
+    if (signed && bytes[1] === SignedType.update) {
+      inbound.updates++
+      inbound.updateBytes += bytes.byteLength
       return
     }
-    if (bytes[0] === MessageType.signed) {
-      // Signed: the server's step 2 (sub-type 1) or a fan-out update (2).
-      if (bytes[1] === 2) {
-        inbound.updates++
-        inbound.updateBytes += bytes.byteLength
-        return
-      }
+    if (isSync(bytes, SyncType.step2) || signed) {
       inbound.step2++
       inbound.step2Bytes += bytes.byteLength
       const resolve = this.onStep2

@@ -61,15 +61,20 @@ function join(server: ServerPeer, deviceId: string, key: KeyPair | undefined): R
     )
   }
   server.accept(theirs, `/roster?${params.toString()}`)
+  return rawOf(mine)
+}
+
+/** Watches one end of a connection: what it receives, how it closes. */
+function rawOf(connection: Connection): Raw {
   const received: Message[] = []
   let closed: CloseInfo | undefined
-  mine.onMessage((bytes) => received.push(decodeMessage(bytes)))
-  mine.onClose((info) => (closed = info))
+  connection.onMessage((bytes) => received.push(decodeMessage(bytes)))
+  connection.onClose((info) => (closed = info))
   return {
     received,
     closed: () => closed,
-    send: (message) => mine.send(encodeMessage(message)),
-    connection: mine,
+    send: (message) => connection.send(encodeMessage(message)),
+    connection,
   }
 }
 
@@ -336,16 +341,7 @@ describe('signed writes on the LAN', () => {
   function lanLink(device: DevicePeer): Raw {
     const [mine, theirs] = memoryPair('D9', device.id)
     device.attachLan(theirs, 'D9')
-    const received: Message[] = []
-    let closed: CloseInfo | undefined
-    mine.onMessage((bytes) => received.push(decodeMessage(bytes)))
-    mine.onClose((info) => (closed = info))
-    return {
-      received,
-      closed: () => closed,
-      send: (message) => mine.send(encodeMessage(message)),
-      connection: mine,
-    }
+    return rawOf(mine)
   }
 
   it('a pinned device verifies every envelope a LAN peer sends: it relays, it forges nothing', async () => {
