@@ -6,9 +6,17 @@
  * bytes (past those the update is refused, so one flooding peer cannot
  * fill the replica's share for everyone).
  *
+ * An update already held (the same bytes, from any link) is not held twice:
+ * LAN peers answer every step 1 with the envelopes the asker lacks, so
+ * while the gap lasts each exchange brings the same update again (a swarm
+ * seed held 1,000 copies of one relayed update per link and re-merged them
+ * after every batch).
+ *
  * Invariant: `tally` holds, for every link with an update in `list`, the
- * number and the bytes of its updates there, and nothing else.
+ * number and the bytes of its updates there, and nothing else; `digests`
+ * holds the digest of every update in `list`, and nothing else.
  */
+import { createHash } from 'node:crypto'
 import { HeldBackLimitError } from '../core/errors.js'
 import { limits } from '../core/limits.js'
 
@@ -22,6 +30,8 @@ export interface Held {
 export class HeldBackUpdates<T extends Held> {
   private list: T[] = []
   private readonly tally = new Map<string, { count: number; bytes: number }>()
+  private readonly digests = new Map<T, string>()
+  private readonly held = new Set<string>()
 
   /** How many are held. */
   get length(): number {
@@ -45,6 +55,8 @@ export class HeldBackUpdates<T extends Held> {
    * exchange sends it again.
    */
   add(update: T): HeldBackLimitError | undefined {
+    const digest = createHash('sha256').update(update.bytes).digest('base64')
+    if (this.held.has(digest)) return undefined
     const from = update.from
     if (from !== undefined) {
       const t = this.tally.get(from) ?? { count: 0, bytes: 0 }
@@ -55,6 +67,8 @@ export class HeldBackUpdates<T extends Held> {
       this.tally.set(from, { count: t.count + 1, bytes: t.bytes + update.bytes.byteLength })
     }
     this.list.push(update)
+    this.digests.set(update, digest)
+    this.held.add(digest)
     if (this.list.length > limits.heldBackUpdatesMax) this.take(0, 1)
     return undefined
   }
@@ -63,6 +77,9 @@ export class HeldBackUpdates<T extends Held> {
   take(start: number, count: number): T[] {
     const taken = this.list.splice(start, count)
     for (const held of taken) {
+      const digest = this.digests.get(held)
+      this.digests.delete(held)
+      if (digest !== undefined) this.held.delete(digest)
       if (held.from === undefined) continue
       const t = this.tally.get(held.from)
       if (t === undefined) continue
@@ -77,6 +94,8 @@ export class HeldBackUpdates<T extends Held> {
     const taken = this.list
     this.list = []
     this.tally.clear()
+    this.digests.clear()
+    this.held.clear()
     return taken
   }
 }

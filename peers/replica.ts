@@ -1264,9 +1264,12 @@ export class Replica {
         progress = true
       } else if (this.heldBack.length > 1) {
         // Updates that each miss something the other holds (relays of
-        // several writers) can still be complete together.
-        const merged = Y.mergeUpdates(this.heldBack.all().map((held) => held.bytes))
-        if (this.canIntegrate(updateMeta(merged))) {
+        // several writers) can still be complete together. Whether they
+        // are is read from their metadata (a merge starts each client at
+        // the lowest clock of its parts, ends it at the highest, and
+        // deletes what any part deletes), so a gap that no part fills
+        // costs no merge: after every batch, it did, of every held update.
+        if (this.canIntegrate(unionMeta(this.heldBack.all().map((held) => held.meta)))) {
           this.applyHeld(this.heldBack.takeAll(), ctx)
           progress = true
         }
@@ -1635,6 +1638,24 @@ export class Replica {
  */
 function updateMeta(update: Uint8Array): UpdateMeta {
   return scanUpdate(update)
+}
+
+/** The metadata of the merge of updates with these metadata (see integrateHeldBack). */
+function unionMeta(metas: readonly UpdateMeta[]): UpdateMeta {
+  const from = new Map<number, number>()
+  const to = new Map<number, number>()
+  const deletes = new Map<number, Array<readonly [number, number]>>()
+  for (const meta of metas) {
+    for (const [client, clock] of meta.from)
+      from.set(client, Math.min(clock, from.get(client) ?? clock))
+    for (const [client, clock] of meta.to) to.set(client, Math.max(clock, to.get(client) ?? clock))
+    for (const [client, ranges] of meta.deletes) {
+      const all = deletes.get(client)
+      if (all === undefined) deletes.set(client, [...ranges])
+      else all.push(...ranges)
+    }
+  }
+  return { from, to, deletes }
 }
 
 /** Whether a transaction changed the document: Yjs's own test before it emits 'update'. */

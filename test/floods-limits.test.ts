@@ -146,6 +146,30 @@ describe('held-back updates per link', () => {
   })
 })
 
+describe('the same held-back update again and again', () => {
+  it('is held once: the link stays open past the cap and all of it integrates when the gap fills', async () => {
+    // A LAN gap (seed 198 of the swarm): every exchange relays the same
+    // update again while the one before it is missing. Held once, it
+    // neither fills the link's share nor costs a merge per copy.
+    const server = await startServer()
+    const link = rawLink(server, 'D1', KEY)
+    const [first, second, third] = updates('u:D1', 3) as [Uint8Array, Uint8Array, Uint8Array]
+    for (let i = 0; i < limits.heldBackUpdatesPerLinkMax + 20; i++) {
+      link.send({ type: 'sync-update', update: i % 2 === 0 ? second : third })
+      await settle(1)
+      if (link.closed() !== undefined) break
+    }
+    await eventually(() => expect(server.replica.heldBackFrom(link.serverEnd.id)).toBe(2))
+    await settle(50)
+    expect(link.closed()).toBeUndefined()
+    expect(server.replica.heldBackFrom(link.serverEnd.id)).toBe(2)
+    expect(server.replica.doc.getMap('u:D1').size).toBe(0)
+    link.send({ type: 'sync-update', update: first })
+    await eventually(() => expect(server.replica.doc.getMap('u:D1').size).toBe(3))
+    expect(server.replica.heldBackFrom(link.serverEnd.id)).toBe(0)
+  })
+})
+
 describe('a step 1 claiming more of the server clientID than it has', () => {
   it('makes the server renew its clientID once, not once per claim', async () => {
     const server = await startServer()

@@ -10,6 +10,8 @@ import { memoryPair } from '../../transports/memory-transport.js'
 /** One raw link (see the module comment). */
 export interface RawLink {
   readonly connection: Connection
+  /** The server's end of the link (its id names the link in Replica.heldBackFrom). */
+  readonly serverEnd: Connection
   /** Messages received, decoded (undecodable ones are skipped). */
   readonly received: Message[]
   /** Bytes received in all. */
@@ -37,6 +39,7 @@ export function rawLink(server: ServerPeer, id: string, key: string): RawLink {
   mine.onClose((info) => (closed = info))
   return {
     connection: mine,
+    serverEnd: theirs,
     received,
     receivedBytes: () => bytes,
     closed: () => closed,
