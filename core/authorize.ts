@@ -35,6 +35,8 @@ import {
   DEVICE_ENTRY_KEYS,
   FIELD_POLICIES,
   POLICY_ENTRY_KEYS,
+  REVOCATION_ENTRY_KEYS,
+  REVOCATIONS_ROOT,
   rootOwner,
   SERVER_ENTRY_KEYS,
   SERVER_META_ROOT,
@@ -427,6 +429,7 @@ class UpdateCheck {
     const owner = rootOwner(place.root)
     for (const value of content.arr) {
       if (place.root === SERVER_META_ROOT) this.checkPolicyEntry(value, place)
+      else if (place.root === REVOCATIONS_ROOT) this.checkRevocationEntry(value, place)
       else if (owner === SERVER_ID) this.checkServerEntry(value, place)
       else this.checkDeviceEntry(value, place)
     }
@@ -497,6 +500,19 @@ class UpdateCheck {
         typeof value.t !== 'number'
       )
         throw invalid(`update holds an invalid field policy in ${where}`)
+    }
+    if (this.on('stamp') && isRecord(value)) this.checkStamp(value.t, where)
+  }
+
+  private checkRevocationEntry(value: unknown, place: Place): void {
+    const where = `${REVOCATIONS_ROOT} / ${clip(place.key ?? '')}`
+    if (this.on('entryShape')) {
+      if (
+        !isRecord(value) ||
+        !exactKeys(value, REVOCATION_ENTRY_KEYS, REVOCATION_ENTRY_KEYS) ||
+        typeof value.t !== 'number'
+      )
+        throw invalid(`update holds an invalid revocation in ${where}`)
     }
     if (this.on('stamp') && isRecord(value)) this.checkStamp(value.t, where)
   }

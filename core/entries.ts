@@ -66,6 +66,13 @@ export interface PolicyEntry {
 export const usersRootName = (writer: WriterId): string => `u:${writer}`
 /** Root map of the server's site settings (field policies). */
 export const SERVER_META_ROOT = 'm:server'
+/**
+ * Root map of the devices the server revoked: device id -> {@link RevocationEntry}.
+ * Devices learn revocations through it (it travels like every server
+ * write, signed by the server, relayed by anyone) and from then on refuse
+ * the revoked device's envelopes and leave its part out of their views.
+ */
+export const REVOCATIONS_ROOT = 'r:server'
 /** Prefix of every writer's users root. */
 export const USERS_ROOT_PREFIX = 'u:'
 
@@ -74,7 +81,7 @@ export function rootOwner(rootName: string): WriterId | undefined {
   if (rootName.startsWith(USERS_ROOT_PREFIX) && rootName.length > USERS_ROOT_PREFIX.length) {
     return asWriterId(rootName.slice(USERS_ROOT_PREFIX.length))
   }
-  if (rootName === SERVER_META_ROOT) return SERVER_ID
+  if (rootName === SERVER_META_ROOT || rootName === REVOCATIONS_ROOT) return SERVER_ID
   return undefined
 }
 
@@ -101,6 +108,18 @@ export function asDeviceEntry(value: unknown): DeviceEntry | undefined {
   return value as unknown as DeviceEntry
 }
 
+/** A revocation: when the server revoked the device (its HLC stamp). */
+export interface RevocationEntry {
+  readonly t: HlcStamp
+}
+
+/** Reads a revocation entry, or undefined when the value is not one. */
+export function asRevocationEntry(value: unknown): RevocationEntry | undefined {
+  return isRecord(value) && typeof value.t === 'number'
+    ? (value as unknown as RevocationEntry)
+    : undefined
+}
+
 /** Reads a policy entry, or undefined when the value is not one. */
 export function asPolicyEntry(value: unknown): PolicyEntry | undefined {
   if (!isRecord(value) || typeof value.t !== 'number') return undefined
@@ -115,6 +134,8 @@ export function asPolicyEntry(value: unknown): PolicyEntry | undefined {
 export const DEVICE_ENTRY_KEYS: readonly string[] = ['e', 'f', 's']
 /** The keys a server entry may hold (`ServerEntry`): `e` and `t` required. */
 export const SERVER_ENTRY_KEYS: readonly string[] = ['e', 't', 'd', 'f', 's', 'x']
+/** The keys of a revocation entry, all required (`RevocationEntry`). */
+export const REVOCATION_ENTRY_KEYS: readonly string[] = ['t']
 /** The keys of a policy entry, all required (`PolicyEntry`). */
 export const POLICY_ENTRY_KEYS: readonly string[] = ['p', 't']
 

@@ -14,8 +14,10 @@ import {
   asDeviceEntry,
   asPolicyEntry,
   asServerEntry,
+  REVOCATIONS_ROOT,
   rootOwner,
   SERVER_META_ROOT,
+  type RevocationEntry,
   usersRootName,
   USERS_ROOT_PREFIX,
   type DeviceEntry,
@@ -72,6 +74,8 @@ export interface WriteContext {
   setOwnEntry(id: UserId, entry: ServerEntry | DeviceEntry): void
   /** Sets a field policy (server only). */
   setPolicy(field: string, entry: PolicyEntry): void
+  /** Records that a device is revoked (server only; see REVOCATIONS_ROOT). */
+  setRevoked(deviceId: WriterId, entry: RevocationEntry): void
   setDeleted(id: UserId, mark: DeleteMark | undefined): void
   setLocalFields(id: UserId, fields: LocalFields | undefined): void
   /** Records an event, durable with the rest of the batch. */
@@ -515,6 +519,13 @@ export class Replica {
       if (name === SERVER_META_ROOT) {
         this.policiesTouched = true
         this.policyCache = undefined
+      } else if (name === REVOCATIONS_ROOT) {
+        // A revoked device's part leaves every view (replicaOf).
+        for (const writer of subs) {
+          if (writer === null) continue
+          const root = this.doc.share.get(`${USERS_ROOT_PREFIX}${writer}`)
+          for (const id of root?._map.keys() ?? []) this.touched.add(asUserId(id))
+        }
       } else if (name?.startsWith(USERS_ROOT_PREFIX) === true) {
         const remote = tr.origin !== LOCAL_ORIGIN
         const owner = rootOwner(name)
@@ -624,11 +635,20 @@ export class Replica {
     else writers.add(writer)
   }
 
-  /** What the replicated document holds for one user. */
+  /**
+   * Whether the server revoked device `writer` (as far as this peer has
+   * heard): its envelopes are refused and its part is left out of views.
+   */
+  isRevoked(writer: string): boolean {
+    return this.doc.getMap(REVOCATIONS_ROOT).has(writer)
+  }
+
+  /** What the replicated document holds for one user (a revoked device's entries left out, but a device's own). */
   replicaOf(id: UserId): UserReplica {
     const server = asServerEntry(this.serverMap().get(id))
     const devices: Array<readonly [WriterId, DeviceEntry]> = []
     for (const writer of this.deviceIndex.get(id) ?? []) {
+      if (writer !== this.options.writerId && this.isRevoked(writer)) continue
       const entry = asDeviceEntry(this.doc.getMap(usersRootName(writer)).get(id))
       if (entry !== undefined) devices.push([writer, entry])
     }
@@ -1330,6 +1350,10 @@ export class Replica {
       setPolicy: (field, entry) => {
         if (self !== SERVER_ID) throw new Error('only the server sets field policies')
         this.doc.getMap(SERVER_META_ROOT).set(field, entry)
+      },
+      setRevoked: (deviceId, entry) => {
+        if (self !== SERVER_ID) throw new Error('only the server revokes devices')
+        this.doc.getMap(REVOCATIONS_ROOT).set(deviceId, entry)
       },
       setDeleted: (id, mark) => {
         if (mark === undefined) this.deleted.delete(id)

@@ -18,6 +18,7 @@ import * as Y from 'yjs'
 import {
   ForbiddenWriteError,
   MalformedMessageError,
+  PeerRevokedError,
   SignatureInvalidError,
 } from '../core/errors.js'
 import { SERVER_ID } from '../core/ids.js'
@@ -217,6 +218,10 @@ export class DeviceSigning {
       // server's, whoever relayed it.
       verifyEnvelope(envelope, serverKey, site)
     } else {
+      // The server's revocations reach devices in the document: from then
+      // on the revoked device's certificate no longer speaks for it here.
+      if (this.options.replica.isRevoked(envelope.writer))
+        throw new PeerRevokedError(envelope.writer)
       const key = deviceKey(envelope, serverKey, site)
       verifyEnvelope(envelope, key, site)
       checkClients(envelope, key)

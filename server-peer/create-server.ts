@@ -6,7 +6,7 @@ import { z } from 'zod'
 import { FIELD_POLICIES, type FieldPolicy } from '../core/entries.js'
 import type { EventQuery, RosterEvent } from '../core/events.js'
 import { InvalidOptionsError } from '../core/errors.js'
-import { SERVER_ID } from '../core/ids.js'
+import { asWriterId, SERVER_ID } from '../core/ids.js'
 import {
   commonOptionsShape,
   parseOptions,
@@ -194,6 +194,8 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   const ops = serverOps(basics.schema)
   const registry = new DeviceRegistry(basics.clock, replica)
   const keys = new DeviceKeys(replica)
+  // Revocations from before they were published (or whose write failed).
+  await publishRevocations(replica, registry)
   const adminToken = options.adminToken ?? (await adminTokenFor(options.dataDir))
   // Secure by default: no site key given means one kept beside the
   // database, never an open site (issue 11).
@@ -275,6 +277,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       async revoke(id) {
         if (!(await registry.revoke(id))) return false
         endpoint.disconnect(id, CloseCode.revoked, 'PEER_REVOKED')
+        await publishRevocations(replica, registry)
         return true
       },
       approve: (id) => registry.approve(id),
@@ -325,4 +328,22 @@ async function secretFor(dataDir: string | undefined, name: string): Promise<str
   await mkdir(dataDir, { recursive: true })
   await writeFile(file, `${token}\n`, { mode: 0o600 })
   return token
+}
+
+/**
+ * Writes every revoked device of the registry into the document's
+ * revocations (REVOCATIONS_ROOT in core/entries.ts) that is not there yet:
+ * devices learn it with the next sync or LAN relay, and from then on
+ * refuse the revoked device's envelopes and leave its part out of views.
+ */
+async function publishRevocations(replica: Replica, registry: DeviceRegistry): Promise<void> {
+  const missing = registry
+    .list()
+    .filter((device) => device.revoked && !replica.isRevoked(device.id))
+    .map((device) => asWriterId(device.id))
+  if (missing.length === 0) return
+  await replica.write((ctx) => {
+    const t = ctx.stamp()
+    for (const id of missing) ctx.setRevoked(id, { t })
+  })
 }

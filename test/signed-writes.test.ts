@@ -6,6 +6,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
+import { asUserId } from '../core/ids.js'
 import { decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
 import {
   decodeCertificate,
@@ -406,6 +407,14 @@ describe('signed writes on the LAN', () => {
         /^FORBIDDEN_WRITE/,
       ],
       [
+        "D9's envelope writing a revocation (the server's part)",
+        {
+          type: 'signed-update',
+          envelopes: [seal(d9, s, 'D9', 5, revocationUpdate(own, 'D2'), cert)],
+        },
+        /^FORBIDDEN_WRITE/,
+      ],
+      [
         'a plain update',
         { type: 'sync-update', update: entryUpdate(own, 'u:D9', 'u1', 'Plain') },
         /^FORBIDDEN_WRITE: SIGNATURE_REQUIRED/,
@@ -429,4 +438,60 @@ describe('signed writes on the LAN', () => {
     await eventually(() => expect(server.users.get('u1')?.title).toBe('From D9'))
     expect(raw.closed()).toBeUndefined()
   }, 30_000)
+
+  it("a revocation reaches devices: the revoked device's certificate no longer speaks for it on the LAN", async () => {
+    const { server, d2 } = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { raw: serverLink, site: s } = await joinD9(server, d9)
+    const hello = serverLink.received[0] as Extract<Message, { type: 'hello' }>
+    const cert = decodeCertificate(hello.certificate)
+    const own = deriveClientId(d9.publicKey, 5)
+    // Before the revocation, D9's certified fill shows on D2.
+    const lan = lanLink(d2)
+    lan.send({
+      type: 'signed-update',
+      envelopes: [seal(d9, s, 'D9', 5, entryUpdate(own, 'u:D9', 'u1', 'From D9'), cert)],
+    })
+    await eventually(() => expect(d2.users.get('u1')?.title).toBe('From D9'))
+    expect(await server.devices.revoke('D9')).toBe(true)
+    // D2 hears of it from the server, and leaves D9's part out of its view
+    // (the title stays: the server adopted it when it was D9's to fill).
+    await eventually(() => expect(d2.replica.isRevoked('D9')).toBe(true))
+    const writers = (): string[] =>
+      d2.replica.replicaOf(asUserId('u1')).devices.map(([writer]) => writer)
+    expect(writers()).toEqual(['D2'])
+    expect(d2.replica.doc.getMap('u:D9').has('u1')).toBe(true)
+    // D9's next write on the LAN, with the same certificate, is refused.
+    const before = { views: d2.users.list(), vector: Y.encodeStateVector(d2.replica.doc) }
+    const again = lanLink(d2)
+    again.send({
+      type: 'signed-update',
+      envelopes: [
+        seal(
+          d9,
+          s,
+          'D9',
+          5,
+          entryUpdate(deriveClientId(d9.publicKey, 6), 'u:D9', 'u2', 'Later'),
+          cert,
+        ),
+      ],
+    })
+    await eventually(() => {
+      const refused = again.received.some((m) => m.type === 'error' && m.code === 'PEER_REVOKED')
+      expect(refused || /^PEER_REVOKED/.test(again.closed()?.reason ?? '')).toBe(true)
+    })
+    expect(d2.users.list()).toEqual(before.views)
+    expect(Y.encodeStateVector(d2.replica.doc)).toEqual(before.vector)
+    // The server still holds the revocation after a restart of the list.
+    expect(server.replica.isRevoked('D9')).toBe(true)
+  }, 30_000)
 })
+
+/** An update writing a revocation of `deviceId` into the server's revocations, under `clientId`. */
+function revocationUpdate(clientId: number, deviceId: string): Uint8Array {
+  const doc = new Y.Doc()
+  doc.clientID = clientId
+  doc.getMap('r:server').set(deviceId, { t: Date.now() * 65_536 })
+  return Y.encodeStateAsUpdate(doc)
+}
