@@ -41,17 +41,28 @@ interface Entry {
   readonly text: string
 }
 
+/** Entries computed per turn of the event loop when the index warms up in the background. */
+const WARM_ENTRIES_PER_TURN = 2_000
+
 /** Kept views and search texts of a replica's users (see the module comment). */
 export class UserIndex {
   private ids: string[] = []
-  /** Computed entries; null for an id with no view (deleted). */
-  private readonly entries = new Map<string, Entry | null>()
+  /**
+   * Computed entries, at the index of their id in `ids`: undefined until
+   * computed, null for an id with no view (deleted).
+   */
+  private entries: Array<Entry | null | undefined> = []
   private readonly dirty = new Set<string>()
   private stale = true
   private rootNames = new Map<unknown, string>()
   private rootNamesSize = -1
   private unwatchDoc: () => void = () => undefined
   private readonly unwatchReset: () => void
+  private warming: ReturnType<typeof setImmediate> | undefined
+  /** Grows whenever an entry is dropped or added; `warmed` is the value a warm-up completed at. */
+  private generation = 0
+  private warmed = -1
+  private closed = false
 
   constructor(private readonly replica: Replica) {
     this.watch()
@@ -64,6 +75,8 @@ export class UserIndex {
 
   /** Stops following the replica. */
   close(): void {
+    this.closed = true
+    if (this.warming !== undefined) clearImmediate(this.warming)
     this.unwatchDoc()
     this.unwatchReset()
   }
@@ -73,20 +86,26 @@ export class UserIndex {
     this.refresh()
     const matches = matcher(search)
     const ids = this.ids
-    let i = search.after === undefined ? 0 : firstAfter(ids, search.after)
+    const start = search.after === undefined ? 0 : firstAfter(ids, search.after)
     const users: UserView[] = []
-    for (; i < ids.length && users.length < search.limit; i++) {
-      const entry = this.entry(ids[i] ?? '')
-      if (entry !== null && matches(entry)) users.push(entry.view)
-    }
-    const next = users.length === search.limit && i < ids.length ? (users.at(-1)?.id ?? null) : null
-    if (search.total !== true) return { users, next }
     let total = 0
-    for (const id of ids) {
-      const entry = this.entry(id)
-      if (entry !== null && matches(entry)) total++
+    let i = search.total === true ? 0 : start
+    let end = -1
+    for (; i < ids.length; i++) {
+      if (users.length === search.limit && search.total !== true) break
+      const entry = this.entry(i)
+      if (entry === null || !matches(entry)) continue
+      total++
+      if (i >= start && users.length < search.limit) {
+        users.push(entry.view)
+        end = i
+      }
     }
-    return { users, next, total }
+    // As before: a full page has a next cursor unless it ended the roster.
+    const next =
+      users.length === search.limit && end + 1 < ids.length ? (users.at(-1)?.id ?? null) : null
+    this.warm()
+    return search.total === true ? { users, next, total } : { users, next }
   }
 
   private watch(): void {
@@ -119,33 +138,66 @@ export class UserIndex {
   private refresh(): void {
     if (this.stale) {
       this.stale = false
+      this.generation++
       this.dirty.clear()
-      this.entries.clear()
       this.ids = this.replica.allUserIds()
+      this.entries = new Array<Entry | null | undefined>(this.ids.length)
       return
     }
     if (this.dirty.size === 0) return
+    this.generation++
     const fresh: string[] = []
     for (const id of this.dirty) {
-      this.entries.delete(id)
-      const at = firstAfter(this.ids, id)
-      if (this.ids[at - 1] !== id) fresh.push(id)
+      const at = firstAfter(this.ids, id) - 1
+      if (this.ids[at] === id) this.entries[at] = undefined
+      else fresh.push(id)
     }
     this.dirty.clear()
+    if (fresh.length === 0) return
     // A few new ids go in by binary search; many (an import, a full sync)
     // are cheaper sorted in again at once.
-    if (fresh.length > 64) this.ids = this.replica.allUserIds()
-    else for (const id of fresh) this.ids.splice(firstAfter(this.ids, id), 0, id)
+    if (fresh.length > 64) {
+      const kept = new Map<string, Entry | null | undefined>()
+      this.ids.forEach((id, i) => kept.set(id, this.entries[i]))
+      this.ids = this.replica.allUserIds()
+      this.entries = this.ids.map((id) => kept.get(id))
+    } else {
+      for (const id of fresh) {
+        const at = firstAfter(this.ids, id)
+        this.ids.splice(at, 0, id)
+        this.entries.splice(at, 0, undefined)
+      }
+    }
   }
 
-  private entry(id: string): Entry | null {
-    let entry = this.entries.get(id)
+  private entry(i: number): Entry | null {
+    let entry = this.entries[i]
     if (entry === undefined) {
-      const view = this.replica.view(asUserId(id))
+      const view = this.replica.view(asUserId(this.ids[i] ?? ''))
       entry = view === undefined ? null : { view, text: searchText(view) }
-      this.entries.set(id, entry)
+      this.entries[i] = entry
     }
     return entry
+  }
+
+  /**
+   * Computes the entries not computed yet, a chunk per turn of the event
+   * loop, so that the first search of a large roster need not (the first
+   * page is answered before). Stops at the end, or on close.
+   */
+  private warm(): void {
+    if (this.warming !== undefined || this.closed || this.warmed === this.generation) return
+    let i = 0
+    const step = (): void => {
+      this.warming = undefined
+      if (this.closed) return
+      this.refresh()
+      const end = Math.min(this.ids.length, i + WARM_ENTRIES_PER_TURN)
+      for (; i < end; i++) this.entry(i)
+      if (i < this.ids.length) this.warming = setImmediate(step)
+      else this.warmed = this.generation
+    }
+    this.warming = setImmediate(step)
   }
 }
 

@@ -226,13 +226,15 @@ describe('GET /api/users search', () => {
       expectIds((u) => u.status === 'active' && (u.groups as string[]).includes('g3')),
     )
     expect(await walk(peer, cookie, 'limit=5&q=PERSON%2012')).toEqual(
-      expectIds((u) => String(u.name).toLowerCase().includes('person 12')),
+      expectIds((u) => (u.name as string).toLowerCase().includes('person 12')),
     )
     expect(await walk(peer, cookie, 'q=card250x')).toEqual(['u0250'])
     expect(await walk(peer, cookie, 'q=p17%40example')).toEqual(['u0017'])
     expect(await walk(peer, cookie, 'q=u029')).toHaveLength(10)
     const counted = await call(peer, 'GET', '/api/users?q=person%201&limit=3&total=1', { cookie })
-    expect(counted.body.total).toBe(expectIds((u) => String(u.name).includes('Person 1')).length)
+    expect(counted.body.total).toBe(
+      expectIds((u) => (u.name as string).includes('Person 1')).length,
+    )
     expect(counted.body.users).toHaveLength(3)
     // Without filters the paging contract is unchanged.
     expect(await walk(peer, cookie, 'limit=1000')).toEqual(all.map((u) => u.id))
