@@ -247,6 +247,12 @@ export const netLimits = {
   adminStreamHeartbeatMs: 15_000,
   /** How often open live update streams look for device and event changes, in ms. */
   adminStreamPollMs: 250,
+  /**
+   * Changed device records go out at most this often, in ms: under heavy
+   * traffic every sync moves a device's last-seen time, and the page needs
+   * no more than a glance a second.
+   */
+  adminStreamDevicesIntervalMs: 1_000,
   /** Most events one live update message carries (the rest follow in the next). */
   adminStreamEventsPerMessageMax: 500,
   /** Longest search text of `GET /api/users?q=`, in characters. */

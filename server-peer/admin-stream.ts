@@ -7,7 +7,8 @@
  * `netLimits.adminStreamPollMs` serves every open stream, and only while
  * one is open: device records are compared by identity (the registry
  * replaces a record on every change) and events are read after the last
- * seq sent, so an idle site costs next to nothing. Bounded: at most
+ * seq sent, so an idle site costs next to nothing; device changes go out
+ * at most once per `adminStreamDevicesIntervalMs`. Bounded: at most
  * `adminStreamsMax` streams; a stream whose client does not read is closed;
  * a comment line every `adminStreamHeartbeatMs` keeps idle ones alive.
  * Wall-clock timers on purpose: they serve real sockets.
@@ -42,6 +43,7 @@ export class AdminStreams {
   private timer: ReturnType<typeof setInterval> | undefined
   private deviceChanges = -1
   private deviceRecords = new Map<string, DeviceRecord>()
+  private devicesSentAt = 0
   private lastSeq = 0
   private closed = false
 
@@ -126,6 +128,9 @@ export class AdminStreams {
   private changedDevices(): DeviceRecord[] {
     const changes = this.source.devices.changes
     if (changes === this.deviceChanges) return []
+    const now = Date.now()
+    if (now - this.devicesSentAt < netLimits.adminStreamDevicesIntervalMs) return []
+    this.devicesSentAt = now
     this.deviceChanges = changes
     const changed: DeviceRecord[] = []
     const records = new Map<string, DeviceRecord>()

@@ -117,6 +117,8 @@ export class UserIndex {
 
   /** Marks the users (or, for a policy change, everyone) a transaction touched. */
   private note(tr: Y.Transaction): void {
+    // Before the first page (or after a policy change) everything is computed afresh anyway.
+    if (this.stale) return
     for (const [type, keys] of tr.changed) {
       if (type._item !== null) continue
       const name = this.rootName(type)
