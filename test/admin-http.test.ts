@@ -355,6 +355,29 @@ describe('field sources and policies', () => {
     })
     expect(done.body.changed).toEqual(['email'])
     expect(peer.users.get('u1')?.email).toBeUndefined()
+    const same = await call(
+      peer,
+      'GET',
+      '/api/policies/preview?field=email&policy=device-specific',
+      {
+        cookie,
+      },
+    )
+    expect(same.body).toMatchObject({ changes: false, usersLosingValue: 0 })
+    const back = await call(peer, 'GET', '/api/policies/preview?field=email&policy=shared', {
+      cookie,
+    })
+    expect(back.body).toMatchObject({ from: 'device-specific', to: 'shared', changes: true })
+    expect(String(back.body.consequence)).toContain("every device's own value of it is dropped")
+    const lww = await call(
+      peer,
+      'GET',
+      '/api/policies/preview?field=name&policy=last-writer-wins',
+      {
+        cookie,
+      },
+    )
+    expect(lww.body).toMatchObject({ usersWithValue: 2, usersLosingValue: 0 })
   })
 })
 
