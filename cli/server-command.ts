@@ -1,4 +1,5 @@
 /** `rostersync server`: runs the server peer until interrupted. */
+import { join } from 'node:path'
 import { rm, writeFile } from 'node:fs/promises'
 import { createServer } from '../server-peer/create-server.js'
 import { serverInfoFile } from './roster-access.js'
@@ -71,6 +72,9 @@ export const serverCommand: Command = {
     } else {
       console.log(
         `rostersync server listening on ${server.url} (data: ${values.data}, ${users} user(s))`,
+      )
+      console.log(
+        `admin page: ${server.http}/ (sign in with the admin token in ${join(values.data, 'admin-token')})`,
       )
       // The hint names where the key is, never the key itself: logs are read by many.
       const keyOption = values.open

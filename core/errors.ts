@@ -41,6 +41,9 @@ export type ErrorCode =
   | 'IMPLAUSIBLE_STATE_VECTOR'
   // Issue 11: signed writes
   | 'SIGNATURE_INVALID'
+  // Issue 10: admin page
+  | 'CSRF_REFUSED'
+  | 'TOO_MANY_STREAMS'
 
 /** Base class: every error rostersync raises on purpose carries a `code`. */
 export class RostersyncError extends Error {
@@ -309,5 +312,24 @@ export function clip(text: string, charsMax: number = limits.peerInputExcerptCha
 export class SignatureInvalidError extends RostersyncError {
   constructor(message: string, details?: unknown) {
     super('SIGNATURE_INVALID', message, { details })
+  }
+}
+
+// Issue 10: admin page
+
+/**
+ * A state-changing request authenticated by the admin page's session cookie
+ * came without the page's CSRF header, or from another origin.
+ */
+export class CsrfRefusedError extends RostersyncError {
+  constructor(message: string) {
+    super('CSRF_REFUSED', message)
+  }
+}
+
+/** Every live update stream the server allows is open already. */
+export class TooManyStreamsError extends RostersyncError {
+  constructor(max: number) {
+    super('TOO_MANY_STREAMS', `${max} live update streams are open, the limit`)
   }
 }

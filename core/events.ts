@@ -62,6 +62,8 @@ export interface EventQuery {
   readonly until?: number
   /** At most this many (default and cap: `limits.eventsPerQueryMax`), newest last. */
   readonly limit?: number
+  /** Only events with a smaller seq (the pages of the admin page walk back with it). */
+  readonly beforeSeq?: number
 }
 
 /** The zod schema of a query, for API and CLI input. */
@@ -72,6 +74,7 @@ export const eventQuerySchema = z.strictObject({
   since: z.number().optional(),
   until: z.number().optional(),
   limit: z.number().int().positive().optional(),
+  beforeSeq: z.number().int().optional(),
 })
 
 /** A bounded, queryable, in-memory event log. */
@@ -110,9 +113,31 @@ export class EventLog {
         (q.deviceId === undefined || e.deviceId === q.deviceId) &&
         (q.userId === undefined || e.userId === q.userId) &&
         (q.since === undefined || e.at >= q.since) &&
-        (q.until === undefined || e.at < q.until),
+        (q.until === undefined || e.at < q.until) &&
+        (q.beforeSeq === undefined || e.seq < q.beforeSeq),
     )
     return matches.slice(-cap)
+  }
+
+  /**
+   * The events after `seq`, oldest first, at most `max` of them: what a
+   * live tail has not seen yet. Seqs increase, so a binary search finds
+   * the first one.
+   */
+  after(seq: number, max: number): RosterEvent[] {
+    let lo = 0
+    let hi = this.events.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if ((this.events[mid]?.seq ?? Infinity) <= seq) lo = mid + 1
+      else hi = mid
+    }
+    return this.events.slice(lo, lo + Math.max(0, max))
+  }
+
+  /** Seq of the newest event held (one less than the first seq when empty). */
+  get lastSeq(): number {
+    return this.nextSeq - 1
   }
 
   /** Seq of the oldest event held (the next seq when empty). */

@@ -231,4 +231,30 @@ export const netLimits = {
    * (its reconnects back off).
    */
   joinProofsKeptPerDeviceMax: 64,
+  // Issue 10: admin page
+  /**
+   * Admin page sessions held at once (sign-ins with the admin token); a
+   * sign-in past it ends the least recently used session.
+   */
+  adminSessionsMax: 32,
+  /** An admin session unused this long ends, in ms. */
+  adminSessionIdleMsMax: 30 * 60_000,
+  /** An admin session ends this long after its sign-in however used, in ms. */
+  adminSessionMsMax: 12 * 60 * 60_000,
+  /** Live update streams (`GET /api/stream`) open at once; past it one is refused. */
+  adminStreamsMax: 16,
+  /** A live update stream sends a comment line this often when idle, in ms (proxies, dead peers). */
+  adminStreamHeartbeatMs: 15_000,
+  /** How often open live update streams look for device and event changes, in ms. */
+  adminStreamPollMs: 250,
+  /**
+   * Changed device records go out at most this often, in ms: under heavy
+   * traffic every sync moves a device's last-seen time, and the page needs
+   * no more than a glance a second.
+   */
+  adminStreamDevicesIntervalMs: 1_000,
+  /** Most events one live update message carries (the rest follow in the next). */
+  adminStreamEventsPerMessageMax: 500,
+  /** Longest search text of `GET /api/users?q=`, in characters. */
+  userSearchCharsMax: 256,
 } as const

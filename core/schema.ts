@@ -53,6 +53,48 @@ export const DEFAULT_FIELDS = [
   'photo',
 ] as const
 
+/**
+ * What a field holds, for forms that edit records (the admin page): each
+ * default field's kind, and a custom field's declared type.
+ */
+export type FieldKind =
+  | 'text'
+  | 'status'
+  | 'date'
+  | 'list'
+  | 'pin'
+  | 'cards'
+  | 'templates'
+  | 'bytes'
+  | 'number'
+  | 'boolean'
+
+const DEFAULT_FIELD_KINDS: Record<(typeof DEFAULT_FIELDS)[number], FieldKind> = {
+  name: 'text',
+  email: 'text',
+  phone: 'text',
+  department: 'text',
+  title: 'text',
+  status: 'status',
+  validFrom: 'date',
+  validUntil: 'date',
+  groups: 'list',
+  accessLevels: 'list',
+  pin: 'pin',
+  cards: 'cards',
+  fingerprints: 'templates',
+  faces: 'templates',
+  photo: 'bytes',
+}
+
+const CUSTOM_FIELD_KINDS: Record<CustomFieldType, FieldKind> = {
+  string: 'text',
+  number: 'number',
+  boolean: 'boolean',
+  'string[]': 'list',
+  bytes: 'bytes',
+}
+
 /** Kinds a site's custom field may have. */
 export const CUSTOM_FIELD_TYPES = ['string', 'number', 'boolean', 'string[]', 'bytes'] as const
 /** One custom field kind. */
@@ -123,6 +165,8 @@ export interface ParsedRecord {
 export class RecordSchema {
   /** Every field name this site knows, default fields first. */
   readonly fieldNames: readonly string[]
+  /** Field name → what it holds (FieldKind). */
+  readonly fieldKinds: Readonly<Record<string, FieldKind>>
   private readonly fieldSchemas: Readonly<Record<string, z.ZodType>>
   private readonly patchSchema: z.ZodType<Record<string, unknown>>
 
@@ -132,6 +176,7 @@ export class RecordSchema {
       throw new InvalidOptionsError(`at most ${limits.customFieldsMax} custom fields`)
     }
     const schemas: Record<string, z.ZodType> = { ...defaultFieldSchemas }
+    const kinds: Record<string, FieldKind> = { ...DEFAULT_FIELD_KINDS }
     for (const [name, type] of custom) {
       if (
         name === 'id' ||
@@ -145,8 +190,10 @@ export class RecordSchema {
         throw new InvalidOptionsError(`custom field ${name}: unknown type ${JSON.stringify(type)}`)
       }
       schemas[name] = schema
+      kinds[name] = CUSTOM_FIELD_KINDS[type]
     }
     this.fieldSchemas = schemas
+    this.fieldKinds = kinds
     this.fieldNames = Object.keys(schemas)
     const shape = Object.fromEntries(
       Object.entries(schemas).map(([name, schema]) => [name, schema.nullable().optional()]),

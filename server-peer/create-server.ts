@@ -26,6 +26,7 @@ import { adoptFills, applyPolicies, serverOps } from './server-ops.js'
 import { createSyncEndpoint, startSyncServer, type SyncServer } from './sync-server.js'
 import type { Connection } from '../core/transport.js'
 import { httpApi } from './http-api.js'
+import { AdminConsole, type AdminParts } from './admin-routes.js'
 import { randomBytes } from 'node:crypto'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
@@ -293,13 +294,26 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       return replica.write((ctx) => applyPolicies(policies, ctx))
     },
     async close() {
+      admin.close()
       await sync?.close()
       endpoint.closeAll(CloseCode.serverClosing, 'server closing')
       await registry.close()
       await replica.close()
     },
   }
-  api = httpApi(peer, adminToken)
+  // The export lands with issue 10's export work: the page's route serves it where it exists.
+  const exportUsers = (peer as Partial<Pick<AdminParts, 'exportUsers'>>).exportUsers
+  const admin = new AdminConsole({
+    adminToken,
+    now: () => basics.clock.now(),
+    replica,
+    schema: basics.schema,
+    registry,
+    events: peer.events,
+    setFieldPolicies: (policies) => peer.setFieldPolicies(policies),
+    exportUsers: exportUsers === undefined ? undefined : (selection) => exportUsers(selection),
+  })
+  api = httpApi(peer, adminToken, admin)
   return peer
 }
 

@@ -81,6 +81,7 @@ export class DeviceRegistry {
   private readonly dirty = new Set<string>()
   private flushTimer: unknown = undefined
   private closed = false
+  private changeCount = 0
 
   constructor(
     private readonly clock: Clock,
@@ -159,6 +160,7 @@ export class DeviceRegistry {
     if (!prev.pending) return true
     this.pendingCount--
     this.devices.set(id, withState({ ...prev, pending: false }))
+    this.changeCount++
     this.dirty.add(id)
     await this.store()
     return true
@@ -232,11 +234,20 @@ export class DeviceRegistry {
     if (prev.pending) this.pendingCount--
     const record = withState({ ...prev, revoked: true, pending: false, connected: false })
     this.devices.set(id, record)
+    this.changeCount++
     this.dirty.add(id)
     // Not stored on failure: still revoked in memory (refused from now on),
     // and stored with the next registry write.
     await this.store((ctx) => ctx.event({ type: 'device-revoked', deviceId: id }))
     return true
+  }
+
+  /**
+   * Grows by one or more whenever a record changes in memory (a join, a
+   * sync direction, a revocation): the admin page's live updates compare it.
+   */
+  get changes(): number {
+    return this.changeCount
   }
 
   isRevoked(id: string): boolean {
@@ -305,6 +316,7 @@ export class DeviceRegistry {
       const prev = this.devices.get(id)
       if (open > 0 && prev !== undefined) {
         this.devices.set(id, withState({ ...prev, connected: false, lastSeen: now }))
+        this.changeCount++
         this.dirty.add(id)
       }
     }
@@ -319,6 +331,7 @@ export class DeviceRegistry {
    */
   private set(record: DeviceRecord, now: boolean): void {
     this.devices.set(record.id, record)
+    this.changeCount++
     this.byFold.set(idFold(record.id), record.id)
     this.dirty.add(record.id)
     // After close (a connection's close event coming late) nothing is stored.

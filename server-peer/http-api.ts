@@ -1,16 +1,18 @@
 /**
- * The server's JSON HTTP API on the sync port: the roster (list in pages,
- * get, put, patch, delete), devices (list, revoke, approve) and the event
- * log, behind an admin token (`Authorization: Bearer`, nothing else). Byte
- * fields (templates, photos) travel as `{ "base64": "..." }`. Every
- * failure is a typed JSON error (`{ error: { code, message } }`) whose
- * message carries at most a bounded excerpt of the request.
+ * The server's JSON HTTP API on the sync port: the roster (search in
+ * pages, get, put, patch, delete, the sources of a user's fields), devices
+ * (list, revoke, approve), the event log, field policies and live updates,
+ * behind the admin token (`Authorization: Bearer`, never in the query) or
+ * the admin page's session cookie (a change made with the cookie also
+ * needs the page's CSRF header). It also serves the admin page itself
+ * (`/` and `/admin/...`). Byte fields (templates, photos) travel as
+ * `{ "base64": "..." }`. Every failure is a typed JSON error (`{ error: {
+ * code, message } }`) whose message carries at most a bounded excerpt of
+ * the request.
  */
-import { timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import {
   excerpt,
-  InvalidOptionsError,
   InvalidRecordError,
   MalformedMessageError,
   MalformedRequestError,
@@ -25,7 +27,17 @@ import {
 import { EVENT_TYPES, type EventQuery, type EventType } from '../core/events.js'
 import { netLimits } from '../core/limits.js'
 import type { UsersApi } from '../peers/user-ops.js'
+import { isAssetPath, serveAsset } from './admin-assets.js'
+import {
+  serveExport,
+  servePolicies,
+  serveSession,
+  serveSources,
+  type AdminConsole,
+} from './admin-routes.js'
+import { checkCsrf, sameSecret, sessionIdOf } from './admin-sessions.js'
 import type { DeviceRecord } from './device-registry.js'
+import { searchFromQuery } from './user-search.js'
 
 /** What the API serves. */
 export interface HttpApiTarget {
@@ -36,8 +48,6 @@ export interface HttpApiTarget {
     revoke(id: string): Promise<boolean>
     approve(id: string): Promise<boolean>
   }
-  /** Every user id, sorted (the pages of `GET /api/users` walk it). */
-  readonly replica: { allUserIds(): readonly string[] }
 }
 
 const statusOf: Partial<Record<ErrorCode, number>> = {
@@ -54,6 +64,10 @@ const statusOf: Partial<Record<ErrorCode, number>> = {
   AUTH_FAILED: 401,
   STORAGE_FAILED: 503,
   PEER_CLOSED: 503,
+  CSRF_REFUSED: 403,
+  TOO_MANY_STREAMS: 503,
+  EXPORT_TOO_LARGE: 413,
+  EXPORT_EXPIRED: 410,
 }
 
 class HttpError extends Error {
@@ -87,9 +101,9 @@ export function fromWire(value: unknown): unknown {
 }
 
 /** Builds the request handler. Never throws; every failure is a typed JSON error. */
-export function httpApi(target: HttpApiTarget, adminToken: string) {
+export function httpApi(target: HttpApiTarget, adminToken: string, admin: AdminConsole) {
   return (req: IncomingMessage, res: ServerResponse): void => {
-    void serve(target, adminToken, req, res).catch((error: unknown) => {
+    void serve(target, adminToken, admin, req, res).catch((error: unknown) => {
       const [status, code, message] =
         error instanceof HttpError
           ? [error.status, error.code, error.message]
@@ -105,23 +119,39 @@ export function httpApi(target: HttpApiTarget, adminToken: string) {
   }
 }
 
-function reply(res: ServerResponse, status: number, body: unknown): void {
+function reply(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Readonly<Record<string, string>> = {},
+): void {
   if (res.headersSent) return
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' })
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+    ...headers,
+  })
   res.end(toWire(body))
 }
 
 /**
- * Only `Authorization: Bearer <token>` counts: not a bare token, not a
- * token in the query string (it would end up in logs and browser history).
- * Compared in constant time.
+ * Who the request is: with an `Authorization` header only `Bearer <admin
+ * token>` counts (not a bare token; a token in the query string would end
+ * up in logs and browser history), compared in constant time; without one,
+ * the admin page's session cookie. Undefined for neither.
  */
-function authorised(req: IncomingMessage, token: string): boolean {
-  const match = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')
-  if (match === null) return false
-  const given = Buffer.from(match[1] ?? '')
-  const expected = Buffer.from(token)
-  return given.length === expected.length && timingSafeEqual(given, expected)
+function authenticate(
+  req: IncomingMessage,
+  token: string,
+  admin: AdminConsole,
+): 'bearer' | 'cookie' | undefined {
+  const header = req.headers.authorization
+  if (header !== undefined) {
+    const match = /^Bearer (.+)$/.exec(header)
+    return match !== null && sameSecret(match[1] ?? '', token) ? 'bearer' : undefined
+  }
+  return admin.sessions.use(sessionIdOf(req)) ? 'cookie' : undefined
 }
 
 async function readJson(req: IncomingMessage): Promise<unknown> {
@@ -148,10 +178,18 @@ const ROUTES: ReadonlyArray<{ readonly pattern: RegExp; readonly methods: readon
   { pattern: /^api\/health$/, methods: ['GET'] },
   { pattern: /^api\/users$/, methods: ['GET'] },
   { pattern: /^api\/users\/[^/]+$/, methods: ['GET', 'PUT', 'PATCH', 'DELETE'] },
+  { pattern: /^api\/users\/[^/]+\/sources$/, methods: ['GET'] },
   { pattern: /^api\/devices$/, methods: ['GET'] },
   { pattern: /^api\/devices\/[^/]+\/(revoke|approve)$/, methods: ['POST'] },
   { pattern: /^api\/events$/, methods: ['GET'] },
+  { pattern: /^api\/policies$/, methods: ['GET', 'PUT'] },
+  { pattern: /^api\/policies\/preview$/, methods: ['GET'] },
+  { pattern: /^api\/stream$/, methods: ['GET'] },
+  { pattern: /^api\/exports$/, methods: ['POST'] },
 ]
+
+/** Sign-in and sign-out: served before authentication (see admin-routes.ts). */
+const SESSION_METHODS = ['GET', 'POST', 'DELETE']
 
 /** A slash, a backslash or a control character (NUL included): never part of an id in a path. */
 // eslint-disable-next-line no-control-regex
@@ -166,6 +204,12 @@ const UNSAFE_IN_ID = /[/\\\u0000-\u001f\u007f]/
 function pathOf(rawUrl: string): { parts: string[]; url: URL } {
   if (!rawUrl.startsWith('/') || rawUrl.startsWith('//'))
     throw new MalformedRequestError(`request target ${excerpt(rawUrl, 32)} is not a path`)
+  // URL parsing would resolve dot segments (`/api/users/../..` is `/`, the
+  // admin page): a target holding one is refused as it came, whatever it
+  // would resolve to. Browsers resolve them before sending.
+  const rawPath = rawUrl.split(/[?#]/, 1)[0] ?? ''
+  if (rawPath.split('/').some((segment) => /^(\.|%2e){1,2}$/i.test(segment)))
+    throw new MalformedRequestError(`request target ${excerpt(rawUrl, 32)} has a dot segment`)
   let url: URL
   try {
     url = new URL(rawUrl, 'http://x')
@@ -193,6 +237,7 @@ function pathOf(rawUrl: string): { parts: string[]; url: URL } {
 async function serve(
   target: HttpApiTarget,
   token: string,
+  admin: AdminConsole,
   req: IncomingMessage,
   res: ServerResponse,
 ): Promise<void> {
@@ -201,13 +246,31 @@ async function serve(
   const route = ROUTES.find((r) => r.pattern.test(parts.join('/')))
   if (parts[0] === 'api' && parts[1] === 'health' && method === 'GET')
     return reply(res, 200, { ok: true })
-  if (parts[0] !== 'api') throw new NotFoundError('no such endpoint (try /api/users)')
-  if (!authorised(req, token))
-    throw new HttpError(401, 'AUTH_FAILED', 'admin token required (Authorization: Bearer …)')
+  if (parts[0] !== 'api') {
+    if (!isAssetPath(url.pathname)) throw new NotFoundError('no such endpoint (try /api/users)')
+    if (method !== 'GET' && method !== 'HEAD')
+      throw new MethodNotAllowedError(method, ['GET', 'HEAD'])
+    return serveAsset(url.pathname, req, res)
+  }
+  const body = () => readJson(req)
+  if (parts[1] === 'session' && parts.length === 2) {
+    if (!SESSION_METHODS.includes(method)) throw new MethodNotAllowedError(method, SESSION_METHODS)
+    return serveSession(admin, method, req, res, body, reply)
+  }
+  const how = authenticate(req, token, admin)
+  if (how === undefined)
+    throw new HttpError(
+      401,
+      'AUTH_FAILED',
+      'admin token required (Authorization: Bearer …) or a signed-in admin page session',
+    )
   if (route === undefined) throw new NotFoundError(`no endpoint ${excerpt(url.pathname, 64)}`)
   if (!route.methods.includes(method)) throw new MethodNotAllowedError(method, route.methods)
+  if (how === 'cookie' && method !== 'GET' && method !== 'HEAD') checkCsrf(req)
   const [, resource, id, action] = parts
-  if (resource === 'users') return serveUsers(target, method, id, url, req, res)
+  if (resource === 'users' && action === 'sources' && id !== undefined)
+    return serveSources(admin, id, res, reply)
+  if (resource === 'users') return serveUsers(target, admin, method, id, url, req, res)
   if (resource === 'devices' && id === undefined) {
     const nameContains = url.searchParams.get('nameContains') ?? undefined
     return reply(res, 200, target.devices.list(nameContains === undefined ? {} : { nameContains }))
@@ -218,18 +281,23 @@ async function serve(
     if (!done) throw new PeerUnknownError(id)
     return reply(res, 200, { ok: true })
   }
+  if (resource === 'policies')
+    return servePolicies(admin, method, id === 'preview', url, body, res, reply)
+  if (resource === 'stream') return admin.streams.open(req, res)
+  if (resource === 'exports') return serveExport(admin, body, res)
   return reply(res, 200, target.events.query(eventQuery(url)))
 }
 
 async function serveUsers(
   target: HttpApiTarget,
+  admin: AdminConsole,
   method: string,
   id: string | undefined,
   url: URL,
   req: IncomingMessage,
   res: ServerResponse,
 ): Promise<void> {
-  if (id === undefined) return reply(res, 200, usersPage(target, url))
+  if (id === undefined) return reply(res, 200, admin.users.page(searchFromQuery(url.searchParams)))
   switch (method) {
     case 'GET': {
       const user = target.users.get(id)
@@ -261,41 +329,14 @@ async function serveUsers(
   }
 }
 
-/**
- * One page of users, ordered by id: `?limit=` (default
+/*
+ * One page of users, ordered by id (user-search.ts): `?limit=` (default
  * `netLimits.usersPerPageDefault`, at most `usersPerPageMax`) users after
- * the id `?after=`; `next` is the cursor of the following page, null on the
- * last one. One request never serialises a whole 100,000-user roster.
+ * the id `?after=`, matching `?q=` (id, name, email, group, card value),
+ * `?status=` and `?group=`; `next` is the cursor of the following page,
+ * null on the last one; `?total=1` adds the count of every match. One
+ * request never serialises a whole 100,000-user roster.
  */
-function usersPage(target: HttpApiTarget, url: URL): { users: unknown[]; next: string | null } {
-  const limitText = url.searchParams.get('limit')
-  const limit = limitText === null ? netLimits.usersPerPageDefault : Number(limitText)
-  if (!Number.isInteger(limit) || limit < 1 || limit > netLimits.usersPerPageMax) {
-    throw new InvalidOptionsError(
-      `limit must be an integer from 1 to ${netLimits.usersPerPageMax}, got ${excerpt(limitText ?? '', 16)}`,
-    )
-  }
-  const after = url.searchParams.get('after')
-  const ids = target.replica.allUserIds()
-  let lo = 0
-  if (after !== null) {
-    // First id greater than the cursor (binary search: ids are sorted).
-    let hi = ids.length
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1
-      if ((ids[mid] ?? '') <= after) lo = mid + 1
-      else hi = mid
-    }
-  }
-  const users: unknown[] = []
-  let i = lo
-  for (; i < ids.length && users.length < limit; i++) {
-    const view = target.users.get(ids[i] ?? '')
-    if (view !== undefined) users.push(view)
-  }
-  const last = users.length === limit && i < ids.length ? ids[i - 1] : undefined
-  return { users, next: last ?? null }
-}
 
 function eventQuery(url: URL): EventQuery {
   const p = url.searchParams
@@ -320,7 +361,7 @@ function eventQuery(url: URL): EventQuery {
     const v = p.get(param)
     if (v !== null) q[key] = v
   }
-  for (const name of ['since', 'until', 'limit']) {
+  for (const name of ['since', 'until', 'limit', 'beforeSeq']) {
     const v = num(name)
     if (v !== undefined) q[name] = v
   }

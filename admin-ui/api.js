@@ -1,0 +1,106 @@
+// The admin page's calls to the server's JSON API. The session cookie
+// (HttpOnly, SameSite=Strict) authenticates every call; every change also
+// carries the CSRF header the server requires of cookie-authenticated
+// changes. Errors come back as the API's typed { code, message }.
+
+/** The header the server requires on changes made with the session cookie. */
+const CSRF = { 'x-rostersync-csrf': '1' }
+
+/** An API error: `code` is the server's stable error code. */
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message)
+    this.status = status
+    this.code = code
+  }
+}
+
+let onSignedOut = () => {}
+
+/** Called when a call finds the session gone (expired, or signed out elsewhere). */
+export function whenSignedOut(listener) {
+  onSignedOut = listener
+}
+
+/** Calls the API: JSON in, JSON out; throws ApiError on failure. */
+export async function api(method, path, body) {
+  const headers = { accept: 'application/json' }
+  if (method !== 'GET') Object.assign(headers, CSRF)
+  if (body !== undefined) headers['content-type'] = 'application/json'
+  const res = await fetch(path, {
+    method,
+    headers,
+    credentials: 'same-origin',
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  })
+  const type = res.headers.get('content-type') ?? ''
+  if (!res.ok) {
+    const parsed = type.includes('json') ? await res.json().catch(() => undefined) : undefined
+    const error = new ApiError(
+      res.status,
+      parsed?.error?.code ?? 'HTTP_' + res.status,
+      parsed?.error?.message ?? res.statusText,
+    )
+    if (res.status === 401 && path !== '/api/session') onSignedOut()
+    throw error
+  }
+  return type.includes('json') ? res.json() : res.blob()
+}
+
+/** Downloads the export of the chosen users as a file. */
+export async function downloadExport(userIds) {
+  const res = await fetch('/api/exports', {
+    method: 'POST',
+    headers: { ...CSRF, 'content-type': 'application/json' },
+    credentials: 'same-origin',
+    body: JSON.stringify({ userIds }),
+  })
+  if (!res.ok) {
+    const parsed = await res.json().catch(() => undefined)
+    throw new ApiError(
+      res.status,
+      parsed?.error?.code ?? 'HTTP_' + res.status,
+      parsed?.error?.message ?? res.statusText,
+    )
+  }
+  const blob = await res.blob()
+  const disposition = res.headers.get('content-disposition') ?? ''
+  const name = /filename="([^"]+)"/.exec(disposition)?.[1] ?? 'rostersync-export.rsx'
+  const url = URL.createObjectURL(blob)
+  const link = document.createElement('a')
+  link.href = url
+  link.download = name
+  document.body.append(link)
+  link.click()
+  link.remove()
+  setTimeout(() => URL.revokeObjectURL(url), 10_000)
+  return { name, expiresAt: Number(res.headers.get('x-rostersync-expires-at')) }
+}
+
+/** Query string of the defined, non-empty parameters. */
+export function query(params) {
+  const search = new URLSearchParams()
+  for (const [key, value] of Object.entries(params))
+    if (value !== undefined && value !== null && value !== '') search.set(key, String(value))
+  const text = search.toString()
+  return text === '' ? '' : '?' + text
+}
+
+/** A time for people: local date and time, or a dash. */
+export function when(ms) {
+  return typeof ms === 'number' && ms > 0 ? new Date(ms).toLocaleString() : '—'
+}
+
+/**
+ * The live updates (server-sent events): `devices` (changed device
+ * records) and `events` (new log events). One stream per page, opened
+ * while signed in; the browser reconnects by itself.
+ */
+export function openStream(handlers) {
+  const source = new EventSource('/api/stream')
+  source.addEventListener('devices', (e) => handlers.devices?.(JSON.parse(e.data)))
+  source.addEventListener('events', (e) => handlers.events?.(JSON.parse(e.data)))
+  source.addEventListener('open', () => handlers.state?.('live'))
+  source.addEventListener('error', () => handlers.state?.('reconnecting'))
+  return () => source.close()
+}

@@ -1,0 +1,147 @@
+// The admin page: sign-in with the admin token, then users, devices,
+// events and field policies, with live updates while it is open.
+import { render } from 'preact'
+import { useCallback, useEffect, useRef, useState } from 'preact/hooks'
+import { api, openStream, whenSignedOut } from './api.js'
+import { DevicesPage } from './devices.js'
+import { EventsPage } from './events.js'
+import { PoliciesPage } from './policies.js'
+import { ErrorLine, html } from './ui.js'
+import { UsersPage } from './users.js'
+
+const PAGES = [
+  ['users', 'Users'],
+  ['devices', 'Devices'],
+  ['events', 'Events'],
+  ['policies', 'Field policies'],
+]
+
+function SignIn({ onSignedIn, notice }) {
+  const [token, setToken] = useState('')
+  const [error, setError] = useState()
+  const [busy, setBusy] = useState(false)
+  const submit = async (e) => {
+    e.preventDefault()
+    setBusy(true)
+    setError(undefined)
+    try {
+      // The token goes in the body, never in a URL.
+      await api('POST', '/api/session', { token: token.trim() })
+      setToken('')
+      onSignedIn()
+    } catch (err) {
+      setError(err)
+    } finally {
+      setBusy(false)
+    }
+  }
+  return html`<main class="signin">
+    <h1>rostersync admin</h1>
+    ${notice === undefined ? null : html`<p class="notice" role="status">${notice}</p>`}
+    <form onSubmit=${submit}>
+      <label for="token">Admin token</label>
+      <input
+        id="token"
+        type="password"
+        autocomplete="current-password"
+        required
+        value=${token}
+        onInput=${(e) => setToken(e.currentTarget.value)}
+      />
+      <p class="hint">It is in <code>&lt;data dir&gt;/admin-token</code> on the server.</p>
+      <button type="submit" class="primary" disabled=${busy}>Sign in</button>
+      <${ErrorLine} error=${error} />
+    </form>
+  </main>`
+}
+
+/** One live stream for the whole page; pages subscribe to what they show. */
+function useLive(enabled) {
+  const listeners = useRef({ devices: new Set(), events: new Set() })
+  const [state, setState] = useState('connecting')
+  useEffect(() => {
+    if (!enabled) return undefined
+    return openStream({
+      devices: (records) => listeners.current.devices.forEach((fn) => fn(records)),
+      events: (events) => listeners.current.events.forEach((fn) => fn(events)),
+      state: setState,
+    })
+  }, [enabled])
+  const subscribe = useCallback((kind, fn) => {
+    listeners.current[kind].add(fn)
+    return () => listeners.current[kind].delete(fn)
+  }, [])
+  return { state, subscribe }
+}
+
+function Shell({ onSignOut }) {
+  const [page, setPage] = useState(() => {
+    const wanted = location.hash.slice(1)
+    return PAGES.some(([id]) => id === wanted) ? wanted : 'users'
+  })
+  const live = useLive(true)
+  const go = (id) => {
+    setPage(id)
+    history.replaceState(null, '', '#' + id)
+  }
+  return html`<div class="shell">
+    <header>
+      <span class="brand">rostersync</span>
+      <nav aria-label="Pages">
+        ${PAGES.map(
+          ([id, label]) =>
+            html`<button
+              type="button"
+              class="tab"
+              aria-current=${page === id ? 'page' : undefined}
+              onClick=${() => go(id)}
+            >
+              ${label}
+            </button>`,
+        )}
+      </nav>
+      <span class=${'live ' + live.state} role="status" title="Live updates">
+        ${live.state === 'live' ? 'Live' : 'Reconnecting…'}
+      </span>
+      <button type="button" onClick=${onSignOut}>Sign out</button>
+    </header>
+    <main>
+      ${page === 'users' ? html`<${UsersPage} />` : null}
+      ${page === 'devices' ? html`<${DevicesPage} live=${live} />` : null}
+      ${page === 'events' ? html`<${EventsPage} live=${live} />` : null}
+      ${page === 'policies' ? html`<${PoliciesPage} />` : null}
+    </main>
+  </div>`
+}
+
+function App() {
+  // undefined while asking the server whether this browser is signed in.
+  const [signedIn, setSignedIn] = useState(undefined)
+  const [notice, setNotice] = useState()
+  useEffect(() => {
+    api('GET', '/api/session')
+      .then((s) => setSignedIn(s.signedIn === true))
+      .catch(() => setSignedIn(false))
+    whenSignedOut(() => {
+      setNotice('Your session ended: sign in again.')
+      setSignedIn(false)
+    })
+  }, [])
+  const signOut = async () => {
+    setSignedIn(false)
+    setNotice('Signed out.')
+    await api('DELETE', '/api/session').catch(() => undefined)
+  }
+  if (signedIn === undefined) return html`<p class="loading">Loading…</p>`
+  if (!signedIn)
+    return html`<${SignIn}
+      notice=${notice}
+      onSignedIn=${() => {
+        setNotice(undefined)
+        setSignedIn(true)
+      }}
+    />`
+  return html`<${Shell} onSignOut=${signOut} />`
+}
+
+render(html`<${App} />`, document.getElementById('app'))

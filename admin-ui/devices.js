@@ -1,0 +1,164 @@
+// Devices: the registry, filtered by partial name, updated live while the
+// page is open; revoke (after a confirmation) and approve.
+import { useEffect, useState } from 'preact/hooks'
+import { api, query, when } from './api.js'
+import { Confirm, ErrorLine, html, useDebounced } from './ui.js'
+
+function Direction({ dir }) {
+  if (dir === undefined) return '—'
+  return html`<span class=${'dir ' + dir.state}>
+    ${dir.state}${dir.at === undefined ? '' : html`<br /><small>${when(dir.at)}</small>`}
+    ${dir.error === undefined ? '' : html`<br /><code>${dir.error}</code>`}
+  </span>`
+}
+
+export function DevicesPage({ live }) {
+  const [filter, setFilter] = useState('')
+  const [applied, setApplied] = useState('')
+  const [devices, setDevices] = useState([])
+  const [error, setError] = useState()
+  const [revoking, setRevoking] = useState()
+  const [busy, setBusy] = useState(false)
+
+  useDebounced(filter, 250, setApplied)
+  const load = () =>
+    api('GET', '/api/devices' + query({ nameContains: applied }))
+      .then((list) => {
+        setDevices(list)
+        setError(undefined)
+      })
+      .catch(setError)
+  useEffect(() => {
+    void load()
+  }, [applied])
+  // Live: changed records replace the ones shown (or join them, when they match the filter).
+  useEffect(
+    () =>
+      live.subscribe('devices', (records) =>
+        setDevices((shown) => {
+          const byId = new Map(shown.map((d) => [d.id, d]))
+          const needle = applied.toLowerCase()
+          for (const record of records) {
+            if (record.name.toLowerCase().includes(needle)) byId.set(record.id, record)
+            else byId.delete(record.id)
+          }
+          return [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+        }),
+      ),
+    [applied],
+  )
+
+  const revoke = async () => {
+    setBusy(true)
+    try {
+      await api('POST', `/api/devices/${encodeURIComponent(revoking)}/revoke`)
+      setError(undefined)
+      await load()
+    } catch (err) {
+      setError(err)
+    } finally {
+      setBusy(false)
+      setRevoking(undefined)
+    }
+  }
+  const approve = async (id) => {
+    try {
+      await api('POST', `/api/devices/${encodeURIComponent(id)}/approve`)
+      await load()
+    } catch (err) {
+      setError(err)
+    }
+  }
+
+  return html`<section aria-labelledby="devices-title">
+    <h1 id="devices-title">Devices</h1>
+    <form class="filters" role="search" onSubmit=${(e) => e.preventDefault()}>
+      <div>
+        <label for="device-filter">Name contains</label>
+        <input
+          id="device-filter"
+          type="search"
+          value=${filter}
+          onInput=${(e) => setFilter(e.currentTarget.value)}
+        />
+      </div>
+    </form>
+    <p role="status" aria-live="polite">${devices.length} device(s)</p>
+    <${ErrorLine} error=${error} />
+    <div class="table-wrap">
+      <table class="devices">
+        <thead>
+          <tr>
+            <th scope="col">Id</th>
+            <th scope="col">Name</th>
+            <th scope="col">Serial</th>
+            <th scope="col">Address</th>
+            <th scope="col">First seen</th>
+            <th scope="col">Last seen</th>
+            <th scope="col">State</th>
+            <th scope="col">Server → device</th>
+            <th scope="col">Device → server</th>
+            <th scope="col"><span class="sr-only">Actions</span></th>
+          </tr>
+        </thead>
+        <tbody>
+          ${devices.map(
+            (d) =>
+              html`<tr key=${d.id} data-device=${d.id}>
+                <td><code>${d.id}</code></td>
+                <td>${d.name}</td>
+                <td>${d.serial}</td>
+                <td>${d.address}</td>
+                <td>${when(d.firstSeen)}</td>
+                <td>${when(d.lastSeen)}</td>
+                <td><span class=${'state ' + d.state}>${d.state}</span></td>
+                <td><${Direction} dir=${d.sync?.serverToDevice} /></td>
+                <td><${Direction} dir=${d.sync?.deviceToServer} /></td>
+                <td class="row-actions">
+                  ${
+                    d.state === 'pending'
+                      ? html`<button type="button" onClick=${() => approve(d.id)}>
+                          Approve<span class="sr-only"> ${d.id}</span>
+                        </button>`
+                      : null
+                  }
+                  <button
+                    type="button"
+                    class="danger"
+                    disabled=${d.revoked}
+                    onClick=${() => setRevoking(d.id)}
+                  >
+                    Revoke<span class="sr-only"> ${d.id}</span>
+                  </button>
+                </td>
+              </tr>`,
+          )}
+          ${
+            devices.length === 0
+              ? html`<tr>
+                  <td colspan="10" class="empty">No devices.</td>
+                </tr>`
+              : null
+          }
+        </tbody>
+      </table>
+    </div>
+    ${
+      revoking === undefined
+        ? null
+        : html`<${Confirm}
+            title=${'Revoke device ' + revoking + '?'}
+            confirmLabel="Revoke"
+            danger=${true}
+            busy=${busy}
+            onConfirm=${revoke}
+            onCancel=${() => setRevoking(undefined)}
+          >
+            <p>
+              Its connections close now and it is refused from then on. This cannot be undone from
+              this page.
+            </p>
+          <//>`
+    }
+  </section>`
+}

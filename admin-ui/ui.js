@@ -1,0 +1,64 @@
+// Small pieces every page of the admin page uses: htm bound to preact, a
+// confirmation dialog, an error line.
+import { h } from 'preact'
+import { useEffect, useRef } from 'preact/hooks'
+import htm from 'htm'
+
+/** Tagged template for preact elements. */
+export const html = htm.bind(h)
+
+/**
+ * A modal confirmation (the native <dialog>): focus goes to Cancel, so
+ * Enter never confirms by accident; Escape cancels.
+ */
+export function Confirm({ title, children, confirmLabel, danger, onConfirm, onCancel, busy }) {
+  const dialog = useRef(null)
+  const cancel = useRef(null)
+  useEffect(() => {
+    const d = dialog.current
+    if (d !== null && !d.open) d.showModal()
+    cancel.current?.focus()
+    return () => {
+      if (d?.open) d.close()
+    }
+  }, [])
+  return html`<dialog
+    ref=${dialog}
+    class="confirm"
+    aria-labelledby="confirm-title"
+    onCancel=${(e) => {
+      e.preventDefault()
+      onCancel()
+    }}
+  >
+    <h2 id="confirm-title">${title}</h2>
+    <div class="confirm-body">${children}</div>
+    <div class="actions">
+      <button type="button" ref=${cancel} onClick=${onCancel}>Cancel</button>
+      <button
+        type="button"
+        class=${danger ? 'danger' : 'primary'}
+        disabled=${busy}
+        onClick=${onConfirm}
+      >
+        ${confirmLabel}
+      </button>
+    </div>
+  </dialog>`
+}
+
+/** An error from the API, said once, where the action was. */
+export function ErrorLine({ error }) {
+  if (error === undefined || error === null) return null
+  return html`<p class="error" role="alert">
+    ${error.code === undefined ? '' : html`<code>${error.code}</code> `}${error.message}
+  </p>`
+}
+
+/** Waits `ms` after the last change of `value` before calling `run`. */
+export function useDebounced(value, ms, run) {
+  useEffect(() => {
+    const timer = setTimeout(() => run(value), ms)
+    return () => clearTimeout(timer)
+  }, [value])
+}

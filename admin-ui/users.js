@@ -1,0 +1,463 @@
+// Users: a paged table searched by the server (id, name, email, group,
+// card value; status and group filters), add, edit, delete, the source of
+// each field, and the export of the selected users.
+import { useEffect, useRef, useState } from 'preact/hooks'
+import { api, downloadExport, query, when } from './api.js'
+import { Confirm, ErrorLine, html, useDebounced } from './ui.js'
+
+const PAGE_SIZE = 50
+
+export function UsersPage() {
+  const [filters, setFilters] = useState({ q: '', status: '', group: '' })
+  const [applied, setApplied] = useState(filters)
+  // Cursors of the pages seen: [undefined, next of page 1, ...].
+  const [cursors, setCursors] = useState([undefined])
+  const [page, setPage] = useState({ users: [], next: null })
+  const [error, setError] = useState()
+  const [loading, setLoading] = useState(true)
+  const [selected, setSelected] = useState(new Set())
+  const [editing, setEditing] = useState(undefined)
+  const [fields, setFields] = useState([])
+  const [exported, setExported] = useState()
+  const filtered = applied.q !== '' || applied.status !== '' || applied.group !== ''
+
+  useDebounced(filters, 250, (f) => {
+    setApplied(f)
+    setCursors([undefined])
+  })
+  const after = cursors.at(-1)
+  const load = async () => {
+    setLoading(true)
+    try {
+      const params = { ...applied, limit: PAGE_SIZE, after, total: filtered ? 1 : undefined }
+      setPage(await api('GET', '/api/users' + query(params)))
+      setError(undefined)
+    } catch (err) {
+      setError(err)
+    } finally {
+      setLoading(false)
+    }
+  }
+  useEffect(() => {
+    void load()
+  }, [applied, after])
+  useEffect(() => {
+    api('GET', '/api/policies')
+      .then((p) => setFields(p.fields))
+      .catch(setError)
+  }, [])
+
+  const toggle = (id) => {
+    const next = new Set(selected)
+    if (next.has(id)) next.delete(id)
+    else next.add(id)
+    setSelected(next)
+  }
+  const allOnPage = page.users.length > 0 && page.users.every((u) => selected.has(u.id))
+  const toggleAll = () => {
+    const next = new Set(selected)
+    for (const u of page.users) {
+      if (allOnPage) next.delete(u.id)
+      else next.add(u.id)
+    }
+    setSelected(next)
+  }
+  const doExport = async () => {
+    try {
+      setExported(await downloadExport([...selected]))
+      setError(undefined)
+    } catch (err) {
+      setError(err)
+    }
+  }
+  const set = (key) => (e) => setFilters({ ...filters, [key]: e.currentTarget.value })
+
+  return html`<section aria-labelledby="users-title">
+    <div class="title-row">
+      <h1 id="users-title">Users</h1>
+      <button type="button" class="primary" onClick=${() => setEditing(null)}>Add user</button>
+    </div>
+    <form class="filters" role="search" onSubmit=${(e) => e.preventDefault()}>
+      <div>
+        <label for="user-q">Search</label>
+        <input
+          id="user-q"
+          type="search"
+          placeholder="id, name, email, group, card"
+          value=${filters.q}
+          onInput=${set('q')}
+        />
+      </div>
+      <div>
+        <label for="user-status">Status</label>
+        <select id="user-status" value=${filters.status} onChange=${set('status')}>
+          <option value="">any</option>
+          <option value="active">active</option>
+          <option value="disabled">disabled</option>
+        </select>
+      </div>
+      <div>
+        <label for="user-group">Group</label>
+        <input id="user-group" value=${filters.group} onInput=${set('group')} />
+      </div>
+    </form>
+    <div class="toolbar">
+      <span role="status" aria-live="polite">
+        ${
+          loading
+            ? 'Loading…'
+            : filtered && page.total !== undefined
+              ? `${page.total} matching user(s)`
+              : `Page ${cursors.length}`
+        }
+      </span>
+      <button type="button" disabled=${selected.size === 0} onClick=${doExport}>
+        Export selected (${selected.size})
+      </button>
+      ${
+        selected.size === 0
+          ? null
+          : html`<button type="button" onClick=${() => setSelected(new Set())}>
+              Clear selection
+            </button>`
+      }
+    </div>
+    ${
+      exported === undefined
+        ? null
+        : html`<p class="notice" role="status">
+            Export saved as ${exported.name}; it can be imported until ${when(exported.expiresAt)}.
+          </p>`
+    }
+    <${ErrorLine} error=${error} />
+    <div class="table-wrap">
+      <table class="users">
+        <thead>
+          <tr>
+            <th scope="col">
+              <input
+                type="checkbox"
+                aria-label="Select every user on this page"
+                checked=${allOnPage}
+                onChange=${toggleAll}
+              />
+            </th>
+            <th scope="col">Id</th>
+            <th scope="col">Name</th>
+            <th scope="col">Email</th>
+            <th scope="col">Status</th>
+            <th scope="col">Groups</th>
+            <th scope="col">Cards</th>
+            <th scope="col"><span class="sr-only">Actions</span></th>
+          </tr>
+        </thead>
+        <tbody>
+          ${page.users.map(
+            (u) =>
+              html`<tr key=${u.id}>
+                <td>
+                  <input
+                    type="checkbox"
+                    aria-label=${'Select ' + u.id}
+                    checked=${selected.has(u.id)}
+                    onChange=${() => toggle(u.id)}
+                  />
+                </td>
+                <td><code>${u.id}</code></td>
+                <td>${u.name ?? ''}</td>
+                <td>${u.email ?? ''}</td>
+                <td>${u.status ?? ''}</td>
+                <td>${(u.groups ?? []).join(', ')}</td>
+                <td>${(u.cards ?? []).length || ''}</td>
+                <td>
+                  <button type="button" onClick=${() => setEditing(u.id)}>
+                    Edit<span class="sr-only"> ${u.id}</span>
+                  </button>
+                </td>
+              </tr>`,
+          )}
+          ${
+            !loading && page.users.length === 0
+              ? html`<tr>
+                  <td colspan="8" class="empty">No users${filtered ? ' match' : ''}.</td>
+                </tr>`
+              : null
+          }
+        </tbody>
+      </table>
+    </div>
+    <div class="pager">
+      <button
+        type="button"
+        disabled=${cursors.length <= 1}
+        onClick=${() => setCursors(cursors.slice(0, -1))}
+      >
+        Previous page
+      </button>
+      <button
+        type="button"
+        disabled=${page.next === null}
+        onClick=${() => setCursors([...cursors, page.next])}
+      >
+        Next page
+      </button>
+    </div>
+    ${
+      editing === undefined
+        ? null
+        : html`<${UserEditor}
+            id=${editing}
+            fields=${fields}
+            onClose=${(changed) => {
+              setEditing(undefined)
+              if (changed) void load()
+            }}
+          />`
+    }
+  </section>`
+}
+
+/** What a field's value looks like in a form input, by kind. */
+function toInput(kind, value) {
+  if (value === undefined || value === null) return kind === 'boolean' ? false : ''
+  switch (kind) {
+    case 'list':
+      return value.join(', ')
+    case 'cards':
+      return value.map((c) => `${c.type}:${c.value}`).join('\n')
+    case 'pin':
+      return ''
+    case 'number':
+      return String(value)
+    default:
+      return value
+  }
+}
+
+/** A form input's text as the field's value; undefined leaves the field out. */
+function fromInput(kind, text) {
+  switch (kind) {
+    case 'list':
+      return text
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '')
+    case 'cards':
+      return text
+        .split('\n')
+        .map((line) => line.trim())
+        .filter((line) => line !== '')
+        .map((line) => {
+          const colon = line.indexOf(':')
+          return colon < 0
+            ? { type: line, value: '' }
+            : { type: line.slice(0, colon).trim(), value: line.slice(colon + 1).trim() }
+        })
+    case 'number':
+      return text === '' ? null : Number(text)
+    case 'boolean':
+      return text
+    default:
+      return text === '' ? null : text
+  }
+}
+
+/** Fields a form can edit; byte fields (templates, photos) are only shown. */
+const EDITABLE = new Set(['text', 'status', 'date', 'list', 'pin', 'cards', 'number', 'boolean'])
+
+function describeBytes(kind, value) {
+  if (value === undefined) return '—'
+  if (kind === 'templates') return `${value.length} template(s)`
+  return value.base64 === undefined ? '—' : `${Math.round((value.base64.length * 3) / 4)} bytes`
+}
+
+function SourceLine({ source }) {
+  if (source === undefined) return null
+  let text
+  if (source.source === 'device') text = `filled by device ${source.deviceId}`
+  else if (source.source === 'local') text = "the server's device-specific value"
+  else if (source.origin === 'device')
+    text = `server (filled by device ${source.deviceId ?? '?'}, adopted)`
+  else text = 'server'
+  return html`<span class="source">
+    ${text}${source.at === undefined ? '' : ', ' + when(source.at)}
+    ${source.policy === 'shared' ? '' : ` · ${source.policy}`}
+  </span>`
+}
+
+/** Add (id null) or edit a user; the source of each field beside it. */
+function UserEditor({ id, fields, onClose }) {
+  const adding = id === null
+  const [user, setUser] = useState(adding ? {} : undefined)
+  const [sources, setSources] = useState({})
+  const [values, setValues] = useState({})
+  const [newId, setNewId] = useState('')
+  const [error, setError] = useState()
+  const [busy, setBusy] = useState(false)
+  const [confirmDelete, setConfirmDelete] = useState(false)
+  const region = useRef(null)
+  // The editor opens below the table: bring it into view and move focus there.
+  useEffect(() => {
+    region.current?.scrollIntoView({ block: 'start' })
+    region.current?.focus()
+  }, [id])
+
+  useEffect(() => {
+    if (adding) return
+    Promise.all([
+      api('GET', `/api/users/${encodeURIComponent(id)}`),
+      api('GET', `/api/users/${encodeURIComponent(id)}/sources`),
+    ])
+      .then(([u, s]) => {
+        setUser(u)
+        setSources(Object.fromEntries(s.fields.map((f) => [f.field, f])))
+        setValues(Object.fromEntries(fields.map((f) => [f.field, toInput(f.kind, u[f.field])])))
+      })
+      .catch(setError)
+  }, [id])
+
+  const save = async (e) => {
+    e.preventDefault()
+    setBusy(true)
+    setError(undefined)
+    try {
+      const change = {}
+      for (const f of fields) {
+        if (!EDITABLE.has(f.kind)) continue
+        const text = values[f.field]
+        if (text === undefined) continue
+        if (f.kind === 'pin' && text === '') continue
+        if (!adding && text === toInput(f.kind, user[f.field])) continue
+        const value = fromInput(f.kind, text)
+        if (adding && (value === null || (Array.isArray(value) && value.length === 0))) continue
+        change[f.field] = value
+      }
+      if (adding) await api('PUT', `/api/users/${encodeURIComponent(newId.trim())}`, change)
+      else if (Object.keys(change).length > 0)
+        await api('PATCH', `/api/users/${encodeURIComponent(id)}`, change)
+      onClose(true)
+    } catch (err) {
+      setError(err)
+    } finally {
+      setBusy(false)
+    }
+  }
+  const remove = async () => {
+    setBusy(true)
+    try {
+      await api('DELETE', `/api/users/${encodeURIComponent(id)}`)
+      onClose(true)
+    } catch (err) {
+      setError(err)
+      setConfirmDelete(false)
+    } finally {
+      setBusy(false)
+    }
+  }
+
+  const input = (f) => {
+    const fieldId = 'field-' + f.field
+    const value = values[f.field] ?? toInput(f.kind, undefined)
+    const onInput = (e) =>
+      setValues({
+        ...values,
+        [f.field]: f.kind === 'boolean' ? e.currentTarget.checked : e.currentTarget.value,
+      })
+    if (!EDITABLE.has(f.kind))
+      return html`<output id=${fieldId}>${describeBytes(f.kind, user?.[f.field])}</output>`
+    if (f.kind === 'status')
+      return html`<select id=${fieldId} value=${value} onChange=${onInput}>
+        <option value="">—</option>
+        <option value="active">active</option>
+        <option value="disabled">disabled</option>
+      </select>`
+    if (f.kind === 'cards')
+      return html`<textarea
+        id=${fieldId}
+        rows="2"
+        value=${value}
+        onInput=${onInput}
+        placeholder="csn:04A1B2C3"
+      ></textarea>`
+    if (f.kind === 'boolean')
+      return html`<input id=${fieldId} type="checkbox" checked=${value} onChange=${onInput} />`
+    return html`<input
+      id=${fieldId}
+      type=${f.kind === 'pin' ? 'password' : f.kind === 'number' ? 'number' : 'text'}
+      autocomplete="off"
+      placeholder=${f.kind === 'pin' ? (user?.pin ? 'set; type to change' : '') : f.kind === 'date' ? 'YYYY-MM-DD' : f.kind === 'list' ? 'comma, separated' : ''}
+      value=${value}
+      onInput=${onInput}
+    />`
+  }
+
+  return html`<div
+    class="editor"
+    role="region"
+    aria-labelledby="editor-title"
+    tabindex="-1"
+    ref=${region}
+  >
+    <form onSubmit=${save}>
+      <div class="title-row">
+        <h2 id="editor-title">${adding ? 'Add a user' : html`Edit <code>${id}</code>`}</h2>
+        <button type="button" onClick=${() => onClose(false)}>Close</button>
+      </div>
+      <${ErrorLine} error=${error} />
+      ${user === undefined && error === undefined ? html`<p>Loading…</p>` : null}
+      ${
+        user === undefined
+          ? null
+          : html`<div class="fields">
+              ${
+                adding
+                  ? html`<div class="field">
+                      <label for="field-id">Id</label>
+                      <input
+                        id="field-id"
+                        required
+                        value=${newId}
+                        onInput=${(e) => setNewId(e.currentTarget.value)}
+                      />
+                    </div>`
+                  : null
+              }
+              ${fields.map(
+                (f) =>
+                  html`<div class="field" key=${f.field}>
+                    <label for=${'field-' + f.field}>${f.field}</label>
+                    ${input(f)}
+                    <${SourceLine} source=${sources[f.field]} />
+                  </div>`,
+              )}
+            </div>`
+      }
+      <div class="actions">
+        <button type="submit" class="primary" disabled=${busy || user === undefined}>
+          ${adding ? 'Add' : 'Save'}
+        </button>
+        ${
+          adding
+            ? null
+            : html`<button type="button" class="danger" onClick=${() => setConfirmDelete(true)}>
+                Delete
+              </button>`
+        }
+      </div>
+    </form>
+    ${
+      confirmDelete
+        ? html`<${Confirm}
+            title=${'Delete user ' + id + '?'}
+            confirmLabel="Delete"
+            danger=${true}
+            busy=${busy}
+            onConfirm=${remove}
+            onCancel=${() => setConfirmDelete(false)}
+          >
+            <p>The user is removed on the server and on every device (rule 4).</p>
+          <//>`
+        : null
+    }
+  </div>`
+}

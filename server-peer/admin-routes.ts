@@ -1,0 +1,200 @@
+/**
+ * The HTTP routes the admin page adds to the JSON API: sign-in and
+ * sign-out (`/api/session`), the sources of a user's fields, field policies
+ * with the consequence of a change (rule 5), live updates (`/api/stream`)
+ * and exports. `http-api.ts` authenticates and routes; these serve.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { FieldPolicy } from '../core/entries.js'
+import { InvalidOptionsError, NotFoundError, excerpt } from '../core/errors.js'
+import type { EventQuery, RosterEvent } from '../core/events.js'
+import type { RecordSchema } from '../core/schema.js'
+import type { Replica } from '../peers/replica.js'
+import {
+  AdminSessions,
+  checkCsrf,
+  clearedSessionCookie,
+  sessionCookie,
+  sessionIdOf,
+} from './admin-sessions.js'
+import { AdminStreams } from './admin-stream.js'
+import type { DeviceRegistry } from './device-registry.js'
+import { fieldSources } from './field-sources.js'
+import { checkPolicyChange, policyPreview } from './policy-preview.js'
+import { UserIndex } from './user-search.js'
+
+/** What an export gives (the server's `exportUsers`). */
+export interface PreparedExport {
+  readonly file: Uint8Array
+  readonly expiresAt: number
+}
+
+/** The server's parts the admin routes serve. */
+export interface AdminParts {
+  readonly adminToken: string
+  readonly now: () => number
+  readonly replica: Replica
+  readonly schema: RecordSchema
+  readonly registry: DeviceRegistry
+  readonly events: { query(q: EventQuery): RosterEvent[] }
+  setFieldPolicies(policies: Readonly<Record<string, FieldPolicy>>): Promise<string[]>
+  /** The server's export, where this build has one. */
+  readonly exportUsers?:
+    | ((selection: { userIds?: string[]; groupIds?: string[] }) => Promise<PreparedExport>)
+    | undefined
+}
+
+/** The admin page's server-side state: sessions, live streams, the user index. */
+export class AdminConsole {
+  readonly sessions: AdminSessions
+  readonly streams: AdminStreams
+  readonly users: UserIndex
+
+  constructor(readonly parts: AdminParts) {
+    this.sessions = new AdminSessions(parts.adminToken, parts.now)
+    this.streams = new AdminStreams({
+      events: parts.replica.events,
+      devices: {
+        get changes() {
+          return parts.registry.changes
+        },
+        list: () => parts.registry.list(),
+      },
+    })
+    this.users = new UserIndex(parts.replica)
+  }
+
+  /** Ends the live streams and stops following the replica (the server is closing). */
+  close(): void {
+    this.streams.close()
+    this.users.close()
+  }
+}
+
+type Reply = (res: ServerResponse, status: number, body: unknown, headers?: Headers) => void
+type Headers = Readonly<Record<string, string>>
+
+/**
+ * `/api/session`: `POST { token }` signs in (sets the cookie), `GET` says
+ * whether the cookie's session is live (`{ signedIn }`), `DELETE` signs out. POST and
+ * DELETE need the CSRF header like every change.
+ */
+export async function serveSession(
+  admin: AdminConsole,
+  method: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+  body: () => Promise<unknown>,
+  reply: Reply,
+): Promise<void> {
+  const id = sessionIdOf(req)
+  if (method === 'GET') {
+    const expiresAt = admin.sessions.use(id) ? admin.sessions.expiresAt(id) : undefined
+    // Not an error: the page asks this on every load, signed in or not.
+    return reply(
+      res,
+      200,
+      expiresAt === undefined ? { signedIn: false } : { signedIn: true, expiresAt },
+    )
+  }
+  checkCsrf(req)
+  if (method === 'DELETE') {
+    admin.sessions.signOut(id)
+    return reply(res, 200, { ok: true }, { 'set-cookie': clearedSessionCookie() })
+  }
+  const input = await body()
+  const token =
+    typeof input === 'object' && input !== null && 'token' in input ? input.token : undefined
+  const session = admin.sessions.signIn(token)
+  // A new sign-in replaces the session this browser had.
+  admin.sessions.signOut(id)
+  return reply(
+    res,
+    200,
+    { signedIn: true, expiresAt: session.expiresAt },
+    { 'set-cookie': sessionCookie(session.id) },
+  )
+}
+
+/** `GET /api/users/:id/sources`. */
+export function serveSources(admin: AdminConsole, id: string, res: ServerResponse, reply: Reply) {
+  return reply(res, 200, fieldSources(admin.parts.replica, admin.parts.events, id))
+}
+
+/**
+ * `/api/policies`: `GET` lists every field with its kind and policy;
+ * `PUT { field: policy, ... }` changes some (all checked first: a bad one
+ * changes nothing). `/api/policies/preview?field=&policy=` says what a
+ * change would do.
+ */
+export async function servePolicies(
+  admin: AdminConsole,
+  method: string,
+  preview: boolean,
+  url: URL,
+  body: () => Promise<unknown>,
+  res: ServerResponse,
+  reply: Reply,
+): Promise<void> {
+  const { replica, schema } = admin.parts
+  if (preview) {
+    const field = url.searchParams.get('field')
+    const policy = url.searchParams.get('policy')
+    checkPolicyChange(schema, field, policy)
+    return reply(res, 200, policyPreview(replica, schema, field ?? '', policy as FieldPolicy))
+  }
+  if (method === 'PUT') {
+    const input = await body()
+    if (typeof input !== 'object' || input === null || Array.isArray(input))
+      throw new InvalidOptionsError('the body must be a JSON object of field: policy')
+    for (const [field, policy] of Object.entries(input)) checkPolicyChange(schema, field, policy)
+    const changed = await admin.parts.setFieldPolicies(input as Record<string, FieldPolicy>)
+    return reply(res, 200, { changed, fields: policyList(admin) })
+  }
+  return reply(res, 200, { fields: policyList(admin) })
+}
+
+function policyList(admin: AdminConsole) {
+  const { replica, schema } = admin.parts
+  const policies = replica.policies()
+  return schema.fieldNames.map((field) => ({
+    field,
+    kind: schema.fieldKinds[field] ?? 'text',
+    policy: policies.get(field)?.p ?? 'shared',
+  }))
+}
+
+/**
+ * `POST /api/exports { userIds?, groupIds? }`: the prepared export file as
+ * a download, its expiry in `X-Rostersync-Expires-At`. Kept apart so that
+ * the export's own route can take its place.
+ */
+export async function serveExport(
+  admin: AdminConsole,
+  body: () => Promise<unknown>,
+  res: ServerResponse,
+): Promise<void> {
+  const exportUsers = admin.parts.exportUsers
+  if (exportUsers === undefined) throw new NotFoundError('this server has no export')
+  const input = await body()
+  if (typeof input !== 'object' || input === null || Array.isArray(input))
+    throw new InvalidOptionsError('the body must be a JSON object { userIds?, groupIds? }')
+  const selection: { userIds?: string[]; groupIds?: string[] } = {}
+  for (const key of ['userIds', 'groupIds'] as const) {
+    const value = (input as Record<string, unknown>)[key]
+    if (value === undefined) continue
+    if (!Array.isArray(value) || !value.every((v) => typeof v === 'string'))
+      throw new InvalidOptionsError(
+        `${key} must be a list of ids, got ${excerpt(JSON.stringify(value), 32)}`,
+      )
+    selection[key] = value
+  }
+  const prepared = await exportUsers(selection)
+  res.writeHead(200, {
+    'content-type': 'application/octet-stream',
+    'content-disposition': `attachment; filename="rostersync-export-${prepared.expiresAt}.rsx"`,
+    'x-rostersync-expires-at': String(prepared.expiresAt),
+    'cache-control': 'no-store',
+  })
+  res.end(Buffer.from(prepared.file))
+}

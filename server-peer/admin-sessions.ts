@@ -1,0 +1,155 @@
+/**
+ * Sign-in for the admin page. The administrator gives the admin token once
+ * (in a POST body, never in a URL); the server answers with a session
+ * cookie that is `HttpOnly` (no script reads it) and `SameSite=Strict`
+ * (no other site's page sends it). Sessions live in memory only: at most
+ * `netLimits.adminSessionsMax`, each ending after
+ * `adminSessionIdleMsMax` unused or `adminSessionMsMax` in all, and all of
+ * them on restart. A request the cookie authenticates that changes
+ * anything must also carry the page's CSRF header (a cross-site form
+ * cannot set one) and, if it has an Origin, the server's own.
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import { AuthFailedError, CsrfRefusedError, excerpt } from '../core/errors.js'
+import { netLimits } from '../core/limits.js'
+
+/** Name of the session cookie. */
+export const SESSION_COOKIE = 'rostersync_session'
+/** The header every state-changing request of the page carries. */
+export const CSRF_HEADER = 'x-rostersync-csrf'
+
+interface Session {
+  readonly createdAt: number
+  lastUsedAt: number
+}
+
+/** The admin page's sessions (see the module comment). */
+export class AdminSessions {
+  /** By the SHA-256 of the session id: a lookup's timing says nothing about a valid id. */
+  private readonly sessions = new Map<string, Session>()
+
+  constructor(
+    private readonly adminToken: string,
+    private readonly now: () => number,
+  ) {}
+
+  /**
+   * Signs in with the admin token (compared in constant time); returns the
+   * new session's id and when it ends at the latest. `AUTH_FAILED` for
+   * another token. Past the limit the least recently used session ends.
+   */
+  signIn(token: unknown): { id: string; expiresAt: number } {
+    if (typeof token !== 'string' || !sameSecret(token, this.adminToken))
+      throw new AuthFailedError('admin token rejected')
+    this.sweep()
+    while (this.sessions.size >= netLimits.adminSessionsMax) {
+      let oldest: [string, Session] | undefined
+      for (const entry of this.sessions)
+        if (oldest === undefined || entry[1].lastUsedAt < oldest[1].lastUsedAt) oldest = entry
+      if (oldest === undefined) break
+      this.sessions.delete(oldest[0])
+    }
+    const id = randomBytes(32).toString('base64url')
+    const now = this.now()
+    this.sessions.set(digest(id), { createdAt: now, lastUsedAt: now })
+    return { id, expiresAt: now + netLimits.adminSessionMsMax }
+  }
+
+  /** True when the id names a live session, whose use it then notes. */
+  use(id: string | undefined): boolean {
+    if (id === undefined) return false
+    const key = digest(id)
+    const session = this.sessions.get(key)
+    if (session === undefined) return false
+    const now = this.now()
+    if (expired(session, now)) {
+      this.sessions.delete(key)
+      return false
+    }
+    session.lastUsedAt = now
+    return true
+  }
+
+  /** When a live session ends at the latest (idle or not), or undefined. */
+  expiresAt(id: string | undefined): number | undefined {
+    const session = id === undefined ? undefined : this.sessions.get(digest(id))
+    if (session === undefined || expired(session, this.now())) return undefined
+    return Math.min(
+      session.createdAt + netLimits.adminSessionMsMax,
+      session.lastUsedAt + netLimits.adminSessionIdleMsMax,
+    )
+  }
+
+  /** Ends a session (sign-out); unknown ids are ignored. */
+  signOut(id: string | undefined): void {
+    if (id !== undefined) this.sessions.delete(digest(id))
+  }
+
+  /** Sessions held (live or not swept yet). */
+  get size(): number {
+    return this.sessions.size
+  }
+
+  private sweep(): void {
+    const now = this.now()
+    for (const [key, session] of this.sessions) if (expired(session, now)) this.sessions.delete(key)
+  }
+}
+
+function expired(session: Session, now: number): boolean {
+  return (
+    now - session.lastUsedAt >= netLimits.adminSessionIdleMsMax ||
+    now - session.createdAt >= netLimits.adminSessionMsMax
+  )
+}
+
+const digest = (id: string): string => createHash('sha256').update(id).digest('hex')
+
+/** Constant-time comparison of two secrets (of any lengths). */
+export function sameSecret(given: string, expected: string): boolean {
+  const a = Buffer.from(given)
+  const b = Buffer.from(expected)
+  return a.length === b.length && timingSafeEqual(a, b)
+}
+
+/** The session cookie's value in a request, if any. */
+export function sessionIdOf(req: IncomingMessage): string | undefined {
+  const header = req.headers.cookie
+  if (header === undefined) return undefined
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=')
+    if (eq > 0 && part.slice(0, eq).trim() === SESSION_COOKIE) return part.slice(eq + 1).trim()
+  }
+  return undefined
+}
+
+/** `Set-Cookie` of a new session. */
+export function sessionCookie(id: string): string {
+  const maxAge = Math.floor(netLimits.adminSessionMsMax / 1000)
+  return `${SESSION_COOKIE}=${id}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${maxAge}`
+}
+
+/** `Set-Cookie` that removes the session cookie (sign-out). */
+export function clearedSessionCookie(): string {
+  return `${SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0`
+}
+
+/**
+ * Refuses (`CSRF_REFUSED`) a cookie-authenticated request that changes
+ * something without the page's CSRF header, or whose Origin (or
+ * `Sec-Fetch-Site`) says it comes from another site.
+ */
+export function checkCsrf(req: IncomingMessage): void {
+  if (req.headers[CSRF_HEADER] !== '1')
+    throw new CsrfRefusedError(
+      `a change made with the session cookie needs the ${CSRF_HEADER} header`,
+    )
+  const origin = req.headers.origin
+  const host = req.headers.host ?? ''
+  if (origin !== undefined && origin !== `http://${host}` && origin !== `https://${host}`)
+    throw new CsrfRefusedError(`origin ${excerpt(origin, 64)} is not this server's`)
+  const site = req.headers['sec-fetch-site']
+  if (site !== undefined && site !== 'same-origin' && site !== 'none')
+    throw new CsrfRefusedError(`a ${excerpt(site, 16)} request cannot change anything`)
+}

@@ -1,0 +1,289 @@
+/**
+ * Server-side search of the roster for the admin page and `GET /api/users`:
+ * pages of views ordered by id, filtered by a search text (id, name, email,
+ * group, card value), a status and a group. A 100,000-user roster is not
+ * resolved again for every keystroke: each user's view and search text are
+ * kept once computed, and only the users a transaction touched (or every
+ * user, after a policy change or a new document) are computed again.
+ */
+import * as Y from 'yjs'
+import { InvalidOptionsError, excerpt } from '../core/errors.js'
+import { SERVER_META_ROOT, USERS_ROOT_PREFIX } from '../core/entries.js'
+import { asUserId } from '../core/ids.js'
+import { limits, netLimits } from '../core/limits.js'
+import type { UserView } from '../core/resolve.js'
+import type { Replica } from '../peers/replica.js'
+
+/** The filters of one page (all optional, combined with AND). */
+export interface UserSearch {
+  /** Text found, case-insensitive, in the id, name, email, a group or a card value. */
+  readonly q?: string
+  readonly status?: 'active' | 'disabled'
+  /** A group id the user belongs to (exact). */
+  readonly group?: string
+  /** Users after this id (the previous page's `next`). */
+  readonly after?: string
+  readonly limit: number
+  /** Count every match (`total`): a pass over the whole roster. */
+  readonly total?: boolean
+}
+
+/** One page: `next` is the cursor of the following page, null on the last. */
+export interface UserPage {
+  readonly users: UserView[]
+  readonly next: string | null
+  readonly total?: number
+}
+
+interface Entry {
+  readonly view: UserView
+  /** Lower-cased id, name, email, groups and card values, one per line. */
+  readonly text: string
+}
+
+/** Entries computed per turn of the event loop when the index warms up in the background. */
+const WARM_ENTRIES_PER_TURN = 2_000
+
+/** Kept views and search texts of a replica's users (see the module comment). */
+export class UserIndex {
+  private ids: string[] = []
+  /**
+   * Computed entries, at the index of their id in `ids`: undefined until
+   * computed, null for an id with no view (deleted).
+   */
+  private entries: Array<Entry | null | undefined> = []
+  private readonly dirty = new Set<string>()
+  private stale = true
+  private rootNames = new Map<unknown, string>()
+  private rootNamesSize = -1
+  private unwatchDoc: () => void = () => undefined
+  private readonly unwatchReset: () => void
+  private warming: ReturnType<typeof setImmediate> | undefined
+  /** Grows whenever an entry is dropped or added; `warmed` is the value a warm-up completed at. */
+  private generation = 0
+  private warmed = -1
+  private closed = false
+
+  constructor(private readonly replica: Replica) {
+    this.watch()
+    this.unwatchReset = replica.onReset(() => {
+      this.unwatchDoc()
+      this.watch()
+      this.stale = true
+    })
+  }
+
+  /** Stops following the replica. */
+  close(): void {
+    this.closed = true
+    if (this.warming !== undefined) clearImmediate(this.warming)
+    this.unwatchDoc()
+    this.unwatchReset()
+  }
+
+  /** One page of users matching `search`, ordered by id. */
+  page(search: UserSearch): UserPage {
+    this.refresh()
+    const matches = matcher(search)
+    const ids = this.ids
+    const start = search.after === undefined ? 0 : firstAfter(ids, search.after)
+    const users: UserView[] = []
+    let total = 0
+    let i = search.total === true ? 0 : start
+    let end = -1
+    for (; i < ids.length; i++) {
+      if (users.length === search.limit && search.total !== true) break
+      const entry = this.entry(i)
+      if (entry === null || !matches(entry)) continue
+      total++
+      if (i >= start && users.length < search.limit) {
+        users.push(entry.view)
+        end = i
+      }
+    }
+    // As before: a full page has a next cursor unless it ended the roster.
+    const next =
+      users.length === search.limit && end + 1 < ids.length ? (users.at(-1)?.id ?? null) : null
+    this.warm()
+    return search.total === true ? { users, next, total } : { users, next }
+  }
+
+  private watch(): void {
+    const doc = this.replica.doc
+    const onTransaction = (tr: Y.Transaction): void => this.note(tr)
+    doc.on('afterTransaction', onTransaction)
+    this.unwatchDoc = () => doc.off('afterTransaction', onTransaction)
+  }
+
+  /** Marks the users (or, for a policy change, everyone) a transaction touched. */
+  private note(tr: Y.Transaction): void {
+    // Before the first page (or after a policy change) everything is computed afresh anyway.
+    if (this.stale) return
+    for (const [type, keys] of tr.changed) {
+      if (type._item !== null) continue
+      const name = this.rootName(type)
+      if (name === SERVER_META_ROOT) this.stale = true
+      else if (name?.startsWith(USERS_ROOT_PREFIX) === true)
+        for (const key of keys) if (key !== null) this.dirty.add(key)
+    }
+  }
+
+  private rootName(type: unknown): string | undefined {
+    const share = this.replica.doc.share
+    if (this.rootNamesSize !== share.size) {
+      this.rootNames = new Map([...share].map(([name, root]) => [root as unknown, name]))
+      this.rootNamesSize = share.size
+    }
+    return this.rootNames.get(type)
+  }
+
+  private refresh(): void {
+    if (this.stale) {
+      this.stale = false
+      this.generation++
+      this.dirty.clear()
+      this.ids = this.replica.allUserIds()
+      this.entries = new Array<Entry | null | undefined>(this.ids.length)
+      return
+    }
+    if (this.dirty.size === 0) return
+    this.generation++
+    const fresh: string[] = []
+    for (const id of this.dirty) {
+      const at = firstAfter(this.ids, id) - 1
+      if (this.ids[at] === id) this.entries[at] = undefined
+      else fresh.push(id)
+    }
+    this.dirty.clear()
+    if (fresh.length === 0) return
+    // A few new ids go in by binary search; many (an import, a full sync)
+    // are cheaper sorted in again at once.
+    if (fresh.length > 64) {
+      const kept = new Map<string, Entry | null | undefined>()
+      this.ids.forEach((id, i) => kept.set(id, this.entries[i]))
+      this.ids = this.replica.allUserIds()
+      this.entries = this.ids.map((id) => kept.get(id))
+    } else {
+      for (const id of fresh) {
+        const at = firstAfter(this.ids, id)
+        this.ids.splice(at, 0, id)
+        this.entries.splice(at, 0, undefined)
+      }
+    }
+  }
+
+  private entry(i: number): Entry | null {
+    let entry = this.entries[i]
+    if (entry === undefined) {
+      const view = this.replica.view(asUserId(this.ids[i] ?? ''))
+      entry = view === undefined ? null : { view, text: searchText(view) }
+      this.entries[i] = entry
+    }
+    return entry
+  }
+
+  /**
+   * Computes the entries not computed yet, a chunk per turn of the event
+   * loop, so that the first search of a large roster need not (the first
+   * page is answered before). Stops at the end, or on close.
+   */
+  private warm(): void {
+    if (this.warming !== undefined || this.closed || this.warmed === this.generation) return
+    let i = 0
+    const step = (): void => {
+      this.warming = undefined
+      if (this.closed) return
+      this.refresh()
+      const end = Math.min(this.ids.length, i + WARM_ENTRIES_PER_TURN)
+      for (; i < end; i++) this.entry(i)
+      if (i < this.ids.length) this.warming = setImmediate(step)
+      else this.warmed = this.generation
+    }
+    this.warming = setImmediate(step)
+  }
+}
+
+/** Index of the first id greater than `after` (ids are sorted). */
+function firstAfter(ids: readonly string[], after: string): number {
+  let lo = 0
+  let hi = ids.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if ((ids[mid] ?? '') <= after) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+function searchText(view: UserView): string {
+  const parts: string[] = [view.id]
+  for (const field of ['name', 'email']) {
+    const value = view[field]
+    if (typeof value === 'string') parts.push(value)
+  }
+  const groups = view.groups
+  if (Array.isArray(groups)) for (const g of groups) if (typeof g === 'string') parts.push(g)
+  const cards = view.cards
+  if (Array.isArray(cards))
+    for (const card of cards as unknown[])
+      if (typeof card === 'object' && card !== null && 'value' in card)
+        parts.push(String(card.value))
+  return parts.join('\n').toLowerCase()
+}
+
+function matcher(search: UserSearch): (entry: Entry) => boolean {
+  const q = search.q?.trim().toLowerCase()
+  const { status, group } = search
+  return (entry) =>
+    (q === undefined || q === '' || entry.text.includes(q)) &&
+    (status === undefined || entry.view.status === status) &&
+    (group === undefined ||
+      (Array.isArray(entry.view.groups) && (entry.view.groups as string[]).includes(group)))
+}
+
+/**
+ * Reads a page request from query parameters (`q`, `status`, `group`,
+ * `after`, `limit`, `total=1`). A bad one is `INVALID_OPTIONS` naming the
+ * parameter.
+ */
+export function searchFromQuery(params: URLSearchParams): UserSearch {
+  const limitText = params.get('limit')
+  const limit = limitText === null ? netLimits.usersPerPageDefault : Number(limitText)
+  if (!Number.isInteger(limit) || limit < 1 || limit > netLimits.usersPerPageMax) {
+    throw new InvalidOptionsError(
+      `limit must be an integer from 1 to ${netLimits.usersPerPageMax}, got ${excerpt(limitText ?? '', 16)}`,
+    )
+  }
+  const search: {
+    -readonly [K in keyof UserSearch]: UserSearch[K]
+  } = { limit }
+  const q = params.get('q')
+  if (q !== null) {
+    if (q.length > netLimits.userSearchCharsMax)
+      throw new InvalidOptionsError(
+        `q must be at most ${netLimits.userSearchCharsMax} characters, got ${q.length}`,
+      )
+    search.q = q
+  }
+  const status = params.get('status')
+  if (status !== null && status !== '') {
+    if (status !== 'active' && status !== 'disabled')
+      throw new InvalidOptionsError(`status must be active or disabled, got ${excerpt(status, 32)}`)
+    search.status = status
+  }
+  const group = params.get('group')
+  if (group !== null && group !== '') {
+    if (group.length > limits.textCharsMax)
+      throw new InvalidOptionsError(`group must be at most ${limits.textCharsMax} characters`)
+    search.group = group
+  }
+  const after = params.get('after')
+  if (after !== null) search.after = after
+  const total = params.get('total')
+  if (total !== null) {
+    if (total !== '0' && total !== '1')
+      throw new InvalidOptionsError(`total must be 0 or 1, got ${excerpt(total, 16)}`)
+    search.total = total === '1'
+  }
+  return search
+}

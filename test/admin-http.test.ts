@@ -1,0 +1,544 @@
+/**
+ * The admin page's side of the HTTP API over real HTTP on 127.0.0.1:
+ * sign-in and sign-out with the session cookie (its flags, its expiry, the
+ * bounded number of sessions), CSRF refusals, the Bearer token unchanged,
+ * server-side search and filters over pages, the sources of fields, field
+ * policies with the consequence of a change, live updates (server-sent
+ * events) and the page's own files.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import { netLimits } from '../core/limits.js'
+import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { memoryStore } from '../storage/level-store.js'
+import { eventually } from './helpers/eventually.js'
+import { ManualClock } from './helpers/manual-clock.js'
+
+const closers: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close().catch(() => undefined)
+})
+
+async function server(options: { clock?: ManualClock } = {}): Promise<ServerPeer> {
+  const peer = await createServer({ store: memoryStore(), ...options })
+  closers.push(() => peer.close())
+  return peer
+}
+
+interface Answer {
+  status: number
+  headers: Headers
+  body: Record<string, unknown>
+}
+
+async function call(
+  peer: ServerPeer,
+  method: string,
+  path: string,
+  options: {
+    cookie?: string
+    csrf?: boolean
+    body?: unknown
+    headers?: Record<string, string>
+  } = {},
+): Promise<Answer> {
+  const headers: Record<string, string> = { ...options.headers }
+  if (options.cookie !== undefined) headers.cookie = options.cookie
+  if (options.csrf === true) headers['x-rostersync-csrf'] = '1'
+  if (options.body !== undefined) headers['content-type'] = 'application/json'
+  const res = await fetch(`${peer.http}${path}`, {
+    method,
+    headers,
+    ...(options.body === undefined ? {} : { body: JSON.stringify(options.body) }),
+  })
+  const text = await res.text()
+  return {
+    status: res.status,
+    headers: res.headers,
+    body: text === '' ? {} : (JSON.parse(text) as Record<string, unknown>),
+  }
+}
+
+/** Signs in; returns the `name=value` cookie to send back. */
+async function signIn(peer: ServerPeer): Promise<string> {
+  const res = await call(peer, 'POST', '/api/session', {
+    csrf: true,
+    body: { token: peer.adminToken },
+  })
+  expect(res.status).toBe(200)
+  const setCookie = res.headers.get('set-cookie') ?? ''
+  return setCookie.split(';')[0] ?? ''
+}
+
+const codeOf = (a: Answer): unknown => (a.body.error as { code?: unknown } | undefined)?.code
+const messageOf = (a: Answer): string =>
+  String((a.body.error as { message?: unknown } | undefined)?.message)
+
+describe('admin page sessions', () => {
+  it('signs in with the token in the body, sets an HttpOnly SameSite=Strict cookie, signs out', async () => {
+    const peer = await server()
+    const wrong = await call(peer, 'POST', '/api/session', {
+      csrf: true,
+      body: { token: 'not-the-admin-token' },
+    })
+    expect(wrong.status).toBe(401)
+    expect(codeOf(wrong)).toBe('AUTH_FAILED')
+    expect(wrong.headers.get('set-cookie')).toBeNull()
+
+    const res = await call(peer, 'POST', '/api/session', {
+      csrf: true,
+      body: { token: peer.adminToken },
+    })
+    expect(res.status).toBe(200)
+    const setCookie = res.headers.get('set-cookie') ?? ''
+    expect(setCookie).toMatch(/^rostersync_session=[A-Za-z0-9_-]{43};/)
+    for (const flag of ['HttpOnly', 'SameSite=Strict', 'Path=/', 'Max-Age='])
+      expect(setCookie).toContain(flag)
+    expect(setCookie).not.toContain(peer.adminToken)
+    const cookie = setCookie.split(';')[0] ?? ''
+
+    expect((await call(peer, 'GET', '/api/session', { cookie })).body).toMatchObject({
+      signedIn: true,
+    })
+    expect((await call(peer, 'GET', '/api/session')).body).toEqual({ signedIn: false })
+    expect((await call(peer, 'GET', '/api/users', { cookie })).status).toBe(200)
+
+    const out = await call(peer, 'DELETE', '/api/session', { cookie, csrf: true })
+    expect(out.status).toBe(200)
+    expect(out.headers.get('set-cookie')).toContain('Max-Age=0')
+    const after = await call(peer, 'GET', '/api/users', { cookie })
+    expect(after.status).toBe(401)
+    expect(codeOf(after)).toBe('AUTH_FAILED')
+  })
+
+  it('refuses a change made with the cookie without the CSRF header or from another origin, changing nothing', async () => {
+    const peer = await server()
+    await peer.users.put({ id: 'u1', name: 'Ann' })
+    const cookie = await signIn(peer)
+    const bare = await call(peer, 'PATCH', '/api/users/u1', { cookie, body: { name: 'Eve' } })
+    expect(bare.status).toBe(403)
+    expect(codeOf(bare)).toBe('CSRF_REFUSED')
+    const foreign = await call(peer, 'PATCH', '/api/users/u1', {
+      cookie,
+      csrf: true,
+      body: { name: 'Eve' },
+      headers: { origin: 'http://evil.example' },
+    })
+    expect(codeOf(foreign)).toBe('CSRF_REFUSED')
+    const crossSite = await call(peer, 'DELETE', '/api/users/u1', {
+      cookie,
+      csrf: true,
+      headers: { 'sec-fetch-site': 'cross-site' },
+    })
+    expect(codeOf(crossSite)).toBe('CSRF_REFUSED')
+    expect(
+      (await call(peer, 'POST', '/api/session', { body: { token: peer.adminToken } })).status,
+    ).toBe(403)
+    expect(peer.users.get('u1')?.name).toBe('Ann')
+
+    const ok = await call(peer, 'PATCH', '/api/users/u1', {
+      cookie,
+      csrf: true,
+      body: { name: 'Ann Lee' },
+      headers: { origin: peer.http },
+    })
+    expect(ok.status).toBe(200)
+    expect(peer.users.get('u1')?.name).toBe('Ann Lee')
+  })
+
+  it('keeps Bearer auth as it was: no CSRF header needed, and a wrong token is refused even with a cookie', async () => {
+    const peer = await server()
+    const cookie = await signIn(peer)
+    const bearer = { authorization: `Bearer ${peer.adminToken}` }
+    expect(
+      (await call(peer, 'PUT', '/api/users/u1', { body: { name: 'Ann' }, headers: bearer })).status,
+    ).toBe(200)
+    const wrong = await call(peer, 'GET', '/api/users', {
+      cookie,
+      headers: { authorization: 'Bearer wrong-token-wrong-token' },
+    })
+    expect(wrong.status).toBe(401)
+    expect((await call(peer, 'GET', `/api/users?token=${peer.adminToken}`)).status).toBe(401)
+  })
+
+  it('ends a session after its idle time, and holds a bounded number of sessions', async () => {
+    const clock = new ManualClock(Date.now())
+    const peer = await server({ clock })
+    const cookie = await signIn(peer)
+    await clock.advance(netLimits.adminSessionIdleMsMax - 1_000)
+    expect((await call(peer, 'GET', '/api/users', { cookie })).status).toBe(200)
+    await clock.advance(netLimits.adminSessionIdleMsMax)
+    const expired = await call(peer, 'GET', '/api/users', { cookie })
+    expect(expired.status).toBe(401)
+    expect((await call(peer, 'GET', '/api/session', { cookie })).body).toEqual({ signedIn: false })
+
+    const first = await signIn(peer)
+    await clock.advance(1)
+    for (let i = 0; i < netLimits.adminSessionsMax; i++) await signIn(peer)
+    // The least recently used session made room for the newest.
+    expect((await call(peer, 'GET', '/api/users', { cookie: first })).status).toBe(401)
+  })
+})
+
+describe('GET /api/users search', () => {
+  async function roster(peer: ServerPeer, n: number): Promise<void> {
+    await Promise.all(
+      Array.from({ length: n }, (_, i) =>
+        peer.users.put({
+          id: `u${String(i).padStart(4, '0')}`,
+          name: `Person ${i}`,
+          email: `p${i}@example.com`,
+          status: i % 3 === 0 ? 'disabled' : 'active',
+          groups: [`g${i % 7}`],
+          cards: [{ type: 'csn', value: `CARD${i}X` }],
+        }),
+      ),
+    )
+  }
+
+  /** Every page of a query, following `next`. */
+  async function walk(peer: ServerPeer, cookie: string, params: string): Promise<string[]> {
+    const ids: string[] = []
+    let next: string | null = null
+    for (let pages = 0; pages < 100; pages++) {
+      const after = next === null ? '' : `&after=${encodeURIComponent(next)}`
+      const page = await call(peer, 'GET', `/api/users?${params}${after}`, { cookie })
+      expect(page.status).toBe(200)
+      ids.push(...(page.body.users as Array<{ id: string }>).map((u) => u.id))
+      next = page.body.next as string | null
+      if (next === null) return ids
+    }
+    throw new Error('too many pages')
+  }
+
+  it('filters by text (id, name, email, group, card), status and group, in pages', async () => {
+    const peer = await server()
+    await roster(peer, 300)
+    const cookie = await signIn(peer)
+    const all = peer.users.list()
+    const expectIds = (keep: (u: (typeof all)[number]) => boolean) =>
+      all.filter(keep).map((u) => u.id)
+
+    expect(await walk(peer, cookie, 'limit=7&status=disabled')).toEqual(
+      expectIds((u) => u.status === 'disabled'),
+    )
+    expect(await walk(peer, cookie, 'limit=10&group=g3&status=active')).toEqual(
+      expectIds((u) => u.status === 'active' && (u.groups as string[]).includes('g3')),
+    )
+    expect(await walk(peer, cookie, 'limit=5&q=PERSON%2012')).toEqual(
+      expectIds((u) => (u.name as string).toLowerCase().includes('person 12')),
+    )
+    expect(await walk(peer, cookie, 'q=card250x')).toEqual(['u0250'])
+    expect(await walk(peer, cookie, 'q=p17%40example')).toEqual(['u0017'])
+    expect(await walk(peer, cookie, 'q=u029')).toHaveLength(10)
+    const counted = await call(peer, 'GET', '/api/users?q=person%201&limit=3&total=1', { cookie })
+    expect(counted.body.total).toBe(
+      expectIds((u) => (u.name as string).includes('Person 1')).length,
+    )
+    expect(counted.body.users).toHaveLength(3)
+    // Without filters the paging contract is unchanged.
+    expect(await walk(peer, cookie, 'limit=1000')).toEqual(all.map((u) => u.id))
+  })
+
+  it('follows edits, new users and deletes', async () => {
+    const peer = await server()
+    await roster(peer, 50)
+    const cookie = await signIn(peer)
+    expect(await walk(peer, cookie, 'q=zed')).toEqual([])
+    await peer.users.patch('u0004', { name: 'Zed Zulu' })
+    await peer.users.put({ id: 'zz', name: 'Zed Two' })
+    expect(await walk(peer, cookie, 'q=zed')).toEqual(['u0004', 'zz'])
+    await peer.users.delete('u0004')
+    expect(await walk(peer, cookie, 'q=zed')).toEqual(['zz'])
+    await peer.setFieldPolicies({ name: 'device-specific' })
+    expect(await walk(peer, cookie, 'q=zed')).toEqual([])
+  })
+
+  it('refuses bad parameters with INVALID_OPTIONS naming the parameter', async () => {
+    const peer = await server()
+    const cookie = await signIn(peer)
+    for (const [params, name] of [
+      ['limit=0', 'limit'],
+      ['limit=abc', 'limit'],
+      ['status=gone', 'status'],
+      [`q=${'x'.repeat(netLimits.userSearchCharsMax + 1)}`, 'q'],
+      ['total=yes', 'total'],
+    ] as const) {
+      const res = await call(peer, 'GET', `/api/users?${params}`, { cookie })
+      expect(res.status).toBe(400)
+      expect(codeOf(res)).toBe('INVALID_OPTIONS')
+      expect(messageOf(res)).toContain(name)
+    }
+  })
+})
+
+describe('field sources and policies', () => {
+  async function withDevice(peer: ServerPeer, id = 'D1'): Promise<DevicePeer> {
+    const device = await createDevice({
+      id,
+      store: memoryStore(),
+      server: peer.url,
+      ...(peer.siteKey === undefined ? {} : { siteKey: peer.siteKey }),
+    })
+    closers.push(() => device.close())
+    return device
+  }
+
+  it('says which fields are the server’s and which a device filled, and when', async () => {
+    const peer = await server()
+    await peer.users.put({ id: 'u1', name: 'Ann', status: 'active' })
+    const device = await withDevice(peer)
+    await eventually(() => expect(device.users.get('u1')?.name).toBe('Ann'))
+    const before = Date.now()
+    await device.users.patch('u1', { email: 'ann@example.com' })
+    await eventually(() => expect(peer.users.get('u1')?.email).toBe('ann@example.com'))
+    const cookie = await signIn(peer)
+    const res = await call(peer, 'GET', '/api/users/u1/sources', { cookie })
+    expect(res.status).toBe(200)
+    const fields = res.body.fields as Array<Record<string, unknown>>
+    const byField = new Map(fields.map((f) => [f.field, f]))
+    expect(byField.get('name')).toMatchObject({ source: 'server', origin: 'server' })
+    expect(byField.get('email')).toMatchObject({
+      source: 'server',
+      origin: 'device',
+      deviceId: 'D1',
+      policy: 'shared',
+    })
+    expect(byField.get('email')?.at as number).toBeGreaterThanOrEqual(before - 1_000)
+    const missing = await call(peer, 'GET', '/api/users/nobody/sources', { cookie })
+    expect(missing.status).toBe(404)
+    expect(codeOf(missing)).toBe('USER_NOT_FOUND')
+  })
+
+  it('shows the consequence of a policy change before it is made, and refuses a bad one', async () => {
+    const peer = await server()
+    await peer.users.put({ id: 'u1', name: 'Ann', email: 'a@x.org' })
+    await peer.users.put({ id: 'u2', name: 'Bob' })
+    const cookie = await signIn(peer)
+    const list = await call(peer, 'GET', '/api/policies', { cookie })
+    expect(list.body.fields).toContainEqual({ field: 'email', kind: 'text', policy: 'shared' })
+
+    const preview = await call(
+      peer,
+      'GET',
+      '/api/policies/preview?field=email&policy=device-specific',
+      { cookie },
+    )
+    expect(preview.body).toMatchObject({
+      field: 'email',
+      from: 'shared',
+      to: 'device-specific',
+      changes: true,
+      usersWithValue: 1,
+      usersLosingValue: 1,
+      serverValuesCleared: 1,
+    })
+    expect(String(preview.body.consequence)).toContain('rule 5')
+    // A preview changes nothing.
+    expect(peer.users.get('u1')?.email).toBe('a@x.org')
+
+    for (const body of [{ email: 'everywhere' }, { nosuchfield: 'shared' }, ['email']]) {
+      const bad = await call(peer, 'PUT', '/api/policies', { cookie, csrf: true, body })
+      expect(bad.status).toBe(400)
+      expect(codeOf(bad)).toBe('INVALID_OPTIONS')
+    }
+    const badPreview = await call(peer, 'GET', '/api/policies/preview?field=email&policy=x', {
+      cookie,
+    })
+    expect(messageOf(badPreview)).toContain('policy')
+    expect(peer.replica.policies().get('email')).toBeUndefined()
+
+    const done = await call(peer, 'PUT', '/api/policies', {
+      cookie,
+      csrf: true,
+      body: { email: 'device-specific' },
+    })
+    expect(done.body.changed).toEqual(['email'])
+    expect(peer.users.get('u1')?.email).toBeUndefined()
+    const same = await call(
+      peer,
+      'GET',
+      '/api/policies/preview?field=email&policy=device-specific',
+      {
+        cookie,
+      },
+    )
+    expect(same.body).toMatchObject({ changes: false, usersLosingValue: 0 })
+    const back = await call(peer, 'GET', '/api/policies/preview?field=email&policy=shared', {
+      cookie,
+    })
+    expect(back.body).toMatchObject({ from: 'device-specific', to: 'shared', changes: true })
+    expect(String(back.body.consequence)).toContain("every device's own value of it is dropped")
+    const lww = await call(
+      peer,
+      'GET',
+      '/api/policies/preview?field=name&policy=last-writer-wins',
+      {
+        cookie,
+      },
+    )
+    expect(lww.body).toMatchObject({ usersWithValue: 2, usersLosingValue: 0 })
+  })
+})
+
+/** Reads server-sent events from a stream until `until` accepts the ones seen. */
+async function readEvents(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  until: (messages: Array<{ event: string; data: unknown; id?: string }>) => boolean,
+): Promise<Array<{ event: string; data: unknown; id?: string }>> {
+  const decoder = new TextDecoder()
+  const messages: Array<{ event: string; data: unknown; id?: string }> = []
+  let buffer = ''
+  while (!until(messages)) {
+    const { value, done } = await reader.read()
+    if (done) break
+    buffer += decoder.decode(value, { stream: true })
+    let end: number
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end)
+      buffer = buffer.slice(end + 2)
+      const fields = new Map<string, string>()
+      for (const line of block.split('\n')) {
+        const colon = line.indexOf(':')
+        if (colon > 0) fields.set(line.slice(0, colon), line.slice(colon + 1).trim())
+      }
+      const event = fields.get('event')
+      const data = fields.get('data')
+      if (event !== undefined && data !== undefined) {
+        const id = fields.get('id')
+        messages.push({ event, data: JSON.parse(data), ...(id === undefined ? {} : { id }) })
+      }
+    }
+  }
+  return messages
+}
+
+describe('live updates (GET /api/stream)', () => {
+  it('sends the devices, then each device change and new event, until the server closes', async () => {
+    const peer = await server()
+    const cookie = await signIn(peer)
+    const res = await fetch(`${peer.http}/api/stream`, { headers: { cookie } })
+    expect(res.status).toBe(200)
+    expect(res.headers.get('content-type')).toContain('text/event-stream')
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader()
+    const first = await readEvents(reader, (m) => m.length >= 1)
+    expect(first[0]).toEqual({ event: 'devices', data: [] })
+
+    const device = await createDevice({
+      id: 'D7',
+      name: 'lobby',
+      store: memoryStore(),
+      server: peer.url,
+      ...(peer.siteKey === undefined ? {} : { siteKey: peer.siteKey }),
+    })
+    closers.push(() => device.close())
+    await peer.users.put({ id: 'u1', name: 'Ann' })
+    const seen = await readEvents(
+      reader,
+      (m) =>
+        m.some(
+          (x) =>
+            x.event === 'devices' &&
+            (x.data as Array<{ id: string; state: string }>).some(
+              (d) => d.id === 'D7' && d.state === 'connected',
+            ),
+        ) &&
+        m.some(
+          (x) =>
+            x.event === 'events' &&
+            (x.data as Array<{ userId?: string }>).some((e) => e.userId === 'u1'),
+        ),
+    )
+    const events = seen.filter((m) => m.event === 'events')
+    expect(events.every((m) => m.id !== undefined)).toBe(true)
+
+    await peer.devices.revoke('D7')
+    await readEvents(reader, (m) =>
+      m.some(
+        (x) =>
+          x.event === 'devices' &&
+          (x.data as Array<{ id: string; state: string }>).some(
+            (d) => d.id === 'D7' && d.state === 'revoked',
+          ),
+      ),
+    )
+    await peer.close()
+    closers.length = 0
+    await device.close()
+    // The stream ends with the server.
+    const rest = await readEvents(reader, () => false)
+    expect(Array.isArray(rest)).toBe(true)
+  })
+
+  it('needs a session or the token, and refuses streams past its limit', async () => {
+    const peer = await server()
+    expect((await fetch(`${peer.http}/api/stream`)).status).toBe(401)
+    const cookie = await signIn(peer)
+    const open: Response[] = []
+    for (let i = 0; i < netLimits.adminStreamsMax; i++) {
+      const res = await fetch(`${peer.http}/api/stream`, { headers: { cookie } })
+      expect(res.status).toBe(200)
+      open.push(res)
+    }
+    const refused = await fetch(`${peer.http}/api/stream`, {
+      headers: { authorization: `Bearer ${peer.adminToken}` },
+    })
+    expect(refused.status).toBe(503)
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe(
+      'TOO_MANY_STREAMS',
+    )
+    for (const res of open) await res.body?.cancel()
+  })
+})
+
+describe('events paging', () => {
+  it('walks back through the log with beforeSeq', async () => {
+    const peer = await server()
+    for (let i = 0; i < 25; i++) await peer.users.put({ id: `u${i}`, name: `P${i}` })
+    const cookie = await signIn(peer)
+    const seen: number[] = []
+    let before: number | undefined
+    for (let pages = 0; pages < 10; pages++) {
+      const q = `/api/events?type=user-update-succeeded&limit=10${before === undefined ? '' : `&beforeSeq=${before}`}`
+      const res = await fetch(`${peer.http}${q}`, { headers: { cookie } })
+      const page = (await res.json()) as Array<{ seq: number; userId: string }>
+      if (page.length === 0) break
+      seen.unshift(...page.map((e) => e.seq))
+      before = page[0]?.seq
+    }
+    expect(seen).toHaveLength(25)
+    expect([...seen].sort((a, b) => a - b)).toEqual(seen)
+  })
+})
+
+describe('the page itself', () => {
+  it('serves the page and its modules with a strict CSP, from the server only', async () => {
+    const peer = await server()
+    const page = await fetch(`${peer.http}/`)
+    expect(page.status).toBe(200)
+    expect(page.headers.get('content-type')).toBe('text/html; charset=utf-8')
+    const csp = page.headers.get('content-security-policy') ?? ''
+    expect(csp).toContain("default-src 'none'")
+    expect(csp).toMatch(/script-src 'self' 'sha256-[A-Za-z0-9+/=]+'(;|$)/)
+    expect(csp).toContain("frame-ancestors 'none'")
+    expect(page.headers.get('x-content-type-options')).toBe('nosniff')
+    expect(page.headers.get('x-frame-options')).toBe('DENY')
+    const html = await page.text()
+    expect(html).toContain('<script type="importmap">')
+    expect(html).not.toMatch(/https?:\/\//)
+    for (const path of ['/admin/app.js', '/admin/vendor/preact.mjs', '/admin/vendor/htm.mjs']) {
+      const res = await fetch(`${peer.http}${path}`)
+      expect(res.status).toBe(200)
+      expect(res.headers.get('content-type')).toBe('text/javascript; charset=utf-8')
+      const etag = res.headers.get('etag') ?? ''
+      const again = await fetch(`${peer.http}${path}`, { headers: { 'if-none-match': etag } })
+      expect(again.status).toBe(304)
+    }
+    const css = await fetch(`${peer.http}/admin/style.css`)
+    expect(css.headers.get('content-type')).toBe('text/css; charset=utf-8')
+    const missing = await fetch(`${peer.http}/admin/nope.js`)
+    expect(missing.status).toBe(404)
+    expect(((await missing.json()) as { error: { code: string } }).error.code).toBe('NOT_FOUND')
+    expect((await fetch(`${peer.http}/`, { method: 'POST' })).status).toBe(405)
+  })
+})
