@@ -53,12 +53,16 @@ function open(
   device: string,
   siteKey: string,
   errors: Record<string, number>,
+  localAddress?: string,
 ): Promise<WebSocket | undefined> {
   return new Promise((resolve) => {
     let socket: WebSocket
     try {
       const query = new URLSearchParams({ device, key: siteKey })
-      socket = new WebSocket(`${url}/roster?${query.toString()}`, { perMessageDeflate: false })
+      socket = new WebSocket(`${url}/roster?${query.toString()}`, {
+        perMessageDeflate: false,
+        ...(localAddress === undefined ? {} : { localAddress }),
+      })
     } catch (error) {
       count(errors, errorCode(error))
       resolve(undefined)
@@ -83,6 +87,16 @@ function open(
   })
 }
 
+/**
+ * The loopback source address of connection `i`: the flood comes from
+ * `SOURCE_ADDRESSES` addresses of 127.0.0.0/8 (all loopback on Linux), so
+ * that the server's per-address handshake cap (`handshakesPerAddressMax`,
+ * 512) does not turn most of 2,000 connections into resets: a flood from
+ * many hosts, which is what the phase is about.
+ */
+const SOURCE_ADDRESSES = 8
+const sourceAddress = (i: number): string => `127.0.0.${2 + (i % SOURCE_ADDRESSES)}`
+
 function closeAll(sockets: readonly WebSocket[]): Promise<void> {
   return Promise.all(
     sockets.map(
@@ -104,7 +118,11 @@ async function connections(url: string, siteKey: string, n: number, holdSeconds:
   const started = performance.now()
   const errors: Record<string, number> = {}
   const sockets = (
-    await Promise.all(Array.from({ length: n }, (_, i) => open(url, `flood-${i}`, siteKey, errors)))
+    await Promise.all(
+      Array.from({ length: n }, (_, i) =>
+        open(url, `flood-${i}`, siteKey, errors, sourceAddress(i)),
+      ),
+    )
   ).filter((s): s is WebSocket => s !== undefined)
   for (const s of sockets) s.on('error', () => undefined)
   await new Promise((r) => setTimeout(r, holdSeconds * 1000))
