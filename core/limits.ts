@@ -169,6 +169,15 @@ export const netLimits = {
    * (or a bench on loopback) reconnecting hundreds of devices at once fits.
    */
   handshakesPerAddressMax: 512,
+  /**
+   * WebSocket upgrades the server completes per event-loop turn. Upgrades
+   * that arrive together (2,000 devices reconnecting after a restart, or a
+   * flood) wait their turn in arrival order, so a connected device's
+   * messages are read between slices instead of after all of them.
+   */
+  upgradesPerTurnMax: 16,
+  /** Most upgrades waiting for their turn; past it a new one is dropped. */
+  upgradesWaitingMax: 4_096,
   /** Users in one page of `GET /api/users` unless `limit` says otherwise. */
   usersPerPageDefault: 100,
   /** Most users in one page of `GET /api/users`. */

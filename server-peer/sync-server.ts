@@ -288,11 +288,7 @@ export async function startSyncServer(
   )
   httpServer.on('connection', (socket: Socket) => handshakes.start(socket))
   const wss = new WebSocketServer({ noServer: true, maxPayload: netLimits.messageBytesMax })
-  httpServer.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
-    handshakes.done(socket)
-    // An error on a socket nobody listens to would be thrown as an
-    // 'error' event: the process would exit.
-    socket.on('error', () => socket.destroy())
+  const upgrades = new UpgradeQueue((req, socket, head) => {
     try {
       wss.handleUpgrade(req, socket, head, (ws) => {
         endpoint.accept(wrapWebSocket(ws, req.socket.remoteAddress ?? ''), req.url ?? '/')
@@ -300,6 +296,13 @@ export async function startSyncServer(
     } catch {
       socket.destroy()
     }
+  })
+  httpServer.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    handshakes.done(socket)
+    // An error on a socket nobody listens to would be thrown as an
+    // 'error' event: the process would exit.
+    socket.on('error', () => socket.destroy())
+    upgrades.add(req, socket, head)
   })
   await new Promise<void>((resolve, reject) => {
     httpServer.once('error', reject)
@@ -313,11 +316,58 @@ export async function startSyncServer(
     httpServer,
     async close() {
       endpoint.closeAll(CloseCode.serverClosing, 'server closing')
+      upgrades.close()
       handshakes.close()
       wss.close()
       httpServer.closeAllConnections()
       await new Promise<void>((resolve) => httpServer.close(() => resolve()))
     },
+  }
+}
+
+/**
+ * WebSocket upgrades waiting for their turn: at most
+ * `netLimits.upgradesPerTurnMax` are completed (handshake, admission,
+ * session start) per event-loop turn, in arrival order, so that 2,000
+ * upgrades arriving together do not hold the loop for the time of all of
+ * them (the flood bench measured a connected device's round trip at 18x
+ * idle). Each waits on a wall-clock timer, like the handshakes: this guards
+ * real sockets, whatever clock the peer was given.
+ */
+export class UpgradeQueue {
+  private readonly waiting: Array<{ req: IncomingMessage; socket: Socket; head: Buffer }> = []
+  private scheduled: NodeJS.Immediate | undefined
+
+  constructor(
+    private readonly complete: (req: IncomingMessage, socket: Socket, head: Buffer) => void,
+  ) {}
+
+  add(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    if (this.waiting.length >= netLimits.upgradesWaitingMax) {
+      socket.destroy()
+      return
+    }
+    this.waiting.push({ req, socket, head })
+    this.scheduled ??= setImmediate(() => this.turn())
+  }
+
+  private turn(): void {
+    this.scheduled = undefined
+    for (let done = 0; done < netLimits.upgradesPerTurnMax;) {
+      const next = this.waiting.shift()
+      if (next === undefined) return
+      // Gone while it waited: nothing to complete.
+      if (next.socket.destroyed) continue
+      this.complete(next.req, next.socket, next.head)
+      done++
+    }
+    if (this.waiting.length > 0) this.scheduled = setImmediate(() => this.turn())
+  }
+
+  close(): void {
+    if (this.scheduled !== undefined) clearImmediate(this.scheduled)
+    this.scheduled = undefined
+    for (const { socket } of this.waiting.splice(0)) socket.destroy()
   }
 }
 

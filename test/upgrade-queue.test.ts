@@ -1,0 +1,64 @@
+/**
+ * The server's upgrade queue (server-peer/sync-server.ts): upgrades that
+ * arrive together are completed `upgradesPerTurnMax` per event-loop turn,
+ * in arrival order; past `upgradesWaitingMax` waiting, a new one is
+ * dropped; one whose socket closed while it waited is skipped; close drops
+ * every waiting one.
+ */
+import type { IncomingMessage } from 'node:http'
+import type { Socket } from 'node:net'
+import { afterEach, describe, expect, it } from 'vitest'
+import { netLimits } from '../core/limits.js'
+import { UpgradeQueue } from '../server-peer/sync-server.js'
+
+const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
+
+/** A stand-in socket: only `destroyed` and `destroy()` are used by the queue. */
+function fakeSocket(): Socket {
+  const socket = { destroyed: false, destroy: () => ((socket.destroyed = true), socket) }
+  return socket as unknown as Socket
+}
+
+const mutable = netLimits as { upgradesWaitingMax: number }
+const waitingMax = netLimits.upgradesWaitingMax
+afterEach(() => {
+  mutable.upgradesWaitingMax = waitingMax
+})
+
+describe('the upgrade queue', () => {
+  it('completes at most upgradesPerTurnMax per turn, in arrival order', async () => {
+    const done: number[] = []
+    const queue = new UpgradeQueue((req) => done.push(Number(req.url)))
+    const n = netLimits.upgradesPerTurnMax * 3 + 5
+    for (let i = 0; i < n; i++)
+      queue.add({ url: String(i) } as IncomingMessage, fakeSocket(), Buffer.alloc(0))
+    expect(done).toEqual([])
+    const perTurn: number[] = []
+    while (done.length < n) {
+      const before = done.length
+      await turn()
+      perTurn.push(done.length - before)
+    }
+    expect(Math.max(...perTurn)).toBe(netLimits.upgradesPerTurnMax)
+    expect(perTurn.filter((k) => k > 0).length).toBe(4)
+    expect(done).toEqual(Array.from({ length: n }, (_, i) => i))
+  })
+
+  it('drops an upgrade past upgradesWaitingMax, skips a closed one, and drops all on close', async () => {
+    mutable.upgradesWaitingMax = 3
+    const done: string[] = []
+    const queue = new UpgradeQueue((req) => done.push(req.url ?? ''))
+    const sockets = [fakeSocket(), fakeSocket(), fakeSocket(), fakeSocket()]
+    sockets.forEach((s, i) => queue.add({ url: `a${i}` } as IncomingMessage, s, Buffer.alloc(0)))
+    expect(sockets.map((s) => s.destroyed)).toEqual([false, false, false, true])
+    sockets[1]?.destroy()
+    await turn()
+    expect(done).toEqual(['a0', 'a2'])
+    const late = [fakeSocket(), fakeSocket()]
+    late.forEach((s, i) => queue.add({ url: `b${i}` } as IncomingMessage, s, Buffer.alloc(0)))
+    queue.close()
+    await turn()
+    expect(done).toEqual(['a0', 'a2'])
+    expect(late.map((s) => s.destroyed)).toEqual([true, true])
+  })
+})
