@@ -1,5 +1,6 @@
 // Devices: the registry, filtered by partial name, updated live while the
-// page is open; revoke (after a confirmation) and approve.
+// page is open; revoke and reset a device's key (each after a confirmation)
+// and approve.
 import { useEffect, useState } from 'preact/hooks'
 import { api, query, when } from './api.js'
 import { Confirm, ErrorLine, html, useDebounced } from './ui.js'
@@ -17,7 +18,8 @@ export function DevicesPage({ live }) {
   const [applied, setApplied] = useState('')
   const [devices, setDevices] = useState([])
   const [error, setError] = useState()
-  const [revoking, setRevoking] = useState()
+  // { id, action: 'revoke' | 'reset-key' } while a confirmation is open.
+  const [confirming, setConfirming] = useState()
   const [busy, setBusy] = useState(false)
 
   useDebounced(filter, 250, setApplied)
@@ -48,17 +50,17 @@ export function DevicesPage({ live }) {
     [applied],
   )
 
-  const revoke = async () => {
+  const act = async () => {
     setBusy(true)
     try {
-      await api('POST', `/api/devices/${encodeURIComponent(revoking)}/revoke`)
+      await api('POST', `/api/devices/${encodeURIComponent(confirming.id)}/${confirming.action}`)
       setError(undefined)
       await load()
     } catch (err) {
       setError(err)
     } finally {
       setBusy(false)
-      setRevoking(undefined)
+      setConfirming(undefined)
     }
   }
   const approve = async (id) => {
@@ -96,6 +98,7 @@ export function DevicesPage({ live }) {
             <th scope="col">First seen</th>
             <th scope="col">Last seen</th>
             <th scope="col">State</th>
+            <th scope="col">Key</th>
             <th scope="col">Server → device</th>
             <th scope="col">Device → server</th>
             <th scope="col"><span class="sr-only">Actions</span></th>
@@ -112,6 +115,15 @@ export function DevicesPage({ live }) {
                 <td>${when(d.firstSeen)}</td>
                 <td>${when(d.lastSeen)}</td>
                 <td><span class=${'state ' + d.state}>${d.state}</span></td>
+                <td>
+                  ${
+                    d.keyFingerprint === undefined
+                      ? '—'
+                      : html`<code class="fingerprint" title=${d.keyFingerprint}
+                          >${d.keyFingerprint.slice(0, 19)}…</code
+                        >`
+                  }
+                </td>
                 <td><${Direction} dir=${d.sync?.serverToDevice} /></td>
                 <td><${Direction} dir=${d.sync?.deviceToServer} /></td>
                 <td class="row-actions">
@@ -124,9 +136,16 @@ export function DevicesPage({ live }) {
                   }
                   <button
                     type="button"
+                    disabled=${d.revoked || d.keyFingerprint === undefined}
+                    onClick=${() => setConfirming({ id: d.id, action: 'reset-key' })}
+                  >
+                    Reset key<span class="sr-only"> ${d.id}</span>
+                  </button>
+                  <button
+                    type="button"
                     class="danger"
                     disabled=${d.revoked}
-                    onClick=${() => setRevoking(d.id)}
+                    onClick=${() => setConfirming({ id: d.id, action: 'revoke' })}
                   >
                     Revoke<span class="sr-only"> ${d.id}</span>
                   </button>
@@ -136,7 +155,7 @@ export function DevicesPage({ live }) {
           ${
             devices.length === 0
               ? html`<tr>
-                  <td colspan="10" class="empty">No devices.</td>
+                  <td colspan="11" class="empty">No devices.</td>
                 </tr>`
               : null
           }
@@ -144,21 +163,39 @@ export function DevicesPage({ live }) {
       </table>
     </div>
     ${
-      revoking === undefined
-        ? null
-        : html`<${Confirm}
-            title=${'Revoke device ' + revoking + '?'}
+      confirming?.action === 'revoke'
+        ? html`<${Confirm}
+            title=${'Revoke device ' + confirming.id + '?'}
             confirmLabel="Revoke"
             danger=${true}
             busy=${busy}
-            onConfirm=${revoke}
-            onCancel=${() => setRevoking(undefined)}
+            onConfirm=${act}
+            onCancel=${() => setConfirming(undefined)}
           >
             <p>
-              Its connections close now and it is refused from then on. This cannot be undone from
-              this page.
+              Its connections close now and it is refused from then on; other devices refuse its
+              writes once they hear of it. This cannot be undone from this page.
             </p>
           <//>`
+        : null
+    }
+    ${
+      confirming?.action === 'reset-key'
+        ? html`<${Confirm}
+            title=${'Reset the key of ' + confirming.id + '?'}
+            confirmLabel="Reset key"
+            danger=${true}
+            busy=${busy}
+            onConfirm=${act}
+            onCancel=${() => setConfirming(undefined)}
+          >
+            <p>
+              For a replaced terminal: its connections close, and it waits for approval. The next
+              device that joins under this id binds its key; approve it once its key fingerprint
+              here matches the one the terminal shows.
+            </p>
+          <//>`
+        : null
     }
   </section>`
 }

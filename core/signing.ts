@@ -201,6 +201,16 @@ export const isDerivedClientId = (client: number): boolean =>
   Number.isSafeInteger(client) && client >= DERIVED_CLIENT_ID_MIN
 
 /**
+ * A public key's fingerprint, as an administrator compares it: `SHA256:`
+ * and the base64 of its SHA-256, without padding (the form OpenSSH shows).
+ * A device shows its own (`device.keyFingerprint`, `rostersync device`);
+ * the server's registry shows the key bound to each id.
+ */
+export function keyFingerprint(publicKey: Uint8Array): string {
+  return `SHA256:${createHash('sha256').update(publicKey).digest('base64').replace(/=+$/, '')}`
+}
+
+/**
  * The server's statement that `deviceId` holds `publicKey` on `site`. A device
  * shows it to LAN peers, which check it with the server's key.
  */

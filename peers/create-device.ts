@@ -21,6 +21,7 @@ import { hashRecordPin } from './pin.js'
 import { Replica } from './replica.js'
 import { checkUpdate } from '../core/authorize.js'
 import { EnvelopeLog } from './envelope-log.js'
+import { keyFingerprint } from '../core/signing.js'
 import { Identity } from './identity.js'
 import { DeviceSigning, serverLinkSigning } from './signed-link.js'
 import { usersApi, type UsersApi } from './user-ops.js'
@@ -123,6 +124,11 @@ export interface DevicePeer {
   attachLan(connection: Connection, peer?: string): void
   /** The LAN node's multiaddrs (with `/p2p/<peer id>`); empty when LAN sync is off. */
   readonly lanAddresses: string[]
+  /**
+   * The fingerprint of this device's signing key (`SHA256:…`): what the
+   * administrator compares with the registry's before approving it.
+   */
+  readonly keyFingerprint: string
   close(): Promise<void>
 }
 
@@ -245,6 +251,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       runLanLink({ replica, schema: basics.schema, signing }, connection, peer)
     },
     lanAddresses: lan?.addresses ?? [],
+    keyFingerprint: keyFingerprint(identity.publicKey),
     async close() {
       await lan?.close()
       sync.close()

@@ -5,7 +5,8 @@
 import { z } from 'zod'
 import { FIELD_POLICIES, type FieldPolicy } from '../core/entries.js'
 import type { EventQuery, RosterEvent } from '../core/events.js'
-import { InvalidOptionsError } from '../core/errors.js'
+import { InvalidOptionsError, PeerRevokedError } from '../core/errors.js'
+import { keyFingerprint } from '../core/signing.js'
 import { asWriterId, SERVER_ID } from '../core/ids.js'
 import {
   commonOptionsShape,
@@ -145,6 +146,15 @@ export interface ServerPeer {
      * connection on. False if unknown; rejects `PEER_REVOKED` for a revoked one.
      */
     approve(id: string): Promise<boolean>
+    /**
+     * Forgets the key bound to a device and puts it back to waiting for
+     * approval (a replaced or re-imaged terminal): its connections close,
+     * the next device to join under the id with a valid proof has its key
+     * bound while it waits, and the administrator approves it after
+     * comparing `keyFingerprint` with the one the terminal shows. False if
+     * unknown; rejects `PEER_REVOKED` for a revoked one.
+     */
+    resetKey(id: string): Promise<boolean>
   }
   /** The site key devices join with; undefined for an open site. */
   readonly siteKey: string | undefined
@@ -274,7 +284,11 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     siteKey,
     siteKeyFile,
     devices: {
-      list: (filter) => registry.list(filter),
+      list: (filter) =>
+        registry.list(filter).map((device) => {
+          const key = keys.get(device.id)
+          return key === undefined ? device : { ...device, keyFingerprint: keyFingerprint(key) }
+        }),
       async revoke(id) {
         if (!(await registry.revoke(id))) return false
         endpoint.disconnect(id, CloseCode.revoked, 'PEER_REVOKED')
@@ -282,6 +296,14 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
         return true
       },
       approve: (id) => registry.approve(id),
+      async resetKey(id) {
+        if (registry.get(id) === undefined) return false
+        if (registry.isRevoked(id)) throw new PeerRevokedError(id)
+        await keys.unbind(id)
+        await registry.hold(id)
+        endpoint.disconnect(id, CloseCode.pending, 'PEER_PENDING: key reset by the administrator')
+        return true
+      },
     },
     accept: (connection, url) => endpoint.accept(connection, url),
     async setFieldPolicies(policies) {

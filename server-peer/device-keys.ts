@@ -36,6 +36,17 @@ export class DeviceKeys {
     await this.replica.setRecord(NAMESPACE, deviceId, Buffer.from(key).toString('base64'))
   }
 
+  /**
+   * Forgets the key bound to a device (durable when this resolves): the
+   * next valid join proof binds its key (the administrator's reset, for a
+   * replaced terminal).
+   */
+  async unbind(deviceId: string): Promise<void> {
+    this.keys.delete(deviceId)
+    this.joins.delete(deviceId)
+    await this.replica.setRecord(NAMESPACE, deviceId, undefined)
+  }
+
   /** Whether a proof of this device at `at` was accepted already (a replayed join URL). */
   joinSeen(deviceId: string, at: number): boolean {
     return this.joins.get(deviceId)?.includes(at) === true

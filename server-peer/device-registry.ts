@@ -57,6 +57,12 @@ export interface DeviceRecord {
   /** Registered in approval mode and not approved yet: refused with `PEER_PENDING`. */
   readonly pending: boolean
   readonly connected: boolean
+  /**
+   * The fingerprint of the public key bound to the id (`keyFingerprint` in
+   * core/signing.ts), absent while none is: compare it with the one the
+   * terminal shows before approving it.
+   */
+  readonly keyFingerprint?: string
   readonly sync: {
     readonly serverToDevice: DirectionState
     readonly deviceToServer: DirectionState
@@ -160,6 +166,24 @@ export class DeviceRegistry {
     if (!prev.pending) return true
     this.pendingCount--
     this.devices.set(id, withState({ ...prev, pending: false }))
+    this.changeCount++
+    this.dirty.add(id)
+    await this.store()
+    return true
+  }
+
+  /**
+   * Puts a registered device back to waiting for approval, durably (the
+   * administrator's key reset): refused with `PEER_PENDING` until
+   * {@link approve}. False if unknown; rejects `PEER_REVOKED` for a revoked one.
+   */
+  async hold(id: string): Promise<boolean> {
+    const prev = this.devices.get(id)
+    if (prev === undefined) return false
+    if (prev.revoked) throw new PeerRevokedError(id)
+    if (prev.pending) return true
+    this.pendingCount++
+    this.devices.set(id, withState({ ...prev, pending: true }))
     this.changeCount++
     this.dirty.add(id)
     await this.store()

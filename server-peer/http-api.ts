@@ -47,6 +47,7 @@ export interface HttpApiTarget {
     list(filter?: { nameContains?: string }): DeviceRecord[]
     revoke(id: string): Promise<boolean>
     approve(id: string): Promise<boolean>
+    resetKey(id: string): Promise<boolean>
   }
 }
 
@@ -180,7 +181,7 @@ const ROUTES: ReadonlyArray<{ readonly pattern: RegExp; readonly methods: readon
   { pattern: /^api\/users\/[^/]+$/, methods: ['GET', 'PUT', 'PATCH', 'DELETE'] },
   { pattern: /^api\/users\/[^/]+\/sources$/, methods: ['GET'] },
   { pattern: /^api\/devices$/, methods: ['GET'] },
-  { pattern: /^api\/devices\/[^/]+\/(revoke|approve)$/, methods: ['POST'] },
+  { pattern: /^api\/devices\/[^/]+\/(revoke|approve|reset-key)$/, methods: ['POST'] },
   { pattern: /^api\/events$/, methods: ['GET'] },
   { pattern: /^api\/policies$/, methods: ['GET', 'PUT'] },
   { pattern: /^api\/policies\/preview$/, methods: ['GET'] },
@@ -277,7 +278,11 @@ async function serve(
   }
   if (resource === 'devices' && id !== undefined) {
     const done =
-      action === 'approve' ? await target.devices.approve(id) : await target.devices.revoke(id)
+      action === 'approve'
+        ? await target.devices.approve(id)
+        : action === 'reset-key'
+          ? await target.devices.resetKey(id)
+          : await target.devices.revoke(id)
     if (!done) throw new PeerUnknownError(id)
     return reply(res, 200, { ok: true })
   }

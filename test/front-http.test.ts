@@ -214,7 +214,14 @@ describe('HTTP API: pages and devices', () => {
     expect((await call('POST', '/api/devices/nobody/approve')).body.error?.code).toBe(
       'PEER_UNKNOWN',
     )
+    // A key reset puts it back to waiting for approval.
+    expect((await call('POST', '/api/devices/T-7/reset-key')).status).toBe(200)
+    expect(server.devices.list()).toMatchObject([{ id: 'T-7', state: 'pending' }])
+    expect((await call('POST', '/api/devices/nobody/reset-key')).body.error?.code).toBe(
+      'PEER_UNKNOWN',
+    )
     await server.devices.revoke('T-7')
+    expect((await call('POST', '/api/devices/T-7/reset-key')).body.error?.code).toBe('PEER_REVOKED')
     const revoked = await call('POST', '/api/devices/T-7/approve')
     expect(revoked.status).toBe(409)
     expect(revoked.body.error?.code).toBe('PEER_REVOKED')

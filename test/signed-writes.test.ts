@@ -12,6 +12,7 @@ import {
   decodeCertificate,
   deriveClientId,
   encodeEnvelope,
+  keyFingerprint,
   keyPairFromSeed,
   sealEnvelope,
   signJoinProof,
@@ -22,6 +23,7 @@ import type { CloseInfo, Connection } from '../core/transport.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { siteOf } from '../peers/identity.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import type { DeviceRecord } from '../server-peer/device-registry.js'
 import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
 import { eventually } from './helpers/eventually.js'
@@ -280,6 +282,34 @@ describe('signed writes at the server', () => {
     await eventually(() => expect(intruder.closed()?.reason).toMatch(/^AUTH_FAILED: .*another key/))
     const again = join(server, 'T51', real)
     await eventually(() => expect(again.received[0]?.type).toBe('hello'))
+  }, 30_000)
+
+  it("the administrator resets a replaced terminal's key: the new key waits for approval, shown by fingerprint", async () => {
+    const { server, d2 } = await site()
+    const record = (): DeviceRecord | undefined =>
+      server.devices.list().find((device) => device.id === 'D2')
+    // The registry shows the fingerprint of the key the device shows.
+    expect(record()?.keyFingerprint).toBe(d2.keyFingerprint)
+    expect(d2.keyFingerprint).toMatch(/^SHA256:[A-Za-z0-9+/]{43}$/)
+    expect(await server.devices.resetKey('D2')).toBe(true)
+    expect(record()?.state).toBe('pending')
+    expect(record()?.keyFingerprint).toBeUndefined()
+    // The replacement joins under the id with its own key: bound while it waits.
+    const replacement = keyPairFromSeed(seedOf(77))
+    const first = join(server, 'D2', replacement)
+    await eventually(() => expect(first.closed()?.reason).toMatch(/^PEER_PENDING/))
+    expect(record()?.keyFingerprint).toBe(keyFingerprint(replacement.publicKey))
+    expect(record()?.keyFingerprint).not.toBe(d2.keyFingerprint)
+    expect(await server.devices.approve('D2')).toBe(true)
+    const admitted = join(server, 'D2', replacement)
+    await eventually(() => expect(admitted.received[0]?.type).toBe('hello'))
+    // The old terminal's key no longer speaks for the id.
+    const old = join(server, 'D2', keyPairFromSeed(seedOf(2)))
+    await eventually(() => expect(old.closed()?.reason).toMatch(/^AUTH_FAILED: .*another key/))
+    // Unknown and revoked ids.
+    expect(await server.devices.resetKey('nobody')).toBe(false)
+    expect(await server.devices.revoke('D2')).toBe(true)
+    await expect(server.devices.resetKey('D2')).rejects.toMatchObject({ code: 'PEER_REVOKED' })
   }, 30_000)
 
   it('a join proof is good once: a captured join URL replayed is refused', async () => {
