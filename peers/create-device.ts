@@ -28,6 +28,7 @@ import { connectToServer, type ServerLink } from './ws-client.js'
 import { DeviceSync, type DeviceSyncApi } from './device-sync.js'
 import { runLanLink } from './lan-sync.js'
 import type { Connection, Transport } from '../core/transport.js'
+import { importUsers, type ImportResult } from './import-users.js'
 
 /** Options of {@link createDevice} (API.md). */
 export interface DeviceOptions extends CommonPeerOptions {
@@ -123,6 +124,16 @@ export interface DevicePeer {
   attachLan(connection: Connection, peer?: string): void
   /** The LAN node's multiaddrs (with `/p2p/<peer id>`); empty when LAN sync is off. */
   readonly lanAddresses: string[]
+  /**
+   * Imports an export file of this site's server (`server.exportUsers`):
+   * its users show as the server's until the device's sync brings the
+   * server's own entries (ARCHITECTURE.md, "Export / import"). Only while
+   * the device is not connected to its server (`SYNC_RUNNING`); an expired
+   * (`EXPORT_EXPIRED`), another site's (`AUTH_FAILED`), corrupt or truncated
+   * (`MALFORMED_MESSAGE`) or oversized (`MESSAGE_TOO_LARGE`,
+   * `EXPORT_TOO_LARGE`) file changes nothing.
+   */
+  importUsers(file: Uint8Array): Promise<ImportResult>
   close(): Promise<void>
 }
 
@@ -245,6 +256,22 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       runLanLink({ replica, schema: basics.schema, signing }, connection, peer)
     },
     lanAddresses: lan?.addresses ?? [],
+    importUsers(file) {
+      touch()
+      return importUsers(
+        {
+          self,
+          replica,
+          schema: basics.schema,
+          identity,
+          siteKey: options.siteKey,
+          clock: basics.clock,
+          overrides,
+          linkState: () => sync.serverLink?.state ?? 'none',
+        },
+        file,
+      )
+    },
     async close() {
       await lan?.close()
       sync.close()
