@@ -26,6 +26,7 @@ import { EVENT_TYPES, type EventQuery, type EventType } from '../core/events.js'
 import { netLimits } from '../core/limits.js'
 import type { UsersApi } from '../peers/user-ops.js'
 import type { DeviceRecord } from './device-registry.js'
+import { serveExport, type ExportTarget } from './export-route.js'
 
 /** What the API serves. */
 export interface HttpApiTarget {
@@ -37,7 +38,9 @@ export interface HttpApiTarget {
     approve(id: string): Promise<boolean>
   }
   /** Every user id, sorted (the pages of `GET /api/users` walk it). */
-  readonly replica: { allUserIds(): readonly string[] }
+  readonly replica: { allUserIds(): readonly string[]; now(): number }
+  /** `POST /api/exports` (server-peer/export-route.ts). */
+  readonly exportUsers: ExportTarget['exportUsers']
 }
 
 const statusOf: Partial<Record<ErrorCode, number>> = {
@@ -51,6 +54,7 @@ const statusOf: Partial<Record<ErrorCode, number>> = {
   METHOD_NOT_ALLOWED: 405,
   PEER_REVOKED: 409,
   MESSAGE_TOO_LARGE: 413,
+  EXPORT_TOO_LARGE: 400,
   AUTH_FAILED: 401,
   STORAGE_FAILED: 503,
   PEER_CLOSED: 503,
@@ -151,6 +155,7 @@ const ROUTES: ReadonlyArray<{ readonly pattern: RegExp; readonly methods: readon
   { pattern: /^api\/devices$/, methods: ['GET'] },
   { pattern: /^api\/devices\/[^/]+\/(revoke|approve)$/, methods: ['POST'] },
   { pattern: /^api\/events$/, methods: ['GET'] },
+  { pattern: /^api\/exports$/, methods: ['POST'] },
 ]
 
 /** A slash, a backslash or a control character (NUL included): never part of an id in a path. */
@@ -208,6 +213,8 @@ async function serve(
   if (!route.methods.includes(method)) throw new MethodNotAllowedError(method, route.methods)
   const [, resource, id, action] = parts
   if (resource === 'users') return serveUsers(target, method, id, url, req, res)
+  if (resource === 'exports')
+    return serveExport(target, await readJson(req), res, target.replica.now())
   if (resource === 'devices' && id === undefined) {
     const nameContains = url.searchParams.get('nameContains') ?? undefined
     return reply(res, 200, target.devices.list(nameContains === undefined ? {} : { nameContains }))
