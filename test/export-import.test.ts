@@ -71,16 +71,16 @@ async function site(
 
 async function device(
   s: Site,
-  extra: Partial<Parameters<typeof createDevice>[0]> = {},
+  extra: Partial<Parameters<typeof createDevice>[0]> & { noServer?: boolean } = {},
 ): Promise<DevicePeer> {
+  const { noServer, ...rest } = extra
   const d = await createDevice({
     id: 'D1',
     store: memoryStore(),
     clock: s.clock,
-    server: 'ws://sim-server',
-    serverTransport: s.transport,
+    ...(noServer === true ? {} : { server: 'ws://sim-server', serverTransport: s.transport }),
     siteKey: SITE_KEY,
-    ...extra,
+    ...rest,
   })
   closers.push(() => d.close())
   return d
@@ -214,7 +214,7 @@ describe('device.importUsers', () => {
     // A file from before a server delete brings the user back only until
     // the device learns of the delete.
     await s.server.users.delete('u4')
-    const d2 = await device(s, { id: 'D2', server: undefined })
+    const d2 = await device(s, { id: 'D2', noServer: true })
     s.up()
     const before = await s.server.exportUsers({ userIds: ['u2'] })
     await s.server.users.delete('u2')
@@ -228,7 +228,7 @@ describe('device.importUsers', () => {
     const s = await site()
     await roster(s.server)
     const { file } = await s.server.exportUsers({ userIds: ['u1', 'u3'] })
-    const fresh = await device(s, { server: undefined })
+    const fresh = await device(s, { noServer: true })
     expect((await fresh.importUsers(file)).imported).toBe(2)
     expect(fresh.users.get('u3')).toEqual(s.server.users.get('u3'))
     // Its first full sync replaces the import by the server's roster.
@@ -269,7 +269,8 @@ describe('device.importUsers', () => {
     await impostor.server.users.put({ id: 'u9', name: 'Mallory' })
     const forged = (await impostor.server.exportUsers({ userIds: ['u9'] })).file
     const corrupt = Uint8Array.from(file)
-    corrupt[Math.floor(file.byteLength / 2)] ^= 0x01
+    const middle = Math.floor(file.byteLength / 2)
+    corrupt[middle] = (corrupt[middle] ?? 0) ^ 0x01
     const before = await dump(store)
     const viewsBefore = d.users.list()
     const code = async (bytes: unknown): Promise<string> => {
@@ -316,11 +317,11 @@ describe('device.importUsers', () => {
     const { file } = await s.server.exportUsers({ userIds: ['u1'] })
     const store = new KeptOpenStore(memoryStore())
     closers.push(() => store.inner.close())
-    const d = await device(s, { server: undefined, store, retentionMs: 10 * MINUTE })
+    const d = await device(s, { noServer: true, store, retentionMs: 10 * MINUTE })
     await d.importUsers(file)
     await d.close()
     closers.pop()
-    const again = await device(s, { server: undefined, store, retentionMs: 10 * MINUTE })
+    const again = await device(s, { noServer: true, store, retentionMs: 10 * MINUTE })
     expect(again.users.get('u1')?.name).toBe('Ann Lee')
     await s.clock.advance(11 * MINUTE)
     await settle()
