@@ -29,6 +29,7 @@ import { DeviceSync, type DeviceSyncApi } from './device-sync.js'
 import { runLanLink } from './lan-sync.js'
 import type { Connection, Transport } from '../core/transport.js'
 import { importUsers, type ImportResult } from './import-users.js'
+import { claimRole } from './data-role.js'
 
 /** Options of {@link createDevice} (API.md). */
 export interface DeviceOptions extends CommonPeerOptions {
@@ -145,6 +146,14 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       'createDevice: LAN sync needs a siteKey (it keys the private network)',
     )
   const basics = await peerBasics(options)
+  try {
+    // Before anything writes: a server's data is never opened as a device's.
+    await claimRole(basics.store, options.dataDir, { role: 'device', id: options.id })
+  } catch (error) {
+    // A store the caller passed stays theirs to close.
+    if (options.store === undefined) await basics.store.close()
+    throw error
+  }
   const self = asWriterId(options.id)
   const overrides = new OverrideLog()
   const identity = await Identity.open(basics.store, basics.randomUint32)

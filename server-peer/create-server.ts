@@ -29,6 +29,7 @@ import { httpApi } from './http-api.js'
 import { prepareExport, type ExportRequest, type PreparedExport } from './export-users.js'
 import { limits } from '../core/limits.js'
 import { siteOf } from '../peers/identity.js'
+import { claimRole } from '../peers/data-role.js'
 import { randomBytes } from 'node:crypto'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
@@ -187,6 +188,14 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   if (options.open === true && options.siteKey !== undefined)
     throw new InvalidOptionsError('createServer: open and siteKey exclude each other')
   const basics = await peerBasics(options)
+  try {
+    // Before anything writes: a device's data is never opened as a server's.
+    await claimRole(basics.store, options.dataDir, { role: 'server' })
+  } catch (error) {
+    // A store the caller passed stays theirs to close.
+    if (options.store === undefined) await basics.store.close()
+    throw error
+  }
   const identity = await Identity.open(basics.store, basics.randomUint32)
   const replica = await Replica.open({
     writerId: SERVER_ID,
