@@ -36,6 +36,7 @@ LAN (needs the site key, which keys the private network):
   --lan-port <n>     TCP port the LAN node listens on (default: a free one)
   --lan-host <addr>  interface the LAN node listens on (default 127.0.0.1;
                      0.0.0.0 for every interface)
+  Any of these turns LAN sync on; mDNS only with --lan.
   The device prints its LAN multiaddrs once listening (give one to another
   device's --lan-peer).
 
@@ -110,7 +111,11 @@ async function deviceOptions(values: Values): Promise<DeviceOptions> {
   const siteKey = await siteKeyOf(values['site-key'], values['site-key-file'])
   const peers = values['lan-peer'] ?? []
   const lanPort = parseInteger('lan-port', values['lan-port'], 0, 65535)
-  const lanWanted = values.lan || peers.length > 0
+  const lanWanted =
+    values.lan ||
+    peers.length > 0 ||
+    values['lan-port'] !== undefined ||
+    values['lan-host'] !== undefined
   if (lanWanted && siteKey === undefined)
     throw new CliError(
       'LAN sync needs the site key (--site-key, --site-key-file or ROSTERSYNC_SITE_KEY)',

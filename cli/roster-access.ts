@@ -43,7 +43,12 @@ export async function openRoster(opts: {
 }): Promise<RosterAccess> {
   const running = opts.server ?? runningServer(opts.data)
   if (running !== undefined) {
-    const token = opts.token ?? process.env.ROSTERSYNC_ADMIN_TOKEN ?? readToken(opts.data)
+    // An empty variable is an unset one (a shell's `VAR=` clears it).
+    const fromEnv = process.env.ROSTERSYNC_ADMIN_TOKEN
+    const token =
+      opts.token ??
+      (fromEnv === undefined || fromEnv === '' ? undefined : fromEnv) ??
+      readToken(opts.data)
     if (token === undefined)
       throw new CliError('an admin token is required: --token or ROSTERSYNC_ADMIN_TOKEN')
     return httpAccess(running.replace(/^ws/, 'http').replace(/\/$/, ''), token)
