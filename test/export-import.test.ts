@@ -329,3 +329,41 @@ describe('device.importUsers', () => {
     expect(again.replica.importedCount).toBe(0)
   })
 })
+
+describe('POST /api/exports', () => {
+  it('answers the file to the admin token, typed errors otherwise', async () => {
+    const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY, port: 0 })
+    closers.push(() => server.close())
+    await roster(server)
+    const post = (body: string, token = server.adminToken, method = 'POST'): Promise<Response> =>
+      fetch(`${server.http}/api/exports`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        ...(method === 'GET' ? {} : { body }),
+      })
+    const ok = await post(JSON.stringify({ groupIds: ['lab'] }))
+    expect(ok.status).toBe(200)
+    expect(ok.headers.get('content-type')).toBe('application/octet-stream')
+    expect(ok.headers.get('x-rostersync-users')).toBe('2')
+    expect(Number(ok.headers.get('x-rostersync-expires-at'))).toBeGreaterThan(Date.now())
+    const file = new Uint8Array(await ok.arrayBuffer())
+    const d = await createDevice({ id: 'D5', store: memoryStore(), siteKey: SITE_KEY })
+    closers.push(() => d.close())
+    expect(await d.importUsers(file)).toMatchObject({ imported: 2 })
+    expect(d.users.get('u2')).toEqual(server.users.get('u2'))
+    const codeOf = async (res: Response): Promise<[number, string]> => [
+      res.status,
+      ((await res.json()) as { error: { code: string } }).error.code,
+    ]
+    expect(await codeOf(await post('{"userIds":["u1"]}', 'wrong-token-0123456789'))).toEqual([
+      401,
+      'AUTH_FAILED',
+    ])
+    expect(await codeOf(await post('not json'))).toEqual([400, 'MALFORMED_MESSAGE'])
+    expect(await codeOf(await post('{}'))).toEqual([400, 'INVALID_OPTIONS'])
+    expect(await codeOf(await post('{"userIds":["nobody"]}'))).toEqual([404, 'USER_NOT_FOUND'])
+    const many = JSON.stringify({ groupIds: Array.from({ length: 51 }, (_, i) => `g${i}`) })
+    expect(await codeOf(await post(many))).toEqual([400, 'EXPORT_TOO_LARGE'])
+    expect((await post('', server.adminToken, 'GET')).status).toBe(405)
+  })
+})
