@@ -372,6 +372,11 @@ describe('the device command on the LAN', () => {
     await b.waitFor(/device B: connected; server→device success.*1 user/, 'B synced')
     expect((await cli(['users', 'add', '{"id":"u2","name":"Bo"}', '--data', srv])).code).toBe(0)
     await b.waitFor(/device B: .*; 2 user\(s\)/, 'B has u2 from A')
+    // The operator's syncs on a running device: SIGUSR2 a delta, SIGUSR1 a full one.
+    b.child.kill('SIGUSR2')
+    await b.waitFor(/delta sync: done/, "B's delta sync")
+    b.child.kill('SIGUSR1')
+    await b.waitFor(/full sync: done/, "B's full sync")
     expectRefused(
       await cli(['device', '--id', 'C', '--data', join(dir, 'c'), '--lan-peer', address]),
       'site key',
