@@ -470,19 +470,18 @@ export class Replica {
     this.importedPolicies.clear()
     this.policyCache = undefined
     for await (const [key, value] of store.range({ gte: keys.importedFrom, lt: keys.importedTo })) {
-      this.imported.set(
-        asUserId(key.slice(keys.importedFrom.length)),
-        decodeValue(value) as ServerEntry,
-      )
+      const entry = decodeValue(value) as ServerEntry
+      this.imported.set(asUserId(key.slice(keys.importedFrom.length)), entry)
+      // As for the document's entries: later stamps of this peer follow them.
+      this.observeStamps(entry)
     }
     for await (const [key, value] of store.range({
       gte: keys.importedPoliciesFrom,
       lt: keys.importedPoliciesTo,
     })) {
-      this.importedPolicies.set(
-        key.slice(keys.importedPoliciesFrom.length),
-        decodeValue(value) as PolicyEntry,
-      )
+      const entry = decodeValue(value) as PolicyEntry
+      this.importedPolicies.set(key.slice(keys.importedPoliciesFrom.length), entry)
+      this.hlc.observe(entry.t)
     }
     for await (const [key, value] of store.range({ gte: keys.deletedFrom, lt: keys.deletedTo })) {
       this.deleted.set(
