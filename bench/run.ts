@@ -29,7 +29,7 @@ const BENCHES: readonly Bench[] = [
 
 const DEFAULT_USERS = 100_000
 
-const usage = `usage: npm run bench -- [--only <name>[,<name>...]] [--users <n>] [--runs <n>]
+const usage = `usage: npm run bench -- [--only <name>[,<name>...]] [--users <n>] [--runs <n>] [--json]
 benches:
 ${BENCHES.map((b) => `  ${b.name.padEnd(8)} ${b.summary}`).join('\n')}`
 
@@ -37,6 +37,7 @@ interface Flags {
   only?: string | undefined
   users?: string | undefined
   runs?: string | undefined
+  json?: boolean | undefined
   help?: boolean | undefined
 }
 
@@ -50,7 +51,7 @@ function positiveFlag(value: string | undefined, name: string, fallback: number)
   return n
 }
 
-function options(): { only: Bench[]; users: number; runs: number } {
+function options(): { only: Bench[]; users: number; runs: number; json: boolean } {
   let values: Flags
   try {
     values = parseArgs({
@@ -58,11 +59,13 @@ function options(): { only: Bench[]; users: number; runs: number } {
         only: { type: 'string' },
         users: { type: 'string' },
         runs: { type: 'string' },
+        json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     }).values
   } catch (error) {
-    console.error(`${error instanceof Error ? error.message : String(error)}\n${usage}`)
+    // One line: the usage is what --help prints.
+    console.error(`${error instanceof Error ? error.message : String(error)} (see --help)`)
     process.exit(2)
   }
   if (values.help === true) {
@@ -76,12 +79,14 @@ function options(): { only: Bench[]; users: number; runs: number } {
   for (const name of names) {
     const bench = BENCHES.find((b) => b.name === name)
     if (bench === undefined) {
-      console.error(`unknown bench ${JSON.stringify(name)}\n${usage}`)
+      console.error(
+        `unknown bench ${JSON.stringify(name)} (one of ${BENCHES.map((b) => b.name).join(', ')})`,
+      )
       process.exit(2)
     }
     only.push(bench)
   }
-  return { only, users, runs }
+  return { only, users, runs, json: values.json === true }
 }
 
 /** The machine the figures come from. */
@@ -101,7 +106,11 @@ function machine(): Record<string, string | number> {
 }
 
 async function main(): Promise<void> {
-  const { only, users, runs } = options()
+  const { only, users, runs, json } = options()
+  // With --json, stdout carries the figures' JSON line only: the tables
+  // every bench prints go to stderr.
+  const print = console.log
+  if (json) console.log = console.error
   const host = machine()
   console.log('rostersync benchmarks')
   for (const [key, value] of Object.entries(host)) console.log(`  ${key.padEnd(8)} ${value}`)
@@ -122,7 +131,7 @@ async function main(): Promise<void> {
   }
   const load1mAtEnd = Math.round((loadavg()[0] ?? 0) * 100) / 100
   console.log(`\nload at end: ${load1mAtEnd}`)
-  console.log(JSON.stringify({ machine: { ...host, load1mAtEnd }, users, runs, ...figures }))
+  print(JSON.stringify({ machine: { ...host, load1mAtEnd }, users, runs, ...figures }))
 }
 
 await main()

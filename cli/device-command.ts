@@ -1,15 +1,22 @@
-/** `rostersync device`: runs a device peer until interrupted. */
-import { readFile } from 'node:fs/promises'
-import { createDevice } from '../peers/create-device.js'
-import { CliError, parse, parseDuration } from './args.js'
+/**
+ * `rostersync device`: runs a device peer until interrupted, or, with an
+ * action (`--full`, `--delta`, `--list`, `--status`), opens a stopped
+ * device, does it and exits.
+ */
+import type { DeviceOptions, DevicePeer } from '../peers/create-device.js'
+import type { UserView } from '../core/resolve.js'
+import { CliError, parse, parseDuration, parseInteger, toJson } from './args.js'
 import type { Command } from './main.js'
+import { deviceIdOf, openDevice, siteKeyOf } from './open-device.js'
 
-const help = `Usage: rostersync device --id <id> [options]
+const help = `Usage: rostersync device --id <id> [options] [action]
 
-Runs a device peer: LevelDB in --data, syncing with the server over WebSocket.
+Runs a device peer: LevelDB in --data, syncing with the server over WebSocket
+and, with --lan or --lan-peer, directly with other devices (libp2p).
 
 Options:
-  --id <id>          the device's stable id, e.g. its serial number (required)
+  --id <id>          the device's stable id, e.g. its serial number (required,
+                     unless --data already names its device)
   --name <name>      a display name (default: the id)
   --server <url>     the server's WebSocket URL (default ws://127.0.0.1:4400)
   --data <dir>       data directory (default ./device-<id>)
@@ -20,113 +27,224 @@ Options:
   --mode <mode>      live (default: changes flow as they happen) or periodic
   --delta-interval <dur>  time between delta syncs (default 30m)
   --retention <dur>  wipe the roster after this long unused (default 10d)
-  --json             print state changes as JSON lines
+  --json             print state changes (and actions' output) as JSON lines
 
+LAN (needs the site key, which keys the private network):
+  --lan              sync with other devices on the LAN, found by mDNS
+  --lan-peer <addr>  dial this device's multiaddr as well (repeatable; without
+                     --lan, only the peers named are dialled, no mDNS)
+  --lan-port <n>     TCP port the LAN node listens on (default: a free one)
+  --lan-host <addr>  interface the LAN node listens on (default 127.0.0.1;
+                     0.0.0.0 for every interface)
+  Any of these turns LAN sync on; mDNS only with --lan.
+  The device prints its LAN multiaddrs once listening (give one to another
+  device's --lan-peer).
+
+Actions (on a stopped device: open its data, act, print, exit):
+  --full             run a full sync with the server (push, clear, fetch all)
+  --delta            run a delta sync (only what each side lacks)
+  --list             list the device's users (its view), ordered by id
+  --status           print each sync direction's status and the roster size
+  Several may be given: syncs run first, then --list and --status.
+  --list and --status alone never connect to the server.
+
+While running: kill -USR1 <pid> runs a full sync, kill -USR2 <pid> a delta.
 Prints the link state, each sync direction's status and the roster size
 whenever they change. Until its first full sync completes the device works
 online only, and says so.
   -h, --help         this help`
 
+const flags = {
+  id: { type: 'string' },
+  name: { type: 'string' },
+  server: { type: 'string', default: 'ws://127.0.0.1:4400' },
+  data: { type: 'string' },
+  'site-key': { type: 'string' },
+  'site-key-file': { type: 'string' },
+  mode: { type: 'string', default: 'live' },
+  'delta-interval': { type: 'string' },
+  retention: { type: 'string' },
+  json: { type: 'boolean', default: false },
+  lan: { type: 'boolean', default: false },
+  'lan-peer': { type: 'string', multiple: true },
+  'lan-port': { type: 'string' },
+  'lan-host': { type: 'string' },
+  full: { type: 'boolean', default: false },
+  delta: { type: 'boolean', default: false },
+  list: { type: 'boolean', default: false },
+  status: { type: 'boolean', default: false },
+} as const
+
+type Values = ReturnType<typeof parse<typeof flags>>['values']
+
 export const deviceCommand: Command = {
-  summary: 'run a device peer that syncs with the server',
+  summary: 'run a device peer (server and LAN sync), or sync / list a stopped one',
   help,
   async run(argv) {
-    const { values } = parse(argv, {
-      id: { type: 'string' },
-      name: { type: 'string' },
-      server: { type: 'string', default: 'ws://127.0.0.1:4400' },
-      data: { type: 'string' },
-      'site-key': { type: 'string' },
-      'site-key-file': { type: 'string' },
-      mode: { type: 'string', default: 'live' },
-      'delta-interval': { type: 'string' },
-      retention: { type: 'string' },
-      json: { type: 'boolean', default: false },
-    })
-    if (values.mode !== 'live' && values.mode !== 'periodic')
-      throw new CliError(`--mode is live or periodic, not ${values.mode}`)
-    const deltaIntervalMs =
-      values['delta-interval'] === undefined ? undefined : parseDuration(values['delta-interval'])
-    const retentionMs = values.retention === undefined ? undefined : parseDuration(values.retention)
-    if (values.id === undefined)
-      throw new CliError('--id is required (the device id, e.g. its serial number)')
-    const siteKey = await siteKeyOf(values['site-key'], values['site-key-file'])
-    const device = await createDevice({
-      id: values.id,
-      dataDir: values.data ?? `./device-${values.id}`,
-      server: values.server,
-      ...(values.name === undefined ? {} : { name: values.name }),
-      ...(siteKey === undefined || siteKey === '' ? {} : { siteKey }),
-      mode: values.mode,
-      ...(deltaIntervalMs === undefined ? {} : { deltaIntervalMs }),
-      ...(retentionMs === undefined ? {} : { retentionMs }),
-    })
-    // Reads through the replica: polling the users API would count as use
-    // and keep the retention countdown from ever running out.
-    const snapshot = () => {
-      const status = device.sync.status()
-      return {
-        device: device.id,
-        link: status.link,
-        serverToDevice: status.serverToDevice.state,
-        deviceToServer: status.deviceToServer.state,
-        offlineReady: status.offlineReady,
-        users: device.replica.list().length,
-        ...(status.warning === undefined ? {} : { warning: status.warning }),
-        ...(status.deviceToServer.error === undefined
-          ? {}
-          : { error: status.deviceToServer.error.code }),
-      }
+    const { values, positionals } = parse(argv, flags)
+    if (positionals.length > 0) throw new CliError(`unexpected argument ${positionals[0]}`)
+    const options = await deviceOptions(values)
+    const syncs = values.full || values.delta
+    const oneShot = syncs || values.list || values.status
+    // Listing or reading the status of a stopped device needs no network.
+    const { server: _server, lan: _lan, ...offline } = options
+    const device = await openDevice(oneShot && !syncs ? offline : options)
+    try {
+      if (oneShot) await act(device, values)
+      else await runUntilStopped(device, values.json)
+    } finally {
+      await device.close()
     }
-    const report = (): void => {
-      const state = snapshot()
-      console.log(
-        values.json
-          ? JSON.stringify(state)
-          : `device ${state.device}: ${state.link}; server→device ${state.serverToDevice}, device→server ${state.deviceToServer}${state.error === undefined ? '' : ` (${state.error})`}; ${state.users} user(s)${state.warning === undefined ? '' : `\n  ${state.warning}`}`,
-      )
-    }
-    report()
-    const stopped = new Promise<void>((resolve) => {
-      process.once('SIGINT', () => resolve())
-      process.once('SIGTERM', () => resolve())
-    })
-    let last = ''
-    // Report state changes as they happen, checking twice a second.
-    const ticker = setInterval(() => {
-      const now = JSON.stringify(snapshot())
-      if (now !== last) report()
-      last = now
-      if (device.serverLink?.state === 'refused') process.kill(process.pid, 'SIGTERM')
-    }, 500)
-    await stopped
-    clearInterval(ticker)
-    const refused = device.serverLink?.state === 'refused'
-    await device.close()
-    if (refused)
-      throw new CliError(
-        'the server refused this device (site key, revoked, id conflict, or replaced by a newer connection with its id)',
-        1,
-      )
   },
 }
 
-/** The site key from --site-key, --site-key-file or ROSTERSYNC_SITE_KEY (in that order). */
-async function siteKeyOf(
-  given: string | undefined,
-  file: string | undefined,
-): Promise<string | undefined> {
-  if (given !== undefined && file !== undefined)
-    throw new CliError('--site-key and --site-key-file exclude each other')
-  if (file !== undefined) {
-    try {
-      const key = (await readFile(file, 'utf8')).trim()
-      if (key === '') throw new CliError(`--site-key-file ${file} is empty`)
-      return key
-    } catch (error) {
-      if (error instanceof CliError) throw error
-      throw new CliError(`cannot read --site-key-file ${file}: ${(error as Error).message}`)
-    }
+/** The createDevice options the flags ask for. */
+async function deviceOptions(values: Values): Promise<DeviceOptions> {
+  if (values.mode !== 'live' && values.mode !== 'periodic')
+    throw new CliError(`--mode is live or periodic, not ${values.mode}`)
+  const deltaIntervalMs =
+    values['delta-interval'] === undefined ? undefined : parseDuration(values['delta-interval'])
+  const retentionMs = values.retention === undefined ? undefined : parseDuration(values.retention)
+  const id = values.data === undefined ? values.id : deviceIdOf(values.data, values.id)
+  if (id === undefined)
+    throw new CliError('--id is required (the device id, e.g. its serial number)')
+  const siteKey = await siteKeyOf(values['site-key'], values['site-key-file'])
+  const peers = values['lan-peer'] ?? []
+  const lanPort = parseInteger('lan-port', values['lan-port'], 0, 65535)
+  const lanWanted =
+    values.lan ||
+    peers.length > 0 ||
+    values['lan-port'] !== undefined ||
+    values['lan-host'] !== undefined
+  if (lanWanted && siteKey === undefined)
+    throw new CliError(
+      'LAN sync needs the site key (--site-key, --site-key-file or ROSTERSYNC_SITE_KEY)',
+    )
+  return {
+    id,
+    dataDir: values.data ?? `./device-${id}`,
+    server: values.server,
+    ...(values.name === undefined ? {} : { name: values.name }),
+    ...(siteKey === undefined ? {} : { siteKey }),
+    mode: values.mode,
+    ...(deltaIntervalMs === undefined ? {} : { deltaIntervalMs }),
+    ...(retentionMs === undefined ? {} : { retentionMs }),
+    ...(lanWanted
+      ? {
+          lan: {
+            enabled: true,
+            mdns: values.lan,
+            ...(peers.length === 0 ? {} : { peers }),
+            ...(lanPort === undefined ? {} : { port: lanPort }),
+            ...(values['lan-host'] === undefined ? {} : { host: values['lan-host'] }),
+          },
+        }
+      : {}),
   }
-  return given ?? process.env.ROSTERSYNC_SITE_KEY
+}
+
+/** The one-shot actions, in order: syncs, then the list and the status. */
+async function act(device: DevicePeer, values: Values): Promise<void> {
+  const json = values.json
+  if (values.full) {
+    await device.sync.full()
+    console.log(json ? toJson({ sync: 'full', ok: true }) : 'full sync: done')
+  }
+  if (values.delta) {
+    await device.sync.delta()
+    console.log(json ? toJson({ sync: 'delta', ok: true }) : 'delta sync: done')
+  }
+  if (values.list) {
+    // Through the replica: an operator's look is not the device's use.
+    const users = device.replica.list()
+    if (json) for (const user of users) console.log(toJson(user))
+    else printUsers(users)
+  }
+  if (values.status) {
+    const state = snapshot(device)
+    console.log(json ? JSON.stringify(state) : describe(state))
+  }
+}
+
+function printUsers(users: UserView[]): void {
+  const columns = ['id', 'name', 'email', 'status'] as const
+  const cell = (v: unknown): string =>
+    typeof v === 'string' ? v : v === undefined ? '' : JSON.stringify(v)
+  const rows = users.map((u) => columns.map((c) => cell(u[c])))
+  const widths = columns.map((c, i) => Math.max(c.length, ...rows.map((r) => (r[i] ?? '').length)))
+  console.log(columns.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  '))
+  for (const row of rows) console.log(row.map((v, i) => v.padEnd(widths[i] ?? 0)).join('  '))
+  console.log(`${users.length} user(s)`)
+}
+
+type Snapshot = ReturnType<typeof snapshot>
+
+/** What the device reports; reads through the replica (not counted as use). */
+function snapshot(device: DevicePeer) {
+  const status = device.sync.status()
+  return {
+    device: device.id,
+    link: status.link,
+    serverToDevice: status.serverToDevice.state,
+    deviceToServer: status.deviceToServer.state,
+    offlineReady: status.offlineReady,
+    users: device.replica.list().length,
+    ...(status.lastFullSyncAt === undefined ? {} : { lastFullSyncAt: status.lastFullSyncAt }),
+    ...(status.warning === undefined ? {} : { warning: status.warning }),
+    ...(status.deviceToServer.error === undefined
+      ? {}
+      : { error: status.deviceToServer.error.code }),
+  }
+}
+
+function describe(state: Snapshot): string {
+  return `device ${state.device}: ${state.link}; server→device ${state.serverToDevice}, device→server ${state.deviceToServer}${state.error === undefined ? '' : ` (${state.error})`}; ${state.users} user(s)${state.warning === undefined ? '' : `\n  ${state.warning}`}`
+}
+
+/** Runs until SIGINT / SIGTERM, reporting changes; SIGUSR1 / SIGUSR2 sync. */
+async function runUntilStopped(device: DevicePeer, json: boolean): Promise<void> {
+  const report = (): void => {
+    const state = snapshot(device)
+    console.log(json ? JSON.stringify(state) : describe(state))
+  }
+  for (const address of device.lanAddresses)
+    console.log(json ? JSON.stringify({ lan: address }) : `LAN: listening on ${address}`)
+  report()
+  const manual = (kind: 'full' | 'delta'): void => {
+    const done = kind === 'full' ? device.sync.full() : device.sync.delta()
+    done.then(
+      () => console.log(json ? toJson({ sync: kind, ok: true }) : `${kind} sync: done`),
+      (error: unknown) =>
+        console.log(
+          json
+            ? toJson({ sync: kind, ok: false, error: (error as { code?: string }).code })
+            : `${kind} sync failed: ${(error as Error).message}`,
+        ),
+    )
+  }
+  const onFull = (): void => manual('full')
+  const onDelta = (): void => manual('delta')
+  process.on('SIGUSR1', onFull)
+  process.on('SIGUSR2', onDelta)
+  const stopped = new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve())
+    process.once('SIGTERM', () => resolve())
+  })
+  let last = ''
+  // Report state changes as they happen, checking twice a second.
+  const ticker = setInterval(() => {
+    const now = JSON.stringify(snapshot(device))
+    if (now !== last) report()
+    last = now
+    if (device.serverLink?.state === 'refused') process.kill(process.pid, 'SIGTERM')
+  }, 500)
+  await stopped
+  clearInterval(ticker)
+  process.off('SIGUSR1', onFull)
+  process.off('SIGUSR2', onDelta)
+  if (device.serverLink?.state === 'refused')
+    throw new CliError(
+      'the server refused this device (site key, revoked, id conflict, or replaced by a newer connection with its id)',
+      1,
+    )
 }

@@ -11,6 +11,9 @@ import { eventsCommand } from './events-command.js'
 import { serverCommand } from './server-command.js'
 import { simCommand } from './sim-command.js'
 import { usersCommand } from './users-command.js'
+import { exportCommand } from './export-command.js'
+import { importCommand } from './import-command.js'
+import { benchCommand } from './bench-command.js'
 
 /** One command of the CLI. */
 export interface Command {
@@ -26,6 +29,9 @@ const commands: Record<string, Command> = {
   devices: devicesCommand,
   events: eventsCommand,
   sim: simCommand,
+  export: exportCommand,
+  import: importCommand,
+  bench: benchCommand,
 }
 
 const usage = (): string =>
@@ -59,7 +65,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0
   } catch (error) {
     if (error instanceof CliError) {
-      console.error(`rostersync ${name}: ${error.message}`)
+      // An empty message: the failure was told already (a child's own line).
+      if (error.message !== '') console.error(`rostersync ${name}: ${error.message}`)
       return error.exitCode
     }
     if (error instanceof RostersyncError) {

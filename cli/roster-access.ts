@@ -13,6 +13,7 @@ import type { DeviceRecord } from '../server-peer/device-registry.js'
 import { fromWire, toWire } from '../server-peer/http-api.js'
 import { CliError } from './args.js'
 import { openServerData } from './open-peer.js'
+import type { ExportRequest, PreparedExport } from '../server-peer/export-users.js'
 
 /** The roster operations the CLI needs, wherever the roster is. */
 export interface RosterAccess {
@@ -26,6 +27,8 @@ export interface RosterAccess {
   revoke(id: string): Promise<boolean>
   /** Approves a pending device; false if unknown. */
   approve(id: string): Promise<boolean>
+  /** Prepares an export (`server.exportUsers`, `POST /api/exports`). */
+  exportUsers(request: ExportRequest): Promise<PreparedExport>
   close(): Promise<void>
 }
 
@@ -40,7 +43,12 @@ export async function openRoster(opts: {
 }): Promise<RosterAccess> {
   const running = opts.server ?? runningServer(opts.data)
   if (running !== undefined) {
-    const token = opts.token ?? process.env.ROSTERSYNC_ADMIN_TOKEN ?? readToken(opts.data)
+    // An empty variable is an unset one (a shell's `VAR=` clears it).
+    const fromEnv = process.env.ROSTERSYNC_ADMIN_TOKEN
+    const token =
+      opts.token ??
+      (fromEnv === undefined || fromEnv === '' ? undefined : fromEnv) ??
+      readToken(opts.data)
     if (token === undefined)
       throw new CliError('an admin token is required: --token or ROSTERSYNC_ADMIN_TOKEN')
     return httpAccess(running.replace(/^ws/, 'http').replace(/\/$/, ''), token)
@@ -57,6 +65,7 @@ export async function openRoster(opts: {
       server.devices.list(nameContains === undefined ? {} : { nameContains }),
     revoke: (id) => server.devices.revoke(id),
     approve: (id) => server.devices.approve(id),
+    exportUsers: (request) => server.exportUsers(request),
     close: () => server.close(),
   }
 }
@@ -160,6 +169,36 @@ function httpAccess(base: string, token: string): RosterAccess {
       await call('POST', `/api/devices/${enc(id)}/approve`)
       return true
     },
+    exportUsers: (request) => httpExport(base, token, request),
     close: async () => undefined,
+  }
+}
+
+/** `POST /api/exports`: the file's bytes, its expiry and size from the headers. */
+async function httpExport(
+  base: string,
+  token: string,
+  request: ExportRequest,
+): Promise<PreparedExport> {
+  let res: Response
+  try {
+    res = await fetch(`${base}/api/exports`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(request),
+    })
+  } catch (error) {
+    throw new CliError(`cannot reach the server at ${base}: ${(error as Error).message}`, 1)
+  }
+  if (!res.ok) {
+    const payload = (await res.json().catch(() => ({}))) as {
+      error?: { code: string; message: string }
+    }
+    throw new CliError(`${payload.error?.code ?? res.status}: ${payload.error?.message ?? ''}`, 1)
+  }
+  return {
+    file: new Uint8Array(await res.arrayBuffer()),
+    expiresAt: Number(res.headers.get('x-rostersync-expires-at')),
+    users: Number(res.headers.get('x-rostersync-users')),
   }
 }

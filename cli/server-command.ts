@@ -1,6 +1,7 @@
 /** `rostersync server`: runs the server peer until interrupted. */
 import { join } from 'node:path'
 import { rm, writeFile } from 'node:fs/promises'
+import { resolve as resolvePath } from 'node:path'
 import { createServer } from '../server-peer/create-server.js'
 import { serverInfoFile } from './roster-access.js'
 import { CliError, parse, parseInteger } from './args.js'
@@ -76,14 +77,18 @@ export const serverCommand: Command = {
       console.log(
         `admin page: ${server.http}/ (sign in with the admin token in ${join(values.data, 'admin-token')})`,
       )
-      // The hint names where the key is, never the key itself: logs are read by many.
+      // The hint is a command that works when copied, from any directory:
+      // it names where the key is (an absolute path), never the key itself
+      // (logs are read by many).
+      const keyFile = server.siteKeyFile === undefined ? undefined : resolvePath(server.siteKeyFile)
       const keyOption = values.open
         ? ''
-        : server.siteKeyFile !== undefined
-          ? ` --site-key-file ${server.siteKeyFile}`
-          : ' --site-key <the key you passed>'
-      if (server.siteKeyFile !== undefined)
-        console.log(`site key: in ${server.siteKeyFile} (cat ${server.siteKeyFile})`)
+        : keyFile !== undefined
+          ? ` --site-key-file ${keyFile}`
+          : values['site-key'] === undefined
+            ? ' --site-key "$ROSTERSYNC_SITE_KEY"'
+            : ' --site-key <the key given to --site-key>'
+      if (keyFile !== undefined) console.log(`site key: in ${keyFile} (cat ${keyFile})`)
       console.log(
         `start a device:  npx rostersync device --id D1 --server ${server.url}${keyOption} --data ./dev1`,
       )

@@ -44,6 +44,9 @@ export type ErrorCode =
   // Issue 10: admin page
   | 'CSRF_REFUSED'
   | 'TOO_MANY_STREAMS'
+  // Issue 10: export / import, the command line
+  | 'SYNC_RUNNING'
+  | 'WRONG_DATA_DIR'
 
 /** Base class: every error rostersync raises on purpose carries a `code`. */
 export class RostersyncError extends Error {
@@ -331,5 +334,45 @@ export class CsrfRefusedError extends RostersyncError {
 export class TooManyStreamsError extends RostersyncError {
   constructor(max: number) {
     super('TOO_MANY_STREAMS', `${max} live update streams are open, the limit`)
+  }
+}
+
+// Issue 10: export / import, the command line
+
+/** An export file past its expiry (a prepared export lives `limits.exportTtlMs`). */
+export class ExportExpiredError extends RostersyncError {
+  constructor(expiresAt: number, now: number) {
+    super(
+      'EXPORT_EXPIRED',
+      `the export expired at ${new Date(expiresAt).toISOString()} (${Math.round((now - expiresAt) / 1000)} s ago); export again`,
+    )
+  }
+}
+
+/** An export asks for (or a file holds) more users or groups than the named limit. */
+export class ExportTooLargeError extends RostersyncError {
+  constructor(what: string, count: number, max: number) {
+    super('EXPORT_TOO_LARGE', `the export holds ${count} ${what}; the limit is ${max}`)
+  }
+}
+
+/**
+ * `device.importUsers` on a device connected to its server: an import is
+ * for a device whose sync is stopped (no server link, or the server out of
+ * reach); a connected device gets the server's data by syncing.
+ */
+export class SyncRunningError extends RostersyncError {
+  constructor(message: string) {
+    super('SYNC_RUNNING', message)
+  }
+}
+
+/**
+ * A command pointed at a data directory of the wrong role: a device's data
+ * opened as a server's (or the reverse). Nothing in it was changed.
+ */
+export class WrongDataDirError extends RostersyncError {
+  constructor(message: string) {
+    super('WRONG_DATA_DIR', message)
   }
 }

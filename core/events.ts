@@ -23,6 +23,8 @@ export const EVENT_TYPES = [
   'policy-changed',
   'compaction-failed',
   'user-signed-in',
+  'users-exported',
+  'users-imported',
 ] as const
 /** One event type. */
 export type EventType = (typeof EVENT_TYPES)[number]

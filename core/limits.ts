@@ -116,6 +116,23 @@ export const limits = {
    * of them and the device's own part still fits one message.
    */
   envelopeLogBytesMax: 64 * 1024 * 1024,
+  // Issue 10: export / import
+  /** Most users one export holds by default (`createServer({ exportUsersMax })` changes it). */
+  usersPerExportMax: 500,
+  /** Most groups one export may name by default (`createServer({ exportGroupsMax })`). */
+  groupsPerExportMax: 50,
+  /**
+   * Most users an export may ever hold, whatever the server's configuration:
+   * a device refuses a file with more (`EXPORT_TOO_LARGE`).
+   */
+  usersPerExportHardMax: 10_000,
+  /** How long a prepared export can be imported, ms from its creation (15 minutes). */
+  exportTtlMs: 15 * 60_000,
+  /**
+   * Largest export file, in bytes: the server refuses to prepare a larger one
+   * (`EXPORT_TOO_LARGE`) and a device refuses to read one (`MESSAGE_TOO_LARGE`).
+   */
+  exportFileBytesMax: 64 * 1024 * 1024,
 } as const
 
 /** Bounds of the network layer. */

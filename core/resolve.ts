@@ -313,3 +313,29 @@ export function valuesEqual(a: unknown, b: unknown): boolean {
   }
   return false
 }
+
+/**
+ * Of two server entries for one user (the document's, and one imported from
+ * an export file), the later: the greater epoch (deletes count), then the
+ * greater stamp. Both are the server's own, so the later one is what the
+ * server holds or held last; the document's wins a tie.
+ */
+export function laterServerEntry(
+  doc: ServerEntry | undefined,
+  imported: ServerEntry | undefined,
+): ServerEntry | undefined {
+  if (imported === undefined) return doc
+  if (doc === undefined) return imported
+  if (imported.e !== doc.e) return imported.e > doc.e ? imported : doc
+  return imported.t > doc.t ? imported : doc
+}
+
+/** Of two policy entries for one field (the document's, one imported), the later by stamp. */
+export function laterPolicy(
+  doc: PolicyEntry | undefined,
+  imported: PolicyEntry | undefined,
+): PolicyEntry | undefined {
+  if (imported === undefined) return doc
+  if (doc === undefined) return imported
+  return imported.t > doc.t ? imported : doc
+}

@@ -29,6 +29,8 @@ import { connectToServer, type ServerLink } from './ws-client.js'
 import { DeviceSync, type DeviceSyncApi } from './device-sync.js'
 import { runLanLink } from './lan-sync.js'
 import type { Connection, Transport } from '../core/transport.js'
+import { importUsers, type ImportResult } from './import-users.js'
+import { claimRole } from './data-role.js'
 
 /** Options of {@link createDevice} (API.md). */
 export interface DeviceOptions extends CommonPeerOptions {
@@ -129,6 +131,16 @@ export interface DevicePeer {
    * administrator compares with the registry's before approving it.
    */
   readonly keyFingerprint: string
+  /**
+   * Imports an export file of this site's server (`server.exportUsers`):
+   * its users show as the server's until the device's sync brings the
+   * server's own entries (ARCHITECTURE.md, "Export / import"). Only while
+   * the device is not connected to its server (`SYNC_RUNNING`); an expired
+   * (`EXPORT_EXPIRED`), another site's (`AUTH_FAILED`), corrupt or truncated
+   * (`MALFORMED_MESSAGE`) or oversized (`MESSAGE_TOO_LARGE`,
+   * `EXPORT_TOO_LARGE`) file changes nothing.
+   */
+  importUsers(file: Uint8Array): Promise<ImportResult>
   close(): Promise<void>
 }
 
@@ -140,6 +152,14 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       'createDevice: LAN sync needs a siteKey (it keys the private network)',
     )
   const basics = await peerBasics(options)
+  try {
+    // Before anything writes: a server's data is never opened as a device's.
+    await claimRole(basics.store, options.dataDir, { role: 'device', id: options.id })
+  } catch (error) {
+    // A store the caller passed stays theirs to close.
+    if (options.store === undefined) await basics.store.close()
+    throw error
+  }
   const self = asWriterId(options.id)
   const overrides = new OverrideLog()
   const identity = await Identity.open(basics.store, basics.randomUint32)
@@ -252,6 +272,22 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     },
     lanAddresses: lan?.addresses ?? [],
     keyFingerprint: keyFingerprint(identity.publicKey),
+    importUsers(file) {
+      touch()
+      return importUsers(
+        {
+          self,
+          replica,
+          schema: basics.schema,
+          identity,
+          siteKey: options.siteKey,
+          clock: basics.clock,
+          overrides,
+          linkState: () => sync.serverLink?.state ?? 'none',
+        },
+        file,
+      )
+    },
     async close() {
       await lan?.close()
       sync.close()

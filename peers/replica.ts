@@ -37,6 +37,8 @@ import { limits } from '../core/limits.js'
 import { scanUpdate } from '../core/update-scan.js'
 import { mergeDeviceEntries, sameDeviceStamps } from '../core/writes.js'
 import {
+  laterPolicy,
+  laterServerEntry,
   resolveUser,
   type DeleteMark,
   type LocalFields,
@@ -78,6 +80,14 @@ export interface WriteContext {
   setRevoked(deviceId: WriterId, entry: RevocationEntry): void
   setDeleted(id: UserId, mark: DeleteMark | undefined): void
   setLocalFields(id: UserId, fields: LocalFields | undefined): void
+  /**
+   * Keeps (or, with `undefined`, drops) a server entry imported from an
+   * export file: local-only, read as the server's entry until the
+   * document's is as new (a device's import, issue 10).
+   */
+  setImported(id: UserId, entry: ServerEntry | undefined): void
+  /** The same for a field policy of an export file. */
+  setImportedPolicy(field: string, entry: PolicyEntry | undefined): void
   /** Records an event, durable with the rest of the batch. */
   event(event: NewEvent): void
   /**
@@ -229,6 +239,9 @@ export class Replica {
 
   private readonly deleted = new Map<UserId, DeleteMark>()
   private readonly localFields = new Map<UserId, LocalFields>()
+  /** Server entries and policies from an export file (see WriteContext.setImported). */
+  private readonly imported = new Map<UserId, ServerEntry>()
+  private readonly importedPolicies = new Map<string, PolicyEntry>()
   /** Peer-local records by `namespace/key` (see WriteContext.setRecord). */
   private readonly records = new Map<string, unknown>()
   private readonly hlc = new Hlc()
@@ -457,6 +470,23 @@ export class Replica {
     const store = this.options.store
     this.deleted.clear()
     this.localFields.clear()
+    this.imported.clear()
+    this.importedPolicies.clear()
+    this.policyCache = undefined
+    for await (const [key, value] of store.range({ gte: keys.importedFrom, lt: keys.importedTo })) {
+      const entry = decodeValue(value) as ServerEntry
+      this.imported.set(asUserId(key.slice(keys.importedFrom.length)), entry)
+      // As for the document's entries: later stamps of this peer follow them.
+      this.observeStamps(entry)
+    }
+    for await (const [key, value] of store.range({
+      gte: keys.importedPoliciesFrom,
+      lt: keys.importedPoliciesTo,
+    })) {
+      const entry = decodeValue(value) as PolicyEntry
+      this.importedPolicies.set(key.slice(keys.importedPoliciesFrom.length), entry)
+      this.hlc.observe(entry.t)
+    }
     for await (const [key, value] of store.range({ gte: keys.deletedFrom, lt: keys.deletedTo })) {
       this.deleted.set(
         asUserId(key.slice(keys.deletedFrom.length)),
@@ -643,9 +673,13 @@ export class Replica {
     return this.doc.getMap(REVOCATIONS_ROOT).has(writer)
   }
 
-  /** What the replicated document holds for one user (a revoked device's entries left out, but a device's own). */
+  /**
+   * What the replicated document holds for one user (a revoked device's
+   * entries left out, but a device's own); the server's entry is the later
+   * of the document's and an imported one (issue 10).
+   */
   replicaOf(id: UserId): UserReplica {
-    const server = asServerEntry(this.serverMap().get(id))
+    const server = laterServerEntry(asServerEntry(this.serverMap().get(id)), this.imported.get(id))
     const devices: Array<readonly [WriterId, DeviceEntry]> = []
     for (const writer of this.deviceIndex.get(id) ?? []) {
       if (writer !== this.options.writerId && this.isRevoked(writer)) continue
@@ -662,6 +696,10 @@ export class Replica {
       for (const [field, value] of this.doc.getMap(SERVER_META_ROOT)) {
         const entry = asPolicyEntry(value)
         if (entry !== undefined) table.set(field, entry)
+      }
+      for (const [field, entry] of this.importedPolicies) {
+        const later = laterPolicy(table.get(field), entry)
+        if (later !== undefined) table.set(field, later)
       }
       this.policyCache = table
     }
@@ -689,6 +727,7 @@ export class Replica {
     const ids = new Set<string>(this.serverMap().keys())
     for (const id of this.deviceIndex.keys()) ids.add(id)
     for (const id of this.localFields.keys()) ids.add(id)
+    for (const id of this.imported.keys()) ids.add(id)
     return [...ids].sort().map(asUserId)
   }
 
@@ -1069,6 +1108,11 @@ export class Replica {
     for (let seq = this.firstUpdateSeq; seq < this.nextUpdateSeq; seq++) {
       ops.push({ type: 'del', key: keys.update(seq) })
     }
+    // Imported server entries are the server's data: a wipe clears them
+    // with the document, and a full sync brings the server's own.
+    for (const id of this.imported.keys()) ops.push({ type: 'del', key: keys.imported(id) })
+    for (const field of this.importedPolicies.keys())
+      ops.push({ type: 'del', key: keys.importedPolicy(field) })
     if (options.local) {
       for (const id of this.deleted.keys()) ops.push({ type: 'del', key: keys.deleted(id) })
       for (const id of this.localFields.keys()) ops.push({ type: 'del', key: keys.localFields(id) })
@@ -1088,6 +1132,8 @@ export class Replica {
     this.firstUpdateSeq = this.nextUpdateSeq
     this.updateBytesSinceSnapshot = 0
     this.heldBack.takeAll()
+    this.imported.clear()
+    this.importedPolicies.clear()
     if (options.local) {
       this.deleted.clear()
       this.localFields.clear()
@@ -1178,6 +1224,7 @@ export class Replica {
     }
     this.doc.transact(() => {
       this.mergeOwnConflicts(ctx)
+      this.pruneImported(remoteTouched, policiesChanged, ctx)
       if (remoteTouched.size > 0 || policiesChanged) {
         this.options.hooks?.afterRemote?.(remoteTouched, ctx, policiesChanged)
       }
@@ -1332,6 +1379,47 @@ export class Replica {
         if (typeof stamp === 'number') this.hlc.observe(stamp)
   }
 
+  /** Takes note of every stamp of an imported server entry (as observeEntry does). */
+  private observeStamps(entry: ServerEntry): void {
+    this.hlc.observe(entry.t)
+    for (const map of [entry.s, entry.x])
+      for (const stamp of Object.values(map ?? {})) this.hlc.observe(stamp)
+  }
+
+  /**
+   * Drops imported entries and policies the document now holds as new
+   * (issue 10): from then on the document's are read, and the import is
+   * spent. Nothing a reader sees changes (replicaOf took the later already).
+   */
+  private pruneImported(
+    users: ReadonlySet<UserId>,
+    policiesChanged: boolean,
+    ctx: WriteContext,
+  ): void {
+    if (this.imported.size > 0) {
+      for (const id of users) {
+        const imported = this.imported.get(id)
+        if (imported === undefined) continue
+        const doc = asServerEntry(this.serverMap().get(id))
+        if (doc !== undefined && laterServerEntry(doc, imported) === doc)
+          ctx.setImported(id, undefined)
+      }
+    }
+    if (policiesChanged && this.importedPolicies.size > 0) {
+      const meta = this.doc.getMap(SERVER_META_ROOT)
+      for (const [field, imported] of [...this.importedPolicies]) {
+        const doc = asPolicyEntry(meta.get(field))
+        if (doc !== undefined && laterPolicy(doc, imported) === doc)
+          ctx.setImportedPolicy(field, undefined)
+      }
+    }
+  }
+
+  /** How many users' server entries come from an import and are not yet in the document. */
+  get importedCount(): number {
+    return this.imported.size
+  }
+
   private writeContext(storeOps: StoreOp[]): WriteContext {
     const self = this.options.writerId
     return {
@@ -1372,6 +1460,31 @@ export class Replica {
           empty
             ? { type: 'del', key: keys.localFields(id) }
             : { type: 'put', key: keys.localFields(id), value: encodeValue(fields) },
+        )
+      },
+      setImported: (id, entry) => {
+        if (entry === undefined) this.imported.delete(id)
+        else {
+          this.imported.set(id, entry)
+          this.observeStamps(entry)
+        }
+        storeOps.push(
+          entry === undefined
+            ? { type: 'del', key: keys.imported(id) }
+            : { type: 'put', key: keys.imported(id), value: encodeValue(entry) },
+        )
+      },
+      setImportedPolicy: (field, entry) => {
+        if (entry === undefined) this.importedPolicies.delete(field)
+        else {
+          this.importedPolicies.set(field, entry)
+          this.hlc.observe(entry.t)
+        }
+        this.policyCache = undefined
+        storeOps.push(
+          entry === undefined
+            ? { type: 'del', key: keys.importedPolicy(field) }
+            : { type: 'put', key: keys.importedPolicy(field), value: encodeValue(entry) },
         )
       },
       event: (event) => {

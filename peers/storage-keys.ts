@@ -25,6 +25,18 @@ export const keys = {
   localFields: (userId: string): string => `l/f/${userId}`,
   localFieldsFrom: 'l/f/',
   localFieldsTo: 'l/f0',
+  /**
+   * Server entries and field policies imported from an export file (a
+   * device's, issue 10): local-only, never replicated; the document's own
+   * server entry replaces one once it is as new (ARCHITECTURE.md, "Export /
+   * import").
+   */
+  imported: (userId: string): string => `l/i/${userId}`,
+  importedFrom: 'l/i/',
+  importedTo: 'l/i0',
+  importedPolicy: (field: string): string => `l/p/${field}`,
+  importedPoliciesFrom: 'l/p/',
+  importedPoliciesTo: 'l/p0',
   /** Peer-local records (`<namespace>/<key>`): device registry, sync state. */
   record: (name: string): string => `r/${name}`,
   recordsFrom: 'r/',

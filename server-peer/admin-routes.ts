@@ -2,11 +2,11 @@
  * The HTTP routes the admin page adds to the JSON API: sign-in and
  * sign-out (`/api/session`), the sources of a user's fields, field policies
  * with the consequence of a change (rule 5), live updates (`/api/stream`)
- * and exports. `http-api.ts` authenticates and routes; these serve.
+ * (exports are served by export-route.ts). `http-api.ts` authenticates and routes; these serve.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { FieldPolicy } from '../core/entries.js'
-import { InvalidOptionsError, NotFoundError, excerpt } from '../core/errors.js'
+import { InvalidOptionsError } from '../core/errors.js'
 import type { EventQuery, RosterEvent } from '../core/events.js'
 import type { RecordSchema } from '../core/schema.js'
 import type { Replica } from '../peers/replica.js'
@@ -23,12 +23,6 @@ import { fieldSources } from './field-sources.js'
 import { checkPolicyChange, policyPreview } from './policy-preview.js'
 import { UserIndex } from './user-search.js'
 
-/** What an export gives (the server's `exportUsers`). */
-export interface PreparedExport {
-  readonly file: Uint8Array
-  readonly expiresAt: number
-}
-
 /** The server's parts the admin routes serve. */
 export interface AdminParts {
   readonly adminToken: string
@@ -38,10 +32,6 @@ export interface AdminParts {
   readonly registry: DeviceRegistry
   readonly events: { query(q: EventQuery): RosterEvent[] }
   setFieldPolicies(policies: Readonly<Record<string, FieldPolicy>>): Promise<string[]>
-  /** The server's export, where this build has one. */
-  readonly exportUsers?:
-    | ((selection: { userIds?: string[]; groupIds?: string[] }) => Promise<PreparedExport>)
-    | undefined
 }
 
 /** The admin page's server-side state: sessions, live streams, the user index. */
@@ -162,39 +152,4 @@ function policyList(admin: AdminConsole) {
     kind: schema.fieldKinds[field] ?? 'text',
     policy: policies.get(field)?.p ?? 'shared',
   }))
-}
-
-/**
- * `POST /api/exports { userIds?, groupIds? }`: the prepared export file as
- * a download, its expiry in `X-Rostersync-Expires-At`. Kept apart so that
- * the export's own route can take its place.
- */
-export async function serveExport(
-  admin: AdminConsole,
-  body: () => Promise<unknown>,
-  res: ServerResponse,
-): Promise<void> {
-  const exportUsers = admin.parts.exportUsers
-  if (exportUsers === undefined) throw new NotFoundError('this server has no export')
-  const input = await body()
-  if (typeof input !== 'object' || input === null || Array.isArray(input))
-    throw new InvalidOptionsError('the body must be a JSON object { userIds?, groupIds? }')
-  const selection: { userIds?: string[]; groupIds?: string[] } = {}
-  for (const key of ['userIds', 'groupIds'] as const) {
-    const value = (input as Record<string, unknown>)[key]
-    if (value === undefined) continue
-    if (!Array.isArray(value) || !value.every((v) => typeof v === 'string'))
-      throw new InvalidOptionsError(
-        `${key} must be a list of ids, got ${excerpt(JSON.stringify(value), 32)}`,
-      )
-    selection[key] = value
-  }
-  const prepared = await exportUsers(selection)
-  res.writeHead(200, {
-    'content-type': 'application/octet-stream',
-    'content-disposition': `attachment; filename="rostersync-export-${prepared.expiresAt}.rsx"`,
-    'x-rostersync-expires-at': String(prepared.expiresAt),
-    'cache-control': 'no-store',
-  })
-  res.end(Buffer.from(prepared.file))
 }

@@ -27,7 +27,11 @@ import { adoptFills, applyPolicies, serverOps } from './server-ops.js'
 import { createSyncEndpoint, startSyncServer, type SyncServer } from './sync-server.js'
 import type { Connection } from '../core/transport.js'
 import { httpApi } from './http-api.js'
-import { AdminConsole, type AdminParts } from './admin-routes.js'
+import { AdminConsole } from './admin-routes.js'
+import { prepareExport, type ExportRequest, type PreparedExport } from './export-users.js'
+import { limits } from '../core/limits.js'
+import { siteOf } from '../peers/identity.js'
+import { claimRole } from '../peers/data-role.js'
 import { randomBytes } from 'node:crypto'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
@@ -90,6 +94,10 @@ export interface ServerOptions extends CommonPeerOptions {
    * steps its own time must not wait on the wall clock).
    */
   readonly batchWindowMs?: number
+  /** Most users one export holds (`limits.usersPerExportMax`, 500, by default). */
+  readonly exportUsersMax?: number
+  /** Most groups one export may name (`limits.groupsPerExportMax`, 50, by default). */
+  readonly exportGroupsMax?: number
 }
 
 const serverOptionsSchema = z.strictObject({
@@ -107,6 +115,8 @@ const serverOptionsSchema = z.strictObject({
     .optional(),
   fanOutIntervalMs: z.number().min(0).max(10_000).optional(),
   batchWindowMs: z.number().min(0).max(1_000).optional(),
+  exportUsersMax: z.number().int().min(1).max(limits.usersPerExportHardMax).optional(),
+  exportGroupsMax: z.number().int().min(1).max(limits.usersPerExportHardMax).optional(),
 })
 
 /** Default of ServerOptions.fanOutIntervalMs. */
@@ -168,6 +178,17 @@ export interface ServerPeer {
   accept(connection: Connection, url: string): void
   /** Bearer token of the HTTP API at `http`. */
   readonly adminToken: string
+  /**
+   * Prepares an export of users by id and/or by group (SEMANTICS.md,
+   * "Export / import"): a file signed by this server for its site, valid
+   * for 15 minutes (`expiresAt`, this server's clock), for
+   * `device.importUsers`. Rejects `INVALID_OPTIONS` (nothing named, bad
+   * ids), `USER_NOT_FOUND` (a named user the server does not hold),
+   * `EXPORT_TOO_LARGE` (past `exportUsersMax` / `exportGroupsMax`).
+   */
+  exportUsers(request: ExportRequest): Promise<PreparedExport>
+  /** This server's public key, base64: the site every signature and export names. */
+  readonly site: string
   /** Stops, makes everything durable, closes the store. */
   close(): Promise<void>
 }
@@ -178,6 +199,14 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   if (options.open === true && options.siteKey !== undefined)
     throw new InvalidOptionsError('createServer: open and siteKey exclude each other')
   const basics = await peerBasics(options)
+  try {
+    // Before anything writes: a device's data is never opened as a server's.
+    await claimRole(basics.store, options.dataDir, { role: 'server' })
+  } catch (error) {
+    // A store the caller passed stays theirs to close.
+    if (options.store === undefined) await basics.store.close()
+    throw error
+  }
   const identity = await Identity.open(basics.store, basics.randomUint32)
   const replica = await Replica.open({
     writerId: SERVER_ID,
@@ -306,6 +335,34 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       },
     },
     accept: (connection, url) => endpoint.accept(connection, url),
+    site: siteOf(identity.publicKey),
+    async exportUsers(request) {
+      // Awaits what is queued first, so that an export made right after a
+      // write holds it.
+      await replica.drain()
+      const prepared = prepareExport(
+        {
+          replica,
+          schema: basics.schema,
+          clock: basics.clock,
+          key: identity.key,
+          siteKey,
+          caps: {
+            usersMax: options.exportUsersMax ?? limits.usersPerExportMax,
+            groupsMax: options.exportGroupsMax ?? limits.groupsPerExportMax,
+          },
+        },
+        request,
+      )
+      // Who took which users off the server is worth an entry in the log.
+      await replica.writeMeta((ctx) =>
+        ctx.event({
+          type: 'users-exported',
+          message: `${prepared.users} users, valid until ${new Date(prepared.expiresAt).toISOString()}`,
+        }),
+      )
+      return prepared
+    },
     async setFieldPolicies(policies) {
       for (const [field, policy] of Object.entries(policies)) {
         if (!basics.schema.hasField(field))
@@ -323,8 +380,6 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       await replica.close()
     },
   }
-  // The export lands with issue 10's export work: the page's route serves it where it exists.
-  const exportUsers = (peer as Partial<Pick<AdminParts, 'exportUsers'>>).exportUsers
   const admin = new AdminConsole({
     adminToken,
     now: () => basics.clock.now(),
@@ -333,7 +388,6 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     registry,
     events: peer.events,
     setFieldPolicies: (policies) => peer.setFieldPolicies(policies),
-    exportUsers: exportUsers === undefined ? undefined : (selection) => exportUsers(selection),
   })
   api = httpApi(peer, adminToken, admin)
   return peer

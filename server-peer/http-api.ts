@@ -28,16 +28,11 @@ import { EVENT_TYPES, type EventQuery, type EventType } from '../core/events.js'
 import { netLimits } from '../core/limits.js'
 import type { UsersApi } from '../peers/user-ops.js'
 import { isAssetPath, serveAsset } from './admin-assets.js'
-import {
-  serveExport,
-  servePolicies,
-  serveSession,
-  serveSources,
-  type AdminConsole,
-} from './admin-routes.js'
+import { servePolicies, serveSession, serveSources, type AdminConsole } from './admin-routes.js'
 import { checkCsrf, sameSecret, sessionIdOf } from './admin-sessions.js'
 import type { DeviceRecord } from './device-registry.js'
 import { searchFromQuery } from './user-search.js'
+import { serveExport, type ExportTarget } from './export-route.js'
 
 /** What the API serves. */
 export interface HttpApiTarget {
@@ -49,6 +44,10 @@ export interface HttpApiTarget {
     approve(id: string): Promise<boolean>
     resetKey(id: string): Promise<boolean>
   }
+  /** Every user id, sorted (the pages of `GET /api/users` walk it). */
+  readonly replica: { allUserIds(): readonly string[]; now(): number }
+  /** `POST /api/exports` (server-peer/export-route.ts). */
+  readonly exportUsers: ExportTarget['exportUsers']
 }
 
 const statusOf: Partial<Record<ErrorCode, number>> = {
@@ -62,12 +61,12 @@ const statusOf: Partial<Record<ErrorCode, number>> = {
   METHOD_NOT_ALLOWED: 405,
   PEER_REVOKED: 409,
   MESSAGE_TOO_LARGE: 413,
+  EXPORT_TOO_LARGE: 400,
   AUTH_FAILED: 401,
   STORAGE_FAILED: 503,
   PEER_CLOSED: 503,
   CSRF_REFUSED: 403,
   TOO_MANY_STREAMS: 503,
-  EXPORT_TOO_LARGE: 413,
   EXPORT_EXPIRED: 410,
 }
 
@@ -272,6 +271,8 @@ async function serve(
   if (resource === 'users' && action === 'sources' && id !== undefined)
     return serveSources(admin, id, res, reply)
   if (resource === 'users') return serveUsers(target, admin, method, id, url, req, res)
+  if (resource === 'exports')
+    return serveExport(target, await readJson(req), res, target.replica.now())
   if (resource === 'devices' && id === undefined) {
     const nameContains = url.searchParams.get('nameContains') ?? undefined
     return reply(res, 200, target.devices.list(nameContains === undefined ? {} : { nameContains }))
@@ -289,7 +290,6 @@ async function serve(
   if (resource === 'policies')
     return servePolicies(admin, method, id === 'preview', url, body, res, reply)
   if (resource === 'stream') return admin.streams.open(req, res)
-  if (resource === 'exports') return serveExport(admin, body, res)
   return reply(res, 200, target.events.query(eventQuery(url)))
 }
 

@@ -1,0 +1,79 @@
+/** `rostersync import`: an export file into a stopped device's data directory. */
+import { existsSync } from 'node:fs'
+import { readFile, stat } from 'node:fs/promises'
+import { MessageTooLargeError } from '../core/errors.js'
+import { limits } from '../core/limits.js'
+import { CliError, parse } from './args.js'
+import type { Command } from './main.js'
+import { deviceIdOf, openDevice, siteKeyOf } from './open-device.js'
+
+const help = `Usage: rostersync import <file> --data <device data dir> [options]
+
+Imports an export file (rostersync export, POST /api/exports) into a device
+whose sync is stopped: the device process must not be running. The file must
+be its site server's and not expired (15 minutes); its users then show on the
+device as the server's, until the device's next sync brings the server's own.
+A bad file (expired, another site's, corrupt, truncated, too large) changes
+nothing.
+
+Options:
+  --data <dir>            the device's data directory (required)
+  --id <id>               the device's id (default: the one its data directory names)
+  --site-key <key>        the site's secret (or ROSTERSYNC_SITE_KEY): needed only for a
+                          device its server has never admitted
+  --site-key-file <file>  read the site's secret from a file
+  --json                  print { imported, unchanged, expiresAt } as JSON
+  -h, --help              this help`
+
+export const importCommand: Command = {
+  summary: "import an export file into a stopped device's data directory",
+  help,
+  async run(argv) {
+    const { values, positionals } = parse(argv, {
+      data: { type: 'string' },
+      id: { type: 'string' },
+      'site-key': { type: 'string' },
+      'site-key-file': { type: 'string' },
+      json: { type: 'boolean', default: false },
+    })
+    const [file, extra] = positionals
+    if (file === undefined)
+      throw new CliError('the export file is required: rostersync import FILE --data DIR')
+    if (extra !== undefined) throw new CliError(`unexpected argument ${extra}`)
+    if (values.data === undefined)
+      throw new CliError("--data <the device's data directory> is required")
+    if (!existsSync(values.data)) throw new CliError(`no data directory ${values.data}`, 1)
+    const id = deviceIdOf(values.data, values.id)
+    if (id === undefined) throw new CliError(`${values.data} does not name its device: give --id`)
+    const bytes = await readExport(file)
+    const siteKey = await siteKeyOf(values['site-key'], values['site-key-file'])
+    const device = await openDevice({
+      id,
+      dataDir: values.data,
+      ...(siteKey === undefined ? {} : { siteKey }),
+    })
+    try {
+      const result = await device.importUsers(bytes)
+      console.log(
+        values.json
+          ? JSON.stringify(result)
+          : `imported ${result.imported} user(s) into device ${id} (${result.unchanged} already as new)`,
+      )
+    } finally {
+      await device.close()
+    }
+  },
+}
+
+/** Reads the file, refusing one past the limit before reading it whole. */
+async function readExport(file: string): Promise<Uint8Array> {
+  try {
+    const size = (await stat(file)).size
+    if (size > limits.exportFileBytesMax)
+      throw new MessageTooLargeError('the export file', size, limits.exportFileBytesMax)
+    return new Uint8Array(await readFile(file))
+  } catch (error) {
+    if (error instanceof MessageTooLargeError) throw error
+    throw new CliError(`cannot read ${file}: ${(error as Error).message}`, 1)
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * `server.exportUsers` (SEMANTICS.md, "Export / import"): the chosen users'
+ * server entries, found by id or by group, in a signed file a device whose
+ * sync is stopped can import (`core/export-file.ts`).
+ */
+import { z } from 'zod'
+import type { Clock } from '../core/clock.js'
+import type { PolicyEntry, ServerEntry } from '../core/entries.js'
+import { ExportTooLargeError, InvalidOptionsError, UserNotFoundError } from '../core/errors.js'
+import { encodeExportFile } from '../core/export-file.js'
+import type { UserId } from '../core/ids.js'
+import { limits } from '../core/limits.js'
+import type { RecordSchema } from '../core/schema.js'
+import type { KeyPair } from '../core/signing.js'
+import type { Replica } from '../peers/replica.js'
+
+/** What to export: users by id, users by group, or both (their union). */
+export interface ExportRequest {
+  readonly userIds?: readonly string[]
+  readonly groupIds?: readonly string[]
+}
+
+/** A prepared export. */
+export interface PreparedExport {
+  /** The file to hand to `device.importUsers` (or `rostersync import`). */
+  readonly file: Uint8Array
+  /** Until when a device accepts it, ms since the epoch (the server's clock). */
+  readonly expiresAt: number
+  /** How many users it holds. */
+  readonly users: number
+}
+
+/** The caps of one export (ServerOptions.exportUsersMax / exportGroupsMax). */
+export interface ExportCaps {
+  readonly usersMax: number
+  readonly groupsMax: number
+}
+
+/** What the export needs of the server. */
+export interface ExportSource {
+  readonly replica: Replica
+  readonly schema: RecordSchema
+  readonly clock: Clock
+  readonly key: KeyPair
+  readonly siteKey: string | undefined
+  readonly caps: ExportCaps
+}
+
+// Ids are bounded here so that a huge request is refused before any work.
+const idList = z
+  .array(z.string().min(1).max(limits.userIdCharsMax))
+  .max(limits.usersPerExportHardMax)
+const requestSchema = z.strictObject({ userIds: idList.optional(), groupIds: idList.optional() })
+
+/** Parses an export request (library or HTTP body); `INVALID_OPTIONS` when it is not one. */
+export function parseExportRequest(input: unknown): ExportRequest {
+  const parsed = requestSchema.safeParse(input)
+  if (!parsed.success)
+    throw new InvalidOptionsError(
+      `exportUsers: ${z.prettifyError(parsed.error).slice(0, 300)}`,
+      parsed.error.issues,
+    )
+  const { userIds, groupIds } = parsed.data
+  if ((userIds ?? []).length === 0 && (groupIds ?? []).length === 0)
+    throw new InvalidOptionsError(
+      'exportUsers: name the users (userIds) or groups (groupIds) to export',
+    )
+  return {
+    ...(userIds === undefined ? {} : { userIds }),
+    ...(groupIds === undefined ? {} : { groupIds }),
+  }
+}
+
+/**
+ * Prepares an export: every named user must be live on the server
+ * (`USER_NOT_FOUND` otherwise), and the union with the groups' members
+ * must stay within the caps (`EXPORT_TOO_LARGE`). Reads only; changes
+ * nothing.
+ */
+export function prepareExport(source: ExportSource, input: unknown): PreparedExport {
+  const request = parseExportRequest(input)
+  const { replica, caps } = source
+  const groupIds = [...new Set(request.groupIds ?? [])]
+  if (groupIds.length > caps.groupsMax)
+    throw new ExportTooLargeError('groups', groupIds.length, caps.groupsMax)
+  const chosen = new Map<UserId, ServerEntry>()
+  for (const raw of new Set(request.userIds ?? [])) {
+    const id = source.schema.parseUserId(raw)
+    const entry = replica.replicaOf(id).server
+    if (entry === undefined || entry.d === 1) throw new UserNotFoundError(id)
+    chosen.set(id, entry)
+    if (chosen.size > caps.usersMax)
+      throw new ExportTooLargeError('users', chosen.size, caps.usersMax)
+  }
+  if (groupIds.length > 0) {
+    const wanted = new Set(groupIds)
+    for (const id of replica.allUserIds()) {
+      if (chosen.has(id)) continue
+      const entry = replica.replicaOf(id).server
+      const groups = entry?.f?.groups
+      if (entry === undefined || entry.d === 1 || !Array.isArray(groups)) continue
+      if (!groups.some((g) => typeof g === 'string' && wanted.has(g))) continue
+      chosen.set(id, entry)
+      if (chosen.size > caps.usersMax)
+        throw new ExportTooLargeError('users (with the groups named)', chosen.size, caps.usersMax)
+    }
+  }
+  const policies: Record<string, PolicyEntry> = {}
+  for (const [field, entry] of replica.policies()) policies[field] = entry
+  const createdAt = source.clock.now()
+  const expiresAt = createdAt + limits.exportTtlMs
+  const users = [...chosen].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+  const file = encodeExportFile(
+    { serverKey: source.key.publicKey, createdAt, expiresAt, policies, users },
+    source.key,
+    source.siteKey,
+  )
+  if (file.byteLength > limits.exportFileBytesMax)
+    throw new ExportTooLargeError('bytes', file.byteLength, limits.exportFileBytesMax)
+  return { file, expiresAt, users: users.length }
+}

@@ -1,0 +1,401 @@
+/**
+ * A command line an operator can trust (issue 10), through the real CLI as
+ * child processes, real LevelDB in temp dirs, network on 127.0.0.1 only:
+ * the start-up hint works when copied; a device's data directory is never
+ * opened as a server's (refused, nothing changed); export and import;
+ * the device command's LAN options and one-shot actions; bench.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdtemp, readdir, readFile, rm, stat, unlink } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterEach, describe, expect, it } from 'vitest'
+import { ROLE_FILE } from '../peers/data-role.js'
+import { openLevelStore } from '../storage/level-store.js'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const BIN = join(root, 'bin/rostersync.js')
+const dirs: string[] = []
+const running: Proc[] = []
+afterEach(async () => {
+  for (const p of running.splice(0)) await p.stop()
+  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true })
+})
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'rostersync-cli-'))
+  dirs.push(dir)
+  return dir
+}
+
+interface Result {
+  readonly code: number | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/** Runs one CLI command to its end. */
+function cli(args: string[], cwd = root): Promise<Result> {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ROSTERSYNC_SITE_KEY: '', ROSTERSYNC_ADMIN_TOKEN: '' },
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()))
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
+  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout, stderr })))
+}
+
+/** A long-running CLI process (server, device) whose output can be awaited. */
+class Proc {
+  out = ''
+  private readonly exited: Promise<void>
+  constructor(readonly child: ChildProcess) {
+    child.stdout?.on('data', (c: Buffer) => (this.out += c.toString()))
+    child.stderr?.on('data', (c: Buffer) => (this.out += c.toString()))
+    this.exited = new Promise((resolve) => child.once('exit', () => resolve()))
+  }
+  /** Resolves with the first match of `pattern` in the output so far or to come. */
+  async waitFor(pattern: RegExp, what: string): Promise<RegExpMatchArray> {
+    for (;;) {
+      const match = pattern.exec(this.out)
+      if (match !== null) return match
+      if (this.child.exitCode !== null) throw new Error(`exited before ${what}:\n${this.out}`)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  }
+  async stop(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGTERM')
+    await this.exited
+  }
+}
+
+function start(args: string[], cwd = root): Proc {
+  const proc = new Proc(
+    spawn(process.execPath, [BIN, ...args], {
+      cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ROSTERSYNC_SITE_KEY: '', ROSTERSYNC_ADMIN_TOKEN: '' },
+    }),
+  )
+  running.push(proc)
+  return proc
+}
+
+/** Starts `rostersync server` on a free port; resolves with its URLs. */
+async function startServer(data: string): Promise<{ proc: Proc; url: string; http: string }> {
+  const proc = start(['server', '--data', data, '--port', '0', '--json'])
+  const line = await proc.waitFor(/^\{.*"url".*\}$/m, 'the server listening')
+  const info = JSON.parse(line[0]) as { url: string; http: string }
+  return { proc, url: info.url, http: info.http }
+}
+
+/** Every file under a directory with its bytes (hex), to show nothing changed. */
+async function snapshot(dir: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>()
+  for (const entry of await readdir(dir, { recursive: true })) {
+    const path = join(dir, entry)
+    if ((await stat(path)).isFile()) out.set(entry, (await readFile(path)).toString('hex'))
+  }
+  return out
+}
+
+/** Every key and value of a LevelDB directory. */
+async function keysOf(dir: string): Promise<Map<string, string>> {
+  const store = await openLevelStore(dir)
+  const out = new Map<string, string>()
+  for await (const [key, value] of store.range({ gte: '', lt: '\uffff' }))
+    out.set(key, Buffer.from(value).toString('hex'))
+  await store.close()
+  return out
+}
+
+/** A refusal: non-zero exit and one line on stderr naming `code`. */
+function expectRefused(result: Result, code: string): void {
+  expect(result.code).not.toBe(0)
+  expect(result.stderr.trim().split('\n')).toHaveLength(1)
+  expect(result.stderr).toContain(code)
+}
+
+describe('rostersync --help', () => {
+  it('lists every command, and each new command has --help', async () => {
+    const help = await cli(['--help'])
+    expect(help.code).toBe(0)
+    for (const name of [
+      'server',
+      'device',
+      'sim',
+      'users',
+      'devices',
+      'events',
+      'export',
+      'import',
+      'bench',
+    ])
+      expect(help.stdout).toMatch(new RegExp(`^  ${name} `, 'm'))
+    for (const name of ['export', 'import', 'bench', 'device']) {
+      const result = await cli([name, '--help'])
+      expect(result.code).toBe(0)
+      expect(result.stdout).toContain(`Usage: rostersync ${name}`)
+    }
+    expect((await cli(['device', '--help'])).stdout).toMatch(/--lan-peer[\s\S]*--full[\s\S]*--list/)
+  })
+})
+
+describe("the server's start-up hint", () => {
+  it('is a command that admits the device when run as printed', async () => {
+    const dir = await tempDir()
+    const server = start(['server', '--data', 'srv', '--port', '0'], dir)
+    const hint = await server.waitFor(/start a device:\s+npx rostersync (.+)$/m, 'the hint')
+    const args = (hint[1] ?? '').trim().split(/\s+/)
+    expect(args).toContain('--site-key-file')
+    // Run from another directory: the key file's path must still hold.
+    const elsewhere = await tempDir()
+    const device = start(args, elsewhere)
+    await device.waitFor(/device D1: connected; server→device success/, 'the device admitted')
+    expect(device.out).not.toMatch(/refused|AUTH_FAILED/)
+  }, 120_000)
+})
+
+describe("a device's data directory is never opened as a server's", () => {
+  it('refuses users, devices, events and export on it, changing no byte', async () => {
+    const dir = await tempDir()
+    const dev = join(dir, 'dev')
+    const made = await cli(['device', '--id', 'D7', '--data', dev, '--status', '--json'])
+    expect(made.code).toBe(0)
+    expect(JSON.parse(made.stdout)).toMatchObject({ device: 'D7', users: 0 })
+    const before = await snapshot(dev)
+    for (const args of [
+      ['users', 'list'],
+      ['users', 'get', 'u1'],
+      ['users', 'add', '{"id":"u1","name":"Ann"}'],
+      ['users', 'edit', 'u1', '{"name":"Bo"}'],
+      ['users', 'delete', 'u1'],
+      ['devices'],
+      ['devices', 'revoke', 'D7'],
+      ['events'],
+      ['export', '--users', 'u1', '--out', join(dir, 'x.rsexport')],
+    ]) {
+      const result = await cli([...args, '--data', dev])
+      expectRefused(result, 'WRONG_DATA_DIR')
+    }
+    expect(await snapshot(dev)).toEqual(before)
+    expect(existsSync(join(dir, 'x.rsexport'))).toBe(false)
+  }, 120_000)
+
+  it('recognises a device directory made before roles existed by its keys', async () => {
+    const dir = await tempDir()
+    const dev = join(dir, 'dev')
+    expect((await cli(['device', '--id', 'D8', '--data', dev, '--status'])).code).toBe(0)
+    // As older versions left it: no role file, no role key.
+    await unlink(join(dev, ROLE_FILE))
+    const store = await openLevelStore(dev)
+    await store.batch([{ type: 'del', key: 'm/role' }])
+    await store.close()
+    const before = await keysOf(dev)
+    expectRefused(
+      await cli(['users', 'edit', 'u1', '{"name":"Bo"}', '--data', dev]),
+      'WRONG_DATA_DIR',
+    )
+    expectRefused(await cli(['events', '--data', dev]), 'WRONG_DATA_DIR')
+    expect(await keysOf(dev)).toEqual(before)
+    expect(existsSync(join(dev, 'admin-token'))).toBe(false)
+    expect(existsSync(join(dev, 'site-key'))).toBe(false)
+  }, 120_000)
+
+  it('refuses a missing data directory instead of making a server there', async () => {
+    const dir = await tempDir()
+    const result = await cli(['users', 'list', '--data', join(dir, 'nope')])
+    expect(result.code).toBe(1)
+    expect(result.stderr.trim().split('\n')).toHaveLength(1)
+    expect(existsSync(join(dir, 'nope'))).toBe(false)
+  })
+})
+
+describe('export and import', () => {
+  it('exports from a running server and imports into a stopped device', async () => {
+    const dir = await tempDir()
+    const srv = join(dir, 'srv')
+    const key = join(srv, 'site-key')
+    const { proc, url } = await startServer(srv)
+    for (const record of [
+      '{"id":"u1","name":"Ann","groups":["lobby"]}',
+      '{"id":"u2","name":"Bo","groups":["lab"]}',
+      '{"id":"u3","name":"Cy"}',
+    ])
+      expect((await cli(['users', 'add', record, '--data', srv])).code).toBe(0)
+    const file = join(dir, 'lobby.rsexport')
+    const exported = await cli([
+      'export',
+      '--groups',
+      'lobby',
+      '--users',
+      'u3',
+      '--out',
+      file,
+      '--data',
+      srv,
+      '--json',
+    ])
+    expect(exported.stderr).not.toMatch(/rostersync|Error/)
+    expect(exported.code).toBe(0)
+    expect(JSON.parse(exported.stdout)).toMatchObject({ file, users: 2 })
+    expect((await stat(file)).mode & 0o777).toBe(0o600)
+    // Bad exports: one line, non-zero, no file.
+    expectRefused(
+      await cli(['export', '--out', join(dir, 'a'), '--data', srv]),
+      'name what to export',
+    )
+    expectRefused(await cli(['export', '--users', 'u1', '--data', srv]), '--out')
+    expectRefused(
+      await cli(['export', '--users', 'nobody', '--out', join(dir, 'b'), '--data', srv]),
+      'USER_NOT_FOUND',
+    )
+    expectRefused(await cli(['export', '--users', 'u1', '--out', file, '--data', srv]), 'exists')
+    expect(existsSync(join(dir, 'a')) || existsSync(join(dir, 'b'))).toBe(false)
+
+    const dev = join(dir, 'dev')
+    expect((await cli(['device', '--id', 'D2', '--data', dev, '--status'])).code).toBe(0)
+    // A device never admitted checks the file with its site key.
+    expectRefused(await cli(['import', file, '--data', dev]), 'AUTH_FAILED')
+    const imported = await cli(['import', file, '--data', dev, '--site-key-file', key, '--json'])
+    expect(imported.stderr).not.toMatch(/rostersync|Error/)
+    expect(imported.code).toBe(0)
+    expect(JSON.parse(imported.stdout)).toMatchObject({ imported: 2, unchanged: 0 })
+    const listed = await cli(['device', '--data', dev, '--list', '--json'])
+    expect(
+      listed.stdout
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { id: string }).id),
+    ).toEqual(['u1', 'u3'])
+    // Bad imports: one line, non-zero.
+    expectRefused(await cli(['import', '--data', dev]), 'export file is required')
+    expectRefused(await cli(['import', join(dir, 'missing'), '--data', dev]), 'cannot read')
+    expectRefused(
+      await cli(['import', file, '--data', srv, '--site-key-file', key]),
+      'WRONG_DATA_DIR',
+    )
+    expectRefused(
+      await cli(['import', key, '--data', dev, '--site-key-file', key]),
+      'MALFORMED_MESSAGE',
+    )
+
+    // The device's actions: full and delta syncs, status, list.
+    const full = await cli([
+      'device',
+      '--data',
+      dev,
+      '--server',
+      url,
+      '--site-key-file',
+      key,
+      '--full',
+      '--delta',
+      '--status',
+      '--json',
+    ])
+    expect(full.stderr).not.toMatch(/rostersync|Error/)
+    expect(full.code).toBe(0)
+    const lines = full.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+    expect(lines.slice(0, 2)).toEqual([
+      { sync: 'full', ok: true },
+      { sync: 'delta', ok: true },
+    ])
+    expect(lines[2]).toMatchObject({ device: 'D2', offlineReady: true, users: 3 })
+    const table = await cli(['device', '--data', dev, '--list'])
+    expect(table.stdout).toMatch(/^u2\s+Bo/m)
+    expect(table.stdout).toContain('3 user(s)')
+
+    // Offline export: the server stopped, its directory opened directly.
+    await proc.stop()
+    const offline = await cli([
+      'export',
+      '--users',
+      'u2',
+      '--out',
+      join(dir, 'u2.rsexport'),
+      '--data',
+      srv,
+    ])
+    expect(offline.code).toBe(0)
+    expect(offline.stdout).toMatch(/exported 1 user\(s\)/)
+  }, 180_000)
+})
+
+describe('the device command on the LAN', () => {
+  it('relays what the server sends over --lan-peer to a periodic device', async () => {
+    const dir = await tempDir()
+    const srv = join(dir, 'srv')
+    const key = join(srv, 'site-key')
+    const { url } = await startServer(srv)
+    expect((await cli(['users', 'add', '{"id":"u1","name":"Ann"}', '--data', srv])).code).toBe(0)
+    const a = start([
+      'device',
+      '--id',
+      'A',
+      '--data',
+      join(dir, 'a'),
+      '--server',
+      url,
+      '--site-key-file',
+      key,
+      '--lan-host',
+      '127.0.0.1',
+    ])
+    const address = (await a.waitFor(/LAN: listening on (\S+)/, "A's LAN address"))[1] ?? ''
+    expect(address).toMatch(/^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\//)
+    await a.waitFor(/device A: connected; server→device success.*1 user/, 'A synced')
+    // B is periodic (the server forwards it nothing between its daily
+    // syncs): a user added now reaches it through A, over the LAN.
+    const b = start([
+      'device',
+      '--id',
+      'B',
+      '--data',
+      join(dir, 'b'),
+      '--server',
+      url,
+      '--mode',
+      'periodic',
+      '--delta-interval',
+      '1d',
+      '--site-key-file',
+      key,
+      '--lan-peer',
+      address,
+    ])
+    await b.waitFor(/device B: connected; server→device success.*1 user/, 'B synced')
+    expect((await cli(['users', 'add', '{"id":"u2","name":"Bo"}', '--data', srv])).code).toBe(0)
+    await b.waitFor(/device B: .*; 2 user\(s\)/, 'B has u2 from A')
+    // The operator's syncs on a running device: SIGUSR2 a delta, SIGUSR1 a full one.
+    b.child.kill('SIGUSR2')
+    await b.waitFor(/delta sync: done/, "B's delta sync")
+    b.child.kill('SIGUSR1')
+    await b.waitFor(/full sync: done/, "B's full sync")
+    expectRefused(
+      await cli(['device', '--id', 'C', '--data', join(dir, 'c'), '--lan-peer', address]),
+      'site key',
+    )
+  }, 120_000)
+})
+
+describe('rostersync bench', () => {
+  it('runs the bench runner, with one-line errors on bad flags', async () => {
+    expectRefused(await cli(['bench', '--only', 'nope']), 'unknown bench')
+    expectRefused(await cli(['bench', '--users', '0']), '--users')
+    expectRefused(await cli(['bench', '--bogus']), 'bogus')
+    const result = await cli(['bench', '--only', 'signing', '--users', '50', '--json'])
+    expect(result.code).toBe(0)
+    const figures = JSON.parse(result.stdout.trim()) as Record<string, unknown>
+    expect(figures).toHaveProperty('signing')
+    expect(figures).toHaveProperty('users', 50)
+  }, 120_000)
+})

@@ -1,0 +1,369 @@
+/**
+ * Export / import (SEMANTICS.md, "Export / import"; issue 10): the server
+ * exports chosen users in a signed file that expires after 15 minutes; a
+ * device whose sync is stopped imports it; its later sync with the server
+ * neither conflicts nor duplicates; a bad file changes nothing.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import { hasCode, SyncError } from '../core/errors.js'
+import { limits } from '../core/limits.js'
+import type { Connection, Transport } from '../core/transport.js'
+import type { Store } from '../core/store.js'
+import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { memoryStore } from '../storage/level-store.js'
+import { memoryPair } from '../transports/memory-transport.js'
+import { KeptOpenStore } from './helpers/forwarding-store.js'
+import { ManualClock, settle } from './helpers/manual-clock.js'
+
+const SITE_KEY = 'export-site-key'
+const MINUTE = 60_000
+const closers: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close()
+})
+
+interface Site {
+  readonly clock: ManualClock
+  readonly server: ServerPeer
+  readonly transport: Transport
+  down(): void
+  up(): void
+}
+
+async function site(
+  extra: Partial<Parameters<typeof createServer>[0]> = {},
+  clock = new ManualClock(),
+): Promise<Site> {
+  const server = await createServer({
+    store: memoryStore(),
+    clock,
+    listen: false,
+    siteKey: SITE_KEY,
+    ...extra,
+  })
+  closers.push(() => server.close())
+  let isDown = false
+  const open = new Set<Connection>()
+  return {
+    clock,
+    server,
+    transport: {
+      connect: async (url) => {
+        if (isDown) throw new SyncError('SYNC_FAILED', 'connection refused (server down)')
+        const [mine, theirs] = memoryPair('device', 'server')
+        server.accept(theirs, url)
+        open.add(mine)
+        return mine
+      },
+      close: async () => undefined,
+    },
+    down() {
+      isDown = true
+      for (const conn of open) conn.close(1006, 'network down')
+      open.clear()
+    },
+    up() {
+      isDown = false
+    },
+  }
+}
+
+async function device(
+  s: Site,
+  extra: Partial<Parameters<typeof createDevice>[0]> & { noServer?: boolean } = {},
+): Promise<DevicePeer> {
+  const { noServer, ...rest } = extra
+  const d = await createDevice({
+    id: 'D1',
+    store: memoryStore(),
+    clock: s.clock,
+    ...(noServer === true ? {} : { server: 'ws://sim-server', serverTransport: s.transport }),
+    siteKey: SITE_KEY,
+    ...rest,
+  })
+  closers.push(() => d.close())
+  return d
+}
+
+/** Every key and value of a store, to show that a refused import changed nothing. */
+async function dump(store: Store): Promise<Map<string, string>> {
+  const out = new Map<string, string>()
+  for await (const [key, value] of store.range({ gte: '', lt: '\uffff' }))
+    out.set(key, Buffer.from(value).toString('hex'))
+  return out
+}
+
+async function roster(server: ServerPeer): Promise<void> {
+  await server.users.put({ id: 'u1', name: 'Ann Lee', groups: ['lobby'], status: 'active' })
+  await server.users.put({ id: 'u2', name: 'Bo Chen', groups: ['lab'] })
+  await server.users.put({
+    id: 'u3',
+    name: 'Cy Park',
+    groups: ['lobby', 'lab'],
+    cards: [{ type: 'csn', value: '04A1B2C3' }],
+    fingerprints: [new Uint8Array([1, 2, 3])],
+  })
+  await server.users.put({ id: 'u4', name: 'Di Ross' })
+}
+
+describe('server.exportUsers', () => {
+  it('exports users by id and by group, expiring 15 minutes after it was made', async () => {
+    const s = await site()
+    await roster(s.server)
+    const byId = await s.server.exportUsers({ userIds: ['u4'] })
+    expect(byId.expiresAt).toBe(s.clock.now() + 15 * MINUTE)
+    expect(byId.users).toBe(1)
+    const byGroup = await s.server.exportUsers({ groupIds: ['lobby'], userIds: ['u2'] })
+    expect(byGroup.users).toBe(3)
+    expect(Buffer.from(byGroup.file.subarray(0, 8)).toString('latin1')).toBe('RSYNCEXP')
+    expect(s.server.events.query({ type: 'users-exported' })).toHaveLength(2)
+  })
+
+  it('refuses bad requests with typed errors', async () => {
+    const s = await site()
+    await roster(s.server)
+    const refused = async (request: unknown): Promise<string> => {
+      try {
+        await s.server.exportUsers(request as { userIds: string[] })
+        return 'resolved'
+      } catch (error) {
+        return (error as { code: string }).code
+      }
+    }
+    expect(await refused({})).toBe('INVALID_OPTIONS')
+    expect(await refused({ userIds: [] })).toBe('INVALID_OPTIONS')
+    expect(await refused({ userIds: 'u1' })).toBe('INVALID_OPTIONS')
+    expect(await refused({ userIds: ['u1'], extra: 1 })).toBe('INVALID_OPTIONS')
+    expect(await refused({ userIds: ['nobody'] })).toBe('USER_NOT_FOUND')
+    const ids = Array.from({ length: limits.usersPerExportMax + 1 }, (_, i) => `x${i}`)
+    for (const id of ids) await s.server.users.put({ id, name: id })
+    expect(await refused({ userIds: ids })).toBe('EXPORT_TOO_LARGE')
+    expect(await refused({ userIds: ids.slice(1) })).toBe('resolved')
+    const groups = Array.from({ length: limits.groupsPerExportMax + 1 }, (_, i) => `g${i}`)
+    expect(await refused({ groupIds: groups })).toBe('EXPORT_TOO_LARGE')
+    await s.server.users.delete('u4')
+    expect(await refused({ userIds: ['u4'] })).toBe('USER_NOT_FOUND')
+  })
+
+  it('takes its caps from the options', async () => {
+    const s = await site({ exportUsersMax: 2, exportGroupsMax: 1 })
+    await roster(s.server)
+    await expect(s.server.exportUsers({ groupIds: ['lobby', 'lab'] })).rejects.toMatchObject({
+      code: 'EXPORT_TOO_LARGE',
+    })
+    // lobby has u1 and u3; with u2 that is 3 users, past 2.
+    await expect(
+      s.server.exportUsers({ groupIds: ['lobby'], userIds: ['u2'] }),
+    ).rejects.toMatchObject({ code: 'EXPORT_TOO_LARGE' })
+    expect((await s.server.exportUsers({ groupIds: ['lobby'] })).users).toBe(2)
+  })
+})
+
+describe('device.importUsers', () => {
+  it('shows the users as the server has them, and the later sync neither conflicts nor duplicates', async () => {
+    const s = await site()
+    await s.server.users.put({ id: 'u0', name: 'Zed' })
+    const d = await device(s)
+    await d.sync.full()
+    s.down()
+    await settle()
+    await roster(s.server)
+    const { file } = await s.server.exportUsers({ groupIds: ['lobby', 'lab'] })
+    const result = await d.importUsers(file)
+    expect(result).toMatchObject({ imported: 3, unchanged: 0 })
+    expect(d.users.list().map((u) => u.id)).toEqual(['u0', 'u1', 'u2', 'u3'])
+    expect(d.users.get('u3')).toEqual(s.server.users.get('u3'))
+    expect(d.events.query({ type: 'users-imported' })).toHaveLength(1)
+    // Offline edits on imported users follow the rules as after a sync.
+    await d.users.patch('u1', { email: 'ann@example.com' }) // fills a vacant field
+    await d.users.patch('u2', { name: 'Bob' }) // the server's name wins (rule 1)
+    expect(d.users.get('u2')?.name).toBe('Bo Chen')
+    await d.users.delete('u3') // hidden on this device only (rule 3)
+    expect(d.users.get('u3')).toBeUndefined()
+    // Back online: the server's entries arrive, the same as the imported ones.
+    s.up()
+    await d.sync.delta()
+    await d.sync.whenIdle()
+    expect(s.server.users.get('u1')?.email).toBe('ann@example.com')
+    expect(s.server.users.get('u2')?.name).toBe('Bo Chen')
+    expect(s.server.users.get('u3')?.name).toBe('Cy Park')
+    // u4 was never exported: it comes by sync.
+    expect(d.users.list().map((u) => u.id)).toEqual(['u0', 'u1', 'u2', 'u4'])
+    expect(d.users.get('u1')).toEqual(s.server.users.get('u1'))
+    expect(d.replica.importedCount).toBe(0)
+    expect(s.server.events.query({ type: 'write-refused' })).toHaveLength(0)
+    // A full sync brings the server's roster whole (the device's own
+    // delete of u3 stays: its local state is kept).
+    await d.sync.full()
+    expect(d.users.list()).toEqual(s.server.users.list().filter((u) => u.id !== 'u3'))
+  })
+
+  it('keeps what is newer: an older file changes nothing, a server delete wins', async () => {
+    const s = await site()
+    await roster(s.server)
+    const d = await device(s)
+    const old = await s.server.exportUsers({ userIds: ['u1', 'u2'] })
+    await s.server.users.patch('u1', { name: 'Ann L.' })
+    await d.sync.full()
+    s.down()
+    await settle()
+    const result = await d.importUsers(old.file)
+    expect(result).toMatchObject({ imported: 0, unchanged: 2 })
+    expect(d.users.get('u1')?.name).toBe('Ann L.')
+    // A file from before a server delete brings the user back only until
+    // the device learns of the delete.
+    await s.server.users.delete('u4')
+    const d2 = await device(s, { id: 'D2', noServer: true })
+    s.up()
+    const before = await s.server.exportUsers({ userIds: ['u2'] })
+    await s.server.users.delete('u2')
+    expect((await d2.importUsers(before.file)).imported).toBe(1)
+    expect(d2.users.get('u2')?.name).toBe('Bo Chen')
+    await d.sync.delta()
+    expect(d.users.get('u2')).toBeUndefined()
+  })
+
+  it('works on a device that never synced (checked with its site key) and one opened without a server', async () => {
+    const s = await site()
+    await roster(s.server)
+    const { file } = await s.server.exportUsers({ userIds: ['u1', 'u3'] })
+    const fresh = await device(s, { noServer: true })
+    expect((await fresh.importUsers(file)).imported).toBe(2)
+    expect(fresh.users.get('u3')).toEqual(s.server.users.get('u3'))
+    // Its first full sync replaces the import by the server's roster.
+    const store = memoryStore()
+    const later = await device(s, { id: 'D3', store })
+    s.down()
+    await settle()
+    expect((await later.importUsers(file)).imported).toBe(2)
+    s.up()
+    await later.sync.full()
+    expect(later.users.list()).toEqual(s.server.users.list())
+    expect(later.replica.importedCount).toBe(0)
+  })
+
+  it('refuses a file while the device is connected to its server (SYNC_RUNNING)', async () => {
+    const s = await site()
+    await roster(s.server)
+    const d = await device(s)
+    await d.sync.full()
+    const { file } = await s.server.exportUsers({ userIds: ['u1'] })
+    await expect(d.importUsers(file)).rejects.toMatchObject({ code: 'SYNC_RUNNING' })
+  })
+
+  it('refuses expired, foreign, corrupt, truncated and oversized files, changing nothing', async () => {
+    const s = await site()
+    await roster(s.server)
+    const store = memoryStore()
+    const d = await device(s, { store })
+    await d.sync.full()
+    s.down()
+    await settle()
+    const { file } = await s.server.exportUsers({ userIds: ['u1', 'u2'] })
+    const other = await site({ siteKey: 'another-site-key' }, s.clock)
+    await other.server.users.put({ id: 'u9', name: 'Mallory' })
+    const foreign = (await other.server.exportUsers({ userIds: ['u9'] })).file
+    // Same site key, another server (key): refused by the pinned key.
+    const impostor = await site({ siteKey: SITE_KEY }, s.clock)
+    await impostor.server.users.put({ id: 'u9', name: 'Mallory' })
+    const forged = (await impostor.server.exportUsers({ userIds: ['u9'] })).file
+    const corrupt = Uint8Array.from(file)
+    const middle = Math.floor(file.byteLength / 2)
+    corrupt[middle] = (corrupt[middle] ?? 0) ^ 0x01
+    const before = await dump(store)
+    const viewsBefore = d.users.list()
+    const code = async (bytes: unknown): Promise<string> => {
+      try {
+        await d.importUsers(bytes as Uint8Array)
+        return 'imported'
+      } catch (error) {
+        return (error as { code: string }).code
+      }
+    }
+    expect(await code(foreign)).toBe('AUTH_FAILED')
+    expect(await code(forged)).toBe('AUTH_FAILED')
+    expect(await code(corrupt)).toBe('MALFORMED_MESSAGE')
+    expect(await code(file.subarray(0, file.byteLength - 10))).toBe('MALFORMED_MESSAGE')
+    expect(await code(file.subarray(0, 5))).toBe('MALFORMED_MESSAGE')
+    expect(await code(new Uint8Array(0))).toBe('MALFORMED_MESSAGE')
+    expect(await code(Buffer.from('{"users":[]}'))).toBe('MALFORMED_MESSAGE')
+    expect(await code('not bytes')).toBe('MALFORMED_MESSAGE')
+    expect(await code(new Uint8Array(limits.exportFileBytesMax + 1))).toBe('MESSAGE_TOO_LARGE')
+    await s.clock.advance(15 * MINUTE)
+    expect(await code(file)).toBe('EXPORT_EXPIRED')
+    // The device was used (retention's clock), nothing else.
+    const after = await dump(store)
+    after.delete('r/sync/state')
+    before.delete('r/sync/state')
+    expect(after).toEqual(before)
+    expect(d.users.list()).toEqual(viewsBefore)
+    expect(hasCode(new SyncError('SYNC_FAILED', 'x'), 'SYNC_FAILED')).toBe(true)
+  })
+
+  it('refuses a file on a device with no site key and no pinned server key', async () => {
+    const s = await site()
+    await roster(s.server)
+    const { file } = await s.server.exportUsers({ userIds: ['u1'] })
+    const d = await createDevice({ id: 'D9', store: memoryStore(), clock: s.clock })
+    closers.push(() => d.close())
+    await expect(d.importUsers(file)).rejects.toMatchObject({ code: 'AUTH_FAILED' })
+    expect(d.users.list()).toEqual([])
+  })
+
+  it('survives a restart and is cleared by a retention wipe', async () => {
+    const s = await site()
+    await roster(s.server)
+    const { file } = await s.server.exportUsers({ userIds: ['u1'] })
+    const store = new KeptOpenStore(memoryStore())
+    closers.push(() => store.inner.close())
+    const d = await device(s, { noServer: true, store, retentionMs: 10 * MINUTE })
+    await d.importUsers(file)
+    await d.close()
+    closers.pop()
+    const again = await device(s, { noServer: true, store, retentionMs: 10 * MINUTE })
+    expect(again.users.get('u1')?.name).toBe('Ann Lee')
+    await s.clock.advance(11 * MINUTE)
+    await settle()
+    expect(again.users.list()).toEqual([])
+    expect(again.replica.importedCount).toBe(0)
+  })
+})
+
+describe('POST /api/exports', () => {
+  it('answers the file to the admin token, typed errors otherwise', async () => {
+    const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY, port: 0 })
+    closers.push(() => server.close())
+    await roster(server)
+    const post = (body: string, token = server.adminToken, method = 'POST'): Promise<Response> =>
+      fetch(`${server.http}/api/exports`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        ...(method === 'GET' ? {} : { body }),
+      })
+    const ok = await post(JSON.stringify({ groupIds: ['lab'] }))
+    expect(ok.status).toBe(200)
+    expect(ok.headers.get('content-type')).toBe('application/octet-stream')
+    expect(ok.headers.get('x-rostersync-users')).toBe('2')
+    expect(Number(ok.headers.get('x-rostersync-expires-at'))).toBeGreaterThan(Date.now())
+    const file = new Uint8Array(await ok.arrayBuffer())
+    const d = await createDevice({ id: 'D5', store: memoryStore(), siteKey: SITE_KEY })
+    closers.push(() => d.close())
+    expect(await d.importUsers(file)).toMatchObject({ imported: 2 })
+    expect(d.users.get('u2')).toEqual(server.users.get('u2'))
+    const codeOf = async (res: Response): Promise<[number, string]> => [
+      res.status,
+      ((await res.json()) as { error: { code: string } }).error.code,
+    ]
+    expect(await codeOf(await post('{"userIds":["u1"]}', 'wrong-token-0123456789'))).toEqual([
+      401,
+      'AUTH_FAILED',
+    ])
+    expect(await codeOf(await post('not json'))).toEqual([400, 'MALFORMED_MESSAGE'])
+    expect(await codeOf(await post('{}'))).toEqual([400, 'INVALID_OPTIONS'])
+    expect(await codeOf(await post('{"userIds":["nobody"]}'))).toEqual([404, 'USER_NOT_FOUND'])
+    const many = JSON.stringify({ groupIds: Array.from({ length: 51 }, (_, i) => `g${i}`) })
+    expect(await codeOf(await post(many))).toEqual([400, 'EXPORT_TOO_LARGE'])
+    expect((await post('', server.adminToken, 'GET')).status).toBe(405)
+  })
+})
