@@ -207,6 +207,12 @@ async function runUntilStopped(device: DevicePeer, json: boolean): Promise<void>
     const state = snapshot(device)
     console.log(json ? JSON.stringify(state) : describe(state))
   }
+  // What the administrator compares with the registry before approving it.
+  console.log(
+    json
+      ? JSON.stringify({ keyFingerprint: device.keyFingerprint })
+      : `key fingerprint: ${device.keyFingerprint}`,
+  )
   for (const address of device.lanAddresses)
     console.log(json ? JSON.stringify({ lan: address }) : `LAN: listening on ${address}`)
   report()

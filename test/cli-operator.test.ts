@@ -353,6 +353,10 @@ describe('the device command on the LAN', () => {
     const address = (await a.waitFor(/LAN: listening on (\S+)/, "A's LAN address"))[1] ?? ''
     expect(address).toMatch(/^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\//)
     await a.waitFor(/device A: connected; server→device success.*1 user/, 'A synced')
+    // The fingerprint the terminal shows is the one the registry shows.
+    const shown = (await a.waitFor(/key fingerprint: (SHA256:\S+)/, "A's key"))[1]
+    const registry = await cli(['devices', '--data', srv, '--json'])
+    expect(registry.stdout).toContain(`"keyFingerprint":"${shown ?? '-'}"`)
     // B is periodic (the server forwards it nothing between its daily
     // syncs): a user added now reaches it through A, over the LAN.
     const b = start([
