@@ -129,9 +129,10 @@ class LanLinks {
 
   /**
    * Runs a sync session on a stream (inbound or dialled); `onClosed` runs
-   * once the link is gone. Returns false when the link is refused.
+   * once the link is gone, told whether it got as far as a sync exchange.
+   * Returns false when the link is refused.
    */
-  attach(stream: Stream, peer: string, onClosed?: () => void): boolean {
+  attach(stream: Stream, peer: string, onClosed?: (synced: boolean) => void): boolean {
     const connection = wrapStream(stream, peer)
     if (this.closed) {
       connection.close(1001, 'device closing')
@@ -146,9 +147,9 @@ class LanLinks {
       this.options,
       connection,
       peer,
-      () => {
+      (synced) => {
         this.links.delete(connection.id)
-        onClosed?.()
+        onClosed?.(synced)
       },
       () => this.closed,
     )
@@ -165,8 +166,11 @@ class LanLinks {
       timer = this.options.clock.setTimeout(() => void dial(), retryDelayMs(attempt++, random()))
     }
     const dial = async (): Promise<void> => {
-      const linked = await this.dial(addr, () => {
-        attempt = 0
+      const linked = await this.dial(addr, (synced) => {
+        // The backoff only grows until a link succeeds (a sync exchange),
+        // as on the server link: a peer that accepts and drops every link
+        // at once is not redialled at the shortest delay for ever.
+        if (synced) attempt = 0
         schedule()
       })
       if (!linked) schedule()
@@ -176,7 +180,10 @@ class LanLinks {
   }
 
   /** Opens a sync stream to `target` and attaches it; false when it cannot (yet). */
-  private async dial(target: Multiaddr | Multiaddr[], onClosed?: () => void): Promise<boolean> {
+  private async dial(
+    target: Multiaddr | Multiaddr[],
+    onClosed?: (synced: boolean) => void,
+  ): Promise<boolean> {
     if (this.closed) return false
     try {
       const connection = await this.node.dial(target)
@@ -215,13 +222,14 @@ class LanLinks {
  * Runs the LAN sync session on an open connection to another device, over
  * libp2p or any other transport (the simulator's): inbound updates are
  * checked with the LAN rule before anything is applied, refusals are sent
- * back and logged. `onClosed` runs once the connection is gone.
+ * back and logged. `onClosed` runs once the connection is gone, told whether
+ * the session got as far as a sync exchange.
  */
 export function runLanLink(
   options: Pick<LanOptions, 'replica' | 'schema' | 'onError' | 'signing'>,
   connection: Connection,
   peer: string,
-  onClosed?: () => void,
+  onClosed?: (synced: boolean) => void,
   closing: () => boolean = () => false,
 ): void {
   const { replica, schema } = options
@@ -281,7 +289,7 @@ export function runLanLink(
     if (code !== 1000 && code !== 1001 && code !== 1006 && code !== 1012 && !closing()) {
       options.onError?.(reason.split(':')[0] ?? 'SYNC_FAILED', `LAN peer ${peer}: ${reason}`)
     }
-    onClosed?.()
+    onClosed?.(session.synced)
   })
 }
 

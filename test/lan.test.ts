@@ -23,6 +23,7 @@ import { createLanNode, LAN_PROTOCOL, lanPsk, wrapStream } from '../transports/l
 import { FrameReader, frame } from '../transports/length-prefixed.js'
 import { runTransportContract } from './contracts/transport.contract.js'
 import { eventually } from './helpers/eventually.js'
+import { ManualClock } from './helpers/manual-clock.js'
 
 const SITE_KEY = 'test-site-key'
 const closers: Array<() => Promise<void> | void> = []
@@ -201,6 +202,43 @@ describe('LAN links: admission and bad input', () => {
     )
     await eventually(() => expect(d1.users.get('u7')?.name).toBe('Seven'))
   })
+
+  it('a peer that drops every link at once is redialled with a growing backoff, not at the shortest delay', async () => {
+    // A member node that takes each sync stream and closes it at once.
+    const node = await createLanNode({ siteKey: SITE_KEY })
+    closers.push(() => node.stop())
+    let streams = 0
+    await node.handle(LAN_PROTOCOL, (stream) => {
+      streams++
+      wrapStream(stream, 'dropper').close(1000, 'go away')
+    })
+    const clock = new ManualClock()
+    const device = await createDevice({
+      id: 'D1',
+      store: memoryStore(),
+      siteKey: SITE_KEY,
+      clock,
+      lan: {
+        enabled: true,
+        mdns: false,
+        peers: node.getMultiaddrs().map((a) => a.toString()),
+      },
+    })
+    closers.push(() => device.close())
+    await eventually(() => expect(streams).toBe(1))
+    // Two minutes of the device's time, in half-second steps, each given
+    // real time for the dial it may start.
+    for (let t = 0; t < 120_000; t += 500) {
+      await clock.advance(500)
+      await new Promise((resolve) => setTimeout(resolve, 15))
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    // Growing from retryDelayMsMin (500 ms: the first after 250-500 ms),
+    // doubling to the cap: about 9 dials in two minutes. Reset after every
+    // link, it redialled every 250-500 ms: over 200.
+    expect(streams).toBeGreaterThan(3)
+    expect(streams).toBeLessThan(20)
+  }, 60_000)
 
   it('a frame declaring more than messageBytesMax closes the link with 1009', async () => {
     const d1 = await startDevice('D1')
