@@ -19,8 +19,11 @@ nothing.
 Options:
   --data <dir>            the device's data directory (required)
   --id <id>               the device's id (default: the one its data directory names)
-  --site-key <key>        the site's secret (or ROSTERSYNC_SITE_KEY): needed only for a
-                          device its server has never admitted
+  --server-key <fp>       the server key's fingerprint (SHA256:..., printed by the
+                          server at start-up): required for a device its server has
+                          never admitted, which then pins that key
+  --site-key <key>        the site's secret (or ROSTERSYNC_SITE_KEY), checked too when
+                          the file carries its proof
   --site-key-file <file>  read the site's secret from a file
   --json                  print { imported, unchanged, expiresAt } as JSON
   -h, --help              this help`
@@ -34,6 +37,7 @@ export const importCommand: Command = {
       id: { type: 'string' },
       'site-key': { type: 'string' },
       'site-key-file': { type: 'string' },
+      'server-key': { type: 'string' },
       json: { type: 'boolean', default: false },
     })
     const [file, extra] = positionals
@@ -53,7 +57,11 @@ export const importCommand: Command = {
       ...(siteKey === undefined ? {} : { siteKey }),
     })
     try {
-      const result = await device.importUsers(bytes)
+      const fingerprint = values['server-key']
+      const result = await device.importUsers(
+        bytes,
+        fingerprint === undefined ? {} : { serverKeyFingerprint: fingerprint },
+      )
       console.log(
         values.json
           ? JSON.stringify(result)

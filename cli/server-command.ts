@@ -68,6 +68,7 @@ export const serverCommand: Command = {
           open: values.open,
           approveDevices: values['approve-devices'],
           ...(server.siteKeyFile === undefined ? {} : { siteKeyFile: server.siteKeyFile }),
+          keyFingerprint: server.keyFingerprint,
         }),
       )
     } else {
@@ -89,6 +90,7 @@ export const serverCommand: Command = {
             ? ' --site-key "$ROSTERSYNC_SITE_KEY"'
             : ' --site-key <the key given to --site-key>'
       if (keyFile !== undefined) console.log(`site key: in ${keyFile} (cat ${keyFile})`)
+      console.log(`server key fingerprint: ${server.keyFingerprint}`)
       console.log(
         `start a device:  npx rostersync device --id D1 --server ${server.url}${keyOption} --data ./dev1`,
       )

@@ -27,14 +27,24 @@ import { stampMs } from './hlc.js'
 import type { UserId } from './ids.js'
 import { limits } from './limits.js'
 import type { RecordSchema } from './schema.js'
-import { PUBLIC_KEY_BYTES, signBytes, verifyBytes, type KeyPair } from './signing.js'
+import {
+  keyFingerprint,
+  PUBLIC_KEY_BYTES,
+  signBytes,
+  verifyBytes,
+  type KeyPair,
+} from './signing.js'
 
 /** The first bytes of every export file. */
 export const EXPORT_MAGIC = 'RSYNCEXP'
-/** The format this code writes and reads. */
-export const EXPORT_FORMAT_VERSION = 1
+/**
+ * The format this code writes and reads. Version 2 carries the server's key
+ * in the header, so that a reader checks whose file it is and its
+ * signature before it decodes anything of the body.
+ */
+export const EXPORT_FORMAT_VERSION = 2
 /** Domain separator of the signature and the MAC (never valid for another purpose). */
-const DOMAIN = 'rostersync/export/1'
+const DOMAIN = 'rostersync/export/2'
 const MAC_BYTES = 32
 
 /** What an export file says. */
@@ -55,9 +65,9 @@ function macKey(siteKey: string): Buffer {
   return Buffer.from(hkdfSync('sha256', siteKey, '', DOMAIN, MAC_BYTES))
 }
 
-/** What is signed and MACed: the domain, then the body. */
-function signedMessage(body: Uint8Array): Uint8Array {
-  return Buffer.concat([Buffer.from(`${DOMAIN}\u0000`), body])
+/** What is signed and MACed: the domain, the server's key, then the body. */
+function signedMessage(serverKey: Uint8Array, body: Uint8Array): Uint8Array {
+  return Buffer.concat([Buffer.from(`${DOMAIN}\u0000`), serverKey, body])
 }
 
 /**
@@ -76,10 +86,11 @@ export function encodeExportFile(
     policies: contents.policies,
     users: contents.users.map(([id, entry]) => [id, entry]),
   })
-  const message = signedMessage(body)
+  const message = signedMessage(contents.serverKey, body)
   const encoder = encoding.createEncoder()
   encoding.writeUint8Array(encoder, Buffer.from(EXPORT_MAGIC, 'ascii'))
   encoding.writeVarUint(encoder, EXPORT_FORMAT_VERSION)
+  encoding.writeUint8Array(encoder, contents.serverKey)
   encoding.writeVarUint8Array(encoder, body)
   encoding.writeVarUint8Array(encoder, signBytes(key, message))
   encoding.writeVarUint8Array(
@@ -99,6 +110,14 @@ export interface ExportCheck {
   readonly pinnedServerKey: Uint8Array | undefined
   /** The site key the device was configured with, if any. */
   readonly siteKey: string | undefined
+  /**
+   * For a device that has never been admitted (no key pinned): the
+   * fingerprint of its server's key (`keyFingerprint`, `SHA256:…`, which the
+   * server prints), as the operator gave it. Without a pinned key or this,
+   * no file is taken: the site key alone, which every device holds, would
+   * let any of them forge the server's data.
+   */
+  readonly serverKeyFingerprint?: string | undefined
   readonly schema: RecordSchema
 }
 
@@ -125,6 +144,7 @@ const bodySchema = z.strictObject({
 
 /** The parts of a file, before any check of what they say. */
 function splitFile(bytes: Uint8Array): {
+  serverKey: Uint8Array
   body: Uint8Array
   signature: Uint8Array
   mac: Uint8Array
@@ -140,11 +160,12 @@ function splitFile(bytes: Uint8Array): {
       throw new MalformedMessageError(
         `export format ${version} is not supported (this rostersync reads ${EXPORT_FORMAT_VERSION})`,
       )
+    const serverKey = decoding.readUint8Array(decoder, PUBLIC_KEY_BYTES)
     const body = decoding.readVarUint8Array(decoder)
     const signature = decoding.readVarUint8Array(decoder)
     const mac = decoding.readVarUint8Array(decoder)
     if (decoding.hasContent(decoder)) throw new MalformedMessageError('trailing bytes')
-    return { body, signature, mac }
+    return { serverKey, body, signature, mac }
   } catch (error) {
     if (error instanceof RostersyncError) throw error
     throw new MalformedMessageError('the export file is truncated or corrupt', error)
@@ -162,18 +183,22 @@ function splitFile(bytes: Uint8Array): {
 export function readExportFile(bytes: Uint8Array, check: ExportCheck): ExportContents {
   if (bytes.byteLength > limits.exportFileBytesMax)
     throw new MessageTooLargeError('the export file', bytes.byteLength, limits.exportFileBytesMax)
-  const { body, signature, mac } = splitFile(bytes)
+  const { serverKey, body, signature, mac } = splitFile(bytes)
+  const message = signedMessage(serverKey, body)
+  // Whose file it is, and that it is whole, before anything of the body is
+  // decoded: a forged or bloated file costs a signature check, no more.
+  checkServer(serverKey, check)
+  if (!verifyBytes(serverKey, message, signature))
+    throw new MalformedMessageError('the export file is corrupt: its signature does not verify')
+  checkSiteMac(message, mac, check)
   const parsed = bodySchema.safeParse(decodeValue(body))
   if (!parsed.success)
     throw new MalformedMessageError(
       `the export file's contents do not parse: ${parsed.error.message.slice(0, 200)}`,
     )
   const file = parsed.data
-  const message = signedMessage(body)
-  // Any altered byte of the body fails here: what is left is a question of whose it is.
-  if (!verifyBytes(file.serverKey, message, signature))
-    throw new MalformedMessageError('the export file is corrupt: its signature does not verify')
-  checkSite(file.serverKey, message, mac, check)
+  if (!Buffer.from(file.serverKey).equals(Buffer.from(serverKey)))
+    throw new MalformedMessageError('the export file names two server keys')
   if (check.now >= file.expiresAt) throw new ExportExpiredError(file.expiresAt, check.now)
   if (file.expiresAt - file.createdAt > limits.exportTtlMs || file.expiresAt < file.createdAt)
     throw new MalformedMessageError('the export file claims a validity longer than exports have')
@@ -190,31 +215,34 @@ export function readExportFile(bytes: Uint8Array, check: ExportCheck): ExportCon
 
 /**
  * Whose file it is. A device that pinned its server's key takes only files
- * signed with that key; one never admitted (no key pinned) takes a file
- * whose MAC verifies under its site key. The MAC, when both have one, must
- * verify too.
+ * of that key. One never admitted takes only a file of the key whose
+ * fingerprint the operator gave (`serverKeyFingerprint`); the MAC under
+ * the site key, when both have one, must verify too. The site key alone
+ * proves nothing here: every device of the site holds it.
  */
-function checkSite(
-  serverKey: Uint8Array,
-  message: Uint8Array,
-  mac: Uint8Array,
-  check: ExportCheck,
-): void {
+function checkServer(serverKey: Uint8Array, check: ExportCheck): void {
   const pinned = check.pinnedServerKey
-  if (pinned !== undefined && !Buffer.from(pinned).equals(Buffer.from(serverKey)))
-    throw new AuthFailedError("the export file was made by another site's server")
+  if (pinned !== undefined) {
+    if (!Buffer.from(pinned).equals(Buffer.from(serverKey)))
+      throw new AuthFailedError("the export file was made by another site's server")
+  } else if (check.serverKeyFingerprint === undefined) {
+    throw new AuthFailedError(
+      "this device has never been admitted by its server, so it cannot tell the server's file from a forgery: give the server's key fingerprint (serverKeyFingerprint, --server-key; the server prints it)",
+    )
+  } else if (keyFingerprint(serverKey) !== check.serverKeyFingerprint) {
+    throw new AuthFailedError(
+      'the export file was made by another server than the key fingerprint given names',
+    )
+  }
+}
+
+/** The MAC under the site key, when the file and the device both have one (after the signature: a corrupt file is MALFORMED_MESSAGE). */
+function checkSiteMac(message: Uint8Array, mac: Uint8Array, check: ExportCheck): void {
   if (mac.byteLength > 0 && check.siteKey !== undefined) {
     const expected = createHmac('sha256', macKey(check.siteKey)).update(message).digest()
     if (mac.byteLength !== MAC_BYTES || !timingSafeEqual(expected, mac))
       throw new AuthFailedError('the export file was made for another site (site key)')
-    return
   }
-  if (pinned === undefined)
-    throw new AuthFailedError(
-      check.siteKey === undefined
-        ? 'this device cannot check the export file: it has no site key and has never been admitted by its server'
-        : 'the export file carries no site key proof, and this device has never been admitted by its server',
-    )
 }
 
 function checkStamp(value: number, now: number, where: string): void {

@@ -40,6 +40,14 @@ export interface DeviceOptions extends CommonPeerOptions {
   /** The server's WebSocket URL (`server.url`); omitted: no server link. */
   readonly server?: string
   readonly siteKey?: string
+  /**
+   * The fingerprint of the server's key (`SHA256:…`, printed by the server
+   * and shown in its registry), for a device provisioned before its first
+   * admission: the first hello must present that key (else the link is
+   * refused, `SERVER_KEY_CHANGED`), and export files of that key can be
+   * imported before the device was ever admitted.
+   */
+  readonly serverKeyFingerprint?: string
   readonly lan?: {
     readonly enabled: boolean
     readonly port?: number
@@ -85,6 +93,10 @@ const deviceOptionsSchema = z.strictObject({
     .regex(/^wss?:\/\/./, 'a ws:// or wss:// URL')
     .optional(),
   siteKey: z.string().min(1).optional(),
+  serverKeyFingerprint: z
+    .string()
+    .regex(/^SHA256:[A-Za-z0-9+/]{43}$/, 'a key fingerprint, SHA256:<43 base64 characters>')
+    .optional(),
   lan: z
     .strictObject({
       enabled: z.boolean(),
@@ -138,9 +150,12 @@ export interface DevicePeer {
    * the device is not connected to its server (`SYNC_RUNNING`); an expired
    * (`EXPORT_EXPIRED`), another site's (`AUTH_FAILED`), corrupt or truncated
    * (`MALFORMED_MESSAGE`) or oversized (`MESSAGE_TOO_LARGE`,
-   * `EXPORT_TOO_LARGE`) file changes nothing.
+   * `EXPORT_TOO_LARGE`) file changes nothing. A device never admitted
+   * takes only a file of the server key whose fingerprint it was given
+   * (`serverKeyFingerprint`, here or in createDevice's options), and pins
+   * that key (`AUTH_FAILED` otherwise).
    */
-  importUsers(file: Uint8Array): Promise<ImportResult>
+  importUsers(file: Uint8Array, options?: { serverKeyFingerprint?: string }): Promise<ImportResult>
   close(): Promise<void>
 }
 
@@ -192,6 +207,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
   const linkSigning = serverLinkSigning({
     identity,
     signing,
+    expectedServerKey: options.serverKeyFingerprint,
     deviceId: options.id,
     room: 'roster',
     now: () => basics.clock.now(),
@@ -272,7 +288,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     },
     lanAddresses: lan?.addresses ?? [],
     keyFingerprint: keyFingerprint(identity.publicKey),
-    importUsers(file) {
+    importUsers(file, importOptions) {
       touch()
       return importUsers(
         {
@@ -281,6 +297,8 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
           schema: basics.schema,
           identity,
           siteKey: options.siteKey,
+          serverKeyFingerprint:
+            importOptions?.serverKeyFingerprint ?? options.serverKeyFingerprint,
           clock: basics.clock,
           overrides,
           linkState: () => sync.serverLink?.state ?? 'none',

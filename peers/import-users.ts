@@ -32,6 +32,8 @@ export interface ImportTarget {
   readonly schema: RecordSchema
   readonly identity: Identity
   readonly siteKey: string | undefined
+  /** The server key's fingerprint given for a device never admitted (see readExportFile). */
+  readonly serverKeyFingerprint: string | undefined
   readonly clock: Clock
   readonly overrides: OverrideLog
   /** The server link's state ('none': no server configured). */
@@ -54,8 +56,15 @@ export async function importUsers(target: ImportTarget, file: unknown): Promise<
     now: target.clock.now(),
     pinnedServerKey: target.identity.serverKey,
     siteKey: target.siteKey,
+    serverKeyFingerprint: target.serverKeyFingerprint,
     schema: target.schema,
   })
+  // A device never admitted took the file on the fingerprint it was
+  // given: that key is its server's from now on (a hello with another key
+  // is refused, SERVER_KEY_CHANGED), so what it imported and what its
+  // server later sends are one writer's.
+  if (target.identity.serverKey === undefined)
+    await target.identity.pinServer(contents.serverKey, undefined)
   return target.replica.write((ctx) => {
     const current = ctx.policies()
     for (const [field, entry] of Object.entries(contents.policies)) {

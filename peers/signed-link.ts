@@ -27,6 +27,7 @@ import type { Connection } from '../core/transport.js'
 import {
   decodeCertificate,
   decodeEnvelope,
+  keyFingerprint,
   encodeEnvelope,
   envelopeClients,
   sealEnvelope,
@@ -330,6 +331,8 @@ export class ServerSigning {
 export function serverLinkSigning(options: {
   readonly identity: Identity
   readonly signing: DeviceSigning
+  /** The fingerprint the server's key must have when none is pinned yet (a provisioned device). */
+  readonly expectedServerKey?: string | undefined
   readonly deviceId: string
   readonly room: string
   readonly now: () => number
@@ -352,7 +355,11 @@ export function serverLinkSigning(options: {
     signed: (connectionId) => (send) => options.signing.link(connectionId, send, false),
     async onHello(serverKey, certificate, connection) {
       const pinned = identity.serverKey
-      if (pinned !== undefined && !Buffer.from(pinned).equals(Buffer.from(serverKey))) {
+      const expected = options.expectedServerKey
+      if (
+        (pinned !== undefined && !Buffer.from(pinned).equals(Buffer.from(serverKey))) ||
+        (pinned === undefined && expected !== undefined && keyFingerprint(serverKey) !== expected)
+      ) {
         const message =
           'SERVER_KEY_CHANGED: the server presents another key than the one this device pinned; reset the device to join another site'
         connection.close(CloseCode.authFailed, message)

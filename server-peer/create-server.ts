@@ -171,6 +171,12 @@ export interface ServerPeer {
   /** Where the site key is kept (`<dataDir>/site-key`), when the server made or read it there. */
   readonly siteKeyFile: string | undefined
   /**
+   * The fingerprint of the server's signing key (`SHA256:…`): what a device
+   * provisioned before its first admission is given
+   * (`serverKeyFingerprint`), and what it needs to import an export file.
+   */
+  readonly keyFingerprint: string
+  /**
    * Takes a connection opened over any transport (the simulator's, an
    * in-memory pair) as if it had joined the WebSocket endpoint at `url`
    * (`/roster?device=ID&name=N&key=K`).
@@ -312,6 +318,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     adminToken,
     siteKey,
     siteKeyFile,
+    keyFingerprint: keyFingerprint(identity.publicKey),
     devices: {
       list: (filter) =>
         registry.list(filter).map((device) => {

@@ -87,11 +87,13 @@ function start(args: string[], cwd = root): Proc {
 }
 
 /** Starts `rostersync server` on a free port; resolves with its URLs. */
-async function startServer(data: string): Promise<{ proc: Proc; url: string; http: string }> {
+async function startServer(
+  data: string,
+): Promise<{ proc: Proc; url: string; http: string; keyFingerprint: string }> {
   const proc = start(['server', '--data', data, '--port', '0', '--json'])
   const line = await proc.waitFor(/^\{.*"url".*\}$/m, 'the server listening')
-  const info = JSON.parse(line[0]) as { url: string; http: string }
-  return { proc, url: info.url, http: info.http }
+  const info = JSON.parse(line[0]) as { url: string; http: string; keyFingerprint: string }
+  return { proc, url: info.url, http: info.http, keyFingerprint: info.keyFingerprint }
 }
 
 /** Every file under a directory with its bytes (hex), to show nothing changed. */
@@ -221,7 +223,7 @@ describe('export and import', () => {
     const dir = await tempDir()
     const srv = join(dir, 'srv')
     const key = join(srv, 'site-key')
-    const { proc, url } = await startServer(srv)
+    const { proc, url, keyFingerprint: fingerprint } = await startServer(srv)
     for (const record of [
       '{"id":"u1","name":"Ann","groups":["lobby"]}',
       '{"id":"u2","name":"Bo","groups":["lab"]}',
@@ -260,9 +262,21 @@ describe('export and import', () => {
 
     const dev = join(dir, 'dev')
     expect((await cli(['device', '--id', 'D2', '--data', dev, '--status'])).code).toBe(0)
-    // A device never admitted checks the file with its site key.
+    // A device never admitted takes the file only on the server key's
+    // fingerprint (the site key alone is every device's).
     expectRefused(await cli(['import', file, '--data', dev]), 'AUTH_FAILED')
-    const imported = await cli(['import', file, '--data', dev, '--site-key-file', key, '--json'])
+    expectRefused(await cli(['import', file, '--data', dev, '--site-key-file', key]), 'AUTH_FAILED')
+    const imported = await cli([
+      'import',
+      file,
+      '--data',
+      dev,
+      '--site-key-file',
+      key,
+      '--server-key',
+      fingerprint,
+      '--json',
+    ])
     expect(imported.stderr).not.toMatch(/rostersync|Error/)
     expect(imported.code).toBe(0)
     expect(JSON.parse(imported.stdout)).toMatchObject({ imported: 2, unchanged: 0 })

@@ -214,7 +214,11 @@ describe('device.importUsers', () => {
     // A file from before a server delete brings the user back only until
     // the device learns of the delete.
     await s.server.users.delete('u4')
-    const d2 = await device(s, { id: 'D2', noServer: true })
+    const d2 = await device(s, {
+      id: 'D2',
+      noServer: true,
+      serverKeyFingerprint: s.server.keyFingerprint,
+    })
     s.up()
     const before = await s.server.exportUsers({ userIds: ['u2'] })
     await s.server.users.delete('u2')
@@ -224,19 +228,41 @@ describe('device.importUsers', () => {
     expect(d.users.get('u2')).toBeUndefined()
   })
 
-  it('works on a device that never synced (checked with its site key) and one opened without a server', async () => {
+  it('works on a device that never synced (given the server key fingerprint) and one opened without a server', async () => {
     const s = await site()
     await roster(s.server)
     const { file } = await s.server.exportUsers({ userIds: ['u1', 'u3'] })
     const fresh = await device(s, { noServer: true })
-    expect((await fresh.importUsers(file)).imported).toBe(2)
+    // The site key alone does not vouch for a file: every device holds it.
+    await expect(fresh.importUsers(file)).rejects.toMatchObject({ code: 'AUTH_FAILED' })
+    const wrong = (await site({ siteKey: SITE_KEY }, s.clock)).server.keyFingerprint
+    await expect(fresh.importUsers(file, { serverKeyFingerprint: wrong })).rejects.toMatchObject({
+      code: 'AUTH_FAILED',
+    })
+    expect(fresh.replica.importedCount).toBe(0)
+    // A forgery by anyone holding the site key (valid MAC, their own
+    // signing key): refused against the real server's fingerprint.
+    const impostor = await site({ siteKey: SITE_KEY }, s.clock)
+    await impostor.server.users.put({ id: 'u1', name: 'Mallory', status: 'disabled' })
+    const forged = (await impostor.server.exportUsers({ userIds: ['u1'] })).file
+    await expect(
+      fresh.importUsers(forged, { serverKeyFingerprint: s.server.keyFingerprint }),
+    ).rejects.toMatchObject({ code: 'AUTH_FAILED' })
+    expect(fresh.users.list()).toEqual([])
+    const fingerprint = { serverKeyFingerprint: s.server.keyFingerprint }
+    expect((await fresh.importUsers(file, fingerprint)).imported).toBe(2)
+    // The fingerprint's key is now the device's server: another is refused.
+    expect(fresh.replica.importedCount).toBe(2)
+    await expect(
+      fresh.importUsers(forged, { serverKeyFingerprint: impostor.server.keyFingerprint }),
+    ).rejects.toMatchObject({ code: 'AUTH_FAILED' })
     expect(fresh.users.get('u3')).toEqual(s.server.users.get('u3'))
     // Its first full sync replaces the import by the server's roster.
     const store = memoryStore()
     const later = await device(s, { id: 'D3', store })
     s.down()
     await settle()
-    expect((await later.importUsers(file)).imported).toBe(2)
+    expect((await later.importUsers(file, fingerprint)).imported).toBe(2)
     s.up()
     await later.sync.full()
     expect(later.users.list()).toEqual(s.server.users.list())
@@ -318,7 +344,7 @@ describe('device.importUsers', () => {
     const store = new KeptOpenStore(memoryStore())
     closers.push(() => store.inner.close())
     const d = await device(s, { noServer: true, store, retentionMs: 10 * MINUTE })
-    await d.importUsers(file)
+    await d.importUsers(file, { serverKeyFingerprint: s.server.keyFingerprint })
     await d.close()
     closers.pop()
     const again = await device(s, { noServer: true, store, retentionMs: 10 * MINUTE })
@@ -347,7 +373,12 @@ describe('POST /api/exports', () => {
     expect(ok.headers.get('x-rostersync-users')).toBe('2')
     expect(Number(ok.headers.get('x-rostersync-expires-at'))).toBeGreaterThan(Date.now())
     const file = new Uint8Array(await ok.arrayBuffer())
-    const d = await createDevice({ id: 'D5', store: memoryStore(), siteKey: SITE_KEY })
+    const d = await createDevice({
+      id: 'D5',
+      store: memoryStore(),
+      siteKey: SITE_KEY,
+      serverKeyFingerprint: server.keyFingerprint,
+    })
     closers.push(() => d.close())
     expect(await d.importUsers(file)).toMatchObject({ imported: 2 })
     expect(d.users.get('u2')).toEqual(server.users.get('u2'))
