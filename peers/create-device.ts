@@ -297,8 +297,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
           schema: basics.schema,
           identity,
           siteKey: options.siteKey,
-          serverKeyFingerprint:
-            importOptions?.serverKeyFingerprint ?? options.serverKeyFingerprint,
+          serverKeyFingerprint: importOptions?.serverKeyFingerprint ?? options.serverKeyFingerprint,
           clock: basics.clock,
           overrides,
           linkState: () => sync.serverLink?.state ?? 'none',
