@@ -35,6 +35,8 @@ export interface StreamSource {
 interface Stream {
   readonly res: ServerResponse
   lastWriteAt: number
+  /** False once what authorised the stream ended (sign-out, session expiry). */
+  readonly live: () => boolean
 }
 
 /** The open live update streams (see the module comment). */
@@ -56,9 +58,11 @@ export class AdminStreams {
 
   /**
    * Opens a stream on an authenticated request: the current device list
-   * first, then changes. `TOO_MANY_STREAMS` past the limit.
+   * first, then changes. `TOO_MANY_STREAMS` past the limit. `live` says
+   * whether what authorised it still holds (a session cookie's session):
+   * the stream ends at the first poll after it does not.
    */
-  open(req: IncomingMessage, res: ServerResponse): void {
+  open(req: IncomingMessage, res: ServerResponse, live: () => boolean = () => true): void {
     if (this.closed || this.streams.size >= netLimits.adminStreamsMax)
       throw new TooManyStreamsError(netLimits.adminStreamsMax)
     if (this.streams.size === 0) this.start()
@@ -68,7 +72,7 @@ export class AdminStreams {
       connection: 'keep-alive',
       'x-content-type-options': 'nosniff',
     })
-    const stream: Stream = { res, lastWriteAt: Date.now() }
+    const stream: Stream = { res, lastWriteAt: Date.now(), live }
     this.streams.add(stream)
     const drop = (): void => {
       this.streams.delete(stream)
@@ -117,7 +121,13 @@ export class AdminStreams {
     const last = events.at(-1)
     if (last !== undefined) this.lastSeq = last.seq
     const now = Date.now()
-    for (const stream of this.streams) {
+    for (const stream of [...this.streams]) {
+      if (!stream.live()) {
+        // Signed out, or the session expired: nothing more goes to it.
+        this.streams.delete(stream)
+        stream.res.end()
+        continue
+      }
       if (changed.length > 0) this.write(stream, message('devices', changed))
       if (events.length > 0) this.sendEvents(stream, events)
       if (now - stream.lastWriteAt >= netLimits.adminStreamHeartbeatMs)

@@ -208,6 +208,9 @@ function pathOf(rawUrl: string): { parts: string[]; url: URL } {
   // admin page): a target holding one is refused as it came, whatever it
   // would resolve to. Browsers resolve them before sending.
   const rawPath = rawUrl.split(/[?#]/, 1)[0] ?? ''
+  // The URL parser reads a backslash as a slash: `x\..\u1` is a dot segment too.
+  if (rawPath.includes('\\'))
+    throw new MalformedRequestError(`request target ${excerpt(rawUrl, 32)} holds a backslash`)
   if (rawPath.split('/').some((segment) => /^(\.|%2e){1,2}$/i.test(segment)))
     throw new MalformedRequestError(`request target ${excerpt(rawUrl, 32)} has a dot segment`)
   let url: URL
@@ -289,7 +292,16 @@ async function serve(
   }
   if (resource === 'policies')
     return servePolicies(admin, method, id === 'preview', url, body, res, reply)
-  if (resource === 'stream') return admin.streams.open(req, res)
+  if (resource === 'stream') {
+    const session = sessionIdOf(req)
+    // A stream opened with the page's cookie lives only as long as its
+    // session: sign-out or expiry ends it (Bearer: as long as the socket).
+    return admin.streams.open(
+      req,
+      res,
+      how === 'cookie' ? () => admin.sessions.expiresAt(session) !== undefined : undefined,
+    )
+  }
   return reply(res, 200, target.events.query(eventQuery(url)))
 }
 

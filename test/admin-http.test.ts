@@ -470,6 +470,20 @@ describe('live updates (GET /api/stream)', () => {
     expect(Array.isArray(rest)).toBe(true)
   })
 
+  it('ends a stream opened with a session when the session ends (sign-out)', async () => {
+    const peer = await server()
+    const cookie = await signIn(peer)
+    const res = await fetch(`${peer.http}/api/stream`, { headers: { cookie } })
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader()
+    await readEvents(reader, (m) => m.length >= 1)
+    const out = await call(peer, 'DELETE', '/api/session', { cookie, csrf: true })
+    expect(out.status).toBeLessThan(300)
+    await peer.users.put({ id: 'u-after', name: 'After sign-out' })
+    // The stream ends (done) without carrying anything of after the sign-out.
+    const after = await readEvents(reader, () => false)
+    expect(JSON.stringify(after)).not.toContain('u-after')
+  })
+
   it('needs a session or the token, and refuses streams past its limit', async () => {
     const peer = await server()
     expect((await fetch(`${peer.http}/api/stream`)).status).toBe(401)

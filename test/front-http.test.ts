@@ -115,6 +115,9 @@ describe('HTTP API: hostile requests', () => {
       '/api/users/%0A',
       '/api/devices/..%2Fx/revoke',
       '//api/users',
+      // The URL parser reads `\` as `/`: a dot segment in disguise.
+      '/api/users/x\\..\\u1',
+      '/api/users\\..\\..\\admin/app.js',
     ]) {
       const answer = await call('GET', path)
       expect(answer.status, path).toBe(400)
