@@ -61,7 +61,7 @@ export interface KeyPair {
 // PKCS#8 and SPKI wrappings of a raw Ed25519 key (RFC 8410): node:crypto
 // imports keys only in a container format.
 const PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex')
-const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
+export const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
 
 /** The key pair of a 32-byte seed (the seed is the private key; keep it secret). */
 export function keyPairFromSeed(seed: Uint8Array): KeyPair {
@@ -184,6 +184,24 @@ export function verifyBytes(
  * another writer's clientID takes about 2^53 hashes.
  */
 export function deriveClientId(publicKey: Uint8Array, nonce: number): number {
+  // Every envelope names its writer's clientIDs: derived once per (key,
+  // nonce), not once per update. Bounded like the parsed keys.
+  const id = `${Buffer.from(publicKey).toString('base64')}/${nonce}`
+  let client = derivedClientIds.get(id)
+  if (client === undefined) {
+    client = computeClientId(publicKey, nonce)
+    if (derivedClientIds.size >= limits.publicKeysCachedMax) {
+      const oldest = derivedClientIds.keys().next().value
+      if (oldest !== undefined) derivedClientIds.delete(oldest)
+    }
+    derivedClientIds.set(id, client)
+  }
+  return client
+}
+
+const derivedClientIds = new Map<string, number>()
+
+function computeClientId(publicKey: Uint8Array, nonce: number): number {
   const e = encoding.createEncoder()
   encoding.writeVarString(e, DOMAIN.clientId)
   encoding.writeVarUint8Array(e, publicKey)
@@ -330,9 +348,45 @@ export function sealEnvelope(
  * {@link envelopeClients}' and the update check's business.
  */
 export function verifyEnvelope(envelope: Envelope, publicKey: Uint8Array, site: string): void {
-  const body = envelopeBody(site, envelope.writer, envelope.nonces, envelope.update)
-  if (!verifyBytes(publicKey, body, envelope.signature))
-    throw new SignatureInvalidError(`update is not signed by ${JSON.stringify(envelope.writer)}`)
+  const job = envelopeVerifyJob(envelope, publicKey, site)
+  if (!verifyBytes(job.publicKey, job.message, job.signature))
+    throw envelopeSignatureError(envelope)
+}
+
+/**
+ * One Ed25519 verification, ready to run on any thread (core/verify-pool.ts
+ * runs them on worker threads): a checked key, the signed message and the
+ * signature.
+ */
+export interface VerifyJob {
+  readonly publicKey: Uint8Array
+  readonly message: Uint8Array
+  readonly signature: Uint8Array
+}
+
+/**
+ * What {@link verifyEnvelope} checks, as a job. Throws what verifyEnvelope
+ * throws before the signature is computed on: `SIGNATURE_INVALID` for a
+ * signature of the wrong length, or a key of the wrong length or of small
+ * order. The job's answer is then exactly verifyEnvelope's.
+ */
+export function envelopeVerifyJob(
+  envelope: Envelope,
+  publicKey: Uint8Array,
+  site: string,
+): VerifyJob {
+  if (envelope.signature.byteLength !== SIGNATURE_BYTES) throw envelopeSignatureError(envelope)
+  publicKeyObject(publicKey)
+  return {
+    publicKey,
+    message: envelopeBody(site, envelope.writer, envelope.nonces, envelope.update),
+    signature: envelope.signature,
+  }
+}
+
+/** The refusal of an envelope whose signature does not verify. */
+export function envelopeSignatureError(envelope: Envelope): SignatureInvalidError {
+  return new SignatureInvalidError(`update is not signed by ${JSON.stringify(envelope.writer)}`)
 }
 
 /** The clientIDs an envelope's writer may write under: one per nonce. */

@@ -27,6 +27,8 @@ import { createSyncEndpoint, startSyncServer, type SyncServer } from './sync-ser
 import type { Connection } from '../core/transport.js'
 import { httpApi } from './http-api.js'
 import { randomBytes } from 'node:crypto'
+import { availableParallelism } from 'node:os'
+import { createVerifyPool } from '../peers/verify-pool.js'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { join } from 'node:path'
@@ -88,6 +90,14 @@ export interface ServerOptions extends CommonPeerOptions {
    * steps its own time must not wait on the wall clock).
    */
   readonly batchWindowMs?: number
+  /**
+   * Worker threads that verify device updates' signatures, off the main
+   * thread (peers/verify-pool.ts); 0 verifies on the main thread. Default:
+   * one per core but one, at least 1 and at most 4, when listening; 0 with
+   * `listen: false` (a simulation replays from its seed, and threads would
+   * make its order depend on timing).
+   */
+  readonly verifyWorkers?: number
 }
 
 const serverOptionsSchema = z.strictObject({
@@ -105,6 +115,7 @@ const serverOptionsSchema = z.strictObject({
     .optional(),
   fanOutIntervalMs: z.number().min(0).max(10_000).optional(),
   batchWindowMs: z.number().min(0).max(1_000).optional(),
+  verifyWorkers: z.number().int().min(0).max(64).optional(),
 })
 
 /** Default of ServerOptions.fanOutIntervalMs. */
@@ -211,6 +222,10 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       { code: 'ROSTERSYNC_OPEN_SITE' },
     )
   }
+  const verifyWorkers =
+    options.verifyWorkers ??
+    (options.listen === false ? 0 : Math.min(4, Math.max(1, availableParallelism() - 1)))
+  const pool = verifyWorkers > 0 ? createVerifyPool(verifyWorkers) : undefined
   // The API is bound once the peer object exists (it serves its methods).
   let api: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => {
     res.writeHead(503).end()
@@ -236,6 +251,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
             schema: basics.schema,
             now: replica.now(),
           }),
+        ...(pool === undefined ? {} : { pool }),
       }),
     },
     approveDevices: options.approveDevices === true,
@@ -254,6 +270,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
         endpoint,
       )
     } catch (error) {
+      await pool?.close()
       await replica.close()
       throw new InvalidOptionsError(
         `cannot listen on ${options.host ?? '127.0.0.1'}:${options.port ?? 0}: ${(error as Error).message}`,
@@ -292,6 +309,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     async close() {
       await sync?.close()
       endpoint.closeAll(CloseCode.serverClosing, 'server closing')
+      await pool?.close()
       await registry.close()
       await replica.close()
     },
