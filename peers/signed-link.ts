@@ -332,12 +332,13 @@ export class ServerSigning {
       return this.admit(bytes, envelope, key, ranges)
     }
     return pool.verify(job).then((ok) => {
-      if (!ok) throw envelopeSignatureError(envelope)
       // The registry may have changed while the signature was checked (a
-      // revoke): the key must still be the writer's now, as it is when
-      // everything runs at once.
+      // revoke): the writer's key is looked up again, and the envelope
+      // judged as if everything ran now, in line (the same checks in the
+      // same order).
       const now = this.writerKey(envelope)
       if (!Buffer.from(now).equals(Buffer.from(key))) return this.open(bytes)
+      if (!ok) throw envelopeSignatureError(envelope)
       return this.admit(bytes, envelope, key, ranges)
     })
   }
