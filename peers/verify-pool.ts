@@ -130,7 +130,13 @@ export function createVerifyPool(workers: number): VerifyPool {
   }
 
   for (let i = 0; i < Math.max(1, workers); i++) {
-    const worker = new Worker(WORKER_SOURCE, { eval: true })
+    let worker: Worker
+    try {
+      worker = new Worker(WORKER_SOURCE, { eval: true })
+    } catch {
+      // No thread to be had (resource limits): this thread verifies.
+      break
+    }
     worker.unref()
     const w: PoolWorker = { worker, batches: new Map(), outstanding: 0, alive: true }
     worker.on('message', ({ id, ok }: { id: number; ok: Uint8Array }) => {
