@@ -81,8 +81,12 @@ export function keyPairFromSeed(seed: Uint8Array): KeyPair {
  * dropped first.
  */
 const publicKeys = new Map<string, KeyObject>()
+/** A key's id in the caches: its base64, read in place (no copy). */
+const keyId = (publicKey: Uint8Array): string =>
+  Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.byteLength).toString('base64')
+
 function publicKeyObject(publicKey: Uint8Array): KeyObject {
-  const id = Buffer.from(publicKey).toString('base64')
+  const id = keyId(publicKey)
   let key = publicKeys.get(id)
   if (key === undefined) {
     if (publicKey.byteLength !== PUBLIC_KEY_BYTES)
@@ -186,7 +190,7 @@ export function verifyBytes(
 export function deriveClientId(publicKey: Uint8Array, nonce: number): number {
   // Every envelope names its writer's clientIDs: derived once per (key,
   // nonce), not once per update. Bounded like the parsed keys.
-  const id = `${Buffer.from(publicKey).toString('base64')}/${nonce}`
+  const id = `${keyId(publicKey)}/${nonce}`
   let client = derivedClientIds.get(id)
   if (client === undefined) {
     client = computeClientId(publicKey, nonce)
