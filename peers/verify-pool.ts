@@ -12,8 +12,11 @@
  * an update is checked or in what order a link's updates are applied (the
  * session awaits each envelope before the next).
  *
- * Jobs arriving in one turn of the event loop go to a worker as one message
- * (one buffer, transferred, not copied per job). A worker keeps its own
+ * Jobs go to a worker as one message (one buffer, transferred, not copied
+ * per job): those of one turn of the event loop, and while every worker is
+ * busy with a batch, all that arrive until one answers (a message each way
+ * per job cost the main thread a tenth of its time under the load bench:
+ * posting, and waking up for each answer). A worker keeps its own
  * parsed keys. Keys are checked (length, small order) on the main thread
  * before a job is made (core/signing.ts, `envelopeVerifyJob`), so a worker
  * only computes. If a worker fails or the pool is closed, its outstanding
@@ -36,6 +39,9 @@ export interface VerifyPool {
   /** Stops the workers; jobs still out are verified on the main thread. */
   close(): Promise<void>
 }
+
+/** Most jobs in one batch: a flood's backlog goes in parts, answered as each is done. */
+const BATCH_JOBS_MAX = 256
 
 /** Bytes of a job's header in a batch: the key, the signature, the message length. */
 const HEADER_BYTES = PUBLIC_KEY_BYTES + SIGNATURE_BYTES + 4
@@ -127,6 +133,15 @@ export function createVerifyPool(workers: number): VerifyPool {
     w.batches.clear()
     w.outstanding = 0
     for (const batch of batches) for (const p of batch) settle(p)
+    // Jobs waiting for a worker go to another, or are answered here.
+    if (queued.length > 0) schedule()
+  }
+  const schedule = (): void => {
+    if (flushScheduled) return
+    flushScheduled = true
+    // After the poll phase: the jobs of every message read in this turn
+    // of the loop go as one batch.
+    setImmediate(flush)
   }
 
   for (let i = 0; i < Math.max(1, workers); i++) {
@@ -145,6 +160,8 @@ export function createVerifyPool(workers: number): VerifyPool {
       w.batches.delete(id)
       w.outstanding -= batch.length
       batch.forEach((p, i) => p.resolve(ok[i] === 1))
+      // What queued meanwhile goes now, as one batch.
+      if (queued.length > 0) flush()
     })
     worker.on('error', () => settleHere(w))
     worker.on('exit', () => settleHere(w))
@@ -153,18 +170,23 @@ export function createVerifyPool(workers: number): VerifyPool {
 
   const flush = (): void => {
     flushScheduled = false
-    const jobs = queued
-    queued = []
-    if (jobs.length === 0) return
-    // The least busy live worker takes the batch.
+    if (queued.length === 0) return
+    // An idle live worker takes the batch; while every one is busy the
+    // jobs wait for the first answer (flushed from the message handler).
     let target: PoolWorker | undefined
+    let alive = false
     for (const w of pool) {
-      if (w.alive && (target === undefined || w.outstanding < target.outstanding)) target = w
+      alive ||= w.alive
+      if (w.alive && w.outstanding === 0) target = w
     }
-    if (target === undefined) {
+    if (!alive) {
+      const jobs = queued
+      queued = []
       for (const p of jobs) settle(p)
       return
     }
+    if (target === undefined) return
+    const jobs = queued.splice(0, BATCH_JOBS_MAX)
     let size = 0
     for (const { job } of jobs) size += HEADER_BYTES + job.message.byteLength
     const buffer = new ArrayBuffer(size)
@@ -199,16 +221,12 @@ export function createVerifyPool(workers: number): VerifyPool {
         return new Promise<boolean>((resolve, reject) => settle({ job, resolve, reject }))
       return new Promise<boolean>((resolve, reject) => {
         queued.push({ job, resolve, reject })
-        if (!flushScheduled) {
-          flushScheduled = true
-          // After the poll phase: the jobs of every message read in this
-          // turn of the loop go as one batch.
-          setImmediate(flush)
-        }
+        schedule()
       })
     },
     async close() {
       closed = true
+      for (const w of pool) w.alive = false
       flush()
       for (const w of pool) settleHere(w)
       await Promise.all(pool.map((w) => w.worker.terminate()))

@@ -68,6 +68,16 @@ describe('verification pool', () => {
     )
   })
 
+  it('a backlog larger than a batch, arriving while the worker is busy, gets every answer in order', async () => {
+    const verifier = pool(1)
+    const jobs = fc.sample(jobArb, { seed: 7, numRuns: 700 })
+    const first = jobs.slice(0, 300).map((job) => verifier.verify(job))
+    // Queued while the first batches are out.
+    await new Promise((resolve) => setImmediate(resolve))
+    const rest = jobs.slice(300).map((job) => verifier.verify(job))
+    expect(await Promise.all([...first, ...rest])).toEqual(jobs.map(truth))
+  })
+
   it('a signature of the wrong length is refused, not sent', async () => {
     const verifier = pool(1)
     const message = new Uint8Array([1, 2, 3])
