@@ -40,16 +40,6 @@ export interface VerifyPool {
   close(): Promise<void>
 }
 
-/**
- * Niceness of a verification thread (Linux; elsewhere it keeps the
- * process's). Woken for each batch, a thread at the main thread's priority
- * preempted it (the scheduler favours a thread that slept): under the
- * load bench the main thread's samples in `postMessage` were mostly that.
- * Lowered, verification waits for a free core instead: an update's
- * acknowledgement may come later, the server's answers do not.
- */
-const VERIFY_THREAD_NICE = 10
-
 /** Most jobs in one batch: a flood's backlog goes in parts, answered as each is done. */
 const BATCH_JOBS_MAX = 256
 
@@ -64,12 +54,6 @@ const HEADER_BYTES = PUBLIC_KEY_BYTES + SIGNATURE_BYTES + 4
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads')
 const { createPublicKey, verify } = require('node:crypto')
-// This thread only, at a lower priority (Linux: a thread id names one
-// thread): the server's answers come first (see VERIFY_THREAD_NICE).
-try {
-  const tid = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop())
-  if (Number.isSafeInteger(tid) && tid > 0) require('node:os').setPriority(tid, ${VERIFY_THREAD_NICE})
-} catch {}
 const SPKI_PREFIX = Buffer.from('${SPKI_PREFIX.toString('hex')}', 'hex')
 const KEYS_MAX = ${limits.publicKeysCachedMax}
 const keys = new Map()
