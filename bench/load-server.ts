@@ -25,7 +25,12 @@ import { join } from 'node:path'
 import * as Y from 'yjs'
 import { createServer } from '../server-peer/create-server.js'
 import { BATCH_USERS, emitResult, positiveIntArg } from './bench.js'
-import { commands, cpuSeconds, runQueueWaitSeconds } from './network-control.js'
+import {
+  commands,
+  cpuSeconds,
+  mainThreadCpuSeconds,
+  runQueueWaitSeconds,
+} from './network-control.js'
 import { makeRecords } from './records.js'
 
 /** What the child prints once it listens. */
@@ -43,6 +48,8 @@ export interface LoadServerReady {
 /** The answer to `stats`. */
 export interface LoadServerStats {
   readonly cpuSeconds: number
+  /** Of which the main thread's (see mainThreadCpuSeconds). */
+  readonly mainThreadCpuSeconds: number | undefined
   /** Seconds the main thread has waited for a CPU since it started (see runQueueWaitSeconds). */
   readonly runQueueWaitSeconds: number | undefined
   readonly rssBytes: number
@@ -131,6 +138,7 @@ async function main(): Promise<void> {
         const memory = process.memoryUsage()
         const stats: LoadServerStats = {
           cpuSeconds: cpuSeconds(),
+          mainThreadCpuSeconds: mainThreadCpuSeconds(),
           runQueueWaitSeconds: runQueueWaitSeconds(),
           rssBytes: memory.rss,
           rssMaxBytes: Math.max(rssMax, memory.rss),

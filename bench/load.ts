@@ -378,10 +378,12 @@ function report(m: LoadMeasure): Record<string, unknown> {
   const serverRows: Cell[][] = phases.map(([label, st, wall], i) => {
     const cpu = cpuOf(st, before[i] ?? st)
     const waited = difference(st.runQueueWaitSeconds, (before[i] ?? st).runQueueWaitSeconds)
+    const main = difference(st.mainThreadCpuSeconds, (before[i] ?? st).mainThreadCpuSeconds)
     return [
       label,
       round(wall, 1),
       round(cpu, 2),
+      main === undefined ? 'n/a' : round(main, 2),
       `${Math.round((cpu / wall) * 100)}%`,
       waitPercent(waited, wall),
       round(st.loopDelayP50Ms, 1),
@@ -397,6 +399,7 @@ function report(m: LoadMeasure): Record<string, unknown> {
       'phase',
       'wall s',
       'CPU s',
+      'main thread CPU s',
       'CPU / wall',
       'main thread waiting for a CPU',
       'loop delay p50 ms',
@@ -457,6 +460,10 @@ function report(m: LoadMeasure): Record<string, unknown> {
     server: {
       cpuSecondsIdle: round(cpuOf(m.server.idle, m.server.warmedUp)),
       cpuSecondsLoad: round(cpuOf(m.server.load, m.server.connect)),
+      mainThreadCpuSecondsLoad: round(
+        difference(m.server.load.mainThreadCpuSeconds, m.server.connect.mainThreadCpuSeconds) ??
+          NaN,
+      ),
       cpuSecondsCatchUp: round(cpuOf(m.server.catchUp, m.server.load)),
       loopDelayP99MsLoad: round(m.server.load.loopDelayP99Ms, 1),
       runQueueWaitPercentLoad: waitPercent(

@@ -249,6 +249,22 @@ export function runQueueWaitSeconds(): number | undefined {
   }
 }
 
+/**
+ * Seconds this process's main thread has run on a CPU (the first field of
+ * the same schedstat), or undefined where the kernel does not say: the
+ * process's CPU time less its other threads' (a server's signature
+ * verification workers, libuv's pool, GC helpers).
+ */
+export function mainThreadCpuSeconds(): number | undefined {
+  try {
+    const fields = readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')
+    const ns = Number(fields[0])
+    return Number.isFinite(ns) ? ns / 1e9 : undefined
+  } catch {
+    return undefined
+  }
+}
+
 /** `now - before`, or undefined when either is unknown (a figure the kernel did not give). */
 export const difference = (
   now: number | undefined,

@@ -3,9 +3,12 @@
  * work it guards, in one process.
  *
  * - Per device update (one user's entry, as a device writes it): the
- *   receiver's cost to open an envelope (decode, signature, derived
- *   clientIDs, the update check) against the plain path (the update check
- *   alone) and against applying the update (Yjs).
+ *   receiver's cost to open an envelope (decode, one strict scan, signature,
+ *   derived clientIDs, the update check) against the plain path (the update
+ *   check alone) and against applying the update (Yjs); and the same with
+ *   the signatures verified on the server's worker pool
+ *   (peers/verify-pool.ts): what is left on the main thread, and the wall
+ *   time per update.
  * - A full sync of N users (the server's step 2): what the server adds to
  *   sign it (one SHA-256 of the update and a signature) and the device to
  *   check it, against Yjs applying the same update into an empty document
@@ -23,17 +26,22 @@ import {
   deriveClientId,
   encodeEnvelope,
   envelopeClients,
+  envelopeVerifyJob,
   keyPairFromSeed,
   sealEnvelope,
   verifyEnvelope,
+  type Envelope,
 } from '../core/signing.js'
-import { scanUpdate } from '../core/update-scan.js'
+import { scanUpdate, type UpdateRanges } from '../core/update-scan.js'
+import { createVerifyPool } from '../peers/verify-pool.js'
 import { printTable, ratioText, round, type Bench } from './bench.js'
 import { makeRecords } from './records.js'
 
 const SITE = 'bench-site'
 /** Updates timed per side. */
 const UPDATES = 5_000
+/** Envelopes in flight on the pool at once (what 200 links may have out). */
+const POOL_BATCH = 200
 /** Target: a signed full sync over a plain one. */
 const FULL_SYNC_RATIO_MAX = 1.2
 
@@ -90,19 +98,57 @@ export const signingBench: Bench = {
       const receiver = new Y.Doc()
       return timeIt(() => updates.forEach((update) => checkThenApply(receiver, update)))
     })
+    // What the server does past the signature, once it is known good.
+    const admit = (receiver: Y.Doc, envelope: Envelope, ranges: UpdateRanges): void => {
+      const allowed = envelopeClients(envelope, device.publicKey)
+      for (const client of ranges.from.keys())
+        if (!allowed.has(client)) throw new Error('not derived')
+      checkThenApply(receiver, envelope.update)
+    }
     const signedMs = best(runs, () => {
       const receiver = new Y.Doc()
       return timeIt(() => {
         for (const bytes of envelopes) {
           const envelope = decodeEnvelope(bytes)
+          const ranges = scanUpdate(envelope.update)
           verifyEnvelope(envelope, device.publicKey, SITE)
-          const allowed = envelopeClients(envelope, device.publicKey)
-          for (const client of scanUpdate(envelope.update).from.keys())
-            if (!allowed.has(client)) throw new Error('not derived')
-          checkThenApply(receiver, envelope.update)
+          admit(receiver, envelope, ranges)
         }
       })
     })
+    // On the pool: decode, scan and the signed body on the main thread,
+    // the signatures on a worker, POOL_BATCH envelopes in flight at a time.
+    const pool = createVerifyPool(1)
+    let pooledMainMs = Infinity
+    let pooledWallMs = Infinity
+    try {
+      for (let r = 0; r < runs; r++) {
+        const receiver = new Y.Doc()
+        let main = 0
+        const start = performance.now()
+        for (let at = 0; at < envelopes.length; at += POOL_BATCH) {
+          let t = performance.now()
+          const opening = envelopes.slice(at, at + POOL_BATCH).map((bytes) => {
+            const envelope = decodeEnvelope(bytes)
+            const ranges = scanUpdate(envelope.update)
+            const verdict = pool.verify(envelopeVerifyJob(envelope, device.publicKey, SITE))
+            return { envelope, ranges, verdict }
+          })
+          main += performance.now() - t
+          const verdicts = await Promise.all(opening.map((o) => o.verdict))
+          t = performance.now()
+          opening.forEach((o, i) => {
+            if (verdicts[i] !== true) throw new Error('signature refused')
+            admit(receiver, o.envelope, o.ranges)
+          })
+          main += performance.now() - t
+        }
+        pooledWallMs = Math.min(pooledWallMs, performance.now() - start)
+        pooledMainMs = Math.min(pooledMainMs, main)
+      }
+    } finally {
+      await pool.close()
+    }
     const applyMs = best(runs, () =>
       timeIt(() => {
         const doc = new Y.Doc()
@@ -123,6 +169,8 @@ export const signingBench: Bench = {
         ['plain: update check + apply', perUpdate(plainMs)],
         ['signed: decode + verify + clientIDs + update check + apply', perUpdate(signedMs)],
         ['  of which verification (signed - plain)', perUpdate(signedMs - plainMs)],
+        ['signed, verified on the pool: main thread', perUpdate(pooledMainMs)],
+        ['signed, verified on the pool: wall (1 worker)', perUpdate(pooledWallMs)],
         ['device: sign one update', perUpdate(signMs)],
         ['Yjs: apply one update', perUpdate(applyMs)],
       ],
@@ -169,6 +217,8 @@ export const signingBench: Bench = {
       signingPlainCheckApplyUsPerUpdate: perUpdate(plainMs),
       signingSignedCheckApplyUsPerUpdate: perUpdate(signedMs),
       signingVerifyUsPerUpdate: perUpdate(signedMs - plainMs),
+      signingPooledMainUsPerUpdate: perUpdate(pooledMainMs),
+      signingPooledWallUsPerUpdate: perUpdate(pooledWallMs),
       signingSignUsPerUpdate: perUpdate(signMs),
       signingApplyUsPerUpdate: perUpdate(applyMs),
       signingFullSyncApplyMs: round(applyFullMs, 1),

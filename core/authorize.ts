@@ -173,9 +173,28 @@ export function serverClientsOf(doc: Y.Doc): Set<number> {
   return clients
 }
 
-/** Names of a document's root types, looked up once per check. */
+/**
+ * Per document: each root type's name (the inverse of `doc.share`). Kept
+ * across checks: building it per check cost a map of every root (one per
+ * device) for every update, a tenth of the server's update check under
+ * load. Only ever extended from `doc.share` itself, and rebuilt on a miss:
+ * `doc.share` gains roots, and `doc.get` may replace a root's type object
+ * under the same name (a placeholder becoming a Y.Map).
+ */
+const rootNamesByDoc = new WeakMap<Y.Doc, Map<unknown, string>>()
+
+function rootNameOf(doc: Y.Doc, type: unknown): string | undefined {
+  let names = rootNamesByDoc.get(doc)
+  const cached = names?.get(type)
+  if (cached !== undefined) return cached
+  names = new Map()
+  for (const [name, shared] of doc.share) names.set(shared, name)
+  rootNamesByDoc.set(doc, names)
+  return names.get(type)
+}
+
+/** Names of a document's root types, and the writer of each client, looked up once per check. */
 class RootNames {
-  private names: Map<unknown, string> | undefined
   private readonly writers = new Map<number, WriterId | undefined>()
 
   constructor(private readonly doc: Y.Doc) {}
@@ -185,11 +204,7 @@ class RootNames {
     let type = item.parent as Y.AbstractType<unknown> | null
     while (type?._item != null) type = type._item.parent as Y.AbstractType<unknown> | null
     if (type === null) return undefined
-    if (this.names === undefined) {
-      this.names = new Map()
-      for (const [name, shared] of this.doc.share) this.names.set(shared, name)
-    }
-    return this.names.get(type)
+    return rootNameOf(this.doc, type)
   }
 
   /** The writer a client of the document writes for: the owner of its first item's root. */

@@ -61,7 +61,7 @@ export interface KeyPair {
 // PKCS#8 and SPKI wrappings of a raw Ed25519 key (RFC 8410): node:crypto
 // imports keys only in a container format.
 const PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex')
-const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
+export const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
 
 /** The key pair of a 32-byte seed (the seed is the private key; keep it secret). */
 export function keyPairFromSeed(seed: Uint8Array): KeyPair {
@@ -81,8 +81,12 @@ export function keyPairFromSeed(seed: Uint8Array): KeyPair {
  * dropped first.
  */
 const publicKeys = new Map<string, KeyObject>()
+/** A key's id in the caches: its base64, read in place (no copy). */
+const keyId = (publicKey: Uint8Array): string =>
+  Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.byteLength).toString('base64')
+
 function publicKeyObject(publicKey: Uint8Array): KeyObject {
-  const id = Buffer.from(publicKey).toString('base64')
+  const id = keyId(publicKey)
   let key = publicKeys.get(id)
   if (key === undefined) {
     if (publicKey.byteLength !== PUBLIC_KEY_BYTES)
@@ -184,6 +188,24 @@ export function verifyBytes(
  * another writer's clientID takes about 2^53 hashes.
  */
 export function deriveClientId(publicKey: Uint8Array, nonce: number): number {
+  // Every envelope names its writer's clientIDs: derived once per (key,
+  // nonce), not once per update. Bounded like the parsed keys.
+  const id = `${keyId(publicKey)}/${nonce}`
+  let client = derivedClientIds.get(id)
+  if (client === undefined) {
+    client = computeClientId(publicKey, nonce)
+    if (derivedClientIds.size >= limits.publicKeysCachedMax) {
+      const oldest = derivedClientIds.keys().next().value
+      if (oldest !== undefined) derivedClientIds.delete(oldest)
+    }
+    derivedClientIds.set(id, client)
+  }
+  return client
+}
+
+const derivedClientIds = new Map<string, number>()
+
+function computeClientId(publicKey: Uint8Array, nonce: number): number {
   const e = encoding.createEncoder()
   encoding.writeVarString(e, DOMAIN.clientId)
   encoding.writeVarUint8Array(e, publicKey)
@@ -340,9 +362,45 @@ export function sealEnvelope(
  * {@link envelopeClients}' and the update check's business.
  */
 export function verifyEnvelope(envelope: Envelope, publicKey: Uint8Array, site: string): void {
-  const body = envelopeBody(site, envelope.writer, envelope.nonces, envelope.update)
-  if (!verifyBytes(publicKey, body, envelope.signature))
-    throw new SignatureInvalidError(`update is not signed by ${JSON.stringify(envelope.writer)}`)
+  const job = envelopeVerifyJob(envelope, publicKey, site)
+  if (!verifyBytes(job.publicKey, job.message, job.signature))
+    throw envelopeSignatureError(envelope)
+}
+
+/**
+ * One Ed25519 verification, ready to run on any thread (core/verify-pool.ts
+ * runs them on worker threads): a checked key, the signed message and the
+ * signature.
+ */
+export interface VerifyJob {
+  readonly publicKey: Uint8Array
+  readonly message: Uint8Array
+  readonly signature: Uint8Array
+}
+
+/**
+ * What {@link verifyEnvelope} checks, as a job. Throws what verifyEnvelope
+ * throws before the signature is computed on: `SIGNATURE_INVALID` for a
+ * signature of the wrong length, or a key of the wrong length or of small
+ * order. The job's answer is then exactly verifyEnvelope's.
+ */
+export function envelopeVerifyJob(
+  envelope: Envelope,
+  publicKey: Uint8Array,
+  site: string,
+): VerifyJob {
+  if (envelope.signature.byteLength !== SIGNATURE_BYTES) throw envelopeSignatureError(envelope)
+  publicKeyObject(publicKey)
+  return {
+    publicKey,
+    message: envelopeBody(site, envelope.writer, envelope.nonces, envelope.update),
+    signature: envelope.signature,
+  }
+}
+
+/** The refusal of an envelope whose signature does not verify. */
+export function envelopeSignatureError(envelope: Envelope): SignatureInvalidError {
+  return new SignatureInvalidError(`update is not signed by ${JSON.stringify(envelope.writer)}`)
 }
 
 /** The clientIDs an envelope's writer may write under: one per nonce. */

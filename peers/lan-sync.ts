@@ -260,7 +260,7 @@ export function runLanLink(
     // Another device is not trusted: bounded rates, and a refused update
     // closes the link with its code (PROTOCOL.md, "Refusals").
     untrusted: true,
-    check: (update) =>
+    check: (update) => {
       checkUpdate(replica.doc, update, {
         // Devices relay every part over the LAN; the server's part is
         // narrowed to what the server itself wrote (serverClients).
@@ -268,7 +268,8 @@ export function runLanLink(
         schema,
         serverClients: serverClientsOf(replica.doc),
         now: replica.now(),
-      }),
+      })
+    },
     onRefused: refused,
     onRemoteError: (code, message) => options.onError?.(code, `LAN peer ${peer}: ${message}`),
   })

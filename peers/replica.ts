@@ -34,7 +34,7 @@ import { EventLog, type NewEvent, type RosterEvent } from '../core/events.js'
 import { Hlc, type HlcStamp } from '../core/hlc.js'
 import { asUserId, SERVER_ID, type UserId, type WriterId } from '../core/ids.js'
 import { limits } from '../core/limits.js'
-import { scanUpdate } from '../core/update-scan.js'
+import { scanUpdate, type UpdateRanges } from '../core/update-scan.js'
 import { mergeDeviceEntries, sameDeviceStamps } from '../core/writes.js'
 import {
   laterPolicy,
@@ -785,15 +785,17 @@ export class Replica {
    * adoption it caused) is durable. Malformed bytes reject with
    * `MALFORMED_MESSAGE` and change nothing.
    */
-  applyRemote(update: Uint8Array, from?: string): Promise<void> {
+  applyRemote(update: Uint8Array, from?: string, scanned?: UpdateRanges): Promise<void> {
     if (this.closed) return Promise.reject(new PeerClosedError())
     if (this.broken !== undefined) return Promise.reject(this.brokenError())
     let meta: UpdateMeta
     try {
       // Decoding first means a malformed update is refused before any of it
       // is applied (Yjs can apply part of an update and then throw); the
-      // same pass yields what canIntegrate needs.
-      meta = updateMeta(update)
+      // same pass yields what canIntegrate needs. A caller that checked the
+      // update scanned these very bytes already (`scanned`: scanUpdate's
+      // answer for `update`, which nothing has changed since).
+      meta = scanned ?? updateMeta(update)
     } catch (cause) {
       return Promise.reject(new MalformedMessageError('update does not decode', cause))
     }

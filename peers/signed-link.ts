@@ -30,8 +30,11 @@ import {
   keyFingerprint,
   encodeEnvelope,
   envelopeClients,
+  envelopeSignatureError,
+  envelopeVerifyJob,
   sealEnvelope,
   signJoinProof,
+  verifyBytes,
   verifyCertificate,
   verifyEnvelope,
   type Certificate,
@@ -42,12 +45,15 @@ import { scanUpdate, type UpdateRanges } from '../core/update-scan.js'
 import type { EnvelopeLog } from './envelope-log.js'
 import { siteOf, type Identity } from './identity.js'
 import type { Replica, ReplicaUpdate } from './replica.js'
+import type { VerifyPool } from './verify-pool.js'
 
 /** An envelope that passed every check, ready to apply. */
 export interface OpenedEnvelope {
   readonly bytes: Uint8Array
   readonly writer: string
   readonly update: Uint8Array
+  /** The strict scan of `update` (core/update-scan.ts), done once for every check and the intake. */
+  readonly ranges: UpdateRanges
   /** It holds structs this peer lacked (else it is neither logged nor relayed). */
   readonly fresh: boolean
 }
@@ -71,8 +77,13 @@ export interface SignedLink {
   answer(theirStateVector: Uint8Array): Uint8Array[]
   /** The envelopes that carry a durable change to the other side, if any. */
   forward(update: ReplicaUpdate): Uint8Array[]
-  /** Checks an inbound envelope; throws a typed error to refuse it. */
-  open(bytes: Uint8Array): OpenedEnvelope
+  /**
+   * Checks an inbound envelope; throws (or rejects with) a typed error to
+   * refuse it. A promise when the signature is verified off the main thread
+   * (the server's verification pool): what reads the document is checked
+   * once the signature is known good.
+   */
+  open(bytes: Uint8Array): OpenedEnvelope | Promise<OpenedEnvelope>
   /** An inbound envelope is durable here (log it, relay it). */
   applied(opened: OpenedEnvelope): void
   /** This link is gone. */
@@ -105,9 +116,9 @@ export function scanOrRefuse(update: Uint8Array): UpdateRanges {
 }
 
 /** Refuses structs under clientIDs the envelope's writer cannot prove its own. */
-function checkClients(envelope: Envelope, publicKey: Uint8Array): void {
+function checkClients(envelope: Envelope, publicKey: Uint8Array, ranges: UpdateRanges): void {
   const allowed = envelopeClients(envelope, publicKey)
-  for (const client of scanOrRefuse(envelope.update).from.keys()) {
+  for (const client of ranges.from.keys()) {
     if (!allowed.has(client))
       throw new ForbiddenWriteError(
         `update of ${JSON.stringify(envelope.writer)} writes under Yjs client ${client}, not one of its own`,
@@ -115,10 +126,9 @@ function checkClients(envelope: Envelope, publicKey: Uint8Array): void {
   }
 }
 
-/** True when the update holds structs `doc` lacks. */
-function bringsStructs(doc: Y.Doc, update: Uint8Array): boolean {
-  for (const [client, end] of scanOrRefuse(update).to)
-    if (end > Y.getState(doc.store, client)) return true
+/** True when the update (its scan) holds structs `doc` lacks. */
+function bringsStructs(doc: Y.Doc, ranges: UpdateRanges): boolean {
+  for (const [client, end] of ranges.to) if (end > Y.getState(doc.store, client)) return true
   return false
 }
 
@@ -212,7 +222,9 @@ export class DeviceSigning {
     if (serverKey === undefined || site === undefined)
       throw new SignatureInvalidError('no server key pinned yet: signed updates cannot be checked')
     const envelope = decodeEnvelope(bytes)
-    const fresh = bringsStructs(this.options.replica.doc, envelope.update)
+    // One strict scan serves every check below and the replica's intake.
+    const ranges = scanOrRefuse(envelope.update)
+    const fresh = bringsStructs(this.options.replica.doc, ranges)
     if (envelope.writer === SERVER_ID) {
       // The server's content is trusted as it always was on the server
       // link (it checked what it merged); its signature proves it the
@@ -225,10 +237,10 @@ export class DeviceSigning {
         throw new PeerRevokedError(envelope.writer)
       const key = deviceKey(envelope, serverKey, site)
       verifyEnvelope(envelope, key, site)
-      checkClients(envelope, key)
+      checkClients(envelope, key, ranges)
       this.options.check(envelope.update, envelope.writer)
     }
-    return { bytes, writer: envelope.writer, update: envelope.update, fresh }
+    return { bytes, writer: envelope.writer, update: envelope.update, ranges, fresh }
   }
 }
 
@@ -251,6 +263,7 @@ function deviceKey(envelope: Envelope, serverKey: Uint8Array, site: string): Uin
 export class ServerSigning {
   private lastUpdate: Uint8Array | undefined
   private lastEnvelope: Uint8Array[] = []
+  private siteId: string | undefined
 
   constructor(
     private readonly options: {
@@ -259,12 +272,19 @@ export class ServerSigning {
       /** A device's registered key, or undefined (unknown or revoked: refused). */
       readonly deviceKey: (deviceId: string) => Uint8Array | undefined
       readonly check: WriterCheck
+      /**
+       * Verifies signatures off the main thread (peers/verify-pool.ts); on
+       * the main thread, synchronously, when absent (the simulator: its
+       * runs replay from a seed).
+       */
+      readonly pool?: VerifyPool
     },
   ) {}
 
   /** The site id: the server's public key. */
   get site(): string {
-    return siteOf(this.options.identity.publicKey)
+    this.siteId ??= siteOf(this.options.identity.publicKey)
+    return this.siteId
   }
 
   private seal(update: Uint8Array): Uint8Array {
@@ -300,24 +320,64 @@ export class ServerSigning {
     }
   }
 
-  private open(bytes: Uint8Array): OpenedEnvelope {
+  /**
+   * Decodes and scans the envelope, finds the writer's key and verifies
+   * the signature (on the pool when there is one), then checks what the
+   * update writes against the document as it is at that moment.
+   */
+  private open(bytes: Uint8Array): OpenedEnvelope | Promise<OpenedEnvelope> {
     const envelope = decodeEnvelope(bytes)
-    const fresh = bringsStructs(this.options.replica.doc, envelope.update)
-    if (envelope.writer === SERVER_ID) {
-      // The server's own envelope relayed back: it holds nothing the server
-      // lacks unless it is forged, and then the signature fails.
-      verifyEnvelope(envelope, this.options.identity.publicKey, this.site)
-    } else {
-      const key = this.options.deviceKey(envelope.writer)
-      if (key === undefined)
-        throw new SignatureInvalidError(
-          `update of ${JSON.stringify(envelope.writer)}: no such device holds a key on this site`,
-        )
-      verifyEnvelope(envelope, key, this.site)
-      checkClients(envelope, key)
+    // One strict scan serves every check below and the replica's intake.
+    const ranges = scanOrRefuse(envelope.update)
+    const key = this.writerKey(envelope)
+    const job = envelopeVerifyJob(envelope, key, this.site)
+    const pool = this.options.pool
+    if (pool === undefined) {
+      if (!verifyBytes(job.publicKey, job.message, job.signature))
+        throw envelopeSignatureError(envelope)
+      return this.admit(bytes, envelope, key, ranges)
+    }
+    return pool.verify(job).then((ok) => {
+      // The registry may have changed while the signature was checked (a
+      // revoke): the writer's key is looked up again, and the envelope
+      // judged as if everything ran now, in line (the same checks in the
+      // same order).
+      const now = this.writerKey(envelope)
+      if (now !== key && !Buffer.from(now).equals(Buffer.from(key))) return this.open(bytes)
+      if (!ok) throw envelopeSignatureError(envelope)
+      return this.admit(bytes, envelope, key, ranges)
+    })
+  }
+
+  /**
+   * The key an envelope must be signed with: the server's own (its
+   * envelope relayed back holds nothing the server lacks unless it is
+   * forged, and then the signature fails), else the writer's registered
+   * key. Throws `SIGNATURE_INVALID` for a writer without one.
+   */
+  private writerKey(envelope: Envelope): Uint8Array {
+    if (envelope.writer === SERVER_ID) return this.options.identity.publicKey
+    const key = this.options.deviceKey(envelope.writer)
+    if (key === undefined)
+      throw new SignatureInvalidError(
+        `update of ${JSON.stringify(envelope.writer)}: no such device holds a key on this site`,
+      )
+    return key
+  }
+
+  /** The checks that read the document, once the signature is good. */
+  private admit(
+    bytes: Uint8Array,
+    envelope: Envelope,
+    key: Uint8Array,
+    ranges: UpdateRanges,
+  ): OpenedEnvelope {
+    const fresh = bringsStructs(this.options.replica.doc, ranges)
+    if (envelope.writer !== SERVER_ID) {
+      checkClients(envelope, key, ranges)
       this.options.check(envelope.update, envelope.writer)
     }
-    return { bytes, writer: envelope.writer, update: envelope.update, fresh }
+    return { bytes, writer: envelope.writer, update: envelope.update, ranges, fresh }
   }
 }
 

@@ -28,6 +28,7 @@ import { netLimits } from '../core/limits.js'
 import { CloseCode, decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
 import { TokenBucket } from '../core/token-bucket.js'
 import type { Connection } from '../core/transport.js'
+import type { UpdateRanges } from '../core/update-scan.js'
 import type { Replica } from './replica.js'
 import type { OpenedEnvelope, SignedLink } from './signed-link.js'
 
@@ -35,8 +36,12 @@ import type { OpenedEnvelope, SignedLink } from './signed-link.js'
 export interface SessionOptions {
   readonly replica: Replica
   readonly connection: Connection
-  /** Checks an inbound update before anything of it is applied; throws to refuse it. */
-  readonly check?: (update: Uint8Array) => void
+  /**
+   * Checks an inbound update before anything of it is applied; throws to
+   * refuse it. It may return the update's strict scan (core/update-scan.ts),
+   * which the replica's intake then uses instead of scanning it again.
+   */
+  readonly check?: (update: Uint8Array) => UpdateRanges | void
   /** Send refusals back as error messages (the server does; devices log them). */
   readonly reportErrors?: boolean
   /**
@@ -131,6 +136,20 @@ function updateMessage(update: Uint8Array): Uint8Array {
     lastUpdate = update
   }
   return lastMessage
+}
+
+/**
+ * The same for signed links: the server's links forward one array of
+ * envelopes for a change (ServerSigning signs it once), encoded once.
+ */
+let lastEnvelopes: readonly Uint8Array[] | undefined
+let lastSignedMessage: Uint8Array = new Uint8Array(0)
+function signedUpdateMessage(envelopes: readonly Uint8Array[]): Uint8Array {
+  if (envelopes !== lastEnvelopes) {
+    lastSignedMessage = encodeMessage({ type: 'signed-update', envelopes })
+    lastEnvelopes = envelopes
+  }
+  return lastSignedMessage
 }
 
 /** The close code and reason for a refusal (the reason starts with the error code). */
@@ -277,7 +296,8 @@ export function startSession(options: SessionOptions): SyncSession {
               return
             }
             const envelopes = signed.forward(told)
-            if (envelopes.length > 0) send({ type: 'signed-update', envelopes })
+            if (envelopes.length > 0 && connection.open)
+              connection.send(signedUpdateMessage(envelopes))
           },
           { coalesce: true },
         )
@@ -302,8 +322,8 @@ export function startSession(options: SessionOptions): SyncSession {
       throw new ForbiddenWriteError(
         'SIGNATURE_REQUIRED: this link takes signed updates only (PROTOCOL.md, "Signed writes")',
       )
-    options.check?.(update)
-    await replica.applyRemote(update, connection.id)
+    const ranges = options.check?.(update)
+    await replica.applyRemote(update, connection.id, ranges ?? undefined)
   }
   /** Opens and applies each envelope in order; the first refused stops the rest. */
   const applySigned = async (envelopes: readonly Uint8Array[]): Promise<void> => {
@@ -315,7 +335,10 @@ export function startSession(options: SessionOptions): SyncSession {
     for (const bytes of envelopes) {
       let opened: OpenedEnvelope
       try {
-        opened = signed.open(bytes)
+        // Awaited only when it is a promise (a verification pool): a link
+        // that verifies in line keeps its order of turns exactly.
+        const result = signed.open(bytes)
+        opened = result instanceof Promise ? await result : result
       } catch (error) {
         if (!(error instanceof RostersyncError) || signed.relayed?.(bytes) !== true) throw error
         // Another writer's envelope this peer only relays: refused by name,
@@ -327,7 +350,7 @@ export function startSession(options: SessionOptions): SyncSession {
         })
         continue
       }
-      await replica.applyRemote(opened.update, connection.id)
+      await replica.applyRemote(opened.update, connection.id, opened.ranges)
       signed.applied(opened)
     }
   }

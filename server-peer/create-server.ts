@@ -33,6 +33,8 @@ import { limits } from '../core/limits.js'
 import { siteOf } from '../peers/identity.js'
 import { claimRole } from '../peers/data-role.js'
 import { randomBytes } from 'node:crypto'
+import { availableParallelism } from 'node:os'
+import { createVerifyPool } from '../peers/verify-pool.js'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { join } from 'node:path'
@@ -98,6 +100,14 @@ export interface ServerOptions extends CommonPeerOptions {
   readonly exportUsersMax?: number
   /** Most groups one export may name (`limits.groupsPerExportMax`, 50, by default). */
   readonly exportGroupsMax?: number
+  /**
+   * Worker threads that verify device updates' signatures, off the main
+   * thread (peers/verify-pool.ts); 0 verifies on the main thread. Default:
+   * one per core but one, at least 1 and at most 4, when listening; 0 with
+   * `listen: false` (a simulation replays from its seed, and threads would
+   * make its order depend on timing).
+   */
+  readonly verifyWorkers?: number
 }
 
 const serverOptionsSchema = z.strictObject({
@@ -117,6 +127,7 @@ const serverOptionsSchema = z.strictObject({
   batchWindowMs: z.number().min(0).max(1_000).optional(),
   exportUsersMax: z.number().int().min(1).max(limits.usersPerExportHardMax).optional(),
   exportGroupsMax: z.number().int().min(1).max(limits.usersPerExportHardMax).optional(),
+  verifyWorkers: z.number().int().min(0).max(64).optional(),
 })
 
 /** Default of ServerOptions.fanOutIntervalMs. */
@@ -259,6 +270,10 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       { code: 'ROSTERSYNC_OPEN_SITE' },
     )
   }
+  const verifyWorkers =
+    options.verifyWorkers ??
+    (options.listen === false ? 0 : Math.min(4, Math.max(1, availableParallelism() - 1)))
+  const pool = verifyWorkers > 0 ? createVerifyPool(verifyWorkers) : undefined
   // The API is bound once the peer object exists (it serves its methods).
   let api: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => {
     res.writeHead(503).end()
@@ -284,6 +299,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
             schema: basics.schema,
             now: replica.now(),
           }),
+        ...(pool === undefined ? {} : { pool }),
       }),
     },
     approveDevices: options.approveDevices === true,
@@ -302,6 +318,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
         endpoint,
       )
     } catch (error) {
+      await pool?.close()
       await replica.close()
       throw new InvalidOptionsError(
         `cannot listen on ${options.host ?? '127.0.0.1'}:${options.port ?? 0}: ${(error as Error).message}`,
@@ -383,6 +400,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       admin.close()
       await sync?.close()
       endpoint.closeAll(CloseCode.serverClosing, 'server closing')
+      await pool?.close()
       await registry.close()
       await replica.close()
     },

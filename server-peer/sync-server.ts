@@ -191,7 +191,8 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
           // 32-bit clientIDs: one in the derived range is a signing
           // writer's (or will be), and taking it first would make that
           // writer's signed writes no-ops here.
-          for (const client of scanOrRefuse(update).from.keys()) {
+          const ranges = scanOrRefuse(update)
+          for (const client of ranges.from.keys()) {
             if (isDerivedClientId(client))
               throw new ForbiddenWriteError(
                 `a plain update writes under Yjs client ${client}, in the range of signing writers' clientIDs`,
@@ -203,6 +204,8 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
             schema: options.schema,
             now: replica.now(),
           })
+          // The intake uses this scan rather than scanning the update again.
+          return ranges
         },
         // A device's link is not trusted: bounded rates, and a refused
         // update closes it with its code (PROTOCOL.md, "Refusals").
