@@ -394,8 +394,10 @@ export class DeviceSync implements DeviceSyncApi {
       const done = this.afterFullSync(at)
       await replica.commitWipe([[...RECORD, done]])
       committed = true
-      this.persisted = done
       this.persistedUseAt = done.lastUsedAt
+      // A use meanwhile is kept; a retention wipe queued meanwhile (it runs
+      // after the commit) stores its own state.
+      if (!this.persisted.awaitingUse) this.persisted = this.afterFullSync(at)
       return at
     } finally {
       if (!committed) await replica.abandonWipe()
