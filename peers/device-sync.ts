@@ -576,11 +576,14 @@ export class DeviceSync implements DeviceSyncApi {
     clock.clearTimeout(this.retryTimer)
     const days = Math.round((this.options.retentionMs / 86_400_000) * 10) / 10
     this.persisted = { ...this.persisted, offlineReady: false, awaitingUse: true }
+    // The record goes with the wipe: a crash right after it must not leave
+    // an empty roster that says it is offline-ready.
     await this.options.replica.wipe({
       local: true,
       event: { type: 'roster-wiped', message: `unused for ${days} days (retention)` },
+      records: [[...RECORD, this.persisted]],
     })
-    this.persist()
+    this.persistedUseAt = this.persisted.lastUsedAt
     this.serverToDevice = NOT_STARTED
     this.deviceToServer = NOT_STARTED
   }

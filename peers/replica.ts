@@ -193,6 +193,8 @@ export interface WipeOptions {
   readonly local: boolean
   /** Recorded in the same durable batch as the wipe. */
   readonly event?: NewEvent
+  /** Peer-local records (namespace, key, value) set in the same durable batch. */
+  readonly records?: ReadonlyArray<readonly [string, string, unknown]>
   /**
    * Checked in the write queue right before the wipe (after every write
    * queued earlier): when false, nothing is wiped and the wipe rejects with
@@ -1088,6 +1090,8 @@ export class Replica {
     if (options.event !== undefined) {
       this.pendingEvents.push(this.events.append(options.event, this.options.clock.now()).event)
     }
+    const records = options.records ?? []
+    this.recordOps(ops, records)
     this.writeEventChunk(ops)
     try {
       await this.storeBatch(ops)
@@ -1104,6 +1108,7 @@ export class Replica {
       this.updateBytesSinceSnapshot = 0
       if (options.deletes === true || options.local) this.deleted.clear()
     }
+    this.setRecords(records)
     this.heldBack.takeAll()
     if (options.local) this.localFields.clear()
     this.installDoc(doc)
@@ -1153,9 +1158,7 @@ export class Replica {
     }
     const ops: StoreOp[] = []
     this.wipeOps(ops, staged.fromSeq, staged.deletes)
-    for (const [namespace, key, value] of end.records) {
-      ops.push({ type: 'put', key: keys.record(`${namespace}/${key}`), value: encodeValue(value) })
-    }
+    this.recordOps(ops, end.records)
     try {
       await this.storeBatch(ops)
     } catch (error) {
@@ -1167,9 +1170,22 @@ export class Replica {
     this.firstUpdateSeq = staged.fromSeq
     this.updateBytesSinceSnapshot = 0
     if (staged.deletes) this.deleted.clear()
-    for (const [namespace, key, value] of end.records)
-      this.records.set(`${namespace}/${key}`, value)
+    this.setRecords(end.records)
     op.resolve(undefined)
+  }
+
+  /** The store ops that set peer-local records (see WriteContext.setRecord). */
+  private recordOps(
+    ops: StoreOp[],
+    records: ReadonlyArray<readonly [string, string, unknown]>,
+  ): void {
+    for (const [namespace, key, value] of records)
+      ops.push({ type: 'put', key: keys.record(`${namespace}/${key}`), value: encodeValue(value) })
+  }
+
+  /** Sets peer-local records in memory once they are durable. */
+  private setRecords(records: ReadonlyArray<readonly [string, string, unknown]>): void {
+    for (const [namespace, key, value] of records) this.records.set(`${namespace}/${key}`, value)
   }
 
   /**
