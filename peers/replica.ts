@@ -6,6 +6,7 @@
  * that batch is on disk. Server and device peers add their rules on top
  * (`server-peer/`, `peers/device.ts`); networking feeds `applyRemote`.
  */
+import { strict as assert } from 'node:assert'
 import * as Y from 'yjs'
 import type { Clock } from '../core/clock.js'
 import { decodeValue, encodeStateVectorMap, encodeValue } from '../core/codec.js'
@@ -1076,9 +1077,11 @@ export class Replica {
       return
     }
     const staged = options.staged === true
-    // Local state other than deletes is cleared at once; a staged wipe
-    // clears nothing in the store before its commit.
-    if (staged && options.local) throw new Error('a staged wipe keeps local state')
+    if (staged && this.closed) {
+      // Nothing would end it: closing undoes a staged wipe only if it began.
+      op.reject(new PeerClosedError())
+      return
+    }
     const doc = new Y.Doc({ gc: true })
     const ops: StoreOp[] = []
     doc.clientID = this.freshClientId(old, ops)
@@ -1193,6 +1196,8 @@ export class Replica {
    * resolves once the wipe is durable (a staged one: in memory).
    */
   wipe(options: WipeOptions): Promise<void> {
+    // A staged wipe clears nothing in the store before its commit.
+    assert(options.staged !== true || !options.local, 'a staged wipe keeps local state')
     if (this.closed) return Promise.reject(new PeerClosedError())
     if (this.broken !== undefined) return Promise.reject(this.brokenError())
     return new Promise<void>((resolve, reject) => {
