@@ -15,6 +15,7 @@ import { FaultyStore } from '../storage/faulty-store.js'
 import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
+import { memorySite } from './helpers/memory-site.js'
 
 const SITE_KEY = 'lifecycle-site-key'
 const MINUTE = 60_000
@@ -354,6 +355,32 @@ describe('full sync', () => {
     await d.sync.whenIdle()
     expect(d.sync.status().serverToDevice.state).toBe('success')
     expect(d.users.list().map((u) => u.id)).toEqual(['u1', 'u2', 'u3', 'u4'])
+  })
+
+  it('a device closed between the wipe and the fetch reopens as before', async () => {
+    const clock = new ManualClock()
+    const s = await memorySite(clock)
+    closers.push(() => s.close())
+    await s.server.users.put({ id: 'u1', name: 'Ann' })
+    await s.server.users.put({ id: 'u2', name: 'Bob' })
+    const d = await s.device('D1', clock)
+    await d.sync.whenIdle()
+    await d.users.delete('u1')
+    await d.users.put({ id: 'u3', name: 'Own' })
+    await d.sync.whenIdle()
+    const before = d.users.list()
+    const lastFullSyncAt = d.sync.status().lastFullSyncAt
+    const wipe = d.replica.wipe.bind(d.replica)
+    let closing: Promise<void> | undefined
+    d.replica.wipe = async (options) => {
+      await wipe(options)
+      closing = d.close()
+    }
+    await expect(d.sync.full()).rejects.toMatchObject({ code: 'SYNC_FAILED' })
+    await closing
+    const again = await s.device('D1', clock)
+    expect(again.users.list()).toEqual(before)
+    expect(again.sync.status()).toMatchObject({ offlineReady: true, lastFullSyncAt })
   })
 
   it('does not clear anything when the push fails', async () => {
