@@ -307,45 +307,15 @@ export class DeviceSync implements DeviceSyncApi {
       // first answer: clearing and fetching again would only repeat it.
       const empty = replica.doc.store.clients.size === 0
       // Push first: a full sync must not clear changes the server lacks.
-      let pushed = await this.push(session, () => {
+      const pushed = await this.push(session, () => {
         // A delta has what it lacked once the first answer is durable here.
         if (kind === 'delta') this.serverToDevice = { state: 'success', at: clock.now() }
       })
       this.deviceToServer = { state: 'success', at: clock.now() }
-      if (kind === 'full' && !empty) {
-        for (let attempt = 1; ; attempt++) {
-          const theirs = pushed.theirs
-          try {
-            // Only if this device wrote nothing since the server acknowledged
-            // the push. What other devices relayed meanwhile is still on
-            // them, and they push it themselves. From the wipe until the
-            // roster is back, this device's own writes wait in the queue:
-            // written into the emptied document they would not carry the
-            // device's own latest entry for the user.
-            await replica.wipe({
-              local: false,
-              holdWrites: true,
-              onlyIf: (doc) =>
-                (theirs.get(doc.clientID) ?? 0) >= Y.getState(doc.store, doc.clientID),
-            })
-            break
-          } catch (error) {
-            if (!(error instanceof WipeSkippedError) || attempt >= PUSH_ROUNDS_MAX) throw error
-            pushed = await this.push(session, () => undefined)
-          }
-        }
-        try {
-          await this.fetch(session)
-        } finally {
-          replica.releaseWrites()
-        }
-      }
       if (kind === 'full') {
         // One reading of the clock: the status and the record say the same time.
-        const at = clock.now()
+        const at = empty ? this.fullSyncFetched() : await this.refetch(session, pushed)
         this.fullPending = false
-        this.persisted = { ...this.persisted, offlineReady: true, lastFullSyncAt: at }
-        this.persist()
         this.serverToDevice = { state: 'success', at }
       }
       this.attempt = 0
@@ -384,6 +354,67 @@ export class DeviceSync implements DeviceSyncApi {
       this.scheduleRetry(error)
       throw error
     }
+  }
+
+  /**
+   * The rest of a full sync once the push is acknowledged: clears the
+   * replicated roster and fetches it whole. Only if this device wrote
+   * nothing since the server acknowledged the push (else it pushes again);
+   * what other devices relayed meanwhile is still on them, and they push it
+   * themselves. The wipe is staged: the store keeps the roster until the
+   * fetched one replaces it in one batch, with the cleared deletes (rule 3:
+   * a full sync shows the user again) and the record that says the full
+   * sync succeeded, so a crash at any point restarts the device as it was
+   * before or as it is after. This device's own writes wait in the queue
+   * until then: written into the emptied document they would not carry the
+   * device's own latest entry for the user. Returns the time of completion.
+   */
+  private async refetch(session: SyncSession, acknowledged: SyncAnswer): Promise<number> {
+    const { replica, clock } = this.options
+    let pushed = acknowledged
+    for (let attempt = 1; ; attempt++) {
+      const theirs = pushed.theirs
+      try {
+        await replica.wipe({
+          local: false,
+          deletes: true,
+          staged: true,
+          onlyIf: (doc) => (theirs.get(doc.clientID) ?? 0) >= Y.getState(doc.store, doc.clientID),
+        })
+        break
+      } catch (error) {
+        if (!(error instanceof WipeSkippedError) || attempt >= PUSH_ROUNDS_MAX) throw error
+        pushed = await this.push(session, () => undefined)
+      }
+    }
+    let committed = false
+    try {
+      await this.fetch(session)
+      const at = clock.now()
+      const done = this.afterFullSync(at)
+      await replica.commitWipe([[...RECORD, done]])
+      committed = true
+      this.persistedUseAt = done.lastUsedAt
+      // A use meanwhile is kept; a retention wipe queued meanwhile (it runs
+      // after the commit) stores its own state.
+      if (!this.persisted.awaitingUse) this.persisted = this.afterFullSync(at)
+      return at
+    } finally {
+      if (!committed) await replica.abandonWipe()
+    }
+  }
+
+  /** A first full sync is done (the first answer brought the roster): records it. */
+  private fullSyncFetched(): number {
+    const at = this.options.clock.now()
+    this.persisted = this.afterFullSync(at)
+    this.persist()
+    return at
+  }
+
+  /** The persisted state after a full sync completed at `at`. */
+  private afterFullSync(at: number): Persisted {
+    return { ...this.persisted, offlineReady: true, lastFullSyncAt: at }
   }
 
   /**
@@ -545,11 +576,14 @@ export class DeviceSync implements DeviceSyncApi {
     clock.clearTimeout(this.retryTimer)
     const days = Math.round((this.options.retentionMs / 86_400_000) * 10) / 10
     this.persisted = { ...this.persisted, offlineReady: false, awaitingUse: true }
+    // The record goes with the wipe: a crash right after it must not leave
+    // an empty roster that says it is offline-ready.
     await this.options.replica.wipe({
       local: true,
       event: { type: 'roster-wiped', message: `unused for ${days} days (retention)` },
+      records: [[...RECORD, this.persisted]],
     })
-    this.persist()
+    this.persistedUseAt = this.persisted.lastUsedAt
     this.serverToDevice = NOT_STARTED
     this.deviceToServer = NOT_STARTED
   }

@@ -6,6 +6,7 @@
  * that batch is on disk. Server and device peers add their rules on top
  * (`server-peer/`, `peers/device.ts`); networking feeds `applyRemote`.
  */
+import { strict as assert } from 'node:assert'
 import * as Y from 'yjs'
 import type { Clock } from '../core/clock.js'
 import { decodeValue, encodeStateVectorMap, encodeValue } from '../core/codec.js'
@@ -190,8 +191,10 @@ interface BatchCapture {
 }
 
 interface PendingOp {
-  readonly kind: 'local' | 'meta' | 'remote' | 'wipe'
+  readonly kind: 'local' | 'meta' | 'remote' | 'wipe' | 'wipe-end'
   readonly wipe?: WipeOptions
+  /** For 'wipe-end': make a staged wipe durable (with these records), or undo it. */
+  readonly end?: WipeEnd
   readonly run?: (ctx: WriteContext) => unknown
   readonly remote?: RemoteUpdate
   readonly from?: string
@@ -205,6 +208,8 @@ export interface WipeOptions {
   readonly local: boolean
   /** Recorded in the same durable batch as the wipe. */
   readonly event?: NewEvent
+  /** Peer-local records (namespace, key, value) set in the same durable batch. */
+  readonly records?: ReadonlyArray<readonly [string, string, unknown]>
   /**
    * Checked in the write queue right before the wipe (after every write
    * queued earlier): when false, nothing is wiped and the wipe rejects with
@@ -218,7 +223,24 @@ export interface WipeOptions {
    * an emptied document, without this device's own latest entries.
    */
   readonly holdWrites?: boolean
+  /** Also clear this peer's deletes (rule 3: a full sync shows them again), keeping its other local state. */
+  readonly deletes?: boolean
+  /**
+   * A full sync's wipe: in memory only until {@link Replica.commitWipe}.
+   * The store keeps the old document (what arrives meanwhile is appended to
+   * its log) and the deletes, so a crash before the commit restarts the
+   * peer as it was before the wipe; the commit makes the emptied document,
+   * plus what arrived since, durable in one batch, and
+   * {@link Replica.abandonWipe} reloads the stored state. Holds own writes
+   * until then (as `holdWrites`).
+   */
+  readonly staged?: boolean
 }
+
+/** How a staged wipe ends (see WipeOptions.staged). */
+type WipeEnd =
+  | { readonly commit: true; readonly records: ReadonlyArray<readonly [string, string, unknown]> }
+  | { readonly commit: false }
 
 /** The wipe's `onlyIf` said no; nothing was wiped. */
 export class WipeSkippedError extends Error {
@@ -309,6 +331,12 @@ export class Replica {
   /** Own writes are held in the queue (see WipeOptions.holdWrites). */
   private holding = false
   /**
+   * A staged wipe not committed yet (WipeOptions.staged): the update
+   * sequence number its document's log starts at (what is stored before it
+   * is the old document), and whether the commit clears deletes.
+   */
+  private staged: { readonly fromSeq: number; readonly deletes: boolean } | undefined
+  /**
    * This device's own entries, per user, that remote transactions of the
    * batch being applied brought in next to the one Yjs kept (see
    * mergeOwnConflicts). Devices only: no other peer writes the server's part.
@@ -359,6 +387,8 @@ export class Replica {
    */
   private async load(rollback = false): Promise<void> {
     const store = this.options.store
+    // What is loaded is the stored state: a staged wipe is undone by it.
+    this.staged = undefined
     const doc = new Y.Doc({ gc: true })
     const snapshot = await store.get(keys.snapshot)
     if (snapshot !== undefined) Y.applyUpdate(doc, snapshot)
@@ -936,7 +966,9 @@ export class Replica {
   /** Whether the queue holds something flushLoop may run now. */
   private nextRunnable(): boolean {
     return this.holding
-      ? this.queue.some((op) => op.kind === 'remote' || op.kind === 'meta')
+      ? this.queue.some(
+          (op) => op.kind === 'remote' || op.kind === 'meta' || op.kind === 'wipe-end',
+        )
       : this.queue.length > 0
   }
 
@@ -949,6 +981,10 @@ export class Replica {
   private nextBatch():
     { wipe: PendingOp; batch?: never } | { wipe?: never; batch: PendingOp[] } | undefined {
     if (this.queue.length === 0) return undefined
+    // The end of a staged wipe goes first, whatever waits: the writes it
+    // held must land in the document it leaves, never in the staged one.
+    const endAt = this.queue.findIndex((op) => op.kind === 'wipe-end')
+    if (endAt >= 0) return { wipe: this.queue.splice(endAt, 1)[0] as PendingOp }
     if (this.holding) {
       const batch: PendingOp[] = []
       const rest: PendingOp[] = []
@@ -1090,38 +1126,36 @@ export class Replica {
    * Clears the replicated document (and local state when asked) in one
    * atomic batch, and starts an empty document under a fresh clientID: the
    * full sync then fetches the whole roster again, and the old clientID is
-   * never written with again.
+   * never written with again. A staged wipe stores only the fresh clientID
+   * now; the rest waits for its commit (see WipeOptions.staged).
    */
   private async flushWipe(op: PendingOp): Promise<void> {
+    if (op.kind === 'wipe-end') return this.flushWipeEnd(op)
     const options = op.wipe as WipeOptions
     const old = this.doc
     if (options.onlyIf !== undefined && !options.onlyIf(old)) {
       op.reject(new WipeSkippedError())
       return
     }
+    const staged = options.staged === true
+    if (staged && this.closed) {
+      // Nothing would end it: closing undoes a staged wipe only if it began.
+      op.reject(new PeerClosedError())
+      return
+    }
     const doc = new Y.Doc({ gc: true })
     const ops: StoreOp[] = []
     doc.clientID = this.freshClientId(old, ops)
-    ops.push(
-      { type: 'put', key: keys.snapshot, value: Y.encodeStateAsUpdate(doc) },
-      { type: 'put', key: keys.updateSeq, value: encodeValue(this.nextUpdateSeq) },
-      { type: 'put', key: keys.clientId, value: encodeValue(doc.clientID) },
-    )
-    for (let seq = this.firstUpdateSeq; seq < this.nextUpdateSeq; seq++) {
-      ops.push({ type: 'del', key: keys.update(seq) })
-    }
-    // Imported server entries are the server's data: a wipe clears them
-    // with the document, and a full sync brings the server's own.
-    for (const id of this.imported.keys()) ops.push({ type: 'del', key: keys.imported(id) })
-    for (const field of this.importedPolicies.keys())
-      ops.push({ type: 'del', key: keys.importedPolicy(field) })
+    ops.push({ type: 'put', key: keys.clientId, value: encodeValue(doc.clientID) })
+    if (!staged) this.wipeOps(ops, this.nextUpdateSeq, options.deletes === true || options.local)
     if (options.local) {
-      for (const id of this.deleted.keys()) ops.push({ type: 'del', key: keys.deleted(id) })
       for (const id of this.localFields.keys()) ops.push({ type: 'del', key: keys.localFields(id) })
     }
     if (options.event !== undefined) {
       this.pendingEvents.push(this.events.append(options.event, this.options.clock.now()).event)
     }
+    const records = options.records ?? []
+    this.recordOps(ops, records)
     this.writeEventChunk(ops)
     try {
       await this.storeBatch(ops)
@@ -1131,30 +1165,138 @@ export class Replica {
       op.reject(error)
       return
     }
-    this.firstUpdateSeq = this.nextUpdateSeq
-    this.updateBytesSinceSnapshot = 0
-    this.heldBack.takeAll()
-    this.imported.clear()
-    this.importedPolicies.clear()
-    if (options.local) {
-      this.deleted.clear()
-      this.localFields.clear()
+    if (staged) {
+      this.staged = { fromSeq: this.nextUpdateSeq, deletes: options.deletes === true }
+    } else {
+      this.firstUpdateSeq = this.nextUpdateSeq
+      this.updateBytesSinceSnapshot = 0
+      if (options.deletes === true || options.local) this.deleted.clear()
+      this.clearImported()
     }
+    this.setRecords(records)
+    this.heldBack.takeAll()
+    if (options.local) this.localFields.clear()
     this.installDoc(doc)
-    if (options.holdWrites === true) this.holding = true
+    if (options.holdWrites === true || staged) this.holding = true
     this.settle()
     op.resolve(undefined)
   }
 
   /**
+   * The store ops that replace the stored document by the log from
+   * `fromSeq` on (an empty snapshot, the log before it deleted), and clear
+   * the deletes when asked.
+   */
+  private wipeOps(ops: StoreOp[], fromSeq: number, deletes: boolean): void {
+    ops.push(
+      { type: 'put', key: keys.snapshot, value: Y.encodeStateAsUpdate(new Y.Doc()) },
+      { type: 'put', key: keys.updateSeq, value: encodeValue(this.nextUpdateSeq) },
+    )
+    for (let seq = this.firstUpdateSeq; seq < fromSeq; seq++) {
+      ops.push({ type: 'del', key: keys.update(seq) })
+    }
+    if (deletes)
+      for (const id of this.deleted.keys()) ops.push({ type: 'del', key: keys.deleted(id) })
+    // Imported server entries are the server's data: a wipe clears them
+    // with the document, and a full sync brings the server's own.
+    for (const id of this.imported.keys()) ops.push({ type: 'del', key: keys.imported(id) })
+    for (const field of this.importedPolicies.keys())
+      ops.push({ type: 'del', key: keys.importedPolicy(field) })
+  }
+
+  /** Forgets imported entries in memory, once a wipe's wipeOps are durable. */
+  private clearImported(): void {
+    this.imported.clear()
+    this.importedPolicies.clear()
+  }
+
+  /**
+   * Ends a staged wipe and the hold of own writes. A commit stores, in one
+   * batch, the emptied document (the log since the wipe is all it holds),
+   * the cleared deletes and the caller's records; it rejects with
+   * `WipeSkippedError` when no staged wipe is pending (a storage failure
+   * reloaded the stored state meanwhile). An abandon reloads the stored
+   * state: the document from before the wipe, plus what arrived since.
+   */
+  private async flushWipeEnd(op: PendingOp): Promise<void> {
+    const end = op.end as WipeEnd
+    const staged = this.staged
+    this.holding = false
+    if (staged === undefined) {
+      if (end.commit) op.reject(new WipeSkippedError())
+      else op.resolve(undefined)
+      return
+    }
+    if (!end.commit) {
+      await this.rollback()
+      op.resolve(undefined)
+      return
+    }
+    const ops: StoreOp[] = []
+    this.wipeOps(ops, staged.fromSeq, staged.deletes)
+    this.recordOps(ops, end.records)
+    try {
+      await this.storeBatch(ops)
+    } catch (error) {
+      await this.rollback()
+      op.reject(error)
+      return
+    }
+    this.staged = undefined
+    this.firstUpdateSeq = staged.fromSeq
+    this.updateBytesSinceSnapshot = 0
+    if (staged.deletes) this.deleted.clear()
+    this.clearImported()
+    this.setRecords(end.records)
+    op.resolve(undefined)
+  }
+
+  /** The store ops that set peer-local records (see WriteContext.setRecord). */
+  private recordOps(
+    ops: StoreOp[],
+    records: ReadonlyArray<readonly [string, string, unknown]>,
+  ): void {
+    for (const [namespace, key, value] of records)
+      ops.push({ type: 'put', key: keys.record(`${namespace}/${key}`), value: encodeValue(value) })
+  }
+
+  /** Sets peer-local records in memory once they are durable. */
+  private setRecords(records: ReadonlyArray<readonly [string, string, unknown]>): void {
+    for (const [namespace, key, value] of records) this.records.set(`${namespace}/${key}`, value)
+  }
+
+  /**
    * Empties the replicated document (see flushWipe); queued like a write,
-   * resolves once the wipe is durable.
+   * resolves once the wipe is durable (a staged one: in memory).
    */
   wipe(options: WipeOptions): Promise<void> {
+    // A staged wipe clears nothing in the store before its commit.
+    assert(options.staged !== true || !options.local, 'a staged wipe keeps local state')
     if (this.closed) return Promise.reject(new PeerClosedError())
     if (this.broken !== undefined) return Promise.reject(this.brokenError())
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ kind: 'wipe', wipe: options, resolve: () => resolve(), reject })
+      this.scheduleFlush()
+    })
+  }
+
+  /**
+   * Makes a staged wipe durable, with peer-local `records` in the same
+   * batch, and releases the writes it held; resolves once on disk.
+   */
+  commitWipe(records: ReadonlyArray<readonly [string, string, unknown]> = []): Promise<void> {
+    return this.endWipe({ commit: true, records })
+  }
+
+  /** Undoes a staged wipe (the stored state is reloaded) and releases the writes it held. */
+  abandonWipe(): Promise<void> {
+    return this.endWipe({ commit: false })
+  }
+
+  private endWipe(end: WipeEnd): Promise<void> {
+    if (this.closed && end.commit) return Promise.reject(new PeerClosedError())
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ kind: 'wipe-end', end, resolve: () => resolve(), reject })
       this.scheduleFlush()
     })
   }
@@ -1707,6 +1849,9 @@ export class Replica {
 
   /** Folds the update log into one snapshot, in one atomic batch. */
   private async compactLog(): Promise<void> {
+    // The document in memory is a staged wipe's: its snapshot would make
+    // the wipe durable before the roster is back.
+    if (this.staged !== undefined) return
     const ops: StoreOp[] = [
       { type: 'put', key: keys.snapshot, value: Y.encodeStateAsUpdate(this.doc) },
       { type: 'put', key: keys.updateSeq, value: encodeValue(this.nextUpdateSeq) },
@@ -1743,6 +1888,9 @@ export class Replica {
     this.closed = true
     // A batch waiting out its window starts now: closing drains it.
     this.endWindow()
+    // A staged wipe not committed is undone first: the writes it held then
+    // land in the stored document.
+    if (this.staged !== undefined) void this.abandonWipe()
     this.releaseWrites()
     await this.drain()
     this.options.clock.clearTimeout(this.announceTimer)

@@ -15,6 +15,7 @@ import { FaultyStore } from '../storage/faulty-store.js'
 import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
+import { memorySite } from './helpers/memory-site.js'
 
 const SITE_KEY = 'lifecycle-site-key'
 const MINUTE = 60_000
@@ -320,6 +321,66 @@ describe('full sync', () => {
     expect(d.replica.clientId).not.toBe(before)
     expect(d.users.list()).toEqual(s.server.users.list())
     expect(d.users.list().map((u) => u.id)).toEqual(['u1', 'u2', 'u3'])
+  })
+
+  it('a fetch that fails after the wipe leaves the device as before, deletes and own writes shown', async () => {
+    const s = await site()
+    await s.server.users.put({ id: 'u1', name: 'Ann' })
+    await s.server.users.put({ id: 'u2', name: 'Bob' })
+    const d = await device(s)
+    await d.sync.whenIdle()
+    await d.users.delete('u1')
+    await d.users.put({ id: 'u3', name: 'Own' })
+    await d.sync.whenIdle()
+    const before = d.users.list()
+    expect(before.map((u) => u.id)).toEqual(['u2', 'u3'])
+    // The link goes down right after the wipe: the fetch fails.
+    const wipe = d.replica.wipe.bind(d.replica)
+    d.replica.wipe = async (options) => {
+      await wipe(options)
+      s.down()
+    }
+    const full = d.sync.full().catch((error: unknown) => error)
+    // Written while the wipe holds own writes: it lands once the wipe is undone.
+    const written = d.users.put({ id: 'u4', name: 'Held' })
+    await s.clock.advance(netLimits.syncAnswerTimeoutMs)
+    expect(await full).toMatchObject({ code: 'SYNC_FAILED' })
+    await written
+    expect(d.users.list()).toEqual([...before, { id: 'u4', name: 'Held' }])
+    expect(d.sync.status()).toMatchObject({ offlineReady: true })
+    // The retry (a full sync again) completes it: u1 shows again (rule 3).
+    d.replica.wipe = wipe
+    s.up()
+    await s.clock.advance(netLimits.syncRetryDelayMsMax)
+    await d.sync.whenIdle()
+    expect(d.sync.status().serverToDevice.state).toBe('success')
+    expect(d.users.list().map((u) => u.id)).toEqual(['u1', 'u2', 'u3', 'u4'])
+  })
+
+  it('a device closed between the wipe and the fetch reopens as before', async () => {
+    const clock = new ManualClock()
+    const s = await memorySite(clock)
+    closers.push(() => s.close())
+    await s.server.users.put({ id: 'u1', name: 'Ann' })
+    await s.server.users.put({ id: 'u2', name: 'Bob' })
+    const d = await s.device('D1', clock)
+    await d.sync.whenIdle()
+    await d.users.delete('u1')
+    await d.users.put({ id: 'u3', name: 'Own' })
+    await d.sync.whenIdle()
+    const before = d.users.list()
+    const lastFullSyncAt = d.sync.status().lastFullSyncAt
+    const wipe = d.replica.wipe.bind(d.replica)
+    let closing: Promise<void> | undefined
+    d.replica.wipe = async (options) => {
+      await wipe(options)
+      closing = d.close()
+    }
+    await expect(d.sync.full()).rejects.toMatchObject({ code: 'SYNC_FAILED' })
+    await closing
+    const again = await s.device('D1', clock)
+    expect(again.users.list()).toEqual(before)
+    expect(again.sync.status()).toMatchObject({ offlineReady: true, lastFullSyncAt })
   })
 
   it('does not clear anything when the push fails', async () => {
