@@ -193,10 +193,10 @@ describe('device.importUsers', () => {
     expect(d.users.get('u1')).toEqual(s.server.users.get('u1'))
     expect(d.replica.importedCount).toBe(0)
     expect(s.server.events.query({ type: 'write-refused' })).toHaveLength(0)
-    // A full sync brings the server's roster whole (the device's own
-    // delete of u3 stays: its local state is kept).
+    // A full sync brings the server's roster whole, u3 included: a user
+    // deleted on a device shows again after a full sync (rule 3).
     await d.sync.full()
-    expect(d.users.list()).toEqual(s.server.users.list().filter((u) => u.id !== 'u3'))
+    expect(d.users.list()).toEqual(s.server.users.list())
   })
 
   it('keeps what is newer: an older file changes nothing, a server delete wins', async () => {
