@@ -1,5 +1,5 @@
 /** `rostersync export`: chosen users to a file a stopped device can import. */
-import { writeFile } from 'node:fs/promises'
+import { rename, rm, writeFile } from 'node:fs/promises'
 import { CliError, parse } from './args.js'
 import type { Command } from './main.js'
 import { openRoster } from './roster-access.js'
@@ -68,7 +68,18 @@ export const exportCommand: Command = {
       await roster.close()
     }
     try {
-      await writeFile(values.out, prepared.file, { mode: 0o600, flag: values.force ? 'w' : 'wx' })
+      if (values.force) {
+        // A new file (0600, never through a symlink), then renamed over the
+        // old one: overwriting in place would keep the old file's mode.
+        const temporary = `${values.out}.${process.pid}.tmp`
+        await writeFile(temporary, prepared.file, { mode: 0o600, flag: 'wx' })
+        await rename(temporary, values.out).catch(async (error: unknown) => {
+          await rm(temporary, { force: true })
+          throw error
+        })
+      } else {
+        await writeFile(values.out, prepared.file, { mode: 0o600, flag: 'wx' })
+      }
     } catch (error) {
       const code = (error as { code?: string }).code
       throw new CliError(

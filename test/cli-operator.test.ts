@@ -7,7 +7,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, readdir, readFile, rm, stat, unlink } from 'node:fs/promises'
+import { chmod, mkdtemp, readdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -258,6 +258,13 @@ describe('export and import', () => {
       'USER_NOT_FOUND',
     )
     expectRefused(await cli(['export', '--users', 'u1', '--out', file, '--data', srv]), 'exists')
+    // --force replaces the file with a new one: 0600 whatever the old one's mode.
+    const loose = join(dir, 'loose.rsexport')
+    await writeFile(loose, 'old')
+    await chmod(loose, 0o644)
+    const forced = await cli(['export', '--users', 'u1', '--out', loose, '--force', '--data', srv])
+    expect(forced.code).toBe(0)
+    expect((await stat(loose)).mode & 0o777).toBe(0o600)
     expect(existsSync(join(dir, 'a')) || existsSync(join(dir, 'b'))).toBe(false)
 
     const dev = join(dir, 'dev')
