@@ -263,11 +263,19 @@ interface LoadSide {
 function p99s(m: LoadMeasure) {
   const http = { idle: latency(m.idle.httpMs), load: latency(m.load.httpMs) }
   const sync = { idle: latency(m.idle.syncMs), load: latency(m.load.syncMs) }
+  const acks = m.ack.flatMap((a) => a.devices)
+  const sent = acks.reduce((sum, a) => sum + a.sent, 0)
+  const acked = acks.reduce((sum, a) => sum + Math.max(0, Math.min(a.acked, a.sent)), 0)
   return {
     http,
     sync,
     httpRatio: http.load.p99 / http.idle.p99,
     syncRatio: sync.load.p99 / sync.idle.p99,
+    // Whether the load counts (load.ts): every planned edit sent, none lost.
+    planned: m.clients.reduce((sum, d) => sum + d.planned, 0),
+    sent,
+    lost: sent - acked,
+    sendLagP99Ms: Math.max(...m.clients.map((d) => d.lateP99Ms)),
   }
 }
 
@@ -361,6 +369,7 @@ async function run({ users, runs }: BenchOptions): Promise<Record<string, unknow
       side.label,
       `${round(r.http.idle.p99, 1)} / ${round(r.http.load.p99, 1)} (${r.httpRatio.toFixed(2)}x)`,
       `${round(r.sync.idle.p99, 1)} / ${round(r.sync.load.p99, 1)} (${r.syncRatio.toFixed(2)}x)`,
+      `${r.sent} / ${r.planned}, ${r.lost}, ${Math.round(r.sendLagP99Ms)} ms`,
       side.streams === undefined
         ? ''
         : `${side.streams.messages} / ${Math.round(side.streams.bytes / 1000)} KB`,
@@ -369,7 +378,13 @@ async function run({ users, runs }: BenchOptions): Promise<Record<string, unknow
   const s = sides[0]?.measure.sizes
   printTable(
     `Admin: the load bench (${s?.devices} devices x ${s?.rate} edits/s, ${s?.seconds} s per phase), p99 ms idle / under load (ratio), without and with the admin page open`,
-    ['side', 'HTTP GET /api/users/:id', 'sync step 1 -> step 2', 'stream messages / bytes'],
+    [
+      'side',
+      'HTTP GET /api/users/:id',
+      'sync step 1 -> step 2',
+      'edits sent / planned, lost, send lag p99',
+      'stream messages / bytes',
+    ],
     loadRows,
   )
 
@@ -402,6 +417,8 @@ async function run({ users, runs }: BenchOptions): Promise<Record<string, unknow
         syncP99Ms: { idle: round(r.sync.idle.p99, 2), load: round(r.sync.load.p99, 2) },
         httpRatio: round(r.httpRatio),
         syncRatio: round(r.syncRatio),
+        edits: { planned: r.planned, sent: r.sent, lost: r.lost },
+        sendLagP99Ms: round(r.sendLagP99Ms, 0),
         ...(side.streams === undefined ? {} : { streams: side.streams }),
       }
     }),
