@@ -235,7 +235,8 @@ export class DeviceSync implements DeviceSyncApi {
       return Promise.reject(
         new SyncError('NO_SERVER', 'this device has no server: it never runs a full sync'),
       )
-    if (this.link.state === 'refused') return Promise.reject(refusedError(undefined))
+    if (this.link.state === 'refused')
+      return Promise.reject(refusedError(this.link.reason?.replace(/^\d+: /, '')))
     this.touch()
     return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }))
   }

@@ -454,3 +454,16 @@ describe('sync.whenReady: the first full sync', () => {
     await expect(alone.sync.whenReady()).rejects.toMatchObject({ code: 'NO_SERVER' })
   })
 })
+
+describe('sync.whenReady: refused for good', () => {
+  it('rejects with AUTH_FAILED when the server refuses the device, waiting or asked after', async () => {
+    const s = await site()
+    const d = await device(s, 'D1', { siteKey: 'another-site' })
+    const waiting = d.sync.whenReady()
+    await expect(waiting).rejects.toMatchObject({ code: 'AUTH_FAILED' })
+    expect(d.sync.status().link).toBe('refused')
+    expect(d.sync.status().waiting).toMatch(/AUTH_FAILED|site key/i)
+    expect(d.sync.status().nextAttemptAt).toBeUndefined()
+    await expect(d.sync.whenReady()).rejects.toMatchObject({ code: 'AUTH_FAILED' })
+  })
+})
