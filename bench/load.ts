@@ -49,7 +49,7 @@ const WARMUP_SECONDS = 3
 const ACK_TIMEOUT_MS = 1_200_000
 
 /** The sizes of one run. */
-interface LoadSizes {
+export interface LoadSizes {
   readonly devices: number
   readonly rate: number
   readonly seconds: number
@@ -69,7 +69,7 @@ function envNumber(name: string, fallback: number): number {
   return n
 }
 
-function sizes(users: number): LoadSizes {
+export function sizes(users: number): LoadSizes {
   return {
     devices: Math.max(CLIENT_PROCESSES, Math.round(envNumber('BENCH_LOAD_DEVICES', 200))),
     rate: envNumber('BENCH_LOAD_RATE', 10),
@@ -89,14 +89,14 @@ function quantile(values: readonly number[], q: number): number {
 }
 
 /** p50 / p99 / max of one probe in one phase, ms. */
-interface Latency {
+export interface Latency {
   readonly count: number
   readonly p50: number
   readonly p99: number
   readonly max: number
 }
 
-const latency = (values: readonly number[]): Latency => ({
+export const latency = (values: readonly number[]): Latency => ({
   count: values.length,
   p50: quantile(values, 0.5),
   p99: quantile(values, 0.99),
@@ -111,7 +111,7 @@ const waitPercent = (seconds: number | undefined, wall: number): string =>
 const load1m = (): number => round(loadavg()[0] ?? 0)
 
 /** Everything measured in one run. */
-interface LoadMeasure {
+export interface LoadMeasure {
   readonly sizes: LoadSizes
   readonly idle: ProbeTimes
   readonly load: ProbeTimes
@@ -162,87 +162,108 @@ async function startClients(
   }
 }
 
-async function measure(s: LoadSizes): Promise<LoadMeasure> {
+/**
+ * Runs the load bench once. `around` (the admin bench: admin pages open on
+ * the server) starts once the server is ready, before the warm-up, and the
+ * function it resolves with is awaited once the run is over.
+ */
+export async function measure(
+  s: LoadSizes,
+  around?: (ready: LoadServerReady) => Promise<() => Promise<void>>,
+): Promise<LoadMeasure> {
   return withTempDir((dir) =>
     withChild('load-server.ts', [String(s.users), dir], async (server) => {
       const ready = await server.next<LoadServerReady>()
       console.error(
         `load: server ready with ${s.users} users (${round(ready.setupSeconds, 1)} s to enrol)`,
       )
-      const probeArgs = [ready.url, ready.http, ready.adminToken, ready.siteKey, String(s.users)]
-      return withChild('load-probe.ts', probeArgs, async (probe) => {
-        await probe.next<{ ready: true }>()
-        const stats = () => server.request<LoadServerStats>({ cmd: 'stats' })
-        const probeFor = (seconds: number) =>
-          probe.request<ProbeTimes>({ cmd: 'probe', seconds, rate: PROBE_RATE })
-
-        console.error(`load: warm-up, ${WARMUP_SECONDS} s of probes (not counted) ...`)
-        await probeFor(WARMUP_SECONDS)
-        const serverWarmedUp = await stats()
-        console.error(`load: idle, ${s.idleSeconds} s of probes, no devices ...`)
-        const idleAverage = load1m()
-        let t = performance.now()
-        const idle = await probeFor(s.idleSeconds)
-        const idleWallSeconds = (performance.now() - t) / 1000
-        const serverIdle = await stats()
-
-        console.error(`load: ${s.devices} devices connecting ...`)
-        const clients = await startClients(ready, s)
-        try {
-          const serverConnect = await stats()
-          console.error(
-            `load: ${s.devices} devices x ${s.rate} edits/s for ${s.seconds} s, probes running ...`,
-          )
-          t = performance.now()
-          const loadCommand = { cmd: 'load', seconds: s.seconds, rate: s.rate }
-          const [load, ...done] = await Promise.all([
-            probeFor(s.seconds),
-            ...clients.children.map((c) => c.request<LoadDone>(loadCommand)),
-          ])
-          const loadWallSeconds = (performance.now() - t) / 1000
-          const serverLoad = await stats()
-          const stateAfterLoad = await server.request<LoadServerState>({ cmd: 'state' })
-          const loadAverage = load1m()
-          console.error('load: edits sent; waiting for the server to acknowledge every one ...')
-          const clientIds = clients.ready.flatMap((r) => r.clientIds)
-          t = performance.now()
-          const ack = await Promise.all(
-            clients.children.map((c) =>
-              c.request<AckDone>({ cmd: 'ack', clients: clientIds, timeoutMs: ACK_TIMEOUT_MS }),
-            ),
-          )
-          const catchUpWallSeconds = (performance.now() - t) / 1000
-          const serverCatchUp = await stats()
-          const serverState = await server.request<LoadServerState>({ cmd: 'state' })
-          await Promise.all(clients.children.map((c) => c.finish()))
-          return {
-            sizes: s,
-            idle,
-            load,
-            clients: done,
-            ready: clients.ready,
-            ack,
-            serverState,
-            stateAfterLoad,
-            server: {
-              warmedUp: serverWarmedUp,
-              idle: serverIdle,
-              connect: serverConnect,
-              load: serverLoad,
-              catchUp: serverCatchUp,
-              loadWallSeconds,
-              catchUpWallSeconds,
-              idleWallSeconds,
-            },
-            loadAverage: { idle: idleAverage, load: loadAverage, after: load1m() },
-          }
-        } catch (error) {
-          await Promise.all(clients.children.map((c) => c.kill()))
-          throw error
-        }
-      })
+      const stopAround = await around?.(ready)
+      try {
+        return await measureOn(s, server, ready)
+      } finally {
+        await stopAround?.()
+      }
     }),
   )
+}
+
+async function measureOn(
+  s: LoadSizes,
+  server: ControlledChild,
+  ready: LoadServerReady,
+): Promise<LoadMeasure> {
+  const probeArgs = [ready.url, ready.http, ready.adminToken, ready.siteKey, String(s.users)]
+  return withChild('load-probe.ts', probeArgs, async (probe) => {
+    await probe.next<{ ready: true }>()
+    const stats = () => server.request<LoadServerStats>({ cmd: 'stats' })
+    const probeFor = (seconds: number) =>
+      probe.request<ProbeTimes>({ cmd: 'probe', seconds, rate: PROBE_RATE })
+
+    console.error(`load: warm-up, ${WARMUP_SECONDS} s of probes (not counted) ...`)
+    await probeFor(WARMUP_SECONDS)
+    const serverWarmedUp = await stats()
+    console.error(`load: idle, ${s.idleSeconds} s of probes, no devices ...`)
+    const idleAverage = load1m()
+    let t = performance.now()
+    const idle = await probeFor(s.idleSeconds)
+    const idleWallSeconds = (performance.now() - t) / 1000
+    const serverIdle = await stats()
+
+    console.error(`load: ${s.devices} devices connecting ...`)
+    const clients = await startClients(ready, s)
+    try {
+      const serverConnect = await stats()
+      console.error(
+        `load: ${s.devices} devices x ${s.rate} edits/s for ${s.seconds} s, probes running ...`,
+      )
+      t = performance.now()
+      const loadCommand = { cmd: 'load', seconds: s.seconds, rate: s.rate }
+      const [load, ...done] = await Promise.all([
+        probeFor(s.seconds),
+        ...clients.children.map((c) => c.request<LoadDone>(loadCommand)),
+      ])
+      const loadWallSeconds = (performance.now() - t) / 1000
+      const serverLoad = await stats()
+      const stateAfterLoad = await server.request<LoadServerState>({ cmd: 'state' })
+      const loadAverage = load1m()
+      console.error('load: edits sent; waiting for the server to acknowledge every one ...')
+      const clientIds = clients.ready.flatMap((r) => r.clientIds)
+      t = performance.now()
+      const ack = await Promise.all(
+        clients.children.map((c) =>
+          c.request<AckDone>({ cmd: 'ack', clients: clientIds, timeoutMs: ACK_TIMEOUT_MS }),
+        ),
+      )
+      const catchUpWallSeconds = (performance.now() - t) / 1000
+      const serverCatchUp = await stats()
+      const serverState = await server.request<LoadServerState>({ cmd: 'state' })
+      await Promise.all(clients.children.map((c) => c.finish()))
+      return {
+        sizes: s,
+        idle,
+        load,
+        clients: done,
+        ready: clients.ready,
+        ack,
+        serverState,
+        stateAfterLoad,
+        server: {
+          warmedUp: serverWarmedUp,
+          idle: serverIdle,
+          connect: serverConnect,
+          load: serverLoad,
+          catchUp: serverCatchUp,
+          loadWallSeconds,
+          catchUpWallSeconds,
+          idleWallSeconds,
+        },
+        loadAverage: { idle: idleAverage, load: loadAverage, after: load1m() },
+      }
+    } catch (error) {
+      await Promise.all(clients.children.map((c) => c.kill()))
+      throw error
+    }
+  })
 }
 
 const verdict = (pass: boolean): string => (pass ? 'PASS' : 'FAIL')

@@ -7,6 +7,7 @@
  */
 import { cpus, loadavg, totalmem } from 'node:os'
 import { parseArgs } from 'node:util'
+import { adminBench } from './admin.js'
 import type { Bench } from './bench.js'
 import { enrolBench } from './enrol.js'
 import { floodBench } from './flood.js'
@@ -25,6 +26,7 @@ const BENCHES: readonly Bench[] = [
   simBench,
   floodBench,
   signingBench,
+  adminBench,
 ]
 
 const DEFAULT_USERS = 100_000

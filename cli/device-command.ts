@@ -50,7 +50,8 @@ Actions (on a stopped device: open its data, act, print, exit):
 
 While running: kill -USR1 <pid> runs a full sync, kill -USR2 <pid> a delta.
 Prints the link state, each sync direction's status and the roster size
-whenever they change. Until its first full sync completes the device works
+whenever they change; while the server is out of reach, why (the connection
+error, or the close code and reason) and when the next attempt is due. Until its first full sync completes the device works
 online only, and says so.
   -h, --help         this help`
 
@@ -194,11 +195,24 @@ function snapshot(device: DevicePeer) {
     ...(status.deviceToServer.error === undefined
       ? {}
       : { error: status.deviceToServer.error.code }),
+    // Why the link is down and when it tries again (issue 10: an operator
+    // watching a device that cannot reach its server sees both).
+    ...(status.waiting === undefined ? {} : { waiting: status.waiting }),
+    ...(status.nextAttemptAt === undefined ? {} : { nextAttemptAt: status.nextAttemptAt }),
   }
 }
 
 function describe(state: Snapshot): string {
-  return `device ${state.device}: ${state.link}; server→device ${state.serverToDevice}, device→server ${state.deviceToServer}${state.error === undefined ? '' : ` (${state.error})`}; ${state.users} user(s)${state.warning === undefined ? '' : `\n  ${state.warning}`}`
+  return `device ${state.device}: ${state.link}; server→device ${state.serverToDevice}, device→server ${state.deviceToServer}${state.error === undefined ? '' : ` (${state.error})`}; ${state.users} user(s)${waitLine(state)}${state.warning === undefined ? '' : `\n  ${state.warning}`}`
+}
+
+/** `waiting: <reason>; next attempt at <time> (in N s)`, on a line of its own. */
+function waitLine(state: Snapshot): string {
+  if (state.waiting === undefined && state.nextAttemptAt === undefined) return ''
+  const why = `waiting: ${state.waiting ?? state.link}`
+  if (state.nextAttemptAt === undefined) return `\n  ${why}`
+  const inSeconds = Math.max(0, Math.round((state.nextAttemptAt - Date.now()) / 1000))
+  return `\n  ${why}; next attempt at ${new Date(state.nextAttemptAt).toISOString()} (in ${inSeconds} s)`
 }
 
 /** Runs until SIGINT / SIGTERM, reporting changes; SIGUSR1 / SIGUSR2 sync. */

@@ -47,6 +47,7 @@ export type ErrorCode =
   // Issue 10: export / import, the command line
   | 'SYNC_RUNNING'
   | 'WRONG_DATA_DIR'
+  | 'TOO_MANY_USERS'
 
 /** Base class: every error rostersync raises on purpose carries a `code`. */
 export class RostersyncError extends Error {
@@ -374,5 +375,19 @@ export class SyncRunningError extends RostersyncError {
 export class WrongDataDirError extends RostersyncError {
   constructor(message: string) {
     super('WRONG_DATA_DIR', message)
+  }
+}
+
+/**
+ * `GET /api/users?all=1` matched more users than one response may carry
+ * (`netLimits.usersAllMax`): page with `limit` and `after`, or narrow the
+ * filters.
+ */
+export class TooManyUsersError extends RostersyncError {
+  constructor(max: number) {
+    super(
+      'TOO_MANY_USERS',
+      `all=1: more than ${max} users match, the most one response carries (netLimits.usersAllMax); page with limit and after, or narrow q, status or group`,
+    )
   }
 }

@@ -199,6 +199,14 @@ export const netLimits = {
   usersPerPageDefault: 100,
   /** Most users in one page of `GET /api/users`. */
   usersPerPageMax: 1_000,
+  /**
+   * Most users `GET /api/users?all=1` sends in one response (the whole
+   * roster, or every match of the filters); past it `TOO_MANY_USERS`, and
+   * the caller pages instead. 10,000 views are about 4 MB of JSON; a
+   * 100,000-user roster in one response (40 MB, seconds of the server's
+   * main thread) is what paging exists to avoid.
+   */
+  usersAllMax: 10_000,
   // Issue 11: floods
   /**
    * Messages one untrusted link (a device's at the server, a LAN peer's) may

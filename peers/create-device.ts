@@ -127,7 +127,7 @@ export interface DevicePeer {
   readonly replica: Replica
   /** The link to the server, when `server` was given. */
   readonly serverLink: ServerLink | undefined
-  /** Full and delta syncs, their status, and `whenIdle` (API.md). */
+  /** Full and delta syncs, their status, `whenIdle` and `whenReady` (API.md). */
   readonly sync: DeviceSyncApi
   /** Records a user signing in on this device (counts as use for retention). */
   signIn(userId: string): Promise<void>
@@ -277,6 +277,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       delta: () => sync.delta(),
       status: () => sync.status(),
       whenIdle: () => sync.whenIdle(),
+      whenReady: () => sync.whenReady(),
     },
     async signIn(userId) {
       touch()

@@ -39,6 +39,13 @@ export interface SyncStatus {
   readonly offlineReady: boolean
   /** The link to the server: connected, or why not. */
   readonly link: LinkState | 'none'
+  /**
+   * While the link is not connected: why (the last attempt's error, or the
+   * close code and reason: `connect ECONNREFUSED …`, `1006`, `1008: …`).
+   */
+  readonly waiting?: string
+  /** While the link waits to reconnect: when its next attempt is due, ms since the epoch. */
+  readonly nextAttemptAt?: number
   readonly lastFullSyncAt?: number
   /** When the device was last used (API call or sign-in). */
   readonly lastUsedAt: number
@@ -58,6 +65,15 @@ export interface DeviceSyncApi {
   status(): SyncStatus
   /** Resolves when nothing is left to send to or receive from the server. */
   whenIdle(): Promise<void>
+  /**
+   * Resolves once the device is offline-ready: its first full sync has
+   * succeeded (at once if it already has). Rejects if the device closes
+   * first (`SYNC_FAILED`), has no server (`NO_SERVER`), or is refused by
+   * the server for good (`AUTH_FAILED`, `PEER_REVOKED`). A failed attempt
+   * does not reject it: the sync retries with its backoff. Counts as use
+   * (retention), so a device wiped for retention starts its full sync.
+   */
+  whenReady(): Promise<void>
 }
 
 /** The link handlers the controller needs; createDevice builds the link with them. */
@@ -127,6 +143,8 @@ export class DeviceSync implements DeviceSyncApi {
     reject: (e: Error) => void
   }> = []
   private closed = false
+  /** Callers of `whenReady` waiting for the first full sync. */
+  private readyWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = []
   /** A full sync failed: the retry is a full sync too. */
   private fullPending = false
   /**
@@ -200,6 +218,7 @@ export class DeviceSync implements DeviceSyncApi {
         ? {}
         : { lastFullSyncAt: this.persisted.lastFullSyncAt }),
       ...(warning === undefined ? {} : { warning }),
+      ...linkWait(this.link),
     }
   }
 
@@ -207,6 +226,19 @@ export class DeviceSync implements DeviceSyncApi {
     await this.options.replica.drain()
     if (this.link === undefined) return
     await this.run(this.persisted.offlineReady ? 'delta' : 'full', true)
+  }
+
+  whenReady(): Promise<void> {
+    if (this.closed) return Promise.reject(new SyncError('SYNC_FAILED', 'the device is closed'))
+    if (this.persisted.offlineReady) return Promise.resolve()
+    if (this.link === undefined)
+      return Promise.reject(
+        new SyncError('NO_SERVER', 'this device has no server: it never runs a full sync'),
+      )
+    if (this.link.state === 'refused')
+      return Promise.reject(refusedError(this.link.reason?.replace(/^\d+: /, '')))
+    this.touch()
+    return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }))
   }
 
   /**
@@ -238,6 +270,8 @@ export class DeviceSync implements DeviceSyncApi {
     clock.clearTimeout(this.retentionTimer)
     this.link?.close()
     this.rejectConnectWaiters(new SyncError('SYNC_FAILED', 'the device is closing'))
+    const closing = new SyncError('SYNC_FAILED', 'the device closed before its first full sync')
+    for (const w of this.readyWaiters.splice(0)) w.reject(closing)
   }
 
   private usePersistEveryMs(): number {
@@ -316,6 +350,8 @@ export class DeviceSync implements DeviceSyncApi {
         // One reading of the clock: the status and the record say the same time.
         const at = empty ? this.fullSyncFetched() : await this.refetch(session, pushed)
         this.fullPending = false
+        // The fetch is durable and the device offline-ready: whenReady() holds.
+        for (const w of this.readyWaiters.splice(0)) w.resolve()
         this.serverToDevice = { state: 'success', at }
       }
       this.attempt = 0
@@ -598,6 +634,9 @@ export class DeviceSync implements DeviceSyncApi {
 
   private onLinkState(state: LinkState, detail?: string): void {
     if (state === 'connected' || state === 'connecting') return
+    // Refused for good: the first full sync can never come.
+    if (state === 'refused')
+      for (const w of this.readyWaiters.splice(0)) w.reject(refusedError(detail))
     if (this.connectWaiters.length === 0) return
     const reason = detail === undefined || detail === '' ? state : `${state}: ${detail}`
     this.rejectConnectWaiters(
@@ -630,6 +669,25 @@ export class DeviceSync implements DeviceSyncApi {
       // The log is best effort here: a failing store already fails every write.
     }
   }
+}
+
+/** The link's wait, for the status: why it is not connected and when it tries next. */
+function linkWait(link: ServerLink | undefined): { waiting?: string; nextAttemptAt?: number } {
+  const waiting = link?.reason
+  const next = link?.nextAttemptAt
+  return {
+    ...(waiting === undefined || link?.state === 'connected' ? {} : { waiting }),
+    ...(next === undefined ? {} : { nextAttemptAt: next }),
+  }
+}
+
+/** The server refused the device for good (the link's close reason, when known). */
+function refusedError(detail: string | undefined): SyncError {
+  const reason = detail === undefined || detail === '' ? 'refused' : `refused: ${detail}`
+  return new SyncError(
+    detail?.startsWith('PEER_REVOKED') === true ? 'PEER_REVOKED' : 'AUTH_FAILED',
+    `the server refused this device (${reason})`,
+  )
 }
 
 /** True when `theirs` holds every operation `ours` holds. */

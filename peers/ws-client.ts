@@ -79,6 +79,18 @@ export interface ServerLink {
   /** The running session, while connected. */
   readonly session: SyncSession | undefined
   /**
+   * While waiting to reconnect: when the next attempt is due, ms since the
+   * epoch (the link's clock); undefined while connecting, connected,
+   * refused, paused or closed.
+   */
+  readonly nextAttemptAt?: number | undefined
+  /**
+   * Why the link is not connected: the last attempt's error, or the close
+   * code and reason of the last connection (`1006`, `1008: AUTH_FAILED: …`).
+   * Undefined while connected.
+   */
+  readonly reason?: string | undefined
+  /**
    * Connects now (a manual sync, or a connected link that stopped
    * answering). The backoff is not reset: if this attempt fails, the next
    * automatic one comes after a delay at least as long as the last.
@@ -117,23 +129,26 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
   let session: SyncSession | undefined
   let attempt = 0
   let timer: unknown
+  let nextAttemptAt: number | undefined
+  let lastFailure: string | undefined
   /** Bumped by pause/retry so that a stale attempt's outcome is ignored. */
   let generation = 0
   const connect = options.connect ?? wsConnect
   const setState = (next: LinkState, detail?: string): void => {
     state = next
+    if (next !== 'disconnected') nextAttemptAt = undefined
+    if (next === 'connected') lastFailure = undefined
     options.onState?.(next, detail)
   }
   /** The next attempt, after `delayMs` (by default the backoff's next delay). */
   const schedule = (delayMs?: number): void => {
     const gen = generation
     options.clock.clearTimeout(timer)
-    timer = options.clock.setTimeout(
-      () => {
-        if (gen === generation) void open()
-      },
-      delayMs ?? retryDelayMs(attempt++, options.random()),
-    )
+    const delay = delayMs ?? retryDelayMs(attempt++, options.random())
+    nextAttemptAt = options.clock.now() + delay
+    timer = options.clock.setTimeout(() => {
+      if (gen === generation) void open()
+    }, delay)
   }
   const open = async (): Promise<void> => {
     const gen = generation
@@ -143,6 +158,7 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       conn = await connect(joinUrl(options))
     } catch (error) {
       if (gen !== generation || state === 'closed' || state === 'paused') return
+      lastFailure = (error as Error).message
       setState('disconnected', (error as Error).message)
       schedule()
       return
@@ -160,6 +176,7 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       session = undefined
       connection = undefined
       if (state === 'closed' || state === 'paused' || gen !== generation) return
+      lastFailure = reason === '' ? String(code) : `${code}: ${reason}`
       if (isFinalClose(code)) {
         setState('refused', reason)
         return
@@ -216,6 +233,12 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
     },
     get session() {
       return session
+    },
+    get nextAttemptAt() {
+      return state === 'disconnected' ? nextAttemptAt : undefined
+    },
+    get reason() {
+      return state === 'connected' ? undefined : lastFailure
     },
     retry() {
       if (state !== 'disconnected' && state !== 'connected') return

@@ -25,7 +25,7 @@ import {
   type ErrorCode,
 } from '../core/errors.js'
 import { EVENT_TYPES, type EventQuery, type EventType } from '../core/events.js'
-import { netLimits } from '../core/limits.js'
+import { limits, netLimits } from '../core/limits.js'
 import type { UsersApi } from '../peers/user-ops.js'
 import { isAssetPath, serveAsset } from './admin-assets.js'
 import { servePolicies, serveSession, serveSources, type AdminConsole } from './admin-routes.js'
@@ -67,6 +67,7 @@ const statusOf: Partial<Record<ErrorCode, number>> = {
   PEER_CLOSED: 503,
   CSRF_REFUSED: 403,
   TOO_MANY_STREAMS: 503,
+  TOO_MANY_USERS: 400,
   EXPORT_EXPIRED: 410,
 }
 
@@ -277,7 +278,14 @@ async function serve(
   if (resource === 'exports')
     return serveExport(target, await readJson(req), res, target.replica.now())
   if (resource === 'devices' && id === undefined) {
+    refuseUnknownParams(url.searchParams, ['nameContains'], 'GET /api/devices')
     const nameContains = url.searchParams.get('nameContains') ?? undefined
+    if (nameContains !== undefined && nameContains.length > limits.textCharsMax)
+      throw new HttpError(
+        400,
+        'INVALID_OPTIONS',
+        `nameContains must be at most ${limits.textCharsMax} characters`,
+      )
     return reply(res, 200, target.devices.list(nameContains === undefined ? {} : { nameContains }))
   }
   if (resource === 'devices' && id !== undefined) {
@@ -352,14 +360,29 @@ async function serveUsers(
  * the id `?after=`, matching `?q=` (id, name, email, group, card value),
  * `?status=` and `?group=`; `next` is the cursor of the following page,
  * null on the last one; `?total=1` adds the count of every match. One
- * request never serialises a whole 100,000-user roster.
+ * request never serialises a whole 100,000-user roster: `?all=1` (without
+ * `limit` and `after`) sends every match in one response, `next` null and
+ * `total` set, but at most `netLimits.usersAllMax` users, else 400
+ * `TOO_MANY_USERS`. An unknown parameter is 400 `INVALID_OPTIONS` naming it.
  */
 
+/** The query parameters of `GET /api/events`. */
+const EVENT_PARAMS = ['type', 'device', 'user', 'since', 'until', 'limit', 'beforeSeq'] as const
+
+/**
+ * `GET /api/events` filters. A bad parameter, or one it does not know, is
+ * 400 `INVALID_OPTIONS` naming the parameter.
+ */
 function eventQuery(url: URL): EventQuery {
   const p = url.searchParams
+  refuseUnknownParams(p, EVENT_PARAMS, 'GET /api/events')
   const type = p.get('type')
   if (type !== null && !EVENT_TYPES.includes(type as EventType)) {
-    throw new HttpError(400, 'INVALID_OPTIONS', `unknown event type ${excerpt(type, 32)}`)
+    throw new HttpError(
+      400,
+      'INVALID_OPTIONS',
+      `type must be an event type (e.g. user-update-succeeded), got ${excerpt(type, 32)}`,
+    )
   }
   const num = (name: string): number | undefined => {
     const v = p.get(name)
@@ -378,9 +401,37 @@ function eventQuery(url: URL): EventQuery {
     const v = p.get(param)
     if (v !== null) q[key] = v
   }
-  for (const name of ['since', 'until', 'limit', 'beforeSeq']) {
+  for (const name of ['since', 'until']) {
     const v = num(name)
     if (v !== undefined) q[name] = v
   }
+  for (const name of ['limit', 'beforeSeq']) {
+    const v = p.get(name)
+    if (v === null) continue
+    const n = Number(v)
+    // `limit=0` or a negative one would slice the log from its other end.
+    if (v.trim() === '' || !Number.isSafeInteger(n) || n < 1)
+      throw new HttpError(
+        400,
+        'INVALID_OPTIONS',
+        `${name} must be a positive integer, got ${excerpt(v, 16)}`,
+      )
+    q[name] = n
+  }
   return q
+}
+
+/** `INVALID_OPTIONS` naming the first query parameter `endpoint` does not take. */
+function refuseUnknownParams(
+  params: URLSearchParams,
+  known: readonly string[],
+  endpoint: string,
+): void {
+  for (const name of new Set(params.keys()))
+    if (!known.includes(name))
+      throw new HttpError(
+        400,
+        'INVALID_OPTIONS',
+        `unknown query parameter ${excerpt(name, 32)} (${endpoint} takes ${known.join(', ')})`,
+      )
 }

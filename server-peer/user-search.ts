@@ -7,7 +7,7 @@
  * user, after a policy change or a new document) are computed again.
  */
 import * as Y from 'yjs'
-import { InvalidOptionsError, excerpt } from '../core/errors.js'
+import { InvalidOptionsError, TooManyUsersError, excerpt } from '../core/errors.js'
 import { SERVER_META_ROOT, USERS_ROOT_PREFIX } from '../core/entries.js'
 import { asUserId } from '../core/ids.js'
 import { limits, netLimits } from '../core/limits.js'
@@ -26,6 +26,11 @@ export interface UserSearch {
   readonly limit: number
   /** Count every match (`total`): a pass over the whole roster. */
   readonly total?: boolean
+  /**
+   * Every match in one page (`limit` and `after` unused), at most
+   * `netLimits.usersAllMax` of them, else `TOO_MANY_USERS`.
+   */
+  readonly all?: boolean
 }
 
 /** One page: `next` is the cursor of the following page, null on the last. */
@@ -83,6 +88,13 @@ export class UserIndex {
 
   /** One page of users matching `search`, ordered by id. */
   page(search: UserSearch): UserPage {
+    if (search.all === true) {
+      const max = netLimits.usersAllMax
+      const { after: _after, ...filters } = search
+      const { users } = this.page({ ...filters, all: false, total: false, limit: max + 1 })
+      if (users.length > max) throw new TooManyUsersError(max)
+      return { users, next: null, total: users.length }
+    }
     this.refresh()
     const matches = matcher(search)
     const ids = this.ids
@@ -241,12 +253,30 @@ function matcher(search: UserSearch): (entry: Entry) => boolean {
       (Array.isArray(entry.view.groups) && (entry.view.groups as string[]).includes(group)))
 }
 
+/** The query parameters of `GET /api/users`. */
+const SEARCH_PARAMS = ['q', 'status', 'group', 'after', 'limit', 'total', 'all'] as const
+
 /**
  * Reads a page request from query parameters (`q`, `status`, `group`,
- * `after`, `limit`, `total=1`). A bad one is `INVALID_OPTIONS` naming the
+ * `after`, `limit`, `total=1`, or `all=1` for every match in one response).
+ * A bad one, or one it does not know, is `INVALID_OPTIONS` naming the
  * parameter.
  */
 export function searchFromQuery(params: URLSearchParams): UserSearch {
+  for (const name of new Set(params.keys()))
+    if (!(SEARCH_PARAMS as readonly string[]).includes(name))
+      throw new InvalidOptionsError(
+        `unknown query parameter ${excerpt(name, 32)} (GET /api/users takes ${SEARCH_PARAMS.join(', ')})`,
+      )
+  const all = params.get('all')
+  if (all !== null && all !== '0' && all !== '1')
+    throw new InvalidOptionsError(`all must be 0 or 1, got ${excerpt(all, 16)}`)
+  if (all === '1')
+    for (const name of ['limit', 'after'])
+      if (params.has(name))
+        throw new InvalidOptionsError(
+          `${name} cannot go with all=1 (every match in one response): leave ${name} out, or page without all`,
+        )
   const limitText = params.get('limit')
   const limit = limitText === null ? netLimits.usersPerPageDefault : Number(limitText)
   if (!Number.isInteger(limit) || limit < 1 || limit > netLimits.usersPerPageMax) {
@@ -257,6 +287,7 @@ export function searchFromQuery(params: URLSearchParams): UserSearch {
   const search: {
     -readonly [K in keyof UserSearch]: UserSearch[K]
   } = { limit }
+  if (all === '1') search.all = true
   const q = params.get('q')
   if (q !== null) {
     if (q.length > netLimits.userSearchCharsMax)
@@ -278,7 +309,11 @@ export function searchFromQuery(params: URLSearchParams): UserSearch {
     search.group = group
   }
   const after = params.get('after')
-  if (after !== null) search.after = after
+  if (after !== null) {
+    if (after.length > limits.textCharsMax)
+      throw new InvalidOptionsError(`after must be at most ${limits.textCharsMax} characters`)
+    search.after = after
+  }
   const total = params.get('total')
   if (total !== null) {
     if (total !== '0' && total !== '1')

@@ -4,11 +4,13 @@
  * one and see the change arrive on a connected device, see a device appear
  * live, revoke it after the confirmation and see its state change live,
  * filter the events, change a field policy after reading its consequence,
- * sign out; no console error on the way. A failure saves a screenshot in
+ * sign out; select users, export them, and import the downloaded file on a
+ * device whose sync is stopped; no console error on the way. A failure saves a screenshot in
  * `test-results/`. Without chromium the test is skipped, except in CI
  * (`.ci/run` installs it), where it fails.
  */
 import { existsSync, mkdirSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
@@ -160,5 +162,34 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
       await page.getByLabel('Admin token').waitFor()
     })
     expect(problems).toEqual([])
+  })
+
+  it('exports the selected users as a download that a stopped device imports', async () => {
+    const chosen = ['u000001', 'u000002', 'u000004']
+    let file: Uint8Array | undefined
+    const problems = await withPage('admin-browser-export', async (page) => {
+      await page.goto(`${server.http}/`)
+      await page.getByLabel('Admin token').fill(server.adminToken)
+      await page.getByRole('button', { name: 'Sign in' }).click()
+      await page.getByRole('cell', { name: 'u000001', exact: true }).waitFor()
+      for (const id of chosen) await page.getByLabel(`Select ${id}`, { exact: true }).check()
+      const exportButton = page.getByRole('button', { name: 'Export selected (3)' })
+      const [download] = await Promise.all([page.waitForEvent('download'), exportButton.click()])
+      expect(download.suggestedFilename()).toMatch(/^rostersync-export-.*\.rsexport$/)
+      file = new Uint8Array(await readFile(await download.path()))
+      await page.getByText(/Export saved as .*; it can be imported until/).waitFor()
+    })
+    expect(problems).toEqual([])
+    if (file === undefined) throw new Error('no download')
+    // A device whose sync is stopped: opened without a server.
+    const stopped = await createDevice({
+      id: 'T-300',
+      store: memoryStore(),
+      ...(server.siteKey === undefined ? {} : { siteKey: server.siteKey }),
+    })
+    devices.push(stopped)
+    expect(await stopped.importUsers(file)).toMatchObject({ imported: 3, unchanged: 0 })
+    expect(stopped.users.list().map((u) => u.id)).toEqual(chosen)
+    for (const id of chosen) expect(stopped.users.get(id)).toEqual(server.users.get(id))
   })
 })

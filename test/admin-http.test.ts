@@ -272,6 +272,80 @@ describe('GET /api/users search', () => {
   })
 })
 
+describe('GET /api/users?all=1: the whole roster only when asked, and bounded', () => {
+  it('sends every match in one response, refuses past netLimits.usersAllMax, names bad parameters', async () => {
+    const peer = await server()
+    const max = netLimits.usersAllMax
+    for (let start = 0; start < max; start += 2_000)
+      await Promise.all(
+        Array.from({ length: 2_000 }, (_, j) =>
+          peer.users.put({
+            id: `u${String(start + j).padStart(5, '0')}`,
+            name: `Person ${start + j}`,
+            status: (start + j) % 2 === 0 ? 'active' : 'disabled',
+          }),
+        ),
+      )
+    const cookie = await signIn(peer)
+    // Without the parameter: one page, however large the roster.
+    const paged = await call(peer, 'GET', '/api/users', { cookie })
+    expect(paged.body.users).toHaveLength(netLimits.usersPerPageDefault)
+    // With it: every user, in one response.
+    const all = await call(peer, 'GET', '/api/users?all=1', { cookie })
+    expect(all.status).toBe(200)
+    expect(all.body).toMatchObject({ next: null, total: max })
+    expect((all.body.users as Array<{ id: string }>).map((u) => u.id)).toEqual(
+      peer.users.list().map((u) => u.id),
+    )
+    // With filters: every match.
+    const active = await call(peer, 'GET', '/api/users?all=1&status=active', { cookie })
+    expect(active.body.total).toBe(max / 2)
+    // One more user: past the limit, a typed refusal (narrowing still works).
+    await peer.users.put({ id: 'zz', name: 'One too many', status: 'active' })
+    const refused = await call(peer, 'GET', '/api/users?all=1', { cookie })
+    expect(refused.status).toBe(400)
+    expect(codeOf(refused)).toBe('TOO_MANY_USERS')
+    expect(messageOf(refused)).toContain(String(max))
+    expect((await call(peer, 'GET', '/api/users?all=1&q=too%20many', { cookie })).body.total).toBe(
+      1,
+    )
+    for (const [params, name] of [
+      ['all=yes', 'all'],
+      ['all=1&limit=10', 'limit'],
+      ['all=1&after=u00001', 'after'],
+      ['limt=10', 'limt'],
+      [`after=${'x'.repeat(5_000)}`, 'after'],
+    ] as const) {
+      const res = await call(peer, 'GET', `/api/users?${params}`, { cookie })
+      expect(res.status, params.slice(0, 20)).toBe(400)
+      expect(codeOf(res)).toBe('INVALID_OPTIONS')
+      expect(messageOf(res)).toContain(name)
+    }
+  }, 60_000)
+
+  it('names the parameter in every error of GET /api/events and GET /api/devices', async () => {
+    const peer = await server()
+    const cookie = await signIn(peer)
+    for (const [path, name] of [
+      ['/api/events?type=bogus', 'type'],
+      ['/api/events?since=abc', 'since'],
+      ['/api/events?until=abc', 'until'],
+      ['/api/events?limit=0', 'limit'],
+      ['/api/events?limit=-3', 'limit'],
+      ['/api/events?beforeSeq=1.5', 'beforeSeq'],
+      ['/api/events?usr=u1', 'usr'],
+      ['/api/devices?name=lobby', 'name'],
+      [`/api/devices?nameContains=${'x'.repeat(5_000)}`, 'nameContains'],
+    ] as const) {
+      const res = await call(peer, 'GET', path, { cookie })
+      expect(res.status, path.slice(0, 40)).toBe(400)
+      expect(codeOf(res)).toBe('INVALID_OPTIONS')
+      expect(messageOf(res)).toContain(name)
+    }
+    expect((await call(peer, 'GET', '/api/events?limit=5', { cookie })).status).toBe(200)
+  })
+})
+
 describe('field sources and policies', () => {
   async function withDevice(peer: ServerPeer, id = 'D1'): Promise<DevicePeer> {
     const device = await createDevice({

@@ -7,6 +7,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { chmod, mkdtemp, readdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -410,6 +411,55 @@ describe('the device command on the LAN', () => {
       'site key',
     )
   }, 120_000)
+})
+
+describe('the device command while its server is down', () => {
+  it('prints why it is waiting and when it will try again, in text and in JSON', async () => {
+    const dir = await tempDir()
+    // A port nothing listens on: taken from the system, then released.
+    const probe = createNetServer()
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
+    const port = (probe.address() as AddressInfo).port
+    await new Promise((resolve) => probe.close(resolve))
+    const server = `ws://127.0.0.1:${port}`
+    const startedAt = Date.now()
+    const args = (id: string) =>
+      [
+        'device',
+        '--id',
+        id,
+        '--data',
+        join(dir, id),
+        '--server',
+        server,
+        '--site-key',
+        'k',
+      ] as const
+    const text = start([...args('D1')])
+    const json = start([...args('D2'), '--json'])
+    const waitLine = /waiting: (.*); next attempt at (\S+) \(in (\d+) s\)/
+    const first = await text.waitFor(waitLine, 'the first wait line')
+    expect(first[1]).toContain('ECONNREFUSED')
+    const firstAt = Date.parse(first[2] ?? '')
+    expect(firstAt).toBeGreaterThan(startedAt)
+    // Each failed attempt is reported with the next one's time, later each time.
+    await text.waitFor(
+      /waiting: .*; next attempt at (\S+)[\s\S]*waiting: .*; next attempt at (\S+)/,
+      'a second wait line',
+    )
+    const times = [...text.out.matchAll(new RegExp(waitLine, 'g'))].map((m) =>
+      Date.parse(m[2] ?? ''),
+    )
+    expect(times.length).toBeGreaterThanOrEqual(2)
+    expect(times[1]).toBeGreaterThan(times[0] ?? Infinity)
+    expect(text.out).toContain('device D1: disconnected')
+    // The same in JSON: the reason and the time of the next attempt, ms since the epoch.
+    const line = await json.waitFor(/^\{"device":"D2".*"nextAttemptAt".*\}$/m, 'a JSON wait line')
+    const state = JSON.parse(line[0]) as { link: string; waiting: string; nextAttemptAt: number }
+    expect(state.link).toBe('disconnected')
+    expect(state.waiting).toContain('ECONNREFUSED')
+    expect(state.nextAttemptAt).toBeGreaterThan(startedAt)
+  }, 60_000)
 })
 
 describe('rostersync bench', () => {

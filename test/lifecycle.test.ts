@@ -461,3 +461,70 @@ describe('retention', () => {
     expect(d.replica.list()).toHaveLength(0)
   })
 })
+
+describe('sync.whenReady: the first full sync', () => {
+  it('resolves once the first full sync is done; the status says why and until when it waits', async () => {
+    const s = await site()
+    await s.server.users.put({ id: 'u1', name: 'Ann' })
+    s.down()
+    const d = await device(s)
+    let ready = false
+    const waiting = d.sync.whenReady().then(() => (ready = true))
+    await settle()
+    expect(ready).toBe(false)
+    // Down: the status says why the link waits and when it tries next.
+    const status = d.sync.status()
+    expect(status.link).toBe('disconnected')
+    expect(status.waiting).toMatch(/server down/)
+    expect(status.nextAttemptAt).toBeGreaterThan(s.clock.now())
+    // A failed attempt does not reject it.
+    await s.clock.advance(netLimits.retryDelayMsMax)
+    expect(ready).toBe(false)
+    s.up()
+    await s.clock.advance(netLimits.retryDelayMsMax)
+    await waiting
+    expect(d.sync.status()).toMatchObject({ offlineReady: true, link: 'connected' })
+    expect(d.sync.status().waiting).toBeUndefined()
+    expect(d.sync.status().nextAttemptAt).toBeUndefined()
+    expect(d.users.get('u1')?.name).toBe('Ann')
+  })
+
+  it('resolves at once on a device that is already ready, even offline', async () => {
+    const s = await site()
+    const d = await device(s)
+    await d.sync.whenReady()
+    s.down()
+    await settle()
+    let ready = false
+    void d.sync.whenReady().then(() => (ready = true))
+    await settle(1)
+    expect(ready).toBe(true)
+  })
+
+  it('rejects when the device closes first, or has no server', async () => {
+    const s = await site()
+    s.down()
+    const d = await device(s)
+    const waiting = d.sync.whenReady()
+    await settle()
+    await d.close()
+    await expect(waiting).rejects.toMatchObject({ code: 'SYNC_FAILED' })
+    await expect(d.sync.whenReady()).rejects.toMatchObject({ code: 'SYNC_FAILED' })
+    const alone = await createDevice({ id: 'D2', store: memoryStore(), clock: s.clock })
+    closers.push(() => alone.close())
+    await expect(alone.sync.whenReady()).rejects.toMatchObject({ code: 'NO_SERVER' })
+  })
+})
+
+describe('sync.whenReady: refused for good', () => {
+  it('rejects with AUTH_FAILED when the server refuses the device, waiting or asked after', async () => {
+    const s = await site()
+    const d = await device(s, 'D1', { siteKey: 'another-site' })
+    const waiting = d.sync.whenReady()
+    await expect(waiting).rejects.toMatchObject({ code: 'AUTH_FAILED' })
+    expect(d.sync.status().link).toBe('refused')
+    expect(d.sync.status().waiting).toMatch(/AUTH_FAILED|site key/i)
+    expect(d.sync.status().nextAttemptAt).toBeUndefined()
+    await expect(d.sync.whenReady()).rejects.toMatchObject({ code: 'AUTH_FAILED' })
+  })
+})
