@@ -181,11 +181,13 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
     })
     expect(problems).toEqual([])
     if (file === undefined) throw new Error('no download')
-    // A device whose sync is stopped: opened without a server.
+    // A device whose sync is stopped: opened without a server, given the
+    // server key's fingerprint (it was never admitted).
     const stopped = await createDevice({
       id: 'T-300',
       store: memoryStore(),
       ...(server.siteKey === undefined ? {} : { siteKey: server.siteKey }),
+      serverKeyFingerprint: server.keyFingerprint,
     })
     devices.push(stopped)
     expect(await stopped.importUsers(file)).toMatchObject({ imported: 3, unchanged: 0 })
