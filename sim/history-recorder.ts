@@ -42,6 +42,8 @@ export interface PendingWrite {
   readonly peer: string
   readonly op: WriteOp
   readonly calledAt: number
+  /** The recorder's sequence number when it was called. */
+  readonly calledSeq: number
   knows: StateVector
   seq: number
   dot: Dot | undefined
@@ -50,6 +52,17 @@ export interface PendingWrite {
   knowsAtAck: StateVector | undefined
   refused: boolean
   attached: boolean
+}
+
+/** One of a peer's own transactions, as the ops it may hold need it. */
+interface OwnTransaction {
+  readonly replica: Replica | undefined
+  readonly seq: number
+  readonly dot: Dot
+  readonly knows: StateVector
+  /** The entry it left per user, and the stamp per policy field it set. */
+  readonly entries: Map<string, unknown>
+  readonly policyStamps: Map<string, number | undefined>
 }
 
 /** A full sync the workload asked for. */
@@ -67,6 +80,8 @@ export class HistoryRecorder {
   readonly #changes: ServerChange[] = []
   #knowledge: ServerKnowledge[] = []
   readonly #lifecycle: LifecycleEvent[] = []
+  /** Per peer and user (or `policy:<field>`): its latest own transaction that changed it. */
+  readonly #lastOwn = new Map<string, OwnTransaction>()
 
   constructor(
     readonly server: string,
@@ -101,6 +116,7 @@ export class HistoryRecorder {
       peer,
       op,
       calledAt: this.now(),
+      calledSeq: ++this.#seq,
       knows: replica === undefined ? new Map() : vectorOf(replica.doc),
       seq: 0,
       dot: undefined,
@@ -115,10 +131,31 @@ export class HistoryRecorder {
     return pending
   }
 
-  /** `write`'s promise resolved (it did something). */
+  /**
+   * `write`'s promise resolved (it did something). Its transaction is the
+   * last of this peer's own that changed the user before now: a
+   * transaction matched earlier may have been another one of the same
+   * user (a device's merge of its own entries while a full sync held the
+   * write back).
+   */
   acked(write: PendingWrite): void {
     write.ackedAt = this.now()
     const replica = this.#replicas.get(write.peer)
+    const op = write.op
+    const last = this.#lastOwn.get(
+      `${write.peer}\u0000${op.kind === 'policy' ? `policy:${op.field}` : op.user}`,
+    )
+    const local = op.kind === 'delete' && write.peer !== this.server
+    if (!local && last !== undefined && last.seq > write.calledSeq && last.replica === replica) {
+      write.attached = true
+      write.seq = last.seq
+      write.dot = last.dot
+      write.knows = last.knows
+      write.stamp =
+        op.kind === 'policy'
+          ? last.policyStamps.get(op.field)
+          : stampOf(last.entries.get(op.user), op, write.peer === this.server)
+    }
     if (!write.attached) {
       write.seq = ++this.#seq
       write.knowsAtAck = replica === undefined ? undefined : vectorOf(replica.doc)
@@ -223,16 +260,37 @@ export class HistoryRecorder {
     const users = changedKeys(doc, tr, usersRootName(asWriterId(peer)))
     const fields = changedKeys(doc, tr, SERVER_META_ROOT)
     const waiting = this.#waiting.get(peer) ?? []
+    const own: OwnTransaction = {
+      replica: this.#replicas.get(peer),
+      seq,
+      dot,
+      knows,
+      entries: new Map(),
+      policyStamps: new Map(),
+    }
+    const isServer = peer === this.server
+    for (const user of users) {
+      own.entries.set(user, doc.getMap(usersRootName(asWriterId(peer))).get(user))
+      this.#lastOwn.set(`${peer}\u0000${user}`, own)
+    }
+    for (const field of fields) {
+      own.policyStamps.set(field, policyStamp(doc, field))
+      this.#lastOwn.set(`${peer}\u0000policy:${field}`, own)
+    }
     let policy = false
     for (const write of [...waiting]) {
       const op = write.op
       const matches = op.kind === 'policy' ? fields.has(op.field) : users.has(op.user)
-      if (!matches) continue
+      // A device's delete is local: it has no transaction of its own.
+      if (!matches || (op.kind === 'delete' && !isServer)) continue
       write.attached = true
       write.seq = seq
       write.dot = dot
       write.knows = knows
-      write.stamp = stampOf(doc, peer, op, peer === this.server)
+      write.stamp =
+        op.kind === 'policy'
+          ? own.policyStamps.get(op.field)
+          : stampOf(own.entries.get(op.user), op, isServer)
       if (op.kind === 'policy') policy = true
       this.#settle(write)
     }
@@ -255,17 +313,24 @@ function changedKeys(doc: Y.Doc, tr: Y.Transaction, name: string): Set<string> {
   return out
 }
 
-/** The stamp `op` left in `peer`'s entry (the server's `t`, a device's field stamps, a policy's `t`). */
-function stampOf(doc: Y.Doc, peer: string, op: WriteOp, isServer: boolean): number | undefined {
-  if (op.kind === 'policy') return asPolicyEntry(doc.getMap(SERVER_META_ROOT).get(op.field))?.t
-  const value = doc.getMap(usersRootName(asWriterId(peer))).get(op.user)
+/** The stamp a policy entry holds. */
+function policyStamp(doc: Y.Doc, field: string): number | undefined {
+  return asPolicyEntry(doc.getMap(SERVER_META_ROOT).get(field))?.t
+}
+
+/**
+ * The stamp of the write a transaction left in its writer's entry (`value`):
+ * the server's `t`; a device's latest stamp of the fields the write named
+ * (a put names all). The entry also carries stamps of earlier writes (of
+ * fields this one did not write, such as device-specific ones): the write's
+ * own stamp is the latest.
+ */
+function stampOf(value: unknown, op: WriteOp, isServer: boolean): number | undefined {
   if (isServer) return asServerEntry(value)?.t
   const entry = asDeviceEntry(value)
   if (entry === undefined) return undefined
   const named = op.kind === 'patch' ? Object.keys(op.fields) : Object.keys(entry.s)
   const stamps = named.map((field) => entry.s[field]).filter((s): s is number => s !== undefined)
   if (stamps.length === 0) return undefined
-  // A put stamps every field it writes alike; a merge in the same
-  // transaction can only bring others higher: the least is the put's.
-  return op.kind === 'put' ? Math.min(...stamps) : Math.max(...stamps)
+  return Math.max(...stamps)
 }
