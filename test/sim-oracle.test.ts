@@ -9,7 +9,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
-import { checkAgainstOracle, type PeerViews } from '../sim/oracle/check.js'
+import { checkAgainstOracle, type PeerViews, type ReplicatedPart } from '../sim/oracle/check.js'
 import type {
   Dot,
   History,
@@ -155,7 +155,7 @@ function peers(
 }
 
 const noParts = (): undefined => undefined
-const rules = (history: History, views: PeerViews[], parts = noParts): string[] =>
+const rules = (history: History, views: PeerViews[], parts: ReplicatedPart = noParts): string[] =>
   checkAgainstOracle(history, views, parts).map((v) => `${v.rule}@${v.peer ?? ''}`)
 
 describe('oracle: which write wins', () => {

@@ -19,7 +19,7 @@
  * - `oracle-local-leaked`: a device-specific value a device wrote is in its
  *   replicated part (it left the device).
  */
-import { holds, type History } from './history.js'
+import { holds, type History, type WriteRecord } from './history.js'
 import { canonical, OracleModel, type ExpectedView } from './model.js'
 
 /** One rule broken, as the oracle saw it. */
@@ -168,23 +168,32 @@ function compareView(
   return out
 }
 
-/** Every causally ordered pair of surviving writes: the later one stamps higher. */
+/**
+ * Every causally ordered pair of surviving writes of the same user (or of
+ * the same policy field): the later one stamps higher.
+ */
 function stampOrder(history: History): OracleViolation[] {
-  const stamped = history.writes.filter(
-    (w) => w.dot !== undefined && w.stamp !== undefined && holds(history.final, w.dot),
-  )
+  const groups = new Map<string, WriteRecord[]>()
+  for (const w of history.writes) {
+    if (w.dot === undefined || w.stamp === undefined || !holds(history.final, w.dot)) continue
+    const key = w.op.kind === 'policy' ? `policy:${w.op.field}` : `user:${w.op.user}`
+    const group = groups.get(key)
+    if (group === undefined) groups.set(key, [w])
+    else group.push(w)
+  }
   const out: OracleViolation[] = []
-  for (const b of stamped)
-    for (const a of stamped) {
-      if (a === b || a.dot === undefined || !holds(b.knows, a.dot)) continue
-      if ((b.stamp ?? 0) > (a.stamp ?? 0)) continue
-      out.push({
-        rule: 'oracle-stamp-order',
-        peer: b.writer,
-        ...(b.op.kind === 'policy' ? {} : { user: b.op.user }),
-        detail: `${b.writer}'s ${b.op.kind} at ${b.calledAt} ms stamps ${b.stamp}, not above the stamp ${a.stamp} of ${a.writer}'s ${a.op.kind} at ${a.calledAt} ms it had seen`,
-      })
-    }
+  for (const stamped of groups.values())
+    for (const b of stamped)
+      for (const a of stamped) {
+        if (a === b || a.dot === undefined || !holds(b.knows, a.dot)) continue
+        if ((b.stamp ?? 0) > (a.stamp ?? 0)) continue
+        out.push({
+          rule: 'oracle-stamp-order',
+          peer: b.writer,
+          ...(b.op.kind === 'policy' ? {} : { user: b.op.user }),
+          detail: `${b.writer}'s ${b.op.kind} at ${b.calledAt} ms stamps ${b.stamp}, not above the stamp ${a.stamp} of ${a.writer}'s ${a.op.kind} at ${a.calledAt} ms it had seen`,
+        })
+      }
   return out
 }
 

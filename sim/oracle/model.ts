@@ -133,6 +133,7 @@ export class OracleModel {
   readonly #epochs = new Map<number, number>()
   readonly #splits = new Map<number, Split>()
   readonly #changes = new Map<string, ServerChange[]>()
+  #timelines: Map<string, TimelineEvent[]> | undefined
 
   constructor(history: History) {
     this.#h = history
@@ -283,16 +284,25 @@ export class OracleModel {
   /** Replays the server's writes and adoptions in the server's order. */
   #replayServer(serverWrites: readonly WriteRecord[]): void {
     const knowledge = [...this.#h.serverKnowledge].sort((a, b) => a.seq - b.seq)
-    const seen = new Set<number>()
+    // Device writes per Yjs client in clock order, with how many of each the
+    // server had seen so far: each knowledge point only looks at the new ones.
+    const byClient = new Map<number, WriteRecord[]>()
+    for (const writes of this.#deviceWrites.values())
+      for (const w of writes) if (w.dot !== undefined) this.#push(byClient, w.dot.client, w)
+    for (const list of byClient.values())
+      list.sort((a, b) => (a.dot?.clock ?? 0) - (b.dot?.clock ?? 0))
+    const seenUpTo = new Map<number, number>()
     const adoptNew = (vector: StateVector): void => {
       const users = new Set<string>()
-      for (const [user, writes] of this.#deviceWrites)
-        for (const w of writes)
-          if (!seen.has(w.seq) && w.dot !== undefined && holds(vector, w.dot)) {
-            seen.add(w.seq)
-            users.add(user)
-          }
-      for (const user of users) this.#adopt(user, vector)
+      for (const [client, clock] of vector) {
+        const list = byClient.get(client)
+        if (list === undefined) continue
+        let i = seenUpTo.get(client) ?? 0
+        for (; i < list.length && (list[i]?.dot?.clock ?? Infinity) < clock; i++)
+          users.add(userOf(list[i] as WriteRecord))
+        seenUpTo.set(client, i)
+      }
+      for (const user of [...users].sort()) this.#adopt(user, vector)
     }
     let k = 0
     for (const w of serverWrites) {
@@ -522,17 +532,27 @@ export class OracleModel {
   }
 
   /** A peer's own writes of a user and its lifecycle events, in order. */
-  #ownTimeline(
-    peer: string,
-    user: string,
-  ): Array<{ kind: 'write'; seq: number; write: WriteRecord } | LifecycleEvent> {
-    const events: Array<{ kind: 'write'; seq: number; write: WriteRecord } | LifecycleEvent> = []
-    for (const w of this.#h.writes)
-      if (w.writer === peer && w.op.kind !== 'policy' && w.op.user === user)
-        events.push({ kind: 'write', seq: w.seq, write: w })
-    for (const event of this.#h.lifecycle)
-      if (event.device === peer && event.kind !== 'restore') events.push(event)
-    return events.sort((a, b) => a.seq - b.seq)
+  #ownTimeline(peer: string, user: string): readonly TimelineEvent[] {
+    if (this.#timelines === undefined) {
+      const byPeer = new Map<string, TimelineEvent[]>()
+      for (const event of this.#h.lifecycle)
+        if (event.kind !== 'restore') this.#push(byPeer, event.device, event)
+      const timelines = new Map<string, TimelineEvent[]>()
+      for (const w of this.#h.writes) {
+        if (w.op.kind === 'policy') continue
+        this.#push(timelines, `${w.writer}\u0000${w.op.user}`, {
+          kind: 'write',
+          seq: w.seq,
+          write: w,
+        })
+      }
+      for (const [key, events] of timelines) {
+        events.push(...(byPeer.get(key.slice(0, key.indexOf('\u0000'))) ?? []))
+        events.sort((a, b) => a.seq - b.seq)
+      }
+      this.#timelines = timelines
+    }
+    return this.#timelines.get(`${peer}\u0000${user}`) ?? []
   }
 
   /**
@@ -550,12 +570,15 @@ export class OracleModel {
     return result
   }
 
-  #push<T>(map: Map<string, T[]>, key: string, value: T): void {
+  #push<K, T>(map: Map<K, T[]>, key: K, value: T): void {
     const list = map.get(key)
     if (list === undefined) map.set(key, [value])
     else list.push(value)
   }
 }
+
+/** One event of a peer's own history of a user. */
+type TimelineEvent = { kind: 'write'; seq: number; write: WriteRecord } | LifecycleEvent
 
 const userOf = (w: WriteRecord): string => (w.op.kind === 'policy' ? '' : w.op.user)
 
