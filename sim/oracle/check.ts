@@ -169,32 +169,69 @@ function compareView(
 }
 
 /**
- * Every causally ordered pair of surviving writes of the same user (or of
- * the same policy field): the later one stamps higher.
+ * Every surviving write stamps higher than every write its writer had seen
+ * (whatever user or field: a hybrid logical clock is one clock per writer).
+ * Per write, the greatest stamp it had seen comes from per-client prefix
+ * maxima of the stamps in clock order, so the check is O(n log n).
  */
 function stampOrder(history: History): OracleViolation[] {
-  const groups = new Map<string, WriteRecord[]>()
-  for (const w of history.writes) {
-    if (w.dot === undefined || w.stamp === undefined || !holds(history.final, w.dot)) continue
-    const key = w.op.kind === 'policy' ? `policy:${w.op.field}` : `user:${w.op.user}`
-    const group = groups.get(key)
-    if (group === undefined) groups.set(key, [w])
-    else group.push(w)
+  const stamped = history.writes.filter(
+    (w) => w.dot !== undefined && w.stamp !== undefined && holds(history.final, w.dot),
+  )
+  const byClient = new Map<number, { clocks: number[]; best: WriteRecord[] }>()
+  for (const w of [...stamped].sort((a, b) => (a.dot?.clock ?? 0) - (b.dot?.clock ?? 0))) {
+    const dot = w.dot as { client: number; clock: number }
+    let entry = byClient.get(dot.client)
+    if (entry === undefined) {
+      entry = { clocks: [], best: [] }
+      byClient.set(dot.client, entry)
+    }
+    const previous = entry.best.at(-1)
+    entry.clocks.push(dot.clock)
+    entry.best.push(
+      previous !== undefined && (previous.stamp ?? 0) >= (w.stamp ?? 0) ? previous : w,
+    )
   }
   const out: OracleViolation[] = []
-  for (const stamped of groups.values())
-    for (const b of stamped)
-      for (const a of stamped) {
-        if (a === b || a.dot === undefined || !holds(b.knows, a.dot)) continue
-        if ((b.stamp ?? 0) > (a.stamp ?? 0)) continue
-        out.push({
-          rule: 'oracle-stamp-order',
-          peer: b.writer,
-          ...(b.op.kind === 'policy' ? {} : { user: b.op.user }),
-          detail: `${b.writer}'s ${b.op.kind} at ${b.calledAt} ms stamps ${b.stamp}, not above the stamp ${a.stamp} of ${a.writer}'s ${a.op.kind} at ${a.calledAt} ms it had seen`,
-        })
-      }
+  for (const b of stamped) {
+    let seen: WriteRecord | undefined
+    for (const [client, clock] of b.knows) {
+      const entry = byClient.get(client)
+      if (entry === undefined) continue
+      const held = countBelow(entry.clocks, clock)
+      const best = held === 0 ? undefined : entry.best[held - 1]
+      if (
+        best !== undefined &&
+        best !== b &&
+        (seen === undefined || (best.stamp ?? 0) > (seen.stamp ?? 0))
+      )
+        seen = best
+    }
+    if (seen === undefined || (b.stamp ?? 0) > (seen.stamp ?? 0)) continue
+    out.push({
+      rule: 'oracle-stamp-order',
+      peer: b.writer,
+      ...(b.op.kind === 'policy' ? {} : { user: b.op.user }),
+      detail: `${b.writer}'s ${describe(b)} at ${b.calledAt} ms stamps ${b.stamp}, not above the stamp ${seen.stamp} of ${seen.writer}'s ${describe(seen)} at ${seen.calledAt} ms it had seen`,
+    })
+  }
   return out
+}
+
+/** How many of the sorted `values` are below `limit`. */
+function countBelow(values: readonly number[], limit: number): number {
+  let lo = 0
+  let hi = values.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if ((values[mid] as number) < limit) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+function describe(w: WriteRecord): string {
+  return w.op.kind === 'policy' ? `policy change of ${w.op.field}` : `${w.op.kind} of ${w.op.user}`
 }
 
 function show(view: Readonly<Record<string, unknown>>): string {
