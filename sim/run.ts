@@ -353,8 +353,12 @@ class Run {
         users: () => replica.allUserIds(),
       })
     }
-    const part = (writer: string, user: string): Record<string, unknown> | undefined =>
-      asDeviceEntry(serverDoc.getMap(usersRootName(asWriterId(writer))).get(user))?.f
+    // Only roots the document has: getMap would add one.
+    const part = (writer: string, user: string): Record<string, unknown> | undefined => {
+      const root = usersRootName(asWriterId(writer))
+      if (!serverDoc.share.has(root)) return undefined
+      return asDeviceEntry(serverDoc.getMap(root).get(user))?.f
+    }
     for (const v of checkAgainstOracle(this.history.history(docs), peers, part))
       this.violation({ ...v, atMs: at })
   }
