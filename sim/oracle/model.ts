@@ -483,11 +483,15 @@ export class OracleModel {
   /** Rule 3 on `device` for `user`. */
   #hidden(device: string, user: string): { hidden: Maybe<boolean>; because: Shown } {
     let mark: Maybe<ServerChange | undefined> | undefined
+    /** When the delete that set `mark` was called. */
+    let markedAt = -Infinity
     let because: Shown = 'never-deleted'
     for (const event of this.#ownTimeline(device, user)) {
       if (event.kind === 'full-sync') {
         if (mark === undefined) continue
-        if (event.ackedAt === undefined) mark = EITHER
+        // A delete made while the full sync ran may come before or after
+        // its wipe; one that failed may or may not have wiped.
+        if (event.ackedAt === undefined || markedAt >= event.calledAt) mark = EITHER
         else {
           mark = undefined
           because = 'full-sync'
@@ -509,6 +513,7 @@ export class OracleModel {
         continue
       }
       if (w.op.kind !== 'delete') continue
+      markedAt = w.calledAt
       const known = this.#latestChange(user, w.knows)
       const atAck = w.knowsAtAck === undefined ? known : this.#latestChange(user, w.knowsAtAck)
       mark = known === atAck && w.ackedAt !== undefined && rolled === 'no' ? sure(known) : EITHER
