@@ -60,4 +60,23 @@ export default tseslint.config(
       ],
     },
   },
+  {
+    // The simulator's oracle states the rules independently of the code it
+    // checks (issue 12): nothing of core/, peers/, server-peer/ or the rest
+    // of the project, and no Yjs. test/sim-oracle.test.ts checks the same.
+    files: ['sim/oracle/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['../*', '**/core/*', '**/peers/*', '**/server-peer/*', 'yjs'],
+              message: 'sim/oracle/ must not depend on the code it checks.',
+            },
+          ],
+        },
+      ],
+    },
+  },
 )

@@ -19,6 +19,8 @@
  * give the same hash, which `test/sim-run.test.ts` checks.
  */
 import type * as Y from 'yjs'
+import { asDeviceEntry, usersRootName } from '../core/entries.js'
+import { asUserId, asWriterId } from '../core/ids.js'
 import type { Replica } from '../peers/replica.js'
 import {
   ChangedUsers,
@@ -37,7 +39,10 @@ import {
   type SimOptions,
   type SimProgress,
 } from './options.js'
+import { HistoryRecorder } from './history-recorder.js'
+import { checkAgainstOracle, type PeerViews } from './oracle/check.js'
 import { parseSteps, planFromSeed, sortSteps, type SimStep } from './plan.js'
+import { WORKLOAD_FIELDS } from './records.js'
 import { SimSite, type PeerSlot, type SiteStats } from './site.js'
 import { TraceHash } from './trace-hash.js'
 import { deviceSlot, newWorkloadStats, runStep, type WorkloadStats } from './workload.js'
@@ -115,6 +120,8 @@ class Run {
   readonly healedAt = new Map<PeerSlot, { generation: number; peerMs: number }>()
   /** What changed on each running replica since its last safety check. */
   readonly changed = new WeakMap<Replica, ChangedUsers>()
+  /** What ran, for the oracle (sim/oracle/). */
+  readonly history: HistoryRecorder
 
   constructor(
     readonly config: SimConfig,
@@ -122,11 +129,26 @@ class Run {
     readonly onProgress: ((progress: SimProgress) => void) | undefined,
   ) {
     this.site = new SimSite(config, {
-      retentionWipe: (device, at) => this.ledger.retentionWipe(device, at - this.startMs),
-      restored: (device, backupAt, at) =>
-        this.ledger.restored(device, backupAt - this.startMs, at - this.startMs),
+      retentionWipe: (device, at) => {
+        this.ledger.retentionWipe(device, at - this.startMs)
+        this.history.retentionWipe(device)
+      },
+      restored: (device, backupAt, at) => {
+        this.ledger.restored(device, backupAt - this.startMs, at - this.startMs)
+        this.history.restored(device, backupAt - this.startMs)
+      },
+      started: (slot) => {
+        const replica = slot.replica
+        if (replica !== undefined) this.history.attach(slot.id, replica)
+      },
     })
     this.startMs = this.site.scheduler.now()
+    this.history = new HistoryRecorder(
+      this.site.server.id,
+      this.site.devices.map((slot) => slot.id),
+      WORKLOAD_FIELDS,
+      this.elapsed,
+    )
     this.site.scheduler.onEvent = (event) => this.hash.number(event.time).number(event.seq)
   }
 
@@ -213,6 +235,7 @@ class Run {
       stats: this.stats,
       violation: (v: Violation) => this.violation(v),
       elapsed: this.elapsed,
+      history: this.history,
     }
     if (this.config.canary === 'lose-write') this.loseServerWrites()
     for (const step of this.steps) {
@@ -307,7 +330,37 @@ class Run {
     const rebuilt = this.site.observer.rebuild()
     const compared = compareViews(docs, rebuilt, this.ledger.rolledBackDevices(), at)
     for (const v of compared.violations) this.violation(v)
+    this.oracleChecks(
+      serverDoc,
+      docs.map(([, doc]) => doc),
+      at,
+    )
     return { checked: ledger.checked, rolledBack: ledger.rolledBack }
+  }
+
+  /**
+   * Every peer's view against the independent reference model of the rules
+   * (sim/oracle/), fed the history of what ran.
+   */
+  oracleChecks(serverDoc: Y.Doc, docs: readonly Y.Doc[], at: number): void {
+    const peers: PeerViews[] = []
+    for (const slot of this.site.slots) {
+      const replica = slot.replica
+      if (replica === undefined) continue
+      peers.push({
+        peer: slot.id,
+        view: (user) => replica.view(asUserId(user)),
+        users: () => replica.allUserIds(),
+      })
+    }
+    // Only roots the document has: getMap would add one.
+    const part = (writer: string, user: string): Record<string, unknown> | undefined => {
+      const root = usersRootName(asWriterId(writer))
+      if (!serverDoc.share.has(root)) return undefined
+      return asDeviceEntry(serverDoc.getMap(root).get(user))?.f
+    }
+    for (const v of checkAgainstOracle(this.history.history(docs), peers, part))
+      this.violation({ ...v, atMs: at })
   }
 
   budgetSpent(phase: string): void {

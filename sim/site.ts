@@ -42,6 +42,8 @@ export interface SiteHooks {
   retentionWipe?(device: string, at: number): void
   /** A device's disk was put back to a backup taken at `backupAt`. */
   restored?(device: string, backupAt: number, at: number): void
+  /** A peer (re)started: its replica is up (the oracle's recorder watches it). */
+  started?(slot: PeerSlot): void
 }
 
 /** Counters of what the site did to its peers. */
@@ -233,6 +235,7 @@ export class SimSite {
       if (this.config.canary === 'no-adoption') breakAdoption(server)
       slot.server = server
       slot.alive = true
+      this.hooks.started?.(slot)
       this.observer.serverClients.add(server.replica.clientId)
       this.network.listen(SERVER_NAME, SERVER_URL, (connection, url) => {
         if (slot.generation !== generation) {
@@ -260,6 +263,7 @@ export class SimSite {
     if (this.config.canary === 'device-view') breakDeviceView(device)
     slot.device = device
     slot.alive = true
+    this.hooks.started?.(slot)
     this.#watchWipes(slot, device, startedAt)
     this.#lanFor(slot.index)
     if (this.healed) device.sync.delta().catch(() => undefined)

@@ -11,6 +11,8 @@ import { RostersyncError } from '../core/errors.js'
 import { asUserId } from '../core/ids.js'
 import { leakDelete } from './canary.js'
 import type { Violation, WriteLedger } from './checks.js'
+import type { HistoryRecorder, PendingWrite } from './history-recorder.js'
+import type { WriteOp } from './oracle/history.js'
 import type { SimStep } from './plan.js'
 import { patchFor, POLICY_FIELDS, recordFor, userIdOf } from './records.js'
 import type { DevicePeer } from '../peers/create-device.js'
@@ -48,6 +50,8 @@ export interface StepContext {
   readonly violation: (violation: Violation) => void
   /** Virtual ms since the start. */
   readonly elapsed: () => number
+  /** Records what ran, for the oracle. */
+  readonly history: HistoryRecorder
 }
 
 /** Empty workload counters. */
@@ -91,8 +95,12 @@ export function deviceSlot(site: SimSite, peer: number): PeerSlot {
   return site.devices[(((peer - 1) % n) + n) % n] as PeerSlot
 }
 
-/** Settles an operation: counts it, then runs `then` once it is acknowledged. */
-type Done = (promise: Promise<unknown>, then?: () => void) => void
+/**
+ * Settles an operation: counts it, then runs `then` once it is
+ * acknowledged. With `write` (the oracle's record of it), a resolved
+ * `false` (a delete of a user not shown) counts as refused there.
+ */
+type Done = (promise: Promise<unknown>, then?: () => void, write?: PendingWrite) => void
 
 function runOperation(ctx: StepContext, step: SimStep): void {
   const { site, stats } = ctx
@@ -105,13 +113,20 @@ function runOperation(ctx: StepContext, step: SimStep): void {
   // A resolved write is acknowledged: durable on its peer, whatever happens
   // to the peer later (a crash is an event of its own, after this one's
   // continuations have run).
-  const done: Done = (promise, then) => {
+  const done: Done = (promise, then, write) => {
     promise.then(
-      () => {
+      (result) => {
         stats.acknowledged++
+        if (write !== undefined) {
+          if (result === false) ctx.history.refused(write)
+          else ctx.history.acked(write)
+        }
         then?.()
       },
-      (error: unknown) => refused(ctx, slot, step, error),
+      (error: unknown) => {
+        if (write !== undefined) ctx.history.refused(write)
+        refused(ctx, slot, step, error)
+      },
     )
   }
   if (slot.server !== undefined) serverOperation(ctx, step, slot.server, done)
@@ -127,19 +142,43 @@ const POLICY_OF = (value: number): Record<string, FieldPolicy> => ({
 function serverOperation(ctx: StepContext, step: SimStep, server: ServerPeer, done: Done): void {
   const userId = userIdOf(step.user)
   const record = (): void => ctx.ledger.server(server.replica, asUserId(userId), ctx.elapsed())
+  const begin = (op: WriteOp): PendingWrite => ctx.history.begin(server.id, op)
   switch (step.op) {
-    case 'put':
-      done(server.users.put(recordFor(userId, step.value)), record)
+    case 'put': {
+      const fields = recordFor(userId, step.value)
+      const write = begin({ kind: 'put', user: userId, fields: withoutId(fields) })
+      done(server.users.put(fields), record, write)
       return
-    case 'patch':
-      done(server.users.patch(userId, patchFor(step.value)), record)
+    }
+    case 'patch': {
+      const patch = patchFor(step.value)
+      const write = begin({ kind: 'patch', user: userId, fields: patch })
+      done(server.users.patch(userId, patch), record, write)
       return
-    case 'delete':
-      done(server.users.delete(userId).then((deleted) => (deleted ? record() : undefined)))
+    }
+    case 'delete': {
+      const write = begin({ kind: 'delete', user: userId })
+      done(
+        server.users.delete(userId).then((deleted) => {
+          if (deleted) record()
+          return deleted
+        }),
+        undefined,
+        write,
+      )
       return
-    case 'policy':
-      done(server.setFieldPolicies(POLICY_OF(step.value)))
+    }
+    case 'policy': {
+      const policies = POLICY_OF(step.value)
+      const [field, policy] = Object.entries(policies)[0] as [string, FieldPolicy]
+      const write = begin({ kind: 'policy', field, policy })
+      done(
+        server.setFieldPolicies(policies).then((changed) => changed.length > 0),
+        undefined,
+        write,
+      )
       return
+    }
   }
 }
 
@@ -148,29 +187,45 @@ function deviceOperation(ctx: StepContext, step: SimStep, device: DevicePeer, do
   const userId = userIdOf(step.user)
   const record = (fields: readonly string[]) => (): void =>
     ctx.ledger.device(device.id, device.replica, asUserId(userId), fields, ctx.elapsed())
+  const begin = (op: WriteOp): PendingWrite => ctx.history.begin(device.id, op)
   switch (step.op) {
     case 'put': {
       const fields = recordFor(userId, step.value)
-      done(device.users.put(fields), record(Object.keys(fields).filter((f) => f !== 'id')))
+      const write = begin({ kind: 'put', user: userId, fields: withoutId(fields) })
+      done(device.users.put(fields), record(Object.keys(fields).filter((f) => f !== 'id')), write)
       return
     }
     case 'patch': {
       const patch = patchFor(step.value)
-      done(device.users.patch(userId, patch), record(Object.keys(patch)))
+      const write = begin({ kind: 'patch', user: userId, fields: patch })
+      done(device.users.patch(userId, patch), record(Object.keys(patch)), write)
       return
     }
     case 'delete': {
+      const write = begin({ kind: 'delete', user: userId })
       const deleting = device.users.delete(userId)
       done(
         site.config.canary === 'leak-delete'
-          ? deleting.then((deleted) => (deleted ? leakDelete(device, userId) : undefined))
+          ? deleting.then(async (deleted) => {
+              if (deleted) await leakDelete(device, userId)
+              return deleted
+            })
           : deleting,
+        undefined,
+        write,
       )
       return
     }
-    case 'full':
-      done(device.sync.full())
+    case 'full': {
+      const sync = ctx.history.fullSync(device.id)
+      const full = device.sync.full()
+      void full.then(
+        () => ctx.history.fullSyncEnded(sync, true),
+        () => ctx.history.fullSyncEnded(sync, false),
+      )
+      done(full)
       return
+    }
     case 'delta':
       done(device.sync.delta())
       return
@@ -191,4 +246,10 @@ function refused(ctx: StepContext, slot: PeerSlot, step: SimStep, error: unknown
     user: userIdOf(step.user),
     detail: `${step.op} on ${slot.id} failed with ${code}: ${error instanceof Error ? error.message : String(error)}`,
   })
+}
+
+/** A record's fields without its id. */
+function withoutId(record: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const { id: _id, ...fields } = record
+  return fields
 }

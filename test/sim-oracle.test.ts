@@ -1,0 +1,332 @@
+/**
+ * The simulator's oracle (sim/oracle/): it imports nothing of the code it
+ * checks, and it flags hand-written histories whose outcome breaks a rule
+ * (each one the shape of a bug it must catch in a run: a causally later
+ * write that loses, a device delete that leaks, a device-specific value that
+ * leaves its device, rule 3 after a full sync, rule 4).
+ */
+import { readdirSync, readFileSync } from 'node:fs'
+import { dirname, join, relative, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { describe, expect, it } from 'vitest'
+import { checkAgainstOracle, type PeerViews, type ReplicatedPart } from '../sim/oracle/check.js'
+import type {
+  Dot,
+  History,
+  LifecycleEvent,
+  ServerChange,
+  WriteOp,
+  WriteRecord,
+} from '../sim/oracle/history.js'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const oracleDir = resolve(here, '../sim/oracle')
+
+describe('oracle independence', () => {
+  it('imports nothing outside sim/oracle/ (no core/, peers/, server-peer/)', () => {
+    const files = readdirSync(oracleDir).filter((f) => f.endsWith('.ts'))
+    expect(files.length).toBeGreaterThan(0)
+    const outside: string[] = []
+    for (const file of files) {
+      const text = readFileSync(join(oracleDir, file), 'utf8')
+      const specifiers = [
+        ...text.matchAll(/\bfrom\s+['"]([^'"]+)['"]/g),
+        ...text.matchAll(/\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)/g),
+        ...text.matchAll(/^\s*import\s+['"]([^'"]+)['"]/gm),
+      ].map((m) => m[1] as string)
+      for (const spec of specifiers) {
+        if (!spec.startsWith('.')) {
+          outside.push(`${file}: ${spec} (a package)`)
+          continue
+        }
+        const target = relative(oracleDir, resolve(oracleDir, spec))
+        if (target.startsWith('..')) outside.push(`${file}: ${spec}`)
+      }
+    }
+    expect(outside).toEqual([])
+  })
+})
+
+// ------------------------------------------------------------ hand-written histories
+
+const SCHEMA = ['name', 'title', 'department']
+
+/** Builds a history step by step; clients: server 100, d1 1, d2 2. */
+class Story {
+  seq = 0
+  readonly writes: WriteRecord[] = []
+  readonly changes: ServerChange[] = []
+  readonly knowledge: Array<{ seq: number; vector: Map<number, number> }> = []
+  readonly lifecycle: LifecycleEvent[] = []
+  readonly clocks = new Map<number, number>()
+
+  /** A write that changed the replicated document (a new operation of `client`). */
+  write(writer: string, client: number, op: WriteOp, knows: Dot[], stamp: number): WriteRecord {
+    const clock = this.clocks.get(client) ?? 0
+    this.clocks.set(client, clock + 1)
+    const w: WriteRecord = {
+      seq: ++this.seq,
+      writer,
+      op,
+      dot: { client, clock },
+      knows: vector(knows),
+      stamp,
+      calledAt: this.seq,
+      ackedAt: this.seq,
+    }
+    this.writes.push(w)
+    if (writer === 'server' && op.kind !== 'policy')
+      this.changes.push({ seq: w.seq, user: op.user, dot: { client, clock }, byPolicy: false })
+    return w
+  }
+
+  /** A local-only write (a device's delete or device-specific edit). */
+  local(writer: string, op: WriteOp, knows: Dot[]): WriteRecord {
+    const w: WriteRecord = {
+      seq: ++this.seq,
+      writer,
+      op,
+      dot: undefined,
+      knows: vector(knows),
+      stamp: undefined,
+      calledAt: this.seq,
+      ackedAt: this.seq,
+    }
+    this.writes.push(w)
+    return w
+  }
+
+  /** The server adopted (a server change of `user` under a new operation). */
+  adoption(user: string, knows: Dot[]): Dot {
+    this.knowledge.push({ seq: ++this.seq, vector: vector(knows) })
+    const clock = this.clocks.get(100) ?? 0
+    this.clocks.set(100, clock + 1)
+    const dot = { client: 100, clock }
+    this.changes.push({ seq: ++this.seq, user, dot, byPolicy: false })
+    return dot
+  }
+
+  /** A full sync that completed now, called at `calledAt` (default: now). */
+  fullSync(device: string, calledAt?: number): void {
+    const seq = ++this.seq
+    this.lifecycle.push({ kind: 'full-sync', seq, device, calledAt: calledAt ?? seq, ackedAt: seq })
+  }
+
+  history(): History {
+    const final = new Map<number, number>(this.clocks)
+    return {
+      server: 'server',
+      devices: ['d1', 'd2'],
+      schemaFields: SCHEMA,
+      writes: this.writes,
+      serverChanges: this.changes,
+      serverKnowledge: this.knowledge,
+      lifecycle: this.lifecycle,
+      final,
+    }
+  }
+}
+
+const dotOf = (w: WriteRecord): Dot => w.dot as Dot
+
+function vector(dots: readonly Dot[]): Map<number, number> {
+  const v = new Map<number, number>()
+  for (const d of dots) v.set(d.client, Math.max(v.get(d.client) ?? 0, d.clock + 1))
+  return v
+}
+
+/** Every peer shows `views` (user -> view), but for the overrides. */
+function peers(
+  views: Record<string, Record<string, unknown> | undefined>,
+  overrides: Record<string, Record<string, Record<string, unknown> | undefined>> = {},
+): PeerViews[] {
+  return ['server', 'd1', 'd2'].map((peer) => {
+    const mine = { ...views, ...overrides[peer] }
+    return {
+      peer,
+      view: (user: string) => mine[user],
+      users: () => Object.keys(mine).filter((u) => mine[u] !== undefined),
+    }
+  })
+}
+
+const noParts = (): undefined => undefined
+const rules = (history: History, views: PeerViews[], parts: ReplicatedPart = noParts): string[] =>
+  checkAgainstOracle(history, views, parts).map((v) => `${v.rule}@${v.peer ?? ''}`)
+
+describe('oracle: which write wins', () => {
+  /**
+   * d1 enrols u1 (fast clock, stamp 2000); d2 sees it and renames the user
+   * (slow clock); the server then learns both at once and adopts the name.
+   */
+  function story(d2Stamp: number): History {
+    const s = new Story()
+    const a = s.write('d1', 1, { kind: 'put', user: 'u1', fields: { name: 'Ann' } }, [], 2000)
+    const b = s.write(
+      'd2',
+      2,
+      { kind: 'patch', user: 'u1', fields: { name: 'Bo' } },
+      [dotOf(a)],
+      d2Stamp,
+    )
+    s.adoption('u1', [dotOf(a), dotOf(b)])
+    return s.history()
+  }
+
+  it('the causally later write wins; views that show it pass', () => {
+    expect(rules(story(2001), peers({ u1: { id: 'u1', name: 'Bo' } }))).toEqual([])
+  })
+
+  it('flags a causally later write that lost to a faster clock (HLC read one too low)', () => {
+    // d2's stamp equals d1's although d2 had seen d1's write: with
+    // "d1" < "d2" the tie went to d2 here, so make d2 stamp lower.
+    const found = rules(story(1999), peers({ u1: { id: 'u1', name: 'Ann' } }))
+    expect(found).toContain('oracle-stamp-order@d2')
+    expect(found).toContain('oracle-view@server')
+    expect(found).toContain('oracle-view@d1')
+  })
+})
+
+describe('oracle: device deletes (rule 3)', () => {
+  function story(): { s: Story; adoption: Dot } {
+    const s = new Story()
+    const a = s.write(
+      'd1',
+      1,
+      { kind: 'put', user: 'u1', fields: { name: 'Ann', title: 'guard' } },
+      [],
+      1000,
+    )
+    const adoption = s.adoption('u1', [dotOf(a)])
+    s.local('d2', { kind: 'delete', user: 'u1' }, [dotOf(a), adoption])
+    return { s, adoption }
+  }
+  const shown = { id: 'u1', name: 'Ann', title: 'guard' }
+
+  it('stays on its device: hidden there, shown everywhere else', () => {
+    const { s } = story()
+    expect(rules(s.history(), peers({ u1: shown }, { d2: { u1: undefined } }))).toEqual([])
+  })
+
+  it('flags a delete that leaked as a clear of every field', () => {
+    const { s } = story()
+    const found = rules(s.history(), peers({ u1: { id: 'u1' } }, { d2: { u1: undefined } }))
+    expect(found).toContain('oracle-view@server')
+    expect(found).toContain('oracle-view@d1')
+  })
+
+  it('flags a device that shows again a user it deleted, the server unchanged', () => {
+    const { s } = story()
+    expect(rules(s.history(), peers({ u1: shown }))).toEqual(['oracle-rule3@d2'])
+  })
+
+  it('flags a device that still hides the user after a full sync', () => {
+    const { s } = story()
+    s.fullSync('d2')
+    expect(rules(s.history(), peers({ u1: shown }, { d2: { u1: undefined } }))).toEqual([
+      'oracle-rule3-full-sync@d2',
+    ])
+  })
+
+  it('accepts either outcome for a delete made while a full sync ran', () => {
+    const { s } = story()
+    s.fullSync('d2', 0)
+    expect(rules(s.history(), peers({ u1: shown }, { d2: { u1: undefined } }))).toEqual([])
+    expect(rules(s.history(), peers({ u1: shown }))).toEqual([])
+  })
+
+  it('shows the user again once the server changed it', () => {
+    const { s, adoption } = story()
+    s.write(
+      'server',
+      100,
+      { kind: 'patch', user: 'u1', fields: { department: 'ops' } },
+      [adoption],
+      3000,
+    )
+    const after = { ...shown, department: 'ops' }
+    expect(rules(s.history(), peers({ u1: after }))).toEqual([])
+    expect(rules(s.history(), peers({ u1: after }, { d2: { u1: undefined } }))).toEqual([
+      'oracle-rule3@d2',
+    ])
+  })
+})
+
+describe('oracle: server deletes (rule 4)', () => {
+  it('flags a device edit made without seeing the delete that brings the user back', () => {
+    const s = new Story()
+    const put = s.write(
+      'server',
+      100,
+      { kind: 'put', user: 'u1', fields: { name: 'Ann' } },
+      [],
+      1000,
+    )
+    const del = s.write('server', 100, { kind: 'delete', user: 'u1' }, [dotOf(put)], 2000)
+    // d1 saw the put, not the delete.
+    s.write('d1', 1, { kind: 'patch', user: 'u1', fields: { title: 'guard' } }, [dotOf(put)], 3000)
+    expect(rules(s.history(), peers({}))).toEqual([])
+    expect(rules(s.history(), peers({ u1: { id: 'u1', title: 'guard' } }))).toContain(
+      'oracle-view@server',
+    )
+    // Enrolled again after seeing the delete: a new user (rule 2 applies).
+    const again = s.write(
+      'd2',
+      2,
+      { kind: 'put', user: 'u1', fields: { name: 'Bo' } },
+      [dotOf(put), dotOf(del)],
+      4000,
+    )
+    s.adoption('u1', [dotOf(put), dotOf(del), dotOf(again)])
+    expect(rules(s.history(), peers({ u1: { id: 'u1', name: 'Bo' } }))).toEqual([])
+  })
+})
+
+describe('oracle: device-specific fields (rule 5)', () => {
+  function story(): History {
+    const s = new Story()
+    const policy = s.write(
+      'server',
+      100,
+      { kind: 'policy', field: 'title', policy: 'device-specific' },
+      [],
+      1000,
+    )
+    const put = s.write(
+      'd1',
+      1,
+      { kind: 'put', user: 'u1', fields: { name: 'Ann', title: 'guard' } },
+      [dotOf(policy)],
+      2000,
+    )
+    s.adoption('u1', [dotOf(policy), dotOf(put)])
+    return s.history()
+  }
+
+  it('shows a device-specific value only on its device', () => {
+    expect(
+      rules(
+        story(),
+        peers(
+          { u1: { id: 'u1', name: 'Ann' } },
+          { d1: { u1: { id: 'u1', name: 'Ann', title: 'guard' } } },
+        ),
+      ),
+    ).toEqual([])
+  })
+
+  it('flags a device-specific value that reached other peers', () => {
+    const found = rules(story(), peers({ u1: { id: 'u1', name: 'Ann', title: 'guard' } }))
+    expect(found).toEqual(['oracle-device-specific@server', 'oracle-device-specific@d2'])
+  })
+
+  it('flags a device-specific value in the device replicated part', () => {
+    const views = peers(
+      { u1: { id: 'u1', name: 'Ann' } },
+      { d1: { u1: { id: 'u1', name: 'Ann', title: 'guard' } } },
+    )
+    const parts = (writer: string, user: string) =>
+      writer === 'd1' && user === 'u1' ? { name: 'Ann', title: 'guard' } : undefined
+    expect(rules(story(), views, parts)).toEqual(['oracle-local-leaked@d1'])
+  })
+})
