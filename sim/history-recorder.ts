@@ -174,7 +174,12 @@ export class HistoryRecorder {
     return { device, calledAt: this.now() }
   }
 
-  /** A full sync ended (`ok`: it completed). */
+  /**
+   * A full sync ended (`ok`: it completed). The simulator reports both the
+   * full syncs the workload asked for and every commit of a full sync's
+   * wipe (a retry the device ran by itself included), `calledAt` then being
+   * when that wipe began.
+   */
   fullSyncEnded(sync: PendingSync, ok: boolean): void {
     this.#lifecycle.push({
       kind: 'full-sync',

@@ -137,6 +137,9 @@ class Run {
         this.ledger.restored(device, backupAt - this.startMs, at - this.startMs)
         this.history.restored(device, backupAt - this.startMs)
       },
+      fullSyncWipe: (device, wipedAt, ok) => {
+        this.history.fullSyncEnded({ device, calledAt: wipedAt - this.startMs }, ok)
+      },
       started: (slot) => {
         const replica = slot.replica
         if (replica !== undefined) this.history.attach(slot.id, replica)

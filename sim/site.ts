@@ -42,6 +42,12 @@ export interface SiteHooks {
   retentionWipe?(device: string, at: number): void
   /** A device's disk was put back to a backup taken at `backupAt`. */
   restored?(device: string, backupAt: number, at: number): void
+  /**
+   * A full sync's staged wipe (begun at `wipedAt`) was committed (`ok`), or
+   * failed or its device went down while committing: whichever full sync
+   * ran it, the workload's or the device's own (a retry, the first one).
+   */
+  fullSyncWipe?(device: string, wipedAt: number, ok: boolean): void
   /** A peer (re)started: its replica is up (the oracle's recorder watches it). */
   started?(slot: PeerSlot): void
 }
@@ -85,6 +91,8 @@ export class PeerSlot {
   /** Downtime of the crash armed by crashOnWrite, ms. */
   pendingDownMs = 0
   restartTimer: unknown
+  /** A full sync's wipe commit running (when its staged wipe began), or undefined. */
+  committing: { readonly wipedAt: number } | undefined
   /** A backup of the disk waiting for its restore step. */
   backup: { snapshot: DiskSnapshot; at: number } | undefined
   readonly rng: Prng
@@ -277,6 +285,10 @@ export class SimSite {
     if (slot.down || slot.store === undefined) return
     slot.generation++
     slot.crashOnWrite = false
+    const committing = slot.committing
+    slot.committing = undefined
+    // Down while committing: the commit may or may not be durable.
+    if (committing !== undefined) this.hooks.fullSyncWipe?.(slot.id, committing.wipedAt, false)
     if (slot.store.inFlight > 0) this.stats.crashesWithWritesInFlight++
     slot.store.crash({ rng: slot.rng.fork(`crash#${slot.incarnation}`) })
     slot.clock?.halt()
@@ -359,10 +371,32 @@ export class SimSite {
     if (atStart.length > 0) note()
     const replica = device.replica
     const wipe = replica.wipe.bind(replica)
+    const generation = slot.generation
+    /** When the latest full sync's staged wipe began. */
+    let wipedAt: number | undefined
     replica.wipe = (options: WipeOptions) => {
       // Only the retention wipe clears local state; a full sync's does not.
       if (options.local) note()
+      if (options.staged === true) wipedAt = this.scheduler.now()
       return wipe(options)
+    }
+    // The commit of a full sync's wipe is what clears its local deletes
+    // (rule 3): the oracle needs every one, the device's own retries too.
+    const commit = replica.commitWipe.bind(replica)
+    replica.commitWipe = (records) => {
+      const committing = wipedAt === undefined ? undefined : { wipedAt }
+      slot.committing = committing
+      const ended = (ok: boolean): void => {
+        if (slot.generation !== generation || slot.committing !== committing) return
+        slot.committing = undefined
+        if (committing !== undefined) this.hooks.fullSyncWipe?.(slot.id, committing.wipedAt, ok)
+      }
+      const promise = commit(records)
+      promise.then(
+        () => ended(true),
+        () => ended(false),
+      )
+      return promise
     }
   }
 

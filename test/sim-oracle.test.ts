@@ -106,6 +106,19 @@ class Story {
     return dot
   }
 
+  /**
+   * `w` (its writer's latest operation) ran in memory and went down with its
+   * peer before it was durable: never acknowledged, and no peer holds it.
+   */
+  lose(w: WriteRecord): WriteRecord {
+    const dot = dotOf(w)
+    expect(this.clocks.get(dot.client)).toBe(dot.clock + 1)
+    this.clocks.set(dot.client, dot.clock)
+    const lost = { ...w, ackedAt: undefined }
+    this.writes[this.writes.indexOf(w)] = lost
+    return lost
+  }
+
   /** A full sync that completed now, called at `calledAt` (default: now). */
   fullSync(device: string, calledAt?: number): void {
     const seq = ++this.seq
@@ -235,6 +248,39 @@ describe('oracle: device deletes (rule 3)', () => {
     expect(rules(s.history(), peers({ u1: shown }))).toEqual([])
   })
 
+  // Seed 343 of the swarm sweep: the full sync the workload asked for
+  // failed before the delete, the device's own retry completed after it.
+  it("shows the user again after the device's own retry of a failed full sync", () => {
+    const { s } = story()
+    s.lifecycle.unshift({
+      kind: 'full-sync',
+      seq: 0,
+      device: 'd2',
+      calledAt: 0,
+      ackedAt: undefined,
+    })
+    expect(rules(s.history(), peers({ u1: shown }, { d2: { u1: undefined } }))).toEqual([])
+    s.fullSync('d2')
+    expect(rules(s.history(), peers({ u1: shown }))).toEqual([])
+    expect(rules(s.history(), peers({ u1: shown }, { d2: { u1: undefined } }))).toEqual([
+      'oracle-rule3-full-sync@d2',
+    ])
+  })
+
+  it('accepts either outcome after a put again that was lost with its device', () => {
+    const { s, adoption } = story()
+    const again = s.write(
+      'd2',
+      2,
+      { kind: 'put', user: 'u1', fields: { name: 'Ann', title: 'guard' } },
+      [adoption],
+      2000,
+    )
+    s.lose(again)
+    expect(rules(s.history(), peers({ u1: shown }, { d2: { u1: undefined } }))).toEqual([])
+    expect(rules(s.history(), peers({ u1: shown }))).toEqual([])
+  })
+
   it('shows the user again once the server changed it', () => {
     const { s, adoption } = story()
     s.write(
@@ -283,7 +329,7 @@ describe('oracle: server deletes (rule 4)', () => {
 })
 
 describe('oracle: device-specific fields (rule 5)', () => {
-  function story(): History {
+  function build(): { s: Story; policy: WriteRecord; put: WriteRecord; adoption: Dot } {
     const s = new Story()
     const policy = s.write(
       'server',
@@ -299,9 +345,10 @@ describe('oracle: device-specific fields (rule 5)', () => {
       [dotOf(policy)],
       2000,
     )
-    s.adoption('u1', [dotOf(policy), dotOf(put)])
-    return s.history()
+    const adoption = s.adoption('u1', [dotOf(policy), dotOf(put)])
+    return { s, policy, put, adoption }
   }
+  const story = (): History => build().s.history()
 
   it('shows a device-specific value only on its device', () => {
     expect(
@@ -328,5 +375,38 @@ describe('oracle: device-specific fields (rule 5)', () => {
     const parts = (writer: string, user: string) =>
       writer === 'd1' && user === 'u1' ? { name: 'Ann', title: 'guard' } : undefined
     expect(rules(story(), views, parts)).toEqual(['oracle-local-leaked@d1'])
+  })
+
+  // Seed 346 of the swarm sweep: a device put a device-specific value and
+  // crashed with that write in flight; neither it nor its transaction
+  // survived, and the oracle took the lost value as the device's latest.
+  describe('a later write of d1 that was never acknowledged', () => {
+    function later(lost: boolean): History {
+      const { s, policy, put, adoption } = build()
+      const again = s.write(
+        'd1',
+        1,
+        { kind: 'put', user: 'u1', fields: { name: 'Ann', title: 'boss' } },
+        [dotOf(policy), dotOf(put), adoption],
+        3000,
+      )
+      if (lost) s.lose(again)
+      else s.writes[s.writes.indexOf(again)] = { ...again, ackedAt: undefined }
+      return s.history()
+    }
+    const others = { u1: { id: 'u1', name: 'Ann' } }
+    const d1Shows = (title: string) => ({ d1: { u1: { id: 'u1', name: 'Ann', title } } })
+
+    it('lost with its peer (no peer holds it): either value may show', () => {
+      expect(rules(later(true), peers(others, d1Shows('guard')))).toEqual([])
+      expect(rules(later(true), peers(others, d1Shows('boss')))).toEqual([])
+    })
+
+    it('whose transaction survived: it took effect, its value must show', () => {
+      expect(rules(later(false), peers(others, d1Shows('boss')))).toEqual([])
+      expect(rules(later(false), peers(others, d1Shows('guard')))).toEqual([
+        'oracle-device-specific@d1',
+      ])
+    })
   })
 })

@@ -159,6 +159,30 @@ describe('bugs the simulator found, replayed (docs/SIMULATION.md, "Found and fix
     },
   )
 
+  // Not a product bug: the oracle flagged (oracle-rule3) a device showing a
+  // user it deleted locally after a full sync the workload asked for had
+  // failed, although the device's own retry of that full sync had completed
+  // since (rule 3: a full sync shows the user again). The history recorded
+  // only the full syncs the workload asked for; it now records every commit
+  // of a full sync's wipe (seed 343 of the swarm sweep).
+  it("a device's own retry of a failed full sync shows again a user it deleted meanwhile", async () => {
+    const report = await simulate({
+      ...CALM,
+      seed: 343,
+      devices: 1,
+      days: 0.2,
+      steps: [
+        { at: M, op: 'put', peer: 0, user: 0, value: 1 },
+        // Kind 2 (value % 4): device 1 isolated; its full sync fails and retries.
+        { at: 10 * M, op: 'partition', peer: 1, value: 2, lasts: 30 * M },
+        { at: 11 * M, op: 'full', peer: 1 },
+        { at: 20 * M, op: 'delete', peer: 1, user: 0 },
+      ],
+    })
+    expect(report.ok).toBe(true)
+    expect(report.faults.partitionsIsolated).toBe(1)
+  })
+
   // The server answered a state exchange from memory, with a write of its
   // own not yet durable; it crashed, and the device, holding a server entry
   // the restarted server never had, had every later push refused

@@ -473,8 +473,7 @@ export class OracleModel {
             ? w.stamp >= policy.stamp
             : undefined
       if (sinceOk === false) continue
-      const definite =
-        sinceOk === true && rolled === 'no' && (w.ackedAt !== undefined || w.dot !== undefined)
+      const definite = sinceOk === true && rolled === 'no' && this.#done(w)
       state = definite ? sure(split.local.get(field)) : EITHER
     }
     return state
@@ -509,7 +508,7 @@ export class OracleModel {
       if (rolled === 'yes') continue
       if (w.op.kind === 'put') {
         if (mark !== undefined) because = 'put-again'
-        mark = rolled === 'no' ? undefined : EITHER
+        mark = rolled === 'no' && this.#done(w) ? undefined : EITHER
         continue
       }
       if (w.op.kind !== 'delete') continue
@@ -558,6 +557,16 @@ export class OracleModel {
       this.#timelines = timelines
     }
     return this.#timelines.get(`${peer}\u0000${user}`) ?? []
+  }
+
+  /**
+   * Whether `w` surely took effect on its writer: it was acknowledged, or
+   * its transaction survived (some peer holds its dot). A write that ran
+   * in memory and went down with its peer before it was durable (no
+   * acknowledgement, its dot nowhere) may have lost its local part too.
+   */
+  #done(w: WriteRecord): boolean {
+    return w.ackedAt !== undefined || (w.dot !== undefined && holds(this.#h.final, w.dot))
   }
 
   /**
