@@ -703,6 +703,11 @@ export class Replica {
     return this.doc.getMap(REVOCATIONS_ROOT).has(writer)
   }
 
+  /** Whether the server revoked any device (as far as this peer has heard). */
+  hasRevocations(): boolean {
+    return this.doc.getMap(REVOCATIONS_ROOT).size > 0
+  }
+
   /**
    * What the replicated document holds for one user (a revoked device's
    * entries left out, but a device's own); the server's entry is the later

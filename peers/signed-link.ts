@@ -193,10 +193,19 @@ export class DeviceSigning {
     return {
       active: () => identity.serverKey !== undefined,
       plainAllowed,
+      // A revoked writer's envelope is refused by name and the link goes
+      // on: a peer that logged it before it heard of the revocation must
+      // not lose its LAN links over it.
+      relayed: (bytes) => this.revokedWriter(bytes),
       answer: (theirs) => {
         const target = Y.decodeStateVector(theirs)
         const own = encodeClientsDiff(replica.doc, target, identity.ownClients())
-        return [...this.sealOwn(own), ...log.beyond(target)]
+        const logged = log.beyond(target)
+        // Envelopes of writers revoked since they were logged are not offered.
+        const offered = replica.hasRevocations()
+          ? logged.filter((bytes) => !this.revokedWriter(bytes))
+          : logged
+        return [...this.sealOwn(own), ...offered]
       },
       forward: (told) => {
         // Remote changes travel as their writers signed them (relayed by
@@ -213,6 +222,15 @@ export class DeviceSigning {
       stop: () => {
         this.links.delete(connectionId)
       },
+    }
+  }
+
+  /** True when `bytes` is an envelope of a writer the server revoked. */
+  private revokedWriter(bytes: Uint8Array): boolean {
+    try {
+      return this.options.replica.isRevoked(decodeEnvelope(bytes).writer)
+    } catch {
+      return false
     }
   }
 

@@ -352,8 +352,10 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       async resetKey(id) {
         if (registry.get(id) === undefined) return false
         if (registry.isRevoked(id)) throw new PeerRevokedError(id)
-        await keys.unbind(id)
+        // Pending first: between the two, an approved id without a key
+        // would bind the first proof that came (and get a certificate).
         await registry.hold(id)
+        await keys.unbind(id)
         endpoint.disconnect(id, CloseCode.pending, 'PEER_PENDING: key reset by the administrator')
         return true
       },

@@ -8,7 +8,7 @@
  */
 import * as Y from 'yjs'
 import { InvalidOptionsError, TooManyUsersError, excerpt } from '../core/errors.js'
-import { SERVER_META_ROOT, USERS_ROOT_PREFIX } from '../core/entries.js'
+import { REVOCATIONS_ROOT, SERVER_META_ROOT, USERS_ROOT_PREFIX } from '../core/entries.js'
 import { asUserId } from '../core/ids.js'
 import { limits, netLimits } from '../core/limits.js'
 import type { UserView } from '../core/resolve.js'
@@ -134,7 +134,9 @@ export class UserIndex {
     for (const [type, keys] of tr.changed) {
       if (type._item !== null) continue
       const name = this.rootName(type)
-      if (name === SERVER_META_ROOT) this.stale = true
+      // A policy change, or a revocation (the revoked device's part leaves
+      // every view): everything is computed afresh.
+      if (name === SERVER_META_ROOT || name === REVOCATIONS_ROOT) this.stale = true
       else if (name?.startsWith(USERS_ROOT_PREFIX) === true)
         for (const key of keys) if (key !== null) this.dirty.add(key)
     }
