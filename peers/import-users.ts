@@ -59,13 +59,7 @@ export async function importUsers(target: ImportTarget, file: unknown): Promise<
     serverKeyFingerprint: target.serverKeyFingerprint,
     schema: target.schema,
   })
-  // A device never admitted took the file on the fingerprint it was
-  // given: that key is its server's from now on (a hello with another key
-  // is refused, SERVER_KEY_CHANGED), so what it imported and what its
-  // server later sends are one writer's.
-  if (target.identity.serverKey === undefined)
-    await target.identity.pinServer(contents.serverKey, undefined)
-  return target.replica.write((ctx) => {
+  const result = await target.replica.write((ctx) => {
     const current = ctx.policies()
     for (const [field, entry] of Object.entries(contents.policies)) {
       const held = current.get(field)
@@ -89,4 +83,12 @@ export async function importUsers(target: ImportTarget, file: unknown): Promise<
     })
     return { imported, unchanged: contents.users.length - imported, expiresAt: contents.expiresAt }
   })
+  // A device never admitted took the file on the fingerprint it was
+  // given: that key is its server's from now on (a hello with another key
+  // is refused, SERVER_KEY_CHANGED), so what it imported and what its
+  // server later sends are one writer's. Pinned once the import is
+  // durable: a refused import changes nothing, the pin included.
+  if (target.identity.serverKey === undefined)
+    await target.identity.pinServer(contents.serverKey, undefined)
+  return result
 }

@@ -126,6 +126,7 @@ export class AdminStreams {
         // Signed out, or the session expired: nothing more goes to it.
         this.streams.delete(stream)
         stream.res.end()
+        if (this.streams.size === 0) this.stop()
         continue
       }
       if (changed.length > 0) this.write(stream, message('devices', changed))

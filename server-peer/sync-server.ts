@@ -334,11 +334,13 @@ export async function startSyncServer(
  * session start) per event-loop turn, in arrival order, so that 2,000
  * upgrades arriving together do not hold the loop for the time of all of
  * them (the flood bench measured a connected device's round trip at 18x
- * idle). Each waits on a wall-clock timer, like the handshakes: this guards
- * real sockets, whatever clock the peer was given.
+ * idle). Nothing waits long: every turn takes the next slice. One address
+ * may have at most `handshakesPerAddressMax` waiting, as in its handshake,
+ * so that one host's burst cannot take every place.
  */
 export class UpgradeQueue {
   private readonly waiting: Array<{ req: IncomingMessage; socket: Socket; head: Buffer }> = []
+  private readonly perAddress = new Map<string, number>()
   private scheduled: NodeJS.Immediate | undefined
 
   constructor(
@@ -346,10 +348,16 @@ export class UpgradeQueue {
   ) {}
 
   add(req: IncomingMessage, socket: Socket, head: Buffer): void {
-    if (this.waiting.length >= netLimits.upgradesWaitingMax) {
+    const address = socket.remoteAddress ?? ''
+    const fromAddress = this.perAddress.get(address) ?? 0
+    if (
+      this.waiting.length >= netLimits.upgradesWaitingMax ||
+      fromAddress >= netLimits.handshakesPerAddressMax
+    ) {
       socket.destroy()
       return
     }
+    this.perAddress.set(address, fromAddress + 1)
     this.waiting.push({ req, socket, head })
     this.scheduled ??= setImmediate(() => this.turn())
   }
@@ -359,6 +367,7 @@ export class UpgradeQueue {
     for (let done = 0; done < netLimits.upgradesPerTurnMax;) {
       const next = this.waiting.shift()
       if (next === undefined) return
+      this.left(next.socket)
       // Gone while it waited: nothing to complete.
       if (next.socket.destroyed) continue
       this.complete(next.req, next.socket, next.head)
@@ -371,6 +380,14 @@ export class UpgradeQueue {
     if (this.scheduled !== undefined) clearImmediate(this.scheduled)
     this.scheduled = undefined
     for (const { socket } of this.waiting.splice(0)) socket.destroy()
+    this.perAddress.clear()
+  }
+
+  private left(socket: Socket): void {
+    const address = socket.remoteAddress ?? ''
+    const left = (this.perAddress.get(address) ?? 1) - 1
+    if (left > 0) this.perAddress.set(address, left)
+    else this.perAddress.delete(address)
   }
 }
 

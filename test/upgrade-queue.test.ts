@@ -13,16 +13,22 @@ import { UpgradeQueue } from '../server-peer/sync-server.js'
 
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 
-/** A stand-in socket: only `destroyed` and `destroy()` are used by the queue. */
-function fakeSocket(): Socket {
-  const socket = { destroyed: false, destroy: () => ((socket.destroyed = true), socket) }
+/** A stand-in socket: only `destroyed`, `destroy()` and `remoteAddress` are used by the queue. */
+function fakeSocket(remoteAddress = '127.0.0.1'): Socket {
+  const socket = {
+    destroyed: false,
+    remoteAddress,
+    destroy: () => ((socket.destroyed = true), socket),
+  }
   return socket as unknown as Socket
 }
 
-const mutable = netLimits as { upgradesWaitingMax: number }
+const mutable = netLimits as { upgradesWaitingMax: number; handshakesPerAddressMax: number }
 const waitingMax = netLimits.upgradesWaitingMax
+const perAddressMax = netLimits.handshakesPerAddressMax
 afterEach(() => {
   mutable.upgradesWaitingMax = waitingMax
+  mutable.handshakesPerAddressMax = perAddressMax
 })
 
 describe('the upgrade queue', () => {
@@ -60,5 +66,24 @@ describe('the upgrade queue', () => {
     await turn()
     expect(done).toEqual(['a0', 'a2'])
     expect(late.map((s) => s.destroyed)).toEqual([true, true])
+  })
+
+  it('takes at most handshakesPerAddressMax waiting from one address', async () => {
+    mutable.handshakesPerAddressMax = 2
+    const done: string[] = []
+    const queue = new UpgradeQueue((req) => done.push(req.url ?? ''))
+    const one = [fakeSocket('10.0.0.1'), fakeSocket('10.0.0.1'), fakeSocket('10.0.0.1')]
+    one.forEach((s, i) => queue.add({ url: `a${i}` } as IncomingMessage, s, Buffer.alloc(0)))
+    const other = fakeSocket('10.0.0.2')
+    queue.add({ url: 'b' } as IncomingMessage, other, Buffer.alloc(0))
+    expect(one.map((s) => s.destroyed)).toEqual([false, false, true])
+    expect(other.destroyed).toBe(false)
+    await turn()
+    expect(done).toEqual(['a0', 'a1', 'b'])
+    // Its places come back once they are served.
+    const again = fakeSocket('10.0.0.1')
+    queue.add({ url: 'a3' } as IncomingMessage, again, Buffer.alloc(0))
+    expect(again.destroyed).toBe(false)
+    queue.close()
   })
 })
