@@ -328,6 +328,29 @@ export async function startSyncServer(
   }
 }
 
+/** How many sockets each remote address has in one stage (handshake, upgrade queue). */
+class AddressCounts {
+  private readonly counts = new Map<string, number>()
+
+  of(address: string): number {
+    return this.counts.get(address) ?? 0
+  }
+
+  add(address: string): void {
+    this.counts.set(address, this.of(address) + 1)
+  }
+
+  remove(address: string): void {
+    const left = this.of(address) - 1
+    if (left > 0) this.counts.set(address, left)
+    else this.counts.delete(address)
+  }
+
+  clear(): void {
+    this.counts.clear()
+  }
+}
+
 /**
  * WebSocket upgrades waiting for their turn: at most
  * `netLimits.upgradesPerTurnMax` are completed (handshake, admission,
@@ -340,7 +363,7 @@ export async function startSyncServer(
  */
 export class UpgradeQueue {
   private readonly waiting: Array<{ req: IncomingMessage; socket: Socket; head: Buffer }> = []
-  private readonly perAddress = new Map<string, number>()
+  private readonly perAddress = new AddressCounts()
   private scheduled: NodeJS.Immediate | undefined
 
   constructor(
@@ -349,15 +372,14 @@ export class UpgradeQueue {
 
   add(req: IncomingMessage, socket: Socket, head: Buffer): void {
     const address = socket.remoteAddress ?? ''
-    const fromAddress = this.perAddress.get(address) ?? 0
     if (
       this.waiting.length >= netLimits.upgradesWaitingMax ||
-      fromAddress >= netLimits.handshakesPerAddressMax
+      this.perAddress.of(address) >= netLimits.handshakesPerAddressMax
     ) {
       socket.destroy()
       return
     }
-    this.perAddress.set(address, fromAddress + 1)
+    this.perAddress.add(address)
     this.waiting.push({ req, socket, head })
     this.scheduled ??= setImmediate(() => this.turn())
   }
@@ -367,7 +389,7 @@ export class UpgradeQueue {
     for (let done = 0; done < netLimits.upgradesPerTurnMax;) {
       const next = this.waiting.shift()
       if (next === undefined) return
-      this.left(next.socket)
+      this.perAddress.remove(next.socket.remoteAddress ?? '')
       // Gone while it waited: nothing to complete.
       if (next.socket.destroyed) continue
       this.complete(next.req, next.socket, next.head)
@@ -382,13 +404,6 @@ export class UpgradeQueue {
     for (const { socket } of this.waiting.splice(0)) socket.destroy()
     this.perAddress.clear()
   }
-
-  private left(socket: Socket): void {
-    const address = socket.remoteAddress ?? ''
-    const left = (this.perAddress.get(address) ?? 1) - 1
-    if (left > 0) this.perAddress.set(address, left)
-    else this.perAddress.delete(address)
-  }
 }
 
 /**
@@ -401,16 +416,15 @@ export class UpgradeQueue {
  */
 class Handshakes {
   private readonly pending = new Map<Socket, { address: string; timer: NodeJS.Timeout }>()
-  private readonly perAddress = new Map<string, number>()
+  private readonly perAddress = new AddressCounts()
 
   constructor(private readonly timeoutMs: number) {}
 
   start(socket: Socket): void {
     const address = socket.remoteAddress ?? ''
-    const fromAddress = this.perAddress.get(address) ?? 0
     if (
       this.pending.size >= netLimits.handshakesInFlightMax ||
-      fromAddress >= netLimits.handshakesPerAddressMax
+      this.perAddress.of(address) >= netLimits.handshakesPerAddressMax
     ) {
       socket.destroy()
       return
@@ -420,7 +434,7 @@ class Handshakes {
     const timer = setTimeout(() => socket.destroy(), this.timeoutMs)
     timer.unref()
     this.pending.set(socket, { address, timer })
-    this.perAddress.set(address, fromAddress + 1)
+    this.perAddress.add(address)
     socket.once('close', () => this.done(socket))
   }
 
@@ -430,9 +444,7 @@ class Handshakes {
     if (entry === undefined) return
     clearTimeout(entry.timer)
     this.pending.delete(socket)
-    const left = (this.perAddress.get(entry.address) ?? 1) - 1
-    if (left > 0) this.perAddress.set(entry.address, left)
-    else this.perAddress.delete(entry.address)
+    this.perAddress.remove(entry.address)
   }
 
   close(): void {
