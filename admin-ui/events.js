@@ -2,26 +2,10 @@
 // newest first, in pages; new events appear live while the page is open.
 import { useEffect, useState } from 'preact/hooks'
 import { api, query, when } from './api.js'
+import { EVENT_TYPES as TYPES } from './event-types.js'
 import { ErrorLine, html, useDebounced } from './ui.js'
 
 const PAGE_SIZE = 100
-const TYPES = [
-  'user-update-succeeded',
-  'save-to-server-failed',
-  'edit-overridden-by-server',
-  'sync-started',
-  'sync-succeeded',
-  'sync-failed',
-  'device-registered',
-  'device-revoked',
-  'user-deleted-locally',
-  'user-deleted',
-  'roster-wiped',
-  'write-refused',
-  'policy-changed',
-  'compaction-failed',
-  'user-signed-in',
-]
 
 /** A datetime-local input's value as ms since the epoch (undefined when empty). */
 const msOf = (text) => (text === '' ? undefined : new Date(text).getTime())

@@ -14,6 +14,7 @@ import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { NotFoundError } from '../core/errors.js'
+import { EVENT_TYPES } from '../core/events.js'
 
 interface Asset {
   readonly body: Buffer
@@ -64,6 +65,14 @@ function loadAssets(): { files: Map<string, Asset>; csp: string } {
     if (name === 'index.html' || !(name.slice(name.lastIndexOf('.')) in TYPES)) continue
     files.set(`/admin/${name}`, asset(readFileSync(join(dir, name)), typeOf(name)))
   }
+  // Made from core/events.ts, so the page's type filter never lags the log.
+  files.set(
+    '/admin/event-types.js',
+    asset(
+      Buffer.from(`export const EVENT_TYPES = ${JSON.stringify(EVENT_TYPES)}\n`),
+      TYPES['.js'] ?? '',
+    ),
+  )
   const require = createRequire(import.meta.url)
   const imports: Record<string, string> = {}
   for (const vendor of VENDOR) {

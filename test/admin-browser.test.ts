@@ -139,6 +139,10 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
 
       // Events: filtered by type, with the revocation in it.
       await page.getByRole('button', { name: 'Events' }).click()
+      // Every type of the log is offered, the newest ones included.
+      expect(await page.getByLabel('Type').locator('option').allInnerTexts()).toEqual(
+        expect.arrayContaining(['users-exported', 'users-imported', 'device-revoked']),
+      )
       await page.getByLabel('Type').selectOption('device-revoked')
       const rows = page.locator('table.events tbody tr')
       await rows.filter({ hasText: 'T-200' }).first().waitFor()

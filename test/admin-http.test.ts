@@ -7,6 +7,7 @@
  * events) and the page's own files.
  */
 import { afterEach, describe, expect, it } from 'vitest'
+import { EVENT_TYPES } from '../core/events.js'
 import { netLimits } from '../core/limits.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
@@ -622,6 +623,11 @@ describe('the page itself', () => {
       const again = await fetch(`${peer.http}${path}`, { headers: { 'if-none-match': etag } })
       expect(again.status).toBe(304)
     }
+    // The type filter's list is the log's own, served from core/events.ts.
+    const types = await (await fetch(`${peer.http}/admin/event-types.js`)).text()
+    expect(types).toBe(`export const EVENT_TYPES = ${JSON.stringify(EVENT_TYPES)}\n`)
+    const events = await (await fetch(`${peer.http}/admin/events.js`)).text()
+    expect(events).toContain("from './event-types.js'")
     const css = await fetch(`${peer.http}/admin/style.css`)
     expect(css.headers.get('content-type')).toBe('text/css; charset=utf-8')
     const missing = await fetch(`${peer.http}/admin/nope.js`)
