@@ -1,0 +1,133 @@
+/**
+ * A generation's base (issue 13, history compaction): the live state of a
+ * site's document as a fresh Yjs update, with none of its history.
+ *
+ * Yjs keeps an item for every overwrite and a state-vector entry for every
+ * clientID that ever wrote, and nothing ever takes them away. A new
+ * generation starts from this update instead: every rostersync root of the
+ * old document (the server's users, its field policies and revocations, and
+ * each device's part) with only the entries a view can still read, each
+ * written once, under one clientID per root. Pure: the caller gives the
+ * clientIDs (the server derives them from its key) and the writers to leave
+ * out (revoked devices, whose parts no view reads).
+ *
+ * What a view reads is kept exactly, so every rule holds across the change:
+ * server entries verbatim, tombstones included (their epoch is what voids
+ * older device entries, rule 4; their stamp is what a device's local delete
+ * names, rule 3); policies with their stamps (rule 5); every device entry
+ * whose epoch is at least the server's for that user. A device entry with a
+ * smaller epoch is void everywhere (rule 4) and is dropped.
+ */
+import * as Y from 'yjs'
+import {
+  asDeviceEntry,
+  asServerEntry,
+  REVOCATIONS_ROOT,
+  rootOwner,
+  SERVER_META_ROOT,
+  usersRootName,
+} from './entries.js'
+import { SERVER_ID, type WriterId } from './ids.js'
+
+/** How to build a generation's base. */
+export interface GenerationOptions {
+  /**
+   * The clientID the base writes `root` under: one per root, all distinct,
+   * none used in the old document (a receiver ties each clientID to the
+   * one writer whose part it writes).
+   */
+  readonly clientIdFor: (root: string) => number
+  /** Writers whose parts are left out (revoked devices). */
+  readonly dropWriters?: ReadonlySet<WriterId>
+}
+
+/** What a base holds and what it left out. */
+export interface GenerationStats {
+  /** Roots written. */
+  readonly roots: number
+  /** Entries written, all roots together. */
+  readonly entries: number
+  /** Device entries dropped as void (rule 4). */
+  readonly voidEntries: number
+  /** Device parts dropped whole (`dropWriters`). */
+  readonly droppedParts: number
+  /** clientIDs of the old document's state vector, and of the base's. */
+  readonly clientIdsBefore: number
+  readonly clientIdsAfter: number
+}
+
+/** A generation's base: one Yjs update, and what it holds. */
+export interface GenerationBase {
+  readonly update: Uint8Array
+  readonly stats: GenerationStats
+}
+
+/** The root names rostersync writes, in a fixed order (the server's first). */
+function rostersyncRoots(doc: Y.Doc): string[] {
+  const server = [usersRootName(SERVER_ID), SERVER_META_ROOT, REVOCATIONS_ROOT]
+  const devices = [...doc.share.keys()]
+    .filter((name) => !server.includes(name) && rootOwner(name) !== undefined)
+    .sort()
+  return [...server.filter((name) => doc.share.has(name)), ...devices]
+}
+
+/** The live state of `doc` as a fresh update, one clientID per root. */
+export function generationBase(doc: Y.Doc, options: GenerationOptions): GenerationBase {
+  const serverUsers = doc.share.has(usersRootName(SERVER_ID))
+    ? doc.getMap<unknown>(usersRootName(SERVER_ID))
+    : undefined
+  const epochOf = (user: string): number => asServerEntry(serverUsers?.get(user))?.e ?? 0
+  const updates: Uint8Array[] = []
+  const clientIds = new Set<number>()
+  let entries = 0
+  let voidEntries = 0
+  let droppedParts = 0
+  let roots = 0
+  for (const root of rostersyncRoots(doc)) {
+    const owner = rootOwner(root)
+    if (owner === undefined) continue
+    if (owner !== SERVER_ID && options.dropWriters?.has(owner) === true) {
+      droppedParts++
+      continue
+    }
+    const kept: Array<readonly [string, unknown]> = []
+    const isDevicePart = owner !== SERVER_ID
+    for (const [key, value] of doc.getMap<unknown>(root).entries()) {
+      if (isDevicePart) {
+        const entry = asDeviceEntry(value)
+        if (entry === undefined || entry.e < epochOf(key)) {
+          voidEntries++
+          continue
+        }
+      }
+      kept.push([key, value])
+    }
+    if (kept.length === 0) continue
+    kept.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    const clientId = options.clientIdFor(root)
+    if (clientIds.has(clientId)) throw new Error(`clientID ${clientId} given for two roots`)
+    clientIds.add(clientId)
+    const part = new Y.Doc({ gc: true })
+    part.clientID = clientId
+    const map = part.getMap<unknown>(root)
+    part.transact(() => {
+      for (const [key, value] of kept) map.set(key, value)
+    })
+    updates.push(Y.encodeStateAsUpdate(part))
+    part.destroy()
+    entries += kept.length
+    roots++
+  }
+  const update = updates.length === 0 ? Y.encodeStateAsUpdate(new Y.Doc()) : Y.mergeUpdates(updates)
+  return {
+    update,
+    stats: {
+      roots,
+      entries,
+      voidEntries,
+      droppedParts,
+      clientIdsBefore: Y.decodeStateVector(Y.encodeStateVector(doc)).size,
+      clientIdsAfter: clientIds.size,
+    },
+  }
+}
