@@ -8,6 +8,7 @@
 import { cpus, loadavg, totalmem } from 'node:os'
 import { parseArgs } from 'node:util'
 import { adminBench } from './admin.js'
+import { agingBench } from './aging.js'
 import type { Bench } from './bench.js'
 import { enrolBench } from './enrol.js'
 import { floodBench } from './flood.js'
@@ -27,6 +28,7 @@ const BENCHES: readonly Bench[] = [
   floodBench,
   signingBench,
   adminBench,
+  agingBench,
 ]
 
 const DEFAULT_USERS = 100_000

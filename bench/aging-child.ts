@@ -1,0 +1,225 @@
+/**
+ * One side of the aging bench (issue 13), alone in its own process
+ * (started by `bench/aging.ts` with `--expose-gc`):
+ *
+ *   node --expose-gc --import tsx bench/aging-child.ts build <users> <overwrites> <clients> <file>
+ *   node --expose-gc --import tsx bench/aging-child.ts <aged|base> <users> <file> <dataDir>
+ *
+ * `build` writes an aged site's document to `file`: `users` users enrolled
+ * by the server, then `overwrites` server edits of their titles in
+ * transactions of 1,000 (every edit leaves a struct behind), and one small
+ * device fill under each of `clients` clientIDs (a crash, restore, wipe or
+ * full sync mints one), spread over 200 devices' parts. Entries are made by
+ * the product's own write functions (`core/writes.ts`), so they are what a
+ * server holds; only the history is made quickly, in plain Yjs.
+ *
+ * `aged` opens a rostersync server (`createServer`, LevelDB) on that
+ * document; `base` on its generation base (`core/generation.ts`: the same
+ * live entries, no history), which is also what a fresh site holding the
+ * same data looks like. Each then measures the figures of the issue:
+ * document bytes, heap, one edit's p50/p99 (`users.patch`, sequential), a
+ * step 1's size (the state vector), the open time, and a full sync to a
+ * fresh device over WebSocket on 127.0.0.1. Prints one JSON line.
+ */
+import { randomBytes } from 'node:crypto'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import * as Y from 'yjs'
+import type { PolicyEntry } from '../core/entries.js'
+import { generationBase } from '../core/generation.js'
+import type { FieldValue } from '../core/schema.js'
+import { deviceWrite, serverWrite, writtenFields } from '../core/writes.js'
+import { createDevice } from '../peers/create-device.js'
+import { keys } from '../peers/storage-keys.js'
+import { createServer } from '../server-peer/create-server.js'
+import { openLevelStore } from '../storage/level-store.js'
+import { BATCH_USERS, emitResult, positiveIntArg, round } from './bench.js'
+import { makeRecord, recordId } from './records.js'
+
+const DEVICES = 200
+const EDITS = 300
+const NO_POLICIES = new Map<string, PolicyEntry>()
+const NOTHING = new Set<string>()
+
+/** What a server measurement reports. */
+export interface AgingResult {
+  readonly mode: 'aged' | 'base'
+  readonly users: number
+  readonly docBytes: number
+  readonly clientIds: number
+  readonly stateVectorBytes: number
+  readonly heapUsedBytes: number
+  readonly openSeconds: number
+  readonly editP50Ms: number
+  readonly editP99Ms: number
+  readonly encodeMs: number
+  readonly fullSyncSeconds: number
+}
+
+/** A base stamp in the past, so every stamp made here is behind the server's clock. */
+const T0 = (Date.now() - 3_600_000) * 1000
+
+function build(users: number, overwrites: number, clients: number): Uint8Array {
+  const doc = new Y.Doc({ gc: true })
+  doc.clientID = 1
+  const server = doc.getMap<unknown>('u:server')
+  let stamp = T0
+  const started = performance.now()
+  for (let from = 0; from < users; from += BATCH_USERS) {
+    doc.transact(() => {
+      for (let i = from; i < Math.min(users, from + BATCH_USERS); i++) {
+        const { id, ...fields } = makeRecord(i)
+        const written = writtenFields('put', fields, Object.keys(fields))
+        server.set(id, serverWrite(undefined, written, ++stamp, NO_POLICIES, NOTHING, NOTHING))
+      }
+    })
+  }
+  for (let done = 0; done < overwrites; done += BATCH_USERS) {
+    doc.transact(() => {
+      for (let k = done; k < Math.min(overwrites, done + BATCH_USERS); k++) {
+        const id = recordId((k * 7_919) % users)
+        const prev = server.get(id) as Parameters<typeof serverWrite>[0]
+        const written = new Map<string, FieldValue>([['title', `Title ${k}`]])
+        server.set(id, serverWrite(prev, written, ++stamp, NO_POLICIES, NOTHING, NOTHING))
+      }
+    })
+    if (done % 500_000 === 0 && done > 0)
+      console.error(
+        `  aging: ${done.toLocaleString('en')} overwrites (${((performance.now() - started) / 1000).toFixed(0)} s)`,
+      )
+  }
+  for (let c = 0; c < clients; c++) {
+    // Derived clientIDs live above 2^32 (PROTOCOL.md, "Derived clientIDs").
+    doc.clientID = 2 ** 32 + c
+    const part = doc.getMap<unknown>(`u:dev-${c % DEVICES}`)
+    const id = recordId((c * 104_729) % users)
+    const written = new Map<string, FieldValue>([['phone', `+44 20 7946 ${c % 10_000}`]])
+    part.set(
+      id,
+      deviceWrite(part.get(id) as Parameters<typeof deviceWrite>[0], 0, written, ++stamp),
+    )
+  }
+  return Y.encodeStateAsUpdate(doc)
+}
+
+async function settledHeap(): Promise<number> {
+  const gc = globalThis.gc
+  if (gc === undefined) throw new Error('start this child with --expose-gc')
+  for (let round = 0; round < 4; round++) {
+    gc()
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  return process.memoryUsage().heapUsed
+}
+
+const percentile = (sorted: readonly number[], p: number): number =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN
+
+/** Writes the document a mode opens into a fresh LevelDB store; returns its size. */
+async function prepare(mode: 'aged' | 'base', file: string, dataDir: string): Promise<number> {
+  const aged = new Uint8Array(await readFile(file))
+  let snapshot: Uint8Array = aged
+  if (mode === 'base') {
+    const doc = new Y.Doc()
+    Y.applyUpdate(doc, aged)
+    let next = 3 * 2 ** 32
+    snapshot = generationBase(doc, { clientIdFor: () => next++ }).update
+    doc.destroy()
+  }
+  const store = await openLevelStore(join(dataDir, 'server'))
+  await store.batch([{ type: 'put', key: keys.snapshot, value: snapshot }])
+  await store.close()
+  return snapshot.byteLength
+}
+
+async function measure(mode: 'aged' | 'base', users: number, file: string, dataDir: string) {
+  const docBytes = await prepare(mode, file, dataDir)
+  const before = await settledHeap()
+  const siteKey = randomBytes(16).toString('hex')
+  const opened = performance.now()
+  const server = await createServer({
+    store: await openLevelStore(join(dataDir, 'server')),
+    host: '127.0.0.1',
+    port: 0,
+    siteKey,
+  })
+  const openSeconds = (performance.now() - opened) / 1000
+  if (server.users.get(recordId(users - 1)) === undefined) throw new Error('last user missing')
+  const heapUsedBytes = (await settledHeap()) - before
+  const doc = server.replica.doc
+  const stateVector = Y.encodeStateVector(doc)
+  const encodeStarted = performance.now()
+  Y.encodeStateAsUpdate(doc)
+  const encodeMs = performance.now() - encodeStarted
+  const times: number[] = []
+  for (let i = 0; i < EDITS; i++) {
+    const started = performance.now()
+    await server.users.patch(recordId((i * 31) % users), { title: `Edit ${i}` })
+    times.push(performance.now() - started)
+  }
+  times.sort((a, b) => a - b)
+  const syncStarted = performance.now()
+  const device = await createDevice({
+    id: 'aging-device',
+    dataDir: join(dataDir, 'device'),
+    server: server.url,
+    siteKey,
+  })
+  // Progress on a long sync, and what the device says if it never ends.
+  const progress = setInterval(() => {
+    const s = device.sync.status()
+    console.error(
+      `  aging ${mode}: full sync ${round((performance.now() - syncStarted) / 1000, 0)} s: link ${s.link}, serverToDevice ${s.serverToDevice.state}${s.serverToDevice.error === undefined ? '' : ` (${s.serverToDevice.error.code}: ${s.serverToDevice.error.message.slice(0, 120)})`}${s.waiting === undefined ? '' : `, waiting: ${s.waiting}`}`,
+    )
+  }, 10_000)
+  try {
+    await device.sync.whenReady()
+  } finally {
+    clearInterval(progress)
+  }
+  const fullSyncSeconds = (performance.now() - syncStarted) / 1000
+  if (device.users.get(recordId(users - 1)) === undefined) throw new Error('device lacks users')
+  await device.close()
+  const result: AgingResult = {
+    mode,
+    users,
+    docBytes,
+    clientIds: Y.decodeStateVector(stateVector).size,
+    stateVectorBytes: stateVector.byteLength,
+    heapUsedBytes,
+    openSeconds,
+    editP50Ms: percentile(times, 50),
+    editP99Ms: percentile(times, 99),
+    encodeMs,
+    fullSyncSeconds,
+  }
+  await server.close()
+  return result
+}
+
+async function main(): Promise<void> {
+  const [mode, usersArg, ...rest] = process.argv.slice(2)
+  const users = positiveIntArg(usersArg, 'users')
+  if (mode === 'build') {
+    const [overwritesArg, clientsArg, file] = rest
+    const overwrites = Number(overwritesArg)
+    const clients = Number(clientsArg)
+    if (!Number.isSafeInteger(overwrites) || !Number.isSafeInteger(clients) || file === undefined) {
+      console.error('usage: aging-child.ts build <users> <overwrites> <clients> <file>')
+      process.exit(2)
+    }
+    const started = performance.now()
+    const update = build(users, overwrites, clients)
+    await writeFile(file, update)
+    emitResult({ bytes: update.byteLength, seconds: (performance.now() - started) / 1000 })
+    return
+  }
+  const [file, dataDir] = rest
+  if ((mode !== 'aged' && mode !== 'base') || file === undefined || dataDir === undefined) {
+    console.error('usage: aging-child.ts <aged|base> <users> <file> <dataDir>')
+    process.exit(2)
+  }
+  emitResult({ ...(await measure(mode, users, file, dataDir)) })
+}
+
+await main()

@@ -1,0 +1,100 @@
+/**
+ * Aging bench (issue 13): a site that has lived for years against the same
+ * live data without its history. One child builds the aged document
+ * (`--users` live users, default 100k; `BENCH_AGING_OVERWRITES` server
+ * edits, default 50 per user, 5M at 100k; `BENCH_AGING_CLIENTS` retired
+ * clientIDs with one device fill each, default 20,000); then a rostersync
+ * server opens it (`aged`) and, in a fresh process, its generation base
+ * (`base`: `core/generation.ts`, what a new generation holds and what a
+ * fresh site with the same data holds). Goal after a new generation: every
+ * figure within 1.2x a fresh site; the aged column shows what accumulation
+ * costs.
+ */
+import { join } from 'node:path'
+import type { AgingResult } from './aging-child.js'
+import {
+  mb,
+  printTable,
+  ratioText,
+  round,
+  runChild,
+  withTempDir,
+  type Bench,
+  type BenchOptions,
+} from './bench.js'
+
+const envInt = (name: string, fallback: number): number => {
+  const raw = process.env[name]
+  const n = raw === undefined ? fallback : Number(raw)
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`${name} must be a whole number`)
+  return n
+}
+
+type Figure = Exclude<keyof AgingResult, 'mode' | 'users'>
+
+const ROWS: ReadonlyArray<readonly [string, Figure, (n: number) => number | string]> = [
+  ['document bytes (MB)', 'docBytes', mb],
+  ['clientIDs', 'clientIds', (n) => n],
+  ['step 1 bytes (state vector)', 'stateVectorBytes', (n) => n],
+  ['server heap (MB)', 'heapUsedBytes', mb],
+  ['open the data dir (s)', 'openSeconds', (n) => round(n)],
+  ['one edit p50 (ms)', 'editP50Ms', (n) => round(n)],
+  ['one edit p99 (ms)', 'editP99Ms', (n) => round(n)],
+  ['encode the whole document (ms)', 'encodeMs', (n) => round(n, 1)],
+  ['full sync to a fresh device (s)', 'fullSyncSeconds', (n) => round(n)],
+]
+
+/** The aging bench. */
+export const agingBench: Bench = {
+  name: 'aging',
+  summary: 'an aged site (overwrites, retired clientIDs) vs its generation base (target <= 1.2x)',
+  async run({ users }: BenchOptions) {
+    const overwrites = envInt('BENCH_AGING_OVERWRITES', users * 50)
+    const clients = envInt('BENCH_AGING_CLIENTS', 20_000)
+    return withTempDir(async (dir) => {
+      const file = join(dir, 'aged.bin')
+      console.error(
+        `aging: building ${users.toLocaleString('en')} users, ${overwrites.toLocaleString('en')} overwrites, ${clients.toLocaleString('en')} retired clientIDs ...`,
+      )
+      const built = await runChild<{ bytes: number; seconds: number }>('aging-child.ts', [
+        'build',
+        String(users),
+        String(overwrites),
+        String(clients),
+        file,
+      ])
+      console.error(`aging: built in ${round(built.seconds, 1)} s`)
+      const results: AgingResult[] = []
+      for (const mode of ['aged', 'base'] as const) {
+        console.error(`aging: measuring ${mode} ...`)
+        results.push(
+          await runChild<AgingResult>(
+            'aging-child.ts',
+            [mode, String(users), file, join(dir, mode)],
+            { exposeGc: true },
+          ),
+        )
+      }
+      const [aged, base] = results as [AgingResult, AgingResult]
+      printTable(
+        `Aging: ${users.toLocaleString('en')} live users after ${overwrites.toLocaleString('en')} overwrites and ${clients.toLocaleString('en')} retired clientIDs`,
+        ['figure', 'aged', 'generation base', 'aged / base'],
+        ROWS.map(([label, key, show]) => [
+          label,
+          show(aged[key]),
+          show(base[key]),
+          ratioText(aged[key] / base[key]),
+        ]),
+      )
+      return {
+        users,
+        overwrites,
+        clients,
+        buildSeconds: round(built.seconds, 1),
+        aged,
+        base,
+        ratios: Object.fromEntries(ROWS.map(([, key]) => [key, round(aged[key] / base[key])])),
+      }
+    })
+  },
+}
