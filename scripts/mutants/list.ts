@@ -224,4 +224,16 @@ export const MUTANTS: readonly Mutant[] = [
     ],
     catchers: [{ test: 'test/events.test.ts', name: 'retention check at start-up' }],
   },
+  {
+    name: 'retention-timer-1000x',
+    bug: 'the retention timer of a running device waits 1,000 times the retention period',
+    edits: [
+      {
+        file: 'peers/device-sync.ts',
+        find: 'if (idle >= retentionMs) void this.wipeForRetention()',
+        replace: 'if (idle >= retentionMs * 1000) void this.wipeForRetention()',
+      },
+    ],
+    catchers: [{ test: 'test/lifecycle.test.ts', name: 'wipes at 10 days unused' }],
+  },
 ]

@@ -10,10 +10,9 @@ import { loadavg } from 'node:os'
 import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import ts from 'typescript'
 import { catcherLabel, runCatcher, type CatcherRun } from './catchers.js'
 import { MUTANTS, type Catcher, type Mutant } from './list.js'
-import { applyEdits, SnippetError } from './locate.js'
+import { prepare } from './prepare.js'
 import { formatTable, type MutantResult } from './report.js'
 import { checkoutFiles, copyTree, productFiles, removeTree, writeFiles } from './tree.js'
 
@@ -80,37 +79,7 @@ function parseOptions(argv: string[]): Options | 'help' {
   }
 }
 
-/** Syntax errors of a mutated file (a mutant must still parse, or it proves nothing). */
-function syntaxErrors(path: string, text: string): string[] {
-  const out = ts.transpileModule(text, { fileName: path, reportDiagnostics: true })
-  return (out.diagnostics ?? []).map(
-    (d) => `${path}: ${ts.flattenDiagnosticMessageText(d.messageText, '\n')}`,
-  )
-}
-
-/** The mutated files of each mutant, or why it cannot be applied. */
-function prepare(
-  mutants: readonly Mutant[],
-  texts: ReadonlyMap<string, string>,
-): Map<string, Map<string, string> | string> {
-  const prepared = new Map<string, Map<string, string> | string>()
-  for (const mutant of mutants) {
-    try {
-      const changed = applyEdits(mutant.name, mutant.edits, texts)
-      const errors = [...changed].flatMap(([path, text]) => syntaxErrors(path, text))
-      prepared.set(
-        mutant.name,
-        errors.length === 0
-          ? changed
-          : `mutant ${mutant.name} does not parse: ${errors.join('; ')}`,
-      )
-    } catch (error) {
-      if (!(error instanceof SnippetError)) throw error
-      prepared.set(mutant.name, error.message)
-    }
-  }
-  return prepared
-}
+const round = (seconds: number): number => Math.round(seconds * 10) / 10
 
 const log = (line: string): void => {
   process.stderr.write(`${line}\n`)
@@ -155,7 +124,7 @@ async function runMutant(
   options: Options,
 ): Promise<MutantResult> {
   const copy = await copyTree(root, files)
-  const runs: MutantResult['runs'] = []
+  const runs: Array<MutantResult['runs'][number]> = []
   let seconds = 0
   try {
     await writeFiles(copy, changed)
@@ -163,13 +132,26 @@ async function runMutant(
       const label = catcherLabel(catcher)
       const run = await runCatcher(catcher, copy, options.timeoutMs)
       seconds += run.seconds
-      runs.push({ catcher: label, outcome: run.outcome, seconds: run.seconds, detail: run.detail })
-      log(`${mutant.name}  ${label}: ${run.outcome} (${run.seconds.toFixed(1)} s) ${run.detail}`)
+      runs.push({
+        catcher: label,
+        outcome: run.outcome,
+        seconds: Math.round(run.seconds * 10) / 10,
+        detail: run.detail.slice(0, 500),
+      })
+      log(
+        `${mutant.name}  ${label}: ${run.outcome} (${run.seconds.toFixed(1)} s) ${run.detail.slice(0, 300)}`,
+      )
       if (run.outcome !== 'pass') {
-        return { name: mutant.name, status: 'caught', caughtBy: label, seconds, runs }
+        return {
+          name: mutant.name,
+          status: 'caught',
+          caughtBy: label,
+          seconds: round(seconds),
+          runs,
+        }
       }
     }
-    return { name: mutant.name, status: 'survived', seconds, runs }
+    return { name: mutant.name, status: 'survived', seconds: round(seconds), runs }
   } finally {
     if (options.keep) log(`kept ${copy}`)
     else await removeTree(copy)
@@ -203,23 +185,37 @@ async function main(argv: string[]): Promise<number> {
   }
   const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
   const files = checkoutFiles(root)
-  const texts = await productFiles(root, files)
   const only = options.only
   const mutants = only.length === 0 ? MUTANTS : MUTANTS.filter((m) => only.includes(m.name))
-  const prepared = prepare(mutants, texts)
-  const broken = [...prepared].filter(
-    (entry): entry is [string, string] => typeof entry[1] === 'string',
-  )
   if (options.list) {
+    const prepared = prepare(mutants, await productFiles(root, files))
     printList(mutants, prepared)
-    return broken.length === 0 ? 0 : 1
+    return [...prepared.values()].every((state) => typeof state !== 'string') ? 0 : 1
   }
+  // One snapshot of the checkout at the start: every copy is made from it,
+  // so edits to the checkout while the run goes do not mix into it.
+  const snapshot = await copyTree(root, files)
+  try {
+    return await runAll(snapshot, files, mutants, options)
+  } finally {
+    await removeTree(snapshot)
+  }
+}
+
+/** Runs the baseline and then each mutant, from `source` (a snapshot); prints the report. */
+async function runAll(
+  source: string,
+  files: readonly string[],
+  mutants: readonly Mutant[],
+  options: Options,
+): Promise<number> {
   const started = performance.now()
   const loadBefore = loadavg()
-  for (const [, message] of broken) log(message)
+  const prepared = prepare(mutants, await productFiles(source, files))
+  for (const state of prepared.values()) if (typeof state === 'string') log(state)
   const runnable = mutants.filter((m) => typeof prepared.get(m.name) !== 'string')
   const base = options.baseline
-    ? await baseline(root, files, runnable, options)
+    ? await baseline(source, files, runnable, options)
     : { failed: new Map<string, CatcherRun>(), seconds: 0 }
   const results: MutantResult[] = []
   for (const mutant of mutants) {
@@ -246,17 +242,15 @@ async function main(argv: string[]): Promise<number> {
       })
       continue
     }
-    results.push(await runMutant(root, files, mutant, state as Map<string, string>, options))
+    results.push(await runMutant(source, files, mutant, state as Map<string, string>, options))
   }
   for (const [label, run] of base.failed) log(`baseline failure of ${label}:\n${run.tail}`)
+  const load = (values: number[]): number[] => values.map((l) => Math.round(l * 100) / 100)
   const summary = {
     ok: results.every((r) => r.status === 'caught'),
-    totalSeconds: Math.round((performance.now() - started) / 100) / 10,
-    baselineSeconds: Math.round(base.seconds * 10) / 10,
-    loadAverage: {
-      before: loadBefore.map((l) => Math.round(l * 100) / 100),
-      after: loadavg().map((l) => Math.round(l * 100) / 100),
-    },
+    totalSeconds: round((performance.now() - started) / 1000),
+    baselineSeconds: round(base.seconds),
+    loadAverage: { before: load(loadBefore), after: load(loadavg()) },
     mutants: results,
   }
   if (!options.json) console.log(formatTable(results, summary))
