@@ -23,7 +23,8 @@ export interface CatcherRun {
 /** A catcher as one line: `test/x.test.ts > name` or `sim --seed 1 ...`. */
 export function catcherLabel(catcher: Catcher): string {
   if ('sim' in catcher) return `sim ${catcher.sim.join(' ')}`
-  return catcher.name === undefined ? catcher.test : `${catcher.test} > ${catcher.name}`
+  const env = Object.entries(catcher.env ?? {}).map(([k, v]) => `${k}=${v} `)
+  return `${env.join('')}${catcher.test}${catcher.name === undefined ? '' : ` > ${catcher.name}`}`
 }
 
 /** The command line of a catcher, run from the copy's root. */
@@ -91,7 +92,13 @@ export async function runCatcher(
     cwd: dir,
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, CI: '1', FORCE_COLOR: '0', NO_COLOR: '1' },
+    env: {
+      ...process.env,
+      ...('env' in catcher ? catcher.env : {}),
+      CI: '1',
+      FORCE_COLOR: '0',
+      NO_COLOR: '1',
+    },
   })
   let output = ''
   let stdout = ''
