@@ -20,6 +20,21 @@ export interface CatcherRun {
   readonly tail: string
 }
 
+/** Process groups of the catchers running now (see killRunning). */
+const running = new Set<number>()
+
+/** Kills every catcher still running, whole process groups (on Ctrl-C of the run). */
+export function killRunning(): void {
+  for (const pid of running) {
+    try {
+      process.kill(-pid, 'SIGKILL')
+    } catch {
+      // Gone already.
+    }
+  }
+  running.clear()
+}
+
 /** A catcher as one line: `test/x.test.ts > name` or `sim --seed 1 ...`. */
 export function catcherLabel(catcher: Catcher): string {
   if ('sim' in catcher) return `sim ${catcher.sim.join(' ')}`
@@ -100,6 +115,7 @@ export async function runCatcher(
       NO_COLOR: '1',
     },
   })
+  if (child.pid !== undefined) running.add(child.pid)
   let output = ''
   let stdout = ''
   const keep = (chunk: Buffer, toStdout: boolean): void => {
@@ -114,11 +130,12 @@ export async function runCatcher(
     timedOut = true
     if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL')
   }, timeoutMs)
-  const code = await new Promise<number | null>((resolve) => {
-    child.on('close', (exit) => resolve(exit))
-    child.on('error', () => resolve(-1))
+  const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => {
+    child.on('close', (exit, killedBy) => resolve([exit, killedBy]))
+    child.on('error', () => resolve([-1, null]))
   })
   clearTimeout(timer)
+  if (child.pid !== undefined) running.delete(child.pid)
   // Whatever the catcher left running in its group (a server a test
   // spawned) goes with it.
   try {
@@ -131,7 +148,9 @@ export async function runCatcher(
   if (timedOut)
     return { outcome: 'timeout', seconds, detail: `timed out after ${timeoutMs / 1000} s`, tail }
   if ('sim' in catcher) {
-    return { outcome: code === 0 ? 'pass' : 'fail', seconds, detail: simRules(stdout), tail }
+    const rules =
+      simRules(stdout) || (signal === null ? `exit code ${String(code)}` : `killed by ${signal}`)
+    return { outcome: code === 0 ? 'pass' : 'fail', seconds, detail: code === 0 ? '' : rules, tail }
   }
   let report: VitestJson = {}
   try {
@@ -141,6 +160,7 @@ export async function runCatcher(
   }
   const passed = report.numPassedTests ?? 0
   const failed = code !== 0 || (report.numFailedTests ?? 0) > 0
-  const detail = failed ? failedTests(report) || `exit code ${String(code)}` : ''
+  const exit = signal === null ? `exit code ${String(code)}` : `killed by ${signal}`
+  const detail = failed ? failedTests(report) || exit : ''
   return { outcome: failed ? 'fail' : 'pass', seconds, passed, detail, tail }
 }

@@ -10,11 +10,18 @@ import { loadavg } from 'node:os'
 import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { catcherLabel, runCatcher, type CatcherRun } from './catchers.js'
+import { catcherLabel, killRunning, runCatcher, type CatcherRun } from './catchers.js'
 import { MUTANTS, type Catcher, type Mutant } from './list.js'
 import { prepare } from './prepare.js'
 import { formatTable, type MutantResult } from './report.js'
-import { checkoutFiles, copyTree, productFiles, removeTree, writeFiles } from './tree.js'
+import {
+  checkoutFiles,
+  copyTree,
+  productFiles,
+  removeLeftCopies,
+  removeTree,
+  writeFiles,
+} from './tree.js'
 
 const HELP = `Usage: npm run mutants -- [options]
 
@@ -256,6 +263,16 @@ async function runAll(
   if (!options.json) console.log(formatTable(results, summary))
   console.log(JSON.stringify(summary))
   return summary.ok ? 0 : 1
+}
+
+// Interrupted: the catchers' process groups and the copies go too.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    killRunning()
+    removeLeftCopies()
+    log(`mutants: interrupted (${signal})`)
+    process.exit(130)
+  })
 }
 
 process.exitCode = await main(process.argv.slice(2))

@@ -6,6 +6,7 @@
  * node_modules, and the copy is deleted afterwards.
  */
 import { execFileSync } from 'node:child_process'
+import { rmSync } from 'node:fs'
 import {
   copyFile,
   lstat,
@@ -20,6 +21,15 @@ import {
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { PRODUCT_DIRS } from './locate.js'
+
+/** Copies not deleted yet (see removeLeftCopies). */
+const live = new Set<string>()
+
+/** Deletes every copy not deleted yet, synchronously (on Ctrl-C of the run). */
+export function removeLeftCopies(): void {
+  for (const copy of live) rmSync(copy, { recursive: true, force: true })
+  live.clear()
+}
 
 /** The files of the checkout at `root` that a copy holds (paths from the root). */
 export function checkoutFiles(root: string): string[] {
@@ -40,6 +50,7 @@ export function checkoutFiles(root: string): string[] {
  */
 export async function copyTree(root: string, files: readonly string[]): Promise<string> {
   const copy = await mkdtemp(join(tmpdir(), 'rostersync-mutant-'))
+  live.add(copy)
   const made = new Set<string>()
   for (const path of files) {
     const from = join(root, path)
@@ -60,6 +71,7 @@ export async function copyTree(root: string, files: readonly string[]): Promise<
 /** Deletes a copy made by {@link copyTree}. */
 export async function removeTree(copy: string): Promise<void> {
   await rm(copy, { recursive: true, force: true })
+  live.delete(copy)
 }
 
 /** The product's TypeScript files of the checkout (path → text), where snippets are looked for. */
