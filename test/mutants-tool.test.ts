@@ -106,7 +106,7 @@ describe('the mutant list', () => {
     expect(problems).toEqual([])
   }, 120_000)
 
-  it('names a catcher and builds its command', () => {
+  it('names a catcher (with its environment) and builds its command', () => {
     const test = { test: 'test/x.test.ts', name: 'rule 1' }
     expect(catcherLabel(test)).toBe('test/x.test.ts > rule 1')
     expect(catcherCommand(test, '/tmp/r.json')).toEqual([
@@ -118,6 +118,8 @@ describe('the mutant list', () => {
       '--reporter=json',
       '--outputFile=/tmp/r.json',
     ])
+    const seeded = { test: 'test/p.test.ts', env: { ROSTERSYNC_SEED: '1' } }
+    expect(catcherLabel(seeded)).toBe('ROSTERSYNC_SEED=1 test/p.test.ts')
     const sim = { sim: ['--seed', '1'] }
     expect(catcherLabel(sim)).toBe('sim --seed 1')
     expect(catcherCommand(sim, '')).toEqual([

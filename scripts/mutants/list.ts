@@ -123,19 +123,16 @@ export const MUTANTS: readonly Mutant[] = [
     bug: 'writes are acknowledged before their store batch is written',
     edits: [
       {
+        // The batch's store write (peers/replica.ts flushBatch before the
+        // replica's split, a batch runner after it: the snippet is in both).
         file: 'peers/replica.ts',
-        find: [
-          '    this.writeEventChunk(storeOps)',
-          '    try {',
-          '      await this.storeBatch(storeOps)',
-        ].join('\n'),
+        find: 'writeEventChunk(storeOps)\n    try {',
         replace: [
-          '    this.writeEventChunk(storeOps)',
+          'writeEventChunk(storeOps)',
           '    batch.forEach((op, i) => {',
           '      if (outcomes[i]?.ok === true) op.resolve(outcomes[i]?.value)',
           '    })',
           '    try {',
-          '      await this.storeBatch(storeOps)',
         ].join('\n'),
       },
     ],
@@ -170,20 +167,17 @@ export const MUTANTS: readonly Mutant[] = [
     bug: "a full sync's wipe clears nothing: the old document and the device's deletes stay",
     edits: [
       {
-        file: 'peers/replica.ts',
-        find: 'this.staged = { fromSeq: this.nextUpdateSeq, deletes: options.deletes === true }',
-        replace: 'this.staged = { fromSeq: this.nextUpdateSeq, deletes: false }',
+        file: 'peers/device-sync.ts',
+        find: '          deletes: true,\n          staged: true,',
+        replace: '          deletes: false,\n          staged: true,',
       },
       {
+        // The wipe installs its new, empty document: here it gets the old
+        // one's content first when the wipe is a full sync's (staged).
         file: 'peers/replica.ts',
-        find: ['    if (options.local) this.localFields.clear()', '    this.installDoc(doc)'].join(
-          '\n',
-        ),
-        replace: [
-          '    if (options.local) this.localFields.clear()',
-          '    if (staged) Y.applyUpdate(doc, Y.encodeStateAsUpdate(old))',
-          '    this.installDoc(doc)',
-        ].join('\n'),
+        find: 'installDoc(doc)\n    if (options.holdWrites === true || staged)',
+        replace:
+          'installDoc((staged && Y.applyUpdate(doc, Y.encodeStateAsUpdate(old)), doc))\n    if (options.holdWrites === true || staged)',
       },
     ],
     catchers: [{ test: 'test/full-sync.test.ts', name: 'rule 3 after a full sync' }],
