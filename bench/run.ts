@@ -10,9 +10,11 @@ import { parseArgs } from 'node:util'
 import { adminBench } from './admin.js'
 import type { Bench } from './bench.js'
 import { enrolBench } from './enrol.js'
+import { fleetBench } from './fleet.js'
 import { floodBench } from './flood.js'
 import { heapBench } from './heap.js'
 import { loadBench } from './load.js'
+import { millionBench } from './million.js'
 import { networkBench } from './network.js'
 import { signingBench } from './signing.js'
 import { simBench } from './sim.js'
@@ -27,6 +29,8 @@ const BENCHES: readonly Bench[] = [
   floodBench,
   signingBench,
   adminBench,
+  millionBench,
+  fleetBench,
 ]
 
 const DEFAULT_USERS = 100_000
