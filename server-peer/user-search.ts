@@ -46,8 +46,13 @@ interface Entry {
   readonly text: string
 }
 
-/** Entries computed per turn of the event loop when the index warms up in the background. */
-const WARM_ENTRIES_PER_TURN = 2_000
+/**
+ * Entries computed per turn of the event loop when the index warms up in
+ * the background. A view costs tens of µs: 2,000 a turn held a request
+ * arriving meanwhile for 50-100 ms, and a 1M-user roster warms up over
+ * minutes of such turns (issue 13).
+ */
+export const WARM_ENTRIES_PER_TURN = 256
 
 /** Kept views and search texts of a replica's users (see the module comment). */
 export class UserIndex {
@@ -170,13 +175,30 @@ export class UserIndex {
     }
     this.dirty.clear()
     if (fresh.length === 0) return
-    // A few new ids go in by binary search; many (an import, a full sync)
-    // are cheaper sorted in again at once.
+    // A few new ids go in by binary search; many (an import, a full sync,
+    // bulk enrolment) are merged in one pass. Never the whole roster
+    // listed and sorted again: at 1M users that is seconds, for every page
+    // asked while users are being enrolled (issue 13).
     if (fresh.length > 64) {
-      const kept = new Map<string, Entry | null | undefined>()
-      this.ids.forEach((id, i) => kept.set(id, this.entries[i]))
-      this.ids = this.replica.allUserIds()
-      this.entries = this.ids.map((id) => kept.get(id))
+      fresh.sort()
+      const ids: string[] = []
+      const entries: Array<Entry | null | undefined> = []
+      let f = 0
+      for (let i = 0; i < this.ids.length; i++) {
+        const id = this.ids[i] as string
+        for (; f < fresh.length && (fresh[f] as string) < id; f++) {
+          ids.push(fresh[f] as string)
+          entries.push(undefined)
+        }
+        ids.push(id)
+        entries.push(this.entries[i])
+      }
+      for (; f < fresh.length; f++) {
+        ids.push(fresh[f] as string)
+        entries.push(undefined)
+      }
+      this.ids = ids
+      this.entries = entries
     } else {
       for (const id of fresh) {
         const at = firstAfter(this.ids, id)

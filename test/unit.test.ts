@@ -146,17 +146,19 @@ describe('EventLog', () => {
     // at every append moves the other 999 each time.
     let touched = 0
     const methods = ['splice', 'slice', 'shift', 'copyWithin'] as const
-    const originals = methods.map(
-      (name) => Object.getOwnPropertyDescriptor(Array.prototype, name)?.value as unknown,
+    type Method = (this: unknown[], ...args: unknown[]) => unknown
+    const originals: Method[] = methods.map(
+      (name) => Object.getOwnPropertyDescriptor(Array.prototype, name)?.value as Method,
     )
     methods.forEach((name, i) => {
-      const original = originals[i] as (...args: unknown[]) => unknown
+      const original = originals[i] as Method
       Object.defineProperty(Array.prototype, name, {
         configurable: true,
         writable: true,
         value(this: unknown[], ...args: unknown[]) {
           if (this.length >= max) touched += this.length
-          return original.apply(this, args) as unknown
+          const result: unknown = original.apply(this, args)
+          return result
         },
       })
     })
@@ -165,13 +167,13 @@ describe('EventLog', () => {
     try {
       for (let i = 1; i <= appends; i++) dropped.push(...log.append(update('u'), max + i).dropped)
     } finally {
-      methods.forEach((name, i) =>
+      methods.forEach((name, i) => {
         Object.defineProperty(Array.prototype, name, {
           configurable: true,
           writable: true,
           value: originals[i],
-        }),
-      )
+        })
+      })
     }
     expect(touched).toBeLessThanOrEqual(10 * appends)
     expect(dropped).toEqual(Array.from({ length: appends }, (_, i) => i + 1))
