@@ -51,6 +51,12 @@ export interface Stretch {
   /** Users enrolled at the end of the stretch. */
   readonly upTo: number
   readonly usersPerSecond: number
+  /**
+   * Users per CPU-second of the whole process (LevelDB's threads included)
+   * over the stretch: less sensitive than the wall rate to other work on
+   * the machine.
+   */
+  readonly usersPerCpuSecond: number
   /** Heap used at the end of the stretch (no forced collection), MB. */
   readonly heapMB: number
 }
@@ -181,6 +187,7 @@ async function enrol(mode: 'enrol-ours' | 'enrol-plain', users: number, dataDir:
   const started = performance.now()
   const cpuBefore = process.cpuUsage()
   let stretchStarted = started
+  let stretchCpu = process.cpuUsage()
   let stretchFrom = 0
   // Records are made per round, outside the timed spans, as the enrol
   // bench makes them before its clock starts (1M records at once would
@@ -195,16 +202,20 @@ async function enrol(mode: 'enrol-ours' | 'enrol-plain', users: number, dataDir:
     if (upTo - stretchFrom >= stretchUsers || upTo === users) {
       const now = performance.now()
       const seconds = (now - stretchStarted - making) / 1000
+      const cpu = process.cpuUsage(stretchCpu)
+      const cpuSeconds = (cpu.user + cpu.system) / 1e6 - making / 1000
       const stretch: Stretch = {
         upTo,
         usersPerSecond: Math.round((upTo - stretchFrom) / seconds),
+        usersPerCpuSecond: Math.round((upTo - stretchFrom) / cpuSeconds),
         heapMB: Math.round(process.memoryUsage().heapUsed / 1e6),
       }
       stretches.push(stretch)
       console.error(
-        `million: ${mode} ${upTo.toLocaleString('en')} users, ${stretch.usersPerSecond.toLocaleString('en')}/s over the last ${(upTo - stretchFrom).toLocaleString('en')}, heap ${stretch.heapMB} MB`,
+        `million: ${mode} ${upTo.toLocaleString('en')} users, ${stretch.usersPerSecond.toLocaleString('en')}/s (${stretch.usersPerCpuSecond.toLocaleString('en')} per CPU-s) over the last ${(upTo - stretchFrom).toLocaleString('en')}, heap ${stretch.heapMB} MB`,
       )
       stretchStarted = now
+      stretchCpu = process.cpuUsage()
       stretchFrom = upTo
       making = 0
     }

@@ -169,12 +169,22 @@ function report(users: number, ours: Side, plain: Side): Record<string, unknown>
     s.upTo.toLocaleString('en'),
     s.usersPerSecond,
     plain.enrol.stretches[i]?.usersPerSecond ?? '',
+    s.usersPerCpuSecond,
+    plain.enrol.stretches[i]?.usersPerCpuSecond ?? '',
     s.heapMB,
     plain.enrol.stretches[i]?.heapMB ?? '',
   ])
   printTable(
     'Enrolment by stretch of the roster',
-    ['users', 'ours /s', 'plain /s', 'ours heap MB', 'plain heap MB'],
+    [
+      'users',
+      'ours /s',
+      'plain /s',
+      'ours /CPU-s',
+      'plain /CPU-s',
+      'ours heap MB',
+      'plain heap MB',
+    ],
     stretchRows,
   )
   const heapRatio = ours.enrol.heapUsedBytes / plain.enrol.heapUsedBytes
