@@ -16,7 +16,11 @@
  * handshakes per address (`netLimits.handshakesPerAddressMax`).
  *
  * A connection the server closes (a restart) is opened again after a
- * random 0.5-2 s, as a device's backoff spreads its retries.
+ * random 0.5-2 s, as a device's backoff spreads its retries. The first
+ * connection fetches the whole roster (a fresh device); a reconnection
+ * sends step 1 with the state vector of the server's first step 1, as a
+ * device holding the roster would, so the server answers with what
+ * changed since (these clients never apply what they receive).
  *
  * Commands (one answer line each):
  * - `{ cmd: 'arm' }`: the next update each device receives is timed;
@@ -84,6 +88,8 @@ class FleetDevice {
   private readonly key: KeyPair | undefined
   private site: string | undefined
   private socket: WebSocket | undefined
+  /** The server's state vector from its first step 1 (see the module comment). */
+  private rosterVector: Uint8Array | undefined
   private readonly jitter: () => number
   synced = false
   syncedAtMs = 0
@@ -129,7 +135,10 @@ class FleetDevice {
     socket.binaryType = 'nodebuffer'
     socket.on('open', () =>
       socket.send(
-        encodeMessage({ type: 'sync-step1', stateVector: Y.encodeStateVector(this.doc) }),
+        encodeMessage({
+          type: 'sync-step1',
+          stateVector: this.rosterVector ?? Y.encodeStateVector(this.doc),
+        }),
       ),
     )
     socket.on('message', (data: Buffer) => this.receive(socket, data))
@@ -181,6 +190,7 @@ class FleetDevice {
     if (message.type === 'hello') {
       this.site = Buffer.from(message.serverKey).toString('base64')
     } else if (message.type === 'sync-step1') {
+      this.rosterVector ??= message.stateVector
       const update = Y.encodeStateAsUpdate(this.doc, message.stateVector)
       socket.send(
         encodeMessage(
