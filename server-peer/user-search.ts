@@ -40,10 +40,19 @@ export interface UserPage {
   readonly total?: number
 }
 
+/**
+ * What the index keeps of one user: what the filters read, not the view.
+ * Keeping every view doubled the server's heap at 1M users (a view is an
+ * object of about 1 KB; the document already holds the same data), and
+ * the heap ran into V8's limit; a page's views are resolved again, 50 of
+ * them (issue 13).
+ */
 interface Entry {
-  readonly view: UserView
   /** Lower-cased id, name, email, groups and card values, one per line. */
   readonly text: string
+  readonly status: unknown
+  /** The groups, when the view has them (the array the view holds, not a copy). */
+  readonly groups: readonly unknown[] | undefined
 }
 
 /**
@@ -104,6 +113,7 @@ export class UserIndex {
     const matches = matcher(search)
     const ids = this.ids
     const start = search.after === undefined ? 0 : firstAfter(ids, search.after)
+    // The views of the page are resolved again (the index keeps no views).
     const users: UserView[] = []
     let total = 0
     let i = search.total === true ? 0 : start
@@ -114,7 +124,9 @@ export class UserIndex {
       if (entry === null || !matches(entry)) continue
       total++
       if (i >= start && users.length < search.limit) {
-        users.push(entry.view)
+        const view = this.replica.view(asUserId(ids[i] ?? ''))
+        if (view === undefined) continue
+        users.push(view)
         end = i
       }
     }
@@ -212,7 +224,14 @@ export class UserIndex {
     let entry = this.entries[i]
     if (entry === undefined) {
       const view = this.replica.view(asUserId(this.ids[i] ?? ''))
-      entry = view === undefined ? null : { view, text: searchText(view) }
+      entry =
+        view === undefined
+          ? null
+          : {
+              text: searchText(view),
+              status: view.status,
+              groups: Array.isArray(view.groups) ? (view.groups as unknown[]) : undefined,
+            }
       this.entries[i] = entry
     }
     return entry
@@ -272,9 +291,8 @@ function matcher(search: UserSearch): (entry: Entry) => boolean {
   const { status, group } = search
   return (entry) =>
     (q === undefined || q === '' || entry.text.includes(q)) &&
-    (status === undefined || entry.view.status === status) &&
-    (group === undefined ||
-      (Array.isArray(entry.view.groups) && (entry.view.groups as string[]).includes(group)))
+    (status === undefined || entry.status === status) &&
+    (group === undefined || entry.groups?.includes(group) === true)
 }
 
 /** The query parameters of `GET /api/users`. */
