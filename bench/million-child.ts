@@ -16,7 +16,8 @@
  * - `serve-ours`: opens the data dir `enrol-ours` left and times it until
  *   it answers the first page of `GET /api/users`; prints
  *   `{ url, http, adminToken, openMs, firstAnswerMs }`, then serves until
- *   stdin closes (the runner probes the API and syncs a fresh device).
+ *   stdin closes (the runner probes the API and syncs a fresh device);
+ *   `{ cmd: 'heap' }` answers the heap it holds then.
  * - `serve-plain`: reads the snapshot `enrol-plain` left into a Y.Doc
  *   (timed) and serves it over y-protocols the same way.
  * - `sync-ours` / `sync-plain` `<url> <siteKey>`: a fresh device
@@ -270,7 +271,7 @@ async function serveOurs(users: number, dataDir: string): Promise<void> {
     heapUsedBytes: after.heapUsed - before.heapUsed,
   }
   emitResult({ ...ready })
-  for await (const command of commands()) emitResult({ unknown: command })
+  for await (const command of commands()) emitResult(await answer(command, before.heapUsed))
   await server.close()
 }
 
@@ -298,9 +299,19 @@ async function servePlain(users: number, dataDir: string): Promise<void> {
     heapUsedBytes: after.heapUsed - before.heapUsed,
   }
   emitResult({ ...ready })
-  for await (const command of commands()) emitResult({ unknown: command })
+  for await (const command of commands()) emitResult(await answer(command, before.heapUsed))
   await served.close()
   await db.close()
+}
+
+/** `{ cmd: 'heap' }`: heap used now (after full collections) minus before opening, bytes. */
+async function answer(
+  command: Record<string, unknown>,
+  baseline: number,
+): Promise<Record<string, unknown>> {
+  if (command.cmd !== 'heap') throw new Error(`unknown command ${JSON.stringify(command)}`)
+  const { heapUsed } = await settledHeap()
+  return { heapUsedBytes: heapUsed - baseline }
 }
 
 /** A fresh device (or plain client) syncing the whole roster from `url`. */
