@@ -194,17 +194,21 @@ async function enrol(mode: 'enrol-ours' | 'enrol-plain', users: number, dataDir:
   // bench makes them before its clock starts (1M records at once would
   // sit on the heap being measured).
   let making = 0
+  let makingCpu = 0
   for (let from = 0; from < users; from += BATCH_USERS) {
     const madeAt = performance.now()
+    const madeCpu = process.cpuUsage()
     const round = makeRecords(from, Math.min(BATCH_USERS, users - from))
     making += performance.now() - madeAt
+    const made = process.cpuUsage(madeCpu)
+    makingCpu += (made.user + made.system) / 1e6
     await sink.write(round)
     const upTo = from + round.length
     if (upTo - stretchFrom >= stretchUsers || upTo === users) {
       const now = performance.now()
       const seconds = (now - stretchStarted - making) / 1000
       const cpu = process.cpuUsage(stretchCpu)
-      const cpuSeconds = (cpu.user + cpu.system) / 1e6 - making / 1000
+      const cpuSeconds = (cpu.user + cpu.system) / 1e6 - makingCpu
       const stretch: Stretch = {
         upTo,
         usersPerSecond: Math.round((upTo - stretchFrom) / seconds),
@@ -219,6 +223,7 @@ async function enrol(mode: 'enrol-ours' | 'enrol-plain', users: number, dataDir:
       stretchCpu = process.cpuUsage()
       stretchFrom = upTo
       making = 0
+      makingCpu = 0
     }
   }
   const cpu = process.cpuUsage(cpuBefore)
