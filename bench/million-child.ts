@@ -333,7 +333,19 @@ async function freshSync(
   let syncedMs: number
   if (mode === 'sync-ours') {
     const device = await createDevice({ id: 'bench-device', dataDir, server: url, siteKey })
-    await until(() => device.serverLink?.synced === true, 1_800_000, 'device synced')
+    // A full sync of a large roster takes minutes on a busy machine: say
+    // how it goes (a refusal, e.g. MESSAGE_TOO_LARGE, shows here).
+    const progress = setInterval(() => {
+      const status = device.sync.status().serverToDevice
+      console.error(
+        `million: sync-ours after ${Math.round((performance.now() - started) / 1000)} s: ${JSON.stringify(status)}`,
+      )
+    }, 30_000)
+    try {
+      await until(() => device.serverLink?.synced === true, 1_800_000, 'device synced')
+    } finally {
+      clearInterval(progress)
+    }
     syncedMs = performance.now() - started
     if (device.users.get(last) === undefined) throw new Error(`${last} missing after sync`)
     await device.close()
