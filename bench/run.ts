@@ -11,9 +11,11 @@ import { adminBench } from './admin.js'
 import { agingBench } from './aging.js'
 import type { Bench } from './bench.js'
 import { enrolBench } from './enrol.js'
+import { fleetBench } from './fleet.js'
 import { floodBench } from './flood.js'
 import { heapBench } from './heap.js'
 import { loadBench } from './load.js'
+import { millionBench } from './million.js'
 import { networkBench } from './network.js'
 import { signingBench } from './signing.js'
 import { simBench } from './sim.js'
@@ -29,6 +31,8 @@ const BENCHES: readonly Bench[] = [
   signingBench,
   adminBench,
   agingBench,
+  millionBench,
+  fleetBench,
 ]
 
 const DEFAULT_USERS = 100_000

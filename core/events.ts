@@ -79,9 +79,19 @@ export const eventQuerySchema = z.strictObject({
   beforeSeq: z.number().int().optional(),
 })
 
-/** A bounded, queryable, in-memory event log. */
+/**
+ * A bounded, queryable, in-memory event log.
+ *
+ * The events held are `events[head..]`: once the log is full, every append
+ * drops the oldest, and removing it from the front of the array would move
+ * every other event (with 100,000 events held, bulk enrolment spent half
+ * its time there). The dropped ones stay in front of `head` until they are
+ * a quarter of the log, then go in one copy: amortised O(1) per event.
+ */
 export class EventLog {
   private events: RosterEvent[] = []
+  /** Index of the oldest event held; those before it were dropped. */
+  private head = 0
   private nextSeq = 1
 
   constructor(private readonly eventsMax: number = limits.eventsMax) {}
@@ -91,9 +101,13 @@ export class EventLog {
     const full: RosterEvent = { seq: this.nextSeq++, at, ...event }
     this.events.push(full)
     const dropped: number[] = []
-    if (this.events.length > this.eventsMax) {
-      const excess = this.events.length - this.eventsMax
-      for (const old of this.events.splice(0, excess)) dropped.push(old.seq)
+    while (this.events.length - this.head > this.eventsMax) {
+      const old = this.events[this.head++]
+      if (old !== undefined) dropped.push(old.seq)
+    }
+    if (this.head > 0 && this.head * 4 >= this.eventsMax) {
+      this.events = this.events.slice(this.head)
+      this.head = 0
     }
     return { event: full, dropped }
   }
@@ -101,6 +115,7 @@ export class EventLog {
   /** Loads events read back from storage (in seq order). */
   restore(events: readonly RosterEvent[]): void {
     this.events = events.slice(-this.eventsMax)
+    this.head = 0
     this.nextSeq = (this.events.at(-1)?.seq ?? 0) + 1
   }
 
@@ -109,15 +124,20 @@ export class EventLog {
     const types =
       q.type === undefined ? undefined : new Set(typeof q.type === 'string' ? [q.type] : q.type)
     const cap = Math.min(q.limit ?? limits.eventsPerQueryMax, limits.eventsPerQueryMax)
-    const matches = this.events.filter(
-      (e) =>
+    const matches: RosterEvent[] = []
+    for (let i = this.head; i < this.events.length; i++) {
+      const e = this.events[i]
+      if (
+        e !== undefined &&
         (types === undefined || types.has(e.type)) &&
         (q.deviceId === undefined || e.deviceId === q.deviceId) &&
         (q.userId === undefined || e.userId === q.userId) &&
         (q.since === undefined || e.at >= q.since) &&
         (q.until === undefined || e.at < q.until) &&
-        (q.beforeSeq === undefined || e.seq < q.beforeSeq),
-    )
+        (q.beforeSeq === undefined || e.seq < q.beforeSeq)
+      )
+        matches.push(e)
+    }
     return matches.slice(-cap)
   }
 
@@ -127,7 +147,7 @@ export class EventLog {
    * the first one.
    */
   after(seq: number, max: number): RosterEvent[] {
-    let lo = 0
+    let lo = this.head
     let hi = this.events.length
     while (lo < hi) {
       const mid = (lo + hi) >>> 1
@@ -144,11 +164,11 @@ export class EventLog {
 
   /** Seq of the oldest event held (the next seq when empty). */
   get firstSeq(): number {
-    return this.events[0]?.seq ?? this.nextSeq
+    return this.events[this.head]?.seq ?? this.nextSeq
   }
 
   /** Number of events held. */
   get size(): number {
-    return this.events.length
+    return this.events.length - this.head
   }
 }

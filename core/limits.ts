@@ -45,6 +45,21 @@ export const limits = {
   updatesBeforeCompactionHardMax: 20_000,
   /** Appended update bytes after which the log is compacted at once. */
   updateBytesBeforeCompactionMax: 64 * 1024 * 1024,
+  /**
+   * Issue 13 (used once peers/replica.ts reads it): past
+   * `updateBytesBeforeCompactionMax`, the log is compacted at once only when
+   * it holds this many times the snapshot's bytes. A compaction encodes the
+   * whole document (about 10 s at 1M users): at a fixed 64 MB a 1M-user
+   * roster paid one every 170,000 users enrolled, each dearer than the last;
+   * in proportion to the snapshot, its cost per byte written stays bounded.
+   */
+  updateLogToSnapshotRatioMax: 1,
+  /**
+   * Issue 13 (likewise): the idle compaction (`updatesBeforeCompactionMax`)
+   * waits until the log holds at least 1/this of the snapshot's bytes, so
+   * that a few edits to a large roster do not encode all of it.
+   */
+  updateLogToSnapshotRatioIdleMin: 8,
   /** Largest number of events one query returns. */
   eventsPerQueryMax: 10_000,
   /** Most remote updates a peer holds back until their clients' earlier operations arrive. */

@@ -124,6 +124,9 @@ interface Member {
 /** The transport-independent sync endpoint. */
 export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
   const members = new Map<string, Member>()
+  // The one connection of each device id (see replaceOlder): a join or a
+  // revocation finds it without going through every connection.
+  const byDevice = new Map<string, Member>()
   const { replica, registry } = options
   const refusals = new RefusalTracker()
   const endpoint: SyncEndpoint = {
@@ -148,8 +151,10 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
         return
       }
       const name = url.searchParams.get('name') ?? deviceId
-      replaceOlder(members, deviceId)
-      members.set(connection.id, { deviceId, connection })
+      replaceOlder(members, byDevice, deviceId)
+      const member: Member = { deviceId, connection }
+      members.set(connection.id, member)
+      byDevice.set(deviceId, member)
       const serial = url.searchParams.get('serial') ?? deviceId
       if (registry.seen(deviceId, name, connection.remote, serial)) {
         void logEvent(replica, { type: 'device-registered', deviceId })
@@ -234,13 +239,13 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
       connection.onClose(() => {
         session.stop()
         members.delete(connection.id)
+        if (byDevice.get(deviceId) === member) byDevice.delete(deviceId)
         registry.left(deviceId)
       })
     },
     connectedDevices: () => [...members.values()].map((m) => m.deviceId),
     disconnect(deviceId, code, reason) {
-      for (const m of members.values())
-        if (m.deviceId === deviceId) m.connection.close(code, reason)
+      byDevice.get(deviceId)?.connection.close(code, reason)
     },
     closeAll(code, reason) {
       for (const m of members.values()) m.connection.close(code, reason)
@@ -575,10 +580,15 @@ function admit(
  * devices sharing an id do not both write under it: the older is closed
  * with `SESSION_REPLACED`, which a device does not retry on its own.
  */
-function replaceOlder(members: Map<string, Member>, deviceId: string): void {
-  for (const m of [...members.values()]) {
-    if (m.deviceId !== deviceId) continue
+function replaceOlder(
+  members: Map<string, Member>,
+  byDevice: Map<string, Member>,
+  deviceId: string,
+): void {
+  const m = byDevice.get(deviceId)
+  if (m !== undefined) {
     members.delete(m.connection.id)
+    byDevice.delete(deviceId)
     m.connection.close(
       CloseCode.replaced,
       closeReason('SESSION_REPLACED', new SessionReplacedError(deviceId).message),

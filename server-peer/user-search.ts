@@ -40,14 +40,28 @@ export interface UserPage {
   readonly total?: number
 }
 
+/**
+ * What the index keeps of one user: what the filters read, not the view.
+ * Keeping every view doubled the server's heap at 1M users (a view is an
+ * object of about 1 KB; the document already holds the same data), and
+ * the heap ran into V8's limit; a page's views are resolved again, 50 of
+ * them (issue 13).
+ */
 interface Entry {
-  readonly view: UserView
   /** Lower-cased id, name, email, groups and card values, one per line. */
   readonly text: string
+  readonly status: unknown
+  /** The groups, when the view has them (the array the view holds, not a copy). */
+  readonly groups: readonly unknown[] | undefined
 }
 
-/** Entries computed per turn of the event loop when the index warms up in the background. */
-const WARM_ENTRIES_PER_TURN = 2_000
+/**
+ * Entries computed per turn of the event loop when the index warms up in
+ * the background. A view costs tens of µs: 2,000 a turn held a request
+ * arriving meanwhile for 50-100 ms, and a 1M-user roster warms up over
+ * minutes of such turns (issue 13).
+ */
+export const WARM_ENTRIES_PER_TURN = 256
 
 /** Kept views and search texts of a replica's users (see the module comment). */
 export class UserIndex {
@@ -99,6 +113,7 @@ export class UserIndex {
     const matches = matcher(search)
     const ids = this.ids
     const start = search.after === undefined ? 0 : firstAfter(ids, search.after)
+    // The views of the page are resolved again (the index keeps no views).
     const users: UserView[] = []
     let total = 0
     let i = search.total === true ? 0 : start
@@ -109,7 +124,9 @@ export class UserIndex {
       if (entry === null || !matches(entry)) continue
       total++
       if (i >= start && users.length < search.limit) {
-        users.push(entry.view)
+        const view = this.replica.view(asUserId(ids[i] ?? ''))
+        if (view === undefined) continue
+        users.push(view)
         end = i
       }
     }
@@ -170,13 +187,30 @@ export class UserIndex {
     }
     this.dirty.clear()
     if (fresh.length === 0) return
-    // A few new ids go in by binary search; many (an import, a full sync)
-    // are cheaper sorted in again at once.
+    // A few new ids go in by binary search; many (an import, a full sync,
+    // bulk enrolment) are merged in one pass. Never the whole roster
+    // listed and sorted again: at 1M users that is seconds, for every page
+    // asked while users are being enrolled (issue 13).
     if (fresh.length > 64) {
-      const kept = new Map<string, Entry | null | undefined>()
-      this.ids.forEach((id, i) => kept.set(id, this.entries[i]))
-      this.ids = this.replica.allUserIds()
-      this.entries = this.ids.map((id) => kept.get(id))
+      fresh.sort()
+      const ids: string[] = []
+      const entries: Array<Entry | null | undefined> = []
+      let f = 0
+      for (let i = 0; i < this.ids.length; i++) {
+        const id = this.ids[i] as string
+        for (; f < fresh.length && (fresh[f] as string) < id; f++) {
+          ids.push(fresh[f] as string)
+          entries.push(undefined)
+        }
+        ids.push(id)
+        entries.push(this.entries[i])
+      }
+      for (; f < fresh.length; f++) {
+        ids.push(fresh[f] as string)
+        entries.push(undefined)
+      }
+      this.ids = ids
+      this.entries = entries
     } else {
       for (const id of fresh) {
         const at = firstAfter(this.ids, id)
@@ -190,7 +224,14 @@ export class UserIndex {
     let entry = this.entries[i]
     if (entry === undefined) {
       const view = this.replica.view(asUserId(this.ids[i] ?? ''))
-      entry = view === undefined ? null : { view, text: searchText(view) }
+      entry =
+        view === undefined
+          ? null
+          : {
+              text: searchText(view),
+              status: view.status,
+              groups: Array.isArray(view.groups) ? (view.groups as unknown[]) : undefined,
+            }
       this.entries[i] = entry
     }
     return entry
@@ -250,9 +291,8 @@ function matcher(search: UserSearch): (entry: Entry) => boolean {
   const { status, group } = search
   return (entry) =>
     (q === undefined || q === '' || entry.text.includes(q)) &&
-    (status === undefined || entry.view.status === status) &&
-    (group === undefined ||
-      (Array.isArray(entry.view.groups) && (entry.view.groups as string[]).includes(group)))
+    (status === undefined || entry.status === status) &&
+    (group === undefined || entry.groups?.includes(group) === true)
 }
 
 /** The query parameters of `GET /api/users`. */

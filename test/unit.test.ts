@@ -137,6 +137,58 @@ describe('EventLog', () => {
     expect(seqs({ limit: 2, deviceId: 'dev-a' })).toEqual([2, 3])
   })
 
+  it('drops the oldest without moving every event it keeps, append after append (issue 13)', () => {
+    const max = 1_000
+    const log = new EventLog(max)
+    for (let i = 1; i <= max; i++) log.append(update(`u${i}`), i)
+    // Counts the elements the array methods that move or copy a log-sized
+    // array touch: with 1,000 events held, taking the oldest off the front
+    // at every append moves the other 999 each time.
+    let touched = 0
+    const methods = ['splice', 'slice', 'shift', 'copyWithin'] as const
+    type Method = (this: unknown[], ...args: unknown[]) => unknown
+    const originals: Method[] = methods.map(
+      (name) => Object.getOwnPropertyDescriptor(Array.prototype, name)?.value as Method,
+    )
+    methods.forEach((name, i) => {
+      const original = originals[i] as Method
+      Object.defineProperty(Array.prototype, name, {
+        configurable: true,
+        writable: true,
+        value(this: unknown[], ...args: unknown[]) {
+          if (this.length >= max) touched += this.length
+          const result: unknown = original.apply(this, args)
+          return result
+        },
+      })
+    })
+    const appends = 10 * max
+    const dropped: number[] = []
+    try {
+      for (let i = 1; i <= appends; i++) dropped.push(...log.append(update('u'), max + i).dropped)
+    } finally {
+      methods.forEach((name, i) => {
+        Object.defineProperty(Array.prototype, name, {
+          configurable: true,
+          writable: true,
+          value: originals[i],
+        })
+      })
+    }
+    expect(touched).toBeLessThanOrEqual(10 * appends)
+    expect(dropped).toEqual(Array.from({ length: appends }, (_, i) => i + 1))
+    expect(log.size).toBe(max)
+    expect(log.firstSeq).toBe(appends + 1)
+    expect(log.lastSeq).toBe(appends + max)
+    expect(log.query({ limit: 2 }).map((e) => e.seq)).toEqual([appends + max - 1, appends + max])
+    expect(log.query({ until: appends + 2 }).map((e) => e.seq)).toEqual([appends + 1])
+    expect(log.after(appends + max - 2, 10).map((e) => e.seq)).toEqual([
+      appends + max - 1,
+      appends + max,
+    ])
+    expect(log.after(0, 1).map((e) => e.seq)).toEqual([appends + 1])
+  })
+
   it('caps a query at eventsPerQueryMax, newest last', () => {
     const log = new EventLog(limits.eventsPerQueryMax + 5)
     for (let i = 1; i <= limits.eventsPerQueryMax + 5; i++) log.append(update('u'), i)

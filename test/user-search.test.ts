@@ -1,0 +1,87 @@
+/**
+ * The admin search index (server-peer/user-search.ts) at the scale of
+ * issue 13: what one page request costs does not grow with the roster.
+ * No timing is asserted; the tests count the work (calls into the replica).
+ */
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { UserIndex, WARM_ENTRIES_PER_TURN } from '../server-peer/user-search.js'
+import { memoryStore } from '../storage/level-store.js'
+
+const closers: Array<() => Promise<void>> = []
+afterEach(async () => {
+  vi.restoreAllMocks()
+  for (const close of closers.splice(0).reverse()) await close().catch(() => undefined)
+})
+
+async function server(): Promise<ServerPeer> {
+  const peer = await createServer({ store: memoryStore(), listen: false })
+  closers.push(() => peer.close())
+  return peer
+}
+
+const id = (i: number): string => `u${String(i).padStart(5, '0')}`
+
+async function enrol(peer: ServerPeer, from: number, count: number, step = 1): Promise<void> {
+  await Promise.all(
+    Array.from({ length: count }, (_, k) =>
+      peer.users.put({ id: id(from + k * step), name: `Person ${from + k * step}` }),
+    ),
+  )
+}
+
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
+
+describe('UserIndex at scale (issue 13)', () => {
+  it('takes many new users in without listing and sorting the whole roster again', async () => {
+    const peer = await server()
+    // Even ids first, odd ones later: the new ids fall between the old ones.
+    await enrol(peer, 0, 300, 2)
+    const index = new UserIndex(peer.replica)
+    expect(index.page({ limit: 3 }).users.map((u) => u.id)).toEqual([id(0), id(2), id(4)])
+    const listAll = vi.spyOn(peer.replica, 'allUserIds')
+    await enrol(peer, 1, 200, 2)
+    await enrol(peer, 1_000, 5)
+    const page = index.page({ limit: 1_000 })
+    expect(listAll).not.toHaveBeenCalled()
+    expect(page.users.map((u) => u.id)).toEqual(peer.users.list().map((u) => u.id))
+    expect(page.users).toHaveLength(505)
+    index.close()
+  })
+
+  it('warms up in slices of at most WARM_ENTRIES_PER_TURN views a turn', async () => {
+    const peer = await server()
+    const users = 3 * WARM_ENTRIES_PER_TURN + 10
+    await enrol(peer, 0, users)
+    const index = new UserIndex(peer.replica)
+    const view = vi.spyOn(peer.replica, 'view')
+    expect(index.page({ limit: 5 }).users).toHaveLength(5)
+    // Five entries computed, and the page's five views resolved again.
+    expect(view).toHaveBeenCalledTimes(10)
+    let before = view.mock.calls.length
+    for (let turn = 0; turn < 10 && before < users; turn++) {
+      await nextTurn()
+      const now = view.mock.calls.length
+      expect(now - before).toBeLessThanOrEqual(WARM_ENTRIES_PER_TURN)
+      before = now
+    }
+    expect(view).toHaveBeenCalledTimes(users + 5)
+    index.close()
+  })
+
+  it('keeps what the filters read, not the views: a page resolves its own views again', async () => {
+    const peer = await server()
+    await enrol(peer, 0, 100)
+    await peer.users.patch(id(7), { status: 'disabled', groups: ['night'] })
+    const index = new UserIndex(peer.replica)
+    expect(index.page({ limit: 100, total: true }).total).toBe(100)
+    const expected = peer.users.get(id(7))
+    const view = vi.spyOn(peer.replica, 'view')
+    const page = index.page({ limit: 10, status: 'disabled', group: 'night', total: true })
+    expect(page.users).toEqual([expected])
+    expect(page.total).toBe(1)
+    // The entries were computed before: only the page's one view is resolved.
+    expect(view).toHaveBeenCalledTimes(1)
+    index.close()
+  })
+})
