@@ -74,7 +74,13 @@ export async function downloadExport(userIds) {
   link.click()
   link.remove()
   setTimeout(() => URL.revokeObjectURL(url), 10_000)
-  return { name, expiresAt: Number(res.headers.get('x-rostersync-expires-at')) }
+  return {
+    name,
+    expiresAt: Number(res.headers.get('x-rostersync-expires-at')),
+    // The file is encrypted under a passphrase the server generated: shown
+    // once, never stored; whoever imports the file needs it.
+    passphrase: res.headers.get('x-rostersync-passphrase') ?? undefined,
+  }
 }
 
 /** Query string of the defined, non-empty parameters. */

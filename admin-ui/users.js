@@ -127,6 +127,13 @@ export function UsersPage() {
         ? null
         : html`<p class="notice" role="status">
             Export saved as ${exported.name}; it can be imported until ${when(exported.expiresAt)}.
+            ${
+              exported.passphrase === undefined
+                ? null
+                : html`It is encrypted: whoever imports it needs the passphrase
+                    <code aria-label="Export passphrase">${exported.passphrase}</code> (shown once,
+                    not kept).`
+            }
           </p>`
     }
     <${ErrorLine} error=${error} />

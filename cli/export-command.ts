@@ -1,5 +1,5 @@
 /** `rostersync export`: chosen users to a file a stopped device can import. */
-import { rename, rm, writeFile } from 'node:fs/promises'
+import { readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { CliError, parse } from './args.js'
 import type { Command } from './main.js'
 import { openRoster } from './roster-access.js'
@@ -11,18 +11,49 @@ to a file signed by the server for its site. A device whose sync is stopped
 imports it (rostersync import). The file expires 15 minutes after it was made;
 at most 500 users and 50 groups per export (server defaults).
 
+The file is encrypted (AES-256-GCM, its key drawn from a passphrase by scrypt,
+N=2^17): it holds card numbers, templates and PIN hashes. Give the passphrase
+with --passphrase-file or ROSTERSYNC_EXPORT_PASSPHRASE (at least 12
+characters); without one the server generates one (120 bits), printed once
+here: the import needs it. Hand it over apart from the file.
+
 Options:
   --users <ids>    comma-separated user ids
   --groups <ids>   comma-separated group ids (their members are exported)
   --out <file>     where to write the file (refused if it exists, unless --force);
                    written with mode 0600: it holds personal data
   --force          overwrite --out
+  --passphrase-file <file>
+                   read the passphrase from a file (its first line); else
+                   ROSTERSYNC_EXPORT_PASSPHRASE; else one is generated and printed
   --data <dir>     the server's data directory (default ./data); when a server runs
                    on it, its HTTP API is used, else the directory is opened directly
   --server <url>   a running server's HTTP (or WebSocket) URL, e.g. http://127.0.0.1:4400
   --token <token>  the server's admin token (default: <data>/admin-token or ROSTERSYNC_ADMIN_TOKEN)
-  --json           print { file, users, bytes, expiresAt } as JSON
+  --json           print { file, users, bytes, expiresAt, passphrase? } as JSON
+                   (passphrase: only when generated)
   -h, --help       this help`
+
+/**
+ * The export passphrase: the first line of `file`, else
+ * ROSTERSYNC_EXPORT_PASSPHRASE, else undefined. Never from the command
+ * line itself, where other users of the machine see it (ps, shell history).
+ */
+export async function passphraseOf(file: string | undefined): Promise<string | undefined> {
+  if (file !== undefined) {
+    let text: string
+    try {
+      text = await readFile(file, 'utf8')
+    } catch (error) {
+      throw new CliError(`cannot read --passphrase-file ${file}: ${(error as Error).message}`, 1)
+    }
+    const line = text.split(/\r?\n/)[0] ?? ''
+    if (line === '') throw new CliError(`--passphrase-file ${file} is empty`)
+    return line
+  }
+  const env = process.env.ROSTERSYNC_EXPORT_PASSPHRASE
+  return env === undefined || env === '' ? undefined : env
+}
 
 /** A comma-separated list option; undefined when not given. */
 export function idList(name: string, text: string | undefined): string[] | undefined {
@@ -46,8 +77,10 @@ export const exportCommand: Command = {
       server: { type: 'string' },
       token: { type: 'string' },
       json: { type: 'boolean', default: false },
+      'passphrase-file': { type: 'string' },
     })
     if (positionals.length > 0) throw new CliError(`unexpected argument ${positionals[0]}`)
+    const passphrase = await passphraseOf(values['passphrase-file'])
     const userIds = idList('users', values.users)
     const groupIds = idList('groups', values.groups)
     if (userIds === undefined && groupIds === undefined)
@@ -63,6 +96,7 @@ export const exportCommand: Command = {
       prepared = await roster.exportUsers({
         ...(userIds === undefined ? {} : { userIds }),
         ...(groupIds === undefined ? {} : { groupIds }),
+        ...(passphrase === undefined ? {} : { passphrase }),
       })
     } finally {
       await roster.close()
@@ -97,8 +131,12 @@ export const exportCommand: Command = {
             users: prepared.users,
             bytes: prepared.file.byteLength,
             expiresAt: prepared.expiresAt,
+            ...(prepared.passphrase === undefined ? {} : { passphrase: prepared.passphrase }),
           })
-        : `exported ${prepared.users} user(s) to ${values.out} (${prepared.file.byteLength} bytes); import it before ${expiresAt}`,
+        : `exported ${prepared.users} user(s) to ${values.out} (${prepared.file.byteLength} bytes, encrypted); import it before ${expiresAt}` +
+            (prepared.passphrase === undefined
+              ? ''
+              : `\npassphrase: ${prepared.passphrase}\n(generated; shown only now: the import needs it)`),
     )
   },
 }

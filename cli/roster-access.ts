@@ -196,9 +196,11 @@ async function httpExport(
     }
     throw new CliError(`${payload.error?.code ?? res.status}: ${payload.error?.message ?? ''}`, 1)
   }
+  const passphrase = res.headers.get('x-rostersync-passphrase')
   return {
     file: new Uint8Array(await res.arrayBuffer()),
     expiresAt: Number(res.headers.get('x-rostersync-expires-at')),
     users: Number(res.headers.get('x-rostersync-users')),
+    ...(passphrase === null ? {} : { passphrase }),
   }
 }

@@ -153,9 +153,15 @@ export interface DevicePeer {
    * `EXPORT_TOO_LARGE`) file changes nothing. A device never admitted
    * takes only a file of the server key whose fingerprint it was given
    * (`serverKeyFingerprint`, here or in createDevice's options), and pins
-   * that key (`AUTH_FAILED` otherwise).
+   * that key (`AUTH_FAILED` otherwise). The file is encrypted: `passphrase`
+   * is the one it was exported with (`EXPORT_PASSPHRASE_INVALID` when
+   * missing or wrong; `EXPORT_FORMAT_UNSUPPORTED` for a file of an older,
+   * unencrypted format).
    */
-  importUsers(file: Uint8Array, options?: { serverKeyFingerprint?: string }): Promise<ImportResult>
+  importUsers(
+    file: Uint8Array,
+    options?: { serverKeyFingerprint?: string; passphrase?: string },
+  ): Promise<ImportResult>
   close(): Promise<void>
 }
 
@@ -304,6 +310,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
           linkState: () => sync.serverLink?.state ?? 'none',
         },
         file,
+        importOptions?.passphrase,
       )
     },
     async close() {

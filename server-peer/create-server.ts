@@ -101,6 +101,11 @@ export interface ServerOptions extends CommonPeerOptions {
   /** Most groups one export may name (`limits.groupsPerExportMax`, 50, by default). */
   readonly exportGroupsMax?: number
   /**
+   * log2 of scrypt's cost N for export passphrases (`limits.exportKdfLogN`,
+   * 17, by default; from `exportKdfLogNMin`, 15, to `exportKdfLogNMax`, 20).
+   */
+  readonly exportKdfLogN?: number
+  /**
    * Worker threads that verify device updates' signatures, off the main
    * thread (peers/verify-pool.ts); 0 verifies on the main thread. Default:
    * one per core but one, at least 1 and at most 4, when listening; 0 with
@@ -127,6 +132,12 @@ const serverOptionsSchema = z.strictObject({
   batchWindowMs: z.number().min(0).max(1_000).optional(),
   exportUsersMax: z.number().int().min(1).max(limits.usersPerExportHardMax).optional(),
   exportGroupsMax: z.number().int().min(1).max(limits.usersPerExportHardMax).optional(),
+  exportKdfLogN: z
+    .number()
+    .int()
+    .min(limits.exportKdfLogNMin)
+    .max(limits.exportKdfLogNMax)
+    .optional(),
   verifyWorkers: z.number().int().min(0).max(64).optional(),
 })
 
@@ -366,8 +377,9 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       // Awaits what is queued first, so that an export made right after a
       // write holds it.
       await replica.drain()
-      const prepared = prepareExport(
+      const prepared = await prepareExport(
         {
+          ...(options.exportKdfLogN === undefined ? {} : { kdfLogN: options.exportKdfLogN }),
           replica,
           schema: basics.schema,
           clock: basics.clock,

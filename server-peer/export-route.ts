@@ -1,9 +1,12 @@
 /**
- * `POST /api/exports` (issue 10): `{ userIds?, groupIds? }` in, the export
- * file's bytes out (`application/octet-stream`), with its expiry in the
- * `X-Rostersync-Expires-At` header (ms since the epoch). One function, so
+ * `POST /api/exports` (issue 10): `{ userIds?, groupIds?, passphrase? }`
+ * in, the export file's bytes out (`application/octet-stream`), with its
+ * expiry in the `X-Rostersync-Expires-At` header (ms since the epoch) and,
+ * when the request gave no passphrase, the one the server generated in
+ * `X-Rostersync-Passphrase` (the response is `no-store`). One function, so
  * that the admin page and the CLI call the same thing; errors are the API's
- * typed JSON errors (`INVALID_OPTIONS`, `USER_NOT_FOUND`, `EXPORT_TOO_LARGE`).
+ * typed JSON errors (`INVALID_OPTIONS`, `USER_NOT_FOUND`, `EXPORT_TOO_LARGE`,
+ * `EXPORT_PASSPHRASE_INVALID`).
  */
 import type { ServerResponse } from 'node:http'
 import type { ExportRequest, PreparedExport } from './export-users.js'
@@ -33,6 +36,9 @@ export async function serveExport(
     'x-rostersync-expires-at': String(prepared.expiresAt),
     'x-rostersync-users': String(prepared.users),
     'cache-control': 'no-store',
+    ...(prepared.passphrase === undefined
+      ? {}
+      : { 'x-rostersync-passphrase': prepared.passphrase }),
   })
   res.end(prepared.file)
 }

@@ -167,6 +167,7 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
   it('exports the selected users as a download that a stopped device imports', async () => {
     const chosen = ['u000001', 'u000002', 'u000004']
     let file: Uint8Array | undefined
+    let passphrase: string | undefined
     const problems = await withPage('admin-browser-export', async (page) => {
       await page.goto(`${server.http}/`)
       await page.getByLabel('Admin token').fill(server.adminToken)
@@ -178,6 +179,7 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
       expect(download.suggestedFilename()).toMatch(/^rostersync-export-.*\.rsexport$/)
       file = new Uint8Array(await readFile(await download.path()))
       await page.getByText(/Export saved as .*; it can be imported until/).waitFor()
+      passphrase = (await page.getByLabel('Export passphrase').textContent()) ?? undefined
     })
     expect(problems).toEqual([])
     if (file === undefined) throw new Error('no download')
@@ -190,7 +192,15 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
       serverKeyFingerprint: server.keyFingerprint,
     })
     devices.push(stopped)
-    expect(await stopped.importUsers(file)).toMatchObject({ imported: 3, unchanged: 0 })
+    // The file is encrypted under the passphrase the page showed.
+    expect(passphrase).toMatch(/^[0-9A-Z]{4}(-[0-9A-Z]{4}){5}$/)
+    await expect(stopped.importUsers(file)).rejects.toMatchObject({
+      code: 'EXPORT_PASSPHRASE_INVALID',
+    })
+    expect(await stopped.importUsers(file, { passphrase: passphrase ?? '' })).toMatchObject({
+      imported: 3,
+      unchanged: 0,
+    })
     expect(stopped.users.list().map((u) => u.id)).toEqual(chosen)
     for (const id of chosen) expect(stopped.users.get(id)).toEqual(server.users.get(id))
   })

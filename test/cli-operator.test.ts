@@ -38,11 +38,17 @@ interface Result {
 }
 
 /** Runs one CLI command to its end. */
-function cli(args: string[], cwd = root): Promise<Result> {
+function cli(args: string[], env: Record<string, string> = {}, cwd = root): Promise<Result> {
   const child = spawn(process.execPath, [BIN, ...args], {
     cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ROSTERSYNC_SITE_KEY: '', ROSTERSYNC_ADMIN_TOKEN: '' },
+    env: {
+      ...process.env,
+      ROSTERSYNC_SITE_KEY: '',
+      ROSTERSYNC_ADMIN_TOKEN: '',
+      ROSTERSYNC_EXPORT_PASSPHRASE: '',
+      ...env,
+    },
   })
   let stdout = ''
   let stderr = ''
@@ -246,7 +252,13 @@ describe('export and import', () => {
     ])
     expect(exported.stderr).not.toMatch(/rostersync|Error/)
     expect(exported.code).toBe(0)
+    const { passphrase } = JSON.parse(exported.stdout) as { passphrase: string }
     expect(JSON.parse(exported.stdout)).toMatchObject({ file, users: 2 })
+    // No passphrase given: one was generated, printed once; the file is encrypted.
+    expect(passphrase).toMatch(/^[0-9A-Z]{4}(-[0-9A-Z]{4}){5}$/)
+    expect((await readFile(file)).includes('Cy')).toBe(false)
+    const passFile = join(dir, 'passphrase')
+    await writeFile(passFile, `${passphrase}\n`, { mode: 0o600 })
     expect((await stat(file)).mode & 0o777).toBe(0o600)
     // Bad exports: one line, non-zero, no file.
     expectRefused(
@@ -263,8 +275,18 @@ describe('export and import', () => {
     const loose = join(dir, 'loose.rsexport')
     await writeFile(loose, 'old')
     await chmod(loose, 0o644)
-    const forced = await cli(['export', '--users', 'u1', '--out', loose, '--force', '--data', srv])
+    expectRefused(
+      await cli(['export', '--users', 'u1', '--out', loose, '--data', srv], {
+        ROSTERSYNC_EXPORT_PASSPHRASE: 'too short',
+      }),
+      'EXPORT_PASSPHRASE_INVALID',
+    )
+    const forced = await cli(
+      ['export', '--users', 'u1', '--out', loose, '--force', '--data', srv],
+      { ROSTERSYNC_EXPORT_PASSPHRASE: 'a passphrase the operator chose' },
+    )
     expect(forced.code).toBe(0)
+    expect(forced.stdout).not.toMatch(/passphrase:/)
     expect((await stat(loose)).mode & 0o777).toBe(0o600)
     expect(existsSync(join(dir, 'a')) || existsSync(join(dir, 'b'))).toBe(false)
 
@@ -274,15 +296,17 @@ describe('export and import', () => {
     // fingerprint (the site key alone is every device's).
     expectRefused(await cli(['import', file, '--data', dev]), 'AUTH_FAILED')
     expectRefused(await cli(['import', file, '--data', dev, '--site-key-file', key]), 'AUTH_FAILED')
+    const importArgs = ['import', file, '--data', dev, '--site-key-file', key]
+    expectRefused(
+      await cli([...importArgs, '--server-key', fingerprint]),
+      'EXPORT_PASSPHRASE_INVALID',
+    )
     const imported = await cli([
-      'import',
-      file,
-      '--data',
-      dev,
-      '--site-key-file',
-      key,
+      ...importArgs,
       '--server-key',
       fingerprint,
+      '--passphrase-file',
+      passFile,
       '--json',
     ])
     expect(imported.stderr).not.toMatch(/rostersync|Error/)
