@@ -200,6 +200,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     identity,
     replica,
     writerId: self,
+    clock: basics.clock,
     log: await EnvelopeLog.open(basics.store),
     check: (update, writer) =>
       checkUpdate(replica.doc, update, {

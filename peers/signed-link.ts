@@ -15,7 +15,9 @@
  *   writer's part.
  */
 import * as Y from 'yjs'
+import type { Clock } from '../core/clock.js'
 import {
+  CertificateRevokedError,
   ForbiddenWriteError,
   MalformedMessageError,
   PeerRevokedError,
@@ -25,8 +27,10 @@ import { SERVER_ID } from '../core/ids.js'
 import { CloseCode } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
 import {
+  checkCertificateTime,
   decodeCertificate,
   decodeEnvelope,
+  keyRevocationId,
   keyFingerprint,
   encodeEnvelope,
   envelopeClients,
@@ -143,9 +147,45 @@ export class DeviceSigning {
       readonly writerId: string
       readonly log: EnvelopeLog
       readonly check: WriterCheck
+      /** The device's clock: certificates' expiry, LAN links' timers. */
+      readonly clock: Clock
     },
   ) {
     options.replica.onReset(() => options.log.clear())
+  }
+
+  /** This device's identity (its key, the pinned server key, its certificate). */
+  get identity(): Identity {
+    return this.options.identity
+  }
+
+  /** This device's id. */
+  get writerId(): string {
+    return this.options.writerId
+  }
+
+  /** The device's clock. */
+  get clock(): Clock {
+    return this.options.clock
+  }
+
+  /** The replica (revocations are read from its document). */
+  get replica(): Replica {
+    return this.options.replica
+  }
+
+  /**
+   * Refuses a certificate that no longer speaks for its device here,
+   * after its signature was checked: its device revoked (`PEER_REVOKED`),
+   * its key reset by the server (`CERTIFICATE_REVOKED`), or expired by
+   * this device's clock (`CERTIFICATE_EXPIRED`).
+   */
+  checkStanding(cert: Certificate): void {
+    const { replica } = this.options
+    if (replica.isRevoked(cert.deviceId)) throw new PeerRevokedError(cert.deviceId)
+    if (replica.hasRevocations() && replica.isRevoked(keyRevocationId(cert.publicKey)))
+      throw new CertificateRevokedError(cert.deviceId)
+    checkCertificateTime(cert, this.options.clock.now())
   }
 
   /** True once the server's key is pinned (signed links speak envelopes from then on). */
@@ -193,18 +233,17 @@ export class DeviceSigning {
     return {
       active: () => identity.serverKey !== undefined,
       plainAllowed,
-      // A revoked writer's envelope is refused by name and the link goes
-      // on: a peer that logged it before it heard of the revocation must
-      // not lose its LAN links over it.
-      relayed: (bytes) => this.revokedWriter(bytes),
+      // A revoked writer's envelope, or one whose certificate expired or
+      // whose key was reset, is refused by name and the link goes on: a
+      // peer that logged it before must not lose its LAN links over it.
+      relayed: (bytes) => this.stale(bytes),
       answer: (theirs) => {
         const target = Y.decodeStateVector(theirs)
         const own = encodeClientsDiff(replica.doc, target, identity.ownClients())
         const logged = log.beyond(target)
-        // Envelopes of writers revoked since they were logged are not offered.
-        const offered = replica.hasRevocations()
-          ? logged.filter((bytes) => !this.revokedWriter(bytes))
-          : logged
+        // Envelopes of writers revoked since they were logged, or whose
+        // certificates expired or were revoked, are not offered.
+        const offered = logged.filter((bytes) => !this.stale(bytes))
         return [...this.sealOwn(own), ...offered]
       },
       forward: (told) => {
@@ -225,12 +264,26 @@ export class DeviceSigning {
     }
   }
 
-  /** True when `bytes` is an envelope of a writer the server revoked. */
-  private revokedWriter(bytes: Uint8Array): boolean {
+  /**
+   * True when `bytes` is a device's envelope that no longer speaks for its
+   * writer: the writer revoked, or its certificate expired or revoked.
+   */
+  private stale(bytes: Uint8Array): boolean {
+    let envelope: Envelope
     try {
-      return this.options.replica.isRevoked(decodeEnvelope(bytes).writer)
+      envelope = decodeEnvelope(bytes)
     } catch {
+      // Not an envelope: open() refuses it, and the link closes.
       return false
+    }
+    if (envelope.writer === SERVER_ID) return false
+    if (this.options.replica.isRevoked(envelope.writer)) return true
+    if (envelope.cert === undefined) return false
+    try {
+      this.checkStanding(envelope.cert)
+      return false
+    } catch {
+      return true
     }
   }
 
@@ -254,6 +307,9 @@ export class DeviceSigning {
       if (this.options.replica.isRevoked(envelope.writer))
         throw new PeerRevokedError(envelope.writer)
       const key = deviceKey(envelope, serverKey, site)
+      // Its certificate must still speak for it: not expired, its key not
+      // reset by the server since.
+      if (envelope.cert !== undefined) this.checkStanding(envelope.cert)
       verifyEnvelope(envelope, key, site)
       checkClients(envelope, key, ranges)
       this.options.check(envelope.update, envelope.writer)
