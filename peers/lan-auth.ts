@@ -67,7 +67,7 @@ export function encodeLanAuth(cert: Certificate, proof: Uint8Array): Uint8Array 
 }
 
 /** Whether `bytes` is a `lan-auth` frame (by its type). */
-function isLanAuth(bytes: Uint8Array): boolean {
+export function isLanAuthFrame(bytes: Uint8Array): boolean {
   return bytes.byteLength > 0 && bytes[0] === LAN_AUTH_MESSAGE
 }
 
@@ -155,7 +155,7 @@ export function guardLanLink(
     () =>
       refuse(
         new AuthFailedError(
-          `the LAN peer showed no certificate within ${netLimits.handshakeTimeoutMs} ms`,
+          `this device answers only LAN peers that show a valid certificate of its server; none came within ${netLimits.handshakeTimeoutMs} ms`,
         ),
       ),
     netLimits.handshakeTimeoutMs,
@@ -221,14 +221,11 @@ export function guardLanLink(
   })
   connection.onMessage((bytes) => {
     if (peer === undefined) {
-      if (!isLanAuth(bytes)) {
-        refuse(
-          new AuthFailedError(
-            'this device answers only LAN peers that show a valid certificate of its server first',
-          ),
-        )
-        return
-      }
+      // Anything before the peer's certificate is dropped, unread and
+      // unanswered: a peer that has not pinned its server's key yet speaks
+      // the plain protocol until it does (and then restarts the link), and
+      // the handshake's time bounds how long it may wait.
+      if (!isLanAuthFrame(bytes)) return
       try {
         peer = checkLanAuth(signing, bytes, ends)
       } catch (error) {
@@ -241,7 +238,7 @@ export function guardLanLink(
       admitted(peer)
       return
     }
-    if (isLanAuth(bytes)) {
+    if (isLanAuthFrame(bytes)) {
       // A renewed certificate: the same device, checked as the first.
       try {
         const renewed = checkLanAuth(signing, bytes, ends)

@@ -29,7 +29,7 @@ import {
   type LanScope,
 } from '../transports/libp2p-transport.js'
 import type { Replica } from './replica.js'
-import { guardLanLink } from './lan-auth.js'
+import { guardLanLink, isLanAuthFrame } from './lan-auth.js'
 import type { DeviceSigning } from './signed-link.js'
 import { startSession } from './sync-session.js'
 
@@ -161,10 +161,18 @@ class LanLinks {
   keepDialling(addr: Multiaddr): () => void {
     let attempt = 0
     let timer: unknown
+    let waiting = false
     const schedule = (): void => {
       if (this.closed) return
       const random = this.options.random ?? Math.random
-      timer = this.options.clock.setTimeout(() => void dial(), retryDelayMs(attempt++, random()))
+      waiting = true
+      timer = this.options.clock.setTimeout(
+        () => {
+          waiting = false
+          void dial()
+        },
+        retryDelayMs(attempt++, random()),
+      )
     }
     const dial = async (): Promise<void> => {
       const linked = await this.dial(addr, (synced) => {
@@ -176,8 +184,21 @@ class LanLinks {
       })
       if (!linked) schedule()
     }
+    // Once this device pins its server's key it can show a certificate:
+    // links its peers refused before (PROTOCOL.md, "LAN admission") are
+    // worth trying at once.
+    const offReady = this.options.signing?.onReady(() => {
+      attempt = 0
+      if (!waiting || this.closed) return
+      this.options.clock.clearTimeout(timer)
+      waiting = false
+      void dial()
+    })
     void dial()
-    return () => this.options.clock.clearTimeout(timer)
+    return () => {
+      offReady?.()
+      this.options.clock.clearTimeout(timer)
+    }
   }
 
   /** Opens a sync stream to `target` and attaches it; false when it cannot (yet). */
@@ -296,7 +317,11 @@ export function runLanLink(
         // not logged as an event: anyone on the LAN could fill the log.
         () => undefined,
       )
-    : connection
+    : signing === undefined
+      ? connection
+      : // Not pinned yet: a pinned peer's certificate cannot be checked
+        // here; it is dropped, and the link restarts once this device pins.
+        dropLanAuth(connection)
   // A link that started plain (this device had no server key yet) is
   // restarted once the key is pinned, so that both sides speak envelopes
   // and show their certificates: a pinned peer refuses plain updates.
@@ -317,6 +342,24 @@ export function runLanLink(
     onClosed?.(session?.synced ?? false)
   })
   if (!guarded) start(link)
+}
+
+/** `connection` without the `lan-auth` frames it receives. */
+function dropLanAuth(connection: Connection): Connection {
+  return {
+    id: connection.id,
+    remote: connection.remote,
+    send: (message) => connection.send(message),
+    onMessage: (handler) =>
+      connection.onMessage((message) => {
+        if (!isLanAuthFrame(message)) handler(message)
+      }),
+    onClose: (handler) => connection.onClose(handler),
+    close: (code, reason) => connection.close(code, reason),
+    get open() {
+      return connection.open
+    },
+  }
 }
 
 function parseAddress(addr: string): Multiaddr {
