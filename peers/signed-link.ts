@@ -58,7 +58,10 @@ export interface OpenedEnvelope {
   readonly update: Uint8Array
   /** The strict scan of `update` (core/update-scan.ts), done once for every check and the intake. */
   readonly ranges: UpdateRanges
-  /** It holds structs this peer lacked (else it is neither logged nor relayed). */
+  /**
+   * It holds structs this peer lacked, or deletes items it held (else it
+   * is not relayed; only envelopes with structs are logged).
+   */
   readonly fresh: boolean
 }
 
@@ -134,6 +137,32 @@ function checkClients(envelope: Envelope, publicKey: Uint8Array, ranges: UpdateR
 function bringsStructs(doc: Y.Doc, ranges: UpdateRanges): boolean {
   for (const [client, end] of ranges.to) if (end > Y.getState(doc.store, client)) return true
   return false
+}
+
+/**
+ * True when the update's delete set deletes an item `doc` holds and has
+ * not deleted yet (what a delete-only envelope brings).
+ */
+export function deletesHeld(doc: Y.Doc, ranges: UpdateRanges): boolean {
+  for (const [client, list] of ranges.deletes) {
+    const structs = doc.store.clients.get(client)
+    if (structs === undefined || structs.length === 0) continue
+    const held = Y.getState(doc.store, client)
+    for (const [clock, end] of list) {
+      if (clock >= held || end <= clock) continue
+      for (let i = Y.findIndexSS(structs, clock); i < structs.length; i++) {
+        const struct = structs[i] as (typeof structs)[number]
+        if (struct.id.clock >= end) break
+        if (!struct.deleted) return true
+      }
+    }
+  }
+  return false
+}
+
+/** True when the update brings `doc` something: structs it lacks, or deletes of items it holds. */
+function bringsNews(doc: Y.Doc, ranges: UpdateRanges): boolean {
+  return bringsStructs(doc, ranges) || deletesHeld(doc, ranges)
 }
 
 /** The device's side: its own envelopes, the relay log and the links it relays between. */
@@ -295,7 +324,9 @@ export class DeviceSigning {
     const envelope = decodeEnvelope(bytes)
     // One strict scan serves every check below and the replica's intake.
     const ranges = scanOrRefuse(envelope.update)
-    const fresh = bringsStructs(this.options.replica.doc, ranges)
+    // Before it is applied: a delete-only envelope (no structs) is news
+    // when it deletes what this device holds, and is relayed like any.
+    const fresh = bringsNews(this.options.replica.doc, ranges)
     if (envelope.writer === SERVER_ID) {
       // The server's content is trusted as it always was on the server
       // link (it checked what it merged); its signature proves it the

@@ -338,3 +338,49 @@ describe('LAN admission', () => {
     expect(s.server.replica.isRevoked('D9')).toBe(false)
   })
 })
+
+describe('relaying over the LAN', () => {
+  it("relays a device's delete-only envelope as it relays its writes", async () => {
+    const s = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const d8 = keyPairFromSeed(seedOf(8))
+    const { cert } = await join(s, 'D9', d9)
+    const { cert: cert8 } = await join(s, 'D8', d8)
+    const from9 = lanLink(s.d2, 'D9', { key: d9, cert })
+    const to8 = lanLink(s.d2, 'D8', { key: d8, cert: cert8 })
+    expect(await answered(to8)).toBe(true)
+    // D9's writes: a fill, then the removal of its entry (a delete only).
+    const doc = new Y.Doc()
+    doc.clientID = deriveClientId(d9.publicKey, 5)
+    doc.getMap('u:D9').set('u1', { e: 0, f: { title: 'From D9' }, s: { title: s.clock.now() } })
+    const written = Y.encodeStateAsUpdate(doc)
+    const vector = Y.encodeStateVector(doc)
+    doc.getMap('u:D9').delete('u1')
+    const deleteOnly = Y.encodeStateAsUpdate(doc, vector)
+    const seal = (update: Uint8Array): Uint8Array =>
+      encodeEnvelope(sealEnvelope(d9, cert.site, { writer: 'D9', nonces: [5], update, cert }))
+    const relayed = (bytes: Uint8Array): boolean =>
+      to8.received.some(
+        (m) => m.type === 'signed-update' && m.envelopes.some((e) => Buffer.from(e).equals(bytes)),
+      )
+    const set = seal(written)
+    from9.send({ type: 'signed-update', envelopes: [set] })
+    await eventually(() => expect(s.d2.users.get('u1')?.title).toBe('From D9'))
+    await eventually(() => expect(relayed(set)).toBe(true))
+    const removal = seal(deleteOnly)
+    from9.send({ type: 'signed-update', envelopes: [removal] })
+    // (The title may stay: the server adopts a device's fill of a vacant field.)
+    await eventually(() => expect(s.d2.replica.doc.getMap('u:D9').has('u1')).toBe(false))
+    await eventually(() => expect(relayed(removal)).toBe(true))
+    // Sent again, it brings nothing: not relayed twice.
+    const count = (): number =>
+      to8.received.filter(
+        (m) =>
+          m.type === 'signed-update' && m.envelopes.some((e) => Buffer.from(e).equals(removal)),
+      ).length
+    from9.send({ type: 'signed-update', envelopes: [removal] })
+    await settle(20)
+    expect(count()).toBe(1)
+    expect(from9.closed()).toBeUndefined()
+  })
+})
