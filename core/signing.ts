@@ -27,11 +27,7 @@ import {
 } from 'node:crypto'
 import * as decoding from 'lib0/decoding'
 import * as encoding from 'lib0/encoding'
-import {
-  CertificateExpiredError,
-  MalformedMessageError,
-  SignatureInvalidError,
-} from './errors.js'
+import { CertificateExpiredError, MalformedMessageError, SignatureInvalidError } from './errors.js'
 import { limits } from './limits.js'
 
 /** Bytes of an Ed25519 seed, public key and signature. */
