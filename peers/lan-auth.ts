@@ -122,7 +122,9 @@ function ownFrame(signing: DeviceSigning, ends: LinkEnds): Uint8Array | undefine
 
 /** The close code of a refusal at the LAN's door. */
 function closeCodeOf(error: RostersyncError): number {
-  return error.code === 'PEER_REVOKED' ? CloseCode.revoked : CloseCode.authFailed
+  if (error.code === 'PEER_REVOKED') return CloseCode.revoked
+  if (error.code === 'MALFORMED_MESSAGE') return CloseCode.malformed
+  return CloseCode.authFailed
 }
 
 /**

@@ -215,6 +215,11 @@ describe('LAN admission', () => {
         /^SIGNATURE_INVALID/,
       ],
     ]
+    const garbled = lanLink(s.d2, 'D9')
+    garbled.connection.send(Uint8Array.of(110, 0xff, 0xff))
+    await eventually(() => expect(garbled.closed()?.reason).toMatch(/^MALFORMED_MESSAGE/))
+    expect(garbled.closed()?.code).toBe(1007)
+    expect(garbled.received).toEqual([])
     for (const [name, raw, reason] of cases) {
       await eventually(() => expect(raw.closed()?.reason, name).toMatch(reason))
       expect(raw.closed()?.code, name).toBe(4401)
