@@ -2,6 +2,7 @@
 import { readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { CliError, parse } from './args.js'
 import type { Command } from './main.js'
+import type { PreparedExport } from '../server-peer/export-users.js'
 import { openRoster } from './roster-access.js'
 
 const help = `Usage: rostersync export (--users <id,...> | --groups <id,...>) --out <file> [options]
@@ -11,11 +12,15 @@ to a file signed by the server for its site. A device whose sync is stopped
 imports it (rostersync import). The file expires 15 minutes after it was made;
 at most 500 users and 50 groups per export (server defaults).
 
-The file is encrypted (AES-256-GCM, its key drawn from a passphrase by scrypt,
-N=2^17): it holds card numbers, templates and PIN hashes. Give the passphrase
-with --passphrase-file or ROSTERSYNC_EXPORT_PASSPHRASE (at least 12
-characters); without one the server generates one (120 bits), printed once
-here: the import needs it. Hand it over apart from the file.
+The file is encrypted (AES-256-GCM, its key drawn by scrypt, N=2^17): it
+holds card numbers, templates and PIN hashes. By default its key comes from
+the site key, which every device of the site holds: rostersync import opens it
+with the device's site key, no passphrase needed. To protect it with a
+passphrase instead, give one with --passphrase-file or
+ROSTERSYNC_EXPORT_PASSPHRASE (at least 12 characters), or --generate-passphrase
+to have the server generate one (120 bits), printed once here; the import then
+needs it: hand it over apart from the file. On an open site (no site key)
+without a passphrase the file is NOT confidential: anyone who has it can read it.
 
 Options:
   --users <ids>    comma-separated user ids
@@ -24,14 +29,17 @@ Options:
                    written with mode 0600: it holds personal data
   --force          overwrite --out
   --passphrase-file <file>
-                   read the passphrase from a file (its first line); else
-                   ROSTERSYNC_EXPORT_PASSPHRASE; else one is generated and printed
+                   encrypt under a passphrase read from a file (its first line);
+                   else ROSTERSYNC_EXPORT_PASSPHRASE; else under the site key
+  --generate-passphrase
+                   encrypt under a passphrase the server generates, printed once
   --data <dir>     the server's data directory (default ./data); when a server runs
                    on it, its HTTP API is used, else the directory is opened directly
   --server <url>   a running server's HTTP (or WebSocket) URL, e.g. http://127.0.0.1:4400
   --token <token>  the server's admin token (default: <data>/admin-token or ROSTERSYNC_ADMIN_TOKEN)
-  --json           print { file, users, bytes, expiresAt, passphrase? } as JSON
-                   (passphrase: only when generated)
+  --json           print { file, users, bytes, expiresAt, keySource, passphrase? }
+                   as JSON (keySource: site-key, passphrase or none; passphrase:
+                   only when generated)
   -h, --help       this help`
 
 /**
@@ -78,9 +86,15 @@ export const exportCommand: Command = {
       token: { type: 'string' },
       json: { type: 'boolean', default: false },
       'passphrase-file': { type: 'string' },
+      'generate-passphrase': { type: 'boolean', default: false },
     })
     if (positionals.length > 0) throw new CliError(`unexpected argument ${positionals[0]}`)
     const passphrase = await passphraseOf(values['passphrase-file'])
+    const generate = values['generate-passphrase']
+    if (generate && passphrase !== undefined)
+      throw new CliError(
+        '--generate-passphrase excludes a given passphrase (--passphrase-file, ROSTERSYNC_EXPORT_PASSPHRASE)',
+      )
     const userIds = idList('users', values.users)
     const groupIds = idList('groups', values.groups)
     if (userIds === undefined && groupIds === undefined)
@@ -97,6 +111,7 @@ export const exportCommand: Command = {
         ...(userIds === undefined ? {} : { userIds }),
         ...(groupIds === undefined ? {} : { groupIds }),
         ...(passphrase === undefined ? {} : { passphrase }),
+        ...(generate ? { generatePassphrase: true } : {}),
       })
     } finally {
       await roster.close()
@@ -123,20 +138,32 @@ export const exportCommand: Command = {
         1,
       )
     }
-    const expiresAt = new Date(prepared.expiresAt).toISOString()
-    console.log(
-      values.json
-        ? JSON.stringify({
-            file: values.out,
-            users: prepared.users,
-            bytes: prepared.file.byteLength,
-            expiresAt: prepared.expiresAt,
-            ...(prepared.passphrase === undefined ? {} : { passphrase: prepared.passphrase }),
-          })
-        : `exported ${prepared.users} user(s) to ${values.out} (${prepared.file.byteLength} bytes, encrypted); import it before ${expiresAt}` +
-            (prepared.passphrase === undefined
-              ? ''
-              : `\npassphrase: ${prepared.passphrase}\n(generated; shown only now: the import needs it)`),
-    )
+    console.log(summaryOf(prepared, values.out, values.json))
   },
+}
+
+/** What the command prints about an export it wrote. */
+function summaryOf(prepared: PreparedExport, out: string, json: boolean): string {
+  if (json)
+    return JSON.stringify({
+      file: out,
+      users: prepared.users,
+      bytes: prepared.file.byteLength,
+      expiresAt: prepared.expiresAt,
+      keySource: prepared.keySource,
+      ...(prepared.passphrase === undefined ? {} : { passphrase: prepared.passphrase }),
+    })
+  const expiresAt = new Date(prepared.expiresAt).toISOString()
+  const how =
+    prepared.keySource === 'site-key'
+      ? 'encrypted under the site key'
+      : prepared.keySource === 'passphrase'
+        ? 'encrypted under the passphrase'
+        : 'NOT confidential: an open site has no site key; give a passphrase to protect it'
+  return (
+    `exported ${prepared.users} user(s) to ${out} (${prepared.file.byteLength} bytes, ${how}); import it before ${expiresAt}` +
+    (prepared.passphrase === undefined
+      ? ''
+      : `\npassphrase: ${prepared.passphrase}\n(generated; shown only now: the import needs it)`)
+  )
 }

@@ -51,6 +51,7 @@ export type ErrorCode =
   // Issue 11: export files and LAN certificates
   | 'EXPORT_FORMAT_UNSUPPORTED'
   | 'EXPORT_PASSPHRASE_INVALID'
+  | 'EXPORT_SITE_KEY_REQUIRED'
   | 'CERTIFICATE_EXPIRED'
   | 'CERTIFICATE_REVOKED'
 
@@ -419,6 +420,19 @@ export class ExportFormatError extends RostersyncError {
 export class ExportPassphraseError extends RostersyncError {
   constructor(message: string) {
     super('EXPORT_PASSPHRASE_INVALID', message)
+  }
+}
+
+/**
+ * An export file encrypted under the site key, on a device that has no
+ * site key: nothing of it can be read. Open the device with its site's key.
+ */
+export class ExportSiteKeyRequiredError extends RostersyncError {
+  constructor() {
+    super(
+      'EXPORT_SITE_KEY_REQUIRED',
+      'the export file is encrypted under the site key, and this device has none: open the device with its site key (createDevice({ siteKey }); --site-key-file or ROSTERSYNC_SITE_KEY)',
+    )
   }
 }
 

@@ -1,9 +1,10 @@
 /**
  * The export file (PROTOCOL.md, "Export file"): chosen users' server
  * entries, with their stamps and epochs, and the field policies, encrypted
- * under a passphrase (AES-256-GCM, the key drawn from the passphrase by
- * scrypt), signed by the server's Ed25519 key for its site and
- * authenticated with the site key, valid for `limits.exportTtlMs`. A
+ * (AES-256-GCM) under a key drawn by scrypt from the site key or from a
+ * passphrase the operator gave (the file's signed key source says which),
+ * signed by the server's Ed25519 key for its site and authenticated with
+ * the site key, valid for `limits.exportTtlMs`. A
  * device that imports it holds the same server entries a sync would bring,
  * so its later sync with the server neither conflicts nor duplicates
  * anything.
@@ -12,10 +13,13 @@
  * card numbers, biometric templates and PIN hashes. A PIN of 4 to 12
  * digits hashed with salted SHA-256 (how the roster stores it, and how
  * devices check it) is found from its hash in microseconds; a stolen file
- * must not give that away. Without the passphrase a file tells only whose
- * it is (the server's key), its scrypt parameters and its size.
+ * must not give that away. Without its secret (the site key or the
+ * passphrase) a file tells only whose it is (the server's key), its key
+ * source, its scrypt parameters and its size. On an open site (no site
+ * key) without a passphrase there is no secret: the key is derived from
+ * the server's public key and the file is not confidential.
  *
- * Pure: the clock's time, the keys, the passphrase and the schema come in;
+ * Pure: the clock's time, the keys, the secrets and the schema come in;
  * `node:crypto` only (scrypt runs on libuv's thread pool, not the event
  * loop).
  */
@@ -38,6 +42,7 @@ import {
   ExportExpiredError,
   ExportFormatError,
   ExportPassphraseError,
+  ExportSiteKeyRequiredError,
   ExportTooLargeError,
   MalformedMessageError,
   MessageTooLargeError,
@@ -59,15 +64,35 @@ import {
 export const EXPORT_MAGIC = 'RSYNCEXP'
 /**
  * The format this code writes and reads. Version 3 encrypts the body
- * under a passphrase; version 2 (the server's key in the header, the body
- * in the clear) and older are refused (`EXPORT_FORMAT_UNSUPPORTED`).
+ * (under the site key, a passphrase, or nothing secret); version 2 (the
+ * server's key in the header, the body in the clear) and older are
+ * refused (`EXPORT_FORMAT_UNSUPPORTED`).
  */
 export const EXPORT_FORMAT_VERSION = 3
 /** Domain separator of the signature, the MAC and the cipher's associated data. */
 const DOMAIN = 'rostersync/export/3'
 const MAC_BYTES = 32
-/** The only key derivation of format 3. */
-const KDF_SCRYPT = 1
+/**
+ * Where the file's key comes from (the header says, and the signature
+ * covers it): `passphrase` (scrypt of the operator's passphrase),
+ * `site-key` (scrypt of the site key: an operator-given site key may be
+ * weak), or `none` (an open site without a passphrase: HKDF of the
+ * server's public key, which is no secret; such a file is not
+ * confidential).
+ */
+export type ExportKeySource = 'passphrase' | 'site-key' | 'none'
+/**
+ * The key source's number in the header. 1 is the passphrase so that the
+ * first format-3 files (whose header had 1 = scrypt of a passphrase there)
+ * read the same.
+ */
+const KEY_SOURCE_IDS: Readonly<Record<ExportKeySource, number>> = {
+  passphrase: 1,
+  'site-key': 2,
+  none: 3,
+}
+const keySourceOfId = (id: number): ExportKeySource | undefined =>
+  (Object.keys(KEY_SOURCE_IDS) as ExportKeySource[]).find((s) => KEY_SOURCE_IDS[s] === id)
 const SALT_BYTES = 16
 const NONCE_BYTES = 12
 const TAG_BYTES = 16
@@ -89,7 +114,7 @@ export interface ExportContents {
   readonly users: ReadonlyArray<readonly [UserId, ServerEntry]>
 }
 
-/** How the file's key is drawn from its passphrase (in the clear, signed). */
+/** How the file's key is drawn from its secret by scrypt (in the clear, signed). */
 interface KdfParams {
   readonly logN: number
   readonly r: number
@@ -110,12 +135,12 @@ function macKey(siteKey: string): Buffer {
 export function checkPassphrase(passphrase: unknown): string {
   if (typeof passphrase !== 'string' || passphrase.length === 0)
     throw new ExportPassphraseError(
-      'an export is encrypted: give its passphrase (passphrase; --passphrase-file or ROSTERSYNC_EXPORT_PASSPHRASE)',
+      'an export passphrase is a non-empty string (passphrase; --passphrase-file or ROSTERSYNC_EXPORT_PASSPHRASE)',
     )
   const text = passphrase.normalize('NFC')
   if (text.length < limits.exportPassphraseCharsMin)
     throw new ExportPassphraseError(
-      `an export passphrase has at least ${limits.exportPassphraseCharsMin} characters (this one has ${text.length}); leave it out to have one generated`,
+      `an export passphrase has at least ${limits.exportPassphraseCharsMin} characters (this one has ${text.length}); leave it out to encrypt under the site key, or have one generated`,
     )
   if (text.length > limits.exportPassphraseCharsMax)
     throw new ExportPassphraseError(
@@ -136,12 +161,12 @@ export function generatePassphrase(random: (bytes: number) => Uint8Array = rando
   return groups.join('-')
 }
 
-/** The file's AES key: scrypt of the passphrase (off the event loop). */
-function deriveKey(passphrase: string, kdf: KdfParams): Promise<Buffer> {
+/** The file's AES key: scrypt of its secret, the passphrase or the site key (off the event loop). */
+function deriveKey(secret: string, kdf: KdfParams): Promise<Buffer> {
   const N = 2 ** kdf.logN
   return new Promise((resolve, reject) => {
     scrypt(
-      passphrase,
+      secret,
       kdf.salt,
       AES_KEY_BYTES,
       // scrypt needs 128 * N * r bytes (and a little more).
@@ -151,17 +176,36 @@ function deriveKey(passphrase: string, kdf: KdfParams): Promise<Buffer> {
   })
 }
 
-/** The header: what precedes the ciphertext (magic, version, server key, scrypt parameters, nonce). */
-function encodeHeader(serverKey: Uint8Array, kdf: KdfParams, nonce: Uint8Array): Uint8Array {
+/**
+ * The key of a file whose key source is `none`: HKDF-SHA256 of the
+ * server's public key. Nothing secret goes in: it keeps one code path for
+ * every file, not confidentiality.
+ */
+function openKey(serverKey: Uint8Array): Buffer {
+  return Buffer.from(hkdfSync('sha256', serverKey, '', `${DOMAIN}/none`, AES_KEY_BYTES))
+}
+
+/**
+ * The header: what precedes the ciphertext (magic, version, server key,
+ * key source, scrypt parameters unless the source is `none`, nonce).
+ */
+function encodeHeader(
+  serverKey: Uint8Array,
+  source: ExportKeySource,
+  kdf: KdfParams | undefined,
+  nonce: Uint8Array,
+): Uint8Array {
   const encoder = encoding.createEncoder()
   encoding.writeUint8Array(encoder, Buffer.from(EXPORT_MAGIC, 'ascii'))
   encoding.writeVarUint(encoder, EXPORT_FORMAT_VERSION)
   encoding.writeUint8Array(encoder, serverKey)
-  encoding.writeVarUint(encoder, KDF_SCRYPT)
-  encoding.writeVarUint(encoder, kdf.logN)
-  encoding.writeVarUint(encoder, kdf.r)
-  encoding.writeVarUint(encoder, kdf.p)
-  encoding.writeUint8Array(encoder, kdf.salt)
+  encoding.writeVarUint(encoder, KEY_SOURCE_IDS[source])
+  if (kdf !== undefined) {
+    encoding.writeVarUint(encoder, kdf.logN)
+    encoding.writeVarUint(encoder, kdf.r)
+    encoding.writeVarUint(encoder, kdf.p)
+    encoding.writeUint8Array(encoder, kdf.salt)
+  }
   encoding.writeUint8Array(encoder, nonce)
   return encoding.toUint8Array(encoder)
 }
@@ -181,17 +225,30 @@ const associatedData = (header: Uint8Array): Buffer =>
 
 /** How an export is encrypted. */
 export interface ExportEncryption {
-  /** The passphrase (checked by `checkPassphrase`). */
-  readonly passphrase: string
+  /**
+   * The operator's passphrase (checked by `checkPassphrase`). Without one
+   * the file is encrypted under the site key, or, on an open site, under
+   * nothing secret (key source `none`).
+   */
+  readonly passphrase?: string | undefined
   /** log2 of scrypt's N (`limits.exportKdfLogN` by default). */
   readonly kdfLogN?: number
   /** Random bytes (salt, nonce); `node:crypto`'s by default. */
   readonly random?: (bytes: number) => Uint8Array
 }
 
+/** The key source an export gets: the passphrase if given, else the site key if any, else none. */
+export function exportKeySource(
+  passphrase: string | undefined,
+  siteKey: string | undefined,
+): ExportKeySource {
+  return passphrase !== undefined ? 'passphrase' : siteKey !== undefined ? 'site-key' : 'none'
+}
+
 /**
  * Encodes, encrypts and signs an export. `siteKey` (absent on an open
- * site) adds the MAC that lets a device check the file is its site's.
+ * site) adds the MAC that lets a device check the file is its site's, and
+ * is the secret the body is encrypted under when no passphrase is given.
  */
 export async function encodeExportFile(
   contents: ExportContents,
@@ -199,7 +256,13 @@ export async function encodeExportFile(
   siteKey: string | undefined,
   encryption: ExportEncryption,
 ): Promise<Uint8Array> {
-  const passphrase = checkPassphrase(encryption.passphrase)
+  const source = exportKeySource(encryption.passphrase, siteKey)
+  const secret =
+    source === 'passphrase'
+      ? checkPassphrase(encryption.passphrase)
+      : source === 'site-key'
+        ? siteKey
+        : undefined
   const random = encryption.random ?? randomBytes
   const logN = encryption.kdfLogN ?? limits.exportKdfLogN
   if (!Number.isInteger(logN) || logN < limits.exportKdfLogNMin || logN > limits.exportKdfLogNMax)
@@ -213,10 +276,15 @@ export async function encodeExportFile(
     policies: contents.policies,
     users: contents.users.map(([id, entry]) => [id, entry]),
   })
-  const kdf: KdfParams = { logN, r: SCRYPT_R, p: SCRYPT_P, salt: random(SALT_BYTES) }
+  const kdf: KdfParams | undefined =
+    secret === undefined ? undefined : { logN, r: SCRYPT_R, p: SCRYPT_P, salt: random(SALT_BYTES) }
   const nonce = random(NONCE_BYTES)
-  const header = encodeHeader(contents.serverKey, kdf, nonce)
-  const cipher = createCipheriv('aes-256-gcm', await deriveKey(passphrase, kdf), nonce)
+  const header = encodeHeader(contents.serverKey, source, kdf, nonce)
+  const aesKey =
+    secret === undefined || kdf === undefined
+      ? openKey(contents.serverKey)
+      : await deriveKey(secret, kdf)
+  const cipher = createCipheriv('aes-256-gcm', aesKey, nonce)
   cipher.setAAD(associatedData(header))
   const ciphertext = Buffer.concat([cipher.update(body), cipher.final(), cipher.getAuthTag()])
   const message = signedMessage(header, ciphertext)
@@ -239,7 +307,7 @@ export interface ExportCheck {
   readonly now: number
   /** The server key the device pinned on its first admission, if any. */
   readonly pinnedServerKey: Uint8Array | undefined
-  /** The site key the device was configured with, if any. */
+  /** The site key the device was configured with, if any (it opens a file of key source `site-key`). */
   readonly siteKey: string | undefined
   /**
    * For a device that has never been admitted (no key pinned): the
@@ -250,7 +318,10 @@ export interface ExportCheck {
    */
   readonly serverKeyFingerprint?: string | undefined
   readonly schema: RecordSchema
-  /** The passphrase the file was encrypted with, as the operator gave it. */
+  /**
+   * The passphrase the file was encrypted with, as the operator gave it
+   * (needed only for a file of key source `passphrase`).
+   */
   readonly passphrase: string | undefined
 }
 
@@ -278,7 +349,8 @@ const bodySchema = z.strictObject({
 /** The parts of a file, before any check of what they say. */
 function splitFile(bytes: Uint8Array): {
   serverKey: Uint8Array
-  kdf: KdfParams
+  source: ExportKeySource
+  kdf: KdfParams | undefined
   header: Uint8Array
   ciphertext: Uint8Array
   signature: Uint8Array
@@ -294,20 +366,24 @@ function splitFile(bytes: Uint8Array): {
     if (version !== EXPORT_FORMAT_VERSION)
       throw new ExportFormatError(version, EXPORT_FORMAT_VERSION)
     const serverKey = decoding.readUint8Array(decoder, PUBLIC_KEY_BYTES)
-    const kdfId = decoding.readVarUint(decoder)
-    if (kdfId !== KDF_SCRYPT)
-      throw new MalformedMessageError(`the export file names an unknown key derivation (${kdfId})`)
-    const logN = decoding.readVarUint(decoder)
-    const r = decoding.readVarUint(decoder)
-    const p = decoding.readVarUint(decoder)
-    const salt = decoding.readUint8Array(decoder, SALT_BYTES)
+    const sourceId = decoding.readVarUint(decoder)
+    const source = keySourceOfId(sourceId)
+    if (source === undefined)
+      throw new MalformedMessageError(`the export file names an unknown key source (${sourceId})`)
+    let kdf: KdfParams | undefined
+    if (source !== 'none') {
+      const logN = decoding.readVarUint(decoder)
+      const r = decoding.readVarUint(decoder)
+      const p = decoding.readVarUint(decoder)
+      kdf = { logN, r, p, salt: decoding.readUint8Array(decoder, SALT_BYTES) }
+    }
     decoding.readUint8Array(decoder, NONCE_BYTES)
     const header = bytes.subarray(0, decoder.pos)
     const ciphertext = decoding.readVarUint8Array(decoder)
     const signature = decoding.readVarUint8Array(decoder)
     const mac = decoding.readVarUint8Array(decoder)
     if (decoding.hasContent(decoder)) throw new MalformedMessageError('trailing bytes')
-    return { serverKey, kdf: { logN, r, p, salt }, header, ciphertext, signature, mac }
+    return { serverKey, source, kdf, header, ciphertext, signature, mac }
   } catch (error) {
     if (error instanceof RostersyncError) throw error
     throw new MalformedMessageError('the export file is truncated or corrupt', error)
@@ -331,17 +407,50 @@ function checkKdf(kdf: KdfParams): void {
     )
 }
 
-/** Decrypts the body; a wrong passphrase fails the cipher's tag (`EXPORT_PASSPHRASE_INVALID`). */
+/**
+ * The secret a file's key is drawn from, as its key source says: the
+ * passphrase (`EXPORT_PASSPHRASE_INVALID` when none is given), the
+ * device's site key (`EXPORT_SITE_KEY_REQUIRED` when it has none), or
+ * nothing (`none`). Checks scrypt's parameters first.
+ */
+function secretOf(
+  source: ExportKeySource,
+  kdf: KdfParams | undefined,
+  check: ExportCheck,
+): string | undefined {
+  if (kdf !== undefined) checkKdf(kdf)
+  if (source === 'passphrase') {
+    if (check.passphrase === undefined || check.passphrase.length === 0)
+      throw new ExportPassphraseError(
+        'the export file is encrypted under a passphrase: give the one it was exported with (passphrase; --passphrase-file or ROSTERSYNC_EXPORT_PASSPHRASE)',
+      )
+    return check.passphrase.normalize('NFC')
+  }
+  if (source === 'site-key') {
+    if (check.siteKey === undefined) throw new ExportSiteKeyRequiredError()
+    return check.siteKey
+  }
+  return undefined
+}
+
+/**
+ * Decrypts the body. The signature and the site MAC held, so only the key
+ * can be wrong: a wrong passphrase is `EXPORT_PASSPHRASE_INVALID`, a wrong
+ * site key `AUTH_FAILED`.
+ */
 async function decryptBody(
+  serverKey: Uint8Array,
   header: Uint8Array,
-  kdf: KdfParams,
+  source: ExportKeySource,
+  kdf: KdfParams | undefined,
   ciphertext: Uint8Array,
-  passphrase: string,
+  secret: string | undefined,
 ): Promise<Uint8Array> {
   if (ciphertext.byteLength < TAG_BYTES)
     throw new MalformedMessageError('the export file is truncated or corrupt')
   const nonce = header.subarray(header.byteLength - NONCE_BYTES)
-  const key = await deriveKey(passphrase, kdf)
+  const key =
+    secret === undefined || kdf === undefined ? openKey(serverKey) : await deriveKey(secret, kdf)
   const decipher = createDecipheriv('aes-256-gcm', key, nonce)
   decipher.setAAD(associatedData(header))
   decipher.setAuthTag(ciphertext.subarray(ciphertext.byteLength - TAG_BYTES))
@@ -353,9 +462,13 @@ async function decryptBody(
   } catch {
     // The signature verified: the ciphertext is the server's, whole. Only
     // the key can be wrong.
-    throw new ExportPassphraseError(
-      'the passphrase does not open this export file (it is the one given when the file was exported)',
-    )
+    if (source === 'passphrase')
+      throw new ExportPassphraseError(
+        'the passphrase does not open this export file (it is the one given when the file was exported)',
+      )
+    if (source === 'site-key')
+      throw new AuthFailedError('the export file was made for another site (site key)')
+    throw new MalformedMessageError('the export file is corrupt: its body does not decrypt')
   }
 }
 
@@ -365,8 +478,10 @@ async function decryptBody(
  * limits), `EXPORT_FORMAT_UNSUPPORTED` (an older, unencrypted format, or a
  * newer one), `MALFORMED_MESSAGE` (not a file of this format, truncated,
  * altered: the signature does not verify), `AUTH_FAILED` (another site's,
- * or nothing to check the site with), `EXPORT_PASSPHRASE_INVALID` (no
- * passphrase, or not the file's), `EXPORT_EXPIRED`, `INVALID_RECORD` (a
+ * or nothing to check the site with), `EXPORT_PASSPHRASE_INVALID` (a
+ * passphrase file: no passphrase, or not the file's),
+ * `EXPORT_SITE_KEY_REQUIRED` (a site-key file, and the device has no site
+ * key), `EXPORT_EXPIRED`, `INVALID_RECORD` (a
  * record this site's schema refuses).
  */
 export async function readExportFile(
@@ -375,20 +490,20 @@ export async function readExportFile(
 ): Promise<ExportContents> {
   if (bytes.byteLength > limits.exportFileBytesMax)
     throw new MessageTooLargeError('the export file', bytes.byteLength, limits.exportFileBytesMax)
-  const { serverKey, kdf, header, ciphertext, signature, mac } = splitFile(bytes)
+  const { serverKey, source, kdf, header, ciphertext, signature, mac } = splitFile(bytes)
   const message = signedMessage(header, ciphertext)
   // Whose file it is, and that it is whole, before anything is decrypted:
   // a forged or bloated file costs a signature check, no scrypt.
   checkServer(serverKey, check)
   if (!verifyBytes(serverKey, message, signature))
     throw new MalformedMessageError('the export file is corrupt: its signature does not verify')
+  // A site-key file always carries the MAC (its server has a site key):
+  // without it a wrong site key would cost scrypt before it is found.
+  if (source === 'site-key' && mac.byteLength === 0)
+    throw new MalformedMessageError('the export file is corrupt: its site MAC is missing')
   checkSiteMac(message, mac, check)
-  checkKdf(kdf)
-  if (check.passphrase === undefined || check.passphrase.length === 0)
-    throw new ExportPassphraseError(
-      'the export file is encrypted: give the passphrase it was exported with (passphrase; --passphrase-file or ROSTERSYNC_EXPORT_PASSPHRASE)',
-    )
-  const body = await decryptBody(header, kdf, ciphertext, check.passphrase.normalize('NFC'))
+  const secret = secretOf(source, kdf, check)
+  const body = await decryptBody(serverKey, header, source, kdf, ciphertext, secret)
   const parsed = bodySchema.safeParse(decodeValue(body))
   if (!parsed.success)
     throw new MalformedMessageError(

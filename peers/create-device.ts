@@ -153,10 +153,12 @@ export interface DevicePeer {
    * `EXPORT_TOO_LARGE`) file changes nothing. A device never admitted
    * takes only a file of the server key whose fingerprint it was given
    * (`serverKeyFingerprint`, here or in createDevice's options), and pins
-   * that key (`AUTH_FAILED` otherwise). The file is encrypted: `passphrase`
-   * is the one it was exported with (`EXPORT_PASSPHRASE_INVALID` when
-   * missing or wrong; `EXPORT_FORMAT_UNSUPPORTED` for a file of an older,
-   * unencrypted format).
+   * that key (`AUTH_FAILED` otherwise). The file is encrypted: one exported
+   * without a passphrase (the default) opens with this device's `siteKey`
+   * (`EXPORT_SITE_KEY_REQUIRED` when the device has none); one exported
+   * with a passphrase needs `passphrase` (`EXPORT_PASSPHRASE_INVALID` when
+   * missing or wrong). `EXPORT_FORMAT_UNSUPPORTED` for a file of an older,
+   * unencrypted format.
    */
   importUsers(
     file: Uint8Array,

@@ -43,8 +43,9 @@ export interface ImportTarget {
 /**
  * Imports an export file. Refused, changing nothing: `SYNC_RUNNING` while
  * the device is connected to its server (its sync brings the server's data
- * itself), and every fault of the file (`readExportFile`), a missing or
- * wrong passphrase included (`EXPORT_PASSPHRASE_INVALID`).
+ * itself), and every fault of the file (`readExportFile`): a missing or
+ * wrong passphrase for a passphrase file (`EXPORT_PASSPHRASE_INVALID`), no
+ * site key for a site-key file (`EXPORT_SITE_KEY_REQUIRED`) included.
  */
 export async function importUsers(
   target: ImportTarget,

@@ -101,7 +101,8 @@ export interface ServerOptions extends CommonPeerOptions {
   /** Most groups one export may name (`limits.groupsPerExportMax`, 50, by default). */
   readonly exportGroupsMax?: number
   /**
-   * log2 of scrypt's cost N for export passphrases (`limits.exportKdfLogN`,
+   * log2 of scrypt's cost N for export keys, from the site key or a
+   * passphrase (`limits.exportKdfLogN`,
    * 17, by default; from `exportKdfLogNMin`, 15, to `exportKdfLogNMax`, 20).
    */
   readonly exportKdfLogN?: number
@@ -210,9 +211,12 @@ export interface ServerPeer {
    * Prepares an export of users by id and/or by group (SEMANTICS.md,
    * "Export / import"): a file signed by this server for its site, valid
    * for 15 minutes (`expiresAt`, this server's clock), for
-   * `device.importUsers`. Rejects `INVALID_OPTIONS` (nothing named, bad
-   * ids), `USER_NOT_FOUND` (a named user the server does not hold),
-   * `EXPORT_TOO_LARGE` (past `exportUsersMax` / `exportGroupsMax`).
+   * `device.importUsers`. Encrypted under the site key unless a
+   * `passphrase` is given or `generatePassphrase` asked for (on an open
+   * site without a passphrase: not confidential; `keySource` says which).
+   * Rejects `INVALID_OPTIONS` (nothing named, bad ids), `USER_NOT_FOUND`
+   * (a named user the server does not hold), `EXPORT_TOO_LARGE` (past
+   * `exportUsersMax` / `exportGroupsMax`), `EXPORT_PASSPHRASE_INVALID`.
    */
   exportUsers(request: ExportRequest): Promise<PreparedExport>
   /** This server's public key, base64: the site every signature and export names. */

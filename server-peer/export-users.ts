@@ -1,14 +1,21 @@
 /**
  * `server.exportUsers` (SEMANTICS.md, "Export / import"): the chosen users'
  * server entries, found by id or by group, in a signed file encrypted under
- * a passphrase, which a device whose sync is stopped can import
- * (`core/export-file.ts`).
+ * the site key (by default), a passphrase the operator gives or one the
+ * server generates on request, which a device whose sync is stopped can
+ * import (`core/export-file.ts`).
  */
 import { z } from 'zod'
 import type { Clock } from '../core/clock.js'
 import type { PolicyEntry, ServerEntry } from '../core/entries.js'
 import { ExportTooLargeError, InvalidOptionsError, UserNotFoundError } from '../core/errors.js'
-import { checkPassphrase, encodeExportFile, generatePassphrase } from '../core/export-file.js'
+import {
+  checkPassphrase,
+  encodeExportFile,
+  exportKeySource,
+  generatePassphrase,
+  type ExportKeySource,
+} from '../core/export-file.js'
 import type { UserId } from '../core/ids.js'
 import { limits } from '../core/limits.js'
 import type { RecordSchema } from '../core/schema.js'
@@ -21,10 +28,17 @@ export interface ExportRequest {
   readonly groupIds?: readonly string[]
   /**
    * The passphrase the file is encrypted under (at least
-   * `limits.exportPassphraseCharsMin` characters); when absent, the server
-   * generates one (120 bits) and returns it with the file, once.
+   * `limits.exportPassphraseCharsMin` characters). When absent, the file
+   * is encrypted under the site key, which every device of the site holds
+   * (on an open site, under nothing secret: such a file is not
+   * confidential).
    */
   readonly passphrase?: string
+  /**
+   * Have the server generate a passphrase (120 bits) and return it with
+   * the file, once (`PreparedExport.passphrase`). Excludes `passphrase`.
+   */
+  readonly generatePassphrase?: boolean
 }
 
 /** A prepared export. */
@@ -36,7 +50,13 @@ export interface PreparedExport {
   /** How many users it holds. */
   readonly users: number
   /**
-   * The passphrase the server generated for it, when the request gave none:
+   * What the file's key is drawn from: `site-key` (the default),
+   * `passphrase` (given or generated), `none` (an open site without a
+   * passphrase: the file is not confidential).
+   */
+  readonly keySource: ExportKeySource
+  /**
+   * The passphrase the server generated for it (`generatePassphrase`):
    * whoever imports the file needs it. Shown once, never stored or logged.
    */
   readonly passphrase?: string
@@ -68,6 +88,7 @@ const requestSchema = z.strictObject({
   userIds: idList.optional(),
   groupIds: idList.optional(),
   passphrase: z.unknown().optional(),
+  generatePassphrase: z.boolean().optional(),
 })
 
 /** Parses an export request (library or HTTP body); `INVALID_OPTIONS` when it is not one. */
@@ -78,16 +99,21 @@ export function parseExportRequest(input: unknown): ExportRequest {
       `exportUsers: ${z.prettifyError(parsed.error).slice(0, 300)}`,
       parsed.error.issues,
     )
-  const { userIds, groupIds, passphrase } = parsed.data
+  const { userIds, groupIds, passphrase, generatePassphrase: generate } = parsed.data
   if ((userIds ?? []).length === 0 && (groupIds ?? []).length === 0)
     throw new InvalidOptionsError(
       'exportUsers: name the users (userIds) or groups (groupIds) to export',
+    )
+  if (generate === true && passphrase !== undefined)
+    throw new InvalidOptionsError(
+      'exportUsers: give a passphrase or ask for one to be generated (generatePassphrase), not both',
     )
   return {
     ...(userIds === undefined ? {} : { userIds }),
     ...(groupIds === undefined ? {} : { groupIds }),
     // Checked before any work (EXPORT_PASSPHRASE_INVALID).
     ...(passphrase === undefined ? {} : { passphrase: checkPassphrase(passphrase) }),
+    ...(generate === true ? { generatePassphrase: true } : {}),
   }
 }
 
@@ -95,7 +121,9 @@ export function parseExportRequest(input: unknown): ExportRequest {
  * Prepares an export: every named user must be live on the server
  * (`USER_NOT_FOUND` otherwise), the union with the groups' members must
  * stay within the caps (`EXPORT_TOO_LARGE`), and a passphrase given must
- * be one (`EXPORT_PASSPHRASE_INVALID`). Reads only; changes nothing. The
+ * be one (`EXPORT_PASSPHRASE_INVALID`). Without a passphrase the file is
+ * encrypted under the site key (key source `site-key`), or, on an open
+ * site, under nothing secret (`none`). Reads only; changes nothing. The
  * users are read at once; the key derivation (scrypt) then runs off the
  * event loop.
  */
@@ -132,13 +160,14 @@ export async function prepareExport(source: ExportSource, input: unknown): Promi
   const createdAt = source.clock.now()
   const expiresAt = createdAt + limits.exportTtlMs
   const users = [...chosen].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-  const generated = request.passphrase === undefined ? generatePassphrase() : undefined
+  const generated = request.generatePassphrase === true ? generatePassphrase() : undefined
+  const passphrase = request.passphrase ?? generated
   const file = await encodeExportFile(
     { serverKey: source.key.publicKey, createdAt, expiresAt, policies, users },
     source.key,
     source.siteKey,
     {
-      passphrase: request.passphrase ?? (generated as string),
+      passphrase,
       ...(source.kdfLogN === undefined ? {} : { kdfLogN: source.kdfLogN }),
     },
   )
@@ -148,6 +177,7 @@ export async function prepareExport(source: ExportSource, input: unknown): Promi
     file,
     expiresAt,
     users: users.length,
+    keySource: exportKeySource(passphrase, source.siteKey),
     ...(generated === undefined ? {} : { passphrase: generated }),
   }
 }

@@ -252,13 +252,35 @@ describe('export and import', () => {
     ])
     expect(exported.stderr).not.toMatch(/rostersync|Error/)
     expect(exported.code).toBe(0)
-    const { passphrase } = JSON.parse(exported.stdout) as { passphrase: string }
-    expect(JSON.parse(exported.stdout)).toMatchObject({ file, users: 2 })
-    // No passphrase given: one was generated, printed once; the file is encrypted.
-    expect(passphrase).toMatch(/^[0-9A-Z]{4}(-[0-9A-Z]{4}){5}$/)
+    expect(JSON.parse(exported.stdout)).toMatchObject({ file, users: 2, keySource: 'site-key' })
+    // No passphrase given: encrypted under the site key, no passphrase printed.
+    expect(JSON.parse(exported.stdout)).not.toHaveProperty('passphrase')
     expect((await readFile(file)).includes('Cy')).toBe(false)
+    // --generate-passphrase: one is generated and printed once.
+    const locked = join(dir, 'locked.rsexport')
+    const generated = await cli([
+      'export',
+      '--users',
+      'u1',
+      '--out',
+      locked,
+      '--generate-passphrase',
+      '--data',
+      srv,
+      '--json',
+    ])
+    expect(generated.code).toBe(0)
+    const { passphrase, keySource } = JSON.parse(generated.stdout) as Record<string, string>
+    expect(keySource).toBe('passphrase')
+    expect(passphrase).toMatch(/^[0-9A-Z]{4}(-[0-9A-Z]{4}){5}$/)
     const passFile = join(dir, 'passphrase')
     await writeFile(passFile, `${passphrase}\n`, { mode: 0o600 })
+    expectRefused(
+      await cli(['export', '--users', 'u1', '--out', join(dir, 'a'), '--generate-passphrase'], {
+        ROSTERSYNC_EXPORT_PASSPHRASE: 'a passphrase the operator chose',
+      }),
+      '--generate-passphrase excludes',
+    )
     expect((await stat(file)).mode & 0o777).toBe(0o600)
     // Bad exports: one line, non-zero, no file.
     expectRefused(
@@ -287,6 +309,7 @@ describe('export and import', () => {
     )
     expect(forced.code).toBe(0)
     expect(forced.stdout).not.toMatch(/passphrase:/)
+    expect(forced.stdout).toMatch(/encrypted under the passphrase/)
     expect((await stat(loose)).mode & 0o777).toBe(0o600)
     expect(existsSync(join(dir, 'a')) || existsSync(join(dir, 'b'))).toBe(false)
 
@@ -297,21 +320,25 @@ describe('export and import', () => {
     expectRefused(await cli(['import', file, '--data', dev]), 'AUTH_FAILED')
     expectRefused(await cli(['import', file, '--data', dev, '--site-key-file', key]), 'AUTH_FAILED')
     const importArgs = ['import', file, '--data', dev, '--site-key-file', key]
+    // The file is encrypted under the site key: the device needs it, no passphrase.
     expectRefused(
-      await cli([...importArgs, '--server-key', fingerprint]),
-      'EXPORT_PASSPHRASE_INVALID',
+      await cli(['import', file, '--data', dev, '--server-key', fingerprint]),
+      'EXPORT_SITE_KEY_REQUIRED',
     )
-    const imported = await cli([
-      ...importArgs,
-      '--server-key',
-      fingerprint,
-      '--passphrase-file',
-      passFile,
-      '--json',
-    ])
+    const imported = await cli([...importArgs, '--server-key', fingerprint, '--json'])
     expect(imported.stderr).not.toMatch(/rostersync|Error/)
     expect(imported.code).toBe(0)
     expect(JSON.parse(imported.stdout)).toMatchObject({ imported: 2, unchanged: 0 })
+    // A file exported with a passphrase needs it (a file, or the environment).
+    const lockedArgs = ['import', locked, '--data', dev, '--site-key-file', key, '--json']
+    expectRefused(await cli(lockedArgs), 'EXPORT_PASSPHRASE_INVALID')
+    const opened = await cli([...lockedArgs, '--passphrase-file', passFile])
+    expect(opened.code).toBe(0)
+    expect(JSON.parse(opened.stdout)).toMatchObject({ imported: 0, unchanged: 1 })
+    const byEnv = await cli(['import', loose, '--data', dev, '--site-key-file', key], {
+      ROSTERSYNC_EXPORT_PASSPHRASE: 'a passphrase the operator chose',
+    })
+    expect(byEnv.code).toBe(0)
     const listed = await cli(['device', '--data', dev, '--list', '--json'])
     expect(
       listed.stdout

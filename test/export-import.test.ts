@@ -383,6 +383,81 @@ describe('device.importUsers', () => {
   })
 })
 
+describe('the public contract (API.md): exportUsers({ userIds }), then importUsers(file)', () => {
+  it('imports on an admitted device of the site, no passphrase asked', async () => {
+    const s = await site()
+    await roster(s.server)
+    const d = await device(s)
+    await d.sync.full()
+    s.down()
+    await settle()
+    await s.server.users.patch('u1', { name: 'Ann L.' })
+    const { file, expiresAt } = await s.server.exportUsers({ userIds: ['u1'] })
+    expect(file).toBeInstanceOf(Uint8Array)
+    expect(expiresAt).toBe(s.clock.now() + 15 * MINUTE)
+    expect(await d.importUsers(file)).toMatchObject({ imported: 1, unchanged: 0, expiresAt })
+    expect(d.users.get('u1')?.name).toBe('Ann L.')
+    expect(d.users.get('u1')).toEqual(s.server.users.get('u1'))
+  })
+
+  it("imports on a device given the server key's fingerprint, the server's options left at their defaults", async () => {
+    // No exportKdfLogN: the server's default scrypt cost, as outside code gets it.
+    const server = await createServer({ store: memoryStore(), listen: false, siteKey: SITE_KEY })
+    closers.push(() => server.close())
+    await roster(server)
+    const { file } = await server.exportUsers({ userIds: ['u1', 'u3'] })
+    const d = await createDevice({
+      id: 'D2',
+      store: memoryStore(),
+      ...(server.siteKey === undefined ? {} : { siteKey: server.siteKey }),
+      serverKeyFingerprint: server.keyFingerprint,
+    })
+    closers.push(() => d.close())
+    expect(await d.importUsers(file)).toMatchObject({ imported: 2, unchanged: 0 })
+    expect(d.users.list().map((u) => u.id)).toEqual(['u1', 'u3'])
+    expect(d.users.get('u3')).toEqual(server.users.get('u3'))
+    // The options object form: the fingerprint given to importUsers instead.
+    const e = await createDevice({ id: 'D3', store: memoryStore(), siteKey: SITE_KEY })
+    closers.push(() => e.close())
+    const fingerprint = { serverKeyFingerprint: server.keyFingerprint }
+    expect(await e.importUsers(file, fingerprint)).toMatchObject({ imported: 2 })
+    expect(e.users.get('u1')).toEqual(server.users.get('u1'))
+  })
+})
+
+/**
+ * Neither the PIN's hash (found from it in microseconds: 4 to 12 digits),
+ * nor its salt, nor a card number or a name is in the bytes.
+ */
+function expectNoSecrets(file: Uint8Array, storedPin: string): void {
+  const bytes = Buffer.from(file)
+  const [, salt = '', digest = ''] = storedPin.split('$')
+  for (const secret of [
+    Buffer.from(digest, 'hex'),
+    Buffer.from(salt, 'hex'),
+    Buffer.from(digest),
+    Buffer.from('CAFE0042'),
+    Buffer.from('04A1B2C3'),
+    Buffer.from('Pia Quist'),
+    Buffer.from('u7'),
+  ])
+    expect(bytes.includes(secret), secret.toString()).toBe(false)
+}
+
+/** The error code an import rejects with, or 'imported'. */
+async function importCode(
+  d: DevicePeer,
+  file: Uint8Array,
+  options: { passphrase?: string; serverKeyFingerprint?: string } = {},
+): Promise<string> {
+  try {
+    await d.importUsers(file, options)
+    return 'imported'
+  } catch (error) {
+    return (error as { code: string }).code
+  }
+}
+
 describe('export encryption', () => {
   it('keeps names, cards and PIN hashes out of the file: only the passphrase opens it', async () => {
     const s = await site()
@@ -404,20 +479,7 @@ describe('export encryption', () => {
       passphrase: PASS,
     })
     expect(passphrase).toBeUndefined()
-    // Neither the PIN's hash (found from it in microseconds: 4 to 12
-    // digits), nor its salt, nor a card number or a name is in the bytes.
-    const bytes = Buffer.from(file)
-    const [, salt = '', digest = ''] = stored.split('$')
-    for (const secret of [
-      Buffer.from(digest, 'hex'),
-      Buffer.from(salt, 'hex'),
-      Buffer.from(digest),
-      Buffer.from('CAFE0042'),
-      Buffer.from('04A1B2C3'),
-      Buffer.from('Pia Quist'),
-      Buffer.from('u7'),
-    ])
-      expect(bytes.includes(secret), secret.toString()).toBe(false)
+    expectNoSecrets(file, stored)
     const d = await device(s, { noServer: true, serverKeyFingerprint: s.server.keyFingerprint })
     const code = async (options: { passphrase?: string }, bytes = file): Promise<string> => {
       try {
@@ -449,22 +511,102 @@ describe('export encryption', () => {
     expect(verifyPin('4712', pinOf(d))).toBe(false)
   })
 
-  it('generates a passphrase when none is given, and refuses a weak one before any work', async () => {
+  it('encrypts under the site key by default: the device opens it with its own site key', async () => {
     const s = await site()
     await roster(s.server)
-    const prepared = await s.server.exportUsers({ userIds: ['u1'] })
+    await s.server.users.put({
+      id: 'u7',
+      name: 'Pia Quist',
+      pin: '4711',
+      cards: [{ type: 'csn', value: 'CAFE0042' }],
+    })
+    const stored = s.server.replica.replicaOf(asUserId('u7')).server?.f?.pin
+    const prepared = await s.server.exportUsers({ userIds: ['u7', 'u3'] })
+    expect(prepared.keySource).toBe('site-key')
+    expect(prepared.passphrase).toBeUndefined()
+    // The key source is in the signed header: 2 = the site key, then the
+    // scrypt parameters as for a passphrase.
+    expect(prepared.file[8 + 1 + 32]).toBe(2)
+    expect(prepared.file[8 + 1 + 32 + 1]).toBe(limits.exportKdfLogNMin)
+    expectNoSecrets(prepared.file, typeof stored === 'string' ? stored : '')
+    const fingerprint = { serverKeyFingerprint: s.server.keyFingerprint }
+    // No site key on the device: a typed error naming what is missing.
+    const bare = await createDevice({ id: 'D7', store: memoryStore(), clock: s.clock })
+    closers.push(() => bare.close())
+    expect(await importCode(bare, prepared.file, fingerprint)).toBe('EXPORT_SITE_KEY_REQUIRED')
+    await expect(bare.importUsers(prepared.file, fingerprint)).rejects.toThrow(/site key/)
+    // Another site's key: the MAC says so before any scrypt (AUTH_FAILED).
+    const other = await device(s, { id: 'D8', noServer: true, siteKey: 'another-site-key' })
+    expect(await importCode(other, prepared.file, fingerprint)).toBe('AUTH_FAILED')
+    // A site-key file without its MAC is corrupt (it would cost scrypt to find out).
+    const stripped = Uint8Array.from(prepared.file.subarray(0, prepared.file.byteLength - 33))
+    const bareMac = Buffer.concat([stripped, Buffer.from([0])])
+    expect(prepared.file[prepared.file.byteLength - 33]).toBe(32)
+    const d = await device(s, { noServer: true, ...fingerprint })
+    expect(await importCode(d, bareMac)).toBe('MALFORMED_MESSAGE')
+    for (const peer of [bare, other, d]) expect(peer.users.list()).toEqual([])
+    // A passphrase given for a site-key file is not needed, and not in the way.
+    expect(await importCode(d, prepared.file, { passphrase: PASS })).toBe('imported')
+    expect(d.users.get('u7')).toEqual(s.server.users.get('u7'))
+    const pin = d.replica.replicaOf(asUserId('u7')).server?.f?.pin
+    expect(verifyPin('4711', typeof pin === 'string' ? pin : '')).toBe(true)
+  })
+
+  it('generates a passphrase only when asked, and refuses a weak one before any work', async () => {
+    const s = await site()
+    await roster(s.server)
+    const prepared = await s.server.exportUsers({ userIds: ['u1'], generatePassphrase: true })
+    expect(prepared.keySource).toBe('passphrase')
     expect(prepared.passphrase).toMatch(/^[0-9A-Z]{4}(-[0-9A-Z]{4}){5}$/)
-    const again = await s.server.exportUsers({ userIds: ['u1'] })
+    const again = await s.server.exportUsers({ userIds: ['u1'], generatePassphrase: true })
     expect(again.passphrase).not.toBe(prepared.passphrase)
     for (const passphrase of ['', 'short', 'x'.repeat(limits.exportPassphraseCharsMax + 1), 42])
       await expect(
         s.server.exportUsers({ userIds: ['u1'], passphrase } as { userIds: string[] }),
       ).rejects.toMatchObject({ code: 'EXPORT_PASSPHRASE_INVALID' })
+    await expect(
+      s.server.exportUsers({ userIds: ['u1'], passphrase: PASS, generatePassphrase: true }),
+    ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' })
     expect(s.server.events.query({ type: 'users-exported' })).toHaveLength(2)
     const d = await device(s, { noServer: true, serverKeyFingerprint: s.server.keyFingerprint })
+    // A passphrase file needs its passphrase, site key or not.
+    expect(await importCode(d, prepared.file)).toBe('EXPORT_PASSPHRASE_INVALID')
     expect(
       await d.importUsers(prepared.file, { passphrase: prepared.passphrase ?? '' }),
     ).toMatchObject({ imported: 1 })
+  })
+
+  it('on an open site, a file without a passphrase imports without one (and is not confidential)', async () => {
+    const clock = new ManualClock()
+    const server = await createServer({
+      store: memoryStore(),
+      clock,
+      listen: false,
+      open: true,
+      exportKdfLogN: limits.exportKdfLogNMin,
+    })
+    closers.push(() => server.close())
+    await roster(server)
+    const prepared = await server.exportUsers({ userIds: ['u1', 'u3'] })
+    expect(prepared.keySource).toBe('none')
+    // Key source 3 = none: no scrypt parameters, and no site MAC (empty).
+    expect(prepared.file[8 + 1 + 32]).toBe(3)
+    expect(prepared.file[prepared.file.byteLength - 1]).toBe(0)
+    const d = await createDevice({
+      id: 'D6',
+      store: memoryStore(),
+      clock,
+      serverKeyFingerprint: server.keyFingerprint,
+    })
+    closers.push(() => d.close())
+    expect(await d.importUsers(prepared.file)).toMatchObject({ imported: 2 })
+    expect(d.users.get('u3')).toEqual(server.users.get('u3'))
+    // A passphrase still protects an open site's file.
+    const locked = await server.exportUsers({ userIds: ['u2'], passphrase: PASS })
+    expect(locked.keySource).toBe('passphrase')
+    expect(await importCode(d, locked.file)).toBe('EXPORT_PASSPHRASE_INVALID')
+    expect(await importCode(d, locked.file, { passphrase: PASS })).toBe('imported')
+    expect(d.users.get('u2')).toEqual(server.users.get('u2'))
   })
 })
 
@@ -484,13 +626,13 @@ describe('POST /api/exports', () => {
     expect(ok.headers.get('content-type')).toBe('application/octet-stream')
     expect(ok.headers.get('x-rostersync-users')).toBe('2')
     expect(Number(ok.headers.get('x-rostersync-expires-at'))).toBeGreaterThan(Date.now())
-    // No passphrase asked for: the server generated one (120 bits), told once.
-    const generated = ok.headers.get('x-rostersync-passphrase') ?? ''
-    expect(generated).toMatch(/^[0-9A-Z]{4}(-[0-9A-Z]{4}){5}$/)
+    // No passphrase given: encrypted under the site key, none generated.
+    expect(ok.headers.get('x-rostersync-key-source')).toBe('site-key')
+    expect(ok.headers.get('x-rostersync-passphrase')).toBeNull()
     expect(ok.headers.get('cache-control')).toBe('no-store')
     const file = new Uint8Array(await ok.arrayBuffer())
     // The server's default scrypt cost: N = 2^17 (the byte after the
-    // magic, the version, the server's key and the KDF id).
+    // magic, the version, the server's key and the key source).
     expect(file[8]).toBe(3)
     expect(file[8 + 1 + 32 + 1]).toBe(limits.exportKdfLogN)
     expect(limits.exportKdfLogN).toBe(17)
@@ -501,7 +643,7 @@ describe('POST /api/exports', () => {
       serverKeyFingerprint: server.keyFingerprint,
     })
     closers.push(() => d.close())
-    expect(await d.importUsers(file, { passphrase: generated })).toMatchObject({ imported: 2 })
+    expect(await d.importUsers(file)).toMatchObject({ imported: 2 })
     expect(d.users.get('u2')).toEqual(server.users.get('u2'))
     const codeOf = async (res: Response): Promise<[number, string]> => [
       res.status,
@@ -517,6 +659,15 @@ describe('POST /api/exports', () => {
     const chosen = await post(JSON.stringify({ userIds: ['u1'], passphrase: PASS }))
     expect(chosen.status).toBe(200)
     expect(chosen.headers.get('x-rostersync-passphrase')).toBeNull()
+    expect(chosen.headers.get('x-rostersync-key-source')).toBe('passphrase')
+    // Asked for: the server generates one (120 bits), told once.
+    const asked = await post(JSON.stringify({ userIds: ['u1'], generatePassphrase: true }))
+    expect(asked.status).toBe(200)
+    expect(asked.headers.get('x-rostersync-passphrase')).toMatch(/^[0-9A-Z]{4}(-[0-9A-Z]{4}){5}$/)
+    expect(await codeOf(await post('{"userIds":["u1"],"generatePassphrase":"yes"}'))).toEqual([
+      400,
+      'INVALID_OPTIONS',
+    ])
     expect(await codeOf(await post('{"userIds":["u1"],"passphrase":"123456"}'))).toEqual([
       400,
       'EXPORT_PASSPHRASE_INVALID',
