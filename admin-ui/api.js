@@ -47,13 +47,17 @@ export async function api(method, path, body) {
   return type.includes('json') ? res.json() : res.blob()
 }
 
-/** Downloads the export of the chosen users as a file. */
-export async function downloadExport(userIds) {
+/**
+ * Downloads the export of the chosen users as a file. `protection` is
+ * `{ passphrase }` (the operator's), `{ generatePassphrase: true }`, or
+ * nothing: the server then encrypts the file under the site key.
+ */
+export async function downloadExport(userIds, protection = {}) {
   const res = await fetch('/api/exports', {
     method: 'POST',
     headers: { ...CSRF, 'content-type': 'application/json' },
     credentials: 'same-origin',
-    body: JSON.stringify({ userIds }),
+    body: JSON.stringify({ userIds, ...protection }),
   })
   if (!res.ok) {
     const parsed = await res.json().catch(() => undefined)
@@ -74,7 +78,14 @@ export async function downloadExport(userIds) {
   link.click()
   link.remove()
   setTimeout(() => URL.revokeObjectURL(url), 10_000)
-  return { name, expiresAt: Number(res.headers.get('x-rostersync-expires-at')) }
+  return {
+    name,
+    expiresAt: Number(res.headers.get('x-rostersync-expires-at')),
+    keySource: res.headers.get('x-rostersync-key-source') ?? 'site-key',
+    // Only when asked for: a passphrase the server generated, shown once,
+    // never stored; whoever imports the file needs it.
+    passphrase: res.headers.get('x-rostersync-passphrase') ?? undefined,
+  }
 }
 
 /** Query string of the defined, non-empty parameters. */

@@ -19,6 +19,10 @@ export function UsersPage() {
   const [editing, setEditing] = useState(undefined)
   const [fields, setFields] = useState([])
   const [exported, setExported] = useState()
+  // How the export is encrypted: 'site' (the site key, the default),
+  // 'generate' (a passphrase the server generates) or 'given' (typed here).
+  const [protect, setProtect] = useState('site')
+  const [passphrase, setPassphrase] = useState('')
   const filtered = applied.q !== '' || applied.status !== '' || applied.group !== ''
 
   useDebounced(filters, 250, (f) => {
@@ -64,7 +68,13 @@ export function UsersPage() {
   }
   const doExport = async () => {
     try {
-      setExported(await downloadExport([...selected]))
+      const protection =
+        protect === 'generate'
+          ? { generatePassphrase: true }
+          : protect === 'given'
+            ? { passphrase }
+            : {}
+      setExported(await downloadExport([...selected], protection))
       setError(undefined)
     } catch (err) {
       setError(err)
@@ -111,6 +121,29 @@ export function UsersPage() {
               : `Page ${cursors.length}`
         }
       </span>
+      <label for="export-protect">Encrypt export under</label>
+      <select
+        id="export-protect"
+        value=${protect}
+        onChange=${(e) => setProtect(e.currentTarget.value)}
+      >
+        <option value="site">the site key</option>
+        <option value="given">a passphrase I give</option>
+        <option value="generate">a generated passphrase</option>
+      </select>
+      ${
+        protect === 'given'
+          ? html`<label for="export-passphrase-input">Passphrase for the export</label>
+              <input
+                id="export-passphrase-input"
+                type="password"
+                autocomplete="new-password"
+                minlength="12"
+                value=${passphrase}
+                onInput=${(e) => setPassphrase(e.currentTarget.value)}
+              />`
+          : null
+      }
       <button type="button" disabled=${selected.size === 0} onClick=${doExport}>
         Export selected (${selected.size})
       </button>
@@ -127,6 +160,22 @@ export function UsersPage() {
         ? null
         : html`<p class="notice" role="status">
             Export saved as ${exported.name}; it can be imported until ${when(exported.expiresAt)}.
+            ${
+              exported.keySource === 'site-key'
+                ? 'It is encrypted under the site key: a device of this site imports it without a passphrase.'
+                : exported.keySource === 'none'
+                  ? 'This site has no site key: the file is not encrypted for secrecy; keep it safe.'
+                  : exported.passphrase === undefined
+                    ? 'It is encrypted under the passphrase you gave: whoever imports it needs it.'
+                    : null
+            }
+            ${
+              exported.passphrase === undefined
+                ? null
+                : html`It is encrypted: whoever imports it needs the passphrase
+                    <code aria-label="Export passphrase">${exported.passphrase}</code> (shown once,
+                    not kept).`
+            }
           </p>`
     }
     <${ErrorLine} error=${error} />

@@ -1,7 +1,8 @@
 /** `rostersync export`: chosen users to a file a stopped device can import. */
-import { rename, rm, writeFile } from 'node:fs/promises'
+import { readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { CliError, parse } from './args.js'
 import type { Command } from './main.js'
+import type { PreparedExport } from '../server-peer/export-users.js'
 import { openRoster } from './roster-access.js'
 
 const help = `Usage: rostersync export (--users <id,...> | --groups <id,...>) --out <file> [options]
@@ -11,18 +12,56 @@ to a file signed by the server for its site. A device whose sync is stopped
 imports it (rostersync import). The file expires 15 minutes after it was made;
 at most 500 users and 50 groups per export (server defaults).
 
+The file is encrypted (AES-256-GCM, its key drawn by scrypt, N=2^17): it
+holds card numbers, templates and PIN hashes. By default its key comes from
+the site key, which every device of the site holds: rostersync import opens it
+with the device's site key, no passphrase needed. To protect it with a
+passphrase instead, give one with --passphrase-file or
+ROSTERSYNC_EXPORT_PASSPHRASE (at least 12 characters), or --generate-passphrase
+to have the server generate one (120 bits), printed once here; the import then
+needs it: hand it over apart from the file. On an open site (no site key)
+without a passphrase the file is NOT confidential: anyone who has it can read it.
+
 Options:
   --users <ids>    comma-separated user ids
   --groups <ids>   comma-separated group ids (their members are exported)
   --out <file>     where to write the file (refused if it exists, unless --force);
                    written with mode 0600: it holds personal data
   --force          overwrite --out
+  --passphrase-file <file>
+                   encrypt under a passphrase read from a file (its first line);
+                   else ROSTERSYNC_EXPORT_PASSPHRASE; else under the site key
+  --generate-passphrase
+                   encrypt under a passphrase the server generates, printed once
   --data <dir>     the server's data directory (default ./data); when a server runs
                    on it, its HTTP API is used, else the directory is opened directly
   --server <url>   a running server's HTTP (or WebSocket) URL, e.g. http://127.0.0.1:4400
   --token <token>  the server's admin token (default: <data>/admin-token or ROSTERSYNC_ADMIN_TOKEN)
-  --json           print { file, users, bytes, expiresAt } as JSON
+  --json           print { file, users, bytes, expiresAt, keySource, passphrase? }
+                   as JSON (keySource: site-key, passphrase or none; passphrase:
+                   only when generated)
   -h, --help       this help`
+
+/**
+ * The export passphrase: the first line of `file`, else
+ * ROSTERSYNC_EXPORT_PASSPHRASE, else undefined. Never from the command
+ * line itself, where other users of the machine see it (ps, shell history).
+ */
+export async function passphraseOf(file: string | undefined): Promise<string | undefined> {
+  if (file !== undefined) {
+    let text: string
+    try {
+      text = await readFile(file, 'utf8')
+    } catch (error) {
+      throw new CliError(`cannot read --passphrase-file ${file}: ${(error as Error).message}`, 1)
+    }
+    const line = text.split(/\r?\n/)[0] ?? ''
+    if (line === '') throw new CliError(`--passphrase-file ${file} is empty`)
+    return line
+  }
+  const env = process.env.ROSTERSYNC_EXPORT_PASSPHRASE
+  return env === undefined || env === '' ? undefined : env
+}
 
 /** A comma-separated list option; undefined when not given. */
 export function idList(name: string, text: string | undefined): string[] | undefined {
@@ -46,8 +85,16 @@ export const exportCommand: Command = {
       server: { type: 'string' },
       token: { type: 'string' },
       json: { type: 'boolean', default: false },
+      'passphrase-file': { type: 'string' },
+      'generate-passphrase': { type: 'boolean', default: false },
     })
     if (positionals.length > 0) throw new CliError(`unexpected argument ${positionals[0]}`)
+    const passphrase = await passphraseOf(values['passphrase-file'])
+    const generate = values['generate-passphrase']
+    if (generate && passphrase !== undefined)
+      throw new CliError(
+        '--generate-passphrase excludes a given passphrase (--passphrase-file, ROSTERSYNC_EXPORT_PASSPHRASE)',
+      )
     const userIds = idList('users', values.users)
     const groupIds = idList('groups', values.groups)
     if (userIds === undefined && groupIds === undefined)
@@ -63,6 +110,8 @@ export const exportCommand: Command = {
       prepared = await roster.exportUsers({
         ...(userIds === undefined ? {} : { userIds }),
         ...(groupIds === undefined ? {} : { groupIds }),
+        ...(passphrase === undefined ? {} : { passphrase }),
+        ...(generate ? { generatePassphrase: true } : {}),
       })
     } finally {
       await roster.close()
@@ -89,16 +138,32 @@ export const exportCommand: Command = {
         1,
       )
     }
-    const expiresAt = new Date(prepared.expiresAt).toISOString()
-    console.log(
-      values.json
-        ? JSON.stringify({
-            file: values.out,
-            users: prepared.users,
-            bytes: prepared.file.byteLength,
-            expiresAt: prepared.expiresAt,
-          })
-        : `exported ${prepared.users} user(s) to ${values.out} (${prepared.file.byteLength} bytes); import it before ${expiresAt}`,
-    )
+    console.log(summaryOf(prepared, values.out, values.json))
   },
+}
+
+/** What the command prints about an export it wrote. */
+function summaryOf(prepared: PreparedExport, out: string, json: boolean): string {
+  if (json)
+    return JSON.stringify({
+      file: out,
+      users: prepared.users,
+      bytes: prepared.file.byteLength,
+      expiresAt: prepared.expiresAt,
+      keySource: prepared.keySource,
+      ...(prepared.passphrase === undefined ? {} : { passphrase: prepared.passphrase }),
+    })
+  const expiresAt = new Date(prepared.expiresAt).toISOString()
+  const how =
+    prepared.keySource === 'site-key'
+      ? 'encrypted under the site key'
+      : prepared.keySource === 'passphrase'
+        ? 'encrypted under the passphrase'
+        : 'NOT confidential: an open site has no site key; give a passphrase to protect it'
+  return (
+    `exported ${prepared.users} user(s) to ${out} (${prepared.file.byteLength} bytes, ${how}); import it before ${expiresAt}` +
+    (prepared.passphrase === undefined
+      ? ''
+      : `\npassphrase: ${prepared.passphrase}\n(generated; shown only now: the import needs it)`)
+  )
 }

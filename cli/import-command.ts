@@ -4,6 +4,7 @@ import { readFile, stat } from 'node:fs/promises'
 import { MessageTooLargeError } from '../core/errors.js'
 import { limits } from '../core/limits.js'
 import { CliError, parse } from './args.js'
+import { passphraseOf } from './export-command.js'
 import type { Command } from './main.js'
 import { deviceIdOf, openDevice, siteKeyOf } from './open-device.js'
 
@@ -13,8 +14,13 @@ Imports an export file (rostersync export, POST /api/exports) into a device
 whose sync is stopped: the device process must not be running. The file must
 be its site server's and not expired (15 minutes); its users then show on the
 device as the server's, until the device's next sync brings the server's own.
-A bad file (expired, another site's, corrupt, truncated, too large) changes
-nothing.
+The file is encrypted. One exported without a passphrase (the default) opens
+with the device's site key (--site-key, --site-key-file or ROSTERSYNC_SITE_KEY;
+EXPORT_SITE_KEY_REQUIRED without one); one exported with a passphrase needs it
+(--passphrase-file or ROSTERSYNC_EXPORT_PASSPHRASE). A bad file (expired,
+another site's, corrupt, truncated, too large, of an older unencrypted format:
+EXPORT_FORMAT_UNSUPPORTED) or a wrong passphrase (EXPORT_PASSPHRASE_INVALID)
+changes nothing.
 
 Options:
   --data <dir>            the device's data directory (required)
@@ -22,9 +28,13 @@ Options:
   --server-key <fp>       the server key's fingerprint (SHA256:..., printed by the
                           server at start-up): required for a device its server has
                           never admitted, which then pins that key
-  --site-key <key>        the site's secret (or ROSTERSYNC_SITE_KEY), checked too when
-                          the file carries its proof
+  --site-key <key>        the site's secret (or ROSTERSYNC_SITE_KEY): checks the file
+                          is the site's, and opens a file exported without a passphrase
   --site-key-file <file>  read the site's secret from a file
+  --passphrase-file <file>
+                          the passphrase the file was exported with (its first
+                          line), or ROSTERSYNC_EXPORT_PASSPHRASE: needed only for
+                          a file exported with a passphrase
   --json                  print { imported, unchanged, expiresAt } as JSON
   -h, --help              this help`
 
@@ -39,6 +49,7 @@ export const importCommand: Command = {
       'site-key-file': { type: 'string' },
       'server-key': { type: 'string' },
       json: { type: 'boolean', default: false },
+      'passphrase-file': { type: 'string' },
     })
     const [file, extra] = positionals
     if (file === undefined)
@@ -50,6 +61,7 @@ export const importCommand: Command = {
     const id = deviceIdOf(values.data, values.id)
     if (id === undefined) throw new CliError(`${values.data} does not name its device: give --id`)
     const bytes = await readExport(file)
+    const passphrase = await passphraseOf(values['passphrase-file'])
     const siteKey = await siteKeyOf(values['site-key'], values['site-key-file'])
     const device = await openDevice({
       id,
@@ -58,10 +70,10 @@ export const importCommand: Command = {
     })
     try {
       const fingerprint = values['server-key']
-      const result = await device.importUsers(
-        bytes,
-        fingerprint === undefined ? {} : { serverKeyFingerprint: fingerprint },
-      )
+      const result = await device.importUsers(bytes, {
+        ...(fingerprint === undefined ? {} : { serverKeyFingerprint: fingerprint }),
+        ...(passphrase === undefined ? {} : { passphrase }),
+      })
       console.log(
         values.json
           ? JSON.stringify(result)

@@ -174,7 +174,7 @@ function httpAccess(base: string, token: string): RosterAccess {
   }
 }
 
-/** `POST /api/exports`: the file's bytes, its expiry and size from the headers. */
+/** `POST /api/exports`: the file's bytes, its expiry, size and key source from the headers. */
 async function httpExport(
   base: string,
   token: string,
@@ -196,9 +196,18 @@ async function httpExport(
     }
     throw new CliError(`${payload.error?.code ?? res.status}: ${payload.error?.message ?? ''}`, 1)
   }
+  const passphrase = res.headers.get('x-rostersync-passphrase')
+  const source = res.headers.get('x-rostersync-key-source')
   return {
     file: new Uint8Array(await res.arrayBuffer()),
     expiresAt: Number(res.headers.get('x-rostersync-expires-at')),
     users: Number(res.headers.get('x-rostersync-users')),
+    keySource:
+      source === 'passphrase' || source === 'site-key' || source === 'none'
+        ? source
+        : passphrase === null && request.passphrase === undefined
+          ? 'site-key'
+          : 'passphrase',
+    ...(passphrase === null ? {} : { passphrase }),
   }
 }

@@ -48,6 +48,12 @@ export type ErrorCode =
   | 'SYNC_RUNNING'
   | 'WRONG_DATA_DIR'
   | 'TOO_MANY_USERS'
+  // Issue 11: export files and LAN certificates
+  | 'EXPORT_FORMAT_UNSUPPORTED'
+  | 'EXPORT_PASSPHRASE_INVALID'
+  | 'EXPORT_SITE_KEY_REQUIRED'
+  | 'CERTIFICATE_EXPIRED'
+  | 'CERTIFICATE_REVOKED'
 
 /** Base class: every error rostersync raises on purpose carries a `code`. */
 export class RostersyncError extends Error {
@@ -388,6 +394,64 @@ export class TooManyUsersError extends RostersyncError {
     super(
       'TOO_MANY_USERS',
       `all=1: more than ${max} users match, the most one response carries (netLimits.usersAllMax); page with limit and after, or narrow q, status or group`,
+    )
+  }
+}
+
+// Issue 11: export files and LAN certificates
+
+/**
+ * An export file of another format than this rostersync reads (an older,
+ * unencrypted one, or a newer one): nothing of it is read; export again.
+ */
+export class ExportFormatError extends RostersyncError {
+  constructor(version: number, supported: number) {
+    super(
+      'EXPORT_FORMAT_UNSUPPORTED',
+      `export format ${version} is not supported (this rostersync reads format ${supported} only${version < supported ? ': the file was made by an older rostersync, without encryption; export it again' : ''})`,
+    )
+  }
+}
+
+/**
+ * The passphrase of an export: missing, too short or too long (when
+ * exporting), or not the one the file was encrypted with (when importing).
+ */
+export class ExportPassphraseError extends RostersyncError {
+  constructor(message: string) {
+    super('EXPORT_PASSPHRASE_INVALID', message)
+  }
+}
+
+/**
+ * An export file encrypted under the site key, on a device that has no
+ * site key: nothing of it can be read. Open the device with its site's key.
+ */
+export class ExportSiteKeyRequiredError extends RostersyncError {
+  constructor() {
+    super(
+      'EXPORT_SITE_KEY_REQUIRED',
+      'the export file is encrypted under the site key, and this device has none: open the device with its site key (createDevice({ siteKey }); --site-key-file or ROSTERSYNC_SITE_KEY)',
+    )
+  }
+}
+
+/** A device certificate past its expiry (`limits.certificateTtlMs`): the device renews it from its server. */
+export class CertificateExpiredError extends RostersyncError {
+  constructor(deviceId: string, expiresAt: number, now: number) {
+    super(
+      'CERTIFICATE_EXPIRED',
+      `the certificate of device ${excerpt(deviceId)} expired at ${new Date(expiresAt).toISOString()} (${Math.round((now - expiresAt) / 1000)} s ago)`,
+    )
+  }
+}
+
+/** A device certificate for a key the server has since reset (`devices.resetKey`). */
+export class CertificateRevokedError extends RostersyncError {
+  constructor(deviceId: string) {
+    super(
+      'CERTIFICATE_REVOKED',
+      `the certificate of device ${excerpt(deviceId)} is for a key its server has reset`,
     )
   }
 }

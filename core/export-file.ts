@@ -1,15 +1,37 @@
 /**
  * The export file (PROTOCOL.md, "Export file"): chosen users' server
- * entries, with their stamps and epochs, and the field policies, signed by
- * the server's Ed25519 key for its site and authenticated with the site key,
- * valid for `limits.exportTtlMs`. A device that imports it holds the same
- * server entries a sync would bring, so its later sync with the server
- * neither conflicts nor duplicates anything.
+ * entries, with their stamps and epochs, and the field policies, encrypted
+ * (AES-256-GCM) under a key drawn by scrypt from the site key or from a
+ * passphrase the operator gave (the file's signed key source says which),
+ * signed by the server's Ed25519 key for its site and authenticated with
+ * the site key, valid for `limits.exportTtlMs`. A
+ * device that imports it holds the same server entries a sync would bring,
+ * so its later sync with the server neither conflicts nor duplicates
+ * anything.
  *
- * Pure: the clock's time, the keys and the schema come in; `node:crypto`
- * only.
+ * The body is encrypted because it carries personal data and secrets:
+ * card numbers, biometric templates and PIN hashes. A PIN of 4 to 12
+ * digits hashed with salted SHA-256 (how the roster stores it, and how
+ * devices check it) is found from its hash in microseconds; a stolen file
+ * must not give that away. Without its secret (the site key or the
+ * passphrase) a file tells only whose it is (the server's key), its key
+ * source, its scrypt parameters and its size. On an open site (no site
+ * key) without a passphrase there is no secret: the key is derived from
+ * the server's public key and the file is not confidential.
+ *
+ * Pure: the clock's time, the keys, the secrets and the schema come in;
+ * `node:crypto` only (scrypt runs on libuv's thread pool, not the event
+ * loop).
  */
-import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto'
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHmac,
+  hkdfSync,
+  randomBytes,
+  scrypt,
+  timingSafeEqual,
+} from 'node:crypto'
 import * as decoding from 'lib0/decoding'
 import * as encoding from 'lib0/encoding'
 import { z } from 'zod'
@@ -18,6 +40,9 @@ import { FIELD_POLICIES, type FieldPolicy, type PolicyEntry, type ServerEntry } 
 import {
   AuthFailedError,
   ExportExpiredError,
+  ExportFormatError,
+  ExportPassphraseError,
+  ExportSiteKeyRequiredError,
   ExportTooLargeError,
   MalformedMessageError,
   MessageTooLargeError,
@@ -38,14 +63,43 @@ import {
 /** The first bytes of every export file. */
 export const EXPORT_MAGIC = 'RSYNCEXP'
 /**
- * The format this code writes and reads. Version 2 carries the server's key
- * in the header, so that a reader checks whose file it is and its
- * signature before it decodes anything of the body.
+ * The format this code writes and reads. Version 3 encrypts the body
+ * (under the site key, a passphrase, or nothing secret); version 2 (the
+ * server's key in the header, the body in the clear) and older are
+ * refused (`EXPORT_FORMAT_UNSUPPORTED`).
  */
-export const EXPORT_FORMAT_VERSION = 2
-/** Domain separator of the signature and the MAC (never valid for another purpose). */
-const DOMAIN = 'rostersync/export/2'
+export const EXPORT_FORMAT_VERSION = 3
+/** Domain separator of the signature, the MAC and the cipher's associated data. */
+const DOMAIN = 'rostersync/export/3'
 const MAC_BYTES = 32
+/**
+ * Where the file's key comes from (the header says, and the signature
+ * covers it): `passphrase` (scrypt of the operator's passphrase),
+ * `site-key` (scrypt of the site key: an operator-given site key may be
+ * weak), or `none` (an open site without a passphrase: HKDF of the
+ * server's public key, which is no secret; such a file is not
+ * confidential).
+ */
+export type ExportKeySource = 'passphrase' | 'site-key' | 'none'
+/**
+ * The key source's number in the header. 1 is the passphrase so that the
+ * first format-3 files (whose header had 1 = scrypt of a passphrase there)
+ * read the same.
+ */
+const KEY_SOURCE_IDS: Readonly<Record<ExportKeySource, number>> = {
+  passphrase: 1,
+  'site-key': 2,
+  none: 3,
+}
+const keySourceOfId = (id: number): ExportKeySource | undefined =>
+  (Object.keys(KEY_SOURCE_IDS) as ExportKeySource[]).find((s) => KEY_SOURCE_IDS[s] === id)
+const SALT_BYTES = 16
+const NONCE_BYTES = 12
+const TAG_BYTES = 16
+const AES_KEY_BYTES = 32
+/** scrypt's block size and parallelism (OWASP: r = 8, p = 1); the cost N is `2^logN`. */
+const SCRYPT_R = 8
+const SCRYPT_P = 1
 
 /** What an export file says. */
 export interface ExportContents {
@@ -60,25 +114,161 @@ export interface ExportContents {
   readonly users: ReadonlyArray<readonly [UserId, ServerEntry]>
 }
 
+/** How the file's key is drawn from its secret by scrypt (in the clear, signed). */
+interface KdfParams {
+  readonly logN: number
+  readonly r: number
+  readonly p: number
+  readonly salt: Uint8Array
+}
+
 /** The key the MAC is made with: HKDF-SHA256 of the site key, for this purpose only. */
 function macKey(siteKey: string): Buffer {
   return Buffer.from(hkdfSync('sha256', siteKey, '', DOMAIN, MAC_BYTES))
 }
 
-/** What is signed and MACed: the domain, the server's key, then the body. */
-function signedMessage(serverKey: Uint8Array, body: Uint8Array): Uint8Array {
-  return Buffer.concat([Buffer.from(`${DOMAIN}\u0000`), serverKey, body])
+/**
+ * Checks an operator's passphrase (`EXPORT_PASSPHRASE_INVALID`) and
+ * returns it in its one canonical form (Unicode NFC), so that the same
+ * passphrase typed on another system opens the file.
+ */
+export function checkPassphrase(passphrase: unknown): string {
+  if (typeof passphrase !== 'string' || passphrase.length === 0)
+    throw new ExportPassphraseError(
+      'an export passphrase is a non-empty string (passphrase; --passphrase-file or ROSTERSYNC_EXPORT_PASSPHRASE)',
+    )
+  const text = passphrase.normalize('NFC')
+  if (text.length < limits.exportPassphraseCharsMin)
+    throw new ExportPassphraseError(
+      `an export passphrase has at least ${limits.exportPassphraseCharsMin} characters (this one has ${text.length}); leave it out to encrypt under the site key, or have one generated`,
+    )
+  if (text.length > limits.exportPassphraseCharsMax)
+    throw new ExportPassphraseError(
+      `an export passphrase has at most ${limits.exportPassphraseCharsMax} characters`,
+    )
+  return text
+}
+
+/** Unambiguous letters and digits (Crockford's base 32): 5 bits each. */
+const PASSPHRASE_ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+
+/** A random passphrase of 120 bits: six groups of four characters, `XXXX-XXXX-...`. */
+export function generatePassphrase(random: (bytes: number) => Uint8Array = randomBytes): string {
+  const bytes = random(24)
+  const chars = [...bytes].map((b) => PASSPHRASE_ALPHABET[b & 31])
+  const groups: string[] = []
+  for (let i = 0; i < chars.length; i += 4) groups.push(chars.slice(i, i + 4).join(''))
+  return groups.join('-')
+}
+
+/** The file's AES key: scrypt of its secret, the passphrase or the site key (off the event loop). */
+function deriveKey(secret: string, kdf: KdfParams): Promise<Buffer> {
+  const N = 2 ** kdf.logN
+  return new Promise((resolve, reject) => {
+    scrypt(
+      secret,
+      kdf.salt,
+      AES_KEY_BYTES,
+      // scrypt needs 128 * N * r bytes (and a little more).
+      { N, r: kdf.r, p: kdf.p, maxmem: 256 * N * kdf.r },
+      (error, key) => (error === null ? resolve(key) : reject(error)),
+    )
+  })
 }
 
 /**
- * Encodes and signs an export. `siteKey` (absent on an open site) adds the
- * MAC that lets a device never admitted yet check the file is its site's.
+ * The key of a file whose key source is `none`: HKDF-SHA256 of the
+ * server's public key. Nothing secret goes in: it keeps one code path for
+ * every file, not confidentiality.
  */
-export function encodeExportFile(
+function openKey(serverKey: Uint8Array): Buffer {
+  return Buffer.from(hkdfSync('sha256', serverKey, '', `${DOMAIN}/none`, AES_KEY_BYTES))
+}
+
+/**
+ * The header: what precedes the ciphertext (magic, version, server key,
+ * key source, scrypt parameters unless the source is `none`, nonce).
+ */
+function encodeHeader(
+  serverKey: Uint8Array,
+  source: ExportKeySource,
+  kdf: KdfParams | undefined,
+  nonce: Uint8Array,
+): Uint8Array {
+  const encoder = encoding.createEncoder()
+  encoding.writeUint8Array(encoder, Buffer.from(EXPORT_MAGIC, 'ascii'))
+  encoding.writeVarUint(encoder, EXPORT_FORMAT_VERSION)
+  encoding.writeUint8Array(encoder, serverKey)
+  encoding.writeVarUint(encoder, KEY_SOURCE_IDS[source])
+  if (kdf !== undefined) {
+    encoding.writeVarUint(encoder, kdf.logN)
+    encoding.writeVarUint(encoder, kdf.r)
+    encoding.writeVarUint(encoder, kdf.p)
+    encoding.writeUint8Array(encoder, kdf.salt)
+  }
+  encoding.writeUint8Array(encoder, nonce)
+  return encoding.toUint8Array(encoder)
+}
+
+/**
+ * What is signed and MACed: the domain, the header, then the ciphertext
+ * (encrypt, then sign: a reader checks whose file it is and that it is
+ * whole before it spends scrypt's time and memory on it).
+ */
+function signedMessage(header: Uint8Array, ciphertext: Uint8Array): Uint8Array {
+  return Buffer.concat([Buffer.from(`${DOMAIN}\u0000`), header, ciphertext])
+}
+
+/** The cipher's associated data: the domain and the header. */
+const associatedData = (header: Uint8Array): Buffer =>
+  Buffer.concat([Buffer.from(`${DOMAIN}\u0000`), header])
+
+/** How an export is encrypted. */
+export interface ExportEncryption {
+  /**
+   * The operator's passphrase (checked by `checkPassphrase`). Without one
+   * the file is encrypted under the site key, or, on an open site, under
+   * nothing secret (key source `none`).
+   */
+  readonly passphrase?: string | undefined
+  /** log2 of scrypt's N (`limits.exportKdfLogN` by default). */
+  readonly kdfLogN?: number
+  /** Random bytes (salt, nonce); `node:crypto`'s by default. */
+  readonly random?: (bytes: number) => Uint8Array
+}
+
+/** The key source an export gets: the passphrase if given, else the site key if any, else none. */
+export function exportKeySource(
+  passphrase: string | undefined,
+  siteKey: string | undefined,
+): ExportKeySource {
+  return passphrase !== undefined ? 'passphrase' : siteKey !== undefined ? 'site-key' : 'none'
+}
+
+/**
+ * Encodes, encrypts and signs an export. `siteKey` (absent on an open
+ * site) adds the MAC that lets a device check the file is its site's, and
+ * is the secret the body is encrypted under when no passphrase is given.
+ */
+export async function encodeExportFile(
   contents: ExportContents,
   key: KeyPair,
   siteKey: string | undefined,
-): Uint8Array {
+  encryption: ExportEncryption,
+): Promise<Uint8Array> {
+  const source = exportKeySource(encryption.passphrase, siteKey)
+  const secret =
+    source === 'passphrase'
+      ? checkPassphrase(encryption.passphrase)
+      : source === 'site-key'
+        ? siteKey
+        : undefined
+  const random = encryption.random ?? randomBytes
+  const logN = encryption.kdfLogN ?? limits.exportKdfLogN
+  if (!Number.isInteger(logN) || logN < limits.exportKdfLogNMin || logN > limits.exportKdfLogNMax)
+    throw new RangeError(
+      `exportKdfLogN must be an integer in [${limits.exportKdfLogNMin}, ${limits.exportKdfLogNMax}]`,
+    )
   const body = encodeValue({
     serverKey: contents.serverKey,
     createdAt: contents.createdAt,
@@ -86,12 +276,21 @@ export function encodeExportFile(
     policies: contents.policies,
     users: contents.users.map(([id, entry]) => [id, entry]),
   })
-  const message = signedMessage(contents.serverKey, body)
+  const kdf: KdfParams | undefined =
+    secret === undefined ? undefined : { logN, r: SCRYPT_R, p: SCRYPT_P, salt: random(SALT_BYTES) }
+  const nonce = random(NONCE_BYTES)
+  const header = encodeHeader(contents.serverKey, source, kdf, nonce)
+  const aesKey =
+    secret === undefined || kdf === undefined
+      ? openKey(contents.serverKey)
+      : await deriveKey(secret, kdf)
+  const cipher = createCipheriv('aes-256-gcm', aesKey, nonce)
+  cipher.setAAD(associatedData(header))
+  const ciphertext = Buffer.concat([cipher.update(body), cipher.final(), cipher.getAuthTag()])
+  const message = signedMessage(header, ciphertext)
   const encoder = encoding.createEncoder()
-  encoding.writeUint8Array(encoder, Buffer.from(EXPORT_MAGIC, 'ascii'))
-  encoding.writeVarUint(encoder, EXPORT_FORMAT_VERSION)
-  encoding.writeUint8Array(encoder, contents.serverKey)
-  encoding.writeVarUint8Array(encoder, body)
+  encoding.writeUint8Array(encoder, header)
+  encoding.writeVarUint8Array(encoder, ciphertext)
   encoding.writeVarUint8Array(encoder, signBytes(key, message))
   encoding.writeVarUint8Array(
     encoder,
@@ -108,7 +307,7 @@ export interface ExportCheck {
   readonly now: number
   /** The server key the device pinned on its first admission, if any. */
   readonly pinnedServerKey: Uint8Array | undefined
-  /** The site key the device was configured with, if any. */
+  /** The site key the device was configured with, if any (it opens a file of key source `site-key`). */
   readonly siteKey: string | undefined
   /**
    * For a device that has never been admitted (no key pinned): the
@@ -119,6 +318,11 @@ export interface ExportCheck {
    */
   readonly serverKeyFingerprint?: string | undefined
   readonly schema: RecordSchema
+  /**
+   * The passphrase the file was encrypted with, as the operator gave it
+   * (needed only for a file of key source `passphrase`).
+   */
+  readonly passphrase: string | undefined
 }
 
 const stamp = z.number().int().nonnegative().refine(Number.isSafeInteger, 'a safe integer')
@@ -145,7 +349,10 @@ const bodySchema = z.strictObject({
 /** The parts of a file, before any check of what they say. */
 function splitFile(bytes: Uint8Array): {
   serverKey: Uint8Array
-  body: Uint8Array
+  source: ExportKeySource
+  kdf: KdfParams | undefined
+  header: Uint8Array
+  ciphertext: Uint8Array
   signature: Uint8Array
   mac: Uint8Array
 } {
@@ -157,15 +364,26 @@ function splitFile(bytes: Uint8Array): {
     if (magic !== EXPORT_MAGIC) throw new MalformedMessageError('not a rostersync export file')
     const version = decoding.readVarUint(decoder)
     if (version !== EXPORT_FORMAT_VERSION)
-      throw new MalformedMessageError(
-        `export format ${version} is not supported (this rostersync reads ${EXPORT_FORMAT_VERSION})`,
-      )
+      throw new ExportFormatError(version, EXPORT_FORMAT_VERSION)
     const serverKey = decoding.readUint8Array(decoder, PUBLIC_KEY_BYTES)
-    const body = decoding.readVarUint8Array(decoder)
+    const sourceId = decoding.readVarUint(decoder)
+    const source = keySourceOfId(sourceId)
+    if (source === undefined)
+      throw new MalformedMessageError(`the export file names an unknown key source (${sourceId})`)
+    let kdf: KdfParams | undefined
+    if (source !== 'none') {
+      const logN = decoding.readVarUint(decoder)
+      const r = decoding.readVarUint(decoder)
+      const p = decoding.readVarUint(decoder)
+      kdf = { logN, r, p, salt: decoding.readUint8Array(decoder, SALT_BYTES) }
+    }
+    decoding.readUint8Array(decoder, NONCE_BYTES)
+    const header = bytes.subarray(0, decoder.pos)
+    const ciphertext = decoding.readVarUint8Array(decoder)
     const signature = decoding.readVarUint8Array(decoder)
     const mac = decoding.readVarUint8Array(decoder)
     if (decoding.hasContent(decoder)) throw new MalformedMessageError('trailing bytes')
-    return { serverKey, body, signature, mac }
+    return { serverKey, source, kdf, header, ciphertext, signature, mac }
   } catch (error) {
     if (error instanceof RostersyncError) throw error
     throw new MalformedMessageError('the export file is truncated or corrupt', error)
@@ -173,24 +391,119 @@ function splitFile(bytes: Uint8Array): {
 }
 
 /**
- * Reads and checks an export file; throws a typed error and returns
- * nothing on any fault: `MESSAGE_TOO_LARGE` / `EXPORT_TOO_LARGE` (past the
- * limits), `MALFORMED_MESSAGE` (not a file of this format, truncated,
- * altered: the signature does not verify), `AUTH_FAILED` (another site's,
- * or nothing to check the site with), `EXPORT_EXPIRED`, `INVALID_RECORD`
- * (a record this site's schema refuses).
+ * Bounds on what the file asks of scrypt (signed by the server, but a
+ * device does not spend more than `exportKdfLogNMax` allows on anyone's
+ * say, nor accept less than `exportKdfLogNMin`).
  */
-export function readExportFile(bytes: Uint8Array, check: ExportCheck): ExportContents {
+function checkKdf(kdf: KdfParams): void {
+  if (
+    kdf.logN < limits.exportKdfLogNMin ||
+    kdf.logN > limits.exportKdfLogNMax ||
+    kdf.r !== SCRYPT_R ||
+    kdf.p !== SCRYPT_P
+  )
+    throw new MalformedMessageError(
+      `the export file asks for scrypt N=2^${kdf.logN}, r=${kdf.r}, p=${kdf.p}; this rostersync takes N from 2^${limits.exportKdfLogNMin} to 2^${limits.exportKdfLogNMax}, r=${SCRYPT_R}, p=${SCRYPT_P}`,
+    )
+}
+
+/**
+ * The secret a file's key is drawn from, as its key source says: the
+ * passphrase (`EXPORT_PASSPHRASE_INVALID` when none is given), the
+ * device's site key (`EXPORT_SITE_KEY_REQUIRED` when it has none), or
+ * nothing (`none`). Checks scrypt's parameters first.
+ */
+function secretOf(
+  source: ExportKeySource,
+  kdf: KdfParams | undefined,
+  check: ExportCheck,
+): string | undefined {
+  if (kdf !== undefined) checkKdf(kdf)
+  if (source === 'passphrase') {
+    if (check.passphrase === undefined || check.passphrase.length === 0)
+      throw new ExportPassphraseError(
+        'the export file is encrypted under a passphrase: give the one it was exported with (passphrase; --passphrase-file or ROSTERSYNC_EXPORT_PASSPHRASE)',
+      )
+    return check.passphrase.normalize('NFC')
+  }
+  if (source === 'site-key') {
+    if (check.siteKey === undefined) throw new ExportSiteKeyRequiredError()
+    return check.siteKey
+  }
+  return undefined
+}
+
+/**
+ * Decrypts the body. The signature and the site MAC held, so only the key
+ * can be wrong: a wrong passphrase is `EXPORT_PASSPHRASE_INVALID`, a wrong
+ * site key `AUTH_FAILED`.
+ */
+async function decryptBody(
+  serverKey: Uint8Array,
+  header: Uint8Array,
+  source: ExportKeySource,
+  kdf: KdfParams | undefined,
+  ciphertext: Uint8Array,
+  secret: string | undefined,
+): Promise<Uint8Array> {
+  if (ciphertext.byteLength < TAG_BYTES)
+    throw new MalformedMessageError('the export file is truncated or corrupt')
+  const nonce = header.subarray(header.byteLength - NONCE_BYTES)
+  const key =
+    secret === undefined || kdf === undefined ? openKey(serverKey) : await deriveKey(secret, kdf)
+  const decipher = createDecipheriv('aes-256-gcm', key, nonce)
+  decipher.setAAD(associatedData(header))
+  decipher.setAuthTag(ciphertext.subarray(ciphertext.byteLength - TAG_BYTES))
+  try {
+    return Buffer.concat([
+      decipher.update(ciphertext.subarray(0, ciphertext.byteLength - TAG_BYTES)),
+      decipher.final(),
+    ])
+  } catch {
+    // The signature verified: the ciphertext is the server's, whole. Only
+    // the key can be wrong.
+    if (source === 'passphrase')
+      throw new ExportPassphraseError(
+        'the passphrase does not open this export file (it is the one given when the file was exported)',
+      )
+    if (source === 'site-key')
+      throw new AuthFailedError('the export file was made for another site (site key)')
+    throw new MalformedMessageError('the export file is corrupt: its body does not decrypt')
+  }
+}
+
+/**
+ * Reads and checks an export file; rejects with a typed error and returns
+ * nothing on any fault: `MESSAGE_TOO_LARGE` / `EXPORT_TOO_LARGE` (past the
+ * limits), `EXPORT_FORMAT_UNSUPPORTED` (an older, unencrypted format, or a
+ * newer one), `MALFORMED_MESSAGE` (not a file of this format, truncated,
+ * altered: the signature does not verify), `AUTH_FAILED` (another site's,
+ * or nothing to check the site with), `EXPORT_PASSPHRASE_INVALID` (a
+ * passphrase file: no passphrase, or not the file's),
+ * `EXPORT_SITE_KEY_REQUIRED` (a site-key file, and the device has no site
+ * key), `EXPORT_EXPIRED`, `INVALID_RECORD` (a
+ * record this site's schema refuses).
+ */
+export async function readExportFile(
+  bytes: Uint8Array,
+  check: ExportCheck,
+): Promise<ExportContents> {
   if (bytes.byteLength > limits.exportFileBytesMax)
     throw new MessageTooLargeError('the export file', bytes.byteLength, limits.exportFileBytesMax)
-  const { serverKey, body, signature, mac } = splitFile(bytes)
-  const message = signedMessage(serverKey, body)
-  // Whose file it is, and that it is whole, before anything of the body is
-  // decoded: a forged or bloated file costs a signature check, no more.
+  const { serverKey, source, kdf, header, ciphertext, signature, mac } = splitFile(bytes)
+  const message = signedMessage(header, ciphertext)
+  // Whose file it is, and that it is whole, before anything is decrypted:
+  // a forged or bloated file costs a signature check, no scrypt.
   checkServer(serverKey, check)
   if (!verifyBytes(serverKey, message, signature))
     throw new MalformedMessageError('the export file is corrupt: its signature does not verify')
+  // A site-key file always carries the MAC (its server has a site key):
+  // without it a wrong site key would cost scrypt before it is found.
+  if (source === 'site-key' && mac.byteLength === 0)
+    throw new MalformedMessageError('the export file is corrupt: its site MAC is missing')
   checkSiteMac(message, mac, check)
+  const secret = secretOf(source, kdf, check)
+  const body = await decryptBody(serverKey, header, source, kdf, ciphertext, secret)
   const parsed = bodySchema.safeParse(decodeValue(body))
   if (!parsed.success)
     throw new MalformedMessageError(

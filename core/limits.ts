@@ -148,6 +148,30 @@ export const limits = {
    * (`EXPORT_TOO_LARGE`) and a device refuses to read one (`MESSAGE_TOO_LARGE`).
    */
   exportFileBytesMax: 64 * 1024 * 1024,
+  // Issue 11: export encryption, LAN certificates
+  /**
+   * log2 of scrypt's cost N for an export's passphrase (N = 2^17, r = 8,
+   * p = 1: 128 MiB and about 0.8 s on one core of the reference machine,
+   * OWASP's recommendation). `createServer({ exportKdfLogN })` may raise it,
+   * or lower it as far as `exportKdfLogNMin` on slow hardware.
+   */
+  exportKdfLogN: 17,
+  /** The least scrypt cost a device accepts in a file (2^15: 32 MiB). */
+  exportKdfLogNMin: 15,
+  /** The most scrypt cost a device accepts in a file (2^20: 1 GiB), so a file cannot make it allocate more. */
+  exportKdfLogNMax: 20,
+  /** Shortest export passphrase an operator may choose, in characters (a generated one has 120 bits). */
+  exportPassphraseCharsMin: 12,
+  /** Longest export passphrase, in characters. */
+  exportPassphraseCharsMax: 1_024,
+  /**
+   * How long a device certificate is valid from its issue, ms (7 days). The
+   * server issues a new one on every connection and again on a link open
+   * past half of it; a device's LAN peers refuse it once expired.
+   */
+  certificateTtlMs: 7 * 24 * 60 * 60_000,
+  /** How far a certificate's expiry is stretched for the receiver's clock running ahead, ms. */
+  certificateSkewMsMax: 5 * 60_000,
 } as const
 
 /** Bounds of the network layer. */

@@ -27,7 +27,7 @@ import {
 } from 'node:crypto'
 import * as decoding from 'lib0/decoding'
 import * as encoding from 'lib0/encoding'
-import { MalformedMessageError, SignatureInvalidError } from './errors.js'
+import { CertificateExpiredError, MalformedMessageError, SignatureInvalidError } from './errors.js'
 import { limits } from './limits.js'
 
 /** Bytes of an Ed25519 seed, public key and signature. */
@@ -46,7 +46,8 @@ const DERIVED_CLIENT_ID_SPAN = 2 ** 53 - DERIVED_CLIENT_ID_MIN
 /** Domain separators: a signature made for one purpose never verifies for another. */
 const DOMAIN = {
   envelope: 'rostersync/envelope/1',
-  certificate: 'rostersync/certificate/1',
+  certificate: 'rostersync/certificate/2',
+  lanAuth: 'rostersync/lan-auth/1',
   join: 'rostersync/join/1',
   clientId: 'rostersync/client-id/1',
 } as const
@@ -233,8 +234,11 @@ export function keyFingerprint(publicKey: Uint8Array): string {
 }
 
 /**
- * The server's statement that `deviceId` holds `publicKey` on `site`. A device
- * shows it to LAN peers, which check it with the server's key.
+ * The server's statement that `deviceId` holds `publicKey` on `site`, from
+ * `issuedAt` until `expiresAt`. A device shows it to LAN peers, which check
+ * it with the server's key, its expiry with their clock, and the
+ * revocations the server published (the device's id, and its key's
+ * fingerprint once `devices.resetKey` replaced that key).
  */
 export interface Certificate {
   readonly site: string
@@ -242,6 +246,8 @@ export interface Certificate {
   readonly publicKey: Uint8Array
   /** When the server issued it, ms since the epoch. */
   readonly issuedAt: number
+  /** Until when it speaks for the device, ms since the epoch (`limits.certificateTtlMs` after `issuedAt`). */
+  readonly expiresAt: number
   readonly signature: Uint8Array
 }
 
@@ -252,7 +258,63 @@ function certificateBody(c: Omit<Certificate, 'signature'>): Uint8Array {
   encoding.writeVarString(e, c.deviceId)
   encoding.writeVarUint8Array(e, c.publicKey)
   encoding.writeVarUint(e, c.issuedAt)
+  encoding.writeVarUint(e, c.expiresAt)
   return encoding.toUint8Array(e)
+}
+
+/**
+ * The key under which the server's revocations (`r:server`) name a device
+ * key it reset: `key/` and the key's fingerprint. A device id never holds
+ * `/` (DEVICE_ID_PATTERN), so it names no device.
+ */
+export function keyRevocationId(publicKey: Uint8Array): string {
+  return `key/${keyFingerprint(publicKey)}`
+}
+
+/**
+ * Throws `CERTIFICATE_EXPIRED` when `cert` has expired by `now` (stretched
+ * by `limits.certificateSkewMsMax` for a receiver whose clock runs ahead).
+ */
+export function checkCertificateTime(cert: Certificate, now: number): void {
+  if (now > cert.expiresAt + limits.certificateSkewMsMax)
+    throw new CertificateExpiredError(cert.deviceId, cert.expiresAt, now)
+}
+
+/**
+ * What a device signs to show a LAN peer it holds its certificate's key on
+ * this very link: the link's two ends as the transport authenticated them
+ * (libp2p peer ids, Noise-proven), prover first. A proof made for one link
+ * proves nothing on another: a peer that relays it between two links
+ * presents it under its own peer id, which it does not name.
+ */
+function lanAuthMessage(site: string, prover: string, verifier: string): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarString(e, DOMAIN.lanAuth)
+  encoding.writeVarString(e, site)
+  encoding.writeVarString(e, prover)
+  encoding.writeVarString(e, verifier)
+  return encoding.toUint8Array(e)
+}
+
+/** Signs a LAN link's proof (see lanAuthMessage). */
+export function signLanProof(
+  key: KeyPair,
+  site: string,
+  prover: string,
+  verifier: string,
+): Uint8Array {
+  return signBytes(key, lanAuthMessage(site, prover, verifier))
+}
+
+/** Whether `proof` is `publicKey`'s for this link (see lanAuthMessage). */
+export function verifyLanProof(
+  publicKey: Uint8Array,
+  site: string,
+  prover: string,
+  verifier: string,
+  proof: Uint8Array,
+): boolean {
+  return verifyBytes(publicKey, lanAuthMessage(site, prover, verifier), proof)
 }
 
 /** The server issues a device's certificate. */
@@ -294,6 +356,7 @@ function writeCertificate(e: encoding.Encoder, cert: Certificate): void {
   encoding.writeVarString(e, cert.deviceId)
   encoding.writeVarUint8Array(e, cert.publicKey)
   encoding.writeVarUint(e, cert.issuedAt)
+  encoding.writeVarUint(e, cert.expiresAt)
   encoding.writeVarUint8Array(e, cert.signature)
 }
 
@@ -302,8 +365,9 @@ function readCertificate(d: decoding.Decoder): Certificate {
   const deviceId = readBoundedString(d, limits.writerIdCharsMax)
   const publicKey = readFixedBytes(d, PUBLIC_KEY_BYTES, 'public key')
   const issuedAt = readSafeUint(d)
+  const expiresAt = readSafeUint(d)
   const signature = readFixedBytes(d, SIGNATURE_BYTES, 'signature')
-  return { site, deviceId, publicKey, issuedAt, signature }
+  return { site, deviceId, publicKey, issuedAt, expiresAt, signature }
 }
 
 /**

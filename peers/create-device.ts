@@ -153,9 +153,17 @@ export interface DevicePeer {
    * `EXPORT_TOO_LARGE`) file changes nothing. A device never admitted
    * takes only a file of the server key whose fingerprint it was given
    * (`serverKeyFingerprint`, here or in createDevice's options), and pins
-   * that key (`AUTH_FAILED` otherwise).
+   * that key (`AUTH_FAILED` otherwise). The file is encrypted: one exported
+   * without a passphrase (the default) opens with this device's `siteKey`
+   * (`EXPORT_SITE_KEY_REQUIRED` when the device has none); one exported
+   * with a passphrase needs `passphrase` (`EXPORT_PASSPHRASE_INVALID` when
+   * missing or wrong). `EXPORT_FORMAT_UNSUPPORTED` for a file of an older,
+   * unencrypted format.
    */
-  importUsers(file: Uint8Array, options?: { serverKeyFingerprint?: string }): Promise<ImportResult>
+  importUsers(
+    file: Uint8Array,
+    options?: { serverKeyFingerprint?: string; passphrase?: string },
+  ): Promise<ImportResult>
   close(): Promise<void>
 }
 
@@ -194,6 +202,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     identity,
     replica,
     writerId: self,
+    clock: basics.clock,
     log: await EnvelopeLog.open(basics.store),
     check: (update, writer) =>
       checkUpdate(replica.doc, update, {
@@ -304,6 +313,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
           linkState: () => sync.serverLink?.state ?? 'none',
         },
         file,
+        importOptions?.passphrase,
       )
     },
     async close() {

@@ -42,6 +42,7 @@ export class Identity implements ClientIdSource {
   private pinned: Uint8Array | undefined
   private cert: Certificate | undefined
   private readonly pinListeners = new Set<() => void>()
+  private readonly certListeners = new Set<() => void>()
   private lastJoinAt = 0
 
   private constructor(
@@ -66,7 +67,12 @@ export class Identity implements ClientIdSource {
     }
     identity.pinned = await store.get(KEYS.serverKey)
     const cert = await store.get(KEYS.certificate)
-    if (cert !== undefined) identity.cert = decodeCertificate(cert)
+    try {
+      if (cert !== undefined) identity.cert = decodeCertificate(cert)
+    } catch {
+      // A certificate of an older format (without an expiry): the server
+      // issues a new one on the next connection.
+    }
     return identity
   }
 
@@ -136,6 +142,13 @@ export class Identity implements ClientIdSource {
     const first = ops.some((op) => op.key === KEYS.serverKey)
     if (ops.length > 0) await this.store.batch(ops)
     if (first) for (const listener of [...this.pinListeners]) listener()
+    if (cert !== undefined) for (const listener of [...this.certListeners]) listener()
+  }
+
+  /** Calls `listener` whenever the server issues this device a certificate (a renewal); returns the unsubscribe function. */
+  onCertificate(listener: () => void): () => void {
+    this.certListeners.add(listener)
+    return () => this.certListeners.delete(listener)
   }
 
   /** Calls `listener` once the server's key is pinned; returns the unsubscribe function. */

@@ -43,16 +43,23 @@ export interface ImportTarget {
 /**
  * Imports an export file. Refused, changing nothing: `SYNC_RUNNING` while
  * the device is connected to its server (its sync brings the server's data
- * itself), and every fault of the file (`readExportFile`).
+ * itself), and every fault of the file (`readExportFile`): a missing or
+ * wrong passphrase for a passphrase file (`EXPORT_PASSPHRASE_INVALID`), no
+ * site key for a site-key file (`EXPORT_SITE_KEY_REQUIRED`) included.
  */
-export async function importUsers(target: ImportTarget, file: unknown): Promise<ImportResult> {
+export async function importUsers(
+  target: ImportTarget,
+  file: unknown,
+  passphrase: string | undefined,
+): Promise<ImportResult> {
   if (!(file instanceof Uint8Array))
     throw new MalformedMessageError('importUsers takes the export file as bytes (a Uint8Array)')
   if (target.linkState() === 'connected')
     throw new SyncRunningError(
       'this device is connected to its server, whose data reaches it by sync; import only on a device whose sync is stopped (offline, or opened without a server)',
     )
-  const contents = readExportFile(file, {
+  const contents = await readExportFile(file, {
+    passphrase,
     now: target.clock.now(),
     pinnedServerKey: target.identity.serverKey,
     siteKey: target.siteKey,

@@ -29,6 +29,7 @@ import {
   type LanScope,
 } from '../transports/libp2p-transport.js'
 import type { Replica } from './replica.js'
+import { guardLanLink, isLanAuthFrame } from './lan-auth.js'
 import type { DeviceSigning } from './signed-link.js'
 import { startSession } from './sync-session.js'
 
@@ -144,7 +145,7 @@ class LanLinks {
     }
     this.links.set(connection.id, { connection, peer })
     runLanLink(
-      this.options,
+      { ...this.options, selfEnd: this.node.peerId.toString() },
       connection,
       peer,
       (synced) => {
@@ -160,10 +161,18 @@ class LanLinks {
   keepDialling(addr: Multiaddr): () => void {
     let attempt = 0
     let timer: unknown
+    let waiting = false
     const schedule = (): void => {
       if (this.closed) return
       const random = this.options.random ?? Math.random
-      timer = this.options.clock.setTimeout(() => void dial(), retryDelayMs(attempt++, random()))
+      waiting = true
+      timer = this.options.clock.setTimeout(
+        () => {
+          waiting = false
+          void dial()
+        },
+        retryDelayMs(attempt++, random()),
+      )
     }
     const dial = async (): Promise<void> => {
       const linked = await this.dial(addr, (synced) => {
@@ -175,8 +184,21 @@ class LanLinks {
       })
       if (!linked) schedule()
     }
+    // Once this device pins its server's key it can show a certificate:
+    // links its peers refused before (PROTOCOL.md, "LAN admission") are
+    // worth trying at once.
+    const offReady = this.options.signing?.onReady(() => {
+      attempt = 0
+      if (!waiting || this.closed) return
+      this.options.clock.clearTimeout(timer)
+      waiting = false
+      void dial()
+    })
     void dial()
-    return () => this.options.clock.clearTimeout(timer)
+    return () => {
+      offReady?.()
+      this.options.clock.clearTimeout(timer)
+    }
   }
 
   /** Opens a sync stream to `target` and attaches it; false when it cannot (yet). */
@@ -226,13 +248,19 @@ class LanLinks {
  * the session got as far as a sync exchange.
  */
 export function runLanLink(
-  options: Pick<LanOptions, 'replica' | 'schema' | 'onError' | 'signing'>,
+  options: Pick<LanOptions, 'replica' | 'schema' | 'onError' | 'signing'> & {
+    /**
+     * This device's end of the link as the transport authenticated it
+     * (its libp2p peer id); the device's id by default (in-process links).
+     */
+    readonly selfEnd?: string
+  },
   connection: Connection,
   peer: string,
   onClosed?: (synced: boolean) => void,
   closing: () => boolean = () => false,
 ): void {
-  const { replica, schema } = options
+  const { replica, schema, signing } = options
   const refused = (error: RostersyncError): void => {
     options.onError?.(error.code, `LAN peer ${peer}: ${error.message}`)
     replica
@@ -247,51 +275,91 @@ export function runLanLink(
         // Logging is best effort: the refusal was already reported above.
       })
   }
-  const session = startSession({
-    replica,
-    connection,
-    reportErrors: true,
-    ...(options.signing === undefined
-      ? {}
-      : {
-          signed: (send: (envelopes: Uint8Array[]) => void) =>
-            (options.signing as DeviceSigning).link(connection.id, send),
-        }),
-    // Another device is not trusted: bounded rates, and a refused update
-    // closes the link with its code (PROTOCOL.md, "Refusals").
-    untrusted: true,
-    check: (update) => {
-      checkUpdate(replica.doc, update, {
-        // Devices relay every part over the LAN; the server's part is
-        // narrowed to what the server itself wrote (serverClients).
-        mayWrite: () => true,
-        schema,
-        serverClients: serverClientsOf(replica.doc),
-        now: replica.now(),
-      })
-    },
-    onRefused: refused,
-    onRemoteError: (code, message) => options.onError?.(code, `LAN peer ${peer}: ${message}`),
-  })
+  let session: ReturnType<typeof startSession> | undefined
+  const start = (link: Connection): void => {
+    session = startSession({
+      replica,
+      connection: link,
+      reportErrors: true,
+      ...(signing === undefined
+        ? {}
+        : {
+            signed: (send: (envelopes: Uint8Array[]) => void) => signing.link(link.id, send),
+          }),
+      // Another device is not trusted: bounded rates, and a refused update
+      // closes the link with its code (PROTOCOL.md, "Refusals").
+      untrusted: true,
+      check: (update) => {
+        checkUpdate(replica.doc, update, {
+          // Devices relay every part over the LAN; the server's part is
+          // narrowed to what the server itself wrote (serverClients).
+          mayWrite: () => true,
+          schema,
+          serverClients: serverClientsOf(replica.doc),
+          now: replica.now(),
+        })
+      },
+      onRefused: refused,
+      onRemoteError: (code, message) => options.onError?.(code, `LAN peer ${peer}: ${message}`),
+    })
+  }
+  // A device that pinned its server's key answers only peers that show a
+  // certificate of that server still speaking for them (peers/lan-auth.ts):
+  // the session, and with it every byte of the roster, waits for it.
+  const guarded = signing !== undefined && signing.ready()
+  const link = guarded
+    ? guardLanLink(
+        signing,
+        connection,
+        { self: options.selfEnd ?? signing.writerId, remote: peer },
+        () => start(link),
+        // Reported once, by the close below (its reason names the code);
+        // not logged as an event: anyone on the LAN could fill the log.
+        () => undefined,
+      )
+    : signing === undefined
+      ? connection
+      : // Not pinned yet: a pinned peer's certificate cannot be checked
+        // here; it is dropped, and the link restarts once this device pins.
+        dropLanAuth(connection)
   // A link that started plain (this device had no server key yet) is
-  // restarted once the key is pinned, so that both sides speak envelopes:
-  // a pinned peer refuses plain updates.
+  // restarted once the key is pinned, so that both sides speak envelopes
+  // and show their certificates: a pinned peer refuses plain updates.
   const offReady =
-    options.signing === undefined || options.signing.ready()
+    signing === undefined || guarded
       ? () => undefined
-      : options.signing.onReady(() =>
+      : signing.onReady(() =>
           connection.close(1012, 'SIGNED: this device now checks signed writes; reconnect'),
         )
-  connection.onClose(({ code, reason }) => {
+  link.onClose(({ code, reason }) => {
     offReady()
-    session.stop()
+    session?.stop()
     // Normal, going-away and dropped links are not errors; the rest
     // (too large, malformed, too many peers) carry a code in their reason.
     if (code !== 1000 && code !== 1001 && code !== 1006 && code !== 1012 && !closing()) {
       options.onError?.(reason.split(':')[0] ?? 'SYNC_FAILED', `LAN peer ${peer}: ${reason}`)
     }
-    onClosed?.(session.synced)
+    onClosed?.(session?.synced ?? false)
   })
+  if (!guarded) start(link)
+}
+
+/** `connection` without the `lan-auth` frames it receives. */
+function dropLanAuth(connection: Connection): Connection {
+  return {
+    id: connection.id,
+    remote: connection.remote,
+    send: (message) => connection.send(message),
+    onMessage: (handler) =>
+      connection.onMessage((message) => {
+        if (!isLanAuthFrame(message)) handler(message)
+      }),
+    onClose: (handler) => connection.onClose(handler),
+    close: (code, reason) => connection.close(code, reason),
+    get open() {
+      return connection.open
+    },
+  }
 }
 
 function parseAddress(addr: string): Multiaddr {

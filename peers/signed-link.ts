@@ -15,7 +15,9 @@
  *   writer's part.
  */
 import * as Y from 'yjs'
+import type { Clock } from '../core/clock.js'
 import {
+  CertificateRevokedError,
   ForbiddenWriteError,
   MalformedMessageError,
   PeerRevokedError,
@@ -25,8 +27,10 @@ import { SERVER_ID } from '../core/ids.js'
 import { CloseCode } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
 import {
+  checkCertificateTime,
   decodeCertificate,
   decodeEnvelope,
+  keyRevocationId,
   keyFingerprint,
   encodeEnvelope,
   envelopeClients,
@@ -54,7 +58,10 @@ export interface OpenedEnvelope {
   readonly update: Uint8Array
   /** The strict scan of `update` (core/update-scan.ts), done once for every check and the intake. */
   readonly ranges: UpdateRanges
-  /** It holds structs this peer lacked (else it is neither logged nor relayed). */
+  /**
+   * It holds structs this peer lacked, or deletes items it held (else it
+   * is not relayed; only envelopes with structs are logged).
+   */
   readonly fresh: boolean
 }
 
@@ -132,6 +139,32 @@ function bringsStructs(doc: Y.Doc, ranges: UpdateRanges): boolean {
   return false
 }
 
+/**
+ * True when the update's delete set deletes an item `doc` holds and has
+ * not deleted yet (what a delete-only envelope brings).
+ */
+export function deletesHeld(doc: Y.Doc, ranges: UpdateRanges): boolean {
+  for (const [client, list] of ranges.deletes) {
+    const structs = doc.store.clients.get(client)
+    if (structs === undefined || structs.length === 0) continue
+    const held = Y.getState(doc.store, client)
+    for (const [clock, end] of list) {
+      if (clock >= held || end <= clock) continue
+      for (let i = Y.findIndexSS(structs, clock); i < structs.length; i++) {
+        const struct = structs[i] as (typeof structs)[number]
+        if (struct.id.clock >= end) break
+        if (!struct.deleted) return true
+      }
+    }
+  }
+  return false
+}
+
+/** True when the update brings `doc` something: structs it lacks, or deletes of items it holds. */
+function bringsNews(doc: Y.Doc, ranges: UpdateRanges): boolean {
+  return bringsStructs(doc, ranges) || deletesHeld(doc, ranges)
+}
+
 /** The device's side: its own envelopes, the relay log and the links it relays between. */
 export class DeviceSigning {
   private readonly links = new Map<string, (envelopes: Uint8Array[]) => void>()
@@ -143,9 +176,45 @@ export class DeviceSigning {
       readonly writerId: string
       readonly log: EnvelopeLog
       readonly check: WriterCheck
+      /** The device's clock: certificates' expiry, LAN links' timers. */
+      readonly clock: Clock
     },
   ) {
     options.replica.onReset(() => options.log.clear())
+  }
+
+  /** This device's identity (its key, the pinned server key, its certificate). */
+  get identity(): Identity {
+    return this.options.identity
+  }
+
+  /** This device's id. */
+  get writerId(): string {
+    return this.options.writerId
+  }
+
+  /** The device's clock. */
+  get clock(): Clock {
+    return this.options.clock
+  }
+
+  /** The replica (revocations are read from its document). */
+  get replica(): Replica {
+    return this.options.replica
+  }
+
+  /**
+   * Refuses a certificate that no longer speaks for its device here,
+   * after its signature was checked: its device revoked (`PEER_REVOKED`),
+   * its key reset by the server (`CERTIFICATE_REVOKED`), or expired by
+   * this device's clock (`CERTIFICATE_EXPIRED`).
+   */
+  checkStanding(cert: Certificate): void {
+    const { replica } = this.options
+    if (replica.isRevoked(cert.deviceId)) throw new PeerRevokedError(cert.deviceId)
+    if (replica.hasRevocations() && replica.isRevoked(keyRevocationId(cert.publicKey)))
+      throw new CertificateRevokedError(cert.deviceId)
+    checkCertificateTime(cert, this.options.clock.now())
   }
 
   /** True once the server's key is pinned (signed links speak envelopes from then on). */
@@ -193,18 +262,17 @@ export class DeviceSigning {
     return {
       active: () => identity.serverKey !== undefined,
       plainAllowed,
-      // A revoked writer's envelope is refused by name and the link goes
-      // on: a peer that logged it before it heard of the revocation must
-      // not lose its LAN links over it.
-      relayed: (bytes) => this.revokedWriter(bytes),
+      // A revoked writer's envelope, or one whose certificate expired or
+      // whose key was reset, is refused by name and the link goes on: a
+      // peer that logged it before must not lose its LAN links over it.
+      relayed: (bytes) => this.stale(bytes),
       answer: (theirs) => {
         const target = Y.decodeStateVector(theirs)
         const own = encodeClientsDiff(replica.doc, target, identity.ownClients())
         const logged = log.beyond(target)
-        // Envelopes of writers revoked since they were logged are not offered.
-        const offered = replica.hasRevocations()
-          ? logged.filter((bytes) => !this.revokedWriter(bytes))
-          : logged
+        // Envelopes of writers revoked since they were logged, or whose
+        // certificates expired or were revoked, are not offered.
+        const offered = logged.filter((bytes) => !this.stale(bytes))
         return [...this.sealOwn(own), ...offered]
       },
       forward: (told) => {
@@ -225,12 +293,26 @@ export class DeviceSigning {
     }
   }
 
-  /** True when `bytes` is an envelope of a writer the server revoked. */
-  private revokedWriter(bytes: Uint8Array): boolean {
+  /**
+   * True when `bytes` is a device's envelope that no longer speaks for its
+   * writer: the writer revoked, or its certificate expired or revoked.
+   */
+  private stale(bytes: Uint8Array): boolean {
+    let envelope: Envelope
     try {
-      return this.options.replica.isRevoked(decodeEnvelope(bytes).writer)
+      envelope = decodeEnvelope(bytes)
     } catch {
+      // Not an envelope: open() refuses it, and the link closes.
       return false
+    }
+    if (envelope.writer === SERVER_ID) return false
+    if (this.options.replica.isRevoked(envelope.writer)) return true
+    if (envelope.cert === undefined) return false
+    try {
+      this.checkStanding(envelope.cert)
+      return false
+    } catch {
+      return true
     }
   }
 
@@ -242,7 +324,9 @@ export class DeviceSigning {
     const envelope = decodeEnvelope(bytes)
     // One strict scan serves every check below and the replica's intake.
     const ranges = scanOrRefuse(envelope.update)
-    const fresh = bringsStructs(this.options.replica.doc, ranges)
+    // Before it is applied: a delete-only envelope (no structs) is news
+    // when it deletes what this device holds, and is relayed like any.
+    const fresh = bringsNews(this.options.replica.doc, ranges)
     if (envelope.writer === SERVER_ID) {
       // The server's content is trusted as it always was on the server
       // link (it checked what it merged); its signature proves it the
@@ -254,6 +338,9 @@ export class DeviceSigning {
       if (this.options.replica.isRevoked(envelope.writer))
         throw new PeerRevokedError(envelope.writer)
       const key = deviceKey(envelope, serverKey, site)
+      // Its certificate must still speak for it: not expired, its key not
+      // reset by the server since.
+      if (envelope.cert !== undefined) this.checkStanding(envelope.cert)
       verifyEnvelope(envelope, key, site)
       checkClients(envelope, key, ranges)
       this.options.check(envelope.update, envelope.writer)

@@ -101,6 +101,12 @@ export interface ServerOptions extends CommonPeerOptions {
   /** Most groups one export may name (`limits.groupsPerExportMax`, 50, by default). */
   readonly exportGroupsMax?: number
   /**
+   * log2 of scrypt's cost N for export keys, from the site key or a
+   * passphrase (`limits.exportKdfLogN`,
+   * 17, by default; from `exportKdfLogNMin`, 15, to `exportKdfLogNMax`, 20).
+   */
+  readonly exportKdfLogN?: number
+  /**
    * Worker threads that verify device updates' signatures, off the main
    * thread (peers/verify-pool.ts); 0 verifies on the main thread. Default:
    * one per core but one, at least 1 and at most 4, when listening; 0 with
@@ -127,6 +133,12 @@ const serverOptionsSchema = z.strictObject({
   batchWindowMs: z.number().min(0).max(1_000).optional(),
   exportUsersMax: z.number().int().min(1).max(limits.usersPerExportHardMax).optional(),
   exportGroupsMax: z.number().int().min(1).max(limits.usersPerExportHardMax).optional(),
+  exportKdfLogN: z
+    .number()
+    .int()
+    .min(limits.exportKdfLogNMin)
+    .max(limits.exportKdfLogNMax)
+    .optional(),
   verifyWorkers: z.number().int().min(0).max(64).optional(),
 })
 
@@ -199,9 +211,12 @@ export interface ServerPeer {
    * Prepares an export of users by id and/or by group (SEMANTICS.md,
    * "Export / import"): a file signed by this server for its site, valid
    * for 15 minutes (`expiresAt`, this server's clock), for
-   * `device.importUsers`. Rejects `INVALID_OPTIONS` (nothing named, bad
-   * ids), `USER_NOT_FOUND` (a named user the server does not hold),
-   * `EXPORT_TOO_LARGE` (past `exportUsersMax` / `exportGroupsMax`).
+   * `device.importUsers`. Encrypted under the site key unless a
+   * `passphrase` is given or `generatePassphrase` asked for (on an open
+   * site without a passphrase: not confidential; `keySource` says which).
+   * Rejects `INVALID_OPTIONS` (nothing named, bad ids), `USER_NOT_FOUND`
+   * (a named user the server does not hold), `EXPORT_TOO_LARGE` (past
+   * `exportUsersMax` / `exportGroupsMax`), `EXPORT_PASSPHRASE_INVALID`.
    */
   exportUsers(request: ExportRequest): Promise<PreparedExport>
   /** This server's public key, base64: the site every signature and export names. */
@@ -366,8 +381,9 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       // Awaits what is queued first, so that an export made right after a
       // write holds it.
       await replica.drain()
-      const prepared = prepareExport(
+      const prepared = await prepareExport(
         {
+          ...(options.exportKdfLogN === undefined ? {} : { kdfLogN: options.exportKdfLogN }),
           replica,
           schema: basics.schema,
           clock: basics.clock,

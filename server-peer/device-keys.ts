@@ -5,7 +5,17 @@
  * A device whose id has a key may join only with that key; its envelopes
  * are checked with it.
  */
+import type { Clock } from '../core/clock.js'
+import type { WriterId } from '../core/ids.js'
 import { limits, netLimits } from '../core/limits.js'
+import { encodeMessage } from '../core/protocol.js'
+import {
+  encodeCertificate,
+  issueCertificate,
+  keyRevocationId,
+  type KeyPair,
+} from '../core/signing.js'
+import type { Connection } from '../core/transport.js'
 import type { Replica } from '../peers/replica.js'
 
 const NAMESPACE = 'device-keys'
@@ -39,12 +49,20 @@ export class DeviceKeys {
   /**
    * Forgets the key bound to a device (durable when this resolves): the
    * next valid join proof binds its key (the administrator's reset, for a
-   * replaced terminal).
+   * replaced terminal). The old key is published among the revocations
+   * (`r:server`, under `keyRevocationId`), so that the devices refuse its
+   * certificates on the LAN before they expire.
    */
   async unbind(deviceId: string): Promise<void> {
+    const old = this.keys.get(deviceId)
     this.keys.delete(deviceId)
     this.joins.delete(deviceId)
     await this.replica.setRecord(NAMESPACE, deviceId, undefined)
+    if (old !== undefined) {
+      const id = keyRevocationId(old)
+      if (!this.replica.isRevoked(id))
+        await this.replica.write((ctx) => ctx.setRevoked(id as WriterId, { t: ctx.stamp() }))
+    }
   }
 
   /** Whether a proof of this device at `at` was accepted already (a replayed join URL). */
@@ -70,4 +88,49 @@ export class DeviceKeys {
       if (oldest !== undefined) this.joins.delete(oldest)
     }
   }
+}
+
+/**
+ * Sends a device its certificate (in the server's `hello`) now, and again
+ * every half of `limits.certificateTtlMs` while the link stays open, so a
+ * device that stays connected renews its certificate long before its LAN
+ * peers would refuse it. Returns the function that stops the renewals
+ * (call it when the link closes).
+ */
+export function certifyLink(options: {
+  readonly connection: Connection
+  readonly key: KeyPair
+  readonly site: string
+  readonly deviceId: string
+  readonly publicKey: Uint8Array
+  readonly clock: Clock
+}): () => void {
+  const { connection, clock } = options
+  let timer: unknown
+  const hello = (): void => {
+    if (!connection.open) return
+    const issuedAt = clock.now()
+    const certificate = issueCertificate(options.key, {
+      site: options.site,
+      deviceId: options.deviceId,
+      publicKey: options.publicKey,
+      issuedAt,
+      expiresAt: issuedAt + limits.certificateTtlMs,
+    })
+    connection.send(
+      encodeMessage({
+        type: 'hello',
+        serverKey: options.key.publicKey,
+        certificate: encodeCertificate(certificate),
+      }),
+    )
+    timer = clock.setTimeout(hello, renewAfterMs())
+  }
+  hello()
+  return () => clock.clearTimeout(timer)
+}
+
+/** When a certificate is renewed on an open link: half its life (within a timer's range). */
+function renewAfterMs(): number {
+  return Math.min(Math.floor(limits.certificateTtlMs / 2), 2 ** 31 - 1)
 }

@@ -69,6 +69,7 @@ const statusOf: Partial<Record<ErrorCode, number>> = {
   TOO_MANY_STREAMS: 503,
   TOO_MANY_USERS: 400,
   EXPORT_EXPIRED: 410,
+  EXPORT_PASSPHRASE_INVALID: 400,
 }
 
 class HttpError extends Error {

@@ -33,16 +33,11 @@ import { DEVICE_ID_PATTERN } from '../core/ids.js'
 import { limits, netLimits } from '../core/limits.js'
 import type { Clock } from '../core/clock.js'
 import { ForbiddenWriteError } from '../core/errors.js'
-import { CloseCode, encodeMessage } from '../core/protocol.js'
-import {
-  encodeCertificate,
-  isDerivedClientId,
-  issueCertificate,
-  verifyJoinProof,
-} from '../core/signing.js'
+import { CloseCode } from '../core/protocol.js'
+import { isDerivedClientId, verifyJoinProof } from '../core/signing.js'
 import type { Identity } from '../peers/identity.js'
 import { scanOrRefuse, type ServerSigning } from '../peers/signed-link.js'
-import type { DeviceKeys } from './device-keys.js'
+import { certifyLink, type DeviceKeys } from './device-keys.js'
 import type { Connection } from '../core/transport.js'
 import type { RecordSchema } from '../core/schema.js'
 import type { Replica } from '../peers/replica.js'
@@ -160,23 +155,20 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
         void logEvent(replica, { type: 'device-registered', deviceId })
       }
       const { signing } = options
-      if (joined.publicKey !== undefined) {
-        // The server's key and the device's certificate go first: the device
-        // checks everything the server sends with that key.
-        const certificate = issueCertificate(signing.identity.key, {
-          site: signing.signer.site,
-          deviceId,
-          publicKey: joined.publicKey,
-          issuedAt: signing.clock.now(),
-        })
-        connection.send(
-          encodeMessage({
-            type: 'hello',
-            serverKey: signing.identity.publicKey,
-            certificate: encodeCertificate(certificate),
-          }),
-        )
-      }
+      // The server's key and the device's certificate go first: the device
+      // checks everything the server sends with that key. Renewed while
+      // the link is open (certifyLink).
+      const stopCertifying =
+        joined.publicKey === undefined
+          ? undefined
+          : certifyLink({
+              connection,
+              key: signing.identity.key,
+              site: signing.signer.site,
+              deviceId,
+              publicKey: joined.publicKey,
+              clock: signing.clock,
+            })
       const session = startSession({
         replica,
         connection,
@@ -237,6 +229,7 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
         },
       })
       connection.onClose(() => {
+        stopCertifying?.()
         session.stop()
         members.delete(connection.id)
         if (byDevice.get(deviceId) === member) byDevice.delete(deviceId)

@@ -171,6 +171,8 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
   it('exports the selected users as a download that a stopped device imports', async () => {
     const chosen = ['u000001', 'u000002', 'u000004']
     let file: Uint8Array | undefined
+    let locked: Uint8Array | undefined
+    let passphrase: string | undefined
     const problems = await withPage('admin-browser-export', async (page) => {
       await page.goto(`${server.http}/`)
       await page.getByLabel('Admin token').fill(server.adminToken)
@@ -182,9 +184,17 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
       expect(download.suggestedFilename()).toMatch(/^rostersync-export-.*\.rsexport$/)
       file = new Uint8Array(await readFile(await download.path()))
       await page.getByText(/Export saved as .*; it can be imported until/).waitFor()
+      // By default the file is encrypted under the site key: no passphrase.
+      await page.getByText(/encrypted under the site key/).waitFor()
+      expect(await page.getByLabel('Export passphrase').count()).toBe(0)
+      // A generated passphrase when asked for, shown once.
+      await page.getByLabel('Encrypt export under').selectOption('generate')
+      const [again] = await Promise.all([page.waitForEvent('download'), exportButton.click()])
+      locked = new Uint8Array(await readFile(await again.path()))
+      passphrase = (await page.getByLabel('Export passphrase').textContent()) ?? undefined
     })
     expect(problems).toEqual([])
-    if (file === undefined) throw new Error('no download')
+    if (file === undefined || locked === undefined) throw new Error('no download')
     // A device whose sync is stopped: opened without a server, given the
     // server key's fingerprint (it was never admitted).
     const stopped = await createDevice({
@@ -194,7 +204,16 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
       serverKeyFingerprint: server.keyFingerprint,
     })
     devices.push(stopped)
+    // The default file opens with the device's site key.
     expect(await stopped.importUsers(file)).toMatchObject({ imported: 3, unchanged: 0 })
+    // The other is encrypted under the passphrase the page showed.
+    expect(passphrase).toMatch(/^[0-9A-Z]{4}(-[0-9A-Z]{4}){5}$/)
+    await expect(stopped.importUsers(locked)).rejects.toMatchObject({
+      code: 'EXPORT_PASSPHRASE_INVALID',
+    })
+    expect(await stopped.importUsers(locked, { passphrase: passphrase ?? '' })).toMatchObject({
+      unchanged: 3,
+    })
     expect(stopped.users.list().map((u) => u.id)).toEqual(chosen)
     for (const id of chosen) expect(stopped.users.get(id)).toEqual(server.users.get(id))
   })

@@ -38,11 +38,17 @@ interface Result {
 }
 
 /** Runs one CLI command to its end. */
-function cli(args: string[], cwd = root): Promise<Result> {
+function cli(args: string[], env: Record<string, string> = {}, cwd = root): Promise<Result> {
   const child = spawn(process.execPath, [BIN, ...args], {
     cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ROSTERSYNC_SITE_KEY: '', ROSTERSYNC_ADMIN_TOKEN: '' },
+    env: {
+      ...process.env,
+      ROSTERSYNC_SITE_KEY: '',
+      ROSTERSYNC_ADMIN_TOKEN: '',
+      ROSTERSYNC_EXPORT_PASSPHRASE: '',
+      ...env,
+    },
   })
   let stdout = ''
   let stderr = ''
@@ -246,7 +252,35 @@ describe('export and import', () => {
     ])
     expect(exported.stderr).not.toMatch(/rostersync|Error/)
     expect(exported.code).toBe(0)
-    expect(JSON.parse(exported.stdout)).toMatchObject({ file, users: 2 })
+    expect(JSON.parse(exported.stdout)).toMatchObject({ file, users: 2, keySource: 'site-key' })
+    // No passphrase given: encrypted under the site key, no passphrase printed.
+    expect(JSON.parse(exported.stdout)).not.toHaveProperty('passphrase')
+    expect((await readFile(file)).includes('Cy')).toBe(false)
+    // --generate-passphrase: one is generated and printed once.
+    const locked = join(dir, 'locked.rsexport')
+    const generated = await cli([
+      'export',
+      '--users',
+      'u1',
+      '--out',
+      locked,
+      '--generate-passphrase',
+      '--data',
+      srv,
+      '--json',
+    ])
+    expect(generated.code).toBe(0)
+    const { passphrase, keySource } = JSON.parse(generated.stdout) as Record<string, string>
+    expect(keySource).toBe('passphrase')
+    expect(passphrase).toMatch(/^[0-9A-Z]{4}(-[0-9A-Z]{4}){5}$/)
+    const passFile = join(dir, 'passphrase')
+    await writeFile(passFile, `${passphrase}\n`, { mode: 0o600 })
+    expectRefused(
+      await cli(['export', '--users', 'u1', '--out', join(dir, 'a'), '--generate-passphrase'], {
+        ROSTERSYNC_EXPORT_PASSPHRASE: 'a passphrase the operator chose',
+      }),
+      '--generate-passphrase excludes',
+    )
     expect((await stat(file)).mode & 0o777).toBe(0o600)
     // Bad exports: one line, non-zero, no file.
     expectRefused(
@@ -263,8 +297,19 @@ describe('export and import', () => {
     const loose = join(dir, 'loose.rsexport')
     await writeFile(loose, 'old')
     await chmod(loose, 0o644)
-    const forced = await cli(['export', '--users', 'u1', '--out', loose, '--force', '--data', srv])
+    expectRefused(
+      await cli(['export', '--users', 'u1', '--out', loose, '--data', srv], {
+        ROSTERSYNC_EXPORT_PASSPHRASE: 'too short',
+      }),
+      'EXPORT_PASSPHRASE_INVALID',
+    )
+    const forced = await cli(
+      ['export', '--users', 'u1', '--out', loose, '--force', '--data', srv],
+      { ROSTERSYNC_EXPORT_PASSPHRASE: 'a passphrase the operator chose' },
+    )
     expect(forced.code).toBe(0)
+    expect(forced.stdout).not.toMatch(/passphrase:/)
+    expect(forced.stdout).toMatch(/encrypted under the passphrase/)
     expect((await stat(loose)).mode & 0o777).toBe(0o600)
     expect(existsSync(join(dir, 'a')) || existsSync(join(dir, 'b'))).toBe(false)
 
@@ -274,20 +319,26 @@ describe('export and import', () => {
     // fingerprint (the site key alone is every device's).
     expectRefused(await cli(['import', file, '--data', dev]), 'AUTH_FAILED')
     expectRefused(await cli(['import', file, '--data', dev, '--site-key-file', key]), 'AUTH_FAILED')
-    const imported = await cli([
-      'import',
-      file,
-      '--data',
-      dev,
-      '--site-key-file',
-      key,
-      '--server-key',
-      fingerprint,
-      '--json',
-    ])
+    const importArgs = ['import', file, '--data', dev, '--site-key-file', key]
+    // The file is encrypted under the site key: the device needs it, no passphrase.
+    expectRefused(
+      await cli(['import', file, '--data', dev, '--server-key', fingerprint]),
+      'EXPORT_SITE_KEY_REQUIRED',
+    )
+    const imported = await cli([...importArgs, '--server-key', fingerprint, '--json'])
     expect(imported.stderr).not.toMatch(/rostersync|Error/)
     expect(imported.code).toBe(0)
     expect(JSON.parse(imported.stdout)).toMatchObject({ imported: 2, unchanged: 0 })
+    // A file exported with a passphrase needs it (a file, or the environment).
+    const lockedArgs = ['import', locked, '--data', dev, '--site-key-file', key, '--json']
+    expectRefused(await cli(lockedArgs), 'EXPORT_PASSPHRASE_INVALID')
+    const opened = await cli([...lockedArgs, '--passphrase-file', passFile])
+    expect(opened.code).toBe(0)
+    expect(JSON.parse(opened.stdout)).toMatchObject({ imported: 0, unchanged: 1 })
+    const byEnv = await cli(['import', loose, '--data', dev, '--site-key-file', key], {
+      ROSTERSYNC_EXPORT_PASSPHRASE: 'a passphrase the operator chose',
+    })
+    expect(byEnv.code).toBe(0)
     const listed = await cli(['device', '--data', dev, '--list', '--json'])
     expect(
       listed.stdout

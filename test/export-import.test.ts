@@ -6,10 +6,12 @@
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import { hasCode, SyncError } from '../core/errors.js'
+import { asUserId } from '../core/ids.js'
 import { limits } from '../core/limits.js'
 import type { Connection, Transport } from '../core/transport.js'
 import type { Store } from '../core/store.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { verifyPin } from '../peers/pin.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
@@ -17,6 +19,8 @@ import { KeptOpenStore } from './helpers/forwarding-store.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
 
 const SITE_KEY = 'export-site-key'
+/** The passphrase the test exports are encrypted under. */
+const PASS = 'correct horse battery staple'
 const MINUTE = 60_000
 const closers: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -40,6 +44,9 @@ async function site(
     clock,
     listen: false,
     siteKey: SITE_KEY,
+    // The cheapest scrypt a device accepts keeps the tests quick; one test
+    // checks the default.
+    exportKdfLogN: limits.exportKdfLogNMin,
     ...extra,
   })
   closers.push(() => server.close())
@@ -111,10 +118,14 @@ describe('server.exportUsers', () => {
   it('exports users by id and by group, expiring 15 minutes after it was made', async () => {
     const s = await site()
     await roster(s.server)
-    const byId = await s.server.exportUsers({ userIds: ['u4'] })
+    const byId = await s.server.exportUsers({ passphrase: PASS, userIds: ['u4'] })
     expect(byId.expiresAt).toBe(s.clock.now() + 15 * MINUTE)
     expect(byId.users).toBe(1)
-    const byGroup = await s.server.exportUsers({ groupIds: ['lobby'], userIds: ['u2'] })
+    const byGroup = await s.server.exportUsers({
+      passphrase: PASS,
+      groupIds: ['lobby'],
+      userIds: ['u2'],
+    })
     expect(byGroup.users).toBe(3)
     expect(Buffer.from(byGroup.file.subarray(0, 8)).toString('latin1')).toBe('RSYNCEXP')
     expect(s.server.events.query({ type: 'users-exported' })).toHaveLength(2)
@@ -149,14 +160,16 @@ describe('server.exportUsers', () => {
   it('takes its caps from the options', async () => {
     const s = await site({ exportUsersMax: 2, exportGroupsMax: 1 })
     await roster(s.server)
-    await expect(s.server.exportUsers({ groupIds: ['lobby', 'lab'] })).rejects.toMatchObject({
+    await expect(
+      s.server.exportUsers({ passphrase: PASS, groupIds: ['lobby', 'lab'] }),
+    ).rejects.toMatchObject({
       code: 'EXPORT_TOO_LARGE',
     })
     // lobby has u1 and u3; with u2 that is 3 users, past 2.
     await expect(
-      s.server.exportUsers({ groupIds: ['lobby'], userIds: ['u2'] }),
+      s.server.exportUsers({ passphrase: PASS, groupIds: ['lobby'], userIds: ['u2'] }),
     ).rejects.toMatchObject({ code: 'EXPORT_TOO_LARGE' })
-    expect((await s.server.exportUsers({ groupIds: ['lobby'] })).users).toBe(2)
+    expect((await s.server.exportUsers({ passphrase: PASS, groupIds: ['lobby'] })).users).toBe(2)
   })
 })
 
@@ -169,8 +182,8 @@ describe('device.importUsers', () => {
     s.down()
     await settle()
     await roster(s.server)
-    const { file } = await s.server.exportUsers({ groupIds: ['lobby', 'lab'] })
-    const result = await d.importUsers(file)
+    const { file } = await s.server.exportUsers({ passphrase: PASS, groupIds: ['lobby', 'lab'] })
+    const result = await d.importUsers(file, { passphrase: PASS })
     expect(result).toMatchObject({ imported: 3, unchanged: 0 })
     expect(d.users.list().map((u) => u.id)).toEqual(['u0', 'u1', 'u2', 'u3'])
     expect(d.users.get('u3')).toEqual(s.server.users.get('u3'))
@@ -203,12 +216,12 @@ describe('device.importUsers', () => {
     const s = await site()
     await roster(s.server)
     const d = await device(s)
-    const old = await s.server.exportUsers({ userIds: ['u1', 'u2'] })
+    const old = await s.server.exportUsers({ passphrase: PASS, userIds: ['u1', 'u2'] })
     await s.server.users.patch('u1', { name: 'Ann L.' })
     await d.sync.full()
     s.down()
     await settle()
-    const result = await d.importUsers(old.file)
+    const result = await d.importUsers(old.file, { passphrase: PASS })
     expect(result).toMatchObject({ imported: 0, unchanged: 2 })
     expect(d.users.get('u1')?.name).toBe('Ann L.')
     // A file from before a server delete brings the user back only until
@@ -220,9 +233,9 @@ describe('device.importUsers', () => {
       serverKeyFingerprint: s.server.keyFingerprint,
     })
     s.up()
-    const before = await s.server.exportUsers({ userIds: ['u2'] })
+    const before = await s.server.exportUsers({ passphrase: PASS, userIds: ['u2'] })
     await s.server.users.delete('u2')
-    expect((await d2.importUsers(before.file)).imported).toBe(1)
+    expect((await d2.importUsers(before.file, { passphrase: PASS })).imported).toBe(1)
     expect(d2.users.get('u2')?.name).toBe('Bo Chen')
     await d.sync.delta()
     expect(d.users.get('u2')).toBeUndefined()
@@ -231,12 +244,16 @@ describe('device.importUsers', () => {
   it('works on a device that never synced (given the server key fingerprint) and one opened without a server', async () => {
     const s = await site()
     await roster(s.server)
-    const { file } = await s.server.exportUsers({ userIds: ['u1', 'u3'] })
+    const { file } = await s.server.exportUsers({ passphrase: PASS, userIds: ['u1', 'u3'] })
     const fresh = await device(s, { noServer: true })
     // The site key alone does not vouch for a file: every device holds it.
-    await expect(fresh.importUsers(file)).rejects.toMatchObject({ code: 'AUTH_FAILED' })
+    await expect(fresh.importUsers(file, { passphrase: PASS })).rejects.toMatchObject({
+      code: 'AUTH_FAILED',
+    })
     const wrong = (await site({ siteKey: SITE_KEY }, s.clock)).server.keyFingerprint
-    await expect(fresh.importUsers(file, { serverKeyFingerprint: wrong })).rejects.toMatchObject({
+    await expect(
+      fresh.importUsers(file, { passphrase: PASS, serverKeyFingerprint: wrong }),
+    ).rejects.toMatchObject({
       code: 'AUTH_FAILED',
     })
     expect(fresh.replica.importedCount).toBe(0)
@@ -244,17 +261,23 @@ describe('device.importUsers', () => {
     // signing key): refused against the real server's fingerprint.
     const impostor = await site({ siteKey: SITE_KEY }, s.clock)
     await impostor.server.users.put({ id: 'u1', name: 'Mallory', status: 'disabled' })
-    const forged = (await impostor.server.exportUsers({ userIds: ['u1'] })).file
+    const forged = (await impostor.server.exportUsers({ passphrase: PASS, userIds: ['u1'] })).file
     await expect(
-      fresh.importUsers(forged, { serverKeyFingerprint: s.server.keyFingerprint }),
+      fresh.importUsers(forged, {
+        passphrase: PASS,
+        serverKeyFingerprint: s.server.keyFingerprint,
+      }),
     ).rejects.toMatchObject({ code: 'AUTH_FAILED' })
     expect(fresh.users.list()).toEqual([])
-    const fingerprint = { serverKeyFingerprint: s.server.keyFingerprint }
+    const fingerprint = { serverKeyFingerprint: s.server.keyFingerprint, passphrase: PASS }
     expect((await fresh.importUsers(file, fingerprint)).imported).toBe(2)
     // The fingerprint's key is now the device's server: another is refused.
     expect(fresh.replica.importedCount).toBe(2)
     await expect(
-      fresh.importUsers(forged, { serverKeyFingerprint: impostor.server.keyFingerprint }),
+      fresh.importUsers(forged, {
+        passphrase: PASS,
+        serverKeyFingerprint: impostor.server.keyFingerprint,
+      }),
     ).rejects.toMatchObject({ code: 'AUTH_FAILED' })
     expect(fresh.users.get('u3')).toEqual(s.server.users.get('u3'))
     // Its first full sync replaces the import by the server's roster.
@@ -274,8 +297,10 @@ describe('device.importUsers', () => {
     await roster(s.server)
     const d = await device(s)
     await d.sync.full()
-    const { file } = await s.server.exportUsers({ userIds: ['u1'] })
-    await expect(d.importUsers(file)).rejects.toMatchObject({ code: 'SYNC_RUNNING' })
+    const { file } = await s.server.exportUsers({ passphrase: PASS, userIds: ['u1'] })
+    await expect(d.importUsers(file, { passphrase: PASS })).rejects.toMatchObject({
+      code: 'SYNC_RUNNING',
+    })
   })
 
   it('refuses expired, foreign, corrupt, truncated and oversized files, changing nothing', async () => {
@@ -286,14 +311,14 @@ describe('device.importUsers', () => {
     await d.sync.full()
     s.down()
     await settle()
-    const { file } = await s.server.exportUsers({ userIds: ['u1', 'u2'] })
+    const { file } = await s.server.exportUsers({ passphrase: PASS, userIds: ['u1', 'u2'] })
     const other = await site({ siteKey: 'another-site-key' }, s.clock)
     await other.server.users.put({ id: 'u9', name: 'Mallory' })
-    const foreign = (await other.server.exportUsers({ userIds: ['u9'] })).file
+    const foreign = (await other.server.exportUsers({ passphrase: PASS, userIds: ['u9'] })).file
     // Same site key, another server (key): refused by the pinned key.
     const impostor = await site({ siteKey: SITE_KEY }, s.clock)
     await impostor.server.users.put({ id: 'u9', name: 'Mallory' })
-    const forged = (await impostor.server.exportUsers({ userIds: ['u9'] })).file
+    const forged = (await impostor.server.exportUsers({ passphrase: PASS, userIds: ['u9'] })).file
     const corrupt = Uint8Array.from(file)
     const middle = Math.floor(file.byteLength / 2)
     corrupt[middle] = (corrupt[middle] ?? 0) ^ 0x01
@@ -301,7 +326,7 @@ describe('device.importUsers', () => {
     const viewsBefore = d.users.list()
     const code = async (bytes: unknown): Promise<string> => {
       try {
-        await d.importUsers(bytes as Uint8Array)
+        await d.importUsers(bytes as Uint8Array, { passphrase: PASS })
         return 'imported'
       } catch (error) {
         return (error as { code: string }).code
@@ -330,21 +355,23 @@ describe('device.importUsers', () => {
   it('refuses a file on a device with no site key and no pinned server key', async () => {
     const s = await site()
     await roster(s.server)
-    const { file } = await s.server.exportUsers({ userIds: ['u1'] })
+    const { file } = await s.server.exportUsers({ passphrase: PASS, userIds: ['u1'] })
     const d = await createDevice({ id: 'D9', store: memoryStore(), clock: s.clock })
     closers.push(() => d.close())
-    await expect(d.importUsers(file)).rejects.toMatchObject({ code: 'AUTH_FAILED' })
+    await expect(d.importUsers(file, { passphrase: PASS })).rejects.toMatchObject({
+      code: 'AUTH_FAILED',
+    })
     expect(d.users.list()).toEqual([])
   })
 
   it('survives a restart and is cleared by a retention wipe', async () => {
     const s = await site()
     await roster(s.server)
-    const { file } = await s.server.exportUsers({ userIds: ['u1'] })
+    const { file } = await s.server.exportUsers({ passphrase: PASS, userIds: ['u1'] })
     const store = new KeptOpenStore(memoryStore())
     closers.push(() => store.inner.close())
     const d = await device(s, { noServer: true, store, retentionMs: 10 * MINUTE })
-    await d.importUsers(file, { serverKeyFingerprint: s.server.keyFingerprint })
+    await d.importUsers(file, { passphrase: PASS, serverKeyFingerprint: s.server.keyFingerprint })
     await d.close()
     closers.pop()
     const again = await device(s, { noServer: true, store, retentionMs: 10 * MINUTE })
@@ -353,6 +380,233 @@ describe('device.importUsers', () => {
     await settle()
     expect(again.users.list()).toEqual([])
     expect(again.replica.importedCount).toBe(0)
+  })
+})
+
+describe('the public contract (API.md): exportUsers({ userIds }), then importUsers(file)', () => {
+  it('imports on an admitted device of the site, no passphrase asked', async () => {
+    const s = await site()
+    await roster(s.server)
+    const d = await device(s)
+    await d.sync.full()
+    s.down()
+    await settle()
+    await s.server.users.patch('u1', { name: 'Ann L.' })
+    const { file, expiresAt } = await s.server.exportUsers({ userIds: ['u1'] })
+    expect(file).toBeInstanceOf(Uint8Array)
+    expect(expiresAt).toBe(s.clock.now() + 15 * MINUTE)
+    expect(await d.importUsers(file)).toMatchObject({ imported: 1, unchanged: 0, expiresAt })
+    expect(d.users.get('u1')?.name).toBe('Ann L.')
+    expect(d.users.get('u1')).toEqual(s.server.users.get('u1'))
+  })
+
+  it("imports on a device given the server key's fingerprint, the server's options left at their defaults", async () => {
+    // No exportKdfLogN: the server's default scrypt cost, as outside code gets it.
+    const server = await createServer({ store: memoryStore(), listen: false, siteKey: SITE_KEY })
+    closers.push(() => server.close())
+    await roster(server)
+    const { file } = await server.exportUsers({ userIds: ['u1', 'u3'] })
+    const d = await createDevice({
+      id: 'D2',
+      store: memoryStore(),
+      ...(server.siteKey === undefined ? {} : { siteKey: server.siteKey }),
+      serverKeyFingerprint: server.keyFingerprint,
+    })
+    closers.push(() => d.close())
+    expect(await d.importUsers(file)).toMatchObject({ imported: 2, unchanged: 0 })
+    expect(d.users.list().map((u) => u.id)).toEqual(['u1', 'u3'])
+    expect(d.users.get('u3')).toEqual(server.users.get('u3'))
+    // The options object form: the fingerprint given to importUsers instead.
+    const e = await createDevice({ id: 'D3', store: memoryStore(), siteKey: SITE_KEY })
+    closers.push(() => e.close())
+    const fingerprint = { serverKeyFingerprint: server.keyFingerprint }
+    expect(await e.importUsers(file, fingerprint)).toMatchObject({ imported: 2 })
+    expect(e.users.get('u1')).toEqual(server.users.get('u1'))
+  })
+})
+
+/**
+ * Neither the PIN's hash (found from it in microseconds: 4 to 12 digits),
+ * nor its salt, nor a card number or a name is in the bytes.
+ */
+function expectNoSecrets(file: Uint8Array, storedPin: string): void {
+  const bytes = Buffer.from(file)
+  const [, salt = '', digest = ''] = storedPin.split('$')
+  for (const secret of [
+    Buffer.from(digest, 'hex'),
+    Buffer.from(salt, 'hex'),
+    Buffer.from(digest),
+    Buffer.from('CAFE0042'),
+    Buffer.from('04A1B2C3'),
+    Buffer.from('Pia Quist'),
+    Buffer.from('u7'),
+  ])
+    expect(bytes.includes(secret), secret.toString()).toBe(false)
+}
+
+/** The error code an import rejects with, or 'imported'. */
+async function importCode(
+  d: DevicePeer,
+  file: Uint8Array,
+  options: { passphrase?: string; serverKeyFingerprint?: string } = {},
+): Promise<string> {
+  try {
+    await d.importUsers(file, options)
+    return 'imported'
+  } catch (error) {
+    return (error as { code: string }).code
+  }
+}
+
+describe('export encryption', () => {
+  it('keeps names, cards and PIN hashes out of the file: only the passphrase opens it', async () => {
+    const s = await site()
+    await roster(s.server)
+    await s.server.users.put({
+      id: 'u7',
+      name: 'Pia Quist',
+      pin: '4711',
+      cards: [{ type: 'csn', value: 'CAFE0042' }],
+    })
+    const pinOf = (peer: ServerPeer | DevicePeer): string => {
+      const pin = peer.replica.replicaOf(asUserId('u7')).server?.f?.pin
+      return typeof pin === 'string' ? pin : ''
+    }
+    const stored = pinOf(s.server)
+    expect(stored).toMatch(/^sha256\$/)
+    const { file, passphrase } = await s.server.exportUsers({
+      userIds: ['u7', 'u3'],
+      passphrase: PASS,
+    })
+    expect(passphrase).toBeUndefined()
+    expectNoSecrets(file, stored)
+    const d = await device(s, { noServer: true, serverKeyFingerprint: s.server.keyFingerprint })
+    const code = async (options: { passphrase?: string }, bytes = file): Promise<string> => {
+      try {
+        await d.importUsers(bytes, options)
+        return 'imported'
+      } catch (error) {
+        return (error as { code: string }).code
+      }
+    }
+    expect(await code({})).toBe('EXPORT_PASSPHRASE_INVALID')
+    expect(await code({ passphrase: 'correct horse battery stapler' })).toBe(
+      'EXPORT_PASSPHRASE_INVALID',
+    )
+    // A file of the unencrypted format 2 (or any other) is refused by its version.
+    const v2 = Uint8Array.from(file)
+    v2[8] = 2
+    expect(await code({ passphrase: PASS }, v2)).toBe('EXPORT_FORMAT_UNSUPPORTED')
+    // The scrypt parameters are signed: lowering the cost breaks the file.
+    const cheap = Uint8Array.from(file)
+    cheap[8 + 1 + 32 + 1] = 10
+    expect(await code({ passphrase: PASS }, cheap)).toBe('MALFORMED_MESSAGE')
+    expect(d.users.list()).toEqual([])
+    expect(d.replica.importedCount).toBe(0)
+    // The same passphrase in another Unicode form opens it (NFC), and the
+    // imported PIN hash is the server's: the device checks the PIN as before.
+    expect(await code({ passphrase: PASS.normalize('NFD') })).toBe('imported')
+    expect(d.users.get('u7')).toEqual(s.server.users.get('u7'))
+    expect(verifyPin('4711', pinOf(d))).toBe(true)
+    expect(verifyPin('4712', pinOf(d))).toBe(false)
+  })
+
+  it('encrypts under the site key by default: the device opens it with its own site key', async () => {
+    const s = await site()
+    await roster(s.server)
+    await s.server.users.put({
+      id: 'u7',
+      name: 'Pia Quist',
+      pin: '4711',
+      cards: [{ type: 'csn', value: 'CAFE0042' }],
+    })
+    const stored = s.server.replica.replicaOf(asUserId('u7')).server?.f?.pin
+    const prepared = await s.server.exportUsers({ userIds: ['u7', 'u3'] })
+    expect(prepared.keySource).toBe('site-key')
+    expect(prepared.passphrase).toBeUndefined()
+    // The key source is in the signed header: 2 = the site key, then the
+    // scrypt parameters as for a passphrase.
+    expect(prepared.file[8 + 1 + 32]).toBe(2)
+    expect(prepared.file[8 + 1 + 32 + 1]).toBe(limits.exportKdfLogNMin)
+    expectNoSecrets(prepared.file, typeof stored === 'string' ? stored : '')
+    const fingerprint = { serverKeyFingerprint: s.server.keyFingerprint }
+    // No site key on the device: a typed error naming what is missing.
+    const bare = await createDevice({ id: 'D7', store: memoryStore(), clock: s.clock })
+    closers.push(() => bare.close())
+    expect(await importCode(bare, prepared.file, fingerprint)).toBe('EXPORT_SITE_KEY_REQUIRED')
+    await expect(bare.importUsers(prepared.file, fingerprint)).rejects.toThrow(/site key/)
+    // Another site's key: the MAC says so before any scrypt (AUTH_FAILED).
+    const other = await device(s, { id: 'D8', noServer: true, siteKey: 'another-site-key' })
+    expect(await importCode(other, prepared.file, fingerprint)).toBe('AUTH_FAILED')
+    // A site-key file without its MAC is corrupt (it would cost scrypt to find out).
+    const stripped = Uint8Array.from(prepared.file.subarray(0, prepared.file.byteLength - 33))
+    const bareMac = Buffer.concat([stripped, Buffer.from([0])])
+    expect(prepared.file[prepared.file.byteLength - 33]).toBe(32)
+    const d = await device(s, { noServer: true, ...fingerprint })
+    expect(await importCode(d, bareMac)).toBe('MALFORMED_MESSAGE')
+    for (const peer of [bare, other, d]) expect(peer.users.list()).toEqual([])
+    // A passphrase given for a site-key file is not needed, and not in the way.
+    expect(await importCode(d, prepared.file, { passphrase: PASS })).toBe('imported')
+    expect(d.users.get('u7')).toEqual(s.server.users.get('u7'))
+    const pin = d.replica.replicaOf(asUserId('u7')).server?.f?.pin
+    expect(verifyPin('4711', typeof pin === 'string' ? pin : '')).toBe(true)
+  })
+
+  it('generates a passphrase only when asked, and refuses a weak one before any work', async () => {
+    const s = await site()
+    await roster(s.server)
+    const prepared = await s.server.exportUsers({ userIds: ['u1'], generatePassphrase: true })
+    expect(prepared.keySource).toBe('passphrase')
+    expect(prepared.passphrase).toMatch(/^[0-9A-Z]{4}(-[0-9A-Z]{4}){5}$/)
+    const again = await s.server.exportUsers({ userIds: ['u1'], generatePassphrase: true })
+    expect(again.passphrase).not.toBe(prepared.passphrase)
+    for (const passphrase of ['', 'short', 'x'.repeat(limits.exportPassphraseCharsMax + 1), 42])
+      await expect(
+        s.server.exportUsers({ userIds: ['u1'], passphrase } as { userIds: string[] }),
+      ).rejects.toMatchObject({ code: 'EXPORT_PASSPHRASE_INVALID' })
+    await expect(
+      s.server.exportUsers({ userIds: ['u1'], passphrase: PASS, generatePassphrase: true }),
+    ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' })
+    expect(s.server.events.query({ type: 'users-exported' })).toHaveLength(2)
+    const d = await device(s, { noServer: true, serverKeyFingerprint: s.server.keyFingerprint })
+    // A passphrase file needs its passphrase, site key or not.
+    expect(await importCode(d, prepared.file)).toBe('EXPORT_PASSPHRASE_INVALID')
+    expect(
+      await d.importUsers(prepared.file, { passphrase: prepared.passphrase ?? '' }),
+    ).toMatchObject({ imported: 1 })
+  })
+
+  it('on an open site, a file without a passphrase imports without one (and is not confidential)', async () => {
+    const clock = new ManualClock()
+    const server = await createServer({
+      store: memoryStore(),
+      clock,
+      listen: false,
+      open: true,
+      exportKdfLogN: limits.exportKdfLogNMin,
+    })
+    closers.push(() => server.close())
+    await roster(server)
+    const prepared = await server.exportUsers({ userIds: ['u1', 'u3'] })
+    expect(prepared.keySource).toBe('none')
+    // Key source 3 = none: no scrypt parameters, and no site MAC (empty).
+    expect(prepared.file[8 + 1 + 32]).toBe(3)
+    expect(prepared.file[prepared.file.byteLength - 1]).toBe(0)
+    const d = await createDevice({
+      id: 'D6',
+      store: memoryStore(),
+      clock,
+      serverKeyFingerprint: server.keyFingerprint,
+    })
+    closers.push(() => d.close())
+    expect(await d.importUsers(prepared.file)).toMatchObject({ imported: 2 })
+    expect(d.users.get('u3')).toEqual(server.users.get('u3'))
+    // A passphrase still protects an open site's file.
+    const locked = await server.exportUsers({ userIds: ['u2'], passphrase: PASS })
+    expect(locked.keySource).toBe('passphrase')
+    expect(await importCode(d, locked.file)).toBe('EXPORT_PASSPHRASE_INVALID')
+    expect(await importCode(d, locked.file, { passphrase: PASS })).toBe('imported')
+    expect(d.users.get('u2')).toEqual(server.users.get('u2'))
   })
 })
 
@@ -372,7 +626,16 @@ describe('POST /api/exports', () => {
     expect(ok.headers.get('content-type')).toBe('application/octet-stream')
     expect(ok.headers.get('x-rostersync-users')).toBe('2')
     expect(Number(ok.headers.get('x-rostersync-expires-at'))).toBeGreaterThan(Date.now())
+    // No passphrase given: encrypted under the site key, none generated.
+    expect(ok.headers.get('x-rostersync-key-source')).toBe('site-key')
+    expect(ok.headers.get('x-rostersync-passphrase')).toBeNull()
+    expect(ok.headers.get('cache-control')).toBe('no-store')
     const file = new Uint8Array(await ok.arrayBuffer())
+    // The server's default scrypt cost: N = 2^17 (the byte after the
+    // magic, the version, the server's key and the key source).
+    expect(file[8]).toBe(3)
+    expect(file[8 + 1 + 32 + 1]).toBe(limits.exportKdfLogN)
+    expect(limits.exportKdfLogN).toBe(17)
     const d = await createDevice({
       id: 'D5',
       store: memoryStore(),
@@ -392,6 +655,23 @@ describe('POST /api/exports', () => {
     ])
     expect(await codeOf(await post('not json'))).toEqual([400, 'MALFORMED_MESSAGE'])
     expect(await codeOf(await post('{}'))).toEqual([400, 'INVALID_OPTIONS'])
+    // A passphrase given is the file's, not echoed back; a short one is refused.
+    const chosen = await post(JSON.stringify({ userIds: ['u1'], passphrase: PASS }))
+    expect(chosen.status).toBe(200)
+    expect(chosen.headers.get('x-rostersync-passphrase')).toBeNull()
+    expect(chosen.headers.get('x-rostersync-key-source')).toBe('passphrase')
+    // Asked for: the server generates one (120 bits), told once.
+    const asked = await post(JSON.stringify({ userIds: ['u1'], generatePassphrase: true }))
+    expect(asked.status).toBe(200)
+    expect(asked.headers.get('x-rostersync-passphrase')).toMatch(/^[0-9A-Z]{4}(-[0-9A-Z]{4}){5}$/)
+    expect(await codeOf(await post('{"userIds":["u1"],"generatePassphrase":"yes"}'))).toEqual([
+      400,
+      'INVALID_OPTIONS',
+    ])
+    expect(await codeOf(await post('{"userIds":["u1"],"passphrase":"123456"}'))).toEqual([
+      400,
+      'EXPORT_PASSPHRASE_INVALID',
+    ])
     expect(await codeOf(await post('{"userIds":["nobody"]}'))).toEqual([404, 'USER_NOT_FOUND'])
     const many = JSON.stringify({ groupIds: Array.from({ length: 51 }, (_, i) => `g${i}`) })
     expect(await codeOf(await post(many))).toEqual([400, 'EXPORT_TOO_LARGE'])

@@ -139,6 +139,32 @@ describe('LAN sync over libp2p', () => {
     })
   })
 
+  it('a revoked device no longer reads the roster over the LAN, though it holds the site key', async () => {
+    const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY })
+    let serverOpen = true
+    closers.push(async () => {
+      if (serverOpen) await server.close()
+    })
+    await server.users.put({ id: 'u1', name: 'Ann' })
+    const d1 = await startDevice('D1', { server: server.url })
+    await eventually(() => expect(d1.users.get('u1')?.name).toBe('Ann'))
+    const d2 = await startDevice('D2', { server: server.url, peers: [d1] })
+    const d3 = await startDevice('D3', { server: server.url, peers: [d1] })
+    await eventually(() => {
+      for (const d of [d2, d3]) expect(d.users.get('u1')?.name).toBe('Ann')
+    })
+    expect(await server.devices.revoke('D2')).toBe(true)
+    await eventually(() => expect(d1.replica.isRevoked('D2')).toBe(true))
+    // The server goes away: the LAN is the only way left.
+    await server.close()
+    serverOpen = false
+    await d1.users.put({ id: 'u2', name: 'Bob' })
+    // D3 gets it over the LAN; D2, revoked, is refused at D1's door.
+    await eventually(() => expect(d3.users.get('u2')?.name).toBe('Bob'), 20_000)
+    await new Promise((resolve) => setTimeout(resolve, 1_500))
+    expect(d2.users.get('u2')).toBeUndefined()
+  }, 40_000)
+
   it('a peer with a wrong site key cannot connect, and nothing is exchanged', async () => {
     const d1 = await startDevice('D1')
     await d1.users.put({ id: 'u1', name: 'Ann' })

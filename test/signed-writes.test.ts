@@ -17,12 +17,14 @@ import {
   keyPairFromSeed,
   sealEnvelope,
   signJoinProof,
+  signLanProof,
   type Certificate,
   type KeyPair,
 } from '../core/signing.js'
 import type { CloseInfo, Connection } from '../core/transport.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { siteOf } from '../peers/identity.js'
+import { encodeLanAuth, LAN_AUTH_MESSAGE } from '../peers/lan-auth.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import type { DeviceRecord } from '../server-peer/device-registry.js'
 import { memoryStore } from '../storage/level-store.js'
@@ -72,7 +74,10 @@ function join(server: ServerPeer, deviceId: string, key: KeyPair | undefined): R
 function rawOf(connection: Connection): Raw {
   const received: Message[] = []
   let closed: CloseInfo | undefined
-  connection.onMessage((bytes) => received.push(decodeMessage(bytes)))
+  connection.onMessage((bytes) => {
+    // A LAN peer's certificate (peers/lan-auth.ts) is not a sync message.
+    if (bytes[0] !== LAN_AUTH_MESSAGE) received.push(decodeMessage(bytes))
+  })
   connection.onClose((info) => (closed = info))
   return {
     received,
@@ -369,11 +374,17 @@ describe('signed writes at the server', () => {
 })
 
 describe('signed writes on the LAN', () => {
-  /** A raw LAN link to `device` over an in-memory pair. */
-  function lanLink(device: DevicePeer): Raw {
-    const [mine, theirs] = memoryPair('D9', device.id)
-    device.attachLan(theirs, 'D9')
-    return rawOf(mine)
+  /**
+   * A raw LAN link to `device` over an in-memory pair, as D9: it shows
+   * `auth` (a certificate and its key) first, as every LAN peer must.
+   */
+  function lanLink(device: DevicePeer, auth?: { key: KeyPair; cert: Certificate }, as = 'D9'): Raw {
+    const [mine, theirs] = memoryPair(as, device.id)
+    device.attachLan(theirs, as)
+    const raw = rawOf(mine)
+    if (auth !== undefined)
+      mine.send(encodeLanAuth(auth.cert, signLanProof(auth.key, auth.cert.site, as, device.id)))
+    return raw
   }
 
   it('a pinned device verifies every envelope a LAN peer sends: it relays, it forges nothing', async () => {
@@ -453,14 +464,14 @@ describe('signed writes on the LAN', () => {
     ]
     for (const [name, message, reason] of cases) {
       const before = { views: views(), vector: Y.encodeStateVector(d2.replica.doc) }
-      const raw = lanLink(d2)
+      const raw = lanLink(d2, { key: d9, cert })
       raw.send(message)
       await eventually(() => expect(raw.closed()?.reason, name).toMatch(reason))
       expect(views(), name).toEqual(before.views)
       expect(Y.encodeStateVector(d2.replica.doc), name).toEqual(before.vector)
     }
     // D9's own write, certified, goes through the LAN to D2 and on to the server.
-    const raw = lanLink(d2)
+    const raw = lanLink(d2, { key: d9, cert })
     raw.send({
       type: 'signed-update',
       envelopes: [seal(d9, s, 'D9', 5, entryUpdate(own, 'u:D9', 'u1', 'From D9'), cert)],
@@ -478,7 +489,7 @@ describe('signed writes on the LAN', () => {
     const cert = decodeCertificate(hello.certificate)
     const own = deriveClientId(d9.publicKey, 5)
     // Before the revocation, D9's certified fill shows on D2.
-    const lan = lanLink(d2)
+    const lan = lanLink(d2, { key: d9, cert })
     lan.send({
       type: 'signed-update',
       envelopes: [seal(d9, s, 'D9', 5, entryUpdate(own, 'u:D9', 'u1', 'From D9'), cert)],
@@ -492,9 +503,23 @@ describe('signed writes on the LAN', () => {
       d2.replica.replicaOf(asUserId('u1')).devices.map(([writer]) => writer)
     expect(writers()).toEqual(['D2'])
     expect(d2.replica.doc.getMap('u:D9').has('u1')).toBe(true)
-    // D9's next write on the LAN, with the same certificate, is refused.
+    // D2 closes its link to D9 as soon as it hears: a revoked device no
+    // longer reads the roster over the LAN.
+    await eventually(() => expect(lan.closed()?.reason).toMatch(/^PEER_REVOKED/))
+    expect(lan.closed()?.code).toBe(4403)
+    // D9 comes back with the same certificate: refused at the door, sent nothing.
+    const back = lanLink(d2, { key: d9, cert })
+    await eventually(() => expect(back.closed()?.reason).toMatch(/^PEER_REVOKED/))
+    expect(back.received).toEqual([])
+    // D9's next write, relayed by another member (D8), with the same
+    // certificate, is refused.
+    const d8 = keyPairFromSeed(seedOf(8))
+    const d8Link = join(server, 'D8', d8)
+    await eventually(() => expect(d8Link.received[0]?.type).toBe('hello'))
+    const hello8 = d8Link.received[0] as Extract<Message, { type: 'hello' }>
+    const cert8 = decodeCertificate(hello8.certificate)
     const before = { views: d2.users.list(), vector: Y.encodeStateVector(d2.replica.doc) }
-    const again = lanLink(d2)
+    const again = lanLink(d2, { key: d8, cert: cert8 }, 'D8')
     again.send({
       type: 'signed-update',
       envelopes: [
@@ -517,7 +542,7 @@ describe('signed writes on the LAN', () => {
     )
     expect(again.closed()).toBeUndefined()
     // D2 no longer offers the revoked writer's logged envelopes.
-    const asker = lanLink(d2)
+    const asker = lanLink(d2, { key: d8, cert: cert8 }, 'D8')
     asker.send({ type: 'sync-step1', stateVector: Y.encodeStateVector(new Y.Doc()) })
     await eventually(() => expect(asker.received.some((m) => m.type === 'signed-step2')).toBe(true))
     const answer = asker.received.find((m) => m.type === 'signed-step2')

@@ -43,6 +43,7 @@ const cert = issueCertificate(server, {
   deviceId: 'T-1',
   publicKey: device.publicKey,
   issuedAt: 1_700_000_000_000,
+  expiresAt: 1_700_000_000_000 + 7 * 24 * 3_600_000,
 })
 
 describe('keys', () => {

@@ -1,0 +1,391 @@
+/**
+ * LAN admission and certificate lifetimes (issue 11; PROTOCOL.md, "LAN
+ * admission"): a device that pinned its server's key answers a LAN peer
+ * only after the peer showed a certificate of that server and proved its
+ * key on that link; certificates expire (`limits.certificateTtlMs`) and are
+ * renewed by the server on an open link; a key reset or a revocation makes
+ * the devices refuse the old certificate at the door, close the links it
+ * opened, and refuse envelopes that carry it.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import { limits, netLimits } from '../core/limits.js'
+import { decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
+import {
+  decodeCertificate,
+  deriveClientId,
+  encodeEnvelope,
+  issueCertificate,
+  keyPairFromSeed,
+  sealEnvelope,
+  signJoinProof,
+  signLanProof,
+  type Certificate,
+  type KeyPair,
+} from '../core/signing.js'
+import type { CloseInfo, Connection, Transport } from '../core/transport.js'
+import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { encodeLanAuth, LAN_AUTH_MESSAGE } from '../peers/lan-auth.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { memoryStore } from '../storage/level-store.js'
+import { memoryPair } from '../transports/memory-transport.js'
+import { eventually } from './helpers/eventually.js'
+import { ManualClock, settle } from './helpers/manual-clock.js'
+
+const SITE_KEY = 'lan-certs-site'
+const DAY = 24 * 60 * 60_000
+const closers: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close()
+})
+
+const seedOf = (n: number): Uint8Array => new Uint8Array(32).fill(n)
+
+interface Raw {
+  readonly received: Message[]
+  /** The `lan-auth` frames received (a device's certificate and proof). */
+  readonly auths: Uint8Array[]
+  closed(): CloseInfo | undefined
+  send(message: Message): void
+  readonly connection: Connection
+}
+
+function rawOf(connection: Connection): Raw {
+  const received: Message[] = []
+  const auths: Uint8Array[] = []
+  let closed: CloseInfo | undefined
+  connection.onMessage((bytes) => {
+    if (bytes[0] === LAN_AUTH_MESSAGE) auths.push(bytes)
+    else received.push(decodeMessage(bytes))
+  })
+  connection.onClose((info) => (closed = info))
+  return {
+    received,
+    auths,
+    closed: () => closed,
+    send: (message) => connection.send(encodeMessage(message)),
+    connection,
+  }
+}
+
+interface Site {
+  readonly clock: ManualClock
+  readonly server: ServerPeer
+  readonly d2: DevicePeer
+  /** D2's certificate, as its store keeps it (peers/identity.ts). */
+  ownCert(): Promise<Certificate | undefined>
+}
+
+/** A server and device D2 on a manual clock, D2 connected (in memory) and pinned. */
+async function site(): Promise<Site> {
+  const clock = new ManualClock()
+  const server = await createServer({
+    store: memoryStore(),
+    clock,
+    listen: false,
+    siteKey: SITE_KEY,
+  })
+  closers.push(() => server.close())
+  await server.users.put({ id: 'u1', name: 'Ann' })
+  const transport: Transport = {
+    connect: async (url) => {
+      const [mine, theirs] = memoryPair('device', 'server')
+      server.accept(theirs, url)
+      return mine
+    },
+    close: async () => undefined,
+  }
+  const store = memoryStore()
+  const d2 = await createDevice({
+    id: 'D2',
+    store,
+    clock,
+    server: 'ws://sim-server',
+    serverTransport: transport,
+    siteKey: SITE_KEY,
+  })
+  closers.push(() => d2.close())
+  await d2.sync.full()
+  const ownCert = async (): Promise<Certificate | undefined> => {
+    const bytes = await store.get('i/cert')
+    return bytes === undefined ? undefined : decodeCertificate(bytes)
+  }
+  // The hello (and its certificate) precede the full sync's answer.
+  expect(await ownCert()).toBeDefined()
+  return { clock, server, d2, ownCert }
+}
+
+/** Joins the server as `deviceId` with `key`; resolves with the link and its certificate. */
+async function join(
+  s: Site,
+  deviceId: string,
+  key: KeyPair,
+): Promise<{ link: Raw; cert: Certificate }> {
+  const [mine, theirs] = memoryPair(deviceId, 'server')
+  const at = s.clock.now()
+  const params = new URLSearchParams({
+    device: deviceId,
+    key: SITE_KEY,
+    pub: Buffer.from(key.publicKey).toString('base64url'),
+    at: String(at),
+    proof: Buffer.from(signJoinProof(key, 'roster', deviceId, at)).toString('base64url'),
+  })
+  const link = rawOf(mine)
+  s.server.accept(theirs, `/roster?${params.toString()}`)
+  await eventually(() => expect(link.received[0]?.type).toBe('hello'))
+  return { link, cert: certOf(link.received[0]) }
+}
+
+function certOf(message: Message | undefined): Certificate {
+  if (message?.type !== 'hello') throw new Error('not a hello')
+  return decodeCertificate(message.certificate)
+}
+
+/** A LAN link to D2 from `as`, which shows `auth` first (when given). */
+function lanLink(
+  d2: DevicePeer,
+  as: string,
+  auth?: { key: KeyPair; cert: Certificate; prover?: string },
+): Raw {
+  const [mine, theirs] = memoryPair(as, d2.id)
+  d2.attachLan(theirs, as)
+  const raw = rawOf(mine)
+  if (auth !== undefined)
+    mine.send(
+      encodeLanAuth(auth.cert, signLanProof(auth.key, auth.cert.site, auth.prover ?? as, d2.id)),
+    )
+  return raw
+}
+
+/** Asks D2 for everything; true when it answered (its signed step 2). */
+async function answered(raw: Raw): Promise<boolean> {
+  raw.send({ type: 'sync-step1', stateVector: Y.encodeStateVector(new Y.Doc()) })
+  await settle(20)
+  return raw.received.some((m) => m.type === 'signed-step2')
+}
+
+/** An envelope of `writer` filling u1's title, signed by `key`, carrying `cert`. */
+function envelopeOf(
+  key: KeyPair,
+  cert: Certificate,
+  nonce: number,
+  title: string,
+  now = Date.UTC(2026, 0, 5, 9),
+): Uint8Array {
+  const doc = new Y.Doc()
+  doc.clientID = deriveClientId(key.publicKey, nonce)
+  doc.getMap(`u:${cert.deviceId}`).set('u1', { e: 0, f: { title }, s: { title: now } })
+  return encodeEnvelope(
+    sealEnvelope(key, cert.site, {
+      writer: cert.deviceId,
+      nonces: [nonce],
+      update: Y.encodeStateAsUpdate(doc),
+      cert,
+    }),
+  )
+}
+
+describe('LAN admission', () => {
+  it('answers a LAN peer only once it shows a valid certificate and proves its key on the link', async () => {
+    const s = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { cert } = await join(s, 'D9', d9)
+    const fake = keyPairFromSeed(seedOf(66))
+    const forged = issueCertificate(fake, {
+      site: cert.site,
+      deviceId: 'D9',
+      publicKey: d9.publicKey,
+      issuedAt: s.clock.now(),
+      expiresAt: s.clock.now() + DAY,
+    })
+    const cases: Array<[string, Raw, RegExp]> = [
+      [
+        'a certificate another key signed',
+        lanLink(s.d2, 'D9', { key: d9, cert: forged }),
+        /^SIGNATURE_INVALID/,
+      ],
+      [
+        "D9's certificate, proved by another key",
+        lanLink(s.d2, 'D9', { key: fake, cert }),
+        /^SIGNATURE_INVALID/,
+      ],
+      [
+        "D9's proof for another link (relayed by a peer without the key)",
+        lanLink(s.d2, 'D7', { key: d9, cert, prover: 'D9' }),
+        /^SIGNATURE_INVALID/,
+      ],
+    ]
+    const garbled = lanLink(s.d2, 'D9')
+    garbled.connection.send(Uint8Array.of(110, 0xff, 0xff))
+    await eventually(() => expect(garbled.closed()?.reason).toMatch(/^MALFORMED_MESSAGE/))
+    expect(garbled.closed()?.code).toBe(1007)
+    expect(garbled.received).toEqual([])
+    for (const [name, raw, reason] of cases) {
+      await eventually(() => expect(raw.closed()?.reason, name).toMatch(reason))
+      expect(raw.closed()?.code, name).toBe(4401)
+      expect(raw.received, name).toEqual([])
+    }
+    // No certificate at all: nothing is answered, and the link closes
+    // after the handshake's time.
+    const silent = lanLink(s.d2, 'D9')
+    expect(await answered(silent)).toBe(false)
+    silent.send({
+      type: 'signed-update',
+      envelopes: [envelopeOf(d9, cert, 5, 'Unshown')],
+    })
+    await settle(20)
+    expect(s.d2.users.get('u1')?.title).toBeUndefined()
+    await s.clock.advance(netLimits.handshakeTimeoutMs)
+    await eventually(() => expect(silent.closed()?.reason).toMatch(/^AUTH_FAILED/))
+    expect(silent.received).toEqual([])
+    // D2 shows its own certificate first.
+    expect(silent.auths).toHaveLength(1)
+    // The real thing: answered, and D9's write goes through.
+    const member = lanLink(s.d2, 'D9', { key: d9, cert })
+    expect(await answered(member)).toBe(true)
+    member.send({ type: 'signed-update', envelopes: [envelopeOf(d9, cert, 5, 'From D9')] })
+    await eventually(() => expect(s.d2.users.get('u1')?.title).toBe('From D9'))
+    expect(member.closed()).toBeUndefined()
+  })
+
+  it('certificates expire: refused at the door and on envelopes, an open link closes, unless renewed', async () => {
+    const s = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const d8 = keyPairFromSeed(seedOf(8))
+    const { link: serverLink, cert } = await join(s, 'D9', d9)
+    expect(cert.expiresAt - cert.issuedAt).toBe(limits.certificateTtlMs)
+    const firstOwn = await s.ownCert()
+    const open = lanLink(s.d2, 'D9', { key: d9, cert })
+    expect(await answered(open)).toBe(true)
+    // Half way: the server renews every open link's certificate (D2's own too).
+    await s.clock.advance(limits.certificateTtlMs / 2 + 1)
+    await eventually(() =>
+      expect(serverLink.received.filter((m) => m.type === 'hello')).toHaveLength(2),
+    )
+    const renewed = certOf(serverLink.received.filter((m) => m.type === 'hello')[1])
+    expect(renewed.expiresAt).toBeGreaterThan(cert.expiresAt)
+    expect((await s.ownCert())?.expiresAt).toBeGreaterThan(firstOwn?.expiresAt ?? Infinity)
+    // D2 sent its renewed certificate on the open LAN link.
+    await eventually(() => expect(open.auths).toHaveLength(2))
+    // A second link shows the renewed certificate in passing.
+    const renewing = lanLink(s.d2, 'D9', { key: d9, cert })
+    expect(await answered(renewing)).toBe(true)
+    renewing.connection.send(encodeLanAuth(renewed, signLanProof(d9, renewed.site, 'D9', s.d2.id)))
+    // Past the first certificate's expiry (and the skew allowed).
+    const { cert: cert8 } = await join(s, 'D8', d8)
+    await s.clock.advance(limits.certificateTtlMs / 2 + limits.certificateSkewMsMax + 1)
+    await eventually(() => expect(open.closed()?.reason).toMatch(/^CERTIFICATE_EXPIRED/))
+    expect(renewing.closed()).toBeUndefined()
+    // The expired certificate is refused at the door, sent nothing.
+    const late = lanLink(s.d2, 'D9', { key: d9, cert })
+    await eventually(() => expect(late.closed()?.reason).toMatch(/^CERTIFICATE_EXPIRED/))
+    expect(late.received).toEqual([])
+    // An envelope carrying it, relayed by a member, is refused by name
+    // (the link goes on) and changes nothing.
+    const relay = lanLink(s.d2, 'D8', { key: d8, cert: cert8 })
+    const vector = Y.encodeStateVector(s.d2.replica.doc)
+    relay.send({ type: 'signed-update', envelopes: [envelopeOf(d9, cert, 6, 'Stale')] })
+    await eventually(() =>
+      expect(
+        relay.received.some((m) => m.type === 'error' && m.code === 'CERTIFICATE_EXPIRED'),
+      ).toBe(true),
+    )
+    expect(relay.closed()).toBeUndefined()
+    expect(Y.encodeStateVector(s.d2.replica.doc)).toEqual(vector)
+    // The renewed one goes through.
+    const fresh = lanLink(s.d2, 'D9', { key: d9, cert: renewed })
+    expect(await answered(fresh)).toBe(true)
+  })
+
+  it("a key reset revokes the old key's certificate on the LAN, before it expires", async () => {
+    const s = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const d8 = keyPairFromSeed(seedOf(8))
+    const { cert } = await join(s, 'D9', d9)
+    const { cert: cert8 } = await join(s, 'D8', d8)
+    const open = lanLink(s.d2, 'D9', { key: d9, cert })
+    expect(await answered(open)).toBe(true)
+    // The terminal is replaced: its old key (maybe stolen with it) is reset.
+    expect(await s.server.devices.resetKey('D9')).toBe(true)
+    await eventually(() => expect(open.closed()?.reason).toMatch(/^CERTIFICATE_REVOKED/))
+    const again = lanLink(s.d2, 'D9', { key: d9, cert })
+    await eventually(() => expect(again.closed()?.reason).toMatch(/^CERTIFICATE_REVOKED/))
+    expect(again.received).toEqual([])
+    const relay = lanLink(s.d2, 'D8', { key: d8, cert: cert8 })
+    relay.send({ type: 'signed-update', envelopes: [envelopeOf(d9, cert, 5, 'Old key')] })
+    await eventually(() =>
+      expect(
+        relay.received.some((m) => m.type === 'error' && m.code === 'CERTIFICATE_REVOKED'),
+      ).toBe(true),
+    )
+    expect(s.d2.users.get('u1')?.title).toBeUndefined()
+    // The replacement's new key, once approved, is admitted.
+    const d9b = keyPairFromSeed(seedOf(19))
+    const [mine, theirs] = memoryPair('D9', 'server')
+    const at = s.clock.now() + 1
+    const pending = rawOf(mine)
+    s.server.accept(
+      theirs,
+      `/roster?${new URLSearchParams({
+        device: 'D9',
+        key: SITE_KEY,
+        pub: Buffer.from(d9b.publicKey).toString('base64url'),
+        at: String(at),
+        proof: Buffer.from(signJoinProof(d9b, 'roster', 'D9', at)).toString('base64url'),
+      }).toString()}`,
+    )
+    await eventually(() => expect(pending.closed()).toBeDefined())
+    expect(await s.server.devices.approve('D9')).toBe(true)
+    await s.clock.advance(1_000)
+    const { cert: newCert } = await join(s, 'D9', d9b)
+    const replaced = lanLink(s.d2, 'D9', { key: d9b, cert: newCert })
+    expect(await answered(replaced)).toBe(true)
+    expect(s.server.replica.isRevoked('D9')).toBe(false)
+  })
+})
+
+describe('relaying over the LAN', () => {
+  it("relays a device's delete-only envelope as it relays its writes", async () => {
+    const s = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const d8 = keyPairFromSeed(seedOf(8))
+    const { cert } = await join(s, 'D9', d9)
+    const { cert: cert8 } = await join(s, 'D8', d8)
+    const from9 = lanLink(s.d2, 'D9', { key: d9, cert })
+    const to8 = lanLink(s.d2, 'D8', { key: d8, cert: cert8 })
+    expect(await answered(to8)).toBe(true)
+    // D9's writes: a fill, then the removal of its entry (a delete only).
+    const doc = new Y.Doc()
+    doc.clientID = deriveClientId(d9.publicKey, 5)
+    doc.getMap('u:D9').set('u1', { e: 0, f: { title: 'From D9' }, s: { title: s.clock.now() } })
+    const written = Y.encodeStateAsUpdate(doc)
+    const vector = Y.encodeStateVector(doc)
+    doc.getMap('u:D9').delete('u1')
+    const deleteOnly = Y.encodeStateAsUpdate(doc, vector)
+    const seal = (update: Uint8Array): Uint8Array =>
+      encodeEnvelope(sealEnvelope(d9, cert.site, { writer: 'D9', nonces: [5], update, cert }))
+    const relayed = (bytes: Uint8Array): boolean =>
+      to8.received.some(
+        (m) => m.type === 'signed-update' && m.envelopes.some((e) => Buffer.from(e).equals(bytes)),
+      )
+    const set = seal(written)
+    from9.send({ type: 'signed-update', envelopes: [set] })
+    await eventually(() => expect(s.d2.users.get('u1')?.title).toBe('From D9'))
+    await eventually(() => expect(relayed(set)).toBe(true))
+    const removal = seal(deleteOnly)
+    from9.send({ type: 'signed-update', envelopes: [removal] })
+    // (The title may stay: the server adopts a device's fill of a vacant field.)
+    await eventually(() => expect(s.d2.replica.doc.getMap('u:D9').has('u1')).toBe(false))
+    await eventually(() => expect(relayed(removal)).toBe(true))
+    // Sent again, it brings nothing: not relayed twice.
+    const count = (): number =>
+      to8.received.filter(
+        (m) =>
+          m.type === 'signed-update' && m.envelopes.some((e) => Buffer.from(e).equals(removal)),
+      ).length
+    from9.send({ type: 'signed-update', envelopes: [removal] })
+    await settle(20)
+    expect(count()).toBe(1)
+    expect(from9.closed()).toBeUndefined()
+  })
+})
