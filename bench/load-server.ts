@@ -41,6 +41,8 @@ export interface LoadServerReady {
   readonly http: string
   readonly adminToken: string
   readonly siteKey: string
+  /** The server key's fingerprint, as an operator reads it off the server. */
+  readonly keyFingerprint: string
   /** Enrolling the roster (not part of any measurement). */
   readonly setupSeconds: number
 }
@@ -109,6 +111,7 @@ async function main(): Promise<void> {
     http: server.http,
     adminToken: server.adminToken,
     siteKey,
+    keyFingerprint: server.keyFingerprint,
     setupSeconds: (performance.now() - started) / 1000,
   }
   // The delay of the event loop is the server's own view of how long any
