@@ -11,87 +11,30 @@
  * vector (PROTOCOL.md, "Acknowledgement").
  */
 import * as Y from 'yjs'
-import { retryDelayMs } from '../core/backoff.js'
-import type { Clock } from '../core/clock.js'
-import { RostersyncError, SyncError } from '../core/errors.js'
+import { SyncError } from '../core/errors.js'
 import type { NewEvent } from '../core/events.js'
-import { netLimits } from '../core/limits.js'
-import { WipeSkippedError, type Replica } from './replica.js'
+import { WipeSkippedError } from './replica.js'
+import { SyncRounds, type Kind } from './device-sync/rounds.js'
+import { ServerExchange } from './device-sync/server-exchange.js'
+import { asSyncError, linkWait, PUSH_ROUNDS_MAX, refusedError } from './device-sync/sync-errors.js'
+import { SyncTimers } from './device-sync/timers.js'
+import type {
+  DeviceSyncApi,
+  DeviceSyncOptions,
+  DirectionStatus,
+  SyncStatus,
+} from './device-sync/types.js'
 import type { SyncAnswer, SyncSession } from './sync-session.js'
-import type { LinkState, ServerLink, ServerLinkOptions } from './ws-client.js'
+import type { LinkState, ServerLink } from './ws-client.js'
 
-/** State of one sync direction (API.md). */
-export type SyncState = 'not-started' | 'in-progress' | 'success' | 'failed'
-
-/** One direction's status. */
-export interface DirectionStatus {
-  readonly state: SyncState
-  /** When it reached this state, ms since the epoch. */
-  readonly at?: number
-  readonly error?: { readonly code: string; readonly message: string }
-}
-
-/** `device.sync.status()`. */
-export interface SyncStatus {
-  readonly serverToDevice: DirectionStatus
-  readonly deviceToServer: DirectionStatus
-  /** True once a full sync has succeeded (and no wipe since): the device may work offline. */
-  readonly offlineReady: boolean
-  /** The link to the server: connected, or why not. */
-  readonly link: LinkState | 'none'
-  /**
-   * While the link is not connected: why (the last attempt's error, or the
-   * close code and reason: `connect ECONNREFUSED …`, `1006`, `1008: …`).
-   */
-  readonly waiting?: string
-  /** While the link waits to reconnect: when its next attempt is due, ms since the epoch. */
-  readonly nextAttemptAt?: number
-  readonly lastFullSyncAt?: number
-  /** When the device was last used (API call or sign-in). */
-  readonly lastUsedAt: number
-  /**
-   * Set while what the device serves may be incomplete: it has not finished
-   * a full sync and is not connected to the server (online only).
-   */
-  readonly warning?: string
-}
-
-/** `device.sync` (API.md). */
-export interface DeviceSyncApi {
-  /** Pushes unsent changes, clears the replicated roster, fetches it whole. */
-  full(): Promise<void>
-  /** Exchanges only what each side lacks. */
-  delta(): Promise<void>
-  status(): SyncStatus
-  /** Resolves when nothing is left to send to or receive from the server. */
-  whenIdle(): Promise<void>
-  /**
-   * Resolves once the device is offline-ready: its first full sync has
-   * succeeded (at once if it already has). Rejects if the device closes
-   * first (`SYNC_FAILED`), has no server (`NO_SERVER`), or is refused by
-   * the server for good (`AUTH_FAILED`, `PEER_REVOKED`). A failed attempt
-   * does not reject it: the sync retries with its backoff. Counts as use
-   * (retention), so a device wiped for retention starts its full sync.
-   */
-  whenReady(): Promise<void>
-}
-
-/** The link handlers the controller needs; createDevice builds the link with them. */
-export type LinkFactory = (
-  handlers: Pick<ServerLinkOptions, 'onState' | 'onConnected' | 'onError' | 'paused'>,
-) => ServerLink
-
-/** Options of {@link DeviceSync}. */
-export interface DeviceSyncOptions {
-  readonly replica: Replica
-  readonly clock: Clock
-  readonly random: () => number
-  /** Builds the server link; undefined when the device has no server. */
-  readonly link: LinkFactory | undefined
-  readonly mode: 'live' | 'periodic'
-  readonly deltaIntervalMs: number
-  readonly retentionMs: number
-}
+export type {
+  DeviceSyncApi,
+  DeviceSyncOptions,
+  DirectionStatus,
+  LinkFactory,
+  SyncState,
+  SyncStatus,
+} from './device-sync/types.js'
 
 /** What the controller keeps across restarts (a peer-local record). */
 interface Persisted {
@@ -106,42 +49,19 @@ const RECORD = ['sync', 'state'] as const
 const NOT_STARTED: DirectionStatus = { state: 'not-started' }
 const ONLINE_ONLY =
   'ONLINE_ONLY: this device has not completed a full sync; what it serves offline may be incomplete'
-/** The most exchanges one sync makes to get its changes acknowledged. */
-const PUSH_ROUNDS_MAX = 3
-
-type Kind = 'full' | 'delta'
-
-interface Round {
-  kind: Kind
-  quiet: boolean
-  /**
-   * Started by the controller itself (delta timer, retry, going online):
-   * it never makes the link try before its backoff says so.
-   */
-  automatic: boolean
-  started: boolean
-  promise: Promise<void>
-}
-
 /** The device's sync controller. */
 export class DeviceSync implements DeviceSyncApi {
   private persisted: Persisted
   private serverToDevice: DirectionStatus = NOT_STARTED
   private deviceToServer: DirectionStatus = NOT_STARTED
   private readonly link: ServerLink | undefined
-  private chain: Promise<void> = Promise.resolve()
-  private queued: Round | undefined
-  private running: Round | undefined
-  private attempt = 0
-  private deltaTimer: unknown
-  private retryTimer: unknown
-  private retentionTimer: unknown
+  /** The exchanges with the server (session, push, fetch; the last refusal). */
+  private readonly server: ServerExchange
+  /** Syncs, one at a time. */
+  private readonly rounds: SyncRounds
+  /** The delta, retry and retention timers. */
+  private readonly timers: SyncTimers
   private persistedUseAt: number
-  private lastRemoteError: { code: string; message: string } | undefined
-  private connectWaiters: Array<{
-    resolve: (s: SyncSession) => void
-    reject: (e: Error) => void
-  }> = []
   private closed = false
   /** Callers of `whenReady` waiting for the first full sync. */
   private readyWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = []
@@ -168,6 +88,12 @@ export class DeviceSync implements DeviceSyncApi {
       onConnected: (session) => this.onConnected(session),
       onError: (code, message) => this.onRemoteError(code, message),
     })
+    this.server = new ServerExchange(this.link, options)
+    this.rounds = new SyncRounds(
+      (round) => this.exchange(round.kind, round.quiet, round.automatic),
+      () => this.closed,
+    )
+    this.timers = new SyncTimers(options)
   }
 
   /**
@@ -197,12 +123,12 @@ export class DeviceSync implements DeviceSyncApi {
 
   full(): Promise<void> {
     this.touch()
-    return this.run('full', false)
+    return this.rounds.run('full', false)
   }
 
   delta(): Promise<void> {
     this.touch()
-    return this.run(this.persisted.offlineReady ? 'delta' : 'full', false)
+    return this.rounds.run(this.persisted.offlineReady ? 'delta' : 'full', false)
   }
 
   status(): SyncStatus {
@@ -225,7 +151,7 @@ export class DeviceSync implements DeviceSyncApi {
   async whenIdle(): Promise<void> {
     await this.options.replica.drain()
     if (this.link === undefined) return
-    await this.run(this.persisted.offlineReady ? 'delta' : 'full', true)
+    await this.rounds.run(this.persisted.offlineReady ? 'delta' : 'full', true)
   }
 
   whenReady(): Promise<void> {
@@ -264,12 +190,11 @@ export class DeviceSync implements DeviceSyncApi {
   /** Stops every timer and the link. */
   close(): void {
     this.closed = true
-    const { clock } = this.options
-    clock.clearTimeout(this.deltaTimer)
-    clock.clearTimeout(this.retryTimer)
-    clock.clearTimeout(this.retentionTimer)
+    this.timers.clearDelta()
+    this.timers.clearRetry()
+    this.timers.clearRetention()
     this.link?.close()
-    this.rejectConnectWaiters(new SyncError('SYNC_FAILED', 'the device is closing'))
+    this.server.rejectWaiters(new SyncError('SYNC_FAILED', 'the device is closing'))
     const closing = new SyncError('SYNC_FAILED', 'the device closed before its first full sync')
     for (const w of this.readyWaiters.splice(0)) w.reject(closing)
   }
@@ -288,60 +213,30 @@ export class DeviceSync implements DeviceSyncApi {
 
   // ---- rounds -------------------------------------------------------------
 
-  /**
-   * Queues a sync. Syncs run one at a time; a request made while one is
-   * queued but not started joins it (a full sync absorbs a delta).
-   */
-  private run(kind: Kind, quiet: boolean, automatic = false): Promise<void> {
-    if (this.closed) return Promise.reject(new SyncError('SYNC_FAILED', 'the device is closed'))
-    const queued = this.queued
-    if (queued !== undefined && !queued.started) {
-      if (kind === 'full') queued.kind = 'full'
-      if (!quiet) queued.quiet = false
-      if (!automatic) queued.automatic = false
-      return queued.promise
-    }
-    const round: Round = { kind, quiet, automatic, started: false, promise: Promise.resolve() }
-    const promise = this.chain.then(async () => {
-      round.started = true
-      if (this.queued === round) this.queued = undefined
-      this.running = round
-      try {
-        await this.exchange(round.kind, round.quiet, round.automatic)
-      } finally {
-        this.running = undefined
-      }
-    })
-    round.promise = promise
-    this.queued = round
-    this.chain = promise.catch(() => undefined)
-    return promise
-  }
-
   /** A sync started by the controller itself: failures are in the status and the log. */
   private auto(): void {
     if (this.closed || this.link === undefined || this.persisted.awaitingUse) return
-    if (this.running !== undefined || this.queued !== undefined) return
+    if (this.rounds.busy) return
     const kind = this.persisted.offlineReady && !this.fullPending ? 'delta' : 'full'
-    this.run(kind, false, true).catch(() => undefined)
+    this.rounds.run(kind, false, true).catch(() => undefined)
   }
 
   private async exchange(kind: Kind, quiet: boolean, automatic: boolean): Promise<void> {
     const { clock } = this.options
-    this.options.clock.clearTimeout(this.retryTimer)
+    this.timers.clearRetry()
     this.serverToDevice = { state: 'in-progress', at: clock.now() }
     this.deviceToServer = { state: 'in-progress', at: clock.now() }
     const outage = this.failingWith !== undefined
     if (!quiet && !outage) await this.log({ type: 'sync-started', kind })
     try {
-      const session = await this.session(automatic)
-      this.lastRemoteError = undefined
+      const session = await this.server.session(automatic)
+      this.server.clearRemoteError()
       const { replica } = this.options
       // A device that holds nothing yet gets the whole roster from the
       // first answer: clearing and fetching again would only repeat it.
       const empty = replica.doc.store.clients.size === 0
       // Push first: a full sync must not clear changes the server lacks.
-      const pushed = await this.push(session, () => {
+      const pushed = await this.server.push(session, () => {
         // A delta has what it lacked once the first answer is durable here.
         if (kind === 'delta') this.serverToDevice = { state: 'success', at: clock.now() }
       })
@@ -354,14 +249,14 @@ export class DeviceSync implements DeviceSyncApi {
         for (const w of this.readyWaiters.splice(0)) w.resolve()
         this.serverToDevice = { state: 'success', at }
       }
-      this.attempt = 0
+      this.timers.resetBackoff()
       this.failingWith = undefined
       if (!quiet || outage) await this.log({ type: 'sync-succeeded', kind })
       this.scheduleDelta()
     } catch (cause) {
       // A refusal from the server (it closes the link with the error's
       // code, after an error message) is the cause: say which.
-      const refusal = this.lastRemoteError
+      const refusal = this.server.remoteError
       const error = asSyncError(cause, refusal)
       const shown =
         refusal === undefined || refusal.code === 'STORAGE_FAILED'
@@ -420,12 +315,12 @@ export class DeviceSync implements DeviceSyncApi {
         break
       } catch (error) {
         if (!(error instanceof WipeSkippedError) || attempt >= PUSH_ROUNDS_MAX) throw error
-        pushed = await this.push(session, () => undefined)
+        pushed = await this.server.push(session, () => undefined)
       }
     }
     let committed = false
     try {
-      await this.fetch(session)
+      await this.server.fetch(session)
       const at = clock.now()
       const done = this.afterFullSync(at)
       await replica.commitWipe([[...RECORD, done]])
@@ -453,145 +348,30 @@ export class DeviceSync implements DeviceSyncApi {
     return { ...this.persisted, offlineReady: true, lastFullSyncAt: at }
   }
 
-  /**
-   * Sends what the server lacks until an answer shows it holds all of it.
-   * The first answer also brings what this device lacked.
-   */
-  private async push(session: SyncSession, afterFirst: () => void): Promise<SyncAnswer> {
-    let answer = await this.answer(session)
-    afterFirst()
-    const wanted = answer.ours
-    for (let round = 1; !covers(answer.theirs, wanted); round++) {
-      if (round >= PUSH_ROUNDS_MAX) {
-        const remote = this.lastRemoteError
-        throw remote?.code === 'STORAGE_FAILED'
-          ? new SyncError('SAVE_TO_SERVER_FAILED', `the server could not save: ${remote.message}`)
-          : new SyncError(
-              'SYNC_FAILED',
-              remote === undefined
-                ? 'the server did not take every change of this device'
-                : `the server refused a change: ${remote.code} ${remote.message}`,
-            )
-      }
-      // Our step 2 answering its step 1 is on its way; ask again to learn
-      // whether it landed.
-      answer = await this.answer(session)
-    }
-    return answer
-  }
-
-  /**
-   * The fetch of a full sync: exchanges until this device holds everything
-   * the server's answer says it holds. An answer that does not bring that
-   * (a stale or duplicated answer to an earlier request, matched to this one
-   * by arrival order) is followed by another request.
-   */
-  private async fetch(session: SyncSession): Promise<void> {
-    for (let round = 1; ; round++) {
-      const answer = await this.answer(session)
-      const ours = Y.decodeStateVector(Y.encodeStateVector(this.options.replica.doc))
-      if (covers(ours, answer.theirs)) return
-      if (round >= PUSH_ROUNDS_MAX)
-        throw new SyncError('SYNC_FAILED', 'the roster fetched from the server is incomplete')
-    }
-  }
-
-  /** One step-1 exchange, bounded in time. */
-  private answer(session: SyncSession): Promise<SyncAnswer> {
-    return this.within(
-      session.requestSync(),
-      netLimits.syncAnswerTimeoutMs,
-      () => new SyncError('SYNC_TIMEOUT', 'the server did not answer in time'),
-      () => this.link?.retry(),
-    )
-  }
-
-  /**
-   * The running session, connecting first when needed. An automatic sync
-   * does not make a disconnected link try now: the link reconnects on its
-   * own backoff (and a sync runs when it does), so retries of both never
-   * add up to more attempts than the backoff allows. A manual one tries
-   * once now, without resetting the backoff.
-   */
-  private session(automatic: boolean): Promise<SyncSession> {
-    const link = this.link
-    if (link === undefined)
-      return Promise.reject(new SyncError('NO_SERVER', 'this device has no server configured'))
-    const current = link.session
-    if (current !== undefined && link.state === 'connected') return Promise.resolve(current)
-    if (link.state === 'refused')
-      return Promise.reject(new SyncError('SYNC_FAILED', 'the server refused this device'))
-    if (automatic && link.state === 'disconnected')
-      return Promise.reject(
-        new SyncError('SYNC_FAILED', 'the server is unreachable (waiting to reconnect)'),
-      )
-    const waiting = new Promise<SyncSession>((resolve, reject) =>
-      this.connectWaiters.push({ resolve, reject }),
-    )
-    if (link.state === 'paused') link.resume()
-    else link.retry()
-    return this.within(
-      waiting,
-      netLimits.syncConnectTimeoutMs,
-      () => new SyncError('SYNC_FAILED', 'the server is unreachable'),
-    )
-  }
-
-  private within<T>(
-    promise: Promise<T>,
-    ms: number,
-    timeoutError: () => Error,
-    onTimeout?: () => void,
-  ): Promise<T> {
-    const { clock } = this.options
-    return new Promise<T>((resolve, reject) => {
-      const timer = clock.setTimeout(() => {
-        onTimeout?.()
-        reject(timeoutError())
-      }, ms)
-      promise.then(
-        (value) => {
-          clock.clearTimeout(timer)
-          resolve(value)
-        },
-        (error: unknown) => {
-          clock.clearTimeout(timer)
-          reject(error instanceof Error ? error : new Error(String(error)))
-        },
-      )
-    })
-  }
-
   // ---- timers -------------------------------------------------------------
 
   /** The next delta sync, `deltaIntervalMs` after this completion. */
   private scheduleDelta(): void {
-    const { clock } = this.options
-    clock.clearTimeout(this.deltaTimer)
+    this.timers.clearDelta()
     if (this.closed) return
-    this.deltaTimer = clock.setTimeout(() => this.auto(), this.options.deltaIntervalMs)
+    this.timers.scheduleDelta(() => this.auto())
   }
 
   /** A failed sync comes back after a backoff with jitter, up to a bound. */
   private scheduleRetry(error: SyncError): void {
-    const { clock } = this.options
-    clock.clearTimeout(this.retryTimer)
+    this.timers.clearRetry()
     // The server refusing the device is final; a retry cannot change it.
     if (this.closed || this.link === undefined || this.link.state === 'refused') return
     if (error.code === 'NO_SERVER') return
-    const delay = Math.min(
-      netLimits.syncRetryDelayMsMax,
-      retryDelayMs(this.attempt++, this.options.random()),
-    )
-    this.retryTimer = clock.setTimeout(() => this.auto(), delay)
+    this.timers.scheduleRetry(() => this.auto())
   }
 
   private armRetention(): void {
     const { clock, retentionMs } = this.options
-    clock.clearTimeout(this.retentionTimer)
+    this.timers.clearRetention()
     if (this.closed || this.persisted.awaitingUse) return
     const due = this.persisted.lastUsedAt + retentionMs - clock.now()
-    this.retentionTimer = clock.setTimeout(
+    this.timers.armRetention(
       () => {
         const idle = clock.now() - this.persisted.lastUsedAt
         if (idle >= retentionMs) void this.wipeForRetention().catch(() => undefined)
@@ -606,10 +386,9 @@ export class DeviceSync implements DeviceSyncApi {
    * syncing, and wait to be used again, which starts a full sync.
    */
   private async wipeForRetention(): Promise<void> {
-    const { clock } = this.options
     this.link?.pause()
-    clock.clearTimeout(this.deltaTimer)
-    clock.clearTimeout(this.retryTimer)
+    this.timers.clearDelta()
+    this.timers.clearRetry()
     const days = Math.round((this.options.retentionMs / 86_400_000) * 10) / 10
     this.persisted = { ...this.persisted, offlineReady: false, awaitingUse: true }
     // The record goes with the wipe: a crash right after it must not leave
@@ -627,7 +406,7 @@ export class DeviceSync implements DeviceSyncApi {
   // ---- link events ----------------------------------------------------------
 
   private onConnected(session: SyncSession): void {
-    for (const w of this.connectWaiters.splice(0)) w.resolve(session)
+    this.server.connected(session)
     // Going online pushes offline changes (and takes what the server has).
     this.auto()
   }
@@ -637,9 +416,9 @@ export class DeviceSync implements DeviceSyncApi {
     // Refused for good: the first full sync can never come.
     if (state === 'refused')
       for (const w of this.readyWaiters.splice(0)) w.reject(refusedError(detail))
-    if (this.connectWaiters.length === 0) return
+    if (!this.server.waiting) return
     const reason = detail === undefined || detail === '' ? state : `${state}: ${detail}`
-    this.rejectConnectWaiters(
+    this.server.rejectWaiters(
       state === 'refused'
         ? new SyncError(
             detail?.startsWith('PEER_REVOKED') === true ? 'PEER_REVOKED' : 'AUTH_FAILED',
@@ -650,16 +429,12 @@ export class DeviceSync implements DeviceSyncApi {
   }
 
   private onRemoteError(code: string, message: string): void {
-    this.lastRemoteError = { code, message }
+    this.server.noteRemoteError(code, message)
     if (code === 'STORAGE_FAILED') {
       // The server could not save this device's change; the device keeps its
       // value and retries (SEMANTICS.md, "Event log").
       void this.log({ type: 'save-to-server-failed', code, message })
     }
-  }
-
-  private rejectConnectWaiters(error: Error): void {
-    for (const w of this.connectWaiters.splice(0)) w.reject(error)
   }
 
   private async log(event: NewEvent): Promise<void> {
@@ -669,51 +444,4 @@ export class DeviceSync implements DeviceSyncApi {
       // The log is best effort here: a failing store already fails every write.
     }
   }
-}
-
-/** The link's wait, for the status: why it is not connected and when it tries next. */
-function linkWait(link: ServerLink | undefined): { waiting?: string; nextAttemptAt?: number } {
-  const waiting = link?.reason
-  const next = link?.nextAttemptAt
-  return {
-    ...(waiting === undefined || link?.state === 'connected' ? {} : { waiting }),
-    ...(next === undefined ? {} : { nextAttemptAt: next }),
-  }
-}
-
-/** The server refused the device for good (the link's close reason, when known). */
-function refusedError(detail: string | undefined): SyncError {
-  const reason = detail === undefined || detail === '' ? 'refused' : `refused: ${detail}`
-  return new SyncError(
-    detail?.startsWith('PEER_REVOKED') === true ? 'PEER_REVOKED' : 'AUTH_FAILED',
-    `the server refused this device (${reason})`,
-  )
-}
-
-/** True when `theirs` holds every operation `ours` holds. */
-function covers(theirs: Map<number, number>, ours: Map<number, number>): boolean {
-  for (const [client, clock] of ours) if ((theirs.get(client) ?? 0) < clock) return false
-  return true
-}
-
-function asSyncError(error: unknown, refusal?: { code: string; message: string }): SyncError {
-  if (
-    refusal?.code === 'STORAGE_FAILED' &&
-    !(error instanceof SyncError && error.code !== 'SYNC_FAILED')
-  )
-    return new SyncError('SAVE_TO_SERVER_FAILED', `the server could not save: ${refusal.message}`, {
-      cause: error,
-    })
-  if (refusal !== undefined && !(error instanceof SyncError && error.code !== 'SYNC_FAILED'))
-    return new SyncError(
-      'SYNC_FAILED',
-      `the server refused a change: ${refusal.code}: ${refusal.message}`,
-      { cause: error },
-    )
-  if (error instanceof SyncError) return error
-  if (error instanceof RostersyncError)
-    return new SyncError('SYNC_FAILED', `${error.code}: ${error.message}`, { cause: error })
-  return new SyncError('SYNC_FAILED', error instanceof Error ? error.message : String(error), {
-    cause: error,
-  })
 }

@@ -1,10 +1,11 @@
 /**
  * Remote updates a replica holds back until their clients' earlier
- * operations arrive (Replica.canIntegrate), with the bounds on them: at
- * most `heldBackUpdatesMax` in all (the oldest go first), and per link at
- * most `heldBackUpdatesPerLinkMax` updates and `heldBackBytesPerLinkMax`
- * bytes (past those the update is refused, so one flooding peer cannot
- * fill the replica's share for everyone).
+ * operations arrive (`Intake.canIntegrate` in peers/replica/intake.ts),
+ * with the bounds on them: at most `heldBackUpdatesMax` in all (the
+ * oldest go first), and per link at most `heldBackUpdatesPerLinkMax`
+ * updates and `heldBackBytesPerLinkMax` bytes (past those the update is
+ * refused, so one flooding peer cannot fill the replica's share for
+ * everyone).
  *
  * An update already held (the same bytes, from any link) is not held twice:
  * LAN peers answer every step 1 with the envelopes the asker lacks, so

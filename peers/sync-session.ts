@@ -18,19 +18,18 @@ import * as Y from 'yjs'
 import {
   ForbiddenWriteError,
   ImplausibleStateVectorError,
-  MalformedMessageError,
-  MessageTooLargeError,
   QueueFullError,
-  RateLimitedError,
   RostersyncError,
 } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
-import { CloseCode, decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
-import { TokenBucket } from '../core/token-bucket.js'
+import { CloseCode, encodeMessage, type Message } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
 import type { UpdateRanges } from '../core/update-scan.js'
 import type { Replica } from './replica.js'
 import type { OpenedEnvelope, SignedLink } from './signed-link.js'
+import { closeReason, decodeInbound, LinkRates, refusalClose } from './sync-session/inbound.js'
+
+export { closeReason, refusalClose } from './sync-session/inbound.js'
 
 /** Options of {@link startSession}. */
 export interface SessionOptions {
@@ -152,39 +151,6 @@ function signedUpdateMessage(envelopes: readonly Uint8Array[]): Uint8Array {
   return lastSignedMessage
 }
 
-/** The close code and reason for a refusal (the reason starts with the error code). */
-export function refusalClose(error: RostersyncError): { code: number; reason: string } {
-  const code =
-    error.code === 'MALFORMED_MESSAGE'
-      ? CloseCode.malformed
-      : error.code === 'MESSAGE_TOO_LARGE'
-        ? CloseCode.tooLarge
-        : error.code === 'STORAGE_FAILED' ||
-            error.code === 'STORE_CLOSED' ||
-            error.code === 'PEER_CLOSED'
-          ? CloseCode.internal
-          : CloseCode.refused
-  return { code, reason: closeReason(`${error.code}: ${error.message}`) }
-}
-
-/** WebSocket close reasons are at most 123 bytes of UTF-8. */
-const CLOSE_REASON_BYTES_MAX = 123
-
-/** `text` cut to what a WebSocket close frame carries (whole characters). */
-export function closeReason(text: string): string {
-  const encoder = new TextEncoder()
-  if (encoder.encode(text).byteLength <= CLOSE_REASON_BYTES_MAX) return text
-  let out = ''
-  let bytes = 0
-  for (const char of text) {
-    const size = encoder.encode(char).byteLength
-    if (bytes + size > CLOSE_REASON_BYTES_MAX) break
-    out += char
-    bytes += size
-  }
-  return out
-}
-
 /**
  * ClientIDs each replica minted because a peer's step 1 said it knew more
  * of the one before: nobody else can know anything of those, so a second
@@ -197,59 +163,6 @@ interface Inbound {
   readonly size: number
   /** The decoded message, or why it is refused (it does not decode, or is too large). */
   readonly message: Message | RostersyncError
-}
-
-/** The per-second bounds of an untrusted link (SessionOptions.untrusted). */
-class LinkRates {
-  private readonly messages = new TokenBucket(
-    netLimits.linkMessagesPerSecondMax,
-    netLimits.linkMessagesBurstMax,
-  )
-  private readonly bytes = new TokenBucket(
-    netLimits.linkBytesPerSecondMax,
-    netLimits.linkBytesBurstMax,
-  )
-  private readonly answers = new TokenBucket(
-    netLimits.step1AnswersPerSecondMax,
-    netLimits.step1AnswersBurstMax,
-  )
-
-  constructor(private readonly now: () => number) {}
-
-  /** Counts an inbound message; the refusal when it is one too many. */
-  message(size: number): RostersyncError | undefined {
-    const now = this.now()
-    if (!this.messages.take(1, now))
-      return new RateLimitedError('messages', netLimits.linkMessagesPerSecondMax)
-    if (!this.bytes.take(size, now))
-      return new RateLimitedError('bytes', netLimits.linkBytesPerSecondMax)
-    return undefined
-  }
-
-  /** Counts an answer to a step 1; the refusal when it is one too many. */
-  answer(): RostersyncError | undefined {
-    return this.answers.take(1, this.now())
-      ? undefined
-      : new RateLimitedError('answered step 1s', netLimits.step1AnswersPerSecondMax)
-  }
-}
-
-/** Decodes a message, and a step 1's state vector, at arrival. */
-function decodeInbound(bytes: Uint8Array): Message | RostersyncError {
-  if (bytes.byteLength > netLimits.messageBytesMax) {
-    return new MessageTooLargeError('message', bytes.byteLength, netLimits.messageBytesMax)
-  }
-  try {
-    const message = decodeMessage(bytes)
-    // A state vector that does not decode must be refused as malformed here,
-    // not found out deep in the answer (an untyped failure).
-    if (message.type === 'sync-step1') Y.decodeStateVector(message.stateVector)
-    return message
-  } catch (error) {
-    return error instanceof MalformedMessageError
-      ? error
-      : new MalformedMessageError('state vector does not decode', error)
-  }
 }
 
 /** Runs the sync protocol on `connection` until it closes. */

@@ -1,0 +1,171 @@
+/**
+ * The device's exchanges with its server over the link's session: waiting
+ * for the link to connect (bounded), one step-1 exchange (bounded), the
+ * push that repeats until the server's answer covers this device's
+ * changes, and the fetch of a full sync. It keeps the last refusal the
+ * server sent, which names the cause when an exchange fails.
+ *
+ * Invariant: `connectWaiters` is empty whenever the link is connected (each
+ * waiter is settled by `connected` or `rejectWaiters`).
+ */
+import * as Y from 'yjs'
+import type { Clock } from '../../core/clock.js'
+import { SyncError } from '../../core/errors.js'
+import { netLimits } from '../../core/limits.js'
+import type { Replica } from '../replica.js'
+import type { SyncAnswer, SyncSession } from '../sync-session.js'
+import type { ServerLink } from '../ws-client.js'
+import { covers, PUSH_ROUNDS_MAX } from './sync-errors.js'
+
+/** The exchanges of one device with its server. */
+export class ServerExchange {
+  private lastRemoteError: { code: string; message: string } | undefined
+  private connectWaiters: Array<{
+    resolve: (s: SyncSession) => void
+    reject: (e: Error) => void
+  }> = []
+
+  constructor(
+    private readonly link: ServerLink | undefined,
+    private readonly options: { readonly clock: Clock; readonly replica: Replica },
+  ) {}
+
+  /** The refusal the server sent last (an error message before it closes the link). */
+  get remoteError(): { code: string; message: string } | undefined {
+    return this.lastRemoteError
+  }
+
+  /** Notes a refusal the server sent. */
+  noteRemoteError(code: string, message: string): void {
+    this.lastRemoteError = { code, message }
+  }
+
+  /** A session started: forgets the refusal noted before it. */
+  clearRemoteError(): void {
+    this.lastRemoteError = undefined
+  }
+
+  /** The link connected: the syncs waiting for it go on. */
+  connected(session: SyncSession): void {
+    for (const w of this.connectWaiters.splice(0)) w.resolve(session)
+  }
+
+  /** Whether a sync waits for the link to connect. */
+  get waiting(): boolean {
+    return this.connectWaiters.length > 0
+  }
+
+  /** Fails the syncs waiting for the link to connect. */
+  rejectWaiters(error: Error): void {
+    for (const w of this.connectWaiters.splice(0)) w.reject(error)
+  }
+
+  /**
+   * Sends what the server lacks until an answer shows it holds all of it.
+   * The first answer also brings what this device lacked.
+   */
+  async push(session: SyncSession, afterFirst: () => void): Promise<SyncAnswer> {
+    let answer = await this.answer(session)
+    afterFirst()
+    const wanted = answer.ours
+    for (let round = 1; !covers(answer.theirs, wanted); round++) {
+      if (round >= PUSH_ROUNDS_MAX) {
+        const remote = this.lastRemoteError
+        throw remote?.code === 'STORAGE_FAILED'
+          ? new SyncError('SAVE_TO_SERVER_FAILED', `the server could not save: ${remote.message}`)
+          : new SyncError(
+              'SYNC_FAILED',
+              remote === undefined
+                ? 'the server did not take every change of this device'
+                : `the server refused a change: ${remote.code} ${remote.message}`,
+            )
+      }
+      // Our step 2 answering its step 1 is on its way; ask again to learn
+      // whether it landed.
+      answer = await this.answer(session)
+    }
+    return answer
+  }
+
+  /**
+   * The fetch of a full sync: exchanges until this device holds everything
+   * the server's answer says it holds. An answer that does not bring that
+   * (a stale or duplicated answer to an earlier request, matched to this one
+   * by arrival order) is followed by another request.
+   */
+  async fetch(session: SyncSession): Promise<void> {
+    for (let round = 1; ; round++) {
+      const answer = await this.answer(session)
+      const ours = Y.decodeStateVector(Y.encodeStateVector(this.options.replica.doc))
+      if (covers(ours, answer.theirs)) return
+      if (round >= PUSH_ROUNDS_MAX)
+        throw new SyncError('SYNC_FAILED', 'the roster fetched from the server is incomplete')
+    }
+  }
+
+  /** One step-1 exchange, bounded in time. */
+  answer(session: SyncSession): Promise<SyncAnswer> {
+    return this.within(
+      session.requestSync(),
+      netLimits.syncAnswerTimeoutMs,
+      () => new SyncError('SYNC_TIMEOUT', 'the server did not answer in time'),
+      () => this.link?.retry(),
+    )
+  }
+
+  /**
+   * The running session, connecting first when needed. An automatic sync
+   * does not make a disconnected link try now: the link reconnects on its
+   * own backoff (and a sync runs when it does), so retries of both never
+   * add up to more attempts than the backoff allows. A manual one tries
+   * once now, without resetting the backoff.
+   */
+  session(automatic: boolean): Promise<SyncSession> {
+    const link = this.link
+    if (link === undefined)
+      return Promise.reject(new SyncError('NO_SERVER', 'this device has no server configured'))
+    const current = link.session
+    if (current !== undefined && link.state === 'connected') return Promise.resolve(current)
+    if (link.state === 'refused')
+      return Promise.reject(new SyncError('SYNC_FAILED', 'the server refused this device'))
+    if (automatic && link.state === 'disconnected')
+      return Promise.reject(
+        new SyncError('SYNC_FAILED', 'the server is unreachable (waiting to reconnect)'),
+      )
+    const waiting = new Promise<SyncSession>((resolve, reject) =>
+      this.connectWaiters.push({ resolve, reject }),
+    )
+    if (link.state === 'paused') link.resume()
+    else link.retry()
+    return this.within(
+      waiting,
+      netLimits.syncConnectTimeoutMs,
+      () => new SyncError('SYNC_FAILED', 'the server is unreachable'),
+    )
+  }
+
+  private within<T>(
+    promise: Promise<T>,
+    ms: number,
+    timeoutError: () => Error,
+    onTimeout?: () => void,
+  ): Promise<T> {
+    const { clock } = this.options
+    return new Promise<T>((resolve, reject) => {
+      const timer = clock.setTimeout(() => {
+        onTimeout?.()
+        reject(timeoutError())
+      }, ms)
+      promise.then(
+        (value) => {
+          clock.clearTimeout(timer)
+          resolve(value)
+        },
+        (error: unknown) => {
+          clock.clearTimeout(timer)
+          reject(error instanceof Error ? error : new Error(String(error)))
+        },
+      )
+    })
+  }
+}

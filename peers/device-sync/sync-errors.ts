@@ -1,0 +1,62 @@
+/**
+ * Small pure helpers of the device's sync: the status's view of the link,
+ * the errors a sync fails with, and when an answer covers a state.
+ */
+import { RostersyncError, SyncError } from '../../core/errors.js'
+import type { ServerLink } from '../ws-client.js'
+
+/** The most exchanges one sync makes to get its changes acknowledged. */
+export const PUSH_ROUNDS_MAX = 3
+
+/** The link's wait, for the status: why it is not connected and when it tries next. */
+export function linkWait(link: ServerLink | undefined): {
+  waiting?: string
+  nextAttemptAt?: number
+} {
+  const waiting = link?.reason
+  const next = link?.nextAttemptAt
+  return {
+    ...(waiting === undefined || link?.state === 'connected' ? {} : { waiting }),
+    ...(next === undefined ? {} : { nextAttemptAt: next }),
+  }
+}
+
+/** The server refused the device for good (the link's close reason, when known). */
+export function refusedError(detail: string | undefined): SyncError {
+  const reason = detail === undefined || detail === '' ? 'refused' : `refused: ${detail}`
+  return new SyncError(
+    detail?.startsWith('PEER_REVOKED') === true ? 'PEER_REVOKED' : 'AUTH_FAILED',
+    `the server refused this device (${reason})`,
+  )
+}
+
+/** True when `theirs` holds every operation `ours` holds. */
+export function covers(theirs: Map<number, number>, ours: Map<number, number>): boolean {
+  for (const [client, clock] of ours) if ((theirs.get(client) ?? 0) < clock) return false
+  return true
+}
+
+export function asSyncError(
+  error: unknown,
+  refusal?: { code: string; message: string },
+): SyncError {
+  if (
+    refusal?.code === 'STORAGE_FAILED' &&
+    !(error instanceof SyncError && error.code !== 'SYNC_FAILED')
+  )
+    return new SyncError('SAVE_TO_SERVER_FAILED', `the server could not save: ${refusal.message}`, {
+      cause: error,
+    })
+  if (refusal !== undefined && !(error instanceof SyncError && error.code !== 'SYNC_FAILED'))
+    return new SyncError(
+      'SYNC_FAILED',
+      `the server refused a change: ${refusal.code}: ${refusal.message}`,
+      { cause: error },
+    )
+  if (error instanceof SyncError) return error
+  if (error instanceof RostersyncError)
+    return new SyncError('SYNC_FAILED', `${error.code}: ${error.message}`, { cause: error })
+  return new SyncError('SYNC_FAILED', error instanceof Error ? error.message : String(error), {
+    cause: error,
+  })
+}

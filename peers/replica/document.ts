@@ -1,0 +1,435 @@
+/**
+ * The replica's document: the Yjs doc with its per-writer roots, the index
+ * of which devices wrote each user, the followed delete set, and every read
+ * of the roster (`replicaOf`, `policies`, `view`, `list`). It also merges a
+ * device's own concurrent entries (`collectOwnConflicts`,
+ * `mergeOwnConflicts`). No I/O and no timers: the journal loads the doc and
+ * installs it here, the batch runner changes it inside transactions.
+ *
+ * Invariants: `deviceIndex` names, for every user id, every device whose
+ * root holds an entry for it (it only grows; rebuilt with the doc);
+ * `touched` and `policiesTouched` describe the transactions since
+ * `beginBatch`; `ownConflicts` is emptied by the batch that collected it.
+ */
+import * as Y from 'yjs'
+import { DeleteSetCache, encodeDiff } from '../../core/delete-set.js'
+import {
+  asDeviceEntry,
+  asPolicyEntry,
+  asServerEntry,
+  REVOCATIONS_ROOT,
+  rootOwner,
+  SERVER_META_ROOT,
+  type RevocationEntry,
+  usersRootName,
+  USERS_ROOT_PREFIX,
+  type DeviceEntry,
+  type PolicyEntry,
+  type ServerEntry,
+} from '../../core/entries.js'
+import type { Hlc } from '../../core/hlc.js'
+import { asUserId, SERVER_ID, type UserId, type WriterId } from '../../core/ids.js'
+import { mergeDeviceEntries, sameDeviceStamps } from '../../core/writes.js'
+import {
+  laterPolicy,
+  laterServerEntry,
+  resolveUser,
+  type PolicyTable,
+  type UserLocal,
+  type UserReplica,
+  type UserView,
+} from '../../core/resolve.js'
+import type { RecordSchema } from '../../core/schema.js'
+import type { LocalState } from './local-state.js'
+import { LOCAL_ORIGIN, type WriteContext } from './types.js'
+
+/** What the document is built with. */
+export interface DocumentOptions {
+  readonly writerId: WriterId
+  readonly schema: RecordSchema
+  /** The peer's HLC: stamps that remote changes bring are observed. */
+  readonly hlc: Hlc
+  /** Local-only state: imported entries are read with the document's. */
+  readonly local: LocalState
+  /** Told of every transaction first (the durable gate notes the state before a batch). */
+  readonly onTransaction: (tr: Y.Transaction) => void
+}
+
+/** The replicated document of one peer and its reads. */
+export class ReplicaDocument {
+  doc: Y.Doc
+  /** The document's delete set, followed (see core/delete-set.ts); replaced with the document. */
+  private deletes: DeleteSetCache | undefined
+  private policyCache: PolicyTable | undefined
+  private deviceRoots: Array<readonly [WriterId, Y.Map<unknown>]> = []
+  /**
+   * Per user id, the devices whose part holds an entry for it: replicaOf
+   * then reads only those, not every device's map (a server with hundreds
+   * of devices reads a user's entries on every change of that user).
+   * Devices never remove an entry, so it only grows; rebuilt with the doc.
+   */
+  private deviceIndex = new Map<string, Set<WriterId>>()
+  private deviceRootsShareSize = -1
+  private touched = new Set<UserId>()
+  private policiesTouched = false
+  /**
+   * This device's own entries, per user, that remote transactions of the
+   * batch being applied brought in next to the one Yjs kept (see
+   * mergeOwnConflicts). Devices only: no other peer writes the server's part.
+   */
+  private ownConflicts = new Map<UserId, DeviceEntry[]>()
+  private readonly resetListeners = new Set<() => void>()
+
+  constructor(private readonly options: DocumentOptions) {
+    this.doc = new Y.Doc()
+  }
+
+  private get hlc(): Hlc {
+    return this.options.hlc
+  }
+
+  private get local(): LocalState {
+    return this.options.local
+  }
+
+  /** Replaces the document (load, rollback, wipe) and tells the reset listeners. */
+  installDoc(doc: Y.Doc): void {
+    if (this.doc !== doc) this.doc.destroy()
+    this.deletes?.destroy()
+    this.deletes = new DeleteSetCache(doc)
+    this.doc = doc
+    this.deviceRoots = []
+    this.deviceRootsShareSize = -1
+    this.policyCache = undefined
+    this.ownConflicts = new Map()
+    this.deviceIndex = new Map()
+    for (const [writer, map] of this.devices())
+      for (const id of map.keys()) this.indexEntry(id, writer)
+    doc.on('afterTransaction', (tr: Y.Transaction) => this.noteTransaction(tr))
+    for (const listener of this.resetListeners) listener()
+  }
+
+  /** Listens to the document being replaced (rollback after a storage failure, wipe). */
+  onReset(listener: () => void): () => void {
+    this.resetListeners.add(listener)
+    return () => this.resetListeners.delete(listener)
+  }
+
+  /** Frees the document (closing). */
+  destroy(): void {
+    this.deletes?.destroy()
+    this.doc.destroy()
+  }
+
+  /** Starts noting which users and policies the next batch's transactions touch. */
+  beginBatch(): void {
+    this.touched = new Set()
+    this.policiesTouched = false
+  }
+
+  /** The users the transactions since beginBatch touched. */
+  get touchedUsers(): ReadonlySet<UserId> {
+    return this.touched
+  }
+
+  /** Whether the transactions since beginBatch changed a field policy. */
+  get policiesChanged(): boolean {
+    return this.policiesTouched
+  }
+
+  /** Whether remote transactions brought concurrent entries of this device's own. */
+  get hasOwnConflicts(): boolean {
+    return this.ownConflicts.size > 0
+  }
+
+  /** Drops the cached policy table (an imported policy changed). */
+  invalidatePolicies(): void {
+    this.policyCache = undefined
+  }
+
+  /** Collects which users and policies a transaction touched. */
+  private noteTransaction(tr: Y.Transaction): void {
+    this.options.onTransaction(tr)
+    for (const [type, subs] of tr.changed) {
+      if (type._item !== null) continue
+      const name = this.rootName(type)
+      if (name === SERVER_META_ROOT) {
+        this.policiesTouched = true
+        this.policyCache = undefined
+      } else if (name === REVOCATIONS_ROOT) {
+        // A revoked device's part leaves every view (replicaOf).
+        for (const writer of subs) {
+          if (writer === null) continue
+          const root = this.doc.share.get(`${USERS_ROOT_PREFIX}${writer}`)
+          for (const id of root?._map.keys() ?? []) this.touched.add(asUserId(id))
+        }
+      } else if (name?.startsWith(USERS_ROOT_PREFIX) === true) {
+        const remote = tr.origin !== LOCAL_ORIGIN
+        const owner = rootOwner(name)
+        const device = owner !== undefined && owner !== SERVER_ID ? owner : undefined
+        for (const key of subs) {
+          if (key === null) continue
+          this.touched.add(asUserId(key))
+          if (device !== undefined) this.indexEntry(key, device)
+          if (remote) this.observeEntry(type._map.get(key))
+        }
+        if (remote && name === this.ownRootName()) {
+          this.collectOwnConflicts(type, subs)
+        }
+      }
+    }
+  }
+
+  /** The root map of this peer's own entries; undefined on the server (see ownConflicts). */
+  private ownRootName(): string | undefined {
+    return this.options.writerId === SERVER_ID ? undefined : usersRootName(this.options.writerId)
+  }
+
+  /**
+   * Called from 'afterTransaction', before Yjs garbage-collects what the
+   * transaction deleted: for each of this device's own users that a remote
+   * transaction changed, every entry still holding content in that key's
+   * item list. Normally that is one (the entry Yjs shows; the one it
+   * replaced was deleted long ago and collected). More than one means the
+   * transaction brought an entry concurrent with one this device already
+   * held: the device wrote without its own latest entry (restored from an
+   * old backup, or a fetch that came back incomplete), and Yjs picked one
+   * of the two by clientID, deleting the other.
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Yjs types its roots this way
+  private collectOwnConflicts(type: Y.AbstractType<Y.YEvent<any>>, keys: Set<string | null>): void {
+    for (const key of keys) {
+      if (key === null) continue
+      const entries: DeviceEntry[] = []
+      for (let item = type._map.get(key) ?? null; item !== null; item = item.left) {
+        if (!(item.content instanceof Y.ContentAny)) continue
+        const entry = asDeviceEntry(item.content.getContent().at(-1))
+        if (entry === undefined) continue
+        entries.push(entry)
+        // The merge may write the stamps of an entry Yjs deleted: the HLC
+        // must be past them, or a later write could stamp lower.
+        for (const stamp of Object.values(entry.s)) this.hlc.observe(stamp)
+      }
+      if (entries.length < 2) continue
+      const id = asUserId(key)
+      this.ownConflicts.set(id, [...(this.ownConflicts.get(id) ?? []), ...entries])
+    }
+  }
+
+  /**
+   * Writes, for each user collected by collectOwnConflicts, the field-wise
+   * merge of the concurrent entries (latest stamp per field; see
+   * mergeDeviceEntries) when it differs from the entry Yjs kept, so that no
+   * write of this device is lost to Yjs's clientID order. The merged entry
+   * follows the kept one, so every peer ends with it.
+   */
+  mergeOwnConflicts(ctx: WriteContext): void {
+    const conflicts = this.ownConflicts
+    if (conflicts.size === 0) return
+    this.ownConflicts = new Map()
+    const own = this.ownRootName()
+    if (own === undefined) return
+    for (const [id, entries] of conflicts) {
+      const kept = asDeviceEntry(this.doc.getMap(own).get(id))
+      if (kept === undefined) continue
+      const merged = mergeDeviceEntries([kept, ...entries])
+      if (!sameDeviceStamps(merged, kept)) ctx.setOwnEntry(id, merged)
+    }
+  }
+
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Yjs types its roots this way
+  private rootName(type: Y.AbstractType<Y.YEvent<any>>): string | undefined {
+    for (const [name, shared] of this.doc.share) if (shared === type) return name
+    return undefined
+  }
+
+  /**
+   * Advances the HLC past the stamps of an entry a remote change brought
+   * (a server entry's `t`, a device entry's field stamps). Only the entries
+   * that changed: the others were observed when they came, or are covered
+   * by the stamp stored with every batch.
+   */
+  private observeEntry(item: Y.Item | undefined): void {
+    if (item === undefined || item.deleted || !(item.content instanceof Y.ContentAny)) return
+    const value = item.content.getContent().at(-1) as { t?: unknown; s?: unknown } | undefined
+    if (typeof value !== 'object' || value === null) return
+    if (typeof value.t === 'number') this.hlc.observe(value.t)
+    const stamps = value.s
+    if (typeof stamps === 'object' && stamps !== null)
+      for (const stamp of Object.values(stamps))
+        if (typeof stamp === 'number') this.hlc.observe(stamp)
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  /** The server's users map. */
+  private serverMap(): Y.Map<unknown> {
+    return this.doc.getMap(usersRootName(SERVER_ID))
+  }
+
+  /** Every device's users map, refreshed when new roots appear. */
+  private devices(): ReadonlyArray<readonly [WriterId, Y.Map<unknown>]> {
+    if (this.deviceRootsShareSize !== this.doc.share.size) {
+      const roots: Array<readonly [WriterId, Y.Map<unknown>]> = []
+      for (const name of [...this.doc.share.keys()]) {
+        const owner = rootOwner(name)
+        if (owner === undefined || owner === SERVER_ID || !name.startsWith(USERS_ROOT_PREFIX))
+          continue
+        roots.push([owner, this.doc.getMap(name)])
+      }
+      this.deviceRoots = roots
+      this.deviceRootsShareSize = this.doc.share.size
+    }
+    return this.deviceRoots
+  }
+
+  private indexEntry(id: string, writer: WriterId): void {
+    const writers = this.deviceIndex.get(id)
+    if (writers === undefined) this.deviceIndex.set(id, new Set([writer]))
+    else writers.add(writer)
+  }
+
+  /**
+   * Whether the server revoked device `writer` (as far as this peer has
+   * heard): its envelopes are refused and its part is left out of views.
+   */
+  isRevoked(writer: string): boolean {
+    return this.doc.getMap(REVOCATIONS_ROOT).has(writer)
+  }
+
+  /** Whether the server revoked any device (as far as this peer has heard). */
+  hasRevocations(): boolean {
+    return this.doc.getMap(REVOCATIONS_ROOT).size > 0
+  }
+
+  /**
+   * What the replicated document holds for one user (a revoked device's
+   * entries left out, but a device's own); the server's entry is the later
+   * of the document's and an imported one (issue 10).
+   */
+  replicaOf(id: UserId): UserReplica {
+    const server = laterServerEntry(
+      asServerEntry(this.serverMap().get(id)),
+      this.local.importedOf(id),
+    )
+    const devices: Array<readonly [WriterId, DeviceEntry]> = []
+    for (const writer of this.deviceIndex.get(id) ?? []) {
+      if (writer !== this.options.writerId && this.isRevoked(writer)) continue
+      const entry = asDeviceEntry(this.doc.getMap(usersRootName(writer)).get(id))
+      if (entry !== undefined) devices.push([writer, entry])
+    }
+    return { server, devices }
+  }
+
+  /** The field policies in force (from the server's meta map). */
+  policies(): PolicyTable {
+    if (this.policyCache === undefined) {
+      const table = new Map<string, PolicyEntry>()
+      for (const [field, value] of this.doc.getMap(SERVER_META_ROOT)) {
+        const entry = asPolicyEntry(value)
+        if (entry !== undefined) table.set(field, entry)
+      }
+      for (const [field, entry] of this.local.importedPolicyEntries()) {
+        const later = laterPolicy(table.get(field), entry)
+        if (later !== undefined) table.set(field, later)
+      }
+      this.policyCache = table
+    }
+    return this.policyCache
+  }
+
+  /** This peer's local-only state for a user. */
+  localOf(id: UserId): UserLocal {
+    return this.local.localOf(id)
+  }
+
+  /** The view of one user, or undefined. */
+  view(id: UserId): UserView | undefined {
+    return resolveUser(
+      id,
+      this.replicaOf(id),
+      this.policies(),
+      this.localOf(id),
+      this.options.schema.fieldNames,
+    )
+  }
+
+  /** Every user id mentioned by replicated or local state, sorted. */
+  allUserIds(): UserId[] {
+    const ids = new Set<string>(this.serverMap().keys())
+    for (const id of this.deviceIndex.keys()) ids.add(id)
+    for (const id of this.local.userIds()) ids.add(id)
+    return [...ids].sort().map(asUserId)
+  }
+
+  /** The views of all users, ordered by id. */
+  list(): UserView[] {
+    const views: UserView[] = []
+    for (const id of this.allUserIds()) {
+      const view = this.view(id)
+      if (view !== undefined) views.push(view)
+    }
+    return views
+  }
+
+  /**
+   * What a peer at `stateVector` lacks of the document: the bytes of
+   * `Y.encodeStateAsUpdate(doc, stateVector)`, without walking every
+   * struct for the delete set (core/delete-set.ts). Read it inside
+   * whenDurable when it is an answer.
+   */
+  encodeDiff(stateVector: Uint8Array): Uint8Array {
+    const deletes = this.deletes
+    return deletes === undefined
+      ? Y.encodeStateAsUpdate(this.doc, stateVector)
+      : encodeDiff(this.doc, stateVector, deletes)
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  /** Replaces this peer's own entry for a user (see WriteContext.setOwnEntry). */
+  setOwnEntry(id: UserId, entry: ServerEntry | DeviceEntry): void {
+    const self = this.options.writerId
+    this.doc.getMap(usersRootName(self)).set(id, entry)
+    // At once: reads later in the same transaction see the entry.
+    if (self !== SERVER_ID) this.indexEntry(id, self)
+  }
+
+  /** Sets a field policy (server only). */
+  setPolicy(field: string, entry: PolicyEntry): void {
+    if (this.options.writerId !== SERVER_ID) throw new Error('only the server sets field policies')
+    this.doc.getMap(SERVER_META_ROOT).set(field, entry)
+  }
+
+  /** Records that a device is revoked (server only). */
+  setRevoked(deviceId: WriterId, entry: RevocationEntry): void {
+    if (this.options.writerId !== SERVER_ID) throw new Error('only the server revokes devices')
+    this.doc.getMap(REVOCATIONS_ROOT).set(deviceId, entry)
+  }
+
+  /**
+   * Drops imported entries and policies the document now holds as new
+   * (issue 10): from then on the document's are read, and the import is
+   * spent. Nothing a reader sees changes (replicaOf took the later already).
+   */
+  pruneImported(users: ReadonlySet<UserId>, policiesChanged: boolean, ctx: WriteContext): void {
+    if (this.local.importedCount > 0) {
+      for (const id of users) {
+        const imported = this.local.importedOf(id)
+        if (imported === undefined) continue
+        const doc = asServerEntry(this.serverMap().get(id))
+        if (doc !== undefined && laterServerEntry(doc, imported) === doc)
+          ctx.setImported(id, undefined)
+      }
+    }
+    const importedPolicies = this.local.importedPolicyEntries()
+    if (policiesChanged && importedPolicies.size > 0) {
+      const meta = this.doc.getMap(SERVER_META_ROOT)
+      for (const [field, imported] of [...importedPolicies]) {
+        const doc = asPolicyEntry(meta.get(field))
+        if (doc !== undefined && laterPolicy(doc, imported) === doc)
+          ctx.setImportedPolicy(field, undefined)
+      }
+    }
+  }
+}

@@ -1,0 +1,222 @@
+/**
+ * The replica's shared vocabulary: what a write may do (WriteContext), the
+ * options, the updates told to listeners, the wipe, and the operations the
+ * write queue carries between the rooms. `peers/replica.ts` re-exports the
+ * public ones, so importers keep importing from there.
+ */
+import type * as Y from 'yjs'
+import type { Clock } from '../../core/clock.js'
+import type { DeviceEntry, PolicyEntry, RevocationEntry, ServerEntry } from '../../core/entries.js'
+import type { NewEvent } from '../../core/events.js'
+import type { HlcStamp } from '../../core/hlc.js'
+import type { UserId, WriterId } from '../../core/ids.js'
+import type {
+  DeleteMark,
+  LocalFields,
+  PolicyTable,
+  UserLocal,
+  UserReplica,
+  UserView,
+} from '../../core/resolve.js'
+import type { RecordSchema } from '../../core/schema.js'
+import type { Store } from '../../core/store.js'
+import type { ClientIdSource } from '../identity.js'
+
+/** Transaction origin of changes made by this peer. */
+export const LOCAL_ORIGIN = 'rostersync:local'
+/** Transaction origin of updates received from other peers. */
+export const REMOTE_ORIGIN = 'rostersync:remote'
+
+/** What a write operation may read and change, inside the write queue's transaction. */
+export interface WriteContext {
+  /** A fresh HLC stamp. */
+  stamp(): HlcStamp
+  /** The clock's time, ms. */
+  now(): number
+  replicaOf(id: UserId): UserReplica
+  policies(): PolicyTable
+  localOf(id: UserId): UserLocal
+  /** The current view of a user on this peer. */
+  view(id: UserId): UserView | undefined
+  /** Replaces this peer's own entry for a user (server: `u:server`). */
+  setOwnEntry(id: UserId, entry: ServerEntry | DeviceEntry): void
+  /** Sets a field policy (server only). */
+  setPolicy(field: string, entry: PolicyEntry): void
+  /** Records that a device is revoked (server only; see REVOCATIONS_ROOT). */
+  setRevoked(deviceId: WriterId, entry: RevocationEntry): void
+  setDeleted(id: UserId, mark: DeleteMark | undefined): void
+  setLocalFields(id: UserId, fields: LocalFields | undefined): void
+  /**
+   * Keeps (or, with `undefined`, drops) a server entry imported from an
+   * export file: local-only, read as the server's entry until the
+   * document's is as new (a device's import, issue 10).
+   */
+  setImported(id: UserId, entry: ServerEntry | undefined): void
+  /** The same for a field policy of an export file. */
+  setImportedPolicy(field: string, entry: PolicyEntry | undefined): void
+  /** Records an event, durable with the rest of the batch. */
+  event(event: NewEvent): void
+  /**
+   * Sets (or, with `undefined`, removes) a small peer-local record, durable
+   * with the rest of the batch: the server's device registry, a device's
+   * sync state. Never replicated.
+   */
+  setRecord(namespace: string, key: string, value: unknown): void
+  /** Every user id with replicated or local state. */
+  allUserIds(): UserId[]
+}
+
+/**
+ * What a bookkeeping write may do (Replica.writeMeta): record events and
+ * peer-local records, nothing in the replicated document.
+ */
+export type MetaContext = Pick<WriteContext, 'event' | 'setRecord' | 'now'>
+
+/** Rules a peer layers on the replica. */
+export interface ReplicaHooks {
+  /** Runs after remote updates changed some users, in the same durable batch. */
+  afterRemote?(users: ReadonlySet<UserId>, ctx: WriteContext, policiesChanged: boolean): void
+}
+
+/** Options of {@link Replica.open}. */
+export interface ReplicaOptions {
+  readonly writerId: WriterId
+  readonly store: Store
+  readonly clock: Clock
+  readonly schema: RecordSchema
+  /** A uniformly random unsigned 32-bit integer (new Yjs clientIDs). */
+  readonly randomUint32: () => number
+  /**
+   * Mints clientIDs derived from the peer's key (peers/identity.ts), so
+   * that its signed envelopes can prove them its own; random ones when absent.
+   */
+  readonly clientIds?: ClientIdSource
+  readonly hooks?: ReplicaHooks
+  readonly eventsMax?: number
+  /**
+   * Tell listeners (the network's fan-out) of durable changes at most once
+   * per this many ms: changes made meanwhile are merged into one update per
+   * origin (0, the default: at once, one per batch). The first change after
+   * a quiet spell goes out at once. The server uses it so that heavy edit
+   * traffic turns into a bounded number of messages per device.
+   */
+  readonly announceIntervalMs?: number
+  /**
+   * Added to `announceIntervalMs` per listener (per connected link): one
+   * change told costs one message on every link, so this bounds the
+   * messages the fan-out sends per second (0.2 ms: at most 5,000 a second,
+   * whatever the number of devices).
+   */
+  readonly announceMsPerListener?: number
+  /**
+   * Under steady inbound traffic, start a batch of remote updates at most
+   * once per this many ms of wall time: updates that arrive meanwhile join
+   * it (0, the default: every batch starts as soon as the one before is
+   * durable). The first update after a quiet spell is applied at once; a
+   * local write or bookkeeping in the queue, a full batch of updates, a
+   * hold of own writes or closing ends the wait. Each batch costs
+   * two Yjs state vectors, an encoded update and a store write whatever its
+   * size, so hundreds of devices sending one edit at a time otherwise make
+   * a batch of one or two edits each. Wall time, not the injected clock:
+   * it paces this machine's work, and the protocol never depends on it (a
+   * virtual clock that is not advanced must not stall the queue; the
+   * simulator leaves it off to stay deterministic).
+   */
+  readonly remoteBatchWindowMs?: number
+}
+
+/** A durable change, as told to listeners (the network layer). */
+export interface ReplicaUpdate {
+  readonly update: Uint8Array
+  readonly origin: 'local' | 'remote'
+  /** For remote updates: the connection or peer they came from. */
+  readonly from?: string
+}
+
+/** What decides whether Yjs can integrate an update whole (see canIntegrate). */
+export interface UpdateMeta {
+  /** Per client: the first clock the update holds, and one past its last. */
+  readonly from: Map<number, number>
+  readonly to: Map<number, number>
+  /** Per client: the [clock, clock + len) ranges the update deletes. */
+  readonly deletes: Map<number, Array<readonly [number, number]>>
+}
+
+/** A remote update and its metadata, decoded once. */
+export interface RemoteUpdate {
+  readonly bytes: Uint8Array
+  readonly meta: UpdateMeta
+  readonly from: string | undefined
+}
+
+/** The updates one batch stores, and the 'update' listener that collects them. */
+export interface BatchCapture {
+  readonly captured: ReplicaUpdate[]
+  readonly onUpdate: (update: Uint8Array, origin: unknown) => void
+}
+
+export interface PendingOp {
+  readonly kind: 'local' | 'meta' | 'remote' | 'wipe' | 'wipe-end'
+  readonly wipe?: WipeOptions
+  /** For 'wipe-end': make a staged wipe durable (with these records), or undo it. */
+  readonly end?: WipeEnd
+  readonly run?: (ctx: WriteContext) => unknown
+  readonly remote?: RemoteUpdate
+  readonly from?: string
+  readonly resolve: (value: unknown) => void
+  readonly reject: (error: unknown) => void
+}
+
+/** What {@link Replica.wipe} clears besides the replicated document. */
+export interface WipeOptions {
+  /** Also clear local-only state (device deletes, device-specific values). */
+  readonly local: boolean
+  /** Recorded in the same durable batch as the wipe. */
+  readonly event?: NewEvent
+  /** Peer-local records (namespace, key, value) set in the same durable batch. */
+  readonly records?: ReadonlyArray<readonly [string, string, unknown]>
+  /**
+   * Checked in the write queue right before the wipe (after every write
+   * queued earlier): when false, nothing is wiped and the wipe rejects with
+   * `WipeSkippedError` (a full sync: a write landed after the push).
+   */
+  readonly onlyIf?: (doc: Y.Doc) => boolean
+  /**
+   * From the wipe on, hold this peer's own writes in the queue (remote
+   * updates still apply) until {@link Replica.releaseWrites}: a full sync
+   * holds them until the roster is back, so that no write is computed in
+   * an emptied document, without this device's own latest entries.
+   */
+  readonly holdWrites?: boolean
+  /** Also clear this peer's deletes (rule 3: a full sync shows them again), keeping its other local state. */
+  readonly deletes?: boolean
+  /**
+   * A full sync's wipe: in memory only until {@link Replica.commitWipe}.
+   * The store keeps the old document (what arrives meanwhile is appended to
+   * its log) and the deletes, so a crash before the commit restarts the
+   * peer as it was before the wipe; the commit makes the emptied document,
+   * plus what arrived since, durable in one batch, and
+   * {@link Replica.abandonWipe} reloads the stored state. Holds own writes
+   * until then (as `holdWrites`).
+   */
+  readonly staged?: boolean
+}
+
+/** How a staged wipe ends (see WipeOptions.staged). */
+export type WipeEnd =
+  | { readonly commit: true; readonly records: ReadonlyArray<readonly [string, string, unknown]> }
+  | { readonly commit: false }
+
+/** The wipe's `onlyIf` said no; nothing was wiped. */
+export class WipeSkippedError extends Error {
+  constructor() {
+    super('wipe skipped: its condition no longer held')
+    this.name = 'WipeSkippedError'
+  }
+}
+
+/** How the peer came up, for the clientID rule and for tests. */
+export type OpenKind = 'new' | 'clean' | 'crash'
+
+/** How one operation of a batch ended: its value, or the error it is rejected with. */
+export type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown }

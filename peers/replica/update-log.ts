@@ -1,0 +1,240 @@
+/**
+ * The replica's journal on disk: the stored document is a snapshot plus a
+ * log of updates (`u/<seq>`), each batch's updates appended in the batch's
+ * one atomic store write. It loads the document, chooses the Yjs clientID,
+ * writes store batches, and replaces the log by a snapshot (compaction and
+ * the wipes).
+ *
+ * Invariants: the log holds the updates `firstUpdateSeq` to
+ * `nextUpdateSeq - 1`, `updateBytesSinceSnapshot` their size; while a staged
+ * wipe is pending (`staged`), the log before `staged.fromSeq` is the old
+ * document's and nothing may be compacted.
+ */
+import * as Y from 'yjs'
+import { decodeValue, encodeValue } from '../../core/codec.js'
+import { RostersyncError, StorageError } from '../../core/errors.js'
+import type { Store, StoreOp } from '../../core/store.js'
+import type { ClientIdSource } from '../identity.js'
+import { keys, seqOf } from '../storage-keys.js'
+import type { OpenKind, ReplicaUpdate } from './types.js'
+
+/** What the log is built with. */
+export interface UpdateLogOptions {
+  readonly store: Store
+  readonly randomUint32: () => number
+  readonly clientIds?: ClientIdSource
+}
+
+/** The stored document of one replica. */
+export class UpdateLog {
+  openKind: OpenKind = 'new'
+  private nextUpdateSeq = 1
+  private firstUpdateSeq = 1
+  private updateBytesSinceSnapshot = 0
+  /**
+   * A staged wipe not committed yet (WipeOptions.staged): the update
+   * sequence number its document's log starts at (what is stored before it
+   * is the old document), and whether the commit clears deletes.
+   */
+  private staged: { readonly fromSeq: number; readonly deletes: boolean } | undefined
+
+  constructor(private readonly options: UpdateLogOptions) {}
+
+  /** The staged wipe not committed yet, if one is (see WipeOptions.staged). */
+  get stagedWipe(): { readonly fromSeq: number; readonly deletes: boolean } | undefined {
+    return this.staged
+  }
+
+  /** A staged wipe is durable as far as it goes: the new document's log starts now. */
+  stage(deletes: boolean): void {
+    this.staged = { fromSeq: this.nextUpdateSeq, deletes }
+  }
+
+  /** The staged wipe was committed. */
+  unstage(): void {
+    this.staged = undefined
+  }
+
+  /** Updates in the log since the last snapshot. */
+  get count(): number {
+    return this.nextUpdateSeq - this.firstUpdateSeq
+  }
+
+  /** Bytes of those updates. */
+  get bytes(): number {
+    return this.updateBytesSinceSnapshot
+  }
+
+  /** The sequence number the next stored update gets. */
+  get nextSeq(): number {
+    return this.nextUpdateSeq
+  }
+
+  /**
+   * Loads the stored document. On a rollback the clientID stays (`clientId`,
+   * the current document's): what it wrote past the store was never
+   * durable nor sent, and choosing again would need a store write, which is
+   * what just failed.
+   */
+  async loadDoc(rollback: boolean, clientId: number): Promise<Y.Doc> {
+    const store = this.options.store
+    // What is loaded is the stored state: a staged wipe is undone by it.
+    this.staged = undefined
+    const doc = new Y.Doc({ gc: true })
+    const snapshot = await store.get(keys.snapshot)
+    if (snapshot !== undefined) Y.applyUpdate(doc, snapshot)
+    this.firstUpdateSeq = 1
+    this.nextUpdateSeq = 1
+    this.updateBytesSinceSnapshot = 0
+    let first = true
+    for await (const [key, update] of store.range({ gte: keys.updatesFrom, lt: keys.updatesTo })) {
+      Y.applyUpdate(doc, update)
+      const seq = seqOf(key)
+      if (first) this.firstUpdateSeq = seq
+      first = false
+      this.nextUpdateSeq = seq + 1
+      this.updateBytesSinceSnapshot += update.byteLength
+    }
+    if (first) this.firstUpdateSeq = this.nextUpdateSeq = await this.nextSeqAfterSnapshot()
+    if (rollback) doc.clientID = clientId
+    else await this.chooseClientId(doc)
+    return doc
+  }
+
+  /** Keeps update numbering increasing across compactions. */
+  private async nextSeqAfterSnapshot(): Promise<number> {
+    const stored = await this.options.store.get(keys.updateSeq)
+    return stored === undefined ? 1 : Number(decodeValue(stored))
+  }
+
+  /**
+   * Keeps the clientID across a clean restart; mints a new one after a crash
+   * (or on first start), so that a clientID is never reused where some of its
+   * operations may not have been made durable (yjs#415 explains why not to
+   * mint one on every start).
+   */
+  private async chooseClientId(doc: Y.Doc): Promise<void> {
+    const store = this.options.store
+    const savedRaw = await store.get(keys.clientId)
+    const cleanRaw = await store.get(keys.clean)
+    const saved = savedRaw === undefined ? undefined : Number(decodeValue(savedRaw))
+    const clean = cleanRaw === undefined ? undefined : Number(decodeValue(cleanRaw))
+    const ops: StoreOp[] = []
+    // A clientID this peer cannot sign for (one from before it had a key)
+    // is not kept: its writes could never be sent.
+    const provable = saved === undefined || (this.options.clientIds?.owns(saved) ?? true)
+    if (saved !== undefined && clean === saved && provable) {
+      doc.clientID = saved
+      this.openKind = 'clean'
+    } else {
+      doc.clientID = this.freshClientId(doc, ops)
+      this.openKind = saved === undefined ? 'new' : 'crash'
+    }
+    await this.storeBatch([
+      ...ops,
+      { type: 'put', key: keys.clientId, value: encodeValue(doc.clientID) },
+      { type: 'del', key: keys.clean },
+    ])
+  }
+
+  /**
+   * A clientID no one has written under in `doc`; the ops that keep what
+   * proves it this peer's (its nonce) join `ops`, stored in the same batch
+   * as the clientID itself.
+   */
+  freshClientId(doc: Y.Doc, ops: StoreOp[]): number {
+    const used = Y.encodeStateVector(doc)
+    const known = Y.decodeStateVector(used)
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const minted = this.options.clientIds?.mint()
+      const id = minted?.clientId ?? this.options.randomUint32() >>> 0
+      if (id !== 0 && !known.has(id) && id !== doc.clientID) {
+        if (minted !== undefined) ops.push(...minted.ops)
+        return id
+      }
+    }
+    throw new Error('could not mint a fresh Yjs clientID in 100 attempts')
+  }
+
+  /**
+   * Mints a new clientID for `doc` now (after a wipe, a full sync or a
+   * detected restore), so that operations made from here on never collide
+   * with ones made under the old id.
+   */
+  async renewClientId(doc: Y.Doc): Promise<void> {
+    const ops: StoreOp[] = []
+    doc.clientID = this.freshClientId(doc, ops)
+    await this.storeBatch([
+      ...ops,
+      { type: 'put', key: keys.clientId, value: encodeValue(doc.clientID) },
+    ])
+  }
+
+  /** Appends a batch's updates (and nothing else) to `storeOps`. */
+  appendOps(captured: readonly ReplicaUpdate[], storeOps: StoreOp[]): void {
+    for (const { update } of captured) {
+      storeOps.push({ type: 'put', key: keys.update(this.nextUpdateSeq++), value: update })
+      this.updateBytesSinceSnapshot += update.byteLength
+    }
+  }
+
+  /** Writes one atomic batch (`sync: true`); a failure is a `StorageError`. */
+  async storeBatch(ops: StoreOp[]): Promise<void> {
+    if (ops.length === 0) return
+    try {
+      await this.options.store.batch(ops)
+    } catch (error) {
+      throw error instanceof RostersyncError
+        ? error
+        : new StorageError(
+            `store write failed: ${error instanceof Error ? error.message : String(error)}`,
+            error,
+          )
+    }
+  }
+
+  /**
+   * The store ops that replace the stored document by the log from
+   * `fromSeq` on (an empty snapshot, the log before it deleted).
+   */
+  wipeOps(ops: StoreOp[], fromSeq: number): void {
+    ops.push(
+      { type: 'put', key: keys.snapshot, value: Y.encodeStateAsUpdate(new Y.Doc()) },
+      { type: 'put', key: keys.updateSeq, value: encodeValue(this.nextUpdateSeq) },
+    )
+    for (let seq = this.firstUpdateSeq; seq < fromSeq; seq++) {
+      ops.push({ type: 'del', key: keys.update(seq) })
+    }
+  }
+
+  /** The log starts at `fromSeq` from now on (a wipe's ops are durable). */
+  restartAt(fromSeq: number): void {
+    this.firstUpdateSeq = fromSeq
+    this.updateBytesSinceSnapshot = 0
+  }
+
+  /** Folds the update log into one snapshot of `doc`, in one atomic batch. */
+  async compactLog(doc: Y.Doc): Promise<void> {
+    // The document in memory is a staged wipe's: its snapshot would make
+    // the wipe durable before the roster is back.
+    if (this.staged !== undefined) return
+    const ops: StoreOp[] = [
+      { type: 'put', key: keys.snapshot, value: Y.encodeStateAsUpdate(doc) },
+      { type: 'put', key: keys.updateSeq, value: encodeValue(this.nextUpdateSeq) },
+    ]
+    for (let seq = this.firstUpdateSeq; seq < this.nextUpdateSeq; seq++) {
+      ops.push({ type: 'del', key: keys.update(seq) })
+    }
+    await this.storeBatch(ops)
+    this.firstUpdateSeq = this.nextUpdateSeq
+    this.updateBytesSinceSnapshot = 0
+  }
+
+  /** Marks the shutdown clean (the clientID is kept) with the HLC's stamp. */
+  closeOps(hlc: number, clientId: number): StoreOp[] {
+    return [
+      { type: 'put', key: keys.hlc, value: encodeValue(hlc) },
+      { type: 'put', key: keys.clean, value: encodeValue(clientId) },
+    ]
+  }
+}

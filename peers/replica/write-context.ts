@@ -1,0 +1,47 @@
+/**
+ * The WriteContext a batch's operations run with: reads of the document,
+ * changes of this peer's own roots, of local-only state and of records,
+ * each store op added to the batch being written.
+ */
+import type { Clock } from '../../core/clock.js'
+import type { Hlc } from '../../core/hlc.js'
+import type { StoreOp } from '../../core/store.js'
+import type { ReplicaDocument } from './document.js'
+import type { EventJournal } from './event-journal.js'
+import type { LocalState } from './local-state.js'
+import type { WriteContext } from './types.js'
+
+/** What a write context reads and changes. */
+export interface WriteContextParts {
+  readonly clock: Clock
+  readonly hlc: Hlc
+  readonly document: ReplicaDocument
+  readonly local: LocalState
+  readonly events: EventJournal
+}
+
+/** The context of one batch; its store ops go to `storeOps`. */
+export function writeContext(parts: WriteContextParts, storeOps: StoreOp[]): WriteContext {
+  const { clock, hlc, document, local, events } = parts
+  return {
+    stamp: () => hlc.next(clock.now()),
+    now: () => clock.now(),
+    replicaOf: (id) => document.replicaOf(id),
+    policies: () => document.policies(),
+    localOf: (id) => document.localOf(id),
+    view: (id) => document.view(id),
+    allUserIds: () => document.allUserIds(),
+    setOwnEntry: (id, entry) => document.setOwnEntry(id, entry),
+    setPolicy: (field, entry) => document.setPolicy(field, entry),
+    setRevoked: (deviceId, entry) => document.setRevoked(deviceId, entry),
+    setDeleted: (id, mark) => local.setDeleted(id, mark, storeOps),
+    setLocalFields: (id, fields) => local.setLocalFields(id, fields, storeOps),
+    setImported: (id, entry) => local.setImported(id, entry, storeOps),
+    setImportedPolicy: (field, entry) => {
+      local.setImportedPolicy(field, entry, storeOps)
+      document.invalidatePolicies()
+    },
+    event: (event) => events.append(event, clock.now()),
+    setRecord: (namespace, key, value) => local.setRecord(namespace, key, value, storeOps),
+  }
+}

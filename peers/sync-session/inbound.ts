@@ -1,0 +1,102 @@
+/**
+ * What a session reads off an inbound message before it queues it, and how
+ * a refusal closes a link: the decode (a step 1's state vector included)
+ * and the size bound, the per-second bounds of an untrusted link, and the
+ * close code and reason of a refusal (PROTOCOL.md, "Refusals").
+ */
+import * as Y from 'yjs'
+import {
+  MalformedMessageError,
+  MessageTooLargeError,
+  RateLimitedError,
+  type RostersyncError,
+} from '../../core/errors.js'
+import { netLimits } from '../../core/limits.js'
+import { CloseCode, decodeMessage, type Message } from '../../core/protocol.js'
+import { TokenBucket } from '../../core/token-bucket.js'
+
+/** The close code and reason for a refusal (the reason starts with the error code). */
+export function refusalClose(error: RostersyncError): { code: number; reason: string } {
+  const code =
+    error.code === 'MALFORMED_MESSAGE'
+      ? CloseCode.malformed
+      : error.code === 'MESSAGE_TOO_LARGE'
+        ? CloseCode.tooLarge
+        : error.code === 'STORAGE_FAILED' ||
+            error.code === 'STORE_CLOSED' ||
+            error.code === 'PEER_CLOSED'
+          ? CloseCode.internal
+          : CloseCode.refused
+  return { code, reason: closeReason(`${error.code}: ${error.message}`) }
+}
+
+/** WebSocket close reasons are at most 123 bytes of UTF-8. */
+const CLOSE_REASON_BYTES_MAX = 123
+
+/** `text` cut to what a WebSocket close frame carries (whole characters). */
+export function closeReason(text: string): string {
+  const encoder = new TextEncoder()
+  if (encoder.encode(text).byteLength <= CLOSE_REASON_BYTES_MAX) return text
+  let out = ''
+  let bytes = 0
+  for (const char of text) {
+    const size = encoder.encode(char).byteLength
+    if (bytes + size > CLOSE_REASON_BYTES_MAX) break
+    out += char
+    bytes += size
+  }
+  return out
+}
+
+/** The per-second bounds of an untrusted link (SessionOptions.untrusted). */
+export class LinkRates {
+  private readonly messages = new TokenBucket(
+    netLimits.linkMessagesPerSecondMax,
+    netLimits.linkMessagesBurstMax,
+  )
+  private readonly bytes = new TokenBucket(
+    netLimits.linkBytesPerSecondMax,
+    netLimits.linkBytesBurstMax,
+  )
+  private readonly answers = new TokenBucket(
+    netLimits.step1AnswersPerSecondMax,
+    netLimits.step1AnswersBurstMax,
+  )
+
+  constructor(private readonly now: () => number) {}
+
+  /** Counts an inbound message; the refusal when it is one too many. */
+  message(size: number): RostersyncError | undefined {
+    const now = this.now()
+    if (!this.messages.take(1, now))
+      return new RateLimitedError('messages', netLimits.linkMessagesPerSecondMax)
+    if (!this.bytes.take(size, now))
+      return new RateLimitedError('bytes', netLimits.linkBytesPerSecondMax)
+    return undefined
+  }
+
+  /** Counts an answer to a step 1; the refusal when it is one too many. */
+  answer(): RostersyncError | undefined {
+    return this.answers.take(1, this.now())
+      ? undefined
+      : new RateLimitedError('answered step 1s', netLimits.step1AnswersPerSecondMax)
+  }
+}
+
+/** Decodes a message, and a step 1's state vector, at arrival. */
+export function decodeInbound(bytes: Uint8Array): Message | RostersyncError {
+  if (bytes.byteLength > netLimits.messageBytesMax) {
+    return new MessageTooLargeError('message', bytes.byteLength, netLimits.messageBytesMax)
+  }
+  try {
+    const message = decodeMessage(bytes)
+    // A state vector that does not decode must be refused as malformed here,
+    // not found out deep in the answer (an untyped failure).
+    if (message.type === 'sync-step1') Y.decodeStateVector(message.stateVector)
+    return message
+  } catch (error) {
+    return error instanceof MalformedMessageError
+      ? error
+      : new MalformedMessageError('state vector does not decode', error)
+  }
+}
