@@ -1,0 +1,153 @@
+/**
+ * The server's side of signed writes (PROTOCOL.md, "Signed writes"): it
+ * signs what it sends to a device, merged (one envelope however many links
+ * it goes to), and opens a device's envelopes against its registry: the
+ * writer's registered key, the signature (on the verify pool when there is
+ * one), the clientIDs derived from that key, then the update check for
+ * that writer's part. The device's side is peers/signed-link.ts.
+ */
+import { SignatureInvalidError } from '../core/errors.js'
+import { SERVER_ID } from '../core/ids.js'
+import {
+  decodeEnvelope,
+  encodeEnvelope,
+  envelopeSignatureError,
+  envelopeVerifyJob,
+  sealEnvelope,
+  verifyBytes,
+  type Envelope,
+} from '../core/signing.js'
+import type { UpdateRanges } from '../core/update-scan.js'
+import { siteOf, type Identity } from './identity.js'
+import type { Replica } from './replica.js'
+import {
+  bringsStructs,
+  checkClients,
+  scanOrRefuse,
+  type OpenedEnvelope,
+  type SignedLink,
+  type WriterCheck,
+} from './signed-link.js'
+import type { VerifyPool } from './verify-pool.js'
+
+/** The server's side: it signs what it sends and checks device envelopes against its registry. */
+export class ServerSigning {
+  private lastUpdate: Uint8Array | undefined
+  private lastEnvelope: Uint8Array[] = []
+  private siteId: string | undefined
+
+  constructor(
+    private readonly options: {
+      readonly identity: Identity
+      readonly replica: Replica
+      /** A device's registered key, or undefined (unknown or revoked: refused). */
+      readonly deviceKey: (deviceId: string) => Uint8Array | undefined
+      readonly check: WriterCheck
+      /**
+       * Verifies signatures off the main thread (peers/verify-pool.ts); on
+       * the main thread, synchronously, when absent (the simulator: its
+       * runs replay from a seed).
+       */
+      readonly pool?: VerifyPool
+    },
+  ) {}
+
+  /** The site id: the server's public key. */
+  get site(): string {
+    this.siteId ??= siteOf(this.options.identity.publicKey)
+    return this.siteId
+  }
+
+  private seal(update: Uint8Array): Uint8Array {
+    return encodeEnvelope(
+      sealEnvelope(this.options.identity.key, this.site, { writer: SERVER_ID, nonces: [], update }),
+    )
+  }
+
+  /** A signed link for one device connection (`deviceId`: the link's own device). */
+  link(deviceId: string): SignedLink {
+    return {
+      active: () => true,
+      plainAllowed: false,
+      relayed: (bytes) => {
+        try {
+          return decodeEnvelope(bytes).writer !== deviceId
+        } catch {
+          return false
+        }
+      },
+      answer: (theirs) => [this.seal(this.options.replica.encodeDiff(theirs))],
+      forward: (told) => {
+        // The fan-out tells every link the same update object: sign it once.
+        if (told.update !== this.lastUpdate) {
+          this.lastUpdate = told.update
+          this.lastEnvelope = [this.seal(told.update)]
+        }
+        return this.lastEnvelope
+      },
+      open: (bytes) => this.open(bytes),
+      applied: () => undefined,
+      stop: () => undefined,
+    }
+  }
+
+  /**
+   * Decodes and scans the envelope, finds the writer's key and verifies
+   * the signature (on the pool when there is one), then checks what the
+   * update writes against the document as it is at that moment.
+   */
+  private open(bytes: Uint8Array): OpenedEnvelope | Promise<OpenedEnvelope> {
+    const envelope = decodeEnvelope(bytes)
+    // One strict scan serves every check below and the replica's intake.
+    const ranges = scanOrRefuse(envelope.update)
+    const key = this.writerKey(envelope)
+    const job = envelopeVerifyJob(envelope, key, this.site)
+    const pool = this.options.pool
+    if (pool === undefined) {
+      if (!verifyBytes(job.publicKey, job.message, job.signature))
+        throw envelopeSignatureError(envelope)
+      return this.admit(bytes, envelope, key, ranges)
+    }
+    return pool.verify(job).then((ok) => {
+      // The registry may have changed while the signature was checked (a
+      // revoke): the writer's key is looked up again, and the envelope
+      // judged as if everything ran now, in line (the same checks in the
+      // same order).
+      const now = this.writerKey(envelope)
+      if (now !== key && !Buffer.from(now).equals(Buffer.from(key))) return this.open(bytes)
+      if (!ok) throw envelopeSignatureError(envelope)
+      return this.admit(bytes, envelope, key, ranges)
+    })
+  }
+
+  /**
+   * The key an envelope must be signed with: the server's own (its
+   * envelope relayed back holds nothing the server lacks unless it is
+   * forged, and then the signature fails), else the writer's registered
+   * key. Throws `SIGNATURE_INVALID` for a writer without one.
+   */
+  private writerKey(envelope: Envelope): Uint8Array {
+    if (envelope.writer === SERVER_ID) return this.options.identity.publicKey
+    const key = this.options.deviceKey(envelope.writer)
+    if (key === undefined)
+      throw new SignatureInvalidError(
+        `update of ${JSON.stringify(envelope.writer)}: no such device holds a key on this site`,
+      )
+    return key
+  }
+
+  /** The checks that read the document, once the signature is good. */
+  private admit(
+    bytes: Uint8Array,
+    envelope: Envelope,
+    key: Uint8Array,
+    ranges: UpdateRanges,
+  ): OpenedEnvelope {
+    const fresh = bringsStructs(this.options.replica.doc, ranges)
+    if (envelope.writer !== SERVER_ID) {
+      checkClients(envelope, key, ranges)
+      this.options.check(envelope.update, envelope.writer)
+    }
+    return { bytes, writer: envelope.writer, update: envelope.update, ranges, fresh }
+  }
+}
