@@ -524,10 +524,14 @@ describe('export encryption', () => {
     const prepared = await s.server.exportUsers({ userIds: ['u7', 'u3'] })
     expect(prepared.keySource).toBe('site-key')
     expect(prepared.passphrase).toBeUndefined()
-    // The key source is in the signed header: 2 = the site key, then the
-    // scrypt parameters as for a passphrase.
+    // The key source is in the signed header: 2 = the site key, whose key
+    // is HKDF of the site key with the file's salt: no scrypt parameters,
+    // so the file is the passphrase file's length less those three bytes.
     expect(prepared.file[8 + 1 + 32]).toBe(2)
-    expect(prepared.file[8 + 1 + 32 + 1]).toBe(limits.exportKdfLogNMin)
+    const locked = await s.server.exportUsers({ userIds: ['u7', 'u3'], passphrase: PASS })
+    expect(locked.file[8 + 1 + 32]).toBe(1)
+    expect(locked.file[8 + 1 + 32 + 1]).toBe(limits.exportKdfLogNMin)
+    expect(locked.file.byteLength - prepared.file.byteLength).toBe(3)
     expectNoSecrets(prepared.file, typeof stored === 'string' ? stored : '')
     const fingerprint = { serverKeyFingerprint: s.server.keyFingerprint }
     // No site key on the device: a typed error naming what is missing.
@@ -631,10 +635,15 @@ describe('POST /api/exports', () => {
     expect(ok.headers.get('x-rostersync-passphrase')).toBeNull()
     expect(ok.headers.get('cache-control')).toBe('no-store')
     const file = new Uint8Array(await ok.arrayBuffer())
-    // The server's default scrypt cost: N = 2^17 (the byte after the
-    // magic, the version, the server's key and the key source).
     expect(file[8]).toBe(3)
-    expect(file[8 + 1 + 32 + 1]).toBe(limits.exportKdfLogN)
+    expect(file[8 + 1 + 32]).toBe(2)
+    // A passphrase file gets the server's default scrypt cost: N = 2^17
+    // (the byte after the magic, the version, the server's key and the
+    // key source).
+    const locked = await post(JSON.stringify({ groupIds: ['lab'], passphrase: PASS }))
+    expect(locked.headers.get('x-rostersync-key-source')).toBe('passphrase')
+    const lockedFile = new Uint8Array(await locked.arrayBuffer())
+    expect(lockedFile[8 + 1 + 32 + 1]).toBe(limits.exportKdfLogN)
     expect(limits.exportKdfLogN).toBe(17)
     const d = await createDevice({
       id: 'D5',
