@@ -46,7 +46,7 @@ export const limits = {
   /** Appended update bytes after which the log is compacted at once. */
   updateBytesBeforeCompactionMax: 64 * 1024 * 1024,
   /**
-   * Issue 13 (used once peers/replica.ts reads it): past
+   * Issue 13 (`peers/replica/compactor.ts`): past
    * `updateBytesBeforeCompactionMax`, the log is compacted at once only when
    * it holds this many times the snapshot's bytes. A compaction encodes the
    * whole document (about 10 s at 1M users): at a fixed 64 MB a 1M-user

@@ -15,6 +15,7 @@ import { limits } from '../core/limits.js'
 import { RecordSchema } from '../core/schema.js'
 import type { StoreOp } from '../core/store.js'
 import { SyncRounds, type Round } from '../peers/device-sync/rounds.js'
+import { compactionDue } from '../peers/replica/compactor.js'
 import { ReplicaDocument } from '../peers/replica/document.js'
 import { DurableGate } from '../peers/replica/durable-gate.js'
 import { FanOut } from '../peers/replica/fan-out.js'
@@ -258,6 +259,32 @@ describe('update log and local state', () => {
     expect(log.count).toBe(0)
     expect(await store.get(keys.update(1))).toBeUndefined()
     expect(await store.get(keys.snapshot)).toBeDefined()
+  })
+
+  it('compacts in proportion to the snapshot: bounded cost per byte written (issue 13)', async () => {
+    const { updatesBeforeCompactionMax: due, updateBytesBeforeCompactionMax: fixed } = limits
+    // A small roster: the fixed bounds.
+    expect(compactionDue(due - 1, 1_000, 1_000)).toBe('no')
+    expect(compactionDue(due, 1_000, 1_000)).toBe('idle')
+    expect(compactionDue(10, fixed, 1_000)).toBe('now')
+    expect(compactionDue(limits.updatesBeforeCompactionHardMax, 10, 1_000)).toBe('now')
+    // A large roster (a snapshot of 4x the fixed bound): a log of the fixed
+    // size waits, and a few edits are not worth an idle encode.
+    const large = 4 * fixed
+    expect(compactionDue(10, fixed, large)).toBe('no')
+    expect(compactionDue(10, large * limits.updateLogToSnapshotRatioMax, large)).toBe('now')
+    expect(compactionDue(due, 1_000, large)).toBe('no')
+    expect(compactionDue(due, large / limits.updateLogToSnapshotRatioIdleMin, large)).toBe('idle')
+    // The log knows its snapshot's size, from a load and from a compaction.
+    const store = memoryStore()
+    const log = new UpdateLog({ store, randomUint32: () => 5 })
+    const doc = await log.loadDoc(false, 0)
+    doc.getMap('u:server').set('u1', { e: 0, t: 1, f: { name: 'x'.repeat(500) } })
+    await log.compactLog(doc)
+    expect(log.snapshotSize).toBe(Y.encodeStateAsUpdate(doc).byteLength)
+    const reloaded = new UpdateLog({ store, randomUint32: () => 7 })
+    await reloaded.loadDoc(false, 0)
+    expect(reloaded.snapshotSize).toBe(log.snapshotSize)
   })
 
   it('stores local-only state with the batch and loads it back', async () => {

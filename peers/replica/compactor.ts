@@ -15,6 +15,35 @@ import type { ReplicaStatus } from './status.js'
 import type { UpdateLog } from './update-log.js'
 import type { WriteQueue } from './write-queue.js'
 
+/**
+ * Whether a log of `count` updates and `bytes` bytes over a snapshot of
+ * `snapshotBytes` is compacted `now`, once the queue is `idle`, or not yet
+ * (`no`). A compaction encodes the whole document, so past the fixed
+ * bounds it waits for a log in proportion to the snapshot: its cost per
+ * byte written stays bounded however large the roster (issue 13), and a
+ * few edits to a large roster do not pause the queue for all of it.
+ */
+export function compactionDue(
+  count: number,
+  bytes: number,
+  snapshotBytes: number,
+): 'now' | 'idle' | 'no' {
+  if (count === 0) return 'no'
+  if (
+    count >= limits.updatesBeforeCompactionHardMax ||
+    bytes >=
+      Math.max(
+        limits.updateBytesBeforeCompactionMax,
+        snapshotBytes * limits.updateLogToSnapshotRatioMax,
+      )
+  )
+    return 'now'
+  return count >= limits.updatesBeforeCompactionMax &&
+    bytes * limits.updateLogToSnapshotRatioIdleMin >= snapshotBytes
+    ? 'idle'
+    : 'no'
+}
+
 /** What the compactor works with. */
 export interface CompactorParts {
   readonly clock: Clock
@@ -43,16 +72,13 @@ export class Compactor {
     const count = log.count
     // A broken replica's memory is not what the store holds: never snapshot it.
     if (count === 0 || this.parts.status.broken !== undefined) return
-    const now =
-      force ||
-      count >= limits.updatesBeforeCompactionHardMax ||
-      log.bytes >= limits.updateBytesBeforeCompactionMax
-    if (now) {
+    const due = compactionDue(count, log.bytes, log.snapshotSize)
+    if (force || due === 'now') {
       await log.compactLog(this.parts.document.doc)
       return
     }
     this.lastBatchAt = clock.now()
-    if (count >= limits.updatesBeforeCompactionMax && this.compactTimer === undefined) {
+    if (due === 'idle' && this.compactTimer === undefined) {
       this.compactTimer = clock.setTimeout(() => this.compactWhenIdle(), limits.compactionIdleMs)
     }
   }

@@ -25,12 +25,17 @@ export interface UpdateLogOptions {
   readonly clientIds?: ClientIdSource
 }
 
+/** The snapshot of an empty document (a wipe stores it). */
+const EMPTY_SNAPSHOT = Y.encodeStateAsUpdate(new Y.Doc())
+
 /** The stored document of one replica. */
 export class UpdateLog {
   openKind: OpenKind = 'new'
   private nextUpdateSeq = 1
   private firstUpdateSeq = 1
   private updateBytesSinceSnapshot = 0
+  /** Bytes of the stored snapshot (what a compaction costs grows with it). */
+  private snapshotBytes = 0
   /**
    * A staged wipe not committed yet (WipeOptions.staged): the update
    * sequence number its document's log starts at (what is stored before it
@@ -65,6 +70,11 @@ export class UpdateLog {
     return this.updateBytesSinceSnapshot
   }
 
+  /** Bytes of the stored snapshot. */
+  get snapshotSize(): number {
+    return this.snapshotBytes
+  }
+
   /** The sequence number the next stored update gets. */
   get nextSeq(): number {
     return this.nextUpdateSeq
@@ -83,6 +93,7 @@ export class UpdateLog {
     const doc = new Y.Doc({ gc: true })
     const snapshot = await store.get(keys.snapshot)
     if (snapshot !== undefined) Y.applyUpdate(doc, snapshot)
+    this.snapshotBytes = snapshot?.byteLength ?? 0
     this.firstUpdateSeq = 1
     this.nextUpdateSeq = 1
     this.updateBytesSinceSnapshot = 0
@@ -199,7 +210,7 @@ export class UpdateLog {
    */
   wipeOps(ops: StoreOp[], fromSeq: number): void {
     ops.push(
-      { type: 'put', key: keys.snapshot, value: Y.encodeStateAsUpdate(new Y.Doc()) },
+      { type: 'put', key: keys.snapshot, value: EMPTY_SNAPSHOT },
       { type: 'put', key: keys.updateSeq, value: encodeValue(this.nextUpdateSeq) },
     )
     for (let seq = this.firstUpdateSeq; seq < fromSeq; seq++) {
@@ -211,6 +222,7 @@ export class UpdateLog {
   restartAt(fromSeq: number): void {
     this.firstUpdateSeq = fromSeq
     this.updateBytesSinceSnapshot = 0
+    this.snapshotBytes = EMPTY_SNAPSHOT.byteLength
   }
 
   /** Folds the update log into one snapshot of `doc`, in one atomic batch. */
@@ -218,8 +230,9 @@ export class UpdateLog {
     // The document in memory is a staged wipe's: its snapshot would make
     // the wipe durable before the roster is back.
     if (this.staged !== undefined) return
+    const snapshot = Y.encodeStateAsUpdate(doc)
     const ops: StoreOp[] = [
-      { type: 'put', key: keys.snapshot, value: Y.encodeStateAsUpdate(doc) },
+      { type: 'put', key: keys.snapshot, value: snapshot },
       { type: 'put', key: keys.updateSeq, value: encodeValue(this.nextUpdateSeq) },
     ]
     for (let seq = this.firstUpdateSeq; seq < this.nextUpdateSeq; seq++) {
@@ -228,6 +241,7 @@ export class UpdateLog {
     await this.storeBatch(ops)
     this.firstUpdateSeq = this.nextUpdateSeq
     this.updateBytesSinceSnapshot = 0
+    this.snapshotBytes = snapshot.byteLength
   }
 
   /** Marks the shutdown clean (the clientID is kept) with the HLC's stamp. */
