@@ -126,6 +126,13 @@ export const limits = {
   /** Most parsed public keys kept for verification (a site's writers, with room to spare). */
   publicKeysCachedMax: 4_096,
   /**
+   * Most signatures made or verified kept to answer the same bytes again
+   * (core/signing.ts), and the longest message kept, in bytes (key and
+   * signature included): about 8 MiB at most.
+   */
+  signaturesMemoMax: 2_048,
+  signatureMemoMessageBytesMax: 4 * 1024,
+  /**
    * Most bytes of other writers' envelopes a device keeps to relay over the
    * LAN: half of `netLimits.messageBytesMax`, so that an answer holding all
    * of them and the device's own part still fits one message.

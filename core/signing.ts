@@ -167,9 +167,46 @@ export function hasSmallOrder(publicKey: Uint8Array): boolean {
   }
 }
 
+/**
+ * Signatures made and verified recently, keyed by every byte they depend on
+ * (the key, the message and, for a verification, the signature), so a hit
+ * is exactly the answer the computation gives. Ed25519 is deterministic, and
+ * the same bytes come back often: a writer seals the same pending update
+ * again on every push until it is acknowledged, a device hears the same
+ * envelope from the server and from its LAN neighbours, and a duplicated
+ * message carries the same envelope twice. Only successful verifications are
+ * kept. Small messages only: a long one costs more to key than to check.
+ */
+const signatureMemo = new Map<string, Uint8Array | true>()
+
+/** The memo's key for `parts`, or undefined when they are too long to keep. */
+function memoKey(kind: string, ...parts: Uint8Array[]): string | undefined {
+  let bytes = 0
+  for (const part of parts) bytes += part.byteLength
+  if (bytes > limits.signatureMemoMessageBytesMax) return undefined
+  let key = kind
+  for (const part of parts)
+    key += `\u0000${Buffer.from(part.buffer, part.byteOffset, part.byteLength).toString('latin1')}`
+  return key
+}
+
+function remember(key: string | undefined, value: Uint8Array | true): void {
+  if (key === undefined) return
+  if (signatureMemo.size >= limits.signaturesMemoMax) {
+    const oldest = signatureMemo.keys().next().value
+    if (oldest !== undefined) signatureMemo.delete(oldest)
+  }
+  signatureMemo.set(key, value)
+}
+
 /** Signs `message` with `key`. */
 export function signBytes(key: KeyPair, message: Uint8Array): Uint8Array {
-  return new Uint8Array(edSign(null, message, key.privateKey))
+  const memo = memoKey('s', key.publicKey, message)
+  const known = memo === undefined ? undefined : signatureMemo.get(memo)
+  if (known instanceof Uint8Array) return known.slice()
+  const signature = new Uint8Array(edSign(null, message, key.privateKey))
+  remember(memo, signature.slice())
+  return signature
 }
 
 /** True when `signature` is `publicKey`'s signature of `message`. */
@@ -179,7 +216,11 @@ export function verifyBytes(
   signature: Uint8Array,
 ): boolean {
   if (signature.byteLength !== SIGNATURE_BYTES) return false
-  return edVerify(null, message, publicKeyObject(publicKey), signature)
+  const memo = memoKey('v', publicKey, signature, message)
+  if (memo !== undefined && signatureMemo.get(memo) === true) return true
+  const ok = edVerify(null, message, publicKeyObject(publicKey), signature)
+  if (ok) remember(memo, true)
+  return ok
 }
 
 /**

@@ -3,14 +3,17 @@
  * fields on the peer that produces it, at the peer's injected clock time;
  * and the retention check at start-up: a device restarted after its
  * retention period starts wiped, before it shows anything, and one
- * restarted just before it does not.
+ * restarted just before it does not. The device reads its own wall
+ * clock, minutes ahead of the server's or behind it (issue 12), both ways
+ * round: each event carries the time of the peer that logged it.
  */
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { RosterEvent } from '../core/events.js'
 import { netLimits } from '../core/limits.js'
 import { DEFAULT_RETENTION_MS } from '../peers/create-device.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
 import { memorySite, type MemorySite } from './helpers/memory-site.js'
+import { DEVICE_SKEWS, offsetOf, skewedClock, type Skew } from './helpers/skewed-clock.js'
 
 const HOUR = 3_600_000
 const sites: MemorySite[] = []
@@ -24,176 +27,195 @@ async function site(clock: ManualClock, options = {}): Promise<MemorySite> {
   return s
 }
 
+/** The skew of the test running (set per `describe.each` round). */
+let skew: Skew = { name: 'none', offsetsMs: {} }
+
+/** Device D1's wall clock: the test's, skewed by this round's offset. */
+const deviceClock = (clock: ManualClock) => skewedClock(clock, offsetOf(skew, 'D1'))
+
 /** The events without their position and time, to compare whole. */
 const bare = (events: readonly RosterEvent[]): Array<Omit<RosterEvent, 'seq' | 'at'>> =>
   events.map(({ seq: _seq, at: _at, ...rest }) => rest)
 
-describe('events on the server', () => {
-  it('user-update-succeeded (origin server) and policy-changed, with their fields and time', async () => {
-    const clock = new ManualClock()
-    const s = await site(clock, { fieldPolicies: { phone: 'device-specific' } })
-    expect(bare(s.server.events.query({ type: 'policy-changed' }))).toEqual([
-      { type: 'policy-changed', fields: ['phone'], message: 'phone is now device-specific' },
-    ])
-    await s.server.users.put({ id: 'u1', name: 'Ann', email: 'ann@example.com' })
-    const updates = s.server.events.query({ type: 'user-update-succeeded' })
-    expect(bare(updates)).toEqual([
-      { type: 'user-update-succeeded', origin: 'server', userId: 'u1', fields: ['name', 'email'] },
-    ])
-    expect(updates[0]?.at).toBe(clock.now())
-    await clock.advance(1_000)
-    await s.server.setFieldPolicies({ title: 'last-writer-wins', phone: 'device-specific' })
-    const policies = s.server.events.query({ type: 'policy-changed' })
-    // A policy set to what it already is changes nothing and logs nothing.
-    expect(bare(policies)).toEqual([
-      { type: 'policy-changed', fields: ['phone'], message: 'phone is now device-specific' },
-      { type: 'policy-changed', fields: ['title'], message: 'title is now last-writer-wins' },
-    ])
-    expect(policies[1]?.at).toBe(clock.now())
+describe.each(DEVICE_SKEWS)('$name', (round) => {
+  beforeEach(() => {
+    skew = round
   })
 
-  it('device-registered once per device, device-revoked, and the adoption of a device fill', async () => {
-    const clock = new ManualClock()
-    const s = await site(clock)
-    const d = await s.device('D1', clock, { name: 'Front door' })
-    await d.sync.whenIdle()
-    const registered = s.server.events.query({ type: 'device-registered' })
-    expect(bare(registered)).toEqual([{ type: 'device-registered', deviceId: 'D1' }])
-    expect(registered[0]?.at).toBe(clock.now())
-    // Reconnecting is not registering again.
-    s.down()
-    s.up()
-    await d.sync.whenIdle()
-    expect(s.server.events.query({ type: 'device-registered' })).toHaveLength(1)
-
-    await d.users.put({ id: 'u2', name: 'Bob' })
-    await d.sync.whenIdle()
-    expect(bare(s.server.events.query({ type: 'user-update-succeeded' }))).toEqual([
-      {
-        type: 'user-update-succeeded',
-        origin: 'device',
-        userId: 'u2',
-        deviceId: 'D1',
-        fields: ['name'],
-      },
-    ])
-
-    expect(await s.server.devices.revoke('D1')).toBe(true)
-    expect(bare(s.server.events.query({ type: 'device-revoked' }))).toEqual([
-      { type: 'device-revoked', deviceId: 'D1' },
-    ])
-  })
-})
-
-describe('events on a device', () => {
-  it('user-update-succeeded (origin device), edit-overridden-by-server, user-deleted-locally', async () => {
-    const clock = new ManualClock()
-    const s = await site(clock)
-    await s.server.users.put({ id: 'u1', name: 'Ann' })
-    const d = await s.device('D1', clock)
-    await d.sync.whenIdle()
-    await d.users.patch('u1', { name: 'Not Ann', phone: '+1 555' })
-    expect(bare(d.events.query({ type: 'user-update-succeeded' }))).toEqual([
-      {
-        type: 'user-update-succeeded',
-        origin: 'device',
-        userId: 'u1',
-        deviceId: 'D1',
-        fields: ['name', 'phone'],
-      },
-    ])
-    // The server holds a name: the device's is overridden (rule 1), its phone fills (rule 2).
-    expect(bare(d.events.query({ type: 'edit-overridden-by-server' }))).toEqual([
-      { type: 'edit-overridden-by-server', userId: 'u1', deviceId: 'D1', fields: ['name'] },
-    ])
-    await d.users.delete('u1')
-    const deleted = d.events.query({ type: 'user-deleted-locally' })
-    expect(bare(deleted)).toEqual([{ type: 'user-deleted-locally', userId: 'u1', deviceId: 'D1' }])
-    expect(deleted[0]?.at).toBe(clock.now())
-    // Local only: the server logs no delete.
-    await d.sync.whenIdle()
-    expect(s.server.events.query({ type: ['user-deleted-locally', 'user-deleted'] })).toEqual([])
-  })
-
-  it('sync-started, sync-succeeded, sync-failed and save-to-server-failed', async () => {
-    const clock = new ManualClock()
-    const s = await site(clock)
-    const d = await s.device('D1', clock, { mode: 'periodic' })
-    await d.sync.whenIdle()
-    const before = d.events.query().length
-    await d.sync.full()
-    expect(bare(d.events.query().slice(before))).toEqual([
-      { type: 'sync-started', kind: 'full' },
-      { type: 'sync-succeeded', kind: 'full' },
-    ])
-
-    s.down()
-    const failedFrom = clock.now()
-    const failing = d.sync.delta().catch((error: unknown) => error)
-    await clock.advance(netLimits.syncConnectTimeoutMs)
-    expect(await failing).toMatchObject({ code: 'SYNC_FAILED' })
-    const failed = d.events.query({ type: 'sync-failed' })
-    expect(failed[0]?.message).toMatch(/unreachable/)
-    expect(bare(failed)).toEqual([
-      { type: 'sync-failed', kind: 'delta', code: 'SYNC_FAILED', message: failed[0]?.message },
-    ])
-    expect(failed[0]?.at).toBeGreaterThanOrEqual(failedFrom)
-    expect(failed[0]?.at).toBeLessThanOrEqual(clock.now())
-
-    s.up()
-    s.serverStore.failAll(true)
-    await d.users.put({ id: 'u5', name: 'Kept' })
-    await expect(d.sync.delta()).rejects.toMatchObject({ code: 'SAVE_TO_SERVER_FAILED' })
-    const saves = d.events.query({ type: 'save-to-server-failed' })
-    expect(saves.length).toBeGreaterThan(0)
-    expect(saves[0]?.message).toMatch(/./)
-    expect(bare(saves)[0]).toEqual({
-      type: 'save-to-server-failed',
-      code: 'STORAGE_FAILED',
-      message: saves[0]?.message,
+  describe('events on the server', () => {
+    it('user-update-succeeded (origin server) and policy-changed, with their fields and time', async () => {
+      const clock = new ManualClock()
+      const s = await site(clock, { fieldPolicies: { phone: 'device-specific' } })
+      expect(bare(s.server.events.query({ type: 'policy-changed' }))).toEqual([
+        { type: 'policy-changed', fields: ['phone'], message: 'phone is now device-specific' },
+      ])
+      await s.server.users.put({ id: 'u1', name: 'Ann', email: 'ann@example.com' })
+      const updates = s.server.events.query({ type: 'user-update-succeeded' })
+      expect(bare(updates)).toEqual([
+        {
+          type: 'user-update-succeeded',
+          origin: 'server',
+          userId: 'u1',
+          fields: ['name', 'email'],
+        },
+      ])
+      expect(updates[0]?.at).toBe(clock.now())
+      await clock.advance(1_000)
+      await s.server.setFieldPolicies({ title: 'last-writer-wins', phone: 'device-specific' })
+      const policies = s.server.events.query({ type: 'policy-changed' })
+      // A policy set to what it already is changes nothing and logs nothing.
+      expect(bare(policies)).toEqual([
+        { type: 'policy-changed', fields: ['phone'], message: 'phone is now device-specific' },
+        { type: 'policy-changed', fields: ['title'], message: 'title is now last-writer-wins' },
+      ])
+      expect(policies[1]?.at).toBe(clock.now())
     })
-    expect(d.users.get('u5')?.name).toBe('Kept')
-    s.serverStore.failAll(false)
+
+    it('device-registered once per device, device-revoked, and the adoption of a device fill', async () => {
+      const clock = new ManualClock()
+      const s = await site(clock)
+      const d = await s.device('D1', deviceClock(clock), { name: 'Front door' })
+      await d.sync.whenIdle()
+      const registered = s.server.events.query({ type: 'device-registered' })
+      expect(bare(registered)).toEqual([{ type: 'device-registered', deviceId: 'D1' }])
+      expect(registered[0]?.at).toBe(clock.now())
+      // Reconnecting is not registering again.
+      s.down()
+      s.up()
+      await d.sync.whenIdle()
+      expect(s.server.events.query({ type: 'device-registered' })).toHaveLength(1)
+
+      await d.users.put({ id: 'u2', name: 'Bob' })
+      await d.sync.whenIdle()
+      expect(bare(s.server.events.query({ type: 'user-update-succeeded' }))).toEqual([
+        {
+          type: 'user-update-succeeded',
+          origin: 'device',
+          userId: 'u2',
+          deviceId: 'D1',
+          fields: ['name'],
+        },
+      ])
+
+      expect(await s.server.devices.revoke('D1')).toBe(true)
+      expect(bare(s.server.events.query({ type: 'device-revoked' }))).toEqual([
+        { type: 'device-revoked', deviceId: 'D1' },
+      ])
+    })
   })
-})
 
-describe('the retention check at start-up', () => {
-  it('wipes a device restarted after its retention period, before it shows anything', async () => {
-    const clock = new ManualClock()
-    const s = await site(clock)
-    await s.server.users.put({ id: 'u1', name: 'Ann' })
-    const first = await s.device('D1', clock)
-    await first.sync.whenIdle()
-    // (Through the replica: reading through the API counts as use.)
-    expect(first.replica.list()).toHaveLength(1)
-    const lastUse = first.sync.status().lastUsedAt
-    await first.close()
+  describe('events on a device', () => {
+    it('user-update-succeeded (origin device), edit-overridden-by-server, user-deleted-locally', async () => {
+      const clock = new ManualClock()
+      const s = await site(clock)
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      const d = await s.device('D1', deviceClock(clock))
+      await d.sync.whenIdle()
+      await d.users.patch('u1', { name: 'Not Ann', phone: '+1 555' })
+      expect(bare(d.events.query({ type: 'user-update-succeeded' }))).toEqual([
+        {
+          type: 'user-update-succeeded',
+          origin: 'device',
+          userId: 'u1',
+          deviceId: 'D1',
+          fields: ['name', 'phone'],
+        },
+      ])
+      // The server holds a name: the device's is overridden (rule 1), its phone fills (rule 2).
+      expect(bare(d.events.query({ type: 'edit-overridden-by-server' }))).toEqual([
+        { type: 'edit-overridden-by-server', userId: 'u1', deviceId: 'D1', fields: ['name'] },
+      ])
+      await d.users.delete('u1')
+      const deleted = d.events.query({ type: 'user-deleted-locally' })
+      expect(bare(deleted)).toEqual([
+        { type: 'user-deleted-locally', userId: 'u1', deviceId: 'D1' },
+      ])
+      expect(deleted[0]?.at).toBe(deviceClock(clock).now())
+      // Local only: the server logs no delete.
+      await d.sync.whenIdle()
+      expect(s.server.events.query({ type: ['user-deleted-locally', 'user-deleted'] })).toEqual([])
+    })
 
-    // Off for an hour less than the retention period (10 days): kept.
-    await clock.advance(lastUse + DEFAULT_RETENTION_MS - HOUR - clock.now())
-    const early = await s.device('D1', clock)
-    expect(early.replica.list()).toHaveLength(1)
-    expect(early.replica.events.query({ type: 'roster-wiped' })).toEqual([])
-    expect(early.sync.status()).toMatchObject({ offlineReady: true })
-    await early.close()
+    it('sync-started, sync-succeeded, sync-failed and save-to-server-failed', async () => {
+      const clock = new ManualClock()
+      const s = await site(clock)
+      const d = await s.device('D1', deviceClock(clock), { mode: 'periodic' })
+      await d.sync.whenIdle()
+      const before = d.events.query().length
+      await d.sync.full()
+      expect(bare(d.events.query().slice(before))).toEqual([
+        { type: 'sync-started', kind: 'full' },
+        { type: 'sync-succeeded', kind: 'full' },
+      ])
 
-    // Off for the retention period: wiped by the time createDevice resolves.
-    await clock.advance(HOUR)
-    const late = await s.device('D1', clock)
-    expect(late.replica.list()).toEqual([])
-    const wiped = late.replica.events.query({ type: 'roster-wiped' })
-    expect(bare(wiped)).toEqual([
-      { type: 'roster-wiped', message: 'unused for 10 days (retention)' },
-    ])
-    expect(wiped[0]?.at).toBe(clock.now())
-    expect(late.sync.status().offlineReady).toBe(false)
-    expect(late.sync.status().warning).toMatch(/^ONLINE_ONLY/)
-    // It stays wiped until used; used, it full-syncs again.
-    await settle(20)
-    expect(late.replica.list()).toEqual([])
-    expect(late.users.list()).toEqual([])
-    await late.sync.whenIdle()
-    expect(late.users.list()).toEqual([{ id: 'u1', name: 'Ann' }])
-    expect(late.sync.status()).toMatchObject({ offlineReady: true })
+      s.down()
+      const failedFrom = deviceClock(clock).now()
+      const failing = d.sync.delta().catch((error: unknown) => error)
+      await clock.advance(netLimits.syncConnectTimeoutMs)
+      expect(await failing).toMatchObject({ code: 'SYNC_FAILED' })
+      const failed = d.events.query({ type: 'sync-failed' })
+      expect(failed[0]?.message).toMatch(/unreachable/)
+      expect(bare(failed)).toEqual([
+        { type: 'sync-failed', kind: 'delta', code: 'SYNC_FAILED', message: failed[0]?.message },
+      ])
+      expect(failed[0]?.at).toBeGreaterThanOrEqual(failedFrom)
+      expect(failed[0]?.at).toBeLessThanOrEqual(deviceClock(clock).now())
+
+      s.up()
+      s.serverStore.failAll(true)
+      await d.users.put({ id: 'u5', name: 'Kept' })
+      await expect(d.sync.delta()).rejects.toMatchObject({ code: 'SAVE_TO_SERVER_FAILED' })
+      const saves = d.events.query({ type: 'save-to-server-failed' })
+      expect(saves.length).toBeGreaterThan(0)
+      expect(saves[0]?.message).toMatch(/./)
+      expect(bare(saves)[0]).toEqual({
+        type: 'save-to-server-failed',
+        code: 'STORAGE_FAILED',
+        message: saves[0]?.message,
+      })
+      expect(d.users.get('u5')?.name).toBe('Kept')
+      s.serverStore.failAll(false)
+    })
+  })
+
+  describe('the retention check at start-up', () => {
+    it('wipes a device restarted after its retention period, before it shows anything', async () => {
+      const clock = new ManualClock()
+      const s = await site(clock)
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      const first = await s.device('D1', deviceClock(clock))
+      await first.sync.whenIdle()
+      // (Through the replica: reading through the API counts as use.)
+      expect(first.replica.list()).toHaveLength(1)
+      const lastUse = first.sync.status().lastUsedAt
+      await first.close()
+
+      // Off for an hour less than the retention period (10 days): kept.
+      await clock.advance(lastUse + DEFAULT_RETENTION_MS - HOUR - deviceClock(clock).now())
+      const early = await s.device('D1', deviceClock(clock))
+      expect(early.replica.list()).toHaveLength(1)
+      expect(early.replica.events.query({ type: 'roster-wiped' })).toEqual([])
+      expect(early.sync.status()).toMatchObject({ offlineReady: true })
+      await early.close()
+
+      // Off for the retention period: wiped by the time createDevice resolves.
+      await clock.advance(HOUR)
+      const late = await s.device('D1', deviceClock(clock))
+      expect(late.replica.list()).toEqual([])
+      const wiped = late.replica.events.query({ type: 'roster-wiped' })
+      expect(bare(wiped)).toEqual([
+        { type: 'roster-wiped', message: 'unused for 10 days (retention)' },
+      ])
+      expect(wiped[0]?.at).toBe(deviceClock(clock).now())
+      expect(late.sync.status().offlineReady).toBe(false)
+      expect(late.sync.status().warning).toMatch(/^ONLINE_ONLY/)
+      // It stays wiped until used; used, it full-syncs again.
+      await settle(20)
+      expect(late.replica.list()).toEqual([])
+      expect(late.users.list()).toEqual([])
+      await late.sync.whenIdle()
+      expect(late.users.list()).toEqual([{ id: 'u1', name: 'Ann' }])
+      expect(late.sync.status()).toMatchObject({ offlineReady: true })
+    })
   })
 })

@@ -3,9 +3,11 @@
  * lifecycle"): full and delta syncs, the offline gate, status per
  * direction, retries with bounded backoff, retention, and a server that
  * cannot save. Device and server run in one process over an in-memory
- * transport; every timer goes through the manual clock.
+ * transport; every timer goes through the manual clock. Each device reads
+ * its own wall clock off it, minutes ahead of the server's or behind it
+ * (issue 12), and every test runs both ways round.
  */
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { SyncError } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
 import type { CloseInfo, Connection, Transport } from '../core/transport.js'
@@ -16,6 +18,7 @@ import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
 import { memorySite } from './helpers/memory-site.js'
+import { DEVICE_SKEWS, offsetOf, skewedClock, type Skew } from './helpers/skewed-clock.js'
 
 const SITE_KEY = 'lifecycle-site-key'
 const MINUTE = 60_000
@@ -104,6 +107,15 @@ function gated(inner: Connection, gate: (deliver: () => void) => void): Connecti
   }
 }
 
+/** The skew of the test running (set per `describe.each` round). */
+let skew: Skew = { name: 'none', offsetsMs: {} }
+
+/** Device `id`'s wall clock: the site's, skewed by this round's offset. */
+const deviceClock = (clock: ManualClock, id = 'D1') => skewedClock(clock, offsetOf(skew, id))
+
+/** What device `id`'s wall clock reads now (the times its status reports). */
+const deviceNow = (s: Pick<Site, 'clock'>, id = 'D1'): number => deviceClock(s.clock, id).now()
+
 async function device(
   s: Site,
   id = 'D1',
@@ -113,7 +125,7 @@ async function device(
   const d = await createDevice({
     id,
     store: memoryStore(),
-    clock: s.clock,
+    clock: deviceClock(s.clock, id),
     server: 'ws://sim-server',
     serverTransport: s.transport,
     siteKey: SITE_KEY,
@@ -125,406 +137,416 @@ async function device(
   return d
 }
 
-describe('status per direction', () => {
-  it('walks not-started, in-progress, success in order', async () => {
-    const s = await site()
-    s.down()
-    await s.server.users.put({ id: 'u1', name: 'Ann' })
-    const d = await device(s)
-    await settle()
-    expect(d.sync.status().serverToDevice.state).toBe('not-started')
-    expect(d.sync.status().deviceToServer.state).toBe('not-started')
-    s.up()
-    s.hold()
-    const done = d.sync.full()
-    await settle()
-    expect(d.sync.status().serverToDevice.state).toBe('in-progress')
-    expect(d.sync.status().deviceToServer.state).toBe('in-progress')
-    s.release()
-    await done
-    const status = d.sync.status()
-    expect(status.serverToDevice).toMatchObject({ state: 'success', at: s.clock.now() })
-    expect(status.deviceToServer).toMatchObject({ state: 'success', at: s.clock.now() })
-    expect(d.users.get('u1')?.name).toBe('Ann')
-    const types = d.events.query({ type: ['sync-started', 'sync-succeeded'] }).map((e) => e.type)
-    expect(types.slice(-2)).toEqual(['sync-started', 'sync-succeeded'])
+describe.each(DEVICE_SKEWS)('$name', (round) => {
+  beforeEach(() => {
+    skew = round
   })
 
-  it('says failed with the error when the server is unreachable, and a retry succeeds', async () => {
-    const s = await site()
-    s.down()
-    const d = await device(s)
-    await expect(d.sync.delta()).rejects.toMatchObject({ code: 'SYNC_FAILED' })
-    expect(d.sync.status().serverToDevice).toMatchObject({
-      state: 'failed',
-      error: { code: 'SYNC_FAILED' },
-    })
-    expect(d.events.query({ type: 'sync-failed' }).length).toBeGreaterThan(0)
-    s.up()
-    await d.sync.full()
-    expect(d.sync.status().serverToDevice.state).toBe('success')
-  })
-
-  it('logs an outage once: one sync-failed for many failed retries, then sync-succeeded', async () => {
-    const s = await site()
-    const d = await device(s)
-    await d.sync.whenIdle()
-    s.down()
-    await expect(d.sync.delta()).rejects.toMatchObject({ code: 'SYNC_FAILED' })
-    const failedAt: number[] = []
-    for (let minute = 0; minute < 30; minute++) {
-      await s.clock.advance(MINUTE)
-      const status = d.sync.status().deviceToServer
-      if (status.state === 'failed' && status.at !== undefined) failedAt.push(status.at)
-    }
-    // The retries ran (the status moved on each failure)...
-    expect(new Set(failedAt).size).toBeGreaterThan(10)
-    // ... but the log says it once.
-    expect(d.events.query({ type: 'sync-failed' })).toHaveLength(1)
-    s.up()
-    await s.clock.advance(netLimits.syncRetryDelayMsMax)
-    await d.sync.whenIdle()
-    const types = d.events.query({ type: ['sync-started', 'sync-failed', 'sync-succeeded'] })
-    expect(types.map((e) => e.type).slice(-3)).toEqual([
-      'sync-started',
-      'sync-failed',
-      'sync-succeeded',
-    ])
-  })
-})
-
-describe('the offline gate', () => {
-  it('holds before the first full sync and lifts after it', async () => {
-    const s = await site()
-    await s.server.users.put({ id: 'u1', name: 'Ann' })
-    s.down()
-    const d = await device(s)
-    await settle()
-    expect(d.sync.status().offlineReady).toBe(false)
-    expect(d.sync.status().warning).toMatch(/^ONLINE_ONLY/)
-    s.up()
-    await s.clock.advance(netLimits.retryDelayMsMax)
-    await d.sync.whenIdle()
-    expect(d.sync.status().offlineReady).toBe(true)
-    expect(d.sync.status().warning).toBeUndefined()
-    expect(d.users.get('u1')?.name).toBe('Ann')
-    s.down()
-    await settle()
-    expect(d.sync.status().link).not.toBe('connected')
-    expect(d.sync.status()).toMatchObject({ offlineReady: true })
-    expect(d.sync.status().warning).toBeUndefined()
-  })
-
-  it('is remembered across a restart', async () => {
-    const s = await site()
-    const store = memoryStore()
-    const keepOpen = {
-      ...store,
-      get: store.get.bind(store),
-      put: store.put.bind(store),
-      del: store.del.bind(store),
-      batch: store.batch.bind(store),
-      range: store.range.bind(store),
-      close: async () => undefined,
-    }
-    const first = await device(s, 'D1', { store: keepOpen })
-    await first.sync.whenIdle()
-    expect(first.sync.status().offlineReady).toBe(true)
-    await first.close()
-    s.down()
-    const again = await device(s, 'D1', { store: keepOpen })
-    expect(again.sync.status()).toMatchObject({ offlineReady: true })
-    expect(again.sync.status().lastFullSyncAt).toBe(s.clock.now())
-  })
-})
-
-describe('delta sync', () => {
-  it('fires deltaIntervalMs after the last completion (periodic mode)', async () => {
-    const s = await site()
-    const d = await device(s, 'D1', { mode: 'periodic' })
-    await d.sync.whenIdle()
-    const completed = s.clock.now()
-    await s.clock.advance(MINUTE)
-    await s.server.users.put({ id: 'u1', name: 'Ann' })
-    await s.clock.advance(30 * MINUTE - MINUTE - 1)
-    expect(d.users.get('u1')).toBeUndefined()
-    expect(s.clock.now()).toBe(completed + 30 * MINUTE - 1)
-    await s.clock.advance(1)
-    await settle(20)
-    expect(d.users.get('u1')?.name).toBe('Ann')
-    const second = d.sync.status().serverToDevice.at
-    expect(second).toBe(completed + 30 * MINUTE)
-    // The next one is 30 minutes after that completion, not before.
-    await s.server.users.patch('u1', { name: 'Anne' })
-    await s.clock.advance(30 * MINUTE - 1)
-    expect(d.users.get('u1')?.name).toBe('Ann')
-    await s.clock.advance(1)
-    await settle(20)
-    expect(d.users.get('u1')?.name).toBe('Anne')
-  })
-
-  it('sends only what the other side lacks, and in periodic mode nothing between syncs', async () => {
-    const s = await site()
-    const d = await device(s, 'D1', { mode: 'periodic' })
-    await d.sync.whenIdle()
-    await d.users.put({ id: 'u7', name: 'Dev' })
-    await settle()
-    expect(s.server.users.get('u7')).toBeUndefined()
-    await d.sync.delta()
-    expect(s.server.users.get('u7')?.name).toBe('Dev')
-  })
-
-  it('going online pushes offline changes by itself (live mode)', async () => {
-    const s = await site()
-    const d = await device(s)
-    await d.sync.whenIdle()
-    s.down()
-    await d.users.put({ id: 'u8', name: 'Offline' })
-    expect(s.server.users.get('u8')).toBeUndefined()
-    s.up()
-    await s.clock.advance(netLimits.retryDelayMsMax)
-    await settle(20)
-    expect(s.server.users.get('u8')?.name).toBe('Offline')
-  })
-})
-
-describe('backoff', () => {
-  it('is bounded, and grows from the first retry to the bound', async () => {
-    const s = await site()
-    s.down()
-    const d = await device(s)
-    await s.clock.advance(2 * 3_600_000)
-    const retries = s.clock.delays.filter((ms) => ms <= netLimits.syncRetryDelayMsMax)
-    expect(Math.max(...s.clock.delays.filter((ms) => ms < 30 * MINUTE))).toBeLessThanOrEqual(
-      Math.max(netLimits.retryDelayMsMax, netLimits.syncRetryDelayMsMax),
-    )
-    expect(retries.length).toBeGreaterThan(10)
-    expect(Math.min(...retries)).toBeLessThan(2_000)
-    expect(Math.max(...retries)).toBeGreaterThan(netLimits.syncRetryDelayMsMax * 0.9)
-    expect(d.sync.status().deviceToServer.state).not.toBe('success')
-  })
-})
-
-describe('full sync', () => {
-  it('pushes offline changes first, then clears and fetches the whole roster', async () => {
-    const s = await site()
-    await s.server.users.put({ id: 'u1', name: 'Ann' })
-    const d = await device(s)
-    await d.sync.whenIdle()
-    const before = d.replica.clientId
-    s.down()
-    await d.users.put({ id: 'u2', name: 'Made offline' })
-    await s.server.users.put({ id: 'u3', name: 'Made on the server' })
-    s.up()
-    await d.sync.full()
-    expect(s.server.users.get('u2')?.name).toBe('Made offline')
-    expect(d.replica.clientId).not.toBe(before)
-    expect(d.users.list()).toEqual(s.server.users.list())
-    expect(d.users.list().map((u) => u.id)).toEqual(['u1', 'u2', 'u3'])
-  })
-
-  it('a fetch that fails after the wipe leaves the device as before, deletes and own writes shown', async () => {
-    const s = await site()
-    await s.server.users.put({ id: 'u1', name: 'Ann' })
-    await s.server.users.put({ id: 'u2', name: 'Bob' })
-    const d = await device(s)
-    await d.sync.whenIdle()
-    await d.users.delete('u1')
-    await d.users.put({ id: 'u3', name: 'Own' })
-    await d.sync.whenIdle()
-    const before = d.users.list()
-    expect(before.map((u) => u.id)).toEqual(['u2', 'u3'])
-    // The link goes down right after the wipe: the fetch fails.
-    const wipe = d.replica.wipe.bind(d.replica)
-    d.replica.wipe = async (options) => {
-      await wipe(options)
+  describe('status per direction', () => {
+    it('walks not-started, in-progress, success in order', async () => {
+      const s = await site()
       s.down()
-    }
-    const full = d.sync.full().catch((error: unknown) => error)
-    // Written while the wipe holds own writes: it lands once the wipe is undone.
-    const written = d.users.put({ id: 'u4', name: 'Held' })
-    await s.clock.advance(netLimits.syncAnswerTimeoutMs)
-    expect(await full).toMatchObject({ code: 'SYNC_FAILED' })
-    await written
-    expect(d.users.list()).toEqual([...before, { id: 'u4', name: 'Held' }])
-    expect(d.sync.status()).toMatchObject({ offlineReady: true })
-    // The retry (a full sync again) completes it: u1 shows again (rule 3).
-    d.replica.wipe = wipe
-    s.up()
-    await s.clock.advance(netLimits.syncRetryDelayMsMax)
-    await d.sync.whenIdle()
-    expect(d.sync.status().serverToDevice.state).toBe('success')
-    expect(d.users.list().map((u) => u.id)).toEqual(['u1', 'u2', 'u3', 'u4'])
-  })
-
-  it('a device closed between the wipe and the fetch reopens as before', async () => {
-    const clock = new ManualClock()
-    const s = await memorySite(clock)
-    closers.push(() => s.close())
-    await s.server.users.put({ id: 'u1', name: 'Ann' })
-    await s.server.users.put({ id: 'u2', name: 'Bob' })
-    const d = await s.device('D1', clock)
-    await d.sync.whenIdle()
-    await d.users.delete('u1')
-    await d.users.put({ id: 'u3', name: 'Own' })
-    await d.sync.whenIdle()
-    const before = d.users.list()
-    const lastFullSyncAt = d.sync.status().lastFullSyncAt
-    const wipe = d.replica.wipe.bind(d.replica)
-    let closing: Promise<void> | undefined
-    d.replica.wipe = async (options) => {
-      await wipe(options)
-      closing = d.close()
-    }
-    await expect(d.sync.full()).rejects.toMatchObject({ code: 'SYNC_FAILED' })
-    await closing
-    const again = await s.device('D1', clock)
-    expect(again.users.list()).toEqual(before)
-    expect(again.sync.status()).toMatchObject({ offlineReady: true, lastFullSyncAt })
-  })
-
-  it('does not clear anything when the push fails', async () => {
-    const s = await site()
-    const d = await device(s)
-    await d.sync.whenIdle()
-    s.serverStore.failAll(true)
-    await d.users.put({ id: 'u2', name: 'Kept' })
-    await expect(d.sync.full()).rejects.toMatchObject({ code: 'SAVE_TO_SERVER_FAILED' })
-    expect(d.users.get('u2')?.name).toBe('Kept')
-    expect(d.sync.status().offlineReady).toBe(true)
-    s.serverStore.failAll(false)
-  })
-})
-
-describe('save-to-server-failed', () => {
-  it('is logged on the device, which keeps its value, and a retry saves it', async () => {
-    const s = await site()
-    const d = await device(s)
-    await d.sync.whenIdle()
-    s.serverStore.failAll(true)
-    await d.users.put({ id: 'u5', name: 'Device value' })
-    await settle(20)
-    expect(d.events.query({ type: 'save-to-server-failed' }).length).toBeGreaterThan(0)
-    expect(d.users.get('u5')?.name).toBe('Device value')
-    await expect(d.sync.delta()).rejects.toMatchObject({ code: 'SAVE_TO_SERVER_FAILED' })
-    expect(d.sync.status().deviceToServer).toMatchObject({
-      state: 'failed',
-      error: { code: 'SAVE_TO_SERVER_FAILED' },
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      const d = await device(s)
+      await settle()
+      expect(d.sync.status().serverToDevice.state).toBe('not-started')
+      expect(d.sync.status().deviceToServer.state).toBe('not-started')
+      s.up()
+      s.hold()
+      const done = d.sync.full()
+      await settle()
+      expect(d.sync.status().serverToDevice.state).toBe('in-progress')
+      expect(d.sync.status().deviceToServer.state).toBe('in-progress')
+      s.release()
+      await done
+      const status = d.sync.status()
+      expect(status.serverToDevice).toMatchObject({ state: 'success', at: deviceNow(s) })
+      expect(status.deviceToServer).toMatchObject({ state: 'success', at: deviceNow(s) })
+      expect(d.users.get('u1')?.name).toBe('Ann')
+      const types = d.events.query({ type: ['sync-started', 'sync-succeeded'] }).map((e) => e.type)
+      expect(types.slice(-2)).toEqual(['sync-started', 'sync-succeeded'])
     })
-    s.serverStore.failAll(false)
-    await s.clock.advance(netLimits.syncRetryDelayMsMax)
-    await d.sync.whenIdle()
-    expect(s.server.users.get('u5')?.name).toBe('Device value')
-    expect(d.sync.status().deviceToServer.state).toBe('success')
-  })
-})
 
-describe('retention', () => {
-  it('wipes at 10 days unused and not at 9, then full-syncs again once used', async () => {
-    const s = await site()
-    await s.server.users.put({ id: 'u1', name: 'Ann' })
-    const d = await device(s)
-    await d.sync.whenIdle()
-    await d.users.delete('u1')
-    await s.server.users.put({ id: 'u2', name: 'Bob' })
-    const lastUse = s.clock.now()
-    await s.clock.advance(9 * DAY)
-    expect(d.replica.list().map((u) => u.id)).toEqual(['u2'])
-    // (replica.events: reading through the API would count as use)
-    expect(d.replica.events.query({ type: 'roster-wiped' })).toEqual([])
-    expect(s.clock.now() - lastUse).toBe(9 * DAY)
-    await s.clock.advance(DAY - 1)
-    expect(d.replica.list().length).toBe(1)
-    await s.clock.advance(1)
-    await settle(20)
-    expect(d.replica.list()).toEqual([])
-    expect(d.replica.events.query({ type: 'roster-wiped' })).toHaveLength(1)
-    expect(d.sync.status()).toMatchObject({ offlineReady: false })
-    // Used again: a full sync brings the roster back (local deletes were wiped too).
-    expect(d.users.list()).toEqual([])
-    await d.sync.whenIdle()
-    expect(d.users.list().map((u) => u.id)).toEqual(['u1', 'u2'])
-    expect(d.sync.status()).toMatchObject({ offlineReady: true })
-  })
+    it('says failed with the error when the server is unreachable, and a retry succeeds', async () => {
+      const s = await site()
+      s.down()
+      const d = await device(s)
+      await expect(d.sync.delta()).rejects.toMatchObject({ code: 'SYNC_FAILED' })
+      expect(d.sync.status().serverToDevice).toMatchObject({
+        state: 'failed',
+        error: { code: 'SYNC_FAILED' },
+      })
+      expect(d.events.query({ type: 'sync-failed' }).length).toBeGreaterThan(0)
+      s.up()
+      await d.sync.full()
+      expect(d.sync.status().serverToDevice.state).toBe('success')
+    })
 
-  it('counts a sign-in as use', async () => {
-    const s = await site()
-    await s.server.users.put({ id: 'u1', name: 'Ann' })
-    const d = await device(s, 'D1', { retentionMs: 2 * DAY })
-    await d.sync.whenIdle()
-    await s.clock.advance(DAY + DAY / 2)
-    await d.signIn('u1')
-    await s.clock.advance(DAY)
-    expect(d.replica.list()).toHaveLength(1)
-    await s.clock.advance(DAY)
-    await settle(20)
-    expect(d.replica.list()).toHaveLength(0)
-  })
-})
-
-describe('sync.whenReady: the first full sync', () => {
-  it('resolves once the first full sync is done; the status says why and until when it waits', async () => {
-    const s = await site()
-    await s.server.users.put({ id: 'u1', name: 'Ann' })
-    s.down()
-    const d = await device(s)
-    let ready = false
-    const waiting = d.sync.whenReady().then(() => (ready = true))
-    await settle()
-    expect(ready).toBe(false)
-    // Down: the status says why the link waits and when it tries next.
-    const status = d.sync.status()
-    expect(status.link).toBe('disconnected')
-    expect(status.waiting).toMatch(/server down/)
-    expect(status.nextAttemptAt).toBeGreaterThan(s.clock.now())
-    // A failed attempt does not reject it.
-    await s.clock.advance(netLimits.retryDelayMsMax)
-    expect(ready).toBe(false)
-    s.up()
-    await s.clock.advance(netLimits.retryDelayMsMax)
-    await waiting
-    expect(d.sync.status()).toMatchObject({ offlineReady: true, link: 'connected' })
-    expect(d.sync.status().waiting).toBeUndefined()
-    expect(d.sync.status().nextAttemptAt).toBeUndefined()
-    expect(d.users.get('u1')?.name).toBe('Ann')
+    it('logs an outage once: one sync-failed for many failed retries, then sync-succeeded', async () => {
+      const s = await site()
+      const d = await device(s)
+      await d.sync.whenIdle()
+      s.down()
+      await expect(d.sync.delta()).rejects.toMatchObject({ code: 'SYNC_FAILED' })
+      const failedAt: number[] = []
+      for (let minute = 0; minute < 30; minute++) {
+        await s.clock.advance(MINUTE)
+        const status = d.sync.status().deviceToServer
+        if (status.state === 'failed' && status.at !== undefined) failedAt.push(status.at)
+      }
+      // The retries ran (the status moved on each failure)...
+      expect(new Set(failedAt).size).toBeGreaterThan(10)
+      // ... but the log says it once.
+      expect(d.events.query({ type: 'sync-failed' })).toHaveLength(1)
+      s.up()
+      await s.clock.advance(netLimits.syncRetryDelayMsMax)
+      await d.sync.whenIdle()
+      const types = d.events.query({ type: ['sync-started', 'sync-failed', 'sync-succeeded'] })
+      expect(types.map((e) => e.type).slice(-3)).toEqual([
+        'sync-started',
+        'sync-failed',
+        'sync-succeeded',
+      ])
+    })
   })
 
-  it('resolves at once on a device that is already ready, even offline', async () => {
-    const s = await site()
-    const d = await device(s)
-    await d.sync.whenReady()
-    s.down()
-    await settle()
-    let ready = false
-    void d.sync.whenReady().then(() => (ready = true))
-    await settle(1)
-    expect(ready).toBe(true)
+  describe('the offline gate', () => {
+    it('holds before the first full sync and lifts after it', async () => {
+      const s = await site()
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      s.down()
+      const d = await device(s)
+      await settle()
+      expect(d.sync.status().offlineReady).toBe(false)
+      expect(d.sync.status().warning).toMatch(/^ONLINE_ONLY/)
+      s.up()
+      await s.clock.advance(netLimits.retryDelayMsMax)
+      await d.sync.whenIdle()
+      expect(d.sync.status().offlineReady).toBe(true)
+      expect(d.sync.status().warning).toBeUndefined()
+      expect(d.users.get('u1')?.name).toBe('Ann')
+      s.down()
+      await settle()
+      expect(d.sync.status().link).not.toBe('connected')
+      expect(d.sync.status()).toMatchObject({ offlineReady: true })
+      expect(d.sync.status().warning).toBeUndefined()
+    })
+
+    it('is remembered across a restart', async () => {
+      const s = await site()
+      const store = memoryStore()
+      const keepOpen = {
+        ...store,
+        get: store.get.bind(store),
+        put: store.put.bind(store),
+        del: store.del.bind(store),
+        batch: store.batch.bind(store),
+        range: store.range.bind(store),
+        close: async () => undefined,
+      }
+      const first = await device(s, 'D1', { store: keepOpen })
+      await first.sync.whenIdle()
+      expect(first.sync.status().offlineReady).toBe(true)
+      await first.close()
+      s.down()
+      const again = await device(s, 'D1', { store: keepOpen })
+      expect(again.sync.status()).toMatchObject({ offlineReady: true })
+      expect(again.sync.status().lastFullSyncAt).toBe(deviceNow(s))
+    })
   })
 
-  it('rejects when the device closes first, or has no server', async () => {
-    const s = await site()
-    s.down()
-    const d = await device(s)
-    const waiting = d.sync.whenReady()
-    await settle()
-    await d.close()
-    await expect(waiting).rejects.toMatchObject({ code: 'SYNC_FAILED' })
-    await expect(d.sync.whenReady()).rejects.toMatchObject({ code: 'SYNC_FAILED' })
-    const alone = await createDevice({ id: 'D2', store: memoryStore(), clock: s.clock })
-    closers.push(() => alone.close())
-    await expect(alone.sync.whenReady()).rejects.toMatchObject({ code: 'NO_SERVER' })
-  })
-})
+  describe('delta sync', () => {
+    it('fires deltaIntervalMs after the last completion (periodic mode)', async () => {
+      const s = await site()
+      const d = await device(s, 'D1', { mode: 'periodic' })
+      await d.sync.whenIdle()
+      const completed = deviceNow(s)
+      await s.clock.advance(MINUTE)
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      await s.clock.advance(30 * MINUTE - MINUTE - 1)
+      expect(d.users.get('u1')).toBeUndefined()
+      expect(deviceNow(s)).toBe(completed + 30 * MINUTE - 1)
+      await s.clock.advance(1)
+      await settle(20)
+      expect(d.users.get('u1')?.name).toBe('Ann')
+      const second = d.sync.status().serverToDevice.at
+      expect(second).toBe(completed + 30 * MINUTE)
+      // The next one is 30 minutes after that completion, not before.
+      await s.server.users.patch('u1', { name: 'Anne' })
+      await s.clock.advance(30 * MINUTE - 1)
+      expect(d.users.get('u1')?.name).toBe('Ann')
+      await s.clock.advance(1)
+      await settle(20)
+      expect(d.users.get('u1')?.name).toBe('Anne')
+    })
 
-describe('sync.whenReady: refused for good', () => {
-  it('rejects with AUTH_FAILED when the server refuses the device, waiting or asked after', async () => {
-    const s = await site()
-    const d = await device(s, 'D1', { siteKey: 'another-site' })
-    const waiting = d.sync.whenReady()
-    await expect(waiting).rejects.toMatchObject({ code: 'AUTH_FAILED' })
-    expect(d.sync.status().link).toBe('refused')
-    expect(d.sync.status().waiting).toMatch(/AUTH_FAILED|site key/i)
-    expect(d.sync.status().nextAttemptAt).toBeUndefined()
-    await expect(d.sync.whenReady()).rejects.toMatchObject({ code: 'AUTH_FAILED' })
+    it('sends only what the other side lacks, and in periodic mode nothing between syncs', async () => {
+      const s = await site()
+      const d = await device(s, 'D1', { mode: 'periodic' })
+      await d.sync.whenIdle()
+      await d.users.put({ id: 'u7', name: 'Dev' })
+      await settle()
+      expect(s.server.users.get('u7')).toBeUndefined()
+      await d.sync.delta()
+      expect(s.server.users.get('u7')?.name).toBe('Dev')
+    })
+
+    it('going online pushes offline changes by itself (live mode)', async () => {
+      const s = await site()
+      const d = await device(s)
+      await d.sync.whenIdle()
+      s.down()
+      await d.users.put({ id: 'u8', name: 'Offline' })
+      expect(s.server.users.get('u8')).toBeUndefined()
+      s.up()
+      await s.clock.advance(netLimits.retryDelayMsMax)
+      await settle(20)
+      expect(s.server.users.get('u8')?.name).toBe('Offline')
+    })
+  })
+
+  describe('backoff', () => {
+    it('is bounded, and grows from the first retry to the bound', async () => {
+      const s = await site()
+      s.down()
+      const d = await device(s)
+      await s.clock.advance(2 * 3_600_000)
+      const retries = s.clock.delays.filter((ms) => ms <= netLimits.syncRetryDelayMsMax)
+      expect(Math.max(...s.clock.delays.filter((ms) => ms < 30 * MINUTE))).toBeLessThanOrEqual(
+        Math.max(netLimits.retryDelayMsMax, netLimits.syncRetryDelayMsMax),
+      )
+      expect(retries.length).toBeGreaterThan(10)
+      expect(Math.min(...retries)).toBeLessThan(2_000)
+      expect(Math.max(...retries)).toBeGreaterThan(netLimits.syncRetryDelayMsMax * 0.9)
+      expect(d.sync.status().deviceToServer.state).not.toBe('success')
+    })
+  })
+
+  describe('full sync', () => {
+    it('pushes offline changes first, then clears and fetches the whole roster', async () => {
+      const s = await site()
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      const d = await device(s)
+      await d.sync.whenIdle()
+      const before = d.replica.clientId
+      s.down()
+      await d.users.put({ id: 'u2', name: 'Made offline' })
+      await s.server.users.put({ id: 'u3', name: 'Made on the server' })
+      s.up()
+      await d.sync.full()
+      expect(s.server.users.get('u2')?.name).toBe('Made offline')
+      expect(d.replica.clientId).not.toBe(before)
+      expect(d.users.list()).toEqual(s.server.users.list())
+      expect(d.users.list().map((u) => u.id)).toEqual(['u1', 'u2', 'u3'])
+    })
+
+    it('a fetch that fails after the wipe leaves the device as before, deletes and own writes shown', async () => {
+      const s = await site()
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      await s.server.users.put({ id: 'u2', name: 'Bob' })
+      const d = await device(s)
+      await d.sync.whenIdle()
+      await d.users.delete('u1')
+      await d.users.put({ id: 'u3', name: 'Own' })
+      await d.sync.whenIdle()
+      const before = d.users.list()
+      expect(before.map((u) => u.id)).toEqual(['u2', 'u3'])
+      // The link goes down right after the wipe: the fetch fails.
+      const wipe = d.replica.wipe.bind(d.replica)
+      d.replica.wipe = async (options) => {
+        await wipe(options)
+        s.down()
+      }
+      const full = d.sync.full().catch((error: unknown) => error)
+      // Written while the wipe holds own writes: it lands once the wipe is undone.
+      const written = d.users.put({ id: 'u4', name: 'Held' })
+      await s.clock.advance(netLimits.syncAnswerTimeoutMs)
+      expect(await full).toMatchObject({ code: 'SYNC_FAILED' })
+      await written
+      expect(d.users.list()).toEqual([...before, { id: 'u4', name: 'Held' }])
+      expect(d.sync.status()).toMatchObject({ offlineReady: true })
+      // The retry (a full sync again) completes it: u1 shows again (rule 3).
+      d.replica.wipe = wipe
+      s.up()
+      await s.clock.advance(netLimits.syncRetryDelayMsMax)
+      await d.sync.whenIdle()
+      expect(d.sync.status().serverToDevice.state).toBe('success')
+      expect(d.users.list().map((u) => u.id)).toEqual(['u1', 'u2', 'u3', 'u4'])
+    })
+
+    it('a device closed between the wipe and the fetch reopens as before', async () => {
+      const clock = new ManualClock()
+      const s = await memorySite(clock)
+      closers.push(() => s.close())
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      await s.server.users.put({ id: 'u2', name: 'Bob' })
+      const d = await s.device('D1', deviceClock(clock))
+      await d.sync.whenIdle()
+      await d.users.delete('u1')
+      await d.users.put({ id: 'u3', name: 'Own' })
+      await d.sync.whenIdle()
+      const before = d.users.list()
+      const lastFullSyncAt = d.sync.status().lastFullSyncAt
+      const wipe = d.replica.wipe.bind(d.replica)
+      let closing: Promise<void> | undefined
+      d.replica.wipe = async (options) => {
+        await wipe(options)
+        closing = d.close()
+      }
+      await expect(d.sync.full()).rejects.toMatchObject({ code: 'SYNC_FAILED' })
+      await closing
+      const again = await s.device('D1', deviceClock(clock))
+      expect(again.users.list()).toEqual(before)
+      expect(again.sync.status()).toMatchObject({ offlineReady: true, lastFullSyncAt })
+    })
+
+    it('does not clear anything when the push fails', async () => {
+      const s = await site()
+      const d = await device(s)
+      await d.sync.whenIdle()
+      s.serverStore.failAll(true)
+      await d.users.put({ id: 'u2', name: 'Kept' })
+      await expect(d.sync.full()).rejects.toMatchObject({ code: 'SAVE_TO_SERVER_FAILED' })
+      expect(d.users.get('u2')?.name).toBe('Kept')
+      expect(d.sync.status().offlineReady).toBe(true)
+      s.serverStore.failAll(false)
+    })
+  })
+
+  describe('save-to-server-failed', () => {
+    it('is logged on the device, which keeps its value, and a retry saves it', async () => {
+      const s = await site()
+      const d = await device(s)
+      await d.sync.whenIdle()
+      s.serverStore.failAll(true)
+      await d.users.put({ id: 'u5', name: 'Device value' })
+      await settle(20)
+      expect(d.events.query({ type: 'save-to-server-failed' }).length).toBeGreaterThan(0)
+      expect(d.users.get('u5')?.name).toBe('Device value')
+      await expect(d.sync.delta()).rejects.toMatchObject({ code: 'SAVE_TO_SERVER_FAILED' })
+      expect(d.sync.status().deviceToServer).toMatchObject({
+        state: 'failed',
+        error: { code: 'SAVE_TO_SERVER_FAILED' },
+      })
+      s.serverStore.failAll(false)
+      await s.clock.advance(netLimits.syncRetryDelayMsMax)
+      await d.sync.whenIdle()
+      expect(s.server.users.get('u5')?.name).toBe('Device value')
+      expect(d.sync.status().deviceToServer.state).toBe('success')
+    })
+  })
+
+  describe('retention', () => {
+    it('wipes at 10 days unused and not at 9, then full-syncs again once used', async () => {
+      const s = await site()
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      const d = await device(s)
+      await d.sync.whenIdle()
+      await d.users.delete('u1')
+      await s.server.users.put({ id: 'u2', name: 'Bob' })
+      const lastUse = s.clock.now()
+      await s.clock.advance(9 * DAY)
+      expect(d.replica.list().map((u) => u.id)).toEqual(['u2'])
+      // (replica.events: reading through the API would count as use)
+      expect(d.replica.events.query({ type: 'roster-wiped' })).toEqual([])
+      expect(s.clock.now() - lastUse).toBe(9 * DAY)
+      await s.clock.advance(DAY - 1)
+      expect(d.replica.list().length).toBe(1)
+      await s.clock.advance(1)
+      await settle(20)
+      expect(d.replica.list()).toEqual([])
+      expect(d.replica.events.query({ type: 'roster-wiped' })).toHaveLength(1)
+      expect(d.sync.status()).toMatchObject({ offlineReady: false })
+      // Used again: a full sync brings the roster back (local deletes were wiped too).
+      expect(d.users.list()).toEqual([])
+      await d.sync.whenIdle()
+      expect(d.users.list().map((u) => u.id)).toEqual(['u1', 'u2'])
+      expect(d.sync.status()).toMatchObject({ offlineReady: true })
+    })
+
+    it('counts a sign-in as use', async () => {
+      const s = await site()
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      const d = await device(s, 'D1', { retentionMs: 2 * DAY })
+      await d.sync.whenIdle()
+      await s.clock.advance(DAY + DAY / 2)
+      await d.signIn('u1')
+      await s.clock.advance(DAY)
+      expect(d.replica.list()).toHaveLength(1)
+      await s.clock.advance(DAY)
+      await settle(20)
+      expect(d.replica.list()).toHaveLength(0)
+    })
+  })
+
+  describe('sync.whenReady: the first full sync', () => {
+    it('resolves once the first full sync is done; the status says why and until when it waits', async () => {
+      const s = await site()
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      s.down()
+      const d = await device(s)
+      let ready = false
+      const waiting = d.sync.whenReady().then(() => (ready = true))
+      await settle()
+      expect(ready).toBe(false)
+      // Down: the status says why the link waits and when it tries next.
+      const status = d.sync.status()
+      expect(status.link).toBe('disconnected')
+      expect(status.waiting).toMatch(/server down/)
+      expect(status.nextAttemptAt).toBeGreaterThan(deviceNow(s))
+      // A failed attempt does not reject it.
+      await s.clock.advance(netLimits.retryDelayMsMax)
+      expect(ready).toBe(false)
+      s.up()
+      await s.clock.advance(netLimits.retryDelayMsMax)
+      await waiting
+      expect(d.sync.status()).toMatchObject({ offlineReady: true, link: 'connected' })
+      expect(d.sync.status().waiting).toBeUndefined()
+      expect(d.sync.status().nextAttemptAt).toBeUndefined()
+      expect(d.users.get('u1')?.name).toBe('Ann')
+    })
+
+    it('resolves at once on a device that is already ready, even offline', async () => {
+      const s = await site()
+      const d = await device(s)
+      await d.sync.whenReady()
+      s.down()
+      await settle()
+      let ready = false
+      void d.sync.whenReady().then(() => (ready = true))
+      await settle(1)
+      expect(ready).toBe(true)
+    })
+
+    it('rejects when the device closes first, or has no server', async () => {
+      const s = await site()
+      s.down()
+      const d = await device(s)
+      const waiting = d.sync.whenReady()
+      await settle()
+      await d.close()
+      await expect(waiting).rejects.toMatchObject({ code: 'SYNC_FAILED' })
+      await expect(d.sync.whenReady()).rejects.toMatchObject({ code: 'SYNC_FAILED' })
+      const alone = await createDevice({
+        id: 'D2',
+        store: memoryStore(),
+        clock: deviceClock(s.clock, 'D2'),
+      })
+      closers.push(() => alone.close())
+      await expect(alone.sync.whenReady()).rejects.toMatchObject({ code: 'NO_SERVER' })
+    })
+  })
+
+  describe('sync.whenReady: refused for good', () => {
+    it('rejects with AUTH_FAILED when the server refuses the device, waiting or asked after', async () => {
+      const s = await site()
+      const d = await device(s, 'D1', { siteKey: 'another-site' })
+      const waiting = d.sync.whenReady()
+      await expect(waiting).rejects.toMatchObject({ code: 'AUTH_FAILED' })
+      expect(d.sync.status().link).toBe('refused')
+      expect(d.sync.status().waiting).toMatch(/AUTH_FAILED|site key/i)
+      expect(d.sync.status().nextAttemptAt).toBeUndefined()
+      await expect(d.sync.whenReady()).rejects.toMatchObject({ code: 'AUTH_FAILED' })
+    })
   })
 })

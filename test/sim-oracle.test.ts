@@ -267,6 +267,43 @@ describe('oracle: device deletes (rule 3)', () => {
     ])
   })
 
+  // Seed 1145 of the 1,000-seed swarm: d04 deleted u007, a full sync showed
+  // it again, then d04 went back to a backup taken between the delete and
+  // the full sync. The restore undid the full sync, not the delete: d04
+  // hides u007 again, and rightly (the oracle took the full sync as kept).
+  it('hides the user again after a restore to a backup taken between the delete and a full sync', () => {
+    const { s } = story()
+    const backupAt = ++s.seq
+    s.fullSync('d2')
+    const restoredAt = ++s.seq
+    s.lifecycle.push({ kind: 'restore', seq: restoredAt, device: 'd2', backupAt, at: restoredAt })
+    expect(rules(s.history(), peers({ u1: shown }, { d2: { u1: undefined } }))).toEqual([])
+    expect(rules(s.history(), peers({ u1: shown }))).toEqual(['oracle-rule3@d2'])
+  })
+
+  it('accepts either outcome when the backup was taken while a full sync ran', () => {
+    const { s } = story()
+    const calledAt = ++s.seq
+    const backupAt = ++s.seq
+    s.fullSync('d2', calledAt)
+    const restoredAt = ++s.seq
+    s.lifecycle.push({ kind: 'restore', seq: restoredAt, device: 'd2', backupAt, at: restoredAt })
+    expect(rules(s.history(), peers({ u1: shown }, { d2: { u1: undefined } }))).toEqual([])
+    expect(rules(s.history(), peers({ u1: shown }))).toEqual([])
+  })
+
+  it('keeps a full sync made before the backup', () => {
+    const { s } = story()
+    s.fullSync('d2')
+    const backupAt = ++s.seq
+    const restoredAt = ++s.seq
+    s.lifecycle.push({ kind: 'restore', seq: restoredAt, device: 'd2', backupAt, at: restoredAt })
+    expect(rules(s.history(), peers({ u1: shown }))).toEqual([])
+    expect(rules(s.history(), peers({ u1: shown }, { d2: { u1: undefined } }))).toEqual([
+      'oracle-rule3-full-sync@d2',
+    ])
+  })
+
   it('accepts either outcome after a put again that was lost with its device', () => {
     const { s, adoption } = story()
     const again = s.write(

@@ -32,7 +32,9 @@
  *   value written under that policy in the user's current epoch (rule 5).
  * - **Device deletes** (rule 3) hide the user on that device only, until the
  *   server changes the user after the delete, a full sync, a retention wipe,
- *   or a put of the user by the device.
+ *   or a put of the user by the device. A restore to an older backup undoes
+ *   the device's own writes, full syncs and retention wipes made since the
+ *   backup was taken: a delete made before it hides the user again.
  * Where the history leaves an outcome open (an operation never acknowledged,
  * a delete whose writer's knowledge moved while it ran, a local write that a
  * restore may have rolled back), the model says `either` and the check
@@ -455,7 +457,8 @@ export class OracleModel {
     let state: Maybe<unknown> = sure(undefined)
     for (const event of this.#ownTimeline(peer, user)) {
       if (event.kind === 'retention-wipe') {
-        state = sure(undefined)
+        const rolled = this.#eventRolledBack(peer, event)
+        if (rolled !== 'yes') state = rolled === 'no' ? sure(undefined) : EITHER
         continue
       }
       if (event.kind !== 'write') continue
@@ -486,6 +489,16 @@ export class OracleModel {
     let markedAt = -Infinity
     let because: Shown = 'never-deleted'
     for (const event of this.#ownTimeline(device, user)) {
+      if (event.kind === 'full-sync' || event.kind === 'retention-wipe') {
+        // A restore to a backup taken before it undid it: the delete marks
+        // it cleared are back on the device's disk.
+        const rolled = this.#eventRolledBack(device, event)
+        if (rolled === 'yes') continue
+        if (rolled === 'maybe') {
+          if (mark !== undefined) mark = EITHER
+          continue
+        }
+      }
       if (event.kind === 'full-sync') {
         if (mark === undefined) continue
         // A delete made while the full sync ran may come before or after
@@ -580,6 +593,28 @@ export class OracleModel {
       if (event.kind !== 'restore' || event.device !== peer || event.at < w.calledAt) continue
       if (w.calledAt >= event.backupAt) return 'yes'
       if (w.ackedAt === undefined || w.ackedAt >= event.backupAt) result = 'maybe'
+    }
+    return result
+  }
+
+  /**
+   * Whether a restore of `device` rolled back a full sync or retention wipe
+   * of it (as {@link #rolledBack} for writes): `yes` when it began after
+   * the backup was taken (and before the restore), `maybe` when it began
+   * before and completed after (or never did: it may have committed just
+   * before the backup).
+   */
+  #eventRolledBack(
+    device: string,
+    event: Exclude<LifecycleEvent, { kind: 'restore' }>,
+  ): 'yes' | 'no' | 'maybe' {
+    const began = event.kind === 'full-sync' ? event.calledAt : event.at
+    const ended = event.kind === 'full-sync' ? event.ackedAt : event.at
+    let result: 'yes' | 'no' | 'maybe' = 'no'
+    for (const restore of this.#h.lifecycle) {
+      if (restore.kind !== 'restore' || restore.device !== device || restore.at < began) continue
+      if (began >= restore.backupAt) return 'yes'
+      if (ended === undefined || ended >= restore.backupAt) result = 'maybe'
     }
     return result
   }
