@@ -131,6 +131,12 @@ export const limits = {
    * of them and the device's own part still fits one message.
    */
   envelopeLogBytesMax: 64 * 1024 * 1024,
+  /**
+   * Answers to state exchanges a peer keeps, per state vector, until its
+   * document changes (peers/replica/answer-cache.ts). Each may hold the
+   * whole roster (about 340 MB at 1M users) while nothing changes.
+   */
+  answersCachedMax: 4,
   // Issue 10: export / import
   /** Most users one export holds by default (`createServer({ exportUsersMax })` changes it). */
   usersPerExportMax: 500,
@@ -178,6 +184,19 @@ export const limits = {
 export const netLimits = {
   /** Largest message a peer accepts, in bytes (a full roster push fits). */
   messageBytesMax: 128 * 1024 * 1024,
+  /**
+   * Largest message of an answer to a step 1, in bytes: the answer goes out
+   * in parts of at most this (core/answer-chunks.ts), well under
+   * `messageBytesMax` whatever the roster's size. A part holds a Yjs update
+   * of at most this less `answerChunkOverheadBytesMax`.
+   */
+  answerChunkBytesMax: 16 * 1024 * 1024,
+  /**
+   * Bytes a part's message adds to its update: the message header and a
+   * server envelope (writer, signature, lengths). A part's update is cut
+   * this much below `answerChunkBytesMax`.
+   */
+  answerChunkOverheadBytesMax: 1_024,
   /** Most simultaneous connections the server accepts. */
   connectionsMax: 10_000,
   /** First reconnect delay of a device, in ms. */

@@ -302,9 +302,30 @@ export function startSession(options: SessionOptions): SyncSession {
       if (options.answerStep1WithStateVector === true) {
         send({ type: 'sync-step1', stateVector: vector })
       }
+      // In parts, one message each (PROTOCOL.md, "Answers in chunks"): all
+      // but the last go as updates, the last as step 2, so the other side
+      // counts the answer as arrived (its synced, a device's requestSync)
+      // only once all of it has.
       const signed = signedNow()
-      if (signed === undefined) send({ type: 'sync-step2', update: replica.encodeDiff(sent) })
-      else send({ type: 'signed-step2', envelopes: signed.answer(sent) })
+      if (signed === undefined) {
+        const parts = replica.answerParts(sent)
+        parts.forEach((update, i) =>
+          send(
+            i === parts.length - 1
+              ? { type: 'sync-step2', update }
+              : { type: 'sync-update', update },
+          ),
+        )
+      } else {
+        const parts = signed.answer(sent)
+        parts.forEach((envelopes, i) =>
+          send(
+            i === parts.length - 1
+              ? { type: 'signed-step2', envelopes }
+              : { type: 'signed-update', envelopes },
+          ),
+        )
+      }
       return vector
     })
     options.onAnswered?.()
