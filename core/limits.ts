@@ -137,6 +137,8 @@ export const limits = {
    * whole roster (about 340 MB at 1M users) while nothing changes.
    */
   answersCachedMax: 4,
+  /** Smallest answer kept in that cache, in bytes (smaller ones are cheap to encode again). */
+  answerCachedBytesMin: 64 * 1024,
   // Issue 10: export / import
   /** Most users one export holds by default (`createServer({ exportUsersMax })` changes it). */
   usersPerExportMax: 500,

@@ -278,7 +278,7 @@ export class Replica {
     return this.document.answerParts(stateVector, partBytesMax)
   }
 
-  /** How many answers were encoded rather than taken from the cache (tests, benches). */
+  /** How many large answers were encoded rather than taken from the cache (AnswerCache.encodes). */
   get answersEncoded(): number {
     return this.document.answersEncoded
   }

@@ -9,7 +9,7 @@
  * refused by their sockets (1009) and retried forever. The server encodes
  * the full answer once for every fresh receiver until the roster changes.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
@@ -94,6 +94,8 @@ function plainClient(id: string, sizes: number[]): { doc: Y.Doc; provider: Webso
   const provider = new WebsocketProvider(server.url, 'roster', doc, {
     WebSocketPolyfill: SmallSocket as unknown as typeof globalThis.WebSocket,
     params: { device: id, key: SITE_KEY },
+    // Clients in one process would otherwise sync with each other too.
+    disableBc: true,
   })
   closers.push(() => provider.destroy())
   return { doc, provider }
@@ -133,8 +135,10 @@ beforeAll(async () => {
   }
   for (const close of closers.splice(0).reverse()) await close()
 }, 120_000)
-afterAll(async () => {
+afterEach(async () => {
   for (const close of closers.splice(0).reverse()) await close()
+})
+afterAll(async () => {
   await server.close()
 })
 

@@ -18,7 +18,10 @@ export class AnswerCache {
   private readonly answers = new Map<string, readonly Uint8Array[]>()
   private encoded = 0
 
-  /** How many answers were encoded rather than taken from the cache (for tests and benches). */
+  /**
+   * How many answers of at least `limits.answerCachedBytesMin` were encoded
+   * rather than taken from the cache (for tests and benches).
+   */
   get encodes(): number {
     return this.encoded
   }
@@ -36,12 +39,21 @@ export class AnswerCache {
   ): readonly Uint8Array[] {
     const key = `${partBytesMax}:${Buffer.from(stateVector).toString('base64')}`
     const kept = this.answers.get(key)
-    if (kept !== undefined) return kept
-    this.encoded++
+    if (kept !== undefined) {
+      // Most recently used last: the least recently used goes first.
+      this.answers.delete(key)
+      this.answers.set(key, kept)
+      return kept
+    }
     const answer = encode()
+    // Small answers cost little to encode again: devices catching up, each
+    // with a vector of its own, must not push out the full roster that
+    // every fresh device asks for.
+    let bytes = 0
+    for (const part of answer) bytes += part.byteLength
+    if (bytes < limits.answerCachedBytesMin) return answer
+    this.encoded++
     if (!keep) return answer
-    // The oldest goes first: fresh devices all ask with the empty vector,
-    // devices catching up with vectors of their own.
     if (this.answers.size >= limits.answersCachedMax) {
       const oldest = this.answers.keys().next()
       if (oldest.done !== true) this.answers.delete(oldest.value)

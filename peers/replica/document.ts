@@ -410,7 +410,7 @@ export class ReplicaDocument {
     })
   }
 
-  /** How many answers answerParts encoded rather than took from its cache. */
+  /** How many large answers answerParts encoded rather than took from its cache (AnswerCache.encodes). */
   get answersEncoded(): number {
     return this.answers.encodes
   }
