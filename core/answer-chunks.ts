@@ -37,7 +37,8 @@ interface Run {
   /** The clock the run starts at (inside its first struct when that is cut). */
   readonly clock: number
   count: number
-  readonly bytes: Uint8Array[]
+  /** The run's structs, written. */
+  readonly encoder: encoding.Encoder
 }
 
 /** Where a client stands: its structs, the next one to send and its clock. */
@@ -120,25 +121,27 @@ function firstMissing(
   struct: Struct,
   offset: number,
   cursors: ReadonlyMap<number, Cursor>,
-): { client: number; clock: number } | undefined {
+): Y.ID | undefined {
   if (!(struct instanceof Y.Item)) return undefined
   const own = struct.id.client
-  const lacks = (id: Y.ID | null): boolean => {
-    if (id === null || id.client === own) return false
-    const cursor = cursors.get(id.client)
-    return cursor !== undefined && cursor.clock <= id.clock
-  }
   const origin = offset > 0 ? null : struct.origin
-  if (lacks(origin)) return { client: (origin as Y.ID).client, clock: (origin as Y.ID).clock }
+  if (lacks(origin, own, cursors)) return origin as Y.ID
   const right = struct.rightOrigin
-  if (lacks(right)) return { client: (right as Y.ID).client, clock: (right as Y.ID).clock }
+  if (lacks(right, own, cursors)) return right as Y.ID
   // The parent is written (and needed) only when neither origin is.
   if (offset === 0 && struct.origin === null && right === null) {
     const parent = struct.parent as Y.AbstractType<unknown> | null
     const item = parent?._item ?? null
-    if (item !== null && lacks(item.id)) return { client: item.id.client, clock: item.id.clock }
+    if (item !== null && lacks(item.id, own, cursors)) return item.id
   }
   return undefined
+}
+
+/** Whether the receiver will lack `id` (another client's) after the structs sent so far. */
+function lacks(id: Y.ID | null, own: number, cursors: ReadonlyMap<number, Cursor>): boolean {
+  if (id === null || id.client === own) return false
+  const cursor = cursors.get(id.client)
+  return cursor !== undefined && cursor.clock <= id.clock
 }
 
 /** Collects structs into parts of at most `partBytesMax` bytes. */
@@ -146,14 +149,22 @@ class PartWriter {
   private readonly parts: Uint8Array[] = []
   private runs = new Map<number, Run>()
   private bytes = HEADER_BYTES_MAX
+  private readonly scratch = new Y.UpdateEncoderV1()
 
   constructor(private readonly partBytesMax: number) {}
 
   /** Adds `struct` (written from `offset`), starting at `clock`, to the open part. */
   add(client: number, clock: number, struct: Struct, offset: number): void {
-    const encoder = new Y.UpdateEncoderV1()
-    struct.write(encoder, offset)
-    const written = encoder.toUint8Array()
+    // Written once into a reused scratch encoder, to know its size before
+    // it goes into a part.
+    const scratch = this.scratch.restEncoder
+    scratch.cpos = 0
+    scratch.bufs.length = 0
+    struct.write(this.scratch, offset)
+    const written =
+      scratch.bufs.length === 0
+        ? scratch.cbuf.subarray(0, scratch.cpos)
+        : encoding.toUint8Array(scratch)
     const run = this.runs.get(client)
     const cost = written.byteLength + (run === undefined ? HEADER_BYTES_MAX : 0)
     if (this.runs.size > 0 && this.bytes + cost > this.partBytesMax) {
@@ -161,10 +172,13 @@ class PartWriter {
       this.add(client, clock, struct, offset)
       return
     }
-    if (run === undefined) this.runs.set(client, { clock, count: 1, bytes: [written] })
-    else {
+    if (run === undefined) {
+      const encoder = encoding.createEncoder()
+      encoding.writeUint8Array(encoder, written)
+      this.runs.set(client, { clock, count: 1, encoder })
+    } else {
       run.count++
-      run.bytes.push(written)
+      encoding.writeUint8Array(run.encoder, written)
     }
     this.bytes += cost
   }
@@ -194,7 +208,7 @@ class PartWriter {
       encoding.writeVarUint(rest, run.count)
       encoder.writeClient(client)
       encoding.writeVarUint(rest, run.clock)
-      for (const bytes of run.bytes) encoding.writeUint8Array(rest, bytes)
+      encoding.writeUint8Array(rest, encoding.toUint8Array(run.encoder))
     }
     writeDeleteRanges(encoder, deletes)
     this.parts.push(encoder.toUint8Array())
