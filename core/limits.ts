@@ -211,6 +211,13 @@ export const netLimits = {
   inboundMessagesQueuedMax: 10_000,
   /** Most bytes buffered for one slow connection before it is dropped. */
   sendBufferBytesMax: 256 * 1024 * 1024,
+  /**
+   * Bytes buffered on a connection past which a session's further messages
+   * wait in its outbox until it drains (peers/sync-session/outbox.ts): an
+   * answer of a 1M-user roster (about 340 MB in parts) is queued at once,
+   * more than `sendBufferBytesMax`.
+   */
+  sendPauseBufferedBytesMin: 64 * 1024 * 1024,
   /** Most devices one device syncs with directly over the LAN at once. */
   lanPeersMax: 32,
   /**

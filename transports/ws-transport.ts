@@ -36,6 +36,9 @@ export function wrapWebSocket(socket: WebSocket, remote: string): Connection {
     get open() {
       return !closed && socket.readyState === WebSocket.OPEN
     },
+    get bufferedBytes() {
+      return socket.bufferedAmount
+    },
     send(message) {
       if (socket.readyState !== WebSocket.OPEN) return
       if (socket.bufferedAmount > netLimits.sendBufferBytesMax) {
