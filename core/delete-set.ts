@@ -71,8 +71,8 @@ export class DeleteSetCache {
 
   /** The delete set now: what `Y.createDeleteSetFromStructStore` would return, as ranges. */
   current(): ReadonlyMap<number, ReadonlyArray<readonly [number, number]>> {
-    if (!this.following) return scan(this.doc.store)
-    if (this.ranges === undefined) this.ranges = scan(this.doc.store)
+    if (!this.following) return deleteRangesOf(this.doc.store)
+    if (this.ranges === undefined) this.ranges = deleteRangesOf(this.doc.store)
     return this.ranges
   }
 
@@ -107,7 +107,7 @@ export class DeleteSetCache {
 }
 
 /** The delete set of `store`, walked from every struct (the first build). */
-function scan(store: Y.Doc['store']): Ranges {
+export function deleteRangesOf(store: Y.Doc['store']): Ranges {
   const ranges: Ranges = new Map()
   for (const [client, items] of Y.createDeleteSetFromStructStore(store).clients) {
     if (items.length > 0)

@@ -138,6 +138,14 @@ export const limits = {
    * of them and the device's own part still fits one message.
    */
   envelopeLogBytesMax: 64 * 1024 * 1024,
+  /**
+   * Answers to state exchanges a peer keeps, per state vector, until its
+   * document changes (peers/replica/answer-cache.ts). Each may hold the
+   * whole roster (about 340 MB at 1M users) while nothing changes.
+   */
+  answersCachedMax: 4,
+  /** Smallest answer kept in that cache, in bytes (smaller ones are cheap to encode again). */
+  answerCachedBytesMin: 64 * 1024,
   // Issue 10: export / import
   /** Most users one export holds by default (`createServer({ exportUsersMax })` changes it). */
   usersPerExportMax: 500,
@@ -185,6 +193,19 @@ export const limits = {
 export const netLimits = {
   /** Largest message a peer accepts, in bytes (a full roster push fits). */
   messageBytesMax: 128 * 1024 * 1024,
+  /**
+   * Largest message of an answer to a step 1, in bytes: the answer goes out
+   * in parts of at most this (core/answer-chunks.ts), well under
+   * `messageBytesMax` whatever the roster's size. A part holds a Yjs update
+   * of at most this less `answerChunkOverheadBytesMax`.
+   */
+  answerChunkBytesMax: 16 * 1024 * 1024,
+  /**
+   * Bytes a part's message adds to its update: the message header and a
+   * server envelope (writer, signature, lengths). A part's update is cut
+   * this much below `answerChunkBytesMax`.
+   */
+  answerChunkOverheadBytesMax: 1_024,
   /** Most simultaneous connections the server accepts. */
   connectionsMax: 10_000,
   /** First reconnect delay of a device, in ms. */
@@ -197,6 +218,13 @@ export const netLimits = {
   inboundMessagesQueuedMax: 10_000,
   /** Most bytes buffered for one slow connection before it is dropped. */
   sendBufferBytesMax: 256 * 1024 * 1024,
+  /**
+   * Bytes buffered on a connection past which a session's further messages
+   * wait in its outbox until it drains (peers/sync-session/outbox.ts): an
+   * answer of a 1M-user roster (about 340 MB in parts) is queued at once,
+   * more than `sendBufferBytesMax`.
+   */
+  sendPauseBufferedBytesMin: 64 * 1024 * 1024,
   /** Most devices one device syncs with directly over the LAN at once. */
   lanPeersMax: 32,
   /**

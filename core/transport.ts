@@ -26,6 +26,11 @@ export interface Connection {
   close(code?: number, reason?: string): void
   /** True until the link closed. */
   readonly open: boolean
+  /**
+   * Bytes queued by `send` and not yet handed to the network, when the
+   * transport knows (a sender paces large answers by it: peers/sync-session/outbox.ts).
+   */
+  readonly bufferedBytes?: number | undefined
 }
 
 /** Something that opens connections to addresses. */

@@ -26,7 +26,7 @@ import { MalformedMessageError, PeerClosedError } from '../core/errors.js'
 import type { EventLog } from '../core/events.js'
 import { Hlc, type HlcStamp } from '../core/hlc.js'
 import type { UserId, WriterId } from '../core/ids.js'
-import { limits } from '../core/limits.js'
+import { limits, netLimits } from '../core/limits.js'
 import type { UpdateRanges } from '../core/update-scan.js'
 import type { PolicyTable, UserLocal, UserReplica, UserView } from '../core/resolve.js'
 import { keys } from './storage-keys.js'
@@ -264,6 +264,23 @@ export class Replica {
    */
   encodeDiff(stateVector: Uint8Array): Uint8Array {
     return this.document.encodeDiff(stateVector)
+  }
+
+  /**
+   * What a peer at `stateVector` lacks, as updates to send in order, one
+   * message each, each within `answerChunkBytesMax` with its message
+   * (ReplicaDocument.answerParts; the same array while the document does
+   * not change). Read it inside whenDurable when it is an answer.
+   */
+  answerParts(stateVector: Uint8Array): readonly Uint8Array[] {
+    const max = this.options.answerChunkBytesMax ?? netLimits.answerChunkBytesMax
+    const partBytesMax = Math.max(1, max - netLimits.answerChunkOverheadBytesMax)
+    return this.document.answerParts(stateVector, partBytesMax)
+  }
+
+  /** How many large answers were encoded rather than taken from the cache (AnswerCache.encodes). */
+  get answersEncoded(): number {
+    return this.document.answersEncoded
   }
 
   /** Runs `read` when memory holds only what is durable (see DurableGate.whenDurable). */

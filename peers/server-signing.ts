@@ -34,6 +34,9 @@ import type { VerifyPool } from './verify-pool.js'
 export class ServerSigning {
   private lastUpdate: Uint8Array | undefined
   private lastEnvelope: Uint8Array[] = []
+  /** The answer's parts sealed last, and their envelopes (one message each). */
+  private lastParts: readonly Uint8Array[] | undefined
+  private lastSealed: Uint8Array[][] = []
   private siteId: string | undefined
 
   constructor(
@@ -76,7 +79,7 @@ export class ServerSigning {
           return false
         }
       },
-      answer: (theirs) => [this.seal(this.options.replica.encodeDiff(theirs))],
+      answer: (theirs) => this.answer(theirs),
       forward: (told) => {
         // The fan-out tells every link the same update object: sign it once.
         if (told.update !== this.lastUpdate) {
@@ -89,6 +92,21 @@ export class ServerSigning {
       applied: () => undefined,
       stop: () => undefined,
     }
+  }
+
+  /**
+   * The answer to a step 1: the replica's parts (core/answer-chunks.ts),
+   * one envelope and one message each. The replica hands out the same
+   * parts while the document does not change (after a restart, every fresh
+   * device asks with the empty state vector): sealed once for every link.
+   */
+  private answer(theirs: Uint8Array): Uint8Array[][] {
+    const parts = this.options.replica.answerParts(theirs)
+    if (parts !== this.lastParts) {
+      this.lastParts = parts
+      this.lastSealed = parts.map((part) => [this.seal(part)])
+    }
+    return this.lastSealed
   }
 
   /**

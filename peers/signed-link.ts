@@ -24,6 +24,7 @@ import {
   SignatureInvalidError,
 } from '../core/errors.js'
 import { SERVER_ID } from '../core/ids.js'
+import { netLimits } from '../core/limits.js'
 import { CloseCode } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
 import {
@@ -76,8 +77,13 @@ export interface SignedLink {
    * not: until the server's hello it sends no change at all.
    */
   readonly plainAllowed: boolean
-  /** The envelopes answering a step 1 with this state vector (read inside whenDurable). */
-  answer(theirStateVector: Uint8Array): Uint8Array[]
+  /**
+   * The envelopes answering a step 1 with this state vector, one list per
+   * message, in the order they go out (read inside whenDurable): each
+   * message within `netLimits.answerChunkBytesMax` unless one envelope is
+   * larger (PROTOCOL.md, "Answers in chunks").
+   */
+  answer(theirStateVector: Uint8Array): Uint8Array[][]
   /** The envelopes that carry a durable change to the other side, if any. */
   forward(update: ReplicaUpdate): Uint8Array[]
   /**
@@ -273,7 +279,7 @@ export class DeviceSigning {
         // Envelopes of writers revoked since they were logged, or whose
         // certificates expired or were revoked, are not offered.
         const offered = logged.filter((bytes) => !this.stale(bytes))
-        return [...this.sealOwn(own), ...offered]
+        return envelopeMessages([...this.sealOwn(own), ...offered])
       },
       forward: (told) => {
         // Remote changes travel as their writers signed them (relayed by
@@ -418,4 +424,26 @@ export function serverLinkSigning(options: {
       await identity.pinServer(serverKey, cert)
     },
   }
+}
+
+/**
+ * Envelopes grouped, in order, into messages of at most
+ * `netLimits.answerChunkBytesMax` bytes (an envelope larger than that goes
+ * alone); always at least one message, empty when there is nothing.
+ */
+export function envelopeMessages(envelopes: readonly Uint8Array[]): Uint8Array[][] {
+  const max = netLimits.answerChunkBytesMax - netLimits.answerChunkOverheadBytesMax
+  const messages: Uint8Array[][] = [[]]
+  let bytes = 0
+  for (const envelope of envelopes) {
+    const last = messages[messages.length - 1] as Uint8Array[]
+    if (last.length > 0 && bytes + envelope.byteLength > max) {
+      messages.push([envelope])
+      bytes = envelope.byteLength
+    } else {
+      last.push(envelope)
+      bytes += envelope.byteLength
+    }
+  }
+  return messages
 }

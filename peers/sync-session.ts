@@ -28,6 +28,7 @@ import type { UpdateRanges } from '../core/update-scan.js'
 import type { Replica } from './replica.js'
 import type { OpenedEnvelope, SignedLink } from './signed-link.js'
 import { closeReason, decodeInbound, LinkRates, refusalClose } from './sync-session/inbound.js'
+import { Outbox } from './sync-session/outbox.js'
 
 export { closeReason, refusalClose } from './sync-session/inbound.js'
 
@@ -187,9 +188,10 @@ export function startSession(options: SessionOptions): SyncSession {
     /** Filled by the other side's step 1; its step 2 then completes the answer. */
     answer?: SyncAnswer
   }> = []
-  const send = (message: Message): void => {
-    if (connection.open) connection.send(encodeMessage(message))
-  }
+  // Every message goes through the outbox, in order (large answers are
+  // paced by what the connection still buffers).
+  const outbox = new Outbox(connection, replica.clock)
+  const send = (message: Message): void => outbox.send(encodeMessage(message))
   const signedLink = options.signed?.((envelopes) => send({ type: 'signed-update', envelopes }))
   /** The signed link, while it speaks envelopes (see SignedLink.active). */
   const signedNow = (): SignedLink | undefined =>
@@ -205,12 +207,11 @@ export function startSession(options: SessionOptions): SyncSession {
               // A link that must sign and cannot yet sends nothing: the
               // exchange after the server's hello carries the change.
               if (signedLink?.plainAllowed === false) return
-              connection.send(updateMessage(told.update))
+              outbox.send(updateMessage(told.update))
               return
             }
             const envelopes = signed.forward(told)
-            if (envelopes.length > 0 && connection.open)
-              connection.send(signedUpdateMessage(envelopes))
+            if (envelopes.length > 0 && connection.open) outbox.send(signedUpdateMessage(envelopes))
           },
           { coalesce: true },
         )
@@ -302,9 +303,30 @@ export function startSession(options: SessionOptions): SyncSession {
       if (options.answerStep1WithStateVector === true) {
         send({ type: 'sync-step1', stateVector: vector })
       }
+      // In parts, one message each (PROTOCOL.md, "Answers in chunks"): all
+      // but the last go as updates, the last as step 2, so the other side
+      // counts the answer as arrived (its synced, a device's requestSync)
+      // only once all of it has.
       const signed = signedNow()
-      if (signed === undefined) send({ type: 'sync-step2', update: replica.encodeDiff(sent) })
-      else send({ type: 'signed-step2', envelopes: signed.answer(sent) })
+      if (signed === undefined) {
+        const parts = replica.answerParts(sent)
+        parts.forEach((update, i) =>
+          send(
+            i === parts.length - 1
+              ? { type: 'sync-step2', update }
+              : { type: 'sync-update', update },
+          ),
+        )
+      } else {
+        const parts = signed.answer(sent)
+        parts.forEach((envelopes, i) =>
+          send(
+            i === parts.length - 1
+              ? { type: 'signed-step2', envelopes }
+              : { type: 'signed-update', envelopes },
+          ),
+        )
+      }
       return vector
     })
     options.onAnswered?.()
@@ -433,6 +455,7 @@ export function startSession(options: SessionOptions): SyncSession {
     stop() {
       stopped = true
       dropInbox()
+      outbox.stop()
       offUpdate()
       signedLink?.stop()
       const pending = waiting.splice(0)

@@ -29,7 +29,7 @@ import type { Connection } from '../core/transport.js'
 import { httpApi } from './http-api.js'
 import { AdminConsole } from './admin-routes.js'
 import { prepareExport, type ExportRequest, type PreparedExport } from './export-users.js'
-import { limits } from '../core/limits.js'
+import { limits, netLimits } from '../core/limits.js'
 import { siteOf } from '../peers/identity.js'
 import { claimRole } from '../peers/data-role.js'
 import { randomBytes } from 'node:crypto'
@@ -96,6 +96,12 @@ export interface ServerOptions extends CommonPeerOptions {
    * steps its own time must not wait on the wall clock).
    */
   readonly batchWindowMs?: number
+  /**
+   * Largest message of an answer to a step 1, in bytes
+   * (`netLimits.answerChunkBytesMax`, 16 MiB, by default): a larger answer
+   * goes out in parts (PROTOCOL.md, "Answers in chunks").
+   */
+  readonly answerChunkBytesMax?: number
   /** Most users one export holds (`limits.usersPerExportMax`, 500, by default). */
   readonly exportUsersMax?: number
   /** Most groups one export may name (`limits.groupsPerExportMax`, 50, by default). */
@@ -131,6 +137,13 @@ const serverOptionsSchema = z.strictObject({
     .optional(),
   fanOutIntervalMs: z.number().min(0).max(10_000).optional(),
   batchWindowMs: z.number().min(0).max(1_000).optional(),
+  // At most the default: a larger part would come near messageBytesMax.
+  answerChunkBytesMax: z
+    .number()
+    .int()
+    .min(2 * netLimits.answerChunkOverheadBytesMax)
+    .max(netLimits.answerChunkBytesMax)
+    .optional(),
   exportUsersMax: z.number().int().min(1).max(limits.usersPerExportHardMax).optional(),
   exportGroupsMax: z.number().int().min(1).max(limits.usersPerExportHardMax).optional(),
   exportKdfLogN: z
@@ -246,6 +259,9 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     clientIds: identity,
     hooks: { afterRemote: (users, ctx) => adoptFills(users, ctx) },
     ...(options.eventsMax === undefined ? {} : { eventsMax: options.eventsMax }),
+    ...(options.answerChunkBytesMax === undefined
+      ? {}
+      : { answerChunkBytesMax: options.answerChunkBytesMax }),
     announceIntervalMs: options.fanOutIntervalMs ?? FAN_OUT_INTERVAL_MS,
     announceMsPerListener: options.fanOutIntervalMs === 0 ? 0 : FAN_OUT_MS_PER_DEVICE,
     // Wall time: with an injected clock (tests, simulations, which step

@@ -36,6 +36,9 @@ export function wrapWebSocket(socket: WebSocket, remote: string): Connection {
     get open() {
       return !closed && socket.readyState === WebSocket.OPEN
     },
+    get bufferedBytes() {
+      return socket.bufferedAmount
+    },
     send(message) {
       if (socket.readyState !== WebSocket.OPEN) return
       if (socket.bufferedAmount > netLimits.sendBufferBytesMax) {
@@ -60,9 +63,17 @@ export function wrapWebSocket(socket: WebSocket, remote: string): Connection {
 }
 
 /** Opens a WebSocket to `url`; rejects with `SYNC_FAILED` (or the refusal) when it cannot. */
-export function wsConnect(url: string): Promise<Connection> {
+export function wsConnect(
+  url: string,
+  options: {
+    /** Largest message accepted, in bytes (`netLimits.messageBytesMax`; a test lowers it). */
+    readonly messageBytesMax?: number
+  } = {},
+): Promise<Connection> {
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(url, { maxPayload: netLimits.messageBytesMax })
+    const socket = new WebSocket(url, {
+      maxPayload: options.messageBytesMax ?? netLimits.messageBytesMax,
+    })
     const fail = (code: number, reason: string): void =>
       reject(
         new RostersyncError('SYNC_FAILED', `cannot connect to ${redact(url)}: ${code} ${reason}`),

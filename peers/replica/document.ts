@@ -12,7 +12,8 @@
  * `beginBatch`; `ownConflicts` is emptied by the batch that collected it.
  */
 import * as Y from 'yjs'
-import { DeleteSetCache, encodeDiff } from '../../core/delete-set.js'
+import { encodeDiffParts } from '../../core/answer-chunks.js'
+import { DeleteSetCache, deleteRangesOf, encodeDiff } from '../../core/delete-set.js'
 import {
   asDeviceEntry,
   asPolicyEntry,
@@ -40,6 +41,7 @@ import {
   type UserView,
 } from '../../core/resolve.js'
 import type { RecordSchema } from '../../core/schema.js'
+import { AnswerCache } from './answer-cache.js'
 import type { LocalState } from './local-state.js'
 import { LOCAL_ORIGIN, type WriteContext } from './types.js'
 
@@ -60,6 +62,8 @@ export class ReplicaDocument {
   doc: Y.Doc
   /** The document's delete set, followed (see core/delete-set.ts); replaced with the document. */
   private deletes: DeleteSetCache | undefined
+  /** Answers to state exchanges, until the document changes (see AnswerCache). */
+  private readonly answers = new AnswerCache()
   private policyCache: PolicyTable | undefined
   private deviceRoots: Array<readonly [WriterId, Y.Map<unknown>]> = []
   /**
@@ -97,6 +101,7 @@ export class ReplicaDocument {
     if (this.doc !== doc) this.doc.destroy()
     this.deletes?.destroy()
     this.deletes = new DeleteSetCache(doc)
+    this.answers.clear()
     this.doc = doc
     this.deviceRoots = []
     this.deviceRootsShareSize = -1
@@ -150,6 +155,7 @@ export class ReplicaDocument {
   /** Collects which users and policies a transaction touched. */
   private noteTransaction(tr: Y.Transaction): void {
     this.options.onTransaction(tr)
+    this.answers.note(tr)
     for (const [type, subs] of tr.changed) {
       if (type._item !== null) continue
       const name = this.rootName(type)
@@ -383,6 +389,30 @@ export class ReplicaDocument {
     return deletes === undefined
       ? Y.encodeStateAsUpdate(this.doc, stateVector)
       : encodeDiff(this.doc, stateVector, deletes)
+  }
+
+  /**
+   * What a peer at `stateVector` lacks, in parts of at most `partBytesMax`
+   * bytes that apply in order (core/answer-chunks.ts), taken from the
+   * cache while the document has not changed since it was encoded. Yjs's
+   * pending structs and deletes (which wait for what nobody sent yet) are
+   * not in it. Read it inside whenDurable when it is an answer.
+   */
+  answerParts(stateVector: Uint8Array, partBytesMax: number): readonly Uint8Array[] {
+    const doc = this.doc
+    // During a transaction (or its cleanup) the followed delete set is
+    // behind: walk the store, and keep nothing.
+    const settled = doc._transaction === null && doc._transactionCleanups.length === 0
+    return this.answers.get(stateVector, partBytesMax, settled, () => {
+      const deletes =
+        settled && this.deletes !== undefined ? this.deletes.current() : deleteRangesOf(doc.store)
+      return encodeDiffParts(doc.store, Y.decodeStateVector(stateVector), deletes, partBytesMax)
+    })
+  }
+
+  /** How many large answers answerParts encoded rather than took from its cache (AnswerCache.encodes). */
+  get answersEncoded(): number {
+    return this.answers.encodes
   }
 
   // ---------------------------------------------------------------- writes

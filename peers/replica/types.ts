@@ -94,6 +94,12 @@ export interface ReplicaOptions {
   readonly hooks?: ReplicaHooks
   readonly eventsMax?: number
   /**
+   * Largest message of an answer to a step 1, in bytes
+   * (`netLimits.answerChunkBytesMax` by default; a test lowers it to see
+   * a small roster answered in parts).
+   */
+  readonly answerChunkBytesMax?: number
+  /**
    * Tell listeners (the network's fan-out) of durable changes at most once
    * per this many ms: changes made meanwhile are merged into one update per
    * origin (0, the default: at once, one per batch). The first change after

@@ -1,0 +1,241 @@
+/**
+ * A state-exchange answer (step 2) in parts that each fit a message
+ * (PROTOCOL.md, "Answers in chunks"). One step 2 holding a whole large
+ * roster outgrows any message bound (about 340 MB at 1M users, past
+ * `netLimits.messageBytesMax`), and a receiver that refuses it reconnects
+ * and asks again, forever.
+ *
+ * The parts are Yjs v1 updates a receiver applies in order as they come,
+ * each complete when it arrives: a part never names an item (an origin, a
+ * right origin or a parent) that only a later part brings, so nothing of it
+ * waits in Yjs's pending store or in a replica's held-back updates. The
+ * structs are taken in an order that respects those references (Kahn's
+ * order over the clients' clock runs: a client's run goes on while what its
+ * next struct names is sent or held by the receiver, else waits for the
+ * client it names), and cut into parts of at most the byte bound. Every
+ * reference points to an item its author held when it wrote, so the order
+ * always exists; the delete set goes last, in parts of its own, when it
+ * does not fit with the structs.
+ *
+ * One part holding everything is the bytes of `encodeDiff`
+ * (core/delete-set.ts), byte for byte.
+ */
+import * as encoding from 'lib0/encoding'
+import * as Y from 'yjs'
+import { writeDeleteRanges } from './delete-set.js'
+
+type Struct = Y.GC | Y.Item
+type Ranges = ReadonlyMap<number, ReadonlyArray<readonly [number, number]>>
+
+/** Bytes a part's header and one client's header take at most (varUints of counts, clients, clocks). */
+const HEADER_BYTES_MAX = 3 * 10
+/** Bytes one delete range takes at most (two varUints), and one client's header in a delete set. */
+const DELETE_RANGE_BYTES_MAX = 2 * 10
+
+/** One client's run of structs in one part. */
+interface Run {
+  /** The clock the run starts at (inside its first struct when that is cut). */
+  readonly clock: number
+  count: number
+  /** The run's structs, written. */
+  readonly encoder: encoding.Encoder
+}
+
+/** Where a client stands: its structs, the next one to send and its clock. */
+interface Cursor {
+  readonly structs: Struct[]
+  index: number
+  clock: number
+}
+
+/**
+ * The structs a peer at `target` lacks of `store`, in parts of at most
+ * `partBytesMax` bytes (a single struct larger than that goes alone), each
+ * complete given the parts before it, then the delete set `deletes`:
+ * appended to the last part when it fits, else in parts of its own.
+ * Always at least one part (an empty update when there is nothing to send).
+ */
+export function encodeDiffParts(
+  store: Y.Doc['store'],
+  target: ReadonlyMap<number, number>,
+  deletes: Ranges,
+  partBytesMax: number,
+): Uint8Array[] {
+  const cursors = new Map<number, Cursor>()
+  for (const [client, structs] of store.clients as Map<number, Struct[]>) {
+    const last = structs[structs.length - 1]
+    if (last === undefined) continue
+    const first = structs[0] as Struct
+    const clock = Math.max(target.get(client) ?? 0, first.id.clock)
+    if (last.id.clock + last.length <= clock) continue
+    cursors.set(client, { structs, index: Y.findIndexSS(structs, clock), clock })
+  }
+  const parts = new PartWriter(partBytesMax)
+  /** Clients waiting for another's clock: client waited for -> (waiting client, clock needed). */
+  const waiters = new Map<number, Array<{ client: number; clock: number }>>()
+  const ready = [...cursors.keys()]
+  for (let client = ready.pop(); client !== undefined; client = ready.pop()) {
+    const cursor = cursors.get(client) as Cursor
+    const before = cursor.clock
+    while (cursor.index < cursor.structs.length) {
+      const struct = cursor.structs[cursor.index] as Struct
+      const offset = cursor.clock - struct.id.clock
+      const missing = firstMissing(struct, offset, cursors)
+      if (missing !== undefined) {
+        const list = waiters.get(missing.client)
+        if (list === undefined) waiters.set(missing.client, [{ client, clock: missing.clock }])
+        else list.push({ client, clock: missing.clock })
+        break
+      }
+      parts.add(client, cursor.clock, struct, offset)
+      cursor.clock = struct.id.clock + struct.length
+      cursor.index++
+    }
+    if (cursor.clock === before) continue
+    const list = waiters.get(client)
+    if (list === undefined) continue
+    const still = list.filter((w) => w.clock >= cursor.clock)
+    for (const w of list) if (w.clock < cursor.clock) ready.push(w.client)
+    if (still.length > 0) waiters.set(client, still)
+    else waiters.delete(client)
+  }
+  // A reference no struct satisfies cannot happen in an integrated
+  // document; should it, the rest goes in the last part as it is (the
+  // receiver holds it back until it can, as it would one whole answer).
+  for (const [client, cursor] of cursors)
+    for (; cursor.index < cursor.structs.length; cursor.index++) {
+      const struct = cursor.structs[cursor.index] as Struct
+      parts.add(client, cursor.clock, struct, cursor.clock - struct.id.clock)
+      cursor.clock = struct.id.clock + struct.length
+    }
+  return parts.finish(deletes)
+}
+
+/**
+ * The first item `struct` names (as written from `offset` on) that the
+ * receiver will not hold after the structs sent so far: a client and the
+ * clock it must reach. GC structs name nothing; a cut struct's origin is
+ * its own client's previous clock, sent already.
+ */
+function firstMissing(
+  struct: Struct,
+  offset: number,
+  cursors: ReadonlyMap<number, Cursor>,
+): Y.ID | undefined {
+  if (!(struct instanceof Y.Item)) return undefined
+  const own = struct.id.client
+  const origin = offset > 0 ? null : struct.origin
+  if (lacks(origin, own, cursors)) return origin as Y.ID
+  const right = struct.rightOrigin
+  if (lacks(right, own, cursors)) return right as Y.ID
+  // The parent is written (and needed) only when neither origin is.
+  if (offset === 0 && struct.origin === null && right === null) {
+    const parent = struct.parent as Y.AbstractType<unknown> | null
+    const item = parent?._item ?? null
+    if (item !== null && lacks(item.id, own, cursors)) return item.id
+  }
+  return undefined
+}
+
+/** Whether the receiver will lack `id` (another client's) after the structs sent so far. */
+function lacks(id: Y.ID | null, own: number, cursors: ReadonlyMap<number, Cursor>): boolean {
+  if (id === null || id.client === own) return false
+  const cursor = cursors.get(id.client)
+  return cursor !== undefined && cursor.clock <= id.clock
+}
+
+/** Collects structs into parts of at most `partBytesMax` bytes. */
+class PartWriter {
+  private readonly parts: Uint8Array[] = []
+  private runs = new Map<number, Run>()
+  private bytes = HEADER_BYTES_MAX
+  private readonly scratch = new Y.UpdateEncoderV1()
+
+  constructor(private readonly partBytesMax: number) {}
+
+  /** Adds `struct` (written from `offset`), starting at `clock`, to the open part. */
+  add(client: number, clock: number, struct: Struct, offset: number): void {
+    // Written once into a reused scratch encoder, to know its size before
+    // it goes into a part.
+    const scratch = this.scratch.restEncoder
+    scratch.cpos = 0
+    scratch.bufs.length = 0
+    struct.write(this.scratch, offset)
+    const written =
+      scratch.bufs.length === 0
+        ? scratch.cbuf.subarray(0, scratch.cpos)
+        : encoding.toUint8Array(scratch)
+    const run = this.runs.get(client)
+    const cost = written.byteLength + (run === undefined ? HEADER_BYTES_MAX : 0)
+    if (this.runs.size > 0 && this.bytes + cost > this.partBytesMax) {
+      this.close()
+      this.add(client, clock, struct, offset)
+      return
+    }
+    if (run === undefined) {
+      const encoder = encoding.createEncoder()
+      encoding.writeUint8Array(encoder, written)
+      this.runs.set(client, { clock, count: 1, encoder })
+    } else {
+      run.count++
+      encoding.writeUint8Array(run.encoder, written)
+    }
+    this.bytes += cost
+  }
+
+  /** The parts, the delete set appended to the last when it fits, else after it. */
+  finish(deletes: Ranges): Uint8Array[] {
+    let deleteBytes = 0
+    for (const list of deletes.values()) deleteBytes += (list.length + 1) * DELETE_RANGE_BYTES_MAX
+    if (this.bytes + deleteBytes <= this.partBytesMax) {
+      this.close(deletes)
+      return this.parts
+    }
+    if (this.runs.size > 0) this.close()
+    this.deleteParts(deletes)
+    // A step 2 goes out even with nothing in it.
+    if (this.parts.length === 0) this.close()
+    return this.parts
+  }
+
+  /** Closes the open part (with `deletes` as its delete set, none by default). */
+  private close(deletes: Ranges = new Map()): void {
+    const encoder = new Y.UpdateEncoderV1()
+    const rest = encoder.restEncoder
+    encoding.writeVarUint(rest, this.runs.size)
+    // As Yjs writes them: higher clientIDs first.
+    for (const [client, run] of [...this.runs].sort((a, b) => b[0] - a[0])) {
+      encoding.writeVarUint(rest, run.count)
+      encoder.writeClient(client)
+      encoding.writeVarUint(rest, run.clock)
+      encoding.writeUint8Array(rest, encoding.toUint8Array(run.encoder))
+    }
+    writeDeleteRanges(encoder, deletes)
+    this.parts.push(encoder.toUint8Array())
+    this.runs = new Map()
+    this.bytes = HEADER_BYTES_MAX
+  }
+
+  /** The delete set in parts of no structs, each within the bound. */
+  private deleteParts(deletes: Ranges): void {
+    let part = new Map<number, Array<readonly [number, number]>>()
+    let bytes = HEADER_BYTES_MAX
+    const flush = (): void => {
+      if (part.size === 0) return
+      this.close(part)
+      part = new Map()
+      bytes = HEADER_BYTES_MAX
+    }
+    for (const [client, list] of deletes) {
+      for (const range of list) {
+        const cost = DELETE_RANGE_BYTES_MAX * (part.has(client) ? 1 : 2)
+        if (bytes + cost > this.partBytesMax) flush()
+        const ranges = part.get(client)
+        if (ranges === undefined) part.set(client, [range])
+        else ranges.push(range)
+        bytes += DELETE_RANGE_BYTES_MAX * (ranges === undefined ? 2 : 1)
+      }
+    }
+    flush()
+  }
+}

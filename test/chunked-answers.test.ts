@@ -1,0 +1,199 @@
+/**
+ * Answers in parts over real WebSockets on 127.0.0.1 (PROTOCOL.md,
+ * "Answers in chunks"). The server's part size is lowered to 32 KiB and
+ * the receivers' message bound to 48 KiB, so that an aged roster of a few
+ * hundred KB (overwrites under several clientIDs, deletes) stands in for a
+ * million users against the 128 MiB bound: a fresh device and an
+ * unmodified y-websocket client get all of it, in parts of at most the
+ * bound, with nothing held back; the whole answer as one message would be
+ * refused by their sockets (1009) and retried forever. The server encodes
+ * the full answer once for every fresh receiver until the roster changes.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import WebSocket from 'ws'
+import { WebsocketProvider } from 'y-websocket'
+import * as Y from 'yjs'
+import type { Connection, Transport } from '../core/transport.js'
+import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { memoryStore } from '../storage/level-store.js'
+import { wsConnect } from '../transports/ws-transport.js'
+import { eventually } from './helpers/eventually.js'
+
+const SITE_KEY = 'chunked-answers-site-key'
+const CHUNK_BYTES_MAX = 32 * 1024
+/** The receivers' message bound in this test: more than a part, far less than the roster. */
+const MESSAGE_BYTES_MAX = 48 * 1024
+const USERS = 1_500
+
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i)
+const closers: Array<() => Promise<void> | void> = []
+let server: ServerPeer
+
+/** A transport to the server whose sockets refuse messages over MESSAGE_BYTES_MAX, recording sizes. */
+function recordingTransport(sizes: number[], probe?: (connectionId: string) => void): Transport {
+  return {
+    async connect(url) {
+      const conn = await wsConnect(url, { messageBytesMax: MESSAGE_BYTES_MAX })
+      const wrapped: Connection = {
+        id: conn.id,
+        remote: conn.remote,
+        get open() {
+          return conn.open
+        },
+        send: (message) => conn.send(message),
+        onClose: (handler) => conn.onClose(handler),
+        close: (code, reason) => conn.close(code, reason),
+        onMessage: (handler) =>
+          conn.onMessage((message) => {
+            probe?.(conn.id)
+            sizes.push(message.byteLength)
+            handler(message)
+          }),
+      }
+      return wrapped
+    },
+    close: () => Promise.resolve(),
+  }
+}
+
+/**
+ * A device; with `sizes`, its server link records the size of every message
+ * and, as each arrives, whether anything the link sent before is held back
+ * (`heldBack`, counts) or pending in Yjs.
+ */
+async function device(id: string, sizes?: number[], heldBack?: number[]): Promise<DevicePeer> {
+  const made: { peer?: DevicePeer } = {}
+  const probe = (connectionId: string): void => {
+    const peer = made.peer
+    if (peer === undefined) return
+    const pending = peer.replica.doc.store.pendingStructs === null ? 0 : 1
+    heldBack?.push(peer.replica.heldBackFrom(connectionId) + pending)
+  }
+  const d = await createDevice({
+    id,
+    store: memoryStore(),
+    server: server.url,
+    siteKey: SITE_KEY,
+    ...(sizes === undefined ? {} : { serverTransport: recordingTransport(sizes, probe) }),
+  })
+  made.peer = d
+  closers.push(() => d.close())
+  return d
+}
+
+/** An unmodified y-websocket client whose socket refuses messages over MESSAGE_BYTES_MAX. */
+function plainClient(id: string, sizes: number[]): { doc: Y.Doc; provider: WebsocketProvider } {
+  class SmallSocket extends WebSocket {
+    constructor(url: string, protocols?: string | string[]) {
+      super(url, protocols, { maxPayload: MESSAGE_BYTES_MAX })
+      this.on('message', (data: Buffer) => sizes.push(data.byteLength))
+    }
+  }
+  const doc = new Y.Doc()
+  const provider = new WebsocketProvider(server.url, 'roster', doc, {
+    WebSocketPolyfill: SmallSocket as unknown as typeof globalThis.WebSocket,
+    params: { device: id, key: SITE_KEY },
+    // Clients in one process would otherwise sync with each other too.
+    disableBc: true,
+  })
+  closers.push(() => provider.destroy())
+  return { doc, provider }
+}
+
+const serverEntries = (): unknown => server.replica.doc.getMap('u:server').toJSON()
+
+beforeAll(async () => {
+  server = await createServer({
+    store: memoryStore(),
+    siteKey: SITE_KEY,
+    answerChunkBytesMax: CHUNK_BYTES_MAX,
+  })
+  await Promise.all(
+    range(USERS).map((i) =>
+      server.users.put({ id: `u${i}`, name: `User ${i}`, email: `user${i}@example.com` }),
+    ),
+  )
+  // Age it: overwrites by the server and by devices (their clientIDs),
+  // and deletes.
+  for (const round of range(3))
+    await Promise.all(
+      range(USERS / 3).map((i) => server.users.patch(`u${i * 3 + round}`, { name: `R${round}` })),
+    )
+  await Promise.all(range(100).map((i) => server.users.delete(`u${i * 7}`)))
+  for (const id of ['W1', 'W2']) {
+    const writer = await device(id)
+    await writer.sync.whenIdle()
+    await Promise.all(range(200).map((i) => writer.users.put({ id: `${id}-${i}`, name: id })))
+    await Promise.all(range(50).map((i) => writer.users.patch(`u${i * 14 + 1}`, { name: id })))
+    await writer.sync.whenIdle()
+    // A full sync gives the device a fresh clientID: its overwrites of its
+    // own entries then name items of its earlier one.
+    await writer.sync.full()
+    await Promise.all(range(200).map((i) => writer.users.patch(`${id}-${i}`, { email: 'x@y.z' })))
+    await writer.sync.whenIdle()
+  }
+  for (const close of closers.splice(0).reverse()) await close()
+}, 120_000)
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close()
+})
+afterAll(async () => {
+  await server.close()
+})
+
+describe('answers in chunks', () => {
+  it('a fresh device gets an aged roster several parts long, each within the bound, nothing held back', async () => {
+    const whole = server.replica.encodeDiff(new Uint8Array([0])).byteLength
+    expect(whole).toBeGreaterThan(4 * MESSAGE_BYTES_MAX)
+    const sizes: number[] = []
+    const heldBack: number[] = []
+    const d = await device('F1', sizes, heldBack)
+    await eventually(() => expect(d.sync.status().offlineReady).toBe(true), 60_000)
+    await d.sync.whenIdle()
+    expect(d.users.list()).toEqual(server.users.list())
+    expect(d.replica.doc.getMap('u:server').toJSON()).toEqual(serverEntries())
+    expect(d.replica.doc.store.pendingStructs).toBeNull()
+    expect(d.replica.doc.store.pendingDs).toBeNull()
+    expect(d.serverLink?.state).toBe('connected')
+    // Every message within the bound; the answer took several.
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(CHUNK_BYTES_MAX)
+    expect(sizes.filter((s) => s > CHUNK_BYTES_MAX / 2).length).toBeGreaterThanOrEqual(3)
+    // An explicit full sync (clear, then fetch every part again) completes
+    // too, and as each message arrived nothing of the earlier ones waited.
+    sizes.length = 0
+    heldBack.length = 0
+    await d.sync.full()
+    expect(d.users.list()).toEqual(server.users.list())
+    expect(d.replica.doc.store.pendingStructs).toBeNull()
+    expect(sizes.filter((s) => s > CHUNK_BYTES_MAX / 2).length).toBeGreaterThanOrEqual(3)
+    expect(heldBack).toHaveLength(sizes.length)
+    expect(heldBack.every((n) => n === 0)).toBe(true)
+  }, 90_000)
+
+  it('an unmodified y-websocket client syncs a chunked roster', async () => {
+    const sizes: number[] = []
+    const { doc, provider } = plainClient('Y1', sizes)
+    await eventually(() => expect(provider.synced).toBe(true), 60_000)
+    expect(doc.getMap('u:server').toJSON()).toEqual(serverEntries())
+    expect(doc.store.pendingStructs).toBeNull()
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(CHUNK_BYTES_MAX)
+    expect(sizes.length).toBeGreaterThanOrEqual(4)
+  }, 90_000)
+
+  it('encodes the full answer once for every fresh receiver, again after a change', async () => {
+    const first = plainClient('Y2', [])
+    await eventually(() => expect(first.provider.synced).toBe(true), 60_000)
+    const encodes = server.replica.answersEncoded
+    const second = plainClient('Y3', [])
+    await eventually(() => expect(second.provider.synced).toBe(true), 60_000)
+    expect(second.doc.getMap('u:server').toJSON()).toEqual(serverEntries())
+    expect(server.replica.answersEncoded).toBe(encodes)
+    // A change drops the kept answer: the next fresh receiver gets it.
+    await server.users.put({ id: 'late', name: 'Late' })
+    const third = plainClient('Y4', [])
+    await eventually(() => expect(third.provider.synced).toBe(true), 60_000)
+    expect(server.replica.answersEncoded).toBe(encodes + 1)
+    expect(third.doc.getMap('u:server').has('late')).toBe(true)
+  }, 90_000)
+})
