@@ -184,9 +184,11 @@ function memoKey(kind: string, ...parts: Uint8Array[]): string | undefined {
   let bytes = 0
   for (const part of parts) bytes += part.byteLength
   if (bytes > limits.signatureMemoMessageBytesMax) return undefined
+  // Each part with its length first: parts of other lengths never join
+  // into the same key.
   let key = kind
   for (const part of parts)
-    key += `\u0000${Buffer.from(part.buffer, part.byteOffset, part.byteLength).toString('latin1')}`
+    key += `\u0000${part.byteLength}:${Buffer.from(part.buffer, part.byteOffset, part.byteLength).toString('latin1')}`
   return key
 }
 

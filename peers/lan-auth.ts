@@ -183,7 +183,8 @@ export function guardLanLink(
   }
   // The server's revocations reach this device in its document: a link
   // to a peer revoked since (its device or its key) closes.
-  const revocations = replica.doc.getMap(REVOCATIONS_ROOT)
+  // A wipe or a full sync replaces the document: watch the new one's.
+  let revocations = replica.doc.getMap(REVOCATIONS_ROOT)
   const onRevocation = (): void => {
     if (peer === undefined) return
     try {
@@ -193,6 +194,12 @@ export function guardLanLink(
     }
   }
   revocations.observe(onRevocation)
+  const offReset = replica.onReset(() => {
+    revocations.unobserve(onRevocation)
+    revocations = replica.doc.getMap(REVOCATIONS_ROOT)
+    revocations.observe(onRevocation)
+    onRevocation()
+  })
   // This device's renewed certificate goes to the peer on the open link.
   const offCertificate = signing.identity.onCertificate(() => {
     const frame = ownFrame(signing, ends)
@@ -218,6 +225,7 @@ export function guardLanLink(
     clock.clearTimeout(handshake)
     clock.clearTimeout(expiry)
     revocations.unobserve(onRevocation)
+    offReset()
     offCertificate()
     closeHandler?.(info)
   })

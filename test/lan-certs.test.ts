@@ -297,6 +297,19 @@ describe('LAN admission', () => {
     expect(await answered(fresh)).toBe(true)
   })
 
+  it('an open link still closes on a revocation after a full sync replaced the document', async () => {
+    const s = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { cert } = await join(s, 'D9', d9)
+    const open = lanLink(s.d2, 'D9', { key: d9, cert })
+    expect(await answered(open)).toBe(true)
+    // The full sync swaps the device's document for a fresh one.
+    await s.d2.sync.full()
+    expect(open.closed()).toBeUndefined()
+    await s.server.devices.revoke('D9')
+    await eventually(() => expect(open.closed()?.reason).toMatch(/^(PEER|CERTIFICATE)_REVOKED/))
+  })
+
   it("a key reset revokes the old key's certificate on the LAN, before it expires", async () => {
     const s = await site()
     const d9 = keyPairFromSeed(seedOf(9))
