@@ -285,6 +285,17 @@ describe('update log and local state', () => {
     const reloaded = new UpdateLog({ store, randomUint32: () => 7 })
     await reloaded.loadDoc(false, 0)
     expect(reloaded.snapshotSize).toBe(log.snapshotSize)
+    // A staged wipe's commit: what arrived while it was staged stays in the
+    // log and counts towards the next compaction.
+    reloaded.stage(true)
+    const ops: StoreOp[] = []
+    reloaded.appendOps([update(1), update(2)], ops)
+    await reloaded.storeBatch(ops)
+    const arrived = reloaded.bytes
+    expect(arrived).toBeGreaterThan(0)
+    reloaded.commitStaged()
+    expect(reloaded.bytes).toBe(arrived)
+    expect(reloaded.count).toBe(2)
   })
 
   it('stores local-only state with the batch and loads it back', async () => {

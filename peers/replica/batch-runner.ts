@@ -210,8 +210,7 @@ export class BatchRunner {
       op.reject(error)
       return
     }
-    log.unstage()
-    log.restartAt(staged.fromSeq)
+    log.commitStaged()
     if (staged.deletes) local.clearDeleted()
     local.clearImported()
     local.setRecords(end.records)

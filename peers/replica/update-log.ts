@@ -41,23 +41,32 @@ export class UpdateLog {
    * sequence number its document's log starts at (what is stored before it
    * is the old document), and whether the commit clears deletes.
    */
-  private staged: { readonly fromSeq: number; readonly deletes: boolean } | undefined
+  private staged:
+    { readonly fromSeq: number; readonly deletes: boolean; readonly bytes: number } | undefined
 
   constructor(private readonly options: UpdateLogOptions) {}
 
   /** The staged wipe not committed yet, if one is (see WipeOptions.staged). */
-  get stagedWipe(): { readonly fromSeq: number; readonly deletes: boolean } | undefined {
+  get stagedWipe():
+    { readonly fromSeq: number; readonly deletes: boolean; readonly bytes: number } | undefined {
     return this.staged
   }
 
   /** A staged wipe is durable as far as it goes: the new document's log starts now. */
   stage(deletes: boolean): void {
-    this.staged = { fromSeq: this.nextUpdateSeq, deletes }
+    this.staged = { fromSeq: this.nextUpdateSeq, deletes, bytes: this.updateBytesSinceSnapshot }
   }
 
-  /** The staged wipe was committed. */
-  unstage(): void {
+  /**
+   * A staged wipe's ops are durable: the log starts where the staged
+   * document's did, and what arrived while it was staged (often the whole
+   * roster) counts towards the next compaction.
+   */
+  commitStaged(): void {
+    const staged = this.staged
+    if (staged === undefined) return
     this.staged = undefined
+    this.restartAt(staged.fromSeq, this.updateBytesSinceSnapshot - staged.bytes)
   }
 
   /** Updates in the log since the last snapshot. */
@@ -218,10 +227,15 @@ export class UpdateLog {
     }
   }
 
-  /** The log starts at `fromSeq` from now on (a wipe's ops are durable). */
-  restartAt(fromSeq: number): void {
+  /**
+   * The log starts at `fromSeq` from now on (a wipe's ops are durable);
+   * `keptBytes` of it are already stored (a staged wipe's: what arrived
+   * while it was staged, often the whole roster, counts towards the next
+   * compaction).
+   */
+  restartAt(fromSeq: number, keptBytes = 0): void {
     this.firstUpdateSeq = fromSeq
-    this.updateBytesSinceSnapshot = 0
+    this.updateBytesSinceSnapshot = keptBytes
     this.snapshotBytes = EMPTY_SNAPSHOT.byteLength
   }
 
