@@ -174,8 +174,9 @@ const SITE_KEY_KDF = { logN: 0, r: 0, p: 0 } as const
  * The file's AES key: scrypt of a passphrase (off the event loop), or
  * HKDF of the site key (a `SITE_KEY_KDF` file).
  */
-function deriveKey(secret: string, kdf: KdfParams): Promise<Buffer> {
-  if (kdf.logN === SITE_KEY_KDF.logN)
+function deriveKey(source: ExportKeySource, secret: string, kdf: KdfParams): Promise<Buffer> {
+  // By the signed key source, never by the parameters' values.
+  if (source === 'site-key')
     return Promise.resolve(
       Buffer.from(hkdfSync('sha256', secret, kdf.salt, `${DOMAIN}/site-key`, AES_KEY_BYTES)),
     )
@@ -304,7 +305,7 @@ export async function encodeExportFile(
   const aesKey =
     secret === undefined || kdf === undefined
       ? openKey(contents.serverKey)
-      : await deriveKey(secret, kdf)
+      : await deriveKey(source, secret, kdf)
   const cipher = createCipheriv('aes-256-gcm', aesKey, nonce)
   cipher.setAAD(associatedData(header))
   const ciphertext = Buffer.concat([cipher.update(body), cipher.final(), cipher.getAuthTag()])
@@ -473,7 +474,9 @@ async function decryptBody(
     throw new MalformedMessageError('the export file is truncated or corrupt')
   const nonce = header.subarray(header.byteLength - NONCE_BYTES)
   const key =
-    secret === undefined || kdf === undefined ? openKey(serverKey) : await deriveKey(secret, kdf)
+    secret === undefined || kdf === undefined
+      ? openKey(serverKey)
+      : await deriveKey(source, secret, kdf)
   const decipher = createDecipheriv('aes-256-gcm', key, nonce)
   decipher.setAAD(associatedData(header))
   decipher.setAuthTag(ciphertext.subarray(ciphertext.byteLength - TAG_BYTES))
