@@ -15,10 +15,10 @@
  * Records are generated before the clock starts. Prints one JSON line.
  */
 import { Level } from 'level'
-import * as Y from 'yjs'
 import { createDevice } from '../peers/create-device.js'
 import { createServer } from '../server-peer/create-server.js'
 import { BATCH_USERS, dirBytes, emitResult, positiveIntArg } from './bench.js'
+import { openPlainYjsLog } from './plain-yjs-log.js'
 import { makeRecords, recordId, type BenchRecord } from './records.js'
 
 /** The modes this child knows. */
@@ -70,28 +70,8 @@ async function oursSink(mode: 'ours-server' | 'ours-device', dataDir: string): P
 }
 
 async function plainYjsSink(dataDir: string): Promise<Sink> {
-  const db = new Level<string, Uint8Array>(dataDir, { keyEncoding: 'utf8', valueEncoding: 'view' })
-  await db.open()
-  const doc = new Y.Doc()
-  const map = doc.getMap<unknown>('users')
-  let seq = 0
-  return {
-    write: async (round) => {
-      let update: Uint8Array | undefined
-      const capture = (u: Uint8Array): void => {
-        update = u
-      }
-      doc.on('update', capture)
-      doc.transact(() => {
-        for (const record of round) map.set(record.id, record)
-      })
-      doc.off('update', capture)
-      if (update === undefined) throw new Error('the transaction produced no update')
-      const key = `y/u/${(seq++).toString().padStart(15, '0')}`
-      await db.batch([{ type: 'put', key, value: update }], { sync: true })
-    },
-    close: () => db.close(),
-  }
+  const log = await openPlainYjsLog(dataDir, 'users')
+  return { write: (round) => log.write(round), close: () => log.db.close() }
 }
 
 async function naiveJsonSink(dataDir: string): Promise<Sink> {

@@ -33,6 +33,7 @@ import { BATCH_USERS, emitResult, positiveIntArg } from './bench.js'
 import { createDevice } from '../peers/create-device.js'
 import { commands, cpuSeconds, until } from './network-control.js'
 import { connectPlain, PLAIN_MAP, startPlainServer, UpdateLog } from './network-plain.js'
+import { openPlainYjsLog, plainUpdateKey } from './plain-yjs-log.js'
 import { makeRecord, makeRecords, recordId, type BenchRecord } from './records.js'
 
 /** The modes this child knows. */
@@ -143,35 +144,17 @@ async function oursSink(dataDir: string): Promise<Sink> {
 }
 
 async function plainSink(dataDir: string): Promise<Sink> {
-  const db = new Level<string, Uint8Array>(dataDir, { keyEncoding: 'utf8', valueEncoding: 'view' })
-  await db.open()
-  const doc = new Y.Doc()
-  const map = doc.getMap<unknown>(PLAIN_MAP)
-  let seq = 0
+  const log = await openPlainYjsLog(dataDir, PLAIN_MAP)
   return {
-    write: async (round) => {
-      let update: Uint8Array | undefined
-      const capture = (u: Uint8Array): void => {
-        update = u
-      }
-      doc.on('update', capture)
-      doc.transact(() => {
-        for (const record of round) map.set(record.id, record)
-      })
-      doc.off('update', capture)
-      if (update === undefined) throw new Error('the transaction produced no update')
-      const key = `y/u/${(seq++).toString().padStart(15, '0')}`
-      await db.batch([{ type: 'put', key, value: update }], { sync: true })
-    },
-    kept: doc,
+    write: (round) => log.write(round),
+    kept: log.doc,
     close: async () => {
       const ops: Array<
         { type: 'put'; key: string; value: Uint8Array } | { type: 'del'; key: string }
-      > = [{ type: 'put', key: PLAIN_SNAPSHOT, value: Y.encodeStateAsUpdate(doc) }]
-      for (let s = 0; s < seq; s++)
-        ops.push({ type: 'del', key: `y/u/${s.toString().padStart(15, '0')}` })
-      await db.batch(ops, { sync: true })
-      await db.close()
+      > = [{ type: 'put', key: PLAIN_SNAPSHOT, value: Y.encodeStateAsUpdate(log.doc) }]
+      for (let s = 0; s < log.appended(); s++) ops.push({ type: 'del', key: plainUpdateKey(s) })
+      await log.db.batch(ops, { sync: true })
+      await log.db.close()
     },
   }
 }
