@@ -19,7 +19,7 @@ import { Level } from 'level'
 import * as Y from 'yjs'
 import { createDevice } from '../peers/create-device.js'
 import { emitResult, positiveIntArg } from './bench.js'
-import { cpuSeconds, until } from './network-control.js'
+import { benchSiteKey, cpuSeconds, until } from './network-control.js'
 import { connectPlain, PLAIN_MAP, UpdateLog } from './network-plain.js'
 import { recordId, type BenchRecord } from './records.js'
 
@@ -69,7 +69,12 @@ interface Synced {
 type Run = (url: string, dataDir: string, started: number) => Promise<Synced>
 
 const runOurs: Run = async (url, dataDir, started) => {
-  const device = await createDevice({ id: 'bench-device', dataDir, server: url })
+  const device = await createDevice({
+    id: 'bench-device',
+    dataDir,
+    server: url,
+    siteKey: benchSiteKey(),
+  })
   const openMs = performance.now() - started
   await until(() => device.serverLink?.synced === true, 600_000, 'device synced')
   return {

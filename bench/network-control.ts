@@ -9,6 +9,7 @@
  * reply or report. Progress and errors go to stderr, which passes through.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createServer as createNetServer, connect, type Socket } from 'node:net'
 import type { AddressInfo } from 'node:net'
@@ -16,6 +17,17 @@ import { createInterface } from 'node:readline'
 import type { Readable, Writable } from 'node:stream'
 import { join } from 'node:path'
 import { PROJECT_ROOT } from './bench.js'
+
+/**
+ * The site key every process of one network bench run shares: a server
+ * started without one generates its own (secure default) and would refuse
+ * the bench's devices. Set once in the orchestrator's environment, which
+ * every child inherits.
+ */
+export function benchSiteKey(): string {
+  process.env.BENCH_SITE_KEY ??= randomBytes(16).toString('hex')
+  return process.env.BENCH_SITE_KEY
+}
 
 /**
  * Milliseconds on a clock shared by every process of the machine: each

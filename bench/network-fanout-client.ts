@@ -19,7 +19,14 @@ import { join } from 'node:path'
 import * as Y from 'yjs'
 import { createDevice } from '../peers/create-device.js'
 import { emitResult, positiveIntArg } from './bench.js'
-import { commands, cpuSeconds, fanoutTitle, sharedClockMs, until } from './network-control.js'
+import {
+  benchSiteKey,
+  commands,
+  cpuSeconds,
+  fanoutTitle,
+  sharedClockMs,
+  until,
+} from './network-control.js'
 import { connectPlain, PLAIN_MAP, UpdateLog } from './network-plain.js'
 import { recordId, type BenchRecord } from './records.js'
 
@@ -51,7 +58,12 @@ interface Client {
 }
 
 async function oursClient(url: string, dataDir: string, k: number): Promise<Client> {
-  const device = await createDevice({ id: `fanout-${k}`, dataDir, server: url })
+  const device = await createDevice({
+    id: `fanout-${k}`,
+    dataDir,
+    server: url,
+    siteKey: benchSiteKey(),
+  })
   await until(() => device.serverLink?.synced === true, 600_000, `device ${k} synced`)
   return {
     title: (id) => device.users.get(id)?.title,

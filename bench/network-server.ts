@@ -25,7 +25,13 @@ import { join } from 'node:path'
 import * as Y from 'yjs'
 import { createServer } from '../server-peer/create-server.js'
 import { BATCH_USERS, emitResult, positiveIntArg } from './bench.js'
-import { commands, cpuSeconds, fanoutTitle, sharedClockMs } from './network-control.js'
+import {
+  benchSiteKey,
+  commands,
+  cpuSeconds,
+  fanoutTitle,
+  sharedClockMs,
+} from './network-control.js'
 import { fillPlainMap, PLAIN_MAP, startPlainServer, UpdateLog } from './network-plain.js'
 import { makeRecords, recordId, type BenchRecord } from './records.js'
 
@@ -76,7 +82,7 @@ interface Served {
 }
 
 async function serveOurs(users: number, dataDir: string): Promise<Served> {
-  const server = await createServer({ dataDir: join(dataDir, 'server') })
+  const server = await createServer({ dataDir: join(dataDir, 'server'), siteKey: benchSiteKey() })
   for (let from = 0; from < users; from += BATCH_USERS) {
     const round = makeRecords(from, Math.min(BATCH_USERS, users - from))
     await Promise.all(round.map((record) => server.users.put(record)))

@@ -25,7 +25,7 @@ import { join } from 'node:path'
 import { mb, printTable, ratioText, round, runChild, withTempDir } from './bench.js'
 import type { Bench, BenchOptions, Cell } from './bench.js'
 import type { ClientMode, SyncResult } from './network-client.js'
-import { childFlags, countingProxy, withChild } from './network-control.js'
+import { benchSiteKey, childFlags, countingProxy, withChild } from './network-control.js'
 import type { ControlledChild, CountingProxy } from './network-control.js'
 import type { FanoutMode, FanoutSeen } from './network-fanout-client.js'
 import type { DeltaEdits, FanoutEdit, ServerReady } from './network-server.js'
@@ -432,6 +432,7 @@ export const networkBench: Bench = {
   name: 'network',
   summary: `full sync (time <= ${FULL_TIME_RATIO_MAX}x, bytes <= ${FULL_BYTES_RATIO_MAX}x plain Yjs), delta bytes (<= ${DELTA_BYTES_RATIO_MAX}x raw JSON), fan-out to ${FANOUT_DEVICES} devices`,
   async run({ users, runs }: BenchOptions) {
+    benchSiteKey()
     const sync = await measureSync(users, runs)
     const fanoutUsers = Math.min(users, FANOUT_USERS_MAX)
     const fanout = await measureAllFanout(fanoutUsers, runs)
