@@ -12,13 +12,14 @@
  * runs and only the machine differs.
  *
  * The code runs compiled by tsc (as the published CLI runs), into
- * `node_modules/.cache/rostersync-sim-bench` (there, bare imports resolve to
+ * `node_modules/.cache/rostersync-sim-bench-<checkout hash>` (there, bare imports resolve to
  * the project's node_modules). Under tsx, the same runs take about 1.5x as
  * long (tsx compiles with esbuild's keepNames, which wraps every closure).
  * Sizes: `BENCH_SIM_SEEDS` (default 200), `BENCH_SIM_WORKERS` (default:
  * every core).
  */
 import { spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -28,8 +29,17 @@ import type { Bench } from './bench.js'
 
 /** Goal: seeds per minute (1,000 seeds within 10 minutes). */
 const SEEDS_PER_MINUTE_MIN = 100
-/** Where tsc writes the compiled project for the bench. */
-const BUILD_DIR = join(PROJECT_ROOT, 'node_modules', '.cache', 'rostersync-sim-bench')
+/**
+ * Where tsc writes the compiled project for the bench: one folder per
+ * checkout, so two checkouts sharing one node_modules (git worktrees) do
+ * not build over each other.
+ */
+const BUILD_DIR = join(
+  PROJECT_ROOT,
+  'node_modules',
+  '.cache',
+  `rostersync-sim-bench-${createHash('sha256').update(PROJECT_ROOT).digest('hex').slice(0, 12)}`,
+)
 
 /** The bench's site: the issue's shape, every kind of fault on. */
 const SITE: SwarmOptions = {
