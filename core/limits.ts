@@ -323,6 +323,22 @@ export const netLimits = {
    * device no longer holds it).
    */
   refusedClientsTrackedPerDeviceMax: 256,
+  // Issue 11: LAN floods (the door of a device's LAN links, peers/lan-auth.ts)
+  /**
+   * Most LAN links of one device still at its door (their peer's
+   * certificate not shown yet) at once: anyone holding the site key gets
+   * this far. Past it a new link is closed with 1013
+   * `TOO_MANY_HANDSHAKES` (its dialler retries with backoff). A device's
+   * peers dialling it together after a restart each wait milliseconds here.
+   */
+  lanHandshakesInFlightMax: 8,
+  /**
+   * Largest message a LAN link reads before its peer is admitted, in bytes:
+   * a `lan-auth` frame (certificate and proof) is under 1 KiB. A longer
+   * frame closes the link with 1009 `MESSAGE_TOO_LARGE` as soon as its
+   * length prefix arrives, before any of it is buffered (128 MiB otherwise).
+   */
+  lanHandshakeMessageBytesMax: 64 * 1024,
   // Issue 11: signed writes
   /** Most envelopes one signed message carries (a step 2 answering a long-offline peer). */
   envelopesPerMessageMax: 100_000,
