@@ -199,16 +199,66 @@ describe('links at the LAN door', () => {
   })
 })
 
+/** A link from a fresh node to D2, admitted as D9 (a certificate of the server, proven on the link). */
+async function admittedLink(
+  s: Site,
+  before: (raw: RawLanLink) => Promise<void> = async () => undefined,
+): Promise<{ raw: RawLanLink; key: KeyPair; cert: Certificate }> {
+  const member = await node()
+  const key = keyPairFromSeed(new Uint8Array(32).fill(9))
+  const cert = await certify(s, 'D9', key)
+  const raw = await link(s, member)
+  await before(raw)
+  await raw.send(
+    encodeLanAuth(cert, signLanProof(key, cert.site, member.peerId.toString(), s.d2End)),
+  )
+  return { raw, key, cert }
+}
+
 describe('an admitted LAN link', () => {
+  it('goes on with the buckets it had at the door: admission refills nothing', async () => {
+    const s = await site()
+    const atDoor = netLimits.linkMessagesBurstMax - 5
+    const awareness = encodeMessage({ type: 'query-awareness' })
+    const { raw } = await admittedLink(s, async (r) => {
+      for (let i = 0; i < atDoor; i++) await r.send(awareness)
+    })
+    await eventually(() => expect(raw.received.some((m) => m.type === 'sync-step1')).toBe(true))
+    expect(raw.closed()).toBeUndefined()
+    for (let i = 0; i < 10 && raw.closed() === undefined; i++) await raw.send(awareness)
+    const close = await raw.whenClosed(5_000)
+    expect(close?.code).toBe(1008)
+    expect(close?.reason).toMatch(/^RATE_LIMITED: /)
+  })
+
+  it(`reads messages past ${netLimits.lanHandshakeMessageBytesMax} bytes once admitted (a large write arrives)`, async () => {
+    const s = await site()
+    const { raw, key, cert } = await admittedLink(s)
+    await eventually(() => expect(raw.received.some((m) => m.type === 'sync-step1')).toBe(true))
+    const doc = new Y.Doc()
+    doc.clientID = deriveClientId(key.publicKey, 5)
+    for (let i = 0; i < 300; i++)
+      doc.getMap('u:D9').set(`big${i}`, {
+        e: 0,
+        f: { name: `${'N'.repeat(400)}${i}` },
+        s: { name: s.clock.now() },
+      })
+    const update = Y.encodeStateAsUpdate(doc)
+    const message = encodeMessage({
+      type: 'signed-update',
+      envelopes: [
+        encodeEnvelope(sealEnvelope(key, cert.site, { writer: 'D9', nonces: [5], update, cert })),
+      ],
+    })
+    expect(message.byteLength).toBeGreaterThan(netLimits.lanHandshakeMessageBytesMax)
+    await raw.send(message)
+    await eventually(() => expect(s.d2.replica.doc.getMap('u:D9').size).toBe(300))
+    expect(raw.closed()).toBeUndefined()
+  })
+
   it(`holds back at most ${limits.heldBackUpdatesPerLinkMax} updates: past it, 1008 TOO_MANY_HELD_BACK`, async () => {
     const s = await site()
-    const member = await node()
-    const d9 = keyPairFromSeed(new Uint8Array(32).fill(9))
-    const cert = await certify(s, 'D9', d9)
-    const raw = await link(s, member)
-    await raw.send(
-      encodeLanAuth(cert, signLanProof(d9, cert.site, member.peerId.toString(), s.d2End)),
-    )
+    const { raw, key: d9, cert } = await admittedLink(s)
     // D9's writes under one clientID, each depending on the one before;
     // the first never comes.
     const doc = new Y.Doc()
