@@ -104,6 +104,7 @@ export async function startLan(options: LanOptions): Promise<LanNode> {
     { maxInboundStreams: 2, maxOutboundStreams: 2 },
   )
   node.addEventListener('connection:open', (event) => lan.watchDoor(event.detail))
+  node.addEventListener('connection:close', (event) => lan.forget(event.detail))
   const stops = peers.map((addr) => lan.keepDialling(addr))
   if (options.mdns ?? true) lan.dialDiscovered()
   return {
@@ -197,14 +198,13 @@ class LanLinks {
       via.abort(new Error('AUTH_FAILED: no admitted LAN link within the handshake time'))
     }, netLimits.handshakeTimeoutMs)
     this.doorTimers.set(via.id, timer)
-    const gone = (event: CustomEvent<Libp2pConnection>): void => {
-      if (event.detail.id !== via.id) return
-      this.node.removeEventListener('connection:close', gone)
-      this.options.clock.clearTimeout(this.doorTimers.get(via.id))
-      this.doorTimers.delete(via.id)
-      this.admittedVia.delete(via.id)
-    }
-    this.node.addEventListener('connection:close', gone)
+  }
+
+  /** A libp2p connection closed: nothing more to watch of it. */
+  forget(via: Libp2pConnection): void {
+    this.options.clock.clearTimeout(this.doorTimers.get(via.id))
+    this.doorTimers.delete(via.id)
+    this.admittedVia.delete(via.id)
   }
 
   /** Dials `addr`, and re-dials it with backoff whenever it is not linked; returns stop. */
