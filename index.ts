@@ -23,5 +23,5 @@ export {
   type CustomFieldType,
 } from './core/schema.js'
 export * from './core/errors.js'
-export { verifyPin } from './peers/pin.js'
+export { pinHashOutdated, verifyPin } from './peers/pin.js'
 export { limits } from './core/limits.js'

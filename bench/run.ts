@@ -17,6 +17,7 @@ import { heapBench } from './heap.js'
 import { loadBench } from './load.js'
 import { millionBench } from './million.js'
 import { networkBench } from './network.js'
+import { pinBench } from './pin.js'
 import { signingBench } from './signing.js'
 import { simBench } from './sim.js'
 
@@ -33,6 +34,7 @@ const BENCHES: readonly Bench[] = [
   agingBench,
   millionBench,
   fleetBench,
+  pinBench,
 ]
 
 const DEFAULT_USERS = 100_000

@@ -39,6 +39,7 @@ export type ErrorCode =
   | 'TOO_MANY_QUEUED_MESSAGES'
   | 'TOO_MANY_HELD_BACK'
   | 'IMPLAUSIBLE_STATE_VECTOR'
+  | 'TOO_MANY_HANDSHAKES'
   // Issue 11: signed writes
   | 'SIGNATURE_INVALID'
   // Issue 10: admin page
@@ -293,6 +294,16 @@ export class ImplausibleStateVectorError extends RostersyncError {
       'IMPLAUSIBLE_STATE_VECTOR',
       `the state vector claims ${claimed} operations of clientID ${clientId}, freshly minted here with ${held}`,
     )
+  }
+}
+
+/**
+ * Too many links are at this peer's door (not admitted yet) at once
+ * (`netLimits.lanHandshakesInFlightMax`); retry with backoff.
+ */
+export class HandshakesFullError extends RostersyncError {
+  constructor(max: number) {
+    super('TOO_MANY_HANDSHAKES', `${max} LAN links are waiting to be admitted already, the limit`)
   }
 }
 

@@ -163,6 +163,31 @@ export const limits = {
    * (`EXPORT_TOO_LARGE`) and a device refuses to read one (`MESSAGE_TOO_LARGE`).
    */
   exportFileBytesMax: 64 * 1024 * 1024,
+  // Issue 11: PIN hashes (peers/pin.ts)
+  /**
+   * log2 of scrypt's cost N for a PIN (N = 2^12, r = 8, p = 1: 4 MiB and
+   * about 8 ms of one core per hash, measured on the loaded reference
+   * machine). A PIN has 4 to 12 digits: no cost makes guessing one
+   * impossible for whoever holds the site key (the pepper keeps everyone
+   * else out); this makes each guess cost milliseconds and megabytes, while
+   * 1,000 users enrolled with PINs still take seconds, not minutes.
+   */
+  pinKdfLogN: 12,
+  /** scrypt's block size r for a PIN (8: the standard). Stored hashes must name exactly this. */
+  pinKdfBlockSize: 8,
+  /** scrypt's parallelism p for a PIN. */
+  pinKdfParallelism: 1,
+  /** The least scrypt cost (log2 N) a stored PIN hash may name. */
+  pinKdfLogNMin: 10,
+  /** The most scrypt cost (log2 N) a stored PIN hash may name: 2^16 (64 MiB at r = 8), so a hash cannot make a verifier allocate more. */
+  pinKdfLogNMax: 16,
+  /** The most scrypt parallelism a stored PIN hash may name. */
+  pinKdfParallelismMax: 4,
+  /**
+   * PINs hashed at once in one process (on the libuv pool, whose 4 threads
+   * the store uses too); the rest wait their turn in order.
+   */
+  pinHashesInFlightMax: 2,
   // Issue 11: export encryption, LAN certificates
   /**
    * log2 of scrypt's cost N for an export's passphrase (N = 2^17, r = 8,
@@ -323,6 +348,22 @@ export const netLimits = {
    * device no longer holds it).
    */
   refusedClientsTrackedPerDeviceMax: 256,
+  // Issue 11: LAN floods (the door of a device's LAN links, peers/lan-auth.ts)
+  /**
+   * Most LAN links of one device still at its door (their peer's
+   * certificate not shown yet) at once: anyone holding the site key gets
+   * this far. Past it a new link is closed with 1013
+   * `TOO_MANY_HANDSHAKES` (its dialler retries with backoff). A device's
+   * peers dialling it together after a restart each wait milliseconds here.
+   */
+  lanHandshakesInFlightMax: 8,
+  /**
+   * Largest message a LAN link reads before its peer is admitted, in bytes:
+   * a `lan-auth` frame (certificate and proof) is under 1 KiB. A longer
+   * frame closes the link with 1009 `MESSAGE_TOO_LARGE` as soon as its
+   * length prefix arrives, before any of it is buffered (128 MiB otherwise).
+   */
+  lanHandshakeMessageBytesMax: 64 * 1024,
   // Issue 11: signed writes
   /** Most envelopes one signed message carries (a step 2 answering a long-offline peer). */
   envelopesPerMessageMax: 100_000,

@@ -100,8 +100,35 @@ export const CUSTOM_FIELD_TYPES = ['string', 'number', 'boolean', 'string[]', 'b
 /** One custom field kind. */
 export type CustomFieldType = (typeof CUSTOM_FIELD_TYPES)[number]
 
-/** A stored (hashed) PIN: `sha256$<salt hex>$<digest hex>`. */
-export const PIN_HASH_PATTERN = /^sha256\$[0-9a-f]{32}\$[0-9a-f]{64}$/
+/**
+ * The shape of a stored (hashed) PIN (peers/pin.ts):
+ * `scrypt$ln=<log2 N>,r=<r>,p=<p>[,k=<pepper id>]$<salt hex>$<digest hex>`,
+ * or the older `sha256$<salt hex>$<digest hex>`. {@link isPinHash} also
+ * bounds the scrypt parameters.
+ */
+export const PIN_HASH_PATTERN =
+  /^(?:sha256\$[0-9a-f]{32}|scrypt\$ln=([0-9]{1,2}),r=([0-9]{1,2}),p=([0-9])(?:,k=[0-9a-f]{8})?\$[0-9a-f]{32})\$[0-9a-f]{64}$/
+
+/**
+ * True for a stored PIN hash whose scrypt parameters are within bounds
+ * (`limits.pinKdf*`): a hash comes from any writer, and verifying it must
+ * not cost more than a bounded scrypt.
+ */
+export function isPinHash(value: string): boolean {
+  const match = PIN_HASH_PATTERN.exec(value)
+  if (match === null) return false
+  if (match[1] === undefined) return true
+  const logN = Number(match[1])
+  const r = Number(match[2])
+  const p = Number(match[3])
+  return (
+    logN >= limits.pinKdfLogNMin &&
+    logN <= limits.pinKdfLogNMax &&
+    r === limits.pinKdfBlockSize &&
+    p >= 1 &&
+    p <= limits.pinKdfParallelismMax
+  )
+}
 /** A PIN as a person types it. */
 export const PIN_PLAIN_PATTERN = /^[0-9]{4,12}$/
 
@@ -128,7 +155,7 @@ const defaultFieldSchemas = {
   validUntil: date,
   groups: idList,
   accessLevels: idList,
-  pin: z.string().refine((p) => PIN_PLAIN_PATTERN.test(p) || PIN_HASH_PATTERN.test(p), {
+  pin: z.string().refine((p) => PIN_PLAIN_PATTERN.test(p) || isPinHash(p), {
     message: 'a PIN is 4 to 12 digits (or an already hashed PIN)',
   }),
   cards: z.array(card).max(limits.cardsPerUserMax),

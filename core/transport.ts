@@ -31,6 +31,13 @@ export interface Connection {
    * transport knows (a sender paces large answers by it: peers/sync-session/outbox.ts).
    */
   readonly bufferedBytes?: number | undefined
+  /**
+   * Sets the longest message this link reads from now on, when the
+   * transport frames messages itself (libp2p): a longer one closes the link
+   * with 1009 `MESSAGE_TOO_LARGE` as soon as its length is known, before
+   * any of it is buffered. A link at a LAN door reads little (lan-auth.ts).
+   */
+  limitMessageBytes?(messageBytesMax: number): void
 }
 
 /** Something that opens connections to addresses. */

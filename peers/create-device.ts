@@ -17,7 +17,7 @@ import {
   type PeerBasics,
 } from './peer-options.js'
 import { startLan, type LanNode } from './lan-sync.js'
-import { hashRecordPin } from './pin.js'
+import { pinHasher } from './pin.js'
 import { Replica } from './replica.js'
 import { checkUpdate } from '../core/authorize.js'
 import { EnvelopeLog } from './envelope-log.js'
@@ -268,7 +268,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       replica,
       basics.schema,
       deviceOps(basics.schema, self, overrides),
-      hashRecordPin,
+      pinHasher(options.siteKey),
       touch,
     ),
     events: {

@@ -25,6 +25,7 @@ import { REVOCATIONS_ROOT } from '../core/entries.js'
 import {
   AuthFailedError,
   MalformedMessageError,
+  MessageTooLargeError,
   RostersyncError,
   SignatureInvalidError,
 } from '../core/errors.js'
@@ -41,7 +42,8 @@ import {
 import type { CloseInfo, Connection } from '../core/transport.js'
 import { siteOf } from './identity.js'
 import type { DeviceSigning } from './signed-link.js'
-import { closeReason } from './sync-session.js'
+import { closeReason, refusalClose } from './sync-session.js'
+import type { LinkRates } from './sync-session/inbound.js'
 
 /**
  * The message type of a `lan-auth` frame (a varUint first, as every
@@ -123,8 +125,16 @@ function ownFrame(signing: DeviceSigning, ends: LinkEnds): Uint8Array | undefine
 /** The close code of a refusal at the LAN's door. */
 function closeCodeOf(error: RostersyncError): number {
   if (error.code === 'PEER_REVOKED') return CloseCode.revoked
-  if (error.code === 'MALFORMED_MESSAGE') return CloseCode.malformed
-  return CloseCode.authFailed
+  if (
+    error.code === 'AUTH_FAILED' ||
+    error.code === 'SIGNATURE_INVALID' ||
+    error.code === 'CERTIFICATE_EXPIRED' ||
+    error.code === 'CERTIFICATE_REVOKED'
+  )
+    return CloseCode.authFailed
+  // A broken bound (RATE_LIMITED 1008, MESSAGE_TOO_LARGE 1009), or a frame
+  // that does not decode (MALFORMED_MESSAGE 1007): as on any link.
+  return refusalClose(error).code
 }
 
 /**
@@ -136,6 +146,13 @@ function closeCodeOf(error: RostersyncError): number {
  * the same device is taken in passing); its close handler runs whenever
  * the link closes, admitted or not. Any fault closes the link with its
  * code; `onRefused` hears of it first.
+ *
+ * A peer at the door is bounded like any untrusted link, from its first
+ * byte (PROTOCOL.md, "LAN admission"): `rates` counts every message it
+ * sends (the session goes on with the same buckets once it is admitted),
+ * and it reads at most `netLimits.lanHandshakeMessageBytesMax` a message
+ * until then (a transport that frames messages refuses a longer one before
+ * buffering it).
  */
 export function guardLanLink(
   signing: DeviceSigning,
@@ -143,8 +160,10 @@ export function guardLanLink(
   ends: LinkEnds,
   admitted: (cert: Certificate) => void,
   onRefused: (error: RostersyncError) => void,
+  rates?: LinkRates,
 ): Connection {
   const { clock, replica } = signing
+  connection.limitMessageBytes?.(netLimits.lanHandshakeMessageBytesMax)
   let peer: Certificate | undefined
   let handler: ((message: Uint8Array) => void) | undefined
   let closeHandler: ((info: CloseInfo) => void) | undefined
@@ -231,6 +250,20 @@ export function guardLanLink(
   })
   connection.onMessage((bytes) => {
     if (peer === undefined) {
+      // Counted and bounded in size, whatever it is: holding the site key
+      // is all it took to get here.
+      const limited =
+        bytes.byteLength > netLimits.lanHandshakeMessageBytesMax
+          ? new MessageTooLargeError(
+              'message before LAN admission',
+              bytes.byteLength,
+              netLimits.lanHandshakeMessageBytesMax,
+            )
+          : rates?.message(bytes.byteLength)
+      if (limited !== undefined) {
+        refuse(limited)
+        return
+      }
       // Anything before the peer's certificate is dropped, unread and
       // unanswered: a peer that has not pinned its server's key yet speaks
       // the plain protocol until it does (and then restarts the link), and
@@ -244,6 +277,7 @@ export function guardLanLink(
         return
       }
       clock.clearTimeout(handshake)
+      connection.limitMessageBytes?.(netLimits.messageBytesMax)
       watchExpiry()
       admitted(peer)
       return

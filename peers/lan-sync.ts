@@ -13,12 +13,12 @@
  * the server's, and deletes of server entries only together with the server
  * entry that replaces them (`serverClients` in core/authorize.ts).
  */
-import type { Libp2p, Stream } from '@libp2p/interface'
+import type { Connection as Libp2pConnection, Libp2p, Stream } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { checkUpdate, serverClientsOf } from '../core/authorize.js'
 import { retryDelayMs } from '../core/backoff.js'
 import type { Clock } from '../core/clock.js'
-import { InvalidOptionsError, type RostersyncError } from '../core/errors.js'
+import { HandshakesFullError, InvalidOptionsError, type RostersyncError } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
 import type { RecordSchema } from '../core/schema.js'
 import type { Connection } from '../core/transport.js'
@@ -31,7 +31,8 @@ import {
 import type { Replica } from './replica.js'
 import { guardLanLink, isLanAuthFrame } from './lan-auth.js'
 import type { DeviceSigning } from './signed-link.js'
-import { startSession } from './sync-session.js'
+import { refusalClose, startSession } from './sync-session.js'
+import { LinkRates } from './sync-session/inbound.js'
 
 /** Options of {@link startLan}. */
 export interface LanOptions {
@@ -74,6 +75,10 @@ export interface LanNode {
 interface Link {
   readonly connection: Connection
   readonly peer: string
+  /** The libp2p connection the link's stream is on. */
+  readonly via: string
+  /** Its peer was admitted (or the link needs no admission): the session runs. */
+  admitted: boolean
 }
 
 /** Starts the LAN node; resolves once it listens. */
@@ -92,12 +97,14 @@ export async function startLan(options: LanOptions): Promise<LanNode> {
   await node.handle(
     LAN_PROTOCOL,
     (stream, connection) => {
-      lan.attach(stream, connection.remotePeer.toString())
+      lan.attach(stream, connection)
     },
     // One sync stream per connection suffices; a second covers a re-dial
     // racing the close of the first.
     { maxInboundStreams: 2, maxOutboundStreams: 2 },
   )
+  node.addEventListener('connection:open', (event) => lan.watchDoor(event.detail))
+  node.addEventListener('connection:close', (event) => lan.forget(event.detail))
   const stops = peers.map((addr) => lan.keepDialling(addr))
   if (options.mdns ?? true) lan.dialDiscovered()
   return {
@@ -114,6 +121,9 @@ export async function startLan(options: LanOptions): Promise<LanNode> {
 class LanLinks {
   private closed = false
   private readonly links = new Map<string, Link>()
+  /** libp2p connections that carried an admitted link (see watchDoor). */
+  private readonly admittedVia = new Set<string>()
+  private readonly doorTimers = new Map<string, unknown>()
 
   constructor(
     private readonly options: LanOptions,
@@ -133,7 +143,8 @@ class LanLinks {
    * once the link is gone, told whether it got as far as a sync exchange.
    * Returns false when the link is refused.
    */
-  attach(stream: Stream, peer: string, onClosed?: (synced: boolean) => void): boolean {
+  attach(stream: Stream, via: Libp2pConnection, onClosed?: (synced: boolean) => void): boolean {
+    const peer = via.remotePeer.toString()
     const connection = wrapStream(stream, peer)
     if (this.closed) {
       connection.close(1001, 'device closing')
@@ -143,9 +154,25 @@ class LanLinks {
       connection.close(1013, 'LAN_PEERS_MAX: this device has as many LAN peers as it takes')
       return false
     }
-    this.links.set(connection.id, { connection, peer })
+    // Links at the door are bounded in number: anyone with the site key
+    // gets this far, and a link waits there up to the handshake's time.
+    const atDoor = [...this.links.values()].filter((link) => !link.admitted).length
+    if (atDoor >= netLimits.lanHandshakesInFlightMax) {
+      const { reason } = refusalClose(new HandshakesFullError(netLimits.lanHandshakesInFlightMax))
+      connection.close(1013, reason)
+      return false
+    }
+    const link: Link = { connection, peer, via: via.id, admitted: false }
+    this.links.set(connection.id, link)
     runLanLink(
-      { ...this.options, selfEnd: this.node.peerId.toString() },
+      {
+        ...this.options,
+        selfEnd: this.node.peerId.toString(),
+        onAdmitted: () => {
+          link.admitted = true
+          this.admittedVia.add(via.id)
+        },
+      },
       connection,
       peer,
       (synced) => {
@@ -155,6 +182,29 @@ class LanLinks {
       () => this.closed,
     )
     return true
+  }
+
+  /**
+   * A libp2p connection that has carried no admitted link
+   * `netLimits.handshakeTimeoutMs` after it opened is closed: a peer that
+   * holds the site key and never shows a certificate (or never opens a
+   * sync stream) would otherwise keep one of the device's
+   * `lanPeersMax` connection slots for good.
+   */
+  watchDoor(via: Libp2pConnection): void {
+    const timer = this.options.clock.setTimeout(() => {
+      this.doorTimers.delete(via.id)
+      if (this.admittedVia.has(via.id) || this.closed) return
+      via.abort(new Error('AUTH_FAILED: no admitted LAN link within the handshake time'))
+    }, netLimits.handshakeTimeoutMs)
+    this.doorTimers.set(via.id, timer)
+  }
+
+  /** A libp2p connection closed: nothing more to watch of it. */
+  forget(via: Libp2pConnection): void {
+    this.options.clock.clearTimeout(this.doorTimers.get(via.id))
+    this.doorTimers.delete(via.id)
+    this.admittedVia.delete(via.id)
   }
 
   /** Dials `addr`, and re-dials it with backoff whenever it is not linked; returns stop. */
@@ -210,7 +260,7 @@ class LanLinks {
     try {
       const connection = await this.node.dial(target)
       const stream = await connection.newStream(LAN_PROTOCOL)
-      return this.attach(stream, connection.remotePeer.toString(), onClosed)
+      return this.attach(stream, connection, onClosed)
     } catch {
       // Unreachable, out of scope, or not a member of the site (the pnet
       // handshake fails): nothing was exchanged, and the caller retries.
@@ -234,6 +284,8 @@ class LanLinks {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    for (const timer of this.doorTimers.values()) this.options.clock.clearTimeout(timer)
+    this.doorTimers.clear()
     for (const { connection } of this.links.values()) connection.close(1001, 'device closing')
     await this.node.stop()
     this.links.clear()
@@ -254,6 +306,8 @@ export function runLanLink(
      * (its libp2p peer id); the device's id by default (in-process links).
      */
     readonly selfEnd?: string
+    /** The session started: the peer was admitted, or the link needs no admission. */
+    readonly onAdmitted?: () => void
   },
   connection: Connection,
   peer: string,
@@ -276,7 +330,11 @@ export function runLanLink(
       })
   }
   let session: ReturnType<typeof startSession> | undefined
+  // One set of per-second buckets for the link's whole life: counted from
+  // its first message at the door, not refilled by admission.
+  const rates = new LinkRates(() => replica.clock.now())
   const start = (link: Connection): void => {
+    options.onAdmitted?.()
     session = startSession({
       replica,
       connection: link,
@@ -289,6 +347,7 @@ export function runLanLink(
       // Another device is not trusted: bounded rates, and a refused update
       // closes the link with its code (PROTOCOL.md, "Refusals").
       untrusted: true,
+      rates,
       check: (update) => {
         checkUpdate(replica.doc, update, {
           // Devices relay every part over the LAN; the server's part is
@@ -316,6 +375,7 @@ export function runLanLink(
         // Reported once, by the close below (its reason names the code);
         // not logged as an event: anyone on the LAN could fill the log.
         () => undefined,
+        rates,
       )
     : signing === undefined
       ? connection

@@ -68,6 +68,12 @@ export interface SessionOptions {
    * message closes the link with its error code (PROTOCOL.md, "Refusals").
    */
   readonly untrusted?: boolean
+  /**
+   * The link's per-second buckets when its messages were counted before the
+   * session started (a LAN link at its door, peers/lan-auth.ts): admission
+   * does not refill them. A fresh set otherwise.
+   */
+  readonly rates?: LinkRates
   /** This side answered a step 1 with step 2. */
   readonly onAnswered?: () => void
   /**
@@ -170,7 +176,7 @@ interface Inbound {
 export function startSession(options: SessionOptions): SyncSession {
   const { replica, connection } = options
   const untrusted = options.untrusted === true
-  const rates = untrusted ? new LinkRates(() => replica.clock.now()) : undefined
+  const rates = untrusted ? (options.rates ?? new LinkRates(() => replica.clock.now())) : undefined
   let synced = false
   /** Messages received and not handled yet, oldest first; emptied when the link closes. */
   const inbox: Inbound[] = []

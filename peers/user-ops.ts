@@ -93,13 +93,16 @@ export interface UsersApi {
 /**
  * Builds the `users` API over a replica. Validation happens here, at the
  * boundary, before anything is queued: a bad record rejects and changes
- * nothing. `prepare` lets a peer transform a parsed record (PIN hashing).
+ * nothing. `prepare` lets a peer transform a parsed record (PIN hashing),
+ * at once or later (a promise: the hash runs off the main thread). Writes
+ * are queued in call order whatever waits for its preparation: a put with
+ * a PIN followed by a patch of the same user lands in that order.
  */
 export function usersApi(
   replica: Replica,
   schema: RecordSchema,
   ops: UserOps,
-  prepare: (record: ParsedRecord) => ParsedRecord,
+  prepare: (record: ParsedRecord) => ParsedRecord | Promise<ParsedRecord>,
   touch: () => void = () => undefined,
 ): UsersApi {
   const guard = <T>(fn: () => Promise<T>): Promise<T> => {
@@ -110,11 +113,32 @@ export function usersApi(
       return Promise.reject(error instanceof Error ? error : new Error(String(error)))
     }
   }
+  // Writes whose preparation is pending, and the point after which the
+  // last of them has been queued: a later write waits for it.
+  let preparing = 0
+  let queued: Promise<void> = Promise.resolve()
+  const write = <T, R>(
+    ready: T | Promise<T>,
+    op: (value: T) => (ctx: WriteContext) => R,
+  ): Promise<R> => {
+    if (preparing === 0 && !(ready instanceof Promise)) return replica.write(op(ready))
+    preparing++
+    const turn = Promise.all([queued, ready])
+    const written = turn.then(([, value]) => replica.write(op(value)))
+    // Registered after `written`'s: runs once this write is queued (or its
+    // preparation failed, which queues nothing and changes nothing).
+    queued = turn.then(
+      () => undefined,
+      () => undefined,
+    )
+    void queued.then(() => preparing--)
+    return written
+  }
   return {
-    put: (record) => guard(() => replica.write(ops.put(prepare(schema.parseRecord(record))))),
+    put: (record) => guard(() => write(prepare(schema.parseRecord(record)), (r) => ops.put(r))),
     patch: (id, fields) =>
-      guard(() => replica.write(ops.patch(prepare(schema.parsePatch(id, fields))))),
-    delete: (id) => guard(() => replica.write(ops.delete(schema.parseUserId(id)))),
+      guard(() => write(prepare(schema.parsePatch(id, fields)), (r) => ops.patch(r))),
+    delete: (id) => guard(() => write(schema.parseUserId(id), (u) => ops.delete(u))),
     get: (id) => {
       touch()
       return typeof id === 'string' ? replica.view(id as UserId) : undefined

@@ -14,7 +14,7 @@ import {
   peerBasics,
   type CommonPeerOptions,
 } from '../peers/peer-options.js'
-import { hashRecordPin } from '../peers/pin.js'
+import { pinHasher } from '../peers/pin.js'
 import { Replica } from '../peers/replica.js'
 import { usersApi, type UsersApi } from '../peers/user-ops.js'
 import { CloseCode } from '../core/protocol.js'
@@ -358,7 +358,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   }
   const peer: ServerPeer = {
     id: SERVER_ID,
-    users: usersApi(replica, basics.schema, ops, hashRecordPin),
+    users: usersApi(replica, basics.schema, ops, pinHasher(siteKey)),
     events: { query: (q) => replica.events.query(q) },
     replica,
     url: sync?.url ?? '',

@@ -501,17 +501,20 @@ function refusalOf(error: RostersyncError): Refusal {
 export function parseJoinUrl(rawUrl: string): URL | MalformedRequestError {
   if (rawUrl.length > netLimits.joinUrlCharsMax)
     return new MalformedRequestError(`join URL over ${netLimits.joinUrlCharsMax} characters`)
+  // A refusal quotes the path only: the query holds the site key, and a
+  // close reason ends up in proxies' and clients' logs.
+  const path = rawUrl.split('?', 1)[0] ?? ''
   // A path (the WebSocket request target), or a whole URL (what other
   // transports hand over); never `//host…`, which the URL parser would
   // read as a host.
   if (rawUrl.startsWith('//'))
-    return new MalformedRequestError(`join URL ${excerpt(rawUrl, 32)} is not a path`)
+    return new MalformedRequestError(`join URL ${excerpt(path, 32)} is not a path`)
   try {
     const url = new URL(rawUrl, 'http://x')
     decodeURIComponent(url.pathname)
     return url
   } catch {
-    return new MalformedRequestError(`join URL ${excerpt(rawUrl, 32)} does not parse`)
+    return new MalformedRequestError(`join URL ${excerpt(path, 32)} does not parse`)
   }
 }
 

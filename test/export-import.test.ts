@@ -4,7 +4,11 @@
  * device whose sync is stopped imports it; its later sync with the server
  * neither conflicts nor duplicates; a bad file changes nothing.
  */
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync } from 'node:crypto'
+import * as decoding from 'lib0/decoding'
+import * as encoding from 'lib0/encoding'
 import { afterEach, describe, expect, it } from 'vitest'
+import { decodeValue, encodeValue } from '../core/codec.js'
 import { hasCode, SyncError } from '../core/errors.js'
 import { asUserId } from '../core/ids.js'
 import { limits } from '../core/limits.js'
@@ -431,7 +435,8 @@ describe('the public contract (API.md): exportUsers({ userIds }), then importUse
  */
 function expectNoSecrets(file: Uint8Array, storedPin: string): void {
   const bytes = Buffer.from(file)
-  const [, salt = '', digest = ''] = storedPin.split('$')
+  // The salt and the digest are the last two parts of either format.
+  const [salt = '', digest = ''] = storedPin.split('$').slice(-2)
   for (const secret of [
     Buffer.from(digest, 'hex'),
     Buffer.from(salt, 'hex'),
@@ -473,7 +478,9 @@ describe('export encryption', () => {
       return typeof pin === 'string' ? pin : ''
     }
     const stored = pinOf(s.server)
-    expect(stored).toMatch(/^sha256\$/)
+    // Peppered with the site key (peers/pin.ts): the file's copy is worth
+    // nothing offline without it.
+    expect(stored).toMatch(/^scrypt\$ln=12,r=8,p=1,k=[0-9a-f]{8}\$/)
     const { file, passphrase } = await s.server.exportUsers({
       userIds: ['u7', 'u3'],
       passphrase: PASS,
@@ -507,8 +514,9 @@ describe('export encryption', () => {
     // imported PIN hash is the server's: the device checks the PIN as before.
     expect(await code({ passphrase: PASS.normalize('NFD') })).toBe('imported')
     expect(d.users.get('u7')).toEqual(s.server.users.get('u7'))
-    expect(verifyPin('4711', pinOf(d))).toBe(true)
-    expect(verifyPin('4712', pinOf(d))).toBe(false)
+    expect(verifyPin('4711', pinOf(d), SITE_KEY)).toBe(true)
+    expect(verifyPin('4712', pinOf(d), SITE_KEY)).toBe(false)
+    expect(() => verifyPin('4711', pinOf(d))).toThrow(/site key/)
   })
 
   it('encrypts under the site key by default: the device opens it with its own site key', async () => {
@@ -553,7 +561,7 @@ describe('export encryption', () => {
     expect(await importCode(d, prepared.file, { passphrase: PASS })).toBe('imported')
     expect(d.users.get('u7')).toEqual(s.server.users.get('u7'))
     const pin = d.replica.replicaOf(asUserId('u7')).server?.f?.pin
-    expect(verifyPin('4711', typeof pin === 'string' ? pin : '')).toBe(true)
+    expect(verifyPin('4711', typeof pin === 'string' ? pin : '', SITE_KEY)).toBe(true)
   })
 
   it('generates a passphrase only when asked, and refuses a weak one before any work', async () => {
@@ -685,5 +693,82 @@ describe('POST /api/exports', () => {
     const many = JSON.stringify({ groupIds: Array.from({ length: 51 }, (_, i) => `g${i}`) })
     expect(await codeOf(await post(many))).toEqual([400, 'EXPORT_TOO_LARGE'])
     expect((await post('', server.adminToken, 'GET')).status).toBe(405)
+  })
+})
+
+/**
+ * What any holder of the site key (every device of the site) can do to a
+ * site-key export file: open its body, change it, and seal it again under
+ * the same key, nonce and header, with a fresh site MAC. Only the server's
+ * signature is beyond it. PROTOCOL.md, "Export file".
+ */
+function resealSiteKeyFile(
+  file: Uint8Array,
+  siteKey: string,
+  edit: (body: Record<string, unknown>) => Record<string, unknown>,
+): Uint8Array {
+  const DOMAIN = 'rostersync/export/3'
+  const d = decoding.createDecoder(file)
+  decoding.readUint8Array(d, 8) // magic
+  decoding.readVarUint(d) // version
+  decoding.readUint8Array(d, 32) // server key
+  expect(decoding.readVarUint(d)).toBe(2) // key source: the site key
+  const salt = decoding.readUint8Array(d, 16)
+  const nonce = decoding.readUint8Array(d, 12)
+  const header = file.subarray(0, d.pos)
+  const ciphertext = decoding.readVarUint8Array(d)
+  const signature = decoding.readVarUint8Array(d)
+  const key = Buffer.from(hkdfSync('sha256', siteKey, salt, `${DOMAIN}/site-key`, 32))
+  const aad = Buffer.concat([Buffer.from(`${DOMAIN}\u0000`), header])
+  const decipher = createDecipheriv('aes-256-gcm', key, nonce)
+  decipher.setAAD(aad)
+  decipher.setAuthTag(ciphertext.subarray(ciphertext.byteLength - 16))
+  const body = Buffer.concat([
+    decipher.update(ciphertext.subarray(0, ciphertext.byteLength - 16)),
+    decipher.final(),
+  ])
+  const edited = encodeValue(edit(decodeValue(body) as Record<string, unknown>))
+  const cipher = createCipheriv('aes-256-gcm', key, nonce)
+  cipher.setAAD(aad)
+  const sealed = Buffer.concat([cipher.update(edited), cipher.final(), cipher.getAuthTag()])
+  const message = Buffer.concat([Buffer.from(`${DOMAIN}\u0000`), header, sealed])
+  const mac = createHmac('sha256', Buffer.from(hkdfSync('sha256', siteKey, '', DOMAIN, 32)))
+    .update(message)
+    .digest()
+  const e = encoding.createEncoder()
+  encoding.writeUint8Array(e, header)
+  encoding.writeVarUint8Array(e, sealed)
+  encoding.writeVarUint8Array(e, signature)
+  encoding.writeVarUint8Array(e, mac)
+  return encoding.toUint8Array(e)
+}
+
+describe("an export file's expiry", () => {
+  it('is inside the signed, encrypted body: a site-key holder who extends it gets MALFORMED_MESSAGE, nothing imported', async () => {
+    const s = await site()
+    await roster(s.server)
+    const d = await device(s, { noServer: true, serverKeyFingerprint: s.server.keyFingerprint })
+    const { file, expiresAt } = await s.server.exportUsers({ userIds: ['u1'] })
+    // The expiry is nowhere in the clear: the header is magic, version,
+    // server key, key source, salt and nonce (8 + 1 + 32 + 1 + 16 + 12).
+    let seen: unknown
+    const same = resealSiteKeyFile(file, SITE_KEY, (body) => {
+      seen = body.expiresAt
+      return body
+    })
+    expect(seen).toBe(expiresAt)
+    // Resealed unchanged, the file is the same file.
+    expect(Buffer.from(same).equals(Buffer.from(file))).toBe(true)
+    await s.clock.advance(15 * MINUTE)
+    expect(await importCode(d, file)).toBe('EXPORT_EXPIRED')
+    const extended = resealSiteKeyFile(file, SITE_KEY, (body) => ({
+      ...body,
+      createdAt: (body.createdAt as number) + 60 * MINUTE,
+      expiresAt: (body.expiresAt as number) + 60 * MINUTE,
+    }))
+    expect(await importCode(d, extended)).toBe('MALFORMED_MESSAGE')
+    await expect(d.importUsers(extended)).rejects.toThrow(/signature does not verify/)
+    expect(d.users.list()).toEqual([])
+    expect(d.replica.importedCount).toBe(0)
   })
 })

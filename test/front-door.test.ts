@@ -109,6 +109,15 @@ describe('front door: no request kills the server', () => {
       expect(outcome.closeCode, target).toBe(CloseCode.malformedRequest)
       expect(outcome.reason, target).toMatch(/^MALFORMED_REQUEST: /)
     }
+    // The refusal quotes the target's path, never its query: the site key
+    // (or a part of it) does not travel back in a close reason, which
+    // proxies and client logs keep.
+    for (const target of ['/%', '//', '/roster%']) {
+      const outcome = await rawUpgrade(port, `${target}?device=a&key=${SITE_KEY}`)
+      expect(outcome.closeCode, target).toBe(CloseCode.malformedRequest)
+      expect(outcome.reason, target).not.toContain('key=')
+      expect(outcome.reason, target).not.toContain(SITE_KEY.slice(0, 6))
+    }
     // Node's HTTP parser may refuse `http://[` itself (400); either way the
     // server answers and stays up.
     const bracket = await rawUpgrade(port, 'http://[')

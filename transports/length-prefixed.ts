@@ -27,7 +27,16 @@ export class FrameReader {
   /** Length of the message being read, once its prefix is complete. */
   private expected: { readonly prefix: number; readonly length: number } | undefined
 
-  constructor(private readonly messageBytesMax: number) {}
+  constructor(private messageBytesMax: number) {}
+
+  /**
+   * Changes the longest message read from now on (a LAN link reads little
+   * before its peer is admitted); a message whose prefix was read already
+   * keeps the limit it was read with.
+   */
+  limit(messageBytesMax: number): void {
+    this.messageBytesMax = messageBytesMax
+  }
 
   /**
    * Adds received bytes; returns the messages they complete. Throws

@@ -224,5 +224,7 @@ export function wrapStream(stream: Stream, remote: string): Connection {
     close(code = 1000, reason = '') {
       close(code, reason)
     },
+    // A frame is its kind byte, then the message.
+    limitMessageBytes: (messageBytesMax) => reader.limit(messageBytesMax + 1),
   }
 }

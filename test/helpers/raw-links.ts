@@ -7,7 +7,7 @@
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import WebSocket from 'ws'
-import { decodeMessage } from '../../core/protocol.js'
+import { decodeMessage, type Message } from '../../core/protocol.js'
 import type { CloseInfo } from '../../core/transport.js'
 import { LAN_PROTOCOL, wrapStream } from '../../transports/libp2p-transport.js'
 import { frame } from '../../transports/length-prefixed.js'
@@ -75,6 +75,8 @@ let nextSentinel = 0
 /** Shared part of both links: errors received, the close, and the sentinel wait. */
 class Replies {
   readonly errors: Array<{ code: string; message: string }> = []
+  /** Every message the peer sent that decodes. */
+  readonly received: Message[] = []
   closedWith: CloseInfo | undefined
   /** Woken by every error message and by the close. */
   private readonly watchers = new Set<() => void>()
@@ -86,6 +88,7 @@ class Replies {
     } catch {
       return
     }
+    this.received.push(message)
     if (message.type !== 'error') return
     this.errors.push({ code: message.code, message: message.message })
     for (const wake of this.watchers) wake()
@@ -172,6 +175,8 @@ export interface RawLanLink extends RawLink {
   /** Writes bytes to the stream as they are (no frame around them). */
   sendRaw(bytes: Uint8Array): Promise<void>
   readonly stream: Stream
+  /** Every message the device sent that decodes (its lan-auth frame is not one). */
+  readonly received: Message[]
 }
 
 /** Opens a sync stream from `node` to a device at `addresses`. */
@@ -206,6 +211,7 @@ export async function rawLanLink(node: Libp2p, addresses: readonly string[]): Pr
     send,
     sendRaw,
     stream: open,
+    received: replies.received,
     errors: replies.errors,
     closed: () =>
       replies.closedWith ??

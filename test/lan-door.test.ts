@@ -1,0 +1,284 @@
+/**
+ * The LAN door under floods (issue 11, item 5 on the LAN side): a peer that
+ * holds the site key but has not shown a certificate yet is bounded like any
+ * untrusted link — in number (`netLimits.lanHandshakesInFlightMax`), in time
+ * (`handshakeTimeoutMs`, for its libp2p connection too), in message size
+ * (`lanHandshakeMessageBytesMax`) and in messages per second (the link's
+ * buckets, counted from its first message) — and an admitted peer's link
+ * holds back at most `limits.heldBackUpdatesPerLinkMax` updates. All over
+ * real libp2p on 127.0.0.1, against a device that pinned its server's key;
+ * the device's clock is a manual one (no timer fires unless the test says).
+ */
+import { multiaddr } from '@multiformats/multiaddr'
+import { afterEach, describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import { limits, netLimits } from '../core/limits.js'
+import { decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
+import {
+  decodeCertificate,
+  deriveClientId,
+  encodeEnvelope,
+  keyPairFromSeed,
+  sealEnvelope,
+  signJoinProof,
+  signLanProof,
+  type Certificate,
+  type KeyPair,
+} from '../core/signing.js'
+import type { Transport } from '../core/transport.js'
+import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { encodeLanAuth } from '../peers/lan-auth.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { memoryStore } from '../storage/level-store.js'
+import { createLanNode } from '../transports/libp2p-transport.js'
+import { memoryPair } from '../transports/memory-transport.js'
+import { eventually } from './helpers/eventually.js'
+import { varUint } from './helpers/hostile-frames.js'
+import { ManualClock, settle } from './helpers/manual-clock.js'
+import { rawLanLink, type RawLanLink } from './helpers/raw-links.js'
+
+const SITE_KEY = 'lan-door-site'
+const closers: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close()
+})
+
+interface Site {
+  readonly clock: ManualClock
+  readonly server: ServerPeer
+  /** The target: pinned (it admits LAN peers by certificate), LAN on 127.0.0.1. */
+  readonly d2: DevicePeer
+  /** D2's libp2p peer id (the verifier's end of a LAN proof). */
+  readonly d2End: string
+}
+
+async function site(): Promise<Site> {
+  const clock = new ManualClock()
+  const server = await createServer({
+    store: memoryStore(),
+    clock,
+    listen: false,
+    siteKey: SITE_KEY,
+  })
+  closers.push(() => server.close())
+  await server.users.put({ id: 'u1', name: 'Ann' })
+  const transport: Transport = {
+    connect: async (url) => {
+      const [mine, theirs] = memoryPair('device', 'server')
+      server.accept(theirs, url)
+      return mine
+    },
+    close: async () => undefined,
+  }
+  const d2 = await createDevice({
+    id: 'D2',
+    store: memoryStore(),
+    clock,
+    server: 'ws://sim-server',
+    serverTransport: transport,
+    siteKey: SITE_KEY,
+    lan: { enabled: true, mdns: false, peers: [] },
+  })
+  closers.push(() => d2.close())
+  await d2.sync.full()
+  const d2End = (d2.lanAddresses[0] ?? '').split('/p2p/')[1] ?? ''
+  expect(d2End).not.toBe('')
+  return { clock, server, d2, d2End }
+}
+
+/** A hostile (or member) libp2p node holding the site key. */
+async function node(): Promise<Awaited<ReturnType<typeof createLanNode>>> {
+  const n = await createLanNode({ siteKey: SITE_KEY })
+  closers.push(async () => {
+    await n.stop()
+  })
+  return n
+}
+
+/** Joins the server as `deviceId` with `key` (in memory); resolves with its certificate. */
+async function certify(s: Site, deviceId: string, key: KeyPair): Promise<Certificate> {
+  const [mine, theirs] = memoryPair(deviceId, 'server')
+  const received: Message[] = []
+  mine.onMessage((bytes) => received.push(decodeMessage(bytes)))
+  const at = s.clock.now()
+  const params = new URLSearchParams({
+    device: deviceId,
+    key: SITE_KEY,
+    pub: Buffer.from(key.publicKey).toString('base64url'),
+    at: String(at),
+    proof: Buffer.from(signJoinProof(key, 'roster', deviceId, at)).toString('base64url'),
+  })
+  s.server.accept(theirs, `/roster?${params.toString()}`)
+  await eventually(() => expect(received[0]?.type).toBe('hello'))
+  const hello = received[0]
+  if (hello?.type !== 'hello') throw new Error('no hello')
+  mine.close(1000, 'done')
+  return decodeCertificate(hello.certificate)
+}
+
+/** A link from `from` to D2, still at D2's door (nothing shown). */
+function link(s: Site, from: Awaited<ReturnType<typeof node>>): Promise<RawLanLink> {
+  const raw = rawLanLink(from, s.d2.lanAddresses)
+  return raw.then((r) => {
+    closers.push(async () => r.close())
+    return r
+  })
+}
+
+describe('links at the LAN door', () => {
+  it(`past ${netLimits.lanHandshakesInFlightMax} at once, a new one is closed 1013 TOO_MANY_HANDSHAKES; room again once they time out`, async () => {
+    const s = await site()
+    // Two sync streams per libp2p connection: half as many nodes.
+    const nodes = await Promise.all(
+      Array.from({ length: netLimits.lanHandshakesInFlightMax / 2 + 1 }, () => node()),
+    )
+    const waiting: RawLanLink[] = []
+    for (const n of nodes.slice(0, -1)) waiting.push(await link(s, n), await link(s, n))
+    await settle(20)
+    for (const w of waiting) expect(w.closed()).toBeUndefined()
+    const extra = nodes.at(-1) as Awaited<ReturnType<typeof node>>
+    const refused = await link(s, extra)
+    const close = await refused.whenClosed(5_000)
+    expect(close?.code).toBe(1013)
+    expect(close?.reason).toMatch(/^TOO_MANY_HANDSHAKES: /)
+    // The handshake's time passes: every waiting link is closed typed, and
+    // a new link waits at the door again.
+    await s.clock.advance(netLimits.handshakeTimeoutMs)
+    for (const w of waiting) {
+      const info = await w.whenClosed(5_000)
+      expect(info?.code === 4401 || info?.code === 1006).toBe(true)
+    }
+    const later = await link(s, extra)
+    await settle(20)
+    expect(later.closed()).toBeUndefined()
+  })
+
+  it('a libp2p connection with no admitted link is closed after the handshake time; an admitted one stays', async () => {
+    const s = await site()
+    const idle = await node()
+    await idle.dial(s.d2.lanAddresses.map((a) => multiaddr(a)))
+    const member = await node()
+    const d9 = keyPairFromSeed(new Uint8Array(32).fill(9))
+    const cert = await certify(s, 'D9', d9)
+    const admitted = await link(s, member)
+    await admitted.send(
+      encodeLanAuth(cert, signLanProof(d9, cert.site, member.peerId.toString(), s.d2End)),
+    )
+    // Admitted: D2's session starts with its step 1.
+    await eventually(() =>
+      expect(admitted.received.some((m) => m.type === 'sync-step1')).toBe(true),
+    )
+    expect(idle.getConnections()).toHaveLength(1)
+    await s.clock.advance(netLimits.handshakeTimeoutMs)
+    await eventually(() => expect(idle.getConnections()).toHaveLength(0))
+    await settle(20)
+    expect(member.getConnections()).toHaveLength(1)
+    expect(admitted.closed()).toBeUndefined()
+  })
+
+  it(`reads at most ${netLimits.lanHandshakeMessageBytesMax} bytes a message before admission: 1009 MESSAGE_TOO_LARGE from the length prefix alone`, async () => {
+    const s = await site()
+    const raw = await link(s, await node())
+    // A frame that says 1 MiB follows, and nothing of it does.
+    await raw.sendRaw(varUint(1024 * 1024))
+    const close = await raw.whenClosed(5_000)
+    expect(close?.code).toBe(1009)
+    expect(close?.reason).toMatch(/^MESSAGE_TOO_LARGE: /)
+  })
+
+  it('counts messages per second from the first one at the door: past the burst, 1008 RATE_LIMITED', async () => {
+    const s = await site()
+    const raw = await link(s, await node())
+    // Dropped unread before admission, but counted (the clock stands still).
+    const step1 = encodeMessage({ type: 'sync-step1', stateVector: Uint8Array.of(0) })
+    for (let i = 0; i < netLimits.linkMessagesBurstMax + 10 && raw.closed() === undefined; i++)
+      await raw.send(step1)
+    const close = await raw.whenClosed(5_000)
+    expect(close?.code).toBe(1008)
+    expect(close?.reason).toMatch(/^RATE_LIMITED: /)
+  })
+})
+
+/** A link from a fresh node to D2, admitted as D9 (a certificate of the server, proven on the link). */
+async function admittedLink(
+  s: Site,
+  before: (raw: RawLanLink) => Promise<void> = async () => undefined,
+): Promise<{ raw: RawLanLink; key: KeyPair; cert: Certificate }> {
+  const member = await node()
+  const key = keyPairFromSeed(new Uint8Array(32).fill(9))
+  const cert = await certify(s, 'D9', key)
+  const raw = await link(s, member)
+  await before(raw)
+  await raw.send(
+    encodeLanAuth(cert, signLanProof(key, cert.site, member.peerId.toString(), s.d2End)),
+  )
+  return { raw, key, cert }
+}
+
+describe('an admitted LAN link', () => {
+  it('goes on with the buckets it had at the door: admission refills nothing', async () => {
+    const s = await site()
+    const atDoor = netLimits.linkMessagesBurstMax - 5
+    const awareness = encodeMessage({ type: 'query-awareness' })
+    const { raw } = await admittedLink(s, async (r) => {
+      for (let i = 0; i < atDoor; i++) await r.send(awareness)
+    })
+    await eventually(() => expect(raw.received.some((m) => m.type === 'sync-step1')).toBe(true))
+    expect(raw.closed()).toBeUndefined()
+    for (let i = 0; i < 10 && raw.closed() === undefined; i++) await raw.send(awareness)
+    const close = await raw.whenClosed(5_000)
+    expect(close?.code).toBe(1008)
+    expect(close?.reason).toMatch(/^RATE_LIMITED: /)
+  })
+
+  it(`reads messages past ${netLimits.lanHandshakeMessageBytesMax} bytes once admitted (a large write arrives)`, async () => {
+    const s = await site()
+    const { raw, key, cert } = await admittedLink(s)
+    await eventually(() => expect(raw.received.some((m) => m.type === 'sync-step1')).toBe(true))
+    const doc = new Y.Doc()
+    doc.clientID = deriveClientId(key.publicKey, 5)
+    for (let i = 0; i < 300; i++)
+      doc.getMap('u:D9').set(`big${i}`, {
+        e: 0,
+        f: { name: `${'N'.repeat(400)}${i}` },
+        s: { name: s.clock.now() },
+      })
+    const update = Y.encodeStateAsUpdate(doc)
+    const message = encodeMessage({
+      type: 'signed-update',
+      envelopes: [
+        encodeEnvelope(sealEnvelope(key, cert.site, { writer: 'D9', nonces: [5], update, cert })),
+      ],
+    })
+    expect(message.byteLength).toBeGreaterThan(netLimits.lanHandshakeMessageBytesMax)
+    await raw.send(message)
+    await eventually(() => expect(s.d2.replica.doc.getMap('u:D9').size).toBe(300))
+    expect(raw.closed()).toBeUndefined()
+  })
+
+  it(`holds back at most ${limits.heldBackUpdatesPerLinkMax} updates: past it, 1008 TOO_MANY_HELD_BACK`, async () => {
+    const s = await site()
+    const { raw, key: d9, cert } = await admittedLink(s)
+    // D9's writes under one clientID, each depending on the one before;
+    // the first never comes.
+    const doc = new Y.Doc()
+    doc.clientID = deriveClientId(d9.publicKey, 5)
+    const updates: Uint8Array[] = []
+    doc.on('update', (update: Uint8Array) => updates.push(update))
+    for (let i = 0; i < limits.heldBackUpdatesPerLinkMax + 20; i++)
+      doc.getMap('u:D9').set(`u${i}`, { e: 0, f: { name: `N${i}` }, s: { name: s.clock.now() } })
+    const before = Y.encodeStateVector(s.d2.replica.doc)
+    for (const update of updates.slice(1)) {
+      if (raw.closed() !== undefined) break
+      const envelope = encodeEnvelope(
+        sealEnvelope(d9, cert.site, { writer: 'D9', nonces: [5], update, cert }),
+      )
+      await raw.send(encodeMessage({ type: 'signed-update', envelopes: [envelope] }))
+    }
+    const close = await raw.whenClosed(10_000)
+    expect(close?.code).toBe(1008)
+    expect(close?.reason).toMatch(/^TOO_MANY_HELD_BACK: /)
+    expect(s.d2.replica.doc.getMap('u:D9').size).toBe(0)
+    expect(Y.encodeStateVector(s.d2.replica.doc)).toEqual(before)
+  })
+})
