@@ -41,8 +41,15 @@ export const limits = {
   updatesBeforeCompactionMax: 1_000,
   /** Idle time of the write queue before a due compaction runs, ms. */
   compactionIdleMs: 1_000,
-  /** Appended updates after which the log is compacted at once, idle or not. */
+  /**
+   * Appended updates after which the log is compacted at once, idle or not,
+   * once it also holds 1/`updateLogToSnapshotRatioIdleMin` of the
+   * snapshot's bytes (issue 13: at 1M users, single writes otherwise
+   * encoded the whole roster, about 10 s, every 20,000 of them).
+   */
   updatesBeforeCompactionHardMax: 20_000,
+  /** Appended updates after which the log is compacted at once, whatever its bytes. */
+  updatesBeforeCompactionCeiling: 200_000,
   /** Appended update bytes after which the log is compacted at once. */
   updateBytesBeforeCompactionMax: 64 * 1024 * 1024,
   /**

@@ -267,11 +267,19 @@ describe('update log and local state', () => {
     expect(compactionDue(due - 1, 1_000, 1_000)).toBe('no')
     expect(compactionDue(due, 1_000, 1_000)).toBe('idle')
     expect(compactionDue(10, fixed, 1_000)).toBe('now')
-    expect(compactionDue(limits.updatesBeforeCompactionHardMax, 10, 1_000)).toBe('now')
+    expect(compactionDue(limits.updatesBeforeCompactionHardMax, 125, 1_000)).toBe('now')
     // A large roster (a snapshot of 4x the fixed bound): a log of the fixed
     // size waits, and a few edits are not worth an idle encode.
     const large = 4 * fixed
     expect(compactionDue(10, fixed, large)).toBe('no')
+    // Many small updates: at once only once worth an encode of the roster
+    // (1/updateLogToSnapshotRatioIdleMin of it), or past the ceiling.
+    const hard = limits.updatesBeforeCompactionHardMax
+    const worth = large / limits.updateLogToSnapshotRatioIdleMin
+    expect(compactionDue(hard, worth - 1, large)).toBe('no')
+    expect(compactionDue(hard, worth, large)).toBe('now')
+    expect(compactionDue(limits.updatesBeforeCompactionCeiling - 1, worth - 1, large)).toBe('no')
+    expect(compactionDue(limits.updatesBeforeCompactionCeiling, 10, large)).toBe('now')
     expect(compactionDue(10, large * limits.updateLogToSnapshotRatioMax, large)).toBe('now')
     expect(compactionDue(due, 1_000, large)).toBe('no')
     expect(compactionDue(due, large / limits.updateLogToSnapshotRatioIdleMin, large)).toBe('idle')
@@ -289,7 +297,7 @@ describe('update log and local state', () => {
     expect(compactionDue(10, 2 * fixed, 1_000, fixed)).toBe('now')
     expect(compactionDue(10, 2 * fixed, 1_000, fixed - 1)).toBe('no')
     expect(compactionDue(10, 2 * large, large, large)).toBe('now')
-    expect(compactionDue(limits.updatesBeforeCompactionHardMax, 10, 1_000, 0)).toBe('now')
+    expect(compactionDue(limits.updatesBeforeCompactionHardMax, 125, 1_000, 0)).toBe('now')
     expect(compactionDue(due, large / limits.updateLogToSnapshotRatioIdleMin, large, 0)).toBe(
       'idle',
     )

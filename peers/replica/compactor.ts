@@ -24,7 +24,9 @@ import type { WriteQueue } from './write-queue.js'
  * few edits to a large roster do not pause the queue for all of it. Only
  * `deletingBytes` of the log (updates that may delete something) count
  * towards those bounds: a log of inserts alone holds no garbage, and is
- * compacted at once only past `updateBytesWithoutDeletesMax`.
+ * compacted at once only past `updateBytesWithoutDeletesMax`. Likewise a
+ * long log of small updates waits until it is worth an encode (or
+ * `updatesBeforeCompactionCeiling`).
  */
 export function compactionDue(
   count: number,
@@ -34,16 +36,15 @@ export function compactionDue(
 ): 'now' | 'idle' | 'no' {
   if (count === 0) return 'no'
   const proportional = snapshotBytes * limits.updateLogToSnapshotRatioMax
+  const worthAnEncode = bytes * limits.updateLogToSnapshotRatioIdleMin >= snapshotBytes
   if (
-    count >= limits.updatesBeforeCompactionHardMax ||
+    (count >= limits.updatesBeforeCompactionHardMax && worthAnEncode) ||
+    count >= limits.updatesBeforeCompactionCeiling ||
     deletingBytes >= Math.max(limits.updateBytesBeforeCompactionMax, proportional) ||
     bytes >= Math.max(limits.updateBytesWithoutDeletesMax, proportional)
   )
     return 'now'
-  return count >= limits.updatesBeforeCompactionMax &&
-    bytes * limits.updateLogToSnapshotRatioIdleMin >= snapshotBytes
-    ? 'idle'
-    : 'no'
+  return count >= limits.updatesBeforeCompactionMax && worthAnEncode ? 'idle' : 'no'
 }
 
 /** What the compactor works with. */
