@@ -41,8 +41,15 @@ export const limits = {
   updatesBeforeCompactionMax: 1_000,
   /** Idle time of the write queue before a due compaction runs, ms. */
   compactionIdleMs: 1_000,
-  /** Appended updates after which the log is compacted at once, idle or not. */
+  /**
+   * Appended updates after which the log is compacted at once, idle or not,
+   * once it also holds 1/`updateLogToSnapshotRatioIdleMin` of the
+   * snapshot's bytes (issue 13: at 1M users, single writes otherwise
+   * encoded the whole roster, about 10 s, every 20,000 of them).
+   */
   updatesBeforeCompactionHardMax: 20_000,
+  /** Appended updates after which the log is compacted at once, whatever its bytes. */
+  updatesBeforeCompactionCeiling: 200_000,
   /** Appended update bytes after which the log is compacted at once. */
   updateBytesBeforeCompactionMax: 64 * 1024 * 1024,
   /**
@@ -60,6 +67,16 @@ export const limits = {
    * that a few edits to a large roster do not encode all of it.
    */
   updateLogToSnapshotRatioIdleMin: 8,
+  /**
+   * Issue 13 (likewise): a log whose updates delete nothing (a bulk
+   * enrolment: 1M users are about 340 MB of inserts) holds no garbage: a
+   * snapshot of it is as large, and encoding one paused the write queue for
+   * the whole roster (about 4 s at 400,000 users, more each time). Such a
+   * log is compacted at once only past the snapshot's size and this many
+   * bytes (how much a cold start replays update by update); the bounds above
+   * apply to the bytes of updates that delete.
+   */
+  updateBytesWithoutDeletesMax: 1024 * 1024 * 1024,
   /** Largest number of events one query returns. */
   eventsPerQueryMax: 10_000,
   /** Most remote updates a peer holds back until their clients' earlier operations arrive. */

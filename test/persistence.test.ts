@@ -18,6 +18,7 @@ import type { RangeOptions, Store, StoreOp } from '../core/store.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { link } from '../peers/memory-link.js'
 import { keys } from '../peers/storage-keys.js'
+import type { UpdateLog } from '../peers/replica/update-log.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { FaultyStore } from '../storage/faulty-store.js'
 import { memoryStore, openLevelStore } from '../storage/level-store.js'
@@ -238,6 +239,29 @@ describe('compaction', () => {
     device = await createDevice({ id: 'dev-a', store, clock })
     expect(state(device)).toEqual(before)
     await device.close()
+  })
+
+  it('tells the log which batches deleted nothing: a bulk enrolment adds no garbage (issue 13)', async () => {
+    const store = memoryStore()
+    const server = await createServer({ store, clock: new ManualClock(), listen: false })
+    // The update log is internal to the replica: read, never changed, here.
+    const log = Reflect.get(server.replica, 'log') as UpdateLog
+    const bytesAtOpen = log.bytes
+    const deletingAtOpen = log.deletingBytes
+    await Promise.all(
+      Array.from({ length: 50 }, (_, i) => server.users.put({ id: `u${i}`, name: `User ${i}` })),
+    )
+    await server.users.put({ id: 'u50', name: 'One more' })
+    expect(log.bytes).toBeGreaterThan(bytesAtOpen)
+    expect(log.deletingBytes).toBe(deletingAtOpen)
+    // An overwrite and a delete make garbage: their bytes count.
+    const beforePatch = log.bytes
+    await server.users.patch('u1', { name: 'Renamed' })
+    expect(log.deletingBytes - deletingAtOpen).toBe(log.bytes - beforePatch)
+    const beforeDelete = log.deletingBytes
+    await server.users.delete('u2')
+    expect(log.deletingBytes).toBeGreaterThan(beforeDelete)
+    await server.close()
   })
 
   it('compacts at once, idle or not, after updatesBeforeCompactionHardMax updates', async () => {

@@ -267,14 +267,40 @@ describe('update log and local state', () => {
     expect(compactionDue(due - 1, 1_000, 1_000)).toBe('no')
     expect(compactionDue(due, 1_000, 1_000)).toBe('idle')
     expect(compactionDue(10, fixed, 1_000)).toBe('now')
-    expect(compactionDue(limits.updatesBeforeCompactionHardMax, 10, 1_000)).toBe('now')
+    expect(compactionDue(limits.updatesBeforeCompactionHardMax, 125, 1_000)).toBe('now')
     // A large roster (a snapshot of 4x the fixed bound): a log of the fixed
     // size waits, and a few edits are not worth an idle encode.
     const large = 4 * fixed
     expect(compactionDue(10, fixed, large)).toBe('no')
+    // Many small updates: at once only once worth an encode of the roster
+    // (1/updateLogToSnapshotRatioIdleMin of it), or past the ceiling.
+    const hard = limits.updatesBeforeCompactionHardMax
+    const worth = large / limits.updateLogToSnapshotRatioIdleMin
+    expect(compactionDue(hard, worth - 1, large)).toBe('no')
+    expect(compactionDue(hard, worth, large)).toBe('now')
+    expect(compactionDue(limits.updatesBeforeCompactionCeiling - 1, worth - 1, large)).toBe('no')
+    expect(compactionDue(limits.updatesBeforeCompactionCeiling, 10, large)).toBe('now')
     expect(compactionDue(10, large * limits.updateLogToSnapshotRatioMax, large)).toBe('now')
     expect(compactionDue(due, 1_000, large)).toBe('no')
     expect(compactionDue(due, large / limits.updateLogToSnapshotRatioIdleMin, large)).toBe('idle')
+    // A log of inserts alone (no update deletes: a bulk enrolment) holds no
+    // garbage: past the fixed bound it waits, and past the snapshot's size
+    // too, up to updateBytesWithoutDeletesMax; the updates that delete
+    // count towards the other bounds.
+    const noGarbage = limits.updateBytesWithoutDeletesMax
+    expect(compactionDue(10, fixed, 1_000, 0)).toBe('no')
+    expect(compactionDue(10, large, large, 0)).toBe('no')
+    expect(compactionDue(10, noGarbage - 1, 1_000, 0)).toBe('no')
+    expect(compactionDue(10, noGarbage, 1_000, 0)).toBe('now')
+    expect(compactionDue(10, 2 * noGarbage - 1, 2 * noGarbage, 0)).toBe('no')
+    expect(compactionDue(10, 2 * noGarbage, 2 * noGarbage, 0)).toBe('now')
+    expect(compactionDue(10, 2 * fixed, 1_000, fixed)).toBe('now')
+    expect(compactionDue(10, 2 * fixed, 1_000, fixed - 1)).toBe('no')
+    expect(compactionDue(10, 2 * large, large, large)).toBe('now')
+    expect(compactionDue(limits.updatesBeforeCompactionHardMax, 125, 1_000, 0)).toBe('now')
+    expect(compactionDue(due, large / limits.updateLogToSnapshotRatioIdleMin, large, 0)).toBe(
+      'idle',
+    )
     // The log knows its snapshot's size, from a load and from a compaction.
     const store = memoryStore()
     const log = new UpdateLog({ store, randomUint32: () => 5 })
@@ -296,6 +322,26 @@ describe('update log and local state', () => {
     reloaded.commitStaged()
     expect(reloaded.bytes).toBe(arrived)
     expect(reloaded.count).toBe(2)
+  })
+
+  it('counts the bytes of updates that may delete (issue 13): unknown ones do', async () => {
+    const store = memoryStore()
+    const log = new UpdateLog({ store, randomUint32: () => 5 })
+    const doc = await log.loadDoc(false, 0)
+    const [a, b, c] = [update(11), update(12), update(13)]
+    const ops: StoreOp[] = []
+    log.appendOps([a, b], ops, new Set([a.update]))
+    log.appendOps([c], ops)
+    await log.storeBatch(ops)
+    expect(log.bytes).toBe(a.update.byteLength + b.update.byteLength + c.update.byteLength)
+    expect(log.deletingBytes).toBe(b.update.byteLength + c.update.byteLength)
+    // Loaded from the store: what each update deletes is not known.
+    const reloaded = new UpdateLog({ store, randomUint32: () => 7 })
+    await reloaded.loadDoc(false, 0)
+    expect(reloaded.deletingBytes).toBe(reloaded.bytes)
+    await log.compactLog(doc)
+    expect(log.deletingBytes).toBe(0)
+    expect(log.bytes).toBe(0)
   })
 
   it('stores local-only state with the batch and loads it back', async () => {

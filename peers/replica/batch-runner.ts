@@ -67,8 +67,12 @@ export class BatchRunner {
     const captured: ReplicaUpdate[] = []
     const storeOps: StoreOp[] = []
     const outcomes: Outcome[] = []
-    const onUpdate = (update: Uint8Array, origin: unknown): void => {
+    // Updates whose transaction deleted nothing (a bulk enrolment's): they
+    // add no garbage a compaction would take away (see compactionDue).
+    const deleteFree = new Set<Uint8Array>()
+    const onUpdate = (update: Uint8Array, origin: unknown, _doc?: Y.Doc, tr?: Y.Transaction) => {
       captured.push({ update, origin: origin === REMOTE_ORIGIN ? 'remote' : 'local' })
+      if (tr !== undefined && tr.deleteSet.clients.size === 0) deleteFree.add(update)
     }
     document.doc.on('update', onUpdate)
     try {
@@ -81,7 +85,7 @@ export class BatchRunner {
     // lets readers in now, which under heavy device traffic is nearly
     // every batch, so answers do not wait for the disk.
     if (!captured.some((item) => item.origin === 'local')) gate.settle(true)
-    log.appendOps(captured, storeOps)
+    log.appendOps(captured, storeOps, deleteFree)
     if (captured.length > 0)
       storeOps.push({ type: 'put', key: keys.hlc, value: encodeValue(this.parts.hlc.peek()) })
     events.writeEventChunk(storeOps)

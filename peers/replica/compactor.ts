@@ -21,27 +21,30 @@ import type { WriteQueue } from './write-queue.js'
  * (`no`). A compaction encodes the whole document, so past the fixed
  * bounds it waits for a log in proportion to the snapshot: its cost per
  * byte written stays bounded however large the roster (issue 13), and a
- * few edits to a large roster do not pause the queue for all of it.
+ * few edits to a large roster do not pause the queue for all of it. Only
+ * `deletingBytes` of the log (updates that may delete something) count
+ * towards those bounds: a log of inserts alone holds no garbage, and is
+ * compacted at once only past `updateBytesWithoutDeletesMax`. Likewise a
+ * long log of small updates waits until it is worth an encode (or
+ * `updatesBeforeCompactionCeiling`).
  */
 export function compactionDue(
   count: number,
   bytes: number,
   snapshotBytes: number,
+  deletingBytes: number = bytes,
 ): 'now' | 'idle' | 'no' {
   if (count === 0) return 'no'
+  const proportional = snapshotBytes * limits.updateLogToSnapshotRatioMax
+  const worthAnEncode = bytes * limits.updateLogToSnapshotRatioIdleMin >= snapshotBytes
   if (
-    count >= limits.updatesBeforeCompactionHardMax ||
-    bytes >=
-      Math.max(
-        limits.updateBytesBeforeCompactionMax,
-        snapshotBytes * limits.updateLogToSnapshotRatioMax,
-      )
+    (count >= limits.updatesBeforeCompactionHardMax && worthAnEncode) ||
+    count >= limits.updatesBeforeCompactionCeiling ||
+    deletingBytes >= Math.max(limits.updateBytesBeforeCompactionMax, proportional) ||
+    bytes >= Math.max(limits.updateBytesWithoutDeletesMax, proportional)
   )
     return 'now'
-  return count >= limits.updatesBeforeCompactionMax &&
-    bytes * limits.updateLogToSnapshotRatioIdleMin >= snapshotBytes
-    ? 'idle'
-    : 'no'
+  return count >= limits.updatesBeforeCompactionMax && worthAnEncode ? 'idle' : 'no'
 }
 
 /** What the compactor works with. */
@@ -72,7 +75,7 @@ export class Compactor {
     const count = log.count
     // A broken replica's memory is not what the store holds: never snapshot it.
     if (count === 0 || this.parts.status.broken !== undefined) return
-    const due = compactionDue(count, log.bytes, log.snapshotSize)
+    const due = compactionDue(count, log.bytes, log.snapshotSize, log.deletingBytes)
     if (force || due === 'now') {
       await log.compactLog(this.parts.document.doc)
       return

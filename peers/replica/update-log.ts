@@ -34,6 +34,13 @@ export class UpdateLog {
   private nextUpdateSeq = 1
   private firstUpdateSeq = 1
   private updateBytesSinceSnapshot = 0
+  /**
+   * Bytes of those updates that may delete something (all of them unless
+   * known otherwise): a compaction can shrink only what they made garbage
+   * of. A log of inserts alone (a bulk enrolment) is as compact as a
+   * snapshot of it.
+   */
+  private deletingBytesSinceSnapshot = 0
   /** Bytes of the stored snapshot (what a compaction costs grows with it). */
   private snapshotBytes = 0
   /**
@@ -79,6 +86,11 @@ export class UpdateLog {
     return this.updateBytesSinceSnapshot
   }
 
+  /** Bytes of the updates in the log that may delete something. */
+  get deletingBytes(): number {
+    return this.deletingBytesSinceSnapshot
+  }
+
   /** Bytes of the stored snapshot. */
   get snapshotSize(): number {
     return this.snapshotBytes
@@ -115,6 +127,8 @@ export class UpdateLog {
       this.nextUpdateSeq = seq + 1
       this.updateBytesSinceSnapshot += update.byteLength
     }
+    // What a stored update deletes is not known without decoding it.
+    this.deletingBytesSinceSnapshot = this.updateBytesSinceSnapshot
     if (first) this.firstUpdateSeq = this.nextUpdateSeq = await this.nextSeqAfterSnapshot()
     if (rollback) doc.clientID = clientId
     else await this.chooseClientId(doc)
@@ -190,11 +204,19 @@ export class UpdateLog {
     ])
   }
 
-  /** Appends a batch's updates (and nothing else) to `storeOps`. */
-  appendOps(captured: readonly ReplicaUpdate[], storeOps: StoreOp[]): void {
+  /**
+   * Appends a batch's updates (and nothing else) to `storeOps`; those in
+   * `deleteFree` are known to delete nothing.
+   */
+  appendOps(
+    captured: readonly ReplicaUpdate[],
+    storeOps: StoreOp[],
+    deleteFree?: ReadonlySet<Uint8Array>,
+  ): void {
     for (const { update } of captured) {
       storeOps.push({ type: 'put', key: keys.update(this.nextUpdateSeq++), value: update })
       this.updateBytesSinceSnapshot += update.byteLength
+      if (deleteFree?.has(update) !== true) this.deletingBytesSinceSnapshot += update.byteLength
     }
   }
 
@@ -236,6 +258,7 @@ export class UpdateLog {
   restartAt(fromSeq: number, keptBytes = 0): void {
     this.firstUpdateSeq = fromSeq
     this.updateBytesSinceSnapshot = keptBytes
+    this.deletingBytesSinceSnapshot = keptBytes
     this.snapshotBytes = EMPTY_SNAPSHOT.byteLength
   }
 
@@ -255,6 +278,7 @@ export class UpdateLog {
     await this.storeBatch(ops)
     this.firstUpdateSeq = this.nextUpdateSeq
     this.updateBytesSinceSnapshot = 0
+    this.deletingBytesSinceSnapshot = 0
     this.snapshotBytes = snapshot.byteLength
   }
 
