@@ -312,6 +312,14 @@ export const netLimits = {
   /** Bytes of inbound messages waiting on one connection before it is closed. */
   inboundBytesQueuedMax: 256 * 1024 * 1024,
   /**
+   * Once the server closes a WebSocket link (a refusal, a replaced session,
+   * a revocation), it reads nothing more of it: frames already on their way
+   * (a refused flood sends thousands more before it sees the close) are
+   * neither read nor parsed. The TCP stream is ended after the close frame,
+   * and destroyed this long after, in ms, if the peer has not let go.
+   */
+  closedLinkLingerMs: 2_000,
+  /**
    * After the server closes with 1001 (restarting), a device reconnects
    * after a delay drawn uniformly in [0, this): a site's devices then come
    * back spread over this long, not all in the same second. At least 30 s.

@@ -293,7 +293,7 @@ export async function startSyncServer(
   const upgrades = new UpgradeQueue((req, socket, head) => {
     try {
       wss.handleUpgrade(req, socket, head, (ws) => {
-        endpoint.accept(wrapWebSocket(ws, req.socket.remoteAddress ?? ''), req.url ?? '/')
+        endpoint.accept(wrapWebSocket(ws, req.socket.remoteAddress ?? '', socket), req.url ?? '/')
       })
     } catch {
       socket.destroy()
