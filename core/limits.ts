@@ -267,6 +267,13 @@ export const netLimits = {
    * messages are read between slices instead of after all of them.
    */
   upgradesPerTurnMax: 16,
+  /**
+   * Main-thread time, in ms, after which a turn of upgrades completes no
+   * more (at least one per turn): on a loaded machine 16 upgrades take far
+   * longer than on an idle one, and a connected device's message waits for
+   * the turn it arrives in.
+   */
+  upgradeTurnMsMax: 2,
   /** Most upgrades waiting for their turn; past it a new one is dropped. */
   upgradesWaitingMax: 4_096,
   /** Users in one page of `GET /api/users` unless `limit` says otherwise. */
