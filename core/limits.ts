@@ -319,16 +319,6 @@ export const netLimits = {
   /** Bytes of inbound messages waiting on one connection before it is closed. */
   inboundBytesQueuedMax: 256 * 1024 * 1024,
   /**
-   * Messages a session reads ahead of the one it is handling: past this
-   * many waiting, it stops reading its connection (the transport's pause:
-   * the sender waits in TCP's buffers) until half of them are handled. A
-   * link sending as fast as it can then costs the server's event loop a
-   * socket read at a time instead of thousands of frames parsed in one go
-   * (the flood bench's 100k-update phase: a connected device's round trip
-   * at 7x idle). A device's exchange is a handful of messages.
-   */
-  inboundMessagesReadAheadMax: 64,
-  /**
    * Once the server closes a WebSocket link (a refusal, a replaced session,
    * a revocation), it reads nothing more of it: frames already on their way
    * (a refused flood sends thousands more before it sees the close) are

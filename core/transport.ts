@@ -31,15 +31,6 @@ export interface Connection {
    * transport knows (a sender paces large answers by it: peers/sync-session/outbox.ts).
    */
   readonly bufferedBytes?: number | undefined
-  /**
-   * Stops reading from the network, when the transport can (the other
-   * side's sends then wait in its buffers: backpressure); messages already
-   * read may still arrive. A session pauses while it has
-   * `netLimits.inboundMessagesReadAheadMax` messages waiting.
-   */
-  pause?(): void
-  /** Reads from the network again after `pause`. */
-  resume?(): void
 }
 
 /** Something that opens connections to addresses. */

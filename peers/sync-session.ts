@@ -178,8 +178,6 @@ export function startSession(options: SessionOptions): SyncSession {
   let inboxBytes = 0
   /** Step 1s in the inbox (a step 1 with a later one behind it needs no answer). */
   let step1sWaiting = 0
-  /** Reading is paused: the inbox holds `inboundMessagesReadAheadMax` (see receive). */
-  let readPaused = false
   /** The pump's run, while one is going (see pump). */
   let pumping: Promise<void> = Promise.resolve()
   let pumpRunning = false
@@ -399,10 +397,6 @@ export function startSession(options: SessionOptions): SyncSession {
           dropInbox()
           return
         }
-        if (readPaused && inbox.length <= netLimits.inboundMessagesReadAheadMax / 2) {
-          readPaused = false
-          connection.resume?.()
-        }
         await handleOne(next)
       }
     } finally {
@@ -432,12 +426,6 @@ export function startSession(options: SessionOptions): SyncSession {
     if (!(message instanceof RostersyncError) && message.type === 'sync-step1') step1sWaiting++
     inbox.push({ size: bytes.byteLength, message })
     inboxBytes += bytes.byteLength
-    // Backpressure: what is read ahead waits here, decoded; the rest can
-    // wait in the sender's buffers (netLimits.inboundMessagesReadAheadMax).
-    if (!readPaused && inbox.length >= netLimits.inboundMessagesReadAheadMax) {
-      readPaused = true
-      connection.pause?.()
-    }
     // One at a time, in order: an update may depend on the one before it,
     // which must be applied before this one is checked.
     if (!pumpRunning) pumping = pump()

@@ -17,11 +17,6 @@ class MemoryConnection implements Connection {
   private readonly early: Uint8Array[] = []
   /** Messages handed to `send` and not yet delivered. */
   inFlight = 0
-  /** Reading is paused (see Connection.pause): arriving messages wait in `held`. */
-  private paused = false
-  readonly held: Uint8Array[] = []
-  /** Times this end was paused (a test reads the backpressure). */
-  pauses = 0
 
   constructor(readonly remote: string) {}
 
@@ -40,28 +35,10 @@ class MemoryConnection implements Connection {
     })
   }
 
-  /** Hands a message to the handler, or keeps it until one is set (or reading resumes). */
+  /** Hands a message to the handler, or keeps it until one is set. */
   deliver(message: Uint8Array): void {
-    if (this.paused || this.held.length > 0) this.held.push(message)
-    else if (this.messageHandler === undefined) this.early.push(message)
+    if (this.messageHandler === undefined) this.early.push(message)
     else this.messageHandler(message)
-  }
-
-  pause(): void {
-    if (this.paused || this.closed) return
-    this.paused = true
-    this.pauses++
-  }
-
-  resume(): void {
-    if (!this.paused) return
-    this.paused = false
-    // In order, until the handler pauses again.
-    while (!this.paused && !this.closed && this.held.length > 0) {
-      const message = this.held.shift() as Uint8Array
-      if (this.messageHandler === undefined) this.early.push(message)
-      else this.messageHandler(message)
-    }
   }
 
   onMessage(handler: (m: Uint8Array) => void): void {
@@ -96,8 +73,7 @@ export function memoryPair(aName = 'a', bName = 'b'): [Connection, Connection] {
 
 /** True while either end of a pair still has messages on the way. */
 export function pairBusy(a: Connection, b: Connection): boolean {
-  const [x, y] = [a as MemoryConnection, b as MemoryConnection]
-  return x.inFlight + y.inFlight + x.held.length + y.held.length > 0
+  return (a as MemoryConnection).inFlight + (b as MemoryConnection).inFlight > 0
 }
 
 /** A named in-memory network: `listen(address, accept)` then `connect(address)`. */

@@ -61,12 +61,6 @@ export function wrapWebSocket(socket: WebSocket, remote: string, tcp?: Duplex): 
       }
       socket.send(message)
     },
-    pause() {
-      if (!closed) socket.pause()
-    },
-    resume() {
-      if (!closed) socket.resume()
-    },
     onMessage(handler) {
       messageHandler = handler
       for (const message of early.splice(0)) handler(message)
