@@ -376,8 +376,8 @@ function report(m: LoadMeasure): Record<string, unknown> {
         m.clients.map((d) => round(d.cpuSeconds)).join(', '),
       ],
       [
-        'client processes main thread waiting for a CPU, % of the load',
-        m.clients.map((d) => waitPercent(d.runQueueWaitSeconds, s.seconds)).join(', '),
+        'client processes main thread waiting for a CPU, % of their run',
+        m.clients.map((d) => waitPercent(d.runQueueWaitSeconds, d.seconds)).join(', '),
       ],
       ['probe process CPU s (load)', round(m.load.cpuSeconds)],
       [
