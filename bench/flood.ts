@@ -96,6 +96,18 @@ interface PhaseResult {
   readonly serverUp: boolean
   readonly recovered: boolean
   readonly applied?: number
+  /**
+   * The server's main-thread CPU over the phase and its recovery window, ms
+   * (undefined when the kernel does not tell): on a machine shared with
+   * other work the wall-clock p99 is noisy, this is not.
+   */
+  readonly serverMainCpuMs?: number | undefined
+  /** The server's event-loop delay over the phase, ms: its longest and p99. */
+  readonly loopDelayMaxMs?: number
+  readonly loopDelayP99Ms?: number
+  /** GC pauses of the server during the phase: count and total ms. */
+  readonly gcCount?: number
+  readonly gcTotalMs?: number
 }
 
 async function phase(
@@ -114,6 +126,10 @@ async function phase(
   let applied: number | undefined
   if (command.cmd === 'updates') applied = await appliedUpdates(server, report)
   const peak = await server.request<LoadServerStats>({ cmd: 'stats' }).catch(() => undefined)
+  const mainCpu =
+    peak?.mainThreadCpuSeconds === undefined || before.mainThreadCpuSeconds === undefined
+      ? undefined
+      : round((peak.mainThreadCpuSeconds - before.mainThreadCpuSeconds) * 1000)
   const recovery = await probeWhile(probe, Promise.resolve())
   const after = await server.request<LoadServerStats>({ cmd: 'stats' }).catch(() => undefined)
   const p99 = quantile(during.syncMs, 0.99)
@@ -134,6 +150,15 @@ async function phase(
       recovery.timeouts === 0 &&
       (recoveryP99 <= idleP99 * RECOVERED_RATIO_MAX || recoveryP99 <= idleP99 + RECOVERED_MS_SLACK),
     ...(applied === undefined ? {} : { applied }),
+    serverMainCpuMs: mainCpu,
+    ...(peak === undefined
+      ? {}
+      : {
+          loopDelayMaxMs: round(peak.loopDelayMaxMs),
+          loopDelayP99Ms: round(peak.loopDelayP99Ms),
+          gcCount: peak.gcCount,
+          gcTotalMs: round(peak.gcTotalMs),
+        }),
   }
 }
 
@@ -264,6 +289,24 @@ export const floodBench: Bench = {
             `closes: ${JSON.stringify(r.flood.closes ?? {})}`,
         )
     }
+    printTable(
+      'flood: server main thread during each phase (CPU ms, per flood operation; loop delay; GC)',
+      ['phase', 'main CPU ms', 'per op ms', 'loop delay p99', 'max', 'GC pauses', 'GC ms'],
+      results.map((r) => {
+        const ops = r.applied === undefined ? r.flood.opened : (r.flood.sent ?? 0)
+        return [
+          r.phase,
+          r.serverMainCpuMs ?? '-',
+          r.serverMainCpuMs === undefined || ops === 0
+            ? '-'
+            : round(r.serverMainCpuMs / ops, r.applied === undefined ? 3 : 4),
+          r.loopDelayP99Ms ?? '-',
+          r.loopDelayMaxMs ?? '-',
+          r.gcCount ?? '-',
+          r.gcTotalMs ?? '-',
+        ]
+      }),
+    )
     printTable(
       'flood: targets',
       ['phase', 'server up', 'memory bounded', `p99 <= ${P99_RATIO_MAX}x idle`, 'recovers'],

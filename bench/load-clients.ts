@@ -74,7 +74,7 @@ import {
 } from '../core/signing.js'
 import { deviceWrite } from '../core/writes.js'
 import { emitResult, positiveIntArg } from './bench.js'
-import { commands, cpuSeconds } from './network-control.js'
+import { commands, cpuSeconds, difference, runQueueWaitSeconds } from './network-control.js'
 import { prng, recordId } from './records.js'
 
 /** Users each device edits, in turn: a device works on a handful of people at a time. */
@@ -130,6 +130,13 @@ export interface LoadDone {
   /** Connections that closed during the run. */
   readonly closed: number
   readonly cpuSeconds: number
+  /**
+   * Seconds this process's main thread was runnable but waited for a CPU
+   * during the run (undefined where the kernel does not say): the clients
+   * share the server's cores at a low priority, and a late edit with a long
+   * wait here is the bench lagging, not the server.
+   */
+  readonly runQueueWaitSeconds: number | undefined
 }
 
 /** One device's edits as it counted them, and as the server acknowledged them. */
@@ -430,6 +437,7 @@ async function runLoad(
   const slotMs = 1000 / rate
   const late: number[] = []
   const cpuAtStart = cpuSeconds()
+  const waitAtStart = runQueueWaitSeconds()
   const start = performance.now() + 50
   let lastSentAt = start
   await Promise.all(
@@ -471,6 +479,7 @@ async function runLoad(
     refusals: structuredClone(stats.refusals),
     closed: stats.closed,
     cpuSeconds: cpuSeconds() - cpuAtStart,
+    runQueueWaitSeconds: difference(runQueueWaitSeconds(), waitAtStart),
   }
 }
 

@@ -375,6 +375,10 @@ function report(m: LoadMeasure): Record<string, unknown> {
         `client processes CPU s (niceness ${m.ready.map((r) => r.nice).join(', ')})`,
         m.clients.map((d) => round(d.cpuSeconds)).join(', '),
       ],
+      [
+        'client processes main thread waiting for a CPU, % of their run',
+        m.clients.map((d) => waitPercent(d.runQueueWaitSeconds, d.seconds)).join(', '),
+      ],
       ['probe process CPU s (load)', round(m.load.cpuSeconds)],
       [
         'probe main thread waiting for a CPU, % of the phase (idle, load)',

@@ -309,6 +309,13 @@ export const netLimits = {
    * messages are read between slices instead of after all of them.
    */
   upgradesPerTurnMax: 16,
+  /**
+   * Main-thread time, in ms, after which a turn of upgrades completes no
+   * more (at least one per turn): on a loaded machine 16 upgrades take far
+   * longer than on an idle one, and a connected device's message waits for
+   * the turn it arrives in.
+   */
+  upgradeTurnMsMax: 2,
   /** Most upgrades waiting for their turn; past it a new one is dropped. */
   upgradesWaitingMax: 4_096,
   /** Users in one page of `GET /api/users` unless `limit` says otherwise. */
@@ -353,6 +360,14 @@ export const netLimits = {
   step1AnswersBurstMax: 200,
   /** Bytes of inbound messages waiting on one connection before it is closed. */
   inboundBytesQueuedMax: 256 * 1024 * 1024,
+  /**
+   * Once the server closes a WebSocket link (a refusal, a replaced session,
+   * a revocation), it reads nothing more of it: frames already on their way
+   * (a refused flood sends thousands more before it sees the close) are
+   * neither read nor parsed. The TCP stream is ended after the close frame,
+   * and destroyed this long after, in ms, if the peer has not let go.
+   */
+  closedLinkLingerMs: 2_000,
   /**
    * After the server closes with 1001 (restarting), a device reconnects
    * after a delay drawn uniformly in [0, this): a site's devices then come

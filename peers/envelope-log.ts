@@ -14,7 +14,7 @@
  */
 import type { Store } from '../core/store.js'
 import { limits } from '../core/limits.js'
-import { decodeEnvelope } from '../core/signing.js'
+import { decodeEnvelope, type Certificate } from '../core/signing.js'
 import { scanUpdate } from '../core/update-scan.js'
 
 const pad = (n: number): string => n.toString().padStart(15, '0')
@@ -24,9 +24,25 @@ const KEYS = {
   to: 'x0',
 } as const
 
-interface Entry {
-  readonly seq: number
+/**
+ * What an answer needs of a logged envelope besides its bytes, read once
+ * when it is logged: an answer offers only the envelopes whose writer still
+ * stands (peers/signed-link.ts), and decoding every logged envelope again
+ * for each answer to learn its writer and certificate cost a LAN answer
+ * the time of a full decode of the log.
+ */
+export interface LoggedHead {
+  readonly writer: string
+  readonly cert?: Certificate | undefined
+}
+
+/** A logged envelope: its bytes and its head. */
+export interface LoggedEnvelope extends LoggedHead {
   readonly bytes: Uint8Array
+}
+
+interface Entry extends LoggedEnvelope {
+  readonly seq: number
   /** Per client: one past the last clock of the envelope's structs. */
   readonly to: ReadonlyMap<number, number>
 }
@@ -47,7 +63,7 @@ export class EnvelopeLog {
       const seq = Number(key.slice(KEYS.from.length))
       log.nextSeq = seq + 1
       try {
-        log.remember(seq, value, decodeEnvelope(value).update)
+        log.remember(seq, value, decodeEnvelope(value))
       } catch {
         // Written by a crashed process or an older version: a lost relay only.
       }
@@ -57,11 +73,12 @@ export class EnvelopeLog {
 
   /**
    * Keeps an envelope whose update brought this peer something new.
-   * `update` is the envelope's update (its coverage is read from it).
+   * `opened` is the envelope decoded: its update (its coverage is read
+   * from it), writer and certificate.
    */
-  add(envelope: Uint8Array, update: Uint8Array): void {
+  add(envelope: Uint8Array, opened: LoggedHead & { readonly update: Uint8Array }): void {
     const seq = this.nextSeq++
-    if (!this.remember(seq, envelope, update)) return
+    if (!this.remember(seq, envelope, opened)) return
     const dropped = this.trim()
     this.persist([
       { type: 'put', key: KEYS.entry(seq), value: envelope },
@@ -69,13 +86,13 @@ export class EnvelopeLog {
     ])
   }
 
-  /** The envelopes holding something a peer at `stateVector` lacks, oldest first. */
-  beyond(stateVector: ReadonlyMap<number, number>): Uint8Array[] {
-    const out: Uint8Array[] = []
+  /** The envelopes holding something a peer at `stateVector` lacks, oldest first, with their heads. */
+  beyond(stateVector: ReadonlyMap<number, number>): LoggedEnvelope[] {
+    const out: LoggedEnvelope[] = []
     for (const entry of this.entries) {
       for (const [client, end] of entry.to) {
         if (end > (stateVector.get(client) ?? 0)) {
-          out.push(entry.bytes)
+          out.push(entry)
           break
         }
       }
@@ -97,15 +114,19 @@ export class EnvelopeLog {
     return this.writes
   }
 
-  private remember(seq: number, envelope: Uint8Array, update: Uint8Array): boolean {
+  private remember(
+    seq: number,
+    envelope: Uint8Array,
+    opened: LoggedHead & { readonly update: Uint8Array },
+  ): boolean {
     let to: Map<number, number>
     try {
-      to = scanUpdate(update).to
+      to = scanUpdate(opened.update).to
     } catch {
       return false
     }
     if (to.size === 0) return false
-    this.entries.push({ seq, bytes: envelope, to })
+    this.entries.push({ seq, bytes: envelope, to, writer: opened.writer, cert: opened.cert })
     this.bytes += envelope.byteLength
     return true
   }

@@ -52,6 +52,8 @@ import type { Replica, ReplicaUpdate } from './replica.js'
 export interface OpenedEnvelope {
   readonly bytes: Uint8Array
   readonly writer: string
+  /** The writer's certificate, when the envelope carries one (a device's, relayed). */
+  readonly cert?: Certificate | undefined
   readonly update: Uint8Array
   /** The strict scan of `update` (core/update-scan.ts), done once for every check and the intake. */
   readonly ranges: UpdateRanges
@@ -275,10 +277,12 @@ export class DeviceSigning {
       answer: (theirs) => {
         const target = Y.decodeStateVector(theirs)
         const own = encodeClientsDiff(replica.doc, target, identity.ownClients())
-        const logged = log.beyond(target)
         // Envelopes of writers revoked since they were logged, or whose
-        // certificates expired or were revoked, are not offered.
-        const offered = logged.filter((bytes) => !this.stale(bytes))
+        // certificates expired or were revoked, are not offered; each
+        // entry's writer and certificate were read when it was logged.
+        const offered: Uint8Array[] = []
+        for (const entry of log.beyond(target))
+          if (!this.staleHead(entry.writer, entry.cert)) offered.push(entry.bytes)
         return envelopeMessages([...this.sealOwn(own), ...offered])
       },
       forward: (told) => {
@@ -290,7 +294,7 @@ export class DeviceSigning {
       open: (bytes) => this.open(bytes),
       applied: (opened) => {
         if (!opened.fresh || opened.writer === this.options.writerId) return
-        log.add(opened.bytes, opened.update)
+        log.add(opened.bytes, opened)
         for (const [id, relay] of this.links) if (id !== connectionId) relay([opened.bytes])
       },
       stop: () => {
@@ -311,11 +315,16 @@ export class DeviceSigning {
       // Not an envelope: open() refuses it, and the link closes.
       return false
     }
-    if (envelope.writer === SERVER_ID) return false
-    if (this.options.replica.isRevoked(envelope.writer)) return true
-    if (envelope.cert === undefined) return false
+    return this.staleHead(envelope.writer, envelope.cert)
+  }
+
+  /** stale() of an envelope already decoded: its writer and certificate. */
+  private staleHead(writer: string, cert: Certificate | undefined): boolean {
+    if (writer === SERVER_ID) return false
+    if (this.options.replica.isRevoked(writer)) return true
+    if (cert === undefined) return false
     try {
-      this.checkStanding(envelope.cert)
+      this.checkStanding(cert)
       return false
     } catch {
       return true
@@ -351,7 +360,14 @@ export class DeviceSigning {
       checkClients(envelope, key, ranges)
       this.options.check(envelope.update, envelope.writer)
     }
-    return { bytes, writer: envelope.writer, update: envelope.update, ranges, fresh }
+    return {
+      bytes,
+      writer: envelope.writer,
+      cert: envelope.cert,
+      update: envelope.update,
+      ranges,
+      fresh,
+    }
   }
 }
 

@@ -28,6 +28,7 @@ import type { UpdateRanges } from '../core/update-scan.js'
 import type { Replica } from './replica.js'
 import type { OpenedEnvelope, SignedLink } from './signed-link.js'
 import { closeReason, decodeInbound, LinkRates, refusalClose } from './sync-session/inbound.js'
+import { partMessage } from './sync-session/answer-messages.js'
 import { Outbox } from './sync-session/outbox.js'
 
 export { closeReason, refusalClose } from './sync-session/inbound.js'
@@ -313,26 +314,17 @@ export function startSession(options: SessionOptions): SyncSession {
       // but the last go as updates, the last as step 2, so the other side
       // counts the answer as arrived (its synced, a device's requestSync)
       // only once all of it has.
+      // A large part's message is encoded once while the part is the same
+      // (sync-session/answer-messages.ts).
       const signed = signedNow()
-      if (signed === undefined) {
-        const parts = replica.answerParts(sent)
-        parts.forEach((update, i) =>
-          send(
-            i === parts.length - 1
-              ? { type: 'sync-step2', update }
-              : { type: 'sync-update', update },
-          ),
-        )
-      } else {
-        const parts = signed.answer(sent)
-        parts.forEach((envelopes, i) =>
-          send(
-            i === parts.length - 1
-              ? { type: 'signed-step2', envelopes }
-              : { type: 'signed-update', envelopes },
-          ),
-        )
-      }
+      const parts = signed === undefined ? replica.answerParts(sent) : signed.answer(sent)
+      const [last, more] =
+        signed === undefined
+          ? (['sync-step2', 'sync-update'] as const)
+          : (['signed-step2', 'signed-update'] as const)
+      parts.forEach((part, i) =>
+        outbox.send(partMessage(i === parts.length - 1 ? last : more, part)),
+      )
       return vector
     })
     options.onAnswered?.()

@@ -293,7 +293,7 @@ export async function startSyncServer(
   const upgrades = new UpgradeQueue((req, socket, head) => {
     try {
       wss.handleUpgrade(req, socket, head, (ws) => {
-        endpoint.accept(wrapWebSocket(ws, req.socket.remoteAddress ?? ''), req.url ?? '/')
+        endpoint.accept(wrapWebSocket(ws, req.socket.remoteAddress ?? '', socket), req.url ?? '/')
       })
     } catch {
       socket.destroy()
@@ -353,7 +353,8 @@ class AddressCounts {
 /**
  * WebSocket upgrades waiting for their turn: at most
  * `netLimits.upgradesPerTurnMax` are completed (handshake, admission,
- * session start) per event-loop turn, in arrival order, so that 2,000
+ * session start) per event-loop turn, and no more once the turn took
+ * `netLimits.upgradeTurnMsMax`, in arrival order, so that 2,000
  * upgrades arriving together do not hold the loop for the time of all of
  * them (the flood bench measured a connected device's round trip at 18x
  * idle). Nothing waits long: every turn takes the next slice. One address
@@ -385,7 +386,11 @@ export class UpgradeQueue {
 
   private turn(): void {
     this.scheduled = undefined
+    const started = performance.now()
     for (let done = 0; done < netLimits.upgradesPerTurnMax;) {
+      // A turn also ends once it took upgradeTurnMsMax (a slow machine, a
+      // loaded one): the next waits for the following turn.
+      if (done > 0 && performance.now() - started >= netLimits.upgradeTurnMsMax) break
       const next = this.waiting.shift()
       if (next === undefined) return
       this.perAddress.remove(next.socket.remoteAddress ?? '')

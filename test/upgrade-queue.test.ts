@@ -1,7 +1,7 @@
 /**
  * The server's upgrade queue (server-peer/sync-server.ts): upgrades that
- * arrive together are completed `upgradesPerTurnMax` per event-loop turn,
- * in arrival order; past `upgradesWaitingMax` waiting, a new one is
+ * arrive together are completed `upgradesPerTurnMax` per event-loop turn
+ * (fewer once a turn took `upgradeTurnMsMax`), in arrival order; past `upgradesWaitingMax` waiting, a new one is
  * dropped; one whose socket closed while it waited is skipped; close drops
  * every waiting one.
  */
@@ -23,16 +23,24 @@ function fakeSocket(remoteAddress = '127.0.0.1'): Socket {
   return socket as unknown as Socket
 }
 
-const mutable = netLimits as { upgradesWaitingMax: number; handshakesPerAddressMax: number }
+const mutable = netLimits as {
+  upgradesWaitingMax: number
+  handshakesPerAddressMax: number
+  upgradeTurnMsMax: number
+}
 const waitingMax = netLimits.upgradesWaitingMax
 const perAddressMax = netLimits.handshakesPerAddressMax
+const turnMsMax = netLimits.upgradeTurnMsMax
 afterEach(() => {
   mutable.upgradesWaitingMax = waitingMax
   mutable.handshakesPerAddressMax = perAddressMax
+  mutable.upgradeTurnMsMax = turnMsMax
 })
 
 describe('the upgrade queue', () => {
   it('completes at most upgradesPerTurnMax per turn, in arrival order', async () => {
+    // Counted alone: a loaded machine's pause must not end a turn here.
+    mutable.upgradeTurnMsMax = 60_000
     const done: number[] = []
     const queue = new UpgradeQueue((req) => done.push(Number(req.url)))
     const n = netLimits.upgradesPerTurnMax * 3 + 5
@@ -47,6 +55,29 @@ describe('the upgrade queue', () => {
     }
     expect(Math.max(...perTurn)).toBe(netLimits.upgradesPerTurnMax)
     expect(perTurn.filter((k) => k > 0).length).toBe(4)
+    expect(done).toEqual(Array.from({ length: n }, (_, i) => i))
+  })
+
+  it('ends a turn once it took upgradeTurnMsMax, at least one upgrade per turn', async () => {
+    const done: number[] = []
+    // Each completion takes at least upgradeTurnMsMax / 2 of this thread.
+    const queue = new UpgradeQueue((req) => {
+      const until = performance.now() + netLimits.upgradeTurnMsMax / 2
+      while (performance.now() < until);
+      done.push(Number(req.url))
+    })
+    const n = netLimits.upgradesPerTurnMax
+    for (let i = 0; i < n; i++)
+      queue.add({ url: String(i) } as IncomingMessage, fakeSocket(), Buffer.alloc(0))
+    const perTurn: number[] = []
+    while (done.length < n) {
+      const before = done.length
+      await turn()
+      perTurn.push(done.length - before)
+    }
+    // Two completions take the turn's time; a third never starts in it.
+    expect(Math.max(...perTurn)).toBeLessThanOrEqual(2)
+    expect(Math.min(...perTurn.filter((k) => k > 0))).toBeGreaterThanOrEqual(1)
     expect(done).toEqual(Array.from({ length: n }, (_, i) => i))
   })
 

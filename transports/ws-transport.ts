@@ -2,6 +2,7 @@
  * WebSocket as a transport: `wsConnect` opens a client connection, and
  * `wrapWebSocket` turns a socket the server accepted into a `Connection`.
  */
+import type { Duplex } from 'node:stream'
 import WebSocket from 'ws'
 import { RostersyncError } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
@@ -9,8 +10,15 @@ import type { CloseInfo, Connection, Transport } from '../core/transport.js'
 
 let nextId = 1
 
-/** Wraps an open `ws` socket. */
-export function wrapWebSocket(socket: WebSocket, remote: string): Connection {
+/**
+ * Wraps an open `ws` socket. `tcp`, the socket's underlying stream (the
+ * server passes the upgraded request's socket), makes a close by this side
+ * final at once (issue 11): reading stops (frames the peer already sent are
+ * neither read nor parsed; a refused flood's backlog costs nothing), the
+ * stream is ended after the close frame, and destroyed
+ * `netLimits.closedLinkLingerMs` later if still open.
+ */
+export function wrapWebSocket(socket: WebSocket, remote: string, tcp?: Duplex): Connection {
   const id = `ws-${nextId++}`
   let closeHandler: ((info: CloseInfo) => void) | undefined
   let messageHandler: ((message: Uint8Array) => void) | undefined
@@ -20,14 +28,19 @@ export function wrapWebSocket(socket: WebSocket, remote: string): Connection {
   let closed = false
   socket.binaryType = 'nodebuffer'
   socket.on('message', (data: Buffer) => {
+    // Frames ws parsed from a read before a close by this side: dropped.
+    if (closed) return
     const message = new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
     if (messageHandler === undefined) early.push(message)
     else messageHandler(message)
   })
-  socket.on('close', (code, reason) => {
+  // Once: a close by this side with `tcp` is final before ws reports it.
+  const finish = (info: CloseInfo): void => {
+    if (closed) return
     closed = true
-    closeHandler?.({ code, reason: reason.toString() })
-  })
+    closeHandler?.(info)
+  }
+  socket.on('close', (code, reason) => finish({ code, reason: reason.toString() }))
   // Errors end in 'close'; nothing else to do with them here.
   socket.on('error', () => undefined)
   return {
@@ -57,7 +70,21 @@ export function wrapWebSocket(socket: WebSocket, remote: string): Connection {
     },
     close(code = 1000, reason = '') {
       if (closed) return
+      const wasOpen = socket.readyState === WebSocket.OPEN
       socket.close(code, reason)
+      if (tcp === undefined || !wasOpen) return
+      // Nothing more of this link is wanted: stop reading now (ws parses
+      // whatever it reads, close handshake or not), end after the close
+      // frame (the peer reads it, then the end), and let go of the socket
+      // shortly after whatever the peer does.
+      socket.pause()
+      tcp.end()
+      const linger = setTimeout(() => socket.terminate(), netLimits.closedLinkLingerMs)
+      linger.unref()
+      socket.once('close', () => clearTimeout(linger))
+      // Reading nothing more, this side will not see the peer's end: the
+      // link is closed as of now, with this side's code.
+      finish({ code, reason })
     },
   }
 }
