@@ -54,6 +54,12 @@ console.log(
   `hostile-frames: seed ${seed}, ${FRAMES} random frames per transport — replay: ROSTERSYNC_SEED=${seed} npx vitest run test/hostile-frames.test.ts`,
 )
 
+/**
+ * A barrage's hang guard: one takes 20-45 s on a 2-core machine at load 14
+ * (the whole suite runs beside it in CI); past this something is stuck.
+ */
+const BARRAGE_TIMEOUT_MS = 180_000
+
 const SITE_KEY = 'hostile-site-key'
 /** Ids of the users the legitimate devices write; everything else must not change. */
 const LEGIT_PREFIX = 'legit-'
@@ -358,34 +364,38 @@ const wsUrl = (device: string): string =>
   `${server.url}/roster?device=${device}&name=${device}&key=${SITE_KEY}`
 
 describe('hostile frames over WebSocket to the server', () => {
-  it('survives a barrage of malformed messages; state unchanged; a legitimate device served throughout', async () => {
-    const before = snapshot(server)
-    const stop = keepWriting(legit, server, 'ws')
-    const { messages, kinds } = hostileMessages('ws')
-    const stats = await barrage(
-      (w) => openWithRetry(() => rawWebSocket(wsUrl(`hostile-1-${w}`))),
-      messages,
-    )
-    const arrived = await stop()
-    printStats('WebSocket barrage', stats, kinds)
-    expectDelivered(stats, messages)
-    expect(arrived).toBeGreaterThan(1)
-    expect(unhandled).toEqual([])
-    expectUnchanged(before, snapshot(server), writersOf(legit, server))
-    // Still serving: a fresh device syncs the whole roster.
-    const late = await createDevice({
-      id: 'late-ws',
-      store: memoryStore(),
-      siteKey: SITE_KEY,
-      server: server.url,
-    })
-    try {
-      await late.sync.full()
-      expect(late.users.list()).toEqual(server.users.list())
-    } finally {
-      await late.close()
-    }
-  })
+  it(
+    'survives a barrage of malformed messages; state unchanged; a legitimate device served throughout',
+    async () => {
+      const before = snapshot(server)
+      const stop = keepWriting(legit, server, 'ws')
+      const { messages, kinds } = hostileMessages('ws')
+      const stats = await barrage(
+        (w) => openWithRetry(() => rawWebSocket(wsUrl(`hostile-1-${w}`))),
+        messages,
+      )
+      const arrived = await stop()
+      printStats('WebSocket barrage', stats, kinds)
+      expectDelivered(stats, messages)
+      expect(arrived).toBeGreaterThan(1)
+      expect(unhandled).toEqual([])
+      expectUnchanged(before, snapshot(server), writersOf(legit, server))
+      // Still serving: a fresh device syncs the whole roster.
+      const late = await createDevice({
+        id: 'late-ws',
+        store: memoryStore(),
+        siteKey: SITE_KEY,
+        server: server.url,
+      })
+      try {
+        await late.sync.full()
+        expect(late.users.list()).toEqual(server.users.list())
+      } finally {
+        await late.close()
+      }
+    },
+    BARRAGE_TIMEOUT_MS,
+  )
 
   it('a WebSocket frame declaring 2^53 bytes closes with 1009, buffering nothing', async () => {
     const before = snapshot(server)
@@ -444,21 +454,25 @@ function rawUpgradeThen(target: string, bytes: Uint8Array): Promise<string> {
 }
 
 describe('hostile frames over libp2p to a device', () => {
-  it('survives a barrage of malformed messages; state unchanged; its LAN peer served throughout', async () => {
-    const before = snapshot(lanTarget)
-    const stop = keepWriting(lanLegit, lanTarget, 'lan')
-    const { messages, kinds } = hostileMessages('lan')
-    const stats = await barrage(
-      (w) => rawLanLink(lanNodes[w] ?? lanNode, lanTarget.lanAddresses),
-      messages,
-    )
-    const arrived = await stop()
-    printStats('libp2p barrage', stats, kinds)
-    expectDelivered(stats, messages)
-    expect(arrived).toBeGreaterThan(1)
-    expect(unhandled).toEqual([])
-    expectUnchanged(before, snapshot(lanTarget), writersOf(lanLegit))
-  })
+  it(
+    'survives a barrage of malformed messages; state unchanged; its LAN peer served throughout',
+    async () => {
+      const before = snapshot(lanTarget)
+      const stop = keepWriting(lanLegit, lanTarget, 'lan')
+      const { messages, kinds } = hostileMessages('lan')
+      const stats = await barrage(
+        (w) => rawLanLink(lanNodes[w] ?? lanNode, lanTarget.lanAddresses),
+        messages,
+      )
+      const arrived = await stop()
+      printStats('libp2p barrage', stats, kinds)
+      expectDelivered(stats, messages)
+      expect(arrived).toBeGreaterThan(1)
+      expect(unhandled).toEqual([])
+      expectUnchanged(before, snapshot(lanTarget), writersOf(lanLegit))
+    },
+    BARRAGE_TIMEOUT_MS,
+  )
 
   /**
    * Attacks on the framing itself: each ends the stream with 1002
