@@ -144,6 +144,12 @@ export const limits = {
    * whole roster (about 340 MB at 1M users) while nothing changes.
    */
   answersCachedMax: 4,
+  /**
+   * Most bytes of answers kept in that cache: the least recently used go
+   * first; the newest answer is kept even when larger alone (a restart's
+   * thousand fresh devices all ask for the whole roster).
+   */
+  answersCachedBytesMax: 512 * 1024 * 1024,
   /** Smallest answer kept in that cache, in bytes (smaller ones are cheap to encode again). */
   answerCachedBytesMin: 64 * 1024,
   // Issue 10: export / import
@@ -221,10 +227,17 @@ export const netLimits = {
   /**
    * Bytes buffered on a connection past which a session's further messages
    * wait in its outbox until it drains (peers/sync-session/outbox.ts): an
-   * answer of a 1M-user roster (about 340 MB in parts) is queued at once,
-   * more than `sendBufferBytesMax`.
+   * answer of a 1M-user roster (about 340 MB in parts) is more than
+   * `sendBufferBytesMax`, and its parts are made as the connection takes them.
    */
   sendPauseBufferedBytesMin: 64 * 1024 * 1024,
+  /**
+   * How long a session's outbox waits for its connection to take anything
+   * (a message handed over, fewer bytes buffered) while messages wait, in
+   * ms; then the link is closed (`SEND_STALLED`): the parts of an answer
+   * wait without a bound in bytes (they are made as they go), not in time.
+   */
+  sendStallMsMax: 60_000,
   /** Most devices one device syncs with directly over the LAN at once. */
   lanPeersMax: 32,
   /**

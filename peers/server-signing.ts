@@ -24,6 +24,7 @@ import {
   bringsStructs,
   checkClients,
   scanOrRefuse,
+  type AnswerEnvelopes,
   type OpenedEnvelope,
   type SignedLink,
   type WriterCheck,
@@ -34,9 +35,12 @@ import type { VerifyPool } from './verify-pool.js'
 export class ServerSigning {
   private lastUpdate: Uint8Array | undefined
   private lastEnvelope: Uint8Array[] = []
-  /** The answer's parts sealed last, and their envelopes (one message each). */
-  private lastParts: readonly Uint8Array[] | undefined
-  private lastSealed: Uint8Array[][] = []
+  /**
+   * The envelopes of an answer's parts (one message each), per parts array
+   * (the replica's, the same while the document does not change), each
+   * sealed when it first goes out, once for every link.
+   */
+  private readonly sealed = new WeakMap<readonly Uint8Array[], Array<Uint8Array[] | undefined>>()
   private siteId: string | undefined
 
   constructor(
@@ -96,17 +100,23 @@ export class ServerSigning {
 
   /**
    * The answer to a step 1: the replica's parts (core/answer-chunks.ts),
-   * one envelope and one message each. The replica hands out the same
-   * parts while the document does not change (after a restart, every fresh
-   * device asks with the empty state vector): sealed once for every link.
+   * one envelope and one message each, sealed as they go out. The replica
+   * hands out the same parts while the document does not change (after a
+   * restart, every fresh device asks with the empty state vector): each
+   * sealed once for every link.
    */
-  private answer(theirs: Uint8Array): Uint8Array[][] {
+  private answer(theirs: Uint8Array): AnswerEnvelopes {
     const parts = this.options.replica.answerParts(theirs)
-    if (parts !== this.lastParts) {
-      this.lastParts = parts
-      this.lastSealed = parts.map((part) => [this.seal(part)])
+    let sealed = this.sealed.get(parts)
+    if (sealed === undefined) {
+      sealed = []
+      this.sealed.set(parts, sealed)
     }
-    return this.lastSealed
+    const memo = sealed
+    return {
+      count: parts.length,
+      envelopes: (i) => (memo[i] ??= [this.seal(parts[i] as Uint8Array)]),
+    }
   }
 
   /**

@@ -62,6 +62,14 @@ export interface OpenedEnvelope {
   readonly fresh: boolean
 }
 
+/** An answer's messages as lists of envelopes, each made when asked for. */
+export interface AnswerEnvelopes {
+  /** How many messages (at least one). */
+  readonly count: number
+  /** The envelopes of message `index` (0 to count - 1). */
+  envelopes(index: number): Uint8Array[]
+}
+
 /** What a session (peers/sync-session.ts) asks of a signed link. */
 export interface SignedLink {
   /**
@@ -79,11 +87,12 @@ export interface SignedLink {
   readonly plainAllowed: boolean
   /**
    * The envelopes answering a step 1 with this state vector, one list per
-   * message, in the order they go out (read inside whenDurable): each
-   * message within `netLimits.answerChunkBytesMax` unless one envelope is
-   * larger (PROTOCOL.md, "Answers in chunks").
+   * message, in the order they go out (read inside whenDurable; each list
+   * may be made, and sealed, only when its message goes out): each message
+   * within `netLimits.answerChunkBytesMax` unless one envelope is larger
+   * (PROTOCOL.md, "Answers in chunks").
    */
-  answer(theirStateVector: Uint8Array): Uint8Array[][]
+  answer(theirStateVector: Uint8Array): AnswerEnvelopes
   /** The envelopes that carry a durable change to the other side, if any. */
   forward(update: ReplicaUpdate): Uint8Array[]
   /**
@@ -279,7 +288,8 @@ export class DeviceSigning {
         // Envelopes of writers revoked since they were logged, or whose
         // certificates expired or were revoked, are not offered.
         const offered = logged.filter((bytes) => !this.stale(bytes))
-        return envelopeMessages([...this.sealOwn(own), ...offered])
+        const messages = envelopeMessages([...this.sealOwn(own), ...offered])
+        return { count: messages.length, envelopes: (i) => messages[i] as Uint8Array[] }
       },
       forward: (told) => {
         // Remote changes travel as their writers signed them (relayed by

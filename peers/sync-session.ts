@@ -221,15 +221,25 @@ export function startSession(options: SessionOptions): SyncSession {
     inboxBytes = 0
     step1sWaiting = 0
   }
+  /** The error message telling the other side of `error`, when this side reports them. */
+  const report = (error: RostersyncError, message = error.message): Uint8Array | undefined =>
+    options.reportErrors === true
+      ? encodeMessage({ type: 'error', code: error.code, message })
+      : undefined
+  /**
+   * Closes the link for `error`: its error message (when reported) skips
+   * what waits in the outbox, so that the other side learns the code.
+   */
+  const closeFor = (error: RostersyncError): void => {
+    const { code, reason } = refusalClose(error)
+    dropInbox()
+    outbox.closeWith(report(error), code, reason)
+  }
   const refuse = (error: RostersyncError, update?: Uint8Array): void => {
-    if (options.reportErrors === true)
-      send({ type: 'error', code: error.code, message: error.message })
     options.onRefused?.(error, update)
-    if (untrusted) {
-      const { code, reason } = refusalClose(error)
-      dropInbox()
-      connection.close(code, reason)
-    }
+    if (untrusted) return closeFor(error)
+    const bytes = report(error)
+    if (bytes !== undefined) outbox.send(bytes)
   }
   const apply = async (update: Uint8Array): Promise<void> => {
     if (signedNow() !== undefined)
@@ -307,25 +317,30 @@ export function startSession(options: SessionOptions): SyncSession {
       // but the last go as updates, the last as step 2, so the other side
       // counts the answer as arrived (its synced, a device's requestSync)
       // only once all of it has.
+      // Each part's message is made as the connection takes it (the
+      // outbox paces them): the parts are the replica's, held once for
+      // every link, and a server seals each as it first goes out.
       const signed = signedNow()
       if (signed === undefined) {
         const parts = replica.answerParts(sent)
-        parts.forEach((update, i) =>
-          send(
-            i === parts.length - 1
-              ? { type: 'sync-step2', update }
-              : { type: 'sync-update', update },
-          ),
-        )
+        const last = parts.length - 1
+        outbox.sendEach(parts.length, (i) => {
+          const update = parts[i] as Uint8Array
+          return encodeMessage(
+            i === last ? { type: 'sync-step2', update } : { type: 'sync-update', update },
+          )
+        })
       } else {
-        const parts = signed.answer(sent)
-        parts.forEach((envelopes, i) =>
-          send(
-            i === parts.length - 1
+        const answer = signed.answer(sent)
+        const last = answer.count - 1
+        outbox.sendEach(answer.count, (i) => {
+          const envelopes = answer.envelopes(i)
+          return encodeMessage(
+            i === last
               ? { type: 'signed-step2', envelopes }
               : { type: 'signed-update', envelopes },
-          ),
-        )
+          )
+        })
       }
       return vector
     })
@@ -422,12 +437,8 @@ export function startSession(options: SessionOptions): SyncSession {
           : undefined)
     if (limited !== undefined) {
       // Refused at once, ahead of what waits: the link is closed either way.
-      if (options.reportErrors === true)
-        send({ type: 'error', code: limited.code, message: limited.message })
       options.onRefused?.(limited)
-      dropInbox()
-      const { code, reason } = refusalClose(limited)
-      connection.close(code, reason)
+      closeFor(limited)
       return
     }
     const message = decodeInbound(bytes)

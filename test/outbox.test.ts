@@ -2,9 +2,12 @@
  * The session's outbox (peers/sync-session/outbox.ts): past
  * `netLimits.sendPauseBufferedBytesMin` buffered on the connection, what
  * the session sends waits, in order, and goes out as the connection
- * drains; a peer that never reads is dropped once
- * `netLimits.sendBufferBytesMax` waits; a connection that does not say
- * what it buffers is never paused.
+ * drains; an answer's parts are made as the connection takes them, so an
+ * answer of any size goes out with bounded memory; a peer that never reads
+ * is dropped once `netLimits.sendBufferBytesMax` waits, or once nothing
+ * moved for `netLimits.sendStallMsMax`; an error sent before a close skips
+ * what waits; a connection that does not say what it buffers is never
+ * paused.
  */
 import { describe, expect, it } from 'vitest'
 import { netLimits } from '../core/limits.js'
@@ -87,5 +90,63 @@ describe('Outbox', () => {
     const outbox = new Outbox(conn, new ManualClock())
     for (let i = 0; i < 30; i++) outbox.send(message(i, 1024))
     expect(conn.sent).toHaveLength(30)
+  })
+
+  it('serves an answer larger than sendBufferBytesMax in full, making each part as the connection takes it', async () => {
+    const conn = fakeConnection()
+    const clock = new ManualClock()
+    const outbox = new Outbox(conn, clock)
+    // 40 parts of 16 MiB (640 MiB, past the 256 MiB bound), then a change.
+    const count = 40
+    let made = 0
+    /** Most bytes made and not yet taken by the connection, at any time. */
+    let aheadMax = 0
+    outbox.sendEach(count, (i) => {
+      made++
+      aheadMax = Math.max(aheadMax, made - conn.sent.length)
+      return message(i)
+    })
+    outbox.send(message(99, 10))
+    expect(made).toBeLessThanOrEqual(netLimits.sendPauseBufferedBytesMin / PART + 1)
+    // The peer reads a part every 10 ms.
+    for (let step = 0; step < 2 * count && conn.open && conn.sent.length <= count; step++) {
+      conn.buffered = Math.max(0, conn.buffered - PART)
+      await clock.advance(10)
+    }
+    expect(conn.open).toBe(true)
+    expect(conn.sent).toEqual([...Array.from({ length: count }, (_, i) => i), 99])
+    expect(made).toBe(count)
+    // Each part was made only when the connection took it.
+    expect(aheadMax).toBe(1)
+  })
+
+  it('drops a peer that takes nothing for sendStallMsMax while an answer waits, and not before', async () => {
+    const conn = fakeConnection()
+    const clock = new ManualClock()
+    const outbox = new Outbox(conn, clock)
+    outbox.sendEach(10, (i) => message(i))
+    const first = conn.sent.length
+    await clock.advance(netLimits.sendStallMsMax - 100)
+    expect(conn.open).toBe(true)
+    // A little progress restarts the wait.
+    conn.buffered -= 1
+    await clock.advance(netLimits.sendStallMsMax - 100)
+    expect(conn.open).toBe(true)
+    expect(conn.sent).toHaveLength(first)
+    await clock.advance(200)
+    expect(conn.open).toBe(false)
+    expect(conn.closedWith).toMatch(/^SEND_STALLED/)
+  })
+
+  it('an error sent before a close skips what waits, so the peer learns the code', () => {
+    const conn = fakeConnection()
+    const outbox = new Outbox(conn, new ManualClock())
+    outbox.sendEach(10, (i) => message(i))
+    outbox.send(message(50, 10))
+    const first = conn.sent.length
+    outbox.closeWith(message(77, 10), 4400, 'REFUSED')
+    expect(conn.sent).toEqual([...Array.from({ length: first }, (_, i) => i), 77])
+    expect(conn.open).toBe(false)
+    expect(conn.closedWith).toBe('REFUSED')
   })
 })
