@@ -458,8 +458,20 @@ export function startSession(options: SessionOptions): SyncSession {
     idle: () => pumping,
     requestSync() {
       if (!connection.open) return Promise.reject(new Error('connection closed'))
+      // The answer may be the whole roster in parts: the log is compacted
+      // once it is all in, not while it grows (Replica.deferCompaction).
+      const release = replica.deferCompaction()
       return new Promise<SyncAnswer>((resolve, reject) => {
-        waiting.push({ resolve, reject })
+        waiting.push({
+          resolve: (answer) => {
+            release()
+            resolve(answer)
+          },
+          reject: (error) => {
+            release()
+            reject(error)
+          },
+        })
         send({ type: 'sync-step1', stateVector: stateVector() })
       })
     },
