@@ -57,11 +57,13 @@ export class EnvelopeLog {
 
   /**
    * Keeps an envelope whose update brought this peer something new.
-   * `update` is the envelope's update (its coverage is read from it).
+   * `update` is the envelope's update (its coverage is read from it, or
+   * given as `to`: one past each client's last clock, from the scan that
+   * opened it).
    */
-  add(envelope: Uint8Array, update: Uint8Array): void {
+  add(envelope: Uint8Array, update: Uint8Array, to?: ReadonlyMap<number, number>): void {
     const seq = this.nextSeq++
-    if (!this.remember(seq, envelope, update)) return
+    if (!this.remember(seq, envelope, update, to)) return
     const dropped = this.trim()
     this.persist([
       { type: 'put', key: KEYS.entry(seq), value: envelope },
@@ -97,10 +99,15 @@ export class EnvelopeLog {
     return this.writes
   }
 
-  private remember(seq: number, envelope: Uint8Array, update: Uint8Array): boolean {
-    let to: Map<number, number>
+  private remember(
+    seq: number,
+    envelope: Uint8Array,
+    update: Uint8Array,
+    scanned?: ReadonlyMap<number, number>,
+  ): boolean {
+    let to: ReadonlyMap<number, number>
     try {
-      to = scanUpdate(update).to
+      to = scanned ?? scanUpdate(update).to
     } catch {
       return false
     }

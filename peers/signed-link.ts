@@ -300,7 +300,7 @@ export class DeviceSigning {
       open: (bytes) => this.open(bytes),
       applied: (opened) => {
         if (!opened.fresh || opened.writer === this.options.writerId) return
-        log.add(opened.bytes, opened.update)
+        log.add(opened.bytes, opened.update, opened.ranges.to)
         for (const [id, relay] of this.links) if (id !== connectionId) relay([opened.bytes])
       },
       stop: () => {

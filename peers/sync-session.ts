@@ -336,9 +336,7 @@ export function startSession(options: SessionOptions): SyncSession {
         outbox.sendEach(answer.count, (i) => {
           const envelopes = answer.envelopes(i)
           return encodeMessage(
-            i === last
-              ? { type: 'signed-step2', envelopes }
-              : { type: 'signed-update', envelopes },
+            i === last ? { type: 'signed-step2', envelopes } : { type: 'signed-update', envelopes },
           )
         })
       }
