@@ -244,8 +244,11 @@ export const netLimits = {
    * (a message handed over, fewer bytes buffered) while messages wait, in
    * ms; then the link is closed (`SEND_STALLED`): the parts of an answer
    * wait without a bound in bytes (they are made as they go), not in time.
+   * Generous: Node hands a socket's queued writes to the kernel as one
+   * write, and a WebSocket's `bufferedAmount` falls only once all of it
+   * went (tens of MB: a minute on a slow link).
    */
-  sendStallMsMax: 60_000,
+  sendStallMsMax: 5 * 60_000,
   /** Most devices one device syncs with directly over the LAN at once. */
   lanPeersMax: 32,
   /**
@@ -332,6 +335,13 @@ export const netLimits = {
   step1AnswersBurstMax: 200,
   /** Bytes of inbound messages waiting on one connection before it is closed. */
   inboundBytesQueuedMax: 256 * 1024 * 1024,
+  /**
+   * Bytes of inbound messages waiting on a trusted connection (a device's
+   * link to its server) past which it stops reading until half of that is
+   * left (Connection.pauseReading): an answer of any size arrives as fast
+   * as the device applies it, never past `inboundBytesQueuedMax`.
+   */
+  inboundPauseBytesMin: 64 * 1024 * 1024,
   /**
    * After the server closes with 1001 (restarting), a device reconnects
    * after a delay drawn uniformly in [0, this): a site's devices then come

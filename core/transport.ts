@@ -31,6 +31,15 @@ export interface Connection {
    * transport knows (a sender paces large answers by it: peers/sync-session/outbox.ts).
    */
   readonly bufferedBytes?: number | undefined
+  /**
+   * Stops reading from the network until `resumeReading`, when the
+   * transport can: a receiver that cannot keep up lets the sender's buffer
+   * fill instead of its own inbox (peers/sync-session.ts), and the sender's
+   * outbox then waits.
+   */
+  pauseReading?(): void
+  /** Reads from the network again after `pauseReading`. */
+  resumeReading?(): void
 }
 
 /** Something that opens connections to addresses. */

@@ -28,6 +28,7 @@ import type { UpdateRanges } from '../core/update-scan.js'
 import type { Replica } from './replica.js'
 import type { OpenedEnvelope, SignedLink } from './signed-link.js'
 import { closeReason, decodeInbound, LinkRates, refusalClose } from './sync-session/inbound.js'
+import { signedUpdateMessage, updateMessage } from './sync-session/messages.js'
 import { Outbox } from './sync-session/outbox.js'
 
 export { closeReason, refusalClose } from './sync-session/inbound.js'
@@ -123,36 +124,6 @@ export interface SyncSession {
 }
 
 /**
- * The update message for a durable change, encoded once however many links
- * forward it (the server fans one change out to every connected device):
- * the replica tells every link of a change in one loop, so the last update
- * encoded is the one to keep.
- */
-let lastUpdate: Uint8Array | undefined
-let lastMessage: Uint8Array = new Uint8Array(0)
-function updateMessage(update: Uint8Array): Uint8Array {
-  if (update !== lastUpdate) {
-    lastMessage = encodeMessage({ type: 'sync-update', update })
-    lastUpdate = update
-  }
-  return lastMessage
-}
-
-/**
- * The same for signed links: the server's links forward one array of
- * envelopes for a change (ServerSigning signs it once), encoded once.
- */
-let lastEnvelopes: readonly Uint8Array[] | undefined
-let lastSignedMessage: Uint8Array = new Uint8Array(0)
-function signedUpdateMessage(envelopes: readonly Uint8Array[]): Uint8Array {
-  if (envelopes !== lastEnvelopes) {
-    lastSignedMessage = encodeMessage({ type: 'signed-update', envelopes })
-    lastEnvelopes = envelopes
-  }
-  return lastSignedMessage
-}
-
-/**
  * ClientIDs each replica minted because a peer's step 1 said it knew more
  * of the one before: nobody else can know anything of those, so a second
  * such claim is a lie, and obeying it would mint a clientID per message.
@@ -175,6 +146,8 @@ export function startSession(options: SessionOptions): SyncSession {
   /** Messages received and not handled yet, oldest first; emptied when the link closes. */
   const inbox: Inbound[] = []
   let inboxBytes = 0
+  /** Reading paused while the inbox is full (a trusted link: see `netLimits.inboundPauseBytesMin`). */
+  let readingPaused = false
   /** Step 1s in the inbox (a step 1 with a later one behind it needs no answer). */
   let step1sWaiting = 0
   /** The pump's run, while one is going (see pump). */
@@ -410,6 +383,10 @@ export function startSession(options: SessionOptions): SyncSession {
         const next = inbox.shift()
         if (next === undefined) return
         inboxBytes -= next.size
+        if (readingPaused && inboxBytes <= netLimits.inboundPauseBytesMin / 2) {
+          readingPaused = false
+          connection.resumeReading?.()
+        }
         if (!(next.message instanceof RostersyncError) && next.message.type === 'sync-step1')
           step1sWaiting--
         // Nothing more of a closed link is applied (its queue could hold a
@@ -443,6 +420,17 @@ export function startSession(options: SessionOptions): SyncSession {
     if (!(message instanceof RostersyncError) && message.type === 'sync-step1') step1sWaiting++
     inbox.push({ size: bytes.byteLength, message })
     inboxBytes += bytes.byteLength
+    // A trusted peer (the server) is not refused for sending more than this
+    // side applies as fast: it is read as fast as it is applied.
+    if (
+      !untrusted &&
+      !readingPaused &&
+      inboxBytes > netLimits.inboundPauseBytesMin &&
+      connection.pauseReading !== undefined
+    ) {
+      readingPaused = true
+      connection.pauseReading()
+    }
     // One at a time, in order: an update may depend on the one before it,
     // which must be applied before this one is checked.
     if (!pumpRunning) pumping = pump()

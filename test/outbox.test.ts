@@ -9,11 +9,23 @@
  * what waits; a connection that does not say what it buffers is never
  * paused.
  */
-import { describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
+import WebSocket, { WebSocketServer } from 'ws'
 import { netLimits } from '../core/limits.js'
+import { encodeMessage } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
+import { createDevice } from '../peers/create-device.js'
+import { startSession } from '../peers/sync-session.js'
 import { Outbox } from '../peers/sync-session/outbox.js'
+import { memoryStore } from '../storage/level-store.js'
+import { wsConnect } from '../transports/ws-transport.js'
+import { eventually } from './helpers/eventually.js'
 import { ManualClock } from './helpers/manual-clock.js'
+
+const closers: Array<() => Promise<void> | void> = []
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close()
+})
 
 /** A connection that records what it is handed and buffers it until `drain`. */
 function fakeConnection(reportsBuffer = true): Connection & {
@@ -149,4 +161,83 @@ describe('Outbox', () => {
     expect(conn.open).toBe(false)
     expect(conn.closedWith).toBe('REFUSED')
   })
+})
+
+describe('a trusted link stops reading while its inbox is full', () => {
+  it('a server sending more than inboundBytesQueuedMax faster than the device handles it is paced, not refused', async () => {
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+    closers.push(() => new Promise<void>((resolve) => wss.close(() => resolve())))
+    await new Promise((resolve) => wss.once('listening', resolve))
+    const port = (wss.address() as { port: number }).port
+    const accepted = new Promise<WebSocket>((resolve) => wss.once('connection', resolve))
+    const device = await createDevice({ id: 'D1', store: memoryStore() })
+    closers.push(() => device.close())
+    const conn = await wsConnect(`ws://127.0.0.1:${port}`)
+    closers.push(() => conn.close())
+    const server = await accepted
+    let closed: string | undefined
+    conn.onClose((info) => (closed = `${info.code} ${info.reason}`))
+    // The device handles nothing until its hello handler returns.
+    let release = (): void => undefined
+    const held = new Promise<void>((resolve) => (release = resolve))
+    // What the device has read off the socket.
+    const read = { bytes: 0 }
+    const counted: Connection = {
+      id: conn.id,
+      remote: conn.remote,
+      get open() {
+        return conn.open
+      },
+      get bufferedBytes() {
+        return conn.bufferedBytes
+      },
+      send: (message) => conn.send(message),
+      onMessage: (handler) =>
+        conn.onMessage((message) => {
+          read.bytes += message.byteLength
+          handler(message)
+        }),
+      onClose: (handler) => conn.onClose(handler),
+      close: (code, reason) => conn.close(code, reason),
+      pauseReading: () => conn.pauseReading?.(),
+      resumeReading: () => conn.resumeReading?.(),
+    }
+    const session = startSession({
+      replica: device.replica,
+      connection: counted,
+      sendStep1OnStart: false,
+      onHello: () => held,
+    })
+    closers.push(() => session.stop())
+    const hello = encodeMessage({
+      type: 'hello',
+      serverKey: new Uint8Array(32),
+      certificate: new Uint8Array(0),
+    })
+    server.send(hello)
+    const MIB = 1024 * 1024
+    const count = Math.ceil((netLimits.inboundBytesQueuedMax + 32 * MIB) / (4 * MIB))
+    const filler = encodeMessage({ type: 'awareness', payload: new Uint8Array(4 * MIB) })
+    for (let i = 0; i < count; i++) server.send(filler)
+    // The device stops reading: what it has not read waits at the server
+    // (without the pause, it reads everything and refuses the link:
+    // TOO_MANY_QUEUED_MESSAGES).
+    let previous = -1
+    for (let waited = 0; closed === undefined && waited < 30_000; waited += 500) {
+      await new Promise((resolve) => setTimeout(resolve, 500))
+      if (read.bytes === previous) break
+      previous = read.bytes
+    }
+    expect(closed).toBeUndefined()
+    expect(read.bytes).toBeGreaterThan(netLimits.inboundPauseBytesMin)
+    expect(read.bytes).toBeLessThan(netLimits.inboundBytesQueuedMax)
+    release()
+    await eventually(
+      () => expect(read.bytes).toBe(count * filler.byteLength + hello.byteLength),
+      60_000,
+    )
+    await session.idle()
+    expect(closed).toBeUndefined()
+    expect(conn.open).toBe(true)
+  }, 120_000)
 })
