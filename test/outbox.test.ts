@@ -150,6 +150,21 @@ describe('Outbox', () => {
     expect(conn.closedWith).toMatch(/^SEND_STALLED/)
   })
 
+  it('a part that cannot be made closes the link (INTERNAL), not the process', async () => {
+    const conn = fakeConnection()
+    const clock = new ManualClock()
+    const outbox = new Outbox(conn, clock)
+    outbox.sendEach(10, (i) => {
+      if (i === 6) throw new Error('no key')
+      return message(i)
+    })
+    conn.buffered = 0
+    await clock.advance(10)
+    expect(conn.sent).toEqual([0, 1, 2, 3, 4, 5])
+    expect(conn.open).toBe(false)
+    expect(conn.closedWith).toMatch(/^INTERNAL: Error: no key/)
+  })
+
   it('an error sent before a close skips what waits, so the peer learns the code', () => {
     const conn = fakeConnection()
     const outbox = new Outbox(conn, new ManualClock())

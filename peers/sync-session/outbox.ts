@@ -23,7 +23,9 @@
  */
 import type { Clock } from '../../core/clock.js'
 import { netLimits } from '../../core/limits.js'
+import { CloseCode } from '../../core/protocol.js'
 import type { Connection } from '../../core/transport.js'
+import { closeReason } from './inbound.js'
 
 /** How often a paused outbox looks whether its connection drained, ms. */
 const DRAIN_POLL_MS = 5
@@ -135,7 +137,16 @@ export class Outbox {
       }
       const index = head.next++
       if (head.next >= head.count) this.waiting.shift()
-      this.connection.send(head.make(index))
+      let bytes: Uint8Array
+      try {
+        bytes = head.make(index)
+      } catch (error) {
+        // Made on a timer, outside the session's handling: the link closes
+        // rather than the process (the peer asks again on its next link).
+        this.closeWith(undefined, CloseCode.internal, closeReason(`INTERNAL: ${String(error)}`))
+        return
+      }
+      this.connection.send(bytes)
       if (!this.connection.open) return this.stop()
     }
     if (this.waiting.length === 0) return
