@@ -8,6 +8,7 @@
  */
 import { SignatureInvalidError } from '../core/errors.js'
 import { SERVER_ID } from '../core/ids.js'
+import { encodeMessage } from '../core/protocol.js'
 import {
   decodeEnvelope,
   encodeEnvelope,
@@ -24,7 +25,7 @@ import {
   bringsStructs,
   checkClients,
   scanOrRefuse,
-  type AnswerEnvelopes,
+  type AnswerMessages,
   type OpenedEnvelope,
   type SignedLink,
   type WriterCheck,
@@ -36,11 +37,11 @@ export class ServerSigning {
   private lastUpdate: Uint8Array | undefined
   private lastEnvelope: Uint8Array[] = []
   /**
-   * The envelopes of an answer's parts (one message each), per parts array
+   * The messages of an answer's parts (one envelope each), per parts array
    * (the replica's, the same while the document does not change), each
-   * sealed when it first goes out, once for every link.
+   * sealed and encoded when it first goes out, once for every link.
    */
-  private readonly sealed = new WeakMap<readonly Uint8Array[], Array<Uint8Array[] | undefined>>()
+  private readonly sealed = new WeakMap<readonly Uint8Array[], Array<Uint8Array | undefined>>()
   private siteId: string | undefined
 
   constructor(
@@ -100,12 +101,12 @@ export class ServerSigning {
 
   /**
    * The answer to a step 1: the replica's parts (core/answer-chunks.ts),
-   * one envelope and one message each, sealed as they go out. The replica
+   * one envelope and one message each, sealed and encoded as they go out. The replica
    * hands out the same parts while the document does not change (after a
    * restart, every fresh device asks with the empty state vector): each
    * sealed once for every link.
    */
-  private answer(theirs: Uint8Array): AnswerEnvelopes {
+  private answer(theirs: Uint8Array): AnswerMessages {
     const parts = this.options.replica.answerParts(theirs)
     let sealed = this.sealed.get(parts)
     if (sealed === undefined) {
@@ -113,9 +114,14 @@ export class ServerSigning {
       this.sealed.set(parts, sealed)
     }
     const memo = sealed
+    const last = parts.length - 1
     return {
       count: parts.length,
-      envelopes: (i) => (memo[i] ??= [this.seal(parts[i] as Uint8Array)]),
+      message: (i) =>
+        (memo[i] ??= encodeMessage({
+          type: i === last ? 'signed-step2' : 'signed-update',
+          envelopes: [this.seal(parts[i] as Uint8Array)],
+        })),
     }
   }
 

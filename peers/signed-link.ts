@@ -25,7 +25,7 @@ import {
 } from '../core/errors.js'
 import { SERVER_ID } from '../core/ids.js'
 import { netLimits } from '../core/limits.js'
-import { CloseCode } from '../core/protocol.js'
+import { CloseCode, encodeMessage } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
 import {
   checkCertificateTime,
@@ -63,11 +63,28 @@ export interface OpenedEnvelope {
 }
 
 /** An answer's messages as lists of envelopes, each made when asked for. */
-export interface AnswerEnvelopes {
+export interface AnswerMessages {
   /** How many messages (at least one). */
   readonly count: number
-  /** The envelopes of message `index` (0 to count - 1). */
-  envelopes(index: number): Uint8Array[]
+  /**
+   * Message `index` (0 to count - 1), encoded: a `signed-update`, the last a
+   * `signed-step2`.
+   */
+  message(index: number): Uint8Array
+}
+
+/** `lists` of envelopes as an answer's messages, each encoded when asked for. */
+export function answerMessages(lists: readonly (readonly Uint8Array[])[]): AnswerMessages {
+  const last = lists.length - 1
+  return {
+    count: lists.length,
+    message: (i) => {
+      const envelopes = lists[i] as readonly Uint8Array[]
+      return encodeMessage(
+        i === last ? { type: 'signed-step2', envelopes } : { type: 'signed-update', envelopes },
+      )
+    },
+  }
 }
 
 /** What a session (peers/sync-session.ts) asks of a signed link. */
@@ -86,13 +103,13 @@ export interface SignedLink {
    */
   readonly plainAllowed: boolean
   /**
-   * The envelopes answering a step 1 with this state vector, one list per
-   * message, in the order they go out (read inside whenDurable; each list
-   * may be made, and sealed, only when its message goes out): each message
+   * The messages answering a step 1 with this state vector, in the order
+   * they go out (read inside whenDurable; each may be made, and sealed,
+   * only when it goes out): each message
    * within `netLimits.answerChunkBytesMax` unless one envelope is larger
    * (PROTOCOL.md, "Answers in chunks").
    */
-  answer(theirStateVector: Uint8Array): AnswerEnvelopes
+  answer(theirStateVector: Uint8Array): AnswerMessages
   /** The envelopes that carry a durable change to the other side, if any. */
   forward(update: ReplicaUpdate): Uint8Array[]
   /**
@@ -288,8 +305,7 @@ export class DeviceSigning {
         // Envelopes of writers revoked since they were logged, or whose
         // certificates expired or were revoked, are not offered.
         const offered = logged.filter((bytes) => !this.stale(bytes))
-        const messages = envelopeMessages([...this.sealOwn(own), ...offered])
-        return { count: messages.length, envelopes: (i) => messages[i] as Uint8Array[] }
+        return answerMessages(envelopeMessages([...this.sealOwn(own), ...offered]))
       },
       forward: (told) => {
         // Remote changes travel as their writers signed them (relayed by

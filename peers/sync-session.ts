@@ -305,13 +305,7 @@ export function startSession(options: SessionOptions): SyncSession {
         })
       } else {
         const answer = signed.answer(sent)
-        const last = answer.count - 1
-        outbox.sendEach(answer.count, (i) => {
-          const envelopes = answer.envelopes(i)
-          return encodeMessage(
-            i === last ? { type: 'signed-step2', envelopes } : { type: 'signed-update', envelopes },
-          )
-        })
+        outbox.sendEach(answer.count, (i) => answer.message(i))
       }
       return vector
     })

@@ -20,6 +20,7 @@ import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { AnswerCache } from '../peers/replica/answer-cache.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
+import { memoryPair } from '../transports/memory-transport.js'
 import { wsConnect } from '../transports/ws-transport.js'
 import { eventually } from './helpers/eventually.js'
 
@@ -234,6 +235,55 @@ describe('answers in chunks', () => {
     // And the full roster is still kept.
     expect(server.replica.answerParts(vector([]))).toBe(full)
   })
+})
+
+describe('a signed answer', () => {
+  it('is sealed and encoded once for every link: each link sends the same message bytes', async () => {
+    /** The large messages the server handed each link, by device. */
+    const sent = new Map<string, Uint8Array[]>()
+    const viaMemory = (id: string): Transport => ({
+      connect: async (url) => {
+        const [mine, theirs] = memoryPair(id, 'server')
+        const list: Uint8Array[] = []
+        sent.set(id, list)
+        const recorded: Connection = {
+          id: theirs.id,
+          remote: theirs.remote,
+          get open() {
+            return theirs.open
+          },
+          send: (message) => {
+            if (message.byteLength > CHUNK_BYTES_MAX / 2) list.push(message)
+            theirs.send(message)
+          },
+          onMessage: (handler) => theirs.onMessage(handler),
+          onClose: (handler) => theirs.onClose(handler),
+          close: (code, reason) => theirs.close(code, reason),
+        }
+        server.accept(recorded, url)
+        return mine
+      },
+      close: async () => undefined,
+    })
+    const fresh = async (id: string): Promise<Uint8Array[]> => {
+      const d = await createDevice({
+        id,
+        store: memoryStore(),
+        server: 'ws://memory',
+        serverTransport: viaMemory(id),
+        siteKey: SITE_KEY,
+      })
+      closers.push(() => d.close())
+      await d.sync.whenIdle()
+      await eventually(() => expect(d.users.list().length).toBeGreaterThan(USERS / 2), 60_000)
+      return sent.get(id) ?? []
+    }
+    const first = await fresh('M1')
+    const second = await fresh('M2')
+    expect(first.length).toBeGreaterThan(3)
+    expect(second).toHaveLength(first.length)
+    second.forEach((message, i) => expect(message).toBe(first[i]))
+  }, 90_000)
 })
 
 describe('the answer cache', () => {
