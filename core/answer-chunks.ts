@@ -198,20 +198,40 @@ class PartWriter {
     return this.parts
   }
 
-  /** Closes the open part (with `deletes` as its delete set, none by default). */
+  /**
+   * Closes the open part (with `deletes` as its delete set, none by
+   * default), its bytes copied once into one array of its exact size: a
+   * large answer is hundreds of MB, and each copy more is as much garbage.
+   */
   private close(deletes: Ranges = new Map()): void {
-    const encoder = new Y.UpdateEncoderV1()
-    const rest = encoder.restEncoder
-    encoding.writeVarUint(rest, this.runs.size)
+    const pieces: Uint8Array[] = []
+    const header = encoding.createEncoder()
+    encoding.writeVarUint(header, this.runs.size)
     // As Yjs writes them: higher clientIDs first.
     for (const [client, run] of [...this.runs].sort((a, b) => b[0] - a[0])) {
-      encoding.writeVarUint(rest, run.count)
-      encoder.writeClient(client)
-      encoding.writeVarUint(rest, run.clock)
-      encoding.writeUint8Array(rest, encoding.toUint8Array(run.encoder))
+      encoding.writeVarUint(header, run.count)
+      encoding.writeVarUint(header, client)
+      encoding.writeVarUint(header, run.clock)
+      pieces.push(encoding.toUint8Array(header))
+      header.cpos = 0
+      header.bufs.length = 0
+      const { bufs, cbuf, cpos } = run.encoder
+      pieces.push(...bufs, cbuf.subarray(0, cpos))
     }
-    writeDeleteRanges(encoder, deletes)
-    this.parts.push(encoder.toUint8Array())
+    // The count of runs, when there was none.
+    pieces.push(encoding.toUint8Array(header))
+    const tail = new Y.UpdateEncoderV1()
+    writeDeleteRanges(tail, deletes)
+    pieces.push(tail.toUint8Array())
+    let length = 0
+    for (const piece of pieces) length += piece.byteLength
+    const part = new Uint8Array(length)
+    let at = 0
+    for (const piece of pieces) {
+      part.set(piece, at)
+      at += piece.byteLength
+    }
+    this.parts.push(part)
     this.runs = new Map()
     this.bytes = HEADER_BYTES_MAX
   }

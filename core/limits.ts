@@ -77,6 +77,14 @@ export const limits = {
    * apply to the bytes of updates that delete.
    */
   updateBytesWithoutDeletesMax: 1024 * 1024 * 1024,
+  /**
+   * Issue 13 (likewise): while a device waits for its server's answer
+   * (Replica.deferCompaction), the log is compacted only past this many
+   * bytes; once the answer is in, one compaction when idle. A fresh device
+   * fetching a 1M-user roster (about 340 MB in parts) otherwise encoded its
+   * growing document three times during the fetch (31 of its 100 CPU s).
+   */
+  updateBytesWhileFetchingMax: 1024 * 1024 * 1024,
   /** Largest number of events one query returns. */
   eventsPerQueryMax: 10_000,
   /** Most remote updates a peer holds back until their clients' earlier operations arrive. */
@@ -161,6 +169,12 @@ export const limits = {
    * whole roster (about 340 MB at 1M users) while nothing changes.
    */
   answersCachedMax: 4,
+  /**
+   * Most bytes of answers kept in that cache: the least recently used go
+   * first; the newest answer is kept even when larger alone (a restart's
+   * thousand fresh devices all ask for the whole roster).
+   */
+  answersCachedBytesMax: 512 * 1024 * 1024,
   /** Smallest answer kept in that cache, in bytes (smaller ones are cheap to encode again). */
   answerCachedBytesMin: 64 * 1024,
   // Issue 10: export / import
@@ -263,10 +277,20 @@ export const netLimits = {
   /**
    * Bytes buffered on a connection past which a session's further messages
    * wait in its outbox until it drains (peers/sync-session/outbox.ts): an
-   * answer of a 1M-user roster (about 340 MB in parts) is queued at once,
-   * more than `sendBufferBytesMax`.
+   * answer of a 1M-user roster (about 340 MB in parts) is more than
+   * `sendBufferBytesMax`, and its parts are made as the connection takes them.
    */
   sendPauseBufferedBytesMin: 64 * 1024 * 1024,
+  /**
+   * How long a session's outbox waits for its connection to take anything
+   * (a message handed over, fewer bytes buffered) while messages wait, in
+   * ms; then the link is closed (`SEND_STALLED`): the parts of an answer
+   * wait without a bound in bytes (they are made as they go), not in time.
+   * Generous: Node hands a socket's queued writes to the kernel as one
+   * write, and a WebSocket's `bufferedAmount` falls only once all of it
+   * went (tens of MB: a minute on a slow link).
+   */
+  sendStallMsMax: 5 * 60_000,
   /** Most devices one device syncs with directly over the LAN at once. */
   lanPeersMax: 32,
   /**
@@ -368,6 +392,13 @@ export const netLimits = {
    * and destroyed this long after, in ms, if the peer has not let go.
    */
   closedLinkLingerMs: 2_000,
+  /**
+   * Bytes of inbound messages waiting on a trusted connection (a device's
+   * link to its server) past which it stops reading until half of that is
+   * left (Connection.pauseReading): an answer of any size arrives as fast
+   * as the device applies it, never past `inboundBytesQueuedMax`.
+   */
+  inboundPauseBytesMin: 64 * 1024 * 1024,
   /**
    * After the server closes with 1001 (restarting), a device reconnects
    * after a delay drawn uniformly in [0, this): a site's devices then come

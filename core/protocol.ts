@@ -45,21 +45,63 @@ export type Message =
   /** The server's public key and, for a device that joined with a key, its certificate. */
   | { readonly type: 'hello'; readonly serverKey: Uint8Array; readonly certificate: Uint8Array }
 
+/** Bytes `n` takes as a varUint. */
+export function varUintBytes(n: number): number {
+  let bytes = 1
+  while (n >= 128) {
+    n = Math.floor(n / 128)
+    bytes++
+  }
+  return bytes
+}
+
+/**
+ * The varUints `head`, then each of `arrays` as a varUint8Array, written
+ * into one array of the exact size: an answer's part is 16 MB, and a
+ * growing encoder would allocate it twice more and copy it twice
+ * (garbage the server's collector then walks its whole heap for).
+ */
+export function exactBytes(head: readonly number[], arrays: readonly Uint8Array[]): Uint8Array {
+  let size = 0
+  for (const n of head) size += varUintBytes(n)
+  for (const a of arrays) size += varUintBytes(a.byteLength) + a.byteLength
+  const e = encoding.createEncoder()
+  e.cbuf = new Uint8Array(size)
+  for (const n of head) encoding.writeVarUint(e, n)
+  for (const a of arrays) encoding.writeVarUint8Array(e, a)
+  return e.cbuf
+}
+
 /** Encodes a message. */
 export function encodeMessage(message: Message): Uint8Array {
-  const e = encoding.createEncoder()
   switch (message.type) {
     case 'sync-step1':
-      encoding.writeVarUint(e, MessageType.sync)
-      encoding.writeVarUint(e, SyncType.step1)
-      encoding.writeVarUint8Array(e, message.stateVector)
-      break
+      return exactBytes([MessageType.sync, SyncType.step1], [message.stateVector])
     case 'sync-step2':
     case 'sync-update':
-      encoding.writeVarUint(e, MessageType.sync)
-      encoding.writeVarUint(e, message.type === 'sync-step2' ? SyncType.step2 : SyncType.update)
-      encoding.writeVarUint8Array(e, message.update)
-      break
+      return exactBytes(
+        [MessageType.sync, message.type === 'sync-step2' ? SyncType.step2 : SyncType.update],
+        [message.update],
+      )
+    case 'signed-step2':
+    case 'signed-update':
+      return exactBytes(
+        [
+          MessageType.signed,
+          message.type === 'signed-step2' ? SignedType.step2 : SignedType.update,
+          message.envelopes.length,
+        ],
+        message.envelopes,
+      )
+    default:
+      return encodeSmall(message)
+  }
+}
+
+/** Encodes a message of the other kinds (small ones). */
+function encodeSmall(message: Message): Uint8Array {
+  const e = encoding.createEncoder()
+  switch (message.type) {
     case 'awareness':
       encoding.writeVarUint(e, MessageType.awareness)
       encoding.writeVarUint8Array(e, message.payload)
@@ -76,21 +118,13 @@ export function encodeMessage(message: Message): Uint8Array {
       encoding.writeVarString(e, message.code)
       encoding.writeVarString(e, message.message)
       break
-    case 'signed-step2':
-    case 'signed-update':
-      encoding.writeVarUint(e, MessageType.signed)
-      encoding.writeVarUint(
-        e,
-        message.type === 'signed-step2' ? SignedType.step2 : SignedType.update,
-      )
-      encoding.writeVarUint(e, message.envelopes.length)
-      for (const envelope of message.envelopes) encoding.writeVarUint8Array(e, envelope)
-      break
     case 'hello':
       encoding.writeVarUint(e, MessageType.hello)
       encoding.writeVarUint8Array(e, message.serverKey)
       encoding.writeVarUint8Array(e, message.certificate)
       break
+    default:
+      throw new Error(`encodeSmall: ${message.type}`)
   }
   return encoding.toUint8Array(e)
 }

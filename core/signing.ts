@@ -517,18 +517,30 @@ export function envelopeClients(envelope: Envelope, publicKey: Uint8Array): Set<
 
 /** Encodes an envelope (PROTOCOL.md, "Signed writes"). */
 export function encodeEnvelope(envelope: Envelope): Uint8Array {
-  const e = encoding.createEncoder()
-  encoding.writeVarString(e, envelope.writer)
-  encoding.writeVarUint(e, envelope.nonces.length)
-  for (const n of envelope.nonces) encoding.writeVarUint(e, n)
-  encoding.writeVarUint8Array(e, envelope.update)
-  if (envelope.cert === undefined) encoding.writeUint8(e, 0)
+  const head = encoding.createEncoder()
+  encoding.writeVarString(head, envelope.writer)
+  encoding.writeVarUint(head, envelope.nonces.length)
+  for (const n of envelope.nonces) encoding.writeVarUint(head, n)
+  const tail = encoding.createEncoder()
+  if (envelope.cert === undefined) encoding.writeUint8(tail, 0)
   else {
-    encoding.writeUint8(e, 1)
-    writeCertificate(e, envelope.cert)
+    encoding.writeUint8(tail, 1)
+    writeCertificate(tail, envelope.cert)
   }
-  encoding.writeVarUint8Array(e, envelope.signature)
-  return encoding.toUint8Array(e)
+  encoding.writeVarUint8Array(tail, envelope.signature)
+  // The update (a server's answer part: 16 MB) copied once, into an array
+  // of the exact size.
+  const { update } = envelope
+  const length = encoding.length(head)
+  const lengthBytes = encoding.encode((e) => encoding.writeVarUint(e, update.byteLength))
+  const out = new Uint8Array(
+    length + lengthBytes.byteLength + update.byteLength + encoding.length(tail),
+  )
+  out.set(encoding.toUint8Array(head), 0)
+  out.set(lengthBytes, length)
+  out.set(update, length + lengthBytes.byteLength)
+  out.set(encoding.toUint8Array(tail), length + lengthBytes.byteLength + update.byteLength)
+  return out
 }
 
 /** Decodes an envelope; throws `MALFORMED_MESSAGE` on anything else. */

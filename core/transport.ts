@@ -38,6 +38,15 @@ export interface Connection {
    * any of it is buffered. A link at a LAN door reads little (lan-auth.ts).
    */
   limitMessageBytes?(messageBytesMax: number): void
+  /**
+   * Stops reading from the network until `resumeReading`, when the
+   * transport can: a receiver that cannot keep up lets the sender's buffer
+   * fill instead of its own inbox (peers/sync-session.ts), and the sender's
+   * outbox then waits.
+   */
+  pauseReading?(): void
+  /** Reads from the network again after `pauseReading`. */
+  resumeReading?(): void
 }
 
 /** Something that opens connections to addresses. */

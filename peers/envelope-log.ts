@@ -73,12 +73,17 @@ export class EnvelopeLog {
 
   /**
    * Keeps an envelope whose update brought this peer something new.
-   * `opened` is the envelope decoded: its update (its coverage is read
-   * from it), writer and certificate.
+   * `opened` is the envelope decoded: its update, writer and certificate;
+   * its coverage is read from the update, or given as `to` (one past each
+   * client's last clock, from the scan that opened it).
    */
-  add(envelope: Uint8Array, opened: LoggedHead & { readonly update: Uint8Array }): void {
+  add(
+    envelope: Uint8Array,
+    opened: LoggedHead & { readonly update: Uint8Array },
+    to?: ReadonlyMap<number, number>,
+  ): void {
     const seq = this.nextSeq++
-    if (!this.remember(seq, envelope, opened)) return
+    if (!this.remember(seq, envelope, opened, to)) return
     const dropped = this.trim()
     this.persist([
       { type: 'put', key: KEYS.entry(seq), value: envelope },
@@ -118,10 +123,11 @@ export class EnvelopeLog {
     seq: number,
     envelope: Uint8Array,
     opened: LoggedHead & { readonly update: Uint8Array },
+    scanned?: ReadonlyMap<number, number>,
   ): boolean {
-    let to: Map<number, number>
+    let to: ReadonlyMap<number, number>
     try {
-      to = scanUpdate(opened.update).to
+      to = scanned ?? scanUpdate(opened.update).to
     } catch {
       return false
     }

@@ -239,6 +239,10 @@ export function guardLanLink(
     get open() {
       return connection.open
     },
+    // The session's outbox paces answers by it (peers/sync-session/outbox.ts).
+    get bufferedBytes() {
+      return connection.bufferedBytes
+    },
   }
   connection.onClose((info) => {
     clock.clearTimeout(handshake)

@@ -419,6 +419,10 @@ function dropLanAuth(connection: Connection): Connection {
     get open() {
       return connection.open
     },
+    // The session's outbox paces answers by it (peers/sync-session/outbox.ts).
+    get bufferedBytes() {
+      return connection.bufferedBytes
+    },
   }
 }
 

@@ -413,6 +413,15 @@ export class Replica {
     }
   }
 
+  /**
+   * Defers the compaction of the update log until the returned function is
+   * called (Compactor.defer): a device asking its server for what it lacks
+   * does not encode its growing document while the answer's parts arrive.
+   */
+  deferCompaction(): () => void {
+    return this.compactor.defer()
+  }
+
   /** Compacts now (used by close and by tests). */
   compact(): Promise<void> {
     return this.compactor.compact()

@@ -8,6 +8,7 @@
  */
 import { SignatureInvalidError } from '../core/errors.js'
 import { SERVER_ID } from '../core/ids.js'
+import { encodeMessage } from '../core/protocol.js'
 import {
   decodeEnvelope,
   encodeEnvelope,
@@ -24,6 +25,7 @@ import {
   bringsStructs,
   checkClients,
   scanOrRefuse,
+  type AnswerMessages,
   type OpenedEnvelope,
   type SignedLink,
   type WriterCheck,
@@ -34,9 +36,12 @@ import type { VerifyPool } from './verify-pool.js'
 export class ServerSigning {
   private lastUpdate: Uint8Array | undefined
   private lastEnvelope: Uint8Array[] = []
-  /** The answer's parts sealed last, and their envelopes (one message each). */
-  private lastParts: readonly Uint8Array[] | undefined
-  private lastSealed: Uint8Array[][] = []
+  /**
+   * The messages of an answer's parts (one envelope each), per parts array
+   * (the replica's, the same while the document does not change), each
+   * sealed and encoded when it first goes out, once for every link.
+   */
+  private readonly sealed = new WeakMap<readonly Uint8Array[], Array<Uint8Array | undefined>>()
   private siteId: string | undefined
 
   constructor(
@@ -96,17 +101,28 @@ export class ServerSigning {
 
   /**
    * The answer to a step 1: the replica's parts (core/answer-chunks.ts),
-   * one envelope and one message each. The replica hands out the same
-   * parts while the document does not change (after a restart, every fresh
-   * device asks with the empty state vector): sealed once for every link.
+   * one envelope and one message each, sealed and encoded as they go out. The replica
+   * hands out the same parts while the document does not change (after a
+   * restart, every fresh device asks with the empty state vector): each
+   * sealed once for every link.
    */
-  private answer(theirs: Uint8Array): Uint8Array[][] {
+  private answer(theirs: Uint8Array): AnswerMessages {
     const parts = this.options.replica.answerParts(theirs)
-    if (parts !== this.lastParts) {
-      this.lastParts = parts
-      this.lastSealed = parts.map((part) => [this.seal(part)])
+    let sealed = this.sealed.get(parts)
+    if (sealed === undefined) {
+      sealed = []
+      this.sealed.set(parts, sealed)
     }
-    return this.lastSealed
+    const memo = sealed
+    const last = parts.length - 1
+    return {
+      count: parts.length,
+      message: (i) =>
+        (memo[i] ??= encodeMessage({
+          type: i === last ? 'signed-step2' : 'signed-update',
+          envelopes: [this.seal(parts[i] as Uint8Array)],
+        })),
+    }
   }
 
   /**

@@ -25,7 +25,7 @@ import {
 } from '../core/errors.js'
 import { SERVER_ID } from '../core/ids.js'
 import { netLimits } from '../core/limits.js'
-import { CloseCode } from '../core/protocol.js'
+import { CloseCode, encodeMessage } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
 import {
   checkCertificateTime,
@@ -64,6 +64,31 @@ export interface OpenedEnvelope {
   readonly fresh: boolean
 }
 
+/** An answer's messages as lists of envelopes, each made when asked for. */
+export interface AnswerMessages {
+  /** How many messages (at least one). */
+  readonly count: number
+  /**
+   * Message `index` (0 to count - 1), encoded: a `signed-update`, the last a
+   * `signed-step2`.
+   */
+  message(index: number): Uint8Array
+}
+
+/** `lists` of envelopes as an answer's messages, each encoded when asked for. */
+export function answerMessages(lists: readonly (readonly Uint8Array[])[]): AnswerMessages {
+  const last = lists.length - 1
+  return {
+    count: lists.length,
+    message: (i) => {
+      const envelopes = lists[i] as readonly Uint8Array[]
+      return encodeMessage(
+        i === last ? { type: 'signed-step2', envelopes } : { type: 'signed-update', envelopes },
+      )
+    },
+  }
+}
+
 /** What a session (peers/sync-session.ts) asks of a signed link. */
 export interface SignedLink {
   /**
@@ -80,12 +105,13 @@ export interface SignedLink {
    */
   readonly plainAllowed: boolean
   /**
-   * The envelopes answering a step 1 with this state vector, one list per
-   * message, in the order they go out (read inside whenDurable): each
-   * message within `netLimits.answerChunkBytesMax` unless one envelope is
-   * larger (PROTOCOL.md, "Answers in chunks").
+   * The messages answering a step 1 with this state vector, in the order
+   * they go out (read inside whenDurable; each may be made, and sealed,
+   * only when it goes out): each message
+   * within `netLimits.answerChunkBytesMax` unless one envelope is larger
+   * (PROTOCOL.md, "Answers in chunks").
    */
-  answer(theirStateVector: Uint8Array): Uint8Array[][]
+  answer(theirStateVector: Uint8Array): AnswerMessages
   /** The envelopes that carry a durable change to the other side, if any. */
   forward(update: ReplicaUpdate): Uint8Array[]
   /**
@@ -283,7 +309,7 @@ export class DeviceSigning {
         const offered: Uint8Array[] = []
         for (const entry of log.beyond(target))
           if (!this.staleHead(entry.writer, entry.cert)) offered.push(entry.bytes)
-        return envelopeMessages([...this.sealOwn(own), ...offered])
+        return answerMessages(envelopeMessages([...this.sealOwn(own), ...offered]))
       },
       forward: (told) => {
         // Remote changes travel as their writers signed them (relayed by
@@ -294,7 +320,7 @@ export class DeviceSigning {
       open: (bytes) => this.open(bytes),
       applied: (opened) => {
         if (!opened.fresh || opened.writer === this.options.writerId) return
-        log.add(opened.bytes, opened)
+        log.add(opened.bytes, opened, opened.ranges.to)
         for (const [id, relay] of this.links) if (id !== connectionId) relay([opened.bytes])
       },
       stop: () => {

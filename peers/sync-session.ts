@@ -29,6 +29,7 @@ import type { Replica } from './replica.js'
 import type { OpenedEnvelope, SignedLink } from './signed-link.js'
 import { closeReason, decodeInbound, LinkRates, refusalClose } from './sync-session/inbound.js'
 import { partMessage } from './sync-session/answer-messages.js'
+import { signedUpdateMessage, updateMessage } from './sync-session/messages.js'
 import { Outbox } from './sync-session/outbox.js'
 
 export { closeReason, refusalClose } from './sync-session/inbound.js'
@@ -130,36 +131,6 @@ export interface SyncSession {
 }
 
 /**
- * The update message for a durable change, encoded once however many links
- * forward it (the server fans one change out to every connected device):
- * the replica tells every link of a change in one loop, so the last update
- * encoded is the one to keep.
- */
-let lastUpdate: Uint8Array | undefined
-let lastMessage: Uint8Array = new Uint8Array(0)
-function updateMessage(update: Uint8Array): Uint8Array {
-  if (update !== lastUpdate) {
-    lastMessage = encodeMessage({ type: 'sync-update', update })
-    lastUpdate = update
-  }
-  return lastMessage
-}
-
-/**
- * The same for signed links: the server's links forward one array of
- * envelopes for a change (ServerSigning signs it once), encoded once.
- */
-let lastEnvelopes: readonly Uint8Array[] | undefined
-let lastSignedMessage: Uint8Array = new Uint8Array(0)
-function signedUpdateMessage(envelopes: readonly Uint8Array[]): Uint8Array {
-  if (envelopes !== lastEnvelopes) {
-    lastSignedMessage = encodeMessage({ type: 'signed-update', envelopes })
-    lastEnvelopes = envelopes
-  }
-  return lastSignedMessage
-}
-
-/**
  * ClientIDs each replica minted because a peer's step 1 said it knew more
  * of the one before: nobody else can know anything of those, so a second
  * such claim is a lie, and obeying it would mint a clientID per message.
@@ -182,6 +153,8 @@ export function startSession(options: SessionOptions): SyncSession {
   /** Messages received and not handled yet, oldest first; emptied when the link closes. */
   const inbox: Inbound[] = []
   let inboxBytes = 0
+  /** Reading paused while the inbox is full (a trusted link: see `netLimits.inboundPauseBytesMin`). */
+  let readingPaused = false
   /** Step 1s in the inbox (a step 1 with a later one behind it needs no answer). */
   let step1sWaiting = 0
   /** The pump's run, while one is going (see pump). */
@@ -228,15 +201,25 @@ export function startSession(options: SessionOptions): SyncSession {
     inboxBytes = 0
     step1sWaiting = 0
   }
+  /** The error message telling the other side of `error`, when this side reports them. */
+  const report = (error: RostersyncError, message = error.message): Uint8Array | undefined =>
+    options.reportErrors === true
+      ? encodeMessage({ type: 'error', code: error.code, message })
+      : undefined
+  /**
+   * Closes the link for `error`: its error message (when reported) skips
+   * what waits in the outbox, so that the other side learns the code.
+   */
+  const closeFor = (error: RostersyncError): void => {
+    const { code, reason } = refusalClose(error)
+    dropInbox()
+    outbox.closeWith(report(error), code, reason)
+  }
   const refuse = (error: RostersyncError, update?: Uint8Array): void => {
-    if (options.reportErrors === true)
-      send({ type: 'error', code: error.code, message: error.message })
     options.onRefused?.(error, update)
-    if (untrusted) {
-      const { code, reason } = refusalClose(error)
-      dropInbox()
-      connection.close(code, reason)
-    }
+    if (untrusted) return closeFor(error)
+    const bytes = report(error)
+    if (bytes !== undefined) outbox.send(bytes)
   }
   const apply = async (update: Uint8Array): Promise<void> => {
     if (signedNow() !== undefined)
@@ -314,17 +297,22 @@ export function startSession(options: SessionOptions): SyncSession {
       // but the last go as updates, the last as step 2, so the other side
       // counts the answer as arrived (its synced, a device's requestSync)
       // only once all of it has.
-      // A large part's message is encoded once while the part is the same
+      // Each part's message is made as the connection takes it (the
+      // outbox paces them): the parts are the replica's, held once for
+      // every link, and a server seals each as it first goes out. A large
+      // unsigned part's message is encoded once while the part is the same
       // (sync-session/answer-messages.ts).
       const signed = signedNow()
-      const parts = signed === undefined ? replica.answerParts(sent) : signed.answer(sent)
-      const [last, more] =
-        signed === undefined
-          ? (['sync-step2', 'sync-update'] as const)
-          : (['signed-step2', 'signed-update'] as const)
-      parts.forEach((part, i) =>
-        outbox.send(partMessage(i === parts.length - 1 ? last : more, part)),
-      )
+      if (signed === undefined) {
+        const parts = replica.answerParts(sent)
+        const last = parts.length - 1
+        outbox.sendEach(parts.length, (i) =>
+          partMessage(i === last ? 'sync-step2' : 'sync-update', parts[i] as Uint8Array),
+        )
+      } else {
+        const answer = signed.answer(sent)
+        outbox.sendEach(answer.count, (i) => answer.message(i))
+      }
       return vector
     })
     options.onAnswered?.()
@@ -395,6 +383,10 @@ export function startSession(options: SessionOptions): SyncSession {
         const next = inbox.shift()
         if (next === undefined) return
         inboxBytes -= next.size
+        if (readingPaused && inboxBytes <= netLimits.inboundPauseBytesMin / 2) {
+          readingPaused = false
+          connection.resumeReading?.()
+        }
         if (!(next.message instanceof RostersyncError) && next.message.type === 'sync-step1')
           step1sWaiting--
         // Nothing more of a closed link is applied (its queue could hold a
@@ -420,18 +412,25 @@ export function startSession(options: SessionOptions): SyncSession {
           : undefined)
     if (limited !== undefined) {
       // Refused at once, ahead of what waits: the link is closed either way.
-      if (options.reportErrors === true)
-        send({ type: 'error', code: limited.code, message: limited.message })
       options.onRefused?.(limited)
-      dropInbox()
-      const { code, reason } = refusalClose(limited)
-      connection.close(code, reason)
+      closeFor(limited)
       return
     }
     const message = decodeInbound(bytes)
     if (!(message instanceof RostersyncError) && message.type === 'sync-step1') step1sWaiting++
     inbox.push({ size: bytes.byteLength, message })
     inboxBytes += bytes.byteLength
+    // A trusted peer (the server) is not refused for sending more than this
+    // side applies as fast: it is read as fast as it is applied.
+    if (
+      !untrusted &&
+      !readingPaused &&
+      inboxBytes > netLimits.inboundPauseBytesMin &&
+      connection.pauseReading !== undefined
+    ) {
+      readingPaused = true
+      connection.pauseReading()
+    }
     // One at a time, in order: an update may depend on the one before it,
     // which must be applied before this one is checked.
     if (!pumpRunning) pumping = pump()
@@ -445,8 +444,20 @@ export function startSession(options: SessionOptions): SyncSession {
     idle: () => pumping,
     requestSync() {
       if (!connection.open) return Promise.reject(new Error('connection closed'))
+      // The answer may be the whole roster in parts: the log is compacted
+      // once it is all in, not while it grows (Replica.deferCompaction).
+      const release = replica.deferCompaction()
       return new Promise<SyncAnswer>((resolve, reject) => {
-        waiting.push({ resolve, reject })
+        waiting.push({
+          resolve: (answer) => {
+            release()
+            resolve(answer)
+          },
+          reject: (error) => {
+            release()
+            reject(error)
+          },
+        })
         send({ type: 'sync-step1', stateVector: stateVector() })
       })
     },

@@ -9,14 +9,18 @@
  * refused by their sockets (1009) and retried forever. The server encodes
  * the full answer once for every fresh receiver until the roster changes.
  */
+import * as encoding from 'lib0/encoding'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
+import { limits } from '../core/limits.js'
 import type { Connection, Transport } from '../core/transport.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { AnswerCache } from '../peers/replica/answer-cache.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
+import { memoryPair } from '../transports/memory-transport.js'
 import { wsConnect } from '../transports/ws-transport.js'
 import { eventually } from './helpers/eventually.js'
 
@@ -196,4 +200,116 @@ describe('answers in chunks', () => {
     expect(server.replica.answersEncoded).toBe(encodes + 1)
     expect(third.doc.getMap('u:server').has('late')).toBe(true)
   }, 90_000)
+
+  it('equal state vectors encoded differently share one kept answer; variants cannot push it out', () => {
+    const doc = server.replica.doc
+    const vector = (entries: Array<[number, number]>, countBytes?: number[]): Uint8Array => {
+      const e = encoding.createEncoder()
+      if (countBytes === undefined) encoding.writeVarUint(e, entries.length)
+      else for (const b of countBytes) encoding.writeUint8(e, b)
+      for (const [client, clock] of entries) {
+        encoding.writeVarUint(e, client)
+        encoding.writeVarUint(e, clock)
+      }
+      return encoding.toUint8Array(e)
+    }
+    const held = [...Y.decodeStateVector(Y.encodeStateVector(doc))]
+    const unknown = Math.max(...held.map(([c]) => c)) + 1
+    const full = server.replica.answerParts(vector([]))
+    const encodes = server.replica.answersEncoded
+    const sameAsEmpty = [
+      vector([], [0x80, 0x00]), // the count 0, written in two bytes
+      vector([[unknown, 7]]), // a client the document never saw
+      vector(held.map(([c]) => [c, 0])), // every client at 0
+      ...Array.from({ length: 20 }, (_, i) => vector([[unknown + i, i + 1]])),
+    ]
+    for (const v of sameAsEmpty) expect(server.replica.answerParts(v)).toBe(full)
+    // Half of each client's operations: the same vector in either order,
+    // with a stranger in it, shares one answer too.
+    const half = held.map(([c, clock]): [number, number] => [c, Math.floor(clock / 2)])
+    const partial = server.replica.answerParts(vector(half))
+    expect(partial).not.toBe(full)
+    expect(server.replica.answerParts(vector([...half].reverse()))).toBe(partial)
+    expect(server.replica.answerParts(vector([...half, [unknown, 3]]))).toBe(partial)
+    expect(server.replica.answersEncoded).toBe(encodes + 1)
+    // And the full roster is still kept.
+    expect(server.replica.answerParts(vector([]))).toBe(full)
+  })
+})
+
+describe('a signed answer', () => {
+  it('is sealed and encoded once for every link: each link sends the same message bytes', async () => {
+    /** The large messages the server handed each link, by device. */
+    const sent = new Map<string, Uint8Array[]>()
+    const viaMemory = (id: string): Transport => ({
+      connect: async (url) => {
+        const [mine, theirs] = memoryPair(id, 'server')
+        const list: Uint8Array[] = []
+        sent.set(id, list)
+        const recorded: Connection = {
+          id: theirs.id,
+          remote: theirs.remote,
+          get open() {
+            return theirs.open
+          },
+          send: (message) => {
+            if (message.byteLength > CHUNK_BYTES_MAX / 2) list.push(message)
+            theirs.send(message)
+          },
+          onMessage: (handler) => theirs.onMessage(handler),
+          onClose: (handler) => theirs.onClose(handler),
+          close: (code, reason) => theirs.close(code, reason),
+        }
+        server.accept(recorded, url)
+        return mine
+      },
+      close: async () => undefined,
+    })
+    const fresh = async (id: string): Promise<Uint8Array[]> => {
+      const d = await createDevice({
+        id,
+        store: memoryStore(),
+        server: 'ws://memory',
+        serverTransport: viaMemory(id),
+        siteKey: SITE_KEY,
+      })
+      closers.push(() => d.close())
+      await d.sync.whenIdle()
+      await eventually(() => expect(d.users.list().length).toBeGreaterThan(USERS / 2), 60_000)
+      return sent.get(id) ?? []
+    }
+    const first = await fresh('M1')
+    const second = await fresh('M2')
+    expect(first.length).toBeGreaterThan(3)
+    expect(second).toHaveLength(first.length)
+    second.forEach((message, i) => expect(message).toBe(first[i]))
+  }, 90_000)
+})
+
+describe('the answer cache', () => {
+  it('keeps at most answersCachedBytesMax (the newest answer even when larger alone)', () => {
+    const cache = new AnswerCache()
+    const chunk = new Uint8Array(64 * 1024 * 1024)
+    const answerOf = (chunks: number): Uint8Array[] => Array.from({ length: chunks }, () => chunk)
+    const each = 3 // 192 MiB per answer
+    for (let i = 0; i < limits.answersCachedMax; i++) cache.get(`k${i}`, true, () => answerOf(each))
+    expect(cache.kept.bytes).toBeLessThanOrEqual(limits.answersCachedBytesMax)
+    expect(cache.kept.answers).toBe(
+      Math.floor(limits.answersCachedBytesMax / (each * chunk.byteLength)),
+    )
+    // The most recent ones are those kept.
+    let encoded = 0
+    cache.get(`k${limits.answersCachedMax - 1}`, true, () => {
+      encoded++
+      return []
+    })
+    expect(encoded).toBe(0)
+    const huge = answerOf(limits.answersCachedBytesMax / chunk.byteLength + 1)
+    expect(cache.get('huge', true, () => huge)).toBe(huge)
+    expect(cache.kept).toEqual({
+      answers: 1,
+      bytes: limits.answersCachedBytesMax + chunk.byteLength,
+    })
+    expect(cache.get('huge', true, () => [])).toBe(huge)
+  })
 })

@@ -402,3 +402,81 @@ describe('relaying over the LAN', () => {
     expect(from9.closed()).toBeUndefined()
   })
 })
+
+/**
+ * `connection` saying it buffers `level.bytes` (what a socket or a libp2p
+ * stream reports while its peer does not read): the memory link itself
+ * delivers at once.
+ */
+function buffering(connection: Connection, level: { bytes: number }): Connection {
+  return {
+    id: connection.id,
+    remote: connection.remote,
+    get open() {
+      return connection.open
+    },
+    get bufferedBytes() {
+      return level.bytes
+    },
+    send: (message) => connection.send(message),
+    onMessage: (handler) => connection.onMessage(handler),
+    onClose: (handler) => connection.onClose(handler),
+    close: (code, reason) => connection.close(code, reason),
+  }
+}
+
+describe('LAN links are paced by what they buffer', () => {
+  const FULL = netLimits.sendPauseBufferedBytesMin + 1
+
+  it("an admitted peer's answer waits while its link buffers past the pause bound", async () => {
+    const s = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { cert } = await join(s, 'D9', d9)
+    const level = { bytes: FULL }
+    const [mine, theirs] = memoryPair('D9', s.d2.id)
+    s.d2.attachLan(buffering(theirs, level), 'D9')
+    const raw = rawOf(mine)
+    mine.send(encodeLanAuth(cert, signLanProof(d9, cert.site, 'D9', s.d2.id)))
+    expect(await answered(raw)).toBe(false)
+    level.bytes = 0
+    await s.clock.advance(10)
+    await settle(20)
+    expect(raw.received.some((m) => m.type === 'signed-step2')).toBe(true)
+  })
+
+  it('so is a link of a device that has not pinned its server yet (plain protocol)', async () => {
+    const clock = new ManualClock()
+    const d1 = await createDevice({ id: 'D1', store: memoryStore(), clock, siteKey: SITE_KEY })
+    closers.push(() => d1.close())
+    await d1.users.put({ id: 'u1', name: 'Ann' })
+    const level = { bytes: FULL }
+    const [mine, theirs] = memoryPair('D7', 'D1')
+    d1.attachLan(buffering(theirs, level), 'D7')
+    const raw = rawOf(mine)
+    raw.send({ type: 'sync-step1', stateVector: Y.encodeStateVector(new Y.Doc()) })
+    await settle(20)
+    expect(raw.received.some((m) => m.type === 'sync-step2')).toBe(false)
+    level.bytes = 0
+    await clock.advance(10)
+    await settle(20)
+    expect(raw.received.some((m) => m.type === 'sync-step2')).toBe(true)
+  })
+
+  it('a refusal on a paused link still tells the peer its code before the close', async () => {
+    const s = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { cert } = await join(s, 'D9', d9)
+    const level = { bytes: FULL }
+    const [mine, theirs] = memoryPair('D9', s.d2.id)
+    s.d2.attachLan(buffering(theirs, level), 'D9')
+    const raw = rawOf(mine)
+    mine.send(encodeLanAuth(cert, signLanProof(d9, cert.site, 'D9', s.d2.id)))
+    expect(await answered(raw)).toBe(false)
+    // A message that does not decode: refused, and the link closes.
+    mine.send(Uint8Array.of(0xff, 0xff, 0xff))
+    await eventually(() => expect(raw.closed()?.reason).toMatch(/^MALFORMED_MESSAGE/))
+    expect(raw.received.map((m) => (m.type === 'error' ? m.code : m.type))).toEqual([
+      'MALFORMED_MESSAGE',
+    ])
+  })
+})

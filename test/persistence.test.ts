@@ -264,6 +264,26 @@ describe('compaction', () => {
     await server.close()
   })
 
+  it('defers compaction while a device waits for an answer (deferCompaction), then compacts once idle', async () => {
+    const clock = new ManualClock()
+    const store = memoryStore()
+    const device = await createDevice({ id: 'dev-a', store, clock })
+    const release = device.replica.deferCompaction()
+    const writes = limits.updatesBeforeCompactionMax + 5
+    for (let i = 0; i < writes; i++) await device.users.put({ id: `u${i % 50}`, name: `N${i}` })
+    // Due and idle long since: still deferred.
+    await clock.advance(3 * limits.compactionIdleMs)
+    await device.replica.drain()
+    expect(await keysIn(store, keys.updatesFrom, keys.updatesTo)).toHaveLength(writes)
+    expect(await store.get(keys.snapshot)).toBeUndefined()
+    release()
+    await clock.advance(limits.compactionIdleMs)
+    await device.replica.drain()
+    expect(await keysIn(store, keys.updatesFrom, keys.updatesTo)).toHaveLength(0)
+    expect(await store.get(keys.snapshot)).toBeInstanceOf(Uint8Array)
+    await device.close()
+  })
+
   it('compacts at once, idle or not, after updatesBeforeCompactionHardMax updates', async () => {
     const clock = new ManualClock()
     const store = memoryStore()

@@ -209,6 +209,11 @@ export function wrapStream(stream: Stream, remote: string): Connection {
     get open() {
       return closed === undefined && stream.status === 'open'
     },
+    // What waits to go out on the stream: yamux hands the muxer only what
+    // the peer's window admits, so this grows while the peer does not read.
+    get bufferedBytes() {
+      return stream.writeBufferLength
+    },
     send(message) {
       if (closed !== undefined) return
       writeFrame(FrameKind.message, (e) => encoding.writeUint8Array(e, message))

@@ -52,6 +52,12 @@ export function wrapWebSocket(socket: WebSocket, remote: string, tcp?: Duplex): 
     get bufferedBytes() {
       return socket.bufferedAmount
     },
+    pauseReading() {
+      if (socket.readyState === WebSocket.OPEN) socket.pause()
+    },
+    resumeReading() {
+      if (socket.readyState === WebSocket.OPEN) socket.resume()
+    },
     send(message) {
       if (socket.readyState !== WebSocket.OPEN) return
       if (socket.bufferedAmount > netLimits.sendBufferBytesMax) {

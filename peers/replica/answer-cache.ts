@@ -4,18 +4,61 @@
  * thousand fresh devices ask for everything at once, with the same empty
  * state vector: the server encoded the same full roster a thousand times
  * (6.6 of 19.8 s of such a restart). The parts are kept as the same array
- * object, so a signer that remembers what it sealed last (the server's,
+ * object, so a signer that remembers what it sealed (the server's,
  * peers/server-signing.ts) seals them once for every link too.
  *
+ * An answer is kept under the canonical form of the vector it answers, not
+ * its bytes: the clocks of the clients the document holds, each at most the
+ * document's own, in clientID order (hashed). Vectors that ask for the same
+ * answer share it however they are encoded (in another order, with clients
+ * the document never saw, with clocks past the document's, with zeros), and
+ * a peer cannot push the full roster out with variants of the empty vector.
+ * The cache is bounded in answers and in bytes (`limits.answersCachedMax`,
+ * `limits.answersCachedBytesMax`).
+ *
  * Invariant: every kept answer was encoded from the document as it is now
- * (any transaction that changed it, and a replaced document, empty the cache).
+ * (any transaction that changed it, and a replaced document, empty the
+ * cache); `bytes` is the sum of the kept answers' sizes.
  */
-import type * as Y from 'yjs'
+import { createHash } from 'node:crypto'
+import * as encoding from 'lib0/encoding'
+import * as Y from 'yjs'
 import { limits } from '../../core/limits.js'
 
-/** Answers kept per state vector, dropped when the document changes. */
+interface Kept {
+  readonly parts: readonly Uint8Array[]
+  readonly bytes: number
+}
+
+/**
+ * The canonical key of an answer to `target` from a document with `store`,
+ * in parts of at most `partBytesMax` bytes (see the module comment).
+ */
+export function answerKey(
+  store: Y.Doc['store'],
+  target: ReadonlyMap<number, number>,
+  partBytesMax: number,
+): string {
+  const claims: Array<[number, number]> = []
+  for (const [client, clock] of target) {
+    if (clock <= 0 || !store.clients.has(client)) continue
+    claims.push([client, Math.min(clock, Y.getState(store, client))])
+  }
+  claims.sort((a, b) => a[0] - b[0])
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, partBytesMax)
+  encoding.writeVarUint(e, claims.length)
+  for (const [client, clock] of claims) {
+    encoding.writeVarUint(e, client)
+    encoding.writeVarUint(e, clock)
+  }
+  return createHash('sha256').update(encoding.toUint8Array(e)).digest('base64')
+}
+
+/** Answers kept per canonical state vector, dropped when the document changes. */
 export class AnswerCache {
-  private readonly answers = new Map<string, readonly Uint8Array[]>()
+  private readonly answers = new Map<string, Kept>()
+  private bytes = 0
   private encoded = 0
 
   /**
@@ -26,40 +69,44 @@ export class AnswerCache {
     return this.encoded
   }
 
+  /** How many answers are kept, and their bytes (for tests). */
+  get kept(): { answers: number; bytes: number } {
+    return { answers: this.answers.size, bytes: this.bytes }
+  }
+
   /**
-   * The answer for `stateVector` with parts of at most `partBytesMax`
-   * bytes: the kept one, else `encode()`'s, kept unless `keep` is false (a
-   * document in the middle of a transaction).
+   * The answer under `key` (answerKey): the kept one, else `encode()`'s,
+   * kept unless `keep` is false (a document in the middle of a transaction).
    */
-  get(
-    stateVector: Uint8Array,
-    partBytesMax: number,
-    keep: boolean,
-    encode: () => readonly Uint8Array[],
-  ): readonly Uint8Array[] {
-    const key = `${partBytesMax}:${Buffer.from(stateVector).toString('base64')}`
+  get(key: string, keep: boolean, encode: () => readonly Uint8Array[]): readonly Uint8Array[] {
     const kept = this.answers.get(key)
     if (kept !== undefined) {
       // Most recently used last: the least recently used goes first.
       this.answers.delete(key)
       this.answers.set(key, kept)
-      return kept
+      return kept.parts
     }
-    const answer = encode()
+    const parts = encode()
     // Small answers cost little to encode again: devices catching up, each
     // with a vector of its own, must not push out the full roster that
     // every fresh device asks for.
     let bytes = 0
-    for (const part of answer) bytes += part.byteLength
-    if (bytes < limits.answerCachedBytesMin) return answer
+    for (const part of parts) bytes += part.byteLength
+    if (bytes < limits.answerCachedBytesMin) return parts
     this.encoded++
-    if (!keep) return answer
-    if (this.answers.size >= limits.answersCachedMax) {
-      const oldest = this.answers.keys().next()
-      if (oldest.done !== true) this.answers.delete(oldest.value)
+    if (!keep) return parts
+    for (const [oldest, { bytes: size }] of this.answers) {
+      if (
+        this.answers.size < limits.answersCachedMax &&
+        this.bytes + bytes <= limits.answersCachedBytesMax
+      )
+        break
+      this.answers.delete(oldest)
+      this.bytes -= size
     }
-    this.answers.set(key, answer)
-    return answer
+    this.answers.set(key, { parts, bytes })
+    this.bytes += bytes
+    return parts
   }
 
   /** Notes a transaction: one that changed the document drops every kept answer. */
@@ -73,5 +120,6 @@ export class AnswerCache {
   /** Drops every kept answer (the document was replaced). */
   clear(): void {
     this.answers.clear()
+    this.bytes = 0
   }
 }

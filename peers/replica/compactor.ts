@@ -62,6 +62,8 @@ export class Compactor {
   /** When the last batch was applied (clock ms), and the idle compaction's timer. */
   private lastBatchAt = 0
   private compactTimer: unknown = undefined
+  /** Holders of deferCompaction not released yet. */
+  private deferrals = 0
 
   constructor(private readonly parts: CompactorParts) {}
 
@@ -76,12 +78,33 @@ export class Compactor {
     // A broken replica's memory is not what the store holds: never snapshot it.
     if (count === 0 || this.parts.status.broken !== undefined) return
     const due = compactionDue(count, log.bytes, log.snapshotSize, log.deletingBytes)
-    if (force || due === 'now') {
+    const deferred = this.deferrals > 0 && log.bytes < limits.updateBytesWhileFetchingMax
+    if (force || (due === 'now' && !deferred)) {
       await log.compactLog(this.parts.document.doc)
       return
     }
     this.lastBatchAt = clock.now()
-    if (due === 'idle' && this.compactTimer === undefined) {
+    if (due !== 'no' && !deferred && this.compactTimer === undefined) {
+      this.compactTimer = clock.setTimeout(() => this.compactWhenIdle(), limits.compactionIdleMs)
+    }
+  }
+
+  /**
+   * Defers compactions until the returned function is called (a device
+   * waiting for its server's answer: see `limits.updateBytesWhileFetchingMax`);
+   * then one runs once the queue is idle, if due.
+   */
+  defer(): () => void {
+    this.deferrals++
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      this.deferrals--
+      const { log, clock } = this.parts
+      if (this.deferrals > 0 || this.compactTimer !== undefined || this.parts.status.closed) return
+      if (compactionDue(log.count, log.bytes, log.snapshotSize, log.deletingBytes) === 'no') return
+      this.lastBatchAt = clock.now()
       this.compactTimer = clock.setTimeout(() => this.compactWhenIdle(), limits.compactionIdleMs)
     }
   }
@@ -97,6 +120,8 @@ export class Compactor {
     this.compactTimer = undefined
     if (this.parts.status.closed || this.parts.status.broken !== undefined) return
     if (log.count === 0) return
+    // Deferred since it was set: the release sets it again.
+    if (this.deferrals > 0 && log.bytes < limits.updateBytesWhileFetchingMax) return
     const wait = this.lastBatchAt + limits.compactionIdleMs - clock.now()
     if (wait > 0 || !queue.tryHold()) {
       this.compactTimer = clock.setTimeout(

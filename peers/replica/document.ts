@@ -41,7 +41,7 @@ import {
   type UserView,
 } from '../../core/resolve.js'
 import type { RecordSchema } from '../../core/schema.js'
-import { AnswerCache } from './answer-cache.js'
+import { AnswerCache, answerKey } from './answer-cache.js'
 import type { LocalState } from './local-state.js'
 import { LOCAL_ORIGIN, type WriteContext } from './types.js'
 
@@ -403,10 +403,11 @@ export class ReplicaDocument {
     // During a transaction (or its cleanup) the followed delete set is
     // behind: walk the store, and keep nothing.
     const settled = doc._transaction === null && doc._transactionCleanups.length === 0
-    return this.answers.get(stateVector, partBytesMax, settled, () => {
+    const target = Y.decodeStateVector(stateVector)
+    return this.answers.get(answerKey(doc.store, target, partBytesMax), settled, () => {
       const deletes =
         settled && this.deletes !== undefined ? this.deletes.current() : deleteRangesOf(doc.store)
-      return encodeDiffParts(doc.store, Y.decodeStateVector(stateVector), deletes, partBytesMax)
+      return encodeDiffParts(doc.store, target, deletes, partBytesMax)
     })
   }
 

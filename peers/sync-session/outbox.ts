@@ -1,32 +1,52 @@
 /**
  * What a session sends, in order, paced by what its connection still
- * buffers. An answer in parts (PROTOCOL.md, "Answers in chunks") is queued
- * at once, at the moment it is taken: a whole 1M-user roster (about 340 MB)
- * handed to a socket in one go is more than a connection may buffer
- * (`netLimits.sendBufferBytesMax`, past which the transport drops the
- * link). Past `netLimits.sendPauseBufferedBytesMin` buffered, messages wait
- * here, in order, and go out as the connection drains (polled on the
- * injected clock): the parts, and everything the session sends after them,
- * keep their order. A connection that does not say what it buffers (the
- * simulator's, in-memory links) is never paused.
+ * buffers. Past `netLimits.sendPauseBufferedBytesMin` buffered, messages
+ * wait here, in order, and go out as the connection drains (polled on the
+ * injected clock): the parts of an answer, and everything the session sends
+ * after them, keep their order. A connection that does not say what it
+ * buffers (the simulator's, in-memory links) is never paused.
+ *
+ * An answer in parts (PROTOCOL.md, "Answers in chunks") is queued as one
+ * lazy entry (`sendEach`): each part's message is made only when the
+ * connection takes it, from parts the replica holds once for every link
+ * (peers/replica/answer-cache.ts). So an answer of any size (a 1M-user
+ * roster is about 340 MB, more than `netLimits.sendBufferBytesMax`) costs a
+ * link at most what its connection buffers plus one part, and is paced by
+ * progress: a connection that takes nothing for `netLimits.sendStallMsMax`
+ * while something waits is closed (`SEND_STALLED`).
  *
  * Invariant: while `waiting` is not empty, a poll is scheduled or the
- * connection is closed; `waitingBytes` is the sum of `waiting`'s sizes,
- * at most `netLimits.sendBufferBytesMax` (past it the link is closed: a
- * peer that does not read cannot make this side hold unbounded memory).
+ * connection is closed; `waitingBytes` is the sum of the sizes of the
+ * messages made and waiting (lazy entries count nothing until made), at
+ * most `netLimits.sendBufferBytesMax` (past it the link is closed: a peer
+ * that does not read cannot make this side hold unbounded memory).
  */
 import type { Clock } from '../../core/clock.js'
 import { netLimits } from '../../core/limits.js'
+import { CloseCode } from '../../core/protocol.js'
 import type { Connection } from '../../core/transport.js'
+import { closeReason } from './inbound.js'
 
 /** How often a paused outbox looks whether its connection drained, ms. */
 const DRAIN_POLL_MS = 5
 
+/** Messages made one at a time, as the connection takes them. */
+interface Lazy {
+  next: number
+  readonly count: number
+  readonly make: (index: number) => Uint8Array
+}
+
+type Entry = Uint8Array | Lazy
+
 /** A connection's outbound messages (see the module comment). */
 export class Outbox {
-  private readonly waiting: Uint8Array[] = []
+  private readonly waiting: Entry[] = []
   private waitingBytes = 0
   private timer: unknown
+  /** When the connection last took something or buffered less than at the poll before. */
+  private progressAt = 0
+  private lastBuffered = 0
 
   constructor(
     private readonly connection: Connection,
@@ -41,13 +61,35 @@ export class Outbox {
       return
     }
     if (this.waitingBytes + bytes.byteLength > netLimits.sendBufferBytesMax) {
-      this.stop()
-      this.connection.close(1008, 'SEND_BUFFER_FULL: the peer does not read')
+      this.closeWith(undefined, 1008, 'SEND_BUFFER_FULL: the peer does not read')
       return
     }
-    this.waiting.push(bytes)
+    this.enqueue(bytes)
     this.waitingBytes += bytes.byteLength
-    this.schedule()
+  }
+
+  /**
+   * Sends `count` messages, `make(0)` to `make(count - 1)`, in order after
+   * what waits; each is made when the connection takes it (see the module
+   * comment).
+   */
+  sendEach(count: number, make: (index: number) => Uint8Array): void {
+    if (!this.connection.open || count <= 0) return
+    this.enqueue({ next: 0, count, make })
+    if (this.waiting.length === 1) this.flush()
+  }
+
+  /**
+   * Closes the connection with `code` and `reason`, after `last` (an error
+   * message) when given: what waits is dropped, so that the error goes out
+   * at once, after only what the connection buffers already, and the peer
+   * learns why.
+   */
+  closeWith(last: Uint8Array | undefined, code: number, reason: string): void {
+    this.stop()
+    if (!this.connection.open) return
+    if (last !== undefined) this.connection.send(last)
+    this.connection.close(code, reason)
   }
 
   /** Drops what waits (the session stopped or the link closed). */
@@ -58,8 +100,19 @@ export class Outbox {
     this.waitingBytes = 0
   }
 
+  private enqueue(entry: Entry): void {
+    if (this.waiting.length === 0) this.noteProgress()
+    this.waiting.push(entry)
+    this.schedule()
+  }
+
   private paused(): boolean {
     return (this.connection.bufferedBytes ?? 0) > netLimits.sendPauseBufferedBytesMin
+  }
+
+  private noteProgress(): void {
+    this.progressAt = this.clock.now()
+    this.lastBuffered = this.connection.bufferedBytes ?? 0
   }
 
   private schedule(): void {
@@ -72,11 +125,43 @@ export class Outbox {
 
   private flush(): void {
     if (!this.connection.open) return this.stop()
+    const before = this.waiting.length === 0 ? undefined : this.waiting[0]
+    const beforeNext = before instanceof Uint8Array ? -1 : before?.next
     while (this.waiting.length > 0 && !this.paused()) {
-      const next = this.waiting.shift() as Uint8Array
-      this.waitingBytes -= next.byteLength
-      this.connection.send(next)
+      const head = this.waiting[0] as Entry
+      if (head instanceof Uint8Array) {
+        this.waiting.shift()
+        this.waitingBytes -= head.byteLength
+        this.connection.send(head)
+        continue
+      }
+      const index = head.next++
+      if (head.next >= head.count) this.waiting.shift()
+      let bytes: Uint8Array
+      try {
+        bytes = head.make(index)
+      } catch (error) {
+        // Made on a timer, outside the session's handling: the link closes
+        // rather than the process (the peer asks again on its next link).
+        this.closeWith(undefined, CloseCode.internal, closeReason(`INTERNAL: ${String(error)}`))
+        return
+      }
+      this.connection.send(bytes)
+      if (!this.connection.open) return this.stop()
     }
-    if (this.waiting.length > 0) this.schedule()
+    if (this.waiting.length === 0) return
+    const buffered = this.connection.bufferedBytes ?? 0
+    const head = this.waiting[0]
+    if (
+      head !== before ||
+      (head instanceof Uint8Array ? -1 : head?.next) !== beforeNext ||
+      buffered < this.lastBuffered
+    )
+      this.noteProgress()
+    else if (this.clock.now() - this.progressAt > netLimits.sendStallMsMax) {
+      this.closeWith(undefined, 1008, 'SEND_STALLED: the peer does not read')
+      return
+    }
+    this.schedule()
   }
 }
