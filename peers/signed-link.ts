@@ -43,6 +43,11 @@ import {
   type Envelope,
 } from '../core/signing.js'
 import { encodeClientsDiff, restrictUpdate } from '../core/update-parts.js'
+import {
+  decodeGenerationStatement,
+  verifyGeneration,
+  type GenerationStatement,
+} from '../core/generation-statement.js'
 import { scanUpdate, type UpdateRanges } from '../core/update-scan.js'
 import type { EnvelopeLog } from './envelope-log.js'
 import { siteOf, type Identity } from './identity.js'
@@ -388,7 +393,12 @@ export function serverLinkSigning(options: {
 }): {
   joinParams: () => Record<string, string>
   signed: (connectionId: string) => (send: (envelopes: Uint8Array[]) => void) => SignedLink
-  onHello: (serverKey: Uint8Array, certificate: Uint8Array, connection: Connection) => Promise<void>
+  onHello: (
+    serverKey: Uint8Array,
+    certificate: Uint8Array,
+    connection: Connection,
+    generation: Uint8Array | undefined,
+  ) => Promise<GenerationStatement | undefined>
 } {
   const { identity, deviceId } = options
   return {
@@ -402,7 +412,7 @@ export function serverLinkSigning(options: {
       }
     },
     signed: (connectionId) => (send) => options.signing.link(connectionId, send, false),
-    async onHello(serverKey, certificate, connection) {
+    async onHello(serverKey, certificate, connection, generation) {
       const pinned = identity.serverKey
       const expected = options.expectedServerKey
       if (
@@ -422,6 +432,11 @@ export function serverLinkSigning(options: {
       )
         throw new SignatureInvalidError("the server's certificate is not this device's")
       await identity.pinServer(serverKey, cert)
+      if (generation === undefined) return undefined
+      // The server's generation (issue 13), checked with the key pinned.
+      const statement = decodeGenerationStatement(generation)
+      verifyGeneration(statement, serverKey, siteOf(serverKey))
+      return statement
     },
   }
 }

@@ -1,0 +1,184 @@
+/**
+ * Generations (issue 13, history compaction) through the public API, over a
+ * real WebSocket on 127.0.0.1 with LevelDB in a temp dir:
+ * - `server.compactHistory()` replaces the document by its live state (the
+ *   views do not move, the retired clientIDs are gone), durably: a restart
+ *   finds the new generation; the devices' links are closed with 4412;
+ * - a device moves with one full sync: its delete marks (rule 3), its
+ *   device-specific values (rule 5) and its acknowledged writes hold, and a
+ *   device that was offline during the switch and edited meanwhile gets its
+ *   edits into the new generation (no acknowledged write lost, rule 4 holds).
+ */
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import { generationMoveDelayMs } from '../core/backoff.js'
+import { netLimits } from '../core/limits.js'
+import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { eventually } from './helpers/eventually.js'
+
+const SITE_KEY = 'generations-site-key'
+let dir = ''
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'rostersync-gen-'))
+})
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+const clientIds = (doc: Y.Doc): number => Y.decodeStateVector(Y.encodeStateVector(doc)).size
+
+function openServer(name: string): Promise<ServerPeer> {
+  return createServer({
+    dataDir: join(dir, name),
+    siteKey: SITE_KEY,
+    fieldPolicies: { title: 'device-specific' },
+  })
+}
+
+function openDevice(server: ServerPeer, id: string, online = true): Promise<DevicePeer> {
+  return createDevice({
+    id,
+    dataDir: join(dir, `${server.site.slice(0, 6)}-${id}`),
+    siteKey: SITE_KEY,
+    ...(online ? { server: server.url } : {}),
+  })
+}
+
+describe('server.compactHistory', () => {
+  it('keeps every view, drops the history and retired clientIDs, and survives a restart', async () => {
+    let server = await openServer('s1')
+    try {
+      for (let round = 0; round < 30; round++)
+        await server.users.put({ id: `u${round % 5}`, name: `name ${round}` })
+      await server.users.put({ id: 'gone', name: 'Gone' })
+      await server.users.delete('gone')
+      const d = await openDevice(server, 'd1')
+      await d.sync.whenReady()
+      await d.users.put({ id: 'dev-user', name: 'From device' })
+      await d.users.patch('u1', { email: 'u1@example.com' })
+      await d.sync.whenIdle()
+      await d.close()
+      const before = server.users.list()
+      expect(before.map((u) => u.id)).toContain('dev-user')
+      const historyBefore = server.replica.storedDocumentBytes()
+      const oldClients = [...Y.decodeStateVector(Y.encodeStateVector(server.replica.doc)).keys()]
+
+      const result = await server.compactHistory()
+      expect(result.generation).toBe(1)
+      expect(server.generation).toEqual({ n: 1, id: result.id })
+      expect(server.users.list()).toEqual(before)
+      // u:server, m:server, the device's part: one clientID each, none of
+      // the old generation's.
+      const newClients = Y.decodeStateVector(Y.encodeStateVector(server.replica.doc))
+      expect(newClients.size).toBeLessThanOrEqual(result.clientIdsAfter)
+      expect(oldClients.filter((c) => newClients.has(c))).toEqual([])
+      expect(result.clientIdsBefore).toBe(oldClients.length)
+      // No deleted item is left: the history is gone.
+      let deleted = 0
+      for (const structs of server.replica.doc.store.clients.values())
+        for (const struct of structs) if (struct.deleted) deleted++
+      expect(deleted).toBe(0)
+      expect(result.bytesAfter).toBeLessThan(historyBefore)
+      const events = server.events.query({ type: 'history-compacted' })
+      expect(events).toHaveLength(1)
+      expect(events[0]?.message).toContain('generation 1')
+      // The server still writes, into the new generation.
+      await server.users.put({ id: 'after', name: 'After' })
+      const after = server.users.list()
+      await server.close()
+      server = await openServer('s1')
+      expect(server.generation).toEqual({ n: 1, id: result.id })
+      expect(server.users.list()).toEqual(after)
+      expect(clientIds(server.replica.doc)).toBeLessThanOrEqual(result.clientIdsAfter + 1)
+    } finally {
+      await server.close()
+    }
+  })
+})
+
+describe('a device moves to the new generation', () => {
+  it('with one full sync, keeping rule 3 marks, device-specific values and offline edits', async () => {
+    const server = await openServer('s2')
+    let a: DevicePeer | undefined
+    let b: DevicePeer | undefined
+    try {
+      await server.users.put({ id: 'U', name: 'Una' })
+      await server.users.put({ id: 'V', name: 'Vic' })
+      await server.users.put({ id: 'W', name: 'Wes' })
+      a = await openDevice(server, 'A')
+      b = await openDevice(server, 'B')
+      await a.sync.whenReady()
+      await b.sync.whenReady()
+      // A: a local delete (rule 3), a device-specific value (rule 5), an
+      // acknowledged write.
+      await a.users.delete('U')
+      await a.users.patch('V', { title: 'A-only title' })
+      await a.users.patch('W', { email: 'w@a.example' })
+      await a.sync.whenIdle()
+      expect(server.users.get('W')?.email).toBe('w@a.example')
+      // B goes offline and edits meanwhile: unsent on the old generation.
+      await b.close()
+      b = await openDevice(server, 'B', false)
+      await b.users.patch('V', { email: 'v@b.example' })
+      await b.users.put({ id: 'B-new', name: 'Made offline' })
+      await b.close()
+      b = undefined
+
+      const result = await server.compactHistory()
+      expect(result.devicesClosed).toBe(1)
+      // A's link was closed with 4412; a manual sync brings it back now
+      // (on its own it waits its spread delay).
+      await eventually(() => expect(a?.sync.status().link).not.toBe('connected'))
+      await a.sync.delta()
+      await a.sync.whenIdle()
+      expect(a.users.get('U')).toBeUndefined()
+      expect(a.users.get('V')?.title).toBe('A-only title')
+      expect(a.users.get('W')?.email).toBe('w@a.example')
+      expect(a.events.query({ type: 'generation-moved' })).toHaveLength(1)
+      expect(a.sync.status().offlineReady).toBe(true)
+      // The old generation's clientIDs are gone from A's document.
+      expect(clientIds(a.replica.doc)).toBeLessThanOrEqual(result.clientIdsAfter + 2)
+
+      // B comes back: it moves, and its offline edits reach the server.
+      b = await openDevice(server, 'B')
+      await b.sync.delta()
+      await b.sync.whenIdle()
+      await eventually(() => expect(server.users.get('B-new')?.name).toBe('Made offline'))
+      expect(server.users.get('V')?.email).toBe('v@b.example')
+      expect(b.events.query({ type: 'generation-moved' })).toHaveLength(1)
+      // A hears of them too, and its own state still holds.
+      await a.sync.delta()
+      await eventually(() => expect(a?.users.get('B-new')?.name).toBe('Made offline'))
+      expect(a.users.get('U')).toBeUndefined()
+      // One full sync per generation: further syncs move nothing.
+      await a.sync.delta()
+      await b.sync.delta()
+      expect(a.events.query({ type: 'generation-moved' })).toHaveLength(1)
+      expect(b.events.query({ type: 'generation-moved' })).toHaveLength(1)
+      // And A, restarted, is still on the new generation with its marks.
+      await a.close()
+      a = await openDevice(server, 'A', false)
+      expect(a.users.get('U')).toBeUndefined()
+      expect(a.users.get('V')?.title).toBe('A-only title')
+      expect(a.users.get('B-new')?.name).toBe('Made offline')
+    } finally {
+      await a?.close()
+      await b?.close()
+      await server.close()
+    }
+  })
+
+  it('reconnects after a delay fixed by its id, within the spread', () => {
+    const delays = ['A', 'B', 'device-3', 'terminal-77'].map(generationMoveDelayMs)
+    for (const delay of delays) {
+      expect(delay).toBeGreaterThanOrEqual(0)
+      expect(delay).toBeLessThan(netLimits.generationMoveSpreadMs)
+    }
+    expect(new Set(delays).size).toBe(delays.length)
+    expect(generationMoveDelayMs('A')).toBe(delays[0])
+  })
+})
