@@ -440,6 +440,11 @@ export class Replica {
     )
   }
 
+  /** True while a move to another generation is staged (WipeOptions.generation). */
+  get movingGeneration(): boolean {
+    return this.log.stagedWipe?.generation === true
+  }
+
   /** Bytes of the stored document: its snapshot and the update log since. */
   storedDocumentBytes(): number {
     return this.log.snapshotSize + this.log.bytes

@@ -27,9 +27,11 @@
 import * as Y from 'yjs'
 import { asDeviceEntry, usersRootName, type DeviceEntry } from '../../core/entries.js'
 import {
+  encodeGenerationStatement,
   FIRST_GENERATION,
   sameGeneration,
   type Generation,
+  type GenerationStatement,
 } from '../../core/generation-statement.js'
 import { asUserId, type UserId } from '../../core/ids.js'
 import { CloseCode } from '../../core/protocol.js'
@@ -40,20 +42,47 @@ import type { Replica, WriteContext } from '../replica.js'
 /** Where the device keeps the generation it is on. */
 export const DEVICE_GENERATION_RECORD = ['sync', 'generation'] as const
 
+/** The stored record: the generation and the server's statement of it (base64). */
+interface StoredGeneration extends Generation {
+  readonly statement?: string
+}
+
+/** The generation a device is on (its record; n 0 when it never moved). */
+export function deviceGeneration(replica: Replica): Generation {
+  const stored = replica.record(...DEVICE_GENERATION_RECORD) as StoredGeneration | undefined
+  return stored === undefined ? FIRST_GENERATION : { n: stored.n, id: stored.id }
+}
+
+/** The server's statement of the generation a device is on (it shows it to LAN peers). */
+export function deviceGenerationStatement(replica: Replica): Uint8Array | undefined {
+  const stored = replica.record(...DEVICE_GENERATION_RECORD) as StoredGeneration | undefined
+  return stored?.statement === undefined ? undefined : Buffer.from(stored.statement, 'base64')
+}
+
+/** The record of a generation the server stated. */
+function recordOf(generation: Generation | GenerationStatement): StoredGeneration {
+  if (!('signature' in generation)) return { n: generation.n, id: generation.id }
+  const statement = Buffer.from(encodeGenerationStatement(generation)).toString('base64')
+  return { n: generation.n, id: generation.id, statement }
+}
+
 /** One device's generation and its move. */
 export class GenerationMove {
   /** A move staged: the generation it goes to and the own entries it carries. */
   private staged:
-    { readonly to: Generation; readonly carried: ReadonlyMap<UserId, DeviceEntry> } | undefined
+    | {
+        readonly to: Generation | GenerationStatement
+        readonly carried: ReadonlyMap<UserId, DeviceEntry>
+      }
+    | undefined
   /** The generation the server stated last (its latest hello). */
-  private learned: Generation | undefined
+  private learned: Generation | GenerationStatement | undefined
 
   constructor(private readonly replica: Replica) {}
 
   /** The generation this device is on (its record; n 0 when it never moved). */
   current(): Generation {
-    const stored = this.replica.record(...DEVICE_GENERATION_RECORD) as Generation | undefined
-    return stored === undefined ? FIRST_GENERATION : { n: stored.n, id: stored.id }
+    return deviceGeneration(this.replica)
   }
 
   /** Whether a move is staged (the next sync completes it). */
@@ -72,9 +101,8 @@ export class GenerationMove {
    * on with the emptied document) or the generation is noted; true when a
    * move is pending.
    */
-  async learn(generation: Generation | undefined): Promise<boolean> {
-    this.learned =
-      generation === undefined ? FIRST_GENERATION : { n: generation.n, id: generation.id }
+  async learn(generation: GenerationStatement | undefined): Promise<boolean> {
+    this.learned = generation ?? FIRST_GENERATION
     return this.ensure()
   }
 
@@ -83,7 +111,10 @@ export class GenerationMove {
    * (4412; it comes back and tries again), since going on over it on the
    * old generation would mix the two.
    */
-  async learnOn(generation: Generation | undefined, connection: Connection): Promise<boolean> {
+  async learnOn(
+    generation: GenerationStatement | undefined,
+    connection: Connection,
+  ): Promise<boolean> {
     try {
       return await this.learn(generation)
     } catch (error) {
@@ -109,7 +140,7 @@ export class GenerationMove {
     const { replica } = this
     if (replica.doc.store.clients.size === 0) {
       // Nothing to carry: what it fetches is the new generation.
-      await replica.setRecord(...DEVICE_GENERATION_RECORD, to)
+      await replica.setRecord(...DEVICE_GENERATION_RECORD, recordOf(to))
       return false
     }
     const carried = ownEntries(replica.doc, replica)
@@ -126,8 +157,9 @@ export class GenerationMove {
     const staged = this.staged
     if (staged === undefined) throw new Error('no generation move is staged')
     const { replica } = this
-    await replica.commitWipe([...records, [...DEVICE_GENERATION_RECORD, staged.to]], (ctx) =>
-      carry(ctx, replica, staged.carried),
+    await replica.commitWipe(
+      [...records, [...DEVICE_GENERATION_RECORD, recordOf(staged.to)]],
+      (ctx) => carry(ctx, replica, staged.carried),
     )
     this.staged = undefined
     return staged.to
