@@ -12,13 +12,15 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { generationMoveDelayMs } from '../core/backoff.js'
-import { netLimits } from '../core/limits.js'
+import { limits, netLimits } from '../core/limits.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { memoryStore } from '../storage/level-store.js'
 import { eventually } from './helpers/eventually.js'
+import { ManualClock } from './helpers/manual-clock.js'
 
 const SITE_KEY = 'generations-site-key'
 let dir = ''
@@ -94,6 +96,95 @@ describe('server.compactHistory', () => {
       expect(server.generation).toEqual({ n: 1, id: result.id })
       expect(server.users.list()).toEqual(after)
       expect(clientIds(server.replica.doc)).toBeLessThanOrEqual(result.clientIdsAfter + 1)
+    } finally {
+      await server.close()
+    }
+  })
+})
+
+describe('automatic generations', () => {
+  const mutable = limits as {
+    generationClientIdsMax: number
+    generationDeletedItemsMin: number
+  }
+  const saved = { ...mutable }
+  afterEach(() => Object.assign(mutable, saved))
+
+  /** Device entries written under `count` fresh clientIDs, applied as the server received them. */
+  async function manyClients(server: ServerPeer, from: number, count: number): Promise<void> {
+    for (let i = from; i < from + count; i++) {
+      const doc = new Y.Doc()
+      doc.clientID = 1_000 + i
+      doc.getMap(`u:dev${i}`).set(`auto${i}`, { e: 0, f: { name: `Auto ${i}` }, s: { name: 1 } })
+      await server.replica.applyRemote(Y.encodeStateAsUpdate(doc))
+    }
+  }
+
+  it('start past the clientID and the history thresholds, checked on a timer', async () => {
+    const clock = new ManualClock()
+    const server = await createServer({
+      store: memoryStore(),
+      clock,
+      siteKey: SITE_KEY,
+      port: 0,
+      verifyWorkers: 0,
+    })
+    try {
+      mutable.generationClientIdsMax = 4
+      await manyClients(server, 0, 3)
+      await clock.advance(limits.generationCheckIntervalMs)
+      await server.replica.drain()
+      expect(server.generation.n).toBe(0)
+      await manyClients(server, 3, 3)
+      await clock.advance(limits.generationCheckIntervalMs)
+      await eventually(() => expect(server.generation.n).toBe(1))
+      expect(server.users.get('auto5')?.name).toBe('Auto 5')
+      // History: overwrites far outweighing the live items.
+      mutable.generationClientIdsMax = saved.generationClientIdsMax
+      mutable.generationDeletedItemsMin = 50
+      await clock.advance(limits.generationCheckIntervalMs)
+      await server.replica.drain()
+      expect(server.generation.n).toBe(1)
+      for (let i = 0; i < 60; i++) await server.users.put({ id: 'busy', name: `edit ${i}` })
+      await clock.advance(limits.generationCheckIntervalMs)
+      await eventually(() => expect(server.generation.n).toBe(2))
+      expect(server.users.get('busy')?.name).toBe('edit 59')
+    } finally {
+      await server.close()
+    }
+  })
+})
+
+describe('POST /api/generations (the CLI and the admin page)', () => {
+  it('starts a generation with the admin token, or the page session with its CSRF header', async () => {
+    const server = await openServer('s3')
+    try {
+      await server.users.put({ id: 'h1', name: 'Hal' })
+      const url = `${server.http}/api/generations`
+      const bearer = { authorization: `Bearer ${server.adminToken}` }
+      expect((await fetch(url, { method: 'POST' })).status).toBe(401)
+      const first = await fetch(url, { method: 'POST', headers: bearer })
+      expect(first.status).toBe(200)
+      expect(await first.json()).toMatchObject({ generation: 1 })
+      const current = (await (await fetch(url, { headers: bearer })).json()) as { n: number }
+      expect(current.n).toBe(1)
+      // The admin page's session: a change needs the CSRF header.
+      const signIn = await fetch(`${server.http}/api/session`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-rostersync-csrf': '1' },
+        body: JSON.stringify({ token: server.adminToken }),
+      })
+      expect(signIn.status).toBe(200)
+      const cookie = (signIn.headers.get('set-cookie') ?? '').split(';')[0] ?? ''
+      expect((await fetch(url, { method: 'POST', headers: { cookie } })).status).toBe(403)
+      expect(server.generation.n).toBe(1)
+      const page = await fetch(url, {
+        method: 'POST',
+        headers: { cookie, 'x-rostersync-csrf': '1' },
+      })
+      expect(page.status).toBe(200)
+      expect(server.generation.n).toBe(2)
+      expect(server.users.get('h1')?.name).toBe('Hal')
     } finally {
       await server.close()
     }
