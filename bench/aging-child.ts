@@ -3,7 +3,7 @@
  * (started by `bench/aging.ts` with `--expose-gc`):
  *
  *   node --expose-gc --import tsx bench/aging-child.ts build <users> <overwrites> <clients> <file>
- *   node --expose-gc --import tsx bench/aging-child.ts <aged|base> <users> <file> <dataDir>
+ *   node --expose-gc --import tsx bench/aging-child.ts <aged|base|compacted> <users> <file> <dataDir>
  *
  * `build` writes an aged site's document to `file`: `users` users enrolled
  * by the server, then `overwrites` server edits of their titles in
@@ -16,7 +16,9 @@
  * `aged` opens a rostersync server (`createServer`, LevelDB) on that
  * document; `base` on its generation base (`core/generation.ts`: the same
  * live entries, no history), which is also what a fresh site holding the
- * same data looks like. Each then measures the figures of the issue:
+ * same data looks like; `compacted` on the aged document after the real
+ * `server.compactHistory()` (a new generation), reopened. Each then
+ * measures the figures of the issue:
  * document bytes, heap, one edit's p50/p99 (`users.patch`, sequential), a
  * step 1's size (the state vector), the open time, and a full sync to a
  * fresh device over WebSocket on 127.0.0.1. Prints one JSON line.
@@ -32,9 +34,17 @@ import { deviceWrite, serverWrite, writtenFields } from '../core/writes.js'
 import { createDevice } from '../peers/create-device.js'
 import { keys } from '../peers/storage-keys.js'
 import { createServer } from '../server-peer/create-server.js'
+import { limits } from '../core/limits.js'
 import { openLevelStore } from '../storage/level-store.js'
 import { BATCH_USERS, emitResult, positiveIntArg, round } from './bench.js'
 import { makeRecord, recordId } from './records.js'
+
+/**
+ * `aged`: the aged document; `base`: its generation base written directly
+ * (a fresh site holding the same data); `compacted`: the aged document
+ * after the real `server.compactHistory()` (issue 13), reopened.
+ */
+export type AgingMode = 'aged' | 'base' | 'compacted'
 
 const DEVICES = 200
 const EDITS = 300
@@ -43,7 +53,7 @@ const NOTHING = new Set<string>()
 
 /** What a server measurement reports. */
 export interface AgingResult {
-  readonly mode: 'aged' | 'base'
+  readonly mode: AgingMode
   readonly users: number
   readonly docBytes: number
   readonly clientIds: number
@@ -54,6 +64,8 @@ export interface AgingResult {
   readonly editP99Ms: number
   readonly encodeMs: number
   readonly fullSyncSeconds: number
+  /** `compacted`: how long the real `compactHistory()` took (0 otherwise). */
+  readonly compactSeconds: number
 }
 
 /** A base stamp in the past, so every stamp made here is behind the server's clock. */
@@ -116,7 +128,7 @@ const percentile = (sorted: readonly number[], p: number): number =>
   sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN
 
 /** Writes the document a mode opens into a fresh LevelDB store; returns its size. */
-async function prepare(mode: 'aged' | 'base', file: string, dataDir: string): Promise<number> {
+async function prepare(mode: AgingMode, file: string, dataDir: string): Promise<number> {
   const aged = new Uint8Array(await readFile(file))
   let snapshot: Uint8Array = aged
   if (mode === 'base') {
@@ -129,11 +141,34 @@ async function prepare(mode: 'aged' | 'base', file: string, dataDir: string): Pr
   const store = await openLevelStore(join(dataDir, 'server'))
   await store.batch([{ type: 'put', key: keys.snapshot, value: snapshot }])
   await store.close()
-  return snapshot.byteLength
+  if (mode !== 'compacted') return snapshot.byteLength
+  // The real switch, on the aged site's data dir: what a new generation
+  // leaves on disk is what the measurement below opens.
+  const server = await createServer({
+    store: await openLevelStore(join(dataDir, 'server')),
+    listen: false,
+    siteKey: 'aging-compact',
+  })
+  const started = performance.now()
+  const result = await server.compactHistory()
+  compactSeconds = (performance.now() - started) / 1000
+  await server.close()
+  console.error(
+    `  aging compacted: compactHistory ${round(compactSeconds, 1)} s, ${result.clientIdsBefore} -> ${result.clientIdsAfter} clientIDs, ${result.bytesBefore} -> ${result.bytesAfter} bytes`,
+  )
+  return result.bytesAfter
 }
 
-async function measure(mode: 'aged' | 'base', users: number, file: string, dataDir: string) {
+/** How long the real compactHistory took (`compacted` mode). */
+let compactSeconds = 0
+
+async function measure(mode: AgingMode, users: number, file: string, dataDir: string) {
   const docBytes = await prepare(mode, file, dataDir)
+  // Measured as it is: the server's automatic generation (issue 13) must
+  // not start while the aged site is measured.
+  ;(limits as { generationClientIdsMax: number }).generationClientIdsMax = Number.MAX_SAFE_INTEGER
+  ;(limits as { generationDeletedItemsMin: number }).generationDeletedItemsMin =
+    Number.MAX_SAFE_INTEGER
   const before = await settledHeap()
   const siteKey = randomBytes(16).toString('hex')
   const opened = performance.now()
@@ -192,6 +227,7 @@ async function measure(mode: 'aged' | 'base', users: number, file: string, dataD
     editP99Ms: percentile(times, 99),
     encodeMs,
     fullSyncSeconds,
+    compactSeconds,
   }
   await server.close()
   return result
@@ -215,8 +251,12 @@ async function main(): Promise<void> {
     return
   }
   const [file, dataDir] = rest
-  if ((mode !== 'aged' && mode !== 'base') || file === undefined || dataDir === undefined) {
-    console.error('usage: aging-child.ts <aged|base> <users> <file> <dataDir>')
+  if (
+    (mode !== 'aged' && mode !== 'base' && mode !== 'compacted') ||
+    file === undefined ||
+    dataDir === undefined
+  ) {
+    console.error('usage: aging-child.ts <aged|base|compacted> <users> <file> <dataDir>')
     process.exit(2)
   }
   emitResult({ ...(await measure(mode, users, file, dataDir)) })

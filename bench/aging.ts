@@ -30,7 +30,7 @@ const envInt = (name: string, fallback: number): number => {
   return n
 }
 
-type Figure = Exclude<keyof AgingResult, 'mode' | 'users'>
+type Figure = Exclude<keyof AgingResult, 'mode' | 'users' | 'compactSeconds'>
 
 const ROWS: ReadonlyArray<readonly [string, Figure, (n: number) => number | string]> = [
   ['document bytes (MB)', 'docBytes', mb],
@@ -65,7 +65,7 @@ export const agingBench: Bench = {
       ])
       console.error(`aging: built in ${round(built.seconds, 1)} s`)
       const results: AgingResult[] = []
-      for (const mode of ['aged', 'base'] as const) {
+      for (const mode of ['aged', 'compacted', 'base'] as const) {
         console.error(`aging: measuring ${mode} ...`)
         results.push(
           await runChild<AgingResult>(
@@ -75,15 +75,24 @@ export const agingBench: Bench = {
           ),
         )
       }
-      const [aged, base] = results as [AgingResult, AgingResult]
+      const [aged, compacted, base] = results as [AgingResult, AgingResult, AgingResult]
       printTable(
-        `Aging: ${users.toLocaleString('en')} live users after ${overwrites.toLocaleString('en')} overwrites and ${clients.toLocaleString('en')} retired clientIDs`,
-        ['figure', 'aged', 'generation base', 'aged / base'],
+        `Aging: ${users.toLocaleString('en')} live users after ${overwrites.toLocaleString('en')} overwrites and ${clients.toLocaleString('en')} retired clientIDs; compactHistory took ${round(compacted.compactSeconds, 1)} s`,
+        [
+          'figure',
+          'aged',
+          'after a new generation',
+          'fresh site (base)',
+          'aged / fresh',
+          'new generation / fresh',
+        ],
         ROWS.map(([label, key, show]) => [
           label,
           show(aged[key]),
+          show(compacted[key]),
           show(base[key]),
           ratioText(aged[key] / base[key]),
+          ratioText(compacted[key] / base[key]),
         ]),
       )
       return {
@@ -91,9 +100,14 @@ export const agingBench: Bench = {
         overwrites,
         clients,
         buildSeconds: round(built.seconds, 1),
+        compactSeconds: round(compacted.compactSeconds, 1),
         aged,
+        compacted,
         base,
         ratios: Object.fromEntries(ROWS.map(([, key]) => [key, round(aged[key] / base[key])])),
+        generationRatios: Object.fromEntries(
+          ROWS.map(([, key]) => [key, round(compacted[key] / base[key])]),
+        ),
       }
     })
   },

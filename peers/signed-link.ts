@@ -295,6 +295,10 @@ export class DeviceSigning {
       open: (bytes) => this.open(bytes),
       applied: (opened) => {
         if (!opened.fresh || opened.writer === this.options.writerId) return
+        // A move to a new generation stores nothing it receives before its
+        // commit (a crash would leave the new generation's envelopes beside
+        // the old document, offered to old-generation LAN peers).
+        if (replica.movingGeneration) return
         log.add(opened.bytes, opened.update)
         for (const [id, relay] of this.links) if (id !== connectionId) relay([opened.bytes])
       },

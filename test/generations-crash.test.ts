@@ -4,6 +4,12 @@
  * server on the old generation or on the new one, whole: the same roster
  * either way, the generation record and the document agreeing (the new
  * generation's document holds no history, the old one's all of it).
+ *
+ * A SIGKILL at any store write of a device's move
+ * (test/fixtures/generation-move-child.ts) restarts the device on its old
+ * generation (it moves again) or on the new one: its offline edit made on
+ * the old generation is there either way and reaches the server, its
+ * local delete (rule 3) holds, and it is offline-ready.
  */
 import { spawn } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -12,10 +18,13 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createServer } from '../server-peer/create-server.js'
+import * as Y from 'yjs'
+import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 
 const SITE_KEY = 'generation-crash-site-key'
 const childScript = fileURLToPath(new URL('./fixtures/generation-child.ts', import.meta.url))
+const moveScript = fileURLToPath(new URL('./fixtures/generation-move-child.ts', import.meta.url))
 const projectRoot = fileURLToPath(new URL('..', import.meta.url))
 
 let dir = ''
@@ -33,8 +42,8 @@ interface ChildRun {
 }
 
 /** Runs the child; it is killed with SIGKILL as soon as it prints its STALL line. */
-function runChild(options: Record<string, unknown>): Promise<ChildRun> {
-  const child = spawn(process.execPath, ['--import', 'tsx', childScript, JSON.stringify(options)], {
+function runChild(options: Record<string, unknown>, script = childScript): Promise<ChildRun> {
+  const child = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify(options)], {
     cwd: projectRoot,
     stdio: ['ignore', 'pipe', 'pipe'],
   })
@@ -113,4 +122,121 @@ describe('a SIGKILL at any store write of compactHistory', () => {
     }
     expect([...seen].sort()).toEqual([0, 1])
   })
+})
+
+describe("a SIGKILL at any store write of a device's move", () => {
+  let server: ServerPeer
+  beforeAll(async () => {
+    server = await createServer({ dataDir: join(dir, 'move-server'), siteKey: SITE_KEY })
+    await server.users.put({ id: 'A', name: 'Ann' })
+    await server.users.put({ id: 'B', name: 'Bob' })
+  })
+  afterAll(async () => {
+    await server.close()
+  })
+
+  const dataDirOf = (id: string): string => join(dir, `move-${id}`)
+  const openDevice = (id: string, online: boolean): Promise<DevicePeer> =>
+    createDevice({
+      id,
+      dataDir: dataDirOf(id),
+      siteKey: SITE_KEY,
+      ...(online ? { server: server.url } : {}),
+    })
+
+  /**
+   * A device that deleted A locally and, offline, enrolled `O-<id>`; the
+   * server then starts a new generation. Returns the generation it left.
+   */
+  async function prepared(id: string): Promise<number> {
+    const d = await openDevice(id, true)
+    await d.sync.whenReady()
+    await d.users.delete('A')
+    await d.sync.whenIdle()
+    await d.close()
+    const offline = await openDevice(id, false)
+    await offline.users.put({ id: `O-${id}`, name: `Offline ${id}` })
+    await offline.close()
+    const before = server.generation.n
+    await server.compactHistory()
+    return before
+  }
+
+  /** Which generation the killed device came back on (its record). */
+  async function checkAfterCrash(id: string, left: number, where: string): Promise<string> {
+    const d = await openDevice(id, false)
+    let state: string
+    try {
+      const record = d.replica.record('sync', 'generation') as { n: number } | undefined
+      const n = record?.n ?? 0
+      state = n === server.generation.n ? 'after' : n === left ? 'before' : `generation ${n}`
+      // Before: nothing of the new generation is in its stored document
+      // (what it received while moving was never stored: no mix of the two).
+      if (state === 'before') {
+        const theirs = Y.decodeStateVector(Y.encodeStateVector(server.replica.doc))
+        const mine = [...Y.decodeStateVector(Y.encodeStateVector(d.replica.doc)).keys()]
+        expect(
+          mine.filter((c) => theirs.has(c)),
+          `${where}: new generation in the old`,
+        ).toEqual([])
+      }
+      expect(d.sync.status().offlineReady, where).toBe(true)
+      expect(d.users.get(`O-${id}`)?.name, `${where}: the offline edit`).toBe(`Offline ${id}`)
+      expect(d.users.get('A'), `${where}: rule 3`).toBeUndefined()
+      expect(d.users.get('B')?.name, where).toBe('Bob')
+    } finally {
+      await d.close()
+    }
+    const online = await openDevice(id, true)
+    try {
+      await online.sync.delta()
+      await online.sync.whenIdle()
+      expect(server.users.get(`O-${id}`)?.name, `${where}: reached the server`).toBe(
+        `Offline ${id}`,
+      )
+      expect(online.users.get('A'), `${where}: rule 3 after the move`).toBeUndefined()
+      expect(
+        (online.replica.record('sync', 'generation') as { n: number } | undefined)?.n,
+        where,
+      ).toBe(server.generation.n)
+    } finally {
+      await online.close()
+    }
+    return state
+  }
+
+  it('restarts it on the old generation (it moves again) or the new one, its edits kept', async () => {
+    const childOptions = (id: string): Record<string, unknown> => ({
+      dataDir: dataDirOf(id),
+      id,
+      server: server.url,
+      siteKey: SITE_KEY,
+    })
+    const dryId = 'M-dry'
+    await prepared(dryId)
+    const dry = await runChild(childOptions(dryId), moveScript)
+    expect(dry.lines, dry.stderr).toContain('MOVED ok')
+    const writes = dry.lines.filter((line) => line.startsWith('WRITE '))
+    // The commit: the new document as a snapshot, the old log deleted, the
+    // generation and sync records, in one write.
+    const kinds = (write: string): string[] => (write.split(' ')[2] ?? '').split(',')
+    const commit = ['+y/s', '+r/sync/generation', '+r/sync/state']
+    expect(
+      writes.filter((w) => commit.every((k) => kinds(w).includes(k))),
+      writes.join('\n'),
+    ).toHaveLength(1)
+
+    const seen = new Set<string>()
+    for (let n = 1; n <= writes.length; n++) {
+      for (const when of ['before', 'after'] as const) {
+        const id = `M${n}${when[0]}`
+        const left = await prepared(id)
+        const run = await runChild({ ...childOptions(id), stallAt: n, stallWhen: when }, moveScript)
+        const where = `killed ${when} write ${n} (${run.stall ?? 'no stall'})`
+        expect(run.stall, `${where}; stderr: ${run.stderr}`).toBeDefined()
+        seen.add(await checkAfterCrash(id, left, where))
+      }
+    }
+    expect([...seen].sort()).toEqual(['after', 'before'])
+  }, 300_000)
 })
