@@ -40,6 +40,7 @@ const ROWS: ReadonlyArray<readonly [string, Figure, (n: number) => number | stri
   ['open the data dir (s)', 'openSeconds', (n) => round(n)],
   ['one edit p50 (ms)', 'editP50Ms', (n) => round(n)],
   ['one edit p99 (ms)', 'editP99Ms', (n) => round(n)],
+  ['one edit, CPU (ms, mean)', 'editCpuMs', (n) => round(n, 2)],
   ['encode the whole document (ms)', 'encodeMs', (n) => round(n, 1)],
   ['full sync to a fresh device (s)', 'fullSyncSeconds', (n) => round(n)],
 ]
