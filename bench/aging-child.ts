@@ -3,7 +3,7 @@
  * (started by `bench/aging.ts` with `--expose-gc`):
  *
  *   node --expose-gc --import tsx bench/aging-child.ts build <users> <overwrites> <clients> <file>
- *   node --expose-gc --import tsx bench/aging-child.ts <aged|base|compacted> <users> <file> <dataDir>
+ *   node --expose-gc --import tsx bench/aging-child.ts <aged|base|compact|compacted> <users> <file> <dataDir>
  *
  * `build` writes an aged site's document to `file`: `users` users enrolled
  * by the server, then `overwrites` server edits of their titles in
@@ -16,8 +16,9 @@
  * `aged` opens a rostersync server (`createServer`, LevelDB) on that
  * document; `base` on its generation base (`core/generation.ts`: the same
  * live entries, no history), which is also what a fresh site holding the
- * same data looks like; `compacted` on the aged document after the real
- * `server.compactHistory()` (a new generation), reopened. Each then
+ * same data looks like; `compact` runs the real `server.compactHistory()`
+ * (a new generation) on the aged document's data dir, and `compacted`
+ * then opens that dir in a fresh process. Each then
  * measures the figures of the issue:
  * document bytes, heap, one edit's p50/p99 (`users.patch`, sequential), a
  * step 1's size (the state vector), the open time, and a full sync to a
@@ -67,8 +68,6 @@ export interface AgingResult {
   readonly editCpuMs: number
   readonly encodeMs: number
   readonly fullSyncSeconds: number
-  /** `compacted`: how long the real `compactHistory()` took (0 otherwise). */
-  readonly compactSeconds: number
 }
 
 /** A base stamp in the past, so every stamp made here is behind the server's clock. */
@@ -130,8 +129,17 @@ async function settledHeap(): Promise<number> {
 const percentile = (sorted: readonly number[], p: number): number =>
   sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN
 
-/** Writes the document a mode opens into a fresh LevelDB store; returns its size. */
-async function prepare(mode: AgingMode, file: string, dataDir: string): Promise<number> {
+/**
+ * Writes the document a mode opens into a fresh LevelDB store; returns its
+ * size. `compacted` finds its data dir made by `compact` (another process,
+ * so that the aged document's garbage is not in the measured heap).
+ */
+async function prepare(
+  mode: AgingMode,
+  file: string,
+  dataDir: string,
+): Promise<number | undefined> {
+  if (mode === 'compacted') return undefined
   const aged = new Uint8Array(await readFile(file))
   let snapshot: Uint8Array = aged
   if (mode === 'base') {
@@ -148,9 +156,24 @@ async function prepare(mode: AgingMode, file: string, dataDir: string): Promise<
   const store = await openLevelStore(join(dataDir, 'server'))
   await store.batch([{ type: 'put', key: keys.snapshot, value: snapshot }])
   await store.close()
-  if (mode !== 'compacted') return snapshot.byteLength
-  // The real switch, on the aged site's data dir: what a new generation
-  // leaves on disk is what the measurement below opens.
+  return snapshot.byteLength
+}
+
+/** What the real switch did (`compact`). */
+export interface CompactResult {
+  readonly compactSeconds: number
+  readonly clientIdsBefore: number
+  readonly clientIdsAfter: number
+  readonly bytesBefore: number
+  readonly bytesAfter: number
+}
+
+/**
+ * The real switch on the aged site's data dir (`server.compactHistory()`):
+ * what a new generation leaves on disk is what `compacted` then opens.
+ */
+async function compact(file: string, dataDir: string): Promise<CompactResult> {
+  await prepare('aged', file, dataDir)
   const server = await createServer({
     store: await openLevelStore(join(dataDir, 'server')),
     listen: false,
@@ -158,19 +181,19 @@ async function prepare(mode: AgingMode, file: string, dataDir: string): Promise<
   })
   const started = performance.now()
   const result = await server.compactHistory()
-  compactSeconds = (performance.now() - started) / 1000
+  const compactSeconds = (performance.now() - started) / 1000
   await server.close()
-  console.error(
-    `  aging compacted: compactHistory ${round(compactSeconds, 1)} s, ${result.clientIdsBefore} -> ${result.clientIdsAfter} clientIDs, ${result.bytesBefore} -> ${result.bytesAfter} bytes`,
-  )
-  return result.bytesAfter
+  return {
+    compactSeconds,
+    clientIdsBefore: result.clientIdsBefore,
+    clientIdsAfter: result.clientIdsAfter,
+    bytesBefore: result.bytesBefore,
+    bytesAfter: result.bytesAfter,
+  }
 }
 
-/** How long the real compactHistory took (`compacted` mode). */
-let compactSeconds = 0
-
 async function measure(mode: AgingMode, users: number, file: string, dataDir: string) {
-  const docBytes = await prepare(mode, file, dataDir)
+  const prepared = await prepare(mode, file, dataDir)
   // Measured as it is: the server's automatic generation (issue 13) must
   // not start while the aged site is measured.
   ;(limits as { generationClientIdsMax: number }).generationClientIdsMax = Number.MAX_SAFE_INTEGER
@@ -186,6 +209,7 @@ async function measure(mode: AgingMode, users: number, file: string, dataDir: st
     siteKey,
   })
   const openSeconds = (performance.now() - opened) / 1000
+  const docBytes = prepared ?? server.replica.storedDocumentBytes()
   if (server.users.get(recordId(users - 1)) === undefined) throw new Error('last user missing')
   const heapUsedBytes = (await settledHeap()) - before
   const doc = server.replica.doc
@@ -240,7 +264,6 @@ async function measure(mode: AgingMode, users: number, file: string, dataDir: st
     editCpuMs,
     encodeMs,
     fullSyncSeconds,
-    compactSeconds,
   }
   await server.close()
   return result
@@ -264,12 +287,16 @@ async function main(): Promise<void> {
     return
   }
   const [file, dataDir] = rest
+  if (mode === 'compact' && file !== undefined && dataDir !== undefined) {
+    emitResult({ ...(await compact(file, dataDir)) })
+    return
+  }
   if (
     (mode !== 'aged' && mode !== 'base' && mode !== 'compacted') ||
     file === undefined ||
     dataDir === undefined
   ) {
-    console.error('usage: aging-child.ts <aged|base|compacted> <users> <file> <dataDir>')
+    console.error('usage: aging-child.ts <aged|base|compact|compacted> <users> <file> <dataDir>')
     process.exit(2)
   }
   emitResult({ ...(await measure(mode, users, file, dataDir)) })

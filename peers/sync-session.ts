@@ -397,6 +397,9 @@ export function startSession(options: SessionOptions): SyncSession {
     try {
       await handle(message)
     } catch (error) {
+      // A link closed meanwhile (a new generation, a revoke, a replaced
+      // session) refuses nothing more: what failed was for it alone.
+      if (stopped || !connection.open) return
       const update =
         message.type === 'sync-step2' || message.type === 'sync-update' ? message.update : undefined
       if (error instanceof RostersyncError) refuse(error, update)

@@ -110,10 +110,17 @@ describe('LAN links across generations', () => {
       await b.sync.whenIdle()
       await eventually(() => expect(server.users.get('B-old')?.name).toMatch(/old generation/))
       expect(b.events.query({ type: 'generation-moved' })).toHaveLength(1)
-      // Both on the new generation: the LAN link syncs again.
+      // Both on the new generation: the LAN link syncs again, B offline
+      // (LAN only): A's new entry, and A's edit of an entry the base holds
+      // under the server-derived clientID of A's part, both signed by A.
+      await b.close()
+      b = await openDevice(server, 'B', false)
       const again = lanLink(a, b)
       await a.users.put({ id: 'L2', name: 'Over the LAN again' })
+      await a.users.patch('L1', { email: 'l1@a.example' })
       await eventually(() => expect(b?.users.get('L2')?.name).toBe('Over the LAN again'))
+      await eventually(() => expect(b?.users.get('L1')?.email).toBe('l1@a.example'))
+      expect(b.users.get('L1')?.name).toBe('Over the LAN')
       expect(again.a(), JSON.stringify(again.a())).toBeUndefined()
     } finally {
       await a?.close()
