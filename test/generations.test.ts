@@ -19,6 +19,9 @@ import { limits, netLimits } from '../core/limits.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
+import { memoryPair } from '../transports/memory-transport.js'
+import { decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
+import { startSession } from '../peers/sync-session.js'
 import { eventually } from './helpers/eventually.js'
 import { ManualClock } from './helpers/manual-clock.js'
 
@@ -271,5 +274,42 @@ describe('a device moves to the new generation', () => {
     }
     expect(new Set(delays).size).toBe(delays.length)
     expect(generationMoveDelayMs('A')).toBe(delays[0])
+  })
+})
+
+describe("a server link before the server's hello", () => {
+  it('forwards nothing of the device until the hello is handled', async () => {
+    const device = await createDevice({ id: 'G1', store: memoryStore(), siteKey: SITE_KEY })
+    try {
+      const [mine, theirs] = memoryPair('G1', 'server')
+      const received: Message[] = []
+      theirs.onMessage((bytes) => received.push(decodeMessage(bytes)))
+      let helloDone: () => void = () => undefined
+      const session = startSession({
+        replica: device.replica,
+        connection: mine,
+        sendStep1OnStart: false,
+        onHello: () => new Promise<void>((resolve) => (helloDone = resolve)),
+      })
+      const cert = new Uint8Array(8)
+      theirs.send(
+        encodeMessage({ type: 'hello', serverKey: new Uint8Array(32), certificate: cert }),
+      )
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      // Written while the hello is being handled (a move may be starting).
+      await device.users.put({ id: 'early', name: 'Before the hello' })
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      expect(received.filter((m) => m.type === 'sync-update')).toEqual([])
+      helloDone()
+      await session.idle()
+      await device.users.put({ id: 'late', name: 'After the hello' })
+      await eventually(() =>
+        expect(received.filter((m) => m.type === 'sync-update').length).toBeGreaterThan(0),
+      )
+      session.stop()
+      mine.close()
+    } finally {
+      await device.close()
+    }
   })
 })
