@@ -105,6 +105,30 @@ describe('server.compactHistory', () => {
   })
 })
 
+describe('the switch and the updates received for the old generation', () => {
+  it('refuses those still queued when it lands (GENERATION_CHANGED), applying none', async () => {
+    const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY, listen: false })
+    try {
+      await server.users.put({ id: 'x', name: 'X' })
+      const doc = new Y.Doc()
+      doc.clientID = 4242
+      doc.getMap('u:dev-old').set('stale', { e: 0, f: { name: 'Stale' }, s: { name: 1 } })
+      await server.replica.drain()
+      // The switch holds the queue at once (nothing runs now).
+      const switching = server.compactHistory()
+      // Received while the switch holds the queue: for the old document.
+      const late = server.replica.applyRemote(Y.encodeStateAsUpdate(doc), 'old-link')
+      await expect(late).rejects.toMatchObject({ code: 'GENERATION_CHANGED' })
+      await switching
+      expect(server.users.get('stale')).toBeUndefined()
+      expect(Y.getState(server.replica.doc.store, 4242)).toBe(0)
+      expect(server.users.get('x')?.name).toBe('X')
+    } finally {
+      await server.close()
+    }
+  })
+})
+
 describe('automatic generations', () => {
   const mutable = limits as {
     generationClientIdsMax: number
