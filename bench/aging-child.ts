@@ -68,6 +68,20 @@ export interface AgingResult {
   readonly editCpuMs: number
   readonly encodeMs: number
   readonly fullSyncSeconds: number
+  /**
+   * CPU time of the process (every thread) for the open, the encoding and
+   * the full sync (server and device: both run here): steadier than wall
+   * time on a loaded machine.
+   */
+  readonly openCpuSeconds: number
+  readonly encodeCpuMs: number
+  readonly fullSyncCpuSeconds: number
+}
+
+/** CPU seconds of this process (every thread) since `from`. */
+function cpuSecondsSince(from: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(from)
+  return (used.user + used.system) / 1e6
 }
 
 /** A base stamp in the past, so every stamp made here is behind the server's clock. */
@@ -202,6 +216,7 @@ async function measure(mode: AgingMode, users: number, file: string, dataDir: st
   const before = await settledHeap()
   const siteKey = randomBytes(16).toString('hex')
   const opened = performance.now()
+  const openCpu = process.cpuUsage()
   const server = await createServer({
     store: await openLevelStore(join(dataDir, 'server')),
     host: '127.0.0.1',
@@ -209,14 +224,17 @@ async function measure(mode: AgingMode, users: number, file: string, dataDir: st
     siteKey,
   })
   const openSeconds = (performance.now() - opened) / 1000
+  const openCpuSeconds = cpuSecondsSince(openCpu)
   const docBytes = prepared ?? server.replica.storedDocumentBytes()
   if (server.users.get(recordId(users - 1)) === undefined) throw new Error('last user missing')
   const heapUsedBytes = (await settledHeap()) - before
   const doc = server.replica.doc
   const stateVector = Y.encodeStateVector(doc)
   const encodeStarted = performance.now()
+  const encodeCpu = process.cpuUsage()
   Y.encodeStateAsUpdate(doc)
   const encodeMs = performance.now() - encodeStarted
+  const encodeCpuMs = cpuSecondsSince(encodeCpu) * 1000
   const times: number[] = []
   // CPU time of the process for the edits (this thread, LevelDB's and the
   // workers'): steadier than wall time on a loaded machine.
@@ -230,6 +248,7 @@ async function measure(mode: AgingMode, users: number, file: string, dataDir: st
   const editCpuMs = (cpu.user + cpu.system) / 1000 / EDITS
   times.sort((a, b) => a - b)
   const syncStarted = performance.now()
+  const syncCpu = process.cpuUsage()
   const device = await createDevice({
     id: 'aging-device',
     dataDir: join(dataDir, 'device'),
@@ -249,6 +268,7 @@ async function measure(mode: AgingMode, users: number, file: string, dataDir: st
     clearInterval(progress)
   }
   const fullSyncSeconds = (performance.now() - syncStarted) / 1000
+  const fullSyncCpuSeconds = cpuSecondsSince(syncCpu)
   if (device.users.get(recordId(users - 1)) === undefined) throw new Error('device lacks users')
   await device.close()
   const result: AgingResult = {
@@ -264,6 +284,9 @@ async function measure(mode: AgingMode, users: number, file: string, dataDir: st
     editCpuMs,
     encodeMs,
     fullSyncSeconds,
+    openCpuSeconds,
+    encodeCpuMs,
+    fullSyncCpuSeconds,
   }
   await server.close()
   return result

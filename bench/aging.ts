@@ -43,6 +43,9 @@ const ROWS: ReadonlyArray<readonly [string, Figure, (n: number) => number | stri
   ['one edit, CPU (ms, mean)', 'editCpuMs', (n) => round(n, 2)],
   ['encode the whole document (ms)', 'encodeMs', (n) => round(n, 1)],
   ['full sync to a fresh device (s)', 'fullSyncSeconds', (n) => round(n)],
+  ['open the data dir, CPU (s)', 'openCpuSeconds', (n) => round(n)],
+  ['encode the whole document, CPU (ms)', 'encodeCpuMs', (n) => round(n, 1)],
+  ['full sync, CPU of both sides (s)', 'fullSyncCpuSeconds', (n) => round(n)],
 ]
 
 /** The aging bench. */

@@ -89,7 +89,9 @@ export async function switchGeneration<T>(
     }
     doc.clientID = clientId
     ops.push({ type: 'put', key: keys.clientId, value: encodeValue(clientId) })
-    const snapshot = Y.encodeStateAsUpdate(doc)
+    // The base is the new document's whole state already: stored as it is
+    // (encoding the document again would cost as much as building it).
+    const snapshot = next.snapshot
     log.replaceOps(ops, snapshot)
     parts.local.recordOps(ops, next.records)
     parts.events.append(next.event, parts.clock.now())
