@@ -1,6 +1,7 @@
 // Devices: the registry, filtered by partial name, updated live while the
 // page is open; revoke and reset a device's key (each after a confirmation)
-// and approve.
+// and approve; start a new generation of the site's document (history
+// compaction, after a confirmation: every device reconnects and moves).
 import { useEffect, useState } from 'preact/hooks'
 import { api, query, when } from './api.js'
 import { Confirm, ErrorLine, html, useDebounced } from './ui.js'
@@ -21,6 +22,9 @@ export function DevicesPage({ live }) {
   // { id, action: 'revoke' | 'reset-key' } while a confirmation is open.
   const [confirming, setConfirming] = useState()
   const [busy, setBusy] = useState(false)
+  // The history compaction's confirmation, and what the last one did.
+  const [compacting, setCompacting] = useState(false)
+  const [compacted, setCompacted] = useState()
 
   useDebounced(filter, 250, setApplied)
   const load = () =>
@@ -63,6 +67,18 @@ export function DevicesPage({ live }) {
       setConfirming(undefined)
     }
   }
+  const compact = async () => {
+    setBusy(true)
+    try {
+      setCompacted(await api('POST', '/api/generations'))
+      setError(undefined)
+    } catch (err) {
+      setError(err)
+    } finally {
+      setBusy(false)
+      setCompacting(false)
+    }
+  }
   const approve = async (id) => {
     try {
       await api('POST', `/api/devices/${encodeURIComponent(id)}/approve`)
@@ -86,6 +102,21 @@ export function DevicesPage({ live }) {
       </div>
     </form>
     <p role="status" aria-live="polite">${devices.length} device(s)</p>
+    <p class="section-actions">
+      <button type="button" data-action="compact" onClick=${() => setCompacting(true)}>
+        Compact history
+      </button>
+      ${
+        compacted === undefined
+          ? null
+          : html`<span role="status" data-compacted=${compacted.generation}>
+              Generation ${compacted.generation}: ${compacted.clientIdsBefore} →
+              ${compacted.clientIdsAfter} clientIDs, ${compacted.bytesBefore} →
+              ${compacted.bytesAfter} bytes; ${compacted.devicesClosed} device(s) reconnecting to
+              move.
+            </span>`
+      }
+    </p>
     <${ErrorLine} error=${error} />
     <div class="table-wrap">
       <table class="devices">
@@ -175,6 +206,25 @@ export function DevicesPage({ live }) {
             <p>
               Its connections close now and it is refused from then on; other devices refuse its
               writes once they hear of it. This cannot be undone from this page.
+            </p>
+          <//>`
+        : null
+    }
+    ${
+      compacting
+        ? html`<${Confirm}
+            title="Compact the site's history?"
+            confirmLabel="Compact history"
+            danger=${false}
+            busy=${busy}
+            onConfirm=${compact}
+            onCancel=${() => setCompacting(false)}
+          >
+            <p>
+              Starts a new generation of the roster's document with only its live state: no view
+              changes, edits get fast again. Every connected device disconnects and comes back
+              within two minutes to fetch the roster once, keeping its local deletes, its own values
+              and its unsent edits.
             </p>
           <//>`
         : null

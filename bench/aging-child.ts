@@ -3,7 +3,7 @@
  * (started by `bench/aging.ts` with `--expose-gc`):
  *
  *   node --expose-gc --import tsx bench/aging-child.ts build <users> <overwrites> <clients> <file>
- *   node --expose-gc --import tsx bench/aging-child.ts <aged|base> <users> <file> <dataDir>
+ *   node --expose-gc --import tsx bench/aging-child.ts <aged|base|compact|compacted> <users> <file> <dataDir>
  *
  * `build` writes an aged site's document to `file`: `users` users enrolled
  * by the server, then `overwrites` server edits of their titles in
@@ -16,7 +16,10 @@
  * `aged` opens a rostersync server (`createServer`, LevelDB) on that
  * document; `base` on its generation base (`core/generation.ts`: the same
  * live entries, no history), which is also what a fresh site holding the
- * same data looks like. Each then measures the figures of the issue:
+ * same data looks like; `compact` runs the real `server.compactHistory()`
+ * (a new generation) on the aged document's data dir, and `compacted`
+ * then opens that dir in a fresh process. Each then
+ * measures the figures of the issue:
  * document bytes, heap, one edit's p50/p99 (`users.patch`, sequential), a
  * step 1's size (the state vector), the open time, and a full sync to a
  * fresh device over WebSocket on 127.0.0.1. Prints one JSON line.
@@ -27,14 +30,23 @@ import { join } from 'node:path'
 import * as Y from 'yjs'
 import type { PolicyEntry } from '../core/entries.js'
 import { generationBase } from '../core/generation.js'
+import { baseClientId } from '../core/generation-statement.js'
 import type { FieldValue } from '../core/schema.js'
 import { deviceWrite, serverWrite, writtenFields } from '../core/writes.js'
 import { createDevice } from '../peers/create-device.js'
 import { keys } from '../peers/storage-keys.js'
 import { createServer } from '../server-peer/create-server.js'
+import { limits } from '../core/limits.js'
 import { openLevelStore } from '../storage/level-store.js'
 import { BATCH_USERS, emitResult, positiveIntArg, round } from './bench.js'
 import { makeRecord, recordId } from './records.js'
+
+/**
+ * `aged`: the aged document; `base`: its generation base written directly
+ * (a fresh site holding the same data); `compacted`: the aged document
+ * after the real `server.compactHistory()` (issue 13), reopened.
+ */
+export type AgingMode = 'aged' | 'base' | 'compacted'
 
 const DEVICES = 200
 const EDITS = 300
@@ -43,7 +55,7 @@ const NOTHING = new Set<string>()
 
 /** What a server measurement reports. */
 export interface AgingResult {
-  readonly mode: 'aged' | 'base'
+  readonly mode: AgingMode
   readonly users: number
   readonly docBytes: number
   readonly clientIds: number
@@ -52,8 +64,24 @@ export interface AgingResult {
   readonly openSeconds: number
   readonly editP50Ms: number
   readonly editP99Ms: number
+  /** CPU time per edit (process, mean), ms. */
+  readonly editCpuMs: number
   readonly encodeMs: number
   readonly fullSyncSeconds: number
+  /**
+   * CPU time of the process (every thread) for the open, the encoding and
+   * the full sync (server and device: both run here): steadier than wall
+   * time on a loaded machine.
+   */
+  readonly openCpuSeconds: number
+  readonly encodeCpuMs: number
+  readonly fullSyncCpuSeconds: number
+}
+
+/** CPU seconds of this process (every thread) since `from`. */
+function cpuSecondsSince(from: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(from)
+  return (used.user + used.system) / 1e6
 }
 
 /** A base stamp in the past, so every stamp made here is behind the server's clock. */
@@ -115,15 +143,28 @@ async function settledHeap(): Promise<number> {
 const percentile = (sorted: readonly number[], p: number): number =>
   sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN
 
-/** Writes the document a mode opens into a fresh LevelDB store; returns its size. */
-async function prepare(mode: 'aged' | 'base', file: string, dataDir: string): Promise<number> {
+/**
+ * Writes the document a mode opens into a fresh LevelDB store; returns its
+ * size. `compacted` finds its data dir made by `compact` (another process,
+ * so that the aged document's garbage is not in the measured heap).
+ */
+async function prepare(
+  mode: AgingMode,
+  file: string,
+  dataDir: string,
+): Promise<number | undefined> {
+  if (mode === 'compacted') return undefined
   const aged = new Uint8Array(await readFile(file))
   let snapshot: Uint8Array = aged
   if (mode === 'base') {
     const doc = new Y.Doc()
     Y.applyUpdate(doc, aged)
-    let next = 3 * 2 ** 32
-    snapshot = generationBase(doc, { clientIdFor: () => next++ }).update
+    // One clientID per root in the derived range, as a fresh site's
+    // writers have (53-bit hashes of their keys: what a step 1 carries).
+    const key = randomBytes(32)
+    snapshot = generationBase(doc, {
+      clientIdFor: (root) => baseClientId(key, 'fresh-site', root),
+    }).update
     doc.destroy()
   }
   const store = await openLevelStore(join(dataDir, 'server'))
@@ -132,11 +173,50 @@ async function prepare(mode: 'aged' | 'base', file: string, dataDir: string): Pr
   return snapshot.byteLength
 }
 
-async function measure(mode: 'aged' | 'base', users: number, file: string, dataDir: string) {
-  const docBytes = await prepare(mode, file, dataDir)
+/** What the real switch did (`compact`). */
+export interface CompactResult {
+  readonly compactSeconds: number
+  readonly clientIdsBefore: number
+  readonly clientIdsAfter: number
+  readonly bytesBefore: number
+  readonly bytesAfter: number
+}
+
+/**
+ * The real switch on the aged site's data dir (`server.compactHistory()`):
+ * what a new generation leaves on disk is what `compacted` then opens.
+ */
+async function compact(file: string, dataDir: string): Promise<CompactResult> {
+  await prepare('aged', file, dataDir)
+  const server = await createServer({
+    store: await openLevelStore(join(dataDir, 'server')),
+    listen: false,
+    siteKey: 'aging-compact',
+  })
+  const started = performance.now()
+  const result = await server.compactHistory()
+  const compactSeconds = (performance.now() - started) / 1000
+  await server.close()
+  return {
+    compactSeconds,
+    clientIdsBefore: result.clientIdsBefore,
+    clientIdsAfter: result.clientIdsAfter,
+    bytesBefore: result.bytesBefore,
+    bytesAfter: result.bytesAfter,
+  }
+}
+
+async function measure(mode: AgingMode, users: number, file: string, dataDir: string) {
+  const prepared = await prepare(mode, file, dataDir)
+  // Measured as it is: the server's automatic generation (issue 13) must
+  // not start while the aged site is measured.
+  ;(limits as { generationClientIdsMax: number }).generationClientIdsMax = Number.MAX_SAFE_INTEGER
+  ;(limits as { generationDeletedItemsMin: number }).generationDeletedItemsMin =
+    Number.MAX_SAFE_INTEGER
   const before = await settledHeap()
   const siteKey = randomBytes(16).toString('hex')
   const opened = performance.now()
+  const openCpu = process.cpuUsage()
   const server = await createServer({
     store: await openLevelStore(join(dataDir, 'server')),
     host: '127.0.0.1',
@@ -144,21 +224,31 @@ async function measure(mode: 'aged' | 'base', users: number, file: string, dataD
     siteKey,
   })
   const openSeconds = (performance.now() - opened) / 1000
+  const openCpuSeconds = cpuSecondsSince(openCpu)
+  const docBytes = prepared ?? server.replica.storedDocumentBytes()
   if (server.users.get(recordId(users - 1)) === undefined) throw new Error('last user missing')
   const heapUsedBytes = (await settledHeap()) - before
   const doc = server.replica.doc
   const stateVector = Y.encodeStateVector(doc)
   const encodeStarted = performance.now()
+  const encodeCpu = process.cpuUsage()
   Y.encodeStateAsUpdate(doc)
   const encodeMs = performance.now() - encodeStarted
+  const encodeCpuMs = cpuSecondsSince(encodeCpu) * 1000
   const times: number[] = []
+  // CPU time of the process for the edits (this thread, LevelDB's and the
+  // workers'): steadier than wall time on a loaded machine.
+  const cpuBefore = process.cpuUsage()
   for (let i = 0; i < EDITS; i++) {
     const started = performance.now()
     await server.users.patch(recordId((i * 31) % users), { title: `Edit ${i}` })
     times.push(performance.now() - started)
   }
+  const cpu = process.cpuUsage(cpuBefore)
+  const editCpuMs = (cpu.user + cpu.system) / 1000 / EDITS
   times.sort((a, b) => a - b)
   const syncStarted = performance.now()
+  const syncCpu = process.cpuUsage()
   const device = await createDevice({
     id: 'aging-device',
     dataDir: join(dataDir, 'device'),
@@ -178,6 +268,7 @@ async function measure(mode: 'aged' | 'base', users: number, file: string, dataD
     clearInterval(progress)
   }
   const fullSyncSeconds = (performance.now() - syncStarted) / 1000
+  const fullSyncCpuSeconds = cpuSecondsSince(syncCpu)
   if (device.users.get(recordId(users - 1)) === undefined) throw new Error('device lacks users')
   await device.close()
   const result: AgingResult = {
@@ -190,8 +281,12 @@ async function measure(mode: 'aged' | 'base', users: number, file: string, dataD
     openSeconds,
     editP50Ms: percentile(times, 50),
     editP99Ms: percentile(times, 99),
+    editCpuMs,
     encodeMs,
     fullSyncSeconds,
+    openCpuSeconds,
+    encodeCpuMs,
+    fullSyncCpuSeconds,
   }
   await server.close()
   return result
@@ -215,8 +310,16 @@ async function main(): Promise<void> {
     return
   }
   const [file, dataDir] = rest
-  if ((mode !== 'aged' && mode !== 'base') || file === undefined || dataDir === undefined) {
-    console.error('usage: aging-child.ts <aged|base> <users> <file> <dataDir>')
+  if (mode === 'compact' && file !== undefined && dataDir !== undefined) {
+    emitResult({ ...(await compact(file, dataDir)) })
+    return
+  }
+  if (
+    (mode !== 'aged' && mode !== 'base' && mode !== 'compacted') ||
+    file === undefined ||
+    dataDir === undefined
+  ) {
+    console.error('usage: aging-child.ts <aged|base|compact|compacted> <users> <file> <dataDir>')
     process.exit(2)
   }
   emitResult({ ...(await measure(mode, users, file, dataDir)) })

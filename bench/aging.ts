@@ -11,7 +11,7 @@
  * costs.
  */
 import { join } from 'node:path'
-import type { AgingResult } from './aging-child.js'
+import type { AgingResult, CompactResult } from './aging-child.js'
 import {
   mb,
   printTable,
@@ -40,8 +40,12 @@ const ROWS: ReadonlyArray<readonly [string, Figure, (n: number) => number | stri
   ['open the data dir (s)', 'openSeconds', (n) => round(n)],
   ['one edit p50 (ms)', 'editP50Ms', (n) => round(n)],
   ['one edit p99 (ms)', 'editP99Ms', (n) => round(n)],
+  ['one edit, CPU (ms, mean)', 'editCpuMs', (n) => round(n, 2)],
   ['encode the whole document (ms)', 'encodeMs', (n) => round(n, 1)],
   ['full sync to a fresh device (s)', 'fullSyncSeconds', (n) => round(n)],
+  ['open the data dir, CPU (s)', 'openCpuSeconds', (n) => round(n)],
+  ['encode the whole document, CPU (ms)', 'encodeCpuMs', (n) => round(n, 1)],
+  ['full sync, CPU of both sides (s)', 'fullSyncCpuSeconds', (n) => round(n)],
 ]
 
 /** The aging bench. */
@@ -65,7 +69,20 @@ export const agingBench: Bench = {
       ])
       console.error(`aging: built in ${round(built.seconds, 1)} s`)
       const results: AgingResult[] = []
-      for (const mode of ['aged', 'base'] as const) {
+      let switched: CompactResult | undefined
+      for (const mode of ['aged', 'compacted', 'base'] as const) {
+        if (mode === 'compacted') {
+          console.error('aging: server.compactHistory() on the aged data dir ...')
+          switched = await runChild<CompactResult>('aging-child.ts', [
+            'compact',
+            String(users),
+            file,
+            join(dir, mode),
+          ])
+          console.error(
+            `aging: compactHistory ${round(switched.compactSeconds, 1)} s, ${switched.clientIdsBefore} -> ${switched.clientIdsAfter} clientIDs`,
+          )
+        }
         console.error(`aging: measuring ${mode} ...`)
         results.push(
           await runChild<AgingResult>(
@@ -75,15 +92,24 @@ export const agingBench: Bench = {
           ),
         )
       }
-      const [aged, base] = results as [AgingResult, AgingResult]
+      const [aged, compacted, base] = results as [AgingResult, AgingResult, AgingResult]
       printTable(
-        `Aging: ${users.toLocaleString('en')} live users after ${overwrites.toLocaleString('en')} overwrites and ${clients.toLocaleString('en')} retired clientIDs`,
-        ['figure', 'aged', 'generation base', 'aged / base'],
+        `Aging: ${users.toLocaleString('en')} live users after ${overwrites.toLocaleString('en')} overwrites and ${clients.toLocaleString('en')} retired clientIDs; compactHistory took ${round(switched?.compactSeconds ?? NaN, 1)} s`,
+        [
+          'figure',
+          'aged',
+          'after a new generation',
+          'fresh site (base)',
+          'aged / fresh',
+          'new generation / fresh',
+        ],
         ROWS.map(([label, key, show]) => [
           label,
           show(aged[key]),
+          show(compacted[key]),
           show(base[key]),
           ratioText(aged[key] / base[key]),
+          ratioText(compacted[key] / base[key]),
         ]),
       )
       return {
@@ -91,9 +117,14 @@ export const agingBench: Bench = {
         overwrites,
         clients,
         buildSeconds: round(built.seconds, 1),
+        compactSeconds: round(switched?.compactSeconds ?? NaN, 1),
         aged,
+        compacted,
         base,
         ratios: Object.fromEntries(ROWS.map(([, key]) => [key, round(aged[key] / base[key])])),
+        generationRatios: Object.fromEntries(
+          ROWS.map(([, key]) => [key, round(compacted[key] / base[key])]),
+        ),
       }
     })
   },

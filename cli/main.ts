@@ -14,6 +14,7 @@ import { usersCommand } from './users-command.js'
 import { exportCommand } from './export-command.js'
 import { importCommand } from './import-command.js'
 import { benchCommand } from './bench-command.js'
+import { compactCommand } from './compact-command.js'
 
 /** One command of the CLI. */
 export interface Command {
@@ -32,6 +33,7 @@ const commands: Record<string, Command> = {
   export: exportCommand,
   import: importCommand,
   bench: benchCommand,
+  compact: compactCommand,
 }
 
 const usage = (): string =>

@@ -14,6 +14,7 @@ import { fromWire, toWire } from '../server-peer/http-api.js'
 import { CliError } from './args.js'
 import { openServerData } from './open-peer.js'
 import type { ExportRequest, PreparedExport } from '../server-peer/export-users.js'
+import type { CompactionResult } from '../server-peer/generations.js'
 
 /** The roster operations the CLI needs, wherever the roster is. */
 export interface RosterAccess {
@@ -29,6 +30,8 @@ export interface RosterAccess {
   approve(id: string): Promise<boolean>
   /** Prepares an export (`server.exportUsers`, `POST /api/exports`). */
   exportUsers(request: ExportRequest): Promise<PreparedExport>
+  /** Starts a new generation (`server.compactHistory`, `POST /api/generations`). */
+  compactHistory(): Promise<CompactionResult>
   close(): Promise<void>
 }
 
@@ -66,6 +69,7 @@ export async function openRoster(opts: {
     revoke: (id) => server.devices.revoke(id),
     approve: (id) => server.devices.approve(id),
     exportUsers: (request) => server.exportUsers(request),
+    compactHistory: () => server.compactHistory(),
     close: () => server.close(),
   }
 }
@@ -170,6 +174,7 @@ function httpAccess(base: string, token: string): RosterAccess {
       return true
     },
     exportUsers: (request) => httpExport(base, token, request),
+    compactHistory: async () => (await call('POST', '/api/generations')) as CompactionResult,
     close: async () => undefined,
   }
 }

@@ -4,6 +4,7 @@
  * returning) do not all retry in the same instant. Pure: the random number
  * comes in.
  */
+import { createHash } from 'node:crypto'
 import { netLimits } from './limits.js'
 
 /**
@@ -34,4 +35,16 @@ export function restartReconnectDelayMs(random: number): number {
 /** `random` forced into [0, 1): a bad random source must not make a delay negative or huge. */
 function clampUnit(random: number): number {
   return Number.isFinite(random) ? Math.min(Math.max(random, 0), 1 - Number.EPSILON) : 0.5
+}
+
+/**
+ * The delay before reconnecting after the server closed with 4412 (a new
+ * generation, issue 13): hash(deviceId) mod `generationMoveSpreadMs`. Each
+ * device comes back at its own fixed point of the spread, so a site's
+ * devices make their one full sync of the new generation spread evenly
+ * over it, never all at once, whatever their random sources do.
+ */
+export function generationMoveDelayMs(deviceId: string): number {
+  const digest = createHash('sha256').update(deviceId).digest()
+  return digest.readUInt32BE(0) % netLimits.generationMoveSpreadMs
 }

@@ -55,6 +55,8 @@ export type ErrorCode =
   | 'EXPORT_SITE_KEY_REQUIRED'
   | 'CERTIFICATE_EXPIRED'
   | 'CERTIFICATE_REVOKED'
+  // Issue 13: generations
+  | 'GENERATION_CHANGED'
 
 /** Base class: every error rostersync raises on purpose carries a `code`. */
 export class RostersyncError extends Error {
@@ -464,5 +466,17 @@ export class CertificateRevokedError extends RostersyncError {
       'CERTIFICATE_REVOKED',
       `the certificate of device ${excerpt(deviceId)} is for a key its server has reset`,
     )
+  }
+}
+
+/**
+ * The peer is on another generation of the site's document (issue 13,
+ * history compaction): nothing is exchanged across generations; the one
+ * on the older generation moves (one full sync) when it reaches its
+ * server. Close code 4412.
+ */
+export class GenerationChangedError extends RostersyncError {
+  constructor(message: string) {
+    super('GENERATION_CHANGED', message)
   }
 }

@@ -25,6 +25,9 @@ export const EVENT_TYPES = [
   'user-signed-in',
   'users-exported',
   'users-imported',
+  // Issue 13: generations
+  'history-compacted',
+  'generation-moved',
 ] as const
 /** One event type. */
 export type EventType = (typeof EVENT_TYPES)[number]

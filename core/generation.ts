@@ -77,7 +77,10 @@ export function generationBase(doc: Y.Doc, options: GenerationOptions): Generati
     ? doc.getMap<unknown>(usersRootName(SERVER_ID))
     : undefined
   const epochOf = (user: string): number => asServerEntry(serverUsers?.get(user))?.e ?? 0
-  const updates: Uint8Array[] = []
+  // One document, each root written in its own transaction under its own
+  // clientID (Yjs takes the document's clientID per item): no per-root
+  // update to merge afterwards, which cost as much again as the writes.
+  const base = new Y.Doc({ gc: true })
   const clientIds = new Set<number>()
   let entries = 0
   let voidEntries = 0
@@ -107,18 +110,16 @@ export function generationBase(doc: Y.Doc, options: GenerationOptions): Generati
     const clientId = options.clientIdFor(root)
     if (clientIds.has(clientId)) throw new Error(`clientID ${clientId} given for two roots`)
     clientIds.add(clientId)
-    const part = new Y.Doc({ gc: true })
-    part.clientID = clientId
-    const map = part.getMap<unknown>(root)
-    part.transact(() => {
+    base.clientID = clientId
+    const map = base.getMap<unknown>(root)
+    base.transact(() => {
       for (const [key, value] of kept) map.set(key, value)
     })
-    updates.push(Y.encodeStateAsUpdate(part))
-    part.destroy()
     entries += kept.length
     roots++
   }
-  const update = updates.length === 0 ? Y.encodeStateAsUpdate(new Y.Doc()) : Y.mergeUpdates(updates)
+  const update = Y.encodeStateAsUpdate(base)
+  base.destroy()
   return {
     update,
     stats: {

@@ -41,6 +41,23 @@ export const limits = {
   updatesBeforeCompactionMax: 1_000,
   /** Idle time of the write queue before a due compaction runs, ms. */
   compactionIdleMs: 1_000,
+  // Issue 13: generations (history compaction, server-peer/generations.ts)
+  /**
+   * The server starts a new generation by itself once its document's state
+   * vector names more clientIDs than this (every edit pays for each:
+   * yjs#415), checked when the write queue is idle.
+   */
+  generationClientIdsMax: 2_000,
+  /**
+   * ... or once the document holds this many times more deleted items
+   * (history) than live ones, with at least `generationDeletedItemsMin`
+   * deleted items.
+   */
+  generationHistoryRatioMax: 4,
+  /** Deleted items below which history alone never starts a generation. */
+  generationDeletedItemsMin: 100_000,
+  /** How often the server looks whether a new generation is due, ms (off the hot path). */
+  generationCheckIntervalMs: 10 * 60_000,
   /**
    * Appended updates after which the log is compacted at once, idle or not,
    * once it also holds 1/`updateLogToSnapshotRatioIdleMin` of the
@@ -405,6 +422,13 @@ export const netLimits = {
    * back spread over this long, not all in the same second. At least 30 s.
    */
   reconnectAfterRestartSpreadMs: 45_000,
+  /**
+   * After the server closes a link with 4412 (a new generation), a device
+   * reconnects (and makes its one full sync of the new generation) after
+   * a delay of hash(deviceId) mod this: a site's 1,000 devices fetch the
+   * roster spread over this long, each at its own fixed point of it.
+   */
+  generationMoveSpreadMs: 120_000,
   /**
    * Refused updates per device whose content the server remembers as
    * missing (`deviceToServer` stays `failed` until it arrives, or the

@@ -42,8 +42,17 @@ export type Message =
       readonly type: 'signed-step2' | 'signed-update'
       readonly envelopes: readonly Uint8Array[]
     }
-  /** The server's public key and, for a device that joined with a key, its certificate. */
-  | { readonly type: 'hello'; readonly serverKey: Uint8Array; readonly certificate: Uint8Array }
+  /**
+   * The server's public key and, for a device that joined with a key, its
+   * certificate; then the server's signed generation statement
+   * (core/generation-statement.ts), empty for a site's first generation.
+   */
+  | {
+      readonly type: 'hello'
+      readonly serverKey: Uint8Array
+      readonly certificate: Uint8Array
+      readonly generation?: Uint8Array
+    }
 
 /** Bytes `n` takes as a varUint. */
 export function varUintBytes(n: number): number {
@@ -122,6 +131,10 @@ function encodeSmall(message: Message): Uint8Array {
       encoding.writeVarUint(e, MessageType.hello)
       encoding.writeVarUint8Array(e, message.serverKey)
       encoding.writeVarUint8Array(e, message.certificate)
+      // Issue 13: the generation statement, when there is one (a hello
+      // without it is a site's first generation, as before).
+      if (message.generation !== undefined && message.generation.byteLength > 0)
+        encoding.writeVarUint8Array(e, message.generation)
       break
     default:
       throw new Error(`encodeSmall: ${message.type}`)
@@ -174,12 +187,12 @@ function readMessage(d: decoding.Decoder): Message {
       for (let i = 0; i < count; i++) envelopes.push(decoding.readVarUint8Array(d))
       return { type: sub === SignedType.step2 ? 'signed-step2' : 'signed-update', envelopes }
     }
-    case MessageType.hello:
-      return {
-        type: 'hello',
-        serverKey: decoding.readVarUint8Array(d),
-        certificate: decoding.readVarUint8Array(d),
-      }
+    case MessageType.hello: {
+      const serverKey = decoding.readVarUint8Array(d)
+      const certificate = decoding.readVarUint8Array(d)
+      if (!decoding.hasContent(d)) return { type: 'hello', serverKey, certificate }
+      return { type: 'hello', serverKey, certificate, generation: decoding.readVarUint8Array(d) }
+    }
     default:
       throw new MalformedMessageError(`unknown message type ${type}`)
   }
@@ -213,6 +226,13 @@ export const CloseCode = {
   refused: 1008,
   /** A message that does not decode (`MALFORMED_MESSAGE`). */
   malformed: 1007,
+  // Issue 13: generations
+  /**
+   * The site's document started a new generation, or the peer is on
+   * another one (`GENERATION_CHANGED`): a device reconnects after its
+   * spread delay and moves (one full sync).
+   */
+  generationChanged: 4412,
 } as const
 
 /** True for close codes after which a device must not retry on its own. */

@@ -18,6 +18,10 @@ import { SyncRounds, type Kind } from './device-sync/rounds.js'
 import { ServerExchange } from './device-sync/server-exchange.js'
 import { asSyncError, linkWait, PUSH_ROUNDS_MAX, refusedError } from './device-sync/sync-errors.js'
 import { SyncTimers } from './device-sync/timers.js'
+import { GenerationMove } from './device-sync/generation-move.js'
+import { moveGeneration } from './device-sync/move-round.js'
+import type { GenerationStatement } from '../core/generation-statement.js'
+import type { Connection } from '../core/transport.js'
 import type {
   DeviceSyncApi,
   DeviceSyncOptions,
@@ -63,6 +67,8 @@ export class DeviceSync implements DeviceSyncApi {
   private readonly timers: SyncTimers
   private persistedUseAt: number
   private closed = false
+  /** The generation this device is on, and its move to its server's (issue 13). */
+  private readonly generation: GenerationMove
   /** Callers of `whenReady` waiting for the first full sync. */
   private readyWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = []
   /** A full sync failed: the retry is a full sync too. */
@@ -82,11 +88,13 @@ export class DeviceSync implements DeviceSyncApi {
   ) {
     this.persisted = persisted
     this.persistedUseAt = persisted.lastUsedAt
+    this.generation = new GenerationMove(options.replica)
     this.link = options.link?.({
       paused: persisted.awaitingUse,
       onState: (state, detail) => this.onLinkState(state, detail),
       onConnected: (session) => this.onConnected(session),
       onError: (code, message) => this.onRemoteError(code, message),
+      onGeneration: (statement, connection) => this.onGeneration(statement, connection),
     })
     this.server = new ServerExchange(this.link, options)
     this.rounds = new SyncRounds(
@@ -232,28 +240,51 @@ export class DeviceSync implements DeviceSyncApi {
       const session = await this.server.session(automatic)
       this.server.clearRemoteError()
       const { replica } = this.options
+      // On another generation than its server's: move, push nothing old.
+      const moving = await this.generation.ensure()
       // A device that holds nothing yet gets the whole roster from the
       // first answer: clearing and fetching again would only repeat it.
       const empty = replica.doc.store.clients.size === 0
       // Push first: a full sync must not clear changes the server lacks.
-      const pushed = await this.server.push(session, () => {
-        // A delta has what it lacked once the first answer is durable here.
-        if (kind === 'delta') this.serverToDevice = { state: 'success', at: clock.now() }
-      })
-      this.deviceToServer = { state: 'success', at: clock.now() }
-      if (kind === 'full') {
+      const pushed = moving
+        ? undefined
+        : await this.server.push(session, () => {
+            // A delta has what it lacked once the first answer is durable here.
+            if (kind === 'delta') this.serverToDevice = { state: 'success', at: clock.now() }
+          })
+      // (The server's hello may have called for a move during the push.)
+      if (this.generation.pending) {
+        const at = await moveGeneration(this.generation, this.server, session, {
+          clock,
+          done: (when) => [...RECORD, this.afterFullSync(when)],
+          log: (event) => this.log(event),
+        })
+        this.persistedUseAt = at
+        if (!this.persisted.awaitingUse) this.persisted = this.afterFullSync(at)
+        this.fullPending = false
+        for (const w of this.readyWaiters.splice(0)) w.resolve()
+        this.serverToDevice = { state: 'success', at }
+        this.deviceToServer = { state: 'success', at }
+      } else if (pushed === undefined) {
+        throw new SyncError('SYNC_FAILED', 'the generation move did not start')
+      } else if (kind === 'full') {
+        this.deviceToServer = { state: 'success', at: clock.now() }
         // One reading of the clock: the status and the record say the same time.
         const at = empty ? this.fullSyncFetched() : await this.refetch(session, pushed)
         this.fullPending = false
         // The fetch is durable and the device offline-ready: whenReady() holds.
         for (const w of this.readyWaiters.splice(0)) w.resolve()
         this.serverToDevice = { state: 'success', at }
+      } else {
+        this.deviceToServer = { state: 'success', at: clock.now() }
       }
       this.timers.resetBackoff()
       this.failingWith = undefined
       if (!quiet || outage) await this.log({ type: 'sync-succeeded', kind })
       this.scheduleDelta()
     } catch (cause) {
+      // An unfinished move is undone: the old generation is loaded again.
+      await this.generation.abandon().catch(() => undefined)
       // A refusal from the server (it closes the link with the error's
       // code, after an error message) is the cause: say which.
       const refusal = this.server.remoteError
@@ -401,6 +432,20 @@ export class DeviceSync implements DeviceSyncApi {
     this.persistedUseAt = this.persisted.lastUsedAt
     this.serverToDevice = NOT_STARTED
     this.deviceToServer = NOT_STARTED
+  }
+
+  /**
+   * The server's hello named its generation: a device on another one stages
+   * its move before anything else of the connection is handled, and the
+   * next round completes it (at most one full sync per generation; a
+   * delta round, so that no second full sync queues behind it).
+   */
+  private async onGeneration(
+    statement: GenerationStatement | undefined,
+    connection: Connection,
+  ): Promise<void> {
+    if (!(await this.generation.learnOn(statement, connection)) || this.closed) return
+    this.rounds.run('delta', false, true).catch(() => undefined)
   }
 
   // ---- link events ----------------------------------------------------------

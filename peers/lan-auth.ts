@@ -24,6 +24,7 @@ import * as encoding from 'lib0/encoding'
 import { REVOCATIONS_ROOT } from '../core/entries.js'
 import {
   AuthFailedError,
+  GenerationChangedError,
   MalformedMessageError,
   MessageTooLargeError,
   RostersyncError,
@@ -40,6 +41,14 @@ import {
   type Certificate,
 } from '../core/signing.js'
 import type { CloseInfo, Connection } from '../core/transport.js'
+import {
+  decodeGenerationStatement,
+  FIRST_GENERATION,
+  sameGeneration,
+  verifyGeneration,
+  type Generation,
+} from '../core/generation-statement.js'
+import { deviceGeneration, deviceGenerationStatement } from './device-sync/generation-move.js'
 import { siteOf } from './identity.js'
 import type { DeviceSigning } from './signed-link.js'
 import { closeReason, refusalClose } from './sync-session.js'
@@ -59,12 +68,21 @@ export interface LinkEnds {
   readonly remote: string
 }
 
-/** Encodes a `lan-auth` frame: the certificate, then the proof. */
-export function encodeLanAuth(cert: Certificate, proof: Uint8Array): Uint8Array {
+/**
+ * Encodes a `lan-auth` frame: the certificate, the proof, then the
+ * server's statement of the generation this device is on (issue 13), left
+ * out for a site's first generation.
+ */
+export function encodeLanAuth(
+  cert: Certificate,
+  proof: Uint8Array,
+  generation?: Uint8Array,
+): Uint8Array {
   const e = encoding.createEncoder()
   encoding.writeVarUint(e, LAN_AUTH_MESSAGE)
   encoding.writeVarUint8Array(e, encodeCertificate(cert))
   encoding.writeVarUint8Array(e, proof)
+  if (generation !== undefined) encoding.writeVarUint8Array(e, generation)
   return encoding.toUint8Array(e)
 }
 
@@ -73,15 +91,20 @@ export function isLanAuthFrame(bytes: Uint8Array): boolean {
   return bytes.byteLength > 0 && bytes[0] === LAN_AUTH_MESSAGE
 }
 
-function decodeLanAuth(bytes: Uint8Array): { cert: Certificate; proof: Uint8Array } {
+function decodeLanAuth(bytes: Uint8Array): {
+  cert: Certificate
+  proof: Uint8Array
+  generation: Uint8Array | undefined
+} {
   try {
     const d = decoding.createDecoder(bytes)
     if (decoding.readVarUint(d) !== LAN_AUTH_MESSAGE)
       throw new MalformedMessageError('not a lan-auth frame')
     const cert = decodeCertificate(decoding.readVarUint8Array(d))
     const proof = decoding.readVarUint8Array(d)
+    const generation = decoding.hasContent(d) ? decoding.readVarUint8Array(d) : undefined
     if (decoding.hasContent(d)) throw new MalformedMessageError('lan-auth: trailing bytes')
-    return { cert, proof }
+    return { cert, proof, generation }
   } catch (error) {
     if (error instanceof RostersyncError) throw error
     throw new MalformedMessageError('lan-auth frame does not decode', error)
@@ -113,18 +136,47 @@ export function checkLanAuth(
   return cert
 }
 
+/**
+ * Checks that a LAN peer (its `lan-auth` frame, admitted) is on this
+ * device's generation (issue 13): nothing is exchanged across generations,
+ * nor with a device in the middle of its move (`GENERATION_CHANGED`, close
+ * 4412). The peer's statement must be its server's (`SIGNATURE_INVALID`).
+ * The older side moves when it reaches its server (its hello says so).
+ */
+export function checkLanGeneration(signing: DeviceSigning, bytes: Uint8Array): void {
+  const serverKey = signing.identity.serverKey
+  if (serverKey === undefined) return
+  const { generation } = decodeLanAuth(bytes)
+  let theirs: Generation = FIRST_GENERATION
+  if (generation !== undefined) {
+    const statement = decodeGenerationStatement(generation)
+    verifyGeneration(statement, serverKey, siteOf(serverKey))
+    theirs = statement
+  }
+  const { replica } = signing
+  if (replica.movingGeneration)
+    throw new GenerationChangedError('this device is moving to a new generation')
+  const ours = deviceGeneration(replica)
+  if (!sameGeneration(ours, theirs))
+    throw new GenerationChangedError(
+      `the LAN peer is on generation ${theirs.n}, this device on ${ours.n}: the older one moves when it reaches its server`,
+    )
+}
+
 /** This device's `lan-auth` frame for a link, or undefined without a certificate. */
 function ownFrame(signing: DeviceSigning, ends: LinkEnds): Uint8Array | undefined {
   const { identity } = signing
   const cert = identity.certificate
   const serverKey = identity.serverKey
   if (cert === undefined || serverKey === undefined) return undefined
-  return encodeLanAuth(cert, signLanProof(identity.key, siteOf(serverKey), ends.self, ends.remote))
+  const proof = signLanProof(identity.key, siteOf(serverKey), ends.self, ends.remote)
+  return encodeLanAuth(cert, proof, deviceGenerationStatement(signing.replica))
 }
 
 /** The close code of a refusal at the LAN's door. */
 function closeCodeOf(error: RostersyncError): number {
   if (error.code === 'PEER_REVOKED') return CloseCode.revoked
+  if (error.code === 'GENERATION_CHANGED') return CloseCode.generationChanged
   if (
     error.code === 'AUTH_FAILED' ||
     error.code === 'SIGNATURE_INVALID' ||
@@ -212,12 +264,19 @@ export function guardLanLink(
       if (error instanceof RostersyncError) refuse(error)
     }
   }
+  // A move to a new generation replaces the document too: nothing of this
+  // link (the old generation's) may reach the staged one.
+  const onReset = (): void => {
+    if (replica.movingGeneration)
+      refuse(new GenerationChangedError('this device is moving to a new generation'))
+  }
   revocations.observe(onRevocation)
   const offReset = replica.onReset(() => {
     revocations.unobserve(onRevocation)
     revocations = replica.doc.getMap(REVOCATIONS_ROOT)
     revocations.observe(onRevocation)
     onRevocation()
+    onReset()
   })
   // This device's renewed certificate goes to the peer on the open link.
   const offCertificate = signing.identity.onCertificate(() => {
@@ -275,6 +334,7 @@ export function guardLanLink(
       if (!isLanAuthFrame(bytes)) return
       try {
         peer = checkLanAuth(signing, bytes, ends)
+        checkLanGeneration(signing, bytes)
       } catch (error) {
         if (error instanceof RostersyncError) refuse(error)
         else refuse(new MalformedMessageError('lan-auth frame does not decode', error))

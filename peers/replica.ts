@@ -52,8 +52,10 @@ import type {
   WriteContext,
 } from './replica/types.js'
 import { UpdateLog } from './replica/update-log.js'
+import { switchGeneration, type NewGeneration } from './replica/generation-switch.js'
 import { WriteQueue } from './replica/write-queue.js'
 
+export type { NewGeneration } from './replica/generation-switch.js'
 export {
   LOCAL_ORIGIN,
   REMOTE_ORIGIN,
@@ -386,8 +388,11 @@ export class Replica {
    * Makes a staged wipe durable, with peer-local `records` in the same
    * batch, and releases the writes it held; resolves once on disk.
    */
-  commitWipe(records: ReadonlyArray<readonly [string, string, unknown]> = []): Promise<void> {
-    return this.endWipe({ commit: true, records })
+  commitWipe(
+    records: ReadonlyArray<readonly [string, string, unknown]> = [],
+    carry?: (ctx: WriteContext) => void,
+  ): Promise<void> {
+    return this.endWipe({ commit: true, records, ...(carry === undefined ? {} : { carry }) })
   }
 
   /** Undoes a staged wipe (the stored state is reloaded) and releases the writes it held. */
@@ -420,6 +425,38 @@ export class Replica {
    */
   deferCompaction(): () => void {
     return this.compactor.defer()
+  }
+
+  /**
+   * Replaces the document by a new generation's base, durably, in one
+   * atomic store batch (peers/replica/generation-switch.ts); `switched`
+   * runs synchronously once memory holds it, before any other batch.
+   */
+  switchGeneration<T>(
+    build: (doc: Y.Doc) => NewGeneration<T>,
+    switched: (result: T) => void,
+  ): Promise<T> {
+    const { status, log, document, local, queue, intake } = this
+    const parts = {
+      clock: this.options.clock,
+      events: this.journal,
+      rollback: () => this.rollback(),
+    }
+    return switchGeneration(
+      { ...parts, status, log, document, local, queue, intake },
+      build,
+      switched,
+    )
+  }
+
+  /** True while a move to another generation is staged (WipeOptions.generation). */
+  get movingGeneration(): boolean {
+    return this.log.stagedWipe?.generation === true
+  }
+
+  /** Bytes of the stored document: its snapshot and the update log since. */
+  storedDocumentBytes(): number {
+    return this.log.snapshotSize + this.log.bytes
   }
 
   /** Compacts now (used by close and by tests). */

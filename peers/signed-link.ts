@@ -43,6 +43,11 @@ import {
   type Envelope,
 } from '../core/signing.js'
 import { encodeClientsDiff, restrictUpdate } from '../core/update-parts.js'
+import {
+  decodeGenerationStatement,
+  verifyGeneration,
+  type GenerationStatement,
+} from '../core/generation-statement.js'
 import { scanUpdate, type UpdateRanges } from '../core/update-scan.js'
 import type { EnvelopeLog } from './envelope-log.js'
 import { siteOf, type Identity } from './identity.js'
@@ -320,6 +325,10 @@ export class DeviceSigning {
       open: (bytes) => this.open(bytes),
       applied: (opened) => {
         if (!opened.fresh || opened.writer === this.options.writerId) return
+        // A move to a new generation stores nothing it receives before its
+        // commit (a crash would leave the new generation's envelopes beside
+        // the old document, offered to old-generation LAN peers).
+        if (replica.movingGeneration) return
         log.add(opened.bytes, opened, opened.ranges.to)
         for (const [id, relay] of this.links) if (id !== connectionId) relay([opened.bytes])
       },
@@ -430,7 +439,12 @@ export function serverLinkSigning(options: {
 }): {
   joinParams: () => Record<string, string>
   signed: (connectionId: string) => (send: (envelopes: Uint8Array[]) => void) => SignedLink
-  onHello: (serverKey: Uint8Array, certificate: Uint8Array, connection: Connection) => Promise<void>
+  onHello: (
+    serverKey: Uint8Array,
+    certificate: Uint8Array,
+    connection: Connection,
+    generation: Uint8Array | undefined,
+  ) => Promise<GenerationStatement | undefined>
 } {
   const { identity, deviceId } = options
   return {
@@ -444,7 +458,7 @@ export function serverLinkSigning(options: {
       }
     },
     signed: (connectionId) => (send) => options.signing.link(connectionId, send, false),
-    async onHello(serverKey, certificate, connection) {
+    async onHello(serverKey, certificate, connection, generation) {
       const pinned = identity.serverKey
       const expected = options.expectedServerKey
       if (
@@ -464,6 +478,11 @@ export function serverLinkSigning(options: {
       )
         throw new SignatureInvalidError("the server's certificate is not this device's")
       await identity.pinServer(serverKey, cert)
+      if (generation === undefined) return undefined
+      // The server's generation (issue 13), checked with the key pinned.
+      const statement = decodeGenerationStatement(generation)
+      verifyGeneration(statement, serverKey, siteOf(serverKey))
+      return statement
     },
   }
 }

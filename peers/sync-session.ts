@@ -98,8 +98,18 @@ export interface SessionOptions {
    * refused. Built by `link(send)` once the session can send.
    */
   readonly signed?: (send: (envelopes: Uint8Array[]) => void) => SignedLink
-  /** The server's hello (its key and this device's certificate); throw to refuse the link. */
-  readonly onHello?: (serverKey: Uint8Array, certificate: Uint8Array) => Promise<void>
+  /**
+   * The server's hello (its key, this device's certificate, and the
+   * server's generation statement when its site has one); throw to refuse
+   * the link. Until it is handled, the link forwards nothing of this side
+   * (the exchange after it carries the changes): a device on another
+   * generation than its server's must send nothing of its old one.
+   */
+  readonly onHello?: (
+    serverKey: Uint8Array,
+    certificate: Uint8Array,
+    generation: Uint8Array | undefined,
+  ) => Promise<void>
 }
 
 /** What the other side holds, as its answer to our step 1 told us. */
@@ -161,6 +171,8 @@ export function startSession(options: SessionOptions): SyncSession {
   let pumping: Promise<void> = Promise.resolve()
   let pumpRunning = false
   let stopped = false
+  /** A server link forwards nothing before the server's hello is handled (see onHello). */
+  let helloHandled = options.onHello === undefined
   /** Callers of requestSync waiting for the other side's step 1, oldest first. */
   const waiting: Array<{
     resolve: (answer: SyncAnswer) => void
@@ -181,7 +193,7 @@ export function startSession(options: SessionOptions): SyncSession {
       ? () => undefined
       : replica.onUpdate(
           (told) => {
-            if (told.from === connection.id || !connection.open) return
+            if (told.from === connection.id || !connection.open || !helloHandled) return
             const signed = signedNow()
             if (signed === undefined) {
               // A link that must sign and cannot yet sends nothing: the
@@ -243,6 +255,9 @@ export function startSession(options: SessionOptions): SyncSession {
         // that verifies in line keeps its order of turns exactly.
         const result = signed.open(bytes)
         opened = result instanceof Promise ? await result : result
+        // Nothing more of a closed link is applied (it may have closed
+        // while the signature was checked: a new generation, a revoke).
+        if (stopped || !connection.open) return
       } catch (error) {
         if (!(error instanceof RostersyncError) || signed.relayed?.(bytes) !== true) throw error
         // Another writer's envelope this peer only relays: refused by name,
@@ -348,7 +363,8 @@ export function startSession(options: SessionOptions): SyncSession {
         return
       case 'hello':
         if (options.onHello === undefined) return
-        await options.onHello(message.serverKey, message.certificate)
+        await options.onHello(message.serverKey, message.certificate, message.generation)
+        helloHandled = true
         return
       case 'error':
         options.onRemoteError?.(message.code, message.message)
@@ -367,6 +383,9 @@ export function startSession(options: SessionOptions): SyncSession {
     try {
       await handle(message)
     } catch (error) {
+      // A link closed meanwhile (a new generation, a revoke, a replaced
+      // session) refuses nothing more: what failed was for it alone.
+      if (stopped || !connection.open) return
       const update =
         message.type === 'sync-step2' || message.type === 'sync-update' ? message.update : undefined
       if (error instanceof RostersyncError) refuse(error, update)

@@ -16,7 +16,8 @@
  * `reconnectAfterRestartSpreadMs`, so a site's devices do not all come back
  * in the same second.
  */
-import { restartReconnectDelayMs, retryDelayMs } from '../core/backoff.js'
+import { generationMoveDelayMs, restartReconnectDelayMs, retryDelayMs } from '../core/backoff.js'
+import type { GenerationStatement } from '../core/generation-statement.js'
 import type { Clock } from '../core/clock.js'
 import type { RostersyncError } from '../core/errors.js'
 import { CloseCode, isFinalClose } from '../core/protocol.js'
@@ -64,9 +65,22 @@ export interface ServerLinkOptions {
   readonly joinParams?: () => Record<string, string>
   /** Signed writes on each connection (see SessionOptions.signed), by connection id. */
   readonly signed?: (connectionId: string) => NonNullable<SessionOptions['signed']>
+  /**
+   * The server's hello: checks its key and this device's certificate, and
+   * returns the server's generation statement (checked), if it sent one.
+   */
   readonly onHello?: (
     serverKey: Uint8Array,
     certificate: Uint8Array,
+    connection: Connection,
+    generation: Uint8Array | undefined,
+  ) => Promise<GenerationStatement | undefined>
+  /**
+   * The generation the server is on, from its hello (issue 13), handled
+   * before anything else of the connection: a device on another one moves.
+   */
+  readonly onGeneration?: (
+    statement: GenerationStatement | undefined,
     connection: Connection,
   ) => Promise<void>
 }
@@ -189,7 +203,11 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       }
       setState('disconnected', reason)
       schedule(
-        code === CloseCode.serverClosing ? restartReconnectDelayMs(options.random()) : undefined,
+        code === CloseCode.serverClosing
+          ? restartReconnectDelayMs(options.random())
+          : code === CloseCode.generationChanged
+            ? generationMoveDelayMs(options.deviceId)
+            : undefined,
       )
     })
     session = startSession({
@@ -202,8 +220,11 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       ...(options.onHello === undefined
         ? {}
         : {
-            onHello: (key: Uint8Array, cert: Uint8Array) =>
-              (options.onHello as NonNullable<ServerLinkOptions['onHello']>)(key, cert, conn),
+            onHello: async (key: Uint8Array, cert: Uint8Array, gen: Uint8Array | undefined) => {
+              const hello = options.onHello as NonNullable<ServerLinkOptions['onHello']>
+              const statement = await hello(key, cert, conn, gen)
+              await options.onGeneration?.(statement, conn)
+            },
           }),
       onRefused: (error: RostersyncError) => options.onError?.(error.code, error.message),
       onRemoteError: (code, message) => {

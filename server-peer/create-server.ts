@@ -27,6 +27,8 @@ import { adoptFills, applyPolicies, serverOps } from './server-ops.js'
 import { createSyncEndpoint, startSyncServer, type SyncServer } from './sync-server.js'
 import type { Connection } from '../core/transport.js'
 import { httpApi } from './http-api.js'
+import { Generations, type CompactionResult } from './generations.js'
+import type { Generation } from '../core/generation-statement.js'
 import { AdminConsole } from './admin-routes.js'
 import { prepareExport, type ExportRequest, type PreparedExport } from './export-users.js'
 import { limits, netLimits } from '../core/limits.js'
@@ -234,6 +236,20 @@ export interface ServerPeer {
   exportUsers(request: ExportRequest): Promise<PreparedExport>
   /** This server's public key, base64: the site every signature and export names. */
   readonly site: string
+  /**
+   * Starts a new generation of the site's document (issue 13, history
+   * compaction): the live state only, no history, no retired clientIDs;
+   * stored in one atomic batch with the generation record and the event
+   * `history-compacted`. Every device link is closed with 4412
+   * `GENERATION_CHANGED`; each device comes back after a delay of its own
+   * and moves with one full sync, keeping its delete marks, its
+   * device-specific values and its unsent edits. Also started by itself
+   * past `limits.generationClientIdsMax` / `generationHistoryRatioMax`
+   * (when listening), by `rostersync compact` and the admin page.
+   */
+  compactHistory(): Promise<CompactionResult>
+  /** The generation the site's document is on (`n` 0 before the first compaction). */
+  readonly generation: Generation
   /** Stops, makes everything durable, closes the store. */
   close(): Promise<void>
 }
@@ -309,8 +325,12 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   let api: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => {
     res.writeHead(503).end()
   }
+  // The generation statement every hello carries (bound below, once the
+  // generations exist: they close the endpoint's links).
+  let statementOf: () => Uint8Array | undefined = () => undefined
   const endpointOptions = {
     replica,
+    generation: () => statementOf(),
     schema: basics.schema,
     registry,
     siteKey,
@@ -336,6 +356,17 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     approveDevices: options.approveDevices === true,
   }
   const endpoint = createSyncEndpoint(endpointOptions)
+  const generations = new Generations({
+    replica,
+    identity,
+    clock: basics.clock,
+    closeLinks: (reason) => {
+      const closed = endpoint.connectedDevices().length
+      endpoint.closeAll(CloseCode.generationChanged, reason)
+      return closed
+    },
+  })
+  statementOf = () => generations.statement()
   let sync: SyncServer | undefined
   if (options.listen !== false) {
     try {
@@ -393,6 +424,10 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     },
     accept: (connection, url) => endpoint.accept(connection, url),
     site: siteOf(identity.publicKey),
+    compactHistory: () => generations.compactHistory(),
+    get generation() {
+      return generations.current()
+    },
     async exportUsers(request) {
       // Awaits what is queued first, so that an export made right after a
       // write holds it.
@@ -431,6 +466,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       return replica.write((ctx) => applyPolicies(policies, ctx))
     },
     async close() {
+      await generations.stop()
       admin.close()
       await sync?.close()
       endpoint.closeAll(CloseCode.serverClosing, 'server closing')
@@ -449,6 +485,10 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     setFieldPolicies: (policies) => peer.setFieldPolicies(policies),
   })
   api = httpApi(peer, adminToken, admin)
+  // Automatic generations, checked on a timer off the hot path; a server
+  // opened without listening (offline tools, the simulator) compacts only
+  // when asked.
+  if (options.listen !== false) generations.start()
   return peer
 }
 

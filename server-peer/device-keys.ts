@@ -104,6 +104,8 @@ export function certifyLink(options: {
   readonly deviceId: string
   readonly publicKey: Uint8Array
   readonly clock: Clock
+  /** The site's generation statement (issue 13), sent in every hello once there is one. */
+  readonly generation?: () => Uint8Array | undefined
 }): () => void {
   const { connection, clock } = options
   let timer: unknown
@@ -122,6 +124,9 @@ export function certifyLink(options: {
         type: 'hello',
         serverKey: options.key.publicKey,
         certificate: encodeCertificate(certificate),
+        ...(options.generation?.() === undefined
+          ? {}
+          : { generation: options.generation() as Uint8Array }),
       }),
     )
     timer = clock.setTimeout(hello, renewAfterMs())

@@ -33,6 +33,8 @@ import { checkCsrf, sameSecret, sessionIdOf } from './admin-sessions.js'
 import type { DeviceRecord } from './device-registry.js'
 import { searchFromQuery } from './user-search.js'
 import { serveExport, type ExportTarget } from './export-route.js'
+import type { CompactionResult } from './generations.js'
+import type { Generation } from '../core/generation-statement.js'
 
 /** What the API serves. */
 export interface HttpApiTarget {
@@ -48,6 +50,10 @@ export interface HttpApiTarget {
   readonly replica: { allUserIds(): readonly string[]; now(): number }
   /** `POST /api/exports` (server-peer/export-route.ts). */
   readonly exportUsers: ExportTarget['exportUsers']
+  /** `POST /api/generations`: a new generation of the document (issue 13). */
+  compactHistory(): Promise<CompactionResult>
+  /** `GET /api/generations`: the generation the document is on. */
+  readonly generation: Generation
 }
 
 const statusOf: Partial<Record<ErrorCode, number>> = {
@@ -188,6 +194,7 @@ const ROUTES: ReadonlyArray<{ readonly pattern: RegExp; readonly methods: readon
   { pattern: /^api\/policies\/preview$/, methods: ['GET'] },
   { pattern: /^api\/stream$/, methods: ['GET'] },
   { pattern: /^api\/exports$/, methods: ['POST'] },
+  { pattern: /^api\/generations$/, methods: ['GET', 'POST'] },
 ]
 
 /** Sign-in and sign-out: served before authentication (see admin-routes.ts). */
@@ -278,6 +285,8 @@ async function serve(
   if (resource === 'users') return serveUsers(target, admin, method, id, url, req, res)
   if (resource === 'exports')
     return serveExport(target, await readJson(req), res, target.replica.now())
+  if (resource === 'generations')
+    return reply(res, 200, method === 'POST' ? await target.compactHistory() : target.generation)
   if (resource === 'devices' && id === undefined) {
     refuseUnknownParams(url.searchParams, ['nameContains'], 'GET /api/devices')
     const nameContains = url.searchParams.get('nameContains') ?? undefined

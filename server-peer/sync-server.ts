@@ -56,6 +56,8 @@ export interface SyncEndpointOptions {
   readonly siteKey: string | undefined
   /** The room name devices use (the y-websocket room). */
   readonly room: string
+  /** The server's signed generation statement for each hello (issue 13); undefined at generation 0. */
+  readonly generation?: () => Uint8Array | undefined
   /** Signed writes (PROTOCOL.md): the server's keys and its registry of device keys. */
   readonly signing: {
     readonly identity: Identity
@@ -169,6 +171,7 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
               deviceId,
               publicKey: joined.publicKey,
               clock: signing.clock,
+              ...(options.generation === undefined ? {} : { generation: options.generation }),
             })
       const session = startSession({
         replica,

@@ -144,9 +144,10 @@ describe('rostersync --help', () => {
       'export',
       'import',
       'bench',
+      'compact',
     ])
       expect(help.stdout).toMatch(new RegExp(`^  ${name} `, 'm'))
-    for (const name of ['export', 'import', 'bench', 'device']) {
+    for (const name of ['export', 'import', 'bench', 'device', 'compact']) {
       const result = await cli([name, '--help'])
       expect(result.code).toBe(0)
       expect(result.stdout).toContain(`Usage: rostersync ${name}`)
@@ -223,6 +224,32 @@ describe("a device's data directory is never opened as a server's", () => {
     expect(result.stderr.trim().split('\n')).toHaveLength(1)
     expect(existsSync(join(dir, 'nope'))).toBe(false)
   })
+})
+
+describe('rostersync compact', () => {
+  it('starts a new generation through a running server, then on the stopped data directory', async () => {
+    const dir = await tempDir()
+    const srv = join(dir, 'srv')
+    const { proc } = await startServer(srv)
+    for (let i = 0; i < 5; i++)
+      expect(
+        (await cli(['users', 'add', `{"id":"u1","name":"Ann ${i}"}`, '--data', srv])).code,
+      ).toBe(0)
+    const online = await cli(['compact', '--data', srv, '--json'])
+    expect(online.stderr).toBe('')
+    expect(online.code).toBe(0)
+    expect(JSON.parse(online.stdout)).toMatchObject({ generation: 1, devicesClosed: 0 })
+    await proc.stop()
+    const offline = await cli(['compact', '--data', srv])
+    expect(offline.code).toBe(0)
+    expect(offline.stdout).toMatch(/^generation 2: /)
+    const events = await cli(['events', '--type', 'history-compacted', '--data', srv, '--json'])
+    expect(events.code).toBe(0)
+    expect(events.stdout.trim().split('\n')).toHaveLength(2)
+    const users = await cli(['users', 'get', 'u1', '--data', srv, '--json'])
+    expect(JSON.parse(users.stdout)).toMatchObject({ id: 'u1', name: 'Ann 4' })
+    expectRefused(await cli(['compact', '--data', join(dir, 'nowhere')]), 'no data directory')
+  }, 120_000)
 })
 
 describe('export and import', () => {

@@ -65,7 +65,10 @@ export interface DeviceSyncApi {
 
 /** The link handlers the controller needs; createDevice builds the link with them. */
 export type LinkFactory = (
-  handlers: Pick<ServerLinkOptions, 'onState' | 'onConnected' | 'onError' | 'paused'>,
+  handlers: Pick<
+    ServerLinkOptions,
+    'onState' | 'onConnected' | 'onError' | 'paused' | 'onGeneration'
+  >,
 ) => ServerLink
 
 /** Options of {@link DeviceSync}. */

@@ -85,7 +85,9 @@ export class BatchRunner {
     // lets readers in now, which under heavy device traffic is nearly
     // every batch, so answers do not wait for the disk.
     if (!captured.some((item) => item.origin === 'local')) gate.settle(true)
-    log.appendOps(captured, storeOps, deleteFree)
+    // A generation move keeps what it receives in memory until its commit
+    // stores the new document whole (WipeOptions.generation).
+    if (log.stagedWipe?.generation !== true) log.appendOps(captured, storeOps, deleteFree)
     if (captured.length > 0)
       storeOps.push({ type: 'put', key: keys.hlc, value: encodeValue(this.parts.hlc.peek()) })
     events.writeEventChunk(storeOps)
@@ -129,7 +131,12 @@ export class BatchRunner {
       op.reject(new WipeSkippedError())
       return
     }
-    const staged = options.staged === true
+    const staged = options.staged === true || options.generation === true
+    if (staged && this.parts.log.stagedWipe !== undefined) {
+      // One staged document at a time: the first must end first.
+      op.reject(new WipeSkippedError())
+      return
+    }
     if (staged && this.parts.status.closed) {
       // Nothing would end it: closing undoes a staged wipe only if it began.
       op.reject(new PeerClosedError())
@@ -156,7 +163,7 @@ export class BatchRunner {
       return
     }
     if (staged) {
-      log.stage(options.deletes === true)
+      log.stage(options.deletes === true, options.generation === true)
     } else {
       log.restartAt(log.nextSeq)
       if (options.deletes === true || options.local) local.clearDeleted()
@@ -205,7 +212,19 @@ export class BatchRunner {
       return
     }
     const ops: StoreOp[] = []
-    this.wipeOps(ops, staged.fromSeq, staged.deletes)
+    let snapshotBytes = 0
+    if (staged.generation) {
+      // The carried own writes and the whole new document, in this batch.
+      const ctx = writeContext(this.parts, ops)
+      const carry = end.carry
+      if (carry !== undefined) this.parts.document.doc.transact(() => carry(ctx), LOCAL_ORIGIN)
+      const snapshot = Y.encodeStateAsUpdate(this.parts.document.doc)
+      snapshotBytes = snapshot.byteLength
+      log.replaceOps(ops, snapshot)
+      local.wipeOps(ops, staged.deletes)
+    } else {
+      this.wipeOps(ops, staged.fromSeq, staged.deletes)
+    }
     local.recordOps(ops, end.records)
     try {
       await log.storeBatch(ops)
@@ -215,6 +234,7 @@ export class BatchRunner {
       return
     }
     log.commitStaged()
+    if (staged.generation) log.restartAt(log.nextSeq, 0, snapshotBytes)
     if (staged.deletes) local.clearDeleted()
     local.clearImported()
     local.setRecords(end.records)

@@ -206,11 +206,29 @@ export interface WipeOptions {
    * until then (as `holdWrites`).
    */
   readonly staged?: boolean
+  /**
+   * A move to another generation of the site's document (issue 13; implies
+   * `staged`): nothing received while it is staged is stored, since the
+   * old log must never take the new generation's updates (a crash would
+   * mix the two). The commit stores the whole new document as a snapshot
+   * and deletes the old log, in one batch: a crash before it restarts the
+   * peer on the old generation, whole (it moves again), after it on the
+   * new one.
+   */
+  readonly generation?: boolean
 }
 
 /** How a staged wipe ends (see WipeOptions.staged). */
 export type WipeEnd =
-  | { readonly commit: true; readonly records: ReadonlyArray<readonly [string, string, unknown]> }
+  | {
+      readonly commit: true
+      readonly records: ReadonlyArray<readonly [string, string, unknown]>
+      /**
+       * Own writes made in the staged document inside the commit's batch
+       * (a generation move carries the device's own entries over).
+       */
+      readonly carry?: (ctx: WriteContext) => void
+    }
   | { readonly commit: false }
 
 /** The wipe's `onlyIf` said no; nothing was wiped. */

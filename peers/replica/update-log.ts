@@ -25,6 +25,18 @@ export interface UpdateLogOptions {
   readonly clientIds?: ClientIdSource
 }
 
+/** A staged wipe not committed yet (see WipeOptions.staged). */
+export interface StagedWipe {
+  /** The sequence number the new document's log starts at. */
+  readonly fromSeq: number
+  /** Whether the commit clears the deletes (rule 3). */
+  readonly deletes: boolean
+  /** Bytes of the log when it was staged. */
+  readonly bytes: number
+  /** A generation move: nothing received is stored until the commit's snapshot. */
+  readonly generation: boolean
+}
+
 /** The snapshot of an empty document (a wipe stores it). */
 const EMPTY_SNAPSHOT = Y.encodeStateAsUpdate(new Y.Doc())
 
@@ -48,20 +60,26 @@ export class UpdateLog {
    * sequence number its document's log starts at (what is stored before it
    * is the old document), and whether the commit clears deletes.
    */
-  private staged:
-    { readonly fromSeq: number; readonly deletes: boolean; readonly bytes: number } | undefined
+  private staged: StagedWipe | undefined
 
   constructor(private readonly options: UpdateLogOptions) {}
 
   /** The staged wipe not committed yet, if one is (see WipeOptions.staged). */
-  get stagedWipe():
-    { readonly fromSeq: number; readonly deletes: boolean; readonly bytes: number } | undefined {
+  get stagedWipe(): StagedWipe | undefined {
     return this.staged
   }
 
-  /** A staged wipe is durable as far as it goes: the new document's log starts now. */
-  stage(deletes: boolean): void {
-    this.staged = { fromSeq: this.nextUpdateSeq, deletes, bytes: this.updateBytesSinceSnapshot }
+  /**
+   * A staged wipe is durable as far as it goes: the new document's log
+   * starts now (a generation move's: at its commit, as a snapshot).
+   */
+  stage(deletes: boolean, generation = false): void {
+    this.staged = {
+      fromSeq: this.nextUpdateSeq,
+      deletes,
+      bytes: this.updateBytesSinceSnapshot,
+      generation,
+    }
   }
 
   /**
@@ -255,11 +273,27 @@ export class UpdateLog {
    * while it was staged, often the whole roster, counts towards the next
    * compaction).
    */
-  restartAt(fromSeq: number, keptBytes = 0): void {
+  restartAt(fromSeq: number, keptBytes = 0, snapshotBytes = EMPTY_SNAPSHOT.byteLength): void {
     this.firstUpdateSeq = fromSeq
     this.updateBytesSinceSnapshot = keptBytes
     this.deletingBytesSinceSnapshot = keptBytes
-    this.snapshotBytes = EMPTY_SNAPSHOT.byteLength
+    this.snapshotBytes = snapshotBytes
+  }
+
+  /**
+   * The store ops that replace the whole stored document by `snapshot`
+   * (a new generation, issue 13): the snapshot, and every update of the
+   * log deleted. Once they are durable, `restartAt(nextSeq, 0, snapshot
+   * size)`.
+   */
+  replaceOps(ops: StoreOp[], snapshot: Uint8Array): void {
+    ops.push(
+      { type: 'put', key: keys.snapshot, value: snapshot },
+      { type: 'put', key: keys.updateSeq, value: encodeValue(this.nextUpdateSeq) },
+    )
+    for (let seq = this.firstUpdateSeq; seq < this.nextUpdateSeq; seq++) {
+      ops.push({ type: 'del', key: keys.update(seq) })
+    }
   }
 
   /** Folds the update log into one snapshot of `doc`, in one atomic batch. */

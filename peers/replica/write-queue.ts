@@ -197,6 +197,17 @@ export class WriteQueue {
     return { batch: this.queue.splice(0, take) }
   }
 
+  /**
+   * Rejects every queued remote update with `error` (the document they
+   * were received for was replaced by a new generation: issue 13).
+   */
+  dropRemotes(error: Error): void {
+    const dropped = this.queue.filter((op) => op.kind === 'remote')
+    if (dropped.length === 0) return
+    this.queue = this.queue.filter((op) => op.kind !== 'remote')
+    for (const op of dropped) op.reject(error)
+  }
+
   /** Ends a hold of own writes (see WipeOptions.holdWrites); they run now. */
   releaseWrites(): void {
     if (!this.holding) return

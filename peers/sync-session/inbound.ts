@@ -26,7 +26,9 @@ export function refusalClose(error: RostersyncError): { code: number; reason: st
             error.code === 'STORE_CLOSED' ||
             error.code === 'PEER_CLOSED'
           ? CloseCode.internal
-          : CloseCode.refused
+          : error.code === 'GENERATION_CHANGED'
+            ? CloseCode.generationChanged
+            : CloseCode.refused
   return { code, reason: closeReason(`${error.code}: ${error.message}`) }
 }
 

@@ -1,0 +1,208 @@
+/**
+ * A device's move to its server's generation (issue 13, history
+ * compaction). The device keeps the generation it is on in a peer-local
+ * record (`sync/generation`); the server states its own in every hello
+ * (signed, checked with the pinned key before this runs). When they differ
+ * (a new generation, or a server restored to an older one), the device
+ * moves with one full sync that is not rule 3's:
+ * - it pushes nothing of the old generation (its items build on history
+ *   the new one dropped); its own part's entries are carried instead;
+ * - the document is replaced in memory (a staged wipe with `generation`):
+ *   its own writes wait, nothing received is stored, the delete marks
+ *   (rule 3) and device-specific values stay (the server's entries and
+ *   stamps, which the marks name, are copied verbatim into the new
+ *   generation);
+ * - once the fetch is complete, one store batch holds the new document
+ *   with the carried own entries merged into it (the latest stamp per
+ *   field, `mergeDeviceEntries`; entries void by rule 4 are not carried),
+ *   the generation record and the sync record; the carried entries then go
+ *   to the server as any own write.
+ * A crash before that batch restarts the device on its old generation,
+ * whole (it moves again); after it, on the new one. A device that holds
+ * nothing just notes the generation: its first fetch is the new one.
+ *
+ * Invariant: `staged` is set exactly while this device's replica holds a
+ * staged generation wipe started here.
+ */
+import * as Y from 'yjs'
+import { asDeviceEntry, usersRootName, type DeviceEntry } from '../../core/entries.js'
+import {
+  encodeGenerationStatement,
+  FIRST_GENERATION,
+  sameGeneration,
+  type Generation,
+  type GenerationStatement,
+} from '../../core/generation-statement.js'
+import { asUserId, type UserId } from '../../core/ids.js'
+import { CloseCode } from '../../core/protocol.js'
+import type { Connection } from '../../core/transport.js'
+import { mergeDeviceEntries, sameDeviceStamps } from '../../core/writes.js'
+import type { Replica, WriteContext } from '../replica.js'
+
+/** Where the device keeps the generation it is on. */
+export const DEVICE_GENERATION_RECORD = ['sync', 'generation'] as const
+
+/** The stored record: the generation and the server's statement of it (base64). */
+interface StoredGeneration extends Generation {
+  readonly statement?: string
+}
+
+/** The generation a device is on (its record; n 0 when it never moved). */
+export function deviceGeneration(replica: Replica): Generation {
+  const stored = replica.record(...DEVICE_GENERATION_RECORD) as StoredGeneration | undefined
+  return stored === undefined ? FIRST_GENERATION : { n: stored.n, id: stored.id }
+}
+
+/** The server's statement of the generation a device is on (it shows it to LAN peers). */
+export function deviceGenerationStatement(replica: Replica): Uint8Array | undefined {
+  const stored = replica.record(...DEVICE_GENERATION_RECORD) as StoredGeneration | undefined
+  return stored?.statement === undefined ? undefined : Buffer.from(stored.statement, 'base64')
+}
+
+/** The record of a generation the server stated. */
+function recordOf(generation: Generation | GenerationStatement): StoredGeneration {
+  if (!('signature' in generation)) return { n: generation.n, id: generation.id }
+  const statement = Buffer.from(encodeGenerationStatement(generation)).toString('base64')
+  return { n: generation.n, id: generation.id, statement }
+}
+
+/** One device's generation and its move. */
+export class GenerationMove {
+  /** A move staged: the generation it goes to and the own entries it carries. */
+  private staged:
+    | {
+        readonly to: Generation | GenerationStatement
+        readonly carried: ReadonlyMap<UserId, DeviceEntry>
+      }
+    | undefined
+  /** The generation the server stated last (its latest hello). */
+  private learned: Generation | GenerationStatement | undefined
+
+  constructor(private readonly replica: Replica) {}
+
+  /** The generation this device is on (its record; n 0 when it never moved). */
+  current(): Generation {
+    return deviceGeneration(this.replica)
+  }
+
+  /** Whether a move is staged (the next sync completes it). */
+  get pending(): boolean {
+    return this.staged !== undefined
+  }
+
+  /** The generation a staged move goes to. */
+  get target(): Generation | undefined {
+    return this.staged?.to
+  }
+
+  /**
+   * The server's hello named its generation (`undefined`: its site's
+   * first). Resolves once a move it calls for is staged (the session goes
+   * on with the emptied document) or the generation is noted; true when a
+   * move is pending.
+   */
+  async learn(generation: GenerationStatement | undefined): Promise<boolean> {
+    this.learned = generation ?? FIRST_GENERATION
+    return this.ensure()
+  }
+
+  /**
+   * `learn` for a server link: a move that cannot start closes the link
+   * (4412; it comes back and tries again), since going on over it on the
+   * old generation would mix the two.
+   */
+  async learnOn(
+    generation: GenerationStatement | undefined,
+    connection: Connection,
+  ): Promise<boolean> {
+    try {
+      return await this.learn(generation)
+    } catch (error) {
+      const reason = `GENERATION_CHANGED: the move could not start: ${(error as Error).message}`
+      connection.close(CloseCode.generationChanged, reason.slice(0, 120))
+      throw error
+    }
+  }
+
+  /**
+   * Stages the move the server's last statement calls for, unless one is
+   * staged or none is needed; true when a move is pending.
+   */
+  async ensure(): Promise<boolean> {
+    const to = this.learned
+    if (to === undefined) return this.pending
+    if (this.staged !== undefined) {
+      if (sameGeneration(this.staged.to, to)) return true
+      // The server changed again meanwhile: start over from the stored state.
+      await this.abandon()
+    }
+    if (sameGeneration(this.current(), to)) return false
+    const { replica } = this
+    if (replica.doc.store.clients.size === 0) {
+      // Nothing to carry: what it fetches is the new generation.
+      await replica.setRecord(...DEVICE_GENERATION_RECORD, recordOf(to))
+      return false
+    }
+    const carried = ownEntries(replica.doc, replica)
+    await replica.wipe({ local: false, staged: true, generation: true })
+    this.staged = { to, carried }
+    return true
+  }
+
+  /**
+   * Ends the move once the fetch is complete: the carried own entries and
+   * `records` go into the one batch that stores the new generation.
+   */
+  async commit(records: ReadonlyArray<readonly [string, string, unknown]>): Promise<Generation> {
+    const staged = this.staged
+    if (staged === undefined) throw new Error('no generation move is staged')
+    const { replica } = this
+    await replica.commitWipe(
+      [...records, [...DEVICE_GENERATION_RECORD, recordOf(staged.to)]],
+      (ctx) => carry(ctx, replica, staged.carried),
+    )
+    this.staged = undefined
+    return staged.to
+  }
+
+  /** Undoes a staged move (the stored state, the old generation, is loaded again). */
+  async abandon(): Promise<void> {
+    if (this.staged === undefined) return
+    this.staged = undefined
+    await this.replica.abandonWipe()
+  }
+}
+
+/** This device's own part of `doc`: its entry for every user it wrote. */
+function ownEntries(doc: Y.Doc, replica: Replica): Map<UserId, DeviceEntry> {
+  const own = new Map<UserId, DeviceEntry>()
+  const root = usersRootName(replica.writerId)
+  if (!doc.share.has(root)) return own
+  for (const [key, value] of doc.getMap<unknown>(root).entries()) {
+    const entry = asDeviceEntry(value)
+    if (entry !== undefined) own.set(asUserId(key), entry)
+  }
+  return own
+}
+
+/**
+ * Writes into the new generation each carried own entry it lacks or holds
+ * older: merged field by field with the one it holds (rule 4: an entry
+ * older than the server's epoch is void everywhere and is not carried).
+ */
+function carry(
+  ctx: WriteContext,
+  replica: Replica,
+  carried: ReadonlyMap<UserId, DeviceEntry>,
+): void {
+  const root = usersRootName(replica.writerId)
+  const part = replica.doc.share.has(root) ? replica.doc.getMap<unknown>(root) : undefined
+  for (const [id, entry] of carried) {
+    const epoch = replica.replicaOf(id).server?.e ?? 0
+    if (entry.e < epoch) continue
+    const held = asDeviceEntry(part?.get(id))
+    const merged = held === undefined ? entry : mergeDeviceEntries([held, entry])
+    if (held !== undefined && sameDeviceStamps(merged, held)) continue
+    ctx.setOwnEntry(id, merged)
+  }
+}

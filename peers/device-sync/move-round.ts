@@ -1,0 +1,42 @@
+/**
+ * The rest of a device's move to its server's generation once the move is
+ * staged (peers/device-sync/generation-move.ts): fetch the new generation
+ * whole, commit it with the carried own entries and the sync record in one
+ * batch, then push the carried entries (they are own writes of the new
+ * generation now). A failure leaves the move staged: the caller's round
+ * fails and undoes it.
+ */
+import type { Clock } from '../../core/clock.js'
+import type { NewEvent } from '../../core/events.js'
+import type { SyncSession } from '../sync-session.js'
+import type { GenerationMove } from './generation-move.js'
+import type { ServerExchange } from './server-exchange.js'
+
+/** What a move round needs of the controller. */
+export interface MoveParts {
+  readonly clock: Clock
+  /** The sync record saying a full sync completed at `at`, stored with the commit. */
+  readonly done: (at: number) => readonly [string, string, unknown]
+  readonly log: (event: NewEvent) => Promise<void>
+}
+
+/** Completes a staged move over `session`; resolves with its time of completion. */
+export async function moveGeneration(
+  move: GenerationMove,
+  server: ServerExchange,
+  session: SyncSession,
+  parts: MoveParts,
+): Promise<number> {
+  const from = move.current()
+  await server.fetch(session)
+  const at = parts.clock.now()
+  const to = await move.commit([parts.done(at)])
+  await parts.log({
+    type: 'generation-moved',
+    message: `from generation ${from.n} to ${to.n}: one full sync, own entries carried`,
+  })
+  // The carried own entries are this device's writes of the new
+  // generation: the server has them once its answer covers them.
+  await server.push(session, () => undefined)
+  return at
+}

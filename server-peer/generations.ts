@@ -1,0 +1,216 @@
+/**
+ * The server's generations (issue 13, history compaction): `compactHistory`
+ * starts a new generation of the site's document, holding only the live
+ * state (core/generation.ts), and the server states which generation it is
+ * on in every hello (a signed statement, core/generation-statement.ts).
+ *
+ * One switch: the base is built from the document as it stands after every
+ * queued write, the document and the stored one are replaced in one atomic
+ * batch with the generation record (`r/site/generation`) and the event
+ * `history-compacted` (peers/replica/generation-switch.ts), then every
+ * device link is closed with 4412 `GENERATION_CHANGED` before any other
+ * batch runs: nothing of the old generation reaches the new one, and each
+ * device comes back (after its spread delay) and moves with one full sync.
+ *
+ * The base: the server's roots verbatim (tombstones and stamps kept: rule 3
+ * marks and rule 4 epochs stay valid), live device parts under clientIDs
+ * derived from the server's key, the generation and the root (one writer
+ * per clientID holds), revoked devices' parts and void entries dropped.
+ *
+ * Automatic: every `limits.generationCheckIntervalMs` (injected clock),
+ * when the state vector names more than `generationClientIdsMax` clientIDs
+ * or history outweighs the live items `generationHistoryRatioMax` times.
+ */
+import { randomBytes } from 'node:crypto'
+import * as Y from 'yjs'
+import type { Clock } from '../core/clock.js'
+import { rootOwner } from '../core/entries.js'
+import { generationBase } from '../core/generation.js'
+import {
+  baseClientId,
+  encodeGenerationStatement,
+  FIRST_GENERATION,
+  GENERATION_ID_BYTES,
+  signGeneration,
+  type Generation,
+} from '../core/generation-statement.js'
+import { SERVER_ID, type WriterId } from '../core/ids.js'
+import { limits } from '../core/limits.js'
+import type { Identity } from '../peers/identity.js'
+import { siteOf } from '../peers/identity.js'
+import type { Replica } from '../peers/replica.js'
+
+/** Where the generation is kept (a peer-local record, never replicated). */
+export const GENERATION_RECORD = ['site', 'generation'] as const
+
+/** The stored generation record. */
+interface StoredGeneration extends Generation {
+  readonly at: number
+  /** The signed statement (base64), as devices get it in the hello. */
+  readonly statement: string
+}
+
+/** What one `compactHistory` did (API: `server.compactHistory()`). */
+export interface CompactionResult {
+  /** The generation the site is on now. */
+  readonly generation: number
+  readonly id: string
+  /** clientIDs of the state vector before and after. */
+  readonly clientIdsBefore: number
+  readonly clientIdsAfter: number
+  /** Bytes of the stored document before (snapshot and log) and after. */
+  readonly bytesBefore: number
+  readonly bytesAfter: number
+  /** Entries the base holds, and device entries dropped as void (rule 4). */
+  readonly entries: number
+  readonly voidEntries: number
+  /** Device links closed (they come back and move). */
+  readonly devicesClosed: number
+}
+
+/** The server's generation, its statement, and the switch. */
+export class Generations {
+  private timer: unknown = undefined
+  private running: Promise<CompactionResult> | undefined
+  private stopped = false
+
+  constructor(
+    private readonly options: {
+      readonly replica: Replica
+      readonly identity: Identity
+      readonly clock: Clock
+      /** Closes every device link with 4412; returns how many it closed. */
+      readonly closeLinks: (reason: string) => number
+    },
+  ) {}
+
+  /** The generation the site is on (n 0, id '' before the first compaction). */
+  current(): Generation {
+    const stored = this.stored()
+    return stored === undefined ? FIRST_GENERATION : { n: stored.n, id: stored.id }
+  }
+
+  /** The signed statement for the hello; undefined before the first compaction. */
+  statement(): Uint8Array | undefined {
+    const stored = this.stored()
+    return stored === undefined ? undefined : Buffer.from(stored.statement, 'base64')
+  }
+
+  private stored(): StoredGeneration | undefined {
+    return this.options.replica.record(...GENERATION_RECORD) as StoredGeneration | undefined
+  }
+
+  /**
+   * Starts a new generation now (API.md `server.compactHistory()`); one at
+   * a time (a call while one runs gets that one's result).
+   */
+  compactHistory(): Promise<CompactionResult> {
+    this.running ??= this.run().finally(() => {
+      this.running = undefined
+    })
+    return this.running
+  }
+
+  private async run(): Promise<CompactionResult> {
+    const { replica, identity, clock } = this.options
+    const previous = this.current()
+    const id = randomBytes(GENERATION_ID_BYTES).toString('hex')
+    const n = previous.n + 1
+    const at = clock.now()
+    const statement = signGeneration(identity.key, { site: siteOf(identity.publicKey), n, id, at })
+    const record: StoredGeneration = {
+      n,
+      id,
+      at,
+      statement: Buffer.from(encodeGenerationStatement(statement)).toString('base64'),
+    }
+    const bytesBefore = replica.storedDocumentBytes()
+    let devicesClosed = 0
+    const stats = await replica.switchGeneration(
+      (doc) => {
+        const base = generationBase(doc, {
+          clientIdFor: (root) => baseClientId(identity.publicKey, id, root),
+          dropWriters: revokedWriters(doc, replica),
+        })
+        const s = base.stats
+        return {
+          snapshot: base.update,
+          records: [[...GENERATION_RECORD, record]],
+          event: {
+            type: 'history-compacted',
+            message: `generation ${n}: ${s.clientIdsBefore} clientIDs before, ${s.clientIdsAfter} after; ${s.entries} entries kept, ${s.voidEntries} void dropped, ${s.droppedParts} revoked parts dropped`,
+          },
+          result: s,
+        }
+      },
+      () => {
+        // Synchronously, before any other batch: no link of the old
+        // generation sends or takes anything more.
+        devicesClosed = this.options.closeLinks(`GENERATION_CHANGED: generation ${n}`)
+      },
+    )
+    return {
+      generation: n,
+      id,
+      clientIdsBefore: stats.clientIdsBefore,
+      clientIdsAfter: stats.clientIdsAfter + 1,
+      bytesBefore,
+      bytesAfter: replica.storedDocumentBytes(),
+      entries: stats.entries,
+      voidEntries: stats.voidEntries,
+      devicesClosed,
+    }
+  }
+
+  /** Whether the document is due for a new generation (see limits). */
+  due(): boolean {
+    const doc = this.options.replica.doc
+    if (doc.store.clients.size > limits.generationClientIdsMax) return true
+    let deleted = 0
+    let live = 0
+    for (const structs of doc.store.clients.values()) {
+      for (const struct of structs) {
+        if (struct.deleted) deleted += struct.length
+        else live += struct.length
+      }
+    }
+    return (
+      deleted >= limits.generationDeletedItemsMin &&
+      deleted > live * limits.generationHistoryRatioMax
+    )
+  }
+
+  /** Looks every `generationCheckIntervalMs` whether a generation is due, and starts it. */
+  start(): void {
+    if (this.stopped) return
+    const { clock } = this.options
+    this.timer = clock.setTimeout(() => {
+      this.timer = undefined
+      if (this.stopped) return
+      const next = (): void => this.start()
+      if (!this.due()) {
+        next()
+        return
+      }
+      this.compactHistory().then(next, next)
+    }, limits.generationCheckIntervalMs)
+  }
+
+  /** Stops the automatic check; resolves once a running switch is done. */
+  async stop(): Promise<void> {
+    this.stopped = true
+    this.options.clock.clearTimeout(this.timer)
+    this.timer = undefined
+    await this.running?.catch(() => undefined)
+  }
+}
+
+/** The writers whose parts the document holds and the server revoked. */
+function revokedWriters(doc: Y.Doc, replica: Replica): Set<WriterId> {
+  const revoked = new Set<WriterId>()
+  for (const root of doc.share.keys()) {
+    const owner = rootOwner(root)
+    if (owner !== undefined && owner !== SERVER_ID && replica.isRevoked(owner)) revoked.add(owner)
+  }
+  return revoked
+}
