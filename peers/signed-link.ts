@@ -24,8 +24,7 @@ import {
   SignatureInvalidError,
 } from '../core/errors.js'
 import { SERVER_ID } from '../core/ids.js'
-import { netLimits } from '../core/limits.js'
-import { CloseCode, encodeMessage } from '../core/protocol.js'
+import { CloseCode } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
 import {
   checkCertificateTime,
@@ -52,6 +51,17 @@ import { scanUpdate, type UpdateRanges } from '../core/update-scan.js'
 import type { EnvelopeLog } from './envelope-log.js'
 import { siteOf, type Identity } from './identity.js'
 import type { Replica, ReplicaUpdate } from './replica.js'
+import {
+  answerMessages,
+  envelopeMessages,
+  type AnswerMessages,
+} from './sync-session/answer-messages.js'
+
+export {
+  answerMessages,
+  envelopeMessages,
+  type AnswerMessages,
+} from './sync-session/answer-messages.js'
 
 /** An envelope that passed every check, ready to apply. */
 export interface OpenedEnvelope {
@@ -67,31 +77,6 @@ export interface OpenedEnvelope {
    * is not relayed; only envelopes with structs are logged).
    */
   readonly fresh: boolean
-}
-
-/** An answer's messages as lists of envelopes, each made when asked for. */
-export interface AnswerMessages {
-  /** How many messages (at least one). */
-  readonly count: number
-  /**
-   * Message `index` (0 to count - 1), encoded: a `signed-update`, the last a
-   * `signed-step2`.
-   */
-  message(index: number): Uint8Array
-}
-
-/** `lists` of envelopes as an answer's messages, each encoded when asked for. */
-export function answerMessages(lists: readonly (readonly Uint8Array[])[]): AnswerMessages {
-  const last = lists.length - 1
-  return {
-    count: lists.length,
-    message: (i) => {
-      const envelopes = lists[i] as readonly Uint8Array[]
-      return encodeMessage(
-        i === last ? { type: 'signed-step2', envelopes } : { type: 'signed-update', envelopes },
-      )
-    },
-  }
 }
 
 /** What a session (peers/sync-session.ts) asks of a signed link. */
@@ -485,26 +470,4 @@ export function serverLinkSigning(options: {
       return statement
     },
   }
-}
-
-/**
- * Envelopes grouped, in order, into messages of at most
- * `netLimits.answerChunkBytesMax` bytes (an envelope larger than that goes
- * alone); always at least one message, empty when there is nothing.
- */
-export function envelopeMessages(envelopes: readonly Uint8Array[]): Uint8Array[][] {
-  const max = netLimits.answerChunkBytesMax - netLimits.answerChunkOverheadBytesMax
-  const messages: Uint8Array[][] = [[]]
-  let bytes = 0
-  for (const envelope of envelopes) {
-    const last = messages[messages.length - 1] as Uint8Array[]
-    if (last.length > 0 && bytes + envelope.byteLength > max) {
-      messages.push([envelope])
-      bytes = envelope.byteLength
-    } else {
-      last.push(envelope)
-      bytes += envelope.byteLength
-    }
-  }
-  return messages
 }

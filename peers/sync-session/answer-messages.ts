@@ -9,7 +9,7 @@
  * per answer). Keyed weakly by the part: a part no longer handed out takes
  * its messages with it.
  */
-import { limits } from '../../core/limits.js'
+import { limits, netLimits } from '../../core/limits.js'
 import { encodeMessage } from '../../core/protocol.js'
 
 type PartMessageType = 'sync-step2' | 'sync-update' | 'signed-step2' | 'signed-update'
@@ -41,4 +41,51 @@ export function partMessage(
     map.set(part, message)
   }
   return message
+}
+
+/** An answer's messages as lists of envelopes, each made when asked for. */
+export interface AnswerMessages {
+  /** How many messages (at least one). */
+  readonly count: number
+  /**
+   * Message `index` (0 to count - 1), encoded: a `signed-update`, the last a
+   * `signed-step2`.
+   */
+  message(index: number): Uint8Array
+}
+
+/** `lists` of envelopes as an answer's messages, each encoded when asked for. */
+export function answerMessages(lists: readonly (readonly Uint8Array[])[]): AnswerMessages {
+  const last = lists.length - 1
+  return {
+    count: lists.length,
+    message: (i) => {
+      const envelopes = lists[i] as readonly Uint8Array[]
+      return encodeMessage(
+        i === last ? { type: 'signed-step2', envelopes } : { type: 'signed-update', envelopes },
+      )
+    },
+  }
+}
+
+/**
+ * Envelopes grouped, in order, into messages of at most
+ * `netLimits.answerChunkBytesMax` bytes (an envelope larger than that goes
+ * alone); always at least one message, empty when there is nothing.
+ */
+export function envelopeMessages(envelopes: readonly Uint8Array[]): Uint8Array[][] {
+  const max = netLimits.answerChunkBytesMax - netLimits.answerChunkOverheadBytesMax
+  const messages: Uint8Array[][] = [[]]
+  let bytes = 0
+  for (const envelope of envelopes) {
+    const last = messages[messages.length - 1] as Uint8Array[]
+    if (last.length > 0 && bytes + envelope.byteLength > max) {
+      messages.push([envelope])
+      bytes = envelope.byteLength
+    } else {
+      last.push(envelope)
+      bytes += envelope.byteLength
+    }
+  }
+  return messages
 }
