@@ -493,7 +493,6 @@ export class SimSite {
     replica.switchGeneration = (build, switched) =>
       switchGeneration((doc) => {
         const next = build(doc)
-        this.lastSwitchAt = this.scheduler.now()
         for (const client of Y.decodeStateVector(
           Y.encodeStateVectorFromUpdate(next.snapshot),
         ).keys())
@@ -553,6 +552,7 @@ export class SimSite {
     server.compactHistory().then(
       () => {
         this.stats.compactionsDone++
+        this.lastSwitchAt = this.scheduler.now()
         if (serverFault !== 2 || slot.generation !== generation) return
         this.stats.switchCrashes++
         this.scheduler.setTimeout(
