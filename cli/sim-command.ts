@@ -291,9 +291,12 @@ async function swarm(
   const started = performance.now()
   let results: SeedSummary[]
   try {
-    results = await runSwarm(options, seeds, workers, (summary, done) =>
-      bar.update({ phase: 'run', virtualMs: 0, fraction: done / count }, `${done}/${count} seeds`),
-    )
+    results = await runSwarm(options, seeds, workers, (summary, done) => {
+      // A failing seed is named at once (a long swarm stopped early still told).
+      if (!summary.ok)
+        process.stderr.write(`seed ${summary.seed} FAILED; replay: ${summary.replay}\n`)
+      bar.update({ phase: 'run', virtualMs: 0, fraction: done / count }, `${done}/${count} seeds`)
+    })
   } finally {
     bar.done()
   }

@@ -117,4 +117,23 @@ describe('generations in the simulator', () => {
     expect(report.ok).toBe(true)
     expect(report.faults.compactions).toBe(3)
   })
+
+  // Found by the swarm (docs/SIMULATION.md, "Found by the simulator", 4):
+  // the server's hello to a device was lost just after the second switch;
+  // the device applied the new generation's base into its old document and
+  // answered the server's step 1 with old-generation items, which the
+  // server applied (device-delete-sent). A link owing a hello now handles
+  // nothing before it.
+  it('seed 5001: a lost hello does not let a device mix two generations', async () => {
+    const report = await simulate({
+      seed: 5001,
+      swarm: true,
+      devices: 6,
+      ops: 150,
+      days: 2,
+      compactions: 3,
+    })
+    expect(report.violationCounts).toEqual({})
+    expect(report.ok).toBe(true)
+  })
 })
