@@ -109,6 +109,8 @@ export class HistoryRecorder {
   /** A peer (re)started with `replica`: watch its document (and the ones a wipe puts in place). */
   attach(peer: string, replica: Replica): void {
     this.#replicas.set(peer, replica)
+    // A move staged by an earlier incarnation ended with it.
+    this.#carrying.delete(peer)
     // Operations of an earlier incarnation that never reached a transaction never will.
     this.#waiting.set(peer, [])
     if (peer === this.server) {

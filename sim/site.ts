@@ -421,8 +421,12 @@ export class SimSite {
     const generation = slot.generation
     /** When the latest full sync's staged wipe began. */
     let wipedAt: number | undefined
-    /** A generation move is staged (not a full sync: it keeps the delete marks). */
+    /**
+     * A generation move is staged, since when: not a full sync (it keeps the
+     * delete marks) unless it completes one the caller asked for.
+     */
     let moving = false
+    let movedAt = 0
     replica.wipe = (options: WipeOptions) => {
       // Only the retention wipe clears local state; a full sync's does not.
       if (options.local) note()
@@ -434,6 +438,7 @@ export class SimSite {
           () => {
             if (slot.generation !== generation) return
             moving = true
+            movedAt = this.scheduler.now()
             this.stats.movesStaged++
             this.hooks.moveStaged?.(slot.id, old)
             this.#crashInMove(slot)
@@ -456,28 +461,23 @@ export class SimSite {
     // The commit of a full sync's wipe is what clears its local deletes
     // (rule 3): the oracle needs every one, the device's own retries too.
     const commit = replica.commitWipe.bind(replica)
-    replica.commitWipe = (records, carry) => {
-      if (moving) {
-        moving = false
-        const promise = commit(records, carry)
-        promise.then(
-          () => {
-            if (slot.generation !== generation) return
-            this.stats.movesCommitted++
-            this.hooks.moveEnded?.(slot.id, true)
-          },
-          () => undefined,
-        )
-        return promise
-      }
-      const committing = wipedAt === undefined ? undefined : { wipedAt }
+    replica.commitWipe = (records, carry, deletes) => {
+      const move = moving
+      moving = false
+      // A move clears the delete marks only when it completes a full sync.
+      const began = move ? (deletes === true ? movedAt : undefined) : wipedAt
+      const committing = began === undefined ? undefined : { wipedAt: began }
       slot.committing = committing
       const ended = (ok: boolean): void => {
+        if (move && slot.generation === generation) {
+          if (ok) this.stats.movesCommitted++
+          this.hooks.moveEnded?.(slot.id, ok)
+        }
         if (slot.generation !== generation || slot.committing !== committing) return
         slot.committing = undefined
         if (committing !== undefined) this.hooks.fullSyncWipe?.(slot.id, committing.wipedAt, ok)
       }
-      const promise = commit(records, carry)
+      const promise = commit(records, carry, deletes)
       promise.then(
         () => ended(true),
         () => ended(false),

@@ -136,4 +136,32 @@ describe('generations in the simulator', () => {
     expect(report.violationCounts).toEqual({})
     expect(report.ok).toBe(true)
   })
+
+  // Found with this simulator: a full sync the caller asked for
+  // (sync.full()) that met a new generation completed as a move, which
+  // keeps the delete marks: the device still hid a user it had deleted
+  // locally, although rule 3 shows it again after a full sync
+  // (oracle-rule3-full-sync). The move now clears them when it completes a
+  // full sync (a move of its own, after 4412, still keeps them).
+  it.each([1, 2])(
+    'seed %i: a full sync that completes as a move shows a locally deleted user again',
+    async (seed) => {
+      const report = await simulate({
+        ...CALM,
+        seed,
+        devices: 1,
+        days: 0.3,
+        steps: [
+          { at: M, op: 'put', peer: 0, user: 0, value: 1 },
+          { at: 20 * M, op: 'delete', peer: 1, user: 0 },
+          { at: H, op: 'partition', peer: 1, value: 2, lasts: H },
+          { at: 90 * M, op: 'compact', value: 4 },
+          { at: 2 * H + 1_000, op: 'full', peer: 1 },
+        ],
+      })
+      expect(report.ok).toBe(true)
+      expect(report.faults.movesCommitted).toBe(1)
+      expect(report.workload.refused).toEqual({})
+    },
+  )
 })
