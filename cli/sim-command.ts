@@ -42,6 +42,10 @@ Faults:
                          isolated, one direction cut (default 2)
   --crashes <n>          peer crashes and restarts (default 2)
   --restores <n>         devices restored from an old backup (default 1)
+  --compactions <n>      new generations (server.compactHistory) at random
+                         moments, with crashes during the switch and devices
+                         cut off or restored across it (default 0; --swarm
+                         draws 0-3 per seed)
   --skew <d>             largest clock skew of a peer (default 5m)
   --partition-close <d>  a link cut this long is closed (default 60s)
   --swarm                draw the fault settings not given from the seed
@@ -80,6 +84,7 @@ const flags = {
   partitions: { type: 'string' },
   crashes: { type: 'string' },
   restores: { type: 'string' },
+  compactions: { type: 'string' },
   skew: { type: 'string' },
   'partition-close': { type: 'string' },
   swarm: { type: 'boolean', default: false },
@@ -159,6 +164,7 @@ async function optionsOf(values: Values): Promise<SwarmOptions> {
     ['partitions', parseInteger('partitions', values.partitions, 0, 10_000)],
     ['crashes', parseInteger('crashes', values.crashes, 0, 10_000)],
     ['backupRestores', parseInteger('restores', values.restores, 0, 10_000)],
+    ['compactions', parseInteger('compactions', values.compactions, 0, 10_000)],
     ['skewMs', durationOf('skew', values.skew)],
     ['partitionCloseMs', durationOf('partition-close', values['partition-close'])],
     ['checkEveryMs', durationOf('check-every', values['check-every'])],
@@ -285,9 +291,12 @@ async function swarm(
   const started = performance.now()
   let results: SeedSummary[]
   try {
-    results = await runSwarm(options, seeds, workers, (summary, done) =>
-      bar.update({ phase: 'run', virtualMs: 0, fraction: done / count }, `${done}/${count} seeds`),
-    )
+    results = await runSwarm(options, seeds, workers, (summary, done) => {
+      // A failing seed is named at once (a long swarm stopped early still told).
+      if (!summary.ok)
+        process.stderr.write(`seed ${summary.seed} FAILED; replay: ${summary.replay}\n`)
+      bar.update({ phase: 'run', virtualMs: 0, fraction: done / count }, `${done}/${count} seeds`)
+    })
   } finally {
     bar.done()
   }

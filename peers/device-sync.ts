@@ -258,6 +258,7 @@ export class DeviceSync implements DeviceSyncApi {
           clock,
           done: (when) => [...RECORD, this.afterFullSync(when)],
           log: (event) => this.log(event),
+          deletes: kind === 'full',
         })
         this.persistedUseAt = at
         if (!this.persisted.awaitingUse) this.persisted = this.afterFullSync(at)

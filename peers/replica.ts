@@ -391,8 +391,14 @@ export class Replica {
   commitWipe(
     records: ReadonlyArray<readonly [string, string, unknown]> = [],
     carry?: (ctx: WriteContext) => void,
+    deletes = false,
   ): Promise<void> {
-    return this.endWipe({ commit: true, records, ...(carry === undefined ? {} : { carry }) })
+    return this.endWipe({
+      commit: true,
+      records,
+      deletes,
+      ...(carry === undefined ? {} : { carry }),
+    })
   }
 
   /** Undoes a staged wipe (the stored state is reloaded) and releases the writes it held. */

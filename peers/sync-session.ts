@@ -335,6 +335,11 @@ export function startSession(options: SessionOptions): SyncSession {
     if (waiter !== undefined) waiter.answer = { theirs, ours: Y.decodeStateVector(ours) }
   }
   const handle = async (message: Message): Promise<void> => {
+    // Nothing of a link that owes a hello is handled before it: the hello
+    // names the generation the rest belongs to (issue 13). A hello lost or
+    // overtaken on the way leaves the exchange unanswered: it times out and
+    // the link reconnects (a new hello).
+    if (!helloHandled && message.type !== 'hello' && message.type !== 'error') return
     switch (message.type) {
       case 'sync-step1':
         // A later step 1 from an untrusted peer is answered with everything

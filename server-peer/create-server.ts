@@ -360,6 +360,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     replica,
     identity,
     clock: basics.clock,
+    randomUint32: basics.randomUint32,
     closeLinks: (reason) => {
       const closed = endpoint.connectedDevices().length
       endpoint.closeAll(CloseCode.generationChanged, reason)

@@ -21,7 +21,6 @@
  * when the state vector names more than `generationClientIdsMax` clientIDs
  * or history outweighs the live items `generationHistoryRatioMax` times.
  */
-import { randomBytes } from 'node:crypto'
 import * as Y from 'yjs'
 import type { Clock } from '../core/clock.js'
 import { rootOwner } from '../core/entries.js'
@@ -79,6 +78,8 @@ export class Generations {
       readonly replica: Replica
       readonly identity: Identity
       readonly clock: Clock
+      /** The peer's random source (injected: a simulation replays the same ids). */
+      readonly randomUint32: () => number
       /** Closes every device link with 4412; returns how many it closed. */
       readonly closeLinks: (reason: string) => number
     },
@@ -114,7 +115,7 @@ export class Generations {
   private async run(): Promise<CompactionResult> {
     const { replica, identity, clock } = this.options
     const previous = this.current()
-    const id = randomBytes(GENERATION_ID_BYTES).toString('hex')
+    const id = randomId(this.options.randomUint32)
     const n = previous.n + 1
     const at = clock.now()
     const statement = signGeneration(identity.key, { site: siteOf(identity.publicKey), n, id, at })
@@ -213,4 +214,11 @@ function revokedWriters(doc: Y.Doc, replica: Replica): Set<WriterId> {
     if (owner !== undefined && owner !== SERVER_ID && replica.isRevoked(owner)) revoked.add(owner)
   }
   return revoked
+}
+
+/** A generation id: GENERATION_ID_BYTES random bytes, hex. */
+function randomId(randomUint32: () => number): string {
+  const bytes = Buffer.alloc(Math.ceil(GENERATION_ID_BYTES / 4) * 4)
+  for (let i = 0; i < bytes.length; i += 4) bytes.writeUInt32BE(randomUint32() >>> 0, i)
+  return bytes.subarray(0, GENERATION_ID_BYTES).toString('hex')
 }

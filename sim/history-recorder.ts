@@ -14,6 +14,16 @@
  * field) it changed. The stamps are read from the entry the transaction
  * left, the one place this file reads the implementation's layout; the
  * oracle uses them only to order writes neither of which saw the other.
+ *
+ * Generations (history compaction) keep the oracle's view of causality
+ * whole: a new generation's base is written under fresh clientIDs, and a
+ * moving device writes its carried own entries again under a new one. The
+ * recorder notes, for each, an alias: whoever holds that operation holds
+ * what it stands for (the base: everything the server held when it built
+ * it; a carry: the device's own operations it held when it staged its
+ * move). Every state vector the oracle gets is closed under the aliases,
+ * so a write on the new generation still "knows" what its writer inherited,
+ * and an old write that survived into the new one is still held.
  */
 import * as Y from 'yjs'
 import {
@@ -35,7 +45,7 @@ import type {
   WriteOp,
   WriteRecord,
 } from './oracle/history.js'
-import { covers, unionOf } from './oracle/history.js'
+import { covers, holds, unionOf } from './oracle/history.js'
 
 /** One operation the workload called, filled in as it runs. */
 export interface PendingWrite {
@@ -82,6 +92,12 @@ export class HistoryRecorder {
   readonly #lifecycle: LifecycleEvent[] = []
   /** Per peer and user (or `policy:<field>`): its latest own transaction that changed it. */
   readonly #lastOwn = new Map<string, OwnTransaction>()
+  /** Operations that stand for a state vector (see the module comment). */
+  readonly #aliases: Array<{ readonly dot: Dot; readonly vector: StateVector }> = []
+  /** Per device: every clientID it wrote with. */
+  readonly #ownClients = new Map<string, Set<number>>()
+  /** Per device with a move staged: what its carried entries stand for. */
+  readonly #carrying = new Map<string, StateVector>()
 
   constructor(
     readonly server: string,
@@ -93,11 +109,13 @@ export class HistoryRecorder {
   /** A peer (re)started with `replica`: watch its document (and the ones a wipe puts in place). */
   attach(peer: string, replica: Replica): void {
     this.#replicas.set(peer, replica)
+    // A move staged by an earlier incarnation ended with it.
+    this.#carrying.delete(peer)
     // Operations of an earlier incarnation that never reached a transaction never will.
     this.#waiting.set(peer, [])
     if (peer === this.server) {
       // What the server held only in memory before a crash is not knowledge it kept.
-      const held = vectorOf(replica.doc)
+      const held = this.#vectorOf(replica.doc)
       this.#knowledge = this.#knowledge.filter((k) => covers(held, k.vector))
     }
     const watch = (doc: Y.Doc): void => {
@@ -117,7 +135,7 @@ export class HistoryRecorder {
       op,
       calledAt: this.now(),
       calledSeq: ++this.#seq,
-      knows: replica === undefined ? new Map() : vectorOf(replica.doc),
+      knows: replica === undefined ? new Map() : this.#vectorOf(replica.doc),
       seq: 0,
       dot: undefined,
       stamp: undefined,
@@ -158,7 +176,7 @@ export class HistoryRecorder {
     }
     if (!write.attached) {
       write.seq = ++this.#seq
-      write.knowsAtAck = replica === undefined ? undefined : vectorOf(replica.doc)
+      write.knowsAtAck = replica === undefined ? undefined : this.#vectorOf(replica.doc)
     }
     this.#settle(write)
   }
@@ -238,8 +256,55 @@ export class HistoryRecorder {
       serverChanges: this.#changes,
       serverKnowledge: this.#knowledge,
       lifecycle: this.#lifecycle,
-      final: unionOf([...docs].map(vectorOf)),
+      final: unionOf([...docs].map((doc) => this.#vectorOf(doc))),
     }
+  }
+
+  /**
+   * The server built a generation's base (`snapshot`) from `old`: each of
+   * the base's operations stands for everything `old` held.
+   */
+  generationBuilt(old: Y.Doc, snapshot: Uint8Array): void {
+    const inherited = this.#vectorOf(old)
+    const base = Y.decodeStateVector(Y.encodeStateVectorFromUpdate(snapshot))
+    for (const [client, clock] of base)
+      if (clock > 0) this.#aliases.push({ dot: { client, clock: clock - 1 }, vector: inherited })
+  }
+
+  /** `device` staged its move, leaving `old`: its carry stands for its own operations `old` held. */
+  moveStaged(device: string, old: Y.Doc): void {
+    const own = this.#ownClients.get(device) ?? new Set<number>()
+    const held = new Map<number, number>()
+    for (const [client, clock] of vectorOf(old)) if (own.has(client)) held.set(client, clock)
+    this.#carrying.set(device, this.#virtual(held))
+  }
+
+  /** `device`'s move ended (committed or not). */
+  moveEnded(device: string): void {
+    this.#carrying.delete(device)
+  }
+
+  /** A document's state vector, closed under the aliases. */
+  #vectorOf(doc: Y.Doc): Map<number, number> {
+    return this.#virtual(vectorOf(doc))
+  }
+
+  /** `raw` with what every alias it holds (directly or through another) stands for. */
+  #virtual(raw: StateVector): Map<number, number> {
+    const out = new Map(raw)
+    if (this.#aliases.length === 0) return out
+    const used = new Set<number>()
+    for (let grew = true; grew;) {
+      grew = false
+      this.#aliases.forEach((alias, i) => {
+        if (used.has(i) || !holds(out, alias.dot)) return
+        used.add(i)
+        grew = true
+        for (const [client, clock] of alias.vector)
+          if (clock > (out.get(client) ?? 0)) out.set(client, clock)
+      })
+    }
+    return out
   }
 
   #settle(write: PendingWrite): void {
@@ -255,12 +320,21 @@ export class HistoryRecorder {
       let brought = false
       for (const [client, clock] of tr.afterState)
         if (client !== self && (tr.beforeState.get(client) ?? 0) !== clock) brought = true
-      if (brought) this.#knowledge.push({ seq: ++this.#seq, vector: new Map(tr.afterState) })
+      if (brought) this.#knowledge.push({ seq: ++this.#seq, vector: this.#virtual(tr.afterState) })
     }
     const ownAfter = tr.afterState.get(self) ?? 0
     if (ownAfter <= (tr.beforeState.get(self) ?? 0)) return
     const dot = { client: self, clock: ownAfter - 1 }
-    const knows = new Map(tr.beforeState)
+    let clients = this.#ownClients.get(peer)
+    if (clients === undefined) {
+      clients = new Set()
+      this.#ownClients.set(peer, clients)
+    }
+    clients.add(self)
+    // A moving device's own transaction is its carry: it stands for its old own operations.
+    const carried = this.#carrying.get(peer)
+    if (carried !== undefined) this.#aliases.push({ dot, vector: carried })
+    const knows = this.#virtual(tr.beforeState)
     const seq = ++this.#seq
     const users = changedKeys(doc, tr, usersRootName(asWriterId(peer)))
     const fields = changedKeys(doc, tr, SERVER_META_ROOT)

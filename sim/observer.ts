@@ -21,6 +21,11 @@
  *   is pending, and at the end of the run;
  * - kept, merged in chunks with `Y.mergeUpdates`, to rebuild the document
  *   from every update at the end (a second, independent reconstruction).
+ *
+ * Generations (history compaction) are documents of their own: nothing is
+ * exchanged across them. Each update goes to the union of the generation
+ * its sender is on when it sends it (the site tells), and the end compares
+ * the peers with the union of the generation they converged on.
  */
 import * as Y from 'yjs'
 import { rootOwner } from '../core/entries.js'
@@ -53,13 +58,21 @@ export function classifyMessage(message: Uint8Array): string {
   return 'other'
 }
 
+/** Everything sent in one generation. */
+class Union {
+  /** Everything ever sent in this generation, integrated. */
+  readonly doc = new Y.Doc({ gc: true })
+  /** Keys an update left without an entry while updates were pending: checked again later. */
+  readonly deferred = new Map<string, { root: string; key: string; sender: string; at: number }>()
+  chunk: Uint8Array[] = []
+  readonly merged: Uint8Array[] = []
+}
+
 /** Watches what peers send; see the module comment. */
 export class NetworkObserver {
-  /** Everything ever sent, integrated. */
-  readonly doc = new Y.Doc({ gc: true })
+  /** Per generation id ('' before the first): everything sent in it. */
+  readonly #unions = new Map<string, Union>()
   readonly #violations: SendViolation[] = []
-  /** Keys an update left without an entry while updates were pending: checked again later. */
-  readonly #deferred = new Map<string, { root: string; key: string; sender: string; at: number }>()
   /** Yjs clients the server has written with (its clientID in every incarnation). */
   readonly serverClients = new Set<number>()
   /** Updates seen (after dropping the same message object sent on several links). */
@@ -74,18 +87,35 @@ export class NetworkObserver {
    * collector more than the rest of the observer.)
    */
   #last: Uint8Array | undefined
-  #chunk: Uint8Array[] = []
-  readonly #merged: Uint8Array[] = []
   #sender = ''
   /** Set when the update being applied changed the observer document. */
   #changed = false
   /** Every distinct update seen, by hash and length. */
   readonly #distinct = new Map<string, Uint8Array[]>()
   readonly #now: () => number
+  readonly #generationOf: (sender: string) => string
 
-  constructor(now: () => number) {
+  /** `generationOf`: the generation id a peer is on now ('' before the first). */
+  constructor(now: () => number, generationOf: (sender: string) => string = () => '') {
     this.#now = now
-    this.doc.on('afterTransaction', (tr: Y.Transaction) => this.#check(tr))
+    this.#generationOf = generationOf
+  }
+
+  /** The union of generation `id`. */
+  #union(id: string): Union {
+    let union = this.#unions.get(id)
+    if (union === undefined) {
+      const created = new Union()
+      created.doc.on('afterTransaction', (tr: Y.Transaction) => this.#check(created, tr))
+      this.#unions.set(id, created)
+      union = created
+    }
+    return union
+  }
+
+  /** Generations updates were seen in. */
+  get generations(): number {
+    return this.#unions.size
   }
 
   /** `sender` sent `message` (called by the tapped connections). */
@@ -118,18 +148,19 @@ export class NetworkObserver {
       this.duplicates++
       return
     }
+    const union = this.#union(this.#generationOf(sender))
     this.#sender = sender
     this.#changed = false
     try {
-      Y.applyUpdate(this.doc, update, sender)
+      Y.applyUpdate(union.doc, update, sender)
     } finally {
       this.#sender = ''
     }
-    if (this.#deferred.size > 0 && this.doc.store.pendingStructs === null) this.#recheck()
+    if (union.deferred.size > 0 && union.doc.store.pendingStructs === null) this.#recheck(union)
     // Only updates that brought something new matter to the union.
     if (!this.#changed) return
-    this.#chunk.push(update)
-    if (this.#chunk.length >= MERGE_CHUNK_UPDATES) this.#mergeChunk()
+    union.chunk.push(update)
+    if (union.chunk.length >= MERGE_CHUNK_UPDATES) this.#mergeChunk(union)
   }
 
   /** True when exactly these bytes were seen before (remembers them otherwise). */
@@ -147,18 +178,18 @@ export class NetworkObserver {
 
   /** Every rule broken in what peers sent; keys still deferred count as removed. */
   get violations(): readonly SendViolation[] {
-    this.#recheck()
+    for (const union of this.#unions.values()) this.#recheck(union)
     return this.#violations
   }
 
   /** Checks the deferred keys again: still without an entry, they were removed. */
-  #recheck(): void {
-    for (const { root, key, sender, at } of this.#deferred.values()) {
-      const entries = (this.doc.share.get(root) as unknown as { _map: Map<string, Y.Item> })._map
+  #recheck(union: Union): void {
+    for (const { root, key, sender, at } of union.deferred.values()) {
+      const entries = (union.doc.share.get(root) as unknown as { _map: Map<string, Y.Item> })._map
       const item = entries.get(key)
       if (item === undefined || item.deleted) this.#removed(sender, root, key, at)
     }
-    this.#deferred.clear()
+    union.deferred.clear()
   }
 
   #removed(sender: string, root: string, key: string, at: number): void {
@@ -170,11 +201,12 @@ export class NetworkObserver {
     })
   }
 
-  /** A document rebuilt from every update seen, merged with `Y.mergeUpdates`. */
-  rebuild(): Y.Doc {
-    this.#mergeChunk()
+  /** A document rebuilt from every update seen in generation `id`, merged with `Y.mergeUpdates`. */
+  rebuild(id = ''): Y.Doc {
+    const union = this.#union(id)
+    this.#mergeChunk(union)
     const doc = new Y.Doc({ gc: true })
-    if (this.#merged.length > 0) Y.applyUpdate(doc, Y.mergeUpdates(this.#merged))
+    if (union.merged.length > 0) Y.applyUpdate(doc, Y.mergeUpdates(union.merged))
     return doc
   }
 
@@ -221,26 +253,26 @@ export class NetworkObserver {
     }
   }
 
-  #mergeChunk(): void {
-    if (this.#chunk.length === 0) return
-    const chunk = this.#chunk
-    this.#chunk = []
-    this.#merged.push(chunk.length === 1 ? (chunk[0] as Uint8Array) : Y.mergeUpdates(chunk))
-    if (this.#merged.length >= MERGE_CHUNK_UPDATES) {
-      const all = Y.mergeUpdates(this.#merged)
-      this.#merged.length = 0
-      this.#merged.push(all)
+  #mergeChunk(union: Union): void {
+    if (union.chunk.length === 0) return
+    const chunk = union.chunk
+    union.chunk = []
+    union.merged.push(chunk.length === 1 ? (chunk[0] as Uint8Array) : Y.mergeUpdates(chunk))
+    if (union.merged.length >= MERGE_CHUNK_UPDATES) {
+      const all = Y.mergeUpdates(union.merged)
+      union.merged.length = 0
+      union.merged.push(all)
     }
   }
 
-  /** Checks the keys a sent update changed in the observer document. */
-  #check(tr: Y.Transaction): void {
+  /** Checks the keys a sent update changed in the observer document of its generation. */
+  #check(union: Union, tr: Y.Transaction): void {
     const sender = this.#sender
     if (sender === '') return
     if (changedDocument(tr)) this.#changed = true
     for (const [type, keys] of tr.changed) {
       if (type._item !== null) continue
-      const root = rootNameOf(this.doc, type)
+      const root = rootNameOf(union.doc, type)
       if (root === undefined) continue
       const owner = rootOwner(root)
       // A root may still be Yjs's untyped placeholder (nobody called
@@ -250,8 +282,8 @@ export class NetworkObserver {
         if (key === null) continue
         const item = entries.get(key)
         if (item === undefined || item.deleted) {
-          if (this.doc.store.pendingStructs === null) this.#removed(sender, root, key, this.#now())
-          else this.#deferred.set(`${root}\u0000${key}`, { root, key, sender, at: this.#now() })
+          if (union.doc.store.pendingStructs === null) this.#removed(sender, root, key, this.#now())
+          else union.deferred.set(`${root}\u0000${key}`, { root, key, sender, at: this.#now() })
           continue
         }
         if (owner !== SERVER_ID) continue

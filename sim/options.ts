@@ -55,6 +55,12 @@ export interface SimOptions {
   readonly crashes?: number
   /** Devices restored from an old backup of their data directory (default 1). */
   readonly backupRestores?: number
+  /**
+   * New generations (server.compactHistory) at random moments of the run,
+   * with crashes during the switch and devices cut off or restored across it
+   * (default 0; swarm 0-3).
+   */
+  readonly compactions?: number
   /** Largest clock skew of a peer, either way, virtual ms (default 5 minutes). */
   readonly skewMs?: number
   /** Groups of devices linked over the LAN (default 1; 0: no LAN). */
@@ -119,6 +125,7 @@ export interface SimConfig {
   readonly partitions: number
   readonly crashes: number
   readonly backupRestores: number
+  readonly compactions: number
   readonly skewMs: number
   readonly lanIslands: number
   readonly periodic: number
@@ -183,6 +190,7 @@ function swarmDraws(seed: number): Partial<Record<keyof SimConfig, number>> {
     partitions: draw('partitions').int(0, 4),
     crashes: draw('crashes').int(0, 4),
     backupRestores: draw('restores').int(0, 1),
+    compactions: draw('compactions').int(0, 3),
     skewMs: draw('skew').int(0, 15 * MINUTE_MS),
     lanIslands: draw('lan').int(0, 2),
     periodic: Math.round(draw('periodic').next() * 0.6 * 100) / 100,
@@ -232,6 +240,7 @@ export function resolveConfig(options: SimOptions): SimConfig {
     partitions: count('partitions', pick('partitions', 2), 0, 10_000),
     crashes: count('crashes', pick('crashes', 2), 0, 10_000),
     backupRestores: count('backupRestores', pick('backupRestores', 1), 0, 10_000),
+    compactions: count('compactions', pick('compactions', 0), 0, 10_000),
     skewMs: ms('skewMs', pick('skewMs', 5 * MINUTE_MS), 0),
     lanIslands: count('lanIslands', pick('lanIslands', 1), 0, SIM_DEVICES_MAX),
     periodic: rate('periodic', pick('periodic', 0.3), 0),
@@ -272,6 +281,7 @@ const FLAGS: ReadonlyArray<readonly [FlagOption, string]> = [
   ['partitions', '--partitions'],
   ['crashes', '--crashes'],
   ['backupRestores', '--restores'],
+  ['compactions', '--compactions'],
   ['skewMs', '--skew'],
   ['lanIslands', '--lan-islands'],
   ['periodic', '--periodic'],

@@ -25,6 +25,7 @@ export const STEP_OPS = [
   'delta', // device `peer` runs a delta sync
   'sign-in', // user `user` signs in on device `peer`
   'policy', // the server sets a field's policy (`value` picks both)
+  'compact', // the server starts a new generation (`value`: crashes during the switch, see workload.ts)
   // Faults.
   'crash', // peer crashes (`value` odd: on its next store write), restarts `lasts` later
   'restore', // device restored from its backup taken `value` ms earlier; back `lasts` later
@@ -180,10 +181,55 @@ export function planFromSeed(config: SimConfig): SimStep[] {
   steps.push(...faultSteps(config, faults, 'partition', config.partitions))
   steps.push(...faultSteps(config, faults, 'crash', config.crashes))
   steps.push(...faultSteps(config, faults, 'restore', config.backupRestores))
+  steps.push(...compactionSteps(config, root.fork('compactions')))
   // Clogs beyond the per-message clog rate: a few long ones on random links.
   const clogs = config.clog > 0 ? Math.max(1, Math.round(config.durationMs / (12 * HOUR_MS))) : 0
   steps.push(...faultSteps(config, faults, 'clog', clogs))
   return sortSteps(steps)
+}
+
+/**
+ * The compactions (new generations) of a run, each at a random moment, and
+ * around some of them the faults a switch must survive: a device cut off
+ * from everyone from before the switch to after it (its edits made
+ * meanwhile are unsent edits of the old generation), and a device restored,
+ * after the switch, from a backup taken just before it. Each compaction
+ * draws from its own stream (prefix-stable, as the other faults).
+ */
+function compactionSteps(config: SimConfig, rng: Prng): SimStep[] {
+  const steps: SimStep[] = []
+  if (config.devices < 1) return steps
+  for (let i = 0; i < config.compactions; i++) {
+    const r = rng.fork(`compact#${i}`)
+    const at = r.int(0, Math.max(0, config.durationMs - 1))
+    steps.push({ at, op: 'compact', peer: 0, user: 0, value: r.nextUint32(), lasts: 0 })
+    if (r.chance(0.4)) {
+      // One device isolated (partition kind 2) across the switch.
+      const before = logUniform(r, 1_000, 2 * HOUR_MS)
+      const x = r.nextUint32()
+      steps.push({
+        at: Math.max(0, at - before),
+        op: 'partition',
+        peer: r.int(1, config.devices),
+        user: 0,
+        value: x - (x % 4) + 2,
+        lasts: before + logUniform(r, 1_000, 4 * HOUR_MS),
+      })
+    }
+    if (r.chance(0.3)) {
+      // A device restored, after the switch, from a backup taken before it.
+      const after = logUniform(r, 1_000, 2 * HOUR_MS)
+      steps.push({
+        at: at + after,
+        op: 'restore',
+        peer: r.int(1, config.devices),
+        user: 0,
+        value: after + logUniform(r, 1_000, 30 * MINUTE_MS),
+        lasts: logUniform(r, 1_000, 30 * MINUTE_MS),
+      })
+    }
+  }
+  return steps
 }
 
 /** Steps in time order; a stable sort keeps the given order of simultaneous steps. */

@@ -144,6 +144,9 @@ class Run {
         const replica = slot.replica
         if (replica !== undefined) this.history.attach(slot.id, replica)
       },
+      generationBuilt: (old, snapshot) => this.history.generationBuilt(old, snapshot),
+      moveStaged: (device, old) => this.history.moveStaged(device, old),
+      moveEnded: (device) => this.history.moveEnded(device),
     })
     this.startMs = this.site.scheduler.now()
     this.history = new HistoryRecorder(
@@ -330,7 +333,8 @@ class Run {
     if (serverDoc === undefined) return { checked: 0, rolledBack: 0 }
     const ledger = this.ledger.check(serverDoc, at)
     for (const v of ledger.violations) this.violation(v)
-    const rebuilt = this.site.observer.rebuild()
+    // The generation the site converged on (the server's).
+    const rebuilt = this.site.observer.rebuild(this.site.generationOf(this.site.server.id))
     const compared = compareViews(docs, rebuilt, this.ledger.rolledBackDevices(), at)
     for (const v of compared.violations) this.violation(v)
     this.oracleChecks(
@@ -445,5 +449,13 @@ function faultCounts(stats: SiteStats): Record<string, number> {
     clogSteps: stats.clogs,
     lanRedials: stats.lanRedials,
     skewMaxMs: stats.skewMaxMs,
+    compactions: stats.compactions,
+    compactionsDone: stats.compactionsDone,
+    switchCrashes: stats.switchCrashes,
+    movesStaged: stats.movesStaged,
+    movesCommitted: stats.movesCommitted,
+    moveCrashes: stats.moveCrashes,
+    preSwitchRestores: stats.preSwitchRestores,
+    lanGenerationCloses: stats.lanGenerationCloses,
   }
 }

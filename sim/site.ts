@@ -11,9 +11,12 @@
  * peer object is never called again; a restart builds a new one on the same
  * disk, as a new process would.
  */
+import * as Y from 'yjs'
 import type { Store, StoreOp } from '../core/store.js'
-import type { Connection } from '../core/transport.js'
+import { CloseCode } from '../core/protocol.js'
+import type { CloseInfo, Connection } from '../core/transport.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { deviceGeneration } from '../peers/device-sync/generation-move.js'
 import type { Replica, WipeOptions } from '../peers/replica.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { breakAdoption, breakDeviceView } from './canary.js'
@@ -50,6 +53,15 @@ export interface SiteHooks {
   fullSyncWipe?(device: string, wipedAt: number, ok: boolean): void
   /** A peer (re)started: its replica is up (the oracle's recorder watches it). */
   started?(slot: PeerSlot): void
+  /**
+   * The server built a new generation's base (`snapshot`) from `old`, just
+   * before the switch's store batch (which a crash may still lose).
+   */
+  generationBuilt?(old: Y.Doc, snapshot: Uint8Array): void
+  /** A device staged its move to the server's generation; `old` is the document it leaves. */
+  moveStaged?(device: string, old: Y.Doc): void
+  /** A device's move ended: committed (`ok`) or not (abandoned, failed, or it went down). */
+  moveEnded?(device: string, ok: boolean): void
 }
 
 /** Counters of what the site did to its peers. */
@@ -70,6 +82,19 @@ export interface SiteStats {
   lanRedials: number
   /** Largest absolute clock skew a peer ran with, ms. */
   skewMaxMs: number
+  /** compactHistory calls, and those that resolved (the switch durable and in memory). */
+  compactions: number
+  compactionsDone: number
+  /** Server crashes armed at the switch's store batch, and shortly after a switch. */
+  switchCrashes: number
+  /** Device moves staged, committed, and crashes armed during one. */
+  movesStaged: number
+  movesCommitted: number
+  moveCrashes: number
+  /** Restores, after a switch, of a backup taken before it. */
+  preSwitchRestores: number
+  /** LAN links closed with 4412 (their two devices on different generations, or one moving). */
+  lanGenerationCloses: number
 }
 
 /** One peer's place in the site: its disk survives its incarnations. */
@@ -95,6 +120,10 @@ export class PeerSlot {
   committing: { readonly wipedAt: number } | undefined
   /** A backup of the disk waiting for its restore step. */
   backup: { snapshot: DiskSnapshot; at: number } | undefined
+  /** Crash at the next switch's store batch (server). */
+  crashAtSwitch = false
+  /** Crash during the next move (device): at its next store write, or this many ms after it stages. */
+  crashInMove: 'write' | number | undefined
   readonly rng: Prng
 
   constructor(
@@ -137,7 +166,17 @@ export class SimSite {
     lanLinks: 0,
     lanRedials: 0,
     skewMaxMs: 0,
+    compactions: 0,
+    compactionsDone: 0,
+    switchCrashes: 0,
+    movesStaged: 0,
+    movesCommitted: 0,
+    moveCrashes: 0,
+    preSwitchRestores: 0,
+    lanGenerationCloses: 0,
   }
+  /** Virtual time of the latest switch that became durable (or may have), or undefined. */
+  lastSwitchAt: number | undefined
   /** Set once the network is healed: devices that start later sync at once. */
   healed = false
   /** LAN links wanted, as pairs of device indices (1-based). */
@@ -145,6 +184,8 @@ export class SimSite {
   readonly #lanOpen = new Map<string, Connection>()
   readonly #lanPending = new Set<string>()
   readonly #lanRng: Prng
+  /** The server's generation id as last seen running. */
+  #serverGeneration = ''
 
   constructor(
     readonly config: SimConfig,
@@ -159,7 +200,10 @@ export class SimSite {
       partitionCloseMs: config.partitionCloseMs,
       classify: classifyMessage,
     })
-    this.observer = new NetworkObserver(() => this.scheduler.now())
+    this.observer = new NetworkObserver(
+      () => this.scheduler.now(),
+      (sender) => this.generationOf(sender),
+    )
     this.server = new PeerSlot(SERVER_NAME, 0, 'live', undefined, master)
     const modes = master.fork('modes')
     for (let d = 1; d <= config.devices; d++) {
@@ -241,6 +285,7 @@ export class SimSite {
       })
       if (slot.generation !== generation) return
       if (this.config.canary === 'no-adoption') breakAdoption(server)
+      this.#watchSwitches(slot, server)
       slot.server = server
       slot.alive = true
       this.hooks.started?.(slot)
@@ -327,6 +372,8 @@ export class SimSite {
     // resets it.
     slot.disk.restore(backup.snapshot, 'i/')
     this.stats.restores++
+    if (this.lastSwitchAt !== undefined && backup.at < this.lastSwitchAt)
+      this.stats.preSwitchRestores++
     this.hooks.restored?.(slot.id, backup.at, this.scheduler.now())
     slot.restartTimer = this.scheduler.setTimeout(() => void this.start(slot), downMs)
   }
@@ -374,30 +421,164 @@ export class SimSite {
     const generation = slot.generation
     /** When the latest full sync's staged wipe began. */
     let wipedAt: number | undefined
+    /**
+     * A generation move is staged, since when: not a full sync (it keeps the
+     * delete marks) unless it completes one the caller asked for.
+     */
+    let moving = false
+    let movedAt = 0
     replica.wipe = (options: WipeOptions) => {
       // Only the retention wipe clears local state; a full sync's does not.
       if (options.local) note()
+      if (options.generation === true) {
+        wipedAt = undefined
+        const old = replica.doc
+        const promise = wipe(options)
+        promise.then(
+          () => {
+            if (slot.generation !== generation) return
+            moving = true
+            movedAt = this.scheduler.now()
+            this.stats.movesStaged++
+            this.hooks.moveStaged?.(slot.id, old)
+            this.#crashInMove(slot)
+          },
+          () => undefined,
+        )
+        return promise
+      }
       if (options.staged === true) wipedAt = this.scheduler.now()
       return wipe(options)
+    }
+    const abandon = replica.abandonWipe.bind(replica)
+    replica.abandonWipe = () => {
+      if (moving) {
+        moving = false
+        this.hooks.moveEnded?.(slot.id, false)
+      }
+      return abandon()
     }
     // The commit of a full sync's wipe is what clears its local deletes
     // (rule 3): the oracle needs every one, the device's own retries too.
     const commit = replica.commitWipe.bind(replica)
-    replica.commitWipe = (records) => {
-      const committing = wipedAt === undefined ? undefined : { wipedAt }
+    replica.commitWipe = (records, carry, deletes) => {
+      const move = moving
+      moving = false
+      // A move clears the delete marks only when it completes a full sync.
+      const began = move ? (deletes === true ? movedAt : undefined) : wipedAt
+      const committing = began === undefined ? undefined : { wipedAt: began }
       slot.committing = committing
       const ended = (ok: boolean): void => {
+        if (move && slot.generation === generation) {
+          if (ok) this.stats.movesCommitted++
+          this.hooks.moveEnded?.(slot.id, ok)
+        }
         if (slot.generation !== generation || slot.committing !== committing) return
         slot.committing = undefined
         if (committing !== undefined) this.hooks.fullSyncWipe?.(slot.id, committing.wipedAt, ok)
       }
-      const promise = commit(records)
+      const promise = commit(records, carry, deletes)
       promise.then(
         () => ended(true),
         () => ended(false),
       )
       return promise
     }
+  }
+
+  /** Sees each switch of the server's document; crashes the server at one when armed. */
+  #watchSwitches(slot: PeerSlot, server: ServerPeer): void {
+    const replica = server.replica
+    const switchGeneration = replica.switchGeneration.bind(replica)
+    replica.switchGeneration = (build, switched) =>
+      switchGeneration((doc) => {
+        const next = build(doc)
+        for (const client of Y.decodeStateVector(
+          Y.encodeStateVectorFromUpdate(next.snapshot),
+        ).keys())
+          this.observer.serverClients.add(client)
+        this.hooks.generationBuilt?.(doc, next.snapshot)
+        if (slot.crashAtSwitch) {
+          // The next store write is the switch's batch.
+          slot.crashAtSwitch = false
+          slot.crashOnWrite = true
+          slot.pendingDownMs = slot.rng
+            .fork(`switch-down#${this.stats.compactions}`)
+            .int(100, 60_000)
+          this.stats.switchCrashes++
+        }
+        return next
+      }, switched)
+  }
+
+  /** Crashes a device during the move it just staged, when armed. */
+  #crashInMove(slot: PeerSlot): void {
+    const how = slot.crashInMove
+    if (how === undefined) return
+    slot.crashInMove = undefined
+    this.stats.moveCrashes++
+    const downMs = slot.rng.fork(`move-down#${this.stats.moveCrashes}`).int(100, 30 * 60_000)
+    if (how === 'write') {
+      slot.crashOnWrite = true
+      slot.pendingDownMs = downMs
+      return
+    }
+    const generation = slot.generation
+    this.scheduler.setTimeout(() => {
+      if (slot.generation === generation) this.crash(slot, downMs)
+    }, how)
+  }
+
+  /**
+   * The server starts a new generation now (`server.compactHistory`).
+   * `value` picks the faults around it: the server crashes at the switch's
+   * store batch (`value % 4` 1) or a moment after it (2, while devices
+   * move); one device (picked from `value`) crashes during its move, at its
+   * next store write or a moment after it stages (`(value >>> 2) % 3` 0).
+   */
+  compact(value: number): void {
+    const slot = this.server
+    const server = slot.server
+    if (!slot.alive || server === undefined) return
+    this.stats.compactions++
+    const rng = new Prng(value).fork('compact')
+    const serverFault = value % 4
+    if (serverFault === 1) slot.crashAtSwitch = true
+    if ((value >>> 2) % 3 === 0 && this.devices.length > 0) {
+      const device = this.devices[(value >>> 8) % this.devices.length] as PeerSlot
+      device.crashInMove = rng.chance(0.5) ? 'write' : rng.int(0, 5_000)
+    }
+    const generation = slot.generation
+    server.compactHistory().then(
+      () => {
+        this.stats.compactionsDone++
+        this.lastSwitchAt = this.scheduler.now()
+        if (serverFault !== 2 || slot.generation !== generation) return
+        this.stats.switchCrashes++
+        this.scheduler.setTimeout(
+          () => {
+            if (slot.generation === generation) this.crash(slot, rng.int(100, 10 * 60_000))
+          },
+          rng.int(0, 5_000),
+        )
+      },
+      () => {
+        slot.crashAtSwitch = false
+      },
+    )
+  }
+
+  /** The generation a peer is on now (a moving device: its server's), for the network tap. */
+  generationOf(name: string): string {
+    const slot = this.slots.find((s) => s.id === name)
+    const serverGeneration = this.server.server?.generation.id ?? this.#serverGeneration
+    this.#serverGeneration = serverGeneration
+    if (slot === undefined) return ''
+    if (slot.index === 0) return serverGeneration
+    const device = slot.device
+    if (device === undefined) return ''
+    if (device.replica.movingGeneration) return serverGeneration
+    return deviceGeneration(device.replica).id
   }
 
   // ------------------------------------------------------------ faults
@@ -534,8 +715,9 @@ export class SimSite {
       return
     }
     const [ca, cb] = this.network.pair(a.id, b.id)
-    const closed = (): void => {
+    const closed = (info: CloseInfo): void => {
       if (this.#lanOpen.get(key) !== ca) return
+      if (info.code === CloseCode.generationChanged) this.stats.lanGenerationCloses++
       this.#lanOpen.delete(key)
       this.#redial(edge, this.#lanRng.int(LAN_REDIAL_MS_MIN, LAN_REDIAL_MS_MAX))
     }

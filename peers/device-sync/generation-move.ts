@@ -151,15 +151,21 @@ export class GenerationMove {
 
   /**
    * Ends the move once the fetch is complete: the carried own entries and
-   * `records` go into the one batch that stores the new generation.
+   * `records` go into the one batch that stores the new generation; with
+   * `deletes` (the move completes a full sync the caller asked for) the
+   * delete marks are cleared too (rule 3).
    */
-  async commit(records: ReadonlyArray<readonly [string, string, unknown]>): Promise<Generation> {
+  async commit(
+    records: ReadonlyArray<readonly [string, string, unknown]>,
+    deletes = false,
+  ): Promise<Generation> {
     const staged = this.staged
     if (staged === undefined) throw new Error('no generation move is staged')
     const { replica } = this
     await replica.commitWipe(
       [...records, [...DEVICE_GENERATION_RECORD, recordOf(staged.to)]],
       (ctx) => carry(ctx, replica, staged.carried),
+      deletes,
     )
     this.staged = undefined
     return staged.to

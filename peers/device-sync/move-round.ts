@@ -18,6 +18,8 @@ export interface MoveParts {
   /** The sync record saying a full sync completed at `at`, stored with the commit. */
   readonly done: (at: number) => readonly [string, string, unknown]
   readonly log: (event: NewEvent) => Promise<void>
+  /** The move completes a full sync the caller asked for: clear the delete marks (rule 3). */
+  readonly deletes: boolean
 }
 
 /** Completes a staged move over `session`; resolves with its time of completion. */
@@ -30,7 +32,7 @@ export async function moveGeneration(
   const from = move.current()
   await server.fetch(session)
   const at = parts.clock.now()
-  const to = await move.commit([parts.done(at)])
+  const to = await move.commit([parts.done(at)], parts.deletes)
   await parts.log({
     type: 'generation-moved',
     message: `from generation ${from.n} to ${to.n}: one full sync, own entries carried`,

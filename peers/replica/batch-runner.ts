@@ -213,6 +213,7 @@ export class BatchRunner {
     }
     const ops: StoreOp[] = []
     let snapshotBytes = 0
+    const deletes = staged.deletes || end.deletes === true
     if (staged.generation) {
       // The carried own writes and the whole new document, in this batch.
       const ctx = writeContext(this.parts, ops)
@@ -221,7 +222,7 @@ export class BatchRunner {
       const snapshot = Y.encodeStateAsUpdate(this.parts.document.doc)
       snapshotBytes = snapshot.byteLength
       log.replaceOps(ops, snapshot)
-      local.wipeOps(ops, staged.deletes)
+      local.wipeOps(ops, deletes)
     } else {
       this.wipeOps(ops, staged.fromSeq, staged.deletes)
     }
@@ -235,7 +236,7 @@ export class BatchRunner {
     }
     log.commitStaged()
     if (staged.generation) log.restartAt(log.nextSeq, 0, snapshotBytes)
-    if (staged.deletes) local.clearDeleted()
+    if (deletes) local.clearDeleted()
     local.clearImported()
     local.setRecords(end.records)
     op.resolve(undefined)

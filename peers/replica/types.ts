@@ -228,6 +228,11 @@ export type WipeEnd =
        * (a generation move carries the device's own entries over).
        */
       readonly carry?: (ctx: WriteContext) => void
+      /**
+       * Also clear the delete marks (rule 3), as a full sync does: a move
+       * that completes a full sync the caller asked for.
+       */
+      readonly deletes?: boolean
     }
   | { readonly commit: false }
 
