@@ -442,17 +442,11 @@ export class Replica {
     build: (doc: Y.Doc) => NewGeneration<T>,
     switched: (result: T) => void,
   ): Promise<T> {
-    const { status, log, document, local, queue, intake } = this
-    const parts = {
-      clock: this.options.clock,
-      events: this.journal,
-      rollback: () => this.rollback(),
-    }
-    return switchGeneration(
-      { ...parts, status, log, document, local, queue, intake },
-      build,
-      switched,
-    )
+    const { status, log, document, local, queue, intake, journal: events } = this
+    const rollback = (): Promise<void> => this.rollback()
+    const { clock } = this.options
+    const parts = { clock, events, rollback, status, log, document, local, queue, intake }
+    return switchGeneration(parts, build, switched)
   }
 
   /** True while a move to another generation is staged (WipeOptions.generation). */
