@@ -20,6 +20,7 @@ import {
   ImplausibleStateVectorError,
   QueueFullError,
   RostersyncError,
+  withoutStack,
 } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
 import { CloseCode, encodeMessage, type Message } from '../core/protocol.js'
@@ -460,7 +461,9 @@ export function startSession(options: SessionOptions): SyncSession {
       signedLink?.stop()
       const pending = waiting.splice(0)
       if (pending.length === 0) return
-      const closed = new Error('connection closed')
+      // One error for every waiter, without a stack: it would only show
+      // this teardown (a link retried after an answer timed out).
+      const closed = withoutStack(() => new Error('connection closed'))
       for (const w of pending) w.reject(closed)
     },
   }
