@@ -59,6 +59,22 @@ export type ErrorCode =
   | 'GENERATION_CHANGED'
 
 /** Base class: every error rostersync raises on purpose carries a `code`. */
+/**
+ * Makes an error without capturing a stack trace, for errors made by the
+ * thousand where the stack would only show a timer or a teardown (a sync
+ * answer that timed out, the waiters of a closed connection): capturing it
+ * cost a few per cent of a simulated run on a lossy network.
+ */
+export function withoutStack<T extends Error>(make: () => T): T {
+  const limit = Error.stackTraceLimit
+  Error.stackTraceLimit = 0
+  try {
+    return make()
+  } finally {
+    Error.stackTraceLimit = limit
+  }
+}
+
 export class RostersyncError extends Error {
   readonly code: ErrorCode
   /** Optional structured detail (e.g. zod issues for `INVALID_RECORD`). */

@@ -254,10 +254,18 @@ export const limits = {
   exportPassphraseCharsMax: 1_024,
   /**
    * How long a device certificate is valid from its issue, ms (7 days). The
-   * server issues a new one on every connection and again on a link open
-   * past half of it; a device's LAN peers refuse it once expired.
+   * server sends one on every connection and again on a link open past half
+   * of it; a device's LAN peers refuse it once expired.
    */
   certificateTtlMs: 7 * 24 * 60 * 60_000,
+  /**
+   * How long the server sends a device the certificate it issued it last
+   * rather than signing a new one, ms (1 day): a device that reconnects
+   * often (a lossy network) costs one signature a day, not one per
+   * connection, and every certificate it receives has at least 6 of its 7
+   * days left.
+   */
+  certificateReuseMsMax: 24 * 60 * 60_000,
   /** How far a certificate's expiry is stretched for the receiver's clock running ahead, ms. */
   certificateSkewMsMax: 5 * 60_000,
 } as const

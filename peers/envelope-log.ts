@@ -50,6 +50,12 @@ interface Entry extends LoggedEnvelope {
 /** A device's log of other writers' envelopes. */
 export class EnvelopeLog {
   private entries: Entry[] = []
+  /**
+   * Per client, the highest end of any entry kept (or dropped since: an
+   * upper bound), so that a peer that lacks nothing of the log costs one
+   * look per client, not one per entry.
+   */
+  private reach = new Map<number, number>()
   private bytes = 0
   private nextSeq = 1
   private writes: Promise<void> = Promise.resolve()
@@ -94,6 +100,13 @@ export class EnvelopeLog {
   /** The envelopes holding something a peer at `stateVector` lacks, oldest first, with their heads. */
   beyond(stateVector: ReadonlyMap<number, number>): LoggedEnvelope[] {
     const out: LoggedEnvelope[] = []
+    let lacks = false
+    for (const [client, end] of this.reach)
+      if (end > (stateVector.get(client) ?? 0)) {
+        lacks = true
+        break
+      }
+    if (!lacks) return out
     for (const entry of this.entries) {
       for (const [client, end] of entry.to) {
         if (end > (stateVector.get(client) ?? 0)) {
@@ -109,6 +122,7 @@ export class EnvelopeLog {
   clear(): void {
     const gone = this.entries.map((e) => e.seq)
     this.entries = []
+    this.reach = new Map()
     this.bytes = 0
     if (gone.length > 0)
       this.persist(gone.map((seq) => ({ type: 'del' as const, key: KEYS.entry(seq) })))
@@ -133,6 +147,8 @@ export class EnvelopeLog {
     }
     if (to.size === 0) return false
     this.entries.push({ seq, bytes: envelope, to, writer: opened.writer, cert: opened.cert })
+    for (const [client, end] of to)
+      if (end > (this.reach.get(client) ?? 0)) this.reach.set(client, end)
     this.bytes += envelope.byteLength
     return true
   }

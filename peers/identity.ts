@@ -135,14 +135,20 @@ export class Identity implements ClientIdSource {
       this.pinned = serverKey
       ops.push({ type: 'put', key: KEYS.serverKey, value: serverKey })
     }
-    if (cert !== undefined) {
+    // The certificate this device holds already (the server sends its last
+    // one again while it is young) is neither stored again nor announced.
+    const encoded = cert === undefined ? undefined : encodeCertificate(cert)
+    const renewed =
+      encoded !== undefined &&
+      (this.cert === undefined || !Buffer.from(encodeCertificate(this.cert)).equals(encoded))
+    if (renewed) {
       this.cert = cert
-      ops.push({ type: 'put', key: KEYS.certificate, value: encodeCertificate(cert) })
+      ops.push({ type: 'put', key: KEYS.certificate, value: encoded })
     }
     const first = ops.some((op) => op.key === KEYS.serverKey)
     if (ops.length > 0) await this.store.batch(ops)
     if (first) for (const listener of [...this.pinListeners]) listener()
-    if (cert !== undefined) for (const listener of [...this.certListeners]) listener()
+    if (renewed) for (const listener of [...this.certListeners]) listener()
   }
 
   /** Calls `listener` whenever the server issues this device a certificate (a renewal); returns the unsubscribe function. */

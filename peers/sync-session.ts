@@ -5,14 +5,13 @@
  * updates are checked, then applied through the replica (durable before they
  * count), strictly in arrival order.
  *
- * Inbound messages wait in a bounded inbox (count and bytes). Once the
- * connection is closed nothing more of it is applied: what waited is
- * dropped (the next exchange sends again whatever is missing). A link with
- * an untrusted peer (SessionOptions.untrusted) is also bounded in messages,
- * bytes and answered step 1s per second, and a refused message closes it
- * with the error's code: Yjs holds back every later update of a writer
- * that depends on a refused one, so a link that went on would only look
- * healthy while nothing of it lands.
+ * Inbound messages wait in a bounded inbox (count and bytes); once the
+ * connection is closed what waited is dropped (the next exchange sends it
+ * again). A link with an untrusted peer (SessionOptions.untrusted) is also
+ * bounded in messages, bytes and answered step 1s per second, and a refused
+ * message closes it with the error's code: Yjs holds back every later
+ * update of a writer that depends on a refused one, so a link that went on
+ * would only look healthy while nothing of it lands.
  */
 import * as Y from 'yjs'
 import {
@@ -20,6 +19,7 @@ import {
   ImplausibleStateVectorError,
   QueueFullError,
   RostersyncError,
+  withoutStack,
 } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
 import { CloseCode, encodeMessage, type Message } from '../core/protocol.js'
@@ -28,8 +28,7 @@ import type { UpdateRanges } from '../core/update-scan.js'
 import type { Replica } from './replica.js'
 import type { OpenedEnvelope, SignedLink } from './signed-link.js'
 import { closeReason, decodeInbound, LinkRates, refusalClose } from './sync-session/inbound.js'
-import { partMessage } from './sync-session/answer-messages.js'
-import { signedUpdateMessage, updateMessage } from './sync-session/messages.js'
+import { partMessage, signedUpdateMessage, updateMessage } from './sync-session/messages.js'
 import { Outbox } from './sync-session/outbox.js'
 
 export { closeReason, refusalClose } from './sync-session/inbound.js'
@@ -493,7 +492,8 @@ export function startSession(options: SessionOptions): SyncSession {
       signedLink?.stop()
       const pending = waiting.splice(0)
       if (pending.length === 0) return
-      const closed = new Error('connection closed')
+      // One stackless error for every waiter (a stack shows only this teardown).
+      const closed = withoutStack(() => new Error('connection closed'))
       for (const w of pending) w.reject(closed)
     },
   }

@@ -127,12 +127,15 @@ export function joinUrl(
   const url = new URL(
     `${options.url.replace(/\/$/, '')}/${encodeURIComponent(options.room ?? 'roster')}`,
   )
-  url.searchParams.set('device', options.deviceId)
-  url.searchParams.set('name', options.name)
-  if (options.siteKey !== undefined) url.searchParams.set('key', options.siteKey)
-  if (options.mode === 'periodic') url.searchParams.set('mode', 'periodic')
-  for (const [name, value] of Object.entries(options.joinParams?.() ?? {}))
-    url.searchParams.set(name, value)
+  // The query built apart and set once: each `url.searchParams.set`
+  // serializes and parses the whole URL again, on every reconnection.
+  const query = new URLSearchParams(url.search)
+  query.set('device', options.deviceId)
+  query.set('name', options.name)
+  if (options.siteKey !== undefined) query.set('key', options.siteKey)
+  if (options.mode === 'periodic') query.set('mode', 'periodic')
+  for (const [name, value] of Object.entries(options.joinParams?.() ?? {})) query.set(name, value)
+  url.search = query.toString()
   return url.toString()
 }
 

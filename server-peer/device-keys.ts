@@ -13,6 +13,7 @@ import {
   encodeCertificate,
   issueCertificate,
   keyRevocationId,
+  type Certificate,
   type KeyPair,
 } from '../core/signing.js'
 import type { Connection } from '../core/transport.js'
@@ -25,6 +26,8 @@ export class DeviceKeys {
   private readonly keys = new Map<string, Uint8Array>()
   /** The times of each device's accepted join proofs within the skew bound, in memory (bounded). */
   private readonly joins = new Map<string, number[]>()
+  /** The certificate issued last to each device, in memory (bounded; see {@link certificate}). */
+  private readonly issued = new Map<string, Certificate>()
 
   constructor(private readonly replica: Replica) {
     for (const [id, value] of replica.recordsOf(NAMESPACE)) {
@@ -57,12 +60,53 @@ export class DeviceKeys {
     const old = this.keys.get(deviceId)
     this.keys.delete(deviceId)
     this.joins.delete(deviceId)
+    this.issued.delete(deviceId)
     await this.replica.setRecord(NAMESPACE, deviceId, undefined)
     if (old !== undefined) {
       const id = keyRevocationId(old)
       if (!this.replica.isRevoked(id))
         await this.replica.write((ctx) => ctx.setRevoked(id as WriterId, { t: ctx.stamp() }))
     }
+  }
+
+  /**
+   * The certificate to send `deviceId` for `publicKey` at `now`: the one
+   * issued to it last while that is for the same key and site and at most
+   * `limits.certificateReuseMsMax` old by `now` (a clock that stepped back
+   * gets a new one), else a new one, kept for next time. Ed25519 is
+   * deterministic, so a certificate sent again is the same bytes, and the
+   * device checks it from its signature memo and stores nothing.
+   */
+  certificate(
+    key: KeyPair,
+    site: string,
+    deviceId: string,
+    publicKey: Uint8Array,
+    now: number,
+  ): Certificate {
+    const last = this.issued.get(deviceId)
+    if (
+      last !== undefined &&
+      last.site === site &&
+      Buffer.from(last.publicKey).equals(Buffer.from(publicKey)) &&
+      last.issuedAt <= now &&
+      now - last.issuedAt <= limits.certificateReuseMsMax
+    )
+      return last
+    const certificate = issueCertificate(key, {
+      site,
+      deviceId,
+      publicKey,
+      issuedAt: now,
+      expiresAt: now + limits.certificateTtlMs,
+    })
+    this.issued.delete(deviceId)
+    this.issued.set(deviceId, certificate)
+    if (this.issued.size > limits.devicesRegisteredMax) {
+      const oldest = this.issued.keys().next().value
+      if (oldest !== undefined) this.issued.delete(oldest)
+    }
+    return certificate
   }
 
   /** Whether a proof of this device at `at` was accepted already (a replayed join URL). */
@@ -94,12 +138,15 @@ export class DeviceKeys {
  * Sends a device its certificate (in the server's `hello`) now, and again
  * every half of `limits.certificateTtlMs` while the link stays open, so a
  * device that stays connected renews its certificate long before its LAN
- * peers would refuse it. Returns the function that stops the renewals
- * (call it when the link closes).
+ * peers would refuse it. The certificate comes from `keys`
+ * ({@link DeviceKeys.certificate}: the last one issued while it is young).
+ * Returns the function that stops the renewals (call it when the link
+ * closes).
  */
 export function certifyLink(options: {
   readonly connection: Connection
   readonly key: KeyPair
+  readonly keys: DeviceKeys
   readonly site: string
   readonly deviceId: string
   readonly publicKey: Uint8Array
@@ -111,14 +158,13 @@ export function certifyLink(options: {
   let timer: unknown
   const hello = (): void => {
     if (!connection.open) return
-    const issuedAt = clock.now()
-    const certificate = issueCertificate(options.key, {
-      site: options.site,
-      deviceId: options.deviceId,
-      publicKey: options.publicKey,
-      issuedAt,
-      expiresAt: issuedAt + limits.certificateTtlMs,
-    })
+    const certificate = options.keys.certificate(
+      options.key,
+      options.site,
+      options.deviceId,
+      options.publicKey,
+      clock.now(),
+    )
     connection.send(
       encodeMessage({
         type: 'hello',

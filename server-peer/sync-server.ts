@@ -167,6 +167,7 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
           : certifyLink({
               connection,
               key: signing.identity.key,
+              keys: signing.keys,
               site: signing.signer.site,
               deviceId,
               publicKey: joined.publicKey,

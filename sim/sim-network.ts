@@ -25,7 +25,7 @@
  *   `SYNC_FAILED`, as the WebSocket transport does. Otherwise both ends open
  *   one one-way delay after the call.
  */
-import { RostersyncError } from '../core/errors.js'
+import { RostersyncError, withoutStack } from '../core/errors.js'
 import type { CloseInfo, Connection, Transport } from '../core/transport.js'
 import type { Prng } from './prng.js'
 import type { Scheduler } from './scheduler.js'
@@ -167,15 +167,8 @@ function newCounters(): MessageCounters {
  * device retrying through a partition), and capturing the stack was a few
  * per cent of the run; it would only ever show this function.
  */
-const connectFailed = (address: string, why: string): RostersyncError => {
-  const limit = Error.stackTraceLimit
-  Error.stackTraceLimit = 0
-  try {
-    return new RostersyncError('SYNC_FAILED', `cannot connect to ${address}: ${why}`)
-  } finally {
-    Error.stackTraceLimit = limit
-  }
-}
+const connectFailed = (address: string, why: string): RostersyncError =>
+  withoutStack(() => new RostersyncError('SYNC_FAILED', `cannot connect to ${address}: ${why}`))
 
 /** One direction of one connection. */
 class Direction {

@@ -8,6 +8,9 @@
  *   the sync or as it is after it: never an empty roster that says it is
  *   offline-ready, never without its acknowledged own writes, and an
  *   enrolment made then on an id the server deleted follows rule 4.
+ *
+ * Each runs twice (issue 12, clocks that differ): the devices' wall clocks
+ * ahead of the server's, then behind it (test/helpers/skewed-clock.ts).
  */
 import { spawn } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -15,9 +18,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { systemClock } from '../peers/system-clock.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { DEVICE_SKEWS, offsetOf, skewedClock, type Skew } from './helpers/skewed-clock.js'
 
 const SITE_KEY = 'full-sync-site-key'
 const childScript = fileURLToPath(new URL('./fixtures/full-sync-child.ts', import.meta.url))
@@ -43,11 +48,20 @@ afterAll(async () => {
 
 const dataDirOf = (id: string): string => join(dir, id)
 
+/** What the crash sweeps of every round found: before or after the full sync. */
+const seenOverRounds = new Set<string>()
+
+/** The skew of the round running (set per `describe.each` round). */
+let skew: Skew = { name: 'none', offsetsMs: {} }
+/** Every device of a round runs on the wall clock of the round's D1. */
+const deviceOffsetMs = (): number => offsetOf(skew, 'D1')
+
 function openDevice(id: string, online: boolean): Promise<DevicePeer> {
   return createDevice({
     id,
     dataDir: dataDirOf(id),
     siteKey: SITE_KEY,
+    clock: skewedClock(systemClock, deviceOffsetMs()),
     ...(online ? { server: server.url } : {}),
   })
 }
@@ -71,134 +85,159 @@ async function prepared(id: string): Promise<number> {
   }
 }
 
-describe('rule 3 after a full sync', () => {
-  it('a user deleted on the device shows again, and stays shown across a restart', async () => {
-    const id = 'R3'
-    await prepared(id)
-    const d = await openDevice(id, true)
+describe.each(DEVICE_SKEWS.map((round, i) => ({ ...round, i })))('$name', (round) => {
+  beforeEach(() => {
+    skew = round
+  })
+
+  describe('rule 3 after a full sync', () => {
+    it('a user deleted on the device shows again, and stays shown across a restart', async () => {
+      const id = `R3-${round.i}`
+      await prepared(id)
+      const d = await openDevice(id, true)
+      try {
+        await d.sync.whenIdle()
+        expect(d.users.get('A')).toBeUndefined()
+        await d.sync.full()
+        // The device's own wall clock stamped it: minutes off the system's.
+        const at = d.sync.status().lastFullSyncAt ?? Date.now()
+        expect(Math.sign(at - Date.now())).toBe(Math.sign(deviceOffsetMs()))
+        expect(d.users.get('A')).toEqual({ id: 'A', name: 'Ann' })
+        expect(d.users.list()).toEqual(server.users.list().map((u) => d.users.get(u.id)))
+      } finally {
+        await d.close()
+      }
+      const again = await openDevice(id, false)
+      try {
+        expect(again.users.get('A')).toEqual({ id: 'A', name: 'Ann' })
+        expect(again.users.get(`O-${id}`)?.name).toBe(`Own ${id}`)
+      } finally {
+        await again.close()
+      }
+    })
+  })
+
+  interface ChildRun {
+    readonly lines: string[]
+    readonly stall: string | undefined
+    readonly stderr: string
+  }
+
+  /** Runs the child; it is killed with SIGKILL as soon as it prints its STALL line. */
+  function runChild(options: Record<string, unknown>): Promise<ChildRun> {
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', childScript, JSON.stringify(options)],
+      {
+        cwd: projectRoot,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    )
+    const lines: string[] = []
+    let stall: string | undefined
+    let stderr = ''
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      lines.push(line)
+      if (stall === undefined && line.startsWith('STALL ')) {
+        stall = line
+        child.kill('SIGKILL')
+      }
+    })
+    return new Promise((resolve, reject) => {
+      child.on('error', reject)
+      child.on('close', () => resolve({ lines, stall, stderr }))
+    })
+  }
+
+  function childOptions(id: string): Record<string, unknown> {
+    return {
+      dataDir: dataDirOf(id),
+      id,
+      server: server.url,
+      siteKey: SITE_KEY,
+      offsetMs: deviceOffsetMs(),
+    }
+  }
+
+  /**
+   * Reopens a killed device offline and checks it is as before the full sync
+   * or as after it; then enrols X offline and, online again, checks the
+   * server took it as a new user (rule 4). Returns which state it found.
+   */
+  async function checkAfterCrash(
+    id: string,
+    fullSyncBefore: number,
+    where: string,
+  ): Promise<'before' | 'after'> {
+    const d = await openDevice(id, false)
+    let state: 'before' | 'after'
     try {
-      await d.sync.whenIdle()
-      expect(d.users.get('A')).toBeUndefined()
-      await d.sync.full()
-      expect(d.users.get('A')).toEqual({ id: 'A', name: 'Ann' })
-      expect(d.users.list()).toEqual(server.users.list().map((u) => d.users.get(u.id)))
+      const status = d.sync.status()
+      expect(status.offlineReady, where).toBe(true)
+      expect(status.warning, where).toBeUndefined()
+      state = (status.lastFullSyncAt ?? 0) > fullSyncBefore ? 'after' : 'before'
+      // Before: the server's roster (the sync's push brought it) but A, which
+      // this device deleted; after: the server's roster whole (rule 3).
+      const expected = server.users.list().filter((u) => state === 'after' || u.id !== 'A')
+      expect(expected.map((u) => u.id)).toContain(`O-${id}`)
+      expect(expected.map((u) => u.id)).toContain(`C-${id}`)
+      expect(d.users.list(), `${where}: the roster ${state} the full sync`).toEqual(expected)
+      await d.users.put({ id: 'X', name: `New X ${id}` })
     } finally {
       await d.close()
     }
-    const again = await openDevice(id, false)
+    const online = await openDevice(id, true)
     try {
-      expect(again.users.get('A')).toEqual({ id: 'A', name: 'Ann' })
-      expect(again.users.get(`O-${id}`)?.name).toBe(`Own ${id}`)
+      await online.sync.whenIdle()
+      expect(server.users.get('X')?.name, `${where}: rule 4`).toBe(`New X ${id}`)
+      expect(online.users.get('X')?.name, `${where}: rule 4`).toBe(`New X ${id}`)
     } finally {
-      await again.close()
+      await online.close()
     }
-  })
-})
-
-interface ChildRun {
-  readonly lines: string[]
-  readonly stall: string | undefined
-  readonly stderr: string
-}
-
-/** Runs the child; it is killed with SIGKILL as soon as it prints its STALL line. */
-function runChild(options: Record<string, unknown>): Promise<ChildRun> {
-  const child = spawn(process.execPath, ['--import', 'tsx', childScript, JSON.stringify(options)], {
-    cwd: projectRoot,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  const lines: string[] = []
-  let stall: string | undefined
-  let stderr = ''
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    lines.push(line)
-    if (stall === undefined && line.startsWith('STALL ')) {
-      stall = line
-      child.kill('SIGKILL')
-    }
-  })
-  return new Promise((resolve, reject) => {
-    child.on('error', reject)
-    child.on('close', () => resolve({ lines, stall, stderr }))
-  })
-}
-
-function childOptions(id: string): Record<string, unknown> {
-  return { dataDir: dataDirOf(id), id, server: server.url, siteKey: SITE_KEY }
-}
-
-/**
- * Reopens a killed device offline and checks it is as before the full sync
- * or as after it; then enrols X offline and, online again, checks the
- * server took it as a new user (rule 4). Returns which state it found.
- */
-async function checkAfterCrash(
-  id: string,
-  fullSyncBefore: number,
-  where: string,
-): Promise<'before' | 'after'> {
-  const d = await openDevice(id, false)
-  let state: 'before' | 'after'
-  try {
-    const status = d.sync.status()
-    expect(status.offlineReady, where).toBe(true)
-    expect(status.warning, where).toBeUndefined()
-    state = (status.lastFullSyncAt ?? 0) > fullSyncBefore ? 'after' : 'before'
-    // Before: the server's roster (the sync's push brought it) but A, which
-    // this device deleted; after: the server's roster whole (rule 3).
-    const expected = server.users.list().filter((u) => state === 'after' || u.id !== 'A')
-    expect(expected.map((u) => u.id)).toContain(`O-${id}`)
-    expect(expected.map((u) => u.id)).toContain(`C-${id}`)
-    expect(d.users.list(), `${where}: the roster ${state} the full sync`).toEqual(expected)
-    await d.users.put({ id: 'X', name: `New X ${id}` })
-  } finally {
-    await d.close()
+    // The next case enrols X again, as a new user of its own.
+    await server.users.delete('X')
+    return state
   }
-  const online = await openDevice(id, true)
-  try {
-    await online.sync.whenIdle()
-    expect(server.users.get('X')?.name, `${where}: rule 4`).toBe(`New X ${id}`)
-    expect(online.users.get('X')?.name, `${where}: rule 4`).toBe(`New X ${id}`)
-  } finally {
-    await online.close()
-  }
-  // The next case enrols X again, as a new user of its own.
-  await server.users.delete('X')
-  return state
-}
 
-describe('a SIGKILL at any store write of a full sync', () => {
-  it('leaves the device as before or as after it, at every write', async () => {
-    // A full sync run to its end numbers its writes.
-    const dryId = 'K-dry'
-    await prepared(dryId)
-    const dry = await runChild(childOptions(dryId))
-    expect(dry.lines, dry.stderr).toContain('FULL ok')
-    const writes = dry.lines.filter((line) => line.startsWith('WRITE '))
-    // At least: sync-started, the wipe's clientID, the fetched roster, the commit.
-    expect(writes.length, writes.join('\n')).toBeGreaterThanOrEqual(4)
-    // The commit replaces the snapshot, drops the old update log, clears
-    // the deletes and records the sync, in one write.
-    const kinds = (write: string): string[] => (write.split(' ')[2] ?? '').split(',')
-    const commit = ['+y/s', '-y/u', '-l/d', '+r/sync/state']
-    expect(
-      writes.filter((w) => commit.every((k) => kinds(w).includes(k))),
-      writes.join('\n'),
-    ).toHaveLength(1)
+  describe('a SIGKILL at any store write of a full sync', () => {
+    it('leaves the device as before or as after it, at every write', async () => {
+      // A full sync run to its end numbers its writes.
+      const dryId = `K-dry-${round.i}`
+      await prepared(dryId)
+      const dry = await runChild(childOptions(dryId))
+      expect(dry.lines, dry.stderr).toContain('FULL ok')
+      const writes = dry.lines.filter((line) => line.startsWith('WRITE '))
+      // At least: sync-started, the wipe's clientID, the fetched roster, the commit.
+      expect(writes.length, writes.join('\n')).toBeGreaterThanOrEqual(4)
+      // The commit replaces the snapshot, drops the old update log, clears
+      // the deletes and records the sync, in one write.
+      const kinds = (write: string): string[] => (write.split(' ')[2] ?? '').split(',')
+      const commit = ['+y/s', '-y/u', '-l/d', '+r/sync/state']
+      expect(
+        writes.filter((w) => commit.every((k) => kinds(w).includes(k))),
+        writes.join('\n'),
+      ).toHaveLength(1)
 
-    const seen = new Set<string>()
-    for (let n = 1; n <= writes.length; n++) {
-      for (const when of ['before', 'after'] as const) {
-        const id = `K${n}${when[0]}`
-        const fullSyncBefore = await prepared(id)
-        const run = await runChild({ ...childOptions(id), stallAt: n, stallWhen: when })
-        const where = `killed ${when} write ${n} (${run.stall ?? 'no stall'})`
-        expect(run.stall, `${where}; stderr: ${run.stderr}`).toBeDefined()
-        seen.add(await checkAfterCrash(id, fullSyncBefore, where))
+      // The rounds share the sweep: each kills at every other point (by
+      // write and side), so the file's time does not double with the skew
+      // rounds while every point is still killed at once per file run.
+      const seen = new Set<string>()
+      for (let n = 1; n <= writes.length; n++) {
+        for (const [side, when] of (['before', 'after'] as const).entries()) {
+          if ((n + side) % DEVICE_SKEWS.length !== round.i) continue
+          const id = `K${n}${when[0]}-${round.i}`
+          const fullSyncBefore = await prepared(id)
+          const run = await runChild({ ...childOptions(id), stallAt: n, stallWhen: when })
+          const where = `killed ${when} write ${n} (${run.stall ?? 'no stall'})`
+          expect(run.stall, `${where}; stderr: ${run.stderr}`).toBeDefined()
+          seen.add(await checkAfterCrash(id, fullSyncBefore, where))
+        }
       }
-    }
-    // The sweep saw both sides of the commit.
-    expect([...seen].sort()).toEqual(['after', 'before'])
-  }, 300_000)
+      // The sweep saw both sides of the commit (over the rounds).
+      for (const state of seen) seenOverRounds.add(state)
+      if (round.i === DEVICE_SKEWS.length - 1)
+        expect([...seenOverRounds].sort()).toEqual(['after', 'before'])
+    }, 300_000)
+  })
 })

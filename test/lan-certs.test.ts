@@ -24,9 +24,13 @@ import {
   type KeyPair,
 } from '../core/signing.js'
 import type { CloseInfo, Connection, Transport } from '../core/transport.js'
+import { asWriterId } from '../core/ids.js'
+import { RecordSchema } from '../core/schema.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { encodeLanAuth, LAN_AUTH_MESSAGE } from '../peers/lan-auth.js'
+import { Replica } from '../peers/replica.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { DeviceKeys } from '../server-peer/device-keys.js'
 import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
 import { eventually } from './helpers/eventually.js'
@@ -72,6 +76,8 @@ interface Site {
   readonly clock: ManualClock
   readonly server: ServerPeer
   readonly d2: DevicePeer
+  /** The server's ends of D2's connections, oldest first. */
+  readonly d2Links: Connection[]
   /** D2's certificate, as its store keeps it (peers/identity.ts). */
   ownCert(): Promise<Certificate | undefined>
 }
@@ -87,9 +93,11 @@ async function site(): Promise<Site> {
   })
   closers.push(() => server.close())
   await server.users.put({ id: 'u1', name: 'Ann' })
+  const d2Links: Connection[] = []
   const transport: Transport = {
     connect: async (url) => {
       const [mine, theirs] = memoryPair('device', 'server')
+      d2Links.push(theirs)
       server.accept(theirs, url)
       return mine
     },
@@ -112,7 +120,7 @@ async function site(): Promise<Site> {
   }
   // The hello (and its certificate) precede the full sync's answer.
   expect(await ownCert()).toBeDefined()
-  return { clock, server, d2, ownCert }
+  return { clock, server, d2, d2Links, ownCert }
 }
 
 /** Joins the server as `deviceId` with `key`; resolves with the link and its certificate. */
@@ -120,9 +128,9 @@ async function join(
   s: Site,
   deviceId: string,
   key: KeyPair,
+  at = s.clock.now(),
 ): Promise<{ link: Raw; cert: Certificate }> {
   const [mine, theirs] = memoryPair(deviceId, 'server')
-  const at = s.clock.now()
   const params = new URLSearchParams({
     device: deviceId,
     key: SITE_KEY,
@@ -295,6 +303,75 @@ describe('LAN admission', () => {
     // The renewed one goes through.
     const fresh = lanLink(s.d2, 'D9', { key: d9, cert: renewed })
     expect(await answered(fresh)).toBe(true)
+  })
+
+  it('a device that reconnects within limits.certificateReuseMsMax gets the same certificate; later, or with a new key, a new one', async () => {
+    const s = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const first = (await join(s, 'D9', d9)).cert
+    await s.clock.advance(60_000)
+    const again = (await join(s, 'D9', d9)).cert
+    // The same certificate: the same bytes, so the device checks it from
+    // its signature memo and stores nothing.
+    expect(again).toEqual(first)
+    await s.clock.advance(limits.certificateReuseMsMax)
+    const later = (await join(s, 'D9', d9)).cert
+    expect(later.issuedAt).toBe(s.clock.now())
+    expect(later.expiresAt - later.issuedAt).toBe(limits.certificateTtlMs)
+    // A key reset: the next join binds a new key, and its certificate names it.
+    expect(await s.server.devices.resetKey('D9')).toBe(true)
+    await s.server.devices.approve('D9')
+    const d9b = keyPairFromSeed(seedOf(19))
+    const rebound = (await join(s, 'D9', d9b, s.clock.now() + 1)).cert
+    expect(Buffer.from(rebound.publicKey).equals(Buffer.from(d9b.publicKey))).toBe(true)
+  })
+
+  it('DeviceKeys.certificate: a clock stepped back issues anew rather than send a certificate from its future', async () => {
+    const replica = await Replica.open({
+      writerId: asWriterId('server'),
+      store: memoryStore(),
+      clock: new ManualClock(),
+      schema: new RecordSchema(),
+      randomUint32: () => 7,
+    })
+    closers.push(() => replica.close())
+    const keys = new DeviceKeys(replica)
+    const server = keyPairFromSeed(seedOf(1))
+    const d9 = keyPairFromSeed(seedOf(9))
+    const t = Date.UTC(2026, 0, 5, 9)
+    const first = keys.certificate(server, 'site', 'D9', d9.publicKey, t)
+    expect(keys.certificate(server, 'site', 'D9', d9.publicKey, t + 1_000)).toBe(first)
+    expect(keys.certificate(server, 'site', 'D9', d9.publicKey, t - 1).issuedAt).toBe(t - 1)
+    // Another key or site for the id: a new certificate too.
+    const d9b = keyPairFromSeed(seedOf(19))
+    expect(keys.certificate(server, 'site', 'D9', d9b.publicKey, t).publicKey).toEqual(
+      d9b.publicKey,
+    )
+    expect(keys.certificate(server, 'other', 'D9', d9b.publicKey, t).site).toBe('other')
+  })
+
+  it('a device that gets back the certificate it holds stores nothing and tells its LAN links nothing', async () => {
+    const s = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { cert } = await join(s, 'D9', d9)
+    const open = lanLink(s.d2, 'D9', { key: d9, cert })
+    expect(await answered(open)).toBe(true)
+    await eventually(() => expect(open.auths).toHaveLength(1))
+    const held = await s.ownCert()
+    // D2's link drops and comes back: a second hello, with the same certificate.
+    const links = s.d2Links.length
+    s.d2Links.at(-1)?.close(1006, 'connection lost')
+    for (let i = 0; i < 20 && s.d2Links.length === links; i++) await s.clock.advance(5_000)
+    expect(s.d2Links.length).toBe(links + 1)
+    await settle(20)
+    expect(await s.ownCert()).toEqual(held)
+    expect(open.auths).toHaveLength(1)
+    // A day on, the next connection brings a new certificate: stored and told.
+    await s.clock.advance(limits.certificateReuseMsMax + 1)
+    s.d2Links.at(-1)?.close(1006, 'connection lost')
+    for (let i = 0; i < 20 && s.d2Links.length === links + 1; i++) await s.clock.advance(5_000)
+    await eventually(() => expect(open.auths).toHaveLength(2))
+    expect((await s.ownCert())?.issuedAt).toBeGreaterThan(held?.issuedAt ?? Infinity)
   })
 
   it('an open link still closes on a revocation after a full sync replaced the document', async () => {

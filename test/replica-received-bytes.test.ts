@@ -162,6 +162,59 @@ describe('a received update that brings only what the replica lacks', () => {
   })
 })
 
+describe('a received update that brings nothing', () => {
+  /** Counts the Yjs transactions of `doc` from now on. */
+  function transactions(doc: Y.Doc): { count: number } {
+    const counter = { count: 0 }
+    doc.on('afterTransaction', () => counter.count++)
+    return counter
+  }
+
+  it('is not applied at all (a duplicate, a delete set already applied): no Yjs transaction', async () => {
+    const replica = await open(new KeptStore(memoryStore()))
+    const src = source(17)
+    await replica.applyRemote(Y.encodeStateAsUpdate(src), 'link-1')
+    const seen = transactions(replica.doc)
+    await replica.applyRemote(Y.encodeStateAsUpdate(src), 'link-2')
+    await replica.applyRemote(
+      Y.encodeStateAsUpdate(src, Y.encodeStateVector(replica.doc)),
+      'link-2',
+    )
+    expect(seen.count).toBe(0)
+    expect(contentOf(replica.doc)).toEqual(contentOf(src))
+  })
+
+  it('still applies a delete set that deletes an item held and not yet deleted', async () => {
+    const store = new KeptStore(memoryStore())
+    const replica = await open(store)
+    const src = source(18)
+    await replica.applyRemote(Y.encodeStateAsUpdate(src), 'link-1')
+    // A delete-only change: no new struct, one item of the replica deleted.
+    const updates: Uint8Array[] = []
+    src.on('update', (u: Uint8Array) => updates.push(u))
+    src.getMap('u:server').delete('user-12')
+    expect(updates).toHaveLength(1)
+    await replica.applyRemote(updates[0] as Uint8Array, 'link-1')
+    expect(replica.doc.getMap('u:server').has('user-12')).toBe(false)
+    expect(contentOf(replica.doc)).toEqual(contentOf(src))
+    await expectReplays(store, replica)
+  })
+
+  it('is not mistaken for one when it deletes an item still to come', async () => {
+    const replica = await open(new KeptStore(memoryStore()))
+    const src = source(19)
+    const before = Y.encodeStateVector(src)
+    src.getMap('u:server').set('late', { f: { name: 'Late' }, t: 300 })
+    const late = Y.encodeStateAsUpdate(src, before)
+    src.getMap('u:server').delete('late')
+    // The delete set names the late item; the replica holds no struct of it.
+    await replica.applyRemote(Y.encodeStateAsUpdate(src, Y.encodeStateVector(src)), 'link-1')
+    await replica.applyRemote(Y.encodeStateAsUpdate(source(19)), 'link-1')
+    await replica.applyRemote(late, 'link-1')
+    expect(replica.doc.getMap('u:server').has('late')).toBe(false)
+  })
+})
+
 describe('a received update applied with something else in the batch', () => {
   it('stores a held-back update integrated after it, and a hook write, in order', async () => {
     const store = new KeptStore(memoryStore())

@@ -10,7 +10,7 @@
  */
 import * as Y from 'yjs'
 import type { Clock } from '../../core/clock.js'
-import { SyncError } from '../../core/errors.js'
+import { SyncError, withoutStack } from '../../core/errors.js'
 import { netLimits } from '../../core/limits.js'
 import type { Replica } from '../replica.js'
 import type { SyncAnswer, SyncSession } from '../sync-session.js'
@@ -108,7 +108,8 @@ export class ServerExchange {
     return this.within(
       session.requestSync(),
       netLimits.syncAnswerTimeoutMs,
-      () => new SyncError('SYNC_TIMEOUT', 'the server did not answer in time'),
+      // Made by a timer: a stack would show only the timer.
+      () => withoutStack(() => new SyncError('SYNC_TIMEOUT', 'the server did not answer in time')),
       () => this.link?.retry(),
     )
   }

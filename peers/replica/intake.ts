@@ -74,6 +74,13 @@ export class Intake {
     const applyRemotes = (apply: (remote: RemoteUpdate) => void): void =>
       batch.forEach((op, i) => {
         if (op.kind !== 'remote' || op.remote === undefined) return
+        // A duplicate (a message delivered twice, an envelope heard from the
+        // server and from a LAN neighbour, a step 2 that only repeats the
+        // delete set) changes nothing: Yjs would decode it whole to find so.
+        if (this.bringsNothing(op.remote.meta)) {
+          outcomes[i] = { ok: true, value: undefined }
+          return
+        }
         if (!this.canIntegrate(op.remote.meta)) {
           const refused = this.heldBack.add(op.remote)
           outcomes[i] =
@@ -165,6 +172,31 @@ export class Intake {
     for (const [client, ranges] of meta.deletes) {
       const state = Y.getState(store, client)
       if (ranges.some(([start]) => start < state)) return false
+    }
+    return true
+  }
+
+  /**
+   * True when applying an update would change nothing: nothing is pending
+   * in Yjs (an update could complete it), this document holds every struct
+   * the update holds, and every item it deletes is here and deleted.
+   */
+  private bringsNothing(meta: UpdateMeta): boolean {
+    const store = this.doc.store
+    if (store.pendingStructs !== null || store.pendingDs !== null) return false
+    for (const [client, end] of meta.to) if (end > Y.getState(store, client)) return false
+    for (const [client, ranges] of meta.deletes) {
+      const structs = store.clients.get(client)
+      const held = Y.getState(store, client)
+      for (const [clock, end] of ranges) {
+        if (end <= clock) continue
+        if (structs === undefined || end > held) return false
+        for (let i = Y.findIndexSS(structs, clock); i < structs.length; i++) {
+          const struct = structs[i] as (typeof structs)[number]
+          if (struct.id.clock >= end) break
+          if (!struct.deleted) return false
+        }
+      }
     }
     return true
   }

@@ -33,3 +33,5 @@ export function signedUpdateMessage(envelopes: readonly Uint8Array[]): Uint8Arra
   }
   return lastSignedMessage
 }
+
+export { partMessage } from './answer-messages.js'
