@@ -252,8 +252,10 @@ export class DeviceSync implements DeviceSyncApi {
             // A delta has what it lacked once the first answer is durable here.
             if (kind === 'delta') this.serverToDevice = { state: 'success', at: clock.now() }
           })
-      // (The server's hello may have called for a move during the push.)
-      if (this.generation.pending) {
+      // (The server's hello may have called for a move during the push:
+      // ensure waits for one it is staging, so no second staged wipe
+      // queues behind it.)
+      if (await this.generation.ensure()) {
         const at = await moveGeneration(this.generation, this.server, session, {
           clock,
           done: (when) => [...RECORD, this.afterFullSync(when)],

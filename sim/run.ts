@@ -300,19 +300,30 @@ class Run {
     // The cheap tests first: this runs after every event until it holds.
     for (const slot of this.site.slots)
       if (slot.replica === undefined) return `${slot.id} is not running`
+    // The device whose sync has been unsettled longest is named: a device
+    // stuck in one round for hours, not one whose half-hourly round merely
+    // runs at the moment the reason is read.
+    let behind: { reason: string; forMs: number } | undefined
     for (const slot of this.site.devices) {
       const status = slot.device?.sync.status()
-      if (status === undefined) return `${slot.id} is not running`
+      const clock = slot.clock
+      if (status === undefined || clock === undefined) return `${slot.id} is not running`
       // A success from before the heal does not count (same incarnation, same clock).
       const healed = this.healedAt.get(slot)
       const since = healed?.generation === slot.generation ? healed.peerMs : -Infinity
-      if (
-        status.deviceToServer.state !== 'success' ||
-        status.serverToDevice.state !== 'success' ||
-        (status.deviceToServer.at ?? -Infinity) < since
-      )
-        return `${slot.id}'s sync has not succeeded since healing (device->server ${status.deviceToServer.state}${status.deviceToServer.error === undefined ? '' : ` ${status.deviceToServer.error.code}`}, server->device ${status.serverToDevice.state})`
+      const { deviceToServer: up, serverToDevice: down } = status
+      if (up.state === 'success' && down.state === 'success' && (up.at ?? -Infinity) >= since)
+        continue
+      const forMs = clock.now() - (up.at ?? since)
+      if (behind !== undefined && behind.forMs >= forMs) continue
+      const error = up.error === undefined ? '' : ` ${up.error.code}`
+      const stuck = Number.isFinite(forMs) ? `, for ${Math.round(forMs / 1000)} s` : ''
+      behind = {
+        forMs,
+        reason: `${slot.id}'s sync has not succeeded since healing (device->server ${up.state}${error}, server->device ${down.state}${stuck})`,
+      }
     }
+    if (behind !== undefined) return behind.reason
     const docs: Array<readonly [string, Y.Doc]> = []
     for (const slot of this.site.slots) {
       const replica = slot.replica

@@ -137,6 +137,21 @@ describe('generations in the simulator', () => {
     expect(report.ok).toBe(true)
   })
 
+  // Found by the swarm: the server's hello and the sync round both staged
+  // the same move at once; the second staged wipe waited forever behind the
+  // hold of own writes the first started, so the device's round never
+  // ended (in progress for hours, its own writes queued). GenerationMove's
+  // calls now run one at a time (test/generation-move.test.ts).
+  it.each([5215, 5248])(
+    'seed %i: a move asked for by the hello and the round at once does not hang the device',
+    async (seed) => {
+      const report = await simulate({ seed, swarm: true, devices: 6, ops: 150, days: 2 })
+      expect(report.violationCounts).toEqual({})
+      expect(report.ok).toBe(true)
+      expect(report.faults.movesCommitted).toBeGreaterThan(0)
+    },
+  )
+
   // Found with this simulator: a full sync the caller asked for
   // (sync.full()) that met a new generation completed as a move, which
   // keeps the delete marks: the device still hid a user it had deleted

@@ -21,8 +21,12 @@
  * whole (it moves again); after it, on the new one. A device that holds
  * nothing just notes the generation: its first fetch is the new one.
  *
- * Invariant: `staged` is set exactly while this device's replica holds a
- * staged generation wipe started here.
+ * Invariants: `staged` is set exactly while this device's replica holds a
+ * staged generation wipe started here; `ensure`, `abandon` and `commit` run
+ * one at a time, in call order (`chain`). The server's hello and the sync
+ * round both call `ensure`: two at once would queue two staged wipes, and
+ * the second waits forever behind the hold of own writes the first starts
+ * (only the round that waits for it could end that hold).
  */
 import * as Y from 'yjs'
 import { asDeviceEntry, usersRootName, type DeviceEntry } from '../../core/entries.js'
@@ -77,6 +81,8 @@ export class GenerationMove {
     | undefined
   /** The generation the server stated last (its latest hello). */
   private learned: Generation | GenerationStatement | undefined
+  /** The last of the calls that change `staged`, settled or not. */
+  private chain: Promise<unknown> = Promise.resolve()
 
   constructor(private readonly replica: Replica) {}
 
@@ -128,13 +134,17 @@ export class GenerationMove {
    * Stages the move the server's last statement calls for, unless one is
    * staged or none is needed; true when a move is pending.
    */
-  async ensure(): Promise<boolean> {
+  ensure(): Promise<boolean> {
+    return this.serial(() => this.ensureNow())
+  }
+
+  private async ensureNow(): Promise<boolean> {
     const to = this.learned
     if (to === undefined) return this.pending
     if (this.staged !== undefined) {
       if (sameGeneration(this.staged.to, to)) return true
       // The server changed again meanwhile: start over from the stored state.
-      await this.abandon()
+      await this.abandonNow()
     }
     if (sameGeneration(this.current(), to)) return false
     const { replica } = this
@@ -155,9 +165,16 @@ export class GenerationMove {
    * `deletes` (the move completes a full sync the caller asked for) the
    * delete marks are cleared too (rule 3).
    */
-  async commit(
+  commit(
     records: ReadonlyArray<readonly [string, string, unknown]>,
     deletes = false,
+  ): Promise<Generation> {
+    return this.serial(() => this.commitNow(records, deletes))
+  }
+
+  private async commitNow(
+    records: ReadonlyArray<readonly [string, string, unknown]>,
+    deletes: boolean,
   ): Promise<Generation> {
     const staged = this.staged
     if (staged === undefined) throw new Error('no generation move is staged')
@@ -172,10 +189,21 @@ export class GenerationMove {
   }
 
   /** Undoes a staged move (the stored state, the old generation, is loaded again). */
-  async abandon(): Promise<void> {
+  abandon(): Promise<void> {
+    return this.serial(() => this.abandonNow())
+  }
+
+  private async abandonNow(): Promise<void> {
     if (this.staged === undefined) return
     this.staged = undefined
     await this.replica.abandonWipe()
+  }
+
+  /** Runs `step` once every earlier call that changes `staged` has settled. */
+  private serial<T>(step: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(step)
+    this.chain = run.catch(() => undefined)
+    return run
   }
 }
 

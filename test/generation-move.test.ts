@@ -1,0 +1,95 @@
+/**
+ * A device's move to its server's generation (peers/device-sync/generation-move.ts)
+ * on a real replica (LevelDB's in-memory store): the server's hello and the
+ * sync round both ask for the move at once (found by the simulator, seeds
+ * 5215 and 5248). Each call must settle with one staged move; before the
+ * fix the second queued a second staged wipe behind the hold of own writes
+ * the first started, and its round waited forever (no sync succeeded again,
+ * every own write of the device stayed queued).
+ */
+import { describe, expect, it } from 'vitest'
+import { FIRST_GENERATION, signGeneration } from '../core/generation-statement.js'
+import { asUserId, asWriterId } from '../core/ids.js'
+import { RecordSchema } from '../core/schema.js'
+import { keyPairFromSeed } from '../core/signing.js'
+import { deviceWrite } from '../core/writes.js'
+import { GenerationMove, deviceGeneration } from '../peers/device-sync/generation-move.js'
+import { Replica } from '../peers/replica.js'
+import { memoryStore } from '../storage/level-store.js'
+
+const D1 = asWriterId('d1')
+const U1 = asUserId('u1')
+const KEY = keyPairFromSeed(new Uint8Array(32).fill(7))
+const NEXT = signGeneration(KEY, { site: 'site', n: 1, id: 'generation-one', at: 1_000 })
+
+async function openWithOwnWrite(): Promise<Replica> {
+  let next = 100
+  const replica = await Replica.open({
+    writerId: D1,
+    store: memoryStore(),
+    clock: { now: () => 1_000, setTimeout: () => undefined, clearTimeout: () => undefined },
+    schema: new RecordSchema(),
+    randomUint32: () => next++,
+  })
+  await replica.write((ctx) =>
+    ctx.setOwnEntry(U1, deviceWrite(undefined, 0, new Map([['name', 'Ann']]), 10)),
+  )
+  return replica
+}
+
+/** Settles with the promise's outcome, or 'pending' once the replica's queue is idle. */
+async function settleOrIdle<T>(replica: Replica, promise: Promise<T>): Promise<T | 'pending'> {
+  let settled = false
+  const watched = promise.finally(() => {
+    settled = true
+  })
+  for (let i = 0; i < 50 && !settled; i++) await new Promise((resolve) => setImmediate(resolve))
+  return settled ? watched : 'pending'
+}
+
+describe('GenerationMove', () => {
+  it('a hello and a round asking for the same move at once stage it once, and both go on', async () => {
+    const replica = await openWithOwnWrite()
+    try {
+      const move = new GenerationMove(replica)
+      // The hello's learn and the round's ensure, in the same tick.
+      const fromHello = move.learn(NEXT)
+      const fromRound = move.ensure()
+      expect(await settleOrIdle(replica, fromHello)).toBe(true)
+      expect(await settleOrIdle(replica, fromRound)).toBe(true)
+      expect(move.pending).toBe(true)
+      expect(replica.movingGeneration).toBe(true)
+      // The round completes the move: the own entry is carried, and an own
+      // write made meanwhile (held during the move) lands after it.
+      const held = replica.write((ctx) =>
+        ctx.setOwnEntry(asUserId('u2'), deviceWrite(undefined, 0, new Map([['name', 'Bo']]), 20)),
+      )
+      expect(await settleOrIdle(replica, move.commit([]))).toEqual(NEXT)
+      await held
+      expect(deviceGeneration(replica)).toEqual({ n: 1, id: 'generation-one' })
+      expect(replica.movingGeneration).toBe(false)
+      expect(replica.view(U1)?.name).toBe('Ann')
+      expect(replica.view(asUserId('u2'))?.name).toBe('Bo')
+    } finally {
+      await replica.close()
+    }
+  })
+
+  it('an abandon asked while a hello stages the move undoes it, and a round can move again', async () => {
+    const replica = await openWithOwnWrite()
+    try {
+      const move = new GenerationMove(replica)
+      const fromHello = move.learn(NEXT)
+      const abandoned = move.abandon()
+      expect(await settleOrIdle(replica, fromHello)).toBe(true)
+      expect(await settleOrIdle(replica, abandoned)).toBeUndefined()
+      expect(replica.movingGeneration).toBe(false)
+      expect(deviceGeneration(replica)).toEqual(FIRST_GENERATION)
+      expect(replica.view(U1)?.name).toBe('Ann')
+      expect(await settleOrIdle(replica, move.ensure())).toBe(true)
+      expect(replica.movingGeneration).toBe(true)
+    } finally {
+      await replica.close()
+    }
+  })
+})
