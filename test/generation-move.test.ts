@@ -92,4 +92,24 @@ describe('GenerationMove', () => {
       await replica.close()
     }
   })
+
+  it('a move staged again during its fetch (a third generation) is not committed unfetched', async () => {
+    const replica = await openWithOwnWrite()
+    try {
+      const move = new GenerationMove(replica)
+      expect(await settleOrIdle(replica, move.learn(NEXT))).toBe(true)
+      const fetchedFor = move.stagedMove
+      // During the fetch a hello names a third generation: abandoned, staged again.
+      const third = signGeneration(KEY, { site: 'site', n: 2, id: 'generation-two', at: 2_000 })
+      expect(await settleOrIdle(replica, move.learn(third))).toBe(true)
+      await expect(move.commit([], false, fetchedFor)).rejects.toThrow(/staged again/)
+      expect(deviceGeneration(replica)).toEqual(FIRST_GENERATION)
+      expect(replica.movingGeneration).toBe(true)
+      // The staged move itself still commits once fetched for.
+      expect(await settleOrIdle(replica, move.commit([], false, move.stagedMove))).toEqual(third)
+      expect(replica.view(U1)?.name).toBe('Ann')
+    } finally {
+      await replica.close()
+    }
+  })
 })

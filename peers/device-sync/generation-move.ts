@@ -70,15 +70,16 @@ function recordOf(generation: Generation | GenerationStatement): StoredGeneratio
   return { n: generation.n, id: generation.id, statement }
 }
 
+/** A staged move: the generation it goes to and the own entries it carries. */
+export interface StagedMove {
+  readonly to: Generation | GenerationStatement
+  readonly carried: ReadonlyMap<UserId, DeviceEntry>
+}
+
 /** One device's generation and its move. */
 export class GenerationMove {
   /** A move staged: the generation it goes to and the own entries it carries. */
-  private staged:
-    | {
-        readonly to: Generation | GenerationStatement
-        readonly carried: ReadonlyMap<UserId, DeviceEntry>
-      }
-    | undefined
+  private staged: StagedMove | undefined
   /** The generation the server stated last (its latest hello). */
   private learned: Generation | GenerationStatement | undefined
   /** The last of the calls that change `staged`, settled or not. */
@@ -168,16 +169,29 @@ export class GenerationMove {
   commit(
     records: ReadonlyArray<readonly [string, string, unknown]>,
     deletes = false,
+    fetchedFor?: StagedMove,
   ): Promise<Generation> {
-    return this.serial(() => this.commitNow(records, deletes))
+    return this.serial(() => this.commitNow(records, deletes, fetchedFor))
+  }
+
+  /**
+   * The move staged now: a round hands it back to `commit`, which refuses
+   * when the move was abandoned and staged again during the round's fetch
+   * (a hello naming a third generation): that document was never fetched.
+   */
+  get stagedMove(): StagedMove | undefined {
+    return this.staged
   }
 
   private async commitNow(
     records: ReadonlyArray<readonly [string, string, unknown]>,
     deletes: boolean,
+    fetchedFor: StagedMove | undefined,
   ): Promise<Generation> {
     const staged = this.staged
     if (staged === undefined) throw new Error('no generation move is staged')
+    if (fetchedFor !== undefined && fetchedFor !== staged)
+      throw new Error('the move was staged again during its fetch: it starts over')
     const { replica } = this
     await replica.commitWipe(
       [...records, [...DEVICE_GENERATION_RECORD, recordOf(staged.to)]],

@@ -30,9 +30,10 @@ export async function moveGeneration(
   parts: MoveParts,
 ): Promise<number> {
   const from = move.current()
+  const fetchedFor = move.stagedMove
   await server.fetch(session)
   const at = parts.clock.now()
-  const to = await move.commit([parts.done(at)], parts.deletes)
+  const to = await move.commit([parts.done(at)], parts.deletes, fetchedFor)
   await parts.log({
     type: 'generation-moved',
     message: `from generation ${from.n} to ${to.n}: one full sync, own entries carried`,
