@@ -333,8 +333,9 @@ export function guardLanLink(
       // the handshake's time bounds how long it may wait.
       if (!isLanAuthFrame(bytes)) return
       try {
-        peer = checkLanAuth(signing, bytes, ends)
+        const admitted = checkLanAuth(signing, bytes, ends)
         checkLanGeneration(signing, bytes)
+        peer = admitted
       } catch (error) {
         if (error instanceof RostersyncError) refuse(error)
         else refuse(new MalformedMessageError('lan-auth frame does not decode', error))

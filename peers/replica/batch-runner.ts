@@ -224,7 +224,7 @@ export class BatchRunner {
       log.replaceOps(ops, snapshot)
       local.wipeOps(ops, deletes)
     } else {
-      this.wipeOps(ops, staged.fromSeq, staged.deletes)
+      this.wipeOps(ops, staged.fromSeq, deletes)
     }
     local.recordOps(ops, end.records)
     try {
