@@ -12,21 +12,19 @@
  * Each runs twice (issue 12, clocks that differ): the devices' wall clocks
  * ahead of the server's, then behind it (test/helpers/skewed-clock.ts).
  */
-import { spawn } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { systemClock } from '../peers/system-clock.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { DEVICE_SKEWS, offsetOf, skewedClock, type Skew } from './helpers/skewed-clock.js'
+import { runStallingChild, type ChildRun } from './helpers/stalling-child.js'
 
 const SITE_KEY = 'full-sync-site-key'
 const childScript = fileURLToPath(new URL('./fixtures/full-sync-child.ts', import.meta.url))
-const projectRoot = fileURLToPath(new URL('..', import.meta.url))
 
 let dir = ''
 let server: ServerPeer
@@ -117,37 +115,9 @@ describe.each(DEVICE_SKEWS.map((round, i) => ({ ...round, i })))('$name', (round
     })
   })
 
-  interface ChildRun {
-    readonly lines: string[]
-    readonly stall: string | undefined
-    readonly stderr: string
-  }
-
   /** Runs the child; it is killed with SIGKILL as soon as it prints its STALL line. */
   function runChild(options: Record<string, unknown>): Promise<ChildRun> {
-    const child = spawn(
-      process.execPath,
-      ['--import', 'tsx', childScript, JSON.stringify(options)],
-      {
-        cwd: projectRoot,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    )
-    const lines: string[] = []
-    let stall: string | undefined
-    let stderr = ''
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      lines.push(line)
-      if (stall === undefined && line.startsWith('STALL ')) {
-        stall = line
-        child.kill('SIGKILL')
-      }
-    })
-    return new Promise((resolve, reject) => {
-      child.on('error', reject)
-      child.on('close', () => resolve({ lines, stall, stderr }))
-    })
+    return runStallingChild(childScript, options)
   }
 
   function childOptions(id: string): Record<string, unknown> {

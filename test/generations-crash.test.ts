@@ -11,21 +11,19 @@
  * the old generation is there either way and reaches the server, its
  * local delete (rule 3) holds, and it is offline-ready.
  */
-import { spawn } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { runStallingChild, type ChildRun } from './helpers/stalling-child.js'
 
 const SITE_KEY = 'generation-crash-site-key'
 const childScript = fileURLToPath(new URL('./fixtures/generation-child.ts', import.meta.url))
 const moveScript = fileURLToPath(new URL('./fixtures/generation-move-child.ts', import.meta.url))
-const projectRoot = fileURLToPath(new URL('..', import.meta.url))
 
 let dir = ''
 beforeAll(async () => {
@@ -35,33 +33,9 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true })
 })
 
-interface ChildRun {
-  readonly lines: string[]
-  readonly stall: string | undefined
-  readonly stderr: string
-}
-
-/** Runs the child; it is killed with SIGKILL as soon as it prints its STALL line. */
+/** Runs a child (the server's by default); killed with SIGKILL at its STALL line. */
 function runChild(options: Record<string, unknown>, script = childScript): Promise<ChildRun> {
-  const child = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify(options)], {
-    cwd: projectRoot,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  const lines: string[] = []
-  let stall: string | undefined
-  let stderr = ''
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    lines.push(line)
-    if (stall === undefined && line.startsWith('STALL ')) {
-      stall = line
-      child.kill('SIGKILL')
-    }
-  })
-  return new Promise((resolve, reject) => {
-    child.on('error', reject)
-    child.on('close', () => resolve({ lines, stall, stderr }))
-  })
+  return runStallingChild(script, options)
 }
 
 /** The roster the child printed before the switch. */
