@@ -348,7 +348,10 @@ export class DeviceSync implements DeviceSyncApi {
         })
         break
       } catch (error) {
-        if (!(error instanceof WipeSkippedError) || attempt >= PUSH_ROUNDS_MAX) throw error
+        // (Refused because a move was staged meanwhile: this round fails; the
+        // round the hello queued stages the move again and completes it.)
+        const again = error instanceof WipeSkippedError && !replica.movingGeneration
+        if (!again || attempt >= PUSH_ROUNDS_MAX) throw error
         pushed = await this.server.push(session, () => undefined)
       }
     }

@@ -14,7 +14,7 @@ import { RecordSchema } from '../core/schema.js'
 import { keyPairFromSeed } from '../core/signing.js'
 import { deviceWrite } from '../core/writes.js'
 import { GenerationMove, deviceGeneration } from '../peers/device-sync/generation-move.js'
-import { Replica } from '../peers/replica.js'
+import { Replica, WipeSkippedError } from '../peers/replica.js'
 import { memoryStore } from '../storage/level-store.js'
 
 const D1 = asWriterId('d1')
@@ -45,6 +45,17 @@ async function settleOrIdle<T>(replica: Replica, promise: Promise<T>): Promise<T
   })
   for (let i = 0; i < 50 && !settled; i++) await new Promise((resolve) => setImmediate(resolve))
   return settled ? watched : 'pending'
+}
+
+/** The promise's outcome, or 'hung' if it has not settled within `ms` (a bound, not a timing). */
+async function withinOrHung<T>(promise: Promise<T>, ms = 5_000): Promise<T | 'hung'> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const hung = new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), ms)))
+  try {
+    return await Promise.race([promise, hung])
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
 describe('GenerationMove', () => {
@@ -108,6 +119,32 @@ describe('GenerationMove', () => {
       // The staged move itself still commits once fetched for.
       expect(await settleOrIdle(replica, move.commit([], false, move.stagedMove))).toEqual(third)
       expect(replica.view(U1)?.name).toBe('Ann')
+    } finally {
+      await replica.close()
+    }
+  })
+
+  it("a full sync's staged wipe queued while a move is staged is refused, not left to hang", async () => {
+    // The full sync's round (refetch) queues its staged wipe after a hello
+    // staged a move: before the fix the wipe waited behind the move's hold
+    // of own writes, which only the move's round could end, and that round
+    // waited for the full sync's round: the device never synced again.
+    const replica = await openWithOwnWrite()
+    try {
+      const move = new GenerationMove(replica)
+      expect(await settleOrIdle(replica, move.learn(NEXT))).toBe(true)
+      const fullSyncWipe = replica
+        .wipe({ local: false, deletes: true, staged: true })
+        .then(() => 'wiped' as const)
+        .catch((error: unknown) => error)
+      const outcome = await withinOrHung(fullSyncWipe)
+      expect(outcome).toBeInstanceOf(WipeSkippedError)
+      // The move is untouched and completes.
+      expect(replica.movingGeneration).toBe(true)
+      expect(await withinOrHung(move.commit([], false, move.stagedMove))).toEqual(NEXT)
+      expect(replica.view(U1)?.name).toBe('Ann')
+      // On the new generation now: no second move.
+      expect(await settleOrIdle(replica, move.learn(NEXT))).toBe(false)
     } finally {
       await replica.close()
     }

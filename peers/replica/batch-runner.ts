@@ -132,8 +132,10 @@ export class BatchRunner {
       return
     }
     const staged = options.staged === true || options.generation === true
-    if (staged && this.parts.log.stagedWipe !== undefined) {
-      // One staged document at a time: the first must end first.
+    if (staged && (this.parts.log.stagedWipe !== undefined || this.parts.queue.holdingWrites)) {
+      // One staged document at a time, and none while own writes are held:
+      // the first must end first (the write queue hands a full sync's
+      // staged wipe over while it holds, to be refused here).
       op.reject(new WipeSkippedError())
       return
     }

@@ -6,7 +6,10 @@
  * call made in the same tick joins it; under steady inbound traffic, a
  * batch of remote updates alone may wait out the remote batch window
  * (ReplicaOptions.remoteBatchWindowMs). While own writes are held (a full
- * sync), only remote updates, bookkeeping and the end of a staged wipe run.
+ * sync), only remote updates, bookkeeping and the end of a staged wipe run,
+ * and a full sync's staged wipe goes to the runner, which refuses it (one
+ * staged document at a time): waiting, it would wait for the round that
+ * ends the hold, which cannot start before the full sync's round ends.
  *
  * Invariants: `flushing` is true while a loop (or a compaction in its
  * place) holds the queue, and only one does; `windowTimer` is set only
@@ -17,6 +20,18 @@ import { limits } from '../../core/limits.js'
 import type { DurableGate } from './durable-gate.js'
 import type { ReplicaStatus } from './status.js'
 import type { PendingOp } from './types.js'
+
+/**
+ * A wipe the runner refuses while own writes are held (BatchRunner.flushWipe:
+ * one staged document at a time): a full sync's staged wipe. Left queued
+ * behind a move's hold it would wait for the move's round, which waits for
+ * the full sync's round to end (a device runs one round at a time): a hang.
+ * A move's wipe waits instead (the full sync holding is a round of a link
+ * that a new hello means closed: it fails and ends the hold soon).
+ */
+function refusedHeld(op: PendingOp): boolean {
+  return op.kind === 'wipe' && op.wipe?.staged === true && op.wipe.generation !== true
+}
 
 /** What runs a batch the queue hands over (the batch runner). */
 export interface BatchRunners {
@@ -73,6 +88,11 @@ export class WriteQueue {
   /** Holds own writes (a wipe with holdWrites or staged), or stops holding them. */
   setHolding(holding: boolean): void {
     this.holding = holding
+  }
+
+  /** Whether own writes are held (a staged wipe, or a wipe with holdWrites). */
+  get holdingWrites(): boolean {
+    return this.holding
   }
 
   private scheduleFlush(): void {
@@ -161,7 +181,8 @@ export class WriteQueue {
   private nextRunnable(): boolean {
     return this.holding
       ? this.queue.some(
-          (op) => op.kind === 'remote' || op.kind === 'meta' || op.kind === 'wipe-end',
+          (op) =>
+            op.kind === 'remote' || op.kind === 'meta' || op.kind === 'wipe-end' || refusedHeld(op),
         )
       : this.queue.length > 0
   }
@@ -180,6 +201,9 @@ export class WriteQueue {
     const endAt = this.queue.findIndex((op) => op.kind === 'wipe-end')
     if (endAt >= 0) return { wipe: this.queue.splice(endAt, 1)[0] as PendingOp }
     if (this.holding) {
+      // A full sync's staged wipe is refused at once (see refusedHeld).
+      const refusedAt = this.queue.findIndex(refusedHeld)
+      if (refusedAt >= 0) return { wipe: this.queue.splice(refusedAt, 1)[0] as PendingOp }
       const batch: PendingOp[] = []
       const rest: PendingOp[] = []
       for (const op of this.queue) {
