@@ -16,7 +16,6 @@
 import * as Y from 'yjs'
 import {
   ForbiddenWriteError,
-  ImplausibleStateVectorError,
   QueueFullError,
   RostersyncError,
   withoutStack,
@@ -30,6 +29,7 @@ import type { OpenedEnvelope, SignedLink } from './signed-link.js'
 import { closeReason, decodeInbound, LinkRates, refusalClose } from './sync-session/inbound.js'
 import { partMessage, signedUpdateMessage, updateMessage } from './sync-session/messages.js'
 import { Outbox } from './sync-session/outbox.js'
+import { renewIfReused } from './sync-session/reused-client-id.js'
 
 export { closeReason, refusalClose } from './sync-session/inbound.js'
 
@@ -139,13 +139,6 @@ export interface SyncSession {
   stop(): void
 }
 
-/**
- * ClientIDs each replica minted because a peer's step 1 said it knew more
- * of the one before: nobody else can know anything of those, so a second
- * such claim is a lie, and obeying it would mint a clientID per message.
- */
-const mintedOnClaim = new WeakMap<Replica, Set<number>>()
-
 /** One inbound message waiting in a session's inbox. */
 interface Inbound {
   readonly size: number
@@ -226,9 +219,9 @@ export function startSession(options: SessionOptions): SyncSession {
     dropInbox()
     outbox.closeWith(report(error), code, reason)
   }
-  const refuse = (error: RostersyncError, update?: Uint8Array): void => {
+  const refuse = (error: RostersyncError, update?: Uint8Array, close = untrusted): void => {
     options.onRefused?.(error, update)
-    if (untrusted) return closeFor(error)
+    if (close) return closeFor(error)
     const bytes = report(error)
     if (bytes !== undefined) outbox.send(bytes)
   }
@@ -272,28 +265,10 @@ export function startSession(options: SessionOptions): SyncSession {
       signed.applied(opened)
     }
   }
-  /**
-   * The other side knows more operations of our clientID than we have: this
-   * data directory was restored from a backup (or copied) after that clientID
-   * wrote more. Writing on with it would mint ids that already exist
-   * elsewhere with other content, so take a fresh one now. Once per loaded
-   * clientID: a claim about one minted here because of such a claim is a lie.
-   */
-  const renewIfReused = async (theirs: Map<number, number>): Promise<void> => {
-    const id = replica.doc.clientID
-    const claimed = theirs.get(id) ?? 0
-    const held = Y.getState(replica.doc.store, id)
-    if (claimed <= held) return
-    const minted = mintedOnClaim.get(replica) ?? new Set<number>()
-    if (minted.has(id)) throw new ImplausibleStateVectorError(id, claimed, held)
-    await replica.renewClientId()
-    minted.add(replica.doc.clientID)
-    mintedOnClaim.set(replica, minted)
-  }
   const answerStep1 = async (sent: Uint8Array): Promise<void> => {
     const theirs = Y.decodeStateVector(sent)
     options.onStep1?.(theirs)
-    await renewIfReused(theirs)
+    await renewIfReused(replica, theirs)
     const limited = rates?.answer()
     if (limited !== undefined) throw limited
     // The answer holds none of this peer's own changes that are not
@@ -392,8 +367,13 @@ export function startSession(options: SessionOptions): SyncSession {
       if (stopped || !connection.open) return
       const update =
         message.type === 'sync-step2' || message.type === 'sync-update' ? message.update : undefined
-      if (error instanceof RostersyncError) refuse(error, update)
-      else connection.close(CloseCode.internal, closeReason(`INTERNAL: ${String(error)}`))
+      if (!(error instanceof RostersyncError))
+        connection.close(CloseCode.internal, closeReason(`INTERNAL: ${String(error)}`))
+      // A refused hello closes the link, whoever the peer: everything else
+      // of it waits for a hello, so open it would only ignore all until its
+      // timeout (a storage failure pinning the key, a certificate not ours).
+      else if (message.type === 'hello') refuse(error, undefined, true)
+      else refuse(error, update)
     }
   }
   /** Handles the inbox one message at a time, in order, while the link is open. */

@@ -229,7 +229,11 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
               await options.onGeneration?.(statement, conn)
             },
           }),
-      onRefused: (error: RostersyncError) => options.onError?.(error.code, error.message),
+      onRefused: (error: RostersyncError) => {
+        // Reported once: a refused hello closes the link with the same code.
+        reported.add(error.code)
+        options.onError?.(error.code, error.message)
+      },
       onRemoteError: (code, message) => {
         reported.add(code)
         options.onError?.(code, message)

@@ -20,7 +20,9 @@ import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
-import { decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
+import { CloseCode, decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
+import { SignatureInvalidError } from '../core/errors.js'
+import type { CloseInfo } from '../core/transport.js'
 import { startSession } from '../peers/sync-session.js'
 import { eventually } from './helpers/eventually.js'
 import { ManualClock } from './helpers/manual-clock.js'
@@ -332,6 +334,39 @@ describe("a server link before the server's hello", () => {
       )
       session.stop()
       mine.close()
+    } finally {
+      await device.close()
+    }
+  })
+
+  it('a hello its handler refuses closes the link with the typed error, at once', async () => {
+    // Before the fix the link stayed open, ignoring every message until
+    // the other side's timeout: nothing but a hello is handled before one.
+    const device = await createDevice({ id: 'G2', store: memoryStore(), siteKey: SITE_KEY })
+    try {
+      const [mine, theirs] = memoryPair('G2', 'server')
+      let closed: CloseInfo | undefined
+      theirs.onClose((info) => (closed = info))
+      const refused: string[] = []
+      const session = startSession({
+        replica: device.replica,
+        connection: mine,
+        sendStep1OnStart: false,
+        onHello: () => Promise.reject(new SignatureInvalidError("not this device's certificate")),
+        onRefused: (error) => refused.push(error.code),
+      })
+      theirs.send(
+        encodeMessage({
+          type: 'hello',
+          serverKey: new Uint8Array(32),
+          certificate: new Uint8Array(8),
+        }),
+      )
+      await eventually(() => expect(closed).toBeDefined())
+      expect(closed?.code).toBe(CloseCode.refused)
+      expect(closed?.reason).toMatch(/^SIGNATURE_INVALID: /)
+      expect(refused).toEqual(['SIGNATURE_INVALID'])
+      session.stop()
     } finally {
       await device.close()
     }
