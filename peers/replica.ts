@@ -100,7 +100,7 @@ export class Replica {
       batch: (batch) => this.runner.flushBatch(batch),
       wipe: (op) => this.runner.flushWipe(op),
     })
-    this.intake = new Intake(this.document)
+    this.intake = new Intake(this.document, () => this.log.epoch)
     this.fanOut = new FanOut(options)
     const { status, document, log, queue } = this
     this.compactor = new Compactor({ clock, status, log, document, events: this.journal, queue })
@@ -338,7 +338,7 @@ export class Replica {
       return Promise.reject(new MalformedMessageError('update does not decode', cause))
     }
     return new Promise<void>((resolve, reject) => {
-      const remote: RemoteUpdate = { bytes: update, meta, from }
+      const remote: RemoteUpdate = { bytes: update, meta, from, epoch: this.log.epoch }
       const op: PendingOp = { kind: 'remote', remote, resolve: () => resolve(), reject }
       this.queue.push(from === undefined ? op : { ...op, from })
     })

@@ -8,6 +8,7 @@
  * every own write of the device stayed queued).
  */
 import { describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
 import { FIRST_GENERATION, signGeneration } from '../core/generation-statement.js'
 import { asUserId, asWriterId } from '../core/ids.js'
 import { RecordSchema } from '../core/schema.js'
@@ -145,6 +146,47 @@ describe('GenerationMove', () => {
       expect(replica.view(U1)?.name).toBe('Ann')
       // On the new generation now: no second move.
       expect(await settleOrIdle(replica, move.learn(NEXT))).toBe(false)
+    } finally {
+      await replica.close()
+    }
+  })
+
+  it("remote updates queued behind a move's staging wipe, or its undoing, are refused, not applied", async () => {
+    const replica = await openWithOwnWrite()
+    try {
+      /** A device part's update under its own clientID (what a LAN peer relays). */
+      const partUpdate = (client: number, user: string): Uint8Array => {
+        const doc = new Y.Doc()
+        doc.clientID = client
+        doc.getMap('u:d2').set(user, deviceWrite(undefined, 0, new Map([['name', user]]), 30))
+        return Y.encodeStateAsUpdate(doc)
+      }
+      const held = (client: number): number => Y.getState(replica.doc.store, client)
+      // The hello stages the move; LAN updates of the old generation come in
+      // the same tick, queued behind its wipe.
+      const staging = replica.wipe({ local: false, staged: true, generation: true })
+      const lan = [replica.applyRemote(partUpdate(501, 'x1'), 'lan-1')]
+      lan.push(replica.applyRemote(partUpdate(502, 'x2'), 'lan-2'))
+      await staging
+      for (const refused of lan)
+        await expect(refused).rejects.toMatchObject({ code: 'GENERATION_CHANGED' })
+      expect(held(501) + held(502)).toBe(0)
+      const logged = (): number =>
+        replica.events
+          .query({ type: 'write-refused' })
+          .filter((event) => event.code === 'GENERATION_CHANGED').length
+      expect(logged()).toBe(1)
+      // What comes after the staging (the new generation's fetch) applies.
+      await replica.applyRemote(partUpdate(503, 'x3'), 'server')
+      expect(held(503)).toBeGreaterThan(0)
+      // Queued for the staged document, then the move is undone first (its
+      // end goes ahead of what waits): refused, not applied to the old one.
+      const fetched = replica.applyRemote(partUpdate(504, 'x4'), 'server')
+      await replica.abandonWipe()
+      await expect(fetched).rejects.toMatchObject({ code: 'GENERATION_CHANGED' })
+      expect(held(504) + held(503)).toBe(0)
+      expect(replica.view(U1)?.name).toBe('Ann')
+      expect(logged()).toBe(2)
     } finally {
       await replica.close()
     }

@@ -106,6 +106,7 @@ export async function switchGeneration<T>(
       throw error
     }
     log.restartAt(log.nextSeq, 0, snapshot.byteLength)
+    log.nextEpoch()
     parts.local.setRecords(next.records)
     parts.intake.clear()
     document.installDoc(doc)

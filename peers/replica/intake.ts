@@ -11,7 +11,7 @@
  * told to listeners without one sender).
  */
 import * as Y from 'yjs'
-import { MalformedMessageError } from '../../core/errors.js'
+import { GenerationChangedError, MalformedMessageError } from '../../core/errors.js'
 import { scanUpdate } from '../../core/update-scan.js'
 import { HeldBackUpdates } from '../held-back.js'
 import type { ReplicaDocument } from './document.js'
@@ -31,8 +31,21 @@ export class Intake {
   private readonly heldBack = new HeldBackUpdates<RemoteUpdate>()
   /** The batch being applied integrated held-back updates (their senders are not its ops'). */
   private heldApplied = false
+  /** The generation epoch the held-back updates were received under. */
+  private heldEpoch: number
+  /** The last epoch whose refused updates were logged (once per epoch). */
+  private loggedEpoch = -1
 
-  constructor(private readonly document: ReplicaDocument) {}
+  /**
+   * `epoch`: the document's generation epoch now (UpdateLog.epoch); a
+   * remote update queued under another is refused when it comes to apply.
+   */
+  constructor(
+    private readonly document: ReplicaDocument,
+    private readonly epoch: () => number = () => 0,
+  ) {
+    this.heldEpoch = epoch()
+  }
 
   private get doc(): Y.Doc {
     return this.document.doc
@@ -64,16 +77,20 @@ export class Intake {
     ctx: WriteContext,
   ): void {
     this.heldApplied = false
+    this.refuseStale(batch, outcomes, ctx)
     // Several remote updates apply in one Yjs transaction: a transaction
     // costs two state vectors and an encoded update of its own, which under
     // heavy traffic (hundreds of small edits per batch) was most of the
     // work, and the batch then stores one update instead of one each. A
     // batch of one keeps applyReceived's path (a full sync's large update is
     // stored as it came).
-    const remotes = batch.reduce((n, op) => (op.kind === 'remote' ? n + 1 : n), 0)
+    const remotes = batch.reduce(
+      (n, op, i) => (op.kind === 'remote' && outcomes[i] === undefined ? n + 1 : n),
+      0,
+    )
     const applyRemotes = (apply: (remote: RemoteUpdate) => void): void =>
       batch.forEach((op, i) => {
-        if (op.kind !== 'remote' || op.remote === undefined) return
+        if (op.kind !== 'remote' || op.remote === undefined || outcomes[i] !== undefined) return
         // A duplicate (a message delivered twice, an envelope heard from the
         // server and from a LAN neighbour, a step 2 that only repeats the
         // delete set) changes nothing: Yjs would decode it whole to find so.
@@ -105,6 +122,38 @@ export class Intake {
       applyRemotes((remote) => this.applyReceived(remote, capture))
     }
     this.integrateHeldBack(ctx)
+  }
+
+  /**
+   * Refuses (GENERATION_CHANGED) the batch's remote updates queued for a
+   * document of another generation than memory's: queued before a move
+   * staged its document (LAN updates behind the staging wipe), before one
+   * was undone, or before a switch. Applied, they would mix the two
+   * generations (the old one's items in the new document, or the other way
+   * round). Logged once per epoch; the updates held back for the other
+   * document are forgotten.
+   */
+  private refuseStale(batch: PendingOp[], outcomes: Outcome[], ctx: WriteContext): void {
+    const epoch = this.epoch()
+    if (this.heldEpoch !== epoch) {
+      this.heldBack.takeAll()
+      this.heldEpoch = epoch
+    }
+    let refused = 0
+    batch.forEach((op, i) => {
+      const queuedAt = op.kind === 'remote' ? op.remote?.epoch : undefined
+      if (queuedAt === undefined || queuedAt === epoch) return
+      const message = 'received for the document of another generation than this peer is on now'
+      outcomes[i] = { ok: false, error: new GenerationChangedError(message) }
+      refused++
+    })
+    if (refused === 0 || this.loggedEpoch === epoch) return
+    this.loggedEpoch = epoch
+    ctx.event({
+      type: 'write-refused',
+      code: 'GENERATION_CHANGED',
+      message: `${refused} remote update(s) queued for the generation this peer left were dropped (logged once per change of generation)`,
+    })
   }
 
   /**

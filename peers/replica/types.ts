@@ -153,6 +153,12 @@ export interface RemoteUpdate {
   readonly bytes: Uint8Array
   readonly meta: UpdateMeta
   readonly from: string | undefined
+  /**
+   * The document's generation epoch when it was queued (UpdateLog.epoch):
+   * one queued for another generation's document is refused when it comes
+   * to apply (GENERATION_CHANGED).
+   */
+  readonly epoch?: number
 }
 
 /** The updates one batch stores, and the 'update' listener that collects them. */

@@ -61,8 +61,25 @@ export class UpdateLog {
    * is the old document), and whether the commit clears deletes.
    */
   private staged: StagedWipe | undefined
+  /** See epoch. */
+  private generationEpoch = 0
 
   constructor(private readonly options: UpdateLogOptions) {}
+
+  /**
+   * Counts the times memory's document changed generation: a move staged
+   * (its document installed), one undone (the stored, old generation
+   * reloaded), a switch (nextEpoch). A remote update queued under another
+   * epoch was received for the other generation's document.
+   */
+  get epoch(): number {
+    return this.generationEpoch
+  }
+
+  /** The document changes generation (a switch: see epoch). */
+  nextEpoch(): void {
+    this.generationEpoch++
+  }
 
   /** The staged wipe not committed yet, if one is (see WipeOptions.staged). */
   get stagedWipe(): StagedWipe | undefined {
@@ -80,6 +97,7 @@ export class UpdateLog {
       bytes: this.updateBytesSinceSnapshot,
       generation,
     }
+    if (generation) this.nextEpoch()
   }
 
   /**
@@ -127,7 +145,9 @@ export class UpdateLog {
    */
   async loadDoc(rollback: boolean, clientId: number): Promise<Y.Doc> {
     const store = this.options.store
-    // What is loaded is the stored state: a staged wipe is undone by it.
+    // What is loaded is the stored state: a staged wipe is undone by it
+    // (a move's: the old generation comes back, see epoch).
+    const undone = this.staged?.generation === true
     this.staged = undefined
     const doc = new Y.Doc({ gc: true })
     const snapshot = await store.get(keys.snapshot)
@@ -150,6 +170,8 @@ export class UpdateLog {
     if (first) this.firstUpdateSeq = this.nextUpdateSeq = await this.nextSeqAfterSnapshot()
     if (rollback) doc.clientID = clientId
     else await this.chooseClientId(doc)
+    // Last: a remote update queued while it loaded was for the staged document.
+    if (undone) this.nextEpoch()
     return doc
   }
 
