@@ -48,7 +48,11 @@ import {
   verifyGeneration,
   type Generation,
 } from '../core/generation-statement.js'
-import { deviceGeneration, deviceGenerationStatement } from './device-sync/generation-move.js'
+import {
+  deviceGeneration,
+  deviceGenerationStatement,
+  onGenerationNoted,
+} from './device-sync/generation-move.js'
 import { siteOf } from './identity.js'
 import type { DeviceSigning } from './signed-link.js'
 import { closeReason, refusalClose } from './sync-session.js'
@@ -142,17 +146,27 @@ export function checkLanAuth(
  * nor with a device in the middle of its move (`GENERATION_CHANGED`, close
  * 4412). The peer's statement must be its server's (`SIGNATURE_INVALID`).
  * The older side moves when it reaches its server (its hello says so).
+ * Returns the peer's generation.
  */
-export function checkLanGeneration(signing: DeviceSigning, bytes: Uint8Array): void {
+export function checkLanGeneration(signing: DeviceSigning, bytes: Uint8Array): Generation {
   const serverKey = signing.identity.serverKey
-  if (serverKey === undefined) return
+  if (serverKey === undefined) return FIRST_GENERATION
   const { generation } = decodeLanAuth(bytes)
   let theirs: Generation = FIRST_GENERATION
   if (generation !== undefined) {
     const statement = decodeGenerationStatement(generation)
     verifyGeneration(statement, serverKey, siteOf(serverKey))
-    theirs = statement
+    theirs = { n: statement.n, id: statement.id }
   }
+  checkSameGeneration(signing, theirs)
+  return theirs
+}
+
+/**
+ * Throws `GENERATION_CHANGED` unless this device is on `theirs` (and not
+ * in the middle of its move).
+ */
+function checkSameGeneration(signing: DeviceSigning, theirs: Generation): void {
   const { replica } = signing
   if (replica.movingGeneration)
     throw new GenerationChangedError('this device is moving to a new generation')
@@ -217,6 +231,8 @@ export function guardLanLink(
   const { clock, replica } = signing
   connection.limitMessageBytes?.(netLimits.lanHandshakeMessageBytesMax)
   let peer: Certificate | undefined
+  /** The generation the admitted peer showed (its latest frame). */
+  let peerGeneration: Generation = FIRST_GENERATION
   let handler: ((message: Uint8Array) => void) | undefined
   let closeHandler: ((info: CloseInfo) => void) | undefined
   let expiry: unknown
@@ -264,12 +280,23 @@ export function guardLanLink(
       if (error instanceof RostersyncError) refuse(error)
     }
   }
-  // A move to a new generation replaces the document too: nothing of this
-  // link (the old generation's) may reach the staged one.
-  const onReset = (): void => {
-    if (replica.movingGeneration)
-      refuse(new GenerationChangedError('this device is moving to a new generation'))
+  // This device's generation changing (a move staged, undone or committed;
+  // a device that held nothing noting its server's) closes a link admitted
+  // on another: nothing of the old generation may reach the new document,
+  // nor the other way round. Checked again on every message in and out,
+  // whatever path changed it. True while the link may go on.
+  const generationHolds = (): boolean => {
+    if (peer === undefined || !connection.open) return connection.open
+    try {
+      checkSameGeneration(signing, peerGeneration)
+      return true
+    } catch (error) {
+      if (error instanceof RostersyncError) refuse(error)
+      return false
+    }
   }
+  const onReset = (): void => void generationHolds()
+  const offNoted = onGenerationNoted(replica, onReset)
   revocations.observe(onRevocation)
   const offReset = replica.onReset(() => {
     revocations.unobserve(onRevocation)
@@ -287,7 +314,9 @@ export function guardLanLink(
   const gated: Connection = {
     id: connection.id,
     remote: connection.remote,
-    send: (message) => connection.send(message),
+    send: (message) => {
+      if (generationHolds()) connection.send(message)
+    },
     onMessage: (next) => {
       handler = next
     },
@@ -308,6 +337,7 @@ export function guardLanLink(
     clock.clearTimeout(expiry)
     revocations.unobserve(onRevocation)
     offReset()
+    offNoted()
     offCertificate()
     closeHandler?.(info)
   })
@@ -334,7 +364,7 @@ export function guardLanLink(
       if (!isLanAuthFrame(bytes)) return
       try {
         const admitted = checkLanAuth(signing, bytes, ends)
-        checkLanGeneration(signing, bytes)
+        peerGeneration = checkLanGeneration(signing, bytes)
         peer = admitted
       } catch (error) {
         if (error instanceof RostersyncError) refuse(error)
@@ -353,6 +383,8 @@ export function guardLanLink(
         const renewed = checkLanAuth(signing, bytes, ends)
         if (renewed.deviceId !== peer.deviceId)
           throw new SignatureInvalidError('a LAN peer cannot change its device on an open link')
+        // Its generation too: a peer on another one now is refused (4412).
+        peerGeneration = checkLanGeneration(signing, bytes)
         peer = renewed
         watchExpiry()
       } catch (error) {
@@ -360,7 +392,7 @@ export function guardLanLink(
       }
       return
     }
-    handler?.(bytes)
+    if (generationHolds()) handler?.(bytes)
   })
   const frame = ownFrame(signing, ends)
   if (frame !== undefined) connection.send(frame)

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CloseCode } from '../core/protocol.js'
 import type { CloseInfo, Connection } from '../core/transport.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { deviceGeneration } from '../peers/device-sync/generation-move.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryPair } from '../transports/memory-transport.js'
 import { eventually } from './helpers/eventually.js'
@@ -35,17 +36,24 @@ function openDevice(server: ServerPeer, id: string, online: boolean): Promise<De
   })
 }
 
-/** A connection whose close is recorded. */
+/** A connection whose close is recorded, and how many sync messages it received. */
 function watched(connection: Connection): {
   link: Connection
   closed: () => CloseInfo | undefined
+  synced: () => number
 } {
   let info: CloseInfo | undefined
+  let synced = 0
   const link: Connection = {
     id: connection.id,
     remote: connection.remote,
     send: (message) => connection.send(message),
-    onMessage: (handler) => connection.onMessage(handler),
+    onMessage: (handler) =>
+      connection.onMessage((message) => {
+        // The peer's `lan-auth` frame is type 110; the rest it sends once it admitted us.
+        if (message[0] !== 110) synced++
+        handler(message)
+      }),
     onClose: (handler) =>
       connection.onClose((closed) => {
         info = closed
@@ -56,16 +64,23 @@ function watched(connection: Connection): {
       return connection.open
     },
   }
-  return { link, closed: () => info }
+  return { link, closed: () => info, synced: () => synced }
 }
 
-/** Links `a` and `b` over the LAN (in memory); returns how each end saw it close. */
-function lanLink(a: DevicePeer, b: DevicePeer): { a: () => CloseInfo | undefined } {
+/**
+ * Links `a` and `b` over the LAN (in memory); returns how A's end saw it
+ * close, and whether both sides admitted each other (each sent a sync message).
+ */
+function lanLink(
+  a: DevicePeer,
+  b: DevicePeer,
+): { a: () => CloseInfo | undefined; admitted: () => boolean } {
   const [toB, toA] = memoryPair(a.id, b.id)
   const end = watched(toB)
+  const other = watched(toA)
   a.attachLan(end.link, b.id)
-  b.attachLan(toA, a.id)
-  return { a: end.closed }
+  b.attachLan(other.link, a.id)
+  return { a: end.closed, admitted: () => end.synced() > 0 && other.synced() > 0 }
 }
 
 describe('LAN links across generations', () => {
@@ -122,6 +137,73 @@ describe('LAN links across generations', () => {
       await eventually(() => expect(b?.users.get('L1')?.email).toBe('l1@a.example'))
       expect(b.users.get('L1')?.name).toBe('Over the LAN')
       expect(again.a(), JSON.stringify(again.a())).toBeUndefined()
+    } finally {
+      await a?.close()
+      await b?.close()
+      await server.close()
+    }
+  })
+
+  it('a device that holds nothing and notes a new generation closes its LAN links of the old one', async () => {
+    // Nothing is replaced on that path (it has nothing to carry): before
+    // the fix no reset fired, and the link stayed open across generations.
+    const server = await createServer({ dataDir: join(dir, 'server-empty'), siteKey: SITE_KEY })
+    let a: DevicePeer | undefined
+    let b: DevicePeer | undefined
+    try {
+      a = await openDevice(server, 'EA', true)
+      b = await openDevice(server, 'EB', true)
+      await a.sync.whenReady()
+      await b.sync.whenReady()
+      await b.close()
+      b = await openDevice(server, 'EB', false)
+      const link = lanLink(a, b)
+      await eventually(() => expect(link.admitted()).toBe(true))
+      expect(a.replica.doc.store.clients.size).toBe(0)
+
+      await server.compactHistory()
+      await eventually(() => expect(a?.sync.status().link).not.toBe('connected'))
+      await a.sync.delta()
+      // A noted the new generation without a move (it held nothing)...
+      expect(deviceGeneration(a.replica).n).toBe(1)
+      expect(a.events.query({ type: 'generation-moved' })).toHaveLength(0)
+      // ...and its link to B, on the old one, closed.
+      await eventually(() => expect(link.a()?.code).toBe(CloseCode.generationChanged))
+      expect(link.a()?.reason).toMatch(/^GENERATION_CHANGED/)
+      await b.users.put({ id: 'B-old', name: 'Written on the old generation' })
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      expect(a.users.get('B-old')).toBeUndefined()
+    } finally {
+      await a?.close()
+      await b?.close()
+      await server.close()
+    }
+  })
+
+  it('a link admitted on a generation this device left by any other path closes at its next message', async () => {
+    // Whatever changed the generation record without telling (here: set
+    // directly), the next message in or out of the link checks it.
+    const server = await createServer({ dataDir: join(dir, 'server-any'), siteKey: SITE_KEY })
+    let a: DevicePeer | undefined
+    let b: DevicePeer | undefined
+    try {
+      a = await openDevice(server, 'FA', true)
+      b = await openDevice(server, 'FB', true)
+      await a.sync.whenReady()
+      await b.sync.whenReady()
+      await a.close()
+      await b.close()
+      a = await openDevice(server, 'FA', false)
+      b = await openDevice(server, 'FB', false)
+      const link = lanLink(a, b)
+      await eventually(() => expect(link.admitted()).toBe(true))
+      await a.replica.setRecord('sync', 'generation', { n: 7, id: 'elsewhere' })
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      expect(link.a()).toBeUndefined()
+      await b.users.put({ id: 'B-old', name: 'Written on the old generation' })
+      await eventually(() => expect(link.a()?.code).toBe(CloseCode.generationChanged))
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      expect(a.users.get('B-old')).toBeUndefined()
     } finally {
       await a?.close()
       await b?.close()

@@ -63,6 +63,27 @@ export function deviceGenerationStatement(replica: Replica): Uint8Array | undefi
   return stored?.statement === undefined ? undefined : Buffer.from(stored.statement, 'base64')
 }
 
+/** Who listens to each replica's generation changing (see onGenerationNoted). */
+const notedListeners = new WeakMap<Replica, Set<() => void>>()
+
+/**
+ * Listens to this device noting another generation in its record (a move
+ * committed, or a device that held nothing noting its server's); returns
+ * the unsubscribe function. Its LAN links admitted on the generation it
+ * left close (peers/lan-auth.ts).
+ */
+export function onGenerationNoted(replica: Replica, listener: () => void): () => void {
+  const listeners = notedListeners.get(replica) ?? new Set()
+  notedListeners.set(replica, listeners)
+  listeners.add(listener)
+  return () => listeners.delete(listener)
+}
+
+/** Tells the listeners of `replica`'s generation that it changed (once durable). */
+function tellNoted(replica: Replica): void {
+  for (const listener of [...(notedListeners.get(replica) ?? [])]) listener()
+}
+
 /** The record of a generation the server stated. */
 function recordOf(generation: Generation | GenerationStatement): StoredGeneration {
   if (!('signature' in generation)) return { n: generation.n, id: generation.id }
@@ -150,8 +171,10 @@ export class GenerationMove {
     if (sameGeneration(this.current(), to)) return false
     const { replica } = this
     if (replica.doc.store.clients.size === 0) {
-      // Nothing to carry: what it fetches is the new generation.
+      // Nothing to carry: what it fetches is the new generation. No document
+      // is replaced, so its LAN links hear of it here (they close).
       await replica.setRecord(...DEVICE_GENERATION_RECORD, recordOf(to))
+      tellNoted(replica)
       return false
     }
     const carried = ownEntries(replica.doc, replica)
@@ -199,6 +222,7 @@ export class GenerationMove {
       deletes,
     )
     this.staged = undefined
+    tellNoted(replica)
     return staged.to
   }
 
