@@ -10,11 +10,13 @@
 import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { FIRST_GENERATION, signGeneration } from '../core/generation-statement.js'
+import { CloseCode } from '../core/protocol.js'
 import { asUserId, asWriterId } from '../core/ids.js'
 import { RecordSchema } from '../core/schema.js'
 import { keyPairFromSeed } from '../core/signing.js'
 import { deviceWrite } from '../core/writes.js'
 import { GenerationMove, deviceGeneration } from '../peers/device-sync/generation-move.js'
+import { memoryPair } from '../transports/memory-transport.js'
 import { Replica, WipeSkippedError } from '../peers/replica.js'
 import { memoryStore } from '../storage/level-store.js'
 
@@ -187,6 +189,31 @@ describe('GenerationMove', () => {
       expect(held(504) + held(503)).toBe(0)
       expect(replica.view(U1)?.name).toBe('Ann')
       expect(logged()).toBe(2)
+    } finally {
+      await replica.close()
+    }
+  })
+  it('a move undone after its round failed closes the server link that called for it (4412)', async () => {
+    const replica = await openWithOwnWrite()
+    try {
+      const move = new GenerationMove(replica)
+      const [device, server] = memoryPair('device', 'server')
+      const closes: number[] = []
+      server.onClose(({ code }) => closes.push(code))
+      // The hello over this link stages the move; the round fails (a storage
+      // failure at commit, say) with the link still open.
+      expect(await settleOrIdle(replica, move.learnOn(NEXT, device))).toBe(true)
+      await move.abandon()
+      for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve))
+      expect(device.open).toBe(false)
+      expect(closes).toEqual([CloseCode.generationChanged])
+      expect(deviceGeneration(replica)).toEqual(FIRST_GENERATION)
+      // A round that fails with nothing staged leaves its link alone.
+      const [other] = memoryPair('device-2', 'server-2')
+      expect(await settleOrIdle(replica, move.learnOn(FIRST_GENERATION, other))).toBe(false)
+      await move.abandon()
+      expect(other.open).toBe(true)
+      other.close()
     } finally {
       await replica.close()
     }

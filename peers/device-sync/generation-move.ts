@@ -105,6 +105,8 @@ export class GenerationMove {
   private learned: Generation | GenerationStatement | undefined
   /** The last of the calls that change `staged`, settled or not. */
   private chain: Promise<unknown> = Promise.resolve()
+  /** The server link whose hello called for the staged move (learnOn). */
+  private stagedOn: Connection | undefined
 
   constructor(private readonly replica: Replica) {}
 
@@ -144,7 +146,9 @@ export class GenerationMove {
     connection: Connection,
   ): Promise<boolean> {
     try {
-      return await this.learn(generation)
+      const pending = await this.learn(generation)
+      if (pending) this.stagedOn = connection
+      return pending
     } catch (error) {
       const reason = `GENERATION_CHANGED: the move could not start: ${(error as Error).message}`
       connection.close(CloseCode.generationChanged, reason.slice(0, 120))
@@ -222,18 +226,32 @@ export class GenerationMove {
       deletes,
     )
     this.staged = undefined
+    this.stagedOn = undefined
     tellNoted(replica)
     return staged.to
   }
 
-  /** Undoes a staged move (the stored state, the old generation, is loaded again). */
+  /**
+   * Undoes a staged move (the stored state, the old generation, is loaded
+   * again) after its round failed. The server link whose hello called for
+   * it is closed (4412) when still open: it would go on sending the new
+   * generation's updates into the old generation's document. The device
+   * comes back after its spread delay and the hello stages the move again.
+   */
   abandon(): Promise<void> {
-    return this.serial(() => this.abandonNow())
+    return this.serial(async () => {
+      const undone = this.staged !== undefined
+      const link = this.stagedOn
+      await this.abandonNow()
+      if (undone && link?.open === true)
+        link.close(CloseCode.generationChanged, 'GENERATION_CHANGED: the move was undone')
+    })
   }
 
   private async abandonNow(): Promise<void> {
     if (this.staged === undefined) return
     this.staged = undefined
+    this.stagedOn = undefined
     await this.replica.abandonWipe()
   }
 
