@@ -27,6 +27,7 @@
 import { randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import * as Y from 'yjs'
 import type { PolicyEntry } from '../core/entries.js'
 import { generationBase } from '../core/generation.js'
@@ -180,24 +181,43 @@ export interface CompactResult {
   readonly clientIdsAfter: number
   readonly bytesBefore: number
   readonly bytesAfter: number
+  /**
+   * The event loop during the switch (perf_hooks.monitorEventLoopDelay,
+   * 10 ms resolution): its longest stall and p99, ms, and how many reads
+   * (`users.get`, one per 20 ms timer) were answered while it ran.
+   */
+  readonly stallMaxMs: number
+  readonly stallP99Ms: number
+  readonly readsDuringSwitch: number
 }
 
 /**
  * The real switch on the aged site's data dir (`server.compactHistory()`):
  * what a new generation leaves on disk is what `compacted` then opens.
  */
-async function compact(file: string, dataDir: string): Promise<CompactResult> {
+async function compact(file: string, dataDir: string, users: number): Promise<CompactResult> {
   await prepare('aged', file, dataDir)
   const server = await createServer({
     store: await openLevelStore(join(dataDir, 'server')),
     listen: false,
     siteKey: 'aging-compact',
   })
+  const delay = monitorEventLoopDelay({ resolution: 10 })
+  let reads = 0
+  const reader = setInterval(() => {
+    if (server.users.get(recordId(reads % users)) !== undefined) reads++
+  }, 20)
   const started = performance.now()
+  delay.enable()
   const result = await server.compactHistory()
+  delay.disable()
   const compactSeconds = (performance.now() - started) / 1000
+  clearInterval(reader)
   await server.close()
   return {
+    stallMaxMs: round(delay.max / 1e6, 1),
+    stallP99Ms: round(delay.percentile(99) / 1e6, 1),
+    readsDuringSwitch: reads,
     compactSeconds,
     clientIdsBefore: result.clientIdsBefore,
     clientIdsAfter: result.clientIdsAfter,
@@ -311,7 +331,7 @@ async function main(): Promise<void> {
   }
   const [file, dataDir] = rest
   if (mode === 'compact' && file !== undefined && dataDir !== undefined) {
-    emitResult({ ...(await compact(file, dataDir)) })
+    emitResult({ ...(await compact(file, dataDir, users)) })
     return
   }
   if (
