@@ -25,6 +25,7 @@ import * as Y from 'yjs'
 import type { Clock } from '../core/clock.js'
 import { rootOwner } from '../core/entries.js'
 import { generationBase } from '../core/generation.js'
+import { HistoryCount } from '../core/history-count.js'
 import {
   baseClientId,
   encodeGenerationStatement,
@@ -72,6 +73,8 @@ export class Generations {
   private timer: unknown = undefined
   private running: Promise<CompactionResult> | undefined
   private stopped = false
+  /** The document's history, followed as it changes (the automatic check). */
+  private readonly history = new HistoryCount()
 
   constructor(
     private readonly options: {
@@ -163,18 +166,15 @@ export class Generations {
     }
   }
 
-  /** Whether the document is due for a new generation (see limits). */
+  /**
+   * Whether the document is due for a new generation (see limits). Cheap:
+   * the history is counted once per document and then followed
+   * transaction by transaction (core/history-count.ts), not scanned.
+   */
   due(): boolean {
     const doc = this.options.replica.doc
     if (doc.store.clients.size > limits.generationClientIdsMax) return true
-    let deleted = 0
-    let live = 0
-    for (const structs of doc.store.clients.values()) {
-      for (const struct of structs) {
-        if (struct.deleted) deleted += struct.length
-        else live += struct.length
-      }
-    }
+    const { deleted, live } = this.history.of(doc)
     return (
       deleted >= limits.generationDeletedItemsMin &&
       deleted > live * limits.generationHistoryRatioMax
@@ -203,6 +203,7 @@ export class Generations {
     this.options.clock.clearTimeout(this.timer)
     this.timer = undefined
     await this.running?.catch(() => undefined)
+    this.history.detach()
   }
 }
 
