@@ -59,6 +59,19 @@ export const limits = {
   /** How often the server looks whether a new generation is due, ms (off the hot path). */
   generationCheckIntervalMs: 10 * 60_000,
   /**
+   * Entries a new generation's base reads or writes between two turns of
+   * the server's event loop (core/generation.ts, `buildGenerationBase`):
+   * reads and syncs are answered while a large base is built (it took 5-7 s
+   * in one turn at 100k users), each turn a few tens of ms.
+   */
+  generationBuildChunkEntries: 2_000,
+  /**
+   * Bytes of a base's chunks past which their merge into the snapshot runs
+   * in a worker thread (server-peer/merge-updates.ts); below, on the event
+   * loop (less time than a worker takes to start).
+   */
+  generationMergeOffThreadBytesMin: 4 * 1024 * 1024,
+  /**
    * Appended updates after which the log is compacted at once, idle or not,
    * once it also holds 1/`updateLogToSnapshotRatioIdleMin` of the
    * snapshot's bytes (issue 13: at 1M users, single writes otherwise

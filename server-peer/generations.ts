@@ -24,7 +24,11 @@
 import * as Y from 'yjs'
 import type { Clock } from '../core/clock.js'
 import { rootOwner } from '../core/entries.js'
-import { generationBase } from '../core/generation.js'
+import {
+  buildGenerationBase,
+  type ChunkedGenerationBase,
+  type GenerationStats,
+} from '../core/generation.js'
 import { HistoryCount } from '../core/history-count.js'
 import {
   baseClientId,
@@ -39,6 +43,7 @@ import { limits } from '../core/limits.js'
 import type { Identity } from '../peers/identity.js'
 import { siteOf } from '../peers/identity.js'
 import type { Replica } from '../peers/replica.js'
+import { mergeUpdates } from './merge-updates.js'
 
 /** Where the generation is kept (a peer-local record, never replicated). */
 export const GENERATION_RECORD = ['site', 'generation'] as const
@@ -130,29 +135,59 @@ export class Generations {
     }
     const bytesBefore = replica.storedDocumentBytes()
     let devicesClosed = 0
-    const stats = await replica.switchGeneration(
-      (doc) => {
-        const base = generationBase(doc, {
+    // The queue is held from here to the switch: the document does not
+    // change while its base is built in chunks, a turn of the event loop
+    // between two (reads and syncs are answered meanwhile; writes wait and
+    // land in the new generation), nor while the chunks are merged into
+    // the snapshot off the loop.
+    const release = await replica.holdForSwitch()
+    let base: ChunkedGenerationBase | undefined
+    let installed = false
+    let stats: GenerationStats
+    try {
+      const old = replica.doc
+      base = await buildGenerationBase(
+        old,
+        {
           clientIdFor: (root) => baseClientId(identity.publicKey, id, root),
-          dropWriters: revokedWriters(doc, replica),
-        })
-        const s = base.stats
-        return {
-          snapshot: base.update,
-          records: [[...GENERATION_RECORD, record]],
-          event: {
-            type: 'history-compacted',
-            message: `generation ${n}: ${s.clientIdsBefore} clientIDs before, ${s.clientIdsAfter} after; ${s.entries} entries kept, ${s.voidEntries} void dropped, ${s.droppedParts} revoked parts dropped`,
-          },
-          result: s,
-        }
-      },
-      () => {
-        // Synchronously, before any other batch: no link of the old
-        // generation sends or takes anything more.
-        devicesClosed = this.options.closeLinks(`GENERATION_CHANGED: generation ${n}`)
-      },
-    )
+          dropWriters: revokedWriters(old, replica),
+        },
+        limits.generationBuildChunkEntries,
+        nextTurn,
+      )
+      const built = base
+      const snapshot =
+        built.updates.length === 0
+          ? Y.encodeStateAsUpdate(built.doc)
+          : await mergeUpdates(built.updates)
+      const s = built.stats
+      stats = await replica.switchGeneration(
+        (doc) => {
+          if (doc !== old) throw new Error('the document changed while its base was built')
+          return {
+            snapshot,
+            doc: built.doc,
+            records: [[...GENERATION_RECORD, record]],
+            event: {
+              type: 'history-compacted',
+              message: `generation ${n}: ${s.clientIdsBefore} clientIDs before, ${s.clientIdsAfter} after; ${s.entries} entries kept, ${s.voidEntries} void dropped, ${s.droppedParts} revoked parts dropped`,
+            },
+            result: s,
+          }
+        },
+        () => {
+          installed = true
+          // Synchronously, before any other batch: no link of the old
+          // generation sends or takes anything more.
+          devicesClosed = this.options.closeLinks(`GENERATION_CHANGED: generation ${n}`)
+        },
+      )
+    } catch (error) {
+      if (!installed && base?.doc.isDestroyed === false) base.doc.destroy()
+      throw error
+    } finally {
+      release()
+    }
     return {
       generation: n,
       id,
@@ -205,6 +240,11 @@ export class Generations {
     await this.running?.catch(() => undefined)
     this.history.detach()
   }
+}
+
+/** Resolves on the event loop's next turn (after pending I/O callbacks). */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve))
 }
 
 /** The writers whose parts the document holds and the server revoked. */
