@@ -451,6 +451,16 @@ export const netLimits = {
    */
   generationMoveSpreadMs: 120_000,
   /**
+   * Most devices fetching a new generation from the server at once
+   * (server-peer/generation-moves.ts), for twice `generationMoveSpreadMs`
+   * after a switch: a device past it is closed at admission, before its
+   * hello (it stages nothing), with 1013 `TOO_MANY_MOVES`, and comes back
+   * after its usual backoff (`retryDelayMs`). A place is held from the
+   * admission to the end of the answer to its step 1 (at once freed when
+   * that step 1 shows the device holds the generation already).
+   */
+  generationMovesInFlightMax: 16,
+  /**
    * Refused updates per device whose content the server remembers as
    * missing (`deviceToServer` stays `failed` until it arrives, or the
    * device no longer holds it).

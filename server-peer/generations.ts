@@ -99,6 +99,12 @@ export class Generations {
     return stored === undefined ? FIRST_GENERATION : { n: stored.n, id: stored.id }
   }
 
+  /** The generation and when it started; undefined before the first compaction. */
+  started(): (Generation & { readonly at: number }) | undefined {
+    const stored = this.stored()
+    return stored === undefined ? undefined : { n: stored.n, id: stored.id, at: stored.at }
+  }
+
   /** The signed statement for the hello; undefined before the first compaction. */
   statement(): Uint8Array | undefined {
     const stored = this.stored()
