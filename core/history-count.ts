@@ -93,12 +93,16 @@ export class HistoryCount {
         if (end > range.clock) this.deleted += end - range.clock
       }
     }
-    // Units the transaction added that are deleted as it ends.
-    const clients = transaction.doc.store.clients
-    for (const [client, after] of afterState) {
+    // Units the transaction added that are deleted as it ends. A local
+    // transaction adds only under the document's own clientID (a look at
+    // one client, not at every one the state vector names).
+    const store = transaction.doc.store.clients
+    const added = transaction.local ? [transaction.doc.clientID] : afterState.keys()
+    for (const client of added) {
       const before = beforeState.get(client) ?? 0
+      const after = afterState.get(client) ?? 0
       if (after <= before) continue
-      const structs = clients.get(client)
+      const structs = store.get(client)
       if (structs === undefined) continue
       for (let i = Y.findIndexSS(structs, before); i < structs.length; i++) {
         const struct = structs[i] as Y.Item | Y.GC
