@@ -6,6 +6,8 @@
  * - reads are answered while the base is built (counted in turns, never
  *   in time), from the old document, and a write made meanwhile waits and
  *   lands in the new generation;
+ * - a device's write sent while the base is built reaches the new
+ *   generation (refused for the old one, carried by the device's move);
  * - the snapshot merged in a worker is the base: a restart opens the same
  *   users on the new generation.
  */
@@ -15,8 +17,10 @@ import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { limits } from '../core/limits.js'
+import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
+import { eventually } from './helpers/eventually.js'
 
 const SITE_KEY = 'generations-build-site-key'
 const USERS = 300
@@ -109,6 +113,59 @@ describe('compactHistory builds the base in chunks', () => {
       for (const [client, clock] of Y.decodeStateVector(inMemory))
         expect(reopened.get(client)).toBe(clock)
     } finally {
+      await server.close()
+    }
+  })
+
+  it("gets a device's write sent while the base is built into the new generation", async () => {
+    // A long build (a turn per entry, and the merge in a worker): the
+    // write arrives while it runs.
+    mutable.generationBuildChunkEntries = 1
+    mutable.generationMergeOffThreadBytesMin = 0
+    const server = await createServer({ dataDir: join(dir, 'device'), siteKey: SITE_KEY })
+    let device: DevicePeer | undefined
+    try {
+      await Promise.all(
+        Array.from({ length: 2_000 }, (_, i) => server.users.put({ id: `u${i}`, name: `n${i}` })),
+      )
+      device = await createDevice({
+        id: 'writer',
+        dataDir: join(dir, 'writer'),
+        siteKey: SITE_KEY,
+        server: server.url,
+      })
+      await device.sync.whenReady()
+      // Updates the server receives from the device while the switch runs
+      // (observed on their way, not changed).
+      let done = false
+      let arrived = 0
+      const replica = server.replica
+      const applyRemote = replica.applyRemote.bind(replica)
+      replica.applyRemote = (update, from, scanned) => {
+        if (!done) arrived++
+        return applyRemote(update, from, scanned)
+      }
+      const switching = server.compactHistory().finally(() => {
+        done = true
+      })
+      // Some turns into the build, the device writes (and sends it).
+      for (let i = 0; i < 5; i++) await turn()
+      expect(done).toBe(false)
+      await device.users.patch('u1', { email: 'during@build.example' })
+      await switching
+      // It reached the server during the build: queued for the old
+      // generation, and refused when the switch landed.
+      expect(arrived).toBeGreaterThan(0)
+      // Its link was closed (4412); a manual sync brings it back now.
+      const moving = device
+      await eventually(() => expect(moving.sync.status().link).not.toBe('connected'))
+      await moving.sync.delta()
+      await moving.sync.whenIdle()
+      await eventually(() => expect(server.users.get('u1')?.email).toBe('during@build.example'))
+      expect(server.generation.n).toBe(1)
+      expect(moving.events.query({ type: 'generation-moved' })).toHaveLength(1)
+    } finally {
+      await device?.close()
       await server.close()
     }
   })
