@@ -27,9 +27,11 @@
 import { randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import * as Y from 'yjs'
 import type { PolicyEntry } from '../core/entries.js'
 import { generationBase } from '../core/generation.js'
+import { HistoryCount, scanDeletedUnits } from '../core/history-count.js'
 import { baseClientId } from '../core/generation-statement.js'
 import type { FieldValue } from '../core/schema.js'
 import { deviceWrite, serverWrite, writtenFields } from '../core/writes.js'
@@ -180,24 +182,74 @@ export interface CompactResult {
   readonly clientIdsAfter: number
   readonly bytesBefore: number
   readonly bytesAfter: number
+  /**
+   * The event loop during the switch (perf_hooks.monitorEventLoopDelay,
+   * 10 ms resolution): its longest stall and p99, ms, and how many reads
+   * (`users.get`, one per 20 ms timer) were answered while it ran.
+   */
+  readonly stallMaxMs: number
+  readonly stallP99Ms: number
+  readonly readsDuringSwitch: number
+  /**
+   * The automatic generation check (issue 13), ms, on the aged document:
+   * a scan of every struct (what each check did before the count), the
+   * count's first look (the same scan, once per document), and a check
+   * once counted (mean of 20, after 100 edits followed incrementally).
+   */
+  readonly checkScanMs: number
+  readonly checkFirstMs: number
+  readonly checkMs: number
 }
 
 /**
  * The real switch on the aged site's data dir (`server.compactHistory()`):
  * what a new generation leaves on disk is what `compacted` then opens.
  */
-async function compact(file: string, dataDir: string): Promise<CompactResult> {
+async function compact(file: string, dataDir: string, users: number): Promise<CompactResult> {
   await prepare('aged', file, dataDir)
   const server = await createServer({
     store: await openLevelStore(join(dataDir, 'server')),
     listen: false,
     siteKey: 'aging-compact',
   })
+  const doc = server.replica.doc
+  let at = performance.now()
+  for (let i = 0; i < 3; i++) scanDeletedUnits(doc)
+  const checkScanMs = (performance.now() - at) / 3
+  const count = new HistoryCount()
+  at = performance.now()
+  count.of(doc)
+  const checkFirstMs = performance.now() - at
+  for (let i = 0; i < 100; i++)
+    await server.users.patch(recordId((i * 37) % users), { title: `Check ${i}` })
+  at = performance.now()
+  for (let i = 0; i < 20; i++) count.of(doc)
+  const checkMs = (performance.now() - at) / 20
+  const counted = count.of(doc)
+  if (counted.deleted !== scanDeletedUnits(doc).deleted) throw new Error('history count drifted')
+  count.detach()
+  const delay = monitorEventLoopDelay({ resolution: 10 })
+  let reads = 0
+  const reader = setInterval(() => {
+    if (server.users.get(recordId(reads % users)) !== undefined) reads++
+  }, 20)
+  // A few samples first: the monitor measures from one tick to the next,
+  // so a stall before its first tick would go unseen.
+  delay.enable()
+  await new Promise((resolve) => setTimeout(resolve, 100))
   const started = performance.now()
   const result = await server.compactHistory()
+  delay.disable()
   const compactSeconds = (performance.now() - started) / 1000
+  clearInterval(reader)
   await server.close()
   return {
+    stallMaxMs: round(delay.max / 1e6, 1),
+    stallP99Ms: round(delay.percentile(99) / 1e6, 1),
+    readsDuringSwitch: reads,
+    checkScanMs: round(checkScanMs, 2),
+    checkFirstMs: round(checkFirstMs, 2),
+    checkMs: round(checkMs, 4),
     compactSeconds,
     clientIdsBefore: result.clientIdsBefore,
     clientIdsAfter: result.clientIdsAfter,
@@ -311,7 +363,7 @@ async function main(): Promise<void> {
   }
   const [file, dataDir] = rest
   if (mode === 'compact' && file !== undefined && dataDir !== undefined) {
-    emitResult({ ...(await compact(file, dataDir)) })
+    emitResult({ ...(await compact(file, dataDir, users)) })
     return
   }
   if (

@@ -80,7 +80,7 @@ export const agingBench: Bench = {
             join(dir, mode),
           ])
           console.error(
-            `aging: compactHistory ${round(switched.compactSeconds, 1)} s, ${switched.clientIdsBefore} -> ${switched.clientIdsAfter} clientIDs`,
+            `aging: compactHistory ${round(switched.compactSeconds, 1)} s, ${switched.clientIdsBefore} -> ${switched.clientIdsAfter} clientIDs; event loop stall max ${switched.stallMaxMs} ms, p99 ${switched.stallP99Ms} ms, ${switched.readsDuringSwitch} reads answered meanwhile; generation check ${switched.checkScanMs} ms by scan, ${switched.checkMs} ms counted (first look ${switched.checkFirstMs} ms)`,
           )
         }
         console.error(`aging: measuring ${mode} ...`)
@@ -118,6 +118,12 @@ export const agingBench: Bench = {
         clients,
         buildSeconds: round(built.seconds, 1),
         compactSeconds: round(switched?.compactSeconds ?? NaN, 1),
+        compactStallMaxMs: switched?.stallMaxMs,
+        compactStallP99Ms: switched?.stallP99Ms,
+        compactReadsDuringSwitch: switched?.readsDuringSwitch,
+        generationCheckScanMs: switched?.checkScanMs,
+        generationCheckFirstMs: switched?.checkFirstMs,
+        generationCheckMs: switched?.checkMs,
         aged,
         compacted,
         base,

@@ -57,6 +57,7 @@ export type ErrorCode =
   | 'CERTIFICATE_REVOKED'
   // Issue 13: generations
   | 'GENERATION_CHANGED'
+  | 'TOO_MANY_MOVES'
 
 /** Base class: every error rostersync raises on purpose carries a `code`. */
 /**

@@ -73,19 +73,86 @@ function rostersyncRoots(doc: Y.Doc): string[] {
 
 /** The live state of `doc` as a fresh update, one clientID per root. */
 export function generationBase(doc: Y.Doc, options: GenerationOptions): GenerationBase {
+  const base = new Y.Doc({ gc: true })
+  const steps = writeBase(doc, base, options, Infinity)
+  let step = steps.next()
+  while (step.done !== true) step = steps.next()
+  const update = Y.encodeStateAsUpdate(base)
+  base.destroy()
+  return { update, stats: step.value }
+}
+
+/** A generation's base built in chunks: the document itself, and its state as updates. */
+export interface ChunkedGenerationBase {
+  /** The base as a live document (nothing else holds it). */
+  readonly doc: Y.Doc
+  /**
+   * The base's whole state as updates, one per chunk, to apply in order
+   * (the first is a snapshot of its own; together they are the base).
+   */
+  readonly updates: readonly Uint8Array[]
+  readonly stats: GenerationStats
+}
+
+/**
+ * `generationBase` in chunks of at most `chunkEntries` entries read and
+ * written, awaiting `pause()` between them (the server yields to its event
+ * loop there: reads and syncs are answered while a large base is built).
+ * The caller keeps `doc` unchanged until it resolves. The document it
+ * gives holds the same items, under the same clientIDs and clocks, as
+ * `generationBase`'s update.
+ */
+export async function buildGenerationBase(
+  doc: Y.Doc,
+  options: GenerationOptions,
+  chunkEntries: number,
+  pause: () => Promise<void>,
+): Promise<ChunkedGenerationBase> {
+  const base = new Y.Doc({ gc: true })
+  const updates: Uint8Array[] = []
+  const onUpdate = (update: Uint8Array): void => {
+    updates.push(update)
+  }
+  base.on('update', onUpdate)
+  try {
+    const steps = writeBase(doc, base, options, Math.max(1, chunkEntries))
+    for (;;) {
+      const step = steps.next()
+      if (step.done === true) return { doc: base, updates, stats: step.value }
+      await pause()
+    }
+  } catch (error) {
+    base.destroy()
+    throw error
+  } finally {
+    base.off('update', onUpdate)
+  }
+}
+
+/**
+ * Writes the live state of `doc` into `base` (empty), one clientID per
+ * root; yields after every `chunkEntries` entries read or written (a
+ * transaction never spans a yield), and returns what it wrote.
+ */
+function* writeBase(
+  doc: Y.Doc,
+  base: Y.Doc,
+  options: GenerationOptions,
+  chunkEntries: number,
+): Generator<void, GenerationStats, void> {
   const serverUsers = doc.share.has(usersRootName(SERVER_ID))
     ? doc.getMap<unknown>(usersRootName(SERVER_ID))
     : undefined
   const epochOf = (user: string): number => asServerEntry(serverUsers?.get(user))?.e ?? 0
-  // One document, each root written in its own transaction under its own
-  // clientID (Yjs takes the document's clientID per item): no per-root
-  // update to merge afterwards, which cost as much again as the writes.
-  const base = new Y.Doc({ gc: true })
+  // One document, each root written under its own clientID (Yjs takes the
+  // document's clientID per item): no per-root update to merge afterwards,
+  // which cost as much again as the writes.
   const clientIds = new Set<number>()
   let entries = 0
   let voidEntries = 0
   let droppedParts = 0
   let roots = 0
+  let budget = chunkEntries
   for (const root of rostersyncRoots(doc)) {
     const owner = rootOwner(root)
     if (owner === undefined) continue
@@ -96,6 +163,10 @@ export function generationBase(doc: Y.Doc, options: GenerationOptions): Generati
     const kept: Array<readonly [string, unknown]> = []
     const isDevicePart = owner !== SERVER_ID
     for (const [key, value] of doc.getMap<unknown>(root).entries()) {
+      if (--budget <= 0) {
+        yield
+        budget = chunkEntries
+      }
       if (isDevicePart) {
         const entry = asDeviceEntry(value)
         if (entry === undefined || entry.e < epochOf(key)) {
@@ -110,25 +181,32 @@ export function generationBase(doc: Y.Doc, options: GenerationOptions): Generati
     const clientId = options.clientIdFor(root)
     if (clientIds.has(clientId)) throw new Error(`clientID ${clientId} given for two roots`)
     clientIds.add(clientId)
-    base.clientID = clientId
     const map = base.getMap<unknown>(root)
-    base.transact(() => {
-      for (const [key, value] of kept) map.set(key, value)
-    })
+    for (let from = 0; from < kept.length;) {
+      const to = Math.min(kept.length, from + Math.max(1, budget))
+      base.clientID = clientId
+      base.transact(() => {
+        for (let i = from; i < to; i++) {
+          const [key, value] = kept[i] as readonly [string, unknown]
+          map.set(key, value)
+        }
+      })
+      budget -= to - from
+      from = to
+      if (budget <= 0) {
+        yield
+        budget = chunkEntries
+      }
+    }
     entries += kept.length
     roots++
   }
-  const update = Y.encodeStateAsUpdate(base)
-  base.destroy()
   return {
-    update,
-    stats: {
-      roots,
-      entries,
-      voidEntries,
-      droppedParts,
-      clientIdsBefore: Y.decodeStateVector(Y.encodeStateVector(doc)).size,
-      clientIdsAfter: clientIds.size,
-    },
+    roots,
+    entries,
+    voidEntries,
+    droppedParts,
+    clientIdsBefore: Y.decodeStateVector(Y.encodeStateVector(doc)).size,
+    clientIdsAfter: clientIds.size,
   }
 }

@@ -59,6 +59,19 @@ export const limits = {
   /** How often the server looks whether a new generation is due, ms (off the hot path). */
   generationCheckIntervalMs: 10 * 60_000,
   /**
+   * Entries a new generation's base reads or writes between two turns of
+   * the server's event loop (core/generation.ts, `buildGenerationBase`):
+   * reads and syncs are answered while a large base is built (it took 5-7 s
+   * in one turn at 100k users), each turn a few tens of ms.
+   */
+  generationBuildChunkEntries: 2_000,
+  /**
+   * Bytes of a base's chunks past which their merge into the snapshot runs
+   * in a worker thread (server-peer/merge-updates.ts); below, on the event
+   * loop (less time than a worker takes to start).
+   */
+  generationMergeOffThreadBytesMin: 4 * 1024 * 1024,
+  /**
    * Appended updates after which the log is compacted at once, idle or not,
    * once it also holds 1/`updateLogToSnapshotRatioIdleMin` of the
    * snapshot's bytes (issue 13: at 1M users, single writes otherwise
@@ -437,6 +450,16 @@ export const netLimits = {
    * roster spread over this long, each at its own fixed point of it.
    */
   generationMoveSpreadMs: 120_000,
+  /**
+   * Most devices fetching a new generation from the server at once
+   * (server-peer/generation-moves.ts), for twice `generationMoveSpreadMs`
+   * after a switch: a device past it is closed at admission, before its
+   * hello (it stages nothing), with 1013 `TOO_MANY_MOVES`, and comes back
+   * after its usual backoff (`retryDelayMs`). A place is held from the
+   * admission to the end of the answer to its step 1 (at once freed when
+   * that step 1 shows the device holds the generation already).
+   */
+  generationMovesInFlightMax: 16,
   /**
    * Refused updates per device whose content the server remembers as
    * missing (`deviceToServer` stays `failed` until it arrives, or the

@@ -233,6 +233,11 @@ export const CloseCode = {
    * spread delay and moves (one full sync).
    */
   generationChanged: 4412,
+  /**
+   * Too many devices fetch the new generation now (`TOO_MANY_MOVES`,
+   * server-peer/generation-moves.ts): retry with the usual backoff.
+   */
+  tryAgainLater: 1013,
 } as const
 
 /** True for close codes after which a device must not retry on its own. */

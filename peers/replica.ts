@@ -52,7 +52,7 @@ import type {
   WriteContext,
 } from './replica/types.js'
 import { UpdateLog } from './replica/update-log.js'
-import { switchGeneration, type NewGeneration } from './replica/generation-switch.js'
+import { holdForSwitch, switchGeneration, type NewGeneration } from './replica/generation-switch.js'
 import { WriteQueue } from './replica/write-queue.js'
 
 export type { NewGeneration } from './replica/generation-switch.js'
@@ -434,19 +434,20 @@ export class Replica {
   }
 
   /**
-   * Replaces the document by a new generation's base, durably, in one
-   * atomic store batch (peers/replica/generation-switch.ts); `switched`
-   * runs synchronously once memory holds it, before any other batch.
+   * Replaces the document by a new generation's base in one atomic batch; `switched`
+   * runs synchronously once memory holds it. `holdForSwitch` holds the queue first
+   * while a large base is prepared (replica/generation-switch.ts).
    */
-  switchGeneration<T>(
-    build: (doc: Y.Doc) => NewGeneration<T>,
-    switched: (result: T) => void,
-  ): Promise<T> {
+  switchGeneration<T>(build: (doc: Y.Doc) => NewGeneration<T>, switched: (result: T) => void) {
     const { status, log, document, local, queue, intake, journal: events } = this
     const rollback = (): Promise<void> => this.rollback()
     const { clock } = this.options
     const parts = { clock, events, rollback, status, log, document, local, queue, intake }
     return switchGeneration(parts, build, switched)
+  }
+
+  holdForSwitch(): Promise<() => void> {
+    return holdForSwitch(this.queue)
   }
 
   /** True while a move to another generation is staged (WipeOptions.generation). */

@@ -24,10 +24,16 @@ import { ServerSigning } from '../peers/server-signing.js'
 import { DeviceKeys } from './device-keys.js'
 import { DeviceRegistry, type DeviceRecord } from './device-registry.js'
 import { adoptFills, applyPolicies, serverOps } from './server-ops.js'
-import { createSyncEndpoint, startSyncServer, type SyncServer } from './sync-server.js'
+import {
+  createSyncEndpoint,
+  startSyncServer,
+  type SyncEndpoint,
+  type SyncServer,
+} from './sync-server.js'
 import type { Connection } from '../core/transport.js'
 import { httpApi } from './http-api.js'
 import { Generations, type CompactionResult } from './generations.js'
+import { MoveGate } from './generation-moves.js'
 import type { Generation } from '../core/generation-statement.js'
 import { AdminConsole } from './admin-routes.js'
 import { prepareExport, type ExportRequest, type PreparedExport } from './export-users.js'
@@ -368,6 +374,16 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     },
   })
   statementOf = () => generations.statement()
+  // Devices fetching a new generation at once, capped (issue 13): every
+  // device link goes through the gate, whatever the transport.
+  const moves = new MoveGate({
+    clock: basics.clock,
+    generation: () => generations.started(),
+  })
+  const gated: SyncEndpoint = {
+    ...endpoint,
+    accept: (connection, url) => moves.accept(connection, url, (c, u) => endpoint.accept(c, u)),
+  }
   let sync: SyncServer | undefined
   if (options.listen !== false) {
     try {
@@ -378,7 +394,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
           port: options.port ?? 0,
           onHttp: (req, res) => api(req, res),
         },
-        endpoint,
+        gated,
       )
     } catch (error) {
       await pool?.close()
@@ -423,7 +439,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
         return true
       },
     },
-    accept: (connection, url) => endpoint.accept(connection, url),
+    accept: (connection, url) => gated.accept(connection, url),
     site: siteOf(identity.publicKey),
     compactHistory: () => generations.compactHistory(),
     get generation() {

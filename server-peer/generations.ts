@@ -24,7 +24,12 @@
 import * as Y from 'yjs'
 import type { Clock } from '../core/clock.js'
 import { rootOwner } from '../core/entries.js'
-import { generationBase } from '../core/generation.js'
+import {
+  buildGenerationBase,
+  type ChunkedGenerationBase,
+  type GenerationStats,
+} from '../core/generation.js'
+import { HistoryCount } from '../core/history-count.js'
 import {
   baseClientId,
   encodeGenerationStatement,
@@ -38,6 +43,7 @@ import { limits } from '../core/limits.js'
 import type { Identity } from '../peers/identity.js'
 import { siteOf } from '../peers/identity.js'
 import type { Replica } from '../peers/replica.js'
+import { mergeUpdates } from './merge-updates.js'
 
 /** Where the generation is kept (a peer-local record, never replicated). */
 export const GENERATION_RECORD = ['site', 'generation'] as const
@@ -72,6 +78,8 @@ export class Generations {
   private timer: unknown = undefined
   private running: Promise<CompactionResult> | undefined
   private stopped = false
+  /** The document's history, followed as it changes (the automatic check). */
+  private readonly history = new HistoryCount()
 
   constructor(
     private readonly options: {
@@ -89,6 +97,12 @@ export class Generations {
   current(): Generation {
     const stored = this.stored()
     return stored === undefined ? FIRST_GENERATION : { n: stored.n, id: stored.id }
+  }
+
+  /** The generation and when it started; undefined before the first compaction. */
+  started(): (Generation & { readonly at: number }) | undefined {
+    const stored = this.stored()
+    return stored === undefined ? undefined : { n: stored.n, id: stored.id, at: stored.at }
   }
 
   /** The signed statement for the hello; undefined before the first compaction. */
@@ -127,29 +141,59 @@ export class Generations {
     }
     const bytesBefore = replica.storedDocumentBytes()
     let devicesClosed = 0
-    const stats = await replica.switchGeneration(
-      (doc) => {
-        const base = generationBase(doc, {
+    // The queue is held from here to the switch: the document does not
+    // change while its base is built in chunks, a turn of the event loop
+    // between two (reads and syncs are answered meanwhile; writes wait and
+    // land in the new generation), nor while the chunks are merged into
+    // the snapshot off the loop.
+    const release = await replica.holdForSwitch()
+    let base: ChunkedGenerationBase | undefined
+    let installed = false
+    let stats: GenerationStats
+    try {
+      const old = replica.doc
+      base = await buildGenerationBase(
+        old,
+        {
           clientIdFor: (root) => baseClientId(identity.publicKey, id, root),
-          dropWriters: revokedWriters(doc, replica),
-        })
-        const s = base.stats
-        return {
-          snapshot: base.update,
-          records: [[...GENERATION_RECORD, record]],
-          event: {
-            type: 'history-compacted',
-            message: `generation ${n}: ${s.clientIdsBefore} clientIDs before, ${s.clientIdsAfter} after; ${s.entries} entries kept, ${s.voidEntries} void dropped, ${s.droppedParts} revoked parts dropped`,
-          },
-          result: s,
-        }
-      },
-      () => {
-        // Synchronously, before any other batch: no link of the old
-        // generation sends or takes anything more.
-        devicesClosed = this.options.closeLinks(`GENERATION_CHANGED: generation ${n}`)
-      },
-    )
+          dropWriters: revokedWriters(old, replica),
+        },
+        limits.generationBuildChunkEntries,
+        nextTurn,
+      )
+      const built = base
+      const snapshot =
+        built.updates.length === 0
+          ? Y.encodeStateAsUpdate(built.doc)
+          : await mergeUpdates(built.updates)
+      const s = built.stats
+      stats = await replica.switchGeneration(
+        (doc) => {
+          if (doc !== old) throw new Error('the document changed while its base was built')
+          return {
+            snapshot,
+            doc: built.doc,
+            records: [[...GENERATION_RECORD, record]],
+            event: {
+              type: 'history-compacted',
+              message: `generation ${n}: ${s.clientIdsBefore} clientIDs before, ${s.clientIdsAfter} after; ${s.entries} entries kept, ${s.voidEntries} void dropped, ${s.droppedParts} revoked parts dropped`,
+            },
+            result: s,
+          }
+        },
+        () => {
+          installed = true
+          // Synchronously, before any other batch: no link of the old
+          // generation sends or takes anything more.
+          devicesClosed = this.options.closeLinks(`GENERATION_CHANGED: generation ${n}`)
+        },
+      )
+    } catch (error) {
+      if (!installed && base?.doc.isDestroyed === false) base.doc.destroy()
+      throw error
+    } finally {
+      release()
+    }
     return {
       generation: n,
       id,
@@ -163,18 +207,15 @@ export class Generations {
     }
   }
 
-  /** Whether the document is due for a new generation (see limits). */
+  /**
+   * Whether the document is due for a new generation (see limits). Cheap:
+   * the history is counted once per document and then followed
+   * transaction by transaction (core/history-count.ts), not scanned.
+   */
   due(): boolean {
     const doc = this.options.replica.doc
     if (doc.store.clients.size > limits.generationClientIdsMax) return true
-    let deleted = 0
-    let live = 0
-    for (const structs of doc.store.clients.values()) {
-      for (const struct of structs) {
-        if (struct.deleted) deleted += struct.length
-        else live += struct.length
-      }
-    }
+    const { deleted, live } = this.history.of(doc)
     return (
       deleted >= limits.generationDeletedItemsMin &&
       deleted > live * limits.generationHistoryRatioMax
@@ -203,7 +244,13 @@ export class Generations {
     this.options.clock.clearTimeout(this.timer)
     this.timer = undefined
     await this.running?.catch(() => undefined)
+    this.history.detach()
   }
+}
+
+/** Resolves on the event loop's next turn (after pending I/O callbacks). */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve))
 }
 
 /** The writers whose parts the document holds and the server revoked. */

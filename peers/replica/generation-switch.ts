@@ -33,6 +33,12 @@ import type { WriteQueue } from './write-queue.js'
 export interface NewGeneration<T> {
   /** The new document's whole state: the generation's base (core/generation.ts). */
   readonly snapshot: Uint8Array
+  /**
+   * The new document itself when the caller built it (in chunks, under
+   * `holdForSwitch`), holding exactly `snapshot`; otherwise it is made
+   * from `snapshot` here.
+   */
+  readonly doc?: Y.Doc
   /** Peer-local records stored in the same batch (the generation record). */
   readonly records: ReadonlyArray<readonly [string, string, unknown]>
   /** Logged in the same batch. */
@@ -55,6 +61,28 @@ export interface GenerationSwitchParts {
   readonly rollback: () => Promise<void>
 }
 
+/** Write queues held by a switch being prepared (holdForSwitch). */
+const preparing = new WeakSet<WriteQueue>()
+
+/**
+ * Holds the write queue for a switch the caller prepares over many turns
+ * of the event loop (the server builds a large base in chunks, and merges
+ * it off the loop): from the moment it resolves, nothing is applied to the
+ * document until the returned release, so what is built from it stays
+ * whole; reads and step 1 answers go on from it meanwhile, and writes wait
+ * (they land in the new document). A `switchGeneration` called while it
+ * is held runs in that hold.
+ */
+export async function holdForSwitch(queue: WriteQueue): Promise<() => void> {
+  // The hold and the check are one synchronous step (as Compactor.compact).
+  while (!queue.idle || !queue.tryHold()) await queue.drain()
+  preparing.add(queue)
+  return () => {
+    if (!preparing.delete(queue)) return
+    queue.endHold()
+  }
+}
+
 /**
  * Replaces the document by `build(old document)`'s snapshot, durably and
  * at once. `switched` runs synchronously right after memory holds the new
@@ -67,8 +95,10 @@ export async function switchGeneration<T>(
   switched: (result: T) => void,
 ): Promise<T> {
   const { queue, log, document, status } = parts
+  // Held already by a preparation (holdForSwitch), which ends the hold.
+  const prepared = preparing.has(queue)
   // The hold and the check are one synchronous step (as Compactor.compact).
-  while (!queue.idle || !queue.tryHold()) await queue.drain()
+  if (!prepared) while (!queue.idle || !queue.tryHold()) await queue.drain()
   try {
     const refused = status.refusal()
     if (refused !== undefined) throw refused
@@ -76,8 +106,11 @@ export async function switchGeneration<T>(
       throw new GenerationChangedError('a full sync is staged: no generation switch now')
     const old = document.doc
     const next = build(old)
-    const doc = new Y.Doc({ gc: true })
-    Y.applyUpdate(doc, next.snapshot)
+    let doc = next.doc
+    if (doc === undefined) {
+      doc = new Y.Doc({ gc: true })
+      Y.applyUpdate(doc, next.snapshot)
+    }
     const ops: StoreOp[] = []
     // A clientID neither document knows: the new one's writes must never
     // meet an old operation under the same id.
@@ -117,6 +150,6 @@ export async function switchGeneration<T>(
     switched(next.result)
     return next.result
   } finally {
-    queue.endHold()
+    if (!prepared) queue.endHold()
   }
 }

@@ -1,0 +1,166 @@
+/**
+ * The server's cap on devices fetching a new generation at once (issue 13):
+ * after a switch every device comes back and fetches the whole roster
+ * (its move), spread by hash(device id) over `generationMoveSpreadMs`;
+ * this bounds how many such fetches the server serves together,
+ * whatever the spread does (a site of many devices, a spread made short,
+ * devices that were offline and come back together).
+ *
+ * For a while after a switch (twice the spread), a device link of a
+ * device not seen on the new generation yet holds a place from its
+ * admission until the server's answer to its first step 1 ends (its last
+ * part, a step 2, is handed to the link: the whole roster for a device
+ * that moves, a few bytes for one that holds the generation already), or
+ * until the link closes. Past
+ * `netLimits.generationMovesInFlightMax` places, a link is closed before
+ * anything is sent on it (no hello: the device stages nothing) with 1013
+ * `TOO_MANY_MOVES`; a device retries after its usual backoff
+ * (`retryDelayMs`, growing from `retryDelayMsMin`).
+ *
+ * Transport-independent: it wraps the connection the endpoint gets, and
+ * peeks only at a message's first two bytes.
+ */
+import type { Clock } from '../core/clock.js'
+import type { Generation } from '../core/generation-statement.js'
+import { netLimits } from '../core/limits.js'
+import { CloseCode, MessageType, SignedType, SyncType } from '../core/protocol.js'
+import type { CloseInfo, Connection } from '../core/transport.js'
+
+/** What the gate reads of the server. */
+export interface MoveGateOptions {
+  readonly clock: Clock
+  /** The generation the site is on, and when it started (undefined: never switched). */
+  readonly generation: () => (Generation & { readonly at: number }) | undefined
+}
+
+/** Devices fetching the new generation, capped. */
+export class MoveGate {
+  /** The generation the sets below are about. */
+  private generationId = ''
+  /** Devices seen holding the current generation. */
+  private readonly moved = new Set<string>()
+  /** Links holding a place: connection id -> device id. */
+  private readonly inFlight = new Map<string, string>()
+  constructor(private readonly options: MoveGateOptions) {}
+
+  /**
+   * Hands `connection` to `accept`, wrapped to follow its move, when it
+   * may fetch now; refuses it (1013 `TOO_MANY_MOVES`) when too many do.
+   */
+  accept(
+    connection: Connection,
+    url: string,
+    accept: (connection: Connection, url: string) => void,
+  ): void {
+    const generation = this.options.generation()
+    const deviceId = deviceOf(url)
+    if (
+      generation === undefined ||
+      deviceId === undefined ||
+      this.options.clock.now() - generation.at >= 2 * netLimits.generationMoveSpreadMs
+    ) {
+      accept(connection, url)
+      return
+    }
+    this.follow(generation)
+    if (this.moved.has(deviceId)) {
+      accept(connection, url)
+      return
+    }
+    if (this.inFlight.size >= netLimits.generationMovesInFlightMax) {
+      connection.close(
+        CloseCode.tryAgainLater,
+        `TOO_MANY_MOVES: ${netLimits.generationMovesInFlightMax} devices are fetching generation ${generation.n}; retry later`,
+      )
+      return
+    }
+    this.inFlight.set(connection.id, deviceId)
+    accept(this.wrap(connection, generation.id), url)
+  }
+
+  /** Starts over for a generation it did not follow yet. */
+  private follow(generation: Generation): void {
+    if (generation.id === this.generationId) return
+    this.generationId = generation.id
+    this.moved.clear()
+    this.inFlight.clear()
+  }
+
+  /** Frees the link's place; `moved`: its device holds the generation. */
+  private release(connectionId: string, generationId: string, moved: boolean): void {
+    const deviceId = this.inFlight.get(connectionId)
+    if (deviceId === undefined || generationId !== this.generationId) return
+    this.inFlight.delete(connectionId)
+    if (moved) this.moved.add(deviceId)
+  }
+
+  /** `connection`, its place freed as its move goes. */
+  private wrap(connection: Connection, generationId: string): Connection {
+    /** `step1`: waits for the device's step 1; `answer`: for the end of the answer; `done`. */
+    let phase: 'step1' | 'answer' | 'done' = 'step1'
+    const release = (moved: boolean): void => {
+      if (phase === 'done') return
+      phase = 'done'
+      this.release(connection.id, generationId, moved)
+    }
+    let closeHandler: ((info: CloseInfo) => void) | undefined
+    connection.onClose((info) => {
+      release(false)
+      closeHandler?.(info)
+    })
+    const wrapped: Connection = {
+      id: connection.id,
+      remote: connection.remote,
+      get open() {
+        return connection.open
+      },
+      get bufferedBytes() {
+        return connection.bufferedBytes
+      },
+      send: (message) => {
+        connection.send(message)
+        if (phase === 'answer' && isStep2(message)) release(true)
+      },
+      onMessage: (handler) => {
+        connection.onMessage((message) => {
+          if (phase === 'step1' && message[0] === MessageType.sync && message[1] === SyncType.step1)
+            phase = 'answer'
+          handler(message)
+        })
+      },
+      onClose: (handler) => {
+        closeHandler = handler
+      },
+      close: (code, reason) => {
+        release(false)
+        connection.close(code, reason)
+      },
+    }
+    if (connection.limitMessageBytes !== undefined)
+      wrapped.limitMessageBytes = (max) => connection.limitMessageBytes?.(max)
+    if (connection.pauseReading !== undefined)
+      wrapped.pauseReading = () => connection.pauseReading?.()
+    if (connection.resumeReading !== undefined)
+      wrapped.resumeReading = () => connection.resumeReading?.()
+    return wrapped
+  }
+}
+
+/** Whether `message` is the last part of an answer (a step 2, plain or signed). */
+function isStep2(message: Uint8Array): boolean {
+  return (
+    (message[0] === MessageType.sync && message[1] === SyncType.step2) ||
+    (message[0] === MessageType.signed && message[1] === SignedType.step2)
+  )
+}
+
+/** The device id a join URL names (the endpoint checks the rest). */
+function deviceOf(url: string): string | undefined {
+  if (url.length > netLimits.joinUrlCharsMax) return undefined
+  try {
+    const id = new URL(url, 'http://x').searchParams.get('device')
+    return id === null || id === '' ? undefined : id
+  } catch {
+    return undefined
+  }
+}

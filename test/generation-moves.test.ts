@@ -1,0 +1,149 @@
+/**
+ * The server's cap on devices fetching a new generation at once
+ * (server-peer/generation-moves.ts, `netLimits.generationMovesInFlightMax`):
+ * - past the cap a device link is closed at admission with 1013
+ *   `TOO_MANY_MOVES`, before anything is sent on it; a place is freed when
+ *   the answer to the device's step 1 ends (the whole roster, or a few
+ *   bytes for a device on the new generation already), or when the link
+ *   closes; a device seen on the new generation is never held back again;
+ * - a real device refused so comes back after its usual backoff and moves.
+ */
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import { generationMoveDelayMs } from '../core/backoff.js'
+import { netLimits } from '../core/limits.js'
+import { CloseCode } from '../core/protocol.js'
+import { createDevice } from '../peers/create-device.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { memoryStore } from '../storage/level-store.js'
+import { eventually } from './helpers/eventually.js'
+import { ManualClock, settle } from './helpers/manual-clock.js'
+import { rawLink, type RawLink } from './helpers/raw-link.js'
+
+const SITE_KEY = 'generation-moves-site-key'
+let dir = ''
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'rostersync-moves-'))
+})
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+const mutable = netLimits as { generationMovesInFlightMax: number }
+const saved = { ...mutable }
+afterEach(() => Object.assign(mutable, saved))
+
+const EMPTY_VECTOR = Y.encodeStateVector(new Y.Doc())
+
+async function switchedServer(): Promise<ServerPeer> {
+  const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY, listen: false })
+  for (let i = 0; i < 20; i++) await server.users.put({ id: `u${i}`, name: `User ${i}` })
+  await server.compactHistory()
+  return server
+}
+
+const refusedAtDoor = (link: RawLink): boolean =>
+  link.closed()?.code === CloseCode.tryAgainLater &&
+  (link.closed()?.reason ?? '').startsWith('TOO_MANY_MOVES') &&
+  link.received.length === 0
+
+describe('the cap on devices fetching a new generation', () => {
+  it('refuses past it at the door, and frees a place as each move ends', async () => {
+    mutable.generationMovesInFlightMax = 2
+    const server = await switchedServer()
+    try {
+      const a = rawLink(server, 'dev-a', SITE_KEY)
+      const b = rawLink(server, 'dev-b', SITE_KEY)
+      const c = rawLink(server, 'dev-c', SITE_KEY)
+      await settle()
+      expect(a.closed()).toBeUndefined()
+      expect(b.closed()).toBeUndefined()
+      expect(refusedAtDoor(c)).toBe(true)
+      // A fetches the new generation whole: its place is freed once the
+      // answer's last part (the step 2) is handed to its link.
+      a.send({ type: 'sync-step1', stateVector: EMPTY_VECTOR })
+      await eventually(() => expect(a.received.some((m) => m.type === 'sync-step2')).toBe(true))
+      const d = rawLink(server, 'dev-d', SITE_KEY)
+      await settle()
+      expect(d.closed()).toBeUndefined()
+      // Full again (B and D): E is refused; B's link closing frees B's place.
+      const e = rawLink(server, 'dev-e', SITE_KEY)
+      await settle()
+      expect(refusedAtDoor(e)).toBe(true)
+      b.connection.close(1000, 'gone')
+      await settle()
+      const f = rawLink(server, 'dev-f', SITE_KEY)
+      await settle()
+      expect(f.closed()).toBeUndefined()
+      // Full (D and F). A moved: it comes back without taking a place.
+      a.connection.close(1000, 'bye')
+      await settle()
+      const again = rawLink(server, 'dev-a', SITE_KEY)
+      await settle()
+      expect(again.closed()).toBeUndefined()
+      // A step 1 that holds the new generation: a small answer, the place freed.
+      const holds = Y.encodeStateVector(server.replica.doc)
+      f.send({ type: 'sync-step1', stateVector: holds })
+      await settle()
+      const g = rawLink(server, 'dev-g', SITE_KEY)
+      await settle()
+      expect(g.closed()).toBeUndefined()
+    } finally {
+      await server.close()
+    }
+  })
+
+  it('holds no device back on a site that never started a generation', async () => {
+    mutable.generationMovesInFlightMax = 0
+    const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY, listen: false })
+    try {
+      await server.users.put({ id: 'u', name: 'U' })
+      const a = rawLink(server, 'dev-a', SITE_KEY)
+      await settle()
+      expect(a.closed()).toBeUndefined()
+    } finally {
+      await server.close()
+    }
+  })
+
+  it('a device refused comes back after its backoff and moves', async () => {
+    const server = await createServer({ dataDir: join(dir, 'server'), siteKey: SITE_KEY })
+    // The server's time (its join proofs are checked against its clock).
+    const clock = new ManualClock(Date.now())
+    const device = await createDevice({
+      id: 'mover',
+      dataDir: join(dir, 'mover'),
+      siteKey: SITE_KEY,
+      server: server.url,
+      clock,
+    })
+    try {
+      await server.users.put({ id: 'x', name: 'X' })
+      await device.sync.whenReady()
+      mutable.generationMovesInFlightMax = 0
+      await server.compactHistory()
+      await eventually(() => expect(device.sync.status().link).not.toBe('connected'))
+      // Its spread delay: it comes back and is refused at the door.
+      await clock.advance(generationMoveDelayMs('mover') + 1)
+      await eventually(() => expect(device.sync.status().waiting).toMatch(/^1013: TOO_MANY_MOVES/))
+      // It waits its backoff (the usual one, as for any refusal to retry).
+      const next = device.sync.status().nextAttemptAt ?? Infinity
+      expect(next - clock.now()).toBeLessThanOrEqual(netLimits.retryDelayMsMax)
+      await settle(20)
+      expect(device.events.query({ type: 'generation-moved' })).toHaveLength(0)
+      // Room again: after its usual backoff it moves.
+      mutable.generationMovesInFlightMax = saved.generationMovesInFlightMax
+      await clock.advance(netLimits.retryDelayMsMax)
+      await eventually(() =>
+        expect(device.events.query({ type: 'generation-moved' })).toHaveLength(1),
+      )
+      expect(device.users.get('x')?.name).toBe('X')
+    } finally {
+      await device.close()
+      await server.close()
+    }
+  })
+})
