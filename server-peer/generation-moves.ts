@@ -155,8 +155,9 @@ function isStep2(message: Uint8Array): boolean {
 }
 
 /** The device id a join URL names (the endpoint checks the rest). */
-function deviceOf(url: string): string | undefined {
-  if (url.length > netLimits.joinUrlCharsMax) return undefined
+function deviceOf(url: unknown): string | undefined {
+  // Anything odd goes on to the endpoint, which refuses it with its code.
+  if (typeof url !== 'string' || url.length > netLimits.joinUrlCharsMax) return undefined
   try {
     const id = new URL(url, 'http://x').searchParams.get('device')
     return id === null || id === '' ? undefined : id
