@@ -380,6 +380,30 @@ export const netLimits = {
   upgradeTurnMsMax: 2,
   /** Most upgrades waiting for their turn; past it a new one is dropped. */
   upgradesWaitingMax: 4_096,
+  /**
+   * New connections whose reading starts per event-loop turn. The server
+   * accepts a connection paused (nothing of it is read or parsed); those
+   * that arrive together (a flood, a site's devices reconnecting at once)
+   * start reading this many per turn, in arrival order, so that the poll
+   * for I/O of one turn parses this many request heads at most, and a
+   * connected device's message is not read behind thousands of them. A
+   * connection waiting for its turn is in its handshake
+   * (`handshakesInFlightMax`, `handshakeTimeoutMs`).
+   */
+  acceptsPerTurnMax: 16,
+  /**
+   * Close handshakes of WebSocket links the server runs per event-loop
+   * turn. A peer's close frame is read at once but answered (close frame,
+   * end of the stream, the session's teardown) in its turn, in arrival
+   * order: 2,000 devices closing together would otherwise be one turn of
+   * hundreds of ms. Nothing else of a link waits behind its close frame.
+   */
+  closesPerTurnMax: 16,
+  /**
+   * Main-thread time, in ms, after which a turn of close handshakes runs no
+   * more (at least one per turn), as `upgradeTurnMsMax` for upgrades.
+   */
+  closeTurnMsMax: 2,
   /** Users in one page of `GET /api/users` unless `limit` says otherwise. */
   usersPerPageDefault: 100,
   /** Most users in one page of `GET /api/users`. */

@@ -46,6 +46,7 @@ import { startSession } from '../peers/sync-session.js'
 import { wrapWebSocket } from '../transports/ws-transport.js'
 import type { DeviceRegistry } from './device-registry.js'
 import { RefusalTracker } from './refusal-tracker.js'
+import { TurnQueue } from './turn-queue.js'
 
 /** Options of {@link createSyncEndpoint}. */
 export interface SyncEndpointOptions {
@@ -292,12 +293,38 @@ export async function startSyncServer(
       }
     },
   )
-  httpServer.on('connection', (socket: Socket) => handshakes.start(socket))
+  // Accepted paused: a connection's request head is read in its turn
+  // (acceptsPerTurnMax), not in the turn that accepted hundreds at once.
+  ;(httpServer as unknown as { pauseOnConnect: boolean }).pauseOnConnect = true
+  const accepts = new TurnQueue<Socket>(
+    (socket) => {
+      if (socket.destroyed) return false
+      socket.resume()
+      return true
+    },
+    () => netLimits.acceptsPerTurnMax,
+    // Starting to read is cheap; the count is the bound.
+    () => Number.POSITIVE_INFINITY,
+  )
+  httpServer.on('connection', (socket: Socket) => {
+    handshakes.start(socket)
+    if (!socket.destroyed) accepts.add(socket)
+  })
+  // Close handshakes in their turn too (closesPerTurnMax).
+  const closes = new TurnQueue<() => boolean>(
+    (answer) => answer(),
+    () => netLimits.closesPerTurnMax,
+    () => netLimits.closeTurnMsMax,
+  )
+  const deferClose = (answer: () => boolean): void => closes.add(answer)
   const wss = new WebSocketServer({ noServer: true, maxPayload: netLimits.messageBytesMax })
   const upgrades = new UpgradeQueue((req, socket, head) => {
     try {
       wss.handleUpgrade(req, socket, head, (ws) => {
-        endpoint.accept(wrapWebSocket(ws, req.socket.remoteAddress ?? '', socket), req.url ?? '/')
+        endpoint.accept(
+          wrapWebSocket(ws, req.socket.remoteAddress ?? '', socket, deferClose),
+          req.url ?? '/',
+        )
       })
     } catch {
       socket.destroy()
@@ -323,6 +350,8 @@ export async function startSyncServer(
     async close() {
       endpoint.closeAll(CloseCode.serverClosing, 'server closing')
       upgrades.close()
+      for (const socket of accepts.close()) socket.destroy()
+      closes.close()
       handshakes.close()
       wss.close()
       httpServer.closeAllConnections()
