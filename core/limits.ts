@@ -381,17 +381,6 @@ export const netLimits = {
   /** Most upgrades waiting for their turn; past it a new one is dropped. */
   upgradesWaitingMax: 4_096,
   /**
-   * New connections whose reading starts per event-loop turn. The server
-   * accepts a connection paused (nothing of it is read or parsed); those
-   * that arrive together (a flood, a site's devices reconnecting at once)
-   * start reading this many per turn, in arrival order, so that the poll
-   * for I/O of one turn parses this many request heads at most, and a
-   * connected device's message is not read behind thousands of them. A
-   * connection waiting for its turn is in its handshake
-   * (`handshakesInFlightMax`, `handshakeTimeoutMs`).
-   */
-  acceptsPerTurnMax: 16,
-  /**
    * Close handshakes of WebSocket links the server runs per event-loop
    * turn. A peer's close frame is read at once but answered (close frame,
    * end of the stream, the session's teardown) in its turn, in arrival

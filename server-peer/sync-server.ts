@@ -293,24 +293,8 @@ export async function startSyncServer(
       }
     },
   )
-  // Accepted paused: a connection's request head is read in its turn
-  // (acceptsPerTurnMax), not in the turn that accepted hundreds at once.
-  ;(httpServer as unknown as { pauseOnConnect: boolean }).pauseOnConnect = true
-  const accepts = new TurnQueue<Socket>(
-    (socket) => {
-      if (socket.destroyed) return false
-      socket.resume()
-      return true
-    },
-    () => netLimits.acceptsPerTurnMax,
-    // Starting to read is cheap; the count is the bound.
-    () => Number.POSITIVE_INFINITY,
-  )
-  httpServer.on('connection', (socket: Socket) => {
-    handshakes.start(socket)
-    if (!socket.destroyed) accepts.add(socket)
-  })
-  // Close handshakes in their turn too (closesPerTurnMax).
+  httpServer.on('connection', (socket: Socket) => handshakes.start(socket))
+  // Peers' close handshakes in their turn (closesPerTurnMax).
   const closes = new TurnQueue<() => boolean>(
     (answer) => answer(),
     () => netLimits.closesPerTurnMax,
@@ -350,7 +334,6 @@ export async function startSyncServer(
     async close() {
       endpoint.closeAll(CloseCode.serverClosing, 'server closing')
       upgrades.close()
-      for (const socket of accepts.close()) socket.destroy()
       closes.close()
       handshakes.close()
       wss.close()

@@ -113,8 +113,7 @@ const CLOSE_FRAME_FIRST_BYTE = 0x88
 /**
  * Puts `ws`'s reading of `tcp` behind a gate: the first read that starts
  * with a close frame is put back into the stream, which stops reading, and
- * waits for `deferClose` to hand it to `ws`; the connection is closed in
- * a second turn. Every other read goes to `ws` at once.
+ * waits for `deferClose` to hand it to `ws` and close the connection. Every other read goes to `ws` at once.
  * When `ws`'s reader cannot be found (a `ws` that names it otherwise), it
  * stays as it is.
  */
@@ -143,23 +142,17 @@ function gateCloseFrame(
     deferClose(() => {
       if (tcp.destroyed || closedByUs()) return false
       // read() hands what is buffered to the 'data' listeners (the gate,
-      // open now): ws answers the close in this turn (its close frame, then
-      // the end of this side's stream), and resumes reading in a tick, to
-      // wait for the peer's end.
+      // open now): ws answers the close in this turn (its close frame).
       if (tcp.readableLength > 0) tcp.read()
-      // Not read here: peers that read the answers together end together,
-      // and each end tears its socket down (ws's and this link's close
-      // handlers) in the turn that reads it. Both close frames have gone,
-      // so this side closes the connection (RFC 6455 7.1.1: the server
-      // first), in a later turn of its own.
-      process.nextTick(() => tcp.pause())
-      deferClose(() => {
-        if (tcp.destroyed) return false
-        tcp.end()
-        if (tcp.writableFinished) tcp.destroy()
-        else tcp.once('finish', () => tcp.destroy())
-        return true
-      })
+      // ws would then wait for the peer's end of the stream: peers that
+      // read their answers together end together, and each end tears its
+      // socket down (ws's and this link's close handlers) in the turn that
+      // reads it. Both close frames have gone, so this side closes the
+      // connection now (RFC 6455 7.1.1: the server first), once the answer
+      // is written.
+      tcp.end()
+      if (tcp.writableFinished) tcp.destroy()
+      else tcp.once('finish', () => tcp.destroy())
       return true
     })
   }
