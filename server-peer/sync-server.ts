@@ -7,7 +7,9 @@
  * The front door (issue 11) is total: any request target, however broken,
  * is refused with a typed close, and nothing a caller sends makes `accept`
  * throw; a connection still in its handshake is bounded in time and in
- * number (per address and in all).
+ * number (per address and in all). What many connections do together is
+ * paced per event-loop turn: upgrades (`UpgradeQueue`) and the answers to
+ * peers' close frames (`closesPerTurnMax`, transports/ws-transport.ts).
  */
 import { timingSafeEqual } from 'node:crypto'
 import {

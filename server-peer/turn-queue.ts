@@ -1,12 +1,13 @@
 /**
  * Work done a slice per event-loop turn (issue 11, "Heavy traffic" in
- * ARCHITECTURE.md). What thousands of connections ask for together (their
- * request heads read when they open, their close handshakes when they go)
- * would otherwise run in one turn of the event loop, and a connected
- * device's message read in that turn waits for all of it. Queued here, it
- * runs in arrival order, at most `perTurnMax` items per turn and no more
- * once the turn took `turnMsMax` (at least one per turn): the poll for I/O
- * between two slices reads what connected devices sent.
+ * ARCHITECTURE.md). What thousands of connections ask for together (the
+ * server's side of their close handshakes when they all go: the flood
+ * bench's 2,000 connections) would otherwise run in one turn of the event
+ * loop, and a connected device's message read in that turn waits for all
+ * of it. Queued here, it runs in arrival order, at most `perTurnMax` items
+ * per turn and no more once the turn took `turnMsMax` (at least one per
+ * turn): the poll for I/O between two slices reads what connected devices
+ * sent.
  */
 export class TurnQueue<T> {
   private readonly waiting: T[] = []
