@@ -69,6 +69,14 @@ export interface LoadServerStats {
   readonly gcMaxMs: number
   /** The longest pause of a full (mark-compact) collection, ms; 0 when none ran. */
   readonly gcMajorMaxMs: number
+  /**
+   * With `BENCH_LOOP_STALLS=1`: of the event loop's gaps over 4 ms since the
+   * last `stats`, the most main-thread CPU one took (ms; an upper bound of
+   * the longest turn's work, whatever the machine's load), and how many
+   * took over 10 ms of CPU.
+   */
+  readonly stallCpuMaxMs?: number
+  readonly stallsOver10CpuMs?: number
 }
 
 /** The answer to `state`. */
@@ -90,8 +98,11 @@ const lateMs = (ns: number): number => Math.max(0, ns / 1e6 - LOOP_RESOLUTION_MS
 
 /**
  * Diagnostic (`BENCH_LOOP_STALLS=1`): every gap of the event loop over
- * STALL_MS, with how much of it the main thread was on a CPU (schedstat):
- * a long turn of work, or the thread waiting for the machine.
+ * STALL_MS (between runs of a 1 ms timer), with how much of it the main
+ * thread was on a CPU and waiting for one (schedstat): a long turn of
+ * work, or the thread waiting for the machine. Listed on stderr at each
+ * `stats` ([start µs of process.hrtime, to find it in a CPU profile; gap
+ * ms; on CPU ms; waiting ms]); costs a read of schedstat per ms.
  */
 const STALL_MS = 4
 class StallTracer {
@@ -191,6 +202,7 @@ async function main(): Promise<void> {
     switch (command.cmd) {
       case 'stats': {
         const memory = process.memoryUsage()
+        const gaps = stalls?.take()
         const stats: LoadServerStats = {
           cpuSeconds: cpuSeconds(),
           mainThreadCpuSeconds: mainThreadCpuSeconds(),
@@ -205,8 +217,14 @@ async function main(): Promise<void> {
           gcTotalMs: gc.totalMs,
           gcMaxMs: gc.maxMs,
           gcMajorMaxMs: gc.majorMaxMs,
+          ...(gaps === undefined
+            ? {}
+            : {
+                stallCpuMaxMs: Math.max(0, ...gaps.map((g) => g[2])),
+                stallsOver10CpuMs: gaps.filter((g) => g[2] > 10).length,
+              }),
         }
-        if (stalls !== undefined) console.error(`stalls: ${JSON.stringify(stalls.take())}`)
+        if (gaps !== undefined) console.error(`stalls: ${JSON.stringify(gaps)}`)
         loop.reset()
         gc = { count: 0, totalMs: 0, maxMs: 0, majorMaxMs: 0 }
         rssMax = 0
