@@ -113,9 +113,9 @@ const CLOSE_FRAME_FIRST_BYTE = 0x88
 /**
  * Puts `ws`'s reading of `tcp` behind a gate: the first read that starts
  * with a close frame is put back into the stream, which stops reading, and
- * waits for `deferClose` to hand it to `ws` and close the connection. Every other read goes to `ws` at once.
- * When `ws`'s reader cannot be found (a `ws` that names it otherwise), it
- * stays as it is.
+ * waits for `deferClose` to hand it to `ws` and close the connection.
+ * Every other read goes to `ws` at once. When `ws`'s reader cannot be
+ * found (a `ws` that names it otherwise), it stays as it is.
  */
 function gateCloseFrame(
   tcp: Duplex,
