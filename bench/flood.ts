@@ -15,6 +15,8 @@
  * flood). Sizes come from environment variables: `BENCH_FLOOD_CONNECTIONS`
  * (2000), `BENCH_FLOOD_CYCLES` (500), `BENCH_FLOOD_UPDATES` (100000),
  * `BENCH_FLOOD_IDLE_SECONDS` (5). Run alone: `npm run bench -- --only flood`.
+ * `BENCH_LOOP_STALLS=1` adds the server's longest turn in main-thread CPU
+ * per phase (load-server.ts), which the machine's other work moves little.
  */
 import { execSync } from 'node:child_process'
 import { mb, printTable, ratioText, round, withTempDir } from './bench.js'
@@ -108,6 +110,9 @@ interface PhaseResult {
   /** GC pauses of the server during the phase: count and total ms. */
   readonly gcCount?: number
   readonly gcTotalMs?: number
+  /** With `BENCH_LOOP_STALLS=1`: the most main-thread CPU of one event-loop gap, ms, and gaps over 10 ms of CPU. */
+  readonly stallCpuMaxMs?: number
+  readonly stallsOver10CpuMs?: number
 }
 
 async function phase(
@@ -158,6 +163,12 @@ async function phase(
           loopDelayP99Ms: round(peak.loopDelayP99Ms),
           gcCount: peak.gcCount,
           gcTotalMs: round(peak.gcTotalMs),
+          ...(peak.stallCpuMaxMs === undefined
+            ? {}
+            : {
+                stallCpuMaxMs: round(peak.stallCpuMaxMs, 1),
+                stallsOver10CpuMs: peak.stallsOver10CpuMs ?? 0,
+              }),
         }),
   }
 }
@@ -291,7 +302,17 @@ export const floodBench: Bench = {
     }
     printTable(
       'flood: server main thread during each phase (CPU ms, per flood operation; loop delay; GC)',
-      ['phase', 'main CPU ms', 'per op ms', 'loop delay p99', 'max', 'GC pauses', 'GC ms'],
+      [
+        'phase',
+        'main CPU ms',
+        'per op ms',
+        'loop delay p99',
+        'max',
+        'GC pauses',
+        'GC ms',
+        'longest turn CPU ms',
+        'turns > 10 ms CPU',
+      ],
       results.map((r) => {
         const ops = r.applied === undefined ? r.flood.opened : (r.flood.sent ?? 0)
         return [
@@ -304,6 +325,9 @@ export const floodBench: Bench = {
           r.loopDelayMaxMs ?? '-',
           r.gcCount ?? '-',
           r.gcTotalMs ?? '-',
+          // BENCH_LOOP_STALLS=1 only.
+          r.stallCpuMaxMs ?? '-',
+          r.stallsOver10CpuMs ?? '-',
         ]
       }),
     )

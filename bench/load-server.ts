@@ -21,6 +21,7 @@ import {
   PerformanceObserver,
   type PerformanceEntry,
 } from 'node:perf_hooks'
+import { closeSync, openSync, readSync } from 'node:fs'
 import { join } from 'node:path'
 import * as Y from 'yjs'
 import { createServer } from '../server-peer/create-server.js'
@@ -68,6 +69,14 @@ export interface LoadServerStats {
   readonly gcMaxMs: number
   /** The longest pause of a full (mark-compact) collection, ms; 0 when none ran. */
   readonly gcMajorMaxMs: number
+  /**
+   * With `BENCH_LOOP_STALLS=1`: of the event loop's gaps over 4 ms since the
+   * last `stats`, the most main-thread CPU one took (ms; an upper bound of
+   * the longest turn's work, whatever the machine's load), and how many
+   * took over 10 ms of CPU.
+   */
+  readonly stallCpuMaxMs?: number
+  readonly stallsOver10CpuMs?: number
 }
 
 /** The answer to `state`. */
@@ -86,6 +95,59 @@ const LOOP_RESOLUTION_MS = 2
  * ms: how late the timer ran.
  */
 const lateMs = (ns: number): number => Math.max(0, ns / 1e6 - LOOP_RESOLUTION_MS)
+
+/**
+ * Diagnostic (`BENCH_LOOP_STALLS=1`): every gap of the event loop over
+ * STALL_MS (between runs of a 1 ms timer), with how much of it the main
+ * thread was on a CPU and waiting for one (schedstat): a long turn of
+ * work, or the thread waiting for the machine. Listed on stderr at each
+ * `stats` ([start µs of process.hrtime, to find it in a CPU profile; gap
+ * ms; on CPU ms; waiting ms]); costs a read of schedstat per ms.
+ */
+const STALL_MS = 4
+class StallTracer {
+  private readonly fd = openSync(`/proc/self/task/${process.pid}/schedstat`, 'r')
+  private readonly buffer = Buffer.alloc(128)
+  private last = process.hrtime.bigint()
+  private waitNs = 0
+  private lastCpu = this.cpuNs()
+  private lastWait = this.waitNs
+  private stalls: Array<[number, number, number, number]> = []
+  private readonly timer = setInterval(() => this.tick(), 1)
+
+  private cpuNs(): number {
+    const n = readSync(this.fd, this.buffer, 0, 128, 0)
+    const fields = this.buffer.toString('latin1', 0, n).split(' ')
+    this.waitNs = Number(fields[1])
+    return Number(fields[0])
+  }
+
+  private tick(): void {
+    const now = process.hrtime.bigint()
+    const cpu = this.cpuNs()
+    const gapMs = Number(now - this.last) / 1e6
+    if (gapMs > STALL_MS)
+      this.stalls.push([
+        Number(this.last / 1000n),
+        Math.round(gapMs * 10) / 10,
+        Math.round((cpu - this.lastCpu) / 1e5) / 10,
+        Math.round((this.waitNs - this.lastWait) / 1e5) / 10,
+      ])
+    this.last = now
+    this.lastCpu = cpu
+    this.lastWait = this.waitNs
+  }
+
+  /** The stalls since the last take: [start µs (hrtime), gap ms, on CPU ms, waiting for a CPU ms]. */
+  take(): Array<[number, number, number, number]> {
+    return this.stalls.splice(0)
+  }
+
+  stop(): void {
+    clearInterval(this.timer)
+    closeSync(this.fd)
+  }
+}
 
 async function main(): Promise<void> {
   const [usersArg, dataDir] = process.argv.slice(2)
@@ -134,11 +196,13 @@ async function main(): Promise<void> {
   const sampler = setInterval(() => {
     rssMax = Math.max(rssMax, process.memoryUsage.rss())
   }, 250)
+  const stalls = process.env.BENCH_LOOP_STALLS === '1' ? new StallTracer() : undefined
   emitResult({ ...ready })
   for await (const command of commands()) {
     switch (command.cmd) {
       case 'stats': {
         const memory = process.memoryUsage()
+        const gaps = stalls?.take()
         const stats: LoadServerStats = {
           cpuSeconds: cpuSeconds(),
           mainThreadCpuSeconds: mainThreadCpuSeconds(),
@@ -153,7 +217,14 @@ async function main(): Promise<void> {
           gcTotalMs: gc.totalMs,
           gcMaxMs: gc.maxMs,
           gcMajorMaxMs: gc.majorMaxMs,
+          ...(gaps === undefined
+            ? {}
+            : {
+                stallCpuMaxMs: Math.max(0, ...gaps.map((g) => g[2])),
+                stallsOver10CpuMs: gaps.filter((g) => g[2] > 10).length,
+              }),
         }
+        if (gaps !== undefined) console.error(`stalls: ${JSON.stringify(gaps)}`)
         loop.reset()
         gc = { count: 0, totalMs: 0, maxMs: 0, majorMaxMs: 0 }
         rssMax = 0
@@ -175,6 +246,7 @@ async function main(): Promise<void> {
     }
   }
   clearInterval(sampler)
+  stalls?.stop()
   gcObserver.disconnect()
   loop.disable()
   await server.close()

@@ -380,6 +380,19 @@ export const netLimits = {
   upgradeTurnMsMax: 2,
   /** Most upgrades waiting for their turn; past it a new one is dropped. */
   upgradesWaitingMax: 4_096,
+  /**
+   * Close handshakes of WebSocket links the server runs per event-loop
+   * turn. A peer's close frame is read at once but answered (close frame,
+   * end of the stream, the session's teardown) in its turn, in arrival
+   * order: 2,000 devices closing together would otherwise be one turn of
+   * hundreds of ms. Nothing else of a link waits behind its close frame.
+   */
+  closesPerTurnMax: 16,
+  /**
+   * Main-thread time, in ms, after which a turn of close handshakes runs no
+   * more (at least one per turn), as `upgradeTurnMsMax` for upgrades.
+   */
+  closeTurnMsMax: 2,
   /** Users in one page of `GET /api/users` unless `limit` says otherwise. */
   usersPerPageDefault: 100,
   /** Most users in one page of `GET /api/users`. */

@@ -7,7 +7,9 @@
  * The front door (issue 11) is total: any request target, however broken,
  * is refused with a typed close, and nothing a caller sends makes `accept`
  * throw; a connection still in its handshake is bounded in time and in
- * number (per address and in all).
+ * number (per address and in all). What many connections do together is
+ * paced per event-loop turn: upgrades (`UpgradeQueue`) and the answers to
+ * peers' close frames (`closesPerTurnMax`, transports/ws-transport.ts).
  */
 import { timingSafeEqual } from 'node:crypto'
 import {
@@ -46,6 +48,7 @@ import { startSession } from '../peers/sync-session.js'
 import { wrapWebSocket } from '../transports/ws-transport.js'
 import type { DeviceRegistry } from './device-registry.js'
 import { RefusalTracker } from './refusal-tracker.js'
+import { TurnQueue } from './turn-queue.js'
 
 /** Options of {@link createSyncEndpoint}. */
 export interface SyncEndpointOptions {
@@ -293,11 +296,21 @@ export async function startSyncServer(
     },
   )
   httpServer.on('connection', (socket: Socket) => handshakes.start(socket))
+  // Peers' close handshakes in their turn (closesPerTurnMax).
+  const closes = new TurnQueue<() => boolean>(
+    (answer) => answer(),
+    () => netLimits.closesPerTurnMax,
+    () => netLimits.closeTurnMsMax,
+  )
+  const deferClose = (answer: () => boolean): void => closes.add(answer)
   const wss = new WebSocketServer({ noServer: true, maxPayload: netLimits.messageBytesMax })
   const upgrades = new UpgradeQueue((req, socket, head) => {
     try {
       wss.handleUpgrade(req, socket, head, (ws) => {
-        endpoint.accept(wrapWebSocket(ws, req.socket.remoteAddress ?? '', socket), req.url ?? '/')
+        endpoint.accept(
+          wrapWebSocket(ws, req.socket.remoteAddress ?? '', socket, deferClose),
+          req.url ?? '/',
+        )
       })
     } catch {
       socket.destroy()
@@ -323,6 +336,7 @@ export async function startSyncServer(
     async close() {
       endpoint.closeAll(CloseCode.serverClosing, 'server closing')
       upgrades.close()
+      closes.close()
       handshakes.close()
       wss.close()
       httpServer.closeAllConnections()

@@ -17,8 +17,19 @@ let nextId = 1
  * neither read nor parsed; a refused flood's backlog costs nothing), the
  * stream is ended after the close frame, and destroyed
  * `netLimits.closedLinkLingerMs` later if still open.
+ *
+ * With `deferClose` too (the server's, `netLimits.closesPerTurnMax`), a
+ * read that starts with the peer's close frame is put back and reading
+ * stops; `deferClose` gets the function that hands it to `ws` (which
+ * answers the close, ends the stream and reports the link closed) when
+ * its turn comes. Nothing is reordered: the link reads nothing in between.
  */
-export function wrapWebSocket(socket: WebSocket, remote: string, tcp?: Duplex): Connection {
+export function wrapWebSocket(
+  socket: WebSocket,
+  remote: string,
+  tcp?: Duplex,
+  deferClose?: (answer: () => boolean) => void,
+): Connection {
   const id = `ws-${nextId++}`
   let closeHandler: ((info: CloseInfo) => void) | undefined
   let messageHandler: ((message: Uint8Array) => void) | undefined
@@ -27,6 +38,7 @@ export function wrapWebSocket(socket: WebSocket, remote: string, tcp?: Duplex): 
   const early: Uint8Array[] = []
   let closed = false
   socket.binaryType = 'nodebuffer'
+  if (tcp !== undefined && deferClose !== undefined) gateCloseFrame(tcp, deferClose, () => closed)
   socket.on('message', (data: Buffer) => {
     // Frames ws parsed from a read before a close by this side: dropped.
     if (closed) return
@@ -93,6 +105,60 @@ export function wrapWebSocket(socket: WebSocket, remote: string, tcp?: Duplex): 
       finish({ code, reason })
     },
   }
+}
+
+/** A WebSocket frame header's first byte: a final close frame (RFC 6455, opcode 8). */
+const CLOSE_FRAME_FIRST_BYTE = 0x88
+
+/**
+ * Puts `ws`'s reading of `tcp` behind a gate: the first read that starts
+ * with a close frame is put back into the stream, which stops reading, and
+ * waits for `deferClose` to hand it to `ws` and close the connection.
+ * Every other read goes to `ws` at once. When `ws`'s reader cannot be
+ * found (a `ws` that names it otherwise), it stays as it is.
+ */
+function gateCloseFrame(
+  tcp: Duplex,
+  deferClose: (answer: () => boolean) => void,
+  closedByUs: () => boolean,
+): void {
+  const readers = tcp.listeners('data').filter((l) => l.name === 'socketOnData')
+  const wsReader = readers.length === 1 ? (readers[0] as (chunk: Buffer) => void) : undefined
+  if (wsReader === undefined) return
+  let deferred = false
+  tcp.removeListener('data', wsReader)
+  const gate = (chunk: Buffer): void => {
+    // Closing: ws reads what is left itself (its 'close' listener).
+    if (tcp.destroyed) return
+    if (deferred || closedByUs() || chunk[0] !== CLOSE_FRAME_FIRST_BYTE) {
+      wsReader.call(tcp, chunk)
+      return
+    }
+    deferred = true
+    // Back into the stream: if the socket goes before its turn, ws reads
+    // it from there when it closes (its close code is kept).
+    tcp.pause()
+    tcp.unshift(chunk)
+    deferClose(() => {
+      if (tcp.destroyed || closedByUs()) return false
+      // read() hands what is buffered to the 'data' listeners (the gate,
+      // open now): ws answers the close in this turn (its close frame).
+      if (tcp.readableLength > 0) tcp.read()
+      // ws would then wait for the peer's end of the stream: peers that
+      // read their answers together end together, and each end tears its
+      // socket down (ws's and this link's close handlers) in the turn that
+      // reads it. Both close frames have gone, so this side closes the
+      // connection now (RFC 6455 7.1.1: the server first), once the answer
+      // is written.
+      tcp.end()
+      if (tcp.writableFinished) tcp.destroy()
+      else tcp.once('finish', () => tcp.destroy())
+      return true
+    })
+  }
+  tcp.on('data', gate)
+  // ws takes its reader off at close by reference: the gate goes with it.
+  tcp.once('close', () => tcp.removeListener('data', gate))
 }
 
 /** Opens a WebSocket to `url`; rejects with `SYNC_FAILED` (or the refusal) when it cannot. */
