@@ -229,10 +229,14 @@ class Run {
     this.safetyChecks(true)
     let writes = { checked: 0, rolledBack: 0 }
     if (convergedAt === undefined) {
+      // The documents too: the sync named may merely be mid-round at the
+      // deadline while the documents are what never agreed.
+      const docs = this.notConvergedDocs()
+      const also = docs === undefined || docs === reason ? '' : `; documents: ${docs}`
       this.violation({
         rule: 'not-converged',
         atMs: this.elapsed(),
-        detail: `not converged ${config.convergeBoundMs} ms after healing: ${reason ?? ''}`,
+        detail: `not converged ${config.convergeBoundMs} ms after healing: ${reason ?? ''}${also}`,
       })
       const serverDoc = site.server.replica?.doc
       if (serverDoc !== undefined) {
@@ -386,6 +390,11 @@ class Run {
       }
     }
     if (behind !== undefined) return behind.reason
+    return this.notConvergedDocs()
+  }
+
+  /** Why the running peers' documents differ (undefined: they agree). */
+  notConvergedDocs(): string | undefined {
     const docs: Array<readonly [string, Y.Doc]> = []
     for (const slot of this.site.slots) {
       const replica = slot.replica
