@@ -49,6 +49,7 @@ import {
 } from '../core/generation-statement.js'
 import { scanUpdate, type UpdateRanges } from '../core/update-scan.js'
 import type { EnvelopeLog } from './envelope-log.js'
+import { RelayMemo } from './relay-memo.js'
 import { siteOf, type Identity } from './identity.js'
 import type { Replica, ReplicaUpdate } from './replica.js'
 import {
@@ -192,6 +193,10 @@ function bringsNews(doc: Y.Doc, ranges: UpdateRanges): boolean {
 /** The device's side: its own envelopes, the relay log and the links it relays between. */
 export class DeviceSigning {
   private readonly links = new Map<string, (envelopes: Uint8Array[]) => void>()
+  /** Envelopes relayed lately: each is logged and relayed once (peers/relay-memo.ts). */
+  private readonly relayed = new RelayMemo()
+  /** Each opened envelope's key in `relayed`. */
+  private readonly relayKeys = new WeakMap<OpenedEnvelope, string>()
 
   constructor(
     private readonly options: {
@@ -204,7 +209,10 @@ export class DeviceSigning {
       readonly clock: Clock
     },
   ) {
-    options.replica.onReset(() => options.log.clear())
+    options.replica.onReset(() => {
+      options.log.clear()
+      this.relayed.clear()
+    })
   }
 
   /** This device's identity (its key, the pinned server key, its certificate). */
@@ -314,6 +322,11 @@ export class DeviceSigning {
         // commit (a crash would leave the new generation's envelopes beside
         // the old document, offered to old-generation LAN peers).
         if (replica.movingGeneration) return
+        // Heard before: an envelope held back (a gap before it) stays
+        // new to the state vector, and relaying every copy made LAN
+        // neighbours relay it back and forth without end.
+        const key = this.relayKeys.get(opened)
+        if (key !== undefined && !this.relayed.first(key)) return
         log.add(opened.bytes, opened, opened.ranges.to)
         for (const [id, relay] of this.links) if (id !== connectionId) relay([opened.bytes])
       },
@@ -380,7 +393,7 @@ export class DeviceSigning {
       checkClients(envelope, key, ranges)
       this.options.check(envelope.update, envelope.writer)
     }
-    return {
+    const opened: OpenedEnvelope = {
       bytes,
       writer: envelope.writer,
       cert: envelope.cert,
@@ -388,6 +401,8 @@ export class DeviceSigning {
       ranges,
       fresh,
     }
+    if (fresh) this.relayKeys.set(opened, RelayMemo.keyOf(envelope))
+    return opened
   }
 }
 

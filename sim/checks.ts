@@ -388,8 +388,13 @@ export function notConverged(docs: ReadonlyArray<readonly [string, Y.Doc]>): str
   if (first === undefined) return undefined
   const reference = Y.encodeStateVector(first[1])
   for (const [name, doc] of docs) {
-    if (doc.store.pendingStructs !== null || doc.store.pendingDs !== null)
-      return `${name} has pending structs`
+    const pending = doc.store.pendingStructs
+    if (pending !== null) {
+      // Name what it waits for: a struct that never arrives is the bug.
+      const missing = [...pending.missing].map(([client, clock]) => `${client}:${clock}`)
+      return `${name} has pending structs (waiting for ${missing.slice(0, 3).join(', ')})`
+    }
+    if (doc.store.pendingDs !== null) return `${name} has a pending delete set`
     const vector = Y.encodeStateVector(doc)
     if (!sameBytes(vector, reference)) return `${name}'s state vector differs from ${first[0]}'s`
   }
@@ -398,8 +403,10 @@ export function notConverged(docs: ReadonlyArray<readonly [string, Y.Doc]>): str
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.byteLength !== b.byteLength) return false
-  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false
-  return true
+  // memcmp, not a loop in JavaScript: run on every update sent.
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(
+    Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+  )
 }
 
 /**

@@ -317,8 +317,10 @@ function fnv1a(bytes: Uint8Array): number {
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.byteLength !== b.byteLength) return false
-  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false
-  return true
+  // memcmp, not a loop in JavaScript: run on every update sent.
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(
+    Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+  )
 }
 
 /** The root name of a top-level type of `doc`. */

@@ -50,7 +50,26 @@ import { deviceSlot, newWorkloadStats, runStep, type WorkloadStats } from './wor
 /** Violations a report lists in full; beyond that they are only counted. */
 const VIOLATIONS_LISTED_MAX = 50
 /** Most scheduler events one phase may run: a bound on a livelocked run. */
-const PHASE_EVENTS_MAX = 50_000_000
+const PHASE_EVENTS_MAX = 10_000_000
+/** The window of virtual time the burst bound counts events in (see burstBound). */
+const BURST_WINDOW_MS = 10_000
+/** Events per window allowed per pair of peers (see burstBound). */
+const BURST_EVENTS_PER_PEER_PAIR = 100
+
+/**
+ * The most events a run may spend within 10 virtual seconds: beyond it,
+ * peers are busy with each other while virtual time stands still (a relay
+ * storm, a retry loop without a pause), and the run stops with a
+ * `livelock` violation instead of running for hours (a storm of relayed
+ * envelopes once ran a seed past 3 GB). Scaled by the pairs of peers:
+ * measured, the busiest 10 s of a run (every device's full sync at the
+ * start, a heal) holds about 2.5 events per pair (290 for 11 peers, 5,480
+ * for 51), 40 times less than this bound.
+ */
+export function burstBound(devices: number): { events: number; withinMs: number } {
+  const peers = devices + 1
+  return { events: BURST_EVENTS_PER_PEER_PAIR * peers * peers, withinMs: BURST_WINDOW_MS }
+}
 
 /** Message and byte counts of one message kind. */
 export interface KindCounts {
@@ -173,11 +192,18 @@ class Run {
     this.schedulePlan()
     // Phase 2: the workload, with safety checks along the way.
     const end = this.startMs + config.durationMs
+    const bounds = { maxEvents: PHASE_EVENTS_MAX, burst: burstBound(config.devices) }
+    let spent = 0
     for (let next = this.startMs + config.checkEveryMs; ; next += config.checkEveryMs) {
       const until = Math.min(next, end)
-      const result = await scheduler.runUntil(until, { maxEvents: PHASE_EVENTS_MAX })
-      if (result.reason === 'maxEvents') this.budgetSpent('workload')
+      const result = await scheduler.runUntil(until, {
+        ...bounds,
+        maxEvents: PHASE_EVENTS_MAX - spent,
+      })
+      spent += result.events
       this.safetyChecks()
+      if (result.reason === 'maxEvents' || result.reason === 'burst')
+        return this.stopped('workload', result.reason, replay)
       this.progress('run', this.elapsed())
       if (until >= end) break
     }
@@ -194,18 +220,23 @@ class Run {
       reason = this.notConvergedReason()
       return reason === undefined || scheduler.now() >= deadline
     }
-    const result = await scheduler.runUntil(converged, { maxEvents: PHASE_EVENTS_MAX })
-    if (result.reason === 'maxEvents') this.budgetSpent('convergence')
+    const result = await scheduler.runUntil(converged, bounds)
+    if (result.reason === 'maxEvents' || result.reason === 'burst')
+      return this.stopped('convergence', result.reason, replay)
     const convergedAt = reason === undefined ? scheduler.now() : undefined
     // Phase 4: the converged state.
     this.progress('check', this.elapsed())
     this.safetyChecks(true)
     let writes = { checked: 0, rolledBack: 0 }
     if (convergedAt === undefined) {
+      // The documents too: the sync named may merely be mid-round at the
+      // deadline while the documents are what never agreed.
+      const docs = this.notConvergedDocs()
+      const also = docs === undefined || docs === reason ? '' : `; documents: ${docs}`
       this.violation({
         rule: 'not-converged',
         atMs: this.elapsed(),
-        detail: `not converged ${config.convergeBoundMs} ms after healing: ${reason ?? ''}`,
+        detail: `not converged ${config.convergeBoundMs} ms after healing: ${reason ?? ''}${also}`,
       })
       const serverDoc = site.server.replica?.doc
       if (serverDoc !== undefined) {
@@ -216,6 +247,18 @@ class Run {
     } else {
       writes = this.finalChecks()
     }
+    return this.finish(replay, convergedAt, healedAt, reason, writes)
+  }
+
+  /** What peers sent broke; the trace hash; the report. */
+  finish(
+    replay: string,
+    convergedAt: number | undefined,
+    healedAt: number,
+    reason: string | undefined,
+    writes: { checked: number; rolledBack: number },
+  ): SimReport {
+    const { site } = this
     for (const sent of site.observer.violations)
       this.violation({
         rule: sent.rule,
@@ -230,6 +273,29 @@ class Run {
       .text(serverDoc === undefined ? 'no server' : stateDigest(serverDoc))
     this.progress('done', this.elapsed())
     return this.report(replay, hash.hex(), convergedAt, healedAt, reason, writes)
+  }
+
+  /**
+   * A bound stopped a phase (see burstBound and PHASE_EVENTS_MAX): the run
+   * ends there, failed, without healing or the final checks (they would
+   * run into the same loop).
+   */
+  stopped(phase: string, why: 'maxEvents' | 'burst', replay: string): SimReport {
+    const bound = burstBound(this.config.devices)
+    const detail =
+      why === 'burst'
+        ? `the ${phase} phase ran more than ${bound.events} events within ${bound.withinMs / 1000} virtual seconds (a livelock: a relay or retry loop?)`
+        : `the ${phase} phase ran ${PHASE_EVENTS_MAX} events (a livelock?)`
+    this.violation({
+      rule: why === 'burst' ? 'livelock' : 'event-budget',
+      atMs: this.elapsed(),
+      detail,
+    })
+    const reason = `stopped: ${detail}`
+    return this.finish(replay, undefined, this.site.scheduler.now(), reason, {
+      checked: 0,
+      rolledBack: 0,
+    })
   }
 
   /** Schedules every step at its time (and each restore's backup before it). */
@@ -324,6 +390,11 @@ class Run {
       }
     }
     if (behind !== undefined) return behind.reason
+    return this.notConvergedDocs()
+  }
+
+  /** Why the running peers' documents differ (undefined: they agree). */
+  notConvergedDocs(): string | undefined {
     const docs: Array<readonly [string, Y.Doc]> = []
     for (const slot of this.site.slots) {
       const replica = slot.replica
@@ -379,14 +450,6 @@ class Run {
     }
     for (const v of checkAgainstOracle(this.history.history(docs), peers, part))
       this.violation({ ...v, atMs: at })
-  }
-
-  budgetSpent(phase: string): void {
-    this.violation({
-      rule: 'event-budget',
-      atMs: this.elapsed(),
-      detail: `the ${phase} phase ran ${PHASE_EVENTS_MAX} events (a livelock?)`,
-    })
   }
 
   progress(phase: SimProgress['phase'], virtualMs: number): void {

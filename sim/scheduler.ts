@@ -61,6 +61,13 @@ export interface EventInfo {
 export interface RunOptions {
   /** Stop after this many events (default {@link runEventsMaxDefault}). */
   readonly maxEvents?: number
+  /**
+   * Stop when more than `events` run within `withinMs` of virtual time (a
+   * livelock: peers busy with each other while virtual time stands
+   * still). Counted in consecutive windows: a window starts at the first
+   * event more than `withinMs` after the start of the one before.
+   */
+  readonly burst?: { readonly events: number; readonly withinMs: number }
 }
 
 /** How a run ended. */
@@ -68,9 +75,10 @@ export interface RunResult {
   /**
    * `reached`: the predicate held, or virtual time reached the target;
    * `idle`: no event was left (the predicate never held);
-   * `maxEvents`: the event bound stopped it first.
+   * `maxEvents`: the event bound stopped it first;
+   * `burst`: more events ran within one window of virtual time than the burst bound allows.
    */
-  readonly reason: 'reached' | 'idle' | 'maxEvents'
+  readonly reason: 'reached' | 'idle' | 'maxEvents' | 'burst'
   /** Events this run executed. */
   readonly events: number
   /** Virtual time when it stopped. */
@@ -191,6 +199,9 @@ export class Scheduler implements Clock {
    */
   async runUntil(stop: number | (() => boolean), options: RunOptions = {}): Promise<RunResult> {
     const maxEvents = options.maxEvents ?? runEventsMaxDefault
+    const burst = options.burst
+    let windowStart = -Infinity
+    let windowEvents = 0
     this.#enter()
     try {
       await settle()
@@ -204,6 +215,14 @@ export class Scheduler implements Clock {
         }
         if (next === undefined) return this.#result('idle', events)
         if (events >= maxEvents) return this.#result('maxEvents', events)
+        if (burst !== undefined) {
+          if (next.time - windowStart > burst.withinMs) {
+            windowStart = next.time
+            windowEvents = 0
+          }
+          if (windowEvents >= burst.events) return this.#result('burst', events)
+          windowEvents++
+        }
         await this.#stepInside()
         events++
       }

@@ -96,6 +96,28 @@ describe('Scheduler', () => {
     expect(count).toBe(8)
   })
 
+  it('runUntil stops a burst: more events within a window of virtual time than the bound', async () => {
+    const burst = { events: 100, withinMs: 1_000 }
+    // A livelock: an event that schedules itself again at once, forever.
+    const s = new Scheduler({ startMs: 0 })
+    const spin = (): void => void s.setTimeout(spin, 0)
+    s.setTimeout(spin, 5)
+    expect(await s.runUntil(() => false, { burst })).toEqual({
+      reason: 'burst',
+      events: 100,
+      now: 5,
+    })
+    // A steady pace within the bound (50 events a window) runs on, for as long as asked.
+    const t = new Scheduler({ startMs: 0 })
+    const tick = (): void => void t.setTimeout(tick, 20)
+    t.setTimeout(tick, 0)
+    expect(await t.runUntil(60_000, { burst })).toEqual({
+      reason: 'reached',
+      events: 3_001,
+      now: 60_000,
+    })
+  })
+
   it('rejects a step whose event throws, consumes the event and stays usable', async () => {
     const s = new Scheduler({ startMs: 0 })
     s.setTimeout(() => {
