@@ -130,21 +130,29 @@ export function createVerifyPool(workers: number): VerifyPool {
   // on at once (checks and applies the update), so a batch of 256 answers
   // settled together was one turn of 4-11 ms under the load bench, and a
   // device's step 1 read meanwhile waited for all of it.
-  const answers: Array<{ p: Pending; ok: boolean }> = []
+  const answers: Array<{ p: Pending; ok: boolean } | undefined> = []
   let answered = 0
   let answering: NodeJS.Immediate | undefined
   const answerTurn = (): void => {
     answering = undefined
     const end = Math.min(answers.length, answered + limits.verifyAnswersPerTurnMax)
     while (answered < end) {
-      const a = answers[answered++] as { p: Pending; ok: boolean }
+      const a = answers[answered] as { p: Pending; ok: boolean }
+      // Let go of the job (its message) as soon as it is answered.
+      answers[answered++] = undefined
       a.p.resolve(a.ok)
     }
-    if (answered < answers.length) answering = setImmediate(answerTurn)
-    else {
+    if (answered >= answers.length) {
       answers.length = 0
       answered = 0
+      return
     }
+    // Compacted now and then: a backlog that never drains is not kept whole.
+    if (answered > 1_024 && answered * 2 > answers.length) {
+      answers.splice(0, answered)
+      answered = 0
+    }
+    answering = setImmediate(answerTurn)
   }
 
   /** A worker's outstanding jobs, answered here (it failed, or the pool closed). */
