@@ -14,7 +14,8 @@
  * users), `flood-probe.ts` (the legitimate client), `flood-client.ts` (the
  * flood). Sizes come from environment variables: `BENCH_FLOOD_CONNECTIONS`
  * (2000), `BENCH_FLOOD_CYCLES` (500), `BENCH_FLOOD_UPDATES` (100000),
- * `BENCH_FLOOD_IDLE_SECONDS` (5). Run alone: `npm run bench -- --only flood`.
+ * `BENCH_FLOOD_IDLE_SECONDS` (5); `BENCH_FLOOD_PHASES` (`connections,cycles,updates`) runs
+ * only the phases named. Run alone: `npm run bench -- --only flood`.
  * `BENCH_LOOP_STALLS=1` adds the server's longest turn in main-thread CPU
  * per phase (load-server.ts), which the machine's other work moves little.
  */
@@ -239,7 +240,10 @@ async function measure(): Promise<PhaseResult[] & { idleP99Ms?: number }> {
         [`${cycles} connect/disconnect cycles`, { cmd: 'cycles', count: cycles }],
         [`${updateCount} updates from one client`, { cmd: 'updates', count: updateCount }],
       ]
+      // BENCH_FLOOD_PHASES=connections,cycles,updates runs only those (default: all).
+      const only = (process.env.BENCH_FLOOD_PHASES ?? '').split(',').filter((p) => p !== '')
       for (const [name, command] of phases) {
+        if (only.length > 0 && !only.includes(String(command.cmd))) continue
         const result = await phase(name, server, probe, flooder, command, idleP99)
         results.push(result)
         if (!result.serverUp) break

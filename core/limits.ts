@@ -135,6 +135,13 @@ export const limits = {
    * cannot crowd out the approved devices.
    */
   devicesPendingMax: 1_000,
+  /**
+   * Most device records the server's registry writes in one write batch;
+   * the rest follow in the next batches, each in its own turn of the event
+   * loop. 2,000 devices joining at once took one batch of 10-25 ms (the
+   * flood bench), which every connected device's message waited for.
+   */
+  deviceRecordsPerBatchMax: 64,
   /** Longest excerpt of a caller's input an error message or event carries, in characters. */
   errorExcerptCharsMax: 120,
   // Issue 11: floods
@@ -176,6 +183,13 @@ export const limits = {
   /** Longest excerpt of a peer's input quoted in an error message or event, in characters. */
   peerInputExcerptCharsMax: 200,
   // Issue 11: signed writes
+  /**
+   * Verification answers from the worker threads (peers/verify-pool.ts)
+   * given to their callers per turn of the event loop, in order: each
+   * caller checks and applies its update at once, and a whole batch's
+   * answers together held the loop for 4-11 ms under the load bench.
+   */
+  verifyAnswersPerTurnMax: 32,
   /** Most Yjs clientIDs one signed envelope may write under. */
   envelopeNoncesMax: 16,
   /** Most parsed public keys kept for verification (a site's writers, with room to spare). */

@@ -125,6 +125,35 @@ export function createVerifyPool(workers: number): VerifyPool {
   let flushScheduled = false
   let nextBatch = 1
   let closed = false
+  // Answers from workers not yet given to their callers, in order: at most
+  // `verifyAnswersPerTurnMax` per turn of the event loop. Each caller goes
+  // on at once (checks and applies the update), so a batch of 256 answers
+  // settled together was one turn of 4-11 ms under the load bench, and a
+  // device's step 1 read meanwhile waited for all of it.
+  const answers: Array<{ p: Pending; ok: boolean } | undefined> = []
+  let answered = 0
+  let answering: NodeJS.Immediate | undefined
+  const answerTurn = (): void => {
+    answering = undefined
+    const end = Math.min(answers.length, answered + limits.verifyAnswersPerTurnMax)
+    while (answered < end) {
+      const a = answers[answered] as { p: Pending; ok: boolean }
+      // Let go of the job (its message) as soon as it is answered.
+      answers[answered++] = undefined
+      a.p.resolve(a.ok)
+    }
+    if (answered >= answers.length) {
+      answers.length = 0
+      answered = 0
+      return
+    }
+    // Compacted now and then: a backlog that never drains is not kept whole.
+    if (answered > 1_024 && answered * 2 > answers.length) {
+      answers.splice(0, answered)
+      answered = 0
+    }
+    answering = setImmediate(answerTurn)
+  }
 
   /** A worker's outstanding jobs, answered here (it failed, or the pool closed). */
   const settleHere = (w: PoolWorker): void => {
@@ -159,7 +188,8 @@ export function createVerifyPool(workers: number): VerifyPool {
       if (batch === undefined) return
       w.batches.delete(id)
       w.outstanding -= batch.length
-      batch.forEach((p, i) => p.resolve(ok[i] === 1))
+      batch.forEach((p, i) => answers.push({ p, ok: ok[i] === 1 }))
+      answering ??= setImmediate(answerTurn)
       // What queued meanwhile goes now, as one batch.
       if (queued.length > 0) flush()
     })

@@ -11,7 +11,11 @@
  * stored with the next such write, by a flush at most `LAZY_FLUSH_MS` later,
  * or on close: a server with hundreds of devices reconnecting would
  * otherwise make one durable write per connection and per disconnection,
- * and its answers would wait behind them (issue 5).
+ * and its answers would wait behind them (issue 5). One write batch holds
+ * at most `limits.deviceRecordsPerBatchMax` records, and the rest follow
+ * in the next batches (one after another, each in its own turn of the
+ * event loop): 2,000 devices joining at once would otherwise be one batch
+ * of tens of ms, and a connected device's message waits for it (issue 11).
  *
  * It is also the front door's memory (issue 11): ids are kept exactly as
  * the device gave them, and one that differs from a registered id only by
@@ -86,6 +90,10 @@ export class DeviceRegistry {
   /** Devices whose record in memory is newer than the stored one. */
   private readonly dirty = new Set<string>()
   private flushTimer: unknown = undefined
+  /** The running flush (one at a time), until it has stored what it must. */
+  private flushing: Promise<void> | undefined
+  /** A flush was asked for (a change to store now, the lazy timer) since the running flush's last batch began. */
+  private storeAgain = false
   private closed = false
   private changeCount = 0
 
@@ -168,7 +176,7 @@ export class DeviceRegistry {
     this.devices.set(id, withState({ ...prev, pending: false }))
     this.changeCount++
     this.dirty.add(id)
-    await this.store()
+    await this.store(undefined, id)
     return true
   }
 
@@ -186,7 +194,7 @@ export class DeviceRegistry {
     this.devices.set(id, withState({ ...prev, pending: true }))
     this.changeCount++
     this.dirty.add(id)
-    await this.store()
+    await this.store(undefined, id)
     return true
   }
 
@@ -262,7 +270,7 @@ export class DeviceRegistry {
     this.dirty.add(id)
     // Not stored on failure: still revoked in memory (refused from now on),
     // and stored with the next registry write.
-    await this.store((ctx) => ctx.event({ type: 'device-revoked', deviceId: id }))
+    await this.store((ctx) => ctx.event({ type: 'device-revoked', deviceId: id }), id)
     return true
   }
 
@@ -293,35 +301,68 @@ export class DeviceRegistry {
 
   /**
    * Stores every record changed since it was last stored (best effort: the
-   * registry is bookkeeping). Called on close, and by the lazy flush.
+   * registry is bookkeeping), `deviceRecordsPerBatchMax` per write batch,
+   * one batch after another. Called on close, by the lazy flush, and for a
+   * change stored at once. One flush runs at a time: a change made while
+   * it runs is stored by it.
    */
-  async flush(): Promise<void> {
+  flush(): Promise<void> {
     this.clock.clearTimeout(this.flushTimer)
     this.flushTimer = undefined
-    if (this.dirty.size === 0) return
-    await this.store().catch(() => {
-      // A failing store is reported on every roster write; the records stay
-      // dirty in memory and are stored with the next write (or close).
-      if (!this.closed) this.armFlush()
-    })
+    if (this.flushing !== undefined) {
+      // It stores one more batch at least, with what changed meanwhile.
+      this.storeAgain = true
+      return this.flushing
+    }
+    if (this.dirty.size === 0) return Promise.resolve()
+    const flushing = this.flushLoop()
+    // Not yet cleared by the loop's end (it awaits its first batch first).
+    this.flushing = flushing
+    return flushing
   }
 
   /**
-   * Writes every dirty record (and `also`, in the same batch). The records
-   * are clean once the batch is durable; a failed batch marks them dirty
-   * again, and rejects.
+   * Stores batches while the last one was full, a change to store at once
+   * came meanwhile, or the registry is closing; what changed only lazily
+   * meanwhile waits for the lazy flush.
    */
-  private async store(also?: (ctx: MetaContext) => void): Promise<void> {
+  private async flushLoop(): Promise<void> {
+    try {
+      for (;;) {
+        this.storeAgain = false
+        const written = await this.store()
+        const more = written >= limits.deviceRecordsPerBatchMax || this.storeAgain || this.closed
+        if (this.dirty.size === 0 || !more) return
+      }
+    } catch {
+      // A failing store is reported on every roster write; the records stay
+      // dirty in memory and are stored with the next write (or close).
+      if (!this.closed) this.armFlush()
+    } finally {
+      // Cleared in the turn the loop decides to end: a change made after
+      // it starts a new flush.
+      this.flushing = undefined
+    }
+  }
+
+  /**
+   * Writes dirty records, `first` first and at most
+   * `deviceRecordsPerBatchMax` in all (and `also`, in the same batch).
+   * The records are clean once the batch is durable; a failed batch marks
+   * them dirty again, and rejects. Resolves with how many it wrote.
+   */
+  private async store(also?: (ctx: MetaContext) => void, first?: string): Promise<number> {
     let written: string[] = []
     try {
       await this.replica.writeMeta((ctx) => {
-        written = this.writeDirty(ctx)
+        written = this.writeDirty(ctx, first)
         also?.(ctx)
       })
     } catch (error) {
       for (const id of written) this.dirty.add(id)
       throw error
     }
+    return written.length
   }
 
   /** Stores the dirty records within LAZY_FLUSH_MS, unless a flush is due already. */
@@ -365,18 +406,25 @@ export class DeviceRegistry {
   }
 
   /**
-   * Writes the dirty records into a write batch and returns their ids.
-   * Cleared now, inside the batch: a change made while the batch is being
-   * written marks its device dirty again; a failed batch marks them dirty
-   * again (store).
+   * Writes dirty records into a write batch, `first` (if dirty) first, at
+   * most `deviceRecordsPerBatchMax` in all, in the order they became dirty,
+   * and returns their ids. Cleared now, inside the batch: a change made
+   * while the batch is being written marks its device dirty again; a
+   * failed batch marks them dirty again (store).
    */
-  private writeDirty(ctx: MetaContext): string[] {
-    const ids = [...this.dirty]
-    for (const id of ids) {
+  private writeDirty(ctx: MetaContext, first?: string): string[] {
+    const ids: string[] = []
+    const take = (id: string): void => {
+      this.dirty.delete(id)
+      ids.push(id)
       const record = this.devices.get(id)
       if (record !== undefined) ctx.setRecord(NAMESPACE, id, stored(record))
     }
-    this.dirty.clear()
+    if (first !== undefined && this.dirty.has(first)) take(first)
+    for (const id of this.dirty) {
+      if (ids.length >= limits.deviceRecordsPerBatchMax) break
+      take(id)
+    }
     return ids
   }
 }

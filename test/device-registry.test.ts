@@ -11,7 +11,8 @@ import type { StoreOp } from '../core/store.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { keys } from '../peers/storage-keys.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
-import { LAZY_FLUSH_MS } from '../server-peer/device-registry.js'
+import { DeviceRegistry, LAZY_FLUSH_MS } from '../server-peer/device-registry.js'
+import { limits } from '../core/limits.js'
 import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
 import { KeptOpenStore } from './helpers/forwarding-store.js'
@@ -26,8 +27,15 @@ afterEach(async () => {
 /** A store that survives its peer (the next server reopens it) and counts registry writes. */
 class CountingStore extends KeptOpenStore {
   registryWrites = 0
+  /** Per store batch, the device records it wrote (by id). */
+  readonly deviceBatches: string[][] = []
+  /** Per store batch, whether it wrote to the event log. */
+  readonly withEvents: boolean[] = []
   override batch(ops: readonly StoreOp[]): Promise<void> {
-    if (ops.some((op) => op.key.startsWith(keys.record('device/')))) this.registryWrites++
+    const devices = ops.filter((op) => op.key.startsWith(keys.record('device/')))
+    if (devices.length > 0) this.registryWrites++
+    this.deviceBatches.push(devices.map((op) => op.key.slice(keys.record('device/').length)))
+    this.withEvents.push(ops.some((op) => op.key.startsWith(keys.eventsFrom)))
     return super.batch(ops)
   }
 }
@@ -123,5 +131,50 @@ describe('device registry persistence', () => {
     const again = await createServer({ store, clock, listen: false, siteKey: SITE_KEY })
     closers.push(() => again.close())
     expect(again.devices.list()[0]).toMatchObject({ id: 'D1', revoked: true })
+  })
+
+  it('writes devices that join together in batches of deviceRecordsPerBatchMax, one after another', async () => {
+    const clock = new ManualClock()
+    const store = new CountingStore(memoryStore())
+    const s = await server(clock, store)
+    const registry = new DeviceRegistry(clock, s.replica)
+    const cap = limits.deviceRecordsPerBatchMax
+    const ids = Array.from({ length: 3 * cap + 5 }, (_, i) => `F-${i}`)
+    store.deviceBatches.length = 0
+    // All in one turn, as a flood's joins of one upgrade turn.
+    for (const id of ids) registry.seen(id, 'flood', '127.0.0.2')
+    await s.replica.drain()
+    const batches = store.deviceBatches.filter((b) => b.length > 0)
+    expect(batches.length).toBe(4)
+    for (const b of batches) expect(b.length).toBeLessThanOrEqual(cap)
+    // In the order they joined, each once.
+    expect(batches.flat()).toEqual(ids)
+    // Durable without a close: a server on the same store knows them all.
+    const again = await createServer({ store, clock, listen: false, siteKey: SITE_KEY })
+    closers.push(() => again.close())
+    expect(again.devices.list().filter((d) => d.id.startsWith('F-'))).toHaveLength(ids.length)
+  })
+
+  it('stores a revocation in its own call even when a flood of joins waits to be stored', async () => {
+    const clock = new ManualClock()
+    const store = new CountingStore(memoryStore())
+    const s = await server(clock, store)
+    const registry = new DeviceRegistry(clock, s.replica)
+    const ids = Array.from({ length: 3 * limits.deviceRecordsPerBatchMax }, (_, i) => `F-${i}`)
+    for (const id of ids) registry.seen(id, 'flood', '127.0.0.2')
+    const last = ids[ids.length - 1] as string
+    store.deviceBatches.length = 0
+    store.withEvents.length = 0
+    await registry.revoke(last)
+    await s.replica.drain()
+    // The revocation's batch (the one with its event) holds its record,
+    // though that device joined last: it is durable once revoke resolves.
+    const revocations = store.deviceBatches.filter((_, i) => store.withEvents[i] === true)
+    expect(revocations).toHaveLength(1)
+    expect(revocations[0]).toContain(last)
+    const again = await createServer({ store, clock, listen: false, siteKey: SITE_KEY })
+    closers.push(() => again.close())
+    expect(again.devices.list().filter((d) => d.id.startsWith('F-'))).toHaveLength(ids.length)
+    expect(again.devices.list().find((d) => d.id === last)?.revoked).toBe(true)
   })
 })

@@ -12,6 +12,7 @@ import {
   type KeyPair,
   type VerifyJob,
 } from '../core/signing.js'
+import { limits } from '../core/limits.js'
 import { memoryStore } from '../storage/level-store.js'
 import { Identity } from '../peers/identity.js'
 import { ServerSigning } from '../peers/server-signing.js'
@@ -77,6 +78,39 @@ describe('verification pool', () => {
     await new Promise((resolve) => setImmediate(resolve))
     const rest = jobs.slice(300).map((job) => verifier.verify(job))
     expect(await Promise.all([...first, ...rest])).toEqual(jobs.map(truth))
+  })
+
+  it('gives the answers of a batch to their callers verifyAnswersPerTurnMax per turn of the event loop, in order', async () => {
+    const verifier = pool(1)
+    const perTurn = limits.verifyAnswersPerTurnMax
+    const jobs = fc.sample(jobArb, { seed: 11, numRuns: 3 * perTurn + 1 })
+    // The turn each answer arrives in: `turn` grows once per turn of the
+    // loop (a check-phase callback that schedules itself again).
+    let turn = 0
+    let ticking = true
+    const tick = (): void => {
+      turn++
+      if (ticking) setImmediate(tick)
+    }
+    setImmediate(tick)
+    const order: number[] = []
+    const turns: number[] = []
+    const answers = await Promise.all(
+      jobs.map((job, i) =>
+        verifier.verify(job).then((ok) => {
+          order.push(i)
+          turns.push(turn)
+          return ok
+        }),
+      ),
+    )
+    ticking = false
+    expect(answers).toEqual(jobs.map(truth))
+    expect(order).toEqual(jobs.map((_, i) => i))
+    const perTurnCounts = new Map<number, number>()
+    for (const t of turns) perTurnCounts.set(t, (perTurnCounts.get(t) ?? 0) + 1)
+    expect(perTurnCounts.size).toBeGreaterThanOrEqual(4)
+    for (const n of perTurnCounts.values()) expect(n).toBeLessThanOrEqual(perTurn)
   })
 
   it('a signature of the wrong length is refused, not sent', async () => {
