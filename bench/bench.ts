@@ -9,6 +9,7 @@ import { mkdtemp, readdir, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { scriptArgs } from './build.js'
 
 /** The project root (bench/..), where children are started so `--import tsx` resolves. */
 export const PROJECT_ROOT = dirname(dirname(fileURLToPath(import.meta.url)))
@@ -47,7 +48,8 @@ export interface ChildOptions {
 }
 
 /**
- * Runs `bench/<script> ...args` in a fresh node process (with tsx's loader)
+ * Runs `bench/<script> ...args` in a fresh node process (compiled, or with
+ * tsx's loader: bench/build.ts)
  * and returns the JSON object on the last line of its stdout. A fresh
  * process per measurement means no bench inherits another's heap, garbage
  * or JIT state. The child's stderr passes through so progress and crashes
@@ -61,10 +63,8 @@ export async function runChild<T>(
   const flags = [
     ...(options.exposeGc === true ? ['--expose-gc'] : []),
     ...(options.nodeFlags ?? []),
-    '--import',
-    'tsx',
   ]
-  const child = spawn(process.execPath, [...flags, join('bench', script), ...args], {
+  const child = spawn(process.execPath, [...flags, ...scriptArgs(script), ...args], {
     cwd: PROJECT_ROOT,
     stdio: ['ignore', 'pipe', 'inherit'],
   })

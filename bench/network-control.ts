@@ -15,8 +15,8 @@ import { createServer as createNetServer, connect, type Socket } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { createInterface } from 'node:readline'
 import type { Readable, Writable } from 'node:stream'
-import { join } from 'node:path'
 import { PROJECT_ROOT } from './bench.js'
+import { scriptArgs } from './build.js'
 
 /**
  * The site key every process of one network bench run shares: a server
@@ -78,13 +78,12 @@ export class ControlledChild {
     })
   }
 
-  /** Starts `bench/<script> ...args` under tsx, from the project root. */
+  /** Starts `bench/<script> ...args` (compiled, or under tsx: bench/build.ts), from the project root. */
   static start(script: string, args: readonly string[]): ControlledChild {
-    const child = spawn(
-      process.execPath,
-      [...childFlags(), '--import', 'tsx', join('bench', script), ...args],
-      { cwd: PROJECT_ROOT, stdio: ['pipe', 'pipe', 'inherit'] },
-    )
+    const child = spawn(process.execPath, [...childFlags(), ...scriptArgs(script), ...args], {
+      cwd: PROJECT_ROOT,
+      stdio: ['pipe', 'pipe', 'inherit'],
+    })
     return new ControlledChild(`bench/${script} ${args.join(' ')}`, child)
   }
 

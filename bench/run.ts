@@ -20,6 +20,7 @@ import { networkBench } from './network.js'
 import { pinBench } from './pin.js'
 import { signingBench } from './signing.js'
 import { simBench } from './sim.js'
+import { buildProject, childrenThroughTsx } from './build.js'
 
 /** Every bench, in the order they run. Later issues append theirs here. */
 const BENCHES: readonly Bench[] = [
@@ -130,6 +131,11 @@ async function main(): Promise<void> {
     console.log(`  warning: the machine is busy (load ${host.load1m}); figures will be noisy`)
   }
   const figures: Record<string, unknown> = {}
+  // Children run compiled, as a deployment runs (bench/build.ts).
+  if (!childrenThroughTsx()) await buildProject()
+  console.log(
+    `  children ${childrenThroughTsx() ? 'through tsx (BENCH_TSX=1)' : 'compiled by tsc'}`,
+  )
   for (const bench of only) {
     try {
       figures[bench.name] = await bench.run({ users, runs })

@@ -11,36 +11,22 @@
  * every check. Seeds are 1..N, so two runs of the bench simulate the same
  * runs and only the machine differs.
  *
- * The code runs compiled by tsc (as the published CLI runs), into
- * `node_modules/.cache/rostersync-sim-bench-<checkout hash>` (there, bare imports resolve to
- * the project's node_modules). Under tsx, the same runs take about 1.5x as
+ * The code runs compiled by tsc (as the published CLI runs: bench/build.ts,
+ * whatever `BENCH_TSX` says). Under tsx, the same runs take about 1.5x as
  * long (tsx compiles with esbuild's keepNames, which wraps every closure).
  * Sizes: `BENCH_SIM_SEEDS` (default 200), `BENCH_SIM_WORKERS` (default:
  * every core).
  */
-import { spawn } from 'node:child_process'
-import { createHash } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { SeedSummary, SwarmOptions } from '../cli/sim-swarm.js'
-import { PROJECT_ROOT, printTable, round } from './bench.js'
+import { printTable, round } from './bench.js'
+import { BUILD_DIR, buildProject } from './build.js'
 import type { Bench } from './bench.js'
 
 /** Goal: seeds per minute (1,000 seeds within 10 minutes). */
 const SEEDS_PER_MINUTE_MIN = 100
-/**
- * Where tsc writes the compiled project for the bench: one folder per
- * checkout, so two checkouts sharing one node_modules (git worktrees) do
- * not build over each other.
- */
-const BUILD_DIR = join(
-  PROJECT_ROOT,
-  'node_modules',
-  '.cache',
-  `rostersync-sim-bench-${createHash('sha256').update(PROJECT_ROOT).digest('hex').slice(0, 12)}`,
-)
-
 /** The bench's site: the issue's shape, every kind of fault on. */
 const SITE: SwarmOptions = {
   devices: 10,
@@ -62,29 +48,13 @@ function envInt(name: string, fallback: number): number {
   return n
 }
 
-/** Compiles the project with tsc into BUILD_DIR. */
-async function build(): Promise<void> {
-  const tsc = join(PROJECT_ROOT, 'node_modules', 'typescript', 'bin', 'tsc')
-  const child = spawn(
-    process.execPath,
-    [tsc, '-p', 'tsconfig.build.json', '--outDir', BUILD_DIR, '--sourceMap', 'false'],
-    { cwd: PROJECT_ROOT, stdio: 'inherit' },
-  )
-  const code = await new Promise<number | null>((resolve, reject) => {
-    child.on('error', reject)
-    child.on('close', resolve)
-  })
-  if (code !== 0) throw new Error(`tsc exited with ${code}`)
-}
-
 export const simBench: Bench = {
   name: 'sim',
   summary: 'simulator seeds/min: 1 server + 10 devices, 200 ops, all faults (goal >= 100/min)',
   async run() {
     const seeds = envInt('BENCH_SIM_SEEDS', 200)
     const workers = envInt('BENCH_SIM_WORKERS', availableParallelism())
-    console.log(`\nsim: compiling into ${BUILD_DIR} ...`)
-    await build()
+    await buildProject()
     const swarm = (await import(pathToFileURL(join(BUILD_DIR, 'cli', 'sim-swarm.js')).href)) as {
       runSwarm: typeof import('../cli/sim-swarm.js').runSwarm
     }
