@@ -259,7 +259,7 @@ describe('GenerationMove', () => {
         replica,
         writerId: D1,
         log,
-        check: () => undefined as never,
+        check: () => undefined,
         clock: { now: () => 1_000, setTimeout: () => undefined, clearTimeout: () => undefined },
       })
       log.add(new Uint8Array([1]), { writer: 'd2', update: relayed }, new Map([[701, 1]]))
@@ -300,7 +300,7 @@ describe('GenerationMove', () => {
         replica,
         writerId: D1,
         log,
-        check: () => undefined as never,
+        check: () => undefined,
         clock: { now: () => 1_000, setTimeout: () => undefined, clearTimeout: () => undefined },
       })
       // An envelope logged while held back (a gap before it): in no document.
