@@ -223,7 +223,7 @@ describe('GenerationMove', () => {
 
   // Found by the simulator (seed 2): a device that only ever heard LAN
   // relays building on items it never got holds no client, but keeps them
-  // pending in Yjs (stored, and logged for relay). It counted as holding
+  // pending in Yjs (and logged for relay). It counted as holding
   // nothing, only noted the server's new generation, and kept them: a
   // struct built on the previous base's clientID waited for ever, on it
   // and on every peer it offered the logged envelope to.

@@ -154,7 +154,7 @@ describe('generations in the simulator', () => {
 
   // Found with this simulator (seed 2): a device that had only ever heard
   // LAN relays building on items it never got held no client but kept
-  // those old-generation updates pending in Yjs, stored, and logged for
+  // those old-generation updates pending in Yjs and logged for
   // relay. Meeting the server's new generation it only noted it (it "held
   // nothing"), then offered the logged envelopes to the server and its LAN
   // peers: a struct built on the previous base's clientID waited for ever

@@ -268,9 +268,10 @@ export class GenerationMove {
  * Whether `doc` holds nothing of any generation: no struct integrated and
  * none waiting in Yjs for earlier ones. A device that only ever heard LAN
  * relays building on items it never got holds no client but keeps those
- * updates pending (and stored): noting the new generation over them would
- * leave them in the new document, waiting for ever on history it dropped,
- * and offered to its peers. It moves instead (its staged wipe drops them).
+ * updates pending (and logged for relay): noting the new generation over
+ * them would leave them in the new document, waiting for ever on history
+ * it dropped, and offered to its peers. It moves instead (its staged wipe
+ * drops them).
  */
 export function holdsNothing(doc: Y.Doc): boolean {
   const { store } = doc
