@@ -48,6 +48,7 @@ import {
   type GenerationStatement,
 } from '../core/generation-statement.js'
 import { scanUpdate, type UpdateRanges } from '../core/update-scan.js'
+import { onGenerationNoted } from './device-sync/generation-move.js'
 import type { EnvelopeLog } from './envelope-log.js'
 import { RelayMemo } from './relay-memo.js'
 import { siteOf, type Identity } from './identity.js'
@@ -209,10 +210,14 @@ export class DeviceSigning {
       readonly clock: Clock
     },
   ) {
-    options.replica.onReset(() => {
+    const forget = (): void => {
       options.log.clear()
       this.relayed.clear()
-    })
+    }
+    options.replica.onReset(forget)
+    // A device that held nothing notes a new generation without replacing
+    // its document: what it logged for relay belongs to the one it left.
+    onGenerationNoted(options.replica, forget)
   }
 
   /** This device's identity (its key, the pinned server key, its certificate). */

@@ -16,6 +16,8 @@ import { RecordSchema } from '../core/schema.js'
 import { keyPairFromSeed } from '../core/signing.js'
 import { deviceWrite } from '../core/writes.js'
 import { GenerationMove, deviceGeneration } from '../peers/device-sync/generation-move.js'
+import { EnvelopeLog } from '../peers/envelope-log.js'
+import { DeviceSigning } from '../peers/signed-link.js'
 import { memoryPair } from '../transports/memory-transport.js'
 import { Replica, WipeSkippedError } from '../peers/replica.js'
 import { memoryStore } from '../storage/level-store.js'
@@ -214,6 +216,107 @@ describe('GenerationMove', () => {
       await move.abandon()
       expect(other.open).toBe(true)
       other.close()
+    } finally {
+      await replica.close()
+    }
+  })
+
+  // Found by the simulator (seed 2): a device that only ever heard LAN
+  // relays building on items it never got holds no client, but keeps them
+  // pending in Yjs (and logged for relay). It counted as holding
+  // nothing, only noted the server's new generation, and kept them: a
+  // struct built on the previous base's clientID waited for ever, on it
+  // and on every peer it offered the logged envelope to.
+  it('a device holding only pending old-generation structs moves, and its relay log is cleared', async () => {
+    let next = 100
+    const store = memoryStore()
+    const replica = await Replica.open({
+      writerId: D1,
+      store,
+      clock: { now: () => 1_000, setTimeout: () => undefined, clearTimeout: () => undefined },
+      schema: new RecordSchema(),
+      randomUint32: () => next++,
+    })
+    try {
+      // Client 700 (the old generation's base) writes an item; client 701
+      // (a device) writes after it: its item's left origin is 700:0.
+      const base = new Y.Doc()
+      base.clientID = 700
+      base.getArray('old').push(['a'])
+      const writer = new Y.Doc()
+      writer.clientID = 701
+      Y.applyUpdate(writer, Y.encodeStateAsUpdate(base))
+      writer.getArray('old').push(['b'])
+      const relayed = Y.encodeStateAsUpdate(writer, Y.encodeStateVector(base))
+      await replica.applyRemote(relayed, 'lan-1')
+      expect(replica.doc.store.clients.size).toBe(0)
+      expect(replica.doc.store.pendingStructs).not.toBeNull()
+      // What the device logged for relay: the envelope log and the replica
+      // it clears on (DeviceSigning).
+      const log = await EnvelopeLog.open(store)
+      new DeviceSigning({
+        identity: undefined as never,
+        replica,
+        writerId: D1,
+        log,
+        check: () => undefined,
+        clock: { now: () => 1_000, setTimeout: () => undefined, clearTimeout: () => undefined },
+      })
+      log.add(new Uint8Array([1]), { writer: 'd2', update: relayed }, new Map([[701, 1]]))
+      expect(log.beyond(new Map())).toHaveLength(1)
+
+      const move = new GenerationMove(replica)
+      expect(await settleOrIdle(replica, move.learn(NEXT))).toBe(true)
+      expect(replica.movingGeneration).toBe(true)
+      expect(replica.doc.store.pendingStructs).toBeNull()
+      expect(log.beyond(new Map())).toHaveLength(0)
+      // The fetch brings the new generation; the commit stores it alone.
+      await replica.applyRemote(Y.encodeStateAsUpdate(new Y.Doc()), 'server')
+      await move.commit([])
+      expect(deviceGeneration(replica).n).toBe(1)
+      expect(replica.doc.store.pendingStructs).toBeNull()
+      expect(Y.getState(replica.doc.store, 701)).toBe(0)
+      // Nor is the logged envelope in the store any more.
+      await log.flushed()
+      expect((await EnvelopeLog.open(store)).beyond(new Map())).toHaveLength(0)
+    } finally {
+      await replica.close()
+    }
+  })
+
+  it('a device that holds nothing at all only notes the generation, and its relay log is cleared', async () => {
+    const store = memoryStore()
+    const replica = await Replica.open({
+      writerId: D1,
+      store,
+      clock: { now: () => 1_000, setTimeout: () => undefined, clearTimeout: () => undefined },
+      schema: new RecordSchema(),
+      randomUint32: () => 100,
+    })
+    try {
+      const log = await EnvelopeLog.open(store)
+      new DeviceSigning({
+        identity: undefined as never,
+        replica,
+        writerId: D1,
+        log,
+        check: () => undefined,
+        clock: { now: () => 1_000, setTimeout: () => undefined, clearTimeout: () => undefined },
+      })
+      // An envelope logged while held back (a gap before it): in no document.
+      const other = new Y.Doc()
+      other.clientID = 702
+      other.getMap('u:d2').set('u9', deviceWrite(undefined, 0, new Map([['name', 'C']]), 10))
+      log.add(
+        new Uint8Array([2]),
+        { writer: 'd2', update: Y.encodeStateAsUpdate(other) },
+        new Map([[702, 1]]),
+      )
+      const move = new GenerationMove(replica)
+      expect(await settleOrIdle(replica, move.learn(NEXT))).toBe(false)
+      expect(replica.movingGeneration).toBe(false)
+      expect(deviceGeneration(replica).n).toBe(1)
+      expect(log.beyond(new Map())).toHaveLength(0)
     } finally {
       await replica.close()
     }

@@ -152,6 +152,30 @@ describe('generations in the simulator', () => {
     },
   )
 
+  // Found with this simulator (seed 2): a device that had only ever heard
+  // LAN relays building on items it never got held no client but kept
+  // those old-generation updates pending in Yjs and logged for
+  // relay. Meeting the server's new generation it only noted it (it "held
+  // nothing"), then offered the logged envelopes to the server and its LAN
+  // peers: a struct built on the previous base's clientID waited for ever
+  // on every peer (not converged). It now moves (its staged wipe drops
+  // them) and its relay log is cleared (test/generations-lan.test.ts).
+  it('seed 2: an old-generation struct kept pending by an empty device never reaches the new one', async () => {
+    const report = await simulate({
+      seed: 2,
+      swarm: true,
+      devices: 10,
+      ops: 200,
+      partitions: 2,
+      crashes: 2,
+      backupRestores: 1,
+    })
+    expect(report.violationCounts).toEqual({})
+    expect(report.ok).toBe(true)
+    expect(report.faults.compactions).toBe(2)
+    expect(report.faults.switchCrashes).toBe(1)
+  })
+
   // Found with this simulator: a full sync the caller asked for
   // (sync.full()) that met a new generation completed as a move, which
   // keeps the delete marks: the device still hid a user it had deleted

@@ -174,9 +174,10 @@ export class GenerationMove {
     }
     if (sameGeneration(this.current(), to)) return false
     const { replica } = this
-    if (replica.doc.store.clients.size === 0) {
+    if (holdsNothing(replica.doc)) {
       // Nothing to carry: what it fetches is the new generation. No document
-      // is replaced, so its LAN links hear of it here (they close).
+      // is replaced, so its LAN links hear of it here (they close, and the
+      // relay log of the generation it left is cleared: peers/signed-link.ts).
       await replica.setRecord(...DEVICE_GENERATION_RECORD, recordOf(to))
       tellNoted(replica)
       return false
@@ -261,6 +262,20 @@ export class GenerationMove {
     this.chain = run.catch(() => undefined)
     return run
   }
+}
+
+/**
+ * Whether `doc` holds nothing of any generation: no struct integrated and
+ * none waiting in Yjs for earlier ones. A device that only ever heard LAN
+ * relays building on items it never got holds no client but keeps those
+ * updates pending (and logged for relay): noting the new generation over
+ * them would leave them in the new document, waiting for ever on history
+ * it dropped, and offered to its peers. It moves instead (its staged wipe
+ * drops them).
+ */
+export function holdsNothing(doc: Y.Doc): boolean {
+  const { store } = doc
+  return store.clients.size === 0 && store.pendingStructs === null && store.pendingDs === null
 }
 
 /** This device's own part of `doc`: its entry for every user it wrote. */
