@@ -111,8 +111,65 @@ export function wrapWebSocket(
 const CLOSE_FRAME_FIRST_BYTE = 0x88
 
 /**
+ * Where frames start in the bytes a peer sends (RFC 6455 5.2: a 2-byte
+ * header, a 2- or 8-byte extended length, a 4-byte mask, the payload). A
+ * read may start anywhere inside a frame, and a masked payload byte is
+ * 0x88 one time in 256: only a read that starts at a frame's first byte can
+ * start with a close frame.
+ */
+export class FrameBoundaries {
+  /** Bytes of the current frame's payload not read yet. */
+  private left = 0
+  /** The current frame's header bytes read so far (a header may span reads). */
+  private header: number[] = []
+
+  /** Whether `chunk` starts at a frame's first byte; then follows it through `chunk`. */
+  startsFrame(chunk: Uint8Array): boolean {
+    const atStart = this.left === 0 && this.header.length === 0
+    this.follow(chunk)
+    return atStart
+  }
+
+  private follow(chunk: Uint8Array): void {
+    let at = 0
+    while (at < chunk.length) {
+      if (this.left > 0) {
+        const skipped = Math.min(this.left, chunk.length - at)
+        this.left -= skipped
+        at += skipped
+        continue
+      }
+      this.header.push(chunk[at] as number)
+      at++
+      if (this.header.length === headerBytes(this.header)) {
+        this.left = payloadBytes(this.header)
+        this.header = []
+      }
+    }
+  }
+}
+
+/** A frame header's length once its first two bytes are known (else 2). */
+function headerBytes(header: readonly number[]): number {
+  if (header.length < 2) return 2
+  const second = header[1] as number
+  const length7 = second & 0x7f
+  const extended = length7 === 126 ? 2 : length7 === 127 ? 8 : 0
+  return 2 + extended + ((second & 0x80) !== 0 ? 4 : 0)
+}
+
+/** The payload length a complete frame header states. */
+function payloadBytes(header: readonly number[]): number {
+  const length7 = (header[1] as number) & 0x7f
+  if (length7 < 126) return length7
+  let length = 0
+  for (let i = 2; i < (length7 === 126 ? 4 : 10); i++) length = length * 256 + (header[i] as number)
+  return length
+}
+
+/**
  * Puts `ws`'s reading of `tcp` behind a gate: the first read that starts
- * with a close frame is put back into the stream, which stops reading, and
+ * with a close frame (at a frame boundary: FrameBoundaries) is put back into the stream, which stops reading, and
  * waits for `deferClose` to hand it to `ws` and close the connection.
  * Every other read goes to `ws` at once. When `ws`'s reader cannot be
  * found (a `ws` that names it otherwise), it stays as it is.
@@ -126,11 +183,17 @@ function gateCloseFrame(
   const wsReader = readers.length === 1 ? (readers[0] as (chunk: Buffer) => void) : undefined
   if (wsReader === undefined) return
   let deferred = false
+  const frames = new FrameBoundaries()
   tcp.removeListener('data', wsReader)
   const gate = (chunk: Buffer): void => {
     // Closing: ws reads what is left itself (its 'close' listener).
     if (tcp.destroyed) return
-    if (deferred || closedByUs() || chunk[0] !== CLOSE_FRAME_FIRST_BYTE) {
+    if (deferred || closedByUs()) {
+      wsReader.call(tcp, chunk)
+      return
+    }
+    // Only a read starting at a frame's first byte may be a close frame.
+    if (!frames.startsFrame(chunk) || chunk[0] !== CLOSE_FRAME_FIRST_BYTE) {
       wsReader.call(tcp, chunk)
       return
     }
