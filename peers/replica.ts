@@ -271,10 +271,10 @@ export class Replica {
   /**
    * What a peer at `stateVector` lacks, as updates to send in order, one
    * message each, each within `answerChunkBytesMax` with its message
-   * (ReplicaDocument.answerParts; the same array while the document does
-   * not change). Read it inside whenDurable when it is an answer.
+   * (ReplicaDocument.answerParts; the same stream while the document does
+   * not change, each part made when first asked for). Read it inside whenDurable.
    */
-  answerParts(stateVector: Uint8Array): readonly Uint8Array[] {
+  answerParts(stateVector: Uint8Array): ReturnType<ReplicaDocument['answerParts']> {
     const max = this.options.answerChunkBytesMax ?? netLimits.answerChunkBytesMax
     const partBytesMax = Math.max(1, max - netLimits.answerChunkOverheadBytesMax)
     return this.document.answerParts(stateVector, partBytesMax)
