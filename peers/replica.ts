@@ -465,8 +465,8 @@ export class Replica {
   }
 
   /**
-   * Stops accepting writes, makes everything durable, marks the shutdown
-   * clean (so the clientID is kept) and closes the store.
+   * Stops accepting writes, makes everything durable (the log; no snapshot
+   * unless due at once), marks the shutdown clean and closes the store.
    */
   async close(): Promise<void> {
     if (this.status.closed) return
@@ -488,7 +488,7 @@ export class Replica {
       // A broken replica is not marked clean: its clientID may have written
       // what the store never took, so the next open mints a fresh one.
       if (this.status.broken === undefined) {
-        await this.compactor.maybeCompact(true)
+        await this.compactor.compactOnClose()
         await this.log.storeBatch(this.log.closeOps(this.hlc.peek(), this.doc.clientID))
       }
     } finally {
