@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
-import { UserIndex, WARM_ENTRIES_PER_TURN } from '../server-peer/user-search.js'
+import { UserIndex, WARM_ENTRIES_PER_TURN, WARM_TURN_MS } from '../server-peer/user-search.js'
 import { memoryStore } from '../storage/level-store.js'
 
 const closers: Array<() => Promise<void>> = []
@@ -66,6 +66,35 @@ describe('UserIndex at scale (issue 13)', () => {
       before = now
     }
     expect(view).toHaveBeenCalledTimes(users + 5)
+    index.close()
+  })
+
+  it('gives each warm-up turn at most WARM_TURN_MS, however slow a view (first pages after a cold start)', async () => {
+    const peer = await server()
+    const users = 2 * WARM_ENTRIES_PER_TURN
+    await enrol(peer, 0, users)
+    // A clock that moves 1 ms every time it is read: views as slow as that.
+    let ms = 0
+    const index = new UserIndex(peer.replica, { now: () => ms++ })
+    const view = vi.spyOn(peer.replica, 'view')
+    const first = index.page({ limit: 5 })
+    let before = view.mock.calls.length
+    let turns = 0
+    while (before < users + first.users.length) {
+      await nextTurn()
+      const now = view.mock.calls.length
+      // The budget is looked at every 8 entries: 4 looks of 1 ms each.
+      expect(now - before).toBeGreaterThan(0)
+      expect(now - before).toBeLessThanOrEqual(8 * WARM_TURN_MS)
+      before = now
+      turns++
+    }
+    expect(turns).toBeGreaterThanOrEqual(users / (8 * WARM_TURN_MS))
+    // Warm, the pages are those of the whole index.
+    expect(index.page({ limit: 5 })).toEqual(first)
+    expect(index.page({ limit: users }).users.map((u) => u.id)).toEqual(
+      peer.users.list().map((u) => u.id),
+    )
     index.close()
   })
 
