@@ -17,7 +17,8 @@
  *   it answers the first page of `GET /api/users`; prints
  *   `{ url, http, adminToken, openMs, firstAnswerMs }`, then serves until
  *   stdin closes (the runner probes the API and syncs a fresh device);
- *   `{ cmd: 'heap' }` answers the heap it holds then.
+ *   `{ cmd: 'heap' }` answers the heap it holds then, `{ cmd: 'cpu' }` its
+ *   CPU seconds so far.
  * - `serve-plain`: reads the snapshot `enrol-plain` left into a Y.Doc
  *   (timed) and serves it over y-protocols the same way.
  * - `sync-ours` / `sync-plain` `<url> <siteKey>`: a fresh device
@@ -292,11 +293,17 @@ async function servePlain(users: number, dataDir: string): Promise<void> {
   await db.close()
 }
 
-/** `{ cmd: 'heap' }`: heap used now (after full collections) minus before opening, bytes. */
+/**
+ * `{ cmd: 'heap' }`: heap used now (after full collections) minus before
+ * opening, bytes; `{ cmd: 'cpu' }`: CPU seconds of the process so far (the
+ * runner takes the difference over a full sync: the server's share of it,
+ * less sensitive than wall time to other work on the machine).
+ */
 async function answer(
   command: Record<string, unknown>,
   baseline: number,
 ): Promise<Record<string, unknown>> {
+  if (command.cmd === 'cpu') return { cpuSeconds: cpuSeconds() }
   if (command.cmd !== 'heap') throw new Error(`unknown command ${JSON.stringify(command)}`)
   const { heapUsed } = await settledHeap()
   return { heapUsedBytes: heapUsed - baseline }

@@ -66,7 +66,8 @@ export interface AnswerMessages {
 export function plainAnswer(parts: AnswerStream): AnswerMessages {
   return {
     isLast: (i) => parts.isLast(i),
-    message: (i) => partMessage(parts.isLast(i) ? 'sync-step2' : 'sync-update', answerPart(parts, i)),
+    message: (i) =>
+      partMessage(parts.isLast(i) ? 'sync-step2' : 'sync-update', answerPart(parts, i)),
   }
 }
 
