@@ -104,8 +104,7 @@ export class UserIndex {
   /** Cancels the warm-up's next turn, while one is scheduled. */
   private warming: (() => void) | undefined
   /** When a page was last asked for, and the warm-up's last turn ran (`now`, ms). */
-  private lastPageAt = -Infinity
-  private lastTurnAt = 0
+  private readonly pace = { pageAt: -Infinity, turnAt: 0 }
   /** Grows whenever an entry is dropped or added; `warmed` is the value a warm-up completed at. */
   private generation = 0
   private warmed = -1
@@ -142,7 +141,7 @@ export class UserIndex {
       if (users.length > max) throw new TooManyUsersError(max)
       return { users, next: null, total: users.length }
     }
-    this.lastPageAt = this.now()
+    this.pace.pageAt = this.now()
     this.refresh()
     const matches = matcher(search)
     const ids = this.ids
@@ -294,10 +293,10 @@ export class UserIndex {
       this.warming = undefined
       if (this.closed) return
       const now = this.now()
-      const quiet = this.lastPageAt + WARM_QUIET_MS - now
-      if (quiet > 0 && now - this.lastTurnAt < WARM_TURN_EVERY_MS_MAX)
+      const quiet = this.pace.pageAt + WARM_QUIET_MS - now
+      if (quiet > 0 && now - this.pace.turnAt < WARM_TURN_EVERY_MS_MAX)
         return later(Math.ceil(quiet))
-      this.lastTurnAt = now
+      this.pace.turnAt = now
       this.refresh()
       const end = Math.min(this.ids.length, i + WARM_ENTRIES_PER_TURN)
       while (i < end) {
@@ -307,7 +306,7 @@ export class UserIndex {
       if (i < this.ids.length) later(0)
       else this.warmed = this.generation
     }
-    this.lastTurnAt = this.now()
+    this.pace.turnAt = this.now()
     later(0)
   }
 }
