@@ -8,7 +8,8 @@
  * - `enrol-ours`: `createServer({ dataDir })`, `users.put` 1,000 at a time,
  *   each round durable before the next; the rate of every stretch of the
  *   roster is reported (does it hold up to the last user?), then the heap
- *   after full garbage collection, then `close()` (which compacts).
+ *   after full garbage collection, then `close()` (the update log stays as
+ *   it is: no snapshot unless one is due at once).
  * - `enrol-plain`: plain Yjs, the same records in transactions of 1,000,
  *   each round's update appended to LevelDB (`sync: true`); at the end the
  *   document is stored as one snapshot (what y-leveldb's flush does), so
@@ -75,7 +76,7 @@ export interface EnrolStretches {
   /** Heap used after loading minus before, after full collections, bytes. */
   readonly heapUsedBytes: number
   readonly rssBytes: number
-  /** close() (ours: compaction into a snapshot) or storing the snapshot (plain). */
+  /** close() (ours: the log stays, no snapshot) or storing the snapshot (plain). */
   readonly closeSeconds: number
 }
 
