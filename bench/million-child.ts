@@ -8,7 +8,8 @@
  * - `enrol-ours`: `createServer({ dataDir })`, `users.put` 1,000 at a time,
  *   each round durable before the next; the rate of every stretch of the
  *   roster is reported (does it hold up to the last user?), then the heap
- *   after full garbage collection, then `close()` (which compacts).
+ *   after full garbage collection, then `close()` (the update log stays as
+ *   it is: no snapshot unless one is due at once).
  * - `enrol-plain`: plain Yjs, the same records in transactions of 1,000,
  *   each round's update appended to LevelDB (`sync: true`); at the end the
  *   document is stored as one snapshot (what y-leveldb's flush does), so
@@ -17,7 +18,8 @@
  *   it answers the first page of `GET /api/users`; prints
  *   `{ url, http, adminToken, openMs, firstAnswerMs }`, then serves until
  *   stdin closes (the runner probes the API and syncs a fresh device);
- *   `{ cmd: 'heap' }` answers the heap it holds then.
+ *   `{ cmd: 'heap' }` answers the heap it holds then, `{ cmd: 'cpu' }` its
+ *   CPU seconds so far.
  * - `serve-plain`: reads the snapshot `enrol-plain` left into a Y.Doc
  *   (timed) and serves it over y-protocols the same way.
  * - `sync-ours` / `sync-plain` `<url> <siteKey>`: a fresh device
@@ -74,7 +76,7 @@ export interface EnrolStretches {
   /** Heap used after loading minus before, after full collections, bytes. */
   readonly heapUsedBytes: number
   readonly rssBytes: number
-  /** close() (ours: compaction into a snapshot) or storing the snapshot (plain). */
+  /** close() (ours: the log stays, no snapshot) or storing the snapshot (plain). */
   readonly closeSeconds: number
 }
 
@@ -292,11 +294,17 @@ async function servePlain(users: number, dataDir: string): Promise<void> {
   await db.close()
 }
 
-/** `{ cmd: 'heap' }`: heap used now (after full collections) minus before opening, bytes. */
+/**
+ * `{ cmd: 'heap' }`: heap used now (after full collections) minus before
+ * opening, bytes; `{ cmd: 'cpu' }`: CPU seconds of the process so far (the
+ * runner takes the difference over a full sync: the server's share of it,
+ * less sensitive than wall time to other work on the machine).
+ */
 async function answer(
   command: Record<string, unknown>,
   baseline: number,
 ): Promise<Record<string, unknown>> {
+  if (command.cmd === 'cpu') return { cpuSeconds: cpuSeconds() }
   if (command.cmd !== 'heap') throw new Error(`unknown command ${JSON.stringify(command)}`)
   const { heapUsed } = await settledHeap()
   return { heapUsedBytes: heapUsed - baseline }

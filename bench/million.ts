@@ -104,6 +104,8 @@ interface Side {
   readonly serve: ServeReady
   readonly pages?: { p50: number; p99: number; max: number }
   readonly sync: FreshSync
+  /** CPU seconds the serving process spent over the full sync (answering it). */
+  readonly syncServerCpuSeconds: number
   /** Heap of the serving process after the probes and the full sync (ours: search index warm). */
   readonly servingHeapBytes: number
 }
@@ -125,6 +127,9 @@ async function measureSide(side: 'ours' | 'plain', users: number): Promise<Side>
         `million: ${side} answers after ${round(serve.firstAnswerMs / 1000, 1)} s; ${side === 'ours' ? 'probing GET /api/users, then ' : ''}syncing a fresh device ...`,
       )
       const pages = side === 'ours' ? await probePages(serve) : undefined
+      const cpu = async (): Promise<number> =>
+        (await child.request<{ cpuSeconds: number }>({ cmd: 'cpu' })).cpuSeconds
+      const serverCpuBefore = await cpu()
       const sync = await runChild<FreshSync>('million-child.ts', [
         `sync-${side}`,
         String(users),
@@ -132,10 +137,18 @@ async function measureSide(side: 'ours' | 'plain', users: number): Promise<Side>
         serve.url,
         serve.siteKey,
       ])
+      const syncServerCpuSeconds = (await cpu()) - serverCpuBefore
       const { heapUsedBytes: servingHeapBytes } = await child.request<{ heapUsedBytes: number }>({
         cmd: 'heap',
       })
-      return { enrol, serve, sync, servingHeapBytes, ...(pages === undefined ? {} : { pages }) }
+      return {
+        enrol,
+        serve,
+        sync,
+        syncServerCpuSeconds,
+        servingHeapBytes,
+        ...(pages === undefined ? {} : { pages }),
+      }
     })
   })
 }
@@ -157,6 +170,7 @@ function report(users: number, ours: Side, plain: Side): Record<string, unknown>
       'open s',
       'answers s',
       'full sync s',
+      'sync CPU s (server+device)',
     ],
     [ours, plain].map((s, i) => [
       i === 0 ? 'rostersync server' : 'plain Yjs + LevelDB',
@@ -170,6 +184,7 @@ function report(users: number, ours: Side, plain: Side): Record<string, unknown>
       round(s.serve.openMs / 1000),
       round(s.serve.firstAnswerMs / 1000),
       round(s.sync.syncedMs / 1000),
+      `${round(s.syncServerCpuSeconds)}+${round(s.sync.cpuSeconds)}`,
     ]),
   )
   const stretchRows = ours.enrol.stretches.map((s, i) => [
@@ -198,6 +213,8 @@ function report(users: number, ours: Side, plain: Side): Record<string, unknown>
   const servingHeapRatio = ours.servingHeapBytes / plain.servingHeapBytes
   const coldRatio = ours.serve.firstAnswerMs / plain.serve.openMs
   const syncRatio = ours.sync.syncedMs / plain.sync.syncedMs
+  const syncCpu = (s: Side): number => s.syncServerCpuSeconds + s.sync.cpuSeconds
+  const syncCpuRatio = syncCpu(ours) / syncCpu(plain)
   const pages = ours.pages ?? { p50: NaN, p99: NaN, max: NaN }
   const verdicts = {
     enrolAllTheWay: verdict(slowest(ours) >= USERS_PER_SECOND_MIN),
@@ -216,7 +233,7 @@ function report(users: number, ours: Side, plain: Side): Record<string, unknown>
     `${verdicts.coldStart}  cold start: answers after ${round(ours.serve.firstAnswerMs / 1000)} s (open ${round(ours.serve.openMs / 1000)} s), plain Yjs loads in ${round(plain.serve.openMs / 1000)} s: ${ratioText(coldRatio)}x (goal <= ${COLD_START_RATIO_MAX}x)`,
   )
   console.log(
-    `${verdicts.fullSync}  full sync to a fresh device: ${ratioText(syncRatio)}x plain Yjs (goal <= ${FULL_SYNC_RATIO_MAX}x)`,
+    `${verdicts.fullSync}  full sync to a fresh device: ${ratioText(syncRatio)}x plain Yjs (goal <= ${FULL_SYNC_RATIO_MAX}x); CPU (server + device) ${ratioText(syncCpuRatio)}x`,
   )
   console.log(
     `${verdicts.firstPage}  GET /api/users first page: p50 ${round(pages.p50)} ms, p99 ${round(pages.p99)} ms, max ${round(pages.max)} ms (goal p99 <= ${PAGE_P99_MS_MAX} ms)`,
@@ -235,6 +252,7 @@ function report(users: number, ours: Side, plain: Side): Record<string, unknown>
     heapServingMB: mb(s.servingHeapBytes),
     fullSyncSeconds: round(s.sync.syncedMs / 1000),
     fullSyncCpuSeconds: round(s.sync.cpuSeconds),
+    fullSyncServerCpuSeconds: round(s.syncServerCpuSeconds),
   })
   return {
     users,
@@ -244,6 +262,7 @@ function report(users: number, ours: Side, plain: Side): Record<string, unknown>
     servingHeapRatio: round(servingHeapRatio),
     coldStartRatio: round(coldRatio),
     fullSyncRatio: round(syncRatio),
+    fullSyncCpuRatio: round(syncCpuRatio),
     firstPageMs: { p50: round(pages.p50), p99: round(pages.p99), max: round(pages.max) },
     verdicts,
   }

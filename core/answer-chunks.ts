@@ -61,6 +61,22 @@ export function encodeDiffParts(
   deletes: Ranges,
   partBytesMax: number,
 ): Uint8Array[] {
+  return [...diffParts(store, target, deletes, partBytesMax)]
+}
+
+/**
+ * encodeDiffParts one part at a time: each part is made when the next is
+ * asked for, so the first goes out before the last is encoded (a 1M-user
+ * roster is about 20 parts; issue 13). The store and `deletes` must not
+ * change until the generator is done (the replica finishes it before any
+ * transaction: peers/replica/answer-stream.ts).
+ */
+export function* diffParts(
+  store: Y.Doc['store'],
+  target: ReadonlyMap<number, number>,
+  deletes: Ranges,
+  partBytesMax: number,
+): Generator<Uint8Array, void, undefined> {
   const cursors = new Map<number, Cursor>()
   for (const [client, structs] of store.clients as Map<number, Struct[]>) {
     const last = structs[structs.length - 1]
@@ -90,6 +106,7 @@ export function encodeDiffParts(
       parts.add(client, cursor.clock, struct, offset)
       cursor.clock = struct.id.clock + struct.length
       cursor.index++
+      if (parts.closed.length > 0) yield* parts.take()
     }
     if (cursor.clock === before) continue
     const list = waiters.get(client)
@@ -107,8 +124,10 @@ export function encodeDiffParts(
       const struct = cursor.structs[cursor.index] as Struct
       parts.add(client, cursor.clock, struct, cursor.clock - struct.id.clock)
       cursor.clock = struct.id.clock + struct.length
+      if (parts.closed.length > 0) yield* parts.take()
     }
-  return parts.finish(deletes)
+  parts.finish(deletes)
+  yield* parts.take()
 }
 
 /**
@@ -146,7 +165,10 @@ function lacks(id: Y.ID | null, own: number, cursors: ReadonlyMap<number, Cursor
 
 /** Collects structs into parts of at most `partBytesMax` bytes. */
 class PartWriter {
-  private readonly parts: Uint8Array[] = []
+  /** Parts closed and not taken yet. */
+  closed: Uint8Array[] = []
+  /** Parts closed in all. */
+  private made = 0
   private runs = new Map<number, Run>()
   private bytes = HEADER_BYTES_MAX
   private readonly scratch = new Y.UpdateEncoderV1()
@@ -183,19 +205,25 @@ class PartWriter {
     this.bytes += cost
   }
 
-  /** The parts, the delete set appended to the last when it fits, else after it. */
-  finish(deletes: Ranges): Uint8Array[] {
+  /** The parts closed since the last take. */
+  take(): Uint8Array[] {
+    const parts = this.closed
+    this.closed = []
+    return parts
+  }
+
+  /** Closes the last parts: the delete set appended to the last when it fits, else after it. */
+  finish(deletes: Ranges): void {
     let deleteBytes = 0
     for (const list of deletes.values()) deleteBytes += (list.length + 1) * DELETE_RANGE_BYTES_MAX
     if (this.bytes + deleteBytes <= this.partBytesMax) {
       this.close(deletes)
-      return this.parts
+      return
     }
     if (this.runs.size > 0) this.close()
     this.deleteParts(deletes)
     // A step 2 goes out even with nothing in it.
-    if (this.parts.length === 0) this.close()
-    return this.parts
+    if (this.made === 0) this.close()
   }
 
   /**
@@ -231,7 +259,8 @@ class PartWriter {
       part.set(piece, at)
       at += piece.byteLength
     }
-    this.parts.push(part)
+    this.closed.push(part)
+    this.made++
     this.runs = new Map()
     this.bytes = HEADER_BYTES_MAX
   }

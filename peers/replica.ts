@@ -271,10 +271,10 @@ export class Replica {
   /**
    * What a peer at `stateVector` lacks, as updates to send in order, one
    * message each, each within `answerChunkBytesMax` with its message
-   * (ReplicaDocument.answerParts; the same array while the document does
-   * not change). Read it inside whenDurable when it is an answer.
+   * (ReplicaDocument.answerParts; the same stream while the document does
+   * not change, each part made when first asked for). Read it inside whenDurable.
    */
-  answerParts(stateVector: Uint8Array): readonly Uint8Array[] {
+  answerParts(stateVector: Uint8Array): ReturnType<ReplicaDocument['answerParts']> {
     const max = this.options.answerChunkBytesMax ?? netLimits.answerChunkBytesMax
     const partBytesMax = Math.max(1, max - netLimits.answerChunkOverheadBytesMax)
     return this.document.answerParts(stateVector, partBytesMax)
@@ -466,8 +466,8 @@ export class Replica {
   }
 
   /**
-   * Stops accepting writes, makes everything durable, marks the shutdown
-   * clean (so the clientID is kept) and closes the store.
+   * Stops accepting writes, makes everything durable (the log; no snapshot
+   * unless due at once), marks the shutdown clean and closes the store.
    */
   async close(): Promise<void> {
     if (this.status.closed) return
@@ -489,7 +489,7 @@ export class Replica {
       // A broken replica is not marked clean: its clientID may have written
       // what the store never took, so the next open mints a fresh one.
       if (this.status.broken === undefined) {
-        await this.compactor.maybeCompact(true)
+        await this.compactor.compactOnClose()
         await this.log.storeBatch(this.log.closeOps(this.hlc.peek(), this.doc.clientID))
       }
     } finally {

@@ -21,6 +21,7 @@ import {
 import type { UpdateRanges } from '../core/update-scan.js'
 import { siteOf, type Identity } from './identity.js'
 import type { Replica } from './replica.js'
+import { answerPart, type AnswerStream } from './replica/answer-stream.js'
 import {
   bringsStructs,
   checkClients,
@@ -37,11 +38,11 @@ export class ServerSigning {
   private lastUpdate: Uint8Array | undefined
   private lastEnvelope: Uint8Array[] = []
   /**
-   * The messages of an answer's parts (one envelope each), per parts array
+   * The messages of an answer's parts (one envelope each), per answer
    * (the replica's, the same while the document does not change), each
    * sealed and encoded when it first goes out, once for every link.
    */
-  private readonly sealed = new WeakMap<readonly Uint8Array[], Array<Uint8Array | undefined>>()
+  private readonly sealed = new WeakMap<AnswerStream, Array<Uint8Array | undefined>>()
   private siteId: string | undefined
 
   constructor(
@@ -101,10 +102,11 @@ export class ServerSigning {
 
   /**
    * The answer to a step 1: the replica's parts (core/answer-chunks.ts),
-   * one envelope and one message each, sealed and encoded as they go out. The replica
-   * hands out the same parts while the document does not change (after a
-   * restart, every fresh device asks with the empty state vector): each
-   * sealed once for every link.
+   * one envelope and one message each, sealed and encoded as they go out.
+   * The replica hands out the same parts while the document does not
+   * change (after a restart, every fresh device asks with the empty state
+   * vector), each made when a link first asks for it: each sealed once for
+   * every link.
    */
   private answer(theirs: Uint8Array): AnswerMessages {
     const parts = this.options.replica.answerParts(theirs)
@@ -114,13 +116,12 @@ export class ServerSigning {
       this.sealed.set(parts, sealed)
     }
     const memo = sealed
-    const last = parts.length - 1
     return {
-      count: parts.length,
+      isLast: (i) => parts.isLast(i),
       message: (i) =>
         (memo[i] ??= encodeMessage({
-          type: i === last ? 'signed-step2' : 'signed-update',
-          envelopes: [this.seal(parts[i] as Uint8Array)],
+          type: parts.isLast(i) ? 'signed-step2' : 'signed-update',
+          envelopes: [this.seal(answerPart(parts, i))],
         })),
     }
   }

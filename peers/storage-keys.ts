@@ -16,6 +16,12 @@ export const keys = {
   /** This peer's Yjs clientID, and whether it closed cleanly. */
   clientId: 'm/client',
   clean: 'm/clean',
+  /**
+   * Bytes of the update log that may delete something, as a clean close
+   * left them (deleted on open): a reopened log of inserts alone is not
+   * taken for garbage and compacted at once on the first write (issue 13).
+   */
+  logDeletingBytes: 'm/logdel',
   /** The greatest HLC stamp issued or seen. */
   hlc: 'm/hlc',
   /** Local-only state: device deletes and device-specific values. */

@@ -27,7 +27,8 @@ import type { UpdateRanges } from '../core/update-scan.js'
 import type { Replica } from './replica.js'
 import type { OpenedEnvelope, SignedLink } from './signed-link.js'
 import { closeReason, decodeInbound, LinkRates, refusalClose } from './sync-session/inbound.js'
-import { partMessage, signedUpdateMessage, updateMessage } from './sync-session/messages.js'
+import { plainAnswer } from './sync-session/answer-messages.js'
+import { signedUpdateMessage, updateMessage } from './sync-session/messages.js'
 import { Outbox } from './sync-session/outbox.js'
 import { renewIfReused } from './sync-session/reused-client-id.js'
 
@@ -292,16 +293,9 @@ export function startSession(options: SessionOptions): SyncSession {
       // unsigned part's message is encoded once while the part is the same
       // (sync-session/answer-messages.ts).
       const signed = signedNow()
-      if (signed === undefined) {
-        const parts = replica.answerParts(sent)
-        const last = parts.length - 1
-        outbox.sendEach(parts.length, (i) =>
-          partMessage(i === last ? 'sync-step2' : 'sync-update', parts[i] as Uint8Array),
-        )
-      } else {
-        const answer = signed.answer(sent)
-        outbox.sendEach(answer.count, (i) => answer.message(i))
-      }
+      const answer =
+        signed === undefined ? plainAnswer(replica.answerParts(sent)) : signed.answer(sent)
+      outbox.sendStream(answer)
       return vector
     })
     options.onAnswered?.()

@@ -63,6 +63,30 @@ interface Entry {
  */
 export const WARM_ENTRIES_PER_TURN = 256
 
+/**
+ * At most this long per turn of the warm-up, ms, however many entries it
+ * computed: a view costs more on a loaded machine and on a large heap, and
+ * at 300k users a turn of 256 held the first pages after a cold start for
+ * 80 to 270 ms at p99 (issue 13). A page waits at most one turn.
+ */
+export const WARM_TURN_MS = 4
+
+/**
+ * The warm-up gives way to pages: it waits until none was asked for this
+ * long, ms (its views are garbage, and a large heap's collections held the
+ * pages asked meanwhile: issue 13)...
+ */
+export const WARM_QUIET_MS = 20
+
+/** ...but runs a turn at least this often however busy the API is, ms. */
+export const WARM_TURN_EVERY_MS_MAX = 200
+
+/** What a UserIndex reads the time with (tests give their own). */
+export interface UserIndexOptions {
+  /** Monotonic ms (performance.now by default): bounds each warm-up turn. */
+  readonly now?: () => number
+}
+
 /** Kept views and search texts of a replica's users (see the module comment). */
 export class UserIndex {
   private ids: string[] = []
@@ -77,13 +101,21 @@ export class UserIndex {
   private rootNamesSize = -1
   private unwatchDoc: () => void = () => undefined
   private readonly unwatchReset: () => void
-  private warming: ReturnType<typeof setImmediate> | undefined
+  /** Cancels the warm-up's next turn, while one is scheduled. */
+  private warming: (() => void) | undefined
+  /** When a page was last asked for, and the warm-up's last turn ran (`now`, ms). */
+  private readonly pace = { pageAt: -Infinity, turnAt: 0 }
   /** Grows whenever an entry is dropped or added; `warmed` is the value a warm-up completed at. */
   private generation = 0
   private warmed = -1
   private closed = false
+  private readonly now: () => number
 
-  constructor(private readonly replica: Replica) {
+  constructor(
+    private readonly replica: Replica,
+    options: UserIndexOptions = {},
+  ) {
+    this.now = options.now ?? (() => performance.now())
     this.watch()
     this.unwatchReset = replica.onReset(() => {
       this.unwatchDoc()
@@ -95,7 +127,7 @@ export class UserIndex {
   /** Stops following the replica. */
   close(): void {
     this.closed = true
-    if (this.warming !== undefined) clearImmediate(this.warming)
+    this.warming?.()
     this.unwatchDoc()
     this.unwatchReset()
   }
@@ -109,6 +141,7 @@ export class UserIndex {
       if (users.length > max) throw new TooManyUsersError(max)
       return { users, next: null, total: users.length }
     }
+    this.pace.pageAt = this.now()
     this.refresh()
     const matches = matcher(search)
     const ids = this.ids
@@ -239,22 +272,42 @@ export class UserIndex {
 
   /**
    * Computes the entries not computed yet, a chunk per turn of the event
-   * loop, so that the first search of a large roster need not (the first
-   * page is answered before). Stops at the end, or on close.
+   * loop (at most WARM_ENTRIES_PER_TURN, and WARM_TURN_MS), while no page
+   * is being asked for (WARM_QUIET_MS, WARM_TURN_EVERY_MS_MAX), so that
+   * the first search of a large roster need not (the first page is
+   * answered before). Stops at the end, or on close.
    */
   private warm(): void {
     if (this.warming !== undefined || this.closed || this.warmed === this.generation) return
     let i = 0
+    const later = (ms: number): void => {
+      if (ms <= 0) {
+        const immediate = setImmediate(step)
+        this.warming = () => clearImmediate(immediate)
+      } else {
+        const timer = setTimeout(step, ms)
+        this.warming = () => clearTimeout(timer)
+      }
+    }
     const step = (): void => {
       this.warming = undefined
       if (this.closed) return
+      const now = this.now()
+      const quiet = this.pace.pageAt + WARM_QUIET_MS - now
+      if (quiet > 0 && now - this.pace.turnAt < WARM_TURN_EVERY_MS_MAX)
+        return later(Math.ceil(quiet))
+      this.pace.turnAt = now
       this.refresh()
       const end = Math.min(this.ids.length, i + WARM_ENTRIES_PER_TURN)
-      for (; i < end; i++) this.entry(i)
-      if (i < this.ids.length) this.warming = setImmediate(step)
+      while (i < end) {
+        this.entry(i++)
+        if ((i & 7) === 0 && this.now() - now >= WARM_TURN_MS) break
+      }
+      if (i < this.ids.length) later(0)
       else this.warmed = this.generation
     }
-    this.warming = setImmediate(step)
+    this.pace.turnAt = this.now()
+    later(0)
   }
 }
 

@@ -292,7 +292,8 @@ describe('the answer cache', () => {
     const chunk = new Uint8Array(64 * 1024 * 1024)
     const answerOf = (chunks: number): Uint8Array[] => Array.from({ length: chunks }, () => chunk)
     const each = 3 // 192 MiB per answer
-    for (let i = 0; i < limits.answersCachedMax; i++) cache.get(`k${i}`, true, () => answerOf(each))
+    for (let i = 0; i < limits.answersCachedMax; i++)
+      cache.get(`k${i}`, true, () => answerOf(each)[Symbol.iterator]()).all()
     expect(cache.kept.bytes).toBeLessThanOrEqual(limits.answersCachedBytesMax)
     expect(cache.kept.answers).toBe(
       Math.floor(limits.answersCachedBytesMax / (each * chunk.byteLength)),
@@ -301,15 +302,18 @@ describe('the answer cache', () => {
     let encoded = 0
     cache.get(`k${limits.answersCachedMax - 1}`, true, () => {
       encoded++
-      return []
+      return [][Symbol.iterator]()
     })
     expect(encoded).toBe(0)
     const huge = answerOf(limits.answersCachedBytesMax / chunk.byteLength + 1)
-    expect(cache.get('huge', true, () => huge)).toBe(huge)
+    const stream = cache.get('huge', true, () => huge[Symbol.iterator]())
+    const parts = stream.all()
+    expect(parts).toHaveLength(huge.length)
+    parts.forEach((part, i) => expect(part).toBe(huge[i]))
     expect(cache.kept).toEqual({
       answers: 1,
       bytes: limits.answersCachedBytesMax + chunk.byteLength,
     })
-    expect(cache.get('huge', true, () => [])).toBe(huge)
+    expect(cache.get('huge', true, () => [][Symbol.iterator]())).toBe(stream)
   })
 })

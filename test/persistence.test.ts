@@ -211,6 +211,36 @@ describe('compaction', () => {
     await server.close()
   })
 
+  it('close() leaves the log as it is (no whole-document encode); reopen gives the same state', async () => {
+    const dir = await tempDir()
+    const clock = fakeClock()
+    let store = await openLevelStore(dir)
+    let server = await createServer({ store, clock })
+    for (let i = 0; i < 30; i++) {
+      clock.advance(10)
+      await server.users.put({ id: `u${i}`, name: `User ${i}` })
+    }
+    await server.users.delete('u3')
+    await server.users.patch('u4', { name: 'Renamed' })
+    const before = state(server)
+    const logged = await keysIn(store, keys.updatesFrom, keys.updatesTo)
+    expect(logged).toHaveLength(32)
+    await server.close()
+    // Issue 13: closing a 1M-user server encoded the whole roster into a
+    // snapshot (7 to 48 s); every write is durable in the log already.
+    store = await openLevelStore(dir)
+    expect(await store.get(keys.snapshot)).toBeUndefined()
+    expect(await keysIn(store, keys.updatesFrom, keys.updatesTo)).toEqual(logged)
+    server = await createServer({ store, clock })
+    expect(server.replica.openKind).toBe('clean')
+    expect(state(server)).toEqual(before)
+    expect(server.users.get('u4')?.name).toBe('Renamed')
+    // Writes go on, numbered after the log.
+    await server.users.put({ id: 'u99', name: 'After' })
+    expect((await keysIn(store, keys.updatesFrom, keys.updatesTo)).at(-1)).toBe(keys.update(33))
+    await server.close()
+  })
+
   it('compacts after updatesBeforeCompactionMax updates once writes pause; reopen gives the same state', async () => {
     const dir = await tempDir()
     const clock = new ManualClock()

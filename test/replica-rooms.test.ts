@@ -247,6 +247,29 @@ describe('update log and local state', () => {
     expect(crashed.openKind).toBe('crash')
   })
 
+  it('a clean close tells the next open how much of the log may delete something (issue 13)', async () => {
+    const store = memoryStore()
+    const log = new UpdateLog({ store, randomUint32: () => 7 })
+    const doc = await log.loadDoc(false, 0)
+    const ops: StoreOp[] = []
+    const inserts = [update(1), update(2)]
+    log.appendOps(inserts, ops, new Set(inserts.map((u) => u.update)))
+    log.appendOps([update(3)], ops)
+    await log.storeBatch(ops)
+    const deleting = log.deletingBytes
+    expect(deleting).toBeLessThan(log.bytes)
+    await log.storeBatch(log.closeOps(1, doc.clientID))
+    // Reopened after the clean close: inserts alone are not taken for garbage.
+    const reopened = new UpdateLog({ store, randomUint32: () => 8 })
+    await reopened.loadDoc(false, 0)
+    expect(reopened.bytes).toBe(log.bytes)
+    expect(reopened.deletingBytes).toBe(deleting)
+    // Opened again without a clean close since: nothing is known.
+    const crashed = new UpdateLog({ store, randomUint32: () => 9 })
+    await crashed.loadDoc(false, 0)
+    expect(crashed.deletingBytes).toBe(crashed.bytes)
+  })
+
   it('appends updates to the log and folds them into a snapshot', async () => {
     const store = memoryStore()
     const log = new UpdateLog({ store, randomUint32: () => 5 })

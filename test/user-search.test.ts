@@ -5,7 +5,13 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
-import { UserIndex, WARM_ENTRIES_PER_TURN } from '../server-peer/user-search.js'
+import {
+  UserIndex,
+  WARM_ENTRIES_PER_TURN,
+  WARM_QUIET_MS,
+  WARM_TURN_EVERY_MS_MAX,
+  WARM_TURN_MS,
+} from '../server-peer/user-search.js'
 import { memoryStore } from '../storage/level-store.js'
 
 const closers: Array<() => Promise<void>> = []
@@ -53,11 +59,13 @@ describe('UserIndex at scale (issue 13)', () => {
     const peer = await server()
     const users = 3 * WARM_ENTRIES_PER_TURN + 10
     await enrol(peer, 0, users)
-    const index = new UserIndex(peer.replica)
+    let ms = 0
+    const index = new UserIndex(peer.replica, { now: () => ms })
     const view = vi.spyOn(peer.replica, 'view')
     expect(index.page({ limit: 5 }).users).toHaveLength(5)
     // Five entries computed, and the page's five views resolved again.
     expect(view).toHaveBeenCalledTimes(10)
+    ms += WARM_QUIET_MS // no page since: the warm-up goes on
     let before = view.mock.calls.length
     for (let turn = 0; turn < 10 && before < users; turn++) {
       await nextTurn()
@@ -66,6 +74,70 @@ describe('UserIndex at scale (issue 13)', () => {
       before = now
     }
     expect(view).toHaveBeenCalledTimes(users + 5)
+    index.close()
+  })
+
+  it('gives each warm-up turn at most WARM_TURN_MS, however slow a view (first pages after a cold start)', async () => {
+    const peer = await server()
+    const users = 2 * WARM_ENTRIES_PER_TURN
+    await enrol(peer, 0, users)
+    // A clock that moves 1 ms every time it is read: views as slow as that.
+    let ms = 0
+    const index = new UserIndex(peer.replica, { now: () => ms++ })
+    const view = vi.spyOn(peer.replica, 'view')
+    const first = index.page({ limit: 5 })
+    ms += WARM_QUIET_MS // no page since: the warm-up goes on
+    let before = view.mock.calls.length
+    let turns = 0
+    while (before < users + first.users.length) {
+      await nextTurn()
+      const now = view.mock.calls.length
+      // The budget is looked at every 8 entries: 4 looks of 1 ms each.
+      expect(now - before).toBeGreaterThan(0)
+      expect(now - before).toBeLessThanOrEqual(8 * WARM_TURN_MS)
+      before = now
+      turns++
+    }
+    expect(turns).toBeGreaterThanOrEqual(users / (8 * WARM_TURN_MS))
+    // Warm, the pages are those of the whole index.
+    expect(index.page({ limit: 5 })).toEqual(first)
+    expect(index.page({ limit: users }).users.map((u) => u.id)).toEqual(
+      peer.users.list().map((u) => u.id),
+    )
+    index.close()
+  })
+
+  it('gives way to pages: waits WARM_QUIET_MS after one, but runs a turn every WARM_TURN_EVERY_MS_MAX', async () => {
+    const peer = await server()
+    await enrol(peer, 0, 16 * WARM_ENTRIES_PER_TURN)
+    let ms = 0
+    const index = new UserIndex(peer.replica, { now: () => ms })
+    const view = vi.spyOn(peer.replica, 'view')
+    const first = index.page({ limit: 5 })
+    const calls = (): number => view.mock.calls.length
+    const settle = (): Promise<void> =>
+      new Promise((resolve) => setTimeout(resolve, 3 * WARM_QUIET_MS))
+    // A page was just asked for (the clock has not moved): nothing is warmed.
+    await settle()
+    expect(calls()).toBe(10)
+    // Quiet for WARM_QUIET_MS: the warm-up runs.
+    ms += WARM_QUIET_MS
+    for (let waited = 0; calls() === 10 && waited < 100; waited++)
+      await new Promise((resolve) => setTimeout(resolve, 1))
+    expect(calls()).toBeGreaterThan(10)
+    // Pages keep coming, and are answered as the full index would.
+    ms += 1
+    expect(index.page({ limit: 5 })).toEqual(first)
+    const paged = calls()
+    await settle()
+    expect(calls()).toBe(paged)
+    // However busy, a turn runs once WARM_TURN_EVERY_MS_MAX passed since the last.
+    ms += WARM_TURN_EVERY_MS_MAX
+    expect(index.page({ limit: 5 })).toEqual(first)
+    const busy = calls()
+    await settle()
+    // One turn, then it gives way again.
+    expect(calls()).toBe(busy + WARM_ENTRIES_PER_TURN)
     index.close()
   })
 

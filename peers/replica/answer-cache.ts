@@ -16,18 +16,22 @@
  * The cache is bounded in answers and in bytes (`limits.answersCachedMax`,
  * `limits.answersCachedBytesMax`).
  *
- * Invariant: every kept answer was encoded from the document as it is now
+ * Invariant: every kept answer is made from the document as it is now
  * (any transaction that changed it, and a replaced document, empty the
- * cache); `bytes` is the sum of the kept answers' sizes.
+ * cache; an answer still being made is finished before a transaction
+ * starts, `settle`); `bytes` is the sum of the kept answers' parts made so
+ * far; `pending` holds the answers not made to the end.
  */
 import { createHash } from 'node:crypto'
 import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'
 import { limits } from '../../core/limits.js'
+import { AnswerStream } from './answer-stream.js'
 
 interface Kept {
-  readonly parts: readonly Uint8Array[]
-  readonly bytes: number
+  readonly stream: AnswerStream
+  /** Bytes of its parts made so far. */
+  bytes: number
 }
 
 /**
@@ -60,6 +64,8 @@ export class AnswerCache {
   private readonly answers = new Map<string, Kept>()
   private bytes = 0
   private encoded = 0
+  /** Answers not made to the end yet (kept or not): finished before the document changes. */
+  private readonly pending = new Set<AnswerStream>()
 
   /**
    * How many answers of at least `limits.answerCachedBytesMin` were encoded
@@ -69,44 +75,78 @@ export class AnswerCache {
     return this.encoded
   }
 
-  /** How many answers are kept, and their bytes (for tests). */
+  /** How many answers are kept, and their bytes made so far (for tests). */
   get kept(): { answers: number; bytes: number } {
     return { answers: this.answers.size, bytes: this.bytes }
   }
 
   /**
-   * The answer under `key` (answerKey): the kept one, else `encode()`'s,
-   * kept unless `keep` is false (a document in the middle of a transaction).
+   * The answer under `key` (answerKey): the kept one, else one made from
+   * `encode()`'s parts as they are asked for (peers/replica/answer-stream.ts),
+   * kept unless `keep` is false (a document in the middle of a transaction:
+   * then it is made whole at once).
    */
-  get(key: string, keep: boolean, encode: () => readonly Uint8Array[]): readonly Uint8Array[] {
+  get(key: string, keep: boolean, encode: () => Iterator<Uint8Array>): AnswerStream {
     const kept = this.answers.get(key)
     if (kept !== undefined) {
       // Most recently used last: the least recently used goes first.
       this.answers.delete(key)
       this.answers.set(key, kept)
-      return kept.parts
+      return kept.stream
     }
-    const parts = encode()
+    const stream = new AnswerStream(
+      encode(),
+      (made, bytes) => this.grew(key, made, bytes),
+      (done) => this.pending.delete(done),
+    )
+    if (!keep) {
+      stream.finish()
+      if (stream.bytes >= limits.answerCachedBytesMin) this.encoded++
+      return stream
+    }
     // Small answers cost little to encode again: devices catching up, each
     // with a vector of its own, must not push out the full roster that
-    // every fresh device asks for.
-    let bytes = 0
-    for (const part of parts) bytes += part.byteLength
-    if (bytes < limits.answerCachedBytesMin) return parts
+    // every fresh device asks for. Made at once as far as it takes to know.
+    stream.fillBytes(limits.answerCachedBytesMin)
+    if (stream.complete && stream.bytes < limits.answerCachedBytesMin) return stream
     this.encoded++
-    if (!keep) return parts
+    if (!stream.complete) this.pending.add(stream)
+    this.answers.set(key, { stream, bytes: stream.bytes })
+    this.bytes += stream.bytes
+    this.evict(key)
+    return stream
+  }
+
+  /** A part of `stream` was made: counted while it is kept under `key`. */
+  private grew(key: string, stream: AnswerStream, bytes: number): void {
+    const kept = this.answers.get(key)
+    if (kept?.stream !== stream) return
+    kept.bytes += bytes
+    this.bytes += bytes
+    this.evict(key)
+  }
+
+  /** Drops the least recently used answers but `key`'s until the bounds hold. */
+  private evict(key: string): void {
     for (const [oldest, { bytes: size }] of this.answers) {
       if (
-        this.answers.size < limits.answersCachedMax &&
-        this.bytes + bytes <= limits.answersCachedBytesMax
+        this.answers.size <= limits.answersCachedMax &&
+        this.bytes <= limits.answersCachedBytesMax
       )
         break
+      if (oldest === key) continue
       this.answers.delete(oldest)
       this.bytes -= size
     }
-    this.answers.set(key, { parts, bytes })
-    this.bytes += bytes
-    return parts
+  }
+
+  /**
+   * Makes every answer not made to the end yet (the document is about to
+   * change: Yjs's 'beforeTransaction').
+   */
+  settle(): void {
+    for (const stream of [...this.pending]) stream.finish()
+    this.pending.clear()
   }
 
   /** Notes a transaction: one that changed the document drops every kept answer. */
@@ -117,8 +157,15 @@ export class AnswerCache {
       if (tr.beforeState.get(client) !== clock) return this.clear()
   }
 
-  /** Drops every kept answer (the document was replaced). */
-  clear(): void {
+  /**
+   * Drops every kept answer (the document was replaced); with `reason`,
+   * answers not made to the end are dropped too (the document is going
+   * away: closing), else they are made now.
+   */
+  clear(reason?: string): void {
+    if (reason === undefined) this.settle()
+    else for (const stream of this.pending) stream.drop(reason)
+    this.pending.clear()
     this.answers.clear()
     this.bytes = 0
   }

@@ -12,7 +12,7 @@
  * `beginBatch`; `ownConflicts` is emptied by the batch that collected it.
  */
 import * as Y from 'yjs'
-import { encodeDiffParts } from '../../core/answer-chunks.js'
+import { diffParts } from '../../core/answer-chunks.js'
 import { DeleteSetCache, deleteRangesOf, encodeDiff } from '../../core/delete-set.js'
 import {
   asDeviceEntry,
@@ -42,6 +42,7 @@ import {
 } from '../../core/resolve.js'
 import type { RecordSchema } from '../../core/schema.js'
 import { AnswerCache, answerKey } from './answer-cache.js'
+import type { AnswerStream } from './answer-stream.js'
 import type { LocalState } from './local-state.js'
 import { LOCAL_ORIGIN, type WriteContext } from './types.js'
 
@@ -98,10 +99,11 @@ export class ReplicaDocument {
 
   /** Replaces the document (load, rollback, wipe) and tells the reset listeners. */
   installDoc(doc: Y.Doc): void {
+    // Answers being made of the old document are made to the end first.
+    this.answers.clear()
     if (this.doc !== doc) this.doc.destroy()
     this.deletes?.destroy()
     this.deletes = new DeleteSetCache(doc)
-    this.answers.clear()
     this.doc = doc
     this.deviceRoots = []
     this.deviceRootsShareSize = -1
@@ -111,6 +113,9 @@ export class ReplicaDocument {
     for (const [writer, map] of this.devices())
       for (const id of map.keys()) this.indexEntry(id, writer)
     doc.on('afterTransaction', (tr: Y.Transaction) => this.noteTransaction(tr))
+    // An answer being made part by part is made to the end before the
+    // document changes (peers/replica/answer-stream.ts).
+    doc.on('beforeTransaction', () => this.answers.settle())
     for (const listener of this.resetListeners) listener()
   }
 
@@ -122,6 +127,7 @@ export class ReplicaDocument {
 
   /** Frees the document (closing). */
   destroy(): void {
+    this.answers.clear('the replica closed')
     this.deletes?.destroy()
     this.doc.destroy()
   }
@@ -396,9 +402,11 @@ export class ReplicaDocument {
    * bytes that apply in order (core/answer-chunks.ts), taken from the
    * cache while the document has not changed since it was encoded. Yjs's
    * pending structs and deletes (which wait for what nobody sent yet) are
-   * not in it. Read it inside whenDurable when it is an answer.
+   * not in it. Each part is made when first asked for, of the document as
+   * it is now (peers/replica/answer-stream.ts). Read it inside whenDurable
+   * when it is an answer.
    */
-  answerParts(stateVector: Uint8Array, partBytesMax: number): readonly Uint8Array[] {
+  answerParts(stateVector: Uint8Array, partBytesMax: number): AnswerStream {
     const doc = this.doc
     // During a transaction (or its cleanup) the followed delete set is
     // behind: walk the store, and keep nothing.
@@ -407,7 +415,7 @@ export class ReplicaDocument {
     return this.answers.get(answerKey(doc.store, target, partBytesMax), settled, () => {
       const deletes =
         settled && this.deletes !== undefined ? this.deletes.current() : deleteRangesOf(doc.store)
-      return encodeDiffParts(doc.store, target, deletes, partBytesMax)
+      return diffParts(doc.store, target, deletes, partBytesMax)
     })
   }
 

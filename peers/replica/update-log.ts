@@ -165,8 +165,13 @@ export class UpdateLog {
       this.nextUpdateSeq = seq + 1
       this.updateBytesSinceSnapshot += update.byteLength
     }
-    // What a stored update deletes is not known without decoding it.
-    this.deletingBytesSinceSnapshot = this.updateBytesSinceSnapshot
+    // What a stored update deletes is not known without decoding it,
+    // unless a clean close just said (closeOps; deleted by the open below).
+    const said = rollback ? undefined : await store.get(keys.logDeletingBytes)
+    const saidBytes = said === undefined ? NaN : Number(decodeValue(said))
+    this.deletingBytesSinceSnapshot = Number.isFinite(saidBytes)
+      ? Math.min(saidBytes, this.updateBytesSinceSnapshot)
+      : this.updateBytesSinceSnapshot
     if (first) this.firstUpdateSeq = this.nextUpdateSeq = await this.nextSeqAfterSnapshot()
     if (rollback) doc.clientID = clientId
     else await this.chooseClientId(doc)
@@ -208,6 +213,7 @@ export class UpdateLog {
       ...ops,
       { type: 'put', key: keys.clientId, value: encodeValue(doc.clientID) },
       { type: 'del', key: keys.clean },
+      { type: 'del', key: keys.logDeletingBytes },
     ])
   }
 
@@ -338,11 +344,19 @@ export class UpdateLog {
     this.snapshotBytes = snapshot.byteLength
   }
 
-  /** Marks the shutdown clean (the clientID is kept) with the HLC's stamp. */
+  /**
+   * Marks the shutdown clean (the clientID is kept) with the HLC's stamp,
+   * and how much of the log may delete something (the next open reads it).
+   */
   closeOps(hlc: number, clientId: number): StoreOp[] {
     return [
       { type: 'put', key: keys.hlc, value: encodeValue(hlc) },
       { type: 'put', key: keys.clean, value: encodeValue(clientId) },
+      {
+        type: 'put',
+        key: keys.logDeletingBytes,
+        value: encodeValue(this.deletingBytesSinceSnapshot),
+      },
     ]
   }
 }

@@ -11,6 +11,7 @@
  */
 import { limits, netLimits } from '../../core/limits.js'
 import { encodeMessage } from '../../core/protocol.js'
+import { answerPart, type AnswerStream } from '../replica/answer-stream.js'
 
 type PartMessageType = 'sync-step2' | 'sync-update' | 'signed-step2' | 'signed-update'
 
@@ -43,22 +44,38 @@ export function partMessage(
   return message
 }
 
-/** An answer's messages as lists of envelopes, each made when asked for. */
+/**
+ * An answer's messages, each made when asked for, in order (at least one):
+ * how many may not be known until the last is made (a server's answer is
+ * encoded part by part: peers/replica/answer-stream.ts).
+ */
 export interface AnswerMessages {
-  /** How many messages (at least one). */
-  readonly count: number
   /**
-   * Message `index` (0 to count - 1), encoded: a `signed-update`, the last a
-   * `signed-step2`.
+   * Message `index` (0 up to the last), encoded: a `signed-update`, the
+   * last a `signed-step2`.
    */
   message(index: number): Uint8Array
+  /** Whether message `index` is the last. */
+  isLast(index: number): boolean
+}
+
+/**
+ * A replica's answer (`parts`) as unsigned messages, each made when asked
+ * for: `sync-update`s, the last a `sync-step2`.
+ */
+export function plainAnswer(parts: AnswerStream): AnswerMessages {
+  return {
+    isLast: (i) => parts.isLast(i),
+    message: (i) =>
+      partMessage(parts.isLast(i) ? 'sync-step2' : 'sync-update', answerPart(parts, i)),
+  }
 }
 
 /** `lists` of envelopes as an answer's messages, each encoded when asked for. */
 export function answerMessages(lists: readonly (readonly Uint8Array[])[]): AnswerMessages {
   const last = lists.length - 1
   return {
-    count: lists.length,
+    isLast: (i) => i >= last,
     message: (i) => {
       const envelopes = lists[i] as readonly Uint8Array[]
       return encodeMessage(

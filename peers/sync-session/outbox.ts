@@ -7,9 +7,9 @@
  * buffers (the simulator's, in-memory links) is never paused.
  *
  * An answer in parts (PROTOCOL.md, "Answers in chunks") is queued as one
- * lazy entry (`sendEach`): each part's message is made only when the
- * connection takes it, from parts the replica holds once for every link
- * (peers/replica/answer-cache.ts). So an answer of any size (a 1M-user
+ * lazy entry (`sendStream`): each part's message is made only when the
+ * connection takes it, from parts the replica makes once for every link,
+ * each when a link first asks for it (peers/replica/answer-stream.ts). So an answer of any size (a 1M-user
  * roster is about 340 MB, more than `netLimits.sendBufferBytesMax`) costs a
  * link at most what its connection buffers plus one part, and is paced by
  * progress: a connection that takes nothing for `netLimits.sendStallMsMax`
@@ -33,8 +33,15 @@ const DRAIN_POLL_MS = 5
 /** Messages made one at a time, as the connection takes them. */
 interface Lazy {
   next: number
-  readonly count: number
   readonly make: (index: number) => Uint8Array
+  /** Whether message `index` (made) is the last. */
+  readonly isLast: (index: number) => boolean
+}
+
+/** Messages made as they are asked for, in order, until the last (at least one). */
+export interface MessageStream {
+  message(index: number): Uint8Array
+  isLast(index: number): boolean
 }
 
 type Entry = Uint8Array | Lazy
@@ -74,8 +81,22 @@ export class Outbox {
    * comment).
    */
   sendEach(count: number, make: (index: number) => Uint8Array): void {
-    if (!this.connection.open || count <= 0) return
-    this.enqueue({ next: 0, count, make })
+    if (count <= 0) return
+    this.sendStream({ message: make, isLast: (i) => i >= count - 1 })
+  }
+
+  /**
+   * Sends `stream`'s messages, in order after what waits, up to the one it
+   * says is the last; each is made when the connection takes it (an
+   * answer encoded part by part: its count is known only at its end).
+   */
+  sendStream(stream: MessageStream): void {
+    if (!this.connection.open) return
+    this.enqueue({
+      next: 0,
+      make: (i) => stream.message(i),
+      isLast: (i) => stream.isLast(i),
+    })
     if (this.waiting.length === 1) this.flush()
   }
 
@@ -136,10 +157,10 @@ export class Outbox {
         continue
       }
       const index = head.next++
-      if (head.next >= head.count) this.waiting.shift()
       let bytes: Uint8Array
       try {
         bytes = head.make(index)
+        if (head.isLast(index)) this.waiting.shift()
       } catch (error) {
         // Made on a timer, outside the session's handling: the link closes
         // rather than the process (the peer asks again on its next link).

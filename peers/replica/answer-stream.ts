@@ -1,0 +1,120 @@
+/**
+ * An answer to a state exchange made part by part (issue 13): the server
+ * encoded a 1M-user roster's whole answer (about 340 MB) before its first
+ * part went out, a fifth of a fresh device's full sync. Each part is made
+ * when a link first asks for it (one more is made ahead, to know whether a
+ * part is the last: it goes as step 2), and kept, so that every link
+ * streaming the same answer (the answer cache's) shares each part.
+ *
+ * The parts are those of the document as it was when the answer was asked
+ * for: the replica finishes every answer still being made before any
+ * transaction on its document starts (`finish`, from Yjs's
+ * 'beforeTransaction'), so what a later transaction writes never leaks
+ * into an earlier answer, and the structs being walked never change under
+ * the walk. At worst (a write during every full sync) that is the whole
+ * answer encoded at once, as before.
+ *
+ * Invariant: `made` holds the parts made, in order; `source` is undefined
+ * once the last is made (or the answer was dropped: `dropped`).
+ */
+
+/** An answer's parts, made as they are asked for (see the module comment). */
+export class AnswerStream {
+  private readonly made: Uint8Array[] = []
+  private source: Iterator<Uint8Array> | undefined
+  private madeBytes = 0
+  private dropped: string | undefined
+
+  /**
+   * `source` yields the parts in order, at least one; `onPart` hears of
+   * each part made (its bytes) and `onDone` of the last.
+   */
+  constructor(
+    source: Iterator<Uint8Array>,
+    private readonly onPart: (stream: AnswerStream, bytes: number) => void = () => undefined,
+    private readonly onDone: (stream: AnswerStream) => void = () => undefined,
+  ) {
+    this.source = source
+  }
+
+  /** Whether every part is made. */
+  get complete(): boolean {
+    return this.source === undefined && this.dropped === undefined
+  }
+
+  /** Bytes of the parts made so far (all of them once complete). */
+  get bytes(): number {
+    return this.madeBytes
+  }
+
+  /** Part `index`, made if it is not yet (and the one after it); undefined past the last. */
+  part(index: number): Uint8Array | undefined {
+    this.fill(index + 2)
+    return this.made[index]
+  }
+
+  /** Whether part `index` is the last (the part after it is made to know). */
+  isLast(index: number): boolean {
+    this.fill(index + 2)
+    return this.source === undefined && index === this.made.length - 1
+  }
+
+  /** Makes parts until `bytes` are made or there are no more. */
+  fillBytes(bytes: number): void {
+    while (this.source !== undefined && this.madeBytes < bytes) this.fill(this.made.length + 1)
+  }
+
+  /** Every part, made now: the same array every time once complete. */
+  all(): readonly Uint8Array[] {
+    this.fill(Infinity)
+    return this.made
+  }
+
+  /** Makes every part not made yet (the document is about to change). */
+  finish(): void {
+    this.fill(Infinity)
+  }
+
+  /**
+   * Stops making parts (the document is going away: closing): asking for
+   * a part not made yet throws `reason`.
+   */
+  drop(reason: string): void {
+    if (this.source === undefined) return
+    this.source = undefined
+    this.dropped = reason
+  }
+
+  private fill(count: number): void {
+    if (this.dropped !== undefined && this.made.length < count)
+      throw new Error(`answer not made: ${this.dropped}`)
+    const source = this.source
+    if (source === undefined) return
+    while (this.made.length < count) {
+      let next: IteratorResult<Uint8Array>
+      try {
+        next = source.next()
+      } catch (error) {
+        // A generator that threw is done: the parts after this one are not
+        // "none", they are missing.
+        this.drop(error instanceof Error ? error.message : String(error))
+        throw error
+      }
+      if (next.done === true) {
+        this.source = undefined
+        this.onDone(this)
+        return
+      }
+      this.made.push(next.value)
+      this.madeBytes += next.value.byteLength
+      this.onPart(this, next.value.byteLength)
+    }
+  }
+}
+
+/** Part `index` of `stream`, which must have it (a caller past the last is a bug). */
+export function answerPart(stream: AnswerStream, index: number): Uint8Array {
+  const part = stream.part(index)
+  if (part === undefined) throw new Error(`answer part ${index} asked for past the last`)
+  return part
+}

@@ -1,0 +1,108 @@
+/**
+ * A state-exchange answer made part by part (peers/replica/answer-stream.ts,
+ * issue 13): the server no longer encodes a whole roster before its first
+ * part goes out. Parts are made as they are asked for, of the document as
+ * it was when the answer was asked for: a write meanwhile finishes the
+ * answer first, so nothing of it leaks in and the walk never sees the
+ * structs change under it. Real server on an in-memory store, its part size
+ * lowered to 32 KiB so that a few thousand users make many parts.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { memoryStore } from '../storage/level-store.js'
+
+const CHUNK_BYTES_MAX = 32 * 1024
+const USERS = 3_000
+const EMPTY_VECTOR = new Uint8Array([0])
+
+let server: ServerPeer | undefined
+afterEach(async () => {
+  await server?.close()
+  server = undefined
+})
+
+async function rosterServer(): Promise<ServerPeer> {
+  const s = await createServer({
+    store: memoryStore(),
+    siteKey: 'answer-stream-site-key',
+    answerChunkBytesMax: CHUNK_BYTES_MAX,
+  })
+  server = s
+  await Promise.all(
+    Array.from({ length: USERS }, (_, i) =>
+      s.users.put({ id: `u${i}`, name: `User ${i}`, email: `user${i}@example.com` }),
+    ),
+  )
+  return s
+}
+
+/** Parts 0, 1, ... of `stream` until the last, applied in order to a fresh document. */
+function applyAll(stream: ReturnType<ServerPeer['replica']['answerParts']>, doc: Y.Doc): number {
+  let i = 0
+  for (;;) {
+    const part = stream.part(i)
+    if (part === undefined) throw new Error(`part ${i} missing`)
+    Y.applyUpdate(doc, part)
+    // Each part is complete given the ones before it.
+    expect(doc.store.pendingStructs).toBeNull()
+    if (stream.isLast(i)) return i + 1
+    i++
+  }
+}
+
+describe('an answer made part by part', () => {
+  it('makes its parts as they are asked for, not all before the first goes out', async () => {
+    const s = await rosterServer()
+    const whole = s.replica.encodeDiff(EMPTY_VECTOR).byteLength
+    const stream = s.replica.answerParts(EMPTY_VECTOR)
+    // Only what it takes to know it is worth keeping is made at once.
+    expect(stream.complete).toBe(false)
+    expect(stream.bytes).toBeLessThan(whole / 2)
+    const doc = new Y.Doc()
+    const count = applyAll(stream, doc)
+    expect(count).toBeGreaterThan(4)
+    expect(stream.complete).toBe(true)
+    expect(doc.getMap('u:server').toJSON()).toEqual(s.replica.doc.getMap('u:server').toJSON())
+    // The same answer, whole, is kept for the next fresh receiver.
+    expect(s.replica.answerParts(EMPTY_VECTOR)).toBe(stream)
+  })
+
+  it('a write while it is being made does not reach it, and the next answer has the write', async () => {
+    const s = await rosterServer()
+    const before = s.replica.doc.getMap('u:server').toJSON()
+    const vectorBefore = Y.encodeStateVector(s.replica.doc)
+    const stream = s.replica.answerParts(EMPTY_VECTOR)
+    expect(stream.part(0)).toBeInstanceOf(Uint8Array)
+    expect(stream.complete).toBe(false)
+    // New users, an overwrite and a delete, each its own transaction.
+    await s.users.put({ id: 'late', name: 'Late' })
+    await s.users.patch(`u${USERS - 1}`, { name: 'Changed' })
+    await s.users.delete('u0')
+    await s.users.put({ id: 'zz-later', name: 'Later' })
+    // The answer was finished before the first of them.
+    expect(stream.complete).toBe(true)
+    const doc = new Y.Doc()
+    applyAll(stream, doc)
+    expect(doc.getMap('u:server').toJSON()).toEqual(before)
+    expect(Y.encodeStateVector(doc)).toEqual(vectorBefore)
+    // A new answer is made of the document as it is now.
+    const next = s.replica.answerParts(EMPTY_VECTOR)
+    expect(next).not.toBe(stream)
+    const now = new Y.Doc()
+    applyAll(next, now)
+    expect(now.getMap('u:server').toJSON()).toEqual(s.replica.doc.getMap('u:server').toJSON())
+    expect(now.getMap('u:server').has('late')).toBe(true)
+  })
+
+  it('an answer not made to the end when the server closes is dropped, not encoded', async () => {
+    const s = await rosterServer()
+    const stream = s.replica.answerParts(EMPTY_VECTOR)
+    const made = stream.bytes
+    await s.close()
+    server = undefined
+    expect(stream.complete).toBe(false)
+    expect(stream.bytes).toBe(made)
+    expect(() => stream.part(100)).toThrow(/the replica closed/)
+  })
+})
