@@ -72,6 +72,13 @@ export const limits = {
    */
   generationMergeOffThreadBytesMin: 4 * 1024 * 1024,
   /**
+   * Longest a base's merge in its worker thread may take (the switch holds
+   * the write queue meanwhile): past it the worker is ended and the switch
+   * fails, the site staying on its generation (a 100k-user merge takes
+   * about 4 s; a stuck or starved worker must not hold writes for ever).
+   */
+  generationMergeTimeoutMs: 10 * 60_000,
+  /**
    * Appended updates after which the log is compacted at once, idle or not,
    * once it also holds 1/`updateLogToSnapshotRatioIdleMin` of the
    * snapshot's bytes (issue 13: at 1M users, single writes otherwise
@@ -487,6 +494,14 @@ export const netLimits = {
    * that step 1 shows the device holds the generation already).
    */
   generationMovesInFlightMax: 16,
+  /**
+   * How long a link holding a move place (`generationMovesInFlightMax`) may
+   * go without sending its step 1: a device sends it right after the
+   * server's hello, so one that sends nothing is closed (1013
+   * `TOO_MANY_MOVES`) and its place freed. Without it, links admitted and
+   * left idle could hold every place for the whole window after a switch.
+   */
+  generationMoveStep1WaitMs: 30_000,
   /**
    * Refused updates per device whose content the server remembers as
    * missing (`deviceToServer` stays `failed` until it arrives, or the

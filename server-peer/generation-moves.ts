@@ -11,7 +11,9 @@
  * admission until the server's answer to its first step 1 ends (its last
  * part, a step 2, is handed to the link: the whole roster for a device
  * that moves, a few bytes for one that holds the generation already), or
- * until the link closes. Past
+ * until the link closes, or until `generationMoveStep1WaitMs` passed
+ * without its step 1 (it is closed, 1013: idle links cannot hold the
+ * places). Past
  * `netLimits.generationMovesInFlightMax` places, a link is closed before
  * anything is sent on it (no hello: the device stages nothing) with 1013
  * `TOO_MANY_MOVES`; a device retries after its usual backoff
@@ -98,9 +100,20 @@ export class MoveGate {
   private wrap(connection: Connection, generationId: string): Connection {
     /** `step1`: waits for the device's step 1; `answer`: for the end of the answer; `done`. */
     let phase: 'step1' | 'answer' | 'done' = 'step1'
+    const { clock } = this.options
+    // A link that sends no step 1 gives its place back, closed.
+    const idle = clock.setTimeout(() => {
+      if (phase !== 'step1') return
+      release(false)
+      connection.close(
+        CloseCode.tryAgainLater,
+        `TOO_MANY_MOVES: no step 1 within ${netLimits.generationMoveStep1WaitMs} ms of a place; retry later`,
+      )
+    }, netLimits.generationMoveStep1WaitMs)
     const release = (moved: boolean): void => {
       if (phase === 'done') return
       phase = 'done'
+      clock.clearTimeout(idle)
       this.release(connection.id, generationId, moved)
     }
     let closeHandler: ((info: CloseInfo) => void) | undefined
@@ -123,8 +136,14 @@ export class MoveGate {
       },
       onMessage: (handler) => {
         connection.onMessage((message) => {
-          if (phase === 'step1' && message[0] === MessageType.sync && message[1] === SyncType.step1)
+          if (
+            phase === 'step1' &&
+            message[0] === MessageType.sync &&
+            message[1] === SyncType.step1
+          ) {
             phase = 'answer'
+            clock.clearTimeout(idle)
+          }
           handler(message)
         })
       },

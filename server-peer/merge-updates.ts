@@ -36,19 +36,35 @@ export async function mergeUpdates(updates: readonly Uint8Array[]): Promise<Uint
   return mergeInWorker(updates)
 }
 
-/** The merge in a worker of its own (started for it, ended after it). */
+/**
+ * The merge in a worker of its own (started for it, ended after it, or
+ * after `limits.generationMergeTimeoutMs`: then it rejects). Where no
+ * worker can be started, the merge runs on this thread.
+ */
 export function mergeInWorker(updates: readonly Uint8Array[]): Promise<Uint8Array> {
   // Handed over whole: an update sharing its buffer is copied first.
   const owned = updates.map((u) =>
     u.byteOffset === 0 && u.byteLength === u.buffer.byteLength ? u : u.slice(),
   )
   const transfer = owned.map((u) => u.buffer as ArrayBuffer)
+  let worker: Worker
+  try {
+    worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { from: import.meta.url } })
+  } catch {
+    // No thread to be had (a process at its limits): the merge runs here.
+    return Promise.resolve(Y.mergeUpdates([...updates]))
+  }
   return new Promise<Uint8Array>((resolve, reject) => {
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { from: import.meta.url } })
     let done = false
+    const timer = setTimeout(
+      () =>
+        finish(new Error(`the merge worker took more than ${limits.generationMergeTimeoutMs} ms`)),
+      limits.generationMergeTimeoutMs,
+    )
     const finish = (error: Error | undefined, merged?: Uint8Array): void => {
       if (done) return
       done = true
+      clearTimeout(timer)
       void worker.terminate()
       if (error !== undefined) reject(error)
       else resolve(merged as Uint8Array)

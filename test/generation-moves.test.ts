@@ -146,4 +146,38 @@ describe('the cap on devices fetching a new generation', () => {
       await server.close()
     }
   })
+  it('closes a link that holds a place and sends no step 1, and gives its place to the next', async () => {
+    mutable.generationMovesInFlightMax = 1
+    const clock = new ManualClock(Date.now())
+    const server = await createServer({
+      store: memoryStore(),
+      siteKey: SITE_KEY,
+      listen: false,
+      clock,
+    })
+    try {
+      for (let i = 0; i < 5; i++) await server.users.put({ id: `u${i}`, name: `User ${i}` })
+      await server.compactHistory()
+      const idle = rawLink(server, 'dev-idle', SITE_KEY)
+      await settle()
+      expect(idle.closed()).toBeUndefined()
+      const refused = rawLink(server, 'dev-b', SITE_KEY)
+      await settle()
+      expect(refusedAtDoor(refused)).toBe(true)
+      await clock.advance(netLimits.generationMoveStep1WaitMs - 1)
+      expect(idle.closed()).toBeUndefined()
+      await clock.advance(1)
+      expect(idle.closed()?.code).toBe(CloseCode.tryAgainLater)
+      expect(idle.closed()?.reason).toMatch(/^TOO_MANY_MOVES: no step 1/)
+      const next = rawLink(server, 'dev-c', SITE_KEY)
+      await settle()
+      expect(next.closed()).toBeUndefined()
+      // One that sends its step 1 in time keeps its link past the wait.
+      next.send({ type: 'sync-step1', stateVector: EMPTY_VECTOR })
+      await clock.advance(netLimits.generationMoveStep1WaitMs)
+      expect(next.closed()).toBeUndefined()
+    } finally {
+      await server.close()
+    }
+  })
 })
