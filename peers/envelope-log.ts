@@ -45,6 +45,8 @@ interface Entry extends LoggedEnvelope {
   readonly seq: number
   /** Per client: one past the last clock of the envelope's structs. */
   readonly to: ReadonlyMap<number, number>
+  /** The relay memo's key of the envelope, when the caller gave it (peers/relay-memo.ts). */
+  readonly key?: string | undefined
 }
 
 /** A device's log of other writers' envelopes. */
@@ -87,14 +89,18 @@ export class EnvelopeLog {
     envelope: Uint8Array,
     opened: LoggedHead & { readonly update: Uint8Array },
     to?: ReadonlyMap<number, number>,
-  ): void {
+    key?: string,
+  ): string[] {
     const seq = this.nextSeq++
-    if (!this.remember(seq, envelope, opened, to)) return
+    if (!this.remember(seq, envelope, opened, to, key)) return []
     const dropped = this.trim()
     this.persist([
       { type: 'put', key: KEYS.entry(seq), value: envelope },
-      ...dropped.map((s) => ({ type: 'del' as const, key: KEYS.entry(s) })),
+      ...dropped.map((e) => ({ type: 'del' as const, key: KEYS.entry(e.seq) })),
     ])
+    const keys: string[] = []
+    for (const e of dropped) if (e.key !== undefined) keys.push(e.key)
+    return keys
   }
 
   /** The envelopes holding something a peer at `stateVector` lacks, oldest first, with their heads. */
@@ -138,6 +144,7 @@ export class EnvelopeLog {
     envelope: Uint8Array,
     opened: LoggedHead & { readonly update: Uint8Array },
     scanned?: ReadonlyMap<number, number>,
+    key?: string,
   ): boolean {
     let to: ReadonlyMap<number, number>
     try {
@@ -146,19 +153,19 @@ export class EnvelopeLog {
       return false
     }
     if (to.size === 0) return false
-    this.entries.push({ seq, bytes: envelope, to, writer: opened.writer, cert: opened.cert })
+    this.entries.push({ seq, bytes: envelope, to, writer: opened.writer, cert: opened.cert, key })
     for (const [client, end] of to)
       if (end > (this.reach.get(client) ?? 0)) this.reach.set(client, end)
     this.bytes += envelope.byteLength
     return true
   }
 
-  private trim(): number[] {
-    const dropped: number[] = []
+  private trim(): Entry[] {
+    const dropped: Entry[] = []
     while (this.bytes > limits.envelopeLogBytesMax && this.entries.length > 1) {
       const oldest = this.entries.shift() as Entry
       this.bytes -= oldest.bytes.byteLength
-      dropped.push(oldest.seq)
+      dropped.push(oldest)
     }
     return dropped
   }

@@ -47,6 +47,11 @@ export class RelayMemo {
     return true
   }
 
+  /** Forgets one envelope (the envelope log let it go: peers/signed-link.ts). */
+  forget(key: string): void {
+    this.seen.delete(key)
+  }
+
   /** Forgets everything (the document was wiped: what comes next is new to it). */
   clear(): void {
     this.seen.clear()

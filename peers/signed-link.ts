@@ -332,7 +332,10 @@ export class DeviceSigning {
         // neighbours relay it back and forth without end.
         const key = this.relayKeys.get(opened)
         if (key !== undefined && !this.relayed.first(key)) return
-        log.add(opened.bytes, opened, opened.ranges.to)
+        // One the log lets go is forgotten too: heard again, it is logged
+        // again (for the LAN peers that ask later).
+        for (const gone of log.add(opened.bytes, opened, opened.ranges.to, key))
+          this.relayed.forget(gone)
         for (const [id, relay] of this.links) if (id !== connectionId) relay([opened.bytes])
       },
       stop: () => {

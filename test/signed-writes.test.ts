@@ -5,6 +5,7 @@
  * LAN; a device's id is bound to its key; a device pins the server's key.
  */
 import { afterEach, describe, expect, it } from 'vitest'
+import { limits } from '../core/limits.js'
 import * as Y from 'yjs'
 import { asUserId } from '../core/ids.js'
 import { decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
@@ -527,11 +528,36 @@ describe('signed writes on the LAN', () => {
     const part = d2.replica.doc.getMap('u:D9')
     expect([part.has('u1'), part.has('u2')]).toEqual([false, false])
     expect(from9.closed()).toBeUndefined()
-    // The gap fills: both integrate, and the first write is relayed too.
+    // The envelope log lets it go (a third write, held back too, takes its
+    // place under a small cap): heard again, it is logged and relayed again,
+    // once, for the LAN peers that ask later (review finding: the memo kept
+    // it out of the log for good).
+    const afterSecond = Y.encodeStateVector(doc)
+    doc.getMap('u:D9').set('u3', entry('Third'))
+    const third = seal(d9, s, 'D9', 5, Y.encodeStateAsUpdate(doc, afterSecond), cert)
+    const capped = limits as { envelopeLogBytesMax: number }
+    const cap = capped.envelopeLogBytesMax
+    capped.envelopeLogBytesMax = 1
+    try {
+      from9.send({ type: 'signed-update', envelopes: [third] })
+      await eventually(() => expect(relayed(third)).toBe(1))
+      for (let i = 0; i < 3; i++) from9.send({ type: 'signed-update', envelopes: [second] })
+      from9.send({ type: 'sync-step1', stateVector: Y.encodeStateVector(new Y.Doc()) })
+      await eventually(() =>
+        expect(from9.received.filter((m) => m.type === 'signed-step2')).toHaveLength(2),
+      )
+      await eventually(() => expect(relayed(second)).toBe(2))
+    } finally {
+      capped.envelopeLogBytesMax = cap
+    }
+    // The gap fills: all integrate, and the first write is relayed too.
     from9.send({ type: 'signed-update', envelopes: [first] })
-    await eventually(() => expect([part.has('u1'), part.has('u2')]).toEqual([true, true]))
+    await eventually(() =>
+      expect([part.has('u1'), part.has('u2'), part.has('u3')]).toEqual([true, true, true]),
+    )
     await eventually(() => expect(relayed(first)).toBe(1))
-    expect(relayed(second)).toBe(1)
+    expect(relayed(second)).toBe(2)
+    expect(relayed(third)).toBe(1)
   }, 30_000)
 
   it("a revocation reaches devices: the revoked device's certificate no longer speaks for it on the LAN", async () => {
