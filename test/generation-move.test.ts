@@ -195,6 +195,7 @@ describe('GenerationMove', () => {
       await replica.close()
     }
   })
+
   it('a move undone after its round failed closes the server link that called for it (4412)', async () => {
     const replica = await openWithOwnWrite()
     try {
