@@ -16,6 +16,8 @@
  * (2000), `BENCH_FLOOD_CYCLES` (500), `BENCH_FLOOD_UPDATES` (100000),
  * `BENCH_FLOOD_IDLE_SECONDS` (5); `BENCH_FLOOD_PHASES` (`connections,cycles,updates`) runs
  * only the phases named. Run alone: `npm run bench -- --only flood`.
+ * `BENCH_FLOOD_CLIENT_NICE` (19) is the flooding process's niceness (see
+ * nice.ts); the probe and the server keep the normal priority.
  * `BENCH_LOOP_STALLS=1` adds the server's longest turn in main-thread CPU
  * per phase (load-server.ts), which the machine's other work moves little.
  */
@@ -206,7 +208,9 @@ const fileDescriptorLimit = (): string => {
   }
 }
 
-async function measure(): Promise<PhaseResult[] & { idleP99Ms?: number }> {
+async function measure(): Promise<
+  PhaseResult[] & { idleP99Ms?: number; floodClientNice?: number }
+> {
   const connections = envInt('BENCH_FLOOD_CONNECTIONS', 2_000)
   const cycles = envInt('BENCH_FLOOD_CYCLES', 500)
   const updateCount = envInt('BENCH_FLOOD_UPDATES', 100_000)
@@ -216,12 +220,15 @@ async function measure(): Promise<PhaseResult[] & { idleP99Ms?: number }> {
     const server = ControlledChild.start('load-server.ts', [String(USERS), dir])
     let probe: ControlledChild | undefined
     let flooder: ControlledChild | undefined
+    let floodClientNice: number | undefined
     try {
       const ready = await server.next<LoadServerReady>()
       probe = ControlledChild.start('flood-probe.ts', [ready.url, ready.siteKey])
       flooder = ControlledChild.start('flood-client.ts', [ready.url, ready.siteKey])
       await probe.next()
-      await flooder.next()
+      const { nice } = await flooder.next<{ nice: number }>()
+      floodClientNice = nice
+      console.log(`flood: the flooding process runs at niceness ${nice} (BENCH_FLOOD_CLIENT_NICE)`)
       // Warm-up (JIT), not counted; then idle.
       await probe.request({ cmd: 'probe', seconds: 2, rate: PROBE_RATE })
       const idle = await probe.request<FloodProbeTimes>({
@@ -230,8 +237,9 @@ async function measure(): Promise<PhaseResult[] & { idleP99Ms?: number }> {
         rate: PROBE_RATE,
       })
       const idleP99 = quantile(idle.syncMs, 0.99)
-      const results: PhaseResult[] & { idleP99Ms?: number } = []
+      const results: PhaseResult[] & { idleP99Ms?: number; floodClientNice?: number } = []
       results.idleP99Ms = round(idleP99)
+      results.floodClientNice = floodClientNice
       const phases: Array<[string, Record<string, unknown>]> = [
         [
           `${connections} connections at once`,
@@ -346,6 +354,6 @@ export const floodBench: Bench = {
         mark(r.recovered),
       ]),
     )
-    return { idleP99Ms: idleP99, phases: results }
+    return { idleP99Ms: idleP99, floodClientNice: results.floodClientNice, phases: results }
   },
 }

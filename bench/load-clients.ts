@@ -48,8 +48,6 @@
  *   small (these devices never applied what they received).
  */
 import * as decoding from 'lib0/decoding'
-import { readdirSync } from 'node:fs'
-import { setPriority } from 'node:os'
 import * as Y from 'yjs'
 import WebSocket from 'ws'
 import { encodeStateVectorMap } from '../core/codec.js'
@@ -75,6 +73,7 @@ import {
 import { deviceWrite } from '../core/writes.js'
 import { emitResult, positiveIntArg } from './bench.js'
 import { commands, cpuSeconds, difference, runQueueWaitSeconds } from './network-control.js'
+import { clientNice, lowerPriority } from './nice.js'
 import { prng, recordId } from './records.js'
 
 /** Users each device edits, in turn: a device works on a handful of people at a time. */
@@ -506,53 +505,13 @@ async function runAck(
   return { devices: acks, seconds: (performance.now() - started) / 1000 }
 }
 
-/** Default niceness of the client processes (see the module comment). */
-const CLIENT_NICE = 19
-
-/** BENCH_LOAD_CLIENT_NICE, or the default; exits 2 on a value setPriority refuses. */
-function clientNice(): number {
-  const raw = process.env.BENCH_LOAD_CLIENT_NICE
-  const nice = raw === undefined || raw === '' ? CLIENT_NICE : Number(raw)
-  if (!Number.isInteger(nice) || nice < 0 || nice > 19) {
-    console.error(
-      `BENCH_LOAD_CLIENT_NICE must be an integer from 0 to 19, got ${JSON.stringify(raw)}`,
-    )
-    process.exit(2)
-  }
-  return nice
-}
-
-/**
- * Sets the niceness of every thread of this process: Linux keeps it per
- * thread, and `setPriority(n)` alone lowers only the main one, leaving V8's
- * and libuv's workers (garbage collection, compilation) at the normal
- * priority. Called again once connected, for threads started meanwhile.
- */
-function lowerPriority(nice: number): void {
-  if (nice === 0) return
-  setPriority(nice)
-  let threads: string[]
-  try {
-    threads = readdirSync('/proc/self/task')
-  } catch {
-    return // not Linux: the call above set the whole process's
-  }
-  for (const tid of threads) {
-    try {
-      setPriority(Number(tid), nice)
-    } catch {
-      // A thread that ended meanwhile.
-    }
-  }
-}
-
 async function main(): Promise<void> {
   const [url, siteKey, devicesArg, firstArg, usersArg] = process.argv.slice(2)
   if (url === undefined || siteKey === undefined) {
     console.error('usage: load-clients.ts <url> <siteKey> <devices> <firstIndex> <users>')
     process.exit(2)
   }
-  const nice = clientNice()
+  const nice = clientNice('BENCH_LOAD_CLIENT_NICE')
   lowerPriority(nice)
   const count = positiveIntArg(devicesArg, 'devices')
   const first = Number(firstArg)
