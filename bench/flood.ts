@@ -14,7 +14,7 @@
  * users), `flood-probe.ts` (the legitimate client), `flood-client.ts` (the
  * flood). Sizes come from environment variables: `BENCH_FLOOD_CONNECTIONS`
  * (2000), `BENCH_FLOOD_CYCLES` (500), `BENCH_FLOOD_UPDATES` (100000),
- * `BENCH_FLOOD_IDLE_SECONDS` (5); `BENCH_FLOOD_PHASES` (`connections,cycles,updates`) runs
+ * `BENCH_FLOOD_IDLE_SECONDS` (5), `BENCH_FLOOD_PROBE_RATE` (40 a second); `BENCH_FLOOD_PHASES` (`connections,cycles,updates`) runs
  * only the phases named. Run alone: `npm run bench -- --only flood`.
  * `BENCH_FLOOD_CLIENT_NICE` (19) is the flooding process's niceness (see
  * nice.ts); the probe and the server keep the normal priority.
@@ -38,8 +38,14 @@ const RECOVERED_MS_SLACK = 5
 const RSS_GROWTH_BYTES_MAX = 256 * 1024 * 1024
 /** Roster of the server (the probe's answers are deltas, so its size matters little). */
 const USERS = 1_000
-/** Probes per second, and the window of one probe command. */
-const PROBE_RATE = 20
+/**
+ * Probes per second (`BENCH_FLOOD_PROBE_RATE`), and the window of one probe
+ * command. At 20 a second a phase's p99 was the second-worst of about 100
+ * round trips, and two runs of the same code differed by 2x; at 40 it is
+ * the fourth-worst of about 200. Above `netLimits.step1AnswersPerSecondMax`
+ * (50) the server holds the probe's answers back, as it does any device's.
+ */
+const PROBE_RATE = envInt('BENCH_FLOOD_PROBE_RATE', 40)
 const PROBE_WINDOW_SECONDS = 2
 /** How long the server may take to apply the flood's updates after the last is sent. */
 const APPLY_TIMEOUT_MS = 120_000
@@ -90,6 +96,8 @@ async function probeWhile(
 interface PhaseResult {
   readonly phase: string
   readonly flood: FloodReport
+  /** Round trips the probe timed during the phase. */
+  readonly samples: number
   readonly p99Ms: number
   readonly p99Ratio: number
   readonly probeTimeouts: number
@@ -113,6 +121,9 @@ interface PhaseResult {
   /** GC pauses of the server during the phase: count and total ms. */
   readonly gcCount?: number
   readonly gcTotalMs?: number
+  /** The longest GC pause of the phase, and the longest full (mark-compact) one, ms. */
+  readonly gcMaxMs?: number
+  readonly gcMajorMaxMs?: number
   /** With `BENCH_LOOP_STALLS=1`: the most main-thread CPU of one event-loop gap, ms, and gaps over 10 ms of CPU. */
   readonly stallCpuMaxMs?: number
   readonly stallsOver10CpuMs?: number
@@ -142,9 +153,14 @@ async function phase(
   const after = await server.request<LoadServerStats>({ cmd: 'stats' }).catch(() => undefined)
   const p99 = quantile(during.syncMs, 0.99)
   const recoveryP99 = quantile(recovery.syncMs, 0.99)
+  const worst = [...during.syncMs].sort((a, b) => b - a).slice(0, 5)
+  console.error(
+    `flood: ${name}: ${during.syncMs.length} round trips, p50 ${round(quantile(during.syncMs, 0.5))} ms, worst ${worst.map(round).join(' / ')} ms`,
+  )
   return {
     phase: name,
     flood: report,
+    samples: during.syncMs.length,
     p99Ms: round(p99),
     p99Ratio: round(p99 / idleP99),
     probeTimeouts: during.timeouts,
@@ -166,6 +182,8 @@ async function phase(
           loopDelayP99Ms: round(peak.loopDelayP99Ms),
           gcCount: peak.gcCount,
           gcTotalMs: round(peak.gcTotalMs),
+          gcMaxMs: round(peak.gcMaxMs),
+          gcMajorMaxMs: round(peak.gcMajorMaxMs),
           ...(peak.stallCpuMaxMs === undefined
             ? {}
             : {
@@ -237,6 +255,10 @@ async function measure(): Promise<
         rate: PROBE_RATE,
       })
       const idleP99 = quantile(idle.syncMs, 0.99)
+      const idleWorst = [...idle.syncMs].sort((a, b) => b - a).slice(0, 5)
+      console.error(
+        `flood: idle: ${idle.syncMs.length} round trips, p50 ${round(quantile(idle.syncMs, 0.5))} ms, worst ${idleWorst.map(round).join(' / ')} ms`,
+      )
       const results: PhaseResult[] & { idleP99Ms?: number; floodClientNice?: number } = []
       results.idleP99Ms = round(idleP99)
       results.floodClientNice = floodClientNice
@@ -322,6 +344,7 @@ export const floodBench: Bench = {
         'max',
         'GC pauses',
         'GC ms',
+        'GC max / max full ms',
         'longest turn CPU ms',
         'turns > 10 ms CPU',
       ],
@@ -337,6 +360,7 @@ export const floodBench: Bench = {
           r.loopDelayMaxMs ?? '-',
           r.gcCount ?? '-',
           r.gcTotalMs ?? '-',
+          r.gcMaxMs === undefined ? '-' : `${r.gcMaxMs} / ${r.gcMajorMaxMs ?? 0}`,
           // BENCH_LOOP_STALLS=1 only.
           r.stallCpuMaxMs ?? '-',
           r.stallsOver10CpuMs ?? '-',

@@ -48,10 +48,16 @@ export const fanoutTitle = (i: number): string => `Fan-out edit ${i}`
  * Node flags for every network child. Setting `BENCH_CPU_PROF=<dir>` makes
  * each child write a V8 CPU profile there (open it in Chrome DevTools), so a
  * missed target can be profiled in the exact setting it was measured in.
+ * `BENCH_CHILD_FLAGS` adds flags Node refuses in NODE_OPTIONS (e.g.
+ * `--trace-gc`: a child's lines that are not JSON go to stderr, labelled).
  */
 export function childFlags(): string[] {
   const dir = process.env.BENCH_CPU_PROF
-  return dir === undefined || dir === '' ? [] : ['--cpu-prof', '--cpu-prof-dir', dir]
+  const extra = (process.env.BENCH_CHILD_FLAGS ?? '').split(/\s+/).filter((f) => f !== '')
+  return [
+    ...(dir === undefined || dir === '' ? [] : ['--cpu-prof', '--cpu-prof-dir', dir]),
+    ...extra,
+  ]
 }
 
 /** A child process that takes JSON commands and answers with JSON lines. */
