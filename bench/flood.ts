@@ -115,6 +115,12 @@ interface PhaseResult {
    * other work the wall-clock p99 is noisy, this is not.
    */
   readonly serverMainCpuMs?: number | undefined
+  /**
+   * How long the server's main thread was ready to run but waited for a
+   * CPU over the same window, ms (Linux schedstat): on 2 cores the
+   * server's own threads (GC helpers, LevelDB's) and the clients take turns.
+   */
+  readonly serverRunQueueWaitMs?: number | undefined
   /** The server's event-loop delay over the phase, ms: its longest and p99. */
   readonly loopDelayMaxMs?: number
   readonly loopDelayP99Ms?: number
@@ -149,6 +155,10 @@ async function phase(
     peak?.mainThreadCpuSeconds === undefined || before.mainThreadCpuSeconds === undefined
       ? undefined
       : round((peak.mainThreadCpuSeconds - before.mainThreadCpuSeconds) * 1000)
+  const waited =
+    peak?.runQueueWaitSeconds === undefined || before.runQueueWaitSeconds === undefined
+      ? undefined
+      : round((peak.runQueueWaitSeconds - before.runQueueWaitSeconds) * 1000)
   const recovery = await probeWhile(probe, Promise.resolve())
   const after = await server.request<LoadServerStats>({ cmd: 'stats' }).catch(() => undefined)
   const p99 = quantile(during.syncMs, 0.99)
@@ -175,6 +185,7 @@ async function phase(
       (recoveryP99 <= idleP99 * RECOVERED_RATIO_MAX || recoveryP99 <= idleP99 + RECOVERED_MS_SLACK),
     ...(applied === undefined ? {} : { applied }),
     serverMainCpuMs: mainCpu,
+    serverRunQueueWaitMs: waited,
     ...(peak === undefined
       ? {}
       : {
@@ -340,6 +351,7 @@ export const floodBench: Bench = {
         'phase',
         'main CPU ms',
         'per op ms',
+        'waiting for a CPU ms',
         'loop delay p99',
         'max',
         'GC pauses',
@@ -356,6 +368,7 @@ export const floodBench: Bench = {
           r.serverMainCpuMs === undefined || ops === 0
             ? '-'
             : round(r.serverMainCpuMs / ops, r.applied === undefined ? 3 : 4),
+          r.serverRunQueueWaitMs ?? '-',
           r.loopDelayP99Ms ?? '-',
           r.loopDelayMaxMs ?? '-',
           r.gcCount ?? '-',
