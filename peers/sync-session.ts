@@ -136,6 +136,8 @@ export interface SyncSession {
    * connection is closed.
    */
   askAgain(): void
+  /** True when the oldest request's answer began (its step 1 came; its step 2 not yet). */
+  readonly answering: boolean
   /** When a message last arrived on the connection (the replica's clock), or the session started. */
   readonly heardAt: number
   /**
@@ -465,6 +467,9 @@ export function startSession(options: SessionOptions): SyncSession {
     },
     get heardAt() {
       return heardAt
+    },
+    get answering() {
+      return waiting.answering
     },
     stop() {
       stopped = true

@@ -29,14 +29,17 @@ function isAnswer(message: Uint8Array): boolean {
 /**
  * The site, a device in periodic mode on it, and a count of its
  * connections; `lose(n)` drops everything of the server's next `n` answers;
- * `swap(n)` delivers the step 1 of the server's next `n` answers after
- * their step 2.
+ * `loseStep2s(n)` drops only the step 2 of the next `n`; `swap(n)`
+ * delivers the step 1 of the server's next `n` answers after their step 2;
+ * `asked()` counts the step 1s the device sent.
  */
 async function lossySite(): Promise<{
   clock: ManualClock
   site: MemorySite
   connects: () => number
   lose: (answers: number) => void
+  loseStep2s: (answers: number) => void
+  asked: () => number
   swap: (answers: number) => void
   device: Awaited<ReturnType<MemorySite['device']>>
 }> {
@@ -45,6 +48,8 @@ async function lossySite(): Promise<{
   sites.push(site)
   let connects = 0
   let losing = 0
+  let losingStep2s = 0
+  let asked = 0
   let swapping = 0
   let held: Uint8Array | undefined
   const wrap = (conn: Connection): Connection => ({
@@ -57,12 +62,19 @@ async function lossySite(): Promise<{
     get open() {
       return conn.open
     },
-    send: (message) => conn.send(message),
+    send: (message) => {
+      if (message[0] === 0 && message[1] === 0) asked++
+      conn.send(message)
+    },
     onMessage: (handler) =>
       conn.onMessage((message) => {
         if (losing > 0 && isAnswer(message)) {
           // The step 2 (the answer's last message) ends one lost answer.
           if (message[1] === 1) losing--
+          return
+        }
+        if (losingStep2s > 0 && isAnswer(message) && message[1] === 1) {
+          losingStep2s--
           return
         }
         if (swapping > 0 && message[0] === 0 && message[1] === 0) {
@@ -96,6 +108,10 @@ async function lossySite(): Promise<{
     lose: (answers) => {
       losing = answers
     },
+    loseStep2s: (answers) => {
+      losingStep2s = answers
+    },
+    asked: () => asked,
     swap: (answers) => {
       swapping = answers
     },
@@ -108,14 +124,18 @@ describe('a lost answer on a live connection', () => {
     const { clock, site, connects, lose, device } = await lossySite()
     expect(connects()).toBe(1)
     await device.users.put({ id: 'u1', name: 'Ann' })
-    lose(1)
+    // The answer and the first answer asked again are lost.
+    lose(2)
     let done = false
     const delta = device.sync.delta().then(() => {
       done = true
     })
     await settle()
     expect(done).toBe(false)
-    // Silence for the whole interval: the step 1 goes again, the answer comes.
+    // Silence for the whole interval: the step 1 goes again, each time.
+    await clock.advance(netLimits.syncAskAgainSilenceMs)
+    await settle()
+    expect(done).toBe(false)
     await clock.advance(netLimits.syncAskAgainSilenceMs)
     await settle()
     expect(done).toBe(true)
@@ -141,6 +161,23 @@ describe('a lost answer on a live connection', () => {
     expect(done).toBe(true)
     await delta
     expect(connects()).toBe(1)
+  })
+
+  it('is asked for again once only when its step 1 came (the rest may be a large answer on its way)', async () => {
+    const { clock, connects, loseStep2s, asked, device } = await lossySite()
+    await device.users.put({ id: 'u1', name: 'Ann' })
+    loseStep2s(Number.POSITIVE_INFINITY)
+    const before = asked()
+    const delta = device.sync.delta().catch((error: unknown) => error)
+    await settle()
+    expect(asked()).toBe(before + 1)
+    await clock.advance(netLimits.syncAnswerTimeoutMs - 1)
+    // The request, and one step 1 again: its answer began too, and stays silent.
+    expect(asked()).toBe(before + 2)
+    expect(connects()).toBe(1)
+    loseStep2s(0)
+    await clock.advance(1)
+    expect(await delta).toMatchObject({ code: 'SYNC_TIMEOUT' })
   })
 
   it('still reconnects when no answer comes within the answer timeout', async () => {

@@ -105,19 +105,27 @@ export class ServerExchange {
 
   /**
    * One step-1 exchange, bounded in time. While it waits, a connection
-   * silent for `netLimits.syncAskAgainSilenceMs` (nothing of the answer
-   * is on its way) is asked again on the same connection (PROTOCOL.md,
-   * "Acknowledgement"); without an answer within
-   * `netLimits.syncAnswerTimeoutMs` the link reconnects.
+   * silent for `netLimits.syncAskAgainSilenceMs` is asked again on the same
+   * connection (PROTOCOL.md, "Acknowledgement"): each time the silence
+   * lasts while no part of the answer came (the step 1 or the answer was
+   * lost), once when the answer began (its step 2 may be lost, or a large
+   * one still on its way: one message can take longer than the silence to
+   * arrive whole). Without an answer within `netLimits.syncAnswerTimeoutMs`
+   * the link reconnects.
    */
   answer(session: SyncSession): Promise<SyncAnswer> {
     const { clock } = this.options
     const silenceMs = netLimits.syncAskAgainSilenceMs
     let askedAt = clock.now()
+    let askedWhileAnswering = false
     let timer: unknown
     const check = (): void => {
       const now = clock.now()
       if (now - Math.max(askedAt, session.heardAt) >= silenceMs) {
+        if (session.answering) {
+          if (askedWhileAnswering) return
+          askedWhileAnswering = true
+        }
         session.askAgain()
         askedAt = now
       }

@@ -29,6 +29,11 @@ export class AnswerWaiters {
     return this.#waiting.length
   }
 
+  /** True when the oldest request's answer began: its step 1 came, its step 2 not yet. */
+  get answering(): boolean {
+    return this.#waiting[0]?.answer !== undefined
+  }
+
   /** A request was sent: resolved (or rejected) when its answer completes (or the link closes). */
   add(resolve: (answer: SyncAnswer) => void, reject: (error: Error) => void): void {
     this.#waiting.push({ resolve, reject })
