@@ -359,6 +359,12 @@ export const netLimits = {
   syncRetryDelayMsMax: 60_000,
   /** How long one exchange with the server may wait for its answer, in ms. */
   syncAnswerTimeoutMs: 120_000,
+  /**
+   * How long a connection waiting for an answer may stay silent before the
+   * device sends its step 1 again on it, in ms (PROTOCOL.md,
+   * "Acknowledgement"); the link reconnects only at `syncAnswerTimeoutMs`.
+   */
+  syncAskAgainSilenceMs: 30_000,
   /** How long a sync waits for the link to the server to come up, in ms. */
   syncConnectTimeoutMs: 30_000,
   // Issue 11: front door

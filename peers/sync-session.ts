@@ -14,12 +14,7 @@
  * would only look healthy while nothing of it lands.
  */
 import * as Y from 'yjs'
-import {
-  ForbiddenWriteError,
-  QueueFullError,
-  RostersyncError,
-  withoutStack,
-} from '../core/errors.js'
+import { ForbiddenWriteError, QueueFullError, RostersyncError } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
 import { CloseCode, encodeMessage, type Message } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
@@ -29,6 +24,7 @@ import type { OpenedEnvelope, SignedLink } from './signed-link.js'
 import { closeReason, decodeInbound, LinkRates, refusalClose } from './sync-session/inbound.js'
 import { plainAnswer } from './sync-session/answer-messages.js'
 import { signedUpdateMessage, updateMessage } from './sync-session/messages.js'
+import { AnswerWaiters } from './sync-session/answer-waiters.js'
 import { Outbox } from './sync-session/outbox.js'
 import { renewIfReused } from './sync-session/reused-client-id.js'
 
@@ -134,6 +130,17 @@ export interface SyncSession {
    */
   requestSync(): Promise<SyncAnswer>
   /**
+   * Sends step 1 again for the requests still waiting for their answer
+   * (their step 1 or a part of the answer was lost on the way): the next
+   * answer to arrive settles them. Nothing when none waits or the
+   * connection is closed.
+   */
+  askAgain(): void
+  /** True when the oldest request's answer began (its step 1 came; its step 2 not yet). */
+  readonly answering: boolean
+  /** When a message last arrived on the connection (the replica's clock), or the session started. */
+  readonly heardAt: number
+  /**
    * Stops forwarding and rejects pending requestSync calls; the connection's
    * owner calls it when the connection closes (the connection stays as it is).
    */
@@ -153,6 +160,7 @@ export function startSession(options: SessionOptions): SyncSession {
   const untrusted = options.untrusted === true
   const rates = untrusted ? (options.rates ?? new LinkRates(() => replica.clock.now())) : undefined
   let synced = false
+  let heardAt = replica.clock.now()
   /** Messages received and not handled yet, oldest first; emptied when the link closes. */
   const inbox: Inbound[] = []
   let inboxBytes = 0
@@ -166,13 +174,8 @@ export function startSession(options: SessionOptions): SyncSession {
   let stopped = false
   /** A server link forwards nothing before the server's hello is handled (see onHello). */
   let helloHandled = options.onHello === undefined
-  /** Callers of requestSync waiting for the other side's step 1, oldest first. */
-  const waiting: Array<{
-    resolve: (answer: SyncAnswer) => void
-    reject: (error: Error) => void
-    /** Filled by the other side's step 1; its step 2 then completes the answer. */
-    answer?: SyncAnswer
-  }> = []
+  /** Callers of requestSync waiting for their answer, oldest first. */
+  const waiting = new AnswerWaiters()
   // Every message goes through the outbox, in order (large answers are
   // paced by what the connection still buffers).
   const outbox = new Outbox(connection, replica.clock)
@@ -299,8 +302,7 @@ export function startSession(options: SessionOptions): SyncSession {
       return vector
     })
     options.onAnswered?.()
-    const waiter = waiting.find((w) => w.answer === undefined)
-    if (waiter !== undefined) waiter.answer = { theirs, ours: Y.decodeStateVector(ours) }
+    if (waiting.size > 0) waiting.step1({ theirs, ours: Y.decodeStateVector(ours) })
   }
   const handle = async (message: Message): Promise<void> => {
     // Nothing of a link that owes a hello is handled before it: the hello
@@ -322,8 +324,7 @@ export function startSession(options: SessionOptions): SyncSession {
         synced = true
         options.onApplied?.()
         options.onSynced?.()
-        const answer = waiting[0]?.answer
-        if (answer !== undefined) waiting.shift()?.resolve(answer)
+        waiting.step2()
         return
       }
       case 'sync-update':
@@ -400,6 +401,7 @@ export function startSession(options: SessionOptions): SyncSession {
   }
   const receive = (bytes: Uint8Array): void => {
     if (stopped || !connection.open) return
+    heardAt = replica.clock.now()
     const limited =
       rates?.message(bytes.byteLength) ??
       (inbox.length + 1 > netLimits.inboundMessagesQueuedMax
@@ -445,18 +447,29 @@ export function startSession(options: SessionOptions): SyncSession {
       // once it is all in, not while it grows (Replica.deferCompaction).
       const release = replica.deferCompaction()
       return new Promise<SyncAnswer>((resolve, reject) => {
-        waiting.push({
-          resolve: (answer) => {
+        waiting.add(
+          (answer) => {
             release()
             resolve(answer)
           },
-          reject: (error) => {
+          (error) => {
             release()
             reject(error)
           },
-        })
+        )
         send({ type: 'sync-step1', stateVector: stateVector() })
       })
+    },
+    askAgain() {
+      if (stopped || !connection.open || waiting.size === 0) return
+      waiting.askingAgain()
+      send({ type: 'sync-step1', stateVector: stateVector() })
+    },
+    get heardAt() {
+      return heardAt
+    },
+    get answering() {
+      return waiting.answering
     },
     stop() {
       stopped = true
@@ -464,11 +477,7 @@ export function startSession(options: SessionOptions): SyncSession {
       outbox.stop()
       offUpdate()
       signedLink?.stop()
-      const pending = waiting.splice(0)
-      if (pending.length === 0) return
-      // One stackless error for every waiter (a stack shows only this teardown).
-      const closed = withoutStack(() => new Error('connection closed'))
-      for (const w of pending) w.reject(closed)
+      waiting.rejectAll()
     },
   }
 }

@@ -103,14 +103,48 @@ export class ServerExchange {
     }
   }
 
-  /** One step-1 exchange, bounded in time. */
+  /**
+   * One step-1 exchange, bounded in time. While it waits, a connection
+   * silent for `netLimits.syncAskAgainSilenceMs` is asked again on the same
+   * connection (PROTOCOL.md, "Acknowledgement"): each time the silence
+   * lasts while no part of the answer came (the step 1 or the answer was
+   * lost), once when the answer began (its step 2 may be lost, or a large
+   * one still on its way: one message can take longer than the silence to
+   * arrive whole). Without an answer within `netLimits.syncAnswerTimeoutMs`
+   * the link reconnects.
+   */
   answer(session: SyncSession): Promise<SyncAnswer> {
+    const { clock } = this.options
+    const silenceMs = netLimits.syncAskAgainSilenceMs
+    let askedAt = clock.now()
+    let askedWhileAnswering = false
+    let timer: unknown
+    const check = (): void => {
+      const now = clock.now()
+      if (now - Math.max(askedAt, session.heardAt) >= silenceMs) {
+        if (session.answering) {
+          if (askedWhileAnswering) return
+          askedWhileAnswering = true
+        }
+        session.askAgain()
+        askedAt = now
+      }
+      const due = Math.max(askedAt, session.heardAt) + silenceMs
+      timer = clock.setTimeout(check, Math.max(1, due - now))
+    }
+    timer = clock.setTimeout(check, silenceMs)
+    const request = session.requestSync()
+    const stop = (): void => clock.clearTimeout(timer)
+    request.then(stop, stop)
     return this.within(
-      session.requestSync(),
+      request,
       netLimits.syncAnswerTimeoutMs,
       // Made by a timer: a stack would show only the timer.
       () => withoutStack(() => new SyncError('SYNC_TIMEOUT', 'the server did not answer in time')),
-      () => this.link?.retry(),
+      () => {
+        stop()
+        this.link?.retry()
+      },
     )
   }
 

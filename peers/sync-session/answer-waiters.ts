@@ -1,0 +1,80 @@
+/**
+ * The requests of a session waiting for their answer (SyncSession.requestSync),
+ * oldest first, matched to answers by arrival order. An answer is the other
+ * side's step 1 (what it holds) and the step 2 after it (what this side
+ * lacked, durable here before it counts).
+ *
+ * A step 2 that arrives before its step 1 (a network that reorders, as the
+ * simulator's does; a real connection never does) marks the oldest request
+ * "overtaken", and the step 1 that follows completes it at once: otherwise
+ * that request would wait for a step 2 that already came, until its timeout.
+ */
+import { withoutStack } from '../../core/errors.js'
+import type { SyncAnswer } from '../sync-session.js'
+
+interface Waiter {
+  readonly resolve: (answer: SyncAnswer) => void
+  readonly reject: (error: Error) => void
+  /** Filled by the other side's step 1; its step 2 then completes the answer. */
+  answer?: SyncAnswer
+  /** A step 2 arrived before the step 1: the step 1 completes the answer. */
+  overtaken?: true
+}
+
+/** See the module comment. */
+export class AnswerWaiters {
+  readonly #waiting: Waiter[] = []
+
+  get size(): number {
+    return this.#waiting.length
+  }
+
+  /** True when the oldest request's answer began: its step 1 came, its step 2 not yet. */
+  get answering(): boolean {
+    return this.#waiting[0]?.answer !== undefined
+  }
+
+  /** A request was sent: resolved (or rejected) when its answer completes (or the link closes). */
+  add(resolve: (answer: SyncAnswer) => void, reject: (error: Error) => void): void {
+    this.#waiting.push({ resolve, reject })
+  }
+
+  /** The other side's step 1 arrived (and was answered): it belongs to the oldest request without one. */
+  step1(answer: SyncAnswer): void {
+    const waiting = this.#waiting
+    const waiter = waiting.find((w) => w.answer === undefined)
+    if (waiter === undefined) return
+    waiter.answer = answer
+    // Its step 2 came first and is durable already.
+    if (waiter.overtaken === true && waiter === waiting[0]) waiting.shift()?.resolve(answer)
+  }
+
+  /** The other side's step 2 is durable here: it completes the oldest request. */
+  step2(): void {
+    const first = this.#waiting[0]
+    if (first === undefined) return
+    if (first.answer !== undefined) this.#waiting.shift()?.resolve(first.answer)
+    else first.overtaken = true
+  }
+
+  /**
+   * Step 1 goes again (SyncSession.askAgain): a half answer (a step 1
+   * whose step 2 never came, or the reverse) is dropped, and the answer to
+   * the new step 1 pairs whole.
+   */
+  askingAgain(): void {
+    for (const w of this.#waiting) {
+      delete w.answer
+      delete w.overtaken
+    }
+  }
+
+  /** The link closed: every request fails. */
+  rejectAll(): void {
+    const pending = this.#waiting.splice(0)
+    if (pending.length === 0) return
+    // One stackless error for every waiter (a stack shows only this teardown).
+    const closed = withoutStack(() => new Error('connection closed'))
+    for (const w of pending) w.reject(closed)
+  }
+}
