@@ -50,13 +50,11 @@ import {
   type KeyPair,
 } from '../core/signing.js'
 import { emitResult, positiveIntArg } from './bench.js'
-import { commands, cpuSeconds, sharedClockMs } from './network-control.js'
+import { commands, cpuSeconds, sharedClockMs, sourceAddress } from './network-control.js'
 import { prng } from './records.js'
 
 const SIGNED = process.env.BENCH_FLEET_SIGNED !== '0'
 const NONCE = 1
-/** Loopback source addresses the clients spread over (127.0.0.2 ...). */
-export const FLEET_SOURCE_ADDRESSES = 8
 
 /** The answer to `collect`. */
 export interface FleetArrivals {
@@ -129,7 +127,7 @@ class FleetDevice {
     const socket = new WebSocket(`${this.url}/roster?${query.toString()}`, {
       maxPayload: netLimits.messageBytesMax,
       perMessageDeflate: false,
-      localAddress: `127.0.0.${2 + (this.index % FLEET_SOURCE_ADDRESSES)}`,
+      localAddress: sourceAddress(this.index),
     })
     this.socket = socket
     socket.binaryType = 'nodebuffer'

@@ -26,7 +26,7 @@ import WebSocket from 'ws'
 import * as Y from 'yjs'
 import { encodeMessage } from '../core/protocol.js'
 import { emitResult } from './bench.js'
-import { commands } from './network-control.js'
+import { commands, sourceAddress } from './network-control.js'
 import { clientNice, lowerPriority } from './nice.js'
 
 /** What a flood reports. */
@@ -93,16 +93,6 @@ function open(
     socket.once('close', onClose)
   })
 }
-
-/**
- * The loopback source address of connection `i`: the flood comes from
- * `SOURCE_ADDRESSES` addresses of 127.0.0.0/8 (all loopback on Linux), so
- * that the server's per-address handshake cap (`handshakesPerAddressMax`,
- * 512) does not turn most of 2,000 connections into resets: a flood from
- * many hosts, which is what the phase is about.
- */
-const SOURCE_ADDRESSES = 8
-const sourceAddress = (i: number): string => `127.0.0.${2 + (i % SOURCE_ADDRESSES)}`
 
 function closeAll(sockets: readonly WebSocket[]): Promise<void> {
   return Promise.all(

@@ -72,7 +72,13 @@ import {
 } from '../core/signing.js'
 import { deviceWrite } from '../core/writes.js'
 import { emitResult, positiveIntArg } from './bench.js'
-import { commands, cpuSeconds, difference, runQueueWaitSeconds } from './network-control.js'
+import {
+  commands,
+  cpuSeconds,
+  difference,
+  runQueueWaitSeconds,
+  sourceAddress,
+} from './network-control.js'
 import { clientNice, lowerPriority } from './nice.js'
 import { prng, recordId } from './records.js'
 
@@ -155,9 +161,6 @@ export interface AckDone {
   readonly seconds: number
 }
 
-/** Loopback source addresses the devices connect from (127.0.0.2 and up), as fleet-clients.ts does. */
-const SOURCE_ADDRESSES = 8
-
 /** Whether the clients sign (see the module comment). */
 const SIGNED = process.env.BENCH_LOAD_SIGNED !== '0'
 /** The nonce of every load device's one clientID. */
@@ -211,9 +214,9 @@ class LoadDevice {
     this.socket = new WebSocket(`${url}/roster?${query.toString()}`, {
       maxPayload: netLimits.messageBytesMax,
       perMessageDeflate: false,
-      // Devices are many hosts: 1,000 connecting from one address would
-      // meet the server's per-address handshake cap (handshakesPerAddressMax).
-      localAddress: `127.0.0.${2 + (this.index % SOURCE_ADDRESSES)}`,
+      // Devices are many hosts (1,000 from one address met the server's
+      // per-address handshake cap).
+      localAddress: sourceAddress(this.index),
     })
     this.socket.binaryType = 'nodebuffer'
     this.socket.on('message', (data: Buffer) => this.receive(data))

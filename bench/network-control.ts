@@ -60,6 +60,18 @@ export function childFlags(): string[] {
   ]
 }
 
+/** Loopback source addresses the benches' device clients spread over (127.0.0.2 ...). */
+export const SOURCE_ADDRESSES = 8
+
+/**
+ * The loopback source address of client `i`: devices (and a flood) come
+ * from `SOURCE_ADDRESSES` addresses of 127.0.0.0/8 (all loopback on
+ * Linux), as from a site's many hosts, so that the server's per-address
+ * handshake cap (`netLimits.handshakesPerAddressMax`, 512) does not turn
+ * a thousand connections from one address into resets.
+ */
+export const sourceAddress = (i: number): string => `127.0.0.${2 + (i % SOURCE_ADDRESSES)}`
+
 /** A child process that takes JSON commands and answers with JSON lines. */
 export class ControlledChild {
   private readonly lines: unknown[] = []
