@@ -180,7 +180,14 @@ export function startSession(options: SessionOptions): SyncSession {
   // paced by what the connection still buffers).
   const outbox = new Outbox(connection, replica.clock)
   const send = (message: Message): void => outbox.send(encodeMessage(message))
-  const signedLink = options.signed?.((envelopes) => send({ type: 'signed-update', envelopes }))
+  // Relayed envelopes pass the same gate as own changes (below): nothing
+  // leaves before the server's hello is handled (a device about to move
+  // to another generation must not push the old one's writes; what it
+  // holds goes out in its answer to the next step 1 instead).
+  const signedLink = options.signed?.((envelopes) => {
+    if (!helloHandled || !connection.open) return
+    send({ type: 'signed-update', envelopes })
+  })
   /** The signed link, while it speaks envelopes (see SignedLink.active). */
   const signedNow = (): SignedLink | undefined =>
     signedLink?.active() === true ? signedLink : undefined

@@ -285,7 +285,7 @@ export class SimSite {
       })
       if (slot.generation !== generation) return
       if (this.config.canary === 'no-adoption') breakAdoption(server)
-      this.#watchSwitches(slot, server)
+      this.#watchServer(slot, server)
       slot.server = server
       slot.alive = true
       this.hooks.started?.(slot)
@@ -486,29 +486,48 @@ export class SimSite {
     }
   }
 
-  /** Sees each switch of the server's document; crashes the server at one when armed. */
-  #watchSwitches(slot: PeerSlot, server: ServerPeer): void {
+  /**
+   * Sees each switch of the server's document (crashing the server at one when
+   * armed) and every clientID the server takes after it started.
+   */
+  #watchServer(slot: PeerSlot, server: ServerPeer): void {
     const replica = server.replica
     const switchGeneration = replica.switchGeneration.bind(replica)
     replica.switchGeneration = (build, switched) =>
-      switchGeneration((doc) => {
-        const next = build(doc)
-        for (const client of Y.decodeStateVector(
-          Y.encodeStateVectorFromUpdate(next.snapshot),
-        ).keys())
-          this.observer.serverClients.add(client)
-        this.hooks.generationBuilt?.(doc, next.snapshot)
-        if (slot.crashAtSwitch) {
-          // The next store write is the switch's batch.
-          slot.crashAtSwitch = false
-          slot.crashOnWrite = true
-          slot.pendingDownMs = slot.rng
-            .fork(`switch-down#${this.stats.compactions}`)
-            .int(100, 60_000)
-          this.stats.switchCrashes++
-        }
-        return next
-      }, switched)
+      switchGeneration(
+        (doc) => {
+          const next = build(doc)
+          for (const client of Y.decodeStateVector(
+            Y.encodeStateVectorFromUpdate(next.snapshot),
+          ).keys())
+            this.observer.serverClients.add(client)
+          this.hooks.generationBuilt?.(doc, next.snapshot)
+          if (slot.crashAtSwitch) {
+            // The next store write is the switch's batch.
+            slot.crashAtSwitch = false
+            slot.crashOnWrite = true
+            slot.pendingDownMs = slot.rng
+              .fork(`switch-down#${this.stats.compactions}`)
+              .int(100, 60_000)
+            this.stats.switchCrashes++
+          }
+          return next
+        },
+        (result) => {
+          // The new document's clientID (set when memory took it): the server
+          // may write under it and crash before it sends anything.
+          this.observer.serverClients.add(replica.clientId)
+          switched(result)
+        },
+      )
+    // A clientID minted on a peer's claim (peers/sync-session/reused-client-id.ts):
+    // set synchronously, before the store write the promise waits for.
+    const renewClientId = replica.renewClientId.bind(replica)
+    replica.renewClientId = () => {
+      const renewed = renewClientId()
+      this.observer.serverClients.add(replica.clientId)
+      return renewed
+    }
   }
 
   /** Crashes a device during the move it just staged, when armed. */
