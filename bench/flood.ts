@@ -135,6 +135,20 @@ interface PhaseResult {
   readonly stallsOver10CpuMs?: number
 }
 
+/** CPU ms each group of the server's threads took between two stats, largest first. */
+function threadCpuDiff(
+  before: Record<string, number> | undefined,
+  after: Record<string, number> | undefined,
+): string {
+  if (before === undefined || after === undefined) return ''
+  return Object.entries(after)
+    .map(([name, s]): [string, number] => [name, (s - (before[name] ?? 0)) * 1000])
+    .filter(([, ms]) => ms > 0)
+    .sort((a, b) => b[1] - a[1])
+    .map(([name, ms]) => `${name} ${Math.round(ms)}`)
+    .join(', ')
+}
+
 async function phase(
   name: string,
   server: ControlledChild,
@@ -159,6 +173,8 @@ async function phase(
     peak?.runQueueWaitSeconds === undefined || before.runQueueWaitSeconds === undefined
       ? undefined
       : round((peak.runQueueWaitSeconds - before.runQueueWaitSeconds) * 1000)
+  const threads = threadCpuDiff(before.threadCpuSeconds, peak?.threadCpuSeconds)
+  if (threads !== '') console.error(`flood: ${name}: server threads' CPU ms: ${threads}`)
   const recovery = await probeWhile(probe, Promise.resolve())
   const after = await server.request<LoadServerStats>({ cmd: 'stats' }).catch(() => undefined)
   const p99 = quantile(during.syncMs, 0.99)

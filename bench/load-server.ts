@@ -30,6 +30,7 @@ import {
   commands,
   cpuSeconds,
   mainThreadCpuSeconds,
+  threadCpuSeconds,
   runQueueWaitSeconds,
 } from './network-control.js'
 import { makeRecords } from './records.js'
@@ -55,6 +56,8 @@ export interface LoadServerStats {
   readonly mainThreadCpuSeconds: number | undefined
   /** Seconds the main thread has waited for a CPU since it started (see runQueueWaitSeconds). */
   readonly runQueueWaitSeconds: number | undefined
+  /** CPU seconds of the process's threads by name (see threadCpuSeconds). */
+  readonly threadCpuSeconds: Record<string, number> | undefined
   readonly rssBytes: number
   /** Largest RSS sampled (every 250 ms) since the last `stats`. */
   readonly rssMaxBytes: number
@@ -207,6 +210,7 @@ async function main(): Promise<void> {
           cpuSeconds: cpuSeconds(),
           mainThreadCpuSeconds: mainThreadCpuSeconds(),
           runQueueWaitSeconds: runQueueWaitSeconds(),
+          threadCpuSeconds: threadCpuSeconds(),
           rssBytes: memory.rss,
           rssMaxBytes: Math.max(rssMax, memory.rss),
           heapUsedBytes: memory.heapUsed,

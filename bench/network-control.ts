@@ -10,7 +10,7 @@
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { createServer as createNetServer, connect, type Socket } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { createInterface } from 'node:readline'
@@ -289,6 +289,37 @@ export function mainThreadCpuSeconds(): number | undefined {
     const fields = readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')
     const ns = Number(fields[0])
     return Number.isFinite(ns) ? ns / 1e9 : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * CPU seconds of this process's threads, summed by thread name (Linux
+ * `/proc/self/task/<tid>/stat`: utime + stime, at 100 ticks a second), or
+ * undefined where the kernel does not say. What competes with the main
+ * thread inside the process: V8's workers (garbage collection, compiling),
+ * libuv's pool (LevelDB), the signature-verification workers.
+ */
+export function threadCpuSeconds(): Record<string, number> | undefined {
+  try {
+    const byName: Record<string, number> = {}
+    for (const tid of readdirSync('/proc/self/task')) {
+      let stat: string
+      try {
+        stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
+      } catch {
+        continue // a thread that ended meanwhile
+      }
+      const open = stat.indexOf('(')
+      const close = stat.lastIndexOf(')')
+      const name = tid === String(process.pid) ? 'main' : stat.slice(open + 1, close)
+      const fields = stat.slice(close + 2).split(' ')
+      // Fields 14 and 15 of the line; 12 and 13 after the name.
+      const ticks = Number(fields[11]) + Number(fields[12])
+      byName[name] = (byName[name] ?? 0) + ticks / 100
+    }
+    return byName
   } catch {
     return undefined
   }
