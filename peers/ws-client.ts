@@ -188,6 +188,14 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
     /** Error codes the server sent on this connection (its close repeats one). */
     const reported = new Set<string>()
     conn.onClose(({ code, reason }) => {
+      // A connection this link already left (retry, pause, close dropped
+      // it, its session stopped then) can report its close late, once the
+      // next one is up (a WebSocket's closing handshake, or the server's
+      // 4410 SESSION_REPLACED to the old one): it must not stop the
+      // current session. It did, and a round then found the link
+      // "connected" with no session, retried, and the server replaced the
+      // older connection again, for ever (issue 13, the aging bench).
+      if (connection !== conn) return
       const wasSynced = session?.synced === true
       session?.stop()
       session = undefined
