@@ -175,7 +175,6 @@ export class Intake {
       Y.applyUpdate(doc, remote.bytes, REMOTE_ORIGIN)
       return
     }
-    const before = Y.encodeStateVector(doc)
     const transactions: Y.Transaction[] = []
     const watch = (tr: Y.Transaction): void => void transactions.push(tr)
     let whole = false
@@ -196,7 +195,13 @@ export class Intake {
           whole
             ? { update: remote.bytes, origin: 'remote' }
             : {
-                update: Y.encodeStateAsUpdate(doc, before),
+                // The state before: the first transaction's (Yjs takes it as
+                // the transaction opens; encoding the document's own state
+                // vector up front cost a walk of every clientID per update).
+                update: Y.encodeStateAsUpdate(
+                  doc,
+                  Y.encodeStateVector((transactions[0] as Y.Transaction).beforeState),
+                ),
                 origin: remoteOnly ? 'remote' : 'local',
               },
         )
