@@ -135,6 +135,14 @@ interface PhaseResult {
   readonly stallsOver10CpuMs?: number
 }
 
+/** The probe's round trips of one stretch on stderr: how many, the p50 and the worst five. */
+function printRoundTrips(name: string, syncMs: readonly number[]): void {
+  const worst = [...syncMs].sort((a, b) => b - a).slice(0, 5)
+  console.error(
+    `flood: ${name}: ${syncMs.length} round trips, p50 ${round(quantile(syncMs, 0.5))} ms, worst ${worst.map(round).join(' / ')} ms`,
+  )
+}
+
 /** CPU ms each group of the server's threads took between two stats, largest first. */
 function threadCpuDiff(
   before: Record<string, number> | undefined,
@@ -179,10 +187,7 @@ async function phase(
   const after = await server.request<LoadServerStats>({ cmd: 'stats' }).catch(() => undefined)
   const p99 = quantile(during.syncMs, 0.99)
   const recoveryP99 = quantile(recovery.syncMs, 0.99)
-  const worst = [...during.syncMs].sort((a, b) => b - a).slice(0, 5)
-  console.error(
-    `flood: ${name}: ${during.syncMs.length} round trips, p50 ${round(quantile(during.syncMs, 0.5))} ms, worst ${worst.map(round).join(' / ')} ms`,
-  )
+  printRoundTrips(name, during.syncMs)
   return {
     phase: name,
     flood: report,
@@ -282,10 +287,7 @@ async function measure(): Promise<
         rate: PROBE_RATE,
       })
       const idleP99 = quantile(idle.syncMs, 0.99)
-      const idleWorst = [...idle.syncMs].sort((a, b) => b - a).slice(0, 5)
-      console.error(
-        `flood: idle: ${idle.syncMs.length} round trips, p50 ${round(quantile(idle.syncMs, 0.5))} ms, worst ${idleWorst.map(round).join(' / ')} ms`,
-      )
+      printRoundTrips('idle', idle.syncMs)
       const results: PhaseResult[] & { idleP99Ms?: number; floodClientNice?: number } = []
       results.idleP99Ms = round(idleP99)
       results.floodClientNice = floodClientNice
