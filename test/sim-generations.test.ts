@@ -203,4 +203,31 @@ describe('generations in the simulator', () => {
       expect(report.workload.refused).toEqual({})
     },
   )
+
+  // The server writes under the clientID its switch took, and crashes
+  // before it sends anything (cut off from every device meanwhile): it
+  // sends that write only after its restart, under another clientID. The
+  // observer must know the switch's clientID as the server's (swarm seed
+  // 1433 was reported as `server-part-forged` before it did).
+  it("a write under the switch's clientID, sent only after a crash, is the server's own", async () => {
+    const report = await simulate({
+      ...CALM,
+      seed: 5,
+      devices: 1,
+      days: 0.25,
+      steps: [
+        { at: 10 * M, op: 'put', peer: 1, user: 0, value: 1 },
+        // Kind 0 (value % 4): the server cut off from every device.
+        { at: H, op: 'partition', peer: 0, value: 0, lasts: 2 * H },
+        { at: 70 * M, op: 'compact', value: 4 },
+        { at: 80 * M, op: 'put', peer: 0, user: 1, value: 2 },
+        // Even value: the server crashes at once, and is down for a minute.
+        { at: 90 * M, op: 'crash', peer: 0, value: 0, lasts: M },
+      ],
+    })
+    expect(report.faults.compactionsDone).toBe(1)
+    expect(report.faults.serverCrashes).toBe(1)
+    expect(report.violations).toEqual([])
+    expect(report.ok).toBe(true)
+  })
 })
