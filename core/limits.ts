@@ -357,8 +357,22 @@ export const netLimits = {
    * named bound; the first retry comes after `retryDelayMsMin`).
    */
   syncRetryDelayMsMax: 60_000,
-  /** How long one exchange with the server may wait for its answer, in ms. */
+  /**
+   * How long one exchange with the server may wait for its answer, in ms,
+   * plus `syncAnswerMsPerOperation` for each operation the answer brings
+   * (as the server's step 1 states it: ServerExchange.answer).
+   */
   syncAnswerTimeoutMs: 120_000,
+  /**
+   * Time an answer may take per operation it brings (Yjs clock units this
+   * device lacks of the server's stated state), in ms, on top of
+   * `syncAnswerTimeoutMs`: a large answer on a slow link or a loaded
+   * device is not cut short (1M users, about 340 MB, take minutes at a few
+   * Mbit/s; cut at a fixed bound, each retry fetched it again and failed
+   * again, for ever), and a small one keeps the fixed bound. 1 ms: an
+   * answer may arrive at 1,000 operations a second.
+   */
+  syncAnswerMsPerOperation: 1,
   /**
    * How long a connection waiting for an answer may stay silent before the
    * device sends its step 1 again on it, in ms (PROTOCOL.md,

@@ -24,7 +24,7 @@ import type { OpenedEnvelope, SignedLink } from './signed-link.js'
 import { closeReason, decodeInbound, LinkRates, refusalClose } from './sync-session/inbound.js'
 import { plainAnswer } from './sync-session/answer-messages.js'
 import { signedUpdateMessage, updateMessage } from './sync-session/messages.js'
-import { AnswerWaiters } from './sync-session/answer-waiters.js'
+import { AnswerWaiters, lacking } from './sync-session/answer-waiters.js'
 import { Outbox } from './sync-session/outbox.js'
 import { renewIfReused } from './sync-session/reused-client-id.js'
 
@@ -140,6 +140,8 @@ export interface SyncSession {
   readonly answering: boolean
   /** When a message last arrived on the connection (the replica's clock), or the session started. */
   readonly heardAt: number
+  /** Operations the oldest request's answer brings (AnswerWaiters.answerSize; ServerExchange.answer). */
+  readonly answerSize: number
   /**
    * Stops forwarding and rejects pending requestSync calls; the connection's
    * owner calls it when the connection closes (the connection stays as it is).
@@ -309,7 +311,8 @@ export function startSession(options: SessionOptions): SyncSession {
       return vector
     })
     options.onAnswered?.()
-    if (waiting.size > 0) waiting.step1({ theirs, ours: Y.decodeStateVector(ours) })
+    if (waiting.size > 0)
+      waiting.step1({ theirs, ours: Y.decodeStateVector(ours) }, lacking(replica.doc, theirs))
   }
   const handle = async (message: Message): Promise<void> => {
     // Nothing of a link that owes a hello is handled before it: the hello
@@ -474,6 +477,9 @@ export function startSession(options: SessionOptions): SyncSession {
     },
     get heardAt() {
       return heardAt
+    },
+    get answerSize() {
+      return waiting.answerSize
     },
     get answering() {
       return waiting.answering

@@ -110,8 +110,11 @@ export class ServerExchange {
    * lasts while no part of the answer came (the step 1 or the answer was
    * lost), once when the answer began (its step 2 may be lost, or a large
    * one still on its way: one message can take longer than the silence to
-   * arrive whole). Without an answer within `netLimits.syncAnswerTimeoutMs`
-   * the link reconnects.
+   * arrive whole). Without an answer within `netLimits.syncAnswerTimeoutMs`,
+   * plus `netLimits.syncAnswerMsPerOperation` for each operation the
+   * answer brings once the server's step 1 says how many
+   * (`SyncSession.answerSize`), the link reconnects: a large answer on a
+   * slow link is not cut short, a small one keeps the fixed bound.
    */
   answer(session: SyncSession): Promise<SyncAnswer> {
     const { clock } = this.options
@@ -145,6 +148,7 @@ export class ServerExchange {
         stop()
         this.link?.retry()
       },
+      () => session.answerSize * netLimits.syncAnswerMsPerOperation,
     )
   }
 
@@ -179,18 +183,32 @@ export class ServerExchange {
     )
   }
 
+  /**
+   * `promise`, or `timeoutError` once `ms` pass, plus `extraMs()` as it is
+   * when that time comes (it may grow meanwhile: checked again then).
+   */
   private within<T>(
     promise: Promise<T>,
     ms: number,
     timeoutError: () => Error,
     onTimeout?: () => void,
+    extraMs?: () => number,
   ): Promise<T> {
     const { clock } = this.options
+    const started = clock.now()
     return new Promise<T>((resolve, reject) => {
-      const timer = clock.setTimeout(() => {
+      let timer: unknown
+      const expire = (): void => {
+        const due = started + ms + (extraMs?.() ?? 0)
+        const now = clock.now()
+        if (now < due) {
+          timer = clock.setTimeout(expire, due - now)
+          return
+        }
         onTimeout?.()
         reject(timeoutError())
-      }, ms)
+      }
+      timer = clock.setTimeout(expire, ms)
       promise.then(
         (value) => {
           clock.clearTimeout(timer)

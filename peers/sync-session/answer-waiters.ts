@@ -9,6 +9,7 @@
  * "overtaken", and the step 1 that follows completes it at once: otherwise
  * that request would wait for a step 2 that already came, until its timeout.
  */
+import * as Y from 'yjs'
 import { withoutStack } from '../../core/errors.js'
 import type { SyncAnswer } from '../sync-session.js'
 
@@ -19,6 +20,8 @@ interface Waiter {
   answer?: SyncAnswer
   /** A step 2 arrived before the step 1: the step 1 completes the answer. */
   overtaken?: true
+  /** The most operations a step 1 of the other side said its answer brings (see size). */
+  size?: number
 }
 
 /** See the module comment. */
@@ -34,17 +37,31 @@ export class AnswerWaiters {
     return this.#waiting[0]?.answer !== undefined
   }
 
+  /**
+   * The operations the oldest request's answer brings, as the other side's
+   * step 1 stated them (0 before one came).
+   */
+  get answerSize(): number {
+    return this.#waiting[0]?.size ?? 0
+  }
+
   /** A request was sent: resolved (or rejected) when its answer completes (or the link closes). */
   add(resolve: (answer: SyncAnswer) => void, reject: (error: Error) => void): void {
     this.#waiting.push({ resolve, reject })
   }
 
-  /** The other side's step 1 arrived (and was answered): it belongs to the oldest request without one. */
-  step1(answer: SyncAnswer): void {
+  /**
+   * The other side's step 1 arrived (and was answered): it belongs to the
+   * oldest request without one. `size`: the operations its answer brings
+   * (what this side lacks of the state the step 1 states).
+   */
+  step1(answer: SyncAnswer, size = 0): void {
     const waiting = this.#waiting
     const waiter = waiting.find((w) => w.answer === undefined)
     if (waiter === undefined) return
     waiter.answer = answer
+    // Kept when asked again: the answer to the new step 1 is as large.
+    waiter.size = Math.max(waiter.size ?? 0, size)
     // Its step 2 came first and is durable already.
     if (waiter.overtaken === true && waiter === waiting[0]) waiting.shift()?.resolve(answer)
   }
@@ -77,4 +94,14 @@ export class AnswerWaiters {
     const closed = withoutStack(() => new Error('connection closed'))
     for (const w of pending) w.reject(closed)
   }
+}
+
+/**
+ * Operations of the state `theirs` that `doc` lacks (Yjs clock units): what
+ * an answer to a step 1 stating `theirs` brings (AnswerWaiters.answerSize).
+ */
+export function lacking(doc: Y.Doc, theirs: ReadonlyMap<number, number>): number {
+  let missing = 0
+  for (const [client, clock] of theirs) missing += Math.max(0, clock - Y.getState(doc.store, client))
+  return missing
 }
