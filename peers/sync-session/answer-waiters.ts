@@ -20,7 +20,7 @@ interface Waiter {
   answer?: SyncAnswer
   /** A step 2 arrived before the step 1: the step 1 completes the answer. */
   overtaken?: true
-  /** The most operations a step 1 of the other side said its answer brings (see size). */
+  /** The most operations a step 1 of the other side said its answer brings (see answerSize). */
   size?: number
 }
 
@@ -102,6 +102,7 @@ export class AnswerWaiters {
  */
 export function lacking(doc: Y.Doc, theirs: ReadonlyMap<number, number>): number {
   let missing = 0
-  for (const [client, clock] of theirs) missing += Math.max(0, clock - Y.getState(doc.store, client))
+  for (const [client, clock] of theirs)
+    missing += Math.max(0, clock - Y.getState(doc.store, client))
   return missing
 }
