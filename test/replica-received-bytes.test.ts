@@ -291,6 +291,26 @@ describe('a received update applied with something else in the batch', () => {
     expect(told.map((u) => [u.origin, u.from])).toEqual([['local', undefined]])
     await expectReplays(store, replica)
   })
+
+  it('stores only what the update and the observer changed, not what was held before', async () => {
+    const store = new KeptStore(memoryStore())
+    const replica = await open(store)
+    await replica.applyRemote(Y.encodeStateAsUpdate(source(21)), 'link-1')
+    replica.doc.getMap('u:server').observe(() => {
+      replica.doc.getMap('other').set('seen', true)
+    })
+    const second = new Y.Doc()
+    second.clientID = 22
+    second.getMap('u:server').set('user-new', { f: { name: 'New' }, t: 300 })
+    await replica.applyRemote(Y.encodeStateAsUpdate(second), 'link-2')
+    const stored = await storedUpdates(store)
+    expect(stored).toHaveLength(2)
+    // The second holds client 22's struct and the observer's write, nothing of client 21.
+    const clients = Y.decodeStateVector(Y.encodeStateVectorFromUpdate(stored[1] as Uint8Array))
+    expect(clients.get(22)).toBe(1)
+    expect(clients.has(21)).toBe(false)
+    await expectReplays(store, replica)
+  })
 })
 
 describe('a malformed update', () => {
