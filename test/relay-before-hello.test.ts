@@ -73,7 +73,9 @@ describe("a device's server link before the server's hello", () => {
       peers.push(a)
       const b = await createDevice({ id: 'B', dataDir: join(dir, 'B'), siteKey: SITE_KEY })
       peers.push(b)
-      await eventually(() => expect(dialled).toBeGreaterThan(0))
+      // A's session is up: it sent its step 1 (before any hello, as it does).
+      await eventually(() => expect(received).toContain('sync-step1'))
+      expect(dialled).toBeGreaterThan(0)
       const [toB, toA] = memoryPair('A', 'B')
       a.attachLan(toB, 'B')
       b.attachLan(toA, 'A')
