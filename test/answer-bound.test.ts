@@ -14,7 +14,6 @@
  * step 1 goes again).
  */
 import { afterEach, expect, it } from 'vitest'
-import * as Y from 'yjs'
 import { netLimits } from '../core/limits.js'
 import type { Connection, Transport } from '../core/transport.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
@@ -22,6 +21,7 @@ import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
+import { operationsOf } from './helpers/operations.js'
 
 const SITE_KEY = 'answer-bound-site-key'
 const USERS = 3_000
@@ -48,13 +48,6 @@ async function server(clock: ManualClock): Promise<ServerPeer> {
     ),
   )
   return s
-}
-
-/** Operations in the server's document: what a fresh device's full sync brings. */
-function operations(s: ServerPeer): number {
-  let n = 0
-  for (const clock of Y.decodeStateVector(Y.encodeStateVector(s.replica.doc)).values()) n += clock
-  return n
 }
 
 /** A transport to `s` whose server-to-device messages wait in `queue` until the test hands them over. */
@@ -96,7 +89,7 @@ async function device(clock: ManualClock, transport: Transport): Promise<DeviceP
 it('a large answer arriving for longer than the fixed bound completes, within its allowance', async () => {
   const clock = new ManualClock()
   const s = await server(clock)
-  const allowanceMs = operations(s) * netLimits.syncAnswerMsPerOperation
+  const allowanceMs = operationsOf(s.replica.doc) * netLimits.syncAnswerMsPerOperation
   // The premise: an allowance worth testing (a second or more).
   expect(allowanceMs).toBeGreaterThanOrEqual(1_000)
   const queue: Array<() => void> = []
@@ -138,7 +131,7 @@ it('a large answer arriving for longer than the fixed bound completes, within it
 it('an answer that stops arriving fails once the fixed bound and its allowance pass', async () => {
   const clock = new ManualClock()
   const s = await server(clock)
-  const allowanceMs = operations(s) * netLimits.syncAnswerMsPerOperation
+  const allowanceMs = operationsOf(s.replica.doc) * netLimits.syncAnswerMsPerOperation
   const queue: Array<() => void> = []
   const d = await device(clock, heldTransport(s, queue))
   let outcome: unknown

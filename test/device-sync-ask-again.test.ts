@@ -9,10 +9,10 @@
  * overtakes its step 1 (a reordering network) still completes the request.
  */
 import { afterEach, describe, expect, it } from 'vitest'
-import * as Y from 'yjs'
 import { netLimits } from '../core/limits.js'
 import type { Connection, Transport } from '../core/transport.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
+import { operationsOf } from './helpers/operations.js'
 import { memorySite, type MemorySite } from './helpers/memory-site.js'
 
 const sites: MemorySite[] = []
@@ -25,13 +25,6 @@ function isAnswer(message: Uint8Array): boolean {
   const type = message[0]
   const sub = message[1]
   return (type === 0 && (sub === 0 || sub === 1)) || (type === 101 && sub === 1)
-}
-
-/** Operations in `doc` (the sum of its state vector's clocks). */
-function operationsOf(doc: Y.Doc): number {
-  let n = 0
-  for (const clock of Y.decodeStateVector(Y.encodeStateVector(doc)).values()) n += clock
-  return n
 }
 
 /**
