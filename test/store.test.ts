@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { MemoryLevel } from 'memory-level'
@@ -6,7 +6,12 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { hasCode, StorageError } from '../core/errors.js'
 import type { Store } from '../core/store.js'
 import { FaultyStore } from '../storage/faulty-store.js'
-import { LevelStore, memoryStore, openLevelStore } from '../storage/level-store.js'
+import {
+  FLUSH_ON_CLOSE_BYTES,
+  LevelStore,
+  memoryStore,
+  openLevelStore,
+} from '../storage/level-store.js'
 import { runStoreContract, type StoreFixture } from './contracts/store.contract.js'
 
 const bytes = (...values: number[]): Uint8Array => new Uint8Array(values)
@@ -167,6 +172,31 @@ describe('openLevelStore', () => {
       expect((error as StorageError).cause).toBeDefined()
     } finally {
       await first.close()
+    }
+  })
+
+  it('leaves no write-ahead log to replay after a close that follows large writes', async () => {
+    // LevelDB replays its log on open and writes its memtable out then: after
+    // a closing snapshot of a large roster, seconds of the next cold start.
+    const big = new Uint8Array(FLUSH_ON_CLOSE_BYTES + 1024).map((_, i) => (i * 7919) % 251)
+    const store = await openLevelStore(dir)
+    await store.batch([
+      { type: 'put', key: 'y/s', value: big },
+      { type: 'put', key: 'm/k', value: bytes(1) },
+    ])
+    await store.close()
+    const logs = (await readdir(dir)).filter((name) => /^\d+\.log$/.test(name))
+    const logBytes = (await Promise.all(logs.map((name) => stat(join(dir, name))))).reduce(
+      (sum, s) => sum + s.size,
+      0,
+    )
+    expect(logBytes).toBeLessThan(64 * 1024)
+    const again = await openLevelStore(dir)
+    try {
+      expect(await again.get('y/s')).toEqual(big)
+      expect(await again.get('m/k')).toEqual(bytes(1))
+    } finally {
+      await again.close()
     }
   })
 

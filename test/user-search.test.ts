@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import {
   UserIndex,
+  WARM_BUSY_MS_MAX,
   WARM_ENTRIES_PER_TURN,
   WARM_QUIET_MS,
   WARM_TURN_EVERY_MS_MAX,
@@ -60,7 +61,7 @@ describe('UserIndex at scale (issue 13)', () => {
     const users = 3 * WARM_ENTRIES_PER_TURN + 10
     await enrol(peer, 0, users)
     let ms = 0
-    const index = new UserIndex(peer.replica, { now: () => ms })
+    const index = new UserIndex(peer.replica, { now: () => ms, loopActiveMs: () => 0 })
     const view = vi.spyOn(peer.replica, 'view')
     expect(index.page({ limit: 5 }).users).toHaveLength(5)
     // Five entries computed, and the page's five views resolved again.
@@ -83,7 +84,7 @@ describe('UserIndex at scale (issue 13)', () => {
     await enrol(peer, 0, users)
     // A clock that moves 1 ms every time it is read: views as slow as that.
     let ms = 0
-    const index = new UserIndex(peer.replica, { now: () => ms++ })
+    const index = new UserIndex(peer.replica, { now: () => ms++, loopActiveMs: () => 0 })
     const view = vi.spyOn(peer.replica, 'view')
     const first = index.page({ limit: 5 })
     ms += WARM_QUIET_MS // no page since: the warm-up goes on
@@ -111,7 +112,7 @@ describe('UserIndex at scale (issue 13)', () => {
     const peer = await server()
     await enrol(peer, 0, 16 * WARM_ENTRIES_PER_TURN)
     let ms = 0
-    const index = new UserIndex(peer.replica, { now: () => ms })
+    const index = new UserIndex(peer.replica, { now: () => ms, loopActiveMs: () => 0 })
     const view = vi.spyOn(peer.replica, 'view')
     const first = index.page({ limit: 5 })
     const calls = (): number => view.mock.calls.length
@@ -138,6 +139,35 @@ describe('UserIndex at scale (issue 13)', () => {
     await settle()
     // One turn, then it gives way again.
     expect(calls()).toBe(busy + WARM_ENTRIES_PER_TURN)
+    index.close()
+  })
+
+  it('gives way to other work on the event loop, but runs a turn every WARM_TURN_EVERY_MS_MAX', async () => {
+    const peer = await server()
+    await enrol(peer, 0, 16 * WARM_ENTRIES_PER_TURN)
+    let ms = 0
+    // Other work kept the loop busy for `active` ms between two looks.
+    let active = WARM_BUSY_MS_MAX + 1
+    const index = new UserIndex(peer.replica, { now: () => ms, loopActiveMs: () => active })
+    const view = vi.spyOn(peer.replica, 'view')
+    index.page({ limit: 5 })
+    const calls = (): number => view.mock.calls.length
+    const settle = (): Promise<void> =>
+      new Promise((resolve) => setTimeout(resolve, 3 * WARM_QUIET_MS))
+    // No page for a while, but the loop is busy: nothing is warmed.
+    ms += WARM_QUIET_MS
+    await settle()
+    expect(calls()).toBe(10)
+    // However busy, a turn runs once WARM_TURN_EVERY_MS_MAX passed since the last.
+    ms += WARM_TURN_EVERY_MS_MAX
+    await settle()
+    // (the page computed the first five entries already)
+    expect(calls()).toBe(10 + WARM_ENTRIES_PER_TURN - 5)
+    // Quiet loop: the warm-up goes on, a turn after another.
+    active = WARM_BUSY_MS_MAX
+    for (let waited = 0; calls() < 10 + 3 * WARM_ENTRIES_PER_TURN && waited < 200; waited++)
+      await new Promise((resolve) => setTimeout(resolve, 1))
+    expect(calls()).toBeGreaterThanOrEqual(10 + 3 * WARM_ENTRIES_PER_TURN)
     index.close()
   })
 
