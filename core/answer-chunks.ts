@@ -37,8 +37,8 @@ interface Run {
   /** The clock the run starts at (inside its first struct when that is cut). */
   readonly clock: number
   count: number
-  /** The run's structs, written. */
-  readonly encoder: encoding.Encoder
+  /** Where its structs lie in the part's arena: [start, end) pairs, in order. */
+  readonly ranges: number[]
 }
 
 /** Where a client stands: its structs, the next one to send and its clock. */
@@ -163,7 +163,13 @@ function lacks(id: Y.ID | null, own: number, cursors: ReadonlyMap<number, Cursor
   return cursor !== undefined && cursor.clock <= id.clock
 }
 
-/** Collects structs into parts of at most `partBytesMax` bytes. */
+/**
+ * Collects structs into parts of at most `partBytesMax` bytes. Each struct
+ * is written once, into an arena the parts reuse, and copied once, into
+ * its part (an array of the part's exact size): a 1M-user answer is 340 MB,
+ * and each more copy or growing buffer was as much garbage, whose backing
+ * stores made V8 mark the whole heap again every 100 MB or so (issue 13).
+ */
 class PartWriter {
   /** Parts closed and not taken yet. */
   closed: Uint8Array[] = []
@@ -171,36 +177,36 @@ class PartWriter {
   private made = 0
   private runs = new Map<number, Run>()
   private bytes = HEADER_BYTES_MAX
-  private readonly scratch = new Y.UpdateEncoderV1()
+  /** The open part's structs, in the order added (clients interleaved). */
+  private readonly arena = new Y.UpdateEncoderV1()
 
   constructor(private readonly partBytesMax: number) {}
 
   /** Adds `struct` (written from `offset`), starting at `clock`, to the open part. */
   add(client: number, clock: number, struct: Struct, offset: number): void {
-    // Written once into a reused scratch encoder, to know its size before
-    // it goes into a part.
-    const scratch = this.scratch.restEncoder
-    scratch.cpos = 0
-    scratch.bufs.length = 0
-    struct.write(this.scratch, offset)
-    const written =
-      scratch.bufs.length === 0
-        ? scratch.cbuf.subarray(0, scratch.cpos)
-        : encoding.toUint8Array(scratch)
+    const arena = this.arena.restEncoder
+    const start = arena.cpos
+    struct.write(this.arena, offset)
+    if (arena.bufs.length > 0) flatten(arena)
+    const end = arena.cpos
     const run = this.runs.get(client)
-    const cost = written.byteLength + (run === undefined ? HEADER_BYTES_MAX : 0)
+    const cost = end - start + (run === undefined ? HEADER_BYTES_MAX : 0)
     if (this.runs.size > 0 && this.bytes + cost > this.partBytesMax) {
-      this.close()
-      this.add(client, clock, struct, offset)
+      // The part closes without it; it opens the next one.
+      this.close(new Map(), start)
+      arena.cbuf.copyWithin(0, start, end)
+      arena.cpos = end - start
+      this.runs.set(client, { clock, count: 1, ranges: [0, end - start] })
+      this.bytes += end - start + HEADER_BYTES_MAX
       return
     }
-    if (run === undefined) {
-      const encoder = encoding.createEncoder()
-      encoding.writeUint8Array(encoder, written)
-      this.runs.set(client, { clock, count: 1, encoder })
-    } else {
+    if (run === undefined) this.runs.set(client, { clock, count: 1, ranges: [start, end] })
+    else {
       run.count++
-      encoding.writeUint8Array(run.encoder, written)
+      // Structs of one client in a row lie side by side.
+      const ranges = run.ranges
+      if (ranges[ranges.length - 1] === start) ranges[ranges.length - 1] = end
+      else ranges.push(start, end)
     }
     this.bytes += cost
   }
@@ -228,10 +234,11 @@ class PartWriter {
 
   /**
    * Closes the open part (with `deletes` as its delete set, none by
-   * default), its bytes copied once into one array of its exact size: a
-   * large answer is hundreds of MB, and each copy more is as much garbage.
+   * default): its runs, from the arena up to `upTo` (all of it by default),
+   * copied once into one array of its exact size; the arena is free again.
    */
-  private close(deletes: Ranges = new Map()): void {
+  private close(deletes: Ranges = new Map(), upTo = this.arena.restEncoder.cpos): void {
+    const arena = this.arena.restEncoder.cbuf.subarray(0, upTo)
     const pieces: Uint8Array[] = []
     const header = encoding.createEncoder()
     encoding.writeVarUint(header, this.runs.size)
@@ -243,8 +250,9 @@ class PartWriter {
       pieces.push(encoding.toUint8Array(header))
       header.cpos = 0
       header.bufs.length = 0
-      const { bufs, cbuf, cpos } = run.encoder
-      pieces.push(...bufs, cbuf.subarray(0, cpos))
+      const { ranges } = run
+      for (let i = 0; i < ranges.length; i += 2)
+        pieces.push(arena.subarray(ranges[i], ranges[i + 1]))
     }
     // The count of runs, when there was none.
     pieces.push(encoding.toUint8Array(header))
@@ -263,6 +271,7 @@ class PartWriter {
     this.made++
     this.runs = new Map()
     this.bytes = HEADER_BYTES_MAX
+    this.arena.restEncoder.cpos = 0
   }
 
   /** The delete set in parts of no structs, each within the bound. */
@@ -287,4 +296,17 @@ class PartWriter {
     }
     flush()
   }
+}
+
+/**
+ * Makes `encoder`'s bytes one buffer again (lib0 starts a new one when the
+ * current is full), with room to grow: offsets into it stay valid.
+ */
+function flatten(encoder: encoding.Encoder): void {
+  const all = encoding.toUint8Array(encoder)
+  const buffer = new Uint8Array(all.byteLength * 2)
+  buffer.set(all)
+  encoder.bufs.length = 0
+  encoder.cbuf = buffer
+  encoder.cpos = all.byteLength
 }

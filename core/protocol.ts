@@ -107,6 +107,39 @@ export function encodeMessage(message: Message): Uint8Array {
   }
 }
 
+/**
+ * The bytes `encodeMessage` makes of a signed message, its envelopes given
+ * in pieces (core/signing.ts, envelopePieces): each piece copied once, into
+ * one array of the exact size. An answer part's envelope is 16 MB: making
+ * the envelope first copied it twice, and the extra 340 MB of a 1M-user
+ * answer made V8 mark its whole heap more often (issue 13).
+ */
+export function encodeSignedMessage(
+  type: 'signed-step2' | 'signed-update',
+  envelopes: readonly (readonly Uint8Array[])[],
+): Uint8Array {
+  const head = [
+    MessageType.signed,
+    type === 'signed-step2' ? SignedType.step2 : SignedType.update,
+    envelopes.length,
+  ]
+  const lengths = envelopes.map((pieces) => pieces.reduce((n, p) => n + p.byteLength, 0))
+  let size = 0
+  for (const n of head) size += varUintBytes(n)
+  for (const length of lengths) size += varUintBytes(length) + length
+  const e = encoding.createEncoder()
+  e.cbuf = new Uint8Array(size)
+  for (const n of head) encoding.writeVarUint(e, n)
+  envelopes.forEach((pieces, i) => {
+    encoding.writeVarUint(e, lengths[i] ?? 0)
+    for (const piece of pieces) {
+      e.cbuf.set(piece, e.cpos)
+      e.cpos += piece.byteLength
+    }
+  })
+  return e.cbuf
+}
+
 /** Encodes a message of the other kinds (small ones). */
 function encodeSmall(message: Message): Uint8Array {
   const e = encoding.createEncoder()

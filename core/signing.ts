@@ -517,10 +517,31 @@ export function envelopeClients(envelope: Envelope, publicKey: Uint8Array): Set<
 
 /** Encodes an envelope (PROTOCOL.md, "Signed writes"). */
 export function encodeEnvelope(envelope: Envelope): Uint8Array {
+  // The update (a server's answer part: 16 MB) copied once, into an array
+  // of the exact size.
+  const pieces = envelopePieces(envelope)
+  let length = 0
+  for (const piece of pieces) length += piece.byteLength
+  const out = new Uint8Array(length)
+  let at = 0
+  for (const piece of pieces) {
+    out.set(piece, at)
+    at += piece.byteLength
+  }
+  return out
+}
+
+/**
+ * An envelope's encoding in pieces, in order (the update itself one of
+ * them, not copied): a message can hold it with one copy of the update
+ * (core/protocol.ts, encodeSignedMessage).
+ */
+export function envelopePieces(envelope: Envelope): Uint8Array[] {
   const head = encoding.createEncoder()
   encoding.writeVarString(head, envelope.writer)
   encoding.writeVarUint(head, envelope.nonces.length)
   for (const n of envelope.nonces) encoding.writeVarUint(head, n)
+  encoding.writeVarUint(head, envelope.update.byteLength)
   const tail = encoding.createEncoder()
   if (envelope.cert === undefined) encoding.writeUint8(tail, 0)
   else {
@@ -528,19 +549,7 @@ export function encodeEnvelope(envelope: Envelope): Uint8Array {
     writeCertificate(tail, envelope.cert)
   }
   encoding.writeVarUint8Array(tail, envelope.signature)
-  // The update (a server's answer part: 16 MB) copied once, into an array
-  // of the exact size.
-  const { update } = envelope
-  const length = encoding.length(head)
-  const lengthBytes = encoding.encode((e) => encoding.writeVarUint(e, update.byteLength))
-  const out = new Uint8Array(
-    length + lengthBytes.byteLength + update.byteLength + encoding.length(tail),
-  )
-  out.set(encoding.toUint8Array(head), 0)
-  out.set(lengthBytes, length)
-  out.set(update, length + lengthBytes.byteLength)
-  out.set(encoding.toUint8Array(tail), length + lengthBytes.byteLength + update.byteLength)
-  return out
+  return [encoding.toUint8Array(head), envelope.update, encoding.toUint8Array(tail)]
 }
 
 /** Decodes an envelope; throws `MALFORMED_MESSAGE` on anything else. */

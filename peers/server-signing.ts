@@ -8,10 +8,11 @@
  */
 import { SignatureInvalidError } from '../core/errors.js'
 import { SERVER_ID } from '../core/ids.js'
-import { encodeMessage } from '../core/protocol.js'
+import { encodeSignedMessage } from '../core/protocol.js'
 import {
   decodeEnvelope,
   encodeEnvelope,
+  envelopePieces,
   envelopeSignatureError,
   envelopeVerifyJob,
   sealEnvelope,
@@ -68,9 +69,16 @@ export class ServerSigning {
   }
 
   private seal(update: Uint8Array): Uint8Array {
-    return encodeEnvelope(
-      sealEnvelope(this.options.identity.key, this.site, { writer: SERVER_ID, nonces: [], update }),
-    )
+    return encodeEnvelope(this.envelopeOf(update))
+  }
+
+  /** `update` in the server's envelope, not encoded. */
+  private envelopeOf(update: Uint8Array): Envelope {
+    return sealEnvelope(this.options.identity.key, this.site, {
+      writer: SERVER_ID,
+      nonces: [],
+      update,
+    })
   }
 
   /** A signed link for one device connection (`deviceId`: the link's own device). */
@@ -119,10 +127,9 @@ export class ServerSigning {
     return {
       isLast: (i) => parts.isLast(i),
       message: (i) =>
-        (memo[i] ??= encodeMessage({
-          type: parts.isLast(i) ? 'signed-step2' : 'signed-update',
-          envelopes: [this.seal(answerPart(parts, i))],
-        })),
+        (memo[i] ??= encodeSignedMessage(parts.isLast(i) ? 'signed-step2' : 'signed-update', [
+          envelopePieces(this.envelopeOf(answerPart(parts, i))),
+        ])),
     }
   }
 

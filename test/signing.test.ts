@@ -11,6 +11,7 @@ import {
   encodeCertificate,
   encodeEnvelope,
   envelopeClients,
+  envelopePieces,
   hasSmallOrder,
   joinProofBody,
   isDerivedClientId,
@@ -22,6 +23,7 @@ import {
   verifyCertificate,
   verifyEnvelope,
 } from '../core/signing.js'
+import { decodeMessage, encodeMessage, encodeSignedMessage } from '../core/protocol.js'
 import { encodeClientsDiff, restrictUpdate } from '../core/update-parts.js'
 import { seedFromEnv } from './helpers/property-seed.js'
 
@@ -147,6 +149,25 @@ describe('envelopes', () => {
     )
     const bare = sealEnvelope(server, SITE, { writer: 'server', nonces: [], update })
     verifyEnvelope(decodeEnvelope(encodeEnvelope(bare)), server.publicKey, SITE)
+  })
+
+  it('go into a signed message in pieces with the bytes encodeMessage makes of them whole', () => {
+    const bare = sealEnvelope(server, SITE, { writer: 'server', nonces: [], update })
+    const empty = sealEnvelope(server, SITE, {
+      writer: 'server',
+      nonces: [],
+      update: new Uint8Array(),
+    })
+    for (const type of ['signed-update', 'signed-step2'] as const)
+      for (const list of [[envelope], [bare], [empty], [envelope, bare, empty], []]) {
+        const whole = encodeMessage({ type, envelopes: list.map(encodeEnvelope) })
+        const pieces = encodeSignedMessage(type, list.map(envelopePieces))
+        expect(pieces).toEqual(whole)
+        const back = decodeMessage(pieces)
+        expect(back.type).toBe(type)
+        if (back.type !== type) continue
+        expect(back.envelopes.map(decodeEnvelope)).toEqual(list)
+      }
   })
 
   it('refuse another key, another site, another writer, other nonces', () => {
