@@ -294,6 +294,40 @@ describe('compaction', () => {
     await server.close()
   })
 
+  it('counts received updates that delete nothing as adding no garbage: a full sync does not make a fresh device compact (issue 13)', async () => {
+    const server = await createServer({
+      store: memoryStore(),
+      clock: new ManualClock(),
+      listen: false,
+    })
+    await Promise.all(
+      Array.from({ length: 200 }, (_, i) => server.users.put({ id: `u${i}`, name: `User ${i}` })),
+    )
+    const device = await createDevice({
+      id: 'dev-a',
+      store: memoryStore(),
+      clock: new ManualClock(),
+    })
+    const log = Reflect.get(device.replica, 'log') as UpdateLog
+    const deletingAtOpen = log.deletingBytes
+    const bytesAtOpen = log.bytes
+    const l = link(server.replica, device.replica)
+    await l.settled()
+    expect(device.users.list()).toHaveLength(200)
+    // The roster arrived whole (stored as received): none of it is garbage.
+    expect(log.bytes - bytesAtOpen).toBeGreaterThan(200 * 10)
+    expect(log.deletingBytes).toBe(deletingAtOpen)
+    // A server overwrite deletes the entry it replaces on the device too.
+    const before = log.bytes
+    await server.users.patch('u1', { name: 'Renamed' })
+    await l.settled()
+    expect(device.users.get('u1')?.name).toBe('Renamed')
+    expect(log.deletingBytes - deletingAtOpen).toBe(log.bytes - before)
+    l.close()
+    await device.close()
+    await server.close()
+  })
+
   it('defers compaction while a device waits for an answer (deferCompaction), then compacts once idle', async () => {
     const clock = new ManualClock()
     const store = memoryStore()

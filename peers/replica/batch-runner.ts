@@ -76,7 +76,7 @@ export class BatchRunner {
     }
     document.doc.on('update', onUpdate)
     try {
-      this.applyBatch(batch, storeOps, outcomes, { captured, onUpdate })
+      this.applyBatch(batch, storeOps, outcomes, { captured, onUpdate, deleteFree })
     } finally {
       document.doc.off('update', onUpdate)
     }

@@ -191,20 +191,21 @@ export class Intake {
       doc.on('update', capture.onUpdate)
       if (transactions.some(changedDocument)) {
         const remoteOnly = transactions.every((tr) => tr.origin === REMOTE_ORIGIN)
-        capture.captured.push(
-          whole
-            ? { update: remote.bytes, origin: 'remote' }
-            : {
-                // The state before: the first transaction's (Yjs takes it as
-                // the transaction opens; encoding the document's own state
-                // vector up front cost a walk of every clientID per update).
-                update: Y.encodeStateAsUpdate(
-                  doc,
-                  Y.encodeStateVector((transactions[0] as Y.Transaction).beforeState),
-                ),
-                origin: remoteOnly ? 'remote' : 'local',
-              },
-        )
+        const update = whole
+          ? remote.bytes
+          : // The state before: the first transaction's (Yjs takes it as
+            // the transaction opens; encoding the document's own state
+            // vector up front cost a walk of every clientID per update).
+            Y.encodeStateAsUpdate(
+              doc,
+              Y.encodeStateVector((transactions[0] as Y.Transaction).beforeState),
+            )
+        capture.captured.push({ update, origin: whole || remoteOnly ? 'remote' : 'local' })
+        // As the capture marks them: a full sync's parts add no garbage, and
+        // counted as deleting they made a fresh device compact its log
+        // (encode the whole roster) again and again while the parts came in.
+        if (transactions.every((tr) => tr.deleteSet.clients.size === 0))
+          capture.deleteFree.add(update)
       }
     }
   }

@@ -165,6 +165,11 @@ export interface RemoteUpdate {
 export interface BatchCapture {
   readonly captured: ReplicaUpdate[]
   readonly onUpdate: (update: Uint8Array, origin: unknown) => void
+  /**
+   * Captured updates whose transactions deleted nothing (they add no
+   * garbage a compaction would take away: see compactionDue).
+   */
+  readonly deleteFree: Set<Uint8Array>
 }
 
 export interface PendingOp {
