@@ -135,15 +135,17 @@ export class UserIndex {
   private generation = 0
   private warmed = -1
   private closed = false
-  private readonly now: () => number
-  private readonly loopActiveMs: () => number
+  /** The clock and the event loop's work, as given or Node's. */
+  private readonly sense: Required<UserIndexOptions>
 
   constructor(
     private readonly replica: Replica,
     options: UserIndexOptions = {},
   ) {
-    this.now = options.now ?? (() => performance.now())
-    this.loopActiveMs = options.loopActiveMs ?? loopActiveMsSinceLastCall()
+    this.sense = {
+      now: options.now ?? (() => performance.now()),
+      loopActiveMs: options.loopActiveMs ?? loopActiveMsSinceLastCall(),
+    }
     this.watch()
     this.unwatchReset = replica.onReset(() => {
       this.unwatchDoc()
@@ -169,7 +171,7 @@ export class UserIndex {
       if (users.length > max) throw new TooManyUsersError(max)
       return { users, next: null, total: users.length }
     }
-    this.pace.pageAt = this.now()
+    this.pace.pageAt = this.sense.now()
     this.refresh()
     const matches = matcher(search)
     const ids = this.ids
@@ -321,11 +323,11 @@ export class UserIndex {
     const step = (): void => {
       this.warming = undefined
       if (this.closed) return
-      const now = this.now()
+      const now = this.sense.now()
       const quiet = this.pace.pageAt + WARM_QUIET_MS - now
       // Other work since the last look (the last turn's own time is not
       // counted: the mark is taken again when it ends).
-      const busy = this.loopActiveMs() > WARM_BUSY_MS_MAX
+      const busy = this.sense.loopActiveMs() > WARM_BUSY_MS_MAX
       if ((quiet > 0 || busy) && now - this.pace.turnAt < WARM_TURN_EVERY_MS_MAX)
         return later(quiet > 0 ? Math.ceil(quiet) : WARM_QUIET_MS)
       this.pace.turnAt = now
@@ -333,13 +335,13 @@ export class UserIndex {
       const end = Math.min(this.ids.length, i + WARM_ENTRIES_PER_TURN)
       while (i < end) {
         this.entry(i++)
-        if ((i & 7) === 0 && this.now() - now >= WARM_TURN_MS) break
+        if ((i & 7) === 0 && this.sense.now() - now >= WARM_TURN_MS) break
       }
-      this.loopActiveMs()
+      this.sense.loopActiveMs()
       if (i < this.ids.length) later(0)
       else this.warmed = this.generation
     }
-    this.pace.turnAt = this.now()
+    this.pace.turnAt = this.sense.now()
     later(0)
   }
 }
