@@ -368,10 +368,17 @@ export class ReplicaDocument {
 
   /** Every user id mentioned by replicated or local state, sorted. */
   allUserIds(): UserId[] {
-    const ids = new Set<string>(this.serverMap().keys())
-    for (const id of this.deviceIndex.keys()) ids.add(id)
-    for (const id of this.local.userIds()) ids.add(id)
-    return [...ids].sort().map(asUserId)
+    // Sorted, then duplicates dropped side by side: at 1M users a Set of
+    // every id cost a third of the first page after a cold start.
+    const ids = [...this.serverMap().keys()] as UserId[]
+    for (const id of this.deviceIndex.keys()) ids.push(asUserId(id))
+    for (const id of this.local.userIds()) ids.push(id)
+    ids.sort()
+    let kept = 0
+    for (let i = 0; i < ids.length; i++)
+      if (kept === 0 || ids[i] !== ids[kept - 1]) ids[kept++] = ids[i] as UserId
+    ids.length = kept
+    return ids
   }
 
   /** The views of all users, ordered by id. */
