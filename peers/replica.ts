@@ -165,17 +165,7 @@ export class Replica {
    */
   private async load(rollback = false): Promise<void> {
     const store = this.options.store
-    // The event journal is its own key range: read while the snapshot is
-    // (at 1M users, most of a second the thread only waits on LevelDB).
-    const journal = this.journal.load(store)
-    let doc: Y.Doc
-    try {
-      doc = await this.log.loadDoc(rollback, this.doc.clientID)
-    } finally {
-      // Settled either way: a failed load does not leave it running.
-      await journal.catch(() => undefined)
-    }
-    await journal
+    const doc = await this.journal.loadBeside(store, this.log.loadDoc(rollback, this.doc.clientID))
     this.document.installDoc(doc)
     this.document.invalidatePolicies()
     await this.local.load(store)

@@ -29,6 +29,18 @@ export class EventJournal {
   }
 
   /** Loads the stored chunks into the log. */
+  /**
+   * Loads the journal while `work` runs (its own key range: read while the
+   * snapshot is, at 1M users most of a second the thread only waits on
+   * LevelDB); `work`'s value once both are done, or the first failure.
+   */
+  async loadBeside<T>(store: Store, work: Promise<T>): Promise<T> {
+    const [value, loaded] = await Promise.allSettled([work, this.load(store)])
+    if (value.status === 'rejected') throw value.reason
+    if (loaded.status === 'rejected') throw loaded.reason
+    return value.value
+  }
+
   async load(store: Store): Promise<void> {
     const events: RosterEvent[] = []
     this.eventChunks = []

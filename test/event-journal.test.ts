@@ -1,0 +1,61 @@
+/**
+ * The replica's event journal (peers/replica/event-journal.ts): loaded while
+ * the snapshot is read (issue 13, cold start), failing as either does.
+ */
+import { describe, expect, it } from 'vitest'
+import { EVENT_TYPES } from '../core/events.js'
+import type { RangeOptions, Store, StoreOp } from '../core/store.js'
+import { EventJournal } from '../peers/replica/event-journal.js'
+import { memoryStore } from '../storage/level-store.js'
+
+describe('EventJournal.loadBeside', () => {
+  it('loads the journal while the work runs and gives the work its value', async () => {
+    const store = memoryStore()
+    const writer = new EventJournal(100)
+    writer.append({ type: EVENT_TYPES[0], userId: 'u1' }, 1)
+    const ops: StoreOp[] = []
+    writer.writeEventChunk(ops)
+    await store.batch(ops)
+    const journal = new EventJournal(100)
+    let release: (value: string) => void = () => undefined
+    const work = new Promise<string>((resolve) => (release = resolve))
+    const loading = journal.loadBeside(store, work)
+    // The journal is read while the work has not finished.
+    for (let i = 0; i < 20 && journal.events.size === 0; i++)
+      await new Promise((resolve) => setTimeout(resolve, 1))
+    expect(journal.events.size).toBe(1)
+    release('doc')
+    await expect(loading).resolves.toBe('doc')
+    await store.close()
+  })
+
+  it("rejects with the work's failure, once the journal is read", async () => {
+    const store = memoryStore()
+    const journal = new EventJournal(100)
+    await expect(journal.loadBeside(store, Promise.reject(new Error('snapshot')))).rejects.toThrow(
+      'snapshot',
+    )
+    await store.close()
+  })
+
+  it("rejects with the journal's failure when the work succeeds", async () => {
+    const store = memoryStore()
+    const failing: Store = {
+      get: (key) => store.get(key),
+      put: (key, value) => store.put(key, value),
+      del: (key) => store.del(key),
+      batch: (ops) => store.batch(ops),
+      close: () => store.close(),
+      range: (options: RangeOptions) => ({
+        [Symbol.asyncIterator]: () => ({
+          next: () => Promise.reject(new Error(`range ${options.gte} failed`)),
+        }),
+      }),
+    }
+    const journal = new EventJournal(100)
+    await expect(journal.loadBeside(failing, Promise.resolve('doc'))).rejects.toThrow(
+      'range e/ failed',
+    )
+    await store.close()
+  })
+})
