@@ -83,7 +83,7 @@ export const WARM_QUIET_MS = 20
  * this many ms on other work since its last look (a state exchange's
  * answer being made, updates coming in). At 1M users the warm-up took 6.7
  * s of the server's thread during a fresh device's full sync, and its
- * garbage four times the scavenges (issue 13)...
+ * garbage five times the scavenges (issue 13)...
  */
 export const WARM_BUSY_MS_MAX = 2
 
