@@ -23,6 +23,7 @@
 import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'
 import { writeDeleteRanges } from './delete-set.js'
+import { joinBytes } from './protocol.js'
 
 type Struct = Y.GC | Y.Item
 type Ranges = ReadonlyMap<number, ReadonlyArray<readonly [number, number]>>
@@ -259,15 +260,7 @@ class PartWriter {
     const tail = new Y.UpdateEncoderV1()
     writeDeleteRanges(tail, deletes)
     pieces.push(tail.toUint8Array())
-    let length = 0
-    for (const piece of pieces) length += piece.byteLength
-    const part = new Uint8Array(length)
-    let at = 0
-    for (const piece of pieces) {
-      part.set(piece, at)
-      at += piece.byteLength
-    }
-    this.closed.push(part)
+    this.closed.push(joinBytes(pieces))
     this.made++
     this.runs = new Map()
     this.bytes = HEADER_BYTES_MAX

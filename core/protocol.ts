@@ -81,6 +81,19 @@ export function exactBytes(head: readonly number[], arrays: readonly Uint8Array[
   return e.cbuf
 }
 
+/** `pieces` one after another, in one array of the exact size (each copied once). */
+export function joinBytes(pieces: readonly Uint8Array[]): Uint8Array {
+  let length = 0
+  for (const piece of pieces) length += piece.byteLength
+  const out = new Uint8Array(length)
+  let at = 0
+  for (const piece of pieces) {
+    out.set(piece, at)
+    at += piece.byteLength
+  }
+  return out
+}
+
 /** Encodes a message. */
 export function encodeMessage(message: Message): Uint8Array {
   switch (message.type) {

@@ -29,6 +29,7 @@ import * as decoding from 'lib0/decoding'
 import * as encoding from 'lib0/encoding'
 import { CertificateExpiredError, MalformedMessageError, SignatureInvalidError } from './errors.js'
 import { limits } from './limits.js'
+import { joinBytes } from './protocol.js'
 
 /** Bytes of an Ed25519 seed, public key and signature. */
 export const SEED_BYTES = 32
@@ -519,16 +520,7 @@ export function envelopeClients(envelope: Envelope, publicKey: Uint8Array): Set<
 export function encodeEnvelope(envelope: Envelope): Uint8Array {
   // The update (a server's answer part: 16 MB) copied once, into an array
   // of the exact size.
-  const pieces = envelopePieces(envelope)
-  let length = 0
-  for (const piece of pieces) length += piece.byteLength
-  const out = new Uint8Array(length)
-  let at = 0
-  for (const piece of pieces) {
-    out.set(piece, at)
-    at += piece.byteLength
-  }
-  return out
+  return joinBytes(envelopePieces(envelope))
 }
 
 /**
