@@ -165,10 +165,11 @@ export class Replica {
    */
   private async load(rollback = false): Promise<void> {
     const store = this.options.store
-    const doc = await this.journal.loadBeside(store, this.log.loadDoc(rollback, this.doc.clientID))
-    this.document.installDoc(doc)
-    this.document.invalidatePolicies()
-    await this.local.load(store)
+    await this.journal.loadBeside(store, this.log.loadDoc(rollback, this.doc.clientID), (doc) => {
+      this.document.installDoc(doc)
+      this.document.invalidatePolicies()
+      return this.local.load(store)
+    })
     const hlc = await store.get(keys.hlc)
     if (hlc !== undefined) this.hlc.observe(Number(decodeValue(hlc)))
     await this.local.loadRecords(store)

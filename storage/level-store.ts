@@ -74,7 +74,7 @@ const NOT_OPEN_CODES = new Set(['LEVEL_DATABASE_NOT_OPEN', 'LEVEL_ITERATOR_NOT_O
 export class LevelStore implements Store {
   readonly #db: LevelDatabase
   readonly #copyValues: boolean
-  /** Bytes of values written since open (a flush on close is due past FLUSH_ON_CLOSE_BYTES). */
+  /** Bytes of keys and values written since open (a flush on close is due past FLUSH_ON_CLOSE_BYTES). */
   #written = 0
   #closed = false
   #closing: Promise<void> | undefined
@@ -99,7 +99,7 @@ export class LevelStore implements Store {
   /** Stores `value` under `key`; resolves once it is on disk. */
   async put(key: string, value: Uint8Array): Promise<void> {
     this.#assertOpen()
-    this.#written += value.byteLength
+    this.#written += key.length + value.byteLength
     try {
       await this.#db.put(key, this.#copyIn(value), SYNC)
     } catch (error) {
@@ -110,6 +110,7 @@ export class LevelStore implements Store {
   /** Removes `key` (absent is fine); resolves once that is on disk. */
   async del(key: string): Promise<void> {
     this.#assertOpen()
+    this.#written += key.length
     try {
       await this.#db.del(key, SYNC)
     } catch (error) {
@@ -123,6 +124,8 @@ export class LevelStore implements Store {
     // Nothing to make durable, so skip the fsync an empty write would cost.
     if (ops.length === 0) return
     const levelOps = ops.map((op) => {
+      // Keys count too: a compaction's deletes of the old log are writes.
+      this.#written += op.key.length
       if (op.type === 'del') return { type: 'del' as const, key: op.key }
       this.#written += op.value.byteLength
       return { type: 'put' as const, key: op.key, value: this.#copyIn(op.value) }
@@ -182,7 +185,7 @@ export class LevelStore implements Store {
     const db = this.#db as LevelDatabase & {
       compactRange?: (start: string, end: string) => Promise<void>
     }
-    if (this.#written < FLUSH_ON_CLOSE_BYTES || typeof db.compactRange !== 'function') return
+    if (this.#written <= FLUSH_ON_CLOSE_BYTES || typeof db.compactRange !== 'function') return
     if (db.status !== 'open') return
     this.#written = 0
     // LevelDB's CompactRange flushes the memtable first, then compacts the

@@ -28,19 +28,26 @@ export class EventJournal {
     this.pendingEvents.push(this.events.append(event, at).event)
   }
 
-  /** Loads the stored chunks into the log. */
   /**
    * Loads the journal while `work` runs (its own key range: read while the
    * snapshot is, at 1M users most of a second the thread only waits on
-   * LevelDB); `work`'s value once both are done, or the first failure.
+   * LevelDB), then `install`s work's value. Once both reads are done:
+   * rejects with work's failure (nothing installed), else installs, then
+   * rejects with the journal's failure if it failed (as when it was read
+   * after the install: a rollback still puts the durable document back).
    */
-  async loadBeside<T>(store: Store, work: Promise<T>): Promise<T> {
+  async loadBeside<T>(
+    store: Store,
+    work: Promise<T>,
+    install: (value: T) => Promise<void>,
+  ): Promise<void> {
     const [value, loaded] = await Promise.allSettled([work, this.load(store)])
     if (value.status === 'rejected') throw value.reason
+    await install(value.value)
     if (loaded.status === 'rejected') throw loaded.reason
-    return value.value
   }
 
+  /** Loads the stored chunks into the log. */
   async load(store: Store): Promise<void> {
     const events: RosterEvent[] = []
     this.eventChunks = []

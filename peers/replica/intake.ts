@@ -204,7 +204,9 @@ export class Intake {
         // As the capture marks them: a full sync's parts add no garbage, and
         // counted as deleting they made a fresh device compact its log
         // (encode the whole roster) again and again while the parts came in.
-        if (transactions.every((tr) => tr.deleteSet.clients.size === 0))
+        // Not a rebuilt update: encodeStateAsUpdate writes the document's
+        // whole delete set into it.
+        if (whole && transactions.every((tr) => tr.deleteSet.clients.size === 0))
           capture.deleteFree.add(update)
       }
     }
