@@ -15,13 +15,14 @@
  */
 import { afterEach, expect, it } from 'vitest'
 import { netLimits } from '../core/limits.js'
-import type { Connection, Transport } from '../core/transport.js'
+import type { Transport } from '../core/transport.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
 import { operationsOf } from './helpers/operations.js'
+import { wrapConnection } from './helpers/wrapped-connection.js'
 
 const SITE_KEY = 'answer-bound-site-key'
 const USERS = 3_000
@@ -56,18 +57,9 @@ function heldTransport(s: ServerPeer, queue: Array<() => void>): Transport {
     connect: async (url) => {
       const [mine, theirs] = memoryPair('device', 'server')
       s.accept(theirs, url)
-      const held: Connection = {
-        id: mine.id,
-        remote: mine.remote,
-        get open() {
-          return mine.open
-        },
-        send: (m) => mine.send(m),
+      return wrapConnection(mine, {
         onMessage: (handler) => mine.onMessage((m) => queue.push(() => handler(m))),
-        onClose: (handler) => mine.onClose(handler),
-        close: (code, reason) => mine.close(code, reason),
-      }
-      return held
+      })
     },
     close: async () => undefined,
   }

@@ -15,7 +15,7 @@ import WebSocket from 'ws'
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
 import { limits } from '../core/limits.js'
-import type { Connection, Transport } from '../core/transport.js'
+import type { Transport } from '../core/transport.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { AnswerCache } from '../peers/replica/answer-cache.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
@@ -23,6 +23,7 @@ import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
 import { wsConnect } from '../transports/ws-transport.js'
 import { eventually } from './helpers/eventually.js'
+import { wrapConnection } from './helpers/wrapped-connection.js'
 
 const SITE_KEY = 'chunked-answers-site-key'
 const CHUNK_BYTES_MAX = 32 * 1024
@@ -39,23 +40,14 @@ function recordingTransport(sizes: number[], probe?: (connectionId: string) => v
   return {
     async connect(url) {
       const conn = await wsConnect(url, { messageBytesMax: MESSAGE_BYTES_MAX })
-      const wrapped: Connection = {
-        id: conn.id,
-        remote: conn.remote,
-        get open() {
-          return conn.open
-        },
-        send: (message) => conn.send(message),
-        onClose: (handler) => conn.onClose(handler),
-        close: (code, reason) => conn.close(code, reason),
+      return wrapConnection(conn, {
         onMessage: (handler) =>
           conn.onMessage((message) => {
             probe?.(conn.id)
             sizes.push(message.byteLength)
             handler(message)
           }),
-      }
-      return wrapped
+      })
     },
     close: () => Promise.resolve(),
   }
@@ -246,20 +238,12 @@ describe('a signed answer', () => {
         const [mine, theirs] = memoryPair(id, 'server')
         const list: Uint8Array[] = []
         sent.set(id, list)
-        const recorded: Connection = {
-          id: theirs.id,
-          remote: theirs.remote,
-          get open() {
-            return theirs.open
-          },
+        const recorded = wrapConnection(theirs, {
           send: (message) => {
             if (message.byteLength > CHUNK_BYTES_MAX / 2) list.push(message)
             theirs.send(message)
           },
-          onMessage: (handler) => theirs.onMessage(handler),
-          onClose: (handler) => theirs.onClose(handler),
-          close: (code, reason) => theirs.close(code, reason),
-        }
+        })
         server.accept(recorded, url)
         return mine
       },

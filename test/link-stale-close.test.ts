@@ -11,12 +11,13 @@
  */
 import { afterEach, expect, it } from 'vitest'
 import { netLimits } from '../core/limits.js'
-import type { CloseInfo, Connection, Transport } from '../core/transport.js'
+import type { CloseInfo, Transport } from '../core/transport.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
+import { wrapConnection } from './helpers/wrapped-connection.js'
 
 const SITE_KEY = 'link-stale-close-site-key'
 const closers: Array<() => Promise<void>> = []
@@ -38,13 +39,7 @@ function transport(s: ServerPeer, connections: Held[]): Transport {
       s.accept(theirs, url)
       const held: Held = { holdMessages: false, messages: [], closes: [] }
       connections.push(held)
-      const conn: Connection = {
-        id: mine.id,
-        remote: mine.remote,
-        get open() {
-          return mine.open
-        },
-        send: (m) => mine.send(m),
+      return wrapConnection(mine, {
         onMessage: (handler) =>
           mine.onMessage((m) => {
             if (held.holdMessages) held.messages.push(() => handler(m))
@@ -52,9 +47,7 @@ function transport(s: ServerPeer, connections: Held[]): Transport {
           }),
         onClose: (handler: (info: CloseInfo) => void) =>
           mine.onClose((info) => held.closes.push(() => handler(info))),
-        close: (code, reason) => mine.close(code, reason),
-      }
-      return conn
+      })
     },
     close: async () => undefined,
   }
