@@ -68,16 +68,29 @@ export function varUintBytes(n: number): number {
  * The varUints `head`, then each of `arrays` as a varUint8Array, written
  * into one array of the exact size: an answer's part is 16 MB, and a
  * growing encoder would allocate it twice more and copy it twice
- * (garbage the server's collector then walks its whole heap for).
+ * (garbage the server's collector then walks its whole heap for). An array
+ * may be given in pieces (an envelope: core/signing.ts, envelopePieces),
+ * written one after another under one length.
  */
-export function exactBytes(head: readonly number[], arrays: readonly Uint8Array[]): Uint8Array {
+export function exactBytes(
+  head: readonly number[],
+  arrays: readonly (Uint8Array | readonly Uint8Array[])[],
+): Uint8Array {
+  const pieces = arrays.map((a) => (a instanceof Uint8Array ? [a] : a))
+  const lengths = pieces.map((list) => list.reduce((n, p) => n + p.byteLength, 0))
   let size = 0
   for (const n of head) size += varUintBytes(n)
-  for (const a of arrays) size += varUintBytes(a.byteLength) + a.byteLength
+  for (const length of lengths) size += varUintBytes(length) + length
   const e = encoding.createEncoder()
   e.cbuf = new Uint8Array(size)
   for (const n of head) encoding.writeVarUint(e, n)
-  for (const a of arrays) encoding.writeVarUint8Array(e, a)
+  pieces.forEach((list, i) => {
+    encoding.writeVarUint(e, lengths[i] ?? 0)
+    for (const piece of list) {
+      e.cbuf.set(piece, e.cpos)
+      e.cpos += piece.byteLength
+    }
+  })
   return e.cbuf
 }
 
@@ -131,26 +144,14 @@ export function encodeSignedMessage(
   type: 'signed-step2' | 'signed-update',
   envelopes: readonly (readonly Uint8Array[])[],
 ): Uint8Array {
-  const head = [
-    MessageType.signed,
-    type === 'signed-step2' ? SignedType.step2 : SignedType.update,
-    envelopes.length,
-  ]
-  const lengths = envelopes.map((pieces) => pieces.reduce((n, p) => n + p.byteLength, 0))
-  let size = 0
-  for (const n of head) size += varUintBytes(n)
-  for (const length of lengths) size += varUintBytes(length) + length
-  const e = encoding.createEncoder()
-  e.cbuf = new Uint8Array(size)
-  for (const n of head) encoding.writeVarUint(e, n)
-  envelopes.forEach((pieces, i) => {
-    encoding.writeVarUint(e, lengths[i] ?? 0)
-    for (const piece of pieces) {
-      e.cbuf.set(piece, e.cpos)
-      e.cpos += piece.byteLength
-    }
-  })
-  return e.cbuf
+  return exactBytes(
+    [
+      MessageType.signed,
+      type === 'signed-step2' ? SignedType.step2 : SignedType.update,
+      envelopes.length,
+    ],
+    envelopes,
+  )
 }
 
 /** Encodes a message of the other kinds (small ones). */
