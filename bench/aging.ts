@@ -10,6 +10,7 @@
  * figure within 1.2x a fresh site; the aged column shows what accumulation
  * costs.
  */
+import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import type { AgingResult, CompactResult } from './aging-child.js'
 import {
@@ -99,6 +100,10 @@ export const agingBench: Bench = {
             `aging: compactHistory ${round(switched.compactSeconds, 1)} s, ${switched.clientIdsBefore} -> ${switched.clientIdsAfter} clientIDs; event loop stall max ${switched.stallMaxMs} ms, p99 ${switched.stallP99Ms} ms, ${switched.readsDuringSwitch} reads answered meanwhile; generation check ${switched.checkScanMs} ms by scan, ${switched.checkMs} ms counted (first look ${switched.checkFirstMs} ms)`,
           )
         }
+        // Each measurement starts with the disk quiet: the step before it
+        // (the switch's process above all) leaves writes the kernel is still
+        // flushing, which the measured edits' fsyncs would wait behind.
+        execFileSync('sync')
         console.error(`aging: measuring ${mode} ...`)
         results.push(
           await runChild<AgingResult>(

@@ -76,22 +76,43 @@ export function exactBytes(
   head: readonly number[],
   arrays: readonly (Uint8Array | readonly Uint8Array[])[],
 ): Uint8Array {
-  const pieces = arrays.map((a) => (a instanceof Uint8Array ? [a] : a))
-  const lengths = pieces.map((list) => list.reduce((n, p) => n + p.byteLength, 0))
+  const lengths: number[] = []
   let size = 0
   for (const n of head) size += varUintBytes(n)
-  for (const length of lengths) size += varUintBytes(length) + length
-  const e = encoding.createEncoder()
-  e.cbuf = new Uint8Array(size)
-  for (const n of head) encoding.writeVarUint(e, n)
-  pieces.forEach((list, i) => {
-    encoding.writeVarUint(e, lengths[i] ?? 0)
-    for (const piece of list) {
-      e.cbuf.set(piece, e.cpos)
-      e.cpos += piece.byteLength
+  for (const array of arrays) {
+    let length = 0
+    if (array instanceof Uint8Array) length = array.byteLength
+    else for (const piece of array) length += piece.byteLength
+    lengths.push(length)
+    size += varUintBytes(length) + length
+  }
+  // Written in place: an encoder would allocate a first buffer of its own.
+  const out = new Uint8Array(size)
+  let at = 0
+  for (const n of head) at = writeVarUintAt(out, at, n)
+  arrays.forEach((array, i) => {
+    at = writeVarUintAt(out, at, lengths[i] ?? 0)
+    if (array instanceof Uint8Array) {
+      out.set(array, at)
+      at += array.byteLength
+      return
+    }
+    for (const piece of array) {
+      out.set(piece, at)
+      at += piece.byteLength
     }
   })
-  return e.cbuf
+  return out
+}
+
+/** Writes `n` as a varUint (lib0's layout) at `at`; returns the index after it. */
+function writeVarUintAt(out: Uint8Array, at: number, n: number): number {
+  while (n > 0x7f) {
+    out[at++] = 0x80 | (n & 0x7f)
+    n = Math.floor(n / 128)
+  }
+  out[at++] = n
+  return at
 }
 
 /** `pieces` one after another, in one array of the exact size (each copied once). */

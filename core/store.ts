@@ -35,6 +35,16 @@ export interface Store {
    */
   range(options: RangeOptions): AsyncIterable<readonly [string, Uint8Array]>
   /**
+   * Optional: gives back the space of deleted keys (LevelDB: a compaction
+   * of every key), in the backend's own time; reads and writes go on
+   * meanwhile, and `close` waits for it. Called after a write that
+   * replaced most of what was stored (a new generation, issue 13), so that
+   * the old history leaves the disk now rather than whenever the backend
+   * gets to it, and the next open does not pay for it. Resolves when done;
+   * never rejects (nothing stored depends on it).
+   */
+  reclaim?(): Promise<void>
+  /**
    * Releases the underlying resources; later calls (including scans started
    * later) reject with `STORE_CLOSED`. Closing again is a no-op.
    */

@@ -372,6 +372,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       endpoint.closeAll(CloseCode.generationChanged, reason)
       return closed
     },
+    reclaim: () => void basics.store.reclaim?.(),
   })
   statementOf = () => generations.statement()
   // Devices fetching a new generation at once, capped (issue 13): every

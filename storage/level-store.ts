@@ -58,6 +58,17 @@ export const FLUSH_ON_CLOSE_BYTES = 4 * 1024 * 1024
  */
 const FLUSH_ONLY_KEY = '\u0000'
 
+/**
+ * The range a reclaim compacts: every key rostersync writes (printable
+ * ASCII, below U+00FF's UTF-8 bytes).
+ */
+const RECLAIM_RANGE = ['\u0000', '\u00ff'] as const
+
+/** A LevelDB database that can compact a range of keys. */
+type Compactable = LevelDatabase & {
+  compactRange: (start: string, end: string) => Promise<void>
+}
+
 /** Codes abstract-level uses when a database or iterator is used while closing or closed. */
 const NOT_OPEN_CODES = new Set(['LEVEL_DATABASE_NOT_OPEN', 'LEVEL_ITERATOR_NOT_OPEN'])
 
@@ -78,6 +89,8 @@ export class LevelStore implements Store {
   #written = 0
   #closed = false
   #closing: Promise<void> | undefined
+  /** The reclaim running, if any (close waits for it). */
+  #reclaiming: Promise<void> | undefined
 
   constructor(db: LevelDatabase, options: LevelStoreOptions = {}) {
     this.#db = db
@@ -170,7 +183,8 @@ export class LevelStore implements Store {
    */
   close(): Promise<void> {
     this.#closed = true
-    this.#closing ??= this.#flush()
+    this.#closing ??= (this.#reclaiming ?? Promise.resolve())
+      .then(() => this.#flush())
       .then(() => this.#db.close())
       .catch((error: unknown) => {
         // Let a later close() retry; the store stays refused either way.
@@ -180,12 +194,35 @@ export class LevelStore implements Store {
     return this.#closing
   }
 
+  /**
+   * Compacts every key (Store.reclaim): LevelDB drops deleted values and
+   * their tombstones, and the next open reads one compacted tree. One at a
+   * time; a second call while one runs gets that one.
+   */
+  reclaim(): Promise<void> {
+    const db = this.#compactable()
+    if (this.#closed || db === undefined || db.status !== 'open') return Promise.resolve()
+    this.#reclaiming ??= db
+      .compactRange(...RECLAIM_RANGE)
+      .catch(() => {
+        // Nothing depends on it: the data is the same, only its layout.
+      })
+      .finally(() => {
+        this.#reclaiming = undefined
+      })
+    return this.#reclaiming
+  }
+
+  /** The database, when it can compact a range (classic-level can). */
+  #compactable(): Compactable | undefined {
+    const db = this.#db as Partial<Compactable>
+    return typeof db.compactRange === 'function' ? (db as Compactable) : undefined
+  }
+
   /** Writes LevelDB's memtable to disk when much was written (see close). */
   async #flush(): Promise<void> {
-    const db = this.#db as LevelDatabase & {
-      compactRange?: (start: string, end: string) => Promise<void>
-    }
-    if (this.#written <= FLUSH_ON_CLOSE_BYTES || typeof db.compactRange !== 'function') return
+    const db = this.#compactable()
+    if (this.#written <= FLUSH_ON_CLOSE_BYTES || db === undefined) return
     if (db.status !== 'open') return
     this.#written = 0
     // LevelDB's CompactRange flushes the memtable first, then compacts the

@@ -25,6 +25,9 @@ import { SignatureInvalidError } from '../core/errors.js'
 import type { CloseInfo } from '../core/transport.js'
 import { startSession } from '../peers/sync-session.js'
 import { eventually } from './helpers/eventually.js'
+import { ForwardingStore } from './helpers/forwarding-store.js'
+import type { StoreOp } from '../core/store.js'
+import { keys } from '../peers/storage-keys.js'
 import { ManualClock } from './helpers/manual-clock.js'
 
 const SITE_KEY = 'generations-site-key'
@@ -101,6 +104,38 @@ describe('server.compactHistory', () => {
       expect(server.generation).toEqual({ n: 1, id: result.id })
       expect(server.users.list()).toEqual(after)
       expect(clientIds(server.replica.doc)).toBeLessThanOrEqual(result.clientIdsAfter + 1)
+    } finally {
+      await server.close()
+    }
+  })
+})
+
+describe('the old generation on disk', () => {
+  it('is given back by the store (Store.reclaim) once the switch is durable', async () => {
+    const calls: string[] = []
+    class Reclaiming extends ForwardingStore {
+      override batch(ops: readonly StoreOp[]): Promise<void> {
+        if (ops.some((op) => op.type === 'put' && op.key === keys.snapshot)) calls.push('snapshot')
+        return super.batch(ops)
+      }
+      reclaim(): Promise<void> {
+        calls.push('reclaim')
+        return Promise.resolve()
+      }
+    }
+    const server = await createServer({
+      store: new Reclaiming(memoryStore()),
+      siteKey: SITE_KEY,
+      listen: false,
+    })
+    try {
+      for (let round = 0; round < 10; round++)
+        await server.users.put({ id: `u${round % 3}`, name: `name ${round}` })
+      await server.replica.drain()
+      calls.length = 0
+      await server.compactHistory()
+      // The new base is stored first; only then is the old space reclaimed.
+      expect(calls).toEqual(['snapshot', 'reclaim'])
     } finally {
       await server.close()
     }
