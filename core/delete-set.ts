@@ -51,6 +51,17 @@ export function addRange(list: Array<[number, number]>, clock: number, end: numb
   list.splice(lo, last - lo, [start, stop])
 }
 
+/**
+ * The encoded bytes (UpdateEncoderV1's delete set layout) of the ranges a
+ * DeleteSetCache follows, dropped by its next transaction that adds any:
+ * every answer ends with the whole delete set, and a server answering
+ * hundreds of devices a second between two of its transactions writes the
+ * same one each time.
+ */
+const encodedRanges = new WeakMap<object, Uint8Array>()
+/** Ranges a DeleteSetCache follows (the only ones whose bytes are kept). */
+const followedRanges = new WeakSet<object>()
+
 /** The delete set of one document, as ranges per client; see the module comment. */
 export class DeleteSetCache {
   /** Built on first use (a document that never answers a step 1 never pays for it). */
@@ -72,7 +83,10 @@ export class DeleteSetCache {
   /** The delete set now: what `Y.createDeleteSetFromStructStore` would return, as ranges. */
   current(): ReadonlyMap<number, ReadonlyArray<readonly [number, number]>> {
     if (!this.following) return deleteRangesOf(this.doc.store)
-    if (this.ranges === undefined) this.ranges = deleteRangesOf(this.doc.store)
+    if (this.ranges === undefined) {
+      this.ranges = deleteRangesOf(this.doc.store)
+      followedRanges.add(this.ranges)
+    }
     return this.ranges
   }
 
@@ -80,6 +94,8 @@ export class DeleteSetCache {
     const ranges = this.ranges
     if (ranges === undefined) return
     const listOf = (client: number): Array<[number, number]> => {
+      // Every caller adds a range: the bytes kept for these ranges are old.
+      encodedRanges.delete(ranges)
       let list = ranges.get(client)
       if (list === undefined) {
         list = []
@@ -184,6 +200,26 @@ export function writeStructsFrom(
 
 /** Writes a delete set (client -> [clock, end) ranges) as Yjs's writeDeleteSet does: higher clientIDs first. */
 export function writeDeleteRanges(
+  encoder: Y.UpdateEncoderV1,
+  ranges: ReadonlyMap<number, ReadonlyArray<readonly [number, number]>>,
+): void {
+  if (followedRanges.has(ranges)) {
+    // V1 writes a delete set as plain varUints: the same bytes wherever
+    // they go, so they are made once while the ranges stay the same.
+    let bytes = encodedRanges.get(ranges)
+    if (bytes === undefined) {
+      const own = new Y.UpdateEncoderV1()
+      writeRanges(own, ranges)
+      bytes = own.toUint8Array()
+      encodedRanges.set(ranges, bytes)
+    }
+    encoding.writeUint8Array(encoder.restEncoder, bytes)
+    return
+  }
+  writeRanges(encoder, ranges)
+}
+
+function writeRanges(
   encoder: Y.UpdateEncoderV1,
   ranges: ReadonlyMap<number, ReadonlyArray<readonly [number, number]>>,
 ): void {

@@ -23,7 +23,7 @@ import { Identity } from '../peers/identity.js'
 import { ServerSigning } from '../peers/server-signing.js'
 import { DeviceKeys } from './device-keys.js'
 import { DeviceRegistry, type DeviceRecord } from './device-registry.js'
-import { adoptFills, applyPolicies, serverOps } from './server-ops.js'
+import { adoptFills, adoptsAny, applyPolicies, serverOps } from './server-ops.js'
 import {
   createSyncEndpoint,
   startSyncServer,
@@ -279,7 +279,10 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     writerId: SERVER_ID,
     ...basics,
     clientIds: identity,
-    hooks: { afterRemote: (users, ctx) => adoptFills(users, ctx) },
+    hooks: {
+      afterRemote: (users, ctx) => adoptFills(users, ctx),
+      writesAfterRemote: (users, ctx) => adoptsAny(users, ctx),
+    },
     ...(options.eventsMax === undefined ? {} : { eventsMax: options.eventsMax }),
     ...(options.answerChunkBytesMax === undefined
       ? {}

@@ -97,6 +97,13 @@ export function adoptFills(users: Iterable<UserId>, ctx: WriteContext): void {
   }
 }
 
+/** Whether adoptFills would adopt anything for `users` (reads only). */
+export function adoptsAny(users: Iterable<UserId>, ctx: WriteContext): boolean {
+  const policies = ctx.policies()
+  for (const id of users) if (adoptionFor(ctx.replicaOf(id), policies) !== undefined) return true
+  return false
+}
+
 /**
  * Applies the site's field policies: records each change with a fresh stamp
  * (values written before it no longer count, rule 5) and, for a field that

@@ -35,6 +35,24 @@ interface Kept {
 }
 
 /**
+ * Whether a peer at `target` lacks at most `max` operations of `store`
+ * (Yjs clock units): its answer is small to make, and looking it up costs
+ * more (answerKey sorts and hashes the whole state vector).
+ */
+export function lacksAtMost(
+  store: Y.Doc['store'],
+  target: ReadonlyMap<number, number>,
+  max: number,
+): boolean {
+  let lack = 0
+  for (const client of store.clients.keys()) {
+    lack += Math.max(0, Y.getState(store, client) - (target.get(client) ?? 0))
+    if (lack > max) return false
+  }
+  return true
+}
+
+/**
  * The canonical key of an answer to `target` from a document with `store`,
  * in parts of at most `partBytesMax` bytes (see the module comment).
  */
@@ -78,6 +96,18 @@ export class AnswerCache {
   /** How many answers are kept, and their bytes made so far (for tests). */
   get kept(): { answers: number; bytes: number } {
     return { answers: this.answers.size, bytes: this.bytes }
+  }
+
+  /** An answer made whole now from `encode()`'s parts, neither looked up nor kept. */
+  fresh(encode: () => Iterator<Uint8Array>): AnswerStream {
+    const stream = new AnswerStream(
+      encode(),
+      () => undefined,
+      (done) => this.pending.delete(done),
+    )
+    stream.finish()
+    if (stream.bytes >= limits.answerCachedBytesMin) this.encoded++
+    return stream
   }
 
   /**

@@ -270,9 +270,16 @@ export class BatchRunner {
         }
       })
     // A Yjs transaction costs a state vector on each side of it: a batch of
-    // bookkeeping and of remote updates that touched nothing needs none.
+    // bookkeeping and of remote updates that call for no write of this
+    // peer's (nothing touched, or nothing its hooks would write) needs none.
     const hasLocal = batch.some((op) => op.kind === 'local')
-    if (!hasLocal && remoteTouched.size === 0 && !policiesChanged && !document.hasOwnConflicts) {
+    const { hooks } = this.parts
+    const ownWrites =
+      remoteTouched.size > 0 &&
+      (this.parts.local.importedCount > 0 ||
+        (hooks?.afterRemote !== undefined &&
+          hooks.writesAfterRemote?.(remoteTouched, ctx) !== false))
+    if (!hasLocal && !ownWrites && !policiesChanged && !document.hasOwnConflicts) {
       runWrites()
       return
     }
