@@ -20,6 +20,7 @@
  */
 import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'
+import { joinBytes } from './protocol.js'
 
 /** Per client: sorted, disjoint, non-touching [clock, end) ranges. */
 type Ranges = Map<number, Array<[number, number]>>
@@ -52,21 +53,26 @@ export function addRange(list: Array<[number, number]>, clock: number, end: numb
 }
 
 /**
- * The encoded bytes (UpdateEncoderV1's delete set layout) of the ranges a
- * DeleteSetCache follows, dropped by its next transaction that adds any:
- * every answer ends with the whole delete set, and a server answering
- * hundreds of devices a second between two of its transactions writes the
- * same one each time.
+ * The DeleteSetCache following each ranges map: writeDeleteRanges takes
+ * its encoded bytes (every answer ends with the whole delete set, and a
+ * server answering devices between two of its transactions writes the same
+ * one each time, or one that changed for a few clients).
  */
-const encodedRanges = new WeakMap<object, Uint8Array>()
-/** Ranges a DeleteSetCache follows (the only ones whose bytes are kept). */
-const followedRanges = new WeakSet<object>()
+const followers = new WeakMap<object, DeleteSetCache>()
 
 /** The delete set of one document, as ranges per client; see the module comment. */
 export class DeleteSetCache {
   /** Built on first use (a document that never answers a step 1 never pays for it). */
   private ranges: Ranges | undefined
   private following = true
+  /**
+   * Per client, its part of the encoded delete set (client, count, ranges),
+   * dropped when a transaction adds to its ranges; and the clients highest
+   * first (Yjs's order), dropped when one is added; and the whole.
+   */
+  private readonly chunks = new Map<number, Uint8Array>()
+  private order: number[] | undefined
+  private bytes: Uint8Array | undefined
   private readonly onTransaction = (tr: Y.Transaction): void => this.note(tr)
 
   constructor(private readonly doc: Y.Doc) {
@@ -85,21 +91,49 @@ export class DeleteSetCache {
     if (!this.following) return deleteRangesOf(this.doc.store)
     if (this.ranges === undefined) {
       this.ranges = deleteRangesOf(this.doc.store)
-      followedRanges.add(this.ranges)
+      followers.set(this.ranges, this)
     }
     return this.ranges
+  }
+
+  /**
+   * `ranges` in UpdateEncoderV1's layout (see writeDeleteRanges) when they
+   * are the ranges this cache follows now, else undefined.
+   */
+  encodedIf(asked: object): Uint8Array | undefined {
+    const ranges = this.ranges
+    if (!this.following || ranges === undefined || asked !== ranges) return undefined
+    if (this.bytes !== undefined) return this.bytes
+    this.order ??= [...ranges.keys()].sort((a, b) => b - a)
+    const count = new Y.UpdateEncoderV1()
+    encoding.writeVarUint(count.restEncoder, ranges.size)
+    const pieces = [count.toUint8Array()]
+    for (const client of this.order) {
+      let chunk = this.chunks.get(client)
+      if (chunk === undefined) {
+        const own = new Y.UpdateEncoderV1()
+        writeClientRanges(own, client, ranges.get(client) ?? [])
+        chunk = own.toUint8Array()
+        this.chunks.set(client, chunk)
+      }
+      pieces.push(chunk)
+    }
+    this.bytes = joinBytes(pieces)
+    return this.bytes
   }
 
   private note(tr: Y.Transaction): void {
     const ranges = this.ranges
     if (ranges === undefined) return
     const listOf = (client: number): Array<[number, number]> => {
-      // Every caller adds a range: the bytes kept for these ranges are old.
-      encodedRanges.delete(ranges)
+      // Every caller adds a range: what was encoded of this client is old.
+      this.bytes = undefined
+      this.chunks.delete(client)
       let list = ranges.get(client)
       if (list === undefined) {
         list = []
         ranges.set(client, list)
+        this.order = undefined
       }
       return list
     }
@@ -203,35 +237,34 @@ export function writeDeleteRanges(
   encoder: Y.UpdateEncoderV1,
   ranges: ReadonlyMap<number, ReadonlyArray<readonly [number, number]>>,
 ): void {
-  if (followedRanges.has(ranges)) {
-    // V1 writes a delete set as plain varUints: the same bytes wherever
-    // they go, so they are made once while the ranges stay the same.
-    let bytes = encodedRanges.get(ranges)
-    if (bytes === undefined) {
-      const own = new Y.UpdateEncoderV1()
-      writeRanges(own, ranges)
-      bytes = own.toUint8Array()
-      encodedRanges.set(ranges, bytes)
-    }
-    encoding.writeUint8Array(encoder.restEncoder, bytes)
-    return
-  }
-  writeRanges(encoder, ranges)
+  // V1 writes a delete set as plain varUints: the same bytes wherever they
+  // go, kept by the cache that follows these ranges.
+  const bytes = followers.get(ranges)?.encodedIf(ranges)
+  if (bytes !== undefined) encoding.writeUint8Array(encoder.restEncoder, bytes)
+  else writeRanges(encoder, ranges)
 }
 
 function writeRanges(
   encoder: Y.UpdateEncoderV1,
   ranges: ReadonlyMap<number, ReadonlyArray<readonly [number, number]>>,
 ): void {
+  encoding.writeVarUint(encoder.restEncoder, ranges.size)
+  for (const [client, list] of [...ranges].sort((a, b) => b[0] - a[0]))
+    writeClientRanges(encoder, client, list)
+}
+
+/** One client's part of a delete set: its id, its count of ranges, each range. */
+function writeClientRanges(
+  encoder: Y.UpdateEncoderV1,
+  client: number,
+  list: ReadonlyArray<readonly [number, number]>,
+): void {
   const rest = encoder.restEncoder
-  encoding.writeVarUint(rest, ranges.size)
-  for (const [client, list] of [...ranges].sort((a, b) => b[0] - a[0])) {
-    encoder.resetDsCurVal()
-    encoding.writeVarUint(rest, client)
-    encoding.writeVarUint(rest, list.length)
-    for (const [clock, end] of list) {
-      encoder.writeDsClock(clock)
-      encoder.writeDsLen(end - clock)
-    }
+  encoder.resetDsCurVal()
+  encoding.writeVarUint(rest, client)
+  encoding.writeVarUint(rest, list.length)
+  for (const [clock, end] of list) {
+    encoder.writeDsClock(clock)
+    encoder.writeDsLen(end - clock)
   }
 }

@@ -9,6 +9,7 @@
  * the state vector from before that batch; `readers` is empty whenever
  * `inFlight` is false.
  */
+import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'
 import { encodeStateVectorMap } from '../../core/codec.js'
 import type { ReplicaDocument } from './document.js'
@@ -34,6 +35,8 @@ export class DurableGate {
    * of 1,000 clients per answer).
    */
   private vector: { readonly doc: Y.Doc; readonly bytes: Uint8Array } | undefined
+  /** The document's clientIDs, highest first (the order Yjs writes them in). */
+  private clients: { readonly doc: Y.Doc; readonly order: number[] } | undefined
 
   constructor(
     private readonly document: ReplicaDocument,
@@ -96,8 +99,31 @@ export class DurableGate {
   private stateVector(doc: Y.Doc): Uint8Array {
     if (doc._transaction !== null || doc._transactionCleanups.length > 0)
       return Y.encodeStateVector(doc)
-    if (this.vector?.doc !== doc) this.vector = { doc, bytes: Y.encodeStateVector(doc) }
+    if (this.vector?.doc !== doc) this.vector = { doc, bytes: this.encodeVector(doc) }
     return this.vector.bytes
+  }
+
+  /**
+   * The bytes of `Y.encodeStateVector(doc)`, written from the clientIDs
+   * kept in order (sorted again only when the document gained one) rather
+   * than through a map of every client and a sort each time.
+   */
+  private encodeVector(doc: Y.Doc): Uint8Array {
+    const { clients } = doc.store
+    let order = this.clients?.doc === doc ? this.clients.order : undefined
+    if (order?.length !== clients.size || !order.every((client) => clients.has(client))) {
+      order = [...clients.keys()].sort((a, b) => b - a)
+      this.clients = { doc, order }
+    }
+    const encoder = encoding.createEncoder()
+    encoding.writeVarUint(encoder, order.length)
+    for (const client of order) {
+      const structs = clients.get(client) as Y.AbstractStruct[]
+      const last = structs[structs.length - 1] as Y.AbstractStruct
+      encoding.writeVarUint(encoder, client)
+      encoding.writeVarUint(encoder, last.id.clock + last.length)
+    }
+    return encoding.toUint8Array(encoder)
   }
 
   /**
