@@ -228,12 +228,6 @@ export const limits = {
   answersCachedBytesMax: 512 * 1024 * 1024,
   /** Smallest answer kept in that cache, in bytes (smaller ones are cheap to encode again). */
   answerCachedBytesMin: 64 * 1024,
-  /**
-   * An answer bringing at most this many operations (Yjs clock units) is
-   * made afresh without looking in that cache: finding its key (a sort and
-   * a hash of the asker's whole state vector) costs more than making it.
-   */
-  answerLookupOpsMin: 256,
   // Issue 10: export / import
   /** Most users one export holds by default (`createServer({ exportUsersMax })` changes it). */
   usersPerExportMax: 500,

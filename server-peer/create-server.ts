@@ -375,7 +375,15 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       endpoint.closeAll(CloseCode.generationChanged, reason)
       return closed
     },
-    reclaim: () => void basics.store.reclaim?.(),
+    // Best effort, whatever the store: a reclaim that throws or rejects
+    // changes nothing stored, and the switch is durable already.
+    reclaim: () => {
+      try {
+        basics.store.reclaim?.().catch(() => undefined)
+      } catch {
+        // As above.
+      }
+    },
   })
   statementOf = () => generations.statement()
   // Devices fetching a new generation at once, capped (issue 13): every

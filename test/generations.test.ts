@@ -114,9 +114,10 @@ describe('the old generation on disk', () => {
   it('is given back by the store (Store.reclaim) once the switch is durable', async () => {
     const calls: string[] = []
     class Reclaiming extends ForwardingStore {
-      override batch(ops: readonly StoreOp[]): Promise<void> {
+      override async batch(ops: readonly StoreOp[]): Promise<void> {
+        await super.batch(ops)
+        // Counted once durable (the batch resolved), not when asked for.
         if (ops.some((op) => op.type === 'put' && op.key === keys.snapshot)) calls.push('snapshot')
-        return super.batch(ops)
       }
       reclaim(): Promise<void> {
         calls.push('reclaim')
@@ -138,6 +139,29 @@ describe('the old generation on disk', () => {
       expect(calls).toEqual(['snapshot', 'reclaim'])
     } finally {
       await server.close()
+    }
+  })
+  it('a store whose reclaim throws or rejects leaves the switch done', async () => {
+    for (const failing of ['throws', 'rejects'] as const) {
+      class Failing extends ForwardingStore {
+        reclaim(): Promise<void> {
+          if (failing === 'throws') throw new Error('reclaim failed')
+          return Promise.reject(new Error('reclaim failed'))
+        }
+      }
+      const server = await createServer({
+        store: new Failing(memoryStore()),
+        siteKey: SITE_KEY,
+        listen: false,
+      })
+      try {
+        await server.users.put({ id: 'u1', name: 'Ann' })
+        const result = await server.compactHistory()
+        expect(result.generation).toBe(1)
+        expect(server.users.get('u1')?.name).toBe('Ann')
+      } finally {
+        await server.close()
+      }
     }
   })
 })

@@ -96,6 +96,40 @@ describe('LevelStore', () => {
     await store.close()
   })
 
+  it('closes the backend only once a running reclaim is done', async () => {
+    // classic-level holds its own close back for a compaction; a backend
+    // that does not must not be closed under one either.
+    const db = memoryLevel()
+    await db.open()
+    const order: string[] = []
+    let finish: () => void = () => undefined
+    const compactable = db as MemoryLevel<string, Uint8Array> & {
+      compactRange: (start: string, end: string) => Promise<void>
+    }
+    compactable.compactRange = () =>
+      new Promise<void>((resolve) => {
+        finish = () => {
+          order.push('reclaimed')
+          resolve()
+        }
+      })
+    const close = db.close.bind(db)
+    db.close = () => {
+      order.push('closed')
+      return close()
+    }
+    const store = new LevelStore(db)
+    const reclaiming = store.reclaim()
+    const closing = store.close()
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    expect(order).toEqual([])
+    finish()
+    await Promise.all([reclaiming, closing])
+    expect(order).toEqual(['reclaimed', 'closed'])
+    // After close a reclaim does nothing.
+    await expect(store.reclaim()).resolves.toBeUndefined()
+  })
+
   it('closes the backend iterator when the consumer breaks early', async () => {
     const db = memoryLevel()
     const closes: string[] = []
@@ -205,7 +239,7 @@ describe('openLevelStore', () => {
     }
   })
 
-  it('gives the space of deleted values back on reclaim, and close waits for it', async () => {
+  it('gives the space of deleted values back on reclaim', async () => {
     // A new generation (issue 13) deletes the old history in one batch:
     // LevelDB keeps it in its tables until a compaction reaches them.
     // Incompressible (LevelDB compresses its tables).
@@ -239,7 +273,7 @@ describe('openLevelStore', () => {
     expect(await tableBytes()).toBeGreaterThan(1.9 * size)
     const again = await openLevelStore(dir)
     void again.reclaim?.()
-    // Closing while the reclaim runs waits for it (no error, nothing lost).
+    // Closing while the reclaim runs: no error, nothing lost.
     await again.close()
     expect(await tableBytes()).toBeLessThan(1.2 * size)
     const reopened = await openLevelStore(dir)

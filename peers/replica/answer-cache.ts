@@ -7,12 +7,15 @@
  * object, so a signer that remembers what it sealed (the server's,
  * peers/server-signing.ts) seals them once for every link too.
  *
- * An answer is kept under the canonical form of the vector it answers, not
- * its bytes: the clocks of the clients the document holds, each at most the
- * document's own, in clientID order (hashed). Vectors that ask for the same
+ * An answer is kept under what it brings, not the vector's bytes: each
+ * client whose structs the asker lacks and the clock it lacks them from,
+ * in clientID order (hashed when long). Vectors that ask for the same
  * answer share it however they are encoded (in another order, with clients
- * the document never saw, with clocks past the document's, with zeros), and
- * a peer cannot push the full roster out with variants of the empty vector.
+ * the document never saw, with clocks past the document's, with zeros, with
+ * any clocks of the clients they are level with), and a peer cannot push
+ * the full roster out with variants of the empty vector. A device that
+ * lacks a few clients' latest edits has a short key: no sort nor hash of
+ * the whole vector (1,000 clientIDs on a server with 1,000 devices).
  * The cache is bounded in answers and in bytes (`limits.answersCachedMax`,
  * `limits.answersCachedBytesMax`).
  *
@@ -34,23 +37,8 @@ interface Kept {
   bytes: number
 }
 
-/**
- * Whether a peer at `target` lacks at most `max` operations of `store`
- * (Yjs clock units): its answer is small to make, and looking it up costs
- * more (answerKey sorts and hashes the whole state vector).
- */
-export function lacksAtMost(
-  store: Y.Doc['store'],
-  target: ReadonlyMap<number, number>,
-  max: number,
-): boolean {
-  let lack = 0
-  for (const client of store.clients.keys()) {
-    lack += Math.max(0, Y.getState(store, client) - (target.get(client) ?? 0))
-    if (lack > max) return false
-  }
-  return true
-}
+/** Lacking clients past which a key is hashed rather than kept whole. */
+const KEY_CLIENTS_PLAIN_MAX = 64
 
 /**
  * The canonical key of an answer to `target` from a document with `store`,
@@ -61,20 +49,22 @@ export function answerKey(
   target: ReadonlyMap<number, number>,
   partBytesMax: number,
 ): string {
-  const claims: Array<[number, number]> = []
-  for (const [client, clock] of target) {
-    if (clock <= 0 || !store.clients.has(client)) continue
-    claims.push([client, Math.min(clock, Y.getState(store, client))])
+  const lacking: Array<[number, number]> = []
+  for (const client of store.clients.keys()) {
+    const from = Math.max(0, target.get(client) ?? 0)
+    if (from < Y.getState(store, client)) lacking.push([client, from])
   }
-  claims.sort((a, b) => a[0] - b[0])
+  lacking.sort((a, b) => a[0] - b[0])
+  if (lacking.length <= KEY_CLIENTS_PLAIN_MAX)
+    return `${partBytesMax}|${lacking.map(([client, from]) => `${client}:${from}`).join(',')}`
   const e = encoding.createEncoder()
   encoding.writeVarUint(e, partBytesMax)
-  encoding.writeVarUint(e, claims.length)
-  for (const [client, clock] of claims) {
+  encoding.writeVarUint(e, lacking.length)
+  for (const [client, from] of lacking) {
     encoding.writeVarUint(e, client)
-    encoding.writeVarUint(e, clock)
+    encoding.writeVarUint(e, from)
   }
-  return createHash('sha256').update(encoding.toUint8Array(e)).digest('base64')
+  return `#${createHash('sha256').update(encoding.toUint8Array(e)).digest('base64')}`
 }
 
 /** Answers kept per canonical state vector, dropped when the document changes. */
@@ -96,18 +86,6 @@ export class AnswerCache {
   /** How many answers are kept, and their bytes made so far (for tests). */
   get kept(): { answers: number; bytes: number } {
     return { answers: this.answers.size, bytes: this.bytes }
-  }
-
-  /** An answer made whole now from `encode()`'s parts, neither looked up nor kept. */
-  fresh(encode: () => Iterator<Uint8Array>): AnswerStream {
-    const stream = new AnswerStream(
-      encode(),
-      () => undefined,
-      (done) => this.pending.delete(done),
-    )
-    stream.finish()
-    if (stream.bytes >= limits.answerCachedBytesMin) this.encoded++
-    return stream
   }
 
   /**

@@ -30,7 +30,6 @@ import {
 } from '../../core/entries.js'
 import type { Hlc } from '../../core/hlc.js'
 import { asUserId, SERVER_ID, type UserId, type WriterId } from '../../core/ids.js'
-import { limits } from '../../core/limits.js'
 import { mergeDeviceEntries, sameDeviceStamps } from '../../core/writes.js'
 import {
   laterPolicy,
@@ -42,7 +41,7 @@ import {
   type UserView,
 } from '../../core/resolve.js'
 import type { RecordSchema } from '../../core/schema.js'
-import { AnswerCache, answerKey, lacksAtMost } from './answer-cache.js'
+import { AnswerCache, answerKey } from './answer-cache.js'
 import type { AnswerStream } from './answer-stream.js'
 import type { LocalState } from './local-state.js'
 import { LOCAL_ORIGIN, type WriteContext } from './types.js'
@@ -420,14 +419,11 @@ export class ReplicaDocument {
     // behind: walk the store, and keep nothing.
     const settled = doc._transaction === null && doc._transactionCleanups.length === 0
     const target = Y.decodeStateVector(stateVector)
-    const encode = () => {
+    return this.answers.get(answerKey(doc.store, target, partBytesMax), settled, () => {
       const deletes =
         settled && this.deletes !== undefined ? this.deletes.current() : deleteRangesOf(doc.store)
       return diffParts(doc.store, target, deletes, partBytesMax)
-    }
-    // A device catching up on a few edits: made afresh (see lacksAtMost).
-    if (lacksAtMost(doc.store, target, limits.answerLookupOpsMin)) return this.answers.fresh(encode)
-    return this.answers.get(answerKey(doc.store, target, partBytesMax), settled, encode)
+    })
   }
 
   /** How many large answers answerParts encoded rather than took from its cache (AnswerCache.encodes). */
