@@ -370,10 +370,14 @@ export class ReplicaDocument {
   allUserIds(): UserId[] {
     // Sorted, then duplicates dropped side by side: at 1M users a Set of
     // every id cost a third of the first page after a cold start.
-    const ids = [...this.serverMap().keys()] as UserId[]
+    // Read off the map's entries directly: Y.Map's key iterator, a chain of
+    // generic iterators, took 170 of the 210 ms at 1M users.
+    const ids: UserId[] = []
+    for (const [id, item] of this.serverMap()._map) if (!item.deleted) ids.push(asUserId(id))
     for (const id of this.deviceIndex.keys()) ids.push(asUserId(id))
     for (const id of this.local.userIds()) ids.push(id)
-    ids.sort()
+    // Enrolled in order, they often are in order already: a look costs less than a sort.
+    if (!inOrder(ids)) ids.sort()
     let kept = 0
     for (let i = 0; i < ids.length; i++)
       if (kept === 0 || ids[i] !== ids[kept - 1]) ids[kept++] = ids[i] as UserId
@@ -478,4 +482,10 @@ export class ReplicaDocument {
       }
     }
   }
+}
+
+/** Whether `ids` ascend (duplicates side by side allowed). */
+function inOrder(ids: readonly string[]): boolean {
+  for (let i = 1; i < ids.length; i++) if ((ids[i - 1] as string) > (ids[i] as string)) return false
+  return true
 }
