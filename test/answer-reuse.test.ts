@@ -5,7 +5,8 @@
  * vector the durable gate hands out is Yjs's own after any history, an
  * answer is byte for byte what Yjs writes, and askers that lack the same
  * share one kept answer (its key: what they lack, not their whole vector). Oracle: Yjs itself (`Y.encodeStateVector`, `Y.encodeStateAsUpdate`
- * on the same document). Seeds are printed; SEED=n replays one.
+ * on the same document). Seeds are printed; replay one with
+ * `ROSTERSYNC_SEED=<seed> npx vitest run test/answer-reuse.test.ts`.
  */
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
@@ -56,11 +57,13 @@ function writer(d: number): (n: number, remove?: boolean) => Uint8Array {
 const vectorOf = (replica: Replica): Promise<Uint8Array> =>
   replica.whenDurable((_doc, vector) => vector)
 
-const seed = Number(process.env.SEED ?? Date.now() % 1_000_000)
+const seed = Number(process.env.ROSTERSYNC_SEED ?? Date.now() % 1_000_000)
 
 describe('answers between two transactions', () => {
   it(`state the document's state vector and write what Yjs writes, after any history (seed ${seed})`, async () => {
-    console.log(`answer-reuse: seed ${seed} (SEED=${seed} replays it)`)
+    console.log(
+      `answer-reuse: seed ${seed} — replay: ROSTERSYNC_SEED=${seed} npx vitest run test/answer-reuse.test.ts`,
+    )
     await fc.assert(
       fc.asyncProperty(
         fc.array(

@@ -248,4 +248,46 @@ export const MUTANTS: readonly Mutant[] = [
     ],
     catchers: [{ test: 'test/lifecycle.test.ts', name: 'wipes at 10 days unused' }],
   },
+  {
+    name: 'stale-answer-vector',
+    bug: "the server's step 1 in an answer keeps the state vector of before the last transaction",
+    edits: [
+      {
+        file: 'peers/replica/durable-gate.ts',
+        find: '    this.vector = undefined\n',
+        replace: '\n',
+      },
+    ],
+    catchers: [{ test: 'test/answer-reuse.test.ts', env: { ROSTERSYNC_SEED: '1' } }],
+  },
+  {
+    name: 'stale-delete-set-part',
+    bug: "an answer's delete set keeps a client's encoded ranges after a transaction added to them",
+    edits: [
+      {
+        file: 'core/delete-set.ts',
+        find: '      this.chunks.delete(client)\n',
+        replace: '\n',
+      },
+    ],
+    catchers: [
+      { test: 'test/answer-reuse.test.ts', env: { ROSTERSYNC_SEED: '1' } },
+      { test: 'test/delete-set.test.ts' },
+    ],
+  },
+  {
+    name: 'fill-not-adopted',
+    bug: 'the server skips its own transaction after device updates even when it has a fill to adopt (rule 2)',
+    edits: [
+      {
+        file: 'server-peer/create-server.ts',
+        find: 'writesAfterRemote: (users, ctx) => adoptsAny(users, ctx),',
+        replace: 'writesAfterRemote: () => false,',
+      },
+    ],
+    catchers: [
+      { test: 'test/own-transaction.test.ts' },
+      { test: 'test/rules.test.ts', name: 'rule 2' },
+    ],
+  },
 ]
