@@ -105,9 +105,7 @@ export class DeleteSetCache {
     if (!this.following || ranges === undefined || asked !== ranges) return undefined
     if (this.bytes !== undefined) return this.bytes
     this.order ??= [...ranges.keys()].sort((a, b) => b - a)
-    const count = new Y.UpdateEncoderV1()
-    encoding.writeVarUint(count.restEncoder, ranges.size)
-    const pieces = [count.toUint8Array()]
+    const pieces: Uint8Array[] = [encoding.encode((e) => encoding.writeVarUint(e, ranges.size))]
     for (const client of this.order) {
       let chunk = this.chunks.get(client)
       if (chunk === undefined) {
