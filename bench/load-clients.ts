@@ -25,7 +25,9 @@
  * main thread waiting for a CPU about a tenth of the time (Linux schedstat,
  * reported by the bench), which is the bench measuring itself. Lowered,
  * they still send every edit in its slot (the bench checks the send lag)
- * and read everything the server pushes.
+ * and read everything the server pushes. On Linux they also go in the
+ * SCHED_IDLE class (`BENCH_LOAD_CLIENT_SCHED`, `idle` by default, `normal`
+ * for niceness alone; bench/nice.ts says why niceness is not enough).
  *
  * Each client signs its writes as a device does (PROTOCOL.md, "Signed
  * writes"): its own key (seeded from its index), a join proof, clientIDs
@@ -79,7 +81,7 @@ import {
   runQueueWaitSeconds,
   sourceAddress,
 } from './network-control.js'
-import { clientNice, lowerPriority } from './nice.js'
+import { clientIdleClass, clientNice, idleClass, lowerPriority } from './nice.js'
 import { prng, recordId } from './records.js'
 
 /** Users each device edits, in turn: a device works on a handful of people at a time. */
@@ -99,6 +101,8 @@ export interface ClientsReady {
   readonly clientIds: readonly number[]
   /** The niceness this process runs at (see the module comment). */
   readonly nice: number
+  /** Whether it runs in SCHED_IDLE (see the module comment). */
+  readonly idleClass: boolean
 }
 
 /** Inbound traffic of this process during the load, by message kind. */
@@ -521,7 +525,9 @@ async function main(): Promise<void> {
     process.exit(2)
   }
   const nice = clientNice('BENCH_LOAD_CLIENT_NICE')
+  const idle = clientIdleClass('BENCH_LOAD_CLIENT_SCHED')
   lowerPriority(nice)
+  let inIdleClass = idle && idleClass()
   const count = positiveIntArg(devicesArg, 'devices')
   const first = Number(firstArg)
   const users = positiveIntArg(usersArg, 'users')
@@ -539,12 +545,15 @@ async function main(): Promise<void> {
   )
   const step2Sizes = await Promise.all(devices.map((device) => device.connect()))
   lowerPriority(nice)
+  // Threads started meanwhile inherit the class; set again all the same.
+  if (idle) inIdleClass = idleClass() && inIdleClass
   const ready: ClientsReady = {
     ready: true,
     connectSeconds: (performance.now() - started) / 1000,
     initialStep2Bytes: Math.max(...step2Sizes),
     clientIds: devices.map((device) => device.doc.clientID),
     nice,
+    idleClass: inIdleClass,
   }
   emitResult({ ...ready })
   for await (const command of commands()) {

@@ -12,7 +12,11 @@
  *   loop's delay since the last `stats` (the delay histogram restarts);
  * - `{ cmd: 'state' }`: the document's state vector (Yjs clientID -> clock)
  *   and the number of `write-refused` events, to check the load clients'
- *   own count of acknowledged edits against.
+ *   own count of acknowledged edits against;
+ * - `{ cmd: 'allocations', start: true }`, then `{ cmd: 'allocations', file }`:
+ *   V8's sampling heap profile of what the process allocates between the
+ *   two, collected objects included (what the garbage collector works
+ *   on), written to `file` (a `.heapprofile`, as Chrome's DevTools read).
  */
 import { randomBytes } from 'node:crypto'
 import {
@@ -21,7 +25,8 @@ import {
   PerformanceObserver,
   type PerformanceEntry,
 } from 'node:perf_hooks'
-import { closeSync, openSync, readSync } from 'node:fs'
+import { closeSync, openSync, readSync, writeFileSync } from 'node:fs'
+import { Session } from 'node:inspector/promises'
 import { join } from 'node:path'
 import * as Y from 'yjs'
 import { createServer } from '../server-peer/create-server.js'
@@ -200,6 +205,7 @@ async function main(): Promise<void> {
     rssMax = Math.max(rssMax, process.memoryUsage.rss())
   }, 250)
   const stalls = process.env.BENCH_LOOP_STALLS === '1' ? new StallTracer() : undefined
+  let allocations: Session | undefined
   emitResult({ ...ready })
   for await (const command of commands()) {
     switch (command.cmd) {
@@ -233,6 +239,24 @@ async function main(): Promise<void> {
         gc = { count: 0, totalMs: 0, maxMs: 0, majorMaxMs: 0 }
         rssMax = 0
         emitResult({ ...stats })
+        break
+      }
+      case 'allocations': {
+        if (command.start === true) {
+          allocations = new Session()
+          allocations.connect()
+          await allocations.post('HeapProfiler.startSampling', {
+            samplingInterval: 16_384,
+            includeObjectsCollectedByMajorGC: true,
+            includeObjectsCollectedByMinorGC: true,
+          })
+        } else if (allocations !== undefined) {
+          const { profile } = await allocations.post('HeapProfiler.stopSampling')
+          writeFileSync(String(command.file), JSON.stringify(profile))
+          allocations.disconnect()
+          allocations = undefined
+        }
+        emitResult({ ok: true })
         break
       }
       case 'state': {

@@ -22,7 +22,11 @@
  * every bench): `BENCH_LOAD_DEVICES` (200), `BENCH_LOAD_RATE` (edits per
  * device per second, 10), `BENCH_LOAD_SECONDS` (60), `BENCH_LOAD_IDLE_SECONDS`
  * (as long as the load), `BENCH_LOAD_CLIENT_NICE` (niceness of the client
- * processes, 19; see load-clients.ts). `BENCH_CPU_PROF=<dir>` writes a CPU profile of every child.
+ * processes, 19; see load-clients.ts), `BENCH_LOAD_CLIENT_SCHED` (`idle`:
+ * the clients in Linux's SCHED_IDLE class, the default; `normal`).
+ * `BENCH_CPU_PROF=<dir>` writes a CPU profile of every child;
+ * `BENCH_LOAD_ALLOCATIONS=<file>` the server's sampled allocations during
+ * the load (see load-server.ts, `allocations`).
  */
 import { cpus, loadavg } from 'node:os'
 import { mb, printTable, ratioText, round, withTempDir } from './bench.js'
@@ -42,6 +46,8 @@ const CLIENT_PROCESSES = 2
 const PROBE_RATE = 20
 /** Probing before the idle phase, not counted: it pays for JIT compilation. */
 const WARMUP_SECONDS = 3
+/** Where the server's allocation profile of the load goes, if anywhere (see the module comment). */
+const ALLOCATIONS_FILE = process.env.BENCH_LOAD_ALLOCATIONS || undefined
 /**
  * How long the devices may wait for the server to acknowledge every edit
  * after the load: a server that falls behind takes in its backlog first.
@@ -216,6 +222,7 @@ async function measureOn(
       console.error(
         `load: ${s.devices} devices x ${s.rate} edits/s for ${s.seconds} s, probes running ...`,
       )
+      if (ALLOCATIONS_FILE !== undefined) await server.request({ cmd: 'allocations', start: true })
       t = performance.now()
       const loadCommand = { cmd: 'load', seconds: s.seconds, rate: s.rate }
       const [load, ...done] = await Promise.all([
@@ -224,6 +231,10 @@ async function measureOn(
       ])
       const loadWallSeconds = (performance.now() - t) / 1000
       const serverLoad = await stats()
+      if (ALLOCATIONS_FILE !== undefined) {
+        await server.request({ cmd: 'allocations', file: ALLOCATIONS_FILE })
+        console.error(`load: the server's allocations during the load: ${ALLOCATIONS_FILE}`)
+      }
       const stateAfterLoad = await server.request<LoadServerState>({ cmd: 'state' })
       const loadAverage = load1m()
       console.error('load: edits sent; waiting for the server to acknowledge every one ...')
@@ -372,7 +383,7 @@ function report(m: LoadMeasure): Record<string, unknown> {
       ['updates sent back to their own sender (echoes)', inbound.echoes.toLocaleString('en')],
       ['connections closed during the load', total(m.clients, (d) => d.closed)],
       [
-        `client processes CPU s (niceness ${m.ready.map((r) => r.nice).join(', ')})`,
+        `client processes CPU s (${m.ready.map((r) => `niceness ${r.nice}${r.idleClass ? ', SCHED_IDLE' : ''}`).join('; ')})`,
         m.clients.map((d) => round(d.cpuSeconds)).join(', '),
       ],
       [

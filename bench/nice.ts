@@ -9,8 +9,43 @@
  * normal one). The processes that measure (the probes) keep the normal
  * priority.
  */
+import { execFileSync } from 'node:child_process'
 import { readdirSync } from 'node:fs'
 import { setPriority } from 'node:os'
+
+/**
+ * Whether the load bench's client processes go in Linux's SCHED_IDLE class
+ * (`BENCH_LOAD_CLIENT_SCHED`: `idle`, the default, or `normal`).
+ */
+export function clientIdleClass(variable: string): boolean {
+  const raw = process.env[variable]
+  if (raw === undefined || raw === '' || raw === 'idle') return true
+  if (raw === 'normal') return false
+  console.error(`${variable} must be idle or normal, got ${JSON.stringify(raw)}`)
+  process.exit(2)
+}
+
+/**
+ * Puts every thread of this process in Linux's SCHED_IDLE class (`chrt
+ * --idle --all-tasks`, util-linux): it then runs only on a CPU that nothing
+ * of normal priority wants, and a waking server thread takes the CPU from
+ * it at once. Niceness alone does not do that on a 6.x kernel (EEVDF):
+ * under the load bench (`perf sched timehist`, 8 s of the load, clients at
+ * niceness 19) the server's main thread waited for a CPU 37 times over
+ * 2 ms, up to 5 ms, while a client thread finished its slice, once with the
+ * other core idle. Threads started later inherit the class. Returns false
+ * when chrt is missing or refuses (the process then keeps its niceness).
+ */
+export function idleClass(): boolean {
+  try {
+    execFileSync('chrt', ['--idle', '--all-tasks', '--pid', '0', String(process.pid)], {
+      stdio: 'ignore',
+    })
+    return true
+  } catch {
+    return false
+  }
+}
 
 /** Default niceness of the client processes. */
 const CLIENT_NICE = 19

@@ -20,6 +20,7 @@
  */
 import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'
+import { grownClients } from './grown-clients.js'
 import { joinBytes } from './protocol.js'
 
 /** Per client: sorted, disjoint, non-touching [clock, end) ranges. */
@@ -140,9 +141,7 @@ export class DeleteSetCache {
       for (const item of items) addRange(list, item.clock, item.clock + item.len)
     }
     const store = tr.doc.store
-    for (const [client, after] of tr.afterState) {
-      const before = tr.beforeState.get(client) ?? 0
-      if (after <= before) continue
+    for (const { client, before } of grownClients(tr)) {
       const structs = store.clients.get(client)
       if (structs === undefined) continue
       for (let i = Y.findIndexSS(structs, before); i < structs.length; i++) {

@@ -18,6 +18,7 @@
  * is counted afresh on the first look at it.
  */
 import * as Y from 'yjs'
+import { grownClients } from './grown-clients.js'
 
 /** What a document holds, in clock units (one per map entry written). */
 export interface HistoryFigures {
@@ -84,7 +85,7 @@ export class HistoryCount {
   }
 
   private count(transaction: Y.Transaction): void {
-    const { beforeState, afterState } = transaction
+    const { beforeState } = transaction
     // Units that existed before the transaction and were deleted in it.
     for (const [client, ranges] of transaction.deleteSet.clients) {
       const before = beforeState.get(client) ?? 0
@@ -93,15 +94,9 @@ export class HistoryCount {
         if (end > range.clock) this.deleted += end - range.clock
       }
     }
-    // Units the transaction added that are deleted as it ends. A local
-    // transaction adds only under the document's own clientID (a look at
-    // one client, not at every one the state vector names).
+    // Units the transaction added that are deleted as it ends.
     const store = transaction.doc.store.clients
-    const added = transaction.local ? [transaction.doc.clientID] : afterState.keys()
-    for (const client of added) {
-      const before = beforeState.get(client) ?? 0
-      const after = afterState.get(client) ?? 0
-      if (after <= before) continue
+    for (const { client, before, after } of grownClients(transaction)) {
       const structs = store.get(client)
       if (structs === undefined) continue
       for (let i = Y.findIndexSS(structs, before); i < structs.length; i++) {

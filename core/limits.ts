@@ -197,6 +197,16 @@ export const limits = {
    * answers together held the loop for 4-11 ms under the load bench.
    */
   verifyAnswersPerTurnMax: 32,
+  /**
+   * Niceness added to each verification worker thread (Linux: a thread's
+   * own; elsewhere the call may be refused, and the thread keeps the
+   * process's). Verifying is throughput work and the event loop's answers
+   * are latency work: at the same priority, every batch posted to a worker
+   * woke it onto the core the main thread was using, and under the load
+   * bench the main thread waited for a CPU 10-13% of the time, most of
+   * its tail. At 10 the worker still takes every CPU the loop leaves idle.
+   */
+  verifyWorkerNice: 10,
   /** Most Yjs clientIDs one signed envelope may write under. */
   envelopeNoncesMax: 16,
   /** Most parsed public keys kept for verification (a site's writers, with room to spare). */

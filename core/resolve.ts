@@ -258,6 +258,7 @@ export function adoptionFor(
   replica: UserReplica,
   policies: PolicyTable,
 ): { creates: boolean; fields: Map<string, ResolvedField> } | undefined {
+  if (!fillsVacancy(replica, policies)) return undefined
   const resolved = resolveReplicated(replica, policies)
   if (resolved === undefined) return undefined
   const fields = new Map<string, ResolvedField>()
@@ -267,6 +268,22 @@ export function adoptionFor(
   }
   const creates = !serverLive(replica)
   return creates || fields.size > 0 ? { creates, fields } : undefined
+}
+
+/**
+ * False when adoptionFor has nothing to find: the server holds a live
+ * record and no device entry has a stamp on a shared field the server has
+ * vacant. A device can only fill (rule 2) a shared field it wrote and the
+ * server left empty, so the common case of a server that holds the user,
+ * checked on every batch for every user it touched, resolves nothing.
+ */
+function fillsVacancy(replica: UserReplica, policies: PolicyTable): boolean {
+  const server = replica.server
+  if (server === undefined || server.d === 1) return true
+  for (const [, entry] of replica.devices)
+    for (const field of Object.keys(entry.s))
+      if (isVacant(server.f?.[field]) && policyOf(policies, field) === 'shared') return true
+  return false
 }
 
 /**

@@ -56,6 +56,12 @@ const { parentPort } = require('node:worker_threads')
 const { createPublicKey, verify } = require('node:crypto')
 const SPKI_PREFIX = Buffer.from('${SPKI_PREFIX.toString('hex')}', 'hex')
 const KEYS_MAX = ${limits.publicKeysCachedMax}
+// Below the event loop (limits.verifyWorkerNice): Linux sets this thread's
+// own niceness; a platform that refuses leaves it as it was.
+try {
+  const os = require('node:os')
+  os.setPriority(Math.min(19, os.getPriority() + ${limits.verifyWorkerNice}))
+} catch {}
 const keys = new Map()
 function keyOf(raw) {
   const id = raw.toString('base64')

@@ -1,3 +1,5 @@
+import { readdirSync, readFileSync } from 'node:fs'
+import { getPriority } from 'node:os'
 import fc from 'fast-check'
 import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
@@ -112,6 +114,30 @@ describe('verification pool', () => {
     expect(perTurnCounts.size).toBeGreaterThanOrEqual(4)
     for (const n of perTurnCounts.values()) expect(n).toBeLessThanOrEqual(perTurn)
   })
+
+  it.runIf(process.platform === 'linux')(
+    'its workers run limits.verifyWorkerNice below the thread that started them (Linux: per thread)',
+    async () => {
+      const niceOf = (tid: string): number => {
+        const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
+        // Fields after the command name: state is the 3rd, niceness the 19th.
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])
+      }
+      // This thread's own niceness (Linux's getpriority(PRIO_PROCESS, 0)).
+      const own = getPriority()
+      const before = new Set(readdirSync('/proc/self/task'))
+      const verifier = pool(1)
+      // Answered by the worker: it has lowered itself by then.
+      const key = keys[0] as KeyPair
+      const message = new Uint8Array([1])
+      const job = { publicKey: key.publicKey, message, signature: signBytes(key, message) }
+      expect(await verifier.verify(job)).toBe(true)
+      const started = readdirSync('/proc/self/task').filter((tid) => !before.has(tid))
+      expect(started.map(niceOf)).toContain(Math.min(19, own + limits.verifyWorkerNice))
+      // The thread that made the pool keeps its own.
+      expect(getPriority()).toBe(own)
+    },
+  )
 
   it('a signature of the wrong length is refused, not sent', async () => {
     const verifier = pool(1)

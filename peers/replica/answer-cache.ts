@@ -28,6 +28,7 @@
 import { createHash } from 'node:crypto'
 import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'
+import { grownClients } from '../../core/grown-clients.js'
 import { limits } from '../../core/limits.js'
 import { AnswerStream } from './answer-stream.js'
 
@@ -160,9 +161,7 @@ export class AnswerCache {
   /** Notes a transaction: one that changed the document drops every kept answer. */
   note(tr: Y.Transaction): void {
     if (this.answers.size === 0) return
-    if (tr.deleteSet.clients.size > 0) return this.clear()
-    for (const [client, clock] of tr.afterState)
-      if (tr.beforeState.get(client) !== clock) return this.clear()
+    if (tr.deleteSet.clients.size > 0 || grownClients(tr).length > 0) this.clear()
   }
 
   /**

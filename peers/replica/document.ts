@@ -66,7 +66,9 @@ export class ReplicaDocument {
   /** Answers to state exchanges, until the document changes (see AnswerCache). */
   private readonly answers = new AnswerCache()
   private policyCache: PolicyTable | undefined
-  private deviceRoots: Array<readonly [WriterId, Y.Map<unknown>]> = []
+  /** Root types' names (see rootName); replaced with the document. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Yjs types its roots this way
+  private rootNames = new Map<Y.AbstractType<Y.YEvent<any>>, string>()
   /**
    * Per user id, the devices whose part holds an entry for it: replicaOf
    * then reads only those, not every device's map (a server with hundreds
@@ -74,7 +76,6 @@ export class ReplicaDocument {
    * Devices never remove an entry, so it only grows; rebuilt with the doc.
    */
   private deviceIndex = new Map<string, Set<WriterId>>()
-  private deviceRootsShareSize = -1
   private touched = new Set<UserId>()
   private policiesTouched = false
   /**
@@ -105,8 +106,7 @@ export class ReplicaDocument {
     this.deletes?.destroy()
     this.deletes = new DeleteSetCache(doc)
     this.doc = doc
-    this.deviceRoots = []
-    this.deviceRootsShareSize = -1
+    this.rootNames = new Map()
     this.policyCache = undefined
     this.ownConflicts = new Map()
     this.deviceIndex = new Map()
@@ -251,8 +251,17 @@ export class ReplicaDocument {
 
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Yjs types its roots this way
   private rootName(type: Y.AbstractType<Y.YEvent<any>>): string | undefined {
-    for (const [name, shared] of this.doc.share) if (shared === type) return name
-    return undefined
+    // Yjs keeps roots by name only, and a server has a root per device:
+    // walking them for each root a transaction changed was a tenth of what
+    // it allocated under the load bench. Names are read again when a root
+    // is new (or Yjs replaced a placeholder with its typed root).
+    let name = this.rootNames.get(type)
+    if (name === undefined) {
+      this.rootNames.clear()
+      for (const [key, shared] of this.doc.share) this.rootNames.set(shared, key)
+      name = this.rootNames.get(type)
+    }
+    return name
   }
 
   /**
@@ -279,20 +288,13 @@ export class ReplicaDocument {
     return this.doc.getMap(usersRootName(SERVER_ID))
   }
 
-  /** Every device's users map, refreshed when new roots appear. */
-  private devices(): ReadonlyArray<readonly [WriterId, Y.Map<unknown>]> {
-    if (this.deviceRootsShareSize !== this.doc.share.size) {
-      const roots: Array<readonly [WriterId, Y.Map<unknown>]> = []
-      for (const name of [...this.doc.share.keys()]) {
-        const owner = rootOwner(name)
-        if (owner === undefined || owner === SERVER_ID || !name.startsWith(USERS_ROOT_PREFIX))
-          continue
-        roots.push([owner, this.doc.getMap(name)])
-      }
-      this.deviceRoots = roots
-      this.deviceRootsShareSize = this.doc.share.size
+  /** Every device's users map. */
+  private *devices(): Iterable<readonly [WriterId, Y.Map<unknown>]> {
+    for (const name of [...this.doc.share.keys()]) {
+      const owner = rootOwner(name)
+      if (owner !== undefined && owner !== SERVER_ID && name.startsWith(USERS_ROOT_PREFIX))
+        yield [owner, this.doc.getMap(name)]
     }
-    return this.deviceRoots
   }
 
   private indexEntry(id: string, writer: WriterId): void {

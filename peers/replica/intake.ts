@@ -12,6 +12,7 @@
  */
 import * as Y from 'yjs'
 import { GenerationChangedError, MalformedMessageError } from '../../core/errors.js'
+import { grownClients } from '../../core/grown-clients.js'
 import { scanUpdate } from '../../core/update-scan.js'
 import { HeldBackUpdates } from '../held-back.js'
 import type { ReplicaDocument } from './document.js'
@@ -349,7 +350,5 @@ function unionMeta(metas: readonly UpdateMeta[]): UpdateMeta {
 
 /** Whether a transaction changed the document: Yjs's own test before it emits 'update'. */
 function changedDocument(tr: Y.Transaction): boolean {
-  if (tr.deleteSet.clients.size > 0) return true
-  for (const [client, clock] of tr.afterState) if (tr.beforeState.get(client) !== clock) return true
-  return false
+  return tr.deleteSet.clients.size > 0 || grownClients(tr).length > 0
 }
