@@ -198,7 +198,11 @@ describe('intake', () => {
     const second = Y.encodeStateAsUpdate(source, vector)
     const remote = (bytes: Uint8Array, from: string): PendingOp =>
       op('remote', { remote: { bytes, meta: updateMeta(bytes), from }, from })
-    const capture: BatchCapture = { captured: [], onUpdate: () => undefined, deleteFree: new Set() }
+    const capture: BatchCapture = {
+      captured: [],
+      onTransaction: () => undefined,
+      deleteFree: new Set(),
+    }
     const ctx = { event: () => undefined } as unknown as WriteContext
     const outcomes: Outcome[] = []
     intake.applyRemotes([remote(second, 'x')], outcomes, capture, ctx)

@@ -14,6 +14,7 @@ import type { Hlc } from '../../core/hlc.js'
 import type { StoreOp } from '../../core/store.js'
 import { keys } from '../storage-keys.js'
 import { encodeValue } from '../../core/codec.js'
+import { transactionUpdate } from '../../core/transaction-update.js'
 import type { Compactor } from './compactor.js'
 import type { ReplicaDocument } from './document.js'
 import type { DurableGate } from './durable-gate.js'
@@ -70,15 +71,19 @@ export class BatchRunner {
     // Updates whose transaction deleted nothing (a bulk enrolment's): they
     // add no garbage a compaction would take away (see compactionDue).
     const deleteFree = new Set<Uint8Array>()
-    const onUpdate = (update: Uint8Array, origin: unknown, _doc?: Y.Doc, tr?: Y.Transaction) => {
-      captured.push({ update, origin: origin === REMOTE_ORIGIN ? 'remote' : 'local' })
-      if (tr !== undefined && tr.deleteSet.clients.size === 0) deleteFree.add(update)
+    // Each transaction's update, where Yjs would emit 'update' (see
+    // core/transaction-update.ts: written from the clients it grew).
+    const onTransaction = (tr: Y.Transaction): void => {
+      const update = transactionUpdate(tr)
+      if (update === undefined) return
+      captured.push({ update, origin: tr.origin === REMOTE_ORIGIN ? 'remote' : 'local' })
+      if (tr.deleteSet.clients.size === 0) deleteFree.add(update)
     }
-    document.doc.on('update', onUpdate)
+    document.doc.on('afterTransactionCleanup', onTransaction)
     try {
-      this.applyBatch(batch, storeOps, outcomes, { captured, onUpdate, deleteFree })
+      this.applyBatch(batch, storeOps, outcomes, { captured, onTransaction, deleteFree })
     } finally {
-      document.doc.off('update', onUpdate)
+      document.doc.off('afterTransactionCleanup', onTransaction)
     }
     // Only this peer's own changes must be durable before an answer holds
     // them (see whenDurable): a batch of remote updates (and bookkeeping)

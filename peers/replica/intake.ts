@@ -162,7 +162,7 @@ export class Intake {
    * only what this document lacks (see bringsOnlyNew), the received bytes
    * are what the batch stores and tells listeners, instead of Yjs encoding
    * the same operations again (for a full sync of 100,000 users, half a
-   * second): the batch's 'update' capture is off while Yjs applies it, and
+   * second): the batch's capture is off while Yjs applies it, and
    * its transactions are watched instead. They are stored as received only
    * when the update was applied whole, as the one transaction, and changed
    * something (a no-op update must not be stored or relayed: peers that
@@ -179,7 +179,7 @@ export class Intake {
     const transactions: Y.Transaction[] = []
     const watch = (tr: Y.Transaction): void => void transactions.push(tr)
     let whole = false
-    doc.off('update', capture.onUpdate)
+    doc.off('afterTransactionCleanup', capture.onTransaction)
     doc.on('afterTransactionCleanup', watch)
     try {
       Y.applyUpdate(doc, remote.bytes, REMOTE_ORIGIN)
@@ -189,7 +189,7 @@ export class Intake {
         doc.store.pendingDs === null
     } finally {
       doc.off('afterTransactionCleanup', watch)
-      doc.on('update', capture.onUpdate)
+      doc.on('afterTransactionCleanup', capture.onTransaction)
       if (transactions.some(changedDocument)) {
         const remoteOnly = transactions.every((tr) => tr.origin === REMOTE_ORIGIN)
         const update = whole

@@ -171,7 +171,8 @@ export interface RemoteUpdate {
 /** The updates one batch stores, and the 'update' listener that collects them. */
 export interface BatchCapture {
   readonly captured: ReplicaUpdate[]
-  readonly onUpdate: (update: Uint8Array, origin: unknown) => void
+  /** Captures a transaction's update: the document's 'afterTransactionCleanup' listener while a batch applies. */
+  readonly onTransaction: (tr: Y.Transaction) => void
   /**
    * Captured updates whose transactions deleted nothing (they add no
    * garbage a compaction would take away: see compactionDue).
