@@ -54,6 +54,7 @@ import {
 import { stampMs } from './hlc.js'
 import { SERVER_ID, type WriterId } from './ids.js'
 import { limits } from './limits.js'
+import { rootNameOf } from './root-names.js'
 import type { RecordSchema } from './schema.js'
 
 /**
@@ -171,26 +172,6 @@ export function serverClientsOf(doc: Y.Doc): Set<number> {
     if (names.writerOfClient(client) === SERVER_ID) clients.add(client)
   }
   return clients
-}
-
-/**
- * Per document: each root type's name (the inverse of `doc.share`). Kept
- * across checks: building it per check cost a map of every root (one per
- * device) for every update, a tenth of the server's update check under
- * load. Only ever extended from `doc.share` itself, and rebuilt on a miss:
- * `doc.share` gains roots, and `doc.get` may replace a root's type object
- * under the same name (a placeholder becoming a Y.Map).
- */
-const rootNamesByDoc = new WeakMap<Y.Doc, Map<unknown, string>>()
-
-function rootNameOf(doc: Y.Doc, type: unknown): string | undefined {
-  let names = rootNamesByDoc.get(doc)
-  const cached = names?.get(type)
-  if (cached !== undefined) return cached
-  names = new Map()
-  for (const [name, shared] of doc.share) names.set(shared, name)
-  rootNamesByDoc.set(doc, names)
-  return names.get(type)
 }
 
 /** Names of a document's root types, and the writer of each client, looked up once per check. */

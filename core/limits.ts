@@ -198,9 +198,9 @@ export const limits = {
    */
   verifyAnswersPerTurnMax: 32,
   /**
-   * Niceness added to each verification worker thread (Linux: a thread's
-   * own; elsewhere the call may be refused, and the thread keeps the
-   * process's). Verifying is throughput work and the event loop's answers
+   * Niceness added to each verification worker thread, on Linux only (a
+   * thread's niceness is its own there; elsewhere the call would renice
+   * the whole process, event loop included). Verifying is throughput work and the event loop's answers
    * are latency work: at the same priority, every batch posted to a worker
    * woke it onto the core the main thread was using, and under the load
    * bench the main thread waited for a CPU 10-13% of the time, most of

@@ -14,10 +14,12 @@
  *
  * Read it where Yjs would emit 'update' ('afterTransactionCleanup': after
  * garbage collection and merging, so the structs are the ones Yjs writes).
- * One difference, on purpose: a transaction that observers' writes follow
- * within the same cleanup holds only its own structs here, where Yjs's
- * encoding reads the store's state at the moment and takes in the later
- * transaction's structs too (which its own update then carries again).
+ * One difference: when observers or listeners write during the cleanup
+ * (nothing in rostersync does), Yjs's encoding takes in the later
+ * transaction's structs under every client, where this takes them only
+ * under the clients this transaction grew too (it writes each grown
+ * client's structs to the end of the store). Every later transaction has
+ * its own update, so what is stored and told holds all of them either way.
  */
 import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'

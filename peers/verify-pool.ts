@@ -56,12 +56,15 @@ const { parentPort } = require('node:worker_threads')
 const { createPublicKey, verify } = require('node:crypto')
 const SPKI_PREFIX = Buffer.from('${SPKI_PREFIX.toString('hex')}', 'hex')
 const KEYS_MAX = ${limits.publicKeysCachedMax}
-// Below the event loop (limits.verifyWorkerNice): Linux sets this thread's
-// own niceness; a platform that refuses leaves it as it was.
-try {
-  const os = require('node:os')
-  os.setPriority(Math.min(19, os.getPriority() + ${limits.verifyWorkerNice}))
-} catch {}
+// Below the event loop (limits.verifyWorkerNice). Linux only: there a
+// thread's niceness is its own, while elsewhere the same call renices the
+// whole process (macOS, BSD) or sets its priority class (Windows).
+if (process.platform === 'linux') {
+  try {
+    const os = require('node:os')
+    os.setPriority(Math.min(19, os.getPriority() + ${limits.verifyWorkerNice}))
+  } catch {}
+}
 const keys = new Map()
 function keyOf(raw) {
   const id = raw.toString('base64')

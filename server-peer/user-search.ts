@@ -12,6 +12,7 @@ import { REVOCATIONS_ROOT, SERVER_META_ROOT, USERS_ROOT_PREFIX } from '../core/e
 import { asUserId } from '../core/ids.js'
 import { limits, netLimits } from '../core/limits.js'
 import type { UserView } from '../core/resolve.js'
+import { rootNameOf } from '../core/root-names.js'
 import type { Replica } from '../peers/replica.js'
 
 /** The filters of one page (all optional, combined with AND). */
@@ -123,8 +124,6 @@ export class UserIndex {
   private entries: Array<Entry | null | undefined> = []
   private readonly dirty = new Set<string>()
   private stale = true
-  private rootNames = new Map<unknown, string>()
-  private rootNamesSize = -1
   private unwatchDoc: () => void = () => undefined
   private readonly unwatchReset: () => void
   /** Cancels the warm-up's next turn, while one is scheduled. */
@@ -223,12 +222,7 @@ export class UserIndex {
   }
 
   private rootName(type: unknown): string | undefined {
-    const share = this.replica.doc.share
-    if (this.rootNamesSize !== share.size) {
-      this.rootNames = new Map([...share].map(([name, root]) => [root as unknown, name]))
-      this.rootNamesSize = share.size
-    }
-    return this.rootNames.get(type)
+    return rootNameOf(this.replica.doc, type)
   }
 
   private refresh(): void {

@@ -4,6 +4,7 @@
  * No timing is asserted; the tests count the work (calls into the replica).
  */
 import { afterEach, describe, expect, it, vi } from 'vitest'
+import * as Y from 'yjs'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import {
   UserIndex,
@@ -14,6 +15,9 @@ import {
   WARM_TURN_MS,
 } from '../server-peer/user-search.js'
 import { memoryStore } from '../storage/level-store.js'
+import { usersRootName, type DeviceEntry } from '../core/entries.js'
+import { asUserId, asWriterId } from '../core/ids.js'
+import { deviceWrite } from '../core/writes.js'
 
 const closers: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -184,6 +188,45 @@ describe('UserIndex at scale (issue 13)', () => {
     expect(page.total).toBe(1)
     // The entries were computed before: only the page's one view is resolved.
     expect(view).toHaveBeenCalledTimes(1)
+    index.close()
+  })
+
+  it("follows a device's part after Yjs replaced its first placeholder root (same number of roots)", async () => {
+    const peer = await server()
+    await enrol(peer, 0, 3)
+    await peer.setFieldPolicies({ status: 'last-writer-wins' })
+    const index = new UserIndex(peer.replica)
+    const disabled = (): string[] =>
+      index.page({ limit: 10, status: 'disabled' }).users.map((u) => u.id)
+    expect(disabled()).toEqual([])
+    // Later than the policy's stamp: writes before it do not count (rule 5).
+    const since = (peer.replica.doc.getMap('m:server').get('status') as { t: number }).t
+    let stamp = since
+    /** A device's own part, written in plain Yjs: disables users one update at a time. */
+    const device = (name: string, clientID: number) => {
+      const doc = new Y.Doc()
+      doc.clientID = clientID
+      const root = doc.getMap<DeviceEntry>(usersRootName(asWriterId(name)))
+      return async (user: string): Promise<void> => {
+        const before = Y.encodeStateVector(doc)
+        const key = asUserId(user)
+        const written = new Map([['status', 'disabled']])
+        root.set(key, deviceWrite(root.get(key), 0, written, ++stamp))
+        await peer.replica.applyRemote(Y.encodeStateAsUpdate(doc, before))
+      }
+    }
+    // d1 first: the server's reads then make every root it has (revocations).
+    await device('d1', 4241)(id(0))
+    expect(disabled()).toEqual([id(0)])
+    // d2's first update makes Yjs create its root as a placeholder, which
+    // the server's next read of the part (getMap) replaces with a typed map:
+    // the count of roots stays the same.
+    const d2 = device('d2', 4242)
+    await d2(id(1))
+    expect(disabled()).toEqual([id(0), id(1)])
+    await d2(id(2))
+    expect(peer.users.get(id(2))?.status).toBe('disabled')
+    expect(disabled()).toEqual([id(0), id(1), id(2)])
     index.close()
   })
 })

@@ -29,6 +29,7 @@ import {
   type ServerEntry,
 } from '../../core/entries.js'
 import type { Hlc } from '../../core/hlc.js'
+import { rootNameOf } from '../../core/root-names.js'
 import { asUserId, SERVER_ID, type UserId, type WriterId } from '../../core/ids.js'
 import { mergeDeviceEntries, sameDeviceStamps } from '../../core/writes.js'
 import {
@@ -66,9 +67,6 @@ export class ReplicaDocument {
   /** Answers to state exchanges, until the document changes (see AnswerCache). */
   private readonly answers = new AnswerCache()
   private policyCache: PolicyTable | undefined
-  /** Root types' names (see rootName); replaced with the document. */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Yjs types its roots this way
-  private rootNames = new Map<Y.AbstractType<Y.YEvent<any>>, string>()
   /**
    * Per user id, the devices whose part holds an entry for it: replicaOf
    * then reads only those, not every device's map (a server with hundreds
@@ -106,7 +104,6 @@ export class ReplicaDocument {
     this.deletes?.destroy()
     this.deletes = new DeleteSetCache(doc)
     this.doc = doc
-    this.rootNames = new Map()
     this.policyCache = undefined
     this.ownConflicts = new Map()
     this.deviceIndex = new Map()
@@ -164,7 +161,7 @@ export class ReplicaDocument {
     this.answers.note(tr)
     for (const [type, subs] of tr.changed) {
       if (type._item !== null) continue
-      const name = this.rootName(type)
+      const name = rootNameOf(this.doc, type)
       if (name === SERVER_META_ROOT) {
         this.policiesTouched = true
         this.policyCache = undefined
@@ -247,21 +244,6 @@ export class ReplicaDocument {
       const merged = mergeDeviceEntries([kept, ...entries])
       if (!sameDeviceStamps(merged, kept)) ctx.setOwnEntry(id, merged)
     }
-  }
-
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Yjs types its roots this way
-  private rootName(type: Y.AbstractType<Y.YEvent<any>>): string | undefined {
-    // Yjs keeps roots by name only, and a server has a root per device:
-    // walking them for each root a transaction changed was a tenth of what
-    // it allocated under the load bench. Names are read again when a root
-    // is new (or Yjs replaced a placeholder with its typed root).
-    let name = this.rootNames.get(type)
-    if (name === undefined) {
-      this.rootNames.clear()
-      for (const [key, shared] of this.doc.share) this.rootNames.set(shared, key)
-      name = this.rootNames.get(type)
-    }
-    return name
   }
 
   /**
