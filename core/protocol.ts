@@ -106,7 +106,7 @@ export function exactBytes(
 }
 
 /** Writes `n` as a varUint (lib0's layout) at `at`; returns the index after it. */
-function writeVarUintAt(out: Uint8Array, at: number, n: number): number {
+export function writeVarUintAt(out: Uint8Array, at: number, n: number): number {
   while (n > 0x7f) {
     out[at++] = 0x80 | (n & 0x7f)
     n = Math.floor(n / 128)
