@@ -200,11 +200,12 @@ export const limits = {
   /**
    * Niceness added to each verification worker thread, on Linux only (a
    * thread's niceness is its own there; elsewhere the call would renice
-   * the whole process, event loop included). Verifying is throughput work and the event loop's answers
-   * are latency work: at the same priority, every batch posted to a worker
-   * woke it onto the core the main thread was using, and under the load
-   * bench the main thread waited for a CPU 10-13% of the time, most of
-   * its tail. At 10 the worker still takes every CPU the loop leaves idle.
+   * the whole process, event loop included). Verifying is throughput
+   * work and the event loop's answers are latency work: at the same
+   * priority a worker woken by a batch took the core the main thread was
+   * about to answer on (under the load bench the main thread waited for a
+   * CPU 9.8-12.7% of the load, 9.0-9.5% with the workers lowered). At 10
+   * a worker still takes every CPU the loop leaves idle.
    */
   verifyWorkerNice: 10,
   /** Most Yjs clientIDs one signed envelope may write under. */
