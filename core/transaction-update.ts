@@ -21,9 +21,8 @@
  * client's structs to the end of the store). Every later transaction has
  * its own update, so what is stored and told holds all of them either way.
  */
-import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'
-import { writeStructsFrom } from './delete-set.js'
+import { writeDeleteRanges, writeStructsFrom } from './delete-set.js'
 import { grownClients } from './grown-clients.js'
 
 /** The update of `tr` (V1), or undefined when it changed nothing (Yjs then emits no 'update'). */
@@ -35,19 +34,15 @@ export function transactionUpdate(tr: Y.Transaction): Uint8Array | undefined {
   const from = new Map<number, number>()
   for (const { client, before } of grown) from.set(client, before)
   writeStructsFrom(encoder, tr.doc.store, from)
-  // The delete set: as Yjs's writeDeleteSet (sorted and merged by then),
-  // higher clientIDs first.
-  const rest = encoder.restEncoder
-  encoding.writeVarUint(rest, deleted.size)
-  for (const client of [...deleted.keys()].sort((a, b) => b - a)) {
-    const items = deleted.get(client) as ReadonlyArray<{ clock: number; len: number }>
-    encoder.resetDsCurVal()
-    encoding.writeVarUint(rest, client)
-    encoding.writeVarUint(rest, items.length)
-    for (const item of items) {
-      encoder.writeDsClock(item.clock)
-      encoder.writeDsLen(item.len)
-    }
-  }
+  // The delete set (sorted and merged by then), written as Yjs's
+  // writeDeleteSet writes it.
+  const ranges = new Map<number, Array<[number, number]>>()
+  deleted.forEach((items, client) =>
+    ranges.set(
+      client,
+      items.map((item): [number, number] => [item.clock, item.clock + item.len]),
+    ),
+  )
+  writeDeleteRanges(encoder, ranges)
   return encoder.toUint8Array()
 }
