@@ -15,6 +15,7 @@
  * never applied to the new one.
  */
 import * as Y from 'yjs'
+import { applyUpdate } from '../../core/apply-update.js'
 import type { Clock } from '../../core/clock.js'
 import { GenerationChangedError } from '../../core/errors.js'
 import type { NewEvent } from '../../core/events.js'
@@ -109,7 +110,7 @@ export async function switchGeneration<T>(
     let doc = next.doc
     if (doc === undefined) {
       doc = new Y.Doc({ gc: true })
-      Y.applyUpdate(doc, next.snapshot)
+      applyUpdate(doc, next.snapshot)
     }
     const ops: StoreOp[] = []
     // A clientID neither document knows: the new one's writes must never

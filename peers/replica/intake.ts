@@ -11,6 +11,7 @@
  * told to listeners without one sender).
  */
 import * as Y from 'yjs'
+import { applyUpdate } from '../../core/apply-update.js'
 import { GenerationChangedError, MalformedMessageError } from '../../core/errors.js'
 import { grownClients } from '../../core/grown-clients.js'
 import { scanUpdate } from '../../core/update-scan.js'
@@ -117,7 +118,7 @@ export class Intake {
       })
     if (remotes > 1) {
       this.doc.transact(() => {
-        applyRemotes((remote) => Y.applyUpdate(this.doc, remote.bytes, REMOTE_ORIGIN))
+        applyRemotes((remote) => applyUpdate(this.doc, remote.bytes, REMOTE_ORIGIN))
       }, REMOTE_ORIGIN)
     } else if (remotes === 1) {
       applyRemotes((remote) => this.applyReceived(remote, capture))
@@ -173,7 +174,7 @@ export class Intake {
   private applyReceived(remote: RemoteUpdate, capture: BatchCapture): void {
     const doc = this.doc
     if (!this.bringsOnlyNew(remote.meta)) {
-      Y.applyUpdate(doc, remote.bytes, REMOTE_ORIGIN)
+      applyUpdate(doc, remote.bytes, REMOTE_ORIGIN)
       return
     }
     const transactions: Y.Transaction[] = []
@@ -182,7 +183,7 @@ export class Intake {
     doc.off('afterTransactionCleanup', capture.onTransaction)
     doc.on('afterTransactionCleanup', watch)
     try {
-      Y.applyUpdate(doc, remote.bytes, REMOTE_ORIGIN)
+      applyUpdate(doc, remote.bytes, REMOTE_ORIGIN)
       whole =
         transactions.length === 1 &&
         doc.store.pendingStructs === null &&
@@ -307,7 +308,7 @@ export class Intake {
     const bytes =
       held.length === 1 ? (held[0] as RemoteUpdate).bytes : Y.mergeUpdates(held.map((h) => h.bytes))
     try {
-      Y.applyUpdate(this.doc, bytes, REMOTE_ORIGIN)
+      applyUpdate(this.doc, bytes, REMOTE_ORIGIN)
     } catch (error) {
       // Its sender's applyRemote resolved when it was held back, so the
       // refusal is recorded here; the next state-vector exchange resends

@@ -11,6 +11,7 @@
  * document's and nothing may be compacted.
  */
 import * as Y from 'yjs'
+import { applyUpdate } from '../../core/apply-update.js'
 import { decodeValue, encodeValue } from '../../core/codec.js'
 import { RostersyncError, StorageError } from '../../core/errors.js'
 import type { Store, StoreOp } from '../../core/store.js'
@@ -151,14 +152,14 @@ export class UpdateLog {
     this.staged = undefined
     const doc = new Y.Doc({ gc: true })
     const snapshot = await store.get(keys.snapshot)
-    if (snapshot !== undefined) Y.applyUpdate(doc, snapshot)
+    if (snapshot !== undefined) applyUpdate(doc, snapshot)
     this.snapshotBytes = snapshot?.byteLength ?? 0
     this.firstUpdateSeq = 1
     this.nextUpdateSeq = 1
     this.updateBytesSinceSnapshot = 0
     let first = true
     for await (const [key, update] of store.range({ gte: keys.updatesFrom, lt: keys.updatesTo })) {
-      Y.applyUpdate(doc, update)
+      applyUpdate(doc, update)
       const seq = seqOf(key)
       if (first) this.firstUpdateSeq = seq
       first = false

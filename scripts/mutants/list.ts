@@ -290,4 +290,16 @@ export const MUTANTS: readonly Mutant[] = [
       { test: 'test/rules.test.ts', name: 'rule 2' },
     ],
   },
+  {
+    name: 'latin1-any-byte',
+    bug: 'the update decoder slices every short string as latin1, UTF-8 bytes over 0x7f included',
+    edits: [
+      {
+        file: 'core/apply-update.ts',
+        find: '(arr[i] as number) < 0x80) i++',
+        replace: '(arr[i] as number) < 0x100) i++',
+      },
+    ],
+    catchers: [{ test: 'test/apply-update.test.ts', env: { ROSTERSYNC_SEED: '1' } }],
+  },
 ]

@@ -1,0 +1,241 @@
+/**
+ * `applyUpdate` (core/apply-update.ts) against `Y.applyUpdate`: over random
+ * updates (map values of every `Any` kind, strings ASCII and not, short and
+ * long, empty, with a BOM; text; nested maps and arrays; deletes; several
+ * writers), and over the same updates corrupted (bytes changed, cut short,
+ * invalid UTF-8 spliced into a string), both must build the same document
+ * or both refuse the update.
+ *
+ * Random; the seed is printed and replays the run:
+ * `ROSTERSYNC_SEED=<seed> npx vitest run test/apply-update.test.ts`.
+ */
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import { applyUpdate, UpdateTruncatedError } from '../core/apply-update.js'
+
+const seed = Number(process.env.ROSTERSYNC_SEED ?? Date.now() % 1_000_000)
+
+const text = fc.oneof(
+  fc.string({ maxLength: 12 }),
+  fc.string({ unit: 'grapheme', maxLength: 12 }),
+  fc.string({ minLength: 100, maxLength: 300 }),
+  fc.constantFrom('', '\uFEFF', '\uFEFFid', 'é', '\u007F', 'x'.repeat(128), 'y'.repeat(129)),
+)
+
+const anyValue: fc.Arbitrary<unknown> = fc.letrec<{ value: unknown }>((tie) => ({
+  value: fc.oneof(
+    { depthSize: 'small' },
+    text,
+    fc.integer(),
+    fc.double(),
+    fc.float(),
+    fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }),
+    fc.constantFrom(null, true, false, undefined),
+    fc.uint8Array({ maxLength: 8 }),
+    fc.dictionary(text, tie('value'), { maxKeys: 4, noNullPrototype: true }),
+    fc.array(tie('value'), { maxLength: 4 }),
+  ),
+})).value
+
+const step = fc.oneof(
+  fc.record({ kind: fc.constant('set' as const), key: text, value: anyValue }),
+  fc.record({ kind: fc.constant('delete' as const), key: text }),
+  fc.record({ kind: fc.constant('text' as const), at: fc.nat(), insert: text }),
+  fc.record({ kind: fc.constant('cut' as const), at: fc.nat(), length: fc.nat({ max: 5 }) }),
+  fc.record({ kind: fc.constant('nested' as const), key: text, value: anyValue }),
+  fc.record({ kind: fc.constant('push' as const), values: fc.array(anyValue, { maxLength: 3 }) }),
+)
+type Step = typeof step extends fc.Arbitrary<infer T> ? T : never
+
+/** `value` as Yjs takes it at the top of a map or array (a bigint or `undefined` only inside an `Any`). */
+const storable = (value: unknown): unknown =>
+  typeof value === 'bigint' || value === undefined ? [value] : value
+
+/** Plays `steps`, spread over `writers` documents that meet at the end; the merged state. */
+function history(steps: Step[], writers: number): Uint8Array {
+  const docs = Array.from({ length: writers }, () => new Y.Doc())
+  steps.forEach((s, i) => {
+    const doc = docs[i % writers] as Y.Doc
+    const map = doc.getMap('users')
+    const body = doc.getText('notes')
+    switch (s.kind) {
+      case 'set':
+        map.set(s.key, storable(s.value))
+        break
+      case 'delete':
+        map.delete(s.key)
+        break
+      case 'text':
+        body.insert(s.at % (body.length + 1), s.insert)
+        break
+      case 'cut':
+        body.delete(
+          s.at % (body.length + 1),
+          Math.min(s.length, body.length - (s.at % (body.length + 1))),
+        )
+        break
+      case 'nested': {
+        const inner = new Y.Map<unknown>()
+        map.set(`nested:${s.key}`, inner)
+        inner.set(s.key, storable(s.value))
+        break
+      }
+      case 'push':
+        doc.getArray('log').push(s.values.map(storable))
+        break
+    }
+  })
+  return Y.mergeUpdates(docs.map((d) => Y.encodeStateAsUpdate(d)))
+}
+
+/** `read()`, or 'unreadable' when it throws (Yjs can leave a document it cannot encode after a corrupt update). */
+function guarded<T>(read: () => T): T | 'unreadable' {
+  try {
+    return read()
+  } catch {
+    return 'unreadable'
+  }
+}
+
+/** What applying `update` to a fresh document with `apply` gives: its state, or that it threw. */
+function outcome(apply: (doc: Y.Doc, update: Uint8Array) => void, update: Uint8Array) {
+  const doc = new Y.Doc()
+  let threw = false
+  try {
+    apply(doc, update)
+  } catch {
+    threw = true
+  }
+  return {
+    threw,
+    state: guarded(() => Y.encodeStateAsUpdate(doc)),
+    users: guarded(() => doc.getMap('users').toJSON()),
+    notes: guarded(() => doc.getText('notes').toJSON()),
+    log: guarded((): unknown[] => doc.getArray<unknown>('log').toArray()),
+  }
+}
+
+const corruption = fc.oneof(
+  fc.record({
+    kind: fc.constant('byte' as const),
+    at: fc.nat(),
+    value: fc.integer({ min: 0, max: 255 }),
+  }),
+  fc.record({ kind: fc.constant('cut' as const), at: fc.nat() }),
+  // Invalid UTF-8 (a lone continuation byte, a truncated sequence, an encoded surrogate, an overlong).
+  fc.record({
+    kind: fc.constant('utf8' as const),
+    at: fc.nat(),
+    bytes: fc.constantFrom([0x80], [0xc3], [0xed, 0xa0, 0x80], [0xc0, 0xaf], [0xff]),
+  }),
+)
+
+describe('applyUpdate', () => {
+  it(`builds what Y.applyUpdate builds, and refuses what it refuses (seed ${seed})`, () => {
+    console.log(
+      `apply-update: seed ${seed} — replay: ROSTERSYNC_SEED=${seed} npx vitest run test/apply-update.test.ts`,
+    )
+    let valid = 0
+    let refused = 0
+    let corruptAccepted = 0
+    fc.assert(
+      fc.property(
+        fc.array(step, { minLength: 1, maxLength: 20 }),
+        fc.integer({ min: 1, max: 3 }),
+        fc.array(corruption, { maxLength: 2 }),
+        (steps, writers, corruptions) => {
+          let update = history(steps, writers)
+          for (const c of corruptions) {
+            const at = c.at % update.length
+            if (c.kind === 'byte') {
+              update = Uint8Array.from(update)
+              update[at] = c.value
+            } else if (c.kind === 'cut') {
+              update = update.slice(0, at)
+            } else {
+              // Inside the first ASCII run of at least the length of the bytes, if any.
+              const copy = Uint8Array.from(update)
+              let run = 0
+              for (let i = at; i < copy.length; i++) {
+                run = (copy[i] as number) >= 0x20 && (copy[i] as number) < 0x7f ? run + 1 : 0
+                if (run === c.bytes.length) {
+                  copy.set(c.bytes, i + 1 - run)
+                  break
+                }
+              }
+              update = copy
+            }
+          }
+          const theirs = outcome((doc, u) => Y.applyUpdate(doc, u), update)
+          const ours = outcome((doc, u) => applyUpdate(doc, u), update)
+          expect(ours.threw).toBe(theirs.threw)
+          expect(ours.state).toEqual(theirs.state)
+          expect(ours.users).toEqual(theirs.users)
+          expect(ours.notes).toBe(theirs.notes)
+          expect(ours.log).toEqual(theirs.log)
+          if (corruptions.length === 0) valid++
+          else if (theirs.threw) refused++
+          else corruptAccepted++
+        },
+      ),
+      { seed, numRuns: 600 },
+    )
+    console.log(
+      `apply-update: ${valid} valid, ${refused} corrupt refused by both, ${corruptAccepted} corrupt accepted by both`,
+    )
+    expect(valid).toBeGreaterThan(100)
+    expect(refused).toBeGreaterThan(50)
+  })
+
+  it('keeps the values lib0 reads: types, a BOM, non-ASCII, long strings, bytes', () => {
+    const doc = new Y.Doc()
+    const values: Record<string, unknown> = {
+      ascii: 'Aisha Abiodun',
+      bom: '\uFEFFcard',
+      accents: 'François Müller',
+      astral: 'id-\u{1F511}',
+      long: 'z'.repeat(500),
+      edge: 'q'.repeat(128),
+      empty: '',
+      int: -42,
+      float: 0.1,
+      big: 2n ** 60n,
+      bytes: new Uint8Array([1, 2, 255]),
+      nested: { 'é-key': ['a', null, true, false, undefined, { x: 1 }] },
+    }
+    for (const [key, value] of Object.entries(values)) doc.getMap('users').set(key, value)
+    const copy = new Y.Doc()
+    applyUpdate(copy, Y.encodeStateAsUpdate(doc))
+    expect(copy.getMap('users').toJSON()).toEqual(values)
+    expect(copy.getMap('users').get('big')).toBe(2n ** 60n)
+  })
+
+  it('refuses a string that runs past the update instead of reading the bytes after it', () => {
+    const doc = new Y.Doc()
+    doc.getMap('users').set('k', 'value')
+    const update = Y.encodeStateAsUpdate(doc)
+    // The update as a view into a larger buffer whose next bytes look like more string.
+    const larger = new Uint8Array(update.length + 16).fill(0x61)
+    larger.set(update)
+    const at = Buffer.from(larger).indexOf('value') - 1 // the length before 'value'
+    expect(larger[at]).toBe(5)
+    const view = larger.subarray(0, update.length)
+    const cutShort = view.subarray(0, at + 3)
+    expect(() => applyUpdate(new Y.Doc(), cutShort)).toThrow(UpdateTruncatedError)
+    // Whole, it applies.
+    const fresh = new Y.Doc()
+    applyUpdate(fresh, view)
+    expect(fresh.getMap('users').get('k')).toBe('value')
+  })
+
+  it('applies with the origin given', () => {
+    const doc = new Y.Doc()
+    const seen: unknown[] = []
+    doc.on('update', (_u: Uint8Array, origin: unknown) => seen.push(origin))
+    const source = new Y.Doc()
+    source.getMap('users').set('a', 'b')
+    applyUpdate(doc, Y.encodeStateAsUpdate(source), 'remote')
+    expect(seen).toEqual(['remote'])
+  })
+})
