@@ -5,6 +5,7 @@
  */
 import * as decoding from 'lib0/decoding'
 import * as encoding from 'lib0/encoding'
+import { readAnyValue } from './any-reader.js'
 import { MalformedMessageError } from './errors.js'
 
 /** Encodes a plain value. */
@@ -18,7 +19,7 @@ export function encodeValue(value: unknown): Uint8Array {
 export function decodeValue(bytes: Uint8Array): unknown {
   try {
     const decoder = decoding.createDecoder(bytes)
-    const value: unknown = decoding.readAny(decoder)
+    const value: unknown = readAnyValue(decoder)
     if (decoding.hasContent(decoder)) throw new Error('trailing bytes')
     return value
   } catch (cause) {

@@ -10,9 +10,12 @@
  * `ROSTERSYNC_SEED=<seed> npx vitest run test/apply-update.test.ts`.
  */
 import fc from 'fast-check'
+import * as decoding from 'lib0/decoding'
 import { describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
-import { applyUpdate, UpdateTruncatedError } from '../core/apply-update.js'
+import { TruncatedStringError } from '../core/any-reader.js'
+import { applyUpdate } from '../core/apply-update.js'
+import { decodeValue, encodeValue } from '../core/codec.js'
 
 const seed = Number(process.env.ROSTERSYNC_SEED ?? Date.now() % 1_000_000)
 
@@ -222,7 +225,7 @@ describe('applyUpdate', () => {
     expect(larger[at]).toBe(5)
     const view = larger.subarray(0, update.length)
     const cutShort = view.subarray(0, at + 3)
-    expect(() => applyUpdate(new Y.Doc(), cutShort)).toThrow(UpdateTruncatedError)
+    expect(() => applyUpdate(new Y.Doc(), cutShort)).toThrow(TruncatedStringError)
     // Whole, it applies.
     const fresh = new Y.Doc()
     applyUpdate(fresh, view)
@@ -237,5 +240,23 @@ describe('applyUpdate', () => {
     source.getMap('users').set('a', 'b')
     applyUpdate(doc, Y.encodeStateAsUpdate(source), 'remote')
     expect(seen).toEqual(['remote'])
+  })
+
+  it(`decodeValue reads what lib0's readAny reads, and refuses what it refuses (seed ${seed})`, () => {
+    fc.assert(
+      fc.property(anyValue, fc.nat(), (value, cut) => {
+        const bytes = encodeValue(value)
+        expect(decodeValue(bytes)).toEqual(decoding.readAny(decoding.createDecoder(bytes)))
+        const short = bytes.slice(0, cut % bytes.length)
+        let lib0Threw = false
+        try {
+          decoding.readAny(decoding.createDecoder(short))
+        } catch {
+          lib0Threw = true
+        }
+        if (lib0Threw) expect(() => decodeValue(short)).toThrow('value does not decode')
+      }),
+      { seed, numRuns: 500 },
+    )
   })
 })

@@ -292,10 +292,10 @@ export const MUTANTS: readonly Mutant[] = [
   },
   {
     name: 'latin1-any-byte',
-    bug: 'the update decoder slices every short string as latin1, UTF-8 bytes over 0x7f included',
+    bug: 'the update and value decoder slices every short string as latin1, UTF-8 bytes over 0x7f included',
     edits: [
       {
-        file: 'core/apply-update.ts',
+        file: 'core/any-reader.ts',
         find: '(arr[i] as number) < 0x80) i++',
         replace: '(arr[i] as number) < 0x100) i++',
       },
