@@ -55,9 +55,47 @@ type Step = typeof step extends fc.Arbitrary<infer T> ? T : never
 const storable = (value: unknown): unknown =>
   typeof value === 'bigint' || value === undefined ? [value] : value
 
-/** Plays `steps`, spread over `writers` documents that meet at the end; the merged state. */
-function history(steps: Step[], writers: number): Uint8Array {
+const BULK_STRINGS = 3000
+
+/**
+ * A value large enough that the update shares its repeated strings (over
+ * 64 KiB, core/apply-update.ts): drawn from `seed`, strings from a small
+ * pool (repeated: the table's hits), ids of one length (distinct: the
+ * table's collisions), non-ASCII and long ones.
+ */
+function bulk(seed: number): unknown[] {
+  let state = seed >>> 0 || 1
+  const next = (n: number): number => {
+    state = (Math.imul(state, 1103515245) + 12345) >>> 0
+    return (state >>> 8) % n
+  }
+  const pool = ['Engineering', 'Security', 'al-floor-1', 'al-floor-2', 'active', 'csn', 'Zoë', '']
+  return Array.from({ length: BULK_STRINGS }, () => {
+    switch (next(4)) {
+      case 0:
+        return pool[next(pool.length)]
+      case 1:
+        return `u-${String(next(100_000)).padStart(6, '0')}`
+      case 2:
+        return {
+          department: pool[next(pool.length)],
+          id: `c${next(1000)}`,
+          note: 'é'.repeat(next(3)),
+        }
+      default:
+        return 'w'.repeat(100 + next(60))
+    }
+  })
+}
+
+/**
+ * Plays `steps`, spread over `writers` documents that meet at the end (the
+ * first one writing a {@link bulk} value first when `bulkSeed` is given);
+ * the merged state.
+ */
+function history(steps: Step[], writers: number, bulkSeed?: number): Uint8Array {
   const docs = Array.from({ length: writers }, () => new Y.Doc())
+  if (bulkSeed !== undefined) docs[0]?.getMap('users').set('bulk', bulk(bulkSeed))
   steps.forEach((s, i) => {
     const doc = docs[i % writers] as Y.Doc
     const map = doc.getMap('users')
@@ -142,13 +180,16 @@ describe('applyUpdate', () => {
     let valid = 0
     let refused = 0
     let corruptAccepted = 0
+    let large = 0
     fc.assert(
       fc.property(
         fc.array(step, { minLength: 1, maxLength: 20 }),
         fc.integer({ min: 1, max: 3 }),
+        fc.option(fc.nat(), { freq: 3 }),
         fc.array(corruption, { maxLength: 2 }),
-        (steps, writers, corruptions) => {
-          let update = history(steps, writers)
+        (steps, writers, bulkSeed, corruptions) => {
+          let update = history(steps, writers, bulkSeed ?? undefined)
+          if (bulkSeed !== null && update.length >= 64 * 1024) large++
           for (const c of corruptions) {
             const at = c.at % update.length
             if (c.kind === 'byte') {
@@ -173,10 +214,17 @@ describe('applyUpdate', () => {
           const theirs = outcome((doc, u) => Y.applyUpdate(doc, u), update)
           const ours = outcome((doc, u) => applyUpdate(doc, u), update)
           expect(ours.threw).toBe(theirs.threw)
-          expect(ours.state).toEqual(theirs.state)
-          expect(ours.users).toEqual(theirs.users)
-          expect(ours.notes).toBe(theirs.notes)
-          expect(ours.log).toEqual(theirs.log)
+          // The same state, byte for byte, is the same document (every string included).
+          if (ours.state === 'unreadable' || theirs.state === 'unreadable') {
+            expect(ours.state).toEqual(theirs.state)
+          } else {
+            expect(Buffer.from(ours.state).equals(theirs.state)).toBe(true)
+          }
+          if (bulkSeed === null) {
+            expect(ours.users).toEqual(theirs.users)
+            expect(ours.notes).toBe(theirs.notes)
+            expect(ours.log).toEqual(theirs.log)
+          }
           if (corruptions.length === 0) valid++
           else if (theirs.threw) refused++
           else corruptAccepted++
@@ -185,9 +233,10 @@ describe('applyUpdate', () => {
       { seed, numRuns: 600 },
     )
     console.log(
-      `apply-update: ${valid} valid, ${refused} corrupt refused by both, ${corruptAccepted} corrupt accepted by both`,
+      `apply-update: ${valid} valid, ${large} of all over 64 KiB, ${refused} corrupt refused by both, ${corruptAccepted} corrupt accepted by both`,
     )
     expect(valid).toBeGreaterThan(100)
+    expect(large).toBeGreaterThan(50)
     expect(refused).toBeGreaterThan(50)
   })
 

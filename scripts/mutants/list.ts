@@ -302,4 +302,16 @@ export const MUTANTS: readonly Mutant[] = [
     ],
     catchers: [{ test: 'test/apply-update.test.ts', env: { ROSTERSYNC_SEED: '1' } }],
   },
+  {
+    name: 'shared-string-unchecked',
+    bug: "a large update's decoder takes the string last made in a slot for any string of its length, without comparing the bytes",
+    edits: [
+      {
+        file: 'core/any-reader.ts',
+        find: 'while (j < length && earlier.charCodeAt(j) === arr[start + j]) j++',
+        replace: 'j = length',
+      },
+    ],
+    catchers: [{ test: 'test/apply-update.test.ts', env: { ROSTERSYNC_SEED: '1' } }],
+  },
 ]
