@@ -291,6 +291,51 @@ describe('applyUpdate', () => {
     expect(seen).toEqual(['remote'])
   })
 
+  it(`gives the same document for updates applied out of order (pending structs) (seed ${seed})`, () => {
+    let pending = 0
+    fc.assert(
+      fc.property(
+        fc.array(step, { minLength: 2, maxLength: 16 }),
+        fc.integer({ min: 1, max: 3 }),
+        fc.func(fc.integer()),
+        (steps, writers, order) => {
+          // Each step's update as it was emitted, from `writers` documents that see each other's.
+          const docs = Array.from({ length: writers }, () => new Y.Doc())
+          const updates: Uint8Array[] = []
+          docs.forEach((doc) => doc.on('update', (u: Uint8Array) => updates.push(u)))
+          steps.forEach((s, i) => {
+            const doc = docs[i % writers] as Y.Doc
+            const last = updates.length
+            const map = doc.getMap('users')
+            if (s.kind === 'set') map.set(s.key, storable(s.value))
+            else if (s.kind === 'delete') map.delete(s.key)
+            else if (s.kind === 'push') doc.getArray('log').push(s.values.map(storable))
+            else doc.getText('notes').insert(0, s.kind === 'text' ? s.insert : 'x')
+            for (const other of docs)
+              if (other !== doc) for (const u of updates.slice(last)) Y.applyUpdate(other, u)
+          })
+          const shuffled = updates
+            .map((u, i) => ({ u, k: order(i) }))
+            .sort((a, b) => a.k - b.k)
+            .map(({ u }) => u)
+          const theirs = new Y.Doc()
+          const ours = new Y.Doc()
+          for (const u of shuffled) {
+            Y.applyUpdate(theirs, u)
+            applyUpdate(ours, u)
+            if (ours.store.pendingStructs !== null) pending++
+          }
+          expect(
+            Buffer.from(Y.encodeStateAsUpdate(ours)).equals(Y.encodeStateAsUpdate(theirs)),
+          ).toBe(true)
+          expect(ours.getMap('users').toJSON()).toEqual(theirs.getMap('users').toJSON())
+        },
+      ),
+      { seed, numRuns: 300 },
+    )
+    expect(pending).toBeGreaterThan(0)
+  })
+
   it(`decodeValue reads what lib0's readAny reads, and refuses what it refuses (seed ${seed})`, () => {
     fc.assert(
       fc.property(anyValue, fc.nat(), (value, cut) => {
