@@ -17,8 +17,9 @@
  *   1,415 MB of heap instead of 1,661.
  * - Anything else (a byte >= 0x80, a long string) goes to the same fatal,
  *   BOM-keeping `TextDecoder` lib0 uses: invalid UTF-8 throws as it did.
- * - A length past the end of the bytes throws; lib0 reads on into the rest
- *   of the `ArrayBuffer` when the bytes are a view into a larger one.
+ * - A length past the end of the bytes throws (`TruncatedStringError`),
+ *   where lib0 throws its "Unexpected end of array": never a read of the
+ *   rest of the `ArrayBuffer` when the bytes are a view into a larger one.
  *
  * Every other kind of value is read by lib0's own functions. Used for
  * Yjs updates (core/apply-update.ts) and the values of the codec
@@ -111,7 +112,14 @@ const ANY_OBJECT = 118
 const ANY_ARRAY = 117
 const ANY_BYTES = 116
 
-/** lib0's `decoding.readAny`, with {@link readString} for the strings and the keys. */
+/**
+ * lib0's `decoding.readAny`, with {@link readString} for the strings and the
+ * keys. Recursive, as lib0's is: a value nested deep enough overflows the
+ * stack here too (at another depth than in lib0), in both cases while the
+ * update's structs are read, before any is integrated. A replica's update
+ * scan (core/update-scan.ts) leaves values nested over 64 levels to Yjs's
+ * own decoder.
+ */
 export function readAny(source: StringSource): unknown {
   const decoder = source.decoder
   const tag = decoding.readUint8(decoder)

@@ -4,7 +4,9 @@
  * long, empty, with a BOM; text; nested maps and arrays; deletes; several
  * writers), and over the same updates corrupted (bytes changed, cut short,
  * invalid UTF-8 spliced into a string), both must build the same document
- * or both refuse the update.
+ * or both refuse the update; ours reads it at an offset of a larger buffer.
+ * Also: updates over 64 KiB (strings shared), updates applied out of order
+ * (Yjs's pending structs), and `decodeValue` against lib0's `readAny`.
  *
  * Random; the seed is printed and replays the run:
  * `ROSTERSYNC_SEED=<seed> npx vitest run test/apply-update.test.ts`.
@@ -130,6 +132,17 @@ function history(steps: Step[], writers: number, bulkSeed?: number): Uint8Array 
   return Y.mergeUpdates(docs.map((d) => Y.encodeStateAsUpdate(d)))
 }
 
+/**
+ * `bytes` at `offset` of a larger buffer filled with ASCII, as a Node
+ * Buffer from the pool or a message's payload is: a decoder that reads
+ * from the start of the buffer, or past the view's end, reads other bytes.
+ */
+function inLargerBuffer(bytes: Uint8Array, offset: number): Uint8Array {
+  const larger = new Uint8Array(offset + bytes.length + 16).fill(0x61)
+  larger.set(bytes, offset)
+  return larger.subarray(offset, offset + bytes.length)
+}
+
 /** `read()`, or 'unreadable' when it throws (Yjs can leave a document it cannot encode after a corrupt update). */
 function guarded<T>(read: () => T): T | 'unreadable' {
   try {
@@ -187,7 +200,8 @@ describe('applyUpdate', () => {
         fc.integer({ min: 1, max: 3 }),
         fc.option(fc.nat(), { freq: 3 }),
         fc.array(corruption, { maxLength: 2 }),
-        (steps, writers, bulkSeed, corruptions) => {
+        fc.nat({ max: 64 }),
+        (steps, writers, bulkSeed, corruptions, offset) => {
           let update = history(steps, writers, bulkSeed ?? undefined)
           if (bulkSeed !== null && update.length >= 64 * 1024) large++
           for (const c of corruptions) {
@@ -212,7 +226,7 @@ describe('applyUpdate', () => {
             }
           }
           const theirs = outcome((doc, u) => Y.applyUpdate(doc, u), update)
-          const ours = outcome((doc, u) => applyUpdate(doc, u), update)
+          const ours = outcome((doc, u) => applyUpdate(doc, u), inLargerBuffer(update, offset))
           expect(ours.threw).toBe(theirs.threw)
           // The same state, byte for byte, is the same document (every string included).
           if (ours.state === 'unreadable' || theirs.state === 'unreadable') {
@@ -263,7 +277,7 @@ describe('applyUpdate', () => {
     expect(copy.getMap('users').get('big')).toBe(2n ** 60n)
   })
 
-  it('refuses a string that runs past the update instead of reading the bytes after it', () => {
+  it('refuses a string that runs past the update, not reading the bytes of the buffer after it', () => {
     const doc = new Y.Doc()
     doc.getMap('users').set('k', 'value')
     const update = Y.encodeStateAsUpdate(doc)
@@ -337,20 +351,36 @@ describe('applyUpdate', () => {
   })
 
   it(`decodeValue reads what lib0's readAny reads, and refuses what it refuses (seed ${seed})`, () => {
+    let refused = 0
     fc.assert(
-      fc.property(anyValue, fc.nat(), (value, cut) => {
-        const bytes = encodeValue(value)
-        expect(decodeValue(bytes)).toEqual(decoding.readAny(decoding.createDecoder(bytes)))
-        const short = bytes.slice(0, cut % bytes.length)
-        let lib0Threw = false
-        try {
-          decoding.readAny(decoding.createDecoder(short))
-        } catch {
-          lib0Threw = true
-        }
-        if (lib0Threw) expect(() => decodeValue(short)).toThrow('value does not decode')
-      }),
-      { seed, numRuns: 500 },
+      fc.property(
+        anyValue,
+        fc.option(fc.record({ at: fc.nat(), value: fc.integer({ min: 0, max: 255 }) })),
+        fc.nat(),
+        fc.nat({ max: 64 }),
+        (value, change, cut, offset) => {
+          let bytes = encodeValue(value)
+          if (change !== null) {
+            bytes = Uint8Array.from(bytes)
+            bytes[change.at % bytes.length] = change.value
+          }
+          if (cut % 4 === 0) bytes = bytes.slice(0, cut % bytes.length)
+          const lib0 = guarded(() => {
+            const decoder = decoding.createDecoder(bytes)
+            const read: unknown = decoding.readAny(decoder)
+            return decoding.hasContent(decoder) ? 'unreadable' : read
+          })
+          const view = inLargerBuffer(bytes, offset)
+          if (lib0 === 'unreadable') {
+            refused++
+            expect(() => decodeValue(view)).toThrow('value does not decode')
+          } else {
+            expect(decodeValue(view)).toStrictEqual(lib0)
+          }
+        },
+      ),
+      { seed, numRuns: 1000 },
     )
+    expect(refused).toBeGreaterThan(50)
   })
 })
