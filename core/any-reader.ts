@@ -69,30 +69,26 @@ export function readString(source: StringSource): string {
   if (end > arr.length) throw new TruncatedStringError(start, length, arr.length)
   decoder.pos = end
   if (length <= ASCII_SLICE_MAX) {
-    const seen = source.seen
     let i = start
-    if (seen === undefined) {
-      while (i < end && (arr[i] as number) < 0x80) i++
-      if (i === end) return source.bytes.toString('latin1', start, end)
-    } else {
-      let hash = length
-      for (; i < end; i++) {
-        const byte = arr[i] as number
-        if (byte >= 0x80) break
-        hash = (Math.imul(hash, 31) + byte) | 0
+    let hash = length
+    for (; i < end; i++) {
+      const byte = arr[i] as number
+      if (byte >= 0x80) break
+      hash = (Math.imul(hash, 31) + byte) | 0
+    }
+    if (i === end) {
+      const seen = source.seen
+      if (seen === undefined) return source.bytes.toString('latin1', start, end)
+      const slot = (hash ^ (hash >>> 15)) & SEEN_MASK
+      const earlier = seen[slot]
+      if (earlier !== undefined && earlier.length === length) {
+        let j = 0
+        while (j < length && earlier.charCodeAt(j) === arr[start + j]) j++
+        if (j === length) return earlier
       }
-      if (i === end) {
-        const slot = (hash ^ (hash >>> 15)) & SEEN_MASK
-        const earlier = seen[slot]
-        if (earlier !== undefined && earlier.length === length) {
-          let j = 0
-          while (j < length && earlier.charCodeAt(j) === arr[start + j]) j++
-          if (j === length) return earlier
-        }
-        const made = source.bytes.toString('latin1', start, end)
-        seen[slot] = made
-        return made
-      }
+      const made = source.bytes.toString('latin1', start, end)
+      seen[slot] = made
+      return made
     }
   }
   return utf8.decode(arr.subarray(start, end))

@@ -296,8 +296,8 @@ export const MUTANTS: readonly Mutant[] = [
     edits: [
       {
         file: 'core/any-reader.ts',
-        find: '(arr[i] as number) < 0x80) i++',
-        replace: '(arr[i] as number) < 0x100) i++',
+        find: 'if (byte >= 0x80) break',
+        replace: 'if (byte >= 0x100) break',
       },
     ],
     catchers: [{ test: 'test/apply-update.test.ts', env: { ROSTERSYNC_SEED: '1' } }],
