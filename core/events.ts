@@ -4,6 +4,7 @@
  * peer persists what `append` returns and feeds `restore` on open.
  */
 import { z } from 'zod'
+import { InvalidOptionsError } from './errors.js'
 import { limits } from './limits.js'
 
 /** Every event type a peer records. */
@@ -71,16 +72,37 @@ export interface EventQuery {
   readonly beforeSeq?: number
 }
 
+/** A bound of a period: ms since the epoch, or a `Date` (taken as its ms). */
+const instant = z.preprocess(
+  (value) => (value instanceof Date ? value.getTime() : value),
+  z.number({ error: 'must be ms since the epoch (a number) or a Date' }).finite(),
+)
+
 /** The zod schema of a query, for API and CLI input. */
 export const eventQuerySchema = z.strictObject({
   type: z.union([z.enum(EVENT_TYPES), z.array(z.enum(EVENT_TYPES))]).optional(),
   deviceId: z.string().optional(),
   userId: z.string().optional(),
-  since: z.number().optional(),
-  until: z.number().optional(),
+  since: instant.optional(),
+  until: instant.optional(),
   limit: z.number().int().positive().optional(),
   beforeSeq: z.number().int().optional(),
 })
+
+/**
+ * A query as outside code gives it (`peer.events.query(q)`), checked:
+ * throws `INVALID_OPTIONS` naming the first bad filter (an unknown type or
+ * key, a bound that is not a time) rather than answering a query that can
+ * match nothing with an empty list. `Date` bounds become ms.
+ */
+export function parseEventQuery(q: unknown): EventQuery {
+  if (q === undefined) return {}
+  const parsed = eventQuerySchema.safeParse(q)
+  if (parsed.success) return parsed.data as EventQuery
+  const issue = parsed.error.issues[0]
+  const where = issue === undefined || issue.path.length === 0 ? 'query' : issue.path.join('.')
+  throw new InvalidOptionsError(`events.query: ${where}: ${issue?.message ?? 'invalid'}`)
+}
 
 /**
  * A bounded, queryable, in-memory event log.

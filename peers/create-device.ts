@@ -4,9 +4,10 @@
  * device-specific fields stay on it.
  */
 import { z } from 'zod'
-import type { EventQuery, RosterEvent } from '../core/events.js'
+import { parseEventQuery, type EventQuery, type RosterEvent } from '../core/events.js'
+import { detached } from '../core/detach.js'
 import { InvalidOptionsError } from '../core/errors.js'
-import { asWriterId, SERVER_ID } from '../core/ids.js'
+import { asWriterId, isReservedWriterId, SERVER_ID } from '../core/ids.js'
 import { limits } from '../core/limits.js'
 import { deviceOps, OverrideLog } from './device-ops.js'
 import {
@@ -86,7 +87,7 @@ const deviceOptionsSchema = z.strictObject({
     .min(1)
     .max(limits.writerIdCharsMax)
     .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]*$/, 'letters, digits and . _ : - only')
-    .refine((id) => id !== SERVER_ID, 'a device cannot be called "server"'),
+    .refine((id) => !isReservedWriterId(id), 'a device cannot be called "server" (in any case)'),
   name: z.string().max(limits.textCharsMax).optional(),
   server: z
     .string()
@@ -274,7 +275,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     events: {
       query: (q) => {
         touch()
-        return replica.events.query(q)
+        return replica.events.query(parseEventQuery(q)).map(detached)
       },
     },
     replica,
@@ -284,7 +285,8 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     sync: {
       full: () => sync.full(),
       delta: () => sync.delta(),
-      status: () => sync.status(),
+      // A copy: the status objects are the sync's own.
+      status: () => detached(sync.status()),
       whenIdle: () => sync.whenIdle(),
       whenReady: () => sync.whenReady(),
     },

@@ -37,8 +37,21 @@ const asRole = (value: unknown): DataRole | undefined => {
   return undefined
 }
 
+/** A device role's id when a tool knows only that the data is a device's. */
+const ANY_DEVICE = '?'
+
 const describe = (role: DataRole): string =>
-  role.role === 'server' ? "the server's" : `device ${JSON.stringify(role.id)}'s`
+  role.role === 'server'
+    ? "the server's"
+    : role.id === ANY_DEVICE
+      ? "a device's"
+      : `device ${JSON.stringify(role.id)}'s`
+
+/** Whether data of role `found` may be opened as `wanted`: same role, and the same device. */
+const sameRole = (found: DataRole, wanted: DataRole): boolean =>
+  found.role === 'server' || wanted.role === 'server'
+    ? found.role === wanted.role
+    : found.id === ANY_DEVICE || wanted.id === ANY_DEVICE || found.id === wanted.id
 
 /**
  * The role a data directory declares, read without opening its database:
@@ -66,13 +79,19 @@ export async function roleOfStore(store: Store): Promise<DataRole | undefined> {
       // A damaged marker: fall back on what the keys show.
     }
   }
-  if ((await store.get(keys.record('sync/state'))) !== undefined) return { role: 'device', id: '?' }
+  if ((await store.get(keys.record('sync/state'))) !== undefined)
+    return { role: 'device', id: ANY_DEVICE }
   return undefined
 }
 
-/** Throws `WRONG_DATA_DIR` unless `found` (when known) is `wanted`'s role. */
+/**
+ * Throws `WRONG_DATA_DIR` unless `found` (when known) is `wanted`'s role: a
+ * device's data opened under another device id would sign with the first
+ * device's key as the second, and the server refuses every write of it for
+ * good (its key is bound to the first id).
+ */
 export function checkRole(found: DataRole | undefined, wanted: DataRole, where: string): void {
-  if (found === undefined || found.role === wanted.role) return
+  if (found === undefined || sameRole(found, wanted)) return
   throw new WrongDataDirError(
     `${where} holds ${describe(found)} data, not ${describe(wanted)}: refused, nothing changed`,
   )
@@ -91,7 +110,7 @@ export async function claimRole(
   if (dataDir !== undefined) checkRole(roleOfDir(dataDir), wanted, where)
   const found = await roleOfStore(store)
   checkRole(found, wanted, where)
-  if (found === undefined || (found.role === 'device' && found.id === '?'))
+  if (found === undefined || (found.role === 'device' && found.id === ANY_DEVICE))
     await store.batch([{ type: 'put', key: ROLE_KEY, value: encodeValue(wanted) }])
   if (dataDir !== undefined && !existsSync(join(dataDir, ROLE_FILE)))
     await writeFile(join(dataDir, ROLE_FILE), `${JSON.stringify(wanted)}\n`)

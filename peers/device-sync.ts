@@ -17,17 +17,13 @@ import { WipeSkippedError } from './replica.js'
 import { SyncRounds, type Kind } from './device-sync/rounds.js'
 import { ServerExchange } from './device-sync/server-exchange.js'
 import { asSyncError, linkWait, PUSH_ROUNDS_MAX, refusedError } from './device-sync/sync-errors.js'
+import { SyncStatusBook } from './device-sync/status-book.js'
 import { SyncTimers } from './device-sync/timers.js'
 import { GenerationMove } from './device-sync/generation-move.js'
 import { moveGeneration } from './device-sync/move-round.js'
 import type { GenerationStatement } from '../core/generation-statement.js'
 import type { Connection } from '../core/transport.js'
-import type {
-  DeviceSyncApi,
-  DeviceSyncOptions,
-  DirectionStatus,
-  SyncStatus,
-} from './device-sync/types.js'
+import type { DeviceSyncApi, DeviceSyncOptions, SyncStatus } from './device-sync/types.js'
 import type { SyncAnswer, SyncSession } from './sync-session.js'
 import type { LinkState, ServerLink } from './ws-client.js'
 
@@ -50,14 +46,13 @@ interface Persisted {
 }
 
 const RECORD = ['sync', 'state'] as const
-const NOT_STARTED: DirectionStatus = { state: 'not-started' }
 const ONLINE_ONLY =
   'ONLINE_ONLY: this device has not completed a full sync; what it serves offline may be incomplete'
 /** The device's sync controller. */
 export class DeviceSync implements DeviceSyncApi {
   private persisted: Persisted
-  private serverToDevice: DirectionStatus = NOT_STARTED
-  private deviceToServer: DirectionStatus = NOT_STARTED
+  /** Each direction's status, and the failures logged. */
+  private readonly book: SyncStatusBook
   private readonly link: ServerLink | undefined
   /** The exchanges with the server (session, push, fetch; the last refusal). */
   private readonly server: ServerExchange
@@ -73,14 +68,6 @@ export class DeviceSync implements DeviceSyncApi {
   private readyWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = []
   /** A full sync failed: the retry is a full sync too. */
   private fullPending = false
-  /**
-   * The code of the failure logged last, until a sync succeeds: the syncs
-   * of an outage (a retry every minute, for days) log `sync-started` and
-   * `sync-failed` once, and again only when the error changes; the
-   * `sync-succeeded` that ends it is always logged. The status shows every
-   * attempt.
-   */
-  private failingWith: string | undefined = undefined
 
   private constructor(
     private readonly options: DeviceSyncOptions,
@@ -102,6 +89,7 @@ export class DeviceSync implements DeviceSyncApi {
       () => this.closed,
     )
     this.timers = new SyncTimers(options)
+    this.book = new SyncStatusBook(options.clock, (event) => this.log(event))
   }
 
   /**
@@ -143,8 +131,8 @@ export class DeviceSync implements DeviceSyncApi {
     const link = this.link?.state ?? 'none'
     const warning = !this.persisted.offlineReady && link !== 'connected' ? ONLINE_ONLY : undefined
     return {
-      serverToDevice: this.serverToDevice,
-      deviceToServer: this.deviceToServer,
+      serverToDevice: this.book.serverToDevice,
+      deviceToServer: this.book.deviceToServer,
       offlineReady: this.persisted.offlineReady,
       link,
       lastUsedAt: this.persisted.lastUsedAt,
@@ -232,9 +220,9 @@ export class DeviceSync implements DeviceSyncApi {
   private async exchange(kind: Kind, quiet: boolean, automatic: boolean): Promise<void> {
     const { clock } = this.options
     this.timers.clearRetry()
-    this.serverToDevice = { state: 'in-progress', at: clock.now() }
-    this.deviceToServer = { state: 'in-progress', at: clock.now() }
-    const outage = this.failingWith !== undefined
+    this.book.serverToDevice = { state: 'in-progress', at: clock.now() }
+    this.book.deviceToServer = { state: 'in-progress', at: clock.now() }
+    const outage = this.book.failingWith !== undefined
     if (!quiet && !outage) await this.log({ type: 'sync-started', kind })
     try {
       const session = await this.server.session(automatic)
@@ -250,7 +238,7 @@ export class DeviceSync implements DeviceSyncApi {
         ? undefined
         : await this.server.push(session, () => {
             // A delta has what it lacked once the first answer is durable here.
-            if (kind === 'delta') this.serverToDevice = { state: 'success', at: clock.now() }
+            if (kind === 'delta') this.book.serverToDevice = { state: 'success', at: clock.now() }
           })
       // (The server's hello may have called for a move during the push:
       // ensure waits for one it is staging, so no second staged wipe
@@ -266,23 +254,23 @@ export class DeviceSync implements DeviceSyncApi {
         if (!this.persisted.awaitingUse) this.persisted = this.afterFullSync(at)
         this.fullPending = false
         for (const w of this.readyWaiters.splice(0)) w.resolve()
-        this.serverToDevice = { state: 'success', at }
-        this.deviceToServer = { state: 'success', at }
+        this.book.serverToDevice = { state: 'success', at }
+        this.book.deviceToServer = { state: 'success', at }
       } else if (pushed === undefined) {
         throw new SyncError('SYNC_FAILED', 'the generation move did not start')
       } else if (kind === 'full') {
-        this.deviceToServer = { state: 'success', at: clock.now() }
+        this.book.deviceToServer = { state: 'success', at: clock.now() }
         // One reading of the clock: the status and the record say the same time.
         const at = empty ? this.fullSyncFetched() : await this.refetch(session, pushed)
         this.fullPending = false
         // The fetch is durable and the device offline-ready: whenReady() holds.
         for (const w of this.readyWaiters.splice(0)) w.resolve()
-        this.serverToDevice = { state: 'success', at }
+        this.book.serverToDevice = { state: 'success', at }
       } else {
-        this.deviceToServer = { state: 'success', at: clock.now() }
+        this.book.deviceToServer = { state: 'success', at: clock.now() }
       }
       this.timers.resetBackoff()
-      this.failingWith = undefined
+      this.book.failingWith = undefined
       if (!quiet || outage) await this.log({ type: 'sync-succeeded', kind })
       this.scheduleDelta()
     } catch (cause) {
@@ -296,25 +284,7 @@ export class DeviceSync implements DeviceSyncApi {
         refusal === undefined || refusal.code === 'STORAGE_FAILED'
           ? { code: error.code, message: error.message }
           : refusal
-      const failed: DirectionStatus = { state: 'failed', at: clock.now(), error: shown }
-      const direction =
-        this.deviceToServer.state === 'in-progress'
-          ? this.serverToDevice.state === 'in-progress'
-            ? undefined
-            : 'deviceToServer'
-          : 'serverToDevice'
-      if (this.deviceToServer.state === 'in-progress') this.deviceToServer = failed
-      if (this.serverToDevice.state === 'in-progress') this.serverToDevice = failed
-      if (this.failingWith !== shown.code) {
-        await this.log({
-          type: 'sync-failed',
-          kind,
-          code: shown.code,
-          message: shown.message,
-          ...(direction === undefined ? {} : { direction }),
-        })
-      }
-      this.failingWith = shown.code
+      await this.book.failed(kind, shown, (status) => status.state === 'in-progress')
       if (kind === 'full') this.fullPending = true
       this.scheduleRetry(error)
       throw error
@@ -436,8 +406,7 @@ export class DeviceSync implements DeviceSyncApi {
       records: [[...RECORD, this.persisted]],
     })
     this.persistedUseAt = this.persisted.lastUsedAt
-    this.serverToDevice = NOT_STARTED
-    this.deviceToServer = NOT_STARTED
+    this.book.reset()
   }
 
   /**
@@ -464,18 +433,36 @@ export class DeviceSync implements DeviceSyncApi {
 
   private onLinkState(state: LinkState, detail?: string): void {
     if (state === 'connected' || state === 'connecting') return
-    // Refused for good: the first full sync can never come.
-    if (state === 'refused')
-      for (const w of this.readyWaiters.splice(0)) w.reject(refusedError(detail))
-    if (!this.server.waiting) return
     const reason = detail === undefined || detail === '' ? state : `${state}: ${detail}`
-    this.server.rejectWaiters(
+    const error =
       state === 'refused'
-        ? new SyncError(
-            detail?.startsWith('PEER_REVOKED') === true ? 'PEER_REVOKED' : 'AUTH_FAILED',
-            `the server refused this device (${reason})`,
-          )
-        : new SyncError('SYNC_FAILED', `the server is unreachable (${reason})`),
+        ? refusedError(detail)
+        : new SyncError('SYNC_FAILED', `the server is unreachable (${reason})`)
+    // Refused for good: the first full sync can never come, and no sync
+    // will succeed; the status and the log say so with the refusal's code.
+    if (state === 'refused') {
+      for (const w of this.readyWaiters.splice(0)) w.reject(error)
+      this.linkFailed(error, true)
+    } else if (state === 'disconnected') {
+      // The server could not be reached before any sync ran (first start,
+      // server down): that sync failed, and retries with the link's backoff.
+      this.linkFailed(error, false)
+    }
+    if (this.server.waiting) this.server.rejectWaiters(error)
+  }
+
+  /**
+   * Shows a link failure in the status and the log when no sync round will
+   * (none is running: a round's own failure says it): each direction that
+   * has not started, or every direction when the server refused the device
+   * for good, is `failed` with `error`; `sync-failed` is logged once per code.
+   */
+  private linkFailed(error: SyncError, final: boolean): void {
+    if (this.closed || this.server.waiting) return
+    void this.book.failed(
+      this.persisted.offlineReady ? 'delta' : 'full',
+      { code: error.code, message: error.message },
+      (status) => status.state === 'not-started' || (final && status.state !== 'in-progress'),
     )
   }
 

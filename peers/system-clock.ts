@@ -1,13 +1,43 @@
 /** The real clock, for production peers. Tests and the simulator pass their own. */
 import type { Clock } from '../core/clock.js'
 
+/**
+ * The longest delay Node's timers take (2^31 - 1 ms, about 24.8 days): a
+ * longer one fires after 1 ms with a warning, so a retention or a delta
+ * interval of a month would run its timer every millisecond.
+ */
+export const TIMER_DELAY_MAX_MS = 2 ** 31 - 1
+
+/** A timer that may outlast Node's longest delay: re-armed until its time comes. */
+interface LongTimer {
+  timer: NodeJS.Timeout
+}
+
+function arm(handle: LongTimer, fn: () => void, dueAt: number): void {
+  const left = dueAt - Date.now()
+  handle.timer =
+    left > TIMER_DELAY_MAX_MS
+      ? setTimeout(() => arm(handle, fn, dueAt), TIMER_DELAY_MAX_MS)
+      : setTimeout(fn, Math.max(0, left))
+  handle.timer.unref()
+}
+
 /** Wall-clock time and Node timers (unref'd: a pending delta sync does not keep a process alive). */
 export const systemClock: Clock = {
   now: () => Date.now(),
   setTimeout: (fn, ms) => {
-    const handle = setTimeout(fn, ms)
-    handle.unref()
+    if (!(ms > TIMER_DELAY_MAX_MS)) {
+      const timer = setTimeout(fn, ms)
+      timer.unref()
+      return timer
+    }
+    const handle = {} as LongTimer
+    arm(handle, fn, Date.now() + ms)
     return handle
   },
-  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+  clearTimeout: (handle) => {
+    if (handle !== null && typeof handle === 'object' && 'timer' in handle)
+      clearTimeout((handle as LongTimer).timer)
+    else clearTimeout(handle as NodeJS.Timeout)
+  },
 }

@@ -8,6 +8,7 @@ import type { HlcStamp } from '../core/hlc.js'
 import type { UserId } from '../core/ids.js'
 import { policyOf, type LocalFields, type PolicyTable, type UserView } from '../core/resolve.js'
 import type { FieldValue, ParsedRecord, RecordSchema } from '../core/schema.js'
+import { detached } from '../core/detach.js'
 import { isVacant } from '../core/vacant.js'
 import type { Replica, WriteContext } from './replica.js'
 
@@ -141,11 +142,12 @@ export function usersApi(
     delete: (id) => guard(() => write(schema.parseUserId(id), (u) => ops.delete(u))),
     get: (id) => {
       touch()
-      return typeof id === 'string' ? replica.view(id as UserId) : undefined
+      // A copy (core/detach.ts): the view shares its values with the document.
+      return typeof id === 'string' ? detached(replica.view(id as UserId)) : undefined
     },
     list: () => {
       touch()
-      return replica.list()
+      return replica.list().map(detached)
     },
   }
 }

@@ -4,8 +4,9 @@
  */
 import { z } from 'zod'
 import { FIELD_POLICIES, type FieldPolicy } from '../core/entries.js'
-import type { EventQuery, RosterEvent } from '../core/events.js'
+import { parseEventQuery, type EventQuery, type RosterEvent } from '../core/events.js'
 import { InvalidOptionsError, PeerRevokedError } from '../core/errors.js'
+import { detached } from '../core/detach.js'
 import { keyFingerprint } from '../core/signing.js'
 import { asWriterId, SERVER_ID } from '../core/ids.js'
 import {
@@ -419,7 +420,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   const peer: ServerPeer = {
     id: SERVER_ID,
     users: usersApi(replica, basics.schema, ops, pinHasher(siteKey)),
-    events: { query: (q) => replica.events.query(q) },
+    events: { query: (q) => replica.events.query(parseEventQuery(q)).map(detached) },
     replica,
     url: sync?.url ?? '',
     http: sync?.http ?? '',
@@ -429,9 +430,12 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     keyFingerprint: keyFingerprint(identity.publicKey),
     devices: {
       list: (filter) =>
-        registry.list(filter).map((device) => {
+        registry.list(deviceFilter(filter)).map((device) => {
           const key = keys.get(device.id)
-          return key === undefined ? device : { ...device, keyFingerprint: keyFingerprint(key) }
+          // Copies: a caller that changes a row changes nothing here.
+          return key === undefined
+            ? detached(device)
+            : { ...detached(device), keyFingerprint: keyFingerprint(key) }
         }),
       async revoke(id) {
         if (!(await registry.revoke(id))) return false
@@ -564,4 +568,17 @@ async function publishRevocations(replica: Replica, registry: DeviceRegistry): P
     const t = ctx.stamp()
     for (const id of missing) ctx.setRevoked(id, { t })
   })
+}
+
+/** `devices.list`'s filter, checked: `INVALID_OPTIONS` for anything but `{ nameContains?: string }`. */
+function deviceFilter(filter: unknown): { nameContains?: string } {
+  if (filter === undefined) return {}
+  const parsed = z.strictObject({ nameContains: z.string().optional() }).safeParse(filter)
+  if (parsed.success)
+    return parsed.data.nameContains === undefined ? {} : { nameContains: parsed.data.nameContains }
+  const issue = parsed.error.issues[0]
+  const where = issue === undefined || issue.path.length === 0 ? 'filter' : issue.path.join('.')
+  throw new InvalidOptionsError(
+    `devices.list: the filter is { nameContains?: string }; ${where}: ${issue?.message ?? 'invalid'}`,
+  )
 }

@@ -444,7 +444,9 @@ function expectNoSecrets(file: Uint8Array, storedPin: string): void {
     Buffer.from('CAFE0042'),
     Buffer.from('04A1B2C3'),
     Buffer.from('Pia Quist'),
-    Buffer.from('u7'),
+    // Long enough not to turn up in the ciphertext by chance: the id was
+    // 'u7', two bytes, found in a random kilobyte about one run in thirty.
+    Buffer.from('pia-quist-7'),
   ])
     expect(bytes.includes(secret), secret.toString()).toBe(false)
 }
@@ -468,13 +470,13 @@ describe('export encryption', () => {
     const s = await site()
     await roster(s.server)
     await s.server.users.put({
-      id: 'u7',
+      id: 'pia-quist-7',
       name: 'Pia Quist',
       pin: '4711',
       cards: [{ type: 'csn', value: 'CAFE0042' }],
     })
     const pinOf = (peer: ServerPeer | DevicePeer): string => {
-      const pin = peer.replica.replicaOf(asUserId('u7')).server?.f?.pin
+      const pin = peer.replica.replicaOf(asUserId('pia-quist-7')).server?.f?.pin
       return typeof pin === 'string' ? pin : ''
     }
     const stored = pinOf(s.server)
@@ -482,7 +484,7 @@ describe('export encryption', () => {
     // nothing offline without it.
     expect(stored).toMatch(/^scrypt\$ln=12,r=8,p=1,k=[0-9a-f]{8}\$/)
     const { file, passphrase } = await s.server.exportUsers({
-      userIds: ['u7', 'u3'],
+      userIds: ['pia-quist-7', 'u3'],
       passphrase: PASS,
     })
     expect(passphrase).toBeUndefined()
@@ -513,7 +515,7 @@ describe('export encryption', () => {
     // The same passphrase in another Unicode form opens it (NFC), and the
     // imported PIN hash is the server's: the device checks the PIN as before.
     expect(await code({ passphrase: PASS.normalize('NFD') })).toBe('imported')
-    expect(d.users.get('u7')).toEqual(s.server.users.get('u7'))
+    expect(d.users.get('pia-quist-7')).toEqual(s.server.users.get('pia-quist-7'))
     expect(verifyPin('4711', pinOf(d), SITE_KEY)).toBe(true)
     expect(verifyPin('4712', pinOf(d), SITE_KEY)).toBe(false)
     expect(() => verifyPin('4711', pinOf(d))).toThrow(/site key/)
@@ -523,20 +525,20 @@ describe('export encryption', () => {
     const s = await site()
     await roster(s.server)
     await s.server.users.put({
-      id: 'u7',
+      id: 'pia-quist-7',
       name: 'Pia Quist',
       pin: '4711',
       cards: [{ type: 'csn', value: 'CAFE0042' }],
     })
-    const stored = s.server.replica.replicaOf(asUserId('u7')).server?.f?.pin
-    const prepared = await s.server.exportUsers({ userIds: ['u7', 'u3'] })
+    const stored = s.server.replica.replicaOf(asUserId('pia-quist-7')).server?.f?.pin
+    const prepared = await s.server.exportUsers({ userIds: ['pia-quist-7', 'u3'] })
     expect(prepared.keySource).toBe('site-key')
     expect(prepared.passphrase).toBeUndefined()
     // The key source is in the signed header: 2 = the site key, whose key
     // is HKDF of the site key with the file's salt: no scrypt parameters,
     // so the file is the passphrase file's length less those three bytes.
     expect(prepared.file[8 + 1 + 32]).toBe(2)
-    const locked = await s.server.exportUsers({ userIds: ['u7', 'u3'], passphrase: PASS })
+    const locked = await s.server.exportUsers({ userIds: ['pia-quist-7', 'u3'], passphrase: PASS })
     expect(locked.file[8 + 1 + 32]).toBe(1)
     expect(locked.file[8 + 1 + 32 + 1]).toBe(limits.exportKdfLogNMin)
     expect(locked.file.byteLength - prepared.file.byteLength).toBe(3)
@@ -559,8 +561,8 @@ describe('export encryption', () => {
     for (const peer of [bare, other, d]) expect(peer.users.list()).toEqual([])
     // A passphrase given for a site-key file is not needed, and not in the way.
     expect(await importCode(d, prepared.file, { passphrase: PASS })).toBe('imported')
-    expect(d.users.get('u7')).toEqual(s.server.users.get('u7'))
-    const pin = d.replica.replicaOf(asUserId('u7')).server?.f?.pin
+    expect(d.users.get('pia-quist-7')).toEqual(s.server.users.get('pia-quist-7'))
+    const pin = d.replica.replicaOf(asUserId('pia-quist-7')).server?.f?.pin
     expect(verifyPin('4711', typeof pin === 'string' ? pin : '', SITE_KEY)).toBe(true)
   })
 

@@ -143,14 +143,24 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
   })
 
   describe('status per direction', () => {
-    it('walks not-started, in-progress, success in order', async () => {
+    it('walks failed (server unreachable at first start), in-progress, success in order', async () => {
       const s = await site()
       s.down()
       await s.server.users.put({ id: 'u1', name: 'Ann' })
       const d = await device(s)
       await settle()
-      expect(d.sync.status().serverToDevice.state).toBe('not-started')
-      expect(d.sync.status().deviceToServer.state).toBe('not-started')
+      // The first full sync could not reach the server: failed, with why,
+      // logged once however many times the link retries.
+      for (const direction of ['serverToDevice', 'deviceToServer'] as const) {
+        const status = d.sync.status()[direction]
+        expect(status).toMatchObject({ state: 'failed', error: { code: 'SYNC_FAILED' } })
+        expect(status.error?.message).toMatch(/unreachable/)
+      }
+      await s.clock.advance(10 * MINUTE)
+      await settle()
+      expect(d.events.query({ type: 'sync-failed' })).toMatchObject([
+        { code: 'SYNC_FAILED', kind: 'full' },
+      ])
       s.up()
       s.hold()
       const done = d.sync.full()
@@ -163,8 +173,11 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(status.serverToDevice).toMatchObject({ state: 'success', at: deviceNow(s) })
       expect(status.deviceToServer).toMatchObject({ state: 'success', at: deviceNow(s) })
       expect(d.users.get('u1')?.name).toBe('Ann')
-      const types = d.events.query({ type: ['sync-started', 'sync-succeeded'] }).map((e) => e.type)
-      expect(types.slice(-2)).toEqual(['sync-started', 'sync-succeeded'])
+      // The outage's retry does not log another start; its end is logged.
+      const types = d.events
+        .query({ type: ['sync-started', 'sync-failed', 'sync-succeeded'] })
+        .map((e) => e.type)
+      expect(types).toEqual(['sync-failed', 'sync-succeeded'])
     })
 
     it('says failed with the error when the server is unreachable, and a retry succeeds', async () => {

@@ -15,7 +15,7 @@ import { netLimits } from '../../core/limits.js'
 import type { Replica } from '../replica.js'
 import type { SyncAnswer, SyncSession } from '../sync-session.js'
 import type { ServerLink } from '../ws-client.js'
-import { covers, PUSH_ROUNDS_MAX } from './sync-errors.js'
+import { covers, PUSH_ROUNDS_MAX, refusedError } from './sync-errors.js'
 
 /** The exchanges of one device with its server. */
 export class ServerExchange {
@@ -165,8 +165,8 @@ export class ServerExchange {
       return Promise.reject(new SyncError('NO_SERVER', 'this device has no server configured'))
     const current = link.session
     if (current !== undefined && link.state === 'connected') return Promise.resolve(current)
-    if (link.state === 'refused')
-      return Promise.reject(new SyncError('SYNC_FAILED', 'the server refused this device'))
+    // Refused for good: the refusal's own code (AUTH_FAILED, PEER_REVOKED).
+    if (link.state === 'refused') return Promise.reject(refusedError(link.reason))
     if (automatic && link.state === 'disconnected')
       return Promise.reject(
         new SyncError('SYNC_FAILED', 'the server is unreachable (waiting to reconnect)'),

@@ -21,11 +21,16 @@ export function linkWait(link: ServerLink | undefined): {
   }
 }
 
-/** The server refused the device for good (the link's close reason, when known). */
+/**
+ * The server refused the device for good: `PEER_REVOKED` when the close
+ * said so, else `AUTH_FAILED`. `detail` is the close's reason
+ * (`PEER_REVOKED`, `AUTH_FAILED: join proof …`) or the link's last
+ * failure (`4403: PEER_REVOKED`), when known.
+ */
 export function refusedError(detail: string | undefined): SyncError {
   const reason = detail === undefined || detail === '' ? 'refused' : `refused: ${detail}`
   return new SyncError(
-    detail?.startsWith('PEER_REVOKED') === true ? 'PEER_REVOKED' : 'AUTH_FAILED',
+    detail !== undefined && /^(?:\d+: )?PEER_REVOKED/.test(detail) ? 'PEER_REVOKED' : 'AUTH_FAILED',
     `the server refused this device (${reason})`,
   )
 }

@@ -1,0 +1,61 @@
+/**
+ * The device's sync status per direction (API.md, `device.sync.status()`)
+ * and the log of its failures: during an outage (a retry every minute, for
+ * days) `sync-failed` is logged once, and again only when the error changes;
+ * the status shows every attempt.
+ */
+import type { Clock } from '../../core/clock.js'
+import type { NewEvent } from '../../core/events.js'
+import type { DirectionStatus } from './types.js'
+
+export const NOT_STARTED: DirectionStatus = { state: 'not-started' }
+
+type Kind = 'full' | 'delta'
+
+export class SyncStatusBook {
+  serverToDevice: DirectionStatus = NOT_STARTED
+  deviceToServer: DirectionStatus = NOT_STARTED
+  /** The code of the failure logged last, until a sync succeeds (see the module comment). */
+  failingWith: string | undefined = undefined
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly log: (event: NewEvent) => Promise<void>,
+  ) {}
+
+  /** Both directions back to `not-started` (a retention wipe). */
+  reset(): void {
+    this.serverToDevice = NOT_STARTED
+    this.deviceToServer = NOT_STARTED
+  }
+
+  /**
+   * Marks `failed` with `error` each direction `hit` selects, and logs
+   * `sync-failed` (with the direction when only one failed) unless this
+   * code was the last logged. Returns false when no direction was hit.
+   */
+  async failed(
+    kind: Kind,
+    error: { code: string; message: string },
+    hit: (status: DirectionStatus) => boolean,
+  ): Promise<boolean> {
+    const toServer = hit(this.deviceToServer)
+    const toDevice = hit(this.serverToDevice)
+    if (!toServer && !toDevice) return false
+    const failed: DirectionStatus = { state: 'failed', at: this.clock.now(), error }
+    if (toServer) this.deviceToServer = failed
+    if (toDevice) this.serverToDevice = failed
+    if (this.failingWith === error.code) return true
+    this.failingWith = error.code
+    await this.log({
+      type: 'sync-failed',
+      kind,
+      code: error.code,
+      message: error.message,
+      ...(toServer && toDevice
+        ? {}
+        : { direction: toServer ? 'deviceToServer' : 'serverToDevice' }),
+    })
+    return true
+  }
+}
