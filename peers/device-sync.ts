@@ -381,11 +381,28 @@ export class DeviceSync implements DeviceSyncApi {
     this.timers.armRetention(
       () => {
         const idle = clock.now() - this.persisted.lastUsedAt
-        if (idle >= retentionMs) void this.wipeForRetention().catch(() => undefined)
+        if (idle >= retentionMs) void this.retire().catch(() => undefined)
         else this.armRetention()
       },
       Math.max(0, due),
     )
+  }
+
+  /**
+   * The retention timer's wipe, after a push as a full sync's: what this
+   * device wrote and the server lacks (a periodic device's edits since its
+   * last delta) goes first. A failed push is logged (`sync-failed`) and the
+   * wipe goes ahead: an outage does not hold retention up. (A device opened
+   * past its retention wipes at once: creating it does not wait for the
+   * network.) Used meanwhile, it does not wipe.
+   */
+  private async retire(): Promise<void> {
+    if (this.link !== undefined && this.link.state !== 'refused' && this.persisted.offlineReady)
+      await this.rounds.run('delta', true, false).catch(() => undefined)
+    if (this.closed || this.persisted.awaitingUse) return
+    const idle = this.options.clock.now() - this.persisted.lastUsedAt
+    if (idle < this.options.retentionMs) return this.armRetention()
+    await this.wipeForRetention()
   }
 
   /**
@@ -438,32 +455,15 @@ export class DeviceSync implements DeviceSyncApi {
       state === 'refused'
         ? refusedError(detail)
         : new SyncError('SYNC_FAILED', `the server is unreachable (${reason})`)
-    // Refused for good: the first full sync can never come, and no sync
-    // will succeed; the status and the log say so with the refusal's code.
-    if (state === 'refused') {
-      for (const w of this.readyWaiters.splice(0)) w.reject(error)
-      this.linkFailed(error, true)
-    } else if (state === 'disconnected') {
-      // The server could not be reached before any sync ran (first start,
-      // server down): that sync failed, and retries with the link's backoff.
-      this.linkFailed(error, false)
+    if (state === 'refused') for (const w of this.readyWaiters.splice(0)) w.reject(error)
+    // Refused for good, or unreachable before any sync ran (first start,
+    // server down): with no round waiting for the link to report it, the
+    // status and the log say so (SyncStatusBook.linkFailed).
+    if (state !== 'paused' && state !== 'closed' && !this.closed && !this.server.waiting) {
+      const kind = this.persisted.offlineReady ? 'delta' : 'full'
+      void this.book.linkFailed(kind, error, state === 'refused')
     }
     if (this.server.waiting) this.server.rejectWaiters(error)
-  }
-
-  /**
-   * Shows a link failure in the status and the log when no sync round will
-   * (none is running: a round's own failure says it): each direction that
-   * has not started, or every direction when the server refused the device
-   * for good, is `failed` with `error`; `sync-failed` is logged once per code.
-   */
-  private linkFailed(error: SyncError, final: boolean): void {
-    if (this.closed || this.server.waiting) return
-    void this.book.failed(
-      this.persisted.offlineReady ? 'delta' : 'full',
-      { code: error.code, message: error.message },
-      (status) => status.state === 'not-started' || (final && status.state !== 'in-progress'),
-    )
   }
 
   private onRemoteError(code: string, message: string): void {

@@ -477,6 +477,44 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(d.sync.status()).toMatchObject({ offlineReady: true })
     })
 
+    it("pushes a periodic device's unsent edit before the wipe (the server keeps it)", async () => {
+      const s = await site()
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      const d = await device(s, 'D1', {
+        mode: 'periodic',
+        retentionMs: 2 * DAY,
+        deltaIntervalMs: 3 * DAY,
+      })
+      await d.sync.whenIdle()
+      await d.users.patch('u1', { email: 'unsent@example.com' })
+      await s.clock.advance(2 * DAY)
+      await settle(20)
+      expect(d.replica.list()).toEqual([])
+      expect(d.replica.events.query({ type: 'roster-wiped' })).toHaveLength(1)
+      expect(s.server.users.get('u1')?.email).toBe('unsent@example.com')
+    })
+
+    it('wipes even when the push before it fails (server down), and says the push failed', async () => {
+      const s = await site()
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      const d = await device(s, 'D1', {
+        mode: 'periodic',
+        retentionMs: 2 * DAY,
+        deltaIntervalMs: 3 * DAY,
+      })
+      await d.sync.whenIdle()
+      await d.users.patch('u1', { email: 'unsent@example.com' })
+      s.down()
+      await s.clock.advance(2 * DAY)
+      for (let i = 0; i < 10 && d.replica.list().length > 0; i++) {
+        await s.clock.advance(MINUTE)
+        await settle(20)
+      }
+      expect(d.replica.list()).toEqual([])
+      const types = d.replica.events.query({ type: ['sync-failed', 'roster-wiped'] })
+      expect(types.map((e) => e.type)).toEqual(['sync-failed', 'roster-wiped'])
+    })
+
     it('counts a sign-in as use', async () => {
       const s = await site()
       await s.server.users.put({ id: 'u1', name: 'Ann' })

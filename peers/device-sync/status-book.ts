@@ -5,6 +5,7 @@
  * the status shows every attempt.
  */
 import type { Clock } from '../../core/clock.js'
+import type { SyncError } from '../../core/errors.js'
 import type { NewEvent } from '../../core/events.js'
 import type { DirectionStatus } from './types.js'
 
@@ -57,5 +58,19 @@ export class SyncStatusBook {
         : { direction: toServer ? 'deviceToServer' : 'serverToDevice' }),
     })
     return true
+  }
+
+  /**
+   * A link failure no sync round reports (none waits for the link; a
+   * round's own failure says it): each direction that has not started,
+   * or, when the server refused the device for good (`final`), each one not
+   * in progress, is `failed` with `error`.
+   */
+  linkFailed(kind: Kind, error: SyncError, final: boolean): Promise<boolean> {
+    return this.failed(
+      kind,
+      { code: error.code, message: error.message },
+      (status) => status.state === 'not-started' || (final && status.state !== 'in-progress'),
+    )
   }
 }
