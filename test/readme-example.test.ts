@@ -75,6 +75,7 @@ describe("README's library example", () => {
     expect(result.code).toBe(0)
     expect(result.stdout).toContain("email: 'ann@example.com'")
     expect(result.stdout).toContain("name: 'Ann Lee'")
+    expect(result.stdout).toContain('undefined true')
     expect(result.stdout.trim().split('\n').at(-1)).toBe('2')
   })
 })
