@@ -15,7 +15,8 @@ non-zero. Needs a source checkout (bench/ is not in the published package).
 Timings depend on the machine: run it on a quiet one (see bench/README.md).
 
 Options:
-  --only <names>   comma-separated benches (heap, enrol, network, load, sim, flood, signing)
+  --only <names>   comma-separated benches (admin, aging, enrol, fleet, flood, heap,
+                   load, million, network, pin, signing, sim)
   --users <n>      roster size (default 100000)
   --runs <n>       runs of each timing bench; the best is reported (default 1)
   --json           print only the final JSON line on stdout (tables go to stderr)

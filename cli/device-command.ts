@@ -99,13 +99,20 @@ export const deviceCommand: Command = {
   },
 }
 
+/** A duration flag that must be above 0. */
+function positiveDuration(name: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined
+  const ms = parseDuration(text)
+  if (!(ms > 0)) throw new CliError(`--${name} must be above 0, got ${JSON.stringify(text)}`)
+  return ms
+}
+
 /** The createDevice options the flags ask for. */
 async function deviceOptions(values: Values): Promise<DeviceOptions> {
   if (values.mode !== 'live' && values.mode !== 'periodic')
     throw new CliError(`--mode is live or periodic, not ${values.mode}`)
-  const deltaIntervalMs =
-    values['delta-interval'] === undefined ? undefined : parseDuration(values['delta-interval'])
-  const retentionMs = values.retention === undefined ? undefined : parseDuration(values.retention)
+  const deltaIntervalMs = positiveDuration('delta-interval', values['delta-interval'])
+  const retentionMs = positiveDuration('retention', values.retention)
   const id = values.data === undefined ? values.id : deviceIdOf(values.data, values.id)
   if (id === undefined)
     throw new CliError('--id is required (the device id, e.g. its serial number)')

@@ -15,7 +15,7 @@ Options:
   --name <part>    only devices whose name contains this (case-insensitive)
   --data <dir>     the server's data directory (default ./data)
   --server <url>   a running server's URL, e.g. http://127.0.0.1:4400
-  --token <token>  the server's admin token
+  --token <token>  the server's admin token (default: <data>/admin-token or ROSTERSYNC_ADMIN_TOKEN)
   --json           print JSON (one object per line for list)
   -h, --help       this help`
 
@@ -30,9 +30,11 @@ export const devicesCommand: Command = {
       token: { type: 'string' },
       json: { type: 'boolean', default: false },
     })
-    const [action = 'list', id] = positionals
+    const [action = 'list', id, ...extra] = positionals
     if (action !== 'list' && action !== 'revoke' && action !== 'approve')
       throw new CliError(`unknown action ${action}; list, revoke or approve`)
+    const unexpected = action === 'list' ? id : extra[0]
+    if (unexpected !== undefined) throw new CliError(`unexpected argument ${unexpected}`)
     const roster = await openRoster({
       data: values.data,
       server: values.server,

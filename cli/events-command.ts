@@ -9,12 +9,14 @@ const help = `Usage: rostersync events [options]
 Options:
   --data <dir>      the server's data directory (default ./data; uses its HTTP API when it runs)
   --server <url>    a running server's URL, e.g. http://127.0.0.1:4400
-  --token <token>   the server's admin token
-  --since <dur>     only events newer than this (e.g. 30m, 1d)
+  --token <token>   the server's admin token (default: <data>/admin-token or ROSTERSYNC_ADMIN_TOKEN)
+  --since <when>    only events at or after this: a time ago (30m, 1d) or an ISO
+                    date or time (2026-12-01, 2026-12-01T08:00:00Z)
+  --until <when>    only events before this (same forms)
   --type <type>     only this type (${EVENT_TYPES.join(', ')})
   --device <id>     only events about this device
   --user <id>       only events about this user
-  --limit <n>       at most n events (newest)
+  --limit <n>       at most n events, the newest (default and most: 10,000)
   --json            print one JSON object per line
   -h, --help        this help`
 
@@ -22,11 +24,12 @@ export const eventsCommand: Command = {
   summary: 'query the event log (by period, device, user, type)',
   help,
   async run(argv) {
-    const { values } = parse(argv, {
+    const { values, positionals } = parse(argv, {
       data: { type: 'string', default: './data' },
       server: { type: 'string' },
       token: { type: 'string' },
       since: { type: 'string' },
+      until: { type: 'string' },
       type: { type: 'string' },
       device: { type: 'string' },
       user: { type: 'string' },
@@ -36,7 +39,10 @@ export const eventsCommand: Command = {
     if (values.type !== undefined && !EVENT_TYPES.includes(values.type as EventType)) {
       throw new CliError(`unknown event type ${values.type}; one of ${EVENT_TYPES.join(', ')}`)
     }
+    if (positionals.length > 0) throw new CliError(`unexpected argument ${positionals[0]}`)
     const limit = parseInteger('limit', values.limit, 1, 1_000_000)
+    const since = values.since === undefined ? undefined : parseInstant('since', values.since)
+    const until = values.until === undefined ? undefined : parseInstant('until', values.until)
     const roster = await openRoster({
       data: values.data,
       server: values.server,
@@ -47,7 +53,8 @@ export const eventsCommand: Command = {
         ...(values.type === undefined ? {} : { type: values.type as EventType }),
         ...(values.device === undefined ? {} : { deviceId: values.device }),
         ...(values.user === undefined ? {} : { userId: values.user }),
-        ...(values.since === undefined ? {} : { since: Date.now() - parseDuration(values.since) }),
+        ...(since === undefined ? {} : { since }),
+        ...(until === undefined ? {} : { until }),
         ...(limit === undefined ? {} : { limit }),
       })
       for (const e of events) {
@@ -68,4 +75,20 @@ export const eventsCommand: Command = {
       await roster.close()
     }
   },
+}
+
+/** A time for --since / --until: a duration ago (`30m`, `1d`) or an ISO date or time. */
+function parseInstant(name: string, text: string): number {
+  if (/^\d{4}-\d{2}-\d{2}/.test(text)) {
+    const at = Date.parse(text)
+    if (Number.isFinite(at)) return at
+    throw new CliError(`--${name}: not a date or time: ${JSON.stringify(text)}`)
+  }
+  try {
+    return Date.now() - parseDuration(text)
+  } catch {
+    throw new CliError(
+      `--${name}: not a time: ${JSON.stringify(text)} (a time ago such as 30m or 1d, or an ISO date such as 2026-12-01)`,
+    )
+  }
 }

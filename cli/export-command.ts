@@ -12,12 +12,13 @@ to a file signed by the server for its site. A device whose sync is stopped
 imports it (rostersync import). The file expires 15 minutes after it was made;
 at most 500 users and 50 groups per export (server defaults).
 
-The file is encrypted (AES-256-GCM, its key drawn by scrypt, N=2^17): it
-holds card numbers, templates and PIN hashes. By default its key comes from
-the site key, which every device of the site holds: rostersync import opens it
-with the device's site key, no passphrase needed. To protect it with a
+The file is encrypted (AES-256-GCM): it holds card numbers, templates and PIN
+hashes. By default its key comes from the site key (HKDF), which every device
+of the site holds: rostersync import opens it with the device's site key, no
+passphrase needed. To protect it with a
 passphrase instead, give one with --passphrase-file or
-ROSTERSYNC_EXPORT_PASSPHRASE (at least 12 characters), or --generate-passphrase
+ROSTERSYNC_EXPORT_PASSPHRASE (at least 12 characters; its key drawn by scrypt,
+N=2^17, about a second to export and to import), or --generate-passphrase
 to have the server generate one (120 bits), printed once here; the import then
 needs it: hand it over apart from the file. On an open site (no site key)
 without a passphrase the file is NOT confidential: anyone who has it can read it.

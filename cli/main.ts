@@ -46,11 +46,30 @@ const usage = (): string =>
     ...Object.entries(commands).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`),
   ].join('\n')
 
+/**
+ * A message on one line: a validation error lists its problems one per line
+ * (`✖ Invalid option … → at status`), parseArgs explains on three; every
+ * line is kept, joined with "; ".
+ */
+export function oneLine(message: string): string {
+  return message
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '')
+    .reduce(
+      (text, line) =>
+        text === '' ? line : /[.;:]$/.test(text) ? `${text} ${line}` : `${text}; ${line}`,
+      '',
+    )
+}
+
 /** Runs the CLI with `argv` (without node and script). */
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-    console.log(usage())
+    // `rostersync help users`: that command's help.
+    const asked = name === 'help' && rest[0] !== undefined ? commands[rest[0]] : undefined
+    console.log(asked?.help ?? usage())
     return name === undefined ? 2 : 0
   }
   const command = commands[name]
@@ -68,11 +87,11 @@ export async function main(argv: string[]): Promise<number> {
   } catch (error) {
     if (error instanceof CliError) {
       // An empty message: the failure was told already (a child's own line).
-      if (error.message !== '') console.error(`rostersync ${name}: ${error.message}`)
+      if (error.message !== '') console.error(`rostersync ${name}: ${oneLine(error.message)}`)
       return error.exitCode
     }
     if (error instanceof RostersyncError) {
-      console.error(`rostersync ${name}: ${error.code}: ${error.message.split('\n')[0] ?? ''}`)
+      console.error(`rostersync ${name}: ${error.code}: ${oneLine(error.message)}`)
       return 1
     }
     throw error

@@ -2,7 +2,8 @@
 import { join } from 'node:path'
 import { rm, writeFile } from 'node:fs/promises'
 import { resolve as resolvePath } from 'node:path'
-import { createServer } from '../server-peer/create-server.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { hasCode } from '../core/errors.js'
 import { serverInfoFile } from './roster-access.js'
 import { CliError, parse, parseInteger } from './args.js'
 import type { Command } from './main.js'
@@ -28,7 +29,7 @@ export const serverCommand: Command = {
   summary: 'run the server peer (LevelDB + WebSocket sync)',
   help,
   async run(argv) {
-    const { values } = parse(argv, {
+    const { values, positionals } = parse(argv, {
       data: { type: 'string', default: './data' },
       host: { type: 'string', default: '127.0.0.1' },
       port: { type: 'string', default: '4400' },
@@ -37,10 +38,13 @@ export const serverCommand: Command = {
       'approve-devices': { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
     })
+    if (positionals.length > 0) throw new CliError(`unexpected argument ${positionals[0]}`)
+    if (values['site-key'] === '')
+      throw new CliError('--site-key is empty; leave it out to use the one in the data directory')
     const siteKey = values['site-key'] ?? process.env.ROSTERSYNC_SITE_KEY
     if (values.open && siteKey !== undefined && siteKey !== '')
       throw new CliError('--open and --site-key (or ROSTERSYNC_SITE_KEY) exclude each other')
-    const server = await createServer({
+    const server = await openServer({
       dataDir: values.data,
       host: values.host,
       port: parseInteger('port', values.port, 0, 65535) ?? 4400,
@@ -95,7 +99,9 @@ export const serverCommand: Command = {
         `start a device:  npx rostersync device --id D1 --server ${server.url}${keyOption} --data ./dev1`,
       )
       if (values['approve-devices'])
-        console.log('new devices wait for approval:  npx rostersync devices approve <id>')
+        console.log(
+          `new devices wait for approval:  npx rostersync devices approve <id> --data ${resolvePath(values.data)}`,
+        )
       console.log('stop with Ctrl-C')
     }
     await new Promise<void>((resolve) => {
@@ -107,4 +113,18 @@ export const serverCommand: Command = {
     await server.close()
     if (!values.json) console.log('server stopped cleanly')
   },
+}
+
+/** createServer, explaining a data directory another server holds. */
+async function openServer(options: Parameters<typeof createServer>[0]): Promise<ServerPeer> {
+  try {
+    return await createServer(options)
+  } catch (error) {
+    if (hasCode(error, 'STORAGE_FAILED') && options.dataDir !== undefined)
+      throw new CliError(
+        `cannot open ${options.dataDir}: is a server already running on it? Stop it first (${(error as Error).message})`,
+        1,
+      )
+    throw error
+  }
 }

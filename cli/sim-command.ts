@@ -7,6 +7,7 @@
 import { randomInt } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { CANARIES, type CanaryKind, type SimProgress } from '../sim/options.js'
+import { parseSteps } from '../sim/plan.js'
 import { runSimulation, type SimReport } from '../sim/run.js'
 import { CliError, parse, parseDuration, parseInteger } from './args.js'
 import type { Command } from './main.js'
@@ -138,6 +139,12 @@ async function planOf(text: string | undefined): Promise<{ steps?: unknown[]; pl
     throw new CliError(`--plan: ${(error as Error).message}`)
   }
   if (!Array.isArray(json)) throw new CliError('--plan must be a JSON array of steps')
+  // Checked here, before any run: a bad step is a bad option (exit 2).
+  try {
+    parseSteps(json)
+  } catch (error) {
+    throw new CliError(`--plan: ${(error as Error).message}`)
+  }
   return inline ? { steps: json } : { steps: json, planFile: text }
 }
 

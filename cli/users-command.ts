@@ -8,7 +8,8 @@ const help = `Usage: rostersync users <list|get|add|edit|delete> [options]
 
   list                       every user, ordered by id
   get <id>                   one user
-  add <json>                 enrol a user: '{"id":"u1","name":"Ann"}'
+  add <json>                 enrol a user: '{"id":"u1","name":"Ann"}'; an existing id is
+                             replaced whole (fields not given are cleared; edit changes some)
   edit <id> <json>           change fields: '{"email":"ann@example.com"}' (null clears)
   delete <id>                delete a user everywhere (the server's delete)
 
@@ -21,6 +22,15 @@ Options:
   -h, --help     this help`
 
 const columns = ['id', 'name', 'email', 'department', 'status'] as const
+
+/** Each action and how many arguments it takes. */
+const ACTIONS: Partial<Record<string, number>> = { list: 0, get: 1, add: 1, edit: 2, delete: 1 }
+
+/** `INVALID_RECORD` unless the record names a user id. */
+function requireId(record: Record<string, unknown>): void {
+  if (typeof record.id !== 'string' || record.id === '')
+    throw new CliError('INVALID_RECORD: the record needs an id (a non-empty string)')
+}
 
 function printTable(users: UserView[]): void {
   const cell = (v: unknown): string =>
@@ -45,8 +55,13 @@ export const usersCommand: Command = {
     const [action, ...args] = positionals
     if (action === undefined)
       throw new CliError('which action? list, get, add, edit or delete (see --help)')
-    if (!['list', 'get', 'add', 'edit', 'delete'].includes(action))
-      throw new CliError(`unknown action ${action}`)
+    const arity = ACTIONS[action]
+    if (arity === undefined)
+      throw new CliError(`unknown action ${action}; list, get, add, edit or delete`)
+    if (args.length > arity) throw new CliError(`unexpected argument ${args[arity]}`)
+    // The server's HTTP API names the user in the path: an id-less record
+    // would reach another route there (and be refused as a wrong method).
+    if (action === 'add') requireId(parseJsonObject('record', args[0]))
     const roster = await openRoster({
       data: values.data,
       server: values.server,

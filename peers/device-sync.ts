@@ -277,9 +277,14 @@ export class DeviceSync implements DeviceSyncApi {
       // An unfinished move is undone: the old generation is loaded again.
       await this.generation.abandon().catch(() => undefined)
       // A refusal from the server (it closes the link with the error's
-      // code, after an error message) is the cause: say which.
+      // code, after an error message) is the cause: say which. Refused for
+      // good (AUTH_FAILED, PEER_REVOKED), the link says so by the time a
+      // round that lost its connection to that close gets here.
       const refusal = this.server.remoteError
-      const error = asSyncError(cause, refusal)
+      const error =
+        this.link?.state === 'refused'
+          ? refusedError(this.link.reason)
+          : asSyncError(cause, refusal, this.link?.reason)
       const shown =
         refusal === undefined || refusal.code === 'STORAGE_FAILED'
           ? { code: error.code, message: error.message }

@@ -263,6 +263,8 @@ export class DeviceRegistry {
   async revoke(id: string): Promise<boolean> {
     const prev = this.devices.get(id)
     if (prev === undefined) return false
+    // Revoked already: nothing changes, and nothing is logged again.
+    if (prev.revoked) return true
     if (prev.pending) this.pendingCount--
     const record = withState({ ...prev, revoked: true, pending: false, connected: false })
     this.devices.set(id, record)

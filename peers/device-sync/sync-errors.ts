@@ -44,6 +44,7 @@ export function covers(theirs: Map<number, number>, ours: Map<number, number>): 
 export function asSyncError(
   error: unknown,
   refusal?: { code: string; message: string },
+  closedWith?: string,
 ): SyncError {
   if (
     refusal?.code === 'STORAGE_FAILED' &&
@@ -59,6 +60,10 @@ export function asSyncError(
       { cause: error },
     )
   if (error instanceof SyncError) return error
+  // The connection closed under the sync: the server's close says why
+  // (`4423: PEER_PENDING: waiting for the administrator's approval`).
+  if (error instanceof Error && error.message === 'connection closed' && closedWith !== undefined)
+    return new SyncError('SYNC_FAILED', `connection closed (${closedWith})`, { cause: error })
   if (error instanceof RostersyncError)
     return new SyncError('SYNC_FAILED', `${error.code}: ${error.message}`, { cause: error })
   return new SyncError('SYNC_FAILED', error instanceof Error ? error.message : String(error), {

@@ -1,0 +1,174 @@
+/**
+ * Edges of the command line a black-box probe found, through the real CLI
+ * as child processes (real LevelDB in temp dirs, 127.0.0.1 only): every
+ * error is one line, extra arguments are refused, a refused device's sync
+ * names the refusal, `events` takes a period, a bad `sim --plan` is a bad
+ * option (exit 2), a second server on one data directory says why.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const BIN = join(root, 'bin/rostersync.js')
+const ENV = {
+  ROSTERSYNC_SITE_KEY: '',
+  ROSTERSYNC_ADMIN_TOKEN: '',
+  ROSTERSYNC_EXPORT_PASSPHRASE: '',
+}
+
+interface Result {
+  readonly code: number | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+function cli(args: string[]): Promise<Result> {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...ENV },
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()))
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
+  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout, stderr })))
+}
+
+/** Non-zero exit `code` and exactly one line on stderr containing `text`. */
+function expectOneLine(result: Result, code: number, text: string | RegExp): void {
+  expect(result.stderr.trim().split('\n'), result.stderr).toHaveLength(1)
+  expect(result.stderr).toMatch(text)
+  expect(result.code).toBe(code)
+}
+
+let dir = ''
+let data = ''
+let url = ''
+let server: ChildProcess | undefined
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'rostersync-cli-edges-'))
+  data = join(dir, 'srv')
+  server = spawn(process.execPath, [BIN, 'server', '--data', data, '--port', '0', '--json'], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...ENV },
+  })
+  let out = ''
+  server.stdout?.on('data', (c: Buffer) => (out += c.toString()))
+  server.stderr?.on('data', (c: Buffer) => (out += c.toString()))
+  for (let i = 0; i < 600 && !/"url"/.test(out); i++) await new Promise((r) => setTimeout(r, 50))
+  const line = /^\{.*"url".*\}$/m.exec(out)
+  if (line === null) throw new Error(`the server did not start:\n${out}`)
+  url = (JSON.parse(line[0]) as { url: string }).url
+}, 60_000)
+
+afterAll(async () => {
+  if (server !== undefined && server.exitCode === null) {
+    const exited = new Promise((r) => server?.once('exit', r))
+    server.kill('SIGTERM')
+    await exited
+  }
+  await rm(dir, { recursive: true, force: true })
+})
+
+describe('the CLI on bad input', () => {
+  it('prints a multi-line library error on one line (every problem kept)', async () => {
+    const bad = await cli([
+      'users',
+      'add',
+      '{"id":"u3","status":"weird","cards":[{"type":"x","value":"1"}]}',
+      '--data',
+      data,
+    ])
+    expectOneLine(bad, 1, /INVALID_RECORD.*status.*cards\[0\]\.type/)
+    expectOneLine(await cli(['server', '--port', '-1', '--data', join(dir, 'x')]), 2, /--port/)
+  })
+
+  it('refuses an id-less record with INVALID_RECORD (not the HTTP route it would reach)', async () => {
+    for (const record of ['{"name":"noid"}', '{"id":""}'])
+      expectOneLine(await cli(['users', 'add', record, '--data', data]), 2, /INVALID_RECORD/)
+  })
+
+  it('refuses arguments no action takes', async () => {
+    for (const args of [
+      ['users', 'get', 'u1', 'u2'],
+      ['users', 'list', 'extra'],
+      ['users', 'add', '{"id":"u9"}', 'extra'],
+      ['devices', 'list', 'extra'],
+      ['devices', 'revoke', 'D1', 'D2'],
+      ['events', 'extra'],
+    ])
+      expectOneLine(await cli([...args, '--data', data]), 2, /unexpected argument/)
+    expectOneLine(await cli(['server', 'extra', '--port', '0', '--data', data]), 2, /unexpected/)
+  })
+
+  it('a bad sim --plan is a bad option: exit 2, one line', async () => {
+    expectOneLine(await cli(['sim', '--plan', '[{"bad":1}]', '--devices', '2']), 2, /--plan/)
+  })
+
+  it('a second server on the same data directory says one is running there', async () => {
+    expectOneLine(
+      await cli(['server', '--data', data, '--port', '0']),
+      1,
+      /is a server already running on it/,
+    )
+  })
+
+  it("`help <command>` prints that command's help", async () => {
+    const help = await cli(['help', 'users'])
+    expect(help.code).toBe(0)
+    expect(help.stdout).toMatch(/^Usage: rostersync users/)
+  })
+})
+
+describe('the CLI against a running server', () => {
+  it('names the refusal of a device: AUTH_FAILED for a wrong key, PEER_REVOKED once revoked', async () => {
+    const wrong = await cli([
+      'device',
+      '--id',
+      'DX',
+      '--server',
+      url,
+      '--data',
+      join(dir, 'dx'),
+      '--site-key',
+      'not-the-key',
+      '--full',
+    ])
+    expectOneLine(wrong, 1, /AUTH_FAILED/)
+    const keyFile = join(data, 'site-key')
+    const device = ['device', '--id', 'DY', '--server', url, '--data', join(dir, 'dy')]
+    expect((await cli([...device, '--site-key-file', keyFile, '--full'])).code).toBe(0)
+    for (let i = 0; i < 2; i++)
+      expect((await cli(['devices', 'revoke', 'DY', '--data', data])).code).toBe(0)
+    expectOneLine(await cli([...device, '--site-key-file', keyFile, '--delta']), 1, /PEER_REVOKED/)
+    // Revoked twice, logged once.
+    const events = await cli(['events', '--data', data, '--type', 'device-revoked', '--json'])
+    expect(events.stdout.trim().split('\n')).toHaveLength(1)
+  }, 60_000)
+
+  it('events takes a period: --since and --until, as a time ago or an ISO time', async () => {
+    const all = await cli(['events', '--data', data, '--json'])
+    const times = all.stdout
+      .trim()
+      .split('\n')
+      .map((line) => (JSON.parse(line) as { at: number }).at)
+    expect(times.length).toBeGreaterThan(0)
+    const first = new Date(Math.min(...times)).toISOString()
+    const count = async (...args: string[]): Promise<number> => {
+      const r = await cli(['events', '--data', data, '--json', ...args])
+      expect(r.code, r.stderr).toBe(0)
+      return r.stdout.trim() === '' ? 0 : r.stdout.trim().split('\n').length
+    }
+    expect(await count('--since', first)).toBe(times.length)
+    expect(await count('--until', first)).toBe(0)
+    expect(await count('--since', '2000-01-01', '--until', '1d')).toBe(0)
+    expectOneLine(await cli(['events', '--data', data, '--until', 'yesterday']), 2, /--until/)
+  }, 60_000)
+})
