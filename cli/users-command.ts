@@ -3,6 +3,9 @@ import type { UserView } from '../core/resolve.js'
 import { CliError, parse, parseJsonObject, toJson } from './args.js'
 import type { Command } from './main.js'
 import { openRoster } from './roster-access.js'
+import { roleOfDir } from '../peers/data-role.js'
+import { WrongDataDirError } from '../core/errors.js'
+import { existsSync } from 'node:fs'
 
 const help = `Usage: rostersync users <list|get|add|edit|delete> [options]
 
@@ -15,7 +18,8 @@ const help = `Usage: rostersync users <list|get|add|edit|delete> [options]
 
 Options:
   --data <dir>     the server's data directory (default ./data); when a server runs on it,
-                   its HTTP API is used, else the directory is opened directly
+                   its HTTP API is used, else the directory is opened directly (a stopped
+                   device's users: rostersync device --data <dir> --list)
   --server <url>   a running server's HTTP (or WebSocket) URL, e.g. http://127.0.0.1:4400
   --token <token>  the server's admin token (default: <data>/admin-token or ROSTERSYNC_ADMIN_TOKEN)
   --json         print JSON (one object per line for list)
@@ -62,6 +66,14 @@ export const usersCommand: Command = {
     // The server's HTTP API names the user in the path: an id-less record
     // would reach another route there (and be refused as a wrong method).
     if (action === 'add') requireId(parseJsonObject('record', args[0]))
+    // A stopped device's directory is read with `device --list`, never
+    // opened as a server's (peers/data-role.ts): say where to look.
+    const role =
+      values.server === undefined && existsSync(values.data) ? roleOfDir(values.data) : undefined
+    if (role?.role === 'device')
+      throw new WrongDataDirError(
+        `${values.data} holds device ${JSON.stringify(role.id)}'s data, not the server's: refused, nothing changed (its users: rostersync device --data ${values.data} --list)`,
+      )
     const roster = await openRoster({
       data: values.data,
       server: values.server,

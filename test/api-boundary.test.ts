@@ -179,6 +179,29 @@ describe('a device the server refuses says why, with the refusal code', () => {
   })
 })
 
+describe('a reopened device says how its last sync ended', () => {
+  it('success, then failed with the refusal, read back from its log', async () => {
+    const { server, device, clock } = await started()
+    const synced = device.sync.status().serverToDevice
+    await device.close()
+    const again = await site!.device('D1', clock, { server: undefined })
+    expect(again.sync.status()).toMatchObject({
+      serverToDevice: { state: 'success', at: synced.at },
+      deviceToServer: { state: 'success' },
+    })
+    await again.close()
+    await server.devices.revoke('D1')
+    const refused = await site!.device('D1', clock)
+    await settle()
+    await refused.close()
+    const last = await site!.device('D1', clock, { server: undefined })
+    expect(last.sync.status().deviceToServer).toMatchObject({
+      state: 'failed',
+      error: { code: 'PEER_REVOKED' },
+    })
+  })
+})
+
 describe('a device data directory belongs to one device id', () => {
   it('refuses to open it under another id (WRONG_DATA_DIR), and opens it again under its own', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'rostersync-boundary-'))

@@ -6,7 +6,7 @@
  */
 import type { Clock } from '../../core/clock.js'
 import type { SyncError } from '../../core/errors.js'
-import type { NewEvent } from '../../core/events.js'
+import type { NewEvent, RosterEvent } from '../../core/events.js'
 import type { DirectionStatus } from './types.js'
 
 export const NOT_STARTED: DirectionStatus = { state: 'not-started' }
@@ -23,6 +23,29 @@ export class SyncStatusBook {
     private readonly clock: Clock,
     private readonly log: (event: NewEvent) => Promise<void>,
   ) {}
+
+  /**
+   * A reopened device's statuses, from the last sync it logged
+   * (`sync-succeeded`, `sync-failed`; none since a `roster-wiped`): the
+   * status of a stopped device (`rostersync device --status`) says how its
+   * last sync ended, not `not-started`.
+   */
+  restore(last: RosterEvent | undefined): void {
+    if (last === undefined || last.type === 'roster-wiped') return
+    const success: DirectionStatus = { state: 'success', at: last.at }
+    if (last.type === 'sync-succeeded') {
+      this.serverToDevice = success
+      this.deviceToServer = success
+      return
+    }
+    const failed: DirectionStatus = {
+      state: 'failed',
+      at: last.at,
+      error: { code: last.code ?? 'SYNC_FAILED', message: last.message ?? '' },
+    }
+    this.serverToDevice = last.direction === 'deviceToServer' ? success : failed
+    this.deviceToServer = last.direction === 'serverToDevice' ? success : failed
+  }
 
   /** Both directions back to `not-started` (a retention wipe). */
   reset(): void {
