@@ -446,6 +446,8 @@ export function serverLinkSigning(options: {
   readonly now: () => number
 }): {
   joinParams: () => Record<string, string>
+  /** The server refused a proof's time and told its own: later proofs are made on its time. */
+  serverTime: (serverNow: number) => void
   signed: (connectionId: string) => (send: (envelopes: Uint8Array[]) => void) => SignedLink
   onHello: (
     serverKey: Uint8Array,
@@ -455,9 +457,11 @@ export function serverLinkSigning(options: {
   ) => Promise<GenerationStatement | undefined>
 } {
   const { identity, deviceId } = options
+  let offsetMs = 0 // the server's time less this device's, once the server said
   return {
+    serverTime: (serverNow) => void (offsetMs = serverNow - options.now()),
     joinParams: () => {
-      const at = identity.nextJoinAt(options.now())
+      const at = identity.nextJoinAt(options.now() + offsetMs)
       const proof = signJoinProof(identity.key, options.room, deviceId, at)
       return {
         pub: Buffer.from(identity.publicKey).toString('base64url'),

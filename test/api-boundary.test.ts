@@ -13,6 +13,7 @@ import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createDevice } from '../peers/create-device.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
+import { skewedClock } from './helpers/skewed-clock.js'
 import { memorySite, type MemorySite } from './helpers/memory-site.js'
 
 let site: MemorySite | undefined
@@ -22,6 +23,8 @@ afterEach(async () => {
 })
 
 const CARDS = [{ type: 'csn', value: '04A1' }]
+/** Reopened without a server: the status is what the device read back, not a new sync's. */
+const OFFLINE = { server: undefined } as unknown as Parameters<MemorySite['device']>[2]
 
 async function started() {
   const clock = new ManualClock()
@@ -179,12 +182,32 @@ describe('a device the server refuses says why, with the refusal code', () => {
   })
 })
 
+describe('a device whose clock is hours off', () => {
+  for (const hours of [3, -5])
+    it(`joins on the server's time once told it (${hours} h), instead of being refused for good`, async () => {
+      const clock = new ManualClock()
+      site = await memorySite(clock)
+      await site.server.users.put({ id: 'u1', name: 'Ann' })
+      const device = await site.device('D1', skewedClock(clock, hours * 3_600_000))
+      const ready = device.sync.whenReady()
+      // The first proof is refused (its time), the retry made on the
+      // server's time is admitted: within the link's backoff.
+      for (let i = 0; i < 20 && !device.sync.status().offlineReady; i++) {
+        await clock.advance(10_000)
+        await settle()
+      }
+      await ready
+      expect(device.users.get('u1')?.name).toBe('Ann')
+      expect(site.server.devices.list().map((d) => d.id)).toEqual(['D1'])
+    })
+})
+
 describe('a reopened device says how its last sync ended', () => {
   it('success, then failed with the refusal, read back from its log', async () => {
     const { server, device, clock } = await started()
     const synced = device.sync.status().serverToDevice
     await device.close()
-    const again = await site!.device('D1', clock, { server: undefined })
+    const again = await site!.device('D1', clock, OFFLINE)
     expect(again.sync.status()).toMatchObject({
       serverToDevice: { state: 'success', at: synced.at },
       deviceToServer: { state: 'success' },
@@ -194,7 +217,7 @@ describe('a reopened device says how its last sync ended', () => {
     const refused = await site!.device('D1', clock)
     await settle()
     await refused.close()
-    const last = await site!.device('D1', clock, { server: undefined })
+    const last = await site!.device('D1', clock, OFFLINE)
     expect(last.sync.status().deviceToServer).toMatchObject({
       state: 'failed',
       error: { code: 'PEER_REVOKED' },
