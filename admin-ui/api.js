@@ -23,8 +23,8 @@ export function whenSignedOut(listener) {
 }
 
 /** Calls the API: JSON in, JSON out; throws ApiError on failure. */
-export async function api(method, path, body) {
-  const headers = { accept: 'application/json' }
+export async function api(method, path, body, extraHeaders = {}) {
+  const headers = { accept: 'application/json', ...extraHeaders }
   if (method !== 'GET') Object.assign(headers, CSRF)
   if (body !== undefined) headers['content-type'] = 'application/json'
   const res = await fetch(path, {

@@ -26,6 +26,9 @@ export function UsersPage() {
   const filtered = applied.q !== '' || applied.status !== '' || applied.group !== ''
 
   useDebounced(filters, 250, (f) => {
+    // Filters as they are in force (the first run, on mount): nothing to
+    // reset. It reset the pages, undoing a "Next page" clicked meanwhile.
+    if (f.q === applied.q && f.status === applied.status && f.group === applied.group) return
     setApplied(f)
     setCursors([undefined])
   })
@@ -381,7 +384,11 @@ function UserEditor({ id, fields, onClose }) {
         if (adding && (value === null || (Array.isArray(value) && value.length === 0))) continue
         change[f.field] = value
       }
-      if (adding) await api('PUT', `/api/users/${encodeURIComponent(newId.trim())}`, change)
+      // Create only: an existing id is refused (USER_EXISTS), never replaced.
+      if (adding)
+        await api('PUT', `/api/users/${encodeURIComponent(newId.trim())}`, change, {
+          'if-none-match': '*',
+        })
       else if (Object.keys(change).length > 0)
         await api('PATCH', `/api/users/${encodeURIComponent(id)}`, change)
       onClose(true)

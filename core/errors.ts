@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'INVALID_RECORD'
   | 'INVALID_OPTIONS'
   | 'USER_NOT_FOUND'
+  | 'USER_EXISTS'
   | 'FORBIDDEN_WRITE'
   | 'MALFORMED_MESSAGE'
   | 'MESSAGE_TOO_LARGE'
@@ -107,6 +108,13 @@ export class InvalidOptionsError extends RostersyncError {
 export class UserNotFoundError extends RostersyncError {
   constructor(userId: string) {
     super('USER_NOT_FOUND', `user ${excerpt(userId)} does not exist on this peer`)
+  }
+}
+
+/** A create-only write (`PUT` with `If-None-Match: *`) named a user who exists. */
+export class UserExistsError extends RostersyncError {
+  constructor(userId: string) {
+    super('USER_EXISTS', `user ${excerpt(userId)} exists already; edit it, or delete it first`)
   }
 }
 

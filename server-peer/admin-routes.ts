@@ -18,7 +18,7 @@ import {
   sessionIdOf,
 } from './admin-sessions.js'
 import { AdminStreams } from './admin-stream.js'
-import type { DeviceRegistry } from './device-registry.js'
+import type { DeviceRecord, DeviceRegistry } from './device-registry.js'
 import { fieldSources } from './field-sources.js'
 import { checkPolicyChange, policyPreview } from './policy-preview.js'
 import { UserIndex } from './user-search.js'
@@ -30,6 +30,8 @@ export interface AdminParts {
   readonly replica: Replica
   readonly schema: RecordSchema
   readonly registry: DeviceRegistry
+  /** The registry's rows as `GET /api/devices` gives them (key fingerprints included). */
+  readonly devices: { list(): DeviceRecord[] }
   readonly events: { query(q: EventQuery): RosterEvent[] }
   setFieldPolicies(policies: Readonly<Record<string, FieldPolicy>>): Promise<string[]>
 }
@@ -48,7 +50,9 @@ export class AdminConsole {
         get changes() {
           return parts.registry.changes
         },
-        list: () => parts.registry.list(),
+        // The rows of GET /api/devices: a streamed row replaces the page's
+        // row whole, and lacked the key fingerprint (Reset key went grey).
+        list: () => parts.devices.list(),
       },
     })
     this.users = new UserIndex(parts.replica)

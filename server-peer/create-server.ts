@@ -514,6 +514,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     replica,
     schema: basics.schema,
     registry,
+    devices: peer.devices,
     events: peer.events,
     setFieldPolicies: (policies) => peer.setFieldPolicies(policies),
   })

@@ -237,16 +237,17 @@ export class DeviceRegistry {
   /**
    * Notes how a sync direction went. Persisted when the state or error
    * changes; a run of successes only moves the time in memory, so heavy
-   * edit traffic does not turn into registry writes.
+   * edit traffic does not turn into registry writes. Returns the state
+   * before (undefined for an unknown device).
    */
   direction(
     id: string,
     direction: 'serverToDevice' | 'deviceToServer',
     state: 'success' | 'failed',
     error?: string,
-  ): void {
+  ): DirectionState | undefined {
     const prev = this.devices.get(id)
-    if (prev === undefined) return
+    if (prev === undefined) return undefined
     const now = this.clock.now()
     const before = prev.sync[direction]
     const next: DirectionState =
@@ -257,6 +258,7 @@ export class DeviceRegistry {
       sync: { ...prev.sync, [direction]: next },
     })
     this.set(record, before.state !== state || before.error !== error)
+    return before
   }
 
   /** Revokes a device durably; it is refused from then on. Returns false if unknown. */

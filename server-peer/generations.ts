@@ -172,6 +172,9 @@ export class Generations {
           ? Y.encodeStateAsUpdate(built.doc)
           : await mergeUpdates(built.updates)
       const s = built.stats
+      // The base's clientIDs and the server's fresh one, under which it
+      // writes from the switch on: the figure the result reports too.
+      const after = s.clientIdsAfter + 1
       stats = await replica.switchGeneration(
         (doc) => {
           if (doc !== old) throw new Error('the document changed while its base was built')
@@ -181,7 +184,7 @@ export class Generations {
             records: [[...GENERATION_RECORD, record]],
             event: {
               type: 'history-compacted',
-              message: `generation ${n}: ${s.clientIdsBefore} clientIDs before, ${s.clientIdsAfter} after; ${s.entries} entries kept, ${s.voidEntries} void dropped, ${s.droppedParts} revoked parts dropped`,
+              message: `generation ${n}: ${s.clientIdsBefore} clientIDs before, ${after} after; ${s.entries} entries kept, ${s.voidEntries} void dropped, ${s.droppedParts} revoked parts dropped`,
             },
             result: s,
           }

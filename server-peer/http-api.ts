@@ -21,6 +21,7 @@ import {
   NotFoundError,
   PeerUnknownError,
   RostersyncError,
+  UserExistsError,
   UserNotFoundError,
   type ErrorCode,
 } from '../core/errors.js'
@@ -62,6 +63,7 @@ const statusOf: Partial<Record<ErrorCode, number>> = {
   MALFORMED_MESSAGE: 400,
   MALFORMED_REQUEST: 400,
   USER_NOT_FOUND: 404,
+  USER_EXISTS: 412,
   PEER_UNKNOWN: 404,
   NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,
@@ -156,7 +158,7 @@ function authenticate(
 ): 'bearer' | 'cookie' | undefined {
   const header = req.headers.authorization
   if (header !== undefined) {
-    const match = /^Bearer (.+)$/.exec(header)
+    const match = /^Bearer (.+)$/i.exec(header)
     return match !== null && sameSecret(match[1] ?? '', token) ? 'bearer' : undefined
   }
   return admin.sessions.use(sessionIdOf(req)) ? 'cookie' : undefined
@@ -352,6 +354,10 @@ async function serveUsers(
           `the body's id ${excerpt(String(body.id), 32)} differs from the URL's ${excerpt(id, 32)}`,
         )
       }
+      // Create only (`If-None-Match: *`, as HTTP has it): the admin page's
+      // "Add user" replaced an existing user whole, clearing its fields.
+      if (req.headers['if-none-match'] === '*' && target.users.get(id) !== undefined)
+        throw new UserExistsError(id)
       await target.users.put({ ...body, id })
       return reply(res, 200, target.users.get(id))
     }

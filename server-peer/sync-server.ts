@@ -46,7 +46,7 @@ import type { RecordSchema } from '../core/schema.js'
 import type { Replica } from '../peers/replica.js'
 import { startSession } from '../peers/sync-session.js'
 import { wrapWebSocket } from '../transports/ws-transport.js'
-import type { DeviceRegistry } from './device-registry.js'
+import type { DeviceRegistry, DirectionState } from './device-registry.js'
 import { RefusalTracker } from './refusal-tracker.js'
 import { TurnQueue } from './turn-queue.js'
 
@@ -130,10 +130,12 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
   const byDevice = new Map<string, Member>()
   const { replica, registry } = options
   const refusals = new RefusalTracker()
+  const syncLog = new ServerSyncLog(replica, registry)
   const endpoint: SyncEndpoint = {
     accept(connection, rawUrl) {
       const verdict = admit(rawUrl, options, members.size, connection.remote)
       if ('code' in verdict) {
+        syncLog.refusedJoin(rawUrl, verdict.reason)
         // A pending device's first proven key is bound while it waits:
         // the administrator approves that device, and no other key can
         // take the id between the approval and its next join.
@@ -148,6 +150,7 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
       const deviceId = url.searchParams.get('device') ?? ''
       const joined = admitKey(url, deviceId, options)
       if ('code' in joined) {
+        syncLog.refusedJoin(rawUrl, joined.reason)
         connection.close(joined.code, joined.reason)
         return
       }
@@ -220,14 +223,14 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
         // this link held back, nothing refused before still missing.
         onApplied: () => {
           if (replica.heldBackFrom(connection.id) > 0) return
-          if (refusals.settled(deviceId, replica.doc))
-            registry.direction(deviceId, 'deviceToServer', 'success')
+          if (refusals.settled(deviceId, replica.doc)) syncLog.note(deviceId, 'deviceToServer')
         },
-        onAnswered: () => registry.direction(deviceId, 'serverToDevice', 'success'),
+        onAnswered: () => syncLog.note(deviceId, 'serverToDevice'),
         onRefused: (error, update) => {
           registry.direction(deviceId, 'deviceToServer', 'failed', error.code)
           // Once per cause: a refused change comes back on every reconnect.
           if (!refusals.refused(deviceId, error.code, update, replica.doc)) return
+          syncLog.failed(deviceId, 'deviceToServer', error)
           void logEvent(replica, {
             type: error.code === 'STORAGE_FAILED' ? 'save-to-server-failed' : 'write-refused',
             deviceId,
@@ -690,5 +693,60 @@ async function logEvent(replica: Replica, event: NewEvent): Promise<void> {
   } catch {
     // Logging the event is best effort: the refusal itself has already been
     // sent to the device, and a failing store is reported on every write.
+  }
+}
+
+/**
+ * The server's side of the sync events (SEMANTICS.md: `sync-failed` and
+ * `sync-succeeded` on every peer): a registered device's refused update
+ * (once per cause, as `write-refused`) or a join refused as revoked or
+ * unauthenticated (once per code: a revoked device's retries log nothing
+ * more) is logged as `sync-failed` with the device and the code, and the
+ * next success of a device logged so as `sync-succeeded`. Devices never
+ * registered log nothing: ids made up by a flood do not fill the log.
+ */
+class ServerSyncLog {
+  /** Devices whose failure was logged and whose recovery was not. */
+  private readonly failing = new Set<string>()
+
+  constructor(
+    private readonly replica: Replica,
+    private readonly registry: DeviceRegistry,
+  ) {}
+
+  /** A direction succeeded: noted, and logged when it ends a logged failure. */
+  note(deviceId: string, direction: 'serverToDevice' | 'deviceToServer'): void {
+    this.registry.direction(deviceId, direction, 'success')
+    if (!this.failing.delete(deviceId)) return
+    void logEvent(this.replica, { type: 'sync-succeeded', deviceId, direction })
+  }
+
+  /** A refused update of a registered device, new in its cause. */
+  failed(deviceId: string, direction: 'deviceToServer', error: RostersyncError): void {
+    if (this.registry.get(deviceId) === undefined) return
+    this.failing.add(deviceId)
+    void logEvent(this.replica, {
+      type: 'sync-failed',
+      deviceId,
+      direction,
+      code: error.code,
+      message: excerpt(error.message, 200),
+    })
+  }
+
+  /** A registered device refused at the door: both directions failed with the refusal's code. */
+  refusedJoin(rawUrl: string, reason: string): void {
+    const url = parseJoinUrl(rawUrl)
+    const deviceId = url instanceof URL ? url.searchParams.get('device') : null
+    if (deviceId === null || this.registry.get(deviceId) === undefined) return
+    const code = /^([A-Z][A-Z0-9_]*)/.exec(reason)?.[1] ?? 'AUTH_FAILED'
+    const before = this.registry.get(deviceId)?.sync
+    this.registry.direction(deviceId, 'serverToDevice', 'failed', code)
+    this.registry.direction(deviceId, 'deviceToServer', 'failed', code)
+    if (before === undefined) return
+    const same = (d: DirectionState): boolean => d.state === 'failed' && d.error === code
+    if (same(before.serverToDevice) && same(before.deviceToServer)) return
+    this.failing.add(deviceId)
+    void logEvent(this.replica, { type: 'sync-failed', deviceId, code, message: reason })
   }
 }

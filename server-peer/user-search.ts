@@ -192,11 +192,24 @@ export class UserIndex {
         end = i
       }
     }
-    // As before: a full page has a next cursor unless it ended the roster.
-    const next =
-      users.length === search.limit && end + 1 < ids.length ? (users.at(-1)?.id ?? null) : null
+    // A full page has a next cursor unless it ended the roster; filtered,
+    // unless no match follows (a page that ended on the last match led to
+    // an empty one).
+    const filtered =
+      (search.q?.trim() ?? '') !== '' || search.status !== undefined || search.group !== undefined
+    const more = filtered ? this.matchAfter(end, matches) : end + 1 < ids.length
+    const next = users.length === search.limit && more ? (users.at(-1)?.id ?? null) : null
     this.warm()
     return search.total === true ? { users, next, total } : { users, next }
+  }
+
+  /** Whether an entry after index `end` matches (the index's entries only: no view is resolved). */
+  private matchAfter(end: number, matches: ReturnType<typeof matcher>): boolean {
+    for (let i = end + 1; i < this.ids.length; i++) {
+      const entry = this.entry(i)
+      if (entry !== null && matches(entry)) return true
+    }
+    return false
   }
 
   private watch(): void {

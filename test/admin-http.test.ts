@@ -526,6 +526,16 @@ describe('live updates (GET /api/stream)', () => {
     )
     const events = seen.filter((m) => m.event === 'events')
     expect(events.every((m) => m.id !== undefined)).toBe(true)
+    // A streamed row is GET /api/devices's row (it replaces it whole on
+    // the page): with the key's fingerprint, which Reset key needs.
+    const streamed = seen
+      .filter((m) => m.event === 'devices')
+      .flatMap((m) => m.data as Array<{ id: string; keyFingerprint?: string }>)
+      .filter((d) => d.id === 'D7')
+    expect(streamed.length).toBeGreaterThan(0)
+    const fingerprint = peer.devices.list().find((d) => d.id === 'D7')?.keyFingerprint
+    expect(fingerprint).toMatch(/^SHA256:/)
+    for (const row of streamed) expect(row.keyFingerprint).toBe(fingerprint)
 
     await peer.devices.revoke('D7')
     await readEvents(reader, (m) =>

@@ -165,6 +165,17 @@ describe('a device the server refuses says why, with the refusal code', () => {
     await clock.advance(3_600_000)
     await settle()
     expect(device.events.query({ type: 'sync-failed' })).toMatchObject([{ code: 'PEER_REVOKED' }])
+    // Restarted, it knocks again: the server's log says so too, once
+    // however often it comes back (README: `events --device … --type sync-failed`).
+    await device.close()
+    for (let i = 0; i < 2; i++) {
+      const again = await site!.device('D1', clock)
+      await expect(again.sync.delta()).rejects.toMatchObject({ code: 'PEER_REVOKED' })
+      await again.close()
+    }
+    expect(server.events.query({ type: 'sync-failed', deviceId: 'D1' })).toMatchObject([
+      { code: 'PEER_REVOKED' },
+    ])
   })
 
   it('AUTH_FAILED for a wrong site key, from the first start on', async () => {

@@ -62,6 +62,23 @@ describe('HTTP API', () => {
     expect(res.status).toBe(400)
   })
 
+  it('creates only with If-None-Match: * (USER_EXISTS, 412, the user unchanged); takes the scheme in any case', async () => {
+    server = await createServer({ store: memoryStore() })
+    await server.users.put({ id: 'u1', name: 'Ann', email: 'ann@example.com' })
+    const create = (id: string, authorization = `Bearer ${server?.adminToken}`) =>
+      fetch(`${server?.http}/api/users/${id}`, {
+        method: 'PUT',
+        headers: { authorization, 'content-type': 'application/json', 'if-none-match': '*' },
+        body: JSON.stringify({ name: 'New Person' }),
+      })
+    const refused = await create('u1')
+    expect(refused.status).toBe(412)
+    expect(await refused.json()).toMatchObject({ error: { code: 'USER_EXISTS' } })
+    expect(server.users.get('u1')).toEqual({ id: 'u1', name: 'Ann', email: 'ann@example.com' })
+    expect((await create('u2', `bearer ${server.adminToken}`)).status).toBe(200)
+    expect(server.users.get('u2')).toEqual({ id: 'u2', name: 'New Person' })
+  })
+
   it('lists devices and events', async () => {
     server = await createServer({ store: memoryStore() })
     await server.users.put({ id: 'u1', name: 'Ann' })

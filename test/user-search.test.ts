@@ -230,3 +230,28 @@ describe('UserIndex at scale (issue 13)', () => {
     index.close()
   })
 })
+
+describe('UserIndex pages', () => {
+  it('gives a filtered page that ends on the last match no next cursor (found by a probe: it led to an empty page)', async () => {
+    const peer = await server()
+    await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        peer.users.put({ id: id(i), name: `Person ${i}`, groups: i < 10 ? ['front'] : ['back'] }),
+      ),
+    )
+    const index = new UserIndex(peer.replica)
+    const first = index.page({ limit: 10, group: 'front' })
+    expect(first.users).toHaveLength(10)
+    expect(first.next).toBeNull()
+    // One match short of a full page further: a cursor, and the page after it holds the rest.
+    const partial = index.page({ limit: 9, group: 'front' })
+    expect(partial.next).toBe(id(8))
+    expect(index.page({ limit: 9, group: 'front', after: id(8) }).users.map((u) => u.id)).toEqual([
+      id(9),
+    ])
+    // Unfiltered, a full page before the end still has one.
+    expect(index.page({ limit: 10 }).next).toBe(id(9))
+    expect(index.page({ limit: 10, after: id(19) }).next).toBeNull()
+    index.close()
+  })
+})
