@@ -24,7 +24,8 @@ import { checkUpdate } from '../core/authorize.js'
 import { EnvelopeLog } from './envelope-log.js'
 import { keyFingerprint } from '../core/signing.js'
 import { Identity } from './identity.js'
-import { DeviceSigning, serverLinkSigning } from './signed-link.js'
+import { DeviceSigning } from './signed-link.js'
+import { serverLinkSigning } from './server-link-signing.js'
 import { usersApi, type UsersApi } from './user-ops.js'
 import { connectToServer, type ServerLink } from './ws-client.js'
 import { DeviceSync, type DeviceSyncApi } from './device-sync.js'
@@ -221,6 +222,9 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     deviceId: options.id,
     room: 'roster',
     now: () => basics.clock.now(),
+    // Periodic: what LAN neighbours send waits for the next delta, as the
+    // device's own changes do (it went to the server at once).
+    relays: options.mode !== 'periodic',
   })
   const name = options.name ?? options.id
   const server = options.server
@@ -256,7 +260,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
   })
   let lan: LanNode | undefined
   try {
-    lan = await startDeviceLan(options, replica, basics, signing)
+    lan = await startDeviceLan(options, replica, basics, signing, identity.lanSeed)
   } catch (error) {
     sync.close()
     await replica.close()
@@ -333,6 +337,7 @@ async function startDeviceLan(
   replica: Replica,
   basics: PeerBasics,
   signing: DeviceSigning,
+  identitySeed: Uint8Array,
 ): Promise<LanNode | undefined> {
   const lan = options.lan
   if (lan?.enabled !== true || options.siteKey === undefined) return undefined
@@ -342,6 +347,7 @@ async function startDeviceLan(
     signing,
     deviceId: options.id,
     siteKey: options.siteKey,
+    identitySeed,
     clock: basics.clock,
     random: basics.random,
     ...(lan.port === undefined ? {} : { port: lan.port }),

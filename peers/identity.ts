@@ -7,6 +7,7 @@
  *
  * Kept in the peer's store under `i/`, never replicated and never logged.
  */
+import { hkdfSync } from 'node:crypto'
 import { decodeValue, encodeValue } from '../core/codec.js'
 import {
   decodeCertificate,
@@ -48,6 +49,13 @@ export class Identity implements ClientIdSource {
 
   private constructor(
     readonly key: KeyPair,
+    /**
+     * The seed of this peer's libp2p identity (its LAN peer id): derived
+     * from its key's seed (HKDF, its own label: the LAN handshake never
+     * signs with the key that signs writes), so the peer id stays the same
+     * across restarts and the `/p2p/…` addresses others dial keep working.
+     */
+    readonly lanSeed: Uint8Array,
     private readonly store: Store,
     private readonly randomUint32: () => number,
   ) {}
@@ -62,7 +70,8 @@ export class Identity implements ClientIdSource {
       seed = bytes
       await store.batch([{ type: 'put', key: KEYS.seed, value: seed }])
     }
-    const identity = new Identity(keyPairFromSeed(seed), store, randomUint32)
+    const lanSeed = new Uint8Array(hkdfSync('sha256', seed, 'rostersync', 'libp2p identity', 32))
+    const identity = new Identity(keyPairFromSeed(seed), lanSeed, store, randomUint32)
     for await (const [key, value] of store.range({ gte: KEYS.noncesFrom, lt: KEYS.noncesTo })) {
       identity.nonces.set(Number(key.slice(KEYS.noncesFrom.length)), Number(decodeValue(value)))
     }

@@ -41,6 +41,8 @@ export interface LanOptions {
   readonly deviceId: string
   /** The site key: only devices holding it can connect (it keys the private network). */
   readonly siteKey: string
+  /** The seed of the node's libp2p key (`Identity.lanSeed`): a stable peer id. Random without it. */
+  readonly identitySeed?: Uint8Array
   readonly clock: Clock
   /** Interface to listen on; loopback by default. */
   readonly host?: string
@@ -89,6 +91,7 @@ export async function startLan(options: LanOptions): Promise<LanNode> {
     siteKey: options.siteKey,
     mdns: options.mdns ?? true,
     userAgent: `rostersync/${options.deviceId}`,
+    ...(options.identitySeed === undefined ? {} : { identitySeed: options.identitySeed }),
     ...(options.host === undefined ? {} : { host: options.host }),
     ...(options.port === undefined ? {} : { port: options.port }),
     ...(options.scope === undefined ? {} : { scope: options.scope }),

@@ -24,29 +24,19 @@ import {
   SignatureInvalidError,
 } from '../core/errors.js'
 import { SERVER_ID } from '../core/ids.js'
-import { CloseCode } from '../core/protocol.js'
-import type { Connection } from '../core/transport.js'
 import {
   checkCertificateTime,
-  decodeCertificate,
   decodeEnvelope,
   keyRevocationId,
-  keyFingerprint,
   encodeEnvelope,
   envelopeClients,
   sealEnvelope,
-  signJoinProof,
   verifyCertificate,
   verifyEnvelope,
   type Certificate,
   type Envelope,
 } from '../core/signing.js'
 import { encodeClientsDiff, restrictUpdate } from '../core/update-parts.js'
-import {
-  decodeGenerationStatement,
-  verifyGeneration,
-  type GenerationStatement,
-} from '../core/generation-statement.js'
 import { scanUpdate, type UpdateRanges } from '../core/update-scan.js'
 import { onGenerationNoted } from './device-sync/generation-move.js'
 import type { EnvelopeLog } from './envelope-log.js'
@@ -293,9 +283,10 @@ export class DeviceSigning {
     connectionId: string,
     send: (envelopes: Uint8Array[]) => void,
     plainAllowed = true,
+    relays = true,
   ): SignedLink {
     const { identity, replica, log } = this.options
-    this.links.set(connectionId, send)
+    if (relays) this.links.set(connectionId, send)
     return {
       active: () => identity.serverKey !== undefined,
       plainAllowed,
@@ -427,74 +418,4 @@ function deviceKey(envelope: Envelope, serverKey: Uint8Array, site: string): Uin
       `update of ${JSON.stringify(envelope.writer)} carries the certificate of ${JSON.stringify(cert.deviceId)}`,
     )
   return cert.publicKey
-}
-
-/**
- * What a device's server link needs for signed writes: its key and join
- * proof in the join URL (made afresh per connection), signed sessions, and
- * the server's hello — its key, pinned on first admission (a different key
- * later closes the link: `SERVER_KEY_CHANGED`), and this device's
- * certificate, which must name this device and its key.
- */
-export function serverLinkSigning(options: {
-  readonly identity: Identity
-  readonly signing: DeviceSigning
-  /** The fingerprint the server's key must have when none is pinned yet (a provisioned device). */
-  readonly expectedServerKey?: string | undefined
-  readonly deviceId: string
-  readonly room: string
-  readonly now: () => number
-}): {
-  joinParams: () => Record<string, string>
-  /** The server refused a proof's time and told its own: later proofs are made on its time. */
-  serverTime: (serverNow: number) => void
-  signed: (connectionId: string) => (send: (envelopes: Uint8Array[]) => void) => SignedLink
-  onHello: (
-    serverKey: Uint8Array,
-    certificate: Uint8Array,
-    connection: Connection,
-    generation: Uint8Array | undefined,
-  ) => Promise<GenerationStatement | undefined>
-} {
-  const { identity, deviceId } = options
-  let offsetMs = 0 // the server's time less this device's, once the server said
-  return {
-    serverTime: (serverNow) => void (offsetMs = serverNow - options.now()),
-    joinParams: () => {
-      const at = identity.nextJoinAt(options.now() + offsetMs)
-      const proof = signJoinProof(identity.key, options.room, deviceId, at)
-      return {
-        pub: Buffer.from(identity.publicKey).toString('base64url'),
-        at: String(at),
-        proof: Buffer.from(proof).toString('base64url'),
-      }
-    },
-    signed: (connectionId) => (send) => options.signing.link(connectionId, send, false),
-    async onHello(serverKey, certificate, connection, generation) {
-      const pinned = identity.serverKey
-      const expected = options.expectedServerKey
-      if (
-        (pinned !== undefined && !Buffer.from(pinned).equals(Buffer.from(serverKey))) ||
-        (pinned === undefined && expected !== undefined && keyFingerprint(serverKey) !== expected)
-      ) {
-        const message =
-          'SERVER_KEY_CHANGED: the server presents another key than the one this device pinned; reset the device to join another site'
-        connection.close(CloseCode.authFailed, message)
-        throw new SignatureInvalidError(message)
-      }
-      const cert = decodeCertificate(certificate)
-      verifyCertificate(cert, serverKey, siteOf(serverKey))
-      if (
-        cert.deviceId !== deviceId ||
-        !Buffer.from(cert.publicKey).equals(Buffer.from(identity.publicKey))
-      )
-        throw new SignatureInvalidError("the server's certificate is not this device's")
-      await identity.pinServer(serverKey, cert)
-      if (generation === undefined) return undefined
-      // The server's generation (issue 13), checked with the key pinned.
-      const statement = decodeGenerationStatement(generation)
-      verifyGeneration(statement, serverKey, siteOf(serverKey))
-      return statement
-    },
-  }
 }

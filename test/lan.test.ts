@@ -6,6 +6,7 @@
  * server wrote it.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -39,13 +40,19 @@ function tempDir(): string {
 
 async function startDevice(
   id: string,
-  options: { server?: string; peers?: readonly DevicePeer[]; siteKey?: string } = {},
+  options: {
+    server?: string
+    peers?: readonly DevicePeer[]
+    siteKey?: string
+    periodic?: boolean
+  } = {},
 ): Promise<DevicePeer> {
   const device = await createDevice({
     id,
     store: memoryStore(),
     siteKey: options.siteKey ?? SITE_KEY,
     ...(options.server === undefined ? {} : { server: options.server }),
+    ...(options.periodic === true ? { mode: 'periodic', deltaIntervalMs: 3_600_000 } : {}),
     // mDNS multicasts on the machine's network: tests dial by address only.
     lan: {
       enabled: true,
@@ -84,6 +91,55 @@ describe('LAN sync over libp2p', () => {
     await eventually(() => expect(d2.users.get('u2')?.name).toBe('Cy'))
     expect(d1.users.get('u1')?.name).toBe('Bea')
     expect(d2.users.get('u1')).toBeUndefined()
+  })
+
+  it('keeps its LAN peer id across restarts, so the /p2p/ address others dial stays good', async () => {
+    const dataDir = tempDir()
+    // A fixed port, as a terminal's configuration has it: its address is then the same too.
+    const port = await new Promise<number>((resolve) => {
+      const probe = createNetServer().listen(0, '127.0.0.1', () => {
+        const { port: free } = probe.address() as AddressInfo
+        probe.close(() => resolve(free))
+      })
+    })
+    const open = () =>
+      createDevice({
+        id: 'R1',
+        dataDir,
+        siteKey: SITE_KEY,
+        lan: { enabled: true, mdns: false, port },
+      })
+    const peerId = (d: DevicePeer): string[] => d.lanAddresses.map((a) => a.split('/p2p/')[1] ?? '')
+    const first = await open()
+    const id = peerId(first)
+    await first.close()
+    const again = await open()
+    closers.push(() => again.close())
+    expect(id[0]).toMatch(/^12D3/)
+    expect(peerId(again)).toEqual(id)
+    // Another device's is another id.
+    const other = await startDevice('R2')
+    expect(peerId(other)[0]).not.toBe(id[0])
+    // Dialled by the address it had before the restart: linked, and users flow.
+    const caller = await startDevice('R3', { peers: [first] })
+    await again.users.put({ id: 'u1', name: 'Ann' })
+    await eventually(() => expect(caller.users.get('u1')?.name).toBe('Ann'))
+  })
+
+  it("a periodic device relays a LAN neighbour's change to the server at its delta, not at once", async () => {
+    const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY })
+    closers.push(() => server.close())
+    await server.users.put({ id: 'u1', name: 'Ann' })
+    const a = await startDevice('PA', { server: server.url, periodic: true })
+    const b = await startDevice('PB', { server: server.url, periodic: true, peers: [a] })
+    for (const d of [a, b]) await d.sync.whenReady()
+    await a.users.patch('u1', { email: 'ann@example.com' })
+    await eventually(() => expect(b.users.get('u1')?.email).toBe('ann@example.com'))
+    // B heard it over the LAN; it went to the server at once (found by a probe).
+    await new Promise((resolve) => setTimeout(resolve, 1_000))
+    expect(server.users.get('u1')?.email).toBeUndefined()
+    await b.sync.delta()
+    await eventually(() => expect(server.users.get('u1')?.email).toBe('ann@example.com'))
   })
 
   it('devices keep syncing while the server is down, and the server adopts their fill when it returns', async () => {

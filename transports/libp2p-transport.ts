@@ -19,6 +19,7 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 import * as decoding from 'lib0/decoding'
 import * as encoding from 'lib0/encoding'
 import { createLibp2p } from 'libp2p'
+import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
 import { RostersyncError } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
 import type { CloseInfo, Connection } from '../core/transport.js'
@@ -51,6 +52,8 @@ export interface LanNodeOptions {
   readonly connectionsMax?: number
   /** Told to other nodes (libp2p identify), for their logs. */
   readonly userAgent?: string
+  /** 32 bytes the node's Ed25519 key is made from: the same peer id every start. Random without it. */
+  readonly identitySeed?: Uint8Array
 }
 
 /**
@@ -70,7 +73,12 @@ export async function createLanNode(options: LanNodeOptions): Promise<Libp2p> {
   const host = options.host ?? '127.0.0.1'
   const listen = `/${isIPv6(host) ? 'ip6' : 'ip4'}/${host}/tcp/${options.port ?? 0}`
   const connectionsMax = options.connectionsMax ?? netLimits.lanPeersMax
+  const privateKey =
+    options.identitySeed === undefined
+      ? undefined
+      : await generateKeyPairFromSeed('Ed25519', options.identitySeed)
   const node: Libp2p = await createLibp2p({
+    ...(privateKey === undefined ? {} : { privateKey }),
     addresses: { listen: [listen] },
     transports: [tcp()],
     connectionEncrypters: [noise()],

@@ -1,0 +1,94 @@
+/**
+ * The device's side of a server link's signed writes (PROTOCOL.md,
+ * "Joining" and "Signed writes"): the join proof in each connection's URL
+ * (made on the server's time once the server said the device's clock is
+ * off), the signed sessions, and the checks of the server's hello.
+ */
+import { CloseCode } from '../core/protocol.js'
+import type { Connection } from '../core/transport.js'
+import { SignatureInvalidError } from '../core/errors.js'
+import {
+  decodeCertificate,
+  keyFingerprint,
+  signJoinProof,
+  verifyCertificate,
+} from '../core/signing.js'
+import {
+  decodeGenerationStatement,
+  verifyGeneration,
+  type GenerationStatement,
+} from '../core/generation-statement.js'
+import { siteOf, type Identity } from './identity.js'
+import type { DeviceSigning, SignedLink } from './signed-link.js'
+/**
+ * What a device's server link needs for signed writes: its key and join
+ * proof in the join URL (made afresh per connection), signed sessions, and
+ * the server's hello — its key, pinned on first admission (a different key
+ * later closes the link: `SERVER_KEY_CHANGED`), and this device's
+ * certificate, which must name this device and its key.
+ */
+export function serverLinkSigning(options: {
+  readonly identity: Identity
+  readonly signing: DeviceSigning
+  /** The fingerprint the server's key must have when none is pinned yet (a provisioned device). */
+  readonly expectedServerKey?: string | undefined
+  readonly deviceId: string
+  readonly room: string
+  readonly now: () => number
+  /** Relay what LAN neighbours send as it comes (false: a periodic device's server link). */
+  readonly relays: boolean
+}): {
+  joinParams: () => Record<string, string>
+  /** The server refused a proof's time and told its own: later proofs are made on its time. */
+  serverTime: (serverNow: number) => void
+  signed: (connectionId: string) => (send: (envelopes: Uint8Array[]) => void) => SignedLink
+  onHello: (
+    serverKey: Uint8Array,
+    certificate: Uint8Array,
+    connection: Connection,
+    generation: Uint8Array | undefined,
+  ) => Promise<GenerationStatement | undefined>
+} {
+  const { identity, deviceId } = options
+  let offsetMs = 0 // the server's time less this device's, once the server said
+  return {
+    serverTime: (serverNow) => void (offsetMs = serverNow - options.now()),
+    joinParams: () => {
+      const at = identity.nextJoinAt(options.now() + offsetMs)
+      const proof = signJoinProof(identity.key, options.room, deviceId, at)
+      return {
+        pub: Buffer.from(identity.publicKey).toString('base64url'),
+        at: String(at),
+        proof: Buffer.from(proof).toString('base64url'),
+      }
+    },
+    signed: (connectionId) => (send) =>
+      options.signing.link(connectionId, send, false, options.relays),
+    async onHello(serverKey, certificate, connection, generation) {
+      const pinned = identity.serverKey
+      const expected = options.expectedServerKey
+      if (
+        (pinned !== undefined && !Buffer.from(pinned).equals(Buffer.from(serverKey))) ||
+        (pinned === undefined && expected !== undefined && keyFingerprint(serverKey) !== expected)
+      ) {
+        const message =
+          'SERVER_KEY_CHANGED: the server presents another key than the one this device pinned; reset the device to join another site'
+        connection.close(CloseCode.authFailed, message)
+        throw new SignatureInvalidError(message)
+      }
+      const cert = decodeCertificate(certificate)
+      verifyCertificate(cert, serverKey, siteOf(serverKey))
+      if (
+        cert.deviceId !== deviceId ||
+        !Buffer.from(cert.publicKey).equals(Buffer.from(identity.publicKey))
+      )
+        throw new SignatureInvalidError("the server's certificate is not this device's")
+      await identity.pinServer(serverKey, cert)
+      if (generation === undefined) return undefined
+      // The server's generation (issue 13), checked with the key pinned.
+      const statement = decodeGenerationStatement(generation)
+      verifyGeneration(statement, serverKey, siteOf(serverKey))
+      return statement
+    },
+  }
+}
