@@ -29,6 +29,9 @@ export const EVENT_TYPES = [
   // Issue 13: generations
   'history-compacted',
   'generation-moved',
+  // The administrator's approval of a device, and its key reset (issue 11).
+  'device-approved',
+  'device-key-reset',
 ] as const
 /** One event type. */
 export type EventType = (typeof EVENT_TYPES)[number]

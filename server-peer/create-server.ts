@@ -451,6 +451,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
         // would bind the first proof that came (and get a certificate).
         await registry.hold(id)
         await keys.unbind(id)
+        await replica.writeMeta((ctx) => ctx.event({ type: 'device-key-reset', deviceId: id }))
         endpoint.disconnect(id, CloseCode.pending, 'PEER_PENDING: key reset by the administrator')
         return true
       },

@@ -176,7 +176,7 @@ export class DeviceRegistry {
     this.devices.set(id, withState({ ...prev, pending: false }))
     this.changeCount++
     this.dirty.add(id)
-    await this.store(undefined, id)
+    await this.store((ctx) => ctx.event({ type: 'device-approved', deviceId: id }), id)
     return true
   }
 

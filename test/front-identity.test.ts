@@ -191,6 +191,9 @@ describe('identity: approval mode', () => {
     expect(server.events.query({ type: 'device-registered', deviceId: 'T-9' })).toHaveLength(1)
     expect(device.serverLink?.state).not.toBe('refused')
     expect(await server.devices.approve('T-9')).toBe(true)
+    // Logged once (approving again changes nothing).
+    expect(await server.devices.approve('T-9')).toBe(true)
+    expect(server.events.query({ type: 'device-approved', deviceId: 'T-9' })).toHaveLength(1)
     await clock.advance(60_000)
     await device.sync.whenIdle()
     expect(server.devices.list()).toMatchObject([{ id: 'T-9', state: 'connected', pending: false }])

@@ -320,6 +320,7 @@ describe('LAN admission', () => {
     expect(later.expiresAt - later.issuedAt).toBe(limits.certificateTtlMs)
     // A key reset: the next join binds a new key, and its certificate names it.
     expect(await s.server.devices.resetKey('D9')).toBe(true)
+    expect(s.server.events.query({ type: 'device-key-reset', deviceId: 'D9' })).toHaveLength(1)
     await s.server.devices.approve('D9')
     const d9b = keyPairFromSeed(seedOf(19))
     const rebound = (await join(s, 'D9', d9b, s.clock.now() + 1)).cert
