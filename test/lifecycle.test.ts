@@ -477,7 +477,8 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(d.sync.status()).toMatchObject({ offlineReady: true })
     })
 
-    it("pushes a periodic device's unsent edit before the wipe (the server keeps it)", async () => {
+    /** A periodic device (retention 2 days, no delta before it) with an edit the server lacks. */
+    async function unsentEdit(): Promise<{ s: Site; d: DevicePeer }> {
       const s = await site()
       await s.server.users.put({ id: 'u1', name: 'Ann' })
       const d = await device(s, 'D1', {
@@ -487,6 +488,11 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       })
       await d.sync.whenIdle()
       await d.users.patch('u1', { email: 'unsent@example.com' })
+      return { s, d }
+    }
+
+    it("pushes a periodic device's unsent edit before the wipe (the server keeps it)", async () => {
+      const { s, d } = await unsentEdit()
       await s.clock.advance(2 * DAY)
       await settle(20)
       expect(d.replica.list()).toEqual([])
@@ -495,15 +501,7 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
     })
 
     it('wipes even when the push before it fails (server down), and says the push failed', async () => {
-      const s = await site()
-      await s.server.users.put({ id: 'u1', name: 'Ann' })
-      const d = await device(s, 'D1', {
-        mode: 'periodic',
-        retentionMs: 2 * DAY,
-        deltaIntervalMs: 3 * DAY,
-      })
-      await d.sync.whenIdle()
-      await d.users.patch('u1', { email: 'unsent@example.com' })
+      const { s, d } = await unsentEdit()
       s.down()
       await s.clock.advance(2 * DAY)
       for (let i = 0; i < 10 && d.replica.list().length > 0; i++) {
