@@ -251,7 +251,6 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
               random: basics.random,
               mode,
               joinParams: linkSigning.joinParams,
-              onServerTime: linkSigning.serverTime,
               signed: linkSigning.signed,
               onHello: linkSigning.onHello,
               ...(transport === undefined ? {} : { connect: (url) => transport.connect(url) }),

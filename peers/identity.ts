@@ -19,7 +19,6 @@ import {
   type KeyPair,
 } from '../core/signing.js'
 import type { Store, StoreOp } from '../core/store.js'
-import { netLimits } from '../core/limits.js'
 
 const KEYS = {
   seed: 'i/seed',
@@ -109,8 +108,6 @@ export class Identity implements ClientIdSource {
    * write on the connect path for no gain.
    */
   nextJoinAt(now: number): number {
-    // A clock set back (the server told its time) names earlier times.
-    if (now < this.lastJoinAt - netLimits.joinSkewMsMax) this.lastJoinAt = 0
     const at = Math.max(Math.floor(now), this.lastJoinAt + 1)
     this.lastJoinAt = at
     return at

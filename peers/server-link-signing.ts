@@ -1,8 +1,7 @@
 /**
  * The device's side of a server link's signed writes (PROTOCOL.md,
- * "Joining" and "Signed writes"): the join proof in each connection's URL
- * (made on the server's time once the server said the device's clock is
- * off), the signed sessions, and the checks of the server's hello.
+ * "Joining" and "Signed writes"): the join proof in each connection's URL,
+ * the signed sessions, and the checks of the server's hello.
  */
 import { CloseCode } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
@@ -39,8 +38,6 @@ export function serverLinkSigning(options: {
   readonly relays: boolean
 }): {
   joinParams: () => Record<string, string>
-  /** The server refused a proof's time and told its own: later proofs are made on its time. */
-  serverTime: (serverNow: number) => void
   signed: (connectionId: string) => (send: (envelopes: Uint8Array[]) => void) => SignedLink
   onHello: (
     serverKey: Uint8Array,
@@ -50,11 +47,9 @@ export function serverLinkSigning(options: {
   ) => Promise<GenerationStatement | undefined>
 } {
   const { identity, deviceId } = options
-  let offsetMs = 0 // the server's time less this device's, once the server said
   return {
-    serverTime: (serverNow) => void (offsetMs = serverNow - options.now()),
     joinParams: () => {
-      const at = identity.nextJoinAt(options.now() + offsetMs)
+      const at = identity.nextJoinAt(options.now())
       const proof = signJoinProof(identity.key, options.room, deviceId, at)
       return {
         pub: Buffer.from(identity.publicKey).toString('base64url'),

@@ -63,8 +63,6 @@ export interface ServerLinkOptions {
    * and its join proof (PROTOCOL.md, "Signed writes").
    */
   readonly joinParams?: () => Record<string, string>
-  /** The server's time, told in a refusal of a join proof's time (`(server time <ms>)`). */
-  readonly onServerTime?: (serverNow: number) => void
   /** Signed writes on each connection (see SessionOptions.signed), by connection id. */
   readonly signed?: (connectionId: string) => NonNullable<SessionOptions['signed']>
   /**
@@ -204,8 +202,6 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       connection = undefined
       if (state === 'closed' || state === 'paused' || gen !== generation) return
       lastFailure = reason === '' ? String(code) : `${code}: ${reason}`
-      const serverTime = /\(server time (\d+)\)$/.exec(reason)?.[1]
-      if (serverTime !== undefined) options.onServerTime?.(Number(serverTime))
       if (isFinalClose(code)) {
         setState('refused', reason)
         return

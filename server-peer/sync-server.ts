@@ -662,12 +662,9 @@ function admitKey(
     }
   }
   if (!Number.isSafeInteger(at) || Math.abs(at - clock.now()) > netLimits.joinSkewMsMax) {
-    // Not final, and with the server's time: a device whose clock is off
-    // (a terminal's clock reset) signs its next proof at the server's time
-    // (PROTOCOL.md, "Joining"), rather than being refused for good.
     return {
-      code: CloseCode.refused,
-      reason: `AUTH_FAILED: join proof's time is too far from the server's (server time ${clock.now()})`,
+      code: CloseCode.authFailed,
+      reason: "AUTH_FAILED: join proof's time is too far from the server's",
     }
   }
   if (bound !== undefined && !Buffer.from(bound).equals(Buffer.from(publicKey))) {
