@@ -52,7 +52,8 @@ export const serverCommand: Command = {
       ...(values.open ? { open: true } : {}),
       ...(values['approve-devices'] ? { approveDevices: true } : {}),
     })
-    const users = server.users.list().length
+    // Counted off the replica: users.list() copies every view (core/detach.ts).
+    const users = server.replica.list().length
     // Local tools (rostersync users/events/devices) find the running server here.
     const info = serverInfoFile(values.data)
     await writeFile(info, JSON.stringify({ url: server.url, http: server.http, pid: process.pid }))

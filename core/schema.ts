@@ -5,7 +5,6 @@
 import { z } from 'zod'
 import { InvalidOptionsError, InvalidRecordError } from './errors.js'
 import { asUserId, type UserId } from './ids.js'
-import { detached } from './detach.js'
 import { limits } from './limits.js'
 
 /** The credential technologies a card may carry. */
@@ -274,9 +273,7 @@ export class RecordSchema {
     }
     const fields: Record<string, FieldValue> = {}
     for (const [name, value] of Object.entries(result.data)) {
-      // A copy (core/detach.ts): zod copies arrays and objects but keeps the
-      // caller's bytes, which the caller could change after the write.
-      if (value !== undefined) fields[name] = detached(value) as FieldValue
+      if (value !== undefined) fields[name] = value as FieldValue
     }
     const size = recordBytes(fields)
     if (size > limits.recordBytesMax) {

@@ -456,7 +456,9 @@ export function startSession(options: SessionOptions): SyncSession {
       // Closing (the server's close frame came): fail with the close, so
       // that the link has read its code (AUTH_FAILED, PEER_REVOKED) by then.
       if (!connection.open)
-        return new Promise<SyncAnswer>((_resolve, reject) => waiting.add(() => undefined, reject))
+        return new Promise<SyncAnswer>((_resolve, reject) =>
+          waiting.add(() => reject(new Error('connection closed')), reject),
+        )
       // The answer may be the whole roster in parts: the log is compacted
       // once it is all in, not while it grows (Replica.deferCompaction).
       const release = replica.deferCompaction()

@@ -135,10 +135,18 @@ export function usersApi(
     void queued.then(() => preparing--)
     return written
   }
+  // A copy of what a caller gives (core/detach.ts): zod copies arrays and
+  // objects but keeps the caller's bytes, which it could change after the
+  // write. Here only: validating a device's update parses its entries too.
+  const own = (parsed: ParsedRecord): ParsedRecord => ({
+    id: parsed.id,
+    fields: detached(parsed.fields),
+  })
   return {
-    put: (record) => guard(() => write(prepare(schema.parseRecord(record)), (r) => ops.put(r))),
+    put: (record) =>
+      guard(() => write(prepare(own(schema.parseRecord(record))), (r) => ops.put(r))),
     patch: (id, fields) =>
-      guard(() => write(prepare(schema.parsePatch(id, fields)), (r) => ops.patch(r))),
+      guard(() => write(prepare(own(schema.parsePatch(id, fields))), (r) => ops.patch(r))),
     delete: (id) => guard(() => write(schema.parseUserId(id), (u) => ops.delete(u))),
     get: (id) => {
       touch()

@@ -30,8 +30,8 @@ export interface AdminParts {
   readonly replica: Replica
   readonly schema: RecordSchema
   readonly registry: DeviceRegistry
-  /** The registry's rows as `GET /api/devices` gives them (key fingerprints included). */
-  readonly devices: { list(): DeviceRecord[] }
+  /** The fingerprint of the key bound to a device (`GET /api/devices`'s `keyFingerprint`). */
+  readonly keyFingerprintOf: (deviceId: string) => string | undefined
   readonly events: { query(q: EventQuery): RosterEvent[] }
   setFieldPolicies(policies: Readonly<Record<string, FieldPolicy>>): Promise<string[]>
 }
@@ -52,10 +52,25 @@ export class AdminConsole {
         },
         // The rows of GET /api/devices: a streamed row replaces the page's
         // row whole, and lacked the key fingerprint (Reset key went grey).
-        list: () => parts.devices.list(),
+        // One row object per registry record: the stream sends the rows
+        // whose object changed, so a fresh copy each time sent them all.
+        list: () => parts.registry.list().map((record) => this.rowOf(record)),
       },
     })
     this.users = new UserIndex(parts.replica)
+  }
+
+  private readonly rows = new WeakMap<DeviceRecord, DeviceRecord>()
+
+  /** A registry record as `GET /api/devices` shows it, made once per record. */
+  private rowOf(record: DeviceRecord): DeviceRecord {
+    let row = this.rows.get(record)
+    if (row === undefined) {
+      const fingerprint = this.parts.keyFingerprintOf(record.id)
+      row = fingerprint === undefined ? record : { ...record, keyFingerprint: fingerprint }
+      this.rows.set(record, row)
+    }
+    return row
   }
 
   /** Ends the live streams and stops following the replica (the server is closing). */

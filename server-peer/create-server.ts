@@ -515,7 +515,10 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     replica,
     schema: basics.schema,
     registry,
-    devices: peer.devices,
+    keyFingerprintOf: (id) => {
+      const key = keys.get(id)
+      return key === undefined ? undefined : keyFingerprint(key)
+    },
     events: peer.events,
     setFieldPolicies: (policies) => peer.setFieldPolicies(policies),
   })

@@ -325,6 +325,31 @@ async function serve(
   return reply(res, 200, target.events.query(eventQuery(url)))
 }
 
+/** Create-only writes in flight, per server and user id (see createOnly). */
+const creating = new WeakMap<HttpApiTarget, Map<string, Promise<void>>>()
+
+/**
+ * Puts a user unless it exists (`USER_EXISTS`). Create-only requests for
+ * one id run one after another, each checking once the one before is
+ * durable: two at once both found the id free, and the second replaced
+ * the first.
+ */
+async function createOnly(target: HttpApiTarget, id: string, body: object): Promise<void> {
+  let inFlight = creating.get(target)
+  if (inFlight === undefined) creating.set(target, (inFlight = new Map<string, Promise<void>>()))
+  const before = inFlight.get(id) ?? Promise.resolve()
+  const mine = before.then(async () => {
+    if (target.users.get(id) !== undefined) throw new UserExistsError(id)
+    await target.users.put({ ...body, id })
+  })
+  const settled = mine.catch(() => undefined)
+  inFlight.set(id, settled)
+  void settled.then(() => {
+    if (inFlight.get(id) === settled) inFlight.delete(id)
+  })
+  await mine
+}
+
 async function serveUsers(
   target: HttpApiTarget,
   admin: AdminConsole,
@@ -356,9 +381,8 @@ async function serveUsers(
       }
       // Create only (`If-None-Match: *`, as HTTP has it): the admin page's
       // "Add user" replaced an existing user whole, clearing its fields.
-      if (req.headers['if-none-match'] === '*' && target.users.get(id) !== undefined)
-        throw new UserExistsError(id)
-      await target.users.put({ ...body, id })
+      if (req.headers['if-none-match'] === '*') await createOnly(target, id, body)
+      else await target.users.put({ ...body, id })
       return reply(res, 200, target.users.get(id))
     }
     case 'PATCH':

@@ -696,14 +696,14 @@ async function logEvent(replica: Replica, event: NewEvent): Promise<void> {
 /**
  * The server's side of the sync events (SEMANTICS.md: `sync-failed` and
  * `sync-succeeded` on every peer): a registered device's refused update
- * (once per cause, as `write-refused`) or a join refused as revoked or
- * unauthenticated (once per code: a revoked device's retries log nothing
- * more) is logged as `sync-failed` with the device and the code, and the
- * next success of a device logged so as `sync-succeeded`. Devices never
- * registered log nothing: ids made up by a flood do not fill the log.
+ * (once per cause, as `write-refused`) or a revoked device's knock at the
+ * door (once: its retries log nothing more) is logged as `sync-failed`
+ * with the device and the code, and the next success of that direction as
+ * `sync-succeeded`. Devices never registered, and knocks that prove
+ * nothing (a wrong site key), log nothing: a flood does not fill the log.
  */
 class ServerSyncLog {
-  /** Devices whose failure was logged and whose recovery was not. */
+  /** Device and direction pairs whose failure was logged and whose recovery was not. */
   private readonly failing = new Set<string>()
 
   constructor(
@@ -714,14 +714,14 @@ class ServerSyncLog {
   /** A direction succeeded: noted, and logged when it ends a logged failure. */
   note(deviceId: string, direction: 'serverToDevice' | 'deviceToServer'): void {
     this.registry.direction(deviceId, direction, 'success')
-    if (!this.failing.delete(deviceId)) return
+    if (!this.failing.delete(`${direction} ${deviceId}`)) return
     void logEvent(this.replica, { type: 'sync-succeeded', deviceId, direction })
   }
 
   /** A refused update of a registered device, new in its cause. */
   failed(deviceId: string, direction: 'deviceToServer', error: RostersyncError): void {
     if (this.registry.get(deviceId) === undefined) return
-    this.failing.add(deviceId)
+    this.failing.add(`${direction} ${deviceId}`)
     void logEvent(this.replica, {
       type: 'sync-failed',
       deviceId,
@@ -733,17 +733,21 @@ class ServerSyncLog {
 
   /** A registered device refused at the door: both directions failed with the refusal's code. */
   refusedJoin(rawUrl: string, reason: string): void {
+    // A revoked device's knock only: other refusals at the door come
+    // before anything proves who knocks (a wrong site key, a made-up room),
+    // and logging them let anyone fill the log and mark a healthy device
+    // failed. A revoked device stays revoked: this is logged once.
+    if (!reason.startsWith('PEER_REVOKED')) return
     const url = parseJoinUrl(rawUrl)
     const deviceId = url instanceof URL ? url.searchParams.get('device') : null
-    if (deviceId === null || this.registry.get(deviceId) === undefined) return
-    const code = /^([A-Z][A-Z0-9_]*)/.exec(reason)?.[1] ?? 'AUTH_FAILED'
+    if (deviceId === null || !this.registry.isRevoked(deviceId)) return
     const before = this.registry.get(deviceId)?.sync
-    this.registry.direction(deviceId, 'serverToDevice', 'failed', code)
-    this.registry.direction(deviceId, 'deviceToServer', 'failed', code)
     if (before === undefined) return
+    const code = 'PEER_REVOKED'
     const same = (d: DirectionState): boolean => d.state === 'failed' && d.error === code
     if (same(before.serverToDevice) && same(before.deviceToServer)) return
-    this.failing.add(deviceId)
+    this.registry.direction(deviceId, 'serverToDevice', 'failed', code)
+    this.registry.direction(deviceId, 'deviceToServer', 'failed', code)
     void logEvent(this.replica, { type: 'sync-failed', deviceId, code, message: reason })
   }
 }

@@ -34,6 +34,9 @@ export interface UserSearch {
   readonly all?: boolean
 }
 
+/** Most entries a page looks at past its end to know whether a match follows (see matchAfter). */
+const LOOK_AHEAD_MAX = 20_000
+
 /** One page: `next` is the cursor of the following page, null on the last. */
 export interface UserPage {
   readonly users: UserView[]
@@ -203,14 +206,21 @@ export class UserIndex {
     return search.total === true ? { users, next, total } : { users, next }
   }
 
-  /** Whether an entry after index `end` matches (the index's entries only: no view is resolved). */
+  /**
+   * Whether an entry after index `end` matches (the index's entries only:
+   * no view is resolved). Past LOOK_AHEAD_MAX entries it says yes (a rare
+   * filter on a large roster: a last page may then come back empty).
+   */
   private matchAfter(end: number, matches: ReturnType<typeof matcher>): boolean {
-    for (let i = end + 1; i < this.ids.length; i++) {
+    const last = Math.min(this.ids.length, end + 1 + LOOK_AHEAD_MAX)
+    for (let i = end + 1; i < last; i++) {
       const entry = this.entry(i)
       if (entry !== null && matches(entry)) return true
     }
-    return false
+    // Stopped short of the end: there may be more.
+    return last < this.ids.length
   }
+
 
   private watch(): void {
     const doc = this.replica.doc

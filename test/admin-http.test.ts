@@ -555,6 +555,43 @@ describe('live updates (GET /api/stream)', () => {
     expect(Array.isArray(rest)).toBe(true)
   })
 
+  it("streams only the rows that changed (one device's sync does not resend the others)", async () => {
+    const peer = await server()
+    const cookie = await signIn(peer)
+    const devices: DevicePeer[] = []
+    for (const id of ['D1', 'D2', 'D3']) {
+      const device = await createDevice({
+        id,
+        store: memoryStore(),
+        server: peer.url,
+        ...(peer.siteKey === undefined ? {} : { siteKey: peer.siteKey }),
+      })
+      closers.push(() => device.close())
+      await device.sync.whenReady()
+      devices.push(device)
+    }
+    await peer.users.put({ id: 'u1', name: 'Ann' })
+    for (const d of devices) await d.sync.whenIdle()
+    const res = await fetch(`${peer.http}/api/stream`, { headers: { cookie } })
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader()
+    await readEvents(reader, (m) => m.some((x) => x.event === 'devices'))
+    await devices[0]?.users.patch('u1', { email: 'ann@example.com' })
+    await devices[0]?.sync.whenIdle()
+    const later = await readEvents(reader, (m) =>
+      m.some(
+        (x) =>
+          x.event === 'devices' && (x.data as Array<{ id: string }>).some((d) => d.id === 'D1'),
+      ),
+    )
+    const rows = later
+      .filter((m) => m.event === 'devices')
+      .flatMap((m) => (m.data as Array<{ id: string }>).map((d) => d.id))
+    expect(rows).toContain('D1')
+    expect(rows).not.toContain('D2')
+    expect(rows).not.toContain('D3')
+    await reader.cancel()
+  })
+
   it('ends a stream opened with a session when the session ends (sign-out)', async () => {
     const peer = await server()
     const cookie = await signIn(peer)

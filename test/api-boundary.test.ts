@@ -177,6 +177,23 @@ describe('a device the server refuses says why, with the refusal code', () => {
     ])
   })
 
+  it('knocks that prove nothing (a wrong key, a made-up room) leave the log and the registry alone', async () => {
+    const { server, device } = await started()
+    const before = server.devices.list()[0]?.sync
+    for (let i = 0; i < 20; i++) {
+      const url =
+        i % 2 === 0
+          ? 'ws://memory-site/roster?device=D1&key=wrong'
+          : 'ws://memory-site/nope?device=D1'
+      const conn = await site!.transport.connect(url)
+      conn.close(1000, 'done')
+    }
+    await settle()
+    expect(server.events.query({ type: 'sync-failed' })).toEqual([])
+    expect(server.devices.list()[0]?.sync).toEqual(before)
+    expect(device.sync.status().deviceToServer.state).toBe('success')
+  })
+
   it('AUTH_FAILED for a wrong site key, from the first start on', async () => {
     const clock = new ManualClock()
     site = await memorySite(clock)

@@ -77,6 +77,24 @@ describe('HTTP API', () => {
     expect(server.users.get('u1')).toEqual({ id: 'u1', name: 'Ann', email: 'ann@example.com' })
     expect((await create('u2', `bearer ${server.adminToken}`)).status).toBe(200)
     expect(server.users.get('u2')).toEqual({ id: 'u2', name: 'New Person' })
+    // Two at once for one free id (with PINs: their hashing is asynchronous):
+    // one creates, the other is refused, and the user is the creator's.
+    const both = await Promise.all(
+      ['Ann', 'Bob'].map((name) =>
+        fetch(`${server?.http}/api/users/u3`, {
+          method: 'PUT',
+          headers: {
+            authorization: `Bearer ${server?.adminToken}`,
+            'content-type': 'application/json',
+            'if-none-match': '*',
+          },
+          body: JSON.stringify({ name, pin: '4711' }),
+        }),
+      ),
+    )
+    expect(both.map((r) => r.status).sort()).toEqual([200, 412])
+    const created = both[0]?.status === 200 ? 'Ann' : 'Bob'
+    expect(server.users.get('u3')?.name).toBe(created)
   })
 
   it('lists devices and events', async () => {

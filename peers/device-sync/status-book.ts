@@ -51,6 +51,8 @@ export class SyncStatusBook {
   reset(): void {
     this.serverToDevice = NOT_STARTED
     this.deviceToServer = NOT_STARTED
+    // A new start: its first sync logs its start (and a failure) again.
+    this.failingWith = undefined
   }
 
   /**
