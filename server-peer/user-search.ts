@@ -221,7 +221,6 @@ export class UserIndex {
     return last < this.ids.length
   }
 
-
   private watch(): void {
     const doc = this.replica.doc
     const onTransaction = (tr: Y.Transaction): void => this.note(tr)
