@@ -453,12 +453,10 @@ export function startSession(options: SessionOptions): SyncSession {
     idle: () => pumping,
     requestSync() {
       if (stopped) return Promise.reject(new Error('connection closed'))
-      // Closing (the server's close frame came): fail with the close, so
-      // that the link has read its code (AUTH_FAILED, PEER_REVOKED) by then.
-      if (!connection.open)
-        return new Promise<SyncAnswer>((_resolve, reject) =>
-          waiting.add(() => reject(new Error('connection closed')), reject),
-        )
+      // Closing (the server's close frame came): fail with the close, so that
+      // the link has read its code (AUTH_FAILED, PEER_REVOKED) by then.
+      const closed = (reject: (e: Error) => void) => () => reject(new Error('connection closed'))
+      if (!connection.open) return new Promise((_, reject) => waiting.add(closed(reject), reject))
       // The answer may be the whole roster in parts: the log is compacted
       // once it is all in, not while it grows (Replica.deferCompaction).
       const release = replica.deferCompaction()
