@@ -75,3 +75,19 @@ export function toJson(value: unknown): string {
     v instanceof Uint8Array ? { base64: Buffer.from(v).toString('base64') } : v,
   )
 }
+
+/**
+ * Why a data directory did not open, for a one-line error: another process
+ * holds its lock (LevelDB's `LEVEL_LOCKED`, somewhere in the causes), with
+ * `running` (e.g. "is the server running on it? Stop it first"), or the
+ * storage's own message (permissions, a full disk, damage).
+ */
+export function openFailure(dataDir: string, error: Error, running: string): string {
+  let cause: unknown = error
+  for (let depth = 0; depth < 8 && cause instanceof Error; depth++) {
+    if ((cause as { code?: unknown }).code === 'LEVEL_LOCKED')
+      return `cannot open ${dataDir}: another process holds it (${running})`
+    cause = cause.cause
+  }
+  return `cannot open ${dataDir}: ${error.message.split('\n')[0] ?? ''}`
+}

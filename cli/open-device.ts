@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises'
 import { hasCode } from '../core/errors.js'
 import { createDevice, type DeviceOptions, type DevicePeer } from '../peers/create-device.js'
 import { checkRole, roleOfDir } from '../peers/data-role.js'
-import { CliError } from './args.js'
+import { CliError, openFailure } from './args.js'
 
 /**
  * The device id a data directory belongs to: its role file's, checked
@@ -29,7 +29,11 @@ export async function openDevice(options: DeviceOptions): Promise<DevicePeer> {
   } catch (error) {
     if (hasCode(error, 'STORAGE_FAILED'))
       throw new CliError(
-        `cannot open ${options.dataDir ?? 'the device data'}: is the device running on it? Stop it first (${(error as Error).message.split('\n')[0] ?? ''})`,
+        openFailure(
+          options.dataDir ?? 'the device data',
+          error as Error,
+          'is the device running on it? Stop it first',
+        ),
         1,
       )
     throw error

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs'
 import { hasCode } from '../core/errors.js'
 import { checkRole, roleOfDir } from '../peers/data-role.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
-import { CliError } from './args.js'
+import { CliError, openFailure } from './args.js'
 
 /**
  * Refuses, before anything is opened or written, a directory that is not a
@@ -27,7 +27,7 @@ export async function openServerData(dataDir: string): Promise<ServerPeer> {
   } catch (error) {
     if (hasCode(error, 'STORAGE_FAILED')) {
       throw new CliError(
-        `cannot open ${dataDir}: is a server running on it? (${(error as Error).message})`,
+        openFailure(dataDir, error as Error, 'is a server running on it? Stop it first'),
         1,
       )
     }

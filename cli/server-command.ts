@@ -5,7 +5,7 @@ import { resolve as resolvePath } from 'node:path'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { hasCode } from '../core/errors.js'
 import { serverInfoFile } from './roster-access.js'
-import { CliError, parse, parseInteger } from './args.js'
+import { CliError, openFailure, parse, parseInteger } from './args.js'
 import type { Command } from './main.js'
 
 const help = `Usage: rostersync server [options]
@@ -123,7 +123,11 @@ async function openServer(options: Parameters<typeof createServer>[0]): Promise<
   } catch (error) {
     if (hasCode(error, 'STORAGE_FAILED') && options.dataDir !== undefined)
       throw new CliError(
-        `cannot open ${options.dataDir}: is a server already running on it? Stop it first (${(error as Error).message})`,
+        openFailure(
+          options.dataDir,
+          error as Error,
+          'is a server already running on it? Stop it first',
+        ),
         1,
       )
     throw error

@@ -116,7 +116,7 @@ describe('the CLI on bad input', () => {
     expectOneLine(
       await cli(['server', '--data', data, '--port', '0']),
       1,
-      /is a server already running on it/,
+      /another process holds it \(is a server already running on it/,
     )
   })
 
