@@ -466,7 +466,8 @@ export class DeviceSync implements DeviceSyncApi {
     // Refused for good, or unreachable before any sync ran (first start,
     // server down): with no round waiting for the link to report it, the
     // status and the log say so (SyncStatusBook.linkFailed).
-    if (state !== 'paused' && state !== 'closed' && !this.closed && !this.server.waiting) {
+    const reported = this.closed || this.server.waiting || this.rounds.busy
+    if (state !== 'paused' && state !== 'closed' && !reported) {
       const kind = this.persisted.offlineReady ? 'delta' : 'full'
       void this.book.linkFailed(kind, error, state === 'refused')
     }
