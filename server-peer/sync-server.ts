@@ -731,7 +731,7 @@ class ServerSyncLog {
     })
   }
 
-  /** A registered device refused at the door: both directions failed with the refusal's code. */
+  /** A revoked device refused at the door: both directions failed, `PEER_REVOKED`, logged once. */
   refusedJoin(rawUrl: string, reason: string): void {
     // A revoked device's knock only: other refusals at the door come
     // before anything proves who knocks (a wrong site key, a made-up room),
