@@ -347,18 +347,19 @@ describe('GET /api/users?all=1: the whole roster only when asked, and bounded', 
   })
 })
 
-describe('field sources and policies', () => {
-  async function withDevice(peer: ServerPeer, id = 'D1'): Promise<DevicePeer> {
-    const device = await createDevice({
-      id,
-      store: memoryStore(),
-      server: peer.url,
-      ...(peer.siteKey === undefined ? {} : { siteKey: peer.siteKey }),
-    })
-    closers.push(() => device.close())
-    return device
-  }
+/** A device of `peer` on an in-memory store, closed after the test. */
+async function withDevice(peer: ServerPeer, id = 'D1'): Promise<DevicePeer> {
+  const device = await createDevice({
+    id,
+    store: memoryStore(),
+    server: peer.url,
+    ...(peer.siteKey === undefined ? {} : { siteKey: peer.siteKey }),
+  })
+  closers.push(() => device.close())
+  return device
+}
 
+describe('field sources and policies', () => {
   it('says which fields are the server’s and which a device filled, and when', async () => {
     const peer = await server()
     await peer.users.put({ id: 'u1', name: 'Ann', status: 'active' })
@@ -560,13 +561,7 @@ describe('live updates (GET /api/stream)', () => {
     const cookie = await signIn(peer)
     const devices: DevicePeer[] = []
     for (const id of ['D1', 'D2', 'D3']) {
-      const device = await createDevice({
-        id,
-        store: memoryStore(),
-        server: peer.url,
-        ...(peer.siteKey === undefined ? {} : { siteKey: peer.siteKey }),
-      })
-      closers.push(() => device.close())
+      const device = await withDevice(peer, id)
       await device.sync.whenReady()
       devices.push(device)
     }
