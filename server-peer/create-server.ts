@@ -308,6 +308,11 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   const ops = serverOps(basics.schema)
   const registry = new DeviceRegistry(basics.clock, replica)
   const keys = new DeviceKeys(replica)
+  /** The fingerprint of the key bound to a device (its registry row's `keyFingerprint`). */
+  const keyFingerprintOf = (id: string): string | undefined => {
+    const key = keys.get(id)
+    return key === undefined ? undefined : keyFingerprint(key)
+  }
   // Revocations from before they were published (or whose write failed).
   await publishRevocations(replica, registry)
   const adminToken = options.adminToken ?? (await adminTokenFor(options.dataDir))
@@ -431,11 +436,11 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     devices: {
       list: (filter) =>
         registry.list(deviceFilter(filter)).map((device) => {
-          const key = keys.get(device.id)
+          const fingerprint = keyFingerprintOf(device.id)
           // Copies: a caller that changes a row changes nothing here.
-          return key === undefined
+          return fingerprint === undefined
             ? detached(device)
-            : { ...detached(device), keyFingerprint: keyFingerprint(key) }
+            : { ...detached(device), keyFingerprint: fingerprint }
         }),
       async revoke(id) {
         if (!(await registry.revoke(id))) return false
@@ -515,10 +520,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     replica,
     schema: basics.schema,
     registry,
-    keyFingerprintOf: (id) => {
-      const key = keys.get(id)
-      return key === undefined ? undefined : keyFingerprint(key)
-    },
+    keyFingerprintOf,
     events: peer.events,
     setFieldPolicies: (policies) => peer.setFieldPolicies(policies),
   })
