@@ -39,6 +39,7 @@ import {
   REVOCATIONS_ROOT,
   rootOwner,
   SERVER_ENTRY_KEYS,
+  isAdoption,
   SERVER_META_ROOT,
   usersRootName,
   WRITER_ID_PATTERN,
@@ -474,6 +475,9 @@ class UpdateCheck {
       }
       if ((s !== undefined && !isNumberMap(s)) || (x !== undefined && !isNumberMap(x)))
         throw invalid(`update holds a server entry of the wrong shape in ${where}`)
+      const a = value.a
+      if (a !== undefined && !(isRecord(a) && Object.values(a).every(isAdoption)))
+        throw invalid(`update holds a server entry of the wrong shape in ${where}`)
     }
     if (!isRecord(value)) return
     if (this.on('stamp')) {
@@ -481,6 +485,10 @@ class UpdateCheck {
       for (const map of [value.s, value.x]) {
         if (isRecord(map)) for (const stamp of Object.values(map)) this.checkStamp(stamp, where)
       }
+      if (isRecord(value.a))
+        for (const adoption of Object.values(value.a))
+          if (isAdoption(adoption))
+            for (const i of [0, 2] as const) this.checkStamp(adoption[i], where)
     }
     if (this.on('epoch') && !isEpoch(value.e))
       throw forbidden(`update holds server epoch ${clip(String(value.e))} in ${where}`)

@@ -35,6 +35,9 @@ export type Fields = Readonly<Record<string, FieldValue>>
  * - `s` holds stamps of last-writer-wins fields.
  * - `x` holds the stamps at which the server cleared a field: device values
  *   older than that do not fill it again.
+ * - `a` holds, for each field whose value the server adopted from a device
+ *   (rule 2) and has not written itself since, where that value came from
+ *   and when the server took the field: see {@link Adoption}.
  */
 export interface ServerEntry {
   readonly e: number
@@ -43,7 +46,19 @@ export interface ServerEntry {
   readonly f?: Fields
   readonly s?: Readonly<Record<string, HlcStamp>>
   readonly x?: Readonly<Record<string, HlcStamp>>
+  readonly a?: Readonly<Record<string, Adoption>>
 }
+
+/**
+ * An adopted field's origin: the stamp and writer of the device write the
+ * server holds, and the server's stamp when it first took the field (rule
+ * 2). Device writes made before that stamp could not have seen the
+ * adoption: the latest of them wins, as it would have had they all reached
+ * the server before it adopted anything, and the server adopts it in turn,
+ * keeping the first adoption's stamp. Device writes from that stamp on are
+ * later edits of a field that is the server's (rule 1).
+ */
+export type Adoption = readonly [fill: HlcStamp, writer: string, adoptedAt: HlcStamp]
 
 /**
  * One device's contribution to one user: the values it wrote (`f`, vacant
@@ -98,7 +113,22 @@ export function asServerEntry(value: unknown): ServerEntry | undefined {
   if (value.f !== undefined && !isRecord(value.f)) return undefined
   if (value.s !== undefined && !isStampMap(value.s)) return undefined
   if (value.x !== undefined && !isStampMap(value.x)) return undefined
+  if (value.a !== undefined && !(isRecord(value.a) && Object.values(value.a).every(isAdoption)))
+    return undefined
   return value as unknown as ServerEntry
+}
+
+/** True for an {@link Adoption}: two finite stamps around a writer id. */
+export function isAdoption(value: unknown): value is Adoption {
+  return (
+    Array.isArray(value) &&
+    value.length === 3 &&
+    typeof value[0] === 'number' &&
+    Number.isFinite(value[0]) &&
+    typeof value[1] === 'string' &&
+    typeof value[2] === 'number' &&
+    Number.isFinite(value[2])
+  )
 }
 
 /** Reads a device entry, or undefined when the value is not one. */
@@ -133,7 +163,7 @@ export function asPolicyEntry(value: unknown): PolicyEntry | undefined {
 /** The keys of a device entry, all required (`DeviceEntry`). */
 export const DEVICE_ENTRY_KEYS: readonly string[] = ['e', 'f', 's']
 /** The keys a server entry may hold (`ServerEntry`): `e` and `t` required. */
-export const SERVER_ENTRY_KEYS: readonly string[] = ['e', 't', 'd', 'f', 's', 'x']
+export const SERVER_ENTRY_KEYS: readonly string[] = ['e', 't', 'd', 'f', 's', 'x', 'a']
 /** The keys of a revocation entry, all required (`RevocationEntry`). */
 export const REVOCATION_ENTRY_KEYS: readonly string[] = ['t']
 /** The keys of a policy entry, all required (`PolicyEntry`). */

@@ -36,7 +36,13 @@ import * as decoding from 'lib0/decoding'
 import * as encoding from 'lib0/encoding'
 import { z } from 'zod'
 import { decodeValue, encodeValue } from './codec.js'
-import { FIELD_POLICIES, type FieldPolicy, type PolicyEntry, type ServerEntry } from './entries.js'
+import {
+  FIELD_POLICIES,
+  WRITER_ID_PATTERN,
+  type FieldPolicy,
+  type PolicyEntry,
+  type ServerEntry,
+} from './entries.js'
 import {
   AuthFailedError,
   ExportExpiredError,
@@ -356,6 +362,7 @@ const serverEntrySchema = z.strictObject({
   f: z.record(z.string(), z.unknown()).optional(),
   s: stampMap.optional(),
   x: stampMap.optional(),
+  a: z.record(z.string(), z.tuple([stamp, z.string().max(200), stamp])).optional(),
 })
 const bodySchema = z.strictObject({
   serverKey: z.instanceof(Uint8Array).refine((k) => k.byteLength === PUBLIC_KEY_BYTES),
@@ -613,9 +620,18 @@ function checkUsers(
     const id = check.schema.parseUserId(rawId)
     if (seen.has(id)) throw new MalformedMessageError('the export file holds a user twice')
     seen.add(id)
-    for (const value of [raw.t, ...Object.values(raw.s ?? {}), ...Object.values(raw.x ?? {})])
+    const adoptions = Object.values(raw.a ?? {})
+    for (const value of [
+      raw.t,
+      ...Object.values(raw.s ?? {}),
+      ...Object.values(raw.x ?? {}),
+      ...adoptions.flatMap(([fill, , adoptedAt]) => [fill, adoptedAt]),
+    ])
       checkStamp(value, check.now, `user ${id}`)
-    for (const name of [...Object.keys(raw.s ?? {}), ...Object.keys(raw.x ?? {})])
+    if (adoptions.some(([, writer]) => !WRITER_ID_PATTERN.test(writer)))
+      throw new MalformedMessageError('the export file names an invalid writer')
+    const named = [raw.s, raw.x, raw.a].flatMap((map) => Object.keys(map ?? {}))
+    for (const name of named)
       if (!check.schema.hasField(name))
         throw new MalformedMessageError('the export file stamps an unknown field')
     // The schema judges the values as it judges any write (INVALID_RECORD).
@@ -627,6 +643,7 @@ function checkUsers(
       ...(raw.f === undefined ? {} : { f: raw.f as ServerEntry['f'] & object }),
       ...(raw.s === undefined ? {} : { s: raw.s }),
       ...(raw.x === undefined ? {} : { x: raw.x }),
+      ...(raw.a === undefined ? {} : { a: raw.a }),
     }
     out.push([id, entry])
   }

@@ -5,7 +5,14 @@
  * replicated state compute the same view (local state aside), which is what
  * makes the views converge once Yjs has.
  */
-import type { DeviceEntry, Fields, FieldPolicy, PolicyEntry, ServerEntry } from './entries.js'
+import type {
+  Adoption,
+  DeviceEntry,
+  Fields,
+  FieldPolicy,
+  PolicyEntry,
+  ServerEntry,
+} from './entries.js'
 import type { HlcStamp } from './hlc.js'
 import { SERVER_ID, type UserId, type WriterId } from './ids.js'
 import type { FieldValue } from './schema.js'
@@ -53,6 +60,8 @@ export interface UserLocal {
 export interface ResolvedField {
   readonly value: FieldValue
   readonly source: WriterId
+  /** The stamp of the device write it came from (absent when the source is the server). */
+  readonly stamp?: HlcStamp
 }
 
 /** A user as a peer shows it: id plus non-vacant fields. */
@@ -106,6 +115,30 @@ function latestDeviceWrite(
   return best
 }
 
+/**
+ * The device write that replaces an adopted value (rule 2): the latest
+ * device write to `field` made before the server took the field and later
+ * than the write it adopted. Undefined when none does, and the adopted
+ * value stands.
+ */
+function fillBeforeAdoption(
+  devices: ReadonlyArray<readonly [WriterId, DeviceEntry]>,
+  field: string,
+  floor: HlcStamp,
+  [fill, fillWriter, adoptedAt]: Adoption,
+): { stamp: HlcStamp; writer: WriterId; entry: DeviceEntry } | undefined {
+  let best: { stamp: HlcStamp; writer: WriterId; entry: DeviceEntry } | undefined
+  for (const [writer, entry] of devices) {
+    const stamp = entry.s[field]
+    if (stamp === undefined || stamp <= floor || stamp >= adoptedAt) continue
+    if (!later(stamp, writer, fill, fillWriter as WriterId)) continue
+    if (best === undefined || later(stamp, writer, best.stamp, best.writer)) {
+      best = { stamp, writer, entry }
+    }
+  }
+  return best
+}
+
 /** Rules 1 and 2 for one shared field. */
 function resolveSharedField(
   replica: UserReplica,
@@ -114,15 +147,24 @@ function resolveSharedField(
   since: HlcStamp,
 ): ResolvedField | undefined {
   const server = replica.server
+  const floor = Math.max(since, server?.x?.[field] ?? 0)
   if (server !== undefined && server.d !== 1) {
     const value = server.f?.[field]
-    if (!isVacant(value)) return { value: value as FieldValue, source: SERVER_ID }
+    if (!isVacant(value)) {
+      const adopted = server.a?.[field]
+      const rival = adopted && fillBeforeAdoption(devices, field, floor, adopted)
+      if (rival === undefined) return { value: value as FieldValue, source: SERVER_ID }
+      const fill = rival.entry.f[field]
+      if (!isVacant(fill))
+        return { value: fill as FieldValue, source: rival.writer, stamp: rival.stamp }
+      // The latest write before the adoption was a clear: the adopted value
+      // never counted, and the field is vacant on the server.
+    }
   }
-  const floor = Math.max(since, server?.x?.[field] ?? 0)
   const write = latestDeviceWrite(devices, field, floor)
   const value = write?.entry.f[field]
   if (write === undefined || isVacant(value)) return undefined
-  return { value: value as FieldValue, source: write.writer }
+  return { value: value as FieldValue, source: write.writer, stamp: write.stamp }
 }
 
 /** Last-writer-wins across the server and the devices, by stamp. */
@@ -148,7 +190,7 @@ function resolveLwwField(
   }
   const value = write?.entry.f[field]
   if (write === undefined || isVacant(value)) return undefined
-  return { value: value as FieldValue, source: write.writer }
+  return { value: value as FieldValue, source: write.writer, stamp: write.stamp }
 }
 
 /** Every field name the replicated entries mention. */
@@ -248,16 +290,27 @@ function orderView(
   return view as UserView
 }
 
+/** What the server adopts for one user (rule 2). */
+export interface Adopted {
+  /** The server holds no live record, and devices enrolled the user. */
+  readonly creates: boolean
+  /** Shared fields a device write fills: vacant on the server, or replacing an adopted value. */
+  readonly fields: ReadonlyMap<string, ResolvedField>
+  /**
+   * Adopted fields whose latest write made before the adoption was a
+   * device's clear: the server drops the value, field → that device.
+   */
+  readonly vacated: ReadonlyMap<string, WriterId>
+}
+
 /**
  * The server's adoption step (rule 2): the shared fields where the server's
- * record is vacant but a device's value fills the view. When the server holds
- * no live record but devices enrolled the user (after any delete they saw),
- * `creates` is true and the server takes the user on.
+ * record is vacant but a device's value fills the view, and the adopted
+ * fields a device write made before the adoption replaces. When the server
+ * holds no live record but devices enrolled the user (after any delete they
+ * saw), `creates` is true and the server takes the user on.
  */
-export function adoptionFor(
-  replica: UserReplica,
-  policies: PolicyTable,
-): { creates: boolean; fields: Map<string, ResolvedField> } | undefined {
+export function adoptionFor(replica: UserReplica, policies: PolicyTable): Adopted | undefined {
   if (!fillsVacancy(replica, policies)) return undefined
   const resolved = resolveReplicated(replica, policies)
   if (resolved === undefined) return undefined
@@ -266,29 +319,63 @@ export function adoptionFor(
     if (result.source !== SERVER_ID && policyOf(policies, field) === 'shared')
       fields.set(field, result)
   }
+  const vacated = new Map<string, WriterId>()
+  const server = replica.server
+  if (serverLive(replica)) {
+    for (const field of Object.keys(server?.a ?? {})) {
+      if (resolved.has(field) || policyOf(policies, field) !== 'shared') continue
+      const rival = rivalOf(replica, field, policies)
+      if (rival !== undefined) vacated.set(field, rival.writer)
+    }
+  }
   const creates = !serverLive(replica)
-  return creates || fields.size > 0 ? { creates, fields } : undefined
+  return creates || fields.size > 0 || vacated.size > 0 ? { creates, fields, vacated } : undefined
+}
+
+/** The device write replacing the server's adopted value of `field`, if any. */
+function rivalOf(
+  replica: UserReplica,
+  field: string,
+  policies: PolicyTable,
+): { stamp: HlcStamp; writer: WriterId } | undefined {
+  const server = replica.server
+  const adopted = server?.a?.[field]
+  if (server === undefined || adopted === undefined || isVacant(server.f?.[field])) return undefined
+  const floor = Math.max(policies.get(field)?.t ?? 0, server.x?.[field] ?? 0)
+  return fillBeforeAdoption(validDevices(replica), field, floor, adopted)
 }
 
 /**
  * False when adoptionFor has nothing to find: the server holds a live
- * record and no device entry has a stamp on a shared field the server has
- * vacant. A device can only fill (rule 2) a shared field it wrote and the
- * server left empty, so the common case of a server that holds the user,
- * checked on every batch for every user it touched, resolves nothing.
+ * record, no device entry has a stamp on a shared field the server has
+ * vacant, and none has a write made before an adoption and later than
+ * the write adopted. A device can only fill (rule 2) a shared field it
+ * wrote and the server left empty, so the common case of a server that
+ * holds the user, checked on every batch for every user it touched,
+ * resolves nothing.
  */
 function fillsVacancy(replica: UserReplica, policies: PolicyTable): boolean {
   const server = replica.server
   if (server === undefined || server.d === 1) return true
-  for (const [, entry] of replica.devices)
-    for (const field of Object.keys(entry.s))
+  const adopted = server.a ?? {}
+  for (const [writer, entry] of replica.devices)
+    for (const [field, stamp] of Object.entries(entry.s)) {
+      const adoption = adopted[field]
+      if (
+        adoption !== undefined &&
+        stamp < adoption[2] &&
+        later(stamp, writer, adoption[0], adoption[1] as WriterId)
+      )
+        return true
       if (isVacant(server.f?.[field]) && policyOf(policies, field) === 'shared') return true
+    }
   return false
 }
 
 /**
  * Fields this device wrote that the server's value overrides (rule 1): its
- * write counted, but the server holds a different non-vacant value.
+ * write counted, but the server holds a different non-vacant value that
+ * no device write made before the adoption replaces.
  */
 export function overriddenFields(
   replica: UserReplica,
@@ -303,6 +390,7 @@ export function overriddenFields(
     if (policyOf(policies, field) !== 'shared') continue
     const serverValue = server.f?.[field]
     if (isVacant(serverValue) || valuesEqual(serverValue, own.f[field])) continue
+    if (rivalOf(replica, field, policies) !== undefined) continue
     result.push({ field, stamp })
   }
   return result

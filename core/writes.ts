@@ -4,7 +4,7 @@
  * entry returned. Device-specific fields never reach these functions; the
  * peer keeps them in local state.
  */
-import type { DeviceEntry, Fields, PolicyEntry, ServerEntry } from './entries.js'
+import type { Adoption, DeviceEntry, Fields, PolicyEntry, ServerEntry } from './entries.js'
 import type { HlcStamp } from './hlc.js'
 import type { FieldValue } from './schema.js'
 import { isVacant } from './vacant.js'
@@ -43,7 +43,9 @@ export function serverWrite(
   const f: Record<string, FieldValue> = live ? { ...prev.f } : {}
   const s: Record<string, HlcStamp> = live ? { ...prev.s } : {}
   const x: Record<string, HlcStamp> = live ? { ...prev.x } : {}
+  const a: Record<string, Adoption> = live ? { ...prev.a } : {}
   for (const [field, value] of written) {
+    delete a[field]
     const lww = policies.get(field)?.p === 'last-writer-wins'
     if (lww) s[field] = stamp
     if (isVacant(value)) {
@@ -55,7 +57,7 @@ export function serverWrite(
       delete x[field]
     }
   }
-  return compactServerEntry({ e: prev?.e ?? 0, t: stamp }, f, s, x)
+  return compactServerEntry({ e: prev?.e ?? 0, t: stamp }, f, s, x, a)
 }
 
 /** The server's delete: a tombstone one epoch later (rule 4). */
@@ -63,20 +65,46 @@ export function serverDelete(prev: ServerEntry | undefined, stamp: HlcStamp): Se
   return { e: (prev?.e ?? 0) + 1, t: stamp, d: 1 }
 }
 
-/** The server adopting device fills into its own record (rule 2). */
+/** A device write the server adopts: its value, writer and stamp. */
+export interface Fill {
+  readonly value: FieldValue
+  readonly source: string
+  readonly stamp: HlcStamp
+}
+
+/**
+ * The server adopting device fills into its own record (rule 2), and
+ * dropping adopted values a device's clear made before the adoption
+ * replaces (`vacated`). Each adopted field remembers its fill and the
+ * stamp at which the server first took the field (kept when a fill
+ * replaces an adopted one): see {@link Adoption}. A clear's stamp (`x`)
+ * stays: should a device's clear void the adopted value, device writes
+ * older than the server's clear still do not fill the field.
+ */
 export function serverAdopt(
   prev: ServerEntry | undefined,
-  fills: ReadonlyMap<string, FieldValue>,
+  fills: ReadonlyMap<string, Fill>,
+  vacated: Iterable<string>,
   stamp: HlcStamp,
 ): ServerEntry {
   const live = prev !== undefined && prev.d !== 1
   const f: Record<string, FieldValue> = live ? { ...prev.f } : {}
   const x: Record<string, HlcStamp> = live ? { ...prev.x } : {}
-  for (const [field, value] of fills) {
-    f[field] = value
-    delete x[field]
+  const a: Record<string, Adoption> = live ? { ...prev.a } : {}
+  for (const [field, fill] of fills) {
+    // A fill made before the adoption keeps the time the server took the
+    // field; any other (the field was vacant, or its value was voided by a
+    // clear made before the adoption) starts a new adoption.
+    const kept = isVacant(f[field]) ? undefined : a[field]
+    const adoptedAt = kept !== undefined && fill.stamp < kept[2] ? kept[2] : stamp
+    f[field] = fill.value
+    a[field] = [fill.stamp, fill.source, adoptedAt]
   }
-  return compactServerEntry({ e: prev?.e ?? 0, t: stamp }, f, live ? { ...prev.s } : {}, x)
+  for (const field of vacated) {
+    delete f[field]
+    delete a[field]
+  }
+  return compactServerEntry({ e: prev?.e ?? 0, t: stamp }, f, live ? { ...prev.s } : {}, x, a)
 }
 
 /** Drops a field from the server's record (its policy became device-specific). */
@@ -85,10 +113,12 @@ export function serverDropField(prev: ServerEntry, field: string): ServerEntry {
   const f = { ...prev.f }
   const s = { ...prev.s }
   const x = { ...prev.x }
+  const a = { ...prev.a }
   delete f[field]
   delete s[field]
   delete x[field]
-  return compactServerEntry({ e: prev.e, t: prev.t }, f, s, x)
+  delete a[field]
+  return compactServerEntry({ e: prev.e, t: prev.t }, f, s, x, a)
 }
 
 function compactServerEntry(
@@ -96,12 +126,14 @@ function compactServerEntry(
   f: Record<string, FieldValue>,
   s: Record<string, HlcStamp>,
   x: Record<string, HlcStamp>,
+  a: Record<string, Adoption>,
 ): ServerEntry {
   // Empty maps are left out: with 100,000 users every byte per entry counts.
   const entry: Mutable<ServerEntry> = { e: base.e, t: base.t }
   if (Object.keys(f).length > 0) entry.f = f
   if (Object.keys(s).length > 0) entry.s = s
   if (Object.keys(x).length > 0) entry.x = x
+  if (Object.keys(a).length > 0) entry.a = a
   return entry
 }
 

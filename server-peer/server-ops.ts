@@ -6,10 +6,11 @@ import type { FieldPolicy } from '../core/entries.js'
 import { UserNotFoundError } from '../core/errors.js'
 import type { UserId, WriterId } from '../core/ids.js'
 import { adoptionFor, type PolicyTable } from '../core/resolve.js'
-import type { FieldValue, ParsedRecord, RecordSchema } from '../core/schema.js'
+import type { ParsedRecord, RecordSchema } from '../core/schema.js'
 import { isVacant } from '../core/vacant.js'
 import {
   serverAdopt,
+  type Fill,
   serverDelete,
   serverDropField,
   serverWrite,
@@ -80,17 +81,21 @@ export function adoptFills(users: Iterable<UserId>, ctx: WriteContext): void {
     const replica = ctx.replicaOf(id)
     const adoption = adoptionFor(replica, policies)
     if (adoption === undefined) continue
-    const fills = new Map<string, FieldValue>()
+    const fills = new Map<string, Fill>()
     const bySource = new Map<WriterId, string[]>()
-    for (const [field, { value, source }] of adoption.fields) {
-      fills.set(field, value)
+    const credit = (source: WriterId, field: string): void => {
       bySource.set(source, [...(bySource.get(source) ?? []), field])
     }
+    for (const [field, { value, source, stamp }] of adoption.fields) {
+      fills.set(field, { value, source, stamp: stamp ?? 0 })
+      credit(source, field)
+    }
+    for (const [field, source] of adoption.vacated) credit(source, field)
     if (adoption.creates && bySource.size === 0) {
       const enroller = replica.devices.find(([, entry]) => entry.e >= (replica.server?.e ?? 0))?.[0]
       if (enroller !== undefined) bySource.set(enroller, [])
     }
-    ctx.setOwnEntry(id, serverAdopt(replica.server, fills, ctx.stamp()))
+    ctx.setOwnEntry(id, serverAdopt(replica.server, fills, adoption.vacated.keys(), ctx.stamp()))
     for (const [deviceId, fields] of bySource) {
       ctx.event({ type: 'user-update-succeeded', origin: 'device', userId: id, deviceId, fields })
     }

@@ -162,8 +162,10 @@ export function checkServerWins(
       })
       continue
     }
+    const devices = replica.replicaOf(id).devices
     for (const [field, value] of Object.entries(server.f)) {
       if (isVacant(value) || policyOf(policies, field) !== 'shared') continue
+      if (contested(server.e, server.a?.[field], devices, field)) continue
       const shown = (view as Record<string, unknown>)[field]
       if (!valuesEqual(shown, value)) {
         violations.push({
@@ -177,6 +179,27 @@ export function checkServerWins(
     }
   }
   return violations
+}
+
+/**
+ * True when a device write of the user's current epoch, stamped before the
+ * server adopted `field` and later than the write it adopted, may replace
+ * the adopted value (rule 2: the latest fill wins, whichever arrived first).
+ * The oracle judges the value then; rule 1 holds only uncontested.
+ */
+function contested(
+  epoch: number,
+  adoption: readonly [HlcStamp, string, HlcStamp] | undefined,
+  devices: ReadonlyArray<readonly [WriterId, DeviceEntry]>,
+  field: string,
+): boolean {
+  if (adoption === undefined) return false
+  const [fill, fillWriter, adoptedAt] = adoption
+  return devices.some(([writer, entry]) => {
+    const stamp = entry.s[field]
+    if (entry.e < epoch || stamp === undefined || stamp >= adoptedAt) return false
+    return stamp > fill || (stamp === fill && writer > fillWriter)
+  })
 }
 
 /** Rule 2 on the server: no user has a device fill the server has not adopted. */
@@ -197,7 +220,7 @@ export function checkServerFills(
       user: id,
       detail: adoption.creates
         ? `the server has not taken on ${id}, which devices enrolled`
-        : `the server has not adopted the device fills of ${id}: ${[...adoption.fields.keys()].join(', ')}`,
+        : `the server has not adopted the device fills of ${id}: ${[...adoption.fields.keys(), ...adoption.vacated.keys()].join(', ')}`,
     })
   }
   return violations

@@ -374,7 +374,14 @@ export class HistoryRecorder {
       this.#settle(write)
     }
     if (peer !== this.server) return
-    for (const user of users) this.#changes.push({ seq, user, dot, byPolicy: policy })
+    for (const user of users)
+      this.#changes.push({
+        seq,
+        user,
+        dot,
+        byPolicy: policy,
+        stamp: asServerEntry(own.entries.get(user))?.t,
+      })
   }
 }
 

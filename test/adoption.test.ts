@@ -14,6 +14,7 @@ import { describe, expect, it } from 'vitest'
 import type { DeviceEntry, FieldPolicy, PolicyEntry, ServerEntry } from '../core/entries.js'
 import { asWriterId, SERVER_ID } from '../core/ids.js'
 import { adoptionFor, policyOf, resolveReplicated, type UserReplica } from '../core/resolve.js'
+import { isVacant } from '../core/vacant.js'
 
 const seed = Number(process.env.ROSTERSYNC_SEED ?? Date.now() % 1_000_000)
 
@@ -38,6 +39,11 @@ const serverEntry: fc.Arbitrary<ServerEntry | undefined> = fc.option(
       f: values,
       s: stamps,
       x: stamps,
+      a: fc.dictionary(
+        field,
+        fc.tuple(stamp, fc.constantFrom('device-0', 'device-1', 'device-2'), stamp),
+        { maxKeys: 3 },
+      ),
     },
     { requiredKeys: ['e', 't'] },
   ) as fc.Arbitrary<ServerEntry>,
@@ -65,18 +71,31 @@ const policies = fc
   )
   .map((table) => new Map<string, PolicyEntry>(Object.entries(table)))
 
-/** The adoption the whole resolution gives: shared fields a device's value fills. */
+/**
+ * The adoption the whole resolution gives: shared fields a device's value
+ * fills, and adopted values the view no longer shows (a device's clear made
+ * before the adoption replaced them).
+ */
 function resolvedAdoption(
   user: UserReplica,
   table: ReadonlyMap<string, PolicyEntry>,
-): { creates: boolean; fields: Map<string, unknown> } | undefined {
+): { creates: boolean; fields: Map<string, unknown>; vacated: Map<string, unknown> } | undefined {
   const resolved = resolveReplicated(user, table)
   if (resolved === undefined) return undefined
   const fields = new Map<string, unknown>()
   for (const [name, result] of resolved)
     if (result.source !== SERVER_ID && policyOf(table, name) === 'shared') fields.set(name, result)
   const creates = user.server === undefined || user.server.d === 1
-  return creates || fields.size > 0 ? { creates, fields } : undefined
+  const vacated = new Map<string, unknown>()
+  if (!creates)
+    for (const name of Object.keys(user.server?.a ?? {}))
+      if (
+        policyOf(table, name) === 'shared' &&
+        !isVacant(user.server?.f?.[name]) &&
+        !resolved.has(name)
+      )
+        vacated.set(name, expect.any(String))
+  return creates || fields.size > 0 || vacated.size > 0 ? { creates, fields, vacated } : undefined
 }
 
 describe('adoptionFor', () => {
@@ -85,15 +104,18 @@ describe('adoptionFor', () => {
       `adoption: seed ${seed} — replay: ROSTERSYNC_SEED=${seed} npx vitest run test/adoption.test.ts`,
     )
     let adopted = 0
+    let vacated = 0
     fc.assert(
       fc.property(replica, policies, (user, table) => {
         const found = adoptionFor(user, table)
         expect(found).toEqual(resolvedAdoption(user, table))
         if (found !== undefined && found.fields.size > 0 && !found.creates) adopted++
+        if (found !== undefined && found.vacated.size > 0) vacated++
       }),
       { seed, numRuns: 10_000 },
     )
     // The runs reach fills of a live server record, not only the shortcut.
     expect(adopted).toBeGreaterThan(50)
+    expect(vacated).toBeGreaterThan(0)
   })
 })

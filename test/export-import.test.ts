@@ -216,6 +216,38 @@ describe('device.importUsers', () => {
     expect(d.users.list()).toEqual(s.server.users.list())
   })
 
+  it("carries an adopted field's origin: a fill made before the adoption still wins after an import", async () => {
+    const s = await site()
+    await s.server.users.put({ id: 'u1', name: 'Ann Lee' })
+    const a = await device(s, { id: 'DA' })
+    const b = await device(s, { id: 'DB' })
+    for (const d of [a, b]) await d.sync.full()
+    s.down()
+    await settle()
+    await s.clock.advance(1_000)
+    await a.users.patch('u1', { email: 'first@example.com' })
+    await s.clock.advance(1_000)
+    await b.users.patch('u1', { email: 'later@example.com' })
+    await s.clock.advance(60_000)
+    s.up()
+    await a.sync.delta()
+    await a.sync.whenIdle()
+    const held = s.server.replica.replicaOf(asUserId('u1')).server
+    expect(held?.f?.email).toBe('first@example.com')
+    expect(held?.a?.email?.[1]).toBe('DA')
+    const { file } = await s.server.exportUsers({ passphrase: PASS, userIds: ['u1'] })
+    s.down()
+    await settle()
+    await b.importUsers(file, { passphrase: PASS })
+    expect(b.replica.replicaOf(asUserId('u1')).server).toEqual(held)
+    // b's own fill was made before the adoption and is later: it shows.
+    expect(b.users.get('u1')?.email).toBe('later@example.com')
+    s.up()
+    await b.sync.delta()
+    await b.sync.whenIdle()
+    expect(s.server.users.get('u1')?.email).toBe('later@example.com')
+  })
+
   it('keeps what is newer: an older file changes nothing, a server delete wins', async () => {
     const s = await site()
     await roster(s.server)

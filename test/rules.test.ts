@@ -328,7 +328,80 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       for (const peer of [server, a, b]) expect(peer.users.get('u1')?.title).toBe('from b')
     })
 
-    it('the first fill to reach the server is adopted; a later-stamped fill arriving after it is overridden', async () => {
+    it.each([
+      ['dev-a', 'dev-b'],
+      ['dev-b', 'dev-a'],
+    ])(
+      'two devices fill the same vacant field offline: the later fill wins whichever reaches the server first (%s first)',
+      async (firstBack) => {
+        const clock = fakeClock()
+        const server = await newServer(clock)
+        await server.users.put({ id: 'u1', name: 'Frances Allen' })
+        const a = await newDevice('dev-a', clock)
+        const b = await newDevice('dev-b', clock)
+        for (const l of [await connect(server, a), await connect(server, b)]) await disconnect(l)
+
+        clock.advance(1_000)
+        await a.users.patch('u1', { phone: 'earlier' })
+        clock.advance(GAP_MS)
+        await b.users.patch('u1', { phone: 'later' })
+        // The devices stay away longer than any skew: both fills were made
+        // before the server took the field, whatever the clocks say.
+        clock.advance(GAP_MS)
+        const [first, second] = firstBack === 'dev-a' ? [a, b] : [b, a]
+        await connect(server, first)
+        await settle()
+        expect(serverEntry(server, 'u1')?.f?.phone).toBe(
+          firstBack === 'dev-a' ? 'earlier' : 'later',
+        )
+        await connect(server, second)
+        await settle()
+        for (const peer of [server, a, b]) expect(peer.users.get('u1')?.phone).toBe('later')
+        expect(serverEntry(server, 'u1')?.f?.phone).toBe('later')
+        // a's fill lost to a device's later one; the server's record now
+        // holds b's, so a's edit is overridden; b's never is.
+        expect(overrides(b, 'u1')).toEqual([])
+        expect(overrides(a, 'u1').map((e) => e.fields)).toEqual([['phone']])
+        const credited = adoptions(server, 'u1').filter(([, fields]) => fields.includes('phone'))
+        expect(credited.at(-1)?.[0]).toBe('dev-b')
+
+        // The field is the server's now: a device edit made after the
+        // adoption (b saw it) loses, on every peer.
+        clock.advance(1_000)
+        await b.users.patch('u1', { phone: 'too late' })
+        await settle()
+        for (const peer of [server, a, b]) expect(peer.users.get('u1')?.phone).toBe('later')
+        expect(overrides(b, 'u1').map((e) => e.fields)).toEqual([['phone']])
+      },
+    )
+
+    it("a device's clear made before the adoption, later than the adopted fill, empties the field again", async () => {
+      const clock = fakeClock()
+      const server = await newServer(clock)
+      await server.users.put({ id: 'u1', name: 'Grace Hopper' })
+      const a = await newDevice('dev-a', clock)
+      const b = await newDevice('dev-b', clock)
+      for (const l of [await connect(server, a), await connect(server, b)]) await disconnect(l)
+      clock.advance(1_000)
+      await b.users.patch('u1', { phone: 'old' })
+      await connect(a, b)
+      await settle()
+      for (const l of [...links]) await disconnect(l)
+      clock.advance(GAP_MS)
+      await a.users.patch('u1', { phone: 'fill' })
+      clock.advance(GAP_MS)
+      await b.users.patch('u1', { phone: null })
+      clock.advance(GAP_MS)
+      await connect(server, a)
+      await settle()
+      expect(server.users.get('u1')?.phone).toBe('fill')
+      await connect(server, b)
+      await settle()
+      for (const peer of [server, a, b]) expect(peer.users.get('u1')?.phone).toBeUndefined()
+      expect(serverEntry(server, 'u1')?.f?.phone).toBeUndefined()
+    })
+
+    it('a fill made offline after the server took the field loses to it (rule 1)', async () => {
       const clock = fakeClock()
       const server = await newServer(clock)
       await server.users.put({ id: 'u1', name: 'Frances Allen' })
@@ -337,17 +410,17 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       for (const l of [await connect(server, a), await connect(server, b)]) await disconnect(l)
 
       clock.advance(1_000)
-      await a.users.patch('u1', { phone: 'earlier' })
-      clock.advance(1_000)
-      await b.users.patch('u1', { phone: 'later' })
+      await a.users.patch('u1', { phone: 'adopted' })
+      clock.advance(GAP_MS)
       await connect(server, a)
       await settle()
-      expect(serverEntry(server, 'u1')?.f?.phone).toBe('earlier')
-      // Once adopted the value is the server's (rule 2), so rule 1 applies to
-      // b's write, even though b wrote it later.
+      expect(serverEntry(server, 'u1')?.f?.phone).toBe('adopted')
+      // b never saw the adoption, but wrote after it (by any skew of its clock).
+      clock.advance(GAP_MS)
+      await b.users.patch('u1', { phone: 'after' })
       await connect(server, b)
       await settle()
-      for (const peer of [server, a, b]) expect(peer.users.get('u1')?.phone).toBe('earlier')
+      for (const peer of [server, a, b]) expect(peer.users.get('u1')?.phone).toBe('adopted')
       expect(overrides(b, 'u1').map((e) => e.fields)).toEqual([['phone']])
       expect(adoptions(server, 'u1')).toEqual([['dev-a', ['phone']]])
     })

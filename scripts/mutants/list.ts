@@ -54,15 +54,27 @@ export const MUTANTS: readonly Mutant[] = [
     edits: [
       {
         file: 'core/resolve.ts',
-        find: 'if (!isVacant(value)) return { value: value as FieldValue, source: SERVER_ID }',
+        find: 'if (!isVacant(value)) {\n      const adopted = server.a?.[field]',
         replace:
-          "if (!isVacant(value) && field !== 'title') return { value: value as FieldValue, source: SERVER_ID }",
+          "if (!isVacant(value) && field !== 'title') {\n      const adopted = server.a?.[field]",
       },
     ],
     catchers: [
       { test: 'test/rules-every-field.test.ts', name: 'rule 1' },
       { sim: ['--seed', '1', ...SMALL_SITE] },
     ],
+  },
+  {
+    name: 'adoption-by-arrival',
+    bug: 'rule 2 by arrival order: the first fill to reach the server stays, though a later fill was made before the adoption',
+    edits: [
+      {
+        file: 'core/resolve.ts',
+        find: 'const rival = adopted && fillBeforeAdoption(devices, field, floor, adopted)',
+        replace: 'const rival = undefined as ReturnType<typeof fillBeforeAdoption>',
+      },
+    ],
+    catchers: [{ test: 'test/rules.test.ts', name: 'the later fill wins' }],
   },
   {
     name: 'empty-list-filled',

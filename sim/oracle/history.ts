@@ -97,6 +97,12 @@ export interface ServerChange {
   readonly seq: number
   readonly user: string
   readonly dot: Dot
+  /**
+   * The server's hybrid-logical-clock stamp of the change: when it adopted
+   * a device's fill, device writes stamped before it could not have seen
+   * the adoption (SEMANTICS.md rule 2). Absent: not known.
+   */
+  readonly stamp?: number | undefined
   /** The change came from a field-policy change (it re-initialises a field, it is no edit of the user). */
   readonly byPolicy: boolean
 }

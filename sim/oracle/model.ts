@@ -26,7 +26,14 @@
  *   the user.
  * - **A shared field** shows the server's value when it holds one (rule 1),
  *   otherwise the latest valid device write made after the field's current
- *   policy and after the server's last clear of it (rule 2). **A
+ *   policy and after the server's last clear of it (rule 2). A value the
+ *   server adopted keeps the write it came from and the server's stamp of
+ *   the adoption (its first, while the field stays adopted): a device write
+ *   stamped before that, which could not have seen it, and later than the
+ *   adopted write replaces it, and the server adopts it in turn (a clear
+ *   voids the adopted value). So the latest fill wins whichever reached the
+ *   server first; writes stamped after the adoption are later edits, and
+ *   lose (rule 1). **A
  *   last-writer-wins field** shows the latest write of anyone since its
  *   policy. **A device-specific field** shows only the peer's own latest
  *   value written under that policy in the user's current epoch (rule 5).
@@ -47,6 +54,7 @@ import {
   type LifecycleEvent,
   type Policy,
   type ServerChange,
+  type ServerKnowledge,
   type StateVector,
   type WriteRecord,
 } from './history.js'
@@ -94,6 +102,20 @@ interface ServerRecord {
   readonly fields: Map<string, unknown>
   readonly clears: Map<string, WriteRecord>
   readonly lww: Map<string, WriteRecord>
+  /** Fields the server took from a device and has not written since. */
+  readonly adopted: Map<string, Adopted>
+}
+
+/** An adopted field: the device write it came from, and the server's stamp when it first took the field. */
+interface Adopted {
+  readonly from: WriteRecord
+  readonly at: number
+}
+
+/** A shared field's value, and the device write it came from (undefined: the server's own). */
+interface SharedValue {
+  readonly value: unknown
+  readonly from: WriteRecord | undefined
 }
 
 const emptyRecord = (epoch: number, live: boolean): ServerRecord => ({
@@ -102,6 +124,7 @@ const emptyRecord = (epoch: number, live: boolean): ServerRecord => ({
   fields: new Map(),
   clears: new Map(),
   lww: new Map(),
+  adopted: new Map(),
 })
 
 /**
@@ -294,6 +317,7 @@ export class OracleModel {
     for (const list of byClient.values())
       list.sort((a, b) => (a.dot?.clock ?? 0) - (b.dot?.clock ?? 0))
     const seenUpTo = new Map<number, number>()
+    let afterSeq = -1
     const adoptNew = (vector: StateVector): void => {
       const users = new Set<string>()
       for (const [client, clock] of vector) {
@@ -304,58 +328,117 @@ export class OracleModel {
           users.add(userOf(list[i] as WriteRecord))
         seenUpTo.set(client, i)
       }
-      for (const user of [...users].sort()) this.#adopt(user, vector)
+      for (const user of [...users].sort()) this.#adopt(user, vector, afterSeq)
     }
     let k = 0
+    const adoptAt = (point: { seq: number; vector: StateVector }): void => {
+      afterSeq = point.seq
+      adoptNew(point.vector)
+    }
     for (const w of serverWrites) {
       for (; k < knowledge.length && (knowledge[k]?.seq ?? Infinity) < w.seq; k++)
-        adoptNew((knowledge[k] as { vector: StateVector }).vector)
+        adoptAt(knowledge[k] as ServerKnowledge)
       this.#serverWrite(w)
     }
-    for (; k < knowledge.length; k++) adoptNew((knowledge[k] as { vector: StateVector }).vector)
+    for (; k < knowledge.length; k++) adoptAt(knowledge[k] as ServerKnowledge)
     // Everything surviving has reached the server by the end: whatever was
     // left to adopt must have been adopted.
     adoptNew(this.#h.final)
-    for (const user of this.#deviceWrites.keys()) this.#adopt(user, this.#h.final)
+    for (const user of this.#deviceWrites.keys()) this.#adopt(user, this.#h.final, afterSeq)
   }
 
   /** The shared fields the server's view shows for `user` from what `vector` holds. */
-  #sharedView(user: string, vector: StateVector): Map<string, unknown> {
+  #sharedView(user: string, vector: StateVector): Map<string, SharedValue> {
     const record = this.#record(user)
     const valid = this.#valid(user, record.epoch, vector)
-    const shown = new Map<string, unknown>()
+    const shown = new Map<string, SharedValue>()
     if (!record.live && valid.length === 0) return shown
     for (const field of this.#h.schemaFields) {
       const policy = this.#serverPolicies.get(field)
       if ((policy?.policy ?? 'shared') !== 'shared') continue
-      const own = record.live ? record.fields.get(field) : undefined
-      if (own !== undefined) {
-        shown.set(field, own)
-        continue
-      }
-      const fill = this.#latestSetting(valid, field, [
-        policy?.by,
-        record.live ? record.clears.get(field) : undefined,
-      ])
-      const value = fill === undefined ? undefined : this.#split(fill).replicated.get(field)
+      const value = this.#sharedField(record, valid, field, policy?.by)
       if (value !== undefined) shown.set(field, value)
     }
     return shown
   }
 
-  /** Rule 2: the server takes into its record what devices fill (and users they enrol). */
-  #adopt(user: string, vector: StateVector): void {
+  /**
+   * Rules 1 and 2 for one shared field: the server's value; unless the
+   * server took it from a device and a device write made before that (by
+   * the server's stamp) and later than the one it took replaces it, or,
+   * being a clear, voids it. Without a server value, the latest valid
+   * device write after the policy and the server's last clear.
+   */
+  #sharedField(
+    record: ServerRecord,
+    valid: readonly WriteRecord[],
+    field: string,
+    policy: WriteRecord | undefined,
+  ): SharedValue | undefined {
+    const floors = [policy, record.live ? record.clears.get(field) : undefined]
+    const own = record.live ? record.fields.get(field) : undefined
+    if (own !== undefined) {
+      const adopted = record.adopted.get(field)
+      const rival =
+        adopted === undefined
+          ? undefined
+          : this.#latestSetting(
+              valid.filter((w) => (w.stamp ?? 0) < adopted.at && later(w, adopted.from)),
+              field,
+              floors,
+            )
+      if (rival === undefined) return { value: own, from: undefined }
+      const value = this.#split(rival).replicated.get(field)
+      if (value !== undefined) return { value, from: rival }
+    }
+    const fill = this.#latestSetting(valid, field, floors)
+    const value = fill === undefined ? undefined : this.#split(fill).replicated.get(field)
+    return value === undefined ? undefined : { value, from: fill }
+  }
+
+  /**
+   * The server's stamp of its first change of `user` after `afterSeq` (the
+   * transaction that adopted), or Infinity when the history holds none.
+   */
+  #adoptionStamp(user: string, afterSeq: number): number {
+    const change = (this.#changes.get(user) ?? []).find((c) => c.seq > afterSeq)
+    return change?.stamp ?? Infinity
+  }
+
+  /**
+   * Rule 2: the server takes into its record what devices fill (and users
+   * they enrol), and what a device write made before it took a field
+   * replaces (dropping the value when that write was a clear).
+   */
+  #adopt(user: string, vector: StateVector, afterSeq: number): void {
     const record = this.#record(user)
     if (this.#valid(user, record.epoch, vector).length === 0) return
     const shown = this.#sharedView(user, vector)
+    let at: number | undefined
+    const stamp = (): number => (at ??= this.#adoptionStamp(user, afterSeq))
     if (!record.live) {
-      this.#records.set(user, { ...emptyRecord(record.epoch, true), fields: shown })
+      const fresh = emptyRecord(record.epoch, true)
+      for (const [field, { value, from }] of shown) {
+        fresh.fields.set(field, value)
+        if (from !== undefined) fresh.adopted.set(field, { from, at: stamp() })
+      }
+      this.#records.set(user, fresh)
       return
     }
-    for (const [field, value] of shown) {
-      if (record.fields.has(field)) continue
-      record.fields.set(field, value)
-      record.clears.delete(field)
+    for (const field of this.#h.schemaFields) {
+      if ((this.#serverPolicies.get(field)?.policy ?? 'shared') !== 'shared') continue
+      const view = shown.get(field)
+      const own = record.fields.get(field)
+      const prior = own === undefined ? undefined : record.adopted.get(field)
+      if (view?.from !== undefined && (own === undefined || prior !== undefined)) {
+        // A write made before the server took the field keeps that stamp.
+        const keep = prior !== undefined && (view.from.stamp ?? 0) < prior.at
+        record.fields.set(field, view.value)
+        record.adopted.set(field, { from: view.from, at: keep ? prior.at : stamp() })
+      } else if (view === undefined && prior !== undefined) {
+        record.fields.delete(field)
+        record.adopted.delete(field)
+      }
     }
   }
 
@@ -369,6 +452,7 @@ export class OracleModel {
         record.fields.delete(op.field)
         record.clears.delete(op.field)
         record.lww.delete(op.field)
+        record.adopted.delete(op.field)
       }
       return
     }
@@ -385,9 +469,11 @@ export class OracleModel {
           fields: new Map(prev.fields),
           clears: new Map(prev.clears),
           lww: new Map(prev.lww),
+          adopted: new Map(prev.adopted),
         }
       : emptyRecord(prev.epoch, true)
     for (const [field, value] of this.#split(w).replicated) {
+      record.adopted.delete(field)
       const lww = this.#serverPolicies.get(field)?.policy === 'last-writer-wins'
       if (lww) record.lww.set(field, w)
       if (value !== undefined) {
@@ -414,17 +500,8 @@ export class OracleModel {
       const kind = policy?.policy ?? 'shared'
       if (kind === 'device-specific') continue
       if (kind === 'shared') {
-        const own = record.live ? record.fields.get(field) : undefined
-        if (own !== undefined) {
-          view.set(field, own)
-          continue
-        }
-        const fill = this.#latestSetting(valid, field, [
-          policy?.by,
-          record.live ? record.clears.get(field) : undefined,
-        ])
-        const value = fill === undefined ? undefined : this.#split(fill).replicated.get(field)
-        if (value !== undefined) view.set(field, value)
+        const shown = this.#sharedField(record, valid, field, policy?.by)
+        if (shown !== undefined) view.set(field, shown.value)
         continue
       }
       const value = this.#lwwValue(record, valid, field, policy?.by)

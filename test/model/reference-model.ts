@@ -38,6 +38,12 @@
  * - When a delivery makes new device writes known to the server, the server
  *   adopts into its record, in the same step, every user its view shows but
  *   its record lacks and every field its view fills where its record is vacant.
+ *   An adopted field remembers the write it came from and when the server
+ *   first took it. Until the server writes the field itself, a device write
+ *   made before that time and later than the adopted one shows instead (it
+ *   could not have seen the adoption: the latest fill wins, whichever reached
+ *   the server first), and the server adopts it in turn, or drops the value
+ *   when that write was a clear.
  * - A patch of a user the writer does not show is refused; a delete of one is
  *   a no-op.
  */
@@ -94,6 +100,21 @@ interface ServerRecord {
   readonly fields: Readonly<Record<string, Value>>
   readonly clearedAt: Readonly<Record<string, number>>
   readonly changedAt: number
+  /** Fields taken from a device and not written by the server since. */
+  readonly adopted?: Readonly<Record<string, Adopted>>
+}
+
+/** Where an adopted value came from, and when the server first took the field. */
+interface Adopted {
+  readonly device: string
+  readonly at: number
+  readonly since: number
+}
+
+/** A shared field's value as a peer shows it, and the device write it came from. */
+interface Shown {
+  readonly value: Value
+  readonly from: { readonly device: string; readonly at: number } | undefined
 }
 
 interface FieldWrite {
@@ -235,8 +256,10 @@ export class ReferenceModel {
     }
     const fields: Record<string, Value> = op.kind === 'put' ? {} : { ...prev?.fields }
     const clearedAt: Record<string, number> = { ...(prev?.live === true ? prev.clearedAt : {}) }
+    const adopted: Record<string, Adopted> = { ...(prev?.live === true ? prev.adopted : {}) }
     for (const field of SHARED_FIELDS) {
       if (op.kind === 'patch' && !Object.hasOwn(op.fields, field)) continue
+      delete adopted[field]
       const value = normalise(op.fields[field])
       if (value !== undefined) {
         fields[field] = value
@@ -246,7 +269,7 @@ export class ReferenceModel {
       // A put clears only what the server showed; a patch clears what it names.
       if (op.kind === 'patch' || shown?.[field] !== undefined) clearedAt[field] = now
     }
-    this.publishServer(op.user, { live: true, deletes, fields, clearedAt, changedAt: now })
+    this.publishServer(op.user, { live: true, deletes, fields, clearedAt, changedAt: now, adopted })
     if (op.kind === 'put' || Object.hasOwn(op.fields, LOCAL_FIELD)) {
       localValues.set(op.user, { value: normalise(op.fields[LOCAL_FIELD]), seenDeletes: deletes })
     }
@@ -285,30 +308,46 @@ export class ReferenceModel {
     return { outcome: 'done', published: true }
   }
 
-  /** The server takes into its record what its view shows and its record lacks. */
+  /**
+   * The server takes into its record what its view shows from devices: the
+   * fields its record lacks, and adopted values a device write made before
+   * the adoption replaces (dropping the value when that write was a clear).
+   */
   private adopt(now: number): boolean {
     const knowledge = this.knowledgeOf(SERVER)
     let state = knowledge.server
     for (const user of this.usersIn(knowledge)) {
-      const shown = this.sharedView(knowledge, user)
+      const shown = this.sharedFields(knowledge, user)
       if (shown === undefined) continue
       const record = state.get(user)
-      if (record?.live !== true) {
-        state = with1(state, user, {
-          live: true,
-          deletes: record?.deletes ?? 0,
-          fields: shown,
-          clearedAt: record?.clearedAt ?? {},
-          changedAt: now,
-        })
-        continue
+      const live = record?.live === true
+      const fields: Record<string, Value> = live ? { ...record.fields } : {}
+      const adopted: Record<string, Adopted> = live ? { ...record.adopted } : {}
+      let changed = !live
+      for (const field of SHARED_FIELDS) {
+        const view = shown[field]
+        const open = !live || fields[field] === undefined || adopted[field] !== undefined
+        if (view?.from !== undefined && open) {
+          // A write made before the server took the field keeps that time.
+          const prior = live && fields[field] !== undefined ? adopted[field] : undefined
+          const since = prior !== undefined && view.from.at < prior.since ? prior.since : now
+          fields[field] = view.value
+          adopted[field] = { ...view.from, since }
+          changed = true
+        } else if (view === undefined && adopted[field] !== undefined && live) {
+          delete fields[field]
+          delete adopted[field]
+          changed = true
+        }
       }
-      const fills = Object.entries(shown).filter(([field]) => record.fields[field] === undefined)
-      if (fills.length === 0) continue
+      if (!changed) continue
       state = with1(state, user, {
-        ...record,
-        fields: { ...record.fields, ...Object.fromEntries(fills) },
+        live: true,
+        deletes: record?.deletes ?? 0,
+        fields,
+        clearedAt: record?.clearedAt ?? {},
         changedAt: now,
+        adopted,
       })
     }
     if (state === knowledge.server) return false
@@ -365,6 +404,15 @@ export class ReferenceModel {
 
   /** Rules 1, 2 and 4 for the shared fields; undefined when the user does not exist. */
   private sharedView(knowledge: Knowledge, user: string): Record<string, Value> | undefined {
+    const shown = this.sharedFields(knowledge, user)
+    if (shown === undefined) return undefined
+    const fields: Record<string, Value> = {}
+    for (const [field, { value }] of Object.entries(shown)) fields[field] = value
+    return fields
+  }
+
+  /** The shared fields a peer with `knowledge` shows, each with the device write it came from. */
+  private sharedFields(knowledge: Knowledge, user: string): Record<string, Shown> | undefined {
     const record = knowledge.server.get(user)
     const deletes = record?.deletes ?? 0
     const valid: Array<readonly [string, Contribution]> = []
@@ -376,17 +424,41 @@ export class ReferenceModel {
     }
     const live = record?.live === true
     if (!live && valid.length === 0) return undefined
-    const fields: Record<string, Value> = {}
+    const fields: Record<string, Shown> = {}
     for (const field of SHARED_FIELDS) {
       const own = live ? record.fields[field] : undefined
-      const latest = latestWrite(valid, field)
       const clearedAt = record?.clearedAt[field]
-      const fill =
-        latest !== undefined && (clearedAt === undefined || latest.at > clearedAt)
-          ? latest.value
-          : undefined
-      const value = this.rules.serverWins ? (own ?? fill) : (fill ?? own)
-      if (value !== undefined) fields[field] = value
+      const counts = (write: { at: number }): boolean =>
+        clearedAt === undefined || write.at > clearedAt
+      const latest = latestWrite(valid, field, counts)
+      const fill = latest?.write.value === undefined ? undefined : latest
+      const adopted = live ? record.adopted?.[field] : undefined
+      // A write made before the server took the field, later than the one it took.
+      const rival =
+        own === undefined || adopted === undefined
+          ? undefined
+          : latestWrite(
+              valid,
+              field,
+              (write, device) =>
+                counts(write) &&
+                write.at < adopted.since &&
+                (write.at > adopted.at || (write.at === adopted.at && device > adopted.device)),
+            )
+      let result: Shown | undefined
+      if (rival !== undefined && rival.write.value !== undefined) {
+        result = { value: rival.write.value, from: { device: rival.device, at: rival.write.at } }
+      } else {
+        // A clear made before the adoption voids the adopted value.
+        const server =
+          own === undefined || rival !== undefined ? undefined : { value: own, from: undefined }
+        const device =
+          fill === undefined || fill.write.value === undefined
+            ? undefined
+            : { value: fill.write.value, from: { device: fill.device, at: fill.write.at } }
+        result = this.rules.serverWins ? (server ?? device) : (device ?? server)
+      }
+      if (result !== undefined) fields[field] = result
     }
     return fields
   }
@@ -450,15 +522,19 @@ export class ReferenceModel {
   }
 }
 
-/** The latest valid write to `field` (ties: the greater device id), or undefined. */
+/**
+ * The latest valid write to `field` that `counts` (ties: the greater device
+ * id), with its device, or undefined.
+ */
 function latestWrite(
   valid: ReadonlyArray<readonly [string, Contribution]>,
   field: string,
-): FieldWrite | undefined {
+  counts: (write: FieldWrite, device: string) => boolean,
+): { device: string; write: FieldWrite } | undefined {
   let best: { device: string; write: FieldWrite } | undefined
   for (const [device, contribution] of valid) {
     const write = contribution.writes[field]
-    if (write === undefined) continue
+    if (write === undefined || !counts(write, device)) continue
     if (
       best === undefined ||
       write.at > best.write.at ||
@@ -467,5 +543,5 @@ function latestWrite(
       best = { device, write }
     }
   }
-  return best?.write
+  return best
 }
