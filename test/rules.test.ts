@@ -141,6 +141,19 @@ function adoptions(server: ServerPeer, userId: string): Array<[string | undefine
     .sort((x, y) => x[0]?.localeCompare(y[0] ?? '') ?? 0)
 }
 
+/** A server holding u1 (named `name`), and dev-a and dev-b that synced it, then went offline. */
+async function offlinePair(
+  clock: Clock,
+  name: string,
+): Promise<{ server: ServerPeer; a: DevicePeer; b: DevicePeer }> {
+  const server = await newServer(clock)
+  await server.users.put({ id: 'u1', name })
+  const a = await newDevice('dev-a', clock)
+  const b = await newDevice('dev-b', clock)
+  for (const l of [await connect(server, a), await connect(server, b)]) await disconnect(l)
+  return { server, a, b }
+}
+
 const overrides = (device: DevicePeer, userId: string): RosterEvent[] =>
   device.events.query({ type: 'edit-overridden-by-server', userId })
 
@@ -335,11 +348,7 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       'two devices fill the same vacant field offline: the later fill wins whichever reaches the server first (%s first)',
       async (firstBack) => {
         const clock = fakeClock()
-        const server = await newServer(clock)
-        await server.users.put({ id: 'u1', name: 'Frances Allen' })
-        const a = await newDevice('dev-a', clock)
-        const b = await newDevice('dev-b', clock)
-        for (const l of [await connect(server, a), await connect(server, b)]) await disconnect(l)
+        const { server, a, b } = await offlinePair(clock, 'Frances Allen')
 
         clock.advance(1_000)
         await a.users.patch('u1', { phone: 'earlier' })
@@ -377,11 +386,7 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
 
     it("a device's clear made before the adoption, later than the adopted fill, empties the field again", async () => {
       const clock = fakeClock()
-      const server = await newServer(clock)
-      await server.users.put({ id: 'u1', name: 'Grace Hopper' })
-      const a = await newDevice('dev-a', clock)
-      const b = await newDevice('dev-b', clock)
-      for (const l of [await connect(server, a), await connect(server, b)]) await disconnect(l)
+      const { server, a, b } = await offlinePair(clock, 'Grace Hopper')
       clock.advance(1_000)
       await b.users.patch('u1', { phone: 'old' })
       await connect(a, b)
@@ -403,11 +408,7 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
 
     it('a fill made offline after the server took the field loses to it (rule 1)', async () => {
       const clock = fakeClock()
-      const server = await newServer(clock)
-      await server.users.put({ id: 'u1', name: 'Frances Allen' })
-      const a = await newDevice('dev-a', clock)
-      const b = await newDevice('dev-b', clock)
-      for (const l of [await connect(server, a), await connect(server, b)]) await disconnect(l)
+      const { server, a, b } = await offlinePair(clock, 'Frances Allen')
 
       clock.advance(1_000)
       await a.users.patch('u1', { phone: 'adopted' })
