@@ -488,7 +488,8 @@ class UpdateCheck {
       if (isRecord(value.a))
         for (const adoption of Object.values(value.a))
           if (isAdoption(adoption))
-            for (const i of [0, 2] as const) this.checkStamp(adoption[i], where)
+            for (const [held, , takenAt] of adoption)
+              for (const stamp of [held, takenAt]) this.checkStamp(stamp, where)
     }
     if (this.on('epoch') && !isEpoch(value.e))
       throw forbidden(`update holds server epoch ${clip(String(value.e))} in ${where}`)

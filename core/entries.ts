@@ -50,15 +50,27 @@ export interface ServerEntry {
 }
 
 /**
- * An adopted field's origin: the stamp and writer of the device write the
- * server holds, and the server's stamp when it first took the field (rule
- * 2). Device writes made before that stamp could not have seen the
- * adoption: the latest of them wins, as it would have had they all reached
- * the server before it adopted anything, and the server adopts it in turn,
- * keeping the first adoption's stamp. Device writes from that stamp on are
- * later edits of a field that is the server's (rule 1).
+ * One level of an adopted field's history: the device write the server
+ * holds for it (stamp and writer; a fill, or a clear that voided the value)
+ * and the server's stamp when it took the field.
  */
-export type Adoption = readonly [fill: HlcStamp, writer: string, adoptedAt: HlcStamp]
+export type AdoptionLevel = readonly [held: HlcStamp, writer: string, takenAt: HlcStamp]
+
+/**
+ * An adopted field's origin (rule 2), as levels. Device writes made before
+ * a level's `takenAt` could not have seen that adoption: the latest of them
+ * wins, as it would have had they all reached the server before it adopted
+ * anything, and the server adopts it in turn, keeping `takenAt`. Writes from
+ * `takenAt` on are later edits of a field that is the server's (rule 1),
+ * unless the latest write before it was a clear: then the field was vacant,
+ * a later fill fills it, and the server adopts that one as a new level
+ * (at most `ADOPTION_LEVELS_MAX`, the oldest dropped first). Every level but
+ * the last holds a clear.
+ */
+export type Adoption = readonly AdoptionLevel[]
+
+/** The most levels an adopted field keeps. */
+export const ADOPTION_LEVELS_MAX = 4
 
 /**
  * One device's contribution to one user: the values it wrote (`f`, vacant
@@ -118,16 +130,22 @@ export function asServerEntry(value: unknown): ServerEntry | undefined {
   return value as unknown as ServerEntry
 }
 
-/** True for an {@link Adoption}: two finite stamps around a writer id. */
+/** True for an {@link Adoption}: 1 to 4 levels, each two finite stamps around a writer id. */
 export function isAdoption(value: unknown): value is Adoption {
   return (
     Array.isArray(value) &&
-    value.length === 3 &&
-    typeof value[0] === 'number' &&
-    Number.isFinite(value[0]) &&
-    typeof value[1] === 'string' &&
-    typeof value[2] === 'number' &&
-    Number.isFinite(value[2])
+    value.length >= 1 &&
+    value.length <= ADOPTION_LEVELS_MAX &&
+    value.every(
+      (level) =>
+        Array.isArray(level) &&
+        level.length === 3 &&
+        typeof level[0] === 'number' &&
+        Number.isFinite(level[0]) &&
+        typeof level[1] === 'string' &&
+        typeof level[2] === 'number' &&
+        Number.isFinite(level[2]),
+    )
   )
 }
 

@@ -37,6 +37,7 @@ import * as encoding from 'lib0/encoding'
 import { z } from 'zod'
 import { decodeValue, encodeValue } from './codec.js'
 import {
+  ADOPTION_LEVELS_MAX,
   FIELD_POLICIES,
   WRITER_ID_PATTERN,
   type FieldPolicy,
@@ -362,7 +363,15 @@ const serverEntrySchema = z.strictObject({
   f: z.record(z.string(), z.unknown()).optional(),
   s: stampMap.optional(),
   x: stampMap.optional(),
-  a: z.record(z.string(), z.tuple([stamp, z.string().max(200), stamp])).optional(),
+  a: z
+    .record(
+      z.string(),
+      z
+        .array(z.tuple([stamp, z.string().max(200), stamp]))
+        .min(1)
+        .max(ADOPTION_LEVELS_MAX),
+    )
+    .optional(),
 })
 const bodySchema = z.strictObject({
   serverKey: z.instanceof(Uint8Array).refine((k) => k.byteLength === PUBLIC_KEY_BYTES),
@@ -620,12 +629,12 @@ function checkUsers(
     const id = check.schema.parseUserId(rawId)
     if (seen.has(id)) throw new MalformedMessageError('the export file holds a user twice')
     seen.add(id)
-    const adoptions = Object.values(raw.a ?? {})
+    const adoptions = Object.values(raw.a ?? {}).flat()
     for (const value of [
       raw.t,
       ...Object.values(raw.s ?? {}),
       ...Object.values(raw.x ?? {}),
-      ...adoptions.flatMap(([fill, , adoptedAt]) => [fill, adoptedAt]),
+      ...adoptions.flatMap(([held, , takenAt]) => [held, takenAt]),
     ])
       checkStamp(value, check.now, `user ${id}`)
     if (adoptions.some(([, writer]) => !WRITER_ID_PATTERN.test(writer)))

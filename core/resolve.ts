@@ -5,13 +5,14 @@
  * replicated state compute the same view (local state aside), which is what
  * makes the views converge once Yjs has.
  */
-import type {
-  Adoption,
-  DeviceEntry,
-  Fields,
-  FieldPolicy,
-  PolicyEntry,
-  ServerEntry,
+import {
+  ADOPTION_LEVELS_MAX,
+  type AdoptionLevel,
+  type DeviceEntry,
+  type Fields,
+  type FieldPolicy,
+  type PolicyEntry,
+  type ServerEntry,
 } from './entries.js'
 import type { HlcStamp } from './hlc.js'
 import { SERVER_ID, type UserId, type WriterId } from './ids.js'
@@ -103,35 +104,44 @@ function latestDeviceWrite(
   devices: ReadonlyArray<readonly [WriterId, DeviceEntry]>,
   field: string,
   floor: HlcStamp,
+  after?: { readonly stamp: HlcStamp; readonly writer: WriterId },
 ): { stamp: HlcStamp; writer: WriterId; entry: DeviceEntry } | undefined {
   let best: { stamp: HlcStamp; writer: WriterId; entry: DeviceEntry } | undefined
   for (const [writer, entry] of devices) {
     const stamp = entry.s[field]
     if (stamp === undefined || stamp <= floor) continue
+    if (after !== undefined && !later(stamp, writer, after.stamp, after.writer)) continue
     if (best === undefined || later(stamp, writer, best.stamp, best.writer)) {
       best = { stamp, writer, entry }
     }
   }
   return best
+}
+
+/** A device write: its stamp, writer and the entry holding it. */
+interface DeviceWrite {
+  readonly stamp: HlcStamp
+  readonly writer: WriterId
+  readonly entry: DeviceEntry
 }
 
 /**
- * The device write that replaces an adopted value (rule 2): the latest
- * device write to `field` made before the server took the field and later
- * than the write it adopted. Undefined when none does, and the adopted
- * value stands.
+ * The device write that replaces what one level of an adopted field holds
+ * (rule 2): the latest device write to `field` made before the server took
+ * the field and later than the write the level holds. Undefined when none
+ * does.
  */
-function fillBeforeAdoption(
+function rivalAt(
   devices: ReadonlyArray<readonly [WriterId, DeviceEntry]>,
   field: string,
   floor: HlcStamp,
-  [fill, fillWriter, adoptedAt]: Adoption,
-): { stamp: HlcStamp; writer: WriterId; entry: DeviceEntry } | undefined {
-  let best: { stamp: HlcStamp; writer: WriterId; entry: DeviceEntry } | undefined
+  [held, heldWriter, takenAt]: AdoptionLevel,
+): DeviceWrite | undefined {
+  let best: DeviceWrite | undefined
   for (const [writer, entry] of devices) {
     const stamp = entry.s[field]
-    if (stamp === undefined || stamp <= floor || stamp >= adoptedAt) continue
-    if (!later(stamp, writer, fill, fillWriter as WriterId)) continue
+    if (stamp === undefined || stamp <= floor || stamp >= takenAt) continue
+    if (!later(stamp, writer, held, heldWriter as WriterId)) continue
     if (best === undefined || later(stamp, writer, best.stamp, best.writer)) {
       best = { stamp, writer, entry }
     }
@@ -139,32 +149,100 @@ function fillBeforeAdoption(
   return best
 }
 
-/** Rules 1 and 2 for one shared field. */
+/** An adoption level still to be written: `takenAt` undefined is the server's stamp of the write. */
+export type PendingLevel = readonly [held: HlcStamp, writer: string, takenAt: HlcStamp | undefined]
+
+/**
+ * A shared field as rules 1 and 2 resolve it (`view`), and, when the server
+ * should change what it holds for it (adopt a fill, replace or void an
+ * adopted value), the adoption levels it then keeps (`levels`).
+ */
+interface SharedResolution {
+  readonly view: ResolvedField | undefined
+  readonly levels?: readonly PendingLevel[]
+}
+
+/**
+ * Rules 1 and 2 for one shared field. The server's value wins, unless the
+ * server adopted it (`a`, see {@link Adoption}) and a device write made
+ * before the adoption is later than the write it holds: then that write
+ * shows (and the server adopts it, keeping the level's stamp). When the
+ * latest write before the last adoption is a clear, the field is vacant on
+ * the server, and a device write after that clear fills it (a new level).
+ * Without adoption levels: the server's value, else the latest device
+ * write after the policy and the server's last clear.
+ */
+function resolveShared(
+  server: ServerEntry | undefined,
+  devices: ReadonlyArray<readonly [WriterId, DeviceEntry]>,
+  field: string,
+  since: HlcStamp,
+): SharedResolution {
+  const floor = Math.max(since, server?.x?.[field] ?? 0)
+  const live = server !== undefined && server.d !== 1
+  const value = live ? server.f?.[field] : undefined
+  const levels = live ? server.a?.[field] : undefined
+  if (levels === undefined || levels.length === 0) {
+    if (!isVacant(value)) return { view: { value: value as FieldValue, source: SERVER_ID } }
+    return fillAfter(devices, field, floor, undefined, [], false)
+  }
+  const last = levels.length - 1
+  for (let i = 0; i <= last; i++) {
+    const level = levels[i] as AdoptionLevel
+    const rival = rivalAt(devices, field, floor, level)
+    const fill = rival?.entry.f[field]
+    if (rival !== undefined && !isVacant(fill)) {
+      return {
+        view: { value: fill as FieldValue, source: rival.writer, stamp: rival.stamp },
+        levels: [...levels.slice(0, i), [rival.stamp, rival.writer, level[2]]],
+      }
+    }
+    if (i < last) continue
+    if (rival === undefined && !isVacant(value))
+      return { view: { value: value as FieldValue, source: SERVER_ID } }
+    // The latest write before the last adoption is a clear: a rival's
+    // (which voids the value the server holds) or the one it holds.
+    const voids = rival !== undefined && !isVacant(value)
+    const base = voids
+      ? [...levels.slice(0, i), [rival.stamp, rival.writer, level[2]] as const]
+      : levels
+    const after = rival ?? { stamp: level[0], writer: level[1] as WriterId }
+    return fillAfter(devices, field, floor, after, base, voids)
+  }
+  return { view: undefined }
+}
+
+/**
+ * The latest device write after `floor` and `after` filling a field the
+ * server holds vacant, with the levels `base` plus a new one for it; or
+ * vacant (with `base` when `changed`).
+ */
+function fillAfter(
+  devices: ReadonlyArray<readonly [WriterId, DeviceEntry]>,
+  field: string,
+  floor: HlcStamp,
+  after: { readonly stamp: HlcStamp; readonly writer: WriterId } | undefined,
+  base: readonly PendingLevel[],
+  changed: boolean,
+): SharedResolution {
+  const write = latestDeviceWrite(devices, field, floor, after)
+  const value = write?.entry.f[field]
+  if (write === undefined || isVacant(value))
+    return changed ? { view: undefined, levels: base } : { view: undefined }
+  return {
+    view: { value: value as FieldValue, source: write.writer, stamp: write.stamp },
+    levels: [...base, [write.stamp, write.writer, undefined] as const].slice(-ADOPTION_LEVELS_MAX),
+  }
+}
+
+/** Rules 1 and 2 for one shared field: the view (see {@link resolveShared}). */
 function resolveSharedField(
   replica: UserReplica,
   devices: ReadonlyArray<readonly [WriterId, DeviceEntry]>,
   field: string,
   since: HlcStamp,
 ): ResolvedField | undefined {
-  const server = replica.server
-  const floor = Math.max(since, server?.x?.[field] ?? 0)
-  if (server !== undefined && server.d !== 1) {
-    const value = server.f?.[field]
-    if (!isVacant(value)) {
-      const adopted = server.a?.[field]
-      const rival = adopted && fillBeforeAdoption(devices, field, floor, adopted)
-      if (rival === undefined) return { value: value as FieldValue, source: SERVER_ID }
-      const fill = rival.entry.f[field]
-      if (!isVacant(fill))
-        return { value: fill as FieldValue, source: rival.writer, stamp: rival.stamp }
-      // The latest write before the adoption was a clear: the adopted value
-      // never counted, and the field is vacant on the server.
-    }
-  }
-  const write = latestDeviceWrite(devices, field, floor)
-  const value = write?.entry.f[field]
-  if (write === undefined || isVacant(value)) return undefined
-  return { value: value as FieldValue, source: write.writer, stamp: write.stamp }
+  return resolveShared(replica.server, devices, field, since).view
 }
 
 /** Last-writer-wins across the server and the devices, by stamp. */
@@ -301,56 +379,44 @@ export interface Adopted {
    * device's clear: the server drops the value, field → that device.
    */
   readonly vacated: ReadonlyMap<string, WriterId>
+  /** The adoption levels the server keeps for each field of `fields` and `vacated`. */
+  readonly levels: ReadonlyMap<string, readonly PendingLevel[]>
 }
 
 /**
  * The server's adoption step (rule 2): the shared fields where the server's
- * record is vacant but a device's value fills the view, and the adopted
- * fields a device write made before the adoption replaces. When the server
- * holds no live record but devices enrolled the user (after any delete they
- * saw), `creates` is true and the server takes the user on.
+ * record is vacant but a device's value fills the view, the adopted fields
+ * a device write made before the adoption replaces, and those a clear made
+ * before it voids. When the server holds no live record but devices
+ * enrolled the user (after any delete they saw), `creates` is true and the
+ * server takes the user on.
  */
 export function adoptionFor(replica: UserReplica, policies: PolicyTable): Adopted | undefined {
   if (!fillsVacancy(replica, policies)) return undefined
-  const resolved = resolveReplicated(replica, policies)
-  if (resolved === undefined) return undefined
+  if (!userExists(replica)) return undefined
+  const devices = validDevices(replica)
   const fields = new Map<string, ResolvedField>()
-  for (const [field, result] of resolved) {
-    if (result.source !== SERVER_ID && policyOf(policies, field) === 'shared')
-      fields.set(field, result)
-  }
   const vacated = new Map<string, WriterId>()
-  const server = replica.server
-  if (serverLive(replica)) {
-    for (const field of Object.keys(server?.a ?? {})) {
-      if (resolved.has(field) || policyOf(policies, field) !== 'shared') continue
-      const rival = rivalOf(replica, field, policies)
-      if (rival !== undefined) vacated.set(field, rival.writer)
-    }
+  const levels = new Map<string, readonly PendingLevel[]>()
+  for (const field of mentionedFields(replica)) {
+    if (policyOf(policies, field) !== 'shared') continue
+    const since = policies.get(field)?.t ?? 0
+    const resolution = resolveShared(replica.server, devices, field, since)
+    if (resolution.levels === undefined) continue
+    levels.set(field, resolution.levels)
+    if (resolution.view !== undefined) fields.set(field, resolution.view)
+    else vacated.set(field, (resolution.levels.at(-1)?.[1] ?? SERVER_ID) as WriterId)
   }
   const creates = !serverLive(replica)
-  return creates || fields.size > 0 || vacated.size > 0 ? { creates, fields, vacated } : undefined
-}
-
-/** The device write replacing the server's adopted value of `field`, if any. */
-function rivalOf(
-  replica: UserReplica,
-  field: string,
-  policies: PolicyTable,
-): { stamp: HlcStamp; writer: WriterId } | undefined {
-  const server = replica.server
-  const adopted = server?.a?.[field]
-  if (server === undefined || adopted === undefined || isVacant(server.f?.[field])) return undefined
-  const floor = Math.max(policies.get(field)?.t ?? 0, server.x?.[field] ?? 0)
-  return fillBeforeAdoption(validDevices(replica), field, floor, adopted)
+  return creates || levels.size > 0 ? { creates, fields, vacated, levels } : undefined
 }
 
 /**
  * False when adoptionFor has nothing to find: the server holds a live
  * record, no device entry has a stamp on a shared field the server has
  * vacant, and none has a write made before an adoption and later than
- * the write adopted. A device can only fill (rule 2) a shared field it
- * wrote and the server left empty, so the common case of a server that
+ * what the adoption holds. A device can only fill (rule 2) a shared field
+ * it wrote and the server left empty, so the common case of a server that
  * holds the user, checked on every batch for every user it touched,
  * resolves nothing.
  */
@@ -360,13 +426,8 @@ function fillsVacancy(replica: UserReplica, policies: PolicyTable): boolean {
   const adopted = server.a ?? {}
   for (const [writer, entry] of replica.devices)
     for (const [field, stamp] of Object.entries(entry.s)) {
-      const adoption = adopted[field]
-      if (
-        adoption !== undefined &&
-        stamp < adoption[2] &&
-        later(stamp, writer, adoption[0], adoption[1] as WriterId)
-      )
-        return true
+      for (const [held, heldWriter, takenAt] of adopted[field] ?? [])
+        if (stamp < takenAt && later(stamp, writer, held, heldWriter as WriterId)) return true
       if (isVacant(server.f?.[field]) && policyOf(policies, field) === 'shared') return true
     }
   return false
@@ -374,8 +435,8 @@ function fillsVacancy(replica: UserReplica, policies: PolicyTable): boolean {
 
 /**
  * Fields this device wrote that the server's value overrides (rule 1): its
- * write counted, but the server holds a different non-vacant value that
- * no device write made before the adoption replaces.
+ * write counted, but the server holds a different non-vacant value, and no
+ * device write made before the adoption replaces it.
  */
 export function overriddenFields(
   replica: UserReplica,
@@ -383,14 +444,19 @@ export function overriddenFields(
   policies: PolicyTable,
 ): Array<{ field: string; stamp: HlcStamp }> {
   const server = replica.server
-  const own = validDevices(replica).find(([writer]) => writer === self)?.[1]
+  const devices = validDevices(replica)
+  const own = devices.find(([writer]) => writer === self)?.[1]
   if (own === undefined || server === undefined || server.d === 1) return []
   const result: Array<{ field: string; stamp: HlcStamp }> = []
   for (const [field, stamp] of Object.entries(own.s)) {
     if (policyOf(policies, field) !== 'shared') continue
     const serverValue = server.f?.[field]
     if (isVacant(serverValue) || valuesEqual(serverValue, own.f[field])) continue
-    if (rivalOf(replica, field, policies) !== undefined) continue
+    const since = policies.get(field)?.t ?? 0
+    if (server.a?.[field] !== undefined) {
+      const shown = resolveShared(server, devices, field, since).view
+      if (shown?.source !== SERVER_ID) continue
+    }
     result.push({ field, stamp })
   }
   return result

@@ -65,45 +65,29 @@ export function serverDelete(prev: ServerEntry | undefined, stamp: HlcStamp): Se
   return { e: (prev?.e ?? 0) + 1, t: stamp, d: 1 }
 }
 
-/** A device write the server adopts: its value, writer and stamp. */
-export interface Fill {
-  readonly value: FieldValue
-  readonly source: string
-  readonly stamp: HlcStamp
-}
-
 /**
- * The server adopting device fills into its own record (rule 2), and
- * dropping adopted values a device's clear made before the adoption
- * replaces (`vacated`). Each adopted field remembers its fill and the
- * stamp at which the server first took the field (kept when a fill
- * replaces an adopted one): see {@link Adoption}. A clear's stamp (`x`)
- * stays: should a device's clear void the adopted value, device writes
- * older than the server's clear still do not fill the field.
+ * The server adopting device fills into its own record (rule 2): the value
+ * of each field of `fills`, none for each of `vacated` (a device's clear
+ * made before the adoption voided it), and for both the adoption levels
+ * (`levels`, see {@link Adoption}), a level taken now stamped `stamp`. A
+ * clear's stamp (`x`) stays: device writes older than the server's clear
+ * still do not fill the field.
  */
 export function serverAdopt(
   prev: ServerEntry | undefined,
-  fills: ReadonlyMap<string, Fill>,
+  fills: ReadonlyMap<string, FieldValue>,
   vacated: Iterable<string>,
+  levels: ReadonlyMap<string, ReadonlyArray<readonly [HlcStamp, string, HlcStamp | undefined]>>,
   stamp: HlcStamp,
 ): ServerEntry {
   const live = prev !== undefined && prev.d !== 1
   const f: Record<string, FieldValue> = live ? { ...prev.f } : {}
   const x: Record<string, HlcStamp> = live ? { ...prev.x } : {}
   const a: Record<string, Adoption> = live ? { ...prev.a } : {}
-  for (const [field, fill] of fills) {
-    // A fill made before the adoption keeps the time the server took the
-    // field; any other (the field was vacant, or its value was voided by a
-    // clear made before the adoption) starts a new adoption.
-    const kept = isVacant(f[field]) ? undefined : a[field]
-    const adoptedAt = kept !== undefined && fill.stamp < kept[2] ? kept[2] : stamp
-    f[field] = fill.value
-    a[field] = [fill.stamp, fill.source, adoptedAt]
-  }
-  for (const field of vacated) {
-    delete f[field]
-    delete a[field]
-  }
+  for (const [field, value] of fills) f[field] = value
+  for (const field of vacated) delete f[field]
+  for (const [field, pending] of levels)
+    a[field] = pending.map(([held, writer, takenAt]) => [held, writer, takenAt ?? stamp] as const)
   return compactServerEntry({ e: prev?.e ?? 0, t: stamp }, f, live ? { ...prev.s } : {}, x, a)
 }
 

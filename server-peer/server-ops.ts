@@ -6,11 +6,10 @@ import type { FieldPolicy } from '../core/entries.js'
 import { UserNotFoundError } from '../core/errors.js'
 import type { UserId, WriterId } from '../core/ids.js'
 import { adoptionFor, type PolicyTable } from '../core/resolve.js'
-import type { ParsedRecord, RecordSchema } from '../core/schema.js'
+import type { FieldValue, ParsedRecord, RecordSchema } from '../core/schema.js'
 import { isVacant } from '../core/vacant.js'
 import {
   serverAdopt,
-  type Fill,
   serverDelete,
   serverDropField,
   serverWrite,
@@ -81,13 +80,13 @@ export function adoptFills(users: Iterable<UserId>, ctx: WriteContext): void {
     const replica = ctx.replicaOf(id)
     const adoption = adoptionFor(replica, policies)
     if (adoption === undefined) continue
-    const fills = new Map<string, Fill>()
+    const fills = new Map<string, FieldValue>()
     const bySource = new Map<WriterId, string[]>()
     const credit = (source: WriterId, field: string): void => {
       bySource.set(source, [...(bySource.get(source) ?? []), field])
     }
-    for (const [field, { value, source, stamp }] of adoption.fields) {
-      fills.set(field, { value, source, stamp: stamp ?? 0 })
+    for (const [field, { value, source }] of adoption.fields) {
+      fills.set(field, value)
       credit(source, field)
     }
     for (const [field, source] of adoption.vacated) credit(source, field)
@@ -95,7 +94,8 @@ export function adoptFills(users: Iterable<UserId>, ctx: WriteContext): void {
       const enroller = replica.devices.find(([, entry]) => entry.e >= (replica.server?.e ?? 0))?.[0]
       if (enroller !== undefined) bySource.set(enroller, [])
     }
-    ctx.setOwnEntry(id, serverAdopt(replica.server, fills, adoption.vacated.keys(), ctx.stamp()))
+    const { vacated, levels } = adoption
+    ctx.setOwnEntry(id, serverAdopt(replica.server, fills, vacated.keys(), levels, ctx.stamp()))
     for (const [deviceId, fields] of bySource) {
       ctx.event({ type: 'user-update-succeeded', origin: 'device', userId: id, deviceId, fields })
     }

@@ -165,7 +165,8 @@ export function checkServerWins(
     const devices = replica.replicaOf(id).devices
     for (const [field, value] of Object.entries(server.f)) {
       if (isVacant(value) || policyOf(policies, field) !== 'shared') continue
-      if (contested(server.e, server.a?.[field], devices, field)) continue
+      const floor = Math.max(policies.get(field)?.t ?? 0, server.x?.[field] ?? 0)
+      if (contested(server.e, server.a?.[field], devices, field, floor)) continue
       const shown = (view as Record<string, unknown>)[field]
       if (!valuesEqual(shown, value)) {
         violations.push({
@@ -182,24 +183,27 @@ export function checkServerWins(
 }
 
 /**
- * True when a device write of the user's current epoch, stamped before the
- * server adopted `field` and later than the write it adopted, may replace
+ * True when a device write of the user's current epoch, after the field's
+ * policy and the server's last clear (`floor`), stamped before the server
+ * took `field` (at any adoption level) and later than the write that level
+ * holds, may replace
  * the adopted value (rule 2: the latest fill wins, whichever arrived first).
  * The oracle judges the value then; rule 1 holds only uncontested.
  */
 function contested(
   epoch: number,
-  adoption: readonly [HlcStamp, string, HlcStamp] | undefined,
+  adoption: ReadonlyArray<readonly [HlcStamp, string, HlcStamp]> | undefined,
   devices: ReadonlyArray<readonly [WriterId, DeviceEntry]>,
   field: string,
+  floor: HlcStamp,
 ): boolean {
-  if (adoption === undefined) return false
-  const [fill, fillWriter, adoptedAt] = adoption
-  return devices.some(([writer, entry]) => {
-    const stamp = entry.s[field]
-    if (entry.e < epoch || stamp === undefined || stamp >= adoptedAt) return false
-    return stamp > fill || (stamp === fill && writer > fillWriter)
-  })
+  return (adoption ?? []).some(([held, heldWriter, takenAt]) =>
+    devices.some(([writer, entry]) => {
+      const stamp = entry.s[field]
+      if (entry.e < epoch || stamp === undefined || stamp <= floor || stamp >= takenAt) return false
+      return stamp > held || (stamp === held && writer > heldWriter)
+    }),
+  )
 }
 
 /** Rule 2 on the server: no user has a device fill the server has not adopted. */

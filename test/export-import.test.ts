@@ -234,7 +234,7 @@ describe('device.importUsers', () => {
     await a.sync.whenIdle()
     const held = s.server.replica.replicaOf(asUserId('u1')).server
     expect(held?.f?.email).toBe('first@example.com')
-    expect(held?.a?.email?.[1]).toBe('DA')
+    expect(held?.a?.email?.[0]?.[1]).toBe('DA')
     const { file } = await s.server.exportUsers({ passphrase: PASS, userIds: ['u1'] })
     s.down()
     await settle()

@@ -406,6 +406,52 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(serverEntry(server, 'u1')?.f?.phone).toBeUndefined()
     })
 
+    it.each([
+      ['dev-b', 'dev-d', 'dev-e'],
+      ['dev-b', 'dev-e', 'dev-d'],
+      ['dev-d', 'dev-b', 'dev-e'],
+      ['dev-d', 'dev-e', 'dev-b'],
+      ['dev-e', 'dev-b', 'dev-d'],
+      ['dev-e', 'dev-d', 'dev-b'],
+    ])(
+      'a clear voids an adopted fill, a later fill made before the adoption still wins, an edit made after it loses (%s, %s, %s back)',
+      async (...back) => {
+        const clock = fakeClock()
+        const server = await newServer(clock)
+        await server.users.put({ id: 'u1', name: 'Ada Lovelace' })
+        const peers = new Map<string, DevicePeer>()
+        for (const id of ['dev-a', 'dev-b', 'dev-d', 'dev-e']) {
+          const device = await newDevice(id, clock)
+          peers.set(id, device)
+          await disconnect(await connect(server, device))
+        }
+        const peer = (id: string) => peers.get(id) as DevicePeer
+        clock.advance(GAP_MS)
+        await peer('dev-a').users.patch('u1', { phone: 'a' })
+        clock.advance(GAP_MS)
+        await peer('dev-b').users.patch('u1', { phone: null })
+        clock.advance(GAP_MS)
+        await peer('dev-d').users.patch('u1', { phone: 'd' })
+        clock.advance(GAP_MS)
+        const toA = await connect(server, peer('dev-a'))
+        await settle()
+        expect(server.users.get('u1')?.phone).toBe('a')
+        await disconnect(toA)
+        // dev-e sees the adoption, then edits offline: a later edit of the server's field.
+        await disconnect(await connect(server, peer('dev-e')))
+        clock.advance(GAP_MS)
+        await peer('dev-e').users.patch('u1', { phone: 'e' })
+        for (const id of [...back, 'dev-a']) {
+          await connect(server, peer(id))
+          await settle()
+        }
+        // Of the writes made before the server took the field, dev-d's is the latest.
+        for (const device of [server, ...peers.values()])
+          expect(device.users.get('u1')?.phone).toBe('d')
+        expect(overrides(peer('dev-e'), 'u1').map((e) => e.fields)).toEqual([['phone']])
+      },
+    )
+
     it('a fill made offline after the server took the field loses to it (rule 1)', async () => {
       const clock = fakeClock()
       const { server, a, b } = await offlinePair(clock, 'Frances Allen')

@@ -54,9 +54,9 @@ export const MUTANTS: readonly Mutant[] = [
     edits: [
       {
         file: 'core/resolve.ts',
-        find: 'if (!isVacant(value)) {\n      const adopted = server.a?.[field]',
+        find: 'if (!isVacant(value)) return { view: { value: value as FieldValue, source: SERVER_ID } }',
         replace:
-          "if (!isVacant(value) && field !== 'title') {\n      const adopted = server.a?.[field]",
+          "if (!isVacant(value) && field !== 'title') return { view: { value: value as FieldValue, source: SERVER_ID } }",
       },
     ],
     catchers: [
@@ -70,8 +70,8 @@ export const MUTANTS: readonly Mutant[] = [
     edits: [
       {
         file: 'core/resolve.ts',
-        find: 'const rival = adopted && fillBeforeAdoption(devices, field, floor, adopted)',
-        replace: 'const rival = undefined as ReturnType<typeof fillBeforeAdoption>',
+        find: 'const rival = rivalAt(devices, field, floor, level)',
+        replace: 'const rival = undefined as DeviceWrite | undefined',
       },
     ],
     catchers: [{ test: 'test/rules.test.ts', name: 'the later fill wins' }],

@@ -27,13 +27,15 @@
  * - **A shared field** shows the server's value when it holds one (rule 1),
  *   otherwise the latest valid device write made after the field's current
  *   policy and after the server's last clear of it (rule 2). A value the
- *   server adopted keeps the write it came from and the server's stamp of
- *   the adoption (its first, while the field stays adopted): a device write
- *   stamped before that, which could not have seen it, and later than the
- *   adopted write replaces it, and the server adopts it in turn (a clear
- *   voids the adopted value). So the latest fill wins whichever reached the
- *   server first; writes stamped after the adoption are later edits, and
- *   lose (rule 1). **A
+ *   server adopted keeps adoption levels: the write it holds and the
+ *   server's stamp when it took the field. A device write stamped before
+ *   that, which could not have seen it, and later than the write held
+ *   replaces it, and the server adopts it in turn; a clear voids the value,
+ *   and a write later than the clear fills the field as a new level. So
+ *   the latest write wins whichever reached the server first; writes
+ *   stamped after the adoption are later edits, and lose (rule 1). A
+ *   device's entry holds its latest write of a field only: an earlier one
+ *   it overwrote is no rival. **A
  *   last-writer-wins field** shows the latest write of anyone since its
  *   policy. **A device-specific field** shows only the peer's own latest
  *   value written under that policy in the user's current epoch (rule 5).
@@ -102,20 +104,32 @@ interface ServerRecord {
   readonly fields: Map<string, unknown>
   readonly clears: Map<string, WriteRecord>
   readonly lww: Map<string, WriteRecord>
-  /** Fields the server took from a device and has not written since. */
-  readonly adopted: Map<string, Adopted>
+  /** Fields the server took from a device and has not written since: their adoption levels. */
+  readonly adopted: Map<string, readonly Adopted[]>
 }
 
-/** An adopted field: the device write it came from, and the server's stamp when it first took the field. */
+/**
+ * One adoption level: the device write the server holds for a field (a
+ * fill, or a clear that voided it) and the server's stamp when it took the
+ * field (undefined in a pending level: taken by the adoption being made).
+ */
 interface Adopted {
   readonly from: WriteRecord
-  readonly at: number
+  readonly at: number | undefined
 }
 
-/** A shared field's value, and the device write it came from (undefined: the server's own). */
+/** The most adoption levels a field keeps (the oldest dropped first). */
+const ADOPTION_LEVELS_MAX = 4
+
+/**
+ * A shared field's value (undefined: vacant) and the device write it came
+ * from (undefined: the server's own); and, when the server is to change
+ * what it holds for the field, its new value and adoption levels.
+ */
 interface SharedValue {
   readonly value: unknown
   readonly from: WriteRecord | undefined
+  readonly pending?: { readonly value: unknown; readonly levels: readonly Adopted[] }
 }
 
 const emptyRecord = (epoch: number, live: boolean): ServerRecord => ({
@@ -364,10 +378,16 @@ export class OracleModel {
 
   /**
    * Rules 1 and 2 for one shared field: the server's value; unless the
-   * server took it from a device and a device write made before that (by
-   * the server's stamp) and later than the one it took replaces it, or,
-   * being a clear, voids it. Without a server value, the latest valid
-   * device write after the policy and the server's last clear.
+   * server took it from a device (adoption levels) and a device write made
+   * before a level's stamp and later than the write that level holds
+   * replaces it (the server adopts it, keeping that stamp). When the latest
+   * such write before the last level's stamp is a clear (a rival's, which
+   * voids the value, or the one the server holds), the field is vacant on
+   * the server and a device write later than that clear fills it (a new
+   * level). Without levels: the server's value, else the latest valid
+   * device write after the policy and the server's last clear. A device's
+   * entry holds only its latest write of a field, so only that one can be
+   * a rival.
    */
   #sharedField(
     record: ServerRecord,
@@ -377,23 +397,56 @@ export class OracleModel {
   ): SharedValue | undefined {
     const floors = [policy, record.live ? record.clears.get(field) : undefined]
     const own = record.live ? record.fields.get(field) : undefined
-    if (own !== undefined) {
-      const adopted = record.adopted.get(field)
-      const rival =
-        adopted === undefined
-          ? undefined
-          : this.#latestSetting(
-              valid.filter((w) => (w.stamp ?? 0) < adopted.at && later(w, adopted.from)),
-              field,
-              floors,
-            )
-      if (rival === undefined) return { value: own, from: undefined }
-      const value = this.#split(rival).replicated.get(field)
-      if (value !== undefined) return { value, from: rival }
+    const levels = (record.live ? record.adopted.get(field) : undefined) ?? []
+    if (levels.length === 0 && own !== undefined) return { value: own, from: undefined }
+    let base = levels
+    let after: WriteRecord | undefined
+    let voided = false
+    for (const [i, level] of levels.entries()) {
+      const at = level.at ?? Infinity
+      const rival = this.#latestSetting(
+        this.#latestPerDevice(valid, field).filter(
+          (w) => (w.stamp ?? 0) < at && later(w, level.from),
+        ),
+        field,
+        floors,
+      )
+      const value = rival === undefined ? undefined : this.#split(rival).replicated.get(field)
+      if (rival !== undefined && value !== undefined) {
+        const kept = [...levels.slice(0, i), { from: rival, at: level.at }]
+        return { value, from: rival, pending: { value, levels: kept } }
+      }
+      if (i < levels.length - 1) continue
+      if (rival === undefined && own !== undefined) return { value: own, from: undefined }
+      voided = rival !== undefined && own !== undefined
+      if (voided && rival !== undefined)
+        base = [...levels.slice(0, i), { from: rival, at: level.at }]
+      after = rival ?? level.from
     }
-    const fill = this.#latestSetting(valid, field, floors)
+    const fill = this.#latestSetting(
+      after === undefined ? valid : valid.filter((w) => later(w, after)),
+      field,
+      floors,
+    )
     const value = fill === undefined ? undefined : this.#split(fill).replicated.get(field)
-    return value === undefined ? undefined : { value, from: fill }
+    if (fill !== undefined && value !== undefined) {
+      const next = [...base, { from: fill, at: undefined }].slice(-ADOPTION_LEVELS_MAX)
+      return { value, from: fill, pending: { value, levels: next } }
+    }
+    return voided
+      ? { value: undefined, from: undefined, pending: { value: undefined, levels: base } }
+      : undefined
+  }
+
+  /** Of `writes`, each device's latest (by stamp) that sets `field`. */
+  #latestPerDevice(writes: readonly WriteRecord[], field: string): WriteRecord[] {
+    const latest = new Map<string, WriteRecord>()
+    for (const w of writes) {
+      if (!this.#split(w).replicated.has(field)) continue
+      const held = latest.get(w.writer)
+      if (held === undefined || (w.stamp ?? 0) > (held.stamp ?? 0)) latest.set(w.writer, w)
+    }
+    return [...latest.values()]
   }
 
   /**
@@ -407,8 +460,9 @@ export class OracleModel {
 
   /**
    * Rule 2: the server takes into its record what devices fill (and users
-   * they enrol), and what a device write made before it took a field
-   * replaces (dropping the value when that write was a clear).
+   * they enrol), what a device write made before it took a field replaces,
+   * and drops what a clear made before it voids, with the adoption levels
+   * `#sharedField` gives.
    */
   #adopt(user: string, vector: StateVector, afterSeq: number): void {
     const record = this.#record(user)
@@ -416,29 +470,16 @@ export class OracleModel {
     const shown = this.#sharedView(user, vector)
     let at: number | undefined
     const stamp = (): number => (at ??= this.#adoptionStamp(user, afterSeq))
-    if (!record.live) {
-      const fresh = emptyRecord(record.epoch, true)
-      for (const [field, { value, from }] of shown) {
-        fresh.fields.set(field, value)
-        if (from !== undefined) fresh.adopted.set(field, { from, at: stamp() })
-      }
-      this.#records.set(user, fresh)
-      return
-    }
-    for (const field of this.#h.schemaFields) {
-      if ((this.#serverPolicies.get(field)?.policy ?? 'shared') !== 'shared') continue
-      const view = shown.get(field)
-      const own = record.fields.get(field)
-      const prior = own === undefined ? undefined : record.adopted.get(field)
-      if (view?.from !== undefined && (own === undefined || prior !== undefined)) {
-        // A write made before the server took the field keeps that stamp.
-        const keep = prior !== undefined && (view.from.stamp ?? 0) < prior.at
-        record.fields.set(field, view.value)
-        record.adopted.set(field, { from: view.from, at: keep ? prior.at : stamp() })
-      } else if (view === undefined && prior !== undefined) {
-        record.fields.delete(field)
-        record.adopted.delete(field)
-      }
+    const target = record.live ? record : emptyRecord(record.epoch, true)
+    if (!record.live) this.#records.set(user, target)
+    for (const [field, { pending }] of shown) {
+      if (pending === undefined) continue
+      if (pending.value === undefined) target.fields.delete(field)
+      else target.fields.set(field, pending.value)
+      target.adopted.set(
+        field,
+        pending.levels.map((level) => ({ from: level.from, at: level.at ?? stamp() })),
+      )
     }
   }
 
@@ -481,7 +522,7 @@ export class OracleModel {
         record.clears.delete(field)
         continue
       }
-      const had = record.fields.has(field) || shown.has(field)
+      const had = record.fields.has(field) || shown.get(field)?.value !== undefined
       record.fields.delete(field)
       if (!lww && (had || op.kind === 'patch')) record.clears.set(field, w)
     }
@@ -501,7 +542,7 @@ export class OracleModel {
       if (kind === 'device-specific') continue
       if (kind === 'shared') {
         const shown = this.#sharedField(record, valid, field, policy?.by)
-        if (shown !== undefined) view.set(field, shown.value)
+        if (shown?.value !== undefined) view.set(field, shown.value)
         continue
       }
       const value = this.#lwwValue(record, valid, field, policy?.by)

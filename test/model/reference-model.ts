@@ -38,12 +38,13 @@
  * - When a delivery makes new device writes known to the server, the server
  *   adopts into its record, in the same step, every user its view shows but
  *   its record lacks and every field its view fills where its record is vacant.
- *   An adopted field remembers the write it came from and when the server
- *   first took it. Until the server writes the field itself, a device write
- *   made before that time and later than the adopted one shows instead (it
- *   could not have seen the adoption: the latest fill wins, whichever reached
- *   the server first), and the server adopts it in turn, or drops the value
- *   when that write was a clear.
+ *   An adopted field keeps adoption levels: the write the server holds and
+ *   when it took the field. Until the server writes the field itself, a
+ *   device write made before a level's time and later than the write it
+ *   holds shows instead (it could not have seen the adoption: the latest
+ *   write wins, whichever reached the server first), and the server adopts
+ *   it in turn; when that write is a clear, the value is void, and a write
+ *   later than the clear fills the field as a new level (at most four).
  * - A patch of a user the writer does not show is refused; a delete of one is
  *   a no-op.
  */
@@ -100,22 +101,49 @@ interface ServerRecord {
   readonly fields: Readonly<Record<string, Value>>
   readonly clearedAt: Readonly<Record<string, number>>
   readonly changedAt: number
-  /** Fields taken from a device and not written by the server since. */
-  readonly adopted?: Readonly<Record<string, Adopted>>
+  /** Fields taken from a device and not written by the server since: their adoption levels. */
+  readonly adopted?: Readonly<Record<string, readonly Adopted[]>>
 }
 
-/** Where an adopted value came from, and when the server first took the field. */
+/**
+ * One adoption level: the device write the server holds for the field (a
+ * fill, or a clear that voided it) and when the server took the field.
+ */
 interface Adopted {
   readonly device: string
   readonly at: number
   readonly since: number
 }
 
+/** One device write: its device and time. */
+interface Write {
+  readonly device: string
+  readonly at: number
+}
+
+/** An adoption level the server is to keep; without `since`, taken at the adoption. */
+interface PendingLevel extends Write {
+  readonly since: number | undefined
+}
+
+/** What the server changes for one field when it adopts: its value (undefined: none) and levels. */
+interface Pending {
+  readonly value: Value | undefined
+  readonly levels: readonly PendingLevel[]
+}
+
+/** The most adoption levels a field keeps (the oldest dropped first). */
+const ADOPTION_LEVELS_MAX = 4
+
 /** A shared field's value as a peer shows it, and the device write it came from. */
 interface Shown {
   readonly value: Value
-  readonly from: { readonly device: string; readonly at: number } | undefined
+  readonly from: Write | undefined
 }
+
+/** `write` (by `device`) is later than `than`: a later time, or the same and a greater device id. */
+const laterThan = (write: { at: number }, device: string, than: Write): boolean =>
+  write.at > than.at || (write.at === than.at && device > than.device)
 
 interface FieldWrite {
   readonly at: number
@@ -256,7 +284,9 @@ export class ReferenceModel {
     }
     const fields: Record<string, Value> = op.kind === 'put' ? {} : { ...prev?.fields }
     const clearedAt: Record<string, number> = { ...(prev?.live === true ? prev.clearedAt : {}) }
-    const adopted: Record<string, Adopted> = { ...(prev?.live === true ? prev.adopted : {}) }
+    const adopted: Record<string, readonly Adopted[]> = {
+      ...(prev?.live === true ? prev.adopted : {}),
+    }
     for (const field of SHARED_FIELDS) {
       if (op.kind === 'patch' && !Object.hasOwn(op.fields, field)) continue
       delete adopted[field]
@@ -311,7 +341,7 @@ export class ReferenceModel {
   /**
    * The server takes into its record what its view shows from devices: the
    * fields its record lacks, and adopted values a device write made before
-   * the adoption replaces (dropping the value when that write was a clear).
+   * the adoption replaces, dropping what a clear made before it voids.
    */
   private adopt(now: number): boolean {
     const knowledge = this.knowledgeOf(SERVER)
@@ -322,23 +352,13 @@ export class ReferenceModel {
       const record = state.get(user)
       const live = record?.live === true
       const fields: Record<string, Value> = live ? { ...record.fields } : {}
-      const adopted: Record<string, Adopted> = live ? { ...record.adopted } : {}
+      const adopted: Record<string, readonly Adopted[]> = live ? { ...record.adopted } : {}
       let changed = !live
-      for (const field of SHARED_FIELDS) {
-        const view = shown[field]
-        const open = !live || fields[field] === undefined || adopted[field] !== undefined
-        if (view?.from !== undefined && open) {
-          // A write made before the server took the field keeps that time.
-          const prior = live && fields[field] !== undefined ? adopted[field] : undefined
-          const since = prior !== undefined && view.from.at < prior.since ? prior.since : now
-          fields[field] = view.value
-          adopted[field] = { ...view.from, since }
-          changed = true
-        } else if (view === undefined && adopted[field] !== undefined && live) {
-          delete fields[field]
-          delete adopted[field]
-          changed = true
-        }
+      for (const [field, { value, levels }] of Object.entries(shown.pending)) {
+        if (value === undefined) delete fields[field]
+        else fields[field] = value
+        adopted[field] = levels.map((level) => ({ ...level, since: level.since ?? now }))
+        changed = true
       }
       if (!changed) continue
       state = with1(state, user, {
@@ -407,12 +427,20 @@ export class ReferenceModel {
     const shown = this.sharedFields(knowledge, user)
     if (shown === undefined) return undefined
     const fields: Record<string, Value> = {}
-    for (const [field, { value }] of Object.entries(shown)) fields[field] = value
+    for (const [field, { value }] of Object.entries(shown.fields)) fields[field] = value
     return fields
   }
 
-  /** The shared fields a peer with `knowledge` shows, each with the device write it came from. */
-  private sharedFields(knowledge: Knowledge, user: string): Record<string, Shown> | undefined {
+  /**
+   * The shared fields a peer with `knowledge` shows, each with the device
+   * write it came from, and what the server would change in its record for
+   * each (`pending`: the value, undefined to drop it, and the adoption
+   * levels, a level with no `since` being taken now).
+   */
+  private sharedFields(
+    knowledge: Knowledge,
+    user: string,
+  ): { fields: Record<string, Shown>; pending: Record<string, Pending> } | undefined {
     const record = knowledge.server.get(user)
     const deletes = record?.deletes ?? 0
     const valid: Array<readonly [string, Contribution]> = []
@@ -425,42 +453,69 @@ export class ReferenceModel {
     const live = record?.live === true
     if (!live && valid.length === 0) return undefined
     const fields: Record<string, Shown> = {}
+    const pending: Record<string, Pending> = {}
     for (const field of SHARED_FIELDS) {
       const own = live ? record.fields[field] : undefined
       const clearedAt = record?.clearedAt[field]
       const counts = (write: { at: number }): boolean =>
         clearedAt === undefined || write.at > clearedAt
-      const latest = latestWrite(valid, field, counts)
-      const fill = latest?.write.value === undefined ? undefined : latest
-      const adopted = live ? record.adopted?.[field] : undefined
-      // A write made before the server took the field, later than the one it took.
-      const rival =
-        own === undefined || adopted === undefined
-          ? undefined
-          : latestWrite(
-              valid,
-              field,
-              (write, device) =>
-                counts(write) &&
-                write.at < adopted.since &&
-                (write.at > adopted.at || (write.at === adopted.at && device > adopted.device)),
-            )
-      let result: Shown | undefined
-      if (rival !== undefined && rival.write.value !== undefined) {
-        result = { value: rival.write.value, from: { device: rival.device, at: rival.write.at } }
-      } else {
-        // A clear made before the adoption voids the adopted value.
-        const server =
-          own === undefined || rival !== undefined ? undefined : { value: own, from: undefined }
-        const device =
-          fill === undefined || fill.write.value === undefined
-            ? undefined
-            : { value: fill.write.value, from: { device: fill.device, at: fill.write.at } }
-        result = this.rules.serverWins ? (server ?? device) : (device ?? server)
+      const levels: readonly PendingLevel[] = (live ? record.adopted?.[field] : undefined) ?? []
+      let server: Shown | undefined
+      let after: Write | undefined
+      let base = levels
+      let voided = false
+      for (const [i, level] of levels.entries()) {
+        const since = level.since ?? Infinity
+        // The latest write made before the server took the field, later than the one it holds.
+        const rival = latestWrite(
+          valid,
+          field,
+          (write, device) => counts(write) && write.at < since && laterThan(write, device, level),
+        )
+        const from = rival && { device: rival.device, at: rival.write.at }
+        if (from !== undefined && rival?.write.value !== undefined) {
+          server = { value: rival.write.value, from }
+          pending[field] = {
+            value: rival.write.value,
+            levels: [...levels.slice(0, i), { ...from, since: level.since }],
+          }
+          break
+        }
+        if (i < levels.length - 1) continue
+        if (from === undefined && own !== undefined) {
+          server = { value: own, from: undefined }
+          break
+        }
+        // A clear: the field is vacant on the server, and a later write fills it.
+        voided = from !== undefined && own !== undefined
+        if (voided && from !== undefined)
+          base = [...levels.slice(0, i), { ...from, since: level.since }]
+        after = from ?? level
       }
+      if (levels.length === 0 && own !== undefined) server = { value: own, from: undefined }
+      const settled = server !== undefined
+      const latest = latestWrite(
+        valid,
+        field,
+        (write, device) =>
+          counts(write) && (after === undefined || laterThan(write, device, after)),
+      )
+      const device =
+        latest?.write.value === undefined
+          ? undefined
+          : { value: latest.write.value, from: { device: latest.device, at: latest.write.at } }
+      if (!settled && device !== undefined) {
+        pending[field] = {
+          value: device.value,
+          levels: [...base, { ...device.from, since: undefined }].slice(-ADOPTION_LEVELS_MAX),
+        }
+      } else if (!settled && voided) {
+        pending[field] = { value: undefined, levels: base }
+      }
+      const result = this.rules.serverWins ? (server ?? device) : (device ?? server)
       if (result !== undefined) fields[field] = result
     }
-    return fields
+    return { fields, pending }
   }
 
   // --- knowledge ------------------------------------------------------------
