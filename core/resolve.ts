@@ -235,14 +235,29 @@ function fillAfter(
   }
 }
 
-/** Rules 1 and 2 for one shared field: the view (see {@link resolveShared}). */
+/**
+ * Rules 1 and 2 for one shared field: the view (see {@link resolveShared}).
+ * A field without adoption levels, nearly every one, resolves here without
+ * the adoption bookkeeping: views are computed for every user a batch
+ * touches.
+ */
 function resolveSharedField(
   replica: UserReplica,
   devices: ReadonlyArray<readonly [WriterId, DeviceEntry]>,
   field: string,
   since: HlcStamp,
 ): ResolvedField | undefined {
-  return resolveShared(replica.server, devices, field, since).view
+  const server = replica.server
+  if (server?.a?.[field] !== undefined && server.d !== 1)
+    return resolveShared(server, devices, field, since).view
+  if (server !== undefined && server.d !== 1) {
+    const value = server.f?.[field]
+    if (!isVacant(value)) return { value: value as FieldValue, source: SERVER_ID }
+  }
+  const write = latestDeviceWrite(devices, field, Math.max(since, server?.x?.[field] ?? 0))
+  const value = write?.entry.f[field]
+  if (write === undefined || isVacant(value)) return undefined
+  return { value: value as FieldValue, source: write.writer, stamp: write.stamp }
 }
 
 /** Last-writer-wins across the server and the devices, by stamp. */
