@@ -56,6 +56,9 @@ export interface ServerEntry {
  */
 export type AdoptionLevel = readonly [held: HlcStamp, writer: string, takenAt: HlcStamp]
 
+/** An adoption level still to be written: `takenAt` undefined is the server's stamp of the write. */
+export type PendingLevel = readonly [held: HlcStamp, writer: string, takenAt: HlcStamp | undefined]
+
 /**
  * An adopted field's origin (rule 2), as levels. Device writes made before
  * a level's `takenAt` could not have seen that adoption: the latest of them

@@ -8,6 +8,7 @@
 import {
   ADOPTION_LEVELS_MAX,
   type AdoptionLevel,
+  type PendingLevel,
   type DeviceEntry,
   type Fields,
   type FieldPolicy,
@@ -148,9 +149,6 @@ function rivalAt(
   }
   return best
 }
-
-/** An adoption level still to be written: `takenAt` undefined is the server's stamp of the write. */
-export type PendingLevel = readonly [held: HlcStamp, writer: string, takenAt: HlcStamp | undefined]
 
 /**
  * A shared field as rules 1 and 2 resolve it (`view`), and, when the server

@@ -4,7 +4,14 @@
  * entry returned. Device-specific fields never reach these functions; the
  * peer keeps them in local state.
  */
-import type { Adoption, DeviceEntry, Fields, PolicyEntry, ServerEntry } from './entries.js'
+import type {
+  Adoption,
+  DeviceEntry,
+  Fields,
+  PendingLevel,
+  PolicyEntry,
+  ServerEntry,
+} from './entries.js'
 import type { HlcStamp } from './hlc.js'
 import type { FieldValue } from './schema.js'
 import { isVacant } from './vacant.js'
@@ -77,7 +84,7 @@ export function serverAdopt(
   prev: ServerEntry | undefined,
   fills: ReadonlyMap<string, FieldValue>,
   vacated: Iterable<string>,
-  levels: ReadonlyMap<string, ReadonlyArray<readonly [HlcStamp, string, HlcStamp | undefined]>>,
+  levels: ReadonlyMap<string, readonly PendingLevel[]>,
   stamp: HlcStamp,
 ): ServerEntry {
   const live = prev !== undefined && prev.d !== 1
