@@ -19,6 +19,7 @@
  * smaller epoch is void everywhere (rule 4) and is dropped.
  */
 import * as Y from 'yjs'
+import { newDoc } from './new-doc.js'
 import {
   asDeviceEntry,
   asServerEntry,
@@ -73,7 +74,7 @@ function rostersyncRoots(doc: Y.Doc): string[] {
 
 /** The live state of `doc` as a fresh update, one clientID per root. */
 export function generationBase(doc: Y.Doc, options: GenerationOptions): GenerationBase {
-  const base = new Y.Doc({ gc: true })
+  const base = newDoc()
   const steps = writeBase(doc, base, options, Infinity)
   let step = steps.next()
   while (step.done !== true) step = steps.next()
@@ -108,7 +109,7 @@ export async function buildGenerationBase(
   chunkEntries: number,
   pause: () => Promise<void>,
 ): Promise<ChunkedGenerationBase> {
-  const base = new Y.Doc({ gc: true })
+  const base = newDoc()
   const updates: Uint8Array[] = []
   const onUpdate = (update: Uint8Array): void => {
     updates.push(update)

@@ -8,6 +8,7 @@
  * and reloads memory from the store (`rollback`).
  */
 import * as Y from 'yjs'
+import { newDoc } from '../../core/new-doc.js'
 import type { Clock } from '../../core/clock.js'
 import { PeerClosedError, RostersyncError } from '../../core/errors.js'
 import type { Hlc } from '../../core/hlc.js'
@@ -149,7 +150,7 @@ export class BatchRunner {
       op.reject(new PeerClosedError())
       return
     }
-    const doc = new Y.Doc({ gc: true })
+    const doc = newDoc()
     const ops: StoreOp[] = []
     doc.clientID = log.freshClientId(old, ops)
     ops.push({ type: 'put', key: keys.clientId, value: encodeValue(doc.clientID) })

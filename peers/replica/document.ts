@@ -12,6 +12,7 @@
  * `beginBatch`; `ownConflicts` is emptied by the batch that collected it.
  */
 import * as Y from 'yjs'
+import { newDoc } from '../../core/new-doc.js'
 import { diffParts } from '../../core/answer-chunks.js'
 import { DeleteSetCache, deleteRangesOf, encodeDiff } from '../../core/delete-set.js'
 import {
@@ -85,7 +86,7 @@ export class ReplicaDocument {
   private readonly resetListeners = new Set<() => void>()
 
   constructor(private readonly options: DocumentOptions) {
-    this.doc = new Y.Doc()
+    this.doc = newDoc()
   }
 
   private get hlc(): Hlc {

@@ -15,6 +15,7 @@
  * never applied to the new one.
  */
 import * as Y from 'yjs'
+import { newDoc } from '../../core/new-doc.js'
 import { applyUpdate } from '../../core/apply-update.js'
 import type { Clock } from '../../core/clock.js'
 import { GenerationChangedError } from '../../core/errors.js'
@@ -109,7 +110,7 @@ export async function switchGeneration<T>(
     const next = build(old)
     let doc = next.doc
     if (doc === undefined) {
-      doc = new Y.Doc({ gc: true })
+      doc = newDoc()
       applyUpdate(doc, next.snapshot)
     }
     const ops: StoreOp[] = []

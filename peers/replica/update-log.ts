@@ -11,6 +11,7 @@
  * document's and nothing may be compacted.
  */
 import * as Y from 'yjs'
+import { newDoc } from '../../core/new-doc.js'
 import { applyUpdate } from '../../core/apply-update.js'
 import { decodeValue, encodeValue } from '../../core/codec.js'
 import { RostersyncError, StorageError } from '../../core/errors.js'
@@ -150,7 +151,7 @@ export class UpdateLog {
     // (a move's: the old generation comes back, see epoch).
     const undone = this.staged?.generation === true
     this.staged = undefined
-    const doc = new Y.Doc({ gc: true })
+    const doc = newDoc()
     const snapshot = await store.get(keys.snapshot)
     if (snapshot !== undefined) applyUpdate(doc, snapshot)
     this.snapshotBytes = snapshot?.byteLength ?? 0
