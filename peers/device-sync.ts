@@ -219,13 +219,20 @@ export class DeviceSync implements DeviceSyncApi {
     this.rounds.run(kind, false, true).catch(() => undefined)
   }
 
-  private async exchange(kind: Kind, quiet: boolean, automatic: boolean): Promise<void> {
+  private async exchange(asked: Kind, quiet: boolean, automatic: boolean): Promise<void> {
     const { clock } = this.options
+    // whenIdle() asks for a full sync only because none has succeeded yet;
+    // queued behind the first one, it finds the device ready and needs only
+    // a delta (not the whole roster fetched twice).
+    const kind = quiet && this.persisted.offlineReady && !this.fullPending ? 'delta' : asked
     this.timers.clearRetry()
     this.book.serverToDevice = { state: 'in-progress', at: clock.now() }
     this.book.deviceToServer = { state: 'in-progress', at: clock.now() }
     const outage = this.book.failingWith !== undefined
-    if (!quiet && !outage) await this.log({ type: 'sync-started', kind })
+    // A quiet round (whenIdle) logs nothing of a delta, but a full sync is
+    // always logged: the first one may well be run by a whenIdle() call.
+    const logged = !quiet || kind === 'full'
+    if (logged && !outage) await this.log({ type: 'sync-started', kind })
     try {
       const session = await this.server.session(automatic)
       this.server.clearRemoteError()
@@ -273,7 +280,7 @@ export class DeviceSync implements DeviceSyncApi {
       }
       this.timers.resetBackoff()
       this.book.failingWith = undefined
-      if (!quiet || outage) await this.log({ type: 'sync-succeeded', kind })
+      if (logged || outage) await this.log({ type: 'sync-succeeded', kind })
       this.scheduleDelta()
     } catch (cause) {
       // An unfinished move is undone: the old generation is loaded again.

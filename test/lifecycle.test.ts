@@ -245,6 +245,32 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(d.sync.status().warning).toBeUndefined()
     })
 
+    it('logs the first full sync when a whenIdle() call runs it, then fetches nothing twice', async () => {
+      const s = await site()
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      // The connection comes up only after whenIdle() has asked for a sync.
+      let open: () => void = () => undefined
+      const opened = new Promise<void>((resolve) => (open = resolve))
+      const slow: Transport = {
+        connect: async (url) => {
+          await opened
+          return s.transport.connect(url)
+        },
+        close: async () => undefined,
+      }
+      const d = await device(s, 'D1', { serverTransport: slow })
+      const idle = d.sync.whenIdle()
+      await settle(5)
+      open()
+      await idle
+      expect(d.users.list()).toEqual([{ id: 'u1', name: 'Ann' }])
+      const logged = d.events.query({ type: ['sync-started', 'sync-succeeded'] })
+      expect(logged.map((e) => [e.type, e.kind])).toEqual([
+        ['sync-started', 'full'],
+        ['sync-succeeded', 'full'],
+      ])
+    })
+
     it('is remembered across a restart', async () => {
       const s = await site()
       const store = memoryStore()
@@ -258,12 +284,26 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
         close: async () => undefined,
       }
       const first = await device(s, 'D1', { store: keepOpen })
+      // The first full sync, run by a whenIdle() call, is logged as any full sync.
       await first.sync.whenIdle()
       expect(first.sync.status().offlineReady).toBe(true)
+      const logged = first.events.query({ type: ['sync-started', 'sync-succeeded'] })
+      expect(logged.map((e) => [e.type, e.kind])).toEqual([
+        ['sync-started', 'full'],
+        ['sync-succeeded', 'full'],
+      ])
+      // A delta run by whenIdle() is not (tests and apps call it often).
+      await first.users.put({ id: 'u1', name: 'Ann' })
+      await first.sync.whenIdle()
+      expect(first.events.query({ type: ['sync-started', 'sync-succeeded'] })).toHaveLength(2)
       await first.close()
       s.down()
       const again = await device(s, 'D1', { store: keepOpen })
-      expect(again.sync.status()).toMatchObject({ offlineReady: true })
+      expect(again.sync.status()).toMatchObject({
+        offlineReady: true,
+        serverToDevice: { state: 'success' },
+        deviceToServer: { state: 'success' },
+      })
       expect(again.sync.status().lastFullSyncAt).toBe(deviceNow(s))
     })
   })
