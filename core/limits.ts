@@ -340,6 +340,17 @@ export const netLimits = {
   retryDelayMsMax: 60_000,
   /** Largest HTTP API request body, in bytes. */
   httpBodyBytesMax: 8 * 1024 * 1024,
+  /**
+   * Largest body of the admin sign-in (`POST /api/session`, `{ token }`),
+   * the one body read before the caller is authenticated, in bytes.
+   */
+  httpSignInBodyBytesMax: 4 * 1024,
+  /**
+   * Deepest nesting of arrays and objects in a JSON request body: a record
+   * nests 3 deep, and `JSON.parse` of 4M nested brackets (8 MB) held the
+   * event loop a second and took 360 MB.
+   */
+  httpJsonDepthMax: 32,
   /** Most inbound messages waiting on one connection before it is closed. */
   inboundMessagesQueuedMax: 10_000,
   /** Most bytes buffered for one slow connection before it is dropped. */

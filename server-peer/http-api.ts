@@ -164,23 +164,58 @@ function authenticate(
   return admin.sessions.use(sessionIdOf(req)) ? 'cookie' : undefined
 }
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
+/**
+ * Reads a JSON body of at most `maxBytes` (`MESSAGE_TOO_LARGE`), nested at
+ * most `netLimits.httpJsonDepthMax` deep (`MALFORMED_MESSAGE`, checked
+ * before it is parsed).
+ */
+async function readJson(
+  req: IncomingMessage,
+  maxBytes = netLimits.httpBodyBytesMax,
+): Promise<unknown> {
   const declared = Number(req.headers['content-length'] ?? 0)
-  if (declared > netLimits.httpBodyBytesMax)
-    throw new MessageTooLargeError('request body', declared, netLimits.httpBodyBytesMax)
+  if (declared > maxBytes) throw new MessageTooLargeError('request body', declared, maxBytes)
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.byteLength
-    if (size > netLimits.httpBodyBytesMax)
-      throw new MessageTooLargeError('request body', size, netLimits.httpBodyBytesMax)
+    if (size > maxBytes) throw new MessageTooLargeError('request body', size, maxBytes)
     chunks.push(chunk)
   }
+  const bytes = Buffer.concat(chunks)
+  if (jsonDepth(bytes) > netLimits.httpJsonDepthMax)
+    throw new MalformedMessageError(
+      `body nests deeper than ${netLimits.httpJsonDepthMax} arrays or objects`,
+    )
   try {
-    return fromWire(JSON.parse(Buffer.concat(chunks).toString('utf8')))
+    return fromWire(JSON.parse(bytes.toString('utf8')))
   } catch {
     throw new MalformedMessageError('body is not JSON')
   }
+}
+
+/**
+ * How deep `[` and `{` nest in JSON text, strings skipped (UTF-8: no byte of
+ * a multi-byte character is one of these ASCII bytes). Stops counting past
+ * the bound's neighbourhood: only "too deep" matters.
+ */
+export function jsonDepth(bytes: Uint8Array): number {
+  let depth = 0
+  let deepest = 0
+  let inString = false
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]
+    if (inString) {
+      if (b === 0x5c)
+        i++ // a backslash escapes the next byte
+      else if (b === 0x22) inString = false
+    } else if (b === 0x22) inString = true
+    else if (b === 0x5b || b === 0x7b) {
+      if (++depth > deepest) deepest = depth
+      if (deepest > netLimits.httpJsonDepthMax) return deepest
+    } else if (b === 0x5d || b === 0x7d) depth--
+  }
+  return deepest
 }
 
 /** The methods each route takes (405 with `Allow` for the others). */
@@ -266,8 +301,9 @@ async function serve(
       throw new MethodNotAllowedError(method, ['GET', 'HEAD'])
     return serveAsset(url.pathname, req, res)
   }
-  const body = () => readJson(req)
   if (parts[1] === 'session' && parts.length === 2) {
+    // Read before the caller is known: a sign-in body is a token, small.
+    const body = () => readJson(req, netLimits.httpSignInBodyBytesMax)
     if (!SESSION_METHODS.includes(method)) throw new MethodNotAllowedError(method, SESSION_METHODS)
     return serveSession(admin, method, req, res, body, reply)
   }
@@ -311,7 +347,7 @@ async function serve(
     return reply(res, 200, { ok: true })
   }
   if (resource === 'policies')
-    return servePolicies(admin, method, id === 'preview', url, body, res, reply)
+    return servePolicies(admin, method, id === 'preview', url, () => readJson(req), res, reply)
   if (resource === 'stream') {
     const session = sessionIdOf(req)
     // A stream opened with the page's cookie lives only as long as its

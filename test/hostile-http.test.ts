@@ -259,6 +259,50 @@ describe('the HTTP API refuses bad input with a typed error, changing nothing', 
     ])
   })
 
+  it('bodies nested too deep, and sign-in bodies past 4 KiB, before anything is parsed (the sign-in is read unauthenticated)', async () => {
+    const nested = (depth: number): string => `{"token":${'['.repeat(depth)}${']'.repeat(depth)}}`
+    const csrf = { ...json, 'X-Rostersync-CSRF': '1' }
+    const deep = '['.repeat(4_000_000) + ']'.repeat(4_000_000)
+    const started = performance.now()
+    await expectRefused(
+      [
+        ['sign-in of 8 MB nested brackets', requestText('POST', '/api/session', csrf, deep)],
+        ['sign-in nested 33 deep', requestText('POST', '/api/session', csrf, nested(33))],
+        [
+          'PUT of a record nested 40 deep',
+          requestText('PUT', '/api/users/u1', auth(), `{"name":"x","extra":${nested(40)}}`),
+        ],
+        [
+          'PATCH of 2 MB nested brackets',
+          requestText('PATCH', '/api/users/u1', auth(), '['.repeat(1 << 20) + ']'.repeat(1 << 20)),
+        ],
+      ],
+      undefined,
+    )
+    const big = `{"token":"${'x'.repeat(5 * 1024)}"}`
+    await expectRefused(
+      [['sign-in of 5 KiB', requestText('POST', '/api/session', csrf, big)]],
+      'MESSAGE_TOO_LARGE',
+    )
+    await expectRefused(
+      [['sign-in nested 33 deep', requestText('POST', '/api/session', csrf, nested(33))]],
+      'MALFORMED_MESSAGE',
+    )
+    // Brackets inside strings are text, not nesting.
+    const res = await rawRequest(
+      port,
+      requestText(
+        'PATCH',
+        '/api/users/u2',
+        auth(),
+        JSON.stringify({ email: `${'['.repeat(40)}@x` }),
+      ),
+    )
+    expect(res.status).toBe(200)
+    expect(server.users.get('u2')).toMatchObject({ email: `${'['.repeat(40)}@x` })
+    console.log(`nested-body refusals took ${Math.round(performance.now() - started)} ms`)
+  })
+
   it('ids with ../, NUL, long ids and bad percent-escapes', async () => {
     const ids = [
       '..',
