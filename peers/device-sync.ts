@@ -78,7 +78,7 @@ export class DeviceSync implements DeviceSyncApi {
     this.generation = new GenerationMove(options.replica)
     this.link = options.link?.({
       paused: persisted.awaitingUse,
-      onState: (state, detail) => this.onLinkState(state, detail),
+      onState: (state, detail, failedAttempt) => this.onLinkState(state, detail, failedAttempt),
       onConnected: (session) => this.onConnected(session),
       onError: (code, message) => this.onRemoteError(code, message),
       onGeneration: (statement, connection) => this.onGeneration(statement, connection),
@@ -462,7 +462,7 @@ export class DeviceSync implements DeviceSyncApi {
     this.auto()
   }
 
-  private onLinkState(state: LinkState, detail?: string): void {
+  private onLinkState(state: LinkState, detail?: string, failedAttempt = false): void {
     if (state === 'connected' || state === 'connecting') return
     const reason = detail === undefined || detail === '' ? state : `${state}: ${detail}`
     const error =
@@ -470,13 +470,15 @@ export class DeviceSync implements DeviceSyncApi {
         ? refusedError(detail)
         : new SyncError('SYNC_FAILED', `the server is unreachable (${reason})`)
     if (state === 'refused') for (const w of this.readyWaiters.splice(0)) w.reject(error)
-    // Refused for good, or unreachable before any sync ran (first start,
-    // server down): with no round waiting for the link to report it, the
-    // status and the log say so (SyncStatusBook.linkFailed).
+    // Refused for good, unreachable before any sync ran (first start,
+    // server down), or an attempt to reach it failed (a live device that
+    // lost its server retries on its own, no round running): with no round
+    // waiting for the link to report it, the status and the log say so
+    // (SyncStatusBook.linkFailed; an outage is logged once).
     const reported = this.closed || this.server.waiting || this.rounds.busy
     if (state !== 'paused' && state !== 'closed' && !reported) {
       const kind = this.persisted.offlineReady ? 'delta' : 'full'
-      void this.book.linkFailed(kind, error, state === 'refused')
+      void this.book.linkFailed(kind, error, state === 'refused' || failedAttempt)
     }
     if (this.server.waiting) this.server.rejectWaiters(error)
   }

@@ -51,7 +51,12 @@ export interface ServerLinkOptions {
   readonly mode?: 'live' | 'periodic'
   /** Start paused (no connection until `resume()`). */
   readonly paused?: boolean
-  readonly onState?: (state: LinkState, detail?: string) => void
+  /**
+   * The link's state changed; `failedAttempt` when it is `disconnected`
+   * because an attempt to reach the server failed (no connection, or one
+   * closed before its first sync), not because a synced connection ended.
+   */
+  readonly onState?: (state: LinkState, detail?: string, failedAttempt?: boolean) => void
   /** A session is up on a new connection (the controller runs its exchange). */
   readonly onConnected?: (session: SyncSession) => void
   /** A refusal from the server, or a failure to apply what it sent. */
@@ -151,11 +156,11 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
   /** Bumped by pause/retry so that a stale attempt's outcome is ignored. */
   let generation = 0
   const connect = options.connect ?? wsConnect
-  const setState = (next: LinkState, detail?: string): void => {
+  const setState = (next: LinkState, detail?: string, failedAttempt = false): void => {
     state = next
     if (next !== 'disconnected') nextAttemptAt = undefined
     if (next === 'connected') lastFailure = undefined
-    options.onState?.(next, detail)
+    options.onState?.(next, detail, failedAttempt)
   }
   /** The next attempt, after `delayMs` (by default the backoff's next delay). */
   const schedule = (delayMs?: number): void => {
@@ -176,7 +181,7 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
     } catch (error) {
       if (gen !== generation || state === 'closed' || state === 'paused') return
       lastFailure = (error as Error).message
-      setState('disconnected', (error as Error).message)
+      setState('disconnected', (error as Error).message, true)
       schedule()
       return
     }
@@ -212,7 +217,7 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       } else if (!reported.has(refusal.code)) {
         options.onError?.(refusal.code, refusal.message)
       }
-      setState('disconnected', reason)
+      setState('disconnected', reason, !wasSynced)
       schedule(
         code === CloseCode.serverClosing
           ? restartReconnectDelayMs(options.random())

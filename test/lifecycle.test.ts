@@ -223,6 +223,45 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
     })
   })
 
+  describe('a live device that loses its server', () => {
+    it('says failed and logs sync-failed once when its own retries fail, with no sync asked for; then success', async () => {
+      const s = await site()
+      const d = await device(s)
+      await d.sync.whenIdle()
+      const before = d.events.query({ type: 'sync-failed' }).length
+      s.down()
+      // The connection ended: not a failure yet (the next attempt decides).
+      await settle(5)
+      expect(d.sync.status().deviceToServer.state).toBe('success')
+      await d.users.put({ id: 'u9', name: 'Offline' })
+      const failedAt: number[] = []
+      for (let i = 0; i < 10; i++) {
+        await s.clock.advance(netLimits.syncRetryDelayMsMax)
+        const status = d.sync.status()
+        expect(status.deviceToServer).toMatchObject({
+          state: 'failed',
+          error: { code: 'SYNC_FAILED' },
+        })
+        expect(status.serverToDevice.state).toBe('failed')
+        if (status.deviceToServer.at !== undefined) failedAt.push(status.deviceToServer.at)
+      }
+      // Every retry shows in the status; the outage is logged once.
+      expect(new Set(failedAt).size).toBeGreaterThan(5)
+      expect(d.events.query({ type: 'sync-failed' })).toHaveLength(before + 1)
+      s.up()
+      await s.clock.advance(netLimits.syncRetryDelayMsMax)
+      await d.sync.whenIdle()
+      expect(d.sync.status()).toMatchObject({
+        serverToDevice: { state: 'success' },
+        deviceToServer: { state: 'success' },
+      })
+      expect(d.events.query({ type: 'sync-succeeded' }).at(-1)?.at).toBeGreaterThan(
+        Math.max(...failedAt) - 1,
+      )
+      expect(s.server.users.get('u9')).toEqual({ id: 'u9', name: 'Offline' })
+    })
+  })
+
   describe('the offline gate', () => {
     it('holds before the first full sync and lifts after it', async () => {
       const s = await site()
@@ -298,7 +337,9 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(first.events.query({ type: ['sync-started', 'sync-succeeded'] })).toHaveLength(2)
       await first.close()
       s.down()
-      const again = await device(s, 'D1', { store: keepOpen })
+      // Reopened with no server (as `rostersync device --status` reads it):
+      // the status says how the last logged sync ended.
+      const again = await device(s, 'D1', { store: keepOpen, server: undefined })
       expect(again.sync.status()).toMatchObject({
         offlineReady: true,
         serverToDevice: { state: 'success' },

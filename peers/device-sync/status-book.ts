@@ -88,14 +88,16 @@ export class SyncStatusBook {
   /**
    * A link failure no sync round reports (none waits for the link; a
    * round's own failure says it): each direction that has not started,
-   * or, when the server refused the device for good (`final`), each one not
-   * in progress, is `failed` with `error`.
+   * or, when the server refused the device for good or an attempt to reach
+   * it failed (`attempt`), each one not in progress, is `failed` with
+   * `error`. A connection that ends is not yet a failure: the next attempt
+   * says whether the server is still there.
    */
-  linkFailed(kind: Kind, error: SyncError, final: boolean): Promise<boolean> {
+  linkFailed(kind: Kind, error: SyncError, attempt: boolean): Promise<boolean> {
     return this.failed(
       kind,
       { code: error.code, message: error.message },
-      (status) => status.state === 'not-started' || (final && status.state !== 'in-progress'),
+      (status) => status.state === 'not-started' || (attempt && status.state !== 'in-progress'),
     )
   }
 }
