@@ -134,8 +134,8 @@ export class MalformedMessageError extends RostersyncError {
 
 /** A message or payload above its named limit. */
 export class MessageTooLargeError extends RostersyncError {
-  constructor(what: string, bytes: number, bytesMax: number) {
-    super('MESSAGE_TOO_LARGE', `${what} is ${bytes} bytes; the limit is ${bytesMax}`)
+  constructor(what: string, bytes: number, bytesMax: number, unit = 'bytes') {
+    super('MESSAGE_TOO_LARGE', `${what} is ${bytes} ${unit}; the limit is ${bytesMax}`)
   }
 }
 

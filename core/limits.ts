@@ -496,6 +496,21 @@ export const netLimits = {
   step1AnswersPerSecondMax: 50,
   /** Step 1s one untrusted link may have answered in a burst. */
   step1AnswersBurstMax: 200,
+  /**
+   * Most clients a step 1's state vector may name (a site's document names
+   * a few thousand at most: past `generationClientIdsMax` a new generation
+   * starts). Checked on arrival, before the vector is decoded: one step 1
+   * naming 3M clients (36 MB) held the server's loop 7 s.
+   */
+  stateVectorClientsMax: 65_536,
+  /**
+   * Clients the state vectors of one untrusted link's step 1s may name per
+   * second, and in a burst: answering costs about 1 µs per client named,
+   * so a link sending the largest vectors at the step 1 rate would take
+   * seconds of the server's CPU every second.
+   */
+  step1ClientsPerSecondMax: 200_000,
+  step1ClientsBurstMax: 262_144,
   /** Bytes of inbound messages waiting on one connection before it is closed. */
   inboundBytesQueuedMax: 256 * 1024 * 1024,
   /**

@@ -282,7 +282,7 @@ export function startSession(options: SessionOptions): SyncSession {
     const theirs = Y.decodeStateVector(sent)
     options.onStep1?.(theirs)
     await renewIfReused(replica, theirs)
-    const limited = rates?.answer()
+    const limited = rates?.answer(theirs.size)
     if (limited !== undefined) throw limited
     // The answer holds none of this peer's own changes that are not
     // durable, and is sent at that moment (Replica.whenDurable), before

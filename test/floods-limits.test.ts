@@ -126,6 +126,46 @@ describe('answers per link', () => {
   })
 })
 
+describe('the clients a step 1 names', () => {
+  /** A state vector naming `count` clients unknown to the server. */
+  const vector = (count: number): Uint8Array => {
+    const v = new Map<number, number>()
+    for (let i = 0; i < count; i++) v.set(2 ** 40 + i * 7919, 5)
+    return Y.encodeStateVector(v)
+  }
+
+  it('one naming more than stateVectorClientsMax is refused on arrival with MESSAGE_TOO_LARGE', async () => {
+    const server = await startServer()
+    await server.users.put({ id: 'u1', name: 'Ann' })
+    const link = rawLink(server, 'D1', KEY)
+    link.send({ type: 'sync-step1', stateVector: vector(netLimits.stateVectorClientsMax + 1) })
+    await eventually(() => expect(link.closed()).toBeDefined())
+    expect(link.closed()?.reason).toMatch(/^MESSAGE_TOO_LARGE: a state vector is 65537 clients/)
+    expect(link.received.some((m) => m.type === 'sync-step2')).toBe(false)
+    // At the bound it is answered.
+    const ok = rawLink(server, 'D2', KEY)
+    ok.send({ type: 'sync-step1', stateVector: vector(netLimits.stateVectorClientsMax) })
+    await eventually(() => expect(ok.received.some((m) => m.type === 'sync-step2')).toBe(true))
+    expect(ok.closed()).toBeUndefined()
+  })
+
+  it('large ones one after another are answered up to the clients burst, then RATE_LIMITED', async () => {
+    const server = await startServer()
+    await server.users.put({ id: 'u1', name: 'Ann' })
+    const link = rawLink(server, 'D1', KEY)
+    const big = vector(60_000)
+    const fits = Math.floor(netLimits.step1ClientsBurstMax / 60_000)
+    for (let i = 0; i < fits + 3 && link.closed() === undefined; i++) {
+      link.send({ type: 'sync-step1', stateVector: big })
+      await settle(3)
+    }
+    await eventually(() => expect(link.closed()?.code).toBe(1008))
+    expect(link.closed()?.reason).toMatch(/^RATE_LIMITED: .*clients named by step 1s/)
+    const answers = link.received.filter((m) => m.type === 'sync-step2').length
+    expect(answers).toBeLessThanOrEqual(fits)
+  })
+})
+
 describe('held-back updates per link', () => {
   it('past the cap, the update is refused with TOO_MANY_HELD_BACK and the link closed', async () => {
     const server = await startServer()

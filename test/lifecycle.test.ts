@@ -339,7 +339,8 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       s.down()
       // Reopened with no server (as `rostersync device --status` reads it):
       // the status says how the last logged sync ended.
-      const again = await device(s, 'D1', { store: keepOpen, server: undefined })
+      const again = await createDevice({ id: 'D1', store: keepOpen, clock: deviceClock(s.clock) })
+      closers.push(() => again.close())
       expect(again.sync.status()).toMatchObject({
         offlineReady: true,
         serverToDevice: { state: 'success' },

@@ -4,6 +4,7 @@
  * and the size bound, the per-second bounds of an untrusted link, and the
  * close code and reason of a refusal (PROTOCOL.md, "Refusals").
  */
+import * as decoding from 'lib0/decoding'
 import * as Y from 'yjs'
 import {
   MalformedMessageError,
@@ -64,6 +65,10 @@ export class LinkRates {
     netLimits.step1AnswersPerSecondMax,
     netLimits.step1AnswersBurstMax,
   )
+  private readonly clients = new TokenBucket(
+    netLimits.step1ClientsPerSecondMax,
+    netLimits.step1ClientsBurstMax,
+  )
 
   constructor(private readonly now: () => number) {}
 
@@ -77,11 +82,17 @@ export class LinkRates {
     return undefined
   }
 
-  /** Counts an answer to a step 1; the refusal when it is one too many. */
-  answer(): RostersyncError | undefined {
-    return this.answers.take(1, this.now())
-      ? undefined
-      : new RateLimitedError('answered step 1s', netLimits.step1AnswersPerSecondMax)
+  /**
+   * Counts an answer to a step 1 whose state vector names `clients`; the
+   * refusal when it is one too many.
+   */
+  answer(clients: number): RostersyncError | undefined {
+    const now = this.now()
+    if (!this.answers.take(1, now))
+      return new RateLimitedError('answered step 1s', netLimits.step1AnswersPerSecondMax)
+    if (!this.clients.take(clients, now))
+      return new RateLimitedError('clients named by step 1s', netLimits.step1ClientsPerSecondMax)
+    return undefined
   }
 }
 
@@ -92,9 +103,20 @@ export function decodeInbound(bytes: Uint8Array): Message | RostersyncError {
   }
   try {
     const message = decodeMessage(bytes)
-    // A state vector that does not decode must be refused as malformed here,
-    // not found out deep in the answer (an untyped failure).
-    if (message.type === 'sync-step1') Y.decodeStateVector(message.stateVector)
+    if (message.type === 'sync-step1') {
+      // Bounded before it is decoded (its first number is its length).
+      const clients = decoding.readVarUint(decoding.createDecoder(message.stateVector))
+      if (clients > netLimits.stateVectorClientsMax)
+        return new MessageTooLargeError(
+          'a state vector',
+          clients,
+          netLimits.stateVectorClientsMax,
+          'clients',
+        )
+      // A state vector that does not decode must be refused as malformed
+      // here, not found out deep in the answer (an untyped failure).
+      Y.decodeStateVector(message.stateVector)
+    }
     return message
   } catch (error) {
     return error instanceof MalformedMessageError
