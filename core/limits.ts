@@ -504,6 +504,12 @@ export const netLimits = {
    */
   stateVectorClientsMax: 65_536,
   /**
+   * Answers an untrusted link may have waiting in its outbox (made as its
+   * connection takes them); its next step 1 waits until fewer do, and its
+   * other messages wait behind it (peers/sync-session/outbox.ts).
+   */
+  answersWaitingMax: 2,
+  /**
    * Clients the state vectors of one untrusted link's step 1s may name per
    * second, and in a burst: answering costs about 1 µs per client named,
    * so a link sending the largest vectors at the step 1 rate would take

@@ -221,16 +221,13 @@ export class DeviceSync implements DeviceSyncApi {
 
   private async exchange(asked: Kind, quiet: boolean, automatic: boolean): Promise<void> {
     const { clock } = this.options
-    // whenIdle() asks for a full sync only because none has succeeded yet;
-    // queued behind the first one, it finds the device ready and needs only
-    // a delta (not the whole roster fetched twice).
+    // whenIdle() queued behind the first full sync needs only a delta.
     const kind = quiet && this.persisted.offlineReady && !this.fullPending ? 'delta' : asked
     this.timers.clearRetry()
     this.book.serverToDevice = { state: 'in-progress', at: clock.now() }
     this.book.deviceToServer = { state: 'in-progress', at: clock.now() }
     const outage = this.book.failingWith !== undefined
-    // A quiet round (whenIdle) logs nothing of a delta, but a full sync is
-    // always logged: the first one may well be run by a whenIdle() call.
+    // A quiet round (whenIdle) logs a full sync (maybe the first), not a delta.
     const logged = !quiet || kind === 'full'
     if (logged && !outage) await this.log({ type: 'sync-started', kind })
     try {

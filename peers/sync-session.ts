@@ -178,8 +178,7 @@ export function startSession(options: SessionOptions): SyncSession {
   let helloHandled = options.onHello === undefined
   /** Callers of requestSync waiting for their answer, oldest first. */
   const waiting = new AnswerWaiters()
-  // Every message goes through the outbox, in order (large answers are
-  // paced by what the connection still buffers).
+  // Every message goes through the outbox, in order (paced by the connection's buffer).
   const outbox = new Outbox(connection, replica.clock)
   const send = (message: Message): void => outbox.send(encodeMessage(message))
   // Relayed envelopes pass the same gate as own changes (below): nothing
@@ -316,15 +315,16 @@ export function startSession(options: SessionOptions): SyncSession {
   }
   const handle = async (message: Message): Promise<void> => {
     // Nothing of a link that owes a hello is handled before it: the hello
-    // names the generation the rest belongs to (issue 13). A hello lost or
-    // overtaken on the way leaves the exchange unanswered: it times out and
-    // the link reconnects (a new hello).
+    // names the generation the rest belongs to (issue 13). A hello lost on
+    // the way leaves the exchange unanswered: it times out, and reconnects.
     if (!helloHandled && message.type !== 'hello' && message.type !== 'error') return
     switch (message.type) {
       case 'sync-step1':
         // A later step 1 from an untrusted peer is answered with everything
         // this one would get: answering both only amplifies a flood.
         if (untrusted && step1sWaiting > 0) return
+        // A peer that asks and does not read has at most this many answers waiting.
+        if (untrusted) await outbox.roomForStream(netLimits.answersWaitingMax)
         await answerStep1(message.stateVector)
         return
       case 'sync-step2':

@@ -13,6 +13,9 @@ import { TokenBucket } from '../core/token-bucket.js'
 import { Prng } from '../sim/prng.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
+import { memoryPair } from '../transports/memory-transport.js'
+import type { Connection } from '../core/transport.js'
+import { decodeMessage, encodeMessage } from '../core/protocol.js'
 import { eventually } from './helpers/eventually.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
 import { seedFromEnv } from './helpers/property-seed.js'
@@ -163,6 +166,55 @@ describe('the clients a step 1 names', () => {
     expect(link.closed()?.reason).toMatch(/^RATE_LIMITED: .*clients named by step 1s/)
     const answers = link.received.filter((m) => m.type === 'sync-step2').length
     expect(answers).toBeLessThanOrEqual(fits)
+  })
+})
+
+describe('answers waiting for a peer that does not read', () => {
+  it(`at most answersWaitingMax wait; later step 1s wait for room (each held a whole roster)`, async () => {
+    const clock = new ManualClock()
+    const server = await createServer({ store: memoryStore(), clock, listen: false, siteKey: KEY })
+    closers.push(() => server.close())
+    for (let i = 0; i < 20; i++) await server.users.put({ id: `u${i}`, name: `User ${i}` })
+    const [mine, theirs] = memoryPair('D1', 'server')
+    // The server's end reports its socket full until `reading` is set.
+    let reading = false
+    const stuck: Connection = {
+      id: theirs.id,
+      remote: theirs.remote,
+      get open() {
+        return theirs.open
+      },
+      get bufferedBytes() {
+        return reading ? 0 : netLimits.sendPauseBufferedBytesMin + 1
+      },
+      send: (m) => theirs.send(m),
+      onMessage: (h) => theirs.onMessage(h),
+      onClose: (h) => theirs.onClose(h),
+      close: (code, reason) => theirs.close(code, reason),
+    }
+    server.accept(stuck, `/roster?device=D1&key=${KEY}`)
+    const received: string[] = []
+    mine.onMessage((m) => received.push(decodeMessage(m).type))
+    // Ten step 1s, each handled before the next comes, each a different vector.
+    for (let i = 0; i < 10; i++) {
+      mine.send(
+        encodeMessage({
+          type: 'sync-step1',
+          stateVector: Y.encodeStateVector(new Map([[7 + i, 1]])),
+        }),
+      )
+      await settle(10)
+    }
+    await clock.advance(1_000)
+    expect(received.filter((t) => t === 'sync-step2')).toHaveLength(0)
+    reading = true
+    for (let i = 0; i < 20; i++) await clock.advance(10)
+    const answers = received.filter((t) => t === 'sync-step2').length
+    // The two that waited, the one that waited for room, and the last
+    // (the ones between were overtaken while queued).
+    expect(answers).toBeGreaterThanOrEqual(netLimits.answersWaitingMax + 1)
+    expect(answers).toBeLessThanOrEqual(netLimits.answersWaitingMax + 2)
+    expect(theirs.open).toBe(true)
   })
 })
 
