@@ -260,6 +260,13 @@ class UpdateCheck {
         `update holds ${structs.length} structs; the limit is ${limits.updateStructsMax}`,
       )
     }
+    // A struct's length is clock units: history counted toward a new
+    // generation (a 40-byte deleted item of length 2^40 made one due).
+    for (const struct of structs)
+      if (struct.length > limits.updateStructsMax)
+        throw tooLarge(
+          `update holds a struct ${struct.length} long; the limit is ${limits.updateStructsMax}`,
+        )
     let ranges = 0
     for (const list of ds.clients.values()) ranges += list.length
     if (ranges > limits.updateDeleteRangesMax) {

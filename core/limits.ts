@@ -59,6 +59,14 @@ export const limits = {
   /** How often the server looks whether a new generation is due, ms (off the hot path). */
   generationCheckIntervalMs: 10 * 60_000,
   /**
+   * Least time from one generation to an automatic one, ms. Every
+   * generation makes every device fetch the whole roster again, and what
+   * makes one due can be driven by a device (an update of many clientIDs,
+   * a deleted item of a huge length counted as history): with this, a
+   * hostile device costs the fleet at most one full sync a day.
+   */
+  generationAutoSpacingMs: 24 * 3_600_000,
+  /**
    * Entries a new generation's base reads or writes between two turns of
    * the server's event loop (core/generation.ts, `buildGenerationBase`):
    * reads and syncs are answered while a large base is built (it took 5-7 s

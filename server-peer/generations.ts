@@ -19,7 +19,8 @@
  *
  * Automatic: every `limits.generationCheckIntervalMs` (injected clock),
  * when the state vector names more than `generationClientIdsMax` clientIDs
- * or history outweighs the live items `generationHistoryRatioMax` times.
+ * or history outweighs the live items `generationHistoryRatioMax` times,
+ * and the last generation is at least `generationAutoSpacingMs` old.
  */
 import * as Y from 'yjs'
 import type { Clock } from '../core/clock.js'
@@ -241,7 +242,9 @@ export class Generations {
       this.timer = undefined
       if (this.stopped) return
       const next = (): void => this.start()
-      if (!this.due()) {
+      const last = this.started()?.at
+      const early = last !== undefined && clock.now() - last < limits.generationAutoSpacingMs
+      if (early || !this.due()) {
         next()
         return
       }

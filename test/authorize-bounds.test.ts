@@ -355,6 +355,25 @@ describe('GC and skip structs', () => {
     }
   })
 
+  it('a deleted item 2^40 long in its own part is refused (it counted as history and made a new generation due)', () => {
+    const deleted = (length: number): Uint8Array =>
+      encodeForged([
+        {
+          kind: 'item',
+          client: 4242,
+          clock: 0,
+          parent: { root: 'u:D1' },
+          key: 'k',
+          content: { deleted: length },
+        },
+      ])
+    const mine = atServer
+    expect(refusal(() => checkUpdate(new Y.Doc(), deleted(2 ** 40), mine)).code).toBe(
+      'MESSAGE_TOO_LARGE',
+    )
+    expect(() => checkUpdate(new Y.Doc(), deleted(limits.updateStructsMax), mine)).not.toThrow()
+  })
+
   it("a GC range on the server's next clocks, relayed over the LAN, is refused", () => {
     const device = serverDoc()
     const client = device.clientID

@@ -234,7 +234,13 @@ describe('automatic generations', () => {
       await server.replica.drain()
       expect(server.generation.n).toBe(1)
       for (let i = 0; i < 60; i++) await server.users.put({ id: 'busy', name: `edit ${i}` })
-      await clock.advance(limits.generationCheckIntervalMs)
+      // Due, but not before generationAutoSpacingMs from the last one (a
+      // device can make one due: the fleet then fetches once a day at most).
+      const checks = limits.generationAutoSpacingMs / limits.generationCheckIntervalMs
+      for (let i = 0; i < checks - 2; i++) await clock.advance(limits.generationCheckIntervalMs)
+      await server.replica.drain()
+      expect(server.generation.n).toBe(1)
+      await clock.advance(2 * limits.generationCheckIntervalMs)
       await eventually(() => expect(server.generation.n).toBe(2))
       expect(server.users.get('busy')?.name).toBe('edit 59')
     } finally {
