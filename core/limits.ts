@@ -218,6 +218,13 @@ export const limits = {
   verifyWorkerNice: 10,
   /** Most Yjs clientIDs one signed envelope may write under. */
   envelopeNoncesMax: 16,
+  /**
+   * Most Yjs clientIDs one device may write under in a generation (one per
+   * crash, restore, wipe or full sync): peers/writer-clients.ts. A new
+   * generation is due long before an honest fleet gets near it
+   * (`generationClientIdsMax`).
+   */
+  writerClientIdsMax: 512,
   /** Most parsed public keys kept for verification (a site's writers, with room to spare). */
   publicKeysCachedMax: 4_096,
   /**

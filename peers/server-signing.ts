@@ -33,6 +33,7 @@ import {
   type WriterCheck,
 } from './signed-link.js'
 import type { VerifyPool } from './verify-pool.js'
+import { WriterClients } from './writer-clients.js'
 
 /** The server's side: it signs what it sends and checks device envelopes against its registry. */
 export class ServerSigning {
@@ -45,6 +46,8 @@ export class ServerSigning {
    */
   private readonly sealed = new WeakMap<AnswerStream, Array<Uint8Array | undefined>>()
   private siteId: string | undefined
+  /** The clientIDs each device writes under (plain links count them here too). */
+  readonly writerClients = new WriterClients()
 
   constructor(
     private readonly options: {
@@ -189,6 +192,7 @@ export class ServerSigning {
     if (envelope.writer !== SERVER_ID) {
       checkClients(envelope, key, ranges)
       this.options.check(envelope.update, envelope.writer)
+      this.writerClients.admit(this.options.replica.doc, envelope.writer, ranges.from.keys())
     }
     return { bytes, writer: envelope.writer, update: envelope.update, ranges, fresh }
   }

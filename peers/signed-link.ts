@@ -41,6 +41,7 @@ import { scanUpdate, type UpdateRanges } from '../core/update-scan.js'
 import { onGenerationNoted } from './device-sync/generation-move.js'
 import type { EnvelopeLog } from './envelope-log.js'
 import { RelayMemo } from './relay-memo.js'
+import { WriterClients } from './writer-clients.js'
 import { siteOf, type Identity } from './identity.js'
 import type { Replica, ReplicaUpdate } from './replica.js'
 import {
@@ -188,6 +189,8 @@ export class DeviceSigning {
   private readonly relayed = new RelayMemo()
   /** Each opened envelope's key in `relayed`. */
   private readonly relayKeys = new WeakMap<OpenedEnvelope, string>()
+  /** The clientIDs each other device writes under (peers/writer-clients.ts). */
+  private readonly writerClients = new WriterClients()
 
   constructor(
     private readonly options: {
@@ -391,6 +394,8 @@ export class DeviceSigning {
       verifyEnvelope(envelope, key, site)
       checkClients(envelope, key, ranges)
       this.options.check(envelope.update, envelope.writer)
+      // The server's bound too: what it refuses, devices do not keep.
+      this.writerClients.admit(this.options.replica.doc, envelope.writer, ranges.from.keys())
     }
     const opened: OpenedEnvelope = {
       bytes,

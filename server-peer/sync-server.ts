@@ -212,6 +212,7 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
             schema: options.schema,
             now: replica.now(),
           })
+          options.signing.signer.writerClients.admit(replica.doc, deviceId, ranges.from.keys())
           // The intake uses this scan rather than scanning the update again.
           return ranges
         },

@@ -252,6 +252,32 @@ describe('signed writes at the server', () => {
     await eventually(() => expect(server.users.get('u1')?.title).toBe('Relayed title'))
   }, 30_000)
 
+  it(`a device writes under at most writerClientIdsMax clientIDs, signed or plain (issue 11: 32,002 clientIDs from one device)`, async () => {
+    const { server } = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { raw, site: siteId } = await joinD9(server, d9)
+    const clientsBefore = server.replica.doc.store.clients.size
+    // Envelopes of 16 fresh nonces each, one valid entry per nonce.
+    const batch = (from: number): Uint8Array => {
+      const nonces = Array.from({ length: limits.envelopeNoncesMax }, (_, i) => from + i)
+      const updates = nonces.map((n) =>
+        entryUpdate(deriveClientId(d9.publicKey, n), 'u:D9', `x${n}`, `X ${n}`),
+      )
+      return encodeEnvelope(
+        sealEnvelope(d9, siteId, { writer: 'D9', nonces, update: Y.mergeUpdates(updates) }),
+      )
+    }
+    const fits = limits.writerClientIdsMax / limits.envelopeNoncesMax
+    for (let i = 0; i < fits; i++)
+      expect(await verdict(raw, [batch(1_000 + i * limits.envelopeNoncesMax)])).toBeUndefined()
+    expect(server.replica.doc.store.clients.size).toBe(clientsBefore + limits.writerClientIdsMax)
+    expect(await verdict(raw, [batch(900_000)])).toBe('FORBIDDEN_WRITE')
+    await eventually(() => expect(raw.closed()).toBeDefined())
+    expect(raw.closed()?.reason).toMatch(/^FORBIDDEN_WRITE: .*the limit is 512/)
+    expect(server.replica.doc.store.clients.size).toBe(clientsBefore + limits.writerClientIdsMax)
+    expect(server.users.get('x900000')).toBeUndefined()
+  })
+
   it("a plain (keyless) client cannot take a signing writer's clientID", async () => {
     const { server, d2 } = await site()
     const before = Y.encodeStateVector(server.replica.doc)

@@ -1,0 +1,71 @@
+/**
+ * How many Yjs clientIDs each device writes under, on the server
+ * (peers/server-signing.ts asks before it admits a device's envelope).
+ *
+ * A device's clientIDs are derived from its key and a nonce it picks
+ * (core/signing.ts), one more after each crash, restore, wipe or full sync.
+ * Every clientID costs every later state vector (each step 1) its id and
+ * clock, and every edit a little (yjs#415), until the next generation. An
+ * envelope may name at most `limits.envelopeNoncesMax` of them, but nothing
+ * bounded how many one device gathers: a device signing envelopes of fresh
+ * nonces took the server from 2 clientIDs to 32,002 (a 286 KB state vector,
+ * edits ten times slower). A device may hold at most
+ * `limits.writerClientIdsMax` in a generation; past it its update is refused
+ * (`FORBIDDEN_WRITE`) until a new generation (which the count of clientIDs
+ * makes due) starts it afresh.
+ *
+ * Counted from the document (the clientIDs whose first item lies in the
+ * device's part; clientIDs the server's garbage collection emptied are not
+ * counted), built at the first envelope of each document and followed
+ * envelope by envelope.
+ */
+import * as Y from 'yjs'
+import { rootOwner } from '../core/entries.js'
+import { ForbiddenWriteError } from '../core/errors.js'
+import { limits } from '../core/limits.js'
+import { rootNameOf } from '../core/root-names.js'
+
+/** The clientIDs of each writer in one document (see the module comment). */
+export class WriterClients {
+  private doc: Y.Doc | undefined
+  private byWriter = new Map<string, Set<number>>()
+
+  /**
+   * Throws `FORBIDDEN_WRITE` when `writer` would write under more than
+   * `limits.writerClientIdsMax` clientIDs with `clients`; else counts them.
+   */
+  admit(doc: Y.Doc, writer: string, clients: Iterable<number>): void {
+    if (doc !== this.doc) this.rebuild(doc)
+    let held = this.byWriter.get(writer)
+    if (held === undefined) {
+      held = new Set()
+      this.byWriter.set(writer, held)
+    }
+    const fresh = [...clients].filter((client) => !held.has(client))
+    if (fresh.length === 0) return
+    if (held.size + fresh.length > limits.writerClientIdsMax)
+      throw new ForbiddenWriteError(
+        `device ${JSON.stringify(writer)} writes under ${held.size + fresh.length} Yjs clientIDs; ` +
+          `the limit is ${limits.writerClientIdsMax} until the next generation`,
+      )
+    for (const client of fresh) held.add(client)
+  }
+
+  private rebuild(doc: Y.Doc): void {
+    this.doc = doc
+    this.byWriter = new Map()
+    for (const [client, structs] of doc.store.clients) {
+      const first = structs.find((s): s is Y.Item => s instanceof Y.Item)
+      if (first === undefined) continue
+      const name = rootNameOf(doc, first.parent)
+      const owner = name === undefined ? undefined : rootOwner(name)
+      if (owner === undefined) continue
+      let held = this.byWriter.get(owner)
+      if (held === undefined) {
+        held = new Set()
+        this.byWriter.set(owner, held)
+      }
+      held.add(client)
+    }
+  }
+}
