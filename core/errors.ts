@@ -58,6 +58,8 @@ export type ErrorCode =
   | 'CERTIFICATE_REVOKED'
   // Issue 13: generations
   | 'GENERATION_CHANGED'
+  // A device's clock far from the server's (a join is refused once, then made in the server's time)
+  | 'CLOCK_SKEW'
   | 'TOO_MANY_MOVES'
 
 /** Base class: every error rostersync raises on purpose carries a `code`. */

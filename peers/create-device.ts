@@ -26,6 +26,7 @@ import { keyFingerprint } from '../core/signing.js'
 import { Identity } from './identity.js'
 import { DeviceSigning } from './signed-link.js'
 import { serverLinkSigning } from './server-link-signing.js'
+import { SiteClock } from './site-clock.js'
 import { usersApi, type UsersApi } from './user-ops.js'
 import { connectToServer, type ServerLink } from './ws-client.js'
 import { DeviceSync, type DeviceSyncApi } from './device-sync.js'
@@ -188,9 +189,12 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
   const self = asWriterId(options.id)
   const overrides = new OverrideLog()
   const identity = await Identity.open(basics.store, basics.randomUint32)
+  // The replica's time: the device clock, corrected once the server found it days off.
+  const siteClock = new SiteClock(basics.clock)
   const replica = await Replica.open({
     writerId: self,
     ...basics,
+    clock: siteClock,
     clientIds: identity,
     hooks: {
       afterRemote: (users, ctx) => {
@@ -225,6 +229,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     // Periodic: what LAN neighbours send waits for the next delta, as the
     // device's own changes do (it went to the server at once).
     relays: options.mode !== 'periodic',
+    onAdmittedOffset: (ms) => siteClock.setOffset(ms),
   })
   const name = options.name ?? options.id
   const server = options.server
@@ -251,6 +256,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
               random: basics.random,
               mode,
               joinParams: linkSigning.joinParams,
+              onServerTime: linkSigning.onServerTime,
               signed: linkSigning.signed,
               onHello: linkSigning.onHello,
               ...(transport === undefined ? {} : { connect: (url) => transport.connect(url) }),

@@ -7,6 +7,7 @@
  *
  * Kept in the peer's store under `i/`, never replicated and never logged.
  */
+import { netLimits } from '../core/limits.js'
 import { hkdfSync } from 'node:crypto'
 import { decodeValue, encodeValue } from '../core/codec.js'
 import {
@@ -108,7 +109,10 @@ export class Identity implements ClientIdSource {
    * write on the connect path for no gain.
    */
   nextJoinAt(now: number): number {
-    const at = Math.max(Math.floor(now), this.lastJoinAt + 1)
+    // (A last time far ahead was named in a clock since corrected: see
+    // CLOCK_SKEW in server-link-signing.ts.)
+    const last = this.lastJoinAt - now > netLimits.joinSkewMsMax ? 0 : this.lastJoinAt
+    const at = Math.max(Math.floor(now), last + 1)
     this.lastJoinAt = at
     return at
   }

@@ -36,8 +36,11 @@ export function serverLinkSigning(options: {
   readonly now: () => number
   /** Relay what LAN neighbours send as it comes (false: a periodic device's server link). */
   readonly relays: boolean
+  /** A join made in the server's time was admitted: the correction to keep (Replica.setSiteOffset). */
+  readonly onAdmittedOffset?: (offsetMs: number) => void
 }): {
   joinParams: () => Record<string, string>
+  onServerTime: (serverTimeMs: number) => boolean
   signed: (connectionId: string) => (send: (envelopes: Uint8Array[]) => void) => SignedLink
   onHello: (
     serverKey: Uint8Array,
@@ -47,9 +50,22 @@ export function serverLinkSigning(options: {
   ) => Promise<GenerationStatement | undefined>
 } {
   const { identity, deviceId } = options
+  /**
+   * How far the server's time is from this device's clock, once the server
+   * refused a join for it (`CLOCK_SKEW`); 0 until then. Join proofs name the
+   * server's time; an admitted join makes it the replica's correction.
+   */
+  let offsetMs = 0
   return {
+    onServerTime: (serverTimeMs) => {
+      const offset = serverTimeMs - options.now()
+      // Only a real change: the same refusal again waits on the backoff.
+      if (!Number.isSafeInteger(offset) || Math.abs(offset - offsetMs) < 60_000) return false
+      offsetMs = offset
+      return true
+    },
     joinParams: () => {
-      const at = identity.nextJoinAt(options.now())
+      const at = identity.nextJoinAt(options.now() + offsetMs)
       const proof = signJoinProof(identity.key, options.room, deviceId, at)
       return {
         pub: Buffer.from(identity.publicKey).toString('base64url'),
@@ -79,6 +95,7 @@ export function serverLinkSigning(options: {
       )
         throw new SignatureInvalidError("the server's certificate is not this device's")
       await identity.pinServer(serverKey, cert)
+      options.onAdmittedOffset?.(offsetMs)
       if (generation === undefined) return undefined
       // The server's generation (issue 13), checked with the key pinned.
       const statement = decodeGenerationStatement(generation)

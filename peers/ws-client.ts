@@ -64,6 +64,12 @@ export interface ServerLinkOptions {
   /** The server's step 2 is durable here. */
   readonly onSynced?: () => void
   /**
+   * The server refused a join for its time (`CLOCK_SKEW`) and said its own:
+   * true when the next join's proof will name another time (then the link
+   * tries again at once).
+   */
+  readonly onServerTime?: (serverTimeMs: number) => boolean
+  /**
    * Extra join parameters made afresh for each connection: the device's key
    * and its join proof (PROTOCOL.md, "Signed writes").
    */
@@ -209,6 +215,13 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       lastFailure = reason === '' ? String(code) : `${code}: ${reason}`
       if (isFinalClose(code)) {
         setState('refused', reason)
+        return
+      }
+      const skewed = /^CLOCK_SKEW: .*server time (\d+)$/.exec(reason)
+      if (skewed !== null && options.onServerTime?.(Number(skewed[1])) === true) {
+        // Joined again at once, in the server's time; a sync round waiting
+        // for the link runs again on the new connection (device-sync/rounds.ts).
+        void open()
         return
       }
       const refusal = refusalOf(code, reason)

@@ -662,10 +662,19 @@ function admitKey(
       reason: 'AUTH_FAILED: join proof replayed (this proof was used already)',
     }
   }
-  if (!Number.isSafeInteger(at) || Math.abs(at - clock.now()) > netLimits.joinSkewMsMax) {
+  if (!Number.isSafeInteger(at)) {
+    return { code: CloseCode.authFailed, reason: "AUTH_FAILED: join proof's time is not a time" }
+  }
+  if (Math.abs(at - clock.now()) > netLimits.joinSkewMsMax) {
+    // Not final: the device's clock is wrong (a flat RTC battery, a test's
+    // clock moved days ahead). It learns the server's time here and joins
+    // again with a proof in that time (the bound still holds: the server
+    // judges the proof by its own clock, and each once); the hello then
+    // confirms the correction (PROTOCOL.md, "Joining").
+    const now = clock.now()
     return {
-      code: CloseCode.authFailed,
-      reason: "AUTH_FAILED: join proof's time is too far from the server's",
+      code: CloseCode.refused,
+      reason: `CLOCK_SKEW: proof ${Math.round((at - now) / 60_000)} min off; server time ${now}`,
     }
   }
   if (bound !== undefined && !Buffer.from(bound).equals(Buffer.from(publicKey))) {

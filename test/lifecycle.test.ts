@@ -8,7 +8,9 @@
  * (issue 12), and every test runs both ways round.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type { Clock } from '../core/clock.js'
 import { SyncError } from '../core/errors.js'
+import { asUserId } from '../core/ids.js'
 import { netLimits } from '../core/limits.js'
 import type { CloseInfo, Connection, Transport } from '../core/transport.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
@@ -259,6 +261,53 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
         Math.max(...failedAt) - 1,
       )
       expect(s.server.users.get('u9')).toEqual({ id: 'u9', name: 'Offline' })
+    })
+  })
+
+  describe('a device whose clock is days off the server', () => {
+    it.each([
+      ['ahead', 10 * DAY],
+      ['behind', -10 * DAY],
+    ])(
+      '%s: joins in the server time after one CLOCK_SKEW refusal, and its writes are taken',
+      async (_name, offsetMs) => {
+        const s = await site()
+        await s.server.users.put({ id: 'u1', name: 'Ann' })
+        const d = await device(s, 'D1', { clock: skewedClock(s.clock, offsetMs) })
+        await d.sync.whenReady()
+        expect(d.users.list()).toEqual([{ id: 'u1', name: 'Ann' }])
+        await d.users.patch('u1', { email: 'ann@example.com' })
+        await d.users.put({ id: 'u2', name: 'Bob' })
+        await d.sync.whenIdle()
+        expect(s.server.users.get('u1')).toMatchObject({ email: 'ann@example.com' })
+        expect(s.server.users.get('u2')).toMatchObject({ name: 'Bob' })
+        // Stamped in the site's time, not days off it.
+        const entry = d.replica.replicaOf(asUserId('u2')).devices.find(([w]) => w === 'D1')?.[1]
+        const stamp = Math.max(...Object.values(entry?.s ?? {}))
+        expect(Math.abs(stamp / 1_000 - s.clock.now())).toBeLessThan(2 * MINUTE)
+        expect(d.sync.status()).toMatchObject({
+          serverToDevice: { state: 'success' },
+          deviceToServer: { state: 'success' },
+        })
+      },
+    )
+
+    it('a retention wipe by the device clock alone (moved 10 days ahead), then a full sync, brings the roster back', async () => {
+      const s = await site()
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      let ahead = 0
+      const own: Clock = {
+        now: () => s.clock.now() + ahead,
+        setTimeout: (fn, ms) => s.clock.setTimeout(fn, ms),
+        clearTimeout: (h) => s.clock.clearTimeout(h),
+      }
+      const d = await device(s, 'D1', { clock: own })
+      await d.sync.whenReady()
+      ahead = 10 * DAY
+      await s.clock.advance(10 * DAY)
+      expect(d.events.query({ type: 'roster-wiped' })).toHaveLength(1)
+      await d.sync.full()
+      expect(d.users.list()).toEqual([{ id: 'u1', name: 'Ann' }])
     })
   })
 

@@ -396,7 +396,13 @@ describe('signed writes at the server', () => {
       proof: Buffer.from(signJoinProof(key, 'roster', 'D5', at)).toString('base64url'),
     })
     server.accept(theirs, `/roster?${params.toString()}`)
-    await eventually(() => expect(closed?.reason).toMatch(/^AUTH_FAILED: join proof's time/))
+    // Refused (not for good: the device learns the server's time, and its
+    // next proof, made in that time, is judged again).
+    await eventually(() =>
+      expect(closed?.reason).toMatch(/^CLOCK_SKEW: proof -2880 min off; server time \d+$/),
+    )
+    expect(closed?.code).toBe(1008)
+    expect(server.devices.list().map((d) => d.id)).not.toContain('D5')
   }, 30_000)
 })
 

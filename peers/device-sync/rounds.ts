@@ -6,7 +6,7 @@
  * Invariant: `queued` is a round not started yet, or undefined; `running`
  * is the round whose exchange is under way, or undefined.
  */
-import { SyncError } from '../../core/errors.js'
+import { RostersyncError, SyncError } from '../../core/errors.js'
 
 /** Which sync a round makes. */
 export type Kind = 'full' | 'delta'
@@ -61,7 +61,12 @@ export class SyncRounds {
       if (this.queued === round) this.queued = undefined
       this.running = round
       try {
-        await this.exchange(round)
+        await this.exchange(round).catch(async (error: unknown) => {
+          // The server refused the join for this device's clock and the
+          // link joins again at once in the server's time: once more.
+          if (!isClockSkew(error)) throw error
+          await this.exchange(round)
+        })
       } finally {
         this.running = undefined
       }
@@ -71,4 +76,9 @@ export class SyncRounds {
     this.chain = promise.catch(() => undefined)
     return promise
   }
+}
+
+/** A round that failed because the server refused the join for the device's clock. */
+function isClockSkew(error: unknown): boolean {
+  return error instanceof RostersyncError && /CLOCK_SKEW/.test(`${error.code} ${error.message}`)
 }
