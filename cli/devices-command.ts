@@ -1,15 +1,18 @@
-/** `rostersync devices`: list a site's devices, revoke one. */
+/** `rostersync devices`: list a site's devices, revoke, approve or forget one. */
 import { CliError, parse, toJson } from './args.js'
 import type { Command } from './main.js'
 import { openRoster } from './roster-access.js'
 
-const help = `Usage: rostersync devices [list] [--name <part>] | devices revoke <id> | devices approve <id>
+const help = `Usage: rostersync devices [list] [--name <part>] | devices revoke|approve|forget <id>
 
   list             registered devices: id, name, last seen, state, and how each
                    sync direction last went (server→device, device→server)
   revoke <id>      refuse a device from now on (its connections close)
   approve <id>     let a pending device sync (servers run with --approve-devices);
                    a revoked device stays refused
+  forget <id>      remove a device's record (a terminal taken out of service, an
+                   id made up by a key holder): it joins again as a new device;
+                   a revoked device is kept (its record keeps it refused)
 
 Options:
   --name <part>    only devices whose name contains this (case-insensitive)
@@ -20,7 +23,7 @@ Options:
   -h, --help       this help`
 
 export const devicesCommand: Command = {
-  summary: 'list devices (filter by name), revoke or approve a device',
+  summary: 'list devices (filter by name), revoke, approve or forget a device',
   help,
   async run(argv) {
     const { values, positionals } = parse(argv, {
@@ -31,8 +34,8 @@ export const devicesCommand: Command = {
       json: { type: 'boolean', default: false },
     })
     const [action = 'list', id, ...extra] = positionals
-    if (action !== 'list' && action !== 'revoke' && action !== 'approve')
-      throw new CliError(`unknown action ${action}; list, revoke or approve`)
+    if (action !== 'list' && action !== 'revoke' && action !== 'approve' && action !== 'forget')
+      throw new CliError(`unknown action ${action}; list, revoke, approve or forget`)
     const unexpected = action === 'list' ? id : extra[0]
     if (unexpected !== undefined) throw new CliError(`unexpected argument ${unexpected}`)
     const roster = await openRoster({
@@ -45,6 +48,12 @@ export const devicesCommand: Command = {
         if (id === undefined) throw new CliError('which device? rostersync devices revoke <id>')
         if (!(await roster.revoke(id))) throw new CliError(`no device ${id}`, 1)
         console.log(values.json ? toJson({ ok: true }) : `device ${id} revoked`)
+        return
+      }
+      if (action === 'forget') {
+        if (id === undefined) throw new CliError('which device? rostersync devices forget <id>')
+        if (!(await roster.forget(id))) throw new CliError(`no device ${id}`, 1)
+        console.log(values.json ? toJson({ ok: true }) : `device ${id} forgotten`)
         return
       }
       if (action === 'approve') {

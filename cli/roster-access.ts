@@ -28,6 +28,8 @@ export interface RosterAccess {
   revoke(id: string): Promise<boolean>
   /** Approves a pending device; false if unknown. */
   approve(id: string): Promise<boolean>
+  /** Forgets a device (`server.devices.forget`); false if unknown. */
+  forget(id: string): Promise<boolean>
   /** Prepares an export (`server.exportUsers`, `POST /api/exports`). */
   exportUsers(request: ExportRequest): Promise<PreparedExport>
   /** Starts a new generation (`server.compactHistory`, `POST /api/generations`). */
@@ -68,6 +70,7 @@ export async function openRoster(opts: {
       server.devices.list(nameContains === undefined ? {} : { nameContains }),
     revoke: (id) => server.devices.revoke(id),
     approve: (id) => server.devices.approve(id),
+    forget: (id) => server.devices.forget(id),
     exportUsers: (request) => server.exportUsers(request),
     compactHistory: () => server.compactHistory(),
     close: () => server.close(),
@@ -171,6 +174,10 @@ function httpAccess(base: string, token: string): RosterAccess {
     },
     approve: async (id) => {
       await call('POST', `/api/devices/${enc(id)}/approve`)
+      return true
+    },
+    forget: async (id) => {
+      await call('DELETE', `/api/devices/${enc(id)}`)
       return true
     },
     exportUsers: (request) => httpExport(base, token, request),

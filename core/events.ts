@@ -32,6 +32,8 @@ export const EVENT_TYPES = [
   // The administrator's approval of a device, and its key reset (issue 11).
   'device-approved',
   'device-key-reset',
+  // A device's record removed: by the administrator, or to make room (issue 11).
+  'device-forgotten',
 ] as const
 /** One event type. */
 export type EventType = (typeof EVENT_TYPES)[number]

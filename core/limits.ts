@@ -151,6 +151,14 @@ export const limits = {
    */
   devicesPendingMax: 1_000,
   /**
+   * How long a device that never synced (nothing answered or taken in
+   * either direction) and is not connected must have been away before a
+   * new id may take its place in a full registry, in ms. Ids made up by a
+   * key holder that joined and left filled the registry in seconds, and no
+   * new terminal could join until someone edited the data by hand.
+   */
+  deviceUnsyncedForgetMs: 60 * 60_000,
+  /**
    * Most device records the server's registry writes in one write batch;
    * the rest follow in the next batches, each in its own turn of the event
    * loop. 2,000 devices joining at once took one batch of 10-25 ms (the

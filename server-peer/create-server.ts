@@ -210,6 +210,15 @@ export interface ServerPeer {
      * unknown; rejects `PEER_REVOKED` for a revoked one.
      */
     resetKey(id: string): Promise<boolean>
+    /**
+     * Forgets a device (a terminal taken out of service, or an id made up
+     * by a key holder): its record goes, it counts no longer toward
+     * `limits.devicesRegisteredMax`, its key is unbound and its connection
+     * closed; joining again under the id, it is a new device. False if
+     * unknown; rejects `PEER_REVOKED` for a revoked one (its record is what
+     * keeps it refused).
+     */
+    forget(id: string): Promise<boolean>
   }
   /** The site key devices join with; undefined for an open site. */
   readonly siteKey: string | undefined
@@ -459,6 +468,13 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
         await replica.writeMeta((ctx) => ctx.event({ type: 'device-key-reset', deviceId: id }))
         endpoint.disconnect(id, CloseCode.pending, 'PEER_PENDING: key reset by the administrator')
         return true
+      },
+      async forget(id) {
+        if (registry.get(id) === undefined) return false
+        if (registry.isRevoked(id)) throw new PeerRevokedError(id)
+        endpoint.disconnect(id, CloseCode.refused, 'PEER_UNKNOWN: forgotten by the administrator')
+        await keys.unbind(id)
+        return registry.forget(id)
       },
     },
     accept: (connection, url) => gated.accept(connection, url),

@@ -85,6 +85,8 @@ export class DeviceRegistry {
   private readonly byFold = new Map<string, string>()
   /** How many records are pending, kept so that admission need not count. */
   private pendingCount = 0
+  /** How many records are revoked (they do not count toward the limit). */
+  private revokedCount = 0
   /** Open connections per device (a device may briefly have two while reconnecting). */
   private readonly open = new Map<string, number>()
   /** Devices whose record in memory is newer than the stored one. */
@@ -111,6 +113,7 @@ export class DeviceRegistry {
       this.devices.set(id, record)
       this.byFold.set(idFold(id), id)
       if (record.pending) this.pendingCount++
+      if (record.revoked) this.revokedCount++
     }
   }
 
@@ -137,10 +140,15 @@ export class DeviceRegistry {
       return new PeerPendingError(id)
     }
     if (prev !== undefined) return undefined
-    if (this.devices.size >= limits.devicesRegisteredMax)
+    // Revoked records stay (they are refused by id) but count no longer: only
+    // the administrator makes them.
+    if (
+      this.devices.size - this.revokedCount >= limits.devicesRegisteredMax &&
+      !this.makeRoom(false)
+    )
       return new RegistryFullError('devices', limits.devicesRegisteredMax)
     if (!approval) return undefined
-    if (this.pendingCount >= limits.devicesPendingMax)
+    if (this.pendingCount >= limits.devicesPendingMax && !this.makeRoom(true))
       return new RegistryFullError('devices waiting for approval', limits.devicesPendingMax)
     const now = this.clock.now()
     this.pendingCount++
@@ -261,6 +269,66 @@ export class DeviceRegistry {
     return before
   }
 
+  /**
+   * Forgets a device, durably: its record goes, and the id is new to the
+   * registry if it joins again. A revoked device is not forgotten (its
+   * record is what keeps it refused): rejects `PEER_REVOKED`. Returns false
+   * if unknown.
+   */
+  async forget(id: string, why = 'by the administrator'): Promise<boolean> {
+    const prev = this.devices.get(id)
+    if (prev === undefined) return false
+    if (prev.revoked) throw new PeerRevokedError(id)
+    this.drop(prev)
+    await this.replica.writeMeta((ctx) => {
+      ctx.setRecord(NAMESPACE, id, undefined)
+      ctx.event({ type: 'device-forgotten', deviceId: id, message: why })
+    })
+    return true
+  }
+
+  /**
+   * A full registry (or its pending part, `pending`) makes room for a new
+   * id by forgetting the device away longest among those that never synced
+   * and are not connected, if one has been away
+   * `limits.deviceUnsyncedForgetMs`. True when it made room.
+   */
+  private makeRoom(pending: boolean): boolean {
+    const before = this.clock.now() - limits.deviceUnsyncedForgetMs
+    let oldest: DeviceRecord | undefined
+    for (const record of this.devices.values()) {
+      if (record.revoked || record.connected || record.pending !== pending) continue
+      if (record.sync.serverToDevice.state !== 'not-started') continue
+      if (record.sync.deviceToServer.state !== 'not-started') continue
+      if (record.lastSeen > before) continue
+      if (oldest === undefined || record.lastSeen < oldest.lastSeen) oldest = record
+    }
+    if (oldest === undefined) return false
+    const id = oldest.id
+    this.drop(oldest)
+    void this.replica
+      .writeMeta((ctx) => {
+        ctx.setRecord(NAMESPACE, id, undefined)
+        ctx.event({
+          type: 'device-forgotten',
+          deviceId: id,
+          message: 'to make room in a full registry: it never synced and was away an hour',
+        })
+      })
+      .catch(() => undefined)
+    return true
+  }
+
+  /** Removes a record from memory (forget, makeRoom). */
+  private drop(record: DeviceRecord): void {
+    this.devices.delete(record.id)
+    this.byFold.delete(idFold(record.id))
+    this.open.delete(record.id)
+    this.dirty.delete(record.id)
+    if (record.pending) this.pendingCount--
+    this.changeCount++
+  }
+
   /** Revokes a device durably; it is refused from then on. Returns false if unknown. */
   async revoke(id: string): Promise<boolean> {
     const prev = this.devices.get(id)
@@ -268,6 +336,7 @@ export class DeviceRegistry {
     // Revoked already: nothing changes, and nothing is logged again.
     if (prev.revoked) return true
     if (prev.pending) this.pendingCount--
+    this.revokedCount++
     const record = withState({ ...prev, revoked: true, pending: false, connected: false })
     this.devices.set(id, record)
     this.changeCount++

@@ -46,6 +46,7 @@ export interface HttpApiTarget {
     revoke(id: string): Promise<boolean>
     approve(id: string): Promise<boolean>
     resetKey(id: string): Promise<boolean>
+    forget(id: string): Promise<boolean>
   }
   /** Every user id, sorted (the pages of `GET /api/users` walk it). */
   readonly replica: { allUserIds(): readonly string[]; now(): number }
@@ -226,6 +227,7 @@ const ROUTES: ReadonlyArray<{ readonly pattern: RegExp; readonly methods: readon
   { pattern: /^api\/users\/[^/]+\/sources$/, methods: ['GET'] },
   { pattern: /^api\/devices$/, methods: ['GET'] },
   { pattern: /^api\/devices\/[^/]+\/(revoke|approve|reset-key)$/, methods: ['POST'] },
+  { pattern: /^api\/devices\/[^/]+$/, methods: ['DELETE'] },
   { pattern: /^api\/events$/, methods: ['GET'] },
   { pattern: /^api\/policies$/, methods: ['GET', 'PUT'] },
   { pattern: /^api\/policies\/preview$/, methods: ['GET'] },
@@ -338,11 +340,13 @@ async function serve(
   }
   if (resource === 'devices' && id !== undefined) {
     const done =
-      action === 'approve'
-        ? await target.devices.approve(id)
-        : action === 'reset-key'
-          ? await target.devices.resetKey(id)
-          : await target.devices.revoke(id)
+      action === undefined
+        ? await target.devices.forget(id)
+        : action === 'approve'
+          ? await target.devices.approve(id)
+          : action === 'reset-key'
+            ? await target.devices.resetKey(id)
+            : await target.devices.revoke(id)
     if (!done) throw new PeerUnknownError(id)
     return reply(res, 200, { ok: true })
   }

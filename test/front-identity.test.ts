@@ -160,6 +160,86 @@ describe('identity: a bounded registry', () => {
   })
 })
 
+describe('identity: a full registry is not a lockout (issue 11: 10,000 made-up ids in 7 s)', () => {
+  const join1 = { name: 'n', address: 'a', serial: 's' }
+
+  it('makes room by forgetting the device away longest that never synced, once away an hour; never a synced, connected or revoked one', async () => {
+    const clock = new ManualClock()
+    const server = await newServer(clock)
+    const registry = new DeviceRegistry(clock, server.replica)
+    // One device that synced, one that stays connected, then made-up ids
+    // that joined and left, up to the limit.
+    registry.admission('synced', join1, false)
+    registry.seen('synced', 'n', 'a')
+    registry.direction('synced', 'serverToDevice', 'success')
+    registry.left('synced')
+    registry.admission('online', join1, false)
+    registry.seen('online', 'n', 'a')
+    await clock.advance(1_000)
+    for (let i = 2; i < limits.devicesRegisteredMax; i++) {
+      registry.admission(`junk-${i}`, join1, false)
+      registry.seen(`junk-${i}`, 'n', 'a')
+      registry.left(`junk-${i}`)
+      if (i === 2) await clock.advance(1_000) // junk-2 is the oldest
+    }
+    expect(registry.list()).toHaveLength(limits.devicesRegisteredMax)
+    // Away less than an hour: full.
+    expect(registry.admission('new-1', join1, false)?.code).toBe('REGISTRY_FULL')
+    await clock.advance(limits.deviceUnsyncedForgetMs)
+    expect(registry.admission('new-1', join1, false)).toBeUndefined()
+    registry.seen('new-1', 'n', 'a')
+    const ids = new Set(registry.list().map((d) => d.id))
+    expect(ids.has('junk-2')).toBe(false)
+    expect([...['synced', 'online', 'junk-3', 'new-1']].every((id) => ids.has(id))).toBe(true)
+    expect(registry.list()).toHaveLength(limits.devicesRegisteredMax)
+    await server.replica.drain()
+    expect(server.replica.events.query({ type: 'device-forgotten' })).toMatchObject([
+      { deviceId: 'junk-2', message: expect.stringMatching(/never synced/) as unknown },
+    ])
+    // Revoked records do not count (and stay, refused).
+    await registry.revoke('junk-3')
+    expect(registry.admission('new-2', join1, false)).toBeUndefined()
+    expect(registry.admission('junk-3', join1, false)?.code).toBe('PEER_REVOKED')
+    await registry.close()
+  })
+
+  it('server.devices.forget removes a record (HTTP DELETE too); joining again it is new; a revoked one is kept', async () => {
+    const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY })
+    closers.push(() => server.close())
+    join(server, { device: 'T1' })
+    join(server, { device: 'T2' })
+    join(server, { device: 'T3' })
+    await settle()
+    expect(server.devices.list().map((d) => d.id)).toEqual(['T1', 'T2', 'T3'])
+    expect(await server.devices.forget('T1')).toBe(true)
+    expect(await server.devices.forget('nobody')).toBe(false)
+    const res = await fetch(`${server.http}/api/devices/T2`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${server.adminToken}` },
+    })
+    expect(res.status).toBe(200)
+    expect(
+      (
+        await fetch(`${server.http}/api/devices/T2`, {
+          method: 'DELETE',
+          headers: { authorization: `Bearer ${server.adminToken}` },
+        })
+      ).status,
+    ).toBe(404)
+    await server.devices.revoke('T3')
+    await expect(server.devices.forget('T3')).rejects.toMatchObject({ code: 'PEER_REVOKED' })
+    expect(server.devices.list().map((d) => d.id)).toEqual(['T3'])
+    expect(server.events.query({ type: 'device-forgotten' }).map((e) => e.deviceId)).toEqual([
+      'T1',
+      'T2',
+    ])
+    // Joining again, T1 is a new device.
+    join(server, { device: 'T1' })
+    await settle()
+    expect(server.devices.list().map((d) => d.id)).toEqual(['T1', 'T3'])
+  })
+})
+
 describe('identity: one connection per device id', () => {
   it('a newer connection replaces the older, which is closed with SESSION_REPLACED', async () => {
     const server = await newServer(new ManualClock())

@@ -168,6 +168,7 @@ const ENDPOINTS: ReadonlyArray<readonly [string, string, string?]> = [
   ['DELETE', '/api/users/u1'],
   ['GET', '/api/devices'],
   ['POST', '/api/devices/d1/revoke'],
+  ['DELETE', '/api/devices/d1'],
   ['GET', '/api/events'],
 ]
 
