@@ -379,10 +379,14 @@ describe('device.importUsers', () => {
     expect(await code(new Uint8Array(limits.exportFileBytesMax + 1))).toBe('MESSAGE_TOO_LARGE')
     await s.clock.advance(15 * MINUTE)
     expect(await code(file)).toBe('EXPORT_EXPIRED')
-    // The device was used (retention's clock), nothing else.
+    // The device was used (retention's clock), nothing else; its link,
+    // retrying a server that is down, may have logged the outage.
     const after = await dump(store)
     after.delete('r/sync/state')
     before.delete('r/sync/state')
+    for (const [key, value] of after)
+      if (!before.has(key) && key.startsWith('e/') && value.includes(hex('sync-failed')))
+        after.delete(key)
     expect(after).toEqual(before)
     expect(d.users.list()).toEqual(viewsBefore)
     expect(hasCode(new SyncError('SYNC_FAILED', 'x'), 'SYNC_FAILED')).toBe(true)
@@ -806,3 +810,8 @@ describe("an export file's expiry", () => {
     expect(d.replica.importedCount).toBe(0)
   })
 })
+
+/** `text` as the hex of its UTF-8 bytes (how dump() shows stored values). */
+function hex(text: string): string {
+  return Buffer.from(text).toString('hex')
+}
