@@ -26,7 +26,6 @@ import { keyFingerprint } from '../core/signing.js'
 import { Identity } from './identity.js'
 import { DeviceSigning } from './signed-link.js'
 import { serverLinkSigning } from './server-link-signing.js'
-import { SiteClock } from './site-clock.js'
 import { usersApi, type UsersApi } from './user-ops.js'
 import { connectToServer, type ServerLink } from './ws-client.js'
 import { DeviceSync, type DeviceSyncApi } from './device-sync.js'
@@ -189,12 +188,9 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
   const self = asWriterId(options.id)
   const overrides = new OverrideLog()
   const identity = await Identity.open(basics.store, basics.randomUint32)
-  // The replica's time: the device clock, corrected once the server found it days off.
-  const siteClock = new SiteClock(basics.clock)
   const replica = await Replica.open({
     writerId: self,
     ...basics,
-    clock: siteClock,
     clientIds: identity,
     hooks: {
       afterRemote: (users, ctx) => {
@@ -229,7 +225,6 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     // Periodic: what LAN neighbours send waits for the next delta, as the
     // device's own changes do (it went to the server at once).
     relays: options.mode !== 'periodic',
-    onAdmittedOffset: (ms) => siteClock.setOffset(ms),
   })
   const name = options.name ?? options.id
   const server = options.server

@@ -36,8 +36,6 @@ export function serverLinkSigning(options: {
   readonly now: () => number
   /** Relay what LAN neighbours send as it comes (false: a periodic device's server link). */
   readonly relays: boolean
-  /** A join made in the server's time was admitted: the correction to keep (Replica.setSiteOffset). */
-  readonly onAdmittedOffset?: (offsetMs: number) => void
 }): {
   joinParams: () => Record<string, string>
   onServerTime: (serverTimeMs: number) => boolean
@@ -53,7 +51,8 @@ export function serverLinkSigning(options: {
   /**
    * How far the server's time is from this device's clock, once the server
    * refused a join for it (`CLOCK_SKEW`); 0 until then. Join proofs name the
-   * server's time; an admitted join makes it the replica's correction.
+   * server's time, nothing else does: the time comes unauthenticated, and
+   * the server judges the proof by its own clock anyway.
    */
   let offsetMs = 0
   return {
@@ -95,7 +94,6 @@ export function serverLinkSigning(options: {
       )
         throw new SignatureInvalidError("the server's certificate is not this device's")
       await identity.pinServer(serverKey, cert)
-      options.onAdmittedOffset?.(offsetMs)
       if (generation === undefined) return undefined
       // The server's generation (issue 13), checked with the key pinned.
       const statement = decodeGenerationStatement(generation)

@@ -159,6 +159,8 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
   let timer: unknown
   let nextAttemptAt: number | undefined
   let lastFailure: string | undefined
+  /** An immediate rejoin after CLOCK_SKEW was made, and no connection got through since. */
+  let skewRejoined = false
   /** Bumped by pause/retry so that a stale attempt's outcome is ignored. */
   let generation = 0
   const connect = options.connect ?? wsConnect
@@ -218,9 +220,12 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
         return
       }
       const skewed = /^CLOCK_SKEW: .*server time (\d+)$/.exec(reason)
-      if (skewed !== null && options.onServerTime?.(Number(skewed[1])) === true) {
-        // Joined again at once, in the server's time; a sync round waiting
-        // for the link runs again on the new connection (device-sync/rounds.ts).
+      if (skewed !== null && !skewRejoined && options.onServerTime?.(Number(skewed[1])) === true) {
+        // Joined again at once, in the server's time (once until a
+        // connection gets through: the time is unauthenticated, and a
+        // second refusal waits on the backoff); a sync round waiting for
+        // the link runs again on the new connection (device-sync/rounds.ts).
+        skewRejoined = true
         void open()
         return
       }
@@ -264,7 +269,10 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
         reported.add(code)
         options.onError?.(code, message)
       },
-      onSynced: () => options.onSynced?.(),
+      onSynced: () => {
+        skewRejoined = false
+        options.onSynced?.()
+      },
     })
     setState('connected')
     options.onConnected?.(session)
