@@ -260,8 +260,9 @@ class UpdateCheck {
         `update holds ${structs.length} structs; the limit is ${limits.updateStructsMax}`,
       )
     }
-    // A struct's length is clock units: history counted toward a new
-    // generation (a 40-byte deleted item of length 2^40 made one due).
+    // A struct's length is clock units, counted as history toward a new
+    // generation: 2^40 of them in a 40-byte deleted item (the spacing of
+    // automatic generations bounds what many such items can do).
     for (const struct of structs)
       if (struct.length > limits.updateStructsMax)
         throw tooLarge(

@@ -62,8 +62,9 @@ export const limits = {
    * Least time from one generation to an automatic one, ms. Every
    * generation makes every device fetch the whole roster again, and what
    * makes one due can be driven by a device (an update of many clientIDs,
-   * a deleted item of a huge length counted as history): with this, a
-   * hostile device costs the fleet at most one full sync a day.
+   * deleted items counted as history): with this, what devices do makes
+   * the fleet fetch the roster at most once a day. (What they can add
+   * meanwhile is bounded: `writerClientIdsMax`, `documentClientIdsMax`.)
    */
   generationAutoSpacingMs: 24 * 3_600_000,
   /**
@@ -233,6 +234,14 @@ export const limits = {
    * (`generationClientIdsMax`).
    */
   writerClientIdsMax: 512,
+  /**
+   * Most Yjs clientIDs a document may name before devices' new ones wait
+   * for the next generation (`FORBIDDEN_WRITE`): ids are free to a key
+   * holder, and 128 made-up devices of 512 clientIDs each would make every
+   * state vector enormous. Four times `generationClientIdsMax`, which makes
+   * a generation due long before.
+   */
+  documentClientIdsMax: 8_000,
   /** Most parsed public keys kept for verification (a site's writers, with room to spare). */
   publicKeysCachedMax: 4_096,
   /**
@@ -520,9 +529,9 @@ export const netLimits = {
   /** Step 1s one untrusted link may have answered in a burst. */
   step1AnswersBurstMax: 200,
   /**
-   * Most clients a step 1's state vector may name (a site's document names
-   * a few thousand at most: past `generationClientIdsMax` a new generation
-   * starts). Checked on arrival, before the vector is decoded: one step 1
+   * Most clients a step 1's state vector may name beyond those the
+   * receiver's document names (the asker's own and its LAN neighbours' not
+   * yet here). Checked on arrival, before the vector is decoded: one step 1
    * naming 3M clients (36 MB) held the server's loop 7 s.
    */
   stateVectorClientsMax: 65_536,

@@ -178,7 +178,6 @@ export function startSession(options: SessionOptions): SyncSession {
   let helloHandled = options.onHello === undefined
   /** Callers of requestSync waiting for their answer, oldest first. */
   const waiting = new AnswerWaiters()
-  // Every message goes through the outbox, in order (paced by the connection's buffer).
   const outbox = new Outbox(connection, replica.clock)
   const send = (message: Message): void => outbox.send(encodeMessage(message))
   // Relayed envelopes pass the same gate as own changes (below): nothing
@@ -325,6 +324,7 @@ export function startSession(options: SessionOptions): SyncSession {
         if (untrusted && step1sWaiting > 0) return
         // A peer that asks and does not read has at most this many answers waiting.
         if (untrusted) await outbox.roomForStream(netLimits.answersWaitingMax)
+        if (!connection.open) return
         await answerStep1(message.stateVector)
         return
       case 'sync-step2':
@@ -425,7 +425,7 @@ export function startSession(options: SessionOptions): SyncSession {
       closeFor(limited)
       return
     }
-    const message = decodeInbound(bytes)
+    const message = decodeInbound(bytes, replica.doc.store.clients.size)
     if (!(message instanceof RostersyncError) && message.type === 'sync-step1') step1sWaiting++
     inbox.push({ size: bytes.byteLength, message })
     inboxBytes += bytes.byteLength

@@ -29,6 +29,8 @@ import { rootNameOf } from '../core/root-names.js'
 export class WriterClients {
   private doc: Y.Doc | undefined
   private byWriter = new Map<string, Set<number>>()
+  /** The most clientIDs one writer holds. */
+  private most = 0
 
   /**
    * Throws `FORBIDDEN_WRITE` when `writer` would write under more than
@@ -48,12 +50,26 @@ export class WriterClients {
         `device ${JSON.stringify(writer)} writes under ${held.size + fresh.length} Yjs clientIDs; ` +
           `the limit is ${limits.writerClientIdsMax} until the next generation`,
       )
+    const named = doc.store.clients.size + fresh.length
+    if (named > limits.documentClientIdsMax)
+      throw new ForbiddenWriteError(
+        `the document would name ${named} Yjs clientIDs; new ones wait for the next generation ` +
+          `(limit ${limits.documentClientIdsMax})`,
+      )
     for (const client of fresh) held.add(client)
+    if (held.size > this.most) this.most = held.size
+  }
+
+  /** The most clientIDs one writer holds in the document last seen (a generation is due near the limit). */
+  mostHeld(doc: Y.Doc): number {
+    if (doc !== this.doc) this.rebuild(doc)
+    return this.most
   }
 
   private rebuild(doc: Y.Doc): void {
     this.doc = doc
     this.byWriter = new Map()
+    this.most = 0
     for (const [client, structs] of doc.store.clients) {
       const first = structs.find((s): s is Y.Item => s instanceof Y.Item)
       if (first === undefined) continue
@@ -66,6 +82,7 @@ export class WriterClients {
         this.byWriter.set(owner, held)
       }
       held.add(client)
+      if (held.size > this.most) this.most = held.size
     }
   }
 }

@@ -399,6 +399,8 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
         // As above.
       }
     },
+    mostClientsOfOneWriter: () =>
+      endpointOptions.signing.signer.writerClients.mostHeld(replica.doc),
   })
   statementOf = () => generations.statement()
   // Devices fetching a new generation at once, capped (issue 13): every

@@ -96,6 +96,8 @@ export class Generations {
        * (Store.reclaim), once the switch is durable.
        */
       readonly reclaim?: () => void
+      /** The most clientIDs one device writes under (peers/writer-clients.ts). */
+      readonly mostClientsOfOneWriter?: () => number
     },
   ) {}
 
@@ -227,6 +229,10 @@ export class Generations {
   due(): boolean {
     const doc = this.options.replica.doc
     if (doc.store.clients.size > limits.generationClientIdsMax) return true
+    // A device near its own bound (a small site whose terminals crash
+    // nightly, or a y-websocket page loaded hundreds of times).
+    const most = this.options.mostClientsOfOneWriter?.() ?? 0
+    if (most >= limits.writerClientIdsMax * 0.9) return true
     const { deleted, live } = this.history.of(doc)
     return (
       deleted >= limits.generationDeletedItemsMin &&

@@ -278,6 +278,35 @@ describe('signed writes at the server', () => {
     expect(server.users.get('x900000')).toBeUndefined()
   })
 
+  it('new clientIDs wait for the next generation once the document names documentClientIdsMax', async () => {
+    const { server } = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { raw, site: siteId } = await joinD9(server, d9)
+    const mutable = limits as { documentClientIdsMax: number }
+    const saved = mutable.documentClientIdsMax
+    mutable.documentClientIdsMax = server.replica.doc.store.clients.size + 20
+    try {
+      const batch = (from: number): Uint8Array => {
+        const nonces = Array.from({ length: limits.envelopeNoncesMax }, (_, i) => from + i)
+        const updates = nonces.map((n) =>
+          entryUpdate(deriveClientId(d9.publicKey, n), 'u:D9', `y${n}`, `Y ${n}`),
+        )
+        return encodeEnvelope(
+          sealEnvelope(d9, siteId, { writer: 'D9', nonces, update: Y.mergeUpdates(updates) }),
+        )
+      }
+      expect(await verdict(raw, [batch(100)])).toBeUndefined()
+      const before = server.replica.doc.store.clients.size
+      expect(await verdict(raw, [batch(200)])).toBe('FORBIDDEN_WRITE')
+      await eventually(() =>
+        expect(raw.closed()?.reason).toMatch(/new ones wait for the next generation/),
+      )
+      expect(server.replica.doc.store.clients.size).toBe(before)
+    } finally {
+      mutable.documentClientIdsMax = saved
+    }
+  })
+
   it("a plain (keyless) client cannot take a signing writer's clientID", async () => {
     const { server, d2 } = await site()
     const before = Y.encodeStateVector(server.replica.doc)

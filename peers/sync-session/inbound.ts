@@ -96,8 +96,12 @@ export class LinkRates {
   }
 }
 
-/** Decodes a message, and a step 1's state vector, at arrival. */
-export function decodeInbound(bytes: Uint8Array): Message | RostersyncError {
+/**
+ * Decodes a message, and a step 1's state vector, at arrival. `held`: the
+ * clients this peer's document names (a step 1 may name that many and
+ * `netLimits.stateVectorClientsMax` more).
+ */
+export function decodeInbound(bytes: Uint8Array, held = 0): Message | RostersyncError {
   if (bytes.byteLength > netLimits.messageBytesMax) {
     return new MessageTooLargeError('message', bytes.byteLength, netLimits.messageBytesMax)
   }
@@ -106,13 +110,8 @@ export function decodeInbound(bytes: Uint8Array): Message | RostersyncError {
     if (message.type === 'sync-step1') {
       // Bounded before it is decoded (its first number is its length).
       const clients = decoding.readVarUint(decoding.createDecoder(message.stateVector))
-      if (clients > netLimits.stateVectorClientsMax)
-        return new MessageTooLargeError(
-          'a state vector',
-          clients,
-          netLimits.stateVectorClientsMax,
-          'clients',
-        )
+      const max = held + netLimits.stateVectorClientsMax
+      if (clients > max) return new MessageTooLargeError('a state vector', clients, max, 'clients')
       // A state vector that does not decode must be refused as malformed
       // here, not found out deep in the answer (an untyped failure).
       Y.decodeStateVector(message.stateVector)
