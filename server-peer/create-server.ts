@@ -403,6 +403,9 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       endpointOptions.signing.signer.writerClients.mostHeld(replica.doc),
   })
   statementOf = () => generations.statement()
+  // A device forgotten to make room: its key binding goes (not revoked: the
+  // same terminal may come back).
+  registry.onForgotten = (id) => void keys.unbind(id, false).catch(() => undefined)
   // Devices fetching a new generation at once, capped (issue 13): every
   // device link goes through the gate, whatever the transport.
   const moves = new MoveGate({
@@ -474,9 +477,11 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       async forget(id) {
         if (registry.get(id) === undefined) return false
         if (registry.isRevoked(id)) throw new PeerRevokedError(id)
+        // Forgotten before its link closes: a device that rejoins at once is new.
+        const forgotten = registry.forget(id)
         endpoint.disconnect(id, CloseCode.refused, 'PEER_UNKNOWN: forgotten by the administrator')
-        await keys.unbind(id)
-        return registry.forget(id)
+        await keys.unbind(id, false)
+        return forgotten
       },
     },
     accept: (connection, url) => gated.accept(connection, url),

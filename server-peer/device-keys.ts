@@ -54,15 +54,16 @@ export class DeviceKeys {
    * next valid join proof binds its key (the administrator's reset, for a
    * replaced terminal). The old key is published among the revocations
    * (`r:server`, under `keyRevocationId`), so that the devices refuse its
-   * certificates on the LAN before they expire.
+   * certificates on the LAN before they expire; not with `revoke` false (a
+   * device forgotten: the same terminal may join again with its key).
    */
-  async unbind(deviceId: string): Promise<void> {
+  async unbind(deviceId: string, revoke = true): Promise<void> {
     const old = this.keys.get(deviceId)
     this.keys.delete(deviceId)
     this.joins.delete(deviceId)
     this.issued.delete(deviceId)
     await this.replica.setRecord(NAMESPACE, deviceId, undefined)
-    if (old !== undefined) {
+    if (old !== undefined && revoke) {
       const id = keyRevocationId(old)
       if (!this.replica.isRevoked(id))
         await this.replica.write((ctx) => ctx.setRevoked(id as WriterId, { t: ctx.stamp() }))

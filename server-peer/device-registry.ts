@@ -99,6 +99,9 @@ export class DeviceRegistry {
   private closed = false
   private changeCount = 0
 
+  /** A device was forgotten to make room (its key binding goes too: server-peer/create-server.ts). */
+  onForgotten: ((id: string) => void) | undefined
+
   constructor(
     private readonly clock: Clock,
     private readonly replica: Replica,
@@ -140,16 +143,18 @@ export class DeviceRegistry {
       return new PeerPendingError(id)
     }
     if (prev !== undefined) return undefined
-    // Revoked records stay (they are refused by id) but count no longer: only
-    // the administrator makes them.
-    if (
-      this.devices.size - this.revokedCount >= limits.devicesRegisteredMax &&
-      !this.makeRoom(false)
-    )
-      return new RegistryFullError('devices', limits.devicesRegisteredMax)
-    if (!approval) return undefined
-    if (this.pendingCount >= limits.devicesPendingMax && !this.makeRoom(true))
-      return new RegistryFullError('devices waiting for approval', limits.devicesPendingMax)
+    if (!approval) {
+      // Room is made (makeRoom) only once the new id is admitted (seen):
+      // a join refused later (its proof, its key) forgets no one.
+      return this.full() && this.forgettable(false) === undefined
+        ? new RegistryFullError('devices', limits.devicesRegisteredMax)
+        : undefined
+    }
+    // Approval mode: only a device waiting for approval makes room.
+    if ((this.full() || this.pendingCount >= limits.devicesPendingMax) && !this.makeRoom(true))
+      return this.full()
+        ? new RegistryFullError('devices', limits.devicesRegisteredMax)
+        : new RegistryFullError('devices waiting for approval', limits.devicesPendingMax)
     const now = this.clock.now()
     this.pendingCount++
     this.set(
@@ -213,6 +218,7 @@ export class DeviceRegistry {
     // A device names itself: no escape sequences, no 10,000 characters.
     const name = cleanLabel(rawName, limits.deviceNameCharsMax) || id
     const serial = cleanLabel(rawSerial, limits.deviceSerialCharsMax) || id
+    if (prev === undefined && this.full()) this.makeRoom(false)
     this.open.set(id, (this.open.get(id) ?? 0) + 1)
     const changed = prev === undefined || prev.name !== name || prev.serial !== serial
     this.set(
@@ -287,22 +293,32 @@ export class DeviceRegistry {
     return true
   }
 
+  /** Whether the registry holds its limit (revoked records do not count: only the administrator makes them). */
+  private full(): boolean {
+    return this.devices.size - this.revokedCount >= limits.devicesRegisteredMax
+  }
+
   /**
-   * A full registry (or its pending part, `pending`) makes room for a new
-   * id by forgetting the device away longest among those that never synced
-   * and are not connected, if one has been away
-   * `limits.deviceUnsyncedForgetMs`. True when it made room.
+   * The device a full registry forgets for a new id (`pending`: among those
+   * waiting for approval, else among the approved): the one away longest
+   * among those that never sent anything the server took and are not
+   * connected, once away `limits.deviceUnsyncedForgetMs`.
    */
-  private makeRoom(pending: boolean): boolean {
+  private forgettable(pending: boolean): DeviceRecord | undefined {
     const before = this.clock.now() - limits.deviceUnsyncedForgetMs
     let oldest: DeviceRecord | undefined
     for (const record of this.devices.values()) {
       if (record.revoked || record.connected || record.pending !== pending) continue
-      if (record.sync.serverToDevice.state !== 'not-started') continue
       if (record.sync.deviceToServer.state !== 'not-started') continue
       if (record.lastSeen > before) continue
       if (oldest === undefined || record.lastSeen < oldest.lastSeen) oldest = record
     }
+    return oldest
+  }
+
+  /** Forgets the device `forgettable` names, if any; true when it made room. */
+  private makeRoom(pending: boolean): boolean {
+    const oldest = this.forgettable(pending)
     if (oldest === undefined) return false
     const id = oldest.id
     this.drop(oldest)
@@ -312,10 +328,11 @@ export class DeviceRegistry {
         ctx.event({
           type: 'device-forgotten',
           deviceId: id,
-          message: 'to make room in a full registry: it never synced and was away an hour',
+          message: 'to make room in a full registry: it never sent anything and was away an hour',
         })
       })
       .catch(() => undefined)
+    this.onForgotten?.(id)
     return true
   }
 
