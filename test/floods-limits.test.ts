@@ -14,7 +14,7 @@ import { Prng } from '../sim/prng.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
-import type { Connection } from '../core/transport.js'
+import { wrapConnection } from './helpers/wrapped-connection.js'
 import { decodeMessage, encodeMessage } from '../core/protocol.js'
 import { eventually } from './helpers/eventually.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
@@ -182,20 +182,9 @@ describe('answers waiting for a peer that does not read', () => {
     const [mine, theirs] = memoryPair('D1', 'server')
     // The server's end reports its socket full until `reading` is set.
     let reading = false
-    const stuck: Connection = {
-      id: theirs.id,
-      remote: theirs.remote,
-      get open() {
-        return theirs.open
-      },
-      get bufferedBytes() {
-        return reading ? 0 : netLimits.sendPauseBufferedBytesMin + 1
-      },
-      send: (m) => theirs.send(m),
-      onMessage: (h) => theirs.onMessage(h),
-      onClose: (h) => theirs.onClose(h),
-      close: (code, reason) => theirs.close(code, reason),
-    }
+    const stuck = wrapConnection(theirs, {
+      bufferedBytes: () => (reading ? 0 : netLimits.sendPauseBufferedBytesMin + 1),
+    })
     server.accept(stuck, `/roster?device=D1&key=${KEY}`)
     const received: string[] = []
     mine.onMessage((m) => received.push(decodeMessage(m).type))

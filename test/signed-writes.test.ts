@@ -114,6 +114,17 @@ function seal(
   )
 }
 
+/** D9's envelope of `envelopeNoncesMax` fresh nonces from `from` on, one valid entry (`x<n>`) under each. */
+function freshClients(d9: KeyPair, siteId: string, from: number): Uint8Array {
+  const nonces = Array.from({ length: limits.envelopeNoncesMax }, (_, i) => from + i)
+  const updates = nonces.map((n) =>
+    entryUpdate(deriveClientId(d9.publicKey, n), 'u:D9', `x${n}`, `X ${n}`),
+  )
+  return encodeEnvelope(
+    sealEnvelope(d9, siteId, { writer: 'D9', nonces, update: Y.mergeUpdates(updates) }),
+  )
+}
+
 async function site(): Promise<{ server: ServerPeer; d2: DevicePeer }> {
   const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY })
   closers.push(() => server.close())
@@ -257,16 +268,7 @@ describe('signed writes at the server', () => {
     const d9 = keyPairFromSeed(seedOf(9))
     const { raw, site: siteId } = await joinD9(server, d9)
     const clientsBefore = server.replica.doc.store.clients.size
-    // Envelopes of 16 fresh nonces each, one valid entry per nonce.
-    const batch = (from: number): Uint8Array => {
-      const nonces = Array.from({ length: limits.envelopeNoncesMax }, (_, i) => from + i)
-      const updates = nonces.map((n) =>
-        entryUpdate(deriveClientId(d9.publicKey, n), 'u:D9', `x${n}`, `X ${n}`),
-      )
-      return encodeEnvelope(
-        sealEnvelope(d9, siteId, { writer: 'D9', nonces, update: Y.mergeUpdates(updates) }),
-      )
-    }
+    const batch = (from: number): Uint8Array => freshClients(d9, siteId, from)
     const fits = limits.writerClientIdsMax / limits.envelopeNoncesMax
     for (let i = 0; i < fits; i++)
       expect(await verdict(raw, [batch(1_000 + i * limits.envelopeNoncesMax)])).toBeUndefined()
@@ -286,15 +288,7 @@ describe('signed writes at the server', () => {
     const saved = mutable.documentClientIdsMax
     mutable.documentClientIdsMax = server.replica.doc.store.clients.size + 20
     try {
-      const batch = (from: number): Uint8Array => {
-        const nonces = Array.from({ length: limits.envelopeNoncesMax }, (_, i) => from + i)
-        const updates = nonces.map((n) =>
-          entryUpdate(deriveClientId(d9.publicKey, n), 'u:D9', `y${n}`, `Y ${n}`),
-        )
-        return encodeEnvelope(
-          sealEnvelope(d9, siteId, { writer: 'D9', nonces, update: Y.mergeUpdates(updates) }),
-        )
-      }
+      const batch = (from: number): Uint8Array => freshClients(d9, siteId, from)
       expect(await verdict(raw, [batch(100)])).toBeUndefined()
       const before = server.replica.doc.store.clients.size
       expect(await verdict(raw, [batch(200)])).toBe('FORBIDDEN_WRITE')

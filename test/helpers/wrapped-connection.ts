@@ -9,9 +9,12 @@ import type { Connection } from '../../core/transport.js'
 
 export function wrapConnection(
   conn: Connection,
-  overrides: Partial<Pick<Connection, 'send' | 'onMessage' | 'onClose' | 'close'>>,
+  overrides: Partial<Pick<Connection, 'send' | 'onMessage' | 'onClose' | 'close'>> & {
+    /** What the wrapper says it buffers (a socket that does not drain), read at each call. */
+    readonly bufferedBytes?: () => number
+  },
 ): Connection {
-  return {
+  const wrapped: Connection = {
     id: conn.id,
     remote: conn.remote,
     get open() {
@@ -22,4 +25,7 @@ export function wrapConnection(
     onClose: overrides.onClose ?? ((handler) => conn.onClose(handler)),
     close: overrides.close ?? ((code, reason) => conn.close(code, reason)),
   }
+  const buffered = overrides.bufferedBytes
+  if (buffered !== undefined) Object.defineProperty(wrapped, 'bufferedBytes', { get: buffered })
+  return wrapped
 }
