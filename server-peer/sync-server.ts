@@ -141,7 +141,16 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
         // take the id between the approval and its next join.
         if (verdict.code === CloseCode.pending) {
           const url = parseJoinUrl(rawUrl)
-          if (url instanceof URL) admitKey(url, url.searchParams.get('device') ?? '', options)
+          const key =
+            url instanceof URL
+              ? admitKey(url, url.searchParams.get('device') ?? '', options)
+              : undefined
+          // A clock days off is said first: waiting, the device would
+          // never bind its key (its proofs' time refused) nor learn why.
+          if (key !== undefined && 'code' in key && key.reason.startsWith('CLOCK_SKEW')) {
+            connection.close(key.code, key.reason)
+            return
+          }
         }
         connection.close(verdict.code, verdict.reason)
         return

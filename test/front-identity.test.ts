@@ -6,6 +6,7 @@
  * older), and approval mode. In-memory transport and a manual clock.
  */
 import { afterEach, describe, expect, it } from 'vitest'
+import type { Clock } from '../core/clock.js'
 import { hasCode } from '../core/errors.js'
 import { cleanLabel } from '../core/ids.js'
 import { limits } from '../core/limits.js'
@@ -17,6 +18,7 @@ import { DeviceRegistry } from '../server-peer/device-registry.js'
 import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
+import { skewedClock } from './helpers/skewed-clock.js'
 
 const SITE_KEY = 'identity-site-key'
 const closers: Array<() => Promise<void>> = []
@@ -61,11 +63,7 @@ async function closeOf(
   return closed()
 }
 
-async function newDevice(
-  clock: ManualClock,
-  id: string,
-  server: () => ServerPeer,
-): Promise<DevicePeer> {
+async function newDevice(clock: Clock, id: string, server: () => ServerPeer): Promise<DevicePeer> {
   let n = 0
   const device = await createDevice({
     id,
@@ -301,6 +299,16 @@ describe('identity: approval mode', () => {
     // Approving a revoked device does not bring it back.
     await expect(server.devices.approve('T-1')).rejects.toSatisfy((e) => hasCode(e, 'PEER_REVOKED'))
     expect(await server.devices.approve('nobody')).toBe(false)
+  })
+
+  it('a pending device whose clock is days off learns the server time first, so its key is bound while it waits', async () => {
+    const clock = new ManualClock()
+    const server = await newServer(clock, { approveDevices: true })
+    const device = await newDevice(skewedClock(clock, -10 * 86_400_000), 'T-8', () => server)
+    await settle(20)
+    const [row] = server.devices.list()
+    expect(row).toMatchObject({ id: 'T-8', state: 'pending' })
+    expect(row?.keyFingerprint).toBe(device.keyFingerprint)
   })
 
   it('without approval mode, a new device with the site key joins at once', async () => {
