@@ -109,8 +109,8 @@ export class Identity implements ClientIdSource {
    * write on the connect path for no gain.
    */
   nextJoinAt(now: number): number {
-    // (A last time far ahead was named in a clock since corrected: see
-    // CLOCK_SKEW in server-link-signing.ts.)
+    // (A last time far ahead was named before the server's time was
+    // learned: CLOCK_SKEW in server-link-signing.ts.)
     const last = this.lastJoinAt - now > netLimits.joinSkewMsMax ? 0 : this.lastJoinAt
     const at = Math.max(Math.floor(now), last + 1)
     this.lastJoinAt = at

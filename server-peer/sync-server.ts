@@ -678,8 +678,8 @@ function admitKey(
     // Not final: the device's clock is wrong (a flat RTC battery, a test's
     // clock moved days ahead). It learns the server's time here and joins
     // again with a proof in that time (the bound still holds: the server
-    // judges the proof by its own clock, and each once); the hello then
-    // confirms the correction (PROTOCOL.md, "Joining").
+    // judges the proof by its own clock, and each once; PROTOCOL.md,
+    // "Joining").
     const now = clock.now()
     return {
       code: CloseCode.refused,
