@@ -40,6 +40,7 @@ import {
   rootOwner,
   SERVER_ENTRY_KEYS,
   isAdoption,
+  isAdoptionMap,
   SERVER_META_ROOT,
   usersRootName,
   WRITER_ID_PATTERN,
@@ -483,8 +484,7 @@ class UpdateCheck {
       }
       if ((s !== undefined && !isNumberMap(s)) || (x !== undefined && !isNumberMap(x)))
         throw invalid(`update holds a server entry of the wrong shape in ${where}`)
-      const a = value.a
-      if (a !== undefined && !(isRecord(a) && Object.values(a).every(isAdoption)))
+      if (value.a !== undefined && !isAdoptionMap(value.a))
         throw invalid(`update holds a server entry of the wrong shape in ${where}`)
     }
     if (!isRecord(value)) return

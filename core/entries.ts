@@ -128,9 +128,13 @@ export function asServerEntry(value: unknown): ServerEntry | undefined {
   if (value.f !== undefined && !isRecord(value.f)) return undefined
   if (value.s !== undefined && !isStampMap(value.s)) return undefined
   if (value.x !== undefined && !isStampMap(value.x)) return undefined
-  if (value.a !== undefined && !(isRecord(value.a) && Object.values(value.a).every(isAdoption)))
-    return undefined
+  if (value.a !== undefined && !isAdoptionMap(value.a)) return undefined
   return value as unknown as ServerEntry
+}
+
+/** True for a server entry's `a`: field name → {@link Adoption}. */
+export function isAdoptionMap(value: unknown): value is Readonly<Record<string, Adoption>> {
+  return isRecord(value) && Object.values(value).every(isAdoption)
 }
 
 /** True for an {@link Adoption}: 1 to 4 levels, each two finite stamps around a writer id. */

@@ -97,33 +97,35 @@ export function userExists(replica: UserReplica): boolean {
 const later = (a: HlcStamp, aw: WriterId, b: HlcStamp, bw: WriterId): boolean =>
   a > b || (a === b && aw > bw)
 
+/** A device write: its stamp, writer and the entry holding it. */
+interface DeviceWrite {
+  readonly stamp: HlcStamp
+  readonly writer: WriterId
+  readonly entry: DeviceEntry
+}
+
 /**
  * The latest device write to `field` that still counts: written after the
- * policy took effect and after the server last cleared the field.
+ * policy took effect and after the server last cleared the field (`floor`),
+ * later than `after` when given and stamped before `before` when given.
  */
 function latestDeviceWrite(
   devices: ReadonlyArray<readonly [WriterId, DeviceEntry]>,
   field: string,
   floor: HlcStamp,
   after?: { readonly stamp: HlcStamp; readonly writer: WriterId },
-): { stamp: HlcStamp; writer: WriterId; entry: DeviceEntry } | undefined {
-  let best: { stamp: HlcStamp; writer: WriterId; entry: DeviceEntry } | undefined
+  before = Infinity,
+): DeviceWrite | undefined {
+  let best: DeviceWrite | undefined
   for (const [writer, entry] of devices) {
     const stamp = entry.s[field]
-    if (stamp === undefined || stamp <= floor) continue
+    if (stamp === undefined || stamp <= floor || stamp >= before) continue
     if (after !== undefined && !later(stamp, writer, after.stamp, after.writer)) continue
     if (best === undefined || later(stamp, writer, best.stamp, best.writer)) {
       best = { stamp, writer, entry }
     }
   }
   return best
-}
-
-/** A device write: its stamp, writer and the entry holding it. */
-interface DeviceWrite {
-  readonly stamp: HlcStamp
-  readonly writer: WriterId
-  readonly entry: DeviceEntry
 }
 
 /**
@@ -138,16 +140,13 @@ function rivalAt(
   floor: HlcStamp,
   [held, heldWriter, takenAt]: AdoptionLevel,
 ): DeviceWrite | undefined {
-  let best: DeviceWrite | undefined
-  for (const [writer, entry] of devices) {
-    const stamp = entry.s[field]
-    if (stamp === undefined || stamp <= floor || stamp >= takenAt) continue
-    if (!later(stamp, writer, held, heldWriter as WriterId)) continue
-    if (best === undefined || later(stamp, writer, best.stamp, best.writer)) {
-      best = { stamp, writer, entry }
-    }
-  }
-  return best
+  return latestDeviceWrite(
+    devices,
+    field,
+    floor,
+    { stamp: held, writer: heldWriter as WriterId },
+    takenAt,
+  )
 }
 
 /**

@@ -38,11 +38,7 @@ export class WriterClients {
    */
   admit(doc: Y.Doc, writer: string, clients: Iterable<number>): void {
     if (doc !== this.doc) this.rebuild(doc)
-    let held = this.byWriter.get(writer)
-    if (held === undefined) {
-      held = new Set()
-      this.byWriter.set(writer, held)
-    }
+    const held = this.heldBy(writer)
     const fresh = [...clients].filter((client) => !held.has(client))
     if (fresh.length === 0) return
     if (held.size + fresh.length > limits.writerClientIdsMax)
@@ -66,6 +62,16 @@ export class WriterClients {
     return this.most
   }
 
+  /** The clientIDs `writer` holds (a new, empty set the first time). */
+  private heldBy(writer: string): Set<number> {
+    let held = this.byWriter.get(writer)
+    if (held === undefined) {
+      held = new Set()
+      this.byWriter.set(writer, held)
+    }
+    return held
+  }
+
   private rebuild(doc: Y.Doc): void {
     this.doc = doc
     this.byWriter = new Map()
@@ -76,11 +82,7 @@ export class WriterClients {
       const name = rootNameOf(doc, first.parent)
       const owner = name === undefined ? undefined : rootOwner(name)
       if (owner === undefined) continue
-      let held = this.byWriter.get(owner)
-      if (held === undefined) {
-        held = new Set()
-        this.byWriter.set(owner, held)
-      }
+      const held = this.heldBy(owner)
       held.add(client)
       if (held.size > this.most) this.most = held.size
     }
