@@ -27,7 +27,7 @@ import * as Y from 'yjs'
 import { encodeMessage } from '../core/protocol.js'
 import { emitResult } from './bench.js'
 import { commands, sourceAddress } from './network-control.js'
-import { clientNice, lowerPriority } from './nice.js'
+import { clientIdleClass, clientNice, idleClass, lowerPriority } from './nice.js'
 
 /** What a flood reports. */
 export interface FloodReport {
@@ -215,11 +215,14 @@ async function main(): Promise<void> {
     process.exit(2)
   }
   const nice = clientNice('BENCH_FLOOD_CLIENT_NICE')
+  const idle = clientIdleClass('BENCH_FLOOD_CLIENT_SCHED')
   lowerPriority(nice)
-  emitResult({ ready: true, nice })
+  let inIdleClass = idle && idleClass()
+  emitResult({ ready: true, nice, idleClass: inIdleClass })
   for await (const command of commands()) {
     // Again for threads started meanwhile (V8's, libuv's).
     lowerPriority(nice)
+    if (idle) inIdleClass = idleClass() && inIdleClass
     const n = Number(command.count)
     switch (command.cmd) {
       case 'connections':

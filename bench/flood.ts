@@ -276,9 +276,12 @@ async function measure(): Promise<
       probe = ControlledChild.start('flood-probe.ts', [ready.url, ready.siteKey])
       flooder = ControlledChild.start('flood-client.ts', [ready.url, ready.siteKey])
       await probe.next()
-      const { nice } = await flooder.next<{ nice: number }>()
+      const { nice, idleClass } = await flooder.next<{ nice: number; idleClass: boolean }>()
       floodClientNice = nice
-      console.log(`flood: the flooding process runs at niceness ${nice} (BENCH_FLOOD_CLIENT_NICE)`)
+      console.log(
+        `flood: the flooding process runs at niceness ${nice} (BENCH_FLOOD_CLIENT_NICE)` +
+          (idleClass ? ', in SCHED_IDLE (BENCH_FLOOD_CLIENT_SCHED)' : ''),
+      )
       // Warm-up (JIT), not counted; then idle.
       await probe.request({ cmd: 'probe', seconds: 2, rate: PROBE_RATE })
       const idle = await probe.request<FloodProbeTimes>({
