@@ -16,18 +16,35 @@ export class CliError extends Error {
 
 type Options = NonNullable<ParseArgsConfig['options']>
 
-/** Parses `argv` against `options`; unknown flags are a `CliError`. */
+/**
+ * Parses `argv` against `options`; unknown flags are a `CliError`, and so is
+ * a value option given twice (`--users u1 --users u2`): parseArgs would keep
+ * the last one and silently drop the others.
+ */
 export function parse<O extends Options>(
   argv: string[],
   options: O,
 ): ReturnType<
   typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true }>
 > {
+  let parsed
   try {
-    return parseArgs({ args: argv, options, allowPositionals: true, strict: true })
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true, tokens: true })
   } catch (error) {
     throw new CliError((error as Error).message)
   }
+  const seen = new Set<string>()
+  for (const token of parsed.tokens) {
+    if (token.kind !== 'option' || token.value === undefined) continue
+    if (options[token.name]?.multiple === true) continue
+    if (seen.has(token.name))
+      throw new CliError(
+        `--${token.name} is given more than once; give it once (a list as one value, comma-separated, where the option takes one)`,
+      )
+    seen.add(token.name)
+  }
+  const { tokens: _tokens, ...result } = parsed
+  return result
 }
 
 /** Parses `30s`, `15m`, `2h`, `1d`, `500ms` or a number of ms. */
@@ -69,11 +86,25 @@ export function parseJsonObject(name: string, text: string | undefined): Record<
   }
 }
 
-/** Renders a value for output: JSON with byte arrays shown as base64. */
-export function toJson(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) =>
-    v instanceof Uint8Array ? { base64: Buffer.from(v).toString('base64') } : v,
-  )
+/**
+ * Characters JSON.stringify leaves raw that a terminal acts on or reorders
+ * (C1 controls, bidi controls and marks; C0 ones it escapes already). They
+ * can only stand inside strings, where `\uXXXX` means the same.
+ */
+const RAW_UNSAFE = /[\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069]/g
+
+/**
+ * Renders a value for output: JSON with byte arrays shown as base64 (as the
+ * HTTP API writes them), indented by `indent` spaces when given, with every
+ * character a terminal would act on escaped.
+ */
+export function toJson(value: unknown, indent?: number): string {
+  return JSON.stringify(
+    value,
+    (_key, v: unknown) =>
+      v instanceof Uint8Array ? { base64: Buffer.from(v).toString('base64') } : v,
+    indent,
+  ).replace(RAW_UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
 
 /**

@@ -6,6 +6,7 @@
 import type { DeviceOptions, DevicePeer } from '../peers/create-device.js'
 import type { UserView } from '../core/resolve.js'
 import { CliError, parse, parseDuration, parseInteger, toJson } from './args.js'
+import { printTable } from './table.js'
 import type { Command } from './main.js'
 import { deviceIdOf, openDevice, siteKeyOf } from './open-device.js'
 
@@ -175,14 +176,7 @@ async function act(device: DevicePeer, values: Values): Promise<void> {
 }
 
 function printUsers(users: UserView[]): void {
-  const columns = ['id', 'name', 'email', 'status'] as const
-  const cell = (v: unknown): string =>
-    typeof v === 'string' ? v : v === undefined ? '' : JSON.stringify(v)
-  const rows = users.map((u) => columns.map((c) => cell(u[c])))
-  const widths = columns.map((c, i) => Math.max(c.length, ...rows.map((r) => (r[i] ?? '').length)))
-  console.log(columns.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  '))
-  for (const row of rows) console.log(row.map((v, i) => v.padEnd(widths[i] ?? 0)).join('  '))
-  console.log(`${users.length} user(s)`)
+  printTable<UserView>(['id', 'name', 'email', 'status'], users, 'user', toJson)
 }
 
 type Snapshot = ReturnType<typeof snapshot>
@@ -269,9 +263,16 @@ async function runUntilStopped(device: DevicePeer, json: boolean): Promise<void>
   clearInterval(ticker)
   process.off('SIGUSR1', onFull)
   process.off('SIGUSR2', onDelta)
-  if (device.serverLink?.state === 'refused')
+  if (device.serverLink?.state === 'refused') {
+    // The refusal's own code and words (PEER_REVOKED, AUTH_FAILED, ...):
+    // what the operator acts on.
+    const status = device.sync.status()
+    const error = status.serverToDevice.error ?? status.deviceToServer.error
     throw new CliError(
-      'the server refused this device (site key, revoked, id conflict, or replaced by a newer connection with its id)',
+      error === undefined
+        ? 'the server refused this device (site key, revoked, id conflict, or replaced by a newer connection with its id)'
+        : `the server refused this device: ${error.code}: ${error.message}`,
       1,
     )
+  }
 }

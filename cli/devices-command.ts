@@ -3,7 +3,7 @@ import { CliError, parse, toJson } from './args.js'
 import type { Command } from './main.js'
 import { openRoster } from './roster-access.js'
 
-const help = `Usage: rostersync devices [list] [--name <part>] | devices revoke|approve|forget <id>
+const help = `Usage: rostersync devices [list] [--name <part>] | devices revoke|approve|forget|reset-key <id>
 
   list             registered devices: id, name, last seen, state, and how each
                    sync direction last went (server→device, device→server)
@@ -13,6 +13,10 @@ const help = `Usage: rostersync devices [list] [--name <part>] | devices revoke|
   forget <id>      remove a device's record (a terminal taken out of service, an
                    id made up by a key holder): it joins again as a new device;
                    a revoked device is kept (its record keeps it refused)
+  reset-key <id>   unbind a device's key (a terminal re-imaged, or whose data
+                   directory was lost): it waits for approval, and the next key
+                   that joins under the id is bound; compare the fingerprint the
+                   terminal shows, then approve it
 
 Options:
   --name <part>    only devices whose name contains this (case-insensitive)
@@ -22,8 +26,10 @@ Options:
   --json           print JSON (one object per line for list)
   -h, --help       this help`
 
+const ACTIONS = ['list', 'revoke', 'approve', 'forget', 'reset-key']
+
 export const devicesCommand: Command = {
-  summary: 'list devices (filter by name), revoke, approve or forget a device',
+  summary: 'list devices (filter by name), revoke, approve, forget or reset the key of a device',
   help,
   async run(argv) {
     const { values, positionals } = parse(argv, {
@@ -34,8 +40,8 @@ export const devicesCommand: Command = {
       json: { type: 'boolean', default: false },
     })
     const [action = 'list', id, ...extra] = positionals
-    if (action !== 'list' && action !== 'revoke' && action !== 'approve' && action !== 'forget')
-      throw new CliError(`unknown action ${action}; list, revoke, approve or forget`)
+    if (!ACTIONS.includes(action))
+      throw new CliError(`unknown action ${action}; list, revoke, approve, forget or reset-key`)
     const unexpected = action === 'list' ? id : extra[0]
     if (unexpected !== undefined) throw new CliError(`unexpected argument ${unexpected}`)
     const roster = await openRoster({
@@ -54,6 +60,16 @@ export const devicesCommand: Command = {
         if (id === undefined) throw new CliError('which device? rostersync devices forget <id>')
         if (!(await roster.forget(id))) throw new CliError(`no device ${id}`, 1)
         console.log(values.json ? toJson({ ok: true }) : `device ${id} forgotten`)
+        return
+      }
+      if (action === 'reset-key') {
+        if (id === undefined) throw new CliError('which device? rostersync devices reset-key <id>')
+        if (!(await roster.resetKey(id))) throw new CliError(`no device ${id}`, 1)
+        console.log(
+          values.json
+            ? toJson({ ok: true })
+            : `device ${id}: key unbound; it waits for approval (rostersync devices approve ${id}, after comparing its key fingerprint)`,
+        )
         return
       }
       if (action === 'approve') {

@@ -1,4 +1,5 @@
 /** `rostersync events`: query a peer's event log. */
+import { limits } from '../core/limits.js'
 import { EVENT_TYPES, type EventType } from '../core/events.js'
 import { CliError, parse, parseDuration, parseInteger, toJson } from './args.js'
 import type { Command } from './main.js'
@@ -16,7 +17,7 @@ Options:
   --type <type>     only this type (${EVENT_TYPES.join(', ')})
   --device <id>     only events about this device
   --user <id>       only events about this user
-  --limit <n>       at most n events, the newest (default and most: 10,000)
+  --limit <n>       at most n events, the newest (default and most: ${limits.eventsPerQueryMax.toLocaleString('en-US')})
   --json            print one JSON object per line
   -h, --help        this help`
 
@@ -40,7 +41,7 @@ export const eventsCommand: Command = {
       throw new CliError(`unknown event type ${values.type}; one of ${EVENT_TYPES.join(', ')}`)
     }
     if (positionals.length > 0) throw new CliError(`unexpected argument ${positionals[0]}`)
-    const limit = parseInteger('limit', values.limit, 1, 1_000_000)
+    const limit = parseInteger('limit', values.limit, 1, limits.eventsPerQueryMax)
     const since = values.since === undefined ? undefined : parseInstant('since', values.since)
     const until = values.until === undefined ? undefined : parseInstant('until', values.until)
     const roster = await openRoster({

@@ -1,22 +1,32 @@
 /** Opens the server peer on a data directory for offline CLI commands. */
 import { existsSync } from 'node:fs'
+import { join } from 'node:path'
 import { hasCode } from '../core/errors.js'
-import { checkRole, roleOfDir } from '../peers/data-role.js'
+import { checkRole, ROLE_FILE, roleOfDir } from '../peers/data-role.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { CliError, openFailure } from './args.js'
 
 /**
  * Refuses, before anything is opened or written, a directory that is not a
- * server's: a device's (its role file says so; `WRONG_DATA_DIR`), or none at
- * all (a typo would otherwise create a new, empty server there).
+ * server's: a device's (its role file says so; `WRONG_DATA_DIR`), one that
+ * holds no rostersync data (no role file, no `admin-token`, no database:
+ * an empty folder, a home directory, another program's `./data`), or none
+ * at all. Opening
+ * either of the last two would make a new, empty server there, and a read
+ * would answer "0 users" from it.
  */
 export function checkServerDir(dataDir: string): void {
-  if (!existsSync(dataDir))
+  const startFirst = `start the server there first (rostersync server --data ${dataDir}), or give --server and --token`
+  if (!existsSync(dataDir)) throw new CliError(`no data directory ${dataDir}: ${startFirst}`, 1)
+  const role = roleOfDir(dataDir)
+  // A database without a role file is data from before roles existed: its
+  // keys say whose it is once opened (a device's is refused then).
+  if (role === undefined && !existsSync(join(dataDir, 'CURRENT')))
     throw new CliError(
-      `no data directory ${dataDir}: start the server there first (rostersync server --data ${dataDir}), or give --server and --token`,
+      `${dataDir} holds no rostersync server data (no ${ROLE_FILE}): refused, nothing written; ${startFirst}`,
       1,
     )
-  checkRole(roleOfDir(dataDir), { role: 'server' }, dataDir)
+  checkRole(role, { role: 'server' }, dataDir)
 }
 
 /** Opens `dataDir` as the server peer, or explains why it cannot. */

@@ -30,6 +30,8 @@ export interface RosterAccess {
   approve(id: string): Promise<boolean>
   /** Forgets a device (`server.devices.forget`); false if unknown. */
   forget(id: string): Promise<boolean>
+  /** Unbinds a device's key (`server.devices.resetKey`); false if unknown. */
+  resetKey(id: string): Promise<boolean>
   /** Prepares an export (`server.exportUsers`, `POST /api/exports`). */
   exportUsers(request: ExportRequest): Promise<PreparedExport>
   /** Starts a new generation (`server.compactHistory`, `POST /api/generations`). */
@@ -56,14 +58,17 @@ export async function openRoster(opts: {
       readToken(opts.data)
     if (token === undefined)
       throw new CliError('an admin token is required: --token or ROSTERSYNC_ADMIN_TOKEN')
+    checkToken(token)
     return httpAccess(running.replace(/^ws/, 'http').replace(/\/$/, ''), token)
   }
   const server = await openServerData(opts.data)
   return {
     list: async () => server.users.list(),
     get: async (id) => server.users.get(id),
-    put: (record) => server.users.put(record),
-    patch: (id, fields) => server.users.patch(id, fields),
+    // Bytes are written `{ "base64": ... }` on the command line, as the
+    // HTTP API (and `users get --json`) writes them.
+    put: (record) => server.users.put(fromWire(record)),
+    patch: (id, fields) => server.users.patch(id, fromWire(fields)),
     delete: (id) => server.users.delete(id),
     events: async (q) => server.events.query(q),
     devices: async (nameContains) =>
@@ -71,6 +76,7 @@ export async function openRoster(opts: {
     revoke: (id) => server.devices.revoke(id),
     approve: (id) => server.devices.approve(id),
     forget: (id) => server.devices.forget(id),
+    resetKey: (id) => server.devices.resetKey(id),
     exportUsers: (request) => server.exportUsers(request),
     compactHistory: () => server.compactHistory(),
     close: () => server.close(),
@@ -88,6 +94,47 @@ function runningServer(dataDir: string): string | undefined {
     // The server that wrote it is gone (or the file is damaged): use the data directly.
     return undefined
   }
+}
+
+/**
+ * Refuses a token an HTTP header cannot carry (a newline or another control
+ * character, often from a file read with its line ending) before any
+ * request: fetch would refuse it with a message that quotes the whole
+ * header, the token with it, and blame the network.
+ */
+function checkToken(token: string): void {
+  if (!/^[\x21-\x7e]+$/.test(token))
+    throw new CliError(
+      'the admin token holds a space, a line break or another character a header cannot carry: check --token, ROSTERSYNC_ADMIN_TOKEN or the admin-token file (not shown)',
+    )
+}
+
+/**
+ * The JSON body of a response, or a one-line error when what answered is not
+ * a rostersync server (an HTML page, a proxy's error, another program).
+ */
+async function jsonBody(res: Response, base: string): Promise<unknown> {
+  const text = await res.text()
+  try {
+    return JSON.parse(text) as unknown
+  } catch {
+    throw new CliError(
+      `${base} did not answer as a rostersync server (HTTP ${res.status}, ${res.headers.get('content-type') ?? 'no content type'}): is --server right?`,
+      1,
+    )
+  }
+}
+
+/** The typed error of a failed response, as `CODE: message`. */
+async function failure(res: Response, base: string): Promise<CliError> {
+  const payload = (await jsonBody(res, base)) as { error?: { code?: unknown; message?: unknown } }
+  const { code, message } = payload.error ?? {}
+  if (typeof code !== 'string')
+    return new CliError(
+      `${base} did not answer as a rostersync server (HTTP ${res.status}, no error code): is --server right?`,
+      1,
+    )
+  return new CliError(`${code}: ${typeof message === 'string' ? message : ''}`, 1)
 }
 
 function readToken(dataDir: string): string | undefined {
@@ -110,12 +157,13 @@ function httpAccess(base: string, token: string): RosterAccess {
     } catch (error) {
       throw new CliError(`cannot reach the server at ${base}: ${(error as Error).message}`, 1)
     }
-    const payload = fromWire(await res.json()) as { error?: { code: string; message: string } }
-    if (res.status === 404 && payload.error?.code === 'USER_NOT_FOUND' && method === 'GET')
-      return undefined
-    if (!res.ok)
-      throw new CliError(`${payload.error?.code ?? res.status}: ${payload.error?.message ?? ''}`, 1)
-    return payload
+    if (!res.ok) {
+      const refused = await failure(res, base)
+      if (res.status === 404 && refused.message.startsWith('USER_NOT_FOUND:') && method === 'GET')
+        return undefined
+      throw refused
+    }
+    return fromWire(await jsonBody(res, base))
   }
   const enc = encodeURIComponent
   return {
@@ -180,6 +228,10 @@ function httpAccess(base: string, token: string): RosterAccess {
       await call('DELETE', `/api/devices/${enc(id)}`)
       return true
     },
+    resetKey: async (id) => {
+      await call('POST', `/api/devices/${enc(id)}/reset-key`)
+      return true
+    },
     exportUsers: (request) => httpExport(base, token, request),
     compactHistory: async () => (await call('POST', '/api/generations')) as CompactionResult,
     close: async () => undefined,
@@ -202,17 +254,20 @@ async function httpExport(
   } catch (error) {
     throw new CliError(`cannot reach the server at ${base}: ${(error as Error).message}`, 1)
   }
-  if (!res.ok) {
-    const payload = (await res.json().catch(() => ({}))) as {
-      error?: { code: string; message: string }
-    }
-    throw new CliError(`${payload.error?.code ?? res.status}: ${payload.error?.message ?? ''}`, 1)
-  }
+  if (!res.ok) throw await failure(res, base)
+  // A rostersync server says when the file expires; a page that answered
+  // 200 instead must not be written out as an export file.
+  const expiresAt = Number(res.headers.get('x-rostersync-expires-at') ?? NaN)
+  if (!Number.isFinite(expiresAt) || expiresAt <= 0)
+    throw new CliError(
+      `${base} did not answer as a rostersync server (HTTP ${res.status}, no export expiry): is --server right?`,
+      1,
+    )
   const passphrase = res.headers.get('x-rostersync-passphrase')
   const source = res.headers.get('x-rostersync-key-source')
   return {
     file: new Uint8Array(await res.arrayBuffer()),
-    expiresAt: Number(res.headers.get('x-rostersync-expires-at')),
+    expiresAt,
     users: Number(res.headers.get('x-rostersync-users')),
     keySource:
       source === 'passphrase' || source === 'site-key' || source === 'none'

@@ -3,6 +3,7 @@ import type { UserView } from '../core/resolve.js'
 import { CliError, parse, parseJsonObject, toJson } from './args.js'
 import type { Command } from './main.js'
 import { openRoster } from './roster-access.js'
+import { printTable } from './table.js'
 import { roleOfDir } from '../peers/data-role.js'
 import { WrongDataDirError } from '../core/errors.js'
 import { existsSync } from 'node:fs'
@@ -34,16 +35,6 @@ const ACTIONS: Partial<Record<string, number>> = { list: 0, get: 1, add: 1, edit
 function requireId(record: Record<string, unknown>): void {
   if (typeof record.id !== 'string' || record.id === '')
     throw new CliError('INVALID_RECORD: the record needs an id (a non-empty string)')
-}
-
-function printTable(users: UserView[]): void {
-  const cell = (v: unknown): string =>
-    typeof v === 'string' ? v : v === undefined ? '' : JSON.stringify(v)
-  const rows = users.map((u) => columns.map((c) => cell(u[c])))
-  const widths = columns.map((c, i) => Math.max(c.length, ...rows.map((r) => (r[i] ?? '').length)))
-  console.log(columns.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  '))
-  for (const row of rows) console.log(row.map((v, i) => v.padEnd(widths[i] ?? 0)).join('  '))
-  console.log(`${users.length} user(s)`)
 }
 
 export const usersCommand: Command = {
@@ -84,13 +75,15 @@ export const usersCommand: Command = {
         case 'list': {
           const users = await roster.list()
           if (values.json) for (const u of users) console.log(toJson(u))
-          else printTable(users)
+          else printTable<UserView>(columns, users, 'user', toJson)
           return
         }
         case 'get': {
           const user = await roster.get(requireArg(args[0], 'user id'))
           if (user === undefined) throw new CliError(`no user ${args[0]}`, 1)
-          console.log(values.json ? toJson(user) : JSON.stringify(user, null, 2))
+          // Bytes as base64 (as --json and the HTTP API show them); toJson
+          // escapes whatever in a field would act on the terminal.
+          console.log(toJson(user, values.json ? undefined : 2))
           return
         }
         case 'add':

@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'INVALID_RECORD'
   | 'INVALID_OPTIONS'
   | 'USER_NOT_FOUND'
+  | 'GROUP_NOT_FOUND'
   | 'USER_EXISTS'
   | 'FORBIDDEN_WRITE'
   | 'MALFORMED_MESSAGE'
@@ -110,6 +111,13 @@ export class InvalidOptionsError extends RostersyncError {
 export class UserNotFoundError extends RostersyncError {
   constructor(userId: string) {
     super('USER_NOT_FOUND', `user ${excerpt(userId)} does not exist on this peer`)
+  }
+}
+
+/** An export named a group no live user of the server is in (a typo gives no empty file). */
+export class GroupNotFoundError extends RostersyncError {
+  constructor(groupId: string) {
+    super('GROUP_NOT_FOUND', `no user of this server is in group ${excerpt(groupId)}`)
   }
 }
 

@@ -144,7 +144,7 @@ export function checkPassphrase(passphrase: unknown): string {
     throw new ExportPassphraseError(
       'an export passphrase is a non-empty string (passphrase; --passphrase-file or ROSTERSYNC_EXPORT_PASSPHRASE)',
     )
-  const text = passphrase.normalize('NFC')
+  const text = canonicalPassphrase(passphrase)
   if (text.length < limits.exportPassphraseCharsMin)
     throw new ExportPassphraseError(
       `an export passphrase has at least ${limits.exportPassphraseCharsMin} characters (this one has ${text.length}); leave it out to encrypt under the site key, or have one generated`,
@@ -158,6 +158,20 @@ export function checkPassphrase(passphrase: unknown): string {
 
 /** Unambiguous letters and digits (Crockford's base 32): 5 bits each. */
 const PASSPHRASE_ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+
+/** The shape of a generated passphrase, in either case. */
+const GENERATED_SHAPE = /^[0-9A-HJKMNP-TV-Z]{4}(-[0-9A-HJKMNP-TV-Z]{4}){5}$/i
+
+/**
+ * A passphrase in its one canonical form: Unicode NFC, and a generated one
+ * (`XXXX-XXXX-...`, Crockford's base 32, which reads either case as the
+ * same) in capitals, so that an operator who types it in lower case opens
+ * the file.
+ */
+function canonicalPassphrase(passphrase: string): string {
+  const text = passphrase.normalize('NFC')
+  return GENERATED_SHAPE.test(text) ? text.toUpperCase() : text
+}
 
 /** A random passphrase of 120 bits: six groups of four characters, `XXXX-XXXX-...`. */
 export function generatePassphrase(random: (bytes: number) => Uint8Array = randomBytes): string {
@@ -464,7 +478,7 @@ function secretOf(
       throw new ExportPassphraseError(
         'the export file is encrypted under a passphrase: give the one it was exported with (passphrase; --passphrase-file or ROSTERSYNC_EXPORT_PASSPHRASE)',
       )
-    return check.passphrase.normalize('NFC')
+    return canonicalPassphrase(check.passphrase)
   }
   if (source === 'site-key') {
     if (check.siteKey === undefined) throw new ExportSiteKeyRequiredError()

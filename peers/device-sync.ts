@@ -1,14 +1,12 @@
 /**
  * The device's sync lifecycle (SEMANTICS.md, "Sync lifecycle"): full and
  * delta syncs with the server, the offline gate, status per direction,
- * retries with backoff, and the retention wipe. Every timer goes through the
- * injected clock.
- *
- * One exchange is: send step 1 (our state vector); the server answers with
- * step 2 (what we lack; durable here before we go on) and its own step 1
- * (what it now holds); we answer that with step 2 (what it lacks). Our
- * changes have arrived once a later answer of the server covers our state
- * vector (PROTOCOL.md, "Acknowledgement").
+ * retries with backoff, and the retention wipe, every timer through the
+ * injected clock. One exchange: send step 1 (our state vector); the server
+ * answers with step 2 (what we lack; durable here before we go on) and its
+ * own step 1 (what it now holds); we answer that with step 2 (what it
+ * lacks). Our changes have arrived once a later answer of the server covers
+ * our state vector (PROTOCOL.md, "Acknowledgement").
  */
 import * as Y from 'yjs'
 import { SyncError } from '../core/errors.js'
@@ -16,7 +14,13 @@ import type { NewEvent } from '../core/events.js'
 import { WipeSkippedError } from './replica.js'
 import { SyncRounds, type Kind } from './device-sync/rounds.js'
 import { ServerExchange } from './device-sync/server-exchange.js'
-import { asSyncError, linkWait, PUSH_ROUNDS_MAX, refusedError } from './device-sync/sync-errors.js'
+import {
+  asSyncError,
+  linkWait,
+  PUSH_ROUNDS_MAX,
+  refusedError,
+  unreachable,
+} from './device-sync/sync-errors.js'
 import { SyncStatusBook } from './device-sync/status-book.js'
 import { SyncTimers } from './device-sync/timers.js'
 import { GenerationMove } from './device-sync/generation-move.js'
@@ -461,22 +465,19 @@ export class DeviceSync implements DeviceSyncApi {
 
   private onLinkState(state: LinkState, detail?: string, failedAttempt = false): void {
     if (state === 'connected' || state === 'connecting') return
-    const reason = detail === undefined || detail === '' ? state : `${state}: ${detail}`
-    const error =
-      state === 'refused'
-        ? refusedError(detail)
-        : new SyncError('SYNC_FAILED', `the server is unreachable (${reason})`)
-    if (state === 'refused') for (const w of this.readyWaiters.splice(0)) w.reject(error)
-    // Refused for good, unreachable before any sync ran (first start,
-    // server down), or an attempt to reach it failed (a live device that
-    // lost its server retries on its own, no round running): with no round
-    // waiting for the link to report it, the status and the log say so
-    // (SyncStatusBook.linkFailed; an outage is logged once).
-    const reported = this.closed || this.server.waiting || this.rounds.busy
-    if (state !== 'paused' && state !== 'closed' && !reported) {
-      const kind = this.persisted.offlineReady ? 'delta' : 'full'
-      void this.book.linkFailed(kind, error, state === 'refused' || failedAttempt)
+    const error = state === 'refused' ? refusedError(detail) : unreachable(state, detail)
+    const kind = this.persisted.offlineReady ? 'delta' : 'full'
+    if (state === 'refused') {
+      // For good: both directions say so before whenReady() rejects (logged once).
+      if (!this.closed) void this.book.failed(kind, error, () => true)
+      for (const w of this.readyWaiters.splice(0)) w.reject(error)
     }
+    // Unreachable before any sync ran, or an attempt to reach it failed (a
+    // live device retrying on its own): no round reports it, so the status
+    // and the log say so (SyncStatusBook.linkFailed; logged once).
+    const reported = this.closed || this.server.waiting || this.rounds.busy
+    if (state !== 'paused' && state !== 'closed' && state !== 'refused' && !reported)
+      void this.book.linkFailed(kind, error, failedAttempt)
     if (this.server.waiting) this.server.rejectWaiters(error)
   }
 

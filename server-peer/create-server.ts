@@ -245,7 +245,8 @@ export interface ServerPeer {
    * `device.importUsers`. Encrypted under the site key unless a
    * `passphrase` is given or `generatePassphrase` asked for (on an open
    * site without a passphrase: not confidential; `keySource` says which).
-   * Rejects `INVALID_OPTIONS` (nothing named, bad ids), `USER_NOT_FOUND`
+   * Rejects `INVALID_OPTIONS` (nothing named, bad ids), `GROUP_NOT_FOUND`
+   * (a group no live user is in), `USER_NOT_FOUND`
    * (a named user the server does not hold), `EXPORT_TOO_LARGE` (past
    * `exportUsersMax` / `exportGroupsMax`), `EXPORT_PASSPHRASE_INVALID`.
    */

@@ -8,7 +8,12 @@
 import { z } from 'zod'
 import type { Clock } from '../core/clock.js'
 import type { PolicyEntry, ServerEntry } from '../core/entries.js'
-import { ExportTooLargeError, InvalidOptionsError, UserNotFoundError } from '../core/errors.js'
+import {
+  ExportTooLargeError,
+  GroupNotFoundError,
+  InvalidOptionsError,
+  UserNotFoundError,
+} from '../core/errors.js'
 import {
   checkPassphrase,
   encodeExportFile,
@@ -119,7 +124,8 @@ export function parseExportRequest(input: unknown): ExportRequest {
 
 /**
  * Prepares an export: every named user must be live on the server
- * (`USER_NOT_FOUND` otherwise), the union with the groups' members must
+ * (`USER_NOT_FOUND` otherwise) and every named group must have a live
+ * member (`GROUP_NOT_FOUND`), the union with the groups' members must
  * stay within the caps (`EXPORT_TOO_LARGE`), and a passphrase given must
  * be one (`EXPORT_PASSPHRASE_INVALID`). Without a passphrase the file is
  * encrypted under the site key (key source `site-key`), or, on an open
@@ -144,16 +150,23 @@ export async function prepareExport(source: ExportSource, input: unknown): Promi
   }
   if (groupIds.length > 0) {
     const wanted = new Set(groupIds)
+    // Each group named must have a member (`GROUP_NOT_FOUND`), as each
+    // user named must exist: a typo in a group gives an error, not a file
+    // of nobody.
+    const unmet = new Set(groupIds)
     for (const id of replica.allUserIds()) {
-      if (chosen.has(id)) continue
       const entry = replica.replicaOf(id).server
       const groups = entry?.f?.groups
       if (entry === undefined || entry.d === 1 || !Array.isArray(groups)) continue
-      if (!groups.some((g) => typeof g === 'string' && wanted.has(g))) continue
+      const members = groups.filter((g): g is string => typeof g === 'string' && wanted.has(g))
+      if (members.length === 0) continue
+      for (const g of members) unmet.delete(g)
+      if (chosen.has(id)) continue
       chosen.set(id, entry)
       if (chosen.size > caps.usersMax)
         throw new ExportTooLargeError('users (with the groups named)', chosen.size, caps.usersMax)
     }
+    for (const g of unmet) throw new GroupNotFoundError(g)
   }
   const policies: Record<string, PolicyEntry> = {}
   for (const [field, entry] of replica.policies()) policies[field] = entry

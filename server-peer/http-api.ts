@@ -64,6 +64,7 @@ const statusOf: Partial<Record<ErrorCode, number>> = {
   MALFORMED_MESSAGE: 400,
   MALFORMED_REQUEST: 400,
   USER_NOT_FOUND: 404,
+  GROUP_NOT_FOUND: 404,
   USER_EXISTS: 412,
   PEER_UNKNOWN: 404,
   NOT_FOUND: 404,
@@ -467,10 +468,14 @@ function eventQuery(url: URL): EventQuery {
   const num = (name: string): number | undefined => {
     const v = p.get(name)
     if (v === null) return undefined
-    const n = Number(v)
-    if (!Number.isFinite(n))
-      throw new HttpError(400, 'INVALID_OPTIONS', `${name} must be a number (ms since epoch)`)
-    return n
+    // Decimal digits only: Number() reads '' and ' ' as 0 and '0x10' as 16.
+    if (!/^-?\d{1,16}(\.\d+)?$/.test(v))
+      throw new HttpError(
+        400,
+        'INVALID_OPTIONS',
+        `${name} must be a number (ms since epoch), got ${excerpt(v, 32)}`,
+      )
+    return Number(v)
   }
   const q: Record<string, unknown> = {}
   if (type !== null) q.type = type

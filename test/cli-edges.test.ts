@@ -142,6 +142,19 @@ describe('the CLI against a running server', () => {
       '--full',
     ])
     expectOneLine(wrong, 1, /AUTH_FAILED/)
+    // Run until stopped (no --full / --delta): the refusal ends it, by code.
+    const running = await cli([
+      'device',
+      '--id',
+      'DZ',
+      '--server',
+      url,
+      '--data',
+      join(dir, 'dz'),
+      '--site-key',
+      'not-the-key',
+    ])
+    expectOneLine(running, 1, /refused this device: AUTH_FAILED/)
     const keyFile = join(data, 'site-key')
     const device = ['device', '--id', 'DY', '--server', url, '--data', join(dir, 'dy')]
     expect((await cli([...device, '--site-key-file', keyFile, '--full'])).code).toBe(0)

@@ -151,6 +151,9 @@ describe('server.exportUsers', () => {
     expect(await refused({ userIds: 'u1' })).toBe('INVALID_OPTIONS')
     expect(await refused({ userIds: ['u1'], extra: 1 })).toBe('INVALID_OPTIONS')
     expect(await refused({ userIds: ['nobody'] })).toBe('USER_NOT_FOUND')
+    // Each group named needs a live member, named by id too or not.
+    expect(await refused({ groupIds: ['lobby', 'nowhere'] })).toBe('GROUP_NOT_FOUND')
+    expect(await refused({ groupIds: ['lobby'], userIds: ['u2'] })).toBe('resolved')
     const ids = Array.from({ length: limits.usersPerExportMax + 1 }, (_, i) => `x${i}`)
     for (const id of ids) await s.server.users.put({ id, name: id })
     expect(await refused({ userIds: ids })).toBe('EXPORT_TOO_LARGE')
@@ -624,6 +627,16 @@ describe('export encryption', () => {
     expect(
       await d.importUsers(prepared.file, { passphrase: prepared.passphrase ?? '' }),
     ).toMatchObject({ imported: 1 })
+    // Crockford's base 32 reads either case alike: typed in lower case, a
+    // generated passphrase opens its file too (one chosen by the operator
+    // stays case-sensitive).
+    expect(
+      await importCode(d, again.file, { passphrase: (again.passphrase ?? '').toLowerCase() }),
+    ).toBe('imported')
+    const chosen = await s.server.exportUsers({ userIds: ['u1'], passphrase: 'Correct-Horse-1' })
+    expect(await importCode(d, chosen.file, { passphrase: 'correct-horse-1' })).toBe(
+      'EXPORT_PASSPHRASE_INVALID',
+    )
   })
 
   it('on an open site, a file without a passphrase imports without one (and is not confidential)', async () => {
@@ -728,6 +741,11 @@ describe('POST /api/exports', () => {
       'EXPORT_PASSPHRASE_INVALID',
     ])
     expect(await codeOf(await post('{"userIds":["nobody"]}'))).toEqual([404, 'USER_NOT_FOUND'])
+    // A group no user is in is a typo, not a file of nobody.
+    expect(await codeOf(await post('{"groupIds":["no-such-group"]}'))).toEqual([
+      404,
+      'GROUP_NOT_FOUND',
+    ])
     const many = JSON.stringify({ groupIds: Array.from({ length: 51 }, (_, i) => `g${i}`) })
     expect(await codeOf(await post(many))).toEqual([400, 'EXPORT_TOO_LARGE'])
     expect((await post('', server.adminToken, 'GET')).status).toBe(405)

@@ -728,6 +728,9 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       const waiting = d.sync.whenReady()
       await expect(waiting).rejects.toMatchObject({ code: 'AUTH_FAILED' })
       expect(d.sync.status().link).toBe('refused')
+      // Read as soon as whenReady() rejects, both directions say it already.
+      for (const direction of [d.sync.status().serverToDevice, d.sync.status().deviceToServer])
+        expect(direction).toMatchObject({ state: 'failed', error: { code: 'AUTH_FAILED' } })
       expect(d.sync.status().waiting).toMatch(/AUTH_FAILED|site key/i)
       expect(d.sync.status().nextAttemptAt).toBeUndefined()
       await expect(d.sync.whenReady()).rejects.toMatchObject({ code: 'AUTH_FAILED' })

@@ -35,6 +35,12 @@ export function refusedError(detail: string | undefined): SyncError {
   )
 }
 
+/** The link to the server is down (`state`, and why when known): `SYNC_FAILED`. */
+export function unreachable(state: string, detail: string | undefined): SyncError {
+  const reason = detail === undefined || detail === '' ? state : `${state}: ${detail}`
+  return new SyncError('SYNC_FAILED', `the server is unreachable (${reason})`)
+}
+
 /** True when `theirs` holds every operation `ours` holds. */
 export function covers(theirs: Map<number, number>, ours: Map<number, number>): boolean {
   for (const [client, clock] of ours) if ((theirs.get(client) ?? 0) < clock) return false
