@@ -180,10 +180,11 @@ export class DeviceSync implements DeviceSyncApi {
     if (this.persisted.awaitingUse) {
       this.persisted = { ...this.persisted, awaitingUse: false }
       this.persist()
-      this.link?.resume()
+      // Paused, the link's connection starts it; connected again meanwhile, now.
+      if (this.link?.state === 'connected') this.auto()
+      else this.link?.resume()
     } else if (now - this.persistedUseAt >= this.usePersistEveryMs()) {
-      // Writing the time on every call would cost a durable write per read;
-      // the countdown is days long, so an hour's lag is harmless.
+      // Not on every call (a durable write per read): an hour's lag is harmless.
       this.persist()
     }
     this.armRetention()
@@ -224,6 +225,8 @@ export class DeviceSync implements DeviceSyncApi {
   }
 
   private async exchange(asked: Kind, quiet: boolean, automatic: boolean): Promise<void> {
+    // Wiped for retention behind it (a round queued by a hello): it waits for use.
+    if (automatic && this.persisted.awaitingUse) return
     const { clock } = this.options
     // whenIdle() queued behind the first full sync needs only a delta.
     const kind = quiet && this.persisted.offlineReady && !this.fullPending ? 'delta' : asked
@@ -240,8 +243,7 @@ export class DeviceSync implements DeviceSyncApi {
       const { replica } = this.options
       // On another generation than its server's: move, push nothing old.
       const moving = await this.generation.ensure()
-      // A device that holds nothing yet gets the whole roster from the
-      // first answer: clearing and fetching again would only repeat it.
+      // Holding nothing yet, the first answer brings the whole roster.
       const empty = replica.doc.store.clients.size === 0
       // Push first: a full sync must not clear changes the server lacks.
       const pushed = moving
@@ -250,15 +252,15 @@ export class DeviceSync implements DeviceSyncApi {
             // A delta has what it lacked once the first answer is durable here.
             if (kind === 'delta') this.book.serverToDevice = { state: 'success', at: clock.now() }
           })
-      // (The server's hello may have called for a move during the push:
-      // ensure waits for one it is staging, so no second staged wipe
-      // queues behind it.)
+      // (A hello may have called for a move during the push: ensure waits
+      // for one it is staging, so no second staged wipe queues behind it.)
       if (await this.generation.ensure()) {
         const at = await moveGeneration(this.generation, this.server, session, {
           clock,
           done: (when) => [...RECORD, this.afterFullSync(when)],
           log: (event) => this.log(event),
-          deletes: kind === 'full',
+          // A full sync asked for and failed (the switch cut it) is this move.
+          deletes: kind === 'full' || this.fullPending,
         })
         this.persistedUseAt = at
         if (!this.persisted.awaitingUse) this.persisted = this.afterFullSync(at)
@@ -286,10 +288,9 @@ export class DeviceSync implements DeviceSyncApi {
     } catch (cause) {
       // An unfinished move is undone: the old generation is loaded again.
       await this.generation.abandon().catch(() => undefined)
-      // A refusal from the server (it closes the link with the error's
-      // code, after an error message) is the cause: say which. Refused for
-      // good (AUTH_FAILED, PEER_REVOKED), the link says so by the time a
-      // round that lost its connection to that close gets here.
+      // A refusal from the server (it closes the link with the error's code,
+      // after an error message) is the cause: say which. Refused for good,
+      // the link says so by the time a round cut by that close gets here.
       const refusal = this.server.remoteError
       const error =
         this.link?.state === 'refused'
@@ -404,12 +405,11 @@ export class DeviceSync implements DeviceSyncApi {
   }
 
   /**
-   * The retention timer's wipe, after a push as a full sync's: what this
-   * device wrote and the server lacks (a periodic device's edits since its
-   * last delta) goes first. A failed push is logged (`sync-failed`) and the
-   * wipe goes ahead: an outage does not hold retention up. (A device opened
-   * past its retention wipes at once: creating it does not wait for the
-   * network.) Used meanwhile, it does not wipe.
+   * The retention timer's wipe, after a push as a full sync's (a periodic
+   * device's edits since its last delta go first). A failed push is logged
+   * (`sync-failed`) and the wipe goes ahead: an outage does not hold
+   * retention up. Used meanwhile, it does not wipe. (Opened past its
+   * retention, a device wipes at once: creating it waits for no network.)
    */
   private async retire(): Promise<void> {
     if (this.link !== undefined && this.link.state !== 'refused' && this.persisted.offlineReady)
@@ -442,17 +442,17 @@ export class DeviceSync implements DeviceSyncApi {
   }
 
   /**
-   * The server's hello named its generation: a device on another one stages
-   * its move before anything else of the connection is handled, and the
-   * next round completes it (at most one full sync per generation; a
-   * delta round, so that no second full sync queues behind it).
+   * The server's hello named another generation: the move is staged before
+   * anything else of the connection is handled, and the next round (a
+   * delta, so no second full sync queues behind it, unless a full sync
+   * failed: the move is that one) completes it.
    */
   private async onGeneration(
     statement: GenerationStatement | undefined,
     connection: Connection,
   ): Promise<void> {
     if (!(await this.generation.learnOn(statement, connection)) || this.closed) return
-    this.rounds.run('delta', false, true).catch(() => undefined)
+    this.rounds.run(this.fullPending ? 'full' : 'delta', false, true).catch(() => undefined)
   }
 
   // ---- link events ----------------------------------------------------------

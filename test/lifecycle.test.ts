@@ -10,6 +10,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Clock } from '../core/clock.js'
 import { SyncError } from '../core/errors.js'
+import { generationMoveDelayMs } from '../core/backoff.js'
 import { netLimits } from '../core/limits.js'
 import type { CloseInfo, Connection, Transport } from '../core/transport.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
@@ -735,5 +736,60 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(d.sync.status().nextAttemptAt).toBeUndefined()
       await expect(d.sync.whenReady()).rejects.toMatchObject({ code: 'AUTH_FAILED' })
     })
+  })
+})
+
+/** Found by an audit of generations meeting the lifecycle (2026-12-06). */
+describe('a generation switch meets the lifecycle', () => {
+  it('a full sync that failed is the move that follows: its delete marks go (rule 3), logged as full', async () => {
+    const s = await site()
+    await s.server.users.put({ id: 'u1', name: 'Ann' })
+    await s.server.users.put({ id: 'u2', name: 'Bob' })
+    const d = await device(s)
+    await d.sync.whenReady()
+    await d.users.delete('u2')
+    await d.sync.whenIdle()
+    expect(d.users.get('u2')).toBeUndefined()
+    s.down()
+    await expect(d.sync.full()).rejects.toMatchObject({ code: 'SYNC_FAILED' })
+    await s.server.compactHistory()
+    s.up()
+    // The caller's delta is the round that moves: the full sync asked for
+    // (and failed) is done by it, so the user shows again.
+    await d.sync.delta()
+    expect(d.events.query({ type: 'generation-moved' })).toHaveLength(1)
+    expect(d.users.get('u2')).toMatchObject({ name: 'Bob' })
+    expect(d.users.list().map((u) => u.id)).toEqual(['u1', 'u2'])
+  })
+
+  it('wiped for retention while its move waits, the device syncs fully on its next use', async () => {
+    const s = await site()
+    await s.server.users.put({ id: 'u1', name: 'Ann' })
+    // A device whose reconnect after the switch comes late in the spread,
+    // and whose retention ends before it.
+    const id = ['D1', 'D2', 'D3', 'D4', 'D5', 'D6', 'D7', 'D8'].find(
+      (candidate) => generationMoveDelayMs(candidate) > 60_000,
+    )
+    if (id === undefined) throw new Error('no device id with a late reconnect')
+    const d = await device(s, id, { retentionMs: 30_000 })
+    await d.sync.whenReady()
+    await s.server.compactHistory()
+    await settle()
+    await d.users.patch('u1', { email: 'ann@device' })
+    // Retention: the push reconnects (the hello asks for the move), then the wipe.
+    await s.clock.advance(31_000)
+    // (Through the replica: an API call would count as use.)
+    expect(d.replica.events.query({ type: 'roster-wiped' })).toHaveLength(1)
+    expect(s.server.users.get('u1')?.email).toBe('ann@device')
+    // Waiting for use: nothing syncs, the link stays paused.
+    await s.clock.advance(10_000)
+    expect(d.sync.status().link).toBe('paused')
+    expect(d.sync.status().offlineReady).toBe(false)
+    expect(d.replica.list()).toEqual([])
+    // Used: the full sync it needs runs (and moves it).
+    d.users.list()
+    await d.sync.whenReady()
+    expect(d.sync.status().offlineReady).toBe(true)
+    expect(d.users.get('u1')).toMatchObject({ email: 'ann@device' })
   })
 })

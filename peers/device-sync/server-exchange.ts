@@ -171,6 +171,9 @@ export class ServerExchange {
       return Promise.reject(
         new SyncError('SYNC_FAILED', 'the server is unreachable (waiting to reconnect)'),
       )
+    // Paused by a retention wipe: only a use (a caller's round) resumes it.
+    if (automatic && link.state === 'paused')
+      return Promise.reject(new SyncError('SYNC_FAILED', 'wiped for retention: waiting to be used'))
     const waiting = new Promise<SyncSession>((resolve, reject) =>
       this.connectWaiters.push({ resolve, reject }),
     )
