@@ -42,6 +42,7 @@ export type ErrorCode =
   | 'TOO_MANY_HELD_BACK'
   | 'IMPLAUSIBLE_STATE_VECTOR'
   | 'TOO_MANY_HANDSHAKES'
+  | 'TOO_MANY_LINKS'
   // Issue 11: signed writes
   | 'SIGNATURE_INVALID'
   // Issue 10: admin page
@@ -341,6 +342,16 @@ export class ImplausibleStateVectorError extends RostersyncError {
 export class HandshakesFullError extends RostersyncError {
   constructor(max: number) {
     super('TOO_MANY_HANDSHAKES', `${max} LAN links are waiting to be admitted already, the limit`)
+  }
+}
+
+/** A device's certificate has as many LAN links at this peer as it may (`lanLinksPerDeviceMax`). */
+export class TooManyLinksError extends RostersyncError {
+  constructor(deviceId: string, max: number) {
+    super(
+      'TOO_MANY_LINKS',
+      `device ${excerpt(deviceId)} has ${max} LAN links here already, the limit`,
+    )
   }
 }
 

@@ -179,6 +179,11 @@ export const limits = {
   heldBackUpdatesPerLinkMax: 1_000,
   /** Most bytes of remote updates one link may have held back at once. */
   heldBackBytesPerLinkMax: 16 * 1024 * 1024,
+  /**
+   * Most bytes of remote updates held back at once, all links together (the
+   * oldest go first): links come and go, each with its own share.
+   */
+  heldBackBytesMax: 64 * 1024 * 1024,
   // Issue 11: update bounds
   /**
    * How far ahead of the receiver's clock a stamp in a remote entry may be,
@@ -619,6 +624,24 @@ export const netLimits = {
    * length prefix arrives, before any of it is buffered (128 MiB otherwise).
    */
   lanHandshakeMessageBytesMax: 64 * 1024,
+  /**
+   * Most admitted LAN links of one device (by its certificate) at a peer at
+   * once: two devices link both ways (each dials the other), and a restart
+   * may leave a link that has not closed yet. Past it a new link is closed
+   * with 1008 `TOO_MANY_LINKS`: one certificate shown from many libp2p
+   * identities would otherwise get `lanPeersMax` links, each with its own
+   * buffers and per-second allowances.
+   */
+  lanLinksPerDeviceMax: 4,
+  /**
+   * Relayed envelopes one signed message may carry that are refused while
+   * the link goes on (a writer revoked, or a genuine certificate expired or
+   * reset since the relay logged it; PROTOCOL.md, "Refusals"). Past it the
+   * link closes with the refusal's code: each costs a signature check, and
+   * a peer that keeps relaying a revoked writer's envelopes is not worth
+   * reading.
+   */
+  staleEnvelopesPerMessageMax: 256,
   // Issue 11: signed writes
   /** Most envelopes one signed message carries (a step 2 answering a long-offline peer). */
   envelopesPerMessageMax: 100_000,

@@ -1,8 +1,9 @@
 /**
  * Remote updates a replica holds back until their clients' earlier
  * operations arrive (`Intake.canIntegrate` in peers/replica/intake.ts),
- * with the bounds on them: at most `heldBackUpdatesMax` in all (the
- * oldest go first), and per link at most `heldBackUpdatesPerLinkMax`
+ * with the bounds on them: at most `heldBackUpdatesMax` and
+ * `heldBackBytesMax` in all (the oldest go first), none once its link is
+ * gone (dropFrom), and per link at most `heldBackUpdatesPerLinkMax`
  * updates and `heldBackBytesPerLinkMax` bytes (past those the update is
  * refused, so one flooding peer cannot fill the replica's share for
  * everyone).
@@ -15,7 +16,8 @@
  *
  * Invariant: `tally` holds, for every link with an update in `list`, the
  * number and the bytes of its updates there, and nothing else; `digests`
- * holds the digest of every update in `list`, and nothing else.
+ * holds the digest of every update in `list`, and nothing else; `bytes` is
+ * the sum of their sizes.
  */
 import { createHash } from 'node:crypto'
 import { HeldBackLimitError } from '../core/errors.js'
@@ -33,6 +35,8 @@ export class HeldBackUpdates<T extends Held> {
   private readonly tally = new Map<string, { count: number; bytes: number }>()
   private readonly digests = new Map<T, string>()
   private readonly held = new Set<string>()
+  /** The bytes of every update in `list`. */
+  private bytes = 0
 
   /** How many are held. */
   get length(): number {
@@ -70,14 +74,28 @@ export class HeldBackUpdates<T extends Held> {
     this.list.push(update)
     this.digests.set(update, digest)
     this.held.add(digest)
+    this.bytes += update.bytes.byteLength
     if (this.list.length > limits.heldBackUpdatesMax) this.take(0, 1)
+    // And the bytes of all links together, whatever each link's share.
+    while (this.bytes > limits.heldBackBytesMax && this.list.length > 1) this.take(0, 1)
     return undefined
+  }
+
+  /**
+   * Forgets the updates held for link `from`, once it is gone: the next
+   * exchange sends again what is still missing, and a peer's gapped
+   * updates do not outlive its link (each new link has its own share).
+   */
+  dropFrom(from: string): void {
+    if (!this.tally.has(from)) return
+    for (let i = this.list.length - 1; i >= 0; i--) if (this.list[i]?.from === from) this.take(i, 1)
   }
 
   /** Removes and returns `count` updates from index `start`. */
   take(start: number, count: number): T[] {
     const taken = this.list.splice(start, count)
     for (const held of taken) {
+      this.bytes -= held.bytes.byteLength
       const digest = this.digests.get(held)
       this.digests.delete(held)
       if (digest !== undefined) this.held.delete(digest)
@@ -94,6 +112,7 @@ export class HeldBackUpdates<T extends Held> {
   takeAll(): T[] {
     const taken = this.list
     this.list = []
+    this.bytes = 0
     this.tally.clear()
     this.digests.clear()
     this.held.clear()

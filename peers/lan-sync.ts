@@ -18,7 +18,12 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { checkUpdate, serverClientsOf } from '../core/authorize.js'
 import { retryDelayMs } from '../core/backoff.js'
 import type { Clock } from '../core/clock.js'
-import { HandshakesFullError, InvalidOptionsError, type RostersyncError } from '../core/errors.js'
+import {
+  HandshakesFullError,
+  InvalidOptionsError,
+  TooManyLinksError,
+  type RostersyncError,
+} from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
 import type { RecordSchema } from '../core/schema.js'
 import type { Connection } from '../core/transport.js'
@@ -81,6 +86,8 @@ interface Link {
   readonly via: string
   /** Its peer was admitted (or the link needs no admission): the session runs. */
   admitted: boolean
+  /** The admitted peer's device, by its certificate. */
+  device?: string | undefined
 }
 
 /** Starts the LAN node; resolves once it listens. */
@@ -171,9 +178,16 @@ class LanLinks {
       {
         ...this.options,
         selfEnd: this.node.peerId.toString(),
-        onAdmitted: () => {
+        onAdmitted: (deviceId) => {
+          // One device's certificate, shown from many libp2p identities,
+          // gets at most lanLinksPerDeviceMax links.
+          const links = [...this.links.values()]
+          const same = links.filter((l) => l.admitted && l.device === deviceId).length
+          if (deviceId !== undefined && same >= netLimits.lanLinksPerDeviceMax) return false
           link.admitted = true
+          link.device = deviceId
           this.admittedVia.add(via.id)
+          return true
         },
       },
       connection,
@@ -309,8 +323,11 @@ export function runLanLink(
      * (its libp2p peer id); the device's id by default (in-process links).
      */
     readonly selfEnd?: string
-    /** The session started: the peer was admitted, or the link needs no admission. */
-    readonly onAdmitted?: () => void
+    /**
+     * The peer was admitted (as `deviceId`, by its certificate), or the link
+     * needs no admission; false refuses the link (`TOO_MANY_LINKS`).
+     */
+    readonly onAdmitted?: (deviceId: string | undefined) => boolean
   },
   connection: Connection,
   peer: string,
@@ -336,8 +353,12 @@ export function runLanLink(
   // One set of per-second buckets for the link's whole life: counted from
   // its first message at the door, not refilled by admission.
   const rates = new LinkRates(() => replica.clock.now())
-  const start = (link: Connection): void => {
-    options.onAdmitted?.()
+  const start = (link: Connection, deviceId?: string): void => {
+    if (options.onAdmitted?.(deviceId) === false) {
+      const error = new TooManyLinksError(deviceId ?? peer, netLimits.lanLinksPerDeviceMax)
+      link.close(refusalClose(error).code, refusalClose(error).reason)
+      return
+    }
     session = startSession({
       replica,
       connection: link,
@@ -374,7 +395,7 @@ export function runLanLink(
         signing,
         connection,
         { self: options.selfEnd ?? signing.writerId, remote: peer },
-        () => start(link),
+        (cert) => start(link, cert.deviceId),
         // Reported once, by the close below (its reason names the code);
         // not logged as an event: anyone on the LAN could fill the log.
         () => undefined,
@@ -397,6 +418,7 @@ export function runLanLink(
   link.onClose(({ code, reason }) => {
     offReady()
     session?.stop()
+    replica.dropHeldBackFrom(link.id)
     // Normal, going-away and dropped links are not errors; the rest
     // (too large, malformed, too many peers) carry a code in their reason.
     if (code !== 1000 && code !== 1001 && code !== 1006 && code !== 1012 && !closing()) {

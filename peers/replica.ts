@@ -138,13 +138,14 @@ export class Replica {
     return this.options.clock
   }
 
-  /**
-   * How many updates from link `from` are held back (not integrated: they
-   * wait for earlier operations). A link with none held holds nothing the
-   * replica lacks of what it sent.
-   */
+  /** Updates of link `from` held back (waiting for earlier operations); none: it sent all it had. */
   heldBackFrom(from: string): number {
     return this.intake.heldBackFrom(from)
+  }
+
+  /** Forgets the updates held back for link `from`, closed (its next link sends them again). */
+  dropHeldBackFrom(from: string): void {
+    this.intake.dropHeldBackFrom(from)
   }
 
   /** This peer's writer id. */
@@ -370,10 +371,7 @@ export class Replica {
     this.queue.releaseWrites()
   }
 
-  /**
-   * Empties the replicated document (see BatchRunner.flushWipe); queued like
-   * a write, resolves once the wipe is durable (a staged one: in memory).
-   */
+  /** Empties the document (BatchRunner.flushWipe); queued like a write, resolves once durable. */
   wipe(options: WipeOptions): Promise<void> {
     // A staged wipe clears nothing in the store before its commit.
     assert(options.staged !== true || !options.local, 'a staged wipe keeps local state')

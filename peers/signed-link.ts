@@ -350,6 +350,19 @@ export class DeviceSigning {
       // Not an envelope: open() refuses it, and the link closes.
       return false
     }
+    if (envelope.writer !== SERVER_ID && !this.options.replica.isRevoked(envelope.writer)) {
+      // Only a certificate the server did sign can be out of standing: a
+      // made-up one (expired, to pass as stale) is a forgery, and the link
+      // closes on it instead of checking the next of thousands.
+      const serverKey = this.options.identity.serverKey
+      const site = this.site()
+      if (serverKey === undefined || site === undefined) return false
+      try {
+        deviceKey(envelope, serverKey, site)
+      } catch {
+        return false
+      }
+    }
     return this.staleHead(envelope.writer, envelope.cert)
   }
 

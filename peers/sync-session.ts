@@ -251,20 +251,20 @@ export function startSession(options: SessionOptions): SyncSession {
       throw new ForbiddenWriteError(
         'this peer cannot check signed updates yet (no server key pinned)',
       )
+    let stale = 0
     for (const bytes of envelopes) {
       let opened: OpenedEnvelope
       try {
-        // Awaited only when it is a promise (a verification pool): a link
-        // that verifies in line keeps its order of turns exactly.
+        // Awaited only if a promise (a verification pool): in line, turns keep order.
         const result = signed.open(bytes)
         opened = result instanceof Promise ? await result : result
-        // Nothing more of a closed link is applied (it may have closed
-        // while the signature was checked: a new generation, a revoke).
+        // Nothing more of a link closed while it was checked (a generation, a revoke).
         if (stopped || !connection.open) return
       } catch (error) {
         if (!(error instanceof RostersyncError) || signed.relayed?.(bytes) !== true) throw error
         // Another writer's envelope this peer only relays: refused by name,
-        // the link goes on (see SignedLink.relayed).
+        // the link goes on (see SignedLink.relayed), a bounded number of times.
+        if (++stale > netLimits.staleEnvelopesPerMessageMax) throw error
         send({
           type: 'error',
           code: error.code,

@@ -252,6 +252,7 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
       connection.onClose(() => {
         stopCertifying?.()
         session.stop()
+        replica.dropHeldBackFrom(connection.id)
         members.delete(connection.id)
         if (byDevice.get(deviceId) === member) byDevice.delete(deviceId)
         registry.left(deviceId)

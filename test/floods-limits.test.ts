@@ -253,6 +253,17 @@ describe('the same held-back update again and again', () => {
     await eventually(() => expect(server.replica.doc.getMap('u:D1').size).toBe(3))
     expect(server.replica.heldBackFrom(link.serverEnd.id)).toBe(0)
   })
+
+  it('is forgotten when its link closes: a new link has its own share, not on top (LAN audit)', async () => {
+    const server = await startServer()
+    const link = rawLink(server, 'D1', KEY)
+    const [, second, third] = updates('u:D1', 3) as [Uint8Array, Uint8Array, Uint8Array]
+    link.send({ type: 'sync-update', update: second })
+    link.send({ type: 'sync-update', update: third })
+    await eventually(() => expect(server.replica.heldBackFrom(link.serverEnd.id)).toBe(2))
+    link.connection.close(1000, 'gone')
+    await eventually(() => expect(server.replica.heldBackFrom(link.serverEnd.id)).toBe(0))
+  })
 })
 
 describe('a step 1 claiming more of the server clientID than it has', () => {

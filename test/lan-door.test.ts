@@ -215,6 +215,39 @@ async function admittedLink(
   return { raw, key, cert }
 }
 
+describe('admitted LAN links per device', () => {
+  it(`one certificate from many libp2p identities gets ${netLimits.lanLinksPerDeviceMax} links; the next is closed 1008 TOO_MANY_LINKS`, async () => {
+    const s = await site()
+    const key = keyPairFromSeed(new Uint8Array(32).fill(9))
+    const cert = await certify(s, 'D9', key)
+    const links: RawLanLink[] = []
+    for (let i = 0; i <= netLimits.lanLinksPerDeviceMax; i++) {
+      const member = await node()
+      const raw = await link(s, member)
+      await raw.send(
+        encodeLanAuth(cert, signLanProof(key, cert.site, member.peerId.toString(), s.d2End)),
+      )
+      links.push(raw)
+      if (i < netLimits.lanLinksPerDeviceMax)
+        await eventually(() => expect(raw.received.some((m) => m.type === 'sync-step1')).toBe(true))
+    }
+    const refused = links.at(-1) as RawLanLink
+    const close = await refused.whenClosed(5_000)
+    expect(close?.code).toBe(1008)
+    expect(close?.reason).toMatch(/^TOO_MANY_LINKS: /)
+    expect(refused.received.some((m) => m.type === 'sync-step1')).toBe(false)
+    for (const open of links.slice(0, -1)) expect(open.closed()).toBeUndefined()
+    // One closes: room for the device again.
+    links[0]?.close()
+    const member = await node()
+    const again = await link(s, member)
+    await again.send(
+      encodeLanAuth(cert, signLanProof(key, cert.site, member.peerId.toString(), s.d2End)),
+    )
+    await eventually(() => expect(again.received.some((m) => m.type === 'sync-step1')).toBe(true))
+  }, 60_000)
+})
+
 describe('an admitted LAN link', () => {
   it('goes on with the buckets it had at the door: admission refills nothing', async () => {
     const s = await site()

@@ -5,7 +5,7 @@
  * LAN; a device's id is bound to its key; a device pins the server's key.
  */
 import { afterEach, describe, expect, it } from 'vitest'
-import { limits } from '../core/limits.js'
+import { limits, netLimits } from '../core/limits.js'
 import * as Y from 'yjs'
 import { asUserId } from '../core/ids.js'
 import { decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
@@ -14,6 +14,7 @@ import {
   decodeEnvelope,
   deriveClientId,
   encodeEnvelope,
+  issueCertificate,
   keyFingerprint,
   keyPairFromSeed,
   sealEnvelope,
@@ -535,6 +536,67 @@ describe('signed writes on the LAN', () => {
     await eventually(() => expect(d2.users.get('u1')?.title).toBe('From D9'))
     await eventually(() => expect(server.users.get('u1')?.title).toBe('From D9'))
     expect(raw.closed()).toBeUndefined()
+  }, 30_000)
+
+  it('a made-up certificate is a forgery, not a stale one: the link closes at the first (LAN audit)', async () => {
+    // Refused as "stale" (an expired certificate), each of 100,000 made-up
+    // envelopes cost a signature check and an error message while the link
+    // went on: one message held a device's event loop 15 s.
+    const { server, d2 } = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { raw: serverLink, site: s } = await joinD9(server, d9)
+    const cert = decodeCertificate(
+      (serverLink.received[0] as Extract<Message, { type: 'hello' }>).certificate,
+    )
+    const fake = keyPairFromSeed(seedOf(67))
+    const forged = issueCertificate(fake, {
+      site: s,
+      deviceId: 'D7',
+      publicKey: fake.publicKey,
+      issuedAt: 1_000,
+      expiresAt: 2_000,
+    })
+    const own = deriveClientId(fake.publicKey, 5)
+    const envelopes = Array.from({ length: 300 }, (_, i) =>
+      seal(fake, s, 'D7', 5, entryUpdate(own, 'u:D7', `f${i}`, 'Forged'), forged),
+    )
+    const raw = lanLink(d2, { key: d9, cert })
+    raw.send({ type: 'signed-update', envelopes })
+    await eventually(() => expect(raw.closed()?.reason).toMatch(/^SIGNATURE_INVALID/))
+    expect(raw.received.filter((m) => m.type === 'error').length).toBeLessThanOrEqual(1)
+    expect(d2.replica.doc.getMap('u:D7').size).toBe(0)
+  }, 30_000)
+
+  it('a link goes on past a few stale relayed envelopes, not past staleEnvelopesPerMessageMax', async () => {
+    const { server, d2 } = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { raw: serverLink, site: s } = await joinD9(server, d9)
+    const cert = decodeCertificate(
+      (serverLink.received[0] as Extract<Message, { type: 'hello' }>).certificate,
+    )
+    // D8's certificate, genuine; D8 then revoked: its envelopes are stale.
+    const d8 = keyPairFromSeed(seedOf(8))
+    const link8 = join(server, 'D8', d8)
+    await eventually(() => expect(link8.received[0]?.type).toBe('hello'))
+    const cert8 = decodeCertificate(
+      (link8.received[0] as Extract<Message, { type: 'hello' }>).certificate,
+    )
+    await server.devices.revoke('D8')
+    await d2.sync.full()
+    const own8 = deriveClientId(d8.publicKey, 5)
+    const stale = (n: number): Uint8Array[] =>
+      Array.from({ length: n }, (_, i) =>
+        seal(d8, s, 'D8', 5, entryUpdate(own8, 'u:D8', `s${i}`, 'Stale'), cert8),
+      )
+    const raw = lanLink(d2, { key: d9, cert })
+    raw.send({ type: 'signed-update', envelopes: stale(3) })
+    await eventually(() => expect(raw.received.filter((m) => m.type === 'error')).toHaveLength(3))
+    expect(raw.closed()).toBeUndefined()
+    raw.send({ type: 'signed-update', envelopes: stale(netLimits.staleEnvelopesPerMessageMax + 1) })
+    await eventually(() => expect(raw.closed()?.reason).toMatch(/^PEER_REVOKED/))
+    expect(raw.received.filter((m) => m.type === 'error').length).toBeLessThanOrEqual(
+      3 + netLimits.staleEnvelopesPerMessageMax + 1,
+    )
   }, 30_000)
 
   it('an envelope held back (a gap before it) is relayed once, however often it comes back', async () => {

@@ -63,6 +63,11 @@ export class Intake {
     return this.heldBack.countFrom(from)
   }
 
+  /** Forgets the held-back updates of link `from`, gone (HeldBackUpdates.dropFrom). */
+  dropHeldBackFrom(from: string): void {
+    this.heldBack.dropFrom(from)
+  }
+
   /** Forgets every held-back update (a wipe: they belong to the old document). */
   clear(): void {
     this.heldBack.takeAll()
