@@ -612,9 +612,10 @@ export const netLimits = {
   /**
    * Most LAN links of one device still at its door (their peer's
    * certificate not shown yet) at once: anyone holding the site key gets
-   * this far. Past it a new link is closed with 1013
-   * `TOO_MANY_HANDSHAKES` (its dialler retries with backoff). A device's
-   * peers dialling it together after a restart each wait milliseconds here.
+   * this far. Past it the oldest waiting is closed with 1013
+   * `TOO_MANY_HANDSHAKES` (its dialler retries with backoff) to make room
+   * for the newcomer. A device's peers dialling it together after a
+   * restart each wait milliseconds here.
    */
   lanHandshakesInFlightMax: 8,
   /**

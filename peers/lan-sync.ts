@@ -166,11 +166,16 @@ class LanLinks {
     }
     // Links at the door are bounded in number: anyone with the site key
     // gets this far, and a link waits there up to the handshake's time.
-    const atDoor = [...this.links.values()].filter((link) => !link.admitted).length
-    if (atDoor >= netLimits.lanHandshakesInFlightMax) {
+    // Past the bound the oldest waiting makes room, not the newcomer: a key
+    // holder re-opening links as they close would otherwise keep every
+    // place, and no peer (nor this device's own dials) got in; a peer with
+    // a certificate is admitted within milliseconds of arriving.
+    const atDoor = [...this.links.values()].filter((link) => !link.admitted)
+    if (atDoor.length >= netLimits.lanHandshakesInFlightMax) {
       const { reason } = refusalClose(new HandshakesFullError(netLimits.lanHandshakesInFlightMax))
-      connection.close(1013, reason)
-      return false
+      const oldest = atDoor[0] as Link
+      this.links.delete(oldest.connection.id)
+      oldest.connection.close(1013, reason)
     }
     const link: Link = { connection, peer, via: via.id, admitted: false }
     this.links.set(connection.id, link)

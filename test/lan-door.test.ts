@@ -126,7 +126,7 @@ function link(s: Site, from: Awaited<ReturnType<typeof node>>): Promise<RawLanLi
 }
 
 describe('links at the LAN door', () => {
-  it(`past ${netLimits.lanHandshakesInFlightMax} at once, a new one is closed 1013 TOO_MANY_HANDSHAKES; room again once they time out`, async () => {
+  it(`past ${netLimits.lanHandshakesInFlightMax} at once, the oldest waiting is closed 1013 TOO_MANY_HANDSHAKES and the newcomer waits; a member still gets in (LAN audit)`, async () => {
     const s = await site()
     // Two sync streams per libp2p connection: half as many nodes.
     const nodes = await Promise.all(
@@ -137,20 +137,32 @@ describe('links at the LAN door', () => {
     await settle(20)
     for (const w of waiting) expect(w.closed()).toBeUndefined()
     const extra = nodes.at(-1) as Awaited<ReturnType<typeof node>>
-    const refused = await link(s, extra)
-    const close = await refused.whenClosed(5_000)
+    const newcomer = await link(s, extra)
+    const close = await (waiting[0] as RawLanLink).whenClosed(5_000)
     expect(close?.code).toBe(1013)
     expect(close?.reason).toMatch(/^TOO_MANY_HANDSHAKES: /)
-    // The handshake's time passes: every waiting link is closed typed, and
-    // a new link waits at the door again.
+    await settle(20)
+    expect(newcomer.closed()).toBeUndefined()
+    for (const w of waiting.slice(1)) expect(w.closed()).toBeUndefined()
+    // A door kept full by links that show nothing: a member arriving is
+    // admitted all the same (its link takes the oldest place).
+    const key = keyPairFromSeed(new Uint8Array(32).fill(9))
+    const cert = await certify(s, 'D9', key)
+    const member = await node()
+    const admitted = await link(s, member)
+    await admitted.send(
+      encodeLanAuth(cert, signLanProof(key, cert.site, member.peerId.toString(), s.d2End)),
+    )
+    await eventually(() =>
+      expect(admitted.received.some((m) => m.type === 'sync-step1')).toBe(true),
+    )
+    // The handshake's time passes: every waiting link is closed typed.
     await s.clock.advance(netLimits.handshakeTimeoutMs)
-    for (const w of waiting) {
+    for (const w of [...waiting.slice(2), newcomer]) {
       const info = await w.whenClosed(5_000)
       expect(info?.code === 4401 || info?.code === 1006).toBe(true)
     }
-    const later = await link(s, extra)
-    await settle(20)
-    expect(later.closed()).toBeUndefined()
+    expect(admitted.closed()).toBeUndefined()
   })
 
   it('a libp2p connection with no admitted link is closed after the handshake time; an admitted one stays', async () => {
