@@ -277,11 +277,11 @@ export function startSession(options: SessionOptions): SyncSession {
     }
   }
   const answerStep1 = async (sent: Uint8Array): Promise<void> => {
+    const limited = rates?.answer(sent)
+    if (limited !== undefined) throw limited
     const theirs = Y.decodeStateVector(sent)
     options.onStep1?.(theirs)
     await renewIfReused(replica, theirs)
-    const limited = rates?.answer(theirs.size)
-    if (limited !== undefined) throw limited
     // The answer holds none of this peer's own changes that are not
     // durable, and is sent at that moment (Replica.whenDurable), before
     // any update that builds on it: an own change sent and then lost to a

@@ -5,7 +5,6 @@
  * close code and reason of a refusal (PROTOCOL.md, "Refusals").
  */
 import * as decoding from 'lib0/decoding'
-import * as Y from 'yjs'
 import {
   MalformedMessageError,
   MessageTooLargeError,
@@ -83,10 +82,12 @@ export class LinkRates {
   }
 
   /**
-   * Counts an answer to a step 1 whose state vector names `clients`; the
-   * refusal when it is one too many.
+   * Counts an answer to a step 1 whose state vector is `stateVector` (the
+   * clients it names, read off its first number before it is decoded: the
+   * rates bound what decoding it costs); the refusal when it is one too many.
    */
-  answer(clients: number): RostersyncError | undefined {
+  answer(stateVector: Uint8Array): RostersyncError | undefined {
+    const clients = decoding.readVarUint(decoding.createDecoder(stateVector))
     const now = this.now()
     if (!this.answers.take(1, now))
       return new RateLimitedError('answered step 1s', netLimits.step1AnswersPerSecondMax)
@@ -94,6 +95,21 @@ export class LinkRates {
       return new RateLimitedError('clients named by step 1s', netLimits.step1ClientsPerSecondMax)
     return undefined
   }
+}
+
+/**
+ * Reads a state vector of `clients` entries (client, clock) through to its
+ * end without building it: MALFORMED_MESSAGE unless it holds exactly that.
+ */
+function checkStateVector(bytes: Uint8Array, clients: number): void {
+  const decoder = decoding.createDecoder(bytes)
+  decoding.readVarUint(decoder)
+  for (let i = 0; i < clients; i++) {
+    decoding.readVarUint(decoder)
+    decoding.readVarUint(decoder)
+  }
+  if (decoding.hasContent(decoder))
+    throw new MalformedMessageError('state vector has bytes past its last entry')
 }
 
 /**
@@ -113,8 +129,9 @@ export function decodeInbound(bytes: Uint8Array, held = 0): Message | Rostersync
       const max = held + netLimits.stateVectorClientsMax
       if (clients > max) return new MessageTooLargeError('a state vector', clients, max, 'clients')
       // A state vector that does not decode must be refused as malformed
-      // here, not found out deep in the answer (an untyped failure).
-      Y.decodeStateVector(message.stateVector)
+      // here, not found out deep in the answer (an untyped failure); read,
+      // not decoded into a map (the answer does that, within its rates).
+      checkStateVector(message.stateVector, clients)
     }
     return message
   } catch (error) {
