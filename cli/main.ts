@@ -102,12 +102,12 @@ const invokedDirectly =
   process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/\\/g, '/'))
 if (invokedDirectly || process.env.ROSTERSYNC_CLI === '1') {
   // A reader that stops early (`rostersync users list | head -1`) closes
-  // the pipe: the output it wanted is out, so the command ends quietly, as
-  // a Unix tool killed by SIGPIPE does (without the stack trace of an
-  // unhandled EPIPE).
+  // the pipe: the command ends quietly with 141, as a Unix tool killed by
+  // SIGPIPE does (not with the stack trace of an unhandled EPIPE), and a
+  // script sees that not all of it was read (a passphrase printed last).
   process.stdout.on('error', (error: NodeJS.ErrnoException) => {
     if (error.code !== 'EPIPE') throw error
-    process.exit(0)
+    process.exit(141)
   })
   main(process.argv.slice(2)).then(
     (code) => {

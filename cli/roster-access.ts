@@ -97,15 +97,17 @@ function runningServer(dataDir: string): string | undefined {
 }
 
 /**
- * Refuses a token an HTTP header cannot carry (a newline or another control
- * character, often from a file read with its line ending) before any
- * request: fetch would refuse it with a message that quotes the whole
- * header, the token with it, and blame the network.
+ * Refuses a token an HTTP header cannot carry (a line break or another
+ * control character, often from a file read with its line ending; a
+ * character past Latin-1; spaces around it) before any request: fetch
+ * would refuse it with a message that quotes the whole header, the token
+ * with it, and blame the network. Spaces inside are carried.
  */
 function checkToken(token: string): void {
-  if (!/^[\x21-\x7e]+$/.test(token))
+  // eslint-disable-next-line no-control-regex -- control characters are what it refuses
+  if (/[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]/.test(token) || token.trim() !== token)
     throw new CliError(
-      'the admin token holds a space, a line break or another character a header cannot carry: check --token, ROSTERSYNC_ADMIN_TOKEN or the admin-token file (not shown)',
+      'the admin token holds a line break, another control character, a character a header cannot carry, or spaces around it: check --token, ROSTERSYNC_ADMIN_TOKEN or the admin-token file (not shown)',
     )
 }
 

@@ -627,16 +627,16 @@ export const netLimits = {
   lanHandshakeMessageBytesMax: 64 * 1024,
   /**
    * Most admitted LAN links of one device (by its certificate) at a peer at
-   * once: two devices link both ways (each dials the other), and a restart
-   * may leave a link that has not closed yet. Past it a new link is closed
+   * once: two devices link both ways (each dials the other, two streams a
+   * connection: four), and a restart may leave four that have not closed yet. Past it a new link is closed
    * with 1008 `TOO_MANY_LINKS`: one certificate shown from many libp2p
    * identities would otherwise get `lanPeersMax` links, each with its own
    * buffers and per-second allowances.
    */
-  lanLinksPerDeviceMax: 4,
+  lanLinksPerDeviceMax: 8,
   /**
-   * Relayed envelopes one signed message may carry that are refused while
-   * the link goes on (a writer revoked, or a genuine certificate expired or
+   * Relayed envelopes one signed message of a LAN link may carry that are
+   * refused while the link goes on (the server's links excuse them all) (a writer revoked, or a genuine certificate expired or
    * reset since the relay logged it; PROTOCOL.md, "Refusals"). Past it the
    * link closes with the refusal's code: each costs a signature check, and
    * a peer that keeps relaying a revoked writer's envelopes is not worth

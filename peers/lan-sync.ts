@@ -371,7 +371,12 @@ export function runLanLink(
       ...(signing === undefined
         ? {}
         : {
-            signed: (send: (envelopes: Uint8Array[]) => void) => signing.link(link.id, send),
+            // A LAN peer's stale relays are excused a bounded number of
+            // times a message (each costs a signature check).
+            signed: (send: (envelopes: Uint8Array[]) => void) => ({
+              ...signing.link(link.id, send),
+              relayedPerMessageMax: netLimits.staleEnvelopesPerMessageMax,
+            }),
           }),
       // Another device is not trusted: bounded rates, and a refused update
       // closes the link with its code (PROTOCOL.md, "Refusals").
@@ -423,7 +428,12 @@ export function runLanLink(
   link.onClose(({ code, reason }) => {
     offReady()
     session?.stop()
+    // Now, and once what it sent before the close has run (held back then).
     replica.dropHeldBackFrom(link.id)
+    void replica.drain().then(
+      () => replica.dropHeldBackFrom(link.id),
+      () => undefined,
+    )
     // Normal, going-away and dropped links are not errors; the rest
     // (too large, malformed, too many peers) carry a code in their reason.
     if (code !== 1000 && code !== 1001 && code !== 1006 && code !== 1012 && !closing()) {

@@ -116,6 +116,13 @@ export interface SignedLink {
    * the envelope (PROTOCOL.md, "Signed writes").
    */
   relayed?(bytes: Uint8Array): boolean
+  /**
+   * Most envelopes `relayed` may excuse in one message (a LAN link:
+   * `netLimits.staleEnvelopesPerMessageMax`); past it the refusal closes
+   * the link. None on the server's links, which excuse every other
+   * writer's refused envelope, as many as a device's log offers.
+   */
+  readonly relayedPerMessageMax?: number
 }
 
 /** Checks an update as `writer`'s (the update check, core/authorize.ts, for that writer's part). */

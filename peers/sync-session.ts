@@ -264,7 +264,7 @@ export function startSession(options: SessionOptions): SyncSession {
         if (!(error instanceof RostersyncError) || signed.relayed?.(bytes) !== true) throw error
         // Another writer's envelope this peer only relays: refused by name,
         // the link goes on (see SignedLink.relayed), a bounded number of times.
-        if (++stale > netLimits.staleEnvelopesPerMessageMax) throw error
+        if (++stale > (signed.relayedPerMessageMax ?? Infinity)) throw error
         send({
           type: 'error',
           code: error.code,

@@ -567,6 +567,33 @@ describe('signed writes on the LAN', () => {
     expect(d2.replica.doc.getMap('u:D7').size).toBe(0)
   }, 30_000)
 
+  it("the server's link excuses any number of another writer's refused envelopes (review)", async () => {
+    // A device forgotten by the server (no key any more) whose LAN writes
+    // another device logged: that device offers them on every exchange,
+    // many to a message. The LAN cap must not close its server link.
+    const { server } = await site()
+    const d8 = keyPairFromSeed(seedOf(8))
+    const link8 = join(server, 'D8', d8)
+    await eventually(() => expect(link8.received[0]?.type).toBe('hello'))
+    const cert8 = decodeCertificate(
+      (link8.received[0] as Extract<Message, { type: 'hello' }>).certificate,
+    )
+    link8.connection.close(1000, 'gone')
+    await server.devices.forget('D8')
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { raw: link9, site: s } = await joinD9(server, d9)
+    const own8 = deriveClientId(d8.publicKey, 5)
+    const envelopes = Array.from({ length: netLimits.staleEnvelopesPerMessageMax + 44 }, (_, i) =>
+      seal(d8, s, 'D8', 5, entryUpdate(own8, 'u:D8', `r${i}`, 'Relayed'), cert8),
+    )
+    link9.send({ type: 'signed-update', envelopes })
+    await eventually(() =>
+      expect(link9.received.filter((m) => m.type === 'error')).toHaveLength(envelopes.length),
+    )
+    expect(link9.closed()).toBeUndefined()
+    expect(server.replica.doc.getMap('u:D8').size).toBe(0)
+  }, 30_000)
+
   it('a link goes on past a few stale relayed envelopes, not past staleEnvelopesPerMessageMax', async () => {
     const { server, d2 } = await site()
     const d9 = keyPairFromSeed(seedOf(9))
