@@ -8,52 +8,15 @@
  * token); bytes are written the same way offline as through the server; a
  * flag given twice is refused; a device's key can be reset from the CLI.
  */
-import { spawn } from 'node:child_process'
 import { createServer as createHttpServer, type Server } from 'node:http'
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { expectOneLine, runCli as cli } from './helpers/cli-run.js'
 import { createDevice } from '../peers/create-device.js'
 import { createServer } from '../server-peer/create-server.js'
-
-const root = fileURLToPath(new URL('..', import.meta.url))
-const BIN = join(root, 'bin/rostersync.js')
-const ENV = {
-  ROSTERSYNC_SITE_KEY: '',
-  ROSTERSYNC_ADMIN_TOKEN: '',
-  ROSTERSYNC_EXPORT_PASSPHRASE: '',
-}
-
-interface Result {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-}
-
-/** Runs the CLI; `closeStdout` closes the reading end at once (a `| head` that is done). */
-function cli(args: string[], closeStdout = false): Promise<Result> {
-  const child = spawn(process.execPath, [BIN, ...args], {
-    cwd: root,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...ENV },
-  })
-  let stdout = ''
-  let stderr = ''
-  if (closeStdout) child.stdout.destroy()
-  else child.stdout.on('data', (c: Buffer) => (stdout += c.toString()))
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })))
-}
-
-/** Non-zero exit `code` and exactly one line on stderr matching `text`. */
-function expectOneLine(result: Result, code: number, text: string | RegExp): void {
-  expect(result.stderr.trim().split('\n'), result.stderr).toHaveLength(1)
-  expect(result.stderr).toMatch(text)
-  expect(result.code).toBe(code)
-}
 
 let dir = ''
 /** A stopped server's data directory, with users and one registered device. */

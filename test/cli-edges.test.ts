@@ -9,42 +9,14 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-
-const root = fileURLToPath(new URL('..', import.meta.url))
-const BIN = join(root, 'bin/rostersync.js')
-const ENV = {
-  ROSTERSYNC_SITE_KEY: '',
-  ROSTERSYNC_ADMIN_TOKEN: '',
-  ROSTERSYNC_EXPORT_PASSPHRASE: '',
-}
-
-interface Result {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-}
-
-function cli(args: string[]): Promise<Result> {
-  const child = spawn(process.execPath, [BIN, ...args], {
-    cwd: root,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...ENV },
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()))
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
-  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout, stderr })))
-}
-
-/** Non-zero exit `code` and exactly one line on stderr containing `text`. */
-function expectOneLine(result: Result, code: number, text: string | RegExp): void {
-  expect(result.stderr.trim().split('\n'), result.stderr).toHaveLength(1)
-  expect(result.stderr).toMatch(text)
-  expect(result.code).toBe(code)
-}
+import {
+  CLI_BIN as BIN,
+  CLI_ENV as ENV,
+  expectOneLine,
+  PROJECT_ROOT as root,
+  runCli as cli,
+} from './helpers/cli-run.js'
 
 let dir = ''
 let data = ''
