@@ -57,10 +57,12 @@ describe('offline commands and data directories', () => {
   it('refuse an existing directory that holds no server data, and write nothing there', async () => {
     const empty = join(dir, 'empty')
     await mkdir(empty)
-    for (const args of [['users', 'list'], ['devices', 'list'], ['events'], ['compact']]) {
-      const r = await cli([...args, '--data', empty])
-      expectOneLine(r, 1, /holds no rostersync server data/)
-    }
+    const runs = await Promise.all(
+      [['users', 'list'], ['devices', 'list'], ['events'], ['compact']].map((args) =>
+        cli([...args, '--data', empty]),
+      ),
+    )
+    for (const r of runs) expectOneLine(r, 1, /holds no rostersync server data/)
     expect(await readdir(empty)).toEqual([])
   }, 60_000)
 })
@@ -90,6 +92,7 @@ describe('user data on the terminal', () => {
 
 describe('one line, whatever goes wrong', () => {
   it('ends quietly, with 141, when the reader closes the pipe (| head)', async () => {
+    // One after the other: both open the same data directory.
     for (const args of [
       ['users', 'list', '--data', data],
       ['events', '--data', data, '--json'],
@@ -109,15 +112,15 @@ describe('one line, whatever goes wrong', () => {
     const base = `http://127.0.0.1:${(page.address() as AddressInfo).port}`
     try {
       const at = ['--server', base, '--token', 'some-token']
-      for (const args of [
-        ['users', 'list'],
-        ['events'],
-        ['devices', 'list'],
-        ['export', '--users', 'u1', '--out', join(dir, 'x.rsx')],
-      ]) {
-        const r = await cli([...args, ...at])
-        expectOneLine(r, 1, /did not answer as a rostersync server/)
-      }
+      const runs = await Promise.all(
+        [
+          ['users', 'list'],
+          ['events'],
+          ['devices', 'list'],
+          ['export', '--users', 'u1', '--out', join(dir, 'x.rsx')],
+        ].map((args) => cli([...args, ...at])),
+      )
+      for (const r of runs) expectOneLine(r, 1, /did not answer as a rostersync server/)
       expect((await readdir(dir)).includes('x.rsx')).toBe(false)
     } finally {
       await new Promise((resolve) => page.close(resolve))
