@@ -428,12 +428,9 @@ export function runLanLink(
   link.onClose(({ code, reason }) => {
     offReady()
     session?.stop()
-    // Now, and once what it sent before the close has run (held back then).
+    // (An update of it queued before the close and held back after it
+    // stays until the caps on all links let it go.)
     replica.dropHeldBackFrom(link.id)
-    void replica.drain().then(
-      () => replica.dropHeldBackFrom(link.id),
-      () => undefined,
-    )
     // Normal, going-away and dropped links are not errors; the rest
     // (too large, malformed, too many peers) carry a code in their reason.
     if (code !== 1000 && code !== 1001 && code !== 1006 && code !== 1012 && !closing()) {

@@ -252,12 +252,9 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
       connection.onClose(() => {
         stopCertifying?.()
         session.stop()
-        // Now, and once what it sent before the close has run (held back then).
+        // (An update of it queued before the close and held back after it
+        // stays until the caps on all links let it go.)
         replica.dropHeldBackFrom(connection.id)
-        void replica.drain().then(
-          () => replica.dropHeldBackFrom(connection.id),
-          () => undefined,
-        )
         members.delete(connection.id)
         if (byDevice.get(deviceId) === member) byDevice.delete(deviceId)
         registry.left(deviceId)
