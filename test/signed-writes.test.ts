@@ -145,6 +145,22 @@ async function site(): Promise<{ server: ServerPeer; d2: DevicePeer }> {
 }
 
 /** Joins as D9 and waits for the server's hello; returns the link and the site. */
+/** The certificate in the server's hello, the first message on `raw`. */
+function certificateOf(raw: Raw): Certificate {
+  return decodeCertificate((raw.received[0] as Extract<Message, { type: 'hello' }>).certificate)
+}
+
+/** Joins `server` as `deviceId` with `key`; resolves once its hello came, with its certificate. */
+async function joinCertified(
+  server: ServerPeer,
+  deviceId: string,
+  key: KeyPair,
+): Promise<{ raw: Raw; cert: Certificate }> {
+  const raw = join(server, deviceId, key)
+  await eventually(() => expect(raw.received[0]?.type).toBe('hello'))
+  return { raw, cert: certificateOf(raw) }
+}
+
 async function joinD9(server: ServerPeer, key: KeyPair): Promise<{ raw: Raw; site: string }> {
   const raw = join(server, 'D9', key)
   await eventually(() => expect(raw.received[0]?.type).toBe('hello'))
@@ -545,9 +561,7 @@ describe('signed writes on the LAN', () => {
     const { server, d2 } = await site()
     const d9 = keyPairFromSeed(seedOf(9))
     const { raw: serverLink, site: s } = await joinD9(server, d9)
-    const cert = decodeCertificate(
-      (serverLink.received[0] as Extract<Message, { type: 'hello' }>).certificate,
-    )
+    const cert = certificateOf(serverLink)
     const fake = keyPairFromSeed(seedOf(67))
     const forged = issueCertificate(fake, {
       site: s,
@@ -573,11 +587,7 @@ describe('signed writes on the LAN', () => {
     // many to a message. The LAN cap must not close its server link.
     const { server } = await site()
     const d8 = keyPairFromSeed(seedOf(8))
-    const link8 = join(server, 'D8', d8)
-    await eventually(() => expect(link8.received[0]?.type).toBe('hello'))
-    const cert8 = decodeCertificate(
-      (link8.received[0] as Extract<Message, { type: 'hello' }>).certificate,
-    )
+    const { raw: link8, cert: cert8 } = await joinCertified(server, 'D8', d8)
     link8.connection.close(1000, 'gone')
     await server.devices.forget('D8')
     const d9 = keyPairFromSeed(seedOf(9))
@@ -598,16 +608,10 @@ describe('signed writes on the LAN', () => {
     const { server, d2 } = await site()
     const d9 = keyPairFromSeed(seedOf(9))
     const { raw: serverLink, site: s } = await joinD9(server, d9)
-    const cert = decodeCertificate(
-      (serverLink.received[0] as Extract<Message, { type: 'hello' }>).certificate,
-    )
+    const cert = certificateOf(serverLink)
     // D8's certificate, genuine; D8 then revoked: its envelopes are stale.
     const d8 = keyPairFromSeed(seedOf(8))
-    const link8 = join(server, 'D8', d8)
-    await eventually(() => expect(link8.received[0]?.type).toBe('hello'))
-    const cert8 = decodeCertificate(
-      (link8.received[0] as Extract<Message, { type: 'hello' }>).certificate,
-    )
+    const { cert: cert8 } = await joinCertified(server, 'D8', d8)
     await server.devices.revoke('D8')
     await d2.sync.full()
     const own8 = deriveClientId(d8.publicKey, 5)
@@ -633,15 +637,9 @@ describe('signed writes on the LAN', () => {
     const { server, d2 } = await site()
     const d9 = keyPairFromSeed(seedOf(9))
     const { raw: link9, site: s } = await joinD9(server, d9)
-    const cert = decodeCertificate(
-      (link9.received[0] as Extract<Message, { type: 'hello' }>).certificate,
-    )
+    const cert = certificateOf(link9)
     const d8 = keyPairFromSeed(seedOf(8))
-    const link8 = join(server, 'D8', d8)
-    await eventually(() => expect(link8.received[0]?.type).toBe('hello'))
-    const cert8 = decodeCertificate(
-      (link8.received[0] as Extract<Message, { type: 'hello' }>).certificate,
-    )
+    const { cert: cert8 } = await joinCertified(server, 'D8', d8)
     // D9's two writes; D2 hears the second first.
     const doc = new Y.Doc()
     doc.clientID = deriveClientId(d9.publicKey, 5)
