@@ -3,6 +3,7 @@
  * `node:util`'s parseArgs, one-line errors, durations like `1d`.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { terminalSafeJson } from './table.js'
 
 /** An error the CLI prints as one line and exits non-zero with. */
 export class CliError extends Error {
@@ -87,24 +88,19 @@ export function parseJsonObject(name: string, text: string | undefined): Record<
 }
 
 /**
- * Characters JSON.stringify leaves raw that a terminal acts on or reorders
- * (C1 controls, bidi controls and marks; C0 ones it escapes already). They
- * can only stand inside strings, where `\uXXXX` means the same.
- */
-const RAW_UNSAFE = /[\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069]/g
-
-/**
  * Renders a value for output: JSON with byte arrays shown as base64 (as the
  * HTTP API writes them), indented by `indent` spaces when given, with every
  * character a terminal would act on escaped.
  */
 export function toJson(value: unknown, indent?: number): string {
-  return JSON.stringify(
-    value,
-    (_key, v: unknown) =>
-      v instanceof Uint8Array ? { base64: Buffer.from(v).toString('base64') } : v,
-    indent,
-  ).replace(RAW_UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+  return terminalSafeJson(
+    JSON.stringify(
+      value,
+      (_key, v: unknown) =>
+        v instanceof Uint8Array ? { base64: Buffer.from(v).toString('base64') } : v,
+      indent,
+    ),
+  )
 }
 
 /**

@@ -7,15 +7,30 @@
  * what the eye reads. Every cell is shown with those characters escaped.
  */
 
-/** C0 and C1 controls, DEL, and the Unicode bidi controls and marks. */
-// eslint-disable-next-line no-control-regex -- matching control characters is the point
-const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g
+/**
+ * What a terminal acts on or reorders besides the C0 controls: DEL, the C1
+ * controls, the line and paragraph separators, the bidi controls and marks.
+ */
+const ACTING = '\\u007f-\\u009f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069'
+/** Those and the C0 controls. */
+const UNSAFE = new RegExp(`[\\u0000-\\u001f${ACTING}]`, 'g')
+/** Those without the C0 controls, which JSON.stringify escapes already. */
+const UNSAFE_IN_JSON = new RegExp(`[${ACTING}]`, 'g')
 
 const escape = (c: string): string => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`
 
 /** `text` with every character that would act on a terminal written as `\uXXXX`. */
 export function terminalSafe(text: string): string {
   return text.replace(UNSAFE, escape)
+}
+
+/**
+ * JSON text (JSON.stringify's) with the characters it leaves raw that a
+ * terminal acts on written as `\uXXXX`: they can only stand inside strings,
+ * where the escape means the same.
+ */
+export function terminalSafeJson(json: string): string {
+  return json.replace(UNSAFE_IN_JSON, escape)
 }
 
 /** One cell: a string as it is (escaped), anything else as JSON, nothing as empty. */
