@@ -14,7 +14,7 @@
  * entry that replaces them (`serverClients` in core/authorize.ts).
  */
 import type { Connection as Libp2pConnection, Libp2p, Stream } from '@libp2p/interface'
-import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import { checkUpdate, serverClientsOf } from '../core/authorize.js'
 import { retryDelayMs } from '../core/backoff.js'
 import type { Clock } from '../core/clock.js'
@@ -27,12 +27,8 @@ import {
 import { netLimits } from '../core/limits.js'
 import type { RecordSchema } from '../core/schema.js'
 import type { Connection } from '../core/transport.js'
-import {
-  createLanNode,
-  LAN_PROTOCOL,
-  wrapStream,
-  type LanScope,
-} from '../transports/libp2p-transport.js'
+import type * as Libp2pTransport from '../transports/libp2p-transport.js'
+import type { LanScope } from '../transports/libp2p-transport.js'
 import type { Replica } from './replica.js'
 import { guardLanLink, isLanAuthFrame } from './lan-auth.js'
 import type { DeviceSigning } from './signed-link.js'
@@ -93,8 +89,12 @@ interface Link {
 /** Starts the LAN node; resolves once it listens. */
 export async function startLan(options: LanOptions): Promise<LanNode> {
   if (options.siteKey.length === 0) throw new InvalidOptionsError('LAN sync needs a site key')
-  const peers = (options.peers ?? []).map((addr) => parseAddress(addr))
-  const node = await createLanNode({
+  // libp2p is loaded with the first LAN node, not with the module: a
+  // device without LAN sync, and every CLI command, start without it.
+  const { multiaddr } = await import('@multiformats/multiaddr')
+  const peers = (options.peers ?? []).map((addr) => parseAddress(addr, multiaddr))
+  const transport = await import('../transports/libp2p-transport.js')
+  const node = await transport.createLanNode({
     siteKey: options.siteKey,
     mdns: options.mdns ?? true,
     userAgent: `rostersync/${options.deviceId}`,
@@ -103,9 +103,9 @@ export async function startLan(options: LanOptions): Promise<LanNode> {
     ...(options.port === undefined ? {} : { port: options.port }),
     ...(options.scope === undefined ? {} : { scope: options.scope }),
   })
-  const lan = new LanLinks(options, node)
+  const lan = new LanLinks(options, node, transport)
   await node.handle(
-    LAN_PROTOCOL,
+    transport.LAN_PROTOCOL,
     (stream, connection) => {
       lan.attach(stream, connection)
     },
@@ -138,6 +138,7 @@ class LanLinks {
   constructor(
     private readonly options: LanOptions,
     private readonly node: Libp2p,
+    private readonly transport: typeof Libp2pTransport,
   ) {}
 
   peerCount(): number {
@@ -155,7 +156,7 @@ class LanLinks {
    */
   attach(stream: Stream, via: Libp2pConnection, onClosed?: (synced: boolean) => void): boolean {
     const peer = via.remotePeer.toString()
-    const connection = wrapStream(stream, peer)
+    const connection = this.transport.wrapStream(stream, peer)
     if (this.closed) {
       connection.close(1001, 'device closing')
       return false
@@ -281,7 +282,7 @@ class LanLinks {
     if (this.closed) return false
     try {
       const connection = await this.node.dial(target)
-      const stream = await connection.newStream(LAN_PROTOCOL)
+      const stream = await connection.newStream(this.transport.LAN_PROTOCOL)
       return this.attach(stream, connection, onClosed)
     } catch {
       // Unreachable, out of scope, or not a member of the site (the pnet
@@ -463,7 +464,7 @@ function dropLanAuth(connection: Connection): Connection {
   }
 }
 
-function parseAddress(addr: string): Multiaddr {
+function parseAddress(addr: string, multiaddr: (addr: string) => Multiaddr): Multiaddr {
   try {
     return multiaddr(addr)
   } catch (cause) {

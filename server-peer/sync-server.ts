@@ -351,6 +351,11 @@ export async function startSyncServer(
     httpServer,
     async close() {
       endpoint.closeAll(CloseCode.serverClosing, 'server closing')
+      // A link closed by this side stops reading (a refused flood's backlog
+      // is never parsed) and lets go of its socket when the peer ends it or
+      // `closedLinkLingerMs` later. Shutting down, read on: the peer's answer
+      // and end arrive at once, and the server does not wait out the linger.
+      for (const ws of wss.clients) ws.resume()
       upgrades.close()
       closes.close()
       handshakes.close()

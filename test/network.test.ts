@@ -4,6 +4,7 @@
  * refusal of bad input, with the roster unchanged and the server still serving.
  */
 import { afterEach, describe, expect, it } from 'vitest'
+import type { Socket } from 'node:net'
 import WebSocket from 'ws'
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
@@ -13,6 +14,7 @@ import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 import { encodeMessage } from '../core/protocol.js'
+import { netLimits } from '../core/limits.js'
 import { eventually } from './helpers/eventually.js'
 
 const SITE_KEY = 'test-site-key'
@@ -173,7 +175,15 @@ describe('bad input over the wire', () => {
     await server.users.put({ id: 'u1', name: 'Ann' })
     const { ws } = await rawSocket(server, 'D1')
     const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)))
-    ws.send(new Uint8Array(128 * 1024 * 1024 + 1))
+    // The head of a masked binary frame of 128 MiB + 1 bytes, and a first
+    // byte of it. Sending the whole body would hold the client's answer to
+    // the server's close behind 128 MiB the server no longer reads, until
+    // the server's close timeout (30 s) ends the socket.
+    const head = Buffer.alloc(2 + 8 + 4 + 1)
+    head[0] = 0x82 // FIN, binary
+    head[1] = 0x80 | 127 // masked, 64-bit length follows
+    head.writeBigUInt64BE(BigInt(128 * 1024 * 1024 + 1), 2)
+    ;(ws as unknown as { _socket: Socket })._socket.write(head)
     expect(await closed).toBe(1009)
     expect(server.users.list()).toEqual([{ id: 'u1', name: 'Ann' }])
     const d2 = await startDevice(server, 'D2')
@@ -213,4 +223,38 @@ describe('a device restored from an old backup', () => {
     await eventually(() => expect(server.users.get('u10')?.name).toBe('After'))
     expect(server.users.get('u9')?.name).toBe('Written before the restore')
   })
+})
+
+describe('a server shutting down', () => {
+  it('tells its connected peers 1001 and ends their sockets without waiting out the linger', async () => {
+    // A closed link waits for its peer's end up to closedLinkLingerMs (and
+    // ws for a close answer up to 30 s); here the linger is past this test's
+    // 20 s timeout, so a close that waited for either would fail it.
+    const limits = netLimits as { closedLinkLingerMs: number }
+    const linger = limits.closedLinkLingerMs
+    limits.closedLinkLingerMs = 120_000
+    try {
+      const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY })
+      await server.users.put({ id: 'u1', name: 'Ann' })
+      const device = await createDevice({
+        id: 'D1',
+        store: memoryStore(),
+        server: server.url,
+        siteKey: SITE_KEY,
+      })
+      closers.push(() => device.close())
+      await eventually(() => expect(device.users.get('u1')?.name).toBe('Ann'))
+      const { ws } = await rawSocket(server, 'D2')
+      const closed = new Promise<string>((resolve) =>
+        ws.once('close', (code, reason) => resolve(`${code} ${reason.toString()}`)),
+      )
+      await server.close()
+      expect(await closed).toBe('1001 server closing')
+      // The device kept what it had, and knows the server went.
+      expect(device.users.get('u1')?.name).toBe('Ann')
+      await eventually(() => expect(device.serverLink?.synced).not.toBe(true))
+    } finally {
+      limits.closedLinkLingerMs = linger
+    }
+  }, 20_000)
 })
