@@ -409,6 +409,23 @@ export const netLimits = {
    * went (tens of MB: a minute on a slow link).
    */
   sendStallMsMax: 5 * 60_000,
+  /**
+   * The time bound on an inbound message in progress, in ms
+   * (transports/receive-deadline.ts): once its first byte is read, a
+   * message must be whole within this plus the time its bytes read so far
+   * take at `receiveRateBytesMin`, or the link is closed (1008
+   * `RECEIVE_STALLED`). A peer that sent most of a 128 MiB message and
+   * stopped would otherwise hold that memory for as long as it stayed
+   * connected. Checked on the device links at the server and on every LAN
+   * link.
+   */
+  receiveStallMsMax: 60_000,
+  /**
+   * The slowest rate, in bytes per second, at which a message in progress
+   * must keep arriving past `receiveStallMsMax` (1 Mbit/s): a whole 128 MiB
+   * message gets 17 minutes, a 16 MiB answer part 3 minutes.
+   */
+  receiveRateBytesMin: 128 * 1024,
   /** Most devices one device syncs with directly over the LAN at once. */
   lanPeersMax: 32,
   /**

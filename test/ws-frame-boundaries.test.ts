@@ -80,6 +80,47 @@ describe('FrameBoundaries', () => {
       { seed, numRuns },
     )
   })
+
+  it('knows when a message is in progress and how many of its bytes were read (RECEIVE_STALLED)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(frameArb, { minLength: 1, maxLength: 6 }),
+        fc.array(fc.integer({ min: 1, max: 80_000 }), { minLength: 1, maxLength: 40 }),
+        (frames, cuts) => {
+          const parts = frames.map((f) => frame(f.first, f.length, f.masked, 0x88))
+          // The oracle, from RFC 6455 5.4: a message is in progress inside a
+          // frame, and after a data frame (opcode < 8) without FIN until a
+          // data frame with FIN ends it; control frames come in between.
+          // `idleAt` holds the offsets where no message is in progress.
+          const idleAt = new Set<number>([0])
+          let fragmenting = false
+          let offset = 0
+          for (const [i, part] of parts.entries()) {
+            const first = (frames[i] as { first: number }).first
+            offset += part.length
+            if ((first & 0x0f) < 8) fragmenting = (first & 0x80) === 0
+            if (!fragmenting) idleAt.add(offset)
+          }
+          const bytes = Buffer.concat(parts)
+          const boundaries = new FrameBoundaries()
+          let at = 0
+          for (let i = 0; at < bytes.length; i++) {
+            const size = cuts[i % cuts.length] as number
+            const read = bytes.subarray(at, at + size)
+            // The message in progress began at the last idle offset before
+            // this read's bytes went on past it.
+            boundaries.startsFrame(read)
+            at += read.length
+            const idle = idleAt.has(at)
+            const startedAt = Math.max(...[...idleAt].filter((o) => o < at))
+            expect(boundaries.inProgress).toBe(!idle)
+            expect(boundaries.bytesInProgress).toBe(idle ? 0 : at - startedAt)
+          }
+        },
+      ),
+      { seed, numRuns },
+    )
+  })
 })
 
 const closers: Array<() => unknown> = []

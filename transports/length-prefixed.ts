@@ -29,6 +29,11 @@ export class FrameReader {
 
   constructor(private messageBytesMax: number) {}
 
+  /** Bytes of a message in progress (read, its end not yet): 0 between messages. */
+  get pendingBytes(): number {
+    return this.buffered
+  }
+
   /**
    * Changes the longest message read from now on (a LAN link reads little
    * before its peer is admitted); a message whose prefix was read already

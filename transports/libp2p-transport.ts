@@ -24,6 +24,7 @@ import { RostersyncError } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
 import type { CloseInfo, Connection } from '../core/transport.js'
 import { frame, FrameReader } from './length-prefixed.js'
+import { ReceiveDeadline } from './receive-deadline.js'
 import { fixXsalsa20 } from './xsalsa20-fix.js'
 
 // Before any connection exists: pnet's cipher otherwise crashes the process
@@ -152,7 +153,10 @@ export function wrapStream(stream: Stream, remote: string): Connection {
   let closed: CloseInfo | undefined
   let told = false
   stream.maxWriteBufferLength = netLimits.sendBufferBytesMax
+  // A message begun and not finished is closed on (RECEIVE_STALLED).
+  const deadline = new ReceiveDeadline((reason) => close(1008, reason))
   const tell = (info: CloseInfo): void => {
+    deadline.stop()
     closed ??= info
     if (told || closeHandler === undefined) return
     told = true
@@ -173,6 +177,7 @@ export function wrapStream(stream: Stream, remote: string): Connection {
   const close = (code: number, reason: string): void => {
     if (closed !== undefined) return
     closed = { code, reason }
+    deadline.stop()
     writeFrame(FrameKind.close, (e) => {
       encoding.writeVarUint(e, code)
       encoding.writeVarString(e, reason)
@@ -202,6 +207,7 @@ export function wrapStream(stream: Stream, remote: string): Connection {
     if (closed !== undefined) return
     try {
       for (const bytes of reader.push(event.data)) onFrame(bytes)
+      if (closed === undefined) deadline.observe(reader.pendingBytes > 0, reader.pendingBytes)
     } catch (error) {
       // After a bad or oversized frame the byte stream cannot be resynchronised.
       const code = error instanceof RostersyncError ? error.code : 'MALFORMED_MESSAGE'

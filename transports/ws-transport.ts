@@ -7,6 +7,7 @@ import WebSocket from 'ws'
 import { RostersyncError } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
 import type { CloseInfo, Connection, Transport } from '../core/transport.js'
+import { ReceiveDeadline } from './receive-deadline.js'
 
 let nextId = 1
 
@@ -38,7 +39,11 @@ export function wrapWebSocket(
   const early: Uint8Array[] = []
   let closed = false
   socket.binaryType = 'nodebuffer'
-  if (tcp !== undefined && deferClose !== undefined) gateCloseFrame(tcp, deferClose, () => closed)
+  // A message begun and not finished is closed on (RECEIVE_STALLED); the
+  // server's links only, whose frames the gate follows.
+  const deadline = new ReceiveDeadline((reason) => connection.close(1008, reason))
+  if (tcp !== undefined && deferClose !== undefined)
+    gateCloseFrame(tcp, deferClose, () => closed, deadline)
   socket.on('message', (data: Buffer) => {
     // Frames ws parsed from a read before a close by this side: dropped.
     if (closed) return
@@ -50,12 +55,13 @@ export function wrapWebSocket(
   const finish = (info: CloseInfo): void => {
     if (closed) return
     closed = true
+    deadline.stop()
     closeHandler?.(info)
   }
   socket.on('close', (code, reason) => finish({ code, reason: reason.toString() }))
   // Errors end in 'close'; nothing else to do with them here.
   socket.on('error', () => undefined)
-  return {
+  const connection: Connection = {
     id,
     remote,
     get open() {
@@ -105,6 +111,7 @@ export function wrapWebSocket(
       finish({ code, reason })
     },
   }
+  return connection
 }
 
 /** A WebSocket frame header's first byte: a final close frame (RFC 6455, opcode 8). */
@@ -122,6 +129,22 @@ export class FrameBoundaries {
   private left = 0
   /** The current frame's header bytes read so far (a header may span reads). */
   private header: number[] = []
+  /** The current frame's first byte (FIN and opcode), once its header is read. */
+  private first = 0
+  /** A data frame without FIN ended: its message goes on in continuation frames. */
+  private fragmenting = false
+  /** Bytes read since the message in progress started. */
+  private messageBytes = 0
+
+  /** Whether a message is in progress: inside a frame, or between the fragments of one. */
+  get inProgress(): boolean {
+    return this.fragmenting || this.left > 0 || this.header.length > 0
+  }
+
+  /** Bytes of the message in progress read so far (0 between messages). */
+  get bytesInProgress(): number {
+    return this.inProgress ? this.messageBytes : 0
+  }
 
   /** Whether `chunk` starts at a frame's first byte; then follows it through `chunk`. */
   startsFrame(chunk: Uint8Array): boolean {
@@ -133,19 +156,31 @@ export class FrameBoundaries {
   private follow(chunk: Uint8Array): void {
     let at = 0
     while (at < chunk.length) {
+      if (!this.inProgress) this.messageBytes = 0
       if (this.left > 0) {
         const skipped = Math.min(this.left, chunk.length - at)
         this.left -= skipped
+        this.messageBytes += skipped
         at += skipped
+        if (this.left === 0) this.frameEnded()
         continue
       }
       this.header.push(chunk[at] as number)
+      this.messageBytes++
       at++
       if (this.header.length === headerBytes(this.header)) {
+        this.first = this.header[0] as number
         this.left = payloadBytes(this.header)
         this.header = []
+        if (this.left === 0) this.frameEnded()
       }
     }
+  }
+
+  /** A whole frame was read: a data frame's FIN ends its message (control frames interleave). */
+  private frameEnded(): void {
+    const opcode = this.first & 0x0f
+    if (opcode < 8) this.fragmenting = (this.first & 0x80) === 0
   }
 }
 
@@ -178,6 +213,7 @@ function gateCloseFrame(
   tcp: Duplex,
   deferClose: (answer: () => boolean) => void,
   closedByUs: () => boolean,
+  deadline: ReceiveDeadline,
 ): void {
   const readers = tcp.listeners('data').filter((l) => l.name === 'socketOnData')
   const wsReader = readers.length === 1 ? (readers[0] as (chunk: Buffer) => void) : undefined
@@ -193,7 +229,9 @@ function gateCloseFrame(
       return
     }
     // Only a read starting at a frame's first byte may be a close frame.
-    if (!frames.startsFrame(chunk) || chunk[0] !== CLOSE_FRAME_FIRST_BYTE) {
+    const atStart = frames.startsFrame(chunk)
+    deadline.observe(frames.inProgress, frames.bytesInProgress)
+    if (!atStart || chunk[0] !== CLOSE_FRAME_FIRST_BYTE) {
       wsReader.call(tcp, chunk)
       return
     }
