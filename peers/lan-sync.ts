@@ -33,7 +33,7 @@ import type { Replica } from './replica.js'
 import { guardLanLink, isLanAuthFrame } from './lan-auth.js'
 import type { DeviceSigning } from './signed-link.js'
 import { refusalClose, startSession } from './sync-session.js'
-import { LinkRates } from './sync-session/inbound.js'
+import { LinkRates, SharedRates, type Rates } from './sync-session/inbound.js'
 
 /** Options of {@link startLan}. */
 export interface LanOptions {
@@ -134,6 +134,8 @@ class LanLinks {
   /** libp2p connections that carried an admitted link (see watchDoor). */
   private readonly admittedVia = new Set<string>()
   private readonly doorTimers = new Map<string, unknown>()
+  /** Per-second buckets of each admitted device, shared by its links here (SharedRates). */
+  private readonly deviceRates = new Map<string, LinkRates>()
 
   constructor(
     private readonly options: LanOptions,
@@ -184,6 +186,14 @@ class LanLinks {
       {
         ...this.options,
         selfEnd: this.node.peerId.toString(),
+        deviceRates: (deviceId) => {
+          let rates = this.deviceRates.get(deviceId)
+          if (rates === undefined) {
+            rates = new LinkRates(() => this.options.replica.clock.now())
+            this.deviceRates.set(deviceId, rates)
+          }
+          return rates
+        },
         onAdmitted: (deviceId) => {
           // One device's certificate, shown from many libp2p identities,
           // gets at most lanLinksPerDeviceMax links.
@@ -200,6 +210,11 @@ class LanLinks {
       peer,
       (synced) => {
         this.links.delete(connection.id)
+        // A device's buckets go with its last link here (a new link starts
+        // afresh, as a new link's own do).
+        const device = link.device
+        if (device !== undefined && ![...this.links.values()].some((l) => l.device === device))
+          this.deviceRates.delete(device)
         onClosed?.(synced)
       },
       () => this.closed,
@@ -334,6 +349,11 @@ export function runLanLink(
      * needs no admission; false refuses the link (`TOO_MANY_LINKS`).
      */
     readonly onAdmitted?: (deviceId: string | undefined) => boolean
+    /**
+     * The buckets of an admitted device, shared by its links at this peer
+     * (each link is charged its own and these); none: the link's own only.
+     */
+    readonly deviceRates?: (deviceId: string) => Rates
   },
   connection: Connection,
   peer: string,
@@ -382,7 +402,10 @@ export function runLanLink(
       // Another device is not trusted: bounded rates, and a refused update
       // closes the link with its code (PROTOCOL.md, "Refusals").
       untrusted: true,
-      rates,
+      rates:
+        deviceId === undefined || options.deviceRates === undefined
+          ? rates
+          : new SharedRates([rates, options.deviceRates(deviceId)]),
       check: (update) => {
         checkUpdate(replica.doc, update, {
           // Devices relay every part over the LAN; the server's part is

@@ -22,6 +22,7 @@ import type { UpdateRanges } from '../core/update-scan.js'
 import type { Replica } from './replica.js'
 import type { OpenedEnvelope, SignedLink } from './signed-link.js'
 import { closeReason, decodeInbound, LinkRates, refusalClose } from './sync-session/inbound.js'
+import type { Rates } from './sync-session/inbound.js'
 import { plainAnswer } from './sync-session/answer-messages.js'
 import { signedUpdateMessage, updateMessage } from './sync-session/messages.js'
 import { AnswerWaiters, lacking } from './sync-session/answer-waiters.js'
@@ -67,11 +68,11 @@ export interface SessionOptions {
    */
   readonly untrusted?: boolean
   /**
-   * The link's per-second buckets when its messages were counted before the
-   * session started (a LAN link at its door, peers/lan-auth.ts): admission
-   * does not refill them. A fresh set otherwise.
+   * The link's per-second buckets when counted before the session (a LAN
+   * link at its door: admission refills nothing; with its device's, shared
+   * by that device's links: SharedRates). A fresh set otherwise.
    */
-  readonly rates?: LinkRates
+  readonly rates?: Rates
   /** This side answered a step 1 with step 2. */
   readonly onAnswered?: () => void
   /**
@@ -95,11 +96,10 @@ export interface SessionOptions {
    */
   readonly signed?: (send: (envelopes: Uint8Array[]) => void) => SignedLink
   /**
-   * The server's hello (its key, this device's certificate, and the
-   * server's generation statement when its site has one); throw to refuse
-   * the link. Until it is handled, the link forwards nothing of this side
-   * (the exchange after it carries the changes): a device on another
-   * generation than its server's must send nothing of its old one.
+   * The server's hello (its key, this device's certificate, its generation
+   * statement if any); throw to refuse the link. Until it is handled, the
+   * link forwards nothing of this side (the exchange after it carries the
+   * changes): a device on another generation must send nothing of its old.
    */
   readonly onHello?: (
     serverKey: Uint8Array,

@@ -260,6 +260,35 @@ describe('admitted LAN links per device', () => {
   }, 60_000)
 })
 
+describe("one device's admitted LAN links", () => {
+  it('share its per-second buckets: two links do not buy it twice the burst', async () => {
+    const s = await site()
+    const key = keyPairFromSeed(new Uint8Array(32).fill(9))
+    const cert = await certify(s, 'D9', key)
+    const links: RawLanLink[] = []
+    for (let i = 0; i < 2; i++) {
+      const member = await node()
+      const raw = await link(s, member)
+      await raw.send(
+        encodeLanAuth(cert, signLanProof(key, cert.site, member.peerId.toString(), s.d2End)),
+      )
+      await eventually(() => expect(raw.received.some((m) => m.type === 'sync-step1')).toBe(true))
+      links.push(raw)
+    }
+    // Just over half the burst on each (the clock stands still: nothing
+    // refills). Each link's own buckets would take it; the device's do not.
+    const awareness = encodeMessage({ type: 'query-awareness' })
+    const each = netLimits.linkMessagesBurstMax / 2 + 10
+    for (const raw of links)
+      for (let i = 0; i < each && raw.closed() === undefined; i++) await raw.send(awareness)
+    const second = links[1] as RawLanLink
+    const close = await second.whenClosed(5_000)
+    expect(close?.code).toBe(1008)
+    expect(close?.reason).toMatch(/^RATE_LIMITED: /)
+    expect(links[0]?.closed()).toBeUndefined()
+  }, 60_000)
+})
+
 describe('an admitted LAN link', () => {
   it('goes on with the buckets it had at the door: admission refills nothing', async () => {
     const s = await site()

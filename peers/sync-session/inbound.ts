@@ -51,7 +51,41 @@ export function closeReason(text: string): string {
 }
 
 /** The per-second bounds of an untrusted link (SessionOptions.untrusted). */
-export class LinkRates {
+/** Per-second bounds on what a peer sends (LinkRates, or several together). */
+export interface Rates {
+  /** Counts an inbound message; the refusal when it is one too many. */
+  message(size: number): RostersyncError | undefined
+  /** Counts an answer to a step 1 naming `stateVector`; the refusal when it is one too many. */
+  answer(stateVector: Uint8Array): RostersyncError | undefined
+}
+
+/**
+ * Several sets of buckets charged together: a LAN link's own and its
+ * device's, shared by every link that device's certificate holds at this
+ * peer (up to `lanLinksPerDeviceMax`), so that more links do not buy a
+ * device more messages a second. The first refusal wins.
+ */
+export class SharedRates implements Rates {
+  constructor(private readonly all: readonly Rates[]) {}
+
+  message(size: number): RostersyncError | undefined {
+    for (const rates of this.all) {
+      const refusal = rates.message(size)
+      if (refusal !== undefined) return refusal
+    }
+    return undefined
+  }
+
+  answer(stateVector: Uint8Array): RostersyncError | undefined {
+    for (const rates of this.all) {
+      const refusal = rates.answer(stateVector)
+      if (refusal !== undefined) return refusal
+    }
+    return undefined
+  }
+}
+
+export class LinkRates implements Rates {
   private readonly messages = new TokenBucket(
     netLimits.linkMessagesPerSecondMax,
     netLimits.linkMessagesBurstMax,
