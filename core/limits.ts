@@ -629,9 +629,10 @@ export const netLimits = {
   /**
    * Most LAN links of one device still at its door (their peer's
    * certificate not shown yet) at once: anyone holding the site key gets
-   * this far. Past it the oldest waiting is closed with 1013
+   * this far. Past it a waiting link is closed with 1013
    * `TOO_MANY_HANDSHAKES` (its dialler retries with backoff) to make room
-   * for the newcomer. A device's peers dialling it together after a
+   * for the newcomer: the oldest of the host holding the most places
+   * (peers/lan-door.ts). A device's peers dialling it together after a
    * restart each wait milliseconds here.
    */
   lanHandshakesInFlightMax: 8,

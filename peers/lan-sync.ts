@@ -34,6 +34,7 @@ import { guardLanLink, isLanAuthFrame } from './lan-auth.js'
 import type { DeviceSigning } from './signed-link.js'
 import { refusalClose, startSession } from './sync-session.js'
 import { LinkRates, SharedRates, type Rates } from './sync-session/inbound.js'
+import { doorEvictee, hostOf } from './lan-door.js'
 
 /** Options of {@link startLan}. */
 export interface LanOptions {
@@ -80,6 +81,8 @@ interface Link {
   readonly peer: string
   /** The libp2p connection the link's stream is on. */
   readonly via: string
+  /** The host the libp2p connection comes from (its IP address). */
+  readonly address: string
   /** Its peer was admitted (or the link needs no admission): the session runs. */
   admitted: boolean
   /** The admitted peer's device, by its certificate. */
@@ -168,19 +171,20 @@ class LanLinks {
       return false
     }
     // Links at the door are bounded in number: anyone with the site key
-    // gets this far, and a link waits there up to the handshake's time.
-    // Past the bound the oldest waiting makes room, not the newcomer: a key
-    // holder re-opening links as they close would otherwise keep every
-    // place, and no peer (nor this device's own dials) got in; a peer with
-    // a certificate is admitted within milliseconds of arriving.
+    // gets this far, and waits up to the handshake's time. Past the bound a
+    // waiting link makes room, not the newcomer (a key holder re-opening
+    // links would keep every place), the oldest of the host holding the
+    // most (doorEvictee): one opening links fast evicts its own, not a
+    // member from another host (admitted within milliseconds).
+    const address = hostOf(via.remoteAddr.toString())
     const atDoor = [...this.links.values()].filter((link) => !link.admitted)
     if (atDoor.length >= netLimits.lanHandshakesInFlightMax) {
       const { reason } = refusalClose(new HandshakesFullError(netLimits.lanHandshakesInFlightMax))
-      const oldest = atDoor[0] as Link
-      this.links.delete(oldest.connection.id)
-      oldest.connection.close(1013, reason)
+      const evicted = doorEvictee(atDoor, address)
+      this.links.delete(evicted.connection.id)
+      evicted.connection.close(1013, reason)
     }
-    const link: Link = { connection, peer, via: via.id, admitted: false }
+    const link: Link = { connection, peer, via: via.id, address, admitted: false }
     this.links.set(connection.id, link)
     runLanLink(
       {

@@ -28,6 +28,7 @@ import {
 import type { Transport } from '../core/transport.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { encodeLanAuth } from '../peers/lan-auth.js'
+import { doorEvictee, hostOf } from '../peers/lan-door.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 import { createLanNode } from '../transports/libp2p-transport.js'
@@ -258,6 +259,32 @@ describe('admitted LAN links per device', () => {
     )
     await eventually(() => expect(again.received.some((m) => m.type === 'sync-step1')).toBe(true))
   }, 60_000)
+})
+
+describe('which waiting link makes room at a full door (doorEvictee)', () => {
+  const at = (address: string, n: number) => ({ address, n })
+
+  it("is the oldest of the host holding the most places, the newcomer's host counted", () => {
+    // A key holder at .66 fills the door; a member from .7 arrives: one of
+    // the key holder's goes, the oldest of them, not the member's earlier link.
+    const door = [at('10.0.0.7', 0), ...[1, 2, 3, 4, 5, 6, 7].map((n) => at('10.0.0.66', n))]
+    expect(doorEvictee(door, '10.0.0.7')).toEqual(at('10.0.0.66', 1))
+    // The key holder's next link evicts its own oldest again.
+    expect(doorEvictee(door, '10.0.0.66')).toEqual(at('10.0.0.66', 1))
+    // The newcomer's host at the most: its own oldest goes.
+    const even = [at('a', 0), at('b', 1), at('b', 2), at('a', 3)]
+    expect(doorEvictee(even, 'a')).toEqual(at('a', 0))
+    expect(doorEvictee(even, 'b')).toEqual(at('b', 1))
+    // Every host even: the oldest of all.
+    expect(doorEvictee([at('a', 0), at('b', 1), at('c', 2)], 'd')).toEqual(at('a', 0))
+    expect(doorEvictee([at('a', 0), at('b', 1), at('b', 2), at('a', 3)], 'c')).toEqual(at('a', 0))
+  })
+
+  it('reads the host off a libp2p address', () => {
+    expect(hostOf('/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW')).toBe('127.0.0.1')
+    expect(hostOf('/ip6/::1/tcp/4001')).toBe('::1')
+    expect(hostOf('/dns4/example.test/tcp/1')).toBe('/dns4/example.test/tcp/1')
+  })
 })
 
 describe("one device's admitted LAN links", () => {
