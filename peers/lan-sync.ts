@@ -214,8 +214,7 @@ class LanLinks {
       peer,
       (synced) => {
         this.links.delete(connection.id)
-        // A device's buckets go with its last link here (a new link starts
-        // afresh, as a new link's own do).
+        // A device's buckets go with its last link here (then start afresh).
         const device = link.device
         if (device !== undefined && ![...this.links.values()].some((l) => l.device === device))
           this.deviceRates.delete(device)
@@ -456,9 +455,10 @@ export function runLanLink(
   link.onClose(({ code, reason }) => {
     offReady()
     session?.stop()
-    // (An update of it queued before the close and held back after it
-    // stays until the caps on all links let it go.)
-    replica.dropHeldBackFrom(link.id)
+    // Now, and once the session handled its last message (held back later).
+    const drop = (): void => replica.dropHeldBackFrom(link.id)
+    drop()
+    void session?.idle().then(drop, drop)
     // Normal, going-away and dropped links are not errors; the rest
     // (too large, malformed, too many peers) carry a code in their reason.
     if (code !== 1000 && code !== 1001 && code !== 1006 && code !== 1012 && !closing()) {

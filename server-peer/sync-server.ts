@@ -252,9 +252,11 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
       connection.onClose(() => {
         stopCertifying?.()
         session.stop()
-        // (An update of it queued before the close and held back after it
-        // stays until the caps on all links let it go.)
         replica.dropHeldBackFrom(connection.id)
+        // The update being applied as it closed may be held back after
+        // this: dropped too, once the session handled its last message.
+        const drop = (): void => replica.dropHeldBackFrom(connection.id)
+        void session.idle().then(drop, drop)
         members.delete(connection.id)
         if (byDevice.get(deviceId) === member) byDevice.delete(deviceId)
         registry.left(deviceId)

@@ -266,6 +266,35 @@ describe('the same held-back update again and again', () => {
   })
 })
 
+describe('an update being applied as its link closes', () => {
+  it('is not left held back when it comes out of the apply after the close', async () => {
+    const server = await startServer()
+    const link = rawLink(server, 'D1', KEY)
+    const [, second] = updates('u:D1', 2) as [Uint8Array, Uint8Array]
+    // The apply is held at its start until the link has closed (the test
+    // times the close; the apply itself runs unchanged).
+    const replica = server.replica as { applyRemote: typeof server.replica.applyRemote }
+    const apply = replica.applyRemote.bind(server.replica)
+    let release: () => void = () => undefined
+    const released = new Promise<void>((resolve) => (release = resolve))
+    let applying = false
+    replica.applyRemote = async (...args) => {
+      applying = true
+      await released
+      return apply(...args)
+    }
+    link.send({ type: 'sync-update', update: second })
+    await eventually(() => expect(applying).toBe(true))
+    link.connection.close(1000, 'gone')
+    await settle(5)
+    release()
+    // Held back (its first never came), after the close's drop: dropped too.
+    await eventually(() => expect(server.replica.heldBackFrom(link.serverEnd.id)).toBe(0))
+    await settle(20)
+    expect(server.replica.heldBackFrom(link.serverEnd.id)).toBe(0)
+  })
+})
+
 describe('a step 1 claiming more of the server clientID than it has', () => {
   it('makes the server renew its clientID once, not once per claim', async () => {
     const server = await startServer()
