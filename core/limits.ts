@@ -423,7 +423,7 @@ export const netLimits = {
   /**
    * The slowest rate, in bytes per second, at which a message in progress
    * must keep arriving past `receiveStallMsMax` (1 Mbit/s): a whole 128 MiB
-   * message gets 17 minutes, a 16 MiB answer part 3 minutes.
+   * message gets 18 minutes, a 16 MiB answer part 3 minutes.
    */
   receiveRateBytesMin: 128 * 1024,
   /** Most devices one device syncs with directly over the LAN at once. */

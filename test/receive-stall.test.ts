@@ -13,6 +13,7 @@ import * as encoding from 'lib0/encoding'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { netLimits } from '../core/limits.js'
+import { encodeMessage } from '../core/protocol.js'
 import type { CloseInfo } from '../core/transport.js'
 import { createDevice } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
@@ -124,6 +125,47 @@ describe("a device's WebSocket at the server", () => {
     expect(closedWith?.reason ?? '').not.toMatch(/RECEIVE_STALLED/)
   })
 
+  it('judges messages sent back to back one by one: a read that ends one and starts the next', async () => {
+    const server = await startServer()
+    const { tcp, closed } = await rawDevice(server, 'D1')
+    let closedWith: { code: number; reason: string } | undefined
+    void closed.then((info) => (closedWith = info))
+    // Ten messages, each written as the end of one and the start of the
+    // next, 150 ms apart: each whole within 150 ms, a message in progress
+    // at every moment for 1.5 s (past the 300 ms floor).
+    const message = encodeMessage({ type: 'query-awareness' })
+    const frames = Buffer.concat(
+      Array.from({ length: 10 }, () =>
+        Buffer.concat([frameHead(0x82, message.length), Buffer.from(message)]),
+      ),
+    )
+    const step = frames.length / 10
+    for (let at = 0; at < frames.length; at += step) {
+      tcp.write(frames.subarray(at + (at === 0 ? 0 : step / 2), at + step + step / 2))
+      await new Promise((resolve) => setTimeout(resolve, 150))
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(closedWith?.reason ?? '').not.toMatch(/RECEIVE_STALLED/)
+  })
+
+  it("does not count control frames between a message's fragments as its progress", async () => {
+    limits.receiveRateBytesMin = 1_000
+    const server = await startServer()
+    const { tcp, closed } = await rawDevice(server, 'D1')
+    let closedWith: { code: number; reason: string } | undefined
+    void closed.then((info) => (closedWith = info))
+    // A first fragment of 100 bytes, then unanswered pongs of 125 bytes every
+    // 100 ms (1,250 bytes a second, past the floor): the message makes no
+    // progress, and is cut at about 300 ms + 100 bytes at 1,000 B/s.
+    tcp.write(Buffer.concat([frameHead(0x02, 100), Buffer.alloc(100)]))
+    for (let i = 0; i < 20 && closedWith === undefined; i++) {
+      tcp.write(Buffer.concat([frameHead(0x8a, 125), Buffer.alloc(125)]))
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    expect(closedWith?.code).toBe(1008)
+    expect(closedWith?.reason).toMatch(/^RECEIVE_STALLED/)
+  })
+
   it('lets a quiet link be (no message in progress, no bound)', async () => {
     const server = await startServer()
     const { ws, closed } = await rawDevice(server, 'D1')
@@ -174,6 +216,43 @@ describe('a LAN link', () => {
     const info = await accepted.closed
     expect(info.code).toBe(1008)
     expect(info.reason).toMatch(/^RECEIVE_STALLED/)
+  })
+
+  it('judges messages sent back to back one by one', async () => {
+    const { stream, accepted } = await linkPair()
+    let closedWith: CloseInfo | undefined
+    void accepted.closed.then((info) => (closedWith = info))
+    const one = encoding.createEncoder()
+    encoding.writeVarUint(one, 101)
+    encoding.writeUint8(one, 0) // a message
+    encoding.writeUint8Array(one, new Uint8Array(100))
+    const frames = Buffer.concat(Array.from({ length: 10 }, () => encoding.toUint8Array(one)))
+    const step = frames.length / 10
+    for (let at = 0; at < frames.length; at += step) {
+      stream.send(frames.subarray(at + (at === 0 ? 0 : step / 2), at + step + step / 2))
+      await new Promise((resolve) => setTimeout(resolve, 150))
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(closedWith).toBeUndefined()
+  })
+
+  it('lets go of a stalled stream whose peer keeps its half open, after the linger', async () => {
+    const lingering = netLimits as { closedLinkLingerMs: number }
+    const linger = lingering.closedLinkLingerMs
+    lingering.closedLinkLingerMs = 200
+    try {
+      const { stream, accepted } = await linkPair()
+      const e = encoding.createEncoder()
+      encoding.writeVarUint(e, 100_000)
+      encoding.writeUint8(e, 0)
+      encoding.writeUint8Array(e, new Uint8Array(999))
+      stream.send(encoding.toUint8Array(e))
+      expect((await accepted.closed).reason).toMatch(/^RECEIVE_STALLED/)
+      // This side never closes: the other aborts the stream (a reset here).
+      await eventually(() => expect(['reset', 'closed', 'aborted']).toContain(stream.status))
+    } finally {
+      lingering.closedLinkLingerMs = linger
+    }
   })
 
   it('reads whole a message that keeps coming faster than receiveRateBytesMin', async () => {

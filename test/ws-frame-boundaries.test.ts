@@ -81,7 +81,7 @@ describe('FrameBoundaries', () => {
     )
   })
 
-  it('knows when a message is in progress and how many of its bytes were read (RECEIVE_STALLED)', () => {
+  it('knows when a message is in progress, its payload bytes read, and the messages ended (RECEIVE_STALLED)', () => {
     fc.assert(
       fc.property(
         fc.array(frameArb, { minLength: 1, maxLength: 6 }),
@@ -90,16 +90,38 @@ describe('FrameBoundaries', () => {
           const parts = frames.map((f) => frame(f.first, f.length, f.masked, 0x88))
           // The oracle, from RFC 6455 5.4: a message is in progress inside a
           // frame, and after a data frame (opcode < 8) without FIN until a
-          // data frame with FIN ends it; control frames come in between.
-          // `idleAt` holds the offsets where no message is in progress.
-          const idleAt = new Set<number>([0])
-          let fragmenting = false
+          // data frame with FIN ends it; control frames come in between and
+          // add nothing to it. Each frame: where it starts, where its payload
+          // starts, where it ends, and what it is.
           let offset = 0
-          for (const [i, part] of parts.entries()) {
-            const first = (frames[i] as { first: number }).first
+          const laid = parts.map((part, i) => {
+            const { first, length } = frames[i] as { first: number; length: number }
+            const at = offset
             offset += part.length
-            if ((first & 0x0f) < 8) fragmenting = (first & 0x80) === 0
-            if (!fragmenting) idleAt.add(offset)
+            const data = (first & 0x0f) < 8
+            return { at, payloadAt: offset - length, end: offset, data, fin: (first & 0x80) !== 0 }
+          })
+          const expected = (read: number) => {
+            let fragmenting = false
+            let ended = 0
+            let messageStart = 0 // index of the first frame of the message in progress
+            let inFrame = false
+            for (const [i, f] of laid.entries()) {
+              if (f.end <= read) {
+                if (!f.data) continue
+                fragmenting = !f.fin
+                if (f.fin) {
+                  ended++
+                  messageStart = i + 1
+                }
+              } else if (f.at < read) inFrame = true
+            }
+            const inProgress = fragmenting || inFrame
+            let bytes = 0
+            if (inProgress)
+              for (const f of laid.slice(messageStart))
+                if (f.data) bytes += Math.max(0, Math.min(read, f.end) - f.payloadAt)
+            return { inProgress, bytes, ended }
           }
           const bytes = Buffer.concat(parts)
           const boundaries = new FrameBoundaries()
@@ -107,14 +129,12 @@ describe('FrameBoundaries', () => {
           for (let i = 0; at < bytes.length; i++) {
             const size = cuts[i % cuts.length] as number
             const read = bytes.subarray(at, at + size)
-            // The message in progress began at the last idle offset before
-            // this read's bytes went on past it.
             boundaries.startsFrame(read)
             at += read.length
-            const idle = idleAt.has(at)
-            const startedAt = Math.max(...[...idleAt].filter((o) => o < at))
-            expect(boundaries.inProgress).toBe(!idle)
-            expect(boundaries.bytesInProgress).toBe(idle ? 0 : at - startedAt)
+            const want = expected(at)
+            expect(boundaries.inProgress).toBe(want.inProgress)
+            expect(boundaries.bytesInProgress).toBe(want.inProgress ? want.bytes : 0)
+            expect(boundaries.messagesEnded).toBe(want.ended)
           }
         },
       ),

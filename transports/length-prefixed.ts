@@ -29,9 +29,24 @@ export class FrameReader {
 
   constructor(private messageBytesMax: number) {}
 
+  /** Messages read whole so far. */
+  private ended = 0
+
   /** Bytes of a message in progress (read, its end not yet): 0 between messages. */
   get pendingBytes(): number {
     return this.buffered
+  }
+
+  /** How many messages were read whole so far. */
+  get messagesEnded(): number {
+    return this.ended
+  }
+
+  /** Lets go of what is buffered (the link closed: nothing more is read). */
+  clear(): void {
+    this.chunks = []
+    this.buffered = 0
+    this.expected = undefined
   }
 
   /**
@@ -63,6 +78,7 @@ export class FrameReader {
       // Joining once per complete message keeps reading linear in its size.
       const all = this.take(prefix + length)
       messages.push(all.subarray(prefix))
+      this.ended++
       this.expected = undefined
     }
   }

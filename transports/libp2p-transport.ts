@@ -157,6 +157,7 @@ export function wrapStream(stream: Stream, remote: string): Connection {
   const deadline = new ReceiveDeadline((reason) => close(1008, reason))
   const tell = (info: CloseInfo): void => {
     deadline.stop()
+    reader.clear()
     closed ??= info
     if (told || closeHandler === undefined) return
     told = true
@@ -178,6 +179,8 @@ export function wrapStream(stream: Stream, remote: string): Connection {
     if (closed !== undefined) return
     closed = { code, reason }
     deadline.stop()
+    // Nothing more is read: a message in progress (a stalled one) is let go.
+    reader.clear()
     writeFrame(FrameKind.close, (e) => {
       encoding.writeVarUint(e, code)
       encoding.writeVarString(e, reason)
@@ -186,6 +189,14 @@ export function wrapStream(stream: Stream, remote: string): Connection {
       () => tell(closed as CloseInfo),
       () => tell(closed as CloseInfo),
     )
+    // A peer that keeps its half open does not keep the stream: it is
+    // aborted `closedLinkLingerMs` after the close frame, as a WebSocket is.
+    const linger = setTimeout(() => {
+      if (stream.status === 'open' || stream.status === 'closing')
+        stream.abort(new Error(`closed: ${code} ${reason}`))
+    }, netLimits.closedLinkLingerMs)
+    linger.unref?.()
+    stream.addEventListener('close', () => clearTimeout(linger))
   }
   const onFrame = (bytes: Uint8Array): void => {
     const d = decoding.createDecoder(bytes)
@@ -207,7 +218,8 @@ export function wrapStream(stream: Stream, remote: string): Connection {
     if (closed !== undefined) return
     try {
       for (const bytes of reader.push(event.data)) onFrame(bytes)
-      if (closed === undefined) deadline.observe(reader.pendingBytes > 0, reader.pendingBytes)
+      if (closed === undefined)
+        deadline.observe(reader.pendingBytes > 0, reader.pendingBytes, reader.messagesEnded)
     } catch (error) {
       // After a bad or oversized frame the byte stream cannot be resynchronised.
       const code = error instanceof RostersyncError ? error.code : 'MALFORMED_MESSAGE'

@@ -133,17 +133,24 @@ export class FrameBoundaries {
   private first = 0
   /** A data frame without FIN ended: its message goes on in continuation frames. */
   private fragmenting = false
-  /** Bytes read since the message in progress started. */
+  /** Payload bytes of the message in progress read so far (its data frames' only). */
   private messageBytes = 0
+  /** Messages ended so far (data frames with FIN read whole). */
+  private ended = 0
 
   /** Whether a message is in progress: inside a frame, or between the fragments of one. */
   get inProgress(): boolean {
     return this.fragmenting || this.left > 0 || this.header.length > 0
   }
 
-  /** Bytes of the message in progress read so far (0 between messages). */
+  /** Payload bytes of the message in progress read so far (0 between messages). */
   get bytesInProgress(): number {
     return this.inProgress ? this.messageBytes : 0
+  }
+
+  /** How many messages ended so far. */
+  get messagesEnded(): number {
+    return this.ended
   }
 
   /** Whether `chunk` starts at a frame's first byte; then follows it through `chunk`. */
@@ -156,17 +163,16 @@ export class FrameBoundaries {
   private follow(chunk: Uint8Array): void {
     let at = 0
     while (at < chunk.length) {
-      if (!this.inProgress) this.messageBytes = 0
       if (this.left > 0) {
         const skipped = Math.min(this.left, chunk.length - at)
         this.left -= skipped
-        this.messageBytes += skipped
+        // A control frame between fragments adds nothing to the message.
+        if ((this.first & 0x0f) < 8) this.messageBytes += skipped
         at += skipped
         if (this.left === 0) this.frameEnded()
         continue
       }
       this.header.push(chunk[at] as number)
-      this.messageBytes++
       at++
       if (this.header.length === headerBytes(this.header)) {
         this.first = this.header[0] as number
@@ -179,8 +185,12 @@ export class FrameBoundaries {
 
   /** A whole frame was read: a data frame's FIN ends its message (control frames interleave). */
   private frameEnded(): void {
-    const opcode = this.first & 0x0f
-    if (opcode < 8) this.fragmenting = (this.first & 0x80) === 0
+    if ((this.first & 0x0f) >= 8) return
+    this.fragmenting = (this.first & 0x80) === 0
+    if (!this.fragmenting) {
+      this.ended++
+      this.messageBytes = 0
+    }
   }
 }
 
@@ -230,7 +240,7 @@ function gateCloseFrame(
     }
     // Only a read starting at a frame's first byte may be a close frame.
     const atStart = frames.startsFrame(chunk)
-    deadline.observe(frames.inProgress, frames.bytesInProgress)
+    deadline.observe(frames.inProgress, frames.bytesInProgress, frames.messagesEnded)
     if (!atStart || chunk[0] !== CLOSE_FRAME_FIRST_BYTE) {
       wsReader.call(tcp, chunk)
       return
