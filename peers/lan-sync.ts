@@ -33,7 +33,7 @@ import type { Replica } from './replica.js'
 import { guardLanLink, isLanAuthFrame } from './lan-auth.js'
 import type { DeviceSigning } from './signed-link.js'
 import { refusalClose, startSession } from './sync-session.js'
-import { LinkRates, SharedRates, type Rates } from './sync-session/inbound.js'
+import { DeviceRates, LinkRates, SharedRates, type Rates } from './sync-session/inbound.js'
 import { doorEvictee, hostOf } from './lan-door.js'
 
 /** Options of {@link startLan}. */
@@ -138,13 +138,15 @@ class LanLinks {
   private readonly admittedVia = new Set<string>()
   private readonly doorTimers = new Map<string, unknown>()
   /** Per-second buckets of each admitted device, shared by its links here (SharedRates). */
-  private readonly deviceRates = new Map<string, LinkRates>()
+  private readonly deviceRates: DeviceRates
 
   constructor(
     private readonly options: LanOptions,
     private readonly node: Libp2p,
     private readonly transport: typeof Libp2pTransport,
-  ) {}
+  ) {
+    this.deviceRates = new DeviceRates(options.clock)
+  }
 
   peerCount(): number {
     return new Set([...this.links.values()].map((link) => link.peer)).size
@@ -190,14 +192,7 @@ class LanLinks {
       {
         ...this.options,
         selfEnd: this.node.peerId.toString(),
-        deviceRates: (deviceId) => {
-          let rates = this.deviceRates.get(deviceId)
-          if (rates === undefined) {
-            rates = new LinkRates(() => this.options.replica.clock.now())
-            this.deviceRates.set(deviceId, rates)
-          }
-          return rates
-        },
+        deviceRates: (deviceId) => this.deviceRates.take(deviceId),
         onAdmitted: (deviceId) => {
           // One device's certificate, shown from many libp2p identities,
           // gets at most lanLinksPerDeviceMax links.
@@ -214,10 +209,7 @@ class LanLinks {
       peer,
       (synced) => {
         this.links.delete(connection.id)
-        // A device's buckets go with its last link here (then start afresh).
-        const device = link.device
-        if (device !== undefined && ![...this.links.values()].some((l) => l.device === device))
-          this.deviceRates.delete(device)
+        if (link.admitted && link.device !== undefined) this.deviceRates.release(link.device)
         onClosed?.(synced)
       },
       () => this.closed,
@@ -327,6 +319,7 @@ class LanLinks {
     this.closed = true
     for (const timer of this.doorTimers.values()) this.options.clock.clearTimeout(timer)
     this.doorTimers.clear()
+    this.deviceRates.close()
     for (const { connection } of this.links.values()) connection.close(1001, 'device closing')
     await this.node.stop()
     this.links.clear()

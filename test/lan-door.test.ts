@@ -30,6 +30,7 @@ import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { encodeLanAuth } from '../peers/lan-auth.js'
 import { doorEvictee, hostOf } from '../peers/lan-door.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { DeviceRates, LinkRates } from '../peers/sync-session/inbound.js'
 import { memoryStore } from '../storage/level-store.js'
 import { createLanNode } from '../transports/libp2p-transport.js'
 import { memoryPair } from '../transports/memory-transport.js'
@@ -284,6 +285,26 @@ describe('which waiting link makes room at a full door (doorEvictee)', () => {
     expect(hostOf('/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW')).toBe('127.0.0.1')
     expect(hostOf('/ip6/::1/tcp/4001')).toBe('::1')
     expect(hostOf('/dns4/example.test/tcp/1')).toBe('/dns4/example.test/tcp/1')
+  })
+})
+
+describe("a device's shared buckets (DeviceRates)", () => {
+  it('outlive its last link until they would have refilled: closing and reopening buys no burst', async () => {
+    const clock = new ManualClock()
+    const devices = new DeviceRates(clock)
+    const first = devices.take('D9')
+    expect(devices.take('D9')).toBe(first) // a second link, the same buckets
+    devices.release('D9')
+    devices.release('D9') // its last link closed
+    await clock.advance(LinkRates.refillMs() - 1)
+    expect(devices.take('D9')).toBe(first) // reopened within the window: the same, spent buckets
+    devices.release('D9')
+    await clock.advance(LinkRates.refillMs())
+    expect(devices.size).toBe(0) // refilled by now: let go
+    expect(devices.take('D9')).not.toBe(first)
+    expect(devices.take('D7')).not.toBe(devices.take('D9'))
+    devices.close()
+    expect(devices.size).toBe(0)
   })
 })
 

@@ -11,6 +11,7 @@ import {
   RateLimitedError,
   type RostersyncError,
 } from '../../core/errors.js'
+import type { Clock } from '../../core/clock.js'
 import { netLimits } from '../../core/limits.js'
 import { CloseCode, decodeMessage, type Message } from '../../core/protocol.js'
 import { TokenBucket } from '../../core/token-bucket.js'
@@ -85,6 +86,55 @@ export class SharedRates implements Rates {
   }
 }
 
+/**
+ * Each admitted device's shared buckets at a LAN peer (SharedRates): kept
+ * while the device has links there, and for as long after its last one
+ * closes as its buckets take to refill, so that closing every link and
+ * opening one again buys no fresh burst.
+ */
+export class DeviceRates {
+  private readonly byDevice = new Map<
+    string,
+    { readonly rates: LinkRates; links: number; timer?: unknown }
+  >()
+
+  constructor(private readonly clock: Clock) {}
+
+  /** The buckets of `deviceId`, for a link of it just admitted (until `release`). */
+  take(deviceId: string): LinkRates {
+    let entry = this.byDevice.get(deviceId)
+    if (entry === undefined) {
+      entry = { rates: new LinkRates(() => this.clock.now()), links: 0 }
+      this.byDevice.set(deviceId, entry)
+    }
+    if (entry.timer !== undefined) this.clock.clearTimeout(entry.timer)
+    entry.timer = undefined
+    entry.links++
+    return entry.rates
+  }
+
+  /** A link of `deviceId` that `take` counted has closed. */
+  release(deviceId: string): void {
+    const entry = this.byDevice.get(deviceId)
+    if (entry === undefined || --entry.links > 0) return
+    entry.timer = this.clock.setTimeout(() => {
+      if (entry.links === 0) this.byDevice.delete(deviceId)
+    }, LinkRates.refillMs())
+  }
+
+  /** Stops the timers (the LAN node closes). */
+  close(): void {
+    for (const entry of this.byDevice.values())
+      if (entry.timer !== undefined) this.clock.clearTimeout(entry.timer)
+    this.byDevice.clear()
+  }
+
+  /** Devices whose buckets are kept (tests). */
+  get size(): number {
+    return this.byDevice.size
+  }
+}
+
 export class LinkRates implements Rates {
   private readonly messages = new TokenBucket(
     netLimits.linkMessagesPerSecondMax,
@@ -104,6 +154,17 @@ export class LinkRates implements Rates {
   )
 
   constructor(private readonly now: () => number) {}
+
+  /** How long, in ms, empty buckets take to fill up again (the slowest of the four). */
+  static refillMs(): number {
+    const seconds = Math.max(
+      netLimits.linkMessagesBurstMax / netLimits.linkMessagesPerSecondMax,
+      netLimits.linkBytesBurstMax / netLimits.linkBytesPerSecondMax,
+      netLimits.step1AnswersBurstMax / netLimits.step1AnswersPerSecondMax,
+      netLimits.step1ClientsBurstMax / netLimits.step1ClientsPerSecondMax,
+    )
+    return Math.ceil(seconds * 1000)
+  }
 
   /** Counts an inbound message; the refusal when it is one too many. */
   message(size: number): RostersyncError | undefined {
