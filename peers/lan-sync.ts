@@ -376,6 +376,8 @@ export function runLanLink(
   // its first message at the door, not refilled by admission.
   const rates = new LinkRates(() => replica.clock.now())
   const start = (link: Connection, deviceId?: string): void => {
+    // Closed meanwhile (its close frame read before the certificate): nothing starts.
+    if (!link.open) return
     if (options.onAdmitted?.(deviceId) === false) {
       const error = new TooManyLinksError(deviceId ?? peer, netLimits.lanLinksPerDeviceMax)
       link.close(refusalClose(error).code, refusalClose(error).reason)

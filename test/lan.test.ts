@@ -469,6 +469,44 @@ runTransportContract('libp2p stream on 127.0.0.1', async () => {
 })
 
 describe('a libp2p link says what it buffers', () => {
+  it('hands on nothing read after a close frame, even in the same read', async () => {
+    const [listener, dialler] = await Promise.all([
+      createLanNode({ siteKey: SITE_KEY }),
+      createLanNode({ siteKey: SITE_KEY }),
+    ])
+    closers.push(() => Promise.all([dialler.stop(), listener.stop()]).then(() => undefined))
+    const got: Uint8Array[] = []
+    const closed = new Promise<CloseInfo>((resolve) => {
+      void listener.handle(LAN_PROTOCOL, (stream, connection) => {
+        const link = wrapStream(stream, connection.remotePeer.toString())
+        link.onMessage((m) => got.push(m))
+        link.onClose(resolve)
+      })
+    })
+    const connection = await dialler.dial(listener.getMultiaddrs())
+    const stream = await connection.newStream(LAN_PROTOCOL)
+    // One write: a message, the close frame (kind 1, code, reason), a message.
+    const frameOf = (kind: number, body: (e: encoding.Encoder) => void): Uint8Array => {
+      const e = encoding.createEncoder()
+      encoding.writeUint8(e, kind)
+      body(e)
+      return frame(encoding.toUint8Array(e))
+    }
+    stream.send(
+      Buffer.concat([
+        frameOf(0, (e) => encoding.writeUint8Array(e, Uint8Array.of(1))),
+        frameOf(1, (e) => {
+          encoding.writeVarUint(e, 1000)
+          encoding.writeVarString(e, 'bye')
+        }),
+        frameOf(0, (e) => encoding.writeUint8Array(e, Uint8Array.of(2))),
+      ]),
+    )
+    expect(await closed).toEqual({ code: 1000, reason: 'bye' })
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(got).toEqual([Uint8Array.of(1)])
+  })
+
   it('bufferedBytes grows while the peer has not read, and falls to 0 as it reads', async () => {
     const [server, client] = await Promise.all([
       createLanNode({ siteKey: SITE_KEY }),

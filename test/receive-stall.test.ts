@@ -18,6 +18,7 @@ import type { CloseInfo } from '../core/transport.js'
 import { createDevice } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
+import { frame } from '../transports/length-prefixed.js'
 import { createLanNode, LAN_PROTOCOL, wrapStream } from '../transports/libp2p-transport.js'
 import { eventually } from './helpers/eventually.js'
 
@@ -45,7 +46,13 @@ async function startServer(): Promise<ServerPeer> {
 async function rawDevice(
   server: ServerPeer,
   id: string,
-): Promise<{ ws: WebSocket; tcp: Socket; closed: Promise<{ code: number; reason: string }> }> {
+): Promise<{
+  ws: WebSocket
+  tcp: Socket
+  closed: Promise<{ code: number; reason: string }>
+  /** How it closed, once it has. */
+  closedWith: () => { code: number; reason: string } | undefined
+}> {
   const ws = new WebSocket(`${server.url}/roster?device=${id}&key=${SITE_KEY}`)
   closers.push(() => ws.terminate())
   ws.on('error', () => undefined)
@@ -56,7 +63,14 @@ async function rawDevice(
   const closed = new Promise<{ code: number; reason: string }>((resolve) =>
     ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
   )
-  return { ws, tcp: (ws as unknown as { _socket: Socket })._socket, closed }
+  let closedWith: { code: number; reason: string } | undefined
+  void closed.then((info) => (closedWith = info))
+  return {
+    ws,
+    tcp: (ws as unknown as { _socket: Socket })._socket,
+    closed,
+    closedWith: () => closedWith,
+  }
 }
 
 /** A masked frame's head (RFC 6455 5.2) with a zero mask: its payload goes as is. */
@@ -108,9 +122,7 @@ describe("a device's WebSocket at the server", () => {
   it('reads whole a message that keeps coming faster than receiveRateBytesMin', async () => {
     limits.receiveRateBytesMin = 1_000
     const server = await startServer()
-    const { tcp, closed } = await rawDevice(server, 'D1')
-    let closedWith: { code: number; reason: string } | undefined
-    void closed.then((info) => (closedWith = info))
+    const { tcp, closedWith } = await rawDevice(server, 'D1')
     // 2,000 bytes of junk in 10 pieces 100 ms apart: about a second in all,
     // past the 300 ms floor, each piece moving the deadline on by 200 ms.
     tcp.write(frameHead(0x82, 2_000))
@@ -122,17 +134,15 @@ describe("a device's WebSocket at the server", () => {
     await eventually(() =>
       expect(server.events.query({ type: 'write-refused', deviceId: 'D1' }).length).toBe(1),
     )
-    expect(closedWith?.reason ?? '').not.toMatch(/RECEIVE_STALLED/)
+    expect(closedWith()?.reason ?? '').not.toMatch(/RECEIVE_STALLED/)
   })
 
   it('judges messages sent back to back one by one: a read that ends one and starts the next', async () => {
     const server = await startServer()
-    const { tcp, closed } = await rawDevice(server, 'D1')
-    let closedWith: { code: number; reason: string } | undefined
-    void closed.then((info) => (closedWith = info))
+    const { tcp, closedWith } = await rawDevice(server, 'D1')
     // Ten messages, each written as the end of one and the start of the
-    // next, 150 ms apart: each whole within 150 ms, a message in progress
-    // at every moment for 1.5 s (past the 300 ms floor).
+    // next, 100 ms apart: each whole within 100 ms, a message in progress
+    // at every moment for a second (past the 300 ms floor).
     const message = encodeMessage({ type: 'query-awareness' })
     const frames = Buffer.concat(
       Array.from({ length: 10 }, () =>
@@ -142,37 +152,33 @@ describe("a device's WebSocket at the server", () => {
     const step = frames.length / 10
     for (let at = 0; at < frames.length; at += step) {
       tcp.write(frames.subarray(at + (at === 0 ? 0 : step / 2), at + step + step / 2))
-      await new Promise((resolve) => setTimeout(resolve, 150))
+      await new Promise((resolve) => setTimeout(resolve, 100))
     }
     await new Promise((resolve) => setTimeout(resolve, 200))
-    expect(closedWith?.reason ?? '').not.toMatch(/RECEIVE_STALLED/)
+    expect(closedWith()?.reason ?? '').not.toMatch(/RECEIVE_STALLED/)
   })
 
   it("does not count control frames between a message's fragments as its progress", async () => {
     limits.receiveRateBytesMin = 1_000
     const server = await startServer()
-    const { tcp, closed } = await rawDevice(server, 'D1')
-    let closedWith: { code: number; reason: string } | undefined
-    void closed.then((info) => (closedWith = info))
+    const { tcp, closedWith } = await rawDevice(server, 'D1')
     // A first fragment of 100 bytes, then unanswered pongs of 125 bytes every
     // 100 ms (1,250 bytes a second, past the floor): the message makes no
     // progress, and is cut at about 300 ms + 100 bytes at 1,000 B/s.
     tcp.write(Buffer.concat([frameHead(0x02, 100), Buffer.alloc(100)]))
-    for (let i = 0; i < 20 && closedWith === undefined; i++) {
+    for (let i = 0; i < 20 && closedWith() === undefined; i++) {
       tcp.write(Buffer.concat([frameHead(0x8a, 125), Buffer.alloc(125)]))
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
-    expect(closedWith?.code).toBe(1008)
-    expect(closedWith?.reason).toMatch(/^RECEIVE_STALLED/)
+    expect(closedWith()?.code).toBe(1008)
+    expect(closedWith()?.reason).toMatch(/^RECEIVE_STALLED/)
   })
 
   it('lets a quiet link be (no message in progress, no bound)', async () => {
     const server = await startServer()
-    const { ws, closed } = await rawDevice(server, 'D1')
-    let closedWith: { code: number; reason: string } | undefined
-    void closed.then((info) => (closedWith = info))
+    const { ws, closedWith } = await rawDevice(server, 'D1')
     await new Promise((resolve) => setTimeout(resolve, 1_000))
-    expect(closedWith).toBeUndefined()
+    expect(closedWith()).toBeUndefined()
     expect(ws.readyState).toBe(WebSocket.OPEN)
   })
 })
@@ -230,7 +236,7 @@ describe('a LAN link', () => {
     const step = frames.length / 10
     for (let at = 0; at < frames.length; at += step) {
       stream.send(frames.subarray(at + (at === 0 ? 0 : step / 2), at + step + step / 2))
-      await new Promise((resolve) => setTimeout(resolve, 150))
+      await new Promise((resolve) => setTimeout(resolve, 100))
     }
     await new Promise((resolve) => setTimeout(resolve, 200))
     expect(closedWith).toBeUndefined()
@@ -249,6 +255,24 @@ describe('a LAN link', () => {
       stream.send(encoding.toUint8Array(e))
       expect((await accepted.closed).reason).toMatch(/^RECEIVE_STALLED/)
       // This side never closes: the other aborts the stream (a reset here).
+      await eventually(() => expect(['reset', 'closed', 'aborted']).toContain(stream.status))
+    } finally {
+      lingering.closedLinkLingerMs = linger
+    }
+  })
+
+  it('lets go of a stream whose peer sent its close frame and keeps its half open', async () => {
+    const lingering = netLimits as { closedLinkLingerMs: number }
+    const linger = lingering.closedLinkLingerMs
+    lingering.closedLinkLingerMs = 200
+    try {
+      const { stream, accepted } = await linkPair()
+      const e = encoding.createEncoder()
+      encoding.writeUint8(e, 1) // a close frame: code, reason
+      encoding.writeVarUint(e, 1000)
+      encoding.writeVarString(e, 'bye')
+      stream.send(frame(encoding.toUint8Array(e)))
+      expect(await accepted.closed).toEqual({ code: 1000, reason: 'bye' })
       await eventually(() => expect(['reset', 'closed', 'aborted']).toContain(stream.status))
     } finally {
       lingering.closedLinkLingerMs = linger

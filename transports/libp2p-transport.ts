@@ -189,11 +189,14 @@ export function wrapStream(stream: Stream, remote: string): Connection {
       () => tell(closed as CloseInfo),
       () => tell(closed as CloseInfo),
     )
-    // A peer that keeps its half open does not keep the stream: it is
-    // aborted `closedLinkLingerMs` after the close frame, as a WebSocket is.
+    lingerThenAbort(`closed: ${code} ${reason}`)
+  }
+  // A peer that keeps its half open does not keep the stream: it is
+  // aborted `closedLinkLingerMs` after either side's close frame, as a
+  // WebSocket is.
+  const lingerThenAbort = (why: string): void => {
     const linger = setTimeout(() => {
-      if (stream.status === 'open' || stream.status === 'closing')
-        stream.abort(new Error(`closed: ${code} ${reason}`))
+      if (stream.status === 'open' || stream.status === 'closing') stream.abort(new Error(why))
     }, netLimits.closedLinkLingerMs)
     linger.unref?.()
     stream.addEventListener('close', () => clearTimeout(linger))
@@ -205,6 +208,7 @@ export function wrapStream(stream: Stream, remote: string): Connection {
       const info = { code: decoding.readVarUint(d), reason: decoding.readVarString(d) }
       closed ??= info
       void stream.close().catch(() => undefined)
+      lingerThenAbort(`closed by the peer: ${info.code}`)
       tell(info)
     } else if (kind === FrameKind.message) {
       const message = bytes.subarray(1)
@@ -217,7 +221,12 @@ export function wrapStream(stream: Stream, remote: string): Connection {
   stream.addEventListener('message', (event) => {
     if (closed !== undefined) return
     try {
-      for (const bytes of reader.push(event.data)) onFrame(bytes)
+      // Nothing after a close, the peer's (a frame) or this side's (a
+      // refusal): frames read together with it are not handed on.
+      for (const bytes of reader.push(event.data)) {
+        if (closed !== undefined) break
+        onFrame(bytes)
+      }
       if (closed === undefined)
         deadline.observe(reader.pendingBytes > 0, reader.pendingBytes, reader.messagesEnded)
     } catch (error) {
