@@ -11,6 +11,7 @@ import * as Y from 'yjs'
 import { limits, netLimits } from '../core/limits.js'
 import { TokenBucket } from '../core/token-bucket.js'
 import { Prng } from '../sim/prng.js'
+import { createDevice } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
@@ -295,6 +296,36 @@ describe('an update being applied as its link closes', () => {
     await eventually(() => expect(applied).toBe(true))
     await settle(20)
     expect(server.replica.heldBackFrom(link.serverEnd.id)).toBe(0)
+  })
+})
+
+describe('an update being applied as its LAN link closes', () => {
+  it('is not left held back at the device either', async () => {
+    const device = await createDevice({ id: 'D2', store: memoryStore() })
+    closers.push(() => device.close())
+    const [mine, theirs] = memoryPair('D9', 'D2')
+    device.attachLan(theirs)
+    const [, second] = updates('u:D9', 2) as [Uint8Array, Uint8Array]
+    const replica = device.replica as { applyRemote: typeof device.replica.applyRemote }
+    const apply = replica.applyRemote.bind(device.replica)
+    let release: () => void = () => undefined
+    const released = new Promise<void>((resolve) => (release = resolve))
+    let applying = false
+    let applied = false
+    replica.applyRemote = async (...args) => {
+      applying = true
+      await released
+      await apply(...args)
+      applied = true
+    }
+    mine.send(encodeMessage({ type: 'sync-update', update: second }))
+    await eventually(() => expect(applying).toBe(true))
+    mine.close(1000, 'gone')
+    await settle(5)
+    release()
+    await eventually(() => expect(applied).toBe(true))
+    await settle(20)
+    expect(device.replica.heldBackFrom(theirs.id)).toBe(0)
   })
 })
 
