@@ -21,6 +21,7 @@ import { pinBench } from './pin.js'
 import { signingBench } from './signing.js'
 import { simBench } from './sim.js'
 import { buildProject, childrenThroughTsx } from './build.js'
+import { calibrationMs } from './calibrate.js'
 
 /** Every bench, in the order they run. Later issues append theirs here. */
 const BENCHES: readonly Bench[] = [
@@ -113,6 +114,9 @@ function machine(): Record<string, string | number> {
     // Other work on the machine skews every figure; the 1-minute load
     // average at the start tells a reader whether the run was quiet.
     load1m: Math.round((loadavg()[0] ?? 0) * 100) / 100,
+    // How fast the machine runs today (bench/calibrate.ts): the figures of
+    // two days compare after scaling by their calibrations.
+    calibrationMs: calibrationMs(),
   }
 }
 
