@@ -3,6 +3,7 @@
  * room for a newcomer when `netLimits.lanHandshakesInFlightMax` links wait
  * for their peers' certificates (peers/lan-sync.ts).
  */
+import type { Multiaddr } from '@multiformats/multiaddr'
 
 /**
  * The waiting link to close for a newcomer from host `newcomer` when the
@@ -22,8 +23,8 @@ export function doorEvictee<T extends { readonly address: string }>(
   return atDoor.find((link) => counts.get(link.address) === most) ?? (atDoor[0] as T)
 }
 
-/** The host of a multiaddr (`/ip4/<host>/tcp/...`, `/ip6/<host>/...`); the whole address otherwise. */
-export function hostOf(address: string): string {
-  const parts = address.split('/')
-  return parts[1] === 'ip4' || parts[1] === 'ip6' ? (parts[2] ?? address) : address
+/** The IP address of a multiaddr (its `ip4` or `ip6` part, as the transport's gate reads it); the whole address otherwise. */
+export function hostOf(address: Multiaddr): string {
+  const ip = address.getComponents().find((c) => c.name === 'ip4' || c.name === 'ip6')
+  return ip?.value ?? address.toString()
 }

@@ -178,7 +178,7 @@ class LanLinks {
     // links would keep every place), the oldest of the host holding the
     // most (doorEvictee): one opening links fast evicts its own, not a
     // member from another host (admitted within milliseconds).
-    const address = hostOf(via.remoteAddr.toString())
+    const address = hostOf(via.remoteAddr)
     const atDoor = [...this.links.values()].filter((link) => !link.admitted)
     if (atDoor.length >= netLimits.lanHandshakesInFlightMax) {
       const { reason } = refusalClose(new HandshakesFullError(netLimits.lanHandshakesInFlightMax))
