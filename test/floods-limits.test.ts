@@ -267,6 +267,29 @@ describe('the same held-back update again and again', () => {
   })
 })
 
+/**
+ * Holds every remote apply of `replica` at its start until `release`, then
+ * runs it unchanged: a test closes a link while an update of it is applied.
+ */
+function holdApplies(replica: { applyRemote: ServerPeer['replica']['applyRemote'] }): {
+  release: () => void
+  applying: () => boolean
+  applied: () => boolean
+} {
+  const apply = replica.applyRemote.bind(replica)
+  let release: () => void = () => undefined
+  const released = new Promise<void>((resolve) => (release = resolve))
+  let applying = false
+  let applied = false
+  replica.applyRemote = async (...args) => {
+    applying = true
+    await released
+    await apply(...args)
+    applied = true
+  }
+  return { release: () => release(), applying: () => applying, applied: () => applied }
+}
+
 describe('an update being applied as its link closes', () => {
   it('is not left held back when it comes out of the apply after the close', async () => {
     const server = await startServer()
@@ -274,26 +297,15 @@ describe('an update being applied as its link closes', () => {
     const [, second] = updates('u:D1', 2) as [Uint8Array, Uint8Array]
     // The apply is held at its start until the link has closed (the test
     // times the close; the apply itself runs unchanged).
-    const replica = server.replica as { applyRemote: typeof server.replica.applyRemote }
-    const apply = replica.applyRemote.bind(server.replica)
-    let release: () => void = () => undefined
-    const released = new Promise<void>((resolve) => (release = resolve))
-    let applying = false
-    let applied = false
-    replica.applyRemote = async (...args) => {
-      applying = true
-      await released
-      await apply(...args)
-      applied = true
-    }
+    const held = holdApplies(server.replica)
     link.send({ type: 'sync-update', update: second })
-    await eventually(() => expect(applying).toBe(true))
+    await eventually(() => expect(held.applying()).toBe(true))
     link.connection.close(1000, 'gone')
     await settle(5)
-    release()
+    held.release()
     // Held back (its first never came), after the close's drop: dropped
     // too, once the session is done with it.
-    await eventually(() => expect(applied).toBe(true))
+    await eventually(() => expect(held.applied()).toBe(true))
     await settle(20)
     expect(server.replica.heldBackFrom(link.serverEnd.id)).toBe(0)
   })
@@ -306,24 +318,13 @@ describe('an update being applied as its LAN link closes', () => {
     const [mine, theirs] = memoryPair('D9', 'D2')
     device.attachLan(theirs)
     const [, second] = updates('u:D9', 2) as [Uint8Array, Uint8Array]
-    const replica = device.replica as { applyRemote: typeof device.replica.applyRemote }
-    const apply = replica.applyRemote.bind(device.replica)
-    let release: () => void = () => undefined
-    const released = new Promise<void>((resolve) => (release = resolve))
-    let applying = false
-    let applied = false
-    replica.applyRemote = async (...args) => {
-      applying = true
-      await released
-      await apply(...args)
-      applied = true
-    }
+    const held = holdApplies(device.replica)
     mine.send(encodeMessage({ type: 'sync-update', update: second }))
-    await eventually(() => expect(applying).toBe(true))
+    await eventually(() => expect(held.applying()).toBe(true))
     mine.close(1000, 'gone')
     await settle(5)
-    release()
-    await eventually(() => expect(applied).toBe(true))
+    held.release()
+    await eventually(() => expect(held.applied()).toBe(true))
     await settle(20)
     expect(device.replica.heldBackFrom(theirs.id)).toBe(0)
   })

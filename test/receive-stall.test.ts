@@ -24,7 +24,11 @@ import { eventually } from './helpers/eventually.js'
 
 const SITE_KEY = 'test-site-key'
 const closers: Array<() => unknown> = []
-const limits = netLimits as { receiveStallMsMax: number; receiveRateBytesMin: number }
+const limits = netLimits as {
+  receiveStallMsMax: number
+  receiveRateBytesMin: number
+  closedLinkLingerMs: number
+}
 const saved = { ...limits }
 beforeEach(() => {
   limits.receiveStallMsMax = 300
@@ -32,6 +36,7 @@ beforeEach(() => {
 afterEach(async () => {
   limits.receiveStallMsMax = saved.receiveStallMsMax
   limits.receiveRateBytesMin = saved.receiveRateBytesMin
+  limits.closedLinkLingerMs = saved.closedLinkLingerMs
   for (const close of closers.splice(0).reverse()) await close()
 })
 
@@ -95,6 +100,33 @@ async function stillServes(server: ServerPeer, id: string): Promise<void> {
   await eventually(() => expect(device.users.get('u1')?.name).toBe('Ann'))
 }
 
+/**
+ * Sends `count` messages of equal length, back to back in `bytes`, as
+ * `count` writes 100 ms apart, each the end of one message and the start of
+ * the next: a message is in progress at every moment, each whole within
+ * 100 ms.
+ */
+async function acrossReads(
+  bytes: Buffer,
+  count: number,
+  write: (bytes: Buffer) => unknown,
+): Promise<void> {
+  const step = bytes.length / count
+  for (let at = 0; at < bytes.length; at += step) {
+    write(bytes.subarray(at + (at === 0 ? 0 : step / 2), at + step + step / 2))
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
+/** A LAN frame declaring 100,000 bytes (a message), with 1,000 of them. */
+function halfMessage(): Uint8Array {
+  const e = encoding.createEncoder()
+  encoding.writeVarUint(e, 100_000)
+  encoding.writeUint8(e, 0)
+  encoding.writeUint8Array(e, new Uint8Array(999))
+  return encoding.toUint8Array(e)
+}
+
 describe("a device's WebSocket at the server", () => {
   it('is closed RECEIVE_STALLED when a frame stops half way', async () => {
     const server = await startServer()
@@ -149,11 +181,7 @@ describe("a device's WebSocket at the server", () => {
         Buffer.concat([frameHead(0x82, message.length), Buffer.from(message)]),
       ),
     )
-    const step = frames.length / 10
-    for (let at = 0; at < frames.length; at += step) {
-      tcp.write(frames.subarray(at + (at === 0 ? 0 : step / 2), at + step + step / 2))
-      await new Promise((resolve) => setTimeout(resolve, 100))
-    }
+    await acrossReads(frames, 10, (bytes) => tcp.write(bytes))
     await new Promise((resolve) => setTimeout(resolve, 200))
     expect(closedWith()?.reason ?? '').not.toMatch(/RECEIVE_STALLED/)
   })
@@ -214,11 +242,7 @@ describe('a LAN link', () => {
 
   it('is closed RECEIVE_STALLED when a message stops half way', async () => {
     const { stream, accepted } = await linkPair()
-    const e = encoding.createEncoder()
-    encoding.writeVarUint(e, 100_000)
-    encoding.writeUint8(e, 0)
-    encoding.writeUint8Array(e, new Uint8Array(999))
-    stream.send(encoding.toUint8Array(e))
+    stream.send(halfMessage())
     const info = await accepted.closed
     expect(info.code).toBe(1008)
     expect(info.reason).toMatch(/^RECEIVE_STALLED/)
@@ -233,50 +257,30 @@ describe('a LAN link', () => {
     encoding.writeUint8(one, 0) // a message
     encoding.writeUint8Array(one, new Uint8Array(100))
     const frames = Buffer.concat(Array.from({ length: 10 }, () => encoding.toUint8Array(one)))
-    const step = frames.length / 10
-    for (let at = 0; at < frames.length; at += step) {
-      stream.send(frames.subarray(at + (at === 0 ? 0 : step / 2), at + step + step / 2))
-      await new Promise((resolve) => setTimeout(resolve, 100))
-    }
+    await acrossReads(frames, 10, (bytes) => stream.send(bytes))
     await new Promise((resolve) => setTimeout(resolve, 200))
     expect(closedWith).toBeUndefined()
   })
 
   it('lets go of a stalled stream whose peer keeps its half open, after the linger', async () => {
-    const lingering = netLimits as { closedLinkLingerMs: number }
-    const linger = lingering.closedLinkLingerMs
-    lingering.closedLinkLingerMs = 200
-    try {
-      const { stream, accepted } = await linkPair()
-      const e = encoding.createEncoder()
-      encoding.writeVarUint(e, 100_000)
-      encoding.writeUint8(e, 0)
-      encoding.writeUint8Array(e, new Uint8Array(999))
-      stream.send(encoding.toUint8Array(e))
-      expect((await accepted.closed).reason).toMatch(/^RECEIVE_STALLED/)
-      // This side never closes: the other aborts the stream (a reset here).
-      await eventually(() => expect(['reset', 'closed', 'aborted']).toContain(stream.status))
-    } finally {
-      lingering.closedLinkLingerMs = linger
-    }
+    limits.closedLinkLingerMs = 200
+    const { stream, accepted } = await linkPair()
+    stream.send(halfMessage())
+    expect((await accepted.closed).reason).toMatch(/^RECEIVE_STALLED/)
+    // This side never closes: the other aborts the stream (a reset here).
+    await eventually(() => expect(['reset', 'closed', 'aborted']).toContain(stream.status))
   })
 
   it('lets go of a stream whose peer sent its close frame and keeps its half open', async () => {
-    const lingering = netLimits as { closedLinkLingerMs: number }
-    const linger = lingering.closedLinkLingerMs
-    lingering.closedLinkLingerMs = 200
-    try {
-      const { stream, accepted } = await linkPair()
-      const e = encoding.createEncoder()
-      encoding.writeUint8(e, 1) // a close frame: code, reason
-      encoding.writeVarUint(e, 1000)
-      encoding.writeVarString(e, 'bye')
-      stream.send(frame(encoding.toUint8Array(e)))
-      expect(await accepted.closed).toEqual({ code: 1000, reason: 'bye' })
-      await eventually(() => expect(['reset', 'closed', 'aborted']).toContain(stream.status))
-    } finally {
-      lingering.closedLinkLingerMs = linger
-    }
+    limits.closedLinkLingerMs = 200
+    const { stream, accepted } = await linkPair()
+    const e = encoding.createEncoder()
+    encoding.writeUint8(e, 1) // a close frame: code, reason
+    encoding.writeVarUint(e, 1000)
+    encoding.writeVarString(e, 'bye')
+    stream.send(frame(encoding.toUint8Array(e)))
+    expect(await accepted.closed).toEqual({ code: 1000, reason: 'bye' })
+    await eventually(() => expect(['reset', 'closed', 'aborted']).toContain(stream.status))
   })
 
   it('reads whole a message that keeps coming faster than receiveRateBytesMin', async () => {

@@ -49,95 +49,95 @@ const frameArb = fc.record({
   masked: fc.boolean(),
 })
 
+/** A few frames in a row, and the sizes of the reads they arrive in. */
+const framesArb = fc.array(frameArb, { minLength: 1, maxLength: 6 })
+const cutsArb = fc.array(fc.integer({ min: 1, max: 80_000 }), { minLength: 1, maxLength: 40 })
+
+/** Hands `bytes` to `read` cut into reads of the sizes `cuts` gives in turn, with each read's offset. */
+function readInCuts(
+  bytes: Buffer,
+  cuts: readonly number[],
+  read: (chunk: Buffer, at: number) => void,
+): void {
+  let at = 0
+  for (let i = 0; at < bytes.length; i++) {
+    const chunk = bytes.subarray(at, at + (cuts[i % cuts.length] as number))
+    read(chunk, at)
+    at += chunk.length
+  }
+}
+
 describe('FrameBoundaries', () => {
   it('says a read starts a frame exactly when it does, however the bytes are cut', () => {
     fc.assert(
-      fc.property(
-        fc.array(frameArb, { minLength: 1, maxLength: 6 }),
-        fc.array(fc.integer({ min: 1, max: 80_000 }), { minLength: 1, maxLength: 40 }),
-        (frames, cuts) => {
-          // Payloads of 0x88: any read starting inside one looks like a close frame.
-          const parts = frames.map((f) => frame(f.first, f.length, f.masked, 0x88))
-          const starts = new Set<number>()
-          let offset = 0
-          for (const part of parts) {
-            starts.add(offset)
-            offset += part.length
-          }
-          const bytes = Buffer.concat(parts)
-          const boundaries = new FrameBoundaries()
-          let at = 0
-          for (let i = 0; at < bytes.length; i++) {
-            const size = cuts[i % cuts.length] as number
-            const read = bytes.subarray(at, at + size)
-            expect(boundaries.startsFrame(read)).toBe(starts.has(at))
-            at += read.length
-          }
-          // After the last frame, the next read starts one.
-          expect(boundaries.startsFrame(Buffer.from([0x88, 0x80]))).toBe(true)
-        },
-      ),
+      fc.property(framesArb, cutsArb, (frames, cuts) => {
+        // Payloads of 0x88: any read starting inside one looks like a close frame.
+        const parts = frames.map((f) => frame(f.first, f.length, f.masked, 0x88))
+        const starts = new Set<number>()
+        let offset = 0
+        for (const part of parts) {
+          starts.add(offset)
+          offset += part.length
+        }
+        const boundaries = new FrameBoundaries()
+        readInCuts(Buffer.concat(parts), cuts, (read, at) =>
+          expect(boundaries.startsFrame(read)).toBe(starts.has(at)),
+        )
+        // After the last frame, the next read starts one.
+        expect(boundaries.startsFrame(Buffer.from([0x88, 0x80]))).toBe(true)
+      }),
       { seed, numRuns },
     )
   })
 
   it('knows when a message is in progress, its payload bytes read, and the messages ended (RECEIVE_STALLED)', () => {
     fc.assert(
-      fc.property(
-        fc.array(frameArb, { minLength: 1, maxLength: 6 }),
-        fc.array(fc.integer({ min: 1, max: 80_000 }), { minLength: 1, maxLength: 40 }),
-        (frames, cuts) => {
-          const parts = frames.map((f) => frame(f.first, f.length, f.masked, 0x88))
-          // The oracle, from RFC 6455 5.4: a message is in progress inside a
-          // frame, and after a data frame (opcode < 8) without FIN until a
-          // data frame with FIN ends it; control frames come in between and
-          // add nothing to it. Each frame: where it starts, where its payload
-          // starts, where it ends, and what it is.
-          let offset = 0
-          const laid = parts.map((part, i) => {
-            const { first, length } = frames[i] as { first: number; length: number }
-            const at = offset
-            offset += part.length
-            const data = (first & 0x0f) < 8
-            return { at, payloadAt: offset - length, end: offset, data, fin: (first & 0x80) !== 0 }
-          })
-          const expected = (read: number) => {
-            let fragmenting = false
-            let ended = 0
-            let messageStart = 0 // index of the first frame of the message in progress
-            let inFrame = false
-            for (const [i, f] of laid.entries()) {
-              if (f.end <= read) {
-                if (!f.data) continue
-                fragmenting = !f.fin
-                if (f.fin) {
-                  ended++
-                  messageStart = i + 1
-                }
-              } else if (f.at < read) inFrame = true
-            }
-            const inProgress = fragmenting || inFrame
-            let bytes = 0
-            if (inProgress)
-              for (const f of laid.slice(messageStart))
-                if (f.data) bytes += Math.max(0, Math.min(read, f.end) - f.payloadAt)
-            return { inProgress, bytes, ended }
+      fc.property(framesArb, cutsArb, (frames, cuts) => {
+        const parts = frames.map((f) => frame(f.first, f.length, f.masked, 0x88))
+        // The oracle, from RFC 6455 5.4: a message is in progress inside a
+        // frame, and after a data frame (opcode < 8) without FIN until a
+        // data frame with FIN ends it; control frames come in between and
+        // add nothing to it. Each frame: where it starts, where its payload
+        // starts, where it ends, and what it is.
+        let offset = 0
+        const laid = parts.map((part, i) => {
+          const { first, length } = frames[i] as { first: number; length: number }
+          const at = offset
+          offset += part.length
+          const data = (first & 0x0f) < 8
+          return { at, payloadAt: offset - length, end: offset, data, fin: (first & 0x80) !== 0 }
+        })
+        const expected = (read: number) => {
+          let fragmenting = false
+          let ended = 0
+          let messageStart = 0 // index of the first frame of the message in progress
+          let inFrame = false
+          for (const [i, f] of laid.entries()) {
+            if (f.end <= read) {
+              if (!f.data) continue
+              fragmenting = !f.fin
+              if (f.fin) {
+                ended++
+                messageStart = i + 1
+              }
+            } else if (f.at < read) inFrame = true
           }
-          const bytes = Buffer.concat(parts)
-          const boundaries = new FrameBoundaries()
-          let at = 0
-          for (let i = 0; at < bytes.length; i++) {
-            const size = cuts[i % cuts.length] as number
-            const read = bytes.subarray(at, at + size)
-            boundaries.startsFrame(read)
-            at += read.length
-            const want = expected(at)
-            expect(boundaries.inProgress).toBe(want.inProgress)
-            expect(boundaries.bytesInProgress).toBe(want.inProgress ? want.bytes : 0)
-            expect(boundaries.messagesEnded).toBe(want.ended)
-          }
-        },
-      ),
+          const inProgress = fragmenting || inFrame
+          let bytes = 0
+          if (inProgress)
+            for (const f of laid.slice(messageStart))
+              if (f.data) bytes += Math.max(0, Math.min(read, f.end) - f.payloadAt)
+          return { inProgress, bytes, ended }
+        }
+        const boundaries = new FrameBoundaries()
+        readInCuts(Buffer.concat(parts), cuts, (read, at) => {
+          boundaries.startsFrame(read)
+          const want = expected(at + read.length)
+          expect(boundaries.inProgress).toBe(want.inProgress)
+          expect(boundaries.bytesInProgress).toBe(want.inProgress ? want.bytes : 0)
+          expect(boundaries.messagesEnded).toBe(want.ended)
+        })
+      }),
       { seed, numRuns },
     )
   })
