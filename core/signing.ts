@@ -47,6 +47,8 @@ const DERIVED_CLIENT_ID_SPAN = 2 ** 53 - DERIVED_CLIENT_ID_MIN
 /** Domain separators: a signature made for one purpose never verifies for another. */
 const DOMAIN = {
   envelope: 'rostersync/envelope/1',
+  /** An envelope of a site past its first generation: the generation's id is signed too. */
+  envelopeOfGeneration: 'rostersync/envelope-generation/1',
   certificate: 'rostersync/certificate/2',
   lanAuth: 'rostersync/lan-auth/1',
   join: 'rostersync/join/1',
@@ -429,19 +431,29 @@ export interface Envelope {
 }
 
 /**
- * What the signature covers: domain, site, writer, nonces and a SHA-256 of
- * the update (one hash of a large update, not two: Ed25519 hashes what it
- * signs twice).
+ * What the signature covers: domain, site, the generation (past a site's
+ * first), writer, nonces and a SHA-256 of the update (one hash of a large
+ * update, not two: Ed25519 hashes what it signs twice). An envelope speaks
+ * for one generation of the site's document only: replayed on another (a
+ * retired server history sent back after a compaction), its signature
+ * fails (PROTOCOL.md, "Generations").
  */
 function envelopeBody(
   site: string,
+  generation: string,
   writer: string,
   nonces: readonly number[],
   update: Uint8Array,
 ): Uint8Array {
   const e = encoding.createEncoder()
-  encoding.writeVarString(e, DOMAIN.envelope)
-  encoding.writeVarString(e, site)
+  if (generation === '') {
+    encoding.writeVarString(e, DOMAIN.envelope)
+    encoding.writeVarString(e, site)
+  } else {
+    encoding.writeVarString(e, DOMAIN.envelopeOfGeneration)
+    encoding.writeVarString(e, site)
+    encoding.writeVarString(e, generation)
+  }
   encoding.writeVarString(e, writer)
   encoding.writeVarUint(e, nonces.length)
   for (const n of nonces) encoding.writeVarUint(e, n)
@@ -449,15 +461,19 @@ function envelopeBody(
   return encoding.toUint8Array(e)
 }
 
-/** Signs one update as `writer` of `site`. */
+/**
+ * Signs one update as `writer` of `site`, on the generation `generation`
+ * of its document (its id; `''`, the default, on a site's first).
+ */
 export function sealEnvelope(
   key: KeyPair,
   site: string,
   content: { writer: string; nonces: readonly number[]; update: Uint8Array; cert?: Certificate },
+  generation = '',
 ): Envelope {
   const signature = signBytes(
     key,
-    envelopeBody(site, content.writer, content.nonces, content.update),
+    envelopeBody(site, generation, content.writer, content.nonces, content.update),
   )
   return content.cert === undefined
     ? { writer: content.writer, nonces: content.nonces, update: content.update, signature }
@@ -466,11 +482,17 @@ export function sealEnvelope(
 
 /**
  * Throws `SIGNATURE_INVALID` unless `envelope` is signed by `publicKey` for
- * `site`. Checks the signature only: what the update writes is
+ * `site` and its document's generation `generation` (see sealEnvelope).
+ * Checks the signature only: what the update writes is
  * {@link envelopeClients}' and the update check's business.
  */
-export function verifyEnvelope(envelope: Envelope, publicKey: Uint8Array, site: string): void {
-  const job = envelopeVerifyJob(envelope, publicKey, site)
+export function verifyEnvelope(
+  envelope: Envelope,
+  publicKey: Uint8Array,
+  site: string,
+  generation = '',
+): void {
+  const job = envelopeVerifyJob(envelope, publicKey, site, generation)
   if (!verifyBytes(job.publicKey, job.message, job.signature))
     throw envelopeSignatureError(envelope)
 }
@@ -496,19 +518,22 @@ export function envelopeVerifyJob(
   envelope: Envelope,
   publicKey: Uint8Array,
   site: string,
+  generation = '',
 ): VerifyJob {
   if (envelope.signature.byteLength !== SIGNATURE_BYTES) throw envelopeSignatureError(envelope)
   publicKeyObject(publicKey)
   return {
     publicKey,
-    message: envelopeBody(site, envelope.writer, envelope.nonces, envelope.update),
+    message: envelopeBody(site, generation, envelope.writer, envelope.nonces, envelope.update),
     signature: envelope.signature,
   }
 }
 
 /** The refusal of an envelope whose signature does not verify. */
 export function envelopeSignatureError(envelope: Envelope): SignatureInvalidError {
-  return new SignatureInvalidError(`update is not signed by ${JSON.stringify(envelope.writer)}`)
+  return new SignatureInvalidError(
+    `update is not signed by ${JSON.stringify(envelope.writer)} for this site and generation`,
+  )
 }
 
 /** The clientIDs an envelope's writer may write under: one per nonce. */

@@ -389,14 +389,7 @@ export function runLanLink(
       reportErrors: true,
       ...(signing === undefined
         ? {}
-        : {
-            // A LAN peer's stale relays are excused a bounded number of
-            // times a message (each costs a signature check).
-            signed: (send: (envelopes: Uint8Array[]) => void) => ({
-              ...signing.link(link.id, send),
-              relayedPerMessageMax: netLimits.staleEnvelopesPerMessageMax,
-            }),
-          }),
+        : { signed: (send: (envelopes: Uint8Array[]) => void) => signing.link(link.id, send) }),
       // Another device is not trusted: bounded rates, and a refused update
       // closes the link with its code (PROTOCOL.md, "Refusals").
       untrusted: true,

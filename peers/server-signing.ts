@@ -6,7 +6,7 @@
  * one), the clientIDs derived from that key, then the update check for
  * that writer's part. The device's side is peers/signed-link.ts.
  */
-import { SignatureInvalidError } from '../core/errors.js'
+import { ForbiddenWriteError, SignatureInvalidError } from '../core/errors.js'
 import { SERVER_ID } from '../core/ids.js'
 import { encodeSignedMessage } from '../core/protocol.js'
 import {
@@ -62,8 +62,17 @@ export class ServerSigning {
        * runs replay from a seed).
        */
       readonly pool?: VerifyPool
+      /**
+       * The id of the generation the site's document is on (`''` on its
+       * first): every envelope is signed and checked for it.
+       */
+      readonly generationId?: () => string
     },
   ) {}
+
+  private get generation(): string {
+    return this.options.generationId?.() ?? ''
+  }
 
   /** The site id: the server's public key. */
   get site(): string {
@@ -77,11 +86,12 @@ export class ServerSigning {
 
   /** `update` in the server's envelope, not encoded. */
   private envelopeOf(update: Uint8Array): Envelope {
-    return sealEnvelope(this.options.identity.key, this.site, {
-      writer: SERVER_ID,
-      nonces: [],
-      update,
-    })
+    return sealEnvelope(
+      this.options.identity.key,
+      this.site,
+      { writer: SERVER_ID, nonces: [], update },
+      this.generation,
+    )
   }
 
   /** A signed link for one device connection (`deviceId`: the link's own device). */
@@ -89,6 +99,10 @@ export class ServerSigning {
     return {
       active: () => true,
       plainAllowed: false,
+      // A relaying device is not at fault for another writer's refused
+      // envelope: a device's log may offer many of a writer the server
+      // forgot, to every exchange. Bounded by the link's message rate.
+      relayedPerMessageMax: Infinity,
       relayed: (bytes) => {
         try {
           return decodeEnvelope(bytes).writer !== deviceId
@@ -143,10 +157,11 @@ export class ServerSigning {
    */
   private open(bytes: Uint8Array): OpenedEnvelope | Promise<OpenedEnvelope> {
     const envelope = decodeEnvelope(bytes)
+    // A writer without a key is refused before its update is read.
+    const key = this.writerKey(envelope)
     // One strict scan serves every check below and the replica's intake.
     const ranges = scanOrRefuse(envelope.update)
-    const key = this.writerKey(envelope)
-    const job = envelopeVerifyJob(envelope, key, this.site)
+    const job = envelopeVerifyJob(envelope, key, this.site, this.generation)
     const pool = this.options.pool
     if (pool === undefined) {
       if (!verifyBytes(job.publicKey, job.message, job.signature))
@@ -167,9 +182,9 @@ export class ServerSigning {
 
   /**
    * The key an envelope must be signed with: the server's own (its
-   * envelope relayed back holds nothing the server lacks unless it is
-   * forged, and then the signature fails), else the writer's registered
-   * key. Throws `SIGNATURE_INVALID` for a writer without one.
+   * envelope relayed back holds nothing the server lacks: see admit), else
+   * the writer's registered key. Throws `SIGNATURE_INVALID` for a writer
+   * without one.
    */
   private writerKey(envelope: Envelope): Uint8Array {
     if (envelope.writer === SERVER_ID) return this.options.identity.publicKey
@@ -189,6 +204,14 @@ export class ServerSigning {
     ranges: UpdateRanges,
   ): OpenedEnvelope {
     const fresh = bringsStructs(this.options.replica.doc, ranges)
+    // The server only sends what it holds (its fan-out tells durable
+    // changes only), so its own envelope relayed back brings it nothing.
+    // One that does is another history's: a retired generation's (whose
+    // signature fails already) or a data directory's before a restore.
+    if (envelope.writer === SERVER_ID && fresh)
+      throw new ForbiddenWriteError(
+        "the server's own envelope holds structs the server does not: it is another history's",
+      )
     if (envelope.writer !== SERVER_ID) {
       checkClients(envelope, key, ranges)
       this.options.check(envelope.update, envelope.writer)

@@ -24,6 +24,7 @@ import {
   SignatureInvalidError,
 } from '../core/errors.js'
 import { SERVER_ID } from '../core/ids.js'
+import { netLimits } from '../core/limits.js'
 import {
   checkCertificateTime,
   decodeEnvelope,
@@ -38,7 +39,7 @@ import {
 } from '../core/signing.js'
 import { encodeClientsDiff, restrictUpdate } from '../core/update-parts.js'
 import { scanUpdate, type UpdateRanges } from '../core/update-scan.js'
-import { onGenerationNoted } from './device-sync/generation-move.js'
+import { documentGeneration, onGenerationNoted } from './device-sync/generation-move.js'
 import type { EnvelopeLog } from './envelope-log.js'
 import { RelayMemo } from './relay-memo.js'
 import { WriterClients } from './writer-clients.js'
@@ -117,12 +118,12 @@ export interface SignedLink {
    */
   relayed?(bytes: Uint8Array): boolean
   /**
-   * Most envelopes `relayed` may excuse in one message (a LAN link:
-   * `netLimits.staleEnvelopesPerMessageMax`); past it the refusal closes
-   * the link. None on the server's links, which excuse every other
-   * writer's refused envelope, as many as a device's log offers.
+   * Most envelopes `relayed` may excuse in one message (a device's links:
+   * `netLimits.staleEnvelopesPerMessageMax`; the server's: no number, its
+   * message rate); past it the refusal closes the link. Each excused one
+   * counts as a message against the link's rates (Rates.excused).
    */
-  readonly relayedPerMessageMax?: number
+  readonly relayedPerMessageMax: number
 }
 
 /** Checks an update as `writer`'s (the update check, core/authorize.ts, for that writer's part). */
@@ -279,12 +280,17 @@ export class DeviceSigning {
     const nonces = clients.map((c) => identity.nonceOf(c))
     if (nonces.some((n) => n === undefined)) return []
     const cert = identity.certificate
-    const envelope = sealEnvelope(identity.key, site, {
-      writer: writerId,
-      nonces: nonces as number[],
-      update,
-      ...(cert === undefined ? {} : { cert }),
-    })
+    const envelope = sealEnvelope(
+      identity.key,
+      site,
+      {
+        writer: writerId,
+        nonces: nonces as number[],
+        update,
+        ...(cert === undefined ? {} : { cert }),
+      },
+      documentGeneration(this.options.replica).id,
+    )
     return [encodeEnvelope(envelope)]
   }
 
@@ -304,6 +310,7 @@ export class DeviceSigning {
       // whose key was reset, is refused by name and the link goes on: a
       // peer that logged it before must not lose its LAN links over it.
       relayed: (bytes) => this.stale(bytes),
+      relayedPerMessageMax: netLimits.staleEnvelopesPerMessageMax,
       answer: (theirs) => {
         const target = Y.decodeStateVector(theirs)
         const own = encodeClientsDiff(replica.doc, target, identity.ownClients())
@@ -397,11 +404,14 @@ export class DeviceSigning {
     // Before it is applied: a delete-only envelope (no structs) is news
     // when it deletes what this device holds, and is relayed like any.
     const fresh = bringsNews(this.options.replica.doc, ranges)
+    // Signed for the generation of the document it would go into: one of
+    // another generation (a retired history replayed) fails.
+    const generation = documentGeneration(this.options.replica).id
     if (envelope.writer === SERVER_ID) {
       // The server's content is trusted as it always was on the server
       // link (it checked what it merged); its signature proves it the
       // server's, whoever relayed it.
-      verifyEnvelope(envelope, serverKey, site)
+      verifyEnvelope(envelope, serverKey, site, generation)
     } else {
       // The server's revocations reach devices in the document: from then
       // on the revoked device's certificate no longer speaks for it here.
@@ -411,7 +421,7 @@ export class DeviceSigning {
       // Its certificate must still speak for it: not expired, its key not
       // reset by the server since.
       if (envelope.cert !== undefined) this.checkStanding(envelope.cert)
-      verifyEnvelope(envelope, key, site)
+      verifyEnvelope(envelope, key, site, generation)
       checkClients(envelope, key, ranges)
       this.options.check(envelope.update, envelope.writer)
       // The server's bound too: what it refuses, devices do not keep.

@@ -21,8 +21,8 @@ import type { Connection } from '../core/transport.js'
 import type { UpdateRanges } from '../core/update-scan.js'
 import type { Replica } from './replica.js'
 import type { OpenedEnvelope, SignedLink } from './signed-link.js'
-import { closeReason, decodeInbound, LinkRates, refusalClose } from './sync-session/inbound.js'
-import type { Rates } from './sync-session/inbound.js'
+import { decodeInbound, ExcusedRefusals, LinkRates, type Rates } from './sync-session/inbound.js'
+import { closeReason, refusalClose } from './sync-session/inbound.js'
 import { plainAnswer } from './sync-session/answer-messages.js'
 import { signedUpdateMessage, updateMessage } from './sync-session/messages.js'
 import { AnswerWaiters, lacking } from './sync-session/answer-waiters.js'
@@ -251,7 +251,7 @@ export function startSession(options: SessionOptions): SyncSession {
       throw new ForbiddenWriteError(
         'this peer cannot check signed updates yet (no server key pinned)',
       )
-    let stale = 0
+    const excused = new ExcusedRefusals(signed.relayedPerMessageMax, rates)
     for (const bytes of envelopes) {
       let opened: OpenedEnvelope
       try {
@@ -262,19 +262,14 @@ export function startSession(options: SessionOptions): SyncSession {
         if (stopped || !connection.open) return
       } catch (error) {
         if (!(error instanceof RostersyncError) || signed.relayed?.(bytes) !== true) throw error
-        // Another writer's envelope this peer only relays: refused by name,
-        // the link goes on (see SignedLink.relayed), a bounded number of times.
-        if (++stale > (signed.relayedPerMessageMax ?? Infinity)) throw error
-        send({
-          type: 'error',
-          code: error.code,
-          message: `relayed envelope refused, the rest applied: ${error.message}`,
-        })
+        // Another writer's envelope it relays: refused by name (SignedLink.relayed).
+        excused.excuse(error)
         continue
       }
       await replica.applyRemote(opened.update, connection.id, opened.ranges)
       signed.applied(opened)
     }
+    if (connection.open) excused.report(send)
   }
   const answerStep1 = async (sent: Uint8Array): Promise<void> => {
     const limited = rates?.answer(sent)

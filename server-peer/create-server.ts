@@ -353,6 +353,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   // The generation statement every hello carries (bound below, once the
   // generations exist: they close the endpoint's links).
   let statementOf: () => Uint8Array | undefined = () => undefined
+  let generationIdOf = (): string => ''
   const endpointOptions = {
     replica,
     generation: () => statementOf(),
@@ -376,6 +377,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
             now: replica.now(),
           }),
         ...(pool === undefined ? {} : { pool }),
+        generationId: () => generationIdOf(),
       }),
     },
     approveDevices: options.approveDevices === true,
@@ -404,6 +406,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       endpointOptions.signing.signer.writerClients.mostHeld(replica.doc),
   })
   statementOf = () => generations.statement()
+  generationIdOf = () => generations.current().id
   // A device forgotten to make room: its key binding goes (not revoked: the
   // same terminal may come back).
   registry.onForgotten = (id) => void keys.unbind(id, false).catch(() => undefined)

@@ -20,18 +20,46 @@ import type { Connection } from '../core/transport.js'
 import type { Replica } from '../peers/replica.js'
 
 const NAMESPACE = 'device-keys'
+/** Where each device's accepted join proofs are kept (see noteJoin). */
+const JOINS = 'device-joins'
+
+/**
+ * A device's accepted join proofs within the skew bound: their times, and
+ * the latest time of those let go to keep at most
+ * `netLimits.joinProofsKeptPerDeviceMax` (a proof at or before it is
+ * refused: it may be one of them).
+ */
+interface Joins {
+  readonly at: number[]
+  readonly floor: number
+}
+
+function asJoins(value: unknown): Joins | undefined {
+  if (typeof value !== 'object' || value === null) return undefined
+  const { at, floor } = value as { at?: unknown; floor?: unknown }
+  if (!Array.isArray(at) || !at.every((t) => Number.isSafeInteger(t))) return undefined
+  return { at: at as number[], floor: Number.isSafeInteger(floor) ? (floor as number) : -1 }
+}
 
 /** Device id → public key. */
 export class DeviceKeys {
   private readonly keys = new Map<string, Uint8Array>()
-  /** The times of each device's accepted join proofs within the skew bound, in memory (bounded). */
-  private readonly joins = new Map<string, number[]>()
+  /**
+   * Each device's accepted join proofs within the skew bound (bounded),
+   * kept as peer-local records too: a join URL captured before a restart
+   * is no better after it.
+   */
+  private readonly joins = new Map<string, Joins>()
   /** The certificate issued last to each device, in memory (bounded; see {@link certificate}). */
   private readonly issued = new Map<string, Certificate>()
 
   constructor(private readonly replica: Replica) {
     for (const [id, value] of replica.recordsOf(NAMESPACE)) {
       if (typeof value === 'string') this.keys.set(id, new Uint8Array(Buffer.from(value, 'base64')))
+    }
+    for (const [id, value] of replica.recordsOf(JOINS)) {
+      const joins = asJoins(value)
+      if (joins !== undefined) this.joins.set(id, joins)
     }
   }
 
@@ -60,7 +88,7 @@ export class DeviceKeys {
   async unbind(deviceId: string, revoke = true): Promise<void> {
     const old = this.keys.get(deviceId)
     this.keys.delete(deviceId)
-    this.joins.delete(deviceId)
+    this.forgetJoins(deviceId)
     this.issued.delete(deviceId)
     await this.replica.setRecord(NAMESPACE, deviceId, undefined)
     if (old !== undefined && revoke) {
@@ -110,28 +138,47 @@ export class DeviceKeys {
     return certificate
   }
 
-  /** Whether a proof of this device at `at` was accepted already (a replayed join URL). */
+  /**
+   * Whether a proof of this device at `at` may have been accepted already
+   * (a replayed join URL): one kept, or one at or before the latest let go.
+   */
   joinSeen(deviceId: string, at: number): boolean {
-    return this.joins.get(deviceId)?.includes(at) === true
+    const joins = this.joins.get(deviceId)
+    return joins !== undefined && (at <= joins.floor || joins.at.includes(at))
   }
 
   /**
    * Remembers an accepted join proof's time, dropping those past the skew
    * bound (a proof that old is refused by its time anyway) and keeping at
-   * most `joinProofsKeptPerDeviceMax` per device.
+   * most `joinProofsKeptPerDeviceMax` per device; stored without waiting
+   * (the admission does not wait on the disk for it).
    */
   noteJoin(deviceId: string, at: number, now: number): void {
-    const kept = (this.joins.get(deviceId) ?? []).filter(
-      (t) => Math.abs(t - now) <= netLimits.joinSkewMsMax,
-    )
+    const prev = this.joins.get(deviceId)
+    const recent = (t: number): boolean => Math.abs(t - now) <= netLimits.joinSkewMsMax
+    const kept = (prev?.at ?? []).filter(recent)
     kept.push(at)
-    if (kept.length > netLimits.joinProofsKeptPerDeviceMax) kept.shift()
+    let floor = prev !== undefined && recent(prev.floor) ? prev.floor : -1
+    if (kept.length > netLimits.joinProofsKeptPerDeviceMax)
+      floor = Math.max(floor, kept.shift() as number)
+    const joins: Joins = { at: kept, floor }
     this.joins.delete(deviceId)
-    this.joins.set(deviceId, kept)
+    this.joins.set(deviceId, joins)
+    this.store(deviceId, joins)
     if (this.joins.size > limits.devicesRegisteredMax) {
       const oldest = this.joins.keys().next().value
-      if (oldest !== undefined) this.joins.delete(oldest)
+      if (oldest !== undefined) this.forgetJoins(oldest)
     }
+  }
+
+  private forgetJoins(deviceId: string): void {
+    if (this.joins.delete(deviceId)) this.store(deviceId, undefined)
+  }
+
+  private store(deviceId: string, joins: Joins | undefined): void {
+    // A failed write leaves the memory as it is: replays are refused until
+    // the next restart.
+    this.replica.setRecord(JOINS, deviceId, joins).catch(() => undefined)
   }
 }
 

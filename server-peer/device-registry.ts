@@ -131,6 +131,7 @@ export class DeviceRegistry {
     id: string,
     join: { name: string; address: string; serial: string },
     approval: boolean,
+    proven: () => boolean = () => true,
   ): RostersyncError | undefined {
     if (isReservedWriterId(id)) return new IdConflictError(id, SERVER_ID)
     const taken = this.byFold.get(idFold(id))
@@ -151,7 +152,12 @@ export class DeviceRegistry {
         : undefined
     }
     // Approval mode: only a device waiting for approval makes room.
-    if ((this.full() || this.pendingCount >= limits.devicesPendingMax) && !this.makeRoom(true))
+    // Room is made for a join whose proof holds only: joins with the site
+    // key alone (no key, a made-up proof) cannot push out a device waiting.
+    if (
+      (this.full() || this.pendingCount >= limits.devicesPendingMax) &&
+      !(proven() && this.makeRoom(true))
+    )
       return this.full()
         ? new RegistryFullError('devices', limits.devicesRegisteredMax)
         : new RegistryFullError('devices waiting for approval', limits.devicesPendingMax)

@@ -602,6 +602,11 @@ function admit(
     deviceId,
     { name, serial, address },
     options.approveDevices === true,
+    // Only a join whose proof holds may make room (forget a device).
+    () => {
+      const checked = checkKey(url, deviceId, options)
+      return !('code' in checked) && checked.publicKey !== undefined
+    },
   )
   if (refused === undefined) return { url }
   // A device now waiting for approval is new to the registry: the
@@ -651,12 +656,28 @@ function admitKey(
   deviceId: string,
   options: SyncEndpointOptions,
 ): { publicKey: Uint8Array | undefined } | { code: number; reason: string } {
+  const checked = checkKey(url, deviceId, options)
+  if ('code' in checked) return checked
+  const { publicKey, at } = checked
+  if (publicKey === undefined) return { publicKey }
+  const { keys, clock } = options.signing
+  if (keys.get(deviceId) === undefined) void keys.bind(deviceId, publicKey).catch(() => undefined)
+  keys.noteJoin(deviceId, at, clock.now())
+  return { publicKey }
+}
+
+/** admitKey's checks, with nothing bound nor noted: the key and the proof's time, or a refusal. */
+function checkKey(
+  url: URL,
+  deviceId: string,
+  options: SyncEndpointOptions,
+): { publicKey: Uint8Array | undefined; at: number } | { code: number; reason: string } {
   const { keys, clock } = options.signing
   const bound = keys.get(deviceId)
   const pub = url.searchParams.get('pub')
   if (pub === null) {
     return bound === undefined
-      ? { publicKey: undefined }
+      ? { publicKey: undefined, at: 0 }
       : {
           code: CloseCode.authFailed,
           reason: 'AUTH_FAILED: this device signs its writes; join with its key (pub, at, proof)',
@@ -702,9 +723,7 @@ function admitKey(
       reason: 'AUTH_FAILED: this device id is bound to another key',
     }
   }
-  if (bound === undefined) void keys.bind(deviceId, publicKey).catch(() => undefined)
-  keys.noteJoin(deviceId, at, clock.now())
-  return { publicKey }
+  return { publicKey, at }
 }
 
 function sameSecret(given: string, expected: string): boolean {

@@ -10,6 +10,7 @@ import type { Clock } from '../core/clock.js'
 import { hasCode } from '../core/errors.js'
 import { cleanLabel } from '../core/ids.js'
 import { limits } from '../core/limits.js'
+import { keyPairFromSeed, signJoinProof } from '../core/signing.js'
 import { CloseCode, isFinalClose } from '../core/protocol.js'
 import type { CloseInfo, Connection } from '../core/transport.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
@@ -309,6 +310,44 @@ describe('identity: approval mode', () => {
     const [row] = server.devices.list()
     expect(row).toMatchObject({ id: 'T-8', state: 'pending' })
     expect(row?.keyFingerprint).toBe(device.keyFingerprint)
+  })
+
+  it('joins without a proof do not push a device waiting for approval out of a full list (hostile probe)', async () => {
+    // With the site key alone, 1,000 made-up ids filled the pending list,
+    // and each past it forgot a real pending device (its bound key too).
+    const bounds = limits as { devicesPendingMax: number }
+    const pendingMax = bounds.devicesPendingMax
+    bounds.devicesPendingMax = 3
+    try {
+      const clock = new ManualClock()
+      const server = await newServer(clock, { approveDevices: true })
+      const victim = await newDevice(clock, 'victim', () => server)
+      await settle()
+      await victim.close()
+      await clock.advance(limits.deviceUnsyncedForgetMs + 60_000)
+      for (const id of ['junk-1', 'junk-2'])
+        expect((await closeOf(server, { device: id }))?.code).toBe(CloseCode.pending)
+      // The list is full: no proof, no room.
+      const noProof = await closeOf(server, { device: 'junk-3' })
+      expect(noProof?.reason).toMatch(/^REGISTRY_FULL/)
+      const key = keyPairFromSeed(new Uint8Array(32).fill(7))
+      const at = clock.now()
+      const made = {
+        pub: Buffer.from(key.publicKey).toString('base64url'),
+        at: String(at),
+        proof: Buffer.from(signJoinProof(key, 'roster', 'junk-4', at)).toString('base64url'),
+      }
+      // A made-up proof neither.
+      const badProof = await closeOf(server, { device: 'junk-5', ...made })
+      expect(badProof?.reason).toMatch(/^REGISTRY_FULL/)
+      expect(server.devices.list().map((d) => d.id)).toContain('victim')
+      expect(server.events.query({ type: 'device-forgotten' })).toHaveLength(0)
+      // A join whose proof holds still makes room, as before.
+      expect((await closeOf(server, { device: 'junk-4', ...made }))?.code).toBe(CloseCode.pending)
+      expect(server.devices.list().map((d) => d.id)).not.toContain('victim')
+    } finally {
+      bounds.devicesPendingMax = pendingMax
+    }
   })
 
   it('without approval mode, a new device with the site key joins at once', async () => {

@@ -4,6 +4,9 @@
  * under its clientIDs, not as the server — on the server link and on the
  * LAN; a device's id is bound to its key; a device pins the server's key.
  */
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join as joinPath } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { limits, netLimits } from '../core/limits.js'
 import * as Y from 'yjs'
@@ -25,7 +28,7 @@ import {
 } from '../core/signing.js'
 import type { CloseInfo, Connection } from '../core/transport.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
-import { siteOf } from '../peers/identity.js'
+import { Identity, siteOf } from '../peers/identity.js'
 import { encodeLanAuth, LAN_AUTH_MESSAGE } from '../peers/lan-auth.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import type { DeviceRecord } from '../server-peer/device-registry.js'
@@ -385,32 +388,72 @@ describe('signed writes at the server', () => {
     await expect(server.devices.resetKey('D2')).rejects.toMatchObject({ code: 'PEER_REVOKED' })
   }, 30_000)
 
-  it('a join proof is good once: a captured join URL replayed is refused', async () => {
-    const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY })
-    closers.push(() => server.close())
-    const key = keyPairFromSeed(seedOf(31))
-    const at = Date.now()
-    const url = `/roster?${new URLSearchParams({
+  /** T31's join URL with a proof made at `at`. */
+  function joinUrlAt(key: KeyPair, at: number): string {
+    return `/roster?${new URLSearchParams({
       device: 'T31',
       key: SITE_KEY,
       pub: Buffer.from(key.publicKey).toString('base64url'),
       at: String(at),
       proof: Buffer.from(signJoinProof(key, 'roster', 'T31', at)).toString('base64url'),
     }).toString()}`
-    const closes: Array<CloseInfo | undefined> = []
-    const messages: Message[][] = []
-    for (let i = 0; i < 2; i++) {
-      const [mine, theirs] = memoryPair('T31', 'server')
-      const received: Message[] = []
-      messages.push(received)
-      mine.onMessage((bytes) => received.push(decodeMessage(bytes)))
-      mine.onClose((info) => (closes[i] = info))
-      server.accept(theirs, url)
-      await eventually(() => expect(received.length > 0 || closes[i] !== undefined).toBe(true))
+  }
+
+  /** Joins with a raw URL: the first message (a hello when admitted), or the close. */
+  async function joinWith(server: ServerPeer, url: string): Promise<Message | CloseInfo> {
+    const [mine, theirs] = memoryPair('T31', 'server')
+    let first: Message | CloseInfo | undefined
+    mine.onMessage((bytes) => (first ??= decodeMessage(bytes)))
+    mine.onClose((info) => (first ??= info))
+    server.accept(theirs, url)
+    await eventually(() => expect(first).toBeDefined())
+    return first as Message | CloseInfo
+  }
+
+  it('a join proof is good once: a captured join URL replayed is refused', async () => {
+    const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY })
+    closers.push(() => server.close())
+    const url = joinUrlAt(keyPairFromSeed(seedOf(31)), Date.now())
+    expect(await joinWith(server, url)).toMatchObject({ type: 'hello' })
+    expect(await joinWith(server, url)).toEqual({
+      code: 1008,
+      reason: expect.stringMatching(/^AUTH_FAILED: join proof replayed/) as unknown,
+    })
+  }, 30_000)
+
+  it('a join proof stays good once across a restart, and past the proofs kept in full (hostile probe)', async () => {
+    // The server kept its accepted proofs in memory only: after a restart a
+    // join URL captured within the hour was good again, and its replay
+    // replaced the real device's link (4410, which a device does not retry).
+    const dir = await mkdtemp(joinPath(tmpdir(), 'rostersync-join-'))
+    closers.push(() => rm(dir, { recursive: true, force: true }))
+    const open = async (): Promise<ServerPeer> => {
+      const server = await createServer({ dataDir: dir, siteKey: SITE_KEY, listen: false })
+      closers.push(() => server.close())
+      return server
     }
-    expect(messages[0]?.[0]?.type).toBe('hello')
-    expect(closes[1]?.code).toBe(1008)
-    expect(closes[1]?.reason).toMatch(/^AUTH_FAILED: join proof replayed/)
+    const key = keyPairFromSeed(seedOf(31))
+    const at = Date.now()
+    const captured = joinUrlAt(key, at)
+    let server = await open()
+    expect(await joinWith(server, captured)).toMatchObject({ type: 'hello' })
+    await server.close()
+    server = await open()
+    expect(await joinWith(server, captured)).toMatchObject({
+      reason: expect.stringMatching(/^AUTH_FAILED: join proof replayed/) as unknown,
+    })
+    // More joins than the server keeps proofs of: the first ones let go
+    // are still refused.
+    for (let i = 1; i <= netLimits.joinProofsKeptPerDeviceMax + 1; i++)
+      expect(await joinWith(server, joinUrlAt(key, at + i))).toMatchObject({ type: 'hello' })
+    for (const old of [at, at + 1])
+      expect(await joinWith(server, joinUrlAt(key, old))).toMatchObject({
+        reason: expect.stringMatching(/^AUTH_FAILED: join proof replayed/) as unknown,
+      })
+    // A later one is good.
+    expect(
+      await joinWith(server, joinUrlAt(key, at + netLimits.joinProofsKeptPerDeviceMax + 2)),
+    ).toMatchObject({ type: 'hello' })
   }, 30_000)
 
   it('a device id is bound to the key it first joined with; the site key alone does not speak for it', async () => {
@@ -451,14 +494,126 @@ describe('signed writes on the LAN', () => {
    * A raw LAN link to `device` over an in-memory pair, as D9: it shows
    * `auth` (a certificate and its key) first, as every LAN peer must.
    */
-  function lanLink(device: DevicePeer, auth?: { key: KeyPair; cert: Certificate }, as = 'D9'): Raw {
+  function lanLink(
+    device: DevicePeer,
+    auth?: { key: KeyPair; cert: Certificate; generation?: Uint8Array },
+    as = 'D9',
+  ): Raw {
     const [mine, theirs] = memoryPair(as, device.id)
     device.attachLan(theirs, as)
     const raw = rawOf(mine)
     if (auth !== undefined)
-      mine.send(encodeLanAuth(auth.cert, signLanProof(auth.key, auth.cert.site, as, device.id)))
+      mine.send(
+        encodeLanAuth(
+          auth.cert,
+          signLanProof(auth.key, auth.cert.site, as, device.id),
+          auth.generation,
+        ),
+      )
     return raw
   }
+
+  /** The server's envelopes of its whole answer to the empty state vector, as `raw` receives them. */
+  async function serverEnvelopes(raw: Raw): Promise<Uint8Array[]> {
+    raw.send({ type: 'sync-step1', stateVector: Y.encodeStateVector(new Y.Doc()) })
+    await eventually(() => expect(raw.received.some((m) => m.type === 'signed-step2')).toBe(true))
+    return raw.received.flatMap((m) =>
+      m.type === 'signed-step2' || m.type === 'signed-update' ? m.envelopes : [],
+    )
+  }
+
+  it("a retired generation's envelopes, sent back after a compaction, are refused by the server and by devices (hostile probe)", async () => {
+    // A device kept the server's signed answer of generation 0 and sent it
+    // back after the switch: the retired server clientID and its history
+    // came back, and where it sorted above the base the old names replaced
+    // the server's new ones, durably, fanned out to every device.
+    const { server, d2 } = await site()
+    await server.users.put({ id: 'u2', name: 'Bo' })
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { raw: before } = await joinD9(server, d9)
+    const retired = await serverEnvelopes(before)
+    expect(retired.length).toBeGreaterThan(0)
+    // D9's own envelope of generation 0, replayed by itself after the switch.
+    const own9 = deriveClientId(d9.publicKey, 5)
+    const { site: s } = await joinD9(server, d9)
+    const ownRetired = seal(d9, s, 'D9', 5, entryUpdate(own9, 'u:D9', 'u1', 'Old fill'))
+
+    await server.compactHistory()
+    await server.users.patch('u1', { name: 'Ann 2' })
+    await server.users.patch('u2', { name: 'Bo 2' })
+    // Its link closed with 4412; a manual sync brings it to the new generation now.
+    await eventually(() => expect(d2.sync.status().link).not.toBe('connected'))
+    await d2.sync.delta()
+    await eventually(() => expect(d2.users.get('u2')?.name).toBe('Bo 2'))
+    const views = (): unknown => [server.users.list(), d2.users.list()]
+    const vector = (): number[][] => [
+      [...Y.decodeStateVector(Y.encodeStateVector(server.replica.doc))].flat(),
+      [...Y.decodeStateVector(Y.encodeStateVector(d2.replica.doc))].flat(),
+    ]
+    const was = { views: views(), vector: vector() }
+
+    // To the server, relayed by D9: refused by name (signed for another
+    // generation), nothing applied.
+    await new Promise((r) => setTimeout(r, 5))
+    const { raw: after } = await joinD9(server, d9)
+    const hello = after.received[0] as Extract<Message, { type: 'hello' }>
+    after.send({ type: 'signed-update', envelopes: retired })
+    await eventually(() =>
+      expect(after.received.filter((m) => m.type === 'error')).toEqual([
+        expect.objectContaining({
+          code: 'SIGNATURE_INVALID',
+          message: expect.stringMatching(/for this site and generation$/) as unknown,
+        }),
+      ]),
+    )
+    // Its own write of the retired generation: refused, and the link closes.
+    after.send({ type: 'signed-update', envelopes: [ownRetired] })
+    await eventually(() => expect(after.closed()?.reason).toMatch(/^SIGNATURE_INVALID/))
+    // To a device on the new generation, over the LAN.
+    const lan = lanLink(d2, {
+      key: d9,
+      cert: decodeCertificate(hello.certificate),
+      ...(hello.generation === undefined ? {} : { generation: hello.generation }),
+    })
+    await eventually(() => expect(lan.received.some((m) => m.type === 'sync-step1')).toBe(true))
+    lan.send({ type: 'signed-update', envelopes: retired })
+    await eventually(() => expect(lan.closed()?.reason).toMatch(/^SIGNATURE_INVALID/))
+    // Nothing changed, on either.
+    expect(views()).toEqual(was.views)
+    expect(vector()).toEqual(was.vector)
+    // And the device still syncs with its server.
+    await server.users.patch('u1', { title: 'settled' })
+    await d2.sync.delta()
+    expect(d2.users.get('u1')?.title).toBe('settled')
+  }, 30_000)
+
+  it("the server's own envelope that brings the server something is refused: another history's (hostile probe)", async () => {
+    const store = memoryStore()
+    const server = await createServer({ store, siteKey: SITE_KEY })
+    closers.push(() => server.close())
+    const serverKey = (await Identity.open(store, () => 0)).key
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { raw } = await joinD9(server, d9)
+    const hello = raw.received[0] as Extract<Message, { type: 'hello' }>
+    // Signed by the server's own key (a data directory restored, a key
+    // that leaked): still not taken from a device.
+    const forged = encodeEnvelope(
+      sealEnvelope(serverKey, siteOf(hello.serverKey), {
+        writer: 'server',
+        nonces: [],
+        update: entryUpdate(424242, 'u:server', 'u9', 'From elsewhere'),
+      }),
+    )
+    const vector = Y.encodeStateVector(server.replica.doc)
+    raw.send({ type: 'signed-update', envelopes: [forged] })
+    await eventually(() =>
+      expect(raw.received.filter((m) => m.type === 'error')).toEqual([
+        expect.objectContaining({ code: 'FORBIDDEN_WRITE' }),
+      ]),
+    )
+    expect(server.users.get('u9')).toBeUndefined()
+    expect(Y.encodeStateVector(server.replica.doc)).toEqual(vector)
+  }, 30_000)
 
   it('a pinned device verifies every envelope a LAN peer sends: it relays, it forges nothing', async () => {
     const { server, d2 } = await site()
@@ -597,11 +752,36 @@ describe('signed writes on the LAN', () => {
       seal(d8, s, 'D8', 5, entryUpdate(own8, 'u:D8', `r${i}`, 'Relayed'), cert8),
     )
     link9.send({ type: 'signed-update', envelopes })
+    // One report for the message, naming how many were refused.
     await eventually(() =>
-      expect(link9.received.filter((m) => m.type === 'error')).toHaveLength(envelopes.length),
+      expect(link9.received.filter((m) => m.type === 'error')).toEqual([
+        expect.objectContaining({
+          code: 'SIGNATURE_INVALID',
+          message: expect.stringMatching(
+            new RegExp(`^${envelopes.length} relayed envelope`),
+          ) as unknown,
+        }),
+      ]),
     )
     expect(link9.closed()).toBeUndefined()
     expect(server.replica.doc.getMap('u:D8').size).toBe(0)
+  }, 30_000)
+
+  it("another writer's refused envelopes cost the server's link its message rate, and one report a message (hostile probe)", async () => {
+    // 100,000 envelopes of a writer the server does not know, in messages
+    // the byte rate lets through, were each answered with an error message
+    // (61 MB sent back) in one synchronous loop (event loop stalls of 2.4 s).
+    const { server } = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { raw: link9, site: s } = await joinD9(server, d9)
+    const nobody = keyPairFromSeed(seedOf(77))
+    const own = deriveClientId(nobody.publicKey, 5)
+    const one = seal(nobody, s, 'NOBODY', 5, entryUpdate(own, 'u:NOBODY', 'r', 'x'))
+    const envelopes = Array.from({ length: netLimits.linkMessagesBurstMax + 100 }, () => one)
+    link9.send({ type: 'signed-update', envelopes })
+    await eventually(() => expect(link9.closed()?.reason).toMatch(/^RATE_LIMITED/))
+    expect(link9.received.filter((m) => m.type === 'error').length).toBeLessThanOrEqual(1)
+    expect(server.replica.doc.share.has('u:NOBODY')).toBe(false)
   }, 30_000)
 
   it('a link goes on past a few stale relayed envelopes, not past staleEnvelopesPerMessageMax', async () => {
@@ -621,13 +801,18 @@ describe('signed writes on the LAN', () => {
       )
     const raw = lanLink(d2, { key: d9, cert })
     raw.send({ type: 'signed-update', envelopes: stale(3) })
-    await eventually(() => expect(raw.received.filter((m) => m.type === 'error')).toHaveLength(3))
+    await eventually(() =>
+      expect(raw.received.filter((m) => m.type === 'error')).toEqual([
+        expect.objectContaining({
+          code: 'PEER_REVOKED',
+          message: expect.stringMatching(/^3 relayed envelope/) as unknown,
+        }),
+      ]),
+    )
     expect(raw.closed()).toBeUndefined()
     raw.send({ type: 'signed-update', envelopes: stale(netLimits.staleEnvelopesPerMessageMax + 1) })
     await eventually(() => expect(raw.closed()?.reason).toMatch(/^PEER_REVOKED/))
-    expect(raw.received.filter((m) => m.type === 'error').length).toBeLessThanOrEqual(
-      3 + netLimits.staleEnvelopesPerMessageMax + 1,
-    )
+    expect(raw.received.filter((m) => m.type === 'error').length).toBeLessThanOrEqual(2)
   }, 30_000)
 
   it('an envelope held back (a gap before it) is relayed once, however often it comes back', async () => {

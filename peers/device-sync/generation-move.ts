@@ -63,6 +63,18 @@ export function deviceGenerationStatement(replica: Replica): Uint8Array | undefi
   return stored?.statement === undefined ? undefined : Buffer.from(stored.statement, 'base64')
 }
 
+/** Each device's move, by its replica (see documentGeneration). */
+const moves = new WeakMap<Replica, GenerationMove>()
+
+/**
+ * The generation of the document `replica` holds in memory: a staged
+ * move's (its fetch fills the emptied document), else the one it is on.
+ * Its envelopes are signed and checked for it (core/signing.ts).
+ */
+export function documentGeneration(replica: Replica): Generation {
+  return moves.get(replica)?.documentGeneration() ?? deviceGeneration(replica)
+}
+
 /** Who listens to each replica's generation changing (see onGenerationNoted). */
 const notedListeners = new WeakMap<Replica, Set<() => void>>()
 
@@ -108,7 +120,14 @@ export class GenerationMove {
   /** The server link whose hello called for the staged move (learnOn). */
   private stagedOn: Connection | undefined
 
-  constructor(private readonly replica: Replica) {}
+  constructor(private readonly replica: Replica) {
+    moves.set(replica, this)
+  }
+
+  /** The generation of the document in memory (see the function of that name). */
+  documentGeneration(): Generation {
+    return this.staged?.to ?? this.current()
+  }
 
   /** The generation this device is on (its record; n 0 when it never moved). */
   current(): Generation {

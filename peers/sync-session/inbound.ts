@@ -58,6 +58,11 @@ export interface Rates {
   message(size: number): RostersyncError | undefined
   /** Counts an answer to a step 1 naming `stateVector`; the refusal when it is one too many. */
   answer(stateVector: Uint8Array): RostersyncError | undefined
+  /**
+   * Counts a relayed envelope refused while the link goes on (SignedLink.relayed)
+   * as one message: the refusal when it is one too many.
+   */
+  excused(): RostersyncError | undefined
 }
 
 /**
@@ -83,6 +88,10 @@ export class SharedRates implements Rates {
       if (refusal !== undefined) return refusal
     }
     return undefined
+  }
+
+  excused(): RostersyncError | undefined {
+    return this.message(0)
   }
 }
 
@@ -176,6 +185,10 @@ export class LinkRates implements Rates {
     return undefined
   }
 
+  excused(): RostersyncError | undefined {
+    return this.message(0)
+  }
+
   /**
    * Counts an answer to a step 1 whose state vector is `stateVector` (the
    * clients it names, read off its first number before it is decoded: the
@@ -233,5 +246,41 @@ export function decodeInbound(bytes: Uint8Array, held = 0): Message | Rostersync
     return error instanceof MalformedMessageError
       ? error
       : new MalformedMessageError('state vector does not decode', error)
+  }
+}
+
+/**
+ * The relayed envelopes refused in one message while the link goes on
+ * (SignedLink.relayed): at most `max`, each counted as a message against
+ * the link's rates, reported once for the message rather than once each (a
+ * message of 100,000 refused envelopes must not be answered with 100,000
+ * messages).
+ */
+export class ExcusedRefusals {
+  private count = 0
+  private first: RostersyncError | undefined
+
+  constructor(
+    private readonly max: number,
+    private readonly rates: Rates | undefined,
+  ) {}
+
+  /** Counts `error`; throws it (or `RATE_LIMITED`) when it is one too many. */
+  excuse(error: RostersyncError): void {
+    if (++this.count > this.max) throw error
+    const limited = this.rates?.excused()
+    if (limited !== undefined) throw limited
+    this.first ??= error
+  }
+
+  /** Sends the error message that reports them, when any was excused. */
+  report(send: (message: Message) => void): void {
+    const first = this.first
+    if (first === undefined) return
+    send({
+      type: 'error',
+      code: first.code,
+      message: `${this.count} relayed envelope(s) refused, the rest applied: ${first.message}`,
+    })
   }
 }
