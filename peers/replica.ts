@@ -202,10 +202,7 @@ export class Replica {
 
   // ---------------------------------------------------------------- reads
 
-  /**
-   * Whether the server revoked device `writer` (as far as this peer has
-   * heard): its envelopes are refused and its part is left out of views.
-   */
+  /** Whether the server revoked `writer` (as heard here): its envelopes refused, part unseen. */
   isRevoked(writer: string): boolean {
     return this.document.isRevoked(writer)
   }
@@ -448,6 +445,11 @@ export class Replica {
     return holdForSwitch(this.queue)
   }
 
+  /** True while own writes are held (a staged wipe): a write called now runs when it ends. */
+  get holdingWrites(): boolean {
+    return this.queue.holdingWrites
+  }
+
   /** True while a move to another generation is staged (WipeOptions.generation). */
   get movingGeneration(): boolean {
     return this.log.stagedWipe?.generation === true
@@ -463,10 +465,7 @@ export class Replica {
     return this.compactor.compact()
   }
 
-  /**
-   * Stops accepting writes, makes everything durable (the log; no snapshot
-   * unless due at once), marks the shutdown clean and closes the store.
-   */
+  /** Stops writes, makes all durable (the log; a snapshot if due), marks a clean stop, closes. */
   async close(): Promise<void> {
     if (this.status.closed) return
     // Closed first: a write made from here on is refused (PEER_CLOSED)

@@ -62,6 +62,12 @@ export interface PendingWrite {
   knowsAtAck: StateVector | undefined
   refused: boolean
   attached: boolean
+  /**
+   * Called while its writer held its own writes (a full sync's or a move's
+   * staged wipe: the document in place was the new, still empty one): it
+   * runs when the hold ends, and knows what the writer held then.
+   */
+  held: boolean
 }
 
 /** One of a peer's own transactions, as the ops it may hold need it. */
@@ -143,6 +149,7 @@ export class HistoryRecorder {
       knowsAtAck: undefined,
       refused: false,
       attached: false,
+      held: replica?.holdingWrites === true,
     }
     this.#writes.push(pending)
     this.#waiting.get(peer)?.push(pending)
@@ -177,6 +184,8 @@ export class HistoryRecorder {
     if (!write.attached) {
       write.seq = ++this.#seq
       write.knowsAtAck = replica === undefined ? undefined : this.#vectorOf(replica.doc)
+      // A held write ran when the hold ended, not in the staged document it was called on.
+      if (write.held && write.knowsAtAck !== undefined) write.knows = write.knowsAtAck
     }
     this.#settle(write)
   }

@@ -230,4 +230,40 @@ describe('generations in the simulator', () => {
     expect(report.violations).toEqual([])
     expect(report.ok).toBe(true)
   })
+  // Swarm seed 5034 (--swarm --compactions 2): a device patched only a
+  // device-specific field (photo) while its own writes were held by a
+  // staged wipe (a move here, a full sync's alike). The write ran when the
+  // hold ended, in a document that knew the policy, and left nothing in
+  // the replicated part; the recorder took what the writer knew from the
+  // empty staged document at the call, so the oracle counted photo as
+  // shared and expected no device-specific value (oracle-device-specific,
+  // "its own latest value is null"). A held write now knows what its
+  // writer held when it was acknowledged. Policy 258: photo (258 % 5 = 3)
+  // device-specific ((258 >>> 8) % 3 = 1); patch 35 names photo only.
+  // d01 stages its move at 7,312,311 ms and commits it at 7,312,374 ms
+  // (seed 1, calm); the full sync's wipe holds writes from about 7,200,050 ms.
+  it.each([
+    ['a move', { at: 2 * H, op: 'compact', value: 4 }, 7_312_312, 1],
+    ['a full sync', { at: 2 * H, op: 'full', peer: 1 }, 2 * H + 70, 0],
+  ] as const)(
+    'a device-specific patch held by %s shows the device its own value',
+    async (_name, hold, patchAt, moves) => {
+      const report = await simulate({
+        ...CALM,
+        seed: 1,
+        devices: 1,
+        days: 0.25,
+        steps: [
+          { at: 10 * M, op: 'policy', value: 258 },
+          { at: 20 * M, op: 'put', peer: 0, user: 0, value: 1 },
+          { ...hold },
+          { at: patchAt, op: 'patch', peer: 1, user: 0, value: 35 },
+        ],
+      })
+      expect(report.faults.movesCommitted).toBe(moves)
+      expect(report.workload.refused).toEqual({})
+      expect(report.violations).toEqual([])
+      expect(report.ok).toBe(true)
+    },
+  )
 })
