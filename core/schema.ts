@@ -132,16 +132,25 @@ export function isPinHash(value: string): boolean {
 /** A PIN as a person types it. */
 export const PIN_PLAIN_PATTERN = /^[0-9]{4,12}$/
 
-const text = z.string().max(limits.textCharsMax)
+/**
+ * A string Yjs stores as it is: no lone UTF-16 surrogate. Yjs writes
+ * strings as UTF-8, which turns one into U+FFFD, so the peer that wrote it
+ * would show another value than every other peer (until it restarts).
+ */
+const wellFormed = (s: string): boolean => !/\p{Cs}/u.test(s)
+const LONE_SURROGATE = 'no lone UTF-16 surrogates (not valid Unicode text)'
+const text = z.string().max(limits.textCharsMax).refine(wellFormed, LONE_SURROGATE)
 const bytes = (bytesMax: number) =>
   z.instanceof(Uint8Array).refine((b) => b.byteLength <= bytesMax, {
     message: `at most ${bytesMax} bytes`,
   })
 const date = z.union([z.iso.date(), z.iso.datetime({ offset: true })])
-const idList = z.array(z.string().min(1).max(limits.textCharsMax)).max(limits.groupsPerUserMax)
+const idList = z
+  .array(z.string().min(1).max(limits.textCharsMax).refine(wellFormed, LONE_SURROGATE))
+  .max(limits.groupsPerUserMax)
 const card = z.strictObject({
   type: z.enum(CARD_TYPES),
-  value: z.string().min(1).max(limits.cardValueCharsMax),
+  value: z.string().min(1).max(limits.cardValueCharsMax).refine(wellFormed, LONE_SURROGATE),
 })
 
 const defaultFieldSchemas = {
@@ -177,6 +186,14 @@ const userIdSchema = z
   .min(1)
   .max(limits.userIdCharsMax)
   .refine((id) => !/\p{Cc}/u.test(id), 'no control characters')
+  .refine(wellFormed, LONE_SURROGATE)
+  // Each user is a path segment of the HTTP API (/api/users/<id>), which
+  // neither a slash nor a dot segment can be: browsers and URL parsers
+  // resolve `.` and `..` (even percent-encoded) before a request is sent.
+  .refine(
+    (id) => id !== '.' && id !== '..' && !/[/\\]/.test(id),
+    'not "." or "..", and no "/" or "\\" (an id is a segment of /api/users/<id>)',
+  )
 
 /** A parsed write: the user id and the fields it sets (null clears). */
 export interface ParsedRecord {

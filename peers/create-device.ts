@@ -252,6 +252,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
               mode,
               joinParams: linkSigning.joinParams,
               onServerTime: linkSigning.onServerTime,
+              onJoinReplayed: linkSigning.onJoinReplayed,
               signed: linkSigning.signed,
               onHello: linkSigning.onHello,
               ...(transport === undefined ? {} : { connect: (url) => transport.connect(url) }),

@@ -91,6 +91,7 @@ export class DeviceSync implements DeviceSyncApi {
     this.rounds = new SyncRounds(
       (round) => this.exchange(round.kind, round.quiet, round.automatic),
       () => this.closed,
+      () => this.book.started(options.clock.now()),
     )
     this.timers = new SyncTimers(options)
     this.book = new SyncStatusBook(options.clock, (event) => this.log(event))
@@ -197,8 +198,9 @@ export class DeviceSync implements DeviceSyncApi {
     this.timers.clearRetry()
     this.timers.clearRetention()
     this.link?.close()
-    this.server.rejectWaiters(new SyncError('SYNC_FAILED', 'the device is closing'))
-    const closing = new SyncError('SYNC_FAILED', 'the device closed before its first full sync')
+    const closing = new SyncError('SYNC_FAILED', 'the device closed before the sync ended')
+    this.server.rejectWaiters(closing)
+    this.rounds.close(closing)
     for (const w of this.readyWaiters.splice(0)) w.reject(closing)
   }
 
@@ -209,8 +211,7 @@ export class DeviceSync implements DeviceSyncApi {
   private persist(): void {
     this.persistedUseAt = this.persisted.lastUsedAt
     this.options.replica.setRecord(...RECORD, this.persisted).catch(() => {
-      // A failing store fails every write; the state is kept in memory and
-      // stored with its next change.
+      // A failing store fails every write; kept in memory, stored with its next change.
     })
   }
 
@@ -231,8 +232,7 @@ export class DeviceSync implements DeviceSyncApi {
     // whenIdle() queued behind the first full sync needs only a delta.
     const kind = quiet && this.persisted.offlineReady && !this.fullPending ? 'delta' : asked
     this.timers.clearRetry()
-    this.book.serverToDevice = { state: 'in-progress', at: clock.now() }
-    this.book.deviceToServer = { state: 'in-progress', at: clock.now() }
+    this.book.started(clock.now())
     const outage = this.book.failingWith !== undefined
     // A quiet round (whenIdle) logs a full sync (maybe the first), not a delta.
     const logged = !quiet || kind === 'full'

@@ -117,6 +117,11 @@ export class Identity implements ClientIdSource {
     return at
   }
 
+  /** The server refused a join proof as replayed: the next names a time past `latest`. */
+  joinAfter(latest: number): void {
+    if (Number.isSafeInteger(latest) && latest > this.lastJoinAt) this.lastJoinAt = latest
+  }
+
   owns(clientId: number): boolean {
     return this.nonces.has(clientId)
   }

@@ -39,6 +39,7 @@ export function serverLinkSigning(options: {
 }): {
   joinParams: () => Record<string, string>
   onServerTime: (serverTimeMs: number) => boolean
+  onJoinReplayed: (latest: number) => boolean
   signed: (connectionId: string) => (send: (envelopes: Uint8Array[]) => void) => SignedLink
   onHello: (
     serverKey: Uint8Array,
@@ -61,6 +62,10 @@ export function serverLinkSigning(options: {
       // Only a real change: the same refusal again waits on the backoff.
       if (!Number.isSafeInteger(offset) || Math.abs(offset - offsetMs) < 60_000) return false
       offsetMs = offset
+      return true
+    },
+    onJoinReplayed: (latest) => {
+      identity.joinAfter(latest)
       return true
     },
     joinParams: () => {

@@ -70,6 +70,13 @@ export interface ServerLinkOptions {
    */
   readonly onServerTime?: (serverTimeMs: number) => boolean
   /**
+   * The server refused a join proof as one it accepted already and said the
+   * latest it accepted (a clock held still or stepped back, across a
+   * restart): true when the next proof will name a later time (then the
+   * link tries again at once, as after `CLOCK_SKEW`).
+   */
+  readonly onJoinReplayed?: (latest: number) => boolean
+  /**
    * Extra join parameters made afresh for each connection: the device's key
    * and its join proof (PROTOCOL.md, "Signed writes").
    */
@@ -220,11 +227,17 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
         return
       }
       const skewed = /^CLOCK_SKEW: .*server time (\d+)$/.exec(reason)
-      if (skewed !== null && !skewRejoined && options.onServerTime?.(Number(skewed[1])) === true) {
-        // Joined again at once, in the server's time (once until a
-        // connection gets through: the time is unauthenticated, and a
-        // second refusal waits on the backoff); a sync round waiting for
-        // the link runs again on the new connection (device-sync/rounds.ts).
+      const replayed = /^AUTH_FAILED: join proof replayed.*; latest (\d+)$/.exec(reason)
+      if (
+        !skewRejoined &&
+        ((skewed !== null && options.onServerTime?.(Number(skewed[1])) === true) ||
+          (replayed !== null && options.onJoinReplayed?.(Number(replayed[1])) === true))
+      ) {
+        // Joined again at once, in the server's time or past the proof it
+        // accepted last (once until a connection gets through: the time is
+        // unauthenticated, and a second refusal waits on the backoff); a
+        // sync round waiting for the link runs again on the new connection
+        // (device-sync/rounds.ts).
         skewRejoined = true
         void open()
         return

@@ -171,6 +171,12 @@ export class DeviceKeys {
     }
   }
 
+  /** The latest time of this device's proofs accepted within the skew bound, if any. */
+  latestJoin(deviceId: string): number | undefined {
+    const joins = this.joins.get(deviceId)
+    return joins === undefined ? undefined : Math.max(joins.floor, ...joins.at)
+  }
+
   private forgetJoins(deviceId: string): void {
     if (this.joins.delete(deviceId)) this.store(deviceId, undefined)
   }

@@ -695,11 +695,12 @@ function checkKey(
   // and only once (a captured join URL is worthless, and never good for
   // long). Not "later than the last": a device's clock may step back.
   if (keys.joinSeen(deviceId, at)) {
-    // Not final (1008, retried with backoff): a restarted device may name
-    // a time again, and its next proof names a later one.
+    // Not final (1008): a restarted device may name a time again (a clock
+    // held still in a test, a clock stepped back). The reason says the
+    // latest accepted, and the device joins again at once past it.
     return {
       code: CloseCode.refused,
-      reason: 'AUTH_FAILED: join proof replayed (this proof was used already)',
+      reason: `AUTH_FAILED: join proof replayed (this proof was used already); latest ${keys.latestJoin(deviceId) ?? at}`,
     }
   }
   if (!Number.isSafeInteger(at)) {

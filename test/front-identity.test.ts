@@ -5,6 +5,9 @@
  * a bounded registry, one connection per device id (the newer replaces the
  * older), and approval mode. In-memory transport and a manual clock.
  */
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join as joinPath } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Clock } from '../core/clock.js'
 import { hasCode } from '../core/errors.js'
@@ -16,8 +19,9 @@ import type { CloseInfo, Connection } from '../core/transport.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { DeviceRegistry } from '../server-peer/device-registry.js'
-import { memoryStore } from '../storage/level-store.js'
+import { memoryStore, openLevelStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
+import { eventually } from './helpers/eventually.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
 import { skewedClock } from './helpers/skewed-clock.js'
 
@@ -64,11 +68,16 @@ async function closeOf(
   return closed()
 }
 
-async function newDevice(clock: Clock, id: string, server: () => ServerPeer): Promise<DevicePeer> {
+async function newDevice(
+  clock: Clock,
+  id: string,
+  server: () => ServerPeer,
+  store: Parameters<typeof createDevice>[0]['store'] = memoryStore(),
+): Promise<DevicePeer> {
   let n = 0
   const device = await createDevice({
     id,
-    store: memoryStore(),
+    store,
     clock,
     server: 'ws://in-memory',
     serverTransport: {
@@ -259,6 +268,31 @@ describe('identity: one connection per device id', () => {
     newer.mine.close()
     await settle()
     expect(server.devices.list()).toMatchObject([{ id: 'D1', state: 'disconnected' }])
+  })
+})
+
+describe('identity: reopening', () => {
+  it('a device reopened with its clock held still joins at once, past the proof the server accepted (black-box probe)', async () => {
+    // Its proof named the clock's time again: refused as replayed, and with
+    // the clock held still its backoff never ran out.
+    const clock = new ManualClock()
+    const server = await newServer(clock)
+    const dir = await mkdtemp(joinPath(tmpdir(), 'rostersync-reopen-'))
+    closers.push(() => rm(dir, { recursive: true, force: true }))
+    for (let round = 0; round < 3; round++) {
+      const store = await openLevelStore(dir)
+      const device = await newDevice(clock, 'T-7', () => server, store)
+      // Without moving the clock (its backoff never runs out) and without
+      // a sync by hand (which tries at once): the device's own first sync.
+      await eventually(() =>
+        expect(device.sync.status(), `round ${round}`).toMatchObject({
+          link: 'connected',
+          serverToDevice: { state: 'success' },
+          deviceToServer: { state: 'success' },
+        }),
+      )
+      await device.close()
+    }
   })
 })
 

@@ -793,3 +793,45 @@ describe('a generation switch meets the lifecycle', () => {
     expect(d.users.get('u1')).toMatchObject({ email: 'ann@device' })
   })
 })
+
+describe('asking and closing (black-box probe)', () => {
+  it('a sync asked for by hand shows in progress from the call, not from its exchange', async () => {
+    const s = await site()
+    const d = await device(s)
+    await d.sync.whenReady()
+    s.hold()
+    const full = d.sync.full()
+    expect(d.sync.status()).toMatchObject({
+      serverToDevice: { state: 'in-progress' },
+      deviceToServer: { state: 'in-progress' },
+    })
+    s.release()
+    await full
+    expect(d.sync.status()).toMatchObject({
+      serverToDevice: { state: 'success' },
+      deviceToServer: { state: 'success' },
+    })
+  })
+
+  it('syncs under way when the device closes reject at once with SYNC_FAILED', async () => {
+    // Asked for just before close(), a round started once the link was
+    // closed and waited for it up to the connect timeout (30 s), or for
+    // ever once the clock's timers were gone: a script never exited.
+    const s = await site()
+    const d = await device(s)
+    await d.sync.whenReady()
+    const asked = [d.sync.full(), d.sync.delta(), d.sync.whenIdle()]
+    const settled = asked.map((p) =>
+      p.then(
+        () => 'resolved',
+        (e: unknown) => (e as { code?: string }).code,
+      ),
+    )
+    await d.close()
+    const inTime = await Promise.race([
+      Promise.all(settled),
+      new Promise((resolve) => setTimeout(() => resolve('still pending'), 2_000)),
+    ])
+    expect(inTime).toEqual(['SYNC_FAILED', 'SYNC_FAILED', 'SYNC_FAILED'])
+  })
+})

@@ -80,6 +80,18 @@ const invalidRecords: ReadonlyArray<readonly [string, unknown]> = [
   ['a numeric id', { id: 7, name: 'X' }],
   ['no id', { name: 'X' }],
   ['an id with a control character', { id: 'u\u00079', name: 'X' }],
+  // No HTTP path reaches these (/api/users/<id>): browsers resolve dot
+  // segments, and a slash splits the segment (HTTP probe).
+  ['an id with a slash', { id: 'u/9', name: 'X' }],
+  ['an id with a backslash', { id: 'u\\9', name: 'X' }],
+  ['the id "."', { id: '.', name: 'X' }],
+  ['the id ".."', { id: '..', name: 'X' }],
+  // Yjs stores text as UTF-8, which turns a lone surrogate into U+FFFD: the
+  // writer would show another value than every other peer (HTTP probe).
+  ['an id with a lone surrogate', { id: 'u\ud8009', name: 'X' }],
+  ['a name with a lone surrogate', { id: 'u9', name: 'A\ud800B' }],
+  ['a group with a lone surrogate', { id: 'u9', groups: ['g\udc00'] }],
+  ['a card value with a lone surrogate', { id: 'u9', cards: [{ type: 'csn', value: '\ud83d' }] }],
   ['an id over userIdCharsMax', { id: 'u'.repeat(limits.userIdCharsMax + 1) }],
   ['null', null],
   ['a string', 'u9'],
@@ -141,6 +153,11 @@ describe.each([
       })
     },
   )
+
+  it('text outside the BMP (a surrogate pair) is valid, in ids and fields', async () => {
+    await peer.users.put({ id: 'u-😀', name: 'Ann 😀', groups: ['𝔤'] })
+    expect(peer.users.get('u-😀')).toMatchObject({ name: 'Ann 😀', groups: ['𝔤'] })
+  })
 
   it('a patch that tries to change the id, or is not an object, rejects INVALID_RECORD', async () => {
     const before = snapshot(peer)

@@ -29,13 +29,32 @@ export class SyncRounds {
   private chain: Promise<void> = Promise.resolve()
   private queued: Round | undefined
   private running: Round | undefined
+  /** Rejects every caller's promise at once when the device closes (see close). */
+  private readonly closing: { promise: Promise<never>; reject: (error: Error) => void }
 
   constructor(
     /** Makes the exchange of a round that started. */
     private readonly exchange: (round: Round) => Promise<void>,
     /** Whether the device is closed (no new round then). */
     private readonly closed: () => boolean,
-  ) {}
+    /** A sync was asked for by hand (not quiet, not automatic): it shows in progress now. */
+    private readonly requested: () => void = () => undefined,
+  ) {
+    let reject: (error: Error) => void = () => undefined
+    const promise = new Promise<never>((_resolve, no) => (reject = no))
+    // Nobody may be waiting when it happens.
+    promise.catch(() => undefined)
+    this.closing = { promise, reject }
+  }
+
+  /**
+   * The device closed: every sync queued or running rejects with `error`
+   * now, not when its exchange gives up on the closed link (a connect
+   * timeout of 30 s, or never once the clock's timers are gone).
+   */
+  close(error: Error): void {
+    this.closing.reject(error)
+  }
 
   /** Whether a round is queued or running. */
   get busy(): boolean {
@@ -48,6 +67,7 @@ export class SyncRounds {
    */
   run(kind: Kind, quiet: boolean, automatic = false): Promise<void> {
     if (this.closed()) return Promise.reject(new SyncError('SYNC_FAILED', 'the device is closed'))
+    if (!quiet && !automatic) this.requested()
     const queued = this.queued
     if (queued !== undefined && !queued.started) {
       if (kind === 'full') queued.kind = 'full'
@@ -62,23 +82,27 @@ export class SyncRounds {
       this.running = round
       try {
         await this.exchange(round).catch(async (error: unknown) => {
-          // The server refused the join for this device's clock and the
-          // link joins again at once in the server's time: once more.
-          if (!isClockSkew(error)) throw error
+          // The server refused the join for this device's clock (or its
+          // proof's time, used already) and the link joins again at once
+          // with a proof in the server's time (or past it): once more.
+          if (!isJoinTimeRefused(error)) throw error
           await this.exchange(round)
         })
       } finally {
         this.running = undefined
       }
     })
-    round.promise = promise
+    round.promise = Promise.race([promise, this.closing.promise])
     this.queued = round
     this.chain = promise.catch(() => undefined)
-    return promise
+    return round.promise
   }
 }
 
-/** A round that failed because the server refused the join for the device's clock. */
-function isClockSkew(error: unknown): boolean {
-  return error instanceof RostersyncError && /CLOCK_SKEW/.test(`${error.code} ${error.message}`)
+/** A round that failed because the server refused the join proof's time (see run). */
+function isJoinTimeRefused(error: unknown): boolean {
+  return (
+    error instanceof RostersyncError &&
+    /CLOCK_SKEW|join proof replayed/.test(`${error.code} ${error.message}`)
+  )
 }

@@ -48,6 +48,12 @@ export class SyncStatusBook {
   }
 
   /** Both directions back to `not-started` (a retention wipe). */
+  /** A sync is under way (or asked for by hand, to run once the one running ends). */
+  started(at: number): void {
+    this.serverToDevice = { state: 'in-progress', at }
+    this.deviceToServer = { state: 'in-progress', at }
+  }
+
   reset(): void {
     this.serverToDevice = NOT_STARTED
     this.deviceToServer = NOT_STARTED
