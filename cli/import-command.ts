@@ -1,5 +1,5 @@
 /** `rostersync import`: an export file into a stopped device's data directory. */
-import { existsSync } from 'node:fs'
+import { createReadStream, existsSync } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import { MessageTooLargeError } from '../core/errors.js'
 import { limits } from '../core/limits.js'
@@ -85,13 +85,25 @@ export const importCommand: Command = {
   },
 }
 
-/** Reads the file, refusing one past the limit before reading it whole. */
+/**
+ * Reads the file, refusing one past the limit before reading it whole. A
+ * device or a pipe says size 0 whatever it holds (`/dev/zero` grew the
+ * process to 4.8 GB): its bytes are counted as they come.
+ */
 async function readExport(file: string): Promise<Uint8Array> {
+  const max = limits.exportFileBytesMax
   try {
-    const size = (await stat(file)).size
-    if (size > limits.exportFileBytesMax)
-      throw new MessageTooLargeError('the export file', size, limits.exportFileBytesMax)
-    return new Uint8Array(await readFile(file))
+    const info = await stat(file)
+    if (info.size > max) throw new MessageTooLargeError('the export file', info.size, max)
+    if (info.isFile()) return new Uint8Array(await readFile(file))
+    const chunks: Buffer[] = []
+    let size = 0
+    for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) {
+      size += chunk.byteLength
+      if (size > max) throw new MessageTooLargeError('the export file', size, max)
+      chunks.push(chunk)
+    }
+    return new Uint8Array(Buffer.concat(chunks))
   } catch (error) {
     if (error instanceof MessageTooLargeError) throw error
     throw new CliError(`cannot read ${file}: ${(error as Error).message}`, 1)

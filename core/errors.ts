@@ -449,10 +449,12 @@ export class WrongDataDirError extends RostersyncError {
  * filters.
  */
 export class TooManyUsersError extends RostersyncError {
-  constructor(max: number) {
+  constructor(max: number, bytes = false) {
     super(
       'TOO_MANY_USERS',
-      `all=1: more than ${max} users match, the most one response carries (netLimits.usersAllMax); page with limit and after, or narrow q, status or group`,
+      bytes
+        ? `all=1: the matching users take more than ${max} bytes, the most one response carries (netLimits.usersPageBytesMax); page with limit and after, or narrow q, status or group`
+        : `all=1: more than ${max} users match, the most one response carries (netLimits.usersAllMax); page with limit and after, or narrow q, status or group`,
     )
   }
 }

@@ -522,6 +522,14 @@ export const netLimits = {
    * main thread) is what paging exists to avoid.
    */
   usersAllMax: 10_000,
+  /**
+   * About the most bytes of users one response of `GET /api/users` carries
+   * (JSON, byte arrays as base64): a page ends early past it (its `next`
+   * cursor set), and `all=1` is refused. A user may hold 512 KiB, so 1,000
+   * of them made a 495 MiB body and a 4.5 s stall, and 900 more a string
+   * longer than V8 allows (the request was never answered).
+   */
+  usersPageBytesMax: 16 * 1024 * 1024,
   // Issue 11: floods
   /**
    * Messages one untrusted link (a device's at the server, a LAN peer's) may

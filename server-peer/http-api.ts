@@ -105,7 +105,13 @@ export function fromWire(value: unknown): unknown {
   if (typeof value === 'object' && value !== null) {
     const entries = Object.entries(value)
     if (entries.length === 1 && entries[0]?.[0] === 'base64' && typeof entries[0][1] === 'string') {
-      return new Uint8Array(Buffer.from(entries[0][1], 'base64'))
+      const text = entries[0][1]
+      const bytes = Buffer.from(text, 'base64')
+      // Node skips what is not base64: "!!!!" would be no bytes (a vacant
+      // field), "AQ=ID@@" one byte. Only the text the bytes encode back to.
+      if (bytes.toString('base64') !== text)
+        throw new InvalidRecordError(`${excerpt(text, 32)} is not base64 (RFC 4648, padded)`)
+      return new Uint8Array(bytes)
     }
     return Object.fromEntries(entries.map(([k, v]) => [k, fromWire(v)]))
   }
@@ -138,13 +144,16 @@ function reply(
   headers: Readonly<Record<string, string>> = {},
 ): void {
   if (res.headersSent) return
+  // Encoded before the head goes out: a body that cannot be encoded is an
+  // error the caller answers, not a 200 with no body.
+  const text = toWire(body)
   res.writeHead(status, {
     'content-type': 'application/json; charset=utf-8',
     'cache-control': 'no-store',
     'x-content-type-options': 'nosniff',
     ...headers,
   })
-  res.end(toWire(body))
+  res.end(text)
 }
 
 /**
@@ -189,11 +198,13 @@ async function readJson(
     throw new MalformedMessageError(
       `body nests deeper than ${netLimits.httpJsonDepthMax} arrays or objects`,
     )
+  let parsed: unknown
   try {
-    return fromWire(JSON.parse(bytes.toString('utf8')))
+    parsed = JSON.parse(bytes.toString('utf8'))
   } catch {
     throw new MalformedMessageError('body is not JSON')
   }
+  return fromWire(parsed)
 }
 
 /**
@@ -494,8 +505,9 @@ function eventQuery(url: URL): EventQuery {
     const v = p.get(name)
     if (v === null) continue
     const n = Number(v)
-    // `limit=0` or a negative one would slice the log from its other end.
-    if (v.trim() === '' || !Number.isSafeInteger(n) || n < 1)
+    // `limit=0` or a negative one would slice the log from its other end;
+    // decimal digits only (Number() reads '0x10' as 16, '1e3' as 1000).
+    if (!/^\d{1,16}$/.test(v) || !Number.isSafeInteger(n) || n < 1)
       throw new HttpError(
         400,
         'INVALID_OPTIONS',

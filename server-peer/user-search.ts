@@ -169,8 +169,10 @@ export class UserIndex {
     if (search.all === true) {
       const max = netLimits.usersAllMax
       const { after: _after, ...filters } = search
-      const { users } = this.page({ ...filters, all: false, total: false, limit: max + 1 })
+      const { users, next } = this.page({ ...filters, all: false, total: false, limit: max + 1 })
       if (users.length > max) throw new TooManyUsersError(max)
+      // Cut short by its bytes with more to come: not all of them.
+      if (next !== null) throw new TooManyUsersError(netLimits.usersPageBytesMax, true)
       return { users, next: null, total: users.length }
     }
     this.pace.pageAt = this.sense.now()
@@ -183,15 +185,20 @@ export class UserIndex {
     let total = 0
     let i = search.total === true ? 0 : start
     let end = -1
+    // A page ends early past netLimits.usersPageBytesMax (at least one user).
+    let bytes = 0
+    const full = (): boolean =>
+      users.length === search.limit || bytes >= netLimits.usersPageBytesMax
     for (; i < ids.length; i++) {
-      if (users.length === search.limit && search.total !== true) break
+      if (full() && search.total !== true) break
       const entry = this.entry(i)
       if (entry === null || !matches(entry)) continue
       total++
-      if (i >= start && users.length < search.limit) {
+      if (i >= start && !full()) {
         const view = this.replica.view(asUserId(ids[i] ?? ''))
         if (view === undefined) continue
         users.push(view)
+        bytes += wireBytes(view)
         end = i
       }
     }
@@ -201,7 +208,7 @@ export class UserIndex {
     const filtered =
       (search.q?.trim() ?? '') !== '' || search.status !== undefined || search.group !== undefined
     const more = filtered ? this.matchAfter(end, matches) : end + 1 < ids.length
-    const next = users.length === search.limit && more ? (users.at(-1)?.id ?? null) : null
+    const next = full() && more ? (users.at(-1)?.id ?? null) : null
     this.warm()
     return search.total === true ? { users, next, total } : { users, next }
   }
@@ -424,7 +431,13 @@ export function searchFromQuery(params: URLSearchParams): UserSearch {
           `${name} cannot go with all=1 (every match in one response): leave ${name} out, or page without all`,
         )
   const limitText = params.get('limit')
-  const limit = limitText === null ? netLimits.usersPerPageDefault : Number(limitText)
+  // Decimal digits only: Number() reads '0x10' as 16 and '1e3' as 1000.
+  const limit =
+    limitText === null
+      ? netLimits.usersPerPageDefault
+      : /^\d{1,7}$/.test(limitText)
+        ? Number(limitText)
+        : NaN
   if (!Number.isInteger(limit) || limit < 1 || limit > netLimits.usersPerPageMax) {
     throw new InvalidOptionsError(
       `limit must be an integer from 1 to ${netLimits.usersPerPageMax}, got ${excerpt(limitText ?? '', 16)}`,
@@ -467,4 +480,16 @@ export function searchFromQuery(params: URLSearchParams): UserSearch {
     search.total = total === '1'
   }
   return search
+}
+
+/** About the bytes `value` takes in a response (JSON, byte arrays as base64; see usersPageBytesMax). */
+function wireBytes(value: unknown): number {
+  if (typeof value === 'string') return value.length + 2
+  if (value instanceof Uint8Array) return Math.ceil(value.byteLength / 3) * 4 + 14
+  let n = 2
+  if (Array.isArray(value)) for (const v of value) n += wireBytes(v) + 1
+  else if (typeof value === 'object' && value !== null)
+    for (const [k, v] of Object.entries(value)) n += k.length + 4 + wireBytes(v)
+  else n = 8
+  return n
 }

@@ -261,6 +261,9 @@ describe('GET /api/users search', () => {
     for (const [params, name] of [
       ['limit=0', 'limit'],
       ['limit=abc', 'limit'],
+      // Number() would read these as 16 and 1000 (HTTP probe).
+      ['limit=0x10', 'limit'],
+      ['limit=1e3', 'limit'],
       ['status=gone', 'status'],
       [`q=${'x'.repeat(netLimits.userSearchCharsMax + 1)}`, 'q'],
       ['total=yes', 'total'],
@@ -337,6 +340,8 @@ describe('GET /api/users?all=1: the whole roster only when asked, and bounded', 
       ['/api/events?since=0x10', 'since'],
       ['/api/events?limit=0', 'limit'],
       ['/api/events?limit=-3', 'limit'],
+      ['/api/events?limit=0x10', 'limit'],
+      ['/api/events?limit=1e3', 'limit'],
       ['/api/events?beforeSeq=1.5', 'beforeSeq'],
       ['/api/events?usr=u1', 'usr'],
       ['/api/devices?name=lobby', 'name'],

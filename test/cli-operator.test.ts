@@ -376,6 +376,12 @@ describe('export and import', () => {
     // Bad imports: one line, non-zero.
     expectRefused(await cli(['import', '--data', dev]), 'export file is required')
     expectRefused(await cli(['import', join(dir, 'missing'), '--data', dev]), 'cannot read')
+    // A device file says size 0 and never ends: counted as read (it grew
+    // the process to 4.8 GB in 12 s).
+    expectRefused(
+      await cli(['import', '/dev/zero', '--data', dev, '--site-key-file', key]),
+      'MESSAGE_TOO_LARGE',
+    )
     expectRefused(
       await cli(['import', file, '--data', srv, '--site-key-file', key]),
       'WRONG_DATA_DIR',

@@ -1,5 +1,6 @@
 /** The server's JSON HTTP API over real HTTP on 127.0.0.1. */
 import { afterEach, describe, expect, it } from 'vitest'
+import { netLimits } from '../core/limits.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 
@@ -105,4 +106,53 @@ describe('HTTP API', () => {
     expect(events.body).toHaveLength(1)
     expect((await call('GET', '/api/events?type=nonsense')).status).toBe(400)
   })
+
+  it('refuses text that is not base64 for bytes, changing nothing (HTTP probe)', async () => {
+    server = await createServer({ store: memoryStore() })
+    await server.users.put({ id: 'u1', name: 'Ann', photo: new Uint8Array([9]) })
+    // Node skips what is not base64: "!!!!" was no bytes (the photo cleared),
+    // "AQ=ID@@" one byte.
+    for (const text of ['!!!!', 'AQ=ID@@', 'AQ', 'AQ==\n']) {
+      const res = await call('PATCH', '/api/users/u1', { photo: { base64: text } })
+      expect([res.status, (res.body.error as { code?: string }).code], text).toEqual([
+        400,
+        'INVALID_RECORD',
+      ])
+    }
+    expect(server.users.get('u1')?.photo).toEqual(new Uint8Array([9]))
+  })
+
+  it('ends a page of users by its bytes too, and refuses all=1 past them (HTTP probe)', async () => {
+    // 800 users of 512 KiB made one 495 MiB body; 900, a string longer than
+    // V8 allows, and the request was never answered.
+    const bounds = netLimits as { usersPageBytesMax: number }
+    const before = bounds.usersPageBytesMax
+    bounds.usersPageBytesMax = 1024 * 1024
+    try {
+      server = await createServer({ store: memoryStore() })
+      const photo = new Uint8Array(200 * 1024).fill(7)
+      for (let i = 0; i < 12; i++) await server.users.put({ id: `u${10 + i}`, photo })
+      const seen: string[] = []
+      let after = ''
+      for (let pages = 0; pages < 12; pages++) {
+        const page = await call('GET', `/api/users?limit=100${after}`)
+        expect(page.status).toBe(200)
+        const users = page.body.users as Array<{ id: string }>
+        // About 1 MiB: 4 users of 273 KB base64 each (the one that crosses it included).
+        expect(users.length).toBeGreaterThan(0)
+        expect(users.length).toBeLessThanOrEqual(4)
+        seen.push(...users.map((u) => u.id))
+        if (page.body.next === null) break
+        after = `&after=${String(page.body.next)}`
+      }
+      expect(seen).toEqual(Array.from({ length: 12 }, (_, i) => `u${10 + i}`))
+      const all = await call('GET', '/api/users?all=1')
+      expect([all.status, (all.body.error as { code?: string }).code]).toEqual([
+        400,
+        'TOO_MANY_USERS',
+      ])
+    } finally {
+      bounds.usersPageBytesMax = before
+    }
+  }, 30_000)
 })
