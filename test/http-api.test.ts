@@ -143,7 +143,7 @@ describe('HTTP API', () => {
         expect(users.length).toBeLessThanOrEqual(4)
         seen.push(...users.map((u) => u.id))
         if (page.body.next === null) break
-        after = `&after=${String(page.body.next)}`
+        after = `&after=${page.body.next as string}`
       }
       expect(seen).toEqual(Array.from({ length: 12 }, (_, i) => `u${10 + i}`))
       const all = await call('GET', '/api/users?all=1')
