@@ -57,7 +57,7 @@ import { stampMs } from './hlc.js'
 import { SERVER_ID, type WriterId } from './ids.js'
 import { limits } from './limits.js'
 import { rootNameOf } from './root-names.js'
-import type { RecordSchema } from './schema.js'
+import { unreachableUserId, type RecordSchema } from './schema.js'
 
 /**
  * The checks of {@link checkUpdate}, by name. Each can be switched off (in
@@ -662,6 +662,11 @@ function checkKey(place: Place): void {
       `update holds key ${clip(JSON.stringify(key))} in ${clip(place.root)}; keys are 1 to ${limits.userIdCharsMax} characters without control characters`,
     )
   }
+  // A user part's keys are user ids, each a segment of /api/users/<id>.
+  if (place.root.startsWith('u:') && unreachableUserId(key))
+    throw new InvalidRecordError(
+      `update holds user id ${clip(JSON.stringify(key))}: not "." or "..", and no "/" or "\\"`,
+    )
 }
 
 /** A device entry's fields parse against the site's schema (the key is judged by checkKey). */

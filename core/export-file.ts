@@ -640,7 +640,7 @@ function checkUsers(
   const seen = new Set<string>()
   const out: Array<readonly [UserId, ServerEntry]> = []
   for (const [rawId, raw] of users) {
-    const id = check.schema.parseUserId(rawId)
+    const id = check.schema.parseUserId(rawId, true)
     if (seen.has(id)) throw new MalformedMessageError('the export file holds a user twice')
     seen.add(id)
     const adoptions = Object.values(raw.a ?? {}).flat()

@@ -181,19 +181,26 @@ const customFieldSchemas: Record<CustomFieldType, z.ZodType> = {
   bytes: bytes(limits.photoBytesMax),
 }
 
-const userIdSchema = z
+/**
+ * Whether no HTTP path reaches user `id` (/api/users/<id>): a slash splits
+ * the segment, and browsers and URL parsers resolve `.` and `..` (even
+ * percent-encoded) before a request is sent. Such ids are not written.
+ */
+export function unreachableUserId(id: string): boolean {
+  return id === '.' || id === '..' || /[/\\]/.test(id)
+}
+
+/** A user id as one may be stored (written before unreachableUserId held). */
+const storedUserIdSchema = z
   .string()
   .min(1)
   .max(limits.userIdCharsMax)
   .refine((id) => !/\p{Cc}/u.test(id), 'no control characters')
   .refine(wellFormed, LONE_SURROGATE)
-  // Each user is a path segment of the HTTP API (/api/users/<id>), which
-  // neither a slash nor a dot segment can be: browsers and URL parsers
-  // resolve `.` and `..` (even percent-encoded) before a request is sent.
-  .refine(
-    (id) => id !== '.' && id !== '..' && !/[/\\]/.test(id),
-    'not "." or "..", and no "/" or "\\" (an id is a segment of /api/users/<id>)',
-  )
+const userIdSchema = storedUserIdSchema.refine(
+  (id) => !unreachableUserId(id),
+  'not "." or "..", and no "/" or "\\" (an id is a segment of /api/users/<id>)',
+)
 
 /** A parsed write: the user id and the fields it sets (null clears). */
 export interface ParsedRecord {
@@ -268,9 +275,13 @@ export class RecordSchema {
     return { id: this.parseUserId(id), fields: this.parseFields(input) }
   }
 
-  /** Validates a user id. Throws `InvalidRecordError`. */
-  parseUserId(id: unknown): UserId {
-    const result = userIdSchema.safeParse(id)
+  /**
+   * Validates a user id to write. Throws `InvalidRecordError`. With
+   * `stored`, one that may already be stored (to delete or export it):
+   * an id no HTTP path reaches is taken too.
+   */
+  parseUserId(id: unknown, stored = false): UserId {
+    const result = (stored ? storedUserIdSchema : userIdSchema).safeParse(id)
     if (!result.success) {
       throw new InvalidRecordError(
         `invalid user id: ${z.prettifyError(result.error)}`,

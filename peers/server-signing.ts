@@ -46,6 +46,8 @@ export class ServerSigning {
    */
   private readonly sealed = new WeakMap<AnswerStream, Array<Uint8Array | undefined>>()
   private siteId: string | undefined
+  /** Refusals of a writer without a key: made by a lookup, no signature checked. */
+  private readonly unkeyed = new WeakSet<Error>()
   /** The clientIDs each device writes under (plain links count them here too). */
   readonly writerClients = new WriterClients()
 
@@ -101,8 +103,10 @@ export class ServerSigning {
       plainAllowed: false,
       // A relaying device is not at fault for another writer's refused
       // envelope: a device's log may offer many of a writer the server
-      // forgot, to every exchange. Bounded by the link's message rate.
+      // forgot, to every exchange. Those that cost a signature check are
+      // bounded by the link's message rate.
       relayedPerMessageMax: Infinity,
+      checked: (error) => !this.unkeyed.has(error),
       relayed: (bytes) => {
         try {
           return decodeEnvelope(bytes).writer !== deviceId
@@ -189,10 +193,13 @@ export class ServerSigning {
   private writerKey(envelope: Envelope): Uint8Array {
     if (envelope.writer === SERVER_ID) return this.options.identity.publicKey
     const key = this.options.deviceKey(envelope.writer)
-    if (key === undefined)
-      throw new SignatureInvalidError(
+    if (key === undefined) {
+      const error = new SignatureInvalidError(
         `update of ${JSON.stringify(envelope.writer)}: no such device holds a key on this site`,
       )
+      this.unkeyed.add(error)
+      throw error
+    }
     return key
   }
 

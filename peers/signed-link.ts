@@ -124,6 +124,13 @@ export interface SignedLink {
    * counts as a message against the link's rates (Rates.excused).
    */
   readonly relayedPerMessageMax: number
+  /**
+   * False for a refusal made before any signature was checked (a writer the
+   * server holds no key for: a map lookup); such refusals do not count
+   * against the link's rates (an honest device may offer thousands of a
+   * forgotten writer's envelopes on every exchange). True by default.
+   */
+  checked?(error: Error): boolean
 }
 
 /** Checks an update as `writer`'s (the update check, core/authorize.ts, for that writer's part). */

@@ -263,7 +263,7 @@ export function startSession(options: SessionOptions): SyncSession {
       } catch (error) {
         if (!(error instanceof RostersyncError) || signed.relayed?.(bytes) !== true) throw error
         // Another writer's envelope it relays: refused by name (SignedLink.relayed).
-        excused.excuse(error)
+        excused.excuse(error, signed.checked?.(error) !== false)
         continue
       }
       await replica.applyRemote(opened.update, connection.id, opened.ranges)

@@ -147,7 +147,8 @@ export function usersApi(
       guard(() => write(prepare(own(schema.parseRecord(record))), (r) => ops.put(r))),
     patch: (id, fields) =>
       guard(() => write(prepare(own(schema.parsePatch(id, fields))), (r) => ops.patch(r))),
-    delete: (id) => guard(() => write(schema.parseUserId(id), (u) => ops.delete(u))),
+    // An id written before unreachableUserId held can still be deleted.
+    delete: (id) => guard(() => write(schema.parseUserId(id, true), (u) => ops.delete(u))),
     get: (id) => {
       touch()
       // A copy (core/detach.ts): the view shares its values with the document.

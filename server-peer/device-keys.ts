@@ -88,7 +88,8 @@ export class DeviceKeys {
   async unbind(deviceId: string, revoke = true): Promise<void> {
     const old = this.keys.get(deviceId)
     this.keys.delete(deviceId)
-    this.forgetJoins(deviceId)
+    // Its accepted proofs are kept (they age out): forgotten, a device's
+    // join URL captured within the hour must not get in again.
     this.issued.delete(deviceId)
     await this.replica.setRecord(NAMESPACE, deviceId, undefined)
     if (old !== undefined && revoke) {

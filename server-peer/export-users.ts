@@ -141,7 +141,7 @@ export async function prepareExport(source: ExportSource, input: unknown): Promi
     throw new ExportTooLargeError('groups', groupIds.length, caps.groupsMax)
   const chosen = new Map<UserId, ServerEntry>()
   for (const raw of new Set(request.userIds ?? [])) {
-    const id = source.schema.parseUserId(raw)
+    const id = source.schema.parseUserId(raw, true)
     const entry = replica.replicaOf(id).server
     if (entry === undefined || entry.d === 1) throw new UserNotFoundError(id)
     chosen.set(id, entry)

@@ -484,7 +484,8 @@ export function searchFromQuery(params: URLSearchParams): UserSearch {
 
 /** About the bytes `value` takes in a response (JSON, byte arrays as base64; see usersPageBytesMax). */
 function wireBytes(value: unknown): number {
-  if (typeof value === 'string') return value.length + 2
+  // Its JSON exactly: escapes (a control character is 6 bytes) and UTF-8.
+  if (typeof value === 'string') return Buffer.byteLength(JSON.stringify(value))
   if (value instanceof Uint8Array) return Math.ceil(value.byteLength / 3) * 4 + 14
   let n = 2
   if (Array.isArray(value)) for (const v of value) n += wireBytes(v) + 1

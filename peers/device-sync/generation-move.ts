@@ -270,9 +270,15 @@ export class GenerationMove {
 
   private async abandonNow(): Promise<void> {
     if (this.staged === undefined) return
-    this.staged = undefined
-    this.stagedOn = undefined
-    await this.replica.abandonWipe()
+    // The staged document is in memory until the stored one is loaded
+    // again: until then its envelopes are the staged generation's
+    // (documentGeneration).
+    try {
+      await this.replica.abandonWipe()
+    } finally {
+      this.staged = undefined
+      this.stagedOn = undefined
+    }
   }
 
   /** Runs `step` once every earlier call that changes `staged` has settled. */

@@ -29,8 +29,8 @@ export class SyncRounds {
   private chain: Promise<void> = Promise.resolve()
   private queued: Round | undefined
   private running: Round | undefined
-  /** Rejects every caller's promise at once when the device closes (see close). */
-  private readonly closing: { promise: Promise<never>; reject: (error: Error) => void }
+  /** The rejections of the callers' promises not settled yet (see close). */
+  private readonly unsettled = new Set<(error: Error) => void>()
 
   constructor(
     /** Makes the exchange of a round that started. */
@@ -39,13 +39,7 @@ export class SyncRounds {
     private readonly closed: () => boolean,
     /** A sync was asked for by hand (not quiet, not automatic): it shows in progress now. */
     private readonly requested: () => void = () => undefined,
-  ) {
-    let reject: (error: Error) => void = () => undefined
-    const promise = new Promise<never>((_resolve, no) => (reject = no))
-    // Nobody may be waiting when it happens.
-    promise.catch(() => undefined)
-    this.closing = { promise, reject }
-  }
+  ) {}
 
   /**
    * The device closed: every sync queued or running rejects with `error`
@@ -53,7 +47,8 @@ export class SyncRounds {
    * timeout of 30 s, or never once the clock's timers are gone).
    */
   close(error: Error): void {
-    this.closing.reject(error)
+    for (const reject of this.unsettled) reject(error)
+    this.unsettled.clear()
   }
 
   /** Whether a round is queued or running. */
@@ -92,7 +87,12 @@ export class SyncRounds {
         this.running = undefined
       }
     })
-    round.promise = Promise.race([promise, this.closing.promise])
+    // The caller's promise: the round's outcome, or the close's if first
+    // (no reaction left behind on a promise that settles only at close).
+    round.promise = new Promise<void>((resolve, reject) => {
+      this.unsettled.add(reject)
+      void promise.then(resolve, reject).finally(() => this.unsettled.delete(reject))
+    })
     this.queued = round
     this.chain = promise.catch(() => undefined)
     return round.promise

@@ -47,13 +47,13 @@ export class SyncStatusBook {
     this.deviceToServer = last.direction === 'serverToDevice' ? success : failed
   }
 
-  /** Both directions back to `not-started` (a retention wipe). */
   /** A sync is under way (or asked for by hand, to run once the one running ends). */
   started(at: number): void {
     this.serverToDevice = { state: 'in-progress', at }
     this.deviceToServer = { state: 'in-progress', at }
   }
 
+  /** Both directions back to `not-started` (a retention wipe). */
   reset(): void {
     this.serverToDevice = NOT_STARTED
     this.deviceToServer = NOT_STARTED

@@ -251,10 +251,11 @@ export function decodeInbound(bytes: Uint8Array, held = 0): Message | Rostersync
 
 /**
  * The relayed envelopes refused in one message while the link goes on
- * (SignedLink.relayed): at most `max`, each counted as a message against
- * the link's rates, reported once for the message rather than once each (a
- * message of 100,000 refused envelopes must not be answered with 100,000
- * messages).
+ * (SignedLink.relayed): at most `max`, each that cost a signature check
+ * counted as a message against the link's rates (one refused by a lookup
+ * costs what its bytes, already counted, do), reported once for the
+ * message rather than once each (a message of 100,000 refused envelopes
+ * must not be answered with 100,000 messages).
  */
 export class ExcusedRefusals {
   private count = 0
@@ -266,9 +267,9 @@ export class ExcusedRefusals {
   ) {}
 
   /** Counts `error`; throws it (or `RATE_LIMITED`) when it is one too many. */
-  excuse(error: RostersyncError): void {
+  excuse(error: RostersyncError, checked: boolean): void {
     if (++this.count > this.max) throw error
-    const limited = this.rates?.excused()
+    const limited = checked ? this.rates?.excused() : undefined
     if (limited !== undefined) throw limited
     this.first ??= error
   }
