@@ -252,22 +252,27 @@ export function startSession(options: SessionOptions): SyncSession {
         'this peer cannot check signed updates yet (no server key pinned)',
       )
     const excused = new ExcusedRefusals(signed.relayedPerMessageMax, rates)
-    for (const bytes of envelopes) {
-      let opened: OpenedEnvelope
-      try {
-        // Awaited only if a promise (a verification pool): in line, turns keep order.
-        const result = signed.open(bytes)
-        opened = result instanceof Promise ? await result : result
-        // Nothing more of a link closed while it was checked (a generation, a revoke).
-        if (stopped || !connection.open) return
-      } catch (error) {
-        if (!(error instanceof RostersyncError) || signed.relayed?.(bytes) !== true) throw error
-        // Another writer's envelope it relays: refused by name (SignedLink.relayed).
-        excused.excuse(error, signed.checked?.(error) !== false)
-        continue
+    try {
+      for (const bytes of envelopes) {
+        let opened: OpenedEnvelope
+        try {
+          // Awaited only if a promise (a verification pool): in line, turns keep order.
+          const result = signed.open(bytes)
+          opened = result instanceof Promise ? await result : result
+          // Nothing more of a link closed while it was checked (a generation, a revoke).
+          if (stopped || !connection.open) return
+        } catch (error) {
+          if (!(error instanceof RostersyncError) || signed.relayed?.(bytes) !== true) throw error
+          // Another writer's envelope it relays: refused by name (SignedLink.relayed).
+          excused.excuse(error, signed.checked?.(error) !== false)
+          continue
+        }
+        await replica.applyRemote(opened.update, connection.id, opened.ranges)
+        signed.applied(opened)
       }
-      await replica.applyRemote(opened.update, connection.id, opened.ranges)
-      signed.applied(opened)
+    } finally {
+      // What applied goes on to the other links, the rest refused or not.
+      signed.flush?.()
     }
     if (connection.open) excused.report(send)
   }
