@@ -691,6 +691,14 @@ function checkKey(
   } catch {
     return { code: CloseCode.authFailed, reason: 'AUTH_FAILED: join proof does not verify' }
   }
+  // Before anything about the id's joins is said: only its own key learns
+  // of them (the replay refusal names the latest accepted time).
+  if (bound !== undefined && !Buffer.from(bound).equals(Buffer.from(publicKey))) {
+    return {
+      code: CloseCode.authFailed,
+      reason: 'AUTH_FAILED: this device id is bound to another key',
+    }
+  }
   // Replays: a proof is good within the skew bound of the server's clock,
   // and only once (a captured join URL is worthless, and never good for
   // long). Not "later than the last": a device's clock may step back.
@@ -716,12 +724,6 @@ function checkKey(
     return {
       code: CloseCode.refused,
       reason: `CLOCK_SKEW: proof ${Math.round((at - now) / 60_000)} min off; server time ${now}`,
-    }
-  }
-  if (bound !== undefined && !Buffer.from(bound).equals(Buffer.from(publicKey))) {
-    return {
-      code: CloseCode.authFailed,
-      reason: 'AUTH_FAILED: this device id is bound to another key',
     }
   }
   return { publicKey, at }
