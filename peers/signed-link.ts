@@ -127,7 +127,8 @@ export interface SignedLink {
    * Most envelopes `relayed` may excuse in one message (a device's links:
    * `netLimits.staleEnvelopesPerMessageMax`; the server's: no number, its
    * message rate); past it the refusal closes the link. Each excused one
-   * counts as a message against the link's rates (Rates.excused).
+   * that cost a signature check (see `checked`) counts as a message
+   * against the link's rates (Rates.excused).
    */
   readonly relayedPerMessageMax: number
   /**
