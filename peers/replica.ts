@@ -438,7 +438,10 @@ export class Replica {
     const rollback = (): Promise<void> => this.rollback()
     const { clock } = this.options
     const parts = { clock, events, rollback, status, log, document, local, queue, intake }
-    return switchGeneration(parts, build, switched)
+    return switchGeneration(parts, build, (result) => {
+      this.fanOut.dropUntold() // the old document's: sealed later, they'd pass as the new one's
+      switched(result)
+    })
   }
 
   holdForSwitch(): Promise<() => void> {

@@ -190,6 +190,35 @@ describe('the switch and the updates received for the old generation', () => {
   })
 })
 
+describe('the switch and the changes the fan-out has not told yet', () => {
+  it('tells none of the old document\'s changes after the switch (review)', async () => {
+    // Coalesced for the announce interval, a change of the old document was
+    // told after the switch, and the server sealed it as the new
+    // generation's: held back for ever on the devices that took it.
+    const clock = new ManualClock()
+    const server = await createServer({ store: memoryStore(), clock, listen: false })
+    try {
+      // A link's listener (the interval grows with the links).
+      const told: unknown[] = []
+      server.replica.onUpdate((u) => told.push(u), { coalesce: true })
+      await server.users.put({ id: 'u1', name: 'Ann' })
+      expect(told).toHaveLength(1)
+      // Within the interval: not told yet.
+      await server.users.put({ id: 'u2', name: 'Bo' })
+      expect(told).toHaveLength(1)
+      await server.compactHistory()
+      await clock.advance(1_000)
+      expect(told).toHaveLength(1)
+      // What changes after the switch is told as ever.
+      await server.users.put({ id: 'u3', name: 'Cy' })
+      await clock.advance(1_000)
+      expect(told).toHaveLength(2)
+    } finally {
+      await server.close()
+    }
+  })
+})
+
 describe('automatic generations', () => {
   const mutable = limits as {
     generationClientIdsMax: number

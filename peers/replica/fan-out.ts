@@ -167,6 +167,13 @@ export class FanOut {
     this.announceTimer = undefined
   }
 
+  /** Forgets the changes not told yet, and the tells still going out (a generation switch). */
+  dropUntold(): void {
+    this.cancelAnnounce()
+    this.untold = []
+    this.cancelTells()
+  }
+
   /** Cancels the tells still going out (closing). */
   cancelTells(): void {
     this.options.clock.clearTimeout(this.tellTimer)
