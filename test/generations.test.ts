@@ -191,7 +191,7 @@ describe('the switch and the updates received for the old generation', () => {
 })
 
 describe('the switch and the changes the fan-out has not told yet', () => {
-  it('tells none of the old document\'s changes after the switch (review)', async () => {
+  it("tells none of the old document's changes after the switch (review)", async () => {
     // Coalesced for the announce interval, a change of the old document was
     // told after the switch, and the server sealed it as the new
     // generation's: held back for ever on the devices that took it.
