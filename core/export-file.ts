@@ -192,8 +192,34 @@ export function generatePassphrase(random: (bytes: number) => Uint8Array = rando
 const SITE_KEY_KDF = { logN: 0, r: 0, p: 0 } as const
 
 /**
- * The file's AES key: scrypt of a passphrase (off the event loop), or
- * HKDF of the site key (a `SITE_KEY_KDF` file).
+ * The scrypt derivations of this process, one at a time. scrypt runs on
+ * libuv's thread pool, which the store's writes share: 16 passphrase
+ * exports at once held every thread, and a write waited 2.8 s instead of
+ * 32 ms (an HTTP probe). `mostAtOnce` is for tests.
+ */
+export const derivations = {
+  tail: Promise.resolve() as Promise<unknown>,
+  running: 0,
+  mostAtOnce: 0,
+  /** Runs `derive` once every derivation before it has settled. */
+  run<T>(derive: () => Promise<T>): Promise<T> {
+    const turn = async (): Promise<T> => {
+      this.mostAtOnce = Math.max(this.mostAtOnce, ++this.running)
+      try {
+        return await derive()
+      } finally {
+        this.running--
+      }
+    }
+    const next = this.tail.then(turn, turn)
+    this.tail = next.catch(() => undefined)
+    return next
+  },
+}
+
+/**
+ * The file's AES key: scrypt of a passphrase (off the event loop, one at
+ * a time: `derivations`), or HKDF of the site key (a `SITE_KEY_KDF` file).
  */
 function deriveKey(source: ExportKeySource, secret: string, kdf: KdfParams): Promise<Buffer> {
   // By the signed key source, never by the parameters' values.
@@ -201,6 +227,10 @@ function deriveKey(source: ExportKeySource, secret: string, kdf: KdfParams): Pro
     return Promise.resolve(
       Buffer.from(hkdfSync('sha256', secret, kdf.salt, `${DOMAIN}/site-key`, AES_KEY_BYTES)),
     )
+  return derivations.run(() => scryptKey(secret, kdf))
+}
+
+function scryptKey(secret: string, kdf: KdfParams): Promise<Buffer> {
   const N = 2 ** kdf.logN
   return new Promise((resolve, reject) => {
     scrypt(
