@@ -283,6 +283,7 @@ export class DeviceSync implements DeviceSyncApi {
       }
       this.timers.resetBackoff()
       this.book.failingWith = undefined
+      this.server.saved()
       if (logged || outage) await this.log({ type: 'sync-succeeded', kind })
       this.scheduleDelta()
     } catch (cause) {
@@ -482,12 +483,9 @@ export class DeviceSync implements DeviceSyncApi {
   }
 
   private onRemoteError(code: string, message: string): void {
-    this.server.noteRemoteError(code, message)
-    if (code === 'STORAGE_FAILED') {
-      // The server could not save this device's change; the device keeps its
-      // value and retries (SEMANTICS.md, "Event log").
+    // The server did not take this device's change: it keeps its value (SEMANTICS.md, "Event log").
+    if (this.server.noteRemoteError(code, message))
       void this.log({ type: 'save-to-server-failed', code, message })
-    }
   }
 
   private async log(event: NewEvent): Promise<void> {

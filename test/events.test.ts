@@ -176,6 +176,26 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(d.users.get('u5')?.name).toBe('Kept')
       s.serverStore.failAll(false)
     })
+
+    it('save-to-server-failed when the server refuses the change, once per code, the value kept (black-box probe)', async () => {
+      // A device declaring a field its server does not: the server refuses
+      // the change (INVALID_RECORD). Only sync-failed was logged.
+      const clock = new ManualClock()
+      const s = await site(clock)
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      const d = await s.device('D1', deviceClock(clock), { customFields: { badge: 'string' } })
+      await d.sync.whenIdle()
+      await d.users.patch('u1', { badge: 'B7' })
+      await expect(d.sync.delta()).rejects.toMatchObject({ code: 'SYNC_FAILED' })
+      // Retried on the backoff: refused again, logged once.
+      await clock.advance(netLimits.syncRetryDelayMsMax * 3)
+      const saves = d.events.query({ type: 'save-to-server-failed' })
+      expect(bare(saves)).toEqual([
+        { type: 'save-to-server-failed', code: 'INVALID_RECORD', message: saves[0]?.message },
+      ])
+      expect(d.users.get('u1')).toMatchObject({ badge: 'B7' })
+      expect(s.server.users.get('u1')).toEqual({ id: 'u1', name: 'Ann' })
+    })
   })
 
   describe('the retention check at start-up', () => {

@@ -18,8 +18,13 @@ import type { ServerLink } from '../ws-client.js'
 import { covers, PUSH_ROUNDS_MAX, refusedError } from './sync-errors.js'
 
 /** The exchanges of one device with its server. */
+/** Codes with which the server refuses a change the device sent (PROTOCOL.md, "Refusals"). */
+const OWN_CHANGE_REFUSALS = new Set(['STORAGE_FAILED', 'INVALID_RECORD', 'FORBIDDEN_WRITE'])
+
 export class ServerExchange {
   private lastRemoteError: { code: string; message: string } | undefined
+  /** Codes of this device's changes the server refused, logged since the last success. */
+  private readonly savesRefused = new Set<string>()
   private connectWaiters: Array<{
     resolve: (s: SyncSession) => void
     reject: (e: Error) => void
@@ -35,9 +40,24 @@ export class ServerExchange {
     return this.lastRemoteError
   }
 
-  /** Notes a refusal the server sent. */
-  noteRemoteError(code: string, message: string): void {
+  /**
+   * Notes a refusal the server sent; true the first time since a success
+   * that it refused this device's own change with `code` (it could not
+   * save it, or the change is not one it takes): `save-to-server-failed`,
+   * once per code, not once per retry.
+   */
+  noteRemoteError(code: string, message: string): boolean {
     this.lastRemoteError = { code, message }
+    // Another writer's envelope it relayed is not its change.
+    if (!OWN_CHANGE_REFUSALS.has(code) || /relayed envelope/.test(message)) return false
+    if (this.savesRefused.has(code)) return false
+    this.savesRefused.add(code)
+    return true
+  }
+
+  /** A sync succeeded: a refusal of the device's changes is logged again when it comes. */
+  saved(): void {
+    this.savesRefused.clear()
   }
 
   /** A session started: forgets the refusal noted before it. */
