@@ -378,7 +378,14 @@ export function guardLanLink(
       return
     }
     if (isLanAuthFrame(bytes)) {
-      // A renewed certificate: the same device, checked as the first.
+      // A renewed certificate: the same device, checked as the first, and
+      // counted as any message is (the session never sees it; each costs
+      // signature checks: a peer sent 8,400 a second, never rate-limited).
+      const limited = rates?.message(bytes.byteLength)
+      if (limited !== undefined) {
+        refuse(limited)
+        return
+      }
       try {
         const renewed = checkLanAuth(signing, bytes, ends)
         if (renewed.deviceId !== peer.deviceId)

@@ -817,6 +817,20 @@ describe('signed writes on the LAN', () => {
     expect(server.users.get('r')).toBeUndefined()
   }, 30_000)
 
+  it('renewed certificates on an open LAN link count against its rates (hostile probe)', async () => {
+    // Taken in passing, they never reached the session's buckets: 60,000
+    // of them (each a signature check) stalled the victim's loop 4.8 s.
+    const { server, d2 } = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { raw: serverLink } = await joinD9(server, d9)
+    const cert = certificateOf(serverLink)
+    const raw = lanLink(d2, { key: d9, cert })
+    await eventually(() => expect(raw.received.some((m) => m.type === 'sync-step1')).toBe(true))
+    const renewal = encodeLanAuth(cert, signLanProof(d9, cert.site, 'D9', d2.id))
+    for (let i = 0; i < netLimits.linkMessagesBurstMax + 100; i++) raw.connection.send(renewal)
+    await eventually(() => expect(raw.closed()?.reason).toMatch(/^RATE_LIMITED/))
+  }, 30_000)
+
   it("a message's envelopes are relayed on in one message, not one each (review)", async () => {
     // A LAN step 2 of 2,100 envelopes went to the server as 2,100 messages,
     // past its link's message burst: RATE_LIMITED, and 33 of them arrived.
