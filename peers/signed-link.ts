@@ -128,7 +128,7 @@ export interface SignedLink {
    * `netLimits.staleEnvelopesPerMessageMax`; the server's: no number, its
    * message rate); past it the refusal closes the link. Each excused one
    * that cost a signature check (see `checked`) counts as a message
-   * against the link's rates (Rates.excused).
+   * against the link's rates (ExcusedRefusals).
    */
   readonly relayedPerMessageMax: number
   /**

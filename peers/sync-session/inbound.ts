@@ -58,11 +58,6 @@ export interface Rates {
   message(size: number): RostersyncError | undefined
   /** Counts an answer to a step 1 naming `stateVector`; the refusal when it is one too many. */
   answer(stateVector: Uint8Array): RostersyncError | undefined
-  /**
-   * Counts a relayed envelope refused while the link goes on (SignedLink.relayed)
-   * as one message: the refusal when it is one too many.
-   */
-  excused(): RostersyncError | undefined
 }
 
 /**
@@ -88,10 +83,6 @@ export class SharedRates implements Rates {
       if (refusal !== undefined) return refusal
     }
     return undefined
-  }
-
-  excused(): RostersyncError | undefined {
-    return this.message(0)
   }
 }
 
@@ -185,10 +176,6 @@ export class LinkRates implements Rates {
     return undefined
   }
 
-  excused(): RostersyncError | undefined {
-    return this.message(0)
-  }
-
   /**
    * Counts an answer to a step 1 whose state vector is `stateVector` (the
    * clients it names, read off its first number before it is decoded: the
@@ -269,7 +256,8 @@ export class ExcusedRefusals {
   /** Counts `error`; throws it (or `RATE_LIMITED`) when it is one too many. */
   excuse(error: RostersyncError, checked: boolean): void {
     if (++this.count > this.max) throw error
-    const limited = checked ? this.rates?.excused() : undefined
+    // One message of no bytes (its bytes came with the message that held it).
+    const limited = checked ? this.rates?.message(0) : undefined
     if (limited !== undefined) throw limited
     this.first ??= error
   }
