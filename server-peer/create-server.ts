@@ -28,7 +28,6 @@ import { adoptFills, adoptsAny, applyPolicies, serverOps } from './server-ops.js
 import {
   createSyncEndpoint,
   startSyncServer,
-  type SyncEndpoint,
   type SyncServer,
 } from './sync-server.js'
 import type { Connection } from '../core/transport.js'
@@ -354,9 +353,13 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   // generations exist: they close the endpoint's links).
   let statementOf: () => Uint8Array | undefined = () => undefined
   let generationIdOf = (): string => ''
+  let gateOf = (connection: Connection, _deviceId: string): Connection | undefined => connection
   const endpointOptions = {
     replica,
     generation: () => statementOf(),
+    // Devices fetching a new generation at once, capped (issue 13): every
+    // admitted device link goes through the gate, whatever the transport.
+    gate: (connection: Connection, deviceId: string) => gateOf(connection, deviceId),
     schema: basics.schema,
     registry,
     siteKey,
@@ -410,16 +413,12 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   // A device forgotten to make room: its key binding goes (not revoked: the
   // same terminal may come back).
   registry.onForgotten = (id) => void keys.unbind(id, false).catch(() => undefined)
-  // Devices fetching a new generation at once, capped (issue 13): every
-  // device link goes through the gate, whatever the transport.
   const moves = new MoveGate({
     clock: basics.clock,
     generation: () => generations.started(),
+    firstSeen: (id) => registry.get(id)?.firstSeen,
   })
-  const gated: SyncEndpoint = {
-    ...endpoint,
-    accept: (connection, url) => moves.accept(connection, url, (c, u) => endpoint.accept(c, u)),
-  }
+  gateOf = (connection, deviceId) => moves.admit(connection, deviceId)
   let sync: SyncServer | undefined
   if (options.listen !== false) {
     try {
@@ -430,7 +429,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
           port: options.port ?? 0,
           onHttp: (req, res) => api(req, res),
         },
-        gated,
+        endpoint,
       )
     } catch (error) {
       await pool?.close()
@@ -488,7 +487,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
         return forgotten
       },
     },
-    accept: (connection, url) => gated.accept(connection, url),
+    accept: (connection, url) => endpoint.accept(connection, url),
     site: siteOf(identity.publicKey),
     compactHistory: () => generations.compactHistory(),
     get generation() {

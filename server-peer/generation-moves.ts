@@ -6,24 +6,30 @@
  * whatever the spread does (a site of many devices, a spread made short,
  * devices that were offline and come back together).
  *
- * For a while after a switch (twice the spread), a device link of a
- * device not seen on the new generation yet holds a place from its
+ * For a while after a switch (twice the spread), a device link holds a
+ * place when its device is one that moves: admitted (its join proven, so
+ * no one holds a place under another device's id), registered before the
+ * switch, and not seen on the new generation yet. A device first seen
+ * after the switch has nothing to move: its first full sync is the one
+ * any new device makes, as outside the window. The place is held from the
  * admission until the server's answer to its first step 1 ends (its last
  * part, a step 2, is handed to the link: the whole roster for a device
  * that moves, a few bytes for one that holds the generation already), or
  * until the link closes, or until `generationMoveStep1WaitMs` passed
- * without its step 1 (it is closed, 1013: idle links cannot hold the
- * places). Past
+ * without its step 1: it is closed (1013) and its id may take no place
+ * again for the rest of the window (a device sends its step 1 right after
+ * the hello; ids that idle cannot take turns holding the places). Past
  * `netLimits.generationMovesInFlightMax` places, a link is closed before
  * anything is sent on it (no hello: the device stages nothing) with 1013
  * `TOO_MANY_MOVES`; a device retries after its usual backoff
  * (`retryDelayMs`, growing from `retryDelayMsMin`).
  *
- * Transport-independent: it wraps the connection the endpoint gets, and
- * peeks only at a message's first two bytes.
+ * Transport-independent: the endpoint hands it the admitted connection,
+ * and it peeks only at a message's first two bytes.
  */
 import type { Clock } from '../core/clock.js'
 import type { Generation } from '../core/generation-statement.js'
+import { excerpt } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
 import { CloseCode, MessageType, SignedType, SyncType } from '../core/protocol.js'
 import type { CloseInfo, Connection } from '../core/transport.js'
@@ -33,6 +39,8 @@ export interface MoveGateOptions {
   readonly clock: Clock
   /** The generation the site is on, and when it started (undefined: never switched). */
   readonly generation: () => (Generation & { readonly at: number }) | undefined
+  /** When the server first registered `deviceId` (undefined: it does not know it). */
+  readonly firstSeen: (deviceId: string) => number | undefined
 }
 
 /** Devices fetching the new generation, capped. */
@@ -43,41 +51,45 @@ export class MoveGate {
   private readonly moved = new Set<string>()
   /** Links holding a place: connection id -> device id. */
   private readonly inFlight = new Map<string, string>()
+  /** Devices whose link held a place without sending a step 1: no place again this window. */
+  private readonly idled = new Set<string>()
   constructor(private readonly options: MoveGateOptions) {}
 
   /**
-   * Hands `connection` to `accept`, wrapped to follow its move, when it
-   * may fetch now; refuses it (1013 `TOO_MANY_MOVES`) when too many do.
+   * `connection` (the link of admitted device `deviceId`), wrapped to
+   * follow its move when it takes a place; undefined when it may not fetch
+   * now: it is closed then (1013 `TOO_MANY_MOVES`), nothing sent on it.
    */
-  accept(
-    connection: Connection,
-    url: string,
-    accept: (connection: Connection, url: string) => void,
-  ): void {
+  admit(connection: Connection, deviceId: string): Connection | undefined {
     const generation = this.options.generation()
-    const deviceId = deviceOf(url)
     if (
       generation === undefined ||
-      deviceId === undefined ||
       this.options.clock.now() - generation.at >= 2 * netLimits.generationMoveSpreadMs
-    ) {
-      accept(connection, url)
-      return
-    }
+    )
+      return connection
     this.follow(generation)
-    if (this.moved.has(deviceId)) {
-      accept(connection, url)
-      return
+    const firstSeen = this.options.firstSeen(deviceId)
+    // Seen on the new generation, or new since the switch: nothing to move.
+    if (this.moved.has(deviceId) || firstSeen === undefined || firstSeen > generation.at)
+      return connection
+    if (this.idled.has(deviceId)) {
+      const windowEnd = generation.at + 2 * netLimits.generationMoveSpreadMs
+      const seconds = Math.ceil((windowEnd - this.options.clock.now()) / 1000)
+      connection.close(
+        CloseCode.tryAgainLater,
+        `TOO_MANY_MOVES: ${excerpt(deviceId)} held a place and sent no step 1; it may fetch generation ${generation.n} in ${seconds} s`,
+      )
+      return undefined
     }
     if (this.inFlight.size >= netLimits.generationMovesInFlightMax) {
       connection.close(
         CloseCode.tryAgainLater,
         `TOO_MANY_MOVES: ${netLimits.generationMovesInFlightMax} devices are fetching generation ${generation.n}; retry later`,
       )
-      return
+      return undefined
     }
     this.inFlight.set(connection.id, deviceId)
-    accept(this.wrap(connection, generation.id), url)
+    return this.wrap(connection, generation.id)
   }
 
   /** Starts over for a generation it did not follow yet. */
@@ -86,14 +98,23 @@ export class MoveGate {
     this.generationId = generation.id
     this.moved.clear()
     this.inFlight.clear()
+    this.idled.clear()
   }
 
-  /** Frees the link's place; `moved`: its device holds the generation. */
-  private release(connectionId: string, generationId: string, moved: boolean): void {
+  /**
+   * Frees the link's place: `moved`, its device holds the generation;
+   * `idle`, it sent no step 1 in time.
+   */
+  private release(
+    connectionId: string,
+    generationId: string,
+    outcome: 'moved' | 'idle' | 'closed',
+  ): void {
     const deviceId = this.inFlight.get(connectionId)
     if (deviceId === undefined || generationId !== this.generationId) return
     this.inFlight.delete(connectionId)
-    if (moved) this.moved.add(deviceId)
+    if (outcome === 'moved') this.moved.add(deviceId)
+    if (outcome === 'idle') this.idled.add(deviceId)
   }
 
   /** `connection`, its place freed as its move goes. */
@@ -104,21 +125,21 @@ export class MoveGate {
     // A link that sends no step 1 gives its place back, closed.
     const idle = clock.setTimeout(() => {
       if (phase !== 'step1') return
-      release(false)
+      release('idle')
       connection.close(
         CloseCode.tryAgainLater,
         `TOO_MANY_MOVES: no step 1 within ${netLimits.generationMoveStep1WaitMs} ms of a place; retry later`,
       )
     }, netLimits.generationMoveStep1WaitMs)
-    const release = (moved: boolean): void => {
+    const release = (outcome: 'moved' | 'idle' | 'closed'): void => {
       if (phase === 'done') return
       phase = 'done'
       clock.clearTimeout(idle)
-      this.release(connection.id, generationId, moved)
+      this.release(connection.id, generationId, outcome)
     }
     let closeHandler: ((info: CloseInfo) => void) | undefined
     connection.onClose((info) => {
-      release(false)
+      release('closed')
       closeHandler?.(info)
     })
     const wrapped: Connection = {
@@ -132,7 +153,7 @@ export class MoveGate {
       },
       send: (message) => {
         connection.send(message)
-        if (phase === 'answer' && isStep2(message)) release(true)
+        if (phase === 'answer' && isStep2(message)) release('moved')
       },
       onMessage: (handler) => {
         connection.onMessage((message) => {
@@ -151,7 +172,7 @@ export class MoveGate {
         closeHandler = handler
       },
       close: (code, reason) => {
-        release(false)
+        release('closed')
         connection.close(code, reason)
       },
     }
@@ -171,16 +192,4 @@ function isStep2(message: Uint8Array): boolean {
     (message[0] === MessageType.sync && message[1] === SyncType.step2) ||
     (message[0] === MessageType.signed && message[1] === SignedType.step2)
   )
-}
-
-/** The device id a join URL names (the endpoint checks the rest). */
-function deviceOf(url: unknown): string | undefined {
-  // Anything odd goes on to the endpoint, which refuses it with its code.
-  if (typeof url !== 'string' || url.length > netLimits.joinUrlCharsMax) return undefined
-  try {
-    const id = new URL(url, 'http://x').searchParams.get('device')
-    return id === null || id === '' ? undefined : id
-  } catch {
-    return undefined
-  }
 }

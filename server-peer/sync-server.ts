@@ -73,6 +73,12 @@ export interface SyncEndpointOptions {
    * and refused (`PEER_PENDING`) until the administrator approves it.
    */
   readonly approveDevices?: boolean
+  /**
+   * The last door of an admitted link, before anything is sent on it (the
+   * cap on devices moving to a new generation, generation-moves.ts): the
+   * connection to go on with, or undefined once it closed it.
+   */
+  readonly gate?: (connection: Connection, deviceId: string) => Connection | undefined
 }
 
 /** Options of {@link startSyncServer}. */
@@ -131,6 +137,112 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
   const { replica, registry } = options
   const refusals = new RefusalTracker()
   const syncLog = new ServerSyncLog(replica, registry)
+  /** Serves an admitted device's link: registers it, certifies it, syncs. */
+  function link(
+    connection: Connection,
+    url: URL,
+    deviceId: string,
+    publicKey: Uint8Array | undefined,
+  ): void {
+    const name = url.searchParams.get('name') ?? deviceId
+    replaceOlder(members, byDevice, deviceId)
+    const member: Member = { deviceId, connection }
+    members.set(connection.id, member)
+    byDevice.set(deviceId, member)
+    const serial = url.searchParams.get('serial') ?? deviceId
+    if (registry.seen(deviceId, name, connection.remote, serial)) {
+      void logEvent(replica, { type: 'device-registered', deviceId })
+    }
+    const { signing } = options
+    // The server's key and the device's certificate go first: the device
+    // checks everything the server sends with that key. Renewed while
+    // the link is open (certifyLink).
+    const stopCertifying =
+      publicKey === undefined
+        ? undefined
+        : certifyLink({
+            connection,
+            key: signing.identity.key,
+            keys: signing.keys,
+            site: signing.signer.site,
+            deviceId,
+            publicKey: publicKey,
+            clock: signing.clock,
+            ...(options.generation === undefined ? {} : { generation: options.generation }),
+          })
+    const session = startSession({
+      replica,
+      connection,
+      reportErrors: true,
+      // A device with a key speaks signed envelopes; an unmodified
+      // y-websocket client (no key) writes plain updates into its own part.
+      ...(publicKey === undefined ? {} : { signed: () => signing.signer.link(deviceId) }),
+      // Devices learn from the answer what the server holds of theirs
+      // (PROTOCOL.md, "Acknowledgement"): every step 1 is answered with
+      // step 2 and the server's own step 1.
+      answerStep1WithStateVector: true,
+      sendStep1OnStart: false,
+      // A device in periodic mode takes changes only when it asks (step 1).
+      forwardUpdates: url.searchParams.get('mode') !== 'periodic',
+      check: (update) => {
+        // A plain link (a y-websocket client, no key) writes under random
+        // 32-bit clientIDs: one in the derived range is a signing
+        // writer's (or will be), and taking it first would make that
+        // writer's signed writes no-ops here.
+        const ranges = scanOrRefuse(update)
+        for (const client of ranges.from.keys()) {
+          if (isDerivedClientId(client))
+            throw new ForbiddenWriteError(
+              `a plain update writes under Yjs client ${client}, in the range of signing writers' clientIDs`,
+            )
+        }
+        checkUpdate(replica.doc, update, {
+          // Its own part only: relays travel signed, by their writers.
+          mayWrite: (owner) => owner === deviceId,
+          schema: options.schema,
+          now: replica.now(),
+        })
+        options.signing.signer.writerClients.admit(replica.doc, deviceId, ranges.from.keys())
+        // The intake uses this scan rather than scanning the update again.
+        return ranges
+      },
+      // A device's link is not trusted: bounded rates, and a refused
+      // update closes it with its code (PROTOCOL.md, "Refusals").
+      untrusted: true,
+      onStep1: (theirs) => refusals.step1(deviceId, theirs, replica.doc),
+      // Success means the server holds what the device sent: nothing of
+      // this link held back, nothing refused before still missing.
+      onApplied: () => {
+        if (replica.heldBackFrom(connection.id) > 0) return
+        if (refusals.settled(deviceId, replica.doc)) syncLog.note(deviceId, 'deviceToServer')
+      },
+      onAnswered: () => syncLog.note(deviceId, 'serverToDevice'),
+      onRefused: (error, update) => {
+        registry.direction(deviceId, 'deviceToServer', 'failed', error.code)
+        // Once per cause: a refused change comes back on every reconnect.
+        if (!refusals.refused(deviceId, error.code, update, replica.doc)) return
+        syncLog.failed(deviceId, 'deviceToServer', error)
+        void logEvent(replica, {
+          type: error.code === 'STORAGE_FAILED' ? 'save-to-server-failed' : 'write-refused',
+          deviceId,
+          code: error.code,
+          message: error.message,
+        })
+      },
+    })
+    connection.onClose(() => {
+      stopCertifying?.()
+      session.stop()
+      replica.dropHeldBackFrom(connection.id)
+      // The update being applied as it closed may be held back after
+      // this: dropped too, once the session handled its last message.
+      const drop = (): void => replica.dropHeldBackFrom(connection.id)
+      void session.idle().then(drop, drop)
+      members.delete(connection.id)
+      if (byDevice.get(deviceId) === member) byDevice.delete(deviceId)
+      registry.left(deviceId)
+    })
+  }
   const endpoint: SyncEndpoint = {
     accept(connection, rawUrl) {
       const verdict = admit(rawUrl, options, members.size, connection.remote)
@@ -163,104 +275,9 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
         connection.close(joined.code, joined.reason)
         return
       }
-      const name = url.searchParams.get('name') ?? deviceId
-      replaceOlder(members, byDevice, deviceId)
-      const member: Member = { deviceId, connection }
-      members.set(connection.id, member)
-      byDevice.set(deviceId, member)
-      const serial = url.searchParams.get('serial') ?? deviceId
-      if (registry.seen(deviceId, name, connection.remote, serial)) {
-        void logEvent(replica, { type: 'device-registered', deviceId })
-      }
-      const { signing } = options
-      // The server's key and the device's certificate go first: the device
-      // checks everything the server sends with that key. Renewed while
-      // the link is open (certifyLink).
-      const stopCertifying =
-        joined.publicKey === undefined
-          ? undefined
-          : certifyLink({
-              connection,
-              key: signing.identity.key,
-              keys: signing.keys,
-              site: signing.signer.site,
-              deviceId,
-              publicKey: joined.publicKey,
-              clock: signing.clock,
-              ...(options.generation === undefined ? {} : { generation: options.generation }),
-            })
-      const session = startSession({
-        replica,
-        connection,
-        reportErrors: true,
-        // A device with a key speaks signed envelopes; an unmodified
-        // y-websocket client (no key) writes plain updates into its own part.
-        ...(joined.publicKey === undefined ? {} : { signed: () => signing.signer.link(deviceId) }),
-        // Devices learn from the answer what the server holds of theirs
-        // (PROTOCOL.md, "Acknowledgement"): every step 1 is answered with
-        // step 2 and the server's own step 1.
-        answerStep1WithStateVector: true,
-        sendStep1OnStart: false,
-        // A device in periodic mode takes changes only when it asks (step 1).
-        forwardUpdates: url.searchParams.get('mode') !== 'periodic',
-        check: (update) => {
-          // A plain link (a y-websocket client, no key) writes under random
-          // 32-bit clientIDs: one in the derived range is a signing
-          // writer's (or will be), and taking it first would make that
-          // writer's signed writes no-ops here.
-          const ranges = scanOrRefuse(update)
-          for (const client of ranges.from.keys()) {
-            if (isDerivedClientId(client))
-              throw new ForbiddenWriteError(
-                `a plain update writes under Yjs client ${client}, in the range of signing writers' clientIDs`,
-              )
-          }
-          checkUpdate(replica.doc, update, {
-            // Its own part only: relays travel signed, by their writers.
-            mayWrite: (owner) => owner === deviceId,
-            schema: options.schema,
-            now: replica.now(),
-          })
-          options.signing.signer.writerClients.admit(replica.doc, deviceId, ranges.from.keys())
-          // The intake uses this scan rather than scanning the update again.
-          return ranges
-        },
-        // A device's link is not trusted: bounded rates, and a refused
-        // update closes it with its code (PROTOCOL.md, "Refusals").
-        untrusted: true,
-        onStep1: (theirs) => refusals.step1(deviceId, theirs, replica.doc),
-        // Success means the server holds what the device sent: nothing of
-        // this link held back, nothing refused before still missing.
-        onApplied: () => {
-          if (replica.heldBackFrom(connection.id) > 0) return
-          if (refusals.settled(deviceId, replica.doc)) syncLog.note(deviceId, 'deviceToServer')
-        },
-        onAnswered: () => syncLog.note(deviceId, 'serverToDevice'),
-        onRefused: (error, update) => {
-          registry.direction(deviceId, 'deviceToServer', 'failed', error.code)
-          // Once per cause: a refused change comes back on every reconnect.
-          if (!refusals.refused(deviceId, error.code, update, replica.doc)) return
-          syncLog.failed(deviceId, 'deviceToServer', error)
-          void logEvent(replica, {
-            type: error.code === 'STORAGE_FAILED' ? 'save-to-server-failed' : 'write-refused',
-            deviceId,
-            code: error.code,
-            message: error.message,
-          })
-        },
-      })
-      connection.onClose(() => {
-        stopCertifying?.()
-        session.stop()
-        replica.dropHeldBackFrom(connection.id)
-        // The update being applied as it closed may be held back after
-        // this: dropped too, once the session handled its last message.
-        const drop = (): void => replica.dropHeldBackFrom(connection.id)
-        void session.idle().then(drop, drop)
-        members.delete(connection.id)
-        if (byDevice.get(deviceId) === member) byDevice.delete(deviceId)
-        registry.left(deviceId)
-      })
+      const gated = options.gate === undefined ? connection : options.gate(connection, deviceId)
+      if (gated === undefined) return
+      link(gated, url, deviceId, joined.publicKey)
     },
     connectedDevices: () => [...members.values()].map((m) => m.deviceId),
     disconnect(deviceId, code, reason) {

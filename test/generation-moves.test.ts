@@ -6,6 +6,10 @@
  *   the answer to the device's step 1 ends (the whole roster, or a few
  *   bytes for a device on the new generation already), or when the link
  *   closes; a device seen on the new generation is never held back again;
+ * - only devices registered before the switch take places, and only once
+ *   their join is proven: a device new since the switch, or a join that
+ *   fails its key check, never holds one; an id whose link held a place
+ *   and sent no step 1 takes none again in the window;
  * - a real device refused so comes back after its usual backoff and moves.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -38,10 +42,28 @@ afterEach(() => Object.assign(mutable, saved))
 
 const EMPTY_VECTOR = Y.encodeStateVector(new Y.Doc())
 
-async function switchedServer(): Promise<ServerPeer> {
-  const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY, listen: false })
+/** Devices `ids` registered (each joined once and left), as before a switch. */
+async function register(server: ServerPeer, ids: readonly string[]): Promise<void> {
+  const links = ids.map((id) => rawLink(server, id, SITE_KEY))
+  await settle()
+  for (const link of links) link.connection.close(1000, 'registered')
+  await settle()
+}
+
+/** A server that switched generation, with `registered` known from before (its clock steps 1 ms around the switch). */
+async function switchedServer(registered: readonly string[] = []): Promise<ServerPeer> {
+  const clock = new ManualClock(Date.now())
+  const server = await createServer({
+    store: memoryStore(),
+    siteKey: SITE_KEY,
+    listen: false,
+    clock,
+  })
   for (let i = 0; i < 20; i++) await server.users.put({ id: `u${i}`, name: `User ${i}` })
+  await register(server, registered)
+  await clock.advance(1)
   await server.compactHistory()
+  await clock.advance(1)
   return server
 }
 
@@ -53,7 +75,7 @@ const refusedAtDoor = (link: RawLink): boolean =>
 describe('the cap on devices fetching a new generation', () => {
   it('refuses past it at the door, and frees a place as each move ends', async () => {
     mutable.generationMovesInFlightMax = 2
-    const server = await switchedServer()
+    const server = await switchedServer(['dev-a', 'dev-b', 'dev-c', 'dev-d', 'dev-e', 'dev-f', 'dev-g'])
     try {
       const a = rawLink(server, 'dev-a', SITE_KEY)
       const b = rawLink(server, 'dev-b', SITE_KEY)
@@ -157,6 +179,8 @@ describe('the cap on devices fetching a new generation', () => {
     })
     try {
       for (let i = 0; i < 5; i++) await server.users.put({ id: `u${i}`, name: `User ${i}` })
+      await register(server, ['dev-idle', 'dev-b', 'dev-c'])
+      await clock.advance(1)
       await server.compactHistory()
       const idle = rawLink(server, 'dev-idle', SITE_KEY)
       await settle()
@@ -176,6 +200,49 @@ describe('the cap on devices fetching a new generation', () => {
       next.send({ type: 'sync-step1', stateVector: EMPTY_VECTOR })
       await clock.advance(netLimits.generationMoveStep1WaitMs)
       expect(next.closed()).toBeUndefined()
+      await eventually(() => expect(next.received.some((m) => m.type === 'sync-step2')).toBe(true))
+      // The id that idled takes no place again in the window, even free...
+      const back = rawLink(server, 'dev-idle', SITE_KEY)
+      await settle()
+      expect(refusedAtDoor(back)).toBe(true)
+      expect(back.closed()?.reason).toMatch(/held a place and sent no step 1/)
+      // ...while another device takes the free place.
+      const other = rawLink(server, 'dev-b', SITE_KEY)
+      await settle()
+      expect(other.closed()).toBeUndefined()
+      other.connection.close(1000, 'bye')
+      await settle()
+      // Past the window it joins as any device.
+      await clock.advance(2 * netLimits.generationMoveSpreadMs)
+      const later = rawLink(server, 'dev-idle', SITE_KEY)
+      await settle()
+      expect(later.closed()).toBeUndefined()
+    } finally {
+      await server.close()
+    }
+  })
+
+  it('gives no place to a device new since the switch, nor to a join refused at its key', async () => {
+    mutable.generationMovesInFlightMax = 1
+    const server = await switchedServer(['dev-a', 'dev-b'])
+    try {
+      // Joins that fail admission never reach the gate.
+      const wrongKey = rawLink(server, 'dev-a', 'not-the-site-key')
+      await settle()
+      expect(wrongKey.closed()?.reason).not.toMatch(/TOO_MANY_MOVES/)
+      // Devices first seen after the switch have nothing to move: they
+      // join (and fetch, as any new device) without a place, however many.
+      const fresh = Array.from({ length: 5 }, (_, i) => rawLink(server, `new-${i}`, SITE_KEY))
+      await settle()
+      for (const link of fresh) expect(link.closed()).toBeUndefined()
+      // The one place is still free for a device that moves...
+      const a = rawLink(server, 'dev-a', SITE_KEY)
+      await settle()
+      expect(a.closed()).toBeUndefined()
+      // ...and held by it.
+      const b = rawLink(server, 'dev-b', SITE_KEY)
+      await settle()
+      expect(refusedAtDoor(b)).toBe(true)
     } finally {
       await server.close()
     }
