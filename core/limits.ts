@@ -680,6 +680,14 @@ export const netLimits = {
    */
   joinSkewMsMax: 60 * 60_000,
   /**
+   * How long a device sends the same join URL again while its attempts do
+   * not connect (peers/ws-client.ts): a proof that never reached the server
+   * was never spent, and an offline device signs one every this long, not
+   * one per retry. One the server did take (its acceptance lost on the way
+   * back) is refused as replayed and the device joins past it at once.
+   */
+  joinUrlReuseMsMax: 5 * 60_000,
+  /**
    * Join proofs of one device the server remembers (within the skew bound)
    * to refuse a replay of one: far more than a device joins in an hour
    * (its reconnects back off).

@@ -20,6 +20,7 @@ import { generationMoveDelayMs, restartReconnectDelayMs, retryDelayMs } from '..
 import type { GenerationStatement } from '../core/generation-statement.js'
 import type { Clock } from '../core/clock.js'
 import type { RostersyncError } from '../core/errors.js'
+import { netLimits } from '../core/limits.js'
 import { CloseCode, isFinalClose } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
 import { wsConnect } from '../transports/ws-transport.js'
@@ -170,6 +171,21 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
   let skewRejoined = false
   /** Bumped by pause/retry so that a stale attempt's outcome is ignored. */
   let generation = 0
+  /**
+   * The join URL of the last attempt, while no attempt connected since:
+   * its proof never reached the server, so the next attempt sends it again
+   * while it is fresh (`netLimits.joinUrlReuseMsMax`) instead of signing
+   * a new one each retry.
+   */
+  let unsent: { readonly url: string; readonly madeAt: number } | undefined
+  const nextUrl = (): { readonly url: string; readonly madeAt: number } => {
+    const now = options.clock.now()
+    const last = unsent
+    unsent = undefined
+    if (last !== undefined && now >= last.madeAt && now - last.madeAt < netLimits.joinUrlReuseMsMax)
+      return last
+    return { url: joinUrl(options), madeAt: now }
+  }
   const connect = options.connect ?? wsConnect
   const setState = (next: LinkState, detail?: string, failedAttempt = false): void => {
     state = next
@@ -190,11 +206,13 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
   const open = async (): Promise<void> => {
     const gen = generation
     setState('connecting')
+    const join = nextUrl()
     let conn: Connection
     try {
-      conn = await connect(joinUrl(options))
+      conn = await connect(join.url)
     } catch (error) {
       if (gen !== generation || state === 'closed' || state === 'paused') return
+      unsent = join
       lastFailure = (error as Error).message
       setState('disconnected', (error as Error).message, true)
       schedule()

@@ -159,3 +159,66 @@ describe('a device whose server is unreachable for a day', () => {
     expect(Math.min(...after)).toBeGreaterThanOrEqual(netLimits.retryDelayMsMax / 2)
   })
 })
+
+describe('join proofs of attempts that never connect', () => {
+  it('are sent again while fresh, one signed per joinUrlReuseMsMax; one that connected never is', async () => {
+    const seed = seedFromEnv()
+    console.log(`join proof reuse: seed ${seed} (replay: ROSTERSYNC_SEED=${seed})`)
+    const prng = new Prng(seed)
+    const clock = new ManualClock()
+    const urls: string[] = []
+    let reachable = false
+    const servers: Connection[] = []
+    const transport: Transport = {
+      connect: async (url) => {
+        urls.push(url)
+        if (!reachable) throw new SyncError('SYNC_FAILED', 'connection refused (server down)')
+        const [mine, theirs] = memoryPair('device', 'server')
+        servers.push(theirs)
+        return mine
+      },
+      close: async () => undefined,
+    }
+    const device = await createDevice({
+      id: 'D1',
+      store: memoryStore(),
+      clock,
+      server: 'ws://sim-server',
+      serverTransport: transport,
+      siteKey: 'k',
+      randomUint32: () => prng.nextUint32(),
+    })
+    closers.push(() => device.close())
+    const proofOf = (url: string | undefined): string | null =>
+      new URL(url ?? 'ws://x').searchParams.get('proof')
+    const HOURS = 6
+    for (let step = 0; step < HOURS * 60; step++) await clock.advance(60_000)
+    const proofs = new Set(urls.map(proofOf))
+    console.log(`${HOURS} h unreachable: ${urls.length} attempts, ${proofs.size} join proofs signed`)
+    expect(proofs.has(null)).toBe(false)
+    // Attempts keep coming at the backoff's pace, each proof reused while fresh.
+    expect(urls.length).toBeGreaterThan((HOURS * 3_600_000) / netLimits.retryDelayMsMax)
+    expect(proofs.size).toBeLessThanOrEqual(
+      Math.ceil((HOURS * 3_600_000) / netLimits.joinUrlReuseMsMax) + 1,
+    )
+    expect(proofs.size).toBeGreaterThanOrEqual((HOURS * 3_600_000) / netLimits.joinUrlReuseMsMax / 2)
+    // Consecutive attempts with one proof are never further apart than the bound.
+    const at = (url: string): number => Number(new URL(url).searchParams.get('at'))
+    for (const url of urls) {
+      const first = urls.find((u) => proofOf(u) === proofOf(url))
+      expect(at(url)).toBe(at(first ?? url))
+    }
+    // Reachable: the next attempt connects; once a connection opened, its
+    // proof reached the server and is never sent again.
+    reachable = true
+    await clock.advance(netLimits.retryDelayMsMax)
+    expect(servers).toHaveLength(1)
+    const connected = proofOf(urls.at(-1))
+    const attempts = urls.length
+    servers[0]?.close(1006, 'dropped')
+    reachable = false
+    await clock.advance(netLimits.retryDelayMsMax)
+    expect(urls.length).toBeGreaterThan(attempts)
+    expect(proofOf(urls.at(-1))).not.toBe(connected)
+  })
+})
