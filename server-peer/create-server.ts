@@ -25,11 +25,7 @@ import { ServerSigning } from '../peers/server-signing.js'
 import { DeviceKeys } from './device-keys.js'
 import { DeviceRegistry, type DeviceRecord } from './device-registry.js'
 import { adoptFills, adoptsAny, applyPolicies, serverOps } from './server-ops.js'
-import {
-  createSyncEndpoint,
-  startSyncServer,
-  type SyncServer,
-} from './sync-server.js'
+import { createSyncEndpoint, startSyncServer, type SyncServer } from './sync-server.js'
 import type { Connection } from '../core/transport.js'
 import { httpApi } from './http-api.js'
 import { Generations, type CompactionResult } from './generations.js'

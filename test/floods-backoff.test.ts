@@ -194,14 +194,18 @@ describe('join proofs of attempts that never connect', () => {
     const HOURS = 6
     for (let step = 0; step < HOURS * 60; step++) await clock.advance(60_000)
     const proofs = new Set(urls.map(proofOf))
-    console.log(`${HOURS} h unreachable: ${urls.length} attempts, ${proofs.size} join proofs signed`)
+    console.log(
+      `${HOURS} h unreachable: ${urls.length} attempts, ${proofs.size} join proofs signed`,
+    )
     expect(proofs.has(null)).toBe(false)
     // Attempts keep coming at the backoff's pace, each proof reused while fresh.
     expect(urls.length).toBeGreaterThan((HOURS * 3_600_000) / netLimits.retryDelayMsMax)
     expect(proofs.size).toBeLessThanOrEqual(
       Math.ceil((HOURS * 3_600_000) / netLimits.joinUrlReuseMsMax) + 1,
     )
-    expect(proofs.size).toBeGreaterThanOrEqual((HOURS * 3_600_000) / netLimits.joinUrlReuseMsMax / 2)
+    expect(proofs.size).toBeGreaterThanOrEqual(
+      (HOURS * 3_600_000) / netLimits.joinUrlReuseMsMax / 2,
+    )
     // Consecutive attempts with one proof are never further apart than the bound.
     const at = (url: string): number => Number(new URL(url).searchParams.get('at'))
     for (const url of urls) {

@@ -75,7 +75,15 @@ const refusedAtDoor = (link: RawLink): boolean =>
 describe('the cap on devices fetching a new generation', () => {
   it('refuses past it at the door, and frees a place as each move ends', async () => {
     mutable.generationMovesInFlightMax = 2
-    const server = await switchedServer(['dev-a', 'dev-b', 'dev-c', 'dev-d', 'dev-e', 'dev-f', 'dev-g'])
+    const server = await switchedServer([
+      'dev-a',
+      'dev-b',
+      'dev-c',
+      'dev-d',
+      'dev-e',
+      'dev-f',
+      'dev-g',
+    ])
     try {
       const a = rawLink(server, 'dev-a', SITE_KEY)
       const b = rawLink(server, 'dev-b', SITE_KEY)
