@@ -20,6 +20,7 @@ import { deviceWrite } from '../core/writes.js'
 import { Replica } from '../peers/replica.js'
 import { joinBytes } from '../core/protocol.js'
 import { memoryStore } from '../storage/level-store.js'
+import { withLimits } from './helpers/limits.js'
 
 async function openServer(): Promise<Replica> {
   let next = 1
@@ -127,10 +128,8 @@ describe('answers between two transactions', () => {
 
   it('share one kept answer when they bring the same, whatever else their vectors say', async () => {
     const replica = await openServer()
-    const mutable = limits as { answerCachedBytesMin: number }
-    const saved = mutable.answerCachedBytesMin
     // Every answer large enough to keep (a roster of photos): the key decides.
-    mutable.answerCachedBytesMin = 0
+    withLimits(limits, { answerCachedBytesMin: 0 })
     try {
       const first = writer(0)
       const second = writer(1)
@@ -158,7 +157,6 @@ describe('answers between two transactions', () => {
         Y.encodeStateAsUpdate(replica.doc, encodeStateVectorMap(further)),
       )
     } finally {
-      mutable.answerCachedBytesMin = saved
       await replica.close()
     }
   })

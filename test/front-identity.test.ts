@@ -24,6 +24,7 @@ import { memoryPair } from '../transports/memory-transport.js'
 import { eventually } from './helpers/eventually.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
 import { skewedClock } from './helpers/skewed-clock.js'
+import { withLimits } from './helpers/limits.js'
 
 const SITE_KEY = 'identity-site-key'
 const closers: Array<() => Promise<void>> = []
@@ -349,39 +350,33 @@ describe('identity: approval mode', () => {
   it('joins without a proof do not push a device waiting for approval out of a full list (hostile probe)', async () => {
     // With the site key alone, 1,000 made-up ids filled the pending list,
     // and each past it forgot a real pending device (its bound key too).
-    const bounds = limits as { devicesPendingMax: number }
-    const pendingMax = bounds.devicesPendingMax
-    bounds.devicesPendingMax = 3
-    try {
-      const clock = new ManualClock()
-      const server = await newServer(clock, { approveDevices: true })
-      const victim = await newDevice(clock, 'victim', () => server)
-      await settle()
-      await victim.close()
-      await clock.advance(limits.deviceUnsyncedForgetMs + 60_000)
-      for (const id of ['junk-1', 'junk-2'])
-        expect((await closeOf(server, { device: id }))?.code).toBe(CloseCode.pending)
-      // The list is full: no proof, no room.
-      const noProof = await closeOf(server, { device: 'junk-3' })
-      expect(noProof?.reason).toMatch(/^REGISTRY_FULL/)
-      const key = keyPairFromSeed(new Uint8Array(32).fill(7))
-      const at = clock.now()
-      const made = {
-        pub: Buffer.from(key.publicKey).toString('base64url'),
-        at: String(at),
-        proof: Buffer.from(signJoinProof(key, 'roster', 'junk-4', at)).toString('base64url'),
-      }
-      // A made-up proof neither.
-      const badProof = await closeOf(server, { device: 'junk-5', ...made })
-      expect(badProof?.reason).toMatch(/^REGISTRY_FULL/)
-      expect(server.devices.list().map((d) => d.id)).toContain('victim')
-      expect(server.events.query({ type: 'device-forgotten' })).toHaveLength(0)
-      // A join whose proof holds still makes room, as before.
-      expect((await closeOf(server, { device: 'junk-4', ...made }))?.code).toBe(CloseCode.pending)
-      expect(server.devices.list().map((d) => d.id)).not.toContain('victim')
-    } finally {
-      bounds.devicesPendingMax = pendingMax
+    withLimits(limits, { devicesPendingMax: 3 })
+    const clock = new ManualClock()
+    const server = await newServer(clock, { approveDevices: true })
+    const victim = await newDevice(clock, 'victim', () => server)
+    await settle()
+    await victim.close()
+    await clock.advance(limits.deviceUnsyncedForgetMs + 60_000)
+    for (const id of ['junk-1', 'junk-2'])
+      expect((await closeOf(server, { device: id }))?.code).toBe(CloseCode.pending)
+    // The list is full: no proof, no room.
+    const noProof = await closeOf(server, { device: 'junk-3' })
+    expect(noProof?.reason).toMatch(/^REGISTRY_FULL/)
+    const key = keyPairFromSeed(new Uint8Array(32).fill(7))
+    const at = clock.now()
+    const made = {
+      pub: Buffer.from(key.publicKey).toString('base64url'),
+      at: String(at),
+      proof: Buffer.from(signJoinProof(key, 'roster', 'junk-4', at)).toString('base64url'),
     }
+    // A made-up proof neither.
+    const badProof = await closeOf(server, { device: 'junk-5', ...made })
+    expect(badProof?.reason).toMatch(/^REGISTRY_FULL/)
+    expect(server.devices.list().map((d) => d.id)).toContain('victim')
+    expect(server.events.query({ type: 'device-forgotten' })).toHaveLength(0)
+    // A join whose proof holds still makes room, as before.
+    expect((await closeOf(server, { device: 'junk-4', ...made }))?.code).toBe(CloseCode.pending)
+    expect(server.devices.list().map((d) => d.id)).not.toContain('victim')
   })
 
   it('without approval mode, a new device with the site key joins at once', async () => {

@@ -15,7 +15,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { generationMoveDelayMs } from '../core/backoff.js'
 import { netLimits } from '../core/limits.js'
@@ -24,6 +24,7 @@ import { createDevice } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 import { eventually } from './helpers/eventually.js'
+import { withLimits } from './helpers/limits.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
 import { rawLink, type RawLink } from './helpers/raw-link.js'
 
@@ -36,9 +37,8 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true })
 })
 
-const mutable = netLimits as { generationMovesInFlightMax: number }
-const saved = { ...mutable }
-afterEach(() => Object.assign(mutable, saved))
+/** The bounds as they are outside the tests. */
+const saved = { ...netLimits }
 
 const EMPTY_VECTOR = Y.encodeStateVector(new Y.Doc())
 
@@ -74,7 +74,7 @@ const refusedAtDoor = (link: RawLink): boolean =>
 
 describe('the cap on devices fetching a new generation', () => {
   it('refuses past it at the door, and frees a place as each move ends', async () => {
-    mutable.generationMovesInFlightMax = 2
+    withLimits(netLimits, { generationMovesInFlightMax: 2 })
     const server = await switchedServer([
       'dev-a',
       'dev-b',
@@ -127,7 +127,7 @@ describe('the cap on devices fetching a new generation', () => {
   })
 
   it('holds no device back on a site that never started a generation', async () => {
-    mutable.generationMovesInFlightMax = 0
+    withLimits(netLimits, { generationMovesInFlightMax: 0 })
     const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY, listen: false })
     try {
       await server.users.put({ id: 'u', name: 'U' })
@@ -153,7 +153,7 @@ describe('the cap on devices fetching a new generation', () => {
     try {
       await server.users.put({ id: 'x', name: 'X' })
       await device.sync.whenReady()
-      mutable.generationMovesInFlightMax = 0
+      withLimits(netLimits, { generationMovesInFlightMax: 0 })
       await server.compactHistory()
       await eventually(() => expect(device.sync.status().link).not.toBe('connected'))
       // Its spread delay: it comes back and is refused at the door.
@@ -165,7 +165,7 @@ describe('the cap on devices fetching a new generation', () => {
       await settle(20)
       expect(device.events.query({ type: 'generation-moved' })).toHaveLength(0)
       // Room again: after its usual backoff it moves.
-      mutable.generationMovesInFlightMax = saved.generationMovesInFlightMax
+      withLimits(netLimits, { generationMovesInFlightMax: saved.generationMovesInFlightMax })
       await clock.advance(netLimits.retryDelayMsMax)
       await eventually(() =>
         expect(device.events.query({ type: 'generation-moved' })).toHaveLength(1),
@@ -177,7 +177,7 @@ describe('the cap on devices fetching a new generation', () => {
     }
   })
   it('closes a link that holds a place and sends no step 1, and gives its place to the next', async () => {
-    mutable.generationMovesInFlightMax = 1
+    withLimits(netLimits, { generationMovesInFlightMax: 1 })
     const clock = new ManualClock(Date.now())
     const server = await createServer({
       store: memoryStore(),
@@ -231,7 +231,7 @@ describe('the cap on devices fetching a new generation', () => {
   })
 
   it('gives no place to a device new since the switch, nor to a join refused at its key', async () => {
-    mutable.generationMovesInFlightMax = 1
+    withLimits(netLimits, { generationMovesInFlightMax: 1 })
     const server = await switchedServer(['dev-a', 'dev-b'])
     try {
       // Joins that fail admission never reach the gate.

@@ -14,13 +14,14 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { limits } from '../core/limits.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 import { eventually } from './helpers/eventually.js'
+import { withLimits } from './helpers/limits.js'
 
 const SITE_KEY = 'generations-build-site-key'
 const USERS = 300
@@ -31,13 +32,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true })
 })
-
-const mutable = limits as {
-  generationBuildChunkEntries: number
-  generationMergeOffThreadBytesMin: number
-}
-const saved = { ...mutable }
-afterEach(() => Object.assign(mutable, saved))
 
 function openServer(name: string): Promise<ServerPeer> {
   return createServer({ dataDir: join(dir, name), siteKey: SITE_KEY, listen: false })
@@ -56,7 +50,7 @@ const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve)
 
 describe('compactHistory builds the base in chunks', () => {
   it('answers reads between chunks, and a write made meanwhile lands in the new generation', async () => {
-    mutable.generationBuildChunkEntries = 10
+    withLimits(limits, { generationBuildChunkEntries: 10 })
     // A store in memory: its writes take no turn of the loop, so the turns
     // counted are the build's.
     const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY, listen: false })
@@ -95,8 +89,8 @@ describe('compactHistory builds the base in chunks', () => {
   })
 
   it('stores the chunks merged in a worker thread as the snapshot (a restart opens it whole)', async () => {
-    mutable.generationBuildChunkEntries = 25
-    mutable.generationMergeOffThreadBytesMin = 0
+    withLimits(limits, { generationBuildChunkEntries: 25 })
+    withLimits(limits, { generationMergeOffThreadBytesMin: 0 })
     let server = await openServer('worker')
     try {
       await enrol(server)
@@ -120,8 +114,8 @@ describe('compactHistory builds the base in chunks', () => {
   it("gets a device's write sent while the base is built into the new generation", async () => {
     // A long build (a turn per entry, and the merge in a worker): the
     // write arrives while it runs.
-    mutable.generationBuildChunkEntries = 1
-    mutable.generationMergeOffThreadBytesMin = 0
+    withLimits(limits, { generationBuildChunkEntries: 1 })
+    withLimits(limits, { generationMergeOffThreadBytesMin: 0 })
     const server = await createServer({ dataDir: join(dir, 'device'), siteKey: SITE_KEY })
     let device: DevicePeer | undefined
     try {

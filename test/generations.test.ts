@@ -12,7 +12,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { generationMoveDelayMs } from '../core/backoff.js'
 import { limits, netLimits } from '../core/limits.js'
@@ -29,6 +29,7 @@ import { ForwardingStore } from './helpers/forwarding-store.js'
 import type { StoreOp } from '../core/store.js'
 import { keys } from '../peers/storage-keys.js'
 import { ManualClock } from './helpers/manual-clock.js'
+import { withLimits } from './helpers/limits.js'
 
 const SITE_KEY = 'generations-site-key'
 let dir = ''
@@ -220,12 +221,8 @@ describe('the switch and the changes the fan-out has not told yet', () => {
 })
 
 describe('automatic generations', () => {
-  const mutable = limits as {
-    generationClientIdsMax: number
-    generationDeletedItemsMin: number
-  }
-  const saved = { ...mutable }
-  afterEach(() => Object.assign(mutable, saved))
+  /** The bounds as they are outside the tests. */
+  const saved = { ...limits }
 
   /** Device entries written under `count` fresh clientIDs, applied as the server received them. */
   async function manyClients(server: ServerPeer, from: number, count: number): Promise<void> {
@@ -247,7 +244,7 @@ describe('automatic generations', () => {
       verifyWorkers: 0,
     })
     try {
-      mutable.generationClientIdsMax = 4
+      withLimits(limits, { generationClientIdsMax: 4 })
       await manyClients(server, 0, 3)
       await clock.advance(limits.generationCheckIntervalMs)
       await server.replica.drain()
@@ -257,8 +254,10 @@ describe('automatic generations', () => {
       await eventually(() => expect(server.generation.n).toBe(1))
       expect(server.users.get('auto5')?.name).toBe('Auto 5')
       // History: overwrites far outweighing the live items.
-      mutable.generationClientIdsMax = saved.generationClientIdsMax
-      mutable.generationDeletedItemsMin = 50
+      withLimits(limits, {
+        generationClientIdsMax: saved.generationClientIdsMax,
+        generationDeletedItemsMin: 50,
+      })
       await clock.advance(limits.generationCheckIntervalMs)
       await server.replica.drain()
       expect(server.generation.n).toBe(1)

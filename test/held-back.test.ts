@@ -3,18 +3,10 @@
  * link in count and bytes, all links together in count and bytes (the
  * oldest go first), and none once its link is gone.
  */
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { limits } from '../core/limits.js'
 import { HeldBackUpdates, type Held } from '../peers/held-back.js'
-
-const mutable = limits as {
-  heldBackUpdatesMax: number
-  heldBackBytesMax: number
-  heldBackUpdatesPerLinkMax: number
-  heldBackBytesPerLinkMax: number
-}
-const saved = { ...mutable }
-afterEach(() => Object.assign(mutable, saved))
+import { withLimits } from './helpers/limits.js'
 
 let n = 0
 /** A distinct update of `size` bytes from link `from`. */
@@ -29,7 +21,7 @@ const bytesOf = (held: HeldBackUpdates<Held>): number =>
 
 describe('held-back updates', () => {
   it('keep at most heldBackBytesMax bytes of all links together, dropping the oldest', () => {
-    mutable.heldBackBytesMax = 10_000
+    withLimits(limits, { heldBackBytesMax: 10_000 })
     const held = new HeldBackUpdates<Held>()
     const first = update('a', 3_000)
     expect(held.add(first)).toBeUndefined()
@@ -48,15 +40,15 @@ describe('held-back updates', () => {
     expect(held.countFrom('stays')).toBe(2)
     expect(held.all().every((h) => h.from === 'stays')).toBe(true)
     // Its share is whole again, and the count and bytes of what stays hold.
-    mutable.heldBackUpdatesPerLinkMax = 3
+    withLimits(limits, { heldBackUpdatesPerLinkMax: 3 })
     for (let i = 0; i < 3; i++) expect(held.add(update('gone', 100))).toBeUndefined()
     expect(held.add(update('gone', 100))?.code).toBe('TOO_MANY_HELD_BACK')
     expect(bytesOf(held)).toBe(500)
   })
 
   it('refuse past a link share, in count and in bytes', () => {
-    mutable.heldBackUpdatesPerLinkMax = 2
-    mutable.heldBackBytesPerLinkMax = 1_000
+    withLimits(limits, { heldBackUpdatesPerLinkMax: 2 })
+    withLimits(limits, { heldBackBytesPerLinkMax: 1_000 })
     const held = new HeldBackUpdates<Held>()
     expect(held.add(update('a', 600))).toBeUndefined()
     expect(held.add(update('a', 600))?.code).toBe('TOO_MANY_HELD_BACK')

@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { netLimits } from '../core/limits.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
+import { withLimits } from './helpers/limits.js'
 
 let server: ServerPeer | undefined
 afterEach(async () => {
@@ -125,34 +126,28 @@ describe('HTTP API', () => {
   it('ends a page of users by its bytes too, and refuses all=1 past them (HTTP probe)', async () => {
     // 800 users of 512 KiB made one 495 MiB body; 900, a string longer than
     // V8 allows, and the request was never answered.
-    const bounds = netLimits as { usersPageBytesMax: number }
-    const before = bounds.usersPageBytesMax
-    bounds.usersPageBytesMax = 1024 * 1024
-    try {
-      server = await createServer({ store: memoryStore() })
-      const photo = new Uint8Array(200 * 1024).fill(7)
-      for (let i = 0; i < 12; i++) await server.users.put({ id: `u${10 + i}`, photo })
-      const seen: string[] = []
-      let after = ''
-      for (let pages = 0; pages < 12; pages++) {
-        const page = await call('GET', `/api/users?limit=100${after}`)
-        expect(page.status).toBe(200)
-        const users = page.body.users as Array<{ id: string }>
-        // About 1 MiB: 4 users of 273 KB base64 each (the one that crosses it included).
-        expect(users.length).toBeGreaterThan(0)
-        expect(users.length).toBeLessThanOrEqual(4)
-        seen.push(...users.map((u) => u.id))
-        if (page.body.next === null) break
-        after = `&after=${page.body.next as string}`
-      }
-      expect(seen).toEqual(Array.from({ length: 12 }, (_, i) => `u${10 + i}`))
-      const all = await call('GET', '/api/users?all=1')
-      expect([all.status, (all.body.error as { code?: string }).code]).toEqual([
-        400,
-        'TOO_MANY_USERS',
-      ])
-    } finally {
-      bounds.usersPageBytesMax = before
+    withLimits(netLimits, { usersPageBytesMax: 1024 * 1024 })
+    server = await createServer({ store: memoryStore() })
+    const photo = new Uint8Array(200 * 1024).fill(7)
+    for (let i = 0; i < 12; i++) await server.users.put({ id: `u${10 + i}`, photo })
+    const seen: string[] = []
+    let after = ''
+    for (let pages = 0; pages < 12; pages++) {
+      const page = await call('GET', `/api/users?limit=100${after}`)
+      expect(page.status).toBe(200)
+      const users = page.body.users as Array<{ id: string }>
+      // About 1 MiB: 4 users of 273 KB base64 each (the one that crosses it included).
+      expect(users.length).toBeGreaterThan(0)
+      expect(users.length).toBeLessThanOrEqual(4)
+      seen.push(...users.map((u) => u.id))
+      if (page.body.next === null) break
+      after = `&after=${page.body.next as string}`
     }
+    expect(seen).toEqual(Array.from({ length: 12 }, (_, i) => `u${10 + i}`))
+    const all = await call('GET', '/api/users?all=1')
+    expect([all.status, (all.body.error as { code?: string }).code]).toEqual([
+      400,
+      'TOO_MANY_USERS',
+    ])
   }, 30_000)
 })

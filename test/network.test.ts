@@ -16,6 +16,7 @@ import { memoryStore } from '../storage/level-store.js'
 import { encodeMessage } from '../core/protocol.js'
 import { netLimits } from '../core/limits.js'
 import { eventually } from './helpers/eventually.js'
+import { withLimits } from './helpers/limits.js'
 
 const SITE_KEY = 'test-site-key'
 const closers: Array<() => Promise<void> | void> = []
@@ -230,31 +231,25 @@ describe('a server shutting down', () => {
     // A closed link waits for its peer's end up to closedLinkLingerMs (and
     // ws for a close answer up to 30 s); here the linger is past this test's
     // 20 s timeout, so a close that waited for either would fail it.
-    const limits = netLimits as { closedLinkLingerMs: number }
-    const linger = limits.closedLinkLingerMs
-    limits.closedLinkLingerMs = 120_000
-    try {
-      const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY })
-      await server.users.put({ id: 'u1', name: 'Ann' })
-      const device = await createDevice({
-        id: 'D1',
-        store: memoryStore(),
-        server: server.url,
-        siteKey: SITE_KEY,
-      })
-      closers.push(() => device.close())
-      await eventually(() => expect(device.users.get('u1')?.name).toBe('Ann'))
-      const { ws } = await rawSocket(server, 'D2')
-      const closed = new Promise<string>((resolve) =>
-        ws.once('close', (code, reason) => resolve(`${code} ${reason.toString()}`)),
-      )
-      await server.close()
-      expect(await closed).toBe('1001 server closing')
-      // The device kept what it had, and knows the server went.
-      expect(device.users.get('u1')?.name).toBe('Ann')
-      await eventually(() => expect(device.serverLink?.synced).not.toBe(true))
-    } finally {
-      limits.closedLinkLingerMs = linger
-    }
+    withLimits(netLimits, { closedLinkLingerMs: 120_000 })
+    const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY })
+    await server.users.put({ id: 'u1', name: 'Ann' })
+    const device = await createDevice({
+      id: 'D1',
+      store: memoryStore(),
+      server: server.url,
+      siteKey: SITE_KEY,
+    })
+    closers.push(() => device.close())
+    await eventually(() => expect(device.users.get('u1')?.name).toBe('Ann'))
+    const { ws } = await rawSocket(server, 'D2')
+    const closed = new Promise<string>((resolve) =>
+      ws.once('close', (code, reason) => resolve(`${code} ${reason.toString()}`)),
+    )
+    await server.close()
+    expect(await closed).toBe('1001 server closing')
+    // The device kept what it had, and knows the server went.
+    expect(device.users.get('u1')?.name).toBe('Ann')
+    await eventually(() => expect(device.serverLink?.synced).not.toBe(true))
   }, 20_000)
 })

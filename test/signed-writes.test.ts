@@ -35,6 +35,7 @@ import type { DeviceRecord } from '../server-peer/device-registry.js'
 import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
 import { eventually } from './helpers/eventually.js'
+import { withLimits } from './helpers/limits.js'
 
 const SITE_KEY = 'signed-writes-site'
 const closers: Array<() => Promise<void>> = []
@@ -304,21 +305,15 @@ describe('signed writes at the server', () => {
     const { server } = await site()
     const d9 = keyPairFromSeed(seedOf(9))
     const { raw, site: siteId } = await joinD9(server, d9)
-    const mutable = limits as { documentClientIdsMax: number }
-    const saved = mutable.documentClientIdsMax
-    mutable.documentClientIdsMax = server.replica.doc.store.clients.size + 20
-    try {
-      const batch = (from: number): Uint8Array => freshClients(d9, siteId, from)
-      expect(await verdict(raw, [batch(100)])).toBeUndefined()
-      const before = server.replica.doc.store.clients.size
-      expect(await verdict(raw, [batch(200)])).toBe('FORBIDDEN_WRITE')
-      await eventually(() =>
-        expect(raw.closed()?.reason).toMatch(/new ones wait for the next generation/),
-      )
-      expect(server.replica.doc.store.clients.size).toBe(before)
-    } finally {
-      mutable.documentClientIdsMax = saved
-    }
+    withLimits(limits, { documentClientIdsMax: server.replica.doc.store.clients.size + 20 })
+    const batch = (from: number): Uint8Array => freshClients(d9, siteId, from)
+    expect(await verdict(raw, [batch(100)])).toBeUndefined()
+    const before = server.replica.doc.store.clients.size
+    expect(await verdict(raw, [batch(200)])).toBe('FORBIDDEN_WRITE')
+    await eventually(() =>
+      expect(raw.closed()?.reason).toMatch(/new ones wait for the next generation/),
+    )
+    expect(server.replica.doc.store.clients.size).toBe(before)
   })
 
   it("a plain (keyless) client cannot take a signing writer's clientID", async () => {
@@ -835,36 +830,29 @@ describe('signed writes on the LAN', () => {
     // A LAN step 2 of 2,100 envelopes went to the server as 2,100 messages,
     // past its link's message burst: RATE_LIMITED, and 33 of them arrived.
     // Here the server's message rate is lowered so that 200 are too many.
-    const rates = netLimits as { linkMessagesPerSecondMax: number; linkMessagesBurstMax: number }
-    const was = { ...rates }
-    rates.linkMessagesPerSecondMax = 5
-    rates.linkMessagesBurstMax = 50
-    try {
-      const { server, d2 } = await site()
-      const d9 = keyPairFromSeed(seedOf(9))
-      const { raw: serverLink, site: s } = await joinD9(server, d9)
-      const cert = certificateOf(serverLink)
-      serverLink.connection.close(1000, 'D9 goes on over the LAN only')
-      const own = deriveClientId(d9.publicKey, 5)
-      const doc = new Y.Doc()
-      doc.clientID = own
-      const envelopes: Uint8Array[] = []
-      doc.on('update', (update: Uint8Array) => envelopes.push(seal(d9, s, 'D9', 5, update, cert)))
-      const count = 200
-      for (let i = 0; i < count; i++)
-        doc.getMap('u:D9').set(`r${i}`, { e: 0, f: { title: `R ${i}` }, s: { title: Date.now() } })
-      const raw = lanLink(d2, { key: d9, cert })
-      await eventually(() => expect(raw.received.some((m) => m.type === 'sync-step1')).toBe(true))
-      raw.send({ type: 'signed-update', envelopes })
-      await eventually(() => expect(server.replica.doc.getMap('u:D9').size).toBe(count), 20_000)
-      // Never cut off its server on the way.
-      expect(server.events.query({ type: 'write-refused', deviceId: 'D2' })).toEqual([])
-      expect(d2.sync.status().deviceToServer.error).toBeUndefined()
-      expect(d2.events.query({ type: 'sync-failed' })).toEqual([])
-      expect(raw.closed()).toBeUndefined()
-    } finally {
-      Object.assign(rates, was)
-    }
+    withLimits(netLimits, { linkMessagesPerSecondMax: 5, linkMessagesBurstMax: 50 })
+    const { server, d2 } = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { raw: serverLink, site: s } = await joinD9(server, d9)
+    const cert = certificateOf(serverLink)
+    serverLink.connection.close(1000, 'D9 goes on over the LAN only')
+    const own = deriveClientId(d9.publicKey, 5)
+    const doc = new Y.Doc()
+    doc.clientID = own
+    const envelopes: Uint8Array[] = []
+    doc.on('update', (update: Uint8Array) => envelopes.push(seal(d9, s, 'D9', 5, update, cert)))
+    const count = 200
+    for (let i = 0; i < count; i++)
+      doc.getMap('u:D9').set(`r${i}`, { e: 0, f: { title: `R ${i}` }, s: { title: Date.now() } })
+    const raw = lanLink(d2, { key: d9, cert })
+    await eventually(() => expect(raw.received.some((m) => m.type === 'sync-step1')).toBe(true))
+    raw.send({ type: 'signed-update', envelopes })
+    await eventually(() => expect(server.replica.doc.getMap('u:D9').size).toBe(count), 20_000)
+    // Never cut off its server on the way.
+    expect(server.events.query({ type: 'write-refused', deviceId: 'D2' })).toEqual([])
+    expect(d2.sync.status().deviceToServer.error).toBeUndefined()
+    expect(d2.events.query({ type: 'sync-failed' })).toEqual([])
+    expect(raw.closed()).toBeUndefined()
   }, 30_000)
 
   it('a link goes on past a few stale relayed envelopes, not past staleEnvelopesPerMessageMax', async () => {

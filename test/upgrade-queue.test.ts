@@ -7,9 +7,10 @@
  */
 import type { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { netLimits } from '../core/limits.js'
 import { UpgradeQueue } from '../server-peer/sync-server.js'
+import { withLimits } from './helpers/limits.js'
 
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 
@@ -23,24 +24,10 @@ function fakeSocket(remoteAddress = '127.0.0.1'): Socket {
   return socket as unknown as Socket
 }
 
-const mutable = netLimits as {
-  upgradesWaitingMax: number
-  handshakesPerAddressMax: number
-  upgradeTurnMsMax: number
-}
-const waitingMax = netLimits.upgradesWaitingMax
-const perAddressMax = netLimits.handshakesPerAddressMax
-const turnMsMax = netLimits.upgradeTurnMsMax
-afterEach(() => {
-  mutable.upgradesWaitingMax = waitingMax
-  mutable.handshakesPerAddressMax = perAddressMax
-  mutable.upgradeTurnMsMax = turnMsMax
-})
-
 describe('the upgrade queue', () => {
   it('completes at most upgradesPerTurnMax per turn, in arrival order', async () => {
     // Counted alone: a loaded machine's pause must not end a turn here.
-    mutable.upgradeTurnMsMax = 60_000
+    withLimits(netLimits, { upgradeTurnMsMax: 60_000 })
     const done: number[] = []
     const queue = new UpgradeQueue((req) => done.push(Number(req.url)))
     const n = netLimits.upgradesPerTurnMax * 3 + 5
@@ -82,7 +69,7 @@ describe('the upgrade queue', () => {
   })
 
   it('drops an upgrade past upgradesWaitingMax, skips a closed one, and drops all on close', async () => {
-    mutable.upgradesWaitingMax = 3
+    withLimits(netLimits, { upgradesWaitingMax: 3 })
     const done: string[] = []
     const queue = new UpgradeQueue((req) => done.push(req.url ?? ''))
     const sockets = [fakeSocket(), fakeSocket(), fakeSocket(), fakeSocket()]
@@ -100,7 +87,7 @@ describe('the upgrade queue', () => {
   })
 
   it('takes at most handshakesPerAddressMax waiting from one address', async () => {
-    mutable.handshakesPerAddressMax = 2
+    withLimits(netLimits, { handshakesPerAddressMax: 2 })
     const done: string[] = []
     const queue = new UpgradeQueue((req) => done.push(req.url ?? ''))
     const one = [fakeSocket('10.0.0.1'), fakeSocket('10.0.0.1'), fakeSocket('10.0.0.1')]
