@@ -66,6 +66,16 @@ export async function importUsers(
     serverKeyFingerprint: target.serverKeyFingerprint,
     schema: target.schema,
   })
+  // A device never admitted takes the file on the fingerprint it was
+  // given: that key is its server's from now on (a hello with another key
+  // is refused, SERVER_KEY_CHANGED), so what it imports and what its server
+  // later sends are one writer's. Pinned before the import is written (the
+  // file is checked already): a crash between the two writes leaves a pin
+  // and no import, which importing again completes; the other order left
+  // the server's users imported and no key pinned, and the device took a
+  // hello from another server (crash probe).
+  if (target.identity.serverKey === undefined)
+    await target.identity.pinServer(contents.serverKey, undefined)
   const result = await target.replica.write((ctx) => {
     const current = ctx.policies()
     for (const [field, entry] of Object.entries(contents.policies)) {
@@ -90,12 +100,5 @@ export async function importUsers(
     })
     return { imported, unchanged: contents.users.length - imported, expiresAt: contents.expiresAt }
   })
-  // A device never admitted took the file on the fingerprint it was
-  // given: that key is its server's from now on (a hello with another key
-  // is refused, SERVER_KEY_CHANGED), so what it imported and what its
-  // server later sends are one writer's. Pinned once the import is
-  // durable: a refused import changes nothing, the pin included.
-  if (target.identity.serverKey === undefined)
-    await target.identity.pinServer(contents.serverKey, undefined)
   return result
 }

@@ -91,12 +91,18 @@ export class DeviceKeys {
     // Its accepted proofs are kept (they age out): forgotten, a device's
     // join URL captured within the hour must not get in again.
     this.issued.delete(deviceId)
-    await this.replica.setRecord(NAMESPACE, deviceId, undefined)
-    if (old !== undefined && revoke) {
-      const id = keyRevocationId(old)
-      if (!this.replica.isRevoked(id))
-        await this.replica.write((ctx) => ctx.setRevoked(id as WriterId, { t: ctx.stamp() }))
+    const revocation = old !== undefined && revoke ? keyRevocationId(old) : undefined
+    if (revocation === undefined || this.replica.isRevoked(revocation)) {
+      await this.replica.setRecord(NAMESPACE, deviceId, undefined)
+      return
     }
+    // One batch: a crash between the binding gone and the revocation
+    // written left the old key neither bound nor revoked, and a reset
+    // tried again found no key to revoke (crash probe).
+    await this.replica.write((ctx) => {
+      ctx.setRecord(NAMESPACE, deviceId, undefined)
+      ctx.setRevoked(revocation as WriterId, { t: ctx.stamp() })
+    })
   }
 
   /**
