@@ -408,7 +408,10 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   generationIdOf = () => generations.current().id
   // A device forgotten to make room: its key binding goes (not revoked: the
   // same terminal may come back).
-  registry.onForgotten = (id) => void keys.unbind(id, false).catch(() => undefined)
+  registry.onForgotten = (id) => {
+    endpoint.forget(id)
+    void keys.unbind(id, false).catch(() => undefined)
+  }
   const moves = new MoveGate({
     clock: basics.clock,
     generation: () => generations.started(),
@@ -479,6 +482,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
         // Forgotten before its link closes: a device that rejoins at once is new.
         const forgotten = registry.forget(id)
         endpoint.disconnect(id, CloseCode.refused, 'PEER_UNKNOWN: forgotten by the administrator')
+        endpoint.forget(id)
         await keys.unbind(id, false)
         return forgotten
       },

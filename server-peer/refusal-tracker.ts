@@ -67,6 +67,12 @@ export class RefusalTracker {
     return true
   }
 
+  /** Drops what it remembers of a device the registry forgot (its id is new if it comes back). */
+  forget(deviceId: string): void {
+    this.missing.delete(deviceId)
+    this.logged.delete(deviceId)
+  }
+
   private remember(deviceId: string, update: Uint8Array, doc: Y.Doc): void {
     let ends: Map<number, number>
     try {

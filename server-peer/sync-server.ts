@@ -111,6 +111,11 @@ export interface SyncEndpoint {
   connectedDevices(): string[]
   /** Closes every connection of a device (after a revoke). */
   disconnect(deviceId: string, code: number, reason: string): void
+  /**
+   * Drops what the endpoint remembers of a device the registry forgot (its
+   * refusals, its failures logged): nothing of a forgotten id stays.
+   */
+  forget(deviceId: string): void
   /** Closes every connection. */
   closeAll(code: number, reason: string): void
 }
@@ -282,6 +287,10 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
     connectedDevices: () => [...members.values()].map((m) => m.deviceId),
     disconnect(deviceId, code, reason) {
       byDevice.get(deviceId)?.connection.close(code, reason)
+    },
+    forget(deviceId) {
+      refusals.forget(deviceId)
+      syncLog.forget(deviceId)
     },
     closeAll(code, reason) {
       for (const m of members.values()) m.connection.close(code, reason)
@@ -784,6 +793,12 @@ class ServerSyncLog {
     this.registry.direction(deviceId, direction, 'success')
     if (!this.failing.delete(`${direction} ${deviceId}`)) return
     void logEvent(this.replica, { type: 'sync-succeeded', deviceId, direction })
+  }
+
+  /** Drops the failures noted of a device the registry forgot. */
+  forget(deviceId: string): void {
+    this.failing.delete(`serverToDevice ${deviceId}`)
+    this.failing.delete(`deviceToServer ${deviceId}`)
   }
 
   /** A refused update of a registered device, new in its cause. */

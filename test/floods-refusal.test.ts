@@ -190,3 +190,42 @@ describe("what deviceToServer 'success' means at the server", () => {
     await eventually(() => expect(deviceToServer(server, 'D1')?.state).toBe('success'))
   })
 })
+
+describe('a device forgotten after a refusal', () => {
+  it('starts afresh when it comes back: its refusal is logged again (years probe)', async () => {
+    // The server kept, per device id, the causes it had logged and the
+    // refused operations it waited for, past the id's forgetting: a leak
+    // (about 0.5 MB per 1,000 forgotten ids), and the same id registered
+    // again had its first refusal go unlogged.
+    const server = await createServer({
+      store: memoryStore(),
+      clock: new ManualClock(),
+      listen: false,
+      siteKey: SITE_KEY,
+    })
+    closers.push(() => server.close())
+    const refused = (): Uint8Array => {
+      const writer = new Y.Doc()
+      writer.getMap('u:D1').set('u1', { e: 0, f: { status: 'exploded' }, s: { status: 1 } })
+      return Y.encodeStateAsUpdate(writer)
+    }
+    const refusals = (): number =>
+      server.events.query({ type: 'write-refused', deviceId: 'D1' }).length
+    const first = rawLink(server, 'D1', SITE_KEY)
+    first.send({ type: 'sync-update', update: refused() })
+    await eventually(() => expect(first.closed()?.code).toBe(1008))
+    await eventually(() => expect(refusals()).toBe(1))
+    // Once per cause while it is known.
+    const again = rawLink(server, 'D1', SITE_KEY)
+    again.send({ type: 'sync-update', update: refused() })
+    await eventually(() => expect(again.closed()?.code).toBe(1008))
+    await settle()
+    expect(refusals()).toBe(1)
+    expect(await server.devices.forget('D1')).toBe(true)
+    const back = rawLink(server, 'D1', SITE_KEY)
+    back.send({ type: 'sync-update', update: refused() })
+    await eventually(() => expect(back.closed()?.code).toBe(1008))
+    await eventually(() => expect(refusals()).toBe(2))
+    expect(deviceToServer(server, 'D1')).toMatchObject({ state: 'failed', error: 'INVALID_RECORD' })
+  })
+})

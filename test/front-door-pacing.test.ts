@@ -172,6 +172,7 @@ async function pacedServer(): Promise<{
     },
     connectedDevices: () => [],
     disconnect: () => undefined,
+    forget: () => undefined,
     closeAll: (code, reason) => {
       for (const link of links) link.close(code, reason)
     },

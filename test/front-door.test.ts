@@ -196,6 +196,7 @@ describe('front door: handshake time', () => {
       connectedDevices: () => [],
       disconnect: () => undefined,
       closeAll: () => undefined,
+      forget: () => undefined,
     }
     // Only the listening options matter here; the endpoint is a stub.
     const listening = await startSyncServer(
