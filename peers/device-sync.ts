@@ -184,7 +184,7 @@ export class DeviceSync implements DeviceSyncApi {
       // Paused, the link's connection starts it; connected again meanwhile, now.
       if (this.link?.state === 'connected') this.auto()
       else this.link?.resume()
-    } else if (now - this.persistedUseAt >= this.usePersistEveryMs()) {
+    } else if (now - this.persistedUseAt >= Math.min(3_600_000, this.options.retentionMs / 10)) {
       // Not on every call (a durable write per read): an hour's lag is harmless.
       this.persist()
     }
@@ -202,10 +202,6 @@ export class DeviceSync implements DeviceSyncApi {
     this.server.rejectWaiters(closing)
     this.rounds.close(closing)
     for (const w of this.readyWaiters.splice(0)) w.reject(closing)
-  }
-
-  private usePersistEveryMs(): number {
-    return Math.min(3_600_000, Math.floor(this.options.retentionMs / 10))
   }
 
   private persist(): void {
@@ -394,15 +390,20 @@ export class DeviceSync implements DeviceSyncApi {
     const { clock, retentionMs } = this.options
     this.timers.clearRetention()
     if (this.closed || this.persisted.awaitingUse) return
-    const due = this.persisted.lastUsedAt + retentionMs - clock.now()
     this.timers.armRetention(
       () => {
-        const idle = clock.now() - this.persisted.lastUsedAt
-        if (idle >= retentionMs) void this.retire().catch(() => undefined)
+        if (clock.now() - this.lastUse() >= retentionMs) void this.retire().catch(() => undefined)
         else this.armRetention()
       },
-      Math.max(0, due),
+      Math.max(0, this.lastUse() + retentionMs - clock.now()),
     )
+  }
+
+  /** Last use; one in the future (the clock set back since) counts from now (years probe). */
+  private lastUse(): number {
+    const now = this.options.clock.now()
+    if (this.persisted.lastUsedAt > now) this.persisted = { ...this.persisted, lastUsedAt: now }
+    return this.persisted.lastUsedAt
   }
 
   /**
@@ -416,8 +417,8 @@ export class DeviceSync implements DeviceSyncApi {
     if (this.link !== undefined && this.link.state !== 'refused' && this.persisted.offlineReady)
       await this.rounds.run('delta', true, false).catch(() => undefined)
     if (this.closed || this.persisted.awaitingUse) return
-    const idle = this.options.clock.now() - this.persisted.lastUsedAt
-    if (idle < this.options.retentionMs) return this.armRetention()
+    if (this.options.clock.now() - this.lastUse() < this.options.retentionMs)
+      return this.armRetention()
     await this.wipeForRetention()
   }
 

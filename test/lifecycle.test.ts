@@ -649,6 +649,32 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(types.map((e) => e.type)).toEqual(['sync-failed', 'roster-wiped'])
     })
 
+    it('counts a use made while the clock ran ahead from when it was set back (years probe)', async () => {
+      const s = await site()
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      let aheadMs = 0
+      const base = deviceClock(s.clock, 'D1')
+      const d = await device(s, 'D1', {
+        retentionMs: 2 * DAY,
+        clock: {
+          now: () => base.now() + aheadMs,
+          setTimeout: (fn, ms) => base.setTimeout(fn, ms),
+          clearTimeout: (handle) => base.clearTimeout(handle),
+        },
+      })
+      await d.sync.whenIdle()
+      // Used while its clock ran a month ahead; the clock is set right.
+      aheadMs = 30 * DAY
+      expect(d.users.list()).toHaveLength(1)
+      aheadMs = 0
+      await s.clock.advance(2 * DAY - 60_000)
+      expect(d.replica.list()).toHaveLength(1)
+      // Gone within twice the retention (it was kept a month more).
+      await s.clock.advance(2 * DAY + 120_000)
+      await settle(20)
+      expect(d.replica.list()).toHaveLength(0)
+    })
+
     it('counts a sign-in as use', async () => {
       const s = await site()
       await s.server.users.put({ id: 'u1', name: 'Ann' })
