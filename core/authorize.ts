@@ -111,7 +111,11 @@ export interface UpdateSummary {
 export interface CheckOptions {
   /** May the sender write into roots owned by this writer? */
   readonly mayWrite: (owner: WriterId) => boolean
-  /** The receiver's clock, ms since the epoch: later stamps are judged against it. */
+  /**
+   * The receiver's time, ms since the epoch: stamps more than
+   * `stampSkewMsMax` past it are refused (Replica.stampHorizon: its clock,
+   * or later where its own or its server's stamps went).
+   */
   readonly now: number
   /** Validates device entries' fields when given. */
   readonly schema?: RecordSchema
@@ -539,7 +543,7 @@ class UpdateCheck {
     }
     if (stampMs(stamp) > latestMs) {
       throw invalid(
-        `update holds a stamp ${stampMs(stamp) - this.options.now} ms ahead of this peer's clock in ${where}; the limit is ${limits.stampSkewMsMax}`,
+        `update holds a stamp ${stampMs(stamp) - this.options.now} ms ahead of this peer's time in ${where}; the limit is ${limits.stampSkewMsMax}`,
       )
     }
   }

@@ -18,6 +18,8 @@ export const stampMs = (stamp: HlcStamp): number => Math.floor(stamp / countsPer
 /** A hybrid logical clock for one writer. */
 export class Hlc {
   private last: HlcStamp
+  /** The latest physical time this clock issued a stamp at, ms (its own clock's, never observed). */
+  private wallHigh = 0
 
   constructor(last: HlcStamp = 0) {
     this.last = last
@@ -25,9 +27,25 @@ export class Hlc {
 
   /** A fresh stamp, greater than every stamp issued or observed so far. */
   next(physicalMs: number): HlcStamp {
-    const wall = Math.floor(physicalMs) * countsPerMs
+    const ms = Math.floor(physicalMs)
+    if (ms > this.wallHigh) this.wallHigh = ms
+    const wall = ms * countsPerMs
     this.last = wall > this.last ? wall : this.last + 1
     return this.last
+  }
+
+  /**
+   * The latest time of its own clock this peer stamped at, ms: where its
+   * clock has been, whatever it says now (set back since) and whatever
+   * stamps it observed (other writers' cannot move it).
+   */
+  wall(): number {
+    return this.wallHigh
+  }
+
+  /** Takes note of a time this peer stamped at before (persisted across restarts). */
+  observeWall(ms: number): void {
+    if (Number.isSafeInteger(ms) && ms > this.wallHigh) this.wallHigh = ms
   }
 
   /** Takes note of a stamp seen in replicated data. */

@@ -186,8 +186,9 @@ export const limits = {
   heldBackBytesMax: 64 * 1024 * 1024,
   // Issue 11: update bounds
   /**
-   * How far ahead of the receiver's clock a stamp in a remote entry may be,
-   * in ms. A later stamp is refused: an HLC adopts every stamp it observes,
+   * How far ahead of the receiver's time a stamp in a remote entry may be,
+   * in ms (Replica.stampHorizon: its clock, or later where its own or its
+   * server's stamps went). A later stamp is refused: an HLC adopts every stamp it observes,
    * so one stamp of 2^53 would pin every later stamp of the receiver there.
    * Larger than any pairwise skew of a site's clocks (the simulator runs
    * peers up to 15 minutes off either way, 30 minutes apart), small enough

@@ -212,7 +212,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
         // merged); a device's, only its own part.
         mayWrite: (owner) => writer === SERVER_ID || owner === writer,
         schema: basics.schema,
-        now: replica.now(),
+        now: replica.stampHorizon(),
       }),
   })
   const linkSigning = serverLinkSigning({

@@ -404,7 +404,7 @@ export function runLanLink(
           mayWrite: () => true,
           schema,
           serverClients: serverClientsOf(replica.doc),
-          now: replica.now(),
+          now: replica.stampHorizon(),
         })
       },
       onRefused: refused,

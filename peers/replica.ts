@@ -21,7 +21,6 @@
 import { strict as assert } from 'node:assert'
 import type * as Y from 'yjs'
 import type { Clock } from '../core/clock.js'
-import { decodeValue } from '../core/codec.js'
 import { MalformedMessageError, PeerClosedError } from '../core/errors.js'
 import type { EventLog } from '../core/events.js'
 import { Hlc, type HlcStamp } from '../core/hlc.js'
@@ -29,7 +28,6 @@ import type { UserId, WriterId } from '../core/ids.js'
 import { limits, netLimits } from '../core/limits.js'
 import type { UpdateRanges } from '../core/update-scan.js'
 import type { PolicyTable, UserLocal, UserReplica, UserView } from '../core/resolve.js'
-import { keys } from './storage-keys.js'
 import { BatchRunner } from './replica/batch-runner.js'
 import { Compactor } from './replica/compactor.js'
 import { ReplicaDocument } from './replica/document.js'
@@ -171,16 +169,10 @@ export class Replica {
       this.document.invalidatePolicies()
       return this.local.load(store)
     })
-    const hlc = await store.get(keys.hlc)
-    if (hlc !== undefined) this.hlc.observe(Number(decodeValue(hlc)))
     await this.local.loadRecords(store)
   }
 
-  /**
-   * Mints a new clientID now (after a wipe, a full sync or a detected
-   * restore), so that operations made from here on never collide with ones
-   * made under the old id.
-   */
+  /** Mints a new clientID now (a wipe, a full sync, a restore): later operations never collide with the old id's. */
   renewClientId(): Promise<void> {
     return this.log.renewClientId(this.doc)
   }
@@ -250,6 +242,11 @@ export class Replica {
   /** The greatest HLC stamp issued or observed. */
   hlcPeek(): HlcStamp {
     return this.hlc.peek()
+  }
+
+  /** Where other writers' stamps are judged from (ReplicaDocument.stampHorizon). */
+  stampHorizon(): number {
+    return this.document.stampHorizon(this.now(), this.hlc.wall())
   }
 
   /** The peer's clock now, ms: what checks of remote stamps judge them against (issue 11). */

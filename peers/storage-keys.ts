@@ -24,6 +24,8 @@ export const keys = {
   logDeletingBytes: 'm/logdel',
   /** The greatest HLC stamp issued or seen. */
   hlc: 'm/hlc',
+  /** The latest time of its own clock the peer stamped at (Hlc.wall). */
+  hlcWall: 'm/hlc-wall',
   /** Local-only state: device deletes and device-specific values. */
   deleted: (userId: string): string => `l/d/${userId}`,
   deletedFrom: 'l/d/',

@@ -111,16 +111,22 @@ describe('adoptionFor', () => {
     )
     let adopted = 0
     let vacated = 0
-    fc.assert(
-      fc.property(replica, policies, (user, table) => {
-        const found = adoptionFor(user, table)
-        const { creates, fields, vacated: voids } = found ?? {}
-        expect(found && { creates, fields, vacated: voids }).toEqual(resolvedAdoption(user, table))
-        if (found !== undefined && found.fields.size > 0 && !found.creates) adopted++
-        if (found !== undefined && found.vacated.size > 0) vacated++
-      }),
-      { seed, numRuns: 10_000 },
-    )
+    // Vacated fills are rare (about 6 in 10,000 runs): more rounds, each
+    // seeded from the seed, until one came (one round in 400 sees none).
+    for (let round = 0; round < 5 && (round === 0 || vacated === 0); round++) {
+      fc.assert(
+        fc.property(replica, policies, (user, table) => {
+          const found = adoptionFor(user, table)
+          const { creates, fields, vacated: voids } = found ?? {}
+          expect(found && { creates, fields, vacated: voids }).toEqual(
+            resolvedAdoption(user, table),
+          )
+          if (found !== undefined && found.fields.size > 0 && !found.creates) adopted++
+          if (found !== undefined && found.vacated.size > 0) vacated++
+        }),
+        { seed: seed + round, numRuns: 10_000 },
+      )
+    }
     // The runs reach fills of a live server record, not only the shortcut.
     expect(adopted).toBeGreaterThan(50)
     expect(vacated).toBeGreaterThan(0)

@@ -117,6 +117,29 @@ describe('stamps', () => {
     }
   })
 
+  it('stamps a device sends never move where the server judges stamps from (no ratchet)', async () => {
+    // The server believes stamps up to stampSkewMsMax past its clock, or
+    // past the latest time it stamped at itself (its clock set back): a
+    // device's stamps, taken into the server's HLC, must not push that bound.
+    const clock = new ManualClock(NOW)
+    const server = await createServer({ store: memoryStore(), listen: false, open: true, clock })
+    try {
+      const near = (NOW + limits.stampSkewMsMax - 60_000) * 1000
+      expect(
+        await sendToServer(server, 'D1', setUpdate('D1', 'u1', entry({ s: { name: near } }), 1)),
+      ).toBe('accepted')
+      // The server writes after it (its HLC past the device's stamp).
+      await server.users.put({ id: 'u2', name: 'Bob' })
+      expect(server.replica.hlcPeek()).toBeGreaterThan(near)
+      const further = (NOW + 2 * limits.stampSkewMsMax - 120_000) * 1000
+      expect(
+        await sendToServer(server, 'D2', setUpdate('D2', 'u1', entry({ s: { name: further } }), 2)),
+      ).toBe('INVALID_RECORD')
+    } finally {
+      await server.close()
+    }
+  })
+
   it('a stamp of 2^53 sent to the server leaves its clock where it was', async () => {
     const server = await createServer({ store: memoryStore(), listen: false, open: true })
     try {

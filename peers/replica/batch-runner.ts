@@ -61,6 +61,10 @@ export interface BatchParts {
 
 /** Applies and stores the batches of one replica. */
 export class BatchRunner {
+  /** The Hlc.wall last added to a batch: it goes with the next batch that stamps later. */
+  private wallStored = 0
+  /** Whether a batch looked at every user's device-specific values (applyBatch). */
+  private pruned = false
   constructor(private readonly parts: BatchParts) {}
 
   /** Applies one batch of operations, makes it durable, then settles each. */
@@ -96,6 +100,10 @@ export class BatchRunner {
     if (log.stagedWipe?.generation !== true) log.appendOps(captured, storeOps, deleteFree)
     if (captured.length > 0)
       storeOps.push({ type: 'put', key: keys.hlc, value: encodeValue(this.parts.hlc.peek()) })
+    if (this.parts.hlc.wall() > this.wallStored) {
+      this.wallStored = this.parts.hlc.wall()
+      storeOps.push({ type: 'put', key: keys.hlcWall, value: encodeValue(this.wallStored) })
+    }
     events.writeEventChunk(storeOps)
     try {
       await log.storeBatch(storeOps)
@@ -263,6 +271,14 @@ export class BatchRunner {
     this.parts.intake.applyRemotes(batch, outcomes, capture, ctx)
     const remoteTouched = document.touchedUsers
     const policiesChanged = document.policiesChanged
+    // Device-specific values a server delete made dead go: the first batch
+    // looks at all of them (values kept before this was done), later ones
+    // at the users remote changes touched.
+    document.pruneDeadLocalFields(
+      this.pruned ? remoteTouched : this.parts.local.localFieldIds(),
+      ctx,
+    )
+    this.pruned = true
     if (policiesChanged)
       for (const entry of document.policies().values()) this.parts.hlc.observe(entry.t)
     const runWrites = (): void =>

@@ -29,7 +29,7 @@ import {
   type PolicyEntry,
   type ServerEntry,
 } from '../../core/entries.js'
-import type { Hlc } from '../../core/hlc.js'
+import { stampMs, type Hlc } from '../../core/hlc.js'
 import { rootNameOf } from '../../core/root-names.js'
 import { asUserId, SERVER_ID, type UserId, type WriterId } from '../../core/ids.js'
 import { mergeDeviceEntries, sameDeviceStamps } from '../../core/writes.js'
@@ -75,6 +75,8 @@ export class ReplicaDocument {
    * Devices never remove an entry, so it only grows; rebuilt with the doc.
    */
   private deviceIndex = new Map<string, Set<WriterId>>()
+  /** On a device: the latest stamp of its server it holds, ms (stampHorizon). */
+  private serverStampHigh = 0
   private touched = new Set<UserId>()
   private policiesTouched = false
   /**
@@ -98,6 +100,20 @@ export class ReplicaDocument {
   }
 
   /** Replaces the document (load, rollback, wipe) and tells the reset listeners. */
+  /**
+   * Where other writers' stamps are judged from (core/authorize.ts): the
+   * latest of this peer's clock `now`, the latest time it stamped at
+   * (`wall`, Hlc.wall) and, on a device, the latest stamp of its server it
+   * holds. A clock that ran ahead and was set back leaves stamps ahead
+   * that peers took and write after (years probe: a server a day ahead
+   * for a while had every device's writes refused for a day). Nothing
+   * another writer sends moves it: their stamps are bounded past it, and
+   * the server is trusted.
+   */
+  stampHorizon(now: number, wall: number): number {
+    return Math.max(now, wall, this.serverStampHigh)
+  }
+
   installDoc(doc: Y.Doc): void {
     // Answers being made of the old document are made to the end first.
     this.answers.clear()
@@ -110,6 +126,9 @@ export class ReplicaDocument {
     this.deviceIndex = new Map()
     for (const [writer, map] of this.devices())
       for (const id of map.keys()) this.indexEntry(id, writer)
+    this.serverStampHigh = 0
+    if (this.options.writerId !== SERVER_ID)
+      for (const item of this.serverMap()._map.values()) this.observeServerEntry(item)
     doc.on('afterTransaction', (tr: Y.Transaction) => this.noteTransaction(tr))
     // An answer being made part by part is made to the end before the
     // document changes (peers/replica/answer-stream.ts).
@@ -182,6 +201,7 @@ export class ReplicaDocument {
           this.touched.add(asUserId(key))
           if (device !== undefined) this.indexEntry(key, device)
           if (remote) this.observeEntry(type._map.get(key))
+          if (remote && owner === SERVER_ID) this.observeServerEntry(type._map.get(key))
         }
         if (remote && name === this.ownRootName()) {
           this.collectOwnConflicts(type, subs)
@@ -262,6 +282,14 @@ export class ReplicaDocument {
     if (typeof stamps === 'object' && stamps !== null)
       for (const stamp of Object.values(stamps))
         if (typeof stamp === 'number') this.hlc.observe(stamp)
+  }
+
+  /** Advances serverStampHigh to a server entry's stamp (checked at the door: bounded). */
+  private observeServerEntry(item: Y.Item | undefined): void {
+    if (item === undefined || item.deleted || !(item.content instanceof Y.ContentAny)) return
+    const t = (item.content.getContent().at(-1) as { t?: unknown } | undefined)?.t
+    if (typeof t === 'number' && Number.isSafeInteger(t) && stampMs(t) > this.serverStampHigh)
+      this.serverStampHigh = stampMs(t)
   }
 
   // ---------------------------------------------------------------- reads
@@ -447,6 +475,22 @@ export class ReplicaDocument {
    * (issue 10): from then on the document's are read, and the import is
    * spent. Nothing a reader sees changes (replicaOf took the later already).
    */
+  /**
+   * Drops this peer's device-specific values of `users` that a server
+   * delete made dead: written at an epoch below the server's, they never
+   * show again (rule 4). Kept, a deleted user's values stayed on disk and
+   * in memory for good (years probe: 3 MB of device-specific templates
+   * for 300 deleted users, through full syncs and generations).
+   */
+  pruneDeadLocalFields(users: Iterable<UserId>, ctx: WriteContext): void {
+    for (const id of users) {
+      const fields = this.local.localOf(id).fields
+      if (fields === undefined) continue
+      const server = asServerEntry(this.serverMap().get(id))
+      if (server !== undefined && (fields.e ?? 0) < server.e) ctx.setLocalFields(id, undefined)
+    }
+  }
+
   pruneImported(users: ReadonlySet<UserId>, policiesChanged: boolean, ctx: WriteContext): void {
     if (this.local.importedCount > 0) {
       for (const id of users) {

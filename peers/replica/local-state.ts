@@ -72,6 +72,11 @@ export class LocalState {
     for await (const [key, value] of store.range({ gte: keys.recordsFrom, lt: keys.recordsTo })) {
       this.records.set(key.slice(keys.recordsFrom.length), decodeValue(value))
     }
+    // The clock's stored state: the last stamp, and the time it stamped at last.
+    const hlc = await store.get(keys.hlc)
+    if (hlc !== undefined) this.hlc.observe(Number(decodeValue(hlc)))
+    const wall = await store.get(keys.hlcWall)
+    if (wall !== undefined) this.hlc.observeWall(Number(decodeValue(wall)))
   }
 
   /** A peer-local record (see WriteContext.setRecord), or undefined. */
@@ -106,6 +111,11 @@ export class LocalState {
   /** How many users' server entries come from an import. */
   get importedCount(): number {
     return this.imported.size
+  }
+
+  /** The users with device-specific values of this peer's. */
+  localFieldIds(): UserId[] {
+    return [...this.localFields.keys()]
   }
 
   /** Every user id with device-specific values or an imported entry. */

@@ -254,8 +254,8 @@ export const MUTANTS: readonly Mutant[] = [
     edits: [
       {
         file: 'peers/device-sync.ts',
-        find: 'if (idle >= retentionMs) void this.retire()',
-        replace: 'if (idle >= retentionMs * 1000) void this.retire()',
+        find: 'if (clock.now() - this.lastUse() >= retentionMs) void this.retire()',
+        replace: 'if (clock.now() - this.lastUse() >= retentionMs * 1000) void this.retire()',
       },
     ],
     catchers: [{ test: 'test/lifecycle.test.ts', name: 'wipes at 10 days unused' }],

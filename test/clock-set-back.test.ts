@@ -1,0 +1,89 @@
+/**
+ * Clocks that ran ahead and were set back (years probe). A server whose
+ * clock ran a day ahead for a while stamped its writes a day ahead; the
+ * devices took those stamps, and after the clock was set right every
+ * device write carried a stamp a day ahead of the server's clock: refused
+ * (`INVALID_RECORD`) for a day, at every device, after a restart too. The
+ * server now judges stamps from the latest time it stamped at itself
+ * (stored), and a device from its server's latest stamp as well
+ * (Replica.stampHorizon).
+ */
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { Clock } from '../core/clock.js'
+import { createDevice } from '../peers/create-device.js'
+import { createServer } from '../server-peer/create-server.js'
+import { netLimits } from '../core/limits.js'
+import { eventually } from './helpers/eventually.js'
+import { withLimits } from './helpers/limits.js'
+
+const SITE_KEY = 'clock-set-back-key'
+const DAY = 86_400_000
+let dir = ''
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'rostersync-clock-back-'))
+})
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+/** The machine's clock, `offset.ms` off. */
+function offsetClock(offset: { ms: number }): Clock {
+  return {
+    now: () => Date.now() + offset.ms,
+    setTimeout: (fn, ms) => setTimeout(fn, ms),
+    clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+  }
+}
+
+describe('a server whose clock ran a day ahead, then was set right', () => {
+  it("still takes its devices' writes, and after a restart too", async () => {
+    // Back within a second of the restart (not spread over 45 s).
+    withLimits(netLimits, { reconnectAfterRestartSpreadMs: 1_000 })
+    const offset = { ms: DAY }
+    const serverDir = join(dir, 'server')
+    let server = await createServer({
+      dataDir: serverDir,
+      siteKey: SITE_KEY,
+      clock: offsetClock(offset),
+    })
+    await server.users.put({ id: 'ahead', name: 'Written a day ahead' })
+    offset.ms = 0
+    await server.users.put({ id: 'after', name: 'Written after' })
+    const device = await createDevice({
+      id: 'D1',
+      dataDir: join(dir, 'device'),
+      server: server.url,
+      siteKey: SITE_KEY,
+    })
+    try {
+      await device.sync.whenReady()
+      expect(device.users.get('ahead')?.name).toBe('Written a day ahead')
+      // The device writes after what it took: its stamps run a day ahead.
+      await device.users.put({ id: 'd1', name: 'Device write' })
+      await device.sync.delta()
+      await eventually(() => expect(server.users.get('d1')?.name).toBe('Device write'))
+      expect(device.sync.status().deviceToServer.state).toBe('success')
+      expect(server.events.query({ type: 'write-refused' })).toEqual([])
+      // The server restarts, its clock right: it remembers where it stamped.
+      const port = Number(new URL(server.url).port)
+      await server.close()
+      server = await createServer({
+        dataDir: serverDir,
+        siteKey: SITE_KEY,
+        port,
+        clock: offsetClock(offset),
+      })
+      await eventually(() => expect(device.sync.status().link).toBe('connected'), 30_000)
+      await device.users.put({ id: 'd2', name: 'After the restart' })
+      await device.sync.delta()
+      await eventually(() => expect(server.users.get('d2')?.name).toBe('After the restart'))
+      expect(server.events.query({ type: 'write-refused' })).toEqual([])
+    } finally {
+      await device.close()
+      await server.close()
+    }
+  }, 60_000)
+})
