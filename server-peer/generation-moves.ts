@@ -62,10 +62,10 @@ export class MoveGate {
    */
   admit(connection: Connection, deviceId: string): Connection | undefined {
     const generation = this.options.generation()
-    if (
-      generation === undefined ||
-      this.options.clock.now() - generation.at >= 2 * netLimits.generationMoveSpreadMs
-    )
+    // Past the window, or a switch stamped ahead of the clock (set back
+    // since): the window's end is unknown, no one is held back.
+    const age = generation === undefined ? Infinity : this.options.clock.now() - generation.at
+    if (generation === undefined || age < 0 || age >= 2 * netLimits.generationMoveSpreadMs)
       return connection
     this.follow(generation)
     const firstSeen = this.options.firstSeen(deviceId)

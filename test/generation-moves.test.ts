@@ -230,6 +230,41 @@ describe('the cap on devices fetching a new generation', () => {
     }
   })
 
+  it('holds no device back after a switch stamped ahead of a clock set back since (years probe)', async () => {
+    const base = new ManualClock(Date.now())
+    let aheadMs = 86_400_000
+    const clock = {
+      now: () => base.now() + aheadMs,
+      setTimeout: (fn: () => void, ms: number) => base.setTimeout(fn, ms),
+      clearTimeout: (handle: unknown) => base.clearTimeout(handle),
+    }
+    const server = await createServer({
+      store: memoryStore(),
+      siteKey: SITE_KEY,
+      listen: false,
+      clock,
+    })
+    try {
+      await server.users.put({ id: 'u', name: 'U' })
+      await register(server, ['dev-a'])
+      await base.advance(1)
+      await server.compactHistory()
+      withLimits(netLimits, { generationMovesInFlightMax: 0 })
+      // A day ahead, the window is on: held back.
+      const during = rawLink(server, 'dev-a', SITE_KEY)
+      await settle()
+      expect(refusedAtDoor(during)).toBe(true)
+      // Set right: the switch is a day ahead of the clock; the window would
+      // last that day.
+      aheadMs = 0
+      const after = rawLink(server, 'dev-a', SITE_KEY)
+      await settle()
+      expect(after.closed()).toBeUndefined()
+    } finally {
+      await server.close()
+    }
+  })
+
   it('gives no place to a device new since the switch, nor to a join refused at its key', async () => {
     withLimits(netLimits, { generationMovesInFlightMax: 1 })
     const server = await switchedServer(['dev-a', 'dev-b'])
