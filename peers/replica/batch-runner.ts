@@ -39,6 +39,7 @@ import {
   type WipeEnd,
   type WipeOptions,
 } from './types.js'
+import { pruneDeadLocalFields, pruneImported } from './local-prune.js'
 
 /** The rooms a batch goes through (a components object, as js-libp2p's). */
 export interface BatchParts {
@@ -274,8 +275,11 @@ export class BatchRunner {
     // Device-specific values a server delete made dead go: the first batch
     // looks at all of them (values kept before this was done), later ones
     // at the users remote changes touched.
-    document.pruneDeadLocalFields(
-      this.pruned ? remoteTouched : this.parts.local.localFieldIds(),
+    const { local } = this.parts
+    pruneDeadLocalFields(
+      document.doc,
+      local,
+      this.pruned ? remoteTouched : local.localFieldIds(),
       ctx,
     )
     this.pruned = true
@@ -307,7 +311,7 @@ export class BatchRunner {
     }
     document.doc.transact(() => {
       document.mergeOwnConflicts(ctx)
-      document.pruneImported(remoteTouched, policiesChanged, ctx)
+      pruneImported(document.doc, this.parts.local, remoteTouched, policiesChanged, ctx)
       if (remoteTouched.size > 0 || policiesChanged) {
         this.parts.hooks?.afterRemote?.(remoteTouched, ctx, policiesChanged)
       }

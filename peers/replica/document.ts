@@ -469,48 +469,6 @@ export class ReplicaDocument {
     if (this.options.writerId !== SERVER_ID) throw new Error('only the server revokes devices')
     this.doc.getMap(REVOCATIONS_ROOT).set(deviceId, entry)
   }
-
-  /**
-   * Drops imported entries and policies the document now holds as new
-   * (issue 10): from then on the document's are read, and the import is
-   * spent. Nothing a reader sees changes (replicaOf took the later already).
-   */
-  /**
-   * Drops this peer's device-specific values of `users` that a server
-   * delete made dead: written at an epoch below the server's, they never
-   * show again (rule 4). Kept, a deleted user's values stayed on disk and
-   * in memory for good (years probe: 3 MB of device-specific templates
-   * for 300 deleted users, through full syncs and generations).
-   */
-  pruneDeadLocalFields(users: Iterable<UserId>, ctx: WriteContext): void {
-    for (const id of users) {
-      const fields = this.local.localOf(id).fields
-      if (fields === undefined) continue
-      const server = asServerEntry(this.serverMap().get(id))
-      if (server !== undefined && (fields.e ?? 0) < server.e) ctx.setLocalFields(id, undefined)
-    }
-  }
-
-  pruneImported(users: ReadonlySet<UserId>, policiesChanged: boolean, ctx: WriteContext): void {
-    if (this.local.importedCount > 0) {
-      for (const id of users) {
-        const imported = this.local.importedOf(id)
-        if (imported === undefined) continue
-        const doc = asServerEntry(this.serverMap().get(id))
-        if (doc !== undefined && laterServerEntry(doc, imported) === doc)
-          ctx.setImported(id, undefined)
-      }
-    }
-    const importedPolicies = this.local.importedPolicyEntries()
-    if (policiesChanged && importedPolicies.size > 0) {
-      const meta = this.doc.getMap(SERVER_META_ROOT)
-      for (const [field, imported] of [...importedPolicies]) {
-        const doc = asPolicyEntry(meta.get(field))
-        if (doc !== undefined && laterPolicy(doc, imported) === doc)
-          ctx.setImportedPolicy(field, undefined)
-      }
-    }
-  }
 }
 
 /** Whether `ids` ascend (duplicates side by side allowed). */
