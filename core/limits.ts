@@ -195,6 +195,13 @@ export const limits = {
    * that a stamp accepted at the bound stops winning within the hour.
    */
   stampSkewMsMax: 60 * 60_000,
+  /**
+   * On a device, how far past its server's latest stamp less
+   * `stampSkewMsMax` it takes other writers' stamps (ReplicaDocument.stampHorizon):
+   * room for a writer's HLC counting past the server's last stamp, and the
+   * most a hostile writer can push a device past what the server takes.
+   */
+  stampHorizonSlackMs: 10_000,
   /** Largest entry value (one user of one writer, or one field policy), estimated like a record, in bytes. */
   entryBytesMax: 640 * 1024,
   /** Largest Yjs update checked at all, in bytes (one message holds one update). */

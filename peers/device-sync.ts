@@ -65,6 +65,8 @@ export class DeviceSync implements DeviceSyncApi {
   /** The delta, retry and retention timers. */
   private readonly timers: SyncTimers
   private persistedUseAt: number
+  /** How often a use is stored (not on every call: a durable write per read). */
+  private readonly persistEveryMs: number
   private closed = false
   /** The generation this device is on, and its move to its server's (issue 13). */
   private readonly generation: GenerationMove
@@ -79,6 +81,7 @@ export class DeviceSync implements DeviceSyncApi {
   ) {
     this.persisted = persisted
     this.persistedUseAt = persisted.lastUsedAt
+    this.persistEveryMs = Math.min(3_600_000, options.retentionMs / 10)
     this.generation = new GenerationMove(options.replica)
     this.link = options.link?.({
       paused: persisted.awaitingUse,
@@ -184,8 +187,7 @@ export class DeviceSync implements DeviceSyncApi {
       // Paused, the link's connection starts it; connected again meanwhile, now.
       if (this.link?.state === 'connected') this.auto()
       else this.link?.resume()
-    } else if (now - this.persistedUseAt >= Math.min(3_600_000, this.options.retentionMs / 10)) {
-      // Not on every call (a durable write per read): an hour's lag is harmless.
+    } else if (now < this.persistedUseAt || now - this.persistedUseAt >= this.persistEveryMs) {
       this.persist()
     }
     this.armRetention()
@@ -402,8 +404,10 @@ export class DeviceSync implements DeviceSyncApi {
   /** Last use; one in the future (the clock set back since) counts from now (years probe). */
   private lastUse(): number {
     const now = this.options.clock.now()
-    if (this.persisted.lastUsedAt > now) this.persisted = { ...this.persisted, lastUsedAt: now }
-    return this.persisted.lastUsedAt
+    if (this.persisted.lastUsedAt <= now) return this.persisted.lastUsedAt
+    this.persisted = { ...this.persisted, lastUsedAt: now }
+    this.persist() // kept in memory only, every restart counted from itself (review)
+    return now
   }
 
   /**
@@ -422,10 +426,7 @@ export class DeviceSync implements DeviceSyncApi {
     await this.wipeForRetention()
   }
 
-  /**
-   * Unused for `retentionMs`: drop the roster (and local state), stop
-   * syncing, and wait to be used again, which starts a full sync.
-   */
+  /** Unused for `retentionMs`: drops roster and local state, waits for a use (then a full sync). */
   private async wipeForRetention(): Promise<void> {
     this.link?.pause()
     this.timers.clearDelta()

@@ -45,7 +45,9 @@ export interface ImportTarget {
  * the device is connected to its server (its sync brings the server's data
  * itself), and every fault of the file (`readExportFile`): a missing or
  * wrong passphrase for a passphrase file (`EXPORT_PASSPHRASE_INVALID`), no
- * site key for a site-key file (`EXPORT_SITE_KEY_REQUIRED`) included.
+ * site key for a site-key file (`EXPORT_SITE_KEY_REQUIRED`) included. (A
+ * storage failure after the server's key is pinned leaves the pin, which
+ * the file named: importing again completes it.)
  */
 export async function importUsers(
   target: ImportTarget,

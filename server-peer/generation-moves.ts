@@ -16,9 +16,10 @@
  * part, a step 2, is handed to the link: the whole roster for a device
  * that moves, a few bytes for one that holds the generation already), or
  * until the link closes, or until `generationMoveStep1WaitMs` passed
- * without its step 1: it is closed (1013) and its id may take no place
- * again for the rest of the window (a device sends its step 1 right after
- * the hello; ids that idle cannot take turns holding the places). Past
+ * without its step 1: it is closed (1013). A link that ends before its
+ * step 1 (timed out, or closed) bars its id from places for the rest of
+ * the window: a device sends its step 1 right after the hello, and ids
+ * that idle cannot take turns holding the places. Past
  * `netLimits.generationMovesInFlightMax` places, a link is closed before
  * anything is sent on it (no hello: the device stages nothing) with 1013
  * `TOO_MANY_MOVES`; a device retries after its usual backoff
@@ -138,8 +139,10 @@ export class MoveGate {
       this.release(connection.id, generationId, outcome)
     }
     let closeHandler: ((info: CloseInfo) => void) | undefined
+    // A link that ends before its step 1 idled its place as surely as one
+    // timed out: closing and joining again every 29 s held it all window.
     connection.onClose((info) => {
-      release('closed')
+      release(phase === 'step1' ? 'idle' : 'closed')
       closeHandler?.(info)
     })
     const wrapped: Connection = {
@@ -172,7 +175,7 @@ export class MoveGate {
         closeHandler = handler
       },
       close: (code, reason) => {
-        release('closed')
+        release(phase === 'step1' ? 'idle' : 'closed')
         connection.close(code, reason)
       },
     }

@@ -13,11 +13,17 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Clock } from '../core/clock.js'
+import { stampMs } from '../core/hlc.js'
+import { limits } from '../core/limits.js'
 import { createDevice } from '../peers/create-device.js'
+import { link } from '../peers/memory-link.js'
+import { memoryStore } from '../storage/level-store.js'
 import { createServer } from '../server-peer/create-server.js'
 import { netLimits } from '../core/limits.js'
 import { eventually } from './helpers/eventually.js'
 import { withLimits } from './helpers/limits.js'
+import { ManualClock } from './helpers/manual-clock.js'
+import { skewedClock } from './helpers/skewed-clock.js'
 
 const SITE_KEY = 'clock-set-back-key'
 const DAY = 86_400_000
@@ -86,4 +92,48 @@ describe('a server whose clock ran a day ahead, then was set right', () => {
       await server.close()
     }
   }, 60_000)
+})
+
+describe("a device's horizon", () => {
+  it("moves with its server's stamps no further than the server takes (review: no ratchet)", async () => {
+    // A hostile device fills a field with a stamp near the server's bound;
+    // the server adopts it, stamping its record after it. Devices judge
+    // stamps from their server's latest one: taken raw, the next device's
+    // bound would lie an hour past the server's, and a LAN stamp it took
+    // there would have its own writes refused by the server.
+    const base = new ManualClock(Date.UTC(2026, 5, 1))
+    const near = limits.stampSkewMsMax - 60_000
+    const server = await createServer({
+      store: memoryStore(),
+      clock: base,
+      listen: false,
+      open: true,
+    })
+    const hostile = await createDevice({
+      id: 'H',
+      store: memoryStore(),
+      clock: skewedClock(base, near),
+    })
+    const other = await createDevice({ id: 'B', store: memoryStore(), clock: base })
+    const links = [link(server.replica, hostile.replica), link(server.replica, other.replica)]
+    try {
+      await server.users.put({ id: 'u1', name: 'Ann' })
+      for (const l of links) await l.settled()
+      await hostile.users.patch('u1', { email: 'h@example.com' })
+      for (let round = 0; round < 4; round++) for (const l of links) await l.settled()
+      expect(server.users.get('u1')?.email).toBe('h@example.com')
+      expect(stampMs(server.replica.hlcPeek())).toBeGreaterThanOrEqual(base.now() + near)
+      expect(other.users.get('u1')?.email).toBe('h@example.com')
+      // The server takes stamps up to its clock + the skew; the device no further.
+      const serverBound = server.replica.stampHorizon() + limits.stampSkewMsMax
+      const deviceBound = other.replica.stampHorizon() + limits.stampSkewMsMax
+      expect(serverBound).toBe(base.now() + limits.stampSkewMsMax)
+      expect(deviceBound).toBeLessThanOrEqual(serverBound + limits.stampHorizonSlackMs)
+    } finally {
+      for (const l of links) l.close()
+      await hostile.close()
+      await other.close()
+      await server.close()
+    }
+  })
 })

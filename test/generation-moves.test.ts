@@ -265,11 +265,34 @@ describe('the cap on devices fetching a new generation', () => {
     }
   })
 
-  it('gives no place to a device new since the switch, nor to a join refused at its key', async () => {
+  it('bars an id whose link closed before its step 1, as one that timed out (review)', async () => {
+    // Closing and joining again every 29 s held a place all window.
     withLimits(netLimits, { generationMovesInFlightMax: 1 })
     const server = await switchedServer(['dev-a', 'dev-b'])
     try {
-      // Joins that fail admission never reach the gate.
+      const first = rawLink(server, 'dev-a', SITE_KEY)
+      await settle()
+      expect(first.closed()).toBeUndefined()
+      first.connection.close(1000, 'gone before its step 1')
+      await settle()
+      const again = rawLink(server, 'dev-a', SITE_KEY)
+      await settle()
+      expect(refusedAtDoor(again)).toBe(true)
+      expect(again.closed()?.reason).toMatch(/held a place and sent no step 1/)
+      // The place is free for another.
+      const other = rawLink(server, 'dev-b', SITE_KEY)
+      await settle()
+      expect(other.closed()).toBeUndefined()
+    } finally {
+      await server.close()
+    }
+  })
+
+  it('gives no place to a device new since the switch, nor to a join refused at the door', async () => {
+    withLimits(netLimits, { generationMovesInFlightMax: 1 })
+    const server = await switchedServer(['dev-a', 'dev-b'])
+    try {
+      // Joins refused at the door (here a wrong site key) never reach the gate.
       const wrongKey = rawLink(server, 'dev-a', 'not-the-site-key')
       await settle()
       expect(wrongKey.closed()?.reason).not.toMatch(/TOO_MANY_MOVES/)

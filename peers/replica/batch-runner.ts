@@ -62,7 +62,7 @@ export interface BatchParts {
 
 /** Applies and stores the batches of one replica. */
 export class BatchRunner {
-  /** The Hlc.wall last added to a batch: it goes with the next batch that stamps later. */
+  /** The Hlc.wall last stored: it goes with the next batch once it is later. */
   private wallStored = 0
   /** Whether a batch looked at every user's device-specific values (applyBatch). */
   private pruned = false
@@ -101,13 +101,14 @@ export class BatchRunner {
     if (log.stagedWipe?.generation !== true) log.appendOps(captured, storeOps, deleteFree)
     if (captured.length > 0)
       storeOps.push({ type: 'put', key: keys.hlc, value: encodeValue(this.parts.hlc.peek()) })
-    if (this.parts.hlc.wall() > this.wallStored) {
-      this.wallStored = this.parts.hlc.wall()
-      storeOps.push({ type: 'put', key: keys.hlcWall, value: encodeValue(this.wallStored) })
-    }
+    const wall = this.parts.hlc.wall()
+    if (wall > this.wallStored)
+      storeOps.push({ type: 'put', key: keys.hlcWall, value: encodeValue(wall) })
     events.writeEventChunk(storeOps)
     try {
       await log.storeBatch(storeOps)
+      // Noted once stored: a batch that failed leaves it for the next.
+      this.wallStored = Math.max(this.wallStored, wall)
     } catch (error) {
       await this.parts.rollback()
       gate.settle()

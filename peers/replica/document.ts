@@ -30,6 +30,7 @@ import {
   type ServerEntry,
 } from '../../core/entries.js'
 import { stampMs, type Hlc } from '../../core/hlc.js'
+import { limits } from '../../core/limits.js'
 import { rootNameOf } from '../../core/root-names.js'
 import { asUserId, SERVER_ID, type UserId, type WriterId } from '../../core/ids.js'
 import { mergeDeviceEntries, sameDeviceStamps } from '../../core/writes.js'
@@ -99,21 +100,27 @@ export class ReplicaDocument {
     return this.options.local
   }
 
-  /** Replaces the document (load, rollback, wipe) and tells the reset listeners. */
   /**
-   * Where other writers' stamps are judged from (core/authorize.ts): the
-   * latest of this peer's clock `now`, the latest time it stamped at
-   * (`wall`, Hlc.wall) and, on a device, the latest stamp of its server it
-   * holds. A clock that ran ahead and was set back leaves stamps ahead
-   * that peers took and write after (years probe: a server a day ahead
-   * for a while had every device's writes refused for a day). Nothing
-   * another writer sends moves it: their stamps are bounded past it, and
-   * the server is trusted.
+   * Where other writers' stamps are judged from (core/authorize.ts, which
+   * refuses stamps `stampSkewMsMax` past it): the latest of this peer's
+   * clock `now`, the latest time it stamped at (`wall`, Hlc.wall) and, on
+   * a device, its server's latest stamp less that skew (plus
+   * `stampHorizonSlackMs`). A clock that ran ahead and was set back leaves
+   * stamps ahead that peers took and write after (years probe: a server a
+   * day ahead for a while had every device's writes refused for a day).
+   * No other writer moves it further than the server would take: a
+   * device's stamp up to the server's bound, adopted by the server, moves
+   * a device's bound to the server's (review), not past it.
    */
   stampHorizon(now: number, wall: number): number {
-    return Math.max(now, wall, this.serverStampHigh)
+    const server =
+      this.serverStampHigh === 0
+        ? 0
+        : this.serverStampHigh - limits.stampSkewMsMax + limits.stampHorizonSlackMs
+    return Math.max(now, wall, server)
   }
 
+  /** Replaces the document (load, rollback, wipe) and tells the reset listeners. */
   installDoc(doc: Y.Doc): void {
     // Answers being made of the old document are made to the end first.
     this.answers.clear()
@@ -128,7 +135,8 @@ export class ReplicaDocument {
       for (const id of map.keys()) this.indexEntry(id, writer)
     this.serverStampHigh = 0
     if (this.options.writerId !== SERVER_ID)
-      for (const item of this.serverMap()._map.values()) this.observeServerEntry(item)
+      for (const root of [usersRootName(SERVER_ID), SERVER_META_ROOT, REVOCATIONS_ROOT])
+        for (const item of this.doc.getMap(root)._map.values()) this.observeServerEntry(item)
     doc.on('afterTransaction', (tr: Y.Transaction) => this.noteTransaction(tr))
     // An answer being made part by part is made to the end before the
     // document changes (peers/replica/answer-stream.ts).
@@ -182,6 +190,8 @@ export class ReplicaDocument {
     for (const [type, subs] of tr.changed) {
       if (type._item !== null) continue
       const name = rootNameOf(this.doc, type)
+      if (tr.origin !== LOCAL_ORIGIN && (name === SERVER_META_ROOT || name === REVOCATIONS_ROOT))
+        for (const key of subs) if (key !== null) this.observeServerEntry(type._map.get(key))
       if (name === SERVER_META_ROOT) {
         this.policiesTouched = true
         this.policyCache = undefined
@@ -284,7 +294,7 @@ export class ReplicaDocument {
         if (typeof stamp === 'number') this.hlc.observe(stamp)
   }
 
-  /** Advances serverStampHigh to a server entry's stamp (checked at the door: bounded). */
+  /** Advances serverStampHigh to the stamp of a server entry, policy or revocation (bounded at the door). */
   private observeServerEntry(item: Y.Item | undefined): void {
     if (item === undefined || item.deleted || !(item.content instanceof Y.ContentAny)) return
     const t = (item.content.getContent().at(-1) as { t?: unknown } | undefined)?.t
