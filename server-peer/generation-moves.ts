@@ -16,10 +16,11 @@
  * part, a step 2, is handed to the link: the whole roster for a device
  * that moves, a few bytes for one that holds the generation already), or
  * until the link closes, or until `generationMoveStep1WaitMs` passed
- * without its step 1: it is closed (1013). A link that ends before its
- * step 1 (timed out, or closed) bars its id from places for the rest of
- * the window: a device sends its step 1 right after the hello, and ids
- * that idle cannot take turns holding the places. Past
+ * without its step 1: it is closed (1013). That wait is per device over
+ * the window: its links' times in places without a step 1 add up, and
+ * once they reach it its id takes no place again until the window ends (a
+ * device sends its step 1 right after the hello: ids that idle, or close
+ * and join again, cannot take turns holding the places). Past
  * `netLimits.generationMovesInFlightMax` places, a link is closed before
  * anything is sent on it (no hello: the device stages nothing) with 1013
  * `TOO_MANY_MOVES`; a device retries after its usual backoff
@@ -52,8 +53,10 @@ export class MoveGate {
   private readonly moved = new Set<string>()
   /** Links holding a place: connection id -> device id. */
   private readonly inFlight = new Map<string, string>()
-  /** Devices whose link held a place without sending a step 1: no place again this window. */
+  /** Devices whose links held places `generationMoveStep1WaitMs` in all without a step 1: no place again this window. */
   private readonly idled = new Set<string>()
+  /** Per device, how long its links held places without a step 1 this window, ms. */
+  private readonly idleMs = new Map<string, number>()
   constructor(private readonly options: MoveGateOptions) {}
 
   /**
@@ -90,7 +93,7 @@ export class MoveGate {
       return undefined
     }
     this.inFlight.set(connection.id, deviceId)
-    return this.wrap(connection, generation.id)
+    return this.wrap(connection, generation.id, deviceId)
   }
 
   /** Starts over for a generation it did not follow yet. */
@@ -100,49 +103,62 @@ export class MoveGate {
     this.moved.clear()
     this.inFlight.clear()
     this.idled.clear()
+    this.idleMs.clear()
   }
 
   /**
    * Frees the link's place: `moved`, its device holds the generation;
-   * `idle`, it sent no step 1 in time.
+   * `waitedMs`, how long it held it without a step 1 (counted against its
+   * device: `generationMoveStep1WaitMs` in all, and no place again).
    */
   private release(
     connectionId: string,
     generationId: string,
-    outcome: 'moved' | 'idle' | 'closed',
+    outcome: 'moved' | 'closed',
+    waitedMs: number,
   ): void {
     const deviceId = this.inFlight.get(connectionId)
     if (deviceId === undefined || generationId !== this.generationId) return
     this.inFlight.delete(connectionId)
     if (outcome === 'moved') this.moved.add(deviceId)
-    if (outcome === 'idle') this.idled.add(deviceId)
+    if (waitedMs <= 0) return
+    const idle = (this.idleMs.get(deviceId) ?? 0) + waitedMs
+    this.idleMs.set(deviceId, idle)
+    if (idle >= netLimits.generationMoveStep1WaitMs) this.idled.add(deviceId)
   }
 
   /** `connection`, its place freed as its move goes. */
-  private wrap(connection: Connection, generationId: string): Connection {
+  private wrap(connection: Connection, generationId: string, deviceId: string): Connection {
     /** `step1`: waits for the device's step 1; `answer`: for the end of the answer; `done`. */
     let phase: 'step1' | 'answer' | 'done' = 'step1'
     const { clock } = this.options
-    // A link that sends no step 1 gives its place back, closed.
-    const idle = clock.setTimeout(() => {
-      if (phase !== 'step1') return
-      release('idle')
-      connection.close(
-        CloseCode.tryAgainLater,
-        `TOO_MANY_MOVES: no step 1 within ${netLimits.generationMoveStep1WaitMs} ms of a place; retry later`,
-      )
-    }, netLimits.generationMoveStep1WaitMs)
-    const release = (outcome: 'moved' | 'idle' | 'closed'): void => {
+    const placed = clock.now()
+    // A link that sends no step 1 gives its place back, closed. The wait is
+    // what is left of its device's: links that close before their step 1
+    // and join again cannot take turns holding a place all window (review),
+    // and a device that crashed once in its move still moves.
+    const waitMs = netLimits.generationMoveStep1WaitMs - (this.idleMs.get(deviceId) ?? 0)
+    const idle = clock.setTimeout(
+      () => {
+        if (phase !== 'step1') return
+        release('closed')
+        connection.close(
+          CloseCode.tryAgainLater,
+          `TOO_MANY_MOVES: no step 1 within ${netLimits.generationMoveStep1WaitMs} ms of a place; retry later`,
+        )
+      },
+      Math.max(0, waitMs),
+    )
+    const release = (outcome: 'moved' | 'closed'): void => {
       if (phase === 'done') return
+      const waited = phase === 'step1' ? Math.max(1, clock.now() - placed) : 0
       phase = 'done'
       clock.clearTimeout(idle)
-      this.release(connection.id, generationId, outcome)
+      this.release(connection.id, generationId, outcome, waited)
     }
     let closeHandler: ((info: CloseInfo) => void) | undefined
-    // A link that ends before its step 1 idled its place as surely as one
-    // timed out: closing and joining again every 29 s held it all window.
     connection.onClose((info) => {
-      release(phase === 'step1' ? 'idle' : 'closed')
+      release('closed')
       closeHandler?.(info)
     })
     const wrapped: Connection = {
@@ -175,7 +191,7 @@ export class MoveGate {
         closeHandler = handler
       },
       close: (code, reason) => {
-        release(phase === 'step1' ? 'idle' : 'closed')
+        release('closed')
         connection.close(code, reason)
       },
     }
