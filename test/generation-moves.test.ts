@@ -51,8 +51,10 @@ async function register(server: ServerPeer, ids: readonly string[]): Promise<voi
 }
 
 /** A server that switched generation, with `registered` known from before (its clock steps 1 ms around the switch). */
-async function switchedServer(registered: readonly string[] = []): Promise<ServerPeer> {
-  const clock = new ManualClock(Date.now())
+async function switchedServer(
+  registered: readonly string[] = [],
+  clock = new ManualClock(Date.now()),
+): Promise<ServerPeer> {
   const server = await createServer({
     store: memoryStore(),
     siteKey: SITE_KEY,
@@ -179,17 +181,8 @@ describe('the cap on devices fetching a new generation', () => {
   it('closes a link that holds a place and sends no step 1, and gives its place to the next', async () => {
     withLimits(netLimits, { generationMovesInFlightMax: 1 })
     const clock = new ManualClock(Date.now())
-    const server = await createServer({
-      store: memoryStore(),
-      siteKey: SITE_KEY,
-      listen: false,
-      clock,
-    })
+    const server = await switchedServer(['dev-idle', 'dev-b', 'dev-c'], clock)
     try {
-      for (let i = 0; i < 5; i++) await server.users.put({ id: `u${i}`, name: `User ${i}` })
-      await register(server, ['dev-idle', 'dev-b', 'dev-c'])
-      await clock.advance(1)
-      await server.compactHistory()
       const idle = rawLink(server, 'dev-idle', SITE_KEY)
       await settle()
       expect(idle.closed()).toBeUndefined()
@@ -270,17 +263,8 @@ describe('the cap on devices fetching a new generation', () => {
     // place all window; a device that crashed in its move must still move.
     withLimits(netLimits, { generationMovesInFlightMax: 1 })
     const clock = new ManualClock(Date.now())
-    const server = await createServer({
-      store: memoryStore(),
-      siteKey: SITE_KEY,
-      listen: false,
-      clock,
-    })
+    const server = await switchedServer(['dev-a', 'dev-b'], clock)
     try {
-      await server.users.put({ id: 'u', name: 'U' })
-      await register(server, ['dev-a', 'dev-b'])
-      await clock.advance(1)
-      await server.compactHistory()
       const wait = netLimits.generationMoveStep1WaitMs
       const first = rawLink(server, 'dev-a', SITE_KEY)
       await settle()
