@@ -736,7 +736,7 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
     const inDoc = (peer: Peer, text: string): boolean =>
       Buffer.from(Y.encodeStateAsUpdate(peer.replica.doc)).includes(text)
 
-    it('of a user the server deletes go from the device, stored ones included (years probe)', async () => {
+    it('of a user the server deletes go from the device, stored ones included, and dead delete marks too (years probe)', async () => {
       // Dead (rule 4: they never show again), they stayed on the device's
       // disk and in its memory for good: 3 MB for 300 deleted users.
       const clock = fakeClock()
@@ -788,6 +788,26 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       await connect(server, a)
       await settle()
       expect(a.users.get('u1')).toEqual({ id: 'u1', name: 'Ann again' })
+      // A delete mark (rule 3) goes once the server changes the user: it
+      // shows again, and nothing reads the mark after (only a full sync
+      // cleared them).
+      const marks = async (): Promise<string[]> => {
+        const ids: string[] = []
+        for await (const [key] of store.range({ gte: 'l/d/', lt: 'l/d0' })) ids.push(key.slice(4))
+        return ids
+      }
+      await a.users.delete('u1')
+      expect(a.users.get('u1')).toBeUndefined()
+      expect(await marks()).toEqual(['u1'])
+      // Another user's change touches nothing of it.
+      await server.users.put({ id: 'u5', name: 'Eve' })
+      await settle()
+      expect(await marks()).toEqual(['u1'])
+      clock.advance(GAP_MS)
+      await server.users.patch('u1', { name: 'Ann changed' })
+      await settle()
+      expect(a.users.get('u1')?.name).toBe('Ann changed')
+      expect(await marks()).toEqual([])
     })
 
     it('never leave the device, and a policy change re-initialises them', async () => {

@@ -39,7 +39,7 @@ import {
   type WipeEnd,
   type WipeOptions,
 } from './types.js'
-import { pruneDeadLocalFields, pruneImported } from './local-prune.js'
+import { pruneDeadLocal, pruneImported } from './local-prune.js'
 
 /** The rooms a batch goes through (a components object, as js-libp2p's). */
 export interface BatchParts {
@@ -64,7 +64,7 @@ export interface BatchParts {
 export class BatchRunner {
   /** The Hlc.wall last stored: it goes with the next batch once it is later. */
   private wallStored = 0
-  /** Whether a batch looked at every user's device-specific values (applyBatch). */
+  /** Whether a batch looked at all of the local-only state (applyBatch). */
   private pruned = false
   constructor(private readonly parts: BatchParts) {}
 
@@ -273,16 +273,11 @@ export class BatchRunner {
     this.parts.intake.applyRemotes(batch, outcomes, capture, ctx)
     const remoteTouched = document.touchedUsers
     const policiesChanged = document.policiesChanged
-    // Device-specific values a server delete made dead go: the first batch
-    // looks at all of them (values kept before this was done), later ones
-    // at the users remote changes touched.
+    // Local-only state the document made dead goes (local-prune.ts): the
+    // first batch looks at all of it (kept before this was done), later
+    // ones at the users remote changes touched.
     const { local } = this.parts
-    pruneDeadLocalFields(
-      document.doc,
-      local,
-      this.pruned ? remoteTouched : local.localFieldIds(),
-      ctx,
-    )
+    pruneDeadLocal(document.doc, local, this.pruned ? remoteTouched : local.localIds(), ctx)
     this.pruned = true
     if (policiesChanged)
       for (const entry of document.policies().values()) this.parts.hlc.observe(entry.t)

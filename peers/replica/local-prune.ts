@@ -50,13 +50,20 @@ export function pruneImported(
 }
 
 /**
- * Drops this peer's device-specific values of `users` that a server delete
- * made dead: written at an epoch below the server's, they never show again
- * (rule 4). Kept, a deleted user's values stayed on disk and in memory for
- * good (years probe: 3 MB of device-specific templates for 300 deleted
- * users, through full syncs and generations).
+ * Drops this peer's local-only state of `users` that the document made
+ * dead, which no view reads again:
+ * - device-specific values written at an epoch below the server's (a server
+ *   delete voided them, rule 4). Kept, a deleted user's values stayed on
+ *   disk and in memory for good (years probe: 3 MB of device-specific
+ *   templates for 300 deleted users, through full syncs and generations);
+ * - delete marks (rule 3) of a server entry since changed: a mark hides the
+ *   user only while the server's stamp is the one it names, and the
+ *   server's stamps only grow. Only a full sync cleared them, so a device
+ *   that never runs one kept a mark for every user it ever hid.
+ * Only against a server entry the document holds: a staged or restored
+ * document that lacks it (or holds an older one) drops nothing.
  */
-export function pruneDeadLocalFields(
+export function pruneDeadLocal(
   doc: Y.Doc,
   local: LocalState,
   users: Iterable<UserId>,
@@ -64,9 +71,11 @@ export function pruneDeadLocalFields(
 ): void {
   const server = doc.getMap(usersRootName(SERVER_ID))
   for (const id of users) {
-    const fields = local.localOf(id).fields
-    if (fields === undefined) continue
+    const { fields, deleted } = local.localOf(id)
+    if (fields === undefined && deleted === undefined) continue
     const held = asServerEntry(server.get(id))
-    if (held !== undefined && (fields.e ?? 0) < held.e) ctx.setLocalFields(id, undefined)
+    if (held === undefined) continue
+    if (fields !== undefined && (fields.e ?? 0) < held.e) ctx.setLocalFields(id, undefined)
+    if (deleted !== undefined && held.t > deleted.t) ctx.setDeleted(id, undefined)
   }
 }

@@ -113,9 +113,9 @@ export class LocalState {
     return this.imported.size
   }
 
-  /** The users with device-specific values of this peer's. */
-  localFieldIds(): UserId[] {
-    return [...this.localFields.keys()]
+  /** The users with device-specific values or a delete mark of this peer's. */
+  localIds(): Set<UserId> {
+    return new Set([...this.localFields.keys(), ...this.deleted.keys()])
   }
 
   /** Every user id with device-specific values or an imported entry. */
