@@ -13,7 +13,8 @@ import { asWriterId } from '../core/ids.js'
 import { netLimits } from '../core/limits.js'
 import { RecordSchema } from '../core/schema.js'
 import type { Connection, Transport } from '../core/transport.js'
-import { createDevice } from '../peers/create-device.js'
+import type { Clock } from '../core/clock.js'
+import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { Replica } from '../peers/replica.js'
 import { connectToServer } from '../peers/ws-client.js'
 import { Prng } from '../sim/prng.js'
@@ -37,6 +38,21 @@ class CountingClock extends ManualClock {
       fn()
     }, ms)
   }
+}
+
+/** Device D1 whose server link goes through `transport`, on `clock`, closed after the test. */
+async function deviceOn(transport: Transport, clock: Clock, prng: Prng): Promise<DevicePeer> {
+  const device = await createDevice({
+    id: 'D1',
+    store: memoryStore(),
+    clock,
+    server: 'ws://sim-server',
+    serverTransport: transport,
+    siteKey: 'k',
+    randomUint32: () => prng.nextUint32(),
+  })
+  closers.push(() => device.close())
+  return device
 }
 
 /** Doublings of the first delay until the cap, plus one. */
@@ -123,16 +139,7 @@ describe('a device whose server is unreachable for a day', () => {
       },
       close: async () => undefined,
     }
-    const device = await createDevice({
-      id: 'D1',
-      store: memoryStore(),
-      clock,
-      server: 'ws://sim-server',
-      serverTransport: transport,
-      siteKey: 'k',
-      randomUint32: () => prng.nextUint32(),
-    })
-    closers.push(() => device.close())
+    const device = await deviceOn(transport, clock, prng)
     // A sync that fails starts the sync's own retries as well as the link's.
     await expect(device.sync.delta()).rejects.toMatchObject({ code: 'SYNC_FAILED' })
     for (let hour = 0; hour < 24; hour++) await clock.advance(DAY / 24)
@@ -179,16 +186,7 @@ describe('join proofs of attempts that never connect', () => {
       },
       close: async () => undefined,
     }
-    const device = await createDevice({
-      id: 'D1',
-      store: memoryStore(),
-      clock,
-      server: 'ws://sim-server',
-      serverTransport: transport,
-      siteKey: 'k',
-      randomUint32: () => prng.nextUint32(),
-    })
-    closers.push(() => device.close())
+    await deviceOn(transport, clock, prng)
     const proofOf = (url: string | undefined): string | null =>
       new URL(url ?? 'ws://x').searchParams.get('proof')
     const HOURS = 6

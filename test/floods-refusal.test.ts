@@ -32,6 +32,18 @@ afterEach(async () => {
 const deviceToServer = (server: ServerPeer, id: string) =>
   server.devices.list().find((d) => d.id === id)?.sync.deviceToServer
 
+/** A server on `clock` that does not listen (raw links only), closed after the test. */
+async function offlineServer(clock = new ManualClock()): Promise<ServerPeer> {
+  const server = await createServer({
+    store: memoryStore(),
+    clock,
+    listen: false,
+    siteKey: SITE_KEY,
+  })
+  closers.push(() => server.close())
+  return server
+}
+
 describe('an unmodified y-websocket client whose update is refused', () => {
   it('is closed with the code each time, the registry says failed, the log says it once', async () => {
     const server = await createServer({ store: memoryStore(), siteKey: SITE_KEY })
@@ -76,13 +88,7 @@ describe('an unmodified y-websocket client whose update is refused', () => {
 describe('a rostersync device whose change is refused', () => {
   it('shows the error, and retries with a backoff that grows instead of in a loop', async () => {
     const clock = new ManualClock()
-    const server = await createServer({
-      store: memoryStore(),
-      clock,
-      listen: false,
-      siteKey: SITE_KEY,
-    })
-    closers.push(() => server.close())
+    const server = await offlineServer(clock)
     let connects = 0
     const transport: Transport = {
       connect: async (url) => {
@@ -146,13 +152,7 @@ describe('a rostersync device whose change is refused', () => {
 
 describe("what deviceToServer 'success' means at the server", () => {
   it('not while a refused update is missing, nor for an update held back', async () => {
-    const server = await createServer({
-      store: memoryStore(),
-      clock: new ManualClock(),
-      listen: false,
-      siteKey: SITE_KEY,
-    })
-    closers.push(() => server.close())
+    const server = await offlineServer()
     const refusedWriter = new Y.Doc()
     refusedWriter.clientID = 1001
     refusedWriter.getMap('u:D1').set('u1', { e: 0, f: { status: 'exploded' }, s: { status: 1 } })
@@ -197,13 +197,7 @@ describe('a device forgotten after a refusal', () => {
     // refused operations it waited for, past the id's forgetting: a leak
     // (about 0.5 MB per 1,000 forgotten ids), and the same id registered
     // again had its first refusal go unlogged.
-    const server = await createServer({
-      store: memoryStore(),
-      clock: new ManualClock(),
-      listen: false,
-      siteKey: SITE_KEY,
-    })
-    closers.push(() => server.close())
+    const server = await offlineServer()
     const refused = (): Uint8Array => {
       const writer = new Y.Doc()
       writer.getMap('u:D1').set('u1', { e: 0, f: { status: 'exploded' }, s: { status: 1 } })
