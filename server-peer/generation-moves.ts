@@ -53,9 +53,10 @@ export class MoveGate {
   private readonly moved = new Set<string>()
   /** Links holding a place: connection id -> device id. */
   private readonly inFlight = new Map<string, string>()
-  /** Devices whose links held places `generationMoveStep1WaitMs` in all without a step 1: no place again this window. */
-  private readonly idled = new Set<string>()
-  /** Per device, how long its links held places without a step 1 this window, ms. */
+  /**
+   * Per device, how long its links held places without a step 1 this
+   * window, ms; at `generationMoveStep1WaitMs` it takes no place again.
+   */
   private readonly idleMs = new Map<string, number>()
   constructor(private readonly options: MoveGateOptions) {}
 
@@ -76,7 +77,7 @@ export class MoveGate {
     // Seen on the new generation, or new since the switch: nothing to move.
     if (this.moved.has(deviceId) || firstSeen === undefined || firstSeen > generation.at)
       return connection
-    if (this.idled.has(deviceId)) {
+    if ((this.idleMs.get(deviceId) ?? 0) >= netLimits.generationMoveStep1WaitMs) {
       const windowEnd = generation.at + 2 * netLimits.generationMoveSpreadMs
       const seconds = Math.ceil((windowEnd - this.options.clock.now()) / 1000)
       connection.close(
@@ -102,7 +103,6 @@ export class MoveGate {
     this.generationId = generation.id
     this.moved.clear()
     this.inFlight.clear()
-    this.idled.clear()
     this.idleMs.clear()
   }
 
@@ -122,9 +122,7 @@ export class MoveGate {
     this.inFlight.delete(connectionId)
     if (outcome === 'moved') this.moved.add(deviceId)
     if (waitedMs <= 0) return
-    const idle = (this.idleMs.get(deviceId) ?? 0) + waitedMs
-    this.idleMs.set(deviceId, idle)
-    if (idle >= netLimits.generationMoveStep1WaitMs) this.idled.add(deviceId)
+    this.idleMs.set(deviceId, (this.idleMs.get(deviceId) ?? 0) + waitedMs)
   }
 
   /** `connection`, its place freed as its move goes. */
