@@ -406,12 +406,14 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   })
   statementOf = () => generations.statement()
   generationIdOf = () => generations.current().id
-  // A device forgotten to make room: its key binding goes (not revoked: the
-  // same terminal may come back).
-  registry.onForgotten = (id) => {
+  // What the server lets go of a forgotten device: the endpoint's state of
+  // it, and its key binding (not revoked: the same terminal may come back).
+  const letGo = (id: string): Promise<void> => {
     endpoint.forget(id)
-    void keys.unbind(id, false).catch(() => undefined)
+    return keys.unbind(id, false)
   }
+  // A device forgotten to make room.
+  registry.onForgotten = (id) => void letGo(id).catch(() => undefined)
   const moves = new MoveGate({
     clock: basics.clock,
     generation: () => generations.started(),
@@ -482,8 +484,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
         // Forgotten before its link closes: a device that rejoins at once is new.
         const forgotten = registry.forget(id)
         endpoint.disconnect(id, CloseCode.refused, 'PEER_UNKNOWN: forgotten by the administrator')
-        endpoint.forget(id)
-        await keys.unbind(id, false)
+        await letGo(id)
         return forgotten
       },
     },
