@@ -169,6 +169,7 @@ export class Replica {
       this.document.invalidatePolicies()
       return this.local.load(store)
     })
+    await this.local.loadClock(store)
     await this.local.loadRecords(store)
   }
 

@@ -72,7 +72,10 @@ export class LocalState {
     for await (const [key, value] of store.range({ gte: keys.recordsFrom, lt: keys.recordsTo })) {
       this.records.set(key.slice(keys.recordsFrom.length), decodeValue(value))
     }
-    // The clock's stored state: the last stamp, and the time it stamped at last.
+  }
+
+  /** Restores the clock's stored state: the last stamp, and the time it stamped at last. */
+  async loadClock(store: Store): Promise<void> {
     const hlc = await store.get(keys.hlc)
     if (hlc !== undefined) this.hlc.observe(Number(decodeValue(hlc)))
     const wall = await store.get(keys.hlcWall)
