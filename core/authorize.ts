@@ -543,7 +543,7 @@ class UpdateCheck {
     }
     if (stampMs(stamp) > latestMs) {
       throw invalid(
-        `update holds a stamp ${stampMs(stamp) - this.options.now} ms ahead of this peer's time in ${where}; the limit is ${limits.stampSkewMsMax}`,
+        `update holds a stamp ${stampMs(stamp) - this.options.now} ms ahead of this peer's time in ${where}; the limit is ${limits.stampSkewMsMax}; peer time ${this.options.now}`,
       )
     }
   }

@@ -199,3 +199,15 @@ export const POLICY_ENTRY_KEYS: readonly string[] = ['p', 't']
  * server's admission): a root named after anything else is not a writer's.
  */
 export const WRITER_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]*$/
+
+/**
+ * Calls `visit` with every stamp an entry, policy or revocation value holds
+ * (`t`, and the stamps of `s` and `x`); anything else is skipped.
+ */
+export function forEachStamp(value: unknown, visit: (stamp: number) => void): void {
+  if (!isRecord(value)) return
+  if (typeof value.t === 'number') visit(value.t)
+  for (const map of [value.s, value.x])
+    if (isRecord(map))
+      for (const stamp of Object.values(map)) if (typeof stamp === 'number') visit(stamp)
+}

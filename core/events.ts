@@ -34,6 +34,8 @@ export const EVENT_TYPES = [
   'device-key-reset',
   // A device's record removed: by the administrator, or to make room (issue 11).
   'device-forgotten',
+  // A device's own stamps that ran ahead of its time, rewritten (PROTOCOL.md, "Clocks").
+  'stamps-rewritten',
 ] as const
 /** One event type. */
 export type EventType = (typeof EVENT_TYPES)[number]

@@ -53,6 +53,17 @@ export class Hlc {
     if (Number.isSafeInteger(stamp) && stamp > this.last) this.last = stamp
   }
 
+  /**
+   * Sets the clock back to `last` when it is past it, and its wall to at
+   * most `wallMs`: only for a peer that learned its clock ran ahead and
+   * rewrote every stamp of its own past `last` (StampTime.restamp), so
+   * that its later stamps are not made from the time it was wrong at.
+   */
+  rewind(last: HlcStamp, wallMs: number): void {
+    if (Number.isSafeInteger(last) && last < this.last) this.last = last
+    if (Number.isSafeInteger(wallMs) && wallMs < this.wallHigh) this.wallHigh = wallMs
+  }
+
   /** The greatest stamp issued or observed (for persisting across restarts). */
   peek(): HlcStamp {
     return this.last

@@ -202,6 +202,14 @@ export const limits = {
    * most a hostile writer can push a device past what the server takes.
    */
   stampHorizonSlackMs: 10_000,
+  /**
+   * A device rewrites its own stamps that run more than `stampSkewMsMax`
+   * less this ahead of its time (StampTime.restamp): written while its
+   * clock ran ahead, the server would refuse them. Room for the error of
+   * the time a device learned from its server (a round trip) and for its
+   * clock's drift since.
+   */
+  restampMarginMs: 5 * 60_000,
   /** Largest entry value (one user of one writer, or one field policy), estimated like a record, in bytes. */
   entryBytesMax: 640 * 1024,
   /** Largest Yjs update checked at all, in bytes (one message holds one update). */

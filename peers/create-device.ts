@@ -212,7 +212,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
         // merged); a device's, only its own part.
         mayWrite: (owner) => writer === SERVER_ID || owner === writer,
         schema: basics.schema,
-        now: replica.stampHorizon(),
+        now: replica.stampTime.horizon(),
       }),
   })
   const linkSigning = serverLinkSigning({
@@ -225,6 +225,8 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     // Periodic: what LAN neighbours send waits for the next delta, as the
     // device's own changes do (it went to the server at once).
     relays: options.mode !== 'periodic',
+    offsetMs: replica.stampTime.offset,
+    onTimeConfirmed: (offsetMs) => replica.stampTime.setOffset(offsetMs),
   })
   const name = options.name ?? options.id
   const server = options.server

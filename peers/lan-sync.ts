@@ -404,7 +404,7 @@ export function runLanLink(
           mayWrite: () => true,
           schema,
           serverClients: serverClientsOf(replica.doc),
-          now: replica.stampHorizon(),
+          now: replica.stampTime.horizon(),
         })
       },
       onRefused: refused,

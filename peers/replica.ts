@@ -36,6 +36,7 @@ import { EventJournal } from './replica/event-journal.js'
 import { FanOut } from './replica/fan-out.js'
 import { Intake, updateMeta } from './replica/intake.js'
 import { LocalState } from './replica/local-state.js'
+import { StampTime } from './replica/restamp.js'
 import { ReplicaStatus } from './replica/status.js'
 import type {
   MetaContext,
@@ -81,6 +82,8 @@ export class Replica {
   private readonly fanOut: FanOut
   private readonly compactor: Compactor
   private readonly runner: BatchRunner
+  /** The time it stamps at, and the rewrite of its stamps that ran ahead (PROTOCOL.md, "Clocks"). */
+  readonly stampTime: StampTime
 
   private constructor(private readonly options: ReplicaOptions) {
     const { clock } = options
@@ -102,8 +105,13 @@ export class Replica {
     this.fanOut = new FanOut(options)
     const { status, document, log, queue } = this
     this.compactor = new Compactor({ clock, status, log, document, events: this.journal, queue })
+    this.stampTime = new StampTime({
+      ...{ clock, writerId: options.writerId, hlc: this.hlc, document, local: this.local, queue },
+      writes: this,
+    })
     this.runner = new BatchRunner({
       ...{ clock, hlc: this.hlc, hooks: options.hooks, status, document, local: this.local },
+      stampNow: () => this.stampTime.now(),
       ...{ events: this.journal, log, gate: this.gate, queue, intake: this.intake },
       ...{ fanOut: this.fanOut, compactor: this.compactor, rollback: () => this.rollback() },
     })
@@ -171,6 +179,7 @@ export class Replica {
     })
     await this.local.loadClock(store)
     await this.local.loadRecords(store)
+    this.stampTime.load()
   }
 
   /** Mints a new clientID now (a wipe, a full sync, a restore): later operations never collide with the old id's. */
@@ -243,16 +252,6 @@ export class Replica {
   /** The greatest HLC stamp issued or observed. */
   hlcPeek(): HlcStamp {
     return this.hlc.peek()
-  }
-
-  /** Where other writers' stamps are judged from (ReplicaDocument.stampHorizon). */
-  stampHorizon(): number {
-    return this.document.stampHorizon(this.now(), this.hlc.wall())
-  }
-
-  /** The peer's clock now, ms: what checks of remote stamps judge them against (issue 11). */
-  now(): number {
-    return this.options.clock.now()
   }
 
   /**

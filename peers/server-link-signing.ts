@@ -36,6 +36,15 @@ export function serverLinkSigning(options: {
   readonly now: () => number
   /** Relay what LAN neighbours send as it comes (false: a periodic device's server link). */
   readonly relays: boolean
+  /** The server's time offset this device confirmed before (a restart's): its first proofs use it. */
+  readonly offsetMs?: number
+  /**
+   * The server took a join whose proof named its time as this device's
+   * clock plus `offsetMs` (its hello came, signed): the device stamps in
+   * that time from now on (StampTime.setOffset). Awaited before anything
+   * else of the connection is handled.
+   */
+  readonly onTimeConfirmed?: (offsetMs: number) => Promise<void>
 }): {
   joinParams: () => Record<string, string>
   onServerTime: (serverTimeMs: number) => boolean
@@ -51,11 +60,16 @@ export function serverLinkSigning(options: {
   const { identity, deviceId } = options
   /**
    * How far the server's time is from this device's clock, once the server
-   * refused a join for it (`CLOCK_SKEW`); 0 until then. Join proofs name the
-   * server's time, nothing else does: the time comes unauthenticated, and
-   * the server judges the proof by its own clock anyway.
+   * refused a join for it (`CLOCK_SKEW`); 0 until then (or the offset
+   * confirmed before a restart). Join proofs name the server's time. The
+   * time comes unauthenticated, and the server judges the proof by its own
+   * clock anyway: only once a join made with it is taken (the signed hello
+   * comes) does the device stamp with it (`onTimeConfirmed`), and then it
+   * is within `joinSkewMsMax` of the server's.
    */
-  let offsetMs = 0
+  let offsetMs = options.offsetMs ?? 0
+  /** The offset the latest join proof was made with (a reused join URL keeps its own). */
+  let proofOffsetMs = offsetMs
   return {
     onServerTime: (serverTimeMs) => {
       const offset = serverTimeMs - options.now()
@@ -69,6 +83,7 @@ export function serverLinkSigning(options: {
       return true
     },
     joinParams: () => {
+      proofOffsetMs = offsetMs
       const at = identity.nextJoinAt(options.now() + offsetMs)
       const proof = signJoinProof(identity.key, options.room, deviceId, at)
       return {
@@ -99,6 +114,7 @@ export function serverLinkSigning(options: {
       )
         throw new SignatureInvalidError("the server's certificate is not this device's")
       await identity.pinServer(serverKey, cert)
+      await options.onTimeConfirmed?.(proofOffsetMs)
       if (generation === undefined) return undefined
       // The server's generation (issue 13), checked with the key pinned.
       const statement = decodeGenerationStatement(generation)

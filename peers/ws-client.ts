@@ -167,6 +167,8 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
   let timer: unknown
   let nextAttemptAt: number | undefined
   let lastFailure: string | undefined
+  /** The server's time, from its refusal of this device's stamps as ahead of it (see onRemoteError). */
+  let stampsAheadAt: number | undefined
   /** An immediate rejoin after CLOCK_SKEW was made, and no connection got through since. */
   let skewRejoined = false
   /** Bumped by pause/retry so that a stale attempt's outcome is ignored. */
@@ -246,10 +248,13 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       }
       const skewed = /^CLOCK_SKEW: .*server time (\d+)$/.exec(reason)
       const replayed = /^AUTH_FAILED: join proof replayed.*; latest (\d+)$/.exec(reason)
+      const ahead = stampsAheadAt
+      stampsAheadAt = undefined
       if (
         !skewRejoined &&
         ((skewed !== null && options.onServerTime?.(Number(skewed[1])) === true) ||
-          (replayed !== null && options.onJoinReplayed?.(Number(replayed[1])) === true))
+          (replayed !== null && options.onJoinReplayed?.(Number(replayed[1])) === true) ||
+          (ahead !== undefined && options.onServerTime?.(ahead) === true))
       ) {
         // Joined again at once, in the server's time or past the proof it
         // accepted last (once until a connection gets through: the time is
@@ -298,6 +303,13 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       },
       onRemoteError: (code, message) => {
         reported.add(code)
+        // This device's stamps ran ahead of the server's time (its clock
+        // moved ahead while connected): the server said its time, and the
+        // link joins again at once in it, as after CLOCK_SKEW (the device
+        // rewrites those stamps at the hello: StampTime.setOffset).
+        const ahead =
+          /^update holds a stamp .* ahead of this peer's time .*; peer time (\d+)$/.exec(message)
+        if (code === 'INVALID_RECORD' && ahead !== null) stampsAheadAt = Number(ahead[1])
         options.onError?.(code, message)
       },
       onSynced: () => {

@@ -373,7 +373,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
           checkUpdate(replica.doc, update, {
             mayWrite: (owner) => owner === writer,
             schema: basics.schema,
-            now: replica.stampHorizon(),
+            now: replica.stampTime.horizon(),
           }),
         ...(pool === undefined ? {} : { pool }),
         generationId: () => generationIdOf(),

@@ -49,7 +49,7 @@ export interface HttpApiTarget {
     forget(id: string): Promise<boolean>
   }
   /** Every user id, sorted (the pages of `GET /api/users` walk it). */
-  readonly replica: { allUserIds(): readonly string[]; now(): number }
+  readonly replica: { allUserIds(): readonly string[]; readonly clock: { now(): number } }
   /** `POST /api/exports` (server-peer/export-route.ts). */
   readonly exportUsers: ExportTarget['exportUsers']
   /** `POST /api/generations`: a new generation of the document (issue 13). */
@@ -336,7 +336,7 @@ async function serve(
     return serveSources(admin, id, res, reply)
   if (resource === 'users') return serveUsers(target, admin, method, id, url, req, res)
   if (resource === 'exports')
-    return serveExport(target, await readJson(req), res, target.replica.now())
+    return serveExport(target, await readJson(req), res, target.replica.clock.now())
   if (resource === 'generations')
     return reply(res, 200, method === 'POST' ? await target.compactHistory() : target.generation)
   if (resource === 'devices' && id === undefined) {

@@ -205,7 +205,7 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
           // Its own part only: relays travel signed, by their writers.
           mayWrite: (owner) => owner === deviceId,
           schema: options.schema,
-          now: replica.stampHorizon(),
+          now: replica.stampTime.horizon(),
         })
         options.signing.signer.writerClients.admit(replica.doc, deviceId, ranges.from.keys())
         // The intake uses this scan rather than scanning the update again.

@@ -125,8 +125,8 @@ describe("a device's horizon", () => {
       expect(stampMs(server.replica.hlcPeek())).toBeGreaterThanOrEqual(base.now() + near)
       expect(other.users.get('u1')?.email).toBe('h@example.com')
       // The server takes stamps up to its clock + the skew; the device no further.
-      const serverBound = server.replica.stampHorizon() + limits.stampSkewMsMax
-      const deviceBound = other.replica.stampHorizon() + limits.stampSkewMsMax
+      const serverBound = server.replica.stampTime.horizon() + limits.stampSkewMsMax
+      const deviceBound = other.replica.stampTime.horizon() + limits.stampSkewMsMax
       expect(serverBound).toBe(base.now() + limits.stampSkewMsMax)
       expect(deviceBound).toBeLessThanOrEqual(serverBound + limits.stampHorizonSlackMs)
     } finally {

@@ -78,8 +78,9 @@ export class SyncRounds {
       try {
         await this.exchange(round).catch(async (error: unknown) => {
           // The server refused the join for this device's clock (or its
-          // proof's time, used already) and the link joins again at once
-          // with a proof in the server's time (or past it): once more.
+          // proof's time, used already), or refused its stamps as ahead of
+          // its time, and the link joins again at once with a proof in the
+          // server's time (or past it), its stamps rewritten: once more.
           if (!isJoinTimeRefused(error)) throw error
           await this.exchange(round)
         })
@@ -99,10 +100,12 @@ export class SyncRounds {
   }
 }
 
-/** A round that failed because the server refused the join proof's time (see run). */
+/** A round that failed because the server refused the join proof's time, or stamps as ahead of its time (see run). */
 function isJoinTimeRefused(error: unknown): boolean {
   return (
     error instanceof RostersyncError &&
-    /CLOCK_SKEW|join proof replayed/.test(`${error.code} ${error.message}`)
+    /CLOCK_SKEW|join proof replayed|ahead of this peer's time/.test(
+      `${error.code} ${error.message}`,
+    )
   )
 }

@@ -85,6 +85,9 @@ export class ServerExchange {
    * The first answer also brings what this device lacked.
    */
   async push(session: SyncSession, afterFirst: () => void): Promise<SyncAnswer> {
+    // Its writes made while its clock ran ahead, rewritten before they go
+    // (a hello rewrites them too, unless a round held own writes then).
+    await this.options.replica.stampTime.restamp()
     let answer = await this.answer(session)
     afterFirst()
     const wanted = answer.ours

@@ -44,6 +44,8 @@ import { pruneDeadLocal, pruneImported } from './local-prune.js'
 /** The rooms a batch goes through (a components object, as js-libp2p's). */
 export interface BatchParts {
   readonly clock: Clock
+  /** See WriteContextParts.stampNow. */
+  readonly stampNow: () => number
   readonly hlc: Hlc
   readonly hooks: ReplicaHooks | undefined
   readonly status: ReplicaStatus
@@ -62,7 +64,12 @@ export interface BatchParts {
 
 /** Applies and stores the batches of one replica. */
 export class BatchRunner {
-  /** The Hlc.wall last stored: it goes with the next batch once it is later. */
+  /**
+   * The clock's state last stored (its last stamp and its wall): each goes
+   * with the next batch once it differs, later or, after a rewind
+   * (StampTime.restamp), earlier.
+   */
+  private hlcStored: number | undefined
   private wallStored = 0
   /** Whether a batch looked at all of the local-only state (applyBatch). */
   private pruned = false
@@ -99,16 +106,18 @@ export class BatchRunner {
     // A generation move keeps what it receives in memory until its commit
     // stores the new document whole (WipeOptions.generation).
     if (log.stagedWipe?.generation !== true) log.appendOps(captured, storeOps, deleteFree)
-    if (captured.length > 0)
-      storeOps.push({ type: 'put', key: keys.hlc, value: encodeValue(this.parts.hlc.peek()) })
+    const last = this.parts.hlc.peek()
+    if (last !== this.hlcStored)
+      storeOps.push({ type: 'put', key: keys.hlc, value: encodeValue(last) })
     const wall = this.parts.hlc.wall()
-    if (wall > this.wallStored)
+    if (wall !== this.wallStored)
       storeOps.push({ type: 'put', key: keys.hlcWall, value: encodeValue(wall) })
     events.writeEventChunk(storeOps)
     try {
       await log.storeBatch(storeOps)
       // Noted once stored: a batch that failed leaves it for the next.
-      this.wallStored = Math.max(this.wallStored, wall)
+      this.hlcStored = last
+      this.wallStored = wall
     } catch (error) {
       await this.parts.rollback()
       gate.settle()

@@ -120,6 +120,11 @@ export class ReplicaDocument {
     return Math.max(now, wall, server)
   }
 
+  /** On a device: the latest stamp of its server it holds, ms (0: none). */
+  get serverStampHighMs(): number {
+    return this.serverStampHigh
+  }
+
   /** Replaces the document (load, rollback, wipe) and tells the reset listeners. */
   installDoc(doc: Y.Doc): void {
     // Answers being made of the old document are made to the end first.

@@ -8,9 +8,9 @@
  * batch that changed it is durable; a setter adds its store op to the batch
  * being written and changes memory at once (a failed batch reloads both).
  */
-import type { PolicyEntry, ServerEntry } from '../../core/entries.js'
+import { forEachStamp, type PolicyEntry, type ServerEntry } from '../../core/entries.js'
 import { decodeValue, encodeValue } from '../../core/codec.js'
-import type { Hlc } from '../../core/hlc.js'
+import type { Hlc, HlcStamp } from '../../core/hlc.js'
 import { asUserId, type UserId } from '../../core/ids.js'
 import type { DeleteMark, LocalFields, UserLocal } from '../../core/resolve.js'
 import type { Store, StoreOp } from '../../core/store.js'
@@ -124,6 +124,24 @@ export class LocalState {
   /** Every user id with device-specific values or an imported entry. */
   userIds(): Iterable<UserId> {
     return [...this.localFields.keys(), ...this.imported.keys()]
+  }
+
+  /** This peer's device-specific values, by user. */
+  allLocalFields(): Array<[UserId, LocalFields]> {
+    return [...this.localFields]
+  }
+
+  /** The latest stamp at or below `bound` of the local-only state, or 0 (see ReplicaDocument.highestStampUpTo). */
+  highestStampUpTo(bound: HlcStamp): HlcStamp {
+    let high = 0
+    const visit = (stamp: number): void => {
+      if (stamp <= bound && stamp > high) high = stamp
+    }
+    for (const mark of this.deleted.values()) forEachStamp(mark, visit)
+    for (const fields of this.localFields.values()) forEachStamp(fields, visit)
+    for (const entry of this.imported.values()) forEachStamp(entry, visit)
+    for (const entry of this.importedPolicies.values()) forEachStamp(entry, visit)
+    return high
   }
 
   /** Takes note of every stamp of an imported server entry (as observeEntry does). */

@@ -14,6 +14,8 @@ import type { WriteContext } from './types.js'
 /** What a write context reads and changes. */
 export interface WriteContextParts {
   readonly clock: Clock
+  /** The time stamps are made at, ms (StampTime.now: the clock, moved to its server's time). */
+  readonly stampNow: () => number
   readonly hlc: Hlc
   readonly document: ReplicaDocument
   readonly local: LocalState
@@ -22,9 +24,9 @@ export interface WriteContextParts {
 
 /** The context of one batch; its store ops go to `storeOps`. */
 export function writeContext(parts: WriteContextParts, storeOps: StoreOp[]): WriteContext {
-  const { clock, hlc, document, local, events } = parts
+  const { clock, stampNow, hlc, document, local, events } = parts
   return {
-    stamp: () => hlc.next(clock.now()),
+    stamp: () => hlc.next(stampNow()),
     now: () => clock.now(),
     replicaOf: (id) => document.replicaOf(id),
     policies: () => document.policies(),

@@ -1,0 +1,275 @@
+/**
+ * A device's rewrite of its own stamps that run ahead of its time
+ * (PROTOCOL.md, "Clocks"). A device whose clock ran ahead (a clock set
+ * days forward by hand or by a test, a wrong RTC) stamps its writes in
+ * that future. The server refuses a stamp more than `stampSkewMsMax` ahead
+ * of its own clock (`INVALID_RECORD`), so such a write, and every later
+ * one of the device (built on it, and stamped after it by the HLC), would
+ * wait until real time caught up with it: days.
+ *
+ * Once the device knows its time again (its clock set right, or the
+ * server's time learned at a join: StampTime.setOffset), every stamp of
+ * its own past what the server takes (`restampBound`: about
+ * `now + stampSkewMsMax - restampMarginMs`) is rewritten:
+ * - its own entries' field stamps (`s`): the entry is written again, so
+ *   the old item, never taken by the server, is deleted and its content
+ *   dropped (Yjs's garbage collection) before it is sent;
+ * - its device-specific values' stamps, which never leave it but are
+ *   compared with the stamps of the field's policy (rule 5); a delete
+ *   mark (rule 3) holds the server's stamp, never one of the device's;
+ * - its HLC is set back to the latest stamp it holds within the bound (or
+ *   its time), and so is the time it last stamped at.
+ * The rewritten stamps are fresh ones of the rewound clock, given in the
+ * order of the stamps they replace: the device's writes keep their order
+ * among themselves, and each counts from now on as written now.
+ *
+ * Invariant: after a rewrite, no stamp of this device's own (entries,
+ * device-specific values, its HLC) is past the bound of the time it was
+ * made at; nothing of other writers changes.
+ */
+import type { Clock } from '../../core/clock.js'
+import type * as Y from 'yjs'
+import {
+  asDeviceEntry,
+  forEachStamp,
+  rootOwner,
+  usersRootName,
+  type DeviceEntry,
+} from '../../core/entries.js'
+import type { Hlc, HlcStamp } from '../../core/hlc.js'
+import { asUserId, SERVER_ID, type UserId, type WriterId } from '../../core/ids.js'
+import { limits } from '../../core/limits.js'
+import type { LocalFields } from '../../core/resolve.js'
+import type { ReplicaDocument } from './document.js'
+import type { LocalState } from './local-state.js'
+import type { WriteContext } from './types.js'
+import type { WriteQueue } from './write-queue.js'
+
+/** What a rewrite reads and rewinds. */
+export interface RestampParts {
+  readonly writerId: WriterId
+  readonly hlc: Hlc
+  readonly document: ReplicaDocument
+  readonly local: LocalState
+}
+
+/**
+ * The latest stamp of its own a device keeps as it is, at time `nowMs`,
+ * holding server stamps up to `serverHighMs`: what its server takes (a
+ * stamp within `stampSkewMsMax` of its clock, or of the latest time it
+ * stamped at), less the margin. Stamps just past the server's own latest
+ * are kept as well (ReplicaDocument.stampHorizon's slack): a device writes
+ * after what it saw, and a server whose clock ran ahead took its writes
+ * after its own stamps (test/clock-set-back.test.ts).
+ */
+export function restampBound(nowMs: number, serverHighMs: number): HlcStamp {
+  const own = nowMs + limits.stampSkewMsMax - limits.restampMarginMs
+  const server = serverHighMs === 0 ? 0 : serverHighMs + limits.stampHorizonSlackMs
+  return Math.floor(Math.max(own, server)) * 1000
+}
+
+/** Whether a device holds a stamp of its own past the bound (cheap: its HLC; see restampBound). */
+export function restampDue(hlc: Hlc, nowMs: number, serverHighMs: number): boolean {
+  return hlc.peek() > restampBound(nowMs, serverHighMs)
+}
+
+/** A device's own entries in `doc`, by user. */
+function ownEntries(doc: Y.Doc, writerId: WriterId): Array<[UserId, DeviceEntry]> {
+  const own = usersRootName(writerId)
+  if (!doc.share.has(own)) return []
+  const out: Array<[UserId, DeviceEntry]> = []
+  for (const [key, value] of doc.getMap(own).entries()) {
+    const entry = asDeviceEntry(value)
+    if (entry !== undefined) out.push([asUserId(key), entry])
+  }
+  return out
+}
+
+/**
+ * The latest stamp at or below `bound` of any entry, policy or revocation
+ * `doc` holds (`t`, and the stamps of `s` and `x`), or 0: where a rewound
+ * clock starts again.
+ */
+function highestStampUpTo(doc: Y.Doc, bound: HlcStamp): HlcStamp {
+  let high = 0
+  for (const name of doc.share.keys()) {
+    if (rootOwner(name) === undefined) continue
+    for (const value of doc.getMap(name).values())
+      forEachStamp(value, (stamp) => {
+        if (stamp <= bound && stamp > high) high = stamp
+      })
+  }
+  return high
+}
+
+/** One stamp to rewrite: where it is, and the stamp it holds. */
+interface Ahead {
+  readonly stamp: HlcStamp
+  readonly kind: 'entry' | 'local'
+  readonly id: UserId
+  readonly field: string
+}
+
+/** Stamps of `stamps` past `bound`, as rewrites of `kind` for `id`. */
+function aheadIn(
+  stamps: Readonly<Record<string, HlcStamp>>,
+  bound: HlcStamp,
+  kind: Ahead['kind'],
+  id: UserId,
+  out: Ahead[],
+): void {
+  for (const [field, stamp] of Object.entries(stamps))
+    if (stamp > bound) out.push({ stamp, kind, id, field })
+}
+
+/** What a rewrite changed. */
+export interface Restamped {
+  /** Stamps rewritten. */
+  readonly stamps: number
+  /** Users whose entry or device-specific values held them. */
+  readonly users: number
+}
+
+/**
+ * Rewrites, inside a write batch, every stamp of this device's own past
+ * the bound at `nowMs` (see the file's comment). Changes nothing when the
+ * HLC is within the bound.
+ */
+export function restampAhead(ctx: WriteContext, parts: RestampParts, nowMs: number): Restamped {
+  const { hlc, document, local, writerId } = parts
+  const bound = restampBound(nowMs, document.serverStampHighMs)
+  if (hlc.peek() <= bound) return { stamps: 0, users: 0 }
+  const entries = new Map(ownEntries(document.doc, writerId))
+  const fields = new Map(local.allLocalFields())
+  const ahead: Ahead[] = []
+  for (const [id, entry] of entries) aheadIn(entry.s, bound, 'entry', id, ahead)
+  for (const [id, values] of fields) aheadIn(values.s, bound, 'local', id, ahead)
+  // Later stamps of this device follow every stamp it keeps, and start
+  // from its time, not from the future it stamped in.
+  const keep = Math.max(
+    Math.floor(nowMs) * 1000,
+    highestStampUpTo(document.doc, bound),
+    local.highestStampUpTo(bound),
+  )
+  hlc.rewind(keep, Math.floor(nowMs))
+  ahead.sort(
+    (a, b) =>
+      a.stamp - b.stamp ||
+      a.kind.localeCompare(b.kind) ||
+      a.id.localeCompare(b.id) ||
+      a.field.localeCompare(b.field),
+  )
+  const newEntries = new Map<UserId, Record<string, HlcStamp>>()
+  const newFields = new Map<UserId, Record<string, HlcStamp>>()
+  for (const item of ahead) {
+    const fresh = ctx.stamp()
+    const into = item.kind === 'entry' ? newEntries : newFields
+    const stamps = into.get(item.id) ?? {}
+    stamps[item.field] = fresh
+    into.set(item.id, stamps)
+  }
+  for (const [id, stamps] of newEntries) {
+    const entry = entries.get(id) as DeviceEntry
+    ctx.setOwnEntry(id, { ...entry, s: { ...entry.s, ...stamps } })
+  }
+  for (const [id, stamps] of newFields) {
+    const values = fields.get(id) as LocalFields
+    ctx.setLocalFields(id, { ...values, s: { ...values.s, ...stamps } })
+  }
+  return { stamps: ahead.length, users: new Set(ahead.map((item) => item.id)).size }
+}
+
+/** Where a device keeps its server's time offset (StampTime.setOffset). */
+export const TIME_OFFSET_RECORD = ['sync', 'time-offset'] as const
+
+/** What a device's stamp time reads, and how it writes. */
+export interface StampTimeParts extends RestampParts {
+  readonly clock: Clock
+  /** Whether own writes are held (a full sync's fetch, a generation move). */
+  readonly queue: Pick<WriteQueue, 'holdingWrites'>
+  /** The replica: its writes, and its records (TIME_OFFSET_RECORD). */
+  readonly writes: {
+    write<T>(run: (ctx: WriteContext) => T): Promise<T>
+    setRecord(namespace: string, key: string, value: unknown): Promise<void>
+  }
+}
+
+/**
+ * The time a peer stamps at: its clock, moved by the offset its server's
+ * time showed (a device; 0 until then, and on the server), and the rewrite
+ * of its own stamps that ran past it.
+ */
+export class StampTime {
+  private offsetMs = 0
+
+  constructor(private readonly parts: StampTimeParts) {}
+
+  /** The time this peer stamps at, ms. */
+  now(): number {
+    return this.parts.clock.now() + this.offsetMs
+  }
+
+  /**
+   * Where other writers' stamps are judged from (ReplicaDocument.stampHorizon),
+   * and this peer's own clock (issue 11: a stamp past it by more than
+   * `stampSkewMsMax` is refused).
+   */
+  horizon(): number {
+    return this.parts.document.stampHorizon(this.now(), this.parts.hlc.wall())
+  }
+
+  /** How far the server's time is from this peer's clock, ms, as last confirmed (0: none). */
+  get offset(): number {
+    return this.offsetMs
+  }
+
+  /** Takes the stored offset (TIME_OFFSET_RECORD) once the records are loaded. */
+  load(): void {
+    const stored = this.parts.local.record(...TIME_OFFSET_RECORD)
+    this.offsetMs = typeof stored === 'number' && Number.isSafeInteger(stored) ? stored : 0
+  }
+
+  /**
+   * Takes the server's time, as `offsetMs` from this peer's clock, for its
+   * stamps from now on (a device whose join the server refused for its
+   * clock, CLOCK_SKEW, and then accepted at the server's time: PROTOCOL.md,
+   * "Clocks"). Kept as a peer-local record, so that the device stamps in
+   * its server's time offline too, after a restart. Then rewrites its own
+   * stamps that ran ahead (restamp), before anything of the link that
+   * confirmed it is answered.
+   */
+  async setOffset(offsetMs: number): Promise<void> {
+    if (!Number.isSafeInteger(offsetMs)) return
+    if (offsetMs !== this.offsetMs) {
+      this.offsetMs = offsetMs
+      await this.parts.writes.setRecord(...TIME_OFFSET_RECORD, offsetMs)
+    }
+    await this.restamp()
+  }
+
+  /**
+   * Rewrites every stamp of this device's own past what its server takes
+   * (restampAhead): its writes made while its clock ran ahead. Resolves
+   * with how many, once durable; with 0 at once when none is (its HLC is
+   * within the bound), and while own writes are held (a full sync's fetch,
+   * a generation move): the rewrite would wait for the round that holds
+   * them, which may wait for the caller (a hello); the document of that
+   * round holds nothing of this device's own yet, and the next round
+   * rewrites before it pushes (ServerExchange.push).
+   */
+  restamp(): Promise<number> {
+    const { hlc, document, writerId } = this.parts
+    if (writerId === SERVER_ID || !restampDue(hlc, this.now(), document.serverStampHighMs))
+      return Promise.resolve(0)
+    if (this.parts.queue.holdingWrites) return Promise.resolve(0)
+    return this.parts.writes.write((ctx) => {
+      const { stamps, users } = restampAhead(ctx, this.parts, this.now())
+      if (stamps > 0)
+        ctx.event({
+          type: 'stamps-rewritten',
+          message: `this device's clock ran ahead: ${stamps} stamp(s) of its writes for ${users} user(s) rewritten to its time`,
+        })
+      return stamps
+    })
+  }
+}
