@@ -113,10 +113,16 @@ export interface CheckOptions {
   readonly mayWrite: (owner: WriterId) => boolean
   /**
    * The receiver's time, ms since the epoch: stamps more than
-   * `stampSkewMsMax` past it are refused (Replica.stampHorizon: its clock,
+   * `stampSkewMsMax` past it are refused (StampTime.horizon: its clock,
    * or later where its own or its server's stamps went).
    */
   readonly now: number
+  /**
+   * The receiver's clock, ms, named in a refusal of a stamp as ahead
+   * (`peer time`: a device whose clock moved ahead takes it; PROTOCOL.md,
+   * "Clocks"); `now` when not given.
+   */
+  readonly time?: number
   /** Validates device entries' fields when given. */
   readonly schema?: RecordSchema
   /**
@@ -543,7 +549,7 @@ class UpdateCheck {
     }
     if (stampMs(stamp) > latestMs) {
       throw invalid(
-        `update holds a stamp ${stampMs(stamp) - this.options.now} ms ahead of this peer's time in ${where}; the limit is ${limits.stampSkewMsMax}; peer time ${this.options.now}`,
+        `update holds a stamp ${stampMs(stamp) - this.options.now} ms ahead of this peer's time in ${where}; the limit is ${limits.stampSkewMsMax}; peer time ${this.options.time ?? this.options.now}`,
       )
     }
   }

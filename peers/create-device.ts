@@ -318,7 +318,6 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
           identity,
           siteKey: options.siteKey,
           serverKeyFingerprint: importOptions?.serverKeyFingerprint ?? options.serverKeyFingerprint,
-          clock: basics.clock,
           overrides,
           linkState: () => sync.serverLink?.state ?? 'none',
         },

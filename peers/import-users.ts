@@ -4,7 +4,6 @@
  * local-only imported entries that read as the server's until the
  * document's own are as new (ARCHITECTURE.md, "Export / import").
  */
-import type { Clock } from '../core/clock.js'
 import { MalformedMessageError, SyncRunningError } from '../core/errors.js'
 import { readExportFile } from '../core/export-file.js'
 import type { WriterId } from '../core/ids.js'
@@ -34,7 +33,6 @@ export interface ImportTarget {
   readonly siteKey: string | undefined
   /** The server key's fingerprint given for a device never admitted (see readExportFile). */
   readonly serverKeyFingerprint: string | undefined
-  readonly clock: Clock
   readonly overrides: OverrideLog
   /** The server link's state ('none': no server configured). */
   linkState(): LinkState | 'none'
@@ -62,7 +60,8 @@ export async function importUsers(
     )
   const contents = await readExportFile(file, {
     passphrase,
-    now: target.clock.now(),
+    // In its server's time, as it stamps (an export expires by the server's clock).
+    now: target.replica.stampTime.now(),
     pinnedServerKey: target.identity.serverKey,
     siteKey: target.siteKey,
     serverKeyFingerprint: target.serverKeyFingerprint,

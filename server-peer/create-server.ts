@@ -374,6 +374,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
             mayWrite: (owner) => owner === writer,
             schema: basics.schema,
             now: replica.stampTime.horizon(),
+            time: replica.stampTime.now(),
           }),
         ...(pool === undefined ? {} : { pool }),
         generationId: () => generationIdOf(),

@@ -206,6 +206,7 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
           mayWrite: (owner) => owner === deviceId,
           schema: options.schema,
           now: replica.stampTime.horizon(),
+          time: replica.stampTime.now(),
         })
         options.signing.signer.writerClients.admit(replica.doc, deviceId, ranges.from.keys())
         // The intake uses this scan rather than scanning the update again.

@@ -13,14 +13,17 @@
  * Real parts: the server on LevelDB and WebSocket (127.0.0.1), devices on
  * LevelDB; only the devices' wall clocks are moved.
  */
+import { once } from 'node:events'
 import { mkdtemp, rm } from 'node:fs/promises'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { WebSocketServer } from 'ws'
 import type { Clock } from '../core/clock.js'
 import { asDeviceEntry, usersRootName } from '../core/entries.js'
 import { stampMs } from '../core/hlc.js'
-import { asWriterId } from '../core/ids.js'
+import { asUserId, asWriterId } from '../core/ids.js'
 import { limits } from '../core/limits.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
@@ -48,7 +51,11 @@ function offsetClock(offset: { ms: number }): Clock {
 let serial = 0
 async function site(): Promise<{ server: ServerPeer; base: string }> {
   const base = join(dir, `site-${++serial}`)
-  const server = await createServer({ dataDir: join(base, 'server'), siteKey: SITE_KEY })
+  const server = await createServer({
+    dataDir: join(base, 'server'),
+    siteKey: SITE_KEY,
+    fieldPolicies: { pin: 'device-specific' },
+  })
   await server.users.put({ id: 'u1', name: 'Ann' })
   await server.users.put({ id: 'u2', name: 'Bob' })
   return { server, base }
@@ -59,10 +66,11 @@ function openDevice(
   base: string,
   clock: Clock,
   mode: 'live' | 'periodic' = 'periodic',
+  id = 'D1',
 ): Promise<DevicePeer> {
   return createDevice({
-    id: 'D1',
-    dataDir: join(base, 'device'),
+    id,
+    dataDir: join(base, `device-${id}`),
     server: server.url,
     siteKey: SITE_KEY,
     clock,
@@ -104,6 +112,14 @@ describe('a device whose clock runs days ahead', () => {
       device = await openDevice(server, base, offsetClock(offset))
       await device.users.patch('u2', { phone: '555' })
       expectWithinServerBound(device, ['u2'])
+      // Its clock set right (and two hours on) while the offset it keeps
+      // is stale: it still judges its neighbours' stamps from its own
+      // clock, not from three days back.
+      offset.ms = 2 * 60 * 60_000
+      expect(device.replica.stampTime.horizon()).toBeGreaterThanOrEqual(
+        Date.now() + offset.ms - 1_000,
+      )
+      offset.ms = 3 * DAY
       await device.sync.delta()
       await eventually(() => expect(server.users.get('u2')?.phone).toBe('555'))
       expect(device.sync.status().deviceToServer.state).toBe('success')
@@ -124,6 +140,10 @@ describe('a device whose clock runs days ahead', () => {
       await device.users.patch('u1', { email: 'ann@example.com' })
       await device.users.put({ id: 'u3', name: 'Cid' })
       await device.users.delete('u2')
+      await device.users.patch('u1', { pin: '4321' })
+      const localPin = (): number =>
+        device.replica.localOf(asUserId('u1')).fields?.s.pin ?? Number.NaN
+      expect(stampMs(localPin())).toBeGreaterThan(Date.now() + 2 * DAY)
       expect(Math.min(...ownStampsMs(device, 'u3'))).toBeGreaterThan(Date.now() + 2 * DAY)
       await device.sync.delta()
       await eventually(() => expect(server.users.get('u3')?.name).toBe('Cid'))
@@ -131,8 +151,11 @@ describe('a device whose clock runs days ahead', () => {
       expectWithinServerBound(device, ['u1', 'u3'])
       const rewritten = device.events.query({ type: 'stamps-rewritten' })
       expect(rewritten).toHaveLength(1)
-      // u1's email and u3's every field (a put writes them all); u2's
-      // delete mark holds the server's stamp it hides, not one of the device's.
+      // u1's email and device-specific pin, and u3's every field (a put
+      // writes them all); u2's delete mark holds the server's stamp it
+      // hides, not one of the device's.
+      expect(stampMs(localPin())).toBeLessThan(Date.now() + limits.stampSkewMsMax)
+      expect(device.users.get('u1')?.pin).toBeDefined()
       expect(rewritten[0]?.message).toMatch(
         /ran ahead: \d+ stamp\(s\) of its writes for 2 user\(s\)/,
       )
@@ -143,11 +166,9 @@ describe('a device whose clock runs days ahead', () => {
       await device.sync.delta()
       expect(device.users.get('u2')?.title).toBe('Diver')
       expect(device.sync.status().deviceToServer.state).toBe('success')
-      // Reopened, it judges others' stamps from its time again, not from
-      // the future it stamped in before (the rewound wall is stored).
+      // Reopened (its clock still ahead), it stamps in the server's time.
       await device.close()
       device = await openDevice(server, base, offsetClock(offset))
-      expect(device.replica.stampTime.horizon()).toBeLessThan(Date.now() + 60_000)
       expectWithinServerBound(device, ['u1', 'u3'])
     } finally {
       await device.close()
@@ -178,7 +199,7 @@ describe('a device that wrote while its clock ran ahead and back, connected all 
   it('rewrites those writes before its next sync pushes them: nothing is refused', async () => {
     const { server, base } = await site()
     const offset = { ms: 0 }
-    const device = await openDevice(server, base, offsetClock(offset))
+    let device = await openDevice(server, base, offsetClock(offset))
     try {
       await device.sync.full()
       // No join in between: the device cannot learn the time; its clock
@@ -191,6 +212,11 @@ describe('a device that wrote while its clock ran ahead and back, connected all 
       expect(server.events.query({ type: 'write-refused' })).toEqual([])
       expect(device.events.query({ type: 'sync-failed' })).toEqual([])
       expectWithinServerBound(device, ['u3'])
+      // Reopened, it judges others' stamps from its time again, not from
+      // the future it stamped in before (the rewound wall is stored).
+      await device.close()
+      device = await openDevice(server, base, offsetClock(offset))
+      expect(device.replica.stampTime.horizon()).toBeLessThan(Date.now() + 60_000)
     } finally {
       await device.close()
       await server.close()
@@ -210,7 +236,7 @@ describe('a device that wrote while its clock ran ahead, then restarted with it 
       offset.ms = 5 * DAY
       device = await createDevice({
         id: 'D1',
-        dataDir: join(base, 'device'),
+        dataDir: join(base, 'device-D1'),
         server: 'ws://127.0.0.1:9/unreachable',
         siteKey: SITE_KEY,
         clock: offsetClock(offset),
@@ -238,6 +264,76 @@ describe('a device that wrote while its clock ran ahead, then restarted with it 
     } finally {
       await device.close()
       await server.close()
+    }
+  }, 60_000)
+})
+
+describe("a neighbour's stamps within the skew, ahead of this device's clock", () => {
+  it('are not written under: a write made after seeing one stays later than it', async () => {
+    const { server, base } = await site()
+    const fast = { ms: 58 * 60_000 }
+    const right = { ms: 0 }
+    const d2 = await openDevice(server, base, offsetClock(fast), 'periodic', 'D2')
+    const d1 = await openDevice(server, base, offsetClock(right), 'periodic', 'D1')
+    try {
+      // The server holds the field: D2's value is not adopted (rule 1), so
+      // no server stamp moves past D2's with it.
+      await server.users.patch('u1', { title: 'Boss' })
+      await d2.sync.full()
+      await d2.users.patch('u1', { title: 'Diver' })
+      await d2.sync.delta()
+      await d1.sync.full()
+      const theirs = asDeviceEntry(d1.replica.doc.getMap(usersRootName(asWriterId('D2'))).get('u1'))
+      const seen = theirs?.s.title ?? Number.NaN
+      expect(stampMs(seen)).toBeGreaterThan(Date.now() + 55 * 60_000)
+      await d1.users.patch('u1', { title: 'Medic' })
+      await d1.sync.delta()
+      const mine = asDeviceEntry(d1.replica.doc.getMap(usersRootName(asWriterId('D1'))).get('u1'))
+      expect(mine?.s.title).toBeGreaterThan(seen)
+      expect(d1.events.query({ type: 'stamps-rewritten' })).toEqual([])
+    } finally {
+      await d1.close()
+      await d2.close()
+      await server.close()
+    }
+  }, 60_000)
+})
+
+describe('a CLOCK_SKEW close that names a time (unsigned: anyone on the path can send one)', () => {
+  it('moves only join proofs, and only past the hour; stamps follow only a join the server took', async () => {
+    const ats: number[] = []
+    const start = Date.now()
+    // First a time 50 minutes on (within the hour: a forgery the server
+    // would take), then one 3 days on (past it: the server refuses a
+    // proof in it unless it is true).
+    const claims = [start + 50 * 60_000, start + 3 * DAY]
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+    wss.on('connection', (socket, req) => {
+      ats.push(Number(new URL(req.url ?? '/', 'http://127.0.0.1').searchParams.get('at')))
+      const claim = claims[Math.min(ats.length, claims.length) - 1] ?? start
+      socket.close(1008, `CLOCK_SKEW: proof 50 min off; server time ${claim}`)
+    })
+    await once(wss, 'listening')
+    const port = (wss.address() as AddressInfo).port
+    const device = await createDevice({
+      id: 'D1',
+      dataDir: join(dir, `forged-${++serial}`),
+      server: `ws://127.0.0.1:${port}`,
+      siteKey: SITE_KEY,
+      mode: 'periodic',
+    })
+    try {
+      await eventually(() => expect(ats.length).toBeGreaterThanOrEqual(3), 30_000)
+      const [first, second, third] = ats as [number, number, number]
+      expect(Math.abs(first - start)).toBeLessThan(60_000)
+      // The time within the hour is not taken: the next proof is in its own.
+      expect(Math.abs(second - Date.now())).toBeLessThan(60_000)
+      // The one past it is, for the next proof only.
+      expect(third).toBeGreaterThan(start + 3 * DAY - 60_000)
+      expect(device.replica.stampTime.offset).toBe(0)
+    } finally {
+      await device.close()
+      wss.close()
     }
   }, 60_000)
 })

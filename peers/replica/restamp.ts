@@ -9,8 +9,10 @@
  *
  * Once the device knows its time again (its clock set right, or the
  * server's time learned at a join: StampTime.setOffset), every stamp of
- * its own past what the server takes (`restampBound`: about
- * `now + stampSkewMsMax - restampMarginMs`) is rewritten:
+ * its own past what the server takes is rewritten. The bound is about
+ * `now + stampSkewMsMax - restampMarginMs` (`restampBound`), or just past
+ * the latest stamp it holds of the server, or of any other writer within
+ * the skew of its time (it wrote after seeing those):
  * - its own entries' field stamps (`s`): the entry is written again, so
  *   the old item, never taken by the server, is deleted and its content
  *   dropped (Yjs's garbage collection) before it is sent;
@@ -19,8 +21,8 @@
  *   mark (rule 3) holds the server's stamp, never one of the device's;
  * - its HLC is set back to the latest stamp it holds within the bound (or
  *   its time), and so is the time it last stamped at.
- * The rewritten stamps are fresh ones of the rewound clock, given in the
- * order of the stamps they replace: the device's writes keep their order
+ * The rewritten stamps are fresh ones of the rewound clock, one per stamp
+ * replaced, given in their order: the device's writes keep their order
  * among themselves, and each counts from now on as written now.
  *
  * Invariant: after a rewrite, no stamp of this device's own (entries,
@@ -87,13 +89,13 @@ function ownEntries(doc: Y.Doc, writerId: WriterId): Array<[UserId, DeviceEntry]
 
 /**
  * The latest stamp at or below `bound` of any entry, policy or revocation
- * `doc` holds (`t`, and the stamps of `s` and `x`), or 0: where a rewound
- * clock starts again.
+ * `doc` holds (`t`, and the stamps of `s` and `x`), but those of root
+ * `skip`, or 0.
  */
-function highestStampUpTo(doc: Y.Doc, bound: HlcStamp): HlcStamp {
+function highestStampUpTo(doc: Y.Doc, bound: HlcStamp, skip?: string): HlcStamp {
   let high = 0
   for (const name of doc.share.keys()) {
-    if (rootOwner(name) === undefined) continue
+    if (rootOwner(name) === undefined || name === skip) continue
     for (const value of doc.getMap(name).values())
       forEachStamp(value, (stamp) => {
         if (stamp <= bound && stamp > high) high = stamp
@@ -137,8 +139,21 @@ export interface Restamped {
  */
 export function restampAhead(ctx: WriteContext, parts: RestampParts, nowMs: number): Restamped {
   const { hlc, document, local, writerId } = parts
-  const bound = restampBound(nowMs, document.serverStampHighMs)
-  if (hlc.peek() <= bound) return { stamps: 0, users: 0 }
+  const none = { stamps: 0, users: 0 }
+  if (hlc.peek() <= restampBound(nowMs, document.serverStampHighMs)) return none
+  // Other writers' stamps that the server takes (within the skew of this
+  // device's time) are kept, and stamps just past them: this device wrote
+  // after them (a LAN neighbour whose clock runs 50 minutes ahead, say).
+  const others = highestStampUpTo(
+    document.doc,
+    Math.floor(nowMs + limits.stampSkewMsMax) * 1000,
+    usersRootName(writerId),
+  )
+  const bound = Math.max(
+    restampBound(nowMs, document.serverStampHighMs),
+    others === 0 ? 0 : others + limits.stampHorizonSlackMs * 1000,
+  )
+  if (hlc.peek() <= bound) return none
   const entries = new Map(ownEntries(document.doc, writerId))
   const fields = new Map(local.allLocalFields())
   const ahead: Ahead[] = []
@@ -152,20 +167,17 @@ export function restampAhead(ctx: WriteContext, parts: RestampParts, nowMs: numb
     local.highestStampUpTo(bound),
   )
   hlc.rewind(keep, Math.floor(nowMs))
-  ahead.sort(
-    (a, b) =>
-      a.stamp - b.stamp ||
-      a.kind.localeCompare(b.kind) ||
-      a.id.localeCompare(b.id) ||
-      a.field.localeCompare(b.field),
-  )
+  // One fresh stamp per stamp replaced, in their order: the fields of one
+  // write keep one stamp, and the writes their order.
+  const fresh = new Map<HlcStamp, HlcStamp>()
+  for (const stamp of [...new Set(ahead.map((item) => item.stamp))].sort((a, b) => a - b))
+    fresh.set(stamp, ctx.stamp())
   const newEntries = new Map<UserId, Record<string, HlcStamp>>()
   const newFields = new Map<UserId, Record<string, HlcStamp>>()
   for (const item of ahead) {
-    const fresh = ctx.stamp()
     const into = item.kind === 'entry' ? newEntries : newFields
     const stamps = into.get(item.id) ?? {}
-    stamps[item.field] = fresh
+    stamps[item.field] = fresh.get(item.stamp) as HlcStamp
     into.set(item.id, stamps)
   }
   for (const [id, stamps] of newEntries) {
@@ -215,7 +227,10 @@ export class StampTime {
    * `stampSkewMsMax` is refused).
    */
   horizon(): number {
-    return this.parts.document.stampHorizon(this.now(), this.parts.hlc.wall())
+    // Its clock too: an offset kept from before its clock was set right
+    // (offline since) must not make it refuse its neighbours' stamps.
+    const now = Math.max(this.parts.clock.now(), this.now())
+    return this.parts.document.stampHorizon(now, this.parts.hlc.wall())
   }
 
   /** How far the server's time is from this peer's clock, ms, as last confirmed (0: none). */
