@@ -62,6 +62,8 @@ export type ErrorCode =
   | 'GENERATION_CHANGED'
   // A device's clock far from the server's (a join is refused once, then made in the server's time)
   | 'CLOCK_SKEW'
+  // The server presents another key than the one the device pinned
+  | 'SERVER_KEY_CHANGED'
   | 'TOO_MANY_MOVES'
 
 /** Base class: every error rostersync raises on purpose carries a `code`. */
@@ -211,7 +213,8 @@ export class SyncError extends RostersyncError {
       | 'NO_SERVER'
       | 'SAVE_TO_SERVER_FAILED'
       | 'PEER_REVOKED'
-      | 'AUTH_FAILED',
+      | 'AUTH_FAILED'
+      | 'SERVER_KEY_CHANGED',
     message: string,
     options?: { cause?: unknown },
   ) {

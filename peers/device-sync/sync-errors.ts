@@ -29,8 +29,12 @@ export function linkWait(link: ServerLink | undefined): {
  */
 export function refusedError(detail: string | undefined): SyncError {
   const reason = detail === undefined || detail === '' ? 'refused' : `refused: ${detail}`
+  // The refusals that say more than "not admitted": revoked by the
+  // administrator, or a server whose key is not the one this device pinned
+  // (another site, or someone in between: resetting the device is the cure).
+  const code = /^(?:\d+: )?(PEER_REVOKED|SERVER_KEY_CHANGED)\b/.exec(detail ?? '')?.[1]
   return new SyncError(
-    detail !== undefined && /^(?:\d+: )?PEER_REVOKED/.test(detail) ? 'PEER_REVOKED' : 'AUTH_FAILED',
+    code === 'PEER_REVOKED' || code === 'SERVER_KEY_CHANGED' ? code : 'AUTH_FAILED',
     `the server refused this device (${reason})`,
   )
 }
