@@ -47,6 +47,9 @@ Faults:
                          moments, with crashes during the switch and devices
                          cut off or restored across it (default 0; --swarm
                          draws 0-3 per seed)
+  --clock-steps <n>      device clocks stepped hours to days ahead for a
+                         while, then set right (default 0; --swarm draws
+                         0-2 per seed)
   --skew <d>             largest clock skew of a peer (default 5m)
   --partition-close <d>  a link cut this long is closed (default 60s)
   --swarm                draw the fault settings not given from the seed
@@ -86,6 +89,7 @@ const flags = {
   crashes: { type: 'string' },
   restores: { type: 'string' },
   compactions: { type: 'string' },
+  'clock-steps': { type: 'string' },
   skew: { type: 'string' },
   'partition-close': { type: 'string' },
   swarm: { type: 'boolean', default: false },
@@ -172,6 +176,7 @@ async function optionsOf(values: Values): Promise<SwarmOptions> {
     ['crashes', parseInteger('crashes', values.crashes, 0, 10_000)],
     ['backupRestores', parseInteger('restores', values.restores, 0, 10_000)],
     ['compactions', parseInteger('compactions', values.compactions, 0, 10_000)],
+    ['clockSteps', parseInteger('clock-steps', values['clock-steps'], 0, 10_000)],
     ['skewMs', durationOf('skew', values.skew)],
     ['partitionCloseMs', durationOf('partition-close', values['partition-close'])],
     ['checkEveryMs', durationOf('check-every', values['check-every'])],

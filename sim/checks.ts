@@ -311,6 +311,24 @@ export class WriteLedger {
   readonly #restores = new Map<string, Array<{ backupAt: number; at: number }>>()
   /** Per device: virtual times of its retention wipes. */
   readonly #wipes = new Map<string, number[]>()
+  /** Per device: each stamp of its own it rewrote, and the stamp that replaced it. */
+  readonly #rewritten = new Map<string, Map<HlcStamp, HlcStamp>>()
+
+  /** A device rewrote stamps of its own that ran ahead (StampTime.onRewrite). */
+  rewritten(device: string, fresh: ReadonlyMap<HlcStamp, HlcStamp>): void {
+    const map = this.#rewritten.get(device) ?? new Map<HlcStamp, HlcStamp>()
+    for (const [from, to] of fresh) map.set(from, to)
+    this.#rewritten.set(device, map)
+  }
+
+  /** `stamp` of `device`'s after every rewrite since. */
+  #stampNow(device: string, stamp: HlcStamp): HlcStamp {
+    const map = this.#rewritten.get(device)
+    let now = stamp
+    for (let next = map?.get(now); next !== undefined && next !== now; next = map?.get(now))
+      now = next
+    return now
+  }
 
   /** A device write resolved: records what its own entry now carries. */
   device(
@@ -379,7 +397,9 @@ export class WriteLedger {
       const own = replica.devices.find(([writer]) => writer === write.device)?.[1]
       const kept =
         (own !== undefined &&
-          write.stamps.every(([field, stamp]) => (own.s[field] ?? 0) >= stamp)) ||
+          write.stamps.every(
+            ([field, stamp]) => (own.s[field] ?? 0) >= this.#stampNow(write.device, stamp),
+          )) ||
         (own !== undefined && own.e > write.epoch) ||
         (replica.server?.e ?? 0) > write.epoch
       if (kept) continue

@@ -93,6 +93,8 @@ export class HistoryRecorder {
   readonly #writes: PendingWrite[] = []
   readonly #waiting = new Map<string, PendingWrite[]>()
   readonly #replicas = new Map<string, Replica>()
+  /** Per peer, each stamp of its own it rewrote and the stamp that replaced it. */
+  readonly #rewritten = new Map<string, Map<number, number>>()
   readonly #changes: ServerChange[] = []
   #knowledge: ServerKnowledge[] = []
   readonly #lifecycle: LifecycleEvent[] = []
@@ -131,6 +133,24 @@ export class HistoryRecorder {
     }
     watch(replica.doc)
     replica.onReset(() => watch(replica.doc))
+    // A device whose clock ran ahead rewrote its stamps (peers/replica/
+    // restamp.ts): its writes count from then on with the new ones.
+    replica.stampTime.onRewrite((fresh) => {
+      if (this.#replicas.get(peer) !== replica) return
+      const map = this.#rewritten.get(peer) ?? new Map<number, number>()
+      for (const [from, to] of fresh) map.set(from, to)
+      this.#rewritten.set(peer, map)
+    })
+  }
+
+  /** A write's stamp after every rewrite of its writer's stamps since (see attach). */
+  #stampNow(peer: string, stamp: number | undefined): number | undefined {
+    const map = this.#rewritten.get(peer)
+    if (map === undefined || stamp === undefined) return stamp
+    let now = stamp
+    for (let next = map.get(now); next !== undefined && next !== now; next = map.get(now))
+      now = next
+    return now
   }
 
   /** The workload calls `op` on `peer` now. */
@@ -251,7 +271,7 @@ export class HistoryRecorder {
         op: w.op,
         dot: w.dot,
         knows: w.knows,
-        stamp: w.stamp,
+        stamp: this.#stampNow(w.peer, w.stamp),
         calledAt: w.calledAt,
         ackedAt: w.ackedAt,
         ...(w.knowsAtAck === undefined ? {} : { knowsAtAck: w.knowsAtAck }),

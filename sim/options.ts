@@ -61,6 +61,12 @@ export interface SimOptions {
    * (default 0; swarm 0-3).
    */
   readonly compactions?: number
+  /**
+   * Device clocks stepped hours to days ahead for a while (a clock set
+   * wrong by hand, a test moving it), then set right (default 0; swarm
+   * 0-2).
+   */
+  readonly clockSteps?: number
   /** Largest clock skew of a peer, either way, virtual ms (default 5 minutes). */
   readonly skewMs?: number
   /** Groups of devices linked over the LAN (default 1; 0: no LAN). */
@@ -126,6 +132,7 @@ export interface SimConfig {
   readonly crashes: number
   readonly backupRestores: number
   readonly compactions: number
+  readonly clockSteps: number
   readonly skewMs: number
   readonly lanIslands: number
   readonly periodic: number
@@ -191,6 +198,7 @@ function swarmDraws(seed: number): Partial<Record<keyof SimConfig, number>> {
     crashes: draw('crashes').int(0, 4),
     backupRestores: draw('restores').int(0, 1),
     compactions: draw('compactions').int(0, 3),
+    clockSteps: draw('clockSteps').int(0, 2),
     skewMs: draw('skew').int(0, 15 * MINUTE_MS),
     lanIslands: draw('lan').int(0, 2),
     periodic: Math.round(draw('periodic').next() * 0.6 * 100) / 100,
@@ -241,6 +249,7 @@ export function resolveConfig(options: SimOptions): SimConfig {
     crashes: count('crashes', pick('crashes', 2), 0, 10_000),
     backupRestores: count('backupRestores', pick('backupRestores', 1), 0, 10_000),
     compactions: count('compactions', pick('compactions', 0), 0, 10_000),
+    clockSteps: count('clockSteps', pick('clockSteps', 0), 0, 10_000),
     skewMs: ms('skewMs', pick('skewMs', 5 * MINUTE_MS), 0),
     lanIslands: count('lanIslands', pick('lanIslands', 1), 0, SIM_DEVICES_MAX),
     periodic: rate('periodic', pick('periodic', 0.3), 0),
@@ -282,6 +291,7 @@ const FLAGS: ReadonlyArray<readonly [FlagOption, string]> = [
   ['crashes', '--crashes'],
   ['backupRestores', '--restores'],
   ['compactions', '--compactions'],
+  ['clockSteps', '--clock-steps'],
   ['skewMs', '--skew'],
   ['lanIslands', '--lan-islands'],
   ['periodic', '--periodic'],

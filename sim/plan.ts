@@ -31,6 +31,7 @@ export const STEP_OPS = [
   'restore', // device restored from its backup taken `value` ms earlier; back `lasts` later
   'partition', // kind and members from `value`, for `lasts`
   'clog', // the link between `peer` and the peer picked by `value` holds messages for `lasts`
+  'clock-step', // device `peer`'s clock runs `value` ms ahead, set right `lasts` later
 ] as const
 
 /** One kind of step. */
@@ -160,6 +161,16 @@ function faultSteps(config: SimConfig, faults: Prng, op: StepOp, n: number): Sim
       case 'partition':
         lasts = logUniform(rng, 30_000, 6 * HOUR_MS)
         break
+      case 'clock-step':
+        steps.push({
+          at,
+          op,
+          peer: rng.int(1, config.devices),
+          user: 0,
+          value: logUniform(rng, 2 * HOUR_MS, 5 * 24 * HOUR_MS),
+          lasts: logUniform(rng, MINUTE_MS, 12 * HOUR_MS),
+        })
+        continue
       default:
         lasts = logUniform(rng, 1_000, 10 * MINUTE_MS)
     }
@@ -185,6 +196,7 @@ export function planFromSeed(config: SimConfig): SimStep[] {
   // Clogs beyond the per-message clog rate: a few long ones on random links.
   const clogs = config.clog > 0 ? Math.max(1, Math.round(config.durationMs / (12 * HOUR_MS))) : 0
   steps.push(...faultSteps(config, faults, 'clog', clogs))
+  steps.push(...faultSteps(config, faults, 'clock-step', config.clockSteps))
   return sortSteps(steps)
 }
 

@@ -161,7 +161,11 @@ class Run {
       },
       started: (slot) => {
         const replica = slot.replica
-        if (replica !== undefined) this.history.attach(slot.id, replica)
+        if (replica === undefined) return
+        this.history.attach(slot.id, replica)
+        // A device's writes made while its clock ran ahead carry new stamps
+        // once it rewrote them (peers/replica/restamp.ts).
+        replica.stampTime.onRewrite((fresh) => this.ledger.rewritten(slot.id, fresh))
       },
       generationBuilt: (old, snapshot) => this.history.generationBuilt(old, snapshot),
       moveStaged: (device, old) => this.history.moveStaged(device, old),
@@ -523,6 +527,7 @@ function faultCounts(stats: SiteStats): Record<string, number> {
     clogSteps: stats.clogs,
     lanRedials: stats.lanRedials,
     skewMaxMs: stats.skewMaxMs,
+    clockSteps: stats.clockSteps,
     compactions: stats.compactions,
     compactionsDone: stats.compactionsDone,
     switchCrashes: stats.switchCrashes,

@@ -122,6 +122,13 @@ export interface SimStoreOptions {
    * in call order whatever their delays, as LevelDB's log does.
    */
   readonly flushDelayMs?: number | (() => number)
+  /**
+   * The time flushes are ordered on (virtual time, which never steps); the
+   * clock's own time by default. A peer's clock may be set back (the
+   * simulator's clock steps), and a disk's flushes do not wait for it to
+   * catch up with one scheduled before.
+   */
+  readonly now?: () => number
 }
 
 /** Which in-flight writes a crash keeps. */
@@ -248,6 +255,7 @@ export class SimStore implements Store {
   readonly disk: SimDisk
   readonly #map: SortedMap
   readonly #clock: Clock | undefined
+  readonly #now: (() => number) | undefined
   readonly #flushDelayMs: () => number
   readonly #inFlight: InFlight[] = []
   /** Virtual time of the latest scheduled flush: later writes never flush earlier. */
@@ -260,6 +268,7 @@ export class SimStore implements Store {
     this.disk = disk
     this.#map = map as SortedMap
     this.#clock = options.clock
+    this.#now = options.now
     const delay = options.flushDelayMs ?? 1
     this.#flushDelayMs = typeof delay === 'number' ? () => delay : delay
   }
@@ -357,7 +366,7 @@ export class SimStore implements Store {
     return new Promise<void>((resolve) => {
       const write: InFlight = { ops, resolve, timer: undefined }
       this.#inFlight.push(write)
-      const now = clock.now()
+      const now = this.#now?.() ?? clock.now()
       const at = Math.max(now + Math.max(0, this.#flushDelayMs()), this.#lastFlushAt)
       this.#lastFlushAt = at
       write.timer = clock.setTimeout(() => this.#flushed(write), at - now)

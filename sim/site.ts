@@ -82,6 +82,8 @@ export interface SiteStats {
   lanRedials: number
   /** Largest absolute clock skew a peer ran with, ms. */
   skewMaxMs: number
+  /** Device clocks stepped ahead (and set right later). */
+  clockSteps: number
   /** compactHistory calls, and those that resolved (the switch durable and in memory). */
   compactions: number
   compactionsDone: number
@@ -166,6 +168,7 @@ export class SimSite {
     lanLinks: 0,
     lanRedials: 0,
     skewMaxMs: 0,
+    clockSteps: 0,
     compactions: 0,
     compactionsDone: 0,
     switchCrashes: 0,
@@ -262,7 +265,11 @@ export class SimSite {
     this.stats.skewMaxMs = Math.max(this.stats.skewMaxMs, Math.abs(skew))
     const clock = this.scheduler.clock(skew)
     const flushRng = slot.rng.fork(`flush#${incarnation}`)
-    const store = slot.disk.open({ clock, flushDelayMs: () => flushRng.int(1, 4) })
+    const store = slot.disk.open({
+      clock,
+      flushDelayMs: () => flushRng.int(1, 4),
+      now: () => this.scheduler.now(),
+    })
     const random = slot.rng.fork(`random#${incarnation}`)
     slot.clock = clock
     slot.store = store
@@ -649,6 +656,20 @@ export class SimSite {
     this.network.clog(from, to, lasts)
     if (value % 2 === 1) this.network.clog(to, from, lasts)
     this.stats.clogs++
+  }
+
+  /**
+   * Steps device `slot`'s clock `aheadMs` ahead, and back `lasts` later
+   * (unless it restarted meanwhile: its next incarnation's clock is right).
+   */
+  stepClock(slot: PeerSlot, aheadMs: number, lasts: number): void {
+    const clock = slot.clock
+    if (slot.down || clock === undefined) return
+    clock.skewMs += aheadMs
+    this.stats.clockSteps++
+    this.scheduler.setTimeout(() => {
+      clock.skewMs -= aheadMs
+    }, lasts)
   }
 
   /**

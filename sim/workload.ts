@@ -84,6 +84,9 @@ export function runStep(ctx: StepContext, step: SimStep): void {
     case 'clog':
       site.clog(step.peer, step.value, step.lasts)
       return
+    case 'clock-step':
+      site.stepClock(deviceSlot(site, step.peer), step.value, step.lasts)
+      return
     case 'compact':
       site.compact(step.value)
       return

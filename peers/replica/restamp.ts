@@ -130,6 +130,8 @@ export interface Restamped {
   readonly stamps: number
   /** Users whose entry or device-specific values held them. */
   readonly users: number
+  /** Each stamp replaced, and the stamp that replaced it. */
+  readonly fresh: ReadonlyMap<HlcStamp, HlcStamp>
 }
 
 /**
@@ -139,7 +141,7 @@ export interface Restamped {
  */
 export function restampAhead(ctx: WriteContext, parts: RestampParts, nowMs: number): Restamped {
   const { hlc, document, local, writerId } = parts
-  const none = { stamps: 0, users: 0 }
+  const none = { stamps: 0, users: 0, fresh: new Map<HlcStamp, HlcStamp>() }
   if (hlc.peek() <= restampBound(nowMs, document.serverStampHighMs)) return none
   // Other writers' stamps that the server takes (within the skew of this
   // device's time) are kept, and stamps just past them: this device wrote
@@ -188,7 +190,7 @@ export function restampAhead(ctx: WriteContext, parts: RestampParts, nowMs: numb
     const values = fields.get(id) as LocalFields
     ctx.setLocalFields(id, { ...values, s: { ...values.s, ...stamps } })
   }
-  return { stamps: ahead.length, users: new Set(ahead.map((item) => item.id)).size }
+  return { stamps: ahead.length, users: new Set(ahead.map((item) => item.id)).size, fresh }
 }
 
 /** Where a device keeps its server's time offset (StampTime.setOffset). */
@@ -213,8 +215,19 @@ export interface StampTimeParts extends RestampParts {
  */
 export class StampTime {
   private offsetMs = 0
+  private readonly rewriteListeners = new Set<(fresh: ReadonlyMap<HlcStamp, HlcStamp>) => void>()
 
   constructor(private readonly parts: StampTimeParts) {}
+
+  /**
+   * Listens to rewrites, once each is durable: every stamp replaced and
+   * the one that replaced it (the simulator's history follows its writes
+   * so). Returns the unsubscribe function.
+   */
+  onRewrite(listener: (fresh: ReadonlyMap<HlcStamp, HlcStamp>) => void): () => void {
+    this.rewriteListeners.add(listener)
+    return () => this.rewriteListeners.delete(listener)
+  }
 
   /** The time this peer stamps at, ms. */
   now(): number {
@@ -259,12 +272,13 @@ export class StampTime {
       this.offsetMs = offsetMs
       await this.parts.writes.setRecord(...TIME_OFFSET_RECORD, offsetMs)
     }
-    await this.restamp()
+    await this.restamp(true)
   }
 
   /**
    * Rewrites every stamp of this device's own past what its server takes
-   * (restampAhead): its writes made while its clock ran ahead. Resolves
+   * (restampAhead): its writes made while its clock ran ahead; `confirmed`
+   * right after a join confirmed the offset (setOffset). Resolves
    * with how many, once durable; with 0 at once when none is (its HLC is
    * within the bound), and while own writes are held (a full sync's fetch,
    * a generation move): the rewrite would wait for the round that holds
@@ -272,18 +286,28 @@ export class StampTime {
    * round holds nothing of this device's own yet, and the next round
    * rewrites before it pushes (ServerExchange.push).
    */
-  restamp(): Promise<number> {
-    const { hlc, document, writerId } = this.parts
-    if (writerId === SERVER_ID || !restampDue(hlc, this.now(), document.serverStampHighMs))
+  restamp(confirmed = false): Promise<number> {
+    const { hlc, document, writerId, clock } = this.parts
+    // Just confirmed (a hello), the offset is the server's time within the
+    // hour whatever the clock says. Later the clock may have been set right
+    // while the offset stayed (it is corrected at the next join): then the
+    // bound is the clock's, or the rewrite would move this device's good
+    // stamps of the time since into the past (simulator, clock steps).
+    const time = (): number => (confirmed ? this.now() : Math.max(this.now(), clock.now()))
+    if (writerId === SERVER_ID || !restampDue(hlc, time(), document.serverStampHighMs))
       return Promise.resolve(0)
     if (this.parts.queue.holdingWrites) return Promise.resolve(0)
-    return this.parts.writes.write((ctx) => {
-      const { stamps, users } = restampAhead(ctx, this.parts, this.now())
-      if (stamps > 0)
+    const done = this.parts.writes.write((ctx) => {
+      const result = restampAhead(ctx, this.parts, time())
+      if (result.stamps > 0)
         ctx.event({
           type: 'stamps-rewritten',
-          message: `this device's clock ran ahead: ${stamps} stamp(s) of its writes for ${users} user(s) rewritten to its time`,
+          message: `this device's clock ran ahead: ${result.stamps} stamp(s) of its writes for ${result.users} user(s) rewritten to its time`,
         })
+      return result
+    })
+    return done.then(({ stamps, fresh }) => {
+      if (fresh.size > 0) for (const listener of [...this.rewriteListeners]) listener(fresh)
       return stamps
     })
   }
