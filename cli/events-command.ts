@@ -4,6 +4,7 @@ import { EVENT_TYPES, type EventType } from '../core/events.js'
 import { CliError, parse, parseDuration, parseInteger, toJson } from './args.js'
 import type { Command } from './main.js'
 import { openRoster } from './roster-access.js'
+import { terminalSafe } from './table.js'
 
 const help = `Usage: rostersync events [options]
 
@@ -65,9 +66,17 @@ export const eventsCommand: Command = {
             e.deviceId && `device=${e.deviceId}`,
             e.userId && `user=${e.userId}`,
             e.origin && `origin=${e.origin}`,
+            e.kind && `kind=${e.kind}`,
+            e.direction && `direction=${e.direction}`,
+            e.fields && e.fields.length > 0 && `fields=${e.fields.join(',')}`,
+            // What failed, and why: the line said only that something did.
+            e.code && `code=${e.code}`,
+            e.message && `— ${e.message}`,
           ]
           console.log(
-            `${new Date(e.at).toISOString()}  ${e.type.padEnd(26)} ${who.filter(Boolean).join(' ')}`,
+            terminalSafe(
+              `${new Date(e.at).toISOString()}  ${e.type.padEnd(26)} ${who.filter(Boolean).join(' ')}`,
+            ),
           )
         }
       }

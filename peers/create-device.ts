@@ -34,6 +34,9 @@ import type { Connection, Transport } from '../core/transport.js'
 import { importUsers, type ImportResult } from './import-users.js'
 import { claimRole } from './data-role.js'
 
+/** Where a device keeps the name it was last given (createDevice). */
+const DEVICE_NAME_RECORD = ['device', 'name'] as const
+
 /** Options of {@link createDevice} (API.md). */
 export interface DeviceOptions extends CommonPeerOptions {
   /** Stable device id, e.g. its serial number. */
@@ -228,7 +231,13 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     offsetMs: replica.stampTime.offset,
     onTimeConfirmed: (offsetMs) => replica.stampTime.setOffset(offsetMs),
   })
-  const name = options.name ?? options.id
+  // The name given last is kept: a device opened again without one (a
+  // routine `rostersync device --data ... --delta`) keeps its name in its
+  // server's registry rather than showing its id there.
+  const storedName = replica.record(...DEVICE_NAME_RECORD)
+  const name = options.name ?? (typeof storedName === 'string' ? storedName : options.id)
+  if (options.name !== undefined && options.name !== storedName)
+    await replica.setRecord(...DEVICE_NAME_RECORD, options.name)
   const server = options.server
   const transport = options.serverTransport
   const mode = options.mode ?? 'live'

@@ -3,7 +3,7 @@
  * "Joining" and "Signed writes"): the join proof in each connection's URL,
  * the signed sessions, and the checks of the server's hello.
  */
-import { netLimits } from '../core/limits.js'
+import { limits, netLimits } from '../core/limits.js'
 import { CloseCode } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
 import { SignatureInvalidError } from '../core/errors.js'
@@ -74,11 +74,16 @@ export function serverLinkSigning(options: {
   return {
     onServerTime: (serverTimeMs) => {
       const off = serverTimeMs - options.now()
-      // A clock within the hour of the server's joins with its own time
-      // (offset 0): the time comes unsigned, and an offset within the hour
-      // would be taken by the server, so a forged one could stick; one past
-      // the hour is refused by the server unless it is the truth.
-      const offset = Math.abs(off) > netLimits.joinSkewMsMax ? off : 0
+      // A clock well within the hour of the server's joins with its own
+      // time (offset 0): the time comes unsigned, and an offset within the
+      // hour would be taken by the server, so a forged one could stick; one
+      // past the hour is refused by the server unless it is the truth. Not
+      // the hour itself: a clock just past it when the server judged the
+      // proof may be just within it when the refusal arrives (a round trip
+      // later), and would retry with its own time for good (acceptance
+      // probe: a clock 60 minutes behind never joined).
+      const past = netLimits.joinSkewMsMax - limits.restampMarginMs
+      const offset = Math.abs(off) > past ? off : 0
       // Only a real change: the same refusal again waits on the backoff.
       if (!Number.isSafeInteger(offset) || Math.abs(offset - offsetMs) < 60_000) return false
       offsetMs = offset

@@ -132,10 +132,17 @@ describe('the CLI against a running server', () => {
     expect((await cli([...device, '--site-key-file', keyFile, '--full'])).code).toBe(0)
     for (let i = 0; i < 2; i++)
       expect((await cli(['devices', 'revoke', 'DY', '--data', data])).code).toBe(0)
-    expectOneLine(await cli([...device, '--site-key-file', keyFile, '--delta']), 1, /PEER_REVOKED/)
+    const refused = await cli([...device, '--site-key-file', keyFile, '--delta'])
+    expectOneLine(refused, 1, /PEER_REVOKED/)
+    // Why, not "PEER_REVOKED: undefined" (acceptance probe).
+    expect(refused.stderr).not.toMatch(/undefined/)
+    expect(running.stderr).not.toMatch(/undefined/)
     // Revoked twice, logged once.
     const events = await cli(['events', '--data', data, '--type', 'device-revoked', '--json'])
     expect(events.stdout.trim().split('\n')).toHaveLength(1)
+    // The text form says what failed and why, as --json does.
+    const failed = await cli(['events', '--data', data, '--type', 'sync-failed'])
+    expect(failed.stdout).toMatch(/sync-failed\s+device=DY .*code=PEER_REVOKED — \S/)
   }, 60_000)
 
   it('events takes a period: --since and --until, as a time ago or an ISO time', async () => {

@@ -337,3 +337,34 @@ describe('a CLOCK_SKEW close that names a time (unsigned: anyone on the path can
     }
   }, 60_000)
 })
+
+describe('a device whose clock is just an hour behind the server', () => {
+  it('takes the time a CLOCK_SKEW names at the edge of the hour, and joins at once in it', async () => {
+    const ats: number[] = []
+    const start = Date.now()
+    // The server refused a proof just past the hour; its time, a moment
+    // later, is just within the hour of the device's clock.
+    const claim = start + 60 * 60_000 - 2_000
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+    wss.on('connection', (socket, req) => {
+      ats.push(Number(new URL(req.url ?? '/', 'http://127.0.0.1').searchParams.get('at')))
+      socket.close(1008, `CLOCK_SKEW: proof -60 min off; server time ${claim}`)
+    })
+    await once(wss, 'listening')
+    const port = (wss.address() as AddressInfo).port
+    const device = await createDevice({
+      id: 'D1',
+      dataDir: join(dir, `edge-${++serial}`),
+      server: `ws://127.0.0.1:${port}`,
+      siteKey: SITE_KEY,
+      mode: 'periodic',
+    })
+    try {
+      await eventually(() => expect(ats.length).toBeGreaterThanOrEqual(2), 10_000)
+      expect(ats[1]).toBeGreaterThan(start + 59 * 60_000)
+    } finally {
+      await device.close()
+      wss.close()
+    }
+  }, 30_000)
+})

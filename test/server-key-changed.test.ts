@@ -46,6 +46,8 @@ describe('a server with another key than the one the device pinned', () => {
       await eventually(() =>
         expect(device.sync.status().serverToDevice.error?.code).toBe('SERVER_KEY_CHANGED'),
       )
+      // The status says why too (its message was lost in the copy handed out).
+      expect(device.sync.status().serverToDevice.error?.message).toMatch(/SERVER_KEY_CHANGED/)
       expect(device.sync.status().link).toBe('refused')
       expect(device.users.get('u2')).toBeUndefined()
       expect(device.users.get('u1')?.name).toBe('Ann')

@@ -74,7 +74,10 @@ export class SyncStatusBook {
     const toServer = hit(this.deviceToServer)
     const toDevice = hit(this.serverToDevice)
     if (!toServer && !toDevice) return false
-    const failed: DirectionStatus = { state: 'failed', at: this.clock.now(), error }
+    // A plain copy: given an Error (a refusal), its message is not an own
+    // enumerable key, and the status a caller reads (a copy) lost it.
+    const shown = { code: error.code, message: error.message }
+    const failed: DirectionStatus = { state: 'failed', at: this.clock.now(), error: shown }
     if (toServer) this.deviceToServer = failed
     if (toDevice) this.serverToDevice = failed
     if (this.failingWith === error.code) return true
