@@ -28,6 +28,7 @@ import { limits } from '../core/limits.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { eventually } from './helpers/eventually.js'
+import { offsetClock } from './helpers/skewed-clock.js'
 
 const SITE_KEY = 'clock-ahead-key'
 const DAY = 86_400_000
@@ -38,15 +39,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true })
 })
-
-/** The machine's clock, `offset.ms` off (timers run on real time). */
-function offsetClock(offset: { ms: number }): Clock {
-  return {
-    now: () => Date.now() + offset.ms,
-    setTimeout: (fn, ms) => setTimeout(fn, ms),
-    clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
-  }
-}
 
 let serial = 0
 async function site(): Promise<{ server: ServerPeer; base: string }> {

@@ -12,7 +12,6 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { Clock } from '../core/clock.js'
 import { stampMs } from '../core/hlc.js'
 import { limits } from '../core/limits.js'
 import { createDevice } from '../peers/create-device.js'
@@ -23,7 +22,7 @@ import { netLimits } from '../core/limits.js'
 import { eventually } from './helpers/eventually.js'
 import { withLimits } from './helpers/limits.js'
 import { ManualClock } from './helpers/manual-clock.js'
-import { skewedClock } from './helpers/skewed-clock.js'
+import { offsetClock, skewedClock } from './helpers/skewed-clock.js'
 
 const SITE_KEY = 'clock-set-back-key'
 const DAY = 86_400_000
@@ -34,15 +33,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true })
 })
-
-/** The machine's clock, `offset.ms` off. */
-function offsetClock(offset: { ms: number }): Clock {
-  return {
-    now: () => Date.now() + offset.ms,
-    setTimeout: (fn, ms) => setTimeout(fn, ms),
-    clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
-  }
-}
 
 describe('a server whose clock ran a day ahead, then was set right', () => {
   it("still takes its devices' writes, and after a restart too", async () => {

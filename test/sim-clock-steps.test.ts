@@ -8,32 +8,15 @@
  */
 import { describe, expect, it } from 'vitest'
 import type { SimOptions } from '../sim/options.js'
-import { runSimulation, type SimReport } from '../sim/run.js'
+import type { SimReport } from '../sim/run.js'
+import { CALM, simulateLogged } from './helpers/sim-runs.js'
 
 const H = 3_600_000
 const M = 60_000
 const DAY = 24 * H
 
-/** No faults but those a test's plan adds. */
-const CALM: Partial<SimOptions> = {
-  loss: 0,
-  dup: 0,
-  jitterMs: 0,
-  clog: 0,
-  skewMs: 0,
-  periodic: 0,
-  partitions: 0,
-  crashes: 0,
-  backupRestores: 0,
-  retiring: 0,
-}
-
-async function simulate(options: SimOptions): Promise<SimReport> {
-  const report = await runSimulation(options)
-  console.log(`sim-clock-steps: ${report.ok ? 'ok' : 'FAILED'} — replay: ${report.replay}`)
-  for (const v of report.violations.slice(0, 5)) console.log(`  [${v.rule}] ${v.detail}`)
-  return report
-}
+const simulate = (options: SimOptions): Promise<SimReport> =>
+  simulateLogged('sim-clock-steps', options)
 
 describe('device clocks stepped ahead in the simulator', () => {
   // Device 1's clock runs 3 days ahead from 1 h to 3 h: it writes online

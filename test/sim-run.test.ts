@@ -9,7 +9,8 @@
  */
 import { describe, expect, it } from 'vitest'
 import type { SimOptions, SimStepInput } from '../sim/options.js'
-import { runSimulation, type SimReport } from '../sim/run.js'
+import type { SimReport } from '../sim/run.js'
+import { simulateLogged } from './helpers/sim-runs.js'
 
 const H = 3_600_000
 const M = 60_000
@@ -25,13 +26,7 @@ const QUIET: Partial<SimOptions> = {
   retiring: 0,
 }
 
-/** Runs and prints the replay command (and the violations, when there are any). */
-async function simulate(options: SimOptions): Promise<SimReport> {
-  const report = await runSimulation(options)
-  console.log(`sim-run: ${report.ok ? 'ok' : 'FAILED'} — replay: ${report.replay}`)
-  for (const v of report.violations.slice(0, 5)) console.log(`  [${v.rule}] ${v.detail}`)
-  return report
-}
+const simulate = (options: SimOptions): Promise<SimReport> => simulateLogged('sim-run', options)
 
 describe('determinism', () => {
   it('gives the same trace hash and report for the same seed and options', async () => {

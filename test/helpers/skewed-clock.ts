@@ -43,3 +43,12 @@ export const DEVICE_SKEWS: readonly Skew[] = [
     offsetsMs: { 'dev-a': -7 * MINUTE, 'dev-b': -3 * MINUTE, D1: -7 * MINUTE, D2: -3 * MINUTE },
   },
 ]
+
+/** The machine's clock, `offset.ms` off (read each time, so a test moves it); timers on real time. */
+export function offsetClock(offset: { ms: number }): Clock {
+  return {
+    now: () => Date.now() + offset.ms,
+    setTimeout: (fn, ms) => setTimeout(fn, ms),
+    clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+  }
+}
