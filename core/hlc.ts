@@ -12,6 +12,9 @@ export type HlcStamp = number
 /** Counter values per millisecond before the clock borrows from the next one. */
 const countsPerMs = 1000
 
+/** The first stamp of millisecond `ms` (its counter 0). */
+export const stampAt = (ms: number): HlcStamp => Math.floor(ms) * countsPerMs
+
 /** Converts a stamp to its physical part, in ms since the epoch. */
 export const stampMs = (stamp: HlcStamp): number => Math.floor(stamp / countsPerMs)
 

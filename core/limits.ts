@@ -696,6 +696,14 @@ export const netLimits = {
    */
   joinSkewMsMax: 60 * 60_000,
   /**
+   * A time a CLOCK_SKEW close names is taken for join proofs when it is
+   * more than this off the device's clock: less than `joinSkewMsMax`, as a
+   * clock just past the hour when the server judged the proof may be just
+   * within it when the refusal arrives (a round trip later). Stamps take it
+   * only past `joinSkewMsMax` (peers/server-link-signing.ts).
+   */
+  joinTimeTakenPastMs: 55 * 60_000,
+  /**
    * How long a device sends the same join URL again while its attempts do
    * not connect (peers/ws-client.ts): a proof that never reached the server
    * was never spent, and an offline device signs one every this long, not

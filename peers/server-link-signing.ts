@@ -3,7 +3,7 @@
  * "Joining" and "Signed writes"): the join proof in each connection's URL,
  * the signed sessions, and the checks of the server's hello.
  */
-import { limits, netLimits } from '../core/limits.js'
+import { netLimits } from '../core/limits.js'
 import { CloseCode } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
 import { SignatureInvalidError } from '../core/errors.js'
@@ -82,8 +82,7 @@ export function serverLinkSigning(options: {
       // proof may be just within it when the refusal arrives (a round trip
       // later), and would retry with its own time for good (acceptance
       // probe: a clock 60 minutes behind never joined).
-      const past = netLimits.joinSkewMsMax - limits.restampMarginMs
-      const offset = Math.abs(off) > past ? off : 0
+      const offset = Math.abs(off) > netLimits.joinTimeTakenPastMs ? off : 0
       // Only a real change: the same refusal again waits on the backoff.
       if (!Number.isSafeInteger(offset) || Math.abs(offset - offsetMs) < 60_000) return false
       offsetMs = offset
@@ -125,7 +124,11 @@ export function serverLinkSigning(options: {
       )
         throw new SignatureInvalidError("the server's certificate is not this device's")
       await identity.pinServer(serverKey, cert)
-      await options.onTimeConfirmed?.(proofOffsetMs)
+      // Stamps take it only past the hour: one within it is no more than
+      // the skew every stamp may have, and the server would have taken a
+      // proof in a forged one (review: a forged 58 minutes stuck).
+      const taken = Math.abs(proofOffsetMs) > netLimits.joinSkewMsMax ? proofOffsetMs : 0
+      await options.onTimeConfirmed?.(taken)
       if (generation === undefined) return undefined
       // The server's generation (issue 13), checked with the key pinned.
       const statement = decodeGenerationStatement(generation)

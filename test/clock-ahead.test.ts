@@ -19,7 +19,7 @@ import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { WebSocketServer } from 'ws'
+import WebSocket, { WebSocketServer } from 'ws'
 import type { Clock } from '../core/clock.js'
 import { asDeviceEntry, usersRootName } from '../core/entries.js'
 import { stampMs } from '../core/hlc.js'
@@ -359,4 +359,58 @@ describe('a device whose clock is just an hour behind the server', () => {
       wss.close()
     }
   }, 30_000)
+})
+
+describe('a forged CLOCK_SKEW time the server would take (within the hour)', () => {
+  it('moves the join proof only: the device never stamps in it, nor keeps it', async () => {
+    const { server, base } = await site()
+    const real = new URL(server.url)
+    let connections = 0
+    // A relay on the path: the first join is closed with a forged time 58
+    // minutes on (within the hour, so a proof in it gets in), the rest go
+    // through to the server.
+    const relay = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+    relay.on('connection', (socket, req) => {
+      if (++connections === 1) {
+        socket.close(1008, `CLOCK_SKEW: proof 58 min off; server time ${Date.now() + 58 * 60_000}`)
+        return
+      }
+      const up = new WebSocket(`ws://${real.host}${req.url ?? '/'}`)
+      const pending: Array<[WebSocket.RawData, boolean]> = []
+      up.on('open', () => {
+        for (const [data, binary] of pending.splice(0)) up.send(data, { binary })
+      })
+      socket.on('message', (data, binary) =>
+        up.readyState === WebSocket.OPEN ? up.send(data, { binary }) : pending.push([data, binary]),
+      )
+      up.on('message', (data, binary) => socket.send(data, { binary }))
+      up.on('close', (code, reason) =>
+        socket.close(code === 1005 || code === 1006 ? 1000 : code, reason),
+      )
+      up.on('error', () => socket.terminate())
+      socket.on('close', () => up.close())
+    })
+    await once(relay, 'listening')
+    const url = `ws://127.0.0.1:${(relay.address() as AddressInfo).port}`
+    const device = await createDevice({
+      id: 'D1',
+      dataDir: join(base, 'device-relayed'),
+      server: url,
+      siteKey: SITE_KEY,
+      mode: 'periodic',
+    })
+    try {
+      await device.sync.full()
+      expect(connections).toBeGreaterThanOrEqual(2)
+      expect(device.replica.stampTime.offset).toBe(0)
+      await device.users.patch('u1', { email: 'ann@example.com' })
+      await device.sync.delta()
+      expect(Math.max(...ownStampsMs(device, 'u1'))).toBeLessThan(Date.now() + 60_000)
+      await eventually(() => expect(server.users.get('u1')?.email).toBe('ann@example.com'))
+    } finally {
+      await device.close()
+      relay.close()
+      await server.close()
+    }
+  }, 60_000)
 })

@@ -38,7 +38,7 @@ import {
   usersRootName,
   type DeviceEntry,
 } from '../../core/entries.js'
-import type { Hlc, HlcStamp } from '../../core/hlc.js'
+import { stampAt, type Hlc, type HlcStamp } from '../../core/hlc.js'
 import { asUserId, SERVER_ID, type UserId, type WriterId } from '../../core/ids.js'
 import { limits } from '../../core/limits.js'
 import type { LocalFields } from '../../core/resolve.js'
@@ -67,7 +67,7 @@ export interface RestampParts {
 export function restampBound(nowMs: number, serverHighMs: number): HlcStamp {
   const own = nowMs + limits.stampSkewMsMax - limits.restampMarginMs
   const server = serverHighMs === 0 ? 0 : serverHighMs + limits.stampHorizonSlackMs
-  return Math.floor(Math.max(own, server)) * 1000
+  return stampAt(Math.max(own, server))
 }
 
 /** Whether a device holds a stamp of its own past the bound (cheap: its HLC; see restampBound). */
@@ -148,12 +148,12 @@ export function restampAhead(ctx: WriteContext, parts: RestampParts, nowMs: numb
   // after them (a LAN neighbour whose clock runs 50 minutes ahead, say).
   const others = highestStampUpTo(
     document.doc,
-    Math.floor(nowMs + limits.stampSkewMsMax) * 1000,
+    stampAt(nowMs + limits.stampSkewMsMax),
     usersRootName(writerId),
   )
   const bound = Math.max(
     restampBound(nowMs, document.serverStampHighMs),
-    others === 0 ? 0 : others + limits.stampHorizonSlackMs * 1000,
+    others === 0 ? 0 : others + stampAt(limits.stampHorizonSlackMs),
   )
   if (hlc.peek() <= bound) return none
   const entries = new Map(ownEntries(document.doc, writerId))
@@ -164,7 +164,7 @@ export function restampAhead(ctx: WriteContext, parts: RestampParts, nowMs: numb
   // Later stamps of this device follow every stamp it keeps, and start
   // from its time, not from the future it stamped in.
   const keep = Math.max(
-    Math.floor(nowMs) * 1000,
+    stampAt(nowMs),
     highestStampUpTo(document.doc, bound),
     local.highestStampUpTo(bound),
   )
@@ -272,7 +272,7 @@ export class StampTime {
       this.offsetMs = offsetMs
       await this.parts.writes.setRecord(...TIME_OFFSET_RECORD, offsetMs)
     }
-    await this.restamp(true)
+    await this.restamp({ confirmed: true })
   }
 
   /**
@@ -286,7 +286,7 @@ export class StampTime {
    * round holds nothing of this device's own yet, and the next round
    * rewrites before it pushes (ServerExchange.push).
    */
-  restamp(confirmed = false): Promise<number> {
+  restamp({ confirmed = false }: { confirmed?: boolean } = {}): Promise<number> {
     const { hlc, document, writerId, clock } = this.parts
     // Just confirmed (a hello), the offset is the server's time within the
     // hour whatever the clock says. Later the clock may have been set right
