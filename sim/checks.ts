@@ -43,6 +43,7 @@ import {
 } from '../core/resolve.js'
 import { isVacant } from '../core/vacant.js'
 import type { Replica } from '../peers/replica.js'
+import type { StampRewrites } from './stamp-rewrites.js'
 import { TraceHash } from './trace-hash.js'
 
 /** One broken rule. */
@@ -311,24 +312,9 @@ export class WriteLedger {
   readonly #restores = new Map<string, Array<{ backupAt: number; at: number }>>()
   /** Per device: virtual times of its retention wipes. */
   readonly #wipes = new Map<string, number[]>()
-  /** Per device: each stamp of its own it rewrote, and the stamp that replaced it. */
-  readonly #rewritten = new Map<string, Map<HlcStamp, HlcStamp>>()
 
-  /** A device rewrote stamps of its own that ran ahead (StampTime.onRewrite). */
-  rewritten(device: string, fresh: ReadonlyMap<HlcStamp, HlcStamp>): void {
-    const map = this.#rewritten.get(device) ?? new Map<HlcStamp, HlcStamp>()
-    for (const [from, to] of fresh) map.set(from, to)
-    this.#rewritten.set(device, map)
-  }
-
-  /** `stamp` of `device`'s after every rewrite since. */
-  #stampNow(device: string, stamp: HlcStamp): HlcStamp {
-    const map = this.#rewritten.get(device)
-    let now = stamp
-    for (let next = map?.get(now); next !== undefined && next !== now; next = map?.get(now))
-      now = next
-    return now
-  }
+  /** `rewrites`: the stamps devices rewrote since (a write's stamps are read through it). */
+  constructor(private readonly rewrites: StampRewrites) {}
 
   /** A device write resolved: records what its own entry now carries. */
   device(
@@ -398,7 +384,7 @@ export class WriteLedger {
       const kept =
         (own !== undefined &&
           write.stamps.every(
-            ([field, stamp]) => (own.s[field] ?? 0) >= this.#stampNow(write.device, stamp),
+            ([field, stamp]) => (own.s[field] ?? 0) >= this.rewrites.now(write.device, stamp),
           )) ||
         (own !== undefined && own.e > write.epoch) ||
         (replica.server?.e ?? 0) > write.epoch

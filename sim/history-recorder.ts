@@ -46,6 +46,7 @@ import type {
   WriteRecord,
 } from './oracle/history.js'
 import { covers, holds, unionOf } from './oracle/history.js'
+import { StampRewrites } from './stamp-rewrites.js'
 
 /** One operation the workload called, filled in as it runs. */
 export interface PendingWrite {
@@ -93,8 +94,6 @@ export class HistoryRecorder {
   readonly #writes: PendingWrite[] = []
   readonly #waiting = new Map<string, PendingWrite[]>()
   readonly #replicas = new Map<string, Replica>()
-  /** Per peer, each stamp of its own it rewrote and the stamp that replaced it. */
-  readonly #rewritten = new Map<string, Map<number, number>>()
   readonly #changes: ServerChange[] = []
   #knowledge: ServerKnowledge[] = []
   readonly #lifecycle: LifecycleEvent[] = []
@@ -112,6 +111,8 @@ export class HistoryRecorder {
     readonly devices: readonly string[],
     readonly schemaFields: readonly string[],
     readonly now: () => number,
+    /** The stamps devices rewrote since (a write counts with its stamps as they stand). */
+    private readonly rewrites: StampRewrites = new StampRewrites(),
   ) {}
 
   /** A peer (re)started with `replica`: watch its document (and the ones a wipe puts in place). */
@@ -133,24 +134,6 @@ export class HistoryRecorder {
     }
     watch(replica.doc)
     replica.onReset(() => watch(replica.doc))
-    // A device whose clock ran ahead rewrote its stamps (peers/replica/
-    // restamp.ts): its writes count from then on with the new ones.
-    replica.stampTime.onRewrite((fresh) => {
-      if (this.#replicas.get(peer) !== replica) return
-      const map = this.#rewritten.get(peer) ?? new Map<number, number>()
-      for (const [from, to] of fresh) map.set(from, to)
-      this.#rewritten.set(peer, map)
-    })
-  }
-
-  /** A write's stamp after every rewrite of its writer's stamps since (see attach). */
-  #stampNow(peer: string, stamp: number | undefined): number | undefined {
-    const map = this.#rewritten.get(peer)
-    if (map === undefined || stamp === undefined) return stamp
-    let now = stamp
-    for (let next = map.get(now); next !== undefined && next !== now; next = map.get(now))
-      now = next
-    return now
   }
 
   /** The workload calls `op` on `peer` now. */
@@ -271,7 +254,7 @@ export class HistoryRecorder {
         op: w.op,
         dot: w.dot,
         knows: w.knows,
-        stamp: this.#stampNow(w.peer, w.stamp),
+        stamp: w.stamp === undefined ? undefined : this.rewrites.now(w.peer, w.stamp),
         calledAt: w.calledAt,
         ackedAt: w.ackedAt,
         ...(w.knowsAtAck === undefined ? {} : { knowsAtAck: w.knowsAtAck }),

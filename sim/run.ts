@@ -40,6 +40,7 @@ import {
   type SimProgress,
 } from './options.js'
 import { HistoryRecorder } from './history-recorder.js'
+import { StampRewrites } from './stamp-rewrites.js'
 import { checkAgainstOracle, type PeerViews } from './oracle/check.js'
 import { parseSteps, planFromSeed, sortSteps, type SimStep } from './plan.js'
 import { WORKLOAD_FIELDS } from './records.js'
@@ -128,7 +129,9 @@ export async function runSimulation(options: SimOptions): Promise<SimReport> {
 
 /** The state of one run. */
 class Run {
-  readonly ledger = new WriteLedger()
+  /** The stamps devices rewrote (their clocks ran ahead): the ledger and the history read through it. */
+  readonly rewrites = new StampRewrites()
+  readonly ledger = new WriteLedger(this.rewrites)
   readonly site: SimSite
   readonly violations: Violation[] = []
   readonly counts: Record<string, number> = {}
@@ -165,7 +168,7 @@ class Run {
         this.history.attach(slot.id, replica)
         // A device's writes made while its clock ran ahead carry new stamps
         // once it rewrote them (peers/replica/restamp.ts).
-        replica.stampTime.onRewrite((fresh) => this.ledger.rewritten(slot.id, fresh))
+        replica.stampTime.onRewrite((fresh) => this.rewrites.note(slot.id, fresh))
       },
       generationBuilt: (old, snapshot) => this.history.generationBuilt(old, snapshot),
       moveStaged: (device, old) => this.history.moveStaged(device, old),
@@ -177,6 +180,7 @@ class Run {
       this.site.devices.map((slot) => slot.id),
       WORKLOAD_FIELDS,
       this.elapsed,
+      this.rewrites,
     )
     this.site.scheduler.onEvent = (event) => this.hash.number(event.time).number(event.seq)
   }

@@ -10,7 +10,7 @@
 import { describe, expect, it } from 'vitest'
 import type { SimOptions, SimStepInput } from '../sim/options.js'
 import type { SimReport } from '../sim/run.js'
-import { simulateLogged } from './helpers/sim-runs.js'
+import { CALM, simulateLogged } from './helpers/sim-runs.js'
 
 const H = 3_600_000
 const M = 60_000
@@ -91,17 +91,6 @@ describe('canaries: a rule broken on purpose is caught', () => {
 })
 
 describe('bugs the simulator found, replayed (docs/SIMULATION.md, "Found and fixed")', () => {
-  /** No faults at all: the bug shows on its own. */
-  const CALM: Partial<SimOptions> = {
-    ...QUIET,
-    loss: 0,
-    dup: 0,
-    jitterMs: 0,
-    clog: 0,
-    skewMs: 0,
-    periodic: 0,
-  }
-
   // A device write made between a full sync's wipe and its fetch was
   // stored without the device's previous entry for the user; when that
   // entry came back, Yjs ordered the two by clientID and the older could

@@ -146,9 +146,7 @@ export class LocalState {
 
   /** Takes note of every stamp of an imported server entry (as observeEntry does). */
   observeStamps(entry: ServerEntry): void {
-    this.hlc.observe(entry.t)
-    for (const map of [entry.s, entry.x])
-      for (const stamp of Object.values(map ?? {})) this.hlc.observe(stamp)
+    forEachStamp(entry, (stamp) => this.hlc.observe(stamp))
   }
 
   /** See WriteContext.setDeleted. */

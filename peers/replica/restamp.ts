@@ -142,7 +142,7 @@ export interface Restamped {
 export function restampAhead(ctx: WriteContext, parts: RestampParts, nowMs: number): Restamped {
   const { hlc, document, local, writerId } = parts
   const none = { stamps: 0, users: 0, fresh: new Map<HlcStamp, HlcStamp>() }
-  if (hlc.peek() <= restampBound(nowMs, document.serverStampHighMs)) return none
+  if (!restampDue(hlc, nowMs, document.serverStampHighMs)) return none
   // Other writers' stamps that the server takes (within the skew of this
   // device's time) are kept, and stamps just past them: this device wrote
   // after them (a LAN neighbour whose clock runs 50 minutes ahead, say).
