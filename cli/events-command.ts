@@ -15,7 +15,8 @@ Options:
   --since <when>    only events at or after this: a time ago (30m, 1d) or an ISO
                     date or time (2026-12-01, 2026-12-01T08:00:00Z)
   --until <when>    only events before this (same forms)
-  --type <type>     only this type (${EVENT_TYPES.join(', ')})
+  --type <type>     only this type; give it again for several
+                    (${EVENT_TYPES.join(', ')})
   --device <id>     only events about this device
   --user <id>       only events about this user
   --limit <n>       at most n events, the newest (default and most: ${limits.eventsPerQueryMax.toLocaleString('en-US')})
@@ -32,15 +33,16 @@ export const eventsCommand: Command = {
       token: { type: 'string' },
       since: { type: 'string' },
       until: { type: 'string' },
-      type: { type: 'string' },
+      type: { type: 'string', multiple: true },
       device: { type: 'string' },
       user: { type: 'string' },
       limit: { type: 'string' },
       json: { type: 'boolean', default: false },
     })
-    if (values.type !== undefined && !EVENT_TYPES.includes(values.type as EventType)) {
-      throw new CliError(`unknown event type ${values.type}; one of ${EVENT_TYPES.join(', ')}`)
-    }
+    const types = values.type ?? []
+    for (const type of types)
+      if (!EVENT_TYPES.includes(type as EventType))
+        throw new CliError(`unknown event type ${type}; one of ${EVENT_TYPES.join(', ')}`)
     if (positionals.length > 0) throw new CliError(`unexpected argument ${positionals[0]}`)
     const limit = parseInteger('limit', values.limit, 1, limits.eventsPerQueryMax)
     const since = values.since === undefined ? undefined : parseInstant('since', values.since)
@@ -52,7 +54,7 @@ export const eventsCommand: Command = {
     })
     try {
       const events = await roster.events({
-        ...(values.type === undefined ? {} : { type: values.type as EventType }),
+        ...(types.length === 0 ? {} : { type: types as EventType[] }),
         ...(values.device === undefined ? {} : { deviceId: values.device }),
         ...(values.user === undefined ? {} : { userId: values.user }),
         ...(since === undefined ? {} : { since }),

@@ -205,7 +205,8 @@ function httpAccess(base: string, token: string): RosterAccess {
     },
     events: async (q) => {
       const params = new URLSearchParams()
-      if (typeof q.type === 'string') params.set('type', q.type)
+      for (const type of typeof q.type === 'string' ? [q.type] : (q.type ?? []))
+        params.append('type', type)
       if (q.deviceId !== undefined) params.set('device', q.deviceId)
       if (q.userId !== undefined) params.set('user', q.userId)
       if (q.since !== undefined) params.set('since', String(q.since))

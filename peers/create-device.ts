@@ -310,7 +310,9 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     async signIn(userId) {
       touch()
       const id = basics.schema.parseUserId(userId)
-      await replica.writeMeta((ctx) => ctx.event({ type: 'user-signed-in', userId: id }))
+      await replica.writeMeta((ctx) =>
+        ctx.event({ type: 'user-signed-in', userId: id, deviceId: options.id }),
+      )
     },
     attachLan(connection, peer = connection.remote) {
       runLanLink({ replica, schema: basics.schema, signing }, connection, peer)

@@ -491,8 +491,12 @@ export class DeviceSync implements DeviceSyncApi {
   }
 
   private async log(event: NewEvent): Promise<void> {
+    // The device's own sync events name it, as its user events and the
+    // server's record of the same sync do (`events.query({ deviceId })`).
+    const named =
+      event.deviceId === undefined ? { ...event, deviceId: this.options.replica.writerId } : event
     try {
-      await this.options.replica.writeMeta((ctx) => ctx.event(event))
+      await this.options.replica.writeMeta((ctx) => ctx.event(named))
     } catch {
       // The log is best effort here: a failing store already fails every write.
     }

@@ -32,7 +32,7 @@ import { isAssetPath, serveAsset } from './admin-assets.js'
 import { servePolicies, serveSession, serveSources, type AdminConsole } from './admin-routes.js'
 import { checkCsrf, sameSecret, sessionIdOf } from './admin-sessions.js'
 import type { DeviceRecord } from './device-registry.js'
-import { searchFromQuery } from './user-search.js'
+import { checkQueryParams, searchFromQuery } from './user-search.js'
 import { serveExport, type ExportTarget } from './export-route.js'
 import type { CompactionResult } from './generations.js'
 import type { Generation } from '../core/generation-statement.js'
@@ -340,7 +340,7 @@ async function serve(
   if (resource === 'generations')
     return reply(res, 200, method === 'POST' ? await target.compactHistory() : target.generation)
   if (resource === 'devices' && id === undefined) {
-    refuseUnknownParams(url.searchParams, ['nameContains'], 'GET /api/devices')
+    checkQueryParams(url.searchParams, ['nameContains'], 'GET /api/devices')
     const nameContains = url.searchParams.get('nameContains') ?? undefined
     if (nameContains !== undefined && nameContains.length > limits.textCharsMax)
       throw new HttpError(
@@ -462,20 +462,21 @@ async function serveUsers(
 const EVENT_PARAMS = ['type', 'device', 'user', 'since', 'until', 'limit', 'beforeSeq'] as const
 
 /**
- * `GET /api/events` filters. A bad parameter, or one it does not know, is
- * 400 `INVALID_OPTIONS` naming the parameter.
+ * `GET /api/events` filters. A bad parameter, one it does not know, or one
+ * given twice is 400 `INVALID_OPTIONS` naming the parameter; `type` may be
+ * given more than once (events of any of those types).
  */
 function eventQuery(url: URL): EventQuery {
   const p = url.searchParams
-  refuseUnknownParams(p, EVENT_PARAMS, 'GET /api/events')
-  const type = p.get('type')
-  if (type !== null && !EVENT_TYPES.includes(type as EventType)) {
-    throw new HttpError(
-      400,
-      'INVALID_OPTIONS',
-      `type must be an event type (e.g. user-update-succeeded), got ${excerpt(type, 32)}`,
-    )
-  }
+  checkQueryParams(p, EVENT_PARAMS, 'GET /api/events', ['type'])
+  const types = p.getAll('type')
+  for (const type of types)
+    if (!EVENT_TYPES.includes(type as EventType))
+      throw new HttpError(
+        400,
+        'INVALID_OPTIONS',
+        `type must be an event type (e.g. user-update-succeeded), got ${excerpt(type, 32)}`,
+      )
   const num = (name: string): number | undefined => {
     const v = p.get(name)
     if (v === null) return undefined
@@ -489,7 +490,9 @@ function eventQuery(url: URL): EventQuery {
     return Number(v)
   }
   const q: Record<string, unknown> = {}
-  if (type !== null) q.type = type
+  // `?type=a&type=b`: events of either type.
+  if (types.length === 1) q.type = types[0]
+  else if (types.length > 1) q.type = types
   for (const [param, key] of [
     ['device', 'deviceId'],
     ['user', 'userId'],
@@ -516,19 +519,4 @@ function eventQuery(url: URL): EventQuery {
     q[name] = n
   }
   return q
-}
-
-/** `INVALID_OPTIONS` naming the first query parameter `endpoint` does not take. */
-function refuseUnknownParams(
-  params: URLSearchParams,
-  known: readonly string[],
-  endpoint: string,
-): void {
-  for (const name of new Set(params.keys()))
-    if (!known.includes(name))
-      throw new HttpError(
-        400,
-        'INVALID_OPTIONS',
-        `unknown query parameter ${excerpt(name, 32)} (${endpoint} takes ${known.join(', ')})`,
-      )
 }

@@ -410,17 +410,37 @@ function matcher(search: UserSearch): (entry: Entry) => boolean {
 const SEARCH_PARAMS = ['q', 'status', 'group', 'after', 'limit', 'total', 'all'] as const
 
 /**
+ * `INVALID_OPTIONS` for the first query parameter `endpoint` does not take,
+ * or one given more than once that is not `repeatable`: `?user=a&user=b`
+ * is refused rather than read as its first value (a filter silently
+ * narrower than asked).
+ */
+export function checkQueryParams(
+  params: URLSearchParams,
+  known: readonly string[],
+  endpoint: string,
+  repeatable: readonly string[] = [],
+): void {
+  for (const name of new Set(params.keys())) {
+    if (!known.includes(name))
+      throw new InvalidOptionsError(
+        `unknown query parameter ${excerpt(name, 32)} (${endpoint} takes ${known.join(', ')})`,
+      )
+    if (!repeatable.includes(name) && params.getAll(name).length > 1)
+      throw new InvalidOptionsError(
+        `query parameter ${excerpt(name, 32)} given more than once (${endpoint} takes each at most once)`,
+      )
+  }
+}
+
+/**
  * Reads a page request from query parameters (`q`, `status`, `group`,
  * `after`, `limit`, `total=1`, or `all=1` for every match in one response).
  * A bad one, or one it does not know, is `INVALID_OPTIONS` naming the
  * parameter.
  */
 export function searchFromQuery(params: URLSearchParams): UserSearch {
-  for (const name of new Set(params.keys()))
-    if (!(SEARCH_PARAMS as readonly string[]).includes(name))
-      throw new InvalidOptionsError(
-        `unknown query parameter ${excerpt(name, 32)} (GET /api/users takes ${SEARCH_PARAMS.join(', ')})`,
-      )
+  checkQueryParams(params, SEARCH_PARAMS, 'GET /api/users')
   const all = params.get('all')
   if (all !== null && all !== '0' && all !== '1')
     throw new InvalidOptionsError(`all must be 0 or 1, got ${excerpt(all, 16)}`)

@@ -318,6 +318,7 @@ describe('GET /api/users?all=1: the whole roster only when asked, and bounded', 
       ['all=1&limit=10', 'limit'],
       ['all=1&after=u00001', 'after'],
       ['limt=10', 'limt'],
+      ['limit=5&limit=500', 'limit'],
       [`after=${'x'.repeat(5_000)}`, 'after'],
     ] as const) {
       const res = await call(peer, 'GET', `/api/users?${params}`, { cookie })
@@ -344,7 +345,11 @@ describe('GET /api/users?all=1: the whole roster only when asked, and bounded', 
       ['/api/events?limit=1e3', 'limit'],
       ['/api/events?beforeSeq=1.5', 'beforeSeq'],
       ['/api/events?usr=u1', 'usr'],
+      // Read as its first value, a repeated filter would narrow silently.
+      ['/api/events?user=u1&user=u2', 'user'],
+      ['/api/events?type=sync-failed&type=bogus', 'type'],
       ['/api/devices?name=lobby', 'name'],
+      ['/api/devices?nameContains=a&nameContains=b', 'nameContains'],
       [`/api/devices?nameContains=${'x'.repeat(5_000)}`, 'nameContains'],
     ] as const) {
       const res = await call(peer, 'GET', path, { cookie })

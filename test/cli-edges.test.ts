@@ -143,6 +143,16 @@ describe('the CLI against a running server', () => {
     // The text form says what failed and why, as --json does.
     const failed = await cli(['events', '--data', data, '--type', 'sync-failed'])
     expect(failed.stdout).toMatch(/sync-failed\s+device=DY .*code=PEER_REVOKED — \S/)
+    // --type again: events of either type (it kept only the last one).
+    const either = await cli([
+      ...['events', '--data', data, '--json'],
+      ...['--type', 'device-revoked', '--type', 'sync-failed'],
+    ])
+    const types = either.stdout
+      .trim()
+      .split('\n')
+      .map((line) => (JSON.parse(line) as { type: string }).type)
+    expect(new Set(types)).toEqual(new Set(['device-revoked', 'sync-failed']))
   }, 60_000)
 
   it('events takes a period: --since and --until, as a time ago or an ISO time', async () => {

@@ -144,9 +144,11 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       const before = d.events.query().length
       await d.sync.full()
       expect(bare(d.events.query().slice(before))).toEqual([
-        { type: 'sync-started', kind: 'full' },
-        { type: 'sync-succeeded', kind: 'full' },
+        { type: 'sync-started', kind: 'full', deviceId: 'D1' },
+        { type: 'sync-succeeded', kind: 'full', deviceId: 'D1' },
       ])
+      // Named as its user events are: a query by device finds its syncs.
+      expect(d.events.query({ type: 'sync-succeeded', deviceId: 'D1' }).length).toBeGreaterThan(0)
 
       s.down()
       const failedFrom = deviceClock(clock).now()
@@ -156,7 +158,13 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       const failed = d.events.query({ type: 'sync-failed' })
       expect(failed[0]?.message).toMatch(/unreachable/)
       expect(bare(failed)).toEqual([
-        { type: 'sync-failed', kind: 'delta', code: 'SYNC_FAILED', message: failed[0]?.message },
+        {
+          type: 'sync-failed',
+          kind: 'delta',
+          deviceId: 'D1',
+          code: 'SYNC_FAILED',
+          message: failed[0]?.message,
+        },
       ])
       expect(failed[0]?.at).toBeGreaterThanOrEqual(failedFrom)
       expect(failed[0]?.at).toBeLessThanOrEqual(deviceClock(clock).now())
@@ -170,6 +178,7 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(saves[0]?.message).toMatch(/./)
       expect(bare(saves)[0]).toEqual({
         type: 'save-to-server-failed',
+        deviceId: 'D1',
         code: 'STORAGE_FAILED',
         message: saves[0]?.message,
       })
@@ -191,7 +200,12 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       await clock.advance(netLimits.syncRetryDelayMsMax * 3)
       const saves = d.events.query({ type: 'save-to-server-failed' })
       expect(bare(saves)).toEqual([
-        { type: 'save-to-server-failed', code: 'INVALID_RECORD', message: saves[0]?.message },
+        {
+          type: 'save-to-server-failed',
+          deviceId: 'D1',
+          code: 'INVALID_RECORD',
+          message: saves[0]?.message,
+        },
       ])
       expect(d.users.get('u1')).toMatchObject({ badge: 'B7' })
       expect(s.server.users.get('u1')).toEqual({ id: 'u1', name: 'Ann' })

@@ -106,6 +106,14 @@ describe('HTTP API', () => {
     const events = await call('GET', '/api/events?type=user-update-succeeded&user=u1')
     expect(events.body).toHaveLength(1)
     expect((await call('GET', '/api/events?type=nonsense')).status).toBe(400)
+    // A repeated type: events of either type, not only the first.
+    await server.users.delete('u1')
+    const either = await call('GET', '/api/events?type=user-deleted&type=user-update-succeeded')
+    expect((either.body as unknown as { type: string }[]).map((e) => e.type).sort()).toEqual([
+      'user-deleted',
+      'user-update-succeeded',
+    ])
+    expect((await call('GET', '/api/events?type=user-deleted&user=u1&user=u2')).status).toBe(400)
   })
 
   it('refuses text that is not base64 for bytes, changing nothing (HTTP probe)', async () => {

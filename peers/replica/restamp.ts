@@ -302,6 +302,7 @@ export class StampTime {
       if (result.stamps > 0)
         ctx.event({
           type: 'stamps-rewritten',
+          deviceId: this.parts.writerId,
           message: `this device's clock ran ahead: ${result.stamps} stamp(s) of its writes for ${result.users} user(s) rewritten to its time`,
         })
       return result
