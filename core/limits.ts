@@ -210,6 +210,19 @@ export const limits = {
    * clock's drift since.
    */
   restampMarginMs: 5 * 60_000,
+  /**
+   * While a device stamps at an offset from its clock (its server's time,
+   * learned when its clock was more than an hour off: PROTOCOL.md,
+   * "Clocks"), how often it checks that its clock was not set back
+   * (StampTime): a timer of this length that finds the clock earlier than
+   * it should be by more than `clockStepBackMsMin` moves the offset by the
+   * step, so its stamps keep its server's time. Without it, a device whose
+   * clock was set right while it kept the offset stamped days in the past
+   * until its next join, and its writes lost to older ones.
+   */
+  clockStepCheckMs: 60_000,
+  /** How far back a clock must step to move the offset (see `clockStepCheckMs`); also the offset snapped to 0. */
+  clockStepBackMsMin: 60_000,
   /** Largest entry value (one user of one writer, or one field policy), estimated like a record, in bytes. */
   entryBytesMax: 640 * 1024,
   /** Largest Yjs update checked at all, in bytes (one message holds one update). */

@@ -231,6 +231,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     offsetMs: replica.stampTime.offset,
     onTimeConfirmed: (offsetMs) => replica.stampTime.setOffset(offsetMs),
   })
+  replica.stampTime.onStepBack((offsetMs) => linkSigning.clockSteppedBack(offsetMs))
   // The name given last is kept: a device opened again without one (a
   // routine `rostersync device --data ... --delta`) keeps its name in its
   // server's registry rather than showing its id there.

@@ -471,6 +471,7 @@ export class Replica {
     // Closed first: a write made from here on is refused (PEER_CLOSED)
     // rather than slipping in between the drain and the last compaction.
     this.status.closed = true
+    this.stampTime.stop()
     this.fanOut.stop()
     // A batch waiting out its window starts now: closing drains it.
     this.queue.endWindow()

@@ -50,6 +50,8 @@ export function serverLinkSigning(options: {
   joinParams: () => Record<string, string>
   onServerTime: (serverTimeMs: number) => boolean
   onJoinReplayed: (latest: number) => boolean
+  /** The device's clock was set back and its stamp offset moved with it (StampTime.onStepBack): proofs follow. */
+  clockSteppedBack: (offsetMs: number) => void
   signed: (connectionId: string) => (send: (envelopes: Uint8Array[]) => void) => SignedLink
   onHello: (
     serverKey: Uint8Array,
@@ -87,6 +89,9 @@ export function serverLinkSigning(options: {
       if (!Number.isSafeInteger(offset) || Math.abs(offset - offsetMs) < 60_000) return false
       offsetMs = offset
       return true
+    },
+    clockSteppedBack: (offset) => {
+      offsetMs = offset
     },
     onJoinReplayed: (latest) => {
       identity.joinAfter(latest)

@@ -216,8 +216,68 @@ export interface StampTimeParts extends RestampParts {
 export class StampTime {
   private offsetMs = 0
   private readonly rewriteListeners = new Set<(fresh: ReadonlyMap<HlcStamp, HlcStamp>) => void>()
+  private readonly stepListeners = new Set<(offsetMs: number) => void>()
+  /** The clock-step check's timer, while an offset is in force (watchSteps). */
+  private stepTimer: unknown
+  private stopped = false
 
   constructor(private readonly parts: StampTimeParts) {}
+
+  /**
+   * While the offset is not 0, checks every `clockStepCheckMs` (a timer:
+   * it counts elapsed time, not what the clock reads) that the clock did
+   * not go back. A clock set back by more than `clockStepBackMsMin` (set
+   * right after it ran days ahead, the offset having been learned then)
+   * moves the offset forward by the step, so that `now()` goes on in the
+   * server's time instead of jumping back with the clock: stamps made until
+   * the next join would otherwise be days in the past, and lose to every
+   * write made elsewhere meanwhile. A clock set forward is not corrected
+   * here: a timer that fires late (a suspended process) looks the same,
+   * and stamps that run ahead are refused by the server, whose time the
+   * device then takes (PROTOCOL.md, "Clocks").
+   */
+  private watchSteps(): void {
+    const { clock, writerId } = this.parts
+    clock.clearTimeout(this.stepTimer)
+    this.stepTimer = undefined
+    if (this.offsetMs === 0 || this.stopped || writerId === SERVER_ID) return
+    const every = limits.clockStepCheckMs
+    const due = clock.now() + every
+    this.stepTimer = clock.setTimeout(() => {
+      this.stepTimer = undefined
+      const back = due - clock.now()
+      if (back > limits.clockStepBackMsMin) this.steppedBack(back)
+      else this.watchSteps()
+    }, every)
+  }
+
+  /** The clock went back by `backMs`: the offset follows (see watchSteps), and is stored. */
+  private steppedBack(backMs: number): void {
+    const moved = this.offsetMs + Math.round(backMs)
+    this.offsetMs = Math.abs(moved) < limits.clockStepBackMsMin ? 0 : moved
+    this.watchSteps()
+    for (const listener of [...this.stepListeners]) listener(this.offsetMs)
+    this.parts.writes.setRecord(...TIME_OFFSET_RECORD, this.offsetMs).catch(() => {
+      // Kept in memory; a failing store fails every write already, and the
+      // next join confirms the offset again.
+    })
+  }
+
+  /**
+   * Listens to the offset moved by a clock set back (see watchSteps): the
+   * server link's join proofs follow it (serverLinkSigning). Returns the
+   * unsubscribe function.
+   */
+  onStepBack(listener: (offsetMs: number) => void): () => void {
+    this.stepListeners.add(listener)
+    return () => this.stepListeners.delete(listener)
+  }
+
+  /** Stops the clock-step check (the replica closes). */
+  stop(): void {
+    this.stopped = true
+    this.watchSteps()
+  }
 
   /**
    * Listens to rewrites, once each is durable: every stamp replaced and
@@ -255,6 +315,7 @@ export class StampTime {
   load(): void {
     const stored = this.parts.local.record(...TIME_OFFSET_RECORD)
     this.offsetMs = typeof stored === 'number' && Number.isSafeInteger(stored) ? stored : 0
+    this.watchSteps()
   }
 
   /**
@@ -270,6 +331,7 @@ export class StampTime {
     if (!Number.isSafeInteger(offsetMs)) return
     if (offsetMs !== this.offsetMs) {
       this.offsetMs = offsetMs
+      this.watchSteps()
       await this.parts.writes.setRecord(...TIME_OFFSET_RECORD, offsetMs)
     }
     await this.restamp({ confirmed: true })
