@@ -60,6 +60,8 @@ export interface BatchParts {
   readonly compactor: Compactor
   /** After a failed store write: rebuild memory from what is durable. */
   readonly rollback: () => Promise<void>
+  /** A staged wipe empties the document now: readers keep what it showed (Replica.view). */
+  readonly freezeViews?: () => void
 }
 
 /** Applies and stores the batches of one replica. */
@@ -199,6 +201,10 @@ export class BatchRunner {
     local.setRecords(records)
     this.parts.intake.clear()
     if (options.local) local.clearLocalFields()
+    // Readers keep the roster as it was until the fetched one replaces it
+    // (Replica.view): the store still holds it, and a terminal asked for a
+    // user meanwhile must not find the roster empty.
+    if (staged) this.parts.freezeViews?.()
     document.installDoc(doc)
     if (options.holdWrites === true || staged) this.parts.queue.setHolding(true)
     gate.settle()
