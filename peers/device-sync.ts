@@ -201,6 +201,12 @@ export class DeviceSync implements DeviceSyncApi {
     this.timers.clearRetention()
     this.link?.close()
     const closing = new SyncError('SYNC_FAILED', 'the device closed before the sync ended')
+    // A sync cut short says so, in the status and the log (queued before
+    // the replica closes, so stored with its last batch): it stayed
+    // `in-progress` for good, and a reopened device restored the sync
+    // before it as its last (black-box probe).
+    const cut = { code: closing.code, message: closing.message }
+    void this.book.failed(this.rounds.kind ?? 'delta', cut, (s) => s.state === 'in-progress')
     this.server.rejectWaiters(closing)
     this.rounds.close(closing)
     for (const w of this.readyWaiters.splice(0)) w.reject(closing)

@@ -548,9 +548,25 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       }
       await expect(d.sync.full()).rejects.toMatchObject({ code: 'SYNC_FAILED' })
       await closing
+      // The sync it cut says so: not in progress for good (black-box probe).
+      // The push went through before the wipe; the fetch did not.
+      const pushed = { state: 'success' }
+      const cut = {
+        state: 'failed',
+        error: { code: 'SYNC_FAILED', message: 'the device closed before the sync ended' },
+      }
+      expect(d.sync.status()).toMatchObject({ serverToDevice: cut, deviceToServer: pushed })
       const again = await s.device('D1', deviceClock(clock))
       expect(again.users.list()).toEqual(before)
       expect(again.sync.status()).toMatchObject({ offlineReady: true, lastFullSyncAt })
+      // Logged before the replica closed: a reopened device restores its
+      // status from it (SyncStatusBook.restore), not from the sync before.
+      expect(again.events.query({ type: 'sync-failed' }).at(-1)).toMatchObject({
+        kind: 'full',
+        deviceId: 'D1',
+        direction: 'serverToDevice',
+        message: cut.error.message,
+      })
     })
 
     it('does not clear anything when the push fails', async () => {

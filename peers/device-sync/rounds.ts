@@ -51,6 +51,11 @@ export class SyncRounds {
     this.unsettled.clear()
   }
 
+  /** The kind of the round running, else of the one queued (undefined: none). */
+  get kind(): Kind | undefined {
+    return (this.running ?? this.queued)?.kind
+  }
+
   /** Whether a round is queued or running. */
   get busy(): boolean {
     return this.running !== undefined || this.queued !== undefined
