@@ -298,7 +298,18 @@ export async function openLevelStore(dir: string): Promise<LevelStore> {
     await db.open()
     return new LevelStore(db)
   } catch (error) {
-    throw new StorageError(`open of ${JSON.stringify(dir)} failed: ${errorMessage(error)}`, error)
+    // LevelDB's own words are "Database failed to open"; the reason is
+    // its cause (a black-box probe: a second open of a running device's
+    // folder said only that).
+    const cause = (error as { cause?: { code?: unknown } } | undefined)?.cause
+    if (cause?.code === 'LEVEL_LOCKED')
+      throw new StorageError(
+        `open of ${JSON.stringify(dir)} failed: the data directory is in use (another rostersync peer or process has it open; stop it first)`,
+        error,
+      )
+    const why =
+      cause instanceof Error ? `${errorMessage(error)} (${cause.message})` : errorMessage(error)
+    throw new StorageError(`open of ${JSON.stringify(dir)} failed: ${why}`, error)
   }
 }
 

@@ -207,6 +207,8 @@ describe('openLevelStore', () => {
       const error = await rejectionOf(openLevelStore(dir))
       expect(hasCode(error, 'STORAGE_FAILED')).toBe(true)
       expect((error as StorageError).cause).toBeDefined()
+      // Says why, not LevelDB's "Database failed to open" (black-box probe).
+      expect((error as StorageError).message).toMatch(/data directory is in use/)
     } finally {
       await first.close()
     }
