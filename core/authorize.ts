@@ -446,8 +446,14 @@ class UpdateCheck {
     for (const value of content.arr) {
       if (place.root === SERVER_META_ROOT) this.checkPolicyEntry(value, place)
       else if (place.root === REVOCATIONS_ROOT) this.checkRevocationEntry(value, place)
-      else if (owner === SERVER_ID) this.checkServerEntry(value, place)
-      else this.checkDeviceEntry(value, place)
+      else {
+        try {
+          if (owner === SERVER_ID) this.checkServerEntry(value, place)
+          else this.checkDeviceEntry(value, place)
+        } catch (error) {
+          throw aboutUser(error, place.key)
+        }
+      }
     }
   }
 
@@ -603,6 +609,27 @@ class UpdateCheck {
     }
     return true
   }
+}
+
+/**
+ * A refusal of one user's entry, with the user's id as its details
+ * (`{ userId }`): the server's `write-refused` event names the user, so
+ * `events.query({ userId })` finds it (a black-box probe found none).
+ */
+function aboutUser(error: unknown, userId: string | null): unknown {
+  if (userId === null || !(error instanceof RostersyncError) || error.details !== undefined)
+    return error
+  if (error instanceof InvalidRecordError) return new InvalidRecordError(error.message, { userId })
+  if (error instanceof ForbiddenWriteError)
+    return new ForbiddenWriteError(error.message, { userId })
+  return error
+}
+
+/** The user a refusal is about (see aboutUser), if one. */
+export function refusedUserOf(error: unknown): string | undefined {
+  const details = error instanceof RostersyncError ? error.details : undefined
+  const userId = (details as { userId?: unknown } | undefined)?.userId
+  return typeof userId === 'string' ? userId : undefined
 }
 
 const forbidden = (message: string): ForbiddenWriteError => new ForbiddenWriteError(message)

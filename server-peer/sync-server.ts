@@ -20,7 +20,7 @@ import {
 } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { WebSocketServer } from 'ws'
-import { checkUpdate } from '../core/authorize.js'
+import { checkUpdate, refusedUserOf } from '../core/authorize.js'
 import type { NewEvent } from '../core/events.js'
 import {
   AuthFailedError,
@@ -228,9 +228,11 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
         // Once per cause: a refused change comes back on every reconnect.
         if (!refusals.refused(deviceId, error.code, update, replica.doc)) return
         syncLog.failed(deviceId, 'deviceToServer', error)
+        const userId = refusedUserOf(error)
         void logEvent(replica, {
           type: error.code === 'STORAGE_FAILED' ? 'save-to-server-failed' : 'write-refused',
           deviceId,
+          ...(userId === undefined ? {} : { userId }),
           code: error.code,
           message: error.message,
         })

@@ -209,6 +209,11 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       ])
       expect(d.users.get('u1')).toMatchObject({ badge: 'B7' })
       expect(s.server.users.get('u1')).toEqual({ id: 'u1', name: 'Ann' })
+      // The server's log names the user the refused entry was for: a query
+      // by user finds it (it found only the user's updates).
+      expect(s.server.events.query({ type: 'write-refused', userId: 'u1' })).toMatchObject([
+        { deviceId: 'D1', code: 'INVALID_RECORD' },
+      ])
     })
   })
 
