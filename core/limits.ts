@@ -406,6 +406,8 @@ export const netLimits = {
   retryDelayMsMax: 60_000,
   /** Largest HTTP API request body, in bytes. */
   httpBodyBytesMax: 8 * 1024 * 1024,
+  /** Longest error message an HTTP error body carries, in characters (longer ones are cut, their length noted). */
+  httpErrorMessageCharsMax: 1_000,
   /**
    * Largest body of the admin sign-in (`POST /api/session`, `{ token }`),
    * the one body read before the caller is authenticated, in bytes.

@@ -130,11 +130,25 @@ export function httpApi(target: HttpApiTarget, adminToken: string, admin: AdminC
             : [500, 'INTERNAL', 'internal error']
       if (error instanceof MethodNotAllowedError && !res.headersSent)
         res.setHeader('allow', error.allow.join(', '))
+      if (status === 401 && !res.headersSent) res.setHeader('www-authenticate', 'Bearer')
       // A body the server stopped reading must not be taken for the next request.
       if (status === 413 && !res.headersSent) res.setHeader('connection', 'close')
-      reply(res, status, { error: { code, message } })
+      reply(res, status, { error: { code, message: bounded(message) } })
     })
   }
+}
+
+/**
+ * An error message of at most `netLimits.httpErrorMessageCharsMax`
+ * characters: a schema's message may name what the request held (an
+ * unknown key of 2 MB came back whole, a black-box probe).
+ */
+function bounded(message: string): string {
+  const max = netLimits.httpErrorMessageCharsMax
+  if (message.length <= max) return message
+  let cut = message.slice(0, max)
+  if (/[\uD800-\uDBFF]$/.test(cut)) cut = cut.slice(0, -1)
+  return `${cut}… (${message.length} characters)`
 }
 
 function reply(
@@ -248,6 +262,16 @@ const ROUTES: ReadonlyArray<{ readonly pattern: RegExp; readonly methods: readon
   { pattern: /^api\/generations$/, methods: ['GET', 'POST'] },
 ]
 
+type Route = (typeof ROUTES)[number]
+
+/** Whether HEAD answers as GET on `route`: it has GET, and GET ends (not the event stream). */
+const headable = (route: Route): boolean =>
+  route.methods.includes('GET') && route.pattern.source !== '^api\\/stream$'
+
+/** The methods `route` takes, HEAD included where it answers as GET (the `Allow` header). */
+const allowedOf = (route: Route): readonly string[] =>
+  headable(route) ? [...route.methods, 'HEAD'] : route.methods
+
 /** Sign-in and sign-out: served before authentication (see admin-routes.ts). */
 const SESSION_METHODS = ['GET', 'POST', 'DELETE']
 
@@ -305,8 +329,12 @@ async function serve(
   res: ServerResponse,
 ): Promise<void> {
   const { url, parts } = pathOf(req.url ?? '/')
-  const method = req.method ?? 'GET'
   const route = ROUTES.find((r) => r.pattern.test(parts.join('/')))
+  // HEAD is GET without the body (RFC 9110; Node sends no body for it),
+  // where GET answers and ends (not the event stream, which stays open).
+  const asked = req.method ?? 'GET'
+  const headAsGet = asked === 'HEAD' && route !== undefined && headable(route)
+  const method = headAsGet ? 'GET' : asked
   if (parts[0] === 'api' && parts[1] === 'health' && method === 'GET')
     return reply(res, 200, { ok: true })
   if (parts[0] !== 'api') {
@@ -326,10 +354,12 @@ async function serve(
     throw new HttpError(
       401,
       'AUTH_FAILED',
-      'admin token required (Authorization: Bearer …) or a signed-in admin page session',
+      req.headers.authorization === undefined
+        ? 'admin token required (Authorization: Bearer …) or a signed-in admin page session'
+        : 'admin token rejected (Authorization: Bearer <the token in the data directory>)',
     )
   if (route === undefined) throw new NotFoundError(`no endpoint ${excerpt(url.pathname, 64)}`)
-  if (!route.methods.includes(method)) throw new MethodNotAllowedError(method, route.methods)
+  if (!route.methods.includes(method)) throw new MethodNotAllowedError(method, allowedOf(route))
   if (how === 'cookie' && method !== 'GET' && method !== 'HEAD') checkCsrf(req)
   const [, resource, id, action] = parts
   if (resource === 'users' && action === 'sources' && id !== undefined)

@@ -158,4 +158,41 @@ describe('HTTP API', () => {
       'TOO_MANY_USERS',
     ])
   }, 30_000)
+
+  it('answers HEAD as GET without a body, bounds error messages, and says a wrong token was rejected (CLI/HTTP probe)', async () => {
+    server = await createServer({ store: memoryStore() })
+    await server.users.put({ id: 'u1', name: 'Ann' })
+    const auth = { authorization: `Bearer ${server.adminToken}` }
+    for (const path of ['/api/users?limit=1', '/api/users/u1', '/api/events', '/api/health']) {
+      const head = await fetch(`${server.http}${path}`, { method: 'HEAD', headers: auth })
+      expect(head.status, path).toBe(200)
+      expect(head.headers.get('content-type'), path).toMatch(/json/)
+      expect(await head.text(), path).toBe('')
+    }
+    // Not the event stream: it would stay open with nothing to say.
+    const stream = await fetch(`${server.http}/api/stream`, { method: 'HEAD', headers: auth })
+    expect(stream.status).toBe(405)
+    expect(stream.headers.get('allow')).toBe('GET')
+    const post = await fetch(`${server.http}/api/users`, { method: 'POST', headers: auth })
+    expect(post.headers.get('allow')).toBe('GET, HEAD')
+    // An unknown key of 200,000 characters: the message names it, cut.
+    const bad = await call('PUT', '/api/users/zz', { name: 'x', ['k'.repeat(200_000)]: 1 })
+    expect(bad.status).toBe(400)
+    const message = (bad.body.error as { message: string }).message
+    expect(message.length).toBeLessThan(1_200)
+    expect(message).toMatch(/\(\d+ characters\)$/)
+    expect(server.users.get('zz')).toBeUndefined()
+    const wrong = await fetch(`${server.http}/api/users`, {
+      headers: { authorization: 'Bearer nope' },
+    })
+    expect(wrong.status).toBe(401)
+    expect(wrong.headers.get('www-authenticate')).toBe('Bearer')
+    expect(((await wrong.json()) as { error: { message: string } }).error.message).toMatch(
+      /rejected/,
+    )
+    const none = await fetch(`${server.http}/api/users`)
+    expect(((await none.json()) as { error: { message: string } }).error.message).toMatch(
+      /required/,
+    )
+  })
 })
