@@ -48,13 +48,30 @@ export function parse<O extends Options>(
   return result
 }
 
-/** Parses `30s`, `15m`, `2h`, `1d`, `500ms` or a number of ms. */
+/**
+ * Parses `30s`, `15m`, `2h`, `1d` or `500ms`. A number needs its unit (but
+ * 0): `--retention 10` read as 10 ms wiped a device's roster at once (a
+ * black-box probe), where an operator meant days.
+ */
 export function parseDuration(text: string): number {
   const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(text.trim())
   if (match === null)
     throw new CliError(`not a duration: ${JSON.stringify(text)} (try 30s, 15m, 2h, 1d)`)
+  if (match[2] === undefined && Number(match[1]) !== 0)
+    throw new CliError(
+      `${JSON.stringify(text)} needs a unit: ${match[1]}ms, ${match[1]}s, ${match[1]}m, ${match[1]}h or ${match[1]}d`,
+    )
   const unitMs = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] ?? 'ms'] ?? 1
   return Number(match[1]) * unitMs
+}
+
+/**
+ * A decimal number as given on the command line, else NaN: Number() reads
+ * `""` and `" "` as 0 (`--port ""` picked a random port), `0x10` as 16 and
+ * `1e3` as 1000.
+ */
+export function decimal(text: string): number {
+  return /^-?\d+(\.\d+)?$/.test(text) ? Number(text) : NaN
 }
 
 /** Parses an integer option within bounds. */
@@ -65,7 +82,7 @@ export function parseInteger(
   max: number,
 ): number | undefined {
   if (text === undefined) return undefined
-  const value = Number(text)
+  const value = decimal(text)
   if (!Number.isInteger(value) || value < min || value > max) {
     throw new CliError(
       `--${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(text)}`,

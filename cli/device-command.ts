@@ -3,6 +3,7 @@
  * action (`--full`, `--delta`, `--list`, `--status`), opens a stopped
  * device, does it and exits.
  */
+import { existsSync } from 'node:fs'
 import type { DeviceOptions, DevicePeer } from '../peers/create-device.js'
 import type { UserView } from '../core/resolve.js'
 import { CliError, parse, parseDuration, parseInteger, toJson } from './args.js'
@@ -88,6 +89,11 @@ export const deviceCommand: Command = {
     const options = await deviceOptions(values)
     const syncs = values.full || values.delta
     const oneShot = syncs || values.list || values.status
+    // A look at a stopped device reads it: a mistyped folder is not a new
+    // device (it made one, key and all, and listed 0 users).
+    const dataDir = options.dataDir ?? ''
+    if (oneShot && !syncs && !existsSync(dataDir))
+      throw new CliError(`no data directory ${dataDir} (no device there to list)`, 1)
     // Listing or reading the status of a stopped device needs no network.
     const { server: _server, lan: _lan, ...offline } = options
     const device = await openDevice(oneShot && !syncs ? offline : options)

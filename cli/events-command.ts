@@ -12,8 +12,9 @@ Options:
   --data <dir>      the server's data directory (default ./data; uses its HTTP API when it runs)
   --server <url>    a running server's URL, e.g. http://127.0.0.1:4400
   --token <token>   the server's admin token (default: <data>/admin-token or ROSTERSYNC_ADMIN_TOKEN)
-  --since <when>    only events at or after this: a time ago (30m, 1d) or an ISO
-                    date or time (2026-12-01, 2026-12-01T08:00:00Z)
+  --since <when>    only events at or after this: a time ago (30m, 1d), an ISO
+                    date or time (2026-12-01, 2026-12-01T08:00:00Z) or ms
+                    since the epoch
   --until <when>    only events before this (same forms)
   --type <type>     only this type; give it again for several
                     (${EVENT_TYPES.join(', ')})
@@ -89,18 +90,23 @@ export const eventsCommand: Command = {
   },
 }
 
-/** A time for --since / --until: a duration ago (`30m`, `1d`) or an ISO date or time. */
+/**
+ * A time for --since / --until: a duration ago (`30m`, `1d`), an ISO date
+ * or time, or ms since the epoch (11 digits or more, as the HTTP API takes
+ * it). A shorter bare number is refused: `2026` is no year here.
+ */
 function parseInstant(name: string, text: string): number {
   if (/^\d{4}-\d{2}-\d{2}/.test(text)) {
     const at = Date.parse(text)
     if (Number.isFinite(at)) return at
     throw new CliError(`--${name}: not a date or time: ${JSON.stringify(text)}`)
   }
+  if (/^\d{11,16}$/.test(text)) return Number(text)
   try {
     return Date.now() - parseDuration(text)
   } catch {
     throw new CliError(
-      `--${name}: not a time: ${JSON.stringify(text)} (a time ago such as 30m or 1d, or an ISO date such as 2026-12-01)`,
+      `--${name}: not a time: ${JSON.stringify(text)} (a time ago such as 30m or 1d, an ISO date such as 2026-12-01, or ms since the epoch)`,
     )
   }
 }

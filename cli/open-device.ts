@@ -57,6 +57,9 @@ export async function siteKeyOf(
       throw new CliError(`cannot read --site-key-file ${file}: ${(error as Error).message}`)
     }
   }
+  // Given empty, a key is a mistake (an unset variable), not "no key": the
+  // server refuses it too.
+  if (given === '') throw new CliError('--site-key is empty')
   const key = given ?? process.env.ROSTERSYNC_SITE_KEY
   return key === '' ? undefined : key
 }

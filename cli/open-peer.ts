@@ -37,7 +37,11 @@ export async function openServerData(dataDir: string): Promise<ServerPeer> {
   } catch (error) {
     if (hasCode(error, 'STORAGE_FAILED')) {
       throw new CliError(
-        openFailure(dataDir, error as Error, 'is a server running on it? Stop it first'),
+        openFailure(
+          dataDir,
+          error as Error,
+          'is a server running on it? Stop it first, or reach it with --server <http url> --token <admin token>',
+        ),
         1,
       )
     }

@@ -168,6 +168,16 @@ function httpAccess(base: string, token: string): RosterAccess {
     return fromWire(await jsonBody(res, base))
   }
   const enc = encodeURIComponent
+  // One path segment: "." and ".." would be dot segments the URL drops (a
+  // black-box probe: `users get .` printed the first page of users).
+  const segment = (id: string): string => {
+    if (id === '' || id === '.' || id === '..')
+      throw new CliError(
+        `INVALID_RECORD: invalid id ${JSON.stringify(id)}: not empty, "." or ".."`,
+        1,
+      )
+    return enc(id)
+  }
   return {
     list: async () => {
       // The API pages the roster (`next` is the cursor of the following page).
@@ -187,16 +197,20 @@ function httpAccess(base: string, token: string): RosterAccess {
       } while (after !== null)
       return users
     },
-    get: async (id) => (await call('GET', `/api/users/${enc(id)}`)) as UserView | undefined,
+    get: async (id) => (await call('GET', `/api/users/${segment(id)}`)) as UserView | undefined,
     put: async (record) => {
-      await call('PUT', `/api/users/${enc(typeof record.id === 'string' ? record.id : '')}`, record)
+      await call(
+        'PUT',
+        `/api/users/${segment(typeof record.id === 'string' ? record.id : '')}`,
+        record,
+      )
     },
     patch: async (id, fields) => {
-      await call('PATCH', `/api/users/${enc(id)}`, fields)
+      await call('PATCH', `/api/users/${segment(id)}`, fields)
     },
     delete: async (id) => {
       try {
-        await call('DELETE', `/api/users/${enc(id)}`)
+        await call('DELETE', `/api/users/${segment(id)}`)
         return true
       } catch (error) {
         if (error instanceof CliError && error.message.startsWith('USER_NOT_FOUND')) return false
@@ -220,19 +234,19 @@ function httpAccess(base: string, token: string): RosterAccess {
         `/api/devices${nameContains === undefined ? '' : `?nameContains=${enc(nameContains)}`}`,
       )) as DeviceRecord[],
     revoke: async (id) => {
-      await call('POST', `/api/devices/${enc(id)}/revoke`)
+      await call('POST', `/api/devices/${segment(id)}/revoke`)
       return true
     },
     approve: async (id) => {
-      await call('POST', `/api/devices/${enc(id)}/approve`)
+      await call('POST', `/api/devices/${segment(id)}/approve`)
       return true
     },
     forget: async (id) => {
-      await call('DELETE', `/api/devices/${enc(id)}`)
+      await call('DELETE', `/api/devices/${segment(id)}`)
       return true
     },
     resetKey: async (id) => {
-      await call('POST', `/api/devices/${enc(id)}/reset-key`)
+      await call('POST', `/api/devices/${segment(id)}/reset-key`)
       return true
     },
     exportUsers: (request) => httpExport(base, token, request),

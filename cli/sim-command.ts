@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises'
 import { CANARIES, type CanaryKind, type SimProgress } from '../sim/options.js'
 import { parseSteps } from '../sim/plan.js'
 import { runSimulation, type SimReport } from '../sim/run.js'
-import { CliError, parse, parseDuration, parseInteger } from './args.js'
+import { CliError, decimal, parse, parseDuration, parseInteger } from './args.js'
 import type { Command } from './main.js'
 import { defaultWorkers, runSwarm, type SeedSummary, type SwarmOptions } from './sim-swarm.js'
 
@@ -105,7 +105,7 @@ type Values = ReturnType<typeof parse<typeof flags>>['values']
 
 function rateOf(name: string, text: string | undefined): number | undefined {
   if (text === undefined) return undefined
-  const value = Number(text)
+  const value = decimal(text)
   if (!Number.isFinite(value) || value < 0 || value > 1)
     throw new CliError(`--${name} must be a number from 0 to 1, got ${JSON.stringify(text)}`)
   return value
@@ -124,7 +124,7 @@ function durationOf(name: string, text: string | undefined): number | undefined 
 
 function numberOf(name: string, text: string | undefined, max: number): number | undefined {
   if (text === undefined) return undefined
-  const value = Number(text)
+  const value = decimal(text)
   if (!Number.isFinite(value) || value <= 0 || value > max)
     throw new CliError(
       `--${name} must be a number above 0 and at most ${max}, got ${JSON.stringify(text)}`,

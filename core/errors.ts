@@ -420,8 +420,14 @@ export class ExportExpiredError extends RostersyncError {
 
 /** An export asks for (or a file holds) more users or groups than the named limit. */
 export class ExportTooLargeError extends RostersyncError {
-  constructor(what: string, count: number, max: number) {
-    super('EXPORT_TOO_LARGE', `the export holds ${count} ${what}; the limit is ${max}`)
+  /** `count` is where counting stopped (past `max`) when `more` is set: the message says "more than". */
+  constructor(what: string, count: number, max: number, more = false) {
+    super(
+      'EXPORT_TOO_LARGE',
+      more
+        ? `the export holds more than ${max} ${what}; the limit is ${max}`
+        : `the export holds ${count} ${what}; the limit is ${max}`,
+    )
   }
 }
 

@@ -17,7 +17,7 @@ import {
   type CommonPeerOptions,
   type PeerBasics,
 } from './peer-options.js'
-import { startLan, type LanNode } from './lan-sync.js'
+import { checkLanPeers, startLan, type LanNode } from './lan-sync.js'
 import { pinHasher } from './pin.js'
 import { Replica } from './replica.js'
 import { checkUpdate } from '../core/authorize.js'
@@ -179,6 +179,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     throw new InvalidOptionsError(
       'createDevice: LAN sync needs a siteKey (it keys the private network)',
     )
+  if (options.lan?.enabled === true) await checkLanPeers(options.lan.peers ?? [])
   const basics = await peerBasics(options)
   try {
     // Before anything writes: a server's data is never opened as a device's.

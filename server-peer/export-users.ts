@@ -146,7 +146,7 @@ export async function prepareExport(source: ExportSource, input: unknown): Promi
     if (entry === undefined || entry.d === 1) throw new UserNotFoundError(id)
     chosen.set(id, entry)
     if (chosen.size > caps.usersMax)
-      throw new ExportTooLargeError('users', chosen.size, caps.usersMax)
+      throw new ExportTooLargeError('users', chosen.size, caps.usersMax, true)
   }
   if (groupIds.length > 0) {
     const wanted = new Set(groupIds)
@@ -164,7 +164,13 @@ export async function prepareExport(source: ExportSource, input: unknown): Promi
       if (chosen.has(id)) continue
       chosen.set(id, entry)
       if (chosen.size > caps.usersMax)
-        throw new ExportTooLargeError('users (with the groups named)', chosen.size, caps.usersMax)
+        // Counting stops here: "501" read as the group's size (it had 521).
+        throw new ExportTooLargeError(
+          'users (with the groups named)',
+          chosen.size,
+          caps.usersMax,
+          true,
+        )
     }
     for (const g of unmet) throw new GroupNotFoundError(g)
   }

@@ -6,6 +6,7 @@
  * option (exit 2), a second server on one data directory says why.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -97,6 +98,67 @@ describe('the CLI on bad input', () => {
     expect(help.code).toBe(0)
     expect(help.stdout).toMatch(/^Usage: rostersync users/)
   })
+})
+
+describe('the CLI takes what an operator means, or refuses (black-box probe)', () => {
+  it('refuses ".", "..", bare numbers for durations and loose numbers, changing nothing', async () => {
+    // "." and ".." through the running server's API: dot segments the URL
+    // drops (`users get .` printed a page of users).
+    for (const args of [
+      ['users', 'get', '.'],
+      ['users', 'delete', '..'],
+      ['users', 'edit', '.', '{"name":"x"}'],
+      ['devices', 'revoke', '.'],
+    ])
+      expectOneLine(await cli([...args, '--data', data]), 1, /INVALID_RECORD: invalid id/)
+    // A number needs its unit (`--retention 10` was 10 ms); a bare short
+    // number is no time (`--since 2026` was 2026 ms ago).
+    expectOneLine(
+      await cli(['device', '--id', 'T-9', '--data', join(dir, 't9'), '--retention', '10']),
+      2,
+      /needs a unit: 10ms, 10s, 10m, 10h or 10d/,
+    )
+    expectOneLine(await cli(['events', '--data', data, '--since', '2026']), 2, /--since/)
+    const sinceMs = await cli(['events', '--data', data, '--since', String(Date.now() - 3_600_000)])
+    expect(sinceMs.code, sinceMs.stderr).toBe(0)
+    // Number() read "" as 0 (a random port), 0x10 as 16, 1e3 as 1000.
+    expectOneLine(await cli(['server', '--port', '', '--data', join(dir, 'p')]), 2, /--port/)
+    for (const limit of ['0x10', '1e3', ' 5'])
+      expectOneLine(await cli(['events', '--data', data, '--limit', limit]), 2, /--limit/)
+    expectOneLine(await cli(['sim', '--seed', '1', '--loss', '']), 2, /--loss/)
+    // An empty site key is a mistake, not "no key".
+    expectOneLine(
+      await cli([
+        'device',
+        '--id',
+        'T-7',
+        '--data',
+        join(dir, 't7'),
+        '--server',
+        url,
+        '--site-key',
+        '',
+      ]),
+      2,
+      /--site-key is empty/,
+    )
+    // A look at a folder that holds no device does not make one.
+    expectOneLine(
+      await cli(['device', '--id', 'T-8', '--data', join(dir, 'typo'), '--list']),
+      1,
+      /no data directory/,
+    )
+    expect(existsSync(join(dir, 'typo'))).toBe(false)
+    // A bad LAN peer is refused before the store is opened or the server joined.
+    const lan = await cli([
+      ...['device', '--id', 'T-6', '--data', join(dir, 't6'), '--server', url],
+      ...['--site-key-file', join(data, 'site-key'), '--lan-peer', 'garbage', '--delta'],
+    ])
+    expectOneLine(lan, 1, /not a multiaddr/)
+    expect(existsSync(join(dir, 't6'))).toBe(false)
+    const devices = await cli(['devices', 'list', '--data', data, '--json'])
+    expect(devices.stdout).not.toMatch(/T-6/)
+  }, 120_000)
 })
 
 describe('the CLI against a running server', () => {
