@@ -196,17 +196,10 @@ export class DeviceSync implements DeviceSyncApi {
   /** Stops every timer and the link. */
   close(): void {
     this.closed = true
-    this.timers.clearDelta()
-    this.timers.clearRetry()
-    this.timers.clearRetention()
+    this.timers.clearAll()
     this.link?.close()
     const closing = new SyncError('SYNC_FAILED', 'the device closed before the sync ended')
-    // A sync cut short says so, in the status and the log (queued before
-    // the replica closes, so stored with its last batch): it stayed
-    // `in-progress` for good, and a reopened device restored the sync
-    // before it as its last (black-box probe).
-    const cut = { code: closing.code, message: closing.message }
-    void this.book.failed(this.rounds.kind ?? 'delta', cut, (s) => s.state === 'in-progress')
+    this.book.closed(this.rounds.kind ?? 'delta', closing)
     this.server.rejectWaiters(closing)
     this.rounds.close(closing)
     for (const w of this.readyWaiters.splice(0)) w.reject(closing)
@@ -497,12 +490,9 @@ export class DeviceSync implements DeviceSyncApi {
   }
 
   private async log(event: NewEvent): Promise<void> {
-    // The device's own sync events name it, as its user events and the
-    // server's record of the same sync do (`events.query({ deviceId })`).
-    const named =
-      event.deviceId === undefined ? { ...event, deviceId: this.options.replica.writerId } : event
+    const deviceId = event.deviceId ?? this.options.replica.writerId // as its user events
     try {
-      await this.options.replica.writeMeta((ctx) => ctx.event(named))
+      await this.options.replica.writeMeta((ctx) => ctx.event({ ...event, deviceId }))
     } catch {
       // The log is best effort here: a failing store already fails every write.
     }

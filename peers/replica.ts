@@ -16,7 +16,8 @@
  *   batch), `update-log.ts` (load, clientID, the stored log), `compactor.ts`,
  *   `event-journal.ts`, `durable-gate.ts` (`whenDurable`).
  * - `intake.ts`: remote updates, held back until Yjs can integrate them.
- * - `fan-out.ts`: listeners, coalescing, announce timing.
+ * - `fan-out.ts`: listeners, coalescing, announce timing. `readers.ts`:
+ *   the views readers get (kept through a full sync's fetch).
  */
 import { strict as assert } from 'node:assert'
 import type * as Y from 'yjs'
@@ -36,6 +37,7 @@ import { EventJournal } from './replica/event-journal.js'
 import { FanOut } from './replica/fan-out.js'
 import { Intake, updateMeta } from './replica/intake.js'
 import { LocalState } from './replica/local-state.js'
+import { Readers } from './replica/readers.js'
 import { StampTime } from './replica/restamp.js'
 import { ReplicaStatus } from './replica/status.js'
 import type {
@@ -82,6 +84,7 @@ export class Replica {
   private readonly fanOut: FanOut
   private readonly compactor: Compactor
   private readonly runner: BatchRunner
+  private readonly readers: Readers
   /** The time it stamps at, and the rewrite of its stamps that ran ahead (PROTOCOL.md, "Clocks"). */
   readonly stampTime: StampTime
 
@@ -102,6 +105,7 @@ export class Replica {
       wipe: (op) => this.runner.flushWipe(op),
     })
     this.intake = new Intake(this.document, () => this.log.epoch)
+    this.readers = new Readers(this.document, () => this.log.stagedWipe !== undefined)
     this.fanOut = new FanOut(options)
     const { status, document, log, queue } = this
     this.compactor = new Compactor({ clock, status, log, document, events: this.journal, queue })
@@ -114,9 +118,7 @@ export class Replica {
       stampNow: () => this.stampTime.now(),
       ...{ events: this.journal, log, gate: this.gate, queue, intake: this.intake },
       ...{ fanOut: this.fanOut, compactor: this.compactor, rollback: () => this.rollback() },
-      freezeViews: () => {
-        this.frozenViews = new Map(this.document.list().map((view) => [view.id, view]))
-      },
+      freezeViews: () => this.readers.freeze(),
     })
   }
 
@@ -232,26 +234,9 @@ export class Replica {
     return this.document.localOf(id)
   }
 
-  /**
-   * The views readers get while a staged wipe (a full sync's, a move to
-   * another generation) waits for the roster it fetches: those of the
-   * document it emptied, which the store still holds. Before, a device
-   * showed no user at all for the length of the fetch (a black-box probe:
-   * 3,000 users gone for 50-150 ms; a terminal refused every badge then).
-   */
-  private frozenViews: Map<UserId, UserView> | undefined
-
-  /** The frozen views (see frozenViews) while the staged wipe lasts. */
-  private frozen(): Map<UserId, UserView> | undefined {
-    if (this.frozenViews !== undefined && this.log.stagedWipe === undefined)
-      this.frozenViews = undefined
-    return this.frozenViews
-  }
-
-  /** The view of one user, or undefined (during a full sync's fetch, as before it). */
+  /** The view of one user, or undefined (during a full sync's fetch, as before it: Readers). */
   view(id: UserId): UserView | undefined {
-    const frozen = this.frozen()
-    return frozen === undefined ? this.document.view(id) : frozen.get(id)
+    return this.readers.view(id)
   }
 
   /** Every user id mentioned by replicated or local state, sorted. */
@@ -261,8 +246,7 @@ export class Replica {
 
   /** The views of all users, ordered by id (during a full sync's fetch, as before it). */
   list(): UserView[] {
-    const frozen = this.frozen()
-    return frozen === undefined ? this.document.list() : [...frozen.values()]
+    return this.readers.list()
   }
 
   /** How many users' server entries come from an import and are not yet in the document. */
@@ -361,11 +345,8 @@ export class Replica {
   }
 
   /**
-   * Listens to durable changes; returns the unsubscribe function. With
-   * `coalesce`, the listener is told at most once per announce interval
-   * (ReplicaOptions.announceIntervalMs), what changed meanwhile merged: the
-   * links of the network's fan-out listen so. Others hear of every batch
-   * at once.
+   * Listens to durable changes (unsubscribe: the function returned); with
+   * `coalesce`, at most once per announce interval, merged (FanOut.onUpdate).
    */
   onUpdate(listener: (u: ReplicaUpdate) => void, options?: { coalesce?: boolean }): () => void {
     return this.fanOut.onUpdate(listener, options)

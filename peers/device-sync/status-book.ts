@@ -95,6 +95,18 @@ export class SyncStatusBook {
   }
 
   /**
+   * The device closed while a sync ran: each direction in progress is
+   * `failed` with `error`, and `sync-failed` logged (queued before the
+   * replica closes, so stored with its last batch). It stayed
+   * `in-progress` for good, and a reopened device restored the sync before
+   * it as its last (a black-box probe).
+   */
+  closed(kind: Kind, error: SyncError): void {
+    const cut = { code: error.code, message: error.message }
+    void this.failed(kind, cut, (status) => status.state === 'in-progress')
+  }
+
+  /**
    * A link failure no sync round reports (none waits for the link; a
    * round's own failure says it): each direction that has not started,
    * or, when the server refused the device for good or an attempt to reach

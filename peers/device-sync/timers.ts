@@ -62,4 +62,11 @@ export class SyncTimers {
   clearRetention(): void {
     this.options.clock.clearTimeout(this.retentionTimer)
   }
+
+  /** Every timer (the device closes). */
+  clearAll(): void {
+    this.clearDelta()
+    this.clearRetry()
+    this.clearRetention()
+  }
 }

@@ -41,7 +41,13 @@ export class FanOut {
 
   constructor(private readonly options: FanOutOptions) {}
 
-  /** See Replica.onUpdate. */
+  /**
+   * Listens to durable changes; returns the unsubscribe function. With
+   * `coalesce`, the listener is told at most once per announce interval
+   * (ReplicaOptions.announceIntervalMs), what changed meanwhile merged: the
+   * links of the network's fan-out listen so. Others hear of every batch
+   * at once.
+   */
   onUpdate(listener: (u: ReplicaUpdate) => void, options?: { coalesce?: boolean }): () => void {
     const set = options?.coalesce === true ? this.coalescing : this.listeners
     set.add(listener)
