@@ -25,6 +25,9 @@ Options:
   --json             print where it listens as one JSON line
   -h, --help         this help`
 
+/** Fewest characters of a site key given by hand before the server warns. */
+const SITE_KEY_CHARS_ADVISED = 16
+
 export const serverCommand: Command = {
   summary: 'run the server peer (LevelDB + WebSocket sync)',
   help,
@@ -57,6 +60,12 @@ export const serverCommand: Command = {
     // Local tools (rostersync users/events/devices) find the running server here.
     const info = serverInfoFile(values.data)
     await writeFile(info, JSON.stringify({ url: server.url, http: server.http, pid: process.pid }))
+    // The site key keys export files (HKDF) and the LAN's private network:
+    // a short one is guessable. Said, not refused (a test site may use one).
+    if (siteKey !== undefined && siteKey !== '' && siteKey.length < SITE_KEY_CHARS_ADVISED)
+      console.error(
+        `WARNING: the site key is ${siteKey.length} characters; use ${SITE_KEY_CHARS_ADVISED} or more random ones (leave --site-key out for a generated one)`,
+      )
     if (values.open) {
       // Loud on purpose, on stderr even with --json: an open site admits anyone.
       console.error(

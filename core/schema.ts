@@ -246,8 +246,17 @@ export class RecordSchema {
     this.fieldSchemas = schemas
     this.fieldKinds = kinds
     this.fieldNames = Object.keys(schemas)
+    // "" is vacant (SEMANTICS.md), as null is: a field whose values cannot
+    // be "" (a PIN, a date, a status) takes it as a clear, as text fields
+    // take it (a probe: `pin: ""` was refused, `email: ""` cleared).
+    const vacantText = z.literal('').transform(() => null)
     const shape = Object.fromEntries(
-      Object.entries(schemas).map(([name, schema]) => [name, schema.nullable().optional()]),
+      Object.entries(schemas).map(([name, schema]) => [
+        name,
+        schema.safeParse('').success
+          ? schema.nullable().optional()
+          : z.union([vacantText, schema]).nullable().optional(),
+      ]),
     )
     this.patchSchema = z.strictObject(shape)
   }

@@ -55,6 +55,7 @@ export function deviceOps(schema: RecordSchema, self: WriterId, overrides: Overr
   const write = (record: ParsedRecord, mode: 'put' | 'patch') => (ctx: WriteContext) => {
     const { id } = record
     if (mode === 'patch' && ctx.view(id) === undefined) throw new UserNotFoundError(id)
+    if (mode === 'patch' && Object.keys(record.fields).length === 0) return // changes nothing
     const policies = ctx.policies()
     const replica = ctx.replicaOf(id)
     const { replicated, local } = splitByPolicy(record.fields, policies)

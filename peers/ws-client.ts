@@ -200,7 +200,7 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
     const gen = generation
     options.clock.clearTimeout(timer)
     const delay = delayMs ?? retryDelayMs(attempt++, options.random())
-    nextAttemptAt = options.clock.now() + delay
+    nextAttemptAt = Math.round(options.clock.now() + delay) // ms since the epoch, as documented
     timer = options.clock.setTimeout(() => {
       if (gen === generation) void open()
     }, delay)

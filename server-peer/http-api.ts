@@ -407,7 +407,7 @@ async function serve(
   return reply(res, 200, target.events.query(eventQuery(url)))
 }
 
-/** Create-only writes in flight, per server and user id (see createOnly). */
+/** Create-only writes in flight, per server and user id (see conditionalPut). */
 const creating = new WeakMap<HttpApiTarget, Map<string, Promise<void>>>()
 
 /**
@@ -416,12 +416,25 @@ const creating = new WeakMap<HttpApiTarget, Map<string, Promise<void>>>()
  * durable: two at once both found the id free, and the second replaced
  * the first.
  */
-async function createOnly(target: HttpApiTarget, id: string, body: object): Promise<void> {
+/**
+ * A put on a condition, one at a time per id: `absent` (`If-None-Match: *`,
+ * create only: USER_EXISTS, 412) or `present` (`If-Match: *`, replace only:
+ * 412 USER_NOT_FOUND; it created the user).
+ */
+async function conditionalPut(
+  target: HttpApiTarget,
+  id: string,
+  body: object,
+  want: 'absent' | 'present',
+): Promise<void> {
   let inFlight = creating.get(target)
   if (inFlight === undefined) creating.set(target, (inFlight = new Map<string, Promise<void>>()))
   const before = inFlight.get(id) ?? Promise.resolve()
   const mine = before.then(async () => {
-    if (target.users.get(id) !== undefined) throw new UserExistsError(id)
+    const exists = target.users.get(id) !== undefined
+    if (want === 'absent' && exists) throw new UserExistsError(id)
+    if (want === 'present' && !exists)
+      throw new HttpError(412, 'USER_NOT_FOUND', `no user ${excerpt(id, 64)} (If-Match: *)`)
     await target.users.put({ ...body, id })
   })
   const settled = mine.catch(() => undefined)
@@ -463,7 +476,8 @@ async function serveUsers(
       }
       // Create only (`If-None-Match: *`, as HTTP has it): the admin page's
       // "Add user" replaced an existing user whole, clearing its fields.
-      if (req.headers['if-none-match'] === '*') await createOnly(target, id, body)
+      if (req.headers['if-none-match'] === '*') await conditionalPut(target, id, body, 'absent')
+      else if (req.headers['if-match'] === '*') await conditionalPut(target, id, body, 'present')
       else await target.users.put({ ...body, id })
       return reply(res, 200, target.users.get(id))
     }

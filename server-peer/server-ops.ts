@@ -30,6 +30,10 @@ export function serverOps(schema: RecordSchema): UserOps {
     const { id } = record
     const current = ctx.view(id)
     if (mode === 'patch' && current === undefined) throw new UserNotFoundError(id)
+    // A patch of no field changes nothing: it neither logs an update nor
+    // restamps the entry (a new stamp is "the server changed the user",
+    // which shows it again where a device deleted it: rule 3).
+    if (mode === 'patch' && Object.keys(record.fields).length === 0) return
     const policies = ctx.policies()
     const { replicated, local } = splitByPolicy(record.fields, policies)
     const written = writtenFields(mode, replicated, replicatedFieldNames(schema, policies))

@@ -97,6 +97,24 @@ describe('HTTP API', () => {
     expect(both.map((r) => r.status).sort()).toEqual([200, 412])
     const created = both[0]?.status === 200 ? 'Ann' : 'Bob'
     expect(server.users.get('u3')?.name).toBe(created)
+    // Replace only (`If-Match: *`): a user that does not exist is not
+    // created (a probe: it was).
+    const replace = (id: string) =>
+      fetch(`${server?.http}/api/users/${id}`, {
+        method: 'PUT',
+        headers: {
+          authorization: `Bearer ${server?.adminToken}`,
+          'content-type': 'application/json',
+          'if-match': '*',
+        },
+        body: JSON.stringify({ name: 'Replaced' }),
+      })
+    const absent = await replace('u9')
+    expect(absent.status).toBe(412)
+    expect(await absent.json()).toMatchObject({ error: { code: 'USER_NOT_FOUND' } })
+    expect(server.users.get('u9')).toBeUndefined()
+    expect((await replace('u1')).status).toBe(200)
+    expect(server.users.get('u1')).toEqual({ id: 'u1', name: 'Replaced' })
   })
 
   it('lists devices and events', async () => {

@@ -1,0 +1,75 @@
+/**
+ * Edges of `users.patch` a black-box probe found: a patch of no field is no
+ * change (it logged an update with no fields, and restamped the server's
+ * entry, which is "the server changed the user": rule 3 showed a user again
+ * on the device that deleted it); `""` is vacant for every field, as null
+ * is (SEMANTICS.md, "vacant"), where a PIN, a date or a status refused it.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import { ManualClock } from './helpers/manual-clock.js'
+import { memorySite, type MemorySite } from './helpers/memory-site.js'
+
+let site: MemorySite | undefined
+afterEach(async () => {
+  await site?.close()
+  site = undefined
+})
+
+describe('users.patch', () => {
+  it('of no field changes nothing: no event, and a device delete stays (rule 3)', async () => {
+    const clock = new ManualClock()
+    site = await memorySite(clock)
+    const { server } = site
+    await server.users.put({ id: 'u1', name: 'Ann' })
+    const device = await site.device('D1', clock)
+    await device.sync.whenReady()
+    await device.users.delete('u1')
+    await device.users.put({ id: 'u2', name: 'Own' })
+    await device.sync.whenIdle()
+    const logged = (peer: typeof server | typeof device) =>
+      peer.events.query({ type: 'user-update-succeeded' }).length
+    const [serverBefore, deviceBefore] = [logged(server), logged(device)]
+    await server.users.patch('u1', {})
+    await device.users.patch('u2', {})
+    await device.sync.whenIdle()
+    expect(device.users.get('u1')).toBeUndefined()
+    expect([logged(server), logged(device)]).toEqual([serverBefore, deviceBefore])
+    // Still a patch: of a user that does not exist, USER_NOT_FOUND.
+    await expect(server.users.patch('nobody', {})).rejects.toMatchObject({
+      code: 'USER_NOT_FOUND',
+    })
+    // A real change shows the user again there.
+    await server.users.patch('u1', { email: 'ann@example.com' })
+    await device.sync.whenIdle()
+    expect(device.users.get('u1')?.email).toBe('ann@example.com')
+  })
+
+  it('takes "" as vacant for every field: a PIN, a date and a status clear', async () => {
+    const clock = new ManualClock()
+    site = await memorySite(clock)
+    const { server } = site
+    await server.users.put({
+      id: 'u1',
+      name: 'Ann',
+      pin: '4711',
+      status: 'active',
+      validFrom: '2026-01-01',
+      email: 'ann@example.com',
+    })
+    await server.users.patch('u1', { pin: '', status: '', validFrom: '', email: '' })
+    expect(server.users.get('u1')).toEqual({ id: 'u1', name: 'Ann' })
+    await server.users.put({ id: 'u2', name: 'Bob', pin: '', validUntil: '' })
+    expect(server.users.get('u2')).toEqual({ id: 'u2', name: 'Bob' })
+    const device = await site.device('D1', clock)
+    await device.sync.whenReady()
+    await device.users.patch('u2', { pin: '' })
+    expect(device.users.get('u2')).toEqual({ id: 'u2', name: 'Bob' })
+    // Not a way round the checks: a value that is not vacant is still checked.
+    await expect(server.users.patch('u1', { pin: '12' })).rejects.toMatchObject({
+      code: 'INVALID_RECORD',
+    })
+    await expect(server.users.patch('u1', { status: ' ' })).rejects.toMatchObject({
+      code: 'INVALID_RECORD',
+    })
+  })
+})
