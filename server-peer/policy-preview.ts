@@ -11,6 +11,7 @@ import { FIELD_POLICIES, type FieldPolicy, type PolicyEntry } from '../core/entr
 import { InvalidOptionsError, excerpt } from '../core/errors.js'
 import { policyOf, resolveReplicated, valuesEqual, type UserReplica } from '../core/resolve.js'
 import type { RecordSchema } from '../core/schema.js'
+import { isVacant } from '../core/vacant.js'
 import { serverDropField } from '../core/writes.js'
 import type { Replica } from '../peers/replica.js'
 
@@ -63,7 +64,11 @@ export function policyPreview(
       const before = resolveReplicated(user, policies)?.get(field)
       if (before !== undefined) counts.usersWithValue++
       const dropsServer = to === 'device-specific' && holdsField(user, field)
-      if (dropsServer) counts.serverValuesCleared++
+      // Counted: a value the server shows, not its bookkeeping of the field
+      // (a clear's stamp, a deleted user's entry: a probe read 2 of 1).
+      const server = user.server
+      if (dropsServer && server?.d !== 1 && !isVacant(server?.f?.[field]))
+        counts.serverValuesCleared++
       const changed: UserReplica =
         dropsServer && user.server !== undefined
           ? { ...user, server: serverDropField(user.server, field) }

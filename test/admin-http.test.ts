@@ -404,6 +404,11 @@ describe('field sources and policies', () => {
     const peer = await server()
     await peer.users.put({ id: 'u1', name: 'Ann', email: 'a@x.org' })
     await peer.users.put({ id: 'u2', name: 'Bob' })
+    // Neither shows an email the change would clear (a probe counted both).
+    await peer.users.put({ id: 'u3', name: 'Cid', email: 'c@x.org' })
+    await peer.users.patch('u3', { email: null })
+    await peer.users.put({ id: 'u4', name: 'Dee', email: 'd@x.org' })
+    await peer.users.delete('u4')
     const cookie = await signIn(peer)
     const list = await call(peer, 'GET', '/api/policies', { cookie })
     expect(list.body.fields).toContainEqual({ field: 'email', kind: 'text', policy: 'shared' })
@@ -467,7 +472,8 @@ describe('field sources and policies', () => {
         cookie,
       },
     )
-    expect(lww.body).toMatchObject({ usersWithValue: 2, usersLosingValue: 0 })
+    // u1, u2 and u3 (u4 is deleted).
+    expect(lww.body).toMatchObject({ usersWithValue: 3, usersLosingValue: 0 })
   })
 })
 
