@@ -4,6 +4,8 @@
  * device, does it and exits.
  */
 import { existsSync } from 'node:fs'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import type { DeviceOptions, DevicePeer } from '../peers/create-device.js'
 import type { UserView } from '../core/resolve.js'
 import { CliError, parse, parseDuration, parseInteger, toJson } from './args.js'
@@ -20,7 +22,9 @@ Options:
   --id <id>          the device's stable id, e.g. its serial number (required,
                      unless --data already names its device)
   --name <name>      a display name (default: the id)
-  --server <url>     the server's WebSocket URL (default ws://127.0.0.1:4400)
+  --server <url>     the server's WebSocket URL (default: the one this device
+                     was last run with, kept in <data>/server-url; else
+                     ws://127.0.0.1:4400)
   --data <dir>       data directory (default ./device-<id>)
   --site-key <key>   the site's secret (or ROSTERSYNC_SITE_KEY)
   --site-key-file <file>  read the site's secret from a file (e.g. the
@@ -60,7 +64,7 @@ online only, and says so.
 const flags = {
   id: { type: 'string' },
   name: { type: 'string' },
-  server: { type: 'string', default: 'ws://127.0.0.1:4400' },
+  server: { type: 'string' },
   data: { type: 'string' },
   'site-key': { type: 'string' },
   'site-key-file': { type: 'string' },
@@ -97,6 +101,9 @@ export const deviceCommand: Command = {
     // Listing or reading the status of a stopped device needs no network.
     const { server: _server, lan: _lan, ...offline } = options
     const device = await openDevice(oneShot && !syncs ? offline : options)
+    // Remembered: `device --data <dir> --full` later reaches the same server
+    // (it tried the default port, a probe).
+    if (values.server !== undefined) await rememberServer(dataDir, values.server)
     try {
       if (oneShot) await act(device, values)
       else await runUntilStopped(device, values.json)
@@ -104,6 +111,29 @@ export const deviceCommand: Command = {
       await device.close()
     }
   },
+}
+
+/** The server a device is run with when none was ever given. */
+const DEFAULT_SERVER = 'ws://127.0.0.1:4400'
+/** Where a device's data directory keeps the server it was last run with. */
+const SERVER_URL_FILE = 'server-url'
+
+/** The server URL kept in `dataDir` (see rememberServer), if any. */
+async function rememberedServer(dataDir: string): Promise<string | undefined> {
+  try {
+    const url = (await readFile(join(dataDir, SERVER_URL_FILE), 'utf8')).trim()
+    return url === '' ? undefined : url
+  } catch {
+    return undefined
+  }
+}
+
+/** Keeps `url` in `dataDir` as the server this device was run with. */
+async function rememberServer(dataDir: string, url: string): Promise<void> {
+  if ((await rememberedServer(dataDir)) === url) return
+  await writeFile(join(dataDir, SERVER_URL_FILE), `${url}\n`).catch(() => {
+    // Best effort: the next run names --server again.
+  })
 }
 
 /** A duration flag that must be above 0. */
@@ -123,6 +153,7 @@ async function deviceOptions(values: Values): Promise<DeviceOptions> {
   const id = values.data === undefined ? values.id : deviceIdOf(values.data, values.id)
   if (id === undefined)
     throw new CliError('--id is required (the device id, e.g. its serial number)')
+  const dataDir = values.data ?? `./device-${id}`
   const siteKey = await siteKeyOf(values['site-key'], values['site-key-file'])
   const peers = values['lan-peer'] ?? []
   const lanPort = parseInteger('lan-port', values['lan-port'], 0, 65535)
@@ -137,8 +168,8 @@ async function deviceOptions(values: Values): Promise<DeviceOptions> {
     )
   return {
     id,
-    dataDir: values.data ?? `./device-${id}`,
-    server: values.server,
+    dataDir,
+    server: values.server ?? (await rememberedServer(dataDir)) ?? DEFAULT_SERVER,
     ...(values.name === undefined ? {} : { name: values.name }),
     ...(siteKey === undefined ? {} : { siteKey }),
     mode: values.mode,

@@ -217,6 +217,28 @@ describe('the CLI against a running server', () => {
     expect(new Set(types)).toEqual(new Set(['device-revoked', 'sync-failed']))
   }, 60_000)
 
+  it('a stopped device syncs again with the server it was last run with (no --server)', async () => {
+    const keyFile = join(data, 'site-key')
+    const dr = join(dir, 'dr')
+    const first = await cli([
+      'device',
+      '--id',
+      'DR',
+      '--server',
+      url,
+      '--data',
+      dr,
+      '--site-key-file',
+      keyFile,
+      '--full',
+    ])
+    expect(first.code, first.stderr).toBe(0)
+    // It tried ws://127.0.0.1:4400 (a probe), whatever port the server had.
+    const again = await cli(['device', '--data', dr, '--site-key-file', keyFile, '--delta'])
+    expect(again.code, again.stderr).toBe(0)
+    expect(again.stdout).toMatch(/delta sync: done/)
+  }, 60_000)
+
   it('events takes a period: --since and --until, as a time ago or an ISO time', async () => {
     const all = await cli(['events', '--data', data, '--json'])
     const times = all.stdout

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
+import { createDevice } from '../peers/create-device.js'
 import { ROLE_FILE } from '../peers/data-role.js'
 import { openLevelStore } from '../storage/level-store.js'
 
@@ -130,6 +131,15 @@ function expectRefused(result: Result, code: string): void {
   expect(result.stderr).toContain(code)
 }
 
+/**
+ * A device made offline, never synced (`device --status` on a new folder
+ * made one; it now refuses a folder that holds no device).
+ */
+async function offlineDevice(id: string, dataDir: string): Promise<void> {
+  const device = await createDevice({ id, dataDir })
+  await device.close()
+}
+
 describe('rostersync --help', () => {
   it('lists every command, and each new command has --help', async () => {
     const help = await cli(['--help'])
@@ -175,6 +185,7 @@ describe("a device's data directory is never opened as a server's", () => {
   it('refuses users, devices, events and export on it, changing no byte', async () => {
     const dir = await tempDir()
     const dev = join(dir, 'dev')
+    await offlineDevice('D7', dev)
     const made = await cli(['device', '--id', 'D7', '--data', dev, '--status', '--json'])
     expect(made.code).toBe(0)
     expect(JSON.parse(made.stdout)).toMatchObject({ device: 'D7', users: 0 })
@@ -200,6 +211,7 @@ describe("a device's data directory is never opened as a server's", () => {
   it('recognises a device directory made before roles existed by its keys', async () => {
     const dir = await tempDir()
     const dev = join(dir, 'dev')
+    await offlineDevice('D8', dev)
     expect((await cli(['device', '--id', 'D8', '--data', dev, '--status'])).code).toBe(0)
     // As older versions left it: no role file, no role key.
     await unlink(join(dev, ROLE_FILE))
@@ -341,6 +353,7 @@ describe('export and import', () => {
     expect(existsSync(join(dir, 'a')) || existsSync(join(dir, 'b'))).toBe(false)
 
     const dev = join(dir, 'dev')
+    await offlineDevice('D2', dev)
     expect((await cli(['device', '--id', 'D2', '--data', dev, '--status'])).code).toBe(0)
     // A device never admitted takes the file only on the server key's
     // fingerprint (the site key alone is every device's).
