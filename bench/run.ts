@@ -54,10 +54,13 @@ interface Flags {
 }
 
 /** A positive integer flag, or exit 2 with a one-line error. */
+/** Run by `rostersync bench` (bin/rostersync.js sets it): errors carry the command's prefix, as its others do. */
+const WHO = process.env.ROSTERSYNC_CLI === '1' ? 'rostersync bench: ' : ''
+
 function positiveFlag(value: string | undefined, name: string, fallback: number): number {
   const n = value === undefined ? fallback : Number(value)
   if (!Number.isSafeInteger(n) || n <= 0) {
-    console.error(`--${name} must be a positive integer, got ${JSON.stringify(value)}`)
+    console.error(`${WHO}--${name} must be a positive integer, got ${JSON.stringify(value)}`)
     process.exit(2)
   }
   return n
@@ -77,7 +80,7 @@ function options(): { only: Bench[]; users: number; runs: number; json: boolean 
     }).values
   } catch (error) {
     // One line: the usage is what --help prints.
-    console.error(`${error instanceof Error ? error.message : String(error)} (see --help)`)
+    console.error(`${WHO}${error instanceof Error ? error.message : String(error)} (see --help)`)
     process.exit(2)
   }
   if (values.help === true) {
@@ -92,7 +95,7 @@ function options(): { only: Bench[]; users: number; runs: number; json: boolean 
     const bench = BENCHES.find((b) => b.name === name)
     if (bench === undefined) {
       console.error(
-        `unknown bench ${JSON.stringify(name)} (one of ${BENCHES.map((b) => b.name).join(', ')})`,
+        `${WHO}unknown bench ${JSON.stringify(name)} (one of ${BENCHES.map((b) => b.name).join(', ')})`,
       )
       process.exit(2)
     }

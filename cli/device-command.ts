@@ -255,9 +255,12 @@ function waitLine(state: Snapshot): string {
 
 /** Runs until SIGINT / SIGTERM, reporting changes; SIGUSR1 / SIGUSR2 sync. */
 async function runUntilStopped(device: DevicePeer, json: boolean): Promise<void> {
+  /** The state last printed: a line is printed when it changes (it was printed twice at start). */
+  let last = ''
   const report = (): void => {
     const state = snapshot(device)
-    console.log(json ? JSON.stringify(state) : describe(state))
+    last = JSON.stringify(state)
+    console.log(json ? last : describe(state))
   }
   // What the administrator compares with the registry before approving it.
   console.log(
@@ -288,12 +291,9 @@ async function runUntilStopped(device: DevicePeer, json: boolean): Promise<void>
     process.once('SIGINT', () => resolve())
     process.once('SIGTERM', () => resolve())
   })
-  let last = ''
   // Report state changes as they happen, checking twice a second.
   const ticker = setInterval(() => {
-    const now = JSON.stringify(snapshot(device))
-    if (now !== last) report()
-    last = now
+    if (JSON.stringify(snapshot(device)) !== last) report()
     if (device.serverLink?.state === 'refused') process.kill(process.pid, 'SIGTERM')
   }, 500)
   await stopped

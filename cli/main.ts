@@ -109,6 +109,14 @@ if (invokedDirectly || process.env.ROSTERSYNC_CLI === '1') {
     if (error.code !== 'EPIPE') throw error
     process.exit(141)
   })
+  // Warnings in one line each, without Node's "(Use `node --trace-warnings`
+  // …)"; the open site's is the command's own WARNING line already
+  // (`server --open` printed two, a probe).
+  process.removeAllListeners('warning')
+  process.on('warning', (warning: Error & { code?: string }) => {
+    if (warning.code !== 'ROSTERSYNC_OPEN_SITE')
+      console.error(`rostersync: warning: ${oneLine(warning.message)}`)
+  })
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code

@@ -121,6 +121,15 @@ describe('secure defaults: the command line', () => {
     const dir = await tempDir()
     const { stdout, stderr } = await serverOutput(['--data', dir, '--open'])
     expect(stderr).toMatch(/WARNING: this site is OPEN/)
+    // Once: not again as Node's warning with its --trace-warnings hint (a probe).
+    expect(stderr.match(/OPEN/g)).toHaveLength(1)
+    expect(stderr).not.toMatch(/trace-warnings/)
     expect(stdout).not.toContain('--site-key-file')
+  })
+
+  it('warns of a short site key given by hand', async () => {
+    const dir = await tempDir()
+    const { stderr } = await serverOutput(['--data', dir, '--site-key', 'short'])
+    expect(stderr).toMatch(/WARNING: the site key is 5 characters; use 16 or more/)
   })
 })
