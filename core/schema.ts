@@ -249,13 +249,14 @@ export class RecordSchema {
     // "" is vacant (SEMANTICS.md), as null is: a field whose values cannot
     // be "" (a PIN, a date, a status) takes it as a clear, as text fields
     // take it (a probe: `pin: ""` was refused, `email: ""` cleared).
-    const vacantText = z.literal('').transform(() => null)
+    // (A preprocess, not a union: a union's error says "Invalid input" where
+    // the field's own says what it takes.)
     const shape = Object.fromEntries(
       Object.entries(schemas).map(([name, schema]) => [
         name,
         schema.safeParse('').success
           ? schema.nullable().optional()
-          : z.union([vacantText, schema]).nullable().optional(),
+          : z.preprocess((value) => (value === '' ? null : value), schema.nullable()).optional(),
       ]),
     )
     this.patchSchema = z.strictObject(shape)
