@@ -552,8 +552,7 @@ async function decryptBody(
       throw new ExportPassphraseError(
         'the passphrase does not open this export file (it is the one given when the file was exported)',
       )
-    if (source === 'site-key')
-      throw new AuthFailedError('the export file was made for another site (site key)')
+    if (source === 'site-key') throw new AuthFailedError(FOREIGN_OR_DAMAGED)
     throw new MalformedMessageError('the export file is corrupt: its body does not decrypt')
   }
 }
@@ -619,18 +618,28 @@ export async function readExportFile(
  * the site key, when both have one, must verify too. The site key alone
  * proves nothing here: every device of the site holds it.
  */
+/**
+ * The site key does not check: the file is another site's, or damaged
+ * where the signature does not cover it (one bit of the MAC: a probe was
+ * sent after the wrong cause).
+ */
+const FOREIGN_OR_DAMAGED =
+  "the export file does not check with this site's key: it was made for another site, or it is damaged (export it again)"
+
 function checkServer(serverKey: Uint8Array, check: ExportCheck): void {
   const pinned = check.pinnedServerKey
   if (pinned !== undefined) {
     if (!Buffer.from(pinned).equals(Buffer.from(serverKey)))
-      throw new AuthFailedError("the export file was made by another site's server")
+      throw new AuthFailedError(
+        "the export file names another server than this device's: it was made by another site's server, or it is damaged",
+      )
   } else if (check.serverKeyFingerprint === undefined) {
     throw new AuthFailedError(
       "this device has never been admitted by its server, so it cannot tell the server's file from a forgery: give the server's key fingerprint (serverKeyFingerprint, --server-key; the server prints it)",
     )
   } else if (keyFingerprint(serverKey) !== check.serverKeyFingerprint) {
     throw new AuthFailedError(
-      'the export file was made by another server than the key fingerprint given names',
+      'the export file names another server than the key fingerprint given: it was made by another server, or it is damaged',
     )
   }
 }
@@ -640,7 +649,7 @@ function checkSiteMac(message: Uint8Array, mac: Uint8Array, check: ExportCheck):
   if (mac.byteLength > 0 && check.siteKey !== undefined) {
     const expected = createHmac('sha256', macKey(check.siteKey)).update(message).digest()
     if (mac.byteLength !== MAC_BYTES || !timingSafeEqual(expected, mac))
-      throw new AuthFailedError('the export file was made for another site (site key)')
+      throw new AuthFailedError(FOREIGN_OR_DAMAGED)
   }
 }
 

@@ -321,6 +321,28 @@ export class RecordSchema {
   }
 }
 
+/**
+ * Throws `INVALID_RECORD` when the fields a write leaves in a writer's
+ * entry for `id` (its earlier values and this write's) are past
+ * `limits.recordBytesMax`: each patch within the limit could grow a record
+ * past it (a probe: a photo, then long groups), and a device's entry past
+ * it is refused by its server, with every later write of the device.
+ */
+export function checkRecordSize(
+  id: string,
+  fields: Readonly<Record<string, unknown>>,
+  before: Readonly<Record<string, unknown>> | undefined,
+): void {
+  const size = recordBytes(fields)
+  // One already past it (adoptions fill the server's record from several
+  // devices) may still shrink, or change a small field: only growing past
+  // the limit is refused.
+  if (size > limits.recordBytesMax && size > recordBytes(before ?? {}))
+    throw new InvalidRecordError(
+      `the record of ${JSON.stringify(id.slice(0, 64))} would be ${size} bytes; the limit is ${limits.recordBytesMax}`,
+    )
+}
+
 /** An upper estimate of a record's encoded size, in bytes. */
 export function recordBytes(fields: Readonly<Record<string, unknown>>): number {
   let total = 0

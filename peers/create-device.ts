@@ -6,7 +6,7 @@
 import { z } from 'zod'
 import { parseEventQuery, type EventQuery, type RosterEvent } from '../core/events.js'
 import { detached } from '../core/detach.js'
-import { InvalidOptionsError } from '../core/errors.js'
+import { InvalidOptionsError, UserNotFoundError } from '../core/errors.js'
 import { asWriterId, isReservedWriterId, SERVER_ID } from '../core/ids.js'
 import { limits } from '../core/limits.js'
 import { deviceOps, OverrideLog } from './device-ops.js'
@@ -134,7 +134,7 @@ export interface DevicePeer {
   readonly serverLink: ServerLink | undefined
   /** Full and delta syncs, their status, `whenIdle` and `whenReady` (API.md). */
   readonly sync: DeviceSyncApi
-  /** Records a user signing in on this device (counts as use for retention). */
+  /** Records a user signing in on this device (counts as use for retention); USER_NOT_FOUND for an id it does not show. */
   signIn(userId: string): Promise<void>
   /**
    * Runs LAN sync on a connection to another device opened over any
@@ -312,6 +312,8 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     async signIn(userId) {
       touch()
       const id = basics.schema.parseUserId(userId)
+      // As a patch of an unknown id is (it logged a sign-in of nobody).
+      if (replica.view(id) === undefined) throw new UserNotFoundError(id)
       await replica.writeMeta((ctx) =>
         ctx.event({ type: 'user-signed-in', userId: id, deviceId: options.id }),
       )

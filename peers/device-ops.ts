@@ -11,7 +11,7 @@ import {
   type PolicyTable,
   type UserReplica,
 } from '../core/resolve.js'
-import type { ParsedRecord, RecordSchema } from '../core/schema.js'
+import { checkRecordSize, type ParsedRecord, type RecordSchema } from '../core/schema.js'
 import { deviceWrite, writtenFields } from '../core/writes.js'
 import type { WriteContext } from './replica.js'
 import {
@@ -63,7 +63,9 @@ export function deviceOps(schema: RecordSchema, self: WriterId, overrides: Overr
     const own = replica.devices.find(([writer]) => writer === self)?.[1]
     const written = writtenFields(mode, replicated, replicatedFieldNames(schema, policies))
     if (written.size > 0 || (mode === 'put' && own === undefined)) {
-      ctx.setOwnEntry(id, deviceWrite(own, replica.server?.e ?? 0, written, stamp))
+      const entry = deviceWrite(own, replica.server?.e ?? 0, written, stamp)
+      checkRecordSize(id, entry.f, own?.f) // before anything changes
+      ctx.setOwnEntry(id, entry)
     }
     writeLocalFields(ctx, id, mode, local, deviceSpecificFieldNames(schema, policies), stamp)
     // Enrolling again on this device undoes this device's own delete.

@@ -50,6 +50,8 @@ interface Persisted {
 }
 
 const RECORD = ['sync', 'state'] as const
+const noServer = (what: string): SyncError =>
+  new SyncError('NO_SERVER', `this device has no server: ${what}`)
 const ONLINE_ONLY =
   'ONLINE_ONLY: this device has not completed a full sync; what it serves offline may be incomplete'
 /** The device's sync controller. */
@@ -156,17 +158,14 @@ export class DeviceSync implements DeviceSyncApi {
 
   async whenIdle(): Promise<void> {
     await this.options.replica.drain()
-    if (this.link === undefined) return
+    if (this.link === undefined) throw noServer('nothing it writes leaves it')
     await this.rounds.run(this.persisted.offlineReady ? 'delta' : 'full', true)
   }
 
   whenReady(): Promise<void> {
     if (this.closed) return Promise.reject(new SyncError('SYNC_FAILED', 'the device is closed'))
     if (this.persisted.offlineReady) return Promise.resolve()
-    if (this.link === undefined)
-      return Promise.reject(
-        new SyncError('NO_SERVER', 'this device has no server: it never runs a full sync'),
-      )
+    if (this.link === undefined) return Promise.reject(noServer('it never runs a full sync'))
     if (this.link.state === 'refused')
       return Promise.reject(refusedError(this.link.reason?.replace(/^\d+: /, '')))
     this.touch()

@@ -6,7 +6,12 @@ import type { FieldPolicy } from '../core/entries.js'
 import { UserNotFoundError } from '../core/errors.js'
 import type { UserId, WriterId } from '../core/ids.js'
 import { adoptionFor, type PolicyTable } from '../core/resolve.js'
-import type { FieldValue, ParsedRecord, RecordSchema } from '../core/schema.js'
+import {
+  checkRecordSize,
+  type FieldValue,
+  type ParsedRecord,
+  type RecordSchema,
+} from '../core/schema.js'
 import { isVacant } from '../core/vacant.js'
 import {
   serverAdopt,
@@ -47,10 +52,10 @@ export function serverOps(schema: RecordSchema): UserOps {
         : [],
     )
     const stamp = ctx.stamp()
-    ctx.setOwnEntry(
-      id,
-      serverWrite(ctx.replicaOf(id).server, written, stamp, policies, shown, clears),
-    )
+    const prev = ctx.replicaOf(id).server
+    const entry = serverWrite(prev, written, stamp, policies, shown, clears)
+    checkRecordSize(id, entry.f ?? {}, prev?.d === 1 ? undefined : prev?.f) // before anything changes
+    ctx.setOwnEntry(id, entry)
     writeLocalFields(ctx, id, mode, local, deviceSpecificFieldNames(schema, policies), stamp)
     ctx.event({
       type: 'user-update-succeeded',

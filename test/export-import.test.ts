@@ -392,6 +392,11 @@ describe('device.importUsers', () => {
       }
     }
     expect(await code(foreign)).toBe('AUTH_FAILED')
+    // Another site's, or damaged where only the MAC covers it: the message
+    // says both (a probe was told "another site" of a file with one bit flipped).
+    await expect(d.importUsers(foreign, { passphrase: PASS })).rejects.toThrow(
+      /another site.*, or it is damaged/,
+    )
     expect(await code(forged)).toBe('AUTH_FAILED')
     expect(await code(corrupt)).toBe('MALFORMED_MESSAGE')
     expect(await code(file.subarray(0, file.byteLength - 10))).toBe('MALFORMED_MESSAGE')

@@ -711,6 +711,9 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       await d.sync.whenIdle()
       await s.clock.advance(DAY + DAY / 2)
       await d.signIn('u1')
+      // Not of a user it does not show (it logged a sign-in of nobody).
+      await expect(d.signIn('nobody')).rejects.toMatchObject({ code: 'USER_NOT_FOUND' })
+      expect(d.events.query({ type: 'user-signed-in' }).map((e) => e.userId)).toEqual(['u1'])
       await s.clock.advance(DAY)
       expect(d.replica.list()).toHaveLength(1)
       await s.clock.advance(DAY)
@@ -774,6 +777,9 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       })
       closers.push(() => alone.close())
       await expect(alone.sync.whenReady()).rejects.toMatchObject({ code: 'NO_SERVER' })
+      // Nor is it ever idle: what it writes has nowhere to go (it resolved).
+      await alone.users.put({ id: 'u9', name: 'Kept here' })
+      await expect(alone.sync.whenIdle()).rejects.toMatchObject({ code: 'NO_SERVER' })
     })
   })
 

@@ -6,6 +6,7 @@
  * is (SEMANTICS.md, "vacant"), where a PIN, a date or a status refused it.
  */
 import { afterEach, describe, expect, it } from 'vitest'
+import { limits } from '../core/limits.js'
 import { ManualClock } from './helpers/manual-clock.js'
 import { memorySite, type MemorySite } from './helpers/memory-site.js'
 
@@ -71,5 +72,36 @@ describe('users.patch', () => {
     await expect(server.users.patch('u1', { status: ' ' })).rejects.toMatchObject({
       code: 'INVALID_RECORD',
     })
+  })
+
+  it('that would grow a record past its limit is refused, changing nothing; the device still syncs', async () => {
+    const clock = new ManualClock()
+    site = await memorySite(clock)
+    const { server } = site
+    await server.users.put({ id: 'u1', name: 'Ann' })
+    const device = await site.device('D1', clock)
+    await device.sync.whenReady()
+    const photo = new Uint8Array(limits.photoBytesMax).fill(7)
+    // Each within the limit, together past it (each patch was taken, and
+    // the server then refused the device's part, and all it wrote after).
+    const groups = Array.from({ length: limits.groupsPerUserMax }, (_, i) =>
+      `${i}`.padEnd(limits.textCharsMax, 'g'),
+    )
+    for (const peer of [device, server]) {
+      const id = peer === device ? 'u1' : 'u2'
+      if (peer === server) await server.users.put({ id, name: 'Bob' })
+      await peer.users.patch(id, { photo })
+      const before = peer.users.get(id)
+      await expect(peer.users.patch(id, { groups })).rejects.toMatchObject({
+        code: 'INVALID_RECORD',
+        message: expect.stringMatching(/would be \d+ bytes; the limit is 524288/),
+      })
+      expect(peer.users.get(id)).toEqual(before)
+      // A smaller change still goes.
+      await peer.users.patch(id, { title: 'Ok' })
+    }
+    await device.sync.whenIdle()
+    expect(server.users.get('u1')?.photo).toEqual(photo)
+    expect(server.users.get('u1')?.title).toBe('Ok')
   })
 })
