@@ -92,10 +92,9 @@ describe('users.patch', () => {
       if (peer === server) await server.users.put({ id, name: 'Bob' })
       await peer.users.patch(id, { photo })
       const before = peer.users.get(id)
-      await expect(peer.users.patch(id, { groups })).rejects.toMatchObject({
-        code: 'INVALID_RECORD',
-        message: expect.stringMatching(/would be \d+ bytes; the limit is 524288/),
-      })
+      const refused = peer.users.patch(id, { groups })
+      await expect(refused).rejects.toMatchObject({ code: 'INVALID_RECORD' })
+      await expect(refused).rejects.toThrow(/would be \d+ bytes; the limit is 524288/)
       expect(peer.users.get(id)).toEqual(before)
       // A smaller change still goes.
       await peer.users.patch(id, { title: 'Ok' })
