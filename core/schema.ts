@@ -231,10 +231,15 @@ export class RecordSchema {
     for (const [name, type] of custom) {
       if (
         name === 'id' ||
-        name in defaultFieldSchemas ||
+        Object.hasOwn(defaultFieldSchemas, name) ||
+        // A plain object's own names (`constructor`, `toString`): read off
+        // an entry that lacks the field, they would be a value.
+        name in Object.prototype ||
         !/^[A-Za-z][A-Za-z0-9_-]{0,63}$/.test(name)
       ) {
-        throw new InvalidOptionsError(`custom field name ${JSON.stringify(name)} is not allowed`)
+        throw new InvalidOptionsError(
+          `custom field name ${JSON.stringify(name)} is not allowed (a letter, then up to 63 letters, digits, _ or -; not a built-in field nor a name JavaScript objects have, such as constructor)`,
+        )
       }
       const schema = customFieldSchemas[type]
       if (schema === undefined) {

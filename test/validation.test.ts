@@ -279,6 +279,15 @@ describe('factory options', () => {
       { store: memoryStore(), customFields: { name: 'string' } },
     ],
     ['a custom field called id', { store: memoryStore(), customFields: { id: 'string' } }],
+    // Read off an entry without it, a plain object's own name is a value.
+    [
+      'a custom field called constructor',
+      { store: memoryStore(), customFields: { constructor: 'string' } },
+    ],
+    [
+      'a custom field called toString',
+      { store: memoryStore(), customFields: { toString: 'string' } },
+    ],
     ['a zero eventsMax', { store: memoryStore(), eventsMax: 0 }],
     ['options that are not an object', 'data'],
   ]
