@@ -234,9 +234,14 @@ export class Replica {
     return this.document.localOf(id)
   }
 
-  /** The view of one user, or undefined (during a full sync's fetch, as before it: Readers). */
+  /** The view of one user in the document, or undefined. */
   view(id: UserId): UserView | undefined {
-    return this.readers.view(id)
+    return this.document.view(id)
+  }
+
+  /** What the API's readers get (`users.get`/`list`): the views, kept through a full sync's fetch. */
+  get shown(): Readers {
+    return this.readers
   }
 
   /** Every user id mentioned by replicated or local state, sorted. */
@@ -244,9 +249,9 @@ export class Replica {
     return this.document.allUserIds()
   }
 
-  /** The views of all users, ordered by id (during a full sync's fetch, as before it). */
+  /** The views of all users in the document, ordered by id. */
   list(): UserView[] {
-    return this.readers.list()
+    return this.document.list()
   }
 
   /** How many users' server entries come from an import and are not yet in the document. */
@@ -378,10 +383,7 @@ export class Replica {
     })
   }
 
-  /**
-   * Makes a staged wipe durable, with peer-local `records` in the same
-   * batch, and releases the writes it held; resolves once on disk.
-   */
+  /** Makes a staged wipe durable, with peer-local `records` in its batch; releases the writes it held. */
   commitWipe(
     records: ReadonlyArray<readonly [string, string, unknown]> = [],
     carry?: (ctx: WriteContext) => void,
@@ -418,11 +420,7 @@ export class Replica {
     }
   }
 
-  /**
-   * Defers the compaction of the update log until the returned function is
-   * called (Compactor.defer): a device asking its server for what it lacks
-   * does not encode its growing document while the answer's parts arrive.
-   */
+  /** Defers compaction until the returned function is called (Compactor.defer: a fetch's parts arriving). */
   deferCompaction(): () => void {
     return this.compactor.defer()
   }

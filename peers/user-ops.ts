@@ -152,11 +152,11 @@ export function usersApi(
     get: (id) => {
       touch()
       // A copy (core/detach.ts): the view shares its values with the document.
-      return typeof id === 'string' ? detached(replica.view(id as UserId)) : undefined
+      return typeof id === 'string' ? detached(replica.shown.view(id as UserId)) : undefined
     },
     list: () => {
       touch()
-      return replica.list().map(detached)
+      return replica.shown.list().map(detached)
     },
   }
 }
