@@ -250,12 +250,15 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       const replayed = /^AUTH_FAILED: join proof replayed.*; latest (\d+)$/.exec(reason)
       const ahead = stampsAheadAt
       stampsAheadAt = undefined
-      if (
-        !skewRejoined &&
-        ((skewed !== null && options.onServerTime?.(Number(skewed[1])) === true) ||
-          (replayed !== null && options.onJoinReplayed?.(Number(replayed[1])) === true) ||
-          (ahead !== undefined && options.onServerTime?.(ahead) === true))
-      ) {
+      // The time a refusal names is taken each time, for the next attempt:
+      // a clock set right after an immediate rejoin (which the network then
+      // lost) otherwise joined with the offset of before for good, each
+      // attempt refused (the simulator, a clock step).
+      const moved =
+        (skewed !== null && options.onServerTime?.(Number(skewed[1])) === true) ||
+        (replayed !== null && options.onJoinReplayed?.(Number(replayed[1])) === true) ||
+        (ahead !== undefined && options.onServerTime?.(ahead) === true)
+      if (moved && !skewRejoined) {
         // Joined again at once, in the server's time or past the proof it
         // accepted last (once until a connection gets through: the time is
         // unauthenticated, and a second refusal waits on the backoff); a

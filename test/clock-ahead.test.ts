@@ -330,6 +330,43 @@ describe('a CLOCK_SKEW close that names a time (unsigned: anyone on the path can
   }, 60_000)
 })
 
+describe('a device whose clock is set right after it rejoined at once in the time a refusal named', () => {
+  it('takes the time of each later refusal for its next attempt (it kept the offset of before for good)', async () => {
+    const ats: number[] = []
+    // Every join refused, naming the true time: the server is down for it.
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+    wss.on('connection', (socket, req) => {
+      ats.push(Number(new URL(req.url ?? '/', 'http://127.0.0.1').searchParams.get('at')))
+      socket.close(1008, `CLOCK_SKEW: proof off; server time ${Date.now()}`)
+    })
+    await once(wss, 'listening')
+    const port = (wss.address() as AddressInfo).port
+    const offset = { ms: 3 * DAY }
+    const device = await createDevice({
+      id: 'D1',
+      dataDir: join(dir, `stepped-${++serial}`),
+      server: `ws://127.0.0.1:${port}`,
+      siteKey: SITE_KEY,
+      clock: offsetClock(offset),
+      mode: 'periodic',
+    })
+    try {
+      // Its own time, then at once the server's (3 days back).
+      await eventually(() => expect(ats.length).toBeGreaterThanOrEqual(2), 30_000)
+      expect(Math.abs((ats[1] as number) - Date.now())).toBeLessThan(60_000)
+      // Its clock set right (NTP): the offset it took is 3 days off now.
+      offset.ms = 0
+      const from = ats.length
+      await eventually(() => expect(ats.length).toBeGreaterThanOrEqual(from + 2), 30_000)
+      // One attempt in the stale offset, refused, then in the time it named.
+      expect(Math.abs((ats.at(-1) as number) - Date.now())).toBeLessThan(60_000)
+    } finally {
+      await device.close()
+      wss.close()
+    }
+  }, 60_000)
+})
+
 describe('a device whose clock is just an hour behind the server', () => {
   it('takes the time a CLOCK_SKEW names at the edge of the hour, and joins at once in it', async () => {
     const ats: number[] = []
