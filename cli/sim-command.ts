@@ -152,6 +152,11 @@ async function planOf(text: string | undefined): Promise<{ steps?: unknown[]; pl
   return inline ? { steps: json } : { steps: json, planFile: text }
 }
 
+/** The options `argv` gives `rostersync sim` (a replay command's arguments read back, in tests). */
+export async function simOptionsOf(argv: string[]): Promise<SwarmOptions> {
+  return optionsOf(parse(argv, flags).values)
+}
+
 /** Every option but the seed, from the flags (only those given: the replay command lists them). */
 async function optionsOf(values: Values): Promise<SwarmOptions> {
   const canary = values.canary

@@ -313,7 +313,8 @@ export function replayCommand(options: SimOptions, planFile?: string): string {
   if (options.swarm === true) parts.push('--swarm')
   for (const [key, flag] of FLAGS) {
     const value = options[key]
-    if (value !== undefined) parts.push(`${flag} ${String(value)}`)
+    // Durations with their unit: the command line takes no bare number of ms.
+    if (value !== undefined) parts.push(`${flag} ${String(value)}${key.endsWith('Ms') ? 'ms' : ''}`)
   }
   if (options.steps !== undefined) {
     parts.push(
