@@ -53,12 +53,12 @@ interface Flags {
   help?: boolean | undefined
 }
 
-/** A positive integer flag, or exit 2 with a one-line error. */
 /** Run by `rostersync bench` (bin/rostersync.js sets it): errors carry the command's prefix, as its others do. */
 const WHO = process.env.ROSTERSYNC_CLI === '1' ? 'rostersync bench: ' : ''
 
+/** A positive integer flag (decimal digits only), or exit 2 with a one-line error. */
 function positiveFlag(value: string | undefined, name: string, fallback: number): number {
-  const n = value === undefined ? fallback : Number(value)
+  const n = value === undefined ? fallback : /^\d+$/.test(value) ? Number(value) : NaN
   if (!Number.isSafeInteger(n) || n <= 0) {
     console.error(`${WHO}--${name} must be a positive integer, got ${JSON.stringify(value)}`)
     process.exit(2)

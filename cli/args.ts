@@ -71,7 +71,7 @@ export function parseDuration(text: string): number {
  * `1e3` as 1000.
  */
 export function decimal(text: string): number {
-  return /^-?\d+(\.\d+)?$/.test(text) ? Number(text) : NaN
+  return /^-?(\d+(\.\d*)?|\.\d+)$/.test(text) ? Number(text) : NaN
 }
 
 /** Parses an integer option within bounds. */

@@ -227,7 +227,7 @@ function snapshot(device: DevicePeer) {
     serverToDevice: status.serverToDevice.state,
     deviceToServer: status.deviceToServer.state,
     offlineReady: status.offlineReady,
-    users: device.replica.list().length,
+    users: device.replica.shown.list().length, // as users.list shows them (kept through a fetch)
     ...(status.lastFullSyncAt === undefined ? {} : { lastFullSyncAt: status.lastFullSyncAt }),
     ...(status.warning === undefined ? {} : { warning: status.warning }),
     ...(status.deviceToServer.error === undefined

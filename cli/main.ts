@@ -113,8 +113,9 @@ if (invokedDirectly || process.env.ROSTERSYNC_CLI === '1') {
   // …)"; the open site's is the command's own WARNING line already
   // (`server --open` printed two, a probe).
   process.removeAllListeners('warning')
+  const quiet = process.env.NODE_NO_WARNINGS === '1' || process.execArgv.includes('--no-warnings')
   process.on('warning', (warning: Error & { code?: string }) => {
-    if (warning.code !== 'ROSTERSYNC_OPEN_SITE')
+    if (!quiet && warning.code !== 'ROSTERSYNC_OPEN_SITE')
       console.error(`rostersync: warning: ${oneLine(warning.message)}`)
   })
   main(process.argv.slice(2)).then(

@@ -339,10 +339,11 @@ export function checkRecordSize(
   before: Readonly<Record<string, unknown>> | undefined,
 ): void {
   const size = recordBytes(fields)
-  // One already past it (adoptions fill the server's record from several
-  // devices) may still shrink, or change a small field: only growing past
-  // the limit is refused.
-  if (size > limits.recordBytesMax && size > recordBytes(before ?? {}))
+  // Only a write that takes the record past the limit is refused: one
+  // already past it (adoptions fill the server's record from several
+  // devices) stays editable, or an administrator could not disable a user
+  // (a review).
+  if (size > limits.recordBytesMax && recordBytes(before ?? {}) <= limits.recordBytesMax)
     throw new InvalidRecordError(
       `the record of ${JSON.stringify(id.slice(0, 64))} would be ${size} bytes; the limit is ${limits.recordBytesMax}`,
     )

@@ -313,7 +313,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       touch()
       const id = basics.schema.parseUserId(userId)
       // As a patch of an unknown id is (it logged a sign-in of nobody).
-      if (replica.view(id) === undefined) throw new UserNotFoundError(id)
+      if (replica.shown.view(id) === undefined) throw new UserNotFoundError(id)
       await replica.writeMeta((ctx) =>
         ctx.event({ type: 'user-signed-in', userId: id, deviceId: options.id }),
       )

@@ -105,7 +105,7 @@ export class Replica {
       wipe: (op) => this.runner.flushWipe(op),
     })
     this.intake = new Intake(this.document, () => this.log.epoch)
-    this.readers = new Readers(this.document, () => this.log.stagedWipe !== undefined)
+    this.readers = new Readers(this.document)
     this.fanOut = new FanOut(options)
     const { status, document, log, queue } = this
     this.compactor = new Compactor({ clock, status, log, document, events: this.journal, queue })
@@ -119,6 +119,7 @@ export class Replica {
       ...{ events: this.journal, log, gate: this.gate, queue, intake: this.intake },
       ...{ fanOut: this.fanOut, compactor: this.compactor, rollback: () => this.rollback() },
       freezeViews: () => this.readers.freeze(),
+      thawViews: () => this.readers.thaw(),
     })
   }
 
@@ -179,6 +180,7 @@ export class Replica {
     const store = this.options.store
     await this.journal.loadBeside(store, this.log.loadDoc(rollback, this.doc.clientID), (doc) => {
       this.document.installDoc(doc)
+      this.readers.thaw()
       this.document.invalidatePolicies()
       return this.local.load(store)
     })

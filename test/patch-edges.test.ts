@@ -102,5 +102,20 @@ describe('users.patch', () => {
     await device.sync.whenIdle()
     expect(server.users.get('u1')?.photo).toEqual(photo)
     expect(server.users.get('u1')?.title).toBe('Ok')
-  })
+    // Fills of two devices, each within the limit, adopted together past
+    // it: the server's record stays editable (an administrator disables
+    // the user), though a write may not take a record past the limit.
+    await server.users.put({ id: 'u3', name: 'Cid' })
+    const other = await site.device('D2', clock)
+    await other.sync.whenReady()
+    await device.sync.whenIdle()
+    await device.users.patch('u3', { photo })
+    await other.users.patch('u3', { groups })
+    await device.sync.whenIdle()
+    await other.sync.whenIdle()
+    expect(server.users.get('u3')?.groups).toEqual(groups)
+    expect(server.users.get('u3')?.photo).toEqual(photo)
+    await server.users.patch('u3', { status: 'disabled' })
+    expect(server.users.get('u3')?.status).toBe('disabled')
+  }, 60_000)
 })

@@ -60,8 +60,10 @@ export interface BatchParts {
   readonly compactor: Compactor
   /** After a failed store write: rebuild memory from what is durable. */
   readonly rollback: () => Promise<void>
-  /** A staged wipe empties the document now: readers keep what it showed (Replica.view). */
+  /** A staged wipe empties the document now: readers keep what it showed (Replica.shown). */
   readonly freezeViews?: () => void
+  /** The staged wipe is committed: readers get the document again. */
+  readonly thawViews?: () => void
 }
 
 /** Applies and stores the batches of one replica. */
@@ -202,8 +204,8 @@ export class BatchRunner {
     this.parts.intake.clear()
     if (options.local) local.clearLocalFields()
     // Readers keep the roster as it was until the fetched one replaces it
-    // (Replica.view): the store still holds it, and a terminal asked for a
-    // user meanwhile must not find the roster empty.
+    // (Replica.shown): the store still holds it, and a terminal asked for
+    // a user meanwhile must not find the roster empty.
     if (staged) this.parts.freezeViews?.()
     document.installDoc(doc)
     if (options.holdWrites === true || staged) this.parts.queue.setHolding(true)
@@ -268,6 +270,7 @@ export class BatchRunner {
       return
     }
     log.commitStaged()
+    this.parts.thawViews?.()
     if (staged.generation) log.restartAt(log.nextSeq, 0, snapshotBytes)
     if (deletes) local.clearDeleted()
     local.clearImported()

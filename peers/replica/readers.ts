@@ -14,32 +14,30 @@ import type { ReplicaDocument } from './document.js'
 export class Readers {
   private frozen: Map<UserId, UserView> | undefined
 
-  constructor(
-    private readonly document: ReplicaDocument,
-    /** Whether a staged wipe lasts (UpdateLog.stagedWipe). */
-    private readonly staged: () => boolean,
-  ) {}
+  constructor(private readonly document: ReplicaDocument) {}
 
   /** The document is about to be emptied by a staged wipe: keep its views. */
   freeze(): void {
     this.frozen = new Map(this.document.list().map((view) => [view.id, view]))
   }
 
-  /** The frozen views while the staged wipe lasts, else undefined. */
-  private held(): Map<UserId, UserView> | undefined {
-    if (this.frozen !== undefined && !this.staged()) this.frozen = undefined
-    return this.frozen
+  /**
+   * The document readers get is whole again: the staged wipe's commit, or
+   * the stored state installed again (an abandon, a rollback). Not before
+   * that install: a reload reads the store first, with the staged document
+   * still in memory (a review).
+   */
+  thaw(): void {
+    this.frozen = undefined
   }
 
   /** The view of one user, or undefined. */
   view(id: UserId): UserView | undefined {
-    const frozen = this.held()
-    return frozen === undefined ? this.document.view(id) : frozen.get(id)
+    return this.frozen === undefined ? this.document.view(id) : this.frozen.get(id)
   }
 
   /** The views of all users, ordered by id. */
   list(): UserView[] {
-    const frozen = this.held()
-    return frozen === undefined ? this.document.list() : [...frozen.values()]
+    return this.frozen === undefined ? this.document.list() : [...this.frozen.values()]
   }
 }
