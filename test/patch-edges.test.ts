@@ -16,14 +16,20 @@ afterEach(async () => {
   site = undefined
 })
 
+/** A site whose server holds u1 (Ann), and device D1, ready. */
+async function annAndDevice() {
+  const clock = new ManualClock()
+  site = await memorySite(clock)
+  const { server } = site
+  await server.users.put({ id: 'u1', name: 'Ann' })
+  const device = await site.device('D1', clock)
+  await device.sync.whenReady()
+  return { clock, server, device, site }
+}
+
 describe('users.patch', () => {
   it('of no field changes nothing: no event, and a device delete stays (rule 3)', async () => {
-    const clock = new ManualClock()
-    site = await memorySite(clock)
-    const { server } = site
-    await server.users.put({ id: 'u1', name: 'Ann' })
-    const device = await site.device('D1', clock)
-    await device.sync.whenReady()
+    const { server, device } = await annAndDevice()
     await device.users.delete('u1')
     await device.users.put({ id: 'u2', name: 'Own' })
     await device.sync.whenIdle()
@@ -75,12 +81,7 @@ describe('users.patch', () => {
   })
 
   it('that would grow a record past its limit is refused, changing nothing; the device still syncs', async () => {
-    const clock = new ManualClock()
-    site = await memorySite(clock)
-    const { server } = site
-    await server.users.put({ id: 'u1', name: 'Ann' })
-    const device = await site.device('D1', clock)
-    await device.sync.whenReady()
+    const { clock, server, device, site: s } = await annAndDevice()
     const photo = new Uint8Array(limits.photoBytesMax).fill(7)
     // Each within the limit, together past it (each patch was taken, and
     // the server then refused the device's part, and all it wrote after).
@@ -106,7 +107,7 @@ describe('users.patch', () => {
     // it: the server's record stays editable (an administrator disables
     // the user), though a write may not take a record past the limit.
     await server.users.put({ id: 'u3', name: 'Cid' })
-    const other = await site.device('D2', clock)
+    const other = await s.device('D2', clock)
     await other.sync.whenReady()
     await device.sync.whenIdle()
     await device.users.patch('u3', { photo })
