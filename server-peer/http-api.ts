@@ -407,19 +407,15 @@ async function serve(
   return reply(res, 200, target.events.query(eventQuery(url)))
 }
 
-/** Create-only writes in flight, per server and user id (see conditionalPut). */
+/** Conditional writes in flight, per server and user id (see conditionalPut). */
 const creating = new WeakMap<HttpApiTarget, Map<string, Promise<void>>>()
 
 /**
- * Puts a user unless it exists (`USER_EXISTS`). Create-only requests for
- * one id run one after another, each checking once the one before is
- * durable: two at once both found the id free, and the second replaced
- * the first.
- */
-/**
- * A put on a condition, one at a time per id: `absent` (`If-None-Match: *`,
- * create only: USER_EXISTS, 412) or `present` (`If-Match: *`, replace only:
- * 412 USER_NOT_FOUND; it created the user).
+ * A put on a condition: `absent` (`If-None-Match: *`, create only:
+ * `USER_EXISTS`, 412) or `present` (`If-Match: *`, replace only: 412
+ * `USER_NOT_FOUND`; it created the user). Requests for one id run one after
+ * another, each checking once the one before is durable: two creates at
+ * once both found the id free, and the second replaced the first.
  */
 async function conditionalPut(
   target: HttpApiTarget,
