@@ -12,6 +12,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import {
+  clip,
   excerpt,
   InvalidRecordError,
   MalformedMessageError,
@@ -133,22 +134,14 @@ export function httpApi(target: HttpApiTarget, adminToken: string, admin: AdminC
       if (status === 401 && !res.headersSent) res.setHeader('www-authenticate', 'Bearer')
       // A body the server stopped reading must not be taken for the next request.
       if (status === 413 && !res.headersSent) res.setHeader('connection', 'close')
-      reply(res, status, { error: { code, message: bounded(message) } })
+      // At most `httpErrorMessageCharsMax` characters: a schema's message
+      // may name what the request held (an unknown key of 2 MB came back
+      // whole, a black-box probe).
+      reply(res, status, {
+        error: { code, message: clip(message, netLimits.httpErrorMessageCharsMax) },
+      })
     })
   }
-}
-
-/**
- * An error message of at most `netLimits.httpErrorMessageCharsMax`
- * characters: a schema's message may name what the request held (an
- * unknown key of 2 MB came back whole, a black-box probe).
- */
-function bounded(message: string): string {
-  const max = netLimits.httpErrorMessageCharsMax
-  if (message.length <= max) return message
-  let cut = message.slice(0, max)
-  if (/[\uD800-\uDBFF]$/.test(cut)) cut = cut.slice(0, -1)
-  return `${cut}… (${message.length} characters)`
 }
 
 function reply(

@@ -198,7 +198,7 @@ describe('HTTP API', () => {
     expect(bad.status).toBe(400)
     const message = (bad.body.error as { message: string }).message
     expect(message.length).toBeLessThan(1_200)
-    expect(message).toMatch(/\(\d+ characters\)$/)
+    expect(message).toMatch(/… \(\d+ more characters\)$/)
     expect(server.users.get('zz')).toBeUndefined()
     const wrong = await fetch(`${server.http}/api/users`, {
       headers: { authorization: 'Bearer nope' },
