@@ -69,7 +69,8 @@ describe('the upgrade queue', () => {
   })
 
   it('drops an upgrade past upgradesWaitingMax, skips a closed one, and drops all on close', async () => {
-    withLimits(netLimits, { upgradesWaitingMax: 3 })
+    // One turn serves all waiting, however slow the machine (as the first test).
+    withLimits(netLimits, { upgradesWaitingMax: 3, upgradeTurnMsMax: 60_000 })
     const done: string[] = []
     const queue = new UpgradeQueue((req) => done.push(req.url ?? ''))
     const sockets = [fakeSocket(), fakeSocket(), fakeSocket(), fakeSocket()]
@@ -87,7 +88,7 @@ describe('the upgrade queue', () => {
   })
 
   it('takes at most handshakesPerAddressMax waiting from one address', async () => {
-    withLimits(netLimits, { handshakesPerAddressMax: 2 })
+    withLimits(netLimits, { handshakesPerAddressMax: 2, upgradeTurnMsMax: 60_000 })
     const done: string[] = []
     const queue = new UpgradeQueue((req) => done.push(req.url ?? ''))
     const one = [fakeSocket('10.0.0.1'), fakeSocket('10.0.0.1'), fakeSocket('10.0.0.1')]
