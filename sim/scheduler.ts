@@ -21,21 +21,50 @@ export const runEventsMaxDefault = 10_000_000
 /**
  * Lets every pending promise continuation run, however deep the chain.
  *
- * This is the one place the simulator touches the real event loop, and why
- * it stays deterministic: Node drains the whole microtask queue (including
- * microtasks queued by microtasks) before it runs any macrotask, so once our
- * `setImmediate` callback runs, every continuation that the last event set
- * off has run, in the deterministic order the microtask queue imposes.
- * `setImmediate` reads no clock, and as long as no real I/O or real timer
- * is involved (peers get their time from the virtual clock, their disk and
- * network from the simulator), nothing else can run in between. Cheaper
- * tricks (a fixed number of `await Promise.resolve()`) cannot know when the
- * queue is empty; measured, a `setImmediate` turn costs about 2 µs, which is
- * small next to what a peer does with an event.
+ * This is why the simulator stays deterministic: V8 drains the whole
+ * microtask queue (including microtasks queued by microtasks) before Node
+ * runs its `process.nextTick` queue, and a tick queued from inside a
+ * microtask (the `then` below) therefore runs only once every continuation
+ * the last event set off has run, in the deterministic order the microtask
+ * queue imposes. Then the continuation of the caller runs. Nothing here
+ * reads a clock or waits for the event loop: as long as no real I/O or real
+ * timer is involved (peers get their time from the virtual clock, their
+ * disk and network from the simulator), nothing else can run in between.
+ *
+ * The tick is queued from a microtask, never directly: a tick queued by a
+ * macrotask's own code (a worker thread's message handler starting a run)
+ * would run before that macrotask's microtasks, not after. The same seed
+ * gives the same trace in a worker and in the main thread (checked in
+ * test/sim-scheduler.test.ts). A tick costs a fraction of a microsecond;
+ * the `setImmediate` turn this used to take cost 2.5 µs and, with the
+ * event loop's own bookkeeping, 7-18% of a simulation's CPU (33,000
+ * events a seed). See {@link settleTurn} for the event loop's turn.
  */
 export function settle(): Promise<void> {
+  return Promise.resolve().then(afterMicrotasks)
+}
+
+const afterMicrotasks = (): Promise<void> => new Promise((resolve) => process.nextTick(resolve))
+
+/**
+ * Lets every pending continuation run, then one turn of the real event loop
+ * (pending I/O callbacks, signals, a worker's messages). What
+ * {@link Scheduler.autoRun} waits for after each event (its tests wait in
+ * real time, for real sockets and disks), and what {@link Scheduler.runUntil}
+ * gives the process every {@link realTurnEvents} events: nothing of a
+ * simulation waits for it, so where it falls changes no run.
+ */
+export function settleTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve))
 }
+
+/**
+ * Events {@link Scheduler.runUntil} runs between two turns of the real event
+ * loop: a run of millions of events still lets Ctrl-C, a worker's
+ * `terminate` and the progress output through, at a cost of a turn (about
+ * 3 µs) per 1,000 events.
+ */
+export const realTurnEvents = 1_000
 
 /** A scheduled event; also the opaque handle `setTimeout` returns. */
 class SimEvent {
@@ -185,7 +214,7 @@ export class Scheduler implements Clock {
   async step(): Promise<boolean> {
     this.#enter()
     try {
-      return await this.#stepInside()
+      return await this.#stepInside(settle)
     } finally {
       this.#running = false
     }
@@ -223,8 +252,9 @@ export class Scheduler implements Clock {
           if (windowEvents >= burst.events) return this.#result('burst', events)
           windowEvents++
         }
-        await this.#stepInside()
+        await this.#stepInside(settle)
         events++
+        if (events % realTurnEvents === 0) await settleTurn()
       }
     } finally {
       this.#running = false
@@ -250,7 +280,7 @@ export class Scheduler implements Clock {
           if (this.#peekLive() === undefined) {
             await new Promise<void>((resolve) => (this.#wake = resolve))
           } else {
-            await this.#stepInside()
+            await this.#stepInside(settleTurn)
           }
         }
       } finally {
@@ -272,7 +302,8 @@ export class Scheduler implements Clock {
     }
   }
 
-  async #stepInside(): Promise<boolean> {
+  /** Runs the next event, then waits with `wait` for what it set off. */
+  async #stepInside(wait: () => Promise<void>): Promise<boolean> {
     const event = this.#popLive()
     if (event === undefined) return false
     event.done = true
@@ -282,7 +313,7 @@ export class Scheduler implements Clock {
     event.owner?.forget(event)
     this.onEvent?.({ time: event.time, seq: event.seq })
     event.fn()
-    await settle()
+    await wait()
     return true
   }
 

@@ -8,6 +8,7 @@
  * that replays it (`npx rostersync sim ...`).
  */
 import { describe, expect, it } from 'vitest'
+import { runSwarm, type SwarmOptions } from '../cli/sim-swarm.js'
 import type { SimOptions, SimStepInput } from '../sim/options.js'
 import type { SimReport } from '../sim/run.js'
 import { CALM, simulateLogged } from './helpers/sim-runs.js'
@@ -39,6 +40,17 @@ describe('determinism', () => {
     expect(b.messages).toBe(a.messages)
     expect(b.faults).toEqual(a.faults)
     expect(b.virtualMsToConverge).toBe(a.virtualMsToConverge)
+  })
+
+  it('gives a seed the same trace on a swarm worker thread as in this thread', async () => {
+    // A worker starts each run from its message handler, a macrotask: what
+    // the run set off before its first event must settle there as here.
+    const site: SwarmOptions = { devices: 3, ops: 40, days: 0.5, swarm: true }
+    const here = await simulate({ ...site, seed: 11 })
+    const [worker] = await runSwarm(site, [11], 1, () => undefined)
+    expect(worker?.ok).toBe(true)
+    expect(worker?.traceHash).toBe(here.traceHash)
+    expect(worker?.events).toBe(here.events)
   })
 
   it('gives another trace for another seed', async () => {

@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest'
 import { hasCode } from '../core/errors.js'
 import { Prng } from '../sim/prng.js'
-import { Scheduler, simStartMs } from '../sim/scheduler.js'
+import { realTurnEvents, Scheduler, simStartMs } from '../sim/scheduler.js'
 
 const envSeed = process.env.ROSTERSYNC_SEED
 const seed =
@@ -79,6 +79,38 @@ describe('Scheduler', () => {
     s.setTimeout(() => log.push(`next event at ${s.now()}`), 1)
     await s.runUntil(() => false)
     expect(log).toEqual(['deep continuation at 1', 'next event at 1', 'timer from continuation'])
+  })
+
+  it('settles what its caller set off before the first event, even when called from a macrotask', async () => {
+    // A swarm worker starts each run from its message handler: continuations
+    // queued there must run before the first event, as they do when a run
+    // starts from a continuation (the main thread's CLI).
+    const s = new Scheduler({ startMs: 0 })
+    const log: string[] = []
+    s.setTimeout(() => log.push('first event'), 1)
+    await new Promise<void>((resolve, reject) =>
+      setImmediate(() => {
+        void chain(200).then(() => log.push('caller continuation'))
+        s.runUntil(() => false).then(() => resolve(), reject)
+      }),
+    )
+    expect(log).toEqual(['caller continuation', 'first event'])
+  })
+
+  it('gives the event loop a turn every realTurnEvents events of a long run', async () => {
+    const s = new Scheduler({ startMs: 0 })
+    const total = realTurnEvents * 3
+    for (let i = 1; i <= total; i++) s.setTimeout(() => undefined, i)
+    const turns: number[] = []
+    const watch = (): void => {
+      turns.push(s.eventsRun)
+      if (s.eventsRun < total) setImmediate(watch)
+    }
+    setImmediate(watch)
+    await s.runUntil(() => false)
+    // The loop turned within the run, at the bound, not only once it ended.
+    expect(turns).toContain(realTurnEvents)
+    expect(turns).toContain(realTurnEvents * 2)
   })
 
   it('runUntil(predicate) checks before the first event and after each one', async () => {
