@@ -104,6 +104,25 @@ describe('Outbox', () => {
     expect(conn.sent).toHaveLength(30)
   })
 
+  it('leaves no poll behind when what it was handed went out at once', async () => {
+    const conn = fakeConnection()
+    const clock = new ManualClock()
+    const outbox = new Outbox(conn, clock)
+    // An answer of three small parts, sent as it is queued.
+    outbox.sendEach(3, (i) => message(i, 100))
+    expect(conn.sent).toEqual([0, 1, 2])
+    expect(clock.pending).toBe(0)
+    // Held past the pause bound, then drained: the last poll is the last timer.
+    for (let i = 0; i < 10; i++) outbox.send(message(10 + i))
+    expect(clock.pending).toBe(1)
+    conn.buffered = 0
+    await clock.advance(10)
+    conn.buffered = 0
+    await clock.advance(10)
+    expect(conn.sent).toHaveLength(13)
+    expect(clock.pending).toBe(0)
+  })
+
   it('serves an answer larger than sendBufferBytesMax in full, making each part as the connection takes it', async () => {
     const conn = fakeConnection()
     const clock = new ManualClock()

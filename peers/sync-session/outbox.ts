@@ -132,8 +132,7 @@ export class Outbox {
 
   /** Drops what waits (the session stopped or the link closed). */
   stop(): void {
-    if (this.timer !== undefined) this.clock.clearTimeout(this.timer)
-    this.timer = undefined
+    this.cancelPoll()
     this.waiting.length = 0
     this.waitingBytes = 0
     this.streamsWaiting = 0
@@ -169,6 +168,11 @@ export class Outbox {
   private noteProgress(): void {
     this.progressAt = this.clock.now()
     this.lastBuffered = this.connection.bufferedBytes ?? 0
+  }
+
+  private cancelPoll(): void {
+    if (this.timer !== undefined) this.clock.clearTimeout(this.timer)
+    this.timer = undefined
   }
 
   private schedule(): void {
@@ -208,7 +212,12 @@ export class Outbox {
       this.connection.send(bytes)
       if (!this.connection.open) return this.stop()
     }
-    if (this.waiting.length === 0) return
+    if (this.waiting.length === 0) {
+      // Everything went (a stream flushed as it was queued): no poll is
+      // left to wake for nothing.
+      this.cancelPoll()
+      return
+    }
     const buffered = this.connection.bufferedBytes ?? 0
     const head = this.waiting[0]
     if (
