@@ -10,10 +10,12 @@
  * code, message } }`) whose message carries at most a bounded excerpt of
  * the request.
  */
+import { createHash } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import {
   clip,
   excerpt,
+  InvalidOptionsError,
   InvalidRecordError,
   MalformedMessageError,
   MalformedRequestError,
@@ -400,31 +402,86 @@ async function serve(
   return reply(res, 200, target.events.query(eventQuery(url)))
 }
 
-/** Conditional writes in flight, per server and user id (see conditionalPut). */
-const creating = new WeakMap<HttpApiTarget, Map<string, Promise<void>>>()
+/** Conditional writes in flight, per server and user id (see conditionally). */
+const conditional = new WeakMap<HttpApiTarget, Map<string, Promise<void>>>()
 
 /**
- * A put on a condition: `absent` (`If-None-Match: *`, create only:
- * `USER_EXISTS`, 412) or `present` (`If-Match: *`, replace only: 412
- * `USER_NOT_FOUND`; it created the user). Requests for one id run one after
- * another, each checking once the one before is durable: two creates at
- * once both found the id free, and the second replaced the first.
+ * What a conditional write asks of the user first: `absent`
+ * (`If-None-Match: *`, create only: 412 `USER_EXISTS`), `present`
+ * (`If-Match: *`, replace only: 412 `USER_NOT_FOUND`), or a view whose
+ * entity tag is one of `tags` (`If-Match: "…"`, the tag a GET gave: 412
+ * `PRECONDITION_FAILED` once someone changed the user since).
  */
-async function conditionalPut(
+type Condition = 'absent' | 'present' | { readonly tags: readonly string[] }
+
+/**
+ * The strong entity tag of a user's view: a digest of the JSON the API
+ * sends for it, so it changes with any field, wherever the change came
+ * from (this server, a device's fill, a policy).
+ */
+export function userEtag(view: unknown): string {
+  return `"${createHash('sha256').update(toWire(view)).digest('base64url').slice(0, 27)}"`
+}
+
+/**
+ * The condition of a write's `If-Match` / `If-None-Match` headers, if any.
+ * `If-Match` takes `*` or a list of entity tags (weak ones never match: a
+ * write needs the strong comparison, RFC 9110 13.1.1); anything else in it
+ * is 400 `INVALID_OPTIONS`, not a write made without the condition asked.
+ */
+function conditionOf(req: IncomingMessage, method: string): Condition | undefined {
+  const ifNoneMatch = req.headers['if-none-match']
+  if (method === 'PUT' && ifNoneMatch === '*') return 'absent'
+  const ifMatch = req.headers['if-match']
+  if (ifMatch === undefined) return undefined
+  if (ifMatch.trim() === '*') return 'present'
+  const tags: string[] = []
+  const rest = ifMatch.replace(/\s*(W\/)?"[\x21\x23-\x7e]*"\s*(,|$)/g, (tag: string) => {
+    const trimmed = tag.trim().replace(/,$/, '').trim()
+    if (!trimmed.startsWith('W/')) tags.push(trimmed)
+    return ''
+  })
+  if (rest.trim() !== '' || (tags.length === 0 && !/W\//.test(ifMatch)))
+    throw new InvalidOptionsError(
+      `If-Match must be * or entity tags as a GET of the user gives them (ETag), got ${excerpt(ifMatch, 64)}`,
+    )
+  return { tags }
+}
+
+/**
+ * Runs `write` on `condition` (see {@link Condition}). Requests for one id
+ * run one after another, each checking once the one before is durable:
+ * two creates at once both found the id free, and the second replaced the
+ * first; two edits from the same tag both matched it.
+ */
+async function conditionally(
   target: HttpApiTarget,
   id: string,
-  body: object,
-  want: 'absent' | 'present',
+  condition: Condition,
+  write: () => Promise<unknown>,
 ): Promise<void> {
-  let inFlight = creating.get(target)
-  if (inFlight === undefined) creating.set(target, (inFlight = new Map<string, Promise<void>>()))
+  let inFlight = conditional.get(target)
+  if (inFlight === undefined) conditional.set(target, (inFlight = new Map<string, Promise<void>>()))
   const before = inFlight.get(id) ?? Promise.resolve()
   const mine = before.then(async () => {
-    const exists = target.users.get(id) !== undefined
-    if (want === 'absent' && exists) throw new UserExistsError(id)
-    if (want === 'present' && !exists)
-      throw new HttpError(412, 'USER_NOT_FOUND', `no user ${excerpt(id, 64)} (If-Match: *)`)
-    await target.users.put({ ...body, id })
+    const view = target.users.get(id)
+    if (condition === 'absent') {
+      if (view !== undefined) throw new UserExistsError(id)
+    } else if (view === undefined) {
+      const header = condition === 'present' ? '*' : condition.tags.join(', ')
+      throw new HttpError(
+        412,
+        'USER_NOT_FOUND',
+        `no user ${excerpt(id, 64)} (If-Match: ${excerpt(header, 64)})`,
+      )
+    } else if (condition !== 'present' && !condition.tags.includes(userEtag(view))) {
+      throw new HttpError(
+        412,
+        'PRECONDITION_FAILED',
+        `user ${excerpt(id, 64)} changed since that ETag (it is ${userEtag(view)} now): get it again and retry`,
+      )
+    }
+    await write()
   })
   const settled = mine.catch(() => undefined)
   inFlight.set(id, settled)
@@ -432,6 +489,13 @@ async function conditionalPut(
     if (inFlight.get(id) === settled) inFlight.delete(id)
   })
   await mine
+}
+
+/** 200 with a user's view and its entity tag (404 once it is gone). */
+function replyUser(res: ServerResponse, target: HttpApiTarget, id: string): void {
+  const user = target.users.get(id)
+  if (user === undefined) throw new UserNotFoundError(id)
+  reply(res, 200, user, { etag: userEtag(user) })
 }
 
 async function serveUsers(
@@ -445,11 +509,8 @@ async function serveUsers(
 ): Promise<void> {
   if (id === undefined) return reply(res, 200, admin.users.page(searchFromQuery(url.searchParams)))
   switch (method) {
-    case 'GET': {
-      const user = target.users.get(id)
-      if (user === undefined) throw new UserNotFoundError(id)
-      return reply(res, 200, user)
-    }
+    case 'GET':
+      return replyUser(res, target, id)
     case 'PUT': {
       const body = await readJson(req)
       // A record is a JSON object: an array spread into one would be an
@@ -465,17 +526,31 @@ async function serveUsers(
       }
       // Create only (`If-None-Match: *`, as HTTP has it): the admin page's
       // "Add user" replaced an existing user whole, clearing its fields.
-      if (req.headers['if-none-match'] === '*') await conditionalPut(target, id, body, 'absent')
-      else if (req.headers['if-match'] === '*') await conditionalPut(target, id, body, 'present')
-      else await target.users.put({ ...body, id })
-      return reply(res, 200, target.users.get(id))
+      const condition = conditionOf(req, method)
+      const put = (): Promise<unknown> => target.users.put({ ...body, id })
+      if (condition === undefined) await put()
+      else await conditionally(target, id, condition, put)
+      return replyUser(res, target, id)
     }
-    case 'PATCH':
-      await target.users.patch(id, await readJson(req))
-      return reply(res, 200, target.users.get(id))
-    default:
-      if (!(await target.users.delete(id))) throw new UserNotFoundError(id)
+    case 'PATCH': {
+      const condition = conditionOf(req, method)
+      const fields = await readJson(req)
+      const patch = (): Promise<unknown> => target.users.patch(id, fields)
+      if (condition === undefined) await patch()
+      else await conditionally(target, id, condition, patch)
+      return replyUser(res, target, id)
+    }
+    default: {
+      const condition = conditionOf(req, method)
+      let deleted = false
+      const remove = async (): Promise<void> => {
+        deleted = await target.users.delete(id)
+      }
+      if (condition === undefined) await remove()
+      else await conditionally(target, id, condition, remove)
+      if (!deleted) throw new UserNotFoundError(id)
       return reply(res, 200, { ok: true })
+    }
   }
 }
 

@@ -117,6 +117,55 @@ describe('HTTP API', () => {
     expect(server.users.get('u1')).toEqual({ id: 'u1', name: 'Replaced' })
   })
 
+  it('gives each user an ETag and writes on If-Match only while it still matches (PRECONDITION_FAILED, 412)', async () => {
+    server = await createServer({ store: memoryStore() })
+    await server.users.put({ id: 'u1', name: 'Ann', email: 'ann@example.com' })
+    const request = (method: string, headers: Record<string, string>, body?: unknown) =>
+      fetch(`${server?.http}/api/users/u1`, {
+        method,
+        headers: {
+          authorization: `Bearer ${server?.adminToken}`,
+          'content-type': 'application/json',
+          ...headers,
+        },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      })
+    const got = await request('GET', {})
+    const tag = got.headers.get('etag') ?? ''
+    expect(tag).toMatch(/^"[A-Za-z0-9_-]{27}"$/)
+    expect((await request('HEAD', {})).headers.get('etag')).toBe(tag)
+    // Two admins edit from the same GET: the first wins, the second is told.
+    const first = await request('PATCH', { 'if-match': tag }, { title: 'Engineer' })
+    expect(first.status).toBe(200)
+    const next = first.headers.get('etag') ?? ''
+    expect(next).not.toBe(tag)
+    const second = await request('PATCH', { 'if-match': tag }, { title: 'Manager' })
+    expect(second.status).toBe(412)
+    expect(await second.json()).toMatchObject({ error: { code: 'PRECONDITION_FAILED' } })
+    expect(server.users.get('u1')?.title).toBe('Engineer')
+    // A change made elsewhere (here: the library) moves the tag too.
+    await server.users.patch('u1', { phone: '+1 555 0100' })
+    expect((await request('PUT', { 'if-match': next }, { name: 'Bob' })).status).toBe(412)
+    expect((await request('DELETE', { 'if-match': next })).status).toBe(412)
+    expect(server.users.get('u1')?.name).toBe('Ann')
+    // Any tag of a list matches; a weak one never does (a write compares strongly).
+    const now = (await request('GET', {})).headers.get('etag') ?? ''
+    expect((await request('PATCH', { 'if-match': `W/${now}` }, { title: 'x' })).status).toBe(412)
+    expect(
+      (await request('PATCH', { 'if-match': `"old", ${now}` }, { title: 'Lead' })).status,
+    ).toBe(200)
+    expect(server.users.get('u1')?.title).toBe('Lead')
+    // Not a tag: refused, not written without the condition.
+    const bad = await request('PATCH', { 'if-match': 'abc' }, { title: 'x' })
+    expect(bad.status).toBe(400)
+    expect(await bad.json()).toMatchObject({ error: { code: 'INVALID_OPTIONS' } })
+    expect(server.users.get('u1')?.title).toBe('Lead')
+    const last = (await request('GET', {})).headers.get('etag') ?? ''
+    expect((await request('DELETE', { 'if-match': last })).status).toBe(200)
+    expect(server.users.get('u1')).toBeUndefined()
+    expect((await request('PATCH', { 'if-match': last }, { title: 'x' })).status).toBe(412)
+  })
+
   it('lists devices and events', async () => {
     server = await createServer({ store: memoryStore() })
     await server.users.put({ id: 'u1', name: 'Ann' })
