@@ -349,6 +349,35 @@ export function checkRecordSize(
     )
 }
 
+/** A `date` field's bound, ms: a day alone counts from its start (`from`) or through its end (`until`). */
+function boundMs(value: string, end: 'from' | 'until'): number {
+  const ms = Date.parse(value)
+  return end === 'until' && /^\d{4}-\d{2}-\d{2}$/.test(value) ? ms + 86_400_000 - 1 : ms
+}
+
+/**
+ * Throws `INVALID_RECORD` when a write that sets `validFrom` or
+ * `validUntil` leaves the writer's entry for `id` (`fields`) valid until
+ * before it is valid from: a user no door could ever admit, written by
+ * mistake (swapped dates). A day alone runs through its end, so a user valid
+ * from and until the same day is valid that day. Only the writer's own
+ * values are compared: an entry that already held such a range stays
+ * editable, and a device's date beside the server's is theirs to settle.
+ */
+export function checkValidityRange(
+  id: string,
+  fields: Readonly<Record<string, unknown>>,
+  written: Readonly<Record<string, unknown>>,
+): void {
+  if (!Object.hasOwn(written, 'validFrom') && !Object.hasOwn(written, 'validUntil')) return
+  const { validFrom: from, validUntil: until } = fields
+  if (typeof from !== 'string' || typeof until !== 'string') return
+  if (boundMs(until, 'until') < boundMs(from, 'from'))
+    throw new InvalidRecordError(
+      `the user ${JSON.stringify(id.slice(0, 64))} would be valid until ${until}, before it is valid from ${from}`,
+    )
+}
+
 /** An upper estimate of a record's encoded size, in bytes. */
 export function recordBytes(fields: Readonly<Record<string, unknown>>): number {
   let total = 0

@@ -11,7 +11,12 @@ import {
   type PolicyTable,
   type UserReplica,
 } from '../core/resolve.js'
-import { checkRecordSize, type ParsedRecord, type RecordSchema } from '../core/schema.js'
+import {
+  checkRecordSize,
+  checkValidityRange,
+  type ParsedRecord,
+  type RecordSchema,
+} from '../core/schema.js'
 import { deviceWrite, writtenFields } from '../core/writes.js'
 import type { WriteContext } from './replica.js'
 import {
@@ -65,6 +70,7 @@ export function deviceOps(schema: RecordSchema, self: WriterId, overrides: Overr
     if (written.size > 0 || (mode === 'put' && own === undefined)) {
       const entry = deviceWrite(own, replica.server?.e ?? 0, written, stamp)
       checkRecordSize(id, entry.f, own?.f) // before anything changes
+      checkValidityRange(id, entry.f, replicated)
       ctx.setOwnEntry(id, entry)
     }
     writeLocalFields(ctx, id, mode, local, deviceSpecificFieldNames(schema, policies), stamp)

@@ -8,6 +8,7 @@ import type { UserId, WriterId } from '../core/ids.js'
 import { adoptionFor, type PolicyTable } from '../core/resolve.js'
 import {
   checkRecordSize,
+  checkValidityRange,
   type FieldValue,
   type ParsedRecord,
   type RecordSchema,
@@ -55,6 +56,7 @@ export function serverOps(schema: RecordSchema): UserOps {
     const prev = ctx.replicaOf(id).server
     const entry = serverWrite(prev, written, stamp, policies, shown, clears)
     checkRecordSize(id, entry.f ?? {}, prev?.d === 1 ? undefined : prev?.f) // before anything changes
+    checkValidityRange(id, entry.f ?? {}, replicated)
     ctx.setOwnEntry(id, entry)
     writeLocalFields(ctx, id, mode, local, deviceSpecificFieldNames(schema, policies), stamp)
     ctx.event({

@@ -120,3 +120,39 @@ describe('users.patch', () => {
     expect(server.users.get('u3')?.status).toBe('disabled')
   }, 60_000)
 })
+
+describe('validity dates', () => {
+  it('a write that leaves a user valid until before it is valid from is refused, changing nothing', async () => {
+    const { server, device } = await annAndDevice()
+    const refused = { code: 'INVALID_RECORD' }
+    // Swapped in one write: refused on the server and on a device.
+    await expect(
+      server.users.put({
+        id: 'u2',
+        name: 'Bob',
+        validFrom: '2026-03-01',
+        validUntil: '2026-02-01',
+      }),
+    ).rejects.toMatchObject(refused)
+    await expect(
+      device.users.put({ id: 'u3', name: 'Cy', validFrom: '2026-03-01', validUntil: '2026-02-01' }),
+    ).rejects.toMatchObject(refused)
+    expect(server.users.get('u2')).toBeUndefined()
+    expect(device.users.get('u3')).toBeUndefined()
+    // Against the writer's own value: a patch of one date.
+    await server.users.patch('u1', { validFrom: '2026-03-01T08:00:00Z' })
+    await expect(server.users.patch('u1', { validUntil: '2026-02-28' })).rejects.toMatchObject(
+      refused,
+    )
+    expect(server.users.get('u1')?.validUntil).toBeUndefined()
+    // A day alone runs through its end: valid from 08:00 until that day is fine.
+    await server.users.patch('u1', { validUntil: '2026-03-01' })
+    expect(server.users.get('u1')?.validUntil).toBe('2026-03-01')
+    await expect(
+      server.users.patch('u1', { validUntil: '2026-03-01T07:59:59Z' }),
+    ).rejects.toMatchObject(refused)
+    // A write of other fields is not held up by the dates.
+    await server.users.patch('u1', { title: 'Guard' })
+    expect(server.users.get('u1')).toMatchObject({ title: 'Guard', validUntil: '2026-03-01' })
+  })
+})
