@@ -186,6 +186,20 @@ export function serverClientsOf(doc: Y.Doc): Set<number> {
   return clients
 }
 
+/**
+ * The writer each of `clients` writes for in `doc` (the owner of its first
+ * item's root), undefined for a client with no item left there.
+ */
+export function writersOfClients(
+  doc: Y.Doc,
+  clients: Iterable<number>,
+): Map<number, WriterId | undefined> {
+  const names = new RootNames(doc)
+  const writers = new Map<number, WriterId | undefined>()
+  for (const client of clients) writers.set(client, names.writerOfClient(client))
+  return writers
+}
+
 /** Names of a document's root types, and the writer of each client, looked up once per check. */
 class RootNames {
   private readonly writers = new Map<number, WriterId | undefined>()

@@ -10,12 +10,30 @@
  */
 import * as Y from 'yjs'
 import type { Clock } from '../../core/clock.js'
+import { writersOfClients } from '../../core/authorize.js'
 import { SyncError, withoutStack } from '../../core/errors.js'
 import { netLimits } from '../../core/limits.js'
 import type { Replica } from '../replica.js'
 import type { SyncAnswer, SyncSession } from '../sync-session.js'
 import type { ServerLink } from '../ws-client.js'
 import { covers, PUSH_ROUNDS_MAX, refusedError } from './sync-errors.js'
+
+/**
+ * Whether every client `theirs` lacks of `wanted` writes for a writer
+ * other than this device (by the root of its first item; a client with no
+ * item left counts as this device's, to be safe).
+ */
+function onlyOthersLacking(
+  replica: Replica,
+  theirs: Map<number, number>,
+  wanted: Map<number, number>,
+): boolean {
+  const lacking: number[] = []
+  for (const [client, clock] of wanted) if ((theirs.get(client) ?? 0) < clock) lacking.push(client)
+  for (const writer of writersOfClients(replica.doc, lacking).values())
+    if (writer === undefined || writer === replica.writerId) return false
+  return true
+}
 
 /** The exchanges of one device with its server. */
 /** Codes with which the server refuses a change the device sent (PROTOCOL.md, "Refusals"). */
@@ -92,6 +110,12 @@ export class ServerExchange {
     afterFirst()
     const wanted = answer.ours
     for (let round = 1; !covers(answer.theirs, wanted); round++) {
+      // What it still lacks after a whole round is another writer's, which
+      // this device relayed (a LAN peer's) and the server refused (a
+      // revoked or forgotten device): not this device's to deliver. Its
+      // own changes are in; waiting for the rest would fail every sync of
+      // this device for good, a full sync's included.
+      if (round > 1 && onlyOthersLacking(this.options.replica, answer.theirs, wanted)) break
       if (round >= PUSH_ROUNDS_MAX) {
         const remote = this.lastRemoteError
         throw remote?.code === 'STORAGE_FAILED'
