@@ -10,6 +10,7 @@
  */
 import * as Y from 'yjs'
 import { SyncError } from '../core/errors.js'
+import { durationText } from '../core/duration-text.js'
 import type { NewEvent } from '../core/events.js'
 import { WipeSkippedError } from './replica.js'
 import { SyncRounds, type Kind } from './device-sync/rounds.js'
@@ -429,13 +430,13 @@ export class DeviceSync implements DeviceSyncApi {
     this.link?.pause()
     this.timers.clearDelta()
     this.timers.clearRetry()
-    const days = Math.round((this.options.retentionMs / 86_400_000) * 10) / 10
+    const unused = durationText(this.options.retentionMs)
     this.persisted = { ...this.persisted, offlineReady: false, awaitingUse: true }
     // The record goes with the wipe: a crash right after it must not leave
     // an empty roster that says it is offline-ready.
     await this.options.replica.wipe({
       local: true,
-      event: { type: 'roster-wiped', message: `unused for ${days} days (retention)` },
+      event: { type: 'roster-wiped', message: `unused for ${unused} (retention)` },
       records: [[...RECORD, this.persisted]],
     })
     this.persistedUseAt = this.persisted.lastUsedAt

@@ -36,7 +36,7 @@ describe('a device that relayed a write its server refuses', () => {
     ['forget', 'forgotten'],
   ] as const)(
     'syncs on after devices.%s of the writer (%s): its own changes reach the server, every sync succeeds',
-    async (how) => {
+    async (how, _participle) => {
       const server = await createServer({ dataDir: join(dir, `server-${how}`), siteKey: SITE_KEY })
       const peers: DevicePeer[] = []
       const open = async (id: string, withServer: boolean): Promise<DevicePeer> => {

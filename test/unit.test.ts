@@ -2,6 +2,7 @@
  * Unit tests of the small pure pieces of core/: the hybrid logical clock,
  * `isVacant`, the event log's bound and query, and the record size limit.
  */
+import { durationText } from '../core/duration-text.js'
 import { describe, expect, it } from 'vitest'
 import { EventLog, type NewEvent } from '../core/events.js'
 import { Hlc, stampMs } from '../core/hlc.js'
@@ -263,5 +264,16 @@ describe('the record size limit', () => {
     }
     expect(hasCode(error, 'INVALID_RECORD')).toBe(true)
     expect((error as Error).message).toContain(String(limits.recordBytesMax))
+  })
+})
+
+describe('durationText', () => {
+  it('says a duration in the largest unit it reaches, to one decimal', () => {
+    expect(durationText(864_000_000)).toBe('10 days')
+    expect(durationText(129_600_000)).toBe('1.5 days')
+    expect(durationText(3_600_000)).toBe('1 hour')
+    expect(durationText(90_000)).toBe('1.5 minutes')
+    expect(durationText(45_000)).toBe('45 seconds')
+    expect(durationText(500)).toBe('0.5 seconds')
   })
 })
