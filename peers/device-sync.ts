@@ -270,7 +270,7 @@ export class DeviceSync implements DeviceSyncApi {
       } else if (kind === 'full') {
         this.book.deviceToServer = { state: 'success', at: clock.now() }
         // One reading of the clock: the status and the record say the same time.
-        const at = empty ? this.fullSyncFetched() : await this.refetch(session, pushed)
+        const at = empty ? await this.fullSyncFetched() : await this.refetch(session, pushed)
         this.fullPending = false
         // The fetch is durable and the device offline-ready: whenReady() holds.
         for (const w of this.readyWaiters.splice(0)) w.resolve()
@@ -347,8 +347,7 @@ export class DeviceSync implements DeviceSyncApi {
       await replica.commitWipe([[...RECORD, done]])
       committed = true
       this.persistedUseAt = done.lastUsedAt
-      // A use meanwhile is kept; a retention wipe queued meanwhile (it runs
-      // after the commit) stores its own state.
+      // A use meanwhile is kept; a retention wipe queued (run after the commit) stores its own.
       if (!this.persisted.awaitingUse) this.persisted = this.afterFullSync(at)
       return at
     } finally {
@@ -356,11 +355,12 @@ export class DeviceSync implements DeviceSyncApi {
     }
   }
 
-  /** A first full sync is done (the first answer brought the roster): records it. */
-  private fullSyncFetched(): number {
+  /** A first full sync is done (its first answer brought the roster): records it, durably. */
+  private async fullSyncFetched(): Promise<number> {
     const at = this.options.clock.now()
     this.persisted = this.afterFullSync(at)
-    this.persist()
+    this.persistedUseAt = this.persisted.lastUsedAt
+    await this.options.replica.setRecord(...RECORD, this.persisted)
     return at
   }
 
