@@ -88,6 +88,35 @@ describe('compactHistory builds the base in chunks', () => {
     }
   })
 
+  it('starts while writes come back to back, which wait for it and land in the new generation', async () => {
+    // LevelDB, as the probe that found it: the switch waited for an idle
+    // queue, and a writer that never paused kept it waiting (60 s and more).
+    const server = await openServer('back-to-back')
+    try {
+      await enrol(server)
+      let stop = false
+      let writes = 0
+      const writer = (async () => {
+        while (!stop) await server.users.put({ id: `w${writes++ % 50}`, name: `write ${writes}` })
+      })()
+      while (writes < 20) await turn()
+      const bound = new Promise<'starved'>((resolve) =>
+        setTimeout(() => resolve('starved'), 15_000),
+      )
+      const outcome = await Promise.race([server.compactHistory(), bound])
+      const during = writes
+      // The writer never paused; it goes on, on the new generation.
+      while (writes < during + 20) await turn()
+      stop = true
+      await writer
+      expect(outcome).not.toBe('starved')
+      expect(server.generation.n).toBe(1)
+      expect(server.users.get(`w${(writes - 1) % 50}`)?.name).toBe(`write ${writes}`)
+    } finally {
+      await server.close()
+    }
+  }, 60_000)
+
   it('stores the chunks merged in a worker thread as the snapshot (a restart opens it whole)', async () => {
     withLimits(limits, { generationBuildChunkEntries: 25 })
     withLimits(limits, { generationMergeOffThreadBytesMin: 0 })

@@ -76,8 +76,9 @@ const preparing = new WeakSet<WriteQueue>()
  * is held runs in that hold.
  */
 export async function holdForSwitch(queue: WriteQueue): Promise<() => void> {
-  // The hold and the check are one synchronous step (as Compactor.compact).
-  while (!queue.idle || !queue.tryHold()) await queue.drain()
+  // Once the batch running now ends: writes coming back to back wait (a
+  // wait for an idle queue never ended under them).
+  await queue.hold()
   preparing.add(queue)
   return () => {
     if (!preparing.delete(queue)) return
@@ -100,7 +101,7 @@ export async function switchGeneration<T>(
   // Held already by a preparation (holdForSwitch), which ends the hold.
   const prepared = preparing.has(queue)
   // The hold and the check are one synchronous step (as Compactor.compact).
-  if (!prepared) while (!queue.idle || !queue.tryHold()) await queue.drain()
+  if (!prepared) await queue.hold()
   try {
     const refused = status.refusal()
     if (refused !== undefined) throw refused

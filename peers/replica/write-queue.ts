@@ -43,6 +43,8 @@ export interface BatchRunners {
 export class WriteQueue {
   private queue: PendingOp[] = []
   private readonly idleWaiters: Array<() => void> = []
+  /** Callers of hold() waiting for the running batch to end. */
+  private readonly holdWaiters: Array<() => void> = []
   private flushing = false
   /** Own writes are held in the queue (see WipeOptions.holdWrites). */
   private holding = false
@@ -83,6 +85,21 @@ export class WriteQueue {
     if (this.flushing || this.nextRunnable()) return false
     this.flushing = true
     return true
+  }
+
+  /**
+   * Holds the queue (for a generation switch) once the batch running now,
+   * if one is, has ended: what is queued then and later waits, and runs
+   * once the caller ends the hold with endHold. Unlike tryHold, a queue
+   * that never idles (writes back to back) cannot starve it (a probe: a
+   * switch waited as long as writes kept coming, 60 s and more).
+   */
+  hold(): Promise<void> {
+    if (!this.flushing) {
+      this.flushing = true
+      return Promise.resolve()
+    }
+    return new Promise((resolve) => this.holdWaiters.push(resolve))
   }
 
   /** Holds own writes (a wipe with holdWrites or staged), or stops holding them. */
@@ -148,7 +165,7 @@ export class WriteQueue {
   private async flushLoop(): Promise<void> {
     try {
       for (;;) {
-        if (this.windowWait() > 0) break
+        if (this.holdWaiters.length > 0 || this.windowWait() > 0) break
         const next = this.nextBatch()
         if (next === undefined) break
         this.gate.begin(next.batch !== undefined)
@@ -172,6 +189,9 @@ export class WriteQueue {
    * left.
    */
   endHold(): void {
+    // A hold asked for meanwhile takes the queue as it is (still held).
+    const waiter = this.holdWaiters.shift()
+    if (waiter !== undefined) return waiter()
     this.flushing = false
     if (this.nextRunnable()) this.scheduleFlush()
     else if (this.queue.length === 0) for (const resolve of this.idleWaiters.splice(0)) resolve()
