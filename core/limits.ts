@@ -569,6 +569,16 @@ export const netLimits = {
    * send 10 a second. Past it the link is closed (1008 `RATE_LIMITED`).
    */
   linkMessagesPerSecondMax: 500,
+  /**
+   * How often a device tells its links (its server, its LAN peers) of its
+   * own changes, at most, ms: what it writes meanwhile goes merged, as one
+   * message. A device enrolling users back to back (900 writes a second, a
+   * probe) sent one message per write and was refused by its own server
+   * past `linkMessagesPerSecondMax` (`RATE_LIMITED`); one every 10 ms is
+   * 100 a second at most, whatever the device writes. A change after a
+   * quiet spell goes at once.
+   */
+  deviceAnnounceIntervalMs: 10,
   /** Messages one untrusted link may send in a burst (the bucket's size). */
   linkMessagesBurstMax: 2_000,
   /** Bytes one untrusted link may send per second, on average. */

@@ -8,7 +8,7 @@ import { parseEventQuery, type EventQuery, type RosterEvent } from '../core/even
 import { detached } from '../core/detach.js'
 import { InvalidOptionsError, UserNotFoundError } from '../core/errors.js'
 import { asWriterId, isReservedWriterId, SERVER_ID } from '../core/ids.js'
-import { limits } from '../core/limits.js'
+import { limits, netLimits } from '../core/limits.js'
 import { deviceOps, OverrideLog } from './device-ops.js'
 import {
   commonOptionsShape,
@@ -196,6 +196,9 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     writerId: self,
     ...basics,
     clientIds: identity,
+    // Its own changes merged per interval: one message per write, back to
+    // back, ran into its server's rate limit (netLimits.deviceAnnounceIntervalMs).
+    announceIntervalMs: netLimits.deviceAnnounceIntervalMs,
     hooks: {
       afterRemote: (users, ctx) => {
         const policies = ctx.policies()
