@@ -171,7 +171,9 @@ export class ServerExchange {
     let timer: unknown
     const check = (): void => {
       const now = clock.now()
-      if (now - Math.max(askedAt, session.heardAt) >= silenceMs) {
+      const last = Math.max(askedAt, session.heardAt)
+      // (A clock set back meanwhile reads as silence: asked again now.)
+      if (now - last >= silenceMs || now < last) {
         if (session.answering) {
           if (askedWhileAnswering) return
           askedWhileAnswering = true
@@ -245,14 +247,18 @@ export class ServerExchange {
     extraMs?: () => number,
   ): Promise<T> {
     const { clock } = this.options
-    const started = clock.now()
     return new Promise<T>((resolve, reject) => {
       let timer: unknown
+      // Time waited, counted in the timers' own delays, never read off the
+      // clock: a clock set back by a day while the exchange waited made
+      // the bound a day longer (the simulator, a clock step: the round
+      // hung past the convergence bound).
+      let waited = ms
       const expire = (): void => {
-        const due = started + ms + (extraMs?.() ?? 0)
-        const now = clock.now()
-        if (now < due) {
-          timer = clock.setTimeout(expire, due - now)
+        const bound = ms + (extraMs?.() ?? 0)
+        if (waited < bound) {
+          timer = clock.setTimeout(expire, bound - waited)
+          waited = bound
           return
         }
         onTimeout?.()
