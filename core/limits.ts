@@ -571,14 +571,19 @@ export const netLimits = {
   linkMessagesPerSecondMax: 500,
   /**
    * How often a device tells its links (its server, its LAN peers) of its
-   * own changes, at most, ms: what it writes meanwhile goes merged, as one
-   * message. A device enrolling users back to back (900 writes a second, a
-   * probe) sent one message per write and was refused by its own server
-   * past `linkMessagesPerSecondMax` (`RATE_LIMITED`); one every 10 ms is
-   * 100 a second at most, whatever the device writes. A change after a
-   * quiet spell goes at once.
+   * changes once it writes faster than `deviceAnnounceFreePerSecond`, ms:
+   * what it writes meanwhile goes merged, as one message. A device
+   * enrolling users back to back (900 writes a second, a probe) sent one
+   * message per write and was refused by its own server past
+   * `linkMessagesPerSecondMax` (`RATE_LIMITED`).
    */
   deviceAnnounceIntervalMs: 10,
+  /**
+   * Changes a device tells at once per second of its clock, each as it is
+   * made; past them, one merged message per `deviceAnnounceIntervalMs`:
+   * 200 + 100 a second at most, under the server's 500.
+   */
+  deviceAnnounceFreePerSecond: 200,
   /** Messages one untrusted link may send in a burst (the bucket's size). */
   linkMessagesBurstMax: 2_000,
   /** Bytes one untrusted link may send per second, on average. */

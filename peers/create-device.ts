@@ -196,9 +196,10 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     writerId: self,
     ...basics,
     clientIds: identity,
-    // Its own changes merged per interval: one message per write, back to
-    // back, ran into its server's rate limit (netLimits.deviceAnnounceIntervalMs).
+    // Its changes merged per interval past a rate: one message per write,
+    // back to back, ran into its server's limit (netLimits.deviceAnnounce*).
     announceIntervalMs: netLimits.deviceAnnounceIntervalMs,
+    announceFreePerSecond: netLimits.deviceAnnounceFreePerSecond,
     hooks: {
       afterRemote: (users, ctx) => {
         const policies = ctx.policies()

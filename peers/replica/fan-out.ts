@@ -22,6 +22,7 @@ export interface FanOutOptions {
   readonly clock: Clock
   readonly announceIntervalMs?: number | undefined
   readonly announceMsPerListener?: number | undefined
+  readonly announceFreePerSecond?: number | undefined
 }
 
 /** The listeners of one replica's durable changes. */
@@ -35,6 +36,9 @@ export class FanOut {
   /** Durable changes not told yet (see ReplicaOptions.announceIntervalMs). */
   private untold: ReplicaUpdate[] = []
   private lastAnnounceAt = -Infinity
+  /** The second (of the clock) the free tells are counted in, and how many went in it. */
+  private freeSecond = -Infinity
+  private freeTold = 0
   private announceTimer: unknown = undefined
   /** Set when the replica starts closing: nothing more is told later. */
   private closed = false
@@ -76,7 +80,10 @@ export class FanOut {
       (this.options.announceMsPerListener ?? 0) * this.coalescing.size,
     )
     const now = this.options.clock.now()
-    if (every <= 0 || (this.untold.length === 0 && now - this.lastAnnounceAt >= every)) {
+    if (
+      every <= 0 ||
+      (this.untold.length === 0 && (now - this.lastAnnounceAt >= every || this.free(now)))
+    ) {
       this.lastAnnounceAt = now
       this.tellCoalescing(items)
       return
@@ -91,6 +98,20 @@ export class FanOut {
         Math.max(0, this.lastAnnounceAt + every - now),
       )
     }
+  }
+
+  /** Whether a tell at `now` is one of the free ones of its second (ReplicaOptions.announceFreePerSecond). */
+  private free(now: number): boolean {
+    const max = this.options.announceFreePerSecond
+    if (max === undefined) return false
+    // A clock set back starts a new second too.
+    if (now - this.freeSecond >= 1_000 || now < this.freeSecond) {
+      this.freeSecond = now
+      this.freeTold = 0
+    }
+    if (this.freeTold >= max) return false
+    this.freeTold++
+    return true
   }
 
   private tellUntold(): void {

@@ -122,6 +122,13 @@ export interface ReplicaOptions {
    */
   readonly announceMsPerListener?: number
   /**
+   * Tells per second of the clock that go at once, whatever
+   * `announceIntervalMs`: only past them are changes held and merged (a
+   * device: its writes are told as they are made unless it writes faster
+   * than its server takes messages). Unset: every tell keeps the interval.
+   */
+  readonly announceFreePerSecond?: number
+  /**
    * Under steady inbound traffic, start a batch of remote updates at most
    * once per this many ms of wall time: updates that arrive meanwhile join
    * it (0, the default: every batch starts as soon as the one before is
