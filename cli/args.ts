@@ -30,7 +30,13 @@ export function parse<O extends Options>(
 > {
   let parsed
   try {
-    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true, tokens: true })
+    parsed = parseArgs({
+      args: withNegativeValues(argv, options),
+      options,
+      allowPositionals: true,
+      strict: true,
+      tokens: true,
+    })
   } catch (error) {
     throw new CliError((error as Error).message)
   }
@@ -46,6 +52,35 @@ export function parse<O extends Options>(
   }
   const { tokens: _tokens, ...result } = parsed
   return result
+}
+
+/**
+ * `argv` with a negative number after a value option joined to it
+ * (`--devices -1` as `--devices=-1`): parseArgs takes `-1` for a flag and
+ * says the option's argument is "ambiguous", where the option's own check
+ * says what it takes (a probe). Anything after `--` is left as it is.
+ */
+function withNegativeValues(argv: readonly string[], options: Options): string[] {
+  const out: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string
+    if (arg === '--') {
+      out.push(...argv.slice(i))
+      break
+    }
+    const name = arg.startsWith('--') && !arg.includes('=') ? arg.slice(2) : undefined
+    const next = argv[i + 1]
+    if (
+      name !== undefined &&
+      options[name]?.type === 'string' &&
+      next !== undefined &&
+      /^-\.?\d/.test(next)
+    ) {
+      out.push(`${arg}=${next}`)
+      i++
+    } else out.push(arg)
+  }
+  return out
 }
 
 /**

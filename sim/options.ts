@@ -175,6 +175,26 @@ function ms(name: string, value: number | undefined, fallback: number): number {
   return Math.round(v)
 }
 
+/**
+ * `ms`, refusing a value under `min` (named with its flag): one taken
+ * silently as `min` ran another simulation than the one asked for, and
+ * its replay command named the value given (a probe: `--converge-bound
+ * 50ms` ran with a minute and passed).
+ */
+function msAtLeast(
+  name: FlagOption,
+  value: number | undefined,
+  fallback: number,
+  min: number,
+): number {
+  const v = ms(name, value, fallback)
+  if (v < min) {
+    const flag = FLAGS.find(([key]) => key === name)?.[1] ?? name
+    throw new InvalidOptionsError(`${flag} must be at least ${min} ms, got ${v}`)
+  }
+  return v
+}
+
 /** A log-uniform draw in [lo, hi] (durations: as many short ones as long ones). */
 export function logUniform(rng: Prng, lo: number, hi: number): number {
   return Math.round(Math.exp(Math.log(lo) + rng.next() * (Math.log(hi) - Math.log(lo))))
@@ -254,18 +274,22 @@ export function resolveConfig(options: SimOptions): SimConfig {
     lanIslands: count('lanIslands', pick('lanIslands', 1), 0, SIM_DEVICES_MAX),
     periodic: rate('periodic', pick('periodic', 0.3), 0),
     retiring: count('retiring', options.retiring ?? Math.min(1, devices - 1), 0, devices),
-    deltaIntervalMs: Math.max(
+    deltaIntervalMs: msAtLeast('deltaIntervalMs', options.deltaIntervalMs, 30 * MINUTE_MS, 1_000),
+    partitionCloseMs: msAtLeast(
+      'partitionCloseMs',
+      pick('partitionCloseMs', 60_000),
+      60_000,
       1_000,
-      ms('deltaIntervalMs', options.deltaIntervalMs, 30 * MINUTE_MS),
     ),
-    partitionCloseMs: Math.max(1_000, ms('partitionCloseMs', pick('partitionCloseMs', 60_000), 0)),
     shortRetentionMs: Math.max(HOUR_MS, Math.min(2 * DAY_MS, Math.round(durationMs * 0.6))),
     swarm,
     canary,
-    checkEveryMs: Math.max(1_000, ms('checkEveryMs', options.checkEveryMs, 10 * MINUTE_MS)),
-    convergeBoundMs: Math.max(
+    checkEveryMs: msAtLeast('checkEveryMs', options.checkEveryMs, 10 * MINUTE_MS, 1_000),
+    convergeBoundMs: msAtLeast(
+      'convergeBoundMs',
+      options.convergeBoundMs,
+      convergeBoundDefault(options.deltaIntervalMs),
       MINUTE_MS,
-      ms('convergeBoundMs', options.convergeBoundMs, convergeBoundDefault(options.deltaIntervalMs)),
     ),
     users: Math.max(4, Math.min(1_000, Math.round(ops / 8))),
   }

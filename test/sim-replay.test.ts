@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import { simOptionsOf } from '../cli/sim-command.js'
-import { replayCommand, type SimOptions } from '../sim/options.js'
+import { replayCommand, resolveConfig, type SimOptions } from '../sim/options.js'
 
 describe('a replay command', () => {
   it('reads back to the options it was made of, every flag given', async () => {
@@ -41,5 +41,25 @@ describe('a replay command', () => {
     const { seed: _seed, ...rest } = options
     expect(await simOptionsOf(argv.slice(2))).toEqual(rest)
     expect(command).toContain('--delay 20ms')
+  })
+})
+
+describe('sim options out of range', () => {
+  it('are refused, naming the flag and its least value, not raised in silence', () => {
+    // A probe: --converge-bound 50ms ran with a minute's bound, and passed.
+    expect(() => resolveConfig({ seed: 1, convergeBoundMs: 50 })).toThrow(
+      '--converge-bound must be at least 60000 ms, got 50',
+    )
+    expect(() => resolveConfig({ seed: 1, checkEveryMs: 0 })).toThrow('--check-every')
+    expect(() => resolveConfig({ seed: 1, deltaIntervalMs: 10 })).toThrow('--delta-interval')
+    expect(resolveConfig({ seed: 1, convergeBoundMs: 60_000 }).convergeBoundMs).toBe(60_000)
+  })
+
+  it("take a negative number as the flag's value, and the flag's own check refuses it", async () => {
+    // parseArgs read `-1` as a flag: "argument is ambiguous".
+    await expect(simOptionsOf(['--devices', '-1'])).rejects.toThrow(
+      '--devices must be an integer from 1 to 500, got "-1"',
+    )
+    await expect(simOptionsOf(['--loss', '-0.1'])).rejects.toThrow('--loss must be a number')
   })
 })
