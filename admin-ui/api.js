@@ -22,6 +22,28 @@ export function whenSignedOut(listener) {
   onSignedOut = listener
 }
 
+/**
+ * A user's view and its entity tag (`ETag`): an edit sent with the tag
+ * (`If-Match`) is refused (412 `PRECONDITION_FAILED`) once someone else
+ * changed the user, instead of overwriting their change unseen.
+ */
+export async function getUser(id) {
+  const res = await fetch(`/api/users/${encodeURIComponent(id)}`, {
+    headers: { accept: 'application/json' },
+    credentials: 'same-origin',
+  })
+  if (!res.ok) {
+    const parsed = await res.json().catch(() => undefined)
+    if (res.status === 401) onSignedOut()
+    throw new ApiError(
+      res.status,
+      parsed?.error?.code ?? 'HTTP_' + res.status,
+      parsed?.error?.message ?? res.statusText,
+    )
+  }
+  return { user: await res.json(), etag: res.headers.get('etag') ?? undefined }
+}
+
 /** Calls the API: JSON in, JSON out; throws ApiError on failure. */
 export async function api(method, path, body, extraHeaders = {}) {
   const headers = { accept: 'application/json', ...extraHeaders }

@@ -48,7 +48,7 @@ function SignIn({ onSignedIn, notice }) {
         value=${token}
         onInput=${(e) => setToken(e.currentTarget.value)}
       />
-      <p class="hint">It is in <code>&lt;data dir&gt;/admin-token</code> on the server.</p>
+      <p class="hint">It is in <code>${'<data dir>/admin-token'}</code> on the server.</p>
       <button type="submit" class="primary" disabled=${busy}>Sign in</button>
       <${ErrorLine} error=${error} />
     </form>

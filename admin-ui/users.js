@@ -2,7 +2,7 @@
 // card value; status and group filters), add, edit, delete, the source of
 // each field, and the export of the selected users.
 import { useEffect, useRef, useState } from 'preact/hooks'
-import { api, downloadExport, query, when } from './api.js'
+import { api, downloadExport, getUser, query, when } from './api.js'
 import { Confirm, ErrorLine, html, useDebounced } from './ui.js'
 
 const PAGE_SIZE = 50
@@ -317,10 +317,16 @@ function fromInput(kind, text) {
 /** Fields a form can edit; byte fields (templates, photos) are only shown. */
 const EDITABLE = new Set(['text', 'status', 'date', 'list', 'pin', 'cards', 'number', 'boolean'])
 
+/** The bytes a base64 text holds (its padding counted out: 1 byte is `AQ==`, not 3). */
+function base64Bytes(text) {
+  const padding = text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0
+  return Math.floor((text.length * 3) / 4) - padding
+}
+
 function describeBytes(kind, value) {
   if (value === undefined) return '—'
   if (kind === 'templates') return `${value.length} template(s)`
-  return value.base64 === undefined ? '—' : `${Math.round((value.base64.length * 3) / 4)} bytes`
+  return value.base64 === undefined ? '—' : `${base64Bytes(value.base64)} bytes`
 }
 
 function SourceLine({ source }) {
@@ -337,10 +343,22 @@ function SourceLine({ source }) {
   </span>`
 }
 
+/** A refusal because the user changed since the form was filled, said as such. */
+function changedMeanwhile(err) {
+  if (err?.code !== 'PRECONDITION_FAILED') return err
+  return {
+    code: err.code,
+    message:
+      'someone changed this user since you opened it (another administrator, or a device filling a field): nothing was saved. Close, open it again, and redo your change.',
+  }
+}
+
 /** Add (id null) or edit a user; the source of each field beside it. */
 function UserEditor({ id, fields, onClose }) {
   const adding = id === null
   const [user, setUser] = useState(adding ? {} : undefined)
+  // The tag of the view the form shows: a save is refused if the user changed since.
+  const [etag, setEtag] = useState()
   const [sources, setSources] = useState({})
   const [values, setValues] = useState({})
   const [newId, setNewId] = useState('')
@@ -356,12 +374,10 @@ function UserEditor({ id, fields, onClose }) {
 
   useEffect(() => {
     if (adding) return
-    Promise.all([
-      api('GET', `/api/users/${encodeURIComponent(id)}`),
-      api('GET', `/api/users/${encodeURIComponent(id)}/sources`),
-    ])
-      .then(([u, s]) => {
+    Promise.all([getUser(id), api('GET', `/api/users/${encodeURIComponent(id)}/sources`)])
+      .then(([{ user: u, etag: tag }, s]) => {
         setUser(u)
+        setEtag(tag)
         setSources(Object.fromEntries(s.fields.map((f) => [f.field, f])))
         setValues(Object.fromEntries(fields.map((f) => [f.field, toInput(f.kind, u[f.field])])))
       })
@@ -390,10 +406,15 @@ function UserEditor({ id, fields, onClose }) {
           'if-none-match': '*',
         })
       else if (Object.keys(change).length > 0)
-        await api('PATCH', `/api/users/${encodeURIComponent(id)}`, change)
+        await api(
+          'PATCH',
+          `/api/users/${encodeURIComponent(id)}`,
+          change,
+          etag === undefined ? {} : { 'if-match': etag },
+        )
       onClose(true)
     } catch (err) {
-      setError(err)
+      setError(changedMeanwhile(err))
     } finally {
       setBusy(false)
     }
@@ -401,10 +422,15 @@ function UserEditor({ id, fields, onClose }) {
   const remove = async () => {
     setBusy(true)
     try {
-      await api('DELETE', `/api/users/${encodeURIComponent(id)}`)
+      await api(
+        'DELETE',
+        `/api/users/${encodeURIComponent(id)}`,
+        undefined,
+        etag === undefined ? {} : { 'if-match': etag },
+      )
       onClose(true)
     } catch (err) {
-      setError(err)
+      setError(changedMeanwhile(err))
       setConfirmDelete(false)
     } finally {
       setBusy(false)

@@ -189,6 +189,41 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
     expect(problems.filter((p) => !p.startsWith(refusedAdd))).toEqual([])
   })
 
+  it('refuses a save once someone changed the user since the editor opened; shows bytes and the hint as written', async () => {
+    // The browser reports the refused save (412) on its console: expected.
+    const refusedSave =
+      'console: Failed to load resource: the server responded with a status of 412'
+    await server.users.patch('u000007', { phone: '+1 000', photo: new Uint8Array([1, 2, 3, 4, 5]) })
+    const problems = await withPage('admin-browser-conflict', async (page) => {
+      await page.goto(`${server.http}/`)
+      // The hint names the file as written, not as HTML entities.
+      await page.getByText('<data dir>/admin-token', { exact: true }).waitFor()
+      await page.getByLabel('Admin token').fill(server.adminToken)
+      await page.getByRole('button', { name: 'Sign in' }).click()
+      await page.getByLabel('Search').fill('u000007')
+      await page.getByRole('button', { name: 'Edit u000007' }).click()
+      // A photo of 5 bytes (its base64 padded to 8 characters) is 5 bytes.
+      await page.getByText('5 bytes', { exact: true }).waitFor()
+      // Another administrator saves first.
+      await server.users.patch('u000007', { phone: '+1 222 (from B)' })
+      await page.getByLabel('phone', { exact: true }).fill('+1 111 (from A)')
+      await page.getByRole('button', { name: 'Save' }).click()
+      await page.getByText('PRECONDITION_FAILED').waitFor()
+      expect(server.users.get('u000007')?.phone).toBe('+1 222 (from B)')
+      // Opened again, the form holds the new value, and saves.
+      await page.getByRole('button', { name: 'Close' }).click()
+      await page.getByRole('button', { name: 'Edit u000007' }).click()
+      await expect
+        .poll(() => page.getByLabel('phone', { exact: true }).inputValue())
+        .toBe('+1 222 (from B)')
+      await page.getByLabel('phone', { exact: true }).fill('+1 111 (from A)')
+      await page.getByRole('button', { name: 'Save' }).click()
+      await page.getByRole('region', { name: /Edit/ }).waitFor({ state: 'detached' })
+      expect(server.users.get('u000007')?.phone).toBe('+1 111 (from A)')
+    })
+    expect(problems.filter((p) => !p.startsWith(refusedSave))).toEqual([])
+  })
+
   it('exports the selected users as a download that a stopped device imports', async () => {
     const chosen = ['u000001', 'u000002', 'u000004']
     let file: Uint8Array | undefined
