@@ -19,6 +19,13 @@ export function UsersPage() {
   const [editing, setEditing] = useState(undefined)
   const [fields, setFields] = useState([])
   const [exported, setExported] = useState()
+  // The server's key fingerprint: a device it never admitted needs it to import an export.
+  const [serverKey, setServerKey] = useState()
+  useEffect(() => {
+    api('GET', '/api/session')
+      .then((s) => setServerKey(s.serverKeyFingerprint))
+      .catch(() => undefined)
+  }, [])
   // How the export is encrypted: 'site' (the site key, the default),
   // 'generate' (a passphrase the server generates) or 'given' (typed here).
   const [protect, setProtect] = useState('site')
@@ -178,6 +185,14 @@ export function UsersPage() {
                 : html`It is encrypted: whoever imports it needs the passphrase
                     <code aria-label="Export passphrase">${exported.passphrase}</code> (shown once,
                     not kept).`
+            }
+            ${
+              serverKey === undefined
+                ? null
+                : html`A device this server never admitted imports it given the server's key
+                    fingerprint <code aria-label="Server key fingerprint">${serverKey}</code> (<code
+                      >rostersync import --server-key</code
+                    >, or <code>serverKeyFingerprint</code>).`
             }
           </p>`
     }

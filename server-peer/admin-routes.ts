@@ -32,6 +32,11 @@ export interface AdminParts {
   readonly registry: DeviceRegistry
   /** The fingerprint of the key bound to a device (`GET /api/devices`'s `keyFingerprint`). */
   readonly keyFingerprintOf: (deviceId: string) => string | undefined
+  /**
+   * The server's own key fingerprint (`GET /api/session`, signed in): what
+   * a device never admitted by this server is given to import an export.
+   */
+  readonly serverKeyFingerprint: string
   readonly events: { query(q: EventQuery): RosterEvent[] }
   setFieldPolicies(policies: Readonly<Record<string, FieldPolicy>>): Promise<string[]>
 }
@@ -103,7 +108,9 @@ export async function serveSession(
     return reply(
       res,
       200,
-      expiresAt === undefined ? { signedIn: false } : { signedIn: true, expiresAt },
+      expiresAt === undefined
+        ? { signedIn: false }
+        : { signedIn: true, expiresAt, serverKeyFingerprint: admin.parts.serverKeyFingerprint },
     )
   }
   checkCsrf(req)

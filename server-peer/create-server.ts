@@ -549,6 +549,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     schema: basics.schema,
     registry,
     keyFingerprintOf,
+    serverKeyFingerprint: peer.keyFingerprint,
     events: peer.events,
     setFieldPolicies: (policies) => peer.setFieldPolicies(policies),
   })
