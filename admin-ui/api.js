@@ -70,16 +70,17 @@ export async function api(method, path, body, extraHeaders = {}) {
 }
 
 /**
- * Downloads the export of the chosen users as a file. `protection` is
+ * Downloads the export of the chosen users (`{ userIds }`, or `{ groupIds }`:
+ * every member of the groups) as a file. `protection` is
  * `{ passphrase }` (the operator's), `{ generatePassphrase: true }`, or
  * nothing: the server then encrypts the file under the site key.
  */
-export async function downloadExport(userIds, protection = {}) {
+export async function downloadExport(chosen, protection = {}) {
   const res = await fetch('/api/exports', {
     method: 'POST',
     headers: { ...CSRF, 'content-type': 'application/json' },
     credentials: 'same-origin',
-    body: JSON.stringify({ userIds, ...protection }),
+    body: JSON.stringify({ ...chosen, ...protection }),
   })
   if (!res.ok) {
     const parsed = await res.json().catch(() => undefined)

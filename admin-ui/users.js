@@ -76,7 +76,8 @@ export function UsersPage() {
     }
     setSelected(next)
   }
-  const doExport = async () => {
+  // `group`: the whole group (every member, whatever page shows), else the selection.
+  const doExport = async (group) => {
     try {
       const protection =
         protect === 'generate'
@@ -84,7 +85,8 @@ export function UsersPage() {
           : protect === 'given'
             ? { passphrase }
             : {}
-      setExported(await downloadExport([...selected], protection))
+      const chosen = group === undefined ? { userIds: [...selected] } : { groupIds: [group] }
+      setExported(await downloadExport(chosen, protection))
       setError(undefined)
     } catch (err) {
       setError(err)
@@ -154,9 +156,16 @@ export function UsersPage() {
               />`
           : null
       }
-      <button type="button" disabled=${selected.size === 0} onClick=${doExport}>
+      <button type="button" disabled=${selected.size === 0} onClick=${() => doExport()}>
         Export selected (${selected.size})
       </button>
+      ${
+        applied.group.trim() === ''
+          ? null
+          : html`<button type="button" onClick=${() => doExport(applied.group.trim())}>
+              Export group ${applied.group.trim()}
+            </button>`
+      }
       ${
         selected.size === 0
           ? null

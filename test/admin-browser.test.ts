@@ -24,6 +24,8 @@ if (!haveChromium && process.env.CI !== undefined)
   throw new Error(`${CHROMIUM} is missing: .ci/run installs Debian's chromium package`)
 /** Users in the roster: a large site (issue 10: search 100k users). */
 const USERS = 100_000
+/** A small group, exported whole from the page. */
+const NIGHT_SHIFT = Array.from({ length: 12 }, (_, i) => `u0900${String(i).padStart(2, '0')}`)
 
 let server: ServerPeer
 let browser: Browser
@@ -225,11 +227,13 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
   })
 
   it('exports the selected users as a download that a stopped device imports', async () => {
+    for (const id of NIGHT_SHIFT) await server.users.patch(id, { groups: ['night-shift'] })
     const chosen = ['u000001', 'u000002', 'u000004']
     let file: Uint8Array | undefined
     let locked: Uint8Array | undefined
     let passphrase: string | undefined
     let fingerprint: string | undefined
+    let group: Uint8Array | undefined
     const problems = await withPage('admin-browser-export', async (page) => {
       await page.goto(`${server.http}/`)
       await page.getByLabel('Admin token').fill(server.adminToken)
@@ -251,6 +255,12 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
       const [again] = await Promise.all([page.waitForEvent('download'), exportButton.click()])
       locked = new Uint8Array(await readFile(await again.path()))
       passphrase = (await page.getByLabel('Export passphrase').textContent()) ?? undefined
+      // A whole group, whatever the page shows: with the group filter set.
+      await page.getByLabel('Encrypt export under').selectOption('site')
+      await page.getByLabel('Group').fill('night-shift')
+      const groupButton = page.getByRole('button', { name: 'Export group night-shift' })
+      const [whole] = await Promise.all([page.waitForEvent('download'), groupButton.click()])
+      group = new Uint8Array(await readFile(await whole.path()))
     })
     expect(problems).toEqual([])
     if (file === undefined || locked === undefined) throw new Error('no download')
@@ -276,5 +286,9 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
     })
     expect(stopped.users.list().map((u) => u.id)).toEqual(chosen)
     for (const id of chosen) expect(stopped.users.get(id)).toEqual(server.users.get(id))
+    // The whole group, none of its members selected: every one of them.
+    if (group === undefined) throw new Error('no group download')
+    expect(await stopped.importUsers(group)).toMatchObject({ imported: NIGHT_SHIFT.length })
+    for (const id of NIGHT_SHIFT) expect(stopped.users.get(id)?.groups).toEqual(['night-shift'])
   })
 })
