@@ -160,10 +160,10 @@ export function UsersPage() {
         Export selected (${selected.size})
       </button>
       ${
-        applied.group.trim() === ''
+        applied.group === ''
           ? null
-          : html`<button type="button" onClick=${() => doExport(applied.group.trim())}>
-              Export group ${applied.group.trim()}
+          : html`<button type="button" onClick=${() => doExport(applied.group)}>
+              Export group ${applied.group}
             </button>`
       }
       ${

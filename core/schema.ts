@@ -349,18 +349,22 @@ export function checkRecordSize(
     )
 }
 
+/** A `date` value that is a day alone (no time). */
+const DAY_ONLY = /^\d{4}-\d{2}-\d{2}$/
+
 /** A `date` field's bound, ms: a day alone counts from its start (`from`) or through its end (`until`). */
 function boundMs(value: string, end: 'from' | 'until'): number {
   const ms = Date.parse(value)
-  return end === 'until' && /^\d{4}-\d{2}-\d{2}$/.test(value) ? ms + 86_400_000 - 1 : ms
+  return end === 'until' && DAY_ONLY.test(value) ? ms + 86_400_000 - 1 : ms
 }
 
 /**
  * Throws `INVALID_RECORD` when a write that sets `validFrom` or
  * `validUntil` leaves the writer's entry for `id` (`fields`) valid until
  * before it is valid from: a user no door could ever admit, written by
- * mistake (swapped dates). A day alone runs through its end, so a user valid
- * from and until the same day is valid that day. Only the writer's own
+ * mistake (swapped dates). Two days alone, or two times, are compared (a
+ * day runs through its end); a day beside a time is not (the day's bounds
+ * are in the site's local time, which the record does not say). Only the writer's own
  * values are compared: an entry that already held such a range stays
  * editable, and a device's date beside the server's is theirs to settle.
  */
@@ -372,6 +376,10 @@ export function checkValidityRange(
   if (!Object.hasOwn(written, 'validFrom') && !Object.hasOwn(written, 'validUntil')) return
   const { validFrom: from, validUntil: until } = fields
   if (typeof from !== 'string' || typeof until !== 'string') return
+  // A day alone against a time with its offset: the day's bounds are the
+  // site's local time, which the record does not say (a review), so only
+  // like with like is compared.
+  if (DAY_ONLY.test(from) !== DAY_ONLY.test(until)) return
   if (boundMs(until, 'until') < boundMs(from, 'from'))
     throw new InvalidRecordError(
       `the user ${JSON.stringify(id.slice(0, 64))} would be valid until ${until}, before it is valid from ${from}`,

@@ -167,7 +167,7 @@ export class Generations {
           dropWriters: revokedWriters(old, replica),
         },
         limits.generationBuildChunkEntries,
-        nextTurn,
+        () => nextTurn(this.options.clock),
       )
       const built = base
       const snapshot =
@@ -268,9 +268,15 @@ export class Generations {
   }
 }
 
-/** Resolves on the event loop's next turn (after pending I/O callbacks). */
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve))
+/**
+ * Resolves on a later turn of the event loop (after pending I/O callbacks):
+ * a timer of 0 ms on the injected clock, so that the simulator runs it as
+ * an event of its own at the same virtual time (a `setImmediate` there
+ * waited for the scheduler's next real turn, a thousand events later, with
+ * the write queue held meanwhile: a review).
+ */
+function nextTurn(clock: Clock): Promise<void> {
+  return new Promise((resolve) => clock.setTimeout(resolve, 0))
 }
 
 /** The writers whose parts the document holds and the server revoked. */

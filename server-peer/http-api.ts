@@ -412,7 +412,7 @@ const conditional = new WeakMap<HttpApiTarget, Map<string, Promise<void>>>()
  * entity tag is one of `tags` (`If-Match: "…"`, the tag a GET gave: 412
  * `PRECONDITION_FAILED` once someone changed the user since).
  */
-type Condition = 'absent' | 'present' | { readonly tags: readonly string[] }
+type Condition = 'absent' | 'present' | { readonly tags: readonly string[] } | undefined
 
 /**
  * The strong entity tag of a user's view: a digest of the JSON the API
@@ -449,8 +449,9 @@ function conditionOf(req: IncomingMessage, method: string): Condition | undefine
 }
 
 /**
- * Runs `write` on `condition` (see {@link Condition}). Requests for one id
- * run one after another, each checking once the one before is durable:
+ * Runs `write` on `condition` (see {@link Condition}; none: at once). Every
+ * API write of one id runs in this chain, one after another, each checking
+ * once the one before is durable:
  * two creates at once both found the id free, and the second replaced the
  * first; two edits from the same tag both matched it.
  */
@@ -465,7 +466,11 @@ async function conditionally(
   const before = inFlight.get(id) ?? Promise.resolve()
   const mine = before.then(async () => {
     const view = target.users.get(id)
-    if (condition === 'absent') {
+    if (condition === undefined) {
+      // No condition: in the chain all the same, so that a condition
+      // checked after it sees it (a plain write still being made was not
+      // seen, and an If-Match write went on over it: a review).
+    } else if (condition === 'absent') {
       if (view !== undefined) throw new UserExistsError(id)
     } else if (view === undefined) {
       const header = condition === 'present' ? '*' : condition.tags.join(', ')
@@ -528,16 +533,14 @@ async function serveUsers(
       // "Add user" replaced an existing user whole, clearing its fields.
       const condition = conditionOf(req, method)
       const put = (): Promise<unknown> => target.users.put({ ...body, id })
-      if (condition === undefined) await put()
-      else await conditionally(target, id, condition, put)
+      await conditionally(target, id, condition, put)
       return replyUser(res, target, id)
     }
     case 'PATCH': {
       const condition = conditionOf(req, method)
       const fields = await readJson(req)
       const patch = (): Promise<unknown> => target.users.patch(id, fields)
-      if (condition === undefined) await patch()
-      else await conditionally(target, id, condition, patch)
+      await conditionally(target, id, condition, patch)
       return replyUser(res, target, id)
     }
     default: {
@@ -546,8 +549,7 @@ async function serveUsers(
       const remove = async (): Promise<void> => {
         deleted = await target.users.delete(id)
       }
-      if (condition === undefined) await remove()
-      else await conditionally(target, id, condition, remove)
+      await conditionally(target, id, condition, remove)
       if (!deleted) throw new UserNotFoundError(id)
       return reply(res, 200, { ok: true })
     }

@@ -166,6 +166,35 @@ describe('HTTP API', () => {
     expect((await request('PATCH', { 'if-match': last }, { title: 'x' })).status).toBe(412)
   })
 
+  it('checks an If-Match against a write without one still being made (a PIN being hashed)', async () => {
+    server = await createServer({ store: memoryStore() })
+    await server.users.put({ id: 'u1', name: 'Ann', title: 'Clerk' })
+    const send = (method: string, headers: Record<string, string>, body: unknown) =>
+      fetch(`${server?.http}/api/users/u1`, {
+        method,
+        headers: {
+          authorization: `Bearer ${server?.adminToken}`,
+          'content-type': 'application/json',
+          ...headers,
+        },
+        body: JSON.stringify(body),
+      })
+    const tag =
+      (
+        await fetch(`${server.http}/api/users/u1`, {
+          headers: { authorization: `Bearer ${server.adminToken}` },
+        })
+      ).headers.get('etag') ?? ''
+    // A replace with a PIN takes a while (the PIN is hashed); the patch
+    // from the old tag comes meanwhile.
+    const replace = send('PUT', {}, { name: 'Ann', pin: '482913' })
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    const patch = await send('PATCH', { 'if-match': tag }, { title: 'Manager' })
+    expect((await replace).status).toBe(200)
+    expect(patch.status).toBe(412)
+    expect(server.users.get('u1')?.title).toBeUndefined()
+  })
+
   it('lists devices and events', async () => {
     server = await createServer({ store: memoryStore() })
     await server.users.put({ id: 'u1', name: 'Ann' })

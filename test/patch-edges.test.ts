@@ -140,17 +140,30 @@ describe('validity dates', () => {
     expect(server.users.get('u2')).toBeUndefined()
     expect(device.users.get('u3')).toBeUndefined()
     // Against the writer's own value: a patch of one date.
-    await server.users.patch('u1', { validFrom: '2026-03-01T08:00:00Z' })
+    await server.users.patch('u1', { validFrom: '2026-03-01' })
     await expect(server.users.patch('u1', { validUntil: '2026-02-28' })).rejects.toMatchObject(
       refused,
     )
     expect(server.users.get('u1')?.validUntil).toBeUndefined()
-    // A day alone runs through its end: valid from 08:00 until that day is fine.
+    // A day alone runs through its end: from and until the same day is that day.
     await server.users.patch('u1', { validUntil: '2026-03-01' })
     expect(server.users.get('u1')?.validUntil).toBe('2026-03-01')
+    // Times compare as times.
+    await server.users.patch('u1', {
+      validFrom: '2026-03-01T08:00:00Z',
+      validUntil: '2026-03-01T18:00:00Z',
+    })
     await expect(
       server.users.patch('u1', { validUntil: '2026-03-01T07:59:59Z' }),
     ).rejects.toMatchObject(refused)
+    // A day beside a time is not compared: the day's bounds are local time,
+    // which the record does not say (valid from 20:00 New York time on the
+    // 1st, until the 1st, is four hours).
+    await server.users.patch('u1', {
+      validFrom: '2026-03-01T20:00:00-05:00',
+      validUntil: '2026-03-01',
+    })
+    expect(server.users.get('u1')?.validUntil).toBe('2026-03-01')
     // A write of other fields is not held up by the dates.
     await server.users.patch('u1', { title: 'Guard' })
     expect(server.users.get('u1')).toMatchObject({ title: 'Guard', validUntil: '2026-03-01' })

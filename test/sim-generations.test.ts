@@ -11,6 +11,8 @@ import { describe, expect, it } from 'vitest'
 import type { SimOptions } from '../sim/options.js'
 import type { SimReport } from '../sim/run.js'
 import { CALM, simulateLogged } from './helpers/sim-runs.js'
+import { withLimits } from './helpers/limits.js'
+import { limits } from '../core/limits.js'
 
 const H = 3_600_000
 const M = 60_000
@@ -106,6 +108,17 @@ describe('generations in the simulator', () => {
   // answered the server's step 1 with old-generation items, which the
   // server applied (device-delete-sent). A link owing a hello now handles
   // nothing before it.
+  it('builds a base of many chunks at the pace of virtual time (its turns are clock events)', async () => {
+    // A turn between two chunks was a setImmediate, which the scheduler's
+    // settle no longer waits for: the write queue stayed held a thousand
+    // events a chunk, and seeds 1-3 failed (not converged; a review).
+    withLimits(limits, { generationBuildChunkEntries: 5 })
+    const report = await simulate({ seed: 2, compactions: 3 })
+    expect(report.faults.compactionsDone).toBeGreaterThan(0)
+    expect(report.violations).toEqual([])
+    expect(report.ok).toBe(true)
+  })
+
   it('seed 5001: a lost hello does not let a device mix two generations', async () => {
     const report = await simulate({
       seed: 5001,

@@ -100,7 +100,7 @@ export async function switchGeneration<T>(
   const { queue, log, document, status } = parts
   // Held already by a preparation (holdForSwitch), which ends the hold.
   const prepared = preparing.has(queue)
-  // The hold and the check are one synchronous step (as Compactor.compact).
+  // Else held here, once the running batch ends (WriteQueue.hold).
   if (!prepared) await queue.hold()
   try {
     const refused = status.refusal()
