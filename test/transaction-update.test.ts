@@ -88,8 +88,10 @@ describe('transactionUpdate', () => {
       }),
       { seed, numRuns: 300 },
     )
-    // The runs reach updates, and transactions over documents of several clients.
-    expect(compared).toBeGreaterThan(1_000)
-    expect(severalClients).toBeGreaterThan(1_000)
+    // The runs reach updates, and transactions over documents of several
+    // clients: about 1,000 to 1,300 of each with 300 runs, so the bound is
+    // half that (1,000 failed for some seeds: 939 for seed 865558).
+    expect(compared).toBeGreaterThan(500)
+    expect(severalClients).toBeGreaterThan(500)
   })
 })
