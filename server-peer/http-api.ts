@@ -152,10 +152,19 @@ function reply(
   body: unknown,
   headers: Readonly<Record<string, string>> = {},
 ): void {
-  if (res.headersSent) return
   // Encoded before the head goes out: a body that cannot be encoded is an
   // error the caller answers, not a 200 with no body.
-  const text = toWire(body)
+  replyWire(res, status, toWire(body), headers)
+}
+
+/** {@link reply} with the body already encoded (toWire). */
+function replyWire(
+  res: ServerResponse,
+  status: number,
+  text: string,
+  headers: Readonly<Record<string, string>> = {},
+): void {
+  if (res.headersSent) return
   res.writeHead(status, {
     'content-type': 'application/json; charset=utf-8',
     'cache-control': 'no-store',
@@ -402,8 +411,8 @@ async function serve(
   return reply(res, 200, target.events.query(eventQuery(url)))
 }
 
-/** Conditional writes in flight, per server and user id (see conditionally). */
-const conditional = new WeakMap<HttpApiTarget, Map<string, Promise<void>>>()
+/** API writes of a user in flight, per server and user id (see writeUser). */
+const userWrites = new WeakMap<HttpApiTarget, Map<string, Promise<void>>>()
 
 /**
  * What a conditional write asks of the user first: `absent`
@@ -412,15 +421,11 @@ const conditional = new WeakMap<HttpApiTarget, Map<string, Promise<void>>>()
  * entity tag is one of `tags` (`If-Match: "…"`, the tag a GET gave: 412
  * `PRECONDITION_FAILED` once someone changed the user since).
  */
-type Condition = 'absent' | 'present' | { readonly tags: readonly string[] } | undefined
+type Condition = 'absent' | 'present' | { readonly tags: readonly string[] }
 
-/**
- * The strong entity tag of a user's view: a digest of the JSON the API
- * sends for it, so it changes with any field, wherever the change came
- * from (this server, a device's fill, a policy).
- */
-export function userEtag(view: unknown): string {
-  return `"${createHash('sha256').update(toWire(view)).digest('base64url').slice(0, 27)}"`
+/** The strong entity tag of a user's view, from the JSON the API sends for it (toWire). */
+function etagOf(wire: string): string {
+  return `"${createHash('sha256').update(wire).digest('base64url').slice(0, 27)}"`
 }
 
 /**
@@ -448,44 +453,49 @@ function conditionOf(req: IncomingMessage, method: string): Condition | undefine
   return { tags }
 }
 
+/** Throws the refusal of `condition` for user `id`, whose view is `view`; nothing when it holds. */
+function checkCondition(id: string, view: unknown, condition: Condition): void {
+  if (condition === 'absent') {
+    if (view !== undefined) throw new UserExistsError(id)
+    return
+  }
+  if (view === undefined) {
+    const header = condition === 'present' ? '*' : condition.tags.join(', ')
+    throw new HttpError(
+      412,
+      'USER_NOT_FOUND',
+      `no user ${excerpt(id, 64)} (If-Match: ${excerpt(header, 64)})`,
+    )
+  }
+  if (condition === 'present') return
+  const tag = etagOf(toWire(view))
+  if (!condition.tags.includes(tag))
+    throw new HttpError(
+      412,
+      'PRECONDITION_FAILED',
+      `user ${excerpt(id, 64)} changed since that ETag (it is ${tag} now): get it again and retry`,
+    )
+}
+
 /**
- * Runs `write` on `condition` (see {@link Condition}; none: at once). Every
- * API write of one id runs in this chain, one after another, each checking
- * once the one before is durable:
- * two creates at once both found the id free, and the second replaced the
- * first; two edits from the same tag both matched it.
+ * Runs `write` on `condition`, if any. Every API write of one id runs in
+ * this chain, one after another, each checking once the one before is
+ * durable: two creates at once both found the id free, and the second
+ * replaced the first; two edits from the same tag both matched it; a write
+ * without a condition still being made (a PIN hashed) was not seen by an
+ * If-Match write after it (a review).
  */
-async function conditionally(
+async function writeUser(
   target: HttpApiTarget,
   id: string,
-  condition: Condition,
+  condition: Condition | undefined,
   write: () => Promise<unknown>,
 ): Promise<void> {
-  let inFlight = conditional.get(target)
-  if (inFlight === undefined) conditional.set(target, (inFlight = new Map<string, Promise<void>>()))
+  let inFlight = userWrites.get(target)
+  if (inFlight === undefined) userWrites.set(target, (inFlight = new Map<string, Promise<void>>()))
   const before = inFlight.get(id) ?? Promise.resolve()
   const mine = before.then(async () => {
-    const view = target.users.get(id)
-    if (condition === undefined) {
-      // No condition: in the chain all the same, so that a condition
-      // checked after it sees it (a plain write still being made was not
-      // seen, and an If-Match write went on over it: a review).
-    } else if (condition === 'absent') {
-      if (view !== undefined) throw new UserExistsError(id)
-    } else if (view === undefined) {
-      const header = condition === 'present' ? '*' : condition.tags.join(', ')
-      throw new HttpError(
-        412,
-        'USER_NOT_FOUND',
-        `no user ${excerpt(id, 64)} (If-Match: ${excerpt(header, 64)})`,
-      )
-    } else if (condition !== 'present' && !condition.tags.includes(userEtag(view))) {
-      throw new HttpError(
-        412,
-        'PRECONDITION_FAILED',
-        `user ${excerpt(id, 64)} changed since that ETag (it is ${userEtag(view)} now): get it again and retry`,
-      )
-    }
+    if (condition !== undefined) checkCondition(id, target.users.get(id), condition)
     await write()
   })
   const settled = mine.catch(() => undefined)
@@ -500,7 +510,9 @@ async function conditionally(
 function replyUser(res: ServerResponse, target: HttpApiTarget, id: string): void {
   const user = target.users.get(id)
   if (user === undefined) throw new UserNotFoundError(id)
-  reply(res, 200, user, { etag: userEtag(user) })
+  // Encoded once, for the body and its tag (a user may hold a photo).
+  const wire = toWire(user)
+  replyWire(res, 200, wire, { etag: etagOf(wire) })
 }
 
 async function serveUsers(
@@ -533,14 +545,14 @@ async function serveUsers(
       // "Add user" replaced an existing user whole, clearing its fields.
       const condition = conditionOf(req, method)
       const put = (): Promise<unknown> => target.users.put({ ...body, id })
-      await conditionally(target, id, condition, put)
+      await writeUser(target, id, condition, put)
       return replyUser(res, target, id)
     }
     case 'PATCH': {
       const condition = conditionOf(req, method)
       const fields = await readJson(req)
       const patch = (): Promise<unknown> => target.users.patch(id, fields)
-      await conditionally(target, id, condition, patch)
+      await writeUser(target, id, condition, patch)
       return replyUser(res, target, id)
     }
     default: {
@@ -549,7 +561,7 @@ async function serveUsers(
       const remove = async (): Promise<void> => {
         deleted = await target.users.delete(id)
       }
-      await conditionally(target, id, condition, remove)
+      await writeUser(target, id, condition, remove)
       if (!deleted) throw new UserNotFoundError(id)
       return reply(res, 200, { ok: true })
     }

@@ -11,6 +11,19 @@ afterEach(async () => {
   server = undefined
 })
 
+/** A request on user u1 with the admin token and `headers` (If-Match ...). */
+function request(method: string, headers: Record<string, string>, body?: unknown) {
+  return fetch(`${server?.http}/api/users/u1`, {
+    method,
+    headers: {
+      authorization: `Bearer ${server?.adminToken}`,
+      'content-type': 'application/json',
+      ...headers,
+    },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  })
+}
+
 async function call(method: string, path: string, body?: unknown, token = server?.adminToken) {
   const res = await fetch(`${server?.http}${path}`, {
     method,
@@ -120,16 +133,6 @@ describe('HTTP API', () => {
   it('gives each user an ETag and writes on If-Match only while it still matches (PRECONDITION_FAILED, 412)', async () => {
     server = await createServer({ store: memoryStore() })
     await server.users.put({ id: 'u1', name: 'Ann', email: 'ann@example.com' })
-    const request = (method: string, headers: Record<string, string>, body?: unknown) =>
-      fetch(`${server?.http}/api/users/u1`, {
-        method,
-        headers: {
-          authorization: `Bearer ${server?.adminToken}`,
-          'content-type': 'application/json',
-          ...headers,
-        },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      })
     const got = await request('GET', {})
     const tag = got.headers.get('etag') ?? ''
     expect(tag).toMatch(/^"[A-Za-z0-9_-]{27}"$/)
@@ -169,27 +172,12 @@ describe('HTTP API', () => {
   it('checks an If-Match against a write without one still being made (a PIN being hashed)', async () => {
     server = await createServer({ store: memoryStore() })
     await server.users.put({ id: 'u1', name: 'Ann', title: 'Clerk' })
-    const send = (method: string, headers: Record<string, string>, body: unknown) =>
-      fetch(`${server?.http}/api/users/u1`, {
-        method,
-        headers: {
-          authorization: `Bearer ${server?.adminToken}`,
-          'content-type': 'application/json',
-          ...headers,
-        },
-        body: JSON.stringify(body),
-      })
-    const tag =
-      (
-        await fetch(`${server.http}/api/users/u1`, {
-          headers: { authorization: `Bearer ${server.adminToken}` },
-        })
-      ).headers.get('etag') ?? ''
+    const tag = (await request('GET', {})).headers.get('etag') ?? ''
     // A replace with a PIN takes a while (the PIN is hashed); the patch
     // from the old tag comes meanwhile.
-    const replace = send('PUT', {}, { name: 'Ann', pin: '482913' })
+    const replace = request('PUT', {}, { name: 'Ann', pin: '482913' })
     await new Promise((resolve) => setTimeout(resolve, 20))
-    const patch = await send('PATCH', { 'if-match': tag }, { title: 'Manager' })
+    const patch = await request('PATCH', { 'if-match': tag }, { title: 'Manager' })
     expect((await replace).status).toBe(200)
     expect(patch.status).toBe(412)
     expect(server.users.get('u1')?.title).toBeUndefined()
