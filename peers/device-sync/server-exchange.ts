@@ -35,9 +35,10 @@ function onlyOthersLacking(
   return true
 }
 
-/** The exchanges of one device with its server. */
 /** Codes with which the server refuses a change the device sent (PROTOCOL.md, "Refusals"). */
 const OWN_CHANGE_REFUSALS = new Set(['STORAGE_FAILED', 'INVALID_RECORD', 'FORBIDDEN_WRITE'])
+
+/** The exchanges of one device with its server. */
 
 export class ServerExchange {
   private lastRemoteError: { code: string; message: string } | undefined
