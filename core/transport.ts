@@ -8,6 +8,13 @@
 export interface CloseInfo {
   readonly code: number
   readonly reason: string
+  /**
+   * Set when this side's transport closed the link on a frame it would not
+   * read: past the link's message size (1009 `MESSAGE_TOO_LARGE`) or not a
+   * valid frame (1002 / 1007 `MALFORMED_MESSAGE`). The reason starts with
+   * the error code, and the peer's close frame says the same.
+   */
+  readonly refusedFrame?: boolean
 }
 
 /** One open, ordered, reliable message link between two peers. */

@@ -25,6 +25,7 @@ import type { NewEvent } from '../core/events.js'
 import {
   AuthFailedError,
   excerpt,
+  ForbiddenWriteError,
   MalformedRequestError,
   PeerUnknownError,
   RostersyncError,
@@ -34,14 +35,13 @@ import {
 import { DEVICE_ID_PATTERN } from '../core/ids.js'
 import { limits, netLimits } from '../core/limits.js'
 import type { Clock } from '../core/clock.js'
-import { ForbiddenWriteError } from '../core/errors.js'
 import { CloseCode } from '../core/protocol.js'
 import { isDerivedClientId, verifyJoinProof } from '../core/signing.js'
 import type { Identity } from '../peers/identity.js'
 import type { ServerSigning } from '../peers/server-signing.js'
 import { scanOrRefuse } from '../peers/signed-link.js'
 import { certifyLink, type DeviceKeys } from './device-keys.js'
-import type { Connection } from '../core/transport.js'
+import type { CloseInfo, Connection } from '../core/transport.js'
 import type { RecordSchema } from '../core/schema.js'
 import type { Replica } from '../peers/replica.js'
 import { startSession } from '../peers/sync-session.js'
@@ -175,6 +175,20 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
             clock: signing.clock,
             ...(options.generation === undefined ? {} : { generation: options.generation }),
           })
+    const refused = (error: RostersyncError, update?: Uint8Array): void => {
+      registry.direction(deviceId, 'deviceToServer', 'failed', error.code)
+      // Once per cause: a refused change comes back on every reconnect.
+      if (!refusals.refused(deviceId, error.code, update, replica.doc)) return
+      syncLog.failed(deviceId, 'deviceToServer', error)
+      const userId = refusedUserOf(error)
+      void logEvent(replica, {
+        type: error.code === 'STORAGE_FAILED' ? 'save-to-server-failed' : 'write-refused',
+        deviceId,
+        ...(userId === undefined ? {} : { userId }),
+        code: error.code,
+        message: error.message,
+      })
+    }
     const session = startSession({
       replica,
       connection,
@@ -223,22 +237,12 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
         if (refusals.settled(deviceId, replica.doc)) syncLog.note(deviceId, 'deviceToServer')
       },
       onAnswered: () => syncLog.note(deviceId, 'serverToDevice'),
-      onRefused: (error, update) => {
-        registry.direction(deviceId, 'deviceToServer', 'failed', error.code)
-        // Once per cause: a refused change comes back on every reconnect.
-        if (!refusals.refused(deviceId, error.code, update, replica.doc)) return
-        syncLog.failed(deviceId, 'deviceToServer', error)
-        const userId = refusedUserOf(error)
-        void logEvent(replica, {
-          type: error.code === 'STORAGE_FAILED' ? 'save-to-server-failed' : 'write-refused',
-          deviceId,
-          ...(userId === undefined ? {} : { userId }),
-          code: error.code,
-          message: error.message,
-        })
-      },
+      onRefused: refused,
     })
-    connection.onClose(() => {
+    connection.onClose((info) => {
+      // A frame the transport would not read (too large, not a frame) is
+      // a refusal as the session's are: the registry and the log say so.
+      if (info.refusedFrame === true) refused(refusedFrameError(info))
       stopCertifying?.()
       session.stop()
       replica.dropHeldBackFrom(connection.id)
@@ -355,7 +359,11 @@ export async function startSyncServer(
     try {
       wss.handleUpgrade(req, socket, head, (ws) => {
         endpoint.accept(
-          wrapWebSocket(ws, req.socket.remoteAddress ?? '', socket, deferClose),
+          wrapWebSocket(ws, req.socket.remoteAddress ?? '', {
+            tcp: socket,
+            deferClose,
+            messageBytesMax: netLimits.messageBytesMax,
+          }),
           req.url ?? '/',
         )
       })
@@ -559,6 +567,15 @@ function closeReason(code: string, message: string): string {
     reason = reason.slice(0, Math.max(code.length, reason.length - 8))
   }
   return reason
+}
+
+/** The error a transport's refused frame stands for: its reason is `CODE: message`. */
+function refusedFrameError(info: CloseInfo): RostersyncError {
+  const at = info.reason.indexOf(': ')
+  const code = info.reason.slice(0, at)
+  return code === 'MESSAGE_TOO_LARGE'
+    ? new RostersyncError('MESSAGE_TOO_LARGE', info.reason.slice(at + 2))
+    : new RostersyncError('MALFORMED_MESSAGE', at < 0 ? info.reason : info.reason.slice(at + 2))
 }
 
 function refusalOf(error: RostersyncError): Refusal {

@@ -34,7 +34,7 @@ describe('a link the server closes', () => {
     const serverSocket = new Promise<Socket>((resolve) => {
       wss.once('connection', (ws: WebSocket, req: IncomingMessage) => {
         const tcp = req.socket
-        const connection = wrapWebSocket(ws, 'peer', tcp)
+        const connection = wrapWebSocket(ws, 'peer', { tcp })
         let first = true
         connection.onMessage(() => {
           if (!first) {

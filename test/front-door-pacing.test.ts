@@ -121,7 +121,10 @@ describe('a close frame waits for its turn (wrapWebSocket with deferClose)', () 
     let serverClose: CloseInfo | undefined
     const serverSide = new Promise<Connection>((resolve) => {
       wss.once('connection', (ws: WebSocket, req: IncomingMessage) => {
-        const connection = wrapWebSocket(ws, 'peer', req.socket, (answer) => deferred.push(answer))
+        const connection = wrapWebSocket(ws, 'peer', {
+          tcp: req.socket,
+          deferClose: (answer) => deferred.push(answer),
+        })
         connection.onMessage((m) => messages.push(Buffer.from(m).toString()))
         connection.onClose((info) => (serverClose = info))
         resolve(connection)

@@ -407,7 +407,36 @@ describe('hostile frames over WebSocket to the server', () => {
         new Uint8Array(16),
       ),
     )
-    expect(closed).toMatch(/^close 1009|^ended/)
+    // The reason says why, as every refusal's does; the registry and the
+    // event log record it (ws alone closes with 1009 and no reason).
+    expect(closed).toMatch(/^close 1009 MESSAGE_TOO_LARGE: .*134217728 bytes$/)
+    expect(
+      server.devices.list().find((d) => d.id === 'hostile-2')?.sync.deviceToServer,
+    ).toMatchObject({
+      state: 'failed',
+      error: 'MESSAGE_TOO_LARGE',
+    })
+    expect(server.events.query({ deviceId: 'hostile-2', type: 'write-refused' })).toEqual([
+      expect.objectContaining({ code: 'MESSAGE_TOO_LARGE' }),
+    ])
+    expect(unhandled).toEqual([])
+    expectUnchanged(before, snapshot(server), writersOf(legit, server))
+  })
+
+  it('a frame that is not a valid WebSocket frame closes with 1002 MALFORMED_MESSAGE', async () => {
+    const before = snapshot(server)
+    // FIN + opcode 3 (reserved), masked, no payload.
+    const closed = await rawUpgradeThen(
+      '/roster?device=hostile-3&key=' + SITE_KEY,
+      Uint8Array.of(0x83, 0x80, 1, 2, 3, 4),
+    )
+    expect(closed).toMatch(/^close 1002 MALFORMED_MESSAGE: /)
+    expect(
+      server.devices.list().find((d) => d.id === 'hostile-3')?.sync.deviceToServer,
+    ).toMatchObject({
+      state: 'failed',
+      error: 'MALFORMED_MESSAGE',
+    })
     expect(unhandled).toEqual([])
     expectUnchanged(before, snapshot(server), writersOf(legit, server))
   })
@@ -439,10 +468,11 @@ function rawUpgradeThen(target: string, bytes: Uint8Array): Promise<string> {
         seen = seen.subarray(end + 4)
         socket.write(bytes)
       }
-      // A close frame from the server: 0x88, length, then the code.
+      // A close frame from the server: 0x88, length (< 126), the code, the reason.
       const at = seen.indexOf(0x88)
-      if (at >= 0 && seen.length >= at + 4) {
-        resolve(`close ${seen.readUInt16BE(at + 2)}`)
+      if (at >= 0 && seen.length >= at + 2 && seen.length >= at + 2 + (seen[at + 1] as number)) {
+        const end = at + 2 + (seen[at + 1] as number)
+        resolve(`close ${seen.readUInt16BE(at + 2)} ${seen.subarray(at + 4, end).toString()}`)
         socket.destroy()
       }
     })

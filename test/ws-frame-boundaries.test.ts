@@ -157,7 +157,10 @@ describe('the close gate on a real socket', () => {
     let closed = false
     http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-        const link = wrapWebSocket(ws, 'peer', socket, (answer) => deferred.push(answer))
+        const link = wrapWebSocket(ws, 'peer', {
+          tcp: socket,
+          deferClose: (answer) => deferred.push(answer),
+        })
         link.onMessage((m) => messages.push(m.length))
         link.onClose(() => (closed = true))
       })

@@ -175,9 +175,9 @@ export function wrapStream(stream: Stream, remote: string): Connection {
       // its 'close' event tells the handler.
     }
   }
-  const close = (code: number, reason: string): void => {
+  const close = (code: number, reason: string, refusedFrame = false): void => {
     if (closed !== undefined) return
-    closed = { code, reason }
+    closed = refusedFrame ? { code, reason, refusedFrame } : { code, reason }
     deadline.stop()
     // Nothing more is read: a message in progress (a stalled one) is let go.
     reader.clear()
@@ -232,7 +232,11 @@ export function wrapStream(stream: Stream, remote: string): Connection {
     } catch (error) {
       // After a bad or oversized frame the byte stream cannot be resynchronised.
       const code = error instanceof RostersyncError ? error.code : 'MALFORMED_MESSAGE'
-      close(code === 'MESSAGE_TOO_LARGE' ? 1009 : 1002, `${code}: ${(error as Error).message}`)
+      close(
+        code === 'MESSAGE_TOO_LARGE' ? 1009 : 1002,
+        `${code}: ${(error as Error).message}`,
+        true,
+      )
     }
   })
   stream.addEventListener('close', () =>

@@ -28,9 +28,14 @@ let nextId = 1
 export function wrapWebSocket(
   socket: WebSocket,
   remote: string,
-  tcp?: Duplex,
-  deferClose?: (answer: () => boolean) => void,
+  options: {
+    readonly tcp?: Duplex
+    readonly deferClose?: (answer: () => boolean) => void
+    /** The socket's `maxPayload`, for the reason of a refused frame (`netLimits.messageBytesMax`). */
+    readonly messageBytesMax?: number | undefined
+  } = {},
 ): Connection {
+  const { tcp, deferClose } = options
   const id = `ws-${nextId++}`
   let closeHandler: ((info: CloseInfo) => void) | undefined
   let messageHandler: ((message: Uint8Array) => void) | undefined
@@ -59,6 +64,21 @@ export function wrapWebSocket(
     closeHandler?.(info)
   }
   socket.on('close', (code, reason) => finish({ code, reason: reason.toString() }))
+  // A frame ws will not read (past `maxPayload`, not a valid frame) makes
+  // its receiver call `close(code)` with no reason, before it emits the
+  // error: the only call of this socket's `close` with a code alone (this
+  // link's own closes give a reason, ws's echo of a peer's close frame
+  // gives the peer's). The peer is told why, as every other refusal does
+  // (PROTOCOL.md, "Refusals"), and this side hears it as a refused frame.
+  const wsClose = socket.close.bind(socket)
+  socket.close = (code?: number, data?: string | Buffer): void => {
+    if (code === undefined || data !== undefined || !(code in refusedFrameReasons)) {
+      wsClose(code, data)
+      return
+    }
+    const reason = refusedFrameReasons[code]?.(options.messageBytesMax ?? netLimits.messageBytesMax)
+    closeLink({ code, reason: reason ?? '', refusedFrame: true })
+  }
   // Errors end in 'close'; nothing else to do with them here.
   socket.on('error', () => undefined)
   const connection: Connection = {
@@ -93,25 +113,41 @@ export function wrapWebSocket(
       closeHandler = handler
     },
     close(code = 1000, reason = '') {
-      if (closed) return
-      const wasOpen = socket.readyState === WebSocket.OPEN
-      socket.close(code, reason)
-      if (tcp === undefined || !wasOpen) return
-      // Nothing more of this link is wanted: stop reading now (ws parses
-      // whatever it reads, close handshake or not), end after the close
-      // frame (the peer reads it, then the end), and let go of the socket
-      // shortly after whatever the peer does.
-      socket.pause()
-      tcp.end()
-      const linger = setTimeout(() => socket.terminate(), netLimits.closedLinkLingerMs)
-      linger.unref()
-      socket.once('close', () => clearTimeout(linger))
-      // Reading nothing more, this side will not see the peer's end: the
-      // link is closed as of now, with this side's code.
-      finish({ code, reason })
+      closeLink({ code, reason })
     },
   }
+  /** Closes the link with `info`'s code and reason; final at once with `tcp` (wrapWebSocket). */
+  function closeLink(info: CloseInfo): void {
+    if (closed) return
+    const wasOpen = socket.readyState === WebSocket.OPEN
+    wsClose(info.code, info.reason)
+    if (tcp === undefined || !wasOpen) {
+      // A refused frame is this side's close whatever the peer answers.
+      if (info.refusedFrame === true) finish(info)
+      return
+    }
+    // Nothing more of this link is wanted: stop reading now (ws parses
+    // whatever it reads, close handshake or not), end after the close
+    // frame (the peer reads it, then the end), and let go of the socket
+    // shortly after whatever the peer does.
+    socket.pause()
+    tcp.end()
+    const linger = setTimeout(() => socket.terminate(), netLimits.closedLinkLingerMs)
+    linger.unref()
+    socket.once('close', () => clearTimeout(linger))
+    // Reading nothing more, this side will not see the peer's end: the
+    // link is closed as of now, with this side's code.
+    finish(info)
+  }
   return connection
+}
+
+/** The reason of a frame `ws` refused, by the close code its receiver gives (RFC 6455 7.4.1). */
+const refusedFrameReasons: Readonly<Record<number, (messageBytesMax: number) => string>> = {
+  1002: () => 'MALFORMED_MESSAGE: not a valid WebSocket frame',
+  1007: () => 'MALFORMED_MESSAGE: a text frame that is not UTF-8',
+  1008: () => 'MALFORMED_MESSAGE: a message in too many fragments',
+  1009: (max) => `MESSAGE_TOO_LARGE: a message is larger than this link's limit of ${max} bytes`,
 }
 
 /** A WebSocket frame header's first byte: a final close frame (RFC 6455, opcode 8). */
@@ -293,7 +329,7 @@ export function wsConnect(
     socket.once('open', () => {
       socket.removeAllListeners('error')
       socket.removeAllListeners('close')
-      resolve(wrapWebSocket(socket, redact(url)))
+      resolve(wrapWebSocket(socket, redact(url), { messageBytesMax: options.messageBytesMax }))
     })
   })
 }
