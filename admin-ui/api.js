@@ -84,6 +84,7 @@ export async function downloadExport(chosen, protection = {}) {
   })
   if (!res.ok) {
     const parsed = await res.json().catch(() => undefined)
+    if (res.status === 401) onSignedOut()
     throw new ApiError(
       res.status,
       parsed?.error?.code ?? 'HTTP_' + res.status,
@@ -135,6 +136,17 @@ export function openStream(handlers) {
   source.addEventListener('devices', (e) => handlers.devices?.(JSON.parse(e.data)))
   source.addEventListener('events', (e) => handlers.events?.(JSON.parse(e.data)))
   source.addEventListener('open', () => handlers.state?.('live'))
-  source.addEventListener('error', () => handlers.state?.('reconnecting'))
+  source.addEventListener('error', () => {
+    handlers.state?.('reconnecting')
+    // The browser retries a dropped stream, never a refused one (401: the
+    // session ended while the page sat idle); the page is told at once.
+    if (source.readyState === EventSource.CLOSED) void checkSession()
+  })
   return () => source.close()
+}
+
+/** Asks the server whether the session is still on; calls the signed-out listener if not. */
+async function checkSession() {
+  const session = await api('GET', '/api/session').catch(() => undefined)
+  if (session !== undefined && session.signedIn !== true) onSignedOut()
 }

@@ -16,10 +16,19 @@ const PAGES = [
   ['policies', 'Field policies'],
 ]
 
-function SignIn({ onSignedIn, notice }) {
+/** The sign-in form: the page's own, or (`again`) a modal over the page whose session ended. */
+function SignIn({ onSignedIn, notice, again = false }) {
   const [token, setToken] = useState('')
   const [error, setError] = useState()
   const [busy, setBusy] = useState(false)
+  const dialog = useRef(null)
+  useEffect(() => {
+    const d = dialog.current
+    if (d !== null && !d.open) d.showModal()
+    return () => {
+      if (d?.open) d.close()
+    }
+  }, [])
   const submit = async (e) => {
     e.preventDefault()
     setBusy(true)
@@ -35,38 +44,55 @@ function SignIn({ onSignedIn, notice }) {
       setBusy(false)
     }
   }
+  const form = html`<form onSubmit=${submit}>
+    <label for="token">Admin token</label>
+    <input
+      id="token"
+      type="password"
+      autocomplete="current-password"
+      required
+      value=${token}
+      onInput=${(e) => setToken(e.currentTarget.value)}
+    />
+    <p class="hint">It is in <code>${'<data dir>/admin-token'}</code> on the server.</p>
+    <button type="submit" class="primary" disabled=${busy}>Sign in</button>
+    <${ErrorLine} error=${error} />
+  </form>`
+  const said = notice === undefined ? null : html`<p class="notice" role="status">${notice}</p>`
+  if (again)
+    // Modal, over the page as it was: what was typed and not saved stays
+    // (an editor's fields, a search), and is saved once signed in again.
+    // Escape does not close it: nothing behind works without a session.
+    return html`<dialog
+      ref=${dialog}
+      class="confirm signin-again"
+      aria-labelledby="signin-again-title"
+      onCancel=${(e) => e.preventDefault()}
+    >
+      <h2 id="signin-again-title">Sign in again</h2>
+      ${said} ${form}
+    </dialog>`
   return html`<main class="signin">
     <h1>rostersync admin</h1>
-    ${notice === undefined ? null : html`<p class="notice" role="status">${notice}</p>`}
-    <form onSubmit=${submit}>
-      <label for="token">Admin token</label>
-      <input
-        id="token"
-        type="password"
-        autocomplete="current-password"
-        required
-        value=${token}
-        onInput=${(e) => setToken(e.currentTarget.value)}
-      />
-      <p class="hint">It is in <code>${'<data dir>/admin-token'}</code> on the server.</p>
-      <button type="submit" class="primary" disabled=${busy}>Sign in</button>
-      <${ErrorLine} error=${error} />
-    </form>
+    ${said} ${form}
   </main>`
 }
 
 /** One live stream for the whole page; pages subscribe to what they show. */
-function useLive(enabled) {
+function useLive(session) {
   const listeners = useRef({ devices: new Set(), events: new Set() })
   const [state, setState] = useState('connecting')
-  useEffect(() => {
-    if (!enabled) return undefined
-    return openStream({
-      devices: (records) => listeners.current.devices.forEach((fn) => fn(records)),
-      events: (events) => listeners.current.events.forEach((fn) => fn(events)),
-      state: setState,
-    })
-  }, [enabled])
+  // Opened again for each session: a stream refused (401, the session
+  // gone) is not retried by the browser.
+  useEffect(
+    () =>
+      openStream({
+        devices: (records) => listeners.current.devices.forEach((fn) => fn(records)),
+        events: (events) => listeners.current.events.forEach((fn) => fn(events)),
+        state: setState,
+      }),
+    [session],
+  )
   const subscribe = useCallback((kind, fn) => {
     listeners.current[kind].add(fn)
     return () => listeners.current[kind].delete(fn)
@@ -74,12 +100,12 @@ function useLive(enabled) {
   return { state, subscribe }
 }
 
-function Shell({ onSignOut }) {
+function Shell({ onSignOut, session }) {
   const [page, setPage] = useState(() => {
     const wanted = location.hash.slice(1)
     return PAGES.some(([id]) => id === wanted) ? wanted : 'users'
   })
-  const live = useLive(true)
+  const live = useLive(session)
   const go = (id) => {
     setPage(id)
     history.replaceState(null, '', '#' + id)
@@ -118,17 +144,19 @@ function App() {
   // undefined while asking the server whether this browser is signed in.
   const [signedIn, setSignedIn] = useState(undefined)
   const [notice, setNotice] = useState()
+  // The session ended while the page was open: it stays, under a sign-in.
+  const [ended, setEnded] = useState(false)
+  // Counts sign-ins of this page: the live stream opens again with each.
+  const [session, setSession] = useState(0)
   useEffect(() => {
     api('GET', '/api/session')
       .then((s) => setSignedIn(s.signedIn === true))
       .catch(() => setSignedIn(false))
-    whenSignedOut(() => {
-      setNotice('Your session ended: sign in again.')
-      setSignedIn(false)
-    })
+    whenSignedOut(() => setEnded(true))
   }, [])
   const signOut = async () => {
     setSignedIn(false)
+    setEnded(false)
     setNotice('Signed out.')
     await api('DELETE', '/api/session').catch(() => undefined)
   }
@@ -138,10 +166,23 @@ function App() {
       notice=${notice}
       onSignedIn=${() => {
         setNotice(undefined)
+        setEnded(false)
+        setSession((n) => n + 1)
         setSignedIn(true)
       }}
     />`
-  return html`<${Shell} onSignOut=${signOut} />`
+  return html`<${Shell} onSignOut=${signOut} session=${session} /> ${
+      ended
+        ? html`<${SignIn}
+            again=${true}
+            notice="Your session ended. Sign in again: what you typed and did not save is still here."
+            onSignedIn=${() => {
+              setEnded(false)
+              setSession((n) => n + 1)
+            }}
+          />`
+        : null
+    }`
 }
 
 render(html`<${App} />`, document.getElementById('app'))

@@ -5,7 +5,8 @@
  * live, revoke it after the confirmation and see its state change live,
  * filter the events, change a field policy after reading its consequence,
  * sign out; select users, export them, and import the downloaded file on a
- * device whose sync is stopped; no console error on the way. A failure saves a screenshot in
+ * device whose sync is stopped; sign in again over the page when its
+ * session ends, keeping an edit not saved yet; no console error on the way. A failure saves a screenshot in
  * `test-results/`. Without chromium the test is skipped, except in CI
  * (`.ci/run` installs it), where it fails.
  */
@@ -224,6 +225,49 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
       expect(server.users.get('u000007')?.phone).toBe('+1 111 (from A)')
     })
     expect(problems.filter((p) => !p.startsWith(refusedSave))).toEqual([])
+  })
+
+  it('keeps what was typed when the session ends: signs in again over the page, then saves', async () => {
+    // The browser reports the refused calls (401) on its console: expected.
+    const refused = 'console: Failed to load resource: the server responded with a status of 401'
+    const problems = await withPage('admin-browser-session-ended', async (page) => {
+      await page.goto(`${server.http}/`)
+      await page.getByLabel('Admin token').fill(server.adminToken)
+      await page.getByRole('button', { name: 'Sign in' }).click()
+      await page.getByLabel('Search').fill('u000011')
+      await page.getByRole('button', { name: 'Edit u000011' }).click()
+      await page.getByLabel('phone', { exact: true }).fill('+1 333 (typed before it ended)')
+      // The session ends (its cookie gone, as at expiry) before the save.
+      await page.context().clearCookies()
+      await page.getByRole('button', { name: 'Save' }).click()
+      const again = page.getByRole('dialog', { name: 'Sign in again' })
+      await again.waitFor()
+      await again.getByText('Your session ended').waitFor()
+      expect(server.users.get('u000011')?.phone).toBeUndefined()
+      // The editor is still there behind it, holding what was typed.
+      expect(await page.getByLabel('phone', { exact: true }).inputValue()).toBe(
+        '+1 333 (typed before it ended)',
+      )
+      await again.getByLabel('Admin token').fill('not the token')
+      await again.getByRole('button', { name: 'Sign in' }).click()
+      await again.getByText('AUTH_FAILED').waitFor()
+      await again.getByLabel('Admin token').fill(server.adminToken)
+      await again.getByRole('button', { name: 'Sign in' }).click()
+      await again.waitFor({ state: 'detached' })
+      await page.getByRole('button', { name: 'Save' }).click()
+      await page.getByRole('region', { name: /Edit/ }).waitFor({ state: 'detached' })
+      expect(server.users.get('u000011')?.phone).toBe('+1 333 (typed before it ended)')
+      // The live stream of the new session is up.
+      await page.getByRole('status', { name: 'Live updates' }).getByText('Live').waitFor()
+      // The session ends again, this time while the page sits idle (signed
+      // out elsewhere): the server ends the stream, the browser's retry is
+      // refused, and the page asks to sign in again with no click.
+      await page.evaluate(() =>
+        fetch('/api/session', { method: 'DELETE', headers: { 'x-rostersync-csrf': '1' } }),
+      )
+      await page.getByRole('dialog', { name: 'Sign in again' }).waitFor()
+    })
+    expect(problems.filter((p) => !p.startsWith(refused))).toEqual([])
   })
 
   it('exports the selected users as a download that a stopped device imports', async () => {
