@@ -1,8 +1,9 @@
 /** `rostersync export`: chosen users to a file a stopped device can import. */
-import { readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { lstat, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { CliError, parse } from './args.js'
 import type { Command } from './main.js'
 import type { PreparedExport } from '../server-peer/export-users.js'
+import { siteKeyOf } from './open-device.js'
 import { openRoster } from './roster-access.js'
 
 const help = `Usage: rostersync export (--users <id,...> | --groups <id,...>) --out <file> [options]
@@ -27,8 +28,10 @@ Options:
   --users <ids>    comma-separated user ids
   --groups <ids>   comma-separated group ids (their members are exported)
   --out <file>     where to write the file (refused if it exists, unless --force);
-                   written with mode 0600: it holds personal data
-  --force          overwrite --out
+                   written with mode 0600: it holds personal data; - writes
+                   it to standard output (not a terminal)
+  --force          replace --out when it is a file (never a link, a device or
+                   a folder)
   --passphrase-file <file>
                    encrypt under a passphrase read from a file (its first line);
                    else ROSTERSYNC_EXPORT_PASSPHRASE; else under the site key
@@ -36,6 +39,10 @@ Options:
                    encrypt under a passphrase the server generates, printed once
   --data <dir>     the server's data directory (default ./data); when a server runs
                    on it, its HTTP API is used, else the directory is opened directly
+  --site-key <key>, --site-key-file <file>
+                   with the directory opened directly, the site key the server
+                   was started with (or ROSTERSYNC_SITE_KEY), when it was given
+                   one rather than keeping it in <data>/site-key
   --server <url>   a running server's HTTP (or WebSocket) URL, e.g. http://127.0.0.1:4400
   --token <token>  the server's admin token (default: <data>/admin-token or ROSTERSYNC_ADMIN_TOKEN)
   --json           print { file, users, bytes, expiresAt, keySource, passphrase? }
@@ -88,6 +95,8 @@ export const exportCommand: Command = {
       json: { type: 'boolean', default: false },
       'passphrase-file': { type: 'string' },
       'generate-passphrase': { type: 'boolean', default: false },
+      'site-key': { type: 'string' },
+      'site-key-file': { type: 'string' },
     })
     if (positionals.length > 0) throw new CliError(`unexpected argument ${positionals[0]}`)
     const passphrase = await passphraseOf(values['passphrase-file'])
@@ -101,10 +110,17 @@ export const exportCommand: Command = {
     if (userIds === undefined && groupIds === undefined)
       throw new CliError('name what to export: --users a,b and/or --groups g')
     if (values.out === undefined) throw new CliError('--out <file> is required')
+    const out = values.out
+    if (out === '-' && process.stdout.isTTY === true)
+      throw new CliError(
+        '--out - writes the file to standard output: redirect it to a file or a pipe',
+      )
+    if (out !== '-') await checkOut(out, values.force)
     const roster = await openRoster({
       data: values.data,
       server: values.server,
       token: values.token,
+      siteKey: await siteKeyOf(values['site-key'], values['site-key-file']),
     })
     let prepared
     try {
@@ -116,6 +132,14 @@ export const exportCommand: Command = {
       })
     } finally {
       await roster.close()
+    }
+    if (out === '-') {
+      await new Promise<void>((resolve, reject) =>
+        process.stdout.write(prepared.file, (error) => (error ? reject(error) : resolve())),
+      )
+      // What it wrote is said on standard error: standard output is the file.
+      console.error(summaryOf(prepared, 'standard output', values.json))
+      return
     }
     try {
       if (values.force) {
@@ -141,6 +165,26 @@ export const exportCommand: Command = {
     }
     console.log(summaryOf(prepared, values.out, values.json))
   },
+}
+
+/**
+ * Refuses, before anything is exported, an `--out` that exists and is not
+ * a file --force may replace: a link (the file it names would not be the
+ * one replaced), a device, a folder, a pipe.
+ */
+async function checkOut(out: string, force: boolean): Promise<void> {
+  let stats
+  try {
+    stats = await lstat(out)
+  } catch {
+    return
+  }
+  if (!force) throw new CliError(`${out} exists (use --force to overwrite)`, 1)
+  if (!stats.isFile())
+    throw new CliError(
+      `${out} exists and is not a file (${stats.isSymbolicLink() ? 'a link' : stats.isDirectory() ? 'a folder' : 'a device or pipe'}): refused, --force replaces only files`,
+      1,
+    )
 }
 
 /** What the command prints about an export it wrote. */

@@ -1,14 +1,16 @@
 /** `rostersync import`: an export file into a stopped device's data directory. */
 import { createReadStream, existsSync } from 'node:fs'
-import { readFile, stat } from 'node:fs/promises'
+import { readdir, readFile, rm, stat } from 'node:fs/promises'
+import { join } from 'node:path'
 import { MessageTooLargeError } from '../core/errors.js'
 import { limits } from '../core/limits.js'
 import { CliError, parse } from './args.js'
 import { passphraseOf } from './export-command.js'
 import type { Command } from './main.js'
+import { ROLE_FILE } from '../peers/data-role.js'
 import { deviceIdOf, openDevice, siteKeyOf } from './open-device.js'
 
-const help = `Usage: rostersync import <file> --data <device data dir> [options]
+const help = `Usage: rostersync import <file | -> --data <device data dir> [options]
 
 Imports an export file (rostersync export, POST /api/exports) into a device
 whose sync is stopped: the device process must not be running. The file must
@@ -20,7 +22,8 @@ EXPORT_SITE_KEY_REQUIRED without one); one exported with a passphrase needs it
 (--passphrase-file or ROSTERSYNC_EXPORT_PASSPHRASE). A bad file (expired,
 another site's, corrupt, truncated, too large, of an older unencrypted format:
 EXPORT_FORMAT_UNSUPPORTED) or a wrong passphrase (EXPORT_PASSPHRASE_INVALID)
-changes nothing.
+changes nothing; a folder that held no device before holds none after a
+refused file. <file> - reads the file from standard input.
 
 Options:
   --data <dir>            the device's data directory (required)
@@ -63,25 +66,33 @@ export const importCommand: Command = {
     const bytes = await readExport(file)
     const passphrase = await passphraseOf(values['passphrase-file'])
     const siteKey = await siteKeyOf(values['site-key'], values['site-key-file'])
-    const device = await openDevice({
-      id,
-      dataDir: values.data,
-      ...(siteKey === undefined ? {} : { siteKey }),
-    })
+    // A folder that holds no device yet gets one only if the import goes
+    // through: a refused file leaves it as it was.
+    const dataDir = values.data
+    const before = existsSync(join(dataDir, ROLE_FILE))
+      ? undefined
+      : new Set(await readdir(dataDir))
+    const device = await openDevice({ id, dataDir, ...(siteKey === undefined ? {} : { siteKey }) })
+    let result
     try {
       const fingerprint = values['server-key']
-      const result = await device.importUsers(bytes, {
+      result = await device.importUsers(bytes, {
         ...(fingerprint === undefined ? {} : { serverKeyFingerprint: fingerprint }),
         ...(passphrase === undefined ? {} : { passphrase }),
       })
-      console.log(
-        values.json
-          ? JSON.stringify(result)
-          : `imported ${result.imported} user(s) into device ${id} (${result.unchanged} already as new)`,
-      )
-    } finally {
+    } catch (error) {
       await device.close()
+      if (before !== undefined)
+        for (const entry of await readdir(dataDir))
+          if (!before.has(entry)) await rm(join(dataDir, entry), { recursive: true, force: true })
+      throw error
     }
+    await device.close()
+    console.log(
+      values.json
+        ? JSON.stringify(result)
+        : `imported ${result.imported} user(s) into device ${id} (${result.unchanged} already as new)`,
+    )
   },
 }
 
@@ -93,19 +104,25 @@ export const importCommand: Command = {
 async function readExport(file: string): Promise<Uint8Array> {
   const max = limits.exportFileBytesMax
   try {
+    if (file === '-') return await readCounted(process.stdin, max)
     const info = await stat(file)
     if (info.size > max) throw new MessageTooLargeError('the export file', info.size, max)
     if (info.isFile()) return new Uint8Array(await readFile(file))
-    const chunks: Buffer[] = []
-    let size = 0
-    for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) {
-      size += chunk.byteLength
-      if (size > max) throw new MessageTooLargeError('the export file', size, max)
-      chunks.push(chunk)
-    }
-    return new Uint8Array(Buffer.concat(chunks))
+    return await readCounted(createReadStream(file), max)
   } catch (error) {
     if (error instanceof MessageTooLargeError) throw error
     throw new CliError(`cannot read ${file}: ${(error as Error).message}`, 1)
   }
+}
+
+/** Reads a stream to its end, refusing it once past `max` bytes. */
+async function readCounted(stream: AsyncIterable<Buffer>, max: number): Promise<Uint8Array> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of stream) {
+    size += chunk.byteLength
+    if (size > max) throw new MessageTooLargeError('the export file', size, max)
+    chunks.push(chunk)
+  }
+  return new Uint8Array(Buffer.concat(chunks))
 }

@@ -29,12 +29,26 @@ export function checkServerDir(dataDir: string): void {
   checkRole(role, { role: 'server' }, dataDir)
 }
 
-/** Opens `dataDir` as the server peer, or explains why it cannot. */
-export async function openServerData(dataDir: string): Promise<ServerPeer> {
+/**
+ * Opens `dataDir` as the server peer, or explains why it cannot. Without
+ * `siteKey` the site key is the one the server keeps there (none is made):
+ * a server given its key at start-up has none kept, and exports then need
+ * it given (server-peer/site-access.ts).
+ */
+export async function openServerData(dataDir: string, siteKey?: string): Promise<ServerPeer> {
   checkServerDir(dataDir)
   try {
-    return await createServer({ dataDir, listen: false })
+    return await createServer({
+      dataDir,
+      listen: false,
+      ...(siteKey === undefined ? {} : { siteKey }),
+    })
   } catch (error) {
+    if (hasCode(error, 'AUTH_FAILED'))
+      throw new CliError(
+        `AUTH_FAILED: ${(error as Error).message} (--site-key, ROSTERSYNC_SITE_KEY)`,
+        1,
+      )
     if (hasCode(error, 'STORAGE_FAILED')) {
       throw new CliError(
         openFailure(

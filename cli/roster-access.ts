@@ -47,6 +47,8 @@ export async function openRoster(opts: {
   data: string
   server?: string | undefined
   token?: string | undefined
+  /** The site key, for a directory opened directly (`openServerData`). */
+  siteKey?: string | undefined
 }): Promise<RosterAccess> {
   const running = opts.server ?? runningServer(opts.data)
   if (running !== undefined) {
@@ -61,7 +63,7 @@ export async function openRoster(opts: {
     checkToken(token)
     return httpAccess(running.replace(/^ws/, 'http').replace(/\/$/, ''), token)
   }
-  const server = await openServerData(opts.data)
+  const server = await openServerData(opts.data, opts.siteKey)
   return {
     list: async () => server.users.list(),
     get: async (id) => server.users.get(id),

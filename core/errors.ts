@@ -496,13 +496,14 @@ export class ExportPassphraseError extends RostersyncError {
 /**
  * An export file encrypted under the site key, on a device that has no
  * site key: nothing of it can be read. Open the device with its site's key.
+ * Also a server's export when the server does not know its site key (an
+ * offline tool on a server that was given its key).
  */
 export class ExportSiteKeyRequiredError extends RostersyncError {
-  constructor() {
-    super(
-      'EXPORT_SITE_KEY_REQUIRED',
-      'the export file is encrypted under the site key, and this device has none: open the device with its site key (createDevice({ siteKey }); --site-key-file or ROSTERSYNC_SITE_KEY)',
-    )
+  constructor(
+    message = 'the export file is encrypted under the site key, and this device has none: open the device with its site key (createDevice({ siteKey }); --site-key-file or ROSTERSYNC_SITE_KEY)',
+  ) {
+    super('EXPORT_SITE_KEY_REQUIRED', message)
   }
 }
 

@@ -5,7 +5,11 @@
 import { z } from 'zod'
 import { FIELD_POLICIES, type FieldPolicy } from '../core/entries.js'
 import { parseEventQuery, type EventQuery, type RosterEvent } from '../core/events.js'
-import { InvalidOptionsError, PeerRevokedError } from '../core/errors.js'
+import {
+  ExportSiteKeyRequiredError,
+  InvalidOptionsError,
+  PeerRevokedError,
+} from '../core/errors.js'
 import { detached } from '../core/detach.js'
 import { keyFingerprint } from '../core/signing.js'
 import { asWriterId, SERVER_ID } from '../core/ids.js'
@@ -36,12 +40,10 @@ import { prepareExport, type ExportRequest, type PreparedExport } from './export
 import { limits, netLimits } from '../core/limits.js'
 import { siteOf } from '../peers/identity.js'
 import { claimRole } from '../peers/data-role.js'
-import { randomBytes } from 'node:crypto'
+import { secretFor, settleSiteKey } from './site-access.js'
 import { availableParallelism } from 'node:os'
 import { createVerifyPool } from '../peers/verify-pool.js'
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { join } from 'node:path'
 
 /** Options of {@link createServer} (API.md). */
 export interface ServerOptions extends CommonPeerOptions {
@@ -323,14 +325,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   const adminToken = options.adminToken ?? (await adminTokenFor(options.dataDir))
   // Secure by default: no site key given means one kept beside the
   // database, never an open site (issue 11).
-  const siteKeyFile =
-    options.open === true || options.siteKey !== undefined || options.dataDir === undefined
-      ? undefined
-      : join(options.dataDir, 'site-key')
-  const siteKey =
-    options.open === true
-      ? undefined
-      : (options.siteKey ?? (await secretFor(options.dataDir, 'site-key')))
+  const { siteKey, siteKeyFile, known: siteKeyKnown } = await settleSiteKey(options, replica)
   if (options.open === true && options.listen !== false) {
     process.emitWarning(
       'this rostersync site is OPEN: any device with any key joins (open: true). Pass siteKey, or leave both out for a generated one.',
@@ -496,6 +491,10 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       return generations.current()
     },
     async exportUsers(request) {
+      if (!siteKeyKnown && request.passphrase === undefined && request.generatePassphrase !== true)
+        throw new ExportSiteKeyRequiredError(
+          'this server was given its site key when it started (it is not kept in its data directory): give the same key (createServer({ siteKey }); --site-key or ROSTERSYNC_SITE_KEY), or export with a passphrase',
+        )
       // Awaits what is queued first, so that an export made right after a
       // write holds it.
       await replica.drain()
@@ -573,21 +572,6 @@ async function adminTokenFor(dataDir: string | undefined): Promise<string> {
  * A secret kept in `<dataDir>/<name>` (mode 0600), created on first start
  * and reused after; random and kept in memory only without a dataDir.
  */
-async function secretFor(dataDir: string | undefined, name: string): Promise<string> {
-  if (dataDir === undefined) return randomBytes(24).toString('hex')
-  const file = join(dataDir, name)
-  try {
-    const token = (await readFile(file, 'utf8')).trim()
-    if (token.length >= 16) return token
-  } catch {
-    // No token yet: create one below.
-  }
-  const token = randomBytes(24).toString('hex')
-  await mkdir(dataDir, { recursive: true })
-  await writeFile(file, `${token}\n`, { mode: 0o600 })
-  return token
-}
-
 /**
  * Writes every revoked device of the registry into the document's
  * revocations (REVOCATIONS_ROOT in core/entries.ts) that is not there yet:

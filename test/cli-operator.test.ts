@@ -8,7 +8,20 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createServer as createNetServer, type AddressInfo } from 'node:net'
-import { chmod, mkdtemp, readdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises'
+import {
+  chmod,
+  lstat,
+  mkdir,
+  mkdtemp,
+  open,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  symlink,
+  unlink,
+  writeFile,
+} from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -337,7 +350,7 @@ describe('export and import', () => {
     await writeFile(loose, 'old')
     await chmod(loose, 0o644)
     expectRefused(
-      await cli(['export', '--users', 'u1', '--out', loose, '--data', srv], {
+      await cli(['export', '--users', 'u1', '--out', loose, '--force', '--data', srv], {
         ROSTERSYNC_EXPORT_PASSPHRASE: 'too short',
       }),
       'EXPORT_PASSPHRASE_INVALID',
@@ -447,6 +460,92 @@ describe('export and import', () => {
     expect(offline.code).toBe(0)
     expect(offline.stdout).toMatch(/exported 1 user\(s\)/)
   }, 180_000)
+})
+
+describe('export from a stopped server', () => {
+  it('uses the site key the server ran with, never makes one; --force replaces only files; --out - is standard output', async () => {
+    const dir = await tempDir()
+    const srv = join(dir, 'srv')
+    const siteKey = 'the-site-key-the-operator-keeps-0123456789'
+    const proc = start(['server', '--data', srv, '--port', '0', '--json', '--site-key', siteKey])
+    const info = JSON.parse(
+      (await proc.waitFor(/^\{.*"url".*\}$/m, 'the server listening'))[0],
+    ) as { keyFingerprint: string }
+    expect((await cli(['users', 'add', '{"id":"u1","name":"Ann"}', '--data', srv])).code).toBe(0)
+    await proc.stop()
+    const file = join(dir, 'u1.rsexport')
+    const args = ['export', '--users', 'u1', '--data', srv]
+    // The key was given at start: not in the directory, so it must be given
+    // again (a key made up here would be no device's), or a passphrase.
+    expectRefused(await cli([...args, '--out', file]), 'EXPORT_SITE_KEY_REQUIRED')
+    expect(existsSync(join(srv, 'site-key'))).toBe(false)
+    expectRefused(
+      await cli([...args, '--out', file, '--site-key', 'another-key-of-enough-length-0123']),
+      'AUTH_FAILED',
+    )
+    expect(existsSync(file)).toBe(false)
+    const made = await cli([...args, '--out', file, '--json'], { ROSTERSYNC_SITE_KEY: siteKey })
+    expect(made.code).toBe(0)
+    expect(JSON.parse(made.stdout)).toMatchObject({ users: 1, keySource: 'site-key' })
+    expect(existsSync(join(srv, 'site-key'))).toBe(false)
+    // --force replaces a file, never what a link names, nor a folder.
+    const target = join(dir, 'precious.txt')
+    await writeFile(target, 'precious')
+    const link = join(dir, 'link.rsexport')
+    await symlink(target, link)
+    const env = { ROSTERSYNC_SITE_KEY: siteKey }
+    expectRefused(await cli([...args, '--out', link, '--force'], env), 'not a file')
+    expect((await lstat(link)).isSymbolicLink()).toBe(true)
+    expect(await readFile(target, 'utf8')).toBe('precious')
+    expectRefused(await cli([...args, '--out', dir, '--force'], env), 'not a file')
+    // --out -: the file on standard output, what was written on standard error.
+    const piped = join(dir, 'piped.rsexport')
+    const out = await open(piped, 'w')
+    const child = spawn(process.execPath, [BIN, ...args, '--out', '-'], {
+      cwd: root,
+      stdio: ['ignore', out.fd, 'pipe'],
+      env: { ...process.env, ROSTERSYNC_ADMIN_TOKEN: '', ROSTERSYNC_SITE_KEY: siteKey },
+    })
+    let stderr = ''
+    child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()))
+    const code = await new Promise((resolve) => child.once('exit', resolve))
+    await out.close()
+    expect(code).toBe(0)
+    expect(stderr).toMatch(/exported 1 user\(s\) to standard output/)
+    // A refused file leaves a folder that held no device as it was.
+    const fresh = join(dir, 'fresh')
+    await mkdir(fresh)
+    await writeFile(join(fresh, 'notes.txt'), 'kept')
+    expectRefused(
+      await cli(['import', file, '--data', fresh, '--id', 'D9'], { ROSTERSYNC_SITE_KEY: siteKey }),
+      'AUTH_FAILED',
+    )
+    expect(await readdir(fresh)).toEqual(['notes.txt'])
+    // Both files open on a device of the site; `import -` reads standard input.
+    const dev = join(dir, 'dev')
+    await offlineDevice('D1', dev)
+    const fromStdin = spawn(
+      process.execPath,
+      [BIN, 'import', '-', '--data', dev, '--server-key', info.keyFingerprint, '--json'],
+      {
+        cwd: root,
+        stdio: [(await open(piped, 'r')).fd, 'pipe', 'pipe'],
+        env: { ...process.env, ROSTERSYNC_ADMIN_TOKEN: '', ROSTERSYNC_SITE_KEY: siteKey },
+      },
+    )
+    let fromStdinOut = ''
+    fromStdin.stdout?.on('data', (c: Buffer) => (fromStdinOut += c.toString()))
+    expect(await new Promise((resolve) => fromStdin.once('exit', resolve))).toBe(0)
+    expect(JSON.parse(fromStdinOut)).toMatchObject({ imported: 1 })
+    for (const exported of [file, piped]) {
+      const imported = await cli(
+        ['import', exported, '--data', dev, '--server-key', info.keyFingerprint, '--json'],
+        { ROSTERSYNC_SITE_KEY: siteKey },
+      )
+      expect(imported.stderr).toBe('')
+      expect(imported.code).toBe(0)
+    }
+  })
 })
 
 describe('the device command on the LAN', () => {

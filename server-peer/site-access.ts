@@ -1,0 +1,125 @@
+/**
+ * How devices join a server, and the site key an offline tool uses
+ * (`rostersync export --data`): a server that listens records in its
+ * store whether its site is open, keeps its key in `<dataDir>/site-key`,
+ * or was given one (only the key's hash is kept then; the key stays
+ * wherever the operator keeps it). A server opened without listening
+ * never makes a key: it reads the file, or knows that it does not know
+ * the key (an export then needs it given, or a passphrase).
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { AuthFailedError } from '../core/errors.js'
+import type { Replica } from '../peers/replica.js'
+
+/** What the store says of the site's key (record `site` / `access`). */
+type SiteAccess =
+  | { readonly mode: 'open' }
+  | { readonly mode: 'file' }
+  | { readonly mode: 'given'; readonly keyHash: string }
+
+const NAMESPACE = 'site'
+const KEY = 'access'
+
+/** The site key a server uses, where it is kept, and whether it is known. */
+export interface SiteKey {
+  /** The key; undefined on an open site, or when not known (`known`). */
+  readonly siteKey: string | undefined
+  /** `<dataDir>/site-key` when the key is that file's. */
+  readonly siteKeyFile: string | undefined
+  /** False when the site has a key this process was not given (an offline tool's). */
+  readonly known: boolean
+}
+
+/**
+ * Settles the site key of a server opening `replica`: `open`, the given
+ * `siteKey`, or the data directory's file (made on first start, never by a
+ * server that does not listen). A given key that differs from the one the
+ * server last ran with is refused without listening (`AUTH_FAILED`): an
+ * offline export under it would be refused by every device.
+ */
+export async function settleSiteKey(
+  options: {
+    readonly dataDir?: string | undefined
+    readonly siteKey?: string | undefined
+    readonly open?: boolean | undefined
+    readonly listen?: boolean | undefined
+  },
+  replica: Replica,
+): Promise<SiteKey> {
+  const listening = options.listen !== false
+  const recorded = asSiteAccess(replica.record(NAMESPACE, KEY))
+  const file = options.dataDir === undefined ? undefined : join(options.dataDir, 'site-key')
+  let settled: SiteKey
+  let access: SiteAccess
+  if (options.open === true) {
+    settled = { siteKey: undefined, siteKeyFile: undefined, known: true }
+    access = { mode: 'open' }
+  } else if (options.siteKey !== undefined) {
+    const keyHash = hashOf(options.siteKey)
+    if (!listening && recorded?.mode === 'given' && recorded.keyHash !== keyHash)
+      throw new AuthFailedError('the site key given is not the one this server last ran with')
+    settled = { siteKey: options.siteKey, siteKeyFile: undefined, known: true }
+    access = { mode: 'given', keyHash }
+  } else if (listening || file === undefined) {
+    settled = {
+      siteKey: await secretFor(options.dataDir, 'site-key'),
+      siteKeyFile: file,
+      known: true,
+    }
+    access = { mode: 'file' }
+  } else {
+    // Offline: what the server last ran with, and no key made.
+    if (recorded?.mode === 'open')
+      return { siteKey: undefined, siteKeyFile: undefined, known: true }
+    const kept = recorded?.mode === 'given' ? undefined : await readSecret(file)
+    return kept === undefined
+      ? { siteKey: undefined, siteKeyFile: undefined, known: false }
+      : { siteKey: kept, siteKeyFile: file, known: true }
+  }
+  if (listening && options.dataDir !== undefined && !sameAccess(recorded, access))
+    await replica.setRecord(NAMESPACE, KEY, access)
+  return settled
+}
+
+/** A secret kept in `<dataDir>/<name>` (mode 0600), made on first use; random without a dataDir. */
+export async function secretFor(dataDir: string | undefined, name: string): Promise<string> {
+  if (dataDir === undefined) return randomBytes(24).toString('hex')
+  const file = join(dataDir, name)
+  const kept = await readSecret(file)
+  if (kept !== undefined) return kept
+  const token = randomBytes(24).toString('hex')
+  await mkdir(dataDir, { recursive: true })
+  await writeFile(file, `${token}\n`, { mode: 0o600 })
+  return token
+}
+
+/** The secret in `file`, when there is one (at least 16 characters). */
+async function readSecret(file: string): Promise<string | undefined> {
+  try {
+    const token = (await readFile(file, 'utf8')).trim()
+    return token.length >= 16 ? token : undefined
+  } catch {
+    return undefined
+  }
+}
+
+const hashOf = (siteKey: string): string =>
+  createHash('sha256').update('rostersync/site-key/1').update(siteKey).digest('hex')
+
+function asSiteAccess(value: unknown): SiteAccess | undefined {
+  if (typeof value !== 'object' || value === null) return undefined
+  const { mode, keyHash } = value as { mode?: unknown; keyHash?: unknown }
+  if (mode === 'open' || mode === 'file') return { mode }
+  if (mode === 'given' && typeof keyHash === 'string') return { mode, keyHash }
+  return undefined
+}
+
+function sameAccess(a: SiteAccess | undefined, b: SiteAccess): boolean {
+  return (
+    a !== undefined &&
+    a.mode === b.mode &&
+    (a.mode !== 'given' || (b.mode === 'given' && a.keyHash === b.keyHash))
+  )
+}
