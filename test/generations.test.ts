@@ -385,6 +385,32 @@ describe('a device moves to the new generation', () => {
     }
   })
 
+  it('a sync asked for just as the server switches reconnects at once and moves, rather than failing', async () => {
+    const server = await openServer('s-asked')
+    let a: DevicePeer | undefined
+    try {
+      await server.users.put({ id: 'U', name: 'Una' })
+      a = await openDevice(server, 'A')
+      await a.sync.whenReady()
+      // The delta starts on the connection the switch is closing (4412):
+      // it used to fail SYNC_FAILED (5 rounds in 8 in a probe) and leave
+      // the device waiting out its move's spread, status failed.
+      for (let round = 1; round <= 6; round++) {
+        await a.users.patch('U', { title: `round ${round}` })
+        await a.sync.whenIdle()
+        await eventually(() => expect(a?.sync.status().link).toBe('connected'))
+        await server.compactHistory()
+        await a.sync.delta()
+        expect(a.sync.status().serverToDevice.state).toBe('success')
+        expect(a.users.get('U')?.title).toBe(`round ${round}`)
+      }
+      expect(a.events.query({ type: 'generation-moved' })).toHaveLength(6)
+    } finally {
+      await a?.close()
+      await server.close()
+    }
+  })
+
   it('reconnects after a delay fixed by its id, within the spread', () => {
     const delays = ['A', 'B', 'device-3', 'terminal-77'].map(generationMoveDelayMs)
     for (const delay of delays) {

@@ -86,7 +86,11 @@ export class SyncRounds {
           // proof's time, used already), or refused its stamps as ahead of
           // its time, and the link joins again at once with a proof in the
           // server's time (or past it), its stamps rewritten: once more.
-          if (!isJoinTimeRefused(error)) throw error
+          // A round asked for whose connection the server closed for a new
+          // generation (4412: a compaction just then) reconnects now and
+          // moves, rather than failing and waiting out the move's spread.
+          if (!isJoinTimeRefused(error) && !(isGenerationClose(error) && !round.automatic))
+            throw error
           await this.exchange(round)
         })
       } finally {
@@ -113,4 +117,9 @@ function isJoinTimeRefused(error: unknown): boolean {
       `${error.code} ${error.message}`,
     )
   )
+}
+
+/** A round cut by its connection closing for a new generation of the document (4412). */
+function isGenerationClose(error: unknown): boolean {
+  return error instanceof RostersyncError && /GENERATION_CHANGED/.test(error.message)
 }
