@@ -144,6 +144,54 @@ describe('LAN links across generations', () => {
     }
   })
 
+  it('a moving device carries the writes it got over the LAN that the server never received, as its own', async () => {
+    const server = await createServer({ dataDir: join(dir, 'server-relayed'), siteKey: SITE_KEY })
+    let a: DevicePeer | undefined
+    let b: DevicePeer | undefined
+    try {
+      await server.users.put({ id: 'U', name: 'Una' })
+      a = await openDevice(server, 'RA', true)
+      b = await openDevice(server, 'RB', true)
+      await a.sync.whenReady()
+      await b.sync.whenReady()
+      // Reaches the server before the switch: the new generation holds it.
+      await b.users.patch('U', { email: 'u@b.example' })
+      await b.sync.whenIdle()
+      expect(server.users.get('U')?.email).toBe('u@b.example')
+      // Both cut off from the server, linked over the LAN: B's writes reach A only.
+      await a.close()
+      await b.close()
+      a = await openDevice(server, 'RA', false)
+      b = await openDevice(server, 'RB', false)
+      lanLink(a, b)
+      await b.users.put({ id: 'B-lan', name: 'Made on B, cut off' })
+      await b.users.patch('U', { phone: '+1 555 0100' })
+      await eventually(() => expect(a?.users.get('B-lan')?.name).toBe('Made on B, cut off'))
+      await eventually(() => expect(a?.users.get('U')?.phone).toBe('+1 555 0100'))
+      // B is gone for good (its hardware died); the server switches.
+      await b.close()
+      b = undefined
+      await server.compactHistory()
+      // A reaches the server and moves: B's writes are not lost with the old generation.
+      await a.close()
+      a = await openDevice(server, 'RA', true)
+      await a.sync.delta()
+      await a.sync.whenIdle()
+      await eventually(() => expect(server.users.get('B-lan')?.name).toBe('Made on B, cut off'))
+      expect(server.users.get('U')).toMatchObject({ email: 'u@b.example', phone: '+1 555 0100' })
+      expect(a.users.get('B-lan')?.name).toBe('Made on B, cut off')
+      expect(a.users.get('U')?.phone).toBe('+1 555 0100')
+      // Said in its log: two users had writes the server never received (U's email it had).
+      const moved = a.events.query({ type: 'generation-moved' })
+      expect(moved).toHaveLength(1)
+      expect(moved[0]?.message).toMatch(/never received for 2 user\(s\)/)
+    } finally {
+      await a?.close()
+      await b?.close()
+      await server.close()
+    }
+  })
+
   it('a device that holds nothing and notes a new generation closes its LAN links of the old one', async () => {
     // Nothing is replaced on that path (it has nothing to carry): before
     // the fix no reset fired, and the link stayed open across generations.

@@ -29,7 +29,15 @@
  * (only the round that waits for it could end that hold).
  */
 import * as Y from 'yjs'
-import { asDeviceEntry, usersRootName, type DeviceEntry } from '../../core/entries.js'
+import {
+  asDeviceEntry,
+  rootOwner,
+  usersRootName,
+  USERS_ROOT_PREFIX,
+  type DeviceEntry,
+} from '../../core/entries.js'
+import type { FieldValue } from '../../core/schema.js'
+import type { HlcStamp } from '../../core/hlc.js'
 import {
   encodeGenerationStatement,
   FIRST_GENERATION,
@@ -37,7 +45,7 @@ import {
   type Generation,
   type GenerationStatement,
 } from '../../core/generation-statement.js'
-import { asUserId, type UserId } from '../../core/ids.js'
+import { asUserId, asWriterId, SERVER_ID, type UserId } from '../../core/ids.js'
 import { CloseCode } from '../../core/protocol.js'
 import type { Connection } from '../../core/transport.js'
 import { mergeDeviceEntries, sameDeviceStamps } from '../../core/writes.js'
@@ -107,6 +115,8 @@ function recordOf(generation: Generation | GenerationStatement): StoredGeneratio
 export interface StagedMove {
   readonly to: Generation | GenerationStatement
   readonly carried: ReadonlyMap<UserId, DeviceEntry>
+  /** Other devices' entries this device held (relayed over the LAN), by writer. */
+  readonly relayed: ReadonlyMap<string, ReadonlyMap<UserId, DeviceEntry>>
 }
 
 /** One device's generation and its move. */
@@ -119,6 +129,11 @@ export class GenerationMove {
   private chain: Promise<unknown> = Promise.resolve()
   /** The server link whose hello called for the staged move (learnOn). */
   private stagedOn: Connection | undefined
+  /**
+   * Users whose entries of other devices, which the new generation lacked,
+   * the last committed move carried as this device's own (see unseenRelayed).
+   */
+  relayedCarried = 0
 
   constructor(private readonly replica: Replica) {
     moves.set(replica, this)
@@ -202,8 +217,9 @@ export class GenerationMove {
       return false
     }
     const carried = ownEntries(replica.doc, replica)
+    const relayed = relayedEntries(replica.doc, replica)
     await replica.wipe({ local: false, staged: true, generation: true })
-    this.staged = { to, carried }
+    this.staged = { to, carried, relayed }
     return true
   }
 
@@ -240,11 +256,17 @@ export class GenerationMove {
     if (fetchedFor !== undefined && fetchedFor !== staged)
       throw new Error('the move was staged again during its fetch: it starts over')
     const { replica } = this
+    let relayedCarried = 0
     await replica.commitWipe(
       [...records, [...DEVICE_GENERATION_RECORD, recordOf(staged.to)]],
-      (ctx) => carry(ctx, replica, staged.carried),
+      (ctx) => {
+        const unseen = unseenRelayed(replica, staged.relayed)
+        relayedCarried = unseen.size
+        carry(ctx, replica, withUnseen(staged.carried, unseen))
+      },
       deletes,
     )
+    this.relayedCarried = relayedCarried
     this.staged = undefined
     this.stagedOn = undefined
     tellNoted(replica)
@@ -313,6 +335,86 @@ function ownEntries(doc: Y.Doc, replica: Replica): Map<UserId, DeviceEntry> {
     if (entry !== undefined) own.set(asUserId(key), entry)
   }
   return own
+}
+
+/**
+ * The entries of other devices' parts in `doc` (not the server's, not a
+ * revoked device's): what this device holds of them may have come over
+ * the LAN only, from a device still on the old generation.
+ */
+function relayedEntries(
+  doc: Y.Doc,
+  replica: Replica,
+): Map<string, ReadonlyMap<UserId, DeviceEntry>> {
+  const out = new Map<string, ReadonlyMap<UserId, DeviceEntry>>()
+  for (const name of doc.share.keys()) {
+    const writer = rootOwner(name)
+    if (writer === undefined || writer === SERVER_ID || writer === replica.writerId) continue
+    if (!name.startsWith(USERS_ROOT_PREFIX) || replica.isRevoked(writer)) continue
+    const entries = new Map<UserId, DeviceEntry>()
+    for (const [key, value] of doc.getMap<unknown>(name).entries()) {
+      const entry = asDeviceEntry(value)
+      if (entry !== undefined) entries.set(asUserId(key), entry)
+    }
+    if (entries.size > 0) out.set(writer, entries)
+  }
+  return out
+}
+
+/**
+ * What of other devices' entries the new generation (the fetched document)
+ * lacks, per user, merged: fields whose stamp its copy of that device's
+ * part holds older or not at all. The server built the generation from
+ * what it held; a field it lacks it never received: the device wrote it
+ * while cut off from the server, and this device got it over the LAN. It
+ * is carried as this device's own fill (the writer cannot sign into the
+ * new generation before it comes back itself, and may never), so that no
+ * write acknowledged on the old generation is lost (issue 13). Fields now
+ * device-specific, and entries void by rule 4, are left.
+ */
+function unseenRelayed(
+  replica: Replica,
+  relayed: ReadonlyMap<string, ReadonlyMap<UserId, DeviceEntry>>,
+): Map<UserId, DeviceEntry> {
+  const policies = replica.policies()
+  const out = new Map<UserId, DeviceEntry>()
+  for (const [writer, entries] of relayed) {
+    const root = usersRootName(asWriterId(writer))
+    const part = replica.doc.share.has(root) ? replica.doc.getMap<unknown>(root) : undefined
+    for (const [id, entry] of entries) {
+      if (entry.e < (replica.replicaOf(id).server?.e ?? 0)) continue
+      const held = asDeviceEntry(part?.get(id))
+      if (held !== undefined && held.e > entry.e) continue
+      const f: Record<string, FieldValue> = {}
+      const s: Record<string, HlcStamp> = {}
+      for (const [field, stamp] of Object.entries(entry.s)) {
+        if (policies.get(field)?.p === 'device-specific') continue
+        if (held !== undefined && held.e === entry.e && (held.s[field] ?? -1) >= stamp) continue
+        s[field] = stamp
+        const value = entry.f[field]
+        if (value !== undefined) f[field] = value
+      }
+      if (Object.keys(s).length === 0) continue
+      const unseen: DeviceEntry = { e: entry.e, f, s }
+      const other = out.get(id)
+      out.set(id, other === undefined ? unseen : mergeDeviceEntries([other, unseen]))
+    }
+  }
+  return out
+}
+
+/** The own entries to carry with the unseen relayed ones merged in (the latest stamp per field). */
+function withUnseen(
+  carried: ReadonlyMap<UserId, DeviceEntry>,
+  unseen: ReadonlyMap<UserId, DeviceEntry>,
+): ReadonlyMap<UserId, DeviceEntry> {
+  if (unseen.size === 0) return carried
+  const out = new Map(carried)
+  for (const [id, entry] of unseen) {
+    const own = out.get(id)
+    out.set(id, own === undefined ? entry : mergeDeviceEntries([own, entry]))
+  }
+  return out
 }
 
 /**

@@ -34,9 +34,14 @@ export async function moveGeneration(
   await server.fetch(session)
   const at = parts.clock.now()
   const to = await move.commit([parts.done(at)], parts.deletes, fetchedFor)
+  const relayed = move.relayedCarried
   await parts.log({
     type: 'generation-moved',
-    message: `from generation ${from.n} to ${to.n}: one full sync, own entries carried`,
+    message:
+      `from generation ${from.n} to ${to.n}: one full sync, own entries carried` +
+      (relayed === 0
+        ? ''
+        : `, and other devices' writes the server never received for ${relayed} user(s) (relayed over the LAN), as this device's own`),
   })
   // The carried own entries are this device's writes of the new
   // generation: the server has them once its answer covers them.
