@@ -3,7 +3,7 @@
  * production, memory-level in tests and the simulator. Both speak the same
  * abstract-level API, so one class serves both and they cannot drift apart.
  */
-import { mkdir } from 'node:fs/promises'
+import { chmod, mkdir, stat } from 'node:fs/promises'
 import type {
   AbstractBatchOptions,
   AbstractDelOptions,
@@ -293,7 +293,8 @@ export class LevelStore implements Store {
  */
 export async function openLevelStore(dir: string): Promise<LevelStore> {
   try {
-    await mkdir(dir, { recursive: true })
+    await mkdir(dir, { recursive: true, mode: 0o700 })
+    await keepPrivate(dir)
     const db = new Level<string, Uint8Array>(dir, { keyEncoding: 'utf8', valueEncoding: 'view' })
     await db.open()
     return new LevelStore(db)
@@ -310,6 +311,27 @@ export async function openLevelStore(dir: string): Promise<LevelStore> {
     const why =
       cause instanceof Error ? `${errorMessage(error)} (${cause.message})` : errorMessage(error)
     throw new StorageError(`open of ${JSON.stringify(dir)} failed: ${why}`, error)
+  }
+}
+
+/**
+ * Makes `dir` readable by its owner only: it holds the peer's signing key
+ * (`i/seed`), PIN hashes and card numbers, in LevelDB files that LevelDB
+ * writes 0644 (a black-box probe copied them as `nobody` from a 0755
+ * folder). A folder it cannot change (another owner's) is said in a
+ * process warning, once per open.
+ */
+async function keepPrivate(dir: string): Promise<void> {
+  if (process.platform === 'win32') return
+  const { mode } = await stat(dir)
+  if ((mode & 0o077) === 0) return
+  try {
+    await chmod(dir, mode & 0o700)
+  } catch (error) {
+    process.emitWarning(
+      `${dir} is readable by other users (mode ${(mode & 0o777).toString(8)}) and could not be made private: ${errorMessage(error)}`,
+      { code: 'ROSTERSYNC_DATA_DIR_MODE' },
+    )
   }
 }
 

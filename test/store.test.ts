@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { MemoryLevel } from 'memory-level'
@@ -199,6 +199,21 @@ describe('openLevelStore', () => {
     await store.put('k', bytes(1))
     expect(await store.get('k')).toEqual(bytes(1))
     await store.close()
+  })
+
+  it('keeps the data directory to its owner (0700): it holds the signing key', async () => {
+    const made = join(dir, 'new')
+    const store = await openLevelStore(made)
+    await store.put('i/seed', bytes(7))
+    await store.close()
+    expect((await stat(made)).mode & 0o777).toBe(0o700)
+    // A folder made open beforehand (umask 022) is closed at open.
+    const open = join(dir, 'open')
+    await mkdir(open, { mode: 0o755 })
+    await chmod(open, 0o755)
+    const again = await openLevelStore(open)
+    await again.close()
+    expect((await stat(open)).mode & 0o777).toBe(0o700)
   })
 
   it('rejects with STORAGE_FAILED when the database is already open (locked)', async () => {
