@@ -3,6 +3,7 @@
  * tablet). It writes into its own part of the roster; its deletes and its
  * device-specific fields stay on it.
  */
+import { isIP } from 'node:net'
 import { z } from 'zod'
 import { parseEventQuery, type EventQuery, type RosterEvent } from '../core/events.js'
 import { detached } from '../core/detach.js'
@@ -108,7 +109,12 @@ const deviceOptionsSchema = z.strictObject({
       port: z.number().int().min(0).max(65535).optional(),
       peers: z.array(z.string()).optional(),
       mdns: z.boolean().optional(),
-      host: z.string().min(1).optional(),
+      // An address to listen on: 'localhost' is not one (libp2p threw an
+      // untyped ValidationError for it, a probe found).
+      host: z
+        .string()
+        .refine((h) => isIP(h) !== 0, { message: 'an IP address, such as 127.0.0.1 or ::1' })
+        .optional(),
     })
     .optional(),
   mode: z.enum(['live', 'periodic']).optional(),

@@ -532,3 +532,32 @@ describe('a libp2p link says what it buffers', () => {
     await eventually(() => expect(a.bufferedBytes).toBe(0))
   }, 60_000)
 })
+
+describe('where the LAN node listens', () => {
+  it('refuses a host that is not an IP address, and a port in use, with INVALID_OPTIONS', async () => {
+    const open = (lan: { host?: string; port?: number }) =>
+      createDevice({
+        id: 'lan-listen',
+        store: memoryStore(),
+        siteKey: 'lan-listen-site-key-0123456789',
+        lan: { enabled: true, mdns: false, ...lan },
+      })
+    await expect(open({ host: 'localhost' })).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: expect.stringMatching(/lan\.host/),
+    })
+    const taken = createNetServer()
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+    try {
+      const { port } = taken.address() as AddressInfo
+      await expect(open({ host: '127.0.0.1', port })).rejects.toMatchObject({
+        code: 'INVALID_OPTIONS',
+        message: expect.stringMatching(
+          new RegExp(`^cannot listen on the LAN at .*${port}: EADDRINUSE`),
+        ),
+      })
+    } finally {
+      await new Promise((resolve) => taken.close(resolve))
+    }
+  })
+})

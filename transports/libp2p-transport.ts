@@ -18,9 +18,9 @@ import { tcp } from '@libp2p/tcp'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import * as decoding from 'lib0/decoding'
 import * as encoding from 'lib0/encoding'
-import { createLibp2p } from 'libp2p'
+import { createLibp2p, type Libp2pOptions } from 'libp2p'
 import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
-import { RostersyncError } from '../core/errors.js'
+import { InvalidOptionsError, RostersyncError } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
 import type { CloseInfo, Connection } from '../core/transport.js'
 import { frame, FrameReader } from './length-prefixed.js'
@@ -78,7 +78,7 @@ export async function createLanNode(options: LanNodeOptions): Promise<Libp2p> {
     options.identitySeed === undefined
       ? undefined
       : await generateKeyPairFromSeed('Ed25519', options.identitySeed)
-  const node: Libp2p = await createLibp2p({
+  const node: Libp2p = await listenOn(listen, {
     ...(privateKey === undefined ? {} : { privateKey }),
     addresses: { listen: [listen] },
     transports: [tcp()],
@@ -95,6 +95,23 @@ export async function createLanNode(options: LanNodeOptions): Promise<Libp2p> {
     ...(options.userAgent === undefined ? {} : { nodeInfo: { userAgent: options.userAgent } }),
   })
   return node
+}
+
+/**
+ * `createLibp2p`, its failure to listen (an address this host lacks, a
+ * port in use) as `INVALID_OPTIONS` naming the address, as the server's
+ * own listen failure is, rather than libp2p's error and stack.
+ */
+async function listenOn(listen: string, init: Libp2pOptions): Promise<Libp2p> {
+  try {
+    return await createLibp2p(init)
+  } catch (error) {
+    // libp2p's words name its own setting first; the system's reason
+    // ("listen EADDRINUSE: address already in use ...") is inside.
+    const message = (error as Error).message
+    const why = /listen (E[A-Z]+: [^\n]*)/.exec(message)?.[1] ?? message.split('\n')[0] ?? ''
+    throw new InvalidOptionsError(`cannot listen on the LAN at ${listen}: ${why}`.slice(0, 300))
+  }
 }
 
 const LOOPBACK = new BlockList()
