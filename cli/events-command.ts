@@ -14,7 +14,7 @@ Options:
   --token <token>   the server's admin token (default: <data>/admin-token or ROSTERSYNC_ADMIN_TOKEN)
   --since <when>    only events at or after this: a time ago (30m, 1d), an ISO
                     date or time (2026-12-01, 2026-12-01T08:00:00Z) or ms
-                    since the epoch
+                    since the epoch (11 digits or more; 0 is the epoch)
   --until <when>    only events before this (same forms)
   --type <type>     only this type; give it again for several
                     (${EVENT_TYPES.join(', ')})
@@ -93,7 +93,8 @@ export const eventsCommand: Command = {
 /**
  * A time for --since / --until: a duration ago (`30m`, `1d`), an ISO date
  * or time, or ms since the epoch (11 digits or more, as the HTTP API takes
- * it). A shorter bare number is refused: `2026` is no year here.
+ * it; 0 is the epoch). A shorter bare number is refused: `2026` is no year
+ * here.
  */
 function parseInstant(name: string, text: string): number {
   if (/^\d{4}-\d{2}-\d{2}/.test(text)) {
@@ -101,7 +102,9 @@ function parseInstant(name: string, text: string): number {
     if (Number.isFinite(at)) return at
     throw new CliError(`--${name}: not a date or time: ${JSON.stringify(text)}`)
   }
-  if (/^\d{11,16}$/.test(text)) return Number(text)
+  // 0 is the epoch, as the HTTP API reads `since=0` (here it was a
+  // duration of none: --since 0 listed nothing, --until 0 everything).
+  if (/^\d{11,16}$/.test(text) || /^0+$/.test(text)) return Number(text)
   try {
     return Date.now() - parseDuration(text)
   } catch {

@@ -255,6 +255,9 @@ describe('the CLI against a running server', () => {
     expect(await count('--since', first)).toBe(times.length)
     expect(await count('--until', first)).toBe(0)
     expect(await count('--since', '2000-01-01', '--until', '1d')).toBe(0)
+    // 0 is the epoch, as the HTTP API reads it: everything since, nothing before.
+    expect(await count('--since', '0')).toBe(times.length)
+    expect(await count('--until', '0')).toBe(0)
     expectOneLine(await cli(['events', '--data', data, '--until', 'yesterday']), 2, /--until/)
   }, 60_000)
 })
