@@ -62,6 +62,15 @@ export async function settleSiteKey(
       throw new AuthFailedError('the site key given is not the one this server last ran with')
     settled = { siteKey: options.siteKey, siteKeyFile: undefined, known: true }
     access = { mode: 'given', keyHash }
+    // A key generated on an earlier start stays in the file: devices
+    // started with it (--site-key-file <data>/site-key, as the README
+    // says) would be refused with AUTH_FAILED and nobody told why.
+    const stale = file === undefined || !listening ? undefined : await readSecret(file)
+    if (stale !== undefined && stale !== options.siteKey)
+      process.emitWarning(
+        `${file} holds another site key than the one this server was given: devices that read it are refused (AUTH_FAILED); put the given key in it, or remove it`,
+        { code: 'ROSTERSYNC_STALE_SITE_KEY_FILE' },
+      )
   } else if (listening || file === undefined) {
     settled = {
       siteKey: await secretFor(options.dataDir, 'site-key'),

@@ -66,6 +66,35 @@ describe('secure defaults: the site key', () => {
     expect(server.siteKey).toBe(key)
   })
 
+  it('warns when <dataDir>/site-key holds another key than the one given', async () => {
+    const dir = await tempDir()
+    const first = await createServer({ dataDir: dir })
+    await first.close()
+    const warnings: Error[] = []
+    const listener = (w: Error): number => warnings.push(w)
+    process.on('warning', listener)
+    try {
+      const given = await createServer({ dataDir: dir, siteKey: 'a-key-given-by-hand-0123456789' })
+      opened.push(given)
+      await new Promise((resolve) => setImmediate(resolve))
+      expect(warnings.map((w) => (w as { code?: string }).code)).toContain(
+        'ROSTERSYNC_STALE_SITE_KEY_FILE',
+      )
+      await given.close()
+      opened.pop()
+      // The same key in the file: nothing to say.
+      warnings.length = 0
+      const same = await createServer({ dataDir: dir, siteKey: first.siteKey as string })
+      opened.push(same)
+      await new Promise((resolve) => setImmediate(resolve))
+      expect(warnings.map((w) => (w as { code?: string }).code)).not.toContain(
+        'ROSTERSYNC_STALE_SITE_KEY_FILE',
+      )
+    } finally {
+      process.off('warning', listener)
+    }
+  })
+
   it('is random and in memory only without a dataDir', async () => {
     const a = await createServer({ store: memoryStore() })
     const b = await createServer({ store: memoryStore() })
