@@ -50,7 +50,8 @@ export async function openRoster(opts: {
   /** The site key, for a directory opened directly (`openServerData`). */
   siteKey?: string | undefined
 }): Promise<RosterAccess> {
-  const running = opts.server ?? runningServer(opts.data)
+  const found = opts.server === undefined ? runningServer(opts.data) : undefined
+  const running = opts.server ?? found
   if (running !== undefined) {
     // An empty variable is an unset one (a shell's `VAR=` clears it).
     const fromEnv = process.env.ROSTERSYNC_ADMIN_TOKEN
@@ -61,7 +62,13 @@ export async function openRoster(opts: {
     if (token === undefined)
       throw new CliError('an admin token is required: --token or ROSTERSYNC_ADMIN_TOKEN')
     checkToken(token)
-    return httpAccess(running.replace(/^ws/, 'http').replace(/\/$/, ''), token)
+    // Found through server.json: a server killed without cleaning up leaves
+    // it, and its pid may be another process's by now.
+    const stale =
+      found === undefined
+        ? ''
+        : ` (named by ${serverInfoFile(opts.data)}: if no server runs on ${opts.data}, that file is stale; remove it)`
+    return httpAccess(running.replace(/^ws/, 'http').replace(/\/$/, ''), token, stale)
   }
   const server = await openServerData(opts.data, opts.siteKey)
   return {
@@ -149,7 +156,7 @@ function readToken(dataDir: string): string | undefined {
   }
 }
 
-function httpAccess(base: string, token: string): RosterAccess {
+function httpAccess(base: string, token: string, stale = ''): RosterAccess {
   const call = async (method: string, path: string, body?: unknown): Promise<unknown> => {
     let res: Response
     try {
@@ -159,7 +166,10 @@ function httpAccess(base: string, token: string): RosterAccess {
         ...(body === undefined ? {} : { body: toWire(body) }),
       })
     } catch (error) {
-      throw new CliError(`cannot reach the server at ${base}: ${(error as Error).message}`, 1)
+      throw new CliError(
+        `cannot reach the server at ${base}${stale}: ${(error as Error).message}`,
+        1,
+      )
     }
     if (!res.ok) {
       const refused = await failure(res, base)
@@ -251,7 +261,7 @@ function httpAccess(base: string, token: string): RosterAccess {
       await call('POST', `/api/devices/${segment(id)}/reset-key`)
       return true
     },
-    exportUsers: (request) => httpExport(base, token, request),
+    exportUsers: (request) => httpExport(base, token, request, stale),
     compactHistory: async () => (await call('POST', '/api/generations')) as CompactionResult,
     close: async () => undefined,
   }
@@ -262,6 +272,7 @@ async function httpExport(
   base: string,
   token: string,
   request: ExportRequest,
+  stale = '',
 ): Promise<PreparedExport> {
   let res: Response
   try {
@@ -271,7 +282,7 @@ async function httpExport(
       body: JSON.stringify(request),
     })
   } catch (error) {
-    throw new CliError(`cannot reach the server at ${base}: ${(error as Error).message}`, 1)
+    throw new CliError(`cannot reach the server at ${base}${stale}: ${(error as Error).message}`, 1)
   }
   if (!res.ok) throw await failure(res, base)
   // A rostersync server says when the file expires; a page that answered

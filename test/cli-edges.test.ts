@@ -7,7 +7,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -90,6 +90,23 @@ describe('the CLI on bad input', () => {
       await cli(['server', '--data', data, '--port', '0']),
       1,
       /another process holds it \(is a server already running on it/,
+    )
+  })
+
+  it('names a stale server.json when the server it names cannot be reached', async () => {
+    // A server killed without cleaning up, its pid another live process's
+    // by now (this one's): the message says what to do.
+    const stale = join(dir, 'stale')
+    await mkdir(stale)
+    await writeFile(
+      join(stale, 'server.json'),
+      JSON.stringify({ url: 'ws://127.0.0.1:9', http: 'http://127.0.0.1:9', pid: process.pid }),
+    )
+    await writeFile(join(stale, 'admin-token'), 'a-token-of-enough-length-0123456789\n')
+    expectOneLine(
+      await cli(['users', 'list', '--data', stale]),
+      1,
+      /cannot reach the server at http:\/\/127\.0\.0\.1:9 \(named by .*server\.json: .*that file is stale; remove it\)/,
     )
   })
 
