@@ -3,6 +3,7 @@
  * `--help`, prints data as a table or with `--json`, and on bad input exits
  * non-zero with one line on stderr.
  */
+import { readFileSync } from 'node:fs'
 import { RostersyncError } from '../core/errors.js'
 import { CliError } from './args.js'
 import { deviceCommand } from './device-command.js'
@@ -40,7 +41,8 @@ const usage = (): string =>
   [
     'rostersync — a replicated user roster: the server wins, devices fill vacant fields, device deletes stay local.',
     '',
-    'Usage: rostersync <command> [options]   (rostersync <command> --help for its options)',
+    'Usage: rostersync <command> [options]   (rostersync <command> --help for its options;',
+    '       rostersync --version)',
     '',
     'Commands:',
     ...Object.entries(commands).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`),
@@ -71,6 +73,10 @@ export async function main(argv: string[]): Promise<number> {
     const asked = name === 'help' && rest[0] !== undefined ? commands[rest[0]] : undefined
     console.log(asked?.help ?? usage())
     return name === undefined ? 2 : 0
+  }
+  if (name === '--version' || name === '-V' || name === 'version') {
+    console.log(`rostersync ${version()}`)
+    return 0
   }
   const command = commands[name]
   if (command === undefined) {
@@ -127,4 +133,20 @@ if (invokedDirectly || process.env.ROSTERSYNC_CLI === '1') {
       process.exitCode = 1
     },
   )
+}
+
+/** The package's version (package.json, beside the sources or the build). */
+function version(): string {
+  for (const path of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(path, import.meta.url), 'utf8')) as {
+        name?: string
+        version?: string
+      }
+      if (pkg.name === 'rostersync' && typeof pkg.version === 'string') return pkg.version
+    } catch {
+      // Not this layout: the next.
+    }
+  }
+  return 'unknown'
 }

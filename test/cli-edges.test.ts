@@ -7,7 +7,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -114,6 +114,28 @@ describe('the CLI on bad input', () => {
     const help = await cli(['help', 'users'])
     expect(help.code).toBe(0)
     expect(help.stdout).toMatch(/^Usage: rostersync users/)
+  })
+
+  it('--version prints the package version', async () => {
+    const { version } = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as {
+      version: string
+    }
+    const printed = await cli(['--version'])
+    expect(printed.code).toBe(0)
+    expect(printed.stdout.trim()).toBe(`rostersync ${version}`)
+  })
+
+  it('names the error code of a user or device that does not exist', async () => {
+    expectOneLine(
+      await cli(['users', 'get', 'nobody-here', '--data', data]),
+      1,
+      /^rostersync users: USER_NOT_FOUND: /,
+    )
+    expectOneLine(
+      await cli(['devices', 'revoke', 'nobody-here', '--data', data]),
+      1,
+      /PEER_UNKNOWN/,
+    )
   })
 })
 
