@@ -145,11 +145,14 @@ export function checkPassphrase(passphrase: unknown): string {
       'an export passphrase is a non-empty string (passphrase; --passphrase-file or ROSTERSYNC_EXPORT_PASSPHRASE)',
     )
   const text = canonicalPassphrase(passphrase)
-  if (text.length < limits.exportPassphraseCharsMin)
+  // Characters as people count them (code points: an emoji is one, not the
+  // two UTF-16 units `length` counts); spaces alone are no secret.
+  const chars = [...text].length
+  if (chars < limits.exportPassphraseCharsMin || text.trim() === '')
     throw new ExportPassphraseError(
-      `an export passphrase has at least ${limits.exportPassphraseCharsMin} characters (this one has ${text.length}); leave it out to encrypt under the site key, or have one generated`,
+      `an export passphrase has at least ${limits.exportPassphraseCharsMin} characters, not all spaces (this one has ${chars}); leave it out to encrypt under the site key, or have one generated`,
     )
-  if (text.length > limits.exportPassphraseCharsMax)
+  if (chars > limits.exportPassphraseCharsMax)
     throw new ExportPassphraseError(
       `an export passphrase has at most ${limits.exportPassphraseCharsMax} characters`,
     )
@@ -629,6 +632,13 @@ const FOREIGN_OR_DAMAGED =
 function checkServer(serverKey: Uint8Array, check: ExportCheck): void {
   const pinned = check.pinnedServerKey
   if (pinned !== undefined) {
+    // A fingerprint given names the server the operator means: this device
+    // trusts another one (it was ignored, and the import went through).
+    const given = check.serverKeyFingerprint
+    if (given !== undefined && given !== keyFingerprint(pinned))
+      throw new AuthFailedError(
+        `the key fingerprint given is not this device's server's (it trusts ${keyFingerprint(pinned)}): the file is meant for another site's devices`,
+      )
     if (!Buffer.from(pinned).equals(Buffer.from(serverKey)))
       throw new AuthFailedError(
         "the export file names another server than this device's: it was made by another site's server, or it is damaged",

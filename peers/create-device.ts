@@ -38,6 +38,9 @@ import { claimRole } from './data-role.js'
 /** Where a device keeps the name it was last given (createDevice). */
 const DEVICE_NAME_RECORD = ['device', 'name'] as const
 
+/** A server key's fingerprint as the server prints it (core/signing.ts keyFingerprint). */
+const KEY_FINGERPRINT_PATTERN = /^SHA256:[A-Za-z0-9+/]{43}$/
+
 /** Options of {@link createDevice} (API.md). */
 export interface DeviceOptions extends CommonPeerOptions {
   /** Stable device id, e.g. its serial number. */
@@ -101,7 +104,7 @@ const deviceOptionsSchema = z.strictObject({
   siteKey: z.string().min(1).optional(),
   serverKeyFingerprint: z
     .string()
-    .regex(/^SHA256:[A-Za-z0-9+/]{43}$/, 'a key fingerprint, SHA256:<43 base64 characters>')
+    .regex(KEY_FINGERPRINT_PATTERN, 'a key fingerprint, SHA256:<43 base64 characters>')
     .optional(),
   lan: z
     .strictObject({
@@ -335,6 +338,13 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     keyFingerprint: keyFingerprint(identity.publicKey),
     importUsers(file, importOptions) {
       touch()
+      const given = importOptions?.serverKeyFingerprint
+      if (given !== undefined && !KEY_FINGERPRINT_PATTERN.test(given))
+        return Promise.reject(
+          new InvalidOptionsError(
+            `importUsers: serverKeyFingerprint ${JSON.stringify(given.slice(0, 60))} is not a key fingerprint (SHA256:<43 base64 characters>, as the server prints it)`,
+          ),
+        )
       return importUsers(
         {
           self,

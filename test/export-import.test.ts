@@ -339,6 +339,19 @@ describe('device.importUsers', () => {
       }),
     ).rejects.toMatchObject({ code: 'AUTH_FAILED' })
     expect(fresh.users.get('u3')).toEqual(s.server.users.get('u3'))
+    // Pinned, a fingerprint given that is not its server's is refused (it
+    // was ignored), its own is taken, and one that is no fingerprint is
+    // INVALID_OPTIONS (it was AUTH_FAILED on a device never admitted).
+    await expect(
+      fresh.importUsers(file, { passphrase: PASS, serverKeyFingerprint: wrong }),
+    ).rejects.toMatchObject({
+      code: 'AUTH_FAILED',
+      message: expect.stringMatching(/not this device's server's/),
+    })
+    expect((await fresh.importUsers(file, fingerprint)).imported).toBe(0)
+    await expect(
+      fresh.importUsers(file, { passphrase: PASS, serverKeyFingerprint: 'nonsense' }),
+    ).rejects.toMatchObject({ code: 'INVALID_OPTIONS' })
     // Its first full sync replaces the import by the server's roster.
     const store = memoryStore()
     const later = await device(s, { id: 'D3', store })
@@ -638,7 +651,15 @@ describe('export encryption', () => {
     expect(prepared.passphrase).toMatch(/^[0-9A-Z]{4}(-[0-9A-Z]{4}){5}$/)
     const again = await s.server.exportUsers({ userIds: ['u1'], generatePassphrase: true })
     expect(again.passphrase).not.toBe(prepared.passphrase)
-    for (const passphrase of ['', 'short', 'x'.repeat(limits.exportPassphraseCharsMax + 1), 42])
+    // Six emoji are 12 UTF-16 units but 6 characters; 12 spaces are no secret.
+    for (const passphrase of [
+      '',
+      'short',
+      '😀'.repeat(6),
+      ' '.repeat(12),
+      'x'.repeat(limits.exportPassphraseCharsMax + 1),
+      42,
+    ])
       await expect(
         s.server.exportUsers({ userIds: ['u1'], passphrase } as { userIds: string[] }),
       ).rejects.toMatchObject({ code: 'EXPORT_PASSPHRASE_INVALID' })
