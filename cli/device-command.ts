@@ -53,13 +53,14 @@ Actions (on a stopped device: open its data, act, print, exit):
   --status           print each sync direction's status and the roster size
   Several may be given: syncs run first, then --list and --status.
   --list and --status alone never connect to the server.
+  -h, --help         this help
 
 While running: kill -USR1 <pid> runs a full sync, kill -USR2 <pid> a delta.
 Prints the link state, each sync direction's status and the roster size
 whenever they change; while the server is out of reach, why (the connection
-error, or the close code and reason) and when the next attempt is due. Until its first full sync completes the device works
-online only, and says so.
-  -h, --help         this help`
+error, or the close code and reason) and when the next attempt is due.
+Until its first full sync completes the device works online only, and says
+so.`
 
 const flags = {
   id: { type: 'string' },

@@ -16,6 +16,7 @@ import { CliError, openFailure } from './args.js'
  * would answer "0 users" from it.
  */
 export function checkServerDir(dataDir: string): void {
+  if (dataDir === '') throw new CliError('--data is empty: name the data directory')
   const startFirst = `start the server there first (rostersync server --data ${dataDir}), or give --server and --token`
   if (!existsSync(dataDir)) throw new CliError(`no data directory ${dataDir}: ${startFirst}`, 1)
   const role = roleOfDir(dataDir)
@@ -23,7 +24,9 @@ export function checkServerDir(dataDir: string): void {
   // keys say whose it is once opened (a device's is refused then).
   if (role === undefined && !existsSync(join(dataDir, 'CURRENT')))
     throw new CliError(
-      `${dataDir} holds no rostersync server data (no ${ROLE_FILE}): refused, nothing written; ${startFirst}`,
+      existsSync(join(dataDir, ROLE_FILE))
+        ? `${dataDir}/${ROLE_FILE} is damaged (not a rostersync role) and the folder holds no database: refused, nothing written`
+        : `${dataDir} holds no rostersync server data (no ${ROLE_FILE}): refused, nothing written; ${startFirst}`,
       1,
     )
   checkRole(role, { role: 'server' }, dataDir)

@@ -23,8 +23,8 @@ Options:
                    device's users: rostersync device --data <dir> --list)
   --server <url>   a running server's HTTP (or WebSocket) URL, e.g. http://127.0.0.1:4400
   --token <token>  the server's admin token (default: <data>/admin-token or ROSTERSYNC_ADMIN_TOKEN)
-  --json         print JSON (one object per line for list)
-  -h, --help     this help`
+  --json           print JSON (one object per line for list)
+  -h, --help       this help`
 
 const columns = ['id', 'name', 'email', 'department', 'status'] as const
 
