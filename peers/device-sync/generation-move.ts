@@ -379,6 +379,11 @@ function unseenRelayed(
   const policies = replica.policies()
   const out = new Map<UserId, DeviceEntry>()
   for (const [writer, entries] of relayed) {
+    // Checked again in the new generation, whose revocations this device
+    // may learn only now: a device revoked meanwhile had its part dropped,
+    // and its writes, carried, would come back as this device's own (a
+    // probe laundered a revoked device's writes this way).
+    if (replica.isRevoked(writer)) continue
     const root = usersRootName(asWriterId(writer))
     const part = replica.doc.share.has(root) ? replica.doc.getMap<unknown>(root) : undefined
     for (const [id, entry] of entries) {
