@@ -192,7 +192,7 @@ describe('LAN links across generations', () => {
     }
   })
 
-  it('carries nothing of a device revoked meanwhile: its part is gone, not laundered as the carrier's own', async () => {
+  it("carries nothing of a device revoked meanwhile: its part is gone, not laundered as the carrier's own", async () => {
     const server = await createServer({ dataDir: join(dir, 'server-revoked'), siteKey: SITE_KEY })
     let a: DevicePeer | undefined
     let e: DevicePeer | undefined
