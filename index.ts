@@ -25,3 +25,5 @@ export {
 export * from './core/errors.js'
 export { pinHashOutdated, verifyPin } from './peers/pin.js'
 export { limits } from './core/limits.js'
+export { runSimulation, type SimReport } from './sim/run.js'
+export { CANARIES, type CanaryKind, type SimOptions } from './sim/options.js'

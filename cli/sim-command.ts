@@ -6,8 +6,15 @@
  */
 import { randomInt } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
-import { CANARIES, type CanaryKind, type SimProgress } from '../sim/options.js'
-import { parseSteps } from '../sim/plan.js'
+import { hasCode } from '../core/errors.js'
+import {
+  CANARIES,
+  flagOf,
+  resolveConfig,
+  type CanaryKind,
+  type SimProgress,
+} from '../sim/options.js'
+import { checkStepsFit, parseSteps } from '../sim/plan.js'
 import { runSimulation, type SimReport } from '../sim/run.js'
 import { CliError, decimal, parse, parseDuration, parseInteger } from './args.js'
 import type { Command } from './main.js'
@@ -205,9 +212,10 @@ export const simCommand: Command = {
     const seed = given ?? randomInt(0, 0x7fff_ffff)
     const options = await optionsOf(values)
     const seeds = parseInteger('seeds', values.seeds, 1, 1_000_000)
+    const workers = parseInteger('workers', values.workers, 1, 256)
+    checkOptions(options, seed)
     if (seeds !== undefined) {
-      const workers = parseInteger('workers', values.workers, 1, 256) ?? defaultWorkers()
-      await swarm(options, seed, seeds, workers, values.json)
+      await swarm(options, seed, seeds, workers ?? defaultWorkers(), values.json)
       return
     }
     if (given === undefined && !values.json) console.error(`seed ${seed} (random)`)
@@ -224,6 +232,26 @@ export const simCommand: Command = {
     else printReport(report, wallMs)
     if (!report.ok) throw new CliError(`seed ${seed} failed; replay: ${report.replay}`, 1)
   },
+}
+
+/**
+ * Checks the options as a run takes them (sim/options.ts, resolveConfig)
+ * before any run: a bad one is a bad option (exit 2), named by its flag
+ * (`--retiring`, not `retiring`); and a hand-written plan against the
+ * site (plan.ts, checkStepsFit).
+ */
+function checkOptions(options: SwarmOptions, seed: number): void {
+  try {
+    const config = resolveConfig({ ...options, seed })
+    if (options.steps !== undefined) checkStepsFit(parseSteps(options.steps), config)
+  } catch (error) {
+    if (!hasCode(error, 'INVALID_OPTIONS')) throw error
+    const message = (error as Error).message.replace(
+      /^(\w+) /,
+      (whole, name: string) => `${flagOf(name) ?? name} `,
+    )
+    throw new CliError(message)
+  }
 }
 
 /** The report as the one JSON object `--json` prints. */

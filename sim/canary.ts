@@ -8,8 +8,8 @@
  * - `no-adoption`: the server stops adopting device fills (breaks rule 2;
  *   caught by the server-fills-vacant check);
  * - `leak-delete`: a device's delete also removes its own entry from the
- *   replicated document, which its next message then carries (breaks rule 3;
- *   caught by the network tap);
+ *   replicated document (made empty first when it had none), which its
+ *   next message then carries (breaks rule 3; caught by the network tap);
  * - `lose-write`: the server's store acknowledges a write and then forgets
  *   it at the next restart, and the devices' stores go back as far (so no
  *   device relays the server's signed write back to it); breaks "no
@@ -47,8 +47,17 @@ export function breakAdoption(server: ServerPeer): void {
 /** Breaks rule 3 on a device, after a delete of `userId` it made. */
 export async function leakDelete(device: DevicePeer, userId: string): Promise<void> {
   const replica = device.replica
+  const id = asUserId(userId)
   const map = () => replica.doc.getMap(usersRootName(asWriterId(device.id)))
+  // A device that never filled the user holds no entry to delete: one is
+  // made first (empty, no field filled), so that every delete leaks (the
+  // canary fired only on users the device had filled, and a swarm run
+  // whose deletes hit none passed).
+  if (!map().has(id))
+    await replica.write((ctx) =>
+      ctx.setOwnEntry(id, { e: replica.replicaOf(id).server?.e ?? 0, f: {}, s: {} }),
+    )
   await replica.write(() => {
-    if (map().has(asUserId(userId))) map().delete(asUserId(userId))
+    if (map().has(id)) map().delete(id)
   })
 }

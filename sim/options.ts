@@ -341,9 +341,22 @@ export function replayCommand(options: SimOptions, planFile?: string): string {
     if (value !== undefined) parts.push(`${flag} ${String(value)}${key.endsWith('Ms') ? 'ms' : ''}`)
   }
   if (options.steps !== undefined) {
+    // Inline, so that the command replays the run whatever becomes of the
+    // file; a plan too long for a command line names its file.
+    const inline = JSON.stringify(options.steps)
     parts.push(
-      planFile === undefined ? `--plan '${JSON.stringify(options.steps)}'` : `--plan ${planFile}`,
+      planFile === undefined || inline.length <= PLAN_INLINE_CHARS_MAX
+        ? `--plan '${inline}'`
+        : `--plan ${planFile}`,
     )
   }
   return parts.join(' ')
+}
+
+/** Longest plan a replay command carries inline (longer ones name their file). */
+const PLAN_INLINE_CHARS_MAX = 4_000
+
+/** The flag of an option (`skewMs` → `--skew`), for messages about it. */
+export function flagOf(option: string): string | undefined {
+  return FLAGS.find(([key]) => key === option)?.[1]
 }

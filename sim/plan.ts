@@ -74,6 +74,43 @@ export function parseSteps(input: unknown): SimStep[] {
   }))
 }
 
+/** Steps that only a device takes: on the server (peer 0) they mean nothing. */
+const DEVICE_STEPS: ReadonlySet<StepOp> = new Set([
+  'full',
+  'delta',
+  'sign-in',
+  'restore',
+  'clock-step',
+])
+/** Steps that only the server takes, whatever peer they name. */
+const SERVER_STEPS: ReadonlySet<StepOp> = new Set(['policy', 'compact'])
+
+/**
+ * Refuses (`INVALID_OPTIONS`) steps written by hand (`--plan`) that the
+ * site they run on cannot take: a peer past its devices (taken modulo the
+ * peers: another peer than the one named), a time past the run (never
+ * run, and nothing said), a device's step on the server. `runSimulation`
+ * itself takes any step, peers modulo the site's (generated plans, the
+ * fast-check scenarios, draw peers without knowing the site's size).
+ */
+export function checkStepsFit(steps: readonly SimStep[], config: SimConfig): void {
+  steps.forEach((step, i) => {
+    const where = `plan step ${i + 1} (${step.op} at ${step.at} ms)`
+    if (step.peer > config.devices)
+      throw new InvalidOptionsError(
+        `${where}: peer ${step.peer} is past the site's ${config.devices} device(s) (0 is the server, 1..${config.devices} the devices)`,
+      )
+    if (step.at >= config.durationMs)
+      throw new InvalidOptionsError(
+        `${where}: the run's workload ends at ${config.durationMs} ms (--days); a step at or past it never runs`,
+      )
+    if (DEVICE_STEPS.has(step.op) && step.peer === 0)
+      throw new InvalidOptionsError(`${where}: a device's step; peer 0 is the server`)
+    if (SERVER_STEPS.has(step.op) && step.peer !== 0)
+      throw new InvalidOptionsError(`${where}: the server's step; give peer 0 or none`)
+  })
+}
+
 /** Relative weights of the workload's operations (they need not sum to anything). */
 const WORKLOAD_WEIGHTS: ReadonlyArray<readonly [StepOp, 'server' | 'device', number]> = [
   ['put', 'device', 16],

@@ -86,15 +86,20 @@ export class Prng {
     return this.nextUint32() / UINT32_RANGE
   }
 
-  /** A uniform integer in [lo, hi], both inclusive (one draw). */
+  /**
+   * A uniform integer in [lo, hi], both inclusive: one draw when the range
+   * spans at most 2^32 values, else two (53 bits: a run of 50 days and
+   * more spans past 2^32 ms, and `--days 50` was refused as a bug).
+   */
   int(lo: number, hi: number): number {
     if (!Number.isSafeInteger(lo) || !Number.isSafeInteger(hi) || hi < lo) {
       throw new InvalidOptionsError(`int(lo, hi) needs integers with lo <= hi, got ${lo}, ${hi}`)
     }
-    if (hi - lo >= UINT32_RANGE) {
-      throw new InvalidOptionsError(`int(lo, hi) spans at most 2^32 values, got ${lo}, ${hi}`)
-    }
-    return lo + Math.floor(this.next() * (hi - lo + 1))
+    const span = hi - lo + 1
+    if (span <= UINT32_RANGE) return lo + Math.floor(this.next() * span)
+    const high = this.nextUint32() >>> 5
+    const low = this.nextUint32() >>> 6
+    return Math.min(hi, lo + Math.floor(((high * 2 ** 26 + low) / 2 ** 53) * span))
   }
 
   /** A uniform element of `items` (one draw); throws on an empty array. */

@@ -318,11 +318,19 @@ class Run {
       history: this.history,
     }
     if (this.config.canary === 'lose-write') this.loseServerWrites()
+    // One backup per device and time: a device keeps one backup, and
+    // restores whose backups fall before the start all take theirs at 0
+    // (10,000 restores put 10,000 backups there, and the run stopped as a
+    // livelock before anything ran).
+    const backups = new Set<string>()
     for (const step of this.steps) {
       if (step.at >= this.config.durationMs) continue
       if (step.op === 'restore') {
         const slot = deviceSlot(site, step.peer)
-        site.scheduler.setTimeout(() => site.backup(slot), Math.max(0, step.at - step.value))
+        const at = Math.max(0, step.at - step.value)
+        const key = `${slot.id}@${at}`
+        if (!backups.has(key)) site.scheduler.setTimeout(() => site.backup(slot), at)
+        backups.add(key)
       }
       site.scheduler.setTimeout(() => runStep(ctx, step), step.at)
     }

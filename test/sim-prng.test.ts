@@ -121,6 +121,23 @@ describe('Prng', () => {
     expect(rng.shuffle([...items]).sort()).toEqual(items)
   })
 
+  it('draws from ranges past 2^32 values (a run of 50 days and more, in ms) over all of them', () => {
+    const rng = new Prng(7)
+    const hi = 365 * 86_400_000 - 1
+    const draws = Array.from({ length: 2_000 }, () => rng.int(0, hi))
+    for (const n of draws) {
+      expect(Number.isSafeInteger(n)).toBe(true)
+      expect(n).toBeGreaterThanOrEqual(0)
+      expect(n).toBeLessThanOrEqual(hi)
+    }
+    // Spread over the whole range: past 2^32 too, and in each tenth.
+    expect(draws.some((n) => n > 2 ** 32)).toBe(true)
+    const tenths = new Set(draws.map((n) => Math.floor((n / (hi + 1)) * 10)))
+    expect(tenths.size).toBe(10)
+    expect(new Prng(7).int(0, hi)).toBe(draws[0])
+    expect(rng.int(2 ** 52, 2 ** 53 - 1)).toBeGreaterThanOrEqual(2 ** 52)
+  })
+
   it('rejects nonsense with INVALID_OPTIONS', () => {
     const rng = new Prng(1)
     for (const bad of [
@@ -128,7 +145,6 @@ describe('Prng', () => {
       () => new Prng(Number.NaN),
       () => rng.int(3, 2),
       () => rng.int(0, 0.5),
-      () => rng.int(0, 2 ** 32),
       () => rng.pick([]),
     ]) {
       let error: unknown

@@ -4,7 +4,8 @@
  * takes no bare number of ms (a review: `--delay 20` was refused once
  * durations needed a unit, so no failing run could be replayed).
  */
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
+import { main } from '../cli/main.js'
 import { simOptionsOf } from '../cli/sim-command.js'
 import { replayCommand, resolveConfig, type SimOptions } from '../sim/options.js'
 
@@ -61,5 +62,63 @@ describe('sim options out of range', () => {
       '--devices must be an integer from 1 to 500, got "-1"',
     )
     await expect(simOptionsOf(['--loss', '-0.1'])).rejects.toThrow('--loss must be a number')
+  })
+})
+
+describe('rostersync sim refuses before any run, exit 2, naming the flag', () => {
+  async function exitOf(argv: string[]): Promise<{ code: number; said: string }> {
+    const said: string[] = []
+    const error = vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => {
+      said.push(args.join(' '))
+    })
+    const log = vi.spyOn(console, 'log').mockImplementation(() => undefined)
+    try {
+      return { code: await main(['sim', ...argv]), said: said.join('\n') }
+    } finally {
+      error.mockRestore()
+      log.mockRestore()
+    }
+  }
+
+  it('an option the run refuses (it exited 1, named by its field), --workers without --seeds', async () => {
+    const retiring = await exitOf(['--seed', '1', '--retiring', '20'])
+    expect(retiring).toEqual({
+      code: 2,
+      said: 'rostersync sim: --retiring must be an integer from 0 to 10, got 20',
+    })
+    expect((await exitOf(['--seed', '1', '--skew', '400d'])).said).toMatch(
+      /^rostersync sim: --skew /,
+    )
+    expect((await exitOf(['--seed', '1', '--workers', 'abc'])).code).toBe(2)
+    // No seed given: the refusal comes before the random seed is said.
+    const unseeded = await exitOf(['--retiring', '20'])
+    expect(unseeded.code).toBe(2)
+    expect(unseeded.said).not.toMatch(/random/)
+  })
+
+  it('a hand-written plan step the site cannot take', async () => {
+    const site = ['--seed', '1', '--devices', '2', '--days', '0.1', '--plan']
+    const plan = (step: object) => [...site, JSON.stringify([step])]
+    for (const [step, said] of [
+      [{ at: 5_000, op: 'put', peer: 7 }, /peer 7 is past the site's 2 device/],
+      [{ at: 99_999_999_999, op: 'put' }, /never runs/],
+      [{ at: 5_000, op: 'full', peer: 0 }, /a device's step; peer 0 is the server/],
+      [{ at: 5_000, op: 'compact', peer: 1 }, /the server's step/],
+    ] as const) {
+      const result = await exitOf(plan(step))
+      expect(result.code, JSON.stringify(step)).toBe(2)
+      expect(result.said).toMatch(said)
+    }
+  })
+})
+
+describe("a replay command's plan", () => {
+  it('is inline even when it came from a file; a plan too long for a command line names its file', () => {
+    const steps = [{ at: 5_000, op: 'put' as const, peer: 1 }]
+    expect(replayCommand({ seed: 1, steps }, 'plan.json')).toContain(
+      `--plan '${JSON.stringify(steps)}'`,
+    )
+    const long = Array.from({ length: 500 }, (_, i) => ({ at: i, op: 'put' as const, peer: 1 }))
+    expect(replayCommand({ seed: 1, steps: long }, 'plan.json')).toMatch(/--plan plan\.json$/)
   })
 })
