@@ -432,6 +432,19 @@ export class ExportTooLargeError extends RostersyncError {
 }
 
 /**
+ * A write on a device that has never completed a full sync while its server
+ * is out of reach (SEMANTICS.md: offline mode only after one full sync).
+ */
+export class OfflineNotReadyError extends RostersyncError {
+  constructor(link: string) {
+    super(
+      'OFFLINE_NOT_READY',
+      `this device has not completed its first full sync, and until then it works online only: its server is not connected (${link}); the write changed nothing (sync.whenReady() waits for that sync)`,
+    )
+  }
+}
+
+/**
  * `device.importUsers` on a device connected to its server: an import is
  * for a device whose sync is stopped (no server link, or the server out of
  * reach); a connected device gets the server's data by syncing.

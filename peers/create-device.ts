@@ -7,7 +7,7 @@ import { isIP } from 'node:net'
 import { z } from 'zod'
 import { parseEventQuery, type EventQuery, type RosterEvent } from '../core/events.js'
 import { detached } from '../core/detach.js'
-import { InvalidOptionsError, UserNotFoundError } from '../core/errors.js'
+import { InvalidOptionsError, OfflineNotReadyError, UserNotFoundError } from '../core/errors.js'
 import { asWriterId, isReservedWriterId, SERVER_ID } from '../core/ids.js'
 import { limits, netLimits } from '../core/limits.js'
 import { deviceOps, OverrideLog } from './device-ops.js'
@@ -303,6 +303,14 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       deviceOps(basics.schema, self, overrides),
       pinHasher(options.siteKey),
       touch,
+      () => {
+        // SEMANTICS.md: offline mode only after one full sync. A device
+        // with a server that never completed one takes writes only while
+        // its server is connected (or still being reached, at start).
+        const link = sync.serverLink?.state
+        if (link !== 'disconnected' && link !== 'refused' && link !== 'paused') return
+        if (!sync.status().offlineReady) throw new OfflineNotReadyError(link)
+      },
     ),
     events: {
       query: (q) => {

@@ -18,9 +18,11 @@ import { ServerExchange } from './device-sync/server-exchange.js'
 import {
   asSyncError,
   linkWait,
+  ONLINE_ONLY,
   PUSH_ROUNDS_MAX,
   refusedError,
   unreachable,
+  userNamed,
 } from './device-sync/sync-errors.js'
 import { SyncStatusBook } from './device-sync/status-book.js'
 import { SyncTimers } from './device-sync/timers.js'
@@ -53,8 +55,6 @@ interface Persisted {
 const RECORD = ['sync', 'state'] as const
 const noServer = (what: string): SyncError =>
   new SyncError('NO_SERVER', `this device has no server: ${what}`)
-const ONLINE_ONLY =
-  'ONLINE_ONLY: this device has not completed a full sync; what it serves offline may be incomplete'
 /** The device's sync controller. */
 export class DeviceSync implements DeviceSyncApi {
   private persisted: Persisted
@@ -486,7 +486,7 @@ export class DeviceSync implements DeviceSyncApi {
   private onRemoteError(code: string, message: string): void {
     // The server did not take this device's change: it keeps its value (SEMANTICS.md, "Event log").
     if (this.server.noteRemoteError(code, message))
-      void this.log({ type: 'save-to-server-failed', code, message })
+      void this.log({ type: 'save-to-server-failed', code, message, ...userNamed(message) })
   }
 
   private async log(event: NewEvent): Promise<void> {

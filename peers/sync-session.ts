@@ -22,7 +22,7 @@ import type { UpdateRanges } from '../core/update-scan.js'
 import type { Replica } from './replica.js'
 import type { OpenedEnvelope, SignedLink } from './signed-link.js'
 import { decodeInbound, ExcusedRefusals, LinkRates, type Rates } from './sync-session/inbound.js'
-import { closeReason, refusalClose } from './sync-session/inbound.js'
+import { closeReason, refusalClose, withUser } from './sync-session/inbound.js'
 import { plainAnswer } from './sync-session/answer-messages.js'
 import { signedUpdateMessage, updateMessage } from './sync-session/messages.js'
 import { AnswerWaiters, lacking } from './sync-session/answer-waiters.js'
@@ -219,7 +219,7 @@ export function startSession(options: SessionOptions): SyncSession {
   /** The error message telling the other side of `error`, when this side reports them. */
   const report = (error: RostersyncError, message = error.message): Uint8Array | undefined =>
     options.reportErrors === true
-      ? encodeMessage({ type: 'error', code: error.code, message })
+      ? encodeMessage({ type: 'error', code: error.code, message: withUser(error, message) })
       : undefined
   /**
    * Closes the link for `error`: its error message (when reported) skips

@@ -105,10 +105,13 @@ export function usersApi(
   ops: UserOps,
   prepare: (record: ParsedRecord) => ParsedRecord | Promise<ParsedRecord>,
   touch: () => void = () => undefined,
+  /** Throws when this peer may not write now (a device not offline-ready, its server out of reach). */
+  writable: () => void = () => undefined,
 ): UsersApi {
   const guard = <T>(fn: () => Promise<T>): Promise<T> => {
     touch()
     try {
+      writable()
       return fn()
     } catch (error) {
       return Promise.reject(error instanceof Error ? error : new Error(String(error)))

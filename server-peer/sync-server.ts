@@ -830,7 +830,9 @@ class ServerSyncLog {
       deviceId,
       direction,
       code: error.code,
-      message: excerpt(error.message, 200),
+      // The error's own message (its excerpts of the peer's input are
+      // bounded already), cut to 200 characters, not quoted again.
+      message: error.message.length <= 200 ? error.message : `${error.message.slice(0, 200)}…`,
     })
   }
 

@@ -329,6 +329,17 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       await settle()
       expect(d.sync.status().offlineReady).toBe(false)
       expect(d.sync.status().warning).toMatch(/^ONLINE_ONLY/)
+      // Online only: a write while the server is out of reach is refused
+      // and changes nothing (SEMANTICS.md, "Offline mode").
+      expect(d.sync.status().link).toBe('disconnected')
+      for (const write of [
+        () => d.users.put({ id: 'x1', name: 'Offline' }),
+        () => d.users.patch('u1', { phone: '+1 555' }),
+        () => d.users.delete('u1'),
+      ])
+        await expect(write()).rejects.toMatchObject({ code: 'OFFLINE_NOT_READY' })
+      expect(d.users.list()).toEqual([])
+      expect(d.events.query({ type: 'user-update-succeeded' })).toEqual([])
       s.up()
       await s.clock.advance(netLimits.retryDelayMsMax)
       await d.sync.whenIdle()
@@ -340,6 +351,9 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(d.sync.status().link).not.toBe('connected')
       expect(d.sync.status()).toMatchObject({ offlineReady: true })
       expect(d.sync.status().warning).toBeUndefined()
+      // Offline-ready: it takes writes offline.
+      await d.users.put({ id: 'x1', name: 'Offline' })
+      expect(d.users.get('x1')?.name).toBe('Offline')
     })
 
     it('logs the first full sync when a whenIdle() call runs it, then fetches nothing twice', async () => {
@@ -583,6 +597,22 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
   })
 
   describe('save-to-server-failed', () => {
+    it('names the user the server refused a change of', async () => {
+      const s = await site()
+      // A field the device declares and its server does not: refused as invalid.
+      const d = await device(s, 'D1', { customFields: { badge: 'string' } })
+      await d.sync.whenIdle()
+      await d.users.put({ id: 'u7', name: 'Badged', badge: 'B-7' })
+      await expect(d.sync.whenIdle()).rejects.toMatchObject({ code: 'SYNC_FAILED' })
+      const failed = d.events.query({ type: 'save-to-server-failed', userId: 'u7' })
+      expect(failed).toHaveLength(1)
+      expect(failed[0]).toMatchObject({ code: 'INVALID_RECORD', deviceId: 'D1', userId: 'u7' })
+      expect(d.users.get('u7')?.badge).toBe('B-7')
+      // The server's sync-failed says the same, once, its message not quoted again.
+      const logged = s.server.events.query({ type: 'sync-failed', deviceId: 'D1' })
+      expect(logged.map((e) => e.message?.slice(0, 30))).toEqual(['update holds an invalid record'])
+    })
+
     it('is logged on the device, which keeps its value, and a retry saves it', async () => {
       const s = await site()
       const d = await device(s)

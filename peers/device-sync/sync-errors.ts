@@ -4,6 +4,7 @@
  */
 import { RostersyncError, SyncError } from '../../core/errors.js'
 import type { ServerLink } from '../ws-client.js'
+import { userOfMessage } from '../sync-session/inbound.js'
 
 /** The most exchanges one sync makes to get its changes acknowledged. */
 export const PUSH_ROUNDS_MAX = 3
@@ -80,3 +81,13 @@ export function asSyncError(
     cause: error,
   })
 }
+
+/** `{ userId }` when a server's error message names the user it concerns (sync-session/inbound.ts, withUser). */
+export function userNamed(message: string): { userId?: string } {
+  const userId = userOfMessage(message)
+  return userId === undefined ? {} : { userId }
+}
+
+/** `status().warning` of a device not offline-ready while its server is not connected. */
+export const ONLINE_ONLY =
+  'ONLINE_ONLY: this device has not completed a full sync; what it serves offline may be incomplete, and it takes no write until its server is connected'

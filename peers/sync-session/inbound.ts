@@ -14,6 +14,7 @@ import {
 import type { Clock } from '../../core/clock.js'
 import { netLimits } from '../../core/limits.js'
 import { CloseCode, decodeMessage, type Message } from '../../core/protocol.js'
+import { refusedUserOf } from '../../core/authorize.js'
 import { TokenBucket } from '../../core/token-bucket.js'
 
 /** The close code and reason for a refusal (the reason starts with the error code). */
@@ -31,6 +32,29 @@ export function refusalClose(error: RostersyncError): { code: number; reason: st
             ? CloseCode.generationChanged
             : CloseCode.refused
   return { code, reason: closeReason(`${error.code}: ${error.message}`) }
+}
+
+/**
+ * The text of an error message telling the peer of `error`: `message`,
+ * and ` (user "<id>")` when the refusal concerns one user (its details), so
+ * that the device's `save-to-server-failed` event names the user as the
+ * server's `write-refused` does (PROTOCOL.md, "Refusals").
+ */
+export function withUser(error: RostersyncError, message: string): string {
+  const userId = refusedUserOf(error)
+  return userId === undefined ? message : `${message} (user ${JSON.stringify(userId)})`
+}
+
+/** The user an error message names at its end (see withUser), if any. */
+export function userOfMessage(message: string): string | undefined {
+  const named = / \(user ("(?:[^"\\]|\\.)*")\)$/.exec(message)
+  if (named === null) return undefined
+  try {
+    const userId: unknown = JSON.parse(named[1] as string)
+    return typeof userId === 'string' ? userId : undefined
+  } catch {
+    return undefined
+  }
 }
 
 /** WebSocket close reasons are at most 123 bytes of UTF-8. */
