@@ -52,19 +52,22 @@ export const devicesCommand: Command = {
     try {
       if (action === 'revoke') {
         if (id === undefined) throw new CliError('which device? rostersync devices revoke <id>')
-        if (!(await roster.revoke(id))) throw new CliError(`PEER_UNKNOWN: no device ${JSON.stringify(id)} in the registry`, 1)
+        if (!(await roster.revoke(id)))
+          throw new CliError(`PEER_UNKNOWN: no device ${JSON.stringify(id)} in the registry`, 1)
         console.log(values.json ? toJson({ ok: true }) : `device ${id} revoked`)
         return
       }
       if (action === 'forget') {
         if (id === undefined) throw new CliError('which device? rostersync devices forget <id>')
-        if (!(await roster.forget(id))) throw new CliError(`PEER_UNKNOWN: no device ${JSON.stringify(id)} in the registry`, 1)
+        if (!(await roster.forget(id)))
+          throw new CliError(`PEER_UNKNOWN: no device ${JSON.stringify(id)} in the registry`, 1)
         console.log(values.json ? toJson({ ok: true }) : `device ${id} forgotten`)
         return
       }
       if (action === 'reset-key') {
         if (id === undefined) throw new CliError('which device? rostersync devices reset-key <id>')
-        if (!(await roster.resetKey(id))) throw new CliError(`PEER_UNKNOWN: no device ${JSON.stringify(id)} in the registry`, 1)
+        if (!(await roster.resetKey(id)))
+          throw new CliError(`PEER_UNKNOWN: no device ${JSON.stringify(id)} in the registry`, 1)
         console.log(
           values.json
             ? toJson({ ok: true })
@@ -74,7 +77,8 @@ export const devicesCommand: Command = {
       }
       if (action === 'approve') {
         if (id === undefined) throw new CliError('which device? rostersync devices approve <id>')
-        if (!(await roster.approve(id))) throw new CliError(`PEER_UNKNOWN: no device ${JSON.stringify(id)} in the registry`, 1)
+        if (!(await roster.approve(id)))
+          throw new CliError(`PEER_UNKNOWN: no device ${JSON.stringify(id)} in the registry`, 1)
         console.log(values.json ? toJson({ ok: true }) : `device ${id} approved`)
         return
       }

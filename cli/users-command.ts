@@ -80,7 +80,8 @@ export const usersCommand: Command = {
         }
         case 'get': {
           const user = await roster.get(requireArg(args[0], 'user id'))
-          if (user === undefined) throw new CliError(`USER_NOT_FOUND: no user ${JSON.stringify(args[0])}`, 1)
+          if (user === undefined)
+            throw new CliError(`USER_NOT_FOUND: no user ${JSON.stringify(args[0])}`, 1)
           // Bytes as base64 (as --json and the HTTP API show them); toJson
           // escapes whatever in a field would act on the terminal.
           console.log(toJson(user, values.json ? undefined : 2))
