@@ -311,7 +311,9 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
         // link joins again at once in it, as after CLOCK_SKEW (the device
         // rewrites those stamps at the hello: StampTime.setOffset).
         const ahead =
-          /^update holds a stamp .* ahead of this peer's time .*; peer time (\d+)$/.exec(message)
+          /^update holds a stamp .* ahead of this peer's time .*; peer time (\d+)(?: \(user .*\))?$/.exec(
+            message,
+          )
         if (code === 'INVALID_RECORD' && ahead !== null) stampsAheadAt = Number(ahead[1])
         options.onError?.(code, message)
       },

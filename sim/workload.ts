@@ -245,6 +245,9 @@ function refused(ctx: StepContext, slot: PeerSlot, step: SimStep, error: unknown
   const code = error instanceof RostersyncError ? error.code : 'UNEXPECTED'
   ctx.stats.refused[code] = (ctx.stats.refused[code] ?? 0) + 1
   if (EXPECTED_CODES.has(code)) return
+  // Online only until the first full sync (SEMANTICS.md): a write refused
+  // so is expected of a device not offline-ready, a bug of one that is.
+  if (code === 'OFFLINE_NOT_READY' && slot.device?.sync.status().offlineReady !== true) return
   ctx.violation({
     rule: 'unexpected-error',
     atMs: ctx.elapsed(),

@@ -203,6 +203,8 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
         {
           type: 'save-to-server-failed',
           deviceId: 'D1',
+          // Named, as the server's write-refused names it: a query by user finds it.
+          userId: 'u1',
           code: 'INVALID_RECORD',
           message: saves[0]?.message,
         },
