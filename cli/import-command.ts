@@ -69,9 +69,11 @@ export const importCommand: Command = {
     // A folder that holds no device yet gets one only if the import goes
     // through: a refused file leaves it as it was.
     const dataDir = values.data
-    const before = existsSync(join(dataDir, ROLE_FILE))
-      ? undefined
-      : new Set(await readdir(dataDir))
+    // Only a folder with no database and no role file (a device from before
+    // role files has a database: opening it rewrites its files, which a
+    // cleanup by "what is new" would delete).
+    const held = existsSync(join(dataDir, ROLE_FILE)) || existsSync(join(dataDir, 'CURRENT'))
+    const before = held ? undefined : new Set(await readdir(dataDir))
     const device = await openDevice({ id, dataDir, ...(siteKey === undefined ? {} : { siteKey }) })
     let result
     try {
@@ -81,7 +83,7 @@ export const importCommand: Command = {
         ...(passphrase === undefined ? {} : { passphrase }),
       })
     } catch (error) {
-      await device.close()
+      await device.close().catch(() => undefined)
       if (before !== undefined)
         for (const entry of await readdir(dataDir))
           if (!before.has(entry)) await rm(join(dataDir, entry), { recursive: true, force: true })

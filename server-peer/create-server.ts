@@ -325,7 +325,13 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   const adminToken = options.adminToken ?? (await adminTokenFor(options.dataDir))
   // Secure by default: no site key given means one kept beside the
   // database, never an open site (issue 11).
-  const { siteKey, siteKeyFile, known: siteKeyKnown } = await settleSiteKey(options, replica)
+  const site = await settleSiteKey(options, replica).catch(async (error: unknown) => {
+    // Refused (a key offline that is not the server's): the store is let go.
+    await registry.close()
+    await replica.close()
+    throw error
+  })
+  const { siteKey, siteKeyFile, known: siteKeyKnown } = site
   if (options.open === true && options.listen !== false) {
     process.emitWarning(
       'this rostersync site is OPEN: any device with any key joins (open: true). Pass siteKey, or leave both out for a generated one.',
@@ -435,6 +441,9 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
         `cannot listen on ${options.host ?? '127.0.0.1'}:${options.port ?? 0}: ${(error as Error).message}`,
       )
     }
+    // Listening: how devices join is recorded for offline tools (a start
+    // that failed above recorded nothing).
+    await site.record()
   }
   const peer: ServerPeer = {
     id: SERVER_ID,

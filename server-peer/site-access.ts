@@ -7,17 +7,21 @@
  * never makes a key: it reads the file, or knows that it does not know
  * the key (an export then needs it given, or a passphrase).
  */
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes, scryptSync } from 'node:crypto'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { AuthFailedError } from '../core/errors.js'
 import type { Replica } from '../peers/replica.js'
 
-/** What the store says of the site's key (record `site` / `access`). */
+/**
+ * What the store says of the site's key (record `site` / `access`). A
+ * given key is kept as a salted scrypt hash: a backup of the store does
+ * not let anyone test guesses of an operator's key fast.
+ */
 type SiteAccess =
   | { readonly mode: 'open' }
   | { readonly mode: 'file' }
-  | { readonly mode: 'given'; readonly keyHash: string }
+  | { readonly mode: 'given'; readonly salt: string; readonly keyHash: string }
 
 const NAMESPACE = 'site'
 const KEY = 'access'
@@ -30,6 +34,11 @@ export interface SiteKey {
   readonly siteKeyFile: string | undefined
   /** False when the site has a key this process was not given (an offline tool's). */
   readonly known: boolean
+  /**
+   * Records how devices join, once the server listens (a server that fails
+   * to start must not change what an offline export takes).
+   */
+  readonly record: () => Promise<void>
 }
 
 /**
@@ -51,17 +60,43 @@ export async function settleSiteKey(
   const listening = options.listen !== false
   const recorded = asSiteAccess(replica.record(NAMESPACE, KEY))
   const file = options.dataDir === undefined ? undefined : join(options.dataDir, 'site-key')
-  let settled: SiteKey
+  const noRecord = async (): Promise<void> => undefined
+  if (!listening && file !== undefined) {
+    // Offline: what the server last ran with, and no key made. A key given
+    // must be that one (an environment variable left set from another
+    // site's shell would encrypt an export no device opens).
+    const kept =
+      recorded?.mode === 'given' || recorded?.mode === 'open' ? undefined : await readSecret(file)
+    const given = options.siteKey
+    if (options.open === true || recorded?.mode === 'open') {
+      if (given !== undefined)
+        throw new AuthFailedError(
+          'this server last ran as an open site: it has no site key to give',
+        )
+      return { siteKey: undefined, siteKeyFile: undefined, known: true, record: noRecord }
+    }
+    if (given !== undefined) {
+      const same =
+        recorded?.mode === 'given'
+          ? hashOf(given, recorded.salt) === recorded.keyHash
+          : kept === undefined || kept === given
+      if (!same)
+        throw new AuthFailedError('the site key given is not the one this server last ran with')
+      return { siteKey: given, siteKeyFile: undefined, known: true, record: noRecord }
+    }
+    return kept === undefined
+      ? { siteKey: undefined, siteKeyFile: undefined, known: false, record: noRecord }
+      : { siteKey: kept, siteKeyFile: file, known: true, record: noRecord }
+  }
+  let settled: Omit<SiteKey, 'record'>
   let access: SiteAccess
   if (options.open === true) {
     settled = { siteKey: undefined, siteKeyFile: undefined, known: true }
     access = { mode: 'open' }
   } else if (options.siteKey !== undefined) {
-    const keyHash = hashOf(options.siteKey)
-    if (!listening && recorded?.mode === 'given' && recorded.keyHash !== keyHash)
-      throw new AuthFailedError('the site key given is not the one this server last ran with')
+    const salt = recorded?.mode === 'given' ? recorded.salt : randomBytes(16).toString('base64url')
+    access = { mode: 'given', salt, keyHash: hashOf(options.siteKey, salt) }
     settled = { siteKey: options.siteKey, siteKeyFile: undefined, known: true }
-    access = { mode: 'given', keyHash }
     // A key generated on an earlier start stays in the file: devices
     // started with it (--site-key-file <data>/site-key, as the README
     // says) would be refused with AUTH_FAILED and nobody told why.
@@ -71,25 +106,19 @@ export async function settleSiteKey(
         `${file} holds another site key than the one this server was given: devices that read it are refused (AUTH_FAILED); put the given key in it, or remove it`,
         { code: 'ROSTERSYNC_STALE_SITE_KEY_FILE' },
       )
-  } else if (listening || file === undefined) {
+  } else {
     settled = {
       siteKey: await secretFor(options.dataDir, 'site-key'),
       siteKeyFile: file,
       known: true,
     }
     access = { mode: 'file' }
-  } else {
-    // Offline: what the server last ran with, and no key made.
-    if (recorded?.mode === 'open')
-      return { siteKey: undefined, siteKeyFile: undefined, known: true }
-    const kept = recorded?.mode === 'given' ? undefined : await readSecret(file)
-    return kept === undefined
-      ? { siteKey: undefined, siteKeyFile: undefined, known: false }
-      : { siteKey: kept, siteKeyFile: file, known: true }
   }
-  if (listening && options.dataDir !== undefined && !sameAccess(recorded, access))
-    await replica.setRecord(NAMESPACE, KEY, access)
-  return settled
+  const record =
+    listening && options.dataDir !== undefined && !sameAccess(recorded, access)
+      ? () => replica.setRecord(NAMESPACE, KEY, access)
+      : noRecord
+  return { ...settled, record }
 }
 
 /** A secret kept in `<dataDir>/<name>` (mode 0600), made on first use; random without a dataDir. */
@@ -114,14 +143,17 @@ async function readSecret(file: string): Promise<string | undefined> {
   }
 }
 
-const hashOf = (siteKey: string): string =>
-  createHash('sha256').update('rostersync/site-key/1').update(siteKey).digest('hex')
+/** A given key's hash: scrypt (2^14, about 30 ms) under the record's salt. */
+const hashOf = (siteKey: string, salt: string): string =>
+  scryptSync(siteKey, `rostersync/site-key/1/${salt}`, 32, { N: 2 ** 14 }).toString('hex')
 
 function asSiteAccess(value: unknown): SiteAccess | undefined {
   if (typeof value !== 'object' || value === null) return undefined
   const { mode, keyHash } = value as { mode?: unknown; keyHash?: unknown }
   if (mode === 'open' || mode === 'file') return { mode }
-  if (mode === 'given' && typeof keyHash === 'string') return { mode, keyHash }
+  const { salt } = value as { salt?: unknown }
+  if (mode === 'given' && typeof keyHash === 'string' && typeof salt === 'string')
+    return { mode, salt, keyHash }
   return undefined
 }
 
@@ -129,6 +161,6 @@ function sameAccess(a: SiteAccess | undefined, b: SiteAccess): boolean {
   return (
     a !== undefined &&
     a.mode === b.mode &&
-    (a.mode !== 'given' || (b.mode === 'given' && a.keyHash === b.keyHash))
+    (a.mode !== 'given' || (b.mode === 'given' && a.salt === b.salt && a.keyHash === b.keyHash))
   )
 }

@@ -521,6 +521,17 @@ describe('export from a stopped server', () => {
       'AUTH_FAILED',
     )
     expect(await readdir(fresh)).toEqual(['notes.txt'])
+    // A device from before role files (a database, no role file) is no
+    // fresh folder: a refused file leaves its data whole.
+    const old = join(dir, 'old-device')
+    await offlineDevice('D8', old)
+    await unlink(join(old, ROLE_FILE))
+    expectRefused(
+      await cli(['import', file, '--data', old, '--id', 'D8'], { ROSTERSYNC_SITE_KEY: siteKey }),
+      'AUTH_FAILED',
+    )
+    const reopened = await createDevice({ id: 'D8', dataDir: old })
+    await reopened.close()
     // Both files open on a device of the site; `import -` reads standard input.
     const dev = join(dir, 'dev')
     await offlineDevice('D1', dev)

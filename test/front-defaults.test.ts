@@ -11,6 +11,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { WebSocket } from 'ws'
 import { hasCode } from '../core/errors.js'
 import { CloseCode } from '../core/protocol.js'
@@ -93,6 +94,34 @@ describe('secure defaults: the site key', () => {
     } finally {
       process.off('warning', listener)
     }
+  })
+
+  it('offline tools take the key the server last ran with, and a failed start changes nothing', async () => {
+    const dir = await tempDir()
+    const first = await createServer({ dataDir: dir })
+    const key = first.siteKey as string
+    await first.close()
+    // A start that cannot listen (the port is taken) records nothing.
+    const taken = createNetServer()
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+    try {
+      const { port } = taken.address() as AddressInfo
+      await expect(
+        createServer({ dataDir: dir, siteKey: 'a-typo-of-the-site-key-012345', port }),
+      ).rejects.toSatisfy((e) => hasCode(e, 'INVALID_OPTIONS'))
+    } finally {
+      await new Promise((resolve) => taken.close(resolve))
+    }
+    const offline = await createServer({ dataDir: dir, listen: false })
+    expect(offline.siteKey).toBe(key)
+    await offline.close()
+    // Another key given offline (a variable left set) is refused; the right one is taken.
+    await expect(
+      createServer({ dataDir: dir, listen: false, siteKey: 'another-sites-key-0123456789' }),
+    ).rejects.toSatisfy((e) => hasCode(e, 'AUTH_FAILED'))
+    const same = await createServer({ dataDir: dir, listen: false, siteKey: key })
+    expect(same.siteKey).toBe(key)
+    await same.close()
   })
 
   it('is random and in memory only without a dataDir', async () => {
