@@ -14,7 +14,7 @@ import {
   type CanaryKind,
   type SimProgress,
 } from '../sim/options.js'
-import { checkStepsFit, parseSteps } from '../sim/plan.js'
+import { parseSteps, stepsNotFitting } from '../sim/plan.js'
 import { runSimulation, type SimReport } from '../sim/run.js'
 import { CliError, decimal, parse, parseDuration, parseInteger } from './args.js'
 import type { Command } from './main.js'
@@ -237,13 +237,15 @@ export const simCommand: Command = {
 /**
  * Checks the options as a run takes them (sim/options.ts, resolveConfig)
  * before any run: a bad one is a bad option (exit 2), named by its flag
- * (`--retiring`, not `retiring`); and a hand-written plan against the
- * site (plan.ts, checkStepsFit).
+ * (`--retiring`, not `retiring`); and says what a hand-written plan asks
+ * that the site takes otherwise (plan.ts, stepsNotFitting).
  */
 function checkOptions(options: SwarmOptions, seed: number): void {
   try {
     const config = resolveConfig({ ...options, seed })
-    if (options.steps !== undefined) checkStepsFit(parseSteps(options.steps), config)
+    if (options.steps !== undefined)
+      for (const line of stepsNotFitting(parseSteps(options.steps), config))
+        console.error(`rostersync sim: warning: ${line}`)
   } catch (error) {
     if (!hasCode(error, 'INVALID_OPTIONS')) throw error
     const message = (error as Error).message.replace(

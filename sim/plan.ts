@@ -86,29 +86,34 @@ const DEVICE_STEPS: ReadonlySet<StepOp> = new Set([
 const SERVER_STEPS: ReadonlySet<StepOp> = new Set(['policy', 'compact'])
 
 /**
- * Refuses (`INVALID_OPTIONS`) steps written by hand (`--plan`) that the
- * site they run on cannot take: a peer past its devices (taken modulo the
- * peers: another peer than the one named), a time past the run (never
- * run, and nothing said), a device's step on the server. `runSimulation`
- * itself takes any step, peers modulo the site's (generated plans, the
- * fast-check scenarios, draw peers without knowing the site's size).
+ * What a hand-written plan (`--plan`) asks that the site it runs on takes
+ * otherwise: a peer past its devices (taken modulo the peers: another
+ * peer than the one named), a time past the run (never run), a device's
+ * step on the server (run on the last device). One line each; the CLI
+ * says them before the run. Not refused: a replay command prints the
+ * steps as given (the fast-check scenarios draw peers and times without
+ * knowing the site's size), and must replay.
  */
-export function checkStepsFit(steps: readonly SimStep[], config: SimConfig): void {
+export function stepsNotFitting(steps: readonly SimStep[], config: SimConfig): string[] {
+  const out: string[] = []
   steps.forEach((step, i) => {
     const where = `plan step ${i + 1} (${step.op} at ${step.at} ms)`
-    if (step.peer > config.devices)
-      throw new InvalidOptionsError(
-        `${where}: peer ${step.peer} is past the site's ${config.devices} device(s) (0 is the server, 1..${config.devices} the devices)`,
-      )
     if (step.at >= config.durationMs)
-      throw new InvalidOptionsError(
-        `${where}: the run's workload ends at ${config.durationMs} ms (--days); a step at or past it never runs`,
+      out.push(
+        `${where}: the run's workload ends at ${config.durationMs} ms (--days); it never runs`,
       )
-    if (DEVICE_STEPS.has(step.op) && step.peer === 0)
-      throw new InvalidOptionsError(`${where}: a device's step; peer 0 is the server`)
-    if (SERVER_STEPS.has(step.op) && step.peer !== 0)
-      throw new InvalidOptionsError(`${where}: the server's step; give peer 0 or none`)
+    else if (SERVER_STEPS.has(step.op) && step.peer !== 0)
+      out.push(`${where}: the server's step; its peer ${step.peer} is ignored`)
+    else if (DEVICE_STEPS.has(step.op) && step.peer === 0)
+      out.push(
+        `${where}: a device's step on peer 0 (the server): it runs on device ${config.devices}`,
+      )
+    else if (step.peer > config.devices)
+      out.push(
+        `${where}: peer ${step.peer} is past the site's ${config.devices} device(s) (0 is the server, 1..${config.devices} the devices): it wraps around to another peer`,
+      )
   })
+  return out
 }
 
 /** Relative weights of the workload's operations (they need not sum to anything). */

@@ -36,7 +36,8 @@ import {
   USERS_ROOT_PREFIX,
   type DeviceEntry,
 } from '../../core/entries.js'
-import type { FieldValue } from '../../core/schema.js'
+import { recordBytes, type FieldValue } from '../../core/schema.js'
+import { limits } from '../../core/limits.js'
 import type { HlcStamp } from '../../core/hlc.js'
 import {
   encodeGenerationStatement,
@@ -260,9 +261,12 @@ export class GenerationMove {
     await replica.commitWipe(
       [...records, [...DEVICE_GENERATION_RECORD, recordOf(staged.to)]],
       (ctx) => {
-        const unseen = unseenRelayed(replica, staged.relayed)
-        relayedCarried = unseen.size
-        carry(ctx, replica, withUnseen(staged.carried, unseen))
+        const { entries, relayed } = withUnseen(
+          staged.carried,
+          unseenRelayed(replica, staged.relayed),
+        )
+        relayedCarried = relayed
+        carry(ctx, replica, entries)
       },
       deletes,
     )
@@ -408,18 +412,28 @@ function unseenRelayed(
   return out
 }
 
-/** The own entries to carry with the unseen relayed ones merged in (the latest stamp per field). */
+/**
+ * The own entries to carry with the unseen relayed ones merged in (the
+ * latest stamp per field), and for how many users relayed fields went in.
+ */
 function withUnseen(
   carried: ReadonlyMap<UserId, DeviceEntry>,
   unseen: ReadonlyMap<UserId, DeviceEntry>,
-): ReadonlyMap<UserId, DeviceEntry> {
-  if (unseen.size === 0) return carried
+): { entries: ReadonlyMap<UserId, DeviceEntry>; relayed: number } {
+  if (unseen.size === 0) return { entries: carried, relayed: 0 }
+  let relayed = 0
   const out = new Map(carried)
   for (const [id, entry] of unseen) {
     const own = out.get(id)
-    out.set(id, own === undefined ? entry : mergeDeviceEntries([own, entry]))
+    const merged = own === undefined ? entry : mergeDeviceEntries([own, entry])
+    // An entry past the record bound is refused by the server, with every
+    // later write of this device: the relayed fields give way (this
+    // device's own stay), rather than blocking its pushes for good.
+    if (recordBytes(merged.f) > limits.recordBytesMax) continue
+    out.set(id, merged)
+    relayed++
   }
-  return out
+  return { entries: out, relayed }
 }
 
 /**
