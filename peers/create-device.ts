@@ -306,10 +306,16 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       () => {
         // SEMANTICS.md: offline mode only after one full sync. A device
         // with a server that never completed one takes writes only while
-        // its server is connected (or still being reached, at start).
+        // its server is connected (or first being reached, at start).
         const link = sync.serverLink?.state
-        if (link !== 'disconnected' && link !== 'refused' && link !== 'paused') return
-        if (!sync.status().offlineReady) throw new OfflineNotReadyError(link)
+        if (link === undefined || link === 'connected' || link === 'closed') return
+        const status = sync.status()
+        if (status.offlineReady) return
+        // Connecting: taken at start, not once an attempt failed (a
+        // server that drops packets keeps each attempt connecting for
+        // minutes: the gate must not open with every retry).
+        if (link === 'connecting' && status.serverToDevice.state !== 'failed') return
+        throw new OfflineNotReadyError(link)
       },
     ),
     events: {

@@ -26,6 +26,7 @@ import type { Connection } from '../core/transport.js'
 import { wsConnect } from '../transports/ws-transport.js'
 import type { Replica } from './replica.js'
 import { startSession, type SessionOptions, type SyncSession } from './sync-session.js'
+import { withoutUser } from './sync-session/inbound.js'
 
 /** Connection state, as the device's status reports it. */
 export type LinkState =
@@ -310,9 +311,11 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
         // moved ahead while connected): the server said its time, and the
         // link joins again at once in it, as after CLOCK_SKEW (the device
         // rewrites those stamps at the hello: StampTime.setOffset).
+        // Read without the user the server names after it (a user id may
+        // hold any text, "; peer time 5" included).
         const ahead =
-          /^update holds a stamp .* ahead of this peer's time .*; peer time (\d+)(?: \(user .*\))?$/.exec(
-            message,
+          /^update holds a stamp .* ahead of this peer's time .*; peer time (\d+)$/.exec(
+            withoutUser(message),
           )
         if (code === 'INVALID_RECORD' && ahead !== null) stampsAheadAt = Number(ahead[1])
         options.onError?.(code, message)

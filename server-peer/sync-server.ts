@@ -832,7 +832,10 @@ class ServerSyncLog {
       code: error.code,
       // The error's own message (its excerpts of the peer's input are
       // bounded already), cut to 200 characters, not quoted again.
-      message: error.message.length <= 200 ? error.message : `${error.message.slice(0, 200)}…`,
+      message:
+        error.message.length <= 200
+          ? error.message
+          : `${error.message.slice(0, 200).replace(/[\uD800-\uDBFF]$/, '')}…`,
     })
   }
 

@@ -3,7 +3,9 @@
  * production, memory-level in tests and the simulator. Both speak the same
  * abstract-level API, so one class serves both and they cannot drift apart.
  */
+import { existsSync, readdirSync } from 'node:fs'
 import { chmod, mkdir, stat } from 'node:fs/promises'
+import { join } from 'node:path'
 import type {
   AbstractBatchOptions,
   AbstractDelOptions,
@@ -293,8 +295,12 @@ export class LevelStore implements Store {
  */
 export async function openLevelStore(dir: string): Promise<LevelStore> {
   try {
+    // Made here, empty, or a store already: made private. Another folder
+    // named as a data directory (`.`, a home, /tmp) is only warned of.
+    const ours =
+      !existsSync(dir) || existsSync(join(dir, 'CURRENT')) || readdirSync(dir).length === 0
     await mkdir(dir, { recursive: true, mode: 0o700 })
-    await keepPrivate(dir)
+    await keepPrivate(dir, ours)
     const db = new Level<string, Uint8Array>(dir, { keyEncoding: 'utf8', valueEncoding: 'view' })
     await db.open()
     return new LevelStore(db)
@@ -321,17 +327,24 @@ export async function openLevelStore(dir: string): Promise<LevelStore> {
  * folder). A folder it cannot change (another owner's) is said in a
  * process warning, once per open.
  */
-async function keepPrivate(dir: string): Promise<void> {
+async function keepPrivate(dir: string, ours: boolean): Promise<void> {
   if (process.platform === 'win32') return
   const { mode } = await stat(dir)
   if ((mode & 0o077) === 0) return
-  try {
-    await chmod(dir, mode & 0o700)
-  } catch (error) {
+  const warn = (why: string): void =>
     process.emitWarning(
-      `${dir} is readable by other users (mode ${(mode & 0o777).toString(8)}) and could not be made private: ${errorMessage(error)}`,
+      `${dir} is readable by other users (mode ${(mode & 0o777).toString(8)}) and ${why}`,
       { code: 'ROSTERSYNC_DATA_DIR_MODE' },
     )
+  if (!ours) {
+    warn('holds other files: left as it is; give rostersync a folder of its own (mode 0700)')
+    return
+  }
+  try {
+    // Group and others lose access; the owner's and the special bits stay.
+    await chmod(dir, mode & 0o7700)
+  } catch (error) {
+    warn(`could not be made private: ${errorMessage(error)}`)
   }
 }
 

@@ -356,6 +356,40 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(d.users.get('x1')?.name).toBe('Offline')
     })
 
+    it('takes a write while the link first connects, not once an attempt failed', async () => {
+      const s = await site()
+      // Attempts that hang (a server that drops packets): after `refused` refusals.
+      const hanging = (refused: number): Transport & { attempts: number } => {
+        const transport = {
+          attempts: 0,
+          connect: () => {
+            transport.attempts++
+            return transport.attempts <= refused
+              ? Promise.reject(new SyncError('SYNC_FAILED', 'connection refused'))
+              : new Promise<Connection>(() => undefined)
+          },
+          close: async () => undefined,
+        }
+        return transport
+      }
+      const first = await device(s, 'D1', { serverTransport: hanging(0) })
+      await settle()
+      expect(first.sync.status().link).toBe('connecting')
+      await first.users.put({ id: 'x1', name: 'While first connecting' })
+      expect(first.users.get('x1')?.name).toBe('While first connecting')
+      const transport = hanging(1)
+      const later = await device(s, 'D2', { serverTransport: transport })
+      await settle()
+      await s.clock.advance(netLimits.retryDelayMsMax)
+      await settle()
+      expect(transport.attempts).toBe(2)
+      expect(later.sync.status().link).toBe('connecting')
+      await expect(later.users.put({ id: 'x2', name: 'Offline' })).rejects.toMatchObject({
+        code: 'OFFLINE_NOT_READY',
+      })
+      expect(later.users.get('x2')).toBeUndefined()
+    })
+
     it('logs the first full sync when a whenIdle() call runs it, then fetches nothing twice', async () => {
       const s = await site()
       await s.server.users.put({ id: 'u1', name: 'Ann' })

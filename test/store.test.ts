@@ -214,6 +214,23 @@ describe('openLevelStore', () => {
     const again = await openLevelStore(open)
     await again.close()
     expect((await stat(open)).mode & 0o777).toBe(0o700)
+    // A folder holding other files (`.`, a home) is left as it is, and said.
+    const shared = join(dir, 'shared')
+    await mkdir(shared, { mode: 0o755 })
+    await chmod(shared, 0o755)
+    await writeFile(join(shared, 'notes.txt'), 'kept')
+    const warnings: string[] = []
+    const listener = (w: Error): number => warnings.push(w.message)
+    process.on('warning', listener)
+    try {
+      const third = await openLevelStore(shared)
+      await third.close()
+      await new Promise((resolve) => setImmediate(resolve))
+    } finally {
+      process.off('warning', listener)
+    }
+    expect((await stat(shared)).mode & 0o777).toBe(0o755)
+    expect(warnings.join('\n')).toMatch(/readable by other users .* left as it is/)
   })
 
   it('rejects with STORAGE_FAILED when the database is already open (locked)', async () => {

@@ -72,7 +72,10 @@ export function wrapWebSocket(
   // (PROTOCOL.md, "Refusals"), and this side hears it as a refused frame.
   const wsClose = socket.close.bind(socket)
   socket.close = (code?: number, data?: string | Buffer): void => {
-    if (code === undefined || data !== undefined || !(code in refusedFrameReasons)) {
+    // Open only: a frame read while this side's own close is under way is
+    // not a refusal to report (its close is).
+    const open = socket.readyState === WebSocket.OPEN
+    if (code === undefined || data !== undefined || !open || !(code in refusedFrameReasons)) {
       wsClose(code, data)
       return
     }

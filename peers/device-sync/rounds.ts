@@ -121,5 +121,5 @@ function isJoinTimeRefused(error: unknown): boolean {
 
 /** A round cut by its connection closing for a new generation of the document (4412). */
 function isGenerationClose(error: unknown): boolean {
-  return error instanceof RostersyncError && /GENERATION_CHANGED/.test(error.message)
+  return error instanceof RostersyncError && /\(4412: GENERATION_CHANGED/.test(error.message)
 }

@@ -17,6 +17,7 @@ import type { Replica } from '../replica.js'
 import type { SyncAnswer, SyncSession } from '../sync-session.js'
 import type { ServerLink } from '../ws-client.js'
 import { covers, PUSH_ROUNDS_MAX, refusedError } from './sync-errors.js'
+import { withoutUser } from '../sync-session/inbound.js'
 
 /**
  * Whether every client `theirs` lacks of `wanted` writes for a writer
@@ -68,7 +69,8 @@ export class ServerExchange {
   noteRemoteError(code: string, message: string): boolean {
     this.lastRemoteError = { code, message }
     // Another writer's envelope it relayed is not its change.
-    if (!OWN_CHANGE_REFUSALS.has(code) || /relayed envelope/.test(message)) return false
+    if (!OWN_CHANGE_REFUSALS.has(code) || /relayed envelope/.test(withoutUser(message)))
+      return false
     if (this.savesRefused.has(code)) return false
     this.savesRefused.add(code)
     return true

@@ -45,6 +45,13 @@ export function withUser(error: RostersyncError, message: string): string {
   return userId === undefined ? message : `${message} (user ${JSON.stringify(userId)})`
 }
 
+/** An error message without the user named at its end (see withUser): what parsers of it read. */
+export function withoutUser(message: string): string {
+  return userOfMessage(message) === undefined ? message : message.replace(USER_SUFFIX, '')
+}
+
+const USER_SUFFIX = / \(user "(?:[^"\\]|\\.)*"\)$/
+
 /** The user an error message names at its end (see withUser), if any. */
 export function userOfMessage(message: string): string | undefined {
   const named = / \(user ("(?:[^"\\]|\\.)*")\)$/.exec(message)
