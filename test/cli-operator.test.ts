@@ -514,7 +514,8 @@ describe('export from a stopped server', () => {
     expect(stderr).toMatch(/exported 1 user\(s\) to standard output/)
     // A refused file leaves a folder that held no device as it was.
     const fresh = join(dir, 'fresh')
-    await mkdir(fresh)
+    // Private: a folder others can read that holds other files is warned of.
+    await mkdir(fresh, { mode: 0o700 })
     await writeFile(join(fresh, 'notes.txt'), 'kept')
     expectRefused(
       await cli(['import', file, '--data', fresh, '--id', 'D9'], { ROSTERSYNC_SITE_KEY: siteKey }),
