@@ -32,16 +32,23 @@ export async function getUser(id) {
     headers: { accept: 'application/json' },
     credentials: 'same-origin',
   })
-  if (!res.ok) {
-    const parsed = await res.json().catch(() => undefined)
-    if (res.status === 401) onSignedOut()
-    throw new ApiError(
-      res.status,
-      parsed?.error?.code ?? 'HTTP_' + res.status,
-      parsed?.error?.message ?? res.statusText,
-    )
-  }
+  if (!res.ok) throw await failure(res)
   return { user: await res.json(), etag: res.headers.get('etag') ?? undefined }
+}
+
+/**
+ * The ApiError of a response that failed (its typed `{ error: { code,
+ * message } }` body when it has one); a 401 tells the signed-out listener
+ * unless `signsOut` is false.
+ */
+async function failure(res, signsOut = true) {
+  const parsed = await res.json().catch(() => undefined)
+  if (res.status === 401 && signsOut) onSignedOut()
+  return new ApiError(
+    res.status,
+    parsed?.error?.code ?? 'HTTP_' + res.status,
+    parsed?.error?.message ?? res.statusText,
+  )
 }
 
 /** Calls the API: JSON in, JSON out; throws ApiError on failure. */
@@ -55,17 +62,9 @@ export async function api(method, path, body, extraHeaders = {}) {
     credentials: 'same-origin',
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   })
+  // A refused sign-in (POST /api/session) is not a session that ended.
+  if (!res.ok) throw await failure(res, path !== '/api/session')
   const type = res.headers.get('content-type') ?? ''
-  if (!res.ok) {
-    const parsed = type.includes('json') ? await res.json().catch(() => undefined) : undefined
-    const error = new ApiError(
-      res.status,
-      parsed?.error?.code ?? 'HTTP_' + res.status,
-      parsed?.error?.message ?? res.statusText,
-    )
-    if (res.status === 401 && path !== '/api/session') onSignedOut()
-    throw error
-  }
   return type.includes('json') ? res.json() : res.blob()
 }
 
@@ -82,15 +81,7 @@ export async function downloadExport(chosen, protection = {}) {
     credentials: 'same-origin',
     body: JSON.stringify({ ...chosen, ...protection }),
   })
-  if (!res.ok) {
-    const parsed = await res.json().catch(() => undefined)
-    if (res.status === 401) onSignedOut()
-    throw new ApiError(
-      res.status,
-      parsed?.error?.code ?? 'HTTP_' + res.status,
-      parsed?.error?.message ?? res.statusText,
-    )
-  }
+  if (!res.ok) throw await failure(res)
   const blob = await res.blob()
   const disposition = res.headers.get('content-disposition') ?? ''
   const name = /filename="([^"]+)"/.exec(disposition)?.[1] ?? 'rostersync-export.rsx'
