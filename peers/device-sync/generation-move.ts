@@ -29,13 +29,7 @@
  * (only the round that waits for it could end that hold).
  */
 import * as Y from 'yjs'
-import {
-  asDeviceEntry,
-  rootOwner,
-  usersRootName,
-  USERS_ROOT_PREFIX,
-  type DeviceEntry,
-} from '../../core/entries.js'
+import { asDeviceEntry, rootOwner, usersRootName, type DeviceEntry } from '../../core/entries.js'
 import { recordBytes, type FieldValue } from '../../core/schema.js'
 import { limits } from '../../core/limits.js'
 import type { HlcStamp } from '../../core/hlc.js'
@@ -331,20 +325,26 @@ export function holdsNothing(doc: Y.Doc): boolean {
 
 /** This device's own part of `doc`: its entry for every user it wrote. */
 function ownEntries(doc: Y.Doc, replica: Replica): Map<UserId, DeviceEntry> {
-  const own = new Map<UserId, DeviceEntry>()
-  const root = usersRootName(replica.writerId)
-  if (!doc.share.has(root)) return own
+  return partEntries(doc, usersRootName(replica.writerId))
+}
+
+/** A writer's part of `doc` (root `root`): its entry for every user it wrote. */
+function partEntries(doc: Y.Doc, root: string): Map<UserId, DeviceEntry> {
+  const entries = new Map<UserId, DeviceEntry>()
+  if (!doc.share.has(root)) return entries
   for (const [key, value] of doc.getMap<unknown>(root).entries()) {
     const entry = asDeviceEntry(value)
-    if (entry !== undefined) own.set(asUserId(key), entry)
+    if (entry !== undefined) entries.set(asUserId(key), entry)
   }
-  return own
+  return entries
 }
 
 /**
- * The entries of other devices' parts in `doc` (not the server's, not a
- * revoked device's): what this device holds of them may have come over
- * the LAN only, from a device still on the old generation.
+ * The entries of other devices' parts in `doc` (not the server's; the
+ * server's roots other than its users' have no other owner): what this
+ * device holds of them may have come over the LAN only, from a device
+ * still on the old generation. Revoked writers are left at the commit
+ * (unseenRelayed), against the new generation.
  */
 function relayedEntries(
   doc: Y.Doc,
@@ -354,12 +354,7 @@ function relayedEntries(
   for (const name of doc.share.keys()) {
     const writer = rootOwner(name)
     if (writer === undefined || writer === SERVER_ID || writer === replica.writerId) continue
-    if (!name.startsWith(USERS_ROOT_PREFIX) || replica.isRevoked(writer)) continue
-    const entries = new Map<UserId, DeviceEntry>()
-    for (const [key, value] of doc.getMap<unknown>(name).entries()) {
-      const entry = asDeviceEntry(value)
-      if (entry !== undefined) entries.set(asUserId(key), entry)
-    }
+    const entries = partEntries(doc, name)
     if (entries.size > 0) out.set(writer, entries)
   }
   return out
@@ -388,11 +383,10 @@ function unseenRelayed(
     // and its writes, carried, would come back as this device's own (a
     // probe laundered a revoked device's writes this way).
     if (replica.isRevoked(writer)) continue
-    const root = usersRootName(asWriterId(writer))
-    const part = replica.doc.share.has(root) ? replica.doc.getMap<unknown>(root) : undefined
+    const part = partEntries(replica.doc, usersRootName(asWriterId(writer)))
     for (const [id, entry] of entries) {
       if (entry.e < (replica.replicaOf(id).server?.e ?? 0)) continue
-      const held = asDeviceEntry(part?.get(id))
+      const held = part.get(id)
       if (held !== undefined && held.e > entry.e) continue
       const f: Record<string, FieldValue> = {}
       const s: Record<string, HlcStamp> = {}
