@@ -24,6 +24,7 @@ import { checkUpdate, refusedUserOf } from '../core/authorize.js'
 import type { NewEvent } from '../core/events.js'
 import {
   AuthFailedError,
+  clip,
   excerpt,
   ForbiddenWriteError,
   MalformedRequestError,
@@ -832,10 +833,7 @@ class ServerSyncLog {
       code: error.code,
       // The error's own message (its excerpts of the peer's input are
       // bounded already), cut to 200 characters, not quoted again.
-      message:
-        error.message.length <= 200
-          ? error.message
-          : `${error.message.slice(0, 200).replace(/[\uD800-\uDBFF]$/, '')}…`,
+      message: clip(error.message, 200),
     })
   }
 
