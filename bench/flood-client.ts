@@ -13,6 +13,12 @@
  *   valid updates to its own part as fast as the socket takes them (it
  *   waits only while more than `SEND_BUFFER_BYTES_MAX` are unsent),
  *   reconnecting when the server closes it.
+ * - `{ cmd: 'variants', links, seconds, client, clock }`: `links` devices
+ *   (`variant-<i>`), each sending a step 1 every `VARIANT_INTERVAL_MS` that
+ *   names `client` (the server's) at a clock of its own below `clock`, so
+ *   that no two ask for the same answer (the answer cache cannot share
+ *   them) and each lacks nearly the whole roster; each reads what comes
+ *   back. Reports the answers (step 2s) and bytes received.
  * Socket errors (EMFILE when the process runs out of file descriptors,
  * refusals, resets) are counted by code, never fatal.
  *
@@ -42,7 +48,13 @@ export interface FloodReport {
   readonly closes?: Record<string, number>
   /** The writer's Yjs clientIDs (one per connection), to count what the server applied. */
   readonly clientIds?: number[]
+  /** Answers (step 2s) the `variants` flood received, and its bytes received in all. */
+  readonly answers?: number
+  readonly bytesReceived?: number
 }
+
+/** How often each link of the `variants` flood asks, ms (within the server's step-1 rate). */
+const VARIANT_INTERVAL_MS = 20
 
 /** Unsent bytes above which the writer waits for its socket to drain. */
 const SEND_BUFFER_BYTES_MAX = 8 * 1024 * 1024
@@ -208,6 +220,56 @@ async function updates(url: string, siteKey: string, n: number) {
   return report
 }
 
+async function variants(
+  url: string,
+  siteKey: string,
+  links: number,
+  seconds: number,
+  client: number,
+  clock: number,
+) {
+  const started = performance.now()
+  const errors: Record<string, number> = {}
+  let answers = 0
+  let bytesReceived = 0
+  const sockets = (
+    await Promise.all(
+      Array.from({ length: links }, (_, i) => open(url, `variant-${i}`, siteKey, errors)),
+    )
+  ).filter((s): s is WebSocket => s !== undefined)
+  const end = performance.now() + seconds * 1000
+  await Promise.all(
+    sockets.map(async (socket, k) => {
+      let closed = false
+      socket.on('error', () => undefined)
+      socket.on('close', (code) => {
+        closed = true
+        count(errors, `close ${code}`)
+      })
+      socket.on('message', (data: Buffer) => {
+        bytesReceived += data.byteLength
+        // A step 2 is message type 0, sync message 1 (core/protocol.ts).
+        if (data[0] === 0 && data[1] === 1) answers++
+      })
+      for (let n = 0; performance.now() < end && !closed; n++) {
+        const from = (k * 100_003 + n * 7) % Math.max(1, Math.floor(clock / 2))
+        const vector = Y.encodeStateVector(new Map([[client, from]]))
+        socket.send(encodeMessage({ type: 'sync-step1', stateVector: vector }))
+        await new Promise((r) => setTimeout(r, VARIANT_INTERVAL_MS))
+      }
+    }),
+  )
+  await closeAll(sockets)
+  const report: FloodReport = {
+    seconds: (performance.now() - started) / 1000,
+    opened: sockets.length,
+    errors,
+    answers,
+    bytesReceived,
+  }
+  return report
+}
+
 async function main(): Promise<void> {
   const [url, siteKey] = process.argv.slice(2)
   if (url === undefined || siteKey === undefined) {
@@ -233,6 +295,18 @@ async function main(): Promise<void> {
         break
       case 'updates':
         emitResult({ ...(await updates(url, siteKey, n)) })
+        break
+      case 'variants':
+        emitResult({
+          ...(await variants(
+            url,
+            siteKey,
+            Number(command.links),
+            Number(command.seconds),
+            Number(command.client),
+            Number(command.clock),
+          )),
+        })
         break
       default:
         throw new Error(`unknown command ${JSON.stringify(command)}`)

@@ -45,7 +45,7 @@ const USERS = 1_000
  * the fourth-worst of about 200. Above `netLimits.step1AnswersPerSecondMax`
  * (50) the server holds the probe's answers back, as it does any device's.
  */
-const PROBE_RATE = envInt('BENCH_FLOOD_PROBE_RATE', 40)
+export const PROBE_RATE = envInt('BENCH_FLOOD_PROBE_RATE', 40)
 const PROBE_WINDOW_SECONDS = 2
 /** How long the server may take to apply the flood's updates after the last is sent. */
 const APPLY_TIMEOUT_MS = 120_000
@@ -61,13 +61,13 @@ function envInt(name: string, fallback: number): number {
   return n
 }
 
-function quantile(values: readonly number[], q: number): number {
+export function quantile(values: readonly number[], q: number): number {
   const sorted = [...values].sort((a, b) => a - b)
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN
 }
 
 /** Probes in windows until `done` settles (at least one window); all times merged. */
-async function probeWhile(
+export async function probeWhile(
   probe: ControlledChild,
   done: Promise<unknown>,
 ): Promise<FloodProbeTimes> {
@@ -93,7 +93,7 @@ async function probeWhile(
 }
 
 /** One phase's figures. */
-interface PhaseResult {
+export interface PhaseResult {
   readonly phase: string
   readonly flood: FloodReport
   /** Round trips the probe timed during the phase. */
@@ -136,7 +136,7 @@ interface PhaseResult {
 }
 
 /** The probe's round trips of one stretch on stderr: how many, the p50 and the worst five. */
-function printRoundTrips(name: string, syncMs: readonly number[]): void {
+export function printRoundTrips(name: string, syncMs: readonly number[]): void {
   const worst = [...syncMs].sort((a, b) => b - a).slice(0, 5)
   console.error(
     `flood: ${name}: ${syncMs.length} round trips, p50 ${round(quantile(syncMs, 0.5))} ms, worst ${worst.map(round).join(' / ')} ms`,
@@ -157,7 +157,7 @@ function threadCpuDiff(
     .join(', ')
 }
 
-async function phase(
+export async function phase(
   name: string,
   server: ControlledChild,
   probe: ControlledChild,

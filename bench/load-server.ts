@@ -13,6 +13,9 @@
  * - `{ cmd: 'state' }`: the document's state vector (Yjs clientID -> clock)
  *   and the number of `write-refused` events, to check the load clients'
  *   own count of acknowledged edits against;
+ * - `{ cmd: 'answer-turns', on }`: whether costly answers of untrusted
+ *   peers take turns (`limits.answerTurnClocksMin`; off: never, the
+ *   baseline of the `variants` bench);
  * - `{ cmd: 'allocations', start: true }`, then `{ cmd: 'allocations', file }`:
  *   V8's sampling heap profile of what the process allocates between the
  *   two, collected objects included (what the garbage collector works
@@ -29,6 +32,7 @@ import { closeSync, openSync, readSync, writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
 import { join } from 'node:path'
 import * as Y from 'yjs'
+import { limits } from '../core/limits.js'
 import { createServer } from '../server-peer/create-server.js'
 import { BATCH_USERS, emitResult, positiveIntArg } from './bench.js'
 import {
@@ -206,6 +210,7 @@ async function main(): Promise<void> {
   }, 250)
   const stalls = process.env.BENCH_LOOP_STALLS === '1' ? new StallTracer() : undefined
   let allocations: Session | undefined
+  const { answerTurnClocksMin } = limits
   emitResult({ ...ready })
   for await (const command of commands()) {
     switch (command.cmd) {
@@ -256,6 +261,13 @@ async function main(): Promise<void> {
           allocations.disconnect()
           allocations = undefined
         }
+        emitResult({ ok: true })
+        break
+      }
+      case 'answer-turns': {
+        // The bounds are read-only to the product; the bench sets this one.
+        ;(limits as { answerTurnClocksMin: number }).answerTurnClocksMin =
+          command.on === false ? Number.POSITIVE_INFINITY : answerTurnClocksMin
         emitResult({ ok: true })
         break
       }

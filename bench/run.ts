@@ -20,6 +20,7 @@ import { networkBench } from './network.js'
 import { pinBench } from './pin.js'
 import { signingBench } from './signing.js'
 import { simBench } from './sim.js'
+import { variantsBench } from './variants.js'
 import { buildProject, childrenThroughTsx } from './build.js'
 import { calibrationMs } from './calibrate.js'
 
@@ -37,6 +38,7 @@ const BENCHES: readonly Bench[] = [
   millionBench,
   fleetBench,
   pinBench,
+  variantsBench,
 ]
 
 const DEFAULT_USERS = 100_000

@@ -29,6 +29,7 @@ import type { UserId, WriterId } from '../core/ids.js'
 import { limits, netLimits } from '../core/limits.js'
 import type { UpdateRanges } from '../core/update-scan.js'
 import type { PolicyTable, UserLocal, UserReplica, UserView } from '../core/resolve.js'
+import { AnswerTurns } from './replica/answer-turns.js'
 import { BatchRunner } from './replica/batch-runner.js'
 import { Compactor } from './replica/compactor.js'
 import { ReplicaDocument } from './replica/document.js'
@@ -55,6 +56,7 @@ import type {
 import { UpdateLog } from './replica/update-log.js'
 import { holdForSwitch, switchGeneration, type NewGeneration } from './replica/generation-switch.js'
 import { WriteQueue } from './replica/write-queue.js'
+import { systemClock } from './system-clock.js'
 
 export type { NewGeneration } from './replica/generation-switch.js'
 export {
@@ -71,6 +73,18 @@ export {
 } from './replica/types.js'
 
 /** One peer's durable replicated state. */
+/**
+ * The real clock's pause between two costly answers (AnswerTurns): as long
+ * as the one before held the turn, at most `limits.answerTurnPauseMsMax`,
+ * so that answers take at most about half of the event loop while others
+ * wait; one poll for I/O at least.
+ */
+function answerPause(fn: () => void, heldMs: number): void {
+  const pause = Math.min(heldMs, limits.answerTurnPauseMsMax)
+  if (pause < 1) setImmediate(fn)
+  else setTimeout(fn, pause)
+}
+
 export class Replica {
   private readonly status = new ReplicaStatus()
   private readonly hlc = new Hlc()
@@ -85,6 +99,7 @@ export class Replica {
   private readonly compactor: Compactor
   private readonly runner: BatchRunner
   private readonly readers: Readers
+  private readonly answerTurns: AnswerTurns
   /** The time it stamps at, and the rewrite of its stamps that ran ahead (PROTOCOL.md, "Clocks"). */
   readonly stampTime: StampTime
 
@@ -106,6 +121,13 @@ export class Replica {
     })
     this.intake = new Intake(this.document, () => this.log.epoch)
     this.readers = new Readers(this.document)
+    // The next turn: the event loop's (after its poll for I/O) on the real
+    // clock; on an injected one (the simulator, a test's), after the
+    // pending continuations (nothing may wait for the real event loop
+    // there, sim/scheduler.ts, nor for a timer the test never runs).
+    this.answerTurns = new AnswerTurns(
+      clock === systemClock ? answerPause : (fn) => queueMicrotask(fn),
+    )
     this.fanOut = new FanOut(options)
     const { status, document, log, queue } = this
     this.compactor = new Compactor({ clock, status, log, document, events: this.journal, queue })
@@ -282,9 +304,30 @@ export class Replica {
    * not change, each part made when first asked for). Read it inside whenDurable.
    */
   answerParts(stateVector: Uint8Array): ReturnType<ReplicaDocument['answerParts']> {
+    return this.document.answerParts(stateVector, this.answerPartBytesMax())
+  }
+
+  /**
+   * Waits for an untrusted peer's answer's turn when it costs
+   * (`limits.answerTurnClocksMin` operations or more, not in the answer
+   * cache: peers/replica/answer-turns.ts); resolves with the function that
+   * ends the turn once the answer is made, or undefined when the answer
+   * needs no turn. `theirs` is the peer's state vector, decoded.
+   */
+  async answerTurn(theirs: ReadonlyMap<number, number>): Promise<(() => void) | undefined> {
+    const cost = this.document.answerCost(theirs, this.answerPartBytesMax())
+    if (cost < limits.answerTurnClocksMin) return undefined
+    return this.answerTurns.take()
+  }
+
+  /** Answers that waited for a turn and got it (AnswerTurns.granted; tests). */
+  get answerTurnsGranted(): number {
+    return this.answerTurns.granted
+  }
+
+  private answerPartBytesMax(): number {
     const max = this.options.answerChunkBytesMax ?? netLimits.answerChunkBytesMax
-    const partBytesMax = Math.max(1, max - netLimits.answerChunkOverheadBytesMax)
-    return this.document.answerParts(stateVector, partBytesMax)
+    return Math.max(1, max - netLimits.answerChunkOverheadBytesMax)
   }
 
   /** How many large answers were encoded rather than taken from the cache (AnswerCache.encodes). */

@@ -282,6 +282,16 @@ export function startSession(options: SessionOptions): SyncSession {
     const theirs = Y.decodeStateVector(sent)
     options.onStep1?.(theirs)
     await renewIfReused(replica, theirs)
+    // A costly answer of an untrusted peer waits for its turn, one at a
+    // time on this peer (peers/replica/answer-turns.ts).
+    const endTurn = untrusted ? await replica.answerTurn(theirs) : undefined
+    try {
+      if (!stopped && connection.open) await answerNow(sent, theirs)
+    } finally {
+      endTurn?.()
+    }
+  }
+  const answerNow = async (sent: Uint8Array, theirs: Map<number, number>): Promise<void> => {
     // The answer holds none of this peer's own changes that are not
     // durable, and is sent at that moment (Replica.whenDurable), before
     // any update that builds on it: an own change sent and then lost to a

@@ -42,6 +42,29 @@ interface Kept {
 const KEY_CLIENTS_PLAIN_MAX = 64
 
 /**
+ * What a peer at `target` lacks of `store`: each client whose structs it
+ * lacks and the clock it lacks them from, in clientID order, and how many
+ * operations (clock units) that is in all.
+ */
+export function lackingOf(
+  store: Y.Doc['store'],
+  target: ReadonlyMap<number, number>,
+): { readonly lacking: ReadonlyArray<readonly [number, number]>; readonly operations: number } {
+  const lacking: Array<[number, number]> = []
+  let operations = 0
+  for (const client of store.clients.keys()) {
+    const from = Math.max(0, target.get(client) ?? 0)
+    const state = Y.getState(store, client)
+    if (from < state) {
+      lacking.push([client, from])
+      operations += state - from
+    }
+  }
+  lacking.sort((a, b) => a[0] - b[0])
+  return { lacking, operations }
+}
+
+/**
  * The canonical key of an answer to `target` from a document with `store`,
  * in parts of at most `partBytesMax` bytes (see the module comment).
  */
@@ -50,12 +73,14 @@ export function answerKey(
   target: ReadonlyMap<number, number>,
   partBytesMax: number,
 ): string {
-  const lacking: Array<[number, number]> = []
-  for (const client of store.clients.keys()) {
-    const from = Math.max(0, target.get(client) ?? 0)
-    if (from < Y.getState(store, client)) lacking.push([client, from])
-  }
-  lacking.sort((a, b) => a[0] - b[0])
+  return keyOf(lackingOf(store, target).lacking, partBytesMax)
+}
+
+/** The key of an answer bringing `lacking` (lackingOf) in parts of at most `partBytesMax` bytes. */
+export function keyOf(
+  lacking: ReadonlyArray<readonly [number, number]>,
+  partBytesMax: number,
+): string {
   if (lacking.length <= KEY_CLIENTS_PLAIN_MAX)
     return `${partBytesMax}|${lacking.map(([client, from]) => `${client}:${from}`).join(',')}`
   const e = encoding.createEncoder()
@@ -82,6 +107,11 @@ export class AnswerCache {
    */
   get encodes(): number {
     return this.encoded
+  }
+
+  /** Whether an answer is kept under `key` (answerKey). */
+  has(key: string): boolean {
+    return this.answers.has(key)
   }
 
   /** How many answers are kept, and their bytes made so far (for tests). */

@@ -44,7 +44,7 @@ import {
   type UserView,
 } from '../../core/resolve.js'
 import type { RecordSchema } from '../../core/schema.js'
-import { AnswerCache, answerKey } from './answer-cache.js'
+import { AnswerCache, answerKey, keyOf, lackingOf } from './answer-cache.js'
 import type { AnswerStream } from './answer-stream.js'
 import type { LocalState } from './local-state.js'
 import { LOCAL_ORIGIN, type WriteContext } from './types.js'
@@ -456,6 +456,17 @@ export class ReplicaDocument {
         settled && this.deletes !== undefined ? this.deletes.current() : deleteRangesOf(doc.store)
       return diffParts(doc.store, target, deletes, partBytesMax)
     })
+  }
+
+  /**
+   * Operations (clock units) an answer to a peer at `target` would have to
+   * encode: what it lacks, or 0 when that answer is in the cache
+   * (answerParts). Peers/replica/answer-turns.ts paces the costly ones.
+   */
+  answerCost(target: ReadonlyMap<number, number>, partBytesMax: number): number {
+    const { lacking, operations } = lackingOf(this.doc.store, target)
+    if (operations === 0 || this.answers.has(keyOf(lacking, partBytesMax))) return 0
+    return operations
   }
 
   /** How many large answers answerParts encoded rather than took from its cache (AnswerCache.encodes). */

@@ -1,0 +1,155 @@
+/**
+ * Costly answers take turns (issue 11, "Amplification";
+ * peers/replica/answer-turns.ts): step 1s that each name a different clock
+ * of the server's miss the answer cache and make the server encode nearly
+ * the whole roster every time. Several untrusted links asking so at once
+ * are answered one per event-loop turn, with the poll for I/O between, and
+ * not all in the turn they arrived in; answers that cost little or come
+ * from the cache are answered at once.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import { limits } from '../core/limits.js'
+import { AnswerTurns } from '../peers/replica/answer-turns.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { memoryStore } from '../storage/level-store.js'
+import { eventually } from './helpers/eventually.js'
+import { ManualClock } from './helpers/manual-clock.js'
+import { rawLink, type RawLink } from './helpers/raw-link.js'
+
+const KEY = 'answer-turns-key'
+const closers: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close()
+})
+
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
+
+describe('AnswerTurns', () => {
+  it('grants one at a time, the next only in a later event-loop turn, first come first served', async () => {
+    const turns = new AnswerTurns((fn) => setImmediate(fn))
+    const order: string[] = []
+    const releases = new Map<string, () => void>()
+    for (const name of ['a', 'b', 'c'])
+      void turns.take().then((release) => {
+        order.push(name)
+        releases.set(name, release)
+      })
+    await Promise.resolve()
+    expect(order).toEqual(['a'])
+    expect(turns.size).toBe(2)
+    // Held: nothing else is granted however many turns go by.
+    await nextTurn()
+    await nextTurn()
+    expect(order).toEqual(['a'])
+    releases.get('a')?.()
+    releases.get('a')?.() // a second release changes nothing
+    // Not in the same turn (microtasks included)...
+    for (let i = 0; i < 5; i++) await Promise.resolve()
+    expect(order).toEqual(['a'])
+    // ...but in the next.
+    await nextTurn()
+    expect(order).toEqual(['a', 'b'])
+    releases.get('b')?.()
+    await nextTurn()
+    expect(order).toEqual(['a', 'b', 'c'])
+    releases.get('c')?.()
+    await nextTurn()
+    expect(turns.size).toBe(0)
+    // Free again: the next is granted at once.
+    const release = await turns.take()
+    expect(turns.granted).toBe(4)
+    release()
+  })
+})
+
+describe('a server answering costly step 1s', () => {
+  const USERS = 3_000
+
+  async function startServer(clock?: ManualClock): Promise<ServerPeer> {
+    const server = await createServer({
+      store: memoryStore(),
+      ...(clock === undefined ? {} : { clock }),
+      listen: false,
+      siteKey: KEY,
+    })
+    closers.push(() => server.close())
+    for (let i = 0; i < USERS; i += 500)
+      await Promise.all(
+        Array.from({ length: 500 }, (_, j) =>
+          server.users.put({ id: `u${i + j}`, name: `User ${i + j}`, email: `u${i + j}@ex.com` }),
+        ),
+      )
+    return server
+  }
+
+  /** A state vector naming only `client` at `clock`. */
+  const vectorAt = (client: number, clock: number): Uint8Array =>
+    Y.encodeStateVector(new Map([[client, clock]]))
+
+  const step2s = (link: RawLink): number =>
+    link.received.filter((m) => m.type === 'sync-step2').length
+
+  it('answers them one per event-loop turn, every one of them', async () => {
+    const server = await startServer()
+    const [[client, clock]] = [...Y.decodeStateVector(Y.encodeStateVector(server.replica.doc))]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 1) as [[number, number]]
+    expect(clock).toBeGreaterThanOrEqual(USERS)
+    const links = Array.from({ length: 8 }, (_, k) => rawLink(server, `D${k}`, KEY))
+    // Admitted and answered once: a step 1 that lacks nothing.
+    for (const link of links)
+      link.send({ type: 'sync-step1', stateVector: Y.encodeStateVector(server.replica.doc) })
+    await eventually(() => expect(links.every((l) => step2s(l) === 1)).toBe(true))
+    const before = links.map(step2s)
+    const granted = server.replica.answerTurnsGranted
+    const encodedBefore = server.replica.answersEncoded
+
+    // Answers made per turn of the event loop, counted from a check-phase
+    // callback that runs once a turn.
+    let perTurnMax = 0
+    let last = encodedBefore
+    let ticking = true
+    const tick = (): void => {
+      const now = server.replica.answersEncoded
+      perTurnMax = Math.max(perTurnMax, now - last)
+      last = now
+      if (ticking) setImmediate(tick)
+    }
+    setImmediate(tick)
+    // Each link asks from its own clock of the server's: 8 answers the
+    // cache cannot share, each of more than answerTurnClocksMin operations.
+    links.forEach((link, k) =>
+      link.send({ type: 'sync-step1', stateVector: vectorAt(client, 1 + 7 * k) }),
+    )
+    await eventually(() => expect(links.map(step2s)).toEqual(before.map((n) => n + 1)))
+    ticking = false
+    expect(server.replica.answersEncoded - encodedBefore).toBe(8)
+    expect(perTurnMax).toBe(1)
+    expect(server.replica.answerTurnsGranted - granted).toBe(8)
+    expect(links.every((l) => l.closed() === undefined)).toBe(true)
+
+    // Asked again, the same answers come from the cache, without a turn;
+    // so do small ones (a device catching up on a few edits).
+    links[0]?.send({ type: 'sync-step1', stateVector: vectorAt(client, 1 + 7 * 7) })
+    links[1]?.send({
+      type: 'sync-step1',
+      stateVector: vectorAt(client, clock - limits.answerTurnClocksMin + 1),
+    })
+    await eventually(() => expect(step2s(links[0] as RawLink)).toBe((before[0] ?? 0) + 2))
+    await eventually(() => expect(step2s(links[1] as RawLink)).toBe((before[1] ?? 0) + 2))
+    expect(server.replica.answerTurnsGranted - granted).toBe(8)
+  })
+
+  it('on an injected clock that never moves, every costly answer still goes out', async () => {
+    const server = await startServer(new ManualClock())
+    const client = [...Y.decodeStateVector(Y.encodeStateVector(server.replica.doc)).keys()][0]
+    const links = Array.from({ length: 4 }, (_, k) => rawLink(server, `M${k}`, KEY))
+    const granted = server.replica.answerTurnsGranted
+    links.forEach((link, k) =>
+      link.send({ type: 'sync-step1', stateVector: vectorAt(client as number, 1 + k) }),
+    )
+    await eventually(() => expect(links.map(step2s)).toEqual([1, 1, 1, 1]))
+    expect(server.replica.answerTurnsGranted - granted).toBe(4)
+  })
+})
