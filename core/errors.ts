@@ -439,7 +439,7 @@ export class OfflineNotReadyError extends RostersyncError {
   constructor(link: string) {
     super(
       'OFFLINE_NOT_READY',
-      `this device has not completed its first full sync, and until then it works online only: its server is not connected (${link}); the write changed nothing (sync.whenReady() waits for that sync)`,
+      `this device is not offline-ready (no full sync completed yet, or none since its roster was wiped), and until one completes it works online only: its server is not connected (${link}); the write changed nothing (sync.whenReady() waits for that sync)`,
     )
   }
 }

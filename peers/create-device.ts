@@ -311,10 +311,14 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
         if (link === undefined || link === 'connected' || link === 'closed') return
         const status = sync.status()
         if (status.offlineReady) return
-        // Connecting: taken at start, not once an attempt failed (a
-        // server that drops packets keeps each attempt connecting for
-        // minutes: the gate must not open with every retry).
-        if (link === 'connecting' && status.serverToDevice.state !== 'failed') return
+        // Connecting: taken at start, not once an attempt failed or a
+        // connection was lost (a server that drops packets keeps each
+        // attempt connecting for minutes: the gate must not open with every
+        // retry; a retention wipe resets the sync states, not the link's
+        // last failure).
+        const failedBefore =
+          status.serverToDevice.state === 'failed' || sync.serverLink?.reason !== undefined
+        if (link === 'connecting' && !failedBefore) return
         throw new OfflineNotReadyError(link)
       },
     ),

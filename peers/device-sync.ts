@@ -8,18 +8,15 @@
  * lacks). Our changes have arrived once a later answer of the server covers
  * our state vector (PROTOCOL.md, "Acknowledgement").
  */
-import * as Y from 'yjs'
 import { SyncError } from '../core/errors.js'
 import { durationText } from '../core/duration-text.js'
 import type { NewEvent } from '../core/events.js'
-import { WipeSkippedError } from './replica.js'
 import { SyncRounds, type Kind } from './device-sync/rounds.js'
 import { ServerExchange } from './device-sync/server-exchange.js'
 import {
   asSyncError,
   linkWait,
   ONLINE_ONLY,
-  PUSH_ROUNDS_MAX,
   refusedError,
   unreachable,
   userNamed,
@@ -32,6 +29,7 @@ import type { GenerationStatement } from '../core/generation-statement.js'
 import type { Connection } from '../core/transport.js'
 import type { DeviceSyncApi, DeviceSyncOptions, SyncStatus } from './device-sync/types.js'
 import type { SyncAnswer, SyncSession } from './sync-session.js'
+import { stageFullSyncWipe } from './device-sync/full-sync-wipe.js'
 import type { LinkState, ServerLink } from './ws-client.js'
 
 export type {
@@ -308,8 +306,8 @@ export class DeviceSync implements DeviceSyncApi {
   /**
    * The rest of a full sync once the push is acknowledged: clears the
    * replicated roster and fetches it whole. Only if this device wrote
-   * nothing since the server acknowledged the push (else it pushes again);
-   * what other devices relayed meanwhile is still on them, and they push it
+   * nothing since the server acknowledged the push (else it pushes again,
+   * holding its writes: device-sync/full-sync-wipe.ts); what other devices relayed meanwhile is still on them, and they push it
    * themselves. The wipe is staged: the store keeps the roster until the
    * fetched one replaces it in one batch, with the cleared deletes (rule 3:
    * a full sync shows the user again) and the record that says the full
@@ -320,25 +318,7 @@ export class DeviceSync implements DeviceSyncApi {
    */
   private async refetch(session: SyncSession, acknowledged: SyncAnswer): Promise<number> {
     const { replica, clock } = this.options
-    let pushed = acknowledged
-    for (let attempt = 1; ; attempt++) {
-      const theirs = pushed.theirs
-      try {
-        await replica.wipe({
-          local: false,
-          deletes: true,
-          staged: true,
-          onlyIf: (doc) => (theirs.get(doc.clientID) ?? 0) >= Y.getState(doc.store, doc.clientID),
-        })
-        break
-      } catch (error) {
-        // (Refused because a move was staged meanwhile: this round fails; the
-        // round the hello queued stages the move again and completes it.)
-        const again = error instanceof WipeSkippedError && !replica.movingGeneration
-        if (!again || attempt >= PUSH_ROUNDS_MAX) throw error
-        pushed = await this.server.push(session, () => undefined)
-      }
-    }
+    await stageFullSyncWipe(replica, acknowledged, () => this.server.push(session, () => undefined))
     let committed = false
     try {
       await this.server.fetch(session)

@@ -26,10 +26,10 @@ import { MalformedMessageError, PeerClosedError } from '../core/errors.js'
 import type { EventLog } from '../core/events.js'
 import { Hlc, type HlcStamp } from '../core/hlc.js'
 import type { UserId, WriterId } from '../core/ids.js'
-import { limits, netLimits } from '../core/limits.js'
+import { limits } from '../core/limits.js'
 import type { UpdateRanges } from '../core/update-scan.js'
 import type { PolicyTable, UserLocal, UserReplica, UserView } from '../core/resolve.js'
-import { AnswerTurns } from './replica/answer-turns.js'
+import { ReplicaAnswers } from './replica/answers.js'
 import { BatchRunner } from './replica/batch-runner.js'
 import { Compactor } from './replica/compactor.js'
 import { ReplicaDocument } from './replica/document.js'
@@ -56,7 +56,6 @@ import type {
 import { UpdateLog } from './replica/update-log.js'
 import { holdForSwitch, switchGeneration, type NewGeneration } from './replica/generation-switch.js'
 import { WriteQueue } from './replica/write-queue.js'
-import { systemClock } from './system-clock.js'
 
 export type { NewGeneration } from './replica/generation-switch.js'
 export {
@@ -73,22 +72,9 @@ export {
 } from './replica/types.js'
 
 /** One peer's durable replicated state. */
-/**
- * The real clock's pause between two costly answers (AnswerTurns): as long
- * as the one before held the turn, at most `limits.answerTurnPauseMsMax`,
- * so that answers take at most about half of the event loop while others
- * wait; one poll for I/O at least.
- */
-function answerPause(fn: () => void, heldMs: number): void {
-  const pause = Math.min(heldMs, limits.answerTurnPauseMsMax)
-  if (pause < 1) setImmediate(fn)
-  else setTimeout(fn, pause)
-}
-
 export class Replica {
   private readonly status = new ReplicaStatus()
-  private readonly hlc = new Hlc()
-  private readonly local = new LocalState(this.hlc)
+  private readonly local = new LocalState(new Hlc())
   private readonly document: ReplicaDocument
   private readonly journal: EventJournal
   private readonly log: UpdateLog
@@ -99,16 +85,17 @@ export class Replica {
   private readonly compactor: Compactor
   private readonly runner: BatchRunner
   private readonly readers: Readers
-  private readonly answerTurns: AnswerTurns
   /** The time it stamps at, and the rewrite of its stamps that ran ahead (PROTOCOL.md, "Clocks"). */
   readonly stampTime: StampTime
+  /** Its answers to other peers' step 1s: their parts, and turns for costly ones. */
+  readonly answers: ReplicaAnswers
 
   private constructor(private readonly options: ReplicaOptions) {
     const { clock } = options
     this.document = new ReplicaDocument({
       writerId: options.writerId,
       schema: options.schema,
-      hlc: this.hlc,
+      hlc: this.local.hlc,
       local: this.local,
       onTransaction: (tr) => this.gate.noteTransaction(tr),
     })
@@ -121,22 +108,23 @@ export class Replica {
     })
     this.intake = new Intake(this.document, () => this.log.epoch)
     this.readers = new Readers(this.document)
-    // The next turn: the event loop's (after its poll for I/O) on the real
-    // clock; on an injected one (the simulator, a test's), after the
-    // pending continuations (nothing may wait for the real event loop
-    // there, sim/scheduler.ts, nor for a timer the test never runs).
-    this.answerTurns = new AnswerTurns(
-      clock === systemClock ? answerPause : (fn) => queueMicrotask(fn),
-    )
+    this.answers = new ReplicaAnswers(this.document, clock, options.answerChunkBytesMax)
     this.fanOut = new FanOut(options)
     const { status, document, log, queue } = this
     this.compactor = new Compactor({ clock, status, log, document, events: this.journal, queue })
     this.stampTime = new StampTime({
-      ...{ clock, writerId: options.writerId, hlc: this.hlc, document, local: this.local, queue },
+      ...{
+        clock,
+        writerId: options.writerId,
+        hlc: this.local.hlc,
+        document,
+        local: this.local,
+        queue,
+      },
       writes: this,
     })
     this.runner = new BatchRunner({
-      ...{ clock, hlc: this.hlc, hooks: options.hooks, status, document, local: this.local },
+      ...{ clock, hlc: this.local.hlc, hooks: options.hooks, status, document, local: this.local },
       stampNow: () => this.stampTime.now(),
       ...{ events: this.journal, log, gate: this.gate, queue, intake: this.intake },
       ...{ fanOut: this.fanOut, compactor: this.compactor, rollback: () => this.rollback() },
@@ -285,7 +273,7 @@ export class Replica {
 
   /** The greatest HLC stamp issued or observed. */
   hlcPeek(): HlcStamp {
-    return this.hlc.peek()
+    return this.local.hlc.peek()
   }
 
   /**
@@ -295,44 +283,6 @@ export class Replica {
    */
   encodeDiff(stateVector: Uint8Array): Uint8Array {
     return this.document.encodeDiff(stateVector)
-  }
-
-  /**
-   * What a peer at `stateVector` lacks, as updates to send in order, one
-   * message each, each within `answerChunkBytesMax` with its message
-   * (ReplicaDocument.answerParts; the same stream while the document does
-   * not change, each part made when first asked for). Read it inside whenDurable.
-   */
-  answerParts(stateVector: Uint8Array): ReturnType<ReplicaDocument['answerParts']> {
-    return this.document.answerParts(stateVector, this.answerPartBytesMax())
-  }
-
-  /**
-   * Waits for an untrusted peer's answer's turn when it costs
-   * (`limits.answerTurnClocksMin` operations or more, not in the answer
-   * cache: peers/replica/answer-turns.ts); resolves with the function that
-   * ends the turn once the answer is made, or undefined when the answer
-   * needs no turn. `theirs` is the peer's state vector, decoded.
-   */
-  async answerTurn(theirs: ReadonlyMap<number, number>): Promise<(() => void) | undefined> {
-    const cost = this.document.answerCost(theirs, this.answerPartBytesMax())
-    if (cost < limits.answerTurnClocksMin) return undefined
-    return this.answerTurns.take()
-  }
-
-  /** Answers that waited for a turn and got it (AnswerTurns.granted; tests). */
-  get answerTurnsGranted(): number {
-    return this.answerTurns.granted
-  }
-
-  private answerPartBytesMax(): number {
-    const max = this.options.answerChunkBytesMax ?? netLimits.answerChunkBytesMax
-    return Math.max(1, max - netLimits.answerChunkOverheadBytesMax)
-  }
-
-  /** How many large answers were encoded rather than taken from the cache (AnswerCache.encodes). */
-  get answersEncoded(): number {
-    return this.document.answersEncoded
   }
 
   /** Runs `read` when memory holds only what is durable (see DurableGate.whenDurable). */
@@ -410,6 +360,11 @@ export class Replica {
   /** Resolves when every queued write is durable and the queue is idle. */
   drain(): Promise<void> {
     return this.queue.drain()
+  }
+
+  /** Holds own writes (remote updates apply) until releaseWrites or a `writesHeld` wipe's end. */
+  holdWrites(): void {
+    this.queue.setHolding(true)
   }
 
   /** Ends a hold of own writes (see WipeOptions.holdWrites); they run now. */
@@ -533,7 +488,7 @@ export class Replica {
       // what the store never took, so the next open mints a fresh one.
       if (this.status.broken === undefined) {
         await this.compactor.compactOnClose()
-        await this.log.storeBatch(this.log.closeOps(this.hlc.peek(), this.doc.clientID))
+        await this.log.storeBatch(this.log.closeOps(this.local.hlc.peek(), this.doc.clientID))
       }
     } finally {
       this.document.destroy()

@@ -138,7 +138,7 @@ export class ServerSigning {
    * every link.
    */
   private answer(theirs: Uint8Array): AnswerMessages {
-    const parts = this.options.replica.answerParts(theirs)
+    const parts = this.options.replica.answers.parts(theirs)
     let sealed = this.sealed.get(parts)
     if (sealed === undefined) {
       sealed = []
@@ -151,6 +151,7 @@ export class ServerSigning {
         (memo[i] ??= encodeSignedMessage(parts.isLast(i) ? 'signed-step2' : 'signed-update', [
           envelopePieces(this.envelopeOf(answerPart(parts, i))),
         ])),
+      release: () => parts.unread(),
     }
   }
 

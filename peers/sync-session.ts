@@ -23,7 +23,7 @@ import type { Replica } from './replica.js'
 import type { OpenedEnvelope, SignedLink } from './signed-link.js'
 import { decodeInbound, ExcusedRefusals, LinkRates, type Rates } from './sync-session/inbound.js'
 import { closeReason, refusalClose, withUser } from './sync-session/inbound.js'
-import { plainAnswer } from './sync-session/answer-messages.js'
+import { sendAnswer } from './sync-session/answer-messages.js'
 import { signedUpdateMessage, updateMessage } from './sync-session/messages.js'
 import { AnswerWaiters, lacking } from './sync-session/answer-waiters.js'
 import { Outbox } from './sync-session/outbox.js'
@@ -284,43 +284,26 @@ export function startSession(options: SessionOptions): SyncSession {
     await renewIfReused(replica, theirs)
     // A costly answer of an untrusted peer waits for its turn, one at a
     // time on this peer (peers/replica/answer-turns.ts).
-    const endTurn = untrusted ? await replica.answerTurn(theirs) : undefined
+    const endTurn = untrusted ? await replica.answers.turn(theirs) : undefined
+    let busyMs: number | undefined
     try {
-      if (!stopped && connection.open) await answerNow(sent, theirs)
+      if (!stopped && connection.open) busyMs = await answerNow(sent, theirs)
     } finally {
-      endTurn?.()
+      endTurn?.(busyMs)
     }
   }
-  const answerNow = async (sent: Uint8Array, theirs: Map<number, number>): Promise<void> => {
-    // The answer holds none of this peer's own changes that are not
-    // durable, and is sent at that moment (Replica.whenDurable), before
-    // any update that builds on it: an own change sent and then lost to a
-    // crash would stay on the other side under a clientID this peer no
-    // longer writes with. Our step 1 (the acknowledgement a device reads)
-    // claims only what is durable here. It goes first: the other side
-    // checks it for a reused clientID before it applies the step 2.
-    const ours = await replica.whenDurable((_doc, vector) => {
-      if (options.answerStep1WithStateVector === true) {
-        send({ type: 'sync-step1', stateVector: vector })
-      }
-      // In parts, one message each (PROTOCOL.md, "Answers in chunks"): all
-      // but the last go as updates, the last as step 2, so the other side
-      // counts the answer as arrived (its synced, a device's requestSync)
-      // only once all of it has.
-      // Each part's message is made as the connection takes it (the
-      // outbox paces them): the parts are the replica's, held once for
-      // every link, and a server seals each as it first goes out. A large
-      // unsigned part's message is encoded once while the part is the same
-      // (sync-session/answer-messages.ts).
-      const signed = signedNow()
-      const answer =
-        signed === undefined ? plainAnswer(replica.answerParts(sent)) : signed.answer(sent)
-      outbox.sendStream(answer)
-      return vector
+  /** Answers `sent` (decoded: `theirs`); resolves with how long making the answer kept the loop, ms. */
+  const answerNow = async (sent: Uint8Array, theirs: Map<number, number>): Promise<number> => {
+    const { ours, busyMs } = await sendAnswer(replica, sent, {
+      withStateVector: options.answerStep1WithStateVector === true,
+      send,
+      signed: signedNow,
+      stream: (answer) => outbox.sendStream(answer),
     })
     options.onAnswered?.()
     if (waiting.size > 0)
       waiting.step1({ theirs, ours: Y.decodeStateVector(ours) }, lacking(replica.doc, theirs))
+    return busyMs
   }
   const handle = async (message: Message): Promise<void> => {
     // Nothing of a link that owes a hello is handled before it: the hello

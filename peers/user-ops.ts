@@ -109,9 +109,18 @@ export function usersApi(
   writable: () => void = () => undefined,
 ): UsersApi {
   const guard = <T>(fn: () => Promise<T>): Promise<T> => {
-    touch()
+    // Whether it may write is judged before the use wakes the link (a
+    // device wiped by retention while its server was down: the use set its
+    // paused link connecting, and the write got through the gate, a probe).
+    let refusal: Error | undefined
     try {
       writable()
+    } catch (error) {
+      refusal = error instanceof Error ? error : new Error(String(error))
+    }
+    touch()
+    if (refusal !== undefined) return Promise.reject(refusal)
+    try {
       return fn()
     } catch (error) {
       return Promise.reject(error instanceof Error ? error : new Error(String(error)))

@@ -2,6 +2,7 @@
  * The server's writes: its own edits (rule 1: they win), its deletes (rule
  * 4: they reach everyone), and the adoption of device fills (rule 2).
  */
+import { isDeepStrictEqual } from 'node:util'
 import type { FieldPolicy } from '../core/entries.js'
 import { UserNotFoundError } from '../core/errors.js'
 import type { UserId, WriterId } from '../core/ids.js'
@@ -55,6 +56,18 @@ export function serverOps(schema: RecordSchema): UserOps {
     const stamp = ctx.stamp()
     const prev = ctx.replicaOf(id).server
     const entry = serverWrite(prev, written, stamp, policies, shown, clears)
+    // A write that changes nothing (an administrator saving a user again
+    // as it was): no update is logged and the entry keeps its stamp, as
+    // for a patch of no field (a black-box probe: it showed the user again
+    // on every device that had deleted it).
+    if (
+      prev !== undefined &&
+      prev.d !== 1 &&
+      isDeepStrictEqual({ ...entry, t: prev.t }, prev) &&
+      Object.keys(local).length === 0 &&
+      (mode === 'patch' || ctx.localOf(id).fields === undefined)
+    )
+      return
     checkRecordSize(id, entry.f ?? {}, prev?.d === 1 ? undefined : prev?.f) // before anything changes
     checkValidityRange(id, entry.f ?? {}, replicated)
     ctx.setOwnEntry(id, entry)

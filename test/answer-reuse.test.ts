@@ -106,7 +106,7 @@ describe('answers between two transactions', () => {
                 for (const update of sent.slice(0, Math.max(0, sent.length - step.behind)))
                   Y.applyUpdate(asker, update)
                 const theirs = Y.encodeStateVector(asker)
-                const kept = replica.answerParts(theirs)
+                const kept = replica.answers.parts(theirs)
                 kept.finish()
                 const answer = joinBytes([...kept.all()])
                 if (kept.all().length === 1)
@@ -138,19 +138,19 @@ describe('answers between two transactions', () => {
       for (let n = 4; n < 6; n++) await replica.applyRemote(second(n))
       // Level with d0 and the server, lacking all of d1: said three ways.
       const claims = Y.decodeStateVector(level)
-      const plain = replica.answerParts(level)
+      const plain = replica.answers.parts(level)
       // Identity compared by hand: expect's toBe / not.toBe walk a
       // stream's generator when the two differ, consuming its parts.
       const overstated = new Map([...claims].map(([client, clock]) => [client, clock + 7]))
       overstated.set(424242, 9) // a client the document never saw
-      expect(replica.answerParts(encodeStateVectorMap(overstated)) === plain).toBe(true)
+      expect(replica.answers.parts(encodeStateVectorMap(overstated)) === plain).toBe(true)
       const zeros = new Map(claims)
       zeros.set(5001, 0) // d1 named, at zero: the same lack
-      expect(replica.answerParts(encodeStateVectorMap(zeros)) === plain).toBe(true)
+      expect(replica.answers.parts(encodeStateVectorMap(zeros)) === plain).toBe(true)
       // Lacking less of d1: another answer.
       const further = new Map(claims)
       further.set(5001, 1)
-      const other = replica.answerParts(encodeStateVectorMap(further))
+      const other = replica.answers.parts(encodeStateVectorMap(further))
       expect(other === plain).toBe(false)
       expect(joinBytes([...plain.all()])).toEqual(Y.encodeStateAsUpdate(replica.doc, level))
       expect(joinBytes([...other.all()])).toEqual(

@@ -38,7 +38,10 @@ async function rosterServer(): Promise<ServerPeer> {
 }
 
 /** Parts 0, 1, ... of `stream` until the last, applied in order to a fresh document. */
-function applyAll(stream: ReturnType<ServerPeer['replica']['answerParts']>, doc: Y.Doc): number {
+function applyAll(
+  stream: ReturnType<ServerPeer['replica']['answers']['parts']>,
+  doc: Y.Doc,
+): number {
   let i = 0
   for (;;) {
     const part = stream.part(i)
@@ -55,7 +58,7 @@ describe('an answer made part by part', () => {
   it('makes its parts as they are asked for, not all before the first goes out', async () => {
     const s = await rosterServer()
     const whole = s.replica.encodeDiff(EMPTY_VECTOR).byteLength
-    const stream = s.replica.answerParts(EMPTY_VECTOR)
+    const stream = s.replica.answers.parts(EMPTY_VECTOR)
     // Only what it takes to know it is worth keeping is made at once.
     expect(stream.complete).toBe(false)
     expect(stream.bytes).toBeLessThan(whole / 2)
@@ -65,14 +68,14 @@ describe('an answer made part by part', () => {
     expect(stream.complete).toBe(true)
     expect(doc.getMap('u:server').toJSON()).toEqual(s.replica.doc.getMap('u:server').toJSON())
     // The same answer, whole, is kept for the next fresh receiver.
-    expect(s.replica.answerParts(EMPTY_VECTOR)).toBe(stream)
+    expect(s.replica.answers.parts(EMPTY_VECTOR)).toBe(stream)
   })
 
   it('a write while it is being made does not reach it, and the next answer has the write', async () => {
     const s = await rosterServer()
     const before = s.replica.doc.getMap('u:server').toJSON()
     const vectorBefore = Y.encodeStateVector(s.replica.doc)
-    const stream = s.replica.answerParts(EMPTY_VECTOR)
+    const stream = s.replica.answers.parts(EMPTY_VECTOR)
     expect(stream.part(0)).toBeInstanceOf(Uint8Array)
     expect(stream.complete).toBe(false)
     // New users, an overwrite and a delete, each its own transaction.
@@ -87,7 +90,7 @@ describe('an answer made part by part', () => {
     expect(doc.getMap('u:server').toJSON()).toEqual(before)
     expect(Y.encodeStateVector(doc)).toEqual(vectorBefore)
     // A new answer is made of the document as it is now.
-    const next = s.replica.answerParts(EMPTY_VECTOR)
+    const next = s.replica.answers.parts(EMPTY_VECTOR)
     expect(next).not.toBe(stream)
     const now = new Y.Doc()
     applyAll(next, now)
@@ -97,7 +100,7 @@ describe('an answer made part by part', () => {
 
   it('an answer not made to the end when the server closes is dropped, not encoded', async () => {
     const s = await rosterServer()
-    const stream = s.replica.answerParts(EMPTY_VECTOR)
+    const stream = s.replica.answers.parts(EMPTY_VECTOR)
     const made = stream.bytes
     await s.close()
     server = undefined

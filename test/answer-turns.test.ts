@@ -31,10 +31,12 @@ describe('AnswerTurns', () => {
     const order: string[] = []
     const releases = new Map<string, () => void>()
     for (const name of ['a', 'b', 'c'])
-      void turns.take().then((release) => {
-        order.push(name)
-        releases.set(name, release)
-      })
+      void turns
+        .take(() => true)
+        .then((release) => {
+          order.push(name)
+          releases.set(name, release)
+        })
     await Promise.resolve()
     expect(order).toEqual(['a'])
     expect(turns.size).toBe(2)
@@ -57,9 +59,31 @@ describe('AnswerTurns', () => {
     await nextTurn()
     expect(turns.size).toBe(0)
     // Free again: the next is granted at once.
-    const release = await turns.take()
+    const release = await turns.take(() => true)
     expect(turns.granted).toBe(4)
     release()
+  })
+})
+
+describe('AnswerTurns with answers that became cheap', () => {
+  it('lets a waiter whose answer is no longer costly go at once, without a turn', async () => {
+    const turns = new AnswerTurns((fn) => setImmediate(fn))
+    let cached = false
+    const order: string[] = []
+    const first = await turns.take(() => true)
+    void turns.take(() => !cached).then(() => order.push('same answer'))
+    void turns.take(() => true).then(() => order.push('other answer'))
+    await nextTurn()
+    expect(order).toEqual([])
+    // The answer the first made is the second's too: it goes as the first
+    // ends, before the next turn; the third waits for that turn.
+    cached = true
+    first()
+    await Promise.resolve()
+    expect(order).toEqual(['same answer'])
+    await nextTurn()
+    expect(order).toEqual(['same answer', 'other answer'])
+    expect(turns.granted).toBe(2)
   })
 })
 
@@ -102,8 +126,8 @@ describe('a server answering costly step 1s', () => {
       link.send({ type: 'sync-step1', stateVector: Y.encodeStateVector(server.replica.doc) })
     await eventually(() => expect(links.every((l) => step2s(l) === 1)).toBe(true))
     const before = links.map(step2s)
-    const granted = server.replica.answerTurnsGranted
-    const encodedBefore = server.replica.answersEncoded
+    const granted = server.replica.answers.turnsGranted
+    const encodedBefore = server.replica.answers.encoded
 
     // Answers made per turn of the event loop, counted from a check-phase
     // callback that runs once a turn.
@@ -111,7 +135,7 @@ describe('a server answering costly step 1s', () => {
     let last = encodedBefore
     let ticking = true
     const tick = (): void => {
-      const now = server.replica.answersEncoded
+      const now = server.replica.answers.encoded
       perTurnMax = Math.max(perTurnMax, now - last)
       last = now
       if (ticking) setImmediate(tick)
@@ -124,9 +148,9 @@ describe('a server answering costly step 1s', () => {
     )
     await eventually(() => expect(links.map(step2s)).toEqual(before.map((n) => n + 1)))
     ticking = false
-    expect(server.replica.answersEncoded - encodedBefore).toBe(8)
+    expect(server.replica.answers.encoded - encodedBefore).toBe(8)
     expect(perTurnMax).toBe(1)
-    expect(server.replica.answerTurnsGranted - granted).toBe(8)
+    expect(server.replica.answers.turnsGranted - granted).toBe(8)
     expect(links.every((l) => l.closed() === undefined)).toBe(true)
 
     // Asked again, the same answers come from the cache, without a turn;
@@ -138,18 +162,34 @@ describe('a server answering costly step 1s', () => {
     })
     await eventually(() => expect(step2s(links[0] as RawLink)).toBe((before[0] ?? 0) + 2))
     await eventually(() => expect(step2s(links[1] as RawLink)).toBe((before[1] ?? 0) + 2))
-    expect(server.replica.answerTurnsGranted - granted).toBe(8)
+    expect(server.replica.answers.turnsGranted - granted).toBe(8)
   })
 
   it('on an injected clock that never moves, every costly answer still goes out', async () => {
     const server = await startServer(new ManualClock())
     const client = [...Y.decodeStateVector(Y.encodeStateVector(server.replica.doc)).keys()][0]
     const links = Array.from({ length: 4 }, (_, k) => rawLink(server, `M${k}`, KEY))
-    const granted = server.replica.answerTurnsGranted
+    const granted = server.replica.answers.turnsGranted
     links.forEach((link, k) =>
       link.send({ type: 'sync-step1', stateVector: vectorAt(client as number, 1 + k) }),
     )
     await eventually(() => expect(links.map(step2s)).toEqual([1, 1, 1, 1]))
-    expect(server.replica.answerTurnsGranted - granted).toBe(4)
+    expect(server.replica.answers.turnsGranted - granted).toBe(4)
+  })
+
+  it('a herd asking the same answer (fresh devices after a restart) shares one encode and one turn', async () => {
+    const server = await startServer()
+    const links = Array.from({ length: 20 }, (_, k) => rawLink(server, `H${k}`, KEY))
+    for (const link of links)
+      link.send({ type: 'sync-step1', stateVector: Y.encodeStateVector(server.replica.doc) })
+    await eventually(() => expect(links.every((l) => step2s(l) === 1)).toBe(true))
+    // A change empties the answer cache; then every link asks for everything at once.
+    await server.users.put({ id: 'late', name: 'Late' })
+    const encodes = server.replica.answers.encoded
+    const granted = server.replica.answers.turnsGranted
+    for (const link of links) link.send({ type: 'sync-step1', stateVector: new Uint8Array([0]) })
+    await eventually(() => expect(links.every((l) => step2s(l) === 2)).toBe(true))
+    expect(server.replica.answers.encoded - encodes).toBe(1)
+    expect(server.replica.answers.turnsGranted - granted).toBe(1)
   })
 })

@@ -180,16 +180,16 @@ describe('answers in chunks', () => {
   it('encodes the full answer once for every fresh receiver, again after a change', async () => {
     const first = plainClient('Y2', [])
     await eventually(() => expect(first.provider.synced).toBe(true), 60_000)
-    const encodes = server.replica.answersEncoded
+    const encodes = server.replica.answers.encoded
     const second = plainClient('Y3', [])
     await eventually(() => expect(second.provider.synced).toBe(true), 60_000)
     expect(second.doc.getMap('u:server').toJSON()).toEqual(serverEntries())
-    expect(server.replica.answersEncoded).toBe(encodes)
+    expect(server.replica.answers.encoded).toBe(encodes)
     // A change drops the kept answer: the next fresh receiver gets it.
     await server.users.put({ id: 'late', name: 'Late' })
     const third = plainClient('Y4', [])
     await eventually(() => expect(third.provider.synced).toBe(true), 60_000)
-    expect(server.replica.answersEncoded).toBe(encodes + 1)
+    expect(server.replica.answers.encoded).toBe(encodes + 1)
     expect(third.doc.getMap('u:server').has('late')).toBe(true)
   }, 90_000)
 
@@ -207,25 +207,25 @@ describe('answers in chunks', () => {
     }
     const held = [...Y.decodeStateVector(Y.encodeStateVector(doc))]
     const unknown = Math.max(...held.map(([c]) => c)) + 1
-    const full = server.replica.answerParts(vector([]))
-    const encodes = server.replica.answersEncoded
+    const full = server.replica.answers.parts(vector([]))
+    const encodes = server.replica.answers.encoded
     const sameAsEmpty = [
       vector([], [0x80, 0x00]), // the count 0, written in two bytes
       vector([[unknown, 7]]), // a client the document never saw
       vector(held.map(([c]) => [c, 0])), // every client at 0
       ...Array.from({ length: 20 }, (_, i) => vector([[unknown + i, i + 1]])),
     ]
-    for (const v of sameAsEmpty) expect(server.replica.answerParts(v)).toBe(full)
+    for (const v of sameAsEmpty) expect(server.replica.answers.parts(v)).toBe(full)
     // Half of each client's operations: the same vector in either order,
     // with a stranger in it, shares one answer too.
     const half = held.map(([c, clock]): [number, number] => [c, Math.floor(clock / 2)])
-    const partial = server.replica.answerParts(vector(half))
+    const partial = server.replica.answers.parts(vector(half))
     expect(partial).not.toBe(full)
-    expect(server.replica.answerParts(vector([...half].reverse()))).toBe(partial)
-    expect(server.replica.answerParts(vector([...half, [unknown, 3]]))).toBe(partial)
-    expect(server.replica.answersEncoded).toBe(encodes + 1)
+    expect(server.replica.answers.parts(vector([...half].reverse()))).toBe(partial)
+    expect(server.replica.answers.parts(vector([...half, [unknown, 3]]))).toBe(partial)
+    expect(server.replica.answers.encoded).toBe(encodes + 1)
     // And the full roster is still kept.
-    expect(server.replica.answerParts(vector([]))).toBe(full)
+    expect(server.replica.answers.parts(vector([]))).toBe(full)
   })
 })
 

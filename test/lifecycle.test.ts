@@ -390,6 +390,26 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(later.users.get('x2')).toBeUndefined()
     })
 
+    it('holds again after a retention wipe while the server is down, from the first write (black-box probe)', async () => {
+      const s = await site()
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      const d = await device(s, 'D1', { retentionMs: 2 * DAY })
+      await d.sync.whenReady()
+      s.down()
+      await s.clock.advance(2 * DAY + MINUTE)
+      expect(d.events.query({ type: 'roster-wiped' })).toHaveLength(1)
+      expect(d.sync.status().offlineReady).toBe(false)
+      expect(d.sync.status().link).not.toBe('connected')
+      // The use wakes the paused link; the write is judged before that.
+      const refused = d.users.put({ id: 'x1', name: 'Offline' })
+      await expect(refused).rejects.toMatchObject({ code: 'OFFLINE_NOT_READY' })
+      await expect(refused).rejects.toThrow(/since its roster was wiped/)
+      await expect(d.users.put({ id: 'x2', name: 'Offline' })).rejects.toMatchObject({
+        code: 'OFFLINE_NOT_READY',
+      })
+      expect(d.users.list()).toEqual([])
+    })
+
     it('logs the first full sync when a whenIdle() call runs it, then fetches nothing twice', async () => {
       const s = await site()
       await s.server.users.put({ id: 'u1', name: 'Ann' })

@@ -2,7 +2,8 @@
  * Edges of `users.patch` a black-box probe found: a patch of no field is no
  * change (it logged an update with no fields, and restamped the server's
  * entry, which is "the server changed the user": rule 3 showed a user again
- * on the device that deleted it); `""` is vacant for every field, as null
+ * on the device that deleted it), nor is one that writes what the server
+ * holds already; `""` is vacant for every field, as null
  * is (SEMANTICS.md, "vacant"), where a PIN, a date or a status refused it.
  */
 import { afterEach, describe, expect, it } from 'vitest'
@@ -49,6 +50,28 @@ describe('users.patch', () => {
     await server.users.patch('u1', { email: 'ann@example.com' })
     await device.sync.whenIdle()
     expect(device.users.get('u1')?.email).toBe('ann@example.com')
+  })
+
+  it('that writes what the server holds already changes nothing; so does a put of the same record', async () => {
+    const { server, device } = await annAndDevice()
+    await server.users.patch('u1', { email: 'ann@example.com', groups: ['g1'] })
+    await device.sync.whenIdle()
+    await device.users.delete('u1')
+    const logged = () => server.events.query({ type: 'user-update-succeeded' }).length
+    const before = logged()
+    // An administrator saving the user again as it is (black-box probe: it
+    // showed the user again on every device that had deleted it).
+    await server.users.patch('u1', { name: 'Ann' })
+    await server.users.patch('u1', { email: 'ann@example.com', groups: ['g1'] })
+    await server.users.put({ id: 'u1', name: 'Ann', email: 'ann@example.com', groups: ['g1'] })
+    await device.sync.whenIdle()
+    expect(logged()).toBe(before)
+    expect(device.users.get('u1')).toBeUndefined()
+    // A put that leaves a field out clears it: a change.
+    await server.users.put({ id: 'u1', name: 'Ann', groups: ['g1'] })
+    await device.sync.whenIdle()
+    expect(logged()).toBe(before + 1)
+    expect(device.users.get('u1')).toEqual({ id: 'u1', name: 'Ann', groups: ['g1'] })
   })
 
   it('takes "" as vacant for every field: a PIN, a date and a status clear', async () => {

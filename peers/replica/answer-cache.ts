@@ -109,9 +109,21 @@ export class AnswerCache {
     return this.encoded
   }
 
-  /** Whether an answer is kept under `key` (answerKey). */
-  has(key: string): boolean {
-    return this.answers.has(key)
+  /**
+   * Operations (clock units) an answer to a peer at `target` from a
+   * document with `store` would have to encode: what it lacks; 0 when that
+   * is fewer than `from`, or when that answer is kept here.
+   * Peers/replica/answer-turns.ts paces the costly ones.
+   */
+  cost(
+    store: Y.Doc['store'],
+    target: ReadonlyMap<number, number>,
+    partBytesMax: number,
+    from: number,
+  ): number {
+    const { lacking, operations } = lackingOf(store, target)
+    if (operations < from || this.answers.has(keyOf(lacking, partBytesMax))) return 0
+    return operations
   }
 
   /** How many answers are kept, and their bytes made so far (for tests). */
@@ -184,8 +196,27 @@ export class AnswerCache {
    * change: Yjs's 'beforeTransaction').
    */
   settle(): void {
-    for (const stream of [...this.pending]) stream.finish()
+    for (const stream of [...this.pending]) {
+      if (stream.readers > 0) {
+        stream.finish()
+        continue
+      }
+      // Nothing reads it (its links closed before the last part went): not
+      // made for no one, nor kept to be made of a document that changed.
+      stream.drop('no link reads it')
+      this.forget(stream)
+    }
     this.pending.clear()
+  }
+
+  /** Drops `stream` from the kept answers, if kept. */
+  private forget(stream: AnswerStream): void {
+    for (const [key, kept] of this.answers)
+      if (kept.stream === stream) {
+        this.answers.delete(key)
+        this.bytes -= kept.bytes
+        return
+      }
   }
 
   /** Notes a transaction: one that changed the document drops every kept answer. */

@@ -24,6 +24,7 @@ export class AnswerStream {
   private source: Iterator<Uint8Array> | undefined
   private madeBytes = 0
   private dropped: string | undefined
+  private readerCount = 0
 
   /**
    * `source` yields the parts in order, at least one; `onPart` hears of
@@ -40,6 +41,26 @@ export class AnswerStream {
   /** Whether every part is made. */
   get complete(): boolean {
     return this.source === undefined && this.dropped === undefined
+  }
+
+  /**
+   * Links reading it: counted by `read` (the replica hands it out: every
+   * `answerParts`), until each `unread` (the link sent its last part, or
+   * stopped). One that nothing reads need not be made to the end before
+   * the document changes (peers/replica/answer-cache.ts, `settle`).
+   */
+  get readers(): number {
+    return this.readerCount
+  }
+
+  /** One more link reads it (see `readers`). */
+  read(): void {
+    this.readerCount++
+  }
+
+  /** A link that read it is done with it (see `readers`). */
+  unread(): void {
+    if (this.readerCount > 0) this.readerCount--
   }
 
   /** Bytes of the parts made so far (all of them once complete). */

@@ -161,7 +161,8 @@ export class BatchRunner {
       return
     }
     const staged = options.staged === true || options.generation === true
-    if (staged && (this.parts.log.stagedWipe !== undefined || this.parts.queue.holdingWrites)) {
+    const heldElsewhere = this.parts.queue.holdingWrites && options.writesHeld !== true
+    if (staged && (this.parts.log.stagedWipe !== undefined || heldElsewhere)) {
       // One staged document at a time, and none while own writes are held:
       // the first must end first (the write queue hands a full sync's
       // staged wipe over while it holds, to be refused here).

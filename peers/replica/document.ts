@@ -44,7 +44,7 @@ import {
   type UserView,
 } from '../../core/resolve.js'
 import type { RecordSchema } from '../../core/schema.js'
-import { AnswerCache, answerKey, keyOf, lackingOf } from './answer-cache.js'
+import { AnswerCache, answerKey } from './answer-cache.js'
 import type { AnswerStream } from './answer-stream.js'
 import type { LocalState } from './local-state.js'
 import { LOCAL_ORIGIN, type WriteContext } from './types.js'
@@ -443,7 +443,7 @@ export class ReplicaDocument {
    * pending structs and deletes (which wait for what nobody sent yet) are
    * not in it. Each part is made when first asked for, of the document as
    * it is now (peers/replica/answer-stream.ts). Read it inside whenDurable
-   * when it is an answer.
+   * when it is an answer. The caller reads it until `unread()` (AnswerStream.readers).
    */
   answerParts(stateVector: Uint8Array, partBytesMax: number): AnswerStream {
     const doc = this.doc
@@ -451,22 +451,18 @@ export class ReplicaDocument {
     // behind: walk the store, and keep nothing.
     const settled = doc._transaction === null && doc._transactionCleanups.length === 0
     const target = Y.decodeStateVector(stateVector)
-    return this.answers.get(answerKey(doc.store, target, partBytesMax), settled, () => {
+    const stream = this.answers.get(answerKey(doc.store, target, partBytesMax), settled, () => {
       const deletes =
         settled && this.deletes !== undefined ? this.deletes.current() : deleteRangesOf(doc.store)
       return diffParts(doc.store, target, deletes, partBytesMax)
     })
+    stream.read()
+    return stream
   }
 
-  /**
-   * Operations (clock units) an answer to a peer at `target` would have to
-   * encode: what it lacks, or 0 when that answer is in the cache
-   * (answerParts). Peers/replica/answer-turns.ts paces the costly ones.
-   */
-  answerCost(target: ReadonlyMap<number, number>, partBytesMax: number): number {
-    const { lacking, operations } = lackingOf(this.doc.store, target)
-    if (operations === 0 || this.answers.has(keyOf(lacking, partBytesMax))) return 0
-    return operations
+  /** Operations an answer to a peer at `target` would encode (AnswerCache.cost). */
+  answerCost(target: ReadonlyMap<number, number>, partBytesMax: number, from = 1): number {
+    return this.answers.cost(this.doc.store, target, partBytesMax, from)
   }
 
   /** How many large answers answerParts encoded rather than took from its cache (AnswerCache.encodes). */

@@ -26,8 +26,11 @@ export class LocalState {
   /** Peer-local records by `namespace/key` (see WriteContext.setRecord). */
   private readonly records = new Map<string, unknown>()
 
-  /** `hlc`: stamps of imported entries are observed, as the document's are. */
-  constructor(private readonly hlc: Hlc) {}
+  /**
+   * `hlc`: the peer's clock of stamps (the replica's, shared with its
+   * document); stamps of imported entries are observed, as the document's are.
+   */
+  constructor(readonly hlc: Hlc) {}
 
   /** Loads the deletes, device-specific values and imported entries from the store. */
   async load(store: Store): Promise<void> {

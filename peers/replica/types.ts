@@ -220,6 +220,12 @@ export interface WipeOptions {
    * an emptied document, without this device's own latest entries.
    */
   readonly holdWrites?: boolean
+  /**
+   * The caller already holds own writes for this wipe
+   * ({@link Replica.holdWrites}): a staged wipe goes ahead while they are
+   * held (else it is refused, as one that would follow another's hold).
+   */
+  readonly writesHeld?: boolean
   /** Also clear this peer's deletes (rule 3: a full sync shows them again), keeping its other local state. */
   readonly deletes?: boolean
   /**

@@ -10,7 +10,9 @@
  * its messages with it.
  */
 import { limits, netLimits } from '../../core/limits.js'
-import { encodeMessage } from '../../core/protocol.js'
+import { encodeMessage, type Message } from '../../core/protocol.js'
+import type { Replica } from '../replica.js'
+import type { SignedLink } from '../signed-link.js'
 import { answerPart, type AnswerStream } from '../replica/answer-stream.js'
 
 type PartMessageType = 'sync-step2' | 'sync-update' | 'signed-step2' | 'signed-update'
@@ -57,6 +59,8 @@ export interface AnswerMessages {
   message(index: number): Uint8Array
   /** Whether message `index` is the last. */
   isLast(index: number): boolean
+  /** The link is done with it (sent the last, or stopped): once. */
+  release?(): void
 }
 
 /**
@@ -68,6 +72,7 @@ export function plainAnswer(parts: AnswerStream): AnswerMessages {
     isLast: (i) => parts.isLast(i),
     message: (i) =>
       partMessage(parts.isLast(i) ? 'sync-step2' : 'sync-update', answerPart(parts, i)),
+    release: () => parts.unread(),
   }
 }
 
@@ -105,4 +110,53 @@ export function envelopeMessages(envelopes: readonly Uint8Array[]): Uint8Array[]
     }
   }
   return messages
+}
+
+/** Where {@link sendAnswer} sends: the session's. */
+export interface AnswerOut {
+  /** Send this side's durable state vector first (the server does: the acknowledgement). */
+  readonly withStateVector: boolean
+  send(message: Message): void
+  /** The link's signer, when it speaks signed envelopes. */
+  signed(): SignedLink | undefined
+  /** Queues the answer's messages (the session's outbox). */
+  stream(answer: AnswerMessages): void
+}
+
+/**
+ * Sends the answer to a step 1 naming `sent`. The answer holds none of
+ * this peer's own changes that are not durable, and is sent at that moment
+ * (Replica.whenDurable), before any update that builds on it: an own change
+ * sent and then lost to a crash would stay on the other side under a
+ * clientID this peer no longer writes with. Our step 1 (the acknowledgement
+ * a device reads) claims only what is durable here. It goes first: the
+ * other side checks it for a reused clientID before it applies the step 2.
+ * Resolves with that durable state vector and how long making the answer
+ * kept the event loop, ms (peers/replica/answer-turns.ts).
+ */
+export async function sendAnswer(
+  replica: Replica,
+  sent: Uint8Array,
+  out: AnswerOut,
+): Promise<{ readonly ours: Uint8Array; readonly busyMs: number }> {
+  let busyMs = 0
+  const ours = await replica.whenDurable((_doc, vector) => {
+    const started = performance.now()
+    if (out.withStateVector) out.send({ type: 'sync-step1', stateVector: vector })
+    // In parts, one message each (PROTOCOL.md, "Answers in chunks"): all
+    // but the last go as updates, the last as step 2, so the other side
+    // counts the answer as arrived (its synced, a device's requestSync)
+    // only once all of it has. Each part's message is made as the
+    // connection takes it (the outbox paces them): the parts are the
+    // replica's, held once for every link, and a server seals each as it
+    // first goes out. A large unsigned part's message is encoded once
+    // while the part is the same (partMessage).
+    const signed = out.signed()
+    out.stream(
+      signed === undefined ? plainAnswer(replica.answers.parts(sent)) : signed.answer(sent),
+    )
+    busyMs = performance.now() - started
+    return vector
+  })
+  return { ours, busyMs }
 }

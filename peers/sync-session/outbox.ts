@@ -36,12 +36,16 @@ interface Lazy {
   readonly make: (index: number) => Uint8Array
   /** Whether message `index` (made) is the last. */
   readonly isLast: (index: number) => boolean
+  /** Called once, when it leaves the outbox (its last sent, or dropped). */
+  readonly release: () => void
 }
 
 /** Messages made as they are asked for, in order, until the last (at least one). */
 export interface MessageStream {
   message(index: number): Uint8Array
   isLast(index: number): boolean
+  /** This outbox is done with it (its last sent, or dropped): called once. */
+  release?(): void
 }
 
 type Entry = Uint8Array | Lazy
@@ -95,11 +99,20 @@ export class Outbox {
    * answer encoded part by part: its count is known only at its end).
    */
   sendStream(stream: MessageStream): void {
-    if (!this.connection.open) return
+    if (!this.connection.open) {
+      stream.release?.()
+      return
+    }
+    let released = false
     this.enqueue({
       next: 0,
       make: (i) => stream.message(i),
       isLast: (i) => stream.isLast(i),
+      release: () => {
+        if (released) return
+        released = true
+        stream.release?.()
+      },
     })
     if (this.waiting.length === 1) this.flush()
   }
@@ -133,6 +146,7 @@ export class Outbox {
   /** Drops what waits (the session stopped or the link closed). */
   stop(): void {
     this.cancelPoll()
+    for (const entry of this.waiting) if (!(entry instanceof Uint8Array)) entry.release()
     this.waiting.length = 0
     this.waitingBytes = 0
     this.streamsWaiting = 0
@@ -202,6 +216,7 @@ export class Outbox {
         if (head.isLast(index)) {
           this.waiting.shift()
           this.streamDone()
+          head.release()
         }
       } catch (error) {
         // Made on a timer, outside the session's handling: the link closes

@@ -1,0 +1,85 @@
+/**
+ * A replica's answers to other peers' step 1s: the parts of each (made as
+ * links ask for them and shared through the answer cache:
+ * peers/replica/answer-stream.ts, peers/replica/answer-cache.ts) and the
+ * turns that costly ones of untrusted peers take
+ * (peers/replica/answer-turns.ts).
+ */
+import type { Clock } from '../../core/clock.js'
+import { limits, netLimits } from '../../core/limits.js'
+import { systemClock } from '../system-clock.js'
+import type { AnswerStream } from './answer-stream.js'
+import { AnswerTurns, type EndTurn } from './answer-turns.js'
+import type { ReplicaDocument } from './document.js'
+
+/**
+ * The real clock's pause between two costly answers (AnswerTurns): as long
+ * as the one before kept the event loop, at most `limits.answerTurnPauseMsMax`,
+ * so that answers take at most about half of the event loop while others
+ * wait; one poll for I/O at least.
+ */
+function answerPause(fn: () => void, busyMs: number): void {
+  const pause = Math.min(busyMs, limits.answerTurnPauseMsMax)
+  if (pause < 1) setImmediate(fn)
+  else setTimeout(fn, pause)
+}
+
+/** A replica's answers (see the module comment). */
+export class ReplicaAnswers {
+  private readonly turns: AnswerTurns
+
+  constructor(
+    private readonly document: ReplicaDocument,
+    clock: Clock,
+    /** `ReplicaOptions.answerChunkBytesMax`. */
+    private readonly chunkBytesMax: number | undefined,
+  ) {
+    // The next turn: the event loop's (after its poll for I/O) on the real
+    // clock; on an injected one (the simulator, a test's), after the
+    // pending continuations (nothing may wait for the real event loop
+    // there, sim/scheduler.ts, nor for a timer the test never runs).
+    this.turns = new AnswerTurns(clock === systemClock ? answerPause : (fn) => queueMicrotask(fn))
+  }
+
+  /**
+   * What a peer at `stateVector` lacks, as updates to send in order, one
+   * message each, each within `answerChunkBytesMax` with its message
+   * (ReplicaDocument.answerParts; the same stream while the document does
+   * not change, each part made when first asked for; the caller reads it
+   * until `unread()`). Read it inside whenDurable.
+   */
+  parts(stateVector: Uint8Array): AnswerStream {
+    return this.document.answerParts(stateVector, this.partBytesMax())
+  }
+
+  /**
+   * Waits for an untrusted peer's answer's turn when it costs
+   * (`limits.answerTurnClocksMin` operations or more, not in the answer
+   * cache: peers/replica/answer-turns.ts); resolves with the function that
+   * ends the turn once the answer is made (given how long making it kept
+   * the event loop, ms), or undefined when the answer needs no turn.
+   * `theirs` is the peer's state vector, decoded.
+   */
+  async turn(theirs: ReadonlyMap<number, number>): Promise<EndTurn | undefined> {
+    const partBytesMax = this.partBytesMax()
+    const costly = (): boolean =>
+      this.document.answerCost(theirs, partBytesMax, limits.answerTurnClocksMin) > 0
+    if (!costly()) return undefined
+    return this.turns.take(costly)
+  }
+
+  /** Answers that waited for a turn and got it (AnswerTurns.granted; tests). */
+  get turnsGranted(): number {
+    return this.turns.granted
+  }
+
+  /** How many large answers were encoded rather than taken from the cache (AnswerCache.encodes). */
+  get encoded(): number {
+    return this.document.answersEncoded
+  }
+
+  private partBytesMax(): number {
+    const max = this.chunkBytesMax ?? netLimits.answerChunkBytesMax
+    return Math.max(1, max - netLimits.answerChunkOverheadBytesMax)
+  }
+}
