@@ -54,6 +54,28 @@ describe('device clocks stepped ahead in the simulator', () => {
     },
   )
 
+  it('a step still on at the heal is set right there, before the syncs after it (seed 1926)', async () => {
+    // Device 1's clock runs 3 h ahead from 11 h until 1 ms past the heal
+    // (at 12 h): set right then, its clock went back 3 h before the syncs
+    // the heal asks for completed, and each of them, and every later one
+    // for 3 h, looked older than the heal to the convergence check (bound:
+    // 2 h).
+    const report = await simulate({
+      ...CALM,
+      seed: 5,
+      devices: 2,
+      days: 0.5,
+      periodic: 1,
+      steps: [
+        { at: 10 * M, op: 'put', peer: 0, user: 0, value: 1 },
+        { at: 11 * H, op: 'clock-step', peer: 1, value: 3 * H, lasts: H + 1 },
+        { at: 11 * H + 5 * M, op: 'patch', peer: 1, user: 0, value: 2 },
+      ],
+    })
+    expect(report.faults.clockSteps).toBe(1)
+    expect(report.ok).toBe(true)
+  })
+
   it('swarm seeds with clock steps drawn among every other fault converge and keep every rule', async () => {
     for (const seed of [11, 12, 13, 14]) {
       const report = await simulate({ seed, swarm: true, devices: 5, ops: 120, clockSteps: 3 })
