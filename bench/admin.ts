@@ -26,7 +26,7 @@ import { existsSync } from 'node:fs'
 import { request, type ClientRequest } from 'node:http'
 import { join } from 'node:path'
 import { createDevice } from '../peers/create-device.js'
-import { printTable, round, withTempDir } from './bench.js'
+import { envInt, printTable, round, withTempDir } from './bench.js'
 import type { Bench, BenchOptions, Cell } from './bench.js'
 import { latency, measure, sizes, type Latency, type LoadMeasure } from './load.js'
 import type { LoadServerReady } from './load-server.js'
@@ -47,17 +47,6 @@ const PAGE_SIZE = 50
 const SEARCH_SEED = 0x5ea_2c4
 
 const CHROMIUM = process.env.ROSTERSYNC_CHROMIUM ?? '/usr/bin/chromium'
-
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name]
-  if (raw === undefined || raw === '') return fallback
-  const n = Number(raw)
-  if (!Number.isSafeInteger(n) || n <= 0) {
-    console.error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`)
-    process.exit(2)
-  }
-  return n
-}
 
 const verdict = (pass: boolean): string => (pass ? 'PASS' : 'FAIL')
 const median = (values: readonly number[]): number => latency(values).p50

@@ -149,6 +149,13 @@ export function emitResult(result: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(result)}\n`)
 }
 
+/** Environment variable `name` as a positive integer, `fallback` when unset or empty (else exit 2). */
+export function envInt(name: string, fallback: number): number {
+  const raw = process.env[name]
+  if (raw === undefined || raw === '') return fallback
+  return positiveIntArg(raw, name)
+}
+
 /** Parses a positive integer command-line argument, or exits with a one-line error. */
 export function positiveIntArg(value: string | undefined, what: string): number {
   const n = Number(value)

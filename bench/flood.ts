@@ -22,7 +22,7 @@
  * per phase (load-server.ts), which the machine's other work moves little.
  */
 import { execSync } from 'node:child_process'
-import { mb, printTable, ratioText, round, withTempDir } from './bench.js'
+import { envInt, mb, printTable, ratioText, round, withTempDir } from './bench.js'
 import type { Bench, Cell } from './bench.js'
 import type { FloodReport } from './flood-client.js'
 import type { FloodProbeTimes } from './flood-probe.js'
@@ -49,17 +49,6 @@ export const PROBE_RATE = envInt('BENCH_FLOOD_PROBE_RATE', 40)
 const PROBE_WINDOW_SECONDS = 2
 /** How long the server may take to apply the flood's updates after the last is sent. */
 const APPLY_TIMEOUT_MS = 120_000
-
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name]
-  if (raw === undefined || raw === '') return fallback
-  const n = Number(raw)
-  if (!Number.isSafeInteger(n) || n <= 0) {
-    console.error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`)
-    process.exit(2)
-  }
-  return n
-}
 
 export function quantile(values: readonly number[], q: number): number {
   const sorted = [...values].sort((a, b) => a - b)

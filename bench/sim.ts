@@ -21,7 +21,7 @@ import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { SeedSummary, SwarmOptions } from '../cli/sim-swarm.js'
-import { printTable, round } from './bench.js'
+import { envInt, printTable, round } from './bench.js'
 import { BUILD_DIR, buildProject } from './build.js'
 import type { Bench } from './bench.js'
 
@@ -35,17 +35,6 @@ const SITE: SwarmOptions = {
   partitions: 2,
   crashes: 2,
   backupRestores: 1,
-}
-
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name]
-  if (raw === undefined || raw === '') return fallback
-  const n = Number(raw)
-  if (!Number.isSafeInteger(n) || n <= 0) {
-    console.error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`)
-    process.exit(2)
-  }
-  return n
 }
 
 export const simBench: Bench = {

@@ -18,7 +18,7 @@
  * within 5x idle (the flood bench's), the server's event loop never held
  * past 250 ms.
  */
-import { printTable, ratioText, round, withTempDir } from './bench.js'
+import { envInt, printTable, ratioText, round, withTempDir } from './bench.js'
 import type { Bench, Cell } from './bench.js'
 import { phase, PROBE_RATE, printRoundTrips, quantile, type PhaseResult } from './flood.js'
 import type { FloodProbeTimes } from './flood-probe.js'
@@ -29,17 +29,6 @@ import { ControlledChild } from './network-control.js'
 const P99_RATIO_MAX = 5
 /** Target: the server's longest event-loop delay during the flood, ms. */
 const LOOP_DELAY_MAX_MS = 250
-
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name]
-  if (raw === undefined || raw === '') return fallback
-  const n = Number(raw)
-  if (!Number.isSafeInteger(n) || n <= 0) {
-    console.error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`)
-    process.exit(2)
-  }
-  return n
-}
 
 interface VariantsResult {
   readonly mode: string
