@@ -179,9 +179,9 @@ export const MUTANTS: readonly Mutant[] = [
     bug: "a full sync's wipe clears nothing: the old document and the device's deletes stay",
     edits: [
       {
-        file: 'peers/device-sync.ts',
-        find: '          deletes: true,\n          staged: true,',
-        replace: '          deletes: false,\n          staged: true,',
+        file: 'peers/device-sync/full-sync-wipe.ts',
+        find: '        deletes: true,\n        staged: true,',
+        replace: '        deletes: false,\n        staged: true,',
       },
       {
         // The wipe installs its new, empty document: here it gets the old
