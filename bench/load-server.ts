@@ -14,7 +14,7 @@
  *   and the number of `write-refused` events, to check the load clients'
  *   own count of acknowledged edits against;
  * - `{ cmd: 'answer-turns', on }`: whether costly answers of untrusted
- *   peers take turns (`limits.answerTurnClocksMin`; off: never, the
+ *   peers take turns (`limits.answerTurnCostMin`; off: never, the
  *   baseline of the `variants` bench);
  * - `{ cmd: 'allocations', start: true }`, then `{ cmd: 'allocations', file }`:
  *   V8's sampling heap profile of what the process allocates between the
@@ -210,7 +210,7 @@ async function main(): Promise<void> {
   }, 250)
   const stalls = process.env.BENCH_LOOP_STALLS === '1' ? new StallTracer() : undefined
   let allocations: Session | undefined
-  const { answerTurnClocksMin } = limits
+  const { answerTurnCostMin } = limits
   emitResult({ ...ready })
   for await (const command of commands()) {
     switch (command.cmd) {
@@ -266,8 +266,8 @@ async function main(): Promise<void> {
       }
       case 'answer-turns': {
         // The bounds are read-only to the product; the bench sets this one.
-        ;(limits as { answerTurnClocksMin: number }).answerTurnClocksMin =
-          command.on === false ? Number.POSITIVE_INFINITY : answerTurnClocksMin
+        ;(limits as { answerTurnCostMin: number }).answerTurnCostMin =
+          command.on === false ? Number.POSITIVE_INFINITY : answerTurnCostMin
         emitResult({ ok: true })
         break
       }

@@ -304,18 +304,16 @@ export const limits = {
    */
   answersCachedBytesMax: 512 * 1024 * 1024,
   /**
-   * Operations (clock units) from which an untrusted peer's answer that is
-   * not in that cache waits for its turn: one such answer at a time per
-   * peer, with a poll for I/O between two (peers/replica/answer-turns.ts).
-   * Below it an answer costs less than a millisecond: a device catching up
-   * on a few hundred edits is answered at once.
+   * Cost (operations lacking plus the delete set's ranges, which every
+   * answer carries) from which an untrusted peer's answer that is not in
+   * that cache takes its turn (peers/replica/answer-turns.ts): such
+   * answers are made one after another for `answerTurnSliceMs` of the
+   * event loop, then the poll for I/O and a pause as long (at most
+   * `answerTurnPauseMsMax`), the least recently served peer first. Below
+   * it an answer costs a fraction of a millisecond, answered at once.
    */
-  answerTurnClocksMin: 1_000,
-  /**
-   * Longest pause, in ms, between two such answers while others wait: as
-   * long as the one before took, so that they take at most about half of
-   * the event loop (the rest for every link's messages and the HTTP API).
-   */
+  answerTurnCostMin: 200,
+  answerTurnSliceMs: 10,
   answerTurnPauseMsMax: 100,
   /** Smallest answer kept in that cache, in bytes (smaller ones are cheap to encode again). */
   answerCachedBytesMin: 64 * 1024,

@@ -393,6 +393,7 @@ export function runLanLink(
       // Another device is not trusted: bounded rates, and a refused update
       // closes the link with its code (PROTOCOL.md, "Refusals").
       untrusted: true,
+      ...(deviceId === undefined ? {} : { peerId: deviceId }),
       rates:
         deviceId === undefined || options.deviceRates === undefined
           ? rates

@@ -67,6 +67,8 @@ export interface SessionOptions {
    * message closes the link with its error code (PROTOCOL.md, "Refusals").
    */
   readonly untrusted?: boolean
+  /** Who the other side is (a device id), for the turns of costly answers; the connection's id otherwise. */
+  readonly peerId?: string
   /**
    * The link's per-second buckets when counted before the session (a LAN
    * link at its door: admission refills nothing; with its device's, shared
@@ -282,19 +284,19 @@ export function startSession(options: SessionOptions): SyncSession {
     const theirs = Y.decodeStateVector(sent)
     options.onStep1?.(theirs)
     await renewIfReused(replica, theirs)
-    // A costly answer of an untrusted peer waits for its turn, one at a
-    // time on this peer (peers/replica/answer-turns.ts).
-    const endTurn = untrusted ? await replica.answers.turn(theirs) : undefined
-    let busyMs: number | undefined
+    // A costly answer of an untrusted peer waits for its turn on this peer
+    // (peers/replica/answer-turns.ts).
+    const who = options.peerId ?? connection.id
+    const endTurn = untrusted ? await replica.answers.turn(theirs, who) : undefined
     try {
-      if (!stopped && connection.open) busyMs = await answerNow(sent, theirs)
+      if (!stopped && connection.open) await answerNow(sent, theirs)
     } finally {
-      endTurn?.(busyMs)
+      endTurn?.()
     }
   }
-  /** Answers `sent` (decoded: `theirs`); resolves with how long making the answer kept the loop, ms. */
-  const answerNow = async (sent: Uint8Array, theirs: Map<number, number>): Promise<number> => {
-    const { ours, busyMs } = await sendAnswer(replica, sent, {
+  /** Answers `sent` (decoded: `theirs`). */
+  const answerNow = async (sent: Uint8Array, theirs: Map<number, number>): Promise<void> => {
+    const ours = await sendAnswer(replica, sent, {
       withStateVector: options.answerStep1WithStateVector === true,
       send,
       signed: signedNow,
@@ -303,7 +305,6 @@ export function startSession(options: SessionOptions): SyncSession {
     options.onAnswered?.()
     if (waiting.size > 0)
       waiting.step1({ theirs, ours: Y.decodeStateVector(ours) }, lacking(replica.doc, theirs))
-    return busyMs
   }
   const handle = async (message: Message): Promise<void> => {
     // Nothing of a link that owes a hello is handled before it: the hello

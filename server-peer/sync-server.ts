@@ -193,6 +193,7 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
     const session = startSession({
       replica,
       connection,
+      peerId: deviceId,
       reportErrors: true,
       // A device with a key speaks signed envelopes; an unmodified
       // y-websocket client (no key) writes plain updates into its own part.

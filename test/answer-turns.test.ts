@@ -14,6 +14,7 @@ import { AnswerTurns } from '../peers/replica/answer-turns.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 import { eventually } from './helpers/eventually.js'
+import { withLimits } from './helpers/limits.js'
 import { ManualClock } from './helpers/manual-clock.js'
 import { rawLink, type RawLink } from './helpers/raw-link.js'
 
@@ -27,12 +28,13 @@ const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(reso
 
 describe('AnswerTurns', () => {
   it('grants one at a time, the next only in a later event-loop turn, first come first served', async () => {
-    const turns = new AnswerTurns((fn) => setImmediate(fn))
+    // A slice of 0 ms: every answer ends its turn.
+    const turns = new AnswerTurns((fn) => setImmediate(fn), 0)
     const order: string[] = []
     const releases = new Map<string, () => void>()
     for (const name of ['a', 'b', 'c'])
       void turns
-        .take(() => true)
+        .take(name, () => true)
         .then((release) => {
           order.push(name)
           releases.set(name, release)
@@ -59,7 +61,7 @@ describe('AnswerTurns', () => {
     await nextTurn()
     expect(turns.size).toBe(0)
     // Free again: the next is granted at once.
-    const release = await turns.take(() => true)
+    const release = await turns.take('d', () => true)
     expect(turns.granted).toBe(4)
     release()
   })
@@ -67,12 +69,12 @@ describe('AnswerTurns', () => {
 
 describe('AnswerTurns with answers that became cheap', () => {
   it('lets a waiter whose answer is no longer costly go at once, without a turn', async () => {
-    const turns = new AnswerTurns((fn) => setImmediate(fn))
+    const turns = new AnswerTurns((fn) => setImmediate(fn), 0)
     let cached = false
     const order: string[] = []
-    const first = await turns.take(() => true)
-    void turns.take(() => !cached).then(() => order.push('same answer'))
-    void turns.take(() => true).then(() => order.push('other answer'))
+    const first = await turns.take('a', () => true)
+    void turns.take('b', () => !cached).then(() => order.push('same answer'))
+    void turns.take('c', () => true).then(() => order.push('other answer'))
     await nextTurn()
     expect(order).toEqual([])
     // The answer the first made is the second's too: it goes as the first
@@ -84,6 +86,72 @@ describe('AnswerTurns with answers that became cheap', () => {
     await nextTurn()
     expect(order).toEqual(['same answer', 'other answer'])
     expect(turns.granted).toBe(2)
+  })
+})
+
+describe('AnswerTurns: slices and who goes next', () => {
+  it('makes answers one after another while the turn lasts its slice, then waits for the next turn', async () => {
+    let now = 0
+    const real = performance.now.bind(performance)
+    performance.now = () => now
+    try {
+      const turns = new AnswerTurns((fn) => setImmediate(fn), 10)
+      const granted: string[] = []
+      const ends = new Map<string, () => void>()
+      for (const name of ['a', 'b', 'c', 'd'])
+        void turns
+          .take(name, () => true)
+          .then((end) => {
+            granted.push(name)
+            ends.set(name, end)
+          })
+      await Promise.resolve()
+      expect(granted).toEqual(['a'])
+      now = 4 // a took 4 ms of the 10 ms slice: b goes in the same turn
+      ends.get('a')?.()
+      await Promise.resolve()
+      expect(granted).toEqual(['a', 'b'])
+      now = 12 // the turn took 12 ms: c waits for the next turn
+      ends.get('b')?.()
+      for (let i = 0; i < 5; i++) await Promise.resolve()
+      expect(granted).toEqual(['a', 'b'])
+      await nextTurn()
+      expect(granted).toEqual(['a', 'b', 'c'])
+      ends.get('c')?.()
+      await nextTurn()
+      ends.get('d')?.()
+    } finally {
+      performance.now = real
+    }
+  })
+
+  it('serves the peer served least recently first: a newcomer goes before peers asking all along', async () => {
+    const turns = new AnswerTurns((fn) => setImmediate(fn), 0)
+    const granted: string[] = []
+    let flooding = true
+    const ask = (who: string): void => {
+      void turns
+        .take(who, () => true)
+        .then((end) => {
+          granted.push(who)
+          // Answered, it asks again at once (a flooding link), and ends its turn.
+          if (flooding && who.startsWith('flood')) ask(who)
+          setImmediate(end)
+        })
+    }
+    for (let i = 0; i < 5; i++) ask(`flood-${i}`)
+    // Every flooding peer served once, round and round.
+    while (granted.length < 8) await nextTurn()
+    expect(granted.slice(0, 5)).toEqual(['flood-0', 'flood-1', 'flood-2', 'flood-3', 'flood-4'])
+    expect(granted.slice(5, 8)).toEqual(['flood-0', 'flood-1', 'flood-2'])
+    // An honest device behind asks: next, not after the five.
+    ask('honest')
+    const at = granted.length
+    while (granted.length < at + 2) await nextTurn()
+    expect(granted.slice(at, at + 2)).toContain('honest')
+    expect(granted.indexOf('honest')).toBeLessThanOrEqual(at + 1)
+    flooding = false
+    while (turns.size > 0) await nextTurn()
   })
 })
 
@@ -115,6 +183,9 @@ describe('a server answering costly step 1s', () => {
     link.received.filter((m) => m.type === 'sync-step2').length
 
   it('answers them one per event-loop turn, every one of them', async () => {
+    // A slice of 0 ms: each answer ends its turn (they are made several
+    // to a turn of 10 ms otherwise).
+    withLimits(limits, { answerTurnSliceMs: 0 })
     const server = await startServer()
     const [[client, clock]] = [...Y.decodeStateVector(Y.encodeStateVector(server.replica.doc))]
       .sort((a, b) => b[1] - a[1])
@@ -142,7 +213,7 @@ describe('a server answering costly step 1s', () => {
     }
     setImmediate(tick)
     // Each link asks from its own clock of the server's: 8 answers the
-    // cache cannot share, each of more than answerTurnClocksMin operations.
+    // cache cannot share, each costing more than answerTurnCostMin.
     links.forEach((link, k) =>
       link.send({ type: 'sync-step1', stateVector: vectorAt(client, 1 + 7 * k) }),
     )
@@ -158,7 +229,7 @@ describe('a server answering costly step 1s', () => {
     links[0]?.send({ type: 'sync-step1', stateVector: vectorAt(client, 1 + 7 * 7) })
     links[1]?.send({
       type: 'sync-step1',
-      stateVector: vectorAt(client, clock - limits.answerTurnClocksMin + 1),
+      stateVector: vectorAt(client, clock - limits.answerTurnCostMin + 100),
     })
     await eventually(() => expect(step2s(links[0] as RawLink)).toBe((before[0] ?? 0) + 2))
     await eventually(() => expect(step2s(links[1] as RawLink)).toBe((before[1] ?? 0) + 2))

@@ -110,9 +110,10 @@ export class AnswerCache {
   }
 
   /**
-   * Operations (clock units) an answer to a peer at `target` from a
-   * document with `store` would have to encode: what it lacks; 0 when that
-   * is fewer than `from`, or when that answer is kept here.
+   * What an answer to a peer at `target` from a document with `store`
+   * would have to encode: the operations (clock units) it lacks, plus
+   * `deleteRanges` (the delete set every answer carries); 0 when that is
+   * less than `from`, or when that answer is kept here.
    * Peers/replica/answer-turns.ts paces the costly ones.
    */
   cost(
@@ -120,10 +121,12 @@ export class AnswerCache {
     target: ReadonlyMap<number, number>,
     partBytesMax: number,
     from: number,
+    deleteRanges = 0,
   ): number {
     const { lacking, operations } = lackingOf(store, target)
-    if (operations < from || this.answers.has(keyOf(lacking, partBytesMax))) return 0
-    return operations
+    const cost = operations + deleteRanges
+    if (cost < from || this.answers.has(keyOf(lacking, partBytesMax))) return 0
+    return cost
   }
 
   /** How many answers are kept, and their bytes made so far (for tests). */

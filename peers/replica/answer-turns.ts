@@ -1,19 +1,24 @@
 /**
- * Costly answers of untrusted peers, one at a time per replica, each in an
- * event-loop turn of its own (issue 11, "Amplification"). The answer cache
- * (peers/replica/answer-cache.ts) shares one encode among the peers that
- * ask the same, but a peer holding the site key can ask for something
- * different each time: 16 links, each within its own step-1 rate, naming a
- * different clock of the server's each time, had a 20k-user server encode
- * nearly the whole roster 16 times per slice of I/O, and held its event
- * loop up to 3.8 s (`npm run bench -- --only variants`). Answers that cost
- * (`limits.answerTurnClocksMin` operations or more, not in the cache) now
- * wait here: the first in line is answered, then the poll for I/O runs
- * (every link's messages, the HTTP API) before the next is granted. Waiting
- * is first come, first served; each link has at most one step 1 in hand
- * (its messages are handled one at a time), so the line is a round of
- * every asking link, and a flooding device gets one answer per round
- * however many step 1s it sends.
+ * Costly answers of untrusted peers take turns per replica (issue 11,
+ * "Amplification"). The answer cache (peers/replica/answer-cache.ts) shares
+ * one encode among the peers that ask the same, but a peer holding the site
+ * key can ask for something different each time: 16 links, each within its
+ * own step-1 rate, naming a different clock of the server's each time, had
+ * a 20k-user server encode nearly the whole roster 16 times per slice of
+ * I/O, and held its event loop up to 3.8 s (`npm run bench -- --only
+ * variants`). Answers that cost (`limits.answerTurnCostMin` operations and
+ * delete ranges or more, not in the cache) wait here, and are made one
+ * after another while the turn lasts (`sliceMs` of the event loop); then
+ * the poll for I/O runs (every link's messages, the HTTP API), and a pause
+ * as long as the turn took, before the next turn: such answers take at most
+ * about half of the loop, however many peers ask.
+ *
+ * Who goes next: the waiter whose peer (`who`: a device id) was served
+ * least recently, first come first served among equals; a peer never
+ * served counts as served long ago. A key holder with hundreds of made-up
+ * ids asking all along is served round and round, and an honest device
+ * that fell behind goes before all of them (a probe: with first come,
+ * first served, it waited about 110 ms per attacking link).
  *
  * Each waiter says whether its answer is still costly (`costly`): when an
  * answer is made, every waiter whose answer it was too (a restart's fresh
@@ -22,10 +27,10 @@
  * whose answer became cheap while it waited.
  *
  * The next turn comes from `defer` (the replica's: on the real clock after
- * the poll for I/O and a pause as long as the answer before took, at most
- * `limits.answerTurnPauseMsMax`; with an injected clock, a microtask:
- * nothing of a simulation may wait for the real event loop,
- * sim/scheduler.ts, and a test's clock may never run a timer).
+ * the poll for I/O and the pause; with an injected clock, a microtask, and
+ * `sliceMs` 0: nothing of a simulation may wait for the real event loop or
+ * depend on real time, sim/scheduler.ts, and a test's clock may never run
+ * a timer).
  *
  * Invariant: `busy` while an answer holds the turn or a grant is on its way
  * (`defer`); a granted waiter always releases (the session does it in a
@@ -33,26 +38,38 @@
  * nothing.
  */
 
-/** Ends an answer's turn; `busyMs`: how long the answer kept the event loop (the pause's length). */
-export type EndTurn = (busyMs?: number) => void
+/** Ends an answer's turn (call it once the answer is made). */
+export type EndTurn = () => void
 
 interface Waiter {
+  readonly who: string
   readonly costly: () => boolean
   readonly resolve: (end: EndTurn) => void
 }
 
 const holdsNothing: EndTurn = () => undefined
 
+/** Peers whose last service is remembered (the least recently served are forgotten first). */
+const SERVED_KEPT_MAX = 16_384
+
 export class AnswerTurns {
   private waiting: Waiter[] = []
   private busy = false
   private grants = 0
+  /** Grant number of each peer's last answer, least recent first (Map order). */
+  private readonly served = new Map<string, number>()
+  /** When the running turn began (performance.now), undefined between turns. */
+  private turnStart: number | undefined
 
   /**
-   * `defer(fn, busyMs)` runs `fn` in a later turn of the event loop (see
-   * above); `busyMs` is how long the answer before kept the loop.
+   * `defer(fn, turnMs)` runs `fn` in a later turn of the event loop (see
+   * above); `turnMs` is how long the turn that ends took. Answers are
+   * made one after another in a turn until it took `sliceMs`.
    */
-  constructor(private readonly defer: (fn: () => void, busyMs: number) => void) {}
+  constructor(
+    private readonly defer: (fn: () => void, turnMs: number) => void,
+    private readonly sliceMs: number,
+  ) {}
 
   /** Answers granted a turn so far (tests count them). */
   get granted(): number {
@@ -67,11 +84,12 @@ export class AnswerTurns {
   /**
    * Resolves once it is this answer's turn, with the function that ends it
    * (call it once), or at once with one that holds nothing when the answer
-   * is no longer `costly()` by then (see the module comment).
+   * is no longer `costly()` by then (see the module comment). `who`: the
+   * asking peer.
    */
-  take(costly: () => boolean): Promise<EndTurn> {
+  take(who: string, costly: () => boolean): Promise<EndTurn> {
     return new Promise((resolve) => {
-      this.waiting.push({ costly, resolve })
+      this.waiting.push({ who, costly, resolve })
       if (!this.busy) {
         this.busy = true
         this.grant()
@@ -89,24 +107,56 @@ export class AnswerTurns {
     this.waiting = stay
   }
 
-  /** Grants the first costly waiter (letting cheap ones go), or frees the turn when none waits. */
+  /**
+   * The waiter whose peer was served least recently, taken out: the first
+   * in arrival order among equals (`waiting` keeps that order).
+   */
+  private next(): Waiter | undefined {
+    let best = -1
+    let bestRank = Infinity
+    for (let i = 0; i < this.waiting.length; i++) {
+      const rank = this.served.get((this.waiting[i] as Waiter).who) ?? -1
+      if (rank < bestRank) {
+        best = i
+        bestRank = rank
+        if (rank === -1) break // never served, and the first such in arrival order
+      }
+    }
+    if (best < 0) return undefined
+    return this.waiting.splice(best, 1)[0]
+  }
+
+  /** Grants the next costly waiter (letting cheap ones go), or frees the turn when none waits. */
   private grant(): void {
     this.sweep()
-    const next = this.waiting.shift()
+    const next = this.next()
     if (next === undefined) {
       this.busy = false
+      this.turnStart = undefined
       return
     }
+    this.turnStart ??= performance.now()
     this.grants++
+    this.served.delete(next.who)
+    this.served.set(next.who, this.grants)
+    if (this.served.size > SERVED_KEPT_MAX) {
+      const oldest = this.served.keys().next().value
+      if (oldest !== undefined) this.served.delete(oldest)
+    }
     let released = false
-    const grantedAt = performance.now()
-    next.resolve((busyMs) => {
+    next.resolve(() => {
       if (released) return
       released = true
       // Those asking for the answer just made find it in the cache now.
       this.sweep()
-      // The next costly one waits for the poll of I/O that this one held up.
-      this.defer(() => this.grant(), busyMs ?? performance.now() - grantedAt)
+      const turnMs = performance.now() - (this.turnStart ?? 0)
+      if (turnMs < this.sliceMs) {
+        this.grant()
+        return
+      }
+      // The next waits for the poll of I/O that this turn held up.
+      this.turnStart = undefined
+      this.defer(() => this.grant(), turnMs)
     })
   }
 }

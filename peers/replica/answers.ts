@@ -13,13 +13,13 @@ import { AnswerTurns, type EndTurn } from './answer-turns.js'
 import type { ReplicaDocument } from './document.js'
 
 /**
- * The real clock's pause between two costly answers (AnswerTurns): as long
- * as the one before kept the event loop, at most `limits.answerTurnPauseMsMax`,
- * so that answers take at most about half of the event loop while others
- * wait; one poll for I/O at least.
+ * The real clock's pause between two turns of costly answers (AnswerTurns):
+ * as long as the turn took, at most `limits.answerTurnPauseMsMax`, so that
+ * answers take at most about half of the event loop while others wait; one
+ * poll for I/O at least.
  */
-function answerPause(fn: () => void, busyMs: number): void {
-  const pause = Math.min(busyMs, limits.answerTurnPauseMsMax)
+function answerPause(fn: () => void, turnMs: number): void {
+  const pause = Math.min(turnMs, limits.answerTurnPauseMsMax)
   if (pause < 1) setImmediate(fn)
   else setTimeout(fn, pause)
 }
@@ -38,7 +38,10 @@ export class ReplicaAnswers {
     // clock; on an injected one (the simulator, a test's), after the
     // pending continuations (nothing may wait for the real event loop
     // there, sim/scheduler.ts, nor for a timer the test never runs).
-    this.turns = new AnswerTurns(clock === systemClock ? answerPause : (fn) => queueMicrotask(fn))
+    this.turns =
+      clock === systemClock
+        ? new AnswerTurns(answerPause, limits.answerTurnSliceMs)
+        : new AnswerTurns((fn) => queueMicrotask(fn), 0)
   }
 
   /**
@@ -54,18 +57,18 @@ export class ReplicaAnswers {
 
   /**
    * Waits for an untrusted peer's answer's turn when it costs
-   * (`limits.answerTurnClocksMin` operations or more, not in the answer
-   * cache: peers/replica/answer-turns.ts); resolves with the function that
-   * ends the turn once the answer is made (given how long making it kept
-   * the event loop, ms), or undefined when the answer needs no turn.
-   * `theirs` is the peer's state vector, decoded.
+   * (`limits.answerTurnCostMin` operations and delete ranges or more, not
+   * in the answer cache: peers/replica/answer-turns.ts); resolves with the
+   * function that ends the turn once the answer is made, or undefined when
+   * the answer needs no turn. `theirs` is the peer's state vector, decoded;
+   * `who` the peer (its device id: the least recently served goes first).
    */
-  async turn(theirs: ReadonlyMap<number, number>): Promise<EndTurn | undefined> {
+  async turn(theirs: ReadonlyMap<number, number>, who: string): Promise<EndTurn | undefined> {
     const partBytesMax = this.partBytesMax()
     const costly = (): boolean =>
-      this.document.answerCost(theirs, partBytesMax, limits.answerTurnClocksMin) > 0
+      this.document.answerCost(theirs, partBytesMax, limits.answerTurnCostMin) > 0
     if (!costly()) return undefined
-    return this.turns.take(costly)
+    return this.turns.take(who, costly)
   }
 
   /** Answers that waited for a turn and got it (AnswerTurns.granted; tests). */

@@ -443,7 +443,7 @@ export class ReplicaDocument {
    * pending structs and deletes (which wait for what nobody sent yet) are
    * not in it. Each part is made when first asked for, of the document as
    * it is now (peers/replica/answer-stream.ts). Read it inside whenDurable
-   * when it is an answer. The caller reads it until `unread()` (AnswerStream.readers).
+   * when it is an answer; the caller reads it until `unread()`.
    */
   answerParts(stateVector: Uint8Array, partBytesMax: number): AnswerStream {
     const doc = this.doc
@@ -460,9 +460,9 @@ export class ReplicaDocument {
     return stream
   }
 
-  /** Operations an answer to a peer at `target` would encode (AnswerCache.cost). */
+  /** Operations and delete ranges an answer to a peer at `target` would encode (AnswerCache.cost). */
   answerCost(target: ReadonlyMap<number, number>, partBytesMax: number, from = 1): number {
-    return this.answers.cost(this.doc.store, target, partBytesMax, from)
+    return this.answers.cost(this.doc.store, target, partBytesMax, from, this.deletes?.rangeCount())
   }
 
   /** How many large answers answerParts encoded rather than took from its cache (AnswerCache.encodes). */

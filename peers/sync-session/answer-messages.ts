@@ -131,17 +131,14 @@ export interface AnswerOut {
  * clientID this peer no longer writes with. Our step 1 (the acknowledgement
  * a device reads) claims only what is durable here. It goes first: the
  * other side checks it for a reused clientID before it applies the step 2.
- * Resolves with that durable state vector and how long making the answer
- * kept the event loop, ms (peers/replica/answer-turns.ts).
+ * Resolves with that durable state vector.
  */
 export async function sendAnswer(
   replica: Replica,
   sent: Uint8Array,
   out: AnswerOut,
-): Promise<{ readonly ours: Uint8Array; readonly busyMs: number }> {
-  let busyMs = 0
-  const ours = await replica.whenDurable((_doc, vector) => {
-    const started = performance.now()
+): Promise<Uint8Array> {
+  return replica.whenDurable((_doc, vector) => {
     if (out.withStateVector) out.send({ type: 'sync-step1', stateVector: vector })
     // In parts, one message each (PROTOCOL.md, "Answers in chunks"): all
     // but the last go as updates, the last as step 2, so the other side
@@ -155,8 +152,6 @@ export async function sendAnswer(
     out.stream(
       signed === undefined ? plainAnswer(replica.answers.parts(sent)) : signed.answer(sent),
     )
-    busyMs = performance.now() - started
     return vector
   })
-  return { ours, busyMs }
 }
