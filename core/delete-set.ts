@@ -88,13 +88,6 @@ export class DeleteSetCache {
   }
 
   /** The delete set now: what `Y.createDeleteSetFromStructStore` would return, as ranges. */
-  /** How many ranges the delete set holds now (what every answer carries). */
-  rangeCount(): number {
-    let count = 0
-    for (const ranges of this.current().values()) count += ranges.length
-    return count
-  }
-
   current(): ReadonlyMap<number, ReadonlyArray<readonly [number, number]>> {
     if (!this.following) return deleteRangesOf(this.doc.store)
     if (this.ranges === undefined) {

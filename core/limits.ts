@@ -304,13 +304,13 @@ export const limits = {
    */
   answersCachedBytesMax: 512 * 1024 * 1024,
   /**
-   * Cost (operations lacking plus the delete set's ranges, which every
-   * answer carries) from which an untrusted peer's answer that is not in
-   * that cache takes its turn (peers/replica/answer-turns.ts): such
-   * answers are made one after another for `answerTurnSliceMs` of the
+   * Operations (clock units) lacking from which an untrusted peer's answer
+   * that is not in that cache takes its turn (peers/replica/answer-turns.ts):
+   * such answers are made one after another for `answerTurnSliceMs` of the
    * event loop, then the poll for I/O and a pause as long (at most
    * `answerTurnPauseMsMax`), the least recently served peer first. Below
-   * it an answer costs a fraction of a millisecond, answered at once.
+   * it an answer costs a fraction of a millisecond, answered at once (the
+   * delete set every answer carries is written from cached bytes).
    */
   answerTurnCostMin: 200,
   answerTurnSliceMs: 10,

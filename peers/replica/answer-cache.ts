@@ -93,6 +93,14 @@ export function keyOf(
   return `#${createHash('sha256').update(encoding.toUint8Array(e)).digest('base64')}`
 }
 
+/** What an answer would cost (AnswerCache.cost). */
+export interface AnswerCost {
+  /** Operations it lacks; 0 when the answer is kept. */
+  readonly operations: number
+  /** Whether the answer is kept now. */
+  readonly kept: () => boolean
+}
+
 /** Answers kept per canonical state vector, dropped when the document changes. */
 export class AnswerCache {
   private readonly answers = new Map<string, Kept>()
@@ -111,22 +119,24 @@ export class AnswerCache {
 
   /**
    * What an answer to a peer at `target` from a document with `store`
-   * would have to encode: the operations (clock units) it lacks, plus
-   * `deleteRanges` (the delete set every answer carries); 0 when that is
-   * less than `from`, or when that answer is kept here.
-   * Peers/replica/answer-turns.ts paces the costly ones.
+   * would have to encode: the operations (clock units) it lacks, 0 when
+   * that answer is kept here; and whether it is kept by then (`kept()`, a
+   * lookup by its key). Peers/replica/answer-turns.ts paces the costly ones.
    */
   cost(
     store: Y.Doc['store'],
     target: ReadonlyMap<number, number>,
     partBytesMax: number,
-    from: number,
-    deleteRanges = 0,
-  ): number {
+  ): AnswerCost {
     const { lacking, operations } = lackingOf(store, target)
-    const cost = operations + deleteRanges
-    if (cost < from || this.answers.has(keyOf(lacking, partBytesMax))) return 0
-    return cost
+    const key = keyOf(lacking, partBytesMax)
+    const kept = (): boolean => this.answers.has(key)
+    return { operations: kept() ? 0 : operations, kept }
+  }
+
+  /** Whether an answer is kept under `key`. */
+  has(key: string): boolean {
+    return this.answers.has(key)
   }
 
   /** How many answers are kept, and their bytes made so far (for tests). */

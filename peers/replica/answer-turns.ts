@@ -6,8 +6,8 @@
  * own step-1 rate, naming a different clock of the server's each time, had
  * a 20k-user server encode nearly the whole roster 16 times per slice of
  * I/O, and held its event loop up to 3.8 s (`npm run bench -- --only
- * variants`). Answers that cost (`limits.answerTurnCostMin` operations and
- * delete ranges or more, not in the cache) wait here, and are made one
+ * variants`). Answers that cost (`limits.answerTurnCostMin` operations or
+ * more, not in the cache) wait here, and are made one
  * after another while the turn lasts (`sliceMs` of the event loop); then
  * the poll for I/O runs (every link's messages, the HTTP API), and a pause
  * as long as the turn took, before the next turn: such answers take at most
@@ -17,8 +17,11 @@
  * least recently, first come first served among equals; a peer never
  * served counts as served long ago. A key holder with hundreds of made-up
  * ids asking all along is served round and round, and an honest device
- * that fell behind goes before all of them (a probe: with first come,
- * first served, it waited about 110 ms per attacking link).
+ * that fell behind goes before them (a probe: with first come, first
+ * served, it waited about 110 ms per attacking link). An id made up
+ * afresh goes first once too: the registry bounds how many a key holder
+ * has (`limits.devicesRegisteredMax`; approval mode, `approveDevices`,
+ * ends it).
  *
  * Each waiter says whether its answer is still costly (`costly`): when an
  * answer is made, every waiter whose answer it was too (a restart's fresh

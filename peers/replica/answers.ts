@@ -57,18 +57,18 @@ export class ReplicaAnswers {
 
   /**
    * Waits for an untrusted peer's answer's turn when it costs
-   * (`limits.answerTurnCostMin` operations and delete ranges or more, not
-   * in the answer cache: peers/replica/answer-turns.ts); resolves with the
-   * function that ends the turn once the answer is made, or undefined when
-   * the answer needs no turn. `theirs` is the peer's state vector, decoded;
-   * `who` the peer (its device id: the least recently served goes first).
+   * (`limits.answerTurnCostMin` operations or more, not in the answer
+   * cache: peers/replica/answer-turns.ts); resolves with the function that
+   * ends the turn once the answer is made, or undefined when the answer
+   * needs no turn. `theirs` is the peer's state vector, decoded; `who` the
+   * peer (its device id: the least recently served goes first). A waiter
+   * goes without a turn once its answer is in the cache (a lookup by its
+   * key, not a new walk of the document per waiter and answer).
    */
   async turn(theirs: ReadonlyMap<number, number>, who: string): Promise<EndTurn | undefined> {
-    const partBytesMax = this.partBytesMax()
-    const costly = (): boolean =>
-      this.document.answerCost(theirs, partBytesMax, limits.answerTurnCostMin) > 0
-    if (!costly()) return undefined
-    return this.turns.take(who, costly)
+    const { operations, kept } = this.document.answerCost(theirs, this.partBytesMax())
+    if (operations < limits.answerTurnCostMin) return undefined
+    return this.turns.take(who, () => !kept())
   }
 
   /** Answers that waited for a turn and got it (AnswerTurns.granted; tests). */

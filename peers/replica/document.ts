@@ -44,7 +44,7 @@ import {
   type UserView,
 } from '../../core/resolve.js'
 import type { RecordSchema } from '../../core/schema.js'
-import { AnswerCache, answerKey } from './answer-cache.js'
+import { AnswerCache, answerKey, type AnswerCost } from './answer-cache.js'
 import type { AnswerStream } from './answer-stream.js'
 import type { LocalState } from './local-state.js'
 import { LOCAL_ORIGIN, type WriteContext } from './types.js'
@@ -442,8 +442,7 @@ export class ReplicaDocument {
    * cache while the document has not changed since it was encoded. Yjs's
    * pending structs and deletes (which wait for what nobody sent yet) are
    * not in it. Each part is made when first asked for, of the document as
-   * it is now (peers/replica/answer-stream.ts). Read it inside whenDurable
-   * when it is an answer; the caller reads it until `unread()`.
+   * it is now (answer-stream.ts). Read it inside whenDurable; until `unread()`.
    */
   answerParts(stateVector: Uint8Array, partBytesMax: number): AnswerStream {
     const doc = this.doc
@@ -460,9 +459,9 @@ export class ReplicaDocument {
     return stream
   }
 
-  /** Operations and delete ranges an answer to a peer at `target` would encode (AnswerCache.cost). */
-  answerCost(target: ReadonlyMap<number, number>, partBytesMax: number, from = 1): number {
-    return this.answers.cost(this.doc.store, target, partBytesMax, from, this.deletes?.rangeCount())
+  /** What an answer to a peer at `target` would encode (AnswerCache.cost). */
+  answerCost(target: ReadonlyMap<number, number>, partBytesMax: number): AnswerCost {
+    return this.answers.cost(this.doc.store, target, partBytesMax)
   }
 
   /** How many large answers answerParts encoded rather than took from its cache (AnswerCache.encodes). */
