@@ -65,7 +65,7 @@ export function serverOps(schema: RecordSchema): UserOps {
       prev.d !== 1 &&
       isDeepStrictEqual({ ...entry, t: prev.t }, prev) &&
       Object.keys(local).length === 0 &&
-      (mode === 'patch' || ctx.localOf(id).fields === undefined)
+      (mode === 'patch' || Object.keys(ctx.localOf(id).fields?.f ?? {}).length === 0)
     )
       return
     checkRecordSize(id, entry.f ?? {}, prev?.d === 1 ? undefined : prev?.f) // before anything changes

@@ -39,6 +39,23 @@ const twoDevices = (steps: Scenario['steps'], drain: Scenario['drain'] = []): Sc
  * queued updates in link order (server>d1, server>d2, d1>server, ...).
  */
 const knownCases: ReadonlyArray<readonly [Scenario]> = [
+  // A server write that leaves the user as it is publishes nothing (no
+  // restamp: rule 3's "later change"), also with a device-specific field
+  // in the site's policies and after an adoption.
+  [
+    {
+      deviceCount: 3,
+      seed: 1,
+      steps: [
+        op(1, { kind: 'put', user: 'u1', fields: {} }),
+        { kind: 'deliver', link: 0 },
+        op(0, { kind: 'put', user: 'u1', fields: {} }),
+        { kind: 'deliver-any', pick: 0 },
+      ],
+      drain: [],
+      feed: [],
+    },
+  ],
   // A server put with an explicit [] for a field its view did not show is no
   // clear: vacant is vacant, as if the field were omitted (rule 2).
   [
@@ -57,7 +74,8 @@ const knownCases: ReadonlyArray<readonly [Scenario]> = [
       { kind: 'deliver', link: 1 }, // d1#1 -> d2
       op(0, { kind: 'put', user: 'u1', fields: {} }),
       { kind: 'deliver', link: 2 }, // d1#1 -> server, which adopts u2 (server#2)
-      op(0, { kind: 'put', user: 'u1', fields: {} }),
+      // (A change: the same put again changes nothing, and is no update.)
+      op(0, { kind: 'put', user: 'u1', fields: { name: 'x' } }),
       { kind: 'deliver-any', pick: 2 }, // server#3 -> d1
       { kind: 'deliver', link: 0 }, // server#1 -> d1
     ]),

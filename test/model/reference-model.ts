@@ -48,6 +48,7 @@
  * - A patch of a user the writer does not show is refused; a delete of one is
  *   a no-op.
  */
+import { isDeepStrictEqual } from 'node:util'
 
 /** The server's writer id. */
 export const SERVER = 'server'
@@ -299,6 +300,21 @@ export class ReferenceModel {
       // A put clears only what the server showed; a patch clears what it names.
       if (op.kind === 'patch' || shown?.[field] !== undefined) clearedAt[field] = now
     }
+    // A write that leaves the record as it was (fields, clears, adoptions)
+    // and writes no device-specific value is no change: nothing published,
+    // and the record keeps its time (rule 3: no "later change").
+    const localWritten =
+      Object.hasOwn(op.fields, LOCAL_FIELD) ||
+      (op.kind === 'put' && localValues.get(op.user)?.value !== undefined)
+    if (
+      prev?.live === true &&
+      !localWritten &&
+      isDeepStrictEqual(
+        { fields: prev.fields, clearedAt: prev.clearedAt, adopted: prev.adopted ?? {} },
+        { fields, clearedAt, adopted },
+      )
+    )
+      return { outcome: 'done', published: false }
     this.publishServer(op.user, { live: true, deletes, fields, clearedAt, changedAt: now, adopted })
     if (op.kind === 'put' || Object.hasOwn(op.fields, LOCAL_FIELD)) {
       localValues.set(op.user, { value: normalise(op.fields[LOCAL_FIELD]), seenDeletes: deletes })
