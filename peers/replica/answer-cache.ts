@@ -134,11 +134,6 @@ export class AnswerCache {
     return { operations: kept() ? 0 : operations, kept }
   }
 
-  /** Whether an answer is kept under `key`. */
-  has(key: string): boolean {
-    return this.answers.has(key)
-  }
-
   /** How many answers are kept, and their bytes made so far (for tests). */
   get kept(): { answers: number; bytes: number } {
     return { answers: this.answers.size, bytes: this.bytes }

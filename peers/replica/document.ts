@@ -442,7 +442,7 @@ export class ReplicaDocument {
    * cache while the document has not changed since it was encoded. Yjs's
    * pending structs and deletes (which wait for what nobody sent yet) are
    * not in it. Each part is made when first asked for, of the document as
-   * it is now (answer-stream.ts). Read it inside whenDurable; until `unread()`.
+   * it is now (answer-stream.ts). Read it inside whenDurable; `unread()` it when done.
    */
   answerParts(stateVector: Uint8Array, partBytesMax: number): AnswerStream {
     const doc = this.doc
