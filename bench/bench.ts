@@ -149,6 +149,12 @@ export function emitResult(result: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(result)}\n`)
 }
 
+/** The `q` quantile (0..1) of `values`, nearest rank (NaN when empty). */
+export function quantile(values: readonly number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN
+}
+
 /** Environment variable `name` as a positive integer, `fallback` when unset or empty (else exit 2). */
 export function envInt(name: string, fallback: number): number {
   const raw = process.env[name]

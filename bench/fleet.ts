@@ -17,7 +17,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
-import { mb, printTable, round, withTempDir, type Bench } from './bench.js'
+import { mb, printTable, quantile, round, withTempDir, type Bench } from './bench.js'
 import type { FleetArrivals, FleetSynced } from './fleet-clients.js'
 import type { FleetEdit, FleetServerReady, FleetServerStats } from './fleet-server.js'
 import { ControlledChild } from './network-control.js'
@@ -37,11 +37,6 @@ function fleetDevices(): number {
   if (!Number.isSafeInteger(n) || n < CLIENT_PROCESSES)
     throw new Error(`BENCH_FLEET_DEVICES must be an integer >= 2, got ${JSON.stringify(text)}`)
   return n
-}
-
-function quantile(values: readonly number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN
 }
 
 /** Starts the server with `--expose-gc` (its memory is read after collections). */

@@ -22,7 +22,7 @@
  * per phase (load-server.ts), which the machine's other work moves little.
  */
 import { execSync } from 'node:child_process'
-import { envInt, mb, printTable, ratioText, round, withTempDir } from './bench.js'
+import { envInt, mb, printTable, quantile, ratioText, round, withTempDir } from './bench.js'
 import type { Bench, Cell } from './bench.js'
 import type { FloodReport } from './flood-client.js'
 import type { FloodProbeTimes } from './flood-probe.js'
@@ -45,18 +45,13 @@ const USERS = 1_000
  * the fourth-worst of about 200. Above `netLimits.step1AnswersPerSecondMax`
  * (50) the server holds the probe's answers back, as it does any device's.
  */
-export const PROBE_RATE = envInt('BENCH_FLOOD_PROBE_RATE', 40)
+const PROBE_RATE = envInt('BENCH_FLOOD_PROBE_RATE', 40)
 const PROBE_WINDOW_SECONDS = 2
 /** How long the server may take to apply the flood's updates after the last is sent. */
 const APPLY_TIMEOUT_MS = 120_000
 
-export function quantile(values: readonly number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN
-}
-
 /** Probes in windows until `done` settles (at least one window); all times merged. */
-export async function probeWhile(
+async function probeWhile(
   probe: ControlledChild,
   done: Promise<unknown>,
 ): Promise<FloodProbeTimes> {
@@ -125,7 +120,7 @@ export interface PhaseResult {
 }
 
 /** The probe's round trips of one stretch on stderr: how many, the p50 and the worst five. */
-export function printRoundTrips(name: string, syncMs: readonly number[]): void {
+function printRoundTrips(name: string, syncMs: readonly number[]): void {
   const worst = [...syncMs].sort((a, b) => b - a).slice(0, 5)
   console.error(
     `flood: ${name}: ${syncMs.length} round trips, p50 ${round(quantile(syncMs, 0.5))} ms, worst ${worst.map(round).join(' / ')} ms`,
@@ -247,26 +242,35 @@ const fileDescriptorLimit = (): string => {
   }
 }
 
-async function measure(): Promise<
-  PhaseResult[] & { idleP99Ms?: number; floodClientNice?: number }
-> {
-  const connections = envInt('BENCH_FLOOD_CONNECTIONS', 2_000)
-  const cycles = envInt('BENCH_FLOOD_CYCLES', 500)
-  const updateCount = envInt('BENCH_FLOOD_UPDATES', 100_000)
+/** The flood bench's processes, started and measured idle (withFloodRig). */
+export interface FloodRig {
+  readonly server: ControlledChild
+  readonly probe: ControlledChild
+  readonly flooder: ControlledChild
+  /** The legitimate round trip's p99 while nothing floods, ms. */
+  readonly idleP99: number
+  /** The flooding process's niceness (BENCH_FLOOD_CLIENT_NICE). */
+  readonly floodClientNice: number
+}
+
+/**
+ * Starts a server with `users` users on LevelDB in a temp dir, the
+ * legitimate client and the flooding client (each its own process), warms
+ * up and measures the idle round trip (`BENCH_FLOOD_IDLE_SECONDS`), runs
+ * `measure`, then ends the three (killed if `measure` throws).
+ */
+export function withFloodRig<T>(users: number, measure: (rig: FloodRig) => Promise<T>): Promise<T> {
   const idleSeconds = envInt('BENCH_FLOOD_IDLE_SECONDS', 5)
-  console.log(`\nflood: file descriptors per process (ulimit -n): ${fileDescriptorLimit()}`)
   return withTempDir(async (dir) => {
-    const server = ControlledChild.start('load-server.ts', [String(USERS), dir])
+    const server = ControlledChild.start('load-server.ts', [String(users), dir])
     let probe: ControlledChild | undefined
     let flooder: ControlledChild | undefined
-    let floodClientNice: number | undefined
     try {
       const ready = await server.next<LoadServerReady>()
       probe = ControlledChild.start('flood-probe.ts', [ready.url, ready.siteKey])
       flooder = ControlledChild.start('flood-client.ts', [ready.url, ready.siteKey])
       await probe.next()
       const { nice, idleClass } = await flooder.next<{ nice: number; idleClass: boolean }>()
-      floodClientNice = nice
       console.log(
         `flood: the flooding process runs at niceness ${nice} (BENCH_FLOOD_CLIENT_NICE)` +
           (idleClass ? ', in SCHED_IDLE (BENCH_FLOOD_CLIENT_SCHED)' : ''),
@@ -280,32 +284,45 @@ async function measure(): Promise<
       })
       const idleP99 = quantile(idle.syncMs, 0.99)
       printRoundTrips('idle', idle.syncMs)
-      const results: PhaseResult[] & { idleP99Ms?: number; floodClientNice?: number } = []
-      results.idleP99Ms = round(idleP99)
-      results.floodClientNice = floodClientNice
-      const phases: Array<[string, Record<string, unknown>]> = [
-        [
-          `${connections} connections at once`,
-          { cmd: 'connections', count: connections, holdSeconds: 3 },
-        ],
-        [`${cycles} connect/disconnect cycles`, { cmd: 'cycles', count: cycles }],
-        [`${updateCount} updates from one client`, { cmd: 'updates', count: updateCount }],
-      ]
-      // BENCH_FLOOD_PHASES=connections,cycles,updates runs only those (default: all).
-      const only = (process.env.BENCH_FLOOD_PHASES ?? '').split(',').filter((p) => p !== '')
-      for (const [name, command] of phases) {
-        if (only.length > 0 && !only.includes(String(command.cmd))) continue
-        const result = await phase(name, server, probe, flooder, command, idleP99)
-        results.push(result)
-        if (!result.serverUp) break
-      }
+      const result = await measure({ server, probe, flooder, idleP99, floodClientNice: nice })
       await Promise.all([probe.finish(), flooder.finish()])
       await server.finish()
-      return results
+      return result
     } catch (error) {
       await Promise.all([server.kill(), probe?.kill(), flooder?.kill()])
       throw error
     }
+  })
+}
+
+async function measure(): Promise<
+  PhaseResult[] & { idleP99Ms?: number; floodClientNice?: number }
+> {
+  const connections = envInt('BENCH_FLOOD_CONNECTIONS', 2_000)
+  const cycles = envInt('BENCH_FLOOD_CYCLES', 500)
+  const updateCount = envInt('BENCH_FLOOD_UPDATES', 100_000)
+  console.log(`\nflood: file descriptors per process (ulimit -n): ${fileDescriptorLimit()}`)
+  return withFloodRig(USERS, async ({ server, probe, flooder, idleP99, floodClientNice }) => {
+    const results: PhaseResult[] & { idleP99Ms?: number; floodClientNice?: number } = []
+    results.idleP99Ms = round(idleP99)
+    results.floodClientNice = floodClientNice
+    const phases: Array<[string, Record<string, unknown>]> = [
+      [
+        `${connections} connections at once`,
+        { cmd: 'connections', count: connections, holdSeconds: 3 },
+      ],
+      [`${cycles} connect/disconnect cycles`, { cmd: 'cycles', count: cycles }],
+      [`${updateCount} updates from one client`, { cmd: 'updates', count: updateCount }],
+    ]
+    // BENCH_FLOOD_PHASES=connections,cycles,updates runs only those (default: all).
+    const only = (process.env.BENCH_FLOOD_PHASES ?? '').split(',').filter((p) => p !== '')
+    for (const [name, command] of phases) {
+      if (only.length > 0 && !only.includes(String(command.cmd))) continue
+      const result = await phase(name, server, probe, flooder, command, idleP99)
+      results.push(result)
+      if (!result.serverUp) break
+    }
+    return results
   })
 }
 

@@ -73,7 +73,7 @@ import {
   type KeyPair,
 } from '../core/signing.js'
 import { deviceWrite } from '../core/writes.js'
-import { emitResult, positiveIntArg } from './bench.js'
+import { emitResult, positiveIntArg, quantile } from './bench.js'
 import {
   commands,
   cpuSeconds,
@@ -422,12 +422,6 @@ const emptyInbound = (): ProcessStats['inbound'] => ({
   errors: 0,
   other: 0,
 })
-
-/** The `q` quantile (0..1) of `values`, nearest rank. */
-function quantile(values: readonly number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN
-}
 
 /**
  * Runs the edit schedule: device d makes edit n at `start + (n + u) / rate`

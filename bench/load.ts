@@ -29,7 +29,7 @@
  * the load (see load-server.ts, `allocations`).
  */
 import { cpus, loadavg } from 'node:os'
-import { mb, printTable, ratioText, round, withTempDir } from './bench.js'
+import { mb, printTable, quantile, ratioText, round, withTempDir } from './bench.js'
 import type { Bench, BenchOptions, Cell } from './bench.js'
 import type { AckDone, ClientsReady, LoadDone } from './load-clients.js'
 import type { ProbeTimes } from './load-probe.js'
@@ -86,12 +86,6 @@ export function sizes(users: number): LoadSizes {
     idleSeconds: envNumber('BENCH_LOAD_IDLE_SECONDS', envNumber('BENCH_LOAD_SECONDS', 60)),
     users: Math.min(users, LOAD_USERS_MAX),
   }
-}
-
-/** The `q` quantile (0..1) of `values`, nearest rank. */
-function quantile(values: readonly number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN
 }
 
 /** p50 / p99 / max of one probe in one phase, ms. */

@@ -22,7 +22,7 @@
  * Set `BENCH_CPU_PROF=<dir>` to get a V8 CPU profile of every child.
  */
 import { join } from 'node:path'
-import { mb, printTable, ratioText, round, runChild, withTempDir } from './bench.js'
+import { mb, printTable, quantile, ratioText, round, runChild, withTempDir } from './bench.js'
 import type { Bench, BenchOptions, Cell } from './bench.js'
 import type { ClientMode, SyncResult } from './network-client.js'
 import { benchSiteKey, childFlags, countingProxy, withChild } from './network-control.js'
@@ -292,12 +292,6 @@ interface FanoutMeasure {
   serverCpuMsPerEdit: number
   /** Clients' CPU ms per device per edit: receive, check, apply, store, show. */
   clientCpuMsPerUpdate: number
-}
-
-/** The `q` quantile (0..1) of `values`, nearest rank. */
-function quantile(values: readonly number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN
 }
 
 /** Makes the fan-out edits one at a time, each once every device showed the one before. */

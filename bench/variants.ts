@@ -18,12 +18,10 @@
  * within 5x idle (the flood bench's), the server's event loop never held
  * past 250 ms.
  */
-import { envInt, printTable, ratioText, round, withTempDir } from './bench.js'
+import { envInt, printTable, ratioText, round } from './bench.js'
 import type { Bench, Cell } from './bench.js'
-import { phase, PROBE_RATE, printRoundTrips, quantile, type PhaseResult } from './flood.js'
-import type { FloodProbeTimes } from './flood-probe.js'
-import type { LoadServerReady, LoadServerState } from './load-server.js'
-import { ControlledChild } from './network-control.js'
+import { phase, withFloodRig, type PhaseResult } from './flood.js'
+import type { LoadServerState } from './load-server.js'
 
 /** Target: legitimate p99 during the flood over idle p99 (the flood bench's). */
 const P99_RATIO_MAX = 5
@@ -39,48 +37,24 @@ async function measure(): Promise<{ idleP99Ms: number; users: number; results: V
   const users = envInt('BENCH_VARIANTS_USERS', 20_000)
   const links = envInt('BENCH_VARIANTS_LINKS', 16)
   const seconds = envInt('BENCH_VARIANTS_SECONDS', 10)
-  const idleSeconds = envInt('BENCH_FLOOD_IDLE_SECONDS', 5)
-  return withTempDir(async (dir) => {
-    console.error(`variants: enrolling ${users} users ...`)
-    const server = ControlledChild.start('load-server.ts', [String(users), dir])
-    let probe: ControlledChild | undefined
-    let flooder: ControlledChild | undefined
-    try {
-      const ready = await server.next<LoadServerReady>()
-      probe = ControlledChild.start('flood-probe.ts', [ready.url, ready.siteKey])
-      flooder = ControlledChild.start('flood-client.ts', [ready.url, ready.siteKey])
-      await probe.next()
-      await flooder.next()
-      // The server's clientID holding the most operations: the roster.
-      const state = await server.request<LoadServerState>({ cmd: 'state' })
-      const [client, clock] = Object.entries(state.stateVector)
-        .map(([c, n]): [number, number] => [Number(c), n])
-        .sort((a, b) => b[1] - a[1])[0] ?? [0, 0]
-      await probe.request({ cmd: 'probe', seconds: 2, rate: PROBE_RATE })
-      const idle = await probe.request<FloodProbeTimes>({
-        cmd: 'probe',
-        seconds: idleSeconds,
-        rate: PROBE_RATE,
-      })
-      const idleP99 = quantile(idle.syncMs, 0.99)
-      printRoundTrips('idle', idle.syncMs)
-      const results: VariantsResult[] = []
-      for (const [mode, on] of [
-        ['without turns (baseline)', false],
-        ['with turns (rostersync)', true],
-      ] as const) {
-        await server.request({ cmd: 'answer-turns', on })
-        const command = { cmd: 'variants', links, seconds, client, clock }
-        const name = `${links} links, step 1s of their own, ${mode}`
-        results.push({ mode, result: await phase(name, server, probe, flooder, command, idleP99) })
-      }
-      await Promise.all([probe.finish(), flooder.finish()])
-      await server.finish()
-      return { idleP99Ms: round(idleP99), users, results }
-    } catch (error) {
-      await Promise.all([server.kill(), probe?.kill(), flooder?.kill()])
-      throw error
+  console.error(`variants: enrolling ${users} users ...`)
+  return withFloodRig(users, async ({ server, probe, flooder, idleP99 }) => {
+    // The server's clientID holding the most operations: the roster.
+    const state = await server.request<LoadServerState>({ cmd: 'state' })
+    const [client, clock] = Object.entries(state.stateVector)
+      .map(([c, n]): [number, number] => [Number(c), n])
+      .sort((a, b) => b[1] - a[1])[0] ?? [0, 0]
+    const results: VariantsResult[] = []
+    for (const [mode, on] of [
+      ['without turns (baseline)', false],
+      ['with turns (rostersync)', true],
+    ] as const) {
+      await server.request({ cmd: 'answer-turns', on })
+      const command = { cmd: 'variants', links, seconds, client, clock }
+      const name = `${links} links, step 1s of their own, ${mode}`
+      results.push({ mode, result: await phase(name, server, probe, flooder, command, idleP99) })
     }
+    return { idleP99Ms: round(idleP99), users, results }
   })
 }
 

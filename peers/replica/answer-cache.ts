@@ -46,7 +46,7 @@ const KEY_CLIENTS_PLAIN_MAX = 64
  * lacks and the clock it lacks them from, in clientID order, and how many
  * operations (clock units) that is in all.
  */
-export function lackingOf(
+function lackingOf(
   store: Y.Doc['store'],
   target: ReadonlyMap<number, number>,
 ): { readonly lacking: ReadonlyArray<readonly [number, number]>; readonly operations: number } {
@@ -77,10 +77,7 @@ export function answerKey(
 }
 
 /** The key of an answer bringing `lacking` (lackingOf) in parts of at most `partBytesMax` bytes. */
-export function keyOf(
-  lacking: ReadonlyArray<readonly [number, number]>,
-  partBytesMax: number,
-): string {
+function keyOf(lacking: ReadonlyArray<readonly [number, number]>, partBytesMax: number): string {
   if (lacking.length <= KEY_CLIENTS_PLAIN_MAX)
     return `${partBytesMax}|${lacking.map(([client, from]) => `${client}:${from}`).join(',')}`
   const e = encoding.createEncoder()
