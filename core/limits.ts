@@ -308,12 +308,19 @@ export const limits = {
    * that is not in that cache takes its turn (peers/replica/answer-turns.ts):
    * such answers are made one after another for `answerTurnSliceMs` of the
    * event loop, then the poll for I/O and a pause as long (at most
-   * `answerTurnPauseMsMax`), the least recently served peer first. Below
-   * it an answer costs a fraction of a millisecond, answered at once (the
-   * delete set every answer carries is written from cached bytes).
+   * `answerTurnPauseMsMax`), the least recently served peer first; one
+   * longer than a slice goes on in the next turn. Below it an answer costs
+   * a fraction of a millisecond, answered at once (the delete set every
+   * answer carries is written from cached bytes).
    */
   answerTurnCostMin: 200,
-  answerTurnSliceMs: 10,
+  /**
+   * Slice of the event loop costly answers take at a time, ms (see above).
+   * 4 ms: a legitimate client's p99 round trip 16.4 ms, 5.45x idle, under
+   * 16 links asking answers of a 20k-user roster the cache cannot share;
+   * 10 ms gave 22.4 ms (`npm run bench -- --only variants`, 2026-12-07).
+   */
+  answerTurnSliceMs: 4,
   answerTurnPauseMsMax: 100,
   /** Smallest answer kept in that cache, in bytes (smaller ones are cheap to encode again). */
   answerCachedBytesMin: 64 * 1024,
@@ -401,9 +408,14 @@ export const netLimits = {
    * Largest message of an answer to a step 1, in bytes: the answer goes out
    * in parts of at most this (core/answer-chunks.ts), well under
    * `messageBytesMax` whatever the roster's size. A part holds a Yjs update
-   * of at most this less `answerChunkOverheadBytesMax`.
+   * of at most this less `answerChunkOverheadBytesMax`. 1 MiB (16 MiB
+   * before 2026-12-07): each part is one copy into its message and one
+   * socket write, which no slice of a costly answer's turns can cut (a
+   * 6.4 MB part held the loop 40-60 ms); and a 100k-user full sync took
+   * 0.70-0.74x plain Yjs's time in parts of 1 MiB against 0.98-1.08x in
+   * parts of 16 MiB (`npm run bench -- --only network`, twice each).
    */
-  answerChunkBytesMax: 16 * 1024 * 1024,
+  answerChunkBytesMax: 1024 * 1024,
   /**
    * Bytes a part's message adds to its update: the message header and a
    * server envelope (writer, signature, lengths). A part's update is cut

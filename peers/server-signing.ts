@@ -114,7 +114,8 @@ export class ServerSigning {
           return false
         }
       },
-      answer: (theirs) => this.answer(theirs),
+      answer: (theirs) => this.answer(this.options.replica.answers.parts(theirs)),
+      answerParts: (parts) => this.answer(parts),
       forward: (told) => {
         // The fan-out tells every link the same update object: sign it once.
         if (told.update !== this.lastUpdate) {
@@ -137,8 +138,7 @@ export class ServerSigning {
    * vector), each made when a link first asks for it: each sealed once for
    * every link.
    */
-  private answer(theirs: Uint8Array): AnswerMessages {
-    const parts = this.options.replica.answers.parts(theirs)
+  private answer(parts: AnswerStream): AnswerMessages {
     let sealed = this.sealed.get(parts)
     if (sealed === undefined) {
       sealed = []

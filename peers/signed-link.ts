@@ -45,6 +45,7 @@ import { RelayMemo } from './relay-memo.js'
 import { WriterClients } from './writer-clients.js'
 import { siteOf, type Identity } from './identity.js'
 import type { Replica, ReplicaUpdate } from './replica.js'
+import type { AnswerStream } from './replica/answer-stream.js'
 import {
   answerMessages,
   envelopeMessages,
@@ -96,6 +97,12 @@ export interface SignedLink {
    * (PROTOCOL.md, "Answers in chunks").
    */
   answer(theirStateVector: Uint8Array): AnswerMessages
+  /**
+   * The messages of an answer made of the replica's parts (`answer` is
+   * then `answerParts(replica.answers.parts(theirs))`): the server's, so
+   * that a costly one may be made in turns (peers/replica/answer-turns.ts).
+   */
+  answerParts?(parts: AnswerStream): AnswerMessages
   /** The envelopes that carry a durable change to the other side, if any. */
   forward(update: ReplicaUpdate): Uint8Array[]
   /**

@@ -23,7 +23,7 @@ import type { Replica } from './replica.js'
 import type { OpenedEnvelope, SignedLink } from './signed-link.js'
 import { decodeInbound, ExcusedRefusals, LinkRates, type Rates } from './sync-session/inbound.js'
 import { closeReason, refusalClose, withUser } from './sync-session/inbound.js'
-import { sendAnswer } from './sync-session/answer-messages.js'
+import { sendAnswer, type AnswerOut } from './sync-session/answer-messages.js'
 import { signedUpdateMessage, updateMessage } from './sync-session/messages.js'
 import { AnswerWaiters, lacking } from './sync-session/answer-waiters.js'
 import { Outbox } from './sync-session/outbox.js'
@@ -285,22 +285,25 @@ export function startSession(options: SessionOptions): SyncSession {
     options.onStep1?.(theirs)
     await renewIfReused(replica, theirs)
     // A costly answer of an untrusted peer waits for its turn on this peer
-    // (peers/replica/answer-turns.ts).
+    // (peers/replica/answer-turns.ts), and is made in turns.
     const who = options.peerId ?? connection.id
-    const endTurn = untrusted ? await replica.answers.turn(theirs, who) : undefined
+    const turn = untrusted ? await replica.answers.turn(theirs, who) : undefined
     try {
-      if (!stopped && connection.open) await answerNow(sent, theirs)
+      const asker = untrusted ? { who, inTurn: turn?.held === true } : undefined
+      if (!stopped && connection.open) await answerNow(sent, theirs, asker)
     } finally {
-      endTurn?.()
+      turn?.end()
     }
   }
-  /** Answers `sent` (decoded: `theirs`). */
-  const answerNow = async (sent: Uint8Array, theirs: Map<number, number>): Promise<void> => {
+  /** Answers `sent` (decoded: `theirs`) to `asker` (AnswerOut.untrusted). */
+  type Asker = AnswerOut['untrusted']
+  const answerNow = async (sent: Uint8Array, theirs: Map<number, number>, asker: Asker) => {
     const ours = await sendAnswer(replica, sent, {
       withStateVector: options.answerStep1WithStateVector === true,
       send,
       signed: signedNow,
       stream: (answer) => outbox.sendStream(answer),
+      ...(asker === undefined ? {} : { untrusted: asker }),
     })
     options.onAnswered?.()
     if (waiting.size > 0)

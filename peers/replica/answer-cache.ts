@@ -140,9 +140,15 @@ export class AnswerCache {
    * The answer under `key` (answerKey): the kept one, else one made from
    * `encode()`'s parts as they are asked for (peers/replica/answer-stream.ts),
    * kept unless `keep` is false (a document in the middle of a transaction:
-   * then it is made whole at once).
+   * then it is made whole at once). `lazy`: a costly answer of an untrusted
+   * peer, made in turns (AnswerStream.lazy): kept at once, nothing made yet.
    */
-  get(key: string, keep: boolean, encode: () => Iterator<Uint8Array>): AnswerStream {
+  get(
+    key: string,
+    keep: boolean,
+    encode: () => Iterator<Uint8Array | null>,
+    lazy = false,
+  ): AnswerStream {
     const kept = this.answers.get(key)
     if (kept !== undefined) {
       // Most recently used last: the least recently used goes first.
@@ -154,6 +160,7 @@ export class AnswerCache {
       encode(),
       (made, bytes) => this.grew(key, made, bytes),
       (done) => this.pending.delete(done),
+      lazy && keep,
     )
     if (!keep) {
       stream.finish()
@@ -162,8 +169,9 @@ export class AnswerCache {
     }
     // Small answers cost little to encode again: devices catching up, each
     // with a vector of its own, must not push out the full roster that
-    // every fresh device asks for. Made at once as far as it takes to know.
-    stream.fillBytes(limits.answerCachedBytesMin)
+    // every fresh device asks for. Made at once as far as it takes to know
+    // (a lazy one is costly: kept, and made in turns).
+    if (!lazy) stream.fillBytes(limits.answerCachedBytesMin)
     if (stream.complete && stream.bytes < limits.answerCachedBytesMin) return stream
     this.encoded++
     if (!stream.complete) this.pending.add(stream)

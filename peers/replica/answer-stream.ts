@@ -14,6 +14,11 @@
  * the walk. At worst (a write during every full sync) that is the whole
  * answer encoded at once, as before.
  *
+ * A costly answer an untrusted peer asked for (`lazy`) is made in slices
+ * of the event loop instead, each in a turn (peers/replica/answer-turns.ts):
+ * `work` goes on from where the last slice stopped, up to a deadline (the
+ * source pauses every few hundred structs: core/answer-chunks.ts).
+ *
  * Invariant: `made` holds the parts made, in order; `source` is undefined
  * once the last is made (or the answer was dropped: `dropped`).
  */
@@ -21,21 +26,52 @@
 /** An answer's parts, made as they are asked for (see the module comment). */
 export class AnswerStream {
   private readonly made: Uint8Array[] = []
-  private source: Iterator<Uint8Array> | undefined
+  private source: Iterator<Uint8Array | null> | undefined
   private madeBytes = 0
   private dropped: string | undefined
   private readerCount = 0
+  private begun = false
 
   /**
-   * `source` yields the parts in order, at least one; `onPart` hears of
-   * each part made (its bytes) and `onDone` of the last.
+   * `source` yields the parts in order, at least one, and `null` where it
+   * may pause; `onPart` hears of each part made (its bytes) and `onDone`
+   * of the last. `lazy`: made only in turns for untrusted peers (see the
+   * module comment).
    */
   constructor(
-    source: Iterator<Uint8Array>,
+    source: Iterator<Uint8Array | null>,
     private readonly onPart: (stream: AnswerStream, bytes: number) => void = () => undefined,
     private readonly onDone: (stream: AnswerStream) => void = () => undefined,
+    readonly lazy = false,
   ) {
     this.source = source
+  }
+
+  /** Whether making it has begun (a part asked for, or `work`). */
+  get started(): boolean {
+    return this.begun
+  }
+
+  /**
+   * Whether part `index` and whether it is the last are known without
+   * making anything (or nothing more will be made: the last is made, or
+   * the answer was dropped).
+   */
+  ready(index: number): boolean {
+    return this.source === undefined || this.made.length >= index + 2
+  }
+
+  /**
+   * Makes parts until `ready(index)`, stopping at a pause of the source
+   * once `performance.now()` reaches `deadline` (some progress always);
+   * returns `ready(index)`.
+   */
+  work(index: number, deadline: number): boolean {
+    while (!this.ready(index)) {
+      if (!this.step()) break
+      if (performance.now() >= deadline && !this.ready(index)) return false
+    }
+    return this.ready(index)
   }
 
   /** Whether every part is made. */
@@ -109,27 +145,36 @@ export class AnswerStream {
   private fill(count: number): void {
     if (this.dropped !== undefined && this.made.length < count)
       throw new Error(`answer not made: ${this.dropped}`)
+    while (this.made.length < count && this.step());
+  }
+
+  /**
+   * Takes the source's next yield (a part, a pause, or its end); false
+   * once there is nothing more to make.
+   */
+  private step(): boolean {
     const source = this.source
-    if (source === undefined) return
-    while (this.made.length < count) {
-      let next: IteratorResult<Uint8Array>
-      try {
-        next = source.next()
-      } catch (error) {
-        // A generator that threw is done: the parts after this one are not
-        // "none", they are missing.
-        this.drop(error instanceof Error ? error.message : String(error))
-        throw error
-      }
-      if (next.done === true) {
-        this.source = undefined
-        this.onDone(this)
-        return
-      }
-      this.made.push(next.value)
-      this.madeBytes += next.value.byteLength
-      this.onPart(this, next.value.byteLength)
+    if (source === undefined) return false
+    this.begun = true
+    let next: IteratorResult<Uint8Array | null>
+    try {
+      next = source.next()
+    } catch (error) {
+      // A generator that threw is done: the parts after this one are not
+      // "none", they are missing.
+      this.drop(error instanceof Error ? error.message : String(error))
+      throw error
     }
+    if (next.done === true) {
+      this.source = undefined
+      this.onDone(this)
+      return false
+    }
+    if (next.value === null) return true
+    this.made.push(next.value)
+    this.madeBytes += next.value.byteLength
+    this.onPart(this, next.value.byteLength)
+    return true
   }
 }
 

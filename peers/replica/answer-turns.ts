@@ -23,6 +23,12 @@
  * has (`limits.devicesRegisteredMax`; approval mode, `approveDevices`,
  * ends it).
  *
+ * An answer larger than a slice is made over several turns
+ * (AnswerStream.work, up to `deadline()`): the waiter going on with an
+ * answer begun goes first (`goesOn`), so that at most one is half made
+ * when the document next changes, which makes every answer still being
+ * made whole at once (peers/replica/answer-cache.ts, `settle`).
+ *
  * Each waiter says whether its answer is still costly (`costly`): when an
  * answer is made, every waiter whose answer it was too (a restart's fresh
  * devices all ask with the empty state vector) now finds it in the cache,
@@ -48,9 +54,12 @@ interface Waiter {
   readonly who: string
   readonly costly: () => boolean
   readonly resolve: (end: EndTurn) => void
+  /** An answer begun in an earlier turn: goes before those not begun. */
+  readonly goesOn: boolean
 }
 
-const holdsNothing: EndTurn = () => undefined
+/** What a waiter granted without a turn gets: it holds nothing. */
+export const holdsNothing: EndTurn = () => undefined
 
 /** Peers whose last service is remembered (the least recently served are forgotten first). */
 const SERVED_KEPT_MAX = 16_384
@@ -85,14 +94,24 @@ export class AnswerTurns {
   }
 
   /**
+   * Until when (performance.now(), ms) the answer holding the turn may go
+   * on being made: the turn's slice; with a slice of 0, no end (each
+   * answer is made whole in its turn, and ends it).
+   */
+  deadline(): number {
+    if (this.sliceMs <= 0) return Number.POSITIVE_INFINITY
+    return (this.turnStart ?? performance.now()) + this.sliceMs
+  }
+
+  /**
    * Resolves once it is this answer's turn, with the function that ends it
    * (call it once), or at once with one that holds nothing when the answer
    * is no longer `costly()` by then (see the module comment). `who`: the
    * asking peer.
    */
-  take(who: string, costly: () => boolean): Promise<EndTurn> {
+  take(who: string, costly: () => boolean, goesOn = false): Promise<EndTurn> {
     return new Promise((resolve) => {
-      this.waiting.push({ who, costly, resolve })
+      this.waiting.push({ who, costly, resolve, goesOn })
       if (!this.busy) {
         this.busy = true
         this.grant()
@@ -111,10 +130,14 @@ export class AnswerTurns {
   }
 
   /**
-   * The waiter whose peer was served least recently, taken out: the first
-   * in arrival order among equals (`waiting` keeps that order).
+   * The first waiter going on with an answer begun in an earlier turn (so
+   * that one answer at a time is left half made), else the one whose peer
+   * was served least recently, taken out: the first in arrival order among
+   * equals (`waiting` keeps that order).
    */
   private next(): Waiter | undefined {
+    const goingOn = this.waiting.findIndex((w) => w.goesOn)
+    if (goingOn >= 0) return this.waiting.splice(goingOn, 1)[0]
     let best = -1
     let bestRank = Infinity
     for (let i = 0; i < this.waiting.length; i++) {

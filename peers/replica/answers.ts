@@ -9,7 +9,7 @@ import type { Clock } from '../../core/clock.js'
 import { limits, netLimits } from '../../core/limits.js'
 import { systemClock } from '../system-clock.js'
 import type { AnswerStream } from './answer-stream.js'
-import { AnswerTurns, type EndTurn } from './answer-turns.js'
+import { AnswerTurns, holdsNothing } from './answer-turns.js'
 import type { ReplicaDocument } from './document.js'
 
 /**
@@ -22,6 +22,18 @@ function answerPause(fn: () => void, turnMs: number): void {
   const pause = Math.min(turnMs, limits.answerTurnPauseMsMax)
   if (pause < 1) setImmediate(fn)
   else setTimeout(fn, pause)
+}
+
+/** An answer's turn (ReplicaAnswers.turn). */
+export interface AnswerTurn {
+  /** Ends it (call it once the answer is queued). */
+  readonly end: () => void
+  /**
+   * Whether it holds the turn (false: the answer became cheap, or came in
+   * the cache, while it waited): only then may the answer be made now, up
+   * to `ReplicaAnswers.deadline()`.
+   */
+  readonly held: boolean
 }
 
 /** A replica's answers (see the module comment). */
@@ -51,8 +63,8 @@ export class ReplicaAnswers {
    * not change, each part made when first asked for; the caller reads it
    * until `unread()`). Read it inside whenDurable.
    */
-  parts(stateVector: Uint8Array): AnswerStream {
-    return this.document.answerParts(stateVector, this.partBytesMax())
+  parts(stateVector: Uint8Array, lazy = false): AnswerStream {
+    return this.document.answerParts(stateVector, this.partBytesMax(), lazy)
   }
 
   /**
@@ -63,12 +75,38 @@ export class ReplicaAnswers {
    * needs no turn. `theirs` is the peer's state vector, decoded; `who` the
    * peer (its device id: the least recently served goes first). A waiter
    * goes without a turn once its answer is in the cache (a lookup by its
-   * key, not a new walk of the document per waiter and answer).
+   * key, not a new walk of the document per waiter and answer). An
+   * answer made in its turn is made lazily (`parts(sv, true)`), up to
+   * `deadline()`; the rest of it in later turns (`made`).
    */
-  async turn(theirs: ReadonlyMap<number, number>, who: string): Promise<EndTurn | undefined> {
+  async turn(theirs: ReadonlyMap<number, number>, who: string): Promise<AnswerTurn | undefined> {
     const { operations, kept } = this.document.answerCost(theirs, this.partBytesMax())
     if (operations < limits.answerTurnCostMin) return undefined
-    return this.turns.take(who, () => !kept())
+    const end = await this.turns.take(who, () => !kept())
+    return { end, held: end !== holdsNothing }
+  }
+
+  /** Until when (performance.now()) the answer holding the turn may be made (AnswerTurns.deadline). */
+  deadline(): number {
+    return this.turns.deadline()
+  }
+
+  /**
+   * Makes `stream` (a lazy answer: AnswerStream.lazy) until part `index`
+   * is ready, in turns, for the untrusted peer `who` reading it: resolves
+   * once it is, or once no link reads it any more. Answers begun go
+   * before those waiting for their first turn (AnswerTurns).
+   */
+  async made(stream: AnswerStream, index: number, who: string): Promise<void> {
+    const waits = (): boolean => !stream.ready(index) && stream.readers > 0
+    while (waits()) {
+      const end = await this.turns.take(who, waits, stream.started)
+      try {
+        if (waits()) stream.work(index, this.turns.deadline())
+      } finally {
+        end()
+      }
+    }
   }
 
   /** Answers that waited for a turn and got it (AnswerTurns.granted; tests). */

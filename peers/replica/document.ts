@@ -424,10 +424,8 @@ export class ReplicaDocument {
   }
 
   /**
-   * What a peer at `stateVector` lacks of the document: the bytes of
-   * `Y.encodeStateAsUpdate(doc, stateVector)`, without walking every
-   * struct for the delete set (core/delete-set.ts). Read it inside
-   * whenDurable when it is an answer.
+   * The bytes of `Y.encodeStateAsUpdate(doc, stateVector)`, without walking every
+   * struct for the delete set (core/delete-set.ts). Read it inside whenDurable.
    */
   encodeDiff(stateVector: Uint8Array): Uint8Array {
     const deletes = this.deletes
@@ -442,19 +440,22 @@ export class ReplicaDocument {
    * cache while the document has not changed since it was encoded. Yjs's
    * pending structs and deletes (which wait for what nobody sent yet) are
    * not in it. Each part is made when first asked for, of the document as
-   * it is now (answer-stream.ts). Read it inside whenDurable; `unread()` it when done.
+   * it is now (answer-stream.ts); `lazy`: none yet (made in turns). Read
+   * it inside whenDurable; `unread()` it when done.
    */
-  answerParts(stateVector: Uint8Array, partBytesMax: number): AnswerStream {
+  answerParts(stateVector: Uint8Array, partBytesMax: number, lazy = false): AnswerStream {
     const doc = this.doc
     // During a transaction (or its cleanup) the followed delete set is
     // behind: walk the store, and keep nothing.
     const settled = doc._transaction === null && doc._transactionCleanups.length === 0
     const target = Y.decodeStateVector(stateVector)
-    const stream = this.answers.get(answerKey(doc.store, target, partBytesMax), settled, () => {
+    const encode = (): Generator<Uint8Array | null> => {
       const deletes =
         settled && this.deletes !== undefined ? this.deletes.current() : deleteRangesOf(doc.store)
       return diffParts(doc.store, target, deletes, partBytesMax)
-    })
+    }
+    const key = answerKey(doc.store, target, partBytesMax)
+    const stream = this.answers.get(key, settled, encode, lazy)
     stream.read()
     return stream
   }
@@ -464,7 +465,7 @@ export class ReplicaDocument {
     return this.answers.cost(this.doc.store, target, partBytesMax)
   }
 
-  /** How many large answers answerParts encoded rather than took from its cache (AnswerCache.encodes). */
+  /** Large answers encoded rather than taken from the cache (AnswerCache.encodes). */
   get answersEncoded(): number {
     return this.answers.encodes
   }

@@ -61,6 +61,11 @@ export interface AnswerMessages {
   isLast(index: number): boolean
   /** The link is done with it (sent the last, or stopped): once. */
   release?(): void
+  /**
+   * Undefined when message `index` may be made now, else a promise that
+   * resolves once it may (its part is made in turns: gatedAnswer).
+   */
+  ready?(index: number): Promise<void> | undefined
 }
 
 /**
@@ -121,6 +126,32 @@ export interface AnswerOut {
   signed(): SignedLink | undefined
   /** Queues the answer's messages (the session's outbox). */
   stream(answer: AnswerMessages): void
+  /**
+   * The untrusted peer asking (its device id), when it is one: parts of a
+   * costly answer are made only in turns for it
+   * (peers/replica/answer-turns.ts); `inTurn`: the caller holds its turn
+   * (ReplicaAnswers.turn), so the answer is made lazily, from now until
+   * the turn's deadline.
+   */
+  readonly untrusted?: { readonly who: string; readonly inTurn: boolean }
+}
+
+/**
+ * `messages` of `parts`, whose parts not made yet an untrusted peer `who`
+ * waits for, made in turns (ReplicaAnswers.made), when `parts` is a lazy
+ * answer (AnswerStream.lazy): another link's costly answer it shares is
+ * made in turns too, never at once for it.
+ */
+function gatedAnswer(
+  replica: Replica,
+  parts: AnswerStream,
+  messages: AnswerMessages,
+  who: string,
+): AnswerMessages {
+  return {
+    ...messages,
+    ready: (i) => (parts.lazy && !parts.ready(i) ? replica.answers.made(parts, i, who) : undefined),
+  }
 }
 
 /**
@@ -148,9 +179,20 @@ export async function sendAnswer(
     // replica's, held once for every link, and a server seals each as it
     // first goes out. A large unsigned part's message is encoded once
     // while the part is the same (partMessage).
+    // A costly answer of an untrusted peer is made in turns (from now
+    // until the deadline of the turn the caller holds, the rest in later
+    // turns as the connection takes it: peers/replica/answer-turns.ts).
     const signed = out.signed()
+    if (signed !== undefined && signed.answerParts === undefined) {
+      out.stream(signed.answer(sent))
+      return vector
+    }
+    const untrusted = out.untrusted
+    const parts = replica.answers.parts(sent, untrusted?.inTurn === true)
+    if (untrusted?.inTurn === true) parts.work(0, replica.answers.deadline())
+    const messages = signed?.answerParts?.(parts) ?? plainAnswer(parts)
     out.stream(
-      signed === undefined ? plainAnswer(replica.answers.parts(sent)) : signed.answer(sent),
+      untrusted === undefined ? messages : gatedAnswer(replica, parts, messages, untrusted.who),
     )
     return vector
   })

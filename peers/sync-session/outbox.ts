@@ -15,8 +15,9 @@
  * progress: a connection that takes nothing for `netLimits.sendStallMsMax`
  * while something waits is closed (`SEND_STALLED`).
  *
- * Invariant: while `waiting` is not empty, a poll is scheduled or the
- * connection is closed; `waitingBytes` is the sum of the sizes of the
+ * Invariant: while `waiting` is not empty, a poll is scheduled, or the head
+ * stream's next message is waited for (`making`), or the connection is
+ * closed; `waitingBytes` is the sum of the sizes of the
  * messages made and waiting (lazy entries count nothing until made), at
  * most `netLimits.sendBufferBytesMax` (past it the link is closed: a peer
  * that does not read cannot make this side hold unbounded memory).
@@ -38,6 +39,8 @@ interface Lazy {
   readonly isLast: (index: number) => boolean
   /** Called once, when it leaves the outbox (its last sent, or dropped). */
   readonly release: () => void
+  /** MessageStream.ready. */
+  readonly ready: ((index: number) => Promise<void> | undefined) | undefined
 }
 
 /** Messages made as they are asked for, in order, until the last (at least one). */
@@ -46,6 +49,12 @@ export interface MessageStream {
   isLast(index: number): boolean
   /** This outbox is done with it (its last sent, or dropped): called once. */
   release?(): void
+  /**
+   * Undefined when message `index` may be made now, else a promise
+   * resolving once it may (a part made in turns: the outbox waits for it,
+   * everything after it too, without polling).
+   */
+  ready?(index: number): Promise<void> | undefined
 }
 
 type Entry = Uint8Array | Lazy
@@ -59,6 +68,8 @@ export class Outbox {
   /** Callers of `roomForStream` waiting for fewer answers to wait here. */
   private roomWaiters: Array<{ readonly below: number; readonly resolve: () => void }> = []
   private timer: unknown
+  /** Whether the head stream's next message is being waited for (MessageStream.ready). */
+  private making = false
   /** When the connection last took something or buffered less than at the poll before. */
   private progressAt = 0
   private lastBuffered = 0
@@ -108,13 +119,14 @@ export class Outbox {
       next: 0,
       make: (i) => stream.message(i),
       isLast: (i) => stream.isLast(i),
+      ready: stream.ready === undefined ? undefined : (i) => stream.ready?.(i),
       release: () => {
         if (released) return
         released = true
         stream.release?.()
       },
     })
-    if (this.waiting.length === 1) this.flush()
+    if (this.waiting.length === 1 && !this.making) this.flush()
   }
 
   /**
@@ -189,8 +201,29 @@ export class Outbox {
     this.timer = undefined
   }
 
+  /**
+   * Waits for the head stream's next message to be ready (`wait`), then
+   * goes on; no poll meanwhile (the wait is progress, not a stall).
+   */
+  private waitFor(wait: Promise<void>): void {
+    this.cancelPoll()
+    this.making = true
+    wait.then(
+      () => {
+        this.making = false
+        if (this.waiting.length === 0) return
+        this.noteProgress()
+        this.flush()
+      },
+      (error: unknown) => {
+        this.making = false
+        this.closeWith(undefined, CloseCode.internal, closeReason(`INTERNAL: ${String(error)}`))
+      },
+    )
+  }
+
   private schedule(): void {
-    if (this.timer !== undefined) return
+    if (this.timer !== undefined || this.making) return
     this.timer = this.clock.setTimeout(() => {
       this.timer = undefined
       this.flush()
@@ -198,6 +231,7 @@ export class Outbox {
   }
 
   private flush(): void {
+    if (this.making) return
     if (!this.connection.open) return this.stop()
     const before = this.waiting.length === 0 ? undefined : this.waiting[0]
     const beforeNext = before instanceof Uint8Array ? -1 : before?.next
@@ -209,9 +243,12 @@ export class Outbox {
         this.connection.send(head)
         continue
       }
-      const index = head.next++
+      const index = head.next
       let bytes: Uint8Array
       try {
+        const wait = head.ready?.(index)
+        if (wait !== undefined) return this.waitFor(wait)
+        head.next++
         bytes = head.make(index)
         if (head.isLast(index)) {
           this.waiting.shift()

@@ -1,0 +1,235 @@
+/**
+ * Costly answers made in slices (issue 11, "Amplification";
+ * peers/replica/answer-turns.ts, AnswerStream.work): an untrusted peer's
+ * answer that takes longer than a turn's slice goes on in later turns,
+ * from where it stopped, and no part of it is made outside a turn, not
+ * even for another link sharing it from the answer cache (a second link
+ * asking the same would otherwise have it made at once for it). A write
+ * while it is half made finishes it as it was asked for; the write
+ * follows it. Real server on an in-memory store, parts lowered to 16 KiB.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import { DIFF_STRUCTS_PER_PAUSE, diffParts } from '../core/answer-chunks.js'
+import { limits } from '../core/limits.js'
+import { AnswerStream } from '../peers/replica/answer-stream.js'
+import { AnswerTurns } from '../peers/replica/answer-turns.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { memoryStore } from '../storage/level-store.js'
+import { eventually } from './helpers/eventually.js'
+import { withLimits } from './helpers/limits.js'
+import { rawLink, type RawLink } from './helpers/raw-link.js'
+
+const KEY = 'answer-slices-key'
+const USERS = 3_000
+const EMPTY_VECTOR = new Uint8Array([0])
+const closers: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close()
+})
+
+async function rosterServer(): Promise<ServerPeer> {
+  const server = await createServer({
+    store: memoryStore(),
+    listen: false,
+    siteKey: KEY,
+    answerChunkBytesMax: 16 * 1024,
+  })
+  closers.push(() => server.close())
+  for (let i = 0; i < USERS; i += 500)
+    await Promise.all(
+      Array.from({ length: 500 }, (_, j) =>
+        server.users.put({ id: `u${i + j}`, name: `User ${i + j}`, email: `u${i + j}@ex.com` }),
+      ),
+    )
+  return server
+}
+
+/**
+ * Counts the steps of lazy answers (AnswerStream.lazy) taken outside
+ * `work`, that is outside a turn: a part made at once for a link.
+ */
+function countStepsOutsideTurns(): { readonly outside: () => number } {
+  type Internals = {
+    step: (this: AnswerStream) => boolean
+    work: (this: AnswerStream, index: number, deadline: number) => boolean
+  }
+  const proto = AnswerStream.prototype as unknown as Internals
+  const { step, work } = proto
+  let inWork = 0
+  let outside = 0
+  proto.work = function (index, deadline) {
+    inWork++
+    try {
+      return work.call(this, index, deadline)
+    } finally {
+      inWork--
+    }
+  }
+  proto.step = function () {
+    // A step that takes something from the source (not one past its end).
+    if (this.lazy && inWork === 0 && !this.complete) outside++
+    return step.call(this)
+  }
+  closers.push(() => {
+    proto.work = work
+    proto.step = step
+    return Promise.resolve()
+  })
+  return { outside: () => outside }
+}
+
+/** The document a link's messages rebuild (the answer's parts and what came after). */
+function rebuilt(link: RawLink, upToStep2 = false): Y.Doc {
+  const doc = new Y.Doc()
+  for (const message of link.received) {
+    if (message.type === 'sync-update' || message.type === 'sync-step2')
+      Y.applyUpdate(doc, message.update)
+    if (upToStep2 && message.type === 'sync-step2') break
+  }
+  return doc
+}
+
+const step2s = (link: RawLink): number =>
+  link.received.filter((m) => m.type === 'sync-step2').length
+
+/** Admits `link` with an exchange that lacks nothing, so its next step 1 is the one measured. */
+async function admitted(server: ServerPeer, link: RawLink): Promise<void> {
+  link.send({ type: 'sync-step1', stateVector: Y.encodeStateVector(server.replica.doc) })
+  await eventually(() => expect(step2s(link)).toBe(1))
+  link.received.length = 0
+}
+
+describe('diffParts pauses', () => {
+  it('yields a pause every DIFF_STRUCTS_PER_PAUSE structs, and the same parts as without them', async () => {
+    const server = await rosterServer()
+    const store = server.replica.doc.store
+    const all = [...diffParts(store, new Map(), new Map(), 16 * 1024)]
+    const pauses = all.filter((x) => x === null).length
+    let structs = 0
+    for (const list of store.clients.values()) structs += list.length
+    expect(pauses).toBe(Math.floor(structs / DIFF_STRUCTS_PER_PAUSE))
+    const doc = new Y.Doc()
+    for (const part of all) if (part !== null) Y.applyUpdate(doc, part)
+    expect(doc.getMap('u:server').toJSON()).toEqual(server.replica.doc.getMap('u:server').toJSON())
+  })
+})
+
+describe('AnswerStream.work', () => {
+  it('stops at a pause once past the deadline, always making some progress, and goes on later', () => {
+    let now = 0
+    const real = performance.now.bind(performance)
+    performance.now = () => now
+    try {
+      const part = (n: number): Uint8Array => new Uint8Array([n])
+      // Two parts, each after two pauses; every yield takes 1 ms.
+      const source = (function* (): Generator<Uint8Array | null> {
+        for (const value of [null, null, part(1), null, null, part(2)]) {
+          now += 1
+          yield value
+        }
+      })()
+      const stream = new AnswerStream(source, undefined, undefined, true)
+      expect(stream.started).toBe(false)
+      expect(stream.ready(0)).toBe(false)
+      // Past its deadline already: one step all the same.
+      expect(stream.work(0, 0)).toBe(false)
+      expect(stream.started).toBe(true)
+      expect(now).toBe(1)
+      expect(stream.work(0, 3)).toBe(false)
+      expect(now).toBe(3)
+      expect(stream.bytes).toBe(1)
+      // Ready once the part after it is made (to know whether it is the last).
+      expect(stream.work(0, Infinity)).toBe(true)
+      expect(stream.bytes).toBe(2)
+      expect(stream.complete).toBe(false)
+      expect(stream.ready(1)).toBe(false)
+      expect(stream.work(1, Infinity)).toBe(true)
+      expect(stream.complete).toBe(true)
+      expect(stream.isLast(1)).toBe(true)
+      expect(stream.ready(5)).toBe(true)
+    } finally {
+      performance.now = real
+    }
+  })
+})
+
+describe('AnswerTurns: an answer begun goes on first', () => {
+  it('grants a waiter going on with a begun answer before peers never served', async () => {
+    const turns = new AnswerTurns((fn) => setImmediate(fn), 0)
+    const granted: string[] = []
+    const first = await turns.take('a', () => true)
+    for (const [who, goesOn] of [
+      ['new-1', false],
+      ['new-2', false],
+      ['a', true],
+    ] as const)
+      void turns
+        .take(who, () => true, goesOn)
+        .then((end) => {
+          granted.push(who)
+          end()
+        })
+    first()
+    while (turns.size > 0 || granted.length < 3)
+      await new Promise((resolve) => setImmediate(resolve))
+    expect(granted).toEqual(['a', 'new-1', 'new-2'])
+  })
+})
+
+describe('a server making a costly answer in slices', () => {
+  it('makes it over several turns, none of it outside a turn, for every link sharing it', async () => {
+    withLimits(limits, { answerTurnSliceMs: 1 })
+    const server = await rosterServer()
+    const links = [rawLink(server, 'S0', KEY), rawLink(server, 'S1', KEY)]
+    for (const link of links) await admitted(server, link)
+    // A change empties the answer cache: the next answer to the empty
+    // vector is costly, and made lazily.
+    await server.users.put({ id: 'late', name: 'Late' })
+    const counter = countStepsOutsideTurns()
+    const granted = server.replica.answers.turnsGranted
+    const encodes = server.replica.answers.encoded
+    // The second asks the same while the first's answer is being made: it
+    // shares it from the cache, and waits for its parts to be made in turns.
+    links[0]?.send({ type: 'sync-step1', stateVector: EMPTY_VECTOR })
+    await eventually(() => expect(server.replica.answers.turnsGranted).toBeGreaterThan(granted))
+    links[1]?.send({ type: 'sync-step1', stateVector: EMPTY_VECTOR })
+    await eventually(() => expect(links.map(step2s)).toEqual([1, 1]))
+    expect(server.replica.answers.encoded - encodes).toBe(1)
+    expect(server.replica.answers.turnsGranted - granted).toBeGreaterThan(2)
+    expect(counter.outside()).toBe(0)
+    const roster = server.replica.doc.getMap('u:server').toJSON()
+    for (const link of links) {
+      expect(rebuilt(link).getMap('u:server').toJSON()).toEqual(roster)
+      expect(link.received.filter((m) => m.type === 'sync-update').length).toBeGreaterThan(4)
+      expect(link.closed()).toBeUndefined()
+    }
+  })
+
+  it('a write while it is half made finishes it as asked for, and the write follows it', async () => {
+    withLimits(limits, { answerTurnSliceMs: 1 })
+    const server = await rosterServer()
+    const link = rawLink(server, 'W0', KEY)
+    await admitted(server, link)
+    await server.users.put({ id: 'late', name: 'Late' })
+    const before = server.replica.doc.getMap('u:server').toJSON()
+    const granted = server.replica.answers.turnsGranted
+    link.send({ type: 'sync-step1', stateVector: EMPTY_VECTOR })
+    // Some of it went out; not all of it (looked at every event-loop turn).
+    const deadline = Date.now() + 10_000
+    while (!link.received.some((m) => m.type === 'sync-update') && Date.now() < deadline)
+      await new Promise((resolve) => setImmediate(resolve))
+    expect(step2s(link)).toBe(0)
+    await server.users.put({ id: 'during', name: 'Written while the answer was made' })
+    await eventually(() => expect(step2s(link)).toBe(1))
+    expect(server.replica.answers.turnsGranted - granted).toBeGreaterThan(0)
+    // The answer is the roster as asked for; the write came after it.
+    expect(rebuilt(link, true).getMap('u:server').toJSON()).toEqual(before)
+    await eventually(() =>
+      expect(rebuilt(link).getMap('u:server').toJSON()).toEqual(
+        server.replica.doc.getMap('u:server').toJSON(),
+      ),
+    )
+    expect(rebuilt(link).getMap('u:server').has('during')).toBe(true)
+  })
+})
