@@ -37,6 +37,8 @@ const DELETE_RANGE_BYTES_MAX = 2 * 10
 interface Run {
   /** The clock the run starts at (inside its first struct when that is cut). */
   readonly clock: number
+  /** The clock after its last struct. */
+  end: number
   count: number
   /** Where its structs lie in the part's arena: [start, end) pairs, in order. */
   readonly ranges: number[]
@@ -83,12 +85,19 @@ export const DIFF_STRUCTS_PER_PAUSE = 256
  * transaction: peers/replica/answer-stream.ts). Between parts it yields
  * `null` every {@link DIFF_STRUCTS_PER_PAUSE} structs: a pause, where a
  * caller may stop and go on later (before the store changes).
+ *
+ * `covered`, when given, is kept at what a receiver at `target` holds
+ * once it has the parts yielded so far (each client's clock, set before
+ * the part is yielded): the rest of the answer, should the store change
+ * before the last part, is what a peer at `covered` lacks of it then
+ * (peers/replica/answer-stream.ts, `cut`).
  */
 export function* diffParts(
   store: Y.Doc['store'],
   target: ReadonlyMap<number, number>,
   deletes: Ranges,
   partBytesMax: number,
+  covered?: Map<number, number>,
 ): Generator<Uint8Array | null, void, undefined> {
   let sincePause = 0
   const cursors = new Map<number, Cursor>()
@@ -100,7 +109,7 @@ export function* diffParts(
     if (last.id.clock + last.length <= clock) continue
     cursors.set(client, { structs, index: Y.findIndexSS(structs, clock), clock })
   }
-  const parts = new PartWriter(partBytesMax)
+  const parts = new PartWriter(partBytesMax, covered)
   /** Clients waiting for another's clock: client waited for -> (waiting client, clock needed). */
   const waiters = new Map<number, Array<{ client: number; clock: number }>>()
   const ready = [...cursors.keys()]
@@ -182,7 +191,8 @@ function lacks(id: Y.ID | null, own: number, cursors: ReadonlyMap<number, Cursor
 }
 
 /**
- * Collects structs into parts of at most `partBytesMax` bytes. Each struct
+ * Collects structs into parts of at most `partBytesMax` bytes (and keeps
+ * `covered` at the clocks the parts taken bring: diffParts). Each struct
  * is written once, into an arena the parts reuse, and copied once, into
  * its part (an array of the part's exact size): a 1M-user answer is 340 MB,
  * and each more copy or growing buffer was as much garbage, whose backing
@@ -191,6 +201,8 @@ function lacks(id: Y.ID | null, own: number, cursors: ReadonlyMap<number, Cursor
 class PartWriter {
   /** Parts closed and not taken yet. */
   closed: Uint8Array[] = []
+  /** The clock each client's run in each closed part ends at, in the order of `closed`. */
+  private closedEnds: Array<Array<readonly [number, number]>> = []
   /** Parts closed in all. */
   private made = 0
   private runs = new Map<number, Run>()
@@ -198,7 +210,10 @@ class PartWriter {
   /** The open part's structs, in the order added (clients interleaved). */
   private readonly arena = new Y.UpdateEncoderV1()
 
-  constructor(private readonly partBytesMax: number) {}
+  constructor(
+    private readonly partBytesMax: number,
+    private readonly covered?: Map<number, number>,
+  ) {}
 
   /** Adds `struct` (written from `offset`), starting at `clock`, to the open part. */
   add(client: number, clock: number, struct: Struct, offset: number): void {
@@ -214,13 +229,17 @@ class PartWriter {
       this.close(new Map(), start)
       arena.cbuf.copyWithin(0, start, end)
       arena.cpos = end - start
-      this.runs.set(client, { clock, count: 1, ranges: [0, end - start] })
+      const runEnd = struct.id.clock + struct.length
+      this.runs.set(client, { clock, end: runEnd, count: 1, ranges: [0, end - start] })
       this.bytes += end - start + HEADER_BYTES_MAX
       return
     }
-    if (run === undefined) this.runs.set(client, { clock, count: 1, ranges: [start, end] })
+    const runEnd = struct.id.clock + struct.length
+    if (run === undefined)
+      this.runs.set(client, { clock, end: runEnd, count: 1, ranges: [start, end] })
     else {
       run.count++
+      run.end = runEnd
       // Structs of one client in a row lie side by side.
       const ranges = run.ranges
       if (ranges[ranges.length - 1] === start) ranges[ranges.length - 1] = end
@@ -229,11 +248,22 @@ class PartWriter {
     this.bytes += cost
   }
 
-  /** The parts closed since the last take. */
-  take(): Uint8Array[] {
+  /**
+   * The parts closed since the last take, each yielded as `covered` (if
+   * kept) is set to what it brings.
+   */
+  *take(): Generator<Uint8Array, void, undefined> {
     const parts = this.closed
+    const ends = this.closedEnds
     this.closed = []
-    return parts
+    this.closedEnds = []
+    for (let i = 0; i < parts.length; i++) {
+      const covered = this.covered
+      if (covered !== undefined)
+        for (const [client, end] of ends[i] ?? [])
+          if ((covered.get(client) ?? 0) < end) covered.set(client, end)
+      yield parts[i] as Uint8Array
+    }
   }
 
   /** Closes the last parts: the delete set appended to the last when it fits, else after it. */
@@ -278,6 +308,7 @@ class PartWriter {
     writeDeleteRanges(tail, deletes)
     pieces.push(tail.toUint8Array())
     this.closed.push(joinBytes(pieces))
+    this.closedEnds.push([...this.runs].map(([client, run]) => [client, run.end] as const))
     this.made++
     this.runs = new Map()
     this.bytes = HEADER_BYTES_MAX

@@ -249,6 +249,9 @@ describe('a server answering costly step 1s', () => {
   })
 
   it('a herd asking the same answer (fresh devices after a restart) shares one encode and one turn', async () => {
+    // A slice of 0 ms: the answer is made whole in its turn (in slices of
+    // 4 ms it takes as many turns as it needs, however many ask).
+    withLimits(limits, { answerTurnSliceMs: 0 })
     const server = await startServer()
     const links = Array.from({ length: 20 }, (_, k) => rawLink(server, `H${k}`, KEY))
     for (const link of links)

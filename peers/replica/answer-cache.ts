@@ -21,13 +21,16 @@
  *
  * Invariant: every kept answer is made from the document as it is now
  * (any transaction that changed it, and a replaced document, empty the
- * cache; an answer still being made is finished before a transaction
- * starts, `settle`); `bytes` is the sum of the kept answers' parts made so
- * far; `pending` holds the answers not made to the end.
+ * cache; an answer still being made is cut before a transaction starts,
+ * `settle`, and made whole when the document is replaced); `bytes` is the
+ * sum of the kept answers' parts made so far; `pending` holds the answers
+ * not made to the end and not cut, `resuming` those cut and not resumed.
  */
 import { createHash } from 'node:crypto'
 import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'
+import { diffParts } from '../../core/answer-chunks.js'
+import { deleteRangesOf, type DeleteSetCache } from '../../core/delete-set.js'
 import { grownClients } from '../../core/grown-clients.js'
 import { limits } from '../../core/limits.js'
 import { AnswerStream } from './answer-stream.js'
@@ -90,6 +93,34 @@ function keyOf(lacking: ReadonlyArray<readonly [number, number]>, partBytesMax: 
   return `#${createHash('sha256').update(encoding.toUint8Array(e)).digest('base64')}`
 }
 
+/** Parts of an answer as they are made, and what those yielded so far bring (diffParts). */
+export interface EncodedParts {
+  readonly parts: Iterator<Uint8Array | null>
+  readonly covered: ReadonlyMap<number, number>
+}
+
+/** Whether `doc` is outside a transaction and its cleanup (its followed delete set is current). */
+export function isSettled(doc: Y.Doc): boolean {
+  return doc._transaction === null && doc._transactionCleanups.length === 0
+}
+
+/**
+ * The parts a peer at `from` lacks of `doc` (core/answer-chunks.ts), made
+ * as they are asked for, with what those yielded so far bring; the delete
+ * set from `deletes` (the followed one) when `doc` is settled, else walked.
+ */
+export function encodeParts(
+  doc: Y.Doc,
+  deletes: DeleteSetCache | undefined,
+  from: ReadonlyMap<number, number>,
+  partBytesMax: number,
+): EncodedParts {
+  const ranges =
+    isSettled(doc) && deletes !== undefined ? deletes.current() : deleteRangesOf(doc.store)
+  const covered = new Map(from)
+  return { parts: diffParts(doc.store, from, ranges, partBytesMax, covered), covered }
+}
+
 /** What an answer would cost (AnswerCache.cost). */
 export interface AnswerCost {
   /** Operations it lacks; 0 when the answer is kept. */
@@ -103,8 +134,10 @@ export class AnswerCache {
   private readonly answers = new Map<string, Kept>()
   private bytes = 0
   private encoded = 0
-  /** Answers not made to the end yet (kept or not): finished before the document changes. */
+  /** Answers not made to the end yet (kept or not): cut before the document changes. */
   private readonly pending = new Set<AnswerStream>()
+  /** Answers cut, waiting for a reader to resume them (dropped when the replica closes). */
+  private readonly resuming = new Set<AnswerStream>()
 
   /**
    * How many answers of at least `limits.answerCachedBytesMin` were encoded
@@ -142,11 +175,15 @@ export class AnswerCache {
    * kept unless `keep` is false (a document in the middle of a transaction:
    * then it is made whole at once). `lazy`: a costly answer of an untrusted
    * peer, made in turns (AnswerStream.lazy): kept at once, nothing made yet.
+   * `encode(from)` makes the parts a peer at `from` lacks (the asker's
+   * vector when undefined), and keeps `covered` at what those yielded
+   * bring: the rest of an answer cut by a change is made of it
+   * (AnswerStream.cut).
    */
   get(
     key: string,
     keep: boolean,
-    encode: () => Iterator<Uint8Array | null>,
+    encode: (from?: ReadonlyMap<number, number>) => EncodedParts,
     lazy = false,
   ): AnswerStream {
     const kept = this.answers.get(key)
@@ -156,11 +193,20 @@ export class AnswerCache {
       this.answers.set(key, kept)
       return kept.stream
     }
+    const first = encode()
     const stream = new AnswerStream(
-      encode(),
+      first.parts,
       (made, bytes) => this.grew(key, made, bytes),
       (done) => this.pending.delete(done),
       lazy && keep,
+      {
+        covered: first.covered,
+        resume: (cut, from) => {
+          this.resuming.delete(cut)
+          this.pending.add(cut)
+          return encode(from)
+        },
+      },
     )
     if (!keep) {
       stream.finish()
@@ -205,13 +251,15 @@ export class AnswerCache {
   }
 
   /**
-   * Makes every answer not made to the end yet (the document is about to
-   * change: Yjs's 'beforeTransaction').
+   * Cuts every answer not made to the end yet (the document is about to
+   * change: Yjs's 'beforeTransaction'; AnswerStream.cut), or makes it whole
+   * when not `cutting` (the document is replaced).
    */
-  settle(): void {
+  settle(cutting = true): void {
     for (const stream of [...this.pending]) {
       if (stream.readers > 0) {
-        stream.finish()
+        if (cutting && stream.cut()) this.resuming.add(stream)
+        else stream.finish()
         continue
       }
       // Nothing reads it (its links closed before the last part went): not
@@ -244,8 +292,12 @@ export class AnswerCache {
    * away: closing), else they are made now.
    */
   clear(reason?: string): void {
-    if (reason === undefined) this.settle()
-    else for (const stream of this.pending) stream.drop(reason)
+    if (reason === undefined) this.settle(false)
+    else {
+      for (const stream of this.pending) stream.drop(reason)
+      for (const stream of this.resuming) stream.drop(reason)
+      this.resuming.clear()
+    }
     this.pending.clear()
     this.answers.clear()
     this.bytes = 0

@@ -98,7 +98,8 @@ export class ReplicaAnswers {
    * before those waiting for their first turn (AnswerTurns).
    */
   async made(stream: AnswerStream, index: number, who: string): Promise<void> {
-    const waits = (): boolean => !stream.ready(index) && stream.readers > 0
+    // Not once it is cut (its reader resumes it first) or read no more.
+    const waits = (): boolean => !stream.ready(index) && !stream.needsResume && stream.readers > 0
     while (waits()) {
       const end = await this.turns.take(who, waits, stream.started)
       try {

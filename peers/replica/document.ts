@@ -13,8 +13,7 @@
  */
 import * as Y from 'yjs'
 import { newDoc } from '../../core/new-doc.js'
-import { diffParts } from '../../core/answer-chunks.js'
-import { DeleteSetCache, deleteRangesOf, encodeDiff } from '../../core/delete-set.js'
+import { DeleteSetCache, encodeDiff } from '../../core/delete-set.js'
 import {
   asDeviceEntry,
   asPolicyEntry,
@@ -44,7 +43,14 @@ import {
   type UserView,
 } from '../../core/resolve.js'
 import type { RecordSchema } from '../../core/schema.js'
-import { AnswerCache, answerKey, type AnswerCost } from './answer-cache.js'
+import {
+  AnswerCache,
+  answerKey,
+  encodeParts,
+  isSettled,
+  type AnswerCost,
+  type EncodedParts,
+} from './answer-cache.js'
 import type { AnswerStream } from './answer-stream.js'
 import type { LocalState } from './local-state.js'
 import { LOCAL_ORIGIN, type WriteContext } from './types.js'
@@ -423,10 +429,7 @@ export class ReplicaDocument {
     return views
   }
 
-  /**
-   * The bytes of `Y.encodeStateAsUpdate(doc, stateVector)`, without walking every
-   * struct for the delete set (core/delete-set.ts). Read it inside whenDurable.
-   */
+  /** `Y.encodeStateAsUpdate(doc, stateVector)` without a walk for the delete set (core/delete-set.ts). */
   encodeDiff(stateVector: Uint8Array): Uint8Array {
     const deletes = this.deletes
     return deletes === undefined
@@ -444,18 +447,14 @@ export class ReplicaDocument {
    * it inside whenDurable; `unread()` it when done.
    */
   answerParts(stateVector: Uint8Array, partBytesMax: number, lazy = false): AnswerStream {
-    const doc = this.doc
-    // During a transaction (or its cleanup) the followed delete set is
-    // behind: walk the store, and keep nothing.
-    const settled = doc._transaction === null && doc._transactionCleanups.length === 0
     const target = Y.decodeStateVector(stateVector)
-    const encode = (): Generator<Uint8Array | null> => {
-      const deletes =
-        settled && this.deletes !== undefined ? this.deletes.current() : deleteRangesOf(doc.store)
-      return diffParts(doc.store, target, deletes, partBytesMax)
-    }
-    const key = answerKey(doc.store, target, partBytesMax)
-    const stream = this.answers.get(key, settled, encode, lazy)
+    // From the asker's vector, or (the rest of a cut answer) from what its
+    // parts brought, of the document as it is then; during a transaction
+    // (or its cleanup) nothing is kept.
+    const encode = (from: ReadonlyMap<number, number> = target): EncodedParts =>
+      encodeParts(this.doc, this.deletes, from, partBytesMax)
+    const key = answerKey(this.doc.store, target, partBytesMax)
+    const stream = this.answers.get(key, isSettled(this.doc), encode, lazy)
     stream.read()
     return stream
   }

@@ -137,20 +137,25 @@ export interface AnswerOut {
 }
 
 /**
- * `messages` of `parts`, whose parts not made yet an untrusted peer `who`
- * waits for, made in turns (ReplicaAnswers.made), when `parts` is a lazy
- * answer (AnswerStream.lazy): another link's costly answer it shares is
- * made in turns too, never at once for it.
+ * `messages` of `parts`, ready to be made (`ready`) unless the answer was
+ * cut by a change (resumed inside whenDurable first: AnswerStream.cut), or
+ * an untrusted peer `who` waits for a part of a lazy answer
+ * (AnswerStream.lazy) not made yet: made in turns (ReplicaAnswers.made),
+ * even when it shares another link's answer from the cache.
  */
 function gatedAnswer(
   replica: Replica,
   parts: AnswerStream,
   messages: AnswerMessages,
-  who: string,
+  who: string | undefined,
 ): AnswerMessages {
   return {
     ...messages,
-    ready: (i) => (parts.lazy && !parts.ready(i) ? replica.answers.made(parts, i, who) : undefined),
+    ready: (i) => {
+      if (parts.needsResume) return replica.whenDurable(() => parts.resume()).then(() => undefined)
+      if (who === undefined || !parts.lazy || parts.ready(i)) return undefined
+      return replica.answers.made(parts, i, who)
+    },
   }
 }
 
@@ -191,9 +196,7 @@ export async function sendAnswer(
     const parts = replica.answers.parts(sent, untrusted?.inTurn === true)
     if (untrusted?.inTurn === true) parts.work(0, replica.answers.deadline())
     const messages = signed?.answerParts?.(parts) ?? plainAnswer(parts)
-    out.stream(
-      untrusted === undefined ? messages : gatedAnswer(replica, parts, messages, untrusted.who),
-    )
+    out.stream(gatedAnswer(replica, parts, messages, untrusted?.who))
     return vector
   })
 }
