@@ -307,8 +307,8 @@ export const limits = {
    * Operations (clock units) lacking from which an untrusted peer's answer
    * that is not in that cache takes its turn (peers/replica/answer-turns.ts):
    * such answers are made one after another for `answerTurnSliceMs` of the
-   * event loop, then the poll for I/O and a pause as long (at most
-   * `answerTurnPauseMsMax`), the least recently served peer first; one
+   * event loop, then the poll for I/O and, when others wait, a pause as
+   * long (at most `answerTurnPauseMsMax`), the least recently served peer first; one
    * longer than a slice goes on in the next turn. Below it an answer costs
    * a fraction of a millisecond, answered at once (the delete set every
    * answer carries is written from cached bytes).

@@ -185,6 +185,38 @@ describe('AnswerTurns: an answer begun goes on first', () => {
   })
 })
 
+describe('AnswerTurns: the pause between turns', () => {
+  it('is as long as the turn when other answers wait, and none for an answer alone', async () => {
+    let now = 0
+    const real = performance.now.bind(performance)
+    performance.now = () => now
+    try {
+      const pauses: number[] = []
+      const turns = new AnswerTurns((fn, turnMs) => {
+        pauses.push(turnMs)
+        setImmediate(fn)
+      }, 4)
+      // Alone: a turn of 5 ms ends, and no pause is owed.
+      const alone = await turns.take('a', () => true)
+      now += 5
+      alone()
+      expect(pauses).toEqual([0])
+      await new Promise((resolve) => setImmediate(resolve))
+      // Two in the line: the first's turn of 6 ms is followed by a pause as long.
+      const ends: Array<() => void> = []
+      for (const who of ['b', 'c']) void turns.take(who, () => true).then((end) => ends.push(end))
+      await Promise.resolve()
+      now += 6
+      ends[0]?.()
+      expect(pauses).toEqual([0, 6])
+      await new Promise((resolve) => setImmediate(resolve))
+      ends[1]?.()
+    } finally {
+      performance.now = real
+    }
+  })
+})
+
 describe('a server making a costly answer in slices', () => {
   it('makes it over several turns, none of it outside a turn, for every link sharing it', async () => {
     withLimits(limits, { answerTurnSliceMs: 1 })

@@ -9,9 +9,11 @@
  * variants`). Answers that cost (`limits.answerTurnCostMin` operations or
  * more, not in the cache) wait here, and are made one
  * after another while the turn lasts (`sliceMs` of the event loop); then
- * the poll for I/O runs (every link's messages, the HTTP API), and a pause
- * as long as the turn took, before the next turn: such answers take at most
- * about half of the loop, however many peers ask.
+ * the poll for I/O runs (every link's messages, the HTTP API), and, when
+ * other answers wait, a pause as long as the turn took, before the next
+ * turn: such answers take at most about half of the loop when several
+ * peers ask. An answer alone in the line (a fresh device's full sync made
+ * in slices) goes on after the poll for I/O only.
  *
  * Who goes next: the waiter whose peer (`who`: a device id) was served
  * least recently, first come first served among equals; a peer never
@@ -75,8 +77,9 @@ export class AnswerTurns {
 
   /**
    * `defer(fn, turnMs)` runs `fn` in a later turn of the event loop (see
-   * above); `turnMs` is how long the turn that ends took. Answers are
-   * made one after another in a turn until it took `sliceMs`.
+   * above); `turnMs` is how long the turn that ends took (0 when no other
+   * answer waits: no pause is owed). Answers are made one after another
+   * in a turn until it took `sliceMs`.
    */
   constructor(
     private readonly defer: (fn: () => void, turnMs: number) => void,
@@ -180,9 +183,11 @@ export class AnswerTurns {
         this.grant()
         return
       }
-      // The next waits for the poll of I/O that this turn held up.
+      // The next waits for the poll of I/O that this turn held up, and
+      // for a pause as long when other answers wait: alone (a fresh
+      // device's full sync going on in slices), only for the poll.
       this.turnStart = undefined
-      this.defer(() => this.grant(), turnMs)
+      this.defer(() => this.grant(), this.waiting.length > 0 ? turnMs : 0)
     })
   }
 }
