@@ -112,6 +112,22 @@ describe('an answer made part by part', () => {
     expect(now.getMap('u:server').toJSON()).toEqual(s.replica.doc.getMap('u:server').toJSON())
   })
 
+  it('a cut answer whose links closed before resuming it is dropped at the next change, its parts let go', async () => {
+    const s = await rosterServer()
+    const stream = s.replica.answers.parts(EMPTY_VECTOR)
+    stream.part(0)
+    await s.users.put({ id: 'late', name: 'Late' })
+    expect(stream.needsResume).toBe(true)
+    // Its only reader (this test, as a link would) is done with it.
+    stream.unread()
+    await s.users.put({ id: 'later', name: 'Later' })
+    expect(stream.needsResume).toBe(false)
+    expect(stream.complete).toBe(false)
+    expect(() => stream.all()).toThrow(/no link reads it/)
+    // Nothing is kept of it: a new answer is made afresh.
+    expect(s.replica.answers.parts(EMPTY_VECTOR)).not.toBe(stream)
+  })
+
   it('an answer not made to the end when the server closes is dropped, not encoded', async () => {
     const s = await rosterServer()
     const stream = s.replica.answers.parts(EMPTY_VECTOR)

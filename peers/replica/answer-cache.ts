@@ -256,6 +256,13 @@ export class AnswerCache {
    * when not `cutting` (the document is replaced).
    */
   settle(cutting = true): void {
+    // Cut ones whose links closed before resuming them: nobody ever will.
+    for (const stream of [...this.resuming])
+      if (stream.readers === 0) {
+        stream.drop('no link reads it')
+        this.resuming.delete(stream)
+        this.forget(stream)
+      }
     for (const stream of [...this.pending]) {
       if (stream.readers > 0) {
         if (cutting && stream.cut()) this.resuming.add(stream)
