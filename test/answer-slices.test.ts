@@ -12,6 +12,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { DIFF_STRUCTS_PER_PAUSE, diffParts } from '../core/answer-chunks.js'
+import { deleteRangesOf } from '../core/delete-set.js'
 import { limits } from '../core/limits.js'
 import { AnswerStream } from '../peers/replica/answer-stream.js'
 import { AnswerTurns } from '../peers/replica/answer-turns.js'
@@ -123,6 +124,40 @@ describe('diffParts pauses', () => {
   })
 })
 
+describe('diffParts pauses in the delete set', () => {
+  it('pauses after each delete part and every DIFF_STRUCTS_PER_PAUSE ranges', () => {
+    const doc = new Y.Doc({ gc: false })
+    const list = doc.getArray<number>('a')
+    list.insert(
+      0,
+      Array.from({ length: 6000 }, (_, i) => i),
+    )
+    const before = Y.encodeStateAsUpdate(doc)
+    // Every other item deleted: 3,000 delete ranges.
+    for (let i = 5998; i >= 0; i -= 2) list.delete(i, 1)
+    const deletes = deleteRangesOf(doc.store)
+    const ranges = [...deletes.values()].reduce((n, r) => n + r.length, 0)
+    expect(ranges).toBe(3000)
+    // The receiver has every struct: the answer is the delete set alone, in
+    // parts of about 200 ranges.
+    const held = Y.decodeStateVector(Y.encodeStateVector(doc))
+    const all = [...diffParts(doc.store, held, deletes, 4096)]
+    const parts = all.filter((x): x is Uint8Array => x !== null)
+    expect(parts.length).toBeGreaterThan(10)
+    // A pause between every two parts, and within each run of ranges.
+    for (let i = 1; i < all.length; i++)
+      if (all[i] !== null && all[i - 1] !== null) throw new Error(`no pause before part at ${i}`)
+    expect(all.filter((x) => x === null).length).toBeGreaterThanOrEqual(
+      parts.length - 1 + Math.floor(ranges / DIFF_STRUCTS_PER_PAUSE) - 1,
+    )
+    // Applied to a document holding the structs, they delete what was deleted.
+    const receiver = new Y.Doc({ gc: false })
+    Y.applyUpdate(receiver, before)
+    for (const part of parts) Y.applyUpdate(receiver, part)
+    expect(receiver.getArray('a').toJSON()).toEqual(list.toJSON())
+  })
+})
+
 describe('AnswerStream.work', () => {
   it('stops at a pause once past the deadline, always making some progress, and goes on later', () => {
     let now = 0
@@ -219,7 +254,8 @@ describe('AnswerTurns: the pause between turns', () => {
 
 describe('a server making a costly answer in slices', () => {
   it('makes it over several turns, none of it outside a turn, for every link sharing it', async () => {
-    withLimits(limits, { answerTurnSliceMs: 1 })
+    // One pause's structs a turn: the answer takes many turns.
+    withLimits(limits, { answerTurnSliceMs: 0.01 })
     const server = await rosterServer()
     const links = [rawLink(server, 'S0', KEY), rawLink(server, 'S1', KEY)]
     for (const link of links) await admitted(server, link)
@@ -232,7 +268,12 @@ describe('a server making a costly answer in slices', () => {
     // The second asks the same while the first's answer is being made: it
     // shares it from the cache, and waits for its parts to be made in turns.
     links[0]?.send({ type: 'sync-step1', stateVector: EMPTY_VECTOR })
-    await eventually(() => expect(server.replica.answers.turnsGranted).toBeGreaterThan(granted))
+    // Looked at every event-loop turn: begun, and not made to the end.
+    const deadline = Date.now() + 10_000
+    while (server.replica.answers.turnsGranted === granted && Date.now() < deadline)
+      await new Promise((resolve) => setImmediate(resolve))
+    expect(server.replica.answers.turnsGranted).toBeGreaterThan(granted)
+    expect(step2s(links[0] as RawLink)).toBe(0)
     links[1]?.send({ type: 'sync-step1', stateVector: EMPTY_VECTOR })
     await eventually(() => expect(links.map(step2s)).toEqual([1, 1]))
     expect(server.replica.answers.encoded - encodes).toBe(1)
@@ -280,5 +321,48 @@ describe('a server making a costly answer in slices', () => {
     expect(roster.during).toBeDefined()
     expect(server.users.get('u1')).toBeUndefined()
     expect(link.closed()).toBeUndefined()
+  })
+
+  it('an answer the cache let go while the asker waited is made in turns too', async () => {
+    const server = await rosterServer()
+    const fetched = rawLink(server, 'A', KEY)
+    fetched.send({ type: 'sync-step1', stateVector: EMPTY_VECTOR })
+    await eventually(() => expect(step2s(fetched)).toBe(1))
+    // X's answer is kept when its cost is looked at (no turn), and let go
+    // before it is made: other answers push it out of the cache meanwhile
+    // (as other askers' answers may while X waits for durability).
+    const answers = server.replica.answers
+    const client = server.replica.doc.clientID
+    const turn = answers.turn.bind(answers)
+    let made: AnswerStream | undefined
+    let evicting = false
+    answers.turn = async (theirs, who) => {
+      const got = await turn(theirs, who)
+      if (who === 'X' && theirs.size === 0) {
+        expect(got).toBeUndefined()
+        for (let k = 1; k <= limits.answersCachedMax; k++)
+          answers.parts(Y.encodeStateVector(new Map([[client, k * 7]])), 0).unread()
+        evicting = true
+      }
+      return got
+    }
+    const parts = answers.parts.bind(answers)
+    answers.parts = (sent, lazyFrom) => {
+      const stream = parts(sent, lazyFrom)
+      if (evicting && made === undefined) made = stream
+      return stream
+    }
+    const x = rawLink(server, 'X', KEY)
+    await admitted(server, x)
+    const counter = countStepsOutsideTurns()
+    const granted = answers.turnsGranted
+    x.send({ type: 'sync-step1', stateVector: EMPTY_VECTOR })
+    await eventually(() => expect(step2s(x)).toBe(1))
+    expect(made?.lazy).toBe(true)
+    expect(answers.turnsGranted - granted).toBeGreaterThan(0)
+    expect(counter.outside()).toBe(0)
+    expect(rebuilt(x).getMap('u:server').toJSON()).toEqual(
+      server.replica.doc.getMap('u:server').toJSON(),
+    )
   })
 })

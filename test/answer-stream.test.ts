@@ -9,6 +9,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
+import { AnswerCache, type EncodedParts } from '../peers/replica/answer-cache.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 
@@ -126,6 +127,26 @@ describe('an answer made part by part', () => {
     expect(() => stream.all()).toThrow(/no link reads it/)
     // Nothing is kept of it: a new answer is made afresh.
     expect(s.replica.answers.parts(EMPTY_VECTOR)).not.toBe(stream)
+  })
+
+  it('a cut answer survives a change of the document, and is dropped when the document is replaced', () => {
+    const cache = new AnswerCache()
+    const part = (n: number): Uint8Array => new Uint8Array(40 * 1024).fill(n)
+    const covered = new Map<number, number>()
+    const encode = (): EncodedParts => ({ parts: [part(1), part(2), part(3)].values(), covered })
+    const stream = cache.get('k', true, encode)
+    stream.read()
+    expect(stream.part(0)).toBeInstanceOf(Uint8Array)
+    expect(stream.complete).toBe(false)
+    cache.settle()
+    expect(stream.needsResume).toBe(true)
+    // A transaction that changed the document drops the kept answers, not this one's rest.
+    cache.clear()
+    expect(stream.needsResume).toBe(true)
+    // Replaced (a wipe, a rollback): its rest cannot come from the new document.
+    cache.replaced()
+    expect(stream.needsResume).toBe(false)
+    expect(() => stream.all()).toThrow(/the document was replaced/)
   })
 
   it('an answer not made to the end when the server closes is dropped, not encoded', async () => {

@@ -22,7 +22,8 @@
  * Invariant: every kept answer is made from the document as it is now
  * (any transaction that changed it, and a replaced document, empty the
  * cache; an answer still being made is cut before a transaction starts,
- * `settle`, and made whole when the document is replaced); `bytes` is the
+ * `settle`; when the document is replaced, made whole if not cut, dropped
+ * if cut); `bytes` is the
  * sum of the kept answers' parts made so far; `pending` holds the answers
  * not made to the end and not cut, `resuming` those cut and not resumed.
  */
@@ -69,14 +70,16 @@ function lackingOf(
 
 /**
  * The canonical key of an answer to `target` from a document with `store`,
- * in parts of at most `partBytesMax` bytes (see the module comment).
+ * in parts of at most `partBytesMax` bytes (see the module comment), and
+ * the operations (clock units) that answer brings.
  */
 export function answerKey(
   store: Y.Doc['store'],
   target: ReadonlyMap<number, number>,
   partBytesMax: number,
-): string {
-  return keyOf(lackingOf(store, target).lacking, partBytesMax)
+): { readonly key: string; readonly operations: number } {
+  const { lacking, operations } = lackingOf(store, target)
+  return { key: keyOf(lacking, partBytesMax), operations }
 }
 
 /** The key of an answer bringing `lacking` (lackingOf) in parts of at most `partBytesMax` bytes. */
@@ -294,19 +297,35 @@ export class AnswerCache {
   }
 
   /**
-   * Drops every kept answer (the document was replaced); with `reason`,
-   * answers not made to the end are dropped too (the document is going
-   * away: closing), else they are made now.
+   * Drops every kept answer (a transaction changed the document, or it was
+   * replaced: `replaced`); with `reason`, answers not made to the end are
+   * dropped too (the document is going away: closing), else they are made
+   * now.
    */
   clear(reason?: string): void {
     if (reason === undefined) this.settle(false)
     else {
       for (const stream of this.pending) stream.drop(reason)
-      for (const stream of this.resuming) stream.drop(reason)
-      this.resuming.clear()
+      this.dropCut(reason)
     }
     this.pending.clear()
     this.answers.clear()
     this.bytes = 0
+  }
+
+  /**
+   * The document was replaced (load, rollback, wipe): as `clear()`, and a
+   * cut answer cannot go on from another document: dropped, so its links
+   * close (the peer asks again) rather than count themselves synced with a
+   * rest made of the new document.
+   */
+  replaced(): void {
+    this.dropCut('the document was replaced')
+    this.clear()
+  }
+
+  private dropCut(reason: string): void {
+    for (const stream of this.resuming) stream.drop(reason)
+    this.resuming.clear()
   }
 }

@@ -27,9 +27,9 @@
  *
  * An answer larger than a slice is made over several turns
  * (AnswerStream.work, up to `deadline()`): the waiter going on with an
- * answer begun goes first (`goesOn`), so that at most one is half made
- * when the document next changes, which makes every answer still being
- * made whole at once (peers/replica/answer-cache.ts, `settle`).
+ * answer begun goes first (`goesOn`), so that few are half made at a
+ * time (each holds its parts made until it ends; a change of the document
+ * cuts them, and their rest is made later: peers/replica/answer-stream.ts).
  *
  * Each waiter says whether its answer is still costly (`costly`): when an
  * answer is made, every waiter whose answer it was too (a restart's fresh

@@ -61,10 +61,11 @@ export class ReplicaAnswers {
    * message each, each within `answerChunkBytesMax` with its message
    * (ReplicaDocument.answerParts; the same stream while the document does
    * not change, each part made when first asked for; the caller reads it
-   * until `unread()`). Read it inside whenDurable.
+   * until `unread()`). Read it inside whenDurable. Made lazily, in turns
+   * (`made`), when made now and bringing `lazyFrom` operations or more.
    */
-  parts(stateVector: Uint8Array, lazy = false): AnswerStream {
-    return this.document.answerParts(stateVector, this.partBytesMax(), lazy)
+  parts(stateVector: Uint8Array, lazyFrom = Infinity): AnswerStream {
+    return this.document.answerParts(stateVector, this.partBytesMax(), lazyFrom)
   }
 
   /**
@@ -77,7 +78,10 @@ export class ReplicaAnswers {
    * goes without a turn once its answer is in the cache (a lookup by its
    * key, not a new walk of the document per waiter and answer). An
    * answer made in its turn is made lazily (`parts(sv, true)`), up to
-   * `deadline()`; the rest of it in later turns (`made`).
+   * `deadline()`; the rest of it in later turns (`made`). An untrusted
+   * peer's answer not in turn is made lazily too when it costs by the
+   * time it is made (`parts(sv, limits.answerTurnCostMin)`): the cache
+   * may have let it go meanwhile.
    */
   async turn(theirs: ReadonlyMap<number, number>, who: string): Promise<AnswerTurn | undefined> {
     const { operations, kept } = this.document.answerCost(theirs, this.partBytesMax())

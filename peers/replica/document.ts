@@ -133,8 +133,8 @@ export class ReplicaDocument {
 
   /** Replaces the document (load, rollback, wipe) and tells the reset listeners. */
   installDoc(doc: Y.Doc): void {
-    // Answers being made of the old document are made to the end first.
-    this.answers.clear()
+    // Answers being made of the old document are made to the end first (cut ones dropped).
+    this.answers.replaced()
     if (this.doc !== doc) this.doc.destroy()
     this.deletes?.destroy()
     this.deletes = new DeleteSetCache(doc)
@@ -443,18 +443,19 @@ export class ReplicaDocument {
    * cache while the document has not changed since it was encoded. Yjs's
    * pending structs and deletes (which wait for what nobody sent yet) are
    * not in it. Each part is made when first asked for, of the document as
-   * it is now (answer-stream.ts); `lazy`: none yet (made in turns). Read
-   * it inside whenDurable; `unread()` it when done.
+   * it is now (answer-stream.ts); made lazily (none yet: made in turns)
+   * when it is made now and brings `lazyFrom` operations or more. Read it
+   * inside whenDurable; `unread()` it when done.
    */
-  answerParts(stateVector: Uint8Array, partBytesMax: number, lazy = false): AnswerStream {
+  answerParts(stateVector: Uint8Array, partBytesMax: number, lazyFrom = Infinity): AnswerStream {
     const target = Y.decodeStateVector(stateVector)
     // From the asker's vector, or (the rest of a cut answer) from what its
     // parts brought, of the document as it is then; during a transaction
     // (or its cleanup) nothing is kept.
     const encode = (from: ReadonlyMap<number, number> = target): EncodedParts =>
       encodeParts(this.doc, this.deletes, from, partBytesMax)
-    const key = answerKey(this.doc.store, target, partBytesMax)
-    const stream = this.answers.get(key, isSettled(this.doc), encode, lazy)
+    const { key, operations } = answerKey(this.doc.store, target, partBytesMax)
+    const stream = this.answers.get(key, isSettled(this.doc), encode, operations >= lazyFrom)
     stream.read()
     return stream
   }

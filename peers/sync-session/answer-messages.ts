@@ -193,7 +193,12 @@ export async function sendAnswer(
       return vector
     }
     const untrusted = out.untrusted
-    const parts = replica.answers.parts(sent, untrusted?.inTurn === true)
+    // Lazy (made in turns) for an untrusted peer when it costs: in its
+    // turn, anything not in the cache; else if the cache let it go while
+    // this waited for durability.
+    const lazyFrom =
+      untrusted === undefined ? Infinity : untrusted.inTurn ? 0 : limits.answerTurnCostMin
+    const parts = replica.answers.parts(sent, lazyFrom)
     if (untrusted?.inTurn === true) parts.work(0, replica.answers.deadline())
     const messages = signed?.answerParts?.(parts) ?? plainAnswer(parts)
     out.stream(gatedAnswer(replica, parts, messages, untrusted?.who))
