@@ -20,6 +20,7 @@ import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 import { eventually } from './helpers/eventually.js'
 import { withLimits } from './helpers/limits.js'
+import { putNumberedUsers } from './helpers/numbered-users.js'
 import { rawLink, type RawLink } from './helpers/raw-link.js'
 
 const KEY = 'answer-slices-key'
@@ -38,12 +39,7 @@ async function rosterServer(): Promise<ServerPeer> {
     answerChunkBytesMax: 16 * 1024,
   })
   closers.push(() => server.close())
-  for (let i = 0; i < USERS; i += 500)
-    await Promise.all(
-      Array.from({ length: 500 }, (_, j) =>
-        server.users.put({ id: `u${i + j}`, name: `User ${i + j}`, email: `u${i + j}@ex.com` }),
-      ),
-    )
+  await putNumberedUsers(server, USERS)
   return server
 }
 

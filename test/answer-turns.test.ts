@@ -16,6 +16,7 @@ import { memoryStore } from '../storage/level-store.js'
 import { eventually } from './helpers/eventually.js'
 import { withLimits } from './helpers/limits.js'
 import { ManualClock } from './helpers/manual-clock.js'
+import { putNumberedUsers } from './helpers/numbered-users.js'
 import { rawLink, type RawLink } from './helpers/raw-link.js'
 
 const KEY = 'answer-turns-key'
@@ -166,12 +167,7 @@ describe('a server answering costly step 1s', () => {
       siteKey: KEY,
     })
     closers.push(() => server.close())
-    for (let i = 0; i < USERS; i += 500)
-      await Promise.all(
-        Array.from({ length: 500 }, (_, j) =>
-          server.users.put({ id: `u${i + j}`, name: `User ${i + j}`, email: `u${i + j}@ex.com` }),
-        ),
-      )
+    await putNumberedUsers(server, USERS)
     return server
   }
 
