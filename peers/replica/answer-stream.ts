@@ -25,7 +25,8 @@
  * source pauses every few hundred structs: core/answer-chunks.ts).
  *
  * Invariant: `made` holds the parts made, in order; `source` is undefined
- * once the last is made (or the answer was dropped: `dropped`).
+ * once the last is made, the answer was dropped (`dropped`), or it is cut
+ * and not resumed (`cutAt`, what the parts made bring).
  */
 
 /** An answer's parts, made as they are asked for (see the module comment). */

@@ -77,7 +77,7 @@ export class ReplicaAnswers {
    * peer (its device id: the least recently served goes first). A waiter
    * goes without a turn once its answer is in the cache (a lookup by its
    * key, not a new walk of the document per waiter and answer). An
-   * answer made in its turn is made lazily (`parts(sv, true)`), up to
+   * answer made in its turn is made lazily (`parts(sv, 0)`), up to
    * `deadline()`; the rest of it in later turns (`made`). An untrusted
    * peer's answer not in turn is made lazily too when it costs by the
    * time it is made (`parts(sv, limits.answerTurnCostMin)`): the cache
