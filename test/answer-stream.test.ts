@@ -9,6 +9,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
+import { limits } from '../core/limits.js'
 import { AnswerCache, type EncodedParts } from '../peers/replica/answer-cache.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
@@ -147,6 +148,18 @@ describe('an answer made part by part', () => {
     cache.replaced()
     expect(stream.needsResume).toBe(false)
     expect(() => stream.all()).toThrow(/the document was replaced/)
+  })
+
+  it('a lazy answer that ends small is not kept (it would push a roster out of the cache)', () => {
+    const cache = new AnswerCache()
+    const encode = (bytes: number) => (): EncodedParts => ({
+      parts: [new Uint8Array(bytes)].values(),
+      covered: new Map(),
+    })
+    cache.get('small', true, encode(100), true).all()
+    expect(cache.kept.answers).toBe(0)
+    cache.get('large', true, encode(limits.answerCachedBytesMin), true).all()
+    expect(cache.kept.answers).toBe(1)
   })
 
   it('an answer not made to the end when the server closes is dropped, not encoded', async () => {

@@ -200,7 +200,11 @@ export class AnswerCache {
     const stream = new AnswerStream(
       first.parts,
       (made, bytes) => this.grew(key, made, bytes),
-      (done) => this.pending.delete(done),
+      (done) => {
+        this.pending.delete(done)
+        // A lazy one was kept before its size was known: let go when small (see below).
+        if (done.lazy && done.bytes < limits.answerCachedBytesMin) this.forget(done)
+      },
       lazy && keep,
       {
         covered: first.covered,
