@@ -161,8 +161,7 @@ export class AnswerCache {
     target: ReadonlyMap<number, number>,
     partBytesMax: number,
   ): AnswerCost {
-    const { lacking, operations } = lackingOf(store, target)
-    const key = keyOf(lacking, partBytesMax)
+    const { key, operations } = answerKey(store, target, partBytesMax)
     const kept = (): boolean => this.answers.has(key)
     return { operations: kept() ? 0 : operations, kept }
   }
