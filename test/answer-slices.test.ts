@@ -19,6 +19,7 @@ import { AnswerTurns } from '../peers/replica/answer-turns.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 import { eventually } from './helpers/eventually.js'
+import { fakePerformanceNow } from './helpers/fake-now.js'
 import { withLimits } from './helpers/limits.js'
 import { putNumberedUsers } from './helpers/numbered-users.js'
 import { rawLink, type RawLink } from './helpers/raw-link.js'
@@ -156,40 +157,34 @@ describe('diffParts pauses in the delete set', () => {
 
 describe('AnswerStream.work', () => {
   it('stops at a pause once past the deadline, always making some progress, and goes on later', () => {
-    let now = 0
-    const real = performance.now.bind(performance)
-    performance.now = () => now
-    try {
-      const part = (n: number): Uint8Array => new Uint8Array([n])
-      // Two parts, each after two pauses; every yield takes 1 ms.
-      const source = (function* (): Generator<Uint8Array | null> {
-        for (const value of [null, null, part(1), null, null, part(2)]) {
-          now += 1
-          yield value
-        }
-      })()
-      const stream = new AnswerStream(source, undefined, undefined, true)
-      expect(stream.started).toBe(false)
-      expect(stream.ready(0)).toBe(false)
-      // Past its deadline already: one step all the same.
-      expect(stream.work(0, 0)).toBe(false)
-      expect(stream.started).toBe(true)
-      expect(now).toBe(1)
-      expect(stream.work(0, 3)).toBe(false)
-      expect(now).toBe(3)
-      expect(stream.bytes).toBe(1)
-      // Ready once the part after it is made (to know whether it is the last).
-      expect(stream.work(0, Infinity)).toBe(true)
-      expect(stream.bytes).toBe(2)
-      expect(stream.complete).toBe(false)
-      expect(stream.ready(1)).toBe(false)
-      expect(stream.work(1, Infinity)).toBe(true)
-      expect(stream.complete).toBe(true)
-      expect(stream.isLast(1)).toBe(true)
-      expect(stream.ready(5)).toBe(true)
-    } finally {
-      performance.now = real
-    }
+    const clock = fakePerformanceNow()
+    const part = (n: number): Uint8Array => new Uint8Array([n])
+    // Two parts, each after two pauses; every yield takes 1 ms.
+    const source = (function* (): Generator<Uint8Array | null> {
+      for (const value of [null, null, part(1), null, null, part(2)]) {
+        clock.now += 1
+        yield value
+      }
+    })()
+    const stream = new AnswerStream(source, undefined, undefined, true)
+    expect(stream.started).toBe(false)
+    expect(stream.ready(0)).toBe(false)
+    // Past its deadline already: one step all the same.
+    expect(stream.work(0, 0)).toBe(false)
+    expect(stream.started).toBe(true)
+    expect(clock.now).toBe(1)
+    expect(stream.work(0, 3)).toBe(false)
+    expect(clock.now).toBe(3)
+    expect(stream.bytes).toBe(1)
+    // Ready once the part after it is made (to know whether it is the last).
+    expect(stream.work(0, Infinity)).toBe(true)
+    expect(stream.bytes).toBe(2)
+    expect(stream.complete).toBe(false)
+    expect(stream.ready(1)).toBe(false)
+    expect(stream.work(1, Infinity)).toBe(true)
+    expect(stream.complete).toBe(true)
+    expect(stream.isLast(1)).toBe(true)
+    expect(stream.ready(5)).toBe(true)
   })
 })
 
@@ -218,33 +213,27 @@ describe('AnswerTurns: an answer begun goes on first', () => {
 
 describe('AnswerTurns: the pause between turns', () => {
   it('is as long as the turn when other answers wait, and none for an answer alone', async () => {
-    let now = 0
-    const real = performance.now.bind(performance)
-    performance.now = () => now
-    try {
-      const pauses: number[] = []
-      const turns = new AnswerTurns((fn, turnMs) => {
-        pauses.push(turnMs)
-        setImmediate(fn)
-      }, 4)
-      // Alone: a turn of 5 ms ends, and no pause is owed.
-      const alone = await turns.take('a', () => true)
-      now += 5
-      alone()
-      expect(pauses).toEqual([0])
-      await new Promise((resolve) => setImmediate(resolve))
-      // Two in the line: the first's turn of 6 ms is followed by a pause as long.
-      const ends: Array<() => void> = []
-      for (const who of ['b', 'c']) void turns.take(who, () => true).then((end) => ends.push(end))
-      await Promise.resolve()
-      now += 6
-      ends[0]?.()
-      expect(pauses).toEqual([0, 6])
-      await new Promise((resolve) => setImmediate(resolve))
-      ends[1]?.()
-    } finally {
-      performance.now = real
-    }
+    const clock = fakePerformanceNow()
+    const pauses: number[] = []
+    const turns = new AnswerTurns((fn, turnMs) => {
+      pauses.push(turnMs)
+      setImmediate(fn)
+    }, 4)
+    // Alone: a turn of 5 ms ends, and no pause is owed.
+    const alone = await turns.take('a', () => true)
+    clock.now += 5
+    alone()
+    expect(pauses).toEqual([0])
+    await new Promise((resolve) => setImmediate(resolve))
+    // Two in the line: the first's turn of 6 ms is followed by a pause as long.
+    const ends: Array<() => void> = []
+    for (const who of ['b', 'c']) void turns.take(who, () => true).then((end) => ends.push(end))
+    await Promise.resolve()
+    clock.now += 6
+    ends[0]?.()
+    expect(pauses).toEqual([0, 6])
+    await new Promise((resolve) => setImmediate(resolve))
+    ends[1]?.()
   })
 })
 

@@ -14,6 +14,7 @@ import { AnswerTurns } from '../peers/replica/answer-turns.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
 import { eventually } from './helpers/eventually.js'
+import { fakePerformanceNow } from './helpers/fake-now.js'
 import { withLimits } from './helpers/limits.js'
 import { ManualClock } from './helpers/manual-clock.js'
 import { putNumberedUsers } from './helpers/numbered-users.js'
@@ -92,38 +93,32 @@ describe('AnswerTurns with answers that became cheap', () => {
 
 describe('AnswerTurns: slices and who goes next', () => {
   it('makes answers one after another while the turn lasts its slice, then waits for the next turn', async () => {
-    let now = 0
-    const real = performance.now.bind(performance)
-    performance.now = () => now
-    try {
-      const turns = new AnswerTurns((fn) => setImmediate(fn), 10)
-      const granted: string[] = []
-      const ends = new Map<string, () => void>()
-      for (const name of ['a', 'b', 'c', 'd'])
-        void turns
-          .take(name, () => true)
-          .then((end) => {
-            granted.push(name)
-            ends.set(name, end)
-          })
-      await Promise.resolve()
-      expect(granted).toEqual(['a'])
-      now = 4 // a took 4 ms of the 10 ms slice: b goes in the same turn
-      ends.get('a')?.()
-      await Promise.resolve()
-      expect(granted).toEqual(['a', 'b'])
-      now = 12 // the turn took 12 ms: c waits for the next turn
-      ends.get('b')?.()
-      for (let i = 0; i < 5; i++) await Promise.resolve()
-      expect(granted).toEqual(['a', 'b'])
-      await nextTurn()
-      expect(granted).toEqual(['a', 'b', 'c'])
-      ends.get('c')?.()
-      await nextTurn()
-      ends.get('d')?.()
-    } finally {
-      performance.now = real
-    }
+    const clock = fakePerformanceNow()
+    const turns = new AnswerTurns((fn) => setImmediate(fn), 10)
+    const granted: string[] = []
+    const ends = new Map<string, () => void>()
+    for (const name of ['a', 'b', 'c', 'd'])
+      void turns
+        .take(name, () => true)
+        .then((end) => {
+          granted.push(name)
+          ends.set(name, end)
+        })
+    await Promise.resolve()
+    expect(granted).toEqual(['a'])
+    clock.now = 4 // a took 4 ms of the 10 ms slice: b goes in the same turn
+    ends.get('a')?.()
+    await Promise.resolve()
+    expect(granted).toEqual(['a', 'b'])
+    clock.now = 12 // the turn took 12 ms: c waits for the next turn
+    ends.get('b')?.()
+    for (let i = 0; i < 5; i++) await Promise.resolve()
+    expect(granted).toEqual(['a', 'b'])
+    await nextTurn()
+    expect(granted).toEqual(['a', 'b', 'c'])
+    ends.get('c')?.()
+    await nextTurn()
+    ends.get('d')?.()
   })
 
   it('serves the peer served least recently first: a newcomer goes before peers asking all along', async () => {
