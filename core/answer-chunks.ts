@@ -78,6 +78,15 @@ export function encodeDiffParts(
 export const DIFF_STRUCTS_PER_PAUSE = 256
 
 /**
+ * A request to stop an answer being made (diffParts' `cut`): set before
+ * the store changes, then the generator is run to its end, which it
+ * reaches at once, yielding the open part first (see diffParts).
+ */
+export interface CutSignal {
+  requested: boolean
+}
+
+/**
  * encodeDiffParts one part at a time: each part is made when the next is
  * asked for, so the first goes out before the last is encoded (a 1M-user
  * roster is about 20 parts; issue 13). The store and `deletes` must not
@@ -91,6 +100,15 @@ export const DIFF_STRUCTS_PER_PAUSE = 256
  * the part is yielded): the rest of the answer, should the store change
  * before the last part, is what a peer at `covered` lacks of it then
  * (peers/replica/answer-stream.ts, `cut`).
+ *
+ * `cut.requested`, seen where the generator goes on after a yield, ends
+ * it there: the structs walked into the open part go out as one more
+ * (smaller) part, complete as any, so that what a slice walked is never
+ * walked again. Without that, writes coming faster than a part is made
+ * (several answers sharing the turns: each gets a slice now and then)
+ * threw every answer's walk away at each write, and no answer ever
+ * finished. Cut while the delete set is going out, it stops there (the
+ * rest sends the delete set again, whole).
  */
 export function* diffParts(
   store: Y.Doc['store'],
@@ -98,7 +116,11 @@ export function* diffParts(
   deletes: Ranges,
   partBytesMax: number,
   covered?: Map<number, number>,
+  cut?: CutSignal,
 ): Generator<Uint8Array | null, void, undefined> {
+  // A function: the flag changes while the generator waits at a yield.
+  const stopped = (): boolean => cut?.requested === true
+  if (stopped()) return
   let sincePause = 0
   const cursors = new Map<number, Cursor>()
   for (const [client, structs] of store.clients as Map<number, Struct[]>) {
@@ -129,10 +151,14 @@ export function* diffParts(
       parts.add(client, cursor.clock, struct, offset)
       cursor.clock = struct.id.clock + struct.length
       cursor.index++
-      if (parts.closed.length > 0) yield* parts.take()
+      if (parts.closed.length > 0) {
+        yield* parts.take()
+        if (stopped()) return yield* parts.cutHere()
+      }
       if (++sincePause >= DIFF_STRUCTS_PER_PAUSE) {
         sincePause = 0
         yield null
+        if (stopped()) return yield* parts.cutHere()
       }
     }
     if (cursor.clock === before) continue
@@ -151,9 +177,12 @@ export function* diffParts(
       const struct = cursor.structs[cursor.index] as Struct
       parts.add(client, cursor.clock, struct, cursor.clock - struct.id.clock)
       cursor.clock = struct.id.clock + struct.length
-      if (parts.closed.length > 0) yield* parts.take()
+      if (parts.closed.length > 0) {
+        yield* parts.take()
+        if (stopped()) return yield* parts.cutHere()
+      }
     }
-  yield* parts.finish(deletes)
+  yield* parts.finish(deletes, cut)
 }
 
 /**
@@ -265,13 +294,20 @@ class PartWriter {
     }
   }
 
+  /** Closes the open part, if it holds anything, and yields it (a cut: diffParts). */
+  *cutHere(): Generator<Uint8Array, void, undefined> {
+    if (this.runs.size > 0) this.close()
+    yield* this.take()
+  }
+
   /**
    * Closes the last parts, yielding them: the delete set appended to the
    * last when it fits, else after it, in parts of its own with a pause
    * after each and every {@link DIFF_STRUCTS_PER_PAUSE} ranges (a delete
-   * set of 300k ranges took 44 ms in one step).
+   * set of 300k ranges took 44 ms in one step). A `cut` requested on the
+   * way ends it (diffParts).
    */
-  *finish(deletes: Ranges): Generator<Uint8Array | null, void, undefined> {
+  *finish(deletes: Ranges, cut?: CutSignal): Generator<Uint8Array | null, void, undefined> {
     let deleteBytes = 0
     for (const list of deletes.values()) deleteBytes += (list.length + 1) * DELETE_RANGE_BYTES_MAX
     if (this.bytes + deleteBytes <= this.partBytesMax) {
@@ -282,8 +318,9 @@ class PartWriter {
     if (this.runs.size > 0) {
       this.close()
       yield* this.take()
+      if (cut?.requested === true) return
     }
-    yield* this.deleteParts(deletes)
+    yield* this.deleteParts(deletes, cut)
     // A step 2 goes out even with nothing in it.
     if (this.made === 0) {
       this.close()
@@ -327,7 +364,10 @@ class PartWriter {
   }
 
   /** The delete set in parts of no structs, each within the bound, yielded with pauses (see finish). */
-  private *deleteParts(deletes: Ranges): Generator<Uint8Array | null, void, undefined> {
+  private *deleteParts(
+    deletes: Ranges,
+    cut?: CutSignal,
+  ): Generator<Uint8Array | null, void, undefined> {
     let part = new Map<number, Array<readonly [number, number]>>()
     let bytes = HEADER_BYTES_MAX
     let sincePause = 0
@@ -340,6 +380,7 @@ class PartWriter {
           bytes = HEADER_BYTES_MAX
           yield* this.take()
           yield null
+          if (cut?.requested === true) return
         }
         const ranges = part.get(client)
         if (ranges === undefined) part.set(client, [range])
@@ -348,6 +389,7 @@ class PartWriter {
         if (++sincePause >= DIFF_STRUCTS_PER_PAUSE) {
           sincePause = 0
           yield null
+          if (cut?.requested === true) return
         }
       }
     }

@@ -32,35 +32,44 @@ afterEach(async () => {
   for (const close of closers.splice(0).reverse()) await close()
 })
 
-async function rosterServer(): Promise<ServerPeer> {
+async function rosterServer(answerChunkBytesMax = 16 * 1024, users = USERS): Promise<ServerPeer> {
   const server = await createServer({
     store: memoryStore(),
     listen: false,
     siteKey: KEY,
-    answerChunkBytesMax: 16 * 1024,
+    answerChunkBytesMax,
   })
   closers.push(() => server.close())
-  await putNumberedUsers(server, USERS)
+  await putNumberedUsers(server, users)
   return server
 }
 
 /**
  * Counts the steps of lazy answers (AnswerStream.lazy) taken outside
- * `work`, that is outside a turn: a part made at once for a link.
+ * `work` and `workOn`, that is outside a turn: a part made at once for a link.
  */
 function countStepsOutsideTurns(): { readonly outside: () => number } {
   type Internals = {
     step: (this: AnswerStream) => boolean
     work: (this: AnswerStream, index: number, deadline: number) => boolean
+    workOn: (this: AnswerStream, deadline: number) => void
   }
   const proto = AnswerStream.prototype as unknown as Internals
-  const { step, work } = proto
+  const { step, work, workOn } = proto
   let inWork = 0
   let outside = 0
   proto.work = function (index, deadline) {
     inWork++
     try {
       return work.call(this, index, deadline)
+    } finally {
+      inWork--
+    }
+  }
+  proto.workOn = function (deadline) {
+    inWork++
+    try {
+      workOn.call(this, deadline)
     } finally {
       inWork--
     }
@@ -72,15 +81,17 @@ function countStepsOutsideTurns(): { readonly outside: () => number } {
   }
   closers.push(() => {
     proto.work = work
+    proto.workOn = workOn
     proto.step = step
     return Promise.resolve()
   })
   return { outside: () => outside }
 }
 
-/** The document a link's answer parts (and what came after) rebuild. */
-function rebuilt(link: RawLink): Y.Doc {
+/** The document a link's answer parts (and what came after) rebuild, on `base` (an update) if given. */
+function rebuilt(link: RawLink, base?: Uint8Array): Y.Doc {
   const doc = new Y.Doc()
+  if (base !== undefined) Y.applyUpdate(doc, base)
   for (const message of link.received)
     if (message.type === 'sync-update' || message.type === 'sync-step2')
       Y.applyUpdate(doc, message.update)
@@ -306,6 +317,83 @@ describe('a server making a costly answer in slices', () => {
     expect(roster.during).toBeDefined()
     expect(server.users.get('u1')).toBeUndefined()
     expect(link.closed()).toBeUndefined()
+  })
+
+  it('writes coming faster than parts are made do not keep answers from finishing', async () => {
+    // Parts of 256 KiB (the roster is about 300 KB) take several slices of
+    // one pause's structs each; six askers, each holding the roster as it
+    // was after another 500 users, so that each answer is its own and
+    // costly; the server written once per turn of the event loop. Each
+    // write cuts every answer: the walk since its last part is kept (one
+    // more part), an answer cut while it waits for a turn keeps its place
+    // in the line (resumed and made on in its turn), and a turn makes on
+    // toward the end once the reader's part is ready (the rest after a
+    // write is small: it ends before the next).
+    withLimits(limits, { answerTurnSliceMs: 0.01 })
+    const server = await rosterServer(256 * 1024, 0)
+    const bases: Uint8Array[] = []
+    for (let i = 0; i < USERS; i += 500) {
+      bases.push(Y.encodeStateAsUpdate(server.replica.doc))
+      await Promise.all(
+        Array.from({ length: 500 }, (_, j) =>
+          server.users.put({ id: `u${i + j}`, name: `User ${i + j}` }),
+        ),
+      )
+    }
+    const links = bases.map((_, i) => rawLink(server, `F${i}`, KEY))
+    for (const link of links) await admitted(server, link)
+    links.forEach((link, i) =>
+      link.send({
+        type: 'sync-step1',
+        stateVector: Y.encodeStateVectorFromUpdate(bases[i] as Uint8Array),
+      }),
+    )
+    let writes = 0
+    const deadline = Date.now() + 20_000
+    while (links.some((l) => step2s(l) === 0) && Date.now() < deadline) {
+      await server.users.patch(`u${writes % USERS}`, { title: `write ${writes}` })
+      writes++
+      // One write per turn of the event loop (as writes coming over the
+      // network would be): the memory store's resolve in microtasks alone.
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    expect(links.map(step2s)).toEqual(links.map(() => 1))
+    expect(writes).toBeGreaterThan(10)
+    // Each ends with the document as it is now: what it held, its answer,
+    // and the updates of the writes after it.
+    const roster = server.replica.doc.getMap('u:server').toJSON()
+    for (const [i, link] of links.entries()) {
+      await eventually(() =>
+        expect(rebuilt(link, bases[i]).getMap('u:server').toJSON()).toEqual(roster),
+      )
+      expect(link.closed()).toBeUndefined()
+    }
+  })
+
+  it('an answer cut while it waits for its turn keeps its place, and is made on in that turn', async () => {
+    withLimits(limits, { answerTurnSliceMs: 0.01 })
+    const server = await rosterServer()
+    const answers = server.replica.answers
+    const client = server.replica.doc.clientID
+    // Two costly answers, made lazily (in turns), each with its reader.
+    const a = answers.parts(EMPTY_VECTOR, 0)
+    const b = answers.parts(Y.encodeStateVector(new Map([[client, 5]])), 0)
+    expect([a.lazy, b.lazy]).toEqual([true, true])
+    const durable = (read: () => void): Promise<void> => server.replica.whenDurable(read)
+    // Another answer holds the turn while both line up, A first.
+    const turns = (answers as unknown as { turns: AnswerTurns }).turns
+    const blocker = await turns.take('blocker', () => true)
+    const order: string[] = []
+    const madeA = answers.made(a, 0, 'A', durable).then(() => order.push('A'))
+    const madeB = answers.made(b, 0, 'B', durable).then(() => order.push('B'))
+    await server.users.put({ id: 'during', name: 'Written while they waited' })
+    expect([a.needsResume, b.needsResume]).toEqual([true, true])
+    blocker()
+    await Promise.all([madeA, madeB])
+    // Each resolved with its part ready (not when the cut made it leave
+    // the line), in the order they came.
+    expect([a.ready(0), b.ready(0)]).toEqual([true, true])
+    expect(order).toEqual(['A', 'B'])
   })
 
   it('an answer the cache let go while the asker waited is made in turns too', async () => {

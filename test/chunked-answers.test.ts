@@ -275,6 +275,7 @@ describe('the answer cache', () => {
   const encoded = (parts: Uint8Array[]): EncodedParts => ({
     parts: parts[Symbol.iterator](),
     covered: new Map(),
+    cut: { requested: false },
   })
 
   it('keeps at most answersCachedBytesMax (the newest answer even when larger alone)', () => {

@@ -30,7 +30,7 @@
 import { createHash } from 'node:crypto'
 import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'
-import { diffParts } from '../../core/answer-chunks.js'
+import { diffParts, type CutSignal } from '../../core/answer-chunks.js'
 import { deleteRangesOf, type DeleteSetCache } from '../../core/delete-set.js'
 import { grownClients } from '../../core/grown-clients.js'
 import { limits } from '../../core/limits.js'
@@ -100,6 +100,8 @@ function keyOf(lacking: ReadonlyArray<readonly [number, number]>, partBytesMax: 
 export interface EncodedParts {
   readonly parts: Iterator<Uint8Array | null>
   readonly covered: ReadonlyMap<number, number>
+  /** Ends `parts` at once, its open part yielded (diffParts' `cut`). */
+  readonly cut: CutSignal
 }
 
 /** Whether `doc` is outside a transaction and its cleanup (its followed delete set is current). */
@@ -121,7 +123,8 @@ export function encodeParts(
   const ranges =
     isSettled(doc) && deletes !== undefined ? deletes.current() : deleteRangesOf(doc.store)
   const covered = new Map(from)
-  return { parts: diffParts(doc.store, from, ranges, partBytesMax, covered), covered }
+  const cut: CutSignal = { requested: false }
+  return { parts: diffParts(doc.store, from, ranges, partBytesMax, covered, cut), covered, cut }
 }
 
 /** What an answer would cost (AnswerCache.cost). */
@@ -207,6 +210,7 @@ export class AnswerCache {
       lazy && keep,
       {
         covered: first.covered,
+        cut: first.cut,
         resume: (cut, from) => {
           this.resuming.delete(cut)
           this.pending.add(cut)

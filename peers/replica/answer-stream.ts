@@ -28,6 +28,7 @@
  * once the last is made, the answer was dropped (`dropped`), or it is cut
  * and not resumed (`cutAt`, what the parts made bring).
  */
+import type { CutSignal } from '../../core/answer-chunks.js'
 
 /** An answer's parts, made as they are asked for (see the module comment). */
 export class AnswerStream {
@@ -58,10 +59,16 @@ export class AnswerStream {
      */
     private readonly resumable?: {
       covered: ReadonlyMap<number, number>
+      /** Asks `source` to end at once, its open part yielded (diffParts' `cut`). */
+      cut: CutSignal
       readonly resume: (
         stream: AnswerStream,
         covered: ReadonlyMap<number, number>,
-      ) => { parts: Iterator<Uint8Array | null>; covered: ReadonlyMap<number, number> }
+      ) => {
+        parts: Iterator<Uint8Array | null>
+        covered: ReadonlyMap<number, number>
+        cut: CutSignal
+      }
     },
   ) {
     this.source = source
@@ -74,10 +81,23 @@ export class AnswerStream {
 
   /**
    * Cuts it (the document is about to change: see the module comment):
-   * false when it cannot be (made whole, dropped, or not resumable).
+   * false when it cannot be (made whole, dropped, or not resumable). The
+   * structs walked since the last part go out as one more part first: a
+   * slice's work is never thrown away, so answers finish however often
+   * the document changes (diffParts' `cut`).
    */
   cut(): boolean {
-    if (this.source === undefined || this.resumable === undefined) return false
+    const source = this.source
+    if (source === undefined || this.resumable === undefined) return false
+    this.resumable.cut.requested = true
+    try {
+      for (let next = source.next(); next.done !== true; next = source.next())
+        if (next.value !== null) this.add(next.value)
+    } catch (error) {
+      // Its readers find it dropped (their links close; the peers ask again).
+      this.drop(error instanceof Error ? error.message : String(error))
+      return false
+    }
     this.cutAt = new Map(this.resumable.covered)
     this.source = undefined
     return true
@@ -93,6 +113,7 @@ export class AnswerStream {
     this.cutAt = undefined
     const next = this.resumable.resume(this, from)
     this.resumable.covered = next.covered
+    this.resumable.cut = next.cut
     this.source = next.parts
   }
 
@@ -122,6 +143,18 @@ export class AnswerStream {
       if (performance.now() >= deadline && !this.ready(index)) return false
     }
     return this.ready(index)
+  }
+
+  /**
+   * Makes parts on, toward the last, until `performance.now()` reaches
+   * `deadline` (at a pause of the source): what is left of a turn once
+   * the part a reader waits for is ready (`work`). An answer chasing a
+   * document written every turn stays a few structs behind it: made only
+   * until the reader's next part was ready, it never came to its end
+   * before the next write cut it again, and its step 2 never went.
+   */
+  workOn(deadline: number): void {
+    while (performance.now() < deadline && this.step());
   }
 
   /** Whether every part is made. */
@@ -180,7 +213,7 @@ export class AnswerStream {
 
   /** Makes every part not made yet (the document is about to change; a cut one waits for its `resume`). */
   finish(): void {
-    if (this.cutAt === undefined) this.fill(Infinity)
+    if (this.cutAt === undefined && this.dropped === undefined) this.fill(Infinity)
   }
 
   /**
@@ -225,11 +258,14 @@ export class AnswerStream {
       this.onDone(this)
       return false
     }
-    if (next.value === null) return true
-    this.made.push(next.value)
-    this.madeBytes += next.value.byteLength
-    this.onPart(this, next.value.byteLength)
+    if (next.value !== null) this.add(next.value)
     return true
+  }
+
+  private add(part: Uint8Array): void {
+    this.made.push(part)
+    this.madeBytes += part.byteLength
+    this.onPart(this, part.byteLength)
   }
 }
 

@@ -107,6 +107,15 @@ export class AnswerTurns {
   }
 
   /**
+   * A slice from now on (an answer whose turn waited for durability:
+   * ReplicaAnswers.made); with a slice of 0, no end.
+   */
+  deadlineFromNow(): number {
+    if (this.sliceMs <= 0) return Number.POSITIVE_INFINITY
+    return performance.now() + this.sliceMs
+  }
+
+  /**
    * Resolves once it is this answer's turn, with the function that ends it
    * (call it once), or at once with one that holds nothing when the answer
    * is no longer `costly()` by then (see the module comment). `who`: the

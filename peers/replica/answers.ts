@@ -100,18 +100,45 @@ export class ReplicaAnswers {
    * is ready, in turns, for the untrusted peer `who` reading it: resolves
    * once it is, or once no link reads it any more. Answers begun go
    * before those waiting for their first turn (AnswerTurns).
+   *
+   * A change that cuts it (AnswerStream.cut) does not send it to the back
+   * of the line: in its turn its rest is resumed and a slice of it made in
+   * one go, inside `durable` (Replica.whenDurable: at once, or once the
+   * batch of this peer's own being stored is; the turn is held
+   * meanwhile). Leaving the line at each cut let writes every 50 ms keep
+   * answers from finishing while a dozen took turns, and a turn that only
+   * resumed it, under writes back to back, found it cut again at its next.
    */
-  async made(stream: AnswerStream, index: number, who: string): Promise<void> {
-    // Not once it is cut (its reader resumes it first) or read no more.
-    const waits = (): boolean => !stream.ready(index) && !stream.needsResume && stream.readers > 0
+  async made(
+    stream: AnswerStream,
+    index: number,
+    who: string,
+    durable: (read: () => void) => Promise<void>,
+  ): Promise<void> {
+    const waits = (): boolean => !stream.ready(index) && stream.readers > 0
     while (waits()) {
       const end = await this.turns.take(who, waits, stream.started)
       try {
-        if (waits()) stream.work(index, this.turns.deadline())
+        if (!stream.needsResume) {
+          if (waits()) this.slice(stream, index, this.turns.deadline())
+          continue
+        }
+        await durable(() => {
+          stream.resume()
+          if (waits()) this.slice(stream, index, this.turns.deadlineFromNow())
+        })
       } finally {
         end()
       }
     }
+  }
+
+  /**
+   * A turn's slice of `stream` (held by its caller), until `deadline`:
+   * part `index`, then on toward its end while the slice lasts.
+   */
+  slice(stream: AnswerStream, index: number, deadline: number): void {
+    if (stream.work(index, deadline)) stream.workOn(deadline)
   }
 
   /** Answers that waited for a turn and got it (AnswerTurns.granted; tests). */

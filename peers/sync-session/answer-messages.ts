@@ -152,9 +152,10 @@ function gatedAnswer(
   return {
     ...messages,
     ready: (i) => {
-      if (parts.needsResume) return replica.whenDurable(() => parts.resume()).then(() => undefined)
-      if (who === undefined || !parts.lazy || parts.ready(i)) return undefined
-      return replica.answers.made(parts, i, who)
+      if (who === undefined || !parts.lazy)
+        return parts.needsResume ? replica.whenDurable(() => parts.resume()) : undefined
+      if (parts.ready(i)) return undefined
+      return replica.answers.made(parts, i, who, (read) => replica.whenDurable(read))
     },
   }
 }
@@ -199,7 +200,7 @@ export async function sendAnswer(
     const lazyFrom =
       untrusted === undefined ? Infinity : untrusted.inTurn ? 0 : limits.answerTurnCostMin
     const parts = replica.answers.parts(sent, lazyFrom)
-    if (untrusted?.inTurn === true) parts.work(0, replica.answers.deadline())
+    if (untrusted?.inTurn === true) replica.answers.slice(parts, 0, replica.answers.deadline())
     const messages = signed?.answerParts?.(parts) ?? plainAnswer(parts)
     out.stream(gatedAnswer(replica, parts, messages, untrusted?.who))
     return vector
