@@ -117,27 +117,60 @@ export function when(ms) {
   return typeof ms === 'number' && ms > 0 ? new Date(ms).toLocaleString() : '—'
 }
 
+/** First wait before the page opens a refused live stream again, ms (doubled up to the max). */
+const STREAM_RETRY_MS = 1_000
+const STREAM_RETRY_MS_MAX = 30_000
+
 /**
  * The live updates (server-sent events): `devices` (changed device
  * records) and `events` (new log events). One stream per page, opened
- * while signed in; the browser reconnects by itself.
+ * while signed in. The browser reconnects a dropped stream by itself, but
+ * never one the server refused (401: the session ended; 503: the server's
+ * streams were all taken, `adminStreamsMax`): the page asks whether the
+ * session is still on, and if it is, opens the stream again after a wait
+ * that doubles (1 s up to 30 s), reset once a stream is open.
  */
 export function openStream(handlers) {
-  const source = new EventSource('/api/stream')
-  source.addEventListener('devices', (e) => handlers.devices?.(JSON.parse(e.data)))
-  source.addEventListener('events', (e) => handlers.events?.(JSON.parse(e.data)))
-  source.addEventListener('open', () => handlers.state?.('live'))
-  source.addEventListener('error', () => {
-    handlers.state?.('reconnecting')
-    // The browser retries a dropped stream, never a refused one (401: the
-    // session ended while the page sat idle); the page is told at once.
-    if (source.readyState === EventSource.CLOSED) void checkSession()
-  })
-  return () => source.close()
+  let source
+  let timer
+  let stopped = false
+  let wait = STREAM_RETRY_MS
+  const open = () => {
+    source = new EventSource('/api/stream')
+    source.addEventListener('devices', (e) => handlers.devices?.(JSON.parse(e.data)))
+    source.addEventListener('events', (e) => handlers.events?.(JSON.parse(e.data)))
+    source.addEventListener('open', () => {
+      wait = STREAM_RETRY_MS
+      handlers.state?.('live')
+    })
+    source.addEventListener('error', () => {
+      handlers.state?.('reconnecting')
+      if (source.readyState !== EventSource.CLOSED || stopped) return
+      void checkSession().then((signedIn) => {
+        if (!signedIn || stopped) return
+        timer = setTimeout(open, wait)
+        wait = Math.min(wait * 2, STREAM_RETRY_MS_MAX)
+      })
+    })
+  }
+  open()
+  return () => {
+    stopped = true
+    clearTimeout(timer)
+    source.close()
+  }
 }
 
-/** Asks the server whether the session is still on; calls the signed-out listener if not. */
+/**
+ * Asks the server whether the session is still on; calls the signed-out
+ * listener if not. Resolves whether it is (true when the server could not
+ * be asked: the stream is tried again).
+ */
 async function checkSession() {
   const session = await api('GET', '/api/session').catch(() => undefined)
-  if (session !== undefined && session.signedIn !== true) onSignedOut()
+  if (session !== undefined && session.signedIn !== true) {
+    onSignedOut()
+    return false
+  }
+  return true
 }

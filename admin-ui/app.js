@@ -100,7 +100,7 @@ function useLive(session) {
   return { state, subscribe }
 }
 
-function Shell({ onSignOut, session }) {
+function Shell({ onSignOut, signOutError, session }) {
   const [page, setPage] = useState(() => {
     const wanted = location.hash.slice(1)
     return PAGES.some(([id]) => id === wanted) ? wanted : 'users'
@@ -131,6 +131,7 @@ function Shell({ onSignOut, session }) {
       </span>
       <button type="button" onClick=${onSignOut}>Sign out</button>
     </header>
+    <${ErrorLine} error=${signOutError} />
     <main>
       ${page === 'users' ? html`<${UsersPage} />` : null}
       ${page === 'devices' ? html`<${DevicesPage} live=${live} />` : null}
@@ -154,11 +155,23 @@ function App() {
       .catch(() => setSignedIn(false))
     whenSignedOut(() => setEnded(true))
   }, [])
+  // Signed out only once the server ended the session: a failed request
+  // leaves it on (another tab, the cookie), so the page says so and stays.
+  const [signOutError, setSignOutError] = useState()
   const signOut = async () => {
+    setSignOutError(undefined)
+    try {
+      await api('DELETE', '/api/session')
+    } catch (error) {
+      // 401: the session had ended already.
+      if (error.status !== 401) {
+        setSignOutError({ message: `Not signed out (${error.message}). Try again.` })
+        return
+      }
+    }
     setSignedIn(false)
     setEnded(false)
     setNotice('Signed out.')
-    await api('DELETE', '/api/session').catch(() => undefined)
   }
   if (signedIn === undefined) return html`<p class="loading">Loading…</p>`
   if (!signedIn)
@@ -171,7 +184,7 @@ function App() {
         setSignedIn(true)
       }}
     />`
-  return html`<${Shell} onSignOut=${signOut} session=${session} /> ${
+  return html`<${Shell} onSignOut=${signOut} signOutError=${signOutError} session=${session} /> ${
       ended
         ? html`<${SignIn}
             again=${true}

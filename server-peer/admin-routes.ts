@@ -101,7 +101,7 @@ export async function serveSession(
   body: () => Promise<unknown>,
   reply: Reply,
 ): Promise<void> {
-  const id = sessionIdOf(req)
+  const id = sessionIdOf(req, admin.sessions)
   if (method === 'GET') {
     const expiresAt = admin.sessions.use(id) ? admin.sessions.expiresAt(id) : undefined
     // Not an error: the page asks this on every load, signed in or not.

@@ -113,15 +113,29 @@ export function sameSecret(given: string, expected: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b)
 }
 
-/** The session cookie's value in a request, if any. */
-export function sessionIdOf(req: IncomingMessage): string | undefined {
+/**
+ * The session cookie's value in a request, if any: of several cookies of
+ * that name, the first naming a live session of `sessions` (else the
+ * first). Cookies ignore ports: a page on another port of the same host
+ * can set one more `rostersync_session` (a bogus one, sent first), and
+ * taking the first alone signed the administrator out for good, every
+ * sign-in again answered with 401.
+ */
+export function sessionIdOf(
+  req: IncomingMessage,
+  sessions: Pick<AdminSessions, 'expiresAt'>,
+): string | undefined {
   const header = req.headers.cookie
   if (header === undefined) return undefined
+  let first: string | undefined
   for (const part of header.split(';')) {
     const eq = part.indexOf('=')
-    if (eq > 0 && part.slice(0, eq).trim() === SESSION_COOKIE) return part.slice(eq + 1).trim()
+    if (eq <= 0 || part.slice(0, eq).trim() !== SESSION_COOKIE) continue
+    const id = part.slice(eq + 1).trim()
+    if (sessions.expiresAt(id) !== undefined) return id
+    first ??= id
   }
-  return undefined
+  return first
 }
 
 /** `Set-Cookie` of a new session. */

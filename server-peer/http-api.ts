@@ -190,7 +190,7 @@ function authenticate(
     const match = /^Bearer (.+)$/i.exec(header)
     return match !== null && sameSecret(match[1] ?? '', token) ? 'bearer' : undefined
   }
-  return admin.sessions.use(sessionIdOf(req)) ? 'cookie' : undefined
+  return admin.sessions.use(sessionIdOf(req, admin.sessions)) ? 'cookie' : undefined
 }
 
 /**
@@ -399,7 +399,7 @@ async function serve(
   if (resource === 'policies')
     return servePolicies(admin, method, id === 'preview', url, () => readJson(req), res, reply)
   if (resource === 'stream') {
-    const session = sessionIdOf(req)
+    const session = sessionIdOf(req, admin.sessions)
     // A stream opened with the page's cookie lives only as long as its
     // session: sign-out or expiry ends it (Bearer: as long as the socket).
     return admin.streams.open(

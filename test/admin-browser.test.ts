@@ -12,8 +12,10 @@
  */
 import { existsSync, mkdirSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
+import { get as httpGet, type ClientRequest } from 'node:http'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { netLimits } from '../core/limits.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
@@ -275,6 +277,71 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
       await page.getByRole('dialog', { name: 'Sign in again' }).waitFor()
     })
     expect(problems.filter((p) => !p.startsWith(refused))).toEqual([])
+  })
+
+  it('opens the live stream again once the server has room; a failed sign-out says so and keeps the session', async () => {
+    // Expected on the console: the refused stream (503) and the dropped sign-out.
+    const expected = [
+      'console: Failed to load resource: the server responded with a status of 503',
+      'console: Failed to load resource: net::ERR_FAILED',
+    ]
+    const held: ClientRequest[] = []
+    const problems = await withPage('admin-browser-stream-retry', async (page) => {
+      await page.goto(`${server.http}/`)
+      await page.getByLabel('Admin token').fill(server.adminToken)
+      await page.getByRole('button', { name: 'Sign in' }).click()
+      const live = page.getByRole('status', { name: 'Live updates' })
+      await live.getByText('Live').waitFor()
+      // The page leaves, and every stream the server allows is taken (16
+      // admin tabs): the page's stream, opened when it comes back, is
+      // refused with 503, which the browser never retries by itself.
+      await page.goto('about:blank')
+      const open = (): Promise<ClientRequest | undefined> =>
+        new Promise((resolve) => {
+          const req = httpGet(`${server.http}/api/stream`, {
+            headers: { authorization: `Bearer ${server.adminToken}` },
+          })
+          req.on('response', (res) => {
+            if (res.statusCode === 200) return resolve(req)
+            req.destroy()
+            resolve(undefined)
+          })
+          req.on('error', () => resolve(undefined))
+        })
+      const until = Date.now() + 10_000
+      while (held.length < netLimits.adminStreamsMax && Date.now() < until) {
+        const req = await open()
+        if (req !== undefined) held.push(req)
+        else await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+      expect(held.length).toBe(netLimits.adminStreamsMax)
+      await page.goto(`${server.http}/`)
+      await page.getByRole('button', { name: 'Sign out' }).waitFor()
+      await live.getByText('Reconnecting').waitFor()
+      await page.waitForTimeout(1_500)
+      expect(await live.textContent()).toMatch(/Reconnecting/)
+      for (const req of held.splice(0)) req.destroy()
+      // The page opens it again by itself once there is room.
+      await live.getByText('Live').waitFor({ timeout: 20_000 })
+
+      // A sign-out whose request fails leaves the session on: the page says so.
+      await page.route('**/api/session', (route) =>
+        route.request().method() === 'DELETE' ? route.abort() : route.continue(),
+      )
+      await page.getByRole('button', { name: 'Sign out' }).click()
+      await page
+        .getByRole('alert')
+        .getByText(/Not signed out/)
+        .waitFor()
+      expect(await page.getByLabel('Admin token').count()).toBe(0)
+      await page.unroute('**/api/session')
+      await page.getByRole('button', { name: 'Sign out' }).click()
+      await page.getByLabel('Admin token').waitFor()
+      await page.reload()
+      await page.getByLabel('Admin token').waitFor()
+    })
+    for (const req of held) req.destroy()
+    expect(problems.filter((p) => !expected.some((e) => p.startsWith(e)))).toEqual([])
   })
 
   it('exports the selected users as a download that a stopped device imports', async () => {

@@ -112,6 +112,32 @@ describe('admin page sessions', () => {
     expect(codeOf(after)).toBe('AUTH_FAILED')
   })
 
+  it('finds the session among several cookies of its name (one set by a page on another port of the host)', async () => {
+    const peer = await server()
+    const cookie = await signIn(peer)
+    // Cookies ignore ports: another page of 127.0.0.1 set a bogus one, sent first.
+    const tossed = `rostersync_session=bogus; ${cookie}`
+    expect((await call(peer, 'GET', '/api/session', { cookie: tossed })).body).toMatchObject({
+      signedIn: true,
+    })
+    expect((await call(peer, 'GET', '/api/users', { cookie: tossed })).status).toBe(200)
+    const put = await call(peer, 'PUT', '/api/users/tossed', {
+      cookie: tossed,
+      csrf: true,
+      body: { name: 'Tossed' },
+    })
+    expect(put.status).toBe(200)
+    // Signing out with both ends the real session.
+    expect(
+      (await call(peer, 'DELETE', '/api/session', { cookie: tossed, csrf: true })).status,
+    ).toBe(200)
+    expect((await call(peer, 'GET', '/api/users', { cookie })).status).toBe(401)
+    // The bogus one alone is no session.
+    expect(
+      (await call(peer, 'GET', '/api/users', { cookie: 'rostersync_session=bogus' })).status,
+    ).toBe(401)
+  })
+
   it('refuses a change made with the cookie without the CSRF header or from another origin, changing nothing', async () => {
     const peer = await server()
     await peer.users.put({ id: 'u1', name: 'Ann' })
