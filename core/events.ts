@@ -29,6 +29,8 @@ export const EVENT_TYPES = [
   // Issue 13: generations
   'history-compacted',
   'generation-moved',
+  // A device holds operations of the server's own the server no longer has: its data directory was restored.
+  'restore-detected',
   // The administrator's approval of a device, and its key reset (issue 11).
   'device-approved',
   'device-key-reset',

@@ -51,6 +51,8 @@ interface Persisted {
 }
 
 const RECORD = ['sync', 'state'] as const
+const restoredMessage = (lost: number): string =>
+  `the server lacks ${lost} operation(s) of its own this device holds: it lost them (its data directory restored from a backup, or a crash); fetching its roster whole, this device's own entries carried`
 const noServer = (what: string): SyncError =>
   new SyncError('NO_SERVER', `this device has no server: ${what}`)
 /** The device's sync controller. */
@@ -247,6 +249,16 @@ export class DeviceSync implements DeviceSyncApi {
             // A delta has what it lacked once the first answer is durable here.
             if (kind === 'delta') this.book.serverToDevice = { state: 'success', at: clock.now() }
           })
+      // The server lacks operations of its own this device holds: its data
+      // directory was restored from a backup. Its document is fetched
+      // whole, this device's own entries carried over it (a move to the
+      // same generation), so the rolled-back operations go.
+      const generation = this.generation.current().id
+      const lost = pushed === undefined ? 0 : this.server.serverLost(session, pushed, generation)
+      if (lost > 0) {
+        await this.log({ type: 'restore-detected', message: restoredMessage(lost) })
+        await this.generation.refetch()
+      }
       // (A hello may have called for a move during the push: ensure waits
       // for one it is staging, so no second staged wipe queues behind it.)
       if (await this.generation.ensure()) {
@@ -440,7 +452,7 @@ export class DeviceSync implements DeviceSyncApi {
   // ---- link events ----------------------------------------------------------
 
   private onConnected(session: SyncSession): void {
-    this.server.connected(session)
+    this.server.connected(session, this.generation.current().id)
     // Going online pushes offline changes (and takes what the server has).
     this.auto()
   }

@@ -287,6 +287,9 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     writerId: SERVER_ID,
     ...basics,
     clientIds: identity,
+    // A data directory restored from a backup writes under ids no device
+    // holds (PROTOCOL.md, "A restored server"): one clientID per start.
+    freshClientIdEachOpen: true,
     hooks: {
       afterRemote: (users, ctx) => adoptFills(users, ctx),
       writesAfterRemote: (users, ctx) => adoptsAny(users, ctx),

@@ -34,6 +34,7 @@ import { recordBytes, type FieldValue } from '../../core/schema.js'
 import { limits } from '../../core/limits.js'
 import type { HlcStamp } from '../../core/hlc.js'
 import {
+  decodeGenerationStatement,
   encodeGenerationStatement,
   FIRST_GENERATION,
   sameGeneration,
@@ -216,6 +217,28 @@ export class GenerationMove {
     await replica.wipe({ local: false, staged: true, generation: true })
     this.staged = { to, carried, relayed }
     return true
+  }
+
+  /**
+   * Stages a move to the generation this device is on (unless a move is
+   * staged): its server lost operations of its own that this device holds
+   * (a data directory restored from a backup: ServerExchange.serverLost).
+   * The next round fetches the server's document whole and carries this
+   * device's own entries over it, as a move does; the delete marks stay
+   * (PROTOCOL.md, "A restored server").
+   */
+  refetch(): Promise<void> {
+    return this.serial(async () => {
+      if (this.staged !== undefined) return
+      const { replica } = this
+      // The same generation, its statement kept (the device shows it to LAN peers).
+      const statement = deviceGenerationStatement(replica)
+      const to = statement === undefined ? this.current() : decodeGenerationStatement(statement)
+      const carried = ownEntries(replica.doc, replica)
+      const relayed = relayedEntries(replica.doc, replica)
+      await replica.wipe({ local: false, staged: true, generation: true })
+      this.staged = { to, carried, relayed }
+    })
   }
 
   /**

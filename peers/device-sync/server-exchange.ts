@@ -12,6 +12,7 @@ import * as Y from 'yjs'
 import type { Clock } from '../../core/clock.js'
 import { writersOfClients } from '../../core/authorize.js'
 import { SyncError, withoutStack } from '../../core/errors.js'
+import { SERVER_ID } from '../../core/ids.js'
 import { netLimits } from '../../core/limits.js'
 import type { Replica } from '../replica.js'
 import type { SyncAnswer, SyncSession } from '../sync-session.js'
@@ -45,6 +46,14 @@ export class ServerExchange {
   private lastRemoteError: { code: string; message: string } | undefined
   /** Codes of this device's changes the server refused, logged since the last success. */
   private readonly savesRefused = new Set<string>()
+  /** What the device held when the link's session opened (serverLost). */
+  private opened:
+    | {
+        readonly session: SyncSession
+        readonly held: Map<number, number>
+        readonly generation: string
+      }
+    | undefined
   private connectWaiters: Array<{
     resolve: (s: SyncSession) => void
     reject: (e: Error) => void
@@ -76,6 +85,33 @@ export class ServerExchange {
     return true
   }
 
+  /**
+   * How many operations of the server's own this device held when
+   * `session` opened (on generation `generation`) past what `answer` (an
+   * answer on that session) says the server holds: 0 nearly always. The
+   * server sends only what is durable, and its every answer on a session
+   * was made after the session opened, so those are operations the server
+   * lost since (its data directory restored from a backup taken before
+   * them, or a crash). Only what was held when the session opened counts:
+   * an answer may be one to an earlier step 1 of the session (matched by
+   * arrival order), older than what came after it (PROTOCOL.md, "A
+   * restored server").
+   */
+  serverLost(session: SyncSession, answer: SyncAnswer, generation: string): number {
+    const opened = this.opened
+    if (opened?.session !== session || opened.generation !== generation) return 0
+    const ahead = new Map<number, number>()
+    for (const [client, clock] of opened.held) {
+      const held = answer.theirs.get(client) ?? 0
+      if (clock > held) ahead.set(client, clock - held)
+    }
+    if (ahead.size === 0) return 0
+    let lost = 0
+    for (const [client, writer] of writersOfClients(this.options.replica.doc, ahead.keys()))
+      if (writer === SERVER_ID) lost += ahead.get(client) ?? 0
+    return lost
+  }
+
   /** A sync succeeded: a refusal of the device's changes is logged again when it comes. */
   saved(): void {
     this.savesRefused.clear()
@@ -86,8 +122,14 @@ export class ServerExchange {
     this.lastRemoteError = undefined
   }
 
-  /** The link connected: the syncs waiting for it go on. */
-  connected(session: SyncSession): void {
+  /**
+   * The link connected (the device on generation `generation`): the syncs
+   * waiting for it go on. What the device holds now is kept for
+   * `serverLost`.
+   */
+  connected(session: SyncSession, generation: string): void {
+    const held = Y.decodeStateVector(Y.encodeStateVector(this.options.replica.doc))
+    this.opened = { session, held, generation }
     for (const w of this.connectWaiters.splice(0)) w.resolve(session)
   }
 

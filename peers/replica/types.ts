@@ -98,6 +98,13 @@ export interface ReplicaOptions {
    * that its signed envelopes can prove them its own; random ones when absent.
    */
   readonly clientIds?: ClientIdSource
+  /**
+   * A fresh clientID at every open, clean restarts included (the server:
+   * a data directory restored from a backup must not write again under
+   * ids that devices may already hold with other content: PROTOCOL.md,
+   * "A restored server"). Off by default (yjs#415: clientIDs pile up).
+   */
+  readonly freshClientIdEachOpen?: boolean
   readonly hooks?: ReplicaHooks
   readonly eventsMax?: number
   /**

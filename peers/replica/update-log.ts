@@ -25,6 +25,8 @@ export interface UpdateLogOptions {
   readonly store: Store
   readonly randomUint32: () => number
   readonly clientIds?: ClientIdSource
+  /** ReplicaOptions.freshClientIdEachOpen. */
+  readonly freshClientIdEachOpen?: boolean
 }
 
 /** A staged wipe not committed yet (see WipeOptions.staged). */
@@ -192,7 +194,7 @@ export class UpdateLog {
    * Keeps the clientID across a clean restart; mints a new one after a crash
    * (or on first start), so that a clientID is never reused where some of its
    * operations may not have been made durable (yjs#415 explains why not to
-   * mint one on every start).
+   * mint one on every start; the server does: `freshClientIdEachOpen`).
    */
   private async chooseClientId(doc: Y.Doc): Promise<void> {
     const store = this.options.store
@@ -205,7 +207,8 @@ export class UpdateLog {
     // is not kept: its writes could never be sent.
     const provable = saved === undefined || (this.options.clientIds?.owns(saved) ?? true)
     if (saved !== undefined && clean === saved && provable) {
-      doc.clientID = saved
+      doc.clientID =
+        this.options.freshClientIdEachOpen === true ? this.freshClientId(doc, ops) : saved
       this.openKind = 'clean'
     } else {
       doc.clientID = this.freshClientId(doc, ops)

@@ -1,0 +1,104 @@
+/**
+ * A server restored from a backup of its data directory (PROTOCOL.md, "A
+ * restored server"; README, backups): devices that synced after the backup
+ * hold operations of the server's the restored server no longer has. The
+ * server takes a fresh clientID at every start, so what it writes after
+ * the restore never reuses ids those devices hold with other content (they
+ * would never get it), and a device whose server lacks operations of its
+ * own that it holds fetches the server's roster whole, its own entries
+ * carried over it, so the rolled-back values go. Real server and devices
+ * on LevelDB, the backup a copy of the stopped server's directory.
+ */
+import { cp, mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+
+const closers: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close().catch(() => undefined)
+})
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'rostersync-restore-'))
+  closers.push(() => rm(dir, { recursive: true, force: true }))
+  return dir
+}
+
+async function server(dataDir: string, port = 0): Promise<ServerPeer> {
+  const peer = await createServer({ dataDir, port })
+  closers.push(() => peer.close())
+  return peer
+}
+
+async function device(id: string, dir: string, peer: ServerPeer): Promise<DevicePeer> {
+  const created = await createDevice({
+    id,
+    dataDir: join(dir, id),
+    server: peer.url,
+    ...(peer.siteKey === undefined ? {} : { siteKey: peer.siteKey }),
+  })
+  closers.push(() => created.close())
+  return created
+}
+
+/** The roster as a device or the server shows it, sorted by id. */
+const rosterOf = (peer: ServerPeer | DevicePeer): unknown =>
+  [...peer.users.list()].sort((a, b) => a.id.localeCompare(b.id))
+
+describe('a server restored from a backup of its data directory', () => {
+  it('devices drop what the restore rolled back, get what the restored server writes, and keep their own', async () => {
+    const dir = await tempDir()
+    const data = join(dir, 'server')
+    let peer = await server(data)
+    const port = Number(new URL(peer.url).port)
+    for (let i = 1; i <= 3; i++) await peer.users.put({ id: `U${i}`, name: `User ${i}` })
+    const d = await device('D', dir, peer)
+    const e = await device('E', dir, peer)
+    await d.sync.whenReady()
+    await e.sync.whenReady()
+    const before = peer.replica.clientId
+
+    // The backup: a copy of the stopped server's directory.
+    await peer.close()
+    await cp(data, join(dir, 'backup'), { recursive: true })
+    peer = await server(data, port)
+    // A clean restart takes a fresh clientID too.
+    expect(peer.replica.openKind).toBe('clean')
+    expect(peer.replica.clientId).not.toBe(before)
+    await peer.users.patch('U2', { name: 'Renamed after the backup' })
+    await d.sync.delta()
+    await e.sync.delta()
+    expect(e.users.get('U2')?.name).toBe('Renamed after the backup')
+    // D fills a vacant field; the server adopts it.
+    await d.users.patch('U3', { email: 'd3@example.com' })
+    await d.sync.whenIdle()
+    expect(peer.users.get('U3')?.email).toBe('d3@example.com')
+
+    // The restore: the directory as it was at the backup.
+    await peer.close()
+    await rm(data, { recursive: true, force: true })
+    await cp(join(dir, 'backup'), data, { recursive: true })
+    peer = await server(data, port)
+    expect(peer.users.get('U2')?.name).toBe('User 2')
+    // Written before any device is back: under ids no device holds.
+    await peer.users.put({ id: 'A0', name: 'Written right after the restore' })
+
+    for (const dev of [d, e]) await dev.sync.delta()
+    await peer.users.patch('U1', { department: 'Later' })
+    for (const dev of [d, e]) await dev.sync.delta()
+
+    // Every view is the server's: the rename rolled back, the new user
+    // there, and D's fill (its own entry, carried) adopted again.
+    expect(peer.users.get('U3')?.email).toBe('d3@example.com')
+    expect(peer.users.get('A0')?.name).toBe('Written right after the restore')
+    for (const dev of [d, e]) {
+      expect(rosterOf(dev)).toEqual(rosterOf(peer))
+      const logged = dev.events.query({ type: 'restore-detected' })
+      expect(logged.length).toBeGreaterThan(0)
+      expect(logged[0]?.message).toMatch(/restored from a backup/)
+    }
+  })
+})
