@@ -32,12 +32,23 @@ export function PoliciesPage() {
   const confirm = async () => {
     setBusy(true)
     try {
-      const result = await api('PUT', '/api/policies', { [preview.field]: preview.to })
+      // Only as the preview showed it: refused (412) once another change came between.
+      const result = await api(
+        'PUT',
+        '/api/policies',
+        { [preview.field]: preview.to },
+        preview.etag === undefined ? {} : { 'if-match': preview.etag },
+      )
       setFields(result.fields)
       setDone(`${preview.field} is now ${preview.to}.`)
       setError(undefined)
     } catch (err) {
       setError(err)
+      // What the policies are now, so that the next preview is of them.
+      if (err.status === 412)
+        await api('GET', '/api/policies')
+          .then((p) => setFields(p.fields))
+          .catch(() => undefined)
     } finally {
       setBusy(false)
       setPreview(undefined)

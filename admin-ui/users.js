@@ -298,7 +298,7 @@ function toInput(kind, value) {
   if (value === undefined || value === null) return kind === 'boolean' ? false : ''
   switch (kind) {
     case 'list':
-      return value.join(', ')
+      return value.map(listItemText).join(', ')
     case 'cards':
       return value.map((c) => `${c.type}:${c.value}`).join('\n')
     case 'pin':
@@ -310,14 +310,50 @@ function toInput(kind, value) {
   }
 }
 
+/**
+ * One list item as the editor writes it: in double quotes (a quote inside
+ * doubled, as in CSV) when it holds a comma or a quote, or starts or ends
+ * with a space; else as it is. A group id `Sales, EMEA` must come back as
+ * one item, not two.
+ */
+function listItemText(item) {
+  return /[,"]|^\s|\s$/.test(item) ? `"${item.replaceAll('"', '""')}"` : item
+}
+
+/** The items of a list as typed: separated by commas, an item in double quotes taken as it is. */
+function listItems(text) {
+  const items = []
+  let i = 0
+  while (i < text.length) {
+    while (i < text.length && /\s/.test(text[i])) i++
+    if (i >= text.length) break
+    let item = ''
+    if (text[i] === '"') {
+      // Quoted: up to the closing quote ("" is one quote), then to the comma.
+      i++
+      for (; i < text.length; i++) {
+        if (text[i] !== '"') item += text[i]
+        else if (text[i + 1] === '"') item += text[i++]
+        else break
+      }
+      const comma = text.indexOf(',', i)
+      i = comma < 0 ? text.length : comma + 1
+    } else {
+      const comma = text.indexOf(',', i)
+      const end = comma < 0 ? text.length : comma
+      item = text.slice(i, end).trim()
+      i = end + 1
+    }
+    if (item !== '') items.push(item)
+  }
+  return items
+}
+
 /** A form input's text as the field's value; undefined leaves the field out. */
 function fromInput(kind, text) {
   switch (kind) {
     case 'list':
-      return text
-        .split(',')
-        .map((s) => s.trim())
-        .filter((s) => s !== '')
+      return listItems(text)
     case 'cards':
       return text
         .split('\n')

@@ -84,6 +84,54 @@ export const DIFF_STRUCTS_PER_PAUSE = 256
  */
 export interface CutSignal {
   requested: boolean
+  /**
+   * Set by the generator when it ends because of the request; one that
+   * ends without it came to its natural end (the last part made before the
+   * store changed: the answer is complete).
+   */
+  stopped?: boolean
+}
+
+/**
+ * The delete ranges an answer's parts yielded so far, per client: start
+ * and end clocks, flat, each walk's in order (diffParts).
+ */
+export type DeletesSent = Map<number, number[]>
+
+/**
+ * `deletes` (per client, sorted `[start, end)` clock ranges) without the
+ * ranges in `sent`: a delete set only grows, and what a receiver was sent
+ * of it stays deleted there, so the rest of a cut answer sends only the
+ * ranges it lacks.
+ */
+export function deletesNotSent(deletes: Ranges, sent: DeletesSent): Ranges {
+  if (sent.size === 0) return deletes
+  const rest = new Map<number, Array<readonly [number, number]>>()
+  for (const [client, list] of deletes) {
+    const flat = sent.get(client)
+    if (flat === undefined || flat.length === 0) {
+      rest.set(client, list as Array<readonly [number, number]>)
+      continue
+    }
+    const done: Array<readonly [number, number]> = []
+    for (let i = 0; i < flat.length; i += 2) done.push([flat[i] as number, flat[i + 1] as number])
+    done.sort((a, b) => a[0] - b[0])
+    const left: Array<readonly [number, number]> = []
+    let d = 0
+    for (const [start, end] of list) {
+      let from = start
+      while (d < done.length && (done[d] as readonly [number, number])[1] <= from) d++
+      for (let k = d; k < done.length && from < end; k++) {
+        const [doneStart, doneEnd] = done[k] as readonly [number, number]
+        if (doneStart >= end) break
+        if (doneStart > from) left.push([from, doneStart])
+        from = Math.max(from, doneEnd)
+      }
+      if (from < end) left.push([from, end])
+    }
+    if (left.length > 0) rest.set(client, left)
+  }
+  return rest
 }
 
 /**
@@ -107,8 +155,11 @@ export interface CutSignal {
  * walked again. Without that, writes coming faster than a part is made
  * (several answers sharing the turns: each gets a slice now and then)
  * threw every answer's walk away at each write, and no answer ever
- * finished. Cut while the delete set is going out, it stops there (the
- * rest sends the delete set again, whole).
+ * finished. Cut while the delete set is going out, it stops there: the
+ * ranges yielded so far are kept in `deletesSent` (when given), and the
+ * rest sends the delete set of the document then without them
+ * (`deletesNotSent`), or an answer whose delete set takes more slices than
+ * come between two writes never ends.
  */
 export function* diffParts(
   store: Y.Doc['store'],
@@ -117,9 +168,14 @@ export function* diffParts(
   partBytesMax: number,
   covered?: Map<number, number>,
   cut?: CutSignal,
+  deletesSent?: DeletesSent,
 ): Generator<Uint8Array | null, void, undefined> {
   // A function: the flag changes while the generator waits at a yield.
-  const stopped = (): boolean => cut?.requested === true
+  const stopped = (): boolean => {
+    if (cut?.requested !== true) return false
+    cut.stopped = true
+    return true
+  }
   if (stopped()) return
   let sincePause = 0
   const cursors = new Map<number, Cursor>()
@@ -131,7 +187,7 @@ export function* diffParts(
     if (last.id.clock + last.length <= clock) continue
     cursors.set(client, { structs, index: Y.findIndexSS(structs, clock), clock })
   }
-  const parts = new PartWriter(partBytesMax, covered)
+  const parts = new PartWriter(partBytesMax, covered, deletesSent)
   /** Clients waiting for another's clock: client waited for -> (waiting client, clock needed). */
   const waiters = new Map<number, Array<{ client: number; clock: number }>>()
   const ready = [...cursors.keys()]
@@ -231,6 +287,8 @@ class PartWriter {
   closed: Uint8Array[] = []
   /** The clock each client's run in each closed part ends at, in the order of `closed`. */
   private closedEnds: Array<Array<readonly [number, number]>> = []
+  /** The delete ranges of each closed part, in the order of `closed`. */
+  private closedDeletes: Ranges[] = []
   /** Parts closed in all. */
   private made = 0
   private runs = new Map<number, Run>()
@@ -241,6 +299,7 @@ class PartWriter {
   constructor(
     private readonly partBytesMax: number,
     private readonly covered?: Map<number, number>,
+    private readonly deletesSent?: DeletesSent,
   ) {}
 
   /** Adds `struct` (written from `offset`), starting at `clock`, to the open part. */
@@ -283,13 +342,22 @@ class PartWriter {
   *take(): Generator<Uint8Array, void, undefined> {
     const parts = this.closed
     const ends = this.closedEnds
+    const deletes = this.closedDeletes
     this.closed = []
     this.closedEnds = []
+    this.closedDeletes = []
     for (let i = 0; i < parts.length; i++) {
       const covered = this.covered
       if (covered !== undefined)
         for (const [client, end] of ends[i] ?? [])
           if ((covered.get(client) ?? 0) < end) covered.set(client, end)
+      const sent = this.deletesSent
+      if (sent !== undefined)
+        for (const [client, list] of deletes[i] ?? (new Map() as Ranges)) {
+          let flat = sent.get(client)
+          if (flat === undefined) sent.set(client, (flat = []))
+          for (const [start, end] of list) flat.push(start, end)
+        }
       yield parts[i] as Uint8Array
     }
   }
@@ -318,7 +386,7 @@ class PartWriter {
     if (this.runs.size > 0) {
       this.close()
       yield* this.take()
-      if (cut?.requested === true) return
+      if (cutNow(cut)) return
     }
     yield* this.deleteParts(deletes, cut)
     // A step 2 goes out even with nothing in it.
@@ -357,6 +425,7 @@ class PartWriter {
     pieces.push(tail.toUint8Array())
     this.closed.push(joinBytes(pieces))
     this.closedEnds.push([...this.runs].map(([client, run]) => [client, run.end] as const))
+    this.closedDeletes.push(deletes)
     this.made++
     this.runs = new Map()
     this.bytes = HEADER_BYTES_MAX
@@ -380,7 +449,7 @@ class PartWriter {
           bytes = HEADER_BYTES_MAX
           yield* this.take()
           yield null
-          if (cut?.requested === true) return
+          if (cutNow(cut)) return
         }
         const ranges = part.get(client)
         if (ranges === undefined) part.set(client, [range])
@@ -389,7 +458,7 @@ class PartWriter {
         if (++sincePause >= DIFF_STRUCTS_PER_PAUSE) {
           sincePause = 0
           yield null
-          if (cut?.requested === true) return
+          if (cutNow(cut)) return
         }
       }
     }
@@ -398,6 +467,13 @@ class PartWriter {
       yield* this.take()
     }
   }
+}
+
+/** Whether `cut` was requested (noting that the generator stops for it). */
+function cutNow(cut: CutSignal | undefined): boolean {
+  if (cut?.requested !== true) return false
+  cut.stopped = true
+  return true
 }
 
 /**

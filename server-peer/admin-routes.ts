@@ -4,6 +4,7 @@
  * with the consequence of a change (rule 5), live updates (`/api/stream`)
  * (exports are served by export-route.ts). `http-api.ts` authenticates and routes; these serve.
  */
+import { createHash } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { FieldPolicy } from '../core/entries.js'
 import { InvalidOptionsError } from '../core/errors.js'
@@ -151,23 +152,37 @@ export async function servePolicies(
   body: () => Promise<unknown>,
   res: ServerResponse,
   reply: Reply,
+  /** Throws the refusal of a change whose If-Match does not name `tag` (the policies' now). */
+  precondition?: (tag: string) => void,
 ): Promise<void> {
   const { replica, schema } = admin.parts
   if (preview) {
     const field = url.searchParams.get('field')
     const policy = url.searchParams.get('policy')
     checkPolicyChange(schema, field, policy)
-    return reply(res, 200, policyPreview(replica, schema, field ?? '', policy as FieldPolicy))
+    // The tag of the policies the preview was made of: a change confirmed
+    // from it sends it back (If-Match), refused once another changed them.
+    const tag = policiesTag(admin)
+    const shown = policyPreview(replica, schema, field ?? '', policy as FieldPolicy)
+    return reply(res, 200, { ...shown, etag: tag }, { etag: tag })
   }
   if (method === 'PUT') {
     const input = await body()
     if (typeof input !== 'object' || input === null || Array.isArray(input))
       throw new InvalidOptionsError('the body must be a JSON object of field: policy')
     for (const [field, policy] of Object.entries(input)) checkPolicyChange(schema, field, policy)
+    // Checked after the body is read: nothing may change the policies in between.
+    precondition?.(policiesTag(admin))
     const changed = await admin.parts.setFieldPolicies(input as Record<string, FieldPolicy>)
-    return reply(res, 200, { changed, fields: policyList(admin) })
+    return reply(res, 200, { changed, fields: policyList(admin) }, { etag: policiesTag(admin) })
   }
-  return reply(res, 200, { fields: policyList(admin) })
+  return reply(res, 200, { fields: policyList(admin) }, { etag: policiesTag(admin) })
+}
+
+/** The strong entity tag of the site's field policies (GET /api/policies, its preview). */
+export function policiesTag(admin: AdminConsole): string {
+  const text = JSON.stringify(policyList(admin).map((f) => [f.field, f.policy]))
+  return `"${createHash('sha256').update(text).digest('base64url').slice(0, 27)}"`
 }
 
 function policyList(admin: AdminConsole) {

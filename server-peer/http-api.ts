@@ -397,7 +397,16 @@ async function serve(
     return reply(res, 200, { ok: true })
   }
   if (resource === 'policies')
-    return servePolicies(admin, method, id === 'preview', url, () => readJson(req), res, reply)
+    return servePolicies(
+      admin,
+      method,
+      id === 'preview',
+      url,
+      () => readJson(req),
+      res,
+      reply,
+      (tag) => checkPoliciesCondition(req, tag),
+    )
   if (resource === 'stream') {
     const session = sessionIdOf(req, admin.sessions)
     // A stream opened with the page's cookie lives only as long as its
@@ -451,6 +460,23 @@ function conditionOf(req: IncomingMessage, method: string): Condition | undefine
       `If-Match must be * or entity tags as a GET of the user gives them (ETag), got ${excerpt(ifMatch, 64)}`,
     )
   return { tags }
+}
+
+/**
+ * A change of the field policies made with `If-Match` (the tag a GET or a
+ * preview of them gave): 412 `PRECONDITION_FAILED` once another change
+ * made them something else since (an administrator confirming a preview
+ * made of policies that changed meanwhile). Without it, the change is made.
+ */
+function checkPoliciesCondition(req: IncomingMessage, tag: string): void {
+  const condition = conditionOf(req, 'PUT')
+  if (condition === undefined || condition === 'present') return
+  if (condition === 'absent' || !condition.tags.includes(tag))
+    throw new HttpError(
+      412,
+      'PRECONDITION_FAILED',
+      'the field policies changed since they were read (If-Match): read them, or preview the change, again',
+    )
 }
 
 /** Throws the refusal of `condition` for user `id`, whose view is `view`; nothing when it holds. */

@@ -344,6 +344,24 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
     expect(problems.filter((p) => !expected.some((e) => p.startsWith(e)))).toEqual([])
   })
 
+  it('keeps a list item that holds a comma as one item when a user is edited', async () => {
+    await server.users.put({ id: 'comma1', name: 'Comma', groups: ['Sales, EMEA'] })
+    const problems = await withPage('admin-browser-comma', async (page) => {
+      await page.goto(`${server.http}/`)
+      await page.getByLabel('Admin token').fill(server.adminToken)
+      await page.getByRole('button', { name: 'Sign in' }).click()
+      await page.getByLabel('Search').fill('comma1')
+      await page.getByRole('button', { name: 'Edit comma1' }).click()
+      const groups = page.getByLabel('groups', { exact: true })
+      expect(await groups.inputValue()).toBe('"Sales, EMEA"')
+      await groups.fill(`${await groups.inputValue()}, Ops`)
+      await page.getByRole('button', { name: 'Save' }).click()
+      await page.getByRole('region', { name: /Edit/ }).waitFor({ state: 'detached' })
+    })
+    expect(server.users.get('comma1')?.groups).toEqual(['Sales, EMEA', 'Ops'])
+    expect(problems).toEqual([])
+  })
+
   it('exports the selected users as a download that a stopped device imports', async () => {
     for (const id of NIGHT_SHIFT) await server.users.patch(id, { groups: ['night-shift'] })
     const chosen = ['u000001', 'u000002', 'u000004']

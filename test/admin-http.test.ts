@@ -426,6 +426,47 @@ describe('field sources and policies', () => {
     expect(codeOf(missing)).toBe('USER_NOT_FOUND')
   })
 
+  it('refuses a policy change confirmed from a preview of policies that changed since (If-Match)', async () => {
+    const peer = await server()
+    const cookie = await signIn(peer)
+    const preview = await call(
+      peer,
+      'GET',
+      '/api/policies/preview?field=department&policy=last-writer-wins',
+      { cookie },
+    )
+    const tag = preview.headers.get('etag')
+    expect(tag).toMatch(/^"[A-Za-z0-9_-]+"$/)
+    expect(preview.body.etag).toBe(tag)
+    // Another administrator changes the policies meanwhile.
+    const other = await call(peer, 'PUT', '/api/policies', {
+      cookie,
+      csrf: true,
+      body: { department: 'device-specific' },
+    })
+    expect(other.status).toBe(200)
+    const stale = await call(peer, 'PUT', '/api/policies', {
+      cookie,
+      csrf: true,
+      body: { department: 'last-writer-wins' },
+      headers: { 'if-match': tag ?? '' },
+    })
+    expect(stale.status).toBe(412)
+    expect(codeOf(stale)).toBe('PRECONDITION_FAILED')
+    expect(peer.replica.policies().get('department')?.p).toBe('device-specific')
+    // The tag of the policies now is taken; and a change without If-Match is made as before.
+    const now = await call(peer, 'GET', '/api/policies', { cookie })
+    const fresh = await call(peer, 'PUT', '/api/policies', {
+      cookie,
+      csrf: true,
+      body: { department: 'last-writer-wins' },
+      headers: { 'if-match': now.headers.get('etag') ?? '' },
+    })
+    expect(fresh.status).toBe(200)
+    expect(peer.replica.policies().get('department')?.p).toBe('last-writer-wins')
+    expect(fresh.headers.get('etag')).not.toBe(now.headers.get('etag'))
+  })
+
   it('shows the consequence of a policy change before it is made, and refuses a bad one', async () => {
     const peer = await server()
     await peer.users.put({ id: 'u1', name: 'Ann', email: 'a@x.org' })

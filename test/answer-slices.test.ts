@@ -11,9 +11,10 @@
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
-import { DIFF_STRUCTS_PER_PAUSE, diffParts } from '../core/answer-chunks.js'
+import { deletesNotSent, DIFF_STRUCTS_PER_PAUSE, diffParts } from '../core/answer-chunks.js'
 import { deleteRangesOf } from '../core/delete-set.js'
 import { limits } from '../core/limits.js'
+import { AnswerCache, encodeParts } from '../peers/replica/answer-cache.js'
 import { AnswerStream } from '../peers/replica/answer-stream.js'
 import { AnswerTurns } from '../peers/replica/answer-turns.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
@@ -163,6 +164,79 @@ describe('diffParts pauses in the delete set', () => {
     Y.applyUpdate(receiver, before)
     for (const part of parts) Y.applyUpdate(receiver, part)
     expect(receiver.getArray('a').toJSON()).toEqual(list.toJSON())
+  })
+})
+
+describe('a delete set cut on its way out', () => {
+  it('deletesNotSent takes out of each range what was sent, whatever the walk', () => {
+    const deletes = new Map([
+      [
+        1,
+        [
+          [0, 10],
+          [20, 30],
+          [40, 50],
+        ] as Array<readonly [number, number]>,
+      ],
+      [2, [[5, 8]] as Array<readonly [number, number]>],
+    ])
+    const sent = new Map([[1, [25, 42, 0, 3]]])
+    expect(deletesNotSent(deletes, sent)).toEqual(
+      new Map([
+        [
+          1,
+          [
+            [3, 10],
+            [20, 25],
+            [42, 50],
+          ],
+        ],
+        [2, [[5, 8]]],
+      ]),
+    )
+    expect(deletesNotSent(deletes, new Map([[1, [0, 50]]]))).toEqual(new Map([[2, [[5, 8]]]]))
+  })
+
+  it('goes on from the ranges sent: an answer written between every few steps still ends', () => {
+    // 20k delete ranges (every other user overwritten), parts of 64 KiB.
+    const doc = new Y.Doc()
+    const users = doc.getMap('u')
+    doc.transact(() => {
+      for (let i = 0; i < 40_000; i++) users.set(`u${i}`, i)
+    })
+    doc.transact(() => {
+      for (let i = 0; i < 40_000; i += 2) users.set(`u${i}`, -i)
+    })
+    const cache = new AnswerCache()
+    doc.on('beforeTransaction', () => cache.settle())
+    const stream = cache.get(
+      'k',
+      true,
+      (from, sent) => encodeParts(doc, undefined, from ?? new Map(), 64 * 1024, sent),
+      true,
+    )
+    stream.read()
+    // Slices of 20 steps of the source (a few hundred ranges each), a write after each.
+    const step = (stream as unknown as { step: () => boolean }).step.bind(stream)
+    let writes = 0
+    while (!stream.complete && writes < 200) {
+      if (stream.needsResume) stream.resume()
+      for (let i = 0; i < 20 && step(); i++);
+      if (stream.complete) break
+      users.set(`w${writes}`, writes)
+      writes++
+    }
+    expect(stream.complete).toBe(true)
+    // No larger than the document's own update but for the parts' headers.
+    expect(stream.bytes).toBeLessThan(Y.encodeStateAsUpdate(doc).byteLength * 1.05)
+    const copy = new Y.Doc()
+    for (const part of stream.all()) {
+      Y.applyUpdate(copy, part)
+      expect(copy.store.pendingStructs).toBeNull()
+      expect(copy.store.pendingDs).toBeNull()
+    }
+    expect(copy.getMap('u').toJSON()).toEqual(users.toJSON())
+    expect(Y.encodeStateVector(copy)).toEqual(Y.encodeStateVector(doc))
   })
 })
 

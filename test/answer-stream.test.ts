@@ -9,6 +9,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
+import type { CutSignal } from '../core/answer-chunks.js'
 import { limits } from '../core/limits.js'
 import { AnswerCache, type EncodedParts } from '../peers/replica/answer-cache.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
@@ -138,11 +139,20 @@ describe('an answer made part by part', () => {
     const cache = new AnswerCache()
     const part = (n: number): Uint8Array => new Uint8Array(40 * 1024).fill(n)
     const covered = new Map<number, number>()
-    const encode = (): EncodedParts => ({
-      parts: [part(1), part(2), part(3)].values(),
-      covered,
-      cut: { requested: false },
-    })
+    const encode = (): EncodedParts => {
+      // Stops at a cut, as diffParts does (a source that runs to its end is complete).
+      const cut: CutSignal = { requested: false }
+      const parts = (function* (): Generator<Uint8Array> {
+        for (const n of [1, 2, 3]) {
+          yield part(n)
+          if (cut.requested) {
+            cut.stopped = true
+            return
+          }
+        }
+      })()
+      return { parts, covered, cut, deletesSent: new Map() }
+    }
     const stream = cache.get('k', true, encode)
     stream.read()
     expect(stream.part(0)).toBeInstanceOf(Uint8Array)
@@ -164,6 +174,7 @@ describe('an answer made part by part', () => {
       parts: [new Uint8Array(bytes)].values(),
       covered: new Map(),
       cut: { requested: false },
+      deletesSent: new Map(),
     })
     cache.get('small', true, encode(100), true).all()
     expect(cache.kept.answers).toBe(0)

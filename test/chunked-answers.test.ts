@@ -276,6 +276,7 @@ describe('the answer cache', () => {
     parts: parts[Symbol.iterator](),
     covered: new Map(),
     cut: { requested: false },
+    deletesSent: new Map(),
   })
 
   it('keeps at most answersCachedBytesMax (the newest answer even when larger alone)', () => {

@@ -30,7 +30,12 @@
 import { createHash } from 'node:crypto'
 import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'
-import { diffParts, type CutSignal } from '../../core/answer-chunks.js'
+import {
+  deletesNotSent,
+  diffParts,
+  type CutSignal,
+  type DeletesSent,
+} from '../../core/answer-chunks.js'
 import { deleteRangesOf, type DeleteSetCache } from '../../core/delete-set.js'
 import { grownClients } from '../../core/grown-clients.js'
 import { limits } from '../../core/limits.js'
@@ -102,6 +107,8 @@ export interface EncodedParts {
   readonly covered: ReadonlyMap<number, number>
   /** Ends `parts` at once, its open part yielded (diffParts' `cut`). */
   readonly cut: CutSignal
+  /** The delete ranges the parts yielded so far, of this walk and the ones before it (diffParts). */
+  readonly deletesSent: DeletesSent
 }
 
 /** Whether `doc` is outside a transaction and its cleanup (its followed delete set is current). */
@@ -119,12 +126,16 @@ export function encodeParts(
   deletes: DeleteSetCache | undefined,
   from: ReadonlyMap<number, number>,
   partBytesMax: number,
+  deletesSent: DeletesSent = new Map(),
 ): EncodedParts {
-  const ranges =
+  const all =
     isSettled(doc) && deletes !== undefined ? deletes.current() : deleteRangesOf(doc.store)
+  // The rest of a cut answer: the delete ranges its parts did not bring.
+  const ranges = deletesNotSent(all, deletesSent)
   const covered = new Map(from)
   const cut: CutSignal = { requested: false }
-  return { parts: diffParts(doc.store, from, ranges, partBytesMax, covered, cut), covered, cut }
+  const parts = diffParts(doc.store, from, ranges, partBytesMax, covered, cut, deletesSent)
+  return { parts, covered, cut, deletesSent }
 }
 
 /** What an answer would cost (AnswerCache.cost). */
@@ -188,7 +199,7 @@ export class AnswerCache {
   get(
     key: string,
     keep: boolean,
-    encode: (from?: ReadonlyMap<number, number>) => EncodedParts,
+    encode: (from?: ReadonlyMap<number, number>, deletesSent?: DeletesSent) => EncodedParts,
     lazy = false,
   ): AnswerStream {
     const kept = this.answers.get(key)
@@ -214,7 +225,7 @@ export class AnswerCache {
         resume: (cut, from) => {
           this.resuming.delete(cut)
           this.pending.add(cut)
-          return encode(from)
+          return encode(from, first.deletesSent)
         },
       },
     )

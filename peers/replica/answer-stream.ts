@@ -89,7 +89,8 @@ export class AnswerStream {
   cut(): boolean {
     const source = this.source
     if (source === undefined || this.resumable === undefined) return false
-    this.resumable.cut.requested = true
+    const signal = this.resumable.cut
+    signal.requested = true
     try {
       for (let next = source.next(); next.done !== true; next = source.next())
         if (next.value !== null) this.add(next.value)
@@ -98,8 +99,15 @@ export class AnswerStream {
       this.drop(error instanceof Error ? error.message : String(error))
       return false
     }
-    this.cutAt = new Map(this.resumable.covered)
     this.source = undefined
+    // It came to its end before the change (its last part was made, the
+    // end not seen yet): complete, nothing to resume. Cut again and again
+    // there, an answer chasing a document written every turn never ended.
+    if (this.begun && signal.stopped !== true) {
+      this.onDone(this)
+      return false
+    }
+    this.cutAt = new Map(this.resumable.covered)
     return true
   }
 

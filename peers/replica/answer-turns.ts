@@ -107,12 +107,12 @@ export class AnswerTurns {
   }
 
   /**
-   * A slice from now on (an answer whose turn waited for durability:
-   * ReplicaAnswers.made); with a slice of 0, no end.
+   * The running turn counts from now: its holder waited (for durability:
+   * ReplicaAnswers.made) without the CPU, and neither its slice nor the
+   * pause after it should count the wait.
    */
-  deadlineFromNow(): number {
-    if (this.sliceMs <= 0) return Number.POSITIVE_INFINITY
-    return performance.now() + this.sliceMs
+  restartTurn(): void {
+    if (this.turnStart !== undefined) this.turnStart = performance.now()
   }
 
   /**

@@ -124,8 +124,9 @@ export class ReplicaAnswers {
           continue
         }
         await durable(() => {
+          this.turns.restartTurn()
           stream.resume()
-          if (waits()) this.slice(stream, index, this.turns.deadlineFromNow())
+          if (waits()) this.slice(stream, index, this.turns.deadline())
         })
       } finally {
         end()

@@ -43,14 +43,7 @@ import {
   type UserView,
 } from '../../core/resolve.js'
 import type { RecordSchema } from '../../core/schema.js'
-import {
-  AnswerCache,
-  answerKey,
-  encodeParts,
-  isSettled,
-  type AnswerCost,
-  type EncodedParts,
-} from './answer-cache.js'
+import { AnswerCache, answerKey, encodeParts, isSettled, type AnswerCost } from './answer-cache.js'
 import type { AnswerStream } from './answer-stream.js'
 import type { LocalState } from './local-state.js'
 import { LOCAL_ORIGIN, type WriteContext } from './types.js'
@@ -452,8 +445,8 @@ export class ReplicaDocument {
     // From the asker's vector, or (the rest of a cut answer) from what its
     // parts brought, of the document as it is then; during a transaction
     // (or its cleanup) nothing is kept.
-    const encode = (from: ReadonlyMap<number, number> = target): EncodedParts =>
-      encodeParts(this.doc, this.deletes, from, partBytesMax)
+    const encode: Parameters<AnswerCache['get']>[2] = (from = target, sent) =>
+      encodeParts(this.doc, this.deletes, from, partBytesMax, sent)
     const { key, operations } = answerKey(this.doc.store, target, partBytesMax)
     const stream = this.answers.get(key, isSettled(this.doc), encode, operations >= lazyFrom)
     stream.read()
