@@ -452,8 +452,12 @@ export const netLimits = {
    * wait in its outbox until it drains (peers/sync-session/outbox.ts): an
    * answer of a 1M-user roster (about 340 MB in parts) is more than
    * `sendBufferBytesMax`, and its parts are made as the connection takes them.
+   * 8 MiB (64 MiB before 2026-12-07): a device that asked a 300k-user full
+   * sync and stopped reading grew the server's RSS by 120 MB at 64 MiB, by
+   * 32 MB at 8 MiB; a 100k-user full sync took the same time (0.70x and
+   * 0.72x plain Yjs in the network bench, back to back).
    */
-  sendPauseBufferedBytesMin: 64 * 1024 * 1024,
+  sendPauseBufferedBytesMin: 8 * 1024 * 1024,
   /**
    * How long a session's outbox waits for its connection to take anything
    * (a message handed over, fewer bytes buffered) while messages wait, in

@@ -57,7 +57,7 @@ function fakeConnection(reportsBuffer = true): Connection & {
   return conn
 }
 
-const PART = 16 * 1024 * 1024
+const PART = 2 * 1024 * 1024
 const message = (tag: number, bytes = PART): Uint8Array => {
   const m = new Uint8Array(bytes)
   m[0] = tag
@@ -127,8 +127,10 @@ describe('Outbox', () => {
     const conn = fakeConnection()
     const clock = new ManualClock()
     const outbox = new Outbox(conn, clock)
-    // 40 parts of 16 MiB (640 MiB, past the 256 MiB bound), then a change.
-    const count = 40
+    // 200 parts of 2 MiB (400 MiB, past the 256 MiB bound), then a change
+    // (tags are one byte: the change is 250).
+    const count = 200
+    expect(count * PART).toBeGreaterThan(netLimits.sendBufferBytesMax)
     let made = 0
     /** Most bytes made and not yet taken by the connection, at any time. */
     let aheadMax = 0
@@ -137,7 +139,7 @@ describe('Outbox', () => {
       aheadMax = Math.max(aheadMax, made - conn.sent.length)
       return message(i)
     })
-    outbox.send(message(99, 10))
+    outbox.send(message(250, 10))
     expect(made).toBeLessThanOrEqual(netLimits.sendPauseBufferedBytesMin / PART + 1)
     // The peer reads a part every 10 ms.
     for (let step = 0; step < 2 * count && conn.open && conn.sent.length <= count; step++) {
@@ -145,7 +147,7 @@ describe('Outbox', () => {
       await clock.advance(10)
     }
     expect(conn.open).toBe(true)
-    expect(conn.sent).toEqual([...Array.from({ length: count }, (_, i) => i), 99])
+    expect(conn.sent).toEqual([...Array.from({ length: count }, (_, i) => i), 250])
     expect(made).toBe(count)
     // Each part was made only when the connection took it.
     expect(aheadMax).toBe(1)
