@@ -28,19 +28,28 @@ afterEach(async () => {
 
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 
+/** `names` waiting for a turn, in that order: who was granted so far, and each one's end. */
+function lineUp(
+  turns: AnswerTurns,
+  names: readonly string[],
+): { granted: string[]; ends: Map<string, () => void> } {
+  const granted: string[] = []
+  const ends = new Map<string, () => void>()
+  for (const name of names)
+    void turns
+      .take(name, () => true)
+      .then((end) => {
+        granted.push(name)
+        ends.set(name, end)
+      })
+  return { granted, ends }
+}
+
 describe('AnswerTurns', () => {
   it('grants one at a time, the next only in a later event-loop turn, first come first served', async () => {
     // A slice of 0 ms: every answer ends its turn.
     const turns = new AnswerTurns((fn) => setImmediate(fn), 0)
-    const order: string[] = []
-    const releases = new Map<string, () => void>()
-    for (const name of ['a', 'b', 'c'])
-      void turns
-        .take(name, () => true)
-        .then((release) => {
-          order.push(name)
-          releases.set(name, release)
-        })
+    const { granted: order, ends: releases } = lineUp(turns, ['a', 'b', 'c'])
     await Promise.resolve()
     expect(order).toEqual(['a'])
     expect(turns.size).toBe(2)
@@ -95,15 +104,7 @@ describe('AnswerTurns: slices and who goes next', () => {
   it('makes answers one after another while the turn lasts its slice, then waits for the next turn', async () => {
     const clock = fakePerformanceNow()
     const turns = new AnswerTurns((fn) => setImmediate(fn), 10)
-    const granted: string[] = []
-    const ends = new Map<string, () => void>()
-    for (const name of ['a', 'b', 'c', 'd'])
-      void turns
-        .take(name, () => true)
-        .then((end) => {
-          granted.push(name)
-          ends.set(name, end)
-        })
+    const { granted, ends } = lineUp(turns, ['a', 'b', 'c', 'd'])
     await Promise.resolve()
     expect(granted).toEqual(['a'])
     clock.now = 4 // a took 4 ms of the 10 ms slice: b goes in the same turn

@@ -30,11 +30,23 @@ function onlyOthersLacking(
   theirs: Map<number, number>,
   wanted: Map<number, number>,
 ): boolean {
-  const lacking: number[] = []
-  for (const [client, clock] of wanted) if ((theirs.get(client) ?? 0) < clock) lacking.push(client)
+  const lacking = aheadOf(wanted, theirs).keys()
   for (const writer of writersOfClients(replica.doc, lacking).values())
     if (writer === undefined || writer === replica.writerId) return false
   return true
+}
+
+/** The clients `ours` holds more of than `theirs`, with how many more operations. */
+function aheadOf(
+  ours: ReadonlyMap<number, number>,
+  theirs: ReadonlyMap<number, number>,
+): Map<number, number> {
+  const ahead = new Map<number, number>()
+  for (const [client, clock] of ours) {
+    const held = theirs.get(client) ?? 0
+    if (clock > held) ahead.set(client, clock - held)
+  }
+  return ahead
 }
 
 /** Codes with which the server refuses a change the device sent (PROTOCOL.md, "Refusals"). */
@@ -100,11 +112,7 @@ export class ServerExchange {
   serverLost(session: SyncSession, answer: SyncAnswer, generation: string): number {
     const opened = this.opened
     if (opened?.session !== session || opened.generation !== generation) return 0
-    const ahead = new Map<number, number>()
-    for (const [client, clock] of opened.held) {
-      const held = answer.theirs.get(client) ?? 0
-      if (clock > held) ahead.set(client, clock - held)
-    }
+    const ahead = aheadOf(opened.held, answer.theirs)
     if (ahead.size === 0) return 0
     let lost = 0
     for (const [client, writer] of writersOfClients(this.options.replica.doc, ahead.keys()))
