@@ -92,6 +92,9 @@ export class DeviceSync implements DeviceSyncApi {
       onConnected: (session) => this.onConnected(session),
       onError: (code, message) => this.onRemoteError(code, message),
       onGeneration: (statement, connection) => this.onGeneration(statement, connection),
+      // A device still without its first full sync has nothing to carry
+      // to a new generation: it comes back on its usual backoff.
+      spreadsMove: () => this.persisted.offlineReady,
     })
     this.server = new ServerExchange(this.link, options)
     this.rounds = new SyncRounds(

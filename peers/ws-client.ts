@@ -103,6 +103,14 @@ export interface ServerLinkOptions {
     statement: GenerationStatement | undefined,
     connection: Connection,
   ) => Promise<void>
+  /**
+   * Whether a close for a new generation (4412) waits out this device's
+   * point of the spread (`generationMoveDelayMs`): true for a device with a
+   * roster to carry over; a device whose first full sync it cut comes back
+   * after its usual backoff instead (it has nothing to move, and would
+   * otherwise go without a roster for up to two minutes). Default: true.
+   */
+  readonly spreadsMove?: () => boolean
 }
 
 /** A live server link. */
@@ -279,7 +287,7 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       schedule(
         code === CloseCode.serverClosing
           ? restartReconnectDelayMs(options.random())
-          : code === CloseCode.generationChanged
+          : code === CloseCode.generationChanged && options.spreadsMove?.() !== false
             ? generationMoveDelayMs(options.deviceId)
             : undefined,
       )

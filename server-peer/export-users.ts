@@ -139,14 +139,19 @@ export async function prepareExport(source: ExportSource, input: unknown): Promi
   const groupIds = [...new Set(request.groupIds ?? [])]
   if (groupIds.length > caps.groupsMax)
     throw new ExportTooLargeError('groups', groupIds.length, caps.groupsMax)
-  const chosen = new Map<UserId, ServerEntry>()
+  // Too many ids is told before any of them is looked up: a list of 600
+  // names is refused as too large whether or not its first one exists.
+  const named = new Set<UserId>()
   for (const raw of new Set(request.userIds ?? [])) {
-    const id = source.schema.parseUserId(raw, true)
+    named.add(source.schema.parseUserId(raw, true))
+    if (named.size > caps.usersMax)
+      throw new ExportTooLargeError('users', named.size, caps.usersMax, true)
+  }
+  const chosen = new Map<UserId, ServerEntry>()
+  for (const id of named) {
     const entry = replica.replicaOf(id).server
     if (entry === undefined || entry.d === 1) throw new UserNotFoundError(id)
     chosen.set(id, entry)
-    if (chosen.size > caps.usersMax)
-      throw new ExportTooLargeError('users', chosen.size, caps.usersMax, true)
   }
   if (groupIds.length > 0) {
     const wanted = new Set(groupIds)

@@ -173,6 +173,8 @@ describe('server.exportUsers', () => {
     for (const id of ids) await s.server.users.put({ id, name: id })
     expect(await refused({ userIds: ids })).toBe('EXPORT_TOO_LARGE')
     expect(await refused({ userIds: ids.slice(1) })).toBe('resolved')
+    // Too many ids is the answer before any lookup: not "nobody is not found".
+    expect(await refused({ userIds: ['nobody', ...ids] })).toBe('EXPORT_TOO_LARGE')
     const groups = Array.from({ length: limits.groupsPerExportMax + 1 }, (_, i) => `g${i}`)
     expect(await refused({ groupIds: groups })).toBe('EXPORT_TOO_LARGE')
     await s.server.users.delete('u4')

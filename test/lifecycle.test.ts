@@ -937,6 +937,32 @@ describe('a generation switch meets the lifecycle', () => {
     expect(d.sync.status().offlineReady).toBe(true)
     expect(d.users.get('u1')).toMatchObject({ email: 'ann@device' })
   })
+
+  it('a new device whose first full sync a switch cut comes back on its backoff, not the spread', async () => {
+    const s = await site()
+    await s.server.users.put({ id: 'u1', name: 'Ann' })
+    // A device whose point of the move's spread is late: it would wait a
+    // minute or more without a roster.
+    const id = ['D1', 'D2', 'D3', 'D4', 'D5', 'D6', 'D7', 'D8'].find(
+      (candidate) => generationMoveDelayMs(candidate) > 60_000,
+    )
+    if (id === undefined) throw new Error('no device id with a late reconnect')
+    s.hold()
+    const d = await device(s, id)
+    await settle()
+    expect(d.sync.status().offlineReady).toBe(false)
+    // The switch closes its link (4412) before its first answer arrives.
+    const start = s.clock.now()
+    await s.server.compactHistory()
+    s.release()
+    await settle()
+    // Its usual first retries (the least backoff, doubling), well within its
+    // point of the spread.
+    await s.clock.advance(8 * netLimits.retryDelayMsMin)
+    expect(d.sync.status().offlineReady).toBe(true)
+    expect(s.clock.now() - start).toBeLessThan(generationMoveDelayMs(id))
+    expect(d.users.get('u1')).toMatchObject({ name: 'Ann' })
+  })
 })
 
 describe('asking and closing (black-box probe)', () => {

@@ -67,7 +67,7 @@ export interface DeviceSyncApi {
 export type LinkFactory = (
   handlers: Pick<
     ServerLinkOptions,
-    'onState' | 'onConnected' | 'onError' | 'paused' | 'onGeneration'
+    'onState' | 'onConnected' | 'onError' | 'paused' | 'onGeneration' | 'spreadsMove'
   >,
 ) => ServerLink
 
