@@ -92,6 +92,13 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
     return problems
   }
 
+  /** Opens the admin page and signs in with the server's admin token. */
+  async function signIn(page: Page): Promise<void> {
+    await page.goto(`${server.http}/`)
+    await page.getByLabel('Admin token').fill(server.adminToken)
+    await page.getByRole('button', { name: 'Sign in' }).click()
+  }
+
   it('signs in, searches, edits a user that reaches a device, revokes a device live, signs out', async () => {
     // The browser reports the refused "Add user" request on its console: expected.
     const refusedAdd = 'console: Failed to load resource: the server responded with a status of 412'
@@ -233,9 +240,7 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
     // The browser reports the refused calls (401) on its console: expected.
     const refused = 'console: Failed to load resource: the server responded with a status of 401'
     const problems = await withPage('admin-browser-session-ended', async (page) => {
-      await page.goto(`${server.http}/`)
-      await page.getByLabel('Admin token').fill(server.adminToken)
-      await page.getByRole('button', { name: 'Sign in' }).click()
+      await signIn(page)
       await page.getByLabel('Search').fill('u000011')
       await page.getByRole('button', { name: 'Edit u000011' }).click()
       await page.getByLabel('phone', { exact: true }).fill('+1 333 (typed before it ended)')
@@ -287,9 +292,7 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
     ]
     const held: ClientRequest[] = []
     const problems = await withPage('admin-browser-stream-retry', async (page) => {
-      await page.goto(`${server.http}/`)
-      await page.getByLabel('Admin token').fill(server.adminToken)
-      await page.getByRole('button', { name: 'Sign in' }).click()
+      await signIn(page)
       const live = page.getByRole('status', { name: 'Live updates' })
       await live.getByText('Live').waitFor()
       // The page leaves, and every stream the server allows is taken (16
@@ -347,9 +350,7 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
   it('keeps a list item that holds a comma as one item when a user is edited', async () => {
     await server.users.put({ id: 'comma1', name: 'Comma', groups: ['Sales, EMEA'] })
     const problems = await withPage('admin-browser-comma', async (page) => {
-      await page.goto(`${server.http}/`)
-      await page.getByLabel('Admin token').fill(server.adminToken)
-      await page.getByRole('button', { name: 'Sign in' }).click()
+      await signIn(page)
       await page.getByLabel('Search').fill('comma1')
       await page.getByRole('button', { name: 'Edit comma1' }).click()
       const groups = page.getByLabel('groups', { exact: true })
@@ -371,9 +372,7 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
     let fingerprint: string | undefined
     let group: Uint8Array | undefined
     const problems = await withPage('admin-browser-export', async (page) => {
-      await page.goto(`${server.http}/`)
-      await page.getByLabel('Admin token').fill(server.adminToken)
-      await page.getByRole('button', { name: 'Sign in' }).click()
+      await signIn(page)
       await page.getByRole('cell', { name: 'u000001', exact: true }).waitFor()
       for (const id of chosen) await page.getByLabel(`Select ${id}`, { exact: true }).check()
       const exportButton = page.getByRole('button', { name: 'Export selected (3)' })
