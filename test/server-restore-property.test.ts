@@ -1,0 +1,209 @@
+/**
+ * A server restored from a backup of its data directory, under random
+ * histories (PROTOCOL.md, "A restored server"; README, backups). Three
+ * phases on a real server and two live devices on LevelDB over 127.0.0.1:
+ * A before the backup, B after it (lost by the server with the restore),
+ * C after the restore. The oracle is written from the rules, not from the
+ * code: what the server wrote in B is gone, what the devices wrote in any
+ * phase stays (they carry their own entries over the restored roster), and
+ * every peer ends showing the same roster.
+ *
+ * The site, so that each outcome has one answer whatever the order of
+ * arrival: users `U*` are enrolled by the server in A and only renamed
+ * (patched) after; each has its email filled at most once, by one device
+ * (rule 2: the server adopts it), in some phase. Users `W*` are enrolled by
+ * the server in B only; a device may fill one's email in B or C (its entry
+ * then enrols the user again after the restore). Users `X*` are enrolled
+ * in A and put and deleted by the server only (rule 4).
+ *
+ * Replay with `ROSTERSYNC_SEED=<seed> npx vitest run test/server-restore-property.test.ts`.
+ */
+import { cp, mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import fc from 'fast-check'
+import { afterAll, describe, expect, it } from 'vitest'
+import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { envInt, seedFromEnv } from './helpers/property-seed.js'
+
+const seed = seedFromEnv()
+const RUNS = envInt('ROSTERSYNC_RESTORE_RUNS') ?? 5
+const SITE_KEY = 'restore-property-site-key'
+const U = ['U0', 'U1', 'U2', 'U3'] as const
+const W = ['W0', 'W1'] as const
+const X = ['X0', 'X1'] as const
+const DEVICES = ['D', 'E'] as const
+type Phase = 'A' | 'B' | 'C'
+
+const dirs: string[] = []
+afterAll(async () => {
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true })
+})
+
+/** One random history. */
+interface Case {
+  /** Per phase: the server's renames of U users (user index, name). */
+  readonly renames: Record<Phase, ReadonlyArray<readonly [number, string]>>
+  /** Per U user: the phase its email is filled in (or none) and by which device. */
+  readonly fills: ReadonlyArray<{ readonly phase: Phase | 'none'; readonly device: 0 | 1 }>
+  /** Per W user: the phase its email is filled in (B, C or none) and by which device. */
+  readonly wFills: ReadonlyArray<{ readonly phase: 'B' | 'C' | 'none'; readonly device: 0 | 1 }>
+  /** Per phase: the server's puts and deletes of X users. */
+  readonly xOps: Record<Phase, ReadonlyArray<readonly [number, 'put' | 'delete', string]>>
+}
+
+const name = fc.constantFrom('Ann', 'Bob', 'Cy', 'Dee', 'Eve')
+const renames = fc.array(fc.tuple(fc.nat({ max: U.length - 1 }), name), { maxLength: 3 })
+const xOps = fc.array(
+  fc.tuple(fc.nat({ max: X.length - 1 }), fc.constantFrom('put' as const, 'delete' as const), name),
+  { maxLength: 3 },
+)
+const device = fc.constantFrom(0 as const, 1 as const)
+const caseArb: fc.Arbitrary<Case> = fc.record({
+  renames: fc.record({ A: renames, B: renames, C: renames }),
+  fills: fc.array(
+    fc.record({
+      phase: fc.constantFrom('none' as const, 'A' as const, 'B' as const, 'C' as const),
+      device,
+    }),
+    { minLength: U.length, maxLength: U.length },
+  ),
+  wFills: fc.array(
+    fc.record({ phase: fc.constantFrom('none' as const, 'B' as const, 'C' as const), device }),
+    { minLength: W.length, maxLength: W.length },
+  ),
+  xOps: fc.record({ A: xOps, B: xOps, C: xOps }),
+})
+
+type View = Record<string, unknown>
+
+/** The roster the rules give, from the writes that were made (`filled`: the fills that took). */
+function expected(c: Case, filled: ReadonlyMap<string, string>): View[] {
+  const out = new Map<string, View>()
+  const surviving: Phase[] = ['A', 'C']
+  for (const [i, id] of U.entries()) {
+    let userName = `User ${id}`
+    for (const phase of surviving)
+      for (const [user, to] of c.renames[phase]) if (user === i) userName = to
+    const email = filled.get(id)
+    out.set(id, { id, name: userName, ...(email === undefined ? {} : { email }) })
+  }
+  // W users: the server's enrolment was in B (lost); a fill enrols them again.
+  for (const id of W) {
+    const email = filled.get(id)
+    if (email !== undefined) out.set(id, { id, email })
+  }
+  for (const [i, id] of X.entries()) {
+    let view: View | undefined = { id, name: `User ${id}` }
+    for (const phase of surviving)
+      for (const [user, op, to] of c.xOps[phase])
+        if (user === i) view = op === 'put' ? { id, name: to } : undefined
+    if (view !== undefined) out.set(id, view)
+  }
+  return [...out.values()].sort((a, b) => String(a.id).localeCompare(String(b.id)))
+}
+
+/** A peer's roster, sorted by id, without the fields no write here sets. */
+const rosterOf = (peer: ServerPeer | DevicePeer): View[] =>
+  [...peer.users.list()]
+    .map((u) => {
+      const view: View = { id: u.id }
+      if (u.name !== undefined) view.name = u.name
+      if (u.email !== undefined) view.email = u.email
+      return view
+    })
+    .sort((a, b) => String(a.id).localeCompare(String(b.id)))
+
+async function runCase(c: Case): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'rostersync-restore-prop-'))
+  dirs.push(dir)
+  const data = join(dir, 'server')
+  const open: Array<ServerPeer | DevicePeer> = []
+  try {
+    let server = await createServer({ dataDir: data, port: 0, siteKey: SITE_KEY })
+    open.push(server)
+    const port = Number(new URL(server.url).port)
+    for (const id of [...U, ...X]) await server.users.put({ id, name: `User ${id}` })
+    const devices: DevicePeer[] = []
+    for (const id of DEVICES) {
+      const d = await createDevice({
+        id,
+        dataDir: join(dir, id),
+        server: server.url,
+        siteKey: SITE_KEY,
+      })
+      open.push(d)
+      devices.push(d)
+      await d.sync.whenReady()
+    }
+    const filled = new Map<string, string>()
+    const idle = async (): Promise<void> => {
+      for (const d of devices) await d.sync.whenIdle()
+    }
+    const phase = async (p: Phase): Promise<void> => {
+      for (const [i, to] of c.renames[p]) await server.users.patch(U[i] as string, { name: to })
+      for (const [i, op, to] of c.xOps[p]) {
+        const id = X[i] as string
+        if (op === 'put') await server.users.put({ id, name: to })
+        else if (server.users.get(id) !== undefined) await server.users.delete(id)
+      }
+      if (p === 'B') for (const id of W) await server.users.put({ id, name: `User ${id}` })
+      await idle()
+      const fills = [
+        ...c.fills.map((f, i) => ({ ...f, id: U[i] as string })),
+        ...c.wFills.map((f, i) => ({ ...f, id: W[i] as string })),
+      ]
+      for (const f of fills) {
+        if (f.phase !== p) continue
+        const d = devices[f.device] as DevicePeer
+        // A fill of a user the device does not show (a W user it dropped
+        // with the restore) is refused: it never took.
+        if (d.users.get(f.id) === undefined) continue
+        const email = `${d.id}-${f.id}@example.com`
+        await d.users.patch(f.id, { email })
+        filled.set(f.id, email)
+      }
+      await idle()
+    }
+
+    await phase('A')
+    // The backup: a copy of the stopped server's directory.
+    await server.close()
+    await cp(data, join(dir, 'backup'), { recursive: true })
+    server = await createServer({ dataDir: data, port, siteKey: SITE_KEY })
+    open.push(server)
+    await phase('B')
+    // The restore: the directory as it was at the backup.
+    await server.close()
+    await rm(data, { recursive: true, force: true })
+    await cp(join(dir, 'backup'), data, { recursive: true })
+    server = await createServer({ dataDir: data, port, siteKey: SITE_KEY })
+    open.push(server)
+    await phase('C')
+    // Two rounds: a device's carried entries reach the server in the
+    // first; what the server adopted of them reaches the other device in
+    // the second.
+    for (let round = 0; round < 2; round++)
+      for (const d of devices) {
+        await d.sync.delta()
+        await d.sync.whenIdle()
+      }
+
+    const want = expected(c, filled)
+    expect(rosterOf(server)).toEqual(want)
+    for (const d of devices)
+      expect({ device: d.id, roster: rosterOf(d) }).toEqual({ device: d.id, roster: want })
+  } finally {
+    for (const peer of open.reverse()) await peer.close().catch(() => undefined)
+  }
+}
+
+describe('a server restored from a backup, random histories', () => {
+  it(`ends with the roster the rules give on every peer (seed ${seed})`, async () => {
+    console.log(
+      `server-restore-property: seed ${seed} — replay: ROSTERSYNC_SEED=${seed} npx vitest run test/server-restore-property.test.ts`,
+    )
+    await fc.assert(fc.asyncProperty(caseArb, runCase), { seed, numRuns: RUNS, endOnFailure: true })
+  }, 240_000)
+})
