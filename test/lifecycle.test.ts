@@ -110,6 +110,15 @@ function gated(inner: Connection, gate: (deliver: () => void) => void): Connecti
   }
 }
 
+/** A device id whose point of a generation move's spread is over a minute in. */
+function lateMover(): string {
+  const id = ['D1', 'D2', 'D3', 'D4', 'D5', 'D6', 'D7', 'D8'].find(
+    (candidate) => generationMoveDelayMs(candidate) > 60_000,
+  )
+  if (id === undefined) throw new Error('no device id with a late reconnect')
+  return id
+}
+
 /** The skew of the test running (set per `describe.each` round). */
 let skew: Skew = { name: 'none', offsetsMs: {} }
 
@@ -912,10 +921,7 @@ describe('a generation switch meets the lifecycle', () => {
     await s.server.users.put({ id: 'u1', name: 'Ann' })
     // A device whose reconnect after the switch comes late in the spread,
     // and whose retention ends before it.
-    const id = ['D1', 'D2', 'D3', 'D4', 'D5', 'D6', 'D7', 'D8'].find(
-      (candidate) => generationMoveDelayMs(candidate) > 60_000,
-    )
-    if (id === undefined) throw new Error('no device id with a late reconnect')
+    const id = lateMover()
     const d = await device(s, id, { retentionMs: 30_000 })
     await d.sync.whenReady()
     await s.server.compactHistory()
@@ -943,10 +949,7 @@ describe('a generation switch meets the lifecycle', () => {
     await s.server.users.put({ id: 'u1', name: 'Ann' })
     // A device whose point of the move's spread is late: it would wait a
     // minute or more without a roster.
-    const id = ['D1', 'D2', 'D3', 'D4', 'D5', 'D6', 'D7', 'D8'].find(
-      (candidate) => generationMoveDelayMs(candidate) > 60_000,
-    )
-    if (id === undefined) throw new Error('no device id with a late reconnect')
+    const id = lateMover()
     s.hold()
     const d = await device(s, id)
     await settle()
