@@ -293,6 +293,15 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     await replica.close()
     throw error
   }
+  // On the system clock, a device with a server keeps the process alive
+  // until it is closed, as a socket does: its timers are unref'd (a
+  // pending delta sync or retention alone keeps nothing alive), so a
+  // device whose server was out of reach let an app with nothing else
+  // running exit, its retries and unsent writes dropped (a probe).
+  const keepAlive =
+    server !== undefined && input.clock === undefined
+      ? setInterval(() => undefined, KEEP_ALIVE_INTERVAL_MS)
+      : undefined
   const touch = (): void => sync.touch()
   return {
     id: options.id,
@@ -379,12 +388,16 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       )
     },
     async close() {
+      clearInterval(keepAlive)
       await lan?.close()
       sync.close()
       await replica.close()
     },
   }
 }
+
+/** The keep-alive handle's period: it only holds the event loop (about 12 days). */
+const KEEP_ALIVE_INTERVAL_MS = 2 ** 30
 
 /** Starts LAN sync when the options enable it. */
 async function startDeviceLan(
