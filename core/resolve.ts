@@ -325,6 +325,19 @@ export function resolveReplicated(
 export const serverStampOf = (replica: UserReplica): HlcStamp => replica.server?.t ?? 0
 
 /**
+ * Whether a device's local delete (rule 3), made when the server's entry
+ * stood at `deleted.t`, still hides the user: until the server changes the
+ * user later (a stamp past it). A server restored from a backup holds an
+ * older stamp than the one deleted: that is not a later change, and the
+ * user stays hidden (a terminal's local removal is not undone by a
+ * rollback of the server).
+ */
+export const deleteHides = (
+  deleted: { readonly t: HlcStamp } | undefined,
+  replica: UserReplica,
+): boolean => deleted !== undefined && deleted.t >= serverStampOf(replica)
+
+/**
  * The view of one user on a peer: rules 1-6 applied to the replicated state,
  * then this peer's local-only state (its device deletes and device-specific
  * values). `fieldOrder` orders the view's keys (unknown fields follow, sorted).
@@ -338,7 +351,7 @@ export function resolveUser(
 ): UserView | undefined {
   const resolved = resolveReplicated(replica, policies)
   if (resolved === undefined) return undefined
-  if (local.deleted !== undefined && local.deleted.t === serverStampOf(replica)) return undefined
+  if (deleteHides(local.deleted, replica)) return undefined
   const values = new Map<string, FieldValue>()
   for (const [field, { value }] of resolved) values.set(field, value)
   // Device-specific values written before a server delete this peer has

@@ -35,6 +35,7 @@ import type { HlcStamp } from '../core/hlc.js'
 import { asUserId, SERVER_ID, type UserId, type WriterId } from '../core/ids.js'
 import {
   adoptionFor,
+  deleteHides,
   policyOf,
   resolveReplicated,
   valuesEqual,
@@ -153,7 +154,7 @@ export function checkServerWins(
     if (server === undefined || server.d === 1 || server.f === undefined) continue
     const view = replica.view(id)
     if (view === undefined) {
-      if (replica.localOf(id).deleted?.t === server.t) continue
+      if (deleteHides(replica.localOf(id).deleted, replica.replicaOf(id))) continue
       violations.push({
         rule: 'server-wins',
         atMs,

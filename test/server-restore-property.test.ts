@@ -14,7 +14,10 @@
  * (rule 2: the server adopts it), in some phase. Users `W*` are enrolled by
  * the server in B only; a device may fill one's email in B or C (its entry
  * then enrols the user again after the restore). Users `X*` are enrolled
- * in A and put and deleted by the server only (rule 4).
+ * in A and put and deleted by the server only (rule 4). Each device may
+ * delete a U user locally (rule 3) in some phase: hidden on that device
+ * until the server changes the user after the delete, a rollback by the
+ * restore not counting as a change.
  *
  * Replay with `ROSTERSYNC_SEED=<seed> npx vitest run test/server-restore-property.test.ts`.
  */
@@ -51,6 +54,8 @@ interface Case {
   readonly wFills: ReadonlyArray<{ readonly phase: 'B' | 'C' | 'none'; readonly device: 0 | 1 }>
   /** Per phase: the server's puts and deletes of X users. */
   readonly xOps: Record<Phase, ReadonlyArray<readonly [number, 'put' | 'delete', string]>>
+  /** Per U user, per device: the phase it deletes the user locally in (rule 3), or none. */
+  readonly deletes: ReadonlyArray<readonly [Phase | 'none', Phase | 'none']>
 }
 
 const name = fc.constantFrom('Ann', 'Bob', 'Cy', 'Dee', 'Eve')
@@ -60,6 +65,7 @@ const xOps = fc.array(
   { maxLength: 3 },
 )
 const device = fc.constantFrom(0 as const, 1 as const)
+const phaseOrNone = fc.constantFrom('none' as const, 'A' as const, 'B' as const, 'C' as const)
 const caseArb: fc.Arbitrary<Case> = fc.record({
   renames: fc.record({ A: renames, B: renames, C: renames }),
   fills: fc.array(
@@ -74,9 +80,36 @@ const caseArb: fc.Arbitrary<Case> = fc.record({
     { minLength: W.length, maxLength: W.length },
   ),
   xOps: fc.record({ A: xOps, B: xOps, C: xOps }),
+  deletes: fc.array(fc.tuple(phaseOrNone, phaseOrNone), {
+    minLength: U.length,
+    maxLength: U.length,
+  }),
 })
 
 type View = Record<string, unknown>
+
+/** A rename's name: each one a change (a patch to the same value changes nothing). */
+const renamed = (to: string, phase: Phase, k: number): string => `${to} ${phase}${k}`
+
+const PHASES: readonly Phase[] = ['A', 'B', 'C']
+const after = (q: Phase, p: Phase): boolean => PHASES.indexOf(q) > PHASES.indexOf(p)
+
+/**
+ * Whether a device's local delete of U user `i` in phase `p` still hides it
+ * (rule 3): the server changed the user in no later phase. The server's
+ * changes of U users are its renames and its adoptions of fills
+ * (`filledIn`: the phase of the fill that took, if any); a fill of phase B
+ * is adopted again in C, when its device carries its entry over the
+ * restored roster. A change in B that the restore rolled back was seen by
+ * the device all the same (the user showed again; its delete is spent);
+ * the rollback itself is no change. Within a phase the renames and fills
+ * come before the deletes.
+ */
+function hides(c: Case, i: number, p: Phase, filledIn: Phase | undefined): boolean {
+  for (const q of PHASES) if (after(q, p) && c.renames[q].some(([user]) => user === i)) return false
+  if (filledIn === undefined) return true
+  return !(after(filledIn, p) || (filledIn === 'B' && after('C', p)))
+}
 
 /** The roster the rules give, from the writes that were made (`filled`: the fills that took). */
 function expected(c: Case, filled: ReadonlyMap<string, string>): View[] {
@@ -85,7 +118,8 @@ function expected(c: Case, filled: ReadonlyMap<string, string>): View[] {
   for (const [i, id] of U.entries()) {
     let userName = `User ${id}`
     for (const phase of surviving)
-      for (const [user, to] of c.renames[phase]) if (user === i) userName = to
+      for (const [k, [user, to]] of c.renames[phase].entries())
+        if (user === i) userName = renamed(to, phase, k)
     const email = filled.get(id)
     out.set(id, { id, name: userName, ...(email === undefined ? {} : { email }) })
   }
@@ -138,11 +172,15 @@ async function runCase(c: Case): Promise<void> {
       await d.sync.whenReady()
     }
     const filled = new Map<string, string>()
+    const filledIn = new Map<string, Phase>()
+    /** `${device}:${user}` -> the phase of the local delete that took. */
+    const deletedIn = new Map<string, Phase>()
     const idle = async (): Promise<void> => {
       for (const d of devices) await d.sync.whenIdle()
     }
     const phase = async (p: Phase): Promise<void> => {
-      for (const [i, to] of c.renames[p]) await server.users.patch(U[i] as string, { name: to })
+      for (const [k, [i, to]] of c.renames[p].entries())
+        await server.users.patch(U[i] as string, { name: renamed(to, p, k) })
       for (const [i, op, to] of c.xOps[p]) {
         const id = X[i] as string
         if (op === 'put') await server.users.put({ id, name: to })
@@ -163,7 +201,15 @@ async function runCase(c: Case): Promise<void> {
         const email = `${d.id}-${f.id}@example.com`
         await d.users.patch(f.id, { email })
         filled.set(f.id, email)
+        filledIn.set(f.id, p)
       }
+      await idle()
+      for (const [i, phases] of c.deletes.entries())
+        for (const [k, d] of devices.entries()) {
+          const id = U[i] as string
+          if (phases[k] !== p || deletedIn.has(`${d.id}:${id}`)) continue
+          if (await d.users.delete(id)) deletedIn.set(`${d.id}:${id}`, p)
+        }
       await idle()
     }
 
@@ -192,8 +238,16 @@ async function runCase(c: Case): Promise<void> {
 
     const want = expected(c, filled)
     expect(rosterOf(server)).toEqual(want)
-    for (const d of devices)
-      expect({ device: d.id, roster: rosterOf(d) }).toEqual({ device: d.id, roster: want })
+    for (const d of devices) {
+      // Rule 3: what the device deleted locally stays hidden on it until a
+      // surviving server change after the delete.
+      const shown = want.filter((view) => {
+        const i = (U as readonly string[]).indexOf(String(view.id))
+        const p = deletedIn.get(`${d.id}:${String(view.id)}`)
+        return i < 0 || p === undefined || !hides(c, i, p, filledIn.get(String(view.id)))
+      })
+      expect({ device: d.id, roster: rosterOf(d) }).toEqual({ device: d.id, roster: shown })
+    }
   } finally {
     for (const peer of open.reverse()) await peer.close().catch(() => undefined)
   }
