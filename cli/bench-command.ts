@@ -16,7 +16,7 @@ Timings depend on the machine: run it on a quiet one (see bench/README.md).
 
 Options:
   --only <names>   comma-separated benches (admin, aging, enrol, fleet, flood, heap,
-                   load, million, network, pin, signing, sim)
+                   load, million, network, pin, signing, sim, variants)
   --users <n>      roster size (default 100000)
   --runs <n>       runs of each timing bench; the best is reported (default 1)
   --json           print only the final JSON line on stdout (tables go to stderr)

@@ -31,7 +31,7 @@ Options:
                      server's <data>/site-key), so it stays out of the
                      process list and shell history
   --mode <mode>      live (default: changes flow as they happen) or periodic
-  --delta-interval <dur>  time between delta syncs (default 30m)
+  --delta-interval <dur>  time between delta syncs (default 30m, at least 1s)
   --retention <dur>  wipe the roster after this long unused (default 10d)
   --json             print state changes (and actions' output) as JSON lines
 
@@ -103,9 +103,11 @@ export const deviceCommand: Command = {
     const { server: _server, lan: _lan, ...offline } = options
     const device = await openDevice(oneShot && !syncs ? offline : options)
     // Remembered: `device --data <dir> --full` later reaches the same server
-    // (it tried the default port, a probe).
-    if (values.server !== undefined) await rememberServer(dataDir, values.server)
+    // (it tried the default port, a probe). Not by a look (--list, --status),
+    // which never connects: it neither checks a URL nor replaces the one kept.
     try {
+      if (values.server !== undefined && !(oneShot && !syncs))
+        await rememberServer(dataDir, values.server)
       if (oneShot) await act(device, values)
       else await runUntilStopped(device, values.json)
     } finally {
@@ -145,11 +147,20 @@ function positiveDuration(name: string, text: string | undefined): number | unde
   return ms
 }
 
+/** The shortest --delta-interval taken. */
+const DELTA_INTERVAL_MIN_MS = 1_000
+
 /** The createDevice options the flags ask for. */
 async function deviceOptions(values: Values): Promise<DeviceOptions> {
   if (values.mode !== 'live' && values.mode !== 'periodic')
     throw new CliError(`--mode is live or periodic, not ${values.mode}`)
   const deltaIntervalMs = positiveDuration('delta-interval', values['delta-interval'])
+  // Shorter, a device asks its server faster than it answers any device
+  // (netLimits.step1AnswersPerSecondMax): --delta-interval 1ms spun both.
+  if (deltaIntervalMs !== undefined && deltaIntervalMs < DELTA_INTERVAL_MIN_MS)
+    throw new CliError(
+      `--delta-interval must be at least 1s, got ${JSON.stringify(values['delta-interval'])}`,
+    )
   const retentionMs = positiveDuration('retention', values.retention)
   const id = values.data === undefined ? values.id : deviceIdOf(values.data, values.id)
   if (id === undefined)

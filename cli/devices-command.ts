@@ -44,6 +44,9 @@ export const devicesCommand: Command = {
       throw new CliError(`unknown action ${action}; list, revoke, approve, forget or reset-key`)
     const unexpected = action === 'list' ? id : extra[0]
     if (unexpected !== undefined) throw new CliError(`unexpected argument ${unexpected}`)
+    // --name filters a list: with an action on one id it was silently ignored.
+    if (action !== 'list' && values.name !== undefined)
+      throw new CliError(`--name filters the list; ${action} takes only the device's id`)
     const roster = await openRoster({
       data: values.data,
       server: values.server,

@@ -48,6 +48,8 @@ export const eventsCommand: Command = {
     const limit = parseInteger('limit', values.limit, 1, limits.eventsPerQueryMax)
     const since = values.since === undefined ? undefined : parseInstant('since', values.since)
     const until = values.until === undefined ? undefined : parseInstant('until', values.until)
+    if (since !== undefined && until !== undefined && since > until)
+      throw new CliError('--since is after --until: no event is in that period')
     const roster = await openRoster({
       data: values.data,
       server: values.server,
@@ -97,9 +99,14 @@ export const eventsCommand: Command = {
  * here.
  */
 function parseInstant(name: string, text: string): number {
-  if (/^\d{4}-\d{2}-\d{2}/.test(text)) {
+  const day = /^(\d{4})-(\d{2})-(\d{2})/.exec(text)
+  if (day !== null) {
     const at = Date.parse(text)
-    if (Number.isFinite(at)) return at
+    // A day the calendar has: Date.parse reads 2026-02-30 as 2 March.
+    const [, y, m, d] = day.map(Number) as [number, number, number, number]
+    const probe = new Date(Date.UTC(y, m - 1, d))
+    const real = probe.getUTCMonth() === m - 1 && probe.getUTCDate() === d
+    if (Number.isFinite(at) && real) return at
     throw new CliError(`--${name}: not a date or time: ${JSON.stringify(text)}`)
   }
   // 0 is the epoch, as the HTTP API reads `since=0` (here it was a

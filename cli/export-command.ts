@@ -1,5 +1,5 @@
 /** `rostersync export`: chosen users to a file a stopped device can import. */
-import { lstat, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { lstat, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises'
 import { CliError, parse } from './args.js'
 import type { Command } from './main.js'
 import type { PreparedExport } from '../server-peer/export-users.js'
@@ -116,24 +116,33 @@ export const exportCommand: Command = {
         '--out - writes the file to standard output: redirect it to a file or a pipe',
       )
     if (out !== '-') await checkOut(out, values.force)
-    const roster = await openRoster({
-      data: values.data,
-      server: values.server,
-      token: values.token,
-      siteKey: await siteKeyOf(values['site-key'], values['site-key-file']),
-    })
+    // The file is made (empty, 0600) before the export: a path that cannot
+    // be written is refused before the server logs an export (a probe found
+    // `users-exported` logged for a file that never reached the disk).
+    const file = out === '-' ? undefined : await reserveOut(out, values.force)
     let prepared
     try {
-      prepared = await roster.exportUsers({
-        ...(userIds === undefined ? {} : { userIds }),
-        ...(groupIds === undefined ? {} : { groupIds }),
-        ...(passphrase === undefined ? {} : { passphrase }),
-        ...(generate ? { generatePassphrase: true } : {}),
+      const roster = await openRoster({
+        data: values.data,
+        server: values.server,
+        token: values.token,
+        siteKey: await siteKeyOf(values['site-key'], values['site-key-file']),
       })
-    } finally {
-      await roster.close()
+      try {
+        prepared = await roster.exportUsers({
+          ...(userIds === undefined ? {} : { userIds }),
+          ...(groupIds === undefined ? {} : { groupIds }),
+          ...(passphrase === undefined ? {} : { passphrase }),
+          ...(generate ? { generatePassphrase: true } : {}),
+        })
+      } finally {
+        await roster.close()
+      }
+    } catch (error) {
+      await file?.abandon()
+      throw error
     }
-    if (out === '-') {
+    if (file === undefined) {
       await new Promise<void>((resolve, reject) =>
         process.stdout.write(prepared.file, (error) => (error ? reject(error) : resolve())),
       )
@@ -142,29 +151,56 @@ export const exportCommand: Command = {
       return
     }
     try {
-      if (values.force) {
-        // A new file (0600, never through a symlink), then renamed over the
-        // old one: overwriting in place would keep the old file's mode.
-        const temporary = `${values.out}.${process.pid}.tmp`
-        await writeFile(temporary, prepared.file, { mode: 0o600, flag: 'wx' })
-        await rename(temporary, values.out).catch(async (error: unknown) => {
-          await rm(temporary, { force: true })
-          throw error
-        })
-      } else {
-        await writeFile(values.out, prepared.file, { mode: 0o600, flag: 'wx' })
-      }
+      await file.write(prepared.file)
     } catch (error) {
-      const code = (error as { code?: string }).code
-      throw new CliError(
-        code === 'EEXIST'
-          ? `${values.out} exists (use --force to overwrite)`
-          : `cannot write ${values.out}: ${(error as Error).message}`,
-        1,
-      )
+      await file.abandon()
+      throw new CliError(`cannot write ${out}: ${(error as Error).message}`, 1)
     }
     console.log(summaryOf(prepared, values.out, values.json))
   },
+}
+
+/** The export's file, made before the export: written once, or abandoned (removed). */
+interface ReservedOut {
+  write(bytes: Uint8Array): Promise<void>
+  abandon(): Promise<void>
+}
+
+/**
+ * Makes `out` (or, with --force, a new file beside it that is renamed over
+ * it once written: overwriting in place would keep the old file's mode),
+ * empty, mode 0600, never through a link: `CliError` when it cannot.
+ */
+async function reserveOut(out: string, force: boolean): Promise<ReservedOut> {
+  const path = force ? `${out}.${process.pid}.tmp` : out
+  let handle: FileHandle
+  try {
+    handle = await open(path, 'wx', 0o600)
+  } catch (error) {
+    const code = (error as { code?: string }).code
+    throw new CliError(
+      code === 'EEXIST' && !force
+        ? `${out} exists (use --force to overwrite)`
+        : `cannot write ${out}: ${(error as Error).message}`,
+      1,
+    )
+  }
+  let handleOpen = true
+  const abandon = async (): Promise<void> => {
+    if (handleOpen) await handle.close().catch(() => undefined)
+    handleOpen = false
+    await rm(path, { force: true })
+  }
+  return {
+    async write(bytes) {
+      await handle.writeFile(bytes)
+      await handle.sync()
+      await handle.close()
+      handleOpen = false
+      if (force) await rename(path, out)
+    },
+    abandon,
+  }
 }
 
 /**

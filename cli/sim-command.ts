@@ -61,7 +61,8 @@ Faults:
   --partition-close <d>  a link cut this long is closed (default 60s)
   --swarm                draw the fault settings not given from the seed
   --canary <kind>        break a rule on purpose (${CANARIES.join(', ')}):
-                         the run must fail
+                         the run must fail (at the default sizes; a small run
+                         may give lose-write no acknowledged write to lose)
 Checks:
   --check-every <d>      virtual time between safety checks (default 10m)
   --converge-bound <d>   how long convergence may take after healing (default 2h)

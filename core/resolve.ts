@@ -327,15 +327,14 @@ export const serverStampOf = (replica: UserReplica): HlcStamp => replica.server?
 /**
  * Whether a device's local delete (rule 3), made when the server's entry
  * stood at `deleted.t`, still hides the user: until the server changes the
- * user later (a stamp past it). A server restored from a backup holds an
- * older stamp than the one deleted: that is not a later change, and the
- * user stays hidden (a terminal's local removal is not undone by a
- * rollback of the server).
+ * user (its entry's stamp is another). A server restored from a backup is
+ * no change: the device that finds it sets its marks to the restored
+ * entries (peers/replica/local-prune.ts, settleMarks).
  */
 export const deleteHides = (
   deleted: { readonly t: HlcStamp } | undefined,
   replica: UserReplica,
-): boolean => deleted !== undefined && deleted.t >= serverStampOf(replica)
+): boolean => deleted !== undefined && deleted.t === serverStampOf(replica)
 
 /**
  * The view of one user on a peer: rules 1-6 applied to the replicated state,

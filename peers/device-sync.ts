@@ -260,7 +260,7 @@ export class DeviceSync implements DeviceSyncApi {
       const lost = pushed === undefined ? 0 : this.server.serverLost(session, pushed, generation)
       if (lost > 0) {
         await this.log({ type: 'restore-detected', message: restoredMessage(lost) })
-        await this.generation.refetch()
+        await this.generation.refetch(this.server.heldAtOpen(session))
       }
       // (A hello may have called for a move during the push: ensure waits
       // for one it is staging, so no second staged wipe queues behind it.)

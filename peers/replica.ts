@@ -62,6 +62,7 @@ export {
   LOCAL_ORIGIN,
   REMOTE_ORIGIN,
   WipeSkippedError,
+  type HeldBeforeRefetch,
   type MetaContext,
   type OpenKind,
   type ReplicaHooks,
@@ -387,14 +388,9 @@ export class Replica {
   commitWipe(
     records: ReadonlyArray<readonly [string, string, unknown]> = [],
     carry?: (ctx: WriteContext) => void,
-    deletes = false,
+    options: Pick<Extract<WipeEnd, { commit: true }>, 'deletes' | 'restored'> = {},
   ): Promise<void> {
-    return this.endWipe({
-      commit: true,
-      records,
-      deletes,
-      ...(carry === undefined ? {} : { carry }),
-    })
+    return this.endWipe({ commit: true, records, ...options, ...(carry && { carry }) })
   }
 
   /** Undoes a staged wipe (the stored state is reloaded) and releases the writes it held. */

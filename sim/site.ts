@@ -470,11 +470,11 @@ export class SimSite {
     // The commit of a full sync's wipe is what clears its local deletes
     // (rule 3): the oracle needs every one, the device's own retries too.
     const commit = replica.commitWipe.bind(replica)
-    replica.commitWipe = (records, carry, deletes) => {
+    replica.commitWipe = (records, carry, options) => {
       const move = moving
       moving = false
       // A move clears the delete marks only when it completes a full sync.
-      const began = move ? (deletes === true ? movedAt : undefined) : wipedAt
+      const began = move ? (options?.deletes === true ? movedAt : undefined) : wipedAt
       const committing = began === undefined ? undefined : { wipedAt: began }
       slot.committing = committing
       const ended = (ok: boolean): void => {
@@ -486,7 +486,7 @@ export class SimSite {
         slot.committing = undefined
         if (committing !== undefined) this.hooks.fullSyncWipe?.(slot.id, committing.wipedAt, ok)
       }
-      const promise = commit(records, carry, deletes)
+      const promise = commit(records, carry, options)
       promise.then(
         () => ended(true),
         () => ended(false),

@@ -79,6 +79,12 @@ describe('the CLI on bad input', () => {
     ])
       expectOneLine(await cli([...args, '--data', data]), 2, /unexpected argument/)
     expectOneLine(await cli(['server', 'extra', '--port', '0', '--data', data]), 2, /unexpected/)
+    // --name filters a list; an action on one id ignored it.
+    expectOneLine(
+      await cli(['devices', 'approve', 'T-1003', '--name', 'zzz', '--data', data]),
+      2,
+      /--name filters the list/,
+    )
   })
 
   it('a bad sim --plan is a bad option: exit 2, one line', async () => {
@@ -158,6 +164,22 @@ describe('the CLI takes what an operator means, or refuses (black-box probe)', (
       /needs a unit: 10ms, 10s, 10m, 10h or 10d/,
     )
     expectOneLine(await cli(['events', '--data', data, '--since', '2026']), 2, /--since/)
+    expectOneLine(
+      await cli(['device', '--id', 'T-9', '--data', join(dir, 't9'), '--delta-interval', '1ms']),
+      2,
+      /--delta-interval must be at least 1s/,
+    )
+    // A day the calendar lacks (read as 2 March), and a period that ends before it starts.
+    expectOneLine(
+      await cli(['events', '--data', data, '--since', '2026-02-30']),
+      2,
+      /--since: not a date or time/,
+    )
+    expectOneLine(
+      await cli(['events', '--data', data, '--since', '1d', '--until', '2d']),
+      2,
+      /--since is after --until/,
+    )
     const sinceMs = await cli(['events', '--data', data, '--since', String(Date.now() - 3_600_000)])
     expect(sinceMs.code, sinceMs.stderr).toBe(0)
     // Number() read "" as 0 (a random port), 0x10 as 16, 1e3 as 1000.

@@ -345,6 +345,18 @@ describe('export and import', () => {
       'USER_NOT_FOUND',
     )
     expectRefused(await cli(['export', '--users', 'u1', '--out', file, '--data', srv]), 'exists')
+    // A file that cannot be written is refused before the export: no
+    // `users-exported` is logged for it.
+    const exports = async (): Promise<number> =>
+      (await cli(['events', '--data', srv, '--type', 'users-exported', '--json'])).stdout
+        .split('\n')
+        .filter((line) => line.trim() !== '').length
+    const before = await exports()
+    expectRefused(
+      await cli(['export', '--users', 'u1', '--out', join(dir, 'nodir', 'x'), '--data', srv]),
+      'cannot write',
+    )
+    expect(await exports()).toBe(before)
     // --force replaces the file with a new one: 0600 whatever the old one's mode.
     const loose = join(dir, 'loose.rsexport')
     await writeFile(loose, 'old')
@@ -392,7 +404,10 @@ describe('export and import', () => {
       ROSTERSYNC_EXPORT_PASSPHRASE: 'a passphrase the operator chose',
     })
     expect(byEnv.code).toBe(0)
-    const listed = await cli(['device', '--data', dev, '--list', '--json'])
+    // A look never connects: a --server given with it is neither checked
+    // nor kept for the device's next start.
+    const listed = await cli(['device', '--data', dev, '--list', '--json', '--server', 'notaurl'])
+    expect(existsSync(join(dev, 'server-url'))).toBe(false)
     expect(
       listed.stdout
         .trim()
@@ -672,7 +687,13 @@ describe('the device command while its server is down', () => {
 
 describe('rostersync bench', () => {
   it('runs the bench runner, with one-line errors on bad flags', async () => {
-    expectRefused(await cli(['bench', '--only', 'nope']), 'unknown bench')
+    const unknown = await cli(['bench', '--only', 'nope'])
+    expectRefused(unknown, 'unknown bench')
+    // The help names every bench the runner knows.
+    const known = /one of ([a-z0-9, ]+)/.exec(unknown.stderr)?.[1]?.split(', ') ?? []
+    expect(known.length).toBeGreaterThan(10)
+    const help = (await cli(['bench', '--help'])).stdout
+    for (const name of known) expect(help).toMatch(new RegExp(`\\b${name}\\b`))
     expectRefused(await cli(['bench', '--users', '0']), '--users')
     expectRefused(await cli(['bench', '--bogus']), 'bogus')
     const result = await cli(['bench', '--only', 'signing', '--users', '50', '--json'])

@@ -50,7 +50,8 @@ async function idleDevice(then: 'keep' | 'close'): Promise<ChildProcess> {
     child.stdout?.on('data', (chunk: Buffer) => {
       if (chunk.toString().includes('opened')) resolve()
     })
-    child.once('exit', (code) => reject(new Error(`exited ${code} before opening: ${stderr}`)))
+    // 'close': after its output is read (an 'exit' may come before it).
+    child.once('close', (code) => reject(new Error(`exited ${code} before opening: ${stderr}`)))
   })
   return child
 }

@@ -45,7 +45,8 @@ import { asUserId, asWriterId, SERVER_ID, type UserId } from '../../core/ids.js'
 import { CloseCode } from '../../core/protocol.js'
 import type { Connection } from '../../core/transport.js'
 import { mergeDeviceEntries, sameDeviceStamps } from '../../core/writes.js'
-import type { Replica, WriteContext } from '../replica.js'
+import { deleteHides } from '../../core/resolve.js'
+import type { HeldBeforeRefetch, Replica, WriteContext } from '../replica.js'
 
 /** Where the device keeps the generation it is on. */
 export const DEVICE_GENERATION_RECORD = ['sync', 'generation'] as const
@@ -113,6 +114,8 @@ export interface StagedMove {
   readonly carried: ReadonlyMap<UserId, DeviceEntry>
   /** Other devices' entries this device held (relayed over the LAN), by writer. */
   readonly relayed: ReadonlyMap<string, ReadonlyMap<UserId, DeviceEntry>>
+  /** A refetch after a restore: what the device held before it (WipeEnd.restored). */
+  readonly restored?: HeldBeforeRefetch
 }
 
 /** One device's generation and its move. */
@@ -227,7 +230,7 @@ export class GenerationMove {
    * device's own entries over it, as a move does; the delete marks stay
    * (PROTOCOL.md, "A restored server").
    */
-  refetch(): Promise<void> {
+  refetch(heldAtOpen?: ReadonlyMap<number, number>): Promise<void> {
     return this.serial(async () => {
       if (this.staged !== undefined) return
       const { replica } = this
@@ -236,8 +239,9 @@ export class GenerationMove {
       const to = statement === undefined ? this.current() : decodeGenerationStatement(statement)
       const carried = ownEntries(replica.doc, replica)
       const relayed = relayedEntries(replica.doc, replica)
+      const restored = heldBeforeRefetch(replica, heldAtOpen)
       await replica.wipe({ local: false, staged: true, generation: true })
-      this.staged = { to, carried, relayed }
+      this.staged = { to, carried, relayed, restored }
     })
   }
 
@@ -285,7 +289,7 @@ export class GenerationMove {
         relayedCarried = relayed
         carry(ctx, replica, entries)
       },
-      deletes,
+      { deletes, ...(staged.restored && { restored: staged.restored }) },
     )
     this.relayedCarried = relayedCarried
     this.staged = undefined
@@ -344,6 +348,23 @@ export class GenerationMove {
 export function holdsNothing(doc: Y.Doc): boolean {
   const { store } = doc
   return store.clients.size === 0 && store.pendingStructs === null && store.pendingDs === null
+}
+
+/**
+ * What the device held before a refetch: the users its marks hide, and
+ * what it held when its session with the restored server opened
+ * (`heldAtOpen`; what it holds now without it): what the restored server
+ * pushed since is its own writes since the restore, not the rollback.
+ */
+function heldBeforeRefetch(
+  replica: Replica,
+  heldAtOpen: ReadonlyMap<number, number> | undefined,
+): HeldBeforeRefetch {
+  const hidden = new Set<UserId>()
+  for (const id of replica.allUserIds())
+    if (deleteHides(replica.localOf(id).deleted, replica.replicaOf(id))) hidden.add(id)
+  const stateVector = heldAtOpen ?? Y.decodeStateVector(Y.encodeStateVector(replica.doc))
+  return { stateVector, hidden }
 }
 
 /** This device's own part of `doc`: its entry for every user it wrote. */

@@ -120,6 +120,11 @@ export class ServerExchange {
     return lost
   }
 
+  /** What the device held when `session` opened (its state vector), if recorded. */
+  heldAtOpen(session: SyncSession): ReadonlyMap<number, number> | undefined {
+    return this.opened?.session === session ? this.opened.held : undefined
+  }
+
   /** A sync succeeded: a refusal of the device's changes is logged again when it comes. */
   saved(): void {
     this.savesRefused.clear()

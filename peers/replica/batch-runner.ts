@@ -39,7 +39,7 @@ import {
   type WipeEnd,
   type WipeOptions,
 } from './types.js'
-import { pruneDeadLocal, pruneImported } from './local-prune.js'
+import { pruneDeadLocal, pruneImported, settleMarks } from './local-prune.js'
 
 /** The rooms a batch goes through (a components object, as js-libp2p's). */
 export interface BatchParts {
@@ -255,6 +255,8 @@ export class BatchRunner {
       const ctx = writeContext(this.parts, ops)
       const carry = end.carry
       if (carry !== undefined) this.parts.document.doc.transact(() => carry(ctx), LOCAL_ORIGIN)
+      if (!deletes && end.restored !== undefined)
+        settleMarks(this.parts.document.doc, local, ctx, end.restored)
       const snapshot = Y.encodeStateAsUpdate(this.parts.document.doc)
       snapshotBytes = snapshot.byteLength
       log.replaceOps(ops, snapshot)

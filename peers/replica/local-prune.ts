@@ -12,9 +12,9 @@ import {
   usersRootName,
 } from '../../core/entries.js'
 import { SERVER_ID, type UserId } from '../../core/ids.js'
-import { laterPolicy, laterServerEntry } from '../../core/resolve.js'
+import { adoptionFor, laterPolicy, laterServerEntry } from '../../core/resolve.js'
 import type { LocalState } from './local-state.js'
-import type { WriteContext } from './types.js'
+import type { HeldBeforeRefetch, WriteContext } from './types.js'
 
 /**
  * Drops imported entries and policies the document now holds as new
@@ -50,6 +50,50 @@ export function pruneImported(
 }
 
 /**
+ * Settles the delete marks (rule 3) of the users they hid, after the
+ * device found its server restored from a backup and fetched its roster
+ * again (the refetch: peers/device-sync/generation-move.ts), in the batch
+ * that commits it:
+ * - the fetched entry is one the device held already (`restored.stateVector`
+ *   covers its item), or there is none: the server only rolled back, which
+ *   is no change. The mark is set to that entry's stamp (0 for none), so
+ *   the user stays hidden until the server's next change, whatever stamp
+ *   that takes (a restored server's may be below the rolled-back ones: its
+ *   clock follows device stamps up to an hour ahead of it);
+ * - the fetched entry is under a clientID the device never held (the
+ *   server takes a fresh one at every start: it wrote the entry since the
+ *   restore), or the server will adopt a fill it lacks (this device
+ *   carries its own entries over the fetch): a change of the user, which
+ *   shows it. The mark is dropped: the stamp of such an entry may be the
+ *   very one it names (an adoption is stamped just past its fill's, as the
+ *   rolled-back one was).
+ */
+export function settleMarks(
+  doc: Y.Doc,
+  local: LocalState,
+  ctx: WriteContext,
+  restored: HeldBeforeRefetch,
+): void {
+  const server = doc.getMap(usersRootName(SERVER_ID))
+  const items = (server as unknown as { _map: Map<string, Y.Item> })._map
+  const policies = ctx.policies()
+  for (const id of restored.hidden) {
+    const { deleted } = local.localOf(id)
+    if (deleted === undefined) continue
+    const item = items.get(id)
+    const live = item === undefined || item.deleted ? undefined : item
+    const held =
+      live === undefined || (restored.stateVector.get(live.id.client) ?? 0) > live.id.clock
+    if (!held || adoptionFor(ctx.replicaOf(id), policies) !== undefined) {
+      ctx.setDeleted(id, undefined)
+      continue
+    }
+    const t = live === undefined ? 0 : (asServerEntry(server.get(id))?.t ?? 0)
+    if (deleted.t !== t) ctx.setDeleted(id, { t })
+  }
+}
+
+/**
  * Drops this peer's local-only state of `users` that the document made
  * dead, which no view reads again:
  * - device-specific values written at an epoch below the server's (a server
@@ -58,7 +102,8 @@ export function pruneImported(
  *   templates for 300 deleted users, through full syncs and generations);
  * - delete marks (rule 3) of a server entry since changed: a mark hides the
  *   user only while the server's stamp is the one it names, and the
- *   server's stamps only grow. Only a full sync cleared them, so a device
+ *   server's stamps only grow (a restore's rollback is settled at its
+ *   refetch: settleMarks). Only a full sync cleared them, so a device
  *   that never runs one kept a mark for every user it ever hid.
  * Only against a server entry the document holds: a staged or restored
  * document that lacks it (or holds an older one) drops nothing.

@@ -257,6 +257,14 @@ export interface WipeOptions {
   readonly generation?: boolean
 }
 
+/** What a device held before it fetched its restored server's roster again. */
+export interface HeldBeforeRefetch {
+  /** Its document's state vector. */
+  readonly stateVector: ReadonlyMap<number, number>
+  /** The users its delete marks hid (rule 3). */
+  readonly hidden: ReadonlySet<UserId>
+}
+
 /** How a staged wipe ends (see WipeOptions.staged). */
 export type WipeEnd =
   | {
@@ -272,6 +280,13 @@ export type WipeEnd =
        * that completes a full sync the caller asked for.
        */
       readonly deletes?: boolean
+      /**
+       * The fetch follows a server restored from a backup: what the device
+       * held before it, so that delete marks hiding a user then and
+       * rolled back to an entry it held already are settled on it
+       * (settleMarks).
+       */
+      readonly restored?: HeldBeforeRefetch
     }
   | { readonly commit: false }
 
