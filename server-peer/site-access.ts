@@ -7,7 +7,7 @@
  * never makes a key: it reads the file, or knows that it does not know
  * the key (an export then needs it given, or a passphrase).
  */
-import { createHash, randomBytes, scryptSync } from 'node:crypto'
+import { randomBytes, scryptSync } from 'node:crypto'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { AuthFailedError } from '../core/errors.js'
@@ -95,7 +95,12 @@ export async function settleSiteKey(
     access = { mode: 'open' }
   } else if (options.siteKey !== undefined) {
     const salt = recorded?.mode === 'given' ? recorded.salt : randomBytes(16).toString('base64url')
-    access = { mode: 'given', salt, keyHash: hashOf(options.siteKey, salt) }
+    // The hash is kept only in a data directory's store (what an offline
+    // export checks a given key against): a server on a store it was handed
+    // records nothing, and makes none (30 ms of scrypt at every start; the
+    // simulator starts a site's server two to four times a run).
+    const keyHash = options.dataDir === undefined ? '' : hashOf(options.siteKey, salt)
+    access = { mode: 'given', salt, keyHash }
     settled = { siteKey: options.siteKey, siteKeyFile: undefined, known: true }
     // A key generated on an earlier start stays in the file: devices
     // started with it (--site-key-file <data>/site-key, as the README
@@ -143,32 +148,9 @@ async function readSecret(file: string): Promise<string | undefined> {
   }
 }
 
-/**
- * Hashes this process made, by salt and the key's SHA-256: a server
- * restarted in the same process (the simulator restarts a site's server
- * after every crash and restore; tests do too) checks its key again without
- * another 30 ms of scrypt. What it keeps is no more than the process
- * already held (the key itself, while its server ran).
- */
-const hashesMade = new Map<string, string>()
-/** Hashes kept at most (oldest forgotten first). */
-const HASHES_MADE_MAX = 64
-
 /** A given key's hash: scrypt (2^14, about 30 ms) under the record's salt. */
-function hashOf(siteKey: string, salt: string): string {
-  const memo = `${salt}\u0000${createHash('sha256').update(siteKey).digest('hex')}`
-  const known = hashesMade.get(memo)
-  if (known !== undefined) return known
-  const hash = scryptSync(siteKey, `rostersync/site-key/1/${salt}`, 32, { N: 2 ** 14 }).toString(
-    'hex',
-  )
-  if (hashesMade.size >= HASHES_MADE_MAX) {
-    const oldest = hashesMade.keys().next().value
-    if (oldest !== undefined) hashesMade.delete(oldest)
-  }
-  hashesMade.set(memo, hash)
-  return hash
-}
+const hashOf = (siteKey: string, salt: string): string =>
+  scryptSync(siteKey, `rostersync/site-key/1/${salt}`, 32, { N: 2 ** 14 }).toString('hex')
 
 function asSiteAccess(value: unknown): SiteAccess | undefined {
   if (typeof value !== 'object' || value === null) return undefined
