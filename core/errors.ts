@@ -203,7 +203,9 @@ export function hasCode(error: unknown, code: ErrorCode): boolean {
  * A sync with the server failed: `SYNC_FAILED` (unreachable, refused, the
  * link dropped), `SYNC_TIMEOUT` (no answer in time), `NO_SERVER` (the
  * device has no server configured), `SAVE_TO_SERVER_FAILED` (the server
- * could not persist this device's change; the device keeps its value).
+ * could not persist this device's change; the device keeps its value),
+ * `PEER_PENDING` (the server holds the device for the administrator's
+ * approval; it retries with its backoff).
  */
 export class SyncError extends RostersyncError {
   constructor(
@@ -214,7 +216,8 @@ export class SyncError extends RostersyncError {
       | 'SAVE_TO_SERVER_FAILED'
       | 'PEER_REVOKED'
       | 'AUTH_FAILED'
-      | 'SERVER_KEY_CHANGED',
+      | 'SERVER_KEY_CHANGED'
+      | 'PEER_PENDING',
     message: string,
     options?: { cause?: unknown },
   ) {

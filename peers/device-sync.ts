@@ -462,7 +462,8 @@ export class DeviceSync implements DeviceSyncApi {
 
   private onLinkState(state: LinkState, detail?: string, failedAttempt = false): void {
     if (state === 'connected' || state === 'connecting') return
-    const error = state === 'refused' ? refusedError(detail) : unreachable(state, detail)
+    const error =
+      state === 'refused' ? refusedError(detail) : unreachable(state, detail, this.link?.reason)
     const kind = this.persisted.offlineReady ? 'delta' : 'full'
     if (state === 'refused') {
       // For good: both directions say so before whenReady() rejects (logged once).

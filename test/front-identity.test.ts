@@ -306,6 +306,11 @@ describe('identity: approval mode', () => {
     expect(server.devices.list()).toMatchObject([{ id: 'T-9', state: 'pending', pending: true }])
     expect(server.events.query({ type: 'device-registered', deviceId: 'T-9' })).toHaveLength(1)
     expect(device.serverLink?.state).not.toBe('refused')
+    // Its status says why it waits (it said SYNC_FAILED, its waiting line PEER_PENDING).
+    expect(device.sync.status().serverToDevice).toMatchObject({
+      state: 'failed',
+      error: { code: 'PEER_PENDING' },
+    })
     expect(await server.devices.approve('T-9')).toBe(true)
     // Logged once (approving again changes nothing).
     expect(await server.devices.approve('T-9')).toBe(true)

@@ -17,7 +17,7 @@ import { netLimits } from '../../core/limits.js'
 import type { Replica } from '../replica.js'
 import type { SyncAnswer, SyncSession } from '../sync-session.js'
 import type { ServerLink } from '../ws-client.js'
-import { covers, PUSH_ROUNDS_MAX, refusedError } from './sync-errors.js'
+import { covers, PUSH_ROUNDS_MAX, refusedError, unreachable } from './sync-errors.js'
 import { withoutUser } from '../sync-session/inbound.js'
 
 /**
@@ -275,9 +275,7 @@ export class ServerExchange {
     // Refused for good: the refusal's own code (AUTH_FAILED, PEER_REVOKED).
     if (link.state === 'refused') return Promise.reject(refusedError(link.reason))
     if (automatic && link.state === 'disconnected')
-      return Promise.reject(
-        new SyncError('SYNC_FAILED', 'the server is unreachable (waiting to reconnect)'),
-      )
+      return Promise.reject(unreachable('waiting to reconnect', undefined, link.reason))
     // Paused by a retention wipe: only a use (a caller's round) resumes it.
     if (automatic && link.state === 'paused')
       return Promise.reject(new SyncError('SYNC_FAILED', 'wiped for retention: waiting to be used'))

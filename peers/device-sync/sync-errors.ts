@@ -40,9 +40,27 @@ export function refusedError(detail: string | undefined): SyncError {
   )
 }
 
-/** The link to the server is down (`state`, and why when known): `SYNC_FAILED`. */
-export function unreachable(state: string, detail: string | undefined): SyncError {
+/** Whether a close's reason (`4423: PEER_PENDING: …`) says the device waits for approval. */
+const waitsForApproval = (detail: string | undefined): boolean =>
+  /^(?:\d+: )?PEER_PENDING\b/.test(detail ?? '')
+
+/**
+ * The link to the server is down (`state`, and why when known; `lastClose`:
+ * the link's last failure): `SYNC_FAILED`, or `PEER_PENDING` while the
+ * server holds the device for the administrator's approval (it retries
+ * with its backoff).
+ */
+export function unreachable(
+  state: string,
+  detail: string | undefined,
+  lastClose?: string,
+): SyncError {
   const reason = detail === undefined || detail === '' ? state : `${state}: ${detail}`
+  if (waitsForApproval(detail) || waitsForApproval(lastClose))
+    return new SyncError(
+      'PEER_PENDING',
+      `the server holds this device for the administrator's approval (${lastClose ?? reason})`,
+    )
   return new SyncError('SYNC_FAILED', `the server is unreachable (${reason})`)
 }
 
@@ -74,7 +92,11 @@ export function asSyncError(
   // The connection closed under the sync: the server's close says why
   // (`4423: PEER_PENDING: waiting for the administrator's approval`).
   if (error instanceof Error && error.message === 'connection closed' && closedWith !== undefined)
-    return new SyncError('SYNC_FAILED', `connection closed (${closedWith})`, { cause: error })
+    return new SyncError(
+      waitsForApproval(closedWith) ? 'PEER_PENDING' : 'SYNC_FAILED',
+      `connection closed (${closedWith})`,
+      { cause: error },
+    )
   if (error instanceof RostersyncError)
     return new SyncError('SYNC_FAILED', `${error.code}: ${error.message}`, { cause: error })
   return new SyncError('SYNC_FAILED', error instanceof Error ? error.message : String(error), {
