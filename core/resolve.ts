@@ -33,6 +33,13 @@ export type PolicyTable = ReadonlyMap<string, PolicyEntry>
 /** A local delete remembers the server's stamp `t` it hid (0: no server entry). */
 export interface DeleteMark {
   readonly t: HlcStamp
+  /**
+   * The server entry's Yjs item when the device deleted (client, clock):
+   * which version the mark names, where stamps alone cannot tell (after a
+   * server restored from a backup: PROTOCOL.md, "A restored server").
+   * Absent on marks made before it was kept, and without an entry.
+   */
+  readonly v?: readonly [number, number]
 }
 
 /**

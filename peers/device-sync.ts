@@ -260,7 +260,7 @@ export class DeviceSync implements DeviceSyncApi {
       const lost = pushed === undefined ? 0 : this.server.serverLost(session, pushed, generation)
       if (lost > 0) {
         await this.log({ type: 'restore-detected', message: restoredMessage(lost) })
-        await this.generation.refetch(this.server.heldAtOpen(session))
+        await this.generation.refetch()
       }
       // (A hello may have called for a move during the push: ensure waits
       // for one it is staging, so no second staged wipe queues behind it.)
@@ -273,6 +273,7 @@ export class DeviceSync implements DeviceSyncApi {
           deletes: kind === 'full' || this.fullPending,
         })
         this.persistedUseAt = at
+        if (lost > 0) this.server.refetched(session)
         if (!this.persisted.awaitingUse) this.persisted = this.afterFullSync(at)
         this.fullPending = false
         for (const w of this.readyWaiters.splice(0)) w.resolve()

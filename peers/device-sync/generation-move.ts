@@ -45,8 +45,8 @@ import { asUserId, asWriterId, SERVER_ID, type UserId } from '../../core/ids.js'
 import { CloseCode } from '../../core/protocol.js'
 import type { Connection } from '../../core/transport.js'
 import { mergeDeviceEntries, sameDeviceStamps } from '../../core/writes.js'
-import { deleteHides } from '../../core/resolve.js'
 import type { HeldBeforeRefetch, Replica, WriteContext } from '../replica.js'
+import { heldBeforeRefetch } from './mark-versions.js'
 
 /** Where the device keeps the generation it is on. */
 export const DEVICE_GENERATION_RECORD = ['sync', 'generation'] as const
@@ -230,7 +230,7 @@ export class GenerationMove {
    * device's own entries over it, as a move does; the delete marks stay
    * (PROTOCOL.md, "A restored server").
    */
-  refetch(heldAtOpen?: ReadonlyMap<number, number>): Promise<void> {
+  refetch(): Promise<void> {
     return this.serial(async () => {
       if (this.staged !== undefined) return
       const { replica } = this
@@ -239,7 +239,7 @@ export class GenerationMove {
       const to = statement === undefined ? this.current() : decodeGenerationStatement(statement)
       const carried = ownEntries(replica.doc, replica)
       const relayed = relayedEntries(replica.doc, replica)
-      const restored = heldBeforeRefetch(replica, heldAtOpen)
+      const restored = heldBeforeRefetch(replica)
       await replica.wipe({ local: false, staged: true, generation: true })
       this.staged = { to, carried, relayed, restored }
     })
@@ -348,23 +348,6 @@ export class GenerationMove {
 export function holdsNothing(doc: Y.Doc): boolean {
   const { store } = doc
   return store.clients.size === 0 && store.pendingStructs === null && store.pendingDs === null
-}
-
-/**
- * What the device held before a refetch: the users its marks hide, and
- * what it held when its session with the restored server opened
- * (`heldAtOpen`; what it holds now without it): what the restored server
- * pushed since is its own writes since the restore, not the rollback.
- */
-function heldBeforeRefetch(
-  replica: Replica,
-  heldAtOpen: ReadonlyMap<number, number> | undefined,
-): HeldBeforeRefetch {
-  const hidden = new Set<UserId>()
-  for (const id of replica.allUserIds())
-    if (deleteHides(replica.localOf(id).deleted, replica.replicaOf(id))) hidden.add(id)
-  const stateVector = heldAtOpen ?? Y.decodeStateVector(Y.encodeStateVector(replica.doc))
-  return { stateVector, hidden }
 }
 
 /** This device's own part of `doc`: its entry for every user it wrote. */

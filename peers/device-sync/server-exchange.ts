@@ -120,9 +120,17 @@ export class ServerExchange {
     return lost
   }
 
-  /** What the device held when `session` opened (its state vector), if recorded. */
-  heldAtOpen(session: SyncSession): ReadonlyMap<number, number> | undefined {
-    return this.opened?.session === session ? this.opened.held : undefined
+  /**
+   * The device fetched its restored server's roster again on `session`:
+   * what it holds now is what later answers on the session are compared
+   * with. Its document may still hold operations of a clientID the server
+   * lost some of (a backup taken while the server ran): compared with the
+   * session's open, every later round found the loss again and refetched.
+   */
+  refetched(session: SyncSession): void {
+    if (this.opened?.session !== session) return
+    const held = Y.decodeStateVector(Y.encodeStateVector(this.options.replica.doc))
+    this.opened = { ...this.opened, held }
   }
 
   /** A sync succeeded: a refusal of the device's changes is logged again when it comes. */

@@ -382,6 +382,12 @@ export class ReplicaDocument {
     return this.local.localOf(id)
   }
 
+  /** The Yjs item of the server's entry for `id` (client, clock), if it holds a live one. */
+  serverItemOf(id: UserId): readonly [number, number] | undefined {
+    const item = this.serverMap()._map.get(id)
+    return item === undefined || item.deleted ? undefined : [item.id.client, item.id.clock]
+  }
+
   /** The view of one user, or undefined. */
   view(id: UserId): UserView | undefined {
     return resolveUser(

@@ -54,19 +54,19 @@ export function pruneImported(
  * device found its server restored from a backup and fetched its roster
  * again (the refetch: peers/device-sync/generation-move.ts), in the batch
  * that commits it:
- * - the fetched entry is one the device held already (`restored.stateVector`
- *   covers its item), or there is none: the server only rolled back, which
- *   is no change. The mark is set to that entry's stamp (0 for none), so
- *   the user stays hidden until the server's next change, whatever stamp
- *   that takes (a restored server's may be below the rolled-back ones: its
- *   clock follows device stamps up to an hour ahead of it);
- * - the fetched entry is under a clientID the device never held (the
- *   server takes a fresh one at every start: it wrote the entry since the
- *   restore), or the server will adopt a fill it lacks (this device
- *   carries its own entries over the fetch): a change of the user, which
- *   shows it. The mark is dropped: the stamp of such an entry may be the
- *   very one it names (an adoption is stamped just past its fill's, as the
- *   rolled-back one was).
+ * - the fetched entry is the one the mark names or one it replaced
+ *   (`restored.hidden` holds those versions), or there is none: the server
+ *   only rolled back, which is no change. The mark is set to that entry's
+ *   stamp (0 for none), so the user stays hidden until the server's next
+ *   change, whatever stamp that takes (a restored server's may be below the
+ *   rolled-back ones: its clock follows device stamps up to an hour ahead
+ *   of it);
+ * - any other entry (the restored server wrote it since, whichever way it
+ *   reached this device), or a fill the server will adopt again (this
+ *   device carries its own entries over the fetch): a change of the user,
+ *   which shows it. The mark is dropped: the stamp of such an entry may be
+ *   the very one it names (an adoption is stamped just past its fill's, as
+ *   the rolled-back one was).
  */
 export function settleMarks(
   doc: Y.Doc,
@@ -77,19 +77,24 @@ export function settleMarks(
   const server = doc.getMap(usersRootName(SERVER_ID))
   const items = (server as unknown as { _map: Map<string, Y.Item> })._map
   const policies = ctx.policies()
-  for (const id of restored.hidden) {
+  for (const [id, versions] of restored.hidden) {
     const { deleted } = local.localOf(id)
     if (deleted === undefined) continue
     const item = items.get(id)
     const live = item === undefined || item.deleted ? undefined : item
-    const held =
-      live === undefined || (restored.stateVector.get(live.id.client) ?? 0) > live.id.clock
-    if (!held || adoptionFor(ctx.replicaOf(id), policies) !== undefined) {
+    const rolledBack =
+      live === undefined ||
+      versions.some(
+        ([client, clock, length]) =>
+          live.id.client === client && live.id.clock >= clock && live.id.clock < clock + length,
+      )
+    if (!rolledBack || adoptionFor(ctx.replicaOf(id), policies) !== undefined) {
       ctx.setDeleted(id, undefined)
       continue
     }
     const t = live === undefined ? 0 : (asServerEntry(server.get(id))?.t ?? 0)
-    if (deleted.t !== t) ctx.setDeleted(id, { t })
+    if (deleted.t !== t || deleted.v?.[0] !== live?.id.client || deleted.v?.[1] !== live?.id.clock)
+      ctx.setDeleted(id, live === undefined ? { t } : { t, v: [live.id.client, live.id.clock] })
   }
 }
 

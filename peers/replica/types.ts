@@ -259,10 +259,12 @@ export interface WipeOptions {
 
 /** What a device held before it fetched its restored server's roster again. */
 export interface HeldBeforeRefetch {
-  /** Its document's state vector. */
-  readonly stateVector: ReadonlyMap<number, number>
-  /** The users its delete marks hid (rule 3). */
-  readonly hidden: ReadonlySet<UserId>
+  /**
+   * The users its delete marks hid (rule 3), each with the versions of its
+   * server entry up to the one the mark names: that entry's Yjs item and
+   * the items it replaced, as (client, first clock, length) ranges.
+   */
+  readonly hidden: ReadonlyMap<UserId, ReadonlyArray<readonly [number, number, number]>>
 }
 
 /** How a staged wipe ends (see WipeOptions.staged). */

@@ -36,7 +36,11 @@ export function writeContext(parts: WriteContextParts, storeOps: StoreOp[]): Wri
     setOwnEntry: (id, entry) => document.setOwnEntry(id, entry),
     setPolicy: (field, entry) => document.setPolicy(field, entry),
     setRevoked: (deviceId, entry) => document.setRevoked(deviceId, entry),
-    setDeleted: (id, mark) => local.setDeleted(id, mark, storeOps),
+    setDeleted: (id, mark) => {
+      // The version the mark names, kept with it (DeleteMark.v).
+      const v = mark === undefined || mark.v !== undefined ? undefined : document.serverItemOf(id)
+      local.setDeleted(id, mark !== undefined && v !== undefined ? { ...mark, v } : mark, storeOps)
+    },
     setLocalFields: (id, fields) => local.setLocalFields(id, fields, storeOps),
     setImported: (id, entry) => local.setImported(id, entry, storeOps),
     setImportedPolicy: (field, entry) => {
