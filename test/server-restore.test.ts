@@ -10,11 +10,14 @@
  * on LevelDB, the backup a copy of the stopped server's directory.
  */
 import { cp, mkdtemp, rm } from 'node:fs/promises'
+import { createServer as createNetServer, connect, type AddressInfo, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { eventually } from './helpers/eventually.js'
 
 const closers: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -101,4 +104,122 @@ describe('a server restored from a backup of its data directory', () => {
       expect(logged[0]?.message).toMatch(/restored from a backup/)
     }
   })
+  it('a terminal that deleted a user shows it again once the restored server adopts its fill again, heard first over the LAN', async () => {
+    // D's clock runs 20 minutes ahead, so the server's clock follows D's
+    // stamps, and its adoption of D's fill after the restore takes the very
+    // stamp D's delete mark names. D hears that adoption from E over the
+    // LAN before its own link to the restored server opens: the stamps
+    // alone said "the version D deleted", and D kept the user hidden.
+    const dir = await tempDir()
+    const data = join(dir, 'server')
+    let peer = await server(data)
+    const port = Number(new URL(peer.url).port)
+    const link = await blockableProxy(port)
+    closers.push(async () => link.close())
+    await peer.users.put({ id: 'U1', name: 'User 1' })
+    const siteKey = peer.siteKey
+    const e = await createDevice({
+      id: 'E',
+      dataDir: join(dir, 'E'),
+      server: peer.url,
+      ...(siteKey === undefined ? {} : { siteKey }),
+      lan: { enabled: true, mdns: false, peers: [] },
+    })
+    closers.push(() => e.close())
+    const d = await createDevice({
+      id: 'D',
+      dataDir: join(dir, 'D'),
+      server: peer.url.replace(`:${port}`, `:${link.port}`),
+      ...(siteKey === undefined ? {} : { siteKey }),
+      clock: {
+        now: () => Date.now() + 20 * 60_000,
+        setTimeout: (fn, ms) => setTimeout(fn, ms),
+        clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+      },
+      lan: { enabled: true, mdns: false, peers: e.lanAddresses },
+    })
+    closers.push(() => d.close())
+    await e.sync.whenReady()
+    await d.sync.whenReady()
+
+    await peer.close()
+    await cp(data, join(dir, 'backup'), { recursive: true })
+    peer = await server(data, port)
+    // After the backup: D fills U1 (the server adopts it), then deletes it.
+    await d.users.patch('U1', { email: 'd@example.com' })
+    await d.sync.whenIdle()
+    await eventually(() => expect(e.users.get('U1')?.email).toBe('d@example.com'))
+    await eventually(() => expect(d.users.get('U1')?.email).toBe('d@example.com'))
+    expect(await d.users.delete('U1')).toBe(true)
+
+    // D loses its server; the server is restored; E finds it and carries
+    // D's fill (heard over the LAN), which the server adopts again.
+    link.block()
+    await peer.close()
+    await rm(data, { recursive: true, force: true })
+    await cp(join(dir, 'backup'), data, { recursive: true })
+    peer = await server(data, port)
+    await e.sync.delta()
+    await e.sync.whenIdle()
+    expect(e.events.query({ type: 'restore-detected' }).length).toBeGreaterThan(0)
+    await eventually(() => expect(peer.users.get('U1')?.email).toBe('d@example.com'))
+    // D hears all the restored server wrote (the adoption included) from E.
+    const restored = peer.replica.clientId
+    const clockOf = (doc: Y.Doc): number =>
+      Y.decodeStateVector(Y.encodeStateVector(doc)).get(restored) ?? 0
+    await eventually(() => expect(clockOf(d.replica.doc)).toBe(clockOf(peer.replica.doc)))
+    link.unblock()
+    await d.sync.delta()
+    await d.sync.delta()
+    expect(d.events.query({ type: 'restore-detected' }).length).toBeGreaterThan(0)
+    // The server adopted the fill again after the delete: a change (rule 3).
+    expect(d.users.get('U1')).toMatchObject({ name: 'User 1', email: 'd@example.com' })
+  }, 60_000)
 })
+
+/** A TCP relay to the server's port on 127.0.0.1 whose connections can be cut and refused. */
+async function blockableProxy(target: number): Promise<{
+  port: number
+  block(): void
+  unblock(): void
+  close(): void
+}> {
+  let blocked = false
+  const sockets = new Set<Socket>()
+  const relay = createNetServer((inbound) => {
+    if (blocked) {
+      inbound.destroy()
+      return
+    }
+    const outbound = connect(target, '127.0.0.1')
+    sockets.add(inbound)
+    sockets.add(outbound)
+    inbound.pipe(outbound)
+    outbound.pipe(inbound)
+    const end = (): void => {
+      inbound.destroy()
+      outbound.destroy()
+      sockets.delete(inbound)
+      sockets.delete(outbound)
+    }
+    for (const socket of [inbound, outbound]) {
+      socket.on('error', end)
+      socket.on('close', end)
+    }
+  })
+  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve))
+  return {
+    port: (relay.address() as AddressInfo).port,
+    block() {
+      blocked = true
+      for (const socket of sockets) socket.destroy()
+    },
+    unblock() {
+      blocked = false
+    },
+    close() {
+      for (const socket of sockets) socket.destroy()
+      relay.close()
+    },
+  }
+}
