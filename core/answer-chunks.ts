@@ -171,11 +171,7 @@ export function* diffParts(
   deletesSent?: DeletesSent,
 ): Generator<Uint8Array | null, void, undefined> {
   // A function: the flag changes while the generator waits at a yield.
-  const stopped = (): boolean => {
-    if (cut?.requested !== true) return false
-    cut.stopped = true
-    return true
-  }
+  const stopped = (): boolean => cutNow(cut)
   if (stopped()) return
   let sincePause = 0
   const cursors = new Map<number, Cursor>()

@@ -247,6 +247,11 @@ export class Replica {
     return this.document.localOf(id)
   }
 
+  /** The users this peer holds local-only state of (device-specific values, a delete mark). */
+  localIds(): Set<UserId> {
+    return this.local.localIds()
+  }
+
   /** The view of one user in the document, or undefined. */
   view(id: UserId): UserView | undefined {
     return this.document.view(id)

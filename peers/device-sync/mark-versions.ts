@@ -25,7 +25,8 @@ export function heldBeforeRefetch(replica: Replica): HeldBeforeRefetch {
   const root = replica.doc.getMap(usersRootName(SERVER_ID))
   const items = (root as unknown as { _map: Map<string, Y.Item> })._map
   const store = replica.doc.store
-  for (const id of replica.allUserIds()) {
+  // Only users with local state can hold a mark: not every user's entries resolved.
+  for (const id of replica.localIds()) {
     const mark = replica.localOf(id).deleted
     if (!deleteHides(mark, replica.replicaOf(id))) continue
     const versions: Array<readonly [number, number, number]> = []
@@ -44,9 +45,8 @@ export function heldBeforeRefetch(replica: Replica): HeldBeforeRefetch {
   return { hidden }
 }
 
-/** The struct holding `id` in `store`, if it holds one. */
+/** The struct holding `id` in `store`, if it holds one (Yjs throws when it does not). */
 function structAt(store: Y.Doc['store'], id: Y.ID): Y.AbstractStruct | undefined {
-  if ((store.clients.get(id.client)?.length ?? 0) === 0) return undefined
   try {
     return Y.getItem(store, id)
   } catch {
