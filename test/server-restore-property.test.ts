@@ -17,7 +17,11 @@
  * in A and put and deleted by the server only (rule 4). Each device may
  * delete a U user locally (rule 3) in some phase: hidden on that device
  * until the server changes the user after the delete, a rollback by the
- * restore not counting as a change.
+ * restore not counting as a change. The server may start a new generation
+ * (compact its history) in any phase, after its own writes or at the
+ * phase's end (the marks then name the generation it left): one in B makes
+ * the restore a move back to the generation the devices left. No rule
+ * changes across a generation.
  *
  * Replay with `ROSTERSYNC_SEED=<seed> npx vitest run test/server-restore-property.test.ts`.
  */
@@ -32,13 +36,14 @@ import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { envInt, seedFromEnv } from './helpers/property-seed.js'
 
 const seed = seedFromEnv()
-const RUNS = envInt('ROSTERSYNC_RESTORE_RUNS') ?? 8
+const RUNS = envInt('ROSTERSYNC_RESTORE_RUNS') ?? 16
 const SITE_KEY = 'restore-property-site-key'
 const U = ['U0', 'U1', 'U2', 'U3'] as const
 const W = ['W0', 'W1'] as const
 const X = ['X0', 'X1'] as const
 const DEVICES = ['D', 'E'] as const
 type Phase = 'A' | 'B' | 'C'
+type Compact = 'none' | 'early' | 'late'
 
 const dirs: string[] = []
 afterAll(async () => {
@@ -57,6 +62,8 @@ interface Case {
   readonly xOps: Record<Phase, ReadonlyArray<readonly [number, 'put' | 'delete', string]>>
   /** Per U user, per device: the phase it deletes the user locally in (rule 3), or none. */
   readonly deletes: ReadonlyArray<readonly [Phase | 'none', Phase | 'none']>
+  /** Per phase: whether the server starts a new generation, after its writes or at the phase's end. */
+  readonly compact: Record<Phase, Compact>
 }
 
 const name = fc.constantFrom('Ann', 'Bob', 'Cy', 'Dee', 'Eve')
@@ -66,6 +73,7 @@ const xOps = fc.array(
   { maxLength: 3 },
 )
 const device = fc.constantFrom(0 as const, 1 as const)
+const compact = fc.constantFrom('none' as const, 'early' as const, 'late' as const)
 const phaseOrNone = fc.constantFrom('none' as const, 'A' as const, 'B' as const, 'C' as const)
 const caseArb: fc.Arbitrary<Case> = fc.record({
   renames: fc.record({ A: renames, B: renames, C: renames }),
@@ -85,6 +93,7 @@ const caseArb: fc.Arbitrary<Case> = fc.record({
     minLength: U.length,
     maxLength: U.length,
   }),
+  compact: fc.record({ A: compact, B: compact, C: compact }),
 })
 
 type View = Record<string, unknown>
@@ -157,6 +166,17 @@ const rosterOf = (peer: ServerPeer | DevicePeer): View[] =>
     })
     .sort((a, b) => String(a.id).localeCompare(String(b.id)))
 
+/** Syncs `d` until it is on its server's generation (a move, forward or back, is one round). */
+async function onServerGeneration(d: DevicePeer, server: ServerPeer): Promise<void> {
+  const want = server.generation.id
+  const on = (): string =>
+    (d.replica.record('sync', 'generation') as { id?: string } | undefined)?.id ?? ''
+  for (let round = 0; on() !== want; round++) {
+    if (round === 20) throw new Error(`${d.id} never moved to generation ${server.generation.n}`)
+    await d.sync.delta().catch(() => undefined)
+  }
+}
+
 async function runCase(c: Case): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'rostersync-restore-prop-'))
   dirs.push(dir)
@@ -193,6 +213,10 @@ async function runCase(c: Case): Promise<void> {
     const idle = async (): Promise<void> => {
       for (let round = 0; round < 2; round++) for (const d of devices) await d.sync.whenIdle()
     }
+    const compactHistory = async (): Promise<void> => {
+      await server.compactHistory()
+      for (const d of devices) await onServerGeneration(d, server)
+    }
     const phase = async (p: Phase): Promise<void> => {
       for (const [k, [i, to]] of c.renames[p].entries())
         await server.users.patch(U[i] as string, { name: renamed(to, p, k) })
@@ -202,6 +226,7 @@ async function runCase(c: Case): Promise<void> {
         else if (server.users.get(id) !== undefined) await server.users.delete(id)
       }
       if (p === 'B') for (const id of W) await server.users.put({ id, name: `User ${id}` })
+      if (c.compact[p] === 'early') await compactHistory()
       await idle()
       const fills = [
         ...c.fills.map((f, i) => ({ ...f, id: U[i] as string })),
@@ -226,6 +251,7 @@ async function runCase(c: Case): Promise<void> {
           if (await d.users.delete(id)) deletedIn.set(`${d.id}:${id}`, p)
         }
       await idle()
+      if (c.compact[p] === 'late') await compactHistory()
     }
 
     await phase('A')
@@ -241,6 +267,12 @@ async function runCase(c: Case): Promise<void> {
     await cp(join(dir, 'backup'), data, { recursive: true })
     server = await createServer({ dataDir: data, port, siteKey: SITE_KEY })
     open.push(server)
+    // The devices come back before the server writes again (a compaction
+    // before they do hides the restore from them: test/server-restore.test.ts).
+    for (const d of devices) {
+      await onServerGeneration(d, server)
+      await d.sync.delta().catch(() => undefined)
+    }
     await phase('C')
     // Two rounds: a device's carried entries reach the server in the
     // first; what the server adopted of them reaches the other device in

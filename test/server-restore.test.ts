@@ -177,6 +177,105 @@ describe('a server restored from a backup of its data directory', () => {
   }, 60_000)
 })
 
+describe('a server restored from a backup taken before a compaction', () => {
+  it('a terminal moving back to the generation it left keeps hiding what it deleted, until the restored server changes it', async () => {
+    const dir = await tempDir()
+    const data = join(dir, 'server')
+    let peer = await server(data)
+    const port = Number(new URL(peer.url).port)
+    for (let i = 1; i <= 3; i++) await peer.users.put({ id: `U${i}`, name: `User ${i}` })
+    const d = await device('D', dir, peer)
+    await d.sync.whenReady()
+
+    // The backup, on the first generation.
+    await peer.close()
+    await cp(data, join(dir, 'backup'), { recursive: true })
+    peer = await server(data, port)
+    await peer.compactHistory()
+    await d.sync.delta()
+    await syncUntilOn(d, 1)
+    // On the new generation: the server renames U2 and U3; D deletes all three.
+    await peer.users.patch('U2', { name: 'Renamed after the compaction' })
+    await peer.users.patch('U3', { name: 'Renamed after the compaction' })
+    await d.sync.delta()
+    expect(d.users.get('U2')?.name).toBe('Renamed after the compaction')
+    for (const id of ['U1', 'U2', 'U3']) expect(await d.users.delete(id)).toBe(true)
+
+    // The restore: the first generation, as at the backup. The server
+    // then changes U3 (a change of the user, whatever its stamp).
+    await peer.close()
+    await rm(data, { recursive: true, force: true })
+    await cp(join(dir, 'backup'), data, { recursive: true })
+    peer = await server(data, port)
+    await peer.users.patch('U3', { department: 'Changed after the restore' })
+    await syncUntilOn(d, 0)
+    await d.sync.delta()
+
+    // U1 and U2 only rolled back: still hidden on D. U3 changed: shown.
+    expect(d.users.get('U1')).toBeUndefined()
+    expect(d.users.get('U2')).toBeUndefined()
+    expect(d.users.get('U3')).toMatchObject({
+      name: 'User 3',
+      department: 'Changed after the restore',
+    })
+    // The marks now name the restored entries: the server's next change shows the user.
+    await peer.users.patch('U2', { department: 'Later' })
+    await d.sync.delta()
+    expect(d.users.get('U2')).toMatchObject({ name: 'User 2', department: 'Later' })
+    expect(d.users.get('U1')).toBeUndefined()
+  }, 60_000)
+})
+
+describe('a server restored from a backup, then compacted before a terminal is back', () => {
+  it('the terminal keeps hiding what the restore only rolled back, and shows what the server changed since', async () => {
+    const dir = await tempDir()
+    const data = join(dir, 'server')
+    let peer = await server(data)
+    const port = Number(new URL(peer.url).port)
+    for (let i = 1; i <= 3; i++) await peer.users.put({ id: `U${i}`, name: `User ${i}` })
+    const d = await device('D', dir, peer)
+    await d.sync.whenReady()
+
+    await peer.close()
+    await cp(data, join(dir, 'backup'), { recursive: true })
+    peer = await server(data, port)
+    // After the backup (lost with the restore): U2 renamed; D deletes U1 to U3.
+    await peer.users.patch('U2', { name: 'Renamed after the backup' })
+    await d.sync.delta()
+    expect(d.users.get('U2')?.name).toBe('Renamed after the backup')
+    for (const id of ['U1', 'U2', 'U3']) expect(await d.users.delete(id)).toBe(true)
+    await d.close()
+
+    // The restore, a change of U3, and a new generation, all before D is back.
+    await peer.close()
+    await rm(data, { recursive: true, force: true })
+    await cp(join(dir, 'backup'), data, { recursive: true })
+    peer = await server(data, port)
+    await peer.users.patch('U3', { department: 'Changed after the restore' })
+    await peer.compactHistory()
+    const back = await device('D', dir, peer)
+    await syncUntilOn(back, 1)
+    await back.sync.delta()
+
+    expect(back.users.get('U1')).toBeUndefined()
+    expect(back.users.get('U2')).toBeUndefined()
+    expect(back.users.get('U3')).toMatchObject({ department: 'Changed after the restore' })
+    await peer.users.patch('U2', { department: 'Later' })
+    await back.sync.delta()
+    expect(back.users.get('U2')).toMatchObject({ name: 'User 2', department: 'Later' })
+  }, 60_000)
+})
+
+/** Syncs `peer` until it is on generation `n` (its record; n 0 when it never moved). */
+async function syncUntilOn(peer: DevicePeer, n: number): Promise<void> {
+  const on = (): number =>
+    (peer.replica.record('sync', 'generation') as { n?: number } | undefined)?.n ?? 0
+  for (let round = 0; on() !== n; round++) {
+    if (round === 20) throw new Error(`${peer.id} is on generation ${on()}, not ${n}`)
+    await peer.sync.delta().catch(() => undefined)
+  }
+}
+
 /** A TCP relay to the server's port on 127.0.0.1 whose connections can be cut and refused. */
 async function blockableProxy(target: number): Promise<{
   port: number

@@ -46,6 +46,7 @@ import { CloseCode } from '../../core/protocol.js'
 import type { Connection } from '../../core/transport.js'
 import { mergeDeviceEntries, sameDeviceStamps } from '../../core/writes.js'
 import type { HeldBeforeRefetch, Replica, WriteContext } from '../replica.js'
+import { heldWhenLeft, leftRecord, type LeftGeneration } from './left-generations.js'
 import { heldBeforeRefetch } from './mark-versions.js'
 
 /** Where the device keeps the generation it is on. */
@@ -114,8 +115,10 @@ export interface StagedMove {
   readonly carried: ReadonlyMap<UserId, DeviceEntry>
   /** Other devices' entries this device held (relayed over the LAN), by writer. */
   readonly relayed: ReadonlyMap<string, ReadonlyMap<UserId, DeviceEntry>>
-  /** A refetch after a restore: what the device held before it (WipeEnd.restored). */
+  /** What the device's delete marks hid before the fetch (WipeEnd.restored). */
   readonly restored?: HeldBeforeRefetch
+  /** The note of the generation it leaves (a move's: ./left-generations.ts). */
+  readonly left?: readonly [string, string, LeftGeneration[]]
 }
 
 /** One device's generation and its move. */
@@ -217,8 +220,16 @@ export class GenerationMove {
     }
     const carried = ownEntries(replica.doc, replica)
     const relayed = relayedEntries(replica.doc, replica)
+    // Back to an older generation: its server restored from a backup
+    // taken before a compaction (./left-generations.ts).
+    const seen = heldWhenLeft(replica, to)
+    const back = seen !== undefined || to.n < this.current().n
+    const restored = back
+      ? { ...heldBeforeRefetch(replica), seen: seen ?? new Map<number, number>() }
+      : { ...heldBeforeRefetch(replica, false), forward: true }
+    const left = leftRecord(replica, this.current(), replica.doc)
     await replica.wipe({ local: false, staged: true, generation: true })
-    this.staged = { to, carried, relayed }
+    this.staged = { to, carried, relayed, left, restored }
     return true
   }
 
@@ -280,7 +291,11 @@ export class GenerationMove {
     const { replica } = this
     let relayedCarried = 0
     await replica.commitWipe(
-      [...records, [...DEVICE_GENERATION_RECORD, recordOf(staged.to)]],
+      [
+        ...records,
+        [...DEVICE_GENERATION_RECORD, recordOf(staged.to)],
+        ...(staged.left ? [staged.left] : []),
+      ],
       (ctx) => {
         const { entries, relayed } = withUnseen(
           staged.carried,

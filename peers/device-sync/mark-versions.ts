@@ -19,8 +19,9 @@ const VERSIONS_WALKED_MAX = 10_000
  * item and the items it replaced (its origin, theirs, and so on: a Y.Map
  * entry's origin is the item it overwrote). A sibling that lost a
  * concurrent write to it is not among them (its origin is an older one).
+ * Without `walk`, the users only (a move forward: no versions compared).
  */
-export function heldBeforeRefetch(replica: Replica): HeldBeforeRefetch {
+export function heldBeforeRefetch(replica: Replica, walk = true): HeldBeforeRefetch {
   const hidden = new Map<UserId, Array<readonly [number, number, number]>>()
   const root = replica.doc.getMap(usersRootName(SERVER_ID))
   const items = (root as unknown as { _map: Map<string, Y.Item> })._map
@@ -30,6 +31,8 @@ export function heldBeforeRefetch(replica: Replica): HeldBeforeRefetch {
     const mark = replica.localOf(id).deleted
     if (!deleteHides(mark, replica.replicaOf(id))) continue
     const versions: Array<readonly [number, number, number]> = []
+    hidden.set(id, versions)
+    if (!walk) continue
     // From the version the mark names (its stamp may be another's too: a
     // restored server's entry relayed before the refetch), else the entry
     // held now.
@@ -40,7 +43,6 @@ export function heldBeforeRefetch(replica: Replica): HeldBeforeRefetch {
       const origin: Y.ID | null = struct instanceof Y.Item ? struct.origin : null
       struct = origin === null ? undefined : structAt(store, origin)
     }
-    hidden.set(id, versions)
   }
   return { hidden }
 }

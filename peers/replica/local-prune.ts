@@ -12,7 +12,7 @@ import {
   usersRootName,
 } from '../../core/entries.js'
 import { SERVER_ID, type UserId } from '../../core/ids.js'
-import { adoptionFor, laterPolicy, laterServerEntry } from '../../core/resolve.js'
+import { adoptionFor, laterPolicy, laterServerEntry, type DeleteMark } from '../../core/resolve.js'
 import type { LocalState } from './local-state.js'
 import type { HeldBeforeRefetch, WriteContext } from './types.js'
 
@@ -55,7 +55,9 @@ export function pruneImported(
  * again (the refetch: peers/device-sync/generation-move.ts), in the batch
  * that commits it:
  * - the fetched entry is the one the mark names or one it replaced
- *   (`restored.hidden` holds those versions), or there is none: the server
+ *   (`restored.hidden` holds those versions; on a move back to a
+ *   generation it left, one it held there: `restored.seen`), or there is
+ *   none: the server
  *   only rolled back, which is no change. The mark is set to that entry's
  *   stamp (0 for none), so the user stays hidden until the server's next
  *   change, whatever stamp that takes (a restored server's may be below the
@@ -82,8 +84,13 @@ export function settleMarks(
     if (deleted === undefined) continue
     const item = items.get(id)
     const live = item === undefined || item.deleted ? undefined : item
+    if (restored.forward === true) {
+      if (live !== undefined) settleMoved(id, deleted, live, asServerEntry(server.get(id))?.t, ctx)
+      continue
+    }
     const rolledBack =
       live === undefined ||
+      live.id.clock < (restored.seen?.get(live.id.client) ?? 0) ||
       versions.some(
         ([client, clock, length]) =>
           live.id.client === client && live.id.clock >= clock && live.id.clock < clock + length,
@@ -96,6 +103,30 @@ export function settleMarks(
     if (deleted.t !== t || deleted.v?.[0] !== live?.id.client || deleted.v?.[1] !== live?.id.clock)
       ctx.setDeleted(id, live === undefined ? { t } : { t, v: [live.id.client, live.id.clock] })
   }
+}
+
+/**
+ * Settles the mark of one user it hid, after a move to a new generation
+ * whose fetched entry of that user is `live` (stamp `t`): the copy of the
+ * entry the mark names (the same stamp) or a later change (a greater one:
+ * the mark is dropped). The mark now names the copy's item, which a later
+ * restore's refetch walks from. A lower stamp means the server was
+ * restored from a backup before it compacted, and the device never heard
+ * of it: the entry is a rollback, kept hidden (a change the restored server
+ * made since would take a greater stamp than the lost ones, unless devices
+ * with clocks ahead pushed those: then it stays hidden until the next).
+ */
+function settleMoved(
+  id: UserId,
+  deleted: DeleteMark,
+  live: Y.Item,
+  t: number | undefined,
+  ctx: WriteContext,
+): void {
+  if (t === undefined) return
+  if (t > deleted.t) ctx.setDeleted(id, undefined)
+  else if (deleted.t !== t || deleted.v?.[0] !== live.id.client || deleted.v?.[1] !== live.id.clock)
+    ctx.setDeleted(id, { t, v: [live.id.client, live.id.clock] })
 }
 
 /**

@@ -265,6 +265,20 @@ export interface HeldBeforeRefetch {
    * the items it replaced, as (client, first clock, length) ranges.
    */
   readonly hidden: ReadonlyMap<UserId, ReadonlyArray<readonly [number, number, number]>>
+  /**
+   * A move back to a generation it left (its server restored from a backup
+   * taken before a compaction): how far it held the server's clientIDs
+   * there (peers/device-sync/left-generations.ts). Every entry within
+   * them counts as a version its marks hid; `hidden`'s name the
+   * generation it leaves, whose items the fetched document does not hold.
+   */
+  readonly seen?: ReadonlyMap<number, number>
+  /**
+   * A move to a new generation, no restore seen (`hidden` holds no
+   * versions): the fetched entries are copies, in new items, of the ones
+   * the marks name (settleMarks points the marks at them).
+   */
+  readonly forward?: boolean
 }
 
 /** How a staged wipe ends (see WipeOptions.staged). */
