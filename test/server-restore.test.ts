@@ -177,6 +177,41 @@ describe('a server restored from a backup of its data directory', () => {
   }, 60_000)
 })
 
+describe('a backup copied while the server ran', () => {
+  it('is found once, and a delete made after the refetch holds through later rounds', async () => {
+    // The lost operations are under the clientID the restored server still
+    // had some of: compared with what the device held when its session
+    // opened, every round of that session found the loss again, fetched the
+    // roster again, and settled a later mark as if the restore undid it.
+    const dir = await tempDir()
+    const data = join(dir, 'server')
+    let peer = await server(data)
+    const port = Number(new URL(peer.url).port)
+    for (let i = 1; i <= 3; i++) await peer.users.put({ id: `U${i}`, name: `User ${i}` })
+    const d = await device('D', dir, peer)
+    await d.sync.whenReady()
+    await cp(data, join(dir, 'backup'), { recursive: true })
+    await peer.users.patch('U1', { name: 'Lost with the restore' })
+    await d.sync.whenIdle()
+    expect(d.users.get('U1')?.name).toBe('Lost with the restore')
+
+    await peer.close()
+    await rm(data, { recursive: true, force: true })
+    await cp(join(dir, 'backup'), data, { recursive: true })
+    peer = await server(data, port)
+    await d.sync.delta()
+    expect(d.events.query({ type: 'restore-detected' })).toHaveLength(1)
+    expect(d.users.get('U1')?.name).toBe('User 1')
+    await peer.users.patch('U2', { name: 'Renamed after the restore' })
+    await d.sync.delta()
+    expect(d.users.get('U2')?.name).toBe('Renamed after the restore')
+    expect(await d.users.delete('U2')).toBe(true)
+    for (let round = 0; round < 3; round++) await d.sync.delta()
+    expect(d.events.query({ type: 'restore-detected' })).toHaveLength(1)
+    expect(d.users.get('U2')).toBeUndefined()
+  }, 60_000)
+})
+
 describe('a server restored from a backup taken before a compaction', () => {
   it('a terminal moving back to the generation it left keeps hiding what it deleted, until the restored server changes it', async () => {
     const dir = await tempDir()
