@@ -21,7 +21,8 @@
  * (compact its history) in any phase, after its own writes or at the
  * phase's end (the marks then name the generation it left): one in B makes
  * the restore a move back to the generation the devices left. No rule
- * changes across a generation.
+ * changes across a generation. The backup may be copied while the server
+ * runs, and the devices may also sync with each other over the LAN.
  *
  * Replay with `ROSTERSYNC_SEED=<seed> npx vitest run test/server-restore-property.test.ts`.
  */
@@ -62,6 +63,10 @@ interface Case {
   readonly xOps: Record<Phase, ReadonlyArray<readonly [number, 'put' | 'delete', string]>>
   /** Per U user, per device: the phase it deletes the user locally in (rule 3), or none. */
   readonly deletes: ReadonlyArray<readonly [Phase | 'none', Phase | 'none']>
+  /** Whether the backup is copied while the server runs. */
+  readonly hot: boolean
+  /** Whether the devices also sync with each other over the LAN. */
+  readonly lan: boolean
   /** Per phase: whether the server starts a new generation, after its writes or at the phase's end. */
   readonly compact: Record<Phase, Compact>
 }
@@ -94,6 +99,8 @@ const caseArb: fc.Arbitrary<Case> = fc.record({
     maxLength: U.length,
   }),
   compact: fc.record({ A: compact, B: compact, C: compact }),
+  lan: fc.boolean(),
+  hot: fc.boolean(),
 })
 
 type View = Record<string, unknown>
@@ -194,6 +201,11 @@ async function runCase(c: Case): Promise<void> {
         dataDir: join(dir, id),
         server: server.url,
         siteKey: SITE_KEY,
+        // With `lan`, D dials E over the LAN (127.0.0.1): each hears the
+        // other's writes and the server's, relayed, as well as directly.
+        ...(c.lan
+          ? { lan: { enabled: true, mdns: false, peers: devices.flatMap((e) => e.lanAddresses) } }
+          : {}),
         // D's clock runs 20 minutes ahead (within what a server accepts):
         // the server's stamps follow D's, so after the restore they are
         // below the rolled-back ones.
@@ -255,11 +267,17 @@ async function runCase(c: Case): Promise<void> {
     }
 
     await phase('A')
-    // The backup: a copy of the stopped server's directory.
-    await server.close()
-    await cp(data, join(dir, 'backup'), { recursive: true })
-    server = await createServer({ dataDir: data, port, siteKey: SITE_KEY })
-    open.push(server)
+    if (c.hot) {
+      // The backup: a copy of the running server's directory (B's
+      // operations then follow the backup's under the same clientID).
+      await cp(data, join(dir, 'backup'), { recursive: true })
+    } else {
+      // The backup: a copy of the stopped server's directory.
+      await server.close()
+      await cp(data, join(dir, 'backup'), { recursive: true })
+      server = await createServer({ dataDir: data, port, siteKey: SITE_KEY })
+      open.push(server)
+    }
     await phase('B')
     // The restore: the directory as it was at the backup.
     await server.close()
