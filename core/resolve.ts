@@ -40,7 +40,18 @@ export interface DeleteMark {
    * Absent on marks made before it was kept, and without an entry.
    */
   readonly v?: readonly [number, number]
+  /**
+   * The highest server stamp the mark hid, when a restore's rollback set
+   * it to an older entry (settleMarks, settleMoved in
+   * peers/replica/local-prune.ts): an entry up to it is a version the
+   * device deleted or one before it, not a change (a second restore may
+   * bring it back). Absent: `t`.
+   */
+  readonly h?: HlcStamp
 }
+
+/** The highest server stamp `mark` hid (DeleteMark.h). */
+export const markHigh = (mark: DeleteMark): HlcStamp => Math.max(mark.t, mark.h ?? 0)
 
 /**
  * Values of device-specific fields on one peer, with the stamp of each write:

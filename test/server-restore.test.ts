@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
+import { asUserId } from '../core/ids.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { eventually } from './helpers/eventually.js'
@@ -218,8 +219,22 @@ describe('a server restored from a backup taken before a compaction', () => {
     const data = join(dir, 'server')
     let peer = await server(data)
     const port = Number(new URL(peer.url).port)
-    for (let i = 1; i <= 3; i++) await peer.users.put({ id: `U${i}`, name: `User ${i}` })
-    const d = await device('D', dir, peer)
+    for (let i = 1; i <= 4; i++) await peer.users.put({ id: `U${i}`, name: `User ${i}` })
+    // D's clock runs 20 minutes ahead: the server's clock follows D's
+    // stamps after the backup, so what it writes after the restore is
+    // stamped below the renames D deleted (stamps cannot tell a change).
+    const d = await createDevice({
+      id: 'D',
+      dataDir: join(dir, 'D'),
+      server: peer.url,
+      ...(peer.siteKey === undefined ? {} : { siteKey: peer.siteKey }),
+      clock: {
+        now: () => Date.now() + 20 * 60_000,
+        setTimeout: (fn, ms) => setTimeout(fn, ms),
+        clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+      },
+    })
+    closers.push(() => d.close())
     await d.sync.whenReady()
 
     // The backup, on the first generation.
@@ -229,6 +244,9 @@ describe('a server restored from a backup taken before a compaction', () => {
     await peer.compactHistory()
     await d.sync.delta()
     await syncUntilOn(d, 1)
+    await d.users.patch('U4', { email: 'd4@example.com' })
+    await d.sync.whenIdle()
+    expect(peer.users.get('U4')?.email).toBe('d4@example.com')
     // On the new generation: the server renames U2 and U3; D deletes all three.
     await peer.users.patch('U2', { name: 'Renamed after the compaction' })
     await peer.users.patch('U3', { name: 'Renamed after the compaction' })
@@ -243,6 +261,9 @@ describe('a server restored from a backup taken before a compaction', () => {
     await cp(join(dir, 'backup'), data, { recursive: true })
     peer = await server(data, port)
     await peer.users.patch('U3', { department: 'Changed after the restore' })
+    // Stamped below the version D deleted.
+    const markOf = (id: string): number => d.replica.localOf(asUserId(id)).deleted?.t ?? 0
+    expect(peer.replica.replicaOf(asUserId('U3')).server?.t).toBeLessThan(markOf('U3'))
     await syncUntilOn(d, 0)
     await d.sync.delta()
 
@@ -298,6 +319,92 @@ describe('a server restored from a backup, then compacted before a terminal is b
     await peer.users.patch('U2', { department: 'Later' })
     await back.sync.delta()
     expect(back.users.get('U2')).toMatchObject({ name: 'User 2', department: 'Later' })
+  }, 60_000)
+})
+
+describe('two restores and a compaction between them', () => {
+  it('a terminal keeps hiding the version it deleted when a second restore brings it back', async () => {
+    // Backup A holds U1 as enrolled, backup B the rename D deleted. The
+    // server is restored to A and compacts before D is back (D's mark is
+    // lowered to A's U1, kept hidden), then restored to B: D moves back to
+    // the generation it left, whose U1 is exactly the version it deleted.
+    const dir = await tempDir()
+    const data = join(dir, 'server')
+    let peer = await server(data)
+    const port = Number(new URL(peer.url).port)
+    for (let i = 1; i <= 2; i++) await peer.users.put({ id: `U${i}`, name: `User ${i}` })
+    let d = await device('D', dir, peer)
+    await d.sync.whenReady()
+    await peer.close()
+    await cp(data, join(dir, 'backupA'), { recursive: true })
+    peer = await server(data, port)
+    await peer.users.patch('U1', { name: 'Renamed' })
+    await d.sync.delta()
+    expect(d.users.get('U1')?.name).toBe('Renamed')
+    for (const id of ['U1', 'U2']) expect(await d.users.delete(id)).toBe(true)
+    await d.close()
+    await peer.close()
+    await cp(data, join(dir, 'backupB'), { recursive: true })
+
+    const restore = async (backup: string): Promise<ServerPeer> => {
+      await peer.close()
+      await rm(data, { recursive: true, force: true })
+      await cp(join(dir, backup), data, { recursive: true })
+      return server(data, port)
+    }
+    peer = await restore('backupA')
+    await peer.compactHistory()
+    d = await device('D', dir, peer)
+    await syncUntilOn(d, 1)
+    await d.sync.delta()
+    expect(d.users.get('U1')).toBeUndefined()
+    expect(d.users.get('U2')).toBeUndefined()
+
+    peer = await restore('backupB')
+    expect(peer.users.get('U1')?.name).toBe('Renamed')
+    await syncUntilOn(d, 0)
+    await d.sync.delta()
+    expect(d.users.get('U1')).toBeUndefined()
+    expect(d.users.get('U2')).toBeUndefined()
+  }, 60_000)
+
+  it('a terminal shows the user again when an undone restore brings back a version newer than the one it deleted', async () => {
+    // D deleted U1 on the version a restore rolled back to; the operator
+    // then undoes the restore: U1 as D held it before, which D never deleted.
+    const dir = await tempDir()
+    const data = join(dir, 'server')
+    let peer = await server(data)
+    const port = Number(new URL(peer.url).port)
+    await peer.users.put({ id: 'U1', name: 'User 1' })
+    const d = await device('D', dir, peer)
+    await d.sync.whenReady()
+    await peer.close()
+    await cp(data, join(dir, 'backupA'), { recursive: true })
+    peer = await server(data, port)
+    await peer.compactHistory()
+    await syncUntilOn(d, 1)
+    await peer.users.patch('U1', { name: 'New' })
+    await d.sync.delta()
+    expect(d.users.get('U1')?.name).toBe('New')
+    await peer.close()
+    await cp(data, join(dir, 'backupB'), { recursive: true })
+
+    await rm(data, { recursive: true, force: true })
+    await cp(join(dir, 'backupA'), data, { recursive: true })
+    peer = await server(data, port)
+    await syncUntilOn(d, 0)
+    await d.sync.delta()
+    expect(d.users.get('U1')?.name).toBe('User 1')
+    expect(await d.users.delete('U1')).toBe(true)
+
+    await peer.close()
+    await rm(data, { recursive: true, force: true })
+    await cp(join(dir, 'backupB'), data, { recursive: true })
+    peer = await server(data, port)
+    await syncUntilOn(d, 1)
+    await d.sync.delta()
+    expect(d.users.get('U1')).toMatchObject({ name: 'New' })
+    expect(peer.users.get('U1')).toMatchObject({ name: 'New' })
   }, 60_000)
 })
 

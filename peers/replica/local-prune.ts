@@ -12,7 +12,13 @@ import {
   usersRootName,
 } from '../../core/entries.js'
 import { SERVER_ID, type UserId } from '../../core/ids.js'
-import { adoptionFor, laterPolicy, laterServerEntry, type DeleteMark } from '../../core/resolve.js'
+import {
+  adoptionFor,
+  laterPolicy,
+  laterServerEntry,
+  markHigh,
+  type DeleteMark,
+} from '../../core/resolve.js'
 import type { LocalState } from './local-state.js'
 import type { HeldBeforeRefetch, WriteContext } from './types.js'
 
@@ -84,13 +90,16 @@ export function settleMarks(
     if (deleted === undefined) continue
     const item = items.get(id)
     const live = item === undefined || item.deleted ? undefined : item
+    const t = live === undefined ? 0 : (asServerEntry(server.get(id))?.t ?? 0)
     if (restored.forward === true) {
-      if (live !== undefined) settleMoved(id, deleted, live, asServerEntry(server.get(id))?.t, ctx)
+      settleMoved(id, deleted, live, t, ctx)
       continue
     }
     const rolledBack =
       live === undefined ||
-      live.id.clock < (restored.seen?.get(live.id.client) ?? 0) ||
+      // Held there, and not above what the mark hid (a mark made after an
+      // earlier move back did not hide that generation's later versions).
+      (live.id.clock < (restored.seen?.get(live.id.client) ?? 0) && t <= markHigh(deleted)) ||
       versions.some(
         ([client, clock, length]) =>
           live.id.client === client && live.id.clock >= clock && live.id.clock < clock + length,
@@ -99,9 +108,7 @@ export function settleMarks(
       ctx.setDeleted(id, undefined)
       continue
     }
-    const t = live === undefined ? 0 : (asServerEntry(server.get(id))?.t ?? 0)
-    if (deleted.t !== t || deleted.v?.[0] !== live?.id.client || deleted.v?.[1] !== live?.id.clock)
-      ctx.setDeleted(id, live === undefined ? { t } : { t, v: [live.id.client, live.id.clock] })
+    setMark(id, deleted, live, t, ctx)
   }
 }
 
@@ -115,18 +122,43 @@ export function settleMarks(
  * of it: the entry is a rollback, kept hidden (a change the restored server
  * made since would take a greater stamp than the lost ones, unless devices
  * with clocks ahead pushed those: then it stays hidden until the next).
+ * No entry: as a restore's (settleMarks), hidden until the next.
  */
 function settleMoved(
   id: UserId,
   deleted: DeleteMark,
-  live: Y.Item,
-  t: number | undefined,
+  live: Y.Item | undefined,
+  t: number,
   ctx: WriteContext,
 ): void {
-  if (t === undefined) return
-  if (t > deleted.t) ctx.setDeleted(id, undefined)
-  else if (deleted.t !== t || deleted.v?.[0] !== live.id.client || deleted.v?.[1] !== live.id.clock)
-    ctx.setDeleted(id, { t, v: [live.id.client, live.id.clock] })
+  if (t > markHigh(deleted)) ctx.setDeleted(id, undefined)
+  else setMark(id, deleted, live, t, ctx)
+}
+
+/**
+ * Sets `deleted` to name the entry `live` (stamp `t`; none: 0), keeping
+ * the highest stamp it hid (DeleteMark.h) when that one is older.
+ */
+function setMark(
+  id: UserId,
+  deleted: DeleteMark,
+  live: Y.Item | undefined,
+  t: number,
+  ctx: WriteContext,
+): void {
+  const high = markHigh(deleted)
+  const mark: DeleteMark = {
+    t,
+    ...(live && { v: [live.id.client, live.id.clock] as const }),
+    ...(high > t && { h: high }),
+  }
+  if (
+    mark.t !== deleted.t ||
+    mark.h !== deleted.h ||
+    mark.v?.[0] !== deleted.v?.[0] ||
+    mark.v?.[1] !== deleted.v?.[1]
+  )
+    ctx.setDeleted(id, mark)
 }
 
 /**
@@ -138,8 +170,8 @@ function settleMoved(
  *   templates for 300 deleted users, through full syncs and generations);
  * - delete marks (rule 3) of a server entry since changed: a mark hides the
  *   user only while the server's stamp is the one it names, and the
- *   server's stamps only grow (a restore's rollback is settled at its
- *   refetch: settleMarks). Only a full sync cleared them, so a device
+ *   server's stamps only grow past the highest it hid (a restore's
+ *   rollback is settled at its refetch: settleMarks; DeleteMark.h). Only a full sync cleared them, so a device
  *   that never runs one kept a mark for every user it ever hid.
  * Only against a server entry the document holds: a staged or restored
  * document that lacks it (or holds an older one) drops nothing.
@@ -157,6 +189,6 @@ export function pruneDeadLocal(
     const held = asServerEntry(server.get(id))
     if (held === undefined) continue
     if (fields !== undefined && (fields.e ?? 0) < held.e) ctx.setLocalFields(id, undefined)
-    if (deleted !== undefined && held.t > deleted.t) ctx.setDeleted(id, undefined)
+    if (deleted !== undefined && held.t > markHigh(deleted)) ctx.setDeleted(id, undefined)
   }
 }
