@@ -22,7 +22,7 @@ import { AdminStreams } from './admin-stream.js'
 import type { DeviceRecord, DeviceRegistry } from './device-registry.js'
 import { fieldSources } from './field-sources.js'
 import { checkPolicyChange, policyPreview } from './policy-preview.js'
-import { UserIndex } from './user-search.js'
+import { checkQueryParams, UserIndex } from './user-search.js'
 
 /** The server's parts the admin routes serve. */
 export interface AdminParts {
@@ -157,8 +157,13 @@ export async function servePolicies(
 ): Promise<void> {
   const { replica, schema } = admin.parts
   if (preview) {
+    checkQueryParams(url.searchParams, ['field', 'policy'], 'GET /api/policies/preview')
     const field = url.searchParams.get('field')
     const policy = url.searchParams.get('policy')
+    if (field === null || policy === null)
+      throw new InvalidOptionsError(
+        'GET /api/policies/preview needs ?field=<a field>&policy=<shared|device-specific|last-writer-wins>',
+      )
     checkPolicyChange(schema, field, policy)
     // The tag of the policies the preview was made of: a change confirmed
     // from it sends it back (If-Match), refused once another changed them.

@@ -24,6 +24,7 @@
  * most `limits.devicesRegisteredMax` devices, `limits.devicesPendingMax` of
  * them waiting for approval.
  */
+import { foldCase } from '../core/fold-case.js'
 import type { Clock } from '../core/clock.js'
 import {
   IdConflictError,
@@ -389,9 +390,9 @@ export class DeviceRegistry {
 
   /** Devices, ordered by id; `nameContains` filters by partial name (case-insensitive). */
   list(filter: { nameContains?: string } = {}): DeviceRecord[] {
-    const needle = filter.nameContains?.toLowerCase()
+    const needle = filter.nameContains === undefined ? undefined : foldCase(filter.nameContains)
     return [...this.devices.values()]
-      .filter((d) => needle === undefined || d.name.toLowerCase().includes(needle))
+      .filter((d) => needle === undefined || foldCase(d.name).includes(needle))
       .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
   }
 

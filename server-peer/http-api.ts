@@ -134,8 +134,12 @@ export function httpApi(target: HttpApiTarget, adminToken: string, admin: AdminC
       if (error instanceof MethodNotAllowedError && !res.headersSent)
         res.setHeader('allow', error.allow.join(', '))
       if (status === 401 && !res.headersSent) res.setHeader('www-authenticate', 'Bearer')
-      // A body the server stopped reading must not be taken for the next request.
-      if (status === 413 && !res.headersSent) res.setHeader('connection', 'close')
+      // A body the server stopped reading (or never read: a refusal before
+      // it, 401, 404, 405) must not be taken for the next request, nor
+      // drained for ever: Node reads on to keep the connection (a probe
+      // sent 3.2 GiB after its 401).
+      if ((status === 413 || !req.complete) && !res.headersSent)
+        res.setHeader('connection', 'close')
       // At most `httpErrorMessageCharsMax` characters: a schema's message
       // may name what the request held (an unknown key of 2 MB came back
       // whole, a black-box probe).
@@ -266,6 +270,9 @@ const ROUTES: ReadonlyArray<{ readonly pattern: RegExp; readonly methods: readon
   { pattern: /^api\/generations$/, methods: ['GET', 'POST'] },
 ]
 
+/** The routes that take query parameters (each checks its own: checkQueryParams). */
+const TAKES_QUERY = /^api\/(users|devices|events|policies\/preview)$/
+
 type Route = (typeof ROUTES)[number]
 
 /** Whether HEAD answers as GET on `route`: it has GET, and GET ends (not the event stream). */
@@ -365,6 +372,11 @@ async function serve(
   if (route === undefined) throw new NotFoundError(`no endpoint ${excerpt(url.pathname, 64)}`)
   if (!route.methods.includes(method)) throw new MethodNotAllowedError(method, allowedOf(route))
   if (how === 'cookie' && method !== 'GET' && method !== 'HEAD') checkCsrf(req)
+  // The endpoints without query parameters refuse any (those with them
+  // check theirs): a parameter ignored is a request answered narrower or
+  // other than asked.
+  if (!TAKES_QUERY.test(parts.join('/')))
+    checkQueryParams(url.searchParams, [], `${method} ${url.pathname}`)
   const [, resource, id, action] = parts
   if (resource === 'users' && action === 'sources' && id !== undefined)
     return serveSources(admin, id, res, reply)
@@ -424,13 +436,18 @@ async function serve(
 const userWrites = new WeakMap<HttpApiTarget, Map<string, Promise<void>>>()
 
 /**
- * What a conditional write asks of the user first: `absent`
- * (`If-None-Match: *`, create only: 412 `USER_EXISTS`), `present`
- * (`If-Match: *`, replace only: 412 `USER_NOT_FOUND`), or a view whose
- * entity tag is one of `tags` (`If-Match: "…"`, the tag a GET gave: 412
- * `PRECONDITION_FAILED` once someone changed the user since).
+ * What a conditional write asks of the user first (RFC 9110 13.1; `If-Match`
+ * is evaluated before `If-None-Match`):
+ * - `match`: `If-Match: *` (replace only: 412 `USER_NOT_FOUND`), or entity
+ *   tags one of which the user's must be (the tag a GET gave: 412
+ *   `PRECONDITION_FAILED` once someone changed the user since);
+ * - `noneMatch`: `If-None-Match: *` (create only: 412 `USER_EXISTS`), or
+ *   entity tags none of which the user's may be (412 `PRECONDITION_FAILED`).
  */
-type Condition = 'absent' | 'present' | { readonly tags: readonly string[] }
+interface Condition {
+  readonly match?: '*' | readonly string[]
+  readonly noneMatch?: '*' | readonly string[]
+}
 
 /** The strong entity tag of a user's view, from the JSON the API sends for it (toWire). */
 function etagOf(wire: string): string {
@@ -438,28 +455,55 @@ function etagOf(wire: string): string {
 }
 
 /**
- * The condition of a write's `If-Match` / `If-None-Match` headers, if any.
- * `If-Match` takes `*` or a list of entity tags (weak ones never match: a
- * write needs the strong comparison, RFC 9110 13.1.1); anything else in it
- * is 400 `INVALID_OPTIONS`, not a write made without the condition asked.
+ * The entity tags of an `If-Match` / `If-None-Match` header, or `*`: a
+ * list of `*` alone (two `If-None-Match: *` headers, which Node joins with
+ * a comma) is `*`; weak tags are kept with their `W/`. Anything else is 400
+ * `INVALID_OPTIONS`, not a write made without the condition asked (a
+ * create-only PUT whose header was not exactly `*` replaced the user whole).
  */
-function conditionOf(req: IncomingMessage, method: string): Condition | undefined {
-  const ifNoneMatch = req.headers['if-none-match']
-  if (method === 'PUT' && ifNoneMatch === '*') return 'absent'
+function tagList(header: string, name: string): '*' | string[] {
+  const members = header.split(',').map((member) => member.trim())
+  if (members.every((member) => member === '*')) return '*'
+  if (members.every((member) => /^(W\/)?"[\x21\x23-\x7e]*"$/.test(member))) return members
+  throw new InvalidOptionsError(
+    `${name} must be * or entity tags as a GET of the user gives them (ETag), got ${excerpt(header, 64)}`,
+  )
+}
+
+/** The condition of a write's `If-Match` / `If-None-Match` headers, if any. */
+function conditionOf(req: IncomingMessage): Condition | undefined {
   const ifMatch = req.headers['if-match']
-  if (ifMatch === undefined) return undefined
-  if (ifMatch.trim() === '*') return 'present'
-  const tags: string[] = []
-  const rest = ifMatch.replace(/\s*(W\/)?"[\x21\x23-\x7e]*"\s*(,|$)/g, (tag: string) => {
-    const trimmed = tag.trim().replace(/,$/, '').trim()
-    if (!trimmed.startsWith('W/')) tags.push(trimmed)
-    return ''
-  })
-  if (rest.trim() !== '' || (tags.length === 0 && !/W\//.test(ifMatch)))
-    throw new InvalidOptionsError(
-      `If-Match must be * or entity tags as a GET of the user gives them (ETag), got ${excerpt(ifMatch, 64)}`,
-    )
-  return { tags }
+  const ifNoneMatch = req.headers['if-none-match']
+  if (ifMatch === undefined && ifNoneMatch === undefined) return undefined
+  return {
+    ...(ifMatch !== undefined && { match: tagList(ifMatch, 'If-Match') }),
+    ...(ifNoneMatch !== undefined && { noneMatch: tagList(ifNoneMatch, 'If-None-Match') }),
+  }
+}
+
+/** The opaque part of an entity tag, for the weak comparison (RFC 9110 8.8.3.2). */
+const opaque = (tag: string): string => (tag.startsWith('W/') ? tag.slice(2) : tag)
+
+/**
+ * Whether `tag` (the current one) satisfies `condition` (undefined: the
+ * resource is absent): why not, else undefined. A weak tag never matches
+ * in `If-Match` (the strong comparison a write needs, RFC 9110 13.1.1);
+ * `If-None-Match` compares weakly (13.1.2).
+ */
+function failedCondition(
+  tag: string | undefined,
+  condition: Condition,
+): 'match' | 'absent' | 'noneMatch' | 'present' | undefined {
+  const { match, noneMatch } = condition
+  if (match !== undefined) {
+    if (tag === undefined) return 'absent'
+    if (match !== '*' && !match.includes(tag)) return 'match'
+  }
+  if (noneMatch !== undefined && tag !== undefined) {
+    if (noneMatch === '*') return 'present'
+    if (noneMatch.some((other) => opaque(other) === opaque(tag))) return 'noneMatch'
+  }
+  return undefined
 }
 
 /**
@@ -469,38 +513,36 @@ function conditionOf(req: IncomingMessage, method: string): Condition | undefine
  * made of policies that changed meanwhile). Without it, the change is made.
  */
 function checkPoliciesCondition(req: IncomingMessage, tag: string): void {
-  const condition = conditionOf(req, 'PUT')
-  if (condition === undefined || condition === 'present') return
-  if (condition === 'absent' || !condition.tags.includes(tag))
-    throw new HttpError(
-      412,
-      'PRECONDITION_FAILED',
-      'the field policies changed since they were read (If-Match): read them, or preview the change, again',
-    )
+  const condition = conditionOf(req)
+  if (condition === undefined || failedCondition(tag, condition) === undefined) return
+  throw new HttpError(
+    412,
+    'PRECONDITION_FAILED',
+    'the field policies changed since they were read (If-Match): read them, or preview the change, again',
+  )
 }
 
 /** Throws the refusal of `condition` for user `id`, whose view is `view`; nothing when it holds. */
 function checkCondition(id: string, view: unknown, condition: Condition): void {
-  if (condition === 'absent') {
-    if (view !== undefined) throw new UserExistsError(id)
-    return
-  }
-  if (view === undefined) {
-    const header = condition === 'present' ? '*' : condition.tags.join(', ')
+  const tag = view === undefined ? undefined : etagOf(toWire(view))
+  const failed = failedCondition(tag, condition)
+  if (failed === undefined) return
+  if (failed === 'present') throw new UserExistsError(id)
+  if (failed === 'absent') {
+    const header = condition.match === '*' ? '*' : (condition.match ?? []).join(', ')
     throw new HttpError(
       412,
       'USER_NOT_FOUND',
       `no user ${excerpt(id, 64)} (If-Match: ${excerpt(header, 64)})`,
     )
   }
-  if (condition === 'present') return
-  const tag = etagOf(toWire(view))
-  if (!condition.tags.includes(tag))
-    throw new HttpError(
-      412,
-      'PRECONDITION_FAILED',
-      `user ${excerpt(id, 64)} changed since that ETag (it is ${tag} now): get it again and retry`,
-    )
+  throw new HttpError(
+    412,
+    'PRECONDITION_FAILED',
+    failed === 'match'
+      ? `user ${excerpt(id, 64)} changed since that ETag (it is ${tag} now): get it again and retry`
+      : `user ${excerpt(id, 64)} still has that ETag (If-None-Match: ${tag})`,
+  )
 }
 
 /**
@@ -569,20 +611,20 @@ async function serveUsers(
       }
       // Create only (`If-None-Match: *`, as HTTP has it): the admin page's
       // "Add user" replaced an existing user whole, clearing its fields.
-      const condition = conditionOf(req, method)
+      const condition = conditionOf(req)
       const put = (): Promise<unknown> => target.users.put({ ...body, id })
       await writeUser(target, id, condition, put)
       return replyUser(res, target, id)
     }
     case 'PATCH': {
-      const condition = conditionOf(req, method)
+      const condition = conditionOf(req)
       const fields = await readJson(req)
       const patch = (): Promise<unknown> => target.users.patch(id, fields)
       await writeUser(target, id, condition, patch)
       return replyUser(res, target, id)
     }
     default: {
-      const condition = conditionOf(req, method)
+      const condition = conditionOf(req)
       let deleted = false
       const remove = async (): Promise<void> => {
         deleted = await target.users.delete(id)

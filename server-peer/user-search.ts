@@ -9,6 +9,7 @@
 import * as Y from 'yjs'
 import { InvalidOptionsError, TooManyUsersError, excerpt } from '../core/errors.js'
 import { REVOCATIONS_ROOT, SERVER_META_ROOT, USERS_ROOT_PREFIX } from '../core/entries.js'
+import { foldCase } from '../core/fold-case.js'
 import { asUserId } from '../core/ids.js'
 import { limits, netLimits } from '../core/limits.js'
 import type { UserView } from '../core/resolve.js'
@@ -394,11 +395,11 @@ function searchText(view: UserView): string {
     for (const card of cards as unknown[])
       if (typeof card === 'object' && card !== null && 'value' in card)
         parts.push(String(card.value))
-  return parts.join('\n').toLowerCase()
+  return foldCase(parts.join('\n'))
 }
 
 function matcher(search: UserSearch): (entry: Entry) => boolean {
-  const q = search.q?.trim().toLowerCase()
+  const q = search.q === undefined ? undefined : foldCase(search.q.trim())
   const { status, group } = search
   return (entry) =>
     (q === undefined || q === '' || entry.text.includes(q)) &&
@@ -424,7 +425,9 @@ export function checkQueryParams(
   for (const name of new Set(params.keys())) {
     if (!known.includes(name))
       throw new InvalidOptionsError(
-        `unknown query parameter ${excerpt(name, 32)} (${endpoint} takes ${known.join(', ')})`,
+        `unknown query parameter ${excerpt(name, 32)} (${excerpt(endpoint, 80)} takes ${
+          known.length === 0 ? 'none' : known.join(', ')
+        })`,
       )
     if (!repeatable.includes(name) && params.getAll(name).length > 1)
       throw new InvalidOptionsError(

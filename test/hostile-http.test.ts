@@ -403,6 +403,50 @@ describe('the HTTP API refuses bad input with a typed error, changing nothing', 
   })
 })
 
+describe('a refused request whose body the server never read', () => {
+  it('is answered and its connection closed, not drained without end', async () => {
+    const peer = await createServer({ store: memoryStore() })
+    try {
+      const port = Number(new URL(peer.http).port)
+      for (const [method, path, auth] of [
+        ['PUT', '/api/users/x', ''],
+        ['PUT', '/api/nowhere', `Authorization: Bearer ${peer.adminToken}\r\n`],
+        ['POST', '/api/users/x', `Authorization: Bearer ${peer.adminToken}\r\n`],
+      ] as const) {
+        const answer = await new Promise<{ status: number; closed: boolean }>((resolve) => {
+          const socket = connect(port, '127.0.0.1')
+          let seen = ''
+          let status = 0
+          const timer = setTimeout(() => {
+            socket.destroy()
+            resolve({ status, closed: false })
+          }, 3_000)
+          socket.on('error', () => undefined)
+          socket.on('data', (chunk: Buffer) => {
+            seen += chunk.toString('latin1')
+            status = Number(/^HTTP\/1\.1 (\d{3})/.exec(seen)?.[1] ?? 0)
+          })
+          socket.on('close', () => {
+            clearTimeout(timer)
+            resolve({ status, closed: true })
+          })
+          // 400 MiB announced, 64 KiB sent, the socket left open: only the
+          // server closing it ends this.
+          socket.write(
+            `${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n${auth}` +
+              `Content-Type: application/json\r\nContent-Length: ${400 * 2 ** 20}\r\n\r\n`,
+          )
+          socket.write(Buffer.alloc(64 * 1024, 0x20))
+        })
+        expect({ method, path, ...answer }).toMatchObject({ closed: true })
+        expect([401, 404, 405]).toContain(answer.status)
+      }
+    } finally {
+      await peer.close()
+    }
+  })
+})
+
 /**
  * Upgrades a raw TCP socket at `target` and resolves with the server's
  * answer: the status of its response and, after a 101, the code and reason

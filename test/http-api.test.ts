@@ -130,6 +130,114 @@ describe('HTTP API', () => {
     expect(server.users.get('u1')).toEqual({ id: 'u1', name: 'Replaced' })
   })
 
+  it('reads If-None-Match on every write: * (twice or in a list of *), entity tags, or 400, never ignored', async () => {
+    // A probe: a header other than exactly `*` (two `*` headers, which
+    // Node joins, a list, garbage) was ignored, so a create-only PUT
+    // replaced the user whole; PATCH and DELETE ignored even `*`.
+    server = await createServer({ store: memoryStore() })
+    const original = { id: 'u1', name: 'Ann', email: 'ann@example.com' }
+    await server.users.put(original)
+    const write = (method: string, ifNoneMatch: string | string[], id = 'u1') => {
+      const headers = new Headers({
+        authorization: `Bearer ${server?.adminToken}`,
+        'content-type': 'application/json',
+      })
+      for (const value of [ifNoneMatch].flat()) headers.append('if-none-match', value)
+      return fetch(`${server?.http}/api/users/${id}`, {
+        method,
+        headers,
+        ...(method === 'DELETE' ? {} : { body: JSON.stringify({ name: 'Replaced' }) }),
+      })
+    }
+    const tag = (await request('GET', {})).headers.get('etag') ?? ''
+    const weak = `W/${tag}`
+    for (const method of ['PUT', 'PATCH', 'DELETE']) {
+      for (const header of ['*', ['*', '*'], ' * , * ']) {
+        const res = await write(method, header)
+        expect({ method, header, status: res.status }).toEqual({ method, header, status: 412 })
+        expect(await res.json()).toMatchObject({ error: { code: 'USER_EXISTS' } })
+      }
+      for (const header of [tag, weak, `"other", ${tag}`]) {
+        const res = await write(method, header)
+        expect({ method, header, status: res.status }).toEqual({ method, header, status: 412 })
+        expect(await res.json()).toMatchObject({ error: { code: 'PRECONDITION_FAILED' } })
+      }
+      for (const header of ['garbage', '*, "abc"', '"abc", *', 'abc', '"a"b"']) {
+        const res = await write(method, header)
+        expect({ method, header, status: res.status }).toEqual({ method, header, status: 400 })
+        expect(await res.json()).toMatchObject({ error: { code: 'INVALID_OPTIONS' } })
+      }
+      expect(server.users.get('u1')).toEqual(original)
+    }
+    // A tag the user does not have: the write is made.
+    expect((await write('PATCH', '"other"')).status).toBe(200)
+    expect(server.users.get('u1')?.name).toBe('Replaced')
+    // `*` twice on a free id creates it.
+    expect((await write('PUT', ['*', '*'], 'u2')).status).toBe(200)
+    expect(server.users.get('u2')).toEqual({ id: 'u2', name: 'Replaced' })
+    // Both headers: If-Match is evaluated first.
+    const both = await fetch(`${server.http}/api/users/u9`, {
+      method: 'PUT',
+      headers: {
+        authorization: `Bearer ${server.adminToken}`,
+        'content-type': 'application/json',
+        'if-match': '*',
+        'if-none-match': '*',
+      },
+      body: JSON.stringify({ name: 'x' }),
+    })
+    expect(both.status).toBe(412)
+    expect(await both.json()).toMatchObject({ error: { code: 'USER_NOT_FOUND' } })
+    expect(server.users.get('u9')).toBeUndefined()
+  })
+
+  it('refuses query parameters an endpoint does not take, and a preview without its field or policy (INVALID_OPTIONS)', async () => {
+    // A probe: `/api/policies/preview?field=name&field=email` previewed
+    // `name` alone, and every endpoint without parameters ignored them.
+    server = await createServer({ store: memoryStore() })
+    await server.users.put({ id: 'u1', name: 'Ann' })
+    const get = async (path: string, method = 'GET') => {
+      const res = await fetch(`${server?.http}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${server?.adminToken}` },
+      })
+      return {
+        status: res.status,
+        body: (await res.json()) as { error?: { code: string; message: string } },
+      }
+    }
+    for (const [path, method] of [
+      ['/api/users/u1?bogus=1', 'GET'],
+      ['/api/users/u1?x', 'DELETE'],
+      ['/api/users/u1/sources?x=1', 'GET'],
+      ['/api/policies?field=name', 'GET'],
+      ['/api/generations?now=1', 'GET'],
+      ['/api/generations?dry-run=1', 'POST'],
+      ['/api/devices/D1/revoke?force=1', 'POST'],
+      ['/api/policies/preview?field=name&field=email&policy=device-specific', 'GET'],
+      ['/api/policies/preview?field=name&policy=shared&bogus=1', 'GET'],
+      ['/api/policies/preview', 'GET'],
+      ['/api/policies/preview?field=name', 'GET'],
+    ] as const) {
+      const res = await get(path, method)
+      expect({ path, method, status: res.status, code: res.body.error?.code }).toEqual({
+        path,
+        method,
+        status: 400,
+        code: 'INVALID_OPTIONS',
+      })
+    }
+    expect((await get('/api/policies/preview')).body.error?.message).toMatch(/needs \?field=/)
+    // Nothing was deleted, compacted or revoked.
+    expect(server.users.get('u1')).toEqual({ id: 'u1', name: 'Ann' })
+    expect(server.generation.n).toBe(0)
+    // The endpoints that take them still do.
+    expect((await get('/api/policies/preview?field=name&policy=shared')).status).toBe(200)
+    expect((await get('/api/users?limit=1')).status).toBe(200)
+    expect((await get('/api/devices?nameContains=x')).status).toBe(200)
+    expect((await get('/api/events?type=user-update-succeeded')).status).toBe(200)
+  })
+
   it('gives each user an ETag and writes on If-Match only while it still matches (PRECONDITION_FAILED, 412)', async () => {
     server = await createServer({ store: memoryStore() })
     await server.users.put({ id: 'u1', name: 'Ann', email: 'ann@example.com' })

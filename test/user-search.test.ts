@@ -43,6 +43,29 @@ async function enrol(peer: ServerPeer, from: number, count: number, step = 1): P
 
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 
+describe('UserIndex search', () => {
+  it('matches case-insensitively beyond ASCII (ß as ss, Turkish i, final sigma, composed or not)', async () => {
+    const peer = await server()
+    await peer.users.put({ id: 'tr', name: 'İlker Yılmaz' })
+    await peer.users.put({ id: 'de', name: 'Hauptstraße 5' })
+    await peer.users.put({ id: 'el', name: 'ΟΔΥΣΣΕΥΣ' })
+    await peer.users.put({ id: 'fr', name: 'Ame\u0301lie' })
+    await peer.users.put({ id: 'en', name: 'Plain Ascii' })
+    const index = new UserIndex(peer.replica)
+    const found = (q: string): string[] => index.page({ q, limit: 10 }).users.map((u) => u.id)
+    expect(found('ilker')).toEqual(['tr'])
+    expect(found('YILMAZ')).toEqual(['tr'])
+    expect(found('yılmaz')).toEqual(['tr'])
+    expect(found('STRASSE')).toEqual(['de'])
+    expect(found('straße')).toEqual(['de'])
+    expect(found('οδυσσευς')).toEqual(['el'])
+    expect(found('AMÉLIE')).toEqual(['fr'])
+    expect(found('plain ASCII')).toEqual(['en'])
+    expect(found('zz')).toEqual([])
+    index.close()
+  })
+})
+
 describe('UserIndex at scale (issue 13)', () => {
   it('takes many new users in without listing and sorting the whole roster again', async () => {
     const peer = await server()
