@@ -9,7 +9,6 @@
  * our state vector (PROTOCOL.md, "Acknowledgement").
  */
 import { SyncError } from '../core/errors.js'
-import { durationText } from '../core/duration-text.js'
 import type { NewEvent } from '../core/events.js'
 import { SyncRounds, type Kind } from './device-sync/rounds.js'
 import { ServerExchange } from './device-sync/server-exchange.js'
@@ -30,6 +29,7 @@ import type { Connection } from '../core/transport.js'
 import type { DeviceSyncApi, DeviceSyncOptions, SyncStatus } from './device-sync/types.js'
 import type { SyncAnswer, SyncSession } from './sync-session.js'
 import { stageFullSyncWipe } from './device-sync/full-sync-wipe.js'
+import * as retention from './device-sync/retention.js'
 import type { LinkState, ServerLink } from './ws-client.js'
 
 export type {
@@ -407,32 +407,35 @@ export class DeviceSync implements DeviceSyncApi {
 
   /**
    * The retention timer's wipe, after a push as a full sync's (a periodic
-   * device's edits since its last delta go first). A failed push is logged
-   * (`sync-failed`) and the wipe goes ahead: an outage does not hold
-   * retention up. Used meanwhile, it does not wipe. (Opened past its
-   * retention, a device wipes at once: creating it waits for no network.)
+   * device's edits since its last delta go first). A failed push is named
+   * in the wipe's event (./device-sync/retention.ts); the wipe goes ahead:
+   * an outage does not hold retention up. Used meanwhile, it does not wipe.
+   * (Opened past its retention, it wipes at once, waiting for no network.)
    */
   private async retire(): Promise<void> {
+    let note: string | undefined
     if (this.link !== undefined && this.link.state !== 'refused' && this.persisted.offlineReady)
-      await this.rounds.run('delta', true, false).catch(() => undefined)
+      note = await this.rounds
+        .run('delta', true, false)
+        .then(() => undefined, retention.pushFailedNote)
+    else if (this.link?.state === 'refused') note = retention.REFUSED_NOTE
     if (this.closed || this.persisted.awaitingUse) return
     if (this.options.clock.now() - this.lastUse() < this.options.retentionMs)
       return this.armRetention()
-    await this.wipeForRetention()
+    await this.wipeForRetention(note)
   }
 
   /** Unused for `retentionMs`: drops roster and local state, waits for a use (then a full sync). */
-  private async wipeForRetention(): Promise<void> {
+  private async wipeForRetention(note?: string): Promise<void> {
     this.link?.pause()
     this.timers.clearDelta()
     this.timers.clearRetry()
-    const unused = durationText(this.options.retentionMs)
     this.persisted = { ...this.persisted, offlineReady: false, awaitingUse: true }
     // The record goes with the wipe: a crash right after it must not leave
     // an empty roster that says it is offline-ready.
     await this.options.replica.wipe({
       local: true,
-      event: { type: 'roster-wiped', message: `unused for ${unused} (retention)` },
+      event: retention.wipeEvent(this.options.retentionMs, note),
       records: [[...RECORD, this.persisted]],
     })
     this.persistedUseAt = this.persisted.lastUsedAt

@@ -75,7 +75,10 @@ export function serverLinkSigning(options: {
   let proofOffsetMs = offsetMs
   return {
     onServerTime: (serverTimeMs) => {
-      const off = serverTimeMs - options.now()
+      // Whole milliseconds: an injected clock may read fractions, and an
+      // offset that is not a safe integer was never taken (every join of
+      // such a device refused for good: a probe).
+      const off = Math.round(serverTimeMs - options.now())
       // A clock well within the hour of the server's joins with its own
       // time (offset 0): the time comes unsigned, and an offset within the
       // hour would be taken by the server, so a forged one could stick; one

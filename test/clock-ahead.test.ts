@@ -121,6 +121,27 @@ describe('a device whose clock runs days ahead', () => {
     }
   }, 60_000)
 
+  it('joins in the server time with a clock that reads fractions of a millisecond (an injected one), after a restart too', async () => {
+    // A probe: the offset from the server's time was not a whole number of
+    // milliseconds and was never taken, so every join was refused for good.
+    const { server, base } = await site()
+    const offset = { ms: 61 * 60_000 + 0.375 }
+    let device = await openDevice(server, base, offsetClock(offset))
+    try {
+      await device.sync.full()
+      expect(device.sync.status().serverToDevice.state).toBe('success')
+      await device.close()
+      offset.ms = 3 * DAY + 0.625
+      device = await openDevice(server, base, offsetClock(offset))
+      await server.users.put({ id: 'u4', name: 'Dee' })
+      await device.sync.delta()
+      expect(device.users.get('u4')?.name).toBe('Dee')
+    } finally {
+      await device.close()
+      await server.close()
+    }
+  }, 60_000)
+
   it('rewrites what it wrote offline while ahead, and its server takes it at the next sync', async () => {
     const { server, base } = await site()
     const offset = { ms: 0 }

@@ -760,6 +760,32 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(d.replica.list()).toEqual([])
       const types = d.replica.events.query({ type: ['sync-failed', 'roster-wiped'] })
       expect(types.map((e) => e.type)).toEqual(['sync-failed', 'roster-wiped'])
+      expect(types[1]?.message).toMatch(/push before it failed \(SYNC_FAILED: .*changes is gone$/)
+    })
+
+    it('says in the wipe that the push failed when the outage began long before it (a live device)', async () => {
+      // A probe: the outage's one `sync-failed` came at its start; the
+      // push before the wipe failed without a word, and the saved edit
+      // went with the roster.
+      const s = await site()
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      const d = await device(s, 'D1', { retentionMs: 2 * DAY })
+      await d.sync.whenIdle()
+      s.down()
+      await d.users.patch('u1', { phone: '555' })
+      await s.clock.advance(MINUTE)
+      await settle(20)
+      expect(d.replica.events.query({ type: 'sync-failed' })).toHaveLength(1)
+      await s.clock.advance(2 * DAY)
+      for (let i = 0; i < 10 && d.replica.list().length > 0; i++) {
+        await s.clock.advance(MINUTE)
+        await settle(20)
+      }
+      expect(d.replica.list()).toEqual([])
+      const [wiped] = d.replica.events.query({ type: 'roster-wiped' })
+      expect(wiped?.message).toMatch(
+        /^unused for 2 days \(retention\); the push before it failed \(.+\): what the server lacked of this device's changes is gone$/,
+      )
     })
 
     it('counts a use made while the clock ran ahead from when it was set back, across restarts (years probe)', async () => {
