@@ -58,17 +58,18 @@ export function pruneImported(
 /**
  * Settles the delete marks (rule 3) of the users they hid, after the
  * device found its server restored from a backup and fetched its roster
- * again (the refetch: peers/device-sync/generation-move.ts), in the batch
- * that commits it:
+ * again (the refetch: peers/device-sync/generation-move.ts), or moved to
+ * another generation (`restored.forward`: settleMoved), in the batch that
+ * commits it:
  * - the fetched entry is the one the mark names or one it replaced
  *   (`restored.hidden` holds those versions; on a move back to a
- *   generation it left, one it held there: `restored.seen`), or there is
- *   none: the server
+ *   generation it left, one it held there, its stamp not above the
+ *   highest the mark hid: `restored.seen`), or there is none: the server
  *   only rolled back, which is no change. The mark is set to that entry's
  *   stamp (0 for none), so the user stays hidden until the server's next
  *   change, whatever stamp that takes (a restored server's may be below the
  *   rolled-back ones: its clock follows device stamps up to an hour ahead
- *   of it);
+ *   of it); it keeps the highest stamp it hid (DeleteMark.h);
  * - any other entry (the restored server wrote it since, whichever way it
  *   reached this device), or a fill the server will adopt again (this
  *   device carries its own entries over the fetch): a change of the user,
@@ -171,8 +172,9 @@ function setMark(
  * - delete marks (rule 3) of a server entry since changed: a mark hides the
  *   user only while the server's stamp is the one it names, and the
  *   server's stamps only grow past the highest it hid (a restore's
- *   rollback is settled at its refetch: settleMarks; DeleteMark.h). Only a full sync cleared them, so a device
- *   that never runs one kept a mark for every user it ever hid.
+ *   rollback is settled at its refetch: settleMarks; DeleteMark.h). Only
+ *   a full sync cleared them, so a device that never runs one kept a mark
+ *   for every user it ever hid.
  * Only against a server entry the document holds: a staged or restored
  * document that lacks it (or holds an older one) drops nothing.
  */
