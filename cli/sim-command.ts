@@ -6,6 +6,7 @@
  */
 import { randomInt } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
+import { resolve } from 'node:path'
 import { hasCode } from '../core/errors.js'
 import {
   CANARIES,
@@ -144,6 +145,8 @@ function numberOf(name: string, text: string | undefined, max: number): number |
 async function planOf(text: string | undefined): Promise<{ steps?: unknown[]; planFile?: string }> {
   if (text === undefined) return {}
   const inline = text.trimStart().startsWith('[')
+  if (text.trimStart().startsWith('{'))
+    throw new CliError('--plan must be a JSON array of steps, or a file holding one')
   let json: unknown
   try {
     json = JSON.parse(inline ? text : await readFile(text, 'utf8'))
@@ -157,7 +160,9 @@ async function planOf(text: string | undefined): Promise<{ steps?: unknown[]; pl
   } catch (error) {
     throw new CliError(`--plan: ${(error as Error).message}`)
   }
-  return inline ? { steps: json } : { steps: json, planFile: text }
+  // The replay command names the file by its absolute path: it replays
+  // from any directory (a relative one only from where the run was made).
+  return inline ? { steps: json } : { steps: json, planFile: resolve(text) }
 }
 
 /** The options `argv` gives `rostersync sim` (a replay command's arguments read back, in tests). */
@@ -219,7 +224,9 @@ export const simCommand: Command = {
       await swarm(options, seed, seeds, workers ?? defaultWorkers(), values.json)
       return
     }
-    if (given === undefined && !values.json) console.error(`seed ${seed} (random)`)
+    // On standard error with --json too: a run stopped (Ctrl-C) before its
+    // report still told the seed to replay it by (a probe).
+    if (given === undefined) console.error(`seed ${seed} (random)`)
     const bar = progressBar()
     const started = performance.now()
     let report: SimReport
@@ -350,9 +357,7 @@ async function swarm(
   }
   const wallMs = Math.round(performance.now() - started)
   const failed = results.filter((r) => !r.ok)
-  const faults: Record<string, number> = {}
-  for (const r of results)
-    for (const [k, n] of Object.entries(r.faults)) faults[k] = (faults[k] ?? 0) + n
+  const faults = swarmFaults(results)
   const converge = results.map((r) => r.virtualMsToConverge ?? 0)
   const summary = {
     seeds: results.length,
@@ -390,6 +395,21 @@ async function swarm(
   }
   if (failed.length > 0)
     throw new CliError(`${failed.length} of ${results.length} seeds failed (listed above)`, 1)
+}
+
+/**
+ * The fault counts of a swarm: counts add up over its seeds; a maximum
+ * (`…MaxMs`) is the largest (a probe: `skewMaxMs` summed past the most any
+ * seed can draw).
+ */
+export function swarmFaults(
+  results: ReadonlyArray<{ readonly faults: Readonly<Record<string, number>> }>,
+): Record<string, number> {
+  const faults: Record<string, number> = {}
+  for (const r of results)
+    for (const [k, n] of Object.entries(r.faults))
+      faults[k] = k.endsWith('MaxMs') ? Math.max(faults[k] ?? 0, n) : (faults[k] ?? 0) + n
+  return faults
 }
 
 /** One hash over every seed's trace hash, in seed order. */

@@ -161,19 +161,30 @@ function rate(name: string, value: number | undefined, fallback: number): number
   return v
 }
 
-function count(name: string, value: number | undefined, fallback: number, max: number): number {
+function count(
+  name: string,
+  value: number | undefined,
+  fallback: number,
+  max: number,
+  min = 0,
+): number {
   const v = value ?? fallback
-  if (!Number.isSafeInteger(v) || v < 0 || v > max)
-    throw new InvalidOptionsError(`${name} must be an integer from 0 to ${max}, got ${v}`)
+  if (!Number.isSafeInteger(v) || v < min || v > max)
+    throw new InvalidOptionsError(`${name} must be an integer from ${min} to ${max}, got ${v}`)
   return v
 }
 
-function ms(name: string, value: number | undefined, fallback: number): number {
+/** A duration in ms; `min` only names the least one in the message (msAtLeast refuses below it). */
+function ms(name: string, value: number | undefined, fallback: number, min = 0): number {
   const v = value ?? fallback
-  if (!Number.isFinite(v) || v < 0 || v > 365 * DAY_MS)
-    throw new InvalidOptionsError(`${name} must be a duration in ms from 0 to a year, got ${v}`)
+  if (!Number.isFinite(v) || v < 0 || v > YEAR_MS)
+    throw new InvalidOptionsError(
+      `${name} must be a duration in ms from ${min} to a year (${YEAR_MS}), got ${v}`,
+    )
   return Math.round(v)
 }
+
+const YEAR_MS = 365 * DAY_MS
 
 /**
  * `ms`, refusing a value under `min` (named with its flag): one taken
@@ -187,7 +198,7 @@ function msAtLeast(
   fallback: number,
   min: number,
 ): number {
-  const v = ms(name, value, fallback)
+  const v = ms(name, value, fallback, min)
   if (v < min) {
     const flag = FLAGS.find(([key]) => key === name)?.[1] ?? name
     throw new InvalidOptionsError(`${flag} must be at least ${min} ms, got ${v}`)
@@ -232,18 +243,30 @@ function swarmDraws(seed: number): Partial<Record<keyof SimConfig, number>> {
  * periodic mode takes changes only at its delta syncs).
  */
 function convergeBoundDefault(deltaIntervalMs: number | undefined): number {
-  return Math.max(2 * HOUR_MS, 2 * (deltaIntervalMs ?? 0) + 30 * MINUTE_MS)
+  // At most a year, the bound a given one takes (a delta interval over
+  // half a year was refused as a --converge-bound never given: a probe).
+  return Math.min(YEAR_MS, Math.max(2 * HOUR_MS, 2 * (deltaIntervalMs ?? 0) + 30 * MINUTE_MS))
 }
 
 /** Applies defaults (and, with `swarm`, the seed's draws) to `options`. */
 export function resolveConfig(options: SimOptions): SimConfig {
+  // Called from plain JavaScript too: a TypeError deep in a run is no answer.
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidOptionsError('the simulation needs an options object ({ seed, … })')
+  for (const [key, type] of [
+    ['swarm', 'boolean'],
+    ['onProgress', 'function'],
+    ['canary', 'string'],
+    ['planFile', 'string'],
+  ] as const)
+    if (options[key] !== undefined && typeof options[key] !== type)
+      throw new InvalidOptionsError(`${key} must be a ${type}, got ${typeof options[key]}`)
   const seed = options.seed
   if (!Number.isSafeInteger(seed) || seed < 0 || seed > 0xffff_ffff)
     throw new InvalidOptionsError(`seed must be an integer from 0 to 2^32-1, got ${seed}`)
   const swarm = options.swarm === true
   const drawn = swarm ? swarmDraws(seed) : {}
-  const devices = count('devices', options.devices, 10, SIM_DEVICES_MAX)
-  if (devices < 1) throw new InvalidOptionsError('devices must be at least 1')
+  const devices = count('devices', options.devices, 10, SIM_DEVICES_MAX, 1)
   const ops = count('ops', options.ops, 200, SIM_OPS_MAX)
   const days = options.days ?? 3
   if (!Number.isFinite(days) || days <= 0 || days > 365)

@@ -335,7 +335,7 @@ export class SimSite {
    * The peer dies now: un-acknowledged writes may be lost, timers stop,
    * connections drop. It restarts `downMs` later unless told otherwise.
    */
-  crash(slot: PeerSlot, downMs: number | undefined): void {
+  crash(slot: PeerSlot, downMs: number | undefined, counted = true): void {
     if (slot.down || slot.store === undefined) return
     slot.generation++
     slot.crashOnWrite = false
@@ -351,8 +351,9 @@ export class SimSite {
     slot.down = true
     slot.server = undefined
     slot.device = undefined
-    if (slot.index === 0) this.stats.serverCrashes++
-    else this.stats.deviceCrashes++
+    // A restore's crash is counted as the restore.
+    if (counted && slot.index === 0) this.stats.serverCrashes++
+    else if (counted) this.stats.deviceCrashes++
     if (downMs !== undefined) {
       slot.restartTimer = this.scheduler.setTimeout(() => void this.start(slot), downMs)
     }
@@ -365,12 +366,14 @@ export class SimSite {
 
   /**
    * The device's data directory is put back to its backup: it crashes (if
-   * it runs), the disk is restored, and it starts again `downMs` later.
+   * it runs; not counted as a crash), the disk is restored, and it starts
+   * again `downMs` later. False when no backup is left for it.
    */
-  restore(slot: PeerSlot, downMs: number): void {
+  restore(slot: PeerSlot, downMs: number): boolean {
     const backup = slot.backup
-    if (backup === undefined || slot.store === undefined) return
-    this.crash(slot, undefined)
+    // Its backup spent by an earlier restore (one backup per device and time).
+    if (backup === undefined || slot.store === undefined) return false
+    this.crash(slot, undefined, false)
     slot.backup = undefined
     this.scheduler.clearTimeout(slot.restartTimer)
     // The device's identity (its signing key, its clientID nonces, the
@@ -385,6 +388,7 @@ export class SimSite {
       this.stats.preSwitchRestores++
     this.hooks.restored?.(slot.id, backup.at, this.scheduler.now())
     slot.restartTimer = this.scheduler.setTimeout(() => void this.start(slot), downMs)
+    return true
   }
 
   /** A store that crashes its peer at its next write when armed (see PeerSlot.crashOnWrite). */

@@ -66,7 +66,10 @@ export function runStep(ctx: StepContext, step: SimStep): void {
   switch (step.op) {
     case 'crash': {
       const slot = site.slot(step.peer)
-      if (slot.down) return
+      if (slot.down) {
+        ctx.stats.skipped++
+        return
+      }
       if (step.value % 2 === 1) {
         slot.crashOnWrite = true
         slot.pendingDownMs = step.lasts
@@ -76,7 +79,7 @@ export function runStep(ctx: StepContext, step: SimStep): void {
       return
     }
     case 'restore':
-      site.restore(deviceSlot(site, step.peer), step.lasts)
+      if (!site.restore(deviceSlot(site, step.peer), step.lasts)) ctx.stats.skipped++
       return
     case 'partition':
       site.partition(step.value, step.lasts, step.peer)

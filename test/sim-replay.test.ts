@@ -4,9 +4,12 @@
  * takes no bare number of ms (a review: `--delay 20` was refused once
  * durations needed a unit, so no failing run could be replayed).
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, relative } from 'node:path'
 import { describe, expect, it, vi } from 'vitest'
 import { main } from '../cli/main.js'
-import { simOptionsOf } from '../cli/sim-command.js'
+import { simOptionsOf, swarmFaults } from '../cli/sim-command.js'
 import { replayCommand, resolveConfig, type SimOptions } from '../sim/options.js'
 
 describe('a replay command', () => {
@@ -56,12 +59,53 @@ describe('sim options out of range', () => {
     expect(resolveConfig({ seed: 1, convergeBoundMs: 60_000 }).convergeBoundMs).toBe(60_000)
   })
 
+  it('are refused with INVALID_OPTIONS from plain JavaScript too (no TypeError), and a long delta interval bounds convergence at a year', () => {
+    // A probe: no options, a number for onProgress, a string for swarm.
+    const refused = (options: unknown): unknown => {
+      try {
+        resolveConfig(options as SimOptions)
+      } catch (error) {
+        return { code: (error as { code?: string }).code, message: (error as Error).message }
+      }
+      return 'taken'
+    }
+    expect(refused(undefined)).toMatchObject({ code: 'INVALID_OPTIONS' })
+    expect(refused({ seed: 1, onProgress: 5 })).toMatchObject({
+      code: 'INVALID_OPTIONS',
+      message: 'onProgress must be a function, got number',
+    })
+    expect(refused({ seed: 1, swarm: 'yes' })).toMatchObject({ code: 'INVALID_OPTIONS' })
+    expect(refused({ seed: 1, devices: 0 })).toMatchObject({
+      message: 'devices must be an integer from 1 to 500, got 0',
+    })
+    expect(JSON.stringify(refused({ seed: 1, checkEveryMs: 400 * 86_400_000 }))).toMatch(
+      /"checkEveryMs must be a duration in ms from 1000 to a year/,
+    )
+    // A delta interval of 183 days made a default bound past a year, which
+    // was refused as a --converge-bound never given.
+    expect(resolveConfig({ seed: 1, deltaIntervalMs: 183 * 86_400_000 }).convergeBoundMs).toBe(
+      365 * 86_400_000,
+    )
+  })
+
   it("take a negative number as the flag's value, and the flag's own check refuses it", async () => {
     // parseArgs read `-1` as a flag: "argument is ambiguous".
     await expect(simOptionsOf(['--devices', '-1'])).rejects.toThrow(
       '--devices must be an integer from 1 to 500, got "-1"',
     )
     await expect(simOptionsOf(['--loss', '-0.1'])).rejects.toThrow('--loss must be a number')
+  })
+})
+
+describe('a swarm summary', () => {
+  it("adds the seeds' counts up and takes the largest of a maximum", () => {
+    expect(
+      swarmFaults([
+        { faults: { deviceCrashes: 2, skewMaxMs: 605_165 } },
+        { faults: { deviceCrashes: 1, skewMaxMs: 394_909 } },
+        { faults: { deviceCrashes: 0, skewMaxMs: 216_122 } },
+      ]),
+    ).toEqual({ deviceCrashes: 3, skewMaxMs: 605_165 })
   })
 })
 
@@ -110,6 +154,39 @@ describe('rostersync sim refuses before any run, exit 2, naming the flag', () =>
       // drawn without the site's size) and must replay.
       expect(result.code, JSON.stringify(step)).toBe(0)
       expect(result.said).toMatch(said)
+    }
+  }, 120_000)
+
+  it('with --json and no --seed, says the random seed on standard error; names a long plan file by its absolute path', async () => {
+    // A probe: a --json run stopped before its report lost its seed, and a
+    // replay naming `big.json` worked only from the directory it ran in.
+    const dir = mkdtempSync(join(tmpdir(), 'rostersync-sim-plan-'))
+    try {
+      const file = join(dir, 'big.json')
+      const steps = Array.from({ length: 400 }, (_, i) => ({ at: 1_000 + i, op: 'put', peer: 1 }))
+      writeFileSync(file, JSON.stringify(steps))
+      const printed: string[] = []
+      const said: string[] = []
+      const error = vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => {
+        said.push(args.join(' '))
+      })
+      const log = vi.spyOn(console, 'log').mockImplementation((...args: unknown[]) => {
+        printed.push(args.join(' '))
+      })
+      const argv = ['--devices', '2', '--ops', '5', '--days', '0.01', '--json']
+      let code: number
+      try {
+        code = await main(['sim', ...argv, '--plan', relative(process.cwd(), file)])
+      } finally {
+        error.mockRestore()
+        log.mockRestore()
+      }
+      expect(code).toBe(0)
+      expect(said.join('\n')).toMatch(/^seed \d+ \(random\)/m)
+      const report = JSON.parse(printed.join('')) as { replay: string }
+      expect(report.replay).toContain(`--plan ${file}`)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
     }
   }, 120_000)
 })

@@ -269,6 +269,24 @@ describe('scenarios', () => {
     expect(report.faults.backupRestores).toBe(1)
     expect(report.faults.partitionsIsolated).toBe(1)
     expect(report.writesRolledBack).toBe(1)
+    // A restore is counted as one, not also as a crash (a probe).
+    expect(report.faults.deviceCrashes).toBe(0)
+  })
+
+  it('counts a crash of a peer already down, and a restore whose backup is spent, as skipped', async () => {
+    // A probe: such steps vanished from the report (2 crash steps, 1 crash, 0 skipped).
+    const steps: SimStepInput[] = [
+      { at: 10 * M, op: 'crash', peer: 1, value: 0, lasts: H },
+      { at: 20 * M, op: 'crash', peer: 1, value: 0, lasts: M },
+      // Two restores of one backup (one per device and time): the second has none left.
+      { at: 3 * H, op: 'restore', peer: 2, value: H, lasts: M },
+      { at: 4 * H, op: 'restore', peer: 2, value: 2 * H, lasts: M },
+    ]
+    const report = await simulate({ ...QUIET, seed: 6, devices: 2, ops: 0, days: 0.25, steps })
+    expect(report.ok).toBe(true)
+    expect(report.faults.deviceCrashes).toBe(1)
+    expect(report.faults.backupRestores).toBe(1)
+    expect(report.workload.skipped).toBe(2)
   })
 
   it('fires the retention wipe of a device left unused, which then syncs again', async () => {
