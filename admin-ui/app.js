@@ -133,7 +133,7 @@ function Shell({ onSignOut, signOutError, session }) {
     </header>
     <${ErrorLine} error=${signOutError} />
     <main>
-      ${page === 'users' ? html`<${UsersPage} />` : null}
+      ${page === 'users' ? html`<${UsersPage} live=${live} />` : null}
       ${page === 'devices' ? html`<${DevicesPage} live=${live} />` : null}
       ${page === 'events' ? html`<${EventsPage} live=${live} />` : null}
       ${page === 'policies' ? html`<${PoliciesPage} />` : null}

@@ -16,10 +16,13 @@ export function Confirm({ title, children, confirmLabel, danger, onConfirm, onCa
   const cancel = useRef(null)
   useEffect(() => {
     const d = dialog.current
+    // Focus goes back where it was when the dialog closes (it fell to the page's body).
+    const before = document.activeElement
     if (d !== null && !d.open) d.showModal()
     cancel.current?.focus()
     return () => {
       if (d?.open) d.close()
+      if (before?.isConnected) setTimeout(() => before.focus(), 0)
     }
   }, [])
   return html`<dialog
@@ -45,6 +48,20 @@ export function Confirm({ title, children, confirmLabel, danger, onConfirm, onCa
       </button>
     </div>
   </dialog>`
+}
+
+/**
+ * `text` with its bidirectional controls (overrides, embeddings, isolates)
+ * shown as visible marks: in a user's data they turned the text of a cell
+ * around ("gnp.exe" shown as "exe.png"; a probe). The values stay as they
+ * are; only what the page shows of them changes.
+ */
+export function shown(text) {
+  if (typeof text !== 'string') return text
+  return text.replace(
+    /[\u202a-\u202e\u2066-\u2069]/g,
+    (c) => `⟦U+${c.codePointAt(0).toString(16).toUpperCase()}⟧`,
+  )
 }
 
 /** An error from the API, said once, where the action was. */

@@ -3,11 +3,23 @@
 // each field, and the export of the selected users.
 import { useEffect, useRef, useState } from 'preact/hooks'
 import { api, downloadExport, getUser, query, when } from './api.js'
-import { Confirm, ErrorLine, html, useDebounced } from './ui.js'
+import { Confirm, ErrorLine, html, shown, useDebounced } from './ui.js'
 
 const PAGE_SIZE = 50
 
-export function UsersPage() {
+/** Events of a change of some user: the page shown is loaded again. */
+const USER_EVENTS = new Set([
+  'user-update-succeeded',
+  'user-deleted',
+  'users-imported',
+  'policy-changed',
+  'history-compacted',
+])
+
+/** How long the page waits after a change of users before loading again, ms (changes come in bursts). */
+const RELOAD_AFTER_MS = 500
+
+export function UsersPage({ live }) {
   const [filters, setFilters] = useState({ q: '', status: '', group: '' })
   const [applied, setApplied] = useState(filters)
   // Cursors of the pages seen: [undefined, next of page 1, ...].
@@ -40,21 +52,47 @@ export function UsersPage() {
     setCursors([undefined])
   })
   const after = cursors.at(-1)
+  // Only the latest request's answer is shown: an earlier one answered
+  // later (the first page of a large roster, then a search) showed what
+  // was asked before.
+  const latest = useRef(0)
   const load = async () => {
+    const asked = ++latest.current
     setLoading(true)
     try {
       const params = { ...applied, limit: PAGE_SIZE, after, total: filtered ? 1 : undefined }
-      setPage(await api('GET', '/api/users' + query(params)))
+      const answer = await api('GET', '/api/users' + query(params))
+      if (asked !== latest.current) return
+      setPage(answer)
       setError(undefined)
     } catch (err) {
-      setError(err)
+      if (asked === latest.current) setError(err)
     } finally {
-      setLoading(false)
+      if (asked === latest.current) setLoading(false)
     }
   }
   useEffect(() => {
     void load()
   }, [applied, after])
+  // Live: a user changed anywhere (another tab, the API, a device's fill)
+  // loads the page shown again; it went stale without a word (a probe).
+  const reload = useRef()
+  reload.current = load
+  useEffect(() => {
+    if (live === undefined) return undefined
+    let timer
+    const stop = live.subscribe('events', (fresh) => {
+      if (!fresh.some((e) => USER_EVENTS.has(e.type)) || timer !== undefined) return
+      timer = setTimeout(() => {
+        timer = undefined
+        void reload.current()
+      }, RELOAD_AFTER_MS)
+    })
+    return () => {
+      clearTimeout(timer)
+      stop()
+    }
+  }, [live])
   useEffect(() => {
     api('GET', '/api/policies')
       .then((p) => setFields(p.fields))
@@ -86,6 +124,8 @@ export function UsersPage() {
             ? { passphrase }
             : {}
       const chosen = group === undefined ? { userIds: [...selected] } : { groupIds: [group] }
+      // The notice of an earlier export goes: next to a refusal it read as this one's.
+      setExported(undefined)
       setExported(await downloadExport(chosen, protection))
       setError(undefined)
     } catch (err) {
@@ -93,11 +133,20 @@ export function UsersPage() {
     }
   }
   const set = (key) => (e) => setFilters({ ...filters, [key]: e.currentTarget.value })
+  // What opened the editor, focused again when it closes.
+  const opener = useRef()
+  const addButton = useRef()
+  const edit = (id) => {
+    opener.current = document.activeElement
+    setEditing(id)
+  }
 
   return html`<section aria-labelledby="users-title">
     <div class="title-row">
       <h1 id="users-title">Users</h1>
-      <button type="button" class="primary" onClick=${() => setEditing(null)}>Add user</button>
+      <button type="button" class="primary" ref=${addButton} onClick=${() => edit(null)}>
+        Add user
+      </button>
     </div>
     <form class="filters" role="search" onSubmit=${(e) => e.preventDefault()}>
       <div>
@@ -106,6 +155,7 @@ export function UsersPage() {
           id="user-q"
           type="search"
           placeholder="id, name, email, group, card"
+          maxlength="256"
           value=${filters.q}
           onInput=${set('q')}
         />
@@ -120,7 +170,7 @@ export function UsersPage() {
       </div>
       <div>
         <label for="user-group">Group</label>
-        <input id="user-group" value=${filters.group} onInput=${set('group')} />
+        <input id="user-group" maxlength="256" value=${filters.group} onInput=${set('group')} />
       </div>
     </form>
     <div class="toolbar">
@@ -128,9 +178,11 @@ export function UsersPage() {
         ${
           loading
             ? 'Loading…'
-            : filtered && page.total !== undefined
-              ? `${page.total} matching user(s)`
-              : `Page ${cursors.length}`
+            : error !== undefined
+              ? 'Not loaded (see the error below)'
+              : filtered && page.total !== undefined
+                ? `${page.total} matching user(s)`
+                : `Page ${cursors.length}`
         }
       </span>
       <label for="export-protect">Encrypt export under</label>
@@ -178,22 +230,23 @@ export function UsersPage() {
       exported === undefined
         ? null
         : html`<p class="notice" role="status">
-            Export saved as ${exported.name}; it can be imported until ${when(exported.expiresAt)}.
+            Export saved as ${exported.name}; it can be imported until
+            ${when(exported.expiresAt)}.${' '}
             ${
               exported.keySource === 'site-key'
-                ? 'It is encrypted under the site key: a device of this site imports it without a passphrase.'
+                ? 'It is encrypted under the site key: a device of this site imports it without a passphrase. '
                 : exported.keySource === 'none'
-                  ? 'This site has no site key: the file is not encrypted for secrecy; keep it safe.'
+                  ? 'This site has no site key: the file is not encrypted for secrecy; keep it safe. '
                   : exported.passphrase === undefined
-                    ? 'It is encrypted under the passphrase you gave: whoever imports it needs it.'
+                    ? 'It is encrypted under the passphrase you gave: whoever imports it needs it. '
                     : null
             }
             ${
               exported.passphrase === undefined
                 ? null
-                : html`It is encrypted: whoever imports it needs the passphrase
+                : html`It is encrypted: whoever imports it needs the passphrase${' '}
                     <code aria-label="Export passphrase">${exported.passphrase}</code> (shown once,
-                    not kept).`
+                    not kept).${' '}`
             }
             ${
               serverKey === undefined
@@ -239,21 +292,21 @@ export function UsersPage() {
                     onChange=${() => toggle(u.id)}
                   />
                 </td>
-                <td><code>${u.id}</code></td>
-                <td>${u.name ?? ''}</td>
-                <td>${u.email ?? ''}</td>
+                <td><code>${shown(u.id)}</code></td>
+                <td>${shown(u.name ?? '')}</td>
+                <td>${shown(u.email ?? '')}</td>
                 <td>${u.status ?? ''}</td>
-                <td>${(u.groups ?? []).join(', ')}</td>
+                <td>${shown((u.groups ?? []).join(', '))}</td>
                 <td>${(u.cards ?? []).length || ''}</td>
                 <td>
-                  <button type="button" onClick=${() => setEditing(u.id)}>
+                  <button type="button" onClick=${() => edit(u.id)}>
                     Edit<span class="sr-only"> ${u.id}</span>
                   </button>
                 </td>
               </tr>`,
           )}
           ${
-            !loading && page.users.length === 0
+            !loading && error === undefined && page.users.length === 0
               ? html`<tr>
                   <td colspan="8" class="empty">No users${filtered ? ' match' : ''}.</td>
                 </tr>`
@@ -287,6 +340,9 @@ export function UsersPage() {
             onClose=${(changed) => {
               setEditing(undefined)
               if (changed) void load()
+              // Focus goes back to what opened the editor (it fell to the page's body).
+              const back = opener.current
+              setTimeout(() => (back?.isConnected ? back : addButton.current)?.focus(), 0)
             }}
           />`
     }
@@ -413,6 +469,15 @@ function changedMeanwhile(err) {
   }
 }
 
+/** Why `id` cannot be a user's id (core/schema.ts, userIdSchema), or undefined. */
+function idProblem(id) {
+  if (id === '') return 'give the user an id'
+  if (id === '.' || id === '..') return 'an id cannot be "." or ".."'
+  if (/[/\\]/.test(id)) return 'an id cannot hold "/" or "\\"'
+  if (/\p{Cc}/u.test(id)) return 'an id cannot hold control characters'
+  return undefined
+}
+
 /** Add (id null) or edit a user; the source of each field beside it. */
 function UserEditor({ id, fields, onClose }) {
   const adding = id === null
@@ -459,6 +524,12 @@ function UserEditor({ id, fields, onClose }) {
         const value = fromInput(f.kind, text)
         if (adding && (value === null || (Array.isArray(value) && value.length === 0))) continue
         change[f.field] = value
+      }
+      // Checked here, in plain words: the request made of such an id named
+      // the endpoint it reached ("no endpoint /api/") or a path segment.
+      if (adding) {
+        const problem = idProblem(newId.trim())
+        if (problem !== undefined) throw { code: 'INVALID_RECORD', message: `Id: ${problem}` }
       }
       // Create only: an existing id is refused (USER_EXISTS), never replaced.
       if (adding)
@@ -539,6 +610,10 @@ function UserEditor({ id, fields, onClose }) {
     aria-labelledby="editor-title"
     tabindex="-1"
     ref=${region}
+    onKeyDown=${(e) => {
+      // Escape closes the editor (the delete dialog takes its own Escape).
+      if (e.key === 'Escape' && !confirmDelete && !e.defaultPrevented) onClose(false)
+    }}
   >
     <form onSubmit=${save}>
       <div class="title-row">

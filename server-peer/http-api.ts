@@ -528,14 +528,14 @@ function checkCondition(id: string, view: unknown, condition: Condition): void {
   const failed = failedCondition(tag, condition)
   if (failed === undefined) return
   if (failed === 'present') throw new UserExistsError(id)
-  if (failed === 'absent') {
-    const header = condition.match === '*' ? '*' : (condition.match ?? []).join(', ')
+  if (failed === 'absent')
     throw new HttpError(
       412,
       'USER_NOT_FOUND',
-      `no user ${excerpt(id, 64)} (If-Match: ${excerpt(header, 64)})`,
+      condition.match === '*'
+        ? `no user ${excerpt(id, 64)} (If-Match: *)`
+        : `no user ${excerpt(id, 64)}: it was deleted since it was read (If-Match)`,
     )
-  }
   throw new HttpError(
     412,
     'PRECONDITION_FAILED',
@@ -694,6 +694,10 @@ function eventQuery(url: URL): EventQuery {
     const v = num(name)
     if (v !== undefined) q[name] = v
   }
+  // A period that ends before it starts matches nothing: it is a mistake
+  // to say, not "No events" (a probe of the admin page; the CLI says so too).
+  if (typeof q.since === 'number' && typeof q.until === 'number' && q.since > q.until)
+    throw new InvalidOptionsError('the period ends (until) before it starts (since)')
   for (const name of ['limit', 'beforeSeq']) {
     const v = p.get(name)
     if (v === null) continue

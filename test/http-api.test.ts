@@ -236,6 +236,13 @@ describe('HTTP API', () => {
     expect((await get('/api/users?limit=1')).status).toBe(200)
     expect((await get('/api/devices?nameContains=x')).status).toBe(200)
     expect((await get('/api/events?type=user-update-succeeded')).status).toBe(200)
+    // A period that ends before it starts is a mistake to say, not "no events".
+    const reversed = await get('/api/events?since=2000&until=1000')
+    expect({ status: reversed.status, code: reversed.body.error?.code }).toEqual({
+      status: 400,
+      code: 'INVALID_OPTIONS',
+    })
+    expect((await get('/api/events?since=1000&until=1000')).status).toBe(200)
   })
 
   it('gives each user an ETag and writes on If-Match only while it still matches (PRECONDITION_FAILED, 412)', async () => {
