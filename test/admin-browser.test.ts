@@ -392,13 +392,19 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
       await page.getByRole('region', { name: /Edit/ }).waitFor()
       await page.keyboard.press('Escape')
       await page.getByRole('region', { name: /Edit/ }).waitFor({ state: 'detached' })
-      await page.waitForFunction(
-        "/Edit bidi1/.test(document.activeElement?.textContent ?? '')",
-        undefined,
-        {
-          timeout: 5_000,
-        },
-      )
+      /** What has the focus: its tag and text (the page's own DOM, read in it). */
+      const focused = (): Promise<string> =>
+        page.evaluate(() => {
+          const el = (
+            globalThis as unknown as {
+              document: { activeElement: { tagName: string; textContent: string } | null }
+            }
+          ).document.activeElement
+          return `${el?.tagName}: ${el?.textContent}`
+        })
+      for (let i = 0; i < 50 && !/^BUTTON: Edit bidi1/.test(await focused()); i++)
+        await page.waitForTimeout(100)
+      expect(await focused()).toMatch(/^BUTTON: Edit bidi1/)
 
       // An id the API cannot name is refused in plain words, before any request.
       await page.getByRole('button', { name: 'Add user' }).click()
