@@ -144,7 +144,27 @@ const bytes = (bytesMax: number) =>
   z.instanceof(Uint8Array).refine((b) => b.byteLength <= bytesMax, {
     message: `at most ${bytesMax} bytes`,
   })
-const date = z.union([z.iso.date(), z.iso.datetime({ offset: true })])
+const date = z.union([z.iso.date(), z.iso.datetime({ offset: true })], {
+  error: 'expected a date (YYYY-MM-DD) or a date and time with its offset (RFC 3339)',
+})
+
+/**
+ * A schema's refusal in plain words, one clause per problem: `field:
+ * what was expected` (`cards[0].type: …`). zod's own layout (a cross, an
+ * arrow, one line each) reached the admin page as it was (a probe).
+ */
+function issuesText(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => {
+      const path = issue.path
+        .map((key, i) =>
+          typeof key === 'number' ? `[${key}]` : i === 0 ? String(key) : `.${String(key)}`,
+        )
+        .join('')
+      return path === '' ? issue.message : `${path}: ${issue.message}`
+    })
+    .join('; ')
+}
 const idList = z
   .array(z.string().min(1).max(limits.textCharsMax).refine(wellFormed, LONE_SURROGATE))
   .max(limits.groupsPerUserMax)
@@ -299,7 +319,7 @@ export class RecordSchema {
     const result = (stored ? storedUserIdSchema : userIdSchema).safeParse(id)
     if (!result.success) {
       throw new InvalidRecordError(
-        `invalid user id: ${z.prettifyError(result.error)}`,
+        `invalid user id: ${issuesText(result.error)}`,
         result.error.issues,
       )
     }
@@ -310,7 +330,7 @@ export class RecordSchema {
     const result = this.patchSchema.safeParse(input)
     if (!result.success) {
       throw new InvalidRecordError(
-        `invalid record: ${z.prettifyError(result.error)}`,
+        `invalid record: ${issuesText(result.error)}`,
         result.error.issues,
       )
     }

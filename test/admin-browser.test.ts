@@ -156,6 +156,11 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
       await startDevice('T-200', 'dock scanner')
       const row = page.locator('tr[data-device="T-200"]')
       await row.getByText('connected').waitFor()
+      // Its buttons within a 1280-pixel window (side by side, Revoke ran past it: a probe).
+      await page.setViewportSize({ width: 1280, height: 768 })
+      const revoke = await page.getByRole('button', { name: 'Revoke T-200' }).boundingBox()
+      expect((revoke?.x ?? 0) + (revoke?.width ?? 0)).toBeLessThanOrEqual(1280)
+      await page.setViewportSize({ width: 1024, height: 768 })
 
       // Filter by partial name.
       await page.getByLabel('Name contains').fill('DOCK')

@@ -154,6 +154,24 @@ describe.each([
     },
   )
 
+  it("says what is wrong in plain words, naming the field (not zod's layout)", async () => {
+    // A probe of the admin page: "✖ Invalid input → at validFrom".
+    const said = async (write: Promise<unknown>): Promise<string> =>
+      write.then(
+        () => 'taken',
+        (error: unknown) => (error as Error).message,
+      )
+    expect(await said(peer.users.patch('u1', { validFrom: 'tomorrow' }))).toBe(
+      'invalid record: validFrom: expected a date (YYYY-MM-DD) or a date and time with its offset (RFC 3339)',
+    )
+    expect(await said(peer.users.patch('u1', { cards: [{ type: 'zz', value: '1' }] }))).toMatch(
+      /^invalid record: cards\[0\]\.type: .*"csn"/,
+    )
+    expect(await said(peer.users.put({ id: '..', name: 'x' }))).toMatch(
+      /^invalid user id: not "\." or "\.\."/,
+    )
+  })
+
   it('text outside the BMP (a surrogate pair) is valid, in ids and fields', async () => {
     await peer.users.put({ id: 'u-😀', name: 'Ann 😀', groups: ['𝔤'] })
     expect(peer.users.get('u-😀')).toMatchObject({ name: 'Ann 😀', groups: ['𝔤'] })
