@@ -76,23 +76,43 @@ export function UsersPage({ live }) {
   }, [applied, after])
   // Live: a user changed anywhere (another tab, the API, a device's fill)
   // loads the page shown again; it went stale without a word (a probe).
+  // One such load at a time, the next at least RELOAD_AFTER_MS after the
+  // last answered: started on every event, each answer was overtaken by
+  // the next request, and a busy site kept the page "Loading…" (a review).
   const reload = useRef()
   reload.current = load
+  const subscribe = live?.subscribe
   useEffect(() => {
-    if (live === undefined) return undefined
+    if (subscribe === undefined) return undefined
     let timer
-    const stop = live.subscribe('events', (fresh) => {
-      if (!fresh.some((e) => USER_EVENTS.has(e.type)) || timer !== undefined) return
-      timer = setTimeout(() => {
-        timer = undefined
-        void reload.current()
-      }, RELOAD_AFTER_MS)
+    let running = false
+    let again = false
+    let stopped = false
+    const schedule = () => {
+      if (timer === undefined && !stopped) timer = setTimeout(run, RELOAD_AFTER_MS)
+    }
+    const run = async () => {
+      timer = undefined
+      running = true
+      again = false
+      try {
+        await reload.current()
+      } finally {
+        running = false
+        if (again) schedule()
+      }
+    }
+    const stop = subscribe('events', (fresh) => {
+      if (!fresh.some((e) => USER_EVENTS.has(e.type))) return
+      if (running) again = true
+      else schedule()
     })
     return () => {
+      stopped = true
       clearTimeout(timer)
       stop()
     }
-  }, [live])
+  }, [subscribe])
   useEffect(() => {
     api('GET', '/api/policies')
       .then((p) => setFields(p.fields))

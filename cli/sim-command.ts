@@ -5,6 +5,7 @@
  * the options and the report.
  */
 import { randomInt } from 'node:crypto'
+import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { hasCode } from '../core/errors.js'
@@ -145,7 +146,7 @@ function numberOf(name: string, text: string | undefined, max: number): number |
 async function planOf(text: string | undefined): Promise<{ steps?: unknown[]; planFile?: string }> {
   if (text === undefined) return {}
   const inline = text.trimStart().startsWith('[')
-  if (text.trimStart().startsWith('{'))
+  if (text.trimStart().startsWith('{') && !existsSync(text))
     throw new CliError('--plan must be a JSON array of steps, or a file holding one')
   let json: unknown
   try {
@@ -345,14 +346,28 @@ async function swarm(
   const bar = progressBar()
   const started = performance.now()
   let results: SeedSummary[]
+  // Stopped (Ctrl-C) before the end: what ran is said, then the exit
+  // (the seeds run on worker threads, so this thread hears the signal).
+  let passed = 0
+  let ended = 0
+  const interrupted = (): void => {
+    bar.done()
+    process.stderr.write(
+      `interrupted after ${ended} of ${count} seeds from ${first}: ${passed} passed, ${ended - passed} failed (named above)\n`,
+    )
+    process.exit(130)
+  }
+  process.once('SIGINT', interrupted)
   try {
     results = await runSwarm(options, seeds, workers, (summary, done) => {
+      ended = done
+      if (summary.ok) passed++
       // A failing seed is named at once (a long swarm stopped early still told).
-      if (!summary.ok)
-        process.stderr.write(`seed ${summary.seed} FAILED; replay: ${summary.replay}\n`)
+      else process.stderr.write(`seed ${summary.seed} FAILED; replay: ${summary.replay}\n`)
       bar.update({ phase: 'run', virtualMs: 0, fraction: done / count }, `${done}/${count} seeds`)
     })
   } finally {
+    process.off('SIGINT', interrupted)
     bar.done()
   }
   const wallMs = Math.round(performance.now() - started)

@@ -462,9 +462,14 @@ function etagOf(wire: string): string {
  * create-only PUT whose header was not exactly `*` replaced the user whole).
  */
 function tagList(header: string, name: string): '*' | string[] {
-  const members = header.split(',').map((member) => member.trim())
-  if (members.every((member) => member === '*')) return '*'
-  if (members.every((member) => /^(W\/)?"[\x21\x23-\x7e]*"$/.test(member))) return members
+  // Empty members are allowed and ignored (RFC 9110 5.6.1.2: `"x", ` is one tag).
+  const members = header
+    .split(',')
+    .map((member) => member.trim())
+    .filter((member) => member !== '')
+  if (members.length > 0 && members.every((member) => member === '*')) return '*'
+  if (members.length > 0 && members.every((member) => /^(W\/)?"[\x21\x23-\x7e]*"$/.test(member)))
+    return members
   throw new InvalidOptionsError(
     `${name} must be * or entity tags as a GET of the user gives them (ETag), got ${excerpt(header, 64)}`,
   )

@@ -370,10 +370,15 @@ export function replayCommand(options: SimOptions, planFile?: string): string {
     parts.push(
       planFile === undefined || inline.length <= PLAN_INLINE_CHARS_MAX
         ? `--plan '${inline}'`
-        : `--plan ${planFile}`,
+        : `--plan ${shellWord(planFile)}`,
     )
   }
   return parts.join(' ')
+}
+
+/** `word` as one shell word: quoted unless it holds only safe characters (a path with a space split in two). */
+function shellWord(word: string): string {
+  return /^[\w./@%+=:,-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`
 }
 
 /** Longest plan a replay command carries inline (longer ones name their file). */

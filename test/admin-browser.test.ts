@@ -421,6 +421,41 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
     expect(problems).toEqual([])
   })
 
+  it('shows a search while users keep changing and answers are slow: one live reload at a time', async () => {
+    // A review: every user event started a reload 500 ms later whatever
+    // was in flight, each answer was overtaken by the next request, and
+    // the page stayed on "Loading…" while a fleet kept changing users.
+    let inFlight = 0
+    let mostInFlight = 0
+    const problems = await withPage('admin-browser-busy', async (page) => {
+      await page.route(/\/api\/users\?/, async (route) => {
+        inFlight++
+        mostInFlight = Math.max(mostInFlight, inFlight)
+        const response = await route.fetch()
+        await new Promise((resolve) => setTimeout(resolve, 800))
+        inFlight--
+        await route.fulfill({ response })
+      })
+      await signIn(page)
+      await page.getByRole('cell', { name: 'u000001', exact: true }).waitFor()
+      let n = 0
+      const fleet = setInterval(
+        () => void server.users.patch('u000000', { email: `fleet${n++}@example.com` }),
+        150,
+      )
+      try {
+        await page.waitForTimeout(1_000)
+        await page.getByLabel('Search').fill('u012345')
+        await page.getByText('1 matching user(s)').waitFor({ timeout: 8_000 })
+      } finally {
+        clearInterval(fleet)
+      }
+    })
+    // The search's request and one live reload at most.
+    expect(mostInFlight).toBeLessThanOrEqual(2)
+    expect(problems).toEqual([])
+  })
+
   it('exports the selected users as a download that a stopped device imports', async () => {
     for (const id of NIGHT_SHIFT) await server.users.patch(id, { groups: ['night-shift'] })
     const chosen = ['u000001', 'u000002', 'u000004']

@@ -368,6 +368,61 @@ describe('two restores and a compaction between them', () => {
     expect(d.users.get('U2')).toBeUndefined()
   }, 60_000)
 
+  it('a terminal shows a change the restored server made after a rollback it heard of, through a compaction', async () => {
+    // A review: the mark, lowered to the rolled-back entry (its highest
+    // stamp kept), was compared by that highest stamp at the move forward,
+    // and a change stamped up to it (E's clock 20 minutes ahead had pushed
+    // the lost stamps up) stayed hidden.
+    const dir = await tempDir()
+    const data = join(dir, 'server')
+    let peer = await server(data)
+    const port = Number(new URL(peer.url).port)
+    await peer.users.put({ id: 'U1', name: 'User 1' })
+    await peer.users.put({ id: 'U2', name: 'User 2' })
+    let d = await device('D', dir, peer)
+    const e = await createDevice({
+      id: 'E',
+      dataDir: join(dir, 'E'),
+      server: peer.url,
+      ...(peer.siteKey === undefined ? {} : { siteKey: peer.siteKey }),
+      clock: {
+        now: () => Date.now() + 20 * 60_000,
+        setTimeout: (fn, ms) => setTimeout(fn, ms),
+        clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+      },
+    })
+    closers.push(() => e.close())
+    await d.sync.whenReady()
+    await e.sync.whenReady()
+    await peer.close()
+    await cp(data, join(dir, 'backup'), { recursive: true })
+    peer = await server(data, port)
+    await e.users.patch('U2', { email: 'e2@example.com' })
+    await e.sync.whenIdle()
+    await e.close()
+    await peer.users.patch('U1', { name: 'Renamed' })
+    await d.sync.delta()
+    expect(await d.users.delete('U1')).toBe(true)
+
+    await peer.close()
+    await rm(data, { recursive: true, force: true })
+    await cp(join(dir, 'backup'), data, { recursive: true })
+    peer = await server(data, port)
+    await d.sync.delta()
+    await d.sync.delta()
+    expect(d.users.get('U1')).toBeUndefined()
+    const mark = d.replica.localOf(asUserId('U1')).deleted
+    expect(mark?.h).toBeGreaterThan(mark?.t ?? 0)
+    await d.close()
+    await peer.users.patch('U1', { name: 'Changed after the restore' })
+    expect(peer.replica.replicaOf(asUserId('U1')).server?.t).toBeLessThanOrEqual(mark?.h ?? 0)
+    await peer.compactHistory()
+    d = await device('D', dir, peer)
+    await syncUntilOn(d, 1)
+    await d.sync.delta()
+    expect(d.users.get('U1')?.name).toBe('Changed after the restore')
+  }, 60_000)
+
   it('a terminal shows the user again when an undone restore brings back a version newer than the one it deleted', async () => {
     // D deleted U1 on the version a restore rolled back to; the operator
     // then undoes the restore: U1 as D held it before, which D never deleted.

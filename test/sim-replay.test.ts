@@ -4,6 +4,8 @@
  * takes no bare number of ms (a review: `--delay 20` was refused once
  * durations needed a unit, so no failing run could be replayed).
  */
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
@@ -109,6 +111,41 @@ describe('a swarm summary', () => {
   })
 })
 
+describe('a swarm stopped with Ctrl-C', () => {
+  it('says how many seeds ran and passed, and exits 130', async () => {
+    // A probe: it stopped with no word of the seeds that had run.
+    const child = spawn(
+      process.execPath,
+      [
+        'bin/rostersync.js',
+        'sim',
+        '--seed',
+        '1',
+        '--seeds',
+        '200',
+        '--devices',
+        '2',
+        '--ops',
+        '20',
+        '--days',
+        '0.2',
+        '--workers',
+        '1',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    )
+    let said = ''
+    child.stderr.on('data', (chunk: Buffer) => {
+      said += chunk.toString()
+      // Once: a second Ctrl-C is Node's own (the process ends by the signal).
+      if (/\d+\/200 seeds/.test(said) && !child.killed) child.kill('SIGINT')
+    })
+    const [code] = (await once(child, 'exit')) as [number | null]
+    expect(code).toBe(130)
+    expect(said).toMatch(/interrupted after \d+ of 200 seeds from 1: \d+ passed, \d+ failed/)
+  }, 120_000)
+})
+
 describe('rostersync sim refuses before any run, exit 2, naming the flag', () => {
   async function exitOf(argv: string[]): Promise<{ code: number; said: string }> {
     const said: string[] = []
@@ -199,5 +236,9 @@ describe("a replay command's plan", () => {
     )
     const long = Array.from({ length: 500 }, (_, i) => ({ at: i, op: 'put' as const, peer: 1 }))
     expect(replayCommand({ seed: 1, steps: long }, 'plan.json')).toMatch(/--plan plan\.json$/)
+    // A path with a space (or a quote) stays one shell word (a review).
+    expect(replayCommand({ seed: 1, steps: long }, "/tmp/my plans/it's.json")).toMatch(
+      /--plan '\/tmp\/my plans\/it'\\''s\.json'$/,
+    )
   })
 })

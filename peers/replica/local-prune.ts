@@ -132,7 +132,9 @@ function settleMoved(
   t: number,
   ctx: WriteContext,
 ): void {
-  if (t > markHigh(deleted)) ctx.setDeleted(id, undefined)
+  // Against the stamp it names now, not the highest it hid: a change the
+  // restored server made since may take a stamp up to that one (a review).
+  if (t > deleted.t) ctx.setDeleted(id, undefined)
   else setMark(id, deleted, live, t, ctx)
 }
 
