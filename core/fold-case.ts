@@ -15,7 +15,7 @@ export function foldCase(text: string): string {
   return text
     .normalize('NFC')
     .toLowerCase()
-    .replace(/[ßςı\u0307]/g, (c) => FOLDS[c] ?? c)
+    .replace(/ß|ς|ı|\u0307/g, (c) => FOLDS[c] ?? c)
 }
 
 const FOLDS: Readonly<Record<string, string>> = { ß: 'ss', ς: 'σ', ı: 'i', '\u0307': '' }
