@@ -18,7 +18,8 @@ import {
   type CommonPeerOptions,
   type PeerBasics,
 } from './peer-options.js'
-import { checkLanPeers, startLan, type LanNode } from './lan-sync.js'
+import { startLan, type LanNode } from './lan-sync.js'
+import { checkLanListen, checkLanPeers } from '../transports/lan-addresses.js'
 import { pinHasher } from './pin.js'
 import { Replica } from './replica.js'
 import { checkUpdate } from '../core/authorize.js'
@@ -188,7 +189,10 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     throw new InvalidOptionsError(
       'createDevice: LAN sync needs a siteKey (it keys the private network)',
     )
-  if (options.lan?.enabled === true) await checkLanPeers(options.lan.peers ?? [])
+  if (options.lan?.enabled === true) {
+    await checkLanPeers(options.lan.peers ?? [])
+    await checkLanListen(options.lan.host, options.lan.port)
+  }
   const basics = await peerBasics(options)
   try {
     // Before anything writes: a server's data is never opened as a device's.

@@ -480,17 +480,6 @@ function dropLanAuth(connection: Connection): Connection {
   }
 }
 
-/**
- * Checks the LAN peers' addresses (INVALID_OPTIONS naming the first that is
- * no multiaddr): createDevice does before it opens anything, so a bad one
- * changes nothing (it opened the store and joined the server before).
- */
-export async function checkLanPeers(peers: readonly string[]): Promise<void> {
-  if (peers.length === 0) return
-  const { multiaddr } = await import('@multiformats/multiaddr')
-  for (const addr of peers) parseAddress(addr, multiaddr)
-}
-
 function parseAddress(addr: string, multiaddr: (addr: string) => Multiaddr): Multiaddr {
   try {
     return multiaddr(addr)

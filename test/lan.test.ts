@@ -5,7 +5,8 @@
  * the site key cannot connect; the server's part is relayed only as the
  * server wrote it.
  */
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -556,6 +557,84 @@ describe('where the LAN node listens', () => {
       )
     } finally {
       await new Promise((resolve) => taken.close(resolve))
+    }
+  })
+
+  it('refuses LAN peers no link would ever dial, before anything opens', async () => {
+    // A probe: these were taken, and redialled for ever with nothing said.
+    const dir = await mkdtemp(join(tmpdir(), 'rostersync-lan-peers-'))
+    try {
+      for (const [peer, said] of [
+        ['', /is not over TCP/],
+        ['/ip4/8.8.8.8/tcp/4000', /is not a loopback or private IP address/],
+        ['/ip4/127.0.0.1/udp/4000/quic-v1', /is not over TCP/],
+        ['/dns4/nowhere.invalid/tcp/4000', /is not a loopback or private IP address/],
+      ] as const) {
+        const dataDir = join(dir, String(peer.length))
+        const opened = createDevice({
+          id: 'lan-peers',
+          dataDir,
+          siteKey: 'lan-peers-site-key-0123456789',
+          lan: { enabled: true, mdns: false, peers: [peer] },
+        })
+        await expect(opened, peer).rejects.toMatchObject({ code: 'INVALID_OPTIONS' })
+        await expect(opened, peer).rejects.toThrow(said)
+        expect(existsSync(dataDir), peer).toBe(false)
+      }
+      // Loopback and private addresses, with or without a peer id, are taken.
+      const device = await createDevice({
+        id: 'lan-peers',
+        store: memoryStore(),
+        siteKey: 'lan-peers-site-key-0123456789',
+        lan: {
+          enabled: true,
+          mdns: false,
+          peers: ['/ip4/127.0.0.1/tcp/1', '/ip4/192.168.1.20/tcp/4000', '/ip6/::1/tcp/1'],
+        },
+      })
+      await device.close()
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('a port in use changes nothing: no data directory written, no server joined', async () => {
+    // A probe: the device wrote its directory and joined its server before
+    // its LAN failed to listen; the server bound its id to that key, and a
+    // retry on a fresh directory was refused AUTH_FAILED.
+    const dir = await mkdtemp(join(tmpdir(), 'rostersync-lan-port-'))
+    const server = await createServer({
+      store: memoryStore(),
+      siteKey: 'lan-port-site-key-0123456789',
+    })
+    const taken = createNetServer()
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+    try {
+      const { port } = taken.address() as AddressInfo
+      const open = (dataDir: string, lanPort: number) =>
+        createDevice({
+          id: 'lan-port',
+          dataDir,
+          server: server.url,
+          siteKey: 'lan-port-site-key-0123456789',
+          lan: { enabled: true, mdns: false, port: lanPort },
+        })
+      await expect(open(join(dir, 'first'), port)).rejects.toMatchObject({
+        code: 'INVALID_OPTIONS',
+      })
+      expect(existsSync(join(dir, 'first'))).toBe(false)
+      expect(server.devices.list()).toEqual([])
+      // A retry on a fresh directory and a free port joins.
+      const device = await open(join(dir, 'second'), 0)
+      try {
+        await device.sync.whenReady()
+      } finally {
+        await device.close()
+      }
+    } finally {
+      await new Promise((resolve) => taken.close(resolve))
+      await server.close()
+      await rm(dir, { recursive: true, force: true })
     }
   })
 })

@@ -8,14 +8,14 @@
  */
 import './polyfills.js'
 import { hkdfSync } from 'node:crypto'
-import { BlockList, isIPv6 } from 'node:net'
+import { addressInScope, listenAddress, type LanScope } from './lan-addresses.js'
+export { addressInScope, type LanScope } from './lan-addresses.js'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import type { ConnectionGater, Libp2p, Stream } from '@libp2p/interface'
 import { mdns } from '@libp2p/mdns'
 import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
-import type { Multiaddr } from '@multiformats/multiaddr'
 import * as decoding from 'lib0/decoding'
 import * as encoding from 'lib0/encoding'
 import { createLibp2p, type Libp2pOptions } from 'libp2p'
@@ -33,9 +33,6 @@ fixXsalsa20()
 
 /** The libp2p protocol id of roster sync. */
 export const LAN_PROTOCOL = '/rostersync/sync/1'
-
-/** Which remote addresses a node dials and accepts. */
-export type LanScope = 'loopback' | 'lan'
 
 /** Options of {@link createLanNode}. */
 export interface LanNodeOptions {
@@ -72,7 +69,7 @@ export function lanPsk(siteKey: string): Uint8Array {
 /** Starts a libp2p node for LAN sync; resolves once it listens. */
 export async function createLanNode(options: LanNodeOptions): Promise<Libp2p> {
   const host = options.host ?? '127.0.0.1'
-  const listen = `/${isIPv6(host) ? 'ip6' : 'ip4'}/${host}/tcp/${options.port ?? 0}`
+  const listen = listenAddress(host, options.port)
   const connectionsMax = options.connectionsMax ?? netLimits.lanPeersMax
   const privateKey =
     options.identitySeed === undefined
@@ -112,27 +109,6 @@ async function listenOn(listen: string, init: Libp2pOptions): Promise<Libp2p> {
     const why = /listen (E[A-Z]+: [^\n]*)/.exec(message)?.[1] ?? message.split('\n')[0] ?? ''
     throw new InvalidOptionsError(`cannot listen on the LAN at ${listen}: ${why}`.slice(0, 300))
   }
-}
-
-const LOOPBACK = new BlockList()
-LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4')
-LOOPBACK.addAddress('::1', 'ipv6')
-
-const PRIVATE_LAN = new BlockList()
-PRIVATE_LAN.addSubnet('10.0.0.0', 8, 'ipv4')
-PRIVATE_LAN.addSubnet('172.16.0.0', 12, 'ipv4')
-PRIVATE_LAN.addSubnet('192.168.0.0', 16, 'ipv4')
-PRIVATE_LAN.addSubnet('169.254.0.0', 16, 'ipv4')
-PRIVATE_LAN.addSubnet('fc00::', 7, 'ipv6')
-PRIVATE_LAN.addSubnet('fe80::', 10, 'ipv6')
-
-/** True when `ma` is an IP address within `scope` (names are never in scope). */
-export function addressInScope(ma: Multiaddr, scope: LanScope): boolean {
-  const ip = ma.getComponents().find((c) => c.name === 'ip4' || c.name === 'ip6')
-  if (ip?.value === undefined) return false
-  const family = ip.name === 'ip6' ? 'ipv6' : 'ipv4'
-  if (LOOPBACK.check(ip.value, family)) return true
-  return scope === 'lan' && PRIVATE_LAN.check(ip.value, family)
 }
 
 /**
