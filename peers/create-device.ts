@@ -31,6 +31,7 @@ import { serverLinkSigning } from './server-link-signing.js'
 import { usersApi, type UsersApi } from './user-ops.js'
 import { connectToServer, type ServerLink } from './ws-client.js'
 import { DeviceSync, type DeviceSyncApi } from './device-sync.js'
+import type { LanStatus } from './device-sync/types.js'
 import { runLanLink } from './lan-sync.js'
 import type { Connection, Transport } from '../core/transport.js'
 import { importUsers, type ImportResult } from './import-users.js'
@@ -290,8 +291,19 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
             }),
   })
   let lan: LanNode | undefined
+  /** The last refusal or failure of a LAN link (status().lan). */
+  let lanError: LanStatus['lastError']
   try {
-    lan = await startDeviceLan(options, replica, basics, signing, identity.lanSeed)
+    lan = await startDeviceLan(
+      options,
+      replica,
+      basics,
+      signing,
+      identity.lanSeed,
+      (code, message) => {
+        lanError = { code, message, at: basics.clock.now() }
+      },
+    )
   } catch (error) {
     sync.close()
     await replica.close()
@@ -349,7 +361,11 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       full: () => sync.full(),
       delta: () => sync.delta(),
       // A copy: the status objects are the sync's own.
-      status: () => detached(sync.status()),
+      status: () =>
+        detached({
+          ...sync.status(),
+          ...(lan && { lan: { peers: lan.peerCount(), ...(lanError && { lastError: lanError }) } }),
+        }),
       whenIdle: () => sync.whenIdle(),
       whenReady: () => sync.whenReady(),
     },
@@ -410,6 +426,7 @@ async function startDeviceLan(
   basics: PeerBasics,
   signing: DeviceSigning,
   identitySeed: Uint8Array,
+  onError: (code: string, message: string) => void,
 ): Promise<LanNode | undefined> {
   const lan = options.lan
   if (lan?.enabled !== true || options.siteKey === undefined) return undefined
@@ -422,6 +439,7 @@ async function startDeviceLan(
     identitySeed,
     clock: basics.clock,
     random: basics.random,
+    onError,
     ...(lan.port === undefined ? {} : { port: lan.port }),
     ...(lan.peers === undefined ? {} : { peers: lan.peers }),
     ...(lan.mdns === undefined ? {} : { mdns: lan.mdns }),

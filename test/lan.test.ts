@@ -223,6 +223,8 @@ describe('LAN sync over libp2p', () => {
     await eventually(() => {
       for (const d of [d2, d3]) expect(d.users.get('u1')?.name).toBe('Ann')
     })
+    // Its status shows its LAN links (a probe: nothing said they were there or refused).
+    await eventually(() => expect(d1.sync.status().lan).toEqual({ peers: 2 }))
     expect(await server.devices.revoke('D2')).toBe(true)
     await eventually(() => expect(d1.replica.isRevoked('D2')).toBe(true))
     // The server goes away: the LAN is the only way left.
@@ -233,6 +235,9 @@ describe('LAN sync over libp2p', () => {
     await eventually(() => expect(d3.users.get('u2')?.name).toBe('Bob'), 20_000)
     await new Promise((resolve) => setTimeout(resolve, 1_500))
     expect(d2.users.get('u2')).toBeUndefined()
+    // D2 is told why its LAN link was refused.
+    expect(d2.sync.status().lan?.lastError).toMatchObject({ code: 'PEER_REVOKED' })
+    expect(d1.sync.status().lan?.peers).toBe(1)
   }, 40_000)
 
   it('a peer with a wrong site key cannot connect, and nothing is exchanged', async () => {

@@ -41,6 +41,15 @@ export interface SyncStatus {
    * a full sync and is not connected to the server (online only).
    */
   readonly warning?: string
+  /** With LAN sync: how many peers have a sync link now, and the last link refused or failed. */
+  readonly lan?: LanStatus
+}
+
+/** A device's LAN links (SyncStatus.lan). */
+export interface LanStatus {
+  readonly peers: number
+  /** The last LAN link refused or failed (another site, a revoked peer, another generation, …). */
+  readonly lastError?: { readonly code: string; readonly message: string; readonly at: number }
 }
 
 /** `device.sync` (API.md). */
