@@ -37,12 +37,39 @@ async function server(dataDir: string, port = 0): Promise<ServerPeer> {
   return peer
 }
 
-async function device(id: string, dir: string, peer: ServerPeer): Promise<DevicePeer> {
+/** A backup: the stopped server's directory copied to `backup`; the server started again. */
+async function backUp(peer: ServerPeer, data: string, backup: string): Promise<ServerPeer> {
+  const port = Number(new URL(peer.url).port)
+  await peer.close()
+  await cp(data, backup, { recursive: true })
+  return server(data, port)
+}
+
+/** A restore: the server stopped, its directory replaced by `backup`'s copy, started again. */
+async function restoreTo(peer: ServerPeer, data: string, backup: string): Promise<ServerPeer> {
+  const port = Number(new URL(peer.url).port)
+  await peer.close()
+  await rm(data, { recursive: true, force: true })
+  await cp(backup, data, { recursive: true })
+  return server(data, port)
+}
+
+/** A device on LevelDB in `dir`; its clock `aheadMs` ahead of the machine's. */
+async function device(id: string, dir: string, peer: ServerPeer, aheadMs = 0): Promise<DevicePeer> {
   const created = await createDevice({
     id,
     dataDir: join(dir, id),
     server: peer.url,
     ...(peer.siteKey === undefined ? {} : { siteKey: peer.siteKey }),
+    ...(aheadMs === 0
+      ? {}
+      : {
+          clock: {
+            now: () => Date.now() + aheadMs,
+            setTimeout: (fn: () => void, ms: number) => setTimeout(fn, ms),
+            clearTimeout: (handle: unknown) => clearTimeout(handle as NodeJS.Timeout),
+          },
+        }),
   })
   closers.push(() => created.close())
   return created
@@ -57,7 +84,6 @@ describe('a server restored from a backup of its data directory', () => {
     const dir = await tempDir()
     const data = join(dir, 'server')
     let peer = await server(data)
-    const port = Number(new URL(peer.url).port)
     for (let i = 1; i <= 3; i++) await peer.users.put({ id: `U${i}`, name: `User ${i}` })
     const d = await device('D', dir, peer)
     const e = await device('E', dir, peer)
@@ -66,9 +92,7 @@ describe('a server restored from a backup of its data directory', () => {
     const before = peer.replica.clientId
 
     // The backup: a copy of the stopped server's directory.
-    await peer.close()
-    await cp(data, join(dir, 'backup'), { recursive: true })
-    peer = await server(data, port)
+    peer = await backUp(peer, data, join(dir, 'backup'))
     // A clean restart takes a fresh clientID too.
     expect(peer.replica.openKind).toBe('clean')
     expect(peer.replica.clientId).not.toBe(before)
@@ -82,10 +106,7 @@ describe('a server restored from a backup of its data directory', () => {
     expect(peer.users.get('U3')?.email).toBe('d3@example.com')
 
     // The restore: the directory as it was at the backup.
-    await peer.close()
-    await rm(data, { recursive: true, force: true })
-    await cp(join(dir, 'backup'), data, { recursive: true })
-    peer = await server(data, port)
+    peer = await restoreTo(peer, data, join(dir, 'backup'))
     expect(peer.users.get('U2')?.name).toBe('User 2')
     // Written before any device is back: under ids no device holds.
     await peer.users.put({ id: 'A0', name: 'Written right after the restore' })
@@ -143,9 +164,7 @@ describe('a server restored from a backup of its data directory', () => {
     await e.sync.whenReady()
     await d.sync.whenReady()
 
-    await peer.close()
-    await cp(data, join(dir, 'backup'), { recursive: true })
-    peer = await server(data, port)
+    peer = await backUp(peer, data, join(dir, 'backup'))
     // After the backup: D fills U1 (the server adopts it), then deletes it.
     await d.users.patch('U1', { email: 'd@example.com' })
     await d.sync.whenIdle()
@@ -156,10 +175,7 @@ describe('a server restored from a backup of its data directory', () => {
     // D loses its server; the server is restored; E finds it and carries
     // D's fill (heard over the LAN), which the server adopts again.
     link.block()
-    await peer.close()
-    await rm(data, { recursive: true, force: true })
-    await cp(join(dir, 'backup'), data, { recursive: true })
-    peer = await server(data, port)
+    peer = await restoreTo(peer, data, join(dir, 'backup'))
     await e.sync.delta()
     await e.sync.whenIdle()
     expect(e.events.query({ type: 'restore-detected' }).length).toBeGreaterThan(0)
@@ -187,7 +203,6 @@ describe('a backup copied while the server ran', () => {
     const dir = await tempDir()
     const data = join(dir, 'server')
     let peer = await server(data)
-    const port = Number(new URL(peer.url).port)
     for (let i = 1; i <= 3; i++) await peer.users.put({ id: `U${i}`, name: `User ${i}` })
     const d = await device('D', dir, peer)
     await d.sync.whenReady()
@@ -196,10 +211,7 @@ describe('a backup copied while the server ran', () => {
     await d.sync.whenIdle()
     expect(d.users.get('U1')?.name).toBe('Lost with the restore')
 
-    await peer.close()
-    await rm(data, { recursive: true, force: true })
-    await cp(join(dir, 'backup'), data, { recursive: true })
-    peer = await server(data, port)
+    peer = await restoreTo(peer, data, join(dir, 'backup'))
     await d.sync.delta()
     expect(d.events.query({ type: 'restore-detected' })).toHaveLength(1)
     expect(d.users.get('U1')?.name).toBe('User 1')
@@ -218,29 +230,15 @@ describe('a server restored from a backup taken before a compaction', () => {
     const dir = await tempDir()
     const data = join(dir, 'server')
     let peer = await server(data)
-    const port = Number(new URL(peer.url).port)
     for (let i = 1; i <= 4; i++) await peer.users.put({ id: `U${i}`, name: `User ${i}` })
     // D's clock runs 20 minutes ahead: the server's clock follows D's
     // stamps after the backup, so what it writes after the restore is
     // stamped below the renames D deleted (stamps cannot tell a change).
-    const d = await createDevice({
-      id: 'D',
-      dataDir: join(dir, 'D'),
-      server: peer.url,
-      ...(peer.siteKey === undefined ? {} : { siteKey: peer.siteKey }),
-      clock: {
-        now: () => Date.now() + 20 * 60_000,
-        setTimeout: (fn, ms) => setTimeout(fn, ms),
-        clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
-      },
-    })
-    closers.push(() => d.close())
+    const d = await device('D', dir, peer, 20 * 60_000)
     await d.sync.whenReady()
 
     // The backup, on the first generation.
-    await peer.close()
-    await cp(data, join(dir, 'backup'), { recursive: true })
-    peer = await server(data, port)
+    peer = await backUp(peer, data, join(dir, 'backup'))
     await peer.compactHistory()
     await d.sync.delta()
     await syncUntilOn(d, 1)
@@ -256,10 +254,7 @@ describe('a server restored from a backup taken before a compaction', () => {
 
     // The restore: the first generation, as at the backup. The server
     // then changes U3 (a change of the user, whatever its stamp).
-    await peer.close()
-    await rm(data, { recursive: true, force: true })
-    await cp(join(dir, 'backup'), data, { recursive: true })
-    peer = await server(data, port)
+    peer = await restoreTo(peer, data, join(dir, 'backup'))
     await peer.users.patch('U3', { department: 'Changed after the restore' })
     // Stamped below the version D deleted.
     const markOf = (id: string): number => d.replica.localOf(asUserId(id)).deleted?.t ?? 0
@@ -287,14 +282,11 @@ describe('a server restored from a backup, then compacted before a terminal is b
     const dir = await tempDir()
     const data = join(dir, 'server')
     let peer = await server(data)
-    const port = Number(new URL(peer.url).port)
     for (let i = 1; i <= 3; i++) await peer.users.put({ id: `U${i}`, name: `User ${i}` })
     const d = await device('D', dir, peer)
     await d.sync.whenReady()
 
-    await peer.close()
-    await cp(data, join(dir, 'backup'), { recursive: true })
-    peer = await server(data, port)
+    peer = await backUp(peer, data, join(dir, 'backup'))
     // After the backup (lost with the restore): U2 renamed; D deletes U1 to U3.
     await peer.users.patch('U2', { name: 'Renamed after the backup' })
     await d.sync.delta()
@@ -303,10 +295,7 @@ describe('a server restored from a backup, then compacted before a terminal is b
     await d.close()
 
     // The restore, a change of U3, and a new generation, all before D is back.
-    await peer.close()
-    await rm(data, { recursive: true, force: true })
-    await cp(join(dir, 'backup'), data, { recursive: true })
-    peer = await server(data, port)
+    peer = await restoreTo(peer, data, join(dir, 'backup'))
     await peer.users.patch('U3', { department: 'Changed after the restore' })
     await peer.compactHistory()
     const back = await device('D', dir, peer)
@@ -335,9 +324,7 @@ describe('two restores and a compaction between them', () => {
     for (let i = 1; i <= 2; i++) await peer.users.put({ id: `U${i}`, name: `User ${i}` })
     let d = await device('D', dir, peer)
     await d.sync.whenReady()
-    await peer.close()
-    await cp(data, join(dir, 'backupA'), { recursive: true })
-    peer = await server(data, port)
+    peer = await backUp(peer, data, join(dir, 'backupA'))
     await peer.users.patch('U1', { name: 'Renamed' })
     await d.sync.delta()
     expect(d.users.get('U1')?.name).toBe('Renamed')
@@ -376,27 +363,13 @@ describe('two restores and a compaction between them', () => {
     const dir = await tempDir()
     const data = join(dir, 'server')
     let peer = await server(data)
-    const port = Number(new URL(peer.url).port)
     await peer.users.put({ id: 'U1', name: 'User 1' })
     await peer.users.put({ id: 'U2', name: 'User 2' })
     let d = await device('D', dir, peer)
-    const e = await createDevice({
-      id: 'E',
-      dataDir: join(dir, 'E'),
-      server: peer.url,
-      ...(peer.siteKey === undefined ? {} : { siteKey: peer.siteKey }),
-      clock: {
-        now: () => Date.now() + 20 * 60_000,
-        setTimeout: (fn, ms) => setTimeout(fn, ms),
-        clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
-      },
-    })
-    closers.push(() => e.close())
+    const e = await device('E', dir, peer, 20 * 60_000)
     await d.sync.whenReady()
     await e.sync.whenReady()
-    await peer.close()
-    await cp(data, join(dir, 'backup'), { recursive: true })
-    peer = await server(data, port)
+    peer = await backUp(peer, data, join(dir, 'backup'))
     await e.users.patch('U2', { email: 'e2@example.com' })
     await e.sync.whenIdle()
     await e.close()
@@ -404,10 +377,7 @@ describe('two restores and a compaction between them', () => {
     await d.sync.delta()
     expect(await d.users.delete('U1')).toBe(true)
 
-    await peer.close()
-    await rm(data, { recursive: true, force: true })
-    await cp(join(dir, 'backup'), data, { recursive: true })
-    peer = await server(data, port)
+    peer = await restoreTo(peer, data, join(dir, 'backup'))
     await d.sync.delta()
     await d.sync.delta()
     expect(d.users.get('U1')).toBeUndefined()
@@ -433,9 +403,7 @@ describe('two restores and a compaction between them', () => {
     await peer.users.put({ id: 'U1', name: 'User 1' })
     const d = await device('D', dir, peer)
     await d.sync.whenReady()
-    await peer.close()
-    await cp(data, join(dir, 'backupA'), { recursive: true })
-    peer = await server(data, port)
+    peer = await backUp(peer, data, join(dir, 'backupA'))
     await peer.compactHistory()
     await syncUntilOn(d, 1)
     await peer.users.patch('U1', { name: 'New' })
@@ -452,10 +420,7 @@ describe('two restores and a compaction between them', () => {
     expect(d.users.get('U1')?.name).toBe('User 1')
     expect(await d.users.delete('U1')).toBe(true)
 
-    await peer.close()
-    await rm(data, { recursive: true, force: true })
-    await cp(join(dir, 'backupB'), data, { recursive: true })
-    peer = await server(data, port)
+    peer = await restoreTo(peer, data, join(dir, 'backupB'))
     await syncUntilOn(d, 1)
     await d.sync.delta()
     expect(d.users.get('U1')).toMatchObject({ name: 'New' })

@@ -59,7 +59,7 @@ export function pruneImported(
  * Settles the delete marks (rule 3) of the users they hid, after the
  * device found its server restored from a backup and fetched its roster
  * again (the refetch: peers/device-sync/generation-move.ts), or moved to
- * another generation (`restored.forward`: settleMoved), in the batch that
+ * another generation (`restored.forward`: see within), in the batch that
  * commits it:
  * - the fetched entry is the one the mark names or one it replaced
  *   (`restored.hidden` holds those versions; on a move back to a
@@ -93,7 +93,18 @@ export function settleMarks(
     const live = item === undefined || item.deleted ? undefined : item
     const t = live === undefined ? 0 : (asServerEntry(server.get(id))?.t ?? 0)
     if (restored.forward === true) {
-      settleMoved(id, deleted, live, t, ctx)
+      // A move forward: the copy of the entry the mark names (the same
+      // stamp), a later change (a greater one: dropped, against the stamp
+      // it names now, not the highest it hid: a change the restored server
+      // made since may take one up to that), or a lower one: the server was
+      // restored before it compacted and the device never heard of it, a
+      // rollback kept hidden (a change made since takes a greater stamp
+      // than the lost ones, unless devices with clocks ahead pushed those:
+      // then it stays hidden until the next). The mark then names the
+      // copy's item, which a later restore's refetch walks from; no entry,
+      // as a restore's: hidden until the next change.
+      if (t > deleted.t) ctx.setDeleted(id, undefined)
+      else setMark(id, deleted, live, t, ctx)
       continue
     }
     const rolledBack =
@@ -111,31 +122,6 @@ export function settleMarks(
     }
     setMark(id, deleted, live, t, ctx)
   }
-}
-
-/**
- * Settles the mark of one user it hid, after a move to a new generation
- * whose fetched entry of that user is `live` (stamp `t`): the copy of the
- * entry the mark names (the same stamp) or a later change (a greater one:
- * the mark is dropped). The mark now names the copy's item, which a later
- * restore's refetch walks from. A lower stamp means the server was
- * restored from a backup before it compacted, and the device never heard
- * of it: the entry is a rollback, kept hidden (a change the restored server
- * made since would take a greater stamp than the lost ones, unless devices
- * with clocks ahead pushed those: then it stays hidden until the next).
- * No entry: as a restore's (settleMarks), hidden until the next.
- */
-function settleMoved(
-  id: UserId,
-  deleted: DeleteMark,
-  live: Y.Item | undefined,
-  t: number,
-  ctx: WriteContext,
-): void {
-  // Against the stamp it names now, not the highest it hid: a change the
-  // restored server made since may take a stamp up to that one (a review).
-  if (t > deleted.t) ctx.setDeleted(id, undefined)
-  else setMark(id, deleted, live, t, ctx)
 }
 
 /**
