@@ -19,6 +19,9 @@ const USER_EVENTS = new Set([
 /** How long the page waits after a change of users before loading again, ms (changes come in bursts). */
 const RELOAD_AFTER_MS = 500
 
+/** The longest a live reload waits for its answer before the next may start, ms. */
+const RELOAD_WAIT_MS = 30_000
+
 export function UsersPage({ live }) {
   const [filters, setFilters] = useState({ q: '', status: '', group: '' })
   const [applied, setApplied] = useState(filters)
@@ -96,7 +99,12 @@ export function UsersPage({ live }) {
       running = true
       again = false
       try {
-        await reload.current()
+        // At most RELOAD_WAIT_MS: a request that never answers must not
+        // stop the live reloads for good (its answer still shows if it comes).
+        await Promise.race([
+          reload.current(),
+          new Promise((resolve) => setTimeout(resolve, RELOAD_WAIT_MS)),
+        ])
       } finally {
         running = false
         if (again) schedule()

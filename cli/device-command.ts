@@ -249,11 +249,20 @@ function snapshot(device: DevicePeer) {
     // watching a device that cannot reach its server sees both).
     ...(status.waiting === undefined ? {} : { waiting: status.waiting }),
     ...(status.nextAttemptAt === undefined ? {} : { nextAttemptAt: status.nextAttemptAt }),
+    // LAN links and the last one refused (a probe: the CLI showed neither).
+    ...(status.lan === undefined ? {} : { lan: status.lan }),
   }
 }
 
 function describe(state: Snapshot): string {
-  return `device ${state.device}: ${state.link}; server→device ${state.serverToDevice}, device→server ${state.deviceToServer}${state.error === undefined ? '' : ` (${state.error})`}; ${state.users} user(s)${waitLine(state)}${state.warning === undefined ? '' : `\n  ${state.warning}`}`
+  return `device ${state.device}: ${state.link}; server→device ${state.serverToDevice}, device→server ${state.deviceToServer}${state.error === undefined ? '' : ` (${state.error})`}; ${state.users} user(s)${lanLine(state)}${waitLine(state)}${state.warning === undefined ? '' : `\n  ${state.warning}`}`
+}
+
+/** `; LAN: N peer(s)`, and the last LAN link refused on a line of its own. */
+function lanLine(state: Snapshot): string {
+  if (state.lan === undefined) return ''
+  const { peers, lastError } = state.lan
+  return `; LAN: ${peers} peer(s)${lastError === undefined ? '' : `\n  LAN refused: ${lastError.code}: ${lastError.message}`}`
 }
 
 /** `waiting: <reason>; next attempt at <time> (in N s)`, on a line of its own. */

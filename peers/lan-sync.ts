@@ -149,7 +149,7 @@ class LanLinks {
   }
 
   peerCount(): number {
-    return new Set([...this.links.values()].map((link) => link.peer)).size
+    return new Set([...this.links.values()].filter((l) => l.admitted).map((l) => l.peer)).size
   }
 
   private linked(peer: string): boolean {

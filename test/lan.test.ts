@@ -573,7 +573,10 @@ describe('where the LAN node listens', () => {
         ['', /is not over TCP/],
         ['/ip4/8.8.8.8/tcp/4000', /is not a loopback or private IP address/],
         ['/ip4/127.0.0.1/udp/4000/quic-v1', /is not over TCP/],
-        ['/dns4/nowhere.invalid/tcp/4000', /is not a loopback or private IP address/],
+        ['/dns4/nowhere.invalid/tcp/4000', /is not over TCP/],
+        // The TCP transport dials nothing past the port but a peer id (a review).
+        ['/ip4/127.0.0.1/tcp/4000/ws', /is not over TCP/],
+        ['/ip4/127.0.0.1/tcp/4000/tls', /is not over TCP/],
       ] as const) {
         const dataDir = join(dir, String(peer.length))
         const opened = createDevice({

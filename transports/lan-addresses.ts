@@ -54,7 +54,12 @@ export async function checkLanListen(host = '127.0.0.1', port?: number): Promise
       probe.listen({ host, port: port ?? 0, exclusive: true }, resolve)
     })
   } catch (error) {
-    const why = `${(error as NodeJS.ErrnoException).code ?? ''}: ${(error as Error).message}`
+    const code = (error as NodeJS.ErrnoException).code ?? ''
+    // Checked before the data directory is opened: a second copy of a
+    // running device is told here, not by the directory's lock (a review).
+    const hint =
+      code === 'EADDRINUSE' ? ' (another process holds it: is this device running already?)' : ''
+    const why = `${code}: ${(error as Error).message}${hint}`
     throw new InvalidOptionsError(
       `cannot listen on the LAN at ${listenAddress(host, port)}: ${why}`.slice(0, 300),
     )
@@ -87,8 +92,16 @@ export async function checkLanPeers(
     } catch (cause) {
       throw new InvalidOptionsError(`LAN peer ${JSON.stringify(addr)} is not a multiaddr`, cause)
     }
-    const components = ma.getComponents()
-    if (!components.some((c) => c.name === 'tcp'))
+    // Exactly an IP address, a TCP port and maybe a peer id: the TCP
+    // transport dials nothing else (`/ws`, `/tls`, a zone, a relay: a review).
+    const names = ma.getComponents().map((c) => c.name)
+    const [ip, tcp, p2p, ...rest] = names
+    if (
+      (ip !== 'ip4' && ip !== 'ip6') ||
+      tcp !== 'tcp' ||
+      (p2p !== undefined && p2p !== 'p2p') ||
+      rest.length > 0
+    )
       throw new InvalidOptionsError(
         `LAN peer ${JSON.stringify(addr)} is not over TCP (/ip4/<address>/tcp/<port>/p2p/<peer id>)`,
       )
