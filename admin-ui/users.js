@@ -98,14 +98,16 @@ export function UsersPage({ live }) {
       timer = undefined
       running = true
       again = false
+      let wait
       try {
         // At most RELOAD_WAIT_MS: a request that never answers must not
         // stop the live reloads for good (its answer still shows if it comes).
         await Promise.race([
           reload.current(),
-          new Promise((resolve) => setTimeout(resolve, RELOAD_WAIT_MS)),
+          new Promise((resolve) => (wait = setTimeout(resolve, RELOAD_WAIT_MS))),
         ])
       } finally {
+        clearTimeout(wait)
         running = false
         if (again) schedule()
       }
