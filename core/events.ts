@@ -38,6 +38,8 @@ export const EVENT_TYPES = [
   'device-forgotten',
   // A device's own stamps that ran ahead of its time, rewritten (PROTOCOL.md, "Clocks").
   'stamps-rewritten',
+  // A device's LAN link refused or failed (a revoked peer, another generation, …): once per cause and peer.
+  'lan-link-refused',
 ] as const
 /** One event type. */
 export type EventType = (typeof EVENT_TYPES)[number]

@@ -293,6 +293,8 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
   let lan: LanNode | undefined
   /** The last refusal or failure of a LAN link (status().lan). */
   let lanError: LanStatus['lastError']
+  /** The causes of LAN refusals logged (lan-link-refused), at most LAN_CAUSES_LOGGED_MAX. */
+  const lanLogged = new Set<string>()
   try {
     lan = await startDeviceLan(
       options,
@@ -302,6 +304,15 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       identity.lanSeed,
       (code, message) => {
         lanError = { code, message, at: basics.clock.now() }
+        // Logged once per cause and peer (a peer redials with a backoff): a
+        // probe found no trace of a refused LAN link anywhere.
+        const cause = `${code} ${message}`
+        if (lanLogged.has(cause)) return
+        if (lanLogged.size >= LAN_CAUSES_LOGGED_MAX) lanLogged.clear()
+        lanLogged.add(cause)
+        replica
+          .writeMeta((ctx) => ctx.event({ type: 'lan-link-refused', code, message }))
+          .catch(() => undefined) // best effort: status().lan has it too
       },
     )
   } catch (error) {
@@ -420,6 +431,9 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
 const KEEP_ALIVE_INTERVAL_MS = 2 ** 30
 
 /** Starts LAN sync when the options enable it. */
+/** How many causes of LAN refusals a device remembers having logged. */
+const LAN_CAUSES_LOGGED_MAX = 256
+
 async function startDeviceLan(
   options: DeviceOptions,
   replica: Replica,

@@ -235,8 +235,11 @@ describe('LAN sync over libp2p', () => {
     await eventually(() => expect(d3.users.get('u2')?.name).toBe('Bob'), 20_000)
     await new Promise((resolve) => setTimeout(resolve, 1_500))
     expect(d2.users.get('u2')).toBeUndefined()
-    // D2 is told why its LAN link was refused.
+    // D2 is told why its LAN link was refused, and logs it once (not once per redial).
     expect(d2.sync.status().lan?.lastError).toMatchObject({ code: 'PEER_REVOKED' })
+    const logged = d2.events.query({ type: 'lan-link-refused' })
+    expect(logged.map((e) => e.code)).toEqual(['PEER_REVOKED'])
+    expect(logged[0]?.message).toMatch(/^LAN peer .*: PEER_REVOKED/)
     expect(d1.sync.status().lan?.peers).toBe(1)
   }, 40_000)
 
