@@ -430,10 +430,10 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
 /** The keep-alive handle's period: it only holds the event loop (about 12 days). */
 const KEEP_ALIVE_INTERVAL_MS = 2 ** 30
 
-/** Starts LAN sync when the options enable it. */
 /** How many causes of LAN refusals a device remembers having logged. */
 const LAN_CAUSES_LOGGED_MAX = 256
 
+/** Starts LAN sync when the options enable it. */
 async function startDeviceLan(
   options: DeviceOptions,
   replica: Replica,
