@@ -15,10 +15,9 @@
  * or before the compaction but never heard (a change, or shown as one).
  */
 import * as Y from 'yjs'
-import { rootOwner } from '../../core/entries.js'
+import { writersOfClients } from '../../core/authorize.js'
 import { sameGeneration, type Generation } from '../../core/generation-statement.js'
 import { SERVER_ID } from '../../core/ids.js'
-import { rootNameOf } from '../../core/root-names.js'
 import type { Replica } from '../replica.js'
 
 /** Where the device keeps the generations it left. */
@@ -66,19 +65,13 @@ export function leftRecord(
 }
 
 /**
- * The clocks `doc` holds of the server's clientIDs: those whose first item
- * lies in a root of the server's (a clientID writes for one writer only;
- * one whose first structs garbage collection emptied is left out, which
- * counts its entries as never held: shown, not hidden).
+ * The clocks `doc` holds of the server's clientIDs: those that write for the
+ * server (the owner of their first item's root: writersOfClients, as the
+ * server-part checks read it).
  */
 export function serverClocks(doc: Y.Doc): Array<[number, number]> {
   const out: Array<[number, number]> = []
-  for (const [client, structs] of doc.store.clients) {
-    const first = structs[0]
-    if (!(first instanceof Y.Item)) continue
-    const root = rootNameOf(doc, first.parent)
-    if (root === undefined || rootOwner(root) !== SERVER_ID) continue
-    out.push([client, Y.getState(doc.store, client)])
-  }
+  for (const [client, writer] of writersOfClients(doc, doc.store.clients.keys()))
+    if (writer === SERVER_ID) out.push([client, Y.getState(doc.store, client)])
   return out
 }
