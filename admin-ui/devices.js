@@ -4,6 +4,7 @@
 // compaction, after a confirmation: every device reconnects and moves).
 import { useEffect, useState } from 'preact/hooks'
 import { api, query, when } from './api.js'
+import { foldCase } from './fold-case.js'
 import { Confirm, ErrorLine, html, useDebounced } from './ui.js'
 
 function Direction({ dir }) {
@@ -43,9 +44,11 @@ export function DevicesPage({ live }) {
       live.subscribe('devices', (records) =>
         setDevices((shown) => {
           const byId = new Map(shown.map((d) => [d.id, d]))
-          const needle = applied.toLowerCase()
+          // The server's fold: lower-casing alone dropped a row its search
+          // listed (`ẞ`, `İ`; a review).
+          const needle = foldCase(applied)
           for (const record of records) {
-            if (record.name.toLowerCase().includes(needle)) byId.set(record.id, record)
+            if (foldCase(record.name).includes(needle)) byId.set(record.id, record)
             else byId.delete(record.id)
           }
           return [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))

@@ -187,7 +187,8 @@ function ms(name: string, value: number | undefined, fallback: number, min = 0):
 const YEAR_MS = 365 * DAY_MS
 
 /**
- * `ms`, refusing a value under `min` (named with its flag): one taken
+ * `ms`, refusing a value under `min` (named as the library's option; the
+ * CLI names its flag instead, cli/sim-command.ts): one taken
  * silently as `min` ran another simulation than the one asked for, and
  * its replay command named the value given (a probe: `--converge-bound
  * 50ms` ran with a minute and passed).
@@ -199,10 +200,7 @@ function msAtLeast(
   min: number,
 ): number {
   const v = ms(name, value, fallback, min)
-  if (v < min) {
-    const flag = FLAGS.find(([key]) => key === name)?.[1] ?? name
-    throw new InvalidOptionsError(`${flag} must be at least ${min} ms, got ${v}`)
-  }
+  if (v < min) throw new InvalidOptionsError(`${name} must be at least ${min} ms, got ${v}`)
   return v
 }
 

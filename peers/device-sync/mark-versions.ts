@@ -24,7 +24,7 @@ const VERSIONS_WALKED_MAX = 10_000
 export function heldBeforeRefetch(replica: Replica, walk = true): HeldBeforeRefetch {
   const hidden = new Map<UserId, Array<readonly [number, number, number]>>()
   const root = replica.doc.getMap(usersRootName(SERVER_ID))
-  const items = (root as unknown as { _map: Map<string, Y.Item> })._map
+  const items = root._map
   const store = replica.doc.store
   // Only users with local state can hold a mark: not every user's entries resolved.
   for (const id of replica.localIds()) {

@@ -84,7 +84,7 @@ export function settleMarks(
   restored: HeldBeforeRefetch,
 ): void {
   const server = doc.getMap(usersRootName(SERVER_ID))
-  const items = (server as unknown as { _map: Map<string, Y.Item> })._map
+  const items = server._map
   const policies = ctx.policies()
   for (const [id, versions] of restored.hidden) {
     const { deleted } = local.localOf(id)
