@@ -48,10 +48,25 @@ export interface DeleteMark {
    * bring it back). Absent: `t`.
    */
   readonly h?: HlcStamp
+  /**
+   * The versions the mark hid when a restore's rollback lowered it, as the
+   * highest clock per server clientID of the entry's items walked then (the
+   * version named and every one it replaced; a server clientID writes in
+   * clock order, so an entry of this user on it up to that clock is one of
+   * them). A later restore of the same generation that brings one back
+   * (its document a backup taken after the first's) keeps the user hidden,
+   * though the device's document no longer holds those items. Only on a
+   * generation's own items: a move to another generation drops it.
+   */
+  readonly p?: ReadonlyArray<readonly [number, number]>
 }
 
 /** The highest server stamp `mark` hid (DeleteMark.h). */
 export const markHigh = (mark: DeleteMark): HlcStamp => Math.max(mark.t, mark.h ?? 0)
+
+/** True when the item `client`/`clock` is among the versions `mark` hid before a rollback (DeleteMark.p). */
+export const markHid = (mark: DeleteMark, client: number, clock: number): boolean =>
+  mark.p?.some(([c, highest]) => c === client && clock <= highest) === true
 
 /**
  * Values of device-specific fields on one peer, with the stamp of each write:

@@ -428,6 +428,94 @@ describe('two restores and a compaction between them', () => {
   }, 60_000)
 })
 
+describe('two restores within one generation', () => {
+  // Backup A holds U1 as enrolled, backup B the rename D deleted. The first
+  // restore rolls U1 back to A's version (D's mark is lowered to it); the
+  // second brings back exactly the version D deleted, whose item D's
+  // document no longer holds after the first refetch. When the restored A
+  // wrote something D heard, B lacks it: D sees a second restore and
+  // fetches again; when not, B only holds what D lacks, a delta.
+  it.each([
+    ['the server wrote nothing between them (a delta to B)', false],
+    ['the server wrote between them (a second refetch)', true],
+  ])(
+    'a terminal keeps hiding the version it deleted when the second restore brings it back: %s',
+    async (_, writeBetween) => {
+      const dir = await tempDir()
+      const data = join(dir, 'server')
+      let peer = await server(data)
+      await peer.users.put({ id: 'U1', name: 'User 1' })
+      await peer.users.put({ id: 'U2', name: 'User 2' })
+      const d = await device('D', dir, peer)
+      await d.sync.whenReady()
+      peer = await backUp(peer, data, join(dir, 'backupA'))
+      await peer.users.patch('U1', { name: 'Renamed' })
+      await d.sync.delta()
+      expect(d.users.get('U1')?.name).toBe('Renamed')
+      expect(await d.users.delete('U1')).toBe(true)
+      peer = await backUp(peer, data, join(dir, 'backupB'))
+
+      peer = await restoreTo(peer, data, join(dir, 'backupA'))
+      await d.sync.delta()
+      await d.sync.delta()
+      expect(d.events.query({ type: 'restore-detected' }).length).toBe(1)
+      expect(d.users.get('U1')).toBeUndefined()
+      if (writeBetween) {
+        await peer.users.put({ id: 'A0', name: 'Written on A' })
+        await d.sync.delta()
+        expect(d.users.get('A0')?.name).toBe('Written on A')
+      }
+
+      peer = await restoreTo(peer, data, join(dir, 'backupB'))
+      expect(peer.users.get('U1')?.name).toBe('Renamed')
+      await d.sync.delta()
+      await d.sync.delta()
+      expect(d.events.query({ type: 'restore-detected' }).length).toBe(writeBetween ? 2 : 1)
+      expect(d.users.get('U1')).toBeUndefined()
+      expect(d.users.get('U2')?.name).toBe('User 2')
+      expect(d.users.get('A0')).toBeUndefined()
+
+      // The server's next change of U1 shows it again (rule 3).
+      await peer.users.patch('U1', { department: 'Later' })
+      await d.sync.delta()
+      expect(d.users.get('U1')).toMatchObject({ name: 'Renamed', department: 'Later' })
+    },
+    60_000,
+  )
+
+  it('a terminal keeps hiding the version it deleted through three restores, the last bringing it back', async () => {
+    // Backups C (U1 enrolled), A (renamed once) and B (renamed twice, the
+    // version D deleted), each from another server run (clientID). The
+    // restores go to A, then C (older still: the mark keeps what it hid at
+    // the first), then B.
+    const dir = await tempDir()
+    const data = join(dir, 'server')
+    let peer = await server(data)
+    await peer.users.put({ id: 'U1', name: 'User 1' })
+    const d = await device('D', dir, peer)
+    await d.sync.whenReady()
+    peer = await backUp(peer, data, join(dir, 'backupC'))
+    await peer.users.patch('U1', { name: 'Renamed once' })
+    peer = await backUp(peer, data, join(dir, 'backupA'))
+    await peer.users.patch('U1', { name: 'Renamed twice' })
+    await d.sync.delta()
+    expect(d.users.get('U1')?.name).toBe('Renamed twice')
+    expect(await d.users.delete('U1')).toBe(true)
+    peer = await backUp(peer, data, join(dir, 'backupB'))
+    for (const [backup, name] of [
+      ['backupA', 'Renamed once'],
+      ['backupC', 'User 1'],
+      ['backupB', 'Renamed twice'],
+    ] as const) {
+      peer = await restoreTo(peer, data, join(dir, backup))
+      expect(peer.users.get('U1')?.name).toBe(name)
+      await d.sync.delta()
+      await d.sync.delta()
+      expect(d.users.get('U1'), backup).toBeUndefined()
+    }
+  }, 60_000)
+})
+
 /** Syncs `peer` until it is on generation `n` (its record; n 0 when it never moved). */
 async function syncUntilOn(peer: DevicePeer, n: number): Promise<void> {
   const on = (): number =>

@@ -16,6 +16,7 @@ import {
   adoptionFor,
   laterPolicy,
   laterServerEntry,
+  markHid,
   markHigh,
   type DeleteMark,
 } from '../../core/resolve.js'
@@ -104,7 +105,7 @@ export function settleMarks(
       // copy's item, which a later restore's refetch walks from; no entry,
       // as a restore's: hidden until the next change.
       if (t > deleted.t) ctx.setDeleted(id, undefined)
-      else setMark(id, deleted, live, t, ctx)
+      else setMark(id, deleted, live, t, ctx, undefined)
       continue
     }
     const rolledBack =
@@ -120,13 +121,38 @@ export function settleMarks(
       ctx.setDeleted(id, undefined)
       continue
     }
-    setMark(id, deleted, live, t, ctx)
+    // What it hid, kept with what it hid before for a later restore of
+    // this generation (a move back walked the other generation's items:
+    // none kept).
+    setMark(
+      id,
+      deleted,
+      live,
+      t,
+      ctx,
+      restored.seen === undefined ? hidWith(deleted.p, versions) : undefined,
+    )
   }
 }
 
 /**
+ * `before` (DeleteMark.p) with `versions` ([client, clock, length]): the
+ * highest clock per clientID of both.
+ */
+function hidWith(
+  before: DeleteMark['p'],
+  versions: ReadonlyArray<readonly [number, number, number]>,
+): DeleteMark['p'] {
+  const highest = new Map<number, number>(before)
+  for (const [client, clock, length] of versions)
+    highest.set(client, Math.max(highest.get(client) ?? 0, clock + length - 1))
+  return highest.size === 0 ? undefined : [...highest].sort(([a], [b]) => a - b)
+}
+
+/**
  * Sets `deleted` to name the entry `live` (stamp `t`; none: 0), keeping
- * the highest stamp it hid (DeleteMark.h) when that one is older.
+ * the highest stamp it hid (DeleteMark.h) when that one is older, and
+ * `hid` as the versions it hid (DeleteMark.p).
  */
 function setMark(
   id: UserId,
@@ -134,18 +160,21 @@ function setMark(
   live: Y.Item | undefined,
   t: number,
   ctx: WriteContext,
+  hid: DeleteMark['p'],
 ): void {
   const high = markHigh(deleted)
   const mark: DeleteMark = {
     t,
     ...(live && { v: [live.id.client, live.id.clock] as const }),
     ...(high > t && { h: high }),
+    ...(hid && { p: hid }),
   }
   if (
     mark.t !== deleted.t ||
     mark.h !== deleted.h ||
     mark.v?.[0] !== deleted.v?.[0] ||
-    mark.v?.[1] !== deleted.v?.[1]
+    mark.v?.[1] !== deleted.v?.[1] ||
+    JSON.stringify(mark.p) !== JSON.stringify(deleted.p)
   )
     ctx.setDeleted(id, mark)
 }
@@ -179,6 +208,13 @@ export function pruneDeadLocal(
     const held = asServerEntry(server.get(id))
     if (held === undefined) continue
     if (fields !== undefined && (fields.e ?? 0) < held.e) ctx.setLocalFields(id, undefined)
-    if (deleted !== undefined && held.t > markHigh(deleted)) ctx.setDeleted(id, undefined)
+    if (deleted === undefined || held.t === deleted.t) continue
+    // A version the mark hid before a rollback, back by a later restore's
+    // document (a backup taken after the first's: no restore to the
+    // device, only entries it lacks): still hidden, the mark names it.
+    const item = server._map.get(id)
+    if (item !== undefined && markHid(deleted, item.id.client, item.id.clock))
+      setMark(id, deleted, item, held.t, ctx, deleted.p)
+    else if (held.t > markHigh(deleted)) ctx.setDeleted(id, undefined)
   }
 }
