@@ -6,65 +6,74 @@
 import { limits } from './limits.js'
 
 /** Every stable error code rostersync produces. */
-export type ErrorCode =
-  | 'INVALID_RECORD'
-  | 'INVALID_OPTIONS'
-  | 'USER_NOT_FOUND'
-  | 'GROUP_NOT_FOUND'
-  | 'USER_EXISTS'
-  | 'FORBIDDEN_WRITE'
-  | 'MALFORMED_MESSAGE'
-  | 'MESSAGE_TOO_LARGE'
-  | 'PEER_REVOKED'
-  | 'PEER_UNKNOWN'
-  | 'AUTH_FAILED'
-  | 'STORAGE_FAILED'
-  | 'STORE_CLOSED'
-  | 'PEER_CLOSED'
-  | 'OFFLINE_NOT_READY'
-  | 'SYNC_FAILED'
-  | 'SYNC_TIMEOUT'
-  | 'NO_SERVER'
-  | 'SAVE_TO_SERVER_FAILED'
-  | 'EXPORT_EXPIRED'
-  | 'EXPORT_TOO_LARGE'
+export const ERROR_CODES = [
+  'INVALID_RECORD',
+  'INVALID_OPTIONS',
+  'USER_NOT_FOUND',
+  'GROUP_NOT_FOUND',
+  'USER_EXISTS',
+  'FORBIDDEN_WRITE',
+  'MALFORMED_MESSAGE',
+  'MESSAGE_TOO_LARGE',
+  'PEER_REVOKED',
+  'PEER_UNKNOWN',
+  'AUTH_FAILED',
+  'STORAGE_FAILED',
+  'STORE_CLOSED',
+  'PEER_CLOSED',
+  'OFFLINE_NOT_READY',
+  'SYNC_FAILED',
+  'SYNC_TIMEOUT',
+  'NO_SERVER',
+  'SAVE_TO_SERVER_FAILED',
+  'EXPORT_EXPIRED',
+  'EXPORT_TOO_LARGE',
   // Issue 11: front door
-  | 'MALFORMED_REQUEST'
-  | 'ID_CONFLICT'
-  | 'PEER_PENDING'
-  | 'REGISTRY_FULL'
-  | 'SESSION_REPLACED'
-  | 'NOT_FOUND'
-  | 'METHOD_NOT_ALLOWED'
+  'MALFORMED_REQUEST',
+  'ID_CONFLICT',
+  'PEER_PENDING',
+  'REGISTRY_FULL',
+  'SESSION_REPLACED',
+  'NOT_FOUND',
+  'METHOD_NOT_ALLOWED',
   // Issue 11: floods
-  | 'RATE_LIMITED'
-  | 'TOO_MANY_QUEUED_MESSAGES'
-  | 'TOO_MANY_HELD_BACK'
-  | 'IMPLAUSIBLE_STATE_VECTOR'
-  | 'TOO_MANY_HANDSHAKES'
-  | 'TOO_MANY_LINKS'
+  'RATE_LIMITED',
+  'TOO_MANY_QUEUED_MESSAGES',
+  'TOO_MANY_HELD_BACK',
+  'IMPLAUSIBLE_STATE_VECTOR',
+  'TOO_MANY_HANDSHAKES',
+  'TOO_MANY_LINKS',
   // Issue 11: signed writes
-  | 'SIGNATURE_INVALID'
+  'SIGNATURE_INVALID',
   // Issue 10: admin page
-  | 'CSRF_REFUSED'
-  | 'TOO_MANY_STREAMS'
+  'CSRF_REFUSED',
+  'TOO_MANY_STREAMS',
   // Issue 10: export / import, the command line
-  | 'SYNC_RUNNING'
-  | 'WRONG_DATA_DIR'
-  | 'TOO_MANY_USERS'
+  'SYNC_RUNNING',
+  'WRONG_DATA_DIR',
+  'TOO_MANY_USERS',
   // Issue 11: export files and LAN certificates
-  | 'EXPORT_FORMAT_UNSUPPORTED'
-  | 'EXPORT_PASSPHRASE_INVALID'
-  | 'EXPORT_SITE_KEY_REQUIRED'
-  | 'CERTIFICATE_EXPIRED'
-  | 'CERTIFICATE_REVOKED'
+  'EXPORT_FORMAT_UNSUPPORTED',
+  'EXPORT_PASSPHRASE_INVALID',
+  'EXPORT_SITE_KEY_REQUIRED',
+  'CERTIFICATE_EXPIRED',
+  'CERTIFICATE_REVOKED',
   // Issue 13: generations
-  | 'GENERATION_CHANGED'
+  'GENERATION_CHANGED',
   // A device's clock far from the server's (a join is refused once, then made in the server's time)
-  | 'CLOCK_SKEW'
+  'CLOCK_SKEW',
   // The server presents another key than the one the device pinned
-  | 'SERVER_KEY_CHANGED'
-  | 'TOO_MANY_MOVES'
+  'SERVER_KEY_CHANGED',
+  'TOO_MANY_MOVES',
+] as const
+
+/** A stable error code (ERROR_CODES). */
+export type ErrorCode = (typeof ERROR_CODES)[number]
+
+const KNOWN_CODES: ReadonlySet<string> = new Set(ERROR_CODES)
+
+/** True when `code` is one rostersync produces (a peer's error message may name any). */
+export const isErrorCode = (code: string): code is ErrorCode => KNOWN_CODES.has(code)
 
 /** Base class: every error rostersync raises on purpose carries a `code`. */
 /**

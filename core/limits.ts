@@ -240,6 +240,11 @@ export const limits = {
   updateNewClientsMax: 10_000,
   /** Longest excerpt of a peer's input quoted in an error message or event, in characters. */
   peerInputExcerptCharsMax: 200,
+  /**
+   * Longest error message a peer sends that this peer keeps (shown in its
+   * status and logged as an event), in characters; the rest is cut.
+   */
+  peerErrorCharsMax: 500,
   // Issue 11: signed writes
   /**
    * Verification answers from the worker threads (peers/verify-pool.ts)

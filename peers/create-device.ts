@@ -302,11 +302,12 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       basics,
       signing,
       identity.lanSeed,
-      (code, message) => {
+      (code, message, peer) => {
         lanError = { code, message, at: basics.clock.now() }
-        // Logged once per cause and peer (a peer redials with a backoff): a
-        // probe found no trace of a refused LAN link anywhere.
-        const cause = `${code} ${message}`
+        // Logged once per code and peer (a peer redials with a backoff): a
+        // probe found no trace of a refused LAN link anywhere; another
+        // logged every message of a peer that varied its words.
+        const cause = `${code} ${peer}`
         if (lanLogged.has(cause)) return
         if (lanLogged.size >= LAN_CAUSES_LOGGED_MAX) lanLogged.clear()
         lanLogged.add(cause)
@@ -440,7 +441,7 @@ async function startDeviceLan(
   basics: PeerBasics,
   signing: DeviceSigning,
   identitySeed: Uint8Array,
-  onError: (code: string, message: string) => void,
+  onError: (code: string, message: string, peer: string) => void,
 ): Promise<LanNode | undefined> {
   const lan = options.lan
   if (lan?.enabled !== true || options.siteKey === undefined) return undefined

@@ -19,12 +19,14 @@ import { checkUpdate, serverClientsOf } from '../core/authorize.js'
 import { retryDelayMs } from '../core/backoff.js'
 import type { Clock } from '../core/clock.js'
 import {
+  isErrorCode,
   HandshakesFullError,
   InvalidOptionsError,
   TooManyLinksError,
   type RostersyncError,
 } from '../core/errors.js'
-import { netLimits } from '../core/limits.js'
+import { cleanText } from '../core/ids.js'
+import { limits, netLimits } from '../core/limits.js'
 import type { RecordSchema } from '../core/schema.js'
 import type { Connection } from '../core/transport.js'
 import type * as Libp2pTransport from '../transports/libp2p-transport.js'
@@ -58,8 +60,11 @@ export interface LanOptions {
   readonly scope?: LanScope
   /** A uniform random number in [0, 1) for backoff jitter. */
   readonly random?: () => number
-  /** A refused message, a refusal from a peer, or a link closed on an error. */
-  readonly onError?: (code: string, message: string) => void
+  /**
+   * A refused message, a refusal from a peer, or a link closed on an error;
+   * `peer` names the link's other end.
+   */
+  readonly onError?: (code: string, message: string, peer: string) => void
   /**
    * Signed writes (PROTOCOL.md): links speak envelopes only, checked per
    * writer. Without it (tests of the plain protocol) the LAN rule below applies.
@@ -358,7 +363,7 @@ export function runLanLink(
 ): void {
   const { replica, schema, signing } = options
   const refused = (error: RostersyncError): void => {
-    options.onError?.(error.code, `LAN peer ${peer}: ${error.message}`)
+    options.onError?.(error.code, `LAN peer ${peer}: ${error.message}`, peer)
     replica
       .write((ctx) =>
         ctx.event({
@@ -409,7 +414,8 @@ export function runLanLink(
         })
       },
       onRefused: refused,
-      onRemoteError: (code, message) => options.onError?.(code, `LAN peer ${peer}: ${message}`),
+      onRemoteError: (code, message) =>
+        options.onError?.(code, `LAN peer ${peer}: ${message}`, peer),
     })
   }
   // A device that pinned its server's key answers only peers that show a
@@ -451,7 +457,13 @@ export function runLanLink(
     // Normal, going-away and dropped links are not errors; the rest
     // (too large, malformed, too many peers) carry a code in their reason.
     if (code !== 1000 && code !== 1001 && code !== 1006 && code !== 1012 && !closing()) {
-      options.onError?.(reason.split(':')[0] ?? 'SYNC_FAILED', `LAN peer ${peer}: ${reason}`)
+      // The reason is the peer's words (a close frame's): a known code only.
+      const named = reason.split(':')[0] ?? ''
+      options.onError?.(
+        isErrorCode(named) ? named : 'SYNC_FAILED',
+        `LAN peer ${peer}: ${cleanText(reason, limits.peerErrorCharsMax)}`,
+        peer,
+      )
     }
     onClosed?.(session?.synced ?? false)
   })

@@ -14,8 +14,15 @@
  * would only look healthy while nothing of it lands.
  */
 import * as Y from 'yjs'
-import { ForbiddenWriteError, QueueFullError, RostersyncError } from '../core/errors.js'
-import { netLimits } from '../core/limits.js'
+import {
+  clip,
+  ForbiddenWriteError,
+  isErrorCode,
+  QueueFullError,
+  RostersyncError,
+} from '../core/errors.js'
+import { cleanText } from '../core/ids.js'
+import { limits, netLimits } from '../core/limits.js'
 import { CloseCode, encodeMessage, type Message } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
 import type { UpdateRanges } from '../core/update-scan.js'
@@ -347,9 +354,18 @@ export function startSession(options: SessionOptions): SyncSession {
         await options.onHello(message.serverKey, message.certificate, message.generation)
         helloHandled = true
         return
-      case 'error':
-        options.onRemoteError?.(message.code, message.message)
+      case 'error': {
+        // A peer's words, as this peer logs and shows them: a known code
+        // (an unknown one said in the text), no escapes, bounded (a LAN
+        // peer logged megabytes of ANSI escapes under fresh codes; a probe).
+        const known = isErrorCode(message.code)
+        const text = known ? message.message : `${clip(message.code, 64)}: ${message.message}`
+        options.onRemoteError?.(
+          known ? message.code : 'SYNC_FAILED',
+          cleanText(text, limits.peerErrorCharsMax),
+        )
         return
+      }
       default:
         // Awareness and auth are not part of the roster: accepted, not kept.
         return
