@@ -281,6 +281,21 @@ export const limits = {
    * a generation due long before.
    */
   documentClientIdsMax: 8_000,
+  /**
+   * Past `documentClientIdsMax`, a device holding fewer clientIDs than
+   * this in the generation may still take new ones, up to
+   * `documentClientIdsReserve` more in all: an honest device holds one or
+   * a few (one more per crash, restore, wipe or full sync). A probe: 16
+   * made-up ids of 500 clientIDs each, with only the site key, filled the
+   * document, and every device that then took a fresh clientID (a full
+   * sync, a move to the next generation, a new terminal) was refused until
+   * the generation after, which they refilled in seconds. Filling the
+   * reserve now takes `documentClientIdsReserve / writerClientIdsReserved`
+   * made-up ids more (approval mode, `approveDevices`, admits none).
+   */
+  writerClientIdsReserved: 4,
+  /** How many clientIDs past `documentClientIdsMax` the reserve holds (writerClientIdsReserved). */
+  documentClientIdsReserve: 4_000,
   /** Most parsed public keys kept for verification (a site's writers, with room to spare). */
   publicKeysCachedMax: 4_096,
   /**

@@ -12,7 +12,9 @@
  * edits ten times slower). A device may hold at most
  * `limits.writerClientIdsMax` in a generation; past it its update is refused
  * (`FORBIDDEN_WRITE`) until a new generation (which the count of clientIDs
- * makes due) starts it afresh.
+ * makes due) starts it afresh. The document as a whole names at most
+ * `limits.documentClientIdsMax`, plus a reserve for devices that hold few
+ * (`limits.writerClientIdsReserved`).
  *
  * Counted from the document (the clientIDs whose first item lies in the
  * device's part; clientIDs the server's garbage collection emptied are not
@@ -47,10 +49,17 @@ export class WriterClients {
           `the limit is ${limits.writerClientIdsMax} until the next generation`,
       )
     const named = doc.store.clients.size + fresh.length
-    if (named > limits.documentClientIdsMax)
+    // Past the limit, the reserve: only for a device that holds few (see
+    // limits.writerClientIdsReserved), so that ids made up to fill the
+    // document do not lock every honest device out with them.
+    const reserved =
+      held.size + fresh.length <= limits.writerClientIdsReserved &&
+      named <= limits.documentClientIdsMax + limits.documentClientIdsReserve
+    if (named > limits.documentClientIdsMax && !reserved)
       throw new ForbiddenWriteError(
         `the document would name ${named} Yjs clientIDs; new ones wait for the next generation ` +
-          `(limit ${limits.documentClientIdsMax})`,
+          `(limit ${limits.documentClientIdsMax}, and ${limits.documentClientIdsReserve} more ` +
+          `for devices that hold at most ${limits.writerClientIdsReserved})`,
       )
     for (const client of fresh) held.add(client)
     if (held.size > this.most) this.most = held.size

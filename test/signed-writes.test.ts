@@ -316,6 +316,51 @@ describe('signed writes at the server', () => {
     expect(server.replica.doc.store.clients.size).toBe(before)
   })
 
+  it('ids made up to fill documentClientIdsMax do not lock honest devices out: a device holding few takes a fresh clientID from the reserve', async () => {
+    // A probe: 16 made-up ids of 500 clientIDs each, with only the site
+    // key, filled the document; D2's full sync (a fresh clientID) and a
+    // new terminal were then refused until the next generation.
+    const { server, d2 } = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { raw, site: siteId } = await joinD9(server, d9)
+    withLimits(limits, {
+      documentClientIdsMax: server.replica.doc.store.clients.size + limits.envelopeNoncesMax,
+      documentClientIdsReserve: 100,
+    })
+    const batch = (from: number): Uint8Array => freshClients(d9, siteId, from)
+    // D9 fills the document to its limit, and gets no more: it holds more
+    // than writerClientIdsReserved, though the reserve has room.
+    expect(await verdict(raw, [batch(100)])).toBeUndefined()
+    const full = server.replica.doc.store.clients.size
+    expect(full).toBe(limits.documentClientIdsMax)
+    expect(await verdict(raw, [batch(200)])).toBe('FORBIDDEN_WRITE')
+    await eventually(() =>
+      expect(raw.closed()?.reason).toMatch(/^FORBIDDEN_WRITE: the document would name/),
+    )
+    expect(server.replica.doc.store.clients.size).toBe(full)
+    // D2 (one clientID) takes a fresh one and writes through.
+    await d2.sync.full()
+    await d2.users.patch('u1', { title: 'After the squat' })
+    await d2.sync.whenIdle()
+    await eventually(() => expect(server.users.get('u1')?.title).toBe('After the squat'))
+    expect(server.replica.doc.store.clients.size).toBe(full + 1)
+    expect(d2.sync.status().deviceToServer.state).toBe('success')
+    // The reserve is bounded too: with room for 2, one more fresh clientID
+    // fills it and the next waits (D2 then holds 4, within its share).
+    withLimits(limits, { documentClientIdsReserve: 2 })
+    await d2.sync.full()
+    await d2.users.patch('u1', { phone: '+1 555 0100' })
+    await d2.sync.whenIdle()
+    await eventually(() => expect(server.users.get('u1')?.phone).toBe('+1 555 0100'))
+    expect(server.replica.doc.store.clients.size).toBe(full + 2)
+    await d2.sync.full()
+    await d2.users.patch('u1', { department: 'Past the reserve' })
+    await expect(d2.sync.whenIdle()).rejects.toThrow(/FORBIDDEN_WRITE/)
+    expect(d2.sync.status().deviceToServer).toMatchObject({ state: 'failed' })
+    expect(server.users.get('u1')?.department).toBeUndefined()
+    expect(server.replica.doc.store.clients.size).toBe(full + 2)
+  }, 30_000)
+
   it("a plain (keyless) client cannot take a signing writer's clientID", async () => {
     const { server, d2 } = await site()
     const before = Y.encodeStateVector(server.replica.doc)
