@@ -3,7 +3,7 @@
  * production, memory-level in tests and the simulator. Both speak the same
  * abstract-level API, so one class serves both and they cannot drift apart.
  */
-import { existsSync, readdirSync } from 'node:fs'
+import { existsSync, readdirSync, statSync } from 'node:fs'
 import { chmod, mkdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type {
@@ -93,6 +93,17 @@ export class LevelStore implements Store {
   #closing: Promise<void> | undefined
   /** The reclaim running, if any (close waits for it). */
   #reclaiming: Promise<void> | undefined
+  /**
+   * A write failed: LevelDB's write-ahead log may end in a torn record,
+   * after which the next open drops every later record of that log. Set,
+   * the database is closed and opened again (a fresh log) before the next
+   * write. A probe: after a full disk refused one write, the next 50 were
+   * acknowledged, and all of them were gone at the next open ("dropping
+   * 8391 bytes; Corruption: checksum mismatch" in LevelDB's LOG).
+   */
+  #torn = false
+  /** The reopen running, if any (every operation waits for it). */
+  #reopening: Promise<void> | undefined
 
   constructor(db: LevelDatabase, options: LevelStoreOptions = {}) {
     this.#db = db
@@ -102,6 +113,7 @@ export class LevelStore implements Store {
   /** The value under `key`, as a plain `Uint8Array`, or `undefined`. */
   async get(key: string): Promise<Uint8Array | undefined> {
     this.#assertOpen()
+    await this.#reopening?.catch(() => undefined)
     let value: Uint8Array | undefined
     try {
       value = await this.#db.get(key)
@@ -113,23 +125,51 @@ export class LevelStore implements Store {
 
   /** Stores `value` under `key`; resolves once it is on disk. */
   async put(key: string, value: Uint8Array): Promise<void> {
-    this.#assertOpen()
     this.#written += key.length + value.byteLength
-    try {
-      await this.#db.put(key, this.#copyIn(value), SYNC)
-    } catch (error) {
-      throw this.#wrap(error, `put of key ${JSON.stringify(key)}`)
-    }
+    await this.#write(`put of key ${JSON.stringify(key)}`, () =>
+      this.#db.put(key, this.#copyIn(value), SYNC),
+    )
   }
 
   /** Removes `key` (absent is fine); resolves once that is on disk. */
   async del(key: string): Promise<void> {
-    this.#assertOpen()
     this.#written += key.length
+    await this.#write(`del of key ${JSON.stringify(key)}`, () => this.#db.del(key, SYNC))
+  }
+
+  /**
+   * Runs the write `run`, after reopening the database if an earlier write
+   * failed (see #torn); a failure marks it for the next.
+   */
+  async #write(what: string, run: () => Promise<void>): Promise<void> {
+    this.#assertOpen()
+    if (this.#torn) await this.#reopen(what)
     try {
-      await this.#db.del(key, SYNC)
+      await run()
     } catch (error) {
-      throw this.#wrap(error, `del of key ${JSON.stringify(key)}`)
+      if (!this.#closed) this.#torn = true
+      throw this.#wrap(error, what)
+    }
+  }
+
+  /** Closes and opens the database (a fresh write-ahead log); one at a time. */
+  async #reopen(what: string): Promise<void> {
+    this.#reopening ??= (async () => {
+      try {
+        await this.#db.close()
+        await this.#db.open()
+        this.#torn = false
+      } finally {
+        this.#reopening = undefined
+      }
+    })()
+    try {
+      await this.#reopening
+    } catch (error) {
+      throw new StorageError(
+        `${what} failed: the database could not be opened again after a failed write: ${errorMessage(error)}`,
+        error,
+      )
     }
   }
 
@@ -145,14 +185,9 @@ export class LevelStore implements Store {
       this.#written += op.value.byteLength
       return { type: 'put' as const, key: op.key, value: this.#copyIn(op.value) }
     })
-    try {
-      await this.#db.batch(levelOps, SYNC)
-    } catch (error) {
-      throw this.#wrap(
-        error,
-        `batch of ${ops.length} ops (first key ${JSON.stringify(ops[0]?.key)})`,
-      )
-    }
+    await this.#write(`batch of ${ops.length} ops (first key ${JSON.stringify(ops[0]?.key)})`, () =>
+      this.#db.batch(levelOps, SYNC),
+    )
   }
 
   /**
@@ -185,7 +220,7 @@ export class LevelStore implements Store {
    */
   close(): Promise<void> {
     this.#closed = true
-    this.#closing ??= (this.#reclaiming ?? Promise.resolve())
+    this.#closing ??= Promise.all([this.#reclaiming, this.#reopening?.catch(() => undefined)])
       .then(() => this.#flush())
       .then(() => this.#db.close())
       .catch((error: unknown) => {
@@ -236,6 +271,7 @@ export class LevelStore implements Store {
 
   async *#scan(options: RangeOptions): AsyncGenerator<readonly [string, Uint8Array]> {
     this.#assertOpen()
+    await this.#reopening?.catch(() => undefined)
     const what = `range [${JSON.stringify(options.gte)}, ${JSON.stringify(options.lt)})`
     const iterator = this.#db.iterator({
       gte: options.gte,
@@ -294,6 +330,7 @@ export class LevelStore implements Store {
  * database cannot be opened, e.g. because another process holds its lock.
  */
 export async function openLevelStore(dir: string): Promise<LevelStore> {
+  refuseHeadless(dir)
   try {
     // Made here, empty, or a store already: made private. Another folder
     // named as a data directory (`.`, a home, /tmp) is only warned of.
@@ -318,6 +355,28 @@ export async function openLevelStore(dir: string): Promise<LevelStore> {
       cause instanceof Error ? `${errorMessage(error)} (${cause.message})` : errorMessage(error)
     throw new StorageError(`open of ${JSON.stringify(dir)} failed: ${why}`, error)
   }
+}
+
+/**
+ * Refuses a folder that holds LevelDB's data (table files, or a log with
+ * records) without its `CURRENT` file, which names the rest: LevelDB would
+ * make a new, empty database there and delete the old files as unused (a
+ * probe: a partial copy of a server's folder opened with no users and a
+ * new server key, and 8,000 users' table files were gone). A log without
+ * records, or a lone manifest, is a database whose first open was cut
+ * short: made again.
+ */
+function refuseHeadless(dir: string): void {
+  if (!existsSync(dir) || !statSync(dir).isDirectory() || existsSync(join(dir, 'CURRENT'))) return
+  const data = readdirSync(dir).filter(
+    (name) =>
+      /^\d+\.(ldb|sst)$/.test(name) ||
+      (/^\d+\.log$/.test(name) && statSync(join(dir, name)).size > 0),
+  )
+  if (data.length === 0) return
+  throw new StorageError(
+    `open of ${JSON.stringify(dir)} refused: it holds LevelDB data (${data.slice(0, 3).join(', ')}${data.length > 3 ? ', …' : ''}) but no CURRENT file, which names it (a partial copy, or damage); opened, the data would be dropped. Restore the whole folder from a backup`,
+  )
 }
 
 /**

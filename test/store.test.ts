@@ -1,6 +1,8 @@
 import { chmod, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import { MemoryLevel } from 'memory-level'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { hasCode, StorageError } from '../core/errors.js'
@@ -15,6 +17,7 @@ import {
 import { runStoreContract, type StoreFixture } from './contracts/store.contract.js'
 
 const bytes = (...values: number[]): Uint8Array => new Uint8Array(values)
+const execFileP = promisify(execFile)
 
 /** A LevelDB store in a fresh temp dir; cleanup closes every store it opened and removes the dir. */
 async function levelFixture(): Promise<StoreFixture> {
@@ -172,6 +175,60 @@ describe('LevelStore', () => {
     await store.close()
   })
 
+  it('opens the database again before the next write after a failed one (LevelDB leaves a torn log record)', async () => {
+    // A probe: after a full disk refused one write, the next 50 were
+    // acknowledged on the same log and dropped at the next open.
+    const db = memoryLevel()
+    const calls: string[] = []
+    const batch = db.batch.bind(db) as (...args: unknown[]) => Promise<void>
+    const close = db.close.bind(db)
+    const open = db.open.bind(db)
+    let failBatches = 1
+    let failOpens = 0
+    db.batch = ((...args: unknown[]) => {
+      calls.push('batch')
+      if (failBatches-- > 0) return Promise.reject(new Error('No space left on device'))
+      return batch(...args)
+    }) as typeof db.batch
+    db.close = () => {
+      calls.push('close')
+      return close()
+    }
+    db.open = () => {
+      calls.push('open')
+      if (failOpens-- > 0) return Promise.reject(new Error('No space left on device'))
+      return open()
+    }
+    const store = new LevelStore(db)
+    await store.put('kept', bytes(1))
+    const put = (key: string): Promise<void> => store.batch([{ type: 'put', key, value: bytes(2) }])
+    expect(hasCode(await rejectionOf(put('lost')), 'STORAGE_FAILED')).toBe(true)
+    calls.length = 0
+    await put('next')
+    expect(calls).toEqual(['close', 'open', 'batch'])
+    // Once open again, no more reopens; reads see every acknowledged write.
+    calls.length = 0
+    await put('after')
+    expect(calls).toEqual(['batch'])
+    expect(await store.get('kept')).toEqual(bytes(1))
+    expect(await store.get('next')).toEqual(bytes(2))
+    expect(await store.get('lost')).toBeUndefined()
+    // A reopen that fails refuses the write, and the next write tries again.
+    failBatches = 1
+    failOpens = 1
+    await rejectionOf(put('fails'))
+    calls.length = 0
+    const refused = await rejectionOf(put('waits'))
+    expect(hasCode(refused, 'STORAGE_FAILED')).toBe(true)
+    expect((refused as Error).message).toMatch(/could not be opened again after a failed write/)
+    expect(calls).toEqual(['close', 'open'])
+    calls.length = 0
+    await put('through')
+    expect(calls).toEqual(['close', 'open', 'batch'])
+    expect(await store.get('through')).toEqual(bytes(2))
+    await store.close()
+  })
+
   it('rejects a negative or fractional range limit', async () => {
     const store = memoryStore()
     expect(() => store.range({ gte: 'a', lt: 'b', limit: -1 })).toThrow(/limit/)
@@ -318,6 +375,76 @@ describe('openLevelStore', () => {
       await reopened.close()
     }
   })
+
+  it('refuses a folder holding LevelDB data without its CURRENT file, and leaves it as it is', async () => {
+    // A probe: a partial copy opened empty, with a new server key, and
+    // LevelDB deleted the old table files as unused.
+    const store = await openLevelStore(dir)
+    for (let i = 0; i < 200; i++) await store.put(`user/${i}`, new Uint8Array(1_000).fill(i))
+    await store.close()
+    await rm(join(dir, 'CURRENT'))
+    const files = (await readdir(dir)).sort()
+    const error = await rejectionOf(openLevelStore(dir))
+    expect(hasCode(error, 'STORAGE_FAILED')).toBe(true)
+    expect((error as Error).message).toMatch(/no CURRENT file/)
+    expect((await readdir(dir)).sort()).toEqual(files)
+    // A first open cut short (an empty log, no CURRENT) is made again.
+    const fresh = join(dir, 'fresh')
+    await mkdir(fresh)
+    await writeFile(join(fresh, '000003.log'), '')
+    const made = await openLevelStore(fresh)
+    await made.put('k', bytes(1))
+    await made.close()
+  })
+
+  it('keeps every write acknowledged after a full disk refused one, across a close (tmpfs; root only)', async (context) => {
+    // The real thing: LevelDB on a file system that fills, then has room again.
+    const mnt = join(dir, 'small')
+    await mkdir(mnt)
+    const mounted = await execFileP('mount', ['-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', mnt]).then(
+      () => true,
+      (error: unknown) => {
+        console.log(
+          `store: no tmpfs here (${String(error).split('\n')[0]}): the full-disk case is not run`,
+        )
+        return false
+      },
+    )
+    if (!mounted) {
+      context.skip()
+      return
+    }
+    try {
+      const data = join(mnt, 'data')
+      let store = await openLevelStore(data)
+      await writeFile(join(mnt, 'filler'), new Uint8Array(3 * 1024 * 1024 - 64 * 1024))
+      let refused = 0
+      const acknowledged: string[] = []
+      for (let i = 0; i < 400 && refused === 0; i++) {
+        try {
+          await store.put(`a${i}`, new Uint8Array(2_000).fill(7))
+          acknowledged.push(`a${i}`)
+        } catch (error) {
+          expect(hasCode(error, 'STORAGE_FAILED')).toBe(true)
+          refused++
+        }
+      }
+      expect(refused).toBe(1)
+      await rm(join(mnt, 'filler'))
+      for (let i = 0; i < 50; i++) {
+        await store.put(`b${i}`, new Uint8Array(2_000).fill(8))
+        acknowledged.push(`b${i}`)
+      }
+      await store.close()
+      store = await openLevelStore(data)
+      const missing: string[] = []
+      for (const key of acknowledged) if ((await store.get(key)) === undefined) missing.push(key)
+      await store.close()
+      expect(missing).toEqual([])
+    } finally {
+      await execFileP('umount', [mnt]).catch(() => undefined)
+    }
+  }, 60_000)
 
   it('rejects with STORAGE_FAILED when the path is a file', async () => {
     const file = join(dir, 'not-a-dir')
