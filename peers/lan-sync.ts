@@ -19,14 +19,12 @@ import { checkUpdate, serverClientsOf } from '../core/authorize.js'
 import { retryDelayMs } from '../core/backoff.js'
 import type { Clock } from '../core/clock.js'
 import {
-  isErrorCode,
   HandshakesFullError,
   InvalidOptionsError,
   TooManyLinksError,
   type RostersyncError,
 } from '../core/errors.js'
-import { cleanText } from '../core/ids.js'
-import { limits, netLimits } from '../core/limits.js'
+import { netLimits } from '../core/limits.js'
 import type { RecordSchema } from '../core/schema.js'
 import type { Connection } from '../core/transport.js'
 import type * as Libp2pTransport from '../transports/libp2p-transport.js'
@@ -35,7 +33,8 @@ import type { Replica } from './replica.js'
 import { guardLanLink, isLanAuthFrame } from './lan-auth.js'
 import type { DeviceSigning } from './signed-link.js'
 import { refusalClose, startSession } from './sync-session.js'
-import { DeviceRates, LinkRates, SharedRates, type Rates } from './sync-session/inbound.js'
+import { DeviceRates, LinkRates, remoteError, SharedRates } from './sync-session/inbound.js'
+import type { Rates } from './sync-session/inbound.js'
 import { doorEvictee, hostOf } from './lan-door.js'
 
 /** Options of {@link startLan}. */
@@ -454,16 +453,12 @@ export function runLanLink(
     const drop = (): void => replica.dropHeldBackFrom(link.id)
     drop()
     void session?.idle().then(drop, drop)
-    // Normal, going-away and dropped links are not errors; the rest
-    // (too large, malformed, too many peers) carry a code in their reason.
+    // Normal, going-away and dropped links are not errors; the rest (too
+    // large, malformed, too many peers) carry a code in their reason (the
+    // peer's words: a known code only).
     if (code !== 1000 && code !== 1001 && code !== 1006 && code !== 1012 && !closing()) {
-      // The reason is the peer's words (a close frame's): a known code only.
-      const named = reason.split(':')[0] ?? ''
-      options.onError?.(
-        isErrorCode(named) ? named : 'SYNC_FAILED',
-        `LAN peer ${peer}: ${cleanText(reason, limits.peerErrorCharsMax)}`,
-        peer,
-      )
+      const [named, text] = remoteError(reason.split(':')[0] ?? '', reason)
+      options.onError?.(named, `LAN peer ${peer}: ${text}`, peer)
     }
     onClosed?.(session?.synced ?? false)
   })

@@ -24,7 +24,6 @@ import { siteOf, type Identity } from './identity.js'
 import type { Replica } from './replica.js'
 import { answerPart, type AnswerStream } from './replica/answer-stream.js'
 import {
-  bringsStructs,
   checkClients,
   scanOrRefuse,
   type AnswerMessages,
@@ -32,6 +31,7 @@ import {
   type SignedLink,
   type WriterCheck,
 } from './signed-link.js'
+import { bringsNothing, bringsStructs } from './envelope-news.js'
 import type { VerifyPool } from './verify-pool.js'
 import { WriterClients } from './writer-clients.js'
 
@@ -166,6 +166,9 @@ export class ServerSigning {
     const key = this.writerKey(envelope)
     // One strict scan serves every check below and the replica's intake.
     const ranges = scanOrRefuse(envelope.update)
+    // Nothing to apply: its writer and clientIDs checked, not its signature.
+    if (bringsNothing(this.options.replica.doc, ranges))
+      return { ...this.admit(bytes, envelope, key, ranges), nothing: true }
     const job = envelopeVerifyJob(envelope, key, this.site, this.generation)
     const pool = this.options.pool
     if (pool === undefined) {

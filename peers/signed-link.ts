@@ -41,6 +41,7 @@ import { encodeClientsDiff, restrictUpdate } from '../core/update-parts.js'
 import { scanUpdate, type UpdateRanges } from '../core/update-scan.js'
 import { documentGeneration, onGenerationNoted } from './device-sync/generation-move.js'
 import type { EnvelopeLog } from './envelope-log.js'
+import { bringsNews, bringsNothing } from './envelope-news.js'
 import { RelayMemo } from './relay-memo.js'
 import { WriterClients } from './writer-clients.js'
 import { siteOf, type Identity } from './identity.js'
@@ -72,6 +73,11 @@ export interface OpenedEnvelope {
    * is not relayed; only envelopes with structs are logged).
    */
   readonly fresh: boolean
+  /**
+   * It brings nothing (bringsNothing): its writer and clientIDs were
+   * checked, its signature was not, and it is not applied.
+   */
+  readonly nothing?: true
 }
 
 /** What a session (peers/sync-session.ts) asks of a signed link. */
@@ -177,38 +183,6 @@ export function checkClients(
         `update of ${JSON.stringify(envelope.writer)} writes under Yjs client ${client}, not one of its own`,
       )
   }
-}
-
-/** True when the update (its scan) holds structs `doc` lacks. */
-export function bringsStructs(doc: Y.Doc, ranges: UpdateRanges): boolean {
-  for (const [client, end] of ranges.to) if (end > Y.getState(doc.store, client)) return true
-  return false
-}
-
-/**
- * True when the update's delete set deletes an item `doc` holds and has
- * not deleted yet (what a delete-only envelope brings).
- */
-export function deletesHeld(doc: Y.Doc, ranges: UpdateRanges): boolean {
-  for (const [client, list] of ranges.deletes) {
-    const structs = doc.store.clients.get(client)
-    if (structs === undefined || structs.length === 0) continue
-    const held = Y.getState(doc.store, client)
-    for (const [clock, end] of list) {
-      if (clock >= held || end <= clock) continue
-      for (let i = Y.findIndexSS(structs, clock); i < structs.length; i++) {
-        const struct = structs[i] as (typeof structs)[number]
-        if (struct.id.clock >= end) break
-        if (!struct.deleted) return true
-      }
-    }
-  }
-  return false
-}
-
-/** True when the update brings `doc` something: structs it lacks, or deletes of items it holds. */
-function bringsNews(doc: Y.Doc, ranges: UpdateRanges): boolean {
-  return bringsStructs(doc, ranges) || deletesHeld(doc, ranges)
 }
 
 /** The device's side: its own envelopes, the relay log and the links it relays between. */
@@ -432,6 +406,8 @@ export class DeviceSigning {
     // Before it is applied: a delete-only envelope (no structs) is news
     // when it deletes what this device holds, and is relayed like any.
     const fresh = bringsNews(this.options.replica.doc, ranges)
+    // Nothing to apply: checked below as any other, but not its signature.
+    const nothing = bringsNothing(this.options.replica.doc, ranges)
     // Signed for the generation of the document it would go into: one of
     // another generation (a retired history replayed) fails.
     const generation = documentGeneration(this.options.replica).id
@@ -439,7 +415,7 @@ export class DeviceSigning {
       // The server's content is trusted as it always was on the server
       // link (it checked what it merged); its signature proves it the
       // server's, whoever relayed it.
-      verifyEnvelope(envelope, serverKey, site, generation)
+      if (!nothing) verifyEnvelope(envelope, serverKey, site, generation)
     } else {
       // The server's revocations reach devices in the document: from then
       // on the revoked device's certificate no longer speaks for it here.
@@ -449,7 +425,7 @@ export class DeviceSigning {
       // Its certificate must still speak for it: not expired, its key not
       // reset by the server since.
       if (envelope.cert !== undefined) this.checkStanding(envelope.cert)
-      verifyEnvelope(envelope, key, site, generation)
+      if (!nothing) verifyEnvelope(envelope, key, site, generation)
       checkClients(envelope, key, ranges)
       this.options.check(envelope.update, envelope.writer)
       // The server's bound too: what it refuses, devices do not keep.
@@ -462,6 +438,7 @@ export class DeviceSigning {
       update: envelope.update,
       ranges,
       fresh,
+      ...(nothing && { nothing }),
     }
     if (fresh) this.relayKeys.set(opened, RelayMemo.keyOf(envelope))
     return opened

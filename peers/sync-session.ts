@@ -14,22 +14,15 @@
  * would only look healthy while nothing of it lands.
  */
 import * as Y from 'yjs'
-import {
-  clip,
-  ForbiddenWriteError,
-  isErrorCode,
-  QueueFullError,
-  RostersyncError,
-} from '../core/errors.js'
-import { cleanText } from '../core/ids.js'
-import { limits, netLimits } from '../core/limits.js'
+import { ForbiddenWriteError, QueueFullError, RostersyncError } from '../core/errors.js'
+import { netLimits } from '../core/limits.js'
 import { CloseCode, encodeMessage, type Message } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
 import type { UpdateRanges } from '../core/update-scan.js'
 import type { Replica } from './replica.js'
 import type { OpenedEnvelope, SignedLink } from './signed-link.js'
 import { decodeInbound, ExcusedRefusals, LinkRates, type Rates } from './sync-session/inbound.js'
-import { closeReason, refusalClose, withUser } from './sync-session/inbound.js'
+import { closeReason, refusalClose, remoteError, withUser } from './sync-session/inbound.js'
 import { sendAnswer, type AnswerOut } from './sync-session/answer-messages.js'
 import { signedUpdateMessage, updateMessage } from './sync-session/messages.js'
 import { AnswerWaiters, lacking } from './sync-session/answer-waiters.js'
@@ -276,6 +269,7 @@ export function startSession(options: SessionOptions): SyncSession {
           excused.excuse(error, signed.checked?.(error) !== false)
           continue
         }
+        if (opened.nothing === true) continue
         await replica.applyRemote(opened.update, connection.id, opened.ranges)
         signed.applied(opened)
       }
@@ -354,18 +348,9 @@ export function startSession(options: SessionOptions): SyncSession {
         await options.onHello(message.serverKey, message.certificate, message.generation)
         helloHandled = true
         return
-      case 'error': {
-        // A peer's words, as this peer logs and shows them: a known code
-        // (an unknown one said in the text), no escapes, bounded (a LAN
-        // peer logged megabytes of ANSI escapes under fresh codes; a probe).
-        const known = isErrorCode(message.code)
-        const text = known ? message.message : `${clip(message.code, 64)}: ${message.message}`
-        options.onRemoteError?.(
-          known ? message.code : 'SYNC_FAILED',
-          cleanText(text, limits.peerErrorCharsMax),
-        )
+      case 'error':
+        options.onRemoteError?.(...remoteError(message.code, message.message))
         return
-      }
       default:
         // Awareness and auth are not part of the roster: accepted, not kept.
         return

@@ -10,6 +10,7 @@ import { join as joinPath } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { limits, netLimits } from '../core/limits.js'
 import * as Y from 'yjs'
+import { writeVarUint, createEncoder, toUint8Array } from 'lib0/encoding'
 import { asUserId } from '../core/ids.js'
 import { decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
 import {
@@ -94,6 +95,13 @@ function rawOf(connection: Connection): Raw {
 }
 
 /** An update writing `fields` for `userId` into `root`, under `clientId`. */
+/** A number as a lib0 variable-length unsigned integer. */
+function encodeVarUint(n: number): number[] {
+  const encoder = createEncoder()
+  writeVarUint(encoder, n)
+  return [...toUint8Array(encoder)]
+}
+
 function entryUpdate(clientId: number, root: string, userId: string, name: string): Uint8Array {
   const doc = new Y.Doc()
   doc.clientID = clientId
@@ -359,6 +367,53 @@ describe('signed writes at the server', () => {
     expect(d2.sync.status().deviceToServer).toMatchObject({ state: 'failed' })
     expect(server.users.get('u1')?.department).toBeUndefined()
     expect(server.replica.doc.store.clients.size).toBe(full + 2)
+  }, 30_000)
+
+  it('an envelope that brings nothing is neither verified nor applied; one that brings anything is verified', async () => {
+    // A probe: valid envelopes of empty updates, 100,000 a message and
+    // pre-signed once, each cost the server a signature check.
+    const { server } = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { raw, site: siteId } = await joinD9(server, d9)
+    const forged = (envelope: Uint8Array): Uint8Array => {
+      const opened = decodeEnvelope(envelope)
+      return encodeEnvelope({ ...opened, signature: new Uint8Array(64).fill(1) })
+    }
+    const own = deriveClientId(d9.publicKey, 5)
+    const write = entryUpdate(own, 'u:D9', 'u1', 'Nine')
+    // Applied once, genuinely signed.
+    expect(await verdict(raw, [seal(d9, siteId, 'D9', 5, write)])).toBeUndefined()
+    const before = Y.encodeStateVector(server.replica.doc)
+    // Brings nothing (empty, or held already): a bad signature goes unread.
+    const empty = Y.encodeStateAsUpdate(new Y.Doc())
+    expect(await verdict(raw, [forged(seal(d9, siteId, 'D9', 6, empty))])).toBeUndefined()
+    expect(await verdict(raw, [forged(seal(d9, siteId, 'D9', 5, write))])).toBeUndefined()
+    expect(Y.encodeStateVector(server.replica.doc)).toEqual(before)
+    // Its writer and clientIDs are still checked: the server's whole
+    // document (held, so nothing new) under D9's name is refused.
+    const everything = Y.encodeStateAsUpdate(server.replica.doc)
+    expect(await verdict(raw, [seal(d9, siteId, 'D9', 5, everything)])).toBe('FORBIDDEN_WRITE')
+    // Brings something (a struct, a delete of an item not held yet): verified.
+    const { raw: again } = await joinD9(server, d9)
+    const later = Y.encodeStateAsUpdate(
+      (() => {
+        const doc = new Y.Doc()
+        doc.clientID = own
+        Y.applyUpdate(doc, write)
+        doc.getMap('u:D9').set('u2', { e: 0, f: { title: 'Later' }, s: { title: Date.now() } })
+        return doc
+      })(),
+      Y.encodeStateVector(server.replica.doc),
+    )
+    expect(await verdict(again, [forged(seal(d9, siteId, 'D9', 5, later))])).toBe(
+      'SIGNATURE_INVALID',
+    )
+    const { raw: third } = await joinD9(server, d9)
+    const futureDelete = new Uint8Array([0, 1, ...encodeVarUint(own), 1, 40, 1])
+    expect(await verdict(third, [forged(seal(d9, siteId, 'D9', 5, futureDelete))])).toBe(
+      'SIGNATURE_INVALID',
+    )
+    expect(Y.encodeStateVector(server.replica.doc)).toEqual(before)
   }, 30_000)
 
   it("a plain (keyless) client cannot take a signing writer's clientID", async () => {

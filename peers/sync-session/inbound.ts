@@ -6,13 +6,17 @@
  */
 import * as decoding from 'lib0/decoding'
 import {
+  clip,
+  isErrorCode,
   MalformedMessageError,
   MessageTooLargeError,
   RateLimitedError,
+  type ErrorCode,
   type RostersyncError,
 } from '../../core/errors.js'
+import { cleanText } from '../../core/ids.js'
 import type { Clock } from '../../core/clock.js'
-import { netLimits } from '../../core/limits.js'
+import { limits, netLimits } from '../../core/limits.js'
 import { CloseCode, decodeMessage, type Message } from '../../core/protocol.js'
 import { refusedUserOf } from '../../core/authorize.js'
 import { TokenBucket } from '../../core/token-bucket.js'
@@ -62,6 +66,19 @@ export function userOfMessage(message: string): string | undefined {
   } catch {
     return undefined
   }
+}
+
+/**
+ * A peer's error message as this peer keeps it (its code and text): a
+ * known code (an unknown one said in the text, reported `SYNC_FAILED`),
+ * no escapes or control characters, at most `limits.peerErrorCharsMax`
+ * characters. A LAN peer's were logged whole, under a fresh code each
+ * time (a probe: 30 MB of events in 3 s, ANSI escapes and all).
+ */
+export function remoteError(code: string, message: string): [ErrorCode, string] {
+  const known = isErrorCode(code)
+  const text = known ? message : `${clip(code, 64)}: ${message}`
+  return [known ? code : 'SYNC_FAILED', cleanText(text, limits.peerErrorCharsMax)]
 }
 
 /** WebSocket close reasons are at most 123 bytes of UTF-8. */
