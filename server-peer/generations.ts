@@ -128,9 +128,17 @@ export class Generations {
    * a time (a call while one runs gets that one's result).
    */
   compactHistory(): Promise<CompactionResult> {
-    this.running ??= this.run().finally(() => {
-      this.running = undefined
-    })
+    if (this.running === undefined) {
+      // The build yields on the clock's timers, which keep no process
+      // alive (a pending delta sync must not): a process that only
+      // compacts (`rostersync compact` on a stopped server) exited in the
+      // middle, silently, status 0 (a probe). Held alive while it runs.
+      const hold = setInterval(() => undefined, 2 ** 30)
+      this.running = this.run().finally(() => {
+        clearInterval(hold)
+        this.running = undefined
+      })
+    }
     return this.running
   }
 

@@ -26,7 +26,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
+import { limits } from '../core/limits.js'
 import { createDevice } from '../peers/create-device.js'
+import { createServer } from '../server-peer/create-server.js'
 import { ROLE_FILE } from '../peers/data-role.js'
 import { openLevelStore } from '../storage/level-store.js'
 
@@ -274,6 +276,24 @@ describe('rostersync compact', () => {
     const users = await cli(['users', 'get', 'u1', '--data', srv, '--json'])
     expect(JSON.parse(users.stdout)).toMatchObject({ id: 'u1', name: 'Ann 4' })
     expectRefused(await cli(['compact', '--data', join(dir, 'nowhere')]), 'no data directory')
+  }, 120_000)
+
+  it('finishes on a stopped server whose roster takes more than one chunk to build', async () => {
+    // A probe: past limits.generationBuildChunkEntries (the build yields on
+    // the clock's unref'd timers) the process exited in the middle, printing
+    // nothing, status 0, and nothing was compacted.
+    const dir = await tempDir()
+    const srv = join(dir, 'srv')
+    const server = await createServer({ dataDir: srv, listen: false })
+    for (let i = 0; i < limits.generationBuildChunkEntries + 100; i++)
+      await server.users.put({ id: `c${i}`, name: `User ${i}` })
+    await server.close()
+    const offline = await cli(['compact', '--data', srv, '--json'])
+    expect(offline.stderr).toBe('')
+    expect(offline.code).toBe(0)
+    expect(JSON.parse(offline.stdout)).toMatchObject({ generation: 1 })
+    const events = await cli(['events', '--type', 'history-compacted', '--data', srv, '--json'])
+    expect(events.stdout.trim().split('\n')).toHaveLength(1)
   }, 120_000)
 })
 
