@@ -8,9 +8,10 @@
  * the key (an export then needs it given, or a passphrase).
  */
 import { randomBytes, scryptSync } from 'node:crypto'
+import { existsSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { AuthFailedError } from '../core/errors.js'
+import { AuthFailedError, InvalidOptionsError } from '../core/errors.js'
 import type { Replica } from '../peers/replica.js'
 
 /**
@@ -112,6 +113,14 @@ export async function settleSiteKey(
         { code: 'ROSTERSYNC_STALE_SITE_KEY_FILE' },
       )
   } else {
+    // Given a key last time, and none now (a variable unset, a flag left
+    // out): a key made now would lock every device out, and a device
+    // refused with AUTH_FAILED does not try again on its own (a probe:
+    // the server made a new key in silence).
+    if (listening && recorded?.mode === 'given')
+      throw new InvalidOptionsError(
+        'this server last ran with a site key it was given (--site-key, --site-key-file or ROSTERSYNC_SITE_KEY): give it again; to change the site key, give the new one (every device needs it)',
+      )
     settled = {
       siteKey: await secretFor(options.dataDir, 'site-key'),
       siteKeyFile: file,
@@ -126,12 +135,22 @@ export async function settleSiteKey(
   return { ...settled, record }
 }
 
-/** A secret kept in `<dataDir>/<name>` (mode 0600), made on first use; random without a dataDir. */
+/**
+ * A secret kept in `<dataDir>/<name>` (mode 0600), made on first use;
+ * random without a dataDir. A file there that holds no usable secret
+ * (empty, or under 16 characters: a truncated copy, a bad restore) is
+ * refused, not replaced: a new site key locks every device out (a probe:
+ * an emptied `site-key` was overwritten in silence).
+ */
 export async function secretFor(dataDir: string | undefined, name: string): Promise<string> {
   if (dataDir === undefined) return randomBytes(24).toString('hex')
   const file = join(dataDir, name)
   const kept = await readSecret(file)
   if (kept !== undefined) return kept
+  if (existsSync(file))
+    throw new InvalidOptionsError(
+      `${file} holds no usable secret (at least 16 characters): restore it from a backup, or remove it to make a new one${name === 'site-key' ? ' (every device then needs the new key)' : ''}`,
+    )
   const token = randomBytes(24).toString('hex')
   await mkdir(dataDir, { recursive: true })
   await writeFile(file, `${token}\n`, { mode: 0o600 })

@@ -7,7 +7,8 @@
  * as a child process.
  */
 import { spawn } from 'node:child_process'
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -122,6 +123,35 @@ describe('secure defaults: the site key', () => {
     const same = await createServer({ dataDir: dir, listen: false, siteKey: key })
     expect(same.siteKey).toBe(key)
     await same.close()
+  })
+
+  it('is never made anew in silence: not after a key given, nor over a damaged file', async () => {
+    // A probe: a server given a key, started once without it, made a new
+    // one (every device refused, for good); an emptied site-key file was
+    // overwritten with a new key.
+    const dir = await tempDir()
+    const given = 'a-key-given-by-hand-0123456789'
+    const first = await createServer({ dataDir: dir, siteKey: given })
+    await first.close()
+    await expect(createServer({ dataDir: dir })).rejects.toSatisfy(
+      (e) =>
+        hasCode(e, 'INVALID_OPTIONS') && /last ran with a site key it was given/.test(String(e)),
+    )
+    expect(existsSync(join(dir, 'site-key'))).toBe(false)
+    const again = await createServer({ dataDir: dir, siteKey: given })
+    expect(again.siteKey).toBe(given)
+    await again.close()
+
+    const other = await tempDir()
+    const made = await createServer({ dataDir: other })
+    await made.close()
+    for (const damaged of ['', 'short\n']) {
+      await writeFile(join(other, 'site-key'), damaged)
+      await expect(createServer({ dataDir: other })).rejects.toSatisfy(
+        (e) => hasCode(e, 'INVALID_OPTIONS') && /holds no usable secret/.test(String(e)),
+      )
+      expect(await readFile(join(other, 'site-key'), 'utf8')).toBe(damaged)
+    }
   })
 
   it('is random and in memory only without a dataDir', async () => {
