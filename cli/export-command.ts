@@ -25,8 +25,9 @@ needs it: hand it over apart from the file. On an open site (no site key)
 without a passphrase the file is NOT confidential: anyone who has it can read it.
 
 Options:
-  --users <ids>    comma-separated user ids
-  --groups <ids>   comma-separated group ids (their members are exported)
+  --users <ids>    user ids, comma-separated, or the option given once per id;
+                   \\, is a comma within an id ('Smith\\, John'), \\\\ a backslash
+  --groups <ids>   group ids (their members are exported), as --users
   --out <file>     where to write the file (refused if it exists, unless --force);
                    written with mode 0600: it holds personal data; - writes
                    it to standard output (not a terminal)
@@ -71,12 +72,32 @@ export async function passphraseOf(file: string | undefined): Promise<string | u
   return env === undefined || env === '' ? undefined : env
 }
 
-/** A comma-separated list option; undefined when not given. */
-export function idList(name: string, text: string | undefined): string[] | undefined {
-  if (text === undefined) return undefined
-  const ids = text.split(',').map((id) => id.trim())
-  if (ids.some((id) => id === ''))
-    throw new CliError(`--${name} has an empty id: ${JSON.stringify(text)}`)
+/**
+ * The ids of a list option, given once or more, each value a
+ * comma-separated list in which `\,` is a comma of an id and `\\` a
+ * backslash; undefined when not given. `lists` gets each value that was
+ * split at a comma (see exportCommand: one that is itself an id is
+ * refused as ambiguous).
+ */
+export function idList(
+  name: string,
+  texts: readonly string[] | undefined,
+  lists: string[] = [],
+): string[] | undefined {
+  if (texts === undefined) return undefined
+  const ids: string[] = []
+  for (const text of texts) {
+    const parts = text.split(/(?<!\\)((?:\\\\)*),/)
+    // split keeps the captured backslash pairs: join each to its part.
+    const joined: string[] = []
+    for (let i = 0; i < parts.length; i += 2) joined.push(`${parts[i] ?? ''}${parts[i + 1] ?? ''}`)
+    if (joined.length > 1) lists.push(text)
+    for (const part of joined) {
+      const id = part.trim().replace(/\\([\\,])/g, '$1')
+      if (id === '') throw new CliError(`--${name} has an empty id: ${JSON.stringify(text)}`)
+      ids.push(id)
+    }
+  }
   return ids
 }
 
@@ -85,8 +106,8 @@ export const exportCommand: Command = {
   help,
   async run(argv) {
     const { values, positionals } = parse(argv, {
-      users: { type: 'string' },
-      groups: { type: 'string' },
+      users: { type: 'string', multiple: true },
+      groups: { type: 'string', multiple: true },
       out: { type: 'string' },
       force: { type: 'boolean', default: false },
       data: { type: 'string', default: './data' },
@@ -105,7 +126,8 @@ export const exportCommand: Command = {
       throw new CliError(
         '--generate-passphrase excludes a given passphrase (--passphrase-file, ROSTERSYNC_EXPORT_PASSPHRASE)',
       )
-    const userIds = idList('users', values.users)
+    const listed: string[] = []
+    const userIds = idList('users', values.users, listed)
     const groupIds = idList('groups', values.groups)
     if (userIds === undefined && groupIds === undefined)
       throw new CliError('name what to export: --users a,b and/or --groups g')
@@ -129,6 +151,13 @@ export const exportCommand: Command = {
         siteKey: await siteKeyOf(values['site-key'], values['site-key-file']),
       })
       try {
+        // 'Smith, John' as a list of two when a user has that id: the
+        // wrong people exported, status 0 (a probe).
+        for (const text of listed)
+          if ((await roster.get(text.trim())) !== undefined)
+            throw new CliError(
+              `--users ${JSON.stringify(text)} is a user's id and a list of ids: write ${JSON.stringify(text.replaceAll(',', '\\,'))} for the one user, or give --users once per id`,
+            )
         prepared = await roster.exportUsers({
           ...(userIds === undefined ? {} : { userIds }),
           ...(groupIds === undefined ? {} : { groupIds }),

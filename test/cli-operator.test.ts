@@ -298,6 +298,42 @@ describe('rostersync compact', () => {
 })
 
 describe('export and import', () => {
+  it('takes an id with a comma escaped or alone, and refuses it unescaped when it is ambiguous', async () => {
+    const dir = await tempDir()
+    const srv = join(dir, 'srv')
+    const { proc } = await startServer(srv)
+    // An id with a comma: escaped, or given alone, it is one id; unescaped
+    // while users "Smith" and "John" exist too, refused as ambiguous (a
+    // probe: the two others were exported, status 0).
+    for (const record of [
+      '{"id":"Smith, John","name":"John Smith"}',
+      '{"id":"Smith","name":"Other Smith"}',
+      '{"id":"John","name":"Other John"}',
+    ])
+      expect((await cli(['users', 'add', record, '--data', srv])).code).toBe(0)
+    const comma = join(dir, 'comma.rsexport')
+    expectRefused(
+      await cli(['export', '--users', 'Smith, John', '--out', comma, '--data', srv]),
+      "is a user's id and a list of ids",
+    )
+    expect(existsSync(comma)).toBe(false)
+    const escaped = await cli([
+      'export',
+      '--users',
+      'Smith\\, John',
+      '--users',
+      'Smith',
+      '--out',
+      comma,
+      '--data',
+      srv,
+      '--json',
+    ])
+    expect(escaped.code).toBe(0)
+    expect(JSON.parse(escaped.stdout)).toMatchObject({ users: 2 })
+    await proc.stop()
+  }, 120_000)
+
   it('exports from a running server and imports into a stopped device', async () => {
     const dir = await tempDir()
     const srv = join(dir, 'srv')
