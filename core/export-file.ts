@@ -51,6 +51,7 @@ import {
   ExportPassphraseError,
   ExportSiteKeyRequiredError,
   ExportTooLargeError,
+  InvalidRecordError,
   MalformedMessageError,
   MessageTooLargeError,
   RostersyncError,
@@ -155,6 +156,12 @@ export function checkPassphrase(passphrase: unknown): string {
   if (chars > limits.exportPassphraseCharsMax)
     throw new ExportPassphraseError(
       `an export passphrase has at most ${limits.exportPassphraseCharsMax} characters`,
+    )
+  // One with a line break could not be given back (a probe): a
+  // --passphrase-file is read to its first line break.
+  if (/\p{Cc}/u.test(text))
+    throw new ExportPassphraseError(
+      'an export passphrase holds no control characters (line breaks, tabs): --passphrase-file reads one line',
     )
   return text
 }
@@ -609,8 +616,11 @@ export async function readExportFile(
     serverKey: file.serverKey,
     createdAt: file.createdAt,
     expiresAt: file.expiresAt,
-    policies: checkPolicies(file.policies, check),
-    users: checkUsers(file.users, check),
+    // Stamps are judged by the file's own time too: the server signed it,
+    // and a device whose clock is behind (a flat RTC battery) refused every
+    // fresh file as holding "a stamp in the future" (a probe).
+    policies: checkPolicies(file.policies, { ...check, now: Math.max(check.now, file.createdAt) }),
+    users: checkUsers(file.users, { ...check, now: Math.max(check.now, file.createdAt) }),
   }
 }
 
@@ -706,8 +716,19 @@ function checkUsers(
     for (const name of named)
       if (!check.schema.hasField(name))
         throw new MalformedMessageError('the export file stamps an unknown field')
-    // The schema judges the values as it judges any write (INVALID_RECORD).
-    if (raw.f !== undefined) check.schema.parsePatch(id, raw.f)
+    // The schema judges the values as it judges any write (INVALID_RECORD),
+    // naming the user: among 10,000 the one refused was not to be found (a probe).
+    if (raw.f !== undefined) {
+      try {
+        check.schema.parsePatch(id, raw.f)
+      } catch (error) {
+        if (!(error instanceof InvalidRecordError)) throw error
+        throw new InvalidRecordError(
+          `the export file's user ${JSON.stringify(id)}: ${error.message}`,
+          error.details,
+        )
+      }
+    }
     const entry: ServerEntry = {
       e: raw.e,
       t: raw.t,

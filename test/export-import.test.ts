@@ -166,6 +166,13 @@ describe('server.exportUsers', () => {
     expect(await refused({ userIds: 'u1' })).toBe('INVALID_OPTIONS')
     expect(await refused({ userIds: ['u1'], extra: 1 })).toBe('INVALID_OPTIONS')
     expect(await refused({ userIds: ['nobody'] })).toBe('USER_NOT_FOUND')
+    // A passphrase that --passphrase-file could not give back (a probe).
+    expect(await refused({ userIds: ['u1'], passphrase: 'abcdefghijkl\n' })).toBe(
+      'EXPORT_PASSPHRASE_INVALID',
+    )
+    expect(await refused({ userIds: ['u1'], passphrase: 'abcdef\tghijkl' })).toBe(
+      'EXPORT_PASSPHRASE_INVALID',
+    )
     // Each group named needs a live member, named by id too or not.
     expect(await refused({ groupIds: ['lobby', 'nowhere'] })).toBe('GROUP_NOT_FOUND')
     expect(await refused({ groupIds: ['lobby'], userIds: ['u2'] })).toBe('resolved')
@@ -361,6 +368,42 @@ describe('device.importUsers', () => {
     await later.sync.full()
     expect(later.users.list()).toEqual(s.server.users.list())
     expect(later.replica.importedCount).toBe(0)
+  })
+
+  it('takes a fresh file on a device whose clock is hours behind (a flat RTC battery)', async () => {
+    // A probe: past an hour behind, every fresh file was refused as holding
+    // "a stamp in the future"; the server signed those stamps, and the file
+    // its time.
+    const s = await site()
+    await roster(s.server)
+    const { file } = await s.server.exportUsers({ passphrase: PASS, groupIds: ['lobby'] })
+    const behind = new ManualClock(s.clock.now() - 2 * 60 * MINUTE)
+    const d = await device(s, { noServer: true, clock: behind })
+    const result = await d.importUsers(file, {
+      passphrase: PASS,
+      serverKeyFingerprint: s.server.keyFingerprint,
+    })
+    expect(result.imported).toBe(2)
+    expect(d.users.get('u3')?.name).toBe('Cy Park')
+    // A device write after it is stamped past the file's (the clock follows).
+    await d.users.patch('u3', { email: 'cy@example.com' })
+    expect(d.users.get('u3')?.email).toBe('cy@example.com')
+  })
+
+  it('names the user whose values the device refuses (a field it does not declare)', async () => {
+    const s = await site({ customFields: { badge: 'string' } })
+    await roster(s.server)
+    await s.server.users.patch('u2', { badge: 'B-7' })
+    const { file } = await s.server.exportUsers({ passphrase: PASS, groupIds: ['lab'] })
+    const store = memoryStore()
+    const d = await device(s, { noServer: true, store })
+    const before = await dump(store)
+    await expect(
+      d.importUsers(file, { passphrase: PASS, serverKeyFingerprint: s.server.keyFingerprint }),
+    ).rejects.toSatisfy(
+      (e) => hasCode(e, 'INVALID_RECORD') && /user "u2": .*badge/.test((e as Error).message),
+    )
+    expect(await dump(store)).toEqual(before)
   })
 
   it('refuses a file while the device is connected to its server (SYNC_RUNNING)', async () => {
