@@ -141,7 +141,12 @@ class Reader {
       const first = this.varUint()
       let clock = first
       for (let i = 0; i < count; i++) {
-        clock += this.struct()
+        const at = this.pos
+        const length = this.struct()
+        // Yjs makes none; one names a clientID while bringing nothing (a
+        // review: counted against another writer's clientIDs, unsigned).
+        if (length === 0) this.fail('a struct of length 0', at)
+        clock += length
         if (clock > Number.MAX_SAFE_INTEGER) this.fail('clock past the safe integer range')
       }
       // A section without structs adds nothing (Yjs yields no struct for it).

@@ -168,7 +168,7 @@ export class ServerSigning {
     const ranges = scanOrRefuse(envelope.update)
     // Nothing to apply: its writer and clientIDs checked, not its signature.
     if (bringsNothing(this.options.replica.doc, ranges))
-      return { ...this.admit(bytes, envelope, key, ranges), nothing: true }
+      return { ...this.admit(bytes, envelope, key, ranges, false), nothing: true }
     const job = envelopeVerifyJob(envelope, key, this.site, this.generation)
     const pool = this.options.pool
     if (pool === undefined) {
@@ -207,12 +207,18 @@ export class ServerSigning {
     return key
   }
 
-  /** The checks that read the document, once the signature is good. */
+  /**
+   * The checks that read the document, once the signature is good (or,
+   * without `signed`, of an envelope that brings nothing: its clientIDs
+   * are not counted for its writer, whose nonces only the signature vouches
+   * for; a review).
+   */
   private admit(
     bytes: Uint8Array,
     envelope: Envelope,
     key: Uint8Array,
     ranges: UpdateRanges,
+    signed = true,
   ): OpenedEnvelope {
     const fresh = bringsStructs(this.options.replica.doc, ranges)
     // The server only sends what it holds (its fan-out tells durable
@@ -226,7 +232,8 @@ export class ServerSigning {
     if (envelope.writer !== SERVER_ID) {
       checkClients(envelope, key, ranges)
       this.options.check(envelope.update, envelope.writer)
-      this.writerClients.admit(this.options.replica.doc, envelope.writer, ranges.from.keys())
+      if (signed)
+        this.writerClients.admit(this.options.replica.doc, envelope.writer, ranges.from.keys())
     }
     return { bytes, writer: envelope.writer, update: envelope.update, ranges, fresh }
   }

@@ -428,8 +428,10 @@ export class DeviceSigning {
       if (!nothing) verifyEnvelope(envelope, key, site, generation)
       checkClients(envelope, key, ranges)
       this.options.check(envelope.update, envelope.writer)
-      // The server's bound too: what it refuses, devices do not keep.
-      this.writerClients.admit(this.options.replica.doc, envelope.writer, ranges.from.keys())
+      // The server's bound too: what it refuses, devices do not keep (not
+      // counted unsigned: see ServerSigning.admit).
+      if (!nothing)
+        this.writerClients.admit(this.options.replica.doc, envelope.writer, ranges.from.keys())
     }
     const opened: OpenedEnvelope = {
       bytes,

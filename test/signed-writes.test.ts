@@ -416,6 +416,38 @@ describe('signed writes at the server', () => {
     expect(Y.encodeStateVector(server.replica.doc)).toEqual(before)
   }, 30_000)
 
+  it("an envelope of zero-length structs under another device's clientIDs is refused, and counts nothing against it", async () => {
+    // A review: a GC struct of length 0 names a clientID while bringing
+    // nothing, so the envelope skipped its signature check, and its
+    // clientIDs (derived from D2's public key and made-up nonces) were
+    // counted as D2's: 511 of them, and D2's next fresh clientID was refused.
+    const { server, d2 } = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { raw, site: siteId } = await joinD9(server, d9)
+    const d2Public = keyPairFromSeed(seedOf(2)).publicKey
+    const nonces = Array.from({ length: limits.envelopeNoncesMax }, (_, i) => 50_000 + i)
+    const zeroLength = (clients: number[]): Uint8Array =>
+      new Uint8Array([
+        ...encodeVarUint(clients.length),
+        ...clients.flatMap((client) => [1, ...encodeVarUint(client), 0, 0, 0]),
+        0,
+      ])
+    const update = zeroLength(nonces.map((n) => deriveClientId(d2Public, n)))
+    const envelope = encodeEnvelope({
+      ...decodeEnvelope(seal(d9, siteId, 'D9', 1, update)),
+      writer: 'D2',
+      nonces,
+    })
+    const before = Y.encodeStateVector(server.replica.doc)
+    expect(await verdict(raw, [envelope])).toBe('MALFORMED_MESSAGE')
+    expect(Y.encodeStateVector(server.replica.doc)).toEqual(before)
+    // D2 still takes fresh clientIDs and writes.
+    await d2.sync.full()
+    await d2.users.patch('u1', { phone: '+1 555 0101' })
+    await d2.sync.whenIdle()
+    await eventually(() => expect(server.users.get('u1')?.phone).toBe('+1 555 0101'))
+  }, 30_000)
+
   it("a plain (keyless) client cannot take a signing writer's clientID", async () => {
     const { server, d2 } = await site()
     const before = Y.encodeStateVector(server.replica.doc)
