@@ -325,7 +325,18 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   }
   // Revocations from before they were published (or whose write failed).
   await publishRevocations(replica, registry)
-  const adminToken = options.adminToken ?? (await adminTokenFor(options.dataDir))
+  // A token file that cannot be used refuses a server that listens (the
+  // store let go); offline (tools on a stopped server's directory) nothing
+  // reads it, and a random one stands in (a review: export and compact
+  // were refused for a damaged token, and the store stayed locked).
+  const adminToken =
+    options.adminToken ??
+    (await adminTokenFor(options.dataDir).catch(async (error: unknown) => {
+      if (options.listen === false) return secretFor(undefined, 'admin-token')
+      await registry.close()
+      await replica.close()
+      throw error
+    }))
   // Secure by default: no site key given means one kept beside the
   // database, never an open site (issue 11).
   const site = await settleSiteKey(options, replica).catch(async (error: unknown) => {

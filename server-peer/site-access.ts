@@ -121,6 +121,11 @@ export async function settleSiteKey(
       throw new InvalidOptionsError(
         'this server last ran with a site key it was given (--site-key, --site-key-file or ROSTERSYNC_SITE_KEY): give it again; to change the site key, give the new one (every device needs it)',
       )
+    // Its own file, gone (a restore that left it out, a slip): the same.
+    if (listening && recorded?.mode === 'file' && file !== undefined && !existsSync(file))
+      throw new InvalidOptionsError(
+        `${file} is gone, and this server last ran with the site key kept in it: restore it from a backup (every device holds that key); to change the site key, give the new one (--site-key-file; every device needs it)`,
+      )
     settled = {
       siteKey: await secretFor(options.dataDir, 'site-key'),
       siteKeyFile: file,
@@ -157,14 +162,21 @@ export async function secretFor(dataDir: string | undefined, name: string): Prom
   return token
 }
 
-/** The secret in `file`, when there is one (at least 16 characters). */
+/**
+ * The secret in `file`, when there is one (at least 16 characters); a file
+ * that is there but cannot be read (its mode, a folder) is an error, not
+ * "no secret" (a review: the advice was then to remove it).
+ */
 async function readSecret(file: string): Promise<string | undefined> {
+  let text: string
   try {
-    const token = (await readFile(file, 'utf8')).trim()
-    return token.length >= 16 ? token : undefined
-  } catch {
-    return undefined
+    text = await readFile(file, 'utf8')
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'ENOENT') return undefined
+    throw new InvalidOptionsError(`${file} cannot be read: ${(error as Error).message}`)
   }
+  const token = text.trim()
+  return token.length >= 16 ? token : undefined
 }
 
 /** A given key's hash: scrypt (2^14, about 30 ms) under the record's salt. */

@@ -4,7 +4,7 @@
  * abstract-level API, so one class serves both and they cannot drift apart.
  */
 import { existsSync, readdirSync, statSync } from 'node:fs'
-import { chmod, mkdir, stat } from 'node:fs/promises'
+import { chmod, mkdir, stat, statfs } from 'node:fs/promises'
 import { join } from 'node:path'
 import type {
   AbstractBatchOptions,
@@ -102,8 +102,22 @@ export class LevelStore implements Store {
    * 8391 bytes; Corruption: checksum mismatch" in LevelDB's LOG).
    */
   #torn = false
+  /**
+   * A reopen closed the database and could not open it again: it is opened
+   * before the next read or write (each tries; a full disk fails them).
+   */
+  #shut = false
   /** The reopen running, if any (every operation waits for it). */
   #reopening: Promise<void> | undefined
+  /**
+   * The writes, one at a time, in order: one already queued in LevelDB
+   * behind a write that failed went into the log after its torn record,
+   * was acknowledged, and was dropped at the next open (a review).
+   */
+  #writing: Promise<unknown> = Promise.resolve()
+  /** Scans running: a reopen waits for them (closing the database ends their iterators). */
+  #scans = 0
+  #scansEnded: (() => void) | undefined
 
   constructor(db: LevelDatabase, options: LevelStoreOptions = {}) {
     this.#db = db
@@ -112,13 +126,13 @@ export class LevelStore implements Store {
 
   /** The value under `key`, as a plain `Uint8Array`, or `undefined`. */
   async get(key: string): Promise<Uint8Array | undefined> {
-    this.#assertOpen()
-    await this.#reopening?.catch(() => undefined)
+    const what = `get of key ${JSON.stringify(key)}`
+    await this.#readable(what)
     let value: Uint8Array | undefined
     try {
       value = await this.#db.get(key)
     } catch (error) {
-      throw this.#wrap(error, `get of key ${JSON.stringify(key)}`)
+      throw this.#wrap(error, what)
     }
     return value === undefined ? undefined : this.#toView(value)
   }
@@ -138,26 +152,51 @@ export class LevelStore implements Store {
   }
 
   /**
-   * Runs the write `run`, after reopening the database if an earlier write
-   * failed (see #torn); a failure marks it for the next.
+   * Runs the write `run` after the writes before it, reopening the
+   * database first if an earlier write failed (see #torn); a failure marks
+   * it for the next.
    */
-  async #write(what: string, run: () => Promise<void>): Promise<void> {
+  #write(what: string, run: () => Promise<void>): Promise<void> {
     this.#assertOpen()
-    if (this.#torn) await this.#reopen(what)
-    try {
-      await run()
-    } catch (error) {
-      if (!this.#closed) this.#torn = true
-      throw this.#wrap(error, what)
-    }
+    const turn = this.#writing.then(async () => {
+      this.#assertOpen()
+      if (this.#torn || this.#shut) await this.#reopen(what)
+      try {
+        await run()
+      } catch (error) {
+        if (!this.#closed) this.#torn = true
+        throw this.#wrap(error, what)
+      }
+    })
+    this.#writing = turn.catch(() => undefined)
+    return turn
   }
 
-  /** Closes and opens the database (a fresh write-ahead log); one at a time. */
+  /** Waits for a reopen running, and opens the database a failed one left closed. */
+  async #readable(what: string): Promise<void> {
+    this.#assertOpen()
+    await this.#reopening?.catch(() => undefined)
+    if (this.#shut) await this.#reopen(what)
+  }
+
+  /**
+   * Closes and opens the database (a fresh write-ahead log), one at a
+   * time, once the scans running are done; only when the disk has room to
+   * open it again (its recovery writes a table and a manifest): closed on
+   * a full disk, nothing could be read either, and the peer broke (a
+   * review), where open it still reads.
+   */
   async #reopen(what: string): Promise<void> {
     this.#reopening ??= (async () => {
       try {
-        await this.#db.close()
+        if (!this.#shut) {
+          await this.#roomToReopen()
+          await this.#noScans()
+          await this.#db.close()
+          this.#shut = true
+        }
         await this.#db.open()
+        this.#shut = false
         this.#torn = false
       } finally {
         this.#reopening = undefined
@@ -171,6 +210,33 @@ export class LevelStore implements Store {
         error,
       )
     }
+  }
+
+  /** Throws when the database's disk lacks the room its reopening needs. */
+  async #roomToReopen(): Promise<void> {
+    const location = (this.#db as { location?: unknown }).location
+    if (typeof location !== 'string') return
+    let needed = REOPEN_FREE_BYTES_MIN
+    for (const name of readdirSync(location))
+      if (name.endsWith('.log')) needed = Math.max(needed, 2 * statSync(join(location, name)).size)
+    const { bavail, bsize } = await statfs(location)
+    if (bavail * bsize < needed)
+      throw new Error(
+        `${bavail * bsize} bytes free, ${needed} needed to open it again; free some space`,
+      )
+  }
+
+  /** Resolves once no scan runs (or after REOPEN_SCAN_WAIT_MS: one left unfinished must not hold writes for good). */
+  async #noScans(): Promise<void> {
+    if (this.#scans === 0) return
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, REOPEN_SCAN_WAIT_MS)
+      this.#scansEnded = () => {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+    this.#scansEnded = undefined
   }
 
   /** Applies `ops` in order as one atomic LevelDB write batch; resolves once on disk. */
@@ -270,15 +336,21 @@ export class LevelStore implements Store {
   }
 
   async *#scan(options: RangeOptions): AsyncGenerator<readonly [string, Uint8Array]> {
-    this.#assertOpen()
-    await this.#reopening?.catch(() => undefined)
     const what = `range [${JSON.stringify(options.gte)}, ${JSON.stringify(options.lt)})`
-    const iterator = this.#db.iterator({
-      gte: options.gte,
-      lt: options.lt,
-      reverse: options.reverse ?? false,
-      limit: options.limit ?? Infinity,
-    })
+    await this.#readable(what)
+    this.#scans++
+    let iterator
+    try {
+      iterator = this.#db.iterator({
+        gte: options.gte,
+        lt: options.lt,
+        reverse: options.reverse ?? false,
+        limit: options.limit ?? Infinity,
+      })
+    } catch (error) {
+      this.#scanEnded()
+      throw this.#wrap(error, what)
+    }
     try {
       for (;;) {
         let entry: [string, Uint8Array] | undefined
@@ -297,7 +369,13 @@ export class LevelStore implements Store {
         // A failed close of a read-only iterator loses nothing; do not let it
         // mask the error or the early exit that brought us here.
       })
+      this.#scanEnded()
     }
+  }
+
+  #scanEnded(): void {
+    this.#scans--
+    if (this.#scans === 0) this.#scansEnded?.()
   }
 
   #assertOpen(): void {
@@ -356,6 +434,12 @@ export async function openLevelStore(dir: string): Promise<LevelStore> {
     throw new StorageError(`open of ${JSON.stringify(dir)} failed: ${why}`, error)
   }
 }
+
+/** Least free space on a database's disk before it is reopened after a failed write (see LevelStore#reopen). */
+const REOPEN_FREE_BYTES_MIN = 1024 * 1024
+
+/** Longest a reopen waits for the scans running to end, ms. */
+const REOPEN_SCAN_WAIT_MS = 5_000
 
 /**
  * Refuses a folder that holds LevelDB's data (table files, or a log with

@@ -152,6 +152,25 @@ describe('secure defaults: the site key', () => {
       )
       expect(await readFile(join(other, 'site-key'), 'utf8')).toBe(damaged)
     }
+    // Gone (a restore that left it out): refused too, and no new one made.
+    await rm(join(other, 'site-key'))
+    await expect(createServer({ dataDir: other })).rejects.toSatisfy(
+      (e) => hasCode(e, 'INVALID_OPTIONS') && /is gone/.test(String(e)),
+    )
+    expect(existsSync(join(other, 'site-key'))).toBe(false)
+    // A damaged admin token refuses a listening server and lets its store
+    // go (a second start is refused by the token, not by a held lock);
+    // offline tools, which never read it, open the directory.
+    await writeFile(join(other, 'site-key'), `${made.siteKey as string}\n`)
+    await writeFile(join(other, 'admin-token'), 'x')
+    for (let attempt = 0; attempt < 2; attempt++)
+      await expect(createServer({ dataDir: other })).rejects.toSatisfy(
+        (e) =>
+          hasCode(e, 'INVALID_OPTIONS') && /admin-token holds no usable secret/.test(String(e)),
+      )
+    const offline = await createServer({ dataDir: other, listen: false })
+    expect(offline.siteKey).toBe(made.siteKey)
+    await offline.close()
   })
 
   it('is random and in memory only without a dataDir', async () => {

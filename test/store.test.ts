@@ -222,10 +222,37 @@ describe('LevelStore', () => {
     expect(hasCode(refused, 'STORAGE_FAILED')).toBe(true)
     expect((refused as Error).message).toMatch(/could not be opened again after a failed write/)
     expect(calls).toEqual(['close', 'open'])
+    // Left closed, the database is opened before the next read (which the
+    // replica's reload after a failed write needs), then written.
+    calls.length = 0
+    expect(await store.get('kept')).toEqual(bytes(1))
+    expect(calls).toEqual(['open'])
     calls.length = 0
     await put('through')
-    expect(calls).toEqual(['close', 'open', 'batch'])
+    expect(calls).toEqual(['batch'])
     expect(await store.get('through')).toEqual(bytes(2))
+    // A write queued behind one that fails waits for it, and for the
+    // reopen (LevelDB put a queued write after the torn record).
+    failBatches = 1
+    calls.length = 0
+    const [first, second] = await Promise.allSettled([put('fails again'), put('queued')])
+    expect(first.status).toBe('rejected')
+    expect(second.status).toBe('fulfilled')
+    expect(calls).toEqual(['batch', 'close', 'open', 'batch'])
+    // A reopen waits for the scans running (closing ends their iterators).
+    failBatches = 1
+    await rejectionOf(put('fails once more'))
+    calls.length = 0
+    const scan = store.range({ gte: '', lt: '\uffff' })[Symbol.asyncIterator]()
+    expect((await scan.next()).done).toBe(false)
+    const written = put('after the scan')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(calls).toEqual([])
+    let read = 1
+    while (!(await scan.next()).done) read++
+    await written
+    expect(read).toBeGreaterThan(3)
+    expect(calls).toEqual(['close', 'open', 'batch'])
     await store.close()
   })
 
@@ -430,6 +457,13 @@ describe('openLevelStore', () => {
         }
       }
       expect(refused).toBe(1)
+      // Still full: the next write is refused without closing the database
+      // (it could not be opened again), and reads go on (a review: closed,
+      // the replica's reload failed and the peer broke until restarted).
+      const still = await rejectionOf(store.put('still full', new Uint8Array(2_000)))
+      expect(hasCode(still, 'STORAGE_FAILED')).toBe(true)
+      expect((still as Error).message).toMatch(/bytes free/)
+      expect(await store.get(acknowledged[0] as string)).toBeDefined()
       await rm(join(mnt, 'filler'))
       for (let i = 0; i < 50; i++) {
         await store.put(`b${i}`, new Uint8Array(2_000).fill(8))
