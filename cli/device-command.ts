@@ -235,6 +235,9 @@ function snapshot(device: DevicePeer) {
   const status = device.sync.status()
   return {
     device: device.id,
+    // What an operator compares before approving it (a probe: only the
+    // long-running mode's first line said it).
+    keyFingerprint: device.keyFingerprint,
     link: status.link,
     serverToDevice: status.serverToDevice.state,
     deviceToServer: status.deviceToServer.state,
@@ -255,7 +258,14 @@ function snapshot(device: DevicePeer) {
 }
 
 function describe(state: Snapshot): string {
-  return `device ${state.device}: ${state.link}; server→device ${state.serverToDevice}, device→server ${state.deviceToServer}${state.error === undefined ? '' : ` (${state.error})`}; ${state.users} user(s)${lanLine(state)}${waitLine(state)}${state.warning === undefined ? '' : `\n  ${state.warning}`}`
+  return `device ${state.device}: ${state.link}; server→device ${state.serverToDevice}, device→server ${state.deviceToServer}${state.error === undefined ? '' : ` (${state.error})`}; ${state.users} user(s)${lanLine(state)}${waitLine(state)}${state.warning === undefined ? '' : `\n  ${state.warning}`}${pendingLine(state)}`
+}
+
+/** The key fingerprint to compare, on a line of its own, while the device waits for approval. */
+function pendingLine(state: Snapshot): string {
+  return state.error === 'PEER_PENDING'
+    ? `\n  waiting for approval: key fingerprint ${state.keyFingerprint} (the operator compares it: rostersync devices approve ${state.device})`
+    : ''
 }
 
 /** `; LAN: N peer(s)`, and the last LAN link refused on a line of its own. */

@@ -102,7 +102,13 @@ export const devicesCommand: Command = {
           )
         }
       }
-      if (!values.json) console.log(`${devices.length} device(s)`)
+      if (!values.json) {
+        console.log(`${devices.length} device(s)`)
+        // The fingerprints to compare before approving (a probe: only --json had them).
+        for (const d of devices)
+          if (d.state === 'pending')
+            console.log(`pending: ${d.id} key fingerprint ${d.keyFingerprint ?? '(none yet)'}`)
+      }
     } finally {
       await roster.close()
     }

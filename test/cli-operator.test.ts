@@ -29,6 +29,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { limits } from '../core/limits.js'
 import { createDevice } from '../peers/create-device.js'
 import { createServer } from '../server-peer/create-server.js'
+import { eventually } from './helpers/eventually.js'
 import { ROLE_FILE } from '../peers/data-role.js'
 import { openLevelStore } from '../storage/level-store.js'
 
@@ -251,6 +252,35 @@ describe("a device's data directory is never opened as a server's", () => {
     expect(result.stderr.trim().split('\n')).toHaveLength(1)
     expect(existsSync(join(dir, 'nope'))).toBe(false)
   })
+})
+
+describe('approval from the command line', () => {
+  it('shows the key fingerprint to compare, on the server (devices) and on the waiting device (--status)', async () => {
+    // A probe: the fingerprint the approval asks to compare was only in --json.
+    const dir = await tempDir()
+    const srv = join(dir, 'srv')
+    const server = await createServer({ dataDir: srv, port: 0, approveDevices: true })
+    const device = await createDevice({
+      id: 'T-5',
+      dataDir: join(dir, 't5'),
+      server: server.url,
+      siteKey: server.siteKey as string,
+    })
+    await eventually(() =>
+      expect(device.sync.status().deviceToServer.error?.code).toBe('PEER_PENDING'),
+    )
+    const fingerprint = device.keyFingerprint
+    await device.close()
+    await server.close()
+    const listed = await cli(['devices', '--data', srv])
+    expect(listed.code).toBe(0)
+    expect(listed.stdout).toContain(`pending: T-5 key fingerprint ${fingerprint}`)
+    const status = await cli(['device', '--data', join(dir, 't5'), '--status'])
+    expect(status.code).toBe(0)
+    expect(status.stdout).toContain(`waiting for approval: key fingerprint ${fingerprint}`)
+    const json = await cli(['device', '--data', join(dir, 't5'), '--status', '--json'])
+    expect(JSON.parse(json.stdout)).toMatchObject({ keyFingerprint: fingerprint })
+  }, 60_000)
 })
 
 describe('rostersync compact', () => {
