@@ -1,6 +1,6 @@
 /** `rostersync import`: an export file into a stopped device's data directory. */
 import { createReadStream, existsSync } from 'node:fs'
-import { readdir, readFile, rm, stat } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { MessageTooLargeError } from '../core/errors.js'
 import { limits } from '../core/limits.js'
@@ -60,7 +60,15 @@ export const importCommand: Command = {
     if (extra !== undefined) throw new CliError(`unexpected argument ${extra}`)
     if (values.data === undefined)
       throw new CliError("--data <the device's data directory> is required")
-    if (!existsSync(values.data)) throw new CliError(`no data directory ${values.data}`, 1)
+    // A new device's folder is made (with --id), and removed again if the
+    // import is refused (a probe: "no data directory" sent the operator of
+    // a never-admitted device to make it by hand).
+    const made = !existsSync(values.data)
+    if (made && values.id === undefined)
+      throw new CliError(
+        `no data directory ${values.data}: give --id to make a new device there`,
+        1,
+      )
     const id = deviceIdOf(values.data, values.id)
     if (id === undefined) throw new CliError(`${values.data} does not name its device: give --id`)
     const bytes = await readExport(file)
@@ -72,9 +80,17 @@ export const importCommand: Command = {
     // Only a folder with no database and no role file (a device from before
     // role files has a database: opening it rewrites its files, which a
     // cleanup by "what is new" would delete).
+    if (made) await mkdir(dataDir, { recursive: true, mode: 0o700 })
     const held = existsSync(join(dataDir, ROLE_FILE)) || existsSync(join(dataDir, 'CURRENT'))
     const before = held ? undefined : new Set(await readdir(dataDir))
-    const device = await openDevice({ id, dataDir, ...(siteKey === undefined ? {} : { siteKey }) })
+    const device = await openDevice({
+      id,
+      dataDir,
+      ...(siteKey === undefined ? {} : { siteKey }),
+    }).catch(async (error: unknown) => {
+      if (made) await rm(dataDir, { recursive: true, force: true })
+      throw error
+    })
     let result
     try {
       const fingerprint = values['server-key']
@@ -84,7 +100,8 @@ export const importCommand: Command = {
       })
     } catch (error) {
       await device.close().catch(() => undefined)
-      if (before !== undefined)
+      if (made) await rm(dataDir, { recursive: true, force: true })
+      else if (before !== undefined)
         for (const entry of await readdir(dataDir))
           if (!before.has(entry)) await rm(join(dataDir, entry), { recursive: true, force: true })
       throw error
@@ -93,7 +110,7 @@ export const importCommand: Command = {
     console.log(
       values.json
         ? JSON.stringify(result)
-        : `imported ${result.imported} user(s) into device ${id} (${result.unchanged} already as new)`,
+        : `imported ${result.imported} user(s) into device ${id} (${result.unchanged} unchanged: the device held them as new already)`,
     )
   },
 }

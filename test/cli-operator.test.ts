@@ -463,6 +463,23 @@ describe('export and import', () => {
     expect((await stat(loose)).mode & 0o777).toBe(0o600)
     expect(existsSync(join(dir, 'a')) || existsSync(join(dir, 'b'))).toBe(false)
 
+    // A new device's folder is made by the import (with --id), and is gone
+    // again when the import is refused (a probe: "no data directory").
+    const fresh = join(dir, 'fresh')
+    expectRefused(await cli(['import', file, '--data', fresh]), 'give --id')
+    expectRefused(
+      await cli(['import', file, '--data', fresh, '--id', 'D3', '--site-key-file', key]),
+      'AUTH_FAILED',
+    )
+    expect(existsSync(fresh)).toBe(false)
+    const made = await cli([
+      ...['import', file, '--data', fresh, '--id', 'D3', '--site-key-file', key],
+      ...['--server-key', fingerprint, '--json'],
+    ])
+    expect(made.code, made.stderr).toBe(0)
+    expect(JSON.parse(made.stdout)).toMatchObject({ imported: 2 })
+    expect((await stat(fresh)).mode & 0o777).toBe(0o700)
+
     const dev = join(dir, 'dev')
     await offlineDevice('D2', dev)
     expect((await cli(['device', '--id', 'D2', '--data', dev, '--status'])).code).toBe(0)
