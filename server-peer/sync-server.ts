@@ -349,6 +349,30 @@ export async function startSyncServer(
     },
   )
   httpServer.on('connection', (socket: Socket) => handshakes.start(socket))
+  // Node's own answers to a request it cannot parse had no body; every
+  // error the API gives carries { error: { code, message } } (a probe: a
+  // 20 kB query string got an empty 431).
+  httpServer.on('clientError', (error: Error & { code?: string }, socket: Socket) => {
+    if (error.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy()
+      return
+    }
+    const [status, reason, code, message] =
+      error.code === 'HPE_HEADER_OVERFLOW'
+        ? [
+            431,
+            'Request Header Fields Too Large',
+            'MESSAGE_TOO_LARGE',
+            'the request line and headers are too large',
+          ]
+        : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? [408, 'Request Timeout', 'MALFORMED_REQUEST', 'the request did not arrive in time']
+          : [400, 'Bad Request', 'MALFORMED_REQUEST', 'the request does not parse as HTTP/1.1']
+    const body = JSON.stringify({ error: { code, message } })
+    socket.end(
+      `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    )
+  })
   // Peers' close handshakes in their turn (closesPerTurnMax).
   const closes = new TurnQueue<() => boolean>(
     (answer) => answer(),

@@ -214,6 +214,25 @@ describe('the HTTP API refuses without the admin token', () => {
 describe('the HTTP API refuses bad input with a typed error, changing nothing', () => {
   const auth = (): Record<string, string> => ({ ...json, Authorization: `Bearer ${token}` })
 
+  it('requests HTTP/1.1 itself refuses (headers too large, no request line) get the typed body too', async () => {
+    // A probe: a 20 kB query string got Node's 431 with an empty body.
+    await expectRefused(
+      [
+        [
+          'a 20 kB query string',
+          Buffer.from(
+            `GET /api/users?q=${'x'.repeat(20_000)} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`,
+          ),
+        ],
+      ],
+      'MESSAGE_TOO_LARGE',
+    )
+    await expectRefused([['not HTTP', Buffer.from('HELLO THERE\r\n\r\n')]], 'MALFORMED_REQUEST')
+    const res = await rawRequest(port, Buffer.from(`GET /?${'y'.repeat(20_000)} HTTP/1.1\r\n\r\n`))
+    expect(res.status).toBe(431)
+    expect(JSON.parse(res.body)).toMatchObject({ error: { code: 'MESSAGE_TOO_LARGE' } })
+  })
+
   it('malformed JSON and bodies that are not records', async () => {
     const bodies = [
       '{',
