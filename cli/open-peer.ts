@@ -1,5 +1,6 @@
 /** Opens the server peer on a data directory for offline CLI commands. */
-import { existsSync } from 'node:fs'
+import { accessSync, constants, existsSync } from 'node:fs'
+import { userInfo } from 'node:os'
 import { join } from 'node:path'
 import { hasCode } from '../core/errors.js'
 import { checkRole, ROLE_FILE, roleOfDir } from '../peers/data-role.js'
@@ -19,6 +20,7 @@ export function checkServerDir(dataDir: string): void {
   if (dataDir === '') throw new CliError('--data is empty: name the data directory')
   const startFirst = `start the server there first (rostersync server --data ${dataDir}), or give --server and --token`
   if (!existsSync(dataDir)) throw new CliError(`no data directory ${dataDir}: ${startFirst}`, 1)
+  checkReadable(dataDir)
   const role = roleOfDir(dataDir)
   // A database without a role file is data from before roles existed: its
   // keys say whose it is once opened (a device's is refused then).
@@ -63,5 +65,22 @@ export async function openServerData(dataDir: string, siteKey?: string): Promise
       )
     }
     throw error
+  }
+}
+
+/**
+ * Refuses a data directory this user cannot read (it is 0700, its
+ * owner's): "holds no rostersync server data", with the advice to start a
+ * server there, misled an operator running the CLI as another user (a
+ * probe).
+ */
+export function checkReadable(dataDir: string): void {
+  try {
+    accessSync(dataDir, constants.R_OK | constants.X_OK)
+  } catch {
+    throw new CliError(
+      `${dataDir} cannot be read by this user (${userInfo().username}): permission denied; run rostersync as the user that owns it`,
+      1,
+    )
   }
 }
