@@ -76,7 +76,12 @@ export interface ServerOptions extends CommonPeerOptions {
    * `<dataDir>/admin-token`, so local tools can use it; random when there is no dataDir.
    */
   readonly adminToken?: string
-  /** Field name → policy; fields not named are `shared`. */
+  /**
+   * Field name → policy; fields not named are `shared`. Given, it is the
+   * whole table at each start: a policy `setFieldPolicies` set lasts until
+   * a start that gives this option without it. Not given, the policies
+   * stored are kept.
+   */
   readonly fieldPolicies?: Readonly<Record<string, FieldPolicy>>
   /** The y-websocket room name devices join; `roster` by default. */
   readonly room?: string
@@ -312,8 +317,15 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     }
   }
   if (options.fieldPolicies !== undefined) {
-    const wanted = options.fieldPolicies
-    await replica.write((ctx) => applyPolicies(wanted, ctx))
+    // The whole table: a field it does not name is shared, though the
+    // store holds another policy of it (a probe: started again with `{}`,
+    // a device-specific field stayed device-specific).
+    const given = options.fieldPolicies
+    await replica.write((ctx) => {
+      const wanted: Record<string, FieldPolicy> = {}
+      for (const [field, { p }] of ctx.policies()) if (p !== 'shared') wanted[field] = 'shared'
+      return applyPolicies({ ...wanted, ...given }, ctx)
+    })
   }
   const ops = serverOps(basics.schema)
   const registry = new DeviceRegistry(basics.clock, replica)

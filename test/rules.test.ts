@@ -882,6 +882,20 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(a.users.get('u1')?.department).toBeUndefined()
       expect(server.users.get('u1')?.department).toBeUndefined()
       expect(inDoc(b, 'B local')).toBe(false)
+
+      // Started again with policies that do not name department: the option
+      // is the whole table, so department is shared again and B's own value
+      // goes (a probe: it stayed device-specific).
+      await restart({})
+      expect(b.users.get('u1')?.department).toBeUndefined()
+      expect(server.events.query({ type: 'policy-changed' }).at(-1)?.message).toBe(
+        'department is now shared',
+      )
+      clock.advance(1_000)
+      await a.users.patch('u1', { department: 'Shared dept' })
+      await settle()
+      for (const peer of [server, a, b])
+        expect(peer.users.get('u1')?.department).toBe('Shared dept')
     })
   })
 
