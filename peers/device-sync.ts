@@ -228,15 +228,15 @@ export class DeviceSync implements DeviceSyncApi {
   private async exchange(asked: Kind, quiet: boolean, automatic: boolean): Promise<void> {
     // Wiped for retention behind it (a round queued by a hello): it waits for use.
     if (automatic && this.persisted.awaitingUse) return
-    const { clock } = this.options
-    // whenIdle() queued behind the first full sync needs only a delta.
+    const { clock } = this.options // whenIdle() behind the first full sync needs only a delta:
     const kind = quiet && this.persisted.offlineReady && !this.fullPending ? 'delta' : asked
     this.timers.clearRetry()
     this.book.started(clock.now())
     const outage = this.book.failingWith !== undefined
-    // A quiet round (whenIdle) logs a full sync (maybe the first), not a delta.
+    // A quiet round (whenIdle) logs a full sync (maybe the first), not a
+    // delta; one in an outage is not waited for (the round goes on at once).
     const logged = !quiet || kind === 'full'
-    if (logged && !outage) await this.log({ type: 'sync-started', kind })
+    if (logged || outage) await this.book.logStarted(kind, outage)
     try {
       const session = await this.server.session(automatic)
       this.server.clearRemoteError()
@@ -293,7 +293,7 @@ export class DeviceSync implements DeviceSyncApi {
         this.book.deviceToServer = { state: 'success', at: clock.now() }
       }
       this.timers.resetBackoff()
-      this.book.failingWith = undefined
+      this.book.succeeded()
       this.server.saved()
       if (logged || outage) await this.log({ type: 'sync-succeeded', kind })
       this.scheduleDelta()

@@ -18,6 +18,8 @@ export class SyncStatusBook {
   deviceToServer: DirectionStatus = NOT_STARTED
   /** The code of the failure logged last, until a sync succeeds (see the module comment). */
   failingWith: string | undefined = undefined
+  /** `sync-started` was logged since the last `sync-succeeded` (see logStarted). */
+  private startLogged = false
 
   constructor(
     private readonly clock: Clock,
@@ -51,6 +53,28 @@ export class SyncStatusBook {
   started(at: number): void {
     this.serverToDevice = { state: 'in-progress', at }
     this.deviceToServer = { state: 'in-progress', at }
+  }
+
+  /**
+   * Logs `sync-started` for a round, but not for each retry of an outage
+   * once said: an outage that began without it (the link failed before any
+   * round) logs it at its first round, so every `sync-succeeded` follows a
+   * `sync-started` (a probe: a device created before its server listened
+   * logged a success with no start).
+   */
+  logStarted(kind: Kind, outage: boolean): Promise<void> | undefined {
+    if (this.failingWith !== undefined && this.startLogged) return undefined
+    this.startLogged = true
+    const logged = this.log({ type: 'sync-started', kind })
+    // An outage's round goes on at once (its failure shows as soon as a
+    // refused link's waiters hear of it); the log keeps its order.
+    return outage ? undefined : logged
+  }
+
+  /** A round succeeded: the next logs its start again. */
+  succeeded(): void {
+    this.failingWith = undefined
+    this.startLogged = false
   }
 
   /** Both directions back to `not-started` (a retention wipe). */
