@@ -238,6 +238,12 @@ export const limits = {
    * sync) stay far below this.
    */
   updateNewClientsMax: 10_000,
+  /**
+   * Least time between two deltas of one device that the server logs
+   * (`sync-started` / `sync-succeeded` with the device), ms; every full
+   * sync is logged.
+   */
+  serverSyncDeltaLogIntervalMs: 6 * 3_600_000,
   /** Longest excerpt of a peer's input quoted in an error message or event, in characters. */
   peerInputExcerptCharsMax: 200,
   /**

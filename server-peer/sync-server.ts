@@ -231,7 +231,10 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
       // A device's link is not trusted: bounded rates, and a refused
       // update closes it with its code (PROTOCOL.md, "Refusals").
       untrusted: true,
-      onStep1: (theirs) => refusals.step1(deviceId, theirs, replica.doc),
+      onStep1: (theirs) => {
+        syncLog.started(deviceId, theirs)
+        refusals.step1(deviceId, theirs, replica.doc)
+      },
       // Success means the server holds what the device sent: nothing of
       // this link held back, nothing refused before still missing.
       onApplied: () => {
@@ -245,6 +248,7 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
       // A frame the transport would not read (too large, not a frame) is
       // a refusal as the session's are: the registry and the log say so.
       if (info.refusedFrame === true) refused(refusedFrameError(info))
+      syncLog.closed(deviceId)
       stopCertifying?.()
       session.stop()
       replica.dropHeldBackFrom(connection.id)
@@ -828,23 +832,61 @@ async function logEvent(replica: Replica, event: NewEvent): Promise<void> {
 class ServerSyncLog {
   /** Device and direction pairs whose failure was logged and whose recovery was not. */
   private readonly failing = new Set<string>()
+  /** Devices whose `sync-started` was logged and whose answer was not sent yet, with its kind. */
+  private readonly running = new Map<string, 'full' | 'delta'>()
+  /** When each device's last sync was logged (see started). */
+  private readonly deltaLoggedAt = new Map<string, number>()
 
   constructor(
     private readonly replica: Replica,
     private readonly registry: DeviceRegistry,
   ) {}
 
-  /** A direction succeeded: noted, and logged when it ends a logged failure. */
+  /**
+   * A registered device's step 1: `sync-started` with the device and its
+   * kind (`full` when it holds nothing of the document: a first sync, a
+   * full sync's fetch, a generation move), and `sync-succeeded` once the
+   * answer is sent (note). Every full sync is logged, a device's deltas at
+   * most once per `limits.serverSyncDeltaLogIntervalMs` after its last
+   * logged sync: a thousand
+   * devices' half-hourly deltas would fill the log. (A probe: the server's
+   * log held no sync of any device.)
+   */
+  started(deviceId: string, theirs: ReadonlyMap<number, number>): void {
+    if (this.running.has(deviceId) || this.registry.get(deviceId) === undefined) return
+    const kind = theirs.size === 0 ? 'full' : 'delta'
+    const now = this.replica.clock.now()
+    const last = this.deltaLoggedAt.get(deviceId)
+    if (kind === 'delta' && last !== undefined && now - last < limits.serverSyncDeltaLogIntervalMs)
+      return
+    this.deltaLoggedAt.set(deviceId, now)
+    this.running.set(deviceId, kind)
+    void logEvent(this.replica, { type: 'sync-started', deviceId, kind })
+  }
+
+  /** A direction succeeded: noted, and logged when it ends a logged failure or a logged start. */
   note(deviceId: string, direction: 'serverToDevice' | 'deviceToServer'): void {
     this.registry.direction(deviceId, direction, 'success')
+    const kind = direction === 'serverToDevice' ? this.running.get(deviceId) : undefined
+    if (kind !== undefined) {
+      this.running.delete(deviceId)
+      void logEvent(this.replica, { type: 'sync-succeeded', deviceId, kind })
+    }
     if (!this.failing.delete(`${direction} ${deviceId}`)) return
     void logEvent(this.replica, { type: 'sync-succeeded', deviceId, direction })
   }
 
-  /** Drops the failures noted of a device the registry forgot. */
+  /** Drops what is noted of a device the registry forgot. */
   forget(deviceId: string): void {
     this.failing.delete(`serverToDevice ${deviceId}`)
     this.failing.delete(`deviceToServer ${deviceId}`)
+    this.running.delete(deviceId)
+    this.deltaLoggedAt.delete(deviceId)
+  }
+
+  /** The device's link closed: a start whose answer never went out stays open no longer. */
+  closed(deviceId: string): void {
+    this.running.delete(deviceId)
   }
 
   /** A refused update of a registered device, new in its cause. */

@@ -11,7 +11,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Clock } from '../core/clock.js'
 import { SyncError } from '../core/errors.js'
 import { generationMoveDelayMs } from '../core/backoff.js'
-import { netLimits } from '../core/limits.js'
+import { limits, netLimits } from '../core/limits.js'
 import type { CloseInfo, Connection, Transport } from '../core/transport.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
@@ -1035,5 +1035,37 @@ describe('asking and closing (black-box probe)', () => {
       new Promise((resolve) => setTimeout(() => resolve('still pending'), 2_000)),
     ])
     expect(inTime).toEqual(['SYNC_FAILED', 'SYNC_FAILED', 'SYNC_FAILED'])
+  })
+})
+
+describe("the server's event log of devices' syncs", () => {
+  it('logs every full sync of a device, and its deltas at most once per serverSyncDeltaLogIntervalMs', async () => {
+    // A probe: the server's log held no sync of any device (SEMANTICS.md:
+    // the event log on every peer, queryable by device, has sync-started
+    // and sync-succeeded).
+    const s = await site()
+    await s.server.users.put({ id: 'u1', name: 'Ann' })
+    const d = await device(s)
+    await d.sync.whenReady()
+    await d.sync.whenIdle()
+    const logged = (): string[] =>
+      s.server.events
+        .query({ type: ['sync-started', 'sync-succeeded'], deviceId: 'D1' })
+        .map((e) => `${e.type} ${e.kind ?? ''}`)
+    await settle()
+    expect(logged()).toEqual(['sync-started full', 'sync-succeeded full'])
+    // Deltas within the interval: not logged again.
+    await d.sync.delta()
+    await d.sync.delta()
+    await settle()
+    expect(logged()).toHaveLength(2)
+    await s.clock.advance(limits.serverSyncDeltaLogIntervalMs)
+    await d.sync.delta()
+    await settle()
+    expect(logged().slice(2)).toEqual(['sync-started delta', 'sync-succeeded delta'])
+    // A full sync is always logged.
+    await d.sync.full()
+    await settle()
+    expect(logged().slice(4)).toEqual(['sync-started full', 'sync-succeeded full'])
   })
 })
