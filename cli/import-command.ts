@@ -63,8 +63,8 @@ export const importCommand: Command = {
     // A new device's folder is made (with --id), and removed again if the
     // import is refused (a probe: "no data directory" sent the operator of
     // a never-admitted device to make it by hand).
-    const made = !existsSync(values.data)
-    if (made && values.id === undefined)
+    const missing = !existsSync(values.data)
+    if (missing && values.id === undefined)
       throw new CliError(
         `no data directory ${values.data}: give --id to make a new device there`,
         1,
@@ -80,7 +80,10 @@ export const importCommand: Command = {
     // Only a folder with no database and no role file (a device from before
     // role files has a database: opening it rewrites its files, which a
     // cleanup by "what is new" would delete).
-    if (made) await mkdir(dataDir, { recursive: true, mode: 0o700 })
+    // Made here, or not ours to remove: decided by the mkdir itself (one
+    // made meanwhile by another process, a device started on it, must never
+    // be removed with a refused import; a review).
+    const made = missing && (await makeFolder(dataDir))
     const held = existsSync(join(dataDir, ROLE_FILE)) || existsSync(join(dataDir, 'CURRENT'))
     const before = held ? undefined : new Set(await readdir(dataDir))
     const device = await openDevice({
@@ -144,4 +147,15 @@ async function readCounted(stream: AsyncIterable<Buffer>, max: number): Promise<
     chunks.push(chunk)
   }
   return new Uint8Array(Buffer.concat(chunks))
+}
+
+/** Makes `dir` (its parent must exist): true when made here, false when it was there already. */
+async function makeFolder(dir: string): Promise<boolean> {
+  try {
+    await mkdir(dir, { mode: 0o700 })
+    return true
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'EEXIST') return false
+    throw new CliError(`cannot make ${dir}: ${(error as Error).message}`, 1)
+  }
 }

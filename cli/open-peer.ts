@@ -79,8 +79,17 @@ export function checkReadable(dataDir: string): void {
     accessSync(dataDir, constants.R_OK | constants.X_OK)
   } catch {
     throw new CliError(
-      `${dataDir} cannot be read by this user (${userInfo().username}): permission denied; run rostersync as the user that owns it`,
+      `${dataDir} cannot be read by this user (${userName()}): permission denied; run rostersync as the user that owns it`,
       1,
     )
+  }
+}
+
+/** This process's user name, or its uid when it has none (a container's). */
+function userName(): string {
+  try {
+    return userInfo().username
+  } catch {
+    return `uid ${process.getuid?.() ?? '?'}`
   }
 }

@@ -244,6 +244,12 @@ export const limits = {
    * sync is logged.
    */
   serverSyncDeltaLogIntervalMs: 6 * 3_600_000,
+  /**
+   * Least time between two full syncs of one device that the server logs,
+   * ms: a device asking for the whole roster again and again (50 step 1s a
+   * second) would otherwise cycle the log in minutes.
+   */
+  serverSyncFullLogIntervalMs: 60_000,
   /** Longest excerpt of a peer's input quoted in an error message or event, in characters. */
   peerInputExcerptCharsMax: 200,
   /**

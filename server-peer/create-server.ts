@@ -78,9 +78,9 @@ export interface ServerOptions extends CommonPeerOptions {
   readonly adminToken?: string
   /**
    * Field name → policy; fields not named are `shared`. Given, it is the
-   * whole table at each start: a policy `setFieldPolicies` set lasts until
-   * a start that gives this option without it. Not given, the policies
-   * stored are kept.
+   * whole table whenever it differs from the one given at the last start
+   * (the same table again changes nothing: a policy `setFieldPolicies` set
+   * since stays). Not given, the policies stored are kept.
    */
   readonly fieldPolicies?: Readonly<Record<string, FieldPolicy>>
   /** The y-websocket room name devices join; `roster` by default. */
@@ -316,14 +316,19 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       throw new InvalidOptionsError(`fieldPolicies: unknown field ${field}`)
     }
   }
-  if (options.fieldPolicies !== undefined) {
-    // The whole table: a field it does not name is shared, though the
-    // store holds another policy of it (a probe: started again with `{}`,
-    // a device-specific field stayed device-specific).
-    const given = options.fieldPolicies
+  // The whole table, when it differs from the one given at the last start:
+  // a field it does not name is shared, though the store holds another
+  // policy of it (a probe: started again with `{}`, a device-specific field
+  // stayed device-specific). The same table again changes nothing, so a
+  // policy set since (setFieldPolicies, the admin page) stays (a review:
+  // each restart would have undone it, dropping devices' values, rule 5).
+  const given = options.fieldPolicies
+  const table = given === undefined ? undefined : sortedTable(given)
+  if (table !== undefined && table !== replica.record(...GIVEN_POLICIES_RECORD)) {
     await replica.write((ctx) => {
       const wanted: Record<string, FieldPolicy> = {}
       for (const [field, { p }] of ctx.policies()) if (p !== 'shared') wanted[field] = 'shared'
+      ctx.setRecord(...GIVEN_POLICIES_RECORD, table)
       return applyPolicies({ ...wanted, ...given }, ctx)
     })
   }
@@ -636,4 +641,12 @@ function deviceFilter(filter: unknown): { nameContains?: string } {
   throw new InvalidOptionsError(
     `devices.list: the filter is { nameContains?: string }; ${where}: ${issue?.message ?? 'invalid'}`,
   )
+}
+
+/** Where the server keeps the `fieldPolicies` it was last started with (sorted JSON). */
+const GIVEN_POLICIES_RECORD = ['site', 'field-policies-given'] as const
+
+/** `table` as sorted JSON: the same policies compare equal whatever their order. */
+function sortedTable(table: Readonly<Record<string, FieldPolicy>>): string {
+  return JSON.stringify(Object.entries(table).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
 }

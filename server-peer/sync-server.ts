@@ -232,7 +232,7 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
       // update closes it with its code (PROTOCOL.md, "Refusals").
       untrusted: true,
       onStep1: (theirs) => {
-        syncLog.started(deviceId, theirs)
+        syncLog.started(deviceId, connection.id, theirs)
         refusals.step1(deviceId, theirs, replica.doc)
       },
       // Success means the server holds what the device sent: nothing of
@@ -241,14 +241,14 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
         if (replica.heldBackFrom(connection.id) > 0) return
         if (refusals.settled(deviceId, replica.doc)) syncLog.note(deviceId, 'deviceToServer')
       },
-      onAnswered: () => syncLog.note(deviceId, 'serverToDevice'),
+      onAnswered: () => syncLog.note(deviceId, 'serverToDevice', connection.id),
       onRefused: refused,
     })
     connection.onClose((info) => {
       // A frame the transport would not read (too large, not a frame) is
       // a refusal as the session's are: the registry and the log say so.
       if (info.refusedFrame === true) refused(refusedFrameError(info))
-      syncLog.closed(deviceId)
+      syncLog.closed(connection.id)
       stopCertifying?.()
       session.stop()
       replica.dropHeldBackFrom(connection.id)
@@ -357,7 +357,10 @@ export async function startSyncServer(
   // error the API gives carries { error: { code, message } } (a probe: a
   // 20 kB query string got an empty 431).
   httpServer.on('clientError', (error: Error & { code?: string }, socket: Socket) => {
-    if (error.code === 'ECONNRESET' || !socket.writable) {
+    // A response already under way on the connection (keep-alive): no
+    // second one into its stream, as Node's own handler does (a review).
+    const sent = (socket as Socket & { _httpMessage?: { _headerSent?: boolean } })._httpMessage
+    if (error.code === 'ECONNRESET' || !socket.writable || sent?._headerSent === true) {
       socket.destroy()
       return
     }
@@ -373,8 +376,11 @@ export async function startSyncServer(
           ? [408, 'Request Timeout', 'MALFORMED_REQUEST', 'the request did not arrive in time']
           : [400, 'Bad Request', 'MALFORMED_REQUEST', 'the request does not parse as HTTP/1.1']
     const body = JSON.stringify({ error: { code, message } })
+    // Ended and let go: the socket allows half-open, and a client that
+    // never closed its side kept a descriptor (a review).
     socket.end(
       `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      () => socket.destroy(),
     )
   })
   // Peers' close handshakes in their turn (closesPerTurnMax).
@@ -832,10 +838,14 @@ async function logEvent(replica: Replica, event: NewEvent): Promise<void> {
 class ServerSyncLog {
   /** Device and direction pairs whose failure was logged and whose recovery was not. */
   private readonly failing = new Set<string>()
-  /** Devices whose `sync-started` was logged and whose answer was not sent yet, with its kind. */
-  private readonly running = new Map<string, 'full' | 'delta'>()
+  /**
+   * Links whose `sync-started` was logged and whose answer was not sent
+   * yet, with the device and the kind (by link: a device's old link closing
+   * after its new one asked must not end the new one's; a review).
+   */
+  private readonly running = new Map<string, { deviceId: string; kind: 'full' | 'delta' }>()
   /** When each device's last sync was logged (see started). */
-  private readonly deltaLoggedAt = new Map<string, number>()
+  private readonly loggedAt = new Map<string, number>()
 
   constructor(
     private readonly replica: Replica,
@@ -846,31 +856,40 @@ class ServerSyncLog {
    * A registered device's step 1: `sync-started` with the device and its
    * kind (`full` when it holds nothing of the document: a first sync, a
    * full sync's fetch, a generation move), and `sync-succeeded` once the
-   * answer is sent (note). Every full sync is logged, a device's deltas at
-   * most once per `limits.serverSyncDeltaLogIntervalMs` after its last
-   * logged sync: a thousand
+   * answer is sent (note). A device's full syncs are logged at most once
+   * per `limits.serverSyncFullLogIntervalMs`, its deltas at most once per
+   * `limits.serverSyncDeltaLogIntervalMs` after its last logged sync: a thousand
    * devices' half-hourly deltas would fill the log. (A probe: the server's
    * log held no sync of any device.)
    */
-  started(deviceId: string, theirs: ReadonlyMap<number, number>): void {
-    if (this.running.has(deviceId) || this.registry.get(deviceId) === undefined) return
+  started(deviceId: string, link: string, theirs: ReadonlyMap<number, number>): void {
+    if (this.running.has(link) || this.registry.get(deviceId) === undefined) return
     const kind = theirs.size === 0 ? 'full' : 'delta'
     const now = this.replica.clock.now()
-    const last = this.deltaLoggedAt.get(deviceId)
-    if (kind === 'delta' && last !== undefined && now - last < limits.serverSyncDeltaLogIntervalMs)
-      return
-    this.deltaLoggedAt.set(deviceId, now)
-    this.running.set(deviceId, kind)
+    // Deltas after the last logged sync of either kind, full syncs after the last full one.
+    const key = kind === 'full' ? `full ${deviceId}` : deviceId
+    const last = this.loggedAt.get(key)
+    const spacing =
+      kind === 'full' ? limits.serverSyncFullLogIntervalMs : limits.serverSyncDeltaLogIntervalMs
+    if (last !== undefined && now - last < spacing) return
+    this.loggedAt.set(deviceId, now)
+    if (kind === 'full') this.loggedAt.set(key, now)
+    this.running.set(link, { deviceId, kind })
     void logEvent(this.replica, { type: 'sync-started', deviceId, kind })
   }
 
-  /** A direction succeeded: noted, and logged when it ends a logged failure or a logged start. */
-  note(deviceId: string, direction: 'serverToDevice' | 'deviceToServer'): void {
+  /**
+   * A direction succeeded: noted; logged when it ends a logged start (the
+   * answer on `link`) or a logged failure.
+   */
+  note(deviceId: string, direction: 'serverToDevice' | 'deviceToServer', link?: string): void {
     this.registry.direction(deviceId, direction, 'success')
-    const kind = direction === 'serverToDevice' ? this.running.get(deviceId) : undefined
-    if (kind !== undefined) {
-      this.running.delete(deviceId)
-      void logEvent(this.replica, { type: 'sync-succeeded', deviceId, kind })
+    const run = link === undefined ? undefined : this.running.get(link)
+    if (run !== undefined && link !== undefined) {
+      this.running.delete(link)
+      void logEvent(this.replica, { type: 'sync-succeeded', deviceId, kind: run.kind })
+      this.failing.delete(`${direction} ${deviceId}`)
+      return
     }
     if (!this.failing.delete(`${direction} ${deviceId}`)) return
     void logEvent(this.replica, { type: 'sync-succeeded', deviceId, direction })
@@ -880,13 +899,14 @@ class ServerSyncLog {
   forget(deviceId: string): void {
     this.failing.delete(`serverToDevice ${deviceId}`)
     this.failing.delete(`deviceToServer ${deviceId}`)
-    this.running.delete(deviceId)
-    this.deltaLoggedAt.delete(deviceId)
+    for (const [link, run] of this.running) if (run.deviceId === deviceId) this.running.delete(link)
+    this.loggedAt.delete(deviceId)
+    this.loggedAt.delete(`full ${deviceId}`)
   }
 
-  /** The device's link closed: a start whose answer never went out stays open no longer. */
-  closed(deviceId: string): void {
-    this.running.delete(deviceId)
+  /** A link closed: a start whose answer never went out stays open no longer. */
+  closed(link: string): void {
+    this.running.delete(link)
   }
 
   /** A refused update of a registered device, new in its cause. */

@@ -4,7 +4,7 @@
  * abstract-level API, so one class serves both and they cannot drift apart.
  */
 import { existsSync, readdirSync, statSync } from 'node:fs'
-import { chmod, mkdir, stat, statfs } from 'node:fs/promises'
+import { chmod, mkdir, readdir, stat, statfs } from 'node:fs/promises'
 import { join } from 'node:path'
 import type {
   AbstractBatchOptions,
@@ -176,6 +176,7 @@ export class LevelStore implements Store {
   async #readable(what: string): Promise<void> {
     this.#assertOpen()
     await this.#reopening?.catch(() => undefined)
+    this.#assertOpen()
     if (this.#shut) await this.#reopen(what)
   }
 
@@ -216,9 +217,18 @@ export class LevelStore implements Store {
   async #roomToReopen(): Promise<void> {
     const location = (this.#db as { location?: unknown }).location
     if (typeof location !== 'string') return
-    let needed = REOPEN_FREE_BYTES_MIN
-    for (const name of readdirSync(location))
-      if (name.endsWith('.log')) needed = Math.max(needed, 2 * statSync(join(location, name)).size)
+    // Its recovery writes the newest log's records as a table, and a manifest.
+    let needed = 0
+    for (const name of await readdir(location)) {
+      if (!name.endsWith('.log')) continue
+      // A log LevelDB deleted meanwhile needs no room.
+      const size = await stat(join(location, name)).then(
+        (info) => info.size,
+        () => 0,
+      )
+      needed = Math.max(needed, size)
+    }
+    needed += REOPEN_FREE_BYTES_MIN
     const { bavail, bsize } = await statfs(location)
     if (bavail * bsize < needed)
       throw new Error(
@@ -439,7 +449,7 @@ export async function openLevelStore(dir: string): Promise<LevelStore> {
 const REOPEN_FREE_BYTES_MIN = 1024 * 1024
 
 /** Longest a reopen waits for the scans running to end, ms. */
-const REOPEN_SCAN_WAIT_MS = 5_000
+const REOPEN_SCAN_WAIT_MS = 60_000
 
 /**
  * Refuses a folder that holds LevelDB's data (table files, or a log with

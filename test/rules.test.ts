@@ -896,6 +896,19 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       await settle()
       for (const peer of [server, a, b])
         expect(peer.users.get('u1')?.department).toBe('Shared dept')
+
+      // A policy set while running stays through a start with the same
+      // table as the last one (a review: every restart undid it, and rule 5
+      // dropped the devices' values each time).
+      await server.setFieldPolicies({ title: 'device-specific' })
+      const changes = server.events.query({ type: 'policy-changed' }).length
+      await restart({})
+      expect(server.events.query({ type: 'policy-changed' })).toHaveLength(changes)
+      clock.advance(1_000)
+      await b.users.patch('u1', { title: 'B title' })
+      await settle()
+      expect(b.users.get('u1')?.title).toBe('B title')
+      expect(server.users.get('u1')?.title).toBeUndefined()
     })
   })
 

@@ -83,6 +83,7 @@ export class SyncStatusBook {
     this.deviceToServer = NOT_STARTED
     // A new start: its first sync logs its start (and a failure) again.
     this.failingWith = undefined
+    this.startLogged = false
   }
 
   /**
