@@ -166,10 +166,7 @@ function httpAccess(base: string, token: string, stale = ''): RosterAccess {
         ...(body === undefined ? {} : { body: toWire(body) }),
       })
     } catch (error) {
-      throw new CliError(
-        `cannot reach the server at ${base}${stale}: ${(error as Error).message}`,
-        1,
-      )
+      throw new CliError(`cannot reach the server at ${base}${stale}: ${fetchFailure(error)}`, 1)
     }
     if (!res.ok) {
       const refused = await failure(res, base)
@@ -282,7 +279,7 @@ async function httpExport(
       body: JSON.stringify(request),
     })
   } catch (error) {
-    throw new CliError(`cannot reach the server at ${base}${stale}: ${(error as Error).message}`, 1)
+    throw new CliError(`cannot reach the server at ${base}${stale}: ${fetchFailure(error)}`, 1)
   }
   if (!res.ok) throw await failure(res, base)
   // A rostersync server says when the file expires; a page that answered
@@ -307,4 +304,21 @@ async function httpExport(
           : 'passphrase',
     ...(passphrase === null ? {} : { passphrase }),
   }
+}
+
+/**
+ * Why a fetch failed, in its cause's words: fetch says only "fetch failed"
+ * and keeps the reason (ECONNREFUSED, a name that does not resolve) in its
+ * cause (a probe).
+ */
+function fetchFailure(error: unknown): string {
+  const cause = (error as { cause?: { code?: unknown; message?: unknown } }).cause
+  const detail =
+    typeof cause?.code === 'string'
+      ? cause.code
+      : typeof cause?.message === 'string'
+        ? cause.message
+        : undefined
+  const message = error instanceof Error ? error.message : String(error)
+  return detail === undefined ? message : `${message} (${detail})`
 }

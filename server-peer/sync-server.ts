@@ -372,9 +372,11 @@ export async function startSyncServer(
             'MESSAGE_TOO_LARGE',
             'the request line and headers are too large',
           ]
-        : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-          ? [408, 'Request Timeout', 'MALFORMED_REQUEST', 'the request did not arrive in time']
-          : [400, 'Bad Request', 'MALFORMED_REQUEST', 'the request does not parse as HTTP/1.1']
+        : error.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW'
+          ? [413, 'Content Too Large', 'MESSAGE_TOO_LARGE', 'the chunk extensions are too large']
+          : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+            ? [408, 'Request Timeout', 'MALFORMED_REQUEST', 'the request did not arrive in time']
+            : [400, 'Bad Request', 'MALFORMED_REQUEST', 'the request does not parse as HTTP/1.1']
     const body = JSON.stringify({ error: { code, message } })
     // Ended and let go: the socket allows half-open, and a client that
     // never closed its side kept a descriptor (a review).

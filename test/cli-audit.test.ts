@@ -138,6 +138,8 @@ describe('one line, whatever goes wrong', () => {
     // request is made, and fails to connect, not on the token.
     const spaced = await listWith('correct horse battery staple')
     expectOneLine(spaced, 1, /cannot reach the server/)
+    // With why (a probe: "fetch failed" hid ECONNREFUSED, a bad port, ...).
+    expect(spaced.stderr).toMatch(/fetch failed \(\w[^)]*\)/)
     expect(spaced.stderr).not.toContain('horse')
   })
 
