@@ -74,7 +74,7 @@ export async function openServerData(dataDir: string, siteKey?: string): Promise
  * server there, misled an operator running the CLI as another user (a
  * probe).
  */
-export function checkReadable(dataDir: string): void {
+function checkReadable(dataDir: string): void {
   try {
     accessSync(dataDir, constants.R_OK | constants.X_OK)
   } catch {

@@ -21,6 +21,7 @@ import {
 import { startLan, type LanNode } from './lan-sync.js'
 import { checkLanListen, checkLanPeers } from '../transports/lan-addresses.js'
 import { pinHasher } from './pin.js'
+import { holdProcess } from './system-clock.js'
 import { Replica } from './replica.js'
 import { checkUpdate } from '../core/authorize.js'
 import { EnvelopeLog } from './envelope-log.js'
@@ -326,10 +327,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
   // pending delta sync or retention alone keeps nothing alive), so a
   // device whose server was out of reach let an app with nothing else
   // running exit, its retries and unsent writes dropped (a probe).
-  const keepAlive =
-    server !== undefined && input.clock === undefined
-      ? setInterval(() => undefined, KEEP_ALIVE_INTERVAL_MS)
-      : undefined
+  const release = server !== undefined && input.clock === undefined ? holdProcess() : undefined
   const touch = (): void => sync.touch()
   return {
     id: options.id,
@@ -420,16 +418,13 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       )
     },
     async close() {
-      clearInterval(keepAlive)
+      release?.()
       await lan?.close()
       sync.close()
       await replica.close()
     },
   }
 }
-
-/** The keep-alive handle's period: it only holds the event loop (about 12 days). */
-const KEEP_ALIVE_INTERVAL_MS = 2 ** 30
 
 /** How many causes of LAN refusals a device remembers having logged. */
 const LAN_CAUSES_LOGGED_MAX = 256

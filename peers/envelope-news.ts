@@ -48,10 +48,14 @@ export function bringsNews(doc: Y.Doc, ranges: UpdateRanges): boolean {
  * each one a signature check (a legitimate client's p99 6-10x idle).
  */
 export function bringsNothing(doc: Y.Doc, ranges: UpdateRanges): boolean {
-  if (bringsStructs(doc, ranges)) return false
+  return !bringsNews(doc, ranges) && !deletesAhead(doc, ranges)
+}
+
+/** True when the update's delete set reaches past what `doc` holds of a client (kept by Yjs for later). */
+export function deletesAhead(doc: Y.Doc, ranges: UpdateRanges): boolean {
   for (const [client, list] of ranges.deletes) {
     const held = Y.getState(doc.store, client)
-    for (const [clock, end] of list) if (end > clock && end > held) return false
+    for (const [clock, end] of list) if (end > clock && end > held) return true
   }
-  return !deletesHeld(doc, ranges)
+  return false
 }

@@ -41,7 +41,7 @@ import { encodeClientsDiff, restrictUpdate } from '../core/update-parts.js'
 import { scanUpdate, type UpdateRanges } from '../core/update-scan.js'
 import { documentGeneration, onGenerationNoted } from './device-sync/generation-move.js'
 import type { EnvelopeLog } from './envelope-log.js'
-import { bringsNews, bringsNothing } from './envelope-news.js'
+import { bringsNews, deletesAhead } from './envelope-news.js'
 import { RelayMemo } from './relay-memo.js'
 import { WriterClients } from './writer-clients.js'
 import { siteOf, type Identity } from './identity.js'
@@ -407,7 +407,7 @@ export class DeviceSigning {
     // when it deletes what this device holds, and is relayed like any.
     const fresh = bringsNews(this.options.replica.doc, ranges)
     // Nothing to apply: checked below as any other, but not its signature.
-    const nothing = bringsNothing(this.options.replica.doc, ranges)
+    const nothing = !fresh && !deletesAhead(this.options.replica.doc, ranges)
     // Signed for the generation of the document it would go into: one of
     // another generation (a retired history replayed) fails.
     const generation = documentGeneration(this.options.replica).id

@@ -41,3 +41,14 @@ export const systemClock: Clock = {
     else clearTimeout(handle as NodeJS.Timeout)
   },
 }
+
+/**
+ * Holds the process alive, as an open socket does, until the returned
+ * function is called: a ref'd timer that never fires (its period is about
+ * 12 days). The system clock's timers are unref'd, so work that waits only
+ * on them (a device's retries, a compaction's turns) lets the process exit.
+ */
+export function holdProcess(): () => void {
+  const handle = setInterval(() => undefined, 2 ** 30)
+  return () => clearInterval(handle)
+}

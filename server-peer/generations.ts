@@ -45,6 +45,7 @@ import type { Identity } from '../peers/identity.js'
 import { siteOf } from '../peers/identity.js'
 import type { Replica } from '../peers/replica.js'
 import { mergeUpdates } from './merge-updates.js'
+import { holdProcess } from '../peers/system-clock.js'
 
 /** Where the generation is kept (a peer-local record, never replicated). */
 export const GENERATION_RECORD = ['site', 'generation'] as const
@@ -133,9 +134,9 @@ export class Generations {
       // alive (a pending delta sync must not): a process that only
       // compacts (`rostersync compact` on a stopped server) exited in the
       // middle, silently, status 0 (a probe). Held alive while it runs.
-      const hold = setInterval(() => undefined, 2 ** 30)
+      const release = holdProcess()
       this.running = this.run().finally(() => {
-        clearInterval(hold)
+        release()
         this.running = undefined
       })
     }
