@@ -1,6 +1,6 @@
 /** `rostersync events`: query a peer's event log. */
 import { limits } from '../core/limits.js'
-import { EVENT_TYPES, type EventType } from '../core/events.js'
+import { EVENT_TYPES, type EventType } from '../core/event-types.js'
 import { CliError, parse, parseDuration, parseInteger, toJson } from './args.js'
 import type { Command } from './main.js'
 import { openRoster } from './roster-access.js'

@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { hasCode } from '../core/errors.js'
-import { createDevice, type DeviceOptions, type DevicePeer } from '../peers/create-device.js'
+import type { DeviceOptions, DevicePeer } from '../peers/create-device.js'
 import { checkRole, roleOfDir } from '../peers/data-role.js'
 import { CliError, openFailure } from './args.js'
 
@@ -24,6 +24,7 @@ export function deviceIdOf(dataDir: string, given: string | undefined): string |
 
 /** Opens a device on its data directory, explaining a lock held by a running device. */
 export async function openDevice(options: DeviceOptions): Promise<DevicePeer> {
+  const { createDevice } = await import('../peers/create-device.js')
   try {
     return await createDevice(options)
   } catch (error) {

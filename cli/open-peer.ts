@@ -4,7 +4,7 @@ import { userInfo } from 'node:os'
 import { join } from 'node:path'
 import { hasCode } from '../core/errors.js'
 import { checkRole, ROLE_FILE, roleOfDir } from '../peers/data-role.js'
-import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import type { ServerPeer } from '../server-peer/create-server.js'
 import { CliError, openFailure } from './args.js'
 
 /**
@@ -42,6 +42,9 @@ export function checkServerDir(dataDir: string): void {
  */
 export async function openServerData(dataDir: string, siteKey?: string): Promise<ServerPeer> {
   checkServerDir(dataDir)
+  // Loaded here: a command that only asks a running server over HTTP (and
+  // --help) does without the peer's modules (Yjs, LevelDB, zod, ws).
+  const { createServer } = await import('../server-peer/create-server.js')
   try {
     return await createServer({
       dataDir,

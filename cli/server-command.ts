@@ -2,7 +2,7 @@
 import { join } from 'node:path'
 import { rm, writeFile } from 'node:fs/promises'
 import { resolve as resolvePath } from 'node:path'
-import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import type { ServerOptions, ServerPeer } from '../server-peer/create-server.js'
 import { hasCode } from '../core/errors.js'
 import { serverInfoFile } from './roster-access.js'
 import { CliError, openFailure, parse, parseInteger } from './args.js'
@@ -126,7 +126,8 @@ export const serverCommand: Command = {
 }
 
 /** createServer, explaining a data directory another server holds. */
-async function openServer(options: Parameters<typeof createServer>[0]): Promise<ServerPeer> {
+async function openServer(options: ServerOptions): Promise<ServerPeer> {
+  const { createServer } = await import('../server-peer/create-server.js')
   try {
     return await createServer(options)
   } catch (error) {

@@ -16,8 +16,7 @@ import {
   type CanaryKind,
   type SimProgress,
 } from '../sim/options.js'
-import { parseSteps, stepsNotFitting } from '../sim/plan.js'
-import { runSimulation, type SimReport } from '../sim/run.js'
+import type { SimReport } from '../sim/run.js'
 import { CliError, decimal, parse, parseDuration, parseInteger } from './args.js'
 import type { Command } from './main.js'
 import { defaultWorkers, runSwarm, type SeedSummary, type SwarmOptions } from './sim-swarm.js'
@@ -156,6 +155,9 @@ async function planOf(text: string | undefined): Promise<{ steps?: unknown[]; pl
   }
   if (!Array.isArray(json)) throw new CliError('--plan must be a JSON array of steps')
   // Checked here, before any run: a bad step is a bad option (exit 2).
+  // The simulator's modules load only when a run or a plan needs them:
+  // `rostersync --help` and the other commands do without them.
+  const { parseSteps } = await import('../sim/plan.js')
   try {
     parseSteps(json)
   } catch (error) {
@@ -220,7 +222,7 @@ export const simCommand: Command = {
     const options = await optionsOf(values)
     const seeds = parseInteger('seeds', values.seeds, 1, 1_000_000)
     const workers = parseInteger('workers', values.workers, 1, 256)
-    checkOptions(options, seed)
+    await checkOptions(options, seed)
     if (seeds !== undefined) {
       await swarm(options, seed, seeds, workers ?? defaultWorkers(), values.json)
       return
@@ -231,6 +233,7 @@ export const simCommand: Command = {
     const bar = progressBar()
     const started = performance.now()
     let report: SimReport
+    const { runSimulation } = await import('../sim/run.js')
     try {
       report = await runSimulation({ ...options, seed, onProgress: bar.update })
     } finally {
@@ -249,11 +252,12 @@ export const simCommand: Command = {
  * (`--retiring`, not `retiring`); and says what a hand-written plan asks
  * that the site takes otherwise (plan.ts, stepsNotFitting).
  */
-function checkOptions(options: SwarmOptions, seed: number): void {
+async function checkOptions(options: SwarmOptions, seed: number): Promise<void> {
+  const plan = options.steps === undefined ? undefined : await import('../sim/plan.js')
   try {
     const config = resolveConfig({ ...options, seed })
-    if (options.steps !== undefined)
-      for (const line of stepsNotFitting(parseSteps(options.steps), config))
+    if (plan !== undefined && options.steps !== undefined)
+      for (const line of plan.stepsNotFitting(plan.parseSteps(options.steps), config))
         console.error(`rostersync sim: warning: ${line}`)
   } catch (error) {
     if (!hasCode(error, 'INVALID_OPTIONS')) throw error

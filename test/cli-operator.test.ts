@@ -20,11 +20,14 @@ import {
   expectRefused,
   keysOf,
   offlineDevice,
+  root,
   snapshot,
+  SOURCE_BIN,
   start,
   startServer,
   tempDir,
   useCliFixtures,
+  type Result,
 } from './helpers/cli-operator.js'
 import { ROLE_FILE } from '../peers/data-role.js'
 import { openLevelStore } from '../storage/level-store.js'
@@ -313,20 +316,24 @@ describe('the device command while its server is down', () => {
 })
 
 describe('rostersync bench', () => {
+  // From the source checkout: the package has no bench/.
+  const bench = (args: string[]): Promise<Result> => cli(args, {}, root, SOURCE_BIN)
   it('runs the bench runner, with one-line errors on bad flags', async () => {
-    const unknown = await cli(['bench', '--only', 'nope'])
+    const unknown = await bench(['bench', '--only', 'nope'])
     expectRefused(unknown, 'unknown bench')
     // The help names every bench the runner knows.
     const known = /one of ([a-z0-9, ]+)/.exec(unknown.stderr)?.[1]?.split(', ') ?? []
     expect(known.length).toBeGreaterThan(10)
-    const help = (await cli(['bench', '--help'])).stdout
+    const help = (await bench(['bench', '--help'])).stdout
     for (const name of known) expect(help).toMatch(new RegExp(`\\b${name}\\b`))
-    expectRefused(await cli(['bench', '--users', '0']), '--users')
-    expectRefused(await cli(['bench', '--bogus']), 'bogus')
-    const result = await cli(['bench', '--only', 'signing', '--users', '50', '--json'])
+    expectRefused(await bench(['bench', '--users', '0']), '--users')
+    expectRefused(await bench(['bench', '--bogus']), 'bogus')
+    const result = await bench(['bench', '--only', 'signing', '--users', '50', '--json'])
     expect(result.code).toBe(0)
     const figures = JSON.parse(result.stdout.trim()) as Record<string, unknown>
     expect(figures).toHaveProperty('signing')
     expect(figures).toHaveProperty('users', 50)
+    // The installed package says where the benchmarks are.
+    expectRefused(await cli(['bench', '--only', 'signing']), 'need a source checkout')
   }, 120_000)
 })

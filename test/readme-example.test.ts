@@ -1,18 +1,19 @@
 /**
  * The README's library example runs as written (issue 10): the first code
  * block of "Use it as a library" is taken from README.md and run in a child
- * process against the built package (`npm run build`'s output, in a
- * temporary package directory, imported as `rostersync`), as a user would.
+ * process against the built package (`npm run build`'s output, made by
+ * test/global-setup.ts), installed in a user's project and imported as
+ * `rostersync`, as a user would.
  */
 import { spawn } from 'node:child_process'
-import { cp, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
-let pkg = ''
+let project = ''
 
 /** Runs a command to its end; resolves with its exit code and output. */
 function run(
@@ -38,28 +39,16 @@ function exampleBlock(readme: string, heading: string): string {
 }
 
 beforeAll(async () => {
-  // The package as `npm run build` makes it, in a directory of its own, so
-  // that the worktree's dist/ (which bin/rostersync.js prefers) is left alone.
-  pkg = await mkdtemp(join(tmpdir(), 'rostersync-readme-'))
-  const built = await run(
-    process.execPath,
-    [
-      join(root, 'node_modules/typescript/bin/tsc'),
-      '-p',
-      'tsconfig.build.json',
-      '--outDir',
-      join(pkg, 'dist'),
-    ],
-    root,
-  )
-  expect(built.stderr + built.stdout).toBe('')
-  expect(built.code).toBe(0)
-  await cp(join(root, 'package.json'), join(pkg, 'package.json'))
-  await symlink(join(root, 'node_modules'), join(pkg, 'node_modules'), 'dir')
-}, 180_000)
+  // A user's project with the package installed (test/global-setup.ts
+  // built it as `npm run build` does), so that the worktree's dist/ (which
+  // bin/rostersync.js prefers) is left alone.
+  project = await mkdtemp(join(tmpdir(), 'rostersync-readme-'))
+  await mkdir(join(project, 'node_modules'))
+  await symlink(inject('packageDir'), join(project, 'node_modules', 'rostersync'), 'dir')
+})
 
 afterAll(async () => {
-  if (pkg !== '') await rm(pkg, { recursive: true, force: true })
+  if (project !== '') await rm(project, { recursive: true, force: true })
 })
 
 describe("README's library example", () => {
@@ -67,10 +56,10 @@ describe("README's library example", () => {
     const readme = await readFile(join(root, 'README.md'), 'utf8')
     const code = exampleBlock(readme, '## Use it as a library')
     expect(code).toContain("from 'rostersync'")
-    // An .mjs file inside the package: `rostersync` resolves to the package
-    // itself through its `exports` (self-reference), as in a user's project.
-    await writeFile(join(pkg, 'example.mjs'), code)
-    const result = await run(process.execPath, ['example.mjs'], pkg)
+    // An .mjs file of the user's project: `rostersync` resolves to the
+    // installed package through its `exports`.
+    await writeFile(join(project, 'example.mjs'), code)
+    const result = await run(process.execPath, ['example.mjs'], project)
     expect(result.stderr).not.toMatch(/Error|rejected/)
     expect(result.code).toBe(0)
     expect(result.stdout).toContain("email: 'ann@example.com'")

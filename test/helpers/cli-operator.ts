@@ -12,9 +12,13 @@ import { fileURLToPath } from 'node:url'
 import { afterEach, expect } from 'vitest'
 import { createDevice } from '../../peers/create-device.js'
 import { openLevelStore } from '../../storage/level-store.js'
+import { CLI_BIN } from './cli-run.js'
 
 export const root = fileURLToPath(new URL('../..', import.meta.url))
-export const BIN = join(root, 'bin/rostersync.js')
+/** The built package's command (test/global-setup.ts), as installed. */
+export const BIN = CLI_BIN
+/** The source checkout's command (through tsx): `bench` runs only there. */
+export const SOURCE_BIN = join(root, 'bin/rostersync.js')
 const dirs: string[] = []
 const running: Proc[] = []
 /** Registers the cleanup of the temp dirs and processes a test made (call once per file). */
@@ -38,8 +42,13 @@ export interface Result {
 }
 
 /** Runs one CLI command to its end. */
-export function cli(args: string[], env: Record<string, string> = {}, cwd = root): Promise<Result> {
-  const child = spawn(process.execPath, [BIN, ...args], {
+export function cli(
+  args: string[],
+  env: Record<string, string> = {},
+  cwd = root,
+  bin = BIN,
+): Promise<Result> {
+  const child = spawn(process.execPath, [bin, ...args], {
     cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: {

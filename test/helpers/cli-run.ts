@@ -1,17 +1,17 @@
 /**
- * The real CLI as a child process, as an operator runs it (`bin/rostersync.js`,
- * from the project root, with the site key, admin token and export
+ * The real CLI as a child process, as an operator runs it (the built
+ * package's `bin/rostersync.js`, test/global-setup.ts; from the project root, with the site key, admin token and export
  * passphrase variables emptied so the caller's shell does not leak in).
  */
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { expect } from 'vitest'
+import { expect, inject } from 'vitest'
 
 /** The project root, where the CLI runs. */
 export const PROJECT_ROOT = fileURLToPath(new URL('../..', import.meta.url))
-/** The CLI's entry point. */
-export const CLI_BIN = join(PROJECT_ROOT, 'bin/rostersync.js')
+/** The CLI's entry point: the built package's, as installed (test/global-setup.ts). */
+export const CLI_BIN = join(inject('packageDir'), 'bin', 'rostersync.js')
 
 /** Variables emptied for every run. */
 export const CLI_ENV = {
