@@ -512,6 +512,14 @@ export const netLimits = {
    */
   receiveStallMsMax: 60_000,
   /**
+   * Most bytes of messages in progress (begun, not yet read whole) on all
+   * of a process's links together, WebSocket and LAN: past it the link
+   * holding the most is closed with 1008 `TOO_MANY_QUEUED_MESSAGES`
+   * (transports/receive-deadline.ts). Twice `messageBytesMax`: one message
+   * of the largest size always fits beside others.
+   */
+  receivingBytesMax: 256 * 1024 * 1024,
+  /**
    * The slowest rate, in bytes per second, at which a message in progress
    * must keep arriving past `receiveStallMsMax` (1 Mbit/s): a whole 128 MiB
    * message gets 18 minutes, a 16 MiB answer part 3 minutes.
@@ -750,6 +758,12 @@ export const netLimits = {
    * restart each wait milliseconds here.
    */
   lanHandshakesInFlightMax: 8,
+  /**
+   * Most LAN refusals a device logs an hour (`lan-link-refused`, and a LAN
+   * link's `write-refused`), each cause (code and peer) once
+   * (peers/log-limiter.ts): a peer's identity costs nothing to mint.
+   */
+  lanRefusalsLoggedPerHourMax: 60,
   /**
    * Largest message a LAN link reads before its peer is admitted, in bytes:
    * a `lan-auth` frame (certificate and proof) is under 1 KiB. A longer

@@ -19,6 +19,7 @@ import {
   type PeerBasics,
 } from './peer-options.js'
 import { startLan, type LanNode } from './lan-sync.js'
+import { LogLimiter } from './log-limiter.js'
 import { checkLanListen, checkLanPeers } from '../transports/lan-addresses.js'
 import { pinHasher } from './pin.js'
 import { holdProcess } from './system-clock.js'
@@ -294,8 +295,8 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
   let lan: LanNode | undefined
   /** The last refusal or failure of a LAN link (status().lan). */
   let lanError: LanStatus['lastError']
-  /** The causes of LAN refusals logged (lan-link-refused), at most LAN_CAUSES_LOGGED_MAX. */
-  const lanLogged = new Set<string>()
+  /** Which LAN refusals are logged (lan-link-refused, write-refused). */
+  const lanLog = new LogLimiter(basics.clock)
   try {
     lan = await startDeviceLan(
       options,
@@ -303,15 +304,13 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       basics,
       signing,
       identity.lanSeed,
+      lanLog,
       (code, message, peer) => {
         lanError = { code, message, at: basics.clock.now() }
         // Logged once per code and peer (a peer redials with a backoff): a
         // probe found no trace of a refused LAN link anywhere; another
         // logged every message of a peer that varied its words.
-        const cause = `${code} ${peer}`
-        if (lanLogged.has(cause)) return
-        if (lanLogged.size >= LAN_CAUSES_LOGGED_MAX) lanLogged.clear()
-        lanLogged.add(cause)
+        if (!lanLog.admit(`${code} ${peer}`)) return
         replica
           .writeMeta((ctx) => ctx.event({ type: 'lan-link-refused', code, message }))
           .catch(() => undefined) // best effort: status().lan has it too
@@ -389,7 +388,7 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
       )
     },
     attachLan(connection, peer = connection.remote) {
-      runLanLink({ replica, schema: basics.schema, signing }, connection, peer)
+      runLanLink({ replica, schema: basics.schema, signing, log: lanLog }, connection, peer)
     },
     lanAddresses: lan?.addresses ?? [],
     keyFingerprint: keyFingerprint(identity.publicKey),
@@ -426,9 +425,6 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
   }
 }
 
-/** How many causes of LAN refusals a device remembers having logged. */
-const LAN_CAUSES_LOGGED_MAX = 256
-
 /** Starts LAN sync when the options enable it. */
 async function startDeviceLan(
   options: DeviceOptions,
@@ -436,6 +432,7 @@ async function startDeviceLan(
   basics: PeerBasics,
   signing: DeviceSigning,
   identitySeed: Uint8Array,
+  log: LogLimiter,
   onError: (code: string, message: string, peer: string) => void,
 ): Promise<LanNode | undefined> {
   const lan = options.lan
@@ -449,6 +446,7 @@ async function startDeviceLan(
     identitySeed,
     clock: basics.clock,
     random: basics.random,
+    log,
     onError,
     ...(lan.port === undefined ? {} : { port: lan.port }),
     ...(lan.peers === undefined ? {} : { peers: lan.peers }),

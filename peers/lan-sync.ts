@@ -29,13 +29,14 @@ import type { RecordSchema } from '../core/schema.js'
 import type { Connection } from '../core/transport.js'
 import type * as Libp2pTransport from '../transports/libp2p-transport.js'
 import type { LanScope } from '../transports/libp2p-transport.js'
+import type { LogLimiter } from './log-limiter.js'
 import type { Replica } from './replica.js'
 import { guardLanLink, isLanAuthFrame } from './lan-auth.js'
 import type { DeviceSigning } from './signed-link.js'
 import { refusalClose, startSession } from './sync-session.js'
 import { DeviceRates, LinkRates, remoteError, SharedRates } from './sync-session/inbound.js'
 import type { Rates } from './sync-session/inbound.js'
-import { doorEvictee, hostOf } from './lan-door.js'
+import { ConnectionDoor, doorEvictee, hostOf } from './lan-door.js'
 
 /** Options of {@link startLan}. */
 export interface LanOptions {
@@ -64,6 +65,8 @@ export interface LanOptions {
    * `peer` names the link's other end.
    */
   readonly onError?: (code: string, message: string, peer: string) => void
+  /** Which refusals are logged as `write-refused` (once per cause, bounded); all by default. */
+  readonly log?: LogLimiter
   /**
    * Signed writes (PROTOCOL.md): links speak envelopes only, checked per
    * writer. Without it (tests of the plain protocol) the LAN rule below applies.
@@ -121,7 +124,7 @@ export async function startLan(options: LanOptions): Promise<LanNode> {
     { maxInboundStreams: 2, maxOutboundStreams: 2 },
   )
   node.addEventListener('connection:open', (event) => lan.watchDoor(event.detail))
-  node.addEventListener('connection:close', (event) => lan.forget(event.detail))
+  node.addEventListener('connection:close', (event) => lan.door.closed(event.detail.id))
   const stops = peers.map((addr) => lan.keepDialling(addr))
   if (options.mdns ?? true) lan.dialDiscovered()
   return {
@@ -138,9 +141,8 @@ export async function startLan(options: LanOptions): Promise<LanNode> {
 class LanLinks {
   private closed = false
   private readonly links = new Map<string, Link>()
-  /** libp2p connections that carried an admitted link (see watchDoor). */
-  private readonly admittedVia = new Set<string>()
-  private readonly doorTimers = new Map<string, unknown>()
+  /** The libp2p connections kept (see watchDoor). */
+  readonly door: ConnectionDoor
   /** Per-second buckets of each admitted device, shared by its links here (SharedRates). */
   private readonly deviceRates: DeviceRates
 
@@ -150,6 +152,7 @@ class LanLinks {
     private readonly transport: typeof Libp2pTransport,
   ) {
     this.deviceRates = new DeviceRates(options.clock)
+    this.door = new ConnectionDoor(options.clock)
   }
 
   peerCount(): number {
@@ -205,7 +208,7 @@ class LanLinks {
           if (deviceId !== undefined && same >= netLimits.lanLinksPerDeviceMax) return false
           link.admitted = true
           link.device = deviceId
-          this.admittedVia.add(via.id)
+          this.door.admitted(via.id)
           return true
         },
       },
@@ -213,6 +216,7 @@ class LanLinks {
       peer,
       (synced) => {
         this.links.delete(connection.id)
+        if (link.admitted) this.door.released(via.id)
         if (link.admitted && link.device !== undefined) this.deviceRates.release(link.device)
         onClosed?.(synced)
       },
@@ -222,26 +226,15 @@ class LanLinks {
   }
 
   /**
-   * A libp2p connection that has carried no admitted link
-   * `netLimits.handshakeTimeoutMs` after it opened is closed: a peer that
-   * holds the site key and never shows a certificate (or never opens a
-   * sync stream) would otherwise keep one of the device's
-   * `lanPeersMax` connection slots for good.
+   * A libp2p connection is kept while it carries an admitted link, and
+   * `netLimits.handshakeTimeoutMs` after it opened or its last admitted
+   * link closed (ConnectionDoor): a key holder that never shows a
+   * certificate, or a device that closes its links and keeps their
+   * connections, would otherwise keep the device's `lanPeersMax` slots.
    */
   watchDoor(via: Libp2pConnection): void {
-    const timer = this.options.clock.setTimeout(() => {
-      this.doorTimers.delete(via.id)
-      if (this.admittedVia.has(via.id) || this.closed) return
-      via.abort(new Error('AUTH_FAILED: no admitted LAN link within the handshake time'))
-    }, netLimits.handshakeTimeoutMs)
-    this.doorTimers.set(via.id, timer)
-  }
-
-  /** A libp2p connection closed: nothing more to watch of it. */
-  forget(via: Libp2pConnection): void {
-    this.options.clock.clearTimeout(this.doorTimers.get(via.id))
-    this.doorTimers.delete(via.id)
-    this.admittedVia.delete(via.id)
+    if (this.closed) return
+    this.door.opened(via.id, hostOf(via.remoteAddr), (reason) => via.abort(new Error(reason)))
   }
 
   /** Dials `addr`, and re-dials it with backoff whenever it is not linked; returns stop. */
@@ -321,8 +314,7 @@ class LanLinks {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    for (const timer of this.doorTimers.values()) this.options.clock.clearTimeout(timer)
-    this.doorTimers.clear()
+    this.door.close()
     this.deviceRates.close()
     for (const { connection } of this.links.values()) connection.close(1001, 'device closing')
     await this.node.stop()
@@ -338,7 +330,7 @@ class LanLinks {
  * the session got as far as a sync exchange.
  */
 export function runLanLink(
-  options: Pick<LanOptions, 'replica' | 'schema' | 'onError' | 'signing'> & {
+  options: Pick<LanOptions, 'replica' | 'schema' | 'onError' | 'signing' | 'log'> & {
     /**
      * This device's end of the link as the transport authenticated it
      * (its libp2p peer id); the device's id by default (in-process links).
@@ -363,6 +355,8 @@ export function runLanLink(
   const { replica, schema, signing } = options
   const refused = (error: RostersyncError): void => {
     options.onError?.(error.code, `LAN peer ${peer}: ${error.message}`, peer)
+    // Once per code and peer, as the server logs a device's (PROTOCOL.md, "Refusals").
+    if (options.log?.admit(`write-refused ${error.code} ${peer}`) === false) return
     replica
       .write((ctx) =>
         ctx.event({

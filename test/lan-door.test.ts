@@ -29,6 +29,7 @@ import type { Transport } from '../core/transport.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { encodeLanAuth } from '../peers/lan-auth.js'
 import { doorEvictee, hostOf } from '../peers/lan-door.js'
+import { LogLimiter } from '../peers/log-limiter.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { DeviceRates, LinkRates } from '../peers/sync-session/inbound.js'
 import { memoryStore } from '../storage/level-store.js'
@@ -38,6 +39,7 @@ import { eventually } from './helpers/eventually.js'
 import { varUint } from './helpers/hostile-frames.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
 import { rawLanLink, type RawLanLink } from './helpers/raw-links.js'
+import { withLimits } from './helpers/limits.js'
 
 const SITE_KEY = 'lan-door-site'
 const closers: Array<() => Promise<void>> = []
@@ -88,8 +90,10 @@ async function site(): Promise<Site> {
   return { clock, server, d2, d2End }
 }
 
+type LanNode = Awaited<ReturnType<typeof createLanNode>>
+
 /** A hostile (or member) libp2p node holding the site key. */
-async function node(): Promise<Awaited<ReturnType<typeof createLanNode>>> {
+async function node(): Promise<LanNode> {
   const n = await createLanNode({ siteKey: SITE_KEY })
   closers.push(async () => {
     await n.stop()
@@ -190,6 +194,49 @@ describe('links at the LAN door', () => {
     expect(admitted.closed()).toBeUndefined()
   })
 
+  it('a connection whose admitted links all closed is closed after the handshake time (a link closed 4403 on revocation too)', async () => {
+    const s = await site()
+    const { raw, member } = await admittedLink(s)
+    await eventually(() => expect(raw.received.some((m) => m.type === 'sync-step1')).toBe(true))
+    // The peer closes its link and keeps the libp2p connection, as a device
+    // refused or revoked can.
+    raw.close()
+    await settle(20)
+    expect(member.getConnections()).toHaveLength(1)
+    await s.clock.advance(netLimits.handshakeTimeoutMs - 1)
+    await settle(20)
+    expect(member.getConnections()).toHaveLength(1)
+    await s.clock.advance(1)
+    await eventually(() => expect(member.getConnections()).toHaveLength(0))
+  })
+
+  it(`at ${netLimits.lanPeersMax} connections a newcomer takes the place of one that carries no admitted link, never of a member's`, async () => {
+    withLimits(netLimits, { lanPeersMax: 4 })
+    const s = await site()
+    const { raw: admitted } = await admittedLink(s)
+    await eventually(() =>
+      expect(admitted.received.some((m) => m.type === 'sync-step1')).toBe(true),
+    )
+    // Three key holders that show nothing fill the other places, oldest first.
+    const squatters: LanNode[] = []
+    for (let i = 0; i < 3; i++) {
+      const n = await node()
+      await n.dial(s.d2.lanAddresses.map((a) => multiaddr(a)))
+      squatters.push(n)
+      await settle(10)
+    }
+    await settle(20)
+    for (const n of squatters) expect(n.getConnections()).toHaveLength(1)
+    // A newcomer: the oldest squatter makes room (one host: the oldest of all).
+    const newcomer = await node()
+    await newcomer.dial(s.d2.lanAddresses.map((a) => multiaddr(a)))
+    await eventually(() => expect(squatters[0]?.getConnections()).toHaveLength(0))
+    await settle(20)
+    expect(newcomer.getConnections()).toHaveLength(1)
+    for (const n of squatters.slice(1)) expect(n.getConnections()).toHaveLength(1)
+    expect(admitted.closed()).toBeUndefined()
+  })
+
   it(`reads at most ${netLimits.lanHandshakeMessageBytesMax} bytes a message before admission: 1009 MESSAGE_TOO_LARGE from the length prefix alone`, async () => {
     const s = await site()
     const raw = await link(s, await node())
@@ -217,7 +264,7 @@ describe('links at the LAN door', () => {
 async function admittedLink(
   s: Site,
   before: (raw: RawLanLink) => Promise<void> = async () => undefined,
-): Promise<{ raw: RawLanLink; key: KeyPair; cert: Certificate }> {
+): Promise<{ raw: RawLanLink; key: KeyPair; cert: Certificate; member: LanNode }> {
   const member = await node()
   const key = keyPairFromSeed(new Uint8Array(32).fill(9))
   const cert = await certify(s, 'D9', key)
@@ -226,7 +273,7 @@ async function admittedLink(
   await raw.send(
     encodeLanAuth(cert, signLanProof(key, cert.site, member.peerId.toString(), s.d2End)),
   )
-  return { raw, key, cert }
+  return { raw, key, cert, member }
 }
 
 describe('admitted LAN links per device', () => {
@@ -260,6 +307,49 @@ describe('admitted LAN links per device', () => {
     )
     await eventually(() => expect(again.received.some((m) => m.type === 'sync-step1')).toBe(true))
   }, 60_000)
+})
+
+describe('refusals on LAN links in the log', () => {
+  it('a write-refused once per code and peer, however many links the peer re-opens to be refused again', async () => {
+    const s = await site()
+    const key = keyPairFromSeed(new Uint8Array(32).fill(9))
+    const cert = await certify(s, 'D9', key)
+    const doc = new Y.Doc()
+    doc.getMap('u:D9').set('u1', { e: 0, f: { name: 'x' }, s: { name: 1 } })
+    const unsigned = encodeMessage({ type: 'sync-update', update: Y.encodeStateAsUpdate(doc) })
+    const refusals = (): number => s.d2.events.query({ type: 'write-refused' }).length
+    const refusedOn = async (member: LanNode): Promise<void> => {
+      const raw = await link(s, member)
+      await raw.send(
+        encodeLanAuth(cert, signLanProof(key, cert.site, member.peerId.toString(), s.d2End)),
+      )
+      await eventually(() => expect(raw.received.some((m) => m.type === 'sync-step1')).toBe(true))
+      await raw.send(unsigned)
+      expect((await raw.whenClosed(5_000))?.reason).toMatch(/^FORBIDDEN_WRITE: /)
+    }
+    const member = await node()
+    for (let i = 0; i < 3; i++) await refusedOn(member)
+    await settle(20)
+    expect(refusals()).toBe(1)
+    // Another peer (another libp2p identity): another cause.
+    await refusedOn(await node())
+    await eventually(() => expect(refusals()).toBe(2))
+  })
+})
+
+describe('which refusals a device logs (LogLimiter)', () => {
+  it(`each cause once, at most ${netLimits.lanRefusalsLoggedPerHourMax} causes an hour`, async () => {
+    const clock = new ManualClock()
+    const log = new LogLimiter(clock)
+    expect(log.admit('A')).toBe(true)
+    expect(log.admit('A')).toBe(false)
+    for (let i = 1; i < netLimits.lanRefusalsLoggedPerHourMax; i++)
+      expect(log.admit(`peer-${i}`)).toBe(true)
+    expect(log.admit('one too many')).toBe(false)
+    await clock.advance(60 * 60_000)
+    expect(log.admit('one too many')).toBe(true)
+    expect(log.admit('A')).toBe(false)
+  })
 })
 
 describe('which waiting link makes room at a full door (doorEvictee)', () => {
@@ -383,6 +473,31 @@ describe('an admitted LAN link', () => {
     await raw.send(message)
     await eventually(() => expect(s.d2.replica.doc.getMap('u:D9').size).toBe(300))
     expect(raw.closed()).toBeUndefined()
+  })
+
+  it('messages in progress on all links hold at most receivingBytesMax: past it the link holding the most is closed 1008 TOO_MANY_QUEUED_MESSAGES', async () => {
+    withLimits(netLimits, { receivingBytesMax: 1024 * 1024 })
+    const s = await site()
+    const { raw: a, key, cert } = await admittedLink(s)
+    const member = await node()
+    const b = await link(s, member)
+    await b.send(
+      encodeLanAuth(cert, signLanProof(key, cert.site, member.peerId.toString(), s.d2End)),
+    )
+    for (const raw of [a, b])
+      await eventually(() => expect(raw.received.some((m) => m.type === 'sync-step1')).toBe(true))
+    // Each begins a frame of 900 KiB (kind 0, a message) and sends part of it.
+    const begin = (raw: RawLanLink, bytes: number): Promise<void> =>
+      raw.sendRaw(new Uint8Array([...varUint(900 * 1024 + 1), 0, ...new Uint8Array(bytes)]))
+    await begin(a, 500 * 1024)
+    await settle(20)
+    expect(a.closed()).toBeUndefined()
+    await begin(b, 600 * 1024)
+    const close = await b.whenClosed(5_000)
+    expect(close?.code).toBe(1008)
+    expect(close?.reason).toMatch(/^TOO_MANY_QUEUED_MESSAGES: /)
+    await settle(20)
+    expect(a.closed()).toBeUndefined()
   })
 
   it(`holds back at most ${limits.heldBackUpdatesPerLinkMax} updates: past it, 1008 TOO_MANY_HELD_BACK`, async () => {

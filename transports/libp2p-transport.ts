@@ -70,7 +70,11 @@ export function lanPsk(siteKey: string): Uint8Array {
 export async function createLanNode(options: LanNodeOptions): Promise<Libp2p> {
   const host = options.host ?? '127.0.0.1'
   const listen = listenAddress(host, options.port)
-  const connectionsMax = options.connectionsMax ?? netLimits.lanPeersMax
+  // Room past lanPeersMax for a newcomer to complete its handshake: the
+  // device's door (peers/lan-door.ts, ConnectionDoor) then closes one that
+  // carries no admitted link, or the newcomer, back to lanPeersMax.
+  const connectionsMax =
+    options.connectionsMax ?? netLimits.lanPeersMax + netLimits.lanHandshakesInFlightMax
   const privateKey =
     options.identitySeed === undefined
       ? undefined

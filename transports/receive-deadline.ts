@@ -19,10 +19,27 @@
  */
 import { netLimits } from '../core/limits.js'
 
+/**
+ * The bytes of every message in progress on this process's links: each
+ * link's deadline bounds how long it holds its own, and this how much all
+ * of them hold together (`netLimits.receivingBytesMax`). A device's or
+ * key holder's links each holding most of a large message, sent and never
+ * finished, would otherwise pin a message's worth of memory per link for
+ * minutes. Past the bound the link holding the most is closed (1008
+ * `TOO_MANY_QUEUED_MESSAGES`): a peer sending one large message at a time
+ * is never the one, unless it is alone (then it holds past the bound).
+ */
+const receiving = new Set<ReceiveDeadline>()
+let receivingBytes = 0
+
 export class ReceiveDeadline {
   /** When the message in progress started (ms, `performance.now`), if one is. */
   private startedAt: number | undefined
   private bytes = 0
+  /** Bytes of the message in progress. */
+  get held(): number {
+    return this.bytes
+  }
   /** Messages ended as of the last read (a change: a new message began). */
   private ended = 0
   private timer: ReturnType<typeof setTimeout> | undefined
@@ -40,16 +57,21 @@ export class ReceiveDeadline {
       this.stop()
       return
     }
+    receivingBytes += bytes - this.bytes
     this.bytes = bytes
+    receiving.add(this)
     if (this.startedAt === undefined || newMessage) {
       this.startedAt = performance.now()
       this.arm()
     }
+    if (receivingBytes > netLimits.receivingBytesMax) overBudget()
   }
 
   /** The link closed: nothing more to watch. */
   stop(): void {
     this.startedAt = undefined
+    receivingBytes -= this.bytes
+    receiving.delete(this)
     this.bytes = 0
     if (this.timer !== undefined) clearTimeout(this.timer)
     this.timer = undefined
@@ -68,6 +90,15 @@ export class ReceiveDeadline {
     this.timer.unref?.()
   }
 
+  /** Closes the link (past `receivingBytesMax`, see `receiving`). */
+  shed(): void {
+    const bytes = this.bytes
+    this.stop()
+    this.onStall(
+      `TOO_MANY_QUEUED_MESSAGES: messages in progress on this peer's links hold more than ${netLimits.receivingBytesMax} bytes; this link's, ${bytes} bytes, the most`,
+    )
+  }
+
   private check(): void {
     this.timer = undefined
     if (this.startedAt === undefined) return
@@ -82,5 +113,15 @@ export class ReceiveDeadline {
     this.onStall(
       `RECEIVE_STALLED: a message still incomplete after ${seconds} s (${bytes} bytes read)`,
     )
+  }
+}
+
+/** Closes the links holding the most until the rest fit `receivingBytesMax`. */
+function overBudget(): void {
+  while (receivingBytes > netLimits.receivingBytesMax && receiving.size > 1) {
+    let most: ReceiveDeadline | undefined
+    for (const deadline of receiving)
+      if (most === undefined || deadline.held > most.held) most = deadline
+    most?.shed()
   }
 }
