@@ -136,8 +136,10 @@ export interface ServerLink {
    * Connects now (a manual sync, or a connected link that stopped
    * answering). The backoff is not reset: if this attempt fails, the next
    * automatic one comes after a delay at least as long as the last.
+   * `refused`: a link the server refused for good connects too (a sync
+   * asked for by hand); else it stays refused.
    */
-  retry(): void
+  retry(refused?: boolean): void
   /** Closes the connection and stops reconnecting until `resume()` (after a retention wipe). */
   pause(): void
   /** Connects again after `pause()`. */
@@ -361,8 +363,9 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
     get reason() {
       return state === 'connected' ? undefined : lastFailure
     },
-    retry() {
-      if (state !== 'disconnected' && state !== 'connected') return
+    retry(refused = false) {
+      if (state !== 'disconnected' && state !== 'connected' && !(refused && state === 'refused'))
+        return
       // A connected link is retried when its answers stopped coming (the
       // controller's answer timeout): the session may be waiting for an
       // answer that was lost, and every later request would be matched

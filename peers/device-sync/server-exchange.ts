@@ -280,8 +280,11 @@ export class ServerExchange {
       return Promise.reject(new SyncError('NO_SERVER', 'this device has no server configured'))
     const current = link.session
     if (current !== undefined && link.state === 'connected') return Promise.resolve(current)
-    // Refused for good: the refusal's own code (AUTH_FAILED, PEER_REVOKED).
-    if (link.state === 'refused') return Promise.reject(refusedError(link.reason))
+    // Refused for good: the refusal's own code (AUTH_FAILED, PEER_REVOKED),
+    // until a caller tries again by hand (SEMANTICS.md: a failed sync "can
+    // be retried by hand"): a server that refused the device for a
+    // mistake of its own (started with another site key) takes it back.
+    if (link.state === 'refused' && automatic) return Promise.reject(refusedError(link.reason))
     if (automatic && link.state === 'disconnected')
       return Promise.reject(unreachable('waiting to reconnect', undefined, link.reason))
     // Paused by a retention wipe: only a use (a caller's round) resumes it.
@@ -291,7 +294,7 @@ export class ServerExchange {
       this.connectWaiters.push({ resolve, reject }),
     )
     if (link.state === 'paused') link.resume()
-    else link.retry()
+    else link.retry(link.state === 'refused')
     return this.within(
       waiting,
       netLimits.syncConnectTimeoutMs,

@@ -1,0 +1,62 @@
+/**
+ * A device the server refused for good retries when asked by hand
+ * (SEMANTICS.md: a failed sync "can be retried by hand"). A probe: a server
+ * restarted by mistake with another site key refused a device
+ * `AUTH_FAILED`; restarted with the right key, the device's `sync.full()`
+ * and `whenIdle()` still rejected at once with the old refusal, never
+ * connecting, until the app re-created the device. It does not retry by
+ * itself (a refusal is final for its backoff), only by hand.
+ *
+ * Real parts: LevelDB, WebSocket on 127.0.0.1.
+ */
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createDevice } from '../peers/create-device.js'
+import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+
+const RIGHT = 'refused-retry-right-key-0123'
+const WRONG = 'refused-retry-wrong-key-4567'
+let dir = ''
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'rostersync-refused-retry-'))
+})
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+describe('a device refused for good', () => {
+  it('connects again on a sync asked for by hand, and syncs once the server takes it back', async () => {
+    const dataDir = join(dir, 'server')
+    let server: ServerPeer = await createServer({ dataDir, siteKey: RIGHT })
+    const port = Number(new URL(server.url).port)
+    const device = await createDevice({
+      id: 'D1',
+      dataDir: join(dir, 'd1'),
+      server: server.url,
+      siteKey: RIGHT,
+    })
+    try {
+      await device.sync.whenReady()
+      await server.close()
+      // Started by mistake with another key: the device is refused.
+      server = await createServer({ dataDir, port, siteKey: WRONG })
+      await expect(device.sync.whenIdle()).rejects.toMatchObject({ code: 'AUTH_FAILED' })
+      expect(device.sync.status().deviceToServer.error?.code).toBe('AUTH_FAILED')
+      await server.close()
+      server = await createServer({ dataDir, port, siteKey: RIGHT })
+      await device.users.put({ id: 'u1', name: 'Ann' })
+      // By hand: it connects, and the server takes it back.
+      await device.sync.full()
+      expect(server.users.get('u1')?.name).toBe('Ann')
+      expect(device.sync.status().deviceToServer.state).toBe('success')
+      await device.users.patch('u1', { email: 'ann@example.com' })
+      await device.sync.whenIdle()
+      expect(server.users.get('u1')?.email).toBe('ann@example.com')
+    } finally {
+      await device.close()
+      await server.close()
+    }
+  }, 60_000)
+})
