@@ -6,6 +6,13 @@
 /** The header the server requires on changes made with the session cookie. */
 const CSRF = { 'x-rostersync-csrf': '1' }
 
+/**
+ * The header of a request the page makes by itself (a live reload, a
+ * session check): it does not count as the administrator's use, so an
+ * unattended page signs out after 30 minutes idle however busy the site.
+ */
+export const BACKGROUND = { 'x-rostersync-background': '1' }
+
 /** An API error: `code` is the server's stable error code. */
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -167,7 +174,7 @@ export function openStream(handlers) {
  * be asked: the stream is tried again).
  */
 async function checkSession() {
-  const session = await api('GET', '/api/session').catch(() => undefined)
+  const session = await api('GET', '/api/session', undefined, BACKGROUND).catch(() => undefined)
   if (session !== undefined && session.signedIn !== true) {
     onSignedOut()
     return false

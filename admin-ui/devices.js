@@ -82,15 +82,6 @@ export function DevicesPage({ live }) {
       setCompacting(false)
     }
   }
-  const approve = async (id) => {
-    try {
-      await api('POST', `/api/devices/${encodeURIComponent(id)}/approve`)
-      await load()
-    } catch (err) {
-      setError(err)
-    }
-  }
-
   return html`<section aria-labelledby="devices-title">
     <h1 id="devices-title">Devices</h1>
     <form class="filters" role="search" onSubmit=${(e) => e.preventDefault()}>
@@ -163,7 +154,15 @@ export function DevicesPage({ live }) {
                 <td class="row-actions">
                   ${
                     d.state === 'pending'
-                      ? html`<button type="button" onClick=${() => approve(d.id)}>
+                      ? html`<button
+                          type="button"
+                          onClick=${() =>
+                            setConfirming({
+                              id: d.id,
+                              action: 'approve',
+                              fingerprint: d.keyFingerprint,
+                            })}
+                        >
                           Approve<span class="sr-only"> ${d.id}</span>
                         </button>`
                       : null
@@ -228,6 +227,25 @@ export function DevicesPage({ live }) {
               changes, edits get fast again. Every connected device disconnects and comes back
               within two minutes to fetch the roster once, keeping its local deletes, its own values
               and its unsent edits.
+            </p>
+          <//>`
+        : null
+    }
+    ${
+      confirming?.action === 'approve'
+        ? html`<${Confirm}
+            title=${'Approve device ' + confirming.id + '?'}
+            confirmLabel="Approve"
+            danger=${false}
+            busy=${busy}
+            onConfirm=${act}
+            onCancel=${() => setConfirming(undefined)}
+          >
+            <p>Its key fingerprint:</p>
+            <p><code class="fingerprint-full">${confirming.fingerprint ?? '—'}</code></p>
+            <p>
+              Approve only if the terminal shows the same (<code>rostersync device --status</code>
+              on it): anyone holding the site key can ask to join under this id.
             </p>
           <//>`
         : null

@@ -3,8 +3,10 @@
 import { useEffect, useState } from 'preact/hooks'
 import { api, query, when } from './api.js'
 import { EVENT_TYPES as TYPES } from './event-types.js'
-import { ErrorLine, html, useDebounced } from './ui.js'
+import { ErrorLine, html, shown, useDebounced } from './ui.js'
 
+/** Most rows the live tail keeps shown (the newest). */
+const TAIL_ROWS_MAX = 500
 const PAGE_SIZE = 100
 
 /** A datetime-local input's value as ms since the epoch (undefined when empty). */
@@ -69,10 +71,19 @@ export function EventsPage({ live }) {
       setEvents((shown) => {
         const newest = shown[0]?.seq ?? 0
         const add = fresh.filter((e) => e.seq > newest && matches(e, applied)).reverse()
-        return add.length === 0 ? shown : [...add, ...shown]
+        if (add.length === 0) return shown
+        // The newest TAIL_ROWS_MAX: a page left open on a busy site grew
+        // without end (3,100 rows after 3,000 writes, a probe); the older
+        // ones are a click away ("Older events").
+        const rows = [...add, ...shown]
+        return rows.length <= TAIL_ROWS_MAX ? rows : rows.slice(0, TAIL_ROWS_MAX)
       }),
     )
   }, [applied, tail])
+  // Rows the tail let go can be loaded again.
+  useEffect(() => {
+    if (tail && events.length >= TAIL_ROWS_MAX) setMore(true)
+  }, [events])
   const older = async () => {
     try {
       const page = await fetchPage(events.at(-1)?.seq)
@@ -137,9 +148,9 @@ export function EventsPage({ live }) {
               html`<tr key=${e.seq}>
                 <td>${when(e.at)}</td>
                 <td><span class=${'type ' + e.type}>${e.type}</span></td>
-                <td>${e.deviceId ?? ''}</td>
-                <td>${e.userId ?? ''}</td>
-                <td>${detail(e)}</td>
+                <td>${shown(e.deviceId ?? '')}</td>
+                <td>${shown(e.userId ?? '')}</td>
+                <td>${shown(detail(e))}</td>
               </tr>`,
           )}
           ${

@@ -58,10 +58,23 @@ export function Confirm({ title, children, confirmLabel, danger, onConfirm, onCa
  */
 export function shown(text) {
   if (typeof text !== 'string') return text
-  return text.replace(
-    /[\u202a-\u202e\u2066-\u2069]/g,
-    (c) => `⟦U+${c.codePointAt(0).toString(16).toUpperCase()}⟧`,
-  )
+  return text.replace(BIDI, (c) => `⟦U+${c.codePointAt(0).toString(16).toUpperCase()}⟧`)
+}
+
+/** Bidirectional controls: embeddings, overrides, isolates, and the marks (LRM, RLM, ALM). */
+const BIDI = /[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]/g
+
+/**
+ * Under a form field whose value holds bidirectional controls: the value as
+ * {@link shown} shows it. The field itself shows the value as the text
+ * is (a phone number filled "+1 555 <U+202E>0100" read "+1 555 0010"), and
+ * marks typed into it would be saved.
+ */
+export function BidiNote({ value }) {
+  if (typeof value !== 'string' || value.search(BIDI) < 0) return null
+  return html`<p class="bidi-note">
+    Holds bidirectional controls, which turn its text around: <code>${shown(value)}</code>
+  </p>`
 }
 
 /** An error from the API, said once, where the action was. */

@@ -2,8 +2,8 @@
 // card value; status and group filters), add, edit, delete, the source of
 // each field, and the export of the selected users.
 import { useEffect, useRef, useState } from 'preact/hooks'
-import { api, downloadExport, getUser, query, when } from './api.js'
-import { Confirm, ErrorLine, html, shown, useDebounced } from './ui.js'
+import { api, BACKGROUND, downloadExport, getUser, query, when } from './api.js'
+import { BidiNote, Confirm, ErrorLine, html, shown, useDebounced } from './ui.js'
 
 const PAGE_SIZE = 50
 
@@ -59,12 +59,20 @@ export function UsersPage({ live }) {
   // later (the first page of a large roster, then a search) showed what
   // was asked before.
   const latest = useRef(0)
-  const load = async () => {
+  // `background`: a live reload, not the administrator's action (api.js, BACKGROUND).
+  const load = async (background = false) => {
     const asked = ++latest.current
-    setLoading(true)
+    // A live reload says nothing: the status region (aria-live) flipped
+    // "Loading…" and "Page 1" with every change on a busy site (a probe).
+    if (!background) setLoading(true)
     try {
       const params = { ...applied, limit: PAGE_SIZE, after, total: filtered ? 1 : undefined }
-      const answer = await api('GET', '/api/users' + query(params))
+      const answer = await api(
+        'GET',
+        '/api/users' + query(params),
+        undefined,
+        background ? BACKGROUND : {},
+      )
       if (asked !== latest.current) return
       setPage(answer)
       setError(undefined)
@@ -103,7 +111,7 @@ export function UsersPage({ live }) {
         // At most RELOAD_WAIT_MS: a request that never answers must not
         // stop the live reloads for good (its answer still shows if it comes).
         await Promise.race([
-          reload.current(),
+          reload.current(true),
           new Promise((resolve) => (wait = setTimeout(resolve, RELOAD_WAIT_MS))),
         ])
       } finally {
@@ -260,7 +268,7 @@ export function UsersPage({ live }) {
       exported === undefined
         ? null
         : html`<p class="notice" role="status">
-            Export saved as ${exported.name}; it can be imported until
+            Export saved as ${exported.name}; it can be imported until${' '}
             ${when(exported.expiresAt)}.${' '}
             ${
               exported.keySource === 'site-key'
@@ -491,6 +499,9 @@ function SourceLine({ source }) {
 
 /** A refusal because the user changed since the form was filled, said as such. */
 function changedMeanwhile(err) {
+  // The session ended: the sign-in dialog says so, and the edit is kept to
+  // be saved once signed in; an AUTH_FAILED left here stayed after it.
+  if (err?.status === 401) return undefined
   if (err?.code !== 'PRECONDITION_FAILED') return err
   return {
     code: err.code,
@@ -647,7 +658,7 @@ function UserEditor({ id, fields, onClose }) {
   >
     <form onSubmit=${save}>
       <div class="title-row">
-        <h2 id="editor-title">${adding ? 'Add a user' : html`Edit <code>${id}</code>`}</h2>
+        <h2 id="editor-title">${adding ? 'Add a user' : html`Edit <code>${shown(id)}</code>`}</h2>
         <button type="button" onClick=${() => onClose(false)}>Close</button>
       </div>
       <${ErrorLine} error=${error} />
@@ -674,6 +685,7 @@ function UserEditor({ id, fields, onClose }) {
                   html`<div class="field" key=${f.field}>
                     <label for=${'field-' + f.field}>${f.field}</label>
                     ${input(f)}
+                    <${BidiNote} value=${values[f.field]} />
                     <${SourceLine} source=${sources[f.field]} />
                   </div>`,
               )}
@@ -695,7 +707,7 @@ function UserEditor({ id, fields, onClose }) {
     ${
       confirmDelete
         ? html`<${Confirm}
-            title=${'Delete user ' + id + '?'}
+            title=${'Delete user ' + shown(id) + '?'}
             confirmLabel="Delete"
             danger=${true}
             busy=${busy}

@@ -16,6 +16,7 @@ import {
   checkCsrf,
   clearedSessionCookie,
   sessionCookie,
+  isBackground,
   sessionIdOf,
 } from './admin-sessions.js'
 import { AdminStreams } from './admin-stream.js'
@@ -104,7 +105,9 @@ export async function serveSession(
 ): Promise<void> {
   const id = sessionIdOf(req, admin.sessions)
   if (method === 'GET') {
-    const expiresAt = admin.sessions.use(id) ? admin.sessions.expiresAt(id) : undefined
+    const expiresAt = admin.sessions.use(id, !isBackground(req))
+      ? admin.sessions.expiresAt(id)
+      : undefined
     // Not an error: the page asks this on every load, signed in or not.
     return reply(
       res,

@@ -56,8 +56,12 @@ export class AdminSessions {
     return { id, expiresAt: now + netLimits.adminSessionMsMax }
   }
 
-  /** True when the id names a live session, whose use it then notes. */
-  use(id: string | undefined): boolean {
+  /**
+   * True when the id names a live session, whose use it then notes (unless
+   * `touch` is false: a request the page made by itself, a live reload, is
+   * not the administrator's use, and kept an unattended console signed in).
+   */
+  use(id: string | undefined, touch = true): boolean {
     if (id === undefined) return false
     const key = digest(id)
     const session = this.sessions.get(key)
@@ -67,7 +71,7 @@ export class AdminSessions {
       this.sessions.delete(key)
       return false
     }
-    session.lastUsedAt = now
+    if (touch) session.lastUsedAt = now
     return true
   }
 
@@ -166,4 +170,15 @@ export function checkCsrf(req: IncomingMessage): void {
   const site = req.headers['sec-fetch-site']
   if (site !== undefined && site !== 'same-origin' && site !== 'none')
     throw new CsrfRefusedError(`a ${excerpt(site, 16)} request cannot change anything`)
+}
+
+/**
+ * Whether a request is one the admin page made by itself, not on the
+ * administrator's action: marked `x-rostersync-background: 1` (a live
+ * reload, a check of the session), or the live event stream (which
+ * EventSource opens again by itself). It does not keep the session from
+ * ending after `netLimits.adminSessionIdleMsMax` idle.
+ */
+export function isBackground(req: IncomingMessage): boolean {
+  return req.headers['x-rostersync-background'] === '1' || req.url?.split('?')[0] === '/api/stream'
 }

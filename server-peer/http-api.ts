@@ -34,7 +34,7 @@ import type { UsersApi } from '../peers/user-ops.js'
 import { isAssetPath, serveAsset } from './admin-assets.js'
 import { fromWire, toWire } from './wire-json.js'
 import { servePolicies, serveSession, serveSources, type AdminConsole } from './admin-routes.js'
-import { checkCsrf, sameSecret, sessionIdOf } from './admin-sessions.js'
+import { checkCsrf, isBackground, sameSecret, sessionIdOf } from './admin-sessions.js'
 import type { DeviceRecord } from './device-registry.js'
 import { checkQueryParams, searchFromQuery } from './user-search.js'
 import { serveExport, type ExportTarget } from './export-route.js'
@@ -169,7 +169,9 @@ function authenticate(
     const match = /^Bearer (.+)$/i.exec(header)
     return match !== null && sameSecret(match[1] ?? '', token) ? 'bearer' : undefined
   }
-  return admin.sessions.use(sessionIdOf(req, admin.sessions)) ? 'cookie' : undefined
+  return admin.sessions.use(sessionIdOf(req, admin.sessions), !isBackground(req))
+    ? 'cookie'
+    : undefined
 }
 
 /**
@@ -195,14 +197,25 @@ async function readJson(
     throw new MalformedMessageError(
       `body nests deeper than ${netLimits.httpJsonDepthMax} arrays or objects`,
     )
+  let text: string
+  try {
+    // Not replaced with U+FFFD: a name "Jos\xE9" sent as Latin-1 was stored
+    // as "Jos\uFFFD" (a probe); a body that is not UTF-8 is refused.
+    text = UTF8.decode(bytes)
+  } catch {
+    throw new MalformedMessageError('body is not UTF-8 (JSON is sent as UTF-8)')
+  }
   let parsed: unknown
   try {
-    parsed = JSON.parse(bytes.toString('utf8'))
+    parsed = JSON.parse(text)
   } catch {
     throw new MalformedMessageError('body is not JSON')
   }
   return fromWire(parsed)
 }
+
+/** A decoder that refuses bytes that are not UTF-8. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true })
 
 /**
  * How deep `[` and `{` nest in JSON text, strings skipped (UTF-8: no byte of
@@ -288,6 +301,15 @@ function pathOf(rawUrl: string): { parts: string[]; url: URL } {
     url = new URL(rawUrl, 'http://x')
   } catch {
     throw new MalformedRequestError(`request target ${excerpt(rawUrl, 32)} does not parse`)
+  }
+  // A query whose percent-encoding is not UTF-8 (`?q=%FF`): URLSearchParams
+  // would search for U+FFFD; refused instead, as a path segment is.
+  for (const piece of url.search.slice(1).split('&')) {
+    try {
+      decodeURIComponent(piece.replace(/\+/g, ' '))
+    } catch {
+      throw new MalformedRequestError(`query ${excerpt(piece, 32)} does not decode as UTF-8`)
+    }
   }
   const parts = url.pathname.split('/').slice(1)
   if (parts.at(-1) === '') parts.pop()

@@ -203,13 +203,10 @@ export class UserIndex {
         end = i
       }
     }
-    // A full page has a next cursor unless it ended the roster; filtered,
-    // unless no match follows (a page that ended on the last match led to
-    // an empty one).
-    const filtered =
-      (search.q?.trim() ?? '') !== '' || search.status !== undefined || search.group !== undefined
-    const more = filtered ? this.matchAfter(end, matches) : end + 1 < ids.length
-    const next = full() && more ? (users.at(-1)?.id ?? null) : null
+    // A full page has a next cursor unless no match follows it (a page that
+    // ended on the last match led to an empty one); unfiltered too, where
+    // the ids after it may all be deleted users the index still holds.
+    const next = full() && this.matchAfter(end, matches) ? (users.at(-1)?.id ?? null) : null
     this.warm()
     return search.total === true ? { users, next, total } : { users, next }
   }

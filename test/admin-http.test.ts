@@ -205,6 +205,65 @@ describe('admin page sessions', () => {
     // The least recently used session made room for the newest.
     expect((await call(peer, 'GET', '/api/users', { cookie: first })).status).toBe(401)
   })
+
+  it("does not count the page's own requests as use: an unattended page signs out after its idle time, however busy the site", async () => {
+    const clock = new ManualClock(Date.now())
+    const peer = await server({ clock })
+    const cookie = await signIn(peer)
+    const background = { 'x-rostersync-background': '1' }
+    // Live reloads and session checks every 20 minutes, as a busy site makes them.
+    await clock.advance(netLimits.adminSessionIdleMsMax - 10 * 60_000)
+    expect((await call(peer, 'GET', '/api/users', { cookie, headers: background })).status).toBe(
+      200,
+    )
+    expect(
+      (await call(peer, 'GET', '/api/session', { cookie, headers: background })).body,
+    ).toMatchObject({ signedIn: true })
+    await clock.advance(10 * 60_000)
+    expect((await call(peer, 'GET', '/api/users', { cookie, headers: background })).status).toBe(
+      401,
+    )
+    // The administrator's own request does count.
+    const used = await signIn(peer)
+    await clock.advance(netLimits.adminSessionIdleMsMax - 1_000)
+    expect((await call(peer, 'GET', '/api/users', { cookie: used })).status).toBe(200)
+    await clock.advance(netLimits.adminSessionIdleMsMax - 1_000)
+    expect((await call(peer, 'GET', '/api/users', { cookie: used })).status).toBe(200)
+  })
+})
+
+describe('bytes that are not UTF-8', () => {
+  it('are refused in a body and in a query, and change nothing (a probe: they became U+FFFD)', async () => {
+    const peer = await server()
+    await peer.users.put({ id: 'u1', name: 'Ann' })
+    const auth = { authorization: `Bearer ${peer.adminToken}`, 'content-type': 'application/json' }
+    // "José" in Latin-1, and a lone continuation byte.
+    for (const body of [
+      Buffer.from('{"name":"Jos\xe9"}', 'latin1'),
+      Buffer.from([0x7b, 0x22, 0x6e, 0x22, 0x3a, 0x22, 0x80, 0x22, 0x7d]),
+    ]) {
+      const res = await fetch(`${peer.http}/api/users/u1`, { method: 'PATCH', headers: auth, body })
+      expect(res.status).toBe(400)
+      expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/UTF-8/)
+    }
+    expect(peer.users.get('u1')?.name).toBe('Ann')
+    const res = await fetch(`${peer.http}/api/users?q=%FF`, { headers: auth })
+    expect(res.status).toBe(400)
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('MALFORMED_REQUEST')
+    // UTF-8 itself is fine, in both.
+    const ok = await fetch(`${peer.http}/api/users?q=Jos%C3%A9`, { headers: auth })
+    expect(ok.status).toBe(200)
+    expect(
+      (
+        await fetch(`${peer.http}/api/users/u1`, {
+          method: 'PATCH',
+          headers: auth,
+          body: '{"name":"José"}',
+        })
+      ).status,
+    ).toBe(200)
+    expect(peer.users.get('u1')?.name).toBe('José')
+  })
 })
 
 describe('GET /api/users search', () => {

@@ -96,8 +96,9 @@ describe('UserIndex at scale (issue 13)', () => {
     const index = new UserIndex(peer.replica, { now: () => ms, loopActiveMs: () => 0 })
     const view = vi.spyOn(peer.replica, 'view')
     expect(index.page({ limit: 5 }).users).toHaveLength(5)
-    // Five entries computed, and the page's five views resolved again.
-    expect(view).toHaveBeenCalledTimes(10)
+    // Five entries computed, the sixth to know that a page follows, and
+    // the page's five views resolved again.
+    expect(view).toHaveBeenCalledTimes(11)
     ms += WARM_QUIET_MS // no page since: the warm-up goes on
     let before = view.mock.calls.length
     for (let turn = 0; turn < 10 && before < users; turn++) {
@@ -152,12 +153,12 @@ describe('UserIndex at scale (issue 13)', () => {
       new Promise((resolve) => setTimeout(resolve, 3 * WARM_QUIET_MS))
     // A page was just asked for (the clock has not moved): nothing is warmed.
     await settle()
-    expect(calls()).toBe(10)
+    expect(calls()).toBe(11)
     // Quiet for WARM_QUIET_MS: the warm-up runs.
     ms += WARM_QUIET_MS
-    for (let waited = 0; calls() === 10 && waited < 100; waited++)
+    for (let waited = 0; calls() === 11 && waited < 100; waited++)
       await new Promise((resolve) => setTimeout(resolve, 1))
-    expect(calls()).toBeGreaterThan(10)
+    expect(calls()).toBeGreaterThan(11)
     // Pages keep coming, and are answered as the full index would.
     ms += 1
     expect(index.page({ limit: 5 })).toEqual(first)
@@ -189,12 +190,12 @@ describe('UserIndex at scale (issue 13)', () => {
     // No page for a while, but the loop is busy: nothing is warmed.
     ms += WARM_QUIET_MS
     await settle()
-    expect(calls()).toBe(10)
+    expect(calls()).toBe(11)
     // However busy, a turn runs once WARM_TURN_EVERY_MS_MAX passed since the last.
     ms += WARM_TURN_EVERY_MS_MAX
     await settle()
-    // (the page computed the first five entries already)
-    expect(calls()).toBe(10 + WARM_ENTRIES_PER_TURN - 5)
+    // (the page computed the first six entries already)
+    expect(calls()).toBe(11 + WARM_ENTRIES_PER_TURN - 6)
     // Quiet loop: the warm-up goes on, a turn after another.
     active = WARM_BUSY_MS_MAX
     for (let waited = 0; calls() < 10 + 3 * WARM_ENTRIES_PER_TURN && waited < 200; waited++)
@@ -280,6 +281,24 @@ describe('UserIndex pages', () => {
     // Unfiltered, a full page before the end still has one.
     expect(index.page({ limit: 10 }).next).toBe(id(9))
     expect(index.page({ limit: 10, after: id(19) }).next).toBeNull()
+    index.close()
+  })
+
+  it('gives an unfiltered page followed only by deleted users no next cursor (a probe: "Next page" led to "No users.")', async () => {
+    const peer = await server()
+    await Promise.all(
+      Array.from({ length: 30 }, (_, i) => peer.users.put({ id: id(i), name: `Person ${i}` })),
+    )
+    const index = new UserIndex(peer.replica)
+    expect(index.page({ limit: 20 }).next).toBe(id(19))
+    // The last ten deleted after the index knew them.
+    for (let i = 20; i < 30; i++) await peer.users.delete(id(i))
+    const page = index.page({ limit: 20 })
+    expect(page.users).toHaveLength(20)
+    expect(page.next).toBeNull()
+    // One left after the page: a cursor again.
+    await peer.users.put({ id: id(29), name: 'Back' })
+    expect(index.page({ limit: 20 }).next).toBe(id(19))
     index.close()
   })
 })
