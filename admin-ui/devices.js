@@ -60,7 +60,15 @@ export function DevicesPage({ live }) {
   const act = async () => {
     setBusy(true)
     try {
-      await api('POST', `/api/devices/${encodeURIComponent(confirming.id)}/${confirming.action}`)
+      await api(
+        'POST',
+        `/api/devices/${encodeURIComponent(confirming.id)}/${confirming.action}`,
+        undefined,
+        // Approved only with the key the administrator compared (412 if it changed since).
+        confirming.fingerprint === undefined
+          ? {}
+          : { 'x-rostersync-key-fingerprint': confirming.fingerprint },
+      )
       setError(undefined)
       await load()
     } catch (err) {
@@ -156,6 +164,12 @@ export function DevicesPage({ live }) {
                     d.state === 'pending'
                       ? html`<button
                           type="button"
+                          disabled=${d.keyFingerprint === undefined}
+                          title=${
+                            d.keyFingerprint === undefined
+                              ? 'No key yet: it binds one when it joins again'
+                              : undefined
+                          }
                           onClick=${() =>
                             setConfirming({
                               id: d.id,
@@ -244,8 +258,8 @@ export function DevicesPage({ live }) {
             <p>Its key fingerprint:</p>
             <p><code class="fingerprint-full">${confirming.fingerprint ?? '—'}</code></p>
             <p>
-              Approve only if the terminal shows the same (<code>rostersync device --status</code>
-              on it): anyone holding the site key can ask to join under this id.
+              Approve only if the terminal shows the same (<code>rostersync device --status</code
+              >${' '}on it): anyone holding the site key can ask to join under this id.
             </p>
           <//>`
         : null

@@ -513,10 +513,11 @@ export const netLimits = {
   receiveStallMsMax: 60_000,
   /**
    * Most bytes of messages in progress (begun, not yet read whole) on all
-   * of a process's links together, WebSocket and LAN: past it the link
-   * holding the most is closed with 1008 `TOO_MANY_QUEUED_MESSAGES`
-   * (transports/receive-deadline.ts). Twice `messageBytesMax`: one message
-   * of the largest size always fits beside others.
+   * of a peer's links together (the server's WebSocket links, a device's
+   * LAN links): past it the link silent the longest is closed with 1008
+   * `TOO_MANY_QUEUED_MESSAGES` (transports/receive-deadline.ts,
+   * ReceiveBudget). Twice `messageBytesMax`: one message of the largest
+   * size always fits beside others.
    */
   receivingBytesMax: 256 * 1024 * 1024,
   /**
@@ -764,6 +765,16 @@ export const netLimits = {
    * (peers/log-limiter.ts): a peer's identity costs nothing to mint.
    */
   lanRefusalsLoggedPerHourMax: 60,
+  /** The window `lanRefusalsLoggedPerHourMax` counts in, ms. */
+  lanRefusalsLogWindowMs: 60 * 60_000,
+  /** Causes of LAN refusals a device remembers having logged (then forgotten all at once). */
+  lanRefusalCausesRememberedMax: 256,
+  /**
+   * Wrong admin tokens one address may send in a minute (sign-ins and
+   * Bearer requests); past it, 429 `RATE_LIMITED` until the minute is out
+   * (server-peer/admin-sessions.ts, TokenGuesses).
+   */
+  adminTokenGuessesPerMinuteMax: 60,
   /**
    * Largest message a LAN link reads before its peer is admitted, in bytes:
    * a `lan-auth` frame (certificate and proof) is under 1 KiB. A longer

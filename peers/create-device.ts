@@ -311,8 +311,9 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
         // probe found no trace of a refused LAN link anywhere; another
         // logged every message of a peer that varied its words.
         if (!lanLog.admit(`${code} ${peer}`)) return
+        const said = `${message}${lanLog.notLogged()}`
         replica
-          .writeMeta((ctx) => ctx.event({ type: 'lan-link-refused', code, message }))
+          .writeMeta((ctx) => ctx.event({ type: 'lan-link-refused', code, message: said }))
           .catch(() => undefined) // best effort: status().lan has it too
       },
     )

@@ -29,6 +29,7 @@ import type { RecordSchema } from '../core/schema.js'
 import type { Connection } from '../core/transport.js'
 import type * as Libp2pTransport from '../transports/libp2p-transport.js'
 import type { LanScope } from '../transports/libp2p-transport.js'
+import { ReceiveBudget } from '../transports/receive-deadline.js'
 import type { LogLimiter } from './log-limiter.js'
 import type { Replica } from './replica.js'
 import { guardLanLink, isLanAuthFrame } from './lan-auth.js'
@@ -143,6 +144,8 @@ class LanLinks {
   private readonly links = new Map<string, Link>()
   /** The libp2p connections kept (see watchDoor). */
   readonly door: ConnectionDoor
+  /** Messages in progress on all of this device's LAN links together (receivingBytesMax). */
+  private readonly receiving: ReceiveBudget
   /** Per-second buckets of each admitted device, shared by its links here (SharedRates). */
   private readonly deviceRates: DeviceRates
 
@@ -153,6 +156,7 @@ class LanLinks {
   ) {
     this.deviceRates = new DeviceRates(options.clock)
     this.door = new ConnectionDoor(options.clock)
+    this.receiving = new ReceiveBudget()
   }
 
   peerCount(): number {
@@ -170,7 +174,7 @@ class LanLinks {
    */
   attach(stream: Stream, via: Libp2pConnection, onClosed?: (synced: boolean) => void): boolean {
     const peer = via.remotePeer.toString()
-    const connection = this.transport.wrapStream(stream, peer)
+    const connection = this.transport.wrapStream(stream, peer, this.receiving)
     if (this.closed) {
       connection.close(1001, 'device closing')
       return false
@@ -355,14 +359,16 @@ export function runLanLink(
   const { replica, schema, signing } = options
   const refused = (error: RostersyncError): void => {
     options.onError?.(error.code, `LAN peer ${peer}: ${error.message}`, peer)
-    // Once per code and peer, as the server logs a device's (PROTOCOL.md, "Refusals").
-    if (options.log?.admit(`write-refused ${error.code} ${peer}`) === false) return
+    // Once per code and device (its certificate's; else the link's end), as
+    // the server logs a device's (PROTOCOL.md, "Refusals").
+    if (options.log?.admit(`write-refused ${error.code} ${admittedAs ?? peer}`) === false) return
+    const notLogged = options.log?.notLogged() ?? ''
     replica
       .write((ctx) =>
         ctx.event({
           type: 'write-refused',
           code: error.code,
-          message: `LAN ${peer}: ${error.message}`,
+          message: `LAN ${peer}: ${error.message}${notLogged}`,
         }),
       )
       .catch(() => {
@@ -370,6 +376,8 @@ export function runLanLink(
       })
   }
   let session: ReturnType<typeof startSession> | undefined
+  /** The device the peer was admitted as (its certificate's), once it was. */
+  let admittedAs: string | undefined
   // One set of per-second buckets for the link's whole life: counted from
   // its first message at the door, not refilled by admission.
   const rates = new LinkRates(() => replica.clock.now())
@@ -381,6 +389,7 @@ export function runLanLink(
       link.close(refusalClose(error).code, refusalClose(error).reason)
       return
     }
+    admittedAs = deviceId
     session = startSession({
       replica,
       connection: link,

@@ -1,23 +1,23 @@
 /**
  * Which refusals a device logs (issue 11, floods): a cause (a code and who
  * caused it) once, and at most `netLimits.lanRefusalsLoggedPerHourMax`
- * causes an hour in all. A LAN peer's identity costs nothing to mint, so
- * "once per cause" alone let one host write five events a second, and a
- * registered device re-opening links one per refused write: the log is
- * bounded, and the honest events it holds would have been pushed out.
- * `status().lan.lastError` still shows the latest of every refusal.
+ * causes a window of `netLimits.lanRefusalsLogWindowMs` in all. A LAN
+ * peer's identity costs nothing to mint, so "once per cause" alone let one
+ * host write five events a second, and a registered device re-opening
+ * links one per refused write: the log is bounded, and the honest events
+ * it holds would have been pushed out. What was not logged is said with
+ * the next event logged (`notLogged`); `status().lan.lastError` shows the
+ * latest refusal whatever was logged.
  */
 import type { Clock } from '../core/clock.js'
 import { netLimits } from '../core/limits.js'
-
-const HOUR_MS = 60 * 60_000
-/** How many causes are remembered as logged (then forgotten all at once). */
-const CAUSES_REMEMBERED_MAX = 256
 
 export class LogLimiter {
   private readonly logged = new Set<string>()
   private windowStart = Number.NEGATIVE_INFINITY
   private inWindow = 0
+  /** Refusals not logged since the last one logged. */
+  private skipped = 0
 
   constructor(private readonly clock: Clock) {}
 
@@ -25,14 +25,30 @@ export class LogLimiter {
   admit(cause: string): boolean {
     if (this.logged.has(cause)) return false
     const now = this.clock.now()
-    if (now - this.windowStart >= HOUR_MS) {
+    // A clock set back starts a window too (else none would until it caught up).
+    if (now < this.windowStart || now - this.windowStart >= netLimits.lanRefusalsLogWindowMs) {
       this.windowStart = now
       this.inWindow = 0
     }
-    if (this.inWindow >= netLimits.lanRefusalsLoggedPerHourMax) return false
+    if (this.inWindow >= netLimits.lanRefusalsLoggedPerHourMax) {
+      this.skipped++
+      return false
+    }
     this.inWindow++
-    if (this.logged.size >= CAUSES_REMEMBERED_MAX) this.logged.clear()
+    if (this.logged.size >= netLimits.lanRefusalCausesRememberedMax) this.logged.clear()
     this.logged.add(cause)
     return true
+  }
+
+  /**
+   * Said with an event just admitted: how many causes went unlogged before
+   * it, past the bound ('' when none), counted from then on afresh.
+   */
+  notLogged(): string {
+    const skipped = this.skipped
+    this.skipped = 0
+    return skipped === 0
+      ? ''
+      : ` (${skipped} LAN refusals before this one not logged: more than ${netLimits.lanRefusalsLoggedPerHourMax} an hour)`
   }
 }

@@ -182,6 +182,13 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
   let stampsAheadAt: number | undefined
   /** An immediate rejoin after CLOCK_SKEW was made, and no connection got through since. */
   let skewRejoined = false
+  /**
+   * A link refused for good, tried again by hand (retry(true)): the
+   * refusal's reason, to go back to if the attempt does not get through
+   * (unreachable, or closed before a sync). It does not start the backoff's
+   * retries: a refused device retries only when asked (a review).
+   */
+  let refusedBefore: string | undefined
   /** Bumped by pause/retry so that a stale attempt's outcome is ignored. */
   let generation = 0
   /**
@@ -226,6 +233,7 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
     } catch (error) {
       if (gen !== generation || state === 'closed' || state === 'paused') return
       unsent = join
+      if (backToRefused()) return
       lastFailure = (error as Error).message
       setState('disconnected', (error as Error).message, true)
       schedule()
@@ -254,9 +262,11 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       if (state === 'closed' || state === 'paused' || gen !== generation) return
       lastFailure = reason === '' ? String(code) : `${code}: ${reason}`
       if (isFinalClose(code)) {
+        refusedBefore = undefined
         setState('refused', reason)
         return
       }
+      if (backToRefused()) return
       const skewed = /^CLOCK_SKEW: .*server time (\d+)$/.exec(reason)
       const replayed = /^AUTH_FAILED: join proof replayed.*; latest (\d+)$/.exec(reason)
       const ahead = stampsAheadAt
@@ -332,11 +342,20 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       },
       onSynced: () => {
         skewRejoined = false
+        refusedBefore = undefined
         options.onSynced?.()
       },
     })
     setState('connected')
     options.onConnected?.(session)
+  }
+  /** A refused link's attempt by hand failed: refused again, with the refusal's reason. */
+  const backToRefused = (): boolean => {
+    if (refusedBefore === undefined) return false
+    lastFailure = refusedBefore
+    refusedBefore = undefined
+    setState('refused', lastFailure.replace(/^\d+: /, ''))
+    return true
   }
   if (state !== 'paused') void open()
   const drop = (): void => {
@@ -366,6 +385,7 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
     retry(refused = false) {
       if (state !== 'disconnected' && state !== 'connected' && !(refused && state === 'refused'))
         return
+      if (state === 'refused') refusedBefore = lastFailure ?? 'refused'
       // A connected link is retried when its answers stopped coming (the
       // controller's answer timeout): the session may be waiting for an
       // answer that was lost, and every later request would be matched

@@ -125,7 +125,7 @@ export async function serveSession(
   const input = await body()
   const token =
     typeof input === 'object' && input !== null && 'token' in input ? input.token : undefined
-  const session = admin.sessions.signIn(token)
+  const session = admin.sessions.signIn(token, req.socket.remoteAddress ?? '')
   // A new sign-in replaces the session this browser had.
   admin.sessions.signOut(id)
   return reply(

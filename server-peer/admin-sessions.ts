@@ -11,7 +11,7 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
-import { AuthFailedError, CsrfRefusedError, excerpt } from '../core/errors.js'
+import { AuthFailedError, CsrfRefusedError, excerpt, RostersyncError } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
 
 /** Name of the session cookie. */
@@ -24,24 +24,77 @@ interface Session {
   lastUsedAt: number
 }
 
+/**
+ * Wrong admin tokens per address (issue 11): past
+ * `netLimits.adminTokenGuessesPerMinuteMax` in a minute, every sign-in and
+ * Bearer request from the address is refused `RATE_LIMITED` (429) until
+ * the minute is out, before its token is compared. An `admin-token` file
+ * may hold a 16-character secret an operator chose; any page a browser on
+ * the server's host opens could try it at thousands a second (its requests
+ * pass the CSRF check under a rebound host name). Another address is not
+ * slowed: the administrator's own browser signs in.
+ */
+export class TokenGuesses {
+  private readonly byAddress = new Map<string, { start: number; wrong: number }>()
+
+  constructor(private readonly now: () => number) {}
+
+  /** Throws `RATE_LIMITED` while `address` is past its wrong guesses of the minute. */
+  check(address: string): void {
+    const entry = this.byAddress.get(address)
+    if (entry === undefined) return
+    const now = this.now()
+    if (now - entry.start >= 60_000) {
+      this.byAddress.delete(address)
+      return
+    }
+    if (entry.wrong >= netLimits.adminTokenGuessesPerMinuteMax)
+      throw new RostersyncError(
+        'RATE_LIMITED',
+        `more than ${netLimits.adminTokenGuessesPerMinuteMax} wrong admin tokens from this address in a minute: try again in ${Math.ceil((entry.start + 60_000 - now) / 1000)} s`,
+      )
+  }
+
+  /** A wrong token came from `address`. */
+  wrong(address: string): void {
+    const now = this.now()
+    const entry = this.byAddress.get(address)
+    if (entry !== undefined && now - entry.start < 60_000) entry.wrong++
+    else {
+      if (this.byAddress.size >= ADDRESSES_KEPT_MAX) this.byAddress.clear()
+      this.byAddress.set(address, { start: now, wrong: 1 })
+    }
+  }
+}
+
+/** Addresses whose wrong guesses are counted at once (then forgotten together). */
+const ADDRESSES_KEPT_MAX = 4_096
+
 /** The admin page's sessions (see the module comment). */
 export class AdminSessions {
   /** By the SHA-256 of the session id: a lookup's timing says nothing about a valid id. */
   private readonly sessions = new Map<string, Session>()
+  /** Wrong tokens per address, for sign-ins and Bearer requests alike. */
+  readonly guesses: TokenGuesses
 
   constructor(
     private readonly adminToken: string,
     private readonly now: () => number,
-  ) {}
+  ) {
+    this.guesses = new TokenGuesses(now)
+  }
 
   /**
    * Signs in with the admin token (compared in constant time); returns the
    * new session's id and when it ends at the latest. `AUTH_FAILED` for
    * another token. Past the limit the least recently used session ends.
    */
-  signIn(token: unknown): { id: string; expiresAt: number } {
-    if (typeof token !== 'string' || !sameSecret(token, this.adminToken))
+  signIn(token: unknown, address = ''): { id: string; expiresAt: number } {
+    this.guesses.check(address)
+    if (typeof token !== 'string' || !sameSecret(token, this.adminToken)) {
+      this.guesses.wrong(address)
       throw new AuthFailedError('admin token rejected')
+    }
     this.sweep()
     while (this.sessions.size >= netLimits.adminSessionsMax) {
       let oldest: [string, Session] | undefined

@@ -77,6 +77,7 @@ const statusOf: Partial<Record<ErrorCode, number>> = {
   MESSAGE_TOO_LARGE: 413,
   EXPORT_TOO_LARGE: 400,
   AUTH_FAILED: 401,
+  RATE_LIMITED: 429,
   STORAGE_FAILED: 503,
   PEER_CLOSED: 503,
   CSRF_REFUSED: 403,
@@ -166,8 +167,12 @@ function authenticate(
 ): 'bearer' | 'cookie' | undefined {
   const header = req.headers.authorization
   if (header !== undefined) {
+    const address = req.socket.remoteAddress ?? ''
+    admin.sessions.guesses.check(address)
     const match = /^Bearer (.+)$/i.exec(header)
-    return match !== null && sameSecret(match[1] ?? '', token) ? 'bearer' : undefined
+    if (match !== null && sameSecret(match[1] ?? '', token)) return 'bearer'
+    admin.sessions.guesses.wrong(address)
+    return undefined
   }
   return admin.sessions.use(sessionIdOf(req, admin.sessions), !isBackground(req))
     ? 'cookie'
@@ -304,9 +309,11 @@ function pathOf(rawUrl: string): { parts: string[]; url: URL } {
   }
   // A query whose percent-encoding is not UTF-8 (`?q=%FF`): URLSearchParams
   // would search for U+FFFD; refused instead, as a path segment is.
+  // A `%` not followed by two hex digits is taken as itself, as
+  // URLSearchParams takes it (`?q=100%`).
   for (const piece of url.search.slice(1).split('&')) {
     try {
-      decodeURIComponent(piece.replace(/\+/g, ' '))
+      decodeURIComponent(piece.replace(/\+/g, ' ').replace(/%(?![0-9a-f]{2})/gi, '%25'))
     } catch {
       throw new MalformedRequestError(`query ${excerpt(piece, 32)} does not decode as UTF-8`)
     }
@@ -394,6 +401,7 @@ async function serve(
     return reply(res, 200, target.devices.list(nameContains === undefined ? {} : { nameContains }))
   }
   if (resource === 'devices' && id !== undefined) {
+    if (action === 'approve') checkApprovedKey(req, target, id)
     const done =
       action === undefined
         ? await target.devices.forget(id)
@@ -427,6 +435,24 @@ async function serve(
     )
   }
   return reply(res, 200, target.events.query(eventQuery(url)))
+}
+
+/**
+ * An approval sent with `X-Rostersync-Key-Fingerprint` (the admin page
+ * sends the one it showed) is refused 412 `PRECONDITION_FAILED` when the
+ * device's key is another by now: reset and bound anew between the
+ * administrator's comparison and the click.
+ */
+function checkApprovedKey(req: IncomingMessage, target: HttpApiTarget, id: string): void {
+  const shown = req.headers['x-rostersync-key-fingerprint']
+  if (typeof shown !== 'string') return
+  const bound = target.devices.list().find((d) => d.id === id)?.keyFingerprint
+  if (bound !== undefined && bound !== shown)
+    throw new HttpError(
+      412,
+      'PRECONDITION_FAILED',
+      `the key of device ${excerpt(id, 64)} is ${bound} now, not the one shown: compare it with the terminal's again`,
+    )
 }
 
 /** API writes of a user in flight, per server and user id (see writeUser). */

@@ -47,6 +47,7 @@ import type { RecordSchema } from '../core/schema.js'
 import type { Replica } from '../peers/replica.js'
 import { startSession } from '../peers/sync-session.js'
 import { wrapWebSocket } from '../transports/ws-transport.js'
+import { ReceiveBudget } from '../transports/receive-deadline.js'
 import type { DeviceRegistry, DirectionState } from './device-registry.js'
 import { RefusalTracker } from './refusal-tracker.js'
 import { TurnQueue } from './turn-queue.js'
@@ -393,6 +394,8 @@ export async function startSyncServer(
   )
   const deferClose = (answer: () => boolean): void => closes.add(answer)
   const wss = new WebSocketServer({ noServer: true, maxPayload: netLimits.messageBytesMax })
+  // Messages in progress on all the server's links together (receivingBytesMax).
+  const receiving = new ReceiveBudget()
   const upgrades = new UpgradeQueue((req, socket, head) => {
     try {
       wss.handleUpgrade(req, socket, head, (ws) => {
@@ -401,6 +404,7 @@ export async function startSyncServer(
             tcp: socket,
             deferClose,
             messageBytesMax: netLimits.messageBytesMax,
+            receiving,
           }),
           req.url ?? '/',
         )

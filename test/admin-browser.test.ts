@@ -229,7 +229,7 @@ describe.skipIf(!haveChromium)('admin page in a browser', () => {
       await page.getByLabel('Admin token').waitFor()
     })
     expect(problems.filter((p) => !p.startsWith(refusedAdd))).toEqual([])
-  })
+  }, 120_000)
 
   it('refuses a save once someone changed the user since the editor opened; shows bytes and the hint as written', async () => {
     // The browser reports the refused save (412) on its console: expected.

@@ -6,6 +6,7 @@
  * policies with the consequence of a change, live updates (server-sent
  * events) and the page's own files.
  */
+import { request } from 'node:http'
 import { afterEach, describe, expect, it } from 'vitest'
 import { EVENT_TYPES } from '../core/events.js'
 import { netLimits } from '../core/limits.js'
@@ -232,6 +233,84 @@ describe('admin page sessions', () => {
   })
 })
 
+describe('approving a device with the key fingerprint shown', () => {
+  it('is refused 412 PRECONDITION_FAILED when the key is another, and approves with the right one', async () => {
+    const peer = await createServer({ store: memoryStore(), approveDevices: true })
+    closers.push(() => peer.close())
+    const device = await createDevice({
+      id: 'T-1',
+      store: memoryStore(),
+      server: peer.url,
+      siteKey: peer.siteKey ?? '',
+    })
+    closers.push(() => device.close())
+    await eventually(() =>
+      expect(peer.devices.list().find((d) => d.id === 'T-1')?.state).toBe('pending'),
+    )
+    const approve = (fingerprint: string): Promise<Answer> =>
+      call(peer, 'POST', '/api/devices/T-1/approve', {
+        headers: {
+          authorization: `Bearer ${peer.adminToken}`,
+          'x-rostersync-key-fingerprint': fingerprint,
+        },
+      })
+    const other = await approve('SHA256:' + 'A'.repeat(43))
+    expect(other.status).toBe(412)
+    expect(codeOf(other)).toBe('PRECONDITION_FAILED')
+    expect(peer.devices.list().find((d) => d.id === 'T-1')?.state).toBe('pending')
+    expect((await approve(device.keyFingerprint)).status).toBe(200)
+    await eventually(() =>
+      expect(peer.devices.list().find((d) => d.id === 'T-1')?.state).not.toBe('pending'),
+    )
+  })
+})
+
+describe('wrong admin tokens', () => {
+  it(`from one address, past ${netLimits.adminTokenGuessesPerMinuteMax} a minute: 429 RATE_LIMITED before any token is compared, until the minute is out; another address is not slowed`, async () => {
+    const clock = new ManualClock(Date.now())
+    const peer = await server({ clock })
+    const signInWith = (token: string): Promise<Answer> =>
+      call(peer, 'POST', '/api/session', { csrf: true, body: { token } })
+    const bearer = (token: string): Promise<Answer> =>
+      call(peer, 'GET', '/api/users', { headers: { authorization: `Bearer ${token}` } })
+    for (let i = 0; i < netLimits.adminTokenGuessesPerMinuteMax; i++) {
+      const wrong = await (i % 2 === 0 ? signInWith : bearer)(`guess-${i}-guess-${i}-guess`)
+      expect(wrong.status).toBe(401)
+    }
+    // Past it: refused whatever the token, the right one too (else a guess
+    // would still tell right from wrong).
+    for (const answer of [await signInWith(peer.adminToken), await bearer(peer.adminToken)]) {
+      expect(answer.status).toBe(429)
+      expect(codeOf(answer)).toBe('RATE_LIMITED')
+      expect(messageOf(answer)).toMatch(/try again in \d+ s/)
+    }
+    // Another address (127.0.0.2) signs in meanwhile.
+    const other = await new Promise<number>((resolve, reject) => {
+      const url = new URL('/api/users', peer.http)
+      const req = request(
+        {
+          host: url.hostname,
+          port: url.port,
+          path: url.pathname,
+          localAddress: '127.0.0.2',
+          headers: { authorization: `Bearer ${peer.adminToken}` },
+        },
+        (res) => {
+          res.resume()
+          resolve(res.statusCode ?? 0)
+        },
+      )
+      req.on('error', reject)
+      req.end()
+    })
+    expect(other).toBe(200)
+    // The minute out: the right token works again.
+    await clock.advance(60_000)
+    expect((await bearer(peer.adminToken)).status).toBe(200)
+    expect((await signInWith(peer.adminToken)).status).toBe(200)
+  })
+})
+
 describe('bytes that are not UTF-8', () => {
   it('are refused in a body and in a query, and change nothing (a probe: they became U+FFFD)', async () => {
     const peer = await server()
@@ -250,9 +329,9 @@ describe('bytes that are not UTF-8', () => {
     const res = await fetch(`${peer.http}/api/users?q=%FF`, { headers: auth })
     expect(res.status).toBe(400)
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('MALFORMED_REQUEST')
-    // UTF-8 itself is fine, in both.
-    const ok = await fetch(`${peer.http}/api/users?q=Jos%C3%A9`, { headers: auth })
-    expect(ok.status).toBe(200)
+    // UTF-8 itself is fine, in both; and a `%` that encodes nothing is itself.
+    for (const q of ['Jos%C3%A9', '100%', 'a%2', '%zz', 'a+b', '%2B', ''])
+      expect((await fetch(`${peer.http}/api/users?q=${q}`, { headers: auth })).status, q).toBe(200)
     expect(
       (
         await fetch(`${peer.http}/api/users/u1`, {

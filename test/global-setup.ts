@@ -14,11 +14,13 @@
  * The build is kept in `node_modules/.cache/rostersync-package-<hash>`, the
  * hash of every file it is made from: a run with the same sources (a second
  * `vitest run`, another file alone) uses it as it is; one with changed
- * sources builds anew, and removes builds more than an hour old.
+ * sources builds anew, and removes builds unused for an hour. A run none
+ * of whose files needs it (a file that does not run the CLI, alone) does
+ * without it. A build with type errors fails the run.
  */
 import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { cp, mkdir, readdir, readFile, rename, rm, stat, symlink } from 'node:fs/promises'
+import { cp, mkdir, readdir, readFile, rename, rm, stat, symlink, utimes } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { TestProject } from 'vitest/node'
@@ -74,14 +76,11 @@ function tsc(outDir: string): Promise<void> {
   child.stderr.on('data', (c: Buffer) => (output += c.toString()))
   return new Promise((resolve, reject) => {
     child.once('error', reject)
-    child.once('close', (code) => {
-      // 2: type errors, files written all the same (the typecheck step, or
-      // the test that fails, says what is wrong; a mutant under test may
-      // leave a parameter unused).
-      if (code === 2) console.warn(`test/global-setup.ts: tsc reported errors:\n${output}`)
-      if (code === 0 || code === 2) resolve()
-      else reject(new Error(`tsc exited with ${code}:\n${output}`))
-    })
+    // Type errors fail the run (and nothing is kept): the package is what
+    // `npm run build` makes, and that build must be clean.
+    child.once('close', (code) =>
+      code === 0 ? resolve() : reject(new Error(`tsc exited with ${code}:\n${output}`)),
+    )
   })
 }
 
@@ -105,21 +104,37 @@ async function build(target: string): Promise<void> {
   }
 }
 
+/** Whether a test file runs the built package (the CLI's helpers, or `inject('packageDir')`). */
+async function needsPackage(file: string): Promise<boolean> {
+  return /inject\('packageDir'\)|helpers\/cli-(run|operator)\.js/.test(await readFile(file, 'utf8'))
+}
+
 export default async function setup(project: TestProject): Promise<void> {
+  // Only for a run with a file that needs it: a file run alone, or a
+  // mutant's catchers (scripts/mutants), do without the build.
+  const filters = (project.vitest as unknown as { filenamePattern?: string[] }).filenamePattern
+  const { testFiles } = await project.globTestFiles(filters?.length ? filters : undefined)
+  if (!(await Promise.all(testFiles.map(needsPackage))).some(Boolean)) {
+    project.provide('packageDir', '')
+    return
+  }
   const name = `${PREFIX}${await sourceHash()}`
   const target = join(cacheDir, name)
-  const ready = await stat(join(target, 'dist', 'index.js')).then(
+  const ready = await stat(join(target, 'package.json')).then(
     () => true,
     () => false,
   )
-  if (!ready) {
+  // Marked as used now: another run removes only builds unused for an hour.
+  if (ready) await utimes(target, new Date(), new Date()).catch(() => undefined)
+  else {
     const started = Date.now()
     await build(target)
     console.log(`test/global-setup.ts: built the package in ${Date.now() - started} ms (${target})`)
-    // Older builds go once they are an hour old: a run started on them
-    // before this one (another checkout's, a mutant's) may still be using one.
+    // Older builds go once unused for an hour (a run started on one before
+    // this one, another checkout's, may still be using it), and so do the
+    // half-built folders of runs stopped while building.
     for (const old of await readdir(cacheDir)) {
-      if (!old.startsWith(PREFIX) || old === name || old.endsWith('.partial')) continue
+      if (!old.startsWith(PREFIX) || old === name) continue
       const built = await stat(join(cacheDir, old)).catch(() => undefined)
       if (built !== undefined && Date.now() - built.mtimeMs > 3_600_000)
         await rm(join(cacheDir, old), { recursive: true, force: true })

@@ -310,7 +310,7 @@ describe('admitted LAN links per device', () => {
 })
 
 describe('refusals on LAN links in the log', () => {
-  it('a write-refused once per code and peer, however many links the peer re-opens to be refused again', async () => {
+  it('a write-refused once per code and device, however many links and libp2p identities it uses to be refused again', async () => {
     const s = await site()
     const key = keyPairFromSeed(new Uint8Array(32).fill(9))
     const cert = await certify(s, 'D9', key)
@@ -318,10 +318,13 @@ describe('refusals on LAN links in the log', () => {
     doc.getMap('u:D9').set('u1', { e: 0, f: { name: 'x' }, s: { name: 1 } })
     const unsigned = encodeMessage({ type: 'sync-update', update: Y.encodeStateAsUpdate(doc) })
     const refusals = (): number => s.d2.events.query({ type: 'write-refused' }).length
-    const refusedOn = async (member: LanNode): Promise<void> => {
+    const refusedOn = async (member: LanNode, as = { cert, key }): Promise<void> => {
       const raw = await link(s, member)
       await raw.send(
-        encodeLanAuth(cert, signLanProof(key, cert.site, member.peerId.toString(), s.d2End)),
+        encodeLanAuth(
+          as.cert,
+          signLanProof(as.key, as.cert.site, member.peerId.toString(), s.d2End),
+        ),
       )
       await eventually(() => expect(raw.received.some((m) => m.type === 'sync-step1')).toBe(true))
       await raw.send(unsigned)
@@ -331,8 +334,13 @@ describe('refusals on LAN links in the log', () => {
     for (let i = 0; i < 3; i++) await refusedOn(member)
     await settle(20)
     expect(refusals()).toBe(1)
-    // Another peer (another libp2p identity): another cause.
+    // The same device from another libp2p identity: the same cause.
     await refusedOn(await node())
+    await settle(20)
+    expect(refusals()).toBe(1)
+    // Another device: another cause.
+    const key8 = keyPairFromSeed(new Uint8Array(32).fill(8))
+    await refusedOn(await node(), { cert: await certify(s, 'D8', key8), key: key8 })
     await eventually(() => expect(refusals()).toBe(2))
   })
 })
@@ -346,8 +354,12 @@ describe('which refusals a device logs (LogLimiter)', () => {
     for (let i = 1; i < netLimits.lanRefusalsLoggedPerHourMax; i++)
       expect(log.admit(`peer-${i}`)).toBe(true)
     expect(log.admit('one too many')).toBe(false)
-    await clock.advance(60 * 60_000)
+    expect(log.admit('two too many')).toBe(false)
+    await clock.advance(netLimits.lanRefusalsLogWindowMs)
     expect(log.admit('one too many')).toBe(true)
+    // The event logged next says what was not.
+    expect(log.notLogged()).toMatch(/^ \(2 LAN refusals before this one not logged/)
+    expect(log.notLogged()).toBe('')
     expect(log.admit('A')).toBe(false)
   })
 })
@@ -475,7 +487,7 @@ describe('an admitted LAN link', () => {
     expect(raw.closed()).toBeUndefined()
   })
 
-  it('messages in progress on all links hold at most receivingBytesMax: past it the link holding the most is closed 1008 TOO_MANY_QUEUED_MESSAGES', async () => {
+  it('messages in progress on all links hold at most receivingBytesMax: past it the link silent the longest is closed 1008 TOO_MANY_QUEUED_MESSAGES, not the one sending', async () => {
     withLimits(netLimits, { receivingBytesMax: 1024 * 1024 })
     const s = await site()
     const { raw: a, key, cert } = await admittedLink(s)
@@ -493,11 +505,11 @@ describe('an admitted LAN link', () => {
     await settle(20)
     expect(a.closed()).toBeUndefined()
     await begin(b, 600 * 1024)
-    const close = await b.whenClosed(5_000)
+    const close = await a.whenClosed(5_000)
     expect(close?.code).toBe(1008)
     expect(close?.reason).toMatch(/^TOO_MANY_QUEUED_MESSAGES: /)
     await settle(20)
-    expect(a.closed()).toBeUndefined()
+    expect(b.closed()).toBeUndefined()
   })
 
   it(`holds back at most ${limits.heldBackUpdatesPerLinkMax} updates: past it, 1008 TOO_MANY_HELD_BACK`, async () => {

@@ -28,6 +28,7 @@ const limits = netLimits as {
   receiveStallMsMax: number
   receiveRateBytesMin: number
   closedLinkLingerMs: number
+  receivingBytesMax: number
 }
 const saved = { ...limits }
 beforeEach(() => {
@@ -37,6 +38,7 @@ afterEach(async () => {
   limits.receiveStallMsMax = saved.receiveStallMsMax
   limits.receiveRateBytesMin = saved.receiveRateBytesMin
   limits.closedLinkLingerMs = saved.closedLinkLingerMs
+  limits.receivingBytesMax = saved.receivingBytesMax
   for (const close of closers.splice(0).reverse()) await close()
 })
 
@@ -128,6 +130,27 @@ function halfMessage(): Uint8Array {
 }
 
 describe("a device's WebSocket at the server", () => {
+  it('messages in progress on all its links hold at most receivingBytesMax: the link silent the longest is closed, and the server stays up', async () => {
+    // A review: the close reason ran past the 123 bytes a WebSocket close
+    // carries, and ws threw inside another link's read: the server went down.
+    limits.receiveStallMsMax = saved.receiveStallMsMax
+    limits.receivingBytesMax = 1024 * 1024
+    const server = await startServer()
+    const first = await rawDevice(server, 'D1')
+    const second = await rawDevice(server, 'D2')
+    first.tcp.write(Buffer.concat([frameHead(0x82, 900 * 1024), Buffer.alloc(500 * 1024)]))
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(first.closedWith()).toBeUndefined()
+    // The second goes past the bound while the first has been silent.
+    second.tcp.write(Buffer.concat([frameHead(0x82, 900 * 1024), Buffer.alloc(600 * 1024)]))
+    const { code, reason } = await first.closed
+    expect(code).toBe(1008)
+    expect(reason).toMatch(/^TOO_MANY_QUEUED_MESSAGES: /)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    expect(second.closedWith()).toBeUndefined()
+    await stillServes(server, 'D3')
+  })
+
   it('is closed RECEIVE_STALLED when a frame stops half way', async () => {
     const server = await startServer()
     const { tcp, closed } = await rawDevice(server, 'D1')

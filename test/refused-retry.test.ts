@@ -45,7 +45,15 @@ describe('a device refused for good', () => {
       await expect(device.sync.whenIdle()).rejects.toMatchObject({ code: 'AUTH_FAILED' })
       expect(device.sync.status().deviceToServer.error?.code).toBe('AUTH_FAILED')
       await server.close()
+      // Tried by hand while the server is down: refused as before, and no
+      // retries of its own start (a review: they did, after one such try).
+      await expect(device.sync.full()).rejects.toMatchObject({ code: 'AUTH_FAILED' })
+      await expect(device.sync.whenIdle()).rejects.toMatchObject({ code: 'AUTH_FAILED' })
       server = await createServer({ dataDir, port, siteKey: RIGHT })
+      const seen = server.devices.list().find((d) => d.id === 'D1')?.lastSeen
+      await new Promise((resolve) => setTimeout(resolve, 3_000))
+      expect(server.devices.list().find((d) => d.id === 'D1')?.lastSeen).toBe(seen)
+      expect(device.sync.status().deviceToServer.state).toBe('failed')
       await device.users.put({ id: 'u1', name: 'Ann' })
       // By hand: it connects, and the server takes it back.
       await device.sync.full()

@@ -31,6 +31,29 @@ runTransportContract('WebSocket on 127.0.0.1', async () => {
   }
 })
 
+describe('a WebSocket closed with a reason past the 123 bytes a close frame carries', () => {
+  it('is closed with the reason clipped at a whole character, not a throw (a review: the server went down)', async () => {
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+    await new Promise((resolve) => wss.once('listening', resolve))
+    const accepted = new Promise<Connection>((resolve) =>
+      wss.once('connection', (ws) => resolve(wrapWebSocket(ws, 'client'))),
+    )
+    const client = await wsConnect(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}/`)
+    const server = await accepted
+    const closed = new Promise<CloseInfo>((resolve) => client.onClose(resolve))
+    try {
+      expect(() => server.close(1008, `TOO_LONG: ${'é'.repeat(100)}`)).not.toThrow()
+      const info = await closed
+      expect(info.code).toBe(1008)
+      expect(Buffer.byteLength(info.reason)).toBeLessThanOrEqual(123)
+      expect(info.reason).toMatch(/^TOO_LONG: é+$/)
+    } finally {
+      client.close()
+      await new Promise((resolve) => wss.close(resolve))
+    }
+  })
+})
+
 describe("a WebSocket frame past the receiver's limit", () => {
   it('closes the link with 1009 MESSAGE_TOO_LARGE: the sender is told why, the receiver hears a refused frame', async () => {
     const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })

@@ -24,7 +24,7 @@ import { InvalidOptionsError, RostersyncError } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
 import type { CloseInfo, Connection } from '../core/transport.js'
 import { frame, FrameReader } from './length-prefixed.js'
-import { ReceiveDeadline } from './receive-deadline.js'
+import { ReceiveBudget, ReceiveDeadline } from './receive-deadline.js'
 import { fixXsalsa20 } from './xsalsa20-fix.js'
 
 // Before any connection exists: pnet's cipher otherwise crashes the process
@@ -140,8 +140,15 @@ const ABNORMAL_CLOSE = 1006
 
 let nextId = 1
 
-/** Turns an open sync stream into a `Connection`; `remote` names the other node. */
-export function wrapStream(stream: Stream, remote: string): Connection {
+/**
+ * Turns an open sync stream into a `Connection`; `remote` names the other
+ * node, `receiving` bounds messages in progress with the device's other links.
+ */
+export function wrapStream(
+  stream: Stream,
+  remote: string,
+  receiving: ReceiveBudget = new ReceiveBudget(),
+): Connection {
   const id = `lan-${nextId++}`
   const reader = new FrameReader(netLimits.messageBytesMax + 1)
   const early: Uint8Array[] = []
@@ -151,7 +158,7 @@ export function wrapStream(stream: Stream, remote: string): Connection {
   let told = false
   stream.maxWriteBufferLength = netLimits.sendBufferBytesMax
   // A message begun and not finished is closed on (RECEIVE_STALLED).
-  const deadline = new ReceiveDeadline((reason) => close(1008, reason))
+  const deadline = new ReceiveDeadline((reason) => close(1008, reason), receiving)
   const tell = (info: CloseInfo): void => {
     deadline.stop()
     reader.clear()

@@ -20,31 +20,58 @@
 import { netLimits } from '../core/limits.js'
 
 /**
- * The bytes of every message in progress on this process's links: each
- * link's deadline bounds how long it holds its own, and this how much all
- * of them hold together (`netLimits.receivingBytesMax`). A device's or
- * key holder's links each holding most of a large message, sent and never
- * finished, would otherwise pin a message's worth of memory per link for
- * minutes. Past the bound the link holding the most is closed (1008
- * `TOO_MANY_QUEUED_MESSAGES`): a peer sending one large message at a time
- * is never the one, unless it is alone (then it holds past the bound).
+ * The bytes of every message in progress on one peer's links (the
+ * server's, or one device's LAN links): each link's deadline bounds how
+ * long it holds its own, and this how much all of them hold together
+ * (`netLimits.receivingBytesMax`). Links each holding most of a large
+ * message, sent and never finished, would otherwise pin a message's worth
+ * of memory per link for minutes. Past the bound the link silent the
+ * longest (its last byte the oldest; of two, the one holding more) is
+ * closed with 1008 `TOO_MANY_QUEUED_MESSAGES`, after the read that went
+ * past it: a message arriving at the speed its link carries is not the
+ * one, however large, while links that stopped sending hold bytes.
  */
-const receiving = new Set<ReceiveDeadline>()
-let receivingBytes = 0
+export class ReceiveBudget {
+  readonly receiving = new Set<ReceiveDeadline>()
+  bytes = 0
+  private checking = false
+
+  /** Checks the bound once the current read is handled (not inside another link's handler). */
+  check(): void {
+    if (this.checking || this.bytes <= netLimits.receivingBytesMax) return
+    this.checking = true
+    queueMicrotask(() => {
+      this.checking = false
+      while (this.bytes > netLimits.receivingBytesMax && this.receiving.size > 1) {
+        let silent: ReceiveDeadline | undefined
+        for (const deadline of this.receiving)
+          if (silent === undefined || deadline.silentLonger(silent)) silent = deadline
+        if (silent === undefined) break
+        silent.shed()
+      }
+    })
+  }
+}
 
 export class ReceiveDeadline {
   /** When the message in progress started (ms, `performance.now`), if one is. */
   private startedAt: number | undefined
   private bytes = 0
-  /** Bytes of the message in progress. */
-  get held(): number {
-    return this.bytes
-  }
   /** Messages ended as of the last read (a change: a new message began). */
   private ended = 0
   private timer: ReturnType<typeof setTimeout> | undefined
 
-  constructor(private readonly onStall: (message: string) => void) {}
+  /** When its last byte came (ms, `performance.now`). */
+  private lastByteAt = 0
+
+  /**
+   * `budget`: the peer's (server, device) bound on every link's message in
+   * progress together; by default the link's own.
+   */
+  constructor(
+    private readonly onStall: (message: string) => void,
+    private readonly budget: ReceiveBudget = new ReceiveBudget(),
+  ) {}
 
   /**
    * After a read: whether a message is in progress, its bytes read so far,
@@ -57,21 +84,28 @@ export class ReceiveDeadline {
       this.stop()
       return
     }
-    receivingBytes += bytes - this.bytes
+    if (bytes !== this.bytes || newMessage) this.lastByteAt = performance.now()
+    this.budget.bytes += bytes - this.bytes
     this.bytes = bytes
-    receiving.add(this)
+    this.budget.receiving.add(this)
     if (this.startedAt === undefined || newMessage) {
       this.startedAt = performance.now()
       this.arm()
     }
-    if (receivingBytes > netLimits.receivingBytesMax) overBudget()
+    this.budget.check()
+  }
+
+  /** Whether this link has sent nothing for longer than `other` (of two as long, holds more). */
+  silentLonger(other: ReceiveDeadline): boolean {
+    if (this.lastByteAt !== other.lastByteAt) return this.lastByteAt < other.lastByteAt
+    return this.bytes > other.bytes
   }
 
   /** The link closed: nothing more to watch. */
   stop(): void {
     this.startedAt = undefined
-    receivingBytes -= this.bytes
-    receiving.delete(this)
+    this.budget.bytes -= this.bytes
+    this.budget.receiving.delete(this)
     this.bytes = 0
     if (this.timer !== undefined) clearTimeout(this.timer)
     this.timer = undefined
@@ -90,12 +124,13 @@ export class ReceiveDeadline {
     this.timer.unref?.()
   }
 
-  /** Closes the link (past `receivingBytesMax`, see `receiving`). */
+  /** Closes the link (past `receivingBytesMax`: see ReceiveBudget). */
   shed(): void {
-    const bytes = this.bytes
+    const seconds = Math.round((performance.now() - this.lastByteAt) / 1000)
     this.stop()
+    // Short: a WebSocket close reason is at most 123 bytes (a longer one throws).
     this.onStall(
-      `TOO_MANY_QUEUED_MESSAGES: messages in progress on this peer's links hold more than ${netLimits.receivingBytesMax} bytes; this link's, ${bytes} bytes, the most`,
+      `TOO_MANY_QUEUED_MESSAGES: messages in progress past the bound; silent ${seconds} s`,
     )
   }
 
@@ -113,15 +148,5 @@ export class ReceiveDeadline {
     this.onStall(
       `RECEIVE_STALLED: a message still incomplete after ${seconds} s (${bytes} bytes read)`,
     )
-  }
-}
-
-/** Closes the links holding the most until the rest fit `receivingBytesMax`. */
-function overBudget(): void {
-  while (receivingBytes > netLimits.receivingBytesMax && receiving.size > 1) {
-    let most: ReceiveDeadline | undefined
-    for (const deadline of receiving)
-      if (most === undefined || deadline.held > most.held) most = deadline
-    most?.shed()
   }
 }

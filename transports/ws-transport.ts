@@ -7,7 +7,8 @@ import WebSocket from 'ws'
 import { RostersyncError } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
 import type { CloseInfo, Connection, Transport } from '../core/transport.js'
-import { ReceiveDeadline } from './receive-deadline.js'
+import { closeReason } from '../core/close-reason.js'
+import { type ReceiveBudget, ReceiveDeadline } from './receive-deadline.js'
 
 let nextId = 1
 
@@ -33,6 +34,8 @@ export function wrapWebSocket(
     readonly deferClose?: (answer: () => boolean) => void
     /** The socket's `maxPayload`, for the reason of a refused frame (`netLimits.messageBytesMax`). */
     readonly messageBytesMax?: number | undefined
+    /** The peer's bound on messages in progress on all its links (the server's). */
+    readonly receiving?: ReceiveBudget
   } = {},
 ): Connection {
   const { tcp, deferClose } = options
@@ -46,7 +49,10 @@ export function wrapWebSocket(
   socket.binaryType = 'nodebuffer'
   // A message begun and not finished is closed on (RECEIVE_STALLED); the
   // server's links only, whose frames the gate follows.
-  const deadline = new ReceiveDeadline((reason) => connection.close(1008, reason))
+  const deadline = new ReceiveDeadline(
+    (reason) => connection.close(1008, reason),
+    options.receiving,
+  )
   if (tcp !== undefined && deferClose !== undefined)
     gateCloseFrame(tcp, deferClose, () => closed, deadline)
   socket.on('message', (data: Buffer) => {
@@ -123,7 +129,9 @@ export function wrapWebSocket(
   function closeLink(info: CloseInfo): void {
     if (closed) return
     const wasOpen = socket.readyState === WebSocket.OPEN
-    wsClose(info.code, info.reason)
+    // Clipped: `ws` throws on a reason past 123 bytes, inside whichever
+    // handler closed (another link's read: the process went down).
+    wsClose(info.code, closeReason(info.reason))
     if (tcp === undefined || !wasOpen) {
       // A refused frame is this side's close whatever the peer answers.
       if (info.refusedFrame === true) finish(info)

@@ -20,6 +20,7 @@ import { limits, netLimits } from '../../core/limits.js'
 import { CloseCode, decodeMessage, type Message } from '../../core/protocol.js'
 import { refusedUserOf } from '../../core/authorize.js'
 import { TokenBucket } from '../../core/token-bucket.js'
+import { closeReason } from '../../core/close-reason.js'
 
 /** The close code and reason for a refusal (the reason starts with the error code). */
 export function refusalClose(error: RostersyncError): { code: number; reason: string } {
@@ -81,23 +82,7 @@ export function remoteError(code: string, message: string): [ErrorCode, string] 
   return [known ? code : 'SYNC_FAILED', cleanText(text, limits.peerErrorCharsMax)]
 }
 
-/** WebSocket close reasons are at most 123 bytes of UTF-8. */
-const CLOSE_REASON_BYTES_MAX = 123
-
-/** `text` cut to what a WebSocket close frame carries (whole characters). */
-export function closeReason(text: string): string {
-  const encoder = new TextEncoder()
-  if (encoder.encode(text).byteLength <= CLOSE_REASON_BYTES_MAX) return text
-  let out = ''
-  let bytes = 0
-  for (const char of text) {
-    const size = encoder.encode(char).byteLength
-    if (bytes + size > CLOSE_REASON_BYTES_MAX) break
-    out += char
-    bytes += size
-  }
-  return out
-}
+export { closeReason }
 
 /** The per-second bounds of an untrusted link (SessionOptions.untrusted). */
 /** Per-second bounds on what a peer sends (LinkRates, or several together). */
