@@ -419,6 +419,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     replica,
     identity,
     clock: basics.clock,
+    holdsProcess: options.clock === undefined,
     randomUint32: basics.randomUint32,
     closeLinks: (reason) => {
       const closed = endpoint.connectedDevices().length

@@ -88,6 +88,13 @@ export class Generations {
       readonly replica: Replica
       readonly identity: Identity
       readonly clock: Clock
+      /**
+       * Whether a compaction holds the process alive while it runs (the
+       * system clock's: see compactHistory); not on an injected clock (a
+       * simulation's crash abandons the compaction, and its hold kept a
+       * finished `rostersync sim` running for ever, a probe).
+       */
+      readonly holdsProcess?: boolean
       /** The peer's random source (injected: a simulation replays the same ids). */
       readonly randomUint32: () => number
       /** Closes every device link with 4412; returns how many it closed. */
@@ -134,7 +141,7 @@ export class Generations {
       // alive (a pending delta sync must not): a process that only
       // compacts (`rostersync compact` on a stopped server) exited in the
       // middle, silently, status 0 (a probe). Held alive while it runs.
-      const release = holdProcess()
+      const release = this.options.holdsProcess === true ? holdProcess() : () => undefined
       this.running = this.run().finally(() => {
         release()
         this.running = undefined

@@ -91,6 +91,13 @@ describe('the CLI on bad input', () => {
     expectOneLine(await cli(['sim', '--plan', '[{"bad":1}]', '--devices', '2']), 2, /--plan/)
   })
 
+  it('a run whose server crashes in the middle of a compaction ends with its report (a probe: it never exited)', async () => {
+    const plan = '[{"at":600000,"op":"compact","value":1}]'
+    const run = await cli(['sim', '--seed', '1', '--devices', '2', '--days', '0.1', '--plan', plan])
+    expect(run.stdout).toMatch(/trace hash/)
+    expect(run.code).toBe(0)
+  }, 60_000)
+
   it('a second server on the same data directory says one is running there', async () => {
     expectOneLine(
       await cli(['server', '--data', data, '--port', '0']),
