@@ -514,7 +514,7 @@ export const netLimits = {
   /**
    * Most bytes of messages in progress (begun, not yet read whole) on all
    * of a peer's links together (the server's WebSocket links, a device's
-   * LAN links): past it the link silent the longest is closed with 1008
+   * LAN links): past it the link whose message came the slowest is closed with 1008
    * `TOO_MANY_QUEUED_MESSAGES` (transports/receive-deadline.ts,
    * ReceiveBudget). Twice `messageBytesMax`: one message of the largest
    * size always fits beside others.

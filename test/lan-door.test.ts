@@ -487,7 +487,7 @@ describe('an admitted LAN link', () => {
     expect(raw.closed()).toBeUndefined()
   })
 
-  it('messages in progress on all links hold at most receivingBytesMax: past it the link silent the longest is closed 1008 TOO_MANY_QUEUED_MESSAGES, not the one sending', async () => {
+  it('messages in progress on all links hold at most receivingBytesMax: past it the link whose message came the slowest is closed 1008 TOO_MANY_QUEUED_MESSAGES, not the one sending', async () => {
     withLimits(netLimits, { receivingBytesMax: 1024 * 1024 })
     const s = await site()
     const { raw: a, key, cert } = await admittedLink(s)

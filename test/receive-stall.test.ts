@@ -130,7 +130,7 @@ function halfMessage(): Uint8Array {
 }
 
 describe("a device's WebSocket at the server", () => {
-  it('messages in progress on all its links hold at most receivingBytesMax: the link silent the longest is closed, and the server stays up', async () => {
+  it('messages in progress on all its links hold at most receivingBytesMax: the link whose message came the slowest is closed, and the server stays up', async () => {
     // A review: the close reason ran past the 123 bytes a WebSocket close
     // carries, and ws threw inside another link's read: the server went down.
     limits.receiveStallMsMax = saved.receiveStallMsMax

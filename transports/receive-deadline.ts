@@ -25,16 +25,23 @@ import { netLimits } from '../core/limits.js'
  * long it holds its own, and this how much all of them hold together
  * (`netLimits.receivingBytesMax`). Links each holding most of a large
  * message, sent and never finished, would otherwise pin a message's worth
- * of memory per link for minutes. Past the bound the link silent the
- * longest (its last byte the oldest; of two, the one holding more) is
- * closed with 1008 `TOO_MANY_QUEUED_MESSAGES`, after the read that went
- * past it: a message arriving at the speed its link carries is not the
- * one, however large, while links that stopped sending hold bytes.
+ * of memory per link for minutes. Past the bound the link whose message
+ * has come the slowest (its bytes over the time since it began) is closed
+ * with 1008 `TOO_MANY_QUEUED_MESSAGES`, after the read that went past it:
+ * a message arriving at the speed its link carries is not the one,
+ * however large, while links that stopped sending hold bytes, or send a
+ * byte now and then to look alive (a probe got an honest 6 MiB push shed
+ * so when the link silent the longest was the one). To hold the bound
+ * against a message at line speed, every hoarding link must keep up that
+ * speed: the attacker's bandwidth, not a few bytes a second.
  */
 export class ReceiveBudget {
   readonly receiving = new Set<ReceiveDeadline>()
   bytes = 0
   private checking = false
+
+  /** `now`: ms on a monotonic clock (injected in tests). */
+  constructor(readonly now: () => number = () => performance.now()) {}
 
   /** Checks the bound once the current read is handled (not inside another link's handler). */
   check(): void {
@@ -43,26 +50,24 @@ export class ReceiveBudget {
     queueMicrotask(() => {
       this.checking = false
       while (this.bytes > netLimits.receivingBytesMax && this.receiving.size > 1) {
-        let silent: ReceiveDeadline | undefined
+        const now = this.now()
+        let slowest: ReceiveDeadline | undefined
         for (const deadline of this.receiving)
-          if (silent === undefined || deadline.silentLonger(silent)) silent = deadline
-        if (silent === undefined) break
-        silent.shed()
+          if (slowest === undefined || deadline.rate(now) < slowest.rate(now)) slowest = deadline
+        if (slowest === undefined) break
+        slowest.shed()
       }
     })
   }
 }
 
 export class ReceiveDeadline {
-  /** When the message in progress started (ms, `performance.now`), if one is. */
+  /** When the message in progress started (ms, the budget's clock), if one is. */
   private startedAt: number | undefined
   private bytes = 0
   /** Messages ended as of the last read (a change: a new message began). */
   private ended = 0
   private timer: ReturnType<typeof setTimeout> | undefined
-
-  /** When its last byte came (ms, `performance.now`). */
-  private lastByteAt = 0
 
   /**
    * `budget`: the peer's (server, device) bound on every link's message in
@@ -84,21 +89,19 @@ export class ReceiveDeadline {
       this.stop()
       return
     }
-    if (bytes !== this.bytes || newMessage) this.lastByteAt = performance.now()
     this.budget.bytes += bytes - this.bytes
     this.bytes = bytes
     this.budget.receiving.add(this)
     if (this.startedAt === undefined || newMessage) {
-      this.startedAt = performance.now()
+      this.startedAt = this.budget.now()
       this.arm()
     }
     this.budget.check()
   }
 
-  /** Whether this link has sent nothing for longer than `other` (of two as long, holds more). */
-  silentLonger(other: ReceiveDeadline): boolean {
-    if (this.lastByteAt !== other.lastByteAt) return this.lastByteAt < other.lastByteAt
-    return this.bytes > other.bytes
+  /** How fast its message came so far: bytes a millisecond since it began. */
+  rate(now: number): number {
+    return this.bytes / Math.max(1, now - (this.startedAt ?? now))
   }
 
   /** The link closed: nothing more to watch. */
@@ -112,7 +115,7 @@ export class ReceiveDeadline {
   }
 
   private deadline(): number {
-    const started = this.startedAt ?? performance.now()
+    const started = this.startedAt ?? this.budget.now()
     return (
       started + netLimits.receiveStallMsMax + (this.bytes * 1000) / netLimits.receiveRateBytesMin
     )
@@ -120,17 +123,17 @@ export class ReceiveDeadline {
 
   private arm(): void {
     if (this.timer !== undefined) clearTimeout(this.timer)
-    this.timer = setTimeout(() => this.check(), Math.max(0, this.deadline() - performance.now()))
+    this.timer = setTimeout(() => this.check(), Math.max(0, this.deadline() - this.budget.now()))
     this.timer.unref?.()
   }
 
   /** Closes the link (past `receivingBytesMax`: see ReceiveBudget). */
   shed(): void {
-    const seconds = Math.round((performance.now() - this.lastByteAt) / 1000)
+    const perSecond = Math.round(this.rate(this.budget.now()) * 1000)
     this.stop()
     // Short: a WebSocket close reason is at most 123 bytes (a longer one throws).
     this.onStall(
-      `TOO_MANY_QUEUED_MESSAGES: messages in progress past the bound; silent ${seconds} s`,
+      `TOO_MANY_QUEUED_MESSAGES: messages in progress past the bound; the slowest, ${perSecond} B/s`,
     )
   }
 
@@ -138,11 +141,11 @@ export class ReceiveDeadline {
     this.timer = undefined
     if (this.startedAt === undefined) return
     // Bytes that came meanwhile moved the deadline on.
-    if (performance.now() < this.deadline()) {
+    if (this.budget.now() < this.deadline()) {
       this.arm()
       return
     }
-    const seconds = Math.round((performance.now() - this.startedAt) / 1000)
+    const seconds = Math.round((this.budget.now() - this.startedAt) / 1000)
     const bytes = this.bytes
     this.stop()
     this.onStall(
