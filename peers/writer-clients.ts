@@ -33,6 +33,8 @@ export class WriterClients {
   private byWriter = new Map<string, Set<number>>()
   /** The most clientIDs one writer holds. */
   private most = 0
+  /** Told of a writer each time it takes a clientID (the registry notes that it wrote). */
+  onWriter?: (writer: string) => void
 
   /**
    * Throws `FORBIDDEN_WRITE` when `writer` would write under more than
@@ -63,6 +65,7 @@ export class WriterClients {
       )
     for (const client of fresh) held.add(client)
     if (held.size > this.most) this.most = held.size
+    this.onWriter?.(writer)
   }
 
   /** The most clientIDs one writer holds in the document last seen (a generation is due near the limit). */

@@ -448,6 +448,8 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   }
   // A device forgotten to make room.
   registry.onForgotten = (id) => void letGo(id).catch(() => undefined)
+  // A device that wrote something is not forgotten to make room (a full registry).
+  endpointOptions.signing.signer.writerClients.onWriter = (writer) => registry.wrote(writer)
   const moves = new MoveGate({
     clock: basics.clock,
     generation: () => generations.started(),

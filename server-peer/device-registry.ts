@@ -72,6 +72,13 @@ export interface DeviceRecord {
     readonly serverToDevice: DirectionState
     readonly deviceToServer: DirectionState
   }
+  /**
+   * It wrote something the server took (an item under a clientID of its
+   * own): a full registry does not forget it to make room. An update that
+   * brings nothing does not count (a probe: made-up ids each sending one
+   * could never be forgotten). Absent on records from before it was kept.
+   */
+  readonly wrote?: boolean
 }
 
 const NAMESPACE = 'device'
@@ -176,6 +183,7 @@ export class DeviceRegistry {
         pending: true,
         connected: false,
         sync: { serverToDevice: NOT_STARTED, deviceToServer: NOT_STARTED },
+        wrote: false,
       }),
       true,
     )
@@ -240,10 +248,22 @@ export class DeviceRegistry {
         pending: prev?.pending ?? false,
         connected: true,
         sync: prev?.sync ?? { serverToDevice: NOT_STARTED, deviceToServer: NOT_STARTED },
+        ...(prev === undefined
+          ? { wrote: false }
+          : prev.wrote === undefined
+            ? {}
+            : { wrote: prev.wrote }),
       }),
       changed,
     )
     return prev === undefined
+  }
+
+  /** `id` wrote something the server took (see DeviceRecord.wrote): stored at once, the first time. */
+  wrote(id: string): void {
+    const prev = this.devices.get(id)
+    if (prev === undefined || prev.wrote === true) return
+    this.set(withState({ ...prev, wrote: true }), true)
   }
 
   /** Marks one connection of a device closed. */
@@ -308,7 +328,7 @@ export class DeviceRegistry {
   /**
    * The device a full registry forgets for a new id (`pending`: among those
    * waiting for approval, else among the approved): the one away longest
-   * among those that never sent anything the server took and are not
+   * among those that never wrote anything the server took (`wrote`) and are not
    * connected, once away `limits.deviceUnsyncedForgetMs`.
    */
   private forgettable(pending: boolean): DeviceRecord | undefined {
@@ -316,7 +336,9 @@ export class DeviceRegistry {
     let oldest: DeviceRecord | undefined
     for (const record of this.devices.values()) {
       if (record.revoked || record.connected || record.pending !== pending) continue
-      if (record.sync.deviceToServer.state !== 'not-started') continue
+      if (record.wrote === true) continue
+      // A record from before `wrote` was kept: as it was judged then.
+      if (record.wrote === undefined && record.sync.deviceToServer.state !== 'not-started') continue
       if (record.lastSeen > before) continue
       if (oldest === undefined || record.lastSeen < oldest.lastSeen) oldest = record
     }
@@ -335,7 +357,7 @@ export class DeviceRegistry {
         ctx.event({
           type: 'device-forgotten',
           deviceId: id,
-          message: 'to make room in a full registry: it never sent anything and was away an hour',
+          message: 'to make room in a full registry: it never wrote anything and was away an hour',
         })
       })
       .catch(() => undefined)

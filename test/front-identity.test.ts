@@ -172,7 +172,28 @@ describe('identity: a bounded registry', () => {
 describe('identity: a full registry is not a lockout (issue 11: 10,000 made-up ids in 7 s)', () => {
   const join1 = { name: 'n', address: 'a', serial: 's' }
 
-  it('makes room by forgetting the device away longest that never sent anything, once away an hour; never one that did, a connected or a revoked one', async () => {
+  it('counts a device as having written once the server takes an item of its own, not for a sync that brings nothing', async () => {
+    const clock = new ManualClock()
+    const server = await newServer(clock)
+    await server.users.put({ id: 'u1', name: 'Ann' })
+    const writer = await newDevice(clock, 'writer', () => server)
+    const idle = await newDevice(clock, 'idle', () => server)
+    await writer.sync.full()
+    await idle.sync.full()
+    const wrote = (id: string): boolean | undefined =>
+      server.devices.list().find((d) => d.id === id)?.wrote
+    // Both synced; neither wrote.
+    expect(server.devices.list().find((d) => d.id === 'idle')?.sync.deviceToServer.state).toBe(
+      'success',
+    )
+    expect([wrote('writer'), wrote('idle')]).toEqual([false, false])
+    await writer.users.patch('u1', { email: 'ann@example.com' })
+    await writer.sync.whenIdle()
+    expect(server.users.get('u1')?.email).toBe('ann@example.com')
+    expect([wrote('writer'), wrote('idle')]).toEqual([true, false])
+  })
+
+  it('makes room by forgetting the device away longest that never wrote anything, once away an hour; never one that did, a connected or a revoked one', async () => {
     const clock = new ManualClock()
     const server = await newServer(clock)
     const registry = new DeviceRegistry(clock, server.replica)
@@ -181,6 +202,7 @@ describe('identity: a full registry is not a lockout (issue 11: 10,000 made-up i
     registry.admission('synced', join1, false)
     registry.seen('synced', 'n', 'a')
     registry.direction('synced', 'deviceToServer', 'success')
+    registry.wrote('synced')
     registry.left('synced')
     registry.admission('online', join1, false)
     registry.seen('online', 'n', 'a')
@@ -188,8 +210,10 @@ describe('identity: a full registry is not a lockout (issue 11: 10,000 made-up i
     for (let i = 2; i < limits.devicesRegisteredMax; i++) {
       registry.admission(`junk-${i}`, join1, false)
       registry.seen(`junk-${i}`, 'n', 'a')
-      // Answered once (a step 1 costs nothing): it still sent nothing.
+      // Answered once (a step 1 costs nothing), and an update that brought
+      // nothing taken (a probe: that made it unforgettable): it wrote nothing.
       registry.direction(`junk-${i}`, 'serverToDevice', 'success')
+      registry.direction(`junk-${i}`, 'deviceToServer', 'success')
       registry.left(`junk-${i}`)
       if (i === 2) await clock.advance(1_000) // junk-2 is the oldest
     }
@@ -205,7 +229,7 @@ describe('identity: a full registry is not a lockout (issue 11: 10,000 made-up i
     expect(registry.list()).toHaveLength(limits.devicesRegisteredMax)
     await server.replica.drain()
     expect(server.replica.events.query({ type: 'device-forgotten' })).toMatchObject([
-      { deviceId: 'junk-2', message: expect.stringMatching(/never sent anything/) as unknown },
+      { deviceId: 'junk-2', message: expect.stringMatching(/never wrote anything/) as unknown },
     ])
     // Revoked records do not count (and stay, refused).
     await registry.revoke('junk-3')
