@@ -12,6 +12,7 @@ import { hasCode } from '../core/errors.js'
 import {
   CANARIES,
   flagOf,
+  replayCommand,
   resolveConfig,
   type CanaryKind,
   type SimProgress,
@@ -234,9 +235,20 @@ export const simCommand: Command = {
     const started = performance.now()
     let report: SimReport
     const { runSimulation } = await import('../sim/run.js')
+    // Ctrl-C: the seed and how to run it again, whether it was given or
+    // drawn (a probe: a given seed's run said nothing when stopped).
+    const interrupted = (): void => {
+      bar.done()
+      process.stderr.write(
+        `interrupted: seed ${seed}; replay: ${replayCommand({ ...options, seed }, options.planFile)}\n`,
+      )
+      process.exit(130)
+    }
+    process.once('SIGINT', interrupted)
     try {
       report = await runSimulation({ ...options, seed, onProgress: bar.update })
     } finally {
+      process.off('SIGINT', interrupted)
       bar.done()
     }
     const wallMs = Math.round(performance.now() - started)

@@ -247,6 +247,55 @@ function convergeBoundDefault(deltaIntervalMs: number | undefined): number {
 }
 
 /** Applies defaults (and, with `swarm`, the seed's draws) to `options`. */
+/** Every option `runSimulation` takes (SimOptions). */
+const SIM_OPTION_KEYS: ReadonlySet<string> = new Set<keyof SimOptions>([
+  'seed',
+  'devices',
+  'ops',
+  'days',
+  'loss',
+  'dup',
+  'delayMs',
+  'jitterMs',
+  'clog',
+  'clogMs',
+  'partitions',
+  'crashes',
+  'backupRestores',
+  'compactions',
+  'clockSteps',
+  'skewMs',
+  'lanIslands',
+  'periodic',
+  'retiring',
+  'deltaIntervalMs',
+  'partitionCloseMs',
+  'swarm',
+  'canary',
+  'steps',
+  'planFile',
+  'checkEveryMs',
+  'convergeBoundMs',
+  'onProgress',
+])
+
+/** The CLI's flags whose option is named otherwise in the API. */
+const CLI_NAMES: Readonly<Record<string, string>> = {
+  restores: 'backupRestores',
+  delay: 'delayMs',
+  jitter: 'jitterMs',
+  skew: 'skewMs',
+  plan: 'steps',
+  'clock-steps': 'clockSteps',
+  'lan-islands': 'lanIslands',
+  'delta-interval': 'deltaIntervalMs',
+  'partition-close': 'partitionCloseMs',
+  'check-every': 'checkEveryMs',
+  'converge-bound': 'convergeBoundMs',
+  'clog-ms': 'clogMs',
+  seeds: 'a swarm: the CLI (`rostersync sim --seeds`)',
+}
+
 export function resolveConfig(options: SimOptions): SimConfig {
   // Called from plain JavaScript too: a TypeError deep in a run is no answer.
   if (typeof options !== 'object' || options === null)
@@ -259,6 +308,15 @@ export function resolveConfig(options: SimOptions): SimConfig {
   ] as const)
     if (options[key] !== undefined && typeof options[key] !== type)
       throw new InvalidOptionsError(`${key} must be a ${type}, got ${typeof options[key]}`)
+  // An option it does not know is refused, named: `restores` (the CLI's
+  // flag) given to the API ran the seed's own workload in silence (a probe).
+  for (const key of Object.keys(options))
+    if (!SIM_OPTION_KEYS.has(key))
+      throw new InvalidOptionsError(
+        `unknown option ${JSON.stringify(key.slice(0, 40))}${
+          CLI_NAMES[key] === undefined ? '' : ` (the API's name is ${CLI_NAMES[key]})`
+        }: it takes ${[...SIM_OPTION_KEYS].join(', ')}`,
+      )
   const seed = options.seed
   if (!Number.isSafeInteger(seed) || seed < 0 || seed > 0xffff_ffff)
     throw new InvalidOptionsError(`seed must be an integer from 0 to 2^32-1, got ${seed}`)
@@ -268,7 +326,7 @@ export function resolveConfig(options: SimOptions): SimConfig {
   const ops = count('ops', options.ops, 200, SIM_OPS_MAX)
   const days = options.days ?? 3
   if (!Number.isFinite(days) || days <= 0 || days > 365)
-    throw new InvalidOptionsError(`days must be from 0 to 365, got ${days}`)
+    throw new InvalidOptionsError(`days must be more than 0 and at most 365, got ${days}`)
   const durationMs = Math.round(days * DAY_MS)
   const pick = <K extends keyof SimOptions & keyof SimConfig>(key: K, fallback: number): number =>
     (options[key] as number | undefined) ?? drawn[key] ?? fallback

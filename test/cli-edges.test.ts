@@ -98,6 +98,25 @@ describe('the CLI on bad input', () => {
     expect(run.code).toBe(0)
   }, 60_000)
 
+  it('Ctrl-C on a run of a given seed says the seed and its replay (a probe: it said nothing)', async () => {
+    const child = spawn(
+      process.execPath,
+      [BIN, 'sim', '--seed', '77', '--devices', '6', '--ops', '1000', '--days', '10'],
+      { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] },
+    )
+    let stderr = ''
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
+    const exited = new Promise<number | null>((resolve) => child.once('close', resolve))
+    // Running: its progress shows.
+    for (let i = 0; i < 200 && !/% run/.test(stderr); i++)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    child.kill('SIGINT')
+    expect(await exited).toBe(130)
+    expect(stderr).toMatch(
+      /interrupted: seed 77; replay: npx rostersync sim --seed 77 --devices 6 --ops 1000 --days 10/,
+    )
+  }, 60_000)
+
   it('a second server on the same data directory says one is running there', async () => {
     expectOneLine(
       await cli(['server', '--data', data, '--port', '0']),

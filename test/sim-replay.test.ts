@@ -62,6 +62,17 @@ describe('sim options out of range', () => {
     expect(resolveConfig({ seed: 1, convergeBoundMs: 60_000 }).convergeBoundMs).toBe(60_000)
   })
 
+  it('refuses an option it does not know, naming it and the API name of a CLI flag (a probe: they were ignored)', () => {
+    const unknown = (options: Record<string, unknown>): unknown =>
+      resolveConfig({ seed: 1, ...options })
+    expect(() => unknown({ restores: 0 })).toThrow(
+      /unknown option "restores" \(the API's name is backupRestores\)/,
+    )
+    expect(() => unknown({ plan: '[]' })).toThrow(/the API's name is steps/)
+    expect(() => unknown({ bogus: 1 })).toThrow(/unknown option "bogus": it takes seed, devices/)
+    expect(resolveConfig({ seed: 1, backupRestores: 0 }).backupRestores).toBe(0)
+  })
+
   it('are refused with INVALID_OPTIONS from plain JavaScript too (no TypeError), and a long delta interval bounds convergence at a year', () => {
     // A probe: no options, a number for onProgress, a string for swarm.
     const refused = (options: unknown): unknown => {
