@@ -16,7 +16,11 @@
  * part, a step 2, is handed to the link: the whole roster for a device
  * that moves, a few bytes for one that holds the generation already), or
  * until the link closes, or until `generationMoveStep1WaitMs` passed
- * without its step 1: it is closed (1013). That wait is per device over
+ * without its step 1: it is closed (1013). An answer not handed whole
+ * within `generationMoveStep1WaitMs` of its step 1 (a link that does not
+ * read: a probe's 16 ids held every place all window so) lets its place
+ * go, counted against its device's wait as a step 1's would be, and goes
+ * on without it: a slow honest device still moves. That wait is per device over
  * the window: its links' times in places without a step 1 add up, and
  * once they reach it its id takes no place again until the window ends (a
  * device sends its step 1 right after the hello: ids that idle, or close
@@ -147,11 +151,16 @@ export class MoveGate {
       },
       Math.max(0, waitMs),
     )
-    const release = (outcome: 'moved' | 'closed'): void => {
+    /** The answer's bound, once its step 1 came (see the module comment). */
+    let answering: unknown
+    /** The answer outlived its bound: its place went, its step 2 is still to come. */
+    let late = false
+    const release = (outcome: 'moved' | 'closed', waitedMs?: number): void => {
       if (phase === 'done') return
-      const waited = phase === 'step1' ? Math.max(1, clock.now() - placed) : 0
+      const waited = waitedMs ?? (phase === 'step1' ? Math.max(1, clock.now() - placed) : 0)
       phase = 'done'
       clock.clearTimeout(idle)
+      clock.clearTimeout(answering)
       this.release(connection.id, generationId, outcome, waited)
     }
     let closeHandler: ((info: CloseInfo) => void) | undefined
@@ -171,6 +180,11 @@ export class MoveGate {
       send: (message) => {
         connection.send(message)
         if (phase === 'answer' && isStep2(message)) release('moved')
+        // An answer handed whole after its place went: moved all the same.
+        else if (late && isStep2(message) && generationId === this.generationId) {
+          late = false
+          this.moved.add(deviceId)
+        }
       },
       onMessage: (handler) => {
         connection.onMessage((message) => {
@@ -181,6 +195,10 @@ export class MoveGate {
           ) {
             phase = 'answer'
             clock.clearTimeout(idle)
+            answering = clock.setTimeout(() => {
+              release('closed', netLimits.generationMoveStep1WaitMs)
+              late = true
+            }, netLimits.generationMoveStep1WaitMs)
           }
           handler(message)
         })

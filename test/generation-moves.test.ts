@@ -19,7 +19,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { generationMoveDelayMs } from '../core/backoff.js'
 import { netLimits } from '../core/limits.js'
-import { CloseCode } from '../core/protocol.js'
+import { CloseCode, encodeMessage } from '../core/protocol.js'
+import type { Connection } from '../core/transport.js'
+import { MoveGate } from '../server-peer/generation-moves.js'
 import { createDevice } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { memoryStore } from '../storage/level-store.js'
@@ -221,6 +223,50 @@ describe('the cap on devices fetching a new generation', () => {
     } finally {
       await server.close()
     }
+  })
+
+  it('lets the place of an answer not read within the wait go, counted against its device; the answer goes on and the device moves (a probe: 16 ids that never read held every place all window)', async () => {
+    withLimits(netLimits, { generationMovesInFlightMax: 1 })
+    const clock = new ManualClock(Date.now())
+    const gate = new MoveGate({
+      clock,
+      generation: () => ({ n: 1, id: 'g1', at: clock.now() - 1 }),
+      firstSeen: () => 0,
+    })
+    const sent: Uint8Array[] = []
+    const fake = (
+      id: string,
+    ): { connection: Connection; receive: (m: Uint8Array) => void; closed: () => boolean } => {
+      let handler: (m: Uint8Array) => void = () => undefined
+      let closed = false
+      const connection: Connection = {
+        id,
+        remote: id,
+        open: true,
+        send: (m) => sent.push(m),
+        onMessage: (h) => (handler = h),
+        onClose: () => undefined,
+        close: () => (closed = true),
+      }
+      return { connection, receive: (m) => handler(m), closed: () => closed }
+    }
+    const slow = fake('slow')
+    const wrapped = gate.admit(slow.connection, 'dev-slow')
+    expect(wrapped).toBeDefined()
+    wrapped?.onMessage(() => undefined)
+    slow.receive(encodeMessage({ type: 'sync-step1', stateVector: EMPTY_VECTOR }))
+    // Its answer is not handed (it does not read): the place is held for the wait...
+    const early = fake('early')
+    expect(gate.admit(early.connection, 'dev-early')).toBeUndefined()
+    await clock.advance(netLimits.generationMoveStep1WaitMs)
+    // ...then it goes to the next, the slow link left open.
+    const next = fake('next')
+    expect(gate.admit(next.connection, 'dev-next')).toBeDefined()
+    expect(slow.closed()).toBe(false)
+    // The slow device's answer ends: it moved (no place asked of it again).
+    wrapped?.send(encodeMessage({ type: 'sync-step2', update: new Uint8Array([0, 0]) }))
+    const again = fake('again')
+    expect(gate.admit(again.connection, 'dev-slow')).toBe(again.connection)
   })
 
   it('holds no device back after a switch stamped ahead of a clock set back since (years probe)', async () => {
