@@ -124,6 +124,11 @@ describe('a server restored from a backup of its data directory', () => {
       const logged = dev.events.query({ type: 'restore-detected' })
       expect(logged.length).toBeGreaterThan(0)
       expect(logged[0]?.message).toMatch(/restored from a backup/)
+      // A move to another generation of the same number says why (a probe
+      // read "from generation 0 to 0" as nothing).
+      for (const moved of dev.events.query({ type: 'generation-moved' }))
+        if (/from generation (\d+) to \1\b/.test(moved.message ?? ''))
+          expect(moved.message).toMatch(/another of the same number: the server was restored/)
     }
   })
   it('a terminal that deleted a user shows it again once the restored server adopts its fill again, heard first over the LAN', async () => {

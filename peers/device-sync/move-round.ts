@@ -38,10 +38,16 @@ export async function moveGeneration(
   await parts.log({
     type: 'generation-moved',
     message:
-      `from generation ${from.n} to ${to.n}: one full sync, own entries carried` +
+      `from generation ${from.n} to ${to.n}` +
+      // The same number, another generation: the server's data was
+      // restored from a backup or replaced (a probe read "0 to 0" as nothing).
+      (from.n === to.n
+        ? ' (another of the same number: the server was restored or replaced)'
+        : '') +
+      ': one full sync, own entries carried' +
       (relayed === 0
         ? ''
-        : `, and other devices' writes the server never received for ${relayed} user(s) (relayed over the LAN), as this device's own`),
+        : `, and other devices' writes the server does not hold for ${relayed} user(s) (relayed over the LAN, or lost by the server in a restore), as this device's own`),
   })
   // The carried own entries are this device's writes of the new
   // generation: the server has them once its answer covers them.
