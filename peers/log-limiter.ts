@@ -47,8 +47,9 @@ export class LogLimiter {
   notLogged(): string {
     const skipped = this.skipped
     this.skipped = 0
+    const minutes = Math.round(netLimits.lanRefusalsLogWindowMs / 60_000)
     return skipped === 0
       ? ''
-      : ` (${skipped} LAN refusals before this one not logged: more than ${netLimits.lanRefusalsLoggedPerHourMax} an hour)`
+      : ` (${skipped} LAN refusals before this one not logged: more than ${netLimits.lanRefusalsLoggedPerHourMax} in ${minutes} minutes)`
   }
 }

@@ -266,7 +266,13 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
         setState('refused', reason)
         return
       }
-      if (backToRefused()) return
+      // A try by hand that did not get a verdict (dropped, the server
+      // going away) is refused as before; a coded close (CLOCK_SKEW to
+      // rejoin in the server's time, PEER_PENDING to wait with the
+      // backoff, ...) takes its usual way (a review).
+      if (code === 1006 || code === 1001 || !/^[A-Z_]+: /.test(reason)) {
+        if (backToRefused()) return
+      } else refusedBefore = undefined
       const skewed = /^CLOCK_SKEW: .*server time (\d+)$/.exec(reason)
       const replayed = /^AUTH_FAILED: join proof replayed.*; latest (\d+)$/.exec(reason)
       const ahead = stampsAheadAt

@@ -40,7 +40,8 @@ export class TokenGuesses {
   constructor(private readonly now: () => number) {}
 
   /** Throws `RATE_LIMITED` while `address` is past its wrong guesses of the minute. */
-  check(address: string): void {
+  check(from: string): void {
+    const address = keyOf(from)
     const entry = this.byAddress.get(address)
     if (entry === undefined) return
     const now = this.now()
@@ -55,20 +56,32 @@ export class TokenGuesses {
       )
   }
 
-  /** A wrong token came from `address`. */
-  wrong(address: string): void {
+  /** A wrong token came from `from`. */
+  wrong(from: string): void {
+    const address = keyOf(from)
     const now = this.now()
     const entry = this.byAddress.get(address)
     if (entry !== undefined && now - entry.start < 60_000) entry.wrong++
     else {
-      if (this.byAddress.size >= ADDRESSES_KEPT_MAX) this.byAddress.clear()
+      this.byAddress.delete(address)
+      // The oldest goes (insertion order): clearing all let 4,096 guesses
+      // from as many addresses wipe every count (a review).
+      if (this.byAddress.size >= ADDRESSES_KEPT_MAX) {
+        const oldest = this.byAddress.keys().next().value
+        if (oldest !== undefined) this.byAddress.delete(oldest)
+      }
       this.byAddress.set(address, { start: now, wrong: 1 })
     }
   }
 }
 
-/** Addresses whose wrong guesses are counted at once (then forgotten together). */
+/** Addresses whose wrong guesses are counted at once (the oldest forgotten first). */
 const ADDRESSES_KEPT_MAX = 4_096
+
+/** An IPv4 address as itself however the socket gives it (`::ffff:1.2.3.4`). */
+function keyOf(address: string): string {
+  return address.startsWith('::ffff:') ? address.slice(7) : address
+}
 
 /** The admin page's sessions (see the module comment). */
 export class AdminSessions {

@@ -447,11 +447,13 @@ function checkApprovedKey(req: IncomingMessage, target: HttpApiTarget, id: strin
   const shown = req.headers['x-rostersync-key-fingerprint']
   if (typeof shown !== 'string') return
   const bound = target.devices.list().find((d) => d.id === id)?.keyFingerprint
-  if (bound !== undefined && bound !== shown)
+  if (bound !== shown)
     throw new HttpError(
       412,
       'PRECONDITION_FAILED',
-      `the key of device ${excerpt(id, 64)} is ${bound} now, not the one shown: compare it with the terminal's again`,
+      bound === undefined
+        ? `device ${excerpt(id, 64)} has no key bound now (reset since it was shown): wait for it to join, then compare again`
+        : `the key of device ${excerpt(id, 64)} is ${bound} now, not the one shown: compare it with the terminal's again`,
     )
 }
 

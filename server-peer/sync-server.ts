@@ -11,6 +11,7 @@
  * paced per event-loop turn: upgrades (`UpgradeQueue`) and the answers to
  * peers' close frames (`closesPerTurnMax`, transports/ws-transport.ts).
  */
+import * as Y from 'yjs'
 import { timingSafeEqual } from 'node:crypto'
 import {
   createServer as createHttpServer,
@@ -225,7 +226,16 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
           now: replica.stampTime.horizon(),
           time: replica.stampTime.now(),
         })
-        options.signing.signer.writerClients.admit(replica.doc, deviceId, ranges.from.keys())
+        // The clientIDs it brings structs of (not those held already: an
+        // echo of another plain writer's items is not a write of its own).
+        const fresh = [...ranges.to].filter(
+          ([client, to]) => to > Y.getState(replica.doc.store, client),
+        )
+        options.signing.signer.writerClients.admit(
+          replica.doc,
+          deviceId,
+          fresh.map(([client]) => client),
+        )
         // The intake uses this scan rather than scanning the update again.
         return ranges
       },

@@ -246,7 +246,6 @@ function convergeBoundDefault(deltaIntervalMs: number | undefined): number {
   return Math.min(YEAR_MS, Math.max(2 * HOUR_MS, 2 * (deltaIntervalMs ?? 0) + 30 * MINUTE_MS))
 }
 
-/** Applies defaults (and, with `swarm`, the seed's draws) to `options`. */
 /** Every option `runSimulation` takes (SimOptions). */
 const SIM_OPTION_KEYS: ReadonlySet<string> = new Set<keyof SimOptions>([
   'seed',
@@ -293,9 +292,9 @@ const CLI_NAMES: Readonly<Record<string, string>> = {
   'check-every': 'checkEveryMs',
   'converge-bound': 'convergeBoundMs',
   'clog-ms': 'clogMs',
-  seeds: 'a swarm: the CLI (`rostersync sim --seeds`)',
 }
 
+/** Applies defaults (and, with `swarm`, the seed's draws) to `options`. */
 export function resolveConfig(options: SimOptions): SimConfig {
   // Called from plain JavaScript too: a TypeError deep in a run is no answer.
   if (typeof options !== 'object' || options === null)

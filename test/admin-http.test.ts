@@ -245,7 +245,9 @@ describe('approving a device with the key fingerprint shown', () => {
     })
     closers.push(() => device.close())
     await eventually(() =>
-      expect(peer.devices.list().find((d) => d.id === 'T-1')?.state).toBe('pending'),
+      expect(peer.devices.list().find((d) => d.id === 'T-1')?.keyFingerprint).toBe(
+        device.keyFingerprint,
+      ),
     )
     const approve = (fingerprint: string): Promise<Answer> =>
       call(peer, 'POST', '/api/devices/T-1/approve', {
@@ -258,7 +260,23 @@ describe('approving a device with the key fingerprint shown', () => {
     expect(other.status).toBe(412)
     expect(codeOf(other)).toBe('PRECONDITION_FAILED')
     expect(peer.devices.list().find((d) => d.id === 'T-1')?.state).toBe('pending')
-    expect((await approve(device.keyFingerprint)).status).toBe(200)
+    // Reset since it was shown, no key bound yet: refused too (a review).
+    await device.close()
+    await peer.devices.resetKey('T-1')
+    expect((await approve(device.keyFingerprint)).status).toBe(412)
+    const back = await createDevice({
+      id: 'T-1',
+      store: memoryStore(),
+      server: peer.url,
+      siteKey: peer.siteKey ?? '',
+    })
+    closers.push(() => back.close())
+    await eventually(() =>
+      expect(peer.devices.list().find((d) => d.id === 'T-1')?.keyFingerprint).toBe(
+        back.keyFingerprint,
+      ),
+    )
+    expect((await approve(back.keyFingerprint)).status).toBe(200)
     await eventually(() =>
       expect(peer.devices.list().find((d) => d.id === 'T-1')?.state).not.toBe('pending'),
     )

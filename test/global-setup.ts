@@ -113,7 +113,9 @@ export default async function setup(project: TestProject): Promise<void> {
   // Only for a run with a file that needs it: a file run alone, or a
   // mutant's catchers (scripts/mutants), do without the build.
   const filters = (project.vitest as unknown as { filenamePattern?: string[] }).filenamePattern
-  const { testFiles } = await project.globTestFiles(filters?.length ? filters : undefined)
+  // A filter may name a line (`file.test.ts:47`), which the glob does not take.
+  const files = filters?.map((f) => f.replace(/:\d+$/, ''))
+  const { testFiles } = await project.globTestFiles(files?.length ? files : undefined)
   if (!(await Promise.all(testFiles.map(needsPackage))).some(Boolean)) {
     project.provide('packageDir', '')
     return

@@ -10,7 +10,8 @@ import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { packageDir } from './helpers/cli-run.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 let project = ''
@@ -44,7 +45,7 @@ beforeAll(async () => {
   // bin/rostersync.js prefers) is left alone.
   project = await mkdtemp(join(tmpdir(), 'rostersync-readme-'))
   await mkdir(join(project, 'node_modules'))
-  await symlink(inject('packageDir'), join(project, 'node_modules', 'rostersync'), 'dir')
+  await symlink(packageDir(), join(project, 'node_modules', 'rostersync'), 'dir')
 })
 
 afterAll(async () => {

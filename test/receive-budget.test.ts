@@ -45,6 +45,27 @@ describe('a peer past its bound on messages in progress', () => {
     expect(budget.bytes).toBe(0)
   })
 
+  it('closes none of the links holding less than their share, however slow they look (a review: a frame head read alone looked slowest)', async () => {
+    withLimits(netLimits, { receivingBytesMax: 10_000 })
+    let now = 0
+    const budget = new ReceiveBudget(() => now)
+    const closed: string[] = []
+    const link = (name: string): ReceiveDeadline =>
+      new ReceiveDeadline(() => closed.push(name), budget)
+    const [head, small, first, second] = ['head', 'small', 'first', 'second'].map(link)
+    now = 0
+    first?.observe(true, 5_000, 0)
+    now = 10_000
+    head?.observe(true, 0, 0)
+    small?.observe(true, 300, 0)
+    now = 10_005
+    second?.observe(true, 5_000, 0)
+    await Promise.resolve()
+    // The slowest of those holding their share: the first hoard.
+    expect(closed).toEqual(['first'])
+    for (const d of [head, small, second]) d?.stop()
+  })
+
   it('keeps one link past the bound when it is alone (one message of the largest size fits)', async () => {
     withLimits(netLimits, { receivingBytesMax: 1_000 })
     const budget = new ReceiveBudget(() => 0)

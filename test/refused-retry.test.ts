@@ -15,6 +15,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createDevice } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
+import { eventually } from './helpers/eventually.js'
 
 const RIGHT = 'refused-retry-right-key-0123'
 const WRONG = 'refused-retry-wrong-key-4567'
@@ -62,6 +63,42 @@ describe('a device refused for good', () => {
       await device.users.patch('u1', { email: 'ann@example.com' })
       await device.sync.whenIdle()
       expect(server.users.get('u1')?.email).toBe('ann@example.com')
+    } finally {
+      await device.close()
+      await server.close()
+    }
+  }, 60_000)
+
+  it('takes a coded answer to a try by hand its usual way: PEER_PENDING waits with the backoff, and comes in once approved (a review)', async () => {
+    const dataDir = join(dir, 'server-pending')
+    let server: ServerPeer = await createServer({ dataDir, siteKey: RIGHT })
+    const port = Number(new URL(server.url).port)
+    const device = await createDevice({
+      id: 'D2',
+      dataDir: join(dir, 'd2'),
+      server: server.url,
+      siteKey: RIGHT,
+    })
+    try {
+      await device.sync.whenReady()
+      await server.close()
+      server = await createServer({ dataDir, port, siteKey: WRONG })
+      await expect(device.sync.whenIdle()).rejects.toMatchObject({ code: 'AUTH_FAILED' })
+      await server.close()
+      // Back with the right key, the device's key reset: it must wait for approval.
+      server = await createServer({ dataDir, port, siteKey: RIGHT, approveDevices: true })
+      await server.devices.resetKey('D2')
+      await expect(device.sync.full()).rejects.toMatchObject({ code: 'PEER_PENDING' })
+      expect(device.sync.status().deviceToServer.error?.code).toBe('PEER_PENDING')
+      // Approved: it comes in by itself, on its backoff.
+      await eventually(() =>
+        expect(server.devices.list().find((d) => d.id === 'D2')?.keyFingerprint).toBe(
+          device.keyFingerprint,
+        ),
+      )
+      await server.devices.approve('D2')
+      await device.users.put({ id: 'u2', name: 'Bo' })
+      await eventually(() => expect(server.users.get('u2')?.name).toBe('Bo'), 30_000)
     } finally {
       await device.close()
       await server.close()

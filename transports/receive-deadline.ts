@@ -25,8 +25,9 @@ import { netLimits } from '../core/limits.js'
  * long it holds its own, and this how much all of them hold together
  * (`netLimits.receivingBytesMax`). Links each holding most of a large
  * message, sent and never finished, would otherwise pin a message's worth
- * of memory per link for minutes. Past the bound the link whose message
- * has come the slowest (its bytes over the time since it began) is closed
+ * of memory per link for minutes. Past the bound, of the links holding at
+ * least half their share, the one whose message has come the slowest (its
+ * bytes over the time since it began) is closed
  * with 1008 `TOO_MANY_QUEUED_MESSAGES`, after the read that went past it:
  * a message arriving at the speed its link carries is not the one,
  * however large, while links that stopped sending hold bytes, or send a
@@ -51,9 +52,17 @@ export class ReceiveBudget {
       this.checking = false
       while (this.bytes > netLimits.receivingBytesMax && this.receiving.size > 1) {
         const now = this.now()
+        // Among the links holding at least half their share: one between
+        // two reads of a small message (or of a frame's head: 0 bytes)
+        // looks slow, and closing it frees nothing (a review).
+        const share = this.bytes / this.receiving.size / 2
         let slowest: ReceiveDeadline | undefined
         for (const deadline of this.receiving)
-          if (slowest === undefined || deadline.rate(now) < slowest.rate(now)) slowest = deadline
+          if (
+            deadline.held >= share &&
+            (slowest === undefined || deadline.rate(now) < slowest.rate(now))
+          )
+            slowest = deadline
         if (slowest === undefined) break
         slowest.shed()
       }
@@ -97,6 +106,11 @@ export class ReceiveDeadline {
       this.arm()
     }
     this.budget.check()
+  }
+
+  /** Bytes of the message in progress. */
+  get held(): number {
+    return this.bytes
   }
 
   /** How fast its message came so far: bytes a millisecond since it began. */

@@ -11,7 +11,17 @@ import { expect, inject } from 'vitest'
 /** The project root, where the CLI runs. */
 export const PROJECT_ROOT = fileURLToPath(new URL('../..', import.meta.url))
 /** The CLI's entry point: the built package's, as installed (test/global-setup.ts). */
-export const CLI_BIN = join(inject('packageDir'), 'bin', 'rostersync.js')
+export const CLI_BIN = join(packageDir(), 'bin', 'rostersync.js')
+
+/** The built package's folder (test/global-setup.ts); a clear error when the run did not build it. */
+export function packageDir(): string {
+  const dir = inject('packageDir')
+  if (dir === '')
+    throw new Error(
+      "test/global-setup.ts built no package for this run: it builds one when a selected file imports test/helpers/cli-run.js or calls inject('packageDir')",
+    )
+  return dir
+}
 
 /** Variables emptied for every run. */
 export const CLI_ENV = {
