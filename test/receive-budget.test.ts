@@ -13,21 +13,35 @@ import { netLimits } from '../core/limits.js'
 import { ReceiveBudget, ReceiveDeadline } from '../transports/receive-deadline.js'
 import { withLimits } from './helpers/limits.js'
 
+/** A budget of 10,000 bytes on a clock the test moves, and links that note when they are closed. */
+function site(): {
+  budget: ReceiveBudget
+  closed: string[]
+  link: (name: string) => ReceiveDeadline
+  at: (ms: number, deadline: ReceiveDeadline | undefined, bytes: number) => void
+} {
+  withLimits(netLimits, { receivingBytesMax: 10_000 })
+  let now = 0
+  const budget = new ReceiveBudget(() => now)
+  const closed: string[] = []
+  return {
+    budget,
+    closed,
+    link: (name) => new ReceiveDeadline(() => closed.push(name), budget),
+    // A read at `ms` leaves `bytes` of the link's message read.
+    at: (ms, deadline, bytes) => {
+      now = ms
+      deadline?.observe(true, bytes, 0)
+    },
+  }
+}
+
 describe('a peer past its bound on messages in progress', () => {
   it('closes the link whose message came the slowest, not the honest one between two reads', async () => {
-    withLimits(netLimits, { receivingBytesMax: 10_000 })
-    let now = 0
-    const budget = new ReceiveBudget(() => now)
-    const closed: string[] = []
-    const link = (name: string): ReceiveDeadline =>
-      new ReceiveDeadline(() => closed.push(name), budget)
+    const { budget, closed, link, at } = site()
     const hoarder = link('hoarder')
     const honest = link('honest')
     const streamer = link('streamer')
-    const at = (ms: number, deadline: ReceiveDeadline, bytes: number): void => {
-      now = ms
-      deadline.observe(true, bytes, 0)
-    }
     // Most of a message, then a byte now and then for 20 s: never silent long.
     at(0, hoarder, 6_000)
     at(19_900, honest, 1_000)
@@ -46,20 +60,12 @@ describe('a peer past its bound on messages in progress', () => {
   })
 
   it('closes none of the links holding less than their share, however slow they look (a review: a frame head read alone looked slowest)', async () => {
-    withLimits(netLimits, { receivingBytesMax: 10_000 })
-    let now = 0
-    const budget = new ReceiveBudget(() => now)
-    const closed: string[] = []
-    const link = (name: string): ReceiveDeadline =>
-      new ReceiveDeadline(() => closed.push(name), budget)
+    const { closed, link, at } = site()
     const [head, small, first, second] = ['head', 'small', 'first', 'second'].map(link)
-    now = 0
-    first?.observe(true, 5_000, 0)
-    now = 10_000
-    head?.observe(true, 0, 0)
-    small?.observe(true, 300, 0)
-    now = 10_005
-    second?.observe(true, 5_000, 0)
+    at(0, first, 5_000)
+    at(10_000, head, 0)
+    at(10_000, small, 300)
+    at(10_005, second, 5_000)
     await Promise.resolve()
     // The slowest of those holding their share: the first hoard.
     expect(closed).toEqual(['first'])

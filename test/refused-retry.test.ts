@@ -13,7 +13,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createDevice } from '../peers/create-device.js'
+import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { eventually } from './helpers/eventually.js'
 
@@ -27,25 +27,37 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true })
 })
 
+/**
+ * A device that synced with its server, then was refused `AUTH_FAILED` by
+ * the same data directory and port started by mistake with another key
+ * (that server closed again).
+ */
+async function refusedDevice(
+  id: string,
+): Promise<{ dataDir: string; port: number; device: DevicePeer }> {
+  const dataDir = join(dir, `server-${id}`)
+  const first = await createServer({ dataDir, siteKey: RIGHT })
+  const port = Number(new URL(first.url).port)
+  const device = await createDevice({
+    id,
+    dataDir: join(dir, id),
+    server: first.url,
+    siteKey: RIGHT,
+  })
+  await device.sync.whenReady()
+  await first.close()
+  const wrong = await createServer({ dataDir, port, siteKey: WRONG })
+  await expect(device.sync.whenIdle()).rejects.toMatchObject({ code: 'AUTH_FAILED' })
+  expect(device.sync.status().deviceToServer.error?.code).toBe('AUTH_FAILED')
+  await wrong.close()
+  return { dataDir, port, device }
+}
+
 describe('a device refused for good', () => {
   it('connects again on a sync asked for by hand, and syncs once the server takes it back', async () => {
-    const dataDir = join(dir, 'server')
-    let server: ServerPeer = await createServer({ dataDir, siteKey: RIGHT })
-    const port = Number(new URL(server.url).port)
-    const device = await createDevice({
-      id: 'D1',
-      dataDir: join(dir, 'd1'),
-      server: server.url,
-      siteKey: RIGHT,
-    })
+    const { dataDir, port, device } = await refusedDevice('D1')
+    let server: ServerPeer | undefined
     try {
-      await device.sync.whenReady()
-      await server.close()
-      // Started by mistake with another key: the device is refused.
-      server = await createServer({ dataDir, port, siteKey: WRONG })
-      await expect(device.sync.whenIdle()).rejects.toMatchObject({ code: 'AUTH_FAILED' })
-      expect(device.sync.status().deviceToServer.error?.code).toBe('AUTH_FAILED')
-      await server.close()
       // Tried by hand while the server is down: refused as before, and no
       // retries of its own start (a review: they did, after one such try).
       await expect(device.sync.full()).rejects.toMatchObject({ code: 'AUTH_FAILED' })
@@ -65,28 +77,15 @@ describe('a device refused for good', () => {
       expect(server.users.get('u1')?.email).toBe('ann@example.com')
     } finally {
       await device.close()
-      await server.close()
+      await server?.close()
     }
   }, 60_000)
 
   it('takes a coded answer to a try by hand its usual way: PEER_PENDING waits with the backoff, and comes in once approved (a review)', async () => {
-    const dataDir = join(dir, 'server-pending')
-    let server: ServerPeer = await createServer({ dataDir, siteKey: RIGHT })
-    const port = Number(new URL(server.url).port)
-    const device = await createDevice({
-      id: 'D2',
-      dataDir: join(dir, 'd2'),
-      server: server.url,
-      siteKey: RIGHT,
-    })
+    const { dataDir, port, device } = await refusedDevice('D2')
+    // Back with the right key, the device's key reset: it must wait for approval.
+    const server = await createServer({ dataDir, port, siteKey: RIGHT, approveDevices: true })
     try {
-      await device.sync.whenReady()
-      await server.close()
-      server = await createServer({ dataDir, port, siteKey: WRONG })
-      await expect(device.sync.whenIdle()).rejects.toMatchObject({ code: 'AUTH_FAILED' })
-      await server.close()
-      // Back with the right key, the device's key reset: it must wait for approval.
-      server = await createServer({ dataDir, port, siteKey: RIGHT, approveDevices: true })
       await server.devices.resetKey('D2')
       await expect(device.sync.full()).rejects.toMatchObject({ code: 'PEER_PENDING' })
       expect(device.sync.status().deviceToServer.error?.code).toBe('PEER_PENDING')
