@@ -111,7 +111,7 @@ export function serverLinkSigning(options: {
       }
     },
     signed: (connectionId) => (send) =>
-      options.signing.link(connectionId, send, false, options.relays),
+      options.signing.link(connectionId, send, false, options.relays, true),
     async onHello(serverKey, certificate, connection, generation) {
       const pinned = identity.serverKey
       const expected = options.expectedServerKey

@@ -42,6 +42,7 @@ import { scanUpdate, type UpdateRanges } from '../core/update-scan.js'
 import { documentGeneration, onGenerationNoted } from './device-sync/generation-move.js'
 import type { EnvelopeLog } from './envelope-log.js'
 import { bringsNews, deletesAhead } from './envelope-news.js'
+import { bringsLost, lostClocks } from './device-sync/lost-clocks.js'
 import { RelayMemo } from './relay-memo.js'
 import { WriterClients } from './writer-clients.js'
 import { siteOf, type Identity } from './identity.js'
@@ -295,6 +296,7 @@ export class DeviceSigning {
     send: (envelopes: Uint8Array[]) => void,
     plainAllowed = true,
     relays = true,
+    fromServer = false,
   ): SignedLink {
     const { identity, replica, log } = this.options
     if (relays) this.links.set(connectionId, send)
@@ -325,7 +327,7 @@ export class DeviceSigning {
         if (told.origin !== 'local') return []
         return this.sealOwn(restrictUpdate(told.update, identity.ownClients()))
       },
-      open: (bytes) => this.open(bytes),
+      open: (bytes) => this.open(bytes, fromServer),
       applied: (opened) => {
         if (!opened.fresh || opened.writer === this.options.writerId) return
         // A move to a new generation stores nothing it receives before its
@@ -395,7 +397,8 @@ export class DeviceSigning {
     }
   }
 
-  private open(bytes: Uint8Array): OpenedEnvelope {
+  /** Opens an envelope that came from the server (`fromServer`) or a LAN peer. */
+  private open(bytes: Uint8Array, fromServer: boolean): OpenedEnvelope {
     const serverKey = this.options.identity.serverKey
     const site = this.site()
     if (serverKey === undefined || site === undefined)
@@ -403,11 +406,17 @@ export class DeviceSigning {
     const envelope = decodeEnvelope(bytes)
     // One strict scan serves every check below and the replica's intake.
     const ranges = scanOrRefuse(envelope.update)
+    // What a restore of the server took away, offered by a LAN peer still
+    // behind, is not taken again (peers/device-sync/lost-clocks.ts).
+    const lost =
+      !fromServer &&
+      envelope.writer === SERVER_ID &&
+      bringsLost(lostClocks(this.options.replica), ranges)
     // Before it is applied: a delete-only envelope (no structs) is news
     // when it deletes what this device holds, and is relayed like any.
-    const fresh = bringsNews(this.options.replica.doc, ranges)
+    const fresh = !lost && bringsNews(this.options.replica.doc, ranges)
     // Nothing to apply: checked below as any other, but not its signature.
-    const nothing = !fresh && !deletesAhead(this.options.replica.doc, ranges)
+    const nothing = lost || (!fresh && !deletesAhead(this.options.replica.doc, ranges))
     // Signed for the generation of the document it would go into: one of
     // another generation (a retired history replayed) fails.
     const generation = documentGeneration(this.options.replica).id

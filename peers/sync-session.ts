@@ -25,7 +25,7 @@ import { decodeInbound, ExcusedRefusals, LinkRates, type Rates } from './sync-se
 import { closeReason, refusalClose, remoteError, withUser } from './sync-session/inbound.js'
 import { sendAnswer, type AnswerOut } from './sync-session/answer-messages.js'
 import { signedUpdateMessage, updateMessage } from './sync-session/messages.js'
-import { AnswerWaiters, lacking } from './sync-session/answer-waiters.js'
+import { AnswerWaiters, AskedVectors, lacking } from './sync-session/answer-waiters.js'
 import { Outbox } from './sync-session/outbox.js'
 import { renewIfReused } from './sync-session/reused-client-id.js'
 
@@ -116,6 +116,11 @@ export interface SyncAnswer {
   readonly theirs: Map<number, number>
   /** Our state vector when their step 1 was answered (what our step 2 covered). */
   readonly ours: Map<number, number>
+  /**
+   * Our state vector in the step 1 this answer answers, or an older one
+   * of ours (AskedVectors); undefined when not known.
+   */
+  readonly asked?: Uint8Array | undefined
 }
 
 /** A running session. */
@@ -180,6 +185,8 @@ export function startSession(options: SessionOptions): SyncSession {
   let helloHandled = options.onHello === undefined
   /** Callers of requestSync waiting for their answer, oldest first. */
   const waiting = new AnswerWaiters()
+  /** Our step 1s' vectors, each answer matched to one (SyncAnswer.asked). */
+  const asked = new AskedVectors()
   const outbox = new Outbox(connection, replica.clock)
   const send = (message: Message): void => outbox.send(encodeMessage(message))
   // Relayed envelopes pass the same gate as own changes (below): nothing
@@ -212,7 +219,11 @@ export function startSession(options: SessionOptions): SyncSession {
           },
           { coalesce: true },
         )
-  const stateVector = (): Uint8Array => Y.encodeStateVector(replica.doc)
+  const sendStep1 = (): void => {
+    const stateVector = Y.encodeStateVector(replica.doc)
+    asked.sent(stateVector)
+    send({ type: 'sync-step1', stateVector })
+  }
   const dropInbox = (): void => {
     inbox.length = 0
     inboxBytes = 0
@@ -279,7 +290,8 @@ export function startSession(options: SessionOptions): SyncSession {
     }
     if (connection.open) excused.report(send)
   }
-  const answerStep1 = async (sent: Uint8Array): Promise<void> => {
+  /** Answers a step 1 stating `sent` (and `answers`: ours it answers, AskedVectors). */
+  const answerStep1 = async (sent: Uint8Array, answers?: Uint8Array): Promise<void> => {
     const limited = rates?.answer(sent)
     if (limited !== undefined) throw limited
     const theirs = Y.decodeStateVector(sent)
@@ -291,14 +303,15 @@ export function startSession(options: SessionOptions): SyncSession {
     const turn = untrusted ? await replica.answers.turn(theirs, who) : undefined
     try {
       const asker = untrusted ? { who, inTurn: turn?.held === true } : undefined
-      if (!stopped && connection.open) await answerNow(sent, theirs, asker)
+      if (!stopped && connection.open) await answerNow(sent, theirs, asker, answers)
     } finally {
       turn?.end()
     }
   }
   /** Answers `sent` (decoded: `theirs`) to `asker` (AnswerOut.untrusted). */
   type Asker = AnswerOut['untrusted']
-  const answerNow = async (sent: Uint8Array, theirs: Map<number, number>, asker: Asker) => {
+  type Vector = Map<number, number>
+  const answerNow = async (sent: Uint8Array, theirs: Vector, asker: Asker, by?: Uint8Array) => {
     const ours = await sendAnswer(replica, sent, {
       withStateVector: options.answerStep1WithStateVector === true,
       send,
@@ -308,7 +321,10 @@ export function startSession(options: SessionOptions): SyncSession {
     })
     options.onAnswered?.()
     if (waiting.size > 0)
-      waiting.step1({ theirs, ours: Y.decodeStateVector(ours) }, lacking(replica.doc, theirs))
+      waiting.step1(
+        { theirs, ours: Y.decodeStateVector(ours), asked: by },
+        lacking(replica.doc, theirs),
+      )
   }
   const handle = async (message: Message): Promise<void> => {
     // Nothing of a link that owes a hello is handled before it: the hello
@@ -316,15 +332,17 @@ export function startSession(options: SessionOptions): SyncSession {
     // the way leaves the exchange unanswered: it times out, and reconnects.
     if (!helloHandled && message.type !== 'hello' && message.type !== 'error') return
     switch (message.type) {
-      case 'sync-step1':
+      case 'sync-step1': {
+        const answers = asked.answered()
         // A later step 1 from an untrusted peer is answered with everything
         // this one would get: answering both only amplifies a flood.
         if (untrusted && step1sWaiting > 0) return
         // A peer that asks and does not read has at most this many answers waiting.
         if (untrusted) await outbox.roomForStream(netLimits.answersWaitingMax)
         if (!connection.open) return
-        await answerStep1(message.stateVector)
+        await answerStep1(message.stateVector, answers)
         return
+      }
       case 'sync-step2':
       case 'signed-step2': {
         if (message.type === 'sync-step2') await apply(message.update)
@@ -443,7 +461,7 @@ export function startSession(options: SessionOptions): SyncSession {
     if (!pumpRunning) pumping = pump()
   }
   connection.onMessage(receive)
-  if (options.sendStep1OnStart !== false) send({ type: 'sync-step1', stateVector: stateVector() })
+  if (options.sendStep1OnStart !== false) sendStep1()
   return {
     get synced() {
       return synced
@@ -469,13 +487,13 @@ export function startSession(options: SessionOptions): SyncSession {
             reject(error)
           },
         )
-        send({ type: 'sync-step1', stateVector: stateVector() })
+        sendStep1()
       })
     },
     askAgain() {
       if (stopped || !connection.open || waiting.size === 0) return
       waiting.askingAgain()
-      send({ type: 'sync-step1', stateVector: stateVector() })
+      sendStep1()
     },
     get heardAt() {
       return heardAt

@@ -199,6 +199,80 @@ describe('a server restored from a backup of its data directory', () => {
   }, 60_000)
 })
 
+describe('rolled-back operations relayed over the LAN by a peer still behind', () => {
+  it('are dropped at the next round of a session already open, and not taken again', async () => {
+    // E, cut off from the server, still holds what the restore rolled
+    // back. D joins the restored site, then links with E over the LAN and
+    // hears it from E. D's server session opened before that: compared
+    // with what D held at the open, no round of that session found the
+    // loss, and D kept the rolled-back user for good. Found, it is not
+    // enough to fetch the roster again: the refetch reopens the LAN link,
+    // and E offers it all again.
+    const dir = await tempDir()
+    const data = join(dir, 'server')
+    let peer = await server(data)
+    const port = Number(new URL(peer.url).port)
+    const eLink = await blockableProxy(port)
+    closers.push(async () => eLink.close())
+    await peer.users.put({ id: 'U1', name: 'User 1' })
+    const siteKey = peer.siteKey
+    const e = await createDevice({
+      id: 'E',
+      dataDir: join(dir, 'E'),
+      server: peer.url.replace(`:${port}`, `:${eLink.port}`),
+      ...(siteKey === undefined ? {} : { siteKey }),
+      lan: { enabled: true, mdns: false, peers: [] },
+    })
+    closers.push(() => e.close())
+    await e.sync.whenReady()
+    peer = await backUp(peer, data, join(dir, 'backup'))
+    await peer.users.put({ id: 'W1', name: 'Lost with the restore' })
+    await e.sync.whenIdle()
+    expect(e.users.get('W1')).toBeDefined()
+
+    eLink.block()
+    peer = await restoreTo(peer, data, join(dir, 'backup'))
+    // D reaches E through a proxy, opened once D's session is.
+    const [lanAddress] = e.lanAddresses
+    const lanPort = Number(/\/tcp\/(\d+)\//.exec(lanAddress ?? '')?.[1])
+    const lan = await blockableProxy(lanPort)
+    closers.push(async () => lan.close())
+    lan.block()
+    const d = await createDevice({
+      id: 'D',
+      dataDir: join(dir, 'D'),
+      server: peer.url,
+      ...(siteKey === undefined ? {} : { siteKey }),
+      lan: {
+        enabled: true,
+        mdns: false,
+        peers: [(lanAddress ?? '').replace(`/tcp/${lanPort}/`, `/tcp/${lan.port}/`)],
+      },
+    })
+    closers.push(() => d.close())
+    await d.sync.whenReady()
+    expect(d.users.get('W1')).toBeUndefined()
+    lan.unblock()
+    await eventually(() => expect(d.users.get('W1')).toBeDefined(), 30_000)
+    await d.sync.delta()
+    expect(d.events.query({ type: 'restore-detected' })).toHaveLength(1)
+    expect(d.users.get('W1')).toBeUndefined()
+    // The LAN link opens again after the refetch; E offers W1 again.
+    await eventually(() => expect(d.sync.status().lan?.peers).toBe(1), 30_000)
+    await new Promise((resolve) => setTimeout(resolve, 1000))
+    await d.sync.delta()
+    expect(d.users.get('W1')).toBeUndefined()
+    expect(d.events.query({ type: 'restore-detected' })).toHaveLength(1)
+
+    eLink.unblock()
+    await e.sync.delta()
+    expect(e.users.get('W1')).toBeUndefined()
+    for (const device of [d, e]) await device.sync.delta()
+    expect(rosterOf(d)).toEqual(rosterOf(peer))
+    expect(rosterOf(e)).toEqual(rosterOf(peer))
+  }, 90_000)
+})
+
 describe('a backup copied while the server ran', () => {
   it('is found once, and a delete made after the refetch holds through later rounds', async () => {
     // The lost operations are under the clientID the restored server still

@@ -98,26 +98,54 @@ export class ServerExchange {
   }
 
   /**
-   * How many operations of the server's own this device held when
-   * `session` opened (on generation `generation`) past what `answer` (an
-   * answer on that session) says the server holds: 0 nearly always. The
-   * server sends only what is durable, and its every answer on a session
-   * was made after the session opened, so those are operations the server
-   * lost since (its data directory restored from a backup taken before
-   * them, or a crash). Only what was held when the session opened counts:
-   * an answer may be one to an earlier step 1 of the session (matched by
-   * arrival order), older than what came after it (PROTOCOL.md, "A
+   * The operations of the server's own this device held when it asked
+   * for `answer` (an answer on `session`, the device on generation
+   * `generation`) past what that answer says the server holds: per
+   * clientID, the server's clock there (lostClocks), and how many
+   * operations past it (`operations`, 0 nearly always). The server sends
+   * only what is durable, and answers a step 1 with what it holds after
+   * it, so those are operations the server lost since (its data directory
+   * restored from a backup taken before them, or a crash). What the
+   * device held when it asked (SyncAnswer.asked; when not known, when the
+   * session opened) counts, not what it holds now: it may have heard
+   * since what the server wrote after its answer (PROTOCOL.md, "A
    * restored server").
    */
-  serverLost(session: SyncSession, answer: SyncAnswer, generation: string): number {
+  serverLost(
+    session: SyncSession,
+    answer: SyncAnswer,
+    generation: string,
+  ): { readonly operations: number; readonly clocks: Map<number, number> } {
+    const clocks = new Map<number, number>()
     const opened = this.opened
-    if (opened?.session !== session || opened.generation !== generation) return 0
-    const ahead = aheadOf(opened.held, answer.theirs)
-    if (ahead.size === 0) return 0
-    let lost = 0
+    if (opened?.session !== session || opened.generation !== generation)
+      return { operations: 0, clocks }
+    const ahead = aheadOf(this.asked(answer) ?? opened.held, answer.theirs)
+    let operations = 0
+    if (ahead.size === 0) return { operations, clocks }
     for (const [client, writer] of writersOfClients(this.options.replica.doc, ahead.keys()))
-      if (writer === SERVER_ID) lost += ahead.get(client) ?? 0
-    return lost
+      if (writer === SERVER_ID) {
+        operations += ahead.get(client) ?? 0
+        clocks.set(client, answer.theirs.get(client) ?? 0)
+      }
+    return { operations, clocks }
+  }
+
+  /**
+   * What this device held when it sent the step 1 `answer` answers, or an
+   * older one (SyncAnswer.asked), less what it no longer holds: since the
+   * session opened it may have heard, over the LAN, operations a peer
+   * still on the server's rolled-back state relays (PROTOCOL.md, "A
+   * restored server"); a refetch or a move took away what the answer may
+   * not hold. Undefined when not known (held at the open counts).
+   */
+  private asked(answer: SyncAnswer): Map<number, number> | undefined {
+    if (answer.asked === undefined) return undefined
+    const asked = Y.decodeStateVector(answer.asked)
+    const { store } = this.options.replica.doc
+    for (const [client, clock] of asked)
+      asked.set(client, Math.min(clock, Y.getState(store, client)))
+    return asked
   }
 
   /**

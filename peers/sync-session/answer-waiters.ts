@@ -97,6 +97,36 @@ export class AnswerWaiters {
 }
 
 /**
+ * The state vectors of this side's step 1s on a link whose other side
+ * sends a step 1 only to begin an answer (a device's server link: the
+ * server never asks first), oldest first: each answer's step 1 is matched
+ * to the oldest one not answered (SyncAnswer.asked). The other side may
+ * answer only the last of several step 1s waiting with it (a server
+ * answering a flood once); a step 1 is then matched to an older vector
+ * than the one it answers, never a newer one. Past `max` vectors waiting,
+ * the matching is given up for the connection (a vector not kept would
+ * make a later one stand for it).
+ */
+export class AskedVectors {
+  readonly #sent: Uint8Array[] = []
+  #lost = false
+
+  constructor(private readonly max = 64) {}
+
+  /** This side sent a step 1 stating `vector`. */
+  sent(vector: Uint8Array): void {
+    if (this.#sent.length >= this.max) this.#lost = true
+    if (!this.#lost) this.#sent.push(vector)
+  }
+
+  /** The other side's step 1 came: the vector it answers, if known. */
+  answered(): Uint8Array | undefined {
+    const vector = this.#sent.shift()
+    return this.#lost ? undefined : vector
+  }
+}
+
+/**
  * Operations of the state `theirs` that `doc` lacks (Yjs clock units): what
  * an answer to a step 1 stating `theirs` brings (AnswerWaiters.answerSize).
  */
