@@ -13,6 +13,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import { AuthFailedError, CsrfRefusedError, excerpt, RostersyncError } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
+import { addressKey } from './front-door.js'
 
 /** Name of the session cookie. */
 export const SESSION_COOKIE = 'rostersync_session'
@@ -41,7 +42,7 @@ export class TokenGuesses {
 
   /** Throws `RATE_LIMITED` while `address` is past its wrong guesses of the minute. */
   check(from: string): void {
-    const address = keyOf(from)
+    const address = addressKey(from)
     const entry = this.byAddress.get(address)
     if (entry === undefined) return
     const now = this.now()
@@ -58,7 +59,7 @@ export class TokenGuesses {
 
   /** A wrong token came from `from`. */
   wrong(from: string): void {
-    const address = keyOf(from)
+    const address = addressKey(from)
     const now = this.now()
     const entry = this.byAddress.get(address)
     if (entry !== undefined && now - entry.start < 60_000) entry.wrong++
@@ -77,11 +78,6 @@ export class TokenGuesses {
 
 /** Addresses whose wrong guesses are counted at once (the oldest forgotten first). */
 const ADDRESSES_KEPT_MAX = 4_096
-
-/** An IPv4 address as itself however the socket gives it (`::ffff:1.2.3.4`). */
-function keyOf(address: string): string {
-  return address.startsWith('::ffff:') ? address.slice(7) : address
-}
 
 /** The admin page's sessions (see the module comment). */
 export class AdminSessions {

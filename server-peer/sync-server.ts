@@ -52,6 +52,9 @@ import { ReceiveBudget } from '../transports/receive-deadline.js'
 import type { DeviceRegistry, DirectionState } from './device-registry.js'
 import { RefusalTracker } from './refusal-tracker.js'
 import { TurnQueue } from './turn-queue.js'
+import { Handshakes, UpgradeQueue } from './front-door.js'
+
+export { UpgradeQueue } from './front-door.js'
 
 /** Options of {@link createSyncEndpoint}. */
 export interface SyncEndpointOptions {
@@ -454,135 +457,6 @@ export async function startSyncServer(
       httpServer.closeAllConnections()
       await new Promise<void>((resolve) => httpServer.close(() => resolve()))
     },
-  }
-}
-
-/** How many sockets each remote address has in one stage (handshake, upgrade queue). */
-class AddressCounts {
-  private readonly counts = new Map<string, number>()
-
-  of(address: string): number {
-    return this.counts.get(address) ?? 0
-  }
-
-  add(address: string): void {
-    this.counts.set(address, this.of(address) + 1)
-  }
-
-  remove(address: string): void {
-    const left = this.of(address) - 1
-    if (left > 0) this.counts.set(address, left)
-    else this.counts.delete(address)
-  }
-
-  clear(): void {
-    this.counts.clear()
-  }
-}
-
-/**
- * WebSocket upgrades waiting for their turn: at most
- * `netLimits.upgradesPerTurnMax` are completed (handshake, admission,
- * session start) per event-loop turn, and no more once the turn took
- * `netLimits.upgradeTurnMsMax`, in arrival order, so that 2,000
- * upgrades arriving together do not hold the loop for the time of all of
- * them (the flood bench measured a connected device's round trip at 18x
- * idle). Nothing waits long: every turn takes the next slice. One address
- * may have at most `handshakesPerAddressMax` waiting, as in its handshake,
- * so that one host's burst cannot take every place.
- */
-export class UpgradeQueue {
-  private readonly waiting: Array<{ req: IncomingMessage; socket: Socket; head: Buffer }> = []
-  private readonly perAddress = new AddressCounts()
-  private scheduled: NodeJS.Immediate | undefined
-
-  constructor(
-    private readonly complete: (req: IncomingMessage, socket: Socket, head: Buffer) => void,
-  ) {}
-
-  add(req: IncomingMessage, socket: Socket, head: Buffer): void {
-    const address = socket.remoteAddress ?? ''
-    if (
-      this.waiting.length >= netLimits.upgradesWaitingMax ||
-      this.perAddress.of(address) >= netLimits.handshakesPerAddressMax
-    ) {
-      socket.destroy()
-      return
-    }
-    this.perAddress.add(address)
-    this.waiting.push({ req, socket, head })
-    this.scheduled ??= setImmediate(() => this.turn())
-  }
-
-  private turn(): void {
-    this.scheduled = undefined
-    const started = performance.now()
-    for (let done = 0; done < netLimits.upgradesPerTurnMax;) {
-      // A turn also ends once it took upgradeTurnMsMax (a slow machine, a
-      // loaded one): the next waits for the following turn.
-      if (done > 0 && performance.now() - started >= netLimits.upgradeTurnMsMax) break
-      const next = this.waiting.shift()
-      if (next === undefined) return
-      this.perAddress.remove(next.socket.remoteAddress ?? '')
-      // Gone while it waited: nothing to complete.
-      if (next.socket.destroyed) continue
-      this.complete(next.req, next.socket, next.head)
-      done++
-    }
-    if (this.waiting.length > 0) this.scheduled = setImmediate(() => this.turn())
-  }
-
-  close(): void {
-    if (this.scheduled !== undefined) clearImmediate(this.scheduled)
-    this.scheduled = undefined
-    for (const { socket } of this.waiting.splice(0)) socket.destroy()
-    this.perAddress.clear()
-  }
-}
-
-/**
- * Connections that have not sent a request head yet: nobody knows who they
- * are, so they get little. Each is dropped after the handshake timeout;
- * past `handshakesPerAddressMax` from one address, or
- * `handshakesInFlightMax` in all, a new one is dropped at once. A client
- * that trickles its headers byte by byte (slowloris) holds a slot for the
- * timeout at most, and one address cannot take every slot.
- */
-class Handshakes {
-  private readonly pending = new Map<Socket, { address: string; timer: NodeJS.Timeout }>()
-  private readonly perAddress = new AddressCounts()
-
-  constructor(private readonly timeoutMs: number) {}
-
-  start(socket: Socket): void {
-    const address = socket.remoteAddress ?? ''
-    if (
-      this.pending.size >= netLimits.handshakesInFlightMax ||
-      this.perAddress.of(address) >= netLimits.handshakesPerAddressMax
-    ) {
-      socket.destroy()
-      return
-    }
-    // Wall time on purpose: this guards real sockets, whatever clock the
-    // peer was given.
-    const timer = setTimeout(() => socket.destroy(), this.timeoutMs)
-    timer.unref()
-    this.pending.set(socket, { address, timer })
-    this.perAddress.add(address)
-    socket.once('close', () => this.done(socket))
-  }
-
-  /** The socket sent its request head (or closed): it is no longer in its handshake. */
-  done(socket: Socket): void {
-    const entry = this.pending.get(socket)
-    if (entry === undefined) return
-    clearTimeout(entry.timer)
-    this.pending.delete(socket)
-    this.perAddress.remove(entry.address)
-  }
-
-  close(): void {
-    for (const socket of [...this.pending.keys()]) this.done(socket)
   }
 }
 

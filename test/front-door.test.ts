@@ -18,6 +18,8 @@ import {
   type SyncServerOptions,
 } from '../server-peer/sync-server.js'
 import { memoryStore } from '../storage/level-store.js'
+import { addressKey } from '../server-peer/front-door.js'
+import { withLimits } from './helpers/limits.js'
 
 const SITE_KEY = 'front-door-site-key'
 let server: ServerPeer | undefined
@@ -86,8 +88,14 @@ function rawUpgrade(port: number, target: string): Promise<UpgradeOutcome> {
 }
 
 /** A legitimate client joins and gets the server's answer to its step 1. */
-async function legitimateJoin(peer: ServerPeer, id = 'legit-1'): Promise<void> {
-  const ws = new WebSocket(`${peer.url}/roster?device=${id}&key=${SITE_KEY}`)
+async function legitimateJoin(
+  peer: ServerPeer,
+  id = 'legit-1',
+  localAddress?: string,
+): Promise<void> {
+  const ws = new WebSocket(`${peer.url}/roster?device=${id}&key=${SITE_KEY}`, {
+    ...(localAddress === undefined ? {} : { localAddress }),
+  })
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => {
       // sync step 1 with the empty state vector: [0, 0, 1, 0]
@@ -186,6 +194,55 @@ describe('front door: handshakes are bounded', () => {
     for (const s of opened) s.destroy()
     await new Promise((resolve) => setTimeout(resolve, 20))
     await legitimateJoin(server)
+  })
+})
+
+describe('front door: a few addresses cannot take every handshake slot', () => {
+  /** A connection from `from` that sends half a request head and then nothing. */
+  const idle = (port: number, from: string): Promise<{ socket: Socket; closed: () => boolean }> =>
+    new Promise((resolve) => {
+      let closed = false
+      const s = connect({ port, host: '127.0.0.1', localAddress: from }, () => {
+        s.write('GET /roster HTTP/1.1\r\nHost: 127.0.0.1\r\n')
+        resolve({ socket: s, closed: () => closed })
+      })
+      s.on('close', () => (closed = true))
+      s.on('error', () => undefined)
+      sockets.push(s)
+    })
+
+  it('lets a newcomer from another address take the oldest slot of the address holding the most', async () => {
+    withLimits(netLimits, { handshakesInFlightMax: 4, handshakesPerAddressMax: 3 })
+    server = await createServer({ store: memoryStore(), siteKey: SITE_KEY })
+    const port = portOf(server)
+    const hoarder = []
+    for (let i = 0; i < 3; i++) hoarder.push(await idle(port, '127.0.0.1'))
+    const other = await idle(port, '127.0.0.2')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect([...hoarder, other].map((c) => c.closed())).toEqual([false, false, false, false])
+    // Every slot is taken: a device joining from 127.0.0.3 still gets in,
+    // in place of the hoarder's oldest connection.
+    await legitimateJoin(server, 'legit-newcomer', '127.0.0.3')
+    expect(hoarder.map((c) => c.closed())).toEqual([true, false, false])
+    expect(other.closed()).toBe(false)
+    // The hoarder itself, at its share, takes no slot from anyone.
+    const again = await idle(port, '127.0.0.2')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(again.closed()).toBe(false)
+    const hoarderAgain = await idle(port, '127.0.0.1')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(hoarderAgain.closed()).toBe(true)
+    expect(hoarder.map((c) => c.closed())).toEqual([true, false, false])
+  })
+
+  it('counts an IPv4 address as itself, and an IPv6 address by its /64', () => {
+    expect(addressKey('::ffff:192.0.2.7')).toBe('192.0.2.7')
+    expect(addressKey('192.0.2.7')).toBe('192.0.2.7')
+    expect(addressKey('2001:db8:0:1::1')).toBe('2001:db8:0:1::/64')
+    expect(addressKey('2001:0DB8:0000:0001:ffff:1:2:3')).toBe('2001:db8:0:1::/64')
+    expect(addressKey('2001:db8::')).toBe('2001:db8:0:0::/64')
+    expect(addressKey('::1')).toBe('0:0:0:0::/64')
+    expect(addressKey('fe80::1%eth0')).toBe('fe80:0:0:0::/64')
   })
 })
 
