@@ -22,6 +22,10 @@ Options:
                      (never the default; announced at start-up)
   --approve-devices  a device never seen before waits (PEER_PENDING) until
                      approved: rostersync devices approve <id>
+  --admin-host <name>
+                     a host name the admin page answers on besides IP
+                     addresses and localhost (repeatable; a name pointed at
+                     this server by someone else's page is refused)
   --json             print where it listens as one JSON line
   -h, --help         this help`
 
@@ -39,6 +43,7 @@ export const serverCommand: Command = {
       'site-key': { type: 'string' },
       open: { type: 'boolean', default: false },
       'approve-devices': { type: 'boolean', default: false },
+      'admin-host': { type: 'string', multiple: true },
       json: { type: 'boolean', default: false },
     })
     if (positionals.length > 0) throw new CliError(`unexpected argument ${positionals[0]}`)
@@ -54,6 +59,7 @@ export const serverCommand: Command = {
       ...(siteKey === undefined || siteKey === '' ? {} : { siteKey }),
       ...(values.open ? { open: true } : {}),
       ...(values['approve-devices'] ? { approveDevices: true } : {}),
+      ...(values['admin-host'] === undefined ? {} : { adminHosts: values['admin-host'] }),
     })
     // Counted off the replica: users.list() copies every view (core/detach.ts).
     const users = server.replica.list().length

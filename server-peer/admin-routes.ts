@@ -28,6 +28,8 @@ import { checkQueryParams, UserIndex } from './user-search.js'
 /** The server's parts the admin routes serve. */
 export interface AdminParts {
   readonly adminToken: string
+  /** Host names the admin page answers on besides IP addresses and localhost (checkHost). */
+  readonly hosts: ReadonlySet<string>
   readonly now: () => number
   readonly replica: Replica
   readonly schema: RecordSchema

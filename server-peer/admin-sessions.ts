@@ -11,6 +11,7 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
+import { isIP } from 'node:net'
 import { AuthFailedError, CsrfRefusedError, excerpt, RostersyncError } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
 import { addressKey } from './front-door.js'
@@ -213,6 +214,35 @@ export function sessionCookie(id: string): string {
 /** `Set-Cookie` that removes the session cookie (sign-out). */
 export function clearedSessionCookie(): string {
   return `${SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0`
+}
+
+/**
+ * Refuses (`CSRF_REFUSED`) a request of the admin page (its files, its
+ * sign-in, anything with its session cookie) under a Host name the server
+ * was not told it answers on. A page on another site can make its own name
+ * point at this server (DNS rebinding): the browser then takes this
+ * server's answers as that site's, and its Origin checks pass. IP
+ * addresses, `localhost` and `*.localhost` are always answered; other
+ * names only when listed in `allowed` (createServer's `adminHosts`,
+ * `rostersync server --admin-host`). A request without a Host header (no
+ * browser sends one) is answered.
+ */
+export function checkHost(req: IncomingMessage, allowed: ReadonlySet<string>): void {
+  const header = req.headers.host
+  if (header === undefined) return
+  const name = hostName(header)
+  if (isIP(name) !== 0 || name === 'localhost' || name.endsWith('.localhost')) return
+  if (allowed.has(name)) return
+  // Named back only when it is a host name (a header may hold anything).
+  const named = /^[a-z0-9.-]{1,253}$/.test(name) ? `: allow it with --admin-host ${name}` : ''
+  throw new CsrfRefusedError(`host ${excerpt(name, 64)} is not the admin page's${named}`)
+}
+
+/** The name of a Host header, lower case, without its port, brackets or final dot. */
+export function hostName(header: string): string {
+  const bracketed = /^\[([^\]]*)\](?::\d*)?$/.exec(header)
+  const name = bracketed?.[1] ?? header.replace(/:\d*$/, '')
+  return name.toLowerCase().replace(/\.$/, '')
 }
 
 /**

@@ -41,6 +41,7 @@ import { limits, netLimits } from '../core/limits.js'
 import { siteOf } from '../peers/identity.js'
 import { claimRole } from '../peers/data-role.js'
 import { secretFor, settleSiteKey } from './site-access.js'
+import { hostName } from './admin-sessions.js'
 import { availableParallelism } from 'node:os'
 import { createVerifyPool } from '../peers/verify-pool.js'
 import type { IncomingMessage, ServerResponse } from 'node:http'
@@ -71,6 +72,14 @@ export interface ServerOptions extends CommonPeerOptions {
    * revoked device back in under a new id.
    */
   readonly approveDevices?: boolean
+  /**
+   * Host names the admin page answers on, besides IP addresses, `localhost`
+   * and `*.localhost` (its files, its sign-in and requests with its session
+   * cookie; Bearer requests are answered on any). A web page elsewhere can
+   * point its own name at this server (DNS rebinding); a request under a
+   * name not listed is refused `CSRF_REFUSED`.
+   */
+  readonly adminHosts?: readonly string[]
   /**
    * Bearer token of the HTTP API. Default: read from (or created in)
    * `<dataDir>/admin-token`, so local tools can use it; random when there is no dataDir.
@@ -141,6 +150,12 @@ const serverOptionsSchema = z.strictObject({
   open: z.boolean().optional(),
   approveDevices: z.boolean().optional(),
   adminToken: z.string().min(16).optional(),
+  adminHosts: z
+    .array(
+      z.string().regex(/^[A-Za-z0-9.-]{1,253}$/, 'a host name (letters, digits, dots, dashes)'),
+    )
+    .max(64)
+    .optional(),
   room: z.string().min(1).max(128).optional(),
   listen: z.boolean().optional(),
   fieldPolicies: z
@@ -586,6 +601,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   }
   const admin = new AdminConsole({
     adminToken,
+    hosts: new Set((options.adminHosts ?? []).map(hostName)),
     now: () => basics.clock.now(),
     replica,
     schema: basics.schema,

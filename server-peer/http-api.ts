@@ -34,7 +34,7 @@ import type { UsersApi } from '../peers/user-ops.js'
 import { isAssetPath, serveAsset } from './admin-assets.js'
 import { fromWire, toWire } from './wire-json.js'
 import { servePolicies, serveSession, serveSources, type AdminConsole } from './admin-routes.js'
-import { checkCsrf, isBackground, sameSecret, sessionIdOf } from './admin-sessions.js'
+import { checkCsrf, checkHost, isBackground, sameSecret, sessionIdOf } from './admin-sessions.js'
 import type { DeviceRecord } from './device-registry.js'
 import { checkQueryParams, searchFromQuery } from './user-search.js'
 import { serveExport, type ExportTarget } from './export-route.js'
@@ -354,6 +354,7 @@ async function serve(
     return reply(res, 200, { ok: true })
   if (parts[0] !== 'api') {
     if (!isAssetPath(url.pathname)) throw new NotFoundError('no such endpoint (try /api/users)')
+    checkHost(req, admin.parts.hosts)
     if (method !== 'GET' && method !== 'HEAD')
       throw new MethodNotAllowedError(method, ['GET', 'HEAD'])
     return serveAsset(url.pathname, req, res)
@@ -362,6 +363,7 @@ async function serve(
     // Read before the caller is known: a sign-in body is a token, small.
     const body = () => readJson(req, netLimits.httpSignInBodyBytesMax)
     if (!SESSION_METHODS.includes(method)) throw new MethodNotAllowedError(method, SESSION_METHODS)
+    checkHost(req, admin.parts.hosts)
     return serveSession(admin, method, req, res, body, reply)
   }
   const how = authenticate(req, token, admin)
@@ -375,6 +377,7 @@ async function serve(
     )
   if (route === undefined) throw new NotFoundError(`no endpoint ${excerpt(url.pathname, 64)}`)
   if (!route.methods.includes(method)) throw new MethodNotAllowedError(method, allowedOf(route))
+  if (how === 'cookie') checkHost(req, admin.parts.hosts)
   if (how === 'cookie' && method !== 'GET' && method !== 'HEAD') checkCsrf(req)
   // The endpoints without query parameters refuse any (those with them
   // check theirs): a parameter ignored is a request answered narrower or

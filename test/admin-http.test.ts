@@ -921,3 +921,99 @@ describe('the page itself', () => {
     expect((await fetch(`${peer.http}/`, { method: 'POST' })).status).toBe(405)
   })
 })
+
+describe('admin page: host names (DNS rebinding)', () => {
+  /** A request with the Host header `host` (fetch keeps its own). */
+  const withHost = (
+    peer: ServerPeer,
+    method: string,
+    path: string,
+    host: string,
+    headers: Record<string, string> = {},
+    body?: string,
+  ): Promise<{ status: number; code?: string; message?: string }> =>
+    new Promise((resolve, reject) => {
+      const url = new URL(peer.http)
+      const req = request(
+        { hostname: '127.0.0.1', port: url.port, path, method, headers: { ...headers, host } },
+        (res) => {
+          let text = ''
+          res.setEncoding('utf8')
+          res.on('data', (chunk: string) => (text += chunk))
+          res.on('end', () => {
+            let error: { code?: string; message?: string } | undefined
+            try {
+              error = (JSON.parse(text) as { error?: { code?: string; message?: string } }).error
+            } catch {
+              error = undefined
+            }
+            resolve({ status: res.statusCode ?? 0, ...error })
+          })
+        },
+      )
+      req.on('error', reject)
+      req.end(body)
+    })
+
+  it('answers the page on IP addresses and localhost, and refuses a name it was not given', async () => {
+    const peer = await server()
+    const port = new URL(peer.http).port
+    for (const host of [
+      `127.0.0.1:${port}`,
+      `localhost:${port}`,
+      `[::1]:${port}`,
+      'admin.localhost',
+    ])
+      expect((await withHost(peer, 'GET', '/', host)).status, host).toBe(200)
+    const rebound = await withHost(peer, 'GET', '/', `evil.example:${port}`)
+    expect(rebound).toMatchObject({ status: 403, code: 'CSRF_REFUSED' })
+    expect(rebound.message).toMatch(/--admin-host evil\.example/)
+    // The sign-in: refused before the token is looked at.
+    const signIn = await withHost(
+      peer,
+      'POST',
+      '/api/session',
+      `evil.example:${port}`,
+      {
+        'content-type': 'application/json',
+        'x-rostersync-csrf': '1',
+        origin: `http://evil.example:${port}`,
+      },
+      JSON.stringify({ token: peer.adminToken }),
+    )
+    expect(signIn).toMatchObject({ status: 403, code: 'CSRF_REFUSED' })
+  })
+
+  it('refuses the session cookie under another name, and answers the Bearer token on any', async () => {
+    const peer = await server()
+    const port = new URL(peer.http).port
+    const cookie = await signIn(peer)
+    expect(
+      (await withHost(peer, 'GET', '/api/users', `127.0.0.1:${port}`, { cookie })).status,
+    ).toBe(200)
+    expect(
+      await withHost(peer, 'GET', '/api/users', `evil.example:${port}`, { cookie }),
+    ).toMatchObject({
+      status: 403,
+      code: 'CSRF_REFUSED',
+    })
+    const bearer = { authorization: `Bearer ${peer.adminToken}` }
+    expect((await withHost(peer, 'GET', '/api/users', `evil.example:${port}`, bearer)).status).toBe(
+      200,
+    )
+  })
+
+  it('answers on the names given in adminHosts, in any case', async () => {
+    const peer = await createServer({ store: memoryStore(), adminHosts: ['Roster.Example'] })
+    closers.push(() => peer.close())
+    const port = new URL(peer.http).port
+    expect((await withHost(peer, 'GET', '/', `roster.example:${port}`)).status).toBe(200)
+    expect((await withHost(peer, 'GET', '/', `ROSTER.EXAMPLE.`)).status).toBe(200)
+    expect((await withHost(peer, 'GET', '/', `other.example:${port}`)).status).toBe(403)
+    await expect(createServer({ store: memoryStore(), adminHosts: ['a b'] })).rejects.toMatchObject(
+      {
+        code: 'INVALID_OPTIONS',
+      },
+    )
+  })
+})
