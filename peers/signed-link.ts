@@ -42,7 +42,7 @@ import { scanUpdate, type UpdateRanges } from '../core/update-scan.js'
 import { documentGeneration, onGenerationNoted } from './device-sync/generation-move.js'
 import type { EnvelopeLog } from './envelope-log.js'
 import { bringsNews, deletesAhead } from './envelope-news.js'
-import { bringsLost, lostClocks } from './device-sync/lost-clocks.js'
+import { bringsLost, lostClocks, noteHeardOverLan } from './device-sync/lost-clocks.js'
 import { RelayMemo } from './relay-memo.js'
 import { WriterClients } from './writer-clients.js'
 import { siteOf, type Identity } from './identity.js'
@@ -330,6 +330,8 @@ export class DeviceSigning {
       open: (bytes) => this.open(bytes, fromServer),
       applied: (opened) => {
         if (!opened.fresh || opened.writer === this.options.writerId) return
+        // What the server must hold by its next answer (ServerExchange.serverLost).
+        if (!fromServer && opened.writer === SERVER_ID) noteHeardOverLan(replica, opened.ranges)
         // A move to a new generation stores nothing it receives before its
         // commit (a crash would leave the new generation's envelopes beside
         // the old document, offered to old-generation LAN peers).

@@ -53,10 +53,15 @@ export async function leakDelete(device: DevicePeer, userId: string): Promise<vo
   // made first (empty, no field filled), so that every delete leaks (the
   // canary fired only on users the device had filled, and a swarm run
   // whose deletes hit none passed).
-  if (!map().has(id))
-    await replica.write((ctx) =>
-      ctx.setOwnEntry(id, { e: replica.replicaOf(id).server?.e ?? 0, f: {}, s: {} }),
-    )
+  // An entry carried into a generation's base is an item of the server's
+  // compaction, not of this device: its delete is not this device's to
+  // send, and never left it (a sim probe: the run passed). So the entry is
+  // written again first, as this device's own item, and that one deleted.
+  const self = asWriterId(device.id)
+  const own = replica.replicaOf(id).devices.find(([writer]) => writer === self)?.[1]
+  await replica.write((ctx) =>
+    ctx.setOwnEntry(id, own ?? { e: replica.replicaOf(id).server?.e ?? 0, f: {}, s: {} }),
+  )
   await replica.write(() => {
     if (map().has(id)) map().delete(id)
   })

@@ -19,6 +19,7 @@ import { asUserId } from '../core/ids.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { eventually } from './helpers/eventually.js'
+import { lostClocks } from '../peers/device-sync/lost-clocks.js'
 
 const closers: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -257,9 +258,11 @@ describe('rolled-back operations relayed over the LAN by a peer still behind', (
     await d.sync.delta()
     expect(d.events.query({ type: 'restore-detected' })).toHaveLength(1)
     expect(d.users.get('W1')).toBeUndefined()
-    // The LAN link opens again after the refetch; E offers W1 again.
-    await eventually(() => expect(d.sync.status().lan?.peers).toBe(1), 30_000)
-    await new Promise((resolve) => setTimeout(resolve, 1000))
+    // The LAN link opens again after the refetch; E offers W1 again, in
+    // the same answer as what E wrote since (seen: the answer is in).
+    await e.users.put({ id: 'M1', name: 'Enrolled on E' })
+    await eventually(() => expect(d.users.get('M1')).toBeDefined(), 30_000)
+    await d.sync.whenIdle()
     await d.sync.delta()
     expect(d.users.get('W1')).toBeUndefined()
     expect(d.events.query({ type: 'restore-detected' })).toHaveLength(1)
@@ -271,6 +274,36 @@ describe('rolled-back operations relayed over the LAN by a peer still behind', (
     expect(rosterOf(d)).toEqual(rosterOf(peer))
     expect(rosterOf(e)).toEqual(rosterOf(peer))
   }, 90_000)
+})
+
+describe('a restore undone by the operator (the wrong backup, then the right one)', () => {
+  it('drops the note of what the first restore lost once the server holds it again', async () => {
+    // After the first restore D notes the rename's clientID as lost, and
+    // takes none of its operations over the LAN. The right backup brings
+    // them back: the server's next answer states them, and the note goes.
+    const dir = await tempDir()
+    const data = join(dir, 'server')
+    let peer = await server(data)
+    await peer.users.put({ id: 'U1', name: 'User 1' })
+    const d = await device('D', dir, peer)
+    await d.sync.whenReady()
+    peer = await backUp(peer, data, join(dir, 'backupA'))
+    await peer.users.patch('U1', { name: 'Renamed' })
+    const renamedBy = peer.replica.clientId
+    await d.sync.delta()
+    expect(d.users.get('U1')?.name).toBe('Renamed')
+    peer = await backUp(peer, data, join(dir, 'backupB'))
+    peer = await restoreTo(peer, data, join(dir, 'backupA'))
+    await d.sync.delta()
+    expect(d.users.get('U1')?.name).toBe('User 1')
+    expect(lostClocks(d.replica).has(renamedBy)).toBe(true)
+    peer = await restoreTo(peer, data, join(dir, 'backupB'))
+    await d.sync.delta()
+    await d.sync.delta()
+    expect(peer.users.get('U1')?.name).toBe('Renamed')
+    expect(d.users.get('U1')?.name).toBe('Renamed')
+    expect(lostClocks(d.replica).has(renamedBy)).toBe(false)
+  }, 60_000)
 })
 
 describe('a backup copied while the server ran', () => {

@@ -9,8 +9,15 @@
  * refetch reopens it): taken, it would be found again at the next round,
  * fetched away, and offered again, for as long as that peer stays behind.
  * A device that noted the loss takes no envelope of the server's bringing
- * operations past such a clock over the LAN (peers/signed-link.ts); the
- * restored server never sends one.
+ * operations past such a clock over the LAN (peers/signed-link.ts). A
+ * server that states more of such a clientID (an operator who restored the
+ * wrong backup and then the right one; a loss found on a network that
+ * duplicated an answer, as the simulator's does) holds it after all: the
+ * note goes (settleLostClocks).
+ *
+ * It also keeps how far the device heard each of the server's clientIDs
+ * over the LAN (heardOverLan): what the server must hold, if it lost
+ * nothing, by the time it answers a step 1 sent after (ServerExchange).
  */
 import type { UpdateRanges } from '../../core/update-scan.js'
 import type { Replica } from '../replica.js'
@@ -54,4 +61,33 @@ export function bringsLost(lost: ReadonlyMap<number, number>, ranges: UpdateRang
     if (clock !== undefined && to > clock) return true
   }
   return false
+}
+
+/**
+ * Drops the notes of clientIDs the server states more of in `theirs` (its
+ * step 1): it holds them after all.
+ */
+export async function settleLostClocks(
+  replica: Replica,
+  theirs: ReadonlyMap<number, number>,
+): Promise<void> {
+  const clocks = lostClocks(replica)
+  if (clocks.size === 0) return
+  const kept = [...clocks].filter(([client, clock]) => (theirs.get(client) ?? 0) <= clock)
+  if (kept.length < clocks.size) await replica.setRecord(...LOST_CLOCKS_RECORD, kept)
+}
+
+/** Per replica: how far it heard each of the server's clientIDs over the LAN. */
+const heard = new WeakMap<Replica, Map<number, number>>()
+
+/** The device applied an envelope of the server's a LAN peer relayed (its scan). */
+export function noteHeardOverLan(replica: Replica, ranges: UpdateRanges): void {
+  let clocks = heard.get(replica)
+  if (clocks === undefined) heard.set(replica, (clocks = new Map<number, number>()))
+  for (const [client, to] of ranges.to) clocks.set(client, Math.max(to, clocks.get(client) ?? 0))
+}
+
+/** How far the device heard each of the server's clientIDs over the LAN (since it started). */
+export function heardOverLan(replica: Replica): ReadonlyMap<number, number> {
+  return heard.get(replica) ?? new Map()
 }

@@ -19,6 +19,7 @@ import type { SyncAnswer, SyncSession } from '../sync-session.js'
 import type { ServerLink } from '../ws-client.js'
 import { covers, PUSH_ROUNDS_MAX, refusedError, unreachable } from './sync-errors.js'
 import { withoutUser } from '../sync-session/inbound.js'
+import { heardOverLan, settleLostClocks } from './lost-clocks.js'
 
 /**
  * Whether every client `theirs` lacks of `wanted` writes for a writer
@@ -120,7 +121,7 @@ export class ServerExchange {
     const opened = this.opened
     if (opened?.session !== session || opened.generation !== generation)
       return { operations: 0, clocks }
-    const ahead = aheadOf(this.asked(answer) ?? opened.held, answer.theirs)
+    const ahead = aheadOf(this.baseline(answer, opened.held), answer.theirs)
     let operations = 0
     if (ahead.size === 0) return { operations, clocks }
     for (const [client, writer] of writersOfClients(this.options.replica.doc, ahead.keys()))
@@ -132,20 +133,27 @@ export class ServerExchange {
   }
 
   /**
-   * What this device held when it sent the step 1 `answer` answers, or an
-   * older one (SyncAnswer.asked), less what it no longer holds: since the
-   * session opened it may have heard, over the LAN, operations a peer
-   * still on the server's rolled-back state relays (PROTOCOL.md, "A
-   * restored server"); a refetch or a move took away what the answer may
-   * not hold. Undefined when not known (held at the open counts).
+   * What this device held when the session opened (`held`), and more of
+   * what it heard over the LAN since, up to what it held when it sent the
+   * step 1 `answer` answers (SyncAnswer.asked), less what it no longer
+   * holds (a refetch or a move took it away). A LAN peer still on a
+   * restored server's rolled-back state relays it after the session
+   * opened (PROTOCOL.md, "A restored server"). Only what came over the LAN
+   * counts past the open: answers are matched to step 1s by arrival order,
+   * and on a network that duplicates or reorders them (the simulator's) an
+   * older answer can be matched to a later step 1, one stating what the
+   * server sent directly since.
    */
-  private asked(answer: SyncAnswer): Map<number, number> | undefined {
-    if (answer.asked === undefined) return undefined
-    const asked = Y.decodeStateVector(answer.asked)
+  private baseline(answer: SyncAnswer, held: ReadonlyMap<number, number>): Map<number, number> {
+    const baseline = new Map(held)
+    if (answer.asked === undefined) return baseline
+    const lan = heardOverLan(this.options.replica)
     const { store } = this.options.replica.doc
-    for (const [client, clock] of asked)
-      asked.set(client, Math.min(clock, Y.getState(store, client)))
-    return asked
+    for (const [client, clock] of Y.decodeStateVector(answer.asked)) {
+      const late = Math.min(clock, lan.get(client) ?? 0, Y.getState(store, client))
+      if (late > (baseline.get(client) ?? 0)) baseline.set(client, late)
+    }
+    return baseline
   }
 
   /**
@@ -279,7 +287,11 @@ export class ServerExchange {
       timer = clock.setTimeout(check, Math.max(1, due - now))
     }
     timer = clock.setTimeout(check, silenceMs)
-    const request = session.requestSync()
+    // A server that states more of a clientID a loss was noted of holds it after all.
+    const request = session.requestSync().then(async (answer) => {
+      await settleLostClocks(this.options.replica, answer.theirs)
+      return answer
+    })
     const stop = (): void => clock.clearTimeout(timer)
     request.then(stop, stop)
     return this.within(
