@@ -45,7 +45,8 @@ Faults:
   --dup <rate>           messages delivered twice (default 0.1)
   --delay <d>            one-way delay of a device-server link (default 20ms;
                          LAN links a tenth)
-  --jitter <d>           extra random delay per message, reorders (default 40ms)
+  --jitter <d>           extra random delay per message, reorders (default 40ms);
+                         delay plus jitter under 30s (slower, no sync completes)
   --clog <rate>          chance per message that a link clogs (default 0.002)
   --clog-ms <d>          how long a clog lasts (default 20s)
   --partitions <n>       partitions: server cut off, LAN islands, one peer

@@ -7,6 +7,7 @@
  * over drawn ones, so a replay command only needs the options that were given.
  */
 import { InvalidOptionsError } from '../core/errors.js'
+import { netLimits } from '../core/limits.js'
 import { Prng } from './prng.js'
 
 /** A deliberately broken rule, to show the checks can fail (see `canary.ts`). */
@@ -332,6 +333,16 @@ export function resolveConfig(options: SimOptions): SimConfig {
   const canary = options.canary
   if (canary !== undefined && !CANARIES.includes(canary))
     throw new InvalidOptionsError(`canary must be one of ${CANARIES.join(', ')}, got ${canary}`)
+  const delayMs = ms('delayMs', pick('delayMs', 20), 0)
+  const jitterMs = ms('jitterMs', pick('jitterMs', 40), 0)
+  // A device waits `syncAnswerTimeoutMs` for an answer, then reconnects:
+  // links slower than that never complete a sync, and the run could only
+  // fail to converge, however long it were given (a probe: --delay 10d).
+  const roundTripMs = 2 * (delayMs + jitterMs)
+  if (roundTripMs * 2 > netLimits.syncAnswerTimeoutMs)
+    throw new InvalidOptionsError(
+      `delay and jitter of ${delayMs} + ${jitterMs} ms make a round trip of up to ${roundTripMs} ms: no sync completes when it takes more than half a device's answer timeout (${netLimits.syncAnswerTimeoutMs} ms), so the run cannot converge; keep --delay plus --jitter under ${netLimits.syncAnswerTimeoutMs / 4} ms`,
+    )
   return {
     seed,
     devices,
@@ -339,8 +350,8 @@ export function resolveConfig(options: SimOptions): SimConfig {
     durationMs,
     loss: rate('loss', pick('loss', 0.05), 0),
     dup: rate('dup', pick('dup', 0.1), 0),
-    delayMs: ms('delayMs', pick('delayMs', 20), 0),
-    jitterMs: ms('jitterMs', pick('jitterMs', 40), 0),
+    delayMs,
+    jitterMs,
     clog: rate('clog', pick('clog', 0.002), 0),
     clogMs: ms('clogMs', pick('clogMs', 20_000), 0),
     partitions: count('partitions', pick('partitions', 2), 0, 10_000),

@@ -92,6 +92,17 @@ describe('sim options out of range', () => {
     expect(refused({ seed: 1, devices: 0 })).toMatchObject({
       message: 'devices must be an integer from 1 to 500, got 0',
     })
+    // Links slower than a device's answer timeout never complete a sync:
+    // such a run could only fail to converge (a probe: --delay 10d).
+    const slow = refused({ seed: 1, delayMs: 10 * 86_400_000 })
+    expect(slow).toMatchObject({ code: 'INVALID_OPTIONS' })
+    expect(JSON.stringify(slow)).toMatch(
+      /cannot converge; keep --delay plus --jitter under 30000 ms/,
+    )
+    expect(refused({ seed: 1, delayMs: 20_000, jitterMs: 10_001 })).toMatchObject({
+      code: 'INVALID_OPTIONS',
+    })
+    expect(refused({ seed: 1, delayMs: 20_000, jitterMs: 10_000 })).toBe('taken')
     expect(JSON.stringify(refused({ seed: 1, checkEveryMs: 400 * 86_400_000 }))).toMatch(
       /"checkEveryMs must be a duration in ms from 1000 to a year/,
     )
