@@ -15,6 +15,11 @@ export interface CloseInfo {
    * the error code, and the peer's close frame says the same.
    */
   readonly refusedFrame?: boolean
+  /**
+   * Set when the peer closed the link (its close frame came first): the
+   * code and reason are its words, not this side's refusal.
+   */
+  readonly byPeer?: boolean
 }
 
 /** One open, ordered, reliable message link between two peers. */

@@ -449,7 +449,7 @@ export function runLanLink(
       : signing.onReady(() =>
           connection.close(1012, 'SIGNED: this device now checks signed writes; reconnect'),
         )
-  link.onClose(({ code, reason }) => {
+  link.onClose(({ code, reason, byPeer }) => {
     offReady()
     session?.stop()
     // Now, and once the session handled its last message (held back later).
@@ -457,11 +457,13 @@ export function runLanLink(
     drop()
     void session?.idle().then(drop, drop)
     // Normal, going-away and dropped links are not errors; the rest (too
-    // large, malformed, too many peers) carry a code in their reason (the
-    // peer's words: a known code only).
+    // large, malformed, too many peers) carry a code in their reason (a
+    // known code only; the peer's own refusal says so: its word, not ours).
     if (code !== 1000 && code !== 1001 && code !== 1006 && code !== 1012 && !closing()) {
       const [named, text] = remoteError(reason.split(':')[0] ?? '', reason)
-      options.onError?.(named, `LAN peer ${peer}: ${text}`, peer)
+      const said =
+        byPeer === true ? `LAN peer ${peer} closed the link: ${text}` : `LAN peer ${peer}: ${text}`
+      options.onError?.(named, said, peer)
     }
     onClosed?.(session?.synced ?? false)
   })

@@ -639,7 +639,8 @@ export class SimNetwork {
       const target = conn.other
       if (!target.markClosed()) return
       this.#open.delete(target)
-      target.notifyClosed(info)
+      // The peer's close frame; a peer gone (1006) sent none.
+      target.notifyClosed(info.code === 1006 ? info : { ...info, byPeer: true })
     }, at - now)
   }
 

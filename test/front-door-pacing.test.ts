@@ -154,7 +154,7 @@ describe('a close frame waits for its turn (wrapWebSocket with deferClose)', () 
     expect(clientClose).toEqual({ code: 1000, reason: 'bye' })
     await until(() => serverClose !== undefined, 'the server side to close')
     expect(deferred).toHaveLength(0)
-    expect(serverClose).toEqual({ code: 1000, reason: 'bye' })
+    expect(serverClose).toEqual({ code: 1000, reason: 'bye', byPeer: true })
   })
 })
 

@@ -239,7 +239,10 @@ describe('LAN sync over libp2p', () => {
     expect(d2.sync.status().lan?.lastError).toMatchObject({ code: 'PEER_REVOKED' })
     const logged = d2.events.query({ type: 'lan-link-refused' })
     expect(logged.map((e) => e.code)).toEqual(['PEER_REVOKED'])
-    expect(logged[0]?.message).toMatch(/^LAN peer .*: PEER_REVOKED/)
+    // D1's refusal, in D1's words: D2's log says D1 closed the link.
+    expect(logged[0]?.message).toMatch(/^LAN peer .* closed the link: PEER_REVOKED/)
+    for (const e of d1.events.query({ type: 'lan-link-refused' }))
+      expect(e.message).not.toMatch(/closed the link/)
     expect(d1.sync.status().lan?.peers).toBe(1)
   }, 40_000)
 
@@ -511,7 +514,7 @@ describe('a libp2p link says what it buffers', () => {
         frameOf(0, (e) => encoding.writeUint8Array(e, Uint8Array.of(2))),
       ]),
     )
-    expect(await closed).toEqual({ code: 1000, reason: 'bye' })
+    expect(await closed).toEqual({ code: 1000, reason: 'bye', byPeer: true })
     await new Promise((resolve) => setTimeout(resolve, 50))
     expect(got).toEqual([Uint8Array.of(1)])
   })

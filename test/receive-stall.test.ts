@@ -302,7 +302,7 @@ describe('a LAN link', () => {
     encoding.writeVarUint(e, 1000)
     encoding.writeVarString(e, 'bye')
     stream.send(frame(encoding.toUint8Array(e)))
-    expect(await accepted.closed).toEqual({ code: 1000, reason: 'bye' })
+    expect(await accepted.closed).toEqual({ code: 1000, reason: 'bye', byPeer: true })
     await eventually(() => expect(['reset', 'closed', 'aborted']).toContain(stream.status))
   })
 

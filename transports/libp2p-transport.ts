@@ -209,7 +209,11 @@ export function wrapStream(
     const d = decoding.createDecoder(bytes)
     const kind = decoding.readUint8(d)
     if (kind === FrameKind.close) {
-      const info = { code: decoding.readVarUint(d), reason: decoding.readVarString(d) }
+      const info = {
+        code: decoding.readVarUint(d),
+        reason: decoding.readVarString(d),
+        byPeer: true,
+      }
       closed ??= info
       void stream.close().catch(() => undefined)
       lingerThenAbort(`closed by the peer: ${info.code}`)

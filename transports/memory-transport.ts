@@ -50,14 +50,14 @@ class MemoryConnection implements Connection {
     this.closeHandler = handler
   }
 
-  close(code = 1000, reason = ''): void {
+  close(code = 1000, reason = '', byPeer = false): void {
     if (this.closed) return
     this.closed = true
-    queueMicrotask(() => this.closeHandler?.({ code, reason }))
+    queueMicrotask(() => this.closeHandler?.({ code, reason, ...(byPeer && { byPeer }) }))
     const peer = this.peer
     if (peer !== undefined && !peer.closed) {
       // The other side hears of the close after the messages already sent.
-      queueMicrotask(() => peer.close(code, reason))
+      queueMicrotask(() => peer.close(code, reason, true))
     }
   }
 }

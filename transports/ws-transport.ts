@@ -46,6 +46,8 @@ export function wrapWebSocket(
   // socket's own limits): a session may start a tick after the socket opens.
   const early: Uint8Array[] = []
   let closed = false
+  /** This side began the close (its close frame went first). */
+  let closing = false
   socket.binaryType = 'nodebuffer'
   // A message begun and not finished is closed on (RECEIVE_STALLED); the
   // server's links only, whose frames the gate follows.
@@ -69,7 +71,10 @@ export function wrapWebSocket(
     deadline.stop()
     closeHandler?.(info)
   }
-  socket.on('close', (code, reason) => finish({ code, reason: reason.toString() }))
+  // Not closed by this side, and not dropped: the peer's close frame.
+  socket.on('close', (code, reason) =>
+    finish({ code, reason: reason.toString(), ...(!closing && code !== 1006 && { byPeer: true }) }),
+  )
   // A frame ws will not read (past `maxPayload`, not a valid frame) makes
   // its receiver call `close(code)` with no reason, before it emits the
   // error: the only call of this socket's `close` with a code alone (this
@@ -128,6 +133,7 @@ export function wrapWebSocket(
   /** Closes the link with `info`'s code and reason; final at once with `tcp` (wrapWebSocket). */
   function closeLink(info: CloseInfo): void {
     if (closed) return
+    closing = true
     const wasOpen = socket.readyState === WebSocket.OPEN
     // Clipped: `ws` throws on a reason past 123 bytes, inside whichever
     // handler closed (another link's read: the process went down).

@@ -74,7 +74,9 @@ export function runTransportContract(name: string, make: () => Promise<Transport
       a.close(4403, 'PEER_REVOKED')
       await until(() => closedB !== undefined && closedA !== undefined)
       expect(atB.map((m) => m[0])).toEqual([1, 2])
-      expect(closedB).toEqual({ code: 4403, reason: 'PEER_REVOKED' })
+      // B's side says the close was A's; A's own does not.
+      expect(closedB).toEqual({ code: 4403, reason: 'PEER_REVOKED', byPeer: true })
+      expect(closedA?.byPeer).toBeUndefined()
       expect(a.open).toBe(false)
       expect(b.open).toBe(false)
     })
