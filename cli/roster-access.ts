@@ -4,7 +4,7 @@
  * its data directory), or, when no server runs, by opening the data
  * directory itself.
  */
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, realpathSync } from 'node:fs'
 import { join } from 'node:path'
 import type { EventQuery, RosterEvent } from '../core/events.js'
 import { netLimits } from '../core/limits.js'
@@ -92,11 +92,23 @@ export async function openRoster(opts: {
   }
 }
 
+/**
+ * The address of the server running on `dataDir`, from the `server.json` it
+ * wrote there; undefined when none runs. The file names the directory the
+ * server serves: a copy of that directory (a backup taken while it ran)
+ * holds the file too, and commands on the copy work on the copy, not on
+ * the live site.
+ */
 function runningServer(dataDir: string): string | undefined {
   const file = serverInfoFile(dataDir)
   if (!existsSync(file)) return undefined
   try {
-    const info = JSON.parse(readFileSync(file, 'utf8')) as { http?: string; pid?: number }
+    const info = JSON.parse(readFileSync(file, 'utf8')) as {
+      http?: string
+      pid?: number
+      data?: string
+    }
+    if (typeof info.data === 'string' && info.data !== realpathSync(dataDir)) return undefined
     if (typeof info.pid === 'number') process.kill(info.pid, 0)
     return info.http
   } catch {

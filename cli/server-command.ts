@@ -1,11 +1,13 @@
 /** `rostersync server`: runs the server peer until interrupted. */
 import { join } from 'node:path'
 import { rm, writeFile } from 'node:fs/promises'
+import { realpathSync } from 'node:fs'
 import { resolve as resolvePath } from 'node:path'
 import type { ServerOptions, ServerPeer } from '../server-peer/create-server.js'
 import { hasCode } from '../core/errors.js'
 import { serverInfoFile } from './roster-access.js'
 import { CliError, openFailure, parse, parseInteger } from './args.js'
+import { siteKeyOf } from './open-device.js'
 import type { Command } from './main.js'
 
 const help = `Usage: rostersync server [options]
@@ -18,6 +20,8 @@ Options:
   --port <n>         port (default 4400; 0 picks a free one)
   --site-key <key>   secret devices must present to join (or ROSTERSYNC_SITE_KEY);
                      default: generated once and kept in <data>/site-key (mode 0600)
+  --site-key-file <file>
+                     read the site key from a file (kept off the process list)
   --open             an open site: any device joins, with any key or none
                      (never the default; announced at start-up)
   --approve-devices  a device never seen before waits (PEER_PENDING) until
@@ -41,6 +45,7 @@ export const serverCommand: Command = {
       host: { type: 'string', default: '127.0.0.1' },
       port: { type: 'string', default: '4400' },
       'site-key': { type: 'string' },
+      'site-key-file': { type: 'string' },
       open: { type: 'boolean', default: false },
       'approve-devices': { type: 'boolean', default: false },
       'admin-host': { type: 'string', multiple: true },
@@ -49,9 +54,11 @@ export const serverCommand: Command = {
     if (positionals.length > 0) throw new CliError(`unexpected argument ${positionals[0]}`)
     if (values['site-key'] === '')
       throw new CliError('--site-key is empty; leave it out to use the one in the data directory')
-    const siteKey = values['site-key'] ?? process.env.ROSTERSYNC_SITE_KEY
+    const siteKey = await siteKeyOf(values['site-key'], values['site-key-file'])
     if (values.open && siteKey !== undefined && siteKey !== '')
-      throw new CliError('--open and --site-key (or ROSTERSYNC_SITE_KEY) exclude each other')
+      throw new CliError(
+        '--open and a site key (--site-key, --site-key-file or ROSTERSYNC_SITE_KEY) exclude each other',
+      )
     const server = await openServer({
       dataDir: values.data,
       host: values.host,
@@ -65,7 +72,18 @@ export const serverCommand: Command = {
     const users = server.replica.list().length
     // Local tools (rostersync users/events/devices) find the running server here.
     const info = serverInfoFile(values.data)
-    await writeFile(info, JSON.stringify({ url: server.url, http: server.http, pid: process.pid }))
+    // With the directory it serves: a copy of it (a backup taken while it
+    // runs) holds this file too, and is not this server's (a probe: users
+    // added to the copy were added to the live site).
+    await writeFile(
+      info,
+      JSON.stringify({
+        url: server.url,
+        http: server.http,
+        pid: process.pid,
+        data: realpathSync(values.data),
+      }),
+    )
     // The site key keys export files (HKDF) and the LAN's private network:
     // a short one is guessable. Said, not refused (a test site may use one).
     if (siteKey !== undefined && siteKey !== '' && siteKey.length < SITE_KEY_CHARS_ADVISED)
@@ -106,9 +124,11 @@ export const serverCommand: Command = {
         ? ''
         : keyFile !== undefined
           ? ` --site-key-file ${keyFile}`
-          : values['site-key'] === undefined
-            ? ' --site-key "$ROSTERSYNC_SITE_KEY"'
-            : ' --site-key <the key given to --site-key>'
+          : values['site-key-file'] !== undefined
+            ? ` --site-key-file ${resolvePath(values['site-key-file'])}`
+            : values['site-key'] === undefined
+              ? ' --site-key "$ROSTERSYNC_SITE_KEY"'
+              : ' --site-key <the key given to --site-key>'
       if (keyFile !== undefined) console.log(`site key: in ${keyFile} (cat ${keyFile})`)
       console.log(`server key fingerprint: ${server.keyFingerprint}`)
       console.log(

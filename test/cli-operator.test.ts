@@ -8,7 +8,7 @@
  */
 import { existsSync } from 'node:fs'
 import { createServer as createNetServer, type AddressInfo } from 'node:net'
-import { unlink } from 'node:fs/promises'
+import { cp, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { limits } from '../core/limits.js'
@@ -72,6 +72,29 @@ describe("the server's start-up hint", () => {
     const device = start(args, elsewhere)
     await device.waitFor(/device D1: connected; server→device success/, 'the device admitted')
     expect(device.out).not.toMatch(/refused|AUTH_FAILED/)
+  }, 120_000)
+
+  it('takes the site key from --site-key-file, as its own refusals advise, and says so in the hint', async () => {
+    // A probe: the server told an operator whose site-key file was gone to
+    // give the new key with --site-key-file, which it did not take.
+    const dir = await tempDir()
+    const keyFile = join(dir, 'new-site-key')
+    await writeFile(keyFile, 'a-new-site-key-of-enough-chars\n')
+    expectRefused(
+      await cli(['server', '--data', join(dir, 'x'), '--site-key-file', keyFile, '--open']),
+      'exclude each other',
+    )
+    const server = start(
+      ['server', '--data', 'srv', '--port', '0', '--site-key-file', keyFile],
+      dir,
+    )
+    const hint = await server.waitFor(/start a device:\s+npx rostersync (.+)$/m, 'the hint')
+    const args = (hint[1] ?? '').trim().split(/\s+/)
+    expect(
+      args.slice(args.indexOf('--site-key-file'), args.indexOf('--site-key-file') + 2),
+    ).toEqual(['--site-key-file', keyFile])
+    const device = start(args, await tempDir())
+    await device.waitFor(/device D1: connected; server→device success/, 'the device admitted')
   }, 120_000)
 })
 
@@ -159,6 +182,34 @@ describe('approval from the command line', () => {
     const json = await cli(['device', '--data', join(dir, 't5'), '--status', '--json'])
     expect(JSON.parse(json.stdout)).toMatchObject({ keyFingerprint: fingerprint })
   }, 60_000)
+})
+
+describe("a copy of a running server's data directory (a hot backup)", () => {
+  it('is worked on as itself, not through the live server its server.json names', async () => {
+    // A probe: users added to, deleted from and compacted on the copy went
+    // to the live site (the copy holds the live server's server.json).
+    const dir = await tempDir()
+    const live = join(dir, 'live')
+    const { proc } = await startServer(live)
+    expect(
+      (await cli(['users', 'add', '{"id":"keep-me","name":"Keep"}', '--data', live])).code,
+    ).toBe(0)
+    const copy = join(dir, 'copy')
+    await cp(live, copy, { recursive: true })
+    expect(existsSync(join(copy, 'server.json'))).toBe(true)
+    const added = await cli(['users', 'add', '{"id":"only-in-copy","name":"Copy"}', '--data', copy])
+    expect(added.code).toBe(0)
+    expect((await cli(['users', 'delete', 'keep-me', '--data', copy])).code).toBe(0)
+    // The live site: unchanged.
+    const liveUsers = await cli(['users', 'list', '--data', live, '--json'])
+    expect(liveUsers.stdout).toMatch(/keep-me/)
+    expect(liveUsers.stdout).not.toMatch(/only-in-copy/)
+    await proc.stop()
+    // The copy: changed.
+    const copyUsers = await cli(['users', 'list', '--data', copy, '--json'])
+    expect(copyUsers.stdout).toMatch(/only-in-copy/)
+    expect(copyUsers.stdout).not.toMatch(/keep-me/)
+  }, 120_000)
 })
 
 describe('rostersync compact', () => {
