@@ -23,7 +23,6 @@ import {
 import { SyncStatusBook } from './device-sync/status-book.js'
 import { SyncTimers } from './device-sync/timers.js'
 import { GenerationMove } from './device-sync/generation-move.js'
-import { noteLostClocks } from './device-sync/lost-clocks.js'
 import { moveGeneration } from './device-sync/move-round.js'
 import type { GenerationStatement } from '../core/generation-statement.js'
 import type { Connection } from '../core/transport.js'
@@ -258,12 +257,9 @@ export class DeviceSync implements DeviceSyncApi {
       // whole, this device's own entries carried over it (a move to the
       // same generation), so the rolled-back operations go.
       const generation = this.generation.current().id
-      const found = pushed && this.server.serverLost(session, pushed, generation)
-      const lost = found?.operations ?? 0
-      if (found !== undefined && lost > 0) {
+      const lost = pushed ? await this.server.lostSince(session, pushed, generation) : 0
+      if (lost > 0) {
         await this.log({ type: 'restore-detected', message: restoredMessage(lost) })
-        // Not taken again from a LAN peer still behind (./device-sync/lost-clocks.ts).
-        await noteLostClocks(replica, found.clocks)
         await this.generation.refetch()
       }
       // (A hello may have called for a move during the push: ensure waits

@@ -440,9 +440,8 @@ export function runLanLink(
       : // Not pinned yet: a pinned peer's certificate cannot be checked
         // here; it is dropped, and the link restarts once this device pins.
         dropLanAuth(connection)
-  // A link that started plain (this device had no server key yet) is
-  // restarted once the key is pinned, so that both sides speak envelopes
-  // and show their certificates: a pinned peer refuses plain updates.
+  // A link that started plain (no server key yet) restarts once the key is
+  // pinned: both sides then speak envelopes and show their certificates.
   const offReady =
     signing === undefined || guarded
       ? () => undefined

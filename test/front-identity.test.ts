@@ -285,6 +285,7 @@ describe('identity: one connection per device id', () => {
     expect(older.closed()).toEqual({
       code: CloseCode.replaced,
       reason: expect.stringMatching(/^SESSION_REPLACED: /) as unknown,
+      byPeer: true,
     })
     expect(newer.closed()).toBeUndefined()
     expect(server.devices.list()).toMatchObject([{ id: 'D1', state: 'connected' }])
@@ -360,6 +361,7 @@ describe('identity: approval mode', () => {
     expect(info).toEqual({
       code: CloseCode.pending,
       reason: expect.stringMatching(/^PEER_PENDING: /) as unknown,
+      byPeer: true,
     })
     // Approving a revoked device does not bring it back.
     await expect(server.devices.approve('T-1')).rejects.toSatisfy((e) => hasCode(e, 'PEER_REVOKED'))

@@ -545,6 +545,7 @@ describe('signed writes at the server', () => {
     expect(await joinWith(server, url)).toEqual({
       code: 1008,
       reason: expect.stringMatching(/^AUTH_FAILED: join proof replayed/) as unknown,
+      byPeer: true,
     })
   }, 30_000)
 

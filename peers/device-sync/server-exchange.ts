@@ -19,7 +19,7 @@ import type { SyncAnswer, SyncSession } from '../sync-session.js'
 import type { ServerLink } from '../ws-client.js'
 import { covers, PUSH_ROUNDS_MAX, refusedError, unreachable } from './sync-errors.js'
 import { withoutUser } from '../sync-session/inbound.js'
-import { heardOverLan, settleLostClocks } from './lost-clocks.js'
+import { heardOverLan, noteLostClocks, settleLostClocks } from './lost-clocks.js'
 
 /**
  * Whether every client `theirs` lacks of `wanted` writes for a writer
@@ -130,6 +130,16 @@ export class ServerExchange {
         clocks.set(client, answer.theirs.get(client) ?? 0)
       }
     return { operations, clocks }
+  }
+
+  /**
+   * serverLost, with the clocks it found noted (lostClocks: not taken again
+   * from a LAN peer still behind). Returns how many operations were lost.
+   */
+  async lostSince(session: SyncSession, answer: SyncAnswer, generation: string): Promise<number> {
+    const lost = this.serverLost(session, answer, generation)
+    if (lost.operations > 0) await noteLostClocks(this.options.replica, lost.clocks)
+    return lost.operations
   }
 
   /**
