@@ -33,8 +33,10 @@ interface Session {
  * the minute is out, before its token is compared. An `admin-token` file
  * may hold a 16-character secret an operator chose; any page a browser on
  * the server's host opens could try it at thousands a second (its requests
- * pass the CSRF check under a rebound host name). Another address is not
- * slowed: the administrator's own browser signs in.
+ * pass the CSRF check under a rebound host name; now refused: checkHost).
+ * Another address is not slowed: the administrator's own browser signs in
+ * (an IPv6 address counts by its /64, which a host picks from: one on the
+ * administrator's /64 is the same address here).
  */
 export class TokenGuesses {
   private readonly byAddress = new Map<string, { start: number; wrong: number }>()
@@ -217,11 +219,12 @@ export function clearedSessionCookie(): string {
 }
 
 /**
- * Refuses (`CSRF_REFUSED`) a request of the admin page (its files, its
- * sign-in, anything with its session cookie) under a Host name the server
- * was not told it answers on. A page on another site can make its own name
- * point at this server (DNS rebinding): the browser then takes this
- * server's answers as that site's, and its Origin checks pass. IP
+ * Refuses (`CSRF_REFUSED`) an HTTP request (the admin page, its sign-in,
+ * the API; not `/api/health`) under a Host name the server was not told it
+ * answers on. A page on another site can make its own name point at this
+ * server (DNS rebinding): the browser then takes this server's answers as
+ * that site's, its Origin checks pass, and its wrong Bearer tokens would
+ * count against the browser's address (the administrator's). IP
  * addresses, `localhost` and `*.localhost` are always answered; other
  * names only when listed in `allowed` (createServer's `adminHosts`,
  * `rostersync server --admin-host`). A request without a Host header (no

@@ -73,11 +73,11 @@ export interface ServerOptions extends CommonPeerOptions {
    */
   readonly approveDevices?: boolean
   /**
-   * Host names the admin page answers on, besides IP addresses, `localhost`
-   * and `*.localhost` (its files, its sign-in and requests with its session
-   * cookie; Bearer requests are answered on any). A web page elsewhere can
-   * point its own name at this server (DNS rebinding); a request under a
-   * name not listed is refused `CSRF_REFUSED`.
+   * Host names the HTTP API and admin page answer on, besides IP
+   * addresses, `localhost` and `*.localhost` (`/api/health` answers on
+   * any). A web page elsewhere can point its own name at this server (DNS
+   * rebinding); a request under a name not listed is refused
+   * `CSRF_REFUSED`.
    */
   readonly adminHosts?: readonly string[]
   /**

@@ -352,9 +352,12 @@ async function serve(
   const method = headAsGet ? 'GET' : asked
   if (parts[0] === 'api' && parts[1] === 'health' && method === 'GET')
     return reply(res, 200, { ok: true })
+  // Everything else only under this server's own names (DNS rebinding: a
+  // page that points its name here could guess tokens and lock the
+  // administrator's address out with wrong ones).
+  checkHost(req, admin.parts.hosts)
   if (parts[0] !== 'api') {
     if (!isAssetPath(url.pathname)) throw new NotFoundError('no such endpoint (try /api/users)')
-    checkHost(req, admin.parts.hosts)
     if (method !== 'GET' && method !== 'HEAD')
       throw new MethodNotAllowedError(method, ['GET', 'HEAD'])
     return serveAsset(url.pathname, req, res)
@@ -363,7 +366,6 @@ async function serve(
     // Read before the caller is known: a sign-in body is a token, small.
     const body = () => readJson(req, netLimits.httpSignInBodyBytesMax)
     if (!SESSION_METHODS.includes(method)) throw new MethodNotAllowedError(method, SESSION_METHODS)
-    checkHost(req, admin.parts.hosts)
     return serveSession(admin, method, req, res, body, reply)
   }
   const how = authenticate(req, token, admin)
@@ -377,7 +379,6 @@ async function serve(
     )
   if (route === undefined) throw new NotFoundError(`no endpoint ${excerpt(url.pathname, 64)}`)
   if (!route.methods.includes(method)) throw new MethodNotAllowedError(method, allowedOf(route))
-  if (how === 'cookie') checkHost(req, admin.parts.hosts)
   if (how === 'cookie' && method !== 'GET' && method !== 'HEAD') checkCsrf(req)
   // The endpoints without query parameters refuse any (those with them
   // check theirs): a parameter ignored is a request answered narrower or

@@ -339,9 +339,9 @@ export function resolveConfig(options: SimOptions): SimConfig {
   // links slower than that never complete a sync, and the run could only
   // fail to converge, however long it were given (a probe: --delay 10d).
   const roundTripMs = 2 * (delayMs + jitterMs)
-  if (roundTripMs * 2 > netLimits.syncAnswerTimeoutMs)
+  if (roundTripMs >= netLimits.syncAnswerTimeoutMs)
     throw new InvalidOptionsError(
-      `delay and jitter of ${delayMs} + ${jitterMs} ms make a round trip of up to ${roundTripMs} ms: no sync completes when it takes more than half a device's answer timeout (${netLimits.syncAnswerTimeoutMs} ms), so the run cannot converge; keep --delay plus --jitter under ${netLimits.syncAnswerTimeoutMs / 4} ms`,
+      `delay and jitter of ${delayMs} + ${jitterMs} ms make a round trip of up to ${roundTripMs} ms: no sync completes when it takes a device's answer timeout (${netLimits.syncAnswerTimeoutMs} ms) or more, so the run cannot converge; keep --delay plus --jitter under ${netLimits.syncAnswerTimeoutMs / 2} ms`,
     )
   return {
     seed,

@@ -984,7 +984,7 @@ describe('admin page: host names (DNS rebinding)', () => {
     expect(signIn).toMatchObject({ status: 403, code: 'CSRF_REFUSED' })
   })
 
-  it('refuses the session cookie under another name, and answers the Bearer token on any', async () => {
+  it('refuses the session cookie and the Bearer token under another name, before any token counts', async () => {
     const peer = await server()
     const port = new URL(peer.http).port
     const cookie = await signIn(peer)
@@ -997,10 +997,34 @@ describe('admin page: host names (DNS rebinding)', () => {
       status: 403,
       code: 'CSRF_REFUSED',
     })
+    // The live stream and HEAD too.
+    for (const [method, path] of [
+      ['GET', '/api/stream'],
+      ['HEAD', '/'],
+      ['HEAD', '/api/users'],
+    ] as const)
+      expect((await withHost(peer, method, path, `evil.example:${port}`, { cookie })).status).toBe(
+        403,
+      )
     const bearer = { authorization: `Bearer ${peer.adminToken}` }
-    expect((await withHost(peer, 'GET', '/api/users', `evil.example:${port}`, bearer)).status).toBe(
+    expect(await withHost(peer, 'GET', '/api/users', `evil.example:${port}`, bearer)).toMatchObject(
+      {
+        status: 403,
+        code: 'CSRF_REFUSED',
+      },
+    )
+    // A rebound page's wrong tokens (a review: 61 of them locked the
+    // administrator's address out for the minute) count for nothing.
+    const wrong = { authorization: 'Bearer not-the-token-at-all' }
+    for (let i = 0; i <= netLimits.adminTokenGuessesPerMinuteMax; i++)
+      expect(
+        (await withHost(peer, 'GET', '/api/users', `evil.example:${port}`, wrong)).status,
+      ).toBe(403)
+    expect((await withHost(peer, 'GET', '/api/users', `127.0.0.1:${port}`, bearer)).status).toBe(
       200,
     )
+    // Health answers on any name (a load balancer's probe).
+    expect((await withHost(peer, 'GET', '/api/health', 'lb.example')).status).toBe(200)
   })
 
   it('answers on the names given in adminHosts, in any case', async () => {

@@ -133,8 +133,9 @@ export function wrapWebSocket(
   /** Closes the link with `info`'s code and reason; final at once with `tcp` (wrapWebSocket). */
   function closeLink(info: CloseInfo): void {
     if (closed) return
-    closing = true
     const wasOpen = socket.readyState === WebSocket.OPEN
+    // Not when the peer's close frame came first (ws is closing already).
+    if (wasOpen) closing = true
     // Clipped: `ws` throws on a reason past 123 bytes, inside whichever
     // handler closed (another link's read: the process went down).
     wsClose(info.code, closeReason(info.reason))
