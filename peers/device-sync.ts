@@ -268,7 +268,7 @@ export class DeviceSync implements DeviceSyncApi {
         const at = await moveGeneration(this.generation, this.server, session, {
           clock,
           done: (when) => [...RECORD, this.afterFullSync(when)],
-          log: (event) => this.log(event),
+          deviceId: replica.writerId,
           // A full sync asked for and failed (the switch cut it) is this move.
           deletes: kind === 'full' || this.fullPending,
         })

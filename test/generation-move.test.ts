@@ -91,6 +91,46 @@ describe('GenerationMove', () => {
     }
   })
 
+  it("stores the move's event in the batch that commits the move (a crash cannot lose one without the other)", async () => {
+    // A probe: a device killed right after its move committed had moved,
+    // and no generation-moved event said so (it was written after).
+    const store = memoryStore()
+    const batches: string[][] = []
+    const batch = store.batch.bind(store)
+    store.batch = (ops) => {
+      batches.push(ops.map((op) => op.key))
+      return batch(ops)
+    }
+    let next = 100
+    const replica = await Replica.open({
+      writerId: D1,
+      store,
+      clock: { now: () => 1_000, setTimeout: () => undefined, clearTimeout: () => undefined },
+      schema: new RecordSchema(),
+      randomUint32: () => next++,
+    })
+    try {
+      await replica.write((ctx) =>
+        ctx.setOwnEntry(U1, deviceWrite(undefined, 0, new Map([['name', 'Ann']]), 10)),
+      )
+      const move = new GenerationMove(replica)
+      expect(await move.learn(NEXT)).toBe(true)
+      batches.length = 0
+      await move.commit([], false, move.stagedMove, (to, relayed) => ({
+        type: 'generation-moved',
+        message: `to ${to.n}, ${relayed} relayed`,
+      }))
+      const committing = batches.find((keys) => keys.some((k) => k.endsWith('sync/generation')))
+      expect(committing).toBeDefined()
+      expect(committing?.some((k) => k.startsWith('e/'))).toBe(true)
+      expect(replica.events.query({ type: 'generation-moved' })).toMatchObject([
+        { message: 'to 1, 0 relayed' },
+      ])
+    } finally {
+      await replica.close()
+    }
+  })
+
   it('an abandon asked while a hello stages the move undoes it, and a round can move again', async () => {
     const replica = await openWithOwnWrite()
     try {

@@ -43,6 +43,7 @@ import {
 } from '../../core/generation-statement.js'
 import { asUserId, asWriterId, SERVER_ID, type UserId } from '../../core/ids.js'
 import { CloseCode } from '../../core/protocol.js'
+import type { NewEvent } from '../../core/events.js'
 import type { Connection } from '../../core/transport.js'
 import { mergeDeviceEntries, sameDeviceStamps } from '../../core/writes.js'
 import type { HeldBeforeRefetch, Replica, WriteContext } from '../replica.js'
@@ -108,6 +109,9 @@ function recordOf(generation: Generation | GenerationStatement): StoredGeneratio
   const statement = Buffer.from(encodeGenerationStatement(generation)).toString('base64')
   return { n: generation.n, id: generation.id, statement }
 }
+
+/** The event of a move (its generation, the other devices' entries carried), stored with its commit. */
+export type MovedEvent = (to: Generation, relayedCarried: number) => NewEvent
 
 /** A staged move: the generation it goes to and the own entries it carries. */
 export interface StagedMove {
@@ -266,8 +270,9 @@ export class GenerationMove {
     records: ReadonlyArray<readonly [string, string, unknown]>,
     deletes = false,
     fetchedFor?: StagedMove,
+    event?: MovedEvent,
   ): Promise<Generation> {
-    return this.serial(() => this.commitNow(records, deletes, fetchedFor))
+    return this.serial(() => this.commitNow(records, deletes, fetchedFor, event))
   }
 
   /**
@@ -283,6 +288,7 @@ export class GenerationMove {
     records: ReadonlyArray<readonly [string, string, unknown]>,
     deletes: boolean,
     fetchedFor: StagedMove | undefined,
+    event: MovedEvent | undefined,
   ): Promise<Generation> {
     const staged = this.staged
     if (staged === undefined) throw new Error('no generation move is staged')
@@ -303,6 +309,8 @@ export class GenerationMove {
         )
         relayedCarried = relayed
         carry(ctx, replica, entries)
+        // In the same batch: a crash after the move cannot lose its event.
+        if (event !== undefined) ctx.event(event(staged.to, relayed))
       },
       { deletes, ...(staged.restored && { restored: staged.restored }) },
     )

@@ -7,7 +7,6 @@
  * fails and undoes it.
  */
 import type { Clock } from '../../core/clock.js'
-import type { NewEvent } from '../../core/events.js'
 import type { SyncSession } from '../sync-session.js'
 import type { GenerationMove } from './generation-move.js'
 import type { ServerExchange } from './server-exchange.js'
@@ -17,7 +16,8 @@ export interface MoveParts {
   readonly clock: Clock
   /** The sync record saying a full sync completed at `at`, stored with the commit. */
   readonly done: (at: number) => readonly [string, string, unknown]
-  readonly log: (event: NewEvent) => Promise<void>
+  /** This device's id (its events name it). */
+  readonly deviceId: string
   /** The move completes a full sync the caller asked for: clear the delete marks (rule 3). */
   readonly deletes: boolean
 }
@@ -33,10 +33,11 @@ export async function moveGeneration(
   const fetchedFor = move.stagedMove
   await server.fetch(session)
   const at = parts.clock.now()
-  const to = await move.commit([parts.done(at)], parts.deletes, fetchedFor)
-  const relayed = move.relayedCarried
-  await parts.log({
+  // The event goes in the commit's batch (a probe: a device killed just
+  // after its move committed had moved with no event saying so).
+  await move.commit([parts.done(at)], parts.deletes, fetchedFor, (to, relayed) => ({
     type: 'generation-moved',
+    deviceId: parts.deviceId,
     message:
       `from generation ${from.n} to ${to.n}` +
       // The same number, another generation: the server's data was
@@ -48,7 +49,7 @@ export async function moveGeneration(
       (relayed === 0
         ? ''
         : `, and other devices' writes the server does not hold for ${relayed} user(s) (relayed over the LAN, or lost by the server in a restore), as this device's own`),
-  })
+  }))
   // The carried own entries are this device's writes of the new
   // generation: the server has them once its answer covers them.
   await server.push(session, () => undefined)

@@ -265,6 +265,8 @@ export class BatchRunner {
       this.wipeOps(ops, staged.fromSeq, deletes)
     }
     local.recordOps(ops, end.records)
+    // Events the carry logged (the move's) go in this batch too.
+    this.parts.events.writeEventChunk(ops)
     try {
       await log.storeBatch(ops)
     } catch (error) {
