@@ -104,8 +104,8 @@ export class DeviceSync implements DeviceSyncApi {
     )
     this.timers = new SyncTimers(options)
     this.book = new SyncStatusBook(options.clock, (event) => this.log(event))
-    const types = ['sync-succeeded', 'sync-failed', 'roster-wiped'] as const
-    this.book.restore(options.replica.events.query({ type: types, limit: 1 })[0])
+    const types = ['sync-started', 'sync-succeeded', 'sync-failed', 'roster-wiped'] as const
+    this.book.restore(options.replica.events.query({ type: types, limit: 2 }))
   }
 
   /**

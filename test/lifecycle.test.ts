@@ -484,6 +484,25 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
         deviceToServer: { state: 'success' },
       })
       expect(again.sync.status().lastFullSyncAt).toBe(deviceNow(s))
+      // A sync started and never ended (the log a SIGKILL during it leaves:
+      // a probe found the status showing the outage before it instead).
+      await again.replica.writeMeta((ctx) =>
+        ctx.event({ type: 'sync-started', kind: 'full', deviceId: 'D1' }),
+      )
+      await again.close()
+      const third = await createDevice({ id: 'D1', store: keepOpen, clock: deviceClock(s.clock) })
+      closers.push(() => third.close())
+      const cut = {
+        state: 'failed',
+        error: {
+          message: expect.stringMatching(/did not end: this device stopped during it/) as unknown,
+        },
+      }
+      expect(third.sync.status()).toMatchObject({
+        offlineReady: true,
+        serverToDevice: cut,
+        deviceToServer: cut,
+      })
     })
   })
 

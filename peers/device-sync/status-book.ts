@@ -28,12 +28,30 @@ export class SyncStatusBook {
 
   /**
    * A reopened device's statuses, from the last sync it logged
-   * (`sync-succeeded`, `sync-failed`; none since a `roster-wiped`): the
+   * (`sync-succeeded`, `sync-failed`, or a `sync-started` with no end
+   * after a success; `logged`: the last two, oldest first; none since a
+   * `roster-wiped`): the
    * status of a stopped device (`rostersync device --status`) says how its
    * last sync ended, not `not-started`.
    */
-  restore(last: RosterEvent | undefined): void {
+  restore(logged: readonly RosterEvent[]): void {
+    const last = logged.at(-1)
     if (last === undefined || last.type === 'roster-wiped') return
+    if (last.type === 'sync-started') {
+      // After a failure it may be a retry whose failure, the same, was not
+      // logged again: that failure says how it ended.
+      const before = logged.at(-2)
+      if (before?.type === 'sync-failed') return this.restore([before])
+      // Else it never ended: the device stopped during it (a probe: the
+      // status showed the sync before it, though this one had pushed).
+      const error = {
+        code: 'SYNC_FAILED',
+        message: `the ${last.kind ?? 'delta'} sync started at ${new Date(last.at).toISOString()} did not end: this device stopped during it`,
+      }
+      this.serverToDevice = { state: 'failed', at: last.at, error }
+      this.deviceToServer = { state: 'failed', at: last.at, error }
+      return
+    }
     const success: DirectionStatus = { state: 'success', at: last.at }
     if (last.type === 'sync-succeeded') {
       this.serverToDevice = success
