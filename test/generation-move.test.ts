@@ -27,11 +27,11 @@ const U1 = asUserId('u1')
 const KEY = keyPairFromSeed(new Uint8Array(32).fill(7))
 const NEXT = signGeneration(KEY, { site: 'site', n: 1, id: 'generation-one', at: 1_000 })
 
-async function openWithOwnWrite(): Promise<Replica> {
+async function openWithOwnWrite(store = memoryStore()): Promise<Replica> {
   let next = 100
   const replica = await Replica.open({
     writerId: D1,
-    store: memoryStore(),
+    store,
     clock: { now: () => 1_000, setTimeout: () => undefined, clearTimeout: () => undefined },
     schema: new RecordSchema(),
     randomUint32: () => next++,
@@ -101,18 +101,8 @@ describe('GenerationMove', () => {
       batches.push(ops.map((op) => op.key))
       return batch(ops)
     }
-    let next = 100
-    const replica = await Replica.open({
-      writerId: D1,
-      store,
-      clock: { now: () => 1_000, setTimeout: () => undefined, clearTimeout: () => undefined },
-      schema: new RecordSchema(),
-      randomUint32: () => next++,
-    })
+    const replica = await openWithOwnWrite(store)
     try {
-      await replica.write((ctx) =>
-        ctx.setOwnEntry(U1, deviceWrite(undefined, 0, new Map([['name', 'Ann']]), 10)),
-      )
       const move = new GenerationMove(replica)
       expect(await move.learn(NEXT)).toBe(true)
       batches.length = 0

@@ -16,7 +16,7 @@ import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { asUserId } from '../core/ids.js'
-import { createDevice, type DevicePeer } from '../peers/create-device.js'
+import { createDevice, type DeviceOptions, type DevicePeer } from '../peers/create-device.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { eventually } from './helpers/eventually.js'
 import { lostClocks } from '../peers/device-sync/lost-clocks.js'
@@ -74,6 +74,65 @@ async function device(id: string, dir: string, peer: ServerPeer, aheadMs = 0): P
   })
   closers.push(() => created.close())
   return created
+}
+
+/**
+ * A device on LevelDB in `dir` with the LAN on (dialling `peers`),
+ * reaching its server at `url` (the server's, or a proxy's in front of it).
+ */
+async function lanDevice(
+  id: string,
+  dir: string,
+  url: string,
+  siteKey: string | undefined,
+  peers: string[] = [],
+  clock?: DeviceOptions['clock'],
+): Promise<DevicePeer> {
+  const created = await createDevice({
+    id,
+    dataDir: join(dir, id),
+    server: url,
+    ...(siteKey === undefined ? {} : { siteKey }),
+    ...(clock === undefined ? {} : { clock }),
+    lan: { enabled: true, mdns: false, peers },
+  })
+  closers.push(() => created.close())
+  return created
+}
+
+/** A server on LevelDB with user U1, and a blockable proxy in front of it. */
+async function proxiedSite(): Promise<{
+  dir: string
+  data: string
+  peer: ServerPeer
+  port: number
+  proxy: Awaited<ReturnType<typeof blockableProxy>>
+  siteKey: string | undefined
+}> {
+  const dir = await tempDir()
+  const data = join(dir, 'server')
+  const peer = await server(data)
+  const port = Number(new URL(peer.url).port)
+  const proxy = await blockableProxy(port)
+  closers.push(async () => proxy.close())
+  await peer.users.put({ id: 'U1', name: 'User 1' })
+  return { dir, data, peer, port, proxy, siteKey: peer.siteKey }
+}
+
+/** A server on LevelDB with user U1, and device D synced with it. */
+async function siteWithDevice(): Promise<{
+  dir: string
+  data: string
+  peer: ServerPeer
+  d: DevicePeer
+}> {
+  const dir = await tempDir()
+  const data = join(dir, 'server')
+  const peer = await server(data)
+  await peer.users.put({ id: 'U1', name: 'User 1' })
+  const d = await device('D', dir, peer)
+  await d.sync.whenReady()
+  return { dir, data, peer, d }
 }
 
 /** The roster as a device or the server shows it, sorted by id. */
@@ -138,35 +197,23 @@ describe('a server restored from a backup of its data directory', () => {
     // stamp D's delete mark names. D hears that adoption from E over the
     // LAN before its own link to the restored server opens: the stamps
     // alone said "the version D deleted", and D kept the user hidden.
-    const dir = await tempDir()
-    const data = join(dir, 'server')
-    let peer = await server(data)
-    const port = Number(new URL(peer.url).port)
-    const link = await blockableProxy(port)
-    closers.push(async () => link.close())
-    await peer.users.put({ id: 'U1', name: 'User 1' })
-    const siteKey = peer.siteKey
-    const e = await createDevice({
-      id: 'E',
-      dataDir: join(dir, 'E'),
-      server: peer.url,
-      ...(siteKey === undefined ? {} : { siteKey }),
-      lan: { enabled: true, mdns: false, peers: [] },
-    })
-    closers.push(() => e.close())
-    const d = await createDevice({
-      id: 'D',
-      dataDir: join(dir, 'D'),
-      server: peer.url.replace(`:${port}`, `:${link.port}`),
-      ...(siteKey === undefined ? {} : { siteKey }),
-      clock: {
+    const site = await proxiedSite()
+    const { dir, data, port, siteKey } = site
+    const link = site.proxy
+    let peer = site.peer
+    const e = await lanDevice('E', dir, peer.url, siteKey)
+    const d = await lanDevice(
+      'D',
+      dir,
+      peer.url.replace(`:${port}`, `:${link.port}`),
+      siteKey,
+      e.lanAddresses,
+      {
         now: () => Date.now() + 20 * 60_000,
         setTimeout: (fn, ms) => setTimeout(fn, ms),
         clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
       },
-      lan: { enabled: true, mdns: false, peers: e.lanAddresses },
-    })
-    closers.push(() => d.close())
+    )
     await e.sync.whenReady()
     await d.sync.whenReady()
 
@@ -209,22 +256,11 @@ describe('rolled-back operations relayed over the LAN by a peer still behind', (
     // loss, and D kept the rolled-back user for good. Found, it is not
     // enough to fetch the roster again: the refetch reopens the LAN link,
     // and E offers it all again.
-    const dir = await tempDir()
-    const data = join(dir, 'server')
-    let peer = await server(data)
-    const port = Number(new URL(peer.url).port)
-    const eLink = await blockableProxy(port)
-    closers.push(async () => eLink.close())
-    await peer.users.put({ id: 'U1', name: 'User 1' })
-    const siteKey = peer.siteKey
-    const e = await createDevice({
-      id: 'E',
-      dataDir: join(dir, 'E'),
-      server: peer.url.replace(`:${port}`, `:${eLink.port}`),
-      ...(siteKey === undefined ? {} : { siteKey }),
-      lan: { enabled: true, mdns: false, peers: [] },
-    })
-    closers.push(() => e.close())
+    const site = await proxiedSite()
+    const { dir, data, port, siteKey } = site
+    const eLink = site.proxy
+    let peer = site.peer
+    const e = await lanDevice('E', dir, peer.url.replace(`:${port}`, `:${eLink.port}`), siteKey)
     await e.sync.whenReady()
     peer = await backUp(peer, data, join(dir, 'backup'))
     await peer.users.put({ id: 'W1', name: 'Lost with the restore' })
@@ -239,18 +275,9 @@ describe('rolled-back operations relayed over the LAN by a peer still behind', (
     const lan = await blockableProxy(lanPort)
     closers.push(async () => lan.close())
     lan.block()
-    const d = await createDevice({
-      id: 'D',
-      dataDir: join(dir, 'D'),
-      server: peer.url,
-      ...(siteKey === undefined ? {} : { siteKey }),
-      lan: {
-        enabled: true,
-        mdns: false,
-        peers: [(lanAddress ?? '').replace(`/tcp/${lanPort}/`, `/tcp/${lan.port}/`)],
-      },
-    })
-    closers.push(() => d.close())
+    const d = await lanDevice('D', dir, peer.url, siteKey, [
+      (lanAddress ?? '').replace(`/tcp/${lanPort}/`, `/tcp/${lan.port}/`),
+    ])
     await d.sync.whenReady()
     expect(d.users.get('W1')).toBeUndefined()
     lan.unblock()
@@ -281,13 +308,8 @@ describe('a restore undone by the operator (the wrong backup, then the right one
     // After the first restore D notes the rename's clientID as lost, and
     // takes none of its operations over the LAN. The right backup brings
     // them back: the server's next answer states them, and the note goes.
-    const dir = await tempDir()
-    const data = join(dir, 'server')
-    let peer = await server(data)
-    await peer.users.put({ id: 'U1', name: 'User 1' })
-    const d = await device('D', dir, peer)
-    await d.sync.whenReady()
-    peer = await backUp(peer, data, join(dir, 'backupA'))
+    const { dir, data, d, ...site } = await siteWithDevice()
+    let peer = await backUp(site.peer, data, join(dir, 'backupA'))
     await peer.users.patch('U1', { name: 'Renamed' })
     const renamedBy = peer.replica.clientId
     await d.sync.delta()
