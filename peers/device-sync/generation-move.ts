@@ -110,9 +110,6 @@ function recordOf(generation: Generation | GenerationStatement): StoredGeneratio
   return { n: generation.n, id: generation.id, statement }
 }
 
-/** The event of a move (its generation, the other devices' entries carried), stored with its commit. */
-export type MovedEvent = (to: Generation, relayedCarried: number) => NewEvent
-
 /** A staged move: the generation it goes to and the own entries it carries. */
 export interface StagedMove {
   readonly to: Generation | GenerationStatement
@@ -261,16 +258,16 @@ export class GenerationMove {
   }
 
   /**
-   * Ends the move once the fetch is complete: the carried own entries and
-   * `records` go into the one batch that stores the new generation; with
-   * `deletes` (the move completes a full sync the caller asked for) the
-   * delete marks are cleared too (rule 3).
+   * Ends the move once the fetch is complete: the carried own entries,
+   * `records` and `event`'s event go into the one batch that stores the
+   * new generation; with `deletes` (the move completes a full sync the
+   * caller asked for) the delete marks are cleared too (rule 3).
    */
   commit(
     records: ReadonlyArray<readonly [string, string, unknown]>,
     deletes = false,
     fetchedFor?: StagedMove,
-    event?: MovedEvent,
+    event?: (to: Generation, relayedCarried: number) => NewEvent,
   ): Promise<Generation> {
     return this.serial(() => this.commitNow(records, deletes, fetchedFor, event))
   }
@@ -288,7 +285,7 @@ export class GenerationMove {
     records: ReadonlyArray<readonly [string, string, unknown]>,
     deletes: boolean,
     fetchedFor: StagedMove | undefined,
-    event: MovedEvent | undefined,
+    event: ((to: Generation, relayedCarried: number) => NewEvent) | undefined,
   ): Promise<Generation> {
     const staged = this.staged
     if (staged === undefined) throw new Error('no generation move is staged')
