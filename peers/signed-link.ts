@@ -316,9 +316,13 @@ export class DeviceSigning {
         // Envelopes of writers revoked since they were logged, or whose
         // certificates expired or were revoked, are not offered; each
         // entry's writer and certificate were read when it was logged.
+        // The server checks a writer's key in its registry, not the
+        // certificate's time: what a device wrote and this one relays goes
+        // to it however long ago (a probe: a writer off for 8 days had its
+        // writes shown here and never delivered).
         const offered: Uint8Array[] = []
         for (const entry of log.beyond(target))
-          if (!this.staleHead(entry.writer, entry.cert)) offered.push(entry.bytes)
+          if (!this.staleHead(entry.writer, entry.cert, fromServer)) offered.push(entry.bytes)
         return answerMessages(envelopeMessages([...this.sealOwn(own), ...offered]))
       },
       forward: (told) => {
@@ -386,12 +390,20 @@ export class DeviceSigning {
     return this.staleHead(envelope.writer, envelope.cert)
   }
 
-  /** stale() of an envelope already decoded: its writer and certificate. */
-  private staleHead(writer: string, cert: Certificate | undefined): boolean {
+  /**
+   * stale() of an envelope already decoded: its writer and certificate;
+   * `toServer`: its time is not checked (an expired certificate of a
+   * writer in standing still speaks for it to the server).
+   */
+  private staleHead(writer: string, cert: Certificate | undefined, toServer = false): boolean {
     if (writer === SERVER_ID) return false
     if (this.options.replica.isRevoked(writer)) return true
     if (cert === undefined) return false
     try {
+      if (toServer) {
+        const { replica } = this.options
+        return replica.hasRevocations() && replica.isRevoked(keyRevocationId(cert.publicKey))
+      }
       this.checkStanding(cert)
       return false
     } catch {

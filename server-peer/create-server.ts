@@ -9,9 +9,10 @@ import {
   ExportSiteKeyRequiredError,
   InvalidOptionsError,
   PeerRevokedError,
+  RostersyncError,
 } from '../core/errors.js'
 import { detached } from '../core/detach.js'
-import { keyFingerprint } from '../core/signing.js'
+import { keyFingerprint, keyRevocationId } from '../core/signing.js'
 import { asWriterId, SERVER_ID } from '../core/ids.js'
 import {
   commonOptionsShape,
@@ -520,7 +521,24 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
         await publishRevocations(replica, registry)
         return true
       },
-      approve: (id) => registry.approve(id),
+      async approve(id) {
+        // Reset and not joined since: approved now, the id would go to the
+        // first proof that came, any site-key holder's (a probe).
+        if (keys.get(id) === undefined && keys.awaitsKey(id) && !registry.isRevoked(id))
+          throw new RostersyncError(
+            'PEER_PENDING',
+            `device ${JSON.stringify(id.slice(0, 64))} has no key since its key was reset: approve it once the terminal has joined and shown the key fingerprint you compared`,
+          )
+        if (!(await registry.approve(id))) return false
+        // The key the administrator approved was one a reset had revoked
+        // (the terminal had not lost it): its revocation goes, or its LAN
+        // peers refused it for good while the server took it (a probe).
+        const key = keys.get(id)
+        const revocation = key === undefined ? undefined : keyRevocationId(key)
+        if (revocation !== undefined && replica.isRevoked(revocation))
+          await replica.write((ctx) => ctx.clearRevoked(asWriterId(revocation)))
+        return true
+      },
       async resetKey(id) {
         if (registry.get(id) === undefined) return false
         if (registry.isRevoked(id)) throw new PeerRevokedError(id)

@@ -20,6 +20,8 @@ import type { Connection } from '../core/transport.js'
 import type { Replica } from '../peers/replica.js'
 
 const NAMESPACE = 'device-keys'
+/** A device's record while its key was reset and none is bound yet (awaitsKey). */
+const RESET = 'reset: no key yet'
 /** Where each device's accepted join proofs are kept (see noteJoin). */
 const JOINS = 'device-joins'
 
@@ -52,10 +54,14 @@ export class DeviceKeys {
   private readonly joins = new Map<string, Joins>()
   /** The certificate issued last to each device, in memory (bounded; see {@link certificate}). */
   private readonly issued = new Map<string, Certificate>()
+  /** Devices whose key was reset and that have not joined with one since (awaitsKey). */
+  private readonly resetWaiting = new Set<string>()
 
   constructor(private readonly replica: Replica) {
     for (const [id, value] of replica.recordsOf(NAMESPACE)) {
-      if (typeof value === 'string') this.keys.set(id, new Uint8Array(Buffer.from(value, 'base64')))
+      if (value === RESET) this.resetWaiting.add(id)
+      else if (typeof value === 'string')
+        this.keys.set(id, new Uint8Array(Buffer.from(value, 'base64')))
     }
     for (const [id, value] of replica.recordsOf(JOINS)) {
       const joins = asJoins(value)
@@ -69,11 +75,21 @@ export class DeviceKeys {
   }
 
   /**
+   * True when the device's key was reset and no key is bound since: an
+   * approval now would let the first proof that comes in (any holder of
+   * the site key) take the id (see create-server's approve).
+   */
+  awaitsKey(deviceId: string): boolean {
+    return this.resetWaiting.has(deviceId)
+  }
+
+  /**
    * Binds a key to a device that has none (in memory at once, so the
    * connection that proved it can be checked; durable when this resolves).
    */
   async bind(deviceId: string, key: Uint8Array): Promise<void> {
     this.keys.set(deviceId, key)
+    this.resetWaiting.delete(deviceId)
     await this.replica.setRecord(NAMESPACE, deviceId, Buffer.from(key).toString('base64'))
   }
 
@@ -92,15 +108,19 @@ export class DeviceKeys {
     // join URL captured within the hour must not get in again.
     this.issued.delete(deviceId)
     const revocation = old !== undefined && revoke ? keyRevocationId(old) : undefined
+    // A reset waits for the terminal's key (awaitsKey); a forgotten device is new.
+    const marker = revoke ? RESET : undefined
+    if (revoke) this.resetWaiting.add(deviceId)
+    else this.resetWaiting.delete(deviceId)
     if (revocation === undefined || this.replica.isRevoked(revocation)) {
-      await this.replica.setRecord(NAMESPACE, deviceId, undefined)
+      await this.replica.setRecord(NAMESPACE, deviceId, marker)
       return
     }
     // One batch: a crash between the binding gone and the revocation
     // written left the old key neither bound nor revoked, and a reset
     // tried again found no key to revoke (crash probe).
     await this.replica.write((ctx) => {
-      ctx.setRecord(NAMESPACE, deviceId, undefined)
+      ctx.setRecord(NAMESPACE, deviceId, marker)
       ctx.setRevoked(revocation as WriterId, { t: ctx.stamp() })
     })
   }

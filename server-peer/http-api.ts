@@ -74,6 +74,7 @@ const statusOf: Partial<Record<ErrorCode, number>> = {
   NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,
   PEER_REVOKED: 409,
+  PEER_PENDING: 409,
   MESSAGE_TOO_LARGE: 413,
   EXPORT_TOO_LARGE: 400,
   AUTH_FAILED: 401,

@@ -321,9 +321,24 @@ describe('LAN admission', () => {
     // A key reset: the next join binds a new key, and its certificate names it.
     expect(await s.server.devices.resetKey('D9')).toBe(true)
     expect(s.server.events.query({ type: 'device-key-reset', deviceId: 'D9' })).toHaveLength(1)
-    await s.server.devices.approve('D9')
+    // Approved once the terminal joined again (its new key bound, waiting).
     const d9b = keyPairFromSeed(seedOf(19))
-    const rebound = (await join(s, 'D9', d9b, s.clock.now() + 1)).cert
+    const [mine, theirs] = memoryPair('D9', 'server')
+    const waiting = rawOf(mine)
+    const at = s.clock.now() + 1
+    s.server.accept(
+      theirs,
+      `/roster?${new URLSearchParams({
+        device: 'D9',
+        key: SITE_KEY,
+        pub: Buffer.from(d9b.publicKey).toString('base64url'),
+        at: String(at),
+        proof: Buffer.from(signJoinProof(d9b, 'roster', 'D9', at)).toString('base64url'),
+      }).toString()}`,
+    )
+    await eventually(() => expect(waiting.closed()?.reason).toMatch(/^PEER_PENDING/))
+    await s.server.devices.approve('D9')
+    const rebound = (await join(s, 'D9', d9b, s.clock.now() + 2)).cert
     expect(Buffer.from(rebound.publicKey).equals(Buffer.from(d9b.publicKey))).toBe(true)
   })
 

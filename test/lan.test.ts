@@ -58,11 +58,12 @@ async function startDevice(
     peers?: readonly DevicePeer[]
     siteKey?: string
     periodic?: boolean
+    store?: ReturnType<typeof memoryStore>
   } = {},
 ): Promise<DevicePeer> {
   const device = await createDevice({
     id,
-    store: memoryStore(),
+    store: options.store ?? memoryStore(),
     siteKey: options.siteKey ?? SITE_KEY,
     randomUint32: smallDraws(),
     ...(options.server === undefined ? {} : { server: options.server }),
@@ -431,6 +432,106 @@ describe("relaying the server's part", () => {
     expect(summary.deletes).toBe(0)
     expect([...summary.roots]).toEqual(['u:D1'])
   })
+})
+
+describe("a device's writes relayed to the server after its certificate expired", () => {
+  it('reach the server through the relaying device, however long their writer stays away', async () => {
+    // A probe: D1 wrote with the server down, D2 heard it over the LAN, D1
+    // stayed off for 8 days (past its certificate's 7). D2 offered only
+    // envelopes whose certificates were valid, so the server never got
+    // D1's writes, while D2 showed them for good. The server checks a
+    // writer's key in its registry, not the certificate's time.
+    let ahead = 0
+    const clock = {
+      now: () => Date.now() + ahead,
+      setTimeout: (fn: () => void, ms: number) => setTimeout(fn, ms),
+      clearTimeout: (handle: unknown) => clearTimeout(handle as NodeJS.Timeout),
+    }
+    const dir = tempDir()
+    let server = await createServer({
+      dataDir: join(dir, 'server'),
+      port: 0,
+      siteKey: SITE_KEY,
+      clock,
+    })
+    closers.push(() => server.close())
+    const port = Number(new URL(server.url).port)
+    await server.users.put({ id: 'u1', name: 'Ann' })
+    const open = (id: string, peers: string[]): Promise<DevicePeer> =>
+      createDevice({
+        id,
+        store: memoryStore(),
+        server: server.url,
+        siteKey: SITE_KEY,
+        clock,
+        randomUint32: smallDraws(),
+        lan: { enabled: true, mdns: false, peers },
+      })
+    const d1 = await open('D1', [])
+    closers.push(() => d1.close())
+    await d1.sync.whenReady()
+    const d2 = await open('D2', d1.lanAddresses)
+    closers.push(() => d2.close())
+    await d2.sync.whenReady()
+    await eventually(() => expect(d2.sync.status().lan?.peers).toBe(1))
+    await server.close()
+    await d1.users.patch('u1', { email: 'ann@d1.example' })
+    await d1.users.put({ id: 'u9', name: 'Nine' })
+    await eventually(() => expect(d2.users.get('u9')?.name).toBe('Nine'))
+    expect(d2.users.get('u1')?.email).toBe('ann@d1.example')
+    await d1.close()
+    ahead = 8 * 24 * 60 * 60_000 // past the certificate's life
+    server = await createServer({ dataDir: join(dir, 'server'), port, siteKey: SITE_KEY, clock })
+    closers.push(() => server.close())
+    await d2.sync.delta()
+    await d2.sync.whenIdle()
+    expect(server.users.get('u9')?.name).toBe('Nine')
+    expect(server.users.get('u1')?.email).toBe('ann@d1.example')
+  }, 60_000)
+})
+
+describe('a key reset, then the same key approved again', () => {
+  it("takes the key's revocation back, so that LAN peers link with the device again", async () => {
+    // A probe: the terminal had not lost its key; the administrator reset
+    // it, compared the fingerprint the terminal showed on joining again,
+    // and approved. The server took the device back, but the reset's
+    // revocation of that key stayed in the roster, and every LAN peer
+    // refused the device for good (CERTIFICATE_REVOKED).
+    const server = await createServer({ store: memoryStore(), port: 0, siteKey: SITE_KEY })
+    closers.push(() => server.close())
+    // D1's data kept across its restart (its key with it).
+    const d1Store = memoryStore()
+    d1Store.close = async () => undefined
+    const d1 = await startDevice('D1', { server: server.url, store: d1Store })
+    await d1.sync.whenReady()
+    const d2 = await startDevice('D2', { server: server.url, peers: [d1] })
+    await d2.sync.whenReady()
+    await eventually(() => expect(d2.sync.status().lan?.peers).toBe(1))
+    await d1.close()
+    expect(await server.devices.resetKey('D1')).toBe(true)
+    // No approval while no key is bound: the first proof that came, any
+    // site-key holder's, would take the id (a probe).
+    await expect(server.devices.approve('D1')).rejects.toMatchObject({ code: 'PEER_PENDING' })
+    const http = await fetch(`${server.http}/api/devices/D1/approve`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${server.adminToken}` },
+    })
+    expect(http.status).toBe(409)
+    await eventually(() => expect(d2.replica.hasRevocations()).toBe(true))
+    await eventually(() => expect(d2.sync.status().lan?.peers).toBe(0))
+    // D1 joins again with its key, and waits; its fingerprint is the one it shows.
+    const again = await startDevice('D1', { server: server.url, store: d1Store, peers: [d2] })
+    await eventually(() =>
+      expect(server.devices.list().find((d) => d.id === 'D1')).toMatchObject({
+        keyFingerprint: again.keyFingerprint,
+      }),
+    )
+    expect(again.keyFingerprint).toBe(d1.keyFingerprint)
+    expect(await server.devices.approve('D1')).toBe(true)
+    await d2.sync.delta()
+    expect(d2.replica.hasRevocations()).toBe(false)
+    await eventually(() => expect(d2.sync.status().lan?.peers).toBe(1), 30_000)
+  }, 60_000)
 })
 
 describe('LAN framing and key', () => {

@@ -490,6 +490,12 @@ export class ReplicaDocument {
     if (this.options.writerId !== SERVER_ID) throw new Error('only the server revokes devices')
     this.doc.getMap(REVOCATIONS_ROOT).set(deviceId, entry)
   }
+
+  /** Takes a revocation back (a reset key the administrator approved again). */
+  clearRevoked(id: WriterId): void {
+    if (this.options.writerId !== SERVER_ID) throw new Error('only the server revokes devices')
+    this.doc.getMap(REVOCATIONS_ROOT).delete(id)
+  }
 }
 
 /** Whether `ids` ascend (duplicates side by side allowed). */

@@ -44,6 +44,8 @@ export interface WriteContext {
   setPolicy(field: string, entry: PolicyEntry): void
   /** Records that a device is revoked (server only; see REVOCATIONS_ROOT). */
   setRevoked(deviceId: WriterId, entry: RevocationEntry): void
+  /** Takes a revocation back (the server only): a reset key approved again. */
+  clearRevoked(id: WriterId): void
   setDeleted(id: UserId, mark: DeleteMark | undefined): void
   setLocalFields(id: UserId, fields: LocalFields | undefined): void
   /**
