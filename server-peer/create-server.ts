@@ -536,7 +536,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
         const key = keys.get(id)
         const revocation = key === undefined ? undefined : keyRevocationId(key)
         if (revocation !== undefined && replica.isRevoked(revocation))
-          await replica.write((ctx) => ctx.clearRevoked(asWriterId(revocation)))
+          await replica.write((ctx) => ctx.setRevoked(asWriterId(revocation), undefined))
         return true
       },
       async resetKey(id) {

@@ -107,10 +107,10 @@ export class ServerExchange {
    * only what is durable, and answers a step 1 with what it holds after
    * it, so those are operations the server lost since (its data directory
    * restored from a backup taken before them, or a crash). What the
-   * device held when it asked (SyncAnswer.asked; when not known, when the
-   * session opened) counts, not what it holds now: it may have heard
-   * since what the server wrote after its answer (PROTOCOL.md, "A
-   * restored server").
+   * device held when the session opened counts, and what it heard over
+   * the LAN since, up to when it asked (baseline); not what it holds now:
+   * it may have heard since what the server wrote after its answer
+   * (PROTOCOL.md, "A restored server").
    */
   serverLost(
     session: SyncSession,

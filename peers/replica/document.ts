@@ -485,16 +485,11 @@ export class ReplicaDocument {
     this.doc.getMap(SERVER_META_ROOT).set(field, entry)
   }
 
-  /** Records that a device is revoked (server only). */
-  setRevoked(deviceId: WriterId, entry: RevocationEntry): void {
+  /** Records that a device is revoked (server only); `undefined` takes it back (a reset key approved again). */
+  setRevoked(deviceId: WriterId, entry: RevocationEntry | undefined): void {
     if (this.options.writerId !== SERVER_ID) throw new Error('only the server revokes devices')
-    this.doc.getMap(REVOCATIONS_ROOT).set(deviceId, entry)
-  }
-
-  /** Takes a revocation back (a reset key the administrator approved again). */
-  clearRevoked(id: WriterId): void {
-    if (this.options.writerId !== SERVER_ID) throw new Error('only the server revokes devices')
-    this.doc.getMap(REVOCATIONS_ROOT).delete(id)
+    if (entry === undefined) this.doc.getMap(REVOCATIONS_ROOT).delete(deviceId)
+    else this.doc.getMap(REVOCATIONS_ROOT).set(deviceId, entry)
   }
 }
 

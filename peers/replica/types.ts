@@ -42,10 +42,8 @@ export interface WriteContext {
   setOwnEntry(id: UserId, entry: ServerEntry | DeviceEntry): void
   /** Sets a field policy (server only). */
   setPolicy(field: string, entry: PolicyEntry): void
-  /** Records that a device is revoked (server only; see REVOCATIONS_ROOT). */
-  setRevoked(deviceId: WriterId, entry: RevocationEntry): void
-  /** Takes a revocation back (the server only): a reset key approved again. */
-  clearRevoked(id: WriterId): void
+  /** Records that a device is revoked (server only; see REVOCATIONS_ROOT); `undefined` takes it back. */
+  setRevoked(deviceId: WriterId, entry: RevocationEntry | undefined): void
   setDeleted(id: UserId, mark: DeleteMark | undefined): void
   setLocalFields(id: UserId, fields: LocalFields | undefined): void
   /**

@@ -36,7 +36,6 @@ export function writeContext(parts: WriteContextParts, storeOps: StoreOp[]): Wri
     setOwnEntry: (id, entry) => document.setOwnEntry(id, entry),
     setPolicy: (field, entry) => document.setPolicy(field, entry),
     setRevoked: (deviceId, entry) => document.setRevoked(deviceId, entry),
-    clearRevoked: (id) => document.clearRevoked(id),
     setDeleted: (id, mark) => {
       // The version the mark names, kept with it (DeleteMark.v).
       const v = mark === undefined || mark.v !== undefined ? undefined : document.serverItemOf(id)
