@@ -530,12 +530,18 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
             `device ${JSON.stringify(id.slice(0, 64))} has no key since its key was reset: approve it once the terminal has joined and shown the key fingerprint you compared`,
           )
         if (!(await registry.approve(id))) return false
-        // The key the administrator approved was one a reset had revoked
-        // (the terminal had not lost it): its revocation goes, or its LAN
-        // peers refused it for good while the server took it (a probe).
+        // The key the administrator approved was one a reset of this id had
+        // revoked (the terminal had not lost it): its revocation goes, or
+        // its LAN peers refused it for good while the server took it (a
+        // probe). Another id's reset stays (the key's old certificates
+        // name that id).
         const key = keys.get(id)
         const revocation = key === undefined ? undefined : keyRevocationId(key)
-        if (revocation !== undefined && replica.isRevoked(revocation))
+        if (
+          revocation !== undefined &&
+          replica.isRevoked(revocation) &&
+          keys.revokedByReset(id, revocation)
+        )
           await replica.write((ctx) => ctx.setRevoked(asWriterId(revocation), undefined))
         return true
       },

@@ -22,6 +22,9 @@ import type { Replica } from '../peers/replica.js'
 const NAMESPACE = 'device-keys'
 /** A device's record while its key was reset and none is bound yet (awaitsKey). */
 const RESET = 'reset: no key yet'
+/** The revocations each device's key resets wrote (revokedByReset), its latest few. */
+const RESETS = 'device-key-resets'
+const RESETS_KEPT = 8
 /** Where each device's accepted join proofs are kept (see noteJoin). */
 const JOINS = 'device-joins'
 
@@ -84,6 +87,16 @@ export class DeviceKeys {
   }
 
   /**
+   * True when `revocation` (a key's, keyRevocationId) was written by a
+   * reset of this device's key: approving that key again for this device
+   * takes it back; for another id it does not.
+   */
+  revokedByReset(deviceId: string, revocation: string): boolean {
+    const resets = this.replica.record(RESETS, deviceId)
+    return Array.isArray(resets) && resets.includes(revocation)
+  }
+
+  /**
    * Binds a key to a device that has none (in memory at once, so the
    * connection that proved it can be checked; durable when this resolves).
    */
@@ -119,8 +132,11 @@ export class DeviceKeys {
     // One batch: a crash between the binding gone and the revocation
     // written left the old key neither bound nor revoked, and a reset
     // tried again found no key to revoke (crash probe).
+    const resets = this.replica.record(RESETS, deviceId)
+    const noted = [...(Array.isArray(resets) ? (resets as string[]) : []), revocation]
     await this.replica.write((ctx) => {
       ctx.setRecord(NAMESPACE, deviceId, marker)
+      ctx.setRecord(RESETS, deviceId, noted.slice(-RESETS_KEPT))
       ctx.setRevoked(revocation as WriterId, { t: ctx.stamp() })
     })
   }

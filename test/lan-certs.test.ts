@@ -17,6 +17,7 @@ import {
   encodeEnvelope,
   issueCertificate,
   keyPairFromSeed,
+  keyRevocationId,
   sealEnvelope,
   signJoinProof,
   signLanProof,
@@ -142,6 +143,21 @@ async function join(
   s.server.accept(theirs, `/roster?${params.toString()}`)
   await eventually(() => expect(link.received[0]?.type).toBe('hello'))
   return { link, cert: certOf(link.received[0]) }
+}
+
+/** A join under `deviceId` with `key` that the server holds for approval (its key bound). */
+async function pendingJoin(s: Site, deviceId: string, key: KeyPair, at: number): Promise<void> {
+  const [mine, theirs] = memoryPair(deviceId, 'server')
+  const waiting = rawOf(mine)
+  const params = new URLSearchParams({
+    device: deviceId,
+    key: SITE_KEY,
+    pub: Buffer.from(key.publicKey).toString('base64url'),
+    at: String(at),
+    proof: Buffer.from(signJoinProof(key, 'roster', deviceId, at)).toString('base64url'),
+  })
+  s.server.accept(theirs, `/roster?${params.toString()}`)
+  await eventually(() => expect(waiting.closed()?.reason).toMatch(/^PEER_PENDING/))
 }
 
 function certOf(message: Message | undefined): Certificate {
@@ -323,23 +339,32 @@ describe('LAN admission', () => {
     expect(s.server.events.query({ type: 'device-key-reset', deviceId: 'D9' })).toHaveLength(1)
     // Approved once the terminal joined again (its new key bound, waiting).
     const d9b = keyPairFromSeed(seedOf(19))
-    const [mine, theirs] = memoryPair('D9', 'server')
-    const waiting = rawOf(mine)
-    const at = s.clock.now() + 1
-    s.server.accept(
-      theirs,
-      `/roster?${new URLSearchParams({
-        device: 'D9',
-        key: SITE_KEY,
-        pub: Buffer.from(d9b.publicKey).toString('base64url'),
-        at: String(at),
-        proof: Buffer.from(signJoinProof(d9b, 'roster', 'D9', at)).toString('base64url'),
-      }).toString()}`,
-    )
-    await eventually(() => expect(waiting.closed()?.reason).toMatch(/^PEER_PENDING/))
+    await pendingJoin(s, 'D9', d9b, s.clock.now() + 1)
     await s.server.devices.approve('D9')
     const rebound = (await join(s, 'D9', d9b, s.clock.now() + 2)).cert
     expect(Buffer.from(rebound.publicKey).equals(Buffer.from(d9b.publicKey))).toBe(true)
+  })
+
+  it('approving a reset key again takes its revocation back for its own id only', async () => {
+    const s = await site()
+    const k = keyPairFromSeed(seedOf(21))
+    const k7 = keyPairFromSeed(seedOf(27))
+    await join(s, 'D9', k)
+    await join(s, 'D7', k7)
+    const revoked = (): boolean => s.server.replica.isRevoked(keyRevocationId(k.publicKey))
+    expect(await s.server.devices.resetKey('D9')).toBe(true)
+    expect(await s.server.devices.resetKey('D7')).toBe(true)
+    expect(revoked()).toBe(true)
+    // D9's key shown under D7, and approved there: D9's old certificates
+    // must stay refused on the LAN.
+    await pendingJoin(s, 'D7', k, s.clock.now() + 1)
+    expect(await s.server.devices.approve('D7')).toBe(true)
+    expect(revoked()).toBe(true)
+    // D9 back with its own key, approved: its revocation goes.
+    await s.server.devices.forget('D7')
+    await pendingJoin(s, 'D9', k, s.clock.now() + 2)
+    expect(await s.server.devices.approve('D9')).toBe(true)
+    expect(revoked()).toBe(false)
   })
 
   it('DeviceKeys.certificate: a clock stepped back issues anew rather than send a certificate from its future', async () => {
