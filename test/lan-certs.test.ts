@@ -19,7 +19,6 @@ import {
   keyPairFromSeed,
   keyRevocationId,
   sealEnvelope,
-  signJoinProof,
   signLanProof,
   type Certificate,
   type KeyPair,
@@ -35,6 +34,7 @@ import { DeviceKeys } from '../server-peer/device-keys.js'
 import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
 import { eventually } from './helpers/eventually.js'
+import { joinTarget } from './helpers/join-url.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
 
 const SITE_KEY = 'lan-certs-site'
@@ -132,15 +132,8 @@ async function join(
   at = s.clock.now(),
 ): Promise<{ link: Raw; cert: Certificate }> {
   const [mine, theirs] = memoryPair(deviceId, 'server')
-  const params = new URLSearchParams({
-    device: deviceId,
-    key: SITE_KEY,
-    pub: Buffer.from(key.publicKey).toString('base64url'),
-    at: String(at),
-    proof: Buffer.from(signJoinProof(key, 'roster', deviceId, at)).toString('base64url'),
-  })
   const link = rawOf(mine)
-  s.server.accept(theirs, `/roster?${params.toString()}`)
+  s.server.accept(theirs, joinTarget(deviceId, key, SITE_KEY, at))
   await eventually(() => expect(link.received[0]?.type).toBe('hello'))
   return { link, cert: certOf(link.received[0]) }
 }
@@ -149,14 +142,7 @@ async function join(
 async function pendingJoin(s: Site, deviceId: string, key: KeyPair, at: number): Promise<void> {
   const [mine, theirs] = memoryPair(deviceId, 'server')
   const waiting = rawOf(mine)
-  const params = new URLSearchParams({
-    device: deviceId,
-    key: SITE_KEY,
-    pub: Buffer.from(key.publicKey).toString('base64url'),
-    at: String(at),
-    proof: Buffer.from(signJoinProof(key, 'roster', deviceId, at)).toString('base64url'),
-  })
-  s.server.accept(theirs, `/roster?${params.toString()}`)
+  s.server.accept(theirs, joinTarget(deviceId, key, SITE_KEY, at))
   await eventually(() => expect(waiting.closed()?.reason).toMatch(/^PEER_PENDING/))
 }
 
@@ -452,20 +438,7 @@ describe('LAN admission', () => {
     expect(s.d2.users.get('u1')?.title).toBeUndefined()
     // The replacement's new key, once approved, is admitted.
     const d9b = keyPairFromSeed(seedOf(19))
-    const [mine, theirs] = memoryPair('D9', 'server')
-    const at = s.clock.now() + 1
-    const pending = rawOf(mine)
-    s.server.accept(
-      theirs,
-      `/roster?${new URLSearchParams({
-        device: 'D9',
-        key: SITE_KEY,
-        pub: Buffer.from(d9b.publicKey).toString('base64url'),
-        at: String(at),
-        proof: Buffer.from(signJoinProof(d9b, 'roster', 'D9', at)).toString('base64url'),
-      }).toString()}`,
-    )
-    await eventually(() => expect(pending.closed()).toBeDefined())
+    await pendingJoin(s, 'D9', d9b, s.clock.now() + 1)
     expect(await s.server.devices.approve('D9')).toBe(true)
     await s.clock.advance(1_000)
     const { cert: newCert } = await join(s, 'D9', d9b)

@@ -20,7 +20,6 @@ import {
   encodeEnvelope,
   keyPairFromSeed,
   sealEnvelope,
-  signJoinProof,
   signLanProof,
   type Certificate,
   type KeyPair,
@@ -36,6 +35,7 @@ import { memoryStore } from '../storage/level-store.js'
 import { createLanNode } from '../transports/libp2p-transport.js'
 import { memoryPair } from '../transports/memory-transport.js'
 import { eventually } from './helpers/eventually.js'
+import { joinTarget } from './helpers/join-url.js'
 import { varUint } from './helpers/hostile-frames.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
 import { rawLanLink, type RawLanLink } from './helpers/raw-links.js'
@@ -106,15 +106,7 @@ async function certify(s: Site, deviceId: string, key: KeyPair): Promise<Certifi
   const [mine, theirs] = memoryPair(deviceId, 'server')
   const received: Message[] = []
   mine.onMessage((bytes) => received.push(decodeMessage(bytes)))
-  const at = s.clock.now()
-  const params = new URLSearchParams({
-    device: deviceId,
-    key: SITE_KEY,
-    pub: Buffer.from(key.publicKey).toString('base64url'),
-    at: String(at),
-    proof: Buffer.from(signJoinProof(key, 'roster', deviceId, at)).toString('base64url'),
-  })
-  s.server.accept(theirs, `/roster?${params.toString()}`)
+  s.server.accept(theirs, joinTarget(deviceId, key, SITE_KEY, s.clock.now()))
   await eventually(() => expect(received[0]?.type).toBe('hello'))
   const hello = received[0]
   if (hello?.type !== 'hello') throw new Error('no hello')

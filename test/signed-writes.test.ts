@@ -22,7 +22,6 @@ import {
   keyFingerprint,
   keyPairFromSeed,
   sealEnvelope,
-  signJoinProof,
   signLanProof,
   type Certificate,
   type KeyPair,
@@ -36,6 +35,7 @@ import type { DeviceRecord } from '../server-peer/device-registry.js'
 import { memoryStore } from '../storage/level-store.js'
 import { memoryPair } from '../transports/memory-transport.js'
 import { eventually } from './helpers/eventually.js'
+import { joinTarget } from './helpers/join-url.js'
 import { withLimits } from './helpers/limits.js'
 
 const SITE_KEY = 'signed-writes-site'
@@ -63,17 +63,11 @@ interface Raw {
 /** Joins `server` as `deviceId` with `key` (a join proof signed by `key`, or none). */
 function join(server: ServerPeer, deviceId: string, key: KeyPair | undefined): Raw {
   const [mine, theirs] = memoryPair(deviceId, 'server')
-  const params = new URLSearchParams({ device: deviceId, key: SITE_KEY })
-  if (key !== undefined) {
-    const at = Date.now()
-    params.set('pub', Buffer.from(key.publicKey).toString('base64url'))
-    params.set('at', String(at))
-    params.set(
-      'proof',
-      Buffer.from(signJoinProof(key, 'roster', deviceId, at)).toString('base64url'),
-    )
-  }
-  server.accept(theirs, `/roster?${params.toString()}`)
+  const target =
+    key === undefined
+      ? `/roster?${new URLSearchParams({ device: deviceId, key: SITE_KEY }).toString()}`
+      : joinTarget(deviceId, key, SITE_KEY, Date.now())
+  server.accept(theirs, target)
   return rawOf(mine)
 }
 
@@ -517,13 +511,7 @@ describe('signed writes at the server', () => {
 
   /** T31's join URL with a proof made at `at`. */
   function joinUrlAt(key: KeyPair, at: number): string {
-    return `/roster?${new URLSearchParams({
-      device: 'T31',
-      key: SITE_KEY,
-      pub: Buffer.from(key.publicKey).toString('base64url'),
-      at: String(at),
-      proof: Buffer.from(signJoinProof(key, 'roster', 'T31', at)).toString('base64url'),
-    }).toString()}`
+    return joinTarget('T31', key, SITE_KEY, at)
   }
 
   /** Joins with a raw URL: the first message (a hello when admitted), or the close. */
@@ -602,15 +590,7 @@ describe('signed writes at the server', () => {
     let closed: CloseInfo | undefined
     mine.onClose((info) => (closed = info))
     const key = keyPairFromSeed(seedOf(2))
-    const at = Date.now() - 2 * 86_400_000
-    const params = new URLSearchParams({
-      device: 'D5',
-      key: SITE_KEY,
-      pub: Buffer.from(key.publicKey).toString('base64url'),
-      at: String(at),
-      proof: Buffer.from(signJoinProof(key, 'roster', 'D5', at)).toString('base64url'),
-    })
-    server.accept(theirs, `/roster?${params.toString()}`)
+    server.accept(theirs, joinTarget('D5', key, SITE_KEY, Date.now() - 2 * 86_400_000))
     // Refused (not for good: the device learns the server's time, and its
     // next proof, made in that time, is judged again).
     await eventually(() =>
