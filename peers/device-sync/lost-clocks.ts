@@ -28,10 +28,13 @@ export const LOST_CLOCKS_RECORD = ['sync', 'lost-server-clocks'] as const
 /** How many clientIDs are kept (the latest restores'). */
 const LOST_KEPT = 64
 
+/** None noted: what every envelope a LAN peer sends is checked against, nearly always. */
+const NONE: ReadonlyMap<number, number> = new Map()
+
 /** The clocks noted, by clientID (empty when none). */
 export function lostClocks(replica: Replica): ReadonlyMap<number, number> {
   const stored = replica.record(...LOST_CLOCKS_RECORD)
-  if (!Array.isArray(stored)) return new Map()
+  if (!Array.isArray(stored) || stored.length === 0) return NONE
   return new Map(stored as Array<[number, number]>)
 }
 
@@ -89,5 +92,5 @@ export function noteHeardOverLan(replica: Replica, ranges: UpdateRanges): void {
 
 /** How far the device heard each of the server's clientIDs over the LAN (since it started). */
 export function heardOverLan(replica: Replica): ReadonlyMap<number, number> {
-  return heard.get(replica) ?? new Map()
+  return heard.get(replica) ?? NONE
 }
