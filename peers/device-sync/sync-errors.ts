@@ -2,7 +2,7 @@
  * Small pure helpers of the device's sync: the status's view of the link,
  * the errors a sync fails with, and when an answer covers a state.
  */
-import { RostersyncError, SyncError } from '../../core/errors.js'
+import { RostersyncError, SyncError, withoutStack } from '../../core/errors.js'
 import type { ServerLink } from '../ws-client.js'
 import { userOfMessage } from '../sync-session/inbound.js'
 
@@ -56,12 +56,17 @@ export function unreachable(
   lastClose?: string,
 ): SyncError {
   const reason = detail === undefined || detail === '' ? state : `${state}: ${detail}`
+  // Made at every change of the link's state (a lossy network makes them by
+  // the thousand); the stack would only show a socket's event.
   if (waitsForApproval(detail) || waitsForApproval(lastClose))
-    return new SyncError(
-      'PEER_PENDING',
-      `the server holds this device for the administrator's approval (${lastClose ?? reason})`,
+    return withoutStack(
+      () =>
+        new SyncError(
+          'PEER_PENDING',
+          `the server holds this device for the administrator's approval (${lastClose ?? reason})`,
+        ),
     )
-  return new SyncError('SYNC_FAILED', `the server is unreachable (${reason})`)
+  return withoutStack(() => new SyncError('SYNC_FAILED', `the server is unreachable (${reason})`))
 }
 
 /** True when `theirs` holds every operation `ours` holds. */
