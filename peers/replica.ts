@@ -474,6 +474,7 @@ export class Replica {
     this.status.closed = true
     this.stampTime.stop()
     this.fanOut.stop()
+    this.answers.bandwidth.close()
     // A batch waiting out its window starts now: closing drains it.
     this.queue.endWindow()
     // A staged wipe not committed is undone first: the writes it held then

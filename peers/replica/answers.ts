@@ -9,6 +9,7 @@ import type { Clock } from '../../core/clock.js'
 import { limits, netLimits } from '../../core/limits.js'
 import { systemClock } from '../system-clock.js'
 import type { AnswerStream } from './answer-stream.js'
+import { AnswerBandwidth } from './answer-bandwidth.js'
 import { AnswerTurns, holdsNothing } from './answer-turns.js'
 import type { ReplicaDocument } from './document.js'
 
@@ -39,6 +40,8 @@ export interface AnswerTurn {
 /** A replica's answers (see the module comment). */
 export class ReplicaAnswers {
   private readonly turns: AnswerTurns
+  /** The bytes of answers to untrusted peers (peers/replica/answer-bandwidth.ts). */
+  readonly bandwidth: AnswerBandwidth
 
   constructor(
     private readonly document: ReplicaDocument,
@@ -54,6 +57,7 @@ export class ReplicaAnswers {
       clock === systemClock
         ? new AnswerTurns(answerPause, limits.answerTurnSliceMs)
         : new AnswerTurns((fn) => queueMicrotask(fn), 0)
+    this.bandwidth = new AnswerBandwidth(() => clock.now(), clock === systemClock)
   }
 
   /**

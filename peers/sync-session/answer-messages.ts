@@ -149,13 +149,32 @@ function gatedAnswer(
   messages: AnswerMessages,
   who: string | undefined,
 ): AnswerMessages {
-  return {
+  const made: AnswerMessages = {
     ...messages,
     ready: (i) => {
       if (who === undefined || !parts.lazy)
         return parts.needsResume ? replica.whenDurable(() => parts.resume()) : undefined
       if (parts.ready(i)) return undefined
       return replica.answers.made(parts, i, who, (read) => replica.whenDurable(read))
+    },
+  }
+  return who === undefined ? made : sharedBandwidth(replica, made, who)
+}
+
+/**
+ * `messages` of an answer to the untrusted peer `who`, each counted
+ * against the bytes its replica sends such peers, and waiting for its
+ * share first when `who` was sent much lately (peers/replica/answer-bandwidth.ts).
+ */
+function sharedBandwidth(replica: Replica, messages: AnswerMessages, who: string): AnswerMessages {
+  const gate = replica.answers.bandwidth.gate(who)
+  return {
+    ...messages,
+    ready: (i) => gate.ready() ?? messages.ready?.(i),
+    message: (i) => {
+      const bytes = messages.message(i)
+      gate.sent(bytes.byteLength)
+      return bytes
     },
   }
 }
@@ -189,11 +208,12 @@ export async function sendAnswer(
     // until the deadline of the turn the caller holds, the rest in later
     // turns as the connection takes it: peers/replica/answer-turns.ts).
     const signed = out.signed()
+    const untrusted = out.untrusted
     if (signed !== undefined && signed.answerParts === undefined) {
-      out.stream(signed.answer(sent))
+      const answer = signed.answer(sent)
+      out.stream(untrusted === undefined ? answer : sharedBandwidth(replica, answer, untrusted.who))
       return vector
     }
-    const untrusted = out.untrusted
     // Lazy (made in turns) for an untrusted peer when it costs: in its
     // turn, anything not in the cache; else if the cache let it go while
     // this waited for durability.
