@@ -678,19 +678,13 @@ export const netLimits = {
    * second on average (peers/replica/answer-bandwidth.ts): 20 made-up ids
    * reading a 16 MB roster as fast as they could were sent 415 MiB a
    * second and held an honest device's writes up 40 times longer. Past it,
-   * links sent more than `answerBytesUnwaitedMax` lately wait, the least
-   * served first. A 1M-user roster (about 340 MB) fetched by one device
-   * comes out of the burst and about a second of the rate.
+   * answers wait for their next message, the link sent the least lately
+   * first. A 1M-user roster (about 340 MB) fetched by one device comes out
+   * of the burst and about a second of the rate.
    */
   answerBytesPerSecondMax: 64 * 1024 * 1024,
   /** Bytes of those answers sent at once before anyone waits (the bucket's size). */
   answerBytesBurstMax: 256 * 1024 * 1024,
-  /**
-   * A link sent less than this lately (its count halves every 30 s) never
-   * waits for that bandwidth: a device's deltas, and its first fetch of a
-   * roster up to this size, go at once whatever others ask.
-   */
-  answerBytesUnwaitedMax: 8 * 1024 * 1024,
   /**
    * Most clients a step 1's state vector may name beyond those the
    * receiver's document names (the asker's own and its LAN neighbours' not

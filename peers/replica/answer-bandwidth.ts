@@ -12,13 +12,14 @@
  * against one bucket for the whole replica: `netLimits.answerBytesPerSecondMax`
  * a second, `netLimits.answerBytesBurstMax` at once. A message may take the
  * bucket below zero (a part is made before its size is known); while it
- * is below zero, or others wait, a peer sent more than
- * `netLimits.answerBytesUnwaitedMax` lately (its count decays by half every
- * `ANSWERED_HALF_LIFE_MS`) waits for its next message, and the waiter sent
- * the least lately goes first, one message at a time as the bucket refills.
- * A peer sent little never waits: an honest device's deltas go at once
- * whatever the others ask, and one that just fetched the roster goes before
- * those that keep fetching it.
+ * is below zero, or others wait, an answer waits for its next message, and
+ * the waiter whose peer was sent the least lately (a count that decays by
+ * half every `ANSWERED_HALF_LIFE_MS`) goes first, one message at a time
+ * as the bucket refills. An honest device's delta goes before every peer
+ * that keeps fetching the roster, after at most the message one of them
+ * was granted last (1 MiB at most: 16 ms at the default rate). No peer
+ * goes past the line: made-up ids, each new one sent nothing yet, would
+ * otherwise each take a roster's worth before waiting (a review).
  *
  * The bucket refills on the real clock only: on an injected one (the
  * simulator, a test's), nothing waits here (as answer turns take no
@@ -72,7 +73,6 @@ export class AnswerBandwidth {
         if (granted || !this.enabled) return undefined
         this.refill()
         if (this.tokens >= 0 && this.waiting.length === 0) return undefined
-        if (this.lately(who) < netLimits.answerBytesUnwaitedMax) return undefined
         return new Promise<void>((resolve) => {
           this.waiting.push({
             who,
