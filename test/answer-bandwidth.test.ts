@@ -79,6 +79,10 @@ describe('AnswerBandwidth', () => {
     expect(bandwidth.lately('A')).toBeGreaterThan(500)
     now += 2 * ANSWERED_HALF_LIFE_MS
     expect(bandwidth.lately('A')).toBeLessThan(500)
+    // A clock set back an hour reads as no time passed: the count is at
+    // most what B was sent in all (700 + 1,500), not 2^120 times it.
+    now -= 3_600_000
+    expect(bandwidth.lately('B')).toBeLessThanOrEqual(2_200)
   })
 
   it('never holds anyone when off (an injected clock)', () => {

@@ -102,7 +102,8 @@ export class AnswerBandwidth {
   lately(who: string): number {
     const entry = this.counts.get(who)
     if (entry === undefined) return 0
-    return entry.bytes * 0.5 ** ((this.now() - entry.at) / ANSWERED_HALF_LIFE_MS)
+    // A clock set back reads as no time passed (not as a count grown).
+    return entry.bytes * 0.5 ** (Math.max(0, this.now() - entry.at) / ANSWERED_HALF_LIFE_MS)
   }
 
   /** Stops the timer (the replica closes); waiters go. */
