@@ -15,8 +15,11 @@ import { ServerExchange } from './device-sync/server-exchange.js'
 import {
   asSyncError,
   linkWait,
+  noServer,
   ONLINE_ONLY,
   refusedError,
+  restoredBehindEpoch,
+  restoredMessage,
   unreachable,
   userNamed,
 } from './device-sync/sync-errors.js'
@@ -26,7 +29,12 @@ import { GenerationMove } from './device-sync/generation-move.js'
 import { moveGeneration } from './device-sync/move-round.js'
 import type { GenerationStatement } from '../core/generation-statement.js'
 import type { Connection } from '../core/transport.js'
-import type { DeviceSyncApi, DeviceSyncOptions, SyncStatus } from './device-sync/types.js'
+import type {
+  DeviceSyncApi,
+  DeviceSyncOptions,
+  Persisted,
+  SyncStatus,
+} from './device-sync/types.js'
 import type { SyncAnswer, SyncSession } from './sync-session.js'
 import { stageFullSyncWipe } from './device-sync/full-sync-wipe.js'
 import * as retention from './device-sync/retention.js'
@@ -41,20 +49,7 @@ export type {
   SyncStatus,
 } from './device-sync/types.js'
 
-/** What the controller keeps across restarts (a peer-local record). */
-interface Persisted {
-  readonly offlineReady: boolean
-  readonly lastFullSyncAt?: number
-  readonly lastUsedAt: number
-  /** Wiped for retention: no sync until the device is used again. */
-  readonly awaitingUse: boolean
-}
-
 const RECORD = ['sync', 'state'] as const
-const restoredMessage = (lost: number): string =>
-  `the server lacks ${lost} operation(s) of its own this device holds: it lost them (its data directory restored from a backup, or a crash); fetching its roster whole, this device's own entries carried`
-const noServer = (what: string): SyncError =>
-  new SyncError('NO_SERVER', `this device has no server: ${what}`)
 /** The device's sync controller. */
 export class DeviceSync implements DeviceSyncApi {
   private persisted: Persisted
@@ -258,10 +253,7 @@ export class DeviceSync implements DeviceSyncApi {
       // same generation), so the rolled-back operations go.
       const generation = this.generation.current().id
       const lost = pushed ? await this.server.lostSince(session, pushed, generation) : 0
-      if (lost > 0) {
-        await this.log({ type: 'restore-detected', message: restoredMessage(lost) })
-        await this.generation.refetch()
-      }
+      if (lost > 0) await this.restored(restoredMessage(lost))
       // (A hello may have called for a move during the push: ensure waits
       // for one it is staging, so no second staged wipe queues behind it.)
       if (await this.generation.ensure()) {
@@ -304,6 +296,8 @@ export class DeviceSync implements DeviceSyncApi {
       // after an error message) is the cause: say which. Refused for good,
       // the link says so by the time a round cut by that close gets here.
       const refusal = this.server.remoteError
+      if (this.server.refusedOwnEpoch(this.options.replica.writerId))
+        await this.restored(restoredBehindEpoch)
       const error =
         this.link?.state === 'refused'
           ? refusedError(this.link.reason)
@@ -317,6 +311,12 @@ export class DeviceSync implements DeviceSyncApi {
       this.scheduleRetry(error)
       throw error
     }
+  }
+
+  /** Its server was restored from a backup: the next round fetches its roster whole (GenerationMove.refetch). */
+  private async restored(message: string): Promise<void> {
+    await this.log({ type: 'restore-detected', message })
+    await this.generation.refetch()
   }
 
   /**

@@ -328,6 +328,39 @@ describe('a restore undone by the operator (the wrong backup, then the right one
   }, 60_000)
 })
 
+describe('a restore that rolls back a delete and enrolment of a user a device filled since', () => {
+  it('the device is not refused for good: its fill goes on the restored user, and its later writes land', async () => {
+    // After the backup the administrator deletes U2 and enrols it again;
+    // D fills the new U2, at its epoch (1). The restored server is back at
+    // epoch 0: D's push was refused FORBIDDEN_WRITE at every sync, for
+    // good, and D never found the restore (a probe).
+    const { dir, data, d, ...site } = await siteWithDevice()
+    await site.peer.users.put({ id: 'U2', name: 'User 2' })
+    await d.sync.delta()
+    let peer = await backUp(site.peer, data, join(dir, 'backup'))
+    await peer.users.delete('U2')
+    await peer.users.put({ id: 'U2', name: 'User 2 again' })
+    await d.sync.delta()
+    await d.users.patch('U2', { email: 'd2@example.com' })
+    await d.sync.whenIdle()
+    expect(peer.users.get('U2')).toMatchObject({ name: 'User 2 again', email: 'd2@example.com' })
+
+    peer = await restoreTo(peer, data, join(dir, 'backup'))
+    expect(peer.users.get('U2')).toEqual({ id: 'U2', name: 'User 2' })
+    await d.users.patch('U1', { email: 'd1@example.com' })
+    // The first round is refused (the server names the epoch); the device
+    // then fetches the roster again, carrying its entries.
+    await d.sync.delta().catch(() => undefined)
+    await d.sync.delta()
+    await d.sync.whenIdle()
+    expect(d.events.query({ type: 'restore-detected' })).toHaveLength(1)
+    expect(d.sync.status().deviceToServer.state).toBe('success')
+    expect(peer.users.get('U1')?.email).toBe('d1@example.com')
+    expect(peer.users.get('U2')).toEqual({ id: 'U2', name: 'User 2', email: 'd2@example.com' })
+    expect(rosterOf(d)).toEqual(rosterOf(peer))
+  }, 60_000)
+})
+
 describe('a backup copied while the server ran', () => {
   it('is found once, and a delete made after the refetch holds through later rounds', async () => {
     // The lost operations are under the clientID the restored server still

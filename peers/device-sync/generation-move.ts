@@ -18,15 +18,14 @@
  *   the generation record and the sync record; the carried entries then go
  *   to the server as any own write.
  * A crash before that batch restarts the device on its old generation,
- * whole (it moves again); after it, on the new one. A device that holds
- * nothing just notes the generation: its first fetch is the new one.
+ * whole (it moves again); after it, on the new one. A device holding
+ * nothing notes the generation: its first fetch is the new one.
  *
  * Invariants: `staged` is set exactly while this device's replica holds a
  * staged generation wipe started here; `ensure`, `abandon` and `commit` run
- * one at a time, in call order (`chain`). The server's hello and the sync
- * round both call `ensure`: two at once would queue two staged wipes, and
- * the second waits forever behind the hold of own writes the first starts
- * (only the round that waits for it could end that hold).
+ * one at a time, in call order (`chain`): the hello and the round both call
+ * `ensure`, and a second staged wipe would wait for ever behind the first's
+ * hold of own writes (only the round that waits for it could end that hold).
  */
 import * as Y from 'yjs'
 import { asDeviceEntry, rootOwner, usersRootName, type DeviceEntry } from '../../core/entries.js'
@@ -50,8 +49,7 @@ import type { HeldBeforeRefetch, Replica, WriteContext } from '../replica.js'
 import { heldWhenLeft, leftRecord, type LeftGeneration } from './left-generations.js'
 import { heldBeforeRefetch } from './mark-versions.js'
 
-/** Where the device keeps the generation it is on. */
-export const DEVICE_GENERATION_RECORD = ['sync', 'generation'] as const
+export const DEVICE_GENERATION_RECORD = ['sync', 'generation'] as const // the generation it is on
 
 /** The stored record: the generation and the server's statement of it (base64). */
 interface StoredGeneration extends Generation {
@@ -479,8 +477,9 @@ function withUnseen(
 
 /**
  * Writes into the new generation each carried own entry it lacks or holds
- * older: merged field by field with the one it holds (rule 4: an entry
- * older than the server's epoch is void everywhere and is not carried).
+ * older, merged field by field with the one it holds. Rule 4: an entry
+ * older than the server's epoch is void, not carried; a newer one follows a
+ * delete a restored server lost, and goes on the user it holds, at its epoch.
  */
 function carry(
   ctx: WriteContext,
@@ -493,7 +492,8 @@ function carry(
     const epoch = replica.replicaOf(id).server?.e ?? 0
     if (entry.e < epoch) continue
     const held = asDeviceEntry(part?.get(id))
-    const merged = held === undefined ? entry : mergeDeviceEntries([held, entry])
+    const at = entry.e > epoch ? { ...entry, e: epoch } : entry
+    const merged = held === undefined ? at : mergeDeviceEntries([held, at])
     if (held !== undefined && sameDeviceStamps(merged, held)) continue
     ctx.setOwnEntry(id, merged)
   }

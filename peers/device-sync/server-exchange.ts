@@ -83,6 +83,22 @@ export class ServerExchange {
   }
 
   /**
+   * Whether the server's last refusal says an entry of this device's own
+   * part names an epoch above the server's for that user: the server lost
+   * a delete this device had seen (its data directory was restored from a
+   * backup taken before it), the only way an honest device gets there.
+   * Every push would be refused the same way, for good: the device fetches
+   * the roster again, its entries carried on the users the server holds
+   * (GenerationMove.refetch).
+   */
+  refusedOwnEpoch(writer: string): boolean {
+    const refusal = this.lastRemoteError
+    if (refusal?.code !== 'FORBIDDEN_WRITE') return false
+    const part = /^update holds device epoch \d+ in u:(.+?) \/ /.exec(refusal.message)?.[1]
+    return part === writer
+  }
+
+  /**
    * Notes a refusal the server sent; true the first time since a success
    * that it refused this device's own change with `code` (it could not
    * save it, or the change is not one it takes): `save-to-server-failed`,

@@ -118,3 +118,15 @@ export function userNamed(message: string): { userId?: string } {
 /** `status().warning` of a device not offline-ready while its server is not connected. */
 export const ONLINE_ONLY =
   'ONLINE_ONLY: this device has not completed a full sync; what it serves offline may be incomplete, and it takes no write until its server is connected'
+
+/** Whom a device without a server tells so. */
+export const noServer = (what: string): SyncError =>
+  new SyncError('NO_SERVER', `this device has no server: ${what}`)
+
+/** The `restore-detected` event of a server found lacking `lost` operations of its own. */
+export const restoredMessage = (lost: number): string =>
+  `the server lacks ${lost} operation(s) of its own this device holds: it lost them (its data directory restored from a backup, or a crash); fetching its roster whole, this device's own entries carried`
+
+/** The `restore-detected` event of a server refusing an epoch of this device's it no longer holds. */
+export const restoredBehindEpoch =
+  "the server refused this device's entry of a user at an epoch above its own: it lost a delete this device had seen (its data directory restored from a backup); fetching its roster whole, this device's own entries carried on the users it holds"

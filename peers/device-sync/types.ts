@@ -91,3 +91,12 @@ export interface DeviceSyncOptions {
   readonly deltaIntervalMs: number
   readonly retentionMs: number
 }
+
+/** What the sync controller keeps across restarts (a peer-local record). */
+export interface Persisted {
+  readonly offlineReady: boolean
+  readonly lastFullSyncAt?: number
+  readonly lastUsedAt: number
+  /** Wiped for retention: no sync until the device is used again. */
+  readonly awaitingUse: boolean
+}
