@@ -158,7 +158,9 @@ export function usersApi(
     put: (record) =>
       guard(() => write(prepare(own(schema.parseRecord(record))), (r) => ops.put(r))),
     patch: (id, fields) =>
-      guard(() => write(prepare(own(schema.parsePatch(id, fields))), (r) => ops.patch(r))),
+      guard(() =>
+        write(prepare(own(schema.parsePatch(id, withoutSameId(id, fields)))), (r) => ops.patch(r)),
+      ),
     // An id written before unreachableUserId held can still be deleted.
     delete: (id) => guard(() => write(schema.parseUserId(id, true), (u) => ops.delete(u))),
     get: (id) => {
@@ -171,4 +173,16 @@ export function usersApi(
       return replica.shown.list().map(detached)
     },
   }
+}
+
+/**
+ * A patch's fields without an `id` naming the user patched (`patch(id,
+ * { ...view, email })`, a view holding its id): only a different id is a
+ * change of it (refused).
+ */
+function withoutSameId(id: unknown, fields: unknown): unknown {
+  if (typeof fields !== 'object' || fields === null || Array.isArray(fields)) return fields
+  if (!Object.hasOwn(fields, 'id') || (fields as { id?: unknown }).id !== id) return fields
+  const { id: _same, ...rest } = fields as Record<string, unknown>
+  return rest
 }

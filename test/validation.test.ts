@@ -187,6 +187,15 @@ describe.each([
     expect(snapshot(peer)).toEqual(before)
   })
 
+  it('a patch holding the id of the user it patches (a view spread into it) is taken', async () => {
+    const view = peer.users.get('u1')
+    expect(view).toBeDefined()
+    await peer.users.patch('u1', { ...view, email: 'same-id@example.com' })
+    expect(peer.users.get('u1')).toEqual({ ...view, email: 'same-id@example.com' })
+    // Another id is still a change of it.
+    await expectCode(peer.users.patch('u1', { ...view, id: 'U1' }), 'INVALID_RECORD')
+  })
+
   it('a patch of an absent user rejects USER_NOT_FOUND and creates nothing', async () => {
     const before = snapshot(peer)
     const error = await expectCode(peer.users.patch('nobody', { name: 'Ghost' }), 'USER_NOT_FOUND')
