@@ -674,6 +674,14 @@ export const netLimits = {
   /** Step 1s one untrusted link may have answered in a burst. */
   step1AnswersBurstMax: 200,
   /**
+   * Step 1s a device sends its server per second, on average, and in a
+   * burst: under the two above, so that a device whose caller syncs after
+   * every write (`whenIdle()` in a loop) waits rather than being closed
+   * `RATE_LIMITED` (peers/device-sync/server-exchange.ts).
+   */
+  deviceStep1sPerSecondMax: 40,
+  deviceStep1sBurstMax: 150,
+  /**
    * Bytes of answers the peer sends all its untrusted links together, per
    * second on average (peers/replica/answer-bandwidth.ts): 20 made-up ids
    * reading a 16 MB roster as fast as they could were sent 415 MiB a

@@ -14,7 +14,9 @@ import { writersOfClients } from '../../core/authorize.js'
 import { SyncError, withoutStack } from '../../core/errors.js'
 import { SERVER_ID } from '../../core/ids.js'
 import { netLimits } from '../../core/limits.js'
+import { TokenBucket } from '../../core/token-bucket.js'
 import type { Replica } from '../replica.js'
+import { systemClock } from '../system-clock.js'
 import type { SyncAnswer, SyncSession } from '../sync-session.js'
 import type { ServerLink } from '../ws-client.js'
 import { covers, PUSH_ROUNDS_MAX, refusedError, unreachable } from './sync-errors.js'
@@ -57,6 +59,11 @@ const OWN_CHANGE_REFUSALS = new Set(['STORAGE_FAILED', 'INVALID_RECORD', 'FORBID
 
 export class ServerExchange {
   private lastRemoteError: { code: string; message: string } | undefined
+  /** This device's step 1s to its server (paced). */
+  private readonly asks = new TokenBucket(
+    netLimits.deviceStep1sPerSecondMax,
+    netLimits.deviceStep1sBurstMax,
+  )
   /** Codes of this device's changes the server refused, logged since the last success. */
   private readonly savesRefused = new Set<string>()
   /** What the device held when the link's session opened (serverLost). */
@@ -80,6 +87,20 @@ export class ServerExchange {
   /** The refusal the server sent last (an error message before it closes the link). */
   get remoteError(): { code: string; message: string } | undefined {
     return this.lastRemoteError
+  }
+
+  /**
+   * Waits, when needed, so that this device asks its server at most
+   * `netLimits.deviceStep1sPerSecondMax` a second (burst
+   * `deviceStep1sBurstMax`), under the server's answered-step-1 bound: a
+   * caller running `whenIdle()` after each of 300 writes was closed
+   * `RATE_LIMITED` by its server (a probe). On the real clock only: an
+   * injected one (a test's, the simulator's) may never move.
+   */
+  private async paced(): Promise<void> {
+    if (this.options.clock !== systemClock) return
+    while (!this.asks.take(1, performance.now()))
+      await new Promise((resolve) => setTimeout(resolve, 1000 / netLimits.deviceStep1sPerSecondMax))
   }
 
   /**
@@ -291,7 +312,8 @@ export class ServerExchange {
    * (`SyncSession.answerSize`), the link reconnects: a large answer on a
    * slow link is not cut short, a small one keeps the fixed bound.
    */
-  answer(session: SyncSession): Promise<SyncAnswer> {
+  async answer(session: SyncSession): Promise<SyncAnswer> {
+    await this.paced()
     const { clock } = this.options
     const silenceMs = netLimits.syncAskAgainSilenceMs
     let askedAt = clock.now()
