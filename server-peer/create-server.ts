@@ -357,7 +357,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     return key === undefined ? undefined : keyFingerprint(key)
   }
   // Revocations from before they were published (or whose write failed).
-  await publishRevocations(replica, registry)
+  await publishRevocations(replica, registry, keys)
   // A token file that cannot be used refuses a server that listens (the
   // store let go); offline (tools on a stopped server's directory) nothing
   // reads it, and a random one stands in (a review: export and compact
@@ -518,7 +518,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       async revoke(id) {
         if (!(await registry.revoke(id))) return false
         endpoint.disconnect(id, CloseCode.revoked, 'PEER_REVOKED')
-        await publishRevocations(replica, registry)
+        await publishRevocations(replica, registry, keys)
         return true
       },
       async approve(id) {
@@ -661,11 +661,22 @@ async function adminTokenFor(dataDir: string | undefined): Promise<string> {
  * devices learn it with the next sync or LAN relay, and from then on
  * refuse the revoked device's envelopes and leave its part out of views.
  */
-async function publishRevocations(replica: Replica, registry: DeviceRegistry): Promise<void> {
+async function publishRevocations(
+  replica: Replica,
+  registry: DeviceRegistry,
+  keys: DeviceKeys,
+): Promise<void> {
+  // Each revoked device's key too: under a new id it is refused as well
+  // (at the server, DeviceKeys.keyRefused; on the LAN, its certificates).
   const missing = registry
     .list()
-    .filter((device) => device.revoked && !replica.isRevoked(device.id))
-    .map((device) => asWriterId(device.id))
+    .filter((device) => device.revoked)
+    .flatMap((device) => {
+      const key = keys.get(device.id)
+      return [device.id, ...(key === undefined ? [] : [keyRevocationId(key)])]
+    })
+    .filter((id) => !replica.isRevoked(id))
+    .map((id) => asWriterId(id))
   if (missing.length === 0) return
   await replica.write((ctx) => {
     const t = ctx.stamp()

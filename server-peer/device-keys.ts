@@ -97,6 +97,18 @@ export class DeviceKeys {
   }
 
   /**
+   * True when `key` may not join as `deviceId`: it is revoked (its device
+   * revoked, or a reset of another id's key), unless a reset of this id's
+   * own key revoked it (the terminal kept it: it waits for approval, which
+   * takes the revocation back). A revoked terminal joining under a new id
+   * with its key was admitted, and its LAN peers took its writes (a probe).
+   */
+  keyRefused(deviceId: string, key: Uint8Array): boolean {
+    const revocation = keyRevocationId(key)
+    return this.replica.isRevoked(revocation) && !this.revokedByReset(deviceId, revocation)
+  }
+
+  /**
    * Binds a key to a device that has none (in memory at once, so the
    * connection that proved it can be checked; durable when this resolves).
    */

@@ -291,7 +291,8 @@ export function createSyncEndpoint(options: SyncEndpointOptions): SyncEndpoint {
               : undefined
           // A clock days off is said first: waiting, the device would
           // never bind its key (its proofs' time refused) nor learn why.
-          if (key !== undefined && 'code' in key && key.reason.startsWith('CLOCK_SKEW')) {
+          // So is a revoked key: it never binds, and waits for nothing.
+          if (key !== undefined && 'code' in key && /^(CLOCK_SKEW|PEER_REVOKED)/.test(key.reason)) {
             connection.close(key.code, key.reason)
             return
           }
@@ -663,6 +664,11 @@ function checkKey(
   } catch {
     return { code: CloseCode.authFailed, reason: 'AUTH_FAILED: join proof does not verify' }
   }
+  if (keys.keyRefused(deviceId, publicKey))
+    return {
+      code: CloseCode.revoked,
+      reason: 'PEER_REVOKED: this key was revoked (its device revoked, or its key reset)',
+    }
   // Before anything about the id's joins is said: only its own key learns
   // of them (the replay refusal names the latest accepted time).
   if (bound !== undefined && !Buffer.from(bound).equals(Buffer.from(publicKey))) {

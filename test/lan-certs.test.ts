@@ -146,6 +146,14 @@ async function pendingJoin(s: Site, deviceId: string, key: KeyPair, at: number):
   await eventually(() => expect(waiting.closed()?.reason).toMatch(/^PEER_PENDING/))
 }
 
+/** A join under `deviceId` with `key` that the server refuses as revoked. */
+async function refusedJoin(s: Site, deviceId: string, key: KeyPair, at: number): Promise<void> {
+  const [mine, theirs] = memoryPair(deviceId, 'server')
+  const refused = rawOf(mine)
+  s.server.accept(theirs, joinTarget(deviceId, key, SITE_KEY, at))
+  await eventually(() => expect(refused.closed()?.reason).toMatch(/^PEER_REVOKED/))
+}
+
 function certOf(message: Message | undefined): Certificate {
   if (message?.type !== 'hello') throw new Error('not a hello')
   return decodeCertificate(message.certificate)
@@ -331,7 +339,7 @@ describe('LAN admission', () => {
     expect(Buffer.from(rebound.publicKey).equals(Buffer.from(d9b.publicKey))).toBe(true)
   })
 
-  it('approving a reset key again takes its revocation back for its own id only', async () => {
+  it('a reset key joins again under its own id only, and its approval takes its revocation back', async () => {
     const s = await site()
     const k = keyPairFromSeed(seedOf(21))
     const k7 = keyPairFromSeed(seedOf(27))
@@ -341,16 +349,36 @@ describe('LAN admission', () => {
     expect(await s.server.devices.resetKey('D9')).toBe(true)
     expect(await s.server.devices.resetKey('D7')).toBe(true)
     expect(revoked()).toBe(true)
-    // D9's key shown under D7, and approved there: D9's old certificates
-    // must stay refused on the LAN.
-    await pendingJoin(s, 'D7', k, s.clock.now() + 1)
-    expect(await s.server.devices.approve('D7')).toBe(true)
+    // D9's key shown under D7 is refused: a key D9's reset revoked joins
+    // under no other id (it was taken as D7's, and approving it there would
+    // have left D9's old certificates good on the LAN).
+    await refusedJoin(s, 'D7', k, s.clock.now() + 1)
+    await expect(s.server.devices.approve('D7')).rejects.toMatchObject({ code: 'PEER_PENDING' })
     expect(revoked()).toBe(true)
     // D9 back with its own key, approved: its revocation goes.
     await s.server.devices.forget('D7')
     await pendingJoin(s, 'D9', k, s.clock.now() + 2)
     expect(await s.server.devices.approve('D9')).toBe(true)
     expect(revoked()).toBe(false)
+  })
+
+  it("a revoked device's key joins under no other id, at the server or on the LAN", async () => {
+    const s = await site()
+    const k = keyPairFromSeed(seedOf(31))
+    const { cert } = await join(s, 'T', k)
+    expect(await s.server.devices.revoke('T')).toBe(true)
+    // The key itself is revoked in the document (devices learn it).
+    expect(s.server.replica.isRevoked(keyRevocationId(k.publicKey))).toBe(true)
+    // Under a new id, with the same key: refused (it was admitted, and
+    // given a certificate, with the site key alone).
+    await refusedJoin(s, 'T2', k, s.clock.now() + 1)
+    expect(s.server.devices.list().some((device) => device.id === 'T2' && !device.revoked)).toBe(
+      false,
+    )
+    // A LAN peer that learned the revocation refuses the key's certificate.
+    await s.d2.sync.delta()
+    const open = lanLink(s.d2, 'T', { key: k, cert })
+    await eventually(() => expect(open.closed()?.reason).toMatch(/REVOKED/))
   })
 
   it('DeviceKeys.certificate: a clock stepped back issues anew rather than send a certificate from its future', async () => {
