@@ -46,8 +46,11 @@ export class ServerSigning {
    */
   private readonly sealed = new WeakMap<AnswerStream, Array<Uint8Array | undefined>>()
   private siteId: string | undefined
-  /** Refusals of a writer without a key: made by a lookup, no signature checked. */
-  private readonly unkeyed = new WeakSet<Error>()
+  /**
+   * Refusals made before any signature is checked (a writer without a key,
+   * one past its clientID budget): not charged to a link relaying them.
+   */
+  private readonly unchecked = new WeakSet<Error>()
   /** The clientIDs each device writes under (plain links count them here too). */
   readonly writerClients = new WriterClients()
 
@@ -106,7 +109,7 @@ export class ServerSigning {
       // forgot, to every exchange. Those that cost a signature check are
       // bounded by the link's message rate.
       relayedPerMessageMax: Infinity,
-      checked: (error) => !this.unkeyed.has(error),
+      checked: (error) => !this.unchecked.has(error),
       relayed: (bytes) => {
         try {
           return decodeEnvelope(bytes).writer !== deviceId
@@ -166,6 +169,18 @@ export class ServerSigning {
     const key = this.writerKey(envelope)
     // One strict scan serves every check below and the replica's intake.
     const ranges = scanOrRefuse(envelope.update)
+    // Past its writer's clientID budget it is refused whoever signed it,
+    // before the signature: a compromised terminal had its LAN neighbour
+    // relay 2,500 such envelopes, each checked and charged to the
+    // neighbour's link until it was closed RATE_LIMITED (a probe).
+    const overBudget =
+      envelope.writer === SERVER_ID
+        ? undefined
+        : this.writerClients.refusal(this.options.replica.doc, envelope.writer, ranges.from.keys())
+    if (overBudget !== undefined) {
+      this.unchecked.add(overBudget)
+      throw overBudget
+    }
     // Nothing to apply: its writer and clientIDs checked, not its signature.
     if (bringsNothing(this.options.replica.doc, ranges))
       return { ...this.admit(bytes, envelope, key, ranges, false), nothing: true }
@@ -201,7 +216,7 @@ export class ServerSigning {
       const error = new SignatureInvalidError(
         `update of ${JSON.stringify(envelope.writer)}: no such device holds a key on this site`,
       )
-      this.unkeyed.add(error)
+      this.unchecked.add(error)
       throw error
     }
     return key

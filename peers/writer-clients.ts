@@ -31,6 +31,8 @@ import { rootNameOf } from '../core/root-names.js'
 export class WriterClients {
   private doc: Y.Doc | undefined
   private byWriter = new Map<string, Set<number>>()
+  /** The document's clientIDs looked at (classify), counted or not. */
+  private classified = new Set<number>()
   /** The most clientIDs one writer holds. */
   private most = 0
   /** Told of a writer each time it takes a clientID (the registry notes that it wrote). */
@@ -41,37 +43,66 @@ export class WriterClients {
    * `limits.writerClientIdsMax` clientIDs with `clients`; else counts them.
    */
   admit(doc: Y.Doc, writer: string, clients: Iterable<number>): void {
-    if (doc !== this.doc) this.rebuild(doc)
+    const fresh = [...clients]
+    const refusal = this.refusal(doc, writer, fresh)
+    if (refusal !== undefined) throw refusal
     const held = this.heldBy(writer)
-    const fresh = [...clients].filter((client) => !held.has(client))
-    if (fresh.length === 0) return
-    if (held.size + fresh.length > limits.writerClientIdsMax)
-      throw new ForbiddenWriteError(
-        `device ${JSON.stringify(writer)} writes under ${held.size + fresh.length} Yjs clientIDs; ` +
-          `the limit is ${limits.writerClientIdsMax} until the next generation`,
-      )
-    const named = doc.store.clients.size + fresh.length
-    // Past the limit, the reserve: only for a device that holds few (see
-    // limits.writerClientIdsReserved), so that ids made up to fill the
-    // document do not lock every honest device out with them.
-    const reserved =
-      held.size + fresh.length <= limits.writerClientIdsReserved &&
-      named <= limits.documentClientIdsMax + limits.documentClientIdsReserve
-    if (named > limits.documentClientIdsMax && !reserved)
-      throw new ForbiddenWriteError(
-        `the document would name ${named} Yjs clientIDs; new ones wait for the next generation ` +
-          `(limit ${limits.documentClientIdsMax}, and ${limits.documentClientIdsReserve} more ` +
-          `for devices that hold at most ${limits.writerClientIdsReserved})`,
-      )
+    const grown = held.size
     for (const client of fresh) held.add(client)
+    if (held.size === grown) return
     if (held.size > this.most) this.most = held.size
     this.onWriter?.(writer)
   }
 
+  /**
+   * The refusal `admit` would throw for `writer` writing under `clients`,
+   * counting nothing: cheap, so that it may come before a signature is
+   * checked (an envelope past its writer's budget is refused whoever
+   * signed it).
+   */
+  refusal(doc: Y.Doc, writer: string, clients: Iterable<number>): ForbiddenWriteError | undefined {
+    this.follow(doc)
+    const held = this.heldBy(writer)
+    const fresh = new Set([...clients].filter((client) => !held.has(client))).size
+    if (fresh === 0) return undefined
+    if (held.size + fresh > limits.writerClientIdsMax)
+      return new ForbiddenWriteError(
+        `device ${JSON.stringify(writer)} writes under ${held.size + fresh} Yjs clientIDs; ` +
+          `the limit is ${limits.writerClientIdsMax} until the next generation`,
+      )
+    const named = doc.store.clients.size + fresh
+    // Past the limit, the reserve: only for a device that holds few (see
+    // limits.writerClientIdsReserved), so that ids made up to fill the
+    // document do not lock every honest device out with them.
+    const reserved =
+      held.size + fresh <= limits.writerClientIdsReserved &&
+      named <= limits.documentClientIdsMax + limits.documentClientIdsReserve
+    if (named > limits.documentClientIdsMax && !reserved)
+      return new ForbiddenWriteError(
+        `the document would name ${named} Yjs clientIDs; new ones wait for the next generation ` +
+          `(limit ${limits.documentClientIdsMax}, and ${limits.documentClientIdsReserve} more ` +
+          `for devices that hold at most ${limits.writerClientIdsReserved})`,
+      )
+    return undefined
+  }
+
   /** The most clientIDs one writer holds in the document last seen (a generation is due near the limit). */
   mostHeld(doc: Y.Doc): number {
-    if (doc !== this.doc) this.rebuild(doc)
+    this.follow(doc)
     return this.most
+  }
+
+  /**
+   * Counts the clientIDs `doc` gained by any other way than `admit` (a
+   * device's from its server's merged answers): a LAN peer took a writer's
+   * 513th clientID when the other 512 had come through the server, and
+   * relayed to the server envelopes it refused (a probe).
+   */
+  private follow(doc: Y.Doc): void {
+    if (doc !== this.doc) return this.rebuild(doc)
+    if (doc.store.clients.size === this.classified.size) return
+    for (const client of doc.store.clients.keys())
+      if (!this.classified.has(client)) this.classify(doc, client)
   }
 
   /** The clientIDs `writer` holds (a new, empty set the first time). */
@@ -87,16 +118,22 @@ export class WriterClients {
   private rebuild(doc: Y.Doc): void {
     this.doc = doc
     this.byWriter = new Map()
+    this.classified = new Set()
     this.most = 0
-    for (const [client, structs] of doc.store.clients) {
-      const first = structs.find((s): s is Y.Item => s instanceof Y.Item)
-      if (first === undefined) continue
-      const name = rootNameOf(doc, first.parent)
-      const owner = name === undefined ? undefined : rootOwner(name)
-      if (owner === undefined) continue
-      const held = this.heldBy(owner)
-      held.add(client)
-      if (held.size > this.most) this.most = held.size
-    }
+    for (const client of doc.store.clients.keys()) this.classify(doc, client)
+  }
+
+  /** Counts `client` for the writer whose part its first item lies in (once). */
+  private classify(doc: Y.Doc, client: number): void {
+    this.classified.add(client)
+    const structs = doc.store.clients.get(client) ?? []
+    const first = structs.find((s): s is Y.Item => s instanceof Y.Item)
+    if (first === undefined) return
+    const name = rootNameOf(doc, first.parent)
+    const owner = name === undefined ? undefined : rootOwner(name)
+    if (owner === undefined) return
+    const held = this.heldBy(owner)
+    held.add(client)
+    if (held.size > this.most) this.most = held.size
   }
 }
