@@ -576,6 +576,15 @@ export const netLimits = {
   /** Most connections still in their handshake (no request head yet) at once. */
   handshakesInFlightMax: 4_096,
   /**
+   * Most HTTP requests one address (an IPv6 /64) may have in flight (head
+   * read, response not done), and all together: a request whose body
+   * never comes holds its connection for `httpRequestTimeoutMs`
+   * (server-peer/front-door.ts RequestsInFlight). The admin page holds one
+   * (its event stream) per open tab.
+   */
+  httpRequestsPerAddressMax: 64,
+  httpRequestsInFlightMax: 1_024,
+  /**
    * Most connections still in their handshake from one address at once:
    * one host cannot take every slot, yet a site behind one NAT address
    * (or a bench on loopback) reconnecting hundreds of devices at once fits.

@@ -4,7 +4,7 @@
  * WebSocket upgrade waiting for its turn are counted per remote address
  * (addressKey), so that a few hosts cannot take every place.
  */
-import type { IncomingMessage } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { netLimits } from '../core/limits.js'
 
@@ -112,6 +112,49 @@ export class UpgradeQueue {
     this.scheduled = undefined
     for (const { socket } of this.waiting.splice(0)) socket.destroy()
     this.perAddress.clear()
+  }
+}
+
+/**
+ * HTTP requests being handled (their head read, their response not
+ * finished): a request whose body never comes is held until
+ * `netLimits.httpRequestTimeoutMs`, past the handshake's bounds. One
+ * address held 1,500 sign-ins with their bodies unsent for 40 s, and
+ * 10,500 took every file descriptor the server had (a hostile probe). Past
+ * `httpRequestsPerAddressMax` from one address (an IPv6 /64 as one), or
+ * `httpRequestsInFlightMax` in all, a request is answered at once (429 or
+ * 503 `RATE_LIMITED`) and its connection closed.
+ */
+export class RequestsInFlight {
+  private readonly perAddress = new AddressCounts()
+  private total = 0
+
+  /** Counts `req` until its response is done; false (answered, closed) past the bounds. */
+  admit(req: IncomingMessage, res: ServerResponse): boolean {
+    const address = addressKey(req.socket.remoteAddress ?? '')
+    const perAddress = this.perAddress.of(address) >= netLimits.httpRequestsPerAddressMax
+    if (perAddress || this.total >= netLimits.httpRequestsInFlightMax) {
+      const message = perAddress
+        ? `more than ${netLimits.httpRequestsPerAddressMax} requests from this address at once`
+        : `more than ${netLimits.httpRequestsInFlightMax} requests at once`
+      res.shouldKeepAlive = false
+      res
+        .writeHead(perAddress ? 429 : 503, {
+          'content-type': 'application/json',
+          connection: 'close',
+        })
+        .end(JSON.stringify({ error: { code: 'RATE_LIMITED', message } }))
+      // Its body is not read: the connection goes with the answer.
+      res.once('finish', () => req.socket.destroy())
+      return false
+    }
+    this.perAddress.add(address)
+    this.total++
+    res.once('close', () => {
+      this.perAddress.remove(address)
+      this.total--
+    })
+    return true
   }
 }
 

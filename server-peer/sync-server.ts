@@ -52,7 +52,7 @@ import { ReceiveBudget } from '../transports/receive-deadline.js'
 import type { DeviceRegistry, DirectionState } from './device-registry.js'
 import { RefusalTracker } from './refusal-tracker.js'
 import { TurnQueue } from './turn-queue.js'
-import { Handshakes, UpgradeQueue } from './front-door.js'
+import { Handshakes, RequestsInFlight, UpgradeQueue } from './front-door.js'
 
 export { UpgradeQueue } from './front-door.js'
 
@@ -353,6 +353,7 @@ export async function startSyncServer(
   endpoint: SyncEndpoint,
 ): Promise<SyncServer> {
   const handshakes = new Handshakes(options.handshakeTimeoutMs ?? netLimits.handshakeTimeoutMs)
+  const requests = new RequestsInFlight()
   const httpServer = createHttpServer(
     {
       headersTimeout: netLimits.httpHeadersTimeoutMs,
@@ -360,6 +361,7 @@ export async function startSyncServer(
     },
     (req, res) => {
       handshakes.done(req.socket)
+      if (!requests.admit(req, res)) return
       try {
         ;(options.onHttp ?? ((_q, r) => notFound(r)))(req, res)
       } catch {

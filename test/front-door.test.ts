@@ -274,3 +274,65 @@ describe('front door: handshake time', () => {
     }
   })
 })
+
+describe('front door: requests whose body never comes', () => {
+  /** A sign-in from `from` whose 1,000-byte body never comes; what came back, and whether it closed. */
+  const bodiless = (
+    port: number,
+    from: string,
+  ): Promise<{ reply: () => string; closed: () => boolean }> =>
+    new Promise((resolve) => {
+      let reply = ''
+      let closed = false
+      const s = connect({ port, host: '127.0.0.1', localAddress: from }, () => {
+        s.write(
+          'POST /api/session HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Rostersync-CSRF: 1\r\n' +
+            'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{',
+        )
+        resolve({ reply: () => reply, closed: () => closed })
+      })
+      s.on('data', (chunk: Buffer) => (reply += chunk.toString('latin1')))
+      s.on('close', () => (closed = true))
+      s.on('error', () => undefined)
+      sockets.push(s)
+    })
+
+  /** GET /api/health from `from`: its status line. */
+  const health = (port: number, from: string): Promise<string> =>
+    new Promise((resolve) => {
+      let reply = ''
+      const s = connect({ port, host: '127.0.0.1', localAddress: from }, () =>
+        s.write('GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n'),
+      )
+      s.on('data', (chunk: Buffer) => (reply += chunk.toString('latin1')))
+      s.on('close', () => resolve(reply.split('\r\n')[0] ?? ''))
+      s.on('error', () => resolve(''))
+      sockets.push(s)
+    })
+
+  it('holds at most httpRequestsPerAddressMax from one address; other addresses are served, and it is once they go', async () => {
+    // One address held 1,500 such requests, and 10,500 took every file
+    // descriptor the server had (a hostile probe).
+    withLimits(netLimits, { httpRequestsPerAddressMax: 5 })
+    server = await createServer({ store: memoryStore(), siteKey: SITE_KEY })
+    const port = portOf(server)
+    const held = []
+    for (let i = 0; i < 5; i++) held.push(await bodiless(port, '127.0.0.1'))
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(held.map((r) => r.closed())).toEqual([false, false, false, false, false])
+    // The sixth is answered at once and its connection closed.
+    const refused = await bodiless(port, '127.0.0.1')
+    await new Promise<void>((resolve) => {
+      const check = (): void => (refused.closed() ? resolve() : void setTimeout(check, 5))
+      check()
+    })
+    expect(refused.reply()).toMatch(/^HTTP\/1\.1 429 /)
+    expect(refused.reply()).toMatch(/RATE_LIMITED/)
+    // Another address is served meanwhile.
+    expect(await health(port, '127.0.0.2')).toMatch(/^HTTP\/1\.1 200 /)
+    // Once the held requests go, the address is served again.
+    for (const s of sockets.splice(0)) s.destroy()
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(await health(port, '127.0.0.1')).toMatch(/^HTTP\/1\.1 200 /)
+  })
+})
