@@ -38,6 +38,7 @@ import type {
 import type { SyncAnswer, SyncSession } from './sync-session.js'
 import { stageFullSyncWipe } from './device-sync/full-sync-wipe.js'
 import * as retention from './device-sync/retention.js'
+import { ackedOwn, holdsUnsent } from './device-sync/unsent.js'
 import type { LinkState, ServerLink } from './ws-client.js'
 
 export type {
@@ -105,7 +106,9 @@ export class DeviceSync implements DeviceSyncApi {
 
   /**
    * Starts the controller: wipes at once if the device was unused for
-   * `retentionMs` while it was off, then arms the retention timer.
+   * `retentionMs` while it was off, unless it holds own changes its server
+   * lacks (./device-sync/unsent.ts: the retention timer's wipe then runs
+   * now, a push first); else arms the retention timer.
    */
   static async start(options: DeviceSyncOptions): Promise<DeviceSync> {
     const now = options.clock.now()
@@ -116,7 +119,10 @@ export class DeviceSync implements DeviceSyncApi {
       awaitingUse: false,
     }
     if (stored === undefined) await options.replica.setRecord(...RECORD, persisted)
-    const expired = !persisted.awaitingUse && now - persisted.lastUsedAt >= options.retentionMs
+    const expired =
+      !persisted.awaitingUse &&
+      now - persisted.lastUsedAt >= options.retentionMs &&
+      !holdsUnsent(options.replica, persisted.acked)
     const sync = new DeviceSync(options, expired ? { ...persisted, awaitingUse: true } : persisted)
     if (expired) await sync.wipeForRetention()
     else sync.armRetention()
@@ -284,6 +290,9 @@ export class DeviceSync implements DeviceSyncApi {
       } else {
         this.book.deviceToServer = { state: 'success', at: clock.now() }
       }
+      // What the server holds of this device's own, kept (./device-sync/unsent.ts).
+      if (pushed) this.persisted = { ...this.persisted, acked: ackedOwn(replica, pushed.theirs) }
+      if (pushed) this.persist()
       this.timers.resetBackoff()
       this.book.succeeded()
       this.server.saved()
@@ -320,17 +329,11 @@ export class DeviceSync implements DeviceSyncApi {
   }
 
   /**
-   * The rest of a full sync once the push is acknowledged: clears the
-   * replicated roster and fetches it whole. Only if this device wrote
-   * nothing since the server acknowledged the push (else it pushes again,
-   * holding its writes: device-sync/full-sync-wipe.ts); what other devices relayed meanwhile is still on them, and they push it
-   * themselves. The wipe is staged: the store keeps the roster until the
-   * fetched one replaces it in one batch, with the cleared deletes (rule 3:
-   * a full sync shows the user again) and the record that says the full
-   * sync succeeded, so a crash at any point restarts the device as it was
-   * before or as it is after. This device's own writes wait in the queue
-   * until then: written into the emptied document they would not carry the
-   * device's own latest entry for the user. Returns the time of completion.
+   * The rest of a full sync once the push is acknowledged (again if this
+   * device wrote since: device-sync/full-sync-wipe.ts): a staged wipe, the
+   * roster fetched whole, then one batch with the cleared deletes (rule 3)
+   * and the record of success, so a crash restarts the device as before or
+   * after; its own writes wait in the queue until then. Returns the time.
    */
   private async refetch(session: SyncSession, acknowledged: SyncAnswer): Promise<number> {
     const { replica, clock } = this.options
@@ -410,7 +413,7 @@ export class DeviceSync implements DeviceSyncApi {
    * device's edits since its last delta go first). A failed push is named
    * in the wipe's event (./device-sync/retention.ts); the wipe goes ahead:
    * an outage does not hold retention up. Used meanwhile, it does not wipe.
-   * (Opened past its retention, it wipes at once, waiting for no network.)
+   * (Opened past its retention holding nothing unsent, it wipes at once.)
    */
   private async retire(): Promise<void> {
     let note: string | undefined
@@ -443,10 +446,9 @@ export class DeviceSync implements DeviceSyncApi {
   }
 
   /**
-   * The server's hello named another generation: the move is staged before
-   * anything else of the connection is handled, and the next round (a
-   * delta, so no second full sync queues behind it, unless a full sync
-   * failed: the move is that one) completes it.
+   * The server's hello named another generation: the move is staged first;
+   * the next round (a delta, unless a full sync failed: the move is that
+   * one) completes it.
    */
   private async onGeneration(
     statement: GenerationStatement | undefined,
@@ -455,8 +457,6 @@ export class DeviceSync implements DeviceSyncApi {
     if (!(await this.generation.learnOn(statement, connection)) || this.closed) return
     this.rounds.run(this.fullPending ? 'full' : 'delta', false, true).catch(() => undefined)
   }
-
-  // ---- link events ----------------------------------------------------------
 
   private onConnected(session: SyncSession): void {
     this.server.connected(session, this.generation.current().id)

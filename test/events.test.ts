@@ -220,6 +220,34 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
   })
 
   describe('the retention check at start-up', () => {
+    it('pushes first the changes of its own its server lacks, then wipes (a clock set right at its boot)', async () => {
+      // A terminal used offline while its clock ran days behind, set right
+      // at its next boot, looked unused for longer than its retention: its
+      // wipe at once took its acknowledged offline write (a probe).
+      const clock = new ManualClock()
+      const s = await site(clock)
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      const first = await s.device('D1', deviceClock(clock))
+      await first.sync.whenIdle()
+      s.down()
+      await first.users.patch('u1', { email: 'offline@d1.example' })
+      await first.close()
+      s.up()
+      await clock.advance(DEFAULT_RETENTION_MS + HOUR)
+      const late = await s.device('D1', deviceClock(clock))
+      for (let i = 0; i < 200 && s.server.users.get('u1')?.email === undefined; i++) {
+        await clock.advance(10)
+        await settle(5)
+      }
+      expect(s.server.users.get('u1')?.email).toBe('offline@d1.example')
+      for (let i = 0; i < 200 && late.replica.list().length > 0; i++) {
+        await clock.advance(10)
+        await settle(5)
+      }
+      expect(late.replica.list()).toEqual([])
+      expect(late.replica.events.query({ type: 'roster-wiped' })).toHaveLength(1)
+    })
+
     it('wipes a device restarted after its retention period, before it shows anything', async () => {
       const clock = new ManualClock()
       const s = await site(clock)

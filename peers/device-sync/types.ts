@@ -99,4 +99,6 @@ export interface Persisted {
   readonly lastUsedAt: number
   /** Wiped for retention: no sync until the device is used again. */
   readonly awaitingUse: boolean
+  /** Own clientIDs' clocks the server acknowledged at the last round that pushed (./unsent.ts). */
+  readonly acked?: ReadonlyArray<readonly [number, number]>
 }
