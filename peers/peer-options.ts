@@ -9,7 +9,7 @@ import { InvalidOptionsError } from '../core/errors.js'
 import { CUSTOM_FIELD_TYPES, RecordSchema, type CustomFieldType } from '../core/schema.js'
 import type { Store } from '../core/store.js'
 import { openLevelStore } from '../storage/level-store.js'
-import { systemClock } from './system-clock.js'
+import { systemClock, withLongTimers } from './system-clock.js'
 
 /** Options every peer accepts besides its own. */
 export interface CommonPeerOptions {
@@ -78,7 +78,7 @@ export async function peerBasics(options: CommonPeerOptions): Promise<PeerBasics
   const randomUint32 = options.randomUint32 ?? (() => randomInt(1, 2 ** 32 - 1))
   return {
     store,
-    clock: options.clock ?? systemClock,
+    clock: options.clock === undefined ? systemClock : withLongTimers(options.clock),
     randomUint32,
     random: () => randomUint32() / 2 ** 32,
     schema,
