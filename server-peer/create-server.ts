@@ -2,6 +2,8 @@
  * `createServer`: the authoritative peer of a site. It owns the server's part
  * of the roster, adopts device fills (rule 2) and sets the field policies.
  */
+import { readdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
 import { z } from 'zod'
 import { FIELD_POLICIES, type FieldPolicy } from '../core/entries.js'
 import { parseEventQuery, type EventQuery, type RosterEvent } from '../core/events.js'
@@ -294,6 +296,10 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
   const options = parseOptions(serverOptionsSchema, input, 'createServer') as ServerOptions
   if (options.open === true && options.siteKey !== undefined)
     throw new InvalidOptionsError('createServer: open and siteKey exclude each other')
+  // A start that fails to listen leaves nothing behind in a data directory
+  // it made, or found empty (a port in use had left a LevelDB, a site key
+  // and an admin token: "changes nothing").
+  const madeDir = await dirMadeHere(options.dataDir)
   const basics = await peerBasics(options)
   try {
     // Before anything writes: a device's data is never opened as a server's.
@@ -487,6 +493,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     } catch (error) {
       await pool?.close()
       await replica.close()
+      await madeDir.undo()
       throw new InvalidOptionsError(
         `cannot listen on ${options.host ?? '127.0.0.1'}:${options.port ?? 0}: ${(error as Error).message}`,
       )
@@ -703,4 +710,24 @@ const GIVEN_POLICIES_RECORD = ['site', 'field-policies-given'] as const
 /** `table` as sorted JSON: the same policies compare equal whatever their order. */
 function sortedTable(table: Readonly<Record<string, FieldPolicy>>): string {
   return JSON.stringify(Object.entries(table).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+}
+
+/**
+ * Whether `dataDir` is absent or empty now; `undo` then takes away what was
+ * made in it since (the directory too when it was absent).
+ */
+async function dirMadeHere(dataDir: string | undefined): Promise<{ undo(): Promise<void> }> {
+  const nothing = { undo: async () => undefined }
+  if (dataDir === undefined) return nothing
+  const entries = await readdir(dataDir).catch((error: NodeJS.ErrnoException) =>
+    error.code === 'ENOENT' ? undefined : ['(unreadable)'],
+  )
+  if (entries === undefined) return { undo: () => rm(dataDir, { recursive: true, force: true }) }
+  if (entries.length > 0) return nothing
+  return {
+    undo: async () => {
+      for (const entry of await readdir(dataDir).catch(() => []))
+        await rm(join(dataDir, entry), { recursive: true, force: true })
+    },
+  }
 }

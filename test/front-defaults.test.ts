@@ -8,7 +8,7 @@
  */
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -94,6 +94,28 @@ describe('secure defaults: the site key', () => {
       )
     } finally {
       process.off('warning', listener)
+    }
+  })
+
+  it('a first start that cannot listen leaves no data directory behind, nor anything in an empty one', async () => {
+    // A port in use had left a LevelDB, a site key and an admin token.
+    const taken = createNetServer()
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+    try {
+      const { port } = taken.address() as AddressInfo
+      const parent = await tempDir()
+      const absent = join(parent, 'not-yet')
+      await expect(createServer({ dataDir: absent, port })).rejects.toSatisfy((e) =>
+        hasCode(e, 'INVALID_OPTIONS'),
+      )
+      await expect(readdir(parent)).resolves.toEqual([])
+      const empty = await tempDir()
+      await expect(createServer({ dataDir: empty, port })).rejects.toSatisfy((e) =>
+        hasCode(e, 'INVALID_OPTIONS'),
+      )
+      await expect(readdir(empty)).resolves.toEqual([])
+    } finally {
+      await new Promise((resolve) => taken.close(resolve))
     }
   })
 
