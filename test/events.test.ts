@@ -219,6 +219,26 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
     })
   })
 
+  describe('a failure that outlasts a restart', () => {
+    it('is logged once, not again at every open of the device', async () => {
+      const clock = new ManualClock()
+      const s = await site(clock)
+      const first = await s.device('D1', deviceClock(clock))
+      await first.sync.whenIdle()
+      await s.server.devices.revoke('D1')
+      await first.sync.delta().catch(() => undefined)
+      expect(first.replica.events.query({ type: 'sync-failed' })).toHaveLength(1)
+      await first.close()
+      for (let open = 0; open < 3; open++) {
+        const again = await s.device('D1', deviceClock(clock))
+        await again.sync.delta().catch(() => undefined)
+        expect(again.sync.status().deviceToServer.error?.code).toBe('PEER_REVOKED')
+        expect(again.replica.events.query({ type: 'sync-failed' })).toHaveLength(1)
+        await again.close()
+      }
+    })
+  })
+
   describe('the retention check at start-up', () => {
     it('pushes first the changes of its own its server lacks, then wipes (a clock set right at its boot)', async () => {
       // A terminal used offline while its clock ran days behind, set right

@@ -65,6 +65,11 @@ export class SyncStatusBook {
     }
     this.serverToDevice = last.direction === 'deviceToServer' ? success : failed
     this.deviceToServer = last.direction === 'serverToDevice' ? success : failed
+    // The outage goes on across the restart: the same failure (a revoked
+    // device, a wrong site key, a server down) is not logged again at every
+    // open (a probe: one more `sync-failed` per open).
+    this.failingWith = failed.error?.code
+    this.startLogged = true
   }
 
   /** A sync is under way (or asked for by hand, to run once the one running ends). */
