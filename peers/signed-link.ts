@@ -189,6 +189,7 @@ export function checkClients(
 /** The device's side: its own envelopes, the relay log and the links it relays between. */
 export class DeviceSigning {
   private readonly links = new Map<string, (envelopes: Uint8Array[]) => void>()
+  private readonly serverLinks = new Set<string>() // those of `links` to this device's server
   /** Envelopes relayed lately: each is logged and relayed once (peers/relay-memo.ts). */
   private readonly relayed = new RelayMemo()
   /** Each opened envelope's key in `relayed`. */
@@ -300,8 +301,10 @@ export class DeviceSigning {
   ): SignedLink {
     const { identity, replica, log } = this.options
     if (relays) this.links.set(connectionId, send)
+    if (fromServer) this.serverLinks.add(connectionId)
     /** What this link's inbound message brought, relayed once it is handled (flush). */
     const brought: Uint8Array[] = []
+    const broughtNotServer: Uint8Array[] = [] // less the server's own (see answer)
     return {
       active: () => identity.serverKey !== undefined,
       plainAllowed,
@@ -320,9 +323,13 @@ export class DeviceSigning {
         // certificate's time: what a device wrote and this one relays goes
         // to it however long ago (a probe: a writer off for 8 days had its
         // writes shown here and never delivered).
+        // The server's own never go back to it: it lacks them only when
+        // restored, and they are what it rolled back (refused, each charged:
+        // a first round after a restore was closed RATE_LIMITED; a probe).
         const offered: Uint8Array[] = []
         for (const entry of log.beyond(target))
-          if (!this.staleHead(entry.writer, entry.cert, fromServer)) offered.push(entry.bytes)
+          if (fromServer && entry.writer === SERVER_ID) continue
+          else if (!this.staleHead(entry.writer, entry.cert, fromServer)) offered.push(entry.bytes)
         return answerMessages(envelopeMessages([...this.sealOwn(own), ...offered]))
       },
       forward: (told) => {
@@ -350,14 +357,21 @@ export class DeviceSigning {
         for (const gone of log.add(opened.bytes, opened, opened.ranges.to, key))
           this.relayed.forget(gone)
         brought.push(opened.bytes)
+        if (opened.writer !== SERVER_ID) broughtNotServer.push(opened.bytes)
       },
       flush: () => {
         if (brought.length === 0) return
         const batch = brought.splice(0)
-        for (const [id, relay] of this.links) if (id !== connectionId) relay(batch)
+        const toServer = broughtNotServer.splice(0)
+        for (const [id, relay] of this.links) {
+          if (id === connectionId) continue
+          if (!this.serverLinks.has(id)) relay(batch)
+          else if (toServer.length > 0) relay(toServer)
+        }
       },
       stop: () => {
         this.links.delete(connectionId)
+        this.serverLinks.delete(connectionId)
       },
     }
   }

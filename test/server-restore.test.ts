@@ -20,6 +20,8 @@ import { createDevice, type DeviceOptions, type DevicePeer } from '../peers/crea
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
 import { eventually } from './helpers/eventually.js'
 import { lostClocks } from '../peers/device-sync/lost-clocks.js'
+import { netLimits } from '../core/limits.js'
+import { withLimits } from './helpers/limits.js'
 
 const closers: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -358,6 +360,30 @@ describe('a restore that rolls back a delete and enrolment of a user a device fi
     expect(peer.users.get('U1')?.email).toBe('d1@example.com')
     expect(peer.users.get('U2')).toEqual({ id: 'U2', name: 'User 2', email: 'd2@example.com' })
     expect(rosterOf(d)).toEqual(rosterOf(peer))
+  }, 60_000)
+})
+
+describe("a device's log of the server's envelopes, after a restore", () => {
+  it('is not offered back to the restored server: the first round is not closed RATE_LIMITED', async () => {
+    // Each of the server's rolled-back envelopes offered back was refused
+    // and charged to the device's link: 2,100 closed the first round after
+    // a restore RATE_LIMITED (a probe). Here the burst is 30 messages.
+    withLimits(netLimits, { linkMessagesBurstMax: 30 })
+    const { dir, data, d, ...site } = await siteWithDevice()
+    let peer = await backUp(site.peer, data, join(dir, 'backup'))
+    await d.sync.delta()
+    for (let i = 0; i < 60; i++) {
+      await peer.users.put({ id: `W${i}`, name: `Written after the backup ${i}` })
+      // One tell each (the fan-out merges what comes within 10 ms).
+      await new Promise((resolve) => setTimeout(resolve, 15))
+    }
+    await eventually(() => expect(d.users.get('W59')).toBeDefined())
+    peer = await restoreTo(peer, data, join(dir, 'backup'))
+    await d.sync.delta()
+    expect(d.sync.status().deviceToServer.state).toBe('success')
+    expect(d.events.query({ type: 'sync-failed' })).toEqual([])
+    expect(d.users.get('W0')).toBeUndefined()
+    expect(peer.events.query({ type: 'write-refused', deviceId: 'D' })).toEqual([])
   }, 60_000)
 })
 
