@@ -8,12 +8,11 @@ import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { netLimits } from '../core/limits.js'
 import { AnswerBandwidth, ANSWERED_HALF_LIFE_MS } from '../peers/replica/answer-bandwidth.js'
-import { createServer, type ServerPeer } from '../server-peer/create-server.js'
-import { memoryStore } from '../storage/level-store.js'
+import type { ServerPeer } from '../server-peer/create-server.js'
 import { eventually } from './helpers/eventually.js'
 import { withLimits } from './helpers/limits.js'
 import { ManualClock } from './helpers/manual-clock.js'
-import { putNumberedUsers } from './helpers/numbered-users.js'
+import { serverWithUsers } from './helpers/numbered-users.js'
 import { rawLink, type RawLink } from './helpers/raw-link.js'
 
 const KEY = 'answer-bandwidth-key'
@@ -120,15 +119,7 @@ describe('a server answering peers that keep fetching the roster', () => {
       answerBytesBurstMax: BURST,
       answerBytesPerSecondMax: RATE,
     })
-    const server = await createServer({
-      store: memoryStore(),
-      ...(clock === undefined ? {} : { clock }),
-      listen: false,
-      siteKey: KEY,
-    })
-    closers.push(() => server.close())
-    await putNumberedUsers(server, 2_000)
-    return server
+    return serverWithUsers(KEY, 2_000, (close) => closers.push(close), clock)
   }
 
   /** Links that ask the whole roster again each time the last answer is in, until stopped. */

@@ -11,13 +11,12 @@ import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { limits } from '../core/limits.js'
 import { AnswerTurns } from '../peers/replica/answer-turns.js'
-import { createServer, type ServerPeer } from '../server-peer/create-server.js'
-import { memoryStore } from '../storage/level-store.js'
+import type { ServerPeer } from '../server-peer/create-server.js'
 import { eventually } from './helpers/eventually.js'
 import { fakePerformanceNow } from './helpers/fake-now.js'
 import { withLimits } from './helpers/limits.js'
 import { ManualClock } from './helpers/manual-clock.js'
-import { putNumberedUsers } from './helpers/numbered-users.js'
+import { serverWithUsers } from './helpers/numbered-users.js'
 import { rawLink, type RawLink } from './helpers/raw-link.js'
 
 const KEY = 'answer-turns-key'
@@ -156,15 +155,7 @@ describe('a server answering costly step 1s', () => {
   const USERS = 3_000
 
   async function startServer(clock?: ManualClock): Promise<ServerPeer> {
-    const server = await createServer({
-      store: memoryStore(),
-      ...(clock === undefined ? {} : { clock }),
-      listen: false,
-      siteKey: KEY,
-    })
-    closers.push(() => server.close())
-    await putNumberedUsers(server, USERS)
-    return server
+    return serverWithUsers(KEY, USERS, (close) => closers.push(close), clock)
   }
 
   /** A state vector naming only `client` at `clock`. */
