@@ -177,10 +177,7 @@ export class DeviceSync implements DeviceSyncApi {
     return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }))
   }
 
-  /**
-   * Marks the device used (any API call, a sign-in): resets the retention
-   * countdown, and after a retention wipe starts the full sync it needs.
-   */
+  /** Marks the device used (an API call, a sign-in): retention counts from now; a wiped one syncs. */
   touch(): void {
     if (this.closed) return
     const now = this.options.clock.now()
@@ -290,9 +287,11 @@ export class DeviceSync implements DeviceSyncApi {
       } else {
         this.book.deviceToServer = { state: 'success', at: clock.now() }
       }
-      // What the server holds of this device's own, kept (./device-sync/unsent.ts).
-      if (pushed) this.persisted = { ...this.persisted, acked: ackedOwn(replica, pushed.theirs) }
-      if (pushed) this.persist()
+      const acked = pushed && ackedOwn(replica, pushed.theirs, this.persisted.acked) // ./device-sync/unsent.ts
+      if (acked) {
+        this.persisted = { ...this.persisted, acked }
+        this.persist()
+      }
       this.timers.resetBackoff()
       this.book.succeeded()
       this.server.saved()
@@ -409,11 +408,10 @@ export class DeviceSync implements DeviceSyncApi {
   }
 
   /**
-   * The retention timer's wipe, after a push as a full sync's (a periodic
-   * device's edits since its last delta go first). A failed push is named
-   * in the wipe's event (./device-sync/retention.ts); the wipe goes ahead:
-   * an outage does not hold retention up. Used meanwhile, it does not wipe.
-   * (Opened past its retention holding nothing unsent, it wipes at once.)
+   * The retention timer's wipe, after a push (a periodic device's edits go
+   * first); a failed push is named in the wipe's event
+   * (./device-sync/retention.ts) and does not hold the wipe up. Used
+   * meanwhile, it does not wipe.
    */
   private async retire(): Promise<void> {
     let note: string | undefined

@@ -11,15 +11,24 @@ import * as Y from 'yjs'
 import { writersOfClients } from '../../core/authorize.js'
 import type { Replica } from '../replica.js'
 
-/** Own clientIDs and their clocks, as `acknowledged` (a server answer's state) holds them. */
+/**
+ * Own clientIDs and their clocks, as `acknowledged` (a server answer's
+ * state) holds them; undefined when that is what `kept` says already
+ * (nothing to store again).
+ */
 export function ackedOwn(
   replica: Replica,
   acknowledged: ReadonlyMap<number, number>,
-): Array<[number, number]> {
+  kept?: ReadonlyArray<readonly [number, number]>,
+): Array<[number, number]> | undefined {
   const out: Array<[number, number]> = []
   for (const [client, writer] of writersOfClients(replica.doc, acknowledged.keys()))
     if (writer === replica.writerId) out.push([client, acknowledged.get(client) ?? 0])
-  return out
+  const same =
+    kept !== undefined &&
+    kept.length === out.length &&
+    out.every(([client, clock], i) => kept[i]?.[0] === client && kept[i]?.[1] === clock)
+  return same ? undefined : out
 }
 
 /**
