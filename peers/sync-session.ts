@@ -14,12 +14,7 @@
  * would only look healthy while nothing of it lands.
  */
 import * as Y from 'yjs'
-import {
-  ForbiddenWriteError,
-  HeldBackLimitError,
-  QueueFullError,
-  RostersyncError,
-} from '../core/errors.js'
+import { ForbiddenWriteError, QueueFullError, RostersyncError } from '../core/errors.js'
 import { netLimits } from '../core/limits.js'
 import { CloseCode, encodeMessage, type Message } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
@@ -243,19 +238,7 @@ export function startSession(options: SessionOptions): SyncSession {
           continue
         }
         if (opened.nothing === true) continue
-        try {
-          await replica.applyRemote(opened.update, connection.id, opened.ranges)
-        } catch (error) {
-          // Another writer's envelope past this link's share of updates held
-          // back (its writer left a gap): dropped, not held, and the link
-          // goes on. A compromised terminal had its LAN neighbour relay
-          // 1,800 such envelopes, and the server closed the neighbour's link
-          // TOO_MANY_HELD_BACK at every sync (a probe).
-          if (!(error instanceof HeldBackLimitError) || signed.relayed?.(opened.bytes) !== true)
-            throw error
-          excused.excuse(error, false)
-          continue
-        }
+        await replica.applyRemote(opened.update, connection.id, opened.ranges)
         signed.applied(opened)
       }
     } finally {

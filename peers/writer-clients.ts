@@ -23,7 +23,7 @@
  */
 import * as Y from 'yjs'
 import { rootOwner } from '../core/entries.js'
-import { ForbiddenWriteError } from '../core/errors.js'
+import { ForbiddenWriteError, withoutStack } from '../core/errors.js'
 import { limits } from '../core/limits.js'
 import { rootNameOf } from '../core/root-names.js'
 
@@ -65,10 +65,14 @@ export class WriterClients {
     const held = this.heldBy(writer)
     const fresh = new Set([...clients].filter((client) => !held.has(client))).size
     if (fresh === 0) return undefined
+    // Without a stack: made before a signature is checked, for anyone's envelope.
     if (held.size + fresh > limits.writerClientIdsMax)
-      return new ForbiddenWriteError(
-        `device ${JSON.stringify(writer)} writes under ${held.size + fresh} Yjs clientIDs; ` +
-          `the limit is ${limits.writerClientIdsMax} until the next generation`,
+      return withoutStack(
+        () =>
+          new ForbiddenWriteError(
+            `device ${JSON.stringify(writer)} writes under ${held.size + fresh} Yjs clientIDs; ` +
+              `the limit is ${limits.writerClientIdsMax} until the next generation`,
+          ),
       )
     const named = doc.store.clients.size + fresh
     // Past the limit, the reserve: only for a device that holds few (see

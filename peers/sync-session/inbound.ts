@@ -277,8 +277,13 @@ export function decodeInbound(bytes: Uint8Array, held = 0): Message | Rostersync
  * message rather than once each (a message of 100,000 refused envelopes
  * must not be answered with 100,000 messages).
  */
+/** Refusals made without a signature check charged as one message (ExcusedRefusals). */
+export const UNCHECKED_PER_MESSAGE = 64
+
 export class ExcusedRefusals {
   private count = 0
+  /** Those refused without a signature checked (a lookup, a count). */
+  private unchecked = 0
   private first: RostersyncError | undefined
 
   constructor(
@@ -289,8 +294,12 @@ export class ExcusedRefusals {
   /** Counts `error`; throws it (or `RATE_LIMITED`) when it is one too many. */
   excuse(error: RostersyncError, checked: boolean): void {
     if (++this.count > this.max) throw error
-    // One message of no bytes (its bytes came with the message that held it).
-    const limited = checked ? this.rates?.message(0) : undefined
+    // One message of no bytes (its bytes came with the message that held
+    // it); one per UNCHECKED_PER_MESSAGE refused without a signature check
+    // (still a decode and a scan each: free, a message of 100,000 cost the
+    // server seconds).
+    const charged = checked || ++this.unchecked % UNCHECKED_PER_MESSAGE === 0
+    const limited = charged ? this.rates?.message(0) : undefined
     if (limited !== undefined) throw limited
     this.first ??= error
   }
