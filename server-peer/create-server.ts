@@ -421,8 +421,13 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
       signer: new ServerSigning({
         identity,
         replica,
-        // A revoked device's envelopes are refused, whoever relays them.
-        deviceKey: (id) => (registry.isRevoked(id) ? undefined : keys.get(id)),
+        // A revoked device's envelopes are refused, whoever relays them,
+        // and so are those of its key under another id (a review: a key
+        // joined as two ids wrote on through the one not revoked).
+        deviceKey: (id) => {
+          const key = registry.isRevoked(id) ? undefined : keys.get(id)
+          return key === undefined || keys.keyRefused(id, key) ? undefined : key
+        },
         check: (update, writer) =>
           checkUpdate(replica.doc, update, {
             mayWrite: (owner) => owner === writer,
@@ -526,6 +531,9 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
         if (!(await registry.revoke(id))) return false
         endpoint.disconnect(id, CloseCode.revoked, 'PEER_REVOKED')
         await publishRevocations(replica, registry, keys)
+        // The same key's links under other ids go too: it is refused now.
+        for (const other of keys.sharingKey(id))
+          endpoint.disconnect(other, CloseCode.revoked, 'PEER_REVOKED: its key was revoked')
         return true
       },
       async approve(id) {

@@ -77,6 +77,16 @@ export class DeviceKeys {
     return this.keys.get(deviceId)
   }
 
+  /** The ids other than `deviceId` bound to `deviceId`'s key (one terminal joined under several). */
+  sharingKey(deviceId: string): string[] {
+    const key = this.keys.get(deviceId)
+    if (key === undefined) return []
+    const ids: string[] = []
+    for (const [id, other] of this.keys)
+      if (id !== deviceId && Buffer.from(other).equals(Buffer.from(key))) ids.push(id)
+    return ids
+  }
+
   /**
    * True when the device's key was reset and no key is bound since: an
    * approval now would let the first proof that comes in (any holder of

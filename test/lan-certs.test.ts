@@ -366,12 +366,16 @@ describe('LAN admission', () => {
     const s = await site()
     const k = keyPairFromSeed(seedOf(31))
     const { cert } = await join(s, 'T', k)
+    // The same key joined as a second id too, still connected at the revoke.
+    const { link: second } = await join(s, 'T3', k, s.clock.now() + 1)
     expect(await s.server.devices.revoke('T')).toBe(true)
+    await eventually(() => expect(second.closed()?.reason).toMatch(/^PEER_REVOKED/))
     // The key itself is revoked in the document (devices learn it).
     expect(s.server.replica.isRevoked(keyRevocationId(k.publicKey))).toBe(true)
     // Under a new id, with the same key: refused (it was admitted, and
     // given a certificate, with the site key alone).
-    await refusedJoin(s, 'T2', k, s.clock.now() + 1)
+    await refusedJoin(s, 'T2', k, s.clock.now() + 2)
+    await refusedJoin(s, 'T3', k, s.clock.now() + 3)
     expect(s.server.devices.list().some((device) => device.id === 'T2' && !device.revoked)).toBe(
       false,
     )

@@ -1194,3 +1194,26 @@ describe("a device relaying another writer's envelopes the server does not take"
     expect(relay.raw.closed()).toBeUndefined()
   })
 })
+
+describe('one key joined as two ids, one of them revoked', () => {
+  it("the other id's link is closed, and its envelopes are refused whoever relays them", async () => {
+    const { server } = await site()
+    const k = keyPairFromSeed(seedOf(77))
+    const x = await joinCertified(server, 'X7', k)
+    const y = await joinCertified(server, 'Y7', k)
+    const siteId = siteOf((x.raw.received[0] as Extract<Message, { type: 'hello' }>).serverKey)
+    const relay = await joinCertified(server, 'R7', keyPairFromSeed(seedOf(78)))
+    await server.devices.revoke('X7')
+    await eventually(() => expect(y.raw.closed()?.reason).toMatch(/^PEER_REVOKED/))
+    const written = seal(
+      k,
+      siteId,
+      'Y7',
+      1,
+      entryUpdate(deriveClientId(k.publicKey, 1), 'u:Y7', 'yy', 'After the revoke'),
+    )
+    expect(await verdict(relay.raw, [written])).toBe('SIGNATURE_INVALID')
+    expect(server.users.get('yy')).toBeUndefined()
+    expect(relay.raw.closed()).toBeUndefined()
+  })
+})
