@@ -37,7 +37,7 @@ describe('AnswerBandwidth', () => {
     expect(b.ready()).toBeUndefined()
     b.sent(700)
     // The bucket is 600 below zero: everyone waits, even a peer sent
-    // nothing yet (a made-up id), which goes first.
+    // nothing yet (a made-up id), which waits as the most served (A) does.
     const order: string[] = []
     const aWaits = a.ready()
     const bWaits = b.ready()
@@ -47,6 +47,7 @@ describe('AnswerBandwidth', () => {
     expect(bWaits).toBeInstanceOf(Promise)
     expect(cWaits).toBeInstanceOf(Promise)
     expect(bandwidth.waiters).toBe(3)
+    expect(bandwidth.lately('C')).toBe(bandwidth.lately('A'))
     // Each granted answer makes its message at once (as the outbox does).
     void aWaits?.then(() => {
       order.push('A')
@@ -63,16 +64,15 @@ describe('AnswerBandwidth', () => {
       c.sent(100)
     })
     // Time refills the bucket (the timers run on the real clock; `now`
-    // says how much came back): C (sent nothing) goes first, then B (sent
-    // less than A).
+    // says how much came back): B (sent the least) goes first.
     now += 20
-    await eventually(() => expect(order).toEqual(['C', 'B']))
-    // B's message took the bucket below zero: A waits until time brings
-    // it back.
+    await eventually(() => expect(order).toEqual(['B']))
+    // B's message took the bucket below zero: A and C wait until time
+    // brings it back, then go in the order they came (sent as much).
     await new Promise((resolve) => setTimeout(resolve, 30))
-    expect(order).toEqual(['C', 'B'])
+    expect(order).toEqual(['B'])
     now += 20
-    await eventually(() => expect(order).toEqual(['C', 'B', 'A']))
+    await eventually(() => expect(order).toEqual(['B', 'A', 'C']))
     expect(bandwidth.waiters).toBe(0)
     // Counts decay: after two half-lives A is under the bound again.
     expect(bandwidth.lately('A')).toBeGreaterThan(500)
@@ -144,7 +144,7 @@ describe('a server answering peers that keep fetching the roster', () => {
     return { links, stop: () => (stopped = true) }
   }
 
-  it('sends them at most the burst and the rate, and a newcomer and a delta go before them', async () => {
+  it('sends them at most the burst and the rate, and a newcomer and a delta are answered while they wait', async () => {
     const server = await startServer()
     const whole = Y.encodeStateAsUpdate(server.replica.doc).byteLength
     expect(whole).toBeGreaterThan(64 * 1024)
@@ -154,7 +154,7 @@ describe('a server answering peers that keep fetching the roster', () => {
     await eventually(() => expect(server.replica.answers.bandwidth.waiters).toBeGreaterThan(0))
 
     // A newcomer fetching the whole roster, and a device asking only what
-    // it lacks, go before the hogs (sent the least lately).
+    // it lacks, are answered in their turn.
     const newcomer = rawLink(server, 'newcomer', KEY)
     newcomer.send({ type: 'sync-step1', stateVector: new Uint8Array([0]) })
     const delta = rawLink(server, 'delta', KEY)

@@ -15,11 +15,12 @@
  * is below zero, or others wait, an answer waits for its next message, and
  * the waiter whose peer was sent the least lately (a count that decays by
  * half every `ANSWERED_HALF_LIFE_MS`) goes first, one message at a time
- * as the bucket refills. An honest device's delta goes before every peer
- * that keeps fetching the roster, after at most the message one of them
- * was granted last (1 MiB at most: 16 ms at the default rate). No peer
- * goes past the line: made-up ids, each new one sent nothing yet, would
- * otherwise each take a roster's worth before waiting (a review).
+ * as the bucket refills. A device's delta goes before the peers that keep
+ * fetching the roster once its own fetches are older than theirs (a device
+ * that fetched a 340 MB roster a moment ago waits about a minute behind 20
+ * of them). No peer goes past the line, and a peer with no count that
+ * must wait starts as the most served: made-up ids, each new, would
+ * otherwise go before everyone (a review).
  *
  * The bucket refills on the real clock only: on an injected one (the
  * simulator, a test's), nothing waits here (as answer turns take no
@@ -73,6 +74,11 @@ export class AnswerBandwidth {
         if (granted || !this.enabled) return undefined
         this.refill()
         if (this.tokens >= 0 && this.waiting.length === 0) return undefined
+        // A peer never sent anything lately waits as the most served does:
+        // else made-up ids, each new, would go before every device that
+        // just fetched the roster (a review: a delta waited 2 minutes).
+        if (!this.counts.has(who))
+          this.counts.set(who, { bytes: this.mostLately(), at: this.now() })
         return new Promise<void>((resolve) => {
           this.waiting.push({
             who,
@@ -104,6 +110,13 @@ export class AnswerBandwidth {
     if (entry === undefined) return 0
     // A clock set back reads as no time passed (not as a count grown).
     return entry.bytes * 0.5 ** (Math.max(0, this.now() - entry.at) / ANSWERED_HALF_LIFE_MS)
+  }
+
+  /** The most bytes any peer was sent lately (0 with none). */
+  private mostLately(): number {
+    let most = 0
+    for (const who of this.counts.keys()) most = Math.max(most, this.lately(who))
+    return most
   }
 
   /** Stops the timer (the replica closes); waiters go. */
