@@ -361,6 +361,24 @@ describe('a restore that rolls back a delete and enrolment of a user a device fi
     expect(peer.users.get('U2')).toEqual({ id: 'U2', name: 'User 2', email: 'd2@example.com' })
     expect(rosterOf(d)).toEqual(rosterOf(peer))
   }, 60_000)
+
+  it('takes the refusal once: rounds that fail with the server away do not find the restore again', async () => {
+    const { dir, data, d, ...site } = await siteWithDevice()
+    await site.peer.users.put({ id: 'U2', name: 'User 2' })
+    await d.sync.delta()
+    let peer = await backUp(site.peer, data, join(dir, 'backup'))
+    await peer.users.delete('U2')
+    await peer.users.put({ id: 'U2', name: 'User 2 again' })
+    await d.sync.delta()
+    await d.users.patch('U2', { email: 'd2@example.com' })
+    await d.sync.whenIdle()
+    peer = await restoreTo(peer, data, join(dir, 'backup'))
+    await d.sync.delta().catch(() => undefined)
+    expect(d.events.query({ type: 'restore-detected' })).toHaveLength(1)
+    await peer.close()
+    for (let round = 0; round < 3; round++) await d.sync.delta().catch(() => undefined)
+    expect(d.events.query({ type: 'restore-detected' })).toHaveLength(1)
+  }, 90_000)
 })
 
 describe("a device's log of the server's envelopes, after a restore", () => {

@@ -116,6 +116,9 @@ export class ServerExchange {
     const refusal = this.lastRemoteError
     if (refusal?.code !== 'FORBIDDEN_WRITE') return false
     const part = /^update holds device epoch \d+ in u:(.+?) \/ /.exec(refusal.message)?.[1]
+    // Taken once: rounds that fail before the next session (a server down
+    // meanwhile) found it again and refetched each time (a review).
+    if (part === writer) this.lastRemoteError = undefined
     return part === writer
   }
 
