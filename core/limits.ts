@@ -583,7 +583,7 @@ export const netLimits = {
    * (its event stream) per open tab.
    */
   httpRequestsPerAddressMax: 64,
-  httpRequestsInFlightMax: 1_024,
+  httpRequestsInFlightMax: 4_096,
   /**
    * Most connections still in their handshake from one address at once:
    * one host cannot take every slot, yet a site behind one NAT address

@@ -498,7 +498,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
     } catch (error) {
       await pool?.close()
       await replica.close()
-      await madeDir.undo()
+      await madeDir.undo().catch(() => undefined)
       throw new InvalidOptionsError(
         `cannot listen on ${options.host ?? '127.0.0.1'}:${options.port ?? 0}: ${(error as Error).message}`,
       )
