@@ -103,8 +103,15 @@ export class EnvelopeLog {
     return keys
   }
 
-  /** The envelopes holding something a peer at `stateVector` lacks, oldest first, with their heads. */
-  beyond(stateVector: ReadonlyMap<number, number>): LoggedEnvelope[] {
+  /**
+   * The envelopes holding something a peer at `stateVector` lacks, oldest
+   * first, with their heads; with `held`, only those whose structs all lie
+   * within it (integrated here, not held back for a gap).
+   */
+  beyond(
+    stateVector: ReadonlyMap<number, number>,
+    held?: (client: number) => number,
+  ): LoggedEnvelope[] {
     const out: LoggedEnvelope[] = []
     let lacks = false
     for (const [client, end] of this.reach)
@@ -114,6 +121,7 @@ export class EnvelopeLog {
       }
     if (!lacks) return out
     for (const entry of this.entries) {
+      if (held !== undefined && !within(entry.to, held)) continue
       for (const [client, end] of entry.to) {
         if (end > (stateVector.get(client) ?? 0)) {
           out.push(entry)
@@ -177,4 +185,10 @@ export class EnvelopeLog {
         // Best effort (see the file comment): a lost entry costs a relay.
       })
   }
+}
+
+/** Whether every client's structs up to `to` (one past the last) are within `held`. */
+export function within(to: ReadonlyMap<number, number>, held: (client: number) => number): boolean {
+  for (const [client, end] of to) if (held(client) < end) return false
+  return true
 }

@@ -40,7 +40,7 @@ import {
 import { encodeClientsDiff, restrictUpdate } from '../core/update-parts.js'
 import { scanUpdate, type UpdateRanges } from '../core/update-scan.js'
 import { documentGeneration, onGenerationNoted } from './device-sync/generation-move.js'
-import type { EnvelopeLog } from './envelope-log.js'
+import { within, type EnvelopeLog } from './envelope-log.js'
 import { bringsNews, deletesAhead } from './envelope-news.js'
 import { bringsLost, lostClocks, noteHeardOverLan } from './device-sync/lost-clocks.js'
 import { RelayMemo } from './relay-memo.js'
@@ -305,6 +305,7 @@ export class DeviceSigning {
     /** What this link's inbound message brought, relayed once it is handled (flush). */
     const brought: Uint8Array[] = []
     const broughtNotServer: Uint8Array[] = [] // less the server's own (see answer)
+    const heldHere = (client: number): number => Y.getState(replica.doc.store, client)
     return {
       active: () => identity.serverKey !== undefined,
       plainAllowed,
@@ -316,18 +317,15 @@ export class DeviceSigning {
       answer: (theirs) => {
         const target = Y.decodeStateVector(theirs)
         const own = encodeClientsDiff(replica.doc, target, identity.ownClients())
-        // Envelopes of writers revoked since they were logged, or whose
-        // certificates expired or were revoked, are not offered; each
-        // entry's writer and certificate were read when it was logged.
-        // The server checks a writer's key in its registry, not the
-        // certificate's time: what a device wrote and this one relays goes
-        // to it however long ago (a probe: a writer off for 8 days had its
-        // writes shown here and never delivered).
-        // The server's own never go back to it: it lacks them only when
-        // restored, and they are what it rolled back (refused, each charged:
-        // a first round after a restore was closed RATE_LIMITED; a probe).
+        // Not offered: envelopes of writers revoked since they were logged,
+        // or whose certificates were revoked or (to a LAN peer) expired: the
+        // server checks its registry, not the time (a writer off for 8 days
+        // had its writes never delivered; a probe). To the server, neither
+        // its own (it lacks them only when restored: each refused and
+        // charged, RATE_LIMITED) nor what waits here for a gap (it would
+        // there too: TOO_MANY_HELD_BACK at every sync; probes).
         const offered: Uint8Array[] = []
-        for (const entry of log.beyond(target))
+        for (const entry of log.beyond(target, fromServer ? heldHere : undefined))
           if (fromServer && entry.writer === SERVER_ID) continue
           else if (!this.staleHead(entry.writer, entry.cert, fromServer)) offered.push(entry.bytes)
         return answerMessages(envelopeMessages([...this.sealOwn(own), ...offered]))
@@ -357,7 +355,8 @@ export class DeviceSigning {
         for (const gone of log.add(opened.bytes, opened, opened.ranges.to, key))
           this.relayed.forget(gone)
         brought.push(opened.bytes)
-        if (opened.writer !== SERVER_ID) broughtNotServer.push(opened.bytes)
+        if (opened.writer !== SERVER_ID && within(opened.ranges.to, heldHere))
+          broughtNotServer.push(opened.bytes)
       },
       flush: () => {
         if (brought.length === 0) return

@@ -968,6 +968,43 @@ describe('signed writes on the LAN', () => {
     expect(raw.closed()).toBeUndefined()
   }, 30_000)
 
+  it('envelopes held back for a gap their writer left are not relayed to the server: the relaying device keeps its link', async () => {
+    // A compromised D9 sent its neighbour 900 envelopes after a gap it
+    // never filled on each of two links; relayed, they closed the
+    // neighbour's server link TOO_MANY_HELD_BACK at every sync (a probe).
+    withLimits(limits, { heldBackUpdatesPerLinkMax: 3 })
+    const { server, d2 } = await site()
+    const d9 = keyPairFromSeed(seedOf(9))
+    const { raw: serverLink, site: s } = await joinD9(server, d9)
+    const cert = certificateOf(serverLink)
+    serverLink.connection.close(1000, 'D9 goes on over the LAN only')
+    const doc = new Y.Doc()
+    doc.clientID = deriveClientId(d9.publicKey, 5)
+    const envelopes: Uint8Array[] = []
+    doc.on('update', (update: Uint8Array) => envelopes.push(seal(d9, s, 'D9', 5, update, cert)))
+    for (let i = 0; i < 7; i++)
+      doc.getMap('u:D9').set(`g${i}`, { e: 0, f: { title: `G ${i}` }, s: { title: Date.now() } })
+    const links = [lanLink(d2, { key: d9, cert }), lanLink(d2, { key: d9, cert })]
+    for (const raw of links)
+      await eventually(() => expect(raw.received.some((m) => m.type === 'sync-step1')).toBe(true))
+    // The first never comes: three after it on each link, all held back.
+    links[0]?.send({ type: 'signed-update', envelopes: envelopes.slice(1, 4) })
+    links[1]?.send({ type: 'signed-update', envelopes: envelopes.slice(4, 7) })
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    await d2.sync.delta()
+    await d2.sync.delta()
+    expect(d2.events.query({ type: 'sync-failed' })).toEqual([])
+    expect(server.replica.doc.getMap('u:D9').size).toBe(0)
+    // The gap filled: the server gets every one.
+    links[0]?.send({ type: 'signed-update', envelopes: envelopes.slice(0, 1) })
+    for (let round = 0; round < 20 && server.replica.doc.getMap('u:D9').size < 7; round++) {
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      await d2.sync.delta()
+    }
+    expect(server.replica.doc.getMap('u:D9').size).toBe(7)
+    expect(d2.events.query({ type: 'sync-failed' })).toEqual([])
+  })
+
   it('a link goes on past a few stale relayed envelopes, not past staleEnvelopesPerMessageMax', async () => {
     const { server, d2 } = await site()
     const d9 = keyPairFromSeed(seedOf(9))
