@@ -227,6 +227,8 @@ async function variants(
   seconds: number,
   client: number,
   clock: number,
+  /** Each asks the whole roster (the empty state vector: a cached answer) instead. */
+  whole = false,
 ) {
   const started = performance.now()
   const errors: Record<string, number> = {}
@@ -253,7 +255,7 @@ async function variants(
       })
       for (let n = 0; performance.now() < end && !closed; n++) {
         const from = (k * 100_003 + n * 7) % Math.max(1, Math.floor(clock / 2))
-        const vector = Y.encodeStateVector(new Map([[client, from]]))
+        const vector = Y.encodeStateVector(whole ? new Map() : new Map([[client, from]]))
         socket.send(encodeMessage({ type: 'sync-step1', stateVector: vector }))
         await new Promise((r) => setTimeout(r, VARIANT_INTERVAL_MS))
       }
@@ -297,14 +299,16 @@ async function main(): Promise<void> {
         emitResult({ ...(await updates(url, siteKey, n)) })
         break
       case 'variants':
+      case 'readers':
         emitResult({
           ...(await variants(
             url,
             siteKey,
             Number(command.links),
             Number(command.seconds),
-            Number(command.client),
-            Number(command.clock),
+            Number(command.client ?? 0),
+            Number(command.clock ?? 0),
+            command.cmd === 'readers',
           )),
         })
         break

@@ -14,7 +14,7 @@
  * users), `flood-probe.ts` (the legitimate client), `flood-client.ts` (the
  * flood). Sizes come from environment variables: `BENCH_FLOOD_CONNECTIONS`
  * (2000), `BENCH_FLOOD_CYCLES` (500), `BENCH_FLOOD_UPDATES` (100000),
- * `BENCH_FLOOD_IDLE_SECONDS` (5), `BENCH_FLOOD_PROBE_RATE` (40 a second); `BENCH_FLOOD_PHASES` (`connections,cycles,updates`) runs
+ * `BENCH_FLOOD_IDLE_SECONDS` (5), `BENCH_FLOOD_PROBE_RATE` (40 a second); `BENCH_FLOOD_PHASES` (`connections,cycles,updates,readers`) runs
  * only the phases named. Run alone: `npm run bench -- --only flood`.
  * `BENCH_FLOOD_CLIENT_NICE` (19) is the flooding process's niceness (see
  * nice.ts); the probe and the server keep the normal priority.
@@ -301,6 +301,8 @@ async function measure(): Promise<
   const connections = envInt('BENCH_FLOOD_CONNECTIONS', 2_000)
   const cycles = envInt('BENCH_FLOOD_CYCLES', 500)
   const updateCount = envInt('BENCH_FLOOD_UPDATES', 100_000)
+  const readers = envInt('BENCH_FLOOD_READERS', 20)
+  const readerSeconds = envInt('BENCH_FLOOD_READER_SECONDS', 20)
   console.log(`\nflood: file descriptors per process (ulimit -n): ${fileDescriptorLimit()}`)
   return withFloodRig(USERS, async ({ server, probe, flooder, idleP99, floodClientNice }) => {
     const results: PhaseResult[] & { idleP99Ms?: number; floodClientNice?: number } = []
@@ -313,8 +315,15 @@ async function measure(): Promise<
       ],
       [`${cycles} connect/disconnect cycles`, { cmd: 'cycles', count: cycles }],
       [`${updateCount} updates from one client`, { cmd: 'updates', count: updateCount }],
+      // Made-up ids with the site key, each asking the whole roster 50
+      // times a second and reading it all: the answers' bytes are shared
+      // across links (peers/replica/answer-bandwidth.ts).
+      [
+        `${readers} links reading the roster for ${readerSeconds} s`,
+        { cmd: 'readers', links: readers, seconds: readerSeconds },
+      ],
     ]
-    // BENCH_FLOOD_PHASES=connections,cycles,updates runs only those (default: all).
+    // BENCH_FLOOD_PHASES=connections,cycles,updates,readers runs only those (default: all).
     const only = (process.env.BENCH_FLOOD_PHASES ?? '').split(',').filter((p) => p !== '')
     for (const [name, command] of phases) {
       if (only.length > 0 && !only.includes(String(command.cmd))) continue

@@ -703,6 +703,13 @@ export const netLimits = {
   /** Bytes of those answers sent at once before anyone waits (the bucket's size). */
   answerBytesBurstMax: 256 * 1024 * 1024,
   /**
+   * A link known to the bucket and sent less than this lately (its count
+   * halves every 30 s) goes at once, charged after: a device asking
+   * deltas does not wait behind links reading the roster. A new one that
+   * must wait starts as the most served, so made-up ids cannot use it.
+   */
+  answerBytesUnwaitedMax: 64 * 1024,
+  /**
    * Most clients a step 1's state vector may name beyond those the
    * receiver's document names (the asker's own and its LAN neighbours' not
    * yet here). Checked on arrival, before the vector is decoded: one step 1

@@ -26,11 +26,16 @@ describe('AnswerBandwidth', () => {
     withLimits(netLimits, {
       answerBytesBurstMax: 1_000,
       answerBytesPerSecondMax: 100_000,
+      answerBytesUnwaitedMax: 100,
     })
     let now = 0
     const bandwidth = new AnswerBandwidth(() => now, true)
     const a = bandwidth.gate('A')
     const b = bandwidth.gate('B')
+    // D asks deltas: sent little lately.
+    const d = bandwidth.gate('D')
+    expect(d.ready()).toBeUndefined()
+    d.sent(50)
     // Within the burst nobody waits, however much each was sent.
     expect(a.ready()).toBeUndefined()
     a.sent(900)
@@ -48,6 +53,10 @@ describe('AnswerBandwidth', () => {
     expect(cWaits).toBeInstanceOf(Promise)
     expect(bandwidth.waiters).toBe(3)
     expect(bandwidth.lately('C')).toBe(bandwidth.lately('A'))
+    // A known peer sent less than answerBytesUnwaitedMax lately goes at
+    // once, waiters or not (charged after).
+    expect(d.ready()).toBeUndefined()
+    d.sent(10)
     // Each granted answer makes its message at once (as the outbox does).
     void aWaits?.then(() => {
       order.push('A')
