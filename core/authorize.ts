@@ -493,9 +493,7 @@ class UpdateCheck {
     if (this.on('epoch')) {
       const epoch = this.serverEpochOf(place.key ?? '')
       if (!isEpoch(e) || e > epoch) {
-        throw forbidden(
-          `update holds device epoch ${clip(String(e))} in ${where}; the server's is ${epoch}`,
-        )
+        throw forbidden(epochAheadMessage(clip(String(e)), where, epoch))
       }
     }
   }
@@ -776,4 +774,18 @@ function findIndex(structs: ReadonlyArray<Y.Item | Y.GC>, clock: number): number
     else return mid
   }
   return -1
+}
+
+/** The refusal of a device entry whose epoch is above the server's (`where`: `u:<writer> / <user>`). */
+const epochAheadMessage = (epoch: string, where: string, serverEpoch: number): string =>
+  `update holds device epoch ${epoch} in ${where}; the server's is ${serverEpoch}`
+
+/**
+ * The writer whose part a refusal's message names as holding an epoch
+ * above the server's (epochAheadMessage), or undefined for any other
+ * message: to an honest device, its own part named is its server's restore
+ * (peers/device-sync/server-exchange.ts refusedOwnEpoch).
+ */
+export function epochAheadWriter(message: string): string | undefined {
+  return /^update holds device epoch \d+ in u:(.+?) \/ /.exec(message)?.[1]
 }

@@ -10,7 +10,7 @@
  */
 import * as Y from 'yjs'
 import type { Clock } from '../../core/clock.js'
-import { writersOfClients } from '../../core/authorize.js'
+import { epochAheadWriter, writersOfClients } from '../../core/authorize.js'
 import { SyncError, withoutStack } from '../../core/errors.js'
 import { SERVER_ID } from '../../core/ids.js'
 import { netLimits } from '../../core/limits.js'
@@ -115,7 +115,7 @@ export class ServerExchange {
   refusedOwnEpoch(writer: string): boolean {
     const refusal = this.lastRemoteError
     if (refusal?.code !== 'FORBIDDEN_WRITE') return false
-    const part = /^update holds device epoch \d+ in u:(.+?) \/ /.exec(refusal.message)?.[1]
+    const part = epochAheadWriter(refusal.message)
     // Taken once: rounds that fail before the next session (a server down
     // meanwhile) found it again and refetched each time (a review).
     if (part === writer) this.lastRemoteError = undefined
