@@ -331,23 +331,29 @@ describe('a restore undone by the operator (the wrong backup, then the right one
 })
 
 describe('a restore that rolls back a delete and enrolment of a user a device filled since', () => {
-  it('the device is not refused for good: its fill goes on the restored user, and its later writes land', async () => {
-    // After the backup the administrator deletes U2 and enrols it again;
-    // D fills the new U2, at its epoch (1). The restored server is back at
-    // epoch 0: D's push was refused FORBIDDEN_WRITE at every sync, for
-    // good, and D never found the restore (a probe).
+  /**
+   * After the backup the administrator deletes U2 and enrols it again; D
+   * fills the new U2 (its entry at epoch 1); then the server is restored
+   * (U2 back at epoch 0).
+   */
+  async function restoredBelowEpoch(): Promise<{ d: DevicePeer; peer: ServerPeer }> {
     const { dir, data, d, ...site } = await siteWithDevice()
     await site.peer.users.put({ id: 'U2', name: 'User 2' })
     await d.sync.delta()
-    let peer = await backUp(site.peer, data, join(dir, 'backup'))
+    const peer = await backUp(site.peer, data, join(dir, 'backup'))
     await peer.users.delete('U2')
     await peer.users.put({ id: 'U2', name: 'User 2 again' })
     await d.sync.delta()
     await d.users.patch('U2', { email: 'd2@example.com' })
     await d.sync.whenIdle()
     expect(peer.users.get('U2')).toMatchObject({ name: 'User 2 again', email: 'd2@example.com' })
+    return { d, peer: await restoreTo(peer, data, join(dir, 'backup')) }
+  }
 
-    peer = await restoreTo(peer, data, join(dir, 'backup'))
+  it('the device is not refused for good: its fill goes on the restored user, and its later writes land', async () => {
+    // D's push was refused FORBIDDEN_WRITE at every sync, for good, and D
+    // never found the restore (a probe).
+    const { d, peer } = await restoredBelowEpoch()
     expect(peer.users.get('U2')).toEqual({ id: 'U2', name: 'User 2' })
     await d.users.patch('U1', { email: 'd1@example.com' })
     // The first round is refused (the server names the epoch); the device
@@ -363,16 +369,7 @@ describe('a restore that rolls back a delete and enrolment of a user a device fi
   }, 60_000)
 
   it('takes the refusal once: rounds that fail with the server away do not find the restore again', async () => {
-    const { dir, data, d, ...site } = await siteWithDevice()
-    await site.peer.users.put({ id: 'U2', name: 'User 2' })
-    await d.sync.delta()
-    let peer = await backUp(site.peer, data, join(dir, 'backup'))
-    await peer.users.delete('U2')
-    await peer.users.put({ id: 'U2', name: 'User 2 again' })
-    await d.sync.delta()
-    await d.users.patch('U2', { email: 'd2@example.com' })
-    await d.sync.whenIdle()
-    peer = await restoreTo(peer, data, join(dir, 'backup'))
+    const { d, peer } = await restoredBelowEpoch()
     await d.sync.delta().catch(() => undefined)
     expect(d.events.query({ type: 'restore-detected' })).toHaveLength(1)
     await peer.close()
