@@ -8,52 +8,11 @@ import type { Clock } from '../core/clock.js'
  */
 export const TIMER_DELAY_MAX_MS = 2 ** 31 - 1
 
-/** A timer that may outlast Node's longest delay: re-armed until its time comes. */
-interface LongTimer {
-  timer: NodeJS.Timeout
-}
-
-function arm(handle: LongTimer, fn: () => void, dueAt: number): void {
-  const left = dueAt - Date.now()
-  handle.timer =
-    left > TIMER_DELAY_MAX_MS
-      ? setTimeout(() => arm(handle, fn, dueAt), TIMER_DELAY_MAX_MS)
-      : setTimeout(fn, Math.max(0, left))
-  handle.timer.unref()
-}
-
-/** Wall-clock time and Node timers (unref'd: a pending delta sync does not keep a process alive). */
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => {
-    if (!(ms > TIMER_DELAY_MAX_MS)) {
-      const timer = setTimeout(fn, ms)
-      timer.unref()
-      return timer
-    }
-    const handle = {} as LongTimer
-    arm(handle, fn, Date.now() + ms)
-    return handle
-  },
-  clearTimeout: (handle) => {
-    if (handle !== null && typeof handle === 'object' && 'timer' in handle)
-      clearTimeout((handle as LongTimer).timer)
-    else clearTimeout(handle as NodeJS.Timeout)
-  },
-}
-
-/** The handles withLongTimers gives for delays it splits. */
+/** The handles splitLongTimers gives for delays it splits. */
 const splitTimers = new WeakSet<object>()
 
-/**
- * `clock` with delays longer than Node's longest split into steps of at
- * most that, each re-armed until its time comes on `clock`'s own time: an
- * injected clock that forwards to Node's timers (a valid one) ran a
- * 40-day delta interval after 1 ms, 350 times in 3 s (a probe). The
- * system clock does so itself; a virtual clock just sees more steps.
- */
-export function withLongTimers(clock: Clock): Clock {
-  if (clock === systemClock) return clock
+/** `clock` with delays past TIMER_DELAY_MAX_MS re-armed in steps until due, on its own time. */
+function splitLongTimers(clock: Clock): Clock {
   return {
     now: () => clock.now(),
     setTimeout: (fn, ms) => {
@@ -77,6 +36,28 @@ export function withLongTimers(clock: Clock): Clock {
       else clock.clearTimeout(handle)
     },
   }
+}
+
+/** Wall-clock time and Node timers (unref'd: a pending delta sync does not keep a process alive). */
+export const systemClock: Clock = splitLongTimers({
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => {
+    const timer = setTimeout(fn, ms)
+    timer.unref()
+    return timer
+  },
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+})
+
+/**
+ * `clock` with delays longer than Node's longest split into steps of at
+ * most that, each re-armed until its time comes on `clock`'s own time, as
+ * the system clock does: an injected clock that forwards to Node's timers
+ * (a valid one) ran a 40-day delta interval after 1 ms, 350 times in 3 s
+ * (a probe). A virtual clock just sees more steps.
+ */
+export function withLongTimers(clock: Clock): Clock {
+  return clock === systemClock ? clock : splitLongTimers(clock)
 }
 
 /**
