@@ -10,6 +10,13 @@ import { systemClock, TIMER_DELAY_MAX_MS, withLongTimers } from '../peers/system
 
 const DAY = 86_400_000
 
+/** A valid clock that forwards to Node's timers as they are (Node fires one too long after 1 ms). */
+const forwarding: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+}
+
 afterEach(() => {
   vi.useRealTimers()
 })
@@ -54,13 +61,6 @@ describe('systemClock', () => {
 })
 
 describe('an injected clock (withLongTimers, what every peer uses)', () => {
-  /** A valid clock that forwards to Node's timers as they are (Node fires one too long after 1 ms). */
-  const forwarding: Clock = {
-    now: () => Date.now(),
-    setTimeout: (fn, ms) => setTimeout(fn, ms),
-    clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
-  }
-
   it('fires a 40-day timer once, after 40 days, and cancels one before and after it re-armed', () => {
     // A periodic device with a 40-day delta interval on such a clock ran
     // 350 delta syncs in 3 s (a probe).
@@ -93,11 +93,6 @@ describe('an injected clock (withLongTimers, what every peer uses)', () => {
 
 describe('a periodic device on such a clock, its delta interval 40 days', () => {
   it('runs no delta sync in the first second (it ran hundreds)', async () => {
-    const forwarding: Clock = {
-      now: () => Date.now(),
-      setTimeout: (fn, ms) => setTimeout(fn, ms),
-      clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
-    }
     const site = await memorySite(forwarding)
     try {
       await site.server.users.put({ id: 'u1', name: 'Ann' })
