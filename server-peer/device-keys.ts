@@ -59,6 +59,8 @@ export class DeviceKeys {
   private readonly issued = new Map<string, Certificate>()
   /** Devices whose key was reset and that have not joined with one since (awaitsKey). */
   private readonly resetWaiting = new Set<string>()
+  /** Each key's revocation id (keyRefused), by the key's bytes object. */
+  private readonly revocationIds = new WeakMap<Uint8Array, string>()
 
   constructor(private readonly replica: Replica) {
     for (const [id, value] of replica.recordsOf(NAMESPACE)) {
@@ -114,7 +116,13 @@ export class DeviceKeys {
    * with its key was admitted, and its LAN peers took its writes (a probe).
    */
   keyRefused(deviceId: string, key: Uint8Array): boolean {
-    const revocation = keyRevocationId(key)
+    // Asked for every envelope the server opens: the key's revocation id
+    // (a SHA-256 fingerprint) is made once per bound key.
+    let revocation = this.revocationIds.get(key)
+    if (revocation === undefined) {
+      revocation = keyRevocationId(key)
+      this.revocationIds.set(key, revocation)
+    }
     return this.replica.isRevoked(revocation) && !this.revokedByReset(deviceId, revocation)
   }
 
