@@ -39,6 +39,7 @@ import type { SyncAnswer, SyncSession } from './sync-session.js'
 import { stageFullSyncWipe } from './device-sync/full-sync-wipe.js'
 import * as retention from './device-sync/retention.js'
 import { ackedOwn, holdsUnsent } from './device-sync/unsent.js'
+import { writeRetained } from './device-sync/retained.js'
 import type { LinkState, ServerLink } from './ws-client.js'
 
 export type {
@@ -244,7 +245,7 @@ export class DeviceSync implements DeviceSyncApi {
       // Holding nothing yet, the first answer brings the whole roster.
       const empty = replica.doc.store.clients.size === 0
       // Push first: a full sync must not clear changes the server lacks.
-      const pushed = moving
+      let pushed = moving
         ? undefined
         : await this.server.push(session, () => {
             // A delta has what it lacked once the first answer is durable here.
@@ -287,6 +288,9 @@ export class DeviceSync implements DeviceSyncApi {
       } else {
         this.book.deviceToServer = { state: 'success', at: clock.now() }
       }
+      // Kept by a retention wipe: into the fetched roster, and pushed (./device-sync/retained.ts).
+      if (this.persisted.offlineReady && (await writeRetained(replica)) > 0)
+        pushed = await this.server.push(session, () => undefined)
       const acked = pushed && ackedOwn(replica, pushed.theirs, this.persisted.acked) // ./device-sync/unsent.ts
       if (acked) {
         this.persisted = { ...this.persisted, acked }
@@ -410,8 +414,8 @@ export class DeviceSync implements DeviceSyncApi {
   /**
    * The retention timer's wipe, after a push (a periodic device's edits go
    * first); a failed push is named in the wipe's event
-   * (./device-sync/retention.ts) and does not hold the wipe up. Used
-   * meanwhile, it does not wipe.
+   * (./device-sync/retention.ts), and what the server lacked is kept
+   * (./device-sync/retained.ts). Used meanwhile, it does not wipe.
    */
   private async retire(): Promise<void> {
     let note: string | undefined
@@ -428,17 +432,14 @@ export class DeviceSync implements DeviceSyncApi {
 
   /** Unused for `retentionMs`: drops roster and local state, waits for a use (then a full sync). */
   private async wipeForRetention(note?: string): Promise<void> {
+    const { replica, retentionMs } = this.options
     this.link?.pause()
     this.timers.clearDelta()
     this.timers.clearRetry()
     this.persisted = { ...this.persisted, offlineReady: false, awaitingUse: true }
-    // The record goes with the wipe: a crash right after it must not leave
-    // an empty roster that says it is offline-ready.
-    await this.options.replica.wipe({
-      local: true,
-      event: retention.wipeEvent(this.options.retentionMs, note),
-      records: [[...RECORD, this.persisted]],
-    })
+    // The record goes with the wipe: no crash leaves an empty roster said offline-ready.
+    const record = [...RECORD, this.persisted] as const
+    await replica.wipe(retention.wipeOptions(replica, record, this.link?.state, note, retentionMs))
     this.persistedUseAt = this.persisted.lastUsedAt
     this.book.reset()
   }

@@ -268,6 +268,34 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(late.replica.events.query({ type: 'roster-wiped' })).toHaveLength(1)
     })
 
+    it('keeps those changes through the wipe when its network is not up at boot, and pushes them once used', async () => {
+      // The same terminal, booting before its network is up: the push
+      // failed, and the wipe took the saved write (left open, session 27).
+      const clock = new ManualClock()
+      const s = await site(clock)
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      const first = await s.device('D1', deviceClock(clock))
+      await first.sync.whenIdle()
+      s.down()
+      await first.users.patch('u1', { email: 'offline@d1.example' })
+      await first.close()
+      await clock.advance(DEFAULT_RETENTION_MS + HOUR)
+      const late = await s.device('D1', deviceClock(clock))
+      for (let i = 0; i < 200 && late.replica.list().length > 0; i++) {
+        await clock.advance(10)
+        await settle(5)
+      }
+      expect(late.replica.list()).toEqual([])
+      const [wiped] = late.replica.events.query({ type: 'roster-wiped' })
+      expect(wiped?.message).toMatch(
+        /push before it failed .*; this device's changes the server lacked are kept/,
+      )
+      s.up()
+      await late.sync.whenIdle()
+      expect(s.server.users.get('u1')?.email).toBe('offline@d1.example')
+      expect(late.users.get('u1')?.email).toBe('offline@d1.example')
+    })
+
     it('wipes a device restarted after its retention period, before it shows anything', async () => {
       const clock = new ManualClock()
       const s = await site(clock)

@@ -770,18 +770,90 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(s.server.users.get('u1')?.email).toBe('unsent@example.com')
     })
 
-    it('wipes even when the push before it fails (server down), and says the push failed', async () => {
-      const { s, d } = await unsentEdit()
-      s.down()
-      await s.clock.advance(2 * DAY)
+    /** Advances the clock a minute at a time until `d` shows no user (at most 10 times). */
+    async function untilWiped(s: Site, d: DevicePeer): Promise<void> {
       for (let i = 0; i < 10 && d.replica.list().length > 0; i++) {
         await s.clock.advance(MINUTE)
         await settle(20)
       }
       expect(d.replica.list()).toEqual([])
+    }
+
+    it('wipes when the push before it fails (server down), keeps the unsent edit, and pushes it after the next full sync', async () => {
+      const { s, d } = await unsentEdit()
+      s.down()
+      await s.clock.advance(2 * DAY)
+      await untilWiped(s, d)
       const types = d.replica.events.query({ type: ['sync-failed', 'roster-wiped'] })
       expect(types.map((e) => e.type)).toEqual(['sync-failed', 'roster-wiped'])
-      expect(types[1]?.message).toMatch(/push before it failed \(SYNC_FAILED: .*changes is gone$/)
+      expect(types[1]?.message).toMatch(
+        /^unused for 2 days \(retention\); the push before it failed \(SYNC_FAILED: .*\); this device's changes the server lacked are kept, shown nowhere, and go to it after the next full sync$/,
+      )
+      // Shown nowhere: the roster went, the kept edit with it, until the server has it.
+      expect(d.users.list()).toEqual([])
+      s.up()
+      await d.sync.whenIdle()
+      expect(s.server.users.get('u1')?.email).toBe('unsent@example.com')
+      expect(d.users.get('u1')?.email).toBe('unsent@example.com')
+      // Written back once: the next sync has nothing of it to push again.
+      const before = s.server.events.query({ type: 'user-update-succeeded' }).length
+      await d.sync.full()
+      expect(s.server.events.query({ type: 'user-update-succeeded' })).toHaveLength(before)
+    })
+
+    it('keeps the unsent edit through a restart between the wipe and the next full sync', async () => {
+      const s = await site()
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      const store = new KeptOpenStore(memoryStore())
+      const options = {
+        store,
+        retentionMs: 2 * DAY,
+        mode: 'periodic',
+        deltaIntervalMs: 3 * DAY,
+      } as const
+      const d = await device(s, 'D1', options)
+      await d.sync.whenIdle()
+      await d.users.patch('u1', { email: 'kept@example.com' })
+      s.down()
+      await s.clock.advance(2 * DAY)
+      await untilWiped(s, d)
+      await d.close()
+      s.up()
+      const again = await device(s, 'D1', options)
+      expect(again.users.list()).toEqual([])
+      await again.sync.whenIdle()
+      expect(s.server.users.get('u1')?.email).toBe('kept@example.com')
+    })
+
+    it('drops a kept edit of a user the server deleted or enrolled again meanwhile (rule 4)', async () => {
+      const { s, d } = await unsentEdit()
+      await s.server.users.put({ id: 'u2', name: 'Bo' })
+      await d.sync.full() // (a full sync is a use: the edit of u2 comes after it)
+      await d.users.patch('u1', { phone: '555' })
+      await d.users.patch('u2', { email: 'bo@example.com' })
+      s.down()
+      await s.clock.advance(2 * DAY)
+      await untilWiped(s, d)
+      await s.server.users.delete('u1')
+      await s.server.users.delete('u2')
+      await s.server.users.put({ id: 'u2', name: 'Bo again' })
+      s.up()
+      await d.sync.whenIdle()
+      expect(s.server.users.get('u1')).toBeUndefined()
+      expect(s.server.users.get('u2')).toEqual({ id: 'u2', name: 'Bo again' })
+      expect(d.users.list()).toEqual([{ id: 'u2', name: 'Bo again' }])
+    })
+
+    it('says the unsent edit is gone when the server refuses the device (nothing would ever take it)', async () => {
+      const { s, d } = await unsentEdit()
+      await s.server.devices.revoke('D1')
+      await d.sync.delta().catch(() => undefined)
+      await s.clock.advance(2 * DAY)
+      await untilWiped(s, d)
+      const [wiped] = d.replica.events.query({ type: 'roster-wiped' })
+      expect(wiped?.message).toBe(
+        "unused for 2 days (retention); no push, the server refuses this device; what the server lacked of this device's changes is gone",
+      )
     })
 
     it('says in the wipe that the push failed when the outage began long before it (a live device)', async () => {
@@ -805,8 +877,11 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(d.replica.list()).toEqual([])
       const [wiped] = d.replica.events.query({ type: 'roster-wiped' })
       expect(wiped?.message).toMatch(
-        /^unused for 2 days \(retention\); the push before it failed \(.+\): what the server lacked of this device's changes is gone$/,
+        /^unused for 2 days \(retention\); the push before it failed \(.+\); this device's changes the server lacked are kept/,
       )
+      s.up()
+      await d.sync.whenIdle()
+      expect(s.server.users.get('u1')?.phone).toBe('555')
     })
 
     it('counts a use made while the clock ran ahead from when it was set back, across restarts (years probe)', async () => {

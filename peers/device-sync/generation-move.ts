@@ -28,7 +28,7 @@
  * hold of own writes (only the round that waits for it could end that hold).
  */
 import * as Y from 'yjs'
-import { asDeviceEntry, rootOwner, usersRootName, type DeviceEntry } from '../../core/entries.js'
+import { rootOwner, usersRootName, type DeviceEntry } from '../../core/entries.js'
 import { recordBytes, type FieldValue } from '../../core/schema.js'
 import { limits } from '../../core/limits.js'
 import type { HlcStamp } from '../../core/hlc.js'
@@ -40,14 +40,15 @@ import {
   type Generation,
   type GenerationStatement,
 } from '../../core/generation-statement.js'
-import { asUserId, asWriterId, SERVER_ID, type UserId } from '../../core/ids.js'
+import { asWriterId, SERVER_ID, type UserId } from '../../core/ids.js'
 import { CloseCode } from '../../core/protocol.js'
 import type { NewEvent } from '../../core/events.js'
 import type { Connection } from '../../core/transport.js'
-import { mergeDeviceEntries, sameDeviceStamps } from '../../core/writes.js'
-import type { HeldBeforeRefetch, Replica, WriteContext } from '../replica.js'
+import { mergeDeviceEntries } from '../../core/writes.js'
+import type { HeldBeforeRefetch, Replica } from '../replica.js'
 import { heldWhenLeft, leftRecord, type LeftGeneration } from './left-generations.js'
 import { heldBeforeRefetch } from './mark-versions.js'
+import { carry, ownEntries, partEntries } from './own-entries.js'
 
 export const DEVICE_GENERATION_RECORD = ['sync', 'generation'] as const // the generation it is on
 
@@ -368,22 +369,6 @@ export function holdsNothing(doc: Y.Doc): boolean {
   return store.clients.size === 0 && store.pendingStructs === null && store.pendingDs === null
 }
 
-/** This device's own part of `doc`: its entry for every user it wrote. */
-function ownEntries(doc: Y.Doc, replica: Replica): Map<UserId, DeviceEntry> {
-  return partEntries(doc, usersRootName(replica.writerId))
-}
-
-/** A writer's part of `doc` (root `root`): its entry for every user it wrote. */
-function partEntries(doc: Y.Doc, root: string): Map<UserId, DeviceEntry> {
-  const entries = new Map<UserId, DeviceEntry>()
-  if (!doc.share.has(root)) return entries
-  for (const [key, value] of doc.getMap<unknown>(root).entries()) {
-    const entry = asDeviceEntry(value)
-    if (entry !== undefined) entries.set(asUserId(key), entry)
-  }
-  return entries
-}
-
 /**
  * The entries of other devices' parts in `doc` (not the server's; the
  * server's roots other than its users' have no other owner): what this
@@ -473,28 +458,4 @@ function withUnseen(
     relayed++
   }
   return { entries: out, relayed }
-}
-
-/**
- * Writes into the new generation each carried own entry it lacks or holds
- * older, merged field by field with the one it holds. Rule 4: an entry
- * older than the server's epoch is void, not carried; a newer one follows a
- * delete a restored server lost, and goes on the user it holds, at its epoch.
- */
-function carry(
-  ctx: WriteContext,
-  replica: Replica,
-  carried: ReadonlyMap<UserId, DeviceEntry>,
-): void {
-  const root = usersRootName(replica.writerId)
-  const part = replica.doc.share.has(root) ? replica.doc.getMap<unknown>(root) : undefined
-  for (const [id, entry] of carried) {
-    const epoch = replica.replicaOf(id).server?.e ?? 0
-    if (entry.e < epoch) continue
-    const held = asDeviceEntry(part?.get(id))
-    const at = entry.e > epoch ? { ...entry, e: epoch } : entry
-    const merged = held === undefined ? at : mergeDeviceEntries([held, at])
-    if (held !== undefined && sameDeviceStamps(merged, held)) continue
-    ctx.setOwnEntry(id, merged)
-  }
 }

@@ -183,7 +183,8 @@ export class BatchRunner {
     if (options.event !== undefined) {
       events.append(options.event, this.parts.clock.now())
     }
-    const records = options.records ?? []
+    const records =
+      typeof options.records === 'function' ? options.records(old) : (options.records ?? [])
     local.recordOps(ops, records)
     events.writeEventChunk(ops)
     try {

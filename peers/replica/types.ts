@@ -212,8 +212,14 @@ export interface WipeOptions {
   readonly local: boolean
   /** Recorded in the same durable batch as the wipe. */
   readonly event?: NewEvent
-  /** Peer-local records (namespace, key, value) set in the same durable batch. */
-  readonly records?: ReadonlyArray<readonly [string, string, unknown]>
+  /**
+   * Peer-local records (namespace, key, value) set in the same durable
+   * batch; a function is given the document right before the wipe (after
+   * every write queued earlier), to keep something of it.
+   */
+  readonly records?:
+    | ReadonlyArray<readonly [string, string, unknown]>
+    | ((doc: Y.Doc) => ReadonlyArray<readonly [string, string, unknown]>)
   /**
    * Checked in the write queue right before the wipe (after every write
    * queued earlier): when false, nothing is wiped and the wipe rejects with
