@@ -573,6 +573,13 @@ function admit(
   const name = url.searchParams.get('name') ?? deviceId
   const serial = url.searchParams.get('serial') ?? deviceId
   const known = options.registry.get(deviceId) !== undefined
+  // A revoked key registers no new id: it stood in the registry, and in
+  // approval mode waited keyless, so that approving it bound the next key
+  // that came with the site key (a probe).
+  if (!known && url.searchParams.get('pub') !== null) {
+    const checked = checkKey(url, deviceId, options)
+    if ('code' in checked && checked.code === CloseCode.revoked) return checked
+  }
   const refused = options.registry.admission(
     deviceId,
     { name, serial, address },

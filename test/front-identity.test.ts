@@ -368,6 +368,27 @@ describe('identity: approval mode', () => {
     expect(await server.devices.approve('nobody')).toBe(false)
   })
 
+  it("registers no new id for a revoked device's key: nothing waits keyless for an approval that would bind the next key (probe)", async () => {
+    const clock = new ManualClock()
+    const server = await newServer(clock, { approveDevices: true })
+    const key = keyPairFromSeed(new Uint8Array(32).fill(9))
+    const joinAs = (device: string, at: number): Record<string, string> => ({
+      device,
+      pub: Buffer.from(key.publicKey).toString('base64url'),
+      at: String(at),
+      proof: Buffer.from(signJoinProof(key, 'roster', device, at)).toString('base64url'),
+    })
+    expect((await closeOf(server, joinAs('T-K', clock.now())))?.code).toBe(CloseCode.pending)
+    expect(await server.devices.approve('T-K')).toBe(true)
+    expect(await server.devices.revoke('T-K')).toBe(true)
+    const info = await closeOf(server, joinAs('T-K-new', clock.now() + 1))
+    expect(info?.reason).toMatch(/^PEER_REVOKED: this key was revoked/)
+    // Not registered: not listed, nothing to approve, no event.
+    expect(server.devices.list().map((d) => d.id)).toEqual(['T-K'])
+    expect(await server.devices.approve('T-K-new')).toBe(false)
+    expect(server.events.query({ type: 'device-registered', deviceId: 'T-K-new' })).toEqual([])
+  })
+
   it('a pending device whose clock is days off learns the server time first, so its key is bound while it waits', async () => {
     const clock = new ManualClock()
     const server = await newServer(clock, { approveDevices: true })
