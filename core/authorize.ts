@@ -41,6 +41,8 @@ import {
   SERVER_ENTRY_KEYS,
   isAdoption,
   isAdoptionMap,
+  isPlainObject,
+  plainThroughout,
   SERVER_META_ROOT,
   usersRootName,
   WRITER_ID_PATTERN,
@@ -458,6 +460,11 @@ class UpdateCheck {
     }
     const owner = rootOwner(place.root)
     for (const value of content.arr) {
+      // A `__proto__` key made an object's prototype (core/entries.ts, isPlainObject).
+      if (this.on('entryShape') && !plainThroughout(value))
+        throw invalid(
+          `update holds a value with a "__proto__" key (an object that is not plain) in ${clip(place.root)} / ${clip(place.key ?? '')}`,
+        )
       if (place.root === SERVER_META_ROOT) this.checkPolicyEntry(value, place)
       else if (place.root === REVOCATIONS_ROOT) this.checkRevocationEntry(value, place)
       else {
@@ -735,8 +742,7 @@ function checkFields(schema: RecordSchema, fields: unknown, where: string): void
 /** A valid user id handed to the schema, which judges a patch with its id. */
 const KEY_PLACEHOLDER = 'x'
 
-const isRecord = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array)
+const isRecord = (v: unknown): v is Record<string, unknown> => isPlainObject(v)
 const isNumberMap = (v: unknown): boolean =>
   isRecord(v) && Object.values(v).every((n) => typeof n === 'number')
 const isEpoch = (e: unknown): e is number =>

@@ -115,8 +115,36 @@ export function rootOwner(rootName: string): WriterId | undefined {
   return undefined
 }
 
-const isRecord = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array)
+/**
+ * True for a plain object: Object's prototype (or none). A key `__proto__`
+ * in a Yjs value sets the decoded object's prototype (lib0's readAny
+ * assigns each key), and a device hid fields and stamps there: checks that
+ * walk own keys passed them, and readers that read inherited ones took
+ * them (a hostile probe: a device erased the server's fields of any user).
+ */
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== 'object' || v === null) return false
+  const proto: unknown = Object.getPrototypeOf(v)
+  return proto === Object.prototype || proto === null
+}
+
+/** True when every object in `value`, nested ones included, is plain (arrays and bytes as built). */
+export function plainThroughout(value: unknown): boolean {
+  const stack: unknown[] = [value]
+  while (stack.length > 0) {
+    const v = stack.pop()
+    if (typeof v !== 'object' || v === null || v instanceof Uint8Array) continue
+    if (Array.isArray(v)) {
+      if (Object.getPrototypeOf(v) !== Array.prototype) return false
+      for (const item of v) stack.push(item)
+    } else if (isPlainObject(v)) {
+      for (const item of Object.values(v)) stack.push(item)
+    } else return false
+  }
+  return true
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => isPlainObject(v)
 const isStampMap = (v: unknown): v is Record<string, number> =>
   isRecord(v) && Object.values(v).every((n) => typeof n === 'number' && Number.isFinite(n))
 

@@ -5,7 +5,11 @@
  * verified nor applied: OpenedEnvelope.nothing, peers/signed-link.ts).
  */
 import * as Y from 'yjs'
+import { SERVER_ID } from '../core/ids.js'
+import type { Envelope } from '../core/signing.js'
 import type { UpdateRanges } from '../core/update-scan.js'
+import { bringsLost, lostClocks } from './device-sync/lost-clocks.js'
+import type { Replica } from './replica.js'
 
 /** True when the update (its scan) holds structs `doc` lacks. */
 export function bringsStructs(doc: Y.Doc, ranges: UpdateRanges): boolean {
@@ -58,4 +62,66 @@ export function deletesAhead(doc: Y.Doc, ranges: UpdateRanges): boolean {
     for (const [clock, end] of list) if (end > clock && end > held) return true
   }
   return false
+}
+
+/**
+ * True when the update deletes a value `doc` shows (the current item of a
+ * map key) without bringing the item that replaces it (one whose origin is
+ * the deleted item). A state exchange's answer carries its sender's whole
+ * delete set: a LAN peer that asked with everything the server holds got
+ * an envelope of the server's deletes alone, and relayed it to a device
+ * behind the server, where the old entries the server had replaced went
+ * without their replacements: users vanished until its next server sync
+ * (a hostile probe). The writers' rules never delete a shown value
+ * outright over a relay: an entry is replaced, a user deleted with a mark.
+ * Such an envelope is not taken (OpenedEnvelope.nothing): what it deletes
+ * arrives with its replacement from the server.
+ */
+export function deletesUnreplaced(doc: Y.Doc, update: Uint8Array, ranges: UpdateRanges): boolean {
+  const shown: Y.Item[] = []
+  for (const [client, list] of ranges.deletes) {
+    const structs = doc.store.clients.get(client)
+    if (structs === undefined || structs.length === 0) continue
+    const held = Y.getState(doc.store, client)
+    for (const [clock, end] of list) {
+      if (clock >= held || end <= clock) continue
+      for (let i = Y.findIndexSS(structs, clock); i < structs.length; i++) {
+        const struct = structs[i] as (typeof structs)[number]
+        if (struct.id.clock >= end) break
+        if (struct instanceof Y.Item && !struct.deleted && struct.parentSub !== null)
+          shown.push(struct)
+      }
+    }
+  }
+  if (shown.length === 0) return false
+  const origins: Y.ID[] = []
+  for (const struct of Y.decodeUpdate(update).structs)
+    if (struct instanceof Y.Item && struct.origin !== null) origins.push(struct.origin)
+  return shown.some(
+    (item) =>
+      !origins.some(
+        (o) =>
+          o.client === item.id.client &&
+          o.clock >= item.id.clock &&
+          o.clock < item.id.clock + item.length,
+      ),
+  )
+}
+
+/**
+ * Whether a device leaves untaken (OpenedEnvelope.nothing) an envelope a
+ * LAN link offers (`peer`: the device its certificate names, when known):
+ * the server's operations a restore of the server took away, offered by a
+ * peer still behind (./device-sync/lost-clocks.ts), and deletes of values
+ * shown here without what replaces them, relayed for another writer
+ * ({@link deletesUnreplaced}).
+ */
+export function untakenOverLan(
+  replica: Replica,
+  envelope: Envelope,
+  ranges: UpdateRanges,
+  peer: string | undefined,
+): boolean {
+  if (envelope.writer === SERVER_ID && bringsLost(lostClocks(replica), ranges)) return true
+  return envelope.writer !== peer && deletesUnreplaced(replica.doc, envelope.update, ranges)
 }

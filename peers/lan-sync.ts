@@ -396,7 +396,7 @@ export function runLanLink(
       reportErrors: true,
       ...(signing === undefined
         ? {}
-        : { signed: (send: (envelopes: Uint8Array[]) => void) => signing.link(link.id, send) }),
+        : { signed: (send) => signing.link(link.id, send, true, true, false, deviceId) }),
       // Another device is not trusted: bounded rates, and a refused update
       // closes the link with its code (PROTOCOL.md, "Refusals").
       untrusted: true,

@@ -31,7 +31,7 @@ import {
   type SignedLink,
   type WriterCheck,
 } from './signed-link.js'
-import { bringsNothing, bringsStructs } from './envelope-news.js'
+import { bringsNothing, bringsStructs, deletesUnreplaced } from './envelope-news.js'
 import type { VerifyPool } from './verify-pool.js'
 import { WriterClients } from './writer-clients.js'
 
@@ -127,7 +127,7 @@ export class ServerSigning {
         }
         return this.lastEnvelope
       },
-      open: (bytes) => this.open(bytes),
+      open: (bytes) => this.open(bytes, deviceId),
       applied: () => undefined,
       stop: () => undefined,
     }
@@ -163,7 +163,7 @@ export class ServerSigning {
    * the signature (on the pool when there is one), then checks what the
    * update writes against the document as it is at that moment.
    */
-  private open(bytes: Uint8Array): OpenedEnvelope | Promise<OpenedEnvelope> {
+  private open(bytes: Uint8Array, deviceId: string): OpenedEnvelope | Promise<OpenedEnvelope> {
     const envelope = decodeEnvelope(bytes)
     // A writer without a key is refused before its update is read.
     const key = this.writerKey(envelope)
@@ -182,7 +182,12 @@ export class ServerSigning {
       throw overBudget
     }
     // Nothing to apply: its writer and clientIDs checked, not its signature.
-    if (bringsNothing(this.options.replica.doc, ranges))
+    // Deletes of values shown here without what replaces them, relayed by
+    // another device, are not taken either (a delete set alone:
+    // ./envelope-news.ts).
+    const { doc } = this.options.replica
+    const relayed = envelope.writer !== deviceId
+    if (bringsNothing(doc, ranges) || (relayed && deletesUnreplaced(doc, envelope.update, ranges)))
       return { ...this.admit(bytes, envelope, key, ranges, false), nothing: true }
     const job = envelopeVerifyJob(envelope, key, this.site, this.generation)
     const pool = this.options.pool
@@ -197,7 +202,8 @@ export class ServerSigning {
       // judged as if everything ran now, in line (the same checks in the
       // same order).
       const now = this.writerKey(envelope)
-      if (now !== key && !Buffer.from(now).equals(Buffer.from(key))) return this.open(bytes)
+      if (now !== key && !Buffer.from(now).equals(Buffer.from(key)))
+        return this.open(bytes, deviceId)
       if (!ok) throw envelopeSignatureError(envelope)
       return this.admit(bytes, envelope, key, ranges)
     })

@@ -41,8 +41,8 @@ import { encodeClientsDiff, restrictUpdate } from '../core/update-parts.js'
 import { scanUpdate, type UpdateRanges } from '../core/update-scan.js'
 import { documentGeneration, onGenerationNoted } from './device-sync/generation-move.js'
 import { within, type EnvelopeLog } from './envelope-log.js'
-import { bringsNews, deletesAhead } from './envelope-news.js'
-import { bringsLost, lostClocks, noteHeardOverLan } from './device-sync/lost-clocks.js'
+import { bringsNews, deletesAhead, untakenOverLan } from './envelope-news.js'
+import { noteHeardOverLan } from './device-sync/lost-clocks.js'
 import { RelayMemo } from './relay-memo.js'
 import { WriterClients } from './writer-clients.js'
 import { siteOf, type Identity } from './identity.js'
@@ -291,13 +291,17 @@ export class DeviceSigning {
     return [encodeEnvelope(envelope)]
   }
 
-  /** A signed link for one connection; `send` sends envelopes as a signed update. */
+  /**
+   * A signed link for one connection; `send` sends envelopes as a signed
+   * update; `peer`, the device its certificate names (a LAN link).
+   */
   link(
     connectionId: string,
     send: (envelopes: Uint8Array[]) => void,
     plainAllowed = true,
     relays = true,
     fromServer = false,
+    peer?: string,
   ): SignedLink {
     const { identity, replica, log } = this.options
     if (relays) this.links.set(connectionId, send)
@@ -336,7 +340,7 @@ export class DeviceSigning {
         if (told.origin !== 'local') return []
         return this.sealOwn(restrictUpdate(told.update, identity.ownClients()))
       },
-      open: (bytes) => this.open(bytes, fromServer),
+      open: (bytes) => this.open(bytes, fromServer, peer),
       applied: (opened) => {
         if (!opened.fresh || opened.writer === this.options.writerId) return
         // What the server must hold by its next answer (ServerExchange.serverLost).
@@ -424,8 +428,8 @@ export class DeviceSigning {
     }
   }
 
-  /** Opens an envelope that came from the server (`fromServer`) or a LAN peer. */
-  private open(bytes: Uint8Array, fromServer: boolean): OpenedEnvelope {
+  /** Opens an envelope that came from the server (`fromServer`) or a LAN peer (`peer`, when known). */
+  private open(bytes: Uint8Array, fromServer: boolean, peer?: string): OpenedEnvelope {
     const serverKey = this.options.identity.serverKey
     const site = this.site()
     if (serverKey === undefined || site === undefined)
@@ -433,17 +437,13 @@ export class DeviceSigning {
     const envelope = decodeEnvelope(bytes)
     // One strict scan serves every check below and the replica's intake.
     const ranges = scanOrRefuse(envelope.update)
-    // What a restore of the server took away, offered by a LAN peer still
-    // behind, is not taken again (peers/device-sync/lost-clocks.ts).
-    const lost =
-      !fromServer &&
-      envelope.writer === SERVER_ID &&
-      bringsLost(lostClocks(this.options.replica), ranges)
+    // What a LAN peer offers is not always taken (./envelope-news.ts).
+    const skipped = !fromServer && untakenOverLan(this.options.replica, envelope, ranges, peer)
     // Before it is applied: a delete-only envelope (no structs) is news
     // when it deletes what this device holds, and is relayed like any.
-    const fresh = !lost && bringsNews(this.options.replica.doc, ranges)
+    const fresh = !skipped && bringsNews(this.options.replica.doc, ranges)
     // Nothing to apply: checked below as any other, but not its signature.
-    const nothing = lost || (!fresh && !deletesAhead(this.options.replica.doc, ranges))
+    const nothing = skipped || (!fresh && !deletesAhead(this.options.replica.doc, ranges))
     // Signed for the generation of the document it would go into: one of
     // another generation (a retired history replayed) fails.
     const generation = documentGeneration(this.options.replica).id

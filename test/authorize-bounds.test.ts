@@ -202,6 +202,16 @@ describe('epochs', () => {
   })
 })
 
+/** `value` with an own key `__proto__` holding `hidden` (as JSON.parse makes it). */
+function withProto(value: object, hidden: object): object {
+  return Object.defineProperty({ ...value }, '__proto__', {
+    value: hidden,
+    enumerable: true,
+    configurable: true,
+    writable: true,
+  })
+}
+
 describe('entry shape', () => {
   it.each([
     ['an extra key', entry({ pad: 'x'.repeat(1000) })],
@@ -211,6 +221,17 @@ describe('entry shape', () => {
     ['a stamp of a field the site does not have', entry({ s: { name: NOW * 1000, nickname: 1 } })],
     ['a field the site does not have', entry({ f: { nickname: 'A' }, s: {} })],
     ['a value that is not an entry', 'Ann'],
+    // Decoded, a `__proto__` key is the object's prototype: a stamp hidden
+    // there beat every later fill, and broke the server's entry (a probe).
+    ['a stamp under a "__proto__" key', entry({ s: withProto({}, { name: 2 ** 52 }) })],
+    ['a field under a "__proto__" key', entry({ f: withProto({}, { name: 'M' }) })],
+    [
+      'a card with a "__proto__" key',
+      entry({
+        f: { cards: [withProto({ type: 'csn', value: '04A1' }, { pin: '1234' })] },
+        s: { cards: NOW * 1000 },
+      }),
+    ],
   ])('a device entry with %s is refused INVALID_RECORD', (_why, value) => {
     expect(
       refusal(() => checkUpdate(serverDoc(), setUpdate('D1', 'u1', value), atServer)).code,

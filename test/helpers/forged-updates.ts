@@ -119,6 +119,7 @@ export const FORGERIES = {
   stamp: 'stamp',
   epoch: 'epoch',
   extraKey: 'entryShape',
+  protoKey: 'entryShape',
   badField: 'schema',
   stringContent: 'content',
   mapContent: 'content',
@@ -277,6 +278,25 @@ export function forge(plan: ForgeryPlan, target: ForgeryTarget): Uint8Array {
           [at(['x', 'pad', 'f2'], plan.pick)]: 'y'.repeat(1000),
         }),
       ])
+    case 'protoKey': {
+      // A `__proto__` key: decoded, it is the object's prototype, where
+      // checks of own keys did not look (a hostile probe).
+      const entry = validEntry(target, userId)
+      const where = at(['s', 'f', 'entry'] as const, plan.pick)
+      const hidden = at(
+        [{ title: Number.MAX_SAFE_INTEGER }, { title: 'not a stamp' }, { name: 'Mallory' }],
+        plan.pick >> 2,
+      )
+      const withProto = (value: object): object =>
+        Object.defineProperty({ ...value }, '__proto__', {
+          value: hidden,
+          enumerable: true,
+          configurable: true,
+          writable: true,
+        })
+      if (where === 'entry') return encodeForged([own(withProto(entry))])
+      return encodeForged([own({ ...entry, [where]: withProto(entry[where] as object) })])
+    }
     case 'badField': {
       const entry = validEntry(target, userId)
       const bad = at(
