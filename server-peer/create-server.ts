@@ -529,6 +529,7 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
         }),
       async revoke(id) {
         if (!(await registry.revoke(id))) return false
+        await keys.revokedWithDevice(id)
         endpoint.disconnect(id, CloseCode.revoked, 'PEER_REVOKED')
         await publishRevocations(replica, registry, keys)
         // The same key's links under other ids go too: it is refused now.

@@ -109,6 +109,31 @@ export class DeviceKeys {
   }
 
   /**
+   * The key of `deviceId`, now revoked with its device, is revoked for
+   * good: a reset of another id sharing it no longer exempts that id
+   * (revokedByReset). Else the key rejoined as that id, its approval took
+   * the revocation back, and the revoked terminal joined under any new id
+   * (a hostile probe). Durable when this resolves.
+   */
+  async revokedWithDevice(deviceId: string): Promise<void> {
+    const key = this.keys.get(deviceId)
+    if (key === undefined) return
+    const revocation = keyRevocationId(key)
+    const exempt = this.replica
+      .recordsOf(RESETS)
+      .filter(([, resets]) => Array.isArray(resets) && resets.includes(revocation))
+    if (exempt.length === 0) return
+    await this.replica.writeMeta((ctx) => {
+      for (const [id, resets] of exempt)
+        ctx.setRecord(
+          RESETS,
+          id,
+          (resets as string[]).filter((noted) => noted !== revocation),
+        )
+    })
+  }
+
+  /**
    * True when `key` may not join as `deviceId`: it is revoked (its device
    * revoked, or a reset of another id's key), unless a reset of this id's
    * own key revoked it (the terminal kept it: it waits for approval, which

@@ -451,7 +451,10 @@ async function serve(
 function checkApprovedKey(req: IncomingMessage, target: HttpApiTarget, id: string): void {
   const shown = req.headers['x-rostersync-key-fingerprint']
   if (typeof shown !== 'string') return
-  const bound = target.devices.list().find((d) => d.id === id)?.keyFingerprint
+  const device = target.devices.list().find((d) => d.id === id)
+  // An unknown device is the approval's 404 (PEER_UNKNOWN), not this.
+  if (device === undefined) return
+  const bound = device.keyFingerprint
   if (bound !== shown)
     throw new HttpError(
       412,

@@ -256,6 +256,14 @@ describe('approving a device with the key fingerprint shown', () => {
           'x-rostersync-key-fingerprint': fingerprint,
         },
       })
+    // An unknown device is 404 PEER_UNKNOWN, fingerprint or not (a probe: 412).
+    const unknown = await call(peer, 'POST', '/api/devices/nobody/approve', {
+      headers: {
+        authorization: `Bearer ${peer.adminToken}`,
+        'x-rostersync-key-fingerprint': device.keyFingerprint,
+      },
+    })
+    expect([unknown.status, codeOf(unknown)]).toEqual([404, 'PEER_UNKNOWN'])
     const other = await approve('SHA256:' + 'A'.repeat(43))
     expect(other.status).toBe(412)
     expect(codeOf(other)).toBe('PRECONDITION_FAILED')

@@ -384,6 +384,21 @@ describe('LAN admission', () => {
     await eventually(() => expect(open.closed()?.reason).toMatch(/REVOKED/))
   })
 
+  it('a key a reset of one id revoked, then revoked with another id of it, stays revoked under every id (hostile probe)', async () => {
+    // The reset exempted its own id: the key rejoined as it, its approval
+    // took the revocation back, and the revoked terminal joined as any id.
+    const s = await site()
+    const k = keyPairFromSeed(seedOf(33))
+    await join(s, 'A', k)
+    await join(s, 'C', k, s.clock.now() + 1)
+    expect(await s.server.devices.resetKey('C')).toBe(true)
+    expect(await s.server.devices.revoke('A')).toBe(true)
+    await refusedJoin(s, 'C', k, s.clock.now() + 2)
+    await expect(s.server.devices.approve('C')).rejects.toMatchObject({ code: 'PEER_PENDING' })
+    expect(s.server.replica.isRevoked(keyRevocationId(k.publicKey))).toBe(true)
+    await refusedJoin(s, 'B', k, s.clock.now() + 3)
+  })
+
   it('DeviceKeys.certificate: a clock stepped back issues anew rather than send a certificate from its future', async () => {
     const replica = await Replica.open({
       writerId: asWriterId('server'),
