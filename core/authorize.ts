@@ -128,6 +128,12 @@ export interface CheckOptions {
   /** Validates device entries' fields when given. */
   readonly schema?: RecordSchema
   /**
+   * How far past `now` a device entry's stamp may be, when less than
+   * `stampSkewMsMax` (what a device takes from a LAN peer:
+   * `limits.lanStampSkewMsMax`).
+   */
+  readonly deviceStampSkewMs?: number
+  /**
    * For links that relay the server's part (LAN): when given, a new item in
    * the server's part must come from one of these Yjs clients (see
    * {@link serverClientsOf}), and a delete of a server item this peer still
@@ -496,7 +502,8 @@ class UpdateCheck {
       }
     }
     if (this.on('stamp') && isRecord(s))
-      for (const stamp of Object.values(s)) this.checkStamp(stamp, where)
+      for (const stamp of Object.values(s))
+        this.checkStamp(stamp, where, this.options.deviceStampSkewMs)
     if (this.on('epoch')) {
       const epoch = this.serverEpochOf(place.key ?? '')
       if (!isEpoch(e) || e > epoch) {
@@ -565,8 +572,8 @@ class UpdateCheck {
     if (this.on('stamp') && isRecord(value)) this.checkStamp(value.t, where)
   }
 
-  private checkStamp(stamp: unknown, where: string): void {
-    const latestMs = this.options.now + limits.stampSkewMsMax
+  private checkStamp(stamp: unknown, where: string, skewMs = limits.stampSkewMsMax): void {
+    const latestMs = this.options.now + skewMs
     if (typeof stamp !== 'number' || !Number.isSafeInteger(stamp) || stamp < 0) {
       throw invalid(
         `update holds stamp ${clip(String(stamp))} in ${where}; stamps are non-negative integers`,
@@ -574,7 +581,7 @@ class UpdateCheck {
     }
     if (stampMs(stamp) > latestMs) {
       throw invalid(
-        `update holds a stamp ${stampMs(stamp) - this.options.now} ms ahead of this peer's time in ${where}; the limit is ${limits.stampSkewMsMax}; peer time ${this.options.time ?? this.options.now}`,
+        `update holds a stamp ${stampMs(stamp) - this.options.now} ms ahead of this peer's time in ${where}; the limit is ${skewMs}; peer time ${this.options.time ?? this.options.now}`,
       )
     }
   }

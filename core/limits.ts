@@ -196,6 +196,16 @@ export const limits = {
    */
   stampSkewMsMax: 60 * 60_000,
   /**
+   * On a device, how far ahead of its time a stamp in another device's
+   * entry that a LAN peer sends may be. Below `stampSkewMsMax` by more than
+   * a device's skew from its server, so that a LAN peer cannot push this
+   * device's clock (its HLC adopts what it takes) past what its server
+   * takes: a neighbour whose stamps ran an hour ahead had every write of a
+   * device 3 minutes ahead refused by the server (a hostile probe). Above
+   * the 30 minutes two devices of a site may be apart (the simulator's).
+   */
+  lanStampSkewMsMax: 40 * 60_000,
+  /**
    * On a device, how far past its server's latest stamp less
    * `stampSkewMsMax` it takes other writers' stamps (ReplicaDocument.stampHorizon):
    * room for a writer's HLC counting past the server's last stamp, and the

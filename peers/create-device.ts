@@ -230,13 +230,14 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     writerId: self,
     clock: basics.clock,
     log: await EnvelopeLog.open(basics.store),
-    check: (update, writer) =>
+    check: (update, writer, fromServer) =>
       checkUpdate(replica.doc, update, {
         // The server's envelopes may hold anything (it checked what it
         // merged); a device's, only its own part.
         mayWrite: (owner) => writer === SERVER_ID || owner === writer,
         schema: basics.schema,
         now: replica.stampTime.horizon(),
+        ...(!fromServer && { deviceStampSkewMs: limits.lanStampSkewMsMax }),
       }),
   })
   const linkSigning = serverLinkSigning({

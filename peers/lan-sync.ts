@@ -24,7 +24,7 @@ import {
   TooManyLinksError,
   type RostersyncError,
 } from '../core/errors.js'
-import { netLimits } from '../core/limits.js'
+import { limits, netLimits } from '../core/limits.js'
 import type { RecordSchema } from '../core/schema.js'
 import type { Connection } from '../core/transport.js'
 import type * as Libp2pTransport from '../transports/libp2p-transport.js'
@@ -407,12 +407,12 @@ export function runLanLink(
           : new SharedRates([rates, options.deviceRates(deviceId)]),
       check: (update) => {
         checkUpdate(replica.doc, update, {
-          // Devices relay every part over the LAN; the server's part is
-          // narrowed to what the server itself wrote (serverClients).
+          // Any part (relays); the server's as it wrote it (serverClients).
           mayWrite: () => true,
           schema,
           serverClients: serverClientsOf(replica.doc),
           now: replica.stampTime.horizon(),
+          deviceStampSkewMs: limits.lanStampSkewMsMax,
         })
       },
       onRefused: refused,

@@ -252,7 +252,7 @@ export class ServerSigning {
       )
     if (envelope.writer !== SERVER_ID) {
       checkClients(envelope, key, ranges)
-      this.options.check(envelope.update, envelope.writer)
+      this.options.check(envelope.update, envelope.writer, false)
       if (signed)
         this.writerClients.admit(this.options.replica.doc, envelope.writer, ranges.from.keys())
     }

@@ -155,7 +155,8 @@ export interface SignedLink {
 }
 
 /** Checks an update as `writer`'s (the update check, core/authorize.ts, for that writer's part). */
-export type WriterCheck = (update: Uint8Array, writer: string) => void
+/** `fromServer`: the envelope came on the server link (else a LAN peer's). */
+export type WriterCheck = (update: Uint8Array, writer: string, fromServer: boolean) => void
 
 const EMPTY_UPDATE_BYTES = 2
 
@@ -463,7 +464,7 @@ export class DeviceSigning {
       if (envelope.cert !== undefined) this.checkStanding(envelope.cert)
       if (!nothing) verifyEnvelope(envelope, key, site, generation)
       checkClients(envelope, key, ranges)
-      this.options.check(envelope.update, envelope.writer)
+      this.options.check(envelope.update, envelope.writer, fromServer)
       // The server's bound too: what it refuses, devices do not keep (not
       // counted unsigned: see ServerSigning.admit).
       if (!nothing)
