@@ -287,6 +287,7 @@ export class DeviceSync implements DeviceSyncApi {
         this.book.serverToDevice = { state: 'success', at }
       } else {
         this.book.deviceToServer = { state: 'success', at: clock.now() }
+        await replica.write((ctx) => ctx.dropImports()) // spent: the server's roster is here
       }
       // Kept by a retention wipe: into the fetched roster, and pushed (./device-sync/retained.ts).
       if (this.persisted.offlineReady && (await writeRetained(replica)) > 0)

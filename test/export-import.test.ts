@@ -248,6 +248,72 @@ describe('device.importUsers', () => {
     expect(d.users.list()).toEqual(s.server.users.list())
   })
 
+  it('is spent by the next sync: a file made before its server was restored from a backup shows nothing the server lost (operator probe)', async () => {
+    // The server restored to a backup taken before the file was made: the
+    // imported entries outranked its older ones, and a user it no longer
+    // had kept a working card on the device, delta after delta.
+    const clock = new ManualClock()
+    const open = (store: Store): Promise<ServerPeer> =>
+      createServer({
+        store,
+        clock,
+        listen: false,
+        siteKey: SITE_KEY,
+        exportKdfLogN: limits.exportKdfLogNMin,
+      })
+    const live = new KeptOpenStore(memoryStore())
+    let server = await open(live)
+    closers.push(() => server.close())
+    let up = true
+    const links = new Set<Connection>()
+    const transport: Transport = {
+      connect: async (url) => {
+        if (!up) throw new SyncError('SYNC_FAILED', 'connection refused (server down)')
+        const [mine, theirs] = memoryPair('device', 'server')
+        server.accept(theirs, url)
+        links.add(mine)
+        return mine
+      },
+      close: async () => undefined,
+    }
+    await server.users.put({ id: 'u1', name: 'Old' })
+    const d = await createDevice({
+      id: 'D1',
+      store: memoryStore(),
+      clock,
+      server: 'ws://sim-server',
+      serverTransport: transport,
+      siteKey: SITE_KEY,
+    })
+    closers.push(() => d.close())
+    await d.sync.full()
+    up = false
+    for (const link of links) link.close(1006, 'network down')
+    await settle()
+    // The backup: a copy of the server's store.
+    const backup = memoryStore()
+    for await (const [key, value] of live.range({ gte: '', lt: '\uffff' }))
+      await backup.put(key, value)
+    await clock.advance(1_000)
+    await server.users.patch('u1', { name: 'New (lost by the restore)' })
+    await server.users.put({
+      id: 'u9',
+      name: 'Phantom',
+      cards: [{ type: 'csn', value: '0BADC0DE' }],
+    })
+    const { file } = await server.exportUsers({ passphrase: PASS, userIds: ['u1', 'u9'] })
+    // The restore, then the device's import of the file, then its syncs.
+    await server.close()
+    server = await open(backup)
+    await d.importUsers(file, { passphrase: PASS })
+    expect(d.users.get('u9')?.name).toBe('Phantom')
+    up = true
+    await d.sync.delta()
+    expect(d.users.list()).toEqual(server.users.list())
+    expect(d.users.get('u1')?.name).toBe('Old')
+    expect(d.replica.importedCount).toBe(0)
+  })
+
   it("carries an adopted field's origin: a fill made before the adoption still wins after an import", async () => {
     const s = await site()
     await s.server.users.put({ id: 'u1', name: 'Ann Lee' })

@@ -109,6 +109,11 @@ export class LocalState {
     return this.imported.get(id)
   }
 
+  /** The users with an imported entry. */
+  importedIds(): UserId[] {
+    return [...this.imported.keys()]
+  }
+
   /** The imported policies, by field. */
   importedPolicyEntries(): ReadonlyMap<string, PolicyEntry> {
     return this.importedPolicies

@@ -54,6 +54,12 @@ export interface WriteContext {
   setImported(id: UserId, entry: ServerEntry | undefined): void
   /** The same for a field policy of an export file. */
   setImportedPolicy(field: string, entry: PolicyEntry | undefined): void
+  /**
+   * Drops every imported entry and policy: the server's roster came since,
+   * so the import is spent (a server restored from a backup since the file
+   * was made holds older entries, and they win). Returns how many.
+   */
+  dropImports(): number
   /** Records an event, durable with the rest of the batch. */
   event(event: NewEvent): void
   /**

@@ -47,6 +47,14 @@ export function writeContext(parts: WriteContextParts, storeOps: StoreOp[]): Wri
       local.setImportedPolicy(field, entry, storeOps)
       document.invalidatePolicies()
     },
+    dropImports: () => {
+      const ids = local.importedIds()
+      const fields = [...local.importedPolicyEntries().keys()]
+      for (const id of ids) local.setImported(id, undefined, storeOps)
+      for (const field of fields) local.setImportedPolicy(field, undefined, storeOps)
+      if (fields.length > 0) document.invalidatePolicies()
+      return ids.length + fields.length
+    },
     event: (event) => events.append(event, clock.now()),
     setRecord: (namespace, key, value) => local.setRecord(namespace, key, value, storeOps),
   }
