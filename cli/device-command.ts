@@ -204,14 +204,21 @@ async function deviceOptions(values: Values): Promise<DeviceOptions> {
 /** The one-shot actions, in order: syncs, then the list and the status. */
 async function act(device: DevicePeer, values: Values): Promise<void> {
   const json = values.json
+  // Each sync asked for waits for the device's own follow-up too (a
+  // generation move's carried writes, pushed by a round it starts itself):
+  // cut by the close, it was the status kept, failed, after the sync asked
+  // for had succeeded (an operator probe).
   if (values.full) {
     await device.sync.full()
+    await device.sync.whenIdle()
     console.log(json ? toJson({ sync: 'full', ok: true }) : 'full sync: done')
   }
   if (values.delta) {
     await device.sync.delta()
+    await device.sync.whenIdle()
     console.log(json ? toJson({ sync: 'delta', ok: true }) : 'delta sync: done')
   }
+
   if (values.list) {
     // Through the replica: an operator's look is not the device's use.
     const users = device.replica.list()
