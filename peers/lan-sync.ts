@@ -394,11 +394,11 @@ export function runLanLink(
       replica,
       connection: link,
       reportErrors: true,
+      forwardAfterAnswer: true,
       ...(signing === undefined
         ? {}
         : { signed: (send) => signing.link(link.id, send, true, true, false, deviceId) }),
-      // Another device is not trusted: bounded rates, and a refused update
-      // closes the link with its code (PROTOCOL.md, "Refusals").
+      // Not trusted: bounded rates; a refusal closes it (PROTOCOL.md, "Refusals").
       untrusted: true,
       ...(deviceId === undefined ? {} : { peerId: deviceId }),
       rates:

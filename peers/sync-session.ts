@@ -19,7 +19,7 @@ import { netLimits } from '../core/limits.js'
 import { CloseCode, encodeMessage, type Message } from '../core/protocol.js'
 import type { Connection } from '../core/transport.js'
 import type { UpdateRanges } from '../core/update-scan.js'
-import type { Replica } from './replica.js'
+import type { Replica, ReplicaUpdate } from './replica.js'
 import type { OpenedEnvelope, SignedLink } from './signed-link.js'
 import { decodeInbound, ExcusedRefusals, LinkRates, type Rates } from './sync-session/inbound.js'
 import { closeReason, refusalClose, remoteError, withUser } from './sync-session/inbound.js'
@@ -91,6 +91,8 @@ export interface SessionOptions {
    * false leaves them for the next exchange (a device in periodic mode).
    */
   readonly forwardUpdates?: boolean
+  /** Changes wait for this side's first answer to a step 1 (a device's links: see `early`). */
+  readonly forwardAfterAnswer?: boolean
   /**
    * Speak signed envelopes on this link (PROTOCOL.md, "Signed writes"):
    * answers and forwarded changes go out signed, inbound envelopes are
@@ -157,25 +159,35 @@ export function startSession(options: SessionOptions): SyncSession {
   /** The signed link, while it speaks envelopes (see SignedLink.active). */
   const signedNow = (): SignedLink | undefined =>
     signedLink?.active() === true ? signedLink : undefined
+  /**
+   * Changes told before this side first answered a step 1, when they wait
+   * for it (`forwardAfterAnswer`): one sent before can build on what only
+   * that answer carries (writes made offline, under the clientID before a
+   * restart), and the receiver, finding its origin nowhere, refused it
+   * FORBIDDEN_WRITE (a probe). After the answer, what it held is a no-op.
+   */
+  let early: ReplicaUpdate[] | undefined = options.forwardAfterAnswer === true ? [] : undefined
+  const forward = (told: ReplicaUpdate): void => {
+    if (told.from === connection.id || !connection.open || !helloHandled) return
+    if (early !== undefined) {
+      early.push(told)
+      return
+    }
+    const signed = signedNow()
+    if (signed === undefined) {
+      // A link that must sign and cannot yet sends nothing: the
+      // exchange after the server's hello carries the change.
+      if (signedLink?.plainAllowed === false) return
+      outbox.send(updateMessage(told.update))
+      return
+    }
+    const envelopes = signed.forward(told)
+    if (envelopes.length > 0 && connection.open) outbox.send(signedUpdateMessage(envelopes))
+  }
   const offUpdate =
     options.forwardUpdates === false
       ? () => undefined
-      : replica.onUpdate(
-          (told) => {
-            if (told.from === connection.id || !connection.open || !helloHandled) return
-            const signed = signedNow()
-            if (signed === undefined) {
-              // A link that must sign and cannot yet sends nothing: the
-              // exchange after the server's hello carries the change.
-              if (signedLink?.plainAllowed === false) return
-              outbox.send(updateMessage(told.update))
-              return
-            }
-            const envelopes = signed.forward(told)
-            if (envelopes.length > 0 && connection.open) outbox.send(signedUpdateMessage(envelopes))
-          },
-          { coalesce: true },
-        )
+      : replica.onUpdate(forward, { coalesce: true })
   const sendStep1 = (): void => {
     const stateVector = Y.encodeStateVector(replica.doc)
     asked.sent(stateVector)
@@ -277,6 +289,9 @@ export function startSession(options: SessionOptions): SyncSession {
       ...(asker === undefined ? {} : { untrusted: asker }),
     })
     options.onAnswered?.()
+    const held = early
+    early = undefined
+    for (const told of held ?? []) forward(told)
     if (waiting.size > 0)
       waiting.step1(
         { theirs, ours: Y.decodeStateVector(ours), asked: by },

@@ -316,6 +316,7 @@ export function connectToServer(options: ServerLinkOptions): ServerLink {
       // The controller sends step 1 itself, to learn from the answer.
       sendStep1OnStart: false,
       forwardUpdates: options.mode !== 'periodic',
+      forwardAfterAnswer: true,
       ...(options.signed === undefined ? {} : { signed: options.signed(conn.id) }),
       ...(options.onHello === undefined
         ? {}

@@ -719,6 +719,29 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
     })
   })
 
+  describe('a restart with unsent writes', () => {
+    it('sends no write before its answer carries the unsent ones: the server refuses nothing (durability probe)', async () => {
+      // Reopened under a new clientID, a device wrote while its link came
+      // up: the write went before the answer that carried its offline
+      // writes, built on them, and the server, finding its origin nowhere,
+      // refused it FORBIDDEN_WRITE and closed the link.
+      const s = await site()
+      const store = new KeptOpenStore(memoryStore())
+      const first = await device(s, 'D1', { store })
+      await first.sync.whenIdle()
+      s.down()
+      for (let i = 0; i < 5; i++) await first.users.put({ id: `n${i}`, name: `offline ${i}` })
+      await first.close()
+      s.up()
+      const again = await device(s, 'D1', { store })
+      for (let i = 0; i < 5; i++) await again.users.patch(`n${i}`, { phone: String(i) })
+      await again.sync.whenIdle()
+      await settle(20)
+      expect(s.server.events.query({ type: ['write-refused', 'sync-failed'] })).toEqual([])
+      for (let i = 0; i < 5; i++) expect(s.server.users.get(`n${i}`)?.phone).toBe(String(i))
+    })
+  })
+
   describe('retention', () => {
     it('wipes at 10 days unused and not at 9, then full-syncs again once used', async () => {
       const s = await site()
