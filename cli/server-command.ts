@@ -33,8 +33,8 @@ Options:
   --json             print where it listens as one JSON line
   -h, --help         this help`
 
-/** Fewest characters of a site key given by hand before the server warns. */
-const SITE_KEY_CHARS_ADVISED = 16
+/** Fewest characters of a site key the server takes from the command line, a file or the environment. */
+const SITE_KEY_CHARS_MIN = 16
 
 export const serverCommand: Command = {
   summary: 'run the server peer (LevelDB + WebSocket sync)',
@@ -58,6 +58,13 @@ export const serverCommand: Command = {
     if (values.open && siteKey !== undefined && siteKey !== '')
       throw new CliError(
         '--open and a site key (--site-key, --site-key-file or ROSTERSYNC_SITE_KEY) exclude each other',
+      )
+    // The site key keys export files (HKDF) and the LAN's private network:
+    // a short one is guessable, whichever way it is given (as the data
+    // directory's own site-key file; it was only said: an operator probe).
+    if (siteKey !== undefined && siteKey !== '' && siteKey.length < SITE_KEY_CHARS_MIN)
+      throw new CliError(
+        `the site key is ${siteKey.length} characters; use ${SITE_KEY_CHARS_MIN} or more random ones (leave --site-key out for a generated one)`,
       )
     const server = await openServer({
       dataDir: values.data,
@@ -84,12 +91,6 @@ export const serverCommand: Command = {
         data: realpathSync(values.data),
       }),
     )
-    // The site key keys export files (HKDF) and the LAN's private network:
-    // a short one is guessable. Said, not refused (a test site may use one).
-    if (siteKey !== undefined && siteKey !== '' && siteKey.length < SITE_KEY_CHARS_ADVISED)
-      console.error(
-        `WARNING: the site key is ${siteKey.length} characters; use ${SITE_KEY_CHARS_ADVISED} or more random ones (leave --site-key out for a generated one)`,
-      )
     if (values.open) {
       // Loud on purpose, on stderr even with --json: an open site admits anyone.
       console.error(

@@ -351,8 +351,10 @@ async function serve(
   const asked = req.method ?? 'GET'
   const headAsGet = asked === 'HEAD' && route !== undefined && headable(route)
   const method = headAsGet ? 'GET' : asked
-  if (parts[0] === 'api' && parts[1] === 'health' && method === 'GET')
+  if (parts[0] === 'api' && parts[1] === 'health' && method === 'GET') {
+    checkQueryParams(url.searchParams, [], 'GET /api/health')
     return reply(res, 200, { ok: true })
+  }
   // Everything else only under this server's own names (DNS rebinding: a
   // page that points its name here could guess tokens and lock the
   // administrator's address out with wrong ones).
@@ -367,6 +369,13 @@ async function serve(
     // Read before the caller is known: a sign-in body is a token, small.
     const body = () => readJson(req, netLimits.httpSignInBodyBytesMax)
     if (!SESSION_METHODS.includes(method)) throw new MethodNotAllowedError(method, SESSION_METHODS)
+    // Before any token is read or compared (an operator probe: signed in
+    // with parameters, and a token in the URL met a bare 401).
+    if (url.searchParams.has('token'))
+      throw new InvalidOptionsError(
+        'a token never goes in a URL (logs and browser history keep it): send { "token": … } in the body',
+      )
+    checkQueryParams(url.searchParams, [], `${method} /api/session`)
     return serveSession(admin, method, req, res, body, reply)
   }
   const how = authenticate(req, token, admin)

@@ -549,6 +549,27 @@ describe('GET /api/users?all=1: the whole roster only when asked, and bounded', 
     }
     expect((await call(peer, 'GET', '/api/events?limit=5', { cookie })).status).toBe(200)
   })
+
+  it('refuses any parameter of /api/session and /api/health, and a token in the URL with why (operator probe)', async () => {
+    const peer = await server()
+    const cookie = await signIn(peer)
+    for (const [method, path, options] of [
+      ['POST', '/api/session?foo=1', { csrf: true, body: { token: peer.adminToken } }],
+      ['GET', '/api/session?foo=1', { cookie }],
+      ['GET', '/api/health?foo=1', {}],
+    ] as const) {
+      const res = await call(peer, method, path, options)
+      expect([res.status, codeOf(res)], path).toEqual([400, 'INVALID_OPTIONS'])
+      expect(messageOf(res)).toContain('foo')
+    }
+    const inUrl = await call(peer, 'POST', `/api/session?token=${peer.adminToken}`, {
+      csrf: true,
+      body: {},
+    })
+    expect([inUrl.status, codeOf(inUrl)]).toEqual([400, 'INVALID_OPTIONS'])
+    expect(messageOf(inUrl)).toMatch(/never goes in a URL/)
+    expect((await call(peer, 'GET', '/api/health')).status).toBe(200)
+  })
 })
 
 /** A device of `peer` on an in-memory store, closed after the test. */
