@@ -38,7 +38,8 @@ export function DevicesPage({ live }) {
   useEffect(() => {
     void load()
   }, [applied])
-  // Live: changed records replace the ones shown (or join them, when they match the filter).
+  // Live: changed records replace the ones shown (or join them, when they match the filter);
+  // forgotten ones go.
   useEffect(
     () =>
       live.subscribe('devices', (records) =>
@@ -48,7 +49,9 @@ export function DevicesPage({ live }) {
           // listed (`ẞ`, `İ`; a review).
           const needle = foldCase(applied)
           for (const record of records) {
-            if (foldCase(record.name).includes(needle)) byId.set(record.id, record)
+            // A forgotten device comes as { id, forgotten: true }.
+            if (record.forgotten !== true && foldCase(record.name).includes(needle))
+              byId.set(record.id, record)
             else byId.delete(record.id)
           }
           return [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))

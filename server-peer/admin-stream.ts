@@ -136,19 +136,23 @@ export class AdminStreams {
     }
   }
 
-  private changedDevices(): DeviceRecord[] {
+  private changedDevices(): Array<DeviceRecord | Forgotten> {
     const changes = this.source.devices.changes
     if (changes === this.deviceChanges) return []
     const now = Date.now()
     if (now - this.devicesSentAt < netLimits.adminStreamDevicesIntervalMs) return []
     this.devicesSentAt = now
     this.deviceChanges = changes
-    const changed: DeviceRecord[] = []
+    const changed: Array<DeviceRecord | Forgotten> = []
     const records = new Map<string, DeviceRecord>()
     for (const record of this.source.devices.list()) {
       records.set(record.id, record)
       if (this.deviceRecords.get(record.id) !== record) changed.push(record)
     }
+    // A device forgotten since: the page drops its row (it kept showing it,
+    // every action on it PEER_UNKNOWN: an operator probe).
+    for (const id of this.deviceRecords.keys())
+      if (!records.has(id)) changed.push({ id, forgotten: true })
     this.deviceRecords = records
     return changed
   }
@@ -169,6 +173,12 @@ export class AdminStreams {
     res.write(text)
     stream.lastWriteAt = Date.now()
   }
+}
+
+/** A device the registry no longer holds, in a `devices` message. */
+interface Forgotten {
+  readonly id: string
+  readonly forgotten: true
 }
 
 /** One server-sent event: its type, JSON data and optional id. */

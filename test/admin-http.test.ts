@@ -810,6 +810,32 @@ describe('live updates (GET /api/stream)', () => {
     expect(fingerprint).toMatch(/^SHA256:/)
     for (const row of streamed) expect(row.keyFingerprint).toBe(fingerprint)
 
+    // A device forgotten: its row goes (the page kept it; an operator probe).
+    const gone = await createDevice({
+      id: 'D8',
+      store: memoryStore(),
+      server: peer.url,
+      ...(peer.siteKey === undefined ? {} : { siteKey: peer.siteKey }),
+    })
+    await gone.sync.whenReady()
+    await gone.close()
+    await readEvents(reader, (m) =>
+      m.some(
+        (x) =>
+          x.event === 'devices' && (x.data as Array<{ id: string }>).some((d) => d.id === 'D8'),
+      ),
+    )
+    expect(await peer.devices.forget('D8')).toBe(true)
+    await readEvents(reader, (m) =>
+      m.some(
+        (x) =>
+          x.event === 'devices' &&
+          (x.data as Array<{ id: string; forgotten?: boolean }>).some(
+            (d) => d.id === 'D8' && d.forgotten === true,
+          ),
+      ),
+    )
+
     await peer.devices.revoke('D7')
     await readEvents(reader, (m) =>
       m.some(
