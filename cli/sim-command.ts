@@ -46,7 +46,7 @@ Faults:
   --delay <d>            one-way delay of a device-server link (default 20ms;
                          LAN links a tenth)
   --jitter <d>           extra random delay per message, reorders (default 40ms);
-                         delay plus jitter under 30s (slower, no sync completes)
+                         delay plus jitter under 60s (slower, no sync completes)
   --clog <rate>          chance per message that a link clogs (default 0.002)
   --clog-ms <d>          how long a clog lasts (default 20s)
   --partitions <n>       partitions: server cut off, LAN islands, one peer
@@ -138,7 +138,7 @@ function numberOf(name: string, text: string | undefined, max: number): number |
   const value = decimal(text)
   if (!Number.isFinite(value) || value <= 0 || value > max)
     throw new CliError(
-      `--${name} must be a number above 0 and at most ${max}, got ${JSON.stringify(text)}`,
+      `--${name} must be a decimal number (no exponent) above 0 and at most ${max}, got ${JSON.stringify(text)}`,
     )
   return value
 }
@@ -149,6 +149,10 @@ async function planOf(text: string | undefined): Promise<{ steps?: unknown[]; pl
   const inline = text.trimStart().startsWith('[')
   if (text.trimStart().startsWith('{') && !existsSync(text))
     throw new CliError('--plan must be a JSON array of steps, or a file holding one')
+  if (!inline && !existsSync(text))
+    throw new CliError(
+      `--plan must be a JSON array of steps, or a file holding one: ${JSON.stringify(text.slice(0, 80))} is neither`,
+    )
   let json: unknown
   try {
     json = JSON.parse(inline ? text : await readFile(text, 'utf8'))
@@ -226,6 +230,8 @@ export const simCommand: Command = {
     const workers = parseInteger('workers', values.workers, 1, 256)
     await checkOptions(options, seed)
     if (seeds !== undefined) {
+      // Drawn: said at once (a swarm printed it only at its end, or on Ctrl-C).
+      if (given === undefined) console.error(`first seed ${seed} (random)`)
       await swarm(options, seed, seeds, workers ?? defaultWorkers(), values.json)
       return
     }
