@@ -18,10 +18,14 @@ export function bringsStructs(doc: Y.Doc, ranges: UpdateRanges): boolean {
 }
 
 /**
- * True when the update's delete set deletes an item `doc` holds and has
- * not deleted yet (what a delete-only envelope brings).
+ * True when `test` holds for some struct `doc` holds and has not deleted
+ * yet that the update's delete set names (walked in the update's order).
  */
-export function deletesHeld(doc: Y.Doc, ranges: UpdateRanges): boolean {
+function someDeleteHeld(
+  doc: Y.Doc,
+  ranges: UpdateRanges,
+  test: (struct: Y.Item | Y.GC) => boolean,
+): boolean {
   for (const [client, list] of ranges.deletes) {
     const structs = doc.store.clients.get(client)
     if (structs === undefined || structs.length === 0) continue
@@ -31,11 +35,19 @@ export function deletesHeld(doc: Y.Doc, ranges: UpdateRanges): boolean {
       for (let i = Y.findIndexSS(structs, clock); i < structs.length; i++) {
         const struct = structs[i] as (typeof structs)[number]
         if (struct.id.clock >= end) break
-        if (!struct.deleted) return true
+        if (!struct.deleted && test(struct)) return true
       }
     }
   }
   return false
+}
+
+/**
+ * True when the update's delete set deletes an item `doc` holds and has
+ * not deleted yet (what a delete-only envelope brings).
+ */
+export function deletesHeld(doc: Y.Doc, ranges: UpdateRanges): boolean {
+  return someDeleteHeld(doc, ranges, () => true)
 }
 
 /** True when the update brings `doc` something: structs it lacks, or deletes of items it holds. */
@@ -79,20 +91,10 @@ export function deletesAhead(doc: Y.Doc, ranges: UpdateRanges): boolean {
  */
 export function deletesUnreplaced(doc: Y.Doc, update: Uint8Array, ranges: UpdateRanges): boolean {
   const shown: Y.Item[] = []
-  for (const [client, list] of ranges.deletes) {
-    const structs = doc.store.clients.get(client)
-    if (structs === undefined || structs.length === 0) continue
-    const held = Y.getState(doc.store, client)
-    for (const [clock, end] of list) {
-      if (clock >= held || end <= clock) continue
-      for (let i = Y.findIndexSS(structs, clock); i < structs.length; i++) {
-        const struct = structs[i] as (typeof structs)[number]
-        if (struct.id.clock >= end) break
-        if (struct instanceof Y.Item && !struct.deleted && struct.parentSub !== null)
-          shown.push(struct)
-      }
-    }
-  }
+  someDeleteHeld(doc, ranges, (struct) => {
+    if (struct instanceof Y.Item && struct.parentSub !== null) shown.push(struct)
+    return false
+  })
   if (shown.length === 0) return false
   const origins: Y.ID[] = []
   for (const struct of Y.decodeUpdate(update).structs)

@@ -240,10 +240,11 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
   })
 
   describe('the retention check at start-up', () => {
-    it('pushes first the changes of its own its server lacks, then wipes (a clock set right at its boot)', async () => {
-      // A terminal used offline while its clock ran days behind, set right
-      // at its next boot, looked unused for longer than its retention: its
-      // wipe at once took its acknowledged offline write (a probe).
+    /**
+     * A terminal used offline (its server down) with an edit, then opened
+     * again past its retention, its server `up` at that boot or not.
+     */
+    async function bootPastRetention(up: boolean) {
       const clock = new ManualClock()
       const s = await site(clock)
       await s.server.users.put({ id: 'u1', name: 'Ann' })
@@ -252,18 +253,27 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       s.down()
       await first.users.patch('u1', { email: 'offline@d1.example' })
       await first.close()
-      s.up()
+      if (up) s.up()
       await clock.advance(DEFAULT_RETENTION_MS + HOUR)
       const late = await s.device('D1', deviceClock(clock))
-      for (let i = 0; i < 200 && s.server.users.get('u1')?.email === undefined; i++) {
-        await clock.advance(10)
-        await settle(5)
+      /** Moves the clock 10 ms at a time while `going` holds (at most 200 times). */
+      const whileGoing = async (going: () => boolean): Promise<void> => {
+        for (let i = 0; i < 200 && going(); i++) {
+          await clock.advance(10)
+          await settle(5)
+        }
       }
+      return { s, late, whileGoing }
+    }
+
+    it('pushes first the changes of its own its server lacks, then wipes (a clock set right at its boot)', async () => {
+      // A terminal used offline while its clock ran days behind, set right
+      // at its next boot, looked unused for longer than its retention: its
+      // wipe at once took its acknowledged offline write (a probe).
+      const { s, late, whileGoing } = await bootPastRetention(true)
+      await whileGoing(() => s.server.users.get('u1')?.email === undefined)
       expect(s.server.users.get('u1')?.email).toBe('offline@d1.example')
-      for (let i = 0; i < 200 && late.replica.list().length > 0; i++) {
-        await clock.advance(10)
-        await settle(5)
-      }
+      await whileGoing(() => late.replica.list().length > 0)
       expect(late.replica.list()).toEqual([])
       expect(late.replica.events.query({ type: 'roster-wiped' })).toHaveLength(1)
     })
@@ -271,20 +281,8 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
     it('keeps those changes through the wipe when its network is not up at boot, and pushes them once used', async () => {
       // The same terminal, booting before its network is up: the push
       // failed, and the wipe took the saved write (left open, session 27).
-      const clock = new ManualClock()
-      const s = await site(clock)
-      await s.server.users.put({ id: 'u1', name: 'Ann' })
-      const first = await s.device('D1', deviceClock(clock))
-      await first.sync.whenIdle()
-      s.down()
-      await first.users.patch('u1', { email: 'offline@d1.example' })
-      await first.close()
-      await clock.advance(DEFAULT_RETENTION_MS + HOUR)
-      const late = await s.device('D1', deviceClock(clock))
-      for (let i = 0; i < 200 && late.replica.list().length > 0; i++) {
-        await clock.advance(10)
-        await settle(5)
-      }
+      const { s, late, whileGoing } = await bootPastRetention(false)
+      await whileGoing(() => late.replica.list().length > 0)
       expect(late.replica.list()).toEqual([])
       const [wiped] = late.replica.events.query({ type: 'roster-wiped' })
       expect(wiped?.message).toMatch(
