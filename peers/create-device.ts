@@ -26,7 +26,7 @@ import { holdProcess } from './system-clock.js'
 import { Replica } from './replica.js'
 import { checkUpdate } from '../core/authorize.js'
 import { EnvelopeLog } from './envelope-log.js'
-import { keyFingerprint } from '../core/signing.js'
+import { keyFingerprint, keyRevocationId } from '../core/signing.js'
 import { Identity } from './identity.js'
 import { DeviceSigning } from './signed-link.js'
 import { serverLinkSigning } from './server-link-signing.js'
@@ -224,12 +224,13 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     },
     ...(options.eventsMax === undefined ? {} : { eventsMax: options.eventsMax }),
   })
+  const log = await EnvelopeLog.open(basics.store)
   const signing = new DeviceSigning({
     identity,
     replica,
     writerId: self,
     clock: basics.clock,
-    log: await EnvelopeLog.open(basics.store),
+    log,
     check: (update, writer, fromServer) =>
       checkUpdate(replica.doc, update, {
         // The server's envelopes may hold anything (it checked what it
@@ -271,6 +272,11 @@ export async function createDevice(input: DeviceOptions): Promise<DevicePeer> {
     mode,
     deltaIntervalMs: options.deltaIntervalMs ?? DEFAULT_DELTA_INTERVAL_MS,
     retentionMs: options.retentionMs ?? DEFAULT_RETENTION_MS,
+    clientKeys: () => {
+      const ids = new Map<number, string>()
+      for (const [client, key] of log.clientKeys()) ids.set(client, keyRevocationId(key))
+      return ids
+    },
     link:
       server === undefined
         ? undefined

@@ -82,7 +82,7 @@ export class DeviceSync implements DeviceSyncApi {
     this.persisted = persisted
     this.persistedUseAt = persisted.lastUsedAt
     this.persistEveryMs = Math.min(3_600_000, options.retentionMs / 10)
-    this.generation = new GenerationMove(options.replica)
+    this.generation = new GenerationMove(options.replica, options.clientKeys)
     this.link = options.link?.({
       paused: persisted.awaitingUse,
       onState: (state, detail, failedAttempt) => this.onLinkState(state, detail, failedAttempt),

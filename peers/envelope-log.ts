@@ -132,6 +132,15 @@ export class EnvelopeLog {
     return out
   }
 
+  /** The key of each clientID of the logged envelopes, by its certificate (the latest envelope's). */
+  clientKeys(): Map<number, Uint8Array> {
+    const out = new Map<number, Uint8Array>()
+    for (const entry of this.entries)
+      if (entry.cert !== undefined)
+        for (const client of entry.to.keys()) out.set(client, entry.cert.publicKey)
+    return out
+  }
+
   /** Forgets every envelope (the replicated document was wiped). */
   clear(): void {
     const gone = this.entries.map((e) => e.seq)

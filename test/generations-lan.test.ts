@@ -192,43 +192,61 @@ describe('LAN links across generations', () => {
     }
   })
 
-  it("carries nothing of a device revoked meanwhile: its part is gone, not laundered as the carrier's own", async () => {
-    const server = await createServer({ dataDir: join(dir, 'server-revoked'), siteKey: SITE_KEY })
-    let a: DevicePeer | undefined
-    let e: DevicePeer | undefined
-    try {
-      await server.users.put({ id: 'X', name: 'Xavier' })
-      a = await openDevice(server, 'VA', true)
-      e = await openDevice(server, 'VE', true)
-      await a.sync.whenReady()
-      await e.sync.whenReady()
-      await a.close()
-      await e.close()
-      a = await openDevice(server, 'VA', false)
-      e = await openDevice(server, 'VE', false)
-      lanLink(a, e)
-      // The administrator revokes E (a compromised terminal) and compacts;
-      // A, cut off, has not heard and takes E's writes over the LAN.
-      await server.devices.revoke('VE')
-      await server.compactHistory()
-      await e.users.patch('X', { email: 'attacker@evil.example' })
-      await eventually(() => expect(a?.users.get('X')?.email).toBe('attacker@evil.example'))
-      await e.close()
-      e = undefined
-      await a.close()
-      a = await openDevice(server, 'VA', true)
-      await a.sync.delta()
-      await a.sync.whenIdle()
-      expect(a.events.query({ type: 'generation-moved' })).toHaveLength(1)
-      expect(a.events.query({ type: 'generation-moved' })[0]?.message).not.toMatch(/does not hold/)
-      expect(server.users.get('X')?.email).toBeUndefined()
-      expect(a.users.get('X')?.email).toBeUndefined()
-    } finally {
-      await a?.close()
-      await e?.close()
-      await server.close()
-    }
-  })
+  it.each([
+    ['revoked', 'revoke'],
+    // The key reset (a stolen terminal): its old key's writes were carried
+    // and adopted, and a user it planted stood on the server (hostile probe).
+    ['whose key was reset', 'resetKey'],
+  ] as const)(
+    "carries nothing of a device %s meanwhile: not laundered as the carrier's own",
+    async (_what, action) => {
+      const server = await createServer({
+        dataDir: join(dir, `server-${action}`),
+        siteKey: SITE_KEY,
+      })
+      // Data directories of their own (the cases share the suite's folder).
+      const [va, ve] = action === 'revoke' ? ['VA', 'VE'] : ['RA', 'RE']
+      let a: DevicePeer | undefined
+      let e: DevicePeer | undefined
+      try {
+        await server.users.put({ id: 'X', name: 'Xavier' })
+        a = await openDevice(server, va, true)
+        e = await openDevice(server, ve, true)
+        await a.sync.whenReady()
+        await e.sync.whenReady()
+        await a.close()
+        await e.close()
+        a = await openDevice(server, va, false)
+        e = await openDevice(server, ve, false)
+        lanLink(a, e)
+        // The administrator revokes E (a compromised terminal) and compacts;
+        // A, cut off, has not heard and takes E's writes over the LAN.
+        await server.devices[action](ve)
+        await server.compactHistory()
+        await e.users.patch('X', { email: 'attacker@evil.example' })
+        await e.users.put({ id: 'EVIL', name: 'Planted' })
+        await eventually(() => expect(a?.users.get('X')?.email).toBe('attacker@evil.example'))
+        await eventually(() => expect(a?.users.get('EVIL')).toBeDefined())
+        await e.close()
+        e = undefined
+        await a.close()
+        a = await openDevice(server, va, true)
+        await a.sync.delta()
+        await a.sync.whenIdle()
+        expect(a.events.query({ type: 'generation-moved' })).toHaveLength(1)
+        expect(a.events.query({ type: 'generation-moved' })[0]?.message).not.toMatch(
+          /does not hold/,
+        )
+        expect(server.users.get('X')?.email).toBeUndefined()
+        expect(server.users.get('EVIL')).toBeUndefined()
+        expect(a.users.get('X')?.email).toBeUndefined()
+      } finally {
+        await a?.close()
+        await e?.close()
+        await server.close()
+      }
+    },
+  )
 
   it('a device that holds nothing and notes a new generation closes its LAN links of the old one', async () => {
     // Nothing is replaced on that path (it has nothing to carry): before

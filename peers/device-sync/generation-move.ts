@@ -40,7 +40,7 @@ import {
   type Generation,
   type GenerationStatement,
 } from '../../core/generation-statement.js'
-import { asWriterId, SERVER_ID, type UserId } from '../../core/ids.js'
+import { asUserId, asWriterId, SERVER_ID, type UserId } from '../../core/ids.js'
 import { CloseCode } from '../../core/protocol.js'
 import type { NewEvent } from '../../core/events.js'
 import type { Connection } from '../../core/transport.js'
@@ -137,7 +137,11 @@ export class GenerationMove {
    */
   relayedCarried = 0
 
-  constructor(private readonly replica: Replica) {
+  constructor(
+    private readonly replica: Replica,
+    /** The key that signed each relayed client (DeviceSyncOptions.clientKeys). */
+    private readonly clientKeys: () => ReadonlyMap<number, string> = () => new Map(),
+  ) {
     moves.set(replica, this)
   }
 
@@ -219,7 +223,7 @@ export class GenerationMove {
       return false
     }
     const carried = ownEntries(replica.doc, replica)
-    const relayed = relayedEntries(replica.doc, replica)
+    const relayed = relayedEntries(replica.doc, replica, this.clientKeys())
     // Back to an older generation: its server restored from a backup
     // taken before a compaction (./left-generations.ts).
     const seen = heldWhenLeft(replica, to)
@@ -249,7 +253,7 @@ export class GenerationMove {
       const statement = deviceGenerationStatement(replica)
       const to = statement === undefined ? this.current() : decodeGenerationStatement(statement)
       const carried = ownEntries(replica.doc, replica)
-      const relayed = relayedEntries(replica.doc, replica)
+      const relayed = relayedEntries(replica.doc, replica, this.clientKeys())
       const restored = heldBeforeRefetch(replica)
       await replica.wipe({ local: false, staged: true, generation: true })
       this.staged = { to, carried, relayed, restored }
@@ -373,22 +377,36 @@ export function holdsNothing(doc: Y.Doc): boolean {
  * The entries of other devices' parts in `doc` (not the server's; the
  * server's roots other than its users' have no other owner): what this
  * device holds of them may have come over the LAN only, from a device
- * still on the old generation. Revoked writers are left at the commit
- * (unseenRelayed), against the new generation.
+ * still on the old generation. Revoked writers, and entries a revoked key
+ * signed, are left at the commit (unseenRelayed), against the new
+ * generation.
  */
 function relayedEntries(
   doc: Y.Doc,
   replica: Replica,
+  keys: ReadonlyMap<number, string>,
 ): Map<string, ReadonlyMap<UserId, DeviceEntry>> {
   const out = new Map<string, ReadonlyMap<UserId, DeviceEntry>>()
   for (const name of doc.share.keys()) {
     const writer = rootOwner(name)
     if (writer === undefined || writer === SERVER_ID || writer === replica.writerId) continue
     const entries = partEntries(doc, name)
+    for (const [key, item] of doc.getMap(name)._map) {
+      const entry = entries.get(asUserId(key))
+      const signer = keys.get(item.id.client)
+      if (entry !== undefined && signer !== undefined) signedBy.set(entry, signer)
+    }
     if (entries.size > 0) out.set(writer, entries)
   }
   return out
 }
+
+/**
+ * The key (its revocation id) that signed each relayed entry's item, read
+ * off the relay log at staging (relayedEntries; the staged wipe clears the
+ * log), judged at the commit (unseenRelayed), in the new generation.
+ */
+const signedBy = new WeakMap<DeviceEntry, string>()
 
 /**
  * What of other devices' entries the new generation (the fetched document)
@@ -415,6 +433,10 @@ function unseenRelayed(
     if (replica.isRevoked(writer)) continue
     const part = partEntries(replica.doc, usersRootName(asWriterId(writer)))
     for (const [id, entry] of entries) {
+      // Nor what a key revoked since signed (a thief's, after a key reset):
+      // the server adopted it as this device's fill (a hostile probe).
+      const signer = signedBy.get(entry)
+      if (signer !== undefined && replica.isRevoked(signer)) continue
       if (entry.e < (replica.replicaOf(id).server?.e ?? 0)) continue
       const held = part.get(id)
       if (held !== undefined && held.e > entry.e) continue

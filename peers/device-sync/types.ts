@@ -90,6 +90,12 @@ export interface DeviceSyncOptions {
   readonly mode: 'live' | 'periodic'
   readonly deltaIntervalMs: number
   readonly retentionMs: number
+  /**
+   * The key (as its revocation id, `keyRevocationId`) that signed each
+   * clientID of other writers' envelopes held for relay: a move carries
+   * none of the entries of a key revoked by the time it commits.
+   */
+  readonly clientKeys?: () => ReadonlyMap<number, string>
 }
 
 /** What the sync controller keeps across restarts (a peer-local record). */
