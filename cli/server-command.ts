@@ -33,7 +33,7 @@ Options:
   --json             print where it listens as one JSON line
   -h, --help         this help`
 
-/** Fewest characters of a site key the server takes from the command line, a file or the environment. */
+/** Fewest characters of a site key given to the server before it warns. */
 const SITE_KEY_CHARS_MIN = 16
 
 export const serverCommand: Command = {
@@ -60,11 +60,12 @@ export const serverCommand: Command = {
         '--open and a site key (--site-key, --site-key-file or ROSTERSYNC_SITE_KEY) exclude each other',
       )
     // The site key keys export files (HKDF) and the LAN's private network:
-    // a short one is guessable, whichever way it is given (as the data
-    // directory's own site-key file; it was only said: an operator probe).
+    // a short one is guessable. Said, not refused: a site's key cannot be
+    // changed without enrolling every device again (a review: refusing it
+    // would stop an existing site at its upgrade).
     if (siteKey !== undefined && siteKey !== '' && siteKey.length < SITE_KEY_CHARS_MIN)
-      throw new CliError(
-        `the site key is ${siteKey.length} characters; use ${SITE_KEY_CHARS_MIN} or more random ones (leave --site-key out for a generated one)`,
+      console.error(
+        `WARNING: the site key is ${siteKey.length} characters; use ${SITE_KEY_CHARS_MIN} or more random ones (leave --site-key out for a generated one)`,
       )
     const server = await openServer({
       dataDir: values.data,

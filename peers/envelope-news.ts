@@ -77,36 +77,27 @@ export function deletesAhead(doc: Y.Doc, ranges: UpdateRanges): boolean {
 }
 
 /**
- * True when the update deletes a value `doc` shows (the current item of a
- * map key) without bringing the item that replaces it (one whose origin is
- * the deleted item). A state exchange's answer carries its sender's whole
- * delete set: a LAN peer that asked with everything the server holds got
- * an envelope of the server's deletes alone, and relayed it to a device
- * behind the server, where the old entries the server had replaced went
- * without their replacements: users vanished until its next server sync
- * (a hostile probe). The writers' rules never delete a shown value
- * outright over a relay: an entry is replaced, a user deleted with a mark.
- * Such an envelope is not taken (OpenedEnvelope.nothing): what it deletes
- * arrives with its replacement from the server.
+ * True when the update brings no structs and deletes a value `doc` shows
+ * (the current item of a map key): a delete set alone. A state exchange's
+ * answer carries its sender's whole delete set: a LAN peer that asked with
+ * everything the server holds got an envelope of the server's deletes
+ * alone, and relayed it to a device behind the server, where the old
+ * entries the server had replaced went without their replacements: users
+ * vanished until its next server sync (a hostile probe). The writers'
+ * rules delete a shown value only with the item that replaces it (an
+ * entry is replaced, a user deleted with a mark), but for the server's
+ * take-back of a revocation, which comes from the server then. Such an
+ * envelope is not taken (OpenedEnvelope.nothing). One that brings structs
+ * is taken (Yjs holds what lacks its origins): judging which of its
+ * deletes are replaced dropped honest envelopes (a writer's two clients
+ * writing one key at once; a review).
  */
-export function deletesUnreplaced(doc: Y.Doc, update: Uint8Array, ranges: UpdateRanges): boolean {
-  const shown: Y.Item[] = []
-  someDeleteHeld(doc, ranges, (struct) => {
-    if (struct instanceof Y.Item && struct.parentSub !== null) shown.push(struct)
-    return false
-  })
-  if (shown.length === 0) return false
-  const origins: Y.ID[] = []
-  for (const struct of Y.decodeUpdate(update).structs)
-    if (struct instanceof Y.Item && struct.origin !== null) origins.push(struct.origin)
-  return shown.some(
-    (item) =>
-      !origins.some(
-        (o) =>
-          o.client === item.id.client &&
-          o.clock >= item.id.clock &&
-          o.clock < item.id.clock + item.length,
-      ),
+export function deletesUnreplaced(doc: Y.Doc, ranges: UpdateRanges): boolean {
+  if (ranges.to.size > 0) return false
+  return someDeleteHeld(
+    doc,
+    ranges,
+    (struct) => struct instanceof Y.Item && struct.parentSub !== null,
   )
 }
 
@@ -125,5 +116,5 @@ export function untakenOverLan(
   peer: string | undefined,
 ): boolean {
   if (envelope.writer === SERVER_ID && bringsLost(lostClocks(replica), ranges)) return true
-  return envelope.writer !== peer && deletesUnreplaced(replica.doc, envelope.update, ranges)
+  return envelope.writer !== peer && deletesUnreplaced(replica.doc, ranges)
 }

@@ -187,7 +187,7 @@ export class ServerSigning {
     // ./envelope-news.ts).
     const { doc } = this.options.replica
     const relayed = envelope.writer !== deviceId
-    if (bringsNothing(doc, ranges) || (relayed && deletesUnreplaced(doc, envelope.update, ranges)))
+    if (bringsNothing(doc, ranges) || (relayed && deletesUnreplaced(doc, ranges)))
       return { ...this.admit(bytes, envelope, key, ranges, false), nothing: true }
     const job = envelopeVerifyJob(envelope, key, this.site, this.generation)
     const pool = this.options.pool
