@@ -169,8 +169,12 @@ export class OracleModel {
   readonly #deviceWrites = new Map<string, WriteRecord[]>()
   readonly #records = new Map<string, ServerRecord>()
   readonly #serverPolicies = new Map<string, PolicyState>()
-  readonly #epochs = new Map<number, number>()
-  readonly #splits = new Map<number, Split>()
+  /**
+   * Per write (the record itself: writes carried by one transaction share
+   * its seq, e.g. several a full sync held and released together).
+   */
+  readonly #epochs = new Map<WriteRecord, number>()
+  readonly #splits = new Map<WriteRecord, Split>()
   readonly #changes = new Map<string, ServerChange[]>()
   #timelines: Map<string, TimelineEvent[]> | undefined
 
@@ -261,17 +265,17 @@ export class OracleModel {
 
   /** The epoch a device write was made in. */
   #epochOf(w: WriteRecord): number {
-    let epoch = this.#epochs.get(w.seq)
+    let epoch = this.#epochs.get(w)
     if (epoch === undefined) {
       epoch = w.op.kind === 'policy' ? 0 : this.#epochKnown(w.op.user, w.knows)
-      this.#epochs.set(w.seq, epoch)
+      this.#epochs.set(w, epoch)
     }
     return epoch
   }
 
   /** The fields a put or patch sets, replicated and local, by the policies its writer knew. */
   #split(w: WriteRecord): Split {
-    const cached = this.#splits.get(w.seq)
+    const cached = this.#splits.get(w)
     if (cached !== undefined) return cached
     const replicated = new Map<string, unknown>()
     const local = new Map<string, unknown>()
@@ -285,7 +289,7 @@ export class OracleModel {
       }
     }
     const split = { replicated, local }
-    this.#splits.set(w.seq, split)
+    this.#splits.set(w, split)
     return split
   }
 
