@@ -200,6 +200,22 @@ describe('oracle: which write wins', () => {
   })
 })
 
+describe('oracle: writes carried by one transaction', () => {
+  it('each counts with its own fields, though they share the seq', () => {
+    // A full sync held d1's puts of u1 and u2 and released them together:
+    // one transaction, one operation id, one seq in the history.
+    const s = new Story()
+    const a = s.write('d1', 1, { kind: 'put', user: 'u1', fields: { name: 'Ann' } }, [], 1000)
+    s.writes.push({ ...a, op: { kind: 'put', user: 'u2', fields: { name: 'Bo' } } })
+    s.adoption('u1', [dotOf(a)])
+    const views = { u1: { id: 'u1', name: 'Ann' }, u2: { id: 'u2', name: 'Bo' } }
+    expect(rules(s.history(), peers(views))).toEqual([])
+    expect(rules(s.history(), peers({ ...views, u2: { id: 'u2', name: 'Ann' } }))).toContain(
+      'oracle-view@server',
+    )
+  })
+})
+
 describe('oracle: device deletes (rule 3)', () => {
   function story(): { s: Story; adoption: Dot } {
     const s = new Story()
