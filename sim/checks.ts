@@ -283,6 +283,8 @@ interface DeviceWrite {
   readonly stamps: ReadonlyArray<readonly [string, HlcStamp]>
   readonly epoch: number
   readonly ackAtMs: number
+  /** How many stamp rewrites of its device had been noted when its stamps were read. */
+  readonly rewritesBefore: number
 }
 
 /** An acknowledged server write: the stamp of the server entry it left. */
@@ -304,7 +306,10 @@ export interface LedgerResult {
 /**
  * Every acknowledged write, to check at the end that none was lost: a write
  * is kept if the converged document still carries its stamps (or later ones)
- * in its writer's part, or a server delete superseded it.
+ * in its writer's part, or a server delete superseded it. Its stamps are
+ * read as they stand after its device's rewrites of stamps that ran ahead
+ * (`StampRewrites`: a write its device replaced before a rewrite counts at
+ * a stand-in below the write that replaced it).
  */
 export class WriteLedger {
   readonly #device: DeviceWrite[] = []
@@ -332,7 +337,9 @@ export class WriteLedger {
       const stamp = own.s[field]
       if (stamp !== undefined) stamps.push([field, stamp])
     }
-    if (stamps.length > 0) this.#device.push({ device, user, stamps, epoch: own.e, ackAtMs: atMs })
+    if (stamps.length === 0) return
+    const rewritesBefore = this.rewrites.count(device)
+    this.#device.push({ device, user, stamps, epoch: own.e, ackAtMs: atMs, rewritesBefore })
   }
 
   /** A server write resolved: records its entry's stamp. */
@@ -385,7 +392,9 @@ export class WriteLedger {
       const kept =
         (own !== undefined &&
           write.stamps.every(
-            ([field, stamp]) => (own.s[field] ?? 0) >= this.rewrites.now(write.device, stamp),
+            ([field, stamp]) =>
+              (own.s[field] ?? 0) >=
+              this.rewrites.now(write.device, stamp, write.rewritesBefore).stamp,
           )) ||
         (own !== undefined && own.e > write.epoch) ||
         (replica.server?.e ?? 0) > write.epoch

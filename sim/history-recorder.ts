@@ -105,6 +105,18 @@ export class HistoryRecorder {
   readonly #ownClients = new Map<string, Set<number>>()
   /** Per device with a move staged: what its carried entries stand for. */
   readonly #carrying = new Map<string, StateVector>()
+  /**
+   * Per device, for each stamp rewrite noted (in order): the seq of its
+   * first own transaction that holds the stamps it gave. A write recorded
+   * at that seq or later read its stamp after the rewrite, whenever the
+   * rewrite was noted (it is noted once durable).
+   */
+  readonly #rewriteSeqs = new Map<string, number[]>()
+  /** Per device: its own transactions since its last stamp rewrite, with the stamps they left. */
+  readonly #ownSinceRewrite = new Map<
+    string,
+    Array<{ readonly seq: number; readonly stamps: ReadonlySet<number> }>
+  >()
 
   constructor(
     readonly server: string,
@@ -236,6 +248,32 @@ export class HistoryRecorder {
     })
   }
 
+  /**
+   * `device` rewrote its stamps that ran ahead (peers/replica/restamp.ts):
+   * `fresh` maps each stamp replaced to its new one. Noted once durable,
+   * after its transaction and maybe after writes made since.
+   */
+  stampsRewritten(device: string, fresh: ReadonlyMap<number, number>): void {
+    if (fresh.size === 0) return
+    this.rewrites.note(device, fresh)
+    const given = new Set(fresh.values())
+    const since = this.#ownSinceRewrite.get(device) ?? []
+    const first = since.find((t) => [...t.stamps].some((stamp) => given.has(stamp)))
+    // Without one (only device-specific stamps rewritten), every write so far came before.
+    const list = this.#rewriteSeqs.get(device) ?? []
+    list.push(first?.seq ?? this.#seq + 1)
+    this.#rewriteSeqs.set(device, list)
+    this.#ownSinceRewrite.set(
+      device,
+      first === undefined ? [] : since.filter((t) => t.seq > first.seq),
+    )
+  }
+
+  /** How many of `peer`'s stamp rewrites a write recorded at `seq` read its stamp after. */
+  #rewritesBefore(peer: string, seq: number): number {
+    return (this.#rewriteSeqs.get(peer) ?? []).filter((at) => at <= seq).length
+  }
+
   /** The history so far, with `docs` (every running peer's document) as what survived. */
   history(docs: Iterable<Y.Doc>): History {
     const writes: WriteRecord[] = []
@@ -248,13 +286,18 @@ export class HistoryRecorder {
         if (w.refused || w.op.kind === 'put' || w.op.kind === 'policy') continue
         if (w.seq === 0) w.seq = ++this.#seq
       }
+      const stamp =
+        w.stamp === undefined
+          ? undefined
+          : this.rewrites.now(w.peer, w.stamp, this.#rewritesBefore(w.peer, w.seq))
       writes.push({
         seq: w.seq,
         writer: w.peer,
         op: w.op,
         dot: w.dot,
         knows: w.knows,
-        stamp: w.stamp === undefined ? undefined : this.rewrites.now(w.peer, w.stamp),
+        stamp: stamp?.stamp,
+        ...(stamp?.standIn === true ? { stampStandIn: true } : {}),
         calledAt: w.calledAt,
         ackedAt: w.ackedAt,
         ...(w.knowsAtAck === undefined ? {} : { knowsAtAck: w.knowsAtAck }),
@@ -367,6 +410,17 @@ export class HistoryRecorder {
     for (const field of fields) {
       own.policyStamps.set(field, policyStamp(doc, field))
       this.#lastOwn.set(`${peer}\u0000policy:${field}`, own)
+    }
+    if (!isServer) {
+      // Found again by the stamps it left when this device rewrites them.
+      const stamps = new Set<number>()
+      for (const value of own.entries.values())
+        for (const stamp of Object.values(asDeviceEntry(value)?.s ?? {})) stamps.add(stamp)
+      if (stamps.size > 0) {
+        const since = this.#ownSinceRewrite.get(peer) ?? []
+        since.push({ seq, stamps })
+        this.#ownSinceRewrite.set(peer, since)
+      }
     }
     let policy = false
     for (const write of [...waiting]) {

@@ -168,7 +168,7 @@ class Run {
         this.history.attach(slot.id, replica)
         // A device's writes made while its clock ran ahead carry new stamps
         // once it rewrote them (peers/replica/restamp.ts).
-        replica.stampTime.onRewrite((fresh) => this.rewrites.note(slot.id, fresh))
+        replica.stampTime.onRewrite((fresh) => this.history.stampsRewritten(slot.id, fresh))
       },
       generationBuilt: (old, snapshot) => this.history.generationBuilt(old, snapshot),
       moveStaged: (device, old) => this.history.moveStaged(device, old),

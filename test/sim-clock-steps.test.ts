@@ -9,6 +9,7 @@
 import { describe, expect, it } from 'vitest'
 import type { SimOptions } from '../sim/options.js'
 import type { SimReport } from '../sim/run.js'
+import { StampRewrites } from '../sim/stamp-rewrites.js'
 import { CALM, simulateLogged } from './helpers/sim-runs.js'
 
 const H = 3_600_000
@@ -76,11 +77,71 @@ describe('device clocks stepped ahead in the simulator', () => {
     expect(report.ok).toBe(true)
   })
 
+  it('a write its device replaced before rewriting its stamps counts as superseded, not lost', async () => {
+    // Device 1's clock runs 3 days ahead from 1 min: it puts user 1 at 2
+    // min and again at 10 min, before any push. Its rewrite (at its
+    // periodic sync) finds only the second put's stamps in its document and
+    // moves them back to its time; the first put's stamps, gone from the
+    // document, were never rewritten and stay 3 days ahead. The ledger and
+    // the oracle read the first put at a stand-in just below the second's
+    // new stamps (they took it as lost, and the second put as stamped below
+    // a write it had seen: `acknowledged-write-lost`, `oracle-stamp-order`).
+    const report = await simulate({
+      ...CALM,
+      seed: 1,
+      devices: 1,
+      days: 0.05,
+      periodic: 1,
+      steps: [
+        { at: M, op: 'clock-step', peer: 1, value: 3 * DAY, lasts: 2 * H },
+        { at: 2 * M, op: 'put', peer: 1, user: 1, value: 11 },
+        { at: 10 * M, op: 'put', peer: 1, user: 1, value: 22 },
+      ],
+    })
+    expect(report.faults.clockSteps).toBe(1)
+    expect(report.violationCounts).toEqual({})
+    expect(report.ok).toBe(true)
+  })
+
   it('swarm seeds with clock steps drawn among every other fault converge and keep every rule', async () => {
     for (const seed of [11, 12, 13, 14]) {
       const report = await simulate({ seed, swarm: true, devices: 5, ops: 120, clockSteps: 3 })
       expect(report.ok).toBe(true)
       expect(report.faults.clockSteps).toBeGreaterThan(0)
     }
+  })
+})
+
+describe('stamps as they stand after a rewrite (sim/stamp-rewrites.ts)', () => {
+  // d1 stamped 500 (kept), 900 and 1000 (replaced by a later write of its
+  // own: gone), 1100 (still held), 1300 and 1400 (gone), 1500 (still held),
+  // then rewrote 1100 -> 601 and 1500 -> 602.
+  const rewrites = new StampRewrites()
+  rewrites.note(
+    'd1',
+    new Map([
+      [1100, 601],
+      [1500, 602],
+    ]),
+  )
+
+  it('a stamp the rewrite replaced is its new one, read before or after it', () => {
+    expect(rewrites.now('d1', 1100, 0)).toEqual({ stamp: 601, standIn: false })
+    expect(rewrites.now('d1', 1500, 1)).toEqual({ stamp: 602, standIn: false })
+  })
+
+  it('a gone stamp read before it stands in just below the next one it replaced', () => {
+    expect(rewrites.now('d1', 900, 0)).toEqual({ stamp: 600.5, standIn: true })
+    expect(rewrites.now('d1', 1000, 0)).toEqual({ stamp: 600.5, standIn: true })
+    expect(rewrites.now('d1', 1300, 0)).toEqual({ stamp: 601.5, standIn: true })
+  })
+
+  it('leaves stamps it kept, gave, or never passed, and stamps read after it', () => {
+    expect(rewrites.now('d1', 500, 0)).toEqual({ stamp: 500, standIn: false })
+    expect(rewrites.now('d1', 602, 0)).toEqual({ stamp: 602, standIn: false })
+    expect(rewrites.now('d1', 1600, 0)).toEqual({ stamp: 1600, standIn: false })
+    expect(rewrites.now('d1', 1300, 1)).toEqual({ stamp: 1300, standIn: false })
+    expect(rewrites.now('d1', 1300)).toEqual({ stamp: 1300, standIn: false })
+    expect(rewrites.now('d2', 1300, 0)).toEqual({ stamp: 1300, standIn: false })
   })
 })

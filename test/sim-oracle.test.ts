@@ -216,6 +216,35 @@ describe('oracle: writes carried by one transaction', () => {
   })
 })
 
+describe('oracle: stand-in stamps (a write its device replaced before rewriting its stamps)', () => {
+  /** d1 puts u1 twice, the second after seeing the first, both at stamp 600.5. */
+  function story(standIn: boolean): History {
+    const s = new Story()
+    const a = s.write('d1', 1, { kind: 'put', user: 'u1', fields: { name: 'Ann' } }, [], 600.5)
+    const b = s.write(
+      'd1',
+      1,
+      { kind: 'put', user: 'u1', fields: { name: 'Bo' } },
+      [dotOf(a)],
+      600.5,
+    )
+    const c = s.write('d1', 1, { kind: 'put', user: 'u1', fields: { name: 'Cy' } }, [dotOf(b)], 601)
+    s.writes.splice(0, 2, { ...a, stampStandIn: standIn }, { ...b, stampStandIn: standIn })
+    s.adoption('u1', [dotOf(c)])
+    return s.history()
+  }
+
+  it('two equal stand-ins are not out of order; the write after them stamps above', () => {
+    expect(rules(story(true), peers({ u1: { id: 'u1', name: 'Cy' } }))).toEqual([])
+  })
+
+  it('equal stamps that are not stand-ins still are', () => {
+    expect(rules(story(false), peers({ u1: { id: 'u1', name: 'Cy' } }))).toEqual([
+      'oracle-stamp-order@d1',
+    ])
+  })
+})
+
 describe('oracle: device deletes (rule 3)', () => {
   function story(): { s: Story; adoption: Dot } {
     const s = new Story()

@@ -15,7 +15,9 @@
  * - `oracle-rule3-full-sync`: a device still hides, after a full sync, a
  *   user it deleted locally before it;
  * - `oracle-stamp-order`: a write made after its writer had seen another
- *   write does not stamp higher (the hybrid logical clock's promise);
+ *   write does not stamp higher (the hybrid logical clock's promise; a
+ *   stamp as it stands after the writer's rewrites of stamps that ran
+ *   ahead, or its stand-in: see `WriteRecord.stampStandIn`);
  * - `oracle-local-leaked`: a device-specific value a device wrote is in its
  *   replicated part (it left the device).
  */
@@ -208,6 +210,9 @@ function stampOrder(history: History): OracleViolation[] {
         seen = best
     }
     if (seen === undefined || (b.stamp ?? 0) > (seen.stamp ?? 0)) continue
+    // Two writes a later own write of each writer replaced before a stamp
+    // rewrite: their stand-ins are equal (neither stamp stands anywhere).
+    if (b.stampStandIn === true && seen.stampStandIn === true && b.stamp === seen.stamp) continue
     out.push({
       rule: 'oracle-stamp-order',
       peer: b.writer,

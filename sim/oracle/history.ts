@@ -81,6 +81,13 @@ export interface WriteRecord {
    * a dot). Used only to order writes neither of which saw the other.
    */
   readonly stamp: number | undefined
+  /**
+   * `stamp` is a stand-in: the writer rewrote its stamps that ran ahead
+   * after a later write of its own had replaced this one's (so the rewrite
+   * never saw them); the write counts as made just before that later one,
+   * and the stand-ins between the same two rewritten writes are equal.
+   */
+  readonly stampStandIn?: boolean
   /** Virtual ms of the call and of the acknowledgement (undefined: never acknowledged). */
   readonly calledAt: number
   readonly ackedAt: number | undefined
