@@ -20,8 +20,9 @@
  * moving device writes its carried own entries again under a new one. The
  * recorder notes, for each, an alias: whoever holds that operation holds
  * what it stands for (the base: everything the server held when it built
- * it; a carry: the device's own operations it held when it staged its
- * move). Every state vector the oracle gets is closed under the aliases,
+ * it; a carry: the devices' operations the moving device held when it
+ * staged its move, its own and its LAN neighbours' it may carry as its own
+ * fill). Every state vector the oracle gets is closed under the aliases,
  * so a write on the new generation still "knows" what its writer inherited,
  * and an old write that survived into the new one is still held.
  */
@@ -326,11 +327,19 @@ export class HistoryRecorder {
       if (clock > 0) this.#aliases.push({ dot: { client, clock: clock - 1 }, vector: inherited })
   }
 
-  /** `device` staged its move, leaving `old`: its carry stands for its own operations `old` held. */
+  /**
+   * `device` staged its move, leaving `old`: its carry stands for the
+   * devices' operations `old` held: its own, and other devices' it got
+   * over the LAN, which the carry takes as its own fill where the new
+   * generation lacks them (peers/device-sync/generation-move.ts,
+   * `unseenRelayed`: a write the server never received survives so).
+   */
   moveStaged(device: string, old: Y.Doc): void {
-    const own = this.#ownClients.get(device) ?? new Set<number>()
+    const devices = new Set<number>()
+    for (const [peer, clients] of this.#ownClients)
+      if (peer !== this.server) for (const client of clients) devices.add(client)
     const held = new Map<number, number>()
-    for (const [client, clock] of vectorOf(old)) if (own.has(client)) held.set(client, clock)
+    for (const [client, clock] of vectorOf(old)) if (devices.has(client)) held.set(client, clock)
     this.#carrying.set(device, this.#virtual(held))
   }
 

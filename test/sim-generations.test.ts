@@ -199,6 +199,36 @@ describe('generations in the simulator', () => {
     },
   )
 
+  // Device 2 enrols a user while the server is cut off (1 h to 3 h); the
+  // put reaches device 1 over the LAN only. The server starts a generation
+  // at 90 min, without it, and device 2 is restored at 100 min to a backup
+  // from before the put, down until 4.5 h. Device 1, moving at 3 h, carries
+  // device 2's entry as its own fill (generation-move.ts, unseenRelayed),
+  // so the put survives although no document holds its operation any more:
+  // the move's carry stands for it (the oracle took the user as never
+  // enrolled; swarm seeds 9067 and 9130 with `--devices 3 --days 0.02`).
+  it("a neighbour's write carried by a move survives its writer's restore", async () => {
+    const report = await simulate({
+      ...CALM,
+      seed: 1,
+      devices: 2,
+      days: 0.25,
+      lanIslands: 1,
+      steps: [
+        { at: 10 * M, op: 'put', peer: 0, user: 0, value: 1 },
+        // Kind 0 (value % 4): the server cut off from every device.
+        { at: H, op: 'partition', peer: 0, value: 0, lasts: 2 * H },
+        { at: 70 * M, op: 'put', peer: 2, user: 1, value: 5 },
+        { at: 90 * M, op: 'compact', value: 4 },
+        { at: 100 * M, op: 'restore', peer: 2, value: H, lasts: 150 * M },
+      ],
+    })
+    expect(report.faults.compactionsDone).toBe(1)
+    expect(report.faults.backupRestores).toBe(1)
+    expect(report.violationCounts).toEqual({})
+    expect(report.ok).toBe(true)
+  })
+
   // The server writes under the clientID its switch took, and crashes
   // before it sends anything (cut off from every device meanwhile): it
   // sends that write only after its restart, under another clientID. The
