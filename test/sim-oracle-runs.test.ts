@@ -36,4 +36,26 @@ describe('oracle: runs it must pass', () => {
     expect(report.violationCounts).toEqual({})
     expect(report.ok).toBe(true)
   })
+
+  it('of writes held and released in one transaction, the one called later wins', async () => {
+    // As above, a patch and then a put of the same user: they share a
+    // transaction, an operation id and a stamp, and ran in their call
+    // order, so the device's entry holds the put (the model kept the
+    // patch's email, which the put cleared).
+    const report = await simulate({
+      ...CALM,
+      seed: 1,
+      devices: 1,
+      days: 0.05,
+      steps: [
+        { at: M, op: 'put', peer: 1, user: 1, value: 11 },
+        { at: 10 * M, op: 'full', peer: 1 },
+        { at: 10 * M + 30, op: 'clog', peer: 1, value: 0, lasts: 20_000 },
+        { at: 10 * M + 5_000, op: 'patch', peer: 1, user: 1, value: 22 },
+        { at: 10 * M + 6_000, op: 'put', peer: 1, user: 1, value: 33 },
+      ],
+    })
+    expect(report.violationCounts).toEqual({})
+    expect(report.ok).toBe(true)
+  })
 })

@@ -214,6 +214,28 @@ describe('oracle: writes carried by one transaction', () => {
       'oracle-view@server',
     )
   })
+
+  it('the one called later is the later one (they ran in their call order)', () => {
+    // d1's patch of u1 and then its put of u1, which clears the title.
+    const s = new Story()
+    const a = s.write(
+      'd1',
+      1,
+      { kind: 'patch', user: 'u1', fields: { name: 'Ann', title: 'boss' } },
+      [],
+      1000,
+    )
+    s.writes.push({
+      ...a,
+      op: { kind: 'put', user: 'u1', fields: { name: 'Bo' } },
+      calledAt: a.calledAt + 1,
+    })
+    s.adoption('u1', [dotOf(a)])
+    expect(rules(s.history(), peers({ u1: { id: 'u1', name: 'Bo' } }))).toEqual([])
+    expect(rules(s.history(), peers({ u1: { id: 'u1', name: 'Ann', title: 'boss' } }))).toContain(
+      'oracle-view@server',
+    )
+  })
 })
 
 describe('oracle: stand-in stamps (a write its device replaced before rewriting its stamps)', () => {

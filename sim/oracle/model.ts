@@ -11,8 +11,10 @@
  *   seen another one is the later of the two, whatever their stamps say
  *   (SEMANTICS.md rule 2: "latest", by a hybrid logical clock, whose point is
  *   that a causally later write stamps higher even on a slower clock). Of
- *   two writes neither of which saw the other, the greater stamp, then the
- *   greater writer id.
+ *   two writes one transaction carried (a hold released them together),
+ *   the one called later: they ran in their call order. Of other writes
+ *   neither of which saw the other, the greater stamp, then the greater
+ *   writer id.
  * - **The server's record** is replayed in the server's own order: its
  *   puts, patches, deletes and policy changes as the caller asked for them,
  *   and, after every server transaction that brought others' writes, the
@@ -142,16 +144,22 @@ const emptyRecord = (epoch: number, live: boolean): ServerRecord => ({
 })
 
 /**
- * `a` is later than `b`: `a`'s writer had seen `b`; or neither saw the
- * other and `a` has the greater (stamp, writer id).
+ * `a` is later than `b`: `a`'s writer had seen `b`; or both ran in one
+ * transaction (writes a hold released together) and `a` was called after
+ * `b` (they ran in their call order); or neither saw the other and `a` has
+ * the greater (stamp, writer id).
  */
 export function later(a: WriteRecord, b: WriteRecord): boolean {
   if (b.dot !== undefined && holds(a.knows, b.dot)) return true
   if (a.dot !== undefined && holds(b.knows, a.dot)) return false
+  if (sameDot(a.dot, b.dot) && a.calledAt !== b.calledAt) return a.calledAt > b.calledAt
   const sa = a.stamp ?? 0
   const sb = b.stamp ?? 0
   return sa > sb || (sa === sb && a.writer > b.writer)
 }
+
+const sameDot = (a: Dot | undefined, b: Dot | undefined): boolean =>
+  a !== undefined && b !== undefined && a.client === b.client && a.clock === b.clock
 
 /** The fields a write sets, split by the policies its writer knew. */
 interface Split {
@@ -448,7 +456,10 @@ export class OracleModel {
     for (const w of writes) {
       if (!this.#split(w).replicated.has(field)) continue
       const held = latest.get(w.writer)
-      if (held === undefined || (w.stamp ?? 0) > (held.stamp ?? 0)) latest.set(w.writer, w)
+      const stamp = w.stamp ?? 0
+      const heldStamp = held?.stamp ?? 0
+      if (held === undefined || stamp > heldStamp || (stamp === heldStamp && later(w, held)))
+        latest.set(w.writer, w)
     }
     return [...latest.values()]
   }
