@@ -440,7 +440,7 @@ export class DeviceSync implements DeviceSyncApi {
     this.persisted = { ...this.persisted, offlineReady: false, awaitingUse: true }
     // The record goes with the wipe: no crash leaves an empty roster said offline-ready.
     const record = [...RECORD, this.persisted] as const
-    await replica.wipe(retention.wipeOptions(replica, record, this.link?.state, note, retentionMs))
+    await replica.wipe(retention.wipeOptions(replica, record, this.link, note, retentionMs))
     this.persistedUseAt = this.persisted.lastUsedAt
     this.book.reset()
   }

@@ -529,12 +529,11 @@ export async function createServer(input: ServerOptions): Promise<ServerPeer> {
         }),
       async revoke(id) {
         if (!(await registry.revoke(id))) return false
-        await keys.revokedWithDevice(id)
         endpoint.disconnect(id, CloseCode.revoked, 'PEER_REVOKED')
-        await publishRevocations(replica, registry, keys)
         // The same key's links under other ids go too: it is refused now.
         for (const other of keys.sharingKey(id))
           endpoint.disconnect(other, CloseCode.revoked, 'PEER_REVOKED: its key was revoked')
+        await publishRevocations(replica, registry, keys)
         return true
       },
       async approve(id) {
@@ -693,11 +692,15 @@ async function publishRevocations(
     })
     .filter((id) => !replica.isRevoked(id))
     .map((id) => asWriterId(id))
-  if (missing.length === 0) return
-  await replica.write((ctx) => {
-    const t = ctx.stamp()
-    for (const id of missing) ctx.setRevoked(id, { t })
-  })
+  if (missing.length > 0)
+    await replica.write((ctx) => {
+      const t = ctx.stamp()
+      for (const id of missing) ctx.setRevoked(id, { t })
+    })
+  // And for good: no reset of another id exempts such a key any more
+  // (DeviceKeys.revokedWithDevice); at start-up too, after a crash between
+  // the revoke and this.
+  for (const device of registry.list()) if (device.revoked) await keys.revokedWithDevice(device.id)
 }
 
 /** `devices.list`'s filter, checked: `INVALID_OPTIONS` for anything but `{ nameContains?: string }`. */

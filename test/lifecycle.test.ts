@@ -824,6 +824,26 @@ describe.each(DEVICE_SKEWS)('$name', (round) => {
       expect(s.server.events.query({ type: 'user-update-succeeded' })).toHaveLength(before)
     })
 
+    it('keeps only the entries the server lacks: those it acknowledged go with the roster (review)', async () => {
+      const s = await site()
+      await s.server.users.put({ id: 'u1', name: 'Ann' })
+      await s.server.users.put({ id: 'u2', name: 'Bo' })
+      const d = await device(s, 'D1', {
+        retentionMs: 2 * DAY,
+        mode: 'periodic',
+        deltaIntervalMs: 3 * DAY,
+      })
+      await d.sync.whenIdle()
+      await d.users.patch('u2', { email: 'acked@example.com' })
+      await d.sync.whenIdle()
+      await d.users.patch('u1', { email: 'unsent@example.com' })
+      s.down()
+      await s.clock.advance(2 * DAY)
+      await untilWiped(s, d)
+      const kept = d.replica.record('sync', 'retained') as Array<[string, unknown]>
+      expect(kept.map(([id]) => id)).toEqual(['u1'])
+    })
+
     it('keeps the unsent edit through a restart between the wipe and the next full sync', async () => {
       const s = await site()
       await s.server.users.put({ id: 'u1', name: 'Ann' })

@@ -10,7 +10,7 @@
  * then pushed. Rule 4 holds: an entry of a user the server deleted
  * meanwhile is void and dropped.
  */
-import { asDeviceEntry, type DeviceEntry } from '../../core/entries.js'
+import { asDeviceEntry, usersRootName, type DeviceEntry } from '../../core/entries.js'
 import { asUserId, type UserId } from '../../core/ids.js'
 import { mergeDeviceEntries } from '../../core/writes.js'
 import type { Replica } from '../replica.js'
@@ -34,15 +34,25 @@ function stored(replica: Replica): Map<UserId, DeviceEntry> {
 
 /**
  * The records a retention wipe stores in its batch: this device's own
- * entries in `doc`, merged with any kept by an earlier wipe not yet
- * written back (none when there are none).
+ * entries in `doc` whose item the server has not acknowledged (`acked`,
+ * as in ./unsent.ts: its clientID's clock past what was acknowledged, or
+ * never acknowledged), merged with any kept by an earlier wipe not yet
+ * written back (none when there are none). Entries the server holds go
+ * with the roster (a review: all were kept).
  */
 export function retainedRecords(
   replica: Replica,
   doc = replica.doc,
+  acked: ReadonlyArray<readonly [number, number]> = [],
 ): Array<[string, string, unknown]> {
   const entries = stored(replica)
+  const held = new Map(acked)
+  const part = doc.share.has(usersRootName(replica.writerId))
+    ? doc.getMap<unknown>(usersRootName(replica.writerId))
+    : undefined
   for (const [id, entry] of ownEntries(doc, replica)) {
+    const item = part?._map.get(id)
+    if (item !== undefined && item.id.clock < (held.get(item.id.client) ?? 0)) continue
     const earlier = entries.get(id)
     entries.set(id, earlier === undefined ? entry : mergeDeviceEntries([earlier, entry]))
   }

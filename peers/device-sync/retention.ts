@@ -11,6 +11,7 @@ import type { Replica, WipeOptions } from '../replica.js'
 import type { Persisted } from './types.js'
 import { retainedRecords } from './retained.js'
 import { holdsUnsent } from './unsent.js'
+import { refusedError } from './sync-errors.js'
 
 /**
  * What became of this device's changes its server lacked at the wipe:
@@ -45,24 +46,29 @@ export function pushFailedNote(error: unknown): string {
 export const REFUSED_NOTE = 'no push, the server refuses this device'
 
 /**
- * The retention wipe of `replica`, whose sync record is `record` and whose
- * server link is in `link` state (undefined: no server). Own changes the
- * server lacks are kept (./retained.ts) unless nothing can ever take them
- * (no server, or one that refuses this device); the event says which.
+ * The retention wipe of `replica`, whose sync record is `record`, with its
+ * server `link` (undefined: no server). Own changes the server lacks are
+ * kept (./retained.ts) unless nothing can ever take them: no server, or one
+ * that revoked this device (another refusal, a wrong site key say, may be
+ * set right: a review); the event says which.
  */
 export function wipeOptions(
   replica: Replica,
   record: readonly [string, string, Persisted],
-  link: string | undefined,
+  link: { readonly state: string; readonly reason?: string | undefined } | undefined,
   note: string | undefined,
   retentionMs: number,
 ): WipeOptions {
-  const unsent = holdsUnsent(replica, record[2].acked)
-  const keep = unsent && link !== undefined && link !== 'refused'
+  const acked = record[2].acked
+  const unsent = holdsUnsent(replica, acked)
+  const revoked =
+    link?.state === 'refused' &&
+    refusedError(link.reason?.replace(/^\d+: /, '')).code === 'PEER_REVOKED'
+  const keep = unsent && link !== undefined && !revoked
   return {
     local: true,
     event: wipeEvent(retentionMs, note, keep ? 'kept' : unsent ? 'lost' : 'none'),
     // The kept entries are read right before the wipe, after every write queued earlier.
-    records: (doc) => [record, ...(keep ? retainedRecords(replica, doc) : [])],
+    records: (doc) => [record, ...(keep ? retainedRecords(replica, doc, acked) : [])],
   }
 }
