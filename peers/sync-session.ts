@@ -91,7 +91,7 @@ export interface SessionOptions {
    * false leaves them for the next exchange (a device in periodic mode).
    */
   readonly forwardUpdates?: boolean
-  /** Changes wait for this side's first answer to a step 1 (a device's links: see `early`). */
+  /** Changes wait for this side's first answer to a step 1 (a device's links: see `beforeAnswer`). */
   readonly forwardAfterAnswer?: boolean
   /**
    * Speak signed envelopes on this link (PROTOCOL.md, "Signed writes"):
@@ -160,19 +160,19 @@ export function startSession(options: SessionOptions): SyncSession {
   const signedNow = (): SignedLink | undefined =>
     signedLink?.active() === true ? signedLink : undefined
   /**
-   * Changes told before this side first answered a step 1, when they wait
-   * for it (`forwardAfterAnswer`): one sent before can build on what only
-   * that answer carries (writes made offline, under the clientID before a
-   * restart), and the receiver, finding its origin nowhere, refused it
-   * FORBIDDEN_WRITE (a probe). After the answer, what it held is a no-op.
+   * Changes are not forwarded until this side makes its first answer to a
+   * step 1, when they wait for it (`forwardAfterAnswer`): one sent before
+   * could build on what only that answer carries (writes made offline,
+   * under the clientID before a restart), and the receiver, finding its
+   * origin nowhere, refused it FORBIDDEN_WRITE (a probe). The answer holds
+   * every durable change told so far (AnswerOut.made): nothing is kept
+   * meanwhile. Relayed envelopes are not held back (a peer that never asks
+   * still gets them; another writer's may build on this device's offline
+   * writes: left open).
    */
-  let early: ReplicaUpdate[] | undefined = options.forwardAfterAnswer === true ? [] : undefined
+  let beforeAnswer = options.forwardAfterAnswer === true
   const forward = (told: ReplicaUpdate): void => {
-    if (told.from === connection.id || !connection.open || !helloHandled) return
-    if (early !== undefined) {
-      early.push(told)
-      return
-    }
+    if (told.from === connection.id || !connection.open || !helloHandled || beforeAnswer) return
     const signed = signedNow()
     if (signed === undefined) {
       // A link that must sign and cannot yet sends nothing: the
@@ -286,12 +286,10 @@ export function startSession(options: SessionOptions): SyncSession {
       send,
       signed: signedNow,
       stream: (answer) => outbox.sendStream(answer),
+      made: () => (beforeAnswer = false),
       ...(asker === undefined ? {} : { untrusted: asker }),
     })
     options.onAnswered?.()
-    const held = early
-    early = undefined
-    for (const told of held ?? []) forward(told)
     if (waiting.size > 0)
       waiting.step1(
         { theirs, ours: Y.decodeStateVector(ours), asked: by },

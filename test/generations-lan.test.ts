@@ -205,7 +205,7 @@ describe('LAN links across generations', () => {
         siteKey: SITE_KEY,
       })
       // Data directories of their own (the cases share the suite's folder).
-      const [va, ve] = action === 'revoke' ? ['VA', 'VE'] : ['RA', 'RE']
+      const [va, ve] = action === 'revoke' ? ['VA', 'VE'] : ['KA', 'KE']
       let a: DevicePeer | undefined
       let e: DevicePeer | undefined
       try {

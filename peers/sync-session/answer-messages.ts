@@ -134,6 +134,8 @@ export interface AnswerOut {
    * the turn's deadline.
    */
   readonly untrusted?: { readonly who: string; readonly inTurn: boolean }
+  /** Told as the answer is made: it holds every durable change so far. */
+  readonly made?: () => void
 }
 
 /**
@@ -195,6 +197,7 @@ export async function sendAnswer(
   out: AnswerOut,
 ): Promise<Uint8Array> {
   return replica.whenDurable((_doc, vector) => {
+    out.made?.()
     if (out.withStateVector) out.send({ type: 'sync-step1', stateVector: vector })
     // In parts, one message each (PROTOCOL.md, "Answers in chunks"): all
     // but the last go as updates, the last as step 2, so the other side
