@@ -83,15 +83,18 @@ export const serverCommand: Command = {
     // With the directory it serves: a copy of it (a backup taken while it
     // runs) holds this file too, and is not this server's (a probe: users
     // added to the copy were added to the live site).
-    await writeFile(
-      info,
-      JSON.stringify({
-        url: server.url,
-        http: server.http,
-        pid: process.pid,
-        data: realpathSync(values.data),
-      }),
-    )
+    const about = JSON.stringify({
+      url: server.url,
+      http: server.http,
+      pid: process.pid,
+      data: realpathSync(values.data),
+    })
+    // Not written, the server closes: it ran on, listening, and the command
+    // hung after printing its error (an operator probe's run).
+    await writeFile(info, about).catch(async (error: unknown) => {
+      await server.close()
+      throw new CliError(`cannot write ${info}: ${(error as Error).message}`, 1)
+    })
     if (values.open) {
       // Loud on purpose, on stderr even with --json: an open site admits anyone.
       console.error(

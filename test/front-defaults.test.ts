@@ -8,7 +8,7 @@
  */
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -254,6 +254,24 @@ describe('secure defaults: the command line', () => {
     expect(stderr.match(/OPEN/g)).toHaveLength(1)
     expect(stderr).not.toMatch(/trace-warnings/)
     expect(stdout).not.toContain('--site-key-file')
+  })
+
+  it('exits, the server closed, when it cannot write its server.json (it hung, listening)', async () => {
+    const dir = await tempDir()
+    const data = join(dir, 'data')
+    await mkdir(join(data, 'server.json'), { recursive: true })
+    const child = spawn(
+      process.execPath,
+      ['bin/rostersync.js', 'server', '--port', '0', '--data', data],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    )
+    let stderr = ''
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
+    const code = await new Promise((resolve) => child.once('exit', resolve))
+    expect(code).toBe(1)
+    expect(stderr).toMatch(/cannot write .*server\.json/)
   })
 
   it('warns of a short site key however it is given', async () => {
