@@ -80,9 +80,18 @@ export const devicesCommand: Command = {
       }
       if (action === 'approve') {
         if (id === undefined) throw new CliError('which device? rostersync devices approve <id>')
+        // Said when there was nothing to approve (it said "approved", and
+        // logged nothing: an operator probe).
+        const waited = (await roster.devices()).find((d) => d.id === id)?.pending === true
         if (!(await roster.approve(id)))
           throw new CliError(`PEER_UNKNOWN: no device ${JSON.stringify(id)} in the registry`, 1)
-        console.log(values.json ? toJson({ ok: true }) : `device ${id} approved`)
+        console.log(
+          values.json
+            ? toJson({ ok: true, approved: waited })
+            : waited
+              ? `device ${id} approved`
+              : `device ${id} was not waiting for approval: nothing to do`,
+        )
         return
       }
       const devices = await roster.devices(values.name)

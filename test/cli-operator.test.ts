@@ -181,6 +181,11 @@ describe('approval from the command line', () => {
     expect(status.stdout).toContain(`waiting for approval: key fingerprint ${fingerprint}`)
     const json = await cli(['device', '--data', join(dir, 't5'), '--status', '--json'])
     expect(JSON.parse(json.stdout)).toMatchObject({ keyFingerprint: fingerprint })
+    // Approved once; again, it says there was nothing to approve (it said "approved").
+    const approved = await cli(['devices', 'approve', 'T-5', '--data', srv])
+    expect([approved.code, approved.stdout.trim()]).toEqual([0, 'device T-5 approved'])
+    const again = await cli(['devices', 'approve', 'T-5', '--data', srv, '--json'])
+    expect(JSON.parse(again.stdout)).toEqual({ ok: true, approved: false })
   }, 60_000)
 })
 
