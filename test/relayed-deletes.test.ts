@@ -11,11 +11,10 @@
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
-import { decodeMessage, encodeMessage, type Message } from '../core/protocol.js'
 import { decodeCertificate, keyPairFromSeed, signLanProof } from '../core/signing.js'
-import type { CloseInfo, Connection, Transport } from '../core/transport.js'
+import type { Connection, Transport } from '../core/transport.js'
 import { scanUpdate } from '../core/update-scan.js'
-import { encodeLanAuth, LAN_AUTH_MESSAGE } from '../peers/lan-auth.js'
+import { encodeLanAuth } from '../peers/lan-auth.js'
 import { createDevice, type DevicePeer } from '../peers/create-device.js'
 import { deletesUnreplaced } from '../peers/envelope-news.js'
 import { createServer, type ServerPeer } from '../server-peer/create-server.js'
@@ -24,28 +23,13 @@ import { memoryPair } from '../transports/memory-transport.js'
 import { eventually } from './helpers/eventually.js'
 import { joinTarget } from './helpers/join-url.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
+import { rawEnd, type RawEnd } from './helpers/raw-link.js'
 
 const SITE_KEY = 'relayed-deletes-site-key'
 const closers: Array<() => Promise<void>> = []
 afterEach(async () => {
   for (const close of closers.splice(0).reverse()) await close()
 })
-
-interface Raw {
-  readonly received: Message[]
-  closed(): CloseInfo | undefined
-  send(message: Message): void
-}
-
-function rawOf(connection: Connection): Raw {
-  const received: Message[] = []
-  let closed: CloseInfo | undefined
-  connection.onMessage((bytes) => {
-    if (bytes[0] !== LAN_AUTH_MESSAGE) received.push(decodeMessage(bytes))
-  })
-  connection.onClose((info) => (closed = info))
-  return { received, closed: () => closed, send: (m) => connection.send(encodeMessage(m)) }
-}
 
 /** A server, and devices D and E that synced with it, then lost it and keep a LAN link. */
 async function cutOffSite(): Promise<{
@@ -107,7 +91,7 @@ async function askServer(
   vector: (serverVector: Uint8Array) => Uint8Array,
 ): Promise<{ cert: ReturnType<typeof decodeCertificate>; envelopes: Uint8Array[] }> {
   const [mine, theirs] = memoryPair('H', 'server')
-  const h = rawOf(mine)
+  const h = rawEnd(mine)
   server.accept(theirs, joinTarget('H', KEY_H, SITE_KEY, clock.now()))
   await eventually(() => expect(h.received[0]?.type).toBe('hello'))
   const hello = h.received[0]
@@ -130,10 +114,10 @@ async function askServer(
 const KEY_H = keyPairFromSeed(new Uint8Array(32).fill(91))
 
 /** H's LAN link to `d`, its certificate shown. */
-function lanFromH(d: DevicePeer, cert: ReturnType<typeof decodeCertificate>): Raw {
+function lanFromH(d: DevicePeer, cert: ReturnType<typeof decodeCertificate>): RawEnd {
   const [mine, theirs] = memoryPair('H', d.id)
   d.attachLan(theirs, 'H')
-  const raw = rawOf(mine)
+  const raw = rawEnd(mine)
   mine.send(encodeLanAuth(cert, signLanProof(KEY_H, cert.site, 'H', d.id)))
   return raw
 }

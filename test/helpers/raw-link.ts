@@ -21,14 +21,23 @@ export interface RawLink {
   send(message: Message): void
 }
 
-/** Joins `server` as device `id` with `key`. */
-export function rawLink(server: ServerPeer, id: string, key: string): RawLink {
-  const [mine, theirs] = memoryPair(id, 'server')
-  server.accept(theirs, `/roster?device=${id}&key=${key}`)
+/** The other end's side of a raw connection: what it received, how it closed, a sender. */
+export interface RawEnd {
+  /** Messages received, decoded (undecodable ones, `lan-auth` frames among them, are skipped). */
+  readonly received: Message[]
+  /** Bytes received in all. */
+  receivedBytes(): number
+  /** How the link closed, once it has. */
+  closed(): CloseInfo | undefined
+  send(message: Message): void
+}
+
+/** Watches `connection` (see RawEnd). */
+export function rawEnd(connection: Connection): RawEnd {
   const received: Message[] = []
   let bytes = 0
   let closed: CloseInfo | undefined
-  mine.onMessage((message) => {
+  connection.onMessage((message) => {
     bytes += message.byteLength
     try {
       received.push(decodeMessage(message))
@@ -36,13 +45,18 @@ export function rawLink(server: ServerPeer, id: string, key: string): RawLink {
       // Not ours to judge here.
     }
   })
-  mine.onClose((info) => (closed = info))
+  connection.onClose((info) => (closed = info))
   return {
-    connection: mine,
-    serverEnd: theirs,
     received,
     receivedBytes: () => bytes,
     closed: () => closed,
-    send: (message) => mine.send(encodeMessage(message)),
+    send: (message) => connection.send(encodeMessage(message)),
   }
+}
+
+/** Joins `server` as device `id` with `key`. */
+export function rawLink(server: ServerPeer, id: string, key: string): RawLink {
+  const [mine, theirs] = memoryPair(id, 'server')
+  server.accept(theirs, `/roster?device=${id}&key=${key}`)
+  return { connection: mine, serverEnd: theirs, ...rawEnd(mine) }
 }
